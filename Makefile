@@ -1,0 +1,45 @@
+# The two set-up commands of the README: `make up` and `make test`. Each creates or updates the
+# virtual environment from the lock file first; nothing else needs installing by hand.
+PYTHON ?= python3
+VENV   := .venv
+UV     := $(VENV)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: up test lint typecheck unit integration reliability bench catalogue clean
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8; }
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+up: $(VENV)/.synced
+	$(VENV)/bin/his up
+
+test: $(VENV)/.synced lint typecheck
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.synced
+	$(VENV)/bin/pytest tests/unit
+
+integration: $(VENV)/.synced
+	$(VENV)/bin/pytest tests/integration
+
+reliability: $(VENV)/.synced
+	$(VENV)/bin/pytest tests/reliability
+
+bench: $(VENV)/.synced
+	$(VENV)/bin/his bench backbone
+
+catalogue: $(VENV)/.synced
+	$(VENV)/bin/his events catalogue -o docs/events.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

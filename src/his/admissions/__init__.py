@@ -1,0 +1,1 @@
+"""admissions: wards, rooms, beds, admissions, transfers, nightly bed charges."""

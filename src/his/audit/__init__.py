@@ -1,0 +1,1 @@
+"""audit: append-only, hash-chained log of PHI access and security events."""

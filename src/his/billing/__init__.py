@@ -1,0 +1,1 @@
+"""billing: price list, payer plans, charges, invoices, claims, payments."""

@@ -1,0 +1,1 @@
+"""The ``his`` command line: up, status, dlq, bench, events."""

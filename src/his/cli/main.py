@@ -1,0 +1,140 @@
+"""``his``: run and operate a hospital."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from his.kernel.config import Settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="his — an event-driven Hospital Information System.",
+)
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list, show, replay, discard.")
+events_app = typer.Typer(no_args_is_help=True, help="The event registry.")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@app.command()
+def up() -> None:
+    """Start the whole hospital: PostgreSQL, NATS, every service and the gateway."""
+    from his.cli.supervisor import up as run_up
+
+    raise typer.Exit(run_up(Settings()))
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Health, outbox backlog, consumer lag and DLQ depth of a running hospital."""
+    from his.cli.ops import collect_status, render_status
+
+    snapshot = asyncio.run(collect_status(Settings()))
+    if as_json:
+        out.print_json(json.dumps(snapshot))
+    else:
+        render_status(out, snapshot)
+    if not snapshot.get("running") or not snapshot.get("healthy"):
+        raise typer.Exit(1)
+
+
+def _with_js(fn: Any) -> Any:
+    from his.cli.ops import with_jetstream
+
+    return asyncio.run(with_jetstream(Settings(), fn))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer's dead letters.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List dead letters, oldest first."""
+    from his.kernel import dlq
+
+    items = _with_js(lambda js: dlq.list_dead_letters(js, consumer=consumer))
+    if as_json:
+        out.print_json(json.dumps([d.as_dict() for d in items]))
+        return
+    table = Table("id", "consumer", "event", "subject", "kind", "deliveries", "error", title="Dead letters")
+    for d in items:
+        table.add_row(str(d.id), d.target, d.event_id[:8], d.subject, d.kind, str(d.deliveries), d.error[:80])
+    out.print(table if items else "no dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(dlq_id: int) -> None:
+    """Show one dead letter with its original event."""
+    from his.kernel import dlq
+
+    d = _with_js(lambda js: dlq.get_dead_letter(js, dlq_id))
+    if d is None:
+        err.print(f"no dead letter {dlq_id}")
+        raise typer.Exit(1)
+    out.print_json(json.dumps(d.as_dict(with_data=True)))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    consumer: Annotated[str | None, typer.Option(help="With --all: only this consumer.")] = None,
+) -> None:
+    """Send dead letters back to their consumer (idempotent: the consumer's inbox drops repeats)."""
+    from his.kernel import dlq
+
+    async def go(js: Any) -> list[str]:
+        targets = list(ids or [])
+        if all_:
+            targets += [d.id for d in await dlq.list_dead_letters(js, consumer=consumer)]
+        done = []
+        for i in targets:
+            dl = await dlq.replay(js, i)
+            done.append(f"{i}: " + (f"replayed to {dl.target}" if dl else "not found"))
+        return done
+
+    if not ids and not all_:
+        err.print("name dead letter ids, or use --all")
+        raise typer.Exit(2)
+    for line in _with_js(go):
+        out.print(line)
+
+
+@dlq_app.command("discard")
+def dlq_discard(ids: list[int]) -> None:
+    """Remove dead letters without replaying them."""
+    from his.kernel import dlq
+
+    async def go(js: Any) -> list[str]:
+        return [f"{i}: " + ("discarded" if await dlq.discard(js, i) else "not found") for i in ids]
+
+    for line in _with_js(go):
+        out.print(line)
+
+
+@events_app.command("catalogue")
+def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
+    """Print (or write) the event catalogue generated from the registry."""
+    import his.events  # noqa: F401
+    from his.kernel.events import catalogue_markdown
+
+    text = catalogue_markdown() + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        out.print(text, markup=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,329 @@
+"""``his up``: start PostgreSQL and NATS (unless external), provision, migrate, run every service.
+
+Children run in their own sessions so that Ctrl-C reaches only the supervisor, which then
+stops them in order: gateway and services first, then NATS, then PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import nats
+from rich.console import Console
+
+from his.cli import state
+from his.cli.services import GATEWAY, SERVICES
+from his.kernel import migrations, safety, streams
+from his.kernel.config import Settings
+from his.kernel.infra import nats as nats_infra
+from his.kernel.infra import postgres as pg_infra
+from his.kernel.infra.procs import ManagedProcess, ServerStartError
+
+console = Console(stderr=True, highlight=False)
+COLOURS = (
+    "cyan",
+    "magenta",
+    "green",
+    "yellow",
+    "blue",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_yellow",
+    "bright_blue",
+    "white",
+)
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    url: str
+    proc: ManagedProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    admin_dsn: str = ""
+    nats_url: str = ""
+    nats_monitor: str | None = None
+    infra: list[ManagedProcess] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    lock: IO[str] | None = None
+
+
+def echo(name: str, line: str) -> None:
+    colour = COLOURS[sum(map(ord, name)) % len(COLOURS)]
+    console.print(f"[{colour}]{name:>13}[/] | {line}", markup=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+
+
+def acquire_lock(data: Path) -> IO[str]:
+    run = data / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    fh = open(run / "up.lock", "w")  # noqa: SIM115 - held for the life of the supervisor
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ServerStartError(f"another `his up` is already running on data directory {data}") from None
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def reap_leftovers(data: Path) -> None:
+    """Stop servers left by a supervisor that was killed (its lock is free, its pids may live)."""
+    old = state.read(data) or {}
+    for pid in old.get("infra_pids", []):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(data) in cmdline:
+            console.print(f"stopping a server left over from an earlier run (pid {pid})")
+            os.kill(pid, signal.SIGINT if "postgres" in cmdline else signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+
+
+def secret(data: Path, name: str) -> str:
+    p = data / "secrets" / name
+    if p.exists():
+        return p.read_text().strip()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.chmod(0o700)
+    value = secrets.token_urlsafe(24)
+    p.write_text(value)
+    p.chmod(0o600)
+    return value
+
+
+async def start_postgres(stack: Stack) -> None:
+    s, data = stack.settings, stack.settings.data_path
+    if s.database_url:
+        stack.admin_dsn = s.database_url
+        where = urlsplit(s.database_url).hostname or "unix socket"
+        try:
+            await migrations.ensure_database(s.database_url)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise ServerStartError(f"cannot reach PostgreSQL at {where} (HIS_DATABASE_URL): {exc}") from None
+        return
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    proc, loc = await asyncio.to_thread(pg_infra.start, data / "pg", log_file=data / "logs" / "postgres.log")
+    stack.infra.append(proc)
+    stack.admin_dsn = loc.url()
+    await migrations.ensure_database(stack.admin_dsn)
+
+
+async def start_nats(stack: Stack) -> None:
+    s, data = stack.settings, stack.settings.data_path
+    if s.nats_url:
+        stack.nats_url = s.nats_url
+        stack.nats_monitor = os.environ.get("HIS_NATS_MONITOR_URL")
+        try:
+            nc = await nats.connect(s.nats_url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False)
+            await nc.close()
+        except Exception as exc:  # noqa: BLE001 - nats-py raises many types for "unreachable"
+            raise ServerStartError(f"cannot reach NATS at {s.nats_url} (HIS_NATS_URL): {exc!r}") from None
+        return
+    port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
+    proc, loc = await asyncio.to_thread(
+        nats_infra.start, data / "nats", host=s.host, port=port, log_file=data / "logs" / "nats.log"
+    )
+    stack.infra.append(proc)
+    stack.nats_url, stack.nats_monitor = loc.url, f"http://{loc.host}:{loc.monitor_port}"
+
+
+async def check_durability(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        problems = await safety.postgres_problems(conn)
+    finally:
+        await conn.close()
+    problems += await asyncio.to_thread(safety.nats_problems, stack.nats_monitor)
+    for p in safety.enforce(problems, allow_unsafe=stack.settings.allow_unsafe_durability):
+        console.print(f"[yellow]warning:[/] {p}")
+
+
+async def bootstrap(stack: Stack) -> dict[str, str]:
+    """Provision and migrate every service; declare the streams. Returns runtime DSNs."""
+    data = stack.settings.data_path
+    dsns: dict[str, str] = {}
+    for svc in SERVICES:
+        dsns[svc] = await migrations.provision(stack.admin_dsn, svc, secret(data, f"db-{svc}"))
+        await migrations.upgrade(stack.admin_dsn, svc)
+    nc = await nats.connect(stack.nats_url, connect_timeout=5)
+    try:
+        await streams.declare(nc.jetstream(), SERVICES)
+    finally:
+        await nc.close()
+    return dsns
+
+
+def plan_children(stack: Stack, dsns: dict[str, str]) -> None:
+    s = stack.settings
+    if not nats_infra.port_free(s.host, s.gateway_port):
+        raise ServerStartError(f"gateway port {s.host}:{s.gateway_port} is already in use (set HIS_GATEWAY_PORT)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    base.update(
+        {
+            "HIS_DATA_DIR": str(s.data_path),
+            "HIS_LOG_LEVEL": s.log_level,
+            "HIS_HOST": s.host,
+            "PYTHONUNBUFFERED": "1",
+            "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
+        }
+    )
+    upstreams = {}
+    for svc in SERVICES:
+        port = nats_infra.free_port(s.host)
+        url = f"http://{s.host}:{port}"
+        upstreams[svc] = url
+        env = dict(
+            base,
+            HIS_SERVICE=svc,
+            HIS_SERVICE_DATABASE_URL=dsns[svc],
+            HIS_SERVICE_NATS_URL=stack.nats_url,
+            HIS_HTTP_PORT=str(port),
+        )
+        stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
+    import json
+
+    env = dict(base, HIS_SERVICE=GATEWAY, HIS_HTTP_PORT=str(s.gateway_port), HIS_UPSTREAMS=json.dumps(upstreams))
+    stack.children.append(
+        Child(GATEWAY, [sys.executable, "-m", "his.gateway"], env, f"http://{s.host}:{s.gateway_port}")
+    )
+
+
+def launch(child: Child) -> None:
+    child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=echo)
+    child.started_at = time.monotonic()
+
+
+def save_state(stack: Stack) -> None:
+    state.write(
+        stack.settings.data_path,
+        {
+            "supervisor_pid": os.getpid(),
+            "gateway_url": f"http://{stack.settings.host}:{stack.settings.gateway_port}",
+            "nats_url": stack.nats_url,
+            "nats_monitor_url": stack.nats_monitor,
+            "infra_pids": [p.pid for p in stack.infra],
+            "services": {c.name: {"url": c.url, "pid": c.proc.pid if c.proc else None} for c in stack.children},
+        },
+    )
+
+
+async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        pending = {c.name: c for c in stack.children}
+        while pending and time.monotonic() < deadline:
+            for name, child in list(pending.items()):
+                try:
+                    if (await client.get(f"{child.url}/readyz")).status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if pending:
+                await asyncio.sleep(0.1)
+        if pending:
+            fail(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+        return not pending
+
+
+async def supervise(stack: Stack, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        now = time.monotonic()
+        for child in stack.children:
+            proc = child.proc
+            if proc is not None and proc.poll() is not None:
+                uptime = now - child.started_at
+                child.restarts = 0 if uptime > 60 else child.restarts + 1
+                delay = min(30.0, 0.5 * 2**child.restarts)
+                console.print(f"[red]{child.name} exited with code {proc.returncode}; restarting in {delay:.1f}s[/]")
+                child.proc, child.next_start = None, now + delay
+            if child.proc is None and now >= child.next_start:
+                launch(child)
+                save_state(stack)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def shutdown(stack: Stack) -> None:
+    console.print("stopping…")
+    running = [c.proc for c in stack.children if c.proc is not None]
+    for p in running:
+        p.signal(signal.SIGTERM)
+    for p in running:
+        p.stop(signal.SIGTERM, timeout=10)
+    for p in reversed(stack.infra):
+        if p.name == "postgres":
+            pg_infra.stop(p)
+        else:
+            p.stop()
+    state.remove(stack.settings.data_path)
+    console.print("stopped")
+
+
+async def run_up(settings: Settings) -> int:
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    t0 = time.monotonic()
+    try:
+        stack.lock = acquire_lock(data)
+        reap_leftovers(data)
+        await start_postgres(stack)
+        await start_nats(stack)
+        await check_durability(stack)
+        dsns = await bootstrap(stack)
+        plan_children(stack, dsns)
+        for child in stack.children:
+            launch(child)
+        save_state(stack)
+        if not await wait_healthy(stack):
+            raise ServerStartError("services did not become ready; see their log lines above")
+        console.print(
+            f"[bold green]his is up[/] in {time.monotonic() - t0:.1f}s — console: "
+            f"http://{settings.host}:{settings.gateway_port}/   (Ctrl-C stops everything)"
+        )
+        await supervise(stack, stop)
+        return 0
+    except (ServerStartError, safety.UnsafeDurabilityError) as exc:
+        fail(str(exc))
+        return 1
+    finally:
+        shutdown(stack)
+
+
+def up(settings: Settings) -> int:
+    return asyncio.run(run_up(settings))

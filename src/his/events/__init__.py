@@ -1,0 +1,8 @@
+"""Versioned integration event models: the one contract shared by producers and consumers.
+
+Importing this package registers every model in ``his.kernel.events.registry``.
+"""
+
+from his.events import patients
+
+__all__ = ["patients"]

@@ -1,0 +1,3 @@
+from his.gateway.app import main
+
+main()

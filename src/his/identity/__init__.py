@@ -1,0 +1,1 @@
+"""identity: users, password hashes, roles, refresh tokens, signing keys."""

@@ -1,0 +1,1 @@
+"""inventory: items, stock per location and lot, consumption, low-stock alerts."""

@@ -1,0 +1,1 @@
+"""Mechanisms shared by every service: no hospital concepts live here."""

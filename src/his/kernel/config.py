@@ -1,0 +1,44 @@
+"""Typed settings, read from ``HIS_*`` environment variables (a ``.env`` file works too)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the supervisor and every service process."""
+
+    model_config = SettingsConfigDict(env_prefix="HIS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".his"))
+    gateway_port: int = 4004
+    host: str = "127.0.0.1"
+    database_url: str | None = None
+    nats_url: str | None = None
+    admin_email: str = "admin@his.local"
+    admin_password: str | None = None
+    #: Refuse to start on unsafe durability settings unless this is set.
+    allow_unsafe_durability: bool = False
+    log_level: str = "INFO"
+    #: How long published outbox rows are kept before they are pruned.
+    outbox_retention_seconds: float = 7 * 24 * 3600
+    #: Poll interval of the relay when no wake-up arrives.
+    outbox_poll_seconds: float = 1.0
+
+    @cached_property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+
+class ServiceSettings(Settings):
+    """What the supervisor hands to one service process."""
+
+    service: str = ""
+    #: Connection URL for this service's runtime role (set by the supervisor).
+    service_database_url: str = ""
+    service_nats_url: str = ""
+    http_port: int = 0

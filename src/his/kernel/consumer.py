@@ -1,0 +1,246 @@
+"""Durable pull consumers with an idempotent inbox.
+
+For each fetched batch the consumer opens one transaction, inserts every event id into the
+inbox at once (``ON CONFLICT DO NOTHING``), runs the handler of each new event inside its own
+savepoint, and commits. Only after the commit does it acknowledge. A redelivered event finds
+its inbox row and is acknowledged without running the handler again, so effects happen
+exactly once although delivery is at least once.
+
+Failures: an invalid envelope or payload, or a ``PermanentError`` from the handler, is
+terminated at once (with its reason). Any other error is negatively acknowledged with a
+growing delay until ``max_deliver`` is reached. Either way JetStream emits an advisory that
+the DLQ mover turns into a dead letter; the last error is kept in a KV bucket for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import nats.errors
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from his.kernel import tracing
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.events import Envelope, Event, InvalidEnvelopeError, UnknownEventTypeError, service_of, stream_name
+from his.kernel.streams import ERRORS_BUCKET, REPLAY_STREAM, replay_subject
+
+log = logging.getLogger("his.consumer")
+
+Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+
+INBOX_INSERT = """
+INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+ON CONFLICT DO NOTHING RETURNING event_id
+"""
+INBOX_FORGET = "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])"
+
+
+class PermanentError(Exception):
+    """The event can never be applied as it is: terminate it (it goes to the DLQ) at once."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A durable consumer: one event type, one handler."""
+
+    name: str
+    event_type: str
+    handler: Handler
+    max_deliver: int = 5
+    backoff: Sequence[float] = (0.5, 2.0, 10.0, 30.0, 60.0)
+    ack_wait: float = 30.0
+    batch: int = 128
+
+    @property
+    def stream(self) -> str:
+        return stream_name(service_of(self.event_type))
+
+    @property
+    def replay_name(self) -> str:
+        return f"{self.name}_replay"
+
+    def delay(self, delivered: int) -> float:
+        return self.backoff[min(max(delivered, 1), len(self.backoff)) - 1]
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    terminated: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    msg: Msg
+    env: Envelope
+    event: Event
+
+
+class ConsumerLoop:
+    """Runs one subscription (and its replay feed) until cancelled."""
+
+    def __init__(self, db: Database, nc: NATS, js: JetStreamContext, sub: Subscription) -> None:
+        self.db = db
+        self.nc = nc
+        self.js = js
+        self.sub = sub
+        self.stats = ConsumerStats()
+        self._errors: KeyValue | None = None
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._feed(self.sub.stream, self.sub.name, self.sub.event_type))
+            tg.create_task(self._feed(REPLAY_STREAM, self.sub.replay_name, replay_subject(self.sub.name)))
+
+    async def ensure(self, stream: str, durable: str, subject: str) -> None:
+        """Create or update the durable consumer."""
+        await self.js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject=subject,
+                max_deliver=self.sub.max_deliver,
+                ack_wait=self.sub.ack_wait,
+                max_ack_pending=max(1000, self.sub.batch * 4),
+            ),
+        )
+
+    async def _feed(self, stream: str, durable: str, subject: str) -> None:
+        while True:
+            try:
+                await self.ensure(stream, durable, subject)
+                psub = await self.js.pull_subscribe_bind(durable, stream=stream)
+                break
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                log.warning("consumer %s cannot bind yet: %r", durable, exc)
+                await asyncio.sleep(1.0)
+        while True:
+            try:
+                msgs = await psub.fetch(self.sub.batch, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("consumer %s fetch failed: %r", durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self.process(msgs)
+
+    async def process(self, msgs: list[Msg]) -> None:
+        """Apply a fetched batch: one transaction, then acks/naks/terms."""
+        items: list[_Item] = []
+        for m in msgs:
+            try:
+                env = Envelope.from_json(m.data)
+                items.append(_Item(m, env, env.model()))
+            except (InvalidEnvelopeError, UnknownEventTypeError, ValidationError) as exc:
+                await self._terminate(m, f"invalid event: {_one_line(exc)}")
+        if not items:
+            return
+        try:
+            acks, failures = await self._apply(items)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("consumer %s could not reach its database: %r", self.sub.name, exc)
+            for it in items:
+                await self._retry(it.msg, f"database: {_one_line(exc)}")
+            return
+        await self.after_commit(acks)
+        for m in acks:
+            await self.acknowledge(m)
+        for it, error in failures:
+            if isinstance(error, PermanentError):
+                await self._terminate(it.msg, _one_line(error))
+            else:
+                await self._retry(it.msg, _one_line(error))
+
+    async def _apply(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
+        acks: list[Msg] = []
+        failures: list[tuple[_Item, Exception]] = []
+        async with self.db.uow() as uow:
+            new = {r[0] for r in await uow.conn.fetch(INBOX_INSERT, self.sub.name, [i.env.id for i in items])}
+            for it in items:
+                if it.env.id not in new:
+                    self.stats.duplicates += 1
+                    acks.append(it.msg)
+                    continue
+                new.discard(it.env.id)  # a second copy in the same batch is a duplicate
+                token = tracing.continue_from(it.env.traceparent)
+                try:
+                    async with uow.savepoint():
+                        await self.sub.handler(uow, it.env, it.event)
+                    acks.append(it.msg)
+                    self.stats.applied += 1
+                except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered
+                    failures.append((it, exc))
+                finally:
+                    tracing.reset(token)
+            if failures:
+                await uow.conn.execute(INBOX_FORGET, self.sub.name, [it.env.id for it, _ in failures])
+        return acks, failures
+
+    async def after_commit(self, acks: list[Msg]) -> None:
+        """Hook between commit and ack (fault-injection point for tests)."""
+
+    async def acknowledge(self, m: Msg) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await m.ack()
+
+    async def _retry(self, m: Msg, error: str) -> None:
+        self.stats.failed += 1
+        delivered = m.metadata.num_delivered or 1
+        log.warning(
+            "consumer %s failed on delivery %d of %s: %s",
+            self.sub.name,
+            delivered,
+            m.metadata.sequence.stream if m.metadata.sequence else "?",
+            error,
+        )
+        await self._record_error(m, error)
+        with contextlib.suppress(nats.errors.Error):
+            await m.nak(delay=self.sub.delay(delivered))
+
+    async def _terminate(self, m: Msg, reason: str) -> None:
+        self.stats.terminated += 1
+        log.warning("consumer %s terminated a message: %s", self.sub.name, reason)
+        await self._record_error(m, reason)
+        if m.reply:
+            with contextlib.suppress(nats.errors.Error):
+                # "+TERM <reason>": the reason shows in the server's terminated advisory.
+                await self.nc.publish(m.reply, b"+TERM " + reason.encode()[:900])
+
+    async def _record_error(self, m: Msg, error: str) -> None:
+        md = m.metadata
+        if md.sequence is None:
+            return
+        key = error_key(md.consumer or self.sub.name, md.stream or "", md.sequence.stream)
+        doc = {"error": error, "deliveries": md.num_delivered, "consumer": self.sub.name}
+        try:
+            if self._errors is None:
+                self._errors = await self.js.key_value(ERRORS_BUCKET)
+            await asyncio.wait_for(self._errors.put(key, orjson.dumps(doc)), 2.0)
+        except Exception as exc:  # noqa: BLE001 - best effort: the DLQ then says "error unknown"
+            log.warning("could not record the error of %s: %r", key, exc)
+
+
+def error_key(consumer: str, stream: str, seq: int) -> str:
+    return f"{consumer}.{stream}.{seq}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:1000]

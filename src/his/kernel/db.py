@@ -1,0 +1,179 @@
+"""Connection pool and the unit of work: the one place where a transaction commits.
+
+A unit of work collects integration events while the transaction runs and writes them as
+outbox rows just before commit, so state and events commit together or not at all. After the
+commit it wakes the outbox relay (in-process when the relay is local, else a coalesced NOTIFY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from his.kernel.events import Envelope, Event
+
+#: A connection, whether taken from a pool or opened directly.
+Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+Pool = asyncpg.Pool[asyncpg.Record]
+
+OUTBOX_INSERT = """
+INSERT INTO outbox (event_id, subject, payload, traceparent)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[])
+"""
+
+
+class OutboxSignal:
+    """Tells the relay that rows were committed.
+
+    If the relay leader runs in this process, setting an asyncio event is enough. Otherwise
+    one NOTIFY is sent on the pool, outside any write transaction, and calls that arrive while
+    it is in flight are coalesced into one more.
+    """
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.local = asyncio.Event()
+        self.local_leader = False
+        self._pool: Pool | None = None
+        self._notify_task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def bind(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def committed(self) -> None:
+        self.local.set()
+        if self.local_leader or self._pool is None:
+            return
+        if self._notify_task is not None and not self._notify_task.done():
+            self._again = True
+            return
+        self._notify_task = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        assert self._pool is not None
+        while True:
+            self._again = False
+            try:
+                await self._pool.execute("SELECT pg_notify($1, '')", self.channel)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                return  # the relay's poll fallback picks the rows up
+            if not self._again:
+                return
+
+
+class UnitOfWork:
+    """One database transaction plus the events it will publish."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.events: list[Envelope] = []
+
+    def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
+        """Queue an integration event; it is written to the outbox in this transaction."""
+        env = Envelope.wrap(ev, aggregate_id=aggregate_id, aggregate_version=aggregate_version)
+        self.events.append(env)
+        return env
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[UnitOfWork]:
+        """A nested scope: on error its statements and events are undone, the rest stays."""
+        mark = len(self.events)
+        try:
+            async with self.conn.transaction():
+                yield self
+        except BaseException:
+            del self.events[mark:]
+            raise
+
+    async def flush_events(self) -> None:
+        if not self.events:
+            return
+        await self.conn.execute(
+            OUTBOX_INSERT,
+            [e.id for e in self.events],
+            [e.type for e in self.events],
+            [e.to_json() for e in self.events],
+            [e.traceparent for e in self.events],
+        )
+
+
+class Database:
+    """A service's connection pool, bound to its schema."""
+
+    def __init__(
+        self, dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10, signal: OutboxSignal | None = None
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.signal = signal or OutboxSignal(outbox_channel(schema))
+        self._pool: Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings={"search_path": self.schema, "application_name": f"his-{self.schema}"},
+        )
+        self.signal.bind(self._pool)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError("Database.open() was not called")
+        return self._pool
+
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[UnitOfWork]:
+        """Run a transaction; events added to it are committed with it, then the relay is woken."""
+        async with self.pool.acquire() as conn:
+            uow = UnitOfWork(conn)
+            async with conn.transaction():
+                yield uow
+                await uow.flush_events()
+        if uow.events:
+            self.signal.committed()
+
+    async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
+        async with self.uow() as uow:
+            return await fn(uow)
+
+
+def outbox_channel(schema: str) -> str:
+    return f"his_outbox_{schema}"
+
+
+def kernel_tables_sql() -> list[str]:
+    """DDL of the outbox and inbox tables, run by each service's first migration."""
+    return [
+        """CREATE TABLE outbox (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id uuid NOT NULL UNIQUE,
+            subject text NOT NULL,
+            payload bytea NOT NULL,
+            traceparent text,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            published_at timestamptz
+        )""",
+        "CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL",
+        "CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL",
+        """CREATE TABLE inbox (
+            consumer text NOT NULL,
+            event_id uuid NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (consumer, event_id)
+        )""",
+    ]

@@ -1,0 +1,109 @@
+"""Child processes owned by the supervisor: own process group, logs captured, clean stop."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal as _signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class ServerStartError(RuntimeError):
+    """A server could not be started; the message is one line meant for the operator."""
+
+
+class ManagedProcess:
+    """A child process in its own session, whose output is prefixed or written to a file."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_file: Path | None) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_file = log_file
+        self._tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._reader: threading.Thread | None = None
+
+    @classmethod
+    def spawn(
+        cls,
+        name: str,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_file: Path | None = None,
+        echo: Callable[[str, str], None] | None = None,
+        user: tuple[int, int] | None = None,
+        cwd: Path | None = None,
+    ) -> ManagedProcess:
+        out: int | IO[bytes]
+        out = open(log_file, "ab") if log_file is not None else subprocess.PIPE  # noqa: SIM115
+        popen = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            user=user[0] if user else None,
+            group=user[1] if user else None,
+            cwd=cwd,
+        )
+        if log_file is not None:
+            assert not isinstance(out, int)
+            out.close()
+        proc = cls(name, popen, log_file)
+        if popen.stdout is not None:
+            proc._reader = threading.Thread(target=proc._pump, args=(echo,), daemon=True)
+            proc._reader.start()
+        return proc
+
+    def _pump(self, echo: Callable[[str, str], None] | None) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            if echo is not None:
+                echo(self.name, line)
+            else:
+                sys.stderr.write(f"{self.name:>14} | {line}\n")
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def tail(self, lines: int = 8) -> str:
+        if self.log_file is not None and self.log_file.exists():
+            text = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        else:
+            text = list(self._tail)[-lines:]
+        return " / ".join(t.strip() for t in text if t.strip())
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+
+    def stop(self, sig: int = _signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Ask the process to stop, then kill it (and its group) if it does not."""
+        self.signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, _signal.SIGKILL)
+            self.popen.wait(5)
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        return self.popen.returncode

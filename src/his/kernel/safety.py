@@ -1,0 +1,48 @@
+"""Startup check: refuse unsafe durability settings unless explicitly allowed."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from his.kernel.db import Connection
+
+
+class UnsafeDurabilityError(RuntimeError):
+    """A server runs with settings that can lose acknowledged data."""
+
+
+async def postgres_problems(conn: Connection) -> list[str]:
+    problems = []
+    sync = await conn.fetchval("SHOW synchronous_commit")
+    if sync not in ("on", "remote_apply", "remote_write"):
+        problems.append(f"PostgreSQL synchronous_commit={sync} (must be on)")
+    fsync = await conn.fetchval("SHOW fsync")
+    if fsync != "on":
+        problems.append(f"PostgreSQL fsync={fsync} (must be on)")
+    return problems
+
+
+def nats_problems(monitor_url: str | None) -> list[str]:
+    if not monitor_url:
+        return ["NATS durability cannot be verified: set HIS_NATS_MONITOR_URL to its monitoring port"]
+    try:
+        with urllib.request.urlopen(f"{monitor_url.rstrip('/')}/varz", timeout=5) as resp:  # noqa: S310
+            varz = json.load(resp)
+    except OSError as exc:
+        return [f"NATS monitoring endpoint {monitor_url} unreachable: {exc}"]
+    js = (varz.get("jetstream") or {}).get("config") or {}
+    if not js:
+        return ["NATS JetStream is not enabled"]
+    if not js.get("sync_always"):
+        return ["NATS JetStream sync_interval is not 'always' (acknowledged messages may not be on disk)"]
+    return []
+
+
+def enforce(problems: list[str], *, allow_unsafe: bool) -> list[str]:
+    """Raise on problems unless allowed; returns them so the caller can warn."""
+    if problems and not allow_unsafe:
+        raise UnsafeDurabilityError(
+            "; ".join(problems) + " — fix it, or set HIS_ALLOW_UNSAFE_DURABILITY=1 to run anyway"
+        )
+    return problems

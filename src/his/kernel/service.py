@@ -1,0 +1,233 @@
+"""The process runner every service shares: database, NATS, relay, consumers, DLQ mover, HTTP.
+
+A service package describes itself with a ``ServiceDefinition`` in its ``app.py``; this module
+wires it to real infrastructure (its composition root calls ``main``). Nothing connects at
+import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import uvicorn
+import uvloop
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from his.kernel import observability as obs
+from his.kernel import safety
+from his.kernel.config import ServiceSettings
+from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.db import Database
+from his.kernel.dlq import DlqMover
+from his.kernel.outbox import OutboxRelay, backlog
+
+log = logging.getLogger("his.service")
+
+
+@dataclass
+class ServiceContext:
+    """What a service's adapters get: its settings and its connections."""
+
+    name: str
+    settings: ServiceSettings
+    db: Database
+    nc: NATS
+    js: JetStreamContext
+    relay: OutboxRelay
+    consumers: list[ConsumerLoop] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A service: its name, the events it consumes, and its HTTP routes."""
+
+    name: str
+    subscriptions: tuple[Subscription, ...] = ()
+    routes: Callable[[ServiceContext], APIRouter] | None = None
+    description: str = ""
+
+
+def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "service": ctx.name}
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: database reachable, NATS connected, background tasks running."""
+        problems = []
+        try:
+            await asyncio.wait_for(ctx.db.pool.fetchval("SELECT 1"), 2.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            problems.append(f"database: {type(exc).__name__}")
+        if not ctx.nc.is_connected:
+            problems.append("nats: disconnected")
+        problems += [f"{name}: stopped" for name, t in tasks.items() if t.done()]
+        status = 503 if problems else 200
+        return JSONResponse(
+            {"status": "ready" if not problems else "not ready", "problems": problems}, status_code=status
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        with contextlib.suppress(Exception):
+            async with ctx.db.pool.acquire() as conn:
+                count, age = await backlog(conn)
+            obs.OUTBOX_BACKLOG.set(count)
+            obs.OUTBOX_OLDEST.set(age or 0.0)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/status")
+    async def status() -> dict[str, Any]:
+        """Operational status: outbox backlog and relay, consumers."""
+        async with ctx.db.pool.acquire() as conn:
+            count, age = await backlog(conn)
+        return {
+            "service": ctx.name,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - ctx.started, 1),
+            "outbox": {
+                "backlog": count,
+                "oldest_age_seconds": age,
+                "relay_leader": ctx.relay.stats.leader,
+                "published": ctx.relay.stats.published,
+                "last_error": ctx.relay.stats.last_error,
+            },
+            "consumers": [
+                {
+                    "name": c.sub.name,
+                    "stream": c.sub.stream,
+                    "applied": c.stats.applied,
+                    "duplicates": c.stats.duplicates,
+                    "failed": c.stats.failed,
+                    "terminated": c.stats.terminated,
+                }
+                for c in ctx.consumers
+            ],
+        }
+
+    return router
+
+
+async def connect_nats(url: str, name: str) -> NATS:
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    db = Database(settings.service_database_url, schema=defn.name, min_size=2, max_size=16)
+    await db.open()
+    async with db.pool.acquire() as conn:
+        safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
+    nc = await connect_nats(settings.service_nats_url, f"his-{defn.name}")
+    js = nc.jetstream(timeout=5.0)
+    relay = OutboxRelay(
+        settings.service_database_url,
+        js,
+        schema=defn.name,
+        signal=db.signal,
+        poll_seconds=settings.outbox_poll_seconds,
+        retention_seconds=settings.outbox_retention_seconds,
+    )
+    ctx = ServiceContext(defn.name, settings, db, nc, js, relay)
+    ctx.consumers = [ConsumerLoop(db, nc, js, s) for s in defn.subscriptions]
+    mover = DlqMover(
+        js, name=f"dlq_{defn.name}", durables=[n for s in defn.subscriptions for n in (s.name, s.replay_name)]
+    )
+    tasks: dict[str, asyncio.Task[Any]] = {"relay": asyncio.create_task(relay.run(), name="relay")}
+    for c in ctx.consumers:
+        tasks[c.sub.name] = asyncio.create_task(c.run(), name=c.sub.name)
+    if mover.durables:
+        tasks["dlq-mover"] = asyncio.create_task(mover.run(), name="dlq-mover")
+
+    app = FastAPI(title=f"his {defn.name}", description=defn.description, docs_url=None, redoc_url=None)
+    app.include_router(ops_router(ctx, tasks))
+    if defn.routes is not None:
+        app.include_router(defn.routes(ctx))
+    app.state.ctx = ctx
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"type": "about:blank", "title": "Internal error", "status": 500},
+            status_code=500,
+            media_type="application/problem+json",
+        )
+
+    config = uvicorn.Config(
+        obs.MetricsMiddleware(app),
+        host=settings.host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        http="httptools",
+    )
+    server = QuietServer(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_exit)
+    log.info("%s listening on http://%s:%d", defn.name, settings.host, settings.http_port)
+    try:
+        await server.serve()
+    finally:
+        for t in tasks.values():
+            t.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 5)
+        await db.close()
+        log.info("%s stopped", defn.name)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+
+
+def main(build: Callable[[], ServiceDefinition]) -> None:
+    """Entry point of a service process (``python -m his.<service>``)."""
+    settings = ServiceSettings()
+    obs.setup_logging(settings.log_level)
+    defn = build()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(defn, settings))
+    except KeyboardInterrupt:
+        pass
+    except safety.UnsafeDurabilityError as exc:
+        log.error("%s", exc)
+        raise SystemExit(3) from None

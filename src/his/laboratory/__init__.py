@@ -1,0 +1,1 @@
+"""laboratory: test catalogue, lab orders, specimens, results."""

@@ -1,0 +1,1 @@
+"""notifications: templates, channels, delivery history, preferences."""

@@ -1,0 +1,1 @@
+"""patients: the patient master index. Personal data lives here and only here."""

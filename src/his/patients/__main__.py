@@ -1,0 +1,4 @@
+from his.kernel.service import main
+from his.patients.app import build
+
+main(build)

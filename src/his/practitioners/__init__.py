@@ -1,0 +1,1 @@
+"""practitioners: practitioner profiles, shifts, leaves, availability."""
