@@ -18,9 +18,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 from his.kernel.events import Envelope, Event
 
-#: A connection, whether taken from a pool or opened directly.
-Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-Pool = asyncpg.Pool[asyncpg.Record]
+if TYPE_CHECKING:
+    #: A connection, whether taken from a pool or opened directly.
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection | PoolConnectionProxy
+    Pool = asyncpg.Pool
 
 OUTBOX_INSERT = """
 INSERT INTO outbox (event_id, subject, payload, traceparent)
