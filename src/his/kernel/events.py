@@ -210,10 +210,15 @@ def catalogue_markdown(reg: EventRegistry | None = None) -> str:
             "|---|---|---|",
         ]
         for fname, finfo in cls.model_fields.items():
-            ann = getattr(finfo.annotation, "__name__", None) or str(finfo.annotation)
+            ann = _type_label(finfo.annotation)
             out.append(f"| `{fname}` | {ann} | {'yes' if finfo.is_required() else 'no'} |")
         out.append("")
     return "\n".join(out)
+
+
+def _type_label(annotation: object) -> str:
+    label = getattr(annotation, "__name__", None) or str(annotation)
+    return re.sub(r"\b[a-z_]+\.", "", label).replace(" | None", " (nullable)").replace(" | ", " or ")
 
 
 def stream_name(service: str) -> str:

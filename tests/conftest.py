@@ -1,0 +1,109 @@
+"""Shared fixtures: real PostgreSQL and NATS servers, started from the pip wheels.
+
+PostgreSQL (one per test session) listens on a private Unix socket only; NATS (one per test
+that asks for it, since it starts in milliseconds) binds a free port on 127.0.0.1 with
+JetStream on disk and ``sync_interval: always``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from his.kernel.db import Database, kernel_tables_sql
+from his.kernel.infra import nats as nats_infra
+from his.kernel.infra import postgres as pg_infra
+from his.kernel.infra.procs import ManagedProcess
+from his.kernel.migrations import ensure_database
+
+
+class NatsServer:
+    """A nats-server the test owns: it can stop and restart it on the same port and store."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: ManagedProcess | None = None
+        self.loc: nats_infra.NatsLocation | None = None
+
+    def start(self) -> None:
+        port = self.loc.port if self.loc else None
+        self.proc, self.loc = nats_infra.start(self.workdir, port=port, log_file=self.workdir / "nats.log")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        assert self.loc is not None
+        return self.loc.url
+
+    @property
+    def monitor_url(self) -> str:
+        assert self.loc is not None
+        return f"http://{self.loc.host}:{self.loc.monitor_port}"
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg_infra.PostgresLocation]:
+    root = tmp_path_factory.mktemp("pg")
+    proc, loc = pg_infra.start(root / "data", log_file=root / "postgres.log")
+    asyncio.run(ensure_database(loc.url()))
+    yield loc
+    pg_infra.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(pg: pg_infra.PostgresLocation) -> str:
+    return pg.url()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def schema(admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh schema holding the kernel tables (outbox, inbox); dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {name}")
+        await conn.execute(f"SET search_path TO {name}")
+        for stmt in kernel_tables_sql():
+            await conn.execute(stmt)
+    finally:
+        await conn.close()
+    yield name
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA {name} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(admin_dsn: str, schema: str) -> AsyncIterator[Database]:
+    database = Database(admin_dsn, schema=schema, min_size=1, max_size=8)
+    await database.open()
+    yield database
+    await database.close()

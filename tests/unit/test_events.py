@@ -1,0 +1,76 @@
+"""The event registry and envelope: pure rules, no IO."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import his.events
+from his.events.patients import PatientRegistered
+from his.kernel.events import (
+    Envelope,
+    Event,
+    EventModelError,
+    EventRegistry,
+    InvalidEnvelopeError,
+    catalogue_markdown,
+    registry,
+)
+
+
+def test_envelope_round_trips_with_cloudevents_fields() -> None:
+    pid = uuid.uuid4()
+    env = Envelope.wrap(PatientRegistered(patient_id=pid), aggregate_id=pid, aggregate_version=3)
+    back = Envelope.from_json(env.to_json())
+    assert back == env
+    assert back.source == "his.patients"
+    assert back.type == "his.patients.patient.registered.v1"
+    assert back.model() == PatientRegistered(patient_id=pid)
+    assert back.traceparent.startswith("00-") and len(back.traceparent) == 55
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"not json", b"[]", b'{"specversion": "0.3"}', b'{"specversion": "1.0", "id": "nope"}'],
+)
+def test_malformed_envelopes_are_rejected(raw: bytes) -> None:
+    with pytest.raises(InvalidEnvelopeError):
+        Envelope.from_json(raw)
+
+
+def test_registry_refuses_fields_that_look_like_personal_data() -> None:
+    reg = EventRegistry()
+
+    class Leaky(Event):
+        type = "his.patients.patient.leaked.v1"
+        patient_id: uuid.UUID
+        email: str
+
+    with pytest.raises(EventModelError, match="email"):
+        reg.register(Leaky)
+
+
+def test_registry_refuses_badly_named_types() -> None:
+    class Bad(Event):
+        type = "patients.PatientRegistered"
+
+    with pytest.raises(EventModelError):
+        EventRegistry().register(Bad)
+
+
+def test_no_registered_event_carries_personal_data_fields() -> None:
+    assert his.events.patients is not None
+    assert registry.types, "the registry is empty"
+    for type_, cls in registry.types.items():
+        EventRegistry().register(cls)  # re-runs every rule of the registry
+        assert type_ == cls.type
+
+
+def test_catalogue_is_generated_and_current(tmp_path: object) -> None:
+    from pathlib import Path
+
+    text = catalogue_markdown()
+    assert "his.patients.patient.registered.v1" in text
+    committed = Path(__file__).parents[2] / "docs" / "events.md"
+    assert committed.read_text().strip() == text.strip(), "run `make catalogue` to regenerate docs/events.md"
