@@ -8,8 +8,10 @@ JetStream on disk and ``sync_interval: always``.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -53,8 +55,27 @@ class NatsServer:
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg_infra.PostgresLocation]:
-    root = tmp_path_factory.mktemp("pg")
+def open_tmp() -> Iterator[Callable[[str], Path]]:
+    """Temporary directories the embedded PostgreSQL's system user can traverse.
+
+    pytest keeps its own temporary root private (0700), which the server's user cannot enter.
+    """
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"his-test-{prefix}-"))
+        path.chmod(0o755)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(open_tmp: Callable[[str], Path]) -> Iterator[pg_infra.PostgresLocation]:
+    root = open_tmp("pg")
     proc, loc = pg_infra.start(root / "data", log_file=root / "postgres.log")
     asyncio.run(ensure_database(loc.url()))
     yield loc

@@ -33,7 +33,14 @@ def nats_url(settings: Settings) -> str:
 
 
 async def with_jetstream(settings: Settings, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-    nc = await nats.connect(nats_url(settings), connect_timeout=3, max_reconnect_attempts=1)
+    url = nats_url(settings)
+
+    async def quiet(_: Exception) -> None:
+        return None
+
+    nc = await asyncio.wait_for(
+        nats.connect(url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False, error_cb=quiet), 5
+    )
     try:
         return await fn(nc.jetstream(timeout=5.0))
     finally:

@@ -144,11 +144,7 @@ async def start_nats(stack: Stack) -> None:
     if s.nats_url:
         stack.nats_url = s.nats_url
         stack.nats_monitor = os.environ.get("HIS_NATS_MONITOR_URL")
-        try:
-            nc = await nats.connect(s.nats_url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False)
-            await nc.close()
-        except Exception as exc:  # noqa: BLE001 - nats-py raises many types for "unreachable"
-            raise ServerStartError(f"cannot reach NATS at {s.nats_url} (HIS_NATS_URL): {exc!r}") from None
+        await probe_nats(s.nats_url)
         return
     port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
     proc, loc = await asyncio.to_thread(
@@ -156,6 +152,21 @@ async def start_nats(stack: Stack) -> None:
     )
     stack.infra.append(proc)
     stack.nats_url, stack.nats_monitor = loc.url, f"http://{loc.host}:{loc.monitor_port}"
+
+
+async def probe_nats(url: str, timeout: float = 5.0) -> None:
+    async def quiet(_: Exception) -> None:
+        return None
+
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, error_cb=quiet),
+            timeout,
+        )
+        await nc.close()
+    except Exception as exc:  # noqa: BLE001 - nats-py raises many types for "unreachable"
+        reason = str(exc) or f"no answer within {timeout:.0f}s"
+        raise ServerStartError(f"cannot reach NATS at {url} (HIS_NATS_URL): {reason}") from None
 
 
 async def check_durability(stack: Stack) -> None:
@@ -184,10 +195,16 @@ async def bootstrap(stack: Stack) -> dict[str, str]:
     return dsns
 
 
+def check_gateway_port(settings: Settings) -> None:
+    if not nats_infra.port_free(settings.host, settings.gateway_port):
+        raise ServerStartError(
+            f"gateway port {settings.host}:{settings.gateway_port} is already in use (set HIS_GATEWAY_PORT)"
+        )
+
+
 def plan_children(stack: Stack, dsns: dict[str, str]) -> None:
     s = stack.settings
-    if not nats_infra.port_free(s.host, s.gateway_port):
-        raise ServerStartError(f"gateway port {s.host}:{s.gateway_port} is already in use (set HIS_GATEWAY_PORT)")
+    check_gateway_port(s)
     base = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
     base.update(
         {
@@ -275,6 +292,8 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 
 
 def shutdown(stack: Stack) -> None:
+    if not stack.infra and not stack.children:
+        return
     console.print("stopping…")
     running = [c.proc for c in stack.children if c.proc is not None]
     for p in running:
@@ -302,6 +321,7 @@ async def run_up(settings: Settings) -> int:
     try:
         stack.lock = acquire_lock(data)
         reap_leftovers(data)
+        check_gateway_port(settings)
         await start_postgres(stack)
         await start_nats(stack)
         await check_durability(stack)

@@ -195,6 +195,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_exit)
     log.info("%s listening on http://%s:%d", defn.name, settings.host, settings.http_port)
+    tasks["parent-watch"] = asyncio.create_task(server.watch_parent(), name="parent-watch")
     try:
         await server.serve()
     finally:
@@ -216,6 +217,16 @@ class QuietServer(uvicorn.Server):
 
     def request_exit(self) -> None:
         self.should_exit = True
+
+    async def watch_parent(self) -> None:
+        """Stop when the supervisor that started this process is gone (no orphans)."""
+        parent = os.getppid()
+        while not self.should_exit:
+            if os.getppid() != parent:
+                log.warning("supervisor (pid %d) is gone; stopping", parent)
+                self.request_exit()
+                return
+            await asyncio.sleep(1.0)
 
 
 def main(build: Callable[[], ServiceDefinition]) -> None:

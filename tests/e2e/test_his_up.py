@@ -1,0 +1,240 @@
+"""`his up` as an operator runs it: real processes, real servers, Ctrl-C, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from his.kernel.infra.nats import free_port
+
+HIS = str(Path(sys.executable).parent / "his")
+
+
+def his_env(data: Path, gateway_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    env.update({"HIS_DATA_DIR": str(data), "HIS_GATEWAY_PORT": str(gateway_port)}, **extra)
+    return env
+
+
+class Hospital:
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+        self.log = data.parent / f"up-{port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        seen = self.log.read_text(errors="replace").count("his is up") if self.log.exists() else 0
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [HIS, "up"], env=his_env(self.data, self.port), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while self.log.read_text(errors="replace").count("his is up") <= seen:
+            assert self.proc.poll() is None, f"his up exited early:\n{self.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"his up not ready:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.1)
+
+    def state(self) -> dict[str, object]:
+        return dict(json.loads((self.data / "run" / "state.json").read_text()))
+
+    def url(self, service: str) -> str:
+        services = self.state()["services"]
+        assert isinstance(services, dict)
+        return str(services[service]["url"])
+
+    def pids(self) -> list[int]:
+        st = self.state()
+        services = st["services"]
+        assert isinstance(services, dict)
+        infra = st["infra_pids"]
+        assert isinstance(infra, list)
+        return [int(s["pid"]) for s in services.values()] + [int(p) for p in infra]
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+    def status(self) -> dict[str, object]:
+        out = subprocess.run(
+            [HIS, "status", "--json"], env=his_env(self.data, self.port), capture_output=True, check=False, timeout=30
+        )
+        return dict(json.loads(out.stdout))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def wait_until(check: object, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
+    h = Hospital(open_tmp("hospital") / "data", free_port())
+    h.start()
+    yield h
+    if h.proc is not None and h.proc.poll() is None:
+        h.stop()
+
+
+def test_every_service_is_healthy_in_status(hospital: Hospital) -> None:
+    snap = hospital.status()
+    assert snap["healthy"] is True, snap
+    names = {s["name"] for s in snap["services"]}  # type: ignore[attr-defined]
+    assert names >= {
+        "identity",
+        "patients",
+        "practitioners",
+        "scheduling",
+        "admissions",
+        "laboratory",
+        "inventory",
+        "billing",
+        "notifications",
+        "audit",
+        "gateway",
+    }
+    assert snap["dlq_depth"] == 0
+    for svc in snap["services"]:  # type: ignore[attr-defined]
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(svc["url"] + path, timeout=5).status_code == 200, (svc["name"], path)
+
+
+def test_registered_patient_flows_to_notifications_without_personal_data(hospital: Hospital) -> None:
+    body = {
+        "given_name": "Zeynep",
+        "family_name": "Kaya-Unique",
+        "birth_date": "1975-05-17",
+        "sex": "female",
+        "email": "zeynep.kaya@example.org",
+        "phone": "+90 555 123 4567",
+    }
+    r = httpx.post(hospital.url("patients") + "/patients", json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    notif = hospital.url("notifications")
+
+    def delivered() -> bool:
+        items = httpx.get(f"{notif}/notifications", params={"patient_id": pid}, timeout=5).json()["items"]
+        return [i["template"] for i in items] == ["welcome"]
+
+    wait_until(delivered, what="the welcome notification")
+    # Every event on the patients stream carries ids only.
+    out = subprocess.run(
+        [sys.executable, "-c", _DUMP_STREAM, hospital.state()["nats_url"]],  # type: ignore[list-item]
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.decode()
+    assert pid in out
+    for pii in ("Zeynep", "Kaya-Unique", "zeynep.kaya", "555 123", "1975-05-17"):
+        assert pii not in out
+
+
+_DUMP_STREAM = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    js = nc.jetstream()
+    info = await js.stream_info("HIS_PATIENTS")
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg("HIS_PATIENTS", seq)
+        print(msg.data.decode(), msg.headers)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
+    old = int(hospital.state()["services"]["notifications"]["pid"])  # type: ignore[index]
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> bool:
+        new = int(hospital.state()["services"]["notifications"]["pid"])  # type: ignore[index]
+        if new == old:
+            return False
+        try:
+            return httpx.get(hospital.url("notifications") + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(restarted, timeout=60, what="notifications to be restarted")
+    assert "notifications exited" in hospital.log.read_text()
+
+
+def test_ctrl_c_stops_everything_and_data_survives_a_restart(hospital: Hospital) -> None:
+    r = httpx.post(
+        hospital.url("patients") + "/patients",
+        timeout=10,
+        json={"given_name": "Ali", "family_name": "Demir", "birth_date": "1990-01-01", "sex": "male"},
+    )
+    pid = r.json()["id"]
+    pids = hospital.pids()
+    assert all(alive(p) for p in pids)
+    assert hospital.stop() == 0
+    wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="every process to exit")
+    assert not (hospital.data / "run" / "state.json").exists()
+    hospital.start()
+    got = httpx.get(hospital.url("patients") + f"/patients/{pid}", timeout=10)
+    assert got.status_code == 200 and got.json()["family_name"] == "Demir"
+
+
+def test_a_taken_gateway_port_is_one_clear_error(hospital: Hospital, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [HIS, "up"], env=his_env(tmp_path / "other", hospital.port), capture_output=True, timeout=120, check=False
+    )
+    text = (out.stdout + out.stderr).decode()
+    assert out.returncode == 1
+    assert f"gateway port 127.0.0.1:{hospital.port} is already in use" in text
+    assert "Traceback" not in text
+
+
+def test_same_data_dir_twice_is_refused(hospital: Hospital) -> None:
+    out = subprocess.run(
+        [HIS, "up"], env=his_env(hospital.data, free_port()), capture_output=True, timeout=60, check=False
+    )
+    text = (out.stdout + out.stderr).decode()
+    assert out.returncode == 1 and "already running" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("HIS_DATABASE_URL", "postgresql://x:y@127.0.0.1:1/his", "cannot reach PostgreSQL at 127.0.0.1"),
+        ("HIS_NATS_URL", "nats://127.0.0.1:1", "cannot reach NATS at nats://127.0.0.1:1"),
+    ],
+)
+def test_unreachable_external_server_is_one_clear_error(
+    open_tmp: Callable[[str], Path], var: str, value: str, message: str
+) -> None:
+    out = subprocess.run(
+        [HIS, "up"],
+        env=his_env(open_tmp("unreachable") / "d", free_port(), **{var: value}),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    text = (out.stdout + out.stderr).decode()
+    assert out.returncode == 1, text
+    assert message in text
+    assert "Traceback" not in text
