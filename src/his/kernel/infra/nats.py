@@ -53,7 +53,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(workdir: Path, host: str, port: int, monitor_port: int) -> Path:
+def write_config(workdir: Path, host: str, port: int, monitor_port: int, *, sync_always: bool = True) -> Path:
     store = workdir
     conf = workdir / "nats.conf"
     conf.write_text(
@@ -64,7 +64,7 @@ http: {host}:{monitor_port}
 max_payload: 1MB
 jetstream {{
   store_dir: "{store}"
-  sync_interval: always
+  {"sync_interval: always" if sync_always else "# sync_interval left at the server default (unsafe)"}
   max_memory_store: 256MB
 }}
 """
@@ -73,7 +73,12 @@ jetstream {{
 
 
 def start(
-    workdir: Path, *, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+    workdir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_file: Path | None = None,
+    sync_always: bool = True,
 ) -> tuple[ManagedProcess, NatsLocation]:
     """Start nats-server with JetStream and wait until its client port accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +86,7 @@ def start(
     if not port_free(host, port):
         raise ServerStartError(f"NATS port {host}:{port} is already in use")
     monitor = free_port(host)
-    conf = write_config(workdir, host, port, monitor)
+    conf = write_config(workdir, host, port, monitor, sync_always=sync_always)
     proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file)
     loc = NatsLocation(host, port, monitor)
     deadline = time.monotonic() + 20

@@ -1,0 +1,61 @@
+"""Pure kernel helpers: trace context, credentials, stream layout, DLQ naming, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from his.kernel import tracing
+from his.kernel.consumer import Subscription
+from his.kernel.dlq import base_consumer
+from his.kernel.migrations import with_credentials
+from his.kernel.streams import ADVISORY_STREAM, DLQ_STREAM, REPLAY_STREAM, stream_configs
+
+
+async def _noop(*_: object) -> None:
+    return None
+
+
+def test_traceparent_continues_the_trace_with_a_new_span() -> None:
+    parent = tracing.new_traceparent()
+    token = tracing.continue_from(parent)
+    try:
+        child = tracing.for_outgoing()
+    finally:
+        tracing.reset(token)
+    assert tracing.parse(child) == tracing.parse(parent)
+    assert child != parent
+
+
+@pytest.mark.parametrize("bad", [None, "", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])
+def test_invalid_traceparent_starts_a_new_trace(bad: str | None) -> None:
+    assert tracing.parse(bad) is None
+    token = tracing.continue_from(bad)
+    try:
+        assert tracing.parse(tracing.current()) is not None
+    finally:
+        tracing.reset(token)
+
+
+def test_runtime_credentials_keep_host_and_socket() -> None:
+    admin = "postgresql://postgres:s3cret@/his?host=/tmp/sock&port=5432"
+    got = with_credentials(admin, "his_patients", "p@ss/word")
+    assert got == "postgresql://his_patients:p%40ss%2Fword@/his?host=/tmp/sock&port=5432"
+    assert "s3cret" not in got
+
+
+def test_one_stream_per_service_plus_dlq_replay_and_advisories() -> None:
+    configs = {c.name: c for c in stream_configs(["patients", "billing"])}
+    assert set(configs) == {"HIS_PATIENTS", "HIS_BILLING", DLQ_STREAM, REPLAY_STREAM, ADVISORY_STREAM}
+    assert configs["HIS_PATIENTS"].subjects == ["his.patients.>"]
+    assert all(c.storage is not None and c.storage.value == "file" for c in configs.values())
+    assert configs[DLQ_STREAM].max_age is None  # dead letters never expire on their own
+
+
+def test_subscription_naming_and_backoff() -> None:
+    sub = Subscription(
+        "notifications_patient_registered", "his.patients.patient.registered.v1", _noop, backoff=(1.0, 5.0)
+    )
+    assert sub.stream == "HIS_PATIENTS"
+    assert sub.replay_name == "notifications_patient_registered_replay"
+    assert base_consumer(sub.replay_name) == sub.name
+    assert [sub.delay(n) for n in (1, 2, 3, 10)] == [1.0, 5.0, 5.0, 5.0]
