@@ -141,3 +141,59 @@ async def test_poison_goes_to_the_dlq_and_replay_applies_it_once(db: Database, n
         assert [d.kind for d in remaining] == ["terminated"]
     seqs = [r[0] for r in await db.pool.fetch("SELECT seq FROM effect ORDER BY seq")]
     assert seqs == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+
+
+async def test_trace_context_travels_from_producer_through_consumer_to_its_events(
+    db: Database, nc: NATS, js: object
+) -> None:
+    from his.kernel import tracing
+
+    seen: list[str] = []
+
+    async def handler(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+        seen.append(env.traceparent)
+        assert isinstance(ev, ThingHappened)
+        if ev.seq == 0:  # the consumer's own event continues the same trace
+            uow.add(ThingHappened(thing_id=ev.thing_id, seq=1), aggregate_id=ev.thing_id, aggregate_version=2)
+
+    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)  # type: ignore[arg-type]
+    consumer = ConsumerLoop(db, nc, js, Subscription("tst_trace", ThingHappened.type, handler))  # type: ignore[arg-type]
+    token = tracing.continue_from(None)
+    trace_id = tracing.parse(tracing.current())
+    try:
+        async with running(relay.run(), consumer.run()):
+            async with db.uow() as uow:
+                tid = uuid.uuid4()
+                uow.add(ThingHappened(thing_id=tid, seq=0), aggregate_id=tid)
+
+            async def both() -> bool:
+                return len(seen) == 2
+
+            await wait_for(both, what="the event and the consumer's follow-up")
+    finally:
+        tracing.reset(token)
+    assert [tracing.parse(t) for t in seen] == [trace_id, trace_id]
+    assert seen[0] != seen[1]  # new span, same trace
+    msg = await js.get_msg("HIS_TST", 1)  # type: ignore[attr-defined]
+    assert msg.headers["traceparent"] == seen[0]
+    assert msg.headers["Nats-Msg-Id"] == str(Envelope.from_json(msg.data).id)
+
+
+async def test_published_rows_are_pruned_after_retention(db: Database, js: object) -> None:
+    relay = OutboxRelay(
+        db.dsn,
+        js,
+        schema=db.schema,
+        signal=db.signal,
+        poll_seconds=0.1,  # type: ignore[arg-type]
+        retention_seconds=0.0,
+    )
+    await write(db, 5)
+    async with running(relay.run()):
+
+        async def pruned() -> bool:
+            return await db.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+        await wait_for(pruned, what="published rows to be pruned")
+    info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
+    assert info.state.messages == 5  # pruned only after they were published
