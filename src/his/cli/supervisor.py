@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -180,19 +181,21 @@ async def check_durability(stack: Stack) -> None:
         console.print(f"[yellow]warning:[/] {p}")
 
 
-async def bootstrap(stack: Stack) -> dict[str, str]:
-    """Provision and migrate every service; declare the streams. Returns runtime DSNs."""
-    data = stack.settings.data_path
-    dsns: dict[str, str] = {}
-    for svc in SERVICES:
-        dsns[svc] = await migrations.provision(stack.admin_dsn, svc, secret(data, f"db-{svc}"))
-        await migrations.upgrade(stack.admin_dsn, svc)
+async def bootstrap_and_launch(stack: Stack) -> None:
+    """Declare the streams, then migrate each service and start it at once (start-up overlaps
+    the remaining migrations). Migrations run one at a time: Alembic's context is global."""
     nc = await nats.connect(stack.nats_url, connect_timeout=5)
     try:
         await streams.declare(nc.jetstream(), SERVICES)
     finally:
         await nc.close()
-    return dsns
+    data = stack.settings.data_path
+    for child in stack.children:
+        if child.name in SERVICES:
+            await migrations.provision(stack.admin_dsn, child.name, secret(data, f"db-{child.name}"))
+            await migrations.upgrade(stack.admin_dsn, child.name)
+        launch(child)
+    save_state(stack)
 
 
 def check_gateway_port(settings: Settings) -> None:
@@ -202,7 +205,7 @@ def check_gateway_port(settings: Settings) -> None:
         )
 
 
-def plan_children(stack: Stack, dsns: dict[str, str]) -> None:
+def plan_children(stack: Stack) -> None:
     s = stack.settings
     check_gateway_port(s)
     base = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
@@ -216,20 +219,21 @@ def plan_children(stack: Stack, dsns: dict[str, str]) -> None:
         }
     )
     upstreams = {}
-    for svc in SERVICES:
+    for svc in SERVICES:  # the gateway goes last: it only watches the others
+
         port = nats_infra.free_port(s.host)
         url = f"http://{s.host}:{port}"
         upstreams[svc] = url
         env = dict(
             base,
             HIS_SERVICE=svc,
-            HIS_SERVICE_DATABASE_URL=dsns[svc],
+            HIS_SERVICE_DATABASE_URL=migrations.with_credentials(
+                stack.admin_dsn, migrations.runtime_role(svc), secret(s.data_path, f"db-{svc}")
+            ),
             HIS_SERVICE_NATS_URL=stack.nats_url,
             HIS_HTTP_PORT=str(port),
         )
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
-    import json
-
     env = dict(base, HIS_SERVICE=GATEWAY, HIS_HTTP_PORT=str(s.gateway_port), HIS_UPSTREAMS=json.dumps(upstreams))
     stack.children.append(
         Child(GATEWAY, [sys.executable, "-m", "his.gateway"], env, f"http://{s.host}:{s.gateway_port}")
@@ -325,11 +329,8 @@ async def run_up(settings: Settings) -> int:
         await start_postgres(stack)
         await start_nats(stack)
         await check_durability(stack)
-        dsns = await bootstrap(stack)
-        plan_children(stack, dsns)
-        for child in stack.children:
-            launch(child)
-        save_state(stack)
+        plan_children(stack)
+        await bootstrap_and_launch(stack)
         if not await wait_healthy(stack):
             raise ServerStartError("services did not become ready; see their log lines above")
         console.print(
