@@ -79,7 +79,7 @@ def pg(open_tmp: Callable[[str], Path]) -> Iterator[pg_infra.PostgresLocation]:
     proc, loc = pg_infra.start(root / "data", log_file=root / "postgres.log")
     asyncio.run(ensure_database(loc.url()))
     yield loc
-    pg_infra.stop(proc)
+    pg_infra.stop(proc, loc)
 
 
 @pytest.fixture(scope="session")

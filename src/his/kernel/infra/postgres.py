@@ -25,6 +25,7 @@ from his.kernel.infra.procs import ManagedProcess, ServerStartError
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
+TEMP_SOCKET_PREFIX = "his-pg-"
 
 
 def bin_dir() -> Path:
@@ -69,9 +70,13 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-def _private_socket_dir(owner: tuple[int, int] | None) -> Path:
-    # Unix socket paths are limited to ~107 bytes, so the socket lives in a short temp dir.
-    path = Path(tempfile.mkdtemp(prefix="his-pg-", dir="/tmp"))
+def _private_socket_dir(pgdata: Path, owner: tuple[int, int] | None) -> Path:
+    # Beside the data when the path is short enough: Unix socket paths are limited to ~107 bytes.
+    path = pgdata.parent / "pgsock"
+    if len(str(path / ".s.PGSQL.65535")) < 100:
+        path.mkdir(exist_ok=True)
+    else:
+        path = Path(tempfile.mkdtemp(prefix=TEMP_SOCKET_PREFIX, dir="/tmp"))
     if owner is not None:
         os.chown(path, *owner)
     path.chmod(0o711)
@@ -124,9 +129,11 @@ def init_cluster(pgdata: Path) -> str:
     return password
 
 
-def stop(proc: ManagedProcess) -> None:
+def stop(proc: ManagedProcess, loc: PostgresLocation | None = None) -> None:
     """Fast shutdown: roll back open transactions, checkpoint, exit."""
     proc.stop(signal.SIGINT, timeout=30)
+    if loc is not None and loc.socket_dir.name.startswith(TEMP_SOCKET_PREFIX):
+        shutil.rmtree(loc.socket_dir, ignore_errors=True)
 
 
 def start(
@@ -138,7 +145,7 @@ def start(
     stale = pgdata / "postmaster.pid"
     if stale.exists():
         _clear_stale_pidfile(stale)
-    sock = _private_socket_dir(owner)
+    sock = _private_socket_dir(pgdata, owner)
     args = [
         str(bin_dir() / "postgres"),
         "-D",
