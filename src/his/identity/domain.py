@@ -1,0 +1,125 @@
+"""Identity rules: roles, e-mail addresses, the password policy, refresh-token families. No IO."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from importlib import resources
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    RECEPTIONIST = "RECEPTIONIST"
+    DOCTOR = "DOCTOR"
+    NURSE = "NURSE"
+    LAB_TECH = "LAB_TECH"
+    BILLING = "BILLING"
+    PATIENT = "PATIENT"
+    AUDITOR = "AUDITOR"
+
+
+STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
+
+
+class InvalidCredentialsError(ValueError):
+    """Unknown user or wrong password: callers must not be told which."""
+
+
+class WeakPasswordError(ValueError):
+    """The password breaks the policy; the message says how."""
+
+
+class InvalidEmailError(ValueError):
+    """Not an e-mail address."""
+
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+def normalise_email(email: str) -> str:
+    """E-mail addresses are unique case-insensitively: compare them lower-cased and NFKC-folded."""
+    folded = unicodedata.normalize("NFKC", email).strip().lower()
+    if len(folded) > 254 or not _EMAIL.match(folded):
+        raise InvalidEmailError("email is not a valid address")
+    return folded
+
+
+def _load_common() -> frozenset[str]:
+    text = resources.files("his.identity").joinpath("common_passwords.txt").read_text()
+    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+COMMON_PASSWORDS = _load_common()
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """NIST SP 800-63B style: length matters, composition rules do not; common passwords refused."""
+
+    min_length: int = 12
+    max_length: int = 128
+
+    def check(self, password: str, *, email: str = "", full_name: str = "") -> None:
+        if len(password) < self.min_length:
+            raise WeakPasswordError(f"password must have at least {self.min_length} characters")
+        if len(password) > self.max_length:
+            raise WeakPasswordError(f"password must have at most {self.max_length} characters")
+        lowered = password.lower()
+        if lowered in COMMON_PASSWORDS or _strip_digits(lowered) in COMMON_PASSWORDS:
+            raise WeakPasswordError("password is too common")
+        if len(set(password)) < 4:
+            raise WeakPasswordError("password repeats too few characters")
+        if _is_sequence(lowered):
+            raise WeakPasswordError("password is a simple sequence")
+        local = email.split("@", 1)[0].lower()
+        if len(local) >= 4 and local in lowered:
+            raise WeakPasswordError("password must not contain the e-mail address")
+        for part in full_name.lower().split():
+            if len(part) >= 4 and part in lowered:
+                raise WeakPasswordError("password must not contain your name")
+
+
+def _strip_digits(text: str) -> str:
+    return text.rstrip("0123456789!.")
+
+
+def _is_sequence(text: str) -> bool:
+    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(text)}
+    return len(steps) == 1 and steps.pop() in (-1, 0, 1)
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """A stored refresh token (its hash), in a family that rotation keeps together."""
+
+    id: str
+    family_id: str
+    user_id: str
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+
+
+class RefreshOutcome(StrEnum):
+    ROTATE = "rotate"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    REUSED = "reused"  # a rotated token came back: someone holds a copy; revoke the family
+
+
+def judge_refresh(token: RefreshToken, now: datetime) -> RefreshOutcome:
+    if token.revoked_at is not None:
+        return RefreshOutcome.REVOKED
+    if token.rotated_at is not None:
+        return RefreshOutcome.REUSED
+    if token.expires_at <= now:
+        return RefreshOutcome.EXPIRED
+    return RefreshOutcome.ROTATE
+
+
+ACCESS_TOKEN_TTL = timedelta(minutes=15)
+REFRESH_TOKEN_TTL = timedelta(days=14)
