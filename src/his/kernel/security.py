@@ -1,0 +1,124 @@
+"""Access-token verification shared by the gateway and every service.
+
+Tokens are JWTs signed with ES256 by identity, whose public keys come from its JWKS. The
+verifier accepts only the algorithms listed here (no ``none``, no HMAC, so a public key can
+never be used as an HMAC secret), requires ``exp``, ``nbf``, ``iat``, ``iss``, ``aud``, ``sub``
+and ``jti``, and allows a small clock leeway. An unknown ``kid`` triggers one JWKS refresh,
+at most every few seconds, so rotation is picked up without letting forged kids hammer
+identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+
+ALGORITHMS = ("ES256",)
+MAX_TOKEN_BYTES = 4096
+REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "jti")
+
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class TokenError(Exception):
+    """The token is not acceptable. The message is for logs; clients only get 401."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller of a request."""
+
+    subject: str
+    roles: frozenset[str]
+    token_id: str
+    expires_at: float
+
+    def has_any(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+class TokenVerifier:
+    def __init__(
+        self, jwks: JwksSource, *, issuer: str, audience: str, leeway: float = 30.0, min_refresh_gap: float = 5.0
+    ) -> None:
+        self._source = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.min_refresh_gap = min_refresh_gap
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            if not force and self._keys:
+                return
+            if time.monotonic() - self._fetched_at < self.min_refresh_gap and self._keys:
+                return
+            doc = await self._source()
+            keys: dict[str, PyJWK] = {}
+            for raw in doc.get("keys", []):
+                if raw.get("kty") == "EC" and raw.get("kid") and raw.get("alg", "ES256") in ALGORITHMS:
+                    keys[str(raw["kid"])] = PyJWK.from_dict(raw, algorithm="ES256")
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+
+    async def _key(self, kid: str) -> PyJWK:
+        if kid not in self._keys:
+            await self._refresh(force=True)
+        key = self._keys.get(kid)
+        if key is None:
+            raise TokenError("unknown signing key")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        if not token or len(token) > MAX_TOKEN_BYTES:
+            raise TokenError("token missing or too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"malformed token: {type(exc).__name__}") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise TokenError("algorithm not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > 128:
+            raise TokenError("missing kid")
+        key = await self._key(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=list(ALGORITHMS),
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"rejected: {type(exc).__name__}") from None
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise TokenError("bad roles claim")
+        return Principal(
+            subject=str(claims["sub"]),
+            roles=frozenset(roles),
+            token_id=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+        )
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

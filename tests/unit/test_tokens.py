@@ -1,0 +1,160 @@
+"""Access tokens: what identity signs verifies; every forgery is refused (no IO: JWKS is in memory)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from his.identity.keys import SigningKey, sign_access_token
+from his.kernel.security import Principal, TokenError, TokenVerifier, bearer
+
+NOW = datetime.now(UTC)
+ISS, AUD = "https://his.local/identity", "his"
+KEY = SigningKey.generate(NOW)
+OTHER = SigningKey.generate(NOW)
+
+
+def verifier(*keys: SigningKey) -> TokenVerifier:
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [k.public_jwk() for k in (keys or (KEY,))]}
+
+    return TokenVerifier(jwks, issuer=ISS, audience=AUD, leeway=5)
+
+
+def good(**over: Any) -> str:
+    token, _ = sign_access_token(KEY, subject="u-1", roles=["PATIENT"], issuer=ISS, audience=AUD, now=NOW)
+    return token
+
+
+def claims(**over: Any) -> dict[str, Any]:
+    ts = int(NOW.timestamp())
+    base = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "u-1",
+        "roles": ["PATIENT"],
+        "iat": ts,
+        "nbf": ts,
+        "exp": ts + 600,
+        "jti": "j-1",
+    }
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def signed(payload: dict[str, Any], key: SigningKey = KEY, **headers: Any) -> str:
+    return jwt.encode(payload, key.private, algorithm="ES256", headers={"kid": key.kid, **headers})
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def tamper_payload(token: str, **changes: Any) -> str:
+    head, payload, sig = token.split(".")
+    doc = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    doc.update(changes)
+    return ".".join([head, b64(json.dumps(doc).encode()), sig])
+
+
+async def test_a_token_signed_by_identity_verifies() -> None:
+    p = await verifier().verify(good())
+    assert p == Principal(subject="u-1", roles=frozenset({"PATIENT"}), token_id=p.token_id, expires_at=p.expires_at)
+
+
+def _pub_pem() -> bytes:
+    return KEY.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+FORGERIES: dict[str, Any] = {
+    "alg none": lambda: jwt.encode(claims(), None, algorithm="none", headers={"kid": KEY.kid}),
+    "HS256 with the public key as secret": lambda: (
+        ".".join(
+            [
+                b64(json.dumps({"alg": "HS256", "kid": KEY.kid, "typ": "JWT"}).encode()),
+                b64(json.dumps(claims()).encode()),
+                "",
+            ]
+        )[:-1]
+        + _hs256_sig()
+    ),
+    "expired": lambda: signed(claims(exp=int(NOW.timestamp()) - 60, iat=int(NOW.timestamp()) - 700)),
+    "not yet valid (future nbf)": lambda: signed(claims(nbf=int(NOW.timestamp()) + 600)),
+    "wrong audience": lambda: signed(claims(aud="someone-else")),
+    "wrong issuer": lambda: signed(claims(iss="https://evil.example")),
+    "unknown kid": lambda: signed(claims(), key=OTHER),
+    "attacker key under our kid": lambda: jwt.encode(
+        claims(), OTHER.private, algorithm="ES256", headers={"kid": KEY.kid}
+    ),
+    "stripped signature": lambda: good().rsplit(".", 1)[0] + ".",
+    "altered signature": lambda: good()[:-4] + ("AAAA" if not good().endswith("AAAA") else "BBBB"),
+    "tampered roles": lambda: tamper_payload(good(), roles=["ADMIN"]),
+    "tampered subject": lambda: tamper_payload(good(), sub="u-2"),
+    "oversized": lambda: signed(claims(pad="x" * 5000)),
+    "missing exp": lambda: signed(claims(exp=None)),
+    "missing jti": lambda: signed(claims(jti=None)),
+    "missing sub": lambda: signed(claims(sub=None)),
+    "no kid header": lambda: jwt.encode(claims(), KEY.private, algorithm="ES256"),
+    "ES384 header": lambda: b64(json.dumps({"alg": "ES384", "kid": KEY.kid}).encode()) + "." + good().split(".", 1)[1],
+    "jku pointing elsewhere": lambda: signed(claims(), key=OTHER, jku="https://evil.example/jwks"),
+    "roles not a list": lambda: signed(claims(roles="ADMIN")),
+    "garbage": lambda: "not.a.jwt",
+    "empty": lambda: "",
+}
+
+
+def _hs256_sig() -> str:
+    import hashlib
+    import hmac
+
+    head = b64(json.dumps({"alg": "HS256", "kid": KEY.kid, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims()).encode())
+    return "." + b64(hmac.new(_pub_pem(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize("name", list(FORGERIES))
+async def test_forged_tokens_are_refused(name: str) -> None:
+    assert len(FORGERIES) >= 16
+    token = FORGERIES[name]()
+    with pytest.raises(TokenError):
+        await verifier().verify(token)
+
+
+async def test_rotation_old_key_verifies_until_it_leaves_the_jwks() -> None:
+    old_token = good()
+    new_token = signed(claims(), key=OTHER)
+    both = verifier(KEY, OTHER)
+    assert (await both.verify(old_token)).subject == "u-1"
+    assert (await both.verify(new_token)).subject == "u-1"
+    with pytest.raises(TokenError):
+        await verifier(OTHER).verify(old_token)
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer("Bearer abc") == "abc"
+    assert bearer("bearer  abc ") == "abc"
+    for bad in (None, "", "Basic abc", "Bearer", "Bearer   "):
+        assert bearer(bad) is None
+
+
+def test_keys_survive_encrypted_storage() -> None:
+    pem = KEY.encrypted_pem(b"passphrase")
+    assert b"ENCRYPTED" in pem
+    assert SigningKey.load(pem, b"passphrase", NOW).kid == KEY.kid
+    with pytest.raises(ValueError):
+        SigningKey.load(pem, b"wrong", NOW)
+
+
+def test_access_tokens_live_fifteen_minutes() -> None:
+    token, ttl = sign_access_token(KEY, subject="u", roles=[], issuer=ISS, audience=AUD, now=NOW)
+    assert ttl == 900
+    body = jwt.decode(token, options={"verify_signature": False})
+    assert body["exp"] - body["iat"] == 900 and timedelta(seconds=ttl) == timedelta(minutes=15)
