@@ -33,7 +33,7 @@ from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 COLOURS = (
     "cyan",
     "magenta",
@@ -220,7 +220,6 @@ def plan_children(stack: Stack) -> None:
     )
     upstreams = {}
     for svc in SERVICES:  # the gateway goes last: it only watches the others
-
         port = nats_infra.free_port(s.host)
         url = f"http://{s.host}:{port}"
         upstreams[svc] = url
@@ -233,6 +232,8 @@ def plan_children(stack: Stack) -> None:
             HIS_SERVICE_NATS_URL=stack.nats_url,
             HIS_HTTP_PORT=str(port),
         )
+        if svc == "identity":
+            env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
     env = dict(base, HIS_SERVICE=GATEWAY, HIS_HTTP_PORT=str(s.gateway_port), HIS_UPSTREAMS=json.dumps(upstreams))
     stack.children.append(
@@ -275,6 +276,38 @@ async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
         if pending:
             fail(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
         return not pending
+
+
+async def ensure_admin(stack: Stack) -> None:
+    """On first start, create the administrator (from HIS_ADMIN_* or with a generated password)."""
+    from his.identity.domain import Role, WeakPasswordError
+    from his.identity.handlers import Identity, KeyRing
+    from his.kernel.db import Database
+
+    identity = next(c for c in stack.children if c.name == "identity")
+    db = Database(identity.env["HIS_SERVICE_DATABASE_URL"], schema="identity", min_size=1, max_size=2)
+    await db.open()
+    try:
+        if await db.pool.fetchval("SELECT 1 FROM app_user WHERE 'ADMIN' = ANY(roles) LIMIT 1"):
+            return
+        s = stack.settings
+        password = s.admin_password or secrets.token_urlsafe(18)
+        keys = KeyRing(db, identity.env["HIS_IDENTITY_KEY_PASSPHRASE"].encode())
+        try:
+            await Identity(db, keys).register(
+                email=s.admin_email, password=password, full_name="Administrator", roles=[Role.ADMIN]
+            )
+        except (WeakPasswordError, ValueError) as exc:
+            raise ServerStartError(
+                f"cannot create the administrator from HIS_ADMIN_EMAIL/HIS_ADMIN_PASSWORD: {exc}"
+            ) from None
+        shown = password if not s.admin_password else "(the one in HIS_ADMIN_PASSWORD)"
+        console.print(
+            f"[bold]administrator created:[/] {s.admin_email}  password: [bold]{shown}[/]"
+            + ("   — shown once, store it now" if not s.admin_password else "")
+        )
+    finally:
+        await db.close()
 
 
 async def supervise(stack: Stack, stop: asyncio.Event) -> None:
@@ -333,6 +366,7 @@ async def run_up(settings: Settings) -> int:
         await bootstrap_and_launch(stack)
         if not await wait_healthy(stack):
             raise ServerStartError("services did not become ready; see their log lines above")
+        await ensure_admin(stack)
         console.print(
             f"[bold green]his is up[/] in {time.monotonic() - t0:.1f}s — console: "
             f"http://{settings.host}:{settings.gateway_port}/   (Ctrl-C stops everything)"

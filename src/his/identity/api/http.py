@@ -1,0 +1,136 @@
+"""Internal HTTP API of identity (the gateway exposes it under /api/auth and /api/admin)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from his.identity.domain import InvalidCredentialsError, InvalidEmailError, Role, WeakPasswordError
+from his.identity.handlers import Identity, ThrottledError, Tokens
+from his.identity.store import EmailTakenError
+from his.kernel.problems import HTTPException, problem
+from his.kernel.security import Principal, TokenError, TokenVerifier, bearer
+
+
+class Register(BaseModel):
+    """Self-registration: the account is always a PATIENT account; a ``roles`` field is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    full_name: str = Field(min_length=1, max_length=200)
+
+
+class CreateUser(Register):
+    roles: list[Role] = Field(min_length=1, max_length=8)
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class Created(BaseModel):
+    user_id: uuid.UUID
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+
+    @classmethod
+    def of(cls, t: Tokens) -> TokenPair:
+        return cls(
+            access_token=t.access_token, refresh_token=t.refresh_token, token_type=t.token_type, expires_in=t.expires_in
+        )
+
+
+def client_ip(request: Request) -> str:
+    # Set by the gateway from the peer address (clients cannot set it: the gateway overwrites it).
+    return request.headers.get("x-his-client-ip") or (request.client.host if request.client else "unknown")
+
+
+def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
+    r = APIRouter(tags=["auth"])
+
+    async def principal(authorization: str | None) -> Principal:
+        token = bearer(authorization)
+        if token is None:
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await verifier.verify(token)
+        except TokenError:
+            raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
+
+    async def create(body: Register, roles: list[Role] | None, created_by: uuid.UUID | None) -> Created:
+        try:
+            return Created(
+                user_id=await identity.register(
+                    email=body.email,
+                    password=body.password,
+                    full_name=body.full_name,
+                    roles=roles,
+                    created_by=created_by,
+                )
+            )
+        except (WeakPasswordError, InvalidEmailError, ValueError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        except EmailTakenError:
+            raise HTTPException(409, "an account with this e-mail address exists") from None
+
+    @r.post("/auth/register", status_code=201, response_model=Created)
+    async def register(body: Register) -> Created:
+        """Create a PATIENT account for oneself."""
+        return await create(body, None, None)
+
+    @r.post("/auth/login", response_model=TokenPair)
+    async def login(body: Login, request: Request) -> Any:
+        """Exchange e-mail and password for an access token (15 min) and a refresh token."""
+        try:
+            return TokenPair.of(
+                await identity.login(email=body.email, password=body.password, client_ip=client_ip(request))
+            )
+        except InvalidCredentialsError:
+            return problem(401, "invalid email or password")
+        except ThrottledError as exc:
+            return problem(429, "too many failed logins; try later", headers={"Retry-After": str(exc.retry_after)})
+
+    @r.post("/auth/refresh", response_model=TokenPair)
+    async def refresh(body: RefreshBody) -> Any:
+        """Rotate a refresh token. Presenting an already rotated token revokes its whole family."""
+        try:
+            return TokenPair.of(await identity.refresh(body.refresh_token))
+        except InvalidCredentialsError:
+            return problem(401, "invalid refresh token")
+
+    @r.post("/auth/logout", status_code=204)
+    async def logout(body: RefreshBody) -> Response:
+        """Revoke the refresh token's family."""
+        await identity.logout(body.refresh_token)
+        return Response(status_code=204)
+
+    @r.get("/auth/jwks")
+    async def jwks() -> dict[str, Any]:
+        """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
+        return await identity.keys.jwks()
+
+    @r.post("/admin/users", status_code=201, response_model=Created, tags=["admin"])
+    async def create_user(body: CreateUser, authorization: str | None = Header(default=None)) -> Created:
+        """ADMIN creates a user (staff or patient) with the given roles."""
+        who = await principal(authorization)
+        if not who.has_any(Role.ADMIN):
+            raise HTTPException(403, "ADMIN role required")
+        return await create(body, list(body.roles), uuid.UUID(who.subject))
+
+    return r

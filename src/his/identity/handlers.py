@@ -1,0 +1,197 @@
+"""Use cases of the identity service: register, log in, refresh, log out, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from his.events.identity import UserRegistered
+from his.identity import store
+from his.identity.domain import (
+    REFRESH_TOKEN_TTL,
+    InvalidCredentialsError,
+    PasswordPolicy,
+    RefreshOutcome,
+    Role,
+    judge_refresh,
+    normalise_email,
+)
+from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, SigningKey, sign_access_token
+from his.identity.passwords import Passwords
+from his.kernel.db import Database
+
+ISSUER = "his.identity"
+AUDIENCE = "his-api"
+
+
+class ThrottledError(Exception):
+    """Too many failed logins for this account or address."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
+
+
+@dataclass(frozen=True)
+class Throttle:
+    account_limit: int = 5
+    ip_limit: int = 30
+    window_seconds: float = 15 * 60
+
+
+class KeyRing:
+    """The signing keys in the database; creates the first one and rotates on schedule."""
+
+    def __init__(self, db: Database, passphrase: bytes) -> None:
+        self.db = db
+        self.passphrase = passphrase
+        self._active: SigningKey | None = None
+        self._lock = asyncio.Lock()
+
+    async def active(self) -> SigningKey:
+        now = datetime.now(UTC)
+        key = self._active
+        if key is not None and now - key.created_at < ROTATE_AFTER:
+            return key
+        async with self._lock:
+            self._active = await self._load_or_create(now)
+            return self._active
+
+    async def _load_or_create(self, now: datetime) -> SigningKey:
+        async with self.db.uow() as uow:
+            await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtext('his.identity.signing_key'))")
+            for row in await store.signing_keys(uow.conn):
+                if now - row["created_at"] < ROTATE_AFTER:
+                    return SigningKey.load(bytes(row["private_pem"]), self.passphrase, row["created_at"])
+            key = SigningKey.generate(now)
+            await store.insert_signing_key(
+                uow.conn,
+                kid=key.kid,
+                private_pem=key.encrypted_pem(self.passphrase),
+                public_jwk=key.public_jwk(),
+                created_at=now,
+                retires_at=now + RETIRE_AFTER,
+            )
+            return key
+
+    async def jwks(self) -> dict[str, Any]:
+        await self.active()
+        async with self.db.pool.acquire() as conn:
+            return {"keys": [row["public_jwk"] for row in await store.signing_keys(conn)]}
+
+
+class Identity:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyRing,
+        passwords: Passwords | None = None,
+        policy: PasswordPolicy | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.passwords = passwords or Passwords()
+        self.policy = policy or PasswordPolicy()
+        self.throttle = throttle or Throttle()
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        full_name: str,
+        roles: list[Role] | None = None,
+        created_by: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Create an account. Without ``roles`` it is a PATIENT account (self-registration)."""
+        email_key = normalise_email(email)
+        full_name = " ".join(full_name.split())
+        if not full_name:
+            raise ValueError("full_name must not be blank")
+        self.policy.check(password, email=email_key, full_name=full_name)
+        role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
+        hashed = await self.passwords.hash(password)
+        async with self.db.uow() as uow:
+            user_id = await store.insert_user(
+                uow.conn,
+                email=email.strip(),
+                email_key=email_key,
+                full_name=full_name,
+                password_hash=hashed,
+                roles=role_names,
+            )
+            uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
+        return user_id
+
+    async def login(self, *, email: str, password: str, client_ip: str) -> Tokens:
+        try:
+            email_key = normalise_email(email)
+        except ValueError:
+            email_key = email.strip().lower()[:254]
+        keys = [f"acct:{email_key}", f"ip:{client_ip}"]
+        async with self.db.pool.acquire() as conn:
+            counts = await store.recent_failures(conn, keys, self.throttle.window_seconds)
+            user = await store.user_by_email(conn, email_key)
+        if counts.get(keys[0], 0) >= self.throttle.account_limit or counts.get(keys[1], 0) >= self.throttle.ip_limit:
+            raise ThrottledError(int(self.throttle.window_seconds))
+        stored = user["password_hash"] if user and user["disabled_at"] is None else None
+        ok, upgraded = await self.passwords.verify(stored, password)
+        if not ok or user is None:
+            async with self.db.uow() as uow:
+                await store.record_failure(uow.conn, keys)
+            raise InvalidCredentialsError("invalid email or password")
+        async with self.db.uow() as uow:
+            await store.clear_failures(uow.conn, keys[0])
+            if upgraded is not None:
+                await store.update_hash(uow.conn, user["id"], upgraded)
+            return await self._issue(uow.conn, user["id"], list(user["roles"]), family_id=uuid.uuid4())
+
+    async def refresh(self, token: str) -> Tokens:
+        now = datetime.now(UTC)
+        async with self.db.uow() as uow:
+            stored = await store.refresh_for_update(uow.conn, token)
+            if stored is None:
+                raise InvalidCredentialsError("unknown refresh token")
+            outcome = judge_refresh(stored, now)
+            if outcome is RefreshOutcome.ROTATE:
+                user = await store.user_by_id(uow.conn, uuid.UUID(stored.user_id))
+                if user is not None and user["disabled_at"] is None:
+                    await store.mark_rotated(uow.conn, stored.id)
+                    return await self._issue(
+                        uow.conn, user["id"], list(user["roles"]), family_id=uuid.UUID(stored.family_id)
+                    )
+            if outcome is RefreshOutcome.REUSED:
+                await store.revoke_family(uow.conn, stored.family_id)
+        # Committed (a reuse revoked the family); the caller learns only that it failed.
+        raise InvalidCredentialsError(f"refresh refused: {outcome.value}")
+
+    async def logout(self, token: str) -> None:
+        async with self.db.uow() as uow:
+            stored = await store.refresh_for_update(uow.conn, token)
+            if stored is not None:
+                await store.revoke_family(uow.conn, stored.family_id)
+
+    async def _issue(self, conn: Any, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID) -> Tokens:
+        now = datetime.now(UTC)
+        key = await self.keys.active()
+        access, ttl = sign_access_token(
+            key, subject=str(user_id), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=now
+        )
+        refresh = secrets.token_urlsafe(32)
+        await store.insert_refresh(
+            conn, token=refresh, family_id=family_id, user_id=user_id, expires_at=now + REFRESH_TOKEN_TTL
+        )
+        return Tokens(access_token=access, refresh_token=refresh, expires_in=ttl)

@@ -1,0 +1,144 @@
+"""Tables and queries of the identity service."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from his.identity.domain import RefreshToken
+from his.kernel.db import Connection
+
+
+class EmailTakenError(Exception):
+    """An account with this e-mail address exists."""
+
+
+async def insert_user(
+    conn: Connection, *, email: str, email_key: str, full_name: str, password_hash: str, roles: list[str]
+) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    done = await conn.fetchval(
+        """INSERT INTO app_user (id, email, email_key, full_name, password_hash, roles)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email_key) DO NOTHING RETURNING id""",
+        user_id,
+        email,
+        email_key,
+        full_name,
+        password_hash,
+        roles,
+    )
+    if done is None:
+        raise EmailTakenError(email_key)
+    return user_id
+
+
+async def user_by_email(conn: Connection, email_key: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, password_hash, roles, disabled_at FROM app_user WHERE email_key = $1", email_key
+    )
+    return dict(row) if row else None
+
+
+async def user_by_id(conn: Connection, user_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT id, roles, disabled_at FROM app_user WHERE id = $1", user_id)
+    return dict(row) if row else None
+
+
+async def update_hash(conn: Connection, user_id: uuid.UUID, password_hash: str) -> None:
+    await conn.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def insert_refresh(
+    conn: Connection, *, token: str, family_id: uuid.UUID, user_id: uuid.UUID, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_token (id, token_hash, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        uuid.uuid4(),
+        token_hash(token),
+        family_id,
+        user_id,
+        expires_at,
+    )
+
+
+async def refresh_for_update(conn: Connection, token: str) -> RefreshToken | None:
+    row = await conn.fetchrow(
+        """SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_token
+           WHERE token_hash = $1 FOR UPDATE""",
+        token_hash(token),
+    )
+    if row is None:
+        return None
+    return RefreshToken(
+        id=str(row["id"]),
+        family_id=str(row["family_id"]),
+        user_id=str(row["user_id"]),
+        expires_at=row["expires_at"],
+        rotated_at=row["rotated_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def mark_rotated(conn: Connection, token_id: str) -> None:
+    await conn.execute("UPDATE refresh_token SET rotated_at = now() WHERE id = $1", uuid.UUID(token_id))
+
+
+async def revoke_family(conn: Connection, family_id: str) -> int:
+    result = await conn.execute(
+        "UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", uuid.UUID(family_id)
+    )
+    return int(result.split()[-1])
+
+
+async def recent_failures(conn: Connection, keys: list[str], window_seconds: float) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT key, count(*) AS n FROM login_failure
+           WHERE key = ANY($1::text[]) AND at > now() - make_interval(secs => $2) GROUP BY key""",
+        keys,
+        window_seconds,
+    )
+    return {r["key"]: int(r["n"]) for r in rows}
+
+
+async def record_failure(conn: Connection, keys: list[str]) -> None:
+    await conn.execute("INSERT INTO login_failure (key) SELECT unnest($1::text[])", keys)
+
+
+async def clear_failures(conn: Connection, key: str) -> None:
+    await conn.execute("DELETE FROM login_failure WHERE key = $1", key)
+
+
+async def signing_keys(conn: Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT kid, private_pem, public_jwk, created_at, retires_at FROM signing_key "
+        "WHERE retires_at > now() ORDER BY created_at DESC"
+    )
+    return [dict(r) | {"public_jwk": orjson.loads(r["public_jwk"])} for r in rows]
+
+
+async def insert_signing_key(
+    conn: Connection,
+    *,
+    kid: str,
+    private_pem: bytes,
+    public_jwk: dict[str, Any],
+    created_at: datetime,
+    retires_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO signing_key (kid, private_pem, public_jwk, created_at, retires_at)
+           VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT (kid) DO NOTHING""",
+        kid,
+        private_pem,
+        orjson.dumps(public_jwk).decode(),
+        created_at,
+        retires_at,
+    )
