@@ -1,4 +1,4 @@
-"""Composition root of the gateway."""
+"""The gateway: the only public listener. Routes, token checks, limits; no domain logic."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import signal
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -17,28 +19,114 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from his.gateway.limits import RateLimiter, retry_after
+from his.gateway.routing import Match, resolve
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
+from his.kernel.problems import install, problem
+from his.kernel.security import TokenError, TokenVerifier, bearer
 from his.kernel.service import QuietServer
 
 log = logging.getLogger("his.gateway")
 
+MAX_BODY = 1024 * 1024
+MAX_PAGE = 200
+FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "traceparent", "user-agent")
+RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
+ISSUER, AUDIENCE = "his.identity", "his-api"
 
-def problem(status: int, title: str, detail: str = "") -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+class Gateway:
+    def __init__(
+        self,
+        upstreams: dict[str, str],
+        *,
+        timeout: float = 10.0,
+        per_ip: float = 50.0,
+        per_subject: float = 20.0,
+        burst: int = 100,
+    ) -> None:
+        self.upstreams = upstreams
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=2.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        self.by_ip = RateLimiter(per_ip, burst)
+        self.by_subject = RateLimiter(per_subject, burst)
+        self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
+
+    async def _jwks(self) -> dict[str, Any]:
+        r = await self.client.get(f"{self.upstreams['identity']}/auth/jwks", timeout=5.0)
+        r.raise_for_status()
+        doc: dict[str, Any] = r.json()
+        return doc
+
+    async def handle(self, request: Request, match: Match) -> Response:
+        peer = request.client.host if request.client else "unknown"
+        wait = self.by_ip.take(f"ip:{peer}", time.monotonic())
+        if wait:
+            return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
+        if not match.route.public:
+            token = bearer(request.headers.get("authorization"))
+            if token is None:
+                return problem(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+            try:
+                principal = await self.verifier.verify(token)
+            except TokenError:
+                return problem(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+            except httpx.HTTPError:
+                return problem(503, "identity is unavailable")
+            wait = self.by_subject.take(f"sub:{principal.subject}", time.monotonic())
+            if wait:
+                return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
+        limit = request.query_params.get("limit")
+        if limit is not None and (not limit.isdigit() or int(limit) > MAX_PAGE):
+            return problem(400, f"limit must be a whole number up to {MAX_PAGE}")
+        body = await read_capped(request)
+        if body is None:
+            return problem(413, f"request body larger than {MAX_BODY} bytes")
+        return await self.forward(request, match, body, peer)
+
+    async def forward(self, request: Request, match: Match, body: bytes, peer: str) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+        headers["x-his-client-ip"] = peer
+        headers["x-request-id"] = str(uuid.uuid4())
+        url = self.upstreams[match.route.service] + match.upstream_path
+        try:
+            r = await self.client.request(
+                request.method, url, params=request.query_params, content=body, headers=headers
+            )
+        except httpx.TimeoutException:
+            return problem(504, f"{match.route.service} did not answer in time")
+        except httpx.HTTPError:
+            return problem(503, f"{match.route.service} is unavailable")
+        out = {k: v for k, v in r.headers.items() if k.lower() in RETURNED_HEADERS}
+        return Response(r.content, status_code=r.status_code, headers=out)
+
+
+async def read_capped(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(upstreams: dict[str, str]) -> FastAPI:
     app = FastAPI(title="his", description="Hospital Information System public API", docs_url=None, redoc_url=None)
-    client = httpx.AsyncClient(timeout=2.0)
+    install(app)
+    gw = Gateway(upstreams)
+    app.state.gateway = gw
 
     async def upstream_health() -> dict[str, str]:
         async def one(name: str, url: str) -> tuple[str, str]:
             try:
-                r = await client.get(f"{url}/readyz")
+                r = await gw.client.get(f"{url}/readyz", timeout=2.0)
                 return name, "ready" if r.status_code == 200 else "not ready"
             except httpx.HTTPError:
                 return name, "down"
@@ -80,13 +168,14 @@ def create_app(upstreams: dict[str, str]) -> FastAPI:
         )
 
     @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def not_routed(path: str, request: Request) -> Response:
-        return problem(404, "Not found", f"no public route for /api/{path}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error")
+    async def api(path: str, request: Request) -> Response:
+        match = resolve(request.method, f"/api/{path}")
+        if match is None:
+            return problem(404, f"no public route for /api/{path}")
+        if match is False:
+            return problem(405, "method not allowed for this route")
+        assert isinstance(match, Match)
+        return await gw.handle(request, match)
 
     return app
 

@@ -1,0 +1,50 @@
+"""The public route table: which public path goes to which service, and who may call it. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    service: str
+    upstream: str  # upstream path template: {0}, {1}… are the pattern's groups
+    public: bool = False
+
+
+def _r(method: str, path: str, service: str, upstream: str, *, public: bool = False) -> Route:
+    regex = "^" + re.sub(r"\{[a-z_]+\}", r"([^/]+)", path) + "$"
+    return Route(method, re.compile(regex), service, upstream, public)
+
+
+ROUTES: tuple[Route, ...] = (
+    _r("POST", "/api/auth/register", "identity", "/auth/register", public=True),
+    _r("POST", "/api/auth/login", "identity", "/auth/login", public=True),
+    _r("POST", "/api/auth/refresh", "identity", "/auth/refresh", public=True),
+    _r("POST", "/api/auth/logout", "identity", "/auth/logout", public=True),
+    _r("GET", "/api/auth/jwks", "identity", "/auth/jwks", public=True),
+    _r("POST", "/api/admin/users", "identity", "/admin/users"),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    upstream_path: str
+
+
+def resolve(method: str, path: str) -> Match | bool | None:
+    """The matching route; False if the path exists with another method; None if unknown."""
+    other_method = False
+    for route in ROUTES:
+        m = route.pattern.match(path)
+        if m is None:
+            continue
+        if route.method != method:
+            other_method = True
+            continue
+        return Match(route, route.upstream.format(*m.groups()))
+    return False if other_method else None
