@@ -24,7 +24,7 @@ from his.gateway.routing import Match, resolve
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.problems import install, problem
-from his.kernel.security import TokenError, TokenVerifier, bearer
+from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
 from his.kernel.service import QuietServer
 
 log = logging.getLogger("his.gateway")
@@ -33,7 +33,6 @@ MAX_BODY = 1024 * 1024
 MAX_PAGE = 200
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "traceparent", "user-agent")
 RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
-ISSUER, AUDIENCE = "his.identity", "his-api"
 
 
 class Gateway:

@@ -9,12 +9,13 @@ from fastapi import APIRouter
 from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext, ServiceDefinition
 
-PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.identity.api.http import router
-    from his.identity.handlers import AUDIENCE, ISSUER, Identity, KeyRing
+    from his.identity.handlers import Identity, KeyRing
+    from his.kernel.security import AUDIENCE, ISSUER
 
     passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if len(passphrase) < 16:

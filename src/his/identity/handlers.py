@@ -23,9 +23,7 @@ from his.identity.domain import (
 from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, SigningKey, sign_access_token
 from his.identity.passwords import Passwords
 from his.kernel.db import Database
-
-ISSUER = "his.identity"
-AUDIENCE = "his-api"
+from his.kernel.security import AUDIENCE, ISSUER
 
 
 class ThrottledError(Exception):

@@ -20,6 +20,9 @@ import jwt
 from jwt import PyJWK
 
 ALGORITHMS = ("ES256",)
+#: Who signs access tokens, and for whom they are meant.
+ISSUER = "his.identity"
+AUDIENCE = "his-api"
 MAX_TOKEN_BYTES = 4096
 REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "jti")
 

@@ -1,0 +1,48 @@
+"""Request authentication inside a service: it re-verifies the caller's token itself.
+
+Services never trust identity headers from the gateway: each one verifies the bearer token
+against identity's JWKS (fetched over HTTP and cached) and gets a ``Principal``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from his.kernel.problems import HTTPException
+from his.kernel.security import AUDIENCE, ISSUER, Principal, TokenError, TokenVerifier, bearer
+
+
+def jwks_verifier(identity_url: str | None = None) -> TokenVerifier:
+    url = (identity_url or os.environ.get("HIS_IDENTITY_URL", "")).rstrip("/")
+    if not url:
+        raise RuntimeError("HIS_IDENTITY_URL is not set: the service cannot verify tokens")
+    client = httpx.AsyncClient(timeout=5.0)
+
+    async def fetch() -> dict[str, Any]:
+        r = await client.get(f"{url}/auth/jwks")
+        r.raise_for_status()
+        doc: dict[str, Any] = r.json()
+        return doc
+
+    return TokenVerifier(fetch, issuer=ISSUER, audience=AUDIENCE)
+
+
+async def authenticate(request: Request, verifier: TokenVerifier) -> Principal:
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return await verifier.verify(token)
+    except TokenError:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
+    except httpx.HTTPError:
+        raise HTTPException(503, "identity is unavailable") from None
+
+
+def require(principal: Principal, *roles: str) -> None:
+    if not principal.has_any(*roles):
+        raise HTTPException(403, "not allowed for your role")
