@@ -17,11 +17,20 @@ import pytest
 from his.kernel.infra.nats import free_port
 
 HIS = str(Path(sys.executable).parent / "his")
+ADMIN = ("chief@hospital.example", "ward seven night shift 2026")
 
 
 def his_env(data: Path, gateway_port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
-    env.update({"HIS_DATA_DIR": str(data), "HIS_GATEWAY_PORT": str(gateway_port)}, **extra)
+    env.update(
+        {
+            "HIS_DATA_DIR": str(data),
+            "HIS_GATEWAY_PORT": str(gateway_port),
+            "HIS_ADMIN_EMAIL": ADMIN[0],
+            "HIS_ADMIN_PASSWORD": ADMIN[1],
+        },
+        **extra,
+    )
     return env
 
 
@@ -64,6 +73,15 @@ class Hospital:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(60)
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def login(self, email: str = ADMIN[0], password: str = ADMIN[1]) -> dict[str, str]:
+        r = httpx.post(f"{self.gateway}/api/auth/login", json={"email": email, "password": password}, timeout=10)
+        assert r.status_code == 200, r.text
+        return {"authorization": f"Bearer {r.json()['access_token']}"}
 
     def status(self) -> dict[str, object]:
         out = subprocess.run(
@@ -129,13 +147,14 @@ def test_registered_patient_flows_to_notifications_without_personal_data(hospita
         "email": "zeynep.kaya@example.org",
         "phone": "+90 555 123 4567",
     }
-    r = httpx.post(hospital.url("patients") + "/patients", json=body, timeout=10)
+    admin = hospital.login()
+    r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=admin, timeout=10)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
-    notif = hospital.url("notifications")
 
     def delivered() -> bool:
-        items = httpx.get(f"{notif}/notifications", params={"patient_id": pid}, timeout=5).json()["items"]
+        r = httpx.get(f"{hospital.gateway}/api/notifications", params={"patient_id": pid}, headers=admin, timeout=5)
+        items = r.json()["items"]
         return [i["template"] for i in items] == ["welcome"]
 
     wait_until(delivered, what="the welcome notification")
@@ -184,8 +203,9 @@ def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
 
 def test_ctrl_c_stops_everything_and_data_survives_a_restart(hospital: Hospital) -> None:
     r = httpx.post(
-        hospital.url("patients") + "/patients",
+        f"{hospital.gateway}/api/patients",
         timeout=10,
+        headers=hospital.login(),
         json={"given_name": "Ali", "family_name": "Demir", "birth_date": "1990-01-01", "sex": "male"},
     )
     pid = r.json()["id"]
@@ -195,7 +215,7 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(hospital: Hospital)
     wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="every process to exit")
     assert not (hospital.data / "run" / "state.json").exists()
     hospital.start()
-    got = httpx.get(hospital.url("patients") + f"/patients/{pid}", timeout=10)
+    got = httpx.get(f"{hospital.gateway}/api/patients/{pid}", headers=hospital.login(), timeout=10)
     assert got.status_code == 200 and got.json()["family_name"] == "Demir"
 
 

@@ -218,11 +218,11 @@ def plan_children(stack: Stack) -> None:
             "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
         }
     )
-    upstreams = {}
+    upstreams = {svc: f"http://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
+    base["HIS_IDENTITY_URL"] = upstreams["identity"]
     for svc in SERVICES:  # the gateway goes last: it only watches the others
-        port = nats_infra.free_port(s.host)
-        url = f"http://{s.host}:{port}"
-        upstreams[svc] = url
+        url = upstreams[svc]
+        port = int(url.rsplit(":", 1)[1])
         env = dict(
             base,
             HIS_SERVICE=svc,

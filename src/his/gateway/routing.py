@@ -27,6 +27,11 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/auth/logout", "identity", "/auth/logout", public=True),
     _r("GET", "/api/auth/jwks", "identity", "/auth/jwks", public=True),
     _r("POST", "/api/admin/users", "identity", "/admin/users"),
+    _r("POST", "/api/patients", "patients", "/patients"),
+    _r("GET", "/api/patients", "patients", "/patients"),
+    _r("GET", "/api/patients/me", "patients", "/patients/me"),
+    _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
+    _r("GET", "/api/notifications", "notifications", "/notifications"),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -31,6 +32,8 @@ class NewPatient:
     sex: Sex
     email: str | None = None
     phone: str | None = None
+    user_id: uuid.UUID | None = None
+    coverage: tuple[str, str] | None = None  # (payer code, member id)
 
     def validated(self, today: date) -> NewPatient:
         given, family = self.given_name.strip(), self.family_name.strip()
@@ -48,7 +51,7 @@ class NewPatient:
         phone = self.phone.strip() if self.phone else None
         if phone is not None and not _PHONE.match(phone):
             raise InvalidPatientError("phone is not a valid number")
-        return NewPatient(given, family, self.birth_date, self.sex, email, phone)
+        return NewPatient(given, family, self.birth_date, self.sex, email, phone, self.user_id, self.coverage)
 
 
 def format_mrn(number: int) -> str:

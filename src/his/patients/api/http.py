@@ -1,4 +1,9 @@
-"""Internal HTTP API of the patients service (reached through the gateway)."""
+"""Internal HTTP API of the patients service (reached through the gateway).
+
+Every route re-verifies the caller's token. Staff reach patients by role; a patient reaches
+only the record linked to their own account, and any other id answers 404, exactly as an id
+that does not exist, so ids cannot be probed.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,18 @@ import uuid
 from datetime import date
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.problems import HTTPException
+from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.domain import InvalidPatientError, NewPatient, Sex
+
+REGISTRARS = ("RECEPTIONIST", "ADMIN")
+STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
 
 
 class Coverage(BaseModel):
@@ -37,26 +48,60 @@ class Registered(BaseModel):
     mrn: str
 
 
-def router(ctx: ServiceContext) -> APIRouter:
+def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
+    tokens = verifier or jwks_verifier()
+
+    async def caller(request: Request) -> Principal:
+        return await authenticate(request, tokens)
 
     @r.post("", status_code=201, response_model=Registered)
-    async def register(body: RegisterPatient) -> Registered:
-        """Register a patient; publishes ``his.patients.patient.registered.v1``."""
-        cmd = NewPatient(body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone)
+    async def register(body: RegisterPatient, request: Request) -> Registered:
+        """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``."""
+        who = await caller(request)
+        require(who, *REGISTRARS)
+        coverage = (body.coverage.payer, body.coverage.member_id) if body.coverage else None
+        cmd = NewPatient(
+            body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, body.user_id, coverage
+        )
         try:
             async with ctx.db.uow() as uow:
-                patient_id, mrn = await handlers.register_patient(uow, cmd)
+                patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject))
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
+        except store.AccountLinkedError:
+            raise HTTPException(409, "this user account is already linked to a patient") from None
         return Registered(id=patient_id, mrn=mrn)
 
+    @r.get("/me")
+    async def me(request: Request) -> dict[str, Any]:
+        """The caller's own patient record."""
+        who = await caller(request)
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.patient_of_user(conn, uuid.UUID(who.subject))
+        if row is None:
+            raise HTTPException(404, "no patient record is linked to your account")
+        return store.as_json(row)
+
+    @r.get("")
+    async def search(
+        request: Request, q: str = Query(min_length=2, max_length=100), limit: int = Query(default=20, ge=1, le=50)
+    ) -> dict[str, Any]:
+        """Find patients by MRN or family-name prefix (staff only)."""
+        who = await caller(request)
+        require(who, *STAFF)
+        async with ctx.db.pool.acquire() as conn:
+            rows = await store.search(conn, q, limit)
+        return {"items": [store.as_json(row) for row in rows]}
+
     @r.get("/{patient_id}")
-    async def get(patient_id: uuid.UUID) -> dict[str, Any]:
-        """One patient's master data."""
+    async def get(patient_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """One patient's master data: staff, or the patient themself."""
+        who = await caller(request)
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_patient(conn, patient_id)
-        if row is None:
+        owner = row is not None and row["user_id"] is not None and str(row["user_id"]) == who.subject
+        if row is None or not (owner or who.has_any(*STAFF)):
             raise HTTPException(404, "patient not found")
         return store.as_json(row)
 
