@@ -1,0 +1,180 @@
+"""Deliberately broken variants of the kernel's classes, used only by reliability tests.
+
+Each reliability test runs its scenario once against the kernel and once against one of these,
+and asserts that its invariant check notices the breakage. A check that passes against a broken
+variant proves nothing. Nothing outside ``tests/reliability`` imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from his.kernel.consumer import ConsumerLoop
+from his.kernel.db import Connection, Database, UnitOfWork
+from his.kernel.dlq import DlqMover
+from his.kernel.outbox import OutboxRelay
+
+# --- relays -----------------------------------------------------------------------------------
+
+
+class MarkBeforePubAckRelay(OutboxRelay):
+    """BROKEN: marks a batch published as soon as it is fetched, then publishes it row by row.
+
+    Killed while publishing, it leaves rows marked that never reached the stream: lost. (It
+    awaits each PubAck in turn, as naive relays do. A pipelined relay puts a whole batch on the
+    wire within milliseconds and the broker stores it even after the publisher died, so a kill
+    would rarely land in the window where marking early loses anything.)
+    """
+
+    _conn: Connection
+
+    async def _lead(self, conn: Connection) -> None:
+        self._conn = conn
+        await super()._lead(conn)
+
+    async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
+        await self.mark(self._conn, [r["id"] for r in rows])
+        done: list[int] = []
+        for r in rows:
+            headers = {"Nats-Msg-Id": str(r["event_id"])}
+            try:
+                await self.js.publish(r["subject"], bytes(r["payload"]), headers=headers, timeout=self.ack_timeout)
+            except Exception as exc:
+                self._note_error(exc)
+                break
+            done.append(r["id"])
+        self.stats.published += len(done)
+        self.stats.batches += 1
+        return done
+
+
+class _NoMsgIdJetStream:
+    """A JetStream context that drops ``Nats-Msg-Id`` from every publish."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def publish_async(self, subject: str, payload: bytes = b"", **kw: Any) -> Any:
+        headers = {k: v for k, v in (kw.pop("headers", None) or {}).items() if k != "Nats-Msg-Id"}
+        return await self._js.publish_async(subject, payload, headers=headers or None, **kw)
+
+
+class NoMsgIdRelay(OutboxRelay):
+    """BROKEN: publishes without ``Nats-Msg-Id``, so JetStream cannot drop a republished row."""
+
+    def __init__(self, dsn: str, js: JetStreamContext, **kw: Any) -> None:
+        super().__init__(dsn, _NoMsgIdJetStream(js), **kw)  # type: ignore[arg-type]
+
+
+RELAY_VARIANTS: dict[str, type[OutboxRelay]] = {
+    "correct": OutboxRelay,
+    "mark-before-puback": MarkBeforePubAckRelay,
+    "no-msg-id": NoMsgIdRelay,
+}
+
+
+# --- consumers --------------------------------------------------------------------------------
+
+
+class AckBeforeCommitConsumer(ConsumerLoop):
+    """BROKEN: acknowledges a batch before the transaction applying it commits.
+
+    Killed between the two, the broker has forgotten the messages and the effects never
+    happened: lost.
+    """
+
+    async def process(self, msgs: list[Msg]) -> None:
+        for m in msgs:
+            await m.ack()
+        await self.nc.flush()  # the broker has the acks
+        await self.between_ack_and_commit(msgs)
+        await super().process(msgs)
+
+    async def between_ack_and_commit(self, msgs: list[Msg]) -> None:
+        """Fault-injection point of this broken variant."""
+
+
+class NoInboxConsumer(ConsumerLoop):
+    """BROKEN: applies every delivery without consulting the inbox: duplicates apply twice."""
+
+    async def _apply(self, items: list[Any]) -> tuple[list[Msg], list[tuple[Any, Exception]]]:
+        acks: list[Msg] = []
+        failures: list[tuple[Any, Exception]] = []
+        async with self.db.uow() as uow:
+            for it in items:
+                try:
+                    async with uow.savepoint():
+                        await self.sub.handler(uow, it.env, it.event)
+                    acks.append(it.msg)
+                    self.stats.applied += 1
+                except Exception as exc:
+                    failures.append((it, exc))
+        return acks, failures
+
+
+class SwallowFailuresConsumer(ConsumerLoop):
+    """BROKEN: acknowledges a message whose handler failed, so it is neither retried nor
+    dead-lettered: lost."""
+
+    async def _retry(self, m: Msg, error: str) -> None:
+        self.stats.failed += 1
+        await self.acknowledge(m)
+
+
+# --- DLQ mover --------------------------------------------------------------------------------
+
+
+class _NewOnlyJetStream:
+    """A JetStream context whose consumers start at new messages (``DeliverPolicy.NEW``)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def add_consumer(self, stream: str, config: ConsumerConfig, **kw: Any) -> Any:
+        config.deliver_policy = DeliverPolicy.NEW
+        return await self._js.add_consumer(stream, config, **kw)
+
+
+class NewOnlyDlqMover(DlqMover):
+    """BROKEN: reads only advisories emitted after it started; misses those kept while it was down."""
+
+    def __init__(self, js: JetStreamContext, **kw: Any) -> None:
+        super().__init__(_NewOnlyJetStream(js), **kw)  # type: ignore[arg-type]
+
+
+# --- unit of work -----------------------------------------------------------------------------
+
+
+class PublishInTransactionDatabase(Database):
+    """BROKEN: the unit of work also publishes its events to JetStream before it commits.
+
+    While NATS is down every write waits for a PubAck that cannot come and rolls back, yet the
+    client buffers the message and sends it on reconnect: an event of a rolled-back write.
+    """
+
+    def __init__(self, *args: Any, js: JetStreamContext, publish_timeout: float = 2.0, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.js = js
+        self.publish_timeout = publish_timeout
+
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[UnitOfWork]:
+        async with super().uow() as uow:
+            yield uow
+            for e in uow.events:
+                await self.js.publish(
+                    e.type, e.to_json(), headers={"Nats-Msg-Id": str(e.id)}, timeout=self.publish_timeout
+                )

@@ -1,0 +1,162 @@
+"""Scenario 1: the relay, a separate OS process, is SIGKILLed again and again while 10,000
+events from eight concurrent writers drain. Some writer transactions stay open (so commit order
+differs from id order) and some roll back.
+
+Promise: every committed event reaches the consumer and is applied once; no event of a
+rolled-back transaction is ever seen. The broken variant marks rows published before their
+PubAck: a kill then loses events, and the check must say so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+from dataclasses import dataclass
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+
+from his.kernel.db import Database
+from tests.conftest import NatsServer
+from tests.reliability.harness import (
+    STREAM,
+    Ledger,
+    Procs,
+    RecordingConsumer,
+    RelayProcess,
+    Workload,
+    caught_up,
+    check,
+    commit_order_inversions,
+    effect_subscription,
+    in_stream,
+    marked,
+    running,
+    unpublished,
+)
+from tests.support.waiting import wait_for
+
+TOTAL = 10_000
+KILLS = 3
+
+
+@dataclass
+class Kill:
+    at_stream_count: int
+    exit_status: int
+    pubacks_reported_by_victim: int
+    pending_before: int
+    still_pending_after: int
+    in_stream: int
+    marked: int
+
+    @property
+    def landed_mid_drain(self) -> bool:
+        """The victim had been publishing, and committed rows it had not published outlived it."""
+        return (
+            self.exit_status == -signal.SIGKILL and self.pubacks_reported_by_victim > 0 and self.still_pending_after > 0
+        )
+
+
+def kill_points(rng: random.Random, n: int, lo: int, hi: int, gap: int = 300) -> list[int]:
+    """``n`` random stream counts in [lo, hi), at least ``gap`` apart: random moments of the drain."""
+    while True:
+        points = sorted(rng.sample(range(lo, hi), n))
+        if all(b - a >= gap for a, b in itertools.pairwise(points)):
+            return points
+
+
+def pubacks_reported(log: str) -> int:
+    counts = [int(line.split()[1]) for line in log.splitlines() if line.startswith("PUBACKS ")]
+    return max(counts, default=0)
+
+
+async def kill_at(db: Database, js: JetStreamContext, relay: RelayProcess, procs: Procs, threshold: int) -> Kill:
+    """SIGKILL the relay once the stream holds ``threshold`` events and it has reported PubAcks."""
+
+    async def reached() -> bool:
+        if not relay.alive():
+            raise AssertionError(f"relay died on its own: {relay.proc.tail() if relay.proc else ''}")
+        assert relay.proc is not None
+        return await in_stream(js) >= threshold and pubacks_reported(procs.log_text(relay.proc)) > 0
+
+    await wait_for(reached, timeout=90, every=0.005, what=f"{threshold} events in the stream")
+    pending = [r[0] for r in await db.pool.fetch("SELECT id FROM outbox WHERE published_at IS NULL")]
+    status = relay.sigkill()
+    still = await db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id = ANY($1::bigint[])", pending
+    )
+    assert relay.proc is not None
+    victim_log = procs.log_text(relay.proc)
+    return Kill(
+        threshold, status, pubacks_reported(victim_log), len(pending), still, await in_stream(js), await marked(db)
+    )
+
+
+@pytest.mark.parametrize("variant", ["correct", "mark-before-puback"])
+async def test_relay_sigkilled_mid_drain(
+    variant: str,
+    effects: Database,
+    admin_dsn: str,
+    nc: NATS,
+    js: JetStreamContext,
+    nats_server: NatsServer,
+    procs: Procs,
+    ledger: Ledger,
+    rng: random.Random,
+) -> None:
+    db = effects
+    writers_db = Database(admin_dsn, schema=db.schema, min_size=8, max_size=10)
+    await writers_db.open()
+    work = Workload(
+        writers_db,
+        ledger,
+        TOTAL,
+        writers=8,
+        hold_probability=0.05,
+        rollback_probability=0.05,
+        seed=rng.randrange(1 << 30),
+    )
+    consumer = RecordingConsumer(db, nc, js, effect_subscription("tst_relay_kill", ack_wait=10.0))
+    relay = RelayProcess(procs, db.dsn, db.schema, nats_server.url, variant=variant)
+    thresholds = kill_points(rng, KILLS, TOTAL // 10, TOTAL * 7 // 10)
+    kills: list[Kill] = []
+    try:
+        relay.start()
+        async with running(consumer.run(), work.run()) as (_, writers):
+            for threshold in thresholds:
+                kills.append(await kill_at(db, js, relay, procs, threshold))
+                ledger.note(f"kill {len(kills)}: {kills[-1]}")
+                relay.start()
+            await writers
+            await wait_for(lambda: _nothing_unpublished(db), timeout=60, what="outbox drained")
+            assert relay.proc is not None
+            relay.proc.stop()  # gracefully: after this nothing more reaches the stream
+            await wait_for(lambda: caught_up(js, STREAM, consumer.sub.name), timeout=60, what="consumer caught up")
+    finally:
+        await writers_db.close()
+
+    verdict = await check(db, ledger)
+    stored = await in_stream(js)
+    ledger.note(f"{stored} messages in the stream; held transactions {work.held}, rollbacks {work.rollbacks}")
+    # The faults really happened.
+    assert work.held > 0 and work.rollbacks > 0 and ledger.rolled_back
+    inversions = await commit_order_inversions(db, ledger)
+    ledger.note(f"{inversions} events committed after an event with a higher outbox id")
+    assert inversions > 0, "commit order never differed from id order"
+    if variant == "correct":
+        assert all(k.landed_mid_drain for k in kills), kills
+        assert verdict.ok, verdict
+        assert stored == len(ledger.committed), "JetStream should hold each committed event exactly once"
+        assert consumer.stats.applied == len(ledger.committed)
+    else:
+        # Rows marked published that never reached the stream: the broken relay's signature.
+        assert any(k.marked > k.in_stream for k in kills), kills
+        assert verdict.lost, f"the check missed the loss caused by marking before the PubAck: {verdict}"
+        assert not verdict.unexpected and not verdict.duplicated
+
+
+async def _nothing_unpublished(db: Database) -> bool:
+    return await unpublished(db) == 0
