@@ -1,0 +1,146 @@
+"""identity on a real PostgreSQL: registration, login, refresh rotation and reuse, throttling, admin."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from his.identity.api.http import router
+from his.identity.domain import Role
+from his.identity.handlers import Identity, KeyRing, Throttle
+from his.kernel import migrations, problems
+from his.kernel.db import Database
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+async def identity_dsn(admin_dsn: str) -> str:
+    dsn = await migrations.provision(admin_dsn, "identity", "pw-identity-test")
+    await migrations.upgrade(admin_dsn, "identity")
+    return dsn
+
+
+@pytest.fixture
+async def api(identity_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Identity]]:
+    db = Database(identity_dsn, schema="identity", min_size=1, max_size=4)
+    await db.open()
+    keys = KeyRing(db, b"a passphrase for the test keys")
+    identity = Identity(db, keys, throttle=Throttle(account_limit=3, ip_limit=1000))
+    app = FastAPI()
+    problems.install(app)
+    app.include_router(router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as client:
+        yield client, identity
+    await db.close()
+
+
+def email() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}@Example.org"
+
+
+async def register(client: httpx.AsyncClient, address: str) -> str:
+    r = await client.post("/auth/register", json={"email": address, "password": PASSWORD, "full_name": "Ay Se"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["user_id"])
+
+
+async def login(client: httpx.AsyncClient, address: str, password: str = PASSWORD) -> httpx.Response:
+    return await client.post("/auth/login", json={"email": address, "password": password})
+
+
+async def test_self_registration_is_always_a_patient_and_emails_are_case_insensitive(
+    api: tuple[httpx.AsyncClient, Identity], identity_dsn: str
+) -> None:
+    client, _ = api
+    address = email()
+    user_id = await register(client, address)
+    again = await client.post(
+        "/auth/register", json={"email": address.upper(), "password": PASSWORD, "full_name": "Someone Else"}
+    )
+    assert again.status_code == 409
+    sneaky = await client.post(
+        "/auth/register", json={"email": email(), "password": PASSWORD, "full_name": "X Y", "roles": ["ADMIN"]}
+    )
+    assert sneaky.status_code == 422
+    assert sneaky.headers["content-type"] == "application/problem+json"
+    weak = await client.post("/auth/register", json={"email": email(), "password": "password1234", "full_name": "X Y"})
+    assert weak.status_code == 422 and "too common" in weak.json()["detail"]
+    conn = await asyncpg.connect(identity_dsn)
+    try:
+        row = await conn.fetchrow("SELECT roles, password_hash FROM app_user WHERE id = $1", uuid.UUID(user_id))
+    finally:
+        await conn.close()
+    assert row is not None and list(row["roles"]) == ["PATIENT"]
+    assert row["password_hash"].startswith("$argon2id$")
+
+
+async def test_unknown_user_and_wrong_password_look_the_same(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    client, _ = api
+    address = email()
+    await register(client, address)
+    wrong = await login(client, address, "not the password at all")
+    unknown = await login(client, email(), "not the password at all")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    client, _ = api
+    address = email()
+    await register(client, address)
+    first = (await login(client, address)).json()
+    second = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    rotated = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    # The old token comes back (stolen copy): refused, and the whole family is revoked.
+    reuse = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401
+    after = await client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert after.status_code == 401
+
+
+async def test_logout_revokes_the_refresh_token(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    client, _ = api
+    address = email()
+    await register(client, address)
+    tokens = (await login(client, address)).json()
+    assert (await client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})).status_code == 204
+    assert (await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 401
+
+
+async def test_repeated_failures_throttle_the_account(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    client, _ = api
+    address = email()
+    await register(client, address)
+    for _ in range(3):
+        assert (await login(client, address, "wrong wrong wrong wrong")).status_code == 401
+    throttled = await login(client, address)  # even the right password waits now
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    client, identity = api
+    admin_email = email()
+    await identity.register(email=admin_email, password=PASSWORD, full_name="Ad Min", roles=[Role.ADMIN])
+    patient_email = email()
+    await register(client, patient_email)
+    body = {"email": email(), "password": PASSWORD, "full_name": "Dr Who", "roles": ["DOCTOR"]}
+    assert (await client.post("/admin/users", json=body)).status_code == 401
+    patient = (await login(client, patient_email)).json()["access_token"]
+    denied = await client.post("/admin/users", json=body, headers={"authorization": f"Bearer {patient}"})
+    assert denied.status_code == 403
+    admin = (await login(client, admin_email)).json()["access_token"]
+    created = await client.post("/admin/users", json=body, headers={"authorization": f"Bearer {admin}"})
+    assert created.status_code == 201
+    doctor = (await login(client, body["email"])).json()["access_token"]
+    verified = await TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE).verify(doctor)
+    assert verified.roles == {"DOCTOR"}
