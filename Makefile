@@ -20,8 +20,8 @@ test: $(VENV)/.synced lint typecheck
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.synced
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
