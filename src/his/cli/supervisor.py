@@ -252,6 +252,7 @@ def save_state(stack: Stack) -> None:
         {
             "supervisor_pid": os.getpid(),
             "gateway_url": f"http://{stack.settings.host}:{stack.settings.gateway_port}",
+            "admin_dsn": stack.admin_dsn,
             "nats_url": stack.nats_url,
             "nats_monitor_url": stack.nats_monitor,
             "infra_pids": [p.pid for p in stack.infra],
@@ -311,8 +312,17 @@ async def ensure_admin(stack: Stack) -> None:
 
 
 async def supervise(stack: Stack, stop: asyncio.Event) -> None:
+    from his.cli.audit import write_checkpoint
+
+    next_checkpoint = 0.0
     while not stop.is_set():
         now = time.monotonic()
+        if now >= next_checkpoint:
+            next_checkpoint = now + 30.0
+            try:
+                await write_checkpoint(stack.admin_dsn, stack.settings.data_path)
+            except (OSError, asyncpg.PostgresError) as exc:
+                console.print(f"[yellow]warning:[/] audit checkpoint failed: {exc}")
         for child in stack.children:
             proc = child.proc
             if proc is not None and proc.poll() is not None:

@@ -14,3 +14,5 @@ class PatientRegistered(Event):
     type = "his.patients.patient.registered.v1"
     patient_id: uuid.UUID
     registered_by: uuid.UUID | None = None
+    #: The user account linked to the patient, if any (lets other services check ownership).
+    account_id: uuid.UUID | None = None

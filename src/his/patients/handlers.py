@@ -17,5 +17,8 @@ async def register_patient(
     """Register a patient and announce it (ids only) in the same transaction."""
     patient = cmd.validated(datetime.now(UTC).date())
     patient_id, mrn = await store.insert_patient(uow.conn, patient)
-    uow.add(PatientRegistered(patient_id=patient_id, registered_by=actor), aggregate_id=patient_id)
+    uow.add(
+        PatientRegistered(patient_id=patient_id, registered_by=actor, account_id=patient.user_id),
+        aggregate_id=patient_id,
+    )
     return patient_id, mrn

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.problems import HTTPException
 from his.kernel.security import Principal, TokenVerifier
@@ -67,6 +68,15 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         try:
             async with ctx.db.uow() as uow:
                 patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject))
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    who,
+                    patient_id=patient_id,
+                    action="create",
+                    resource="patient",
+                    purpose="registration",
+                )
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
         except store.AccountLinkedError:
@@ -77,10 +87,19 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def me(request: Request) -> dict[str, Any]:
         """The caller's own patient record."""
         who = await caller(request)
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.patient_of_user(conn, uuid.UUID(who.subject))
-        if row is None:
-            raise HTTPException(404, "no patient record is linked to your account")
+        async with ctx.db.uow() as uow:
+            row = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
+            if row is None:
+                raise HTTPException(404, "no patient record is linked to your account")
+            record_access(
+                uow,
+                PatientsRecordAccessed,
+                who,
+                patient_id=row["id"],
+                action="read",
+                resource="patient",
+                purpose="own_record",
+            )
         return store.as_json(row)
 
     @r.get("")
@@ -90,19 +109,42 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Find patients by MRN or family-name prefix (staff only)."""
         who = await caller(request)
         require(who, *STAFF)
-        async with ctx.db.pool.acquire() as conn:
-            rows = await store.search(conn, q, limit)
+        async with ctx.db.uow() as uow:
+            rows = await store.search(uow.conn, q, limit)
+            for row in rows:
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    who,
+                    patient_id=row["id"],
+                    action="search",
+                    resource="patient",
+                    purpose="care",
+                )
         return {"items": [store.as_json(row) for row in rows]}
 
     @r.get("/{patient_id}")
     async def get(patient_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One patient's master data: staff, or the patient themself."""
         who = await caller(request)
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.get_patient(conn, patient_id)
-        owner = row is not None and row["user_id"] is not None and str(row["user_id"]) == who.subject
-        if row is None or not (owner or who.has_any(*STAFF)):
-            raise HTTPException(404, "patient not found")
+        async with ctx.db.uow() as uow:
+            row = await store.get_patient(uow.conn, patient_id)
+            if row is None:
+                raise HTTPException(404, "patient not found")
+            owner = row["user_id"] is not None and str(row["user_id"]) == who.subject
+            allowed = owner or who.has_any(*STAFF)
+            record_access(
+                uow,
+                PatientsRecordAccessed,
+                who,
+                patient_id=patient_id,
+                action="read",
+                resource="patient",
+                purpose="own_record" if owner else "care",
+                outcome="allowed" if allowed else "denied",
+            )
+        if not allowed:
+            raise HTTPException(404, "patient not found")  # the denial above is committed and audited
         return store.as_json(row)
 
     return r

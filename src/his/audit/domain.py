@@ -1,0 +1,107 @@
+"""The audit chain: each record's hash covers its content and the previous record's hash. Pure.
+
+``hash_n = SHA-256(hash_{n-1} || canonical JSON of record n, seq included)``, with 32 zero
+bytes before the first record. Editing, deleting or swapping any record breaks every later
+link; truncating the tail or re-forging the whole chain is caught by comparing with a head
+checkpoint kept outside the database, authenticated with HMAC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = bytes(32)
+FIELDS = (
+    "seq",
+    "event_id",
+    "at",
+    "source",
+    "actor_id",
+    "actor_roles",
+    "patient_id",
+    "action",
+    "resource",
+    "purpose",
+    "outcome",
+    "trace_id",
+)
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    doc = {
+        k: (str(record[k]) if record[k] is not None and k not in ("seq", "actor_roles") else record[k]) for k in FIELDS
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def link(prev_hash: bytes, record: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(prev_hash + canonical(record)).digest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: bytes
+    mac: bytes
+
+    @staticmethod
+    def mac_of(key: bytes, seq: int, head: bytes) -> bytes:
+        return hmac.new(key, f"{seq}:{head.hex()}".encode(), hashlib.sha256).digest()
+
+    @classmethod
+    def make(cls, key: bytes, seq: int, head: bytes) -> Checkpoint:
+        return cls(seq, head, cls.mac_of(key, seq, head))
+
+    def authentic(self, key: bytes) -> bool:
+        return hmac.compare_digest(self.mac, self.mac_of(key, self.seq, self.hash))
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": self.seq, "hash": self.hash.hex(), "mac": self.mac.hex()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Checkpoint:
+        doc = json.loads(text)
+        return cls(int(doc["seq"]), bytes.fromhex(doc["hash"]), bytes.fromhex(doc["mac"]))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    checked: int
+    problem: str = ""
+    first_bad_seq: int | None = None
+
+
+def verify(
+    rows: Iterable[Mapping[str, Any]], checkpoint: Checkpoint | None = None, key: bytes | None = None
+) -> Verdict:
+    """Walk the chain in ``seq`` order; name the first bad record."""
+    prev, expected_seq, head_at_checkpoint = GENESIS, 1, None
+    for row in rows:
+        seq = int(row["seq"])
+        if seq != expected_seq:
+            return Verdict(False, expected_seq - 1, f"record {expected_seq} is missing (next is {seq})", expected_seq)
+        if bytes(row["prev_hash"]) != prev:
+            return Verdict(False, seq - 1, f"record {seq} does not follow record {seq - 1}", seq)
+        if bytes(row["hash"]) != link(prev, row):
+            return Verdict(False, seq - 1, f"record {seq} was altered", seq)
+        prev = bytes(row["hash"])
+        if checkpoint is not None and seq == checkpoint.seq:
+            head_at_checkpoint = prev
+        expected_seq += 1
+    checked = expected_seq - 1
+    if checkpoint is not None:
+        if key is None or not checkpoint.authentic(key):
+            return Verdict(False, checked, "the head checkpoint is not authentic", None)
+        if checkpoint.seq > checked:
+            return Verdict(
+                False, checked, f"records {checked + 1}..{checkpoint.seq} were removed (truncated)", checked + 1
+            )
+        if head_at_checkpoint != checkpoint.hash:
+            return Verdict(False, checked, f"the chain up to record {checkpoint.seq} was re-forged", checkpoint.seq)
+    return Verdict(True, checked)

@@ -1,0 +1,29 @@
+"""Use cases of the audit service: append access records; learn which account owns which patient."""
+
+from __future__ import annotations
+
+from his.audit import store
+from his.events.audit import RecordAccessed
+from his.events.patients import PatientRegistered
+from his.kernel.consumer import PermanentError
+from his.kernel.db import UnitOfWork
+from his.kernel.events import Envelope, Event
+
+
+async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Append the access to the hash chain."""
+    if not isinstance(ev, RecordAccessed):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.append(uow.conn, {
+        "event_id": env.id, "at": env.time, "source": env.source, "actor_id": ev.actor_id,
+        "actor_roles": list(ev.actor_roles), "patient_id": ev.patient_id, "action": ev.action,
+        "resource": ev.resource, "purpose": ev.purpose, "outcome": ev.outcome, "trace_id": ev.trace_id,
+    })  # fmt: skip
+
+
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember the patient's account, so a patient can see who read their own record."""
+    if not isinstance(ev, PatientRegistered):
+        raise PermanentError(f"unexpected event {env.type}")
+    if ev.account_id is not None:
+        await store.link_account(uow.conn, ev.patient_id, ev.account_id)
