@@ -1,0 +1,108 @@
+"""The audit log on a real PostgreSQL: append-only for its role, tampering named by the verifier."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from his.audit import store
+from his.cli import audit as audit_cli
+from his.kernel import migrations
+
+
+@pytest.fixture
+async def chain(admin_dsn: str, tmp_path: Path) -> tuple[str, Path]:
+    """An audit schema with 20 records and a checkpoint at the head; returns (admin dsn, data dir)."""
+    data = tmp_path / "data"
+    (data / "secrets").mkdir(parents=True)
+    (data / "secrets" / "db-audit").write_text("pw-audit-test")
+    dsn = await migrations.provision(admin_dsn, "audit", "pw-audit-test")
+    await migrations.upgrade(admin_dsn, "audit")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute("TRUNCATE audit.audit_log")
+    await conn.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for i in range(20):
+            async with conn.transaction():
+                await store.append(conn, {
+                    "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
+                    "actor_id": uuid.uuid4(), "actor_roles": ["DOCTOR"], "patient_id": uuid.uuid4(),
+                    "action": "read", "resource": "patient", "purpose": "care",
+                    "outcome": "allowed" if i % 5 else "denied", "trace_id": None,
+                })  # fmt: skip
+    finally:
+        await conn.close()
+    await audit_cli.write_checkpoint(admin_dsn, data)
+    return admin_dsn, data
+
+
+async def test_the_runtime_role_may_only_append(chain: tuple[str, Path]) -> None:
+    admin, data = chain
+    conn = await asyncpg.connect(audit_cli.audit_dsn(admin, data))
+    try:
+        for sql in ("UPDATE audit_log SET outcome = 'allowed'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+    assert (await audit_cli.verify_chain(admin, data)).ok
+
+
+TAMPERING = {
+    "update": ("UPDATE audit.audit_log SET outcome = 'allowed' WHERE seq = 6", 6, "altered"),
+    "delete": ("DELETE FROM audit.audit_log WHERE seq = 9", 9, "missing"),
+    "swap": (
+        """UPDATE audit.audit_log SET seq = CASE seq WHEN 3 THEN -4 ELSE -3 END WHERE seq IN (3, 4);
+           UPDATE audit.audit_log SET seq = -seq WHERE seq < 0""",
+        3,
+        "",
+    ),
+    "truncate tail": ("DELETE FROM audit.audit_log WHERE seq > 15", 16, "truncated"),
+}
+
+
+@pytest.mark.parametrize("kind", list(TAMPERING))
+async def test_tampering_by_a_superuser_is_named(chain: tuple[str, Path], kind: str) -> None:
+    admin, data = chain
+    sql, first_bad, words = TAMPERING[kind]
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute("ALTER TABLE audit.audit_log DROP CONSTRAINT IF EXISTS audit_log_seq_check")
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+    verdict = await audit_cli.verify_chain(admin, data)
+    assert not verdict.ok
+    assert verdict.first_bad_seq == first_bad
+    assert words in verdict.problem
+
+
+async def test_a_reforged_head_is_caught_by_the_checkpoint(chain: tuple[str, Path]) -> None:
+    from his.audit.domain import GENESIS, link
+
+    admin, data = chain
+    conn = await asyncpg.connect(admin)
+    try:
+        rows = [dict(r) for r in await conn.fetch(f"SELECT {store.ROW} FROM audit.audit_log ORDER BY seq")]
+        rows[6]["outcome"] = "allowed" if rows[6]["outcome"] == "denied" else "denied"
+        prev = GENESIS
+        async with conn.transaction():
+            for r in rows:  # recompute every hash after the edit: internally consistent again
+                h = link(prev, r)
+                await conn.execute(
+                    "UPDATE audit.audit_log SET outcome = $2, prev_hash = $3, hash = $4 WHERE seq = $1",
+                    r["seq"],
+                    r["outcome"],
+                    prev,
+                    h,
+                )
+                prev = h
+    finally:
+        await conn.close()
+    verdict = await audit_cli.verify_chain(admin, data)
+    assert not verdict.ok and "re-forged" in verdict.problem
