@@ -258,3 +258,52 @@ def test_unreachable_external_server_is_one_clear_error(
     assert out.returncode == 1, text
     assert message in text
     assert "Traceback" not in text
+
+
+def test_a_patient_sees_only_their_own_record_and_who_saw_it(hospital: Hospital) -> None:
+    gw, admin = hospital.gateway, hospital.login()
+    accounts = {}
+    for who in ("a", "b"):
+        address = f"patient-{who}-{time.time_ns()}@example.org"
+        r = httpx.post(
+            f"{gw}/api/auth/register",
+            timeout=10,
+            json={"email": address, "password": "my own long passphrase", "full_name": f"Pat {who}"},
+        )
+        assert r.status_code == 201, r.text
+        user_id = r.json()["user_id"]
+        r = httpx.post(
+            f"{gw}/api/patients",
+            headers=admin,
+            timeout=10,
+            json={
+                "given_name": "Pat",
+                "family_name": f"Own-{who}",
+                "birth_date": "1988-08-08",
+                "sex": "other",
+                "user_id": user_id,
+            },
+        )
+        assert r.status_code == 201, r.text
+        accounts[who] = (address, r.json()["id"])
+    a = hospital.login(accounts["a"][0], "my own long passphrase")
+    me = httpx.get(f"{gw}/api/patients/me", headers=a, timeout=10)
+    assert me.status_code == 200 and me.json()["id"] == accounts["a"][1]
+    assert httpx.get(f"{gw}/api/patients/{accounts['a'][1]}", headers=a, timeout=10).status_code == 200
+    other = httpx.get(f"{gw}/api/patients/{accounts['b'][1]}", headers=a, timeout=10)
+    assert other.status_code == 404 and "Own-b" not in other.text
+    assert httpx.get(f"{gw}/api/patients", params={"q": "Own"}, headers=a, timeout=10).status_code == 403
+    # Spoofed identity headers change nothing.
+    spoofed = dict(a, **{"x-his-client-ip": "10.0.0.1", "x-user-id": accounts["b"][1], "x-roles": "ADMIN"})
+    assert httpx.get(f"{gw}/api/patients/{accounts['b'][1]}", headers=spoofed, timeout=10).status_code == 404
+
+    def trail() -> list[dict[str, object]]:
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": accounts["a"][1]}, headers=a, timeout=10)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    wait_until(lambda: len(trail()) >= 3, what="the audit trail of patient a")  # create, /me, read
+    assert {e["action"] for e in trail()} >= {"create", "read"}
+    b = hospital.login(accounts["b"][0], "my own long passphrase")
+    stolen = httpx.get(f"{gw}/api/audit", params={"patient_id": accounts["a"][1]}, headers=b, timeout=10)
+    assert stolen.status_code == 404

@@ -32,6 +32,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/api/patients/me", "patients", "/patients/me"),
     _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
+    _r("GET", "/api/audit", "audit", "/audit"),
 )
 
 
