@@ -17,9 +17,20 @@ T0 = datetime(2026, 11, 26, tzinfo=UTC)
 def chain(n: int) -> list[dict[str, Any]]:
     rows, prev = [], GENESIS
     for i in range(1, n + 1):
-        row = {"seq": i, "event_id": uuid.uuid4(), "at": T0 + timedelta(seconds=i), "source": "his.patients",
-               "actor_id": uuid.uuid4(), "actor_roles": ["DOCTOR"], "patient_id": uuid.uuid4(), "action": "read",
-               "resource": "patient", "purpose": "care", "outcome": "allowed", "trace_id": None}
+        row = {
+            "seq": i,
+            "event_id": uuid.uuid4(),
+            "at": T0 + timedelta(seconds=i),
+            "source": "his.patients",
+            "actor_id": uuid.uuid4(),
+            "actor_roles": ["DOCTOR"],
+            "patient_id": uuid.uuid4(),
+            "action": "read",
+            "resource": "patient",
+            "purpose": "care",
+            "outcome": "allowed",
+            "trace_id": None,
+        }
         row["prev_hash"], row["hash"] = prev, link(prev, row)
         prev = row["hash"]
         rows.append(row)
