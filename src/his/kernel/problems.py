@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -53,6 +54,15 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()[:20]
         ]
         return problem(422, "the request does not match the schema", errors=errors)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        # An outage is an outage: 503, never an empty success or a misleading 404.
+        log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return problem(503, "a dependency is unavailable; try again shortly", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,67 @@
+"""Every error is problem+json, outages are 503, and nothing internal leaks (in-memory ASGI)."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from his.kernel import problems
+
+
+class Body(BaseModel):
+    n: int
+
+
+def app() -> FastAPI:
+    a = FastAPI()
+    problems.install(a)
+
+    @a.get("/missing")
+    async def missing() -> None:
+        raise problems.HTTPException(404, "patient not found")
+
+    @a.post("/typed")
+    async def typed(body: Body) -> dict[str, int]:
+        return {"n": body.n}
+
+    @a.get("/db-down")
+    async def db_down() -> None:
+        raise asyncpg.InterfaceError("connection is closed")
+
+    @a.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("secret internal detail")
+
+    return a
+
+
+async def call(method: str, path: str, **kw: object) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        return await c.request(method, path, **kw)  # type: ignore[arg-type]
+
+
+async def test_http_errors_are_problem_json() -> None:
+    r = await call("GET", "/missing")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {"type": "about:blank", "title": "Not found", "status": 404, "detail": "patient not found"}
+
+
+async def test_schema_errors_are_422_with_the_field() -> None:
+    r = await call("POST", "/typed", json={"n": "many"})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["n"]
+
+
+async def test_an_outage_is_503_not_an_empty_success() -> None:
+    r = await call("GET", "/db-down")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+
+
+async def test_bugs_are_500_without_internals() -> None:
+    r = await call("GET", "/bug")
+    assert r.status_code == 500
+    assert "secret" not in r.text and "Traceback" not in r.text
