@@ -307,3 +307,11 @@ def test_a_patient_sees_only_their_own_record_and_who_saw_it(hospital: Hospital)
     b = hospital.login(accounts["b"][0], "my own long passphrase")
     stolen = httpx.get(f"{gw}/api/audit", params={"patient_id": accounts["a"][1]}, headers=b, timeout=10)
     assert stolen.status_code == 404
+    # Their notifications: their own, yes; someone else's, no.
+    mine = {"patient_id": accounts["a"][1]}
+    wait_until(
+        lambda: httpx.get(f"{gw}/api/notifications", params=mine, headers=a, timeout=10).status_code == 200,
+        what="the patient's own notifications",
+    )
+    theirs = httpx.get(f"{gw}/api/notifications", params={"patient_id": accounts["a"][1]}, headers=b, timeout=10)
+    assert theirs.status_code == 404

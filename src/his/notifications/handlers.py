@@ -13,4 +13,6 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     """Queue the welcome message for a newly registered patient."""
     if not isinstance(ev, PatientRegistered):
         raise PermanentError(f"unexpected event {env.type}")
+    if ev.account_id is not None:
+        await store.link_account(uow.conn, ev.patient_id, ev.account_id)
     await store.queue_delivery(uow.conn, patient_id=ev.patient_id, template="welcome", channel="email", event_id=env.id)

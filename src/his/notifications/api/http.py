@@ -7,9 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from his.kernel.auth import authenticate, jwks_verifier, require
+from his.events.audit import NotificationsRecordAccessed, record_access
+from his.kernel.auth import authenticate, jwks_verifier
+from his.kernel.problems import HTTPException
 from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext
+from his.notifications import store
 
 
 def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
@@ -20,25 +23,25 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def history(
         request: Request, patient_id: uuid.UUID, limit: int = Query(default=50, ge=1, le=200)
     ) -> dict[str, Any]:
-        """Delivery history of one patient, newest first (ADMIN; the patient's own view comes later)."""
-        require(await authenticate(request, tokens), "ADMIN")
-        rows = await ctx.db.pool.fetch(
-            """SELECT id, template, channel, status, created_at FROM delivery
-               WHERE patient_id = $1 ORDER BY created_at DESC LIMIT $2""",
-            patient_id,
-            limit,
-        )
-        return {
-            "items": [
-                {
-                    "id": str(r["id"]),
-                    "template": r["template"],
-                    "channel": r["channel"],
-                    "status": r["status"],
-                    "created_at": r["created_at"].isoformat(),
-                }
-                for r in rows
-            ]
-        }
+        """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
+        who = await authenticate(request, tokens)
+        async with ctx.db.uow() as uow:
+            owner = await store.owns(uow.conn, uuid.UUID(who.subject), patient_id)
+            if not (owner or who.has_any("ADMIN")):
+                raise HTTPException(404, "patient not found")
+            rows = await uow.conn.fetch(
+                """SELECT id, template, channel, status, created_at FROM delivery
+                   WHERE patient_id = $1 ORDER BY created_at DESC LIMIT $2""",
+                patient_id,
+                limit,
+            )
+            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="read",
+                          resource="delivery", purpose="own_record" if owner else "administration")  # fmt: skip
+        items = [
+            {"id": str(x["id"]), "template": x["template"], "channel": x["channel"], "status": x["status"],
+             "created_at": x["created_at"].isoformat()}
+            for x in rows
+        ]  # fmt: skip
+        return {"items": items}
 
     return r

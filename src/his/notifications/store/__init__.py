@@ -21,3 +21,18 @@ async def queue_delivery(
         event_id,
     )
     return delivery_id
+
+
+async def link_account(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO patient_account VALUES ($1, $2) ON CONFLICT (patient_id) DO UPDATE SET account_id = $2",
+        patient_id,
+        account_id,
+    )
+
+
+async def owns(conn: Connection, account_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM patient_account WHERE patient_id = $1 AND account_id = $2", patient_id, account_id
+    )
+    return bool(found)
