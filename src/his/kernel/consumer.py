@@ -1,10 +1,15 @@
 """Durable pull consumers with an idempotent inbox.
 
 For each fetched batch the consumer opens one transaction, inserts every event id into the
-inbox at once (``ON CONFLICT DO NOTHING``), runs the handler of each new event inside its own
-savepoint, and commits. Only after the commit does it acknowledge. A redelivered event finds
-its inbox row and is acknowledged without running the handler again, so effects happen
-exactly once although delivery is at least once.
+inbox at once (``ON CONFLICT DO NOTHING``), runs the handler of each new event, and commits.
+Only after the commit does it acknowledge. A redelivered event finds its inbox row and is
+acknowledged without running the handler again, so effects happen exactly once although
+delivery is at least once.
+
+Handlers run without savepoints first (they cost two round trips per event); if one fails, the
+batch's transaction rolls back and the batch runs again with each handler in its own savepoint,
+so the failure stays with its event. A handler's database effects are therefore all-or-nothing
+per event; anything it does outside the database may happen again (as with any redelivery).
 
 Failures: an invalid envelope or payload, or a ``PermanentError`` from the handler, is
 terminated at once (with its reason). Any other error is negatively acknowledged with a
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +54,10 @@ INBOX_FORGET = "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uui
 
 class PermanentError(Exception):
     """The event can never be applied as it is: terminate it (it goes to the DLQ) at once."""
+
+
+class _HandlerFailedError(Exception):
+    """A handler failed in a batch applied without savepoints: roll back, redo with them."""
 
 
 @dataclass(frozen=True)
@@ -169,16 +179,55 @@ class ConsumerLoop:
                 await self._retry(it.msg, _one_line(error))
 
     async def _apply(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
+        """One transaction for the batch: inbox rows, then each new event's handler; commit.
+
+        First deliveries take the fast way: every handler in the batch's transaction, no
+        savepoints (each costs two round trips per event). If a handler fails there, the whole
+        transaction rolls back and the batch runs again the careful way, each handler in its own
+        savepoint, so one bad event cannot sink the others. Redelivered batches go the careful
+        way at once. Either way only committed effects are acknowledged.
+        """
+        if all((it.msg.metadata.num_delivered or 1) <= 1 for it in items):
+            try:
+                return await self._apply_together(items)
+            except _HandlerFailedError:
+                pass  # rolled back; nothing of this attempt remains
+        return await self._apply_isolated(items)
+
+    async def _apply_together(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
+        acks: list[Msg] = []
+        duplicates = 0
+        async with self.db.uow() as uow:
+            new = await self._insert_inbox(uow, items)
+            for it in items:
+                if it.env.id not in new:
+                    duplicates += 1
+                    acks.append(it.msg)
+                    continue
+                new.discard(it.env.id)  # a second copy in the same batch is a duplicate
+                token = tracing.continue_from(it.env.traceparent)
+                try:
+                    await self.sub.handler(uow, it.env, it.event)
+                except Exception as exc:
+                    raise _HandlerFailedError from exc
+                finally:
+                    tracing.reset(token)
+                acks.append(it.msg)
+        self.stats.duplicates += duplicates
+        self.stats.applied += len(acks) - duplicates
+        return acks, []
+
+    async def _apply_isolated(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
         acks: list[Msg] = []
         failures: list[tuple[_Item, Exception]] = []
         async with self.db.uow() as uow:
-            new = {r[0] for r in await uow.conn.fetch(INBOX_INSERT, self.sub.name, [i.env.id for i in items])}
+            new = await self._insert_inbox(uow, items)
             for it in items:
                 if it.env.id not in new:
                     self.stats.duplicates += 1
                     acks.append(it.msg)
                     continue
-                new.discard(it.env.id)  # a second copy in the same batch is a duplicate
+                new.discard(it.env.id)
                 token = tracing.continue_from(it.env.traceparent)
                 try:
                     async with uow.savepoint():
@@ -192,6 +241,10 @@ class ConsumerLoop:
             if failures:
                 await uow.conn.execute(INBOX_FORGET, self.sub.name, [it.env.id for it, _ in failures])
         return acks, failures
+
+    async def _insert_inbox(self, uow: UnitOfWork, items: list[_Item]) -> set[uuid.UUID]:
+        """Record the batch's event ids; returns those not seen before."""
+        return {r[0] for r in await uow.conn.fetch(INBOX_INSERT, self.sub.name, [i.env.id for i in items])}
 
     async def after_commit(self, acks: list[Msg]) -> None:
         """Hook between commit and ack (fault-injection point for tests)."""

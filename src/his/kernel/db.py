@@ -148,8 +148,8 @@ class Database:
             async with conn.transaction():
                 yield uow
                 await uow.flush_events()
-        if uow.events:
-            self.signal.committed()
+            if uow.events:
+                self.signal.committed()  # now, not after the connection's reset round trip
 
     async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
         async with self.uow() as uow:
