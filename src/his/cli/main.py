@@ -21,8 +21,12 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list, show, replay, discard.")
 events_app = typer.Typer(no_args_is_help=True, help="The event registry.")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a raw baseline from the same run.")
+app.add_typer(bench_app, name="bench")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -50,9 +54,16 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
 
 def _with_js(fn: Any) -> Any:
-    from his.cli.ops import with_jetstream
+    from his.cli.ops import NotRunningError, with_jetstream
 
-    return asyncio.run(with_jetstream(Settings(), fn))
+    try:
+        return asyncio.run(with_jetstream(Settings(), fn))
+    except NotRunningError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    except (OSError, TimeoutError) as exc:
+        err.print(f"error: cannot reach NATS: {str(exc) or 'no answer within 5s'}")
+        raise typer.Exit(1) from None
 
 
 @dlq_app.command("list")
@@ -134,6 +145,53 @@ def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Wri
         output.write_text(text)
     else:
         out.print(text, markup=False)
+
+
+@bench_app.command("backbone")
+def bench_backbone(
+    quick: Annotated[bool, typer.Option("--quick", help="A short smoke run (~30 s).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    workdir: Annotated[Path | None, typer.Option(help="Where the temporary servers live.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the servers' files (and logs).")] = False,
+) -> None:
+    """Outbox relay, consumer and write paths on private PostgreSQL + NATS (see docs/performance.md)."""
+    from his.benchmarks.backbone import main as run_backbone
+
+    raise typer.Exit(run_backbone(quick=quick, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
+
+
+def _admin_dsn() -> str:
+    from his.cli import state
+
+    settings = Settings()
+    st = state.read(settings.data_path) or {}
+    dsn = settings.database_url or st.get("admin_dsn")
+    if not dsn:
+        err.print(f"error: no running hospital found in {settings.data_path} and HIS_DATABASE_URL is not set")
+        raise typer.Exit(1)
+    return str(dsn)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole audit chain and the latest head checkpoint; name the first bad record."""
+    from his.cli.audit import verify_chain
+
+    verdict = asyncio.run(verify_chain(_admin_dsn(), Settings().data_path))
+    if verdict.ok:
+        out.print(f"audit chain intact: {verdict.checked} records")
+        return
+    err.print(f"audit chain BROKEN: {verdict.problem} (verified {verdict.checked} records before it)")
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Record the current head of the chain outside the database (HMAC-authenticated)."""
+    from his.cli.audit import write_checkpoint
+
+    cp = asyncio.run(write_checkpoint(_admin_dsn(), Settings().data_path))
+    out.print(f"checkpoint at record {cp.seq}: {cp.hash.hex()[:16]}…")
 
 
 def main() -> None:

@@ -1,0 +1,179 @@
+"""The figures of ``his bench backbone`` as rows (measured, baseline, ratio, target) and a table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+#: Share of the machine's CPU used by other processes (or stolen) above which a run is noisy.
+NOISY_CPU = 0.10
+
+
+def noisy(part: dict[str, float]) -> bool:
+    return part.get("other_cpu_share", 0.0) + part.get("steal_share", 0.0) > NOISY_CPU
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    measured: float
+    baseline: float | None
+    unit: str
+    ratio: float | None
+    #: (floor, aim): the floor must hold, the aim is what the design asks for (DESIGN.md §7);
+    #: "max" targets bound ``measured`` from above, "min" targets bound ``ratio`` from below.
+    target: tuple[float | None, float] | None = None
+    kind: str = "min"
+
+    def verdict(self) -> str:
+        if self.target is None:
+            return "info"
+        floor, aim = self.target
+        value = self.measured if self.kind == "max" else self.ratio
+        if value is None or math.isnan(value):
+            return "n/a"
+        if self._meets(value, aim):
+            return "aim met"
+        if floor is None:
+            return "aim missed"
+        return "floor met" if self._meets(value, floor) else "MISSED"
+
+    def _meets(self, value: float, threshold: float) -> bool:
+        return value <= threshold if self.kind == "max" else value >= threshold
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        floor, aim = self.target
+        sign = "≤" if self.kind == "max" else "≥"
+        what = self.unit if self.kind == "max" else ""
+        if floor is None:
+            return f"aim {sign} {aim:g}{what}"
+        if floor == aim:
+            return f"{sign} {aim:g}{what}"
+        return f"aim {sign} {aim:g}{what}, floor {floor:g}{what}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "figure": self.figure,
+            "measured": self.measured,
+            "baseline": self.baseline,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "target": self.target_text() or None,
+            "verdict": self.verdict(),
+        }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    lat = results.get("latency")
+    if lat:
+        relay, direct = lat["relay"], lat["direct"]
+        rate = f"{lat['rate_per_s']:g}/s"
+        targets: dict[str, tuple[float | None, float] | None] = {"p50": None, "p95": (25.0, 10.0), "p99": (None, 25.0)}
+        for p, target in targets.items():
+            m, base = relay["commit_to_ack"][f"{p}_ms"], direct["commit_to_ack"][f"{p}_ms"]
+            out.append(Row(f"commit → PubAck {p} (relay, {rate})", m, base, " ms", _ratio(m, base), target, "max"))
+        for p in ("p95", "p99"):
+            m, base = relay["intended_start_to_ack"][f"{p}_ms"], direct["intended_start_to_ack"][f"{p}_ms"]
+            out.append(Row(f"intended start → PubAck {p} (relay)", m, base, " ms", _ratio(m, base)))
+        stored, bare = relay["commit_to_stored"], lat["bare"]["publish_to_ack"]
+        for p in ("p95", "p99"):
+            out.append(Row(f"commit → stored in stream {p} (relay)", stored[f"{p}_ms"], None, " ms", None))
+        for p in ("p95", "p99"):
+            out.append(Row(f"bare publish → PubAck {p} (JetStream floor)", bare[f"{p}_ms"], None, " ms", None))
+    drain = results.get("drain")
+    if drain:
+        out.append(
+            Row("relay drain rate", drain["relay_per_s"], drain["raw_per_s"], " ev/s", drain["ratio"], (0.5, 0.75))
+        )
+    cons = results.get("consumer")
+    if cons:
+        out.append(
+            Row("consumer with inbox", cons["loop_per_s"], cons["raw_per_s"], " ev/s", cons["ratio"], (0.7, 0.7))
+        )
+    writes = results.get("writes") or {}
+    for w, cell in writes.items():
+        if not isinstance(cell, dict):
+            continue
+        tx = cell["tx_per_s"]
+        for variant, base, label, target in (
+            ("outbox", "plain", "writes + outbox rows", (None, 0.5)),
+            ("wake_local", "outbox", "writes + in-process wake-up", (None, 0.9)),
+            ("wake_notify", "outbox", "writes + coalesced NOTIFY wake-up", (None, 0.9)),
+            ("notify_in_tx", "outbox", "writes + NOTIFY in every tx (rejected design)", None),
+        ):
+            ratio = cell[f"{variant}_vs_{base}"]
+            out.append(Row(f"{label}, {w} writers", tx[variant], tx[base], " tx/s", ratio, target))
+    return out
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    if unit.strip() == "ms":
+        return f"{value:.2f}{unit}"
+    return f"{value:,.0f}{unit}"
+
+
+def render(console: Console, report: dict[str, Any]) -> None:
+    # Piped output would wrap the table at 80 columns: give it room.
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, 150)
+    try:
+        _render(console, report)
+    finally:
+        console.width = width
+
+
+def _render(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title="his bench backbone — each figure against a raw baseline from the same run")
+    for col in ("figure", "measured", "raw baseline", "ratio", "target", "verdict"):
+        table.add_column(col, justify="left" if col in ("figure", "target") else "right")
+    styles = {"aim met": "green", "floor met": "yellow", "aim missed": "yellow", "MISSED": "bold red"}
+    for r in rows(report["results"]):
+        verdict = r.verdict()
+        style = styles.get(verdict, "")
+        table.add_row(
+            r.figure,
+            _num(r.measured, r.unit),
+            _num(r.baseline, r.unit),
+            "" if r.ratio is None or math.isnan(r.ratio) else f"{r.ratio:.2f}",
+            r.target_text(),
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    console.print(table)
+    m, s = report["machine"], report["results"].get("servers", {})
+    console.print(
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python {m['python']}; "
+        f"PostgreSQL {s.get('postgresql', '?')} (synchronous_commit=on), NATS {s.get('nats_server', '?')} "
+        f"(JetStream file storage, sync_interval: always); run took {report['seconds']:.0f}s"
+    )
+    cpu = report["results"].get("cpu", {})
+    if cpu:
+        parts = []
+        for name, c in cpu.items():
+            steal = f" +{c['steal_share'] * 100:.0f}% steal" if c["steal_share"] > 0.01 else ""
+            disk = f", probe fsync p99 {c['fsync_p99_ms']:.1f} ms" if "fsync_p99_ms" in c else ""
+            parts.append(f"{name}: others {c['other_cpu_share'] * 100:.0f}% CPU{steal}{disk}")
+        console.print("machine noise — " + "; ".join(parts))
+        if any(noisy(c) for c in cpu.values()):
+            console.print(
+                "[bold yellow]noisy run:[/] other processes used more than "
+                f"{NOISY_CPU:.0%} of the CPU in some part; its figures are less reliable than a quiet run's."
+            )
+    console.print(
+        "latency baseline: the same writes without outbox rows, each followed by publish_async after its commit "
+        "(a dual write), at the same rate. Latency ratios are relay / baseline (lower is better); throughput "
+        "ratios measured / baseline (higher is better). Details: docs/performance.md."
+    )
