@@ -197,3 +197,46 @@ async def test_published_rows_are_pruned_after_retention(db: Database, js: objec
         await wait_for(pruned, what="published rows to be pruned")
     info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
     assert info.state.messages == 5  # pruned only after they were published
+
+
+async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: object) -> None:
+    first = OutboxRelay(
+        db.dsn,
+        js,
+        schema=db.schema,
+        signal=db.signal,
+        poll_seconds=0.1,  # type: ignore[arg-type]
+        standby_retry=0.1,
+    )
+    from his.kernel.db import OutboxSignal, outbox_channel
+
+    second = OutboxRelay(
+        db.dsn,
+        js,
+        schema=db.schema,
+        signal=OutboxSignal(outbox_channel(db.schema)),  # type: ignore[arg-type]
+        poll_seconds=0.1,
+        standby_retry=0.1,
+    )
+    leader_task = asyncio.create_task(first.run())
+
+    async def first_leads() -> bool:
+        return first.stats.leader
+
+    await wait_for(first_leads, what="the first relay to lead")
+    async with running(second.run()):
+        await write(db, 20)
+        await wait_for(lambda: _unpublished_zero(db), what="the leader to drain")
+        assert first.stats.published == 20 and second.stats.published == 0 and not second.stats.leader
+        leader_task.cancel()  # the leader goes away: its connection and advisory lock with it
+        await asyncio.gather(leader_task, return_exceptions=True)
+
+        async def second_leads() -> bool:
+            return second.stats.leader
+
+        await wait_for(second_leads, what="the standby to take over")
+        await write(db, 20)
+        await wait_for(lambda: _unpublished_zero(db), what="the new leader to drain")
+    assert second.stats.published == 20
+    info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
+    assert info.state.messages == 40
