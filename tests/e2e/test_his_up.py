@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -315,3 +316,45 @@ def test_a_patient_sees_only_their_own_record_and_who_saw_it(hospital: Hospital)
     )
     theirs = httpx.get(f"{gw}/api/notifications", params={"patient_id": accounts["a"][1]}, headers=b, timeout=10)
     assert theirs.status_code == 404
+
+
+def test_the_edge_refuses_abuse_with_problem_json_and_never_a_500(hospital: Hospital) -> None:
+    gw = hospital.gateway
+    huge = httpx.post(
+        f"{gw}/api/auth/register",
+        content=b"x" * (10 * 1024 * 1024),
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413 and huge.headers["content-type"] == "application/problem+json"
+    deep = "[" * 5000 + "]" * 5000
+    r = httpx.post(f"{gw}/api/auth/login", content=deep, headers={"content-type": "application/json"}, timeout=10)
+    assert 400 <= r.status_code < 500
+    wide = {"email": ["x"] * 100_000, "password": "p"}
+    r = httpx.post(f"{gw}/api/auth/login", json=wide, timeout=10)
+    assert 400 <= r.status_code < 500
+    admin = hospital.login()
+    r = httpx.get(f"{gw}/api/patients", params={"q": "Own", "limit": "100000"}, headers=admin, timeout=10)
+    assert r.status_code == 400
+
+
+def test_tokens_never_reach_the_logs(hospital: Hospital) -> None:
+    token = hospital.login()["authorization"].split()[1]
+    httpx.get(
+        f"{hospital.gateway}/api/patients/{uuid.uuid4()}", headers={"authorization": f"Bearer {token}x"}, timeout=10
+    )
+    text = hospital.log.read_text(errors="replace")
+    assert token not in text and token[:40] not in text
+
+
+def test_rate_limits_answer_429_with_retry_after(hospital: Hospital) -> None:
+    gw = hospital.gateway
+    with httpx.Client(timeout=10) as client:  # one peer, as fast as it can
+        answers = [client.get(f"{gw}/api/auth/jwks") for _ in range(400)]
+    statuses = {a.status_code for a in answers}
+    assert statuses <= {200, 429}, statuses
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, "400 requests in a burst were never limited"
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert limited[0].headers["content-type"] == "application/problem+json"
+    wait_until(lambda: httpx.get(f"{gw}/api/auth/jwks", timeout=10).status_code == 200, what="the bucket to refill")
