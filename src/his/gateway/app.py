@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from his.gateway.limits import RateLimiter, retry_after
-from his.gateway.routing import Match, resolve
+from his.gateway.openapi import assemble, docs_page
+from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.problems import install, problem
@@ -117,7 +118,7 @@ async def read_capped(request: Request) -> bytes | None:
 
 
 def create_app(upstreams: dict[str, str]) -> FastAPI:
-    app = FastAPI(title="his", description="Hospital Information System public API", docs_url=None, redoc_url=None)
+    app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None)
     install(app)
     gw = Gateway(upstreams)
     app.state.gateway = gw
@@ -150,6 +151,30 @@ def create_app(upstreams: dict[str, str]) -> FastAPI:
     async def metrics() -> Response:
         """Prometheus metrics of the gateway process."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    cached: dict[str, Any] = {}
+
+    async def public_openapi() -> dict[str, Any]:
+        if cached.get("complete"):
+            return dict(cached["doc"])
+        documents: dict[str, dict[str, Any]] = {}
+        for name in {r.service for r in ROUTES}:
+            try:
+                r = await gw.client.get(f"{upstreams[name]}/openapi.json", timeout=5.0)
+                documents[name] = r.json()
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+        doc = assemble(documents)
+        cached.update(doc=doc, complete=len(documents) == len({r.service for r in ROUTES}))
+        return doc
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(await public_openapi())
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> str:
+        return docs_page(await public_openapi())
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console() -> str:

@@ -1,0 +1,111 @@
+"""One OpenAPI document for the whole public API, assembled from the services' own documents.
+
+Each public route takes its operation (parameters, request body, responses, docstring) from the
+service that serves it, under its public path. Schemas are prefixed with the service's name so
+two services may both have a ``Coverage``. Non-public operations require a bearer token.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from his.gateway.routing import ROUTES
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _rename_refs(node: Any, service: str) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (
+                f"#/components/schemas/{service}.{v.rsplit('/', 1)[1]}"
+                if k == "$ref" and isinstance(v, str)
+                else _rename_refs(v, service)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rename_refs(v, service) for v in node]
+    return node
+
+
+def public_path(pattern: str) -> str:
+    # The route pattern's groups become named path parameters: /api/patients/{id}.
+    path = pattern.removeprefix("^").removesuffix("$")
+    return re.sub(r"\(\[\^/\]\+\)", "{id}", path)
+
+
+def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") -> dict[str, Any]:
+    """Build the public document from ``{service: that service's /openapi.json}``."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Problem": {"type": "object", "description": "RFC 9457 problem details",
+                    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                                   "status": {"type": "integer"}, "detail": {"type": "string"}}},
+    }  # fmt: skip
+    for route in ROUTES:
+        doc = documents.get(route.service)
+        if doc is None:
+            continue
+        upstream_template = _upstream_template(route.upstream, doc)
+        op = (doc.get("paths", {}).get(upstream_template, {}) or {}).get(route.method.lower())
+        if op is None:
+            continue
+        op = _rename_refs(dict(op), route.service)
+        op["tags"] = [route.service]
+        op["operationId"] = f"{route.service}_{route.method.lower()}_{upstream_template.strip('/').replace('/', '_')}"
+        params = [p for p in op.get("parameters", []) if p.get("in") != "header"]
+        for p in params:
+            if p.get("in") == "path":
+                p["name"] = "id"
+        op["parameters"] = params
+        responses = op.setdefault("responses", {})
+        for code in ["400", "413", "429", "503"] + ([] if route.public else ["401", "403"]):
+            responses.setdefault(code, {"description": "problem", "content": PROBLEM})
+        responses.pop("422", None)
+        responses["422"] = {"description": "the request does not match the schema", "content": PROBLEM}
+        if not route.public:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(public_path(route.pattern.pattern), {})[route.method.lower()] = op
+        for name, schema in (doc.get("components", {}).get("schemas", {}) or {}).items():
+            schemas[f"{route.service}.{name}"] = _rename_refs(schema, route.service)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "his — Hospital Information System", "version": version,
+                 "description": "The public API. Errors are application/problem+json."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+    }  # fmt: skip
+
+
+def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:
+    """The service's path template matching ``upstream`` (whose ids are format fields: {0})."""
+    if "{" not in upstream:
+        return upstream
+    wanted = re.compile("^" + re.sub(r"\\\{\d+\\\}", r"\\{[^/]+\\}", re.escape(upstream)) + "$")
+    return next((p for p in doc.get("paths", {}) if wanted.match(p)), upstream)
+
+
+def docs_page(document: dict[str, Any]) -> str:
+    """A self-contained page listing every operation (no scripts or assets from elsewhere)."""
+    rows = []
+    for path, ops in sorted(document["paths"].items()):
+        for method, op in ops.items():
+            lock = "🔒" if op.get("security") else ""
+            summary = html.escape(op.get("summary", ""))
+            detail = html.escape((op.get("description") or "").strip())
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code> {lock}</td>"
+                f"<td><b>{summary}</b><br>{detail}</td></tr>"
+            )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>his API</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem}td{padding:.3rem .8rem;vertical-align:top;"
+        "border-bottom:1px solid #ddd}code{font-size:.95em}</style></head><body>"
+        "<h1>his public API</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. "
+        "🔒 needs <code>Authorization: Bearer &lt;access token&gt;</code> from <code>POST /api/auth/login</code>."
+        f"</p><table>{''.join(rows)}</table></body></html>"
+    )

@@ -1,0 +1,69 @@
+"""Gateway logic without IO: route table, rate limiter, the assembled OpenAPI document."""
+
+from __future__ import annotations
+
+from his.gateway.limits import RateLimiter, retry_after
+from his.gateway.openapi import assemble
+from his.gateway.routing import ROUTES, Match, resolve
+
+
+def test_routes_resolve_with_ids_and_methods() -> None:
+    m = resolve("GET", "/api/patients/123e4567-e89b-12d3-a456-426614174000")
+    assert isinstance(m, Match) and m.route.service == "patients"
+    assert m.upstream_path == "/patients/123e4567-e89b-12d3-a456-426614174000"
+    me = resolve("GET", "/api/patients/me")
+    assert isinstance(me, Match) and me.upstream_path == "/patients/me"
+    assert resolve("DELETE", "/api/patients") is False  # known path, other method: 405
+    assert resolve("GET", "/api/nowhere") is None
+    assert resolve("GET", "/api/patients/a/b") is None  # ids never span segments
+
+
+def test_only_auth_routes_are_public() -> None:
+    public = {(r.method, r.upstream) for r in ROUTES if r.public}
+    assert public == {
+        ("POST", "/auth/register"),
+        ("POST", "/auth/login"),
+        ("POST", "/auth/refresh"),
+        ("POST", "/auth/logout"),
+        ("GET", "/auth/jwks"),
+    }
+
+
+def test_token_bucket_allows_bursts_then_paces() -> None:
+    limiter = RateLimiter(rate=10.0, burst=3)
+    assert [limiter.take("ip:a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.take("ip:a", 0.0)
+    assert wait > 0 and retry_after(wait) == "1"
+    assert limiter.take("ip:b", 0.0) == 0.0  # other keys are unaffected
+    assert limiter.take("ip:a", 0.1) == 0.0  # refilled one token after 100 ms
+
+
+def test_limiter_forgets_the_oldest_keys() -> None:
+    limiter = RateLimiter(rate=1.0, burst=1, max_keys=2)
+    for key in ("a", "b", "c"):
+        limiter.take(key, 0.0)
+    assert limiter.take("a", 0.0) == 0.0  # "a" was evicted, so it starts with a full bucket
+
+
+def test_public_document_takes_operations_from_services() -> None:
+    patients = {
+        "paths": {
+            "/patients/{patient_id}": {"get": {"summary": "Get", "parameters": [
+                {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "ok", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Coverage"}}}}}}},
+        },
+        "components": {"schemas": {"Coverage": {"type": "object"}}},
+    }  # fmt: skip
+    identity = {"paths": {"/auth/login": {"post": {"summary": "Login", "responses": {}}}}}
+    doc = assemble({"patients": patients, "identity": identity})
+    get = doc["paths"]["/api/patients/{id}"]["get"]
+    assert get["security"] == [{"bearer": []}]
+    assert get["parameters"][0]["name"] == "id"
+    assert get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == (
+        "#/components/schemas/patients.Coverage"
+    )
+    assert "patients.Coverage" in doc["components"]["schemas"]
+    login = doc["paths"]["/api/auth/login"]["post"]
+    assert "security" not in login and "401" not in login["responses"]
+    assert login["responses"]["429"]["content"]["application/problem+json"]
