@@ -65,3 +65,17 @@ async def test_bugs_are_500_without_internals() -> None:
     r = await call("GET", "/bug")
     assert r.status_code == 500
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+async def test_values_the_database_refuses_are_422() -> None:
+    a = FastAPI()
+    problems.install(a)
+
+    @a.get("/nul")
+    async def nul() -> None:
+        raise asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00')
+
+    transport = httpx.ASGITransport(app=a, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/nul")
+    assert r.status_code == 422 and "0x00" not in r.text

@@ -235,7 +235,15 @@ def plan_children(stack: Stack) -> None:
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
-    env = dict(base, HIS_SERVICE=GATEWAY, HIS_HTTP_PORT=str(s.gateway_port), HIS_UPSTREAMS=json.dumps(upstreams))
+    env = dict(
+        base,
+        HIS_SERVICE=GATEWAY,
+        HIS_HTTP_PORT=str(s.gateway_port),
+        HIS_UPSTREAMS=json.dumps(upstreams),
+        HIS_GATEWAY_RATE_PER_IP=str(s.gateway_rate_per_ip),
+        HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
+        HIS_GATEWAY_BURST=str(s.gateway_burst),
+    )
     stack.children.append(
         Child(GATEWAY, [sys.executable, "-m", "his.gateway"], env, f"http://{s.host}:{s.gateway_port}")
     )

@@ -79,6 +79,8 @@ class Gateway:
             wait = self.by_subject.take(f"sub:{principal.subject}", time.monotonic())
             if wait:
                 return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
+        if any(ord(ch) < 0x20 for value in request.query_params.values() for ch in value):
+            return problem(400, "query parameters must not contain control characters")
         limit = request.query_params.get("limit")
         if limit is not None and (not limit.isdigit() or int(limit) > MAX_PAGE):
             return problem(400, f"limit must be a whole number up to {MAX_PAGE}")
@@ -117,10 +119,11 @@ async def read_capped(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(upstreams: dict[str, str]) -> FastAPI:
+def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = None) -> FastAPI:
     app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None)
     install(app)
-    gw = Gateway(upstreams)
+    s = settings or ServiceSettings()
+    gw = Gateway(upstreams, per_ip=s.gateway_rate_per_ip, per_subject=s.gateway_rate_per_subject, burst=s.gateway_burst)
     app.state.gateway = gw
 
     async def upstream_health() -> dict[str, str]:
@@ -208,7 +211,7 @@ def main() -> None:
     settings = ServiceSettings()
     obs.setup_logging(settings.log_level)
     upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
-    app = create_app({str(k): str(v) for k, v in upstreams.items()})
+    app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
     config = uvicorn.Config(
         obs.MetricsMiddleware(app),
         host=settings.host,

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: Poll interval of the relay when no wake-up arrives.
     outbox_poll_seconds: float = 1.0
+    #: Gateway rate limits: requests per second per peer address and per signed-in user, and burst.
+    gateway_rate_per_ip: float = 50.0
+    gateway_rate_per_subject: float = 20.0
+    gateway_burst: int = 100
 
     @cached_property
     def data_path(self) -> Path:

@@ -55,6 +55,12 @@ def install(app: FastAPI) -> None:
         ]
         return problem(422, "the request does not match the schema", errors=errors)
 
+    @app.exception_handler(asyncpg.DataError)
+    async def bad_value(request: Request, exc: Exception) -> JSONResponse:
+        # The database refused a value the schema let through (a NUL byte, an out-of-range date).
+        log.info("value refused by the database on %s %s: %s", request.method, request.url.path, exc)
+        return problem(422, "a value in the request cannot be stored (invalid characters or out of range)")
+
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.CannotConnectNowError)
     @app.exception_handler(asyncpg.InterfaceError)
