@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from his.cli.state import operator_identity
+from his.kernel.pki import WorkloadIdentity
+
 HIS = str(Path(sys.executable).parent / "his")
 ADMIN = ("chief@hospital.example", "ward seven night shift 2026")
 
@@ -60,6 +63,15 @@ class Hospital:
         services = self.state()["services"]
         assert isinstance(services, dict)
         return str(services[service]["url"])
+
+    def operator(self) -> WorkloadIdentity:
+        ident = operator_identity(self.data)
+        assert ident is not None, "his up issued no operator certificate"
+        return ident
+
+    def internal(self) -> httpx.Client:
+        """A client for the services' internal (mutual TLS) listeners, as the operator."""
+        return httpx.Client(verify=self.operator().client_context(), timeout=5)
 
     def pids(self) -> list[int]:
         st = self.state()

@@ -45,9 +45,10 @@ def test_every_service_is_healthy_in_status(hospital: Hospital) -> None:
         "gateway",
     }
     assert snap["dlq_depth"] == 0
-    for svc in snap["services"]:  # type: ignore[attr-defined]
-        for path in ("/healthz", "/readyz", "/metrics"):
-            assert httpx.get(svc["url"] + path, timeout=5).status_code == 200, (svc["name"], path)
+    with hospital.internal() as client:  # internal listeners want the operator's certificate
+        for svc in snap["services"]:  # type: ignore[attr-defined]
+            for path in ("/healthz", "/readyz", "/metrics"):
+                assert client.get(svc["url"] + path).status_code == 200, (svc["name"], path)
 
 
 def test_one_openapi_document_covers_the_public_api(hospital: Hospital) -> None:
@@ -83,7 +84,7 @@ def test_registered_patient_flows_to_notifications_without_personal_data(hospita
     wait_until(delivered, what="the welcome notification")
     # Every event on the patients stream carries ids only.
     out = subprocess.run(
-        [sys.executable, "-c", _DUMP_STREAM, hospital.state()["nats_url"]],  # type: ignore[list-item]
+        [sys.executable, "-c", _DUMP_STREAM, str(hospital.state()["nats_url"]), str(hospital.data)],
         capture_output=True,
         check=True,
         timeout=30,
@@ -94,9 +95,12 @@ def test_registered_patient_flows_to_notifications_without_personal_data(hospita
 
 
 _DUMP_STREAM = """
-import asyncio, sys, nats
+import asyncio, sys
+from pathlib import Path
+from his.cli.state import operator_identity
+from his.kernel import bus
 async def main():
-    nc = await nats.connect(sys.argv[1])
+    nc = await bus.connect(sys.argv[1], name="test", identity=operator_identity(Path(sys.argv[2])))
     js = nc.jetstream()
     info = await js.stream_info("HIS_PATIENTS")
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
@@ -116,7 +120,8 @@ def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
         if new == old:
             return False
         try:
-            return httpx.get(hospital.url("notifications") + "/readyz", timeout=2).status_code == 200
+            with hospital.internal() as client:
+                return client.get(hospital.url("notifications") + "/readyz").status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -195,4 +195,7 @@ def audit_checkpoint() -> None:
 
 
 def main() -> None:
+    from his.kernel.observability import quiet_tls_eof
+
+    quiet_tls_eof()
     app()

@@ -7,13 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-import nats
 from nats.js.client import JetStreamContext
 from rich.console import Console
 from rich.table import Table
 
 from his.cli import state
-from his.kernel import dlq
+from his.kernel import bus, dlq
 from his.kernel.config import Settings
 
 T = TypeVar("T")
@@ -39,7 +38,16 @@ async def with_jetstream(settings: Settings, fn: Callable[[JetStreamContext], Aw
         return None
 
     nc = await asyncio.wait_for(
-        nats.connect(url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False, error_cb=quiet), 5
+        bus.connect(
+            url,
+            name="his-cli",
+            identity=state.operator_identity(settings.data_path),
+            connect_timeout=3,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+            error_cb=quiet,
+        ),
+        5,
     )
     try:
         return await fn(nc.jetstream(timeout=5.0))
@@ -65,7 +73,9 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
     st = state.read(settings.data_path)
     if st is None:
         return {"running": False, "healthy": False, "data_dir": str(settings.data_path)}
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    operator = state.operator_identity(settings.data_path)
+    verify = operator.client_context() if operator else True
+    async with httpx.AsyncClient(timeout=2.0, verify=verify) as client:
         services = await asyncio.gather(*(_service(client, n, s["url"]) for n, s in st["services"].items()))
     snapshot: dict[str, Any] = {
         "running": True,
@@ -74,7 +84,9 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         "gateway_url": st.get("gateway_url"),
     }
     try:
-        nc = await nats.connect(st["nats_url"], connect_timeout=2, max_reconnect_attempts=1)
+        nc = await bus.connect(
+            st["nats_url"], name="his-status", identity=operator, connect_timeout=2, max_reconnect_attempts=1
+        )
         try:
             js = nc.jetstream(timeout=3.0)
             snapshot["dlq_depth"] = await dlq.depth(js)

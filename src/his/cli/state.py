@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from his.kernel.pki import WorkloadIdentity
+
 
 def path(data_dir: Path) -> Path:
     return data_dir / "run" / "state.json"
@@ -30,3 +32,11 @@ def read(data_dir: Path) -> dict[str, Any] | None:
 
 def remove(data_dir: Path) -> None:
     path(data_dir).unlink(missing_ok=True)
+
+
+def operator_identity(data_dir: Path) -> WorkloadIdentity | None:
+    """The certificate `his up` issued for operator commands (`his status`, `his dlq`)."""
+    st = read(data_dir) or {}
+    pki = Path(st.get("pki_dir") or data_dir / "pki")
+    ident = WorkloadIdentity(pki / "operator.crt", pki / "operator.key", pki / "ca.crt")
+    return ident if all(p.exists() for p in (ident.cert, ident.key, ident.ca)) else None

@@ -22,16 +22,16 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-import nats
 from rich.console import Console
 
 from his.cli import state
 from his.cli.services import GATEWAY, SERVICES
-from his.kernel import migrations, safety, streams
+from his.kernel import bus, migrations, safety, streams
 from his.kernel.config import Settings
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 COLOURS = (
@@ -70,6 +70,12 @@ class Stack:
     infra: list[ManagedProcess] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     lock: IO[str] | None = None
+    #: Workload identities issued by the local CA, by name ("operator", "nats", each service).
+    identities: dict[str, WorkloadIdentity] = field(default_factory=dict)
+
+    @property
+    def operator(self) -> WorkloadIdentity:
+        return self.identities["operator"]
 
 
 def echo(name: str, line: str) -> None:
@@ -123,6 +129,20 @@ def secret(data: Path, name: str) -> str:
     return value
 
 
+def pki_dir(data: Path) -> Path:
+    return data / "pki"
+
+
+def issue_identities(stack: Stack) -> None:
+    """Create the local CA on first start and issue fresh workload certificates at every start."""
+    ca = LocalCA(pki_dir(stack.settings.data_path)).ensure()
+    ids = stack.identities
+    ids["operator"] = ca.issue("operator", bus.OPERATOR)
+    ids["nats"] = ca.issue("nats", spiffe_id("nats", kind="infra"))
+    for name in (*SERVICES, GATEWAY):
+        ids[name] = ca.issue(name, spiffe_id(name), dns=("localhost", name))
+
+
 async def start_postgres(stack: Stack) -> None:
     s, data = stack.settings, stack.settings.data_path
     if s.database_url:
@@ -145,23 +165,32 @@ async def start_nats(stack: Stack) -> None:
     if s.nats_url:
         stack.nats_url = s.nats_url
         stack.nats_monitor = os.environ.get("HIS_NATS_MONITOR_URL")
-        await probe_nats(s.nats_url)
+        await probe_nats(s.nats_url, stack.operator)
         return
     port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
+    tls = nats_infra.NatsTls(stack.identities["nats"], bus.users(list(SERVICES)))
     proc, loc = await asyncio.to_thread(
-        nats_infra.start, data / "nats", host=s.host, port=port, log_file=data / "logs" / "nats.log"
+        nats_infra.start, data / "nats", host=s.host, port=port, log_file=data / "logs" / "nats.log", tls=tls
     )
     stack.infra.append(proc)
-    stack.nats_url, stack.nats_monitor = loc.url, f"http://{loc.host}:{loc.monitor_port}"
+    stack.nats_url, stack.nats_monitor = loc.url, loc.monitor_url
 
 
-async def probe_nats(url: str, timeout: float = 5.0) -> None:
+async def probe_nats(url: str, identity: WorkloadIdentity, timeout: float = 5.0) -> None:
     async def quiet(_: Exception) -> None:
         return None
 
     try:
         nc = await asyncio.wait_for(
-            nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, error_cb=quiet),
+            bus.connect(
+                url,
+                name="his-up",
+                identity=identity,
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=quiet,
+            ),
             timeout,
         )
         await nc.close()
@@ -176,7 +205,7 @@ async def check_durability(stack: Stack) -> None:
         problems = await safety.postgres_problems(conn)
     finally:
         await conn.close()
-    problems += await asyncio.to_thread(safety.nats_problems, stack.nats_monitor)
+    problems += await asyncio.to_thread(safety.nats_problems, stack.nats_monitor, stack.operator.ca)
     for p in safety.enforce(problems, allow_unsafe=stack.settings.allow_unsafe_durability):
         console.print(f"[yellow]warning:[/] {p}")
 
@@ -184,7 +213,7 @@ async def check_durability(stack: Stack) -> None:
 async def bootstrap_and_launch(stack: Stack) -> None:
     """Declare the streams, then migrate each service and start it at once (start-up overlaps
     the remaining migrations). Migrations run one at a time: Alembic's context is global."""
-    nc = await nats.connect(stack.nats_url, connect_timeout=5)
+    nc = await bus.connect(stack.nats_url, name="his-up", identity=stack.operator, connect_timeout=5)
     try:
         await streams.declare(nc.jetstream(), SERVICES)
     finally:
@@ -218,13 +247,15 @@ def plan_children(stack: Stack) -> None:
             "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
         }
     )
-    upstreams = {svc: f"http://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
+    # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.
+    upstreams = {svc: f"https://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
     base["HIS_IDENTITY_URL"] = upstreams["identity"]
     for svc in SERVICES:  # the gateway goes last: it only watches the others
         url = upstreams[svc]
         port = int(url.rsplit(":", 1)[1])
         env = dict(
             base,
+            **stack.identities[svc].env(),
             HIS_SERVICE=svc,
             HIS_SERVICE_DATABASE_URL=migrations.with_credentials(
                 stack.admin_dsn, migrations.runtime_role(svc), secret(s.data_path, f"db-{svc}")
@@ -237,6 +268,7 @@ def plan_children(stack: Stack) -> None:
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
     env = dict(
         base,
+        **stack.identities[GATEWAY].env(),
         HIS_SERVICE=GATEWAY,
         HIS_HTTP_PORT=str(s.gateway_port),
         HIS_UPSTREAMS=json.dumps(upstreams),
@@ -263,6 +295,7 @@ def save_state(stack: Stack) -> None:
             "admin_dsn": stack.admin_dsn,
             "nats_url": stack.nats_url,
             "nats_monitor_url": stack.nats_monitor,
+            "pki_dir": str(pki_dir(stack.settings.data_path)),
             "infra_pids": [p.pid for p in stack.infra],
             "services": {c.name: {"url": c.url, "pid": c.proc.pid if c.proc else None} for c in stack.children},
         },
@@ -271,7 +304,7 @@ def save_state(stack: Stack) -> None:
 
 async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=1.0) as client:
+    async with httpx.AsyncClient(timeout=1.0, verify=stack.operator.client_context()) as client:
         pending = {c.name: c for c in stack.children}
         while pending and time.monotonic() < deadline:
             for name, child in list(pending.items()):
@@ -377,6 +410,7 @@ async def run_up(settings: Settings) -> int:
         stack.lock = acquire_lock(data)
         reap_leftovers(data)
         check_gateway_port(settings)
+        issue_identities(stack)
         await start_postgres(stack)
         await start_nats(stack)
         await check_durability(stack)

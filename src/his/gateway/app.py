@@ -24,6 +24,7 @@ from his.gateway.openapi import assemble, docs_page
 from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
+from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
 from his.kernel.service import QuietServer
@@ -45,11 +46,14 @@ class Gateway:
         per_ip: float = 50.0,
         per_subject: float = 20.0,
         burst: int = 100,
+        identity: WorkloadIdentity | None = None,
     ) -> None:
         self.upstreams = upstreams
+        # Upstreams are reached over mutual TLS: the gateway presents its workload certificate.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=2.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            verify=identity.client_context() if identity else True,
         )
         self.by_ip = RateLimiter(per_ip, burst)
         self.by_subject = RateLimiter(per_subject, burst)
@@ -123,7 +127,13 @@ def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = Non
     app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None)
     install(app)
     s = settings or ServiceSettings()
-    gw = Gateway(upstreams, per_ip=s.gateway_rate_per_ip, per_subject=s.gateway_rate_per_subject, burst=s.gateway_burst)
+    gw = Gateway(
+        upstreams,
+        per_ip=s.gateway_rate_per_ip,
+        per_subject=s.gateway_rate_per_subject,
+        burst=s.gateway_burst,
+        identity=s.workload(),
+    )
     app.state.gateway = gw
 
     async def upstream_health() -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import HTTPException
 from his.kernel.security import AUDIENCE, ISSUER, Principal, TokenError, TokenVerifier, bearer
 
@@ -20,7 +21,8 @@ def jwks_verifier(identity_url: str | None = None) -> TokenVerifier:
     url = (identity_url or os.environ.get("HIS_IDENTITY_URL", "")).rstrip("/")
     if not url:
         raise RuntimeError("HIS_IDENTITY_URL is not set: the service cannot verify tokens")
-    client = httpx.AsyncClient(timeout=5.0)
+    ident = WorkloadIdentity.from_env()  # identity's listener requires our workload certificate
+    client = httpx.AsyncClient(timeout=5.0, verify=ident.client_context() if ident else True)
 
     async def fetch() -> dict[str, Any]:
         r = await client.get(f"{url}/auth/jwks")

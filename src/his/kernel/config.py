@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from his.kernel.pki import WorkloadIdentity
+
 
 class Settings(BaseSettings):
     """Settings shared by the supervisor and every service process."""
@@ -32,10 +34,20 @@ class Settings(BaseSettings):
     gateway_rate_per_ip: float = 50.0
     gateway_rate_per_subject: float = 20.0
     gateway_burst: int = 100
+    #: This process's workload identity (certificate with its SPIFFE id, key, trusted CA bundle).
+    #: Set by `his up` from its local CA; SPIRE or cert-manager can provide the same three files.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @cached_property
     def data_path(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    def workload(self) -> WorkloadIdentity | None:
+        if self.tls_cert and self.tls_key and self.tls_ca:
+            return WorkloadIdentity(self.tls_cert, self.tls_key, self.tls_ca)
+        return None
 
 
 class ServiceSettings(Settings):

@@ -8,6 +8,7 @@ commit it wakes the outbox relay (in-process when the relay is local, else a coa
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from his.kernel.events import Envelope, Event
+
+log = logging.getLogger("his.db")
 
 if TYPE_CHECKING:
     #: A connection, whether taken from a pool or opened directly.
@@ -130,9 +133,18 @@ class Database:
         )
         self.signal.bind(self._pool)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the pool, waiting up to ``timeout`` for borrowed connections; then terminate.
+
+        A connection still held by a task that was cancelled mid-release would otherwise make
+        shutdown wait forever.
+        """
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout)
+            except TimeoutError:
+                log.warning("database pool of %s did not close within %.0fs; terminating it", self.schema, timeout)
+                self._pool.terminate()
 
     @property
     def pool(self) -> Pool:

