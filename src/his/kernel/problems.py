@@ -39,6 +39,14 @@ def problem(status: int, detail: str = "", *, headers: dict[str, str] | None = N
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+class ProblemError(Exception):
+    """An error answered as a problem with extra members (e.g. what a booking collided with)."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
 def install(app: FastAPI) -> None:
     """Answer every error as problem+json; unexpected ones are logged and told apart by nothing."""
 
@@ -46,6 +54,10 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else ""
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ProblemError)
+    async def domain_problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem(exc.status, exc.detail, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,4 +88,4 @@ def install(app: FastAPI) -> None:
         return problem(500)
 
 
-__all__ = ["HTTPException", "install", "problem"]
+__all__ = ["HTTPException", "ProblemError", "install", "problem"]

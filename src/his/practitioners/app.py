@@ -1,7 +1,12 @@
 """Composition root of the practitioners service."""
 
 from his.kernel.service import ServiceDefinition
+from his.practitioners.api.http import router
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="practitioners", description="Practitioner profiles, shifts, leaves, availability.")
+    import his.events  # noqa: F401 - registers the event models
+
+    return ServiceDefinition(
+        name="practitioners", routes=router, description="Practitioner profiles, shifts, leave, availability."
+    )

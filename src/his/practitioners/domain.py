@@ -1,0 +1,140 @@
+"""Practitioner rules: shifts, leave and availability. Pure, no IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+#: A shift may run overnight but never longer than this.
+MAX_SHIFT = timedelta(hours=24)
+MIN_SHIFT = timedelta(minutes=15)
+MAX_LEAVE = timedelta(days=180)
+#: How far back a shift may still be recorded, and how far ahead one may be planned.
+SHIFT_PAST = timedelta(days=7)
+PLAN_AHEAD = timedelta(days=400)
+
+SPECIALTIES: dict[str, str] = {
+    "general_practice": "General practice",
+    "internal_medicine": "Internal medicine",
+    "cardiology": "Cardiology",
+    "pediatrics": "Pediatrics",
+    "obstetrics_gynecology": "Obstetrics and gynecology",
+    "orthopedics": "Orthopedics",
+    "neurology": "Neurology",
+    "dermatology": "Dermatology",
+    "ophthalmology": "Ophthalmology",
+    "otolaryngology": "Ear, nose and throat",
+    "psychiatry": "Psychiatry",
+    "radiology": "Radiology",
+    "general_surgery": "General surgery",
+    "emergency_medicine": "Emergency medicine",
+    "anesthesiology": "Anesthesiology",
+    "nursing": "Nursing",
+}
+
+
+class InvalidScheduleError(ValueError):
+    """A shift or leave breaks a rule; the message says which."""
+
+
+class InvalidTransitionError(ValueError):
+    """The leave request is not in a state that allows this action."""
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+def _aware(*moments: datetime) -> None:
+    if any(m.tzinfo is None or m.utcoffset() is None for m in moments):
+        raise InvalidScheduleError("times need a UTC offset (RFC 3339)")
+
+
+def check_shift(start: datetime, end: datetime, now: datetime) -> Interval:
+    """A shift: end after start, 15 minutes to 24 hours long (overnight is fine), not far in the past."""
+    _aware(start, end)
+    if end <= start:
+        raise InvalidScheduleError("a shift must end after it starts")
+    if end - start < MIN_SHIFT:
+        raise InvalidScheduleError("a shift lasts at least 15 minutes")
+    if end - start > MAX_SHIFT:
+        raise InvalidScheduleError("a shift lasts at most 24 hours")
+    if start < now - SHIFT_PAST:
+        raise InvalidScheduleError("shifts more than 7 days in the past cannot be recorded")
+    if start > now + PLAN_AHEAD:
+        raise InvalidScheduleError("shifts can be planned at most 400 days ahead")
+    return Interval(start, end)
+
+
+def check_leave(start: datetime, end: datetime, now: datetime) -> Interval:
+    _aware(start, end)
+    if end <= start:
+        raise InvalidScheduleError("leave must end after it starts")
+    if end - start > MAX_LEAVE:
+        raise InvalidScheduleError("one leave request covers at most 180 days")
+    if end < now:
+        raise InvalidScheduleError("leave cannot be requested entirely in the past")
+    if start > now + PLAN_AHEAD:
+        raise InvalidScheduleError("leave can be requested at most 400 days ahead")
+    return Interval(start, end)
+
+
+class LeaveStatus(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class LeaveAction(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    CANCEL = "cancel"
+
+
+_TRANSITIONS: dict[tuple[LeaveStatus, LeaveAction], LeaveStatus] = {
+    (LeaveStatus.REQUESTED, LeaveAction.APPROVE): LeaveStatus.APPROVED,
+    (LeaveStatus.REQUESTED, LeaveAction.REJECT): LeaveStatus.REJECTED,
+    (LeaveStatus.REQUESTED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
+    (LeaveStatus.APPROVED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
+}
+
+
+def transition(status: LeaveStatus, action: LeaveAction) -> LeaveStatus:
+    try:
+        return _TRANSITIONS[(status, action)]
+    except KeyError:
+        raise InvalidTransitionError(f"a {status.value} leave request cannot be {action.value}d") from None
+
+
+def subtract(base: list[Interval], removed: list[Interval]) -> list[Interval]:
+    """``base`` minus every interval of ``removed``; both may be unsorted and overlapping."""
+    out: list[Interval] = []
+    cuts = sorted(removed)
+    for piece in sorted(base):
+        start = piece.start
+        for cut in cuts:
+            if cut.end <= start or cut.start >= piece.end:
+                continue
+            if cut.start > start:
+                out.append(Interval(start, cut.start))
+            start = max(start, cut.end)
+            if start >= piece.end:
+                break
+        if start < piece.end:
+            out.append(Interval(start, piece.end))
+    return out
+
+
+def availability(
+    shifts: list[Interval], leave: list[Interval], busy: list[Interval], window: Interval
+) -> list[Interval]:
+    """Free time inside ``window``: shifts minus approved leave minus booked time."""
+    clipped = [Interval(max(s.start, window.start), min(s.end, window.end)) for s in shifts if s.overlaps(window)]
+    return subtract(clipped, [*leave, *busy])

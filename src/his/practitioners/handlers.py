@@ -1,0 +1,75 @@
+"""Use cases of the practitioners service: one function per command."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from his.events.practitioners import LeaveApproved, LeaveCancelled, PractitionerRegistered, ShiftScheduled
+from his.kernel.db import UnitOfWork
+from his.practitioners import store
+from his.practitioners.domain import (
+    SPECIALTIES,
+    Interval,
+    InvalidScheduleError,
+    LeaveAction,
+    LeaveStatus,
+    availability,
+    check_leave,
+    check_shift,
+    transition,
+)
+
+
+class NotFoundError(LookupError):
+    """No such practitioner (or leave request of that practitioner)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def register(uow: UnitOfWork, full_name: str, specialty: str, user_id: uuid.UUID | None) -> uuid.UUID:
+    name = full_name.strip()
+    if not name:
+        raise InvalidScheduleError("full_name must not be blank")
+    if specialty not in SPECIALTIES:
+        raise InvalidScheduleError(f"unknown specialty {specialty!r}; see /api/practitioners/specialties")
+    pid = await store.insert_practitioner(uow.conn, name, specialty, user_id)
+    uow.add(PractitionerRegistered(practitioner_id=pid, specialty=specialty, account_id=user_id), aggregate_id=pid)
+    return pid
+
+
+async def add_shift(uow: UnitOfWork, pid: uuid.UUID, start: datetime, end: datetime, actor: uuid.UUID) -> uuid.UUID:
+    during = check_shift(start, end, now())
+    sid = await store.insert_shift(uow.conn, pid, during, actor)
+    uow.add(ShiftScheduled(shift_id=sid, practitioner_id=pid, start=start, end=end), aggregate_id=pid)
+    return sid
+
+
+async def request_leave(uow: UnitOfWork, pid: uuid.UUID, start: datetime, end: datetime, actor: uuid.UUID) -> uuid.UUID:
+    return await store.insert_leave(uow.conn, pid, check_leave(start, end, now()), actor)
+
+
+async def decide_leave(
+    uow: UnitOfWork, pid: uuid.UUID, lid: uuid.UUID, action: LeaveAction, actor: uuid.UUID
+) -> LeaveStatus:
+    row = await store.leave_for_update(uow.conn, pid, lid)
+    if row is None:
+        raise NotFoundError("leave request not found")
+    before = LeaveStatus(row["status"])
+    after = transition(before, action)
+    await store.set_leave_status(uow.conn, lid, after, actor)
+    if after is LeaveStatus.APPROVED:
+        r = row["during"]
+        uow.add(LeaveApproved(leave_id=lid, practitioner_id=pid, start=r.lower, end=r.upper), aggregate_id=pid)
+    elif before is LeaveStatus.APPROVED and after is LeaveStatus.CANCELLED:
+        uow.add(LeaveCancelled(leave_id=lid, practitioner_id=pid), aggregate_id=pid)
+    return after
+
+
+async def free_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    """Shifts minus approved leave (booked time joins when scheduling publishes bookings)."""
+    shifts = await store.shift_intervals(uow.conn, pid, window)
+    leave = await store.approved_leave(uow.conn, pid, window)
+    return availability(shifts, leave, [], window)

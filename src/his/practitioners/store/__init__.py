@@ -1,0 +1,158 @@
+"""Tables and queries of the practitioners service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg import Range
+
+from his.kernel.db import Connection
+from his.practitioners.domain import Interval, LeaveStatus
+
+
+class AccountLinkedError(Exception):
+    """The user account is already linked to another practitioner."""
+
+
+class ShiftOverlapError(Exception):
+    """The shift overlaps another shift of the same practitioner."""
+
+    def __init__(self, other: dict[str, Any] | None) -> None:
+        super().__init__("overlapping shift")
+        self.other = other
+
+
+def _range(i: Interval) -> Range[datetime]:
+    return Range(i.start, i.end, lower_inc=True, upper_inc=False)
+
+
+def _interval(r: Range[datetime]) -> Interval:
+    assert r.lower is not None and r.upper is not None  # the table forbids unbounded ranges
+    return Interval(r.lower, r.upper)
+
+
+async def insert_practitioner(conn: Connection, full_name: str, specialty: str, user_id: uuid.UUID | None) -> uuid.UUID:
+    pid = uuid.uuid4()
+    try:
+        await conn.execute(
+            "INSERT INTO practitioner (id, full_name, specialty, user_id) VALUES ($1, $2, $3, $4)",
+            pid, full_name, specialty, user_id,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        raise AccountLinkedError(str(user_id)) from exc
+    return pid
+
+
+async def get_practitioner(conn: Connection, pid: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, full_name, specialty, user_id, created_at FROM practitioner WHERE id = $1", pid
+    )
+    return dict(row) if row else None
+
+
+async def list_practitioners(conn: Connection, specialty: str | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, full_name, specialty, user_id, created_at FROM practitioner
+           WHERE $1::text IS NULL OR specialty = $1 ORDER BY full_name, id LIMIT $2""",
+        specialty, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor: uuid.UUID) -> uuid.UUID:
+    sid = uuid.uuid4()
+    try:
+        async with conn.transaction():  # a savepoint: the conflict lookup below must still run
+            await conn.execute(
+                "INSERT INTO shift (id, practitioner_id, during, created_by) VALUES ($1, $2, $3, $4)",
+                sid, pid, _range(during), actor,
+            )  # fmt: skip
+    except asyncpg.ExclusionViolationError as exc:
+        other = await conn.fetchrow(
+            "SELECT id, during FROM shift WHERE practitioner_id = $1 AND during && $2 ORDER BY during LIMIT 1",
+            pid, _range(during),
+        )  # fmt: skip
+        raise ShiftOverlapError(
+            {"id": str(other["id"]), **_times(_interval(other["during"]))} if other else None
+        ) from exc
+    return sid
+
+
+async def shifts(conn: Connection, pid: uuid.UUID, window: Interval) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, during FROM shift WHERE practitioner_id = $1 AND during && $2 ORDER BY during",
+        pid, _range(window),
+    )  # fmt: skip
+    return [{"id": str(r["id"]), **_times(_interval(r["during"]))} for r in rows]
+
+
+async def insert_leave(conn: Connection, pid: uuid.UUID, during: Interval, actor: uuid.UUID) -> uuid.UUID:
+    lid = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO leave_request (id, practitioner_id, during, status, requested_by)
+           VALUES ($1, $2, $3, 'requested', $4)""",
+        lid, pid, _range(during), actor,
+    )  # fmt: skip
+    return lid
+
+
+async def leave_for_update(conn: Connection, pid: uuid.UUID, lid: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, during, status FROM leave_request WHERE id = $1 AND practitioner_id = $2 FOR UPDATE", lid, pid
+    )
+    return dict(row) if row else None
+
+
+async def set_leave_status(conn: Connection, lid: uuid.UUID, status: LeaveStatus, actor: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE leave_request SET status = $2, decided_by = $3, decided_at = now() WHERE id = $1",
+        lid, status.value, actor,
+    )  # fmt: skip
+
+
+async def leave_requests(conn: Connection, pid: uuid.UUID, limit: int = 200) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, during, status, created_at, decided_at FROM leave_request
+           WHERE practitioner_id = $1 ORDER BY lower(during) DESC LIMIT $2""",
+        pid, limit,
+    )  # fmt: skip
+    return [
+        {"id": str(r["id"]), "status": r["status"], **_times(_interval(r["during"])),
+         "created_at": r["created_at"].isoformat(),
+         "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None}
+        for r in rows
+    ]  # fmt: skip
+
+
+async def approved_leave(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    rows = await conn.fetch(
+        "SELECT during FROM leave_request WHERE practitioner_id = $1 AND status = 'approved' AND during && $2",
+        pid, _range(window),
+    )  # fmt: skip
+    return [_interval(r["during"]) for r in rows]
+
+
+async def shift_intervals(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    rows = await conn.fetch("SELECT during FROM shift WHERE practitioner_id = $1 AND during && $2", pid, _range(window))
+    return [_interval(r["during"]) for r in rows]
+
+
+def _times(i: Interval) -> dict[str, str]:
+    return {"start": i.start.isoformat(), "end": i.end.isoformat()}
+
+
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "full_name": row["full_name"],
+        "specialty": row["specialty"],
+        "user_id": str(row["user_id"]) if row["user_id"] else None,
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def interval_json(i: Interval) -> dict[str, str]:
+    return _times(i)

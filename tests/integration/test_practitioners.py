@@ -1,0 +1,212 @@
+"""Practitioners on the real database: shifts never overlap (the database forbids it), leave
+follows its state machine, and availability is shifts minus approved leave."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from his.identity.keys import SigningKey, sign_access_token
+from his.kernel import migrations, problems
+from his.kernel.db import Database
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.practitioners.api.http import router
+
+KEY = SigningKey.generate(datetime.now(UTC))
+ADMIN = uuid.uuid4()
+DAY = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
+    token, _ = sign_access_token(
+        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
+def at(hours: float) -> str:
+    return (DAY + timedelta(hours=hours)).isoformat()
+
+
+@pytest.fixture
+async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+    dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
+    await migrations.upgrade(admin_dsn, "practitioners")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute("TRUNCATE practitioners.shift, practitioners.leave_request, practitioners.practitioner CASCADE")
+    await conn.close()
+    db = Database(dsn, schema="practitioners", max_size=24)
+    await db.open()
+
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [KEY.public_jwk()]}
+
+    app = FastAPI()
+    problems.install(app)
+    app.include_router(router(SimpleNamespace(db=db), TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://practitioners") as client:
+        yield client, db
+    await db.close()
+
+
+async def new_practitioner(client: httpx.AsyncClient, user: uuid.UUID | None = None) -> str:
+    body: dict[str, Any] = {"full_name": "Dr. Elif Şahin", "specialty": "cardiology"}
+    if user:
+        body["user_id"] = str(user)
+    r = await client.post("/practitioners", json=body, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def test_profile_needs_admin_and_a_known_specialty(api: tuple[httpx.AsyncClient, Database]) -> None:
+    client, db = api
+    body = {"full_name": "Dr. A", "specialty": "cardiology"}
+    assert (await client.post("/practitioners", json=body, headers=bearer(uuid.uuid4(), "DOCTOR"))).status_code == 403
+    r = await client.post("/practitioners", json={**body, "specialty": "astrology"}, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 422 and "specialty" in r.json()["detail"]
+    r = await client.post("/practitioners", json={**body, "id": str(uuid.uuid4())}, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 422  # ids are the server's to choose
+    pid = await new_practitioner(client)
+    r = await client.get(f"/practitioners/{pid}", headers=bearer(uuid.uuid4(), "PATIENT"))
+    assert r.status_code == 200 and r.json()["specialty"] == "cardiology"
+    event = await db.pool.fetchval("SELECT subject FROM outbox ORDER BY id DESC LIMIT 1")
+    assert event == "his.practitioners.practitioner.registered.v1"
+
+
+async def test_overlapping_shifts_are_refused_naming_the_collision(api: tuple[httpx.AsyncClient, Database]) -> None:
+    client, _ = api
+    pid = await new_practitioner(client)
+    admin = bearer(ADMIN, "ADMIN")
+    first = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(8), "end": at(16)}, headers=admin)
+    assert first.status_code == 201
+    # Back to back is fine; overnight is fine.
+    r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(16), "end": at(20)}, headers=admin)
+    assert r.status_code == 201
+    r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(22), "end": at(30)}, headers=admin)
+    assert r.status_code == 201
+    clash = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(12), "end": at(14)}, headers=admin)
+    assert clash.status_code == 409
+    assert clash.headers["content-type"] == "application/problem+json"
+    assert clash.json()["conflict"]["id"] == first.json()["id"]
+    # Another practitioner may work the same hours.
+    other = await new_practitioner(client)
+    r = await client.post(f"/practitioners/{other}/shifts", json={"start": at(12), "end": at(14)}, headers=admin)
+    assert r.status_code == 201
+
+
+async def test_twenty_concurrent_overlapping_shifts_one_wins(api: tuple[httpx.AsyncClient, Database]) -> None:
+    client, db = api
+    pid = await new_practitioner(client)
+    admin = bearer(ADMIN, "ADMIN")
+    results = await asyncio.gather(
+        *(
+            client.post(f"/practitioners/{pid}/shifts", json={"start": at(8 + i * 0.1), "end": at(12)}, headers=admin)
+            for i in range(20)
+        )
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] + [409] * 19, codes
+    assert await db.pool.fetchval("SELECT count(*) FROM shift WHERE practitioner_id = $1", uuid.UUID(pid)) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"start": "2026-12-01T08:00:00", "end": "2026-12-01T16:00:00"},  # no offset
+        {"start": "tomorrow", "end": "later"},
+        {"start": "2026-12-01T16:00:00+00:00", "end": "2026-12-01T08:00:00+00:00"},
+        {"start": "2026-12-01T08:00:00+00:00", "end": "2026-12-03T08:00:00+00:00"},
+        {"start": "2026-12-01T08:00:00+00:00"},
+    ],
+)
+async def test_bad_shift_input_is_a_4xx_problem(api: tuple[httpx.AsyncClient, Database], body: dict[str, str]) -> None:
+    client, _ = api
+    pid = await new_practitioner(client)
+    r = await client.post(f"/practitioners/{pid}/shifts", json=body, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    unknown = await client.post(
+        f"/practitioners/{uuid.uuid4()}/shifts", json={"start": at(8), "end": at(9)}, headers=bearer(ADMIN, "ADMIN")
+    )
+    assert unknown.status_code == 404
+
+
+async def test_a_practitioner_manages_only_their_own_shifts_and_leave(api: tuple[httpx.AsyncClient, Database]) -> None:
+    client, _ = api
+    me, colleague = uuid.uuid4(), uuid.uuid4()
+    mine, theirs = await new_practitioner(client, me), await new_practitioner(client, colleague)
+    doctor = bearer(me, "DOCTOR")
+    assert (
+        await client.post(f"/practitioners/{mine}/shifts", json={"start": at(8), "end": at(9)}, headers=doctor)
+    ).status_code == 201
+    r = await client.post(f"/practitioners/{theirs}/shifts", json={"start": at(8), "end": at(9)}, headers=doctor)
+    assert r.status_code == 403
+    r = await client.post(
+        f"/practitioners/{theirs}/leave-requests", json={"start": at(8), "end": at(9)}, headers=doctor
+    )
+    assert r.status_code == 403
+    assert (await client.get(f"/practitioners/{theirs}/leave-requests", headers=doctor)).status_code == 403
+    r = await client.post(f"/practitioners/{mine}/leave-requests", json={"start": at(8), "end": at(9)}, headers=doctor)
+    assert r.status_code == 201
+    # Nobody approves their own leave.
+    approve = await client.post(f"/practitioners/{mine}/leave-requests/{r.json()['id']}/approve", headers=doctor)
+    assert approve.status_code == 403
+
+
+async def test_approved_leave_removes_availability_and_cancelling_restores_it(
+    api: tuple[httpx.AsyncClient, Database],
+) -> None:
+    client, db = api
+    me = uuid.uuid4()
+    pid = await new_practitioner(client, me)
+    admin, doctor = bearer(ADMIN, "ADMIN"), bearer(me, "DOCTOR")
+    await client.post(f"/practitioners/{pid}/shifts", json={"start": at(8), "end": at(16)}, headers=admin)
+    window = {"from": at(0), "to": at(24)}
+    free = await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)
+    assert free.json()["items"] == [{"start": at(8), "end": at(16)}]
+
+    leave = await client.post(
+        f"/practitioners/{pid}/leave-requests", json={"start": at(12), "end": at(24)}, headers=doctor
+    )
+    lid = leave.json()["id"]
+    # Requested leave does not yet change anything.
+    assert (await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)).json() == free.json()
+    r = await client.post(f"/practitioners/{pid}/leave-requests/{lid}/approve", headers=admin)
+    assert r.json() == {"id": lid, "status": "approved"}
+    free = await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)
+    assert free.json()["items"] == [{"start": at(8), "end": at(12)}]
+    # Invalid transitions answer 409.
+    assert (await client.post(f"/practitioners/{pid}/leave-requests/{lid}/approve", headers=admin)).status_code == 409
+    assert (await client.post(f"/practitioners/{pid}/leave-requests/{lid}/reject", headers=admin)).status_code == 409
+    assert (
+        await client.post(f"/practitioners/{pid}/leave-requests/{lid}/frobnicate", headers=admin)
+    ).status_code == 422
+    assert (
+        await client.post(f"/practitioners/{pid}/leave-requests/{uuid.uuid4()}/cancel", headers=admin)
+    ).status_code == 404
+    # The practitioner cancels it: the time is free again.
+    assert (await client.post(f"/practitioners/{pid}/leave-requests/{lid}/cancel", headers=doctor)).status_code == 200
+    free = await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)
+    assert free.json()["items"] == [{"start": at(8), "end": at(16)}]
+    subjects = [r["subject"] for r in await db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
+    assert subjects[-2:] == ["his.practitioners.leave.approved.v1", "his.practitioners.leave.cancelled.v1"]
+    # Windows are bounded and need offsets.
+    r = await client.get(f"/practitioners/{pid}/availability", params={"from": at(0), "to": at(24 * 40)}, headers=admin)
+    assert r.status_code == 422
+    r = await client.get(
+        f"/practitioners/{pid}/availability", params={"from": "2026-12-01T00:00:00", "to": at(5)}, headers=admin
+    )
+    assert r.status_code == 422
+    assert (
+        await client.get(f"/practitioners/{pid}/availability", params=window, headers=bearer(me, "PATIENT"))
+    ).status_code == 403
