@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from his.kernel.intervals import Interval, subtract
 from his.practitioners.domain import (
-    Interval,
     InvalidScheduleError,
     InvalidTransitionError,
     LeaveAction,
@@ -15,7 +15,6 @@ from his.practitioners.domain import (
     availability,
     check_leave,
     check_shift,
-    subtract,
     transition,
 )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from his.kernel.intervals import Interval, subtract
 
 #: A shift may run overnight but never longer than this.
 MAX_SHIFT = timedelta(hours=24)
@@ -40,15 +41,6 @@ class InvalidScheduleError(ValueError):
 
 class InvalidTransitionError(ValueError):
     """The leave request is not in a state that allows this action."""
-
-
-@dataclass(frozen=True, order=True)
-class Interval:
-    start: datetime
-    end: datetime
-
-    def overlaps(self, other: Interval) -> bool:
-        return self.start < other.end and other.start < self.end
 
 
 def _aware(*moments: datetime) -> None:
@@ -111,25 +103,6 @@ def transition(status: LeaveStatus, action: LeaveAction) -> LeaveStatus:
         return _TRANSITIONS[(status, action)]
     except KeyError:
         raise InvalidTransitionError(f"a {status.value} leave request cannot be {action.value}d") from None
-
-
-def subtract(base: list[Interval], removed: list[Interval]) -> list[Interval]:
-    """``base`` minus every interval of ``removed``; both may be unsorted and overlapping."""
-    out: list[Interval] = []
-    cuts = sorted(removed)
-    for piece in sorted(base):
-        start = piece.start
-        for cut in cuts:
-            if cut.end <= start or cut.start >= piece.end:
-                continue
-            if cut.start > start:
-                out.append(Interval(start, cut.start))
-            start = max(start, cut.end)
-            if start >= piece.end:
-                break
-        if start < piece.end:
-            out.append(Interval(start, piece.end))
-    return out
 
 
 def availability(

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from his.events.practitioners import LeaveApproved, LeaveCancelled, PractitionerRegistered, ShiftScheduled
 from his.kernel.db import UnitOfWork
+from his.kernel.intervals import Interval
 from his.practitioners import store
 from his.practitioners.domain import (
     SPECIALTIES,
-    Interval,
     InvalidScheduleError,
     LeaveAction,
     LeaveStatus,

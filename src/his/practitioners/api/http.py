@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.intervals import Interval
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.practitioners import handlers, store
-from his.practitioners.domain import SPECIALTIES, Interval, InvalidScheduleError, InvalidTransitionError, LeaveAction
+from his.practitioners.domain import SPECIALTIES, InvalidScheduleError, InvalidTransitionError, LeaveAction
 
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
 MAX_WINDOW = timedelta(days=31)

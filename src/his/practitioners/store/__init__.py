@@ -10,7 +10,8 @@ import asyncpg
 from asyncpg import Range
 
 from his.kernel.db import Connection
-from his.practitioners.domain import Interval, LeaveStatus
+from his.kernel.intervals import Interval
+from his.practitioners.domain import LeaveStatus
 
 
 class AccountLinkedError(Exception):
