@@ -11,7 +11,11 @@ def build() -> ServiceDefinition:
     from his.audit import handlers
     from his.audit.api.http import router
 
-    accessed = ("his.patients.record.accessed.v1", "his.notifications.record.accessed.v1")
+    accessed = (
+        "his.patients.record.accessed.v1",
+        "his.notifications.record.accessed.v1",
+        "his.scheduling.record.accessed.v1",
+    )
     return ServiceDefinition(
         name="audit",
         subscriptions=(

@@ -3,6 +3,6 @@
 Importing this package registers every model in ``his.kernel.events.registry``.
 """
 
-from his.events import audit, identity, patients, practitioners
+from his.events import audit, identity, patients, practitioners, scheduling
 
-__all__ = ["audit", "identity", "patients", "practitioners"]
+__all__ = ["audit", "identity", "patients", "practitioners", "scheduling"]

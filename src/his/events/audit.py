@@ -46,6 +46,13 @@ class NotificationsRecordAccessed(RecordAccessed):
     type = "his.notifications.record.accessed.v1"
 
 
+@event
+class SchedulingRecordAccessed(RecordAccessed):
+    """Someone booked, changed or read a patient's appointments."""
+
+    type = "his.scheduling.record.accessed.v1"
+
+
 def record_access(
     uow: UnitOfWork,
     model: type[RecordAccessed],

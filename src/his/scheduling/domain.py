@@ -1,0 +1,101 @@
+"""Scheduling rules: service types, booking checks, appointment states, slots. Pure, no IO."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from his.kernel.intervals import Interval
+
+#: How long an appointment of each service type lasts.
+SERVICE_TYPES: dict[str, tuple[str, timedelta]] = {
+    "consultation": ("Consultation", timedelta(minutes=20)),
+    "follow_up": ("Follow-up visit", timedelta(minutes=15)),
+    "checkup": ("Check-up", timedelta(minutes=30)),
+    "vaccination": ("Vaccination", timedelta(minutes=10)),
+    "procedure": ("Minor procedure", timedelta(minutes=45)),
+}
+BOOK_AHEAD = timedelta(days=365)
+#: A booking may start a little in the past (a walk-in being entered), not more.
+GRACE = timedelta(minutes=5)
+
+
+class InvalidBookingError(ValueError):
+    """The booking request breaks a rule; the message says which."""
+
+
+class InvalidTransitionError(ValueError):
+    """The appointment is not in a state that allows this action."""
+
+
+def duration_of(service: str) -> timedelta:
+    try:
+        return SERVICE_TYPES[service][1]
+    except KeyError:
+        raise InvalidBookingError(f"unknown service {service!r}; see /api/appointments/services") from None
+
+
+def check_booking(start: datetime, end: datetime, service: str, now: datetime) -> Interval:
+    """A booking: zone-aware times, exactly the service's duration, not in the past, within a year."""
+    if any(m.tzinfo is None or m.utcoffset() is None for m in (start, end)):
+        raise InvalidBookingError("times need a UTC offset (RFC 3339)")
+    length = duration_of(service)
+    if end <= start:
+        raise InvalidBookingError("an appointment must end after it starts")
+    if end - start != length:
+        raise InvalidBookingError(f"a {service} lasts {int(length.total_seconds() // 60)} minutes")
+    if start < now - GRACE:
+        raise InvalidBookingError("appointments cannot be booked in the past")
+    if start > now + BOOK_AHEAD:
+        raise InvalidBookingError("appointments can be booked at most 365 days ahead")
+    return Interval(start, end)
+
+
+class Status(StrEnum):
+    BOOKED = "booked"
+    CHECKED_IN = "checked_in"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no_show"
+
+
+#: Statuses that hold the practitioner's and the patient's time (the exclusion constraints' WHERE).
+HOLDING = (Status.BOOKED, Status.CHECKED_IN, Status.COMPLETED)
+
+
+class Action(StrEnum):
+    CHECK_IN = "check-in"
+    COMPLETE = "complete"
+    CANCEL = "cancel"
+    NO_SHOW = "no-show"
+
+
+_TRANSITIONS: dict[tuple[Status, Action], Status] = {
+    (Status.BOOKED, Action.CHECK_IN): Status.CHECKED_IN,
+    (Status.BOOKED, Action.CANCEL): Status.CANCELLED,
+    (Status.BOOKED, Action.NO_SHOW): Status.NO_SHOW,
+    (Status.CHECKED_IN, Action.COMPLETE): Status.COMPLETED,
+}
+
+
+def transition(status: Status, action: Action) -> Status:
+    try:
+        return _TRANSITIONS[(status, action)]
+    except KeyError:
+        raise InvalidTransitionError(f"a {status.value} appointment cannot take '{action.value}'") from None
+
+
+def can_reschedule(status: Status) -> bool:
+    return status is Status.BOOKED
+
+
+def slots(free: list[Interval], length: timedelta, not_before: datetime) -> list[Interval]:
+    """Consecutive slots of ``length`` inside each free interval, from its start, none before ``not_before``."""
+    out = []
+    for piece in sorted(free):
+        start = piece.start
+        while start + length <= piece.end:
+            if start >= not_before:
+                out.append(Interval(start, start + length))
+            start += length
+    return out

@@ -1,0 +1,177 @@
+"""Use cases of the scheduling service: one function per command or consumed event.
+
+Remote reads (the practitioner's working time, an unknown patient) happen before the database
+transaction opens, so no transaction waits on the network; the exclusion constraints then decide
+between concurrent bookings inside it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from his.events.patients import PatientRegistered
+from his.events.scheduling import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentCompleted,
+    AppointmentEvent,
+    AppointmentMissed,
+    AppointmentRescheduled,
+)
+from his.kernel.consumer import PermanentError
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.events import Envelope, Event
+from his.kernel.intervals import Interval, subtract
+from his.scheduling import store
+from his.scheduling.domain import (
+    Action,
+    InvalidTransitionError,
+    Status,
+    can_reschedule,
+    check_booking,
+    duration_of,
+    slots,
+    transition,
+)
+from his.scheduling.ports import Calendar, PatientLookup, PatientRef
+
+
+class UnknownError(LookupError):
+    """A patient, practitioner or appointment that does not exist."""
+
+
+class UnavailableError(Exception):
+    """The practitioner does not work then (no shift, or approved leave)."""
+
+
+@dataclass(frozen=True)
+class Booking:
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    service: str
+    start: datetime
+    end: datetime
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
+    """A patient known from ``patient.registered`` events, else asked of patients (authoritative)."""
+    async with db.pool.acquire() as conn:
+        row = await store.known_patient(conn, patient_id)
+    if row is not None:
+        return PatientRef(row["patient_id"], row["account_id"])
+    ref = await lookup.find(patient_id)
+    if ref is None:
+        raise UnknownError("patient not found")
+    return ref
+
+
+async def ensure_working(calendar: Calendar, practitioner_id: uuid.UUID, span: Interval) -> None:
+    working = await calendar.working_time(practitioner_id, span)
+    if working is None:
+        raise UnknownError("practitioner not found")
+    if subtract([span], working):  # some of the span lies outside working time
+        raise UnavailableError("the practitioner is not working then (no shift, or on approved leave)")
+
+
+def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> AppointmentEvent:
+    span = store.as_interval(row["during"])
+    return model(
+        appointment_id=row["id"], patient_id=row["patient_id"], practitioner_id=row["practitioner_id"],
+        service=row["service"], start=span.start, end=span.end, **extra,
+    )  # fmt: skip
+
+
+#: Called inside the booking's transaction (the audit record commits with the change, or neither).
+Also = Callable[[UnitOfWork], None] | None
+
+
+async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
+    span = check_booking(b.start, b.end, b.service, now())
+    await ensure_working(calendar, b.practitioner_id, span)
+    aid = uuid.uuid4()
+    row: dict[str, Any] = {
+        "id": aid, "patient_id": b.patient_id, "practitioner_id": b.practitioner_id,
+        "service": b.service, "during": store.as_range(span), "booked_by": actor,
+    }  # fmt: skip
+    async with db.uow() as uow:
+        await store.insert_appointment(uow.conn, row)
+        uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
+        if also:
+            also(uow)
+        saved = await store.get_appointment(uow.conn, aid)
+    assert saved is not None
+    return saved
+
+
+async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> dict[str, Any]:
+    """Move an appointment along its life: check in, complete, cancel, or mark a no-show."""
+    row = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    if row is None:
+        raise UnknownError("appointment not found")
+    after = transition(Status(row["status"]), action)
+    row["version"] = await store.set_status(uow.conn, appointment_id, after)
+    row["status"] = after.value
+    model = {
+        Status.CHECKED_IN: AppointmentCheckedIn,
+        Status.COMPLETED: AppointmentCompleted,
+        Status.CANCELLED: AppointmentCancelled,
+        Status.NO_SHOW: AppointmentMissed,
+    }[after]
+    uow.add(_event(model, row), aggregate_id=appointment_id)
+    return row
+
+
+async def reschedule(
+    db: Database, calendar: Calendar, appointment_id: uuid.UUID, start: datetime, end: datetime, *, also: Also = None
+) -> dict[str, Any]:
+    async with db.pool.acquire() as conn:
+        current = await store.get_appointment(conn, appointment_id)
+    if current is None:
+        raise UnknownError("appointment not found")
+    span = check_booking(start, end, current["service"], now())
+    await ensure_working(calendar, current["practitioner_id"], span)
+    async with db.uow() as uow:
+        row = await store.get_appointment(uow.conn, appointment_id, lock=True)
+        assert row is not None
+        if not can_reschedule(Status(row["status"])):
+            raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
+        before = store.as_interval(row["during"])
+        await store.move_appointment(uow.conn, row, store.as_range(span))
+        moved = await store.get_appointment(uow.conn, appointment_id)
+        assert moved is not None
+        uow.add(
+            _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
+            aggregate_id=appointment_id,
+        )
+        if also:
+            also(uow)
+    return moved
+
+
+async def free_slots(
+    db: Database, calendar: Calendar, practitioner_id: uuid.UUID, day: Interval, service: str
+) -> list[Interval]:
+    """Slots of ``service`` length: the practitioner's working time minus their appointments."""
+    length = duration_of(service)
+    working = await calendar.working_time(practitioner_id, day)
+    if working is None:
+        raise UnknownError("practitioner not found")
+    async with db.pool.acquire() as conn:
+        taken = await store.busy(conn, practitioner_id, day)
+    return slots(subtract(working, taken), length, not_before=now())
+
+
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember which patients exist and which account owns each (for the patient's own bookings)."""
+    if not isinstance(ev, PatientRegistered):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)

@@ -1,0 +1,132 @@
+"""Tables and queries of the scheduling service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg import Range
+
+from his.kernel.db import Connection
+from his.kernel.intervals import Interval
+from his.scheduling.domain import HOLDING, Status
+
+COLUMNS = "id, patient_id, practitioner_id, service, during, status, version, booked_by, created_at, updated_at"
+_HOLDING = [s.value for s in HOLDING]
+
+
+class CollisionError(Exception):
+    """The appointment would overlap another one of the same practitioner or patient."""
+
+    def __init__(self, who: str, other: dict[str, Any] | None) -> None:
+        super().__init__(f"collides with another appointment of the {who}")
+        self.who, self.other = who, other
+
+
+def as_range(i: Interval) -> Range[datetime]:
+    return Range(i.start, i.end, lower_inc=True, upper_inc=False)
+
+
+def as_interval(r: Range[datetime]) -> Interval:
+    assert r.lower is not None and r.upper is not None  # the table forbids unbounded ranges
+    return Interval(r.lower, r.upper)
+
+
+async def _collision(conn: Connection, exc: asyncpg.ExclusionViolationError, row: dict[str, Any]) -> CollisionError:
+    who = "patient" if "patient" in (exc.constraint_name or "") else "practitioner"
+    other = await conn.fetchrow(
+        f"""SELECT id, during, status FROM appointment
+            WHERE {who}_id = $1 AND during && $2 AND status = ANY($3::text[]) AND id <> $4
+            ORDER BY lower(during) LIMIT 1""",
+        row[f"{who}_id"], row["during"], _HOLDING, row["id"],
+    )  # fmt: skip
+    if other is None:
+        return CollisionError(who, None)
+    span = as_interval(other["during"])
+    detail = {"id": str(other["id"]), "start": span.start.isoformat(), "end": span.end.isoformat()}
+    return CollisionError(who, detail)
+
+
+async def insert_appointment(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert a booked appointment; the exclusion constraints decide between concurrent requests."""
+    try:
+        async with conn.transaction():  # a savepoint, so the collision can still be looked up
+            await conn.execute(
+                """INSERT INTO appointment (id, patient_id, practitioner_id, service, during, status, booked_by)
+                   VALUES ($1, $2, $3, $4, $5, 'booked', $6)""",
+                row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["during"], row["booked_by"],
+            )  # fmt: skip
+    except asyncpg.ExclusionViolationError as exc:
+        raise await _collision(conn, exc, row) from exc
+
+
+async def move_appointment(conn: Connection, row: dict[str, Any], during: Range[datetime]) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE appointment SET during = $2, version = version + 1, updated_at = now() WHERE id = $1",
+                row["id"], during,
+            )  # fmt: skip
+    except asyncpg.ExclusionViolationError as exc:
+        raise await _collision(conn, exc, {**row, "during": during}) from exc
+
+
+async def get_appointment(conn: Connection, aid: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM appointment WHERE id = $1{' FOR UPDATE' if lock else ''}", aid)
+    return dict(row) if row else None
+
+
+async def set_status(conn: Connection, aid: uuid.UUID, status: Status) -> int:
+    version: int = await conn.fetchval(
+        "UPDATE appointment SET status = $2, version = version + 1, updated_at = now() WHERE id = $1 RETURNING version",
+        aid, status.value,
+    )  # fmt: skip
+    return version
+
+
+async def busy(conn: Connection, practitioner_id: uuid.UUID, window: Interval) -> list[Interval]:
+    rows = await conn.fetch(
+        "SELECT during FROM appointment WHERE practitioner_id = $1 AND during && $2 AND status = ANY($3::text[])",
+        practitioner_id, as_range(window), _HOLDING,
+    )  # fmt: skip
+    return [as_interval(r["during"]) for r in rows]
+
+
+async def appointments_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM appointment WHERE patient_id = $1 ORDER BY lower(during) DESC LIMIT $2",
+        patient_id, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
+    await conn.execute(
+        """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
+           ON CONFLICT (patient_id)
+           DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
+        patient_id, account_id,
+    )  # fmt: skip
+
+
+async def known_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT patient_id, account_id FROM known_patient WHERE patient_id = $1", patient_id)
+    return dict(row) if row else None
+
+
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    span = as_interval(row["during"])
+    return {
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "practitioner_id": str(row["practitioner_id"]),
+        "service": row["service"],
+        "start": span.start.isoformat(),
+        "end": span.end.isoformat(),
+        "status": row["status"],
+        "version": row["version"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }

@@ -1,0 +1,241 @@
+"""Scheduling on the real database: bookings can never collide (the exclusion constraints decide),
+statuses follow their state machine, and slots are working time minus appointments.
+
+The practitioners' calendar and the patient directory are the package's in-memory fakes here;
+their real gRPC adapters are exercised under `his up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from his.identity.keys import SigningKey, sign_access_token
+from his.kernel import migrations, problems
+from his.kernel.db import Database
+from his.kernel.intervals import Interval
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.scheduling.api.http import router
+from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+
+KEY = SigningKey.generate(datetime.now(UTC))
+DAY = (datetime.now(UTC) + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+CLERK = uuid.uuid4()
+
+
+def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
+    token, _ = sign_access_token(
+        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
+def at(hours: float) -> datetime:
+    return DAY + timedelta(hours=hours)
+
+
+RECEPTION = bearer(CLERK, "RECEPTIONIST")
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    db: Database
+    calendar: FakeCalendar
+    patients: FakePatients
+
+    def practitioner(self, *spans: tuple[float, float]) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.calendar.working[pid] = [Interval(at(a), at(b)) for a, b in spans]
+        return pid
+
+    def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.patients.patients[pid] = PatientRef(pid, account)
+        return pid
+
+    async def book(
+        self, patient: uuid.UUID, practitioner: uuid.UUID, start: float, service: str = "consultation", **kw: Any
+    ) -> httpx.Response:
+        minutes = {"consultation": 20, "procedure": 45, "follow_up": 15}[service]
+        body = {
+            "patient_id": str(patient), "practitioner_id": str(practitioner), "service": service,
+            "start": at(start).isoformat(), "end": (at(start) + timedelta(minutes=minutes)).isoformat(),
+        }  # fmt: skip
+        return await self.client.post("/appointments", json=body, headers=kw.get("headers", RECEPTION))
+
+
+@pytest.fixture
+async def world(admin_dsn: str) -> AsyncIterator[World]:
+    dsn = await migrations.provision(admin_dsn, "scheduling", "pw-scheduling-test")
+    await migrations.upgrade(admin_dsn, "scheduling")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute("TRUNCATE scheduling.appointment, scheduling.known_patient, scheduling.outbox")
+    await conn.close()
+    db = Database(dsn, schema="scheduling", max_size=24)
+    await db.open()
+
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [KEY.public_jwk()]}
+
+    calendar, patients = FakeCalendar(), FakePatients()
+    app = FastAPI()
+    problems.install(app)
+    app.include_router(
+        router(SimpleNamespace(db=db), calendar, patients, TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE))  # type: ignore[arg-type]
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://scheduling") as client:
+        yield World(client, db, calendar, patients)
+    await db.close()
+
+
+async def test_twenty_requests_for_one_slot_one_wins(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    patients = [world.patient() for _ in range(20)]
+    results = await asyncio.gather(*(world.book(p, doctor, 9) for p in patients))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] + [409] * 19, codes
+    assert await world.db.pool.fetchval("SELECT count(*) FROM appointment") == 1
+    loser = next(r for r in results if r.status_code == 409)
+    assert loser.headers["content-type"] == "application/problem+json"
+    winner = next(r for r in results if r.status_code == 201).json()
+    assert loser.json()["conflict"] == {
+        "with": "practitioner",
+        "appointment": {"id": winner["id"], "start": at(9).isoformat(), "end": at(9 + 1 / 3).isoformat()},
+    }
+
+
+async def test_a_patient_cannot_hold_two_overlapping_appointments(world: World) -> None:
+    a, b = world.practitioner((8, 16)), world.practitioner((8, 16))
+    patient = world.patient()
+    assert (await world.book(patient, a, 10)).status_code == 201
+    clash = await world.book(patient, b, 10.25)
+    assert clash.status_code == 409 and clash.json()["conflict"]["with"] == "patient"
+    # Back to back is fine, for the patient and for the practitioner.
+    assert (await world.book(patient, b, 10 + 1 / 3)).status_code == 201
+    assert (await world.book(world.patient(), a, 10 + 1 / 3)).status_code == 201
+
+
+async def test_outside_working_time_is_refused(world: World) -> None:
+    doctor = world.practitioner((8, 12), (13, 16))  # the gap is approved leave, say
+    r = await world.book(world.patient(), doctor, 12.5)
+    assert r.status_code == 409 and r.json()["conflict"] == {"with": "availability"}
+    r = await world.book(world.patient(), doctor, 11.9)  # runs past the end of the shift
+    assert r.status_code == 409
+    unknown = await world.book(world.patient(), uuid.uuid4(), 9)
+    assert unknown.status_code == 422 and "practitioner" in unknown.json()["detail"]
+    unknown = await world.book(uuid.uuid4(), doctor, 9)
+    assert unknown.status_code == 422 and "patient" in unknown.json()["detail"]
+
+
+async def test_cancelling_frees_the_slot_and_states_follow_the_machine(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    first = (await world.book(world.patient(), doctor, 9)).json()
+    assert first["status"] == "booked"
+    aid = first["id"]
+    assert (
+        await world.client.post(f"/appointments/{aid}/complete", headers=bearer(uuid.uuid4(), "DOCTOR"))
+    ).status_code == 409
+    assert (await world.client.post(f"/appointments/{aid}/cancel", headers=RECEPTION)).json()["status"] == "cancelled"
+    assert (await world.client.post(f"/appointments/{aid}/check-in", headers=RECEPTION)).status_code == 409
+    second = await world.book(world.patient(), doctor, 9)
+    assert second.status_code == 201
+    sid = second.json()["id"]
+    assert (await world.client.post(f"/appointments/{sid}/check-in", headers=RECEPTION)).json()[
+        "status"
+    ] == "checked_in"
+    done = await world.client.post(f"/appointments/{sid}/complete", headers=bearer(uuid.uuid4(), "DOCTOR"))
+    assert done.json()["status"] == "completed"
+    subjects = [r["subject"] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
+    lifecycle = [s for s in subjects if ".appointment." in s]
+    assert lifecycle == [
+        "his.scheduling.appointment.booked.v1",
+        "his.scheduling.appointment.cancelled.v1",
+        "his.scheduling.appointment.booked.v1",
+        "his.scheduling.appointment.checked_in.v1",
+        "his.scheduling.appointment.completed.v1",
+    ]
+    assert subjects.count("his.scheduling.record.accessed.v1") == 5  # every change audited
+
+
+async def test_reschedule_moves_or_answers_409(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    mine = (await world.book(world.patient(), doctor, 9)).json()["id"]
+    await world.book(world.patient(), doctor, 10)
+    body = {"start": at(10.1).isoformat(), "end": (at(10.1) + timedelta(minutes=20)).isoformat()}
+    r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
+    assert r.status_code == 409 and r.json()["conflict"]["with"] == "practitioner"
+    body = {"start": at(11).isoformat(), "end": (at(11) + timedelta(minutes=20)).isoformat()}
+    r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
+    assert r.status_code == 200 and r.json()["start"] == at(11).isoformat() and r.json()["version"] == 2
+
+
+async def test_patients_book_and_see_only_their_own(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    me, other = uuid.uuid4(), uuid.uuid4()
+    mine, theirs = world.patient(me), world.patient(other)
+    as_me = bearer(me, "PATIENT")
+    assert (await world.book(theirs, doctor, 9, headers=as_me)).status_code == 404
+    r = await world.book(mine, doctor, 9, headers=as_me)
+    assert r.status_code == 201
+    theirs_appt = (await world.book(theirs, doctor, 10)).json()["id"]
+    assert (await world.client.get(f"/appointments/{theirs_appt}", headers=as_me)).status_code == 404
+    assert (await world.client.post(f"/appointments/{theirs_appt}/cancel", headers=as_me)).status_code == 404
+    assert (
+        await world.client.get("/appointments", params={"patient_id": str(theirs)}, headers=as_me)
+    ).status_code == 404
+    listed = await world.client.get("/appointments", params={"patient_id": str(mine)}, headers=as_me)
+    assert [a["id"] for a in listed.json()["items"]] == [r.json()["id"]]
+    assert (await world.client.post(f"/appointments/{r.json()['id']}/check-in", headers=as_me)).status_code == 403
+    assert (await world.client.post(f"/appointments/{r.json()['id']}/cancel", headers=as_me)).json()[
+        "status"
+    ] == "cancelled"
+
+
+async def test_slots_are_working_time_minus_appointments(world: World) -> None:
+    doctor = world.practitioner((8, 9), (10, 11))
+    await world.book(world.patient(), doctor, 8 + 1 / 3)
+    r = await world.client.get(f"/slots/{doctor}", params={"date": DAY.date().isoformat()}, headers=RECEPTION)
+    starts = [s["start"] for s in r.json()["items"]]
+    assert starts == [at(h).isoformat() for h in (8, 8 + 2 / 3, 10, 10 + 1 / 3, 10 + 2 / 3)]
+    r = await world.client.get(
+        f"/slots/{doctor}", params={"date": DAY.date().isoformat(), "service": "procedure"}, headers=RECEPTION
+    )
+    assert [s["start"] for s in r.json()["items"]] == [at(10).isoformat()]
+    assert (
+        await world.client.get(f"/slots/{uuid.uuid4()}", params={"date": "2026-12-01"}, headers=RECEPTION)
+    ).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"end": "2026-12-01T08:00:00+00:00"},  # end before start
+        {"start": "2026-12-01T08:00:00"},  # no offset
+        {"start": "not a time"},
+        {"service": "x" * 5000},
+        {"service": "astrology"},
+        {"practitioner_id": "not-a-uuid"},
+        {"status": "completed"},  # clients never set statuses
+    ],
+)
+async def test_bad_input_is_a_4xx_problem(world: World, patch: dict[str, str]) -> None:
+    doctor, patient = world.practitioner((8, 16)), world.patient()
+    body = {
+        "patient_id": str(patient), "practitioner_id": str(doctor), "service": "consultation",
+        "start": at(9).isoformat(), "end": (at(9) + timedelta(minutes=20)).isoformat(), **patch,
+    }  # fmt: skip
+    r = await world.client.post("/appointments", json=body, headers=RECEPTION)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"

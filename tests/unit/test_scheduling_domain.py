@@ -1,0 +1,70 @@
+"""Booking rules, appointment states and slots, without IO."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from his.kernel.intervals import Interval
+from his.scheduling.domain import (
+    Action,
+    InvalidBookingError,
+    InvalidTransitionError,
+    Status,
+    check_booking,
+    slots,
+    transition,
+)
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def at(hours: float) -> datetime:
+    return datetime(2026, 11, 28, tzinfo=UTC) + timedelta(hours=hours)
+
+
+def test_a_booking_lasts_exactly_its_service() -> None:
+    assert check_booking(at(9), at(9) + timedelta(minutes=20), "consultation", NOW) == Interval(
+        at(9), at(9) + timedelta(minutes=20)
+    )
+    with pytest.raises(InvalidBookingError, match="lasts 20 minutes"):
+        check_booking(at(9), at(10), "consultation", NOW)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "service", "message"),
+    [
+        (at(9), at(8), "consultation", "end after"),
+        (at(9), at(10), "astrology", "unknown service"),
+        (NOW - timedelta(hours=1), NOW - timedelta(minutes=40), "consultation", "past"),
+        (NOW + timedelta(days=400), NOW + timedelta(days=400, minutes=20), "consultation", "365 days"),
+        (datetime(2026, 11, 28, 9), datetime(2026, 11, 28, 9, 20), "consultation", "UTC offset"),
+    ],
+)
+def test_bad_bookings_are_refused(start: datetime, end: datetime, service: str, message: str) -> None:
+    with pytest.raises(InvalidBookingError, match=message):
+        check_booking(start, end, service, NOW)
+
+
+def test_appointment_lifecycle() -> None:
+    assert transition(Status.BOOKED, Action.CHECK_IN) is Status.CHECKED_IN
+    assert transition(Status.CHECKED_IN, Action.COMPLETE) is Status.COMPLETED
+    assert transition(Status.BOOKED, Action.CANCEL) is Status.CANCELLED
+    assert transition(Status.BOOKED, Action.NO_SHOW) is Status.NO_SHOW
+    for status in (Status.CANCELLED, Status.COMPLETED, Status.NO_SHOW):
+        for action in Action:
+            with pytest.raises(InvalidTransitionError):
+                transition(status, action)
+    with pytest.raises(InvalidTransitionError):
+        transition(Status.BOOKED, Action.COMPLETE)
+
+
+def test_slots_fill_each_free_interval_from_its_start() -> None:
+    free = [Interval(at(8), at(9)), Interval(at(10), at(10.5))]
+    got = slots(free, timedelta(minutes=20), not_before=at(0))
+    assert [s.start for s in got] == [at(8), at(8 + 1 / 3), at(8 + 2 / 3), at(10)]
+    assert slots(free, timedelta(minutes=20), not_before=at(8.5)) == [
+        Interval(at(8 + 2 / 3), at(9)),
+        Interval(at(10), at(10 + 1 / 3)),
+    ]
