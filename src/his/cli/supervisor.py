@@ -249,7 +249,9 @@ def plan_children(stack: Stack) -> None:
     )
     # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.
     upstreams = {svc: f"https://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
+    grpc_ports = {svc: nats_infra.free_port(s.host) for svc in SERVICES}
     base["HIS_IDENTITY_URL"] = upstreams["identity"]
+    base.update({f"HIS_{svc.upper()}_GRPC": f"{s.host}:{port}" for svc, port in grpc_ports.items()})
     for svc in SERVICES:  # the gateway goes last: it only watches the others
         url = upstreams[svc]
         port = int(url.rsplit(":", 1)[1])
@@ -262,6 +264,7 @@ def plan_children(stack: Stack) -> None:
             ),
             HIS_SERVICE_NATS_URL=stack.nats_url,
             HIS_HTTP_PORT=str(port),
+            HIS_GRPC_PORT=str(grpc_ports[svc]),
         )
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
