@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay, backlog
+from his.kernel.pki import WorkloadIdentity
+from his.kernel.rpc import RpcServer, RpcService
 
 log = logging.getLogger("his.service")
 
@@ -54,12 +56,14 @@ class ServiceContext:
 
 @dataclass(frozen=True)
 class ServiceDefinition:
-    """A service: its name, the events it consumes, and its HTTP routes."""
+    """A service: its name, the events it consumes, its HTTP routes and its gRPC services."""
 
     name: str
     subscriptions: tuple[Subscription, ...] = ()
     routes: Callable[[ServiceContext], APIRouter] | None = None
     description: str = ""
+    #: gRPC services it offers other services, served with mutual TLS on ``HIS_GRPC_PORT``.
+    grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
 
 
 def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
@@ -140,7 +144,21 @@ async def connect_nats(url: str, name: str) -> NATS:
     )
 
 
+def rpc_identity(defn: ServiceDefinition, settings: ServiceSettings) -> WorkloadIdentity | None:
+    """The identity to serve gRPC with, or None when this process serves none. Never plaintext."""
+    if defn.grpc_services is None:
+        return None
+    if settings.grpc_port is None:
+        log.warning("%s: HIS_GRPC_PORT is not set, so its gRPC API is off", defn.name)
+        return None
+    identity = WorkloadIdentity.from_env()
+    if identity is None:
+        raise SystemExit(f"{defn.name}: gRPC needs a workload identity: set HIS_TLS_CERT, HIS_TLS_KEY and HIS_TLS_CA")
+    return identity
+
+
 async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    identity = rpc_identity(defn, settings)
     db = Database(settings.service_database_url, schema=defn.name, min_size=2, max_size=16)
     await db.open()
     async with db.pool.acquire() as conn:
@@ -174,6 +192,11 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
 
     problems.install(app)
 
+    rpc_server = None
+    if identity is not None and defn.grpc_services is not None:
+        rpc_server = RpcServer(identity, defn.grpc_services(ctx), host=settings.host, port=settings.grpc_port or 0)
+        await rpc_server.start()
+
     config = uvicorn.Config(
         obs.MetricsMiddleware(app),
         host=settings.host,
@@ -198,6 +221,8 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     try:
         await server.serve()
     finally:
+        if rpc_server is not None:
+            await rpc_server.stop(grace=2.0)
         for t in tasks.values():
             t.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
