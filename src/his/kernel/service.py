@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 import uvicorn
@@ -35,7 +35,9 @@ from his.kernel.db import Database
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
-from his.kernel.rpc import RpcServer, RpcService
+
+if TYPE_CHECKING:
+    from his.kernel.rpc import RpcServer, RpcService
 
 log = logging.getLogger("his.service")
 
@@ -192,8 +194,10 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
 
     problems.install(app)
 
-    rpc_server = None
+    rpc_server: RpcServer | None = None
     if identity is not None and defn.grpc_services is not None:
+        from his.kernel.rpc import RpcServer  # grpcio costs ~9 MB: only processes that serve gRPC load it here
+
         rpc_server = RpcServer(identity, defn.grpc_services(ctx), host=settings.host, port=settings.grpc_port or 0)
         await rpc_server.start()
 
