@@ -7,6 +7,8 @@ gRPC channels holding other services' certificates.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +25,8 @@ import pytest
 from his.events.audit import workload_actor_id
 from his.kernel import migrations, rpc
 from his.kernel.db import Database
+from his.kernel.infra.nats import free_port
+from his.kernel.infra.procs import ManagedProcess
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.kernel.resilience import (
     BreakerState,
@@ -36,6 +40,7 @@ from his.patients.api import grpc as patients_grpc
 from his.patients.domain import NewPatient, Sex
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
+from tests.conftest import NatsServer
 from tests.support.waiting import wait_for
 
 GET_CONTACT = "/his.patients.v1.PatientDirectory/GetContactDetails"
@@ -53,8 +58,10 @@ class Hospital:
     def identity(self, service: str) -> WorkloadIdentity:
         return self.ca.issue(service, spiffe_id(service))
 
-    def client(self, service: str, **kw: object) -> tuple[rpc.RpcClient, pb_grpc.PatientDirectoryAsyncStub]:
-        ch = rpc.channel(self.target, self.identity(service), max_reconnect_backoff=0.2)
+    def client(
+        self, service: str, target: str | None = None, **kw: object
+    ) -> tuple[rpc.RpcClient, pb_grpc.PatientDirectoryAsyncStub]:
+        ch = rpc.channel(target or self.target, self.identity(service), max_reconnect_backoff=0.2)
         return rpc.RpcClient("patients", ch, **kw), pb_grpc.PatientDirectoryStub(ch)  # type: ignore[arg-type]
 
 
@@ -241,3 +248,38 @@ async def test_breaker_opens_when_the_server_is_down_fails_fast_and_recovers(hos
     await wait_for(answers, timeout=10, every=0.1, what="the breaker to let a trial call through and close")
     assert breaker.state is BreakerState.CLOSED
     await client.channel.close()
+
+
+async def test_the_patients_process_serves_grpc_on_its_port_with_its_identity(
+    hospital: Hospital, admin_dsn: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The real service runner (uvloop, HTTP, relay) with HIS_GRPC_PORT and HIS_TLS_* set."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    env.update(hospital.identity("patients").env())
+    env.update(
+        HIS_SERVICE="patients",
+        HIS_SERVICE_DATABASE_URL=hospital.db.dsn,
+        HIS_SERVICE_NATS_URL=nats_server.url,
+        HIS_HTTP_PORT=str(free_port()),
+        HIS_GRPC_PORT=str(port),
+        HIS_IDENTITY_URL="http://127.0.0.1:9",  # tokens are not used here
+        HIS_DATA_DIR=str(tmp_path / "data"),
+    )
+    proc = ManagedProcess.spawn("patients", [sys.executable, "-m", "his.patients"], env=env)
+    client, stub = hospital.client("notifications", f"127.0.0.1:{port}", timeout=1.0)
+    request = pb.GetContactDetailsRequest(patient_id=str(hospital.patient_id))
+    try:
+
+        async def answers() -> bool:
+            assert proc.poll() is None, f"patients exited: {proc.tail()}"
+            try:
+                contact = await client.call(stub.GetContactDetails, request, idempotent=True)
+            except DependencyUnavailableError:
+                return False
+            return contact.email == "ayse@example.org"
+
+        await wait_for(answers, timeout=30, what="the patients process to answer over gRPC")
+    finally:
+        await client.channel.close()
+        assert proc.stop() == 0, proc.tail()
