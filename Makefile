@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench catalogue clean
+.PHONY: up test lint typecheck unit integration reliability bench catalogue proto clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8; }
@@ -40,6 +40,10 @@ bench: $(VENV)/.synced
 
 catalogue: $(VENV)/.synced
 	$(VENV)/bin/his events catalogue -o docs/events.md
+
+# Regenerate src/his/proto (committed) from the contracts in proto/.
+proto: $(VENV)/.synced
+	$(VENV)/bin/python tools/protogen.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

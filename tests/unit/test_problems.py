@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from his.kernel import problems
+from his.kernel.resilience import CircuitOpenError, DependencyUnavailableError
 
 
 class Body(BaseModel):
@@ -29,6 +30,14 @@ def app() -> FastAPI:
     @a.get("/db-down")
     async def db_down() -> None:
         raise asyncpg.InterfaceError("connection is closed")
+
+    @a.get("/peer-down")
+    async def peer_down() -> None:
+        raise DependencyUnavailableError("patients", "UNAVAILABLE: connection refused")
+
+    @a.get("/breaker-open")
+    async def breaker_open() -> None:
+        raise CircuitOpenError("patients", 3.0)
 
     @a.get("/bug")
     async def bug() -> None:
@@ -59,6 +68,13 @@ async def test_schema_errors_are_422_with_the_field() -> None:
 async def test_an_outage_is_503_not_an_empty_success() -> None:
     r = await call("GET", "/db-down")
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
+
+
+async def test_another_service_that_does_not_answer_is_503_not_404_or_empty() -> None:
+    for path in ("/peer-down", "/breaker-open"):
+        r = await call("GET", path)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert "connection refused" not in r.text
 
 
 async def test_bugs_are_500_without_internals() -> None:

@@ -19,7 +19,11 @@ Outcome = Literal["allowed", "denied"]
 
 
 class RecordAccessed(Event):
-    """Base of the per-service access events (one type per producing service)."""
+    """Base of the per-service access events (one type per producing service).
+
+    The actor is a user (their id and roles), or a service acting on its own behalf: then
+    ``actor_id`` is ``workload_actor_id(spiffe_id)`` and ``actor_roles`` is ``[spiffe_id]``.
+    """
 
     actor_id: uuid.UUID
     actor_roles: list[str]
@@ -69,11 +73,52 @@ def record_access(
     Reads use a transaction too, so a read whose audit record cannot be written returns nothing
     (fail-closed).
     """
+    _record(uow, model, uuid.UUID(who.subject), sorted(who.roles), patient_id=patient_id, action=action,
+            resource=resource, purpose=purpose, outcome=outcome)  # fmt: skip
+
+
+def workload_actor_id(spiffe_id: str) -> uuid.UUID:
+    """The actor id of a service in access records: the UUIDv5 of its SPIFFE id (URL namespace)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, spiffe_id)
+
+
+def record_workload_access(
+    uow: UnitOfWork,
+    model: type[RecordAccessed],
+    caller: str,
+    *,
+    patient_id: uuid.UUID | None,
+    action: Action,
+    resource: str,
+    purpose: str,
+    outcome: Outcome = "allowed",
+) -> None:
+    """Like ``record_access``, for a service calling on its own behalf (``caller`` is its SPIFFE id).
+
+    Its actor id is ``workload_actor_id(caller)`` and its only role is the SPIFFE id itself, so
+    the record names the service without a user id or role that could be mistaken for a person's.
+    """
+    _record(uow, model, workload_actor_id(caller), [caller], patient_id=patient_id, action=action,
+            resource=resource, purpose=purpose, outcome=outcome)  # fmt: skip
+
+
+def _record(
+    uow: UnitOfWork,
+    model: type[RecordAccessed],
+    actor_id: uuid.UUID,
+    roles: list[str],
+    *,
+    patient_id: uuid.UUID | None,
+    action: Action,
+    resource: str,
+    purpose: str,
+    outcome: Outcome,
+) -> None:
     from his.kernel import tracing
 
     ev = model(
-        actor_id=uuid.UUID(who.subject),
-        actor_roles=sorted(who.roles),
+        actor_id=actor_id,
+        actor_roles=roles,
         patient_id=patient_id,
         action=action,
         resource=resource,
@@ -81,4 +126,4 @@ def record_access(
         outcome=outcome,
         trace_id=tracing.parse(tracing.current()),
     )
-    uow.add(ev, aggregate_id=patient_id or who.subject)
+    uow.add(ev, aggregate_id=patient_id or actor_id)

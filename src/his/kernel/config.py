@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -58,3 +59,13 @@ class ServiceSettings(Settings):
     service_database_url: str = ""
     service_nats_url: str = ""
     http_port: int = 0
+    #: Port of this service's gRPC listener (mutual TLS); unset: the service serves no gRPC.
+    grpc_port: int | None = None
+
+    def grpc_target(self, service: str) -> str:
+        """Where ``service``'s gRPC API listens: ``HIS_<SERVICE>_GRPC`` (``host:port``), set by the supervisor."""
+        key = f"HIS_{service.upper()}_GRPC"
+        target = os.environ.get(key, "")
+        if not target:
+            raise LookupError(f"{key} is not set: the address of {service}'s gRPC API is unknown")
+        return target

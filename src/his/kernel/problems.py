@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from his.kernel.resilience import DependencyUnavailableError
+
 log = logging.getLogger("his.http")
 
 TITLES = {
@@ -73,6 +75,7 @@ def install(app: FastAPI) -> None:
         log.info("value refused by the database on %s %s: %s", request.method, request.url.path, exc)
         return problem(422, "a value in the request cannot be stored (invalid characters or out of range)")
 
+    @app.exception_handler(DependencyUnavailableError)
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.CannotConnectNowError)
     @app.exception_handler(asyncpg.InterfaceError)

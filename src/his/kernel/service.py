@@ -15,9 +15,9 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 import uvloop
@@ -34,6 +34,10 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay, backlog
+from his.kernel.pki import WorkloadIdentity
+
+if TYPE_CHECKING:
+    from his.kernel.rpc import RpcServer, RpcService
 
 log = logging.getLogger("his.service")
 
@@ -54,12 +58,14 @@ class ServiceContext:
 
 @dataclass(frozen=True)
 class ServiceDefinition:
-    """A service: its name, the events it consumes, and its HTTP routes."""
+    """A service: its name, the events it consumes, its HTTP routes and its gRPC services."""
 
     name: str
     subscriptions: tuple[Subscription, ...] = ()
     routes: Callable[[ServiceContext], APIRouter] | None = None
     description: str = ""
+    #: gRPC services it offers other services, served with mutual TLS on ``HIS_GRPC_PORT``.
+    grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
 
 
 def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
@@ -142,7 +148,21 @@ async def connect_nats(settings: ServiceSettings, service: str) -> NATS:
     )
 
 
+def rpc_identity(defn: ServiceDefinition, settings: ServiceSettings) -> WorkloadIdentity | None:
+    """The identity to serve gRPC with, or None when this process serves none. Never plaintext."""
+    if defn.grpc_services is None:
+        return None
+    if settings.grpc_port is None:
+        log.warning("%s: HIS_GRPC_PORT is not set, so its gRPC API is off", defn.name)
+        return None
+    identity = settings.workload()
+    if identity is None:
+        raise SystemExit(f"{defn.name}: gRPC needs a workload identity: set HIS_TLS_CERT, HIS_TLS_KEY and HIS_TLS_CA")
+    return identity
+
+
 async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    identity = rpc_identity(defn, settings)
     db = Database(settings.service_database_url, schema=defn.name, min_size=2, max_size=16)
     await db.open()
     async with db.pool.acquire() as conn:
@@ -176,6 +196,13 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
 
     problems.install(app)
 
+    rpc_server: RpcServer | None = None
+    if identity is not None and defn.grpc_services is not None:
+        from his.kernel.rpc import RpcServer  # grpcio costs ~9 MB: only processes that serve gRPC load it here
+
+        rpc_server = RpcServer(identity, defn.grpc_services(ctx), host=settings.host, port=settings.grpc_port or 0)
+        await rpc_server.start()
+
     server = QuietServer(http_config(obs.MetricsMiddleware(app), settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -191,6 +218,8 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     try:
         await server.serve()
     finally:
+        if rpc_server is not None:
+            await rpc_server.stop(grace=2.0)
         for t in tasks.values():
             t.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)

@@ -43,6 +43,12 @@ async def get_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
+async def contact_details(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
+    """Only what is needed to reach the patient: id, given name, e-mail, phone."""
+    row = await conn.fetchrow("SELECT id, given_name, email, phone FROM patient WHERE id = $1", patient_id)
+    return dict(row) if row is not None else None
+
+
 async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE user_id = $1", user_id)
     return dict(row) if row is not None else None

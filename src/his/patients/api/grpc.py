@@ -1,0 +1,109 @@
+"""gRPC API of the patients service: ``his.patients.v1.PatientDirectory`` for authorised services.
+
+The caller is the service whose verified certificate opened the connection; each method admits
+only the services listed in ``ALLOW`` (the kernel's interceptor enforces it). Every answer is a
+PHI read and leaves an access record in the same transaction, with the calling service as actor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+
+from his.events.audit import PatientsRecordAccessed, record_workload_access
+from his.kernel import rpc
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.pki import service_of, spiffe_id
+from his.kernel.service import ServiceContext
+from his.patients import store
+from his.proto.patients.v1 import patients_pb2 as pb
+from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def _services(*names: str) -> frozenset[str]:
+    return frozenset(spiffe_id(n) for n in names)
+
+
+#: Who may call what. Contact details only go to the service that sends messages.
+ALLOW = {
+    "GetPatient": _services("scheduling", "admissions", "laboratory", "billing", "notifications"),
+    "GetContactDetails": _services("notifications"),
+}
+
+
+class PatientDirectory(pb_grpc.PatientDirectoryServicer):
+    """Reads of patient master data over the patients store."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def GetPatient(self, request: pb.GetPatientRequest, context: Context) -> pb.Patient:
+        """One patient's master data. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
+        patient_id = await _parse_id(request.patient_id, context)
+        async with self.db.uow() as uow:
+            row = await store.get_patient(uow.conn, patient_id)
+            if row is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
+            _audit(uow, patient_id, "patient")
+        coverage = pb.Coverage(payer=row["coverage_payer"], member_id=row["coverage_member_id"] or "")
+        return pb.Patient(
+            id=str(row["id"]),
+            mrn=row["mrn"],
+            given_name=row["given_name"],
+            family_name=row["family_name"],
+            birth_date=row["birth_date"].isoformat(),
+            sex=f"SEX_{row['sex'].upper()}",
+            user_id=str(row["user_id"]) if row["user_id"] else None,
+            coverage=coverage if row["coverage_payer"] else None,
+        )
+
+    async def GetContactDetails(self, request: pb.GetContactDetailsRequest, context: Context) -> pb.ContactDetails:
+        """How to reach a patient. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
+        patient_id = await _parse_id(request.patient_id, context)
+        async with self.db.uow() as uow:
+            row = await store.contact_details(uow.conn, patient_id)
+            if row is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
+            _audit(uow, patient_id, "patient/contact")
+        # No separate preferred name is recorded yet: patients are addressed by their given name.
+        return pb.ContactDetails(
+            patient_id=str(row["id"]), email=row["email"], phone=row["phone"], preferred_name=row["given_name"]
+        )
+
+
+async def _parse_id(text: str, context: Context) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "patient_id must be a UUID")
+
+
+def _audit(uow: UnitOfWork, patient_id: uuid.UUID, resource: str) -> None:
+    caller = rpc.caller()
+    record_workload_access(
+        uow,
+        PatientsRecordAccessed,
+        caller,
+        patient_id=patient_id,
+        action="read",
+        resource=resource,
+        # The calling service stands for the purpose: billing reads for billing, and so on.
+        purpose=service_of(caller) or "workload",
+    )
+
+
+def services(ctx: ServiceContext) -> list[rpc.RpcService]:
+    """What the patients process serves over gRPC, and to whom."""
+    return [
+        rpc.RpcService(
+            descriptor=pb.DESCRIPTOR.services_by_name["PatientDirectory"],
+            servicer=PatientDirectory(ctx.db),
+            register=pb_grpc.add_PatientDirectoryServicer_to_server,
+            allow=ALLOW,
+        )
+    ]
