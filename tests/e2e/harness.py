@@ -64,6 +64,15 @@ class Hospital:
         assert isinstance(services, dict)
         return str(services[service]["url"])
 
+    def grpc_port(self, service: str) -> int:
+        """The port of ``service``'s gRPC listener (from the environment `his up` gave the service)."""
+        services = self.state()["services"]
+        assert isinstance(services, dict)
+        pid = int(services[service]["pid"])
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        port = next(e.split(b"=", 1)[1] for e in env if e.startswith(b"HIS_GRPC_PORT="))
+        return int(port)
+
     def operator(self) -> WorkloadIdentity:
         ident = operator_identity(self.data)
         assert ident is not None, "his up issued no operator certificate"

@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import nats
 import pytest
@@ -16,6 +17,8 @@ from nats.errors import Error as NatsError
 from his.kernel import bus
 from his.kernel.infra.nats import free_port
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
+from his.proto.patients.v1 import patients_pb2 as pb
+from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 from tests.e2e.harness import Hospital
 
 
@@ -124,3 +127,48 @@ async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> 
     finally:
         await billing.close()
         await operator.close()
+
+
+async def _get_contact(hospital: Hospital, creds: grpc.ChannelCredentials, patient_id: str) -> object:
+    target = f"127.0.0.1:{hospital.grpc_port('patients')}"
+    async with grpc.aio.secure_channel(target, creds) as ch:
+        stub = pb_grpc.PatientDirectoryStub(ch)
+        return await stub.GetContactDetails(pb.GetContactDetailsRequest(patient_id=patient_id), timeout=5)
+
+
+def _creds(
+    ident: WorkloadIdentity | None, ca: Path, foreign: WorkloadIdentity | None = None
+) -> grpc.ChannelCredentials:
+    use = foreign or ident
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(),
+        private_key=use.key.read_bytes() if use else None,
+        certificate_chain=use.cert.read_bytes() if use else None,
+    )
+
+
+async def test_grpc_demands_a_certificate_from_the_ca_and_an_allowlisted_caller(
+    hospital: Hospital, tmp_path: Path
+) -> None:
+    body = {"given_name": "Canan", "family_name": "Grpc-Probe", "birth_date": "1990-02-02", "sex": "female",
+            "email": "canan@example.org"}  # fmt: skip
+    r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=hospital.login(), timeout=10)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    ca = hospital.data / "pki" / "ca.crt"
+
+    answer = await _get_contact(hospital, _creds(issued(hospital, "notifications"), ca), pid)
+    assert getattr(answer, "email", None) == "canan@example.org"
+
+    with pytest.raises(grpc.aio.AioRpcError) as denied:  # a real service, not on this method's list
+        await _get_contact(hospital, _creds(issued(hospital, "billing"), ca), pid)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    with pytest.raises(grpc.aio.AioRpcError) as no_cert:
+        await _get_contact(hospital, _creds(None, ca), pid)
+    assert no_cert.value.code() == grpc.StatusCode.UNAVAILABLE  # the handshake itself fails
+
+    stranger = LocalCA(tmp_path / "foreign").ensure().issue("notifications", spiffe_id("notifications"))
+    with pytest.raises(grpc.aio.AioRpcError) as foreign:
+        await _get_contact(hospital, _creds(None, ca, foreign=stranger), pid)
+    assert foreign.value.code() == grpc.StatusCode.UNAVAILABLE
