@@ -46,6 +46,13 @@ ROUTES: tuple[Route, ...] = (
         "/practitioners/{0}/leave-requests/{1}/{2}",
     ),
     _r("GET", "/api/practitioners/{id}/availability", "practitioners", "/practitioners/{0}/availability"),
+    _r("GET", "/api/practitioners/{id}/slots", "scheduling", "/slots/{0}"),
+    _r("GET", "/api/appointments/services", "scheduling", "/appointments/services"),
+    _r("POST", "/api/appointments", "scheduling", "/appointments"),
+    _r("GET", "/api/appointments", "scheduling", "/appointments"),
+    _r("GET", "/api/appointments/{id}", "scheduling", "/appointments/{0}"),
+    _r("POST", "/api/appointments/{id}/reschedule", "scheduling", "/appointments/{0}/reschedule"),
+    _r("POST", "/api/appointments/{id}/{action}", "scheduling", "/appointments/{0}/{1}"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
     _r("GET", "/api/audit", "audit", "/audit"),
 )

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     gateway_burst: int = 100
     #: This process's workload identity (certificate with its SPIFFE id, key, trusted CA bundle).
     #: Set by `his up` from its local CA; SPIRE or cert-manager can provide the same three files.
+    #: The hospital's time zone (IANA name): what "a day" means for slots and nightly jobs.
+    timezone: str = "UTC"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None

@@ -1,7 +1,36 @@
 """Composition root of the scheduling service."""
 
-from his.kernel.service import ServiceDefinition
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from his.kernel.consumer import Subscription
+from his.kernel.service import ServiceContext, ServiceDefinition
+
+
+def routes(ctx: ServiceContext) -> APIRouter:
+    from his.scheduling.adapters import GrpcCalendar, GrpcPatients
+    from his.scheduling.api.http import router
+
+    identity = ctx.settings.workload()
+    if identity is None:
+        raise SystemExit("scheduling needs a workload identity (HIS_TLS_*) to reach practitioners and patients")
+    calendar = GrpcCalendar(ctx.settings.grpc_target("practitioners"), identity)
+    patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
+    return router(ctx, calendar, patients, timezone=ctx.settings.timezone)
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="scheduling", description="Slots, appointments, waitlist.")
+    import his.events  # noqa: F401 - registers the event models
+    from his.scheduling import handlers
+
+    return ServiceDefinition(
+        name="scheduling",
+        subscriptions=(
+            Subscription(
+                "scheduling_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
+            ),
+        ),
+        routes=routes,
+        description="Slots, appointments that never collide, and the waitlist.",
+    )

@@ -1,0 +1,61 @@
+"""gRPC API of the practitioners service: ``his.practitioners.v1.Calendar`` for scheduling."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+
+from his.kernel import rpc
+from his.kernel.db import Database
+from his.kernel.intervals import Interval
+from his.kernel.pki import spiffe_id
+from his.kernel.service import ServiceContext
+from his.practitioners import handlers, store
+from his.proto.practitioners.v1 import practitioners_pb2 as pb
+from his.proto.practitioners.v1 import practitioners_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+MAX_WINDOW = timedelta(days=31)
+#: Who may ask when a practitioner works: the services that book their time.
+ALLOW = {"GetWorkingTime": frozenset({spiffe_id("scheduling"), spiffe_id("admissions")})}
+
+
+class Calendar(pb_grpc.CalendarServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def GetWorkingTime(self, request: pb.GetWorkingTimeRequest, context: Context) -> pb.WorkingTime:
+        """Shifts minus approved leave inside the window (at most 31 days)."""
+        try:
+            pid = uuid.UUID(request.practitioner_id)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "practitioner_id must be a UUID")
+        window = Interval(request.start.ToDatetime(tzinfo=UTC), request.end.ToDatetime(tzinfo=UTC))
+        if not window.start < window.end <= window.start + MAX_WINDOW:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the window must be non-empty and at most 31 days")
+        async with self.db.uow() as uow:
+            if await store.get_practitioner(uow.conn, pid) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
+            free = await handlers.free_time(uow, pid, window)
+        out = pb.WorkingTime(practitioner_id=str(pid))
+        for i in free:
+            item = out.intervals.add()
+            item.start.FromDatetime(i.start)
+            item.end.FromDatetime(i.end)
+        return out
+
+
+def services(ctx: ServiceContext) -> list[rpc.RpcService]:
+    return [
+        rpc.RpcService(
+            descriptor=pb.DESCRIPTOR.services_by_name["Calendar"],
+            servicer=Calendar(ctx.db),
+            register=pb_grpc.add_CalendarServicer_to_server,
+            allow=ALLOW,
+        )
+    ]
