@@ -19,14 +19,19 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from nats.aio.client import Client as NATS
 
 from his.identity.keys import SigningKey, sign_access_token
-from his.kernel import migrations, problems
+from his.kernel import migrations, problems, streams
+from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.intervals import Interval
+from his.kernel.outbox import OutboxRelay
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.scheduling import handlers
 from his.scheduling.api.http import router
 from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+from tests.support.waiting import wait_for
 
 KEY = SigningKey.generate(datetime.now(UTC))
 DAY = (datetime.now(UTC) + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -80,7 +85,10 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     dsn = await migrations.provision(admin_dsn, "scheduling", "pw-scheduling-test")
     await migrations.upgrade(admin_dsn, "scheduling")
     conn = await asyncpg.connect(admin_dsn)
-    await conn.execute("TRUNCATE scheduling.appointment, scheduling.known_patient, scheduling.outbox")
+    await conn.execute(
+        "TRUNCATE scheduling.appointment, scheduling.known_patient, scheduling.outbox, scheduling.inbox, "
+        "scheduling.waitlist_entry"
+    )
     await conn.close()
     db = Database(dsn, schema="scheduling", max_size=24)
     await db.open()
@@ -239,3 +247,51 @@ async def test_bad_input_is_a_4xx_problem(world: World, patch: dict[str, str]) -
     r = await world.client.post("/appointments", json=body, headers=RECEPTION)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world: World, nc: NATS) -> None:
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["scheduling"])
+    relay = OutboxRelay(world.db.dsn, js, schema="scheduling", signal=world.db.signal, poll_seconds=0.2)
+    sub = Subscription("scheduling_offer_test", "his.scheduling.appointment.cancelled.v1", handlers.on_slot_freed)
+    consumer = ConsumerLoop(world.db, nc, js, sub)
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+    try:
+        doctor = world.practitioner((8, 16))
+        taken = (await world.book(world.patient(), doctor, 9)).json()["id"]
+        first, second = world.patient(), world.patient()
+        entries = []
+        for p in (first, second):
+            body = {"patient_id": str(p), "practitioner_id": str(doctor), "service": "consultation"}
+            r = await world.client.post("/waitlist", json=body, headers=RECEPTION)
+            assert r.status_code == 201, r.text
+            entries.append(r.json()["id"])
+        dup = await world.client.post("/waitlist", json=body, headers=RECEPTION)
+        assert dup.status_code == 409
+
+        assert (await world.client.post(f"/appointments/{taken}/cancel", headers=RECEPTION)).status_code == 200
+
+        async def offered() -> bool:
+            r = await world.client.get("/waitlist", params={"patient_id": str(first)}, headers=RECEPTION)
+            return bool(r.json()["items"][0]["status"] == "offered")
+
+        await wait_for(offered, timeout=20, what="the waitlist offer")
+        offer = (await world.client.get("/waitlist", params={"patient_id": str(first)}, headers=RECEPTION)).json()
+        assert offer["items"][0]["offer"]["start"] == at(9).isoformat()
+        later = (await world.client.get("/waitlist", params={"patient_id": str(second)}, headers=RECEPTION)).json()
+        assert later["items"][0]["status"] == "waiting"
+        events = await world.db.pool.fetch(
+            "SELECT payload FROM outbox WHERE subject = 'his.scheduling.waitlist.offered.v1'"
+        )
+        assert len(events) == 1 and str(first) in bytes(events[0]["payload"]).decode()
+
+        booked = await world.client.post(f"/waitlist/{entries[0]}/accept", json={}, headers=RECEPTION)
+        assert booked.status_code == 201, booked.text
+        assert (await world.client.post(f"/waitlist/{entries[0]}/accept", headers=RECEPTION)).status_code == 409
+        assert (await world.client.post(f"/waitlist/{entries[1]}/accept", headers=RECEPTION)).status_code == 409
+        appt = (await world.client.get(f"/appointments/{booked.json()['id']}", headers=RECEPTION)).json()
+        assert appt["patient_id"] == str(first) and appt["start"] == at(9).isoformat()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -53,6 +53,10 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/api/appointments/{id}", "scheduling", "/appointments/{0}"),
     _r("POST", "/api/appointments/{id}/reschedule", "scheduling", "/appointments/{0}/reschedule"),
     _r("POST", "/api/appointments/{id}/{action}", "scheduling", "/appointments/{0}/{1}"),
+    _r("POST", "/api/waitlist", "scheduling", "/waitlist"),
+    _r("GET", "/api/waitlist", "scheduling", "/waitlist"),
+    _r("POST", "/api/waitlist/{id}/accept", "scheduling", "/waitlist/{0}/accept"),
+    _r("POST", "/api/waitlist/{id}/withdraw", "scheduling", "/waitlist/{0}/withdraw"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
     _r("GET", "/api/audit", "audit", "/audit"),
 )

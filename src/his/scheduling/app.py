@@ -30,6 +30,14 @@ def build() -> ServiceDefinition:
             Subscription(
                 "scheduling_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
+            # Freed time goes to the waitlist: the service consumes its own events, so an offer is
+            # made once per freed slot even across crashes (inbox), never inside the cancel request.
+            Subscription(
+                "scheduling_offer_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_slot_freed
+            ),
+            Subscription(
+                "scheduling_offer_rescheduled", "his.scheduling.appointment.rescheduled.v1", handlers.on_slot_freed
+            ),
         ),
         routes=routes,
         description="Slots, appointments that never collide, and the waitlist.",

@@ -8,9 +8,9 @@ between concurrent bookings inside it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from his.events.patients import PatientRegistered
@@ -22,6 +22,7 @@ from his.events.scheduling import (
     AppointmentEvent,
     AppointmentMissed,
     AppointmentRescheduled,
+    WaitlistOffered,
 )
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Database, UnitOfWork
@@ -91,7 +92,7 @@ def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> 
 
 
 #: Called inside the booking's transaction (the audit record commits with the change, or neither).
-Also = Callable[[UnitOfWork], None] | None
+Also = Callable[[UnitOfWork], Awaitable[None]] | None
 
 
 async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
@@ -106,7 +107,7 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
         await store.insert_appointment(uow.conn, row)
         uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
         if also:
-            also(uow)
+            await also(uow)
         saved = await store.get_appointment(uow.conn, aid)
     assert saved is not None
     return saved
@@ -153,7 +154,7 @@ async def reschedule(
             aggregate_id=appointment_id,
         )
         if also:
-            also(uow)
+            await also(uow)
     return moved
 
 
@@ -175,3 +176,77 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     if not isinstance(ev, PatientRegistered):
         raise PermanentError(f"unexpected event {env.type}")
     await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
+
+
+#: How long a waitlisted patient has to take up an offered slot (never past the slot's start).
+OFFER_TIME = timedelta(minutes=30)
+
+
+async def join_waitlist(
+    uow: UnitOfWork, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str, actor: uuid.UUID
+) -> dict[str, Any]:
+    duration_of(service)
+    entry_id = uuid.uuid4()
+    entry = {"id": entry_id, "patient_id": patient_id, "practitioner_id": practitioner_id,
+             "service": service, "created_by": actor}  # fmt: skip
+    await store.add_to_waitlist(uow.conn, entry)
+    row = await store.waitlist_entry(uow.conn, entry_id)
+    assert row is not None
+    return row
+
+
+async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """A cancelled (or moved) appointment freed time: offer it to the first patient waiting for
+    that practitioner whose service fits, if the time is still free and still ahead."""
+    if isinstance(ev, AppointmentRescheduled):
+        freed = Interval(ev.previous_start, ev.previous_end)
+    elif isinstance(ev, AppointmentCancelled):
+        freed = Interval(ev.start, ev.end)
+    else:
+        raise PermanentError(f"unexpected event {env.type}")
+    moment = now()
+    if freed.end <= moment:
+        return
+    freed = Interval(max(freed.start, moment), freed.end)
+    free = subtract([freed], await store.busy(uow.conn, ev.practitioner_id, freed))
+    for entry in await store.waiting_for(uow.conn, ev.practitioner_id):
+        length = duration_of(entry["service"])
+        piece = next((p for p in free if p.end - p.start >= length), None)
+        if piece is None:
+            continue
+        slot = Interval(piece.start, piece.start + length)
+        expires = min(slot.start, moment + OFFER_TIME)
+        await store.set_waitlist_status(uow.conn, entry["id"], "offered", slot, expires)
+        uow.add(
+            WaitlistOffered(
+                entry_id=entry["id"], patient_id=entry["patient_id"], practitioner_id=ev.practitioner_id,
+                service=entry["service"], start=slot.start, end=slot.end, expires_at=expires,
+            ),
+            aggregate_id=entry["id"],
+        )  # fmt: skip
+        return
+
+
+class OfferError(Exception):
+    """The waitlist entry holds no offer that can still be taken."""
+
+
+async def accept_offer(
+    db: Database, calendar: Calendar, entry_id: uuid.UUID, actor: uuid.UUID, also: Also = None
+) -> dict[str, Any]:
+    """Book the offered slot for the waitlisted patient (409 if it expired or was taken meanwhile)."""
+    async with db.pool.acquire() as conn:
+        entry = await store.waitlist_entry(conn, entry_id)
+    if entry is None:
+        raise UnknownError("waitlist entry not found")
+    if entry["status"] != "offered" or entry["offer_expires_at"] <= now():
+        raise OfferError("there is no open offer on this waitlist entry")
+    slot = store.as_interval(entry["offered_during"])
+    booking = Booking(entry["patient_id"], entry["practitioner_id"], entry["service"], slot.start, slot.end)
+
+    async def taken(uow: UnitOfWork) -> None:  # in the booking's transaction: both happen, or neither
+        await store.set_waitlist_status(uow.conn, entry_id, "booked")
+        if also:
+            await also(uow)
+
+    return await book(db, calendar, booking, actor, also=taken)

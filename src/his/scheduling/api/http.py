@@ -54,6 +54,13 @@ class NewTimes(BaseModel):
     end: AwareDatetime
 
 
+class JoinWaitlist(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    service: str = Field(min_length=1, max_length=64)
+
+
 class Booked(BaseModel):
     id: uuid.UUID
     status: str
@@ -70,10 +77,20 @@ def router(
     tokens = verifier or jwks_verifier()
     zone = ZoneInfo(timezone)
 
-    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction) -> None:
+    def audit(
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str = "appointment"
+    ) -> None:
         purpose = "care" if who.has_any(*READERS) else "own_record"
         record_access(uow, SchedulingRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource="appointment", purpose=purpose)  # fmt: skip
+                      resource=resource, purpose=purpose)  # fmt: skip
+
+    def audited(who: Principal, patient_id: uuid.UUID, action: AuditAction) -> handlers.Also:
+        """An audit record written inside the handler's transaction."""
+
+        async def write(uow: UnitOfWork) -> None:
+            audit(uow, who, patient_id, action)
+
+        return write
 
     async def may_act_for(who: Principal, patient_id: uuid.UUID, staff: tuple[str, ...]) -> bool:
         """Staff by role; a patient only for the record linked to their own account."""
@@ -116,7 +133,7 @@ def router(
                 calendar,
                 cmd,
                 uuid.UUID(who.subject),
-                also=lambda uow: audit(uow, who, body.patient_id, "create"),
+                also=audited(who, body.patient_id, "create"),
             )
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -169,7 +186,7 @@ def router(
         try:
             moved = await handlers.reschedule(
                 ctx.db, calendar, appointment_id, body.start, body.end,
-                also=lambda uow: audit(uow, who, row["patient_id"], "update"),
+                also=audited(who, row["patient_id"], "update"),
             )  # fmt: skip
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -198,6 +215,83 @@ def router(
             raise HTTPException(409, str(exc)) from None
         return store.as_json(row)
 
+    @r.post("/waitlist", status_code=201)
+    async def join(body: JoinWaitlist, request: Request) -> dict[str, Any]:
+        """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN): when one of their
+        appointments is cancelled, the first patient waiting is offered the freed slot."""
+        who = await authenticate(request, tokens)
+        try:
+            await handlers.patient(ctx.db, patients, body.patient_id)
+            allowed = await may_act_for(who, body.patient_id, BOOKERS)
+        except handlers.UnknownError:
+            allowed = False
+        if not allowed:
+            raise HTTPException(404, "patient not found")
+        if await calendar.working_time(body.practitioner_id, _today(zone)) is None:
+            raise HTTPException(422, "unknown practitioner_id")
+        try:
+            async with ctx.db.uow() as uow:
+                row = await handlers.join_waitlist(
+                    uow, body.patient_id, body.practitioner_id, body.service, uuid.UUID(who.subject)
+                )
+                audit(uow, who, body.patient_id, "create", "waitlist")
+        except InvalidBookingError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except store.WaitlistDuplicateError:
+            raise HTTPException(409, "the patient already waits for this practitioner and service") from None
+        return store.waitlist_json(row)
+
+    @r.get("/waitlist")
+    async def waiting(request: Request, patient_id: uuid.UUID) -> dict[str, Any]:
+        """A patient's waitlist entries and their offers (the patient, reception, ADMIN)."""
+        who = await authenticate(request, tokens)
+        try:
+            allowed = await may_act_for(who, patient_id, BOOKERS)
+        except handlers.UnknownError:
+            allowed = False
+        if not allowed:
+            raise HTTPException(404, "patient not found")
+        async with ctx.db.uow() as uow:
+            rows = await store.waitlist_of_patient(uow.conn, patient_id)
+            audit(uow, who, patient_id, "read", "waitlist")
+        return {"items": [store.waitlist_json(x) for x in rows]}
+
+    async def entry_of(who: Principal, entry_id: uuid.UUID) -> dict[str, Any]:
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.waitlist_entry(conn, entry_id)
+        if row is None or not await may_act_for(who, row["patient_id"], BOOKERS):
+            raise HTTPException(404, "waitlist entry not found")
+        return row
+
+    @r.post("/waitlist/{entry_id}/accept", status_code=201, response_model=Booked)
+    async def accept(entry_id: uuid.UUID, request: Request) -> Booked:
+        """Take up the slot offered to this entry: books it (409 if the offer expired or the time was taken)."""
+        who = await authenticate(request, tokens)
+        entry = await entry_of(who, entry_id)
+        try:
+            row = await handlers.accept_offer(
+                ctx.db, calendar, entry_id, uuid.UUID(who.subject), also=audited(who, entry["patient_id"], "create")
+            )
+        except handlers.OfferError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except (InvalidBookingError, handlers.UnavailableError) as exc:
+            raise HTTPException(409, f"the offered slot can no longer be booked: {exc}") from None
+        except store.CollisionError as exc:
+            raise conflict(exc) from None
+        return Booked(id=row["id"], status=row["status"])
+
+    @r.post("/waitlist/{entry_id}/withdraw")
+    async def withdraw(entry_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """Leave the waitlist (the patient, reception, ADMIN)."""
+        who = await authenticate(request, tokens)
+        entry = await entry_of(who, entry_id)
+        if entry["status"] not in ("waiting", "offered"):
+            raise HTTPException(409, f"a {entry['status']} waitlist entry cannot be withdrawn")
+        async with ctx.db.uow() as uow:
+            await store.set_waitlist_status(uow.conn, entry_id, "withdrawn")
+            audit(uow, who, entry["patient_id"], "update", "waitlist")
+        return {"id": str(entry_id), "status": "withdrawn"}
+
     @r.get("/slots/{practitioner_id}")
     async def free(
         practitioner_id: uuid.UUID,
@@ -219,3 +313,8 @@ def router(
                 "items": [{"start": s.start.isoformat(), "end": s.end.isoformat()} for s in free]}  # fmt: skip
 
     return r
+
+
+def _today(zone: ZoneInfo) -> Interval:
+    start = datetime.combine(datetime.now(zone).date(), time(0), tzinfo=zone)
+    return Interval(start, start + timedelta(days=1))

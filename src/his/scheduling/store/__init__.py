@@ -130,3 +130,75 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
+
+
+class WaitlistDuplicateError(Exception):
+    """The patient already waits for this practitioner and service."""
+
+
+WAITLIST_COLUMNS = """id, patient_id, practitioner_id, service, status, offered_during, offer_expires_at,
+                      created_at"""
+
+
+async def add_to_waitlist(conn: Connection, row: dict[str, Any]) -> None:
+    try:
+        await conn.execute(
+            """INSERT INTO waitlist_entry (id, patient_id, practitioner_id, service, status, created_by)
+               VALUES ($1, $2, $3, $4, 'waiting', $5)""",
+            row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["created_by"],
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        raise WaitlistDuplicateError from exc
+
+
+async def waitlist_entry(conn: Connection, entry_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {WAITLIST_COLUMNS} FROM waitlist_entry WHERE id = $1{' FOR UPDATE' if lock else ''}", entry_id
+    )
+    return dict(row) if row else None
+
+
+async def waitlist_of_patient(conn: Connection, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {WAITLIST_COLUMNS} FROM waitlist_entry WHERE patient_id = $1 ORDER BY created_at DESC LIMIT 100",
+        patient_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def waiting_for(conn: Connection, practitioner_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Entries waiting for a practitioner, first come first served; locked so two offers never race."""
+    rows = await conn.fetch(
+        f"""SELECT {WAITLIST_COLUMNS} FROM waitlist_entry
+            WHERE practitioner_id = $1 AND status = 'waiting'
+            ORDER BY created_at, id LIMIT 50 FOR UPDATE SKIP LOCKED""",
+        practitioner_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def set_waitlist_status(
+    conn: Connection,
+    entry_id: uuid.UUID,
+    status: str,
+    offered: Interval | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE waitlist_entry SET status = $2, offered_during = $3, offer_expires_at = $4 WHERE id = $1",
+        entry_id, status, as_range(offered) if offered else None, expires_at,
+    )  # fmt: skip
+
+
+def waitlist_json(row: dict[str, Any]) -> dict[str, Any]:
+    offered = as_interval(row["offered_during"]) if row["offered_during"] else None
+    return {
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "practitioner_id": str(row["practitioner_id"]),
+        "service": row["service"],
+        "status": row["status"],
+        "offer": {"start": offered.start.isoformat(), "end": offered.end.isoformat(),
+                  "expires_at": row["offer_expires_at"].isoformat()} if offered else None,
+        "created_at": row["created_at"].isoformat(),
+    }  # fmt: skip
