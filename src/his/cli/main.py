@@ -40,6 +40,40 @@ def up() -> None:
 
 
 @app.command()
+def demo(
+    patients: Annotated[int, typer.Option(min=1, max=5000, help="How many patients to register.")] = 300,
+    clinics: Annotated[int, typer.Option(min=1, max=8, help="How many doctors (one clinic each).")] = 6,
+    admin_password: Annotated[
+        str | None, typer.Option(help="The administrator's password (default: HIS_ADMIN_PASSWORD).")
+    ] = None,
+) -> None:
+    """Fill the running hospital through its API and play a day: staff, a week of shifts,
+    patients, a day of bookings, a waitlist, check-ins, completions, cancellations."""
+    from zoneinfo import ZoneInfo
+
+    from his.cli import demo as demo_mod
+    from his.cli import state
+
+    settings = Settings()
+    st = state.read(settings.data_path)
+    if st is None:
+        err.print(f"error: no running hospital found in {settings.data_path} (start it with `his up`)")
+        raise typer.Exit(1)
+    password = admin_password or settings.admin_password
+    if not password:
+        password = typer.prompt(f"password of {settings.admin_email}", hide_input=True)
+    try:
+        summary = asyncio.run(
+            demo_mod.run(str(st["gateway_url"]), settings.admin_email, password, patients=patients, clinics=clinics,
+                         zone=ZoneInfo(settings.timezone), console=err)
+        )  # fmt: skip
+    except demo_mod.DemoError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    demo_mod.render(out, summary)
+
+
+@app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Health, outbox backlog, consumer lag and DLQ depth of a running hospital."""
     from his.cli.ops import collect_status, render_status
