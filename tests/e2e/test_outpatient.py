@@ -1,0 +1,189 @@
+"""The outpatient flow under `his up`, through the gateway: practitioners, shifts and leave,
+bookings that never collide (checked over gRPC against practitioners' calendar), the waitlist,
+and no personal data in any event published during the run."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from his.kernel.infra.nats import free_port
+from tests.e2e.harness import Hospital, wait_until
+
+CANARY = {
+    "given_name": "Zümrüt",
+    "family_name": "Canaryoğlu",
+    "email": "zumrut.canary@example.org",
+    "phone": "+90 555 987 6543",
+}
+
+
+@pytest.fixture(scope="module")
+def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
+    h = Hospital(open_tmp("outpatient") / "data", free_port(), HIS_GATEWAY_RATE_PER_SUBJECT="1000",
+                 HIS_GATEWAY_RATE_PER_IP="1000", HIS_GATEWAY_BURST="1000")  # fmt: skip
+    h.start()
+    yield h
+    if h.proc is not None and h.proc.poll() is None:
+        h.stop()
+
+
+def day_at(hours: float, days: int = 2) -> datetime:
+    base = (datetime.now(UTC) + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return base + timedelta(hours=hours)
+
+
+class Desk:
+    def __init__(self, hospital: Hospital) -> None:
+        self.g = hospital.gateway
+        self.admin = hospital.login()
+
+    def post(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+        return httpx.post(f"{self.g}{path}", json=body or {}, headers=kw.get("headers", self.admin), timeout=15)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(f"{self.g}{path}", params=kw.get("params"), headers=kw.get("headers", self.admin), timeout=15)
+
+    def practitioner(self, hours: tuple[float, float] = (8, 16)) -> str:
+        r = self.post("/api/practitioners", {"full_name": "Dr. Deniz Ak", "specialty": "general_practice"})
+        assert r.status_code == 201, r.text
+        pid = str(r.json()["id"])
+        shift = {"start": day_at(hours[0]).isoformat(), "end": day_at(hours[1]).isoformat()}
+        assert self.post(f"/api/practitioners/{pid}/shifts", shift).status_code == 201
+        return pid
+
+    def patient(self, **extra: str) -> str:
+        body = {"given_name": "Test", "family_name": "Patient", "birth_date": "1985-03-04", "sex": "female", **extra}
+        r = self.post("/api/patients", body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def booking(self, patient: str, practitioner: str, hours: float) -> dict[str, str]:
+        start = day_at(hours)
+        return {"patient_id": patient, "practitioner_id": practitioner, "service": "consultation",
+                "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
+
+
+async def _race(gateway: str, headers: dict[str, str], bodies: list[dict[str, str]]) -> list[int]:
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=30) as client:
+        answers = await asyncio.gather(*(client.post("/api/appointments", json=b) for b in bodies))
+    return [r.status_code for r in answers]
+
+
+def test_twenty_concurrent_bookings_of_one_slot_through_the_gateway(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor = desk.practitioner()
+    patients = [desk.patient() for _ in range(20)]
+    codes = asyncio.run(_race(desk.g, desk.admin, [desk.booking(p, doctor, 9) for p in patients]))
+    assert sorted(codes) == [201] + [409] * 19, codes
+    slots = desk.get(f"/api/practitioners/{doctor}/slots", params={"date": day_at(0).date().isoformat()}).json()
+    assert day_at(9).isoformat() not in [s["start"] for s in slots["items"]]
+
+
+def test_approved_leave_removes_availability_and_booking_inside_it_is_refused(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor = desk.practitioner()
+    leave = desk.post(f"/api/practitioners/{doctor}/leave-requests",
+                      {"start": day_at(12).isoformat(), "end": day_at(16).isoformat()})  # fmt: skip
+    assert leave.status_code == 201
+    patient = desk.patient()
+    assert desk.post("/api/appointments", desk.booking(patient, doctor, 13)).status_code == 201  # only requested
+    lid = leave.json()["id"]
+    assert desk.post(f"/api/practitioners/{doctor}/leave-requests/{lid}/approve").status_code == 200
+    refused = desk.post("/api/appointments", desk.booking(desk.patient(), doctor, 14))
+    assert refused.status_code == 409 and refused.json()["conflict"] == {"with": "availability"}
+    slots = desk.get(f"/api/practitioners/{doctor}/slots", params={"date": day_at(0).date().isoformat()}).json()
+    assert all(s["start"] < day_at(12).isoformat() for s in slots["items"])
+
+
+def test_bad_booking_input_is_4xx_never_5xx(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor, patient = desk.practitioner(), desk.patient()
+    good = desk.booking(patient, doctor, 10)
+    for patch in (
+        {"end": day_at(9).isoformat()},
+        {"start": "2026-12-01T10:00:00"},
+        {"practitioner_id": "00000000-0000-0000-0000-000000000000"},
+        {"patient_id": "00000000-0000-0000-0000-000000000000"},
+        {"service": "x" * 100_000},
+        {"start": "2026-13-45T99:00:00+00:00"},
+    ):
+        r = desk.post("/api/appointments", {**good, **patch})
+        assert 400 <= r.status_code < 500, (patch, r.status_code, r.text[:200])
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_cancelled_slot_is_offered_to_the_first_waitlisted_patient(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor = desk.practitioner((8, 9))
+    taken = desk.post("/api/appointments", desk.booking(desk.patient(), doctor, 8)).json()["id"]
+    first, second = desk.patient(), desk.patient()
+    for p in (first, second):
+        body = {"patient_id": p, "practitioner_id": doctor, "service": "consultation"}
+        assert desk.post("/api/waitlist", body).status_code == 201
+    assert desk.post(f"/api/appointments/{taken}/cancel").json()["status"] == "cancelled"
+
+    def offered() -> bool:
+        items = desk.get("/api/waitlist", params={"patient_id": first}).json()["items"]
+        return bool(items and items[0]["status"] == "offered")
+
+    wait_until(offered, timeout=30, what="the waitlist offer")
+    entry = desk.get("/api/waitlist", params={"patient_id": first}).json()["items"][0]
+    assert entry["offer"]["start"] == day_at(8).isoformat()
+    assert desk.get("/api/waitlist", params={"patient_id": second}).json()["items"][0]["status"] == "waiting"
+    assert desk.post(f"/api/waitlist/{entry['id']}/accept").status_code == 201
+
+
+def test_no_personal_data_in_any_event_published_during_the_run(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor = desk.practitioner()
+    canary = desk.patient(**CANARY)
+    aid = desk.post("/api/appointments", desk.booking(canary, doctor, 11)).json()["id"]
+    assert desk.post(f"/api/appointments/{aid}/check-in").status_code == 200
+    assert desk.get(f"/api/patients/{canary}").status_code == 200
+
+    def flowed() -> bool:
+        return canary in _dump(hospital)
+
+    wait_until(flowed, timeout=30, what="the canary's events on the bus")
+    everything = _dump(hospital)
+    assert "his.scheduling.appointment.checked_in.v1" in everything
+    for value in (*CANARY.values(), "1985-03-04"):
+        assert value not in everything, f"{value!r} travelled on the bus"
+
+
+_DUMP_ALL = """
+import asyncio, sys
+from pathlib import Path
+from his.cli.state import operator_identity
+from his.kernel import bus
+async def main():
+    nc = await bus.connect(sys.argv[1], name="test", identity=operator_identity(Path(sys.argv[2])))
+    js = nc.jetstream()
+    for name in [s.config.name for s in await js.streams_info()]:
+        info = await js.stream_info(name)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(name, seq)
+            except Exception:
+                continue
+            print(msg.subject, msg.data.decode(errors="replace"), msg.headers)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def _dump(hospital: Hospital) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", _DUMP_ALL, str(hospital.state()["nats_url"]), str(hospital.data)],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.decode()
