@@ -16,6 +16,8 @@ def test_routes_resolve_with_ids_and_methods() -> None:
     assert resolve("DELETE", "/api/patients") is False  # known path, other method: 405
     assert resolve("GET", "/api/nowhere") is None
     assert resolve("GET", "/api/patients/a/b") is None  # ids never span segments
+    assert resolve("GET", "/api/patients/..") is None  # nor stand for another upstream path
+    assert resolve("GET", "/api/patients/.") is None
 
 
 def test_only_auth_routes_are_public() -> None:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
 
 @dataclass(frozen=True)
 class Route:
     method: str
+    path: str  # public path template: /api/patients/{id}/care-team/{relationship_id}
     pattern: re.Pattern[str]
     service: str
     upstream: str  # upstream path template: {0}, {1}… are the pattern's groups
     public: bool = False
 
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Names of the path parameters, in order."""
+        return tuple(_PARAM.findall(self.path))
+
 
 def _r(method: str, path: str, service: str, upstream: str, *, public: bool = False) -> Route:
-    regex = "^" + re.sub(r"\{[a-z_]+\}", r"([^/]+)", path) + "$"
-    return Route(method, re.compile(regex), service, upstream, public)
+    regex = "^" + _PARAM.sub(r"([^/]+)", path) + "$"
+    return Route(method, path, re.compile(regex), service, upstream, public)
 
 
+# Fixed paths come before the templates they would also match (/api/patients/me, not {id}).
 ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/auth/register", "identity", "/auth/register", public=True),
     _r("POST", "/api/auth/login", "identity", "/auth/login", public=True),
@@ -43,11 +52,15 @@ class Match:
 
 
 def resolve(method: str, path: str) -> Match | bool | None:
-    """The matching route; False if the path exists with another method; None if unknown."""
+    """The matching route; False if the path exists with another method; None if unknown.
+
+    A path segment standing for an id is never ``.`` or ``..``: the upstream path is built from
+    it, and a dot segment would name another upstream path than the route's.
+    """
     other_method = False
     for route in ROUTES:
         m = route.pattern.match(path)
-        if m is None:
+        if m is None or any(g in (".", "..") for g in m.groups()):
             continue
         if route.method != method:
             other_method = True
