@@ -39,8 +39,14 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/patients", "patients", "/patients"),
     _r("GET", "/api/patients", "patients", "/patients"),
     _r("GET", "/api/patients/me", "patients", "/patients/me"),
+    _r("GET", "/api/patients/emergency-access", "patients", "/patients/emergency-access"),
     _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
+    _r("GET", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
+    _r("POST", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
+    _r("DELETE", "/api/patients/{id}/care-team/{relationship_id}", "patients", "/patients/{0}/care-team/{1}"),
+    _r("POST", "/api/patients/{id}/emergency-access", "patients", "/patients/{0}/emergency-access"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
+    _r("GET", "/api/notifications/alerts", "notifications", "/notifications/alerts"),
     _r("GET", "/api/audit", "audit", "/audit"),
 )
 
