@@ -93,6 +93,13 @@ def test_a_reforged_chain_is_caught_by_the_checkpoint() -> None:
     assert not v.ok and "re-forged" in v.problem
 
 
+def test_a_checkpoint_of_the_empty_chain_verifies_a_chain_that_grew_since() -> None:
+    empty = Checkpoint.make(KEY, 0, GENESIS)
+    assert verify([], empty, KEY).ok
+    assert verify(chain(3), empty, KEY).ok
+    assert not verify(chain(3), Checkpoint.make(KEY, 0, bytes(31) + b"x"), KEY).ok
+
+
 @pytest.mark.parametrize("forged", ["mac", "seq"])
 def test_a_forged_checkpoint_is_refused(forged: str) -> None:
     rows = chain(5)

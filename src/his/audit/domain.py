@@ -96,7 +96,9 @@ def verify(
     rows: Iterable[Mapping[str, Any]], checkpoint: Checkpoint | None = None, key: bytes | None = None
 ) -> Verdict:
     """Walk the chain in ``seq`` order; name the first bad record."""
-    prev, expected_seq, head_at_checkpoint = GENESIS, 1, None
+    prev, expected_seq = GENESIS, 1
+    # A checkpoint of the empty chain (seq 0, as `his up` writes at first start) witnessed GENESIS.
+    head_at_checkpoint = GENESIS if checkpoint is not None and checkpoint.seq == 0 else None
     for row in rows:
         seq = int(row["seq"])
         if seq != expected_seq:
