@@ -125,3 +125,65 @@ def wait_until(check: object, timeout: float = 30, what: str = "condition") -> N
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+_DUMP_STREAMS = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(info.config.name, seq)
+            except Exception:
+                continue
+            print(info.config.name, msg.data.decode(errors="replace"), msg.headers)
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def published_events(hospital: Hospital) -> str:
+    """Every message held by every JetStream stream of the hospital, one per line."""
+    out = subprocess.run(
+        [sys.executable, "-c", _DUMP_STREAMS, str(hospital.state()["nats_url"])],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.decode()
+
+
+def create_user(hospital: Hospital, admin: dict[str, str], role: str, tag: str) -> tuple[str, dict[str, str]]:
+    """A staff account with one role, created by the administrator; returns (user id, auth headers)."""
+    email = f"{role.lower()}-{tag}-{time.time_ns()}@hospital.example"
+    password = "long enough staff passphrase"
+    body = {"email": email, "password": password, "full_name": f"{role.title()} {tag}", "roles": [role]}
+    r = httpx.post(f"{hospital.gateway}/api/admin/users", headers=admin, json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    return str(r.json()["user_id"]), hospital.login(email, password)
+
+
+def register_patient(hospital: Hospital, admin: dict[str, str], family: str, **extra: object) -> dict[str, object]:
+    """A patient registered by the administrator; returns the details sent plus ``id`` and ``mrn``."""
+    body: dict[str, object] = {"given_name": "Deniz", "family_name": family, "birth_date": "1969-07-21",
+                               "sex": "female", "email": f"{family.lower()}@example.org",
+                               "phone": "+90 555 246 8100", **extra}  # fmt: skip
+    r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=admin, timeout=10)
+    assert r.status_code == 201, r.text
+    return body | r.json()
+
+
+def assign(hospital: Hospital, admin: dict[str, str], patient_id: object, user_id: str) -> str:
+    """Put a clinician on a patient's care team; waits until patients has learnt the new account."""
+    url = f"{hospital.gateway}/api/patients/{patient_id}/care-team"
+    answers: list[httpx.Response] = []
+
+    def assigned() -> bool:
+        answers.append(httpx.post(url, headers=admin, json={"user_id": user_id}, timeout=10))
+        assert answers[-1].status_code in (201, 422), answers[-1].text
+        return answers[-1].status_code == 201
+
+    wait_until(assigned, what="the clinician account to reach patients")
+    return str(answers[-1].json()["id"])

@@ -7,30 +7,15 @@ match the schema and content type the document declares.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from his.kernel.infra.nats import free_port
 from tests.e2e.harness import Hospital
 
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
-
-
-@pytest.fixture(scope="module")
-def api_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
-    # Limits high enough that generated traffic is not merely rate-limited.
-    h = Hospital(open_tmp("schemathesis") / "data", free_port(), HIS_GATEWAY_RATE_PER_IP="100000",
-                 HIS_GATEWAY_RATE_PER_SUBJECT="100000", HIS_GATEWAY_BURST="100000")  # fmt: skip
-    h.start()
-    yield h
-    h.stop()
 
 
 def operations(hospital: Hospital) -> list[object]:
@@ -38,7 +23,9 @@ def operations(hospital: Hospital) -> list[object]:
     return [result.ok() for result in schemathesis.openapi.from_dict(doc).get_all_operations()]
 
 
-def test_no_5xx_and_responses_match_the_schema(api_hospital: Hospital) -> None:
+def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> None:
+    # The shared hospital's limits are high enough that generated traffic is not merely rate-limited.
+    api_hospital = shared_hospital
     admin = api_hospital.login()
     ops = operations(api_hospital)
     assert len(ops) >= 12

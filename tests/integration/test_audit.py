@@ -63,6 +63,8 @@ TAMPERING = {
         "",
     ),
     "truncate tail": ("DELETE FROM audit.audit_log WHERE seq > 15", 16, "truncated"),
+    "flag set": ("UPDATE audit.audit_log SET flagged = true WHERE seq = 7", 7, "altered"),
+    "flag cleared": ("UPDATE audit.audit_log SET flagged = NULL WHERE seq = 8", 8, "altered"),
 }
 
 
@@ -106,3 +108,45 @@ async def test_a_reforged_head_is_caught_by_the_checkpoint(chain: tuple[str, Pat
         await conn.close()
     verdict = await audit_cli.verify_chain(admin, data)
     assert not verdict.ok and "re-forged" in verdict.problem
+
+
+async def test_records_from_before_the_flag_verify_next_to_flagged_ones(chain: tuple[str, Path]) -> None:
+    """Rows written before the ``flagged`` column (NULL there, hashed without it) still verify."""
+    from his.audit.domain import GENESIS, link
+
+    admin, data = chain
+    conn = await asyncpg.connect(audit_cli.audit_dsn(admin, data))
+    try:
+        superuser = await asyncpg.connect(admin)
+        await superuser.execute("TRUNCATE audit.audit_log")
+        await superuser.close()
+        prev = GENESIS
+        for seq in (1, 2, 3):  # as the code before the flag wrote them
+            old = {
+                "seq": seq, "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
+                "actor_id": uuid.uuid4(), "actor_roles": ["NURSE"], "patient_id": uuid.uuid4(), "action": "read",
+                "resource": "patient", "purpose": "care", "outcome": "allowed", "trace_id": None,
+            }  # fmt: skip
+            h = link(prev, old)
+            await conn.execute(
+                """INSERT INTO audit_log (seq, event_id, at, source, actor_id, actor_roles, patient_id, action,
+                   resource, purpose, outcome, trace_id, prev_hash, hash)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+                *old.values(), prev, h,
+            )  # fmt: skip
+            prev = h
+        for flagged in (True, False):
+            async with conn.transaction():
+                await store.append(conn, {
+                    "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
+                    "actor_id": uuid.uuid4(), "actor_roles": ["DOCTOR"], "patient_id": uuid.uuid4(),
+                    "action": "break_glass" if flagged else "read", "resource": "patient",
+                    "purpose": "emergency" if flagged else "care", "outcome": "allowed", "trace_id": None,
+                    "flagged": flagged,
+                })  # fmt: skip
+        flags = [r["flagged"] for r in await conn.fetch("SELECT flagged FROM audit_log ORDER BY seq")]
+    finally:
+        await conn.close()
+    assert flags == [None, None, None, True, False]
+    await audit_cli.write_checkpoint(admin, data)
+    assert (await audit_cli.verify_chain(admin, data)).ok

@@ -99,7 +99,7 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
     owners: dict[str, uuid.UUID] = {}
     expected = 0
     for i in range(1000):
-        kind = "create" if i < 50 or not owners else rng.choice(["read", "read", "denied", "me", "search"])
+        kind = "create" if i < 50 or not owners else rng.choice(["read", "read", "denied", "uncared", "me", "search"])
         if kind == "create":
             owner = uuid.uuid4()
             r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
@@ -109,8 +109,12 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
             owners[r.json()["id"]] = owner
             expected += 1
         elif kind == "read":
-            r = await client.get(f"/patients/{rng.choice(list(owners))}", headers=bearer(doctor, "DOCTOR"))
+            r = await client.get(f"/patients/{rng.choice(list(owners))}", headers=bearer(clerk, "RECEPTIONIST"))
             assert r.status_code == 200
+            expected += 1
+        elif kind == "uncared":
+            r = await client.get(f"/patients/{rng.choice(list(owners))}", headers=bearer(doctor, "DOCTOR"))
+            assert r.status_code == 403  # no care relationship: denied, and audited
             expected += 1
         elif kind == "denied":
             r = await client.get(f"/patients/{rng.choice(list(owners))}", headers=bearer(stranger, "PATIENT"))

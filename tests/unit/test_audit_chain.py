@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from his.audit.domain import GENESIS, Checkpoint, link, verify
+from his.audit.domain import GENESIS, Checkpoint, is_flagged, link, verify
 
 KEY = b"checkpoint key"
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -93,6 +93,13 @@ def test_a_reforged_chain_is_caught_by_the_checkpoint() -> None:
     assert not v.ok and "re-forged" in v.problem
 
 
+def test_a_checkpoint_of_the_empty_chain_verifies_a_chain_that_grew_since() -> None:
+    empty = Checkpoint.make(KEY, 0, GENESIS)
+    assert verify([], empty, KEY).ok
+    assert verify(chain(3), empty, KEY).ok
+    assert not verify(chain(3), Checkpoint.make(KEY, 0, bytes(31) + b"x"), KEY).ok
+
+
 @pytest.mark.parametrize("forged", ["mac", "seq"])
 def test_a_forged_checkpoint_is_refused(forged: str) -> None:
     rows = chain(5)
@@ -100,3 +107,49 @@ def test_a_forged_checkpoint_is_refused(forged: str) -> None:
     bad = Checkpoint(cp.seq, cp.hash, bytes(32)) if forged == "mac" else Checkpoint(3, rows[2]["hash"], cp.mac)
     v = verify(rows, bad, KEY)
     assert not v.ok and "not authentic" in v.problem
+
+
+def _record(seq: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "event_id": uuid.UUID(f"00000000-0000-4000-8000-{seq:012d}"),
+        "at": datetime(2026, 11, 26, 8, 30, tzinfo=UTC),
+        "source": "his.patients",
+        "actor_id": uuid.UUID("00000000-0000-4000-8000-000000000002"),
+        "actor_roles": ["DOCTOR"],
+        "patient_id": uuid.UUID("00000000-0000-4000-8000-000000000003"),
+        "action": "read",
+        "resource": "patient",
+        "purpose": "care",
+        "outcome": "allowed",
+        "trace_id": None,
+    } | kw
+
+
+def test_records_written_before_the_flag_existed_hash_as_they_always_did() -> None:
+    # The hash of this record as computed before ``flagged`` joined the chain.
+    before = "3c60a1af0b12de4f24b826238a7bb7b5466b1ea65027e84563e0ba1a63ddd7fc"
+    assert link(GENESIS, _record(1)).hex() == before
+    assert link(GENESIS, _record(1, flagged=None)).hex() == before
+    assert link(GENESIS, _record(1, flagged=False)).hex() != before  # new records hash the field
+
+
+def test_a_chain_of_old_and_flagged_records_verifies_and_a_changed_flag_is_named() -> None:
+    rows = [_record(1), _record(2, flagged=None), _record(3, flagged=False)]
+    rows += [_record(4, action="break_glass", purpose="emergency", flagged=True), _record(5, flagged=False)]
+    reforge(rows)
+    assert verify(rows, head(rows), KEY).ok
+    for seq, value in ((4, False), (4, None), (3, True), (1, True)):
+        tampered = [dict(r) for r in rows]
+        tampered[seq - 1]["flagged"] = value
+        v = verify(tampered, head(rows), KEY)
+        assert not v.ok and v.first_bad_seq == seq and "altered" in v.problem
+
+
+@pytest.mark.parametrize(
+    ("action", "purpose", "flagged"),
+    [("break_glass", "emergency", True), ("read", "emergency", True), ("read", "care", False),
+     ("search", "care", False), ("read", "own_record", False)],
+)  # fmt: skip
+def test_emergency_access_is_flagged(action: str, purpose: str, flagged: bool) -> None:
+    assert is_flagged(action, purpose) is flagged

@@ -16,6 +16,8 @@ def test_routes_resolve_with_ids_and_methods() -> None:
     assert resolve("DELETE", "/api/patients") is False  # known path, other method: 405
     assert resolve("GET", "/api/nowhere") is None
     assert resolve("GET", "/api/patients/a/b") is None  # ids never span segments
+    assert resolve("GET", "/api/patients/..") is None  # nor stand for another upstream path
+    assert resolve("GET", "/api/patients/.") is None
 
 
 def test_only_auth_routes_are_public() -> None:
@@ -67,3 +69,21 @@ def test_public_document_takes_operations_from_services() -> None:
     login = doc["paths"]["/api/auth/login"]["post"]
     assert "security" not in login and "401" not in login["responses"]
     assert login["responses"]["429"]["content"]["application/problem+json"]
+
+
+def test_a_route_with_two_ids_names_both_in_the_public_document() -> None:
+    m = resolve("DELETE", "/api/patients/p-1/care-team/r-2")
+    assert isinstance(m, Match) and m.upstream_path == "/patients/p-1/care-team/r-2"
+    assert m.route.params == ("id", "relationship_id")
+    fixed = resolve("GET", "/api/patients/emergency-access")  # not taken for an id
+    assert isinstance(fixed, Match) and fixed.upstream_path == "/patients/emergency-access"
+    assert resolve("POST", "/api/patients/emergency-access") is False
+    path = {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    rel = {"name": "relationship_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    patients = {"paths": {"/patients/{patient_id}/care-team/{relationship_id}": {"delete": {
+        "parameters": [path, rel, {"name": "x-trace", "in": "header", "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "ended"}}}}}}  # fmt: skip
+    doc = assemble({"patients": patients})
+    op = doc["paths"]["/api/patients/{id}/care-team/{relationship_id}"]["delete"]
+    assert [p["name"] for p in op["parameters"]] == ["id", "relationship_id"]
+    assert path["name"] == "patient_id"  # the service's own document is not changed

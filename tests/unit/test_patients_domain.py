@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from his.patients.domain import InvalidPatientError, NewPatient, Sex, format_mrn
+from his.patients.domain import (
+    Access,
+    CareSource,
+    Denial,
+    InvalidCareRelationshipError,
+    InvalidEmergencyReasonError,
+    InvalidPatientError,
+    NewCareRelationship,
+    NewPatient,
+    Purpose,
+    Sex,
+    decide_access,
+    emergency_expiry,
+    emergency_reason,
+    format_mrn,
+    is_active,
+)
 
 TODAY = date(2026, 11, 26)
 
@@ -49,3 +66,97 @@ def test_invalid_patients_are_refused_with_the_field_named(field: str, value: ob
 
 def test_mrn_format() -> None:
     assert format_mrn(42) == "MRN-00000042"
+
+
+# --- access to a patient's record ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "owner", "in_care", "emergency", "purpose", "denial"),
+    [
+        ({"PATIENT"}, True, False, False, Purpose.OWN_RECORD, None),
+        ({"PATIENT"}, False, False, False, Purpose.CARE, Denial.NOT_FOUND),
+        ({"PATIENT"}, False, True, True, Purpose.CARE, Denial.NOT_FOUND),  # a relationship is for clinicians
+        (set(), False, False, False, Purpose.CARE, Denial.NOT_FOUND),
+        ({"AUDITOR"}, False, False, False, Purpose.CARE, Denial.NOT_FOUND),
+        ({"ADMIN"}, False, False, False, Purpose.CARE, None),
+        ({"RECEPTIONIST"}, False, False, False, Purpose.CARE, None),
+        ({"LAB_TECH"}, False, False, False, Purpose.CARE, None),
+        ({"BILLING"}, False, False, False, Purpose.CARE, None),
+        ({"DOCTOR"}, False, False, False, Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED),
+        ({"NURSE"}, False, False, False, Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED),
+        ({"DOCTOR"}, False, True, False, Purpose.CARE, None),
+        ({"NURSE"}, False, True, True, Purpose.CARE, None),  # in care: an ordinary read, not flagged
+        ({"DOCTOR"}, False, False, True, Purpose.EMERGENCY, None),
+        ({"DOCTOR"}, True, False, False, Purpose.OWN_RECORD, None),  # a clinician reading their own record
+        ({"DOCTOR", "ADMIN"}, False, False, False, Purpose.CARE, None),
+    ],
+)
+def test_who_may_read_a_patient(
+    roles: set[str], owner: bool, in_care: bool, emergency: bool, purpose: Purpose, denial: Denial | None
+) -> None:
+    access = decide_access(roles, owner=owner, in_care=in_care, emergency=emergency)
+    assert access == Access(purpose, denial)
+    assert access.allowed is (denial is None)
+
+
+# --- care relationships --------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def test_care_relationships_are_active_from_start_to_end() -> None:
+    later = NOW + timedelta(hours=8)
+    assert is_active(NOW, None, NOW)
+    assert is_active(NOW, later, later - timedelta(microseconds=1))
+    assert not is_active(NOW, later, later)
+    assert not is_active(NOW, None, NOW - timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    ("until", "message"),
+    [(NOW, "future"), (NOW - timedelta(days=1), "future"), (datetime(2027, 1, 1), "offset")],
+)
+def test_a_care_relationship_must_end_after_it_starts(until: datetime, message: str) -> None:
+    rel = NewCareRelationship(uuid.uuid4(), uuid.uuid4(), CareSource.ASSIGNMENT, NOW, until)
+    with pytest.raises(InvalidCareRelationshipError, match=message):
+        rel.validated()
+
+
+def test_an_open_ended_care_relationship_is_valid() -> None:
+    rel = NewCareRelationship(uuid.uuid4(), uuid.uuid4(), CareSource.ASSIGNMENT, NOW)
+    assert rel.validated() is rel
+
+
+# --- break-the-glass -----------------------------------------------------------------------
+
+
+def test_a_reason_is_a_sentence_normalised() -> None:
+    text = "  Unconscious patient in the ED,\n\tno relatives reachable  "
+    assert emergency_reason(text) == "Unconscious patient in the ED, no relatives reachable"
+    assert emergency_reason("Çocuk acilde, bilinci kapalı, ailesine ulaşılamıyor")  # any alphabet
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "at least 20"),
+        ("emergency now", "at least 20"),
+        ("x" * 501, "limited to 500"),
+        ("a" * 40, "sentence"),
+        ("emergency emergency emergency", "sentence"),
+        ("1234567890 1234567890 1234", "sentence"),
+        ("a b c d e f g h i j k l m n o", "sentence"),
+        ("unconscious patient\x00 in the ED", "control"),
+    ],
+)
+def test_placeholder_reasons_are_refused(text: str, message: str) -> None:
+    with pytest.raises(InvalidEmergencyReasonError, match=message):
+        emergency_reason(text)
+
+
+def test_emergency_access_lasts_the_configured_time() -> None:
+    assert emergency_expiry(NOW, 60) == NOW + timedelta(hours=1)
+    assert emergency_expiry(NOW, 0.1) == NOW + timedelta(seconds=6)
+    with pytest.raises(ValueError, match="positive"):
+        emergency_expiry(NOW, 0)

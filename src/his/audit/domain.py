@@ -4,6 +4,10 @@
 bytes before the first record. Editing, deleting or swapping any record breaks every later
 link; truncating the tail or re-forging the whole chain is caught by comparing with a head
 checkpoint kept outside the database, authenticated with HMAC.
+
+``flagged`` (emergency access) joined the record later. Records written before it have no
+value and are hashed without it, exactly as they were; every newer record has true or false
+and is hashed with it, so neither setting nor clearing a flag goes unseen.
 """
 
 from __future__ import annotations
@@ -32,10 +36,21 @@ FIELDS = (
 )
 
 
+#: Purpose code of access under break-the-glass; such records are flagged for review.
+EMERGENCY = "emergency"
+
+
+def is_flagged(action: str, purpose: str) -> bool:
+    """Break-the-glass grants and every access made under one are flagged."""
+    return action == "break_glass" or purpose == EMERGENCY
+
+
 def canonical(record: Mapping[str, Any]) -> bytes:
     doc = {
         k: (str(record[k]) if record[k] is not None and k not in ("seq", "actor_roles") else record[k]) for k in FIELDS
     }
+    if record.get("flagged") is not None:
+        doc["flagged"] = bool(record["flagged"])
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -81,7 +96,9 @@ def verify(
     rows: Iterable[Mapping[str, Any]], checkpoint: Checkpoint | None = None, key: bytes | None = None
 ) -> Verdict:
     """Walk the chain in ``seq`` order; name the first bad record."""
-    prev, expected_seq, head_at_checkpoint = GENESIS, 1, None
+    prev, expected_seq = GENESIS, 1
+    # A checkpoint of the empty chain (seq 0, as `his up` writes at first start) witnessed GENESIS.
+    head_at_checkpoint = GENESIS if checkpoint is not None and checkpoint.seq == 0 else None
     for row in rows:
         seq = int(row["seq"])
         if seq != expected_seq:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from his.audit import store
+from his.audit.domain import is_flagged
 from his.events.audit import RecordAccessed
 from his.events.patients import PatientRegistered
 from his.kernel.consumer import PermanentError
@@ -11,13 +12,14 @@ from his.kernel.events import Envelope, Event
 
 
 async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Append the access to the hash chain."""
+    """Append the access to the hash chain; emergency access is flagged."""
     if not isinstance(ev, RecordAccessed):
         raise PermanentError(f"unexpected event {env.type}")
     await store.append(uow.conn, {
         "event_id": env.id, "at": env.time, "source": env.source, "actor_id": ev.actor_id,
         "actor_roles": list(ev.actor_roles), "patient_id": ev.patient_id, "action": ev.action,
         "resource": ev.resource, "purpose": ev.purpose, "outcome": ev.outcome, "trace_id": ev.trace_id,
+        "flagged": is_flagged(ev.action, ev.purpose),
     })  # fmt: skip
 
 

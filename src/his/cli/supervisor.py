@@ -32,6 +32,7 @@ from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
+from his.patients.settings import PatientsSettings
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 COLOURS = (
@@ -268,6 +269,8 @@ def plan_children(stack: Stack) -> None:
         )
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
+        if svc == "patients":
+            env["HIS_EMERGENCY_ACCESS_MINUTES"] = str(patients_settings().emergency_access_minutes)
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
     env = dict(
         base,
@@ -282,6 +285,17 @@ def plan_children(stack: Stack) -> None:
     stack.children.append(
         Child(GATEWAY, [sys.executable, "-m", "his.gateway"], env, f"http://{s.host}:{s.gateway_port}")
     )
+
+
+def patients_settings() -> PatientsSettings:
+    from pydantic import ValidationError
+
+    try:
+        return PatientsSettings()
+    except ValidationError:
+        raise ServerStartError(
+            "HIS_EMERGENCY_ACCESS_MINUTES must be a number of minutes above 0, at most 1440"
+        ) from None
 
 
 def launch(child: Child) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from his.kernel.events import Event, event
 
@@ -16,3 +17,21 @@ class PatientRegistered(Event):
     registered_by: uuid.UUID | None = None
     #: The user account linked to the patient, if any (lets other services check ownership).
     account_id: uuid.UUID | None = None
+
+
+@event
+class EmergencyAccessGranted(Event):
+    """A clinician broke the glass: time-limited access to one patient without a care relationship.
+
+    Ids and expiry only: the stated reason stays in patients, readable by ADMIN and AUDITOR
+    (``GET /api/patients/emergency-access``).
+    """
+
+    type = "his.patients.emergency_access.granted.v1"
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    #: The clinician's user id, and their roles (codes).
+    granted_to: uuid.UUID
+    roles: list[str]
+    granted_at: datetime
+    expires_at: datetime

@@ -31,12 +31,6 @@ def _rename_refs(node: Any, service: str) -> Any:
     return node
 
 
-def public_path(pattern: str) -> str:
-    # The route pattern's groups become named path parameters: /api/patients/{id}.
-    path = pattern.removeprefix("^").removesuffix("$")
-    return re.sub(r"\(\[\^/\]\+\)", "{id}", path)
-
-
 def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") -> dict[str, Any]:
     """Build the public document from ``{service: that service's /openapi.json}``."""
     paths: dict[str, dict[str, Any]] = {}
@@ -56,11 +50,7 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
         op = _rename_refs(dict(op), route.service)
         op["tags"] = [route.service]
         op["operationId"] = f"{route.service}_{route.method.lower()}_{upstream_template.strip('/').replace('/', '_')}"
-        params = [p for p in op.get("parameters", []) if p.get("in") != "header"]
-        for p in params:
-            if p.get("in") == "path":
-                p["name"] = "id"
-        op["parameters"] = params
+        op["parameters"] = _public_parameters(op.get("parameters", []), upstream_template, route.params)
         responses = op.setdefault("responses", {})
         for code in ["400", "413", "429", "503"] + ([] if route.public else ["401", "403"]):
             responses.setdefault(code, {"description": "problem", "content": PROBLEM})
@@ -68,7 +58,7 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
         responses["422"] = {"description": "the request does not match the schema", "content": PROBLEM}
         if not route.public:
             op["security"] = [{"bearer": []}]
-        paths.setdefault(public_path(route.pattern.pattern), {})[route.method.lower()] = op
+        paths.setdefault(route.path, {})[route.method.lower()] = op
         for name, schema in (doc.get("components", {}).get("schemas", {}) or {}).items():
             schemas[f"{route.service}.{name}"] = _rename_refs(schema, route.service)
     return {
@@ -79,6 +69,16 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }  # fmt: skip
+
+
+def _public_parameters(params: list[dict[str, Any]], upstream_template: str, public: tuple[str, ...]) -> list[Any]:
+    """The operation's parameters under their public names; header parameters are the gateway's."""
+    renamed = dict(zip(re.findall(r"\{([^}/]+)\}", upstream_template), public, strict=False))
+    return [
+        dict(p, name=renamed.get(p["name"], p["name"])) if p.get("in") == "path" else p
+        for p in params
+        if p.get("in") != "header"
+    ]
 
 
 def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
 
 @dataclass(frozen=True)
 class Route:
     method: str
+    path: str  # public path template: /api/patients/{id}/care-team/{relationship_id}
     pattern: re.Pattern[str]
     service: str
     upstream: str  # upstream path template: {0}, {1}… are the pattern's groups
     public: bool = False
 
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Names of the path parameters, in order."""
+        return tuple(_PARAM.findall(self.path))
+
 
 def _r(method: str, path: str, service: str, upstream: str, *, public: bool = False) -> Route:
-    regex = "^" + re.sub(r"\{[a-z_]+\}", r"([^/]+)", path) + "$"
-    return Route(method, re.compile(regex), service, upstream, public)
+    regex = "^" + _PARAM.sub(r"([^/]+)", path) + "$"
+    return Route(method, path, re.compile(regex), service, upstream, public)
 
 
+# Fixed paths come before the templates they would also match (/api/patients/me, not {id}).
 ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/auth/register", "identity", "/auth/register", public=True),
     _r("POST", "/api/auth/login", "identity", "/auth/login", public=True),
@@ -30,7 +39,12 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/patients", "patients", "/patients"),
     _r("GET", "/api/patients", "patients", "/patients"),
     _r("GET", "/api/patients/me", "patients", "/patients/me"),
+    _r("GET", "/api/patients/emergency-access", "patients", "/patients/emergency-access"),
     _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
+    _r("GET", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
+    _r("POST", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
+    _r("DELETE", "/api/patients/{id}/care-team/{relationship_id}", "patients", "/patients/{0}/care-team/{1}"),
+    _r("POST", "/api/patients/{id}/emergency-access", "patients", "/patients/{0}/emergency-access"),
     _r("GET", "/api/practitioners/specialties", "practitioners", "/practitioners/specialties"),
     _r("POST", "/api/practitioners", "practitioners", "/practitioners"),
     _r("GET", "/api/practitioners", "practitioners", "/practitioners"),
@@ -58,6 +72,7 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/waitlist/{id}/accept", "scheduling", "/waitlist/{0}/accept"),
     _r("POST", "/api/waitlist/{id}/withdraw", "scheduling", "/waitlist/{0}/withdraw"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
+    _r("GET", "/api/notifications/alerts", "notifications", "/notifications/alerts"),
     _r("GET", "/api/audit", "audit", "/audit"),
 )
 
@@ -69,11 +84,15 @@ class Match:
 
 
 def resolve(method: str, path: str) -> Match | bool | None:
-    """The matching route; False if the path exists with another method; None if unknown."""
+    """The matching route; False if the path exists with another method; None if unknown.
+
+    A path segment standing for an id is never ``.`` or ``..``: the upstream path is built from
+    it, and a dot segment would name another upstream path than the route's.
+    """
     other_method = False
     for route in ROUTES:
         m = route.pattern.match(path)
-        if m is None:
+        if m is None or any(g in (".", "..") for g in m.groups()):
             continue
         if route.method != method:
             other_method = True

@@ -15,6 +15,11 @@ def build() -> ServiceDefinition:
             Subscription(
                 "notifications_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
+            Subscription(
+                "notifications_emergency_access_granted",
+                "his.patients.emergency_access.granted.v1",
+                handlers.on_emergency_access_granted,
+            ),
         ),
         routes=router,
         description="Templates, channels and the delivery history of every message.",

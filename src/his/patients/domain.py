@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 
@@ -57,3 +58,129 @@ class NewPatient:
 def format_mrn(number: int) -> str:
     """Medical record numbers are sequential and zero-padded: MRN-00000042."""
     return f"MRN-{number:08d}"
+
+
+# --- Who may read a patient's record -------------------------------------------------------
+
+#: Clinicians reach a patient's record through a care relationship or an emergency grant.
+CLINICIANS = frozenset({"DOCTOR", "NURSE"})
+#: Staff whose access follows from their role alone, as before care relationships existed.
+ROLE_BASED = frozenset({"ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING"})
+
+
+class Purpose(StrEnum):
+    """Purpose codes written to the audit log for a read."""
+
+    OWN_RECORD = "own_record"
+    CARE = "care"
+    EMERGENCY = "emergency"
+
+
+class Denial(StrEnum):
+    #: Answer exactly as for an id that does not exist, so ids cannot be probed.
+    NOT_FOUND = "not_found"
+    #: A clinician without a care relationship: 403, offering emergency access.
+    CARE_RELATIONSHIP_REQUIRED = "care_relationship_required"
+
+
+@dataclass(frozen=True)
+class Access:
+    purpose: Purpose
+    denial: Denial | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.denial is None
+
+
+def decide_access(roles: Iterable[str], *, owner: bool, in_care: bool, emergency: bool) -> Access:
+    """Whether a caller may read one patient's record, and on what basis (for the audit log).
+
+    The patient themself may; staff of a role-based role may; a clinician may with an active
+    care relationship, or else with an active emergency grant (purpose ``emergency``, flagged
+    in the audit log). Every other caller is told the patient does not exist.
+    """
+    held = frozenset(roles)
+    if owner:
+        return Access(Purpose.OWN_RECORD)
+    if held & ROLE_BASED:
+        return Access(Purpose.CARE)
+    if held & CLINICIANS:
+        if in_care:
+            return Access(Purpose.CARE)
+        if emergency:
+            return Access(Purpose.EMERGENCY)
+        return Access(Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED)
+    return Access(Purpose.CARE, Denial.NOT_FOUND)
+
+
+# --- Care relationships --------------------------------------------------------------------
+
+
+class CareSource(StrEnum):
+    """Where a care relationship comes from (appointments and admissions will add their own)."""
+
+    ASSIGNMENT = "assignment"
+    APPOINTMENT = "appointment"
+    ADMISSION = "admission"
+
+
+class InvalidCareRelationshipError(ValueError):
+    """The care relationship breaks a rule; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NewCareRelationship:
+    patient_id: uuid.UUID
+    user_id: uuid.UUID
+    source: CareSource
+    valid_from: datetime
+    valid_until: datetime | None = None
+
+    def validated(self) -> NewCareRelationship:
+        if self.valid_from.tzinfo is None or (self.valid_until is not None and self.valid_until.tzinfo is None):
+            raise InvalidCareRelationshipError("times must carry a UTC offset")
+        if self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise InvalidCareRelationshipError("until must be in the future")
+        return self
+
+
+def is_active(valid_from: datetime, valid_until: datetime | None, now: datetime) -> bool:
+    """A relationship or grant is active from its start up to, not including, its end."""
+    return valid_from <= now and (valid_until is None or now < valid_until)
+
+
+# --- Break-the-glass -----------------------------------------------------------------------
+
+REASON_MIN = 20
+REASON_MAX = 500
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+class InvalidEmergencyReasonError(ValueError):
+    """The stated reason for emergency access is not acceptable; the message says why."""
+
+
+def emergency_reason(text: str) -> str:
+    """The reason for breaking the glass, normalised: a real sentence, not a placeholder.
+
+    Whitespace runs become one space; 20 to 500 characters; at least three different words of
+    two or more letters; no control characters.
+    """
+    reason = " ".join(text.split())
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in reason):
+        raise InvalidEmergencyReasonError("reason must not contain control characters")
+    if len(reason) < REASON_MIN:
+        raise InvalidEmergencyReasonError(f"reason must be at least {REASON_MIN} characters: say why access is needed")
+    if len(reason) > REASON_MAX:
+        raise InvalidEmergencyReasonError(f"reason is limited to {REASON_MAX} characters")
+    if len({w.lower() for w in _WORD.findall(reason)}) < 3:
+        raise InvalidEmergencyReasonError("reason must be a sentence saying why access is needed")
+    return reason
+
+
+def emergency_expiry(now: datetime, minutes: float) -> datetime:
+    """When an emergency grant made now ends."""
+    if minutes <= 0:
+        raise ValueError("emergency access must last a positive time")
+    return now + timedelta(minutes=minutes)

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from his.events.patients import PatientRegistered
-from his.kernel.db import UnitOfWork
+from his.events.audit import PatientsRecordAccessed, record_access
+from his.events.identity import UserRegistered
+from his.events.patients import EmergencyAccessGranted, PatientRegistered
+from his.kernel.consumer import PermanentError
+from his.kernel.db import Connection, UnitOfWork
+from his.kernel.events import Envelope, Event
+from his.kernel.security import Principal
 from his.patients import store
-from his.patients.domain import NewPatient
+from his.patients.domain import (
+    CLINICIANS,
+    Access,
+    CareSource,
+    NewCareRelationship,
+    NewPatient,
+    decide_access,
+    emergency_expiry,
+    emergency_reason,
+)
+
+
+class PatientNotFoundError(LookupError):
+    """No patient has this id."""
+
+
+class NotAClinicianError(ValueError):
+    """The user is not a known clinician account (DOCTOR or NURSE)."""
+
+
+class AlreadyOnCareTeamError(Exception):
+    """The clinician already has an active care relationship with the patient."""
 
 
 async def register_patient(
@@ -22,3 +50,68 @@ async def register_patient(
         aggregate_id=patient_id,
     )
     return patient_id, mrn
+
+
+async def access_to_patient(conn: Connection, who: Principal, patient: dict[str, Any], now: datetime) -> Access:
+    """Whether ``who`` may read this patient's record now, and on what basis."""
+    owner = patient["user_id"] is not None and str(patient["user_id"]) == who.subject
+    in_care = emergency = False
+    if who.roles & CLINICIANS and not owner:
+        in_care, emergency = await store.care_basis(conn, patient["id"], uuid.UUID(who.subject), now)
+    return decide_access(who.roles, owner=owner, in_care=in_care, emergency=emergency)
+
+
+async def assign_to_care_team(
+    uow: UnitOfWork, patient_id: uuid.UUID, user_id: uuid.UUID, until: datetime | None, *, actor: uuid.UUID,
+    now: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Start a care relationship (source ``assignment``) between a clinician and a patient."""
+    rel = NewCareRelationship(patient_id, user_id, CareSource.ASSIGNMENT, now, until).validated()
+    if not await store.lock_patient(uow.conn, patient_id):
+        raise PatientNotFoundError(str(patient_id))
+    if not await store.is_clinician(uow.conn, user_id):
+        raise NotAClinicianError(str(user_id))
+    if await store.active_care_relationship(uow.conn, patient_id, user_id, now) is not None:
+        raise AlreadyOnCareTeamError(str(user_id))
+    return await store.insert_care_relationship(uow.conn, rel, actor)
+
+
+@dataclass(frozen=True)
+class EmergencyGrant:
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    expires_at: datetime
+
+
+async def grant_emergency_access(
+    uow: UnitOfWork, patient_id: uuid.UUID, who: Principal, reason: str, *, minutes: float, now: datetime
+) -> EmergencyGrant:
+    """Break the glass: access to one patient for ``minutes``, audited and flagged, announced to ADMIN.
+
+    The reason is kept here only; the event and the audit record carry ids and codes.
+    """
+    text = emergency_reason(reason)
+    if await store.get_patient(uow.conn, patient_id) is None:
+        raise PatientNotFoundError(str(patient_id))
+    user_id, roles = uuid.UUID(who.subject), sorted(who.roles)
+    expires_at = emergency_expiry(now, minutes)
+    grant_id = await store.insert_emergency_grant(
+        uow.conn, patient_id=patient_id, user_id=user_id, roles=roles, reason=text, granted_at=now,
+        expires_at=expires_at,
+    )  # fmt: skip
+    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="break_glass",
+                  resource="patient", purpose="emergency")  # fmt: skip
+    uow.add(
+        EmergencyAccessGranted(grant_id=grant_id, patient_id=patient_id, granted_to=user_id, roles=roles,
+                               granted_at=now, expires_at=expires_at),
+        aggregate_id=grant_id,
+    )  # fmt: skip
+    return EmergencyGrant(grant_id, patient_id, expires_at)
+
+
+async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember clinician accounts, so care relationships can name only real clinicians."""
+    if not isinstance(ev, UserRegistered):
+        raise PermanentError(f"unexpected event {env.type}")
+    if CLINICIANS.intersection(ev.roles):
+        await store.remember_clinician(uow.conn, ev.user_id, sorted(ev.roles))

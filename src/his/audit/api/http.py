@@ -25,7 +25,10 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         before: int | None = Query(default=None, ge=1),
         limit: int = Query(default=50, ge=1, le=200),
     ) -> dict[str, Any]:
-        """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient)."""
+        """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient).
+
+        ``flagged`` marks break-the-glass grants and every access made under one.
+        """
         who = await authenticate(request, tokens)
         async with ctx.db.pool.acquire() as conn:
             if not who.has_any("AUDITOR", "ADMIN") and not await store.owns(conn, uuid.UUID(who.subject), patient_id):

@@ -12,19 +12,23 @@ from his.kernel.db import Connection
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
 ROW = """seq, event_id, at, source, actor_id, actor_roles, patient_id, action, resource, purpose, outcome,
-         trace_id, prev_hash, hash"""
+         trace_id, flagged, prev_hash, hash"""
 
 
 async def append(conn: Connection, record: dict[str, Any]) -> int:
-    """Append one record at the head of the chain (serialised by a transaction lock)."""
+    """Append one record at the head of the chain (serialised by a transaction lock).
+
+    New records always carry ``flagged`` (false unless given), so it is part of their hash.
+    """
     await conn.execute(CHAIN_LOCK)
     head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     seq, prev = (int(head["seq"]) + 1, bytes(head["hash"])) if head else (1, GENESIS)
-    row = dict(record, seq=seq)
+    row = dict(record, seq=seq, flagged=bool(record.get("flagged", False)))
     await conn.execute(
-        f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         seq, row["event_id"], row["at"], row["source"], row["actor_id"], row["actor_roles"], row["patient_id"],
-        row["action"], row["resource"], row["purpose"], row["outcome"], row["trace_id"], prev, link(prev, row),
+        row["action"], row["resource"], row["purpose"], row["outcome"], row["trace_id"], row["flagged"], prev,
+        link(prev, row),
     )  # fmt: skip
     return seq
 
@@ -65,8 +69,9 @@ async def for_patient(
     conn: Connection, patient_id: uuid.UUID, *, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
     found = await conn.fetch(
-        """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome FROM audit_log
-           WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
+        """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
+                  coalesce(flagged, false) AS flagged
+           FROM audit_log WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
         patient_id, before or 2**62, limit,
     )  # fmt: skip
     return [dict(r) for r in found]

@@ -1,8 +1,9 @@
 """Internal HTTP API of the patients service (reached through the gateway).
 
-Every route re-verifies the caller's token. Staff reach patients by role; a patient reaches
-only the record linked to their own account, and any other id answers 404, exactly as an id
-that does not exist, so ids cannot be probed.
+Every route re-verifies the caller's token. A patient reaches only the record linked to their
+own account, and any other id answers 404, exactly as an id that does not exist, so ids cannot
+be probed. Staff reach patients by role, except clinicians (DOCTOR, NURSE), who need a care
+relationship or an emergency grant (``his.patients.api.access``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.events.audit import PatientsRecordAccessed, record_access
-from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.auth import jwks_verifier, require
 from his.kernel.problems import HTTPException
-from his.kernel.security import Principal, TokenVerifier
+from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
-from his.patients.domain import InvalidPatientError, NewPatient, Sex
+from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
+from his.patients.api.care import care_router
+from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, NewPatient, Sex
 
 REGISTRARS = ("RECEPTIONIST", "ADMIN")
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
+#: What a clinician's search shows of a patient they have no care relationship with: enough to
+#: recognise the patient (and request emergency access), no contact or coverage details.
+LOOKUP_FIELDS = ("id", "mrn", "given_name", "family_name", "birth_date", "sex")
 
 
 class Coverage(BaseModel):
@@ -49,12 +55,16 @@ class Registered(BaseModel):
     mrn: str
 
 
-def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
+def router(
+    ctx: ServiceContext,
+    verifier: TokenVerifier | None = None,
+    *,
+    clock: Clock = utc_now,
+    emergency_minutes: float = 60.0,
+) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
-    tokens = verifier or jwks_verifier()
-
-    async def caller(request: Request) -> Principal:
-        return await authenticate(request, tokens)
+    guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
+    caller = guard.caller
 
     @r.post("", status_code=201, response_model=Registered)
     async def register(body: RegisterPatient, request: Request) -> Registered:
@@ -106,11 +116,19 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def search(
         request: Request, q: str = Query(min_length=2, max_length=100), limit: int = Query(default=20, ge=1, le=50)
     ) -> dict[str, Any]:
-        """Find patients by MRN or family-name prefix (staff only)."""
+        """Find patients by MRN or family-name prefix (staff only).
+
+        A clinician sees the full record only of patients in their care (or under an emergency
+        grant); of others, just enough to recognise them, marked ``"restricted": true``.
+        """
         who = await caller(request)
         require(who, *STAFF)
         async with ctx.db.uow() as uow:
             rows = await store.search(uow.conn, q, limit)
+            reachable = None
+            if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
+                ids = [row["id"] for row in rows]
+                reachable = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, guard.clock())
             for row in rows:
                 record_access(
                     uow,
@@ -121,30 +139,29 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
                     resource="patient",
                     purpose="care",
                 )
-        return {"items": [store.as_json(row) for row in rows]}
+        return {"items": [_shown(row, reachable) for row in rows]}
 
-    @r.get("/{patient_id}")
-    async def get(patient_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One patient's master data: staff, or the patient themself."""
+    r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
+
+    @r.get("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
+    async def get(patient_id: uuid.UUID, request: Request) -> Any:
+        """One patient's master data: the patient themself, or staff (clinicians need a care relationship).
+
+        A clinician without one gets 403 with an ``emergency_access`` member saying how to
+        request break-the-glass access.
+        """
         who = await caller(request)
         async with ctx.db.uow() as uow:
-            row = await store.get_patient(uow.conn, patient_id)
-            if row is None:
-                raise HTTPException(404, "patient not found")
-            owner = row["user_id"] is not None and str(row["user_id"]) == who.subject
-            allowed = owner or who.has_any(*STAFF)
-            record_access(
-                uow,
-                PatientsRecordAccessed,
-                who,
-                patient_id=patient_id,
-                action="read",
-                resource="patient",
-                purpose="own_record" if owner else "care",
-                outcome="allowed" if allowed else "denied",
-            )
-        if not allowed:
-            raise HTTPException(404, "patient not found")  # the denial above is committed and audited
+            row, access = await guard.open(uow, who, patient_id, resource="patient")
+        if not access.allowed:
+            return guard.refusal(patient_id, access)  # the denial above is committed and audited
         return store.as_json(row)
 
     return r
+
+
+def _shown(row: dict[str, Any], reachable: set[uuid.UUID] | None) -> dict[str, Any]:
+    if reachable is None or row["id"] in reachable:
+        return store.as_json(row)
+    full = store.as_json(row)
+    return {k: full[k] for k in LOOKUP_FIELDS} | {"restricted": True}

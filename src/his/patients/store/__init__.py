@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
 from his.kernel.db import Connection
-from his.patients.domain import NewPatient, format_mrn
+from his.patients.domain import NewCareRelationship, NewPatient, format_mrn
 
 
 class AccountLinkedError(Exception):
@@ -75,3 +75,131 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
     payer, member = out.pop("coverage_payer"), out.pop("coverage_member_id")
     out["coverage"] = {"payer": payer, "member_id": member} if payer else None
     return out
+
+
+# --- Clinicians, care relationships, emergency grants --------------------------------------
+
+
+async def remember_clinician(conn: Connection, user_id: uuid.UUID, roles: list[str]) -> None:
+    await conn.execute(
+        "INSERT INTO clinician (user_id, roles) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET roles = $2",
+        user_id, roles,
+    )  # fmt: skip
+
+
+async def is_clinician(conn: Connection, user_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM clinician WHERE user_id = $1", user_id))
+
+
+async def lock_patient(conn: Connection, patient_id: uuid.UUID) -> bool:
+    """Serialise changes to one patient's care team; False if there is no such patient."""
+    return bool(await conn.fetchval("SELECT 1 FROM patient WHERE id = $1 FOR UPDATE", patient_id))
+
+
+CARE_COLUMNS = "id, patient_id, user_id, source, valid_from, valid_until"
+ACTIVE = "valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)"
+
+
+async def active_care_relationship(
+    conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> uuid.UUID | None:
+    found = await conn.fetchval(
+        f"SELECT id FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3 LIMIT 1",
+        patient_id, now, user_id,
+    )  # fmt: skip
+    return found if isinstance(found, uuid.UUID) else None
+
+
+async def insert_care_relationship(
+    conn: Connection, rel: NewCareRelationship, created_by: uuid.UUID | None
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""INSERT INTO care_relationship (id, patient_id, user_id, source, valid_from, valid_until, created_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CARE_COLUMNS}""",
+        uuid.uuid4(), rel.patient_id, rel.user_id, rel.source.value, rel.valid_from, rel.valid_until, created_by,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
+    """The patient's active care relationships, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {CARE_COLUMNS} FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
+        patient_id, now,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def end_care_relationship(
+    conn: Connection, patient_id: uuid.UUID, relationship_id: uuid.UUID, now: datetime, ended_by: uuid.UUID
+) -> bool:
+    """End the relationship now (kept for the record); False if the patient has no such relationship."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM care_relationship WHERE id = $1 AND patient_id = $2 FOR UPDATE", relationship_id, patient_id
+    )
+    if not found:
+        return False
+    await conn.execute(
+        """UPDATE care_relationship SET valid_until = greatest(valid_from, $2), ended_by = $3
+           WHERE id = $1 AND (valid_until IS NULL OR valid_until > $2)""",
+        relationship_id, now, ended_by,
+    )  # fmt: skip
+    return True
+
+
+async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> tuple[bool, bool]:
+    """(an active care relationship, an active emergency grant) of the user with the patient."""
+    row = await conn.fetchrow(
+        f"""SELECT EXISTS (SELECT 1 FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
+                   EXISTS (SELECT 1 FROM emergency_grant
+                           WHERE patient_id = $1 AND user_id = $3 AND granted_at <= $2 AND expires_at > $2)""",
+        patient_id, now, user_id,
+    )  # fmt: skip
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
+async def reachable_among(
+    conn: Connection, user_id: uuid.UUID, patient_ids: list[uuid.UUID], now: datetime
+) -> set[uuid.UUID]:
+    """Which of these patients the user has an active care relationship or emergency grant with."""
+    rows = await conn.fetch(
+        """SELECT patient_id FROM care_relationship
+           WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
+             AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
+           UNION
+           SELECT patient_id FROM emergency_grant
+           WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2""",
+        patient_ids, now, user_id,
+    )  # fmt: skip
+    return {r[0] for r in rows}
+
+
+async def insert_emergency_grant(
+    conn: Connection,
+    *,
+    patient_id: uuid.UUID,
+    user_id: uuid.UUID,
+    roles: list[str],
+    reason: str,
+    granted_at: datetime,
+    expires_at: datetime,
+) -> uuid.UUID:
+    grant_id = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        grant_id, patient_id, user_id, roles, reason, granted_at, expires_at,
+    )  # fmt: skip
+    return grant_id
+
+
+async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    """Grants, newest first; of one patient or of all."""
+    rows = await conn.fetch(
+        """SELECT id, patient_id, user_id, user_roles, reason, granted_at, expires_at FROM emergency_grant
+           WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
+        patient_id, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]

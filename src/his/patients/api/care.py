@@ -1,0 +1,172 @@
+"""Care teams and break-the-glass, under /patients (reached through the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from his.events.audit import PatientsRecordAccessed, record_access
+from his.kernel.auth import require
+from his.kernel.problems import HTTPException
+from his.kernel.service import ServiceContext
+from his.patients import handlers, store
+from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
+from his.patients.domain import (
+    CLINICIANS,
+    REASON_MAX,
+    REASON_MIN,
+    InvalidCareRelationshipError,
+    InvalidEmergencyReasonError,
+)
+
+CARE_TEAM_MANAGERS = ("RECEPTIONIST", "ADMIN")
+OVERSIGHT = ("ADMIN", "AUDITOR")
+
+
+class AssignToCareTeam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: The clinician's user id (the ``sub`` of their access token), not a practitioner id.
+    user_id: uuid.UUID
+    #: When the relationship ends; open-ended if omitted.
+    until: AwareDatetime | None = None
+
+
+class CareRelationship(BaseModel):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    user_id: uuid.UUID
+    source: str
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+class CareTeam(BaseModel):
+    items: list[CareRelationship]
+
+
+class RequestEmergencyAccess(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Why access is needed now, in a sentence. Kept in patients; never published.
+    reason: str = Field(min_length=REASON_MIN, max_length=REASON_MAX)
+
+
+class EmergencyGrant(BaseModel):
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    expires_at: datetime
+
+
+class EmergencyGrantRecord(BaseModel):
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    user_id: uuid.UUID
+    roles: list[str]
+    reason: str
+    granted_at: datetime
+    expires_at: datetime
+    active: bool
+
+
+class EmergencyGrants(BaseModel):
+    items: list[EmergencyGrantRecord]
+
+
+def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/emergency-access", response_model=EmergencyGrants)
+    async def grants(
+        request: Request, patient_id: uuid.UUID | None = None, limit: int = Query(default=50, ge=1, le=200)
+    ) -> EmergencyGrants:
+        """Break-the-glass grants with their stated reasons, newest first (ADMIN, AUDITOR); of one patient or all."""
+        who = await guard.caller(request)
+        require(who, *OVERSIGHT)
+        now = guard.clock()
+        async with ctx.db.uow() as uow:
+            rows = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
+            for pid in dict.fromkeys(r["patient_id"] for r in rows):
+                record_access(uow, PatientsRecordAccessed, who, patient_id=pid, action="read",
+                              resource="emergency_access", purpose="oversight")  # fmt: skip
+        return EmergencyGrants(items=[
+            EmergencyGrantRecord(grant_id=r["id"], patient_id=r["patient_id"], user_id=r["user_id"],
+                                 roles=r["user_roles"], reason=r["reason"], granted_at=r["granted_at"],
+                                 expires_at=r["expires_at"], active=r["granted_at"] <= now < r["expires_at"])
+            for r in rows
+        ])  # fmt: skip
+
+    @r.post("/{patient_id}/emergency-access", status_code=201, response_model=EmergencyGrant)
+    async def break_the_glass(patient_id: uuid.UUID, body: RequestEmergencyAccess, request: Request) -> EmergencyGrant:
+        """Emergency access to one patient without a care relationship (DOCTOR, NURSE).
+
+        Needs a reason; lasts ``HIS_EMERGENCY_ACCESS_MINUTES`` (default 60) for this patient
+        only. The grant and every read under it are audited and flagged; administrators are
+        alerted (``his.patients.emergency_access.granted.v1``, ids only).
+        """
+        who = await guard.caller(request)
+        if not who.roles & CLINICIANS:
+            raise HTTPException(403, "emergency access is for clinicians (DOCTOR, NURSE)")
+        try:
+            async with ctx.db.uow() as uow:
+                grant = await handlers.grant_emergency_access(
+                    uow, patient_id, who, body.reason, minutes=guard.emergency_minutes, now=guard.clock()
+                )
+        except InvalidEmergencyReasonError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except handlers.PatientNotFoundError:
+            raise HTTPException(404, "patient not found") from None
+        return EmergencyGrant(grant_id=grant.grant_id, patient_id=grant.patient_id, expires_at=grant.expires_at)
+
+    @r.get("/{patient_id}/care-team", response_model=CareTeam, responses=CARE_REQUIRED_RESPONSE)
+    async def team(patient_id: uuid.UUID, request: Request) -> Any:
+        """The patient's active care relationships: staff (clinicians need their own), or the patient themself."""
+        who = await guard.caller(request)
+        async with ctx.db.uow() as uow:
+            _, access = await guard.open(uow, who, patient_id, resource="care_team")
+            rows = await store.care_team(uow.conn, patient_id, guard.clock()) if access.allowed else []
+        if not access.allowed:
+            return guard.refusal(patient_id, access)
+        return CareTeam(items=[CareRelationship(**r) for r in rows])
+
+    @r.post("/{patient_id}/care-team", status_code=201, response_model=CareRelationship)
+    async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, request: Request) -> CareRelationship:
+        """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN)."""
+        who = await guard.caller(request)
+        require(who, *CARE_TEAM_MANAGERS)
+        try:
+            async with ctx.db.uow() as uow:
+                row = await handlers.assign_to_care_team(
+                    uow, patient_id, body.user_id, body.until, actor=uuid.UUID(who.subject), now=guard.clock()
+                )
+                record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
+                              resource="care_team", purpose="administration")  # fmt: skip
+        except InvalidCareRelationshipError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except handlers.PatientNotFoundError:
+            raise HTTPException(404, "patient not found") from None
+        except handlers.NotAClinicianError:
+            raise HTTPException(422, "user_id is not a known clinician account (DOCTOR or NURSE)") from None
+        except handlers.AlreadyOnCareTeamError:
+            raise HTTPException(409, "this clinician is already on the patient's care team") from None
+        return CareRelationship(**row)
+
+    @r.delete("/{patient_id}/care-team/{relationship_id}", status_code=204, response_class=Response)
+    async def end(patient_id: uuid.UUID, relationship_id: uuid.UUID, request: Request) -> Response:
+        """End a care relationship now (RECEPTIONIST, ADMIN); it stays on record as ended."""
+        who = await guard.caller(request)
+        require(who, *CARE_TEAM_MANAGERS)
+        async with ctx.db.uow() as uow:
+            ended = await store.end_care_relationship(
+                uow.conn, patient_id, relationship_id, guard.clock(), uuid.UUID(who.subject)
+            )
+            if ended:
+                record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="update",
+                              resource="care_team", purpose="administration")  # fmt: skip
+        if not ended:
+            raise HTTPException(404, "this patient has no such care relationship")
+        return Response(status_code=204)
+
+    return r

@@ -1,0 +1,13 @@
+"""Settings of the patients service (``HIS_*`` environment variables, or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PatientsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HIS_", env_file=".env", extra="ignore")
+
+    #: How long break-the-glass access lasts (minutes; fractions allowed, at most a day).
+    emergency_access_minutes: float = Field(default=60.0, gt=0, le=24 * 60)

@@ -1,0 +1,276 @@
+"""The BOLA matrix: every id-bearing operation of the public API, for pairs of users.
+
+Each pair holds one object per member: patients A and B (their own records), doctors 1 and 2
+(care relationships with A and with B), billing users 1 and 2. For every operation with an id
+in its path or an id query parameter (``patient_id``…), taken from the gateway's own OpenAPI
+document, the matrix says how each pair must fare; an operation missing from the matrix fails
+the test, so a route added later must be placed in it. Refusals are 403 or 404 problem+json
+holding nothing of the other's object, and identity headers a client makes up change nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import Hospital, assign, create_user, register_patient, wait_until
+
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+REASON = "Suspected sepsis, patient confused and cannot give consent or history"
+
+
+class Expect(Enum):
+    #: Each member reaches their own object, never the other's.
+    OWN = "own"
+    #: Neither member reaches either object (a route for other roles).
+    NEITHER = "neither"
+    #: The role reaches every object by design (role-based staff access), so both succeed on both.
+    ROLE = "role"
+    #: Not an ownership question; the entry says why and which test covers it.
+    EXEMPT = "exempt"
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    auth: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One pair member's object: a patient, and the care relationship of that patient's doctor."""
+
+    patient: dict[str, Any]
+    relationship_id: str
+
+    def secrets(self) -> list[str]:
+        """What of this object must never reach someone refused it."""
+        p = self.patient
+        return [str(p["family_name"]), str(p["given_name"]), str(p["mrn"]), str(p["email"]), str(p["phone"]),
+                self.relationship_id]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class World:
+    gateway: str
+    admin: dict[str, str]
+    pairs: dict[str, tuple[Member, Member]]
+    targets: tuple[Target, Target]
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    json: dict[str, Any] | None = None
+
+
+Build = Callable[[Member, Target], Call]
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Build
+    patients: Expect
+    clinicians: Expect
+    billing: Expect
+    why: str = ""
+
+    def expect(self, pair: str) -> Expect:
+        return {"patients": self.patients, "clinicians": self.clinicians, "billing": self.billing}[pair]
+
+
+def _pid(t: Target) -> str:
+    return str(t.patient["id"])
+
+
+# Billing users own nothing yet, so their pair is checked against the patients' objects, which
+# BILLING reaches by role where it reaches them at all. When invoices exist, each billing user
+# gets objects of their own and the invoice routes get entries here, for instance:
+#   ("GET", "/api/invoices/{id}"):           Entry(get_invoice, patients=OWN, clinicians=NEITHER, billing=...)
+#   ("GET", "/api/invoices"):                Entry(list_invoices_of_patient, ...)   # ?patient_id=
+#   ("POST", "/api/invoices/{id}/payments"): Entry(pay_invoice, ...)
+# (the test below fails until they do).
+MATRIX: dict[tuple[str, str], Entry] = {
+    ("GET", "/api/patients/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}"),
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/patients/{id}/care-team"): Entry(
+        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/care-team"),
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/patients/{id}/care-team"): Entry(
+        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/care-team", json={"user_id": m.user_id}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("DELETE", "/api/patients/{id}/care-team/{relationship_id}"): Entry(
+        lambda m, t: Call("DELETE", f"/api/patients/{_pid(t)}/care-team/{t.relationship_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/patients/{id}/emergency-access"): Entry(
+        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/emergency-access", json={"reason": REASON}),
+        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
+        why="any clinician may break the glass on any patient, with a reason (tests/e2e/test_break_glass.py)",
+    ),
+    ("GET", "/api/patients/emergency-access"): Entry(
+        lambda m, t: Call("GET", "/api/patients/emergency-access", params={"patient_id": _pid(t)}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/notifications"): Entry(
+        lambda m, t: Call("GET", "/api/notifications", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/audit"): Entry(
+        lambda m, t: Call("GET", "/api/audit", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+}  # fmt: skip
+
+
+def spoofed_headers(auth: dict[str, str], pretend: str) -> dict[str, str]:
+    """Headers a client might hope the system trusts for identity; none may change an answer."""
+    return auth | {
+        "x-user-id": pretend, "x-user": pretend, "x-subject": pretend, "x-principal": pretend,
+        "x-forwarded-user": pretend, "x-forwarded-email": pretend, "x-auth-request-user": pretend,
+        "x-auth-request-email": pretend, "x-remote-user": pretend, "remote-user": pretend, "x-his-user": pretend,
+        "x-patient-id": pretend, "x-roles": "ADMIN", "x-role": "ADMIN", "x-his-roles": "ADMIN,AUDITOR",
+        "x-his-client-ip": "10.0.0.1", "x-forwarded-for": "10.0.0.1", "x-real-ip": "10.0.0.1",
+        "forwarded": "for=10.0.0.1;by=gateway",
+    }  # fmt: skip
+
+
+def id_bearing_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """Operations with a path parameter, or a query parameter naming an id."""
+    found = set()
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            params = [*item.get("parameters", []), *op.get("parameters", [])]
+            if any(p["in"] == "path" or (p["in"] == "query" and (p["name"] == "id" or p["name"].endswith("_id")))
+                   for p in params):  # fmt: skip
+                found.add((method.upper(), path))
+    return found
+
+
+@pytest.fixture(scope="module")
+def world(shared_hospital: Hospital) -> World:
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin = h.login()
+    tag, number = uuid.uuid4().hex[:6], uuid.uuid4().int % 1000
+    patients = []
+    for n, side in enumerate(("a", "b")):
+        email, password = f"bola-{side}-{tag}@example.org", "a patient's own passphrase"
+        r = httpx.post(f"{gw}/api/auth/register", timeout=10,
+                       json={"email": email, "password": password, "full_name": f"Bola {side}"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        user_id = str(r.json()["user_id"])
+        record = register_patient(h, admin, f"Bola{side.upper()}-{tag}", given_name=f"Given{side}{tag}",
+                                  user_id=user_id, phone=f"+90 555 {number:03d} 00{n}")  # fmt: skip
+        patients.append((Member(user_id, h.login(email, password)), record))
+    doctors = [Member(*create_user(h, admin, "DOCTOR", f"bola{n}")) for n in (1, 2)]
+    billing = [Member(*create_user(h, admin, "BILLING", f"bola{n}")) for n in (1, 2)]
+    targets = tuple(
+        Target(record, assign(h, admin, record["id"], doctor.user_id))
+        for (_, record), doctor in zip(patients, doctors, strict=True)
+    )
+    # Notifications and audit learn who owns which patient from events: wait until they have.
+    for member, record in patients:
+        for path in ("/api/notifications", "/api/audit"):
+            wait_until(
+                lambda p=path, m=member, r=record: httpx.get(
+                    f"{gw}{p}", params={"patient_id": r["id"]}, headers=m.auth, timeout=10).status_code == 200,
+                what=f"{path} to know patient {record['id']}'s owner",
+            )  # fmt: skip
+    return World(
+        gw,
+        admin,
+        {"patients": (patients[0][0], patients[1][0]), "clinicians": (doctors[0], doctors[1]),
+         "billing": (billing[0], billing[1])},
+        (targets[0], targets[1]),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def send(world: World, call: Call, headers: dict[str, str]) -> httpx.Response:
+    return httpx.request(call.method, f"{world.gateway}{call.path}", params=call.params, json=call.json,
+                         headers=headers, timeout=10)  # fmt: skip
+
+
+def test_every_id_bearing_operation_is_in_the_matrix(shared_hospital: Hospital) -> None:
+    document = httpx.get(f"{shared_hospital.gateway}/openapi.json", timeout=10).json()
+    operations = id_bearing_operations(document)
+    assert ("GET", "/api/patients/{id}") in operations  # the enumeration itself works
+    missing = sorted(operations - MATRIX.keys())
+    assert not missing, f"id-bearing operations without a BOLA matrix entry: {missing}"
+    stale = sorted(MATRIX.keys() - operations)
+    assert not stale, f"matrix entries for operations the API no longer has: {stale}"
+    for key, entry in MATRIX.items():
+        exempt = [p for p in ("patients", "clinicians", "billing") if entry.expect(p) is Expect.EXEMPT]
+        assert not exempt or entry.why, f"{key}: an exemption needs its reason"
+
+
+@pytest.mark.parametrize("pair", ["patients", "clinicians", "billing"])
+@pytest.mark.parametrize("operation", list(MATRIX), ids=" ".join)
+def test_no_one_reaches_the_other_ones_object(world: World, operation: tuple[str, str], pair: str) -> None:
+    entry = MATRIX[operation]
+    expect = entry.expect(pair)
+    if expect is Expect.EXEMPT:
+        pytest.skip(entry.why)
+    members = world.pairs[pair]
+    for me, mine, theirs, other in ((0, 0, 1, 1), (1, 1, 0, 0)):
+        member, own, foreign = members[me], world.targets[mine], world.targets[theirs]
+        own_answer = send(world, entry.build(member, own), member.auth)
+        if expect in (Expect.OWN, Expect.ROLE):
+            assert 200 <= own_answer.status_code < 300, (operation, pair, me, own_answer.text)
+            if expect is Expect.OWN:
+                assert_holds_nothing_of(foreign, own_answer)  # e.g. A's care team does not list B's doctor
+        else:
+            assert_refused(foreign, own_answer, (operation, pair, me, "own"))
+        foreign_call = entry.build(member, foreign)
+        answer = send(world, foreign_call, member.auth)
+        if expect is Expect.ROLE:
+            assert 200 <= answer.status_code < 300, (operation, pair, me, answer.text)
+            continue
+        assert_refused(foreign, answer, (operation, pair, me, "other's"))
+        # Claiming to be the other member, or an administrator, in headers changes nothing.
+        spoofed = send(world, foreign_call, spoofed_headers(member.auth, members[other].user_id))
+        assert (spoofed.status_code, spoofed.json().get("detail")) == (answer.status_code, answer.json().get("detail"))
+        assert_refused(foreign, spoofed, (operation, pair, me, "spoofed"))
+
+
+def test_identity_headers_without_a_token_get_nothing(world: World) -> None:
+    member = world.pairs["patients"][0]
+    for operation, entry in MATRIX.items():
+        call = entry.build(member, world.targets[1])
+        answer = send(world, call, spoofed_headers({}, member.user_id))
+        assert answer.status_code == 401, (operation, answer.text)
+        assert_holds_nothing_of(world.targets[1], answer)
+
+
+def test_a_child_id_is_only_found_under_its_own_parent(world: World) -> None:
+    """Even for an administrator, a relationship id under another patient's path is not found."""
+    a, b = world.targets
+    r = httpx.delete(f"{world.gateway}/api/patients/{b.patient['id']}/care-team/{a.relationship_id}",
+                     headers=world.admin, timeout=10)  # fmt: skip
+    assert r.status_code == 404
+    team = httpx.get(f"{world.gateway}/api/patients/{a.patient['id']}/care-team", headers=world.admin, timeout=10)
+    assert [m["id"] for m in team.json()["items"]] == [a.relationship_id]
+
+
+def assert_refused(foreign: Target, answer: httpx.Response, where: object) -> None:
+    assert answer.status_code in (403, 404), (where, answer.status_code, answer.text)
+    assert answer.headers["content-type"] == "application/problem+json", where
+    assert_holds_nothing_of(foreign, answer)
+
+
+def assert_holds_nothing_of(target: Target, answer: httpx.Response) -> None:
+    for secret in target.secrets():
+        assert secret not in answer.text, (secret, answer.request.url, answer.text)
