@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -44,10 +45,16 @@ class Member:
 
 @dataclass(frozen=True)
 class Target:
-    """One pair member's object: a patient, and the care relationship of that patient's doctor."""
+    """One pair member's objects: a patient, the care relationship of that patient's doctor, the
+    doctor's practitioner profile and leave request, the patient's appointments with that doctor
+    (one to move, one to cancel) and the patient's waitlist entry."""
 
     patient: dict[str, Any]
     relationship_id: str
+    practitioner_id: str = ""
+    leave_id: str = ""
+    appointments: tuple[str, str] = ("", "")
+    waitlist_id: str = ""
 
     def secrets(self) -> list[str]:
         """What of this object must never reach someone refused it."""
@@ -91,6 +98,20 @@ def _pid(t: Target) -> str:
     return str(t.patient["id"])
 
 
+#: The day the BOLA world's clinics run (days ahead), and the hour each call may move a booking to.
+CLINIC_DAY = 20
+SHIFT_DAY = 21
+
+
+def _at(days: int, hour: float) -> str:
+    base = (datetime.now(UTC) + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (base + timedelta(hours=hour)).isoformat()
+
+
+def _span(days: int, hour: float, minutes: int) -> dict[str, str]:
+    return {"start": _at(days, hour), "end": _at(days, hour + minutes / 60)}
+
+
 # Billing users own nothing yet, so their pair is checked against the patients' objects, which
 # BILLING reaches by role where it reaches them at all. When invoices exist, each billing user
 # gets objects of their own and the invoice routes get entries here, for instance:
@@ -123,6 +144,72 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/patients/emergency-access"): Entry(
         lambda m, t: Call("GET", "/api/patients/emergency-access", params={"patient_id": _pid(t)}),
         patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}"),
+        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/practitioners/{id}/shifts"): Entry(
+        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/shifts", json=_span(SHIFT_DAY, 8, 480)),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/shifts"): Entry(
+        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/shifts",
+                          params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/practitioners/{id}/leave-requests"): Entry(
+        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests",
+                          json=_span(CLINIC_DAY + 30, 0, 24 * 60)),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/leave-requests"): Entry(
+        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/leave-requests"),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/practitioners/{id}/leave-requests/{leave_id}/{action}"): Entry(
+        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests/{t.leave_id}/cancel"),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/availability"): Entry(
+        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/availability",
+                          params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/practitioners/{id}/slots"): Entry(
+        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/slots",
+                          params={"date": _at(CLINIC_DAY, 0)[:10]}),
+        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/appointments"): Entry(
+        lambda m, t: Call("GET", "/api/appointments", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/appointments/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/appointments/{t.appointments[0]}"),
+        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/appointments/{id}/reschedule"): Entry(
+        lambda m, t: Call("POST", f"/api/appointments/{t.appointments[0]}/reschedule", json=_span(CLINIC_DAY, 12, 20)),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/appointments/{id}/{action}"): Entry(
+        lambda m, t: Call("POST", f"/api/appointments/{t.appointments[1]}/cancel"),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/waitlist"): Entry(
+        lambda m, t: Call("GET", "/api/waitlist", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/waitlist/{id}/withdraw"): Entry(
+        lambda m, t: Call("POST", f"/api/waitlist/{t.waitlist_id}/withdraw"),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/waitlist/{id}/accept"): Entry(
+        lambda m, t: Call("POST", f"/api/waitlist/{t.waitlist_id}/accept"),
+        patients=Expect.EXEMPT, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+        why="an entry's owner gets 409 until a slot is offered; the same ownership check is exercised by "
+            "/withdraw, and accepting an offer by tests/e2e/test_outpatient.py",
     ),
     ("GET", "/api/notifications"): Entry(
         lambda m, t: Call("GET", "/api/notifications", params={"patient_id": _pid(t)}),
@@ -182,6 +269,10 @@ def world(shared_hospital: Hospital) -> World:
         Target(record, assign(h, admin, record["id"], doctor.user_id))
         for (_, record), doctor in zip(patients, doctors, strict=True)
     )
+    targets = tuple(
+        outpatient(h, admin, t, doctor, patient_auth)
+        for t, doctor, (patient_auth, _) in zip(targets, doctors, patients, strict=True)
+    )
     # Notifications and audit learn who owns which patient from events: wait until they have.
     for member, record in patients:
         for path in ("/api/notifications", "/api/audit"):
@@ -197,6 +288,34 @@ def world(shared_hospital: Hospital) -> World:
          "billing": (billing[0], billing[1])},
         (targets[0], targets[1]),  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def outpatient(h: Hospital, admin: dict[str, str], target: Target, doctor: Member, patient: Member) -> Target:
+    """The doctor's practitioner profile, a clinic day and a leave request; the patient's two
+    appointments with that doctor and a waitlist entry."""
+    gw = h.gateway
+
+    def post(path: str, body: dict[str, Any], auth: dict[str, str]) -> dict[str, Any]:
+        r = httpx.post(f"{gw}{path}", json=body, headers=auth, timeout=10)
+        assert r.status_code == 201, (path, r.text)
+        return dict(r.json())
+
+    pid = post("/api/practitioners", {"full_name": "Dr. Bola", "specialty": "cardiology", "user_id": doctor.user_id},
+               admin)["id"]  # fmt: skip
+    post(f"/api/practitioners/{pid}/shifts", _span(CLINIC_DAY, 8, 480), doctor.auth)
+    leave = post(f"/api/practitioners/{pid}/leave-requests", _span(CLINIC_DAY + 40, 0, 24 * 60), doctor.auth)["id"]
+    booked = []
+    for hour in (9, 10):
+        body = {
+            "patient_id": _pid(target),
+            "practitioner_id": pid,
+            "service": "consultation",
+            **_span(CLINIC_DAY, hour, 20),
+        }
+        booked.append(post("/api/appointments", body, admin)["id"])
+    entry = post("/api/waitlist", {"patient_id": _pid(target), "practitioner_id": pid, "service": "consultation"},
+                 patient.auth)["id"]  # fmt: skip
+    return replace(target, practitioner_id=pid, leave_id=leave, appointments=(booked[0], booked[1]), waitlist_id=entry)
 
 
 def send(world: World, call: Call, headers: dict[str, str]) -> httpx.Response:
