@@ -211,6 +211,15 @@ MATRIX: dict[tuple[str, str], Entry] = {
         why="an entry's owner gets 409 until a slot is offered; the same ownership check is exercised by "
             "/withdraw, and accepting an offer by tests/e2e/test_outpatient.py",
     ),
+    ("GET", "/api/notifications/preferences"): Entry(
+        lambda m, t: Call("GET", "/api/notifications/preferences", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("PUT", "/api/notifications/preferences"): Entry(
+        lambda m, t: Call("PUT", "/api/notifications/preferences", params={"patient_id": _pid(t)},
+                          json={"email": True, "sms": False, "opted_out": False}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
     ("GET", "/api/notifications"): Entry(
         lambda m, t: Call("GET", "/api/notifications", params={"patient_id": _pid(t)}),
         patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,

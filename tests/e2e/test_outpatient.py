@@ -5,8 +5,12 @@ and no personal data in any event published during the run."""
 from __future__ import annotations
 
 import asyncio
+import mailbox
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +32,9 @@ CANARY = {
 
 @pytest.fixture(scope="module")
 def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
+    # No contact cache here, so that a message sent while patients is stopped must wait for it.
     h = Hospital(open_tmp("outpatient") / "data", free_port(), HIS_GATEWAY_RATE_PER_SUBJECT="1000",
-                 HIS_GATEWAY_RATE_PER_IP="1000", HIS_GATEWAY_BURST="1000")  # fmt: skip
+                 HIS_GATEWAY_RATE_PER_IP="1000", HIS_GATEWAY_BURST="1000", HIS_CONTACT_CACHE_SECONDS="0")  # fmt: skip
     h.start()
     yield h
     if h.proc is not None and h.proc.poll() is None:
@@ -187,3 +192,51 @@ def _dump(hospital: Hospital) -> str:
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     return out.stdout.decode()
+
+
+def _maildir(hospital: Hospital) -> list[mailbox.MaildirMessage]:
+    root = hospital.data / "mail" / "maildir"
+    return list(mailbox.Maildir(root, create=False)) if root.exists() else []
+
+
+def _mail_to(hospital: Hospital, address: str, subject_start: str) -> list[mailbox.MaildirMessage]:
+    return [m for m in _maildir(hospital) if m["To"] == address and str(m["Subject"]).startswith(subject_start)]
+
+
+def test_a_booking_arrives_in_the_maildir(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor, address = desk.practitioner(), "bora.mailcheck@example.org"
+    patient = desk.patient(email=address)
+    wait_until(lambda: _mail_to(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    started = time.monotonic()
+    assert desk.post("/api/appointments", desk.booking(patient, doctor, 15)).status_code == 201
+    wait_until(lambda: _mail_to(hospital, address, "Your appointment"), timeout=30, what="the confirmation")
+    print(f"booking -> maildir: {time.monotonic() - started:.3f}s")
+    history = desk.get("/api/notifications", params={"patient_id": patient}).json()["items"]
+    assert {(i["template"], i["status"]) for i in history} >= {("appointment_booked", "sent"), ("welcome", "sent")}
+    reminder = next(i for i in history if i["template"] == "appointment_reminder")
+    assert reminder["status"] == "queued" and reminder["due_at"] == (day_at(15) - timedelta(hours=24)).isoformat()
+
+
+def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor, address = desk.practitioner(), "pause.check@example.org"
+    patient = desk.patient(email=address)
+    wait_until(lambda: _mail_to(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    services = hospital.state()["services"]
+    assert isinstance(services, dict)
+    pid = int(services["patients"]["pid"])
+    os.kill(pid, signal.SIGSTOP)  # patients stops answering (its gRPC calls time out)
+    try:
+        assert desk.post("/api/appointments", desk.booking(patient, doctor, 14)).status_code == 201
+
+        def waiting() -> bool:
+            items = desk.get("/api/notifications", params={"patient_id": patient}).json()["items"]
+            booked = [i for i in items if i["template"] == "appointment_booked"]
+            return bool(booked and booked[0]["status"] == "queued" and "patients" in str(booked[0]["reason"]))
+
+        wait_until(waiting, timeout=30, what="the confirmation to wait for patients")
+        assert not _mail_to(hospital, address, "Your appointment")  # nothing sent, nothing guessed
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: _mail_to(hospital, address, "Your appointment"), timeout=60, what="the confirmation")

@@ -246,6 +246,7 @@ def plan_children(stack: Stack) -> None:
             "HIS_HOST": s.host,
             "PYTHONUNBUFFERED": "1",
             "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
+            "HIS_TIMEZONE": hospital_timezone(s),
         }
     )
     # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.
@@ -269,8 +270,7 @@ def plan_children(stack: Stack) -> None:
         )
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
-        if svc == "patients":
-            env["HIS_EMERGENCY_ACCESS_MINUTES"] = str(patients_settings().emergency_access_minutes)
+        env.update(service_settings_env(svc))
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
     env = dict(
         base,
@@ -296,6 +296,38 @@ def patients_settings() -> PatientsSettings:
         raise ServerStartError(
             "HIS_EMERGENCY_ACCESS_MINUTES must be a number of minutes above 0, at most 1440"
         ) from None
+
+
+def hospital_timezone(settings: Settings) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ServerStartError(
+            f"HIS_TIMEZONE={settings.timezone!r} is not a time zone (e.g. Europe/Istanbul)"
+        ) from None
+    return settings.timezone
+
+
+def service_settings_env(service: str) -> dict[str, str]:
+    """A service's own settings, read and checked here (one clear error at start, not a crash loop),
+    then handed to the service process. Nothing else of the supervisor's environment is."""
+    from pydantic import ValidationError
+
+    from his.notifications.settings import NotificationsSettings
+
+    if service == "patients":
+        values = patients_settings().model_dump()
+    elif service == "notifications":
+        try:
+            values = NotificationsSettings().model_dump()
+        except ValidationError as exc:
+            names = ", ".join(f"HIS_{str(e['loc'][0]).upper()}" for e in exc.errors())
+            raise ServerStartError(f"invalid notifications settings: {names}") from None
+    else:
+        return {}
+    return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 
 def launch(child: Child) -> None:

@@ -73,6 +73,8 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/waitlist/{id}/withdraw", "scheduling", "/waitlist/{0}/withdraw"),
     _r("GET", "/api/notifications", "notifications", "/notifications"),
     _r("GET", "/api/notifications/alerts", "notifications", "/notifications/alerts"),
+    _r("GET", "/api/notifications/preferences", "notifications", "/notifications/preferences"),
+    _r("PUT", "/api/notifications/preferences", "notifications", "/notifications/preferences"),
     _r("GET", "/api/audit", "audit", "/audit"),
 )
 

@@ -15,7 +15,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,8 @@ class ServiceDefinition:
     subscriptions: tuple[Subscription, ...] = ()
     routes: Callable[[ServiceContext], APIRouter] | None = None
     description: str = ""
+    #: Long-running tasks of the service (e.g. a dispatcher), by name; readiness watches them.
+    background: Callable[[ServiceContext], dict[str, Coroutine[Any, Any, None]]] | None = None
     #: gRPC services it offers other services, served with mutual TLS on ``HIS_GRPC_PORT``.
     grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
 
@@ -187,6 +189,9 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         tasks[c.sub.name] = asyncio.create_task(c.run(), name=c.sub.name)
     if mover.durables:
         tasks["dlq-mover"] = asyncio.create_task(mover.run(), name="dlq-mover")
+    if defn.background is not None:
+        for name, coro in defn.background(ctx).items():
+            tasks[name] = asyncio.create_task(coro, name=name)
 
     app = FastAPI(title=f"his {defn.name}", description=defn.description, docs_url=None, redoc_url=None)
     app.include_router(ops_router(ctx, tasks))

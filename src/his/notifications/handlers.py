@@ -1,21 +1,99 @@
-"""Use cases of the notifications service: one function per consumed event."""
+"""Use cases of the notifications service: one function per consumed event.
+
+Consumers only decide what to send and when (a delivery row per channel the patient wants, in
+the event's transaction); the dispatcher sends. Events carry ids, codes and times, never an
+address or a name: those are asked of patients when the message goes out.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
 from his.events.patients import EmergencyAccessGranted, PatientRegistered
+from his.events.scheduling import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentRescheduled,
+    WaitlistOffered,
+)
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.notifications import store
+from his.notifications.domain import reminder_due
+
+
+async def _queue(
+    uow: UnitOfWork,
+    env: Envelope,
+    patient_id: uuid.UUID,
+    template: str,
+    *,
+    due_at: datetime | None = None,
+    appointment_id: uuid.UUID | None = None,
+    context: dict[str, Any] | None = None,
+) -> None:
+    prefs = await store.preferences(uow.conn, patient_id)
+    ctx = {"queued_at": datetime.now(UTC).isoformat(), **(context or {})}
+    for channel in prefs.channels():
+        await store.queue(uow.conn, patient_id=patient_id, template=template, channel=channel, event_id=env.id,
+                          due_at=due_at, appointment_id=appointment_id, context=ctx)  # fmt: skip
+
+
+def _appointment(ev: AppointmentEvent) -> dict[str, Any]:
+    return {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service}
 
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Queue the welcome message for a newly registered patient."""
+    """Welcome a newly registered patient; remember which account owns the record."""
     if not isinstance(ev, PatientRegistered):
         raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)
-    await store.queue_delivery(uow.conn, patient_id=ev.patient_id, template="welcome", channel="email", event_id=env.id)
+    await _queue(uow, env, ev.patient_id, "welcome")
+
+
+async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Confirm the booking now, and remind 24 hours before (once per appointment time)."""
+    if not isinstance(ev, AppointmentBooked):
+        raise PermanentError(f"unexpected event {env.type}")
+    await _queue(uow, env, ev.patient_id, "appointment_booked", appointment_id=ev.appointment_id,
+                 context=_appointment(ev))  # fmt: skip
+    due = reminder_due(ev.start, datetime.now(UTC))
+    if due is not None:
+        await _queue(uow, env, ev.patient_id, "appointment_reminder", due_at=due, appointment_id=ev.appointment_id,
+                     context=_appointment(ev))  # fmt: skip
+
+
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, AppointmentCancelled):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.cancel_reminders(uow.conn, ev.appointment_id)
+    await _queue(uow, env, ev.patient_id, "appointment_cancelled", appointment_id=ev.appointment_id,
+                 context=_appointment(ev))  # fmt: skip
+
+
+async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, AppointmentRescheduled):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.cancel_reminders(uow.conn, ev.appointment_id)
+    ctx = _appointment(ev) | {"previous_start": ev.previous_start.isoformat()}
+    await _queue(uow, env, ev.patient_id, "appointment_rescheduled", appointment_id=ev.appointment_id, context=ctx)
+    due = reminder_due(ev.start, datetime.now(UTC))
+    if due is not None:
+        await _queue(uow, env, ev.patient_id, "appointment_reminder", due_at=due, appointment_id=ev.appointment_id,
+                     context=_appointment(ev))  # fmt: skip
+
+
+async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, WaitlistOffered):
+        raise PermanentError(f"unexpected event {env.type}")
+    ctx = {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service,
+           "expires_at": ev.expires_at.isoformat()}  # fmt: skip
+    await _queue(uow, env, ev.patient_id, "waitlist_offer", context=ctx)
 
 
 async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:

@@ -7,14 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from his.events.audit import NotificationsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.problems import HTTPException
-from his.kernel.security import TokenVerifier
+from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.notifications import store
+from his.notifications.domain import Preferences
 
 
 class Alert(BaseModel):
@@ -30,6 +31,14 @@ class Alert(BaseModel):
 
 class Alerts(BaseModel):
     items: list[Alert]
+
+
+class PreferencesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: bool = True
+    sms: bool = False
+    #: No messages at all (reminders included).
+    opted_out: bool = False
 
 
 def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
@@ -59,8 +68,8 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
             if not (owner or who.has_any("ADMIN")):
                 raise HTTPException(404, "patient not found")
             rows = await uow.conn.fetch(
-                """SELECT id, template, channel, status, created_at FROM delivery
-                   WHERE patient_id = $1 ORDER BY created_at DESC LIMIT $2""",
+                """SELECT id, template, channel, status, created_at, due_at, sent_at, last_error FROM delivery
+                   WHERE patient_id = $1 ORDER BY created_at DESC, due_at DESC LIMIT $2""",
                 patient_id,
                 limit,
             )
@@ -68,9 +77,43 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
                           resource="delivery", purpose="own_record" if owner else "administration")  # fmt: skip
         items = [
             {"id": str(x["id"]), "template": x["template"], "channel": x["channel"], "status": x["status"],
-             "created_at": x["created_at"].isoformat()}
+             "created_at": x["created_at"].isoformat(), "due_at": x["due_at"].isoformat(),
+             "sent_at": x["sent_at"].isoformat() if x["sent_at"] else None, "reason": x["last_error"]}
             for x in rows
         ]  # fmt: skip
         return {"items": items}
+
+    async def may_manage(who: Principal, patient_id: uuid.UUID) -> bool:
+        if who.has_any("ADMIN", "RECEPTIONIST"):
+            return True
+        async with ctx.db.pool.acquire() as conn:
+            return await store.owns(conn, uuid.UUID(who.subject), patient_id)
+
+    @r.get("/preferences", response_model=PreferencesBody)
+    async def get_preferences(request: Request, patient_id: uuid.UUID) -> PreferencesBody:
+        """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
+        who = await authenticate(request, tokens)
+        if not await may_manage(who, patient_id):
+            raise HTTPException(404, "patient not found")
+        async with ctx.db.uow() as uow:
+            p = await store.preferences(uow.conn, patient_id)
+            purpose = "own_record" if who.has_any("PATIENT") else "care"
+            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="read",
+                          resource="preference", purpose=purpose)  # fmt: skip
+        return PreferencesBody(email=p.email, sms=p.sms, opted_out=p.opted_out)
+
+    @r.put("/preferences", response_model=PreferencesBody)
+    async def put_preferences(request: Request, patient_id: uuid.UUID, body: PreferencesBody) -> PreferencesBody:
+        """Choose channels, or opt out of all messages (the patient, RECEPTIONIST, ADMIN).
+        Messages already queued honour the change when they go out."""
+        who = await authenticate(request, tokens)
+        if not await may_manage(who, patient_id):
+            raise HTTPException(404, "patient not found")
+        async with ctx.db.uow() as uow:
+            await store.set_preferences(uow.conn, patient_id, Preferences(body.email, body.sms, body.opted_out))
+            purpose = "own_record" if who.has_any("PATIENT") else "care"
+            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="update",
+                          resource="preference", purpose=purpose)  # fmt: skip
+        return body
 
     return r

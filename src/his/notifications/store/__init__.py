@@ -4,25 +4,82 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 from his.kernel.db import Connection
+from his.notifications.domain import Preferences
 
 
-async def queue_delivery(
-    conn: Connection, *, patient_id: uuid.UUID, template: str, channel: str, event_id: uuid.UUID
-) -> uuid.UUID:
-    delivery_id = uuid.uuid4()
+async def queue(
+    conn: Connection,
+    *,
+    patient_id: uuid.UUID,
+    template: str,
+    channel: str,
+    event_id: uuid.UUID,
+    due_at: datetime | None = None,
+    appointment_id: uuid.UUID | None = None,
+    context: dict[str, Any] | None = None,
+) -> bool:
+    """Queue one message; False if this event already queued it (or the reminder exists)."""
+    status = await conn.execute(
+        """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id, due_at, appointment_id,
+                                 context)
+           VALUES ($1, $2, $3, $4, 'queued', $5, COALESCE($6, now()), $7, $8::jsonb)
+           ON CONFLICT DO NOTHING""",
+        uuid.uuid4(), patient_id, template, channel, event_id, due_at, appointment_id, json.dumps(context or {}),
+    )  # fmt: skip
+    return bool(status.endswith(" 1"))
+
+
+async def cancel_reminders(conn: Connection, appointment_id: uuid.UUID) -> None:
     await conn.execute(
-        """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id)
-           VALUES ($1, $2, $3, $4, 'queued', $5)""",
-        delivery_id,
-        patient_id,
-        template,
-        channel,
-        event_id,
+        """UPDATE delivery SET status = 'cancelled'
+           WHERE appointment_id = $1 AND template = 'appointment_reminder' AND status = 'queued'""",
+        appointment_id,
     )
-    return delivery_id
+
+
+async def preferences(conn: Connection, patient_id: uuid.UUID) -> Preferences:
+    row = await conn.fetchrow("SELECT email, sms, opted_out FROM preference WHERE patient_id = $1", patient_id)
+    return Preferences(row["email"], row["sms"], row["opted_out"]) if row else Preferences()
+
+
+async def set_preferences(conn: Connection, patient_id: uuid.UUID, p: Preferences) -> None:
+    await conn.execute(
+        """INSERT INTO preference (patient_id, email, sms, opted_out) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (patient_id) DO UPDATE
+           SET email = $2, sms = $3, opted_out = $4, updated_at = now()""",
+        patient_id, p.email, p.sms, p.opted_out,
+    )  # fmt: skip
+
+
+async def claim_due(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """Due deliveries, locked for this transaction; other dispatchers skip them."""
+    rows = await conn.fetch(
+        """SELECT id, patient_id, template, channel, attempts, context::text AS context FROM delivery
+           WHERE status = 'queued' AND due_at <= now()
+           ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [dict(r) | {"context": json.loads(r["context"])} for r in rows]
+
+
+async def finish(conn: Connection, delivery_id: uuid.UUID, status: str, error: str | None = None) -> None:
+    await conn.execute(
+        """UPDATE delivery SET status = $2, last_error = $3, attempts = attempts + 1,
+                  sent_at = CASE WHEN $2 = 'sent' THEN now() END
+           WHERE id = $1""",
+        delivery_id, status, error,
+    )  # fmt: skip
+
+
+async def retry_later(conn: Connection, delivery_id: uuid.UUID, due_at: datetime, error: str) -> None:
+    await conn.execute(
+        "UPDATE delivery SET attempts = attempts + 1, due_at = $2, last_error = $3 WHERE id = $1",
+        delivery_id, due_at, error,
+    )  # fmt: skip
 
 
 async def link_account(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:

@@ -1,0 +1,141 @@
+"""Channel adapters: how a rendered message leaves the hospital.
+
+Every adapter has the same small interface (``Channel``). In the default local setup e-mail goes
+to a real maildir under the data directory (any mail client can open it) and SMS to a spool
+file; with ``HIS_SMTP_HOST`` set, e-mail goes to that SMTP server. Deliveries carry their id, and
+the local adapters write under that id, so delivering the same message twice (a crash between
+sending and recording it) leaves one message, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import smtplib
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Protocol
+
+from his.kernel.resilience import DependencyUnavailableError
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    delivery_id: uuid.UUID
+    channel: str
+    to: str
+    subject: str
+    body: str
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Outgoing) -> None:
+        """Hand the message over; raise ``DependencyUnavailableError`` if it could not be, to retry."""
+        ...
+
+
+def email_message(m: Outgoing, sender: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = m.to
+    msg["Subject"] = m.subject
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+    msg["Message-ID"] = make_msgid(idstring=m.delivery_id.hex, domain="his.local")
+    msg["X-His-Delivery"] = str(m.delivery_id)
+    msg.set_content(m.body)
+    return msg
+
+
+class MaildirChannel:
+    """E-mail into a maildir (``new/``), written atomically through ``tmp/`` as the format asks."""
+
+    name = "email"
+
+    def __init__(self, root: Path, sender: str = "his <no-reply@his.local>") -> None:
+        self.root, self.sender = root, sender
+        for sub in ("tmp", "new", "cur"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    async def send(self, message: Outgoing) -> None:
+        await asyncio.to_thread(self._write, message)
+
+    def _write(self, m: Outgoing) -> None:
+        name = f"{int(time.time())}.{m.delivery_id.hex}.his"
+        if any(next((self.root / d).glob(f"*.{m.delivery_id.hex}.his*"), None) for d in ("new", "cur")):
+            return  # already delivered: the same delivery never lands twice
+        tmp = self.root / "tmp" / name
+        tmp.write_bytes(bytes(email_message(m, self.sender)))
+        os.replace(tmp, self.root / "new" / name)
+
+
+class SmtpChannel:
+    """E-mail through an SMTP server (STARTTLS when asked), with a timeout."""
+
+    name = "email"
+
+    def __init__(
+        self, host: str, port: int, *, sender: str, user: str | None, password: str | None, starttls: bool
+    ) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self.user, self.password, self.starttls = user, password, starttls
+
+    async def send(self, message: Outgoing) -> None:
+        try:
+            await asyncio.to_thread(self._send, message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DependencyUnavailableError("smtp", f"{type(exc).__name__}: {exc}") from exc
+
+    def _send(self, m: Outgoing) -> None:
+        with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
+            if self.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self.user and self.password:
+                smtp.login(self.user, self.password)
+            smtp.send_message(email_message(m, self.sender))
+
+
+class SpoolSmsChannel:
+    """Text messages appended to a spool file (JSON lines) for an SMS gateway to pick up."""
+
+    name = "sms"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, message: Outgoing) -> None:
+        await asyncio.to_thread(self._append, message)
+
+    def _append(self, m: Outgoing) -> None:
+        if self.path.exists() and str(m.delivery_id) in self.path.read_text():
+            return
+        line = {
+            "id": str(m.delivery_id),
+            "to": m.to,
+            "text": f"{m.subject}. {m.body.splitlines()[0] if m.body else ''}",
+        }
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class FakeChannel:
+    """Records what it was given (tests); can be told to fail."""
+
+    name: str = "email"
+    sent: list[Outgoing] = field(default_factory=list)
+    failing: bool = False
+
+    async def send(self, message: Outgoing) -> None:
+        if self.failing:
+            raise DependencyUnavailableError(self.name, "told to fail")
+        self.sent.append(message)

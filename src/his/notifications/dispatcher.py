@@ -1,0 +1,92 @@
+"""The dispatcher: sends due deliveries, one small batch per transaction.
+
+A batch's rows are locked (``FOR UPDATE SKIP LOCKED``) while their messages go out, so two
+dispatchers never send the same message; a message is recorded as sent in the same transaction
+that held it. If the patient directory or a channel does not answer, the delivery stays queued
+and is tried again later with backoff; a patient without an address for the channel gets no
+message (``failed``, with the reason), never a guessed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from his.kernel.db import Connection, Database
+from his.kernel.resilience import DependencyUnavailableError
+from his.notifications import store
+from his.notifications.channels import Channel, Outgoing
+from his.notifications.contacts import ContactDirectory
+from his.notifications.domain import retry_delay
+from his.notifications.templates import Renderer
+
+log = logging.getLogger("his.notifications.dispatcher")
+#: After this long without success a delivery is given up (``failed``).
+GIVE_UP = timedelta(days=2)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        contacts: ContactDirectory,
+        channels: dict[str, Channel],
+        renderer: Renderer,
+        *,
+        poll_seconds: float = 0.2,
+        batch: int = 20,
+    ) -> None:
+        self.db, self.contacts, self.channels, self.renderer = db, contacts, channels, renderer
+        self.poll, self.batch = poll_seconds, batch
+        self.sent = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                done = await self.tick()
+            except (OSError, ConnectionError) as exc:  # the database is away: wait, then go on
+                log.warning("dispatcher cannot reach the database: %r", exc)
+                done = 0
+            if done < self.batch:
+                await asyncio.sleep(self.poll)
+
+    async def tick(self) -> int:
+        """Send what is due, once; returns how many deliveries were handled."""
+        async with self.db.uow() as uow:
+            rows = await store.claim_due(uow.conn, self.batch)
+            for row in rows:
+                await self._deliver(uow.conn, row)
+        return len(rows)
+
+    async def _deliver(self, conn: Connection, row: dict[str, Any]) -> None:
+        did: uuid.UUID = row["id"]
+        if row["channel"] not in (await store.preferences(conn, row["patient_id"])).channels():
+            await store.finish(conn, did, "suppressed", "the patient does not want messages on this channel")
+            return
+        try:
+            contact = await self.contacts.contact(row["patient_id"])
+            if contact is None:
+                await store.finish(conn, did, "failed", "no such patient")
+                return
+            address = contact.address(row["channel"])
+            if not address:
+                await store.finish(conn, did, "failed", f"the patient has no {row['channel']} address")
+                return
+            subject, body = self.renderer.render(row["template"], {**row["context"], "name": contact.name})
+            await self.channels[row["channel"]].send(Outgoing(did, row["channel"], address, subject, body))
+        except DependencyUnavailableError as exc:
+            await self._later(conn, row, str(exc))
+            return
+        await store.finish(conn, did, "sent")
+        self.sent += 1
+
+    async def _later(self, conn: Connection, row: dict[str, Any], error: str) -> None:
+        now = datetime.now(UTC)
+        created = row["context"].get("queued_at")
+        if created and now - datetime.fromisoformat(created) > GIVE_UP:
+            await store.finish(conn, row["id"], "failed", f"gave up: {error}")
+            return
+        await store.retry_later(conn, row["id"], now + retry_delay(row["attempts"]), error)

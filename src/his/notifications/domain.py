@@ -1,0 +1,43 @@
+"""What to tell a patient, when, and on which channels. Pure, no IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+#: Reminders go out this long before an appointment.
+REMINDER_LEAD = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    email: bool = True
+    sms: bool = False
+    opted_out: bool = False
+
+    def channels(self) -> list[str]:
+        """Channels a patient hears on; none after opting out."""
+        if self.opted_out:
+            return []
+        return [c for c, on in (("email", self.email), ("sms", self.sms)) if on]
+
+
+@dataclass(frozen=True)
+class Contact:
+    email: str | None
+    phone: str | None
+    name: str
+
+    def address(self, channel: str) -> str | None:
+        return self.email if channel == "email" else self.phone if channel == "sms" else None
+
+
+def reminder_due(start: datetime, now: datetime) -> datetime | None:
+    """When to remind of an appointment starting at ``start``; None if that moment has passed."""
+    due = start - REMINDER_LEAD
+    return due if due > now else None
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Back off while a dependency (the patient directory, a mail server) does not answer."""
+    return timedelta(seconds=min(300.0, 2.0 * 2 ** min(attempts, 8)))

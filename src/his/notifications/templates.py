@@ -1,0 +1,42 @@
+"""Message templates (Jinja2, shipped with the package): the first line is the subject."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+TEMPLATES = (
+    "welcome",
+    "appointment_booked",
+    "appointment_cancelled",
+    "appointment_rescheduled",
+    "appointment_reminder",
+    "waitlist_offer",
+)
+
+
+class Renderer:
+    def __init__(self, timezone: str = "UTC") -> None:
+        self.zone = ZoneInfo(timezone)
+        # Plain text, never HTML: nothing to escape, and nothing a value could inject.
+        self.env = Environment(
+            loader=PackageLoader("his.notifications", "templates"),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,  # noqa: S701 - plain-text messages, not HTML
+        )
+        self.env.filters["when"] = lambda v: self._local(v).strftime("%A %d %B %Y, %H:%M")
+        self.env.filters["clock"] = lambda v: self._local(v).strftime("%H:%M")
+
+    def _local(self, value: str | datetime) -> datetime:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.astimezone(self.zone)
+
+    def render(self, template: str, context: dict[str, Any]) -> tuple[str, str]:
+        """(subject, body) of ``template`` with ``context``."""
+        text = self.env.get_template(f"{template}.txt.j2").render(**context)
+        subject, _, body = text.partition("\n")
+        return subject.strip(), body.lstrip("\n")

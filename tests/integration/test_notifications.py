@@ -1,0 +1,184 @@
+"""Notifications on the real database and a real maildir: what is queued for which event, what
+goes out and when, and what happens when the patient directory does not answer.
+
+The contact directory is the package's in-memory fake here (its gRPC adapter runs under
+`his up`); the maildir is real and is read back with the standard library's ``mailbox``.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
+from his.kernel import migrations
+from his.kernel.db import Database
+from his.kernel.events import Envelope, Event
+from his.notifications import handlers
+from his.notifications.channels import MaildirChannel, Outgoing, SpoolSmsChannel
+from his.notifications.contacts import FakeContacts
+from his.notifications.dispatcher import Dispatcher
+from his.notifications.domain import Contact
+from his.notifications.templates import TEMPLATES, Renderer
+
+
+@dataclass
+class Post:
+    db: Database
+    contacts: FakeContacts
+    dispatcher: Dispatcher
+    maildir: Path
+
+    async def handle(self, ev: Event, handler: object) -> Envelope:
+        env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
+        async with self.db.uow() as uow:
+            await handler(uow, env, ev)  # type: ignore[operator]
+        return env
+
+    async def redeliver(self, env: Envelope, ev: Event, handler: object) -> None:
+        async with self.db.uow() as uow:
+            await handler(uow, env, ev)  # type: ignore[operator]
+
+    def mail(self) -> list[mailbox.MaildirMessage]:
+        return list(mailbox.Maildir(self.maildir, create=False))
+
+    async def deliveries(self, patient: uuid.UUID) -> list[dict[str, object]]:
+        rows = await self.db.pool.fetch(
+            "SELECT template, channel, status, due_at, last_error FROM delivery WHERE patient_id = $1 ORDER BY due_at",
+            patient,
+        )
+        return [dict(r) for r in rows]
+
+
+@pytest.fixture
+async def post(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Post]:
+    dsn = await migrations.provision(admin_dsn, "notifications", "pw-notifications-test")
+    await migrations.upgrade(admin_dsn, "notifications")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute("TRUNCATE notifications.delivery, notifications.preference")
+    await conn.close()
+    db = Database(dsn, schema="notifications", max_size=4)
+    await db.open()
+    contacts = FakeContacts()
+    maildir = tmp_path / "maildir"
+    channels = {"email": MaildirChannel(maildir), "sms": SpoolSmsChannel(tmp_path / "sms.jsonl")}
+    yield Post(db, contacts, Dispatcher(db, contacts, channels, Renderer("Europe/Istanbul")), maildir)  # type: ignore[arg-type]
+    await db.close()
+
+
+def booked(patient: uuid.UUID, start: datetime, appointment: uuid.UUID | None = None) -> AppointmentBooked:
+    return AppointmentBooked(appointment_id=appointment or uuid.uuid4(), patient_id=patient,
+                             practitioner_id=uuid.uuid4(), service="consultation", start=start,
+                             end=start + timedelta(minutes=20))  # fmt: skip
+
+
+def someone(post: Post, **kw: object) -> uuid.UUID:
+    pid = uuid.uuid4()
+    post.contacts.contacts[pid] = Contact(**{"email": "selin@example.org", "phone": "+90 555 111 2233",  # type: ignore[arg-type]
+                                             "name": "Selin", **kw})  # fmt: skip
+    return pid
+
+
+async def test_a_booking_is_confirmed_in_the_maildir_and_reminded_once_a_day_before(post: Post) -> None:
+    patient = someone(post)
+    start = datetime.now(UTC) + timedelta(days=3)
+    ev = booked(patient, start)
+    env = await post.handle(ev, handlers.on_appointment_booked)
+    await post.redeliver(env, ev, handlers.on_appointment_booked)  # a redelivered event queues nothing new
+    rows = await post.deliveries(patient)
+    assert [(r["template"], r["status"]) for r in rows] == [("appointment_booked", "queued"),
+                                                            ("appointment_reminder", "queued")]  # fmt: skip
+    assert rows[1]["due_at"] == start - timedelta(hours=24)
+
+    assert await post.dispatcher.tick() == 1  # only the confirmation is due
+    mail = post.mail()
+    assert len(mail) == 1 and mail[0]["To"] == "selin@example.org"
+    local = start.astimezone(Renderer("Europe/Istanbul").zone)
+    assert local.strftime("%H:%M") in mail[0]["Subject"]
+    assert "Dear Selin" in mail[0].get_payload()
+
+    # The reminder goes out when due, exactly once.
+    await post.db.pool.execute("UPDATE delivery SET due_at = now() WHERE template = 'appointment_reminder'")
+    assert await post.dispatcher.tick() == 1
+    assert await post.dispatcher.tick() == 0
+    assert [m["Subject"].split(":")[0] for m in post.mail()].count("Reminder") == 1
+
+
+async def test_moving_or_cancelling_an_appointment_moves_or_drops_its_reminder(post: Post) -> None:
+    patient, appt = someone(post), uuid.uuid4()
+    start = datetime.now(UTC) + timedelta(days=3)
+    await post.handle(booked(patient, start, appt), handlers.on_appointment_booked)
+    moved = AppointmentRescheduled(appointment_id=appt, patient_id=patient, practitioner_id=uuid.uuid4(),
+                                   service="consultation", start=start + timedelta(days=1),
+                                   end=start + timedelta(days=1, minutes=20), previous_start=start,
+                                   previous_end=start + timedelta(minutes=20))  # fmt: skip
+    await post.handle(moved, handlers.on_appointment_rescheduled)
+    reminders = [r for r in await post.deliveries(patient) if r["template"] == "appointment_reminder"]
+    assert [(r["status"], r["due_at"]) for r in reminders] == [
+        ("cancelled", start - timedelta(hours=24)),
+        ("queued", start),
+    ]
+    gone = AppointmentCancelled(appointment_id=appt, patient_id=patient, practitioner_id=uuid.uuid4(),
+                                service="consultation", start=moved.start, end=moved.end)  # fmt: skip
+    await post.handle(gone, handlers.on_appointment_cancelled)
+    statuses = {(r["template"], r["status"]) for r in await post.deliveries(patient)}
+    assert ("appointment_reminder", "queued") not in statuses
+    assert ("appointment_cancelled", "queued") in statuses
+
+
+async def test_with_the_directory_down_messages_wait_and_go_out_when_it_returns(post: Post) -> None:
+    patient = someone(post)
+    await post.handle(booked(patient, datetime.now(UTC) + timedelta(days=3)), handlers.on_appointment_booked)
+    post.contacts.down = True
+    assert await post.dispatcher.tick() == 1
+    row = (await post.deliveries(patient))[0]
+    assert row["status"] == "queued" and "patients is unavailable" in str(row["last_error"])
+    assert post.mail() == []  # nothing sent, no address guessed
+    post.contacts.down = False
+    await post.db.pool.execute("UPDATE delivery SET due_at = now() WHERE template = 'appointment_booked'")
+    assert await post.dispatcher.tick() == 1
+    assert len(post.mail()) == 1
+
+
+async def test_opt_out_and_missing_addresses(post: Post) -> None:
+    quiet, no_email = someone(post), someone(post, email=None)
+    async with post.db.uow() as uow:
+        from his.notifications import store
+        from his.notifications.domain import Preferences
+
+        await store.set_preferences(uow.conn, quiet, Preferences(email=True, sms=False, opted_out=False))
+    start = datetime.now(UTC) + timedelta(days=3)
+    await post.handle(booked(quiet, start), handlers.on_appointment_booked)
+    await post.handle(booked(no_email, start), handlers.on_appointment_booked)
+    async with post.db.uow() as uow:  # opting out after the message was queued still counts
+        await store.set_preferences(uow.conn, quiet, Preferences(opted_out=True))
+    await post.dispatcher.tick()
+    assert next(r["status"] for r in await post.deliveries(quiet)) == "suppressed"
+    failed = (await post.deliveries(no_email))[0]
+    assert failed["status"] == "failed" and failed["last_error"] == "the patient has no email address"
+    assert post.mail() == []
+
+
+async def test_the_maildir_never_holds_one_delivery_twice(post: Post) -> None:
+    channel = MaildirChannel(post.maildir)
+    message = Outgoing(uuid.uuid4(), "email", "a@example.org", "Subject", "Body")
+    await channel.send(message)
+    await channel.send(message)  # e.g. a crash after sending, before it was recorded
+    assert len(post.mail()) == 1
+
+
+def test_every_template_renders() -> None:
+    r = Renderer("UTC")
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC).isoformat()
+    ctx = {"name": "Selin", "start": when, "end": when, "previous_start": when, "expires_at": when,
+           "service": "follow_up"}  # fmt: skip
+    for template in TEMPLATES:
+        subject, body = r.render(template, ctx)
+        assert subject and "Selin" in body, template
