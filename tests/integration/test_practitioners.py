@@ -42,7 +42,10 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database
     dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
     await migrations.upgrade(admin_dsn, "practitioners")
     conn = await asyncpg.connect(admin_dsn)
-    await conn.execute("TRUNCATE practitioners.shift, practitioners.leave_request, practitioners.practitioner CASCADE")
+    await conn.execute(
+        "TRUNCATE practitioners.shift, practitioners.leave_request, practitioners.booked_time, "
+        "practitioners.practitioner CASCADE"
+    )
     await conn.close()
     db = Database(dsn, schema="practitioners", max_size=24)
     await db.open()
@@ -210,3 +213,34 @@ async def test_approved_leave_removes_availability_and_cancelling_restores_it(
     assert (
         await client.get(f"/practitioners/{pid}/availability", params=window, headers=bearer(me, "PATIENT"))
     ).status_code == 403
+
+
+async def test_booked_time_announced_by_scheduling_leaves_availability(api: tuple[httpx.AsyncClient, Database]) -> None:
+    from his.events.scheduling import AppointmentBooked, AppointmentCancelled
+    from his.kernel.events import Envelope
+    from his.practitioners import handlers
+
+    client, db = api
+    pid = await new_practitioner(client)
+    admin = bearer(ADMIN, "ADMIN")
+    await client.post(f"/practitioners/{pid}/shifts", json={"start": at(8), "end": at(12)}, headers=admin)
+    appt = uuid.uuid4()
+    common = {
+        "appointment_id": appt,
+        "patient_id": uuid.uuid4(),
+        "practitioner_id": uuid.UUID(pid),
+        "service": "consultation",
+        "start": DAY + timedelta(hours=9),
+        "end": DAY + timedelta(hours=9, minutes=20),
+    }
+    for ev in (AppointmentBooked(**common), AppointmentBooked(**common)):  # a redelivery changes nothing
+        async with db.uow() as uow:
+            await handlers.on_appointment_changed(uow, Envelope.wrap(ev, aggregate_id=appt), ev)
+    window = {"from": at(0), "to": at(24)}
+    free = (await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)).json()["items"]
+    assert free == [{"start": at(8), "end": at(9)}, {"start": at(9 + 1 / 3), "end": at(12)}]
+    gone = AppointmentCancelled(**common)
+    async with db.uow() as uow:
+        await handlers.on_appointment_changed(uow, Envelope.wrap(gone, aggregate_id=appt), gone)
+    free = (await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)).json()["items"]
+    assert free == [{"start": at(8), "end": at(12)}]

@@ -1,6 +1,8 @@
 """Composition root of the practitioners service."""
 
+from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceDefinition
+from his.practitioners import handlers
 from his.practitioners.api import grpc
 from his.practitioners.api.http import router
 
@@ -10,6 +12,12 @@ def build() -> ServiceDefinition:
 
     return ServiceDefinition(
         name="practitioners",
+        subscriptions=tuple(
+            Subscription(
+                f"practitioners_{event}", f"his.scheduling.appointment.{event}.v1", handlers.on_appointment_changed
+            )
+            for event in ("booked", "cancelled", "rescheduled")
+        ),
         routes=router,
         grpc_services=grpc.services,
         description="Practitioner profiles, shifts, leave, availability.",

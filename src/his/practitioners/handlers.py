@@ -6,7 +6,10 @@ import uuid
 from datetime import UTC, datetime
 
 from his.events.practitioners import LeaveApproved, LeaveCancelled, PractitionerRegistered, ShiftScheduled
+from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
+from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
+from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval
 from his.practitioners import store
 from his.practitioners.domain import (
@@ -68,8 +71,26 @@ async def decide_leave(
     return after
 
 
-async def free_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
-    """Shifts minus approved leave (booked time joins when scheduling publishes bookings)."""
+async def working_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    """Shifts minus approved leave: when the practitioner can be booked at all."""
     shifts = await store.shift_intervals(uow.conn, pid, window)
     leave = await store.approved_leave(uow.conn, pid, window)
     return availability(shifts, leave, [], window)
+
+
+async def free_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    """Availability: shifts minus approved leave minus booked time (as scheduling has announced it)."""
+    shifts = await store.shift_intervals(uow.conn, pid, window)
+    leave = await store.approved_leave(uow.conn, pid, window)
+    booked = await store.booked_intervals(uow.conn, pid, window)
+    return availability(shifts, leave, booked, window)
+
+
+async def on_appointment_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Booked or moved appointments take time; cancelled or missed ones give it back."""
+    if isinstance(ev, (AppointmentBooked, AppointmentRescheduled)):
+        await store.hold_booked(uow.conn, ev.appointment_id, ev.practitioner_id, Interval(ev.start, ev.end))
+    elif isinstance(ev, AppointmentCancelled):
+        await store.release_booked(uow.conn, ev.appointment_id)
+    else:
+        raise PermanentError(f"unexpected event {env.type}")

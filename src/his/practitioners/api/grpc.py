@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
 from his.kernel import rpc
-from his.kernel.db import Database
+from his.kernel.db import Database, UnitOfWork
 from his.kernel.intervals import Interval
 from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 MAX_WINDOW = timedelta(days=31)
 #: Who may ask when a practitioner works: the services that book their time.
-ALLOW = {"GetWorkingTime": frozenset({spiffe_id("scheduling"), spiffe_id("admissions")})}
+BOOKERS = frozenset({spiffe_id("scheduling"), spiffe_id("admissions")})
+ALLOW = {"GetWorkingTime": BOOKERS, "GetAvailability": BOOKERS}
 
 
 class Calendar(pb_grpc.CalendarServicer):
@@ -31,6 +33,18 @@ class Calendar(pb_grpc.CalendarServicer):
 
     async def GetWorkingTime(self, request: pb.GetWorkingTimeRequest, context: Context) -> pb.WorkingTime:
         """Shifts minus approved leave inside the window (at most 31 days)."""
+        return await self._answer(request, context, handlers.working_time)
+
+    async def GetAvailability(self, request: pb.GetWorkingTimeRequest, context: Context) -> pb.WorkingTime:
+        """Shifts minus approved leave minus booked time inside the window (at most 31 days)."""
+        return await self._answer(request, context, handlers.free_time)
+
+    async def _answer(
+        self,
+        request: pb.GetWorkingTimeRequest,
+        context: Context,
+        compute: Callable[[UnitOfWork, uuid.UUID, Interval], Awaitable[list[Interval]]],
+    ) -> pb.WorkingTime:
         try:
             pid = uuid.UUID(request.practitioner_id)
         except ValueError:
@@ -41,7 +55,7 @@ class Calendar(pb_grpc.CalendarServicer):
         async with self.db.uow() as uow:
             if await store.get_practitioner(uow.conn, pid) is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
-            free = await handlers.free_time(uow, pid, window)
+            free = await compute(uow, pid, window)
         out = pb.WorkingTime(practitioner_id=str(pid))
         for i in free:
             item = out.intervals.add()

@@ -193,7 +193,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         start: Annotated[datetime, Query(alias="from")],
         end: Annotated[datetime, Query(alias="to")],
     ) -> dict[str, Any]:
-        """Free time in a window of at most 31 days: shifts minus approved leave (staff)."""
+        """Free time in a window of at most 31 days: shifts minus approved leave minus booked time (staff)."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
         await practitioner(practitioner_id)

@@ -157,3 +157,23 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def interval_json(i: Interval) -> dict[str, str]:
     return _times(i)
+
+
+async def hold_booked(conn: Connection, appointment_id: uuid.UUID, pid: uuid.UUID, during: Interval) -> None:
+    """Remember (or move) the time an appointment takes from a practitioner."""
+    await conn.execute(
+        """INSERT INTO booked_time (appointment_id, practitioner_id, during) VALUES ($1, $2, $3)
+           ON CONFLICT (appointment_id) DO UPDATE SET during = EXCLUDED.during, learned_at = now()""",
+        appointment_id, pid, _range(during),
+    )  # fmt: skip
+
+
+async def release_booked(conn: Connection, appointment_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM booked_time WHERE appointment_id = $1", appointment_id)
+
+
+async def booked_intervals(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:
+    rows = await conn.fetch(
+        "SELECT during FROM booked_time WHERE practitioner_id = $1 AND during && $2", pid, _range(window)
+    )
+    return [_interval(r["during"]) for r in rows]

@@ -40,6 +40,11 @@ class CalendarStub:
                 request_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.SerializeToString,
                 response_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.FromString,
                 _registered_method=True)
+        self.GetAvailability = channel.unary_unary(
+                '/his.practitioners.v1.Calendar/GetAvailability',
+                request_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.SerializeToString,
+                response_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.FromString,
+                _registered_method=True)
 
 
 class CalendarServicer:
@@ -59,11 +64,27 @@ class CalendarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAvailability(self, request, context):
+        """The practitioner's availability inside a window: working time minus the time already booked
+        (as scheduling's events have announced it, so a booking made a moment ago may still show as
+        free: scheduling's exclusion constraints stay the authority on collisions).
+
+        Errors: as for GetWorkingTime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalendarServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetWorkingTime': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWorkingTime,
+                    request_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.FromString,
+                    response_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.SerializeToString,
+            ),
+            'GetAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAvailability,
                     request_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.FromString,
                     response_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.SerializeToString,
             ),
@@ -94,6 +115,33 @@ class Calendar:
             request,
             target,
             '/his.practitioners.v1.Calendar/GetWorkingTime',
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.SerializeToString,
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/his.practitioners.v1.Calendar/GetAvailability',
             his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetWorkingTimeRequest.SerializeToString,
             his_dot_practitioners_dot_v1_dot_practitioners__pb2.WorkingTime.FromString,
             options,

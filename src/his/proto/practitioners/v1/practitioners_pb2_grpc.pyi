@@ -45,6 +45,13 @@ class CalendarStub:
     longer than 31 days; NOT_FOUND when no such practitioner exists; PERMISSION_DENIED for
     callers not on the allowlist.
     """
+    GetAvailability: _grpc.UnaryUnaryMultiCallable[_practitioners_pb2.GetWorkingTimeRequest, _practitioners_pb2.WorkingTime]
+    """The practitioner's availability inside a window: working time minus the time already booked
+    (as scheduling's events have announced it, so a booking made a moment ago may still show as
+    free: scheduling's exclusion constraints stay the authority on collisions).
+
+    Errors: as for GetWorkingTime.
+    """
 
 @_typing.type_check_only
 class CalendarAsyncStub(CalendarStub):
@@ -59,6 +66,13 @@ class CalendarAsyncStub(CalendarStub):
     Errors: INVALID_ARGUMENT when practitioner_id is not a UUID or the window is empty or
     longer than 31 days; NOT_FOUND when no such practitioner exists; PERMISSION_DENIED for
     callers not on the allowlist.
+    """
+    GetAvailability: _aio.UnaryUnaryMultiCallable[_practitioners_pb2.GetWorkingTimeRequest, _practitioners_pb2.WorkingTime]  # type: ignore[assignment]
+    """The practitioner's availability inside a window: working time minus the time already booked
+    (as scheduling's events have announced it, so a booking made a moment ago may still show as
+    free: scheduling's exclusion constraints stay the authority on collisions).
+
+    Errors: as for GetWorkingTime.
     """
 
 class CalendarServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +91,19 @@ class CalendarServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT when practitioner_id is not a UUID or the window is empty or
         longer than 31 days; NOT_FOUND when no such practitioner exists; PERMISSION_DENIED for
         callers not on the allowlist.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAvailability(
+        self,
+        request: _practitioners_pb2.GetWorkingTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_practitioners_pb2.WorkingTime, _abc.Awaitable[_practitioners_pb2.WorkingTime]]:
+        """The practitioner's availability inside a window: working time minus the time already booked
+        (as scheduling's events have announced it, so a booking made a moment ago may still show as
+        free: scheduling's exclusion constraints stay the authority on collisions).
+
+        Errors: as for GetWorkingTime.
         """
 
 def add_CalendarServicer_to_server(servicer: CalendarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
