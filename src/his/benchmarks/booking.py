@@ -247,6 +247,7 @@ async def measure_rate(run: Run, rate: float) -> dict[str, Any]:
             "errors": result.errors,
             "generator_lag_max_ms": result.lag_max_ms,
             "connections": run.targets[name].pool.opened,
+            "queue_grew": queue_grew(samples.samples),
         }
         if before is not None:
             after = await server_times(run)
@@ -258,6 +259,15 @@ async def measure_rate(run: Run, rate: float) -> dict[str, Any]:
             }
         out[name] = cell
     return out
+
+
+def queue_grew(samples: list[float]) -> bool:
+    """Whether answers got slower through the run (the last quarter's median over three times the
+    first quarter's): the rate was above what the path serves, and a queue built up."""
+    q = len(samples) // 4
+    if q < 5:
+        return False
+    return statistics.median(samples[-q:]) > 3 * statistics.median(samples[:q])
 
 
 async def verify(run: Run) -> dict[str, Any]:
@@ -344,8 +354,8 @@ def latency_rates(cfg: BookingConfig, capacity: float, results: dict[str, Any]) 
             rates.append((cfg.aim_rate, "aim"))
         else:
             results["aim_skipped"] = (
-                f"{cfg.aim_rate:g}/s not run: the measured booking capacity ({capacity:,.0f}/s) is below it, "
-                "so the queue would only grow"
+                f"{cfg.aim_rate:g}/s not run: the booking throughput measured with {cfg.users} users "
+                f"({capacity:,.0f}/s) is below it, so the queue would only grow"
             )
     return rates
 
