@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench catalogue proto clean
+.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue proto clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8; }
@@ -35,8 +35,13 @@ integration: $(VENV)/.synced
 reliability: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/reliability
 
-bench: $(VENV)/.synced
+bench: bench-backbone bench-booking
+
+bench-backbone: $(VENV)/.synced
 	$(VENV)/bin/his bench backbone
+
+bench-booking: $(VENV)/.synced
+	$(VENV)/bin/his bench booking
 
 catalogue: $(VENV)/.synced
 	$(VENV)/bin/his events catalogue -o docs/events.md

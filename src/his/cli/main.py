@@ -194,6 +194,37 @@ def bench_backbone(
     raise typer.Exit(run_backbone(quick=quick, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
 
 
+@bench_app.command("booking")
+def bench_booking(  # noqa: PLR0917 - one parameter per command-line option
+    quick: Annotated[bool, typer.Option("--quick", help="A short smoke run (~1 min).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="Constant booking rate of the latency part, per second (default 100).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(min=0.5, help="Seconds of load per target and per rate (default 10; quick 3).")
+    ] = None,
+    users: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent users of the throughput part.")] = 50,
+    workdir: Annotated[Path | None, typer.Option(help="Where the private hospital lives.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the hospital's data directory and logs.")] = False,
+) -> None:
+    """Booking through the gateway against a bare ASGI + one INSERT endpoint, on a private `his up`
+    (see docs/performance.md)."""
+    import dataclasses
+
+    from his.benchmarks.booking import BookingConfig
+    from his.benchmarks.booking import main as run_booking
+
+    cfg = BookingConfig.quick() if quick else BookingConfig()
+    changes: dict[str, Any] = {"users": users}
+    if rate is not None:
+        changes["rate"] = rate
+    if seconds is not None:
+        changes["seconds"] = seconds
+    cfg = dataclasses.replace(cfg, **changes)
+    raise typer.Exit(run_booking(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
+
+
 def _admin_dsn() -> str:
     from his.cli import state
 

@@ -1,0 +1,134 @@
+"""The booking benchmark's baseline: a bare ASGI endpoint doing one INSERT.
+
+Run as its own process the way a service runs (uvicorn, uvloop, httptools, one process, an
+asyncpg pool of the services' size, ``gc.freeze()`` after start-up), with no framework, no
+token check, no validation beyond parsing, no outbox and no remote call: ``POST /bookings``
+parses the same JSON body a booking sends, inserts one row (a new uuid and five columns) into
+``bench_booking.booking`` on the hospital's PostgreSQL and answers 201 ``{id, status}``. It
+refuses to start unless the session commits with ``synchronous_commit=on``, as the services do.
+
+    HIS_BENCH_DSN=postgresql://… HIS_BENCH_PORT=8123 python -m his.benchmarks.bare
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import uvicorn
+import uvloop
+
+SCHEMA = "bench_booking"
+TABLE_DDL = (
+    f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE",
+    f"CREATE SCHEMA {SCHEMA}",
+    f"""CREATE TABLE {SCHEMA}.booking (
+        id uuid PRIMARY KEY, patient_id uuid NOT NULL, practitioner_id uuid NOT NULL,
+        service text NOT NULL, starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL,
+        booked_at timestamptz NOT NULL DEFAULT now())""",
+)
+INSERT = (
+    f"INSERT INTO {SCHEMA}.booking (id, patient_id, practitioner_id, service, starts_at, ends_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+POOL_SIZE = (2, 16)  # the services' pool (his.kernel.service)
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BareApp:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/healthz":
+            await respond(send, 200, b'{"status":"ok"}')
+            return
+        if scope["path"] != "/bookings" or scope["method"] != "POST":
+            await respond(send, 404, b'{"detail":"not found"}')
+            return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        try:
+            data = json.loads(body)
+            row = (
+                uuid.UUID(data["patient_id"]),
+                uuid.UUID(data["practitioner_id"]),
+                str(data["service"]),
+                datetime.fromisoformat(data["start"]),
+                datetime.fromisoformat(data["end"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            await respond(send, 422, b'{"detail":"bad booking"}')
+            return
+        new_id = uuid.uuid4()
+        await self.pool.execute(INSERT, new_id, *row)
+        await respond(send, 201, b'{"id":"%s","status":"booked"}' % str(new_id).encode())
+
+
+async def respond(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (the loop's handlers above stop it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(dsn: str, port: int) -> int:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=POOL_SIZE[0], max_size=POOL_SIZE[1], server_settings={"synchronous_commit": "on"}
+    )
+    try:
+        durability = await pool.fetchval("SHOW synchronous_commit")
+        if durability != "on":
+            print(f"refusing to run: synchronous_commit={durability}", flush=True)
+            return 1
+        config = uvicorn.Config(
+            BareApp(pool), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            lifespan="off", loop="none", http="httptools",
+        )  # fmt: skip
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        gc.collect()
+        gc.freeze()
+        print(f"baseline listening on 127.0.0.1:{port} (synchronous_commit={durability})", flush=True)
+        await server.serve()
+        return 0
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    dsn, port = os.environ["HIS_BENCH_DSN"], int(os.environ["HIS_BENCH_PORT"])
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(serve(dsn, port)))
+
+
+if __name__ == "__main__":
+    main()
