@@ -128,9 +128,12 @@ def wait_until(check: object, timeout: float = 30, what: str = "condition") -> N
 
 
 _DUMP_STREAMS = """
-import asyncio, sys, nats
+import asyncio, sys
+from pathlib import Path
+from his.cli.state import operator_identity
+from his.kernel import bus
 async def main():
-    nc = await nats.connect(sys.argv[1])
+    nc = await bus.connect(sys.argv[1], name="test-dump", identity=operator_identity(Path(sys.argv[2])))
     js = nc.jetstream()
     for info in await js.streams_info():
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
@@ -138,7 +141,7 @@ async def main():
                 msg = await js.get_msg(info.config.name, seq)
             except Exception:
                 continue
-            print(info.config.name, msg.data.decode(errors="replace"), msg.headers)
+            print(info.config.name, msg.subject, msg.data.decode(errors="replace"), msg.headers)
     await nc.close()
 asyncio.run(main())
 """
@@ -147,7 +150,7 @@ asyncio.run(main())
 def published_events(hospital: Hospital) -> str:
     """Every message held by every JetStream stream of the hospital, one per line."""
     out = subprocess.run(
-        [sys.executable, "-c", _DUMP_STREAMS, str(hospital.state()["nats_url"])],
+        [sys.executable, "-c", _DUMP_STREAMS, str(hospital.state()["nats_url"]), str(hospital.data)],
         capture_output=True,
         check=True,
         timeout=60,

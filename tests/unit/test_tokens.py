@@ -15,6 +15,14 @@ from his.identity.keys import SigningKey, sign_access_token
 from his.kernel.security import Principal, TokenError, TokenVerifier, bearer
 
 NOW = datetime.now(UTC)
+
+
+def now() -> datetime:
+    """The time a token is made: now, not when the module was imported (a long run outlives a
+    token made at collection time)."""
+    return datetime.now(UTC)
+
+
 ISS, AUD = "https://his.local/identity", "his"
 KEY = SigningKey.generate(NOW)
 OTHER = SigningKey.generate(NOW)
@@ -28,12 +36,12 @@ def verifier(*keys: SigningKey) -> TokenVerifier:
 
 
 def good(**over: Any) -> str:
-    token, _ = sign_access_token(KEY, subject="u-1", roles=["PATIENT"], issuer=ISS, audience=AUD, now=NOW)
+    token, _ = sign_access_token(KEY, subject="u-1", roles=["PATIENT"], issuer=ISS, audience=AUD, now=now())
     return token
 
 
 def claims(**over: Any) -> dict[str, Any]:
-    ts = int(NOW.timestamp())
+    ts = int(now().timestamp())
     base = {
         "iss": ISS,
         "aud": AUD,
@@ -86,8 +94,8 @@ FORGERIES: dict[str, Any] = {
         )[:-1]
         + _hs256_sig()
     ),
-    "expired": lambda: signed(claims(exp=int(NOW.timestamp()) - 60, iat=int(NOW.timestamp()) - 700)),
-    "not yet valid (future nbf)": lambda: signed(claims(nbf=int(NOW.timestamp()) + 600)),
+    "expired": lambda: signed(claims(exp=int(now().timestamp()) - 60, iat=int(now().timestamp()) - 700)),
+    "not yet valid (future nbf)": lambda: signed(claims(nbf=int(now().timestamp()) + 600)),
     "wrong audience": lambda: signed(claims(aud="someone-else")),
     "wrong issuer": lambda: signed(claims(iss="https://evil.example")),
     "unknown kid": lambda: signed(claims(), key=OTHER),

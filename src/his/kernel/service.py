@@ -136,11 +136,14 @@ def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIR
     return router
 
 
-async def connect_nats(settings: ServiceSettings, service: str) -> NATS:
+async def connect_nats(
+    url: str, name: str, *, identity: WorkloadIdentity | None = None, service: str | None = None
+) -> NATS:
+    """A service's NATS connection: reconnects forever; TLS with its workload identity when given."""
     return await bus.connect(
-        settings.service_nats_url,
-        name=f"his-{service}",
-        identity=settings.workload(),
+        url,
+        name=name,
+        identity=identity,
         service=service,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -169,7 +172,9 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     await db.open()
     async with db.pool.acquire() as conn:
         safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
-    nc = await connect_nats(settings, defn.name)
+    nc = await connect_nats(
+        settings.service_nats_url, f"his-{defn.name}", identity=settings.workload(), service=defn.name
+    )
     js = nc.jetstream(timeout=5.0)
     relay = OutboxRelay(
         settings.service_database_url,
