@@ -141,6 +141,15 @@ MATRIX: dict[tuple[str, str], Entry] = {
         patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
         why="any clinician may break the glass on any patient, with a reason (tests/e2e/test_break_glass.py)",
     ),
+    ("GET", "/api/patients/{id}/records"): Entry(
+        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/records"),
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/patients/{id}/records"): Entry(
+        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/records",
+                          json={"kind": "note", "text": "Seen in clinic; stable."}),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
     ("GET", "/api/patients/emergency-access"): Entry(
         lambda m, t: Call("GET", "/api/patients/emergency-access", params={"patient_id": _pid(t)}),
         patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,

@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +29,7 @@ from his.cli import state
 from his.cli.services import GATEWAY, SERVICES
 from his.kernel import bus, migrations, safety, streams
 from his.kernel.config import Settings
+from his.kernel.crypto import new_key_text
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
@@ -118,13 +120,13 @@ def reap_leftovers(data: Path) -> None:
                 time.sleep(0.1)
 
 
-def secret(data: Path, name: str) -> str:
+def secret(data: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(24)) -> str:
     p = data / "secrets" / name
     if p.exists():
         return p.read_text().strip()
     p.parent.mkdir(parents=True, exist_ok=True)
     p.parent.chmod(0o700)
-    value = secrets.token_urlsafe(24)
+    value = make()
     p.write_text(value)
     p.chmod(0o600)
     return value
@@ -271,6 +273,8 @@ def plan_children(stack: Stack) -> None:
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
         env.update(service_settings_env(svc))
+        if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
+            env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
         stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
     env = dict(
         base,

@@ -35,3 +35,14 @@ class EmergencyAccessGranted(Event):
     roles: list[str]
     granted_at: datetime
     expires_at: datetime
+
+
+@event
+class RecordEntryAdded(Event):
+    """A clinician added an entry to a patient's medical record (its kind and code; never its text)."""
+
+    type = "his.patients.record_entry.added.v1"
+    entry_id: uuid.UUID
+    patient_id: uuid.UUID
+    kind: str
+    code: str | None = None

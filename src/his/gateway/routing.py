@@ -45,6 +45,8 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
     _r("DELETE", "/api/patients/{id}/care-team/{relationship_id}", "patients", "/patients/{0}/care-team/{1}"),
     _r("POST", "/api/patients/{id}/emergency-access", "patients", "/patients/{0}/emergency-access"),
+    _r("GET", "/api/patients/{id}/records", "patients", "/patients/{0}/records"),
+    _r("POST", "/api/patients/{id}/records", "patients", "/patients/{0}/records"),
     _r("GET", "/api/practitioners/specialties", "practitioners", "/practitioners/specialties"),
     _r("POST", "/api/practitioners", "practitioners", "/practitioners"),
     _r("GET", "/api/practitioners", "practitioners", "/practitioners"),

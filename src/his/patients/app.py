@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
+from his.kernel.crypto import FieldCipher, parse_key
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.patients import handlers
 from his.patients.api import grpc
@@ -15,8 +16,12 @@ def build() -> ServiceDefinition:
 
     settings = PatientsSettings()
 
+    cipher = None
+    if settings.records_keys:
+        cipher = FieldCipher([parse_key(k) for k in settings.records_keys.split(",") if k.strip()])
+
     def routes(ctx: ServiceContext) -> APIRouter:
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes)
+        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher)
 
     return ServiceDefinition(
         name="patients",

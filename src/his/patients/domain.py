@@ -184,3 +184,19 @@ def emergency_expiry(now: datetime, minutes: float) -> datetime:
     if minutes <= 0:
         raise ValueError("emergency access must last a positive time")
     return now + timedelta(minutes=minutes)
+
+
+# --- Medical-record entries -----------------------------------------------------------------
+
+RECORD_KINDS = ("note", "diagnosis", "allergy", "medication", "observation")
+RECORD_TEXT_MAX = 20_000
+
+
+def may_read_records(access: Access, roles: Iterable[str], *, owner: bool) -> bool:
+    """Clinical entries are for the patient and for clinicians with a basis (care or emergency);
+    staff whose access to master data follows from their role alone do not read them."""
+    return access.allowed and (owner or bool(frozenset(roles) & CLINICIANS))
+
+
+def may_write_records(access: Access, roles: Iterable[str]) -> bool:
+    return access.allowed and bool(frozenset(roles) & CLINICIANS)

@@ -11,3 +11,6 @@ class PatientsSettings(BaseSettings):
 
     #: How long break-the-glass access lasts (minutes; fractions allowed, at most a day).
     emergency_access_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
+    #: Key(s) encrypting medical-record text at rest: base64 of 32 bytes, newest first, comma-
+    #: separated (older keys still decrypt old entries). `his up` generates one under the data dir.
+    records_keys: str | None = None

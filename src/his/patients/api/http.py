@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
+from his.kernel.crypto import FieldCipher
 from his.kernel.problems import HTTPException
 from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
 from his.patients.api.care import care_router
+from his.patients.api.records import records_router
 from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, NewPatient, Sex
 
 REGISTRARS = ("RECEPTIONIST", "ADMIN")
@@ -61,6 +63,7 @@ def router(
     *,
     clock: Clock = utc_now,
     emergency_minutes: float = 60.0,
+    cipher: FieldCipher | None = None,
 ) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
@@ -142,6 +145,7 @@ def router(
         return {"items": [_shown(row, reachable) for row in rows]}
 
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
+    r.include_router(records_router(ctx, guard, cipher))
 
     @r.get("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
     async def get(patient_id: uuid.UUID, request: Request) -> Any:

@@ -203,3 +203,21 @@ async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, li
         patient_id, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
+
+
+async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        entry["id"], entry["patient_id"], entry["kind"], entry["code"], entry["text_cipher"],
+        entry["author_id"], entry["author_roles"],
+    )  # fmt: skip
+
+
+async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at FROM record_entry
+           WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
+        patient_id, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
