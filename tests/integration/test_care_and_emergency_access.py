@@ -250,6 +250,23 @@ async def test_search_shows_a_clinician_only_a_lookup_of_patients_outside_their_
     clerk_view = await world.client.get("/patients", params={"q": "Lookup-"}, headers=world.clerk)
     assert all("restricted" not in i for i in clerk_view.json()["items"])
 
+    # Under an emergency grant the full record shows, and the search is audited as emergency access.
+    r = await world.client.post(f"/patients/{theirs}/emergency-access", headers=doctor, json={"reason": REASON})
+    assert r.status_code == 201
+    found = await world.client.get("/patients", params={"q": "Lookup-Theirs"}, headers=doctor)
+    (item,) = found.json()["items"]
+    assert item["email"] == "lookup-theirs@example.org" and "restricted" not in item
+
+    async def searches() -> list[tuple[str, bool]]:
+        return [(r["purpose"], r["flagged"]) for r in await world.audit_rows(theirs)
+                if r["actor_id"] == doctor_id and r["action"] == "search"]  # fmt: skip
+
+    async def both() -> bool:
+        return len(await searches()) == 2
+
+    await wait_for(both, what="the audit records of both searches")
+    assert await searches() == [("care", False), ("emergency", True)]
+
 
 async def test_break_the_glass_is_time_limited_to_one_patient_audited_flagged_and_alerted(world: World) -> None:
     pid, other = await world.patient("Glass-One"), await world.patient("Glass-Two")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
+import nats.errors
+import nats.js.errors
 import pytest
 
 from his.kernel import tracing
-from his.kernel.consumer import Subscription
+from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.db import OutboxSignal
 from his.kernel.dlq import base_consumer
 from his.kernel.migrations import with_credentials
+from his.kernel.outbox import OutboxRelay
 from his.kernel.streams import ADVISORY_STREAM, DLQ_STREAM, REPLAY_STREAM, stream_configs
 
 
@@ -59,3 +66,52 @@ def test_subscription_naming_and_backoff() -> None:
     assert sub.replay_name == "notifications_patient_registered_replay"
     assert base_consumer(sub.replay_name) == sub.name
     assert [sub.delay(n) for n in (1, 2, 3, 10)] == [1.0, 5.0, 5.0, 5.0]
+
+
+# nats-py (through Python 3.11's asyncio.wait_for) can turn a cancellation into a timeout or a
+# TooManyStalledMsgsError. These fakes always do, so each test would hang without the fix.
+
+
+class _SwallowingPullSubscription:
+    async def fetch(self, batch: int, timeout: float) -> list[object]:
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            raise nats.errors.TimeoutError from None
+        raise nats.errors.TimeoutError
+
+
+class _SwallowingJetStream:
+    async def add_consumer(self, *_: object, **__: object) -> None:
+        return None
+
+    async def pull_subscribe_bind(self, *_: object, **__: object) -> _SwallowingPullSubscription:
+        return _SwallowingPullSubscription()
+
+    async def publish_async(self, *_: object, **__: object) -> object:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise nats.js.errors.TooManyStalledMsgsError from None
+        raise AssertionError("not reached")
+
+
+async def test_a_consumer_stops_when_cancelled_even_if_the_client_turns_it_into_a_timeout() -> None:
+    loop = ConsumerLoop(None, None, _SwallowingJetStream(), Subscription("c", "his.tst.thing.happened.v1", _noop))  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=3)
+    assert task in done and task.cancelled()
+
+
+async def test_a_relay_stops_when_cancelled_even_if_the_client_turns_it_into_a_publish_error() -> None:
+    relay = OutboxRelay("postgresql://unused", _SwallowingJetStream(), schema="s", signal=OutboxSignal("s"))  # type: ignore[arg-type]
+    rows = [{"id": 1, "event_id": uuid.uuid4(), "subject": "his.tst.thing.happened.v1", "payload": b"{}",
+             "traceparent": None}]  # fmt: skip
+    task = asyncio.create_task(relay._publish(rows))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=3)
+    assert task in done and task.cancelled()
+    assert relay.stats.publish_errors == 0

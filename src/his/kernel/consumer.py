@@ -138,14 +138,17 @@ class ConsumerLoop:
                 psub = await self.js.pull_subscribe_bind(durable, stream=stream)
                 break
             except (nats.errors.Error, TimeoutError, OSError) as exc:
+                stop_if_cancelled()
                 log.warning("consumer %s cannot bind yet: %r", durable, exc)
                 await asyncio.sleep(1.0)
         while True:
             try:
                 msgs = await psub.fetch(self.sub.batch, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
+                stop_if_cancelled()
                 continue
             except nats.errors.Error as exc:
+                stop_if_cancelled()
                 log.warning("consumer %s fetch failed: %r", durable, exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -288,6 +291,18 @@ class ConsumerLoop:
             await asyncio.wait_for(self._errors.put(key, orjson.dumps(doc)), 2.0)
         except Exception as exc:  # noqa: BLE001 - best effort: the DLQ then says "error unknown"
             log.warning("could not record the error of %s: %r", key, exc)
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if the current task was asked to stop.
+
+    Python 3.11's ``asyncio.wait_for`` (inside nats-py's ``fetch`` and ``publish_async``) can
+    turn a cancellation arriving as its timeout fires into a timeout; a loop that treats
+    timeouts as "try again" would then never stop. Call this where such errors are absorbed.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def error_key(consumer: str, stream: str, seq: int) -> str:

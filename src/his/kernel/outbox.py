@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from nats.js.client import JetStreamContext
 
+from his.kernel.consumer import stop_if_cancelled
 from his.kernel.db import Connection, OutboxSignal, outbox_channel
 
 log = logging.getLogger("his.outbox")
@@ -168,6 +169,8 @@ class OutboxRelay:
                     fut = await self.js.publish_async(r["subject"], bytes(r["payload"]), headers=headers)
                     futures.append((r["id"], fut))
         except Exception as exc:  # noqa: BLE001 - a broker outage must not kill the relay
+            # nats-py's publish_async turns a cancellation into TooManyStalledMsgsError.
+            stop_if_cancelled()
             self._note_error(exc)
         done: list[int] = []
         if not futures:

@@ -122,27 +122,22 @@ def router(
         """Find patients by MRN or family-name prefix (staff only).
 
         A clinician sees the full record only of patients in their care (or under an emergency
-        grant); of others, just enough to recognise them, marked ``"restricted": true``.
+        grant, audited as such); of others, just enough to recognise them, marked
+        ``"restricted": true``.
         """
         who = await caller(request)
         require(who, *STAFF)
         async with ctx.db.uow() as uow:
             rows = await store.search(uow.conn, q, limit)
-            reachable = None
+            reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
             if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
                 ids = [row["id"] for row in rows]
-                reachable = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, guard.clock())
+                reach = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, guard.clock())
             for row in rows:
-                record_access(
-                    uow,
-                    PatientsRecordAccessed,
-                    who,
-                    patient_id=row["id"],
-                    action="search",
-                    resource="patient",
-                    purpose="care",
-                )
-        return {"items": [_shown(row, reachable) for row in rows]}
+                emergency = reach is not None and reach.get(row["id"]) is False
+                record_access(uow, PatientsRecordAccessed, who, patient_id=row["id"], action="search",
+                              resource="patient", purpose="emergency" if emergency else "care")  # fmt: skip
+        return {"items": [_shown(row, reach) for row in rows]}
 
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
     r.include_router(records_router(ctx, guard, cipher))
@@ -164,8 +159,8 @@ def router(
     return r
 
 
-def _shown(row: dict[str, Any], reachable: set[uuid.UUID] | None) -> dict[str, Any]:
-    if reachable is None or row["id"] in reachable:
+def _shown(row: dict[str, Any], reach: dict[uuid.UUID, bool] | None) -> dict[str, Any]:
+    if reach is None or row["id"] in reach:
         return store.as_json(row)
     full = store.as_json(row)
     return {k: full[k] for k in LOOKUP_FIELDS} | {"restricted": True}

@@ -162,18 +162,21 @@ async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID
 
 async def reachable_among(
     conn: Connection, user_id: uuid.UUID, patient_ids: list[uuid.UUID], now: datetime
-) -> set[uuid.UUID]:
-    """Which of these patients the user has an active care relationship or emergency grant with."""
+) -> dict[uuid.UUID, bool]:
+    """Which of these patients the user may reach: True through a care relationship, False only
+    through an emergency grant; patients reached neither way are absent."""
     rows = await conn.fetch(
-        """SELECT patient_id FROM care_relationship
-           WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
-             AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
-           UNION
-           SELECT patient_id FROM emergency_grant
-           WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2""",
+        """SELECT patient_id, bool_or(in_care) FROM (
+               SELECT patient_id, true AS in_care FROM care_relationship
+               WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
+                 AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
+               UNION ALL
+               SELECT patient_id, false FROM emergency_grant
+               WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2
+           ) AS reach GROUP BY patient_id""",
         patient_ids, now, user_id,
     )  # fmt: skip
-    return {r[0] for r in rows}
+    return {r[0]: bool(r[1]) for r in rows}
 
 
 async def insert_emergency_grant(
