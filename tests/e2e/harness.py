@@ -172,7 +172,8 @@ def register_patient(hospital: Hospital, admin: dict[str, str], family: str, **e
     """A patient registered by the administrator; returns the details sent plus ``id`` and ``mrn``."""
     body: dict[str, object] = {"given_name": "Deniz", "family_name": family, "birth_date": "1969-07-21",
                                "sex": "female", "email": f"{family.lower()}@example.org",
-                               "phone": "+90 555 246 8100", **extra}  # fmt: skip
+                               "phone": "+90 555 246 8100",
+                               "confirm_duplicate": True, **extra}  # fmt: skip
     r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=admin, timeout=10)
     assert r.status_code == 201, r.text
     return body | r.json()

@@ -124,6 +124,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
         lambda m, t: Call("GET", f"/api/patients/{_pid(t)}"),
         patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,
     ),
+    ("PATCH", "/api/patients/{id}"): Entry(
+        lambda m, t: Call("PATCH", f"/api/patients/{_pid(t)}", json={"email": t.patient["email"]}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
     ("GET", "/api/patients/{id}/care-team"): Entry(
         lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/care-team"),
         patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,

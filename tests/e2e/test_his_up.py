@@ -186,6 +186,7 @@ def test_a_patient_sees_only_their_own_record_and_who_saw_it(hospital: Hospital)
                 "birth_date": "1988-08-08",
                 "sex": "other",
                 "user_id": user_id,
+                "confirm_duplicate": True,  # the two look alike on purpose
             },
         )
         assert r.status_code == 201, r.text

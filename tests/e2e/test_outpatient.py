@@ -64,7 +64,14 @@ class Desk:
         return pid
 
     def patient(self, **extra: str) -> str:
-        body = {"given_name": "Test", "family_name": "Patient", "birth_date": "1985-03-04", "sex": "female", **extra}
+        body = {
+            "given_name": "Test",
+            "family_name": "Patient",
+            "birth_date": "1985-03-04",
+            "sex": "female",
+            "confirm_duplicate": True,
+            **extra,
+        }  # look-alikes on purpose
         r = self.post("/api/patients", body)
         assert r.status_code == 201, r.text
         return str(r.json()["id"])

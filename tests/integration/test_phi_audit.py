@@ -104,7 +104,7 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
             owner = uuid.uuid4()
             r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
                 "given_name": "Test", "family_name": f"Audit{i:04d}", "birth_date": "1970-01-01", "sex": "unknown",
-                "user_id": str(owner)})  # fmt: skip
+                "user_id": str(owner), "confirm_duplicate": True})  # fmt: skip
             assert r.status_code == 201
             owners[r.json()["id"]] = owner
             expected += 1

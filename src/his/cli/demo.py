@@ -187,7 +187,10 @@ async def _patients(h: Hospital, count: int, rng: random.Random, bar: Progress) 
         }  # fmt: skip
         if payer != "SELF":
             body["coverage"] = {"payer": payer, "member_id": f"{payer[:2]}{rng.randrange(10**8):08d}"}
-        r = await h.reception.call("POST", "/api/patients", json=body)
+        r = await h.reception.call("POST", "/api/patients", json=body, ok=(201, 409))
+        if r.status_code == 409:  # a likely duplicate: reception checks the list, and it is someone else
+            h.tally["look-alike patients confirmed"] += 1
+            r = await h.reception.call("POST", "/api/patients", json={**body, "confirm_duplicate": True})
         h.patients.append(r.json()["id"])
 
     await gather_limited(list(range(count)), register, 8, lambda: bar.advance(task))

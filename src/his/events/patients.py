@@ -46,3 +46,12 @@ class RecordEntryAdded(Event):
     patient_id: uuid.UUID
     kind: str
     code: str | None = None
+
+
+@event
+class PatientUpdated(Event):
+    """A patient's master data changed: which fields (names only, never values)."""
+
+    type = "his.patients.patient.updated.v1"
+    patient_id: uuid.UUID
+    fields: list[str]

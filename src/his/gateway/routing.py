@@ -41,6 +41,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/api/patients/me", "patients", "/patients/me"),
     _r("GET", "/api/patients/emergency-access", "patients", "/patients/emergency-access"),
     _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
+    _r("PATCH", "/api/patients/{id}", "patients", "/patients/{0}"),
     _r("GET", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
     _r("POST", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
     _r("DELETE", "/api/patients/{id}/care-team/{relationship_id}", "patients", "/patients/{0}/care-team/{1}"),

@@ -81,6 +81,8 @@ async def provision(admin_dsn: str, service: str, password: str) -> str:
             await conn.execute(f"GRANT {owner} TO CURRENT_USER")
             # Exclusion constraints over (id WITH =, time range WITH &&) need btree_gist.
             await conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public")
+            # Name search tolerant of typos (trigram similarity).
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {owner}")
             await conn.execute(f"REVOKE ALL ON SCHEMA {service} FROM PUBLIC")
             await conn.execute(f"GRANT USAGE ON SCHEMA {service} TO {runtime}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
-from his.events.patients import EmergencyAccessGranted, PatientRegistered
+from his.events.patients import EmergencyAccessGranted, PatientRegistered, PatientUpdated
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Connection, UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -21,6 +21,7 @@ from his.patients.domain import (
     CareSource,
     NewCareRelationship,
     NewPatient,
+    Sex,
     decide_access,
     emergency_expiry,
     emergency_reason,
@@ -115,3 +116,27 @@ async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
     if CLINICIANS.intersection(ev.roles):
         await store.remember_clinician(uow.conn, ev.user_id, sorted(ev.roles))
+
+
+async def update_patient(
+    uow: UnitOfWork, row: dict[str, Any], changes: dict[str, Any], *, actor: uuid.UUID
+) -> dict[str, Any]:
+    """Apply changes to a patient's master data (validated as a whole); announce which fields changed."""
+    coverage = changes.pop("coverage", row.get("coverage_payer") and (row["coverage_payer"], row["coverage_member_id"]))
+    if isinstance(coverage, dict):
+        coverage = (coverage["payer"], coverage["member_id"])
+    merged = NewPatient(
+        changes.get("given_name") or row["given_name"], changes.get("family_name") or row["family_name"],
+        changes.get("birth_date") or row["birth_date"], changes.get("sex") or Sex(row["sex"]),
+        changes["email"] if "email" in changes else row["email"],
+        changes["phone"] if "phone" in changes else row["phone"], row["user_id"], coverage,
+    ).validated(datetime.now(UTC).date())  # fmt: skip
+    new = {"given_name": merged.given_name, "family_name": merged.family_name, "birth_date": merged.birth_date,
+           "sex": merged.sex.value, "email": merged.email, "phone": merged.phone,
+           "coverage_payer": merged.coverage[0] if merged.coverage else None,
+           "coverage_member_id": merged.coverage[1] if merged.coverage else None}  # fmt: skip
+    changed = {k: v for k, v in new.items() if row.get(k) != v}
+    if changed:
+        await store.update_patient(uow.conn, row["id"], changed)
+        uow.add(PatientUpdated(patient_id=row["id"], fields=sorted(changed)), aggregate_id=row["id"])
+    return changed

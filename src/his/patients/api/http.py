@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
 from his.kernel.crypto import FieldCipher
-from his.kernel.problems import HTTPException
-from his.kernel.security import TokenVerifier
+from his.kernel.db import UnitOfWork
+from his.kernel.problems import HTTPException, ProblemError
+from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
@@ -50,6 +51,25 @@ class RegisterPatient(BaseModel):
     phone: str | None = Field(default=None, max_length=32)
     user_id: uuid.UUID | None = None
     coverage: Coverage | None = None
+    #: Register even though likely duplicates exist (after a 409 listing them).
+    confirm_duplicate: bool = False
+
+
+class UpdatePatient(BaseModel):
+    """Fields to change; those left out stay as they are (``null`` clears email, phone, coverage)."""
+
+    model_config = ConfigDict(extra="forbid")
+    given_name: str | None = Field(default=None, min_length=1, max_length=100)
+    family_name: str | None = Field(default=None, min_length=1, max_length=100)
+    birth_date: date | None = None
+    sex: Sex | None = None
+    email: str | None = Field(default=None, max_length=254)
+    phone: str | None = Field(default=None, max_length=32)
+    coverage: Coverage | None = None
+
+
+#: What a patient may change on their own record.
+SELF_SERVICE_FIELDS = frozenset({"email", "phone"})
 
 
 class Registered(BaseModel):
@@ -69,7 +89,19 @@ def router(
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
     caller = guard.caller
 
-    @r.post("", status_code=201, response_model=Registered)
+    async def duplicates(uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, Any]]:
+        """Likely duplicates of the patient being registered; each one shown is an audited read."""
+        try:
+            valid = cmd.validated(date.today())
+        except InvalidPatientError:
+            return []  # the registration itself will say what is wrong
+        found = await store.likely_duplicates(uow.conn, valid)
+        for row in found:
+            record_access(uow, PatientsRecordAccessed, who, patient_id=row["id"], action="search",
+                          resource="patient", purpose="registration")  # fmt: skip
+        return [{k: store.as_json(row)[k] for k in LOOKUP_FIELDS} for row in found]
+
+    @r.post("", status_code=201, response_model=Registered, responses={409: {"description": "likely duplicates"}})
     async def register(body: RegisterPatient, request: Request) -> Registered:
         """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``."""
         who = await caller(request)
@@ -79,21 +111,22 @@ def router(
             body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, body.user_id, coverage
         )
         try:
-            async with ctx.db.uow() as uow:
-                patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject))
-                record_access(
-                    uow,
-                    PatientsRecordAccessed,
-                    who,
-                    patient_id=patient_id,
-                    action="create",
-                    resource="patient",
-                    purpose="registration",
-                )
+            async with ctx.db.uow() as uow:  # commits the audit records of duplicates shown, too
+                found = [] if body.confirm_duplicate else await duplicates(uow, who, cmd)
+                if not found:
+                    patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject))
+                    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
+                                  resource="patient", purpose="registration")  # fmt: skip
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
         except store.AccountLinkedError:
             raise HTTPException(409, "this user account is already linked to a patient") from None
+        if found:
+            raise ProblemError(
+                409,
+                "likely duplicates of this patient exist; register anyway with confirm_duplicate: true",
+                possible_duplicates=found,
+            )
         return Registered(id=patient_id, mrn=mrn)
 
     @r.get("/me")
@@ -117,9 +150,13 @@ def router(
 
     @r.get("")
     async def search(
-        request: Request, q: str = Query(min_length=2, max_length=100), limit: int = Query(default=20, ge=1, le=50)
+        request: Request,
+        q: str | None = Query(default=None, min_length=2, max_length=100),
+        birth_date: date | None = None,
+        limit: int = Query(default=20, ge=1, le=50),
     ) -> dict[str, Any]:
-        """Find patients by MRN or family-name prefix (staff only).
+        """Find patients by MRN, by name (accents, case and small typos do not matter) and/or by
+        birth date, best matches first (staff only).
 
         A clinician sees the full record only of patients in their care (or under an emergency
         grant, audited as such); of others, just enough to recognise them, marked
@@ -127,8 +164,10 @@ def router(
         """
         who = await caller(request)
         require(who, *STAFF)
+        if q is None and birth_date is None:
+            raise HTTPException(422, "give q (MRN or name), birth_date, or both")
         async with ctx.db.uow() as uow:
-            rows = await store.search(uow.conn, q, limit)
+            rows = await store.search(uow.conn, q, birth_date, limit)
             reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
             if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
                 ids = [row["id"] for row in rows]
@@ -154,6 +193,29 @@ def router(
             row, access = await guard.open(uow, who, patient_id, resource="patient")
         if not access.allowed:
             return guard.refusal(patient_id, access)  # the denial above is committed and audited
+        return store.as_json(row)
+
+    @r.patch("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
+    async def update(patient_id: uuid.UUID, body: UpdatePatient, request: Request) -> Any:
+        """Change a patient's master data (RECEPTIONIST, ADMIN); a patient may change their own
+        e-mail and phone. Publishes ``his.patients.patient.updated.v1`` naming the changed fields."""
+        who = await caller(request)
+        fields = body.model_fields_set
+        async with ctx.db.uow() as uow:
+            row, access = await guard.open(uow, who, patient_id, resource="patient", action="update")
+            owner = access.allowed and access.purpose.value == "own_record"
+            allowed = access.allowed and (who.has_any(*REGISTRARS) or (owner and fields <= SELF_SERVICE_FIELDS))
+            if allowed and fields:
+                try:
+                    changed = await handlers.update_patient(uow, row, body.model_dump(include=fields),
+                                                            actor=uuid.UUID(who.subject))  # fmt: skip
+                except InvalidPatientError as exc:
+                    raise HTTPException(422, str(exc)) from None
+                row = {**row, **changed}
+        if not access.allowed:
+            return guard.refusal(patient_id, access)
+        if not allowed:
+            raise HTTPException(403, "not allowed to change these fields")
         return store.as_json(row)
 
     return r

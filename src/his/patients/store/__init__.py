@@ -54,16 +54,50 @@ async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> dict[str, Any
     return dict(row) if row is not None else None
 
 
-async def search(conn: Connection, q: str, limit: int) -> list[dict[str, Any]]:
-    """By MRN (exact), or by family-name prefix, case-insensitively."""
-    term = q.strip()
+async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[dict[str, Any]]:
+    """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
+    Best matches first."""
+    term = (q or "").strip()
+    literal = term.replace("\\", "").replace("%", "").replace("_", "")
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM patient
-            WHERE mrn = upper($1) OR lower(family_name) LIKE lower($2) || '%'
-            ORDER BY family_name, given_name, id LIMIT $3""",
-        term, term.replace("\\", "").replace("%", "").replace("_", ""), limit,
+            WHERE ($1 = '' OR mrn = upper($1)
+                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%'
+                   OR public.word_similarity(fold($1), full_name(given_name, family_name)) > 0.5)
+              AND ($3::date IS NULL OR birth_date = $3)
+            ORDER BY mrn = upper($1) DESC,
+                     public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
+                     family_name, given_name, id
+            LIMIT $4""",
+        term, literal, birth_date, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
+
+
+async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> list[dict[str, Any]]:
+    """Patients who are probably this one: same birth date and a similar name, or the same
+    e-mail address, or the same phone number."""
+    digits = "".join(ch for ch in p.phone or "" if ch.isdigit())
+    rows = await conn.fetch(
+        f"""SELECT {COLUMNS} FROM patient
+            WHERE (birth_date = $1
+                   AND public.similarity(fold($2), full_name(given_name, family_name)) >= 0.5)
+               OR ($3::text IS NOT NULL AND lower(email) = lower($3))
+               OR (length($4) >= 7 AND regexp_replace(phone, '[^0-9]', '', 'g') = $4)
+            ORDER BY created_at LIMIT $5""",
+        p.birth_date, f"{p.given_name} {p.family_name}", p.email, digits, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    allowed = {"given_name", "family_name", "birth_date", "sex", "email", "phone", "coverage_payer",
+               "coverage_member_id"}  # fmt: skip
+    fields = [k for k in changes if k in allowed]
+    if not fields:
+        return
+    sets = ", ".join(f"{k} = ${n}" for n, k in enumerate(fields, start=2))
+    await conn.execute(f"UPDATE patient SET {sets} WHERE id = $1", patient_id, *(changes[k] for k in fields))
 
 
 def as_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,127 @@
+"""Finding patients on the real database: accents, case and small typos do not matter; birth
+date narrows; a likely duplicate stops a registration until it is confirmed; updates are checked
+and announced by field name only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from his.identity.keys import SigningKey, sign_access_token
+from his.kernel import migrations, problems
+from his.kernel.db import Database
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.patients.api.http import router
+
+KEY = SigningKey.generate(datetime.now(UTC))
+
+
+def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
+    token, _ = sign_access_token(
+        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
+CLERK = bearer(uuid.uuid4(), "RECEPTIONIST")
+
+
+@pytest.fixture
+async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+    dsn = await migrations.provision(admin_dsn, "patients", "pw-patients-search")
+    await migrations.upgrade(admin_dsn, "patients")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute("TRUNCATE patients.patient CASCADE")
+    await conn.close()
+    db = Database(dsn, schema="patients", max_size=4)
+    await db.open()
+
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [KEY.public_jwk()]}
+
+    app = FastAPI()
+    problems.install(app)
+    app.include_router(router(SimpleNamespace(db=db), TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://patients") as c:
+        yield c, db
+    await db.close()
+
+
+async def register(c: httpx.AsyncClient, given: str, family: str, born: str, **extra: Any) -> httpx.Response:
+    body = {"given_name": given, "family_name": family, "birth_date": born, "sex": "female", **extra}
+    return await c.post("/patients", headers=CLERK, json=body)
+
+
+async def test_search_tolerates_accents_case_and_typos(client: tuple[httpx.AsyncClient, Database]) -> None:
+    c, _ = client
+    ayse = (await register(c, "Ayşe", "Yılmaz", "1980-02-03")).json()
+    await register(c, "Mehmet", "Öztürk", "1975-06-07")
+    await register(c, "Zeynep", "Kaya", "1980-02-03")
+    for q in ("yilmaz", "YILMAZ", "Yılmaz", "Yilmas", "ayse yilmaz", "Aise Yilmaz"):
+        found = (await c.get("/patients", params={"q": q}, headers=CLERK)).json()["items"]
+        assert found and found[0]["id"] == ayse["id"], (q, found)
+    assert (await c.get("/patients", params={"q": "ozturk"}, headers=CLERK)).json()["items"][0][
+        "family_name"
+    ] == "Öztürk"
+    by_mrn = (await c.get("/patients", params={"q": ayse["mrn"].lower()}, headers=CLERK)).json()["items"]
+    assert [p["id"] for p in by_mrn][:1] == [ayse["id"]]
+    born = (await c.get("/patients", params={"birth_date": "1980-02-03"}, headers=CLERK)).json()["items"]
+    assert {p["family_name"] for p in born} == {"Yılmaz", "Kaya"}
+    both = (await c.get("/patients", params={"q": "kaya", "birth_date": "1980-02-03"}, headers=CLERK)).json()
+    assert [p["family_name"] for p in both["items"]] == ["Kaya"]
+    assert (await c.get("/patients", params={"q": "100%_\\"}, headers=CLERK)).status_code == 200
+    assert (await c.get("/patients", headers=CLERK)).status_code == 422
+
+
+async def test_a_likely_duplicate_needs_confirmation(client: tuple[httpx.AsyncClient, Database]) -> None:
+    c, db = client
+    first = (await register(c, "Elif", "Şahin", "1991-09-10", phone="+90 532 111 2233")).json()
+    again = await register(c, "Elif", "Sahin", "1991-09-10")
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    assert [d["id"] for d in again.json()["possible_duplicates"]] == [first["id"]]
+    assert "phone" not in again.json()["possible_duplicates"][0]
+    same_phone = await register(c, "Someone", "Else", "2001-01-01", phone="+905321112233")
+    assert same_phone.status_code == 409
+    confirmed = await register(c, "Elif", "Sahin", "1991-09-10", confirm_duplicate=True)
+    assert confirmed.status_code == 201
+    assert (await register(c, "Elif", "Doğan", "1991-09-10")).status_code == 201  # a different person
+    # Showing the duplicates was an audited read of the patient shown.
+    shown = await db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.patients.record.accessed.v1' "
+        "AND convert_from(payload, 'UTF8') LIKE $1",
+        f"%{first['id']}%",
+    )
+    assert shown >= 3  # created, and shown twice
+
+
+async def test_updates_are_checked_announced_and_limited_for_patients(
+    client: tuple[httpx.AsyncClient, Database],
+) -> None:
+    c, db = client
+    account = uuid.uuid4()
+    p = (await register(c, "Can", "Ak", "1970-01-01", user_id=str(account), email="can@example.org")).json()
+    r = await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"family_name": "Akın", "phone": "+90 555 000 1111"})
+    assert r.status_code == 200 and r.json()["family_name"] == "Akın"
+    event = await db.pool.fetchval(
+        "SELECT convert_from(payload, 'UTF8') FROM outbox "
+        "WHERE subject = 'his.patients.patient.updated.v1' ORDER BY id DESC"
+    )
+    assert '"fields":["family_name","phone"]' in event.replace(" ", "") and "Akın" not in event
+    me = bearer(account, "PATIENT")
+    assert (await c.patch(f"/patients/{p['id']}", headers=me, json={"email": "can.ak@example.org"})).status_code == 200
+    assert (await c.patch(f"/patients/{p['id']}", headers=me, json={"birth_date": "1999-01-01"})).status_code == 403
+    assert (await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"birth_date": "2999-01-01"})).status_code == 422
+    assert (await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"email": "nope"})).status_code == 422
+    assert (await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"mrn": "X"})).status_code == 422
+    other = bearer(uuid.uuid4(), "PATIENT")
+    assert (await c.patch(f"/patients/{p['id']}", headers=other, json={"email": "x@example.org"})).status_code == 404
+    assert (await c.patch(f"/patients/{uuid.uuid4()}", headers=CLERK, json={"phone": "+90 555 1"})).status_code == 404
