@@ -7,31 +7,19 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from his.identity.keys import SigningKey, sign_access_token
-from his.kernel import migrations, problems
+from his.kernel import migrations
 from his.kernel.crypto import FieldCipher
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.patients.api.http import router
+from tests.support.api import bearer, serve, verifier
 
-KEY = SigningKey.generate(datetime.now(UTC))
 TEXT = "Allergic to penicillin: anaphylaxis in 2019; carries an adrenaline pen"
-
-
-def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
-    token, _ = sign_access_token(
-        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-    )
-    return {"authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -41,15 +29,8 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [KEY.public_jwk()]}
-
-    app = FastAPI()
-    problems.install(app)
-    verifier = TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)
-    app.include_router(router(SimpleNamespace(db=db), verifier, cipher=FieldCipher([os.urandom(32)])))  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://patients") as client:
+    patients = router(SimpleNamespace(db=db), verifier(), cipher=FieldCipher([os.urandom(32)]))  # type: ignore[arg-type]
+    async with serve(patients, base_url="http://patients") as client:
         yield client, admin_dsn
     await db.close()
 

@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from his.identity.keys import SigningKey, sign_access_token
-from his.kernel import migrations, problems
+from his.kernel import migrations
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.patients.api.http import router
-
-KEY = SigningKey.generate(datetime.now(UTC))
-
-
-def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
-    token, _ = sign_access_token(
-        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-    )
-    return {"authorization": f"Bearer {token}"}
-
+from tests.support.api import bearer, serve, verifier
 
 CLERK = bearer(uuid.uuid4(), "RECEPTIONIST")
 
@@ -44,14 +31,8 @@ async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Datab
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [KEY.public_jwk()]}
-
-    app = FastAPI()
-    problems.install(app)
-    app.include_router(router(SimpleNamespace(db=db), TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)))  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://patients") as c:
+    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()
 

@@ -13,24 +13,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from his.identity.keys import SigningKey, sign_access_token
-from his.kernel import migrations, problems
+from his.kernel import migrations
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.practitioners.api.http import router
+from tests.support.api import bearer, serve, verifier
 
-KEY = SigningKey.generate(datetime.now(UTC))
 ADMIN = uuid.uuid4()
 DAY = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
-    token, _ = sign_access_token(
-        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-    )
-    return {"authorization": f"Bearer {token}"}
 
 
 def at(hours: float) -> str:
@@ -50,14 +40,8 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database
     db = Database(dsn, schema="practitioners", max_size=24)
     await db.open()
 
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [KEY.public_jwk()]}
-
-    app = FastAPI()
-    problems.install(app)
-    app.include_router(router(SimpleNamespace(db=db), TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)))  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://practitioners") as client:
+    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    async with serve(service, base_url="http://practitioners") as client:
         yield client, db
     await db.close()
 

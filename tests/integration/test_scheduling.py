@@ -18,31 +18,21 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
-from his.identity.keys import SigningKey, sign_access_token
-from his.kernel import migrations, problems, streams
+from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.intervals import Interval
 from his.kernel.outbox import OutboxRelay
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.scheduling import handlers
 from his.scheduling.api.http import router
 from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+from tests.support.api import bearer, serve, verifier
 from tests.support.waiting import wait_for
 
-KEY = SigningKey.generate(datetime.now(UTC))
 DAY = (datetime.now(UTC) + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
 CLERK = uuid.uuid4()
-
-
-def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
-    token, _ = sign_access_token(
-        KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-    )
-    return {"authorization": f"Bearer {token}"}
 
 
 def at(hours: float) -> datetime:
@@ -93,17 +83,10 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     db = Database(dsn, schema="scheduling", max_size=24)
     await db.open()
 
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [KEY.public_jwk()]}
-
     calendar, patients = FakeCalendar(), FakePatients()
-    app = FastAPI()
-    problems.install(app)
-    app.include_router(
-        router(SimpleNamespace(db=db), calendar, patients, TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE))  # type: ignore[arg-type]
-    )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://scheduling") as client:
+    async with serve(
+        router(SimpleNamespace(db=db), calendar, patients, verifier()), base_url="http://scheduling"
+    ) as client:  # type: ignore[arg-type]
         yield World(client, db, calendar, patients)
     await db.close()
 
