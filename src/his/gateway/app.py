@@ -66,11 +66,11 @@ class Gateway:
         aiohttp rather than httpx: httpx's pool checks every pooled connection on every request
         (a ``poll()`` each), which was half of the gateway's CPU per request at 50 concurrent
         users (docs/performance.md). aiohttp keeps a list of idle connections per upstream and
-        takes one. Idle connections are dropped after 3 s, before uvicorn's 5 s keep-alive
-        timeout closes them from the other side (a POST is never retried on a stale one).
+        takes one. Idle connections are dropped after 60 s, before the services' listeners close
+        them (75 s, ``his.kernel.service.KEEP_ALIVE``): a POST is never retried on a stale one.
         """
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=200, limit_per_host=100, keepalive_timeout=3.0, ssl=self._tls)
+            connector = aiohttp.TCPConnector(limit=200, limit_per_host=100, keepalive_timeout=60.0, ssl=self._tls)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self.timeout,
