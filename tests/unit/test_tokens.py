@@ -166,3 +166,67 @@ def test_access_tokens_live_fifteen_minutes() -> None:
     assert ttl == 900
     body = jwt.decode(token, options={"verify_signature": False})
     assert body["exp"] - body["iat"] == 900 and timedelta(seconds=ttl) == timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("name", list(FORGERIES))
+async def test_forgeries_are_refused_after_the_genuine_token_was_remembered(name: str) -> None:
+    v = verifier()
+    token = good()
+    first = await v.verify(token)
+    assert await v.verify(token) is first  # the second check is answered from what was remembered
+    with pytest.raises(TokenError):
+        await v.verify(FORGERIES[name]())
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [NOW.timestamp()]
+    v = TokenVerifier(lambda: _jwks(KEY), issuer=ISS, audience=AUD, leeway=5, clock=lambda: clock[0])
+    token = signed(claims(exp=int(NOW.timestamp()) + 60))
+    assert (await v.verify(token)).subject == "u-1"
+    later = NOW + timedelta(seconds=66)  # past exp and the leeway, for the verifier and for PyJWT
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return later
+
+    clock[0] = later.timestamp()
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    with pytest.raises(TokenError):
+        await v.verify(token)
+
+
+async def test_a_token_accepted_within_the_leeway_is_not_remembered() -> None:
+    clock = [NOW.timestamp()]
+    v = TokenVerifier(lambda: _jwks(KEY), issuer=ISS, audience=AUD, leeway=30, clock=lambda: clock[0])
+    token = signed(claims(exp=int(NOW.timestamp()) - 10, iat=int(NOW.timestamp()) - 700))
+    assert (await v.verify(token)).subject == "u-1"  # 10 s past exp, within the 30 s leeway
+    assert not v._verified
+
+
+async def test_remembered_tokens_are_forgotten_when_their_key_leaves_the_jwks() -> None:
+    published = [KEY]
+
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [k.public_jwk() for k in published]}
+
+    v = TokenVerifier(jwks, issuer=ISS, audience=AUD, leeway=5, min_refresh_gap=0)
+    old_token = good()
+    assert (await v.verify(old_token)).subject == "u-1"
+    published[:] = [OTHER]  # rotation: KEY is withdrawn
+    assert (await v.verify(signed(claims(), key=OTHER))).subject == "u-1"  # unknown kid: JWKS refreshed
+    with pytest.raises(TokenError):
+        await v.verify(old_token)
+
+
+async def test_the_memory_of_verified_tokens_is_bounded() -> None:
+    v = TokenVerifier(lambda: _jwks(KEY), issuer=ISS, audience=AUD, leeway=5, cache_size=3)
+    tokens = [signed(claims(jti=f"j-{i}")) for i in range(5)]
+    for t in tokens:
+        await v.verify(t)
+    assert len(v._verified) == 3
+    assert (await v.verify(tokens[0])).token_id == "j-0"  # forgotten, so checked in full again
+
+
+async def _jwks(*keys: SigningKey) -> dict[str, Any]:
+    return {"keys": [k.public_jwk() for k in keys]}

@@ -6,11 +6,20 @@ never be used as an HMAC secret), requires ``exp``, ``nbf``, ``iat``, ``iss``, `
 and ``jti``, and allows a small clock leeway. An unknown ``kid`` triggers one JWKS refresh,
 at most every few seconds, so rotation is picked up without letting forged kids hammer
 identity.
+
+A token that verified is remembered (by the SHA-256 of its text, in a bounded table) until its
+``exp``, so the next request with the same token costs a hash and a lookup instead of an ES256
+check: the gateway and every service check each request's token, and a desk sends many requests
+with one token. An entry never outlives ``exp`` (without the leeway: past ``exp`` the token is
+checked in full again, leeway included), a token is remembered only after it passed every check,
+and the table is emptied whenever a JWKS refresh changes the keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +34,9 @@ ISSUER = "his.identity"
 AUDIENCE = "his-api"
 MAX_TOKEN_BYTES = 4096
 REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "jti")
+
+#: How many verified tokens a verifier remembers (the oldest is forgotten first).
+CACHE_SIZE = 10_000
 
 JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -48,16 +60,29 @@ class Principal:
 
 class TokenVerifier:
     def __init__(
-        self, jwks: JwksSource, *, issuer: str, audience: str, leeway: float = 30.0, min_refresh_gap: float = 5.0
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float = 30.0,
+        min_refresh_gap: float = 5.0,
+        cache_size: int = CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = jwks
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.min_refresh_gap = min_refresh_gap
+        self.cache_size = cache_size
+        self._clock = clock
         self._keys: dict[str, PyJWK] = {}
+        self._jwks_seen: list[str] = []
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        #: SHA-256 of a verified token → its principal; insertion order, so the oldest is first.
+        self._verified: dict[bytes, Principal] = {}
 
     async def _refresh(self, *, force: bool) -> None:
         async with self._lock:
@@ -67,9 +92,14 @@ class TokenVerifier:
                 return
             doc = await self._source()
             keys: dict[str, PyJWK] = {}
+            seen: list[str] = []
             for raw in doc.get("keys", []):
                 if raw.get("kty") == "EC" and raw.get("kid") and raw.get("alg", "ES256") in ALGORITHMS:
                     keys[str(raw["kid"])] = PyJWK.from_dict(raw, algorithm="ES256")
+                    seen.append(json.dumps(raw, sort_keys=True))
+            if sorted(seen) != self._jwks_seen:
+                self._verified.clear()  # a key left or changed: what it vouched for is checked again
+                self._jwks_seen = sorted(seen)
             self._keys = keys
             self._fetched_at = time.monotonic()
 
@@ -84,6 +114,21 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         if not token or len(token) > MAX_TOKEN_BYTES:
             raise TokenError("token missing or too large")
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            if self._clock() < known.expires_at:
+                return known
+            del self._verified[digest]
+        principal = await self._verify(token)
+        if self._clock() < principal.expires_at:  # one accepted only thanks to the leeway is not kept
+            if len(self._verified) >= self.cache_size:
+                del self._verified[next(iter(self._verified))]
+            self._verified[digest] = principal
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
+        """The full check: header, key, signature and claims."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("his.service")
 
+#: Seconds an internal listener keeps an idle connection open. Its callers (the gateway above
+#: all) keep connections to it and drop idle ones sooner (60 s); with uvicorn's default of 5 s,
+#: a pause of a few seconds cost a mutual-TLS handshake on both sides per connection afterwards.
+KEEP_ALIVE = 75
+
 
 @dataclass
 class ServiceContext:
@@ -260,6 +265,7 @@ def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
         lifespan="off",
         loop="none",
         http="httptools",
+        timeout_keep_alive=KEEP_ALIVE,
         **tls,
     )
 

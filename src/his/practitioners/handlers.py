@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from his.events.practitioners import LeaveApproved, LeaveCancelled, PractitionerRegistered, ShiftScheduled
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.consumer import PermanentError
-from his.kernel.db import UnitOfWork
+from his.kernel.db import Connection, UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval
 from his.practitioners import store
@@ -71,19 +71,16 @@ async def decide_leave(
     return after
 
 
-async def working_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
-    """Shifts minus approved leave: when the practitioner can be booked at all."""
-    shifts = await store.shift_intervals(uow.conn, pid, window)
-    leave = await store.approved_leave(uow.conn, pid, window)
-    return availability(shifts, leave, [], window)
+async def working_time(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval] | None:
+    """Shifts minus approved leave: when the practitioner can be booked at all (None: no such practitioner)."""
+    cal = await store.calendar(conn, pid, window, booked=False)
+    return None if cal is None else availability(cal.shifts, cal.leave, [], window)
 
 
-async def free_time(uow: UnitOfWork, pid: uuid.UUID, window: Interval) -> list[Interval]:
+async def free_time(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval] | None:
     """Availability: shifts minus approved leave minus booked time (as scheduling has announced it)."""
-    shifts = await store.shift_intervals(uow.conn, pid, window)
-    leave = await store.approved_leave(uow.conn, pid, window)
-    booked = await store.booked_intervals(uow.conn, pid, window)
-    return availability(shifts, leave, booked, window)
+    cal = await store.calendar(conn, pid, window, booked=True)
+    return None if cal is None else availability(cal.shifts, cal.leave, cal.booked, window)
 
 
 async def on_appointment_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:

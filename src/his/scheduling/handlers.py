@@ -103,14 +103,21 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
         "id": aid, "patient_id": b.patient_id, "practitioner_id": b.practitioner_id,
         "service": b.service, "during": store.as_range(span), "booked_by": actor,
     }  # fmt: skip
-    async with db.uow() as uow:
-        await store.insert_appointment(uow.conn, row)
-        uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
-        if also:
-            await also(uow)
-        saved = await store.get_appointment(uow.conn, aid)
-    assert saved is not None
+    try:
+        async with db.uow() as uow:
+            saved = await store.insert_appointment(uow.conn, row)
+            uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
+            if also:
+                await also(uow)
+    except store.CollisionError as exc:
+        raise await _described(db, exc, row) from exc
     return saved
+
+
+async def _described(db: Database, exc: store.CollisionError, row: dict[str, Any]) -> store.CollisionError:
+    """The collision naming the other appointment, looked up once the failed transaction rolled back."""
+    async with db.pool.acquire() as conn:
+        return await store.collision_with(conn, exc, row)
 
 
 async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> dict[str, Any]:
@@ -140,21 +147,23 @@ async def reschedule(
         raise UnknownError("appointment not found")
     span = check_booking(start, end, current["service"], now())
     await ensure_working(calendar, current["practitioner_id"], span)
-    async with db.uow() as uow:
-        row = await store.get_appointment(uow.conn, appointment_id, lock=True)
-        assert row is not None
-        if not can_reschedule(Status(row["status"])):
-            raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
-        before = store.as_interval(row["during"])
-        await store.move_appointment(uow.conn, row, store.as_range(span))
-        moved = await store.get_appointment(uow.conn, appointment_id)
-        assert moved is not None
-        uow.add(
-            _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
-            aggregate_id=appointment_id,
-        )
-        if also:
-            await also(uow)
+    during = store.as_range(span)
+    try:
+        async with db.uow() as uow:
+            row = await store.get_appointment(uow.conn, appointment_id, lock=True)
+            assert row is not None
+            if not can_reschedule(Status(row["status"])):
+                raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
+            before = store.as_interval(row["during"])
+            moved = await store.move_appointment(uow.conn, row, during)
+            uow.add(
+                _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
+                aggregate_id=appointment_id,
+            )
+            if also:
+                await also(uow)
+    except store.CollisionError as exc:
+        raise await _described(db, exc, {**current, "during": during}) from exc
     return moved
 
 

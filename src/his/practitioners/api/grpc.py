@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from his.kernel import rpc
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Connection, Database
 from his.kernel.intervals import Interval
 from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
-from his.practitioners import handlers, store
+from his.practitioners import handlers
 from his.proto.practitioners.v1 import practitioners_pb2 as pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as pb_grpc
 
@@ -43,7 +43,7 @@ class Calendar(pb_grpc.CalendarServicer):
         self,
         request: pb.GetWorkingTimeRequest,
         context: Context,
-        compute: Callable[[UnitOfWork, uuid.UUID, Interval], Awaitable[list[Interval]]],
+        compute: Callable[[Connection, uuid.UUID, Interval], Awaitable[list[Interval] | None]],
     ) -> pb.WorkingTime:
         try:
             pid = uuid.UUID(request.practitioner_id)
@@ -52,10 +52,10 @@ class Calendar(pb_grpc.CalendarServicer):
         window = Interval(request.start.ToDatetime(tzinfo=UTC), request.end.ToDatetime(tzinfo=UTC))
         if not window.start < window.end <= window.start + MAX_WINDOW:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the window must be non-empty and at most 31 days")
-        async with self.db.uow() as uow:
-            if await store.get_practitioner(uow.conn, pid) is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
-            free = await compute(uow, pid, window)
+        async with self.db.pool.acquire() as conn:  # one statement: no transaction needed
+            free = await compute(conn, pid, window)
+        if free is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
         out = pb.WorkingTime(practitioner_id=str(pid))
         for i in free:
             item = out.intervals.add()

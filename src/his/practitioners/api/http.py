@@ -198,8 +198,10 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         require(who, *STAFF)
         await practitioner(practitioner_id)
         span = window(_aware(start, "from"), _aware(end, "to"))
-        async with ctx.db.uow() as uow:
-            free = await handlers.free_time(uow, practitioner_id, span)
+        async with ctx.db.pool.acquire() as conn:
+            free = await handlers.free_time(conn, practitioner_id, span)
+        if free is None:
+            raise HTTPException(404, "practitioner not found")
         return {"items": [store.interval_json(i) for i in free]}
 
     return r

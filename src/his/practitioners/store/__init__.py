@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from asyncpg import Range
@@ -126,6 +126,34 @@ async def leave_requests(conn: Connection, pid: uuid.UUID, limit: int = 200) -> 
          "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None}
         for r in rows
     ]  # fmt: skip
+
+
+class Calendar(NamedTuple):
+    shifts: list[Interval]
+    leave: list[Interval]
+    booked: list[Interval]
+
+
+async def calendar(conn: Connection, pid: uuid.UUID, window: Interval, *, booked: bool) -> Calendar | None:
+    """A practitioner's shifts, approved leave and (if ``booked``) booked time overlapping ``window``,
+    read in one statement (so from one snapshot); None if there is no such practitioner."""
+    row = await conn.fetchrow(
+        """SELECT
+             ARRAY(SELECT during FROM shift WHERE practitioner_id = p.id AND during && $2) AS shifts,
+             ARRAY(SELECT during FROM leave_request
+                   WHERE practitioner_id = p.id AND status = 'approved' AND during && $2) AS leave,
+             CASE WHEN $3 THEN ARRAY(SELECT during FROM booked_time WHERE practitioner_id = p.id AND during && $2)
+             END AS booked
+           FROM practitioner p WHERE p.id = $1""",
+        pid, _range(window), booked,
+    )  # fmt: skip
+    if row is None:
+        return None
+    return Calendar(
+        [_interval(r) for r in row["shifts"]],
+        [_interval(r) for r in row["leave"]],
+        [_interval(r) for r in row["booked"] or ()],
+    )
 
 
 async def approved_leave(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:

@@ -34,8 +34,19 @@ def as_interval(r: Range[datetime]) -> Interval:
     return Interval(r.lower, r.upper)
 
 
-async def _collision(conn: Connection, exc: asyncpg.ExclusionViolationError, row: dict[str, Any]) -> CollisionError:
-    who = "patient" if "patient" in (exc.constraint_name or "") else "practitioner"
+def _collided(exc: asyncpg.ExclusionViolationError) -> CollisionError:
+    """Which constraint refused the row; what it collided with is looked up after the rollback."""
+    return CollisionError("patient" if "patient" in (exc.constraint_name or "") else "practitioner", None)
+
+
+async def collision_with(conn: Connection, exc: CollisionError, row: dict[str, Any]) -> CollisionError:
+    """``exc`` naming the appointment that ``row`` collided with, read in a fresh statement.
+
+    The violation aborted the booking's transaction, so this runs after its rollback instead of
+    under a savepoint on every insert. The other appointment is committed (the constraint waits
+    for a concurrent writer's outcome); if it was cancelled or moved meanwhile, none is named.
+    """
+    who = exc.who
     other = await conn.fetchrow(
         f"""SELECT id, during, status FROM appointment
             WHERE {who}_id = $1 AND during && $2 AND status = ANY($3::text[]) AND id <> $4
@@ -49,28 +60,33 @@ async def _collision(conn: Connection, exc: asyncpg.ExclusionViolationError, row
     return CollisionError(who, detail)
 
 
-async def insert_appointment(conn: Connection, row: dict[str, Any]) -> None:
-    """Insert a booked appointment; the exclusion constraints decide between concurrent requests."""
+async def insert_appointment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    """Insert a booked appointment and return it as stored; the exclusion constraints decide between
+    concurrent requests (``CollisionError`` without details: see ``collision_with``)."""
     try:
-        async with conn.transaction():  # a savepoint, so the collision can still be looked up
-            await conn.execute(
-                """INSERT INTO appointment (id, patient_id, practitioner_id, service, during, status, booked_by)
-                   VALUES ($1, $2, $3, $4, $5, 'booked', $6)""",
-                row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["during"], row["booked_by"],
-            )  # fmt: skip
+        saved = await conn.fetchrow(
+            f"""INSERT INTO appointment (id, patient_id, practitioner_id, service, during, status, booked_by)
+                VALUES ($1, $2, $3, $4, $5, 'booked', $6) RETURNING {COLUMNS}""",
+            row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["during"], row["booked_by"],
+        )  # fmt: skip
     except asyncpg.ExclusionViolationError as exc:
-        raise await _collision(conn, exc, row) from exc
+        raise _collided(exc) from exc
+    assert saved is not None
+    return dict(saved)
 
 
-async def move_appointment(conn: Connection, row: dict[str, Any], during: Range[datetime]) -> None:
+async def move_appointment(conn: Connection, row: dict[str, Any], during: Range[datetime]) -> dict[str, Any]:
+    """Give an appointment new times and return it as stored (``CollisionError`` as for inserts)."""
     try:
-        async with conn.transaction():
-            await conn.execute(
-                "UPDATE appointment SET during = $2, version = version + 1, updated_at = now() WHERE id = $1",
-                row["id"], during,
-            )  # fmt: skip
+        moved = await conn.fetchrow(
+            f"""UPDATE appointment SET during = $2, version = version + 1, updated_at = now() WHERE id = $1
+                RETURNING {COLUMNS}""",
+            row["id"], during,
+        )  # fmt: skip
     except asyncpg.ExclusionViolationError as exc:
-        raise await _collision(conn, exc, {**row, "during": during}) from exc
+        raise _collided(exc) from exc
+    assert moved is not None
+    return dict(moved)
 
 
 async def get_appointment(conn: Connection, aid: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:

@@ -1,0 +1,133 @@
+"""The gateway's forwarding against a stand-in upstream on 127.0.0.1: what goes through and what not.
+
+The upstream is a raw HTTP/1.1 server that records each request it gets and answers as told, so
+the tests see the bytes the gateway sends and how it handles answers, slowness and absence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from his.gateway.app import Edge, create_app
+from his.kernel.config import ServiceSettings
+
+
+@dataclass
+class Upstream:
+    answer: bytes = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    delay: float = 0.0
+    seen: list[bytes] = field(default_factory=list)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                self.seen.append(head + await reader.readexactly(length))
+                await asyncio.sleep(self.delay)
+                writer.write(self.answer)
+                await writer.drain()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, int]]:
+    up = Upstream()
+    server = await asyncio.start_server(up.serve, "127.0.0.1", 0)
+    yield up, server.sockets[0].getsockname()[1]
+    server.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def gateway(port: int, timeout: float = 10.0) -> AsyncIterator[httpx.AsyncClient]:
+    url = f"http://127.0.0.1:{port}"
+    app = create_app({"identity": url, "patients": url}, ServiceSettings(gateway_rate_per_ip=1000.0))
+    gw = app.state.gateway
+    gw.timeout = type(gw.timeout)(total=timeout, sock_connect=2.0)
+    transport = httpx.ASGITransport(app=Edge(app, gw), client=("203.0.113.9", 50000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+    finally:
+        await gw.close()
+
+
+async def test_a_public_route_is_forwarded_with_only_allowed_headers(upstream: tuple[Upstream, int]) -> None:
+    up, port = upstream
+    async with gateway(port) as client:
+        r = await client.post(
+            "/api/auth/login",
+            content=b'{"email":"a@b.c"}',
+            params={"q": "a b&c"},
+            headers={"content-type": "application/json", "cookie": "s=1", "x-his-client-ip": "10.0.0.1",
+                     "x-forwarded-for": "10.0.0.2"},
+        )  # fmt: skip
+    assert r.status_code == 200 and r.json() == {}
+    sent = up.seen[0].decode().lower()
+    assert sent.startswith("post /auth/login?q=a+b%26c http/1.1")
+    assert sent.endswith('{"email":"a@b.c"}') and "content-type: application/json" in sent
+    assert "x-his-client-ip: 203.0.113.9" in sent and "10.0.0.1" not in sent
+    assert "cookie" not in sent and "x-forwarded-for" not in sent
+    assert "x-request-id: " in sent
+
+
+async def test_answers_keep_only_allowed_headers_and_redirects_are_not_followed(
+    upstream: tuple[Upstream, int],
+) -> None:
+    up, port = upstream
+    up.answer = (
+        b"HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\nset-cookie: s=1\r\nx-internal: 1\r\ncontent-length: 0\r\n\r\n"
+    )
+    async with gateway(port) as client:
+        r = await client.post("/api/auth/login", json={})
+    assert r.status_code == 302 and r.headers["location"] == "/elsewhere"
+    assert "set-cookie" not in r.headers and "x-internal" not in r.headers
+    assert len(up.seen) == 1
+
+
+async def test_a_slow_upstream_is_a_504_and_an_absent_one_a_503(upstream: tuple[Upstream, int]) -> None:
+    up, port = upstream
+    up.delay = 2.0
+    async with gateway(port, timeout=0.3) as client:
+        slow = await client.post("/api/auth/login", json={})
+    assert slow.status_code == 504 and slow.headers["content-type"] == "application/problem+json"
+    assert "identity did not answer in time" in slow.text
+    async with gateway(closed_port()) as client:
+        gone = await client.post("/api/auth/login", json={})
+    assert gone.status_code == 503 and gone.headers["content-type"] == "application/problem+json"
+    assert "identity is unavailable" in gone.text
+
+
+async def test_unknown_routes_bodies_and_tokens_are_refused_at_the_edge(upstream: tuple[Upstream, int]) -> None:
+    up, port = upstream
+    async with gateway(port) as client:
+        assert (await client.get("/api/nowhere")).status_code == 404
+        assert (await client.delete("/api/auth/login")).status_code == 405
+        big = await client.post("/api/auth/login", content=b"x" * (1024 * 1024 + 1))
+        assert big.status_code == 413
+        anonymous = await client.get("/api/patients")
+        assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+        forged = await client.get("/api/patients", headers={"authorization": "Bearer not.a.jwt"})
+        assert forged.status_code == 401
+        for r in (big, anonymous, forged):
+            assert r.headers["content-type"] == "application/problem+json"
+    assert up.seen == []
