@@ -179,11 +179,12 @@ async def test_forgeries_are_refused_after_the_genuine_token_was_remembered(name
 
 
 async def test_a_remembered_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [NOW.timestamp()]
+    t0 = now()  # made when the test runs: PyJWT checks exp against the real clock
+    clock = [t0.timestamp()]
     v = TokenVerifier(lambda: _jwks(KEY), issuer=ISS, audience=AUD, leeway=5, clock=lambda: clock[0])
-    token = signed(claims(exp=int(NOW.timestamp()) + 60))
+    token = signed(claims(exp=int(t0.timestamp()) + 60))
     assert (await v.verify(token)).subject == "u-1"
-    later = NOW + timedelta(seconds=66)  # past exp and the leeway, for the verifier and for PyJWT
+    later = t0 + timedelta(seconds=66)  # past exp and the leeway, for the verifier and for PyJWT
 
     class Later(datetime):
         @classmethod
@@ -197,9 +198,10 @@ async def test_a_remembered_token_is_refused_once_it_expires(monkeypatch: pytest
 
 
 async def test_a_token_accepted_within_the_leeway_is_not_remembered() -> None:
-    clock = [NOW.timestamp()]
+    t0 = now()  # made when the test runs: PyJWT checks exp against the real clock
+    clock = [t0.timestamp()]
     v = TokenVerifier(lambda: _jwks(KEY), issuer=ISS, audience=AUD, leeway=30, clock=lambda: clock[0])
-    token = signed(claims(exp=int(NOW.timestamp()) - 10, iat=int(NOW.timestamp()) - 700))
+    token = signed(claims(exp=int(t0.timestamp()) - 10, iat=int(t0.timestamp()) - 700))
     assert (await v.verify(token)).subject == "u-1"  # 10 s past exp, within the 30 s leeway
     assert not v._verified
 
