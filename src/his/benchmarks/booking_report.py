@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from his.benchmarks.report import NOISY_CPU, Row, noisy
+from his.benchmarks.report import NOISY_CPU, Row, noisy, num, ratio_of, wide
 
 AIM_RATE = 250.0
 #: Processes shown in the CPU breakdown, in this order; the rest are summed as "other services".
@@ -28,10 +28,6 @@ class Figure(Row):
 
     def as_dict(self) -> dict[str, Any]:
         return super().as_dict() | {"errors": self.errors}
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
 
 
 def rows(results: dict[str, Any]) -> list[Figure]:
@@ -55,28 +51,15 @@ def rows(results: dict[str, Any]) -> list[Figure]:
             target = None
             if p == "p95" and role != "half capacity":
                 target = (100.0, 50.0 if rate == AIM_RATE else 100.0)
-            out.append(Figure(f"booking latency {p} {where}", m, b, " ms", _ratio(m, b), target, "max", errors=bad))
+            out.append(Figure(f"booking latency {p} {where}", m, b, " ms", ratio_of(m, b), target, "max", errors=bad))
     return out
 
 
-def _num(value: float | None, unit: str) -> str:
-    if value is None or math.isnan(value):
-        return ""
-    if unit.strip() == "ms":
-        return f"{value:.1f}{unit}"
-    return f"{value:,.0f}{unit}"
-
-
 def render(console: Console, report: dict[str, Any]) -> None:
-    width = console.width
-    if not console.is_terminal:  # piped output would wrap the tables at 80 columns
-        console.width = max(width, 150)
-    try:
+    with wide(console):
         _figures(console, report)
         _cpu(console, report)
         _notes(console, report)
-    finally:
-        console.width = width
 
 
 def _figures(console: Console, report: dict[str, Any]) -> None:
@@ -89,8 +72,8 @@ def _figures(console: Console, report: dict[str, Any]) -> None:
         style = "bold red" if r.errors else styles.get(verdict, "")
         table.add_row(
             r.figure,
-            _num(r.measured, r.unit),
-            _num(r.baseline, r.unit),
+            num(r.measured, r.unit, ms_digits=1),
+            num(r.baseline, r.unit, ms_digits=1),
             "" if r.ratio is None or math.isnan(r.ratio) else f"{r.ratio:.2f}",
             r.target_text(),
             f"[{style}]{verdict}[/]" if style else verdict,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +71,7 @@ class Row:
         }
 
 
-def _ratio(a: float, b: float) -> float:
+def ratio_of(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
@@ -82,10 +84,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
         targets: dict[str, tuple[float | None, float] | None] = {"p50": None, "p95": (25.0, 10.0), "p99": (None, 25.0)}
         for p, target in targets.items():
             m, base = relay["commit_to_ack"][f"{p}_ms"], direct["commit_to_ack"][f"{p}_ms"]
-            out.append(Row(f"commit → PubAck {p} (relay, {rate})", m, base, " ms", _ratio(m, base), target, "max"))
+            out.append(Row(f"commit → PubAck {p} (relay, {rate})", m, base, " ms", ratio_of(m, base), target, "max"))
         for p in ("p95", "p99"):
             m, base = relay["intended_start_to_ack"][f"{p}_ms"], direct["intended_start_to_ack"][f"{p}_ms"]
-            out.append(Row(f"intended start → PubAck {p} (relay)", m, base, " ms", _ratio(m, base)))
+            out.append(Row(f"intended start → PubAck {p} (relay)", m, base, " ms", ratio_of(m, base)))
         stored, bare = relay["commit_to_stored"], lat["bare"]["publish_to_ack"]
         for p in ("p95", "p99"):
             out.append(Row(f"commit → stored in stream {p} (relay)", stored[f"{p}_ms"], None, " ms", None))
@@ -117,23 +119,29 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _num(value: float | None, unit: str) -> str:
+def num(value: float | None, unit: str, ms_digits: int = 2) -> str:
     if value is None or math.isnan(value):
         return ""
     if unit.strip() == "ms":
-        return f"{value:.2f}{unit}"
+        return f"{value:.{ms_digits}f}{unit}"
     return f"{value:,.0f}{unit}"
 
 
-def render(console: Console, report: dict[str, Any]) -> None:
-    # Piped output would wrap the table at 80 columns: give it room.
+@contextlib.contextmanager
+def wide(console: Console) -> Iterator[None]:
+    """Piped output would wrap tables at 80 columns: give them room while printing."""
     width = console.width
     if not console.is_terminal:
         console.width = max(width, 150)
     try:
-        _render(console, report)
+        yield
     finally:
         console.width = width
+
+
+def render(console: Console, report: dict[str, Any]) -> None:
+    with wide(console):
+        _render(console, report)
 
 
 def _render(console: Console, report: dict[str, Any]) -> None:
@@ -146,8 +154,8 @@ def _render(console: Console, report: dict[str, Any]) -> None:
         style = styles.get(verdict, "")
         table.add_row(
             r.figure,
-            _num(r.measured, r.unit),
-            _num(r.baseline, r.unit),
+            num(r.measured, r.unit),
+            num(r.baseline, r.unit),
             "" if r.ratio is None or math.isnan(r.ratio) else f"{r.ratio:.2f}",
             r.target_text(),
             f"[{style}]{verdict}[/]" if style else verdict,
