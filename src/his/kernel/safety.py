@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import ssl
 import urllib.request
 from pathlib import Path
 
 from his.kernel.db import Connection
+from his.kernel.infra.nats import monitor_context
 
 
 class UnsafeDurabilityError(RuntimeError):
@@ -29,7 +29,7 @@ def nats_problems(monitor_url: str | None, ca: Path | None = None) -> list[str]:
     """What is unsafe about a NATS server, read from its monitoring port (https verified with ``ca``)."""
     if not monitor_url:
         return ["NATS durability cannot be verified: set HIS_NATS_MONITOR_URL to its monitoring port"]
-    context = ssl.create_default_context(cafile=str(ca)) if ca and monitor_url.startswith("https") else None
+    context = monitor_context(ca) if monitor_url.startswith("https") else None
     try:
         with urllib.request.urlopen(f"{monitor_url.rstrip('/')}/varz", timeout=5, context=context) as resp:  # noqa: S310
             varz = json.load(resp)

@@ -65,7 +65,7 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
                 entry = {"id": entry_id, "patient_id": patient_id, "kind": body.kind, "code": body.code,
                          "text_cipher": aes.encrypt(body.text, aad(patient_id, entry_id)),
                          "author_id": uuid.UUID(who.subject), "author_roles": sorted(who.roles)}  # fmt: skip
-                await store.insert_record_entry(uow.conn, entry)
+                created = await store.insert_record_entry(uow.conn, entry)
                 uow.add(RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=body.kind, code=body.code),
                         aggregate_id=patient_id)  # fmt: skip
         if not allowed:
@@ -74,7 +74,6 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
             if access.allowed:  # the patient, or staff whose role shows them master data only
                 raise HTTPException(403, "only clinicians caring for the patient write to the record")
             raise HTTPException(404, "patient not found")
-        created = await ctx.db.pool.fetchval("SELECT created_at FROM record_entry WHERE id = $1", entry_id)
         return EntryCreated(id=entry_id, created_at=created.isoformat())
 
     @r.get("/{patient_id}/records", responses=CARE_REQUIRED_RESPONSE)

@@ -242,13 +242,14 @@ async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, li
     return [dict(r) for r in rows]
 
 
-async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> None:
-    await conn.execute(
+async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> datetime:
+    created: datetime = await conn.fetchval(
         """INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
         entry["id"], entry["patient_id"], entry["kind"], entry["code"], entry["text_cipher"],
         entry["author_id"], entry["author_roles"],
     )  # fmt: skip
+    return created
 
 
 async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:

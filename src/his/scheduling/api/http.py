@@ -25,7 +25,7 @@ from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.scheduling import handlers, store
 from his.scheduling.domain import SERVICE_TYPES, Action, InvalidBookingError, InvalidTransitionError
-from his.scheduling.ports import Calendar, PatientLookup
+from his.scheduling.ports import Calendar, PatientLookup, PatientRef
 
 BOOKERS = ("RECEPTIONIST", "ADMIN")
 READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
@@ -98,8 +98,16 @@ def router(
             return True
         if not who.has_any("PATIENT"):
             return False
-        ref = await handlers.patient(ctx.db, patients, patient_id)
+        return owns(who, await handlers.patient(ctx.db, patients, patient_id))
+
+    def owns(who: Principal, ref: PatientRef) -> bool:
         return ref.account_id is not None and str(ref.account_id) == who.subject
+
+    async def known_and_allowed(who: Principal, patient_id: uuid.UUID) -> bool:
+        """The patient exists (raises UnknownError otherwise) and the caller may book for them:
+        one look-up of the patient, whoever asks."""
+        ref = await handlers.patient(ctx.db, patients, patient_id)
+        return who.has_any(*BOOKERS) or (who.has_any("PATIENT") and owns(who, ref))
 
     def conflict(exc: store.CollisionError) -> ProblemError:
         return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
@@ -118,8 +126,7 @@ def router(
         or the patient is already booked then, naming the appointment it collides with."""
         who = await authenticate(request, tokens)
         try:
-            await handlers.patient(ctx.db, patients, body.patient_id)  # exists, whoever books
-            allowed = await may_act_for(who, body.patient_id, BOOKERS)
+            allowed = await known_and_allowed(who, body.patient_id)
         except handlers.UnknownError:
             if not who.has_any(*BOOKERS):  # to a patient, someone else's id and no id look the same
                 raise HTTPException(404, "you cannot book for this patient") from None
@@ -221,8 +228,7 @@ def router(
         appointments is cancelled, the first patient waiting is offered the freed slot."""
         who = await authenticate(request, tokens)
         try:
-            await handlers.patient(ctx.db, patients, body.patient_id)
-            allowed = await may_act_for(who, body.patient_id, BOOKERS)
+            allowed = await known_and_allowed(who, body.patient_id)
         except handlers.UnknownError:
             allowed = False
         if not allowed:
