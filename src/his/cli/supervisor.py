@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from his.cli import state
@@ -292,14 +294,19 @@ def plan_children(stack: Stack) -> None:
 
 
 def patients_settings() -> PatientsSettings:
-    from pydantic import ValidationError
+    return service_settings(PatientsSettings, "patients")
 
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def service_settings(cls: type[S], service: str) -> S:
+    """A service's own settings, read and checked here: one clear error at start, not a crash loop."""
     try:
-        return PatientsSettings()
-    except ValidationError:
-        raise ServerStartError(
-            "HIS_EMERGENCY_ACCESS_MINUTES must be a number of minutes above 0, at most 1440"
-        ) from None
+        return cls()
+    except ValidationError as exc:
+        names = ", ".join(f"HIS_{str(e['loc'][0]).upper()}" for e in exc.errors())
+        raise ServerStartError(f"invalid {service} settings: {names} (see README, Settings)") from None
 
 
 def hospital_timezone(settings: Settings) -> str:
@@ -315,22 +322,14 @@ def hospital_timezone(settings: Settings) -> str:
 
 
 def service_settings_env(service: str) -> dict[str, str]:
-    """A service's own settings, read and checked here (one clear error at start, not a crash loop),
-    then handed to the service process. Nothing else of the supervisor's environment is."""
-    from pydantic import ValidationError
-
+    """The checked settings of a service, handed to its process (nothing else of the supervisor's
+    environment is)."""
     from his.notifications.settings import NotificationsSettings
 
-    if service == "patients":
-        values = patients_settings().model_dump()
-    elif service == "notifications":
-        try:
-            values = NotificationsSettings().model_dump()
-        except ValidationError as exc:
-            names = ", ".join(f"HIS_{str(e['loc'][0]).upper()}" for e in exc.errors())
-            raise ServerStartError(f"invalid notifications settings: {names}") from None
-    else:
+    classes: dict[str, type[BaseSettings]] = {"patients": PatientsSettings, "notifications": NotificationsSettings}
+    if service not in classes:
         return {}
+    values = service_settings(classes[service], service).model_dump()
     return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 
