@@ -3,6 +3,15 @@
 Importing this package registers every model in ``his.kernel.events.registry``.
 """
 
-from his.events import audit, identity, patients, practitioners, scheduling
+from his.events import admissions, audit, identity, inventory, laboratory, patients, practitioners, scheduling
 
-__all__ = ["audit", "identity", "patients", "practitioners", "scheduling"]
+__all__ = [
+    "admissions",
+    "audit",
+    "identity",
+    "inventory",
+    "laboratory",
+    "patients",
+    "practitioners",
+    "scheduling",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from his.kernel.events import Event, event
 
@@ -55,3 +55,17 @@ class PatientUpdated(Event):
     type = "his.patients.patient.updated.v1"
     patient_id: uuid.UUID
     fields: list[str]
+
+
+@event
+class CoverageChanged(Event):
+    """A patient's insurance changed (payer code only; the member id stays in patients).
+
+    ``payer`` is None when the patient became self-paying. Published at registration when
+    coverage is given, and whenever it changes.
+    """
+
+    type = "his.patients.coverage.changed.v1"
+    patient_id: uuid.UUID
+    payer: str | None
+    effective_from: date

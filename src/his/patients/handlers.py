@@ -9,7 +9,7 @@ from typing import Any
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
-from his.events.patients import EmergencyAccessGranted, PatientRegistered, PatientUpdated
+from his.events.patients import CoverageChanged, EmergencyAccessGranted, PatientRegistered, PatientUpdated
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Connection, UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -50,6 +50,11 @@ async def register_patient(
         PatientRegistered(patient_id=patient_id, registered_by=actor, account_id=patient.user_id),
         aggregate_id=patient_id,
     )
+    if patient.coverage is not None:
+        uow.add(
+            CoverageChanged(patient_id=patient_id, payer=patient.coverage[0], effective_from=datetime.now(UTC).date()),
+            aggregate_id=patient_id,
+        )
     return patient_id, mrn
 
 
@@ -139,4 +144,10 @@ async def update_patient(
     if changed:
         await store.update_patient(uow.conn, row["id"], changed)
         uow.add(PatientUpdated(patient_id=row["id"], fields=sorted(changed)), aggregate_id=row["id"])
+        if "coverage_payer" in changed:
+            today = datetime.now(UTC).date()
+            uow.add(
+                CoverageChanged(patient_id=row["id"], payer=new["coverage_payer"], effective_from=today),
+                aggregate_id=row["id"],
+            )
     return changed
