@@ -3,11 +3,12 @@
 Importing this package registers every model in ``his.kernel.events.registry``.
 """
 
-from his.events import admissions, audit, identity, inventory, laboratory, patients, practitioners, scheduling
+from his.events import admissions, audit, billing, identity, inventory, laboratory, patients, practitioners, scheduling
 
 __all__ = [
     "admissions",
     "audit",
+    "billing",
     "identity",
     "inventory",
     "laboratory",

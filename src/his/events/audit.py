@@ -57,6 +57,13 @@ class SchedulingRecordAccessed(RecordAccessed):
     type = "his.scheduling.record.accessed.v1"
 
 
+@event
+class BillingRecordAccessed(RecordAccessed):
+    """Someone read a patient's charges, invoices, claims or payments, or took a payment."""
+
+    type = "his.billing.record.accessed.v1"
+
+
 def record_access(
     uow: UnitOfWork,
     model: type[RecordAccessed],

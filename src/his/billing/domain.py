@@ -1,0 +1,253 @@
+"""Billing rules: payer plans, invoice arithmetic, invoice and claim states. Pure, no IO.
+
+Money is ``Decimal`` throughout, in the currency's minor unit of 0.01. The rounding rule (see
+docs/adr/0008-billing.md) is the whole of it:
+
+1. A line's total is quantity × unit price, rounded to 0.01 half-up.
+2. Per line, in the order the lines are given: an excluded line is the patient's in full. A
+   covered line first pays what is left of the year's deductible (patient), then what is left of
+   the invoice's co-pay (patient); of the rest the insurer pays the plan's percentage, rounded to
+   0.01 half-up, and the patient the remainder.
+3. Out-of-pocket cap: when the patient's share of covered amounts in the plan year would pass the
+   cap, the insurer pays the excess of that line instead. Excluded lines never count toward the
+   deductible or the cap, and the cap never lowers them.
+4. The patient's share of a line is always its total minus the insurer's share, so the two add up
+   exactly; an invoice's figures are sums of its lines' figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+HUNDRED = Decimal(100)
+
+#: What a charge is for; plans set a coverage percentage per category.
+CATEGORIES = ("consultation", "procedure", "bed", "laboratory", "supplies")
+#: The plan of a patient without (known) coverage.
+SELF_PAY = "SELF"
+
+
+def cents(amount: Decimal) -> Decimal:
+    """``amount`` rounded to 0.01, half away from zero (the only rounding billing does)."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+class BillingError(ValueError):
+    """A billing rule was broken; the message says which."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A payer plan as data. Percentages are what the insurer pays of a covered amount."""
+
+    code: str
+    coverage: dict[str, Decimal]
+    copay: Decimal = ZERO
+    deductible: Decimal = ZERO
+    #: The patient's yearly share of covered amounts never exceeds this (None: no cap).
+    out_of_pocket_cap: Decimal | None = None
+    excluded_categories: frozenset[str] = frozenset()
+    excluded_codes: frozenset[str] = frozenset()
+    currency: str = "TRY"
+
+    def excludes(self, code: str, category: str) -> bool:
+        return category in self.excluded_categories or code in self.excluded_codes
+
+    def percentage(self, category: str) -> Decimal:
+        return self.coverage.get(category, ZERO)
+
+
+@dataclass(frozen=True)
+class Line:
+    """A charge to price: ``quantity`` × ``unit_price`` of ``code`` in ``category``."""
+
+    code: str
+    category: str
+    quantity: Decimal
+    unit_price: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return cents(self.quantity * self.unit_price)
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    """A patient's year under one plan: deductible met so far, share of covered amounts paid."""
+
+    deductible_used: Decimal = ZERO
+    out_of_pocket: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    line: Line
+    total: Decimal
+    insurer_share: Decimal
+    patient_share: Decimal
+    excluded: bool
+    #: Parts of the patient's share, for the invoice's reader.
+    deductible: Decimal = ZERO
+    copay: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Priced:
+    lines: list[PricedLine]
+    #: The accumulator after this invoice (what issuing it adds to the patient's year).
+    after: Accumulator
+    before: Accumulator = field(default_factory=Accumulator)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.total for p in self.lines), ZERO)
+
+    @property
+    def insurer_share(self) -> Decimal:
+        return sum((p.insurer_share for p in self.lines), ZERO)
+
+    @property
+    def patient_share(self) -> Decimal:
+        return sum((p.patient_share for p in self.lines), ZERO)
+
+    @property
+    def deductible_applied(self) -> Decimal:
+        return self.after.deductible_used - self.before.deductible_used
+
+    @property
+    def out_of_pocket_applied(self) -> Decimal:
+        return self.after.out_of_pocket - self.before.out_of_pocket
+
+
+def price(plan: Plan, lines: Sequence[Line], year: Accumulator) -> Priced:
+    """Split each line between insurer and patient under ``plan``, given the patient's ``year`` so far."""
+    if any(p < ZERO for p in (plan.copay, plan.deductible)) or (
+        plan.out_of_pocket_cap is not None and plan.out_of_pocket_cap < ZERO
+    ):
+        raise BillingError("plan amounts cannot be negative")
+    acc = year
+    copay_left = plan.copay
+    out: list[PricedLine] = []
+    for line in lines:
+        if line.quantity <= 0 or line.unit_price < 0:
+            raise BillingError("a line needs a positive quantity and a price of at least zero")
+        total = line.total
+        if plan.excludes(line.code, line.category):
+            out.append(PricedLine(line, total, ZERO, total, excluded=True))
+            continue
+        deductible = min(total, max(plan.deductible - acc.deductible_used, ZERO))
+        copay = min(total - deductible, copay_left)
+        copay_left -= copay
+        rest = total - deductible - copay
+        pct = min(max(plan.percentage(line.category), ZERO), HUNDRED)
+        insurer = cents(rest * pct / HUNDRED)
+        patient = total - insurer
+        if plan.out_of_pocket_cap is not None:
+            room = max(plan.out_of_pocket_cap - acc.out_of_pocket, ZERO)
+            if patient > room:
+                insurer += patient - room
+                patient = room
+        acc = Accumulator(acc.deductible_used + deductible, acc.out_of_pocket + patient)
+        out.append(PricedLine(line, total, insurer, patient, excluded=False, deductible=deductible, copay=copay))
+    return Priced(out, after=acc, before=year)
+
+
+def unpriced(year: Accumulator, priced: Priced) -> Accumulator:
+    """The accumulator with an invoice's contribution taken back out (the invoice was voided)."""
+    return replace(
+        year,
+        deductible_used=max(year.deductible_used - priced.deductible_applied, ZERO),
+        out_of_pocket=max(year.out_of_pocket - priced.out_of_pocket_applied, ZERO),
+    )
+
+
+class InvoiceStatus(StrEnum):
+    #: An admission's invoice collecting charges until discharge: not yet priced or payable.
+    DRAFT = "draft"
+    OPEN = "open"
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    VOID = "void"
+
+
+def payment_status(patient_share: Decimal, paid: Decimal) -> InvoiceStatus:
+    """An issued invoice's status from what the patient owes and has paid (net of refunds)."""
+    if paid >= patient_share:
+        return InvoiceStatus.PAID
+    if paid > ZERO:
+        return InvoiceStatus.PARTIALLY_PAID
+    return InvoiceStatus.OPEN
+
+
+def check_payment(amount: Decimal, currency: str, invoice_currency: str, outstanding: Decimal) -> Decimal:
+    """A payment's amount as money, or ``BillingError``: positive, in the invoice currency,
+    at most what the patient still owes."""
+    if not amount.is_finite() or amount <= ZERO:
+        raise BillingError("amount must be greater than zero")
+    if amount != cents(amount):
+        raise BillingError("amount has at most two decimal places")
+    if currency != invoice_currency:
+        raise BillingError(f"the invoice is in {invoice_currency}")
+    if amount > outstanding:
+        raise BillingError(f"amount exceeds the outstanding patient share ({outstanding})")
+    return amount
+
+
+def check_refund(amount: Decimal, currency: str, invoice_currency: str, paid: Decimal) -> Decimal:
+    if not amount.is_finite() or amount <= ZERO:
+        raise BillingError("amount must be greater than zero")
+    if amount != cents(amount):
+        raise BillingError("amount has at most two decimal places")
+    if currency != invoice_currency:
+        raise BillingError(f"the invoice is in {invoice_currency}")
+    if amount > paid:
+        raise BillingError(f"amount exceeds what was paid ({paid})")
+    return amount
+
+
+class ClaimStatus(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    PAID = "paid"
+    #: The claimed invoice was voided (a cancellation took charges off it).
+    VOID = "void"
+
+
+class ClaimAction(StrEnum):
+    SUBMIT = "submit"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    PAY = "pay"
+
+
+class InvalidTransitionError(ValueError):
+    """The claim is not in a state that allows this action."""
+
+
+_CLAIM_TRANSITIONS: dict[tuple[ClaimStatus, ClaimAction], ClaimStatus] = {
+    (ClaimStatus.DRAFT, ClaimAction.SUBMIT): ClaimStatus.SUBMITTED,
+    (ClaimStatus.SUBMITTED, ClaimAction.ACCEPT): ClaimStatus.ACCEPTED,
+    (ClaimStatus.SUBMITTED, ClaimAction.REJECT): ClaimStatus.REJECTED,
+    (ClaimStatus.ACCEPTED, ClaimAction.PAY): ClaimStatus.PAID,
+}
+
+
+def claim_transition(status: ClaimStatus, action: ClaimAction) -> ClaimStatus:
+    try:
+        return _CLAIM_TRANSITIONS[(status, action)]
+    except KeyError:
+        raise InvalidTransitionError(f"a {status.value} claim cannot take '{action.value}'") from None
+
+
+def plan_for(payer: str | None, plans: dict[str, Plan]) -> Plan:
+    """The plan of a payer code; no payer or an unknown one is self-pay."""
+    if payer is not None and payer in plans:
+        return plans[payer]
+    return plans[SELF_PAY]
