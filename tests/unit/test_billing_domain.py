@@ -117,7 +117,7 @@ def test_unknown_payer_or_none_is_self_pay() -> None:
 
 def test_voiding_takes_the_invoice_back_out_of_the_year() -> None:
     p = price(NOVA, STAY, Accumulator())
-    assert unpriced(p.after, p) == Accumulator()
+    assert unpriced(p.after, p.deductible_applied, p.out_of_pocket_applied) == Accumulator()
 
 
 def test_payment_and_refund_checks() -> None:

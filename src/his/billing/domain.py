@@ -157,12 +157,12 @@ def price(plan: Plan, lines: Sequence[Line], year: Accumulator) -> Priced:
     return Priced(out, after=acc, before=year)
 
 
-def unpriced(year: Accumulator, priced: Priced) -> Accumulator:
+def unpriced(year: Accumulator, deductible_applied: Decimal, out_of_pocket_applied: Decimal) -> Accumulator:
     """The accumulator with an invoice's contribution taken back out (the invoice was voided)."""
     return replace(
         year,
-        deductible_used=max(year.deductible_used - priced.deductible_applied, ZERO),
-        out_of_pocket=max(year.out_of_pocket - priced.out_of_pocket_applied, ZERO),
+        deductible_used=max(year.deductible_used - deductible_applied, ZERO),
+        out_of_pocket=max(year.out_of_pocket - out_of_pocket_applied, ZERO),
     )
 
 

@@ -1,0 +1,447 @@
+"""Use cases of the billing service: one function per consumed event or command.
+
+Charges come only from events. Each is unique per source line (``charge`` has a unique key on
+source kind, source id and line), so a redelivered or replayed event never charges twice, on top
+of the inbox. Where a charge goes (docs/adr/0008-billing.md):
+
+- a charge whose time falls within one of the patient's admissions goes on that admission's
+  invoice, which collects charges as a draft while the patient is in and is issued when the
+  discharge event arrives (every bed night is posted before it on admissions' stream);
+- any other charge forms a visit invoice of its own source (one per appointment, one per lab
+  order, one per patient consumption of stock), issued when the charge arrives;
+- a charge arriving after its encounter's invoice was issued goes on a supplementary invoice
+  of the same encounter, issued at once.
+
+An invoice is priced (``domain.price``) with the plan valid on its encounter's first date and
+the patient's accumulator for that plan and year, locked and updated in the same transaction.
+A cancellation voids its source's charges; if they were on an issued invoice, that invoice is
+voided (its contribution leaves the accumulator, its claim is voided) and the remaining charges
+are reissued on a replacement invoice, which takes over the payments made so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from his.billing import store
+from his.billing.domain import (
+    ZERO,
+    ClaimAction,
+    ClaimStatus,
+    InvoiceStatus,
+    Line,
+    check_payment,
+    check_refund,
+    claim_transition,
+    payment_status,
+    plan_for,
+    price,
+    unpriced,
+)
+from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
+from his.events.billing import (
+    ClaimAccepted,
+    ClaimCreated,
+    ClaimEvent,
+    ClaimPaid,
+    ClaimRejected,
+    ClaimSubmitted,
+    ClaimVoided,
+    InvoiceIssued,
+    InvoiceVoided,
+    PaymentReceived,
+    PaymentRefunded,
+)
+from his.events.inventory import StockConsumed
+from his.events.laboratory import LabOrderCancelled, LabOrderResulted
+from his.events.patients import CoverageChanged, PatientRegistered
+from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
+from his.kernel.consumer import PermanentError
+from his.kernel.db import UnitOfWork
+from his.kernel.events import Envelope, Event
+
+
+class UnknownError(LookupError):
+    """An invoice or claim that does not exist."""
+
+
+class ConflictError(Exception):
+    """The request cannot be applied in the current state (an idempotency key reused, a draft invoice)."""
+
+
+def zone() -> ZoneInfo:
+    """The hospital's time zone: what the date of a service is."""
+    return ZoneInfo(os.environ.get("HIS_TIMEZONE", "UTC"))
+
+
+def day_of(at: datetime) -> date:
+    return at.astimezone(zone()).date()
+
+
+def today() -> date:
+    return datetime.now(zone()).date()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line a source charges."""
+
+    line_key: str
+    code: str
+    category: str
+    quantity: Decimal
+    unit_price: Decimal
+    currency: str
+
+
+# --- patients and coverage ---------------------------------------------------------------------
+
+
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember which account owns each patient (a patient reads only their own invoices)."""
+    if not isinstance(ev, PatientRegistered):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
+
+
+async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Add to the patient's coverage history; an invoice uses the payer valid on its service date."""
+    if not isinstance(ev, CoverageChanged):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id)
+
+
+# --- encounters --------------------------------------------------------------------------------
+
+
+async def on_admitted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, PatientAdmitted):
+        raise PermanentError(f"unexpected event {env.type}")
+    enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
+    await store.admitted(uow.conn, enc["id"], ev.admitted_at)
+
+
+async def on_discharged(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Close the admission and issue the invoice that collected its charges, once every bed night
+    the discharge counts has arrived (bed nights and discharges are separate consumers, so the
+    discharge may be applied first; the last bed night then closes the admission)."""
+    if not isinstance(ev, PatientDischarged):
+        raise PermanentError(f"unexpected event {env.type}")
+    enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
+    await store.discharged(uow.conn, enc["id"], ev.discharged_at, ev.nights)
+    await close_if_complete(uow, enc["id"])
+
+
+async def close_if_complete(uow: UnitOfWork, encounter_id: uuid.UUID) -> None:
+    if await store.close_if_complete(uow.conn, encounter_id):
+        draft = await store.draft_of(uow.conn, encounter_id)
+        if draft is not None:
+            await issue(uow, draft)
+
+
+# --- charges -----------------------------------------------------------------------------------
+
+
+async def _priced(uow: UnitOfWork, code: str, on: date, quantity: Decimal, key: str) -> Item:
+    line = await store.price_on(uow.conn, code, on)
+    if line is None:  # dead-lettered: add the price, then replay the event
+        raise PermanentError(f"no price for {code} on {on.isoformat()}")
+    return Item(key, code, line["category"], quantity, line["amount"], line["currency"])
+
+
+async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Charge the appointment's service at the price list's price on its date."""
+    if not isinstance(ev, AppointmentCompleted):
+        raise PermanentError(f"unexpected event {env.type}")
+    item = await _priced(uow, f"consultation.{ev.service}", day_of(ev.start), Decimal(1), "service")
+    await capture(uow, ev.patient_id, ("appointment", ev.appointment_id), ev.start, [item])
+
+
+async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """A bed night at the ward's rate (admissions owns the tariff), on its admission's invoice."""
+    if not isinstance(ev, BedChargePosted):
+        raise PermanentError(f"unexpected event {env.type}")
+    at = datetime.combine(ev.night, time(12), tzinfo=zone())
+    item = Item("night", f"bed.{ev.ward_type}", "bed", Decimal(1), ev.amount, ev.currency)
+    await capture(uow, ev.patient_id, ("bed_charge", ev.charge_id), at, [item], admission=ev.admission_id)
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """One line per test at the catalogue price the laboratory put on the event."""
+    if not isinstance(ev, LabOrderResulted):
+        raise PermanentError(f"unexpected event {env.type}")
+    items = [
+        Item(f"{i}", f"lab.{c.code}", "laboratory", Decimal(1), c.amount, c.currency) for i, c in enumerate(ev.charges)
+    ]
+    if items:
+        await capture(uow, ev.patient_id, ("lab_order", ev.order_id), ev.resulted_at, items)
+
+
+async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Chargeable stock used for a patient: ``item.<code>`` at the price list's price × quantity."""
+    if not isinstance(ev, StockConsumed):
+        raise PermanentError(f"unexpected event {env.type}")
+    if not ev.chargeable or ev.patient_id is None:
+        return
+    item = await _priced(uow, f"item.{ev.item_code}", day_of(ev.consumed_at), ev.quantity, "item")
+    await capture(uow, ev.patient_id, ("stock", ev.consumption_id), ev.consumed_at, [item])
+
+
+_VISIT_KIND = {"appointment": "appointment", "lab_order": "lab_order", "stock": "supplies"}
+
+
+async def capture(
+    uow: UnitOfWork,
+    patient_id: uuid.UUID,
+    source: tuple[str, uuid.UUID],
+    at: datetime,
+    items: list[Item],
+    *,
+    admission: uuid.UUID | None = None,
+) -> None:
+    """Record a source's charges once and put them on the invoice of their encounter."""
+    conn = uow.conn
+    source_kind, source_id = source
+    admission = admission or await store.admission_at(conn, patient_id, at)
+    if admission is not None:
+        enc = await store.encounter(conn, "admission", admission, patient_id, at)
+    else:
+        enc = await store.encounter(conn, _VISIT_KIND[source_kind], source_id, patient_id, at)
+    voided = await store.source_voided(conn, source_kind, source_id)
+    new: list[uuid.UUID] = []
+    for it in items:
+        row = {
+            "id": uuid.uuid4(), "patient_id": patient_id, "source_kind": source_kind, "source_id": source_id,
+            "line_key": it.line_key, "code": it.code, "category": it.category, "quantity": it.quantity,
+            "unit_price": it.unit_price, "amount": Line(it.code, it.category, it.quantity, it.unit_price).total,
+            "currency": it.currency, "service_at": at, "service_date": day_of(at),
+            "status": "void" if voided else "active", "encounter_id": enc["id"],
+        }  # fmt: skip
+        if await store.insert_charge(conn, row):
+            new.append(row["id"])
+    if voided or not new:
+        return
+    collecting = enc["kind"] == "admission" and enc["status"] == "open"
+    invoice = await store.draft_of(conn, enc["id"]) if collecting else None
+    if invoice is None:
+        kind = "supplementary" if await store.has_issued(conn, enc["id"]) else _invoice_kind(enc)
+        invoice = await store.create_invoice(conn, {
+            "id": uuid.uuid4(), "patient_id": patient_id, "encounter_id": enc["id"], "kind": kind,
+            "currency": items[0].currency, "service_date": day_of(enc["started_at"]),
+        })  # fmt: skip
+    if any(it.currency != invoice["currency"] for it in items):
+        raise PermanentError(f"charges in another currency than the invoice's {invoice['currency']}")
+    await store.attach(conn, new, invoice["id"])
+    if not collecting:
+        await issue(uow, invoice)
+    elif source_kind == "bed_charge":
+        await close_if_complete(uow, enc["id"])
+
+
+def _invoice_kind(enc: dict[str, Any]) -> str:
+    return "admission" if enc["kind"] == "admission" else "visit"
+
+
+async def issue(uow: UnitOfWork, invoice: dict[str, Any]) -> dict[str, Any] | None:
+    """Price a draft invoice under the plan valid on its service date, and make it payable."""
+    conn = uow.conn
+    charges = await store.active_charges(conn, invoice["id"])
+    if not charges:  # everything on it was cancelled before it was issued
+        await store.mark_void(conn, invoice["id"], keep_paid=True)
+        return None
+    enc = await store.get_encounter(conn, invoice["encounter_id"])
+    assert enc is not None
+    day = day_of(enc["started_at"])  # the encounter's first date: its plan and plan year
+    await store.set_service_date(conn, invoice["id"], day)
+    plan = plan_for(await store.payer_on(conn, invoice["patient_id"], day), await store.plans(conn))
+    year = await store.accumulator(conn, invoice["patient_id"], plan.code, day.year)
+    priced = price(plan, [Line(c["code"], c["category"], c["quantity"], c["unit_price"]) for c in charges], year)
+    await store.write_lines(conn, invoice["id"], [
+        (i, c["id"], c["code"], c["category"], c["quantity"], c["unit_price"], p.total, p.insurer_share,
+         p.patient_share, p.excluded, p.deductible, p.copay)
+        for i, (c, p) in enumerate(zip(charges, priced.lines, strict=True))
+    ])  # fmt: skip
+    await store.save_accumulator(conn, invoice["patient_id"], plan.code, day.year, priced.after)
+    issued = await store.mark_issued(conn, invoice["id"], {
+        "status": payment_status(priced.patient_share, invoice["paid"]).value, "payer": plan.code,
+        "plan_year": day.year, "total": priced.total, "insurer_share": priced.insurer_share,
+        "patient_share": priced.patient_share, "deductible_applied": priced.deductible_applied,
+        "out_of_pocket_applied": priced.out_of_pocket_applied,
+    })  # fmt: skip
+    uow.add(
+        InvoiceIssued(
+            invoice_id=issued["id"], patient_id=issued["patient_id"], encounter_id=issued["encounter_id"],
+            kind=issued["kind"], payer=plan.code, currency=issued["currency"], total=priced.total,
+            insurer_share=priced.insurer_share, patient_share=priced.patient_share, replaces=issued["replaces"],
+        ),
+        aggregate_id=issued["id"],
+    )  # fmt: skip
+    if priced.insurer_share > ZERO:
+        claim = {"id": uuid.uuid4(), "invoice_id": issued["id"], "patient_id": issued["patient_id"],
+                 "payer": plan.code, "amount": priced.insurer_share, "currency": issued["currency"]}  # fmt: skip
+        await store.insert_claim(conn, claim)
+        uow.add(_claim_event(ClaimCreated, claim), aggregate_id=claim["id"])
+    return issued
+
+
+def _claim_event(model: type[ClaimEvent], claim: dict[str, Any]) -> ClaimEvent:
+    return model(claim_id=claim["id"], invoice_id=claim["invoice_id"], payer=claim["payer"], amount=claim["amount"],
+                 currency=claim["currency"])  # fmt: skip
+
+
+# --- cancellations -----------------------------------------------------------------------------
+
+
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, AppointmentCancelled):
+        raise PermanentError(f"unexpected event {env.type}")
+    await void_source(uow, "appointment", ev.appointment_id)
+
+
+async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    if not isinstance(ev, LabOrderCancelled):
+        raise PermanentError(f"unexpected event {env.type}")
+    await void_source(uow, "lab_order", ev.order_id)
+
+
+async def void_source(uow: UnitOfWork, kind: str, source_id: uuid.UUID) -> None:
+    """Void a source's charges (and any arriving later); reissue issued invoices without them."""
+    conn = uow.conn
+    await store.mark_source_voided(conn, kind, source_id)
+    for invoice_id in await store.void_charges(conn, kind, source_id):
+        invoice = await store.get_invoice(conn, invoice_id, lock=True)
+        assert invoice is not None
+        if invoice["status"] not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+            await void_and_reissue(uow, invoice)
+
+
+async def void_and_reissue(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
+    conn = uow.conn
+    year = await store.accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"])
+    back = unpriced(year, invoice["deductible_applied"], invoice["out_of_pocket_applied"])
+    await store.save_accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"], back)
+    claim = await store.claim_of_invoice(conn, invoice["id"])
+    if claim is not None and claim["status"] in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
+        await store.set_claim_status(conn, claim["id"], ClaimStatus.VOID)
+        uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim["id"])
+    remaining = await store.active_charges(conn, invoice["id"])
+    replacement: dict[str, Any] | None = None
+    await store.mark_void(conn, invoice["id"], keep_paid=not remaining)
+    if remaining:
+        replacement = await store.create_invoice(conn, {
+            "id": uuid.uuid4(), "patient_id": invoice["patient_id"], "encounter_id": invoice["encounter_id"],
+            "kind": invoice["kind"], "replaces": invoice["id"], "currency": invoice["currency"],
+            "service_date": invoice["service_date"], "paid": invoice["paid"],
+        })  # fmt: skip
+        await store.move_open_items(conn, invoice["id"], replacement["id"])
+        await issue(uow, replacement)
+    uow.add(
+        InvoiceVoided(invoice_id=invoice["id"], patient_id=invoice["patient_id"],
+                      replaced_by=replacement["id"] if replacement else None),
+        aggregate_id=invoice["id"],
+    )  # fmt: skip
+
+
+# --- payments ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Money:
+    kind: str  # payment or refund
+    invoice_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    method: str
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps([self.kind, str(self.invoice_id), str(self.amount.normalize()), self.currency,
+                                self.method])  # fmt: skip
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: str
+    replayed: bool
+
+
+async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
+    """A payment or refund under an idempotency key: the first request with the key does it and
+    stores its answer; the same key and request again get that answer; another request under
+    the same key is a ``ConflictError``. Concurrent holders of one key wait on its unique row."""
+    conn = uow.conn
+    if not await store.claim_key(conn, actor, key, m.fingerprint()):
+        stored = await store.stored_response(conn, actor, key)
+        assert stored is not None
+        if stored["request_hash"] != m.fingerprint():
+            raise ConflictError("this Idempotency-Key was used for a different request")
+        return Answer(stored["response_status"], stored["response_body"], replayed=True)
+    invoice = await store.get_invoice(conn, m.invoice_id, lock=True)
+    if invoice is None:
+        raise UnknownError("invoice not found")
+    paid: Decimal = invoice["paid"]
+    if m.kind == "payment":
+        if invoice["status"] in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+            raise ConflictError(f"a {invoice['status']} invoice takes no payments")
+        check_payment(m.amount, m.currency, invoice["currency"], invoice["patient_share"] - paid)
+        paid += m.amount
+    else:
+        check_refund(m.amount, m.currency, invoice["currency"], paid)
+        paid -= m.amount
+    status = (
+        invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"], paid)
+    )
+    await store.set_paid(conn, invoice["id"], paid, status)
+    row = await store.insert_payment(conn, {
+        "id": uuid.uuid4(), "invoice_id": invoice["id"], "patient_id": invoice["patient_id"], "kind": m.kind,
+        "amount": m.amount, "currency": m.currency, "method": m.method, "created_by": actor,
+    })  # fmt: skip
+    model = PaymentReceived if m.kind == "payment" else PaymentRefunded
+    ids = {"payment_id": row["id"]} if m.kind == "payment" else {"refund_id": row["id"]}
+    uow.add(
+        model(**ids, invoice_id=invoice["id"], patient_id=invoice["patient_id"], amount=m.amount,
+              currency=m.currency, method=m.method, invoice_status=str(status)),
+        aggregate_id=invoice["id"],
+    )  # fmt: skip
+    body = json.dumps({**payment_json(row), "invoice_status": str(status), "invoice_paid": str(paid),
+                       "outstanding": str(invoice["patient_share"] - paid)})  # fmt: skip
+    await store.store_response(conn, actor, key, 201, body)
+    return Answer(201, body, replayed=False)
+
+
+def payment_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]), "invoice_id": str(row["invoice_id"]), "kind": row["kind"],
+        "amount": str(row["amount"]), "currency": row["currency"], "method": row["method"],
+        "created_at": row["created_at"].isoformat(),
+    }  # fmt: skip
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+_CLAIM_EVENTS: dict[ClaimStatus, type[ClaimEvent]] = {
+    ClaimStatus.SUBMITTED: ClaimSubmitted,
+    ClaimStatus.ACCEPTED: ClaimAccepted,
+    ClaimStatus.REJECTED: ClaimRejected,
+    ClaimStatus.PAID: ClaimPaid,
+}
+
+
+async def act_on_claim(uow: UnitOfWork, claim_id: uuid.UUID, action: ClaimAction) -> dict[str, Any]:
+    """Move a claim along draft → submitted → accepted → paid (or rejected); ``InvalidTransitionError`` else."""
+    claim = await store.get_claim(uow.conn, claim_id, lock=True)
+    if claim is None:
+        raise UnknownError("claim not found")
+    after = claim_transition(ClaimStatus(claim["status"]), action)
+    row = await store.set_claim_status(uow.conn, claim_id, after)
+    uow.add(_claim_event(_CLAIM_EVENTS[after], row), aggregate_id=claim_id)
+    return row

@@ -1,0 +1,458 @@
+"""Tables and queries of the billing service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from his.billing.domain import ZERO, Accumulator, Plan
+from his.kernel.db import Connection
+
+
+class DuplicateVersionError(Exception):
+    """A price list version with this effective date exists already."""
+
+
+# --- plans and prices ---------------------------------------------------------------------------
+
+
+async def plan_rows(conn: Connection) -> list[dict[str, Any]]:
+    plans = [dict(r) for r in await conn.fetch("SELECT * FROM payer_plan ORDER BY code")]
+    coverage = await conn.fetch("SELECT * FROM plan_coverage ORDER BY plan_code, category")
+    exclusions = await conn.fetch("SELECT * FROM plan_exclusion ORDER BY plan_code, kind, value")
+    for p in plans:
+        p["coverage"] = {c["category"]: c["percentage"] for c in coverage if c["plan_code"] == p["code"]}
+        p["excluded_categories"] = [
+            e["value"] for e in exclusions if e["plan_code"] == p["code"] and e["kind"] == "category"
+        ]
+        p["excluded_codes"] = [e["value"] for e in exclusions if e["plan_code"] == p["code"] and e["kind"] == "code"]
+    return plans
+
+
+async def plans(conn: Connection) -> dict[str, Plan]:
+    return {
+        p["code"]: Plan(
+            p["code"],
+            p["coverage"],
+            copay=p["copay"],
+            deductible=p["deductible"],
+            out_of_pocket_cap=p["out_of_pocket_cap"],
+            excluded_categories=frozenset(p["excluded_categories"]),
+            excluded_codes=frozenset(p["excluded_codes"]),
+            currency=p["currency"],
+        )
+        for p in await plan_rows(conn)
+    }
+
+
+async def price_version_on(conn: Connection, day: date) -> dict[str, Any] | None:
+    """The price list valid on ``day``: the latest version effective on or before it."""
+    row = await conn.fetchrow(
+        "SELECT * FROM price_list_version WHERE effective_from <= $1 ORDER BY effective_from DESC LIMIT 1", day
+    )
+    return dict(row) if row else None
+
+
+async def price_lines(conn: Connection, version_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT code, category, amount, currency FROM price_line WHERE version_id = $1 ORDER BY code", version_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def price_on(conn: Connection, code: str, day: date) -> dict[str, Any] | None:
+    """The line for ``code`` in the price list valid on ``day`` (None: not priced then)."""
+    row = await conn.fetchrow(
+        """SELECT l.code, l.category, l.amount, l.currency FROM price_line l
+           WHERE l.code = $1 AND l.version_id = (
+               SELECT id FROM price_list_version WHERE effective_from <= $2 ORDER BY effective_from DESC LIMIT 1)""",
+        code, day,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def add_price_version(
+    conn: Connection, vid: uuid.UUID, effective_from: date, lines: list[dict[str, Any]], actor: uuid.UUID
+) -> None:
+    try:
+        await conn.execute(
+            "INSERT INTO price_list_version (id, effective_from, created_by) VALUES ($1, $2, $3)",
+            vid, effective_from, actor,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateVersionError from exc
+    await conn.executemany(
+        "INSERT INTO price_line (version_id, code, category, amount, currency) VALUES ($1, $2, $3, $4, $5)",
+        [(vid, x["code"], x["category"], x["amount"], x["currency"]) for x in lines],
+    )
+
+
+# --- patients and their coverage -------------------------------------------------------------
+
+
+async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
+    await conn.execute(
+        """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
+           ON CONFLICT (patient_id)
+           DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
+        patient_id, account_id,
+    )  # fmt: skip
+
+
+async def account_of(conn: Connection, patient_id: uuid.UUID) -> uuid.UUID | None:
+    account: uuid.UUID | None = await conn.fetchval(
+        "SELECT account_id FROM known_patient WHERE patient_id = $1", patient_id
+    )
+    return account
+
+
+async def patients_of_account(conn: Connection, account_id: uuid.UUID) -> list[uuid.UUID]:
+    return [r[0] for r in await conn.fetch("SELECT patient_id FROM known_patient WHERE account_id = $1", account_id)]
+
+
+async def add_coverage(
+    conn: Connection, patient_id: uuid.UUID, payer: str | None, effective_from: date, event_id: uuid.UUID
+) -> None:
+    await conn.execute(
+        """INSERT INTO coverage (patient_id, payer, effective_from, event_id) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (event_id) DO NOTHING""",
+        patient_id, payer, effective_from, event_id,
+    )  # fmt: skip
+
+
+async def payer_on(conn: Connection, patient_id: uuid.UUID, day: date) -> str | None:
+    """The payer code valid on ``day`` (the latest change effective by then); None: self-pay."""
+    payer: str | None = await conn.fetchval(
+        """SELECT payer FROM coverage WHERE patient_id = $1 AND effective_from <= $2
+           ORDER BY effective_from DESC, id DESC LIMIT 1""",
+        patient_id, day,
+    )  # fmt: skip
+    return payer
+
+
+# --- encounters --------------------------------------------------------------------------------
+
+
+async def encounter(
+    conn: Connection, kind: str, source_id: uuid.UUID, patient_id: uuid.UUID, started_at: datetime
+) -> dict[str, Any]:
+    """The encounter of a source (created open if new), locked for this transaction."""
+    await conn.execute(
+        """INSERT INTO encounter (id, patient_id, kind, source_id, started_at, status)
+           VALUES ($1, $2, $3, $4, $5, 'open') ON CONFLICT (kind, source_id) DO NOTHING""",
+        uuid.uuid4(), patient_id, kind, source_id, started_at,
+    )  # fmt: skip
+    row = await conn.fetchrow("SELECT * FROM encounter WHERE kind = $1 AND source_id = $2 FOR UPDATE", kind, source_id)
+    assert row is not None
+    return dict(row)
+
+
+async def admitted(conn: Connection, encounter_id: uuid.UUID, started_at: datetime) -> None:
+    await conn.execute("UPDATE encounter SET started_at = $2 WHERE id = $1", encounter_id, started_at)
+
+
+async def discharged(conn: Connection, encounter_id: uuid.UUID, ended_at: datetime, nights: int) -> None:
+    await conn.execute(
+        "UPDATE encounter SET ended_at = $2, expected_nights = $3 WHERE id = $1", encounter_id, ended_at, nights
+    )
+
+
+async def close_if_complete(conn: Connection, encounter_id: uuid.UUID) -> bool:
+    """Close a discharged admission once every bed night its discharge counted has arrived."""
+    closed = await conn.fetchval(
+        """UPDATE encounter e SET status = 'closed'
+           WHERE e.id = $1 AND e.status = 'open' AND e.ended_at IS NOT NULL
+             AND (SELECT count(*) FROM charge c WHERE c.encounter_id = e.id AND c.source_kind = 'bed_charge')
+                 >= e.expected_nights
+           RETURNING 1""",
+        encounter_id,
+    )
+    return closed is not None
+
+
+async def admission_at(conn: Connection, patient_id: uuid.UUID, at: datetime) -> uuid.UUID | None:
+    """The admission the patient was in at ``at``, if any (its admission id)."""
+    source: uuid.UUID | None = await conn.fetchval(
+        """SELECT source_id FROM encounter WHERE kind = 'admission' AND patient_id = $1 AND started_at <= $2
+           AND (ended_at IS NULL OR ended_at >= $2) ORDER BY started_at DESC LIMIT 1""",
+        patient_id, at,
+    )  # fmt: skip
+    return source
+
+
+async def get_encounter(conn: Connection, encounter_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM encounter WHERE id = $1", encounter_id)
+    return dict(row) if row else None
+
+
+# --- charges -----------------------------------------------------------------------------------
+
+CHARGE_COLUMNS = """id, patient_id, source_kind, source_id, line_key, code, category, quantity, unit_price, amount,
+                    currency, service_at, service_date, status, encounter_id, invoice_id, created_at"""
+
+
+async def insert_charge(conn: Connection, row: dict[str, Any]) -> bool:
+    """Record a charge; False if this source's line was charged already (a redelivery)."""
+    inserted = await conn.fetchval(
+        f"""INSERT INTO charge ({CHARGE_COLUMNS.replace(", created_at", "")})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            ON CONFLICT (source_kind, source_id, line_key) DO NOTHING RETURNING id""",
+        row["id"], row["patient_id"], row["source_kind"], row["source_id"], row["line_key"], row["code"],
+        row["category"], row["quantity"], row["unit_price"], row["amount"], row["currency"], row["service_at"],
+        row["service_date"], row["status"], row["encounter_id"], row.get("invoice_id"),
+    )  # fmt: skip
+    return inserted is not None
+
+
+async def attach(conn: Connection, charge_ids: list[uuid.UUID], invoice_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE charge SET invoice_id = $2 WHERE id = ANY($1::uuid[])", charge_ids, invoice_id)
+
+
+async def active_charges(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {CHARGE_COLUMNS} FROM charge WHERE invoice_id = $1 AND status = 'active'
+            ORDER BY service_at, code, line_key, id""",
+        invoice_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def mark_source_voided(conn: Connection, kind: str, source_id: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO voided_source (source_kind, source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, source_id
+    )
+
+
+async def source_voided(conn: Connection, kind: str, source_id: uuid.UUID) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM voided_source WHERE source_kind = $1 AND source_id = $2", kind, source_id
+    )
+    return found is not None
+
+
+async def void_charges(conn: Connection, kind: str, source_id: uuid.UUID) -> list[uuid.UUID]:
+    """Void the active charges of a source; returns the invoices they were on."""
+    rows = await conn.fetch(
+        """UPDATE charge SET status = 'void', voided_at = now()
+           WHERE source_kind = $1 AND source_id = $2 AND status = 'active' RETURNING invoice_id""",
+        kind, source_id,
+    )  # fmt: skip
+    return sorted({r[0] for r in rows if r[0] is not None})
+
+
+async def charges_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {CHARGE_COLUMNS} FROM charge WHERE patient_id = $1 ORDER BY service_at DESC, id LIMIT $2",
+        patient_id, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+# --- invoices ----------------------------------------------------------------------------------
+
+
+async def draft_of(conn: Connection, encounter_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM invoice WHERE encounter_id = $1 AND status = 'draft' FOR UPDATE",
+                              encounter_id)  # fmt: skip
+    return dict(row) if row else None
+
+
+async def has_issued(conn: Connection, encounter_id: uuid.UUID) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM invoice WHERE encounter_id = $1 AND issued_at IS NOT NULL LIMIT 1", encounter_id
+    )
+    return found is not None
+
+
+async def create_invoice(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    saved = await conn.fetchrow(
+        """INSERT INTO invoice (id, patient_id, encounter_id, kind, replaces, status, currency, service_date, paid)
+           VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8) RETURNING *""",
+        row["id"], row["patient_id"], row["encounter_id"], row["kind"], row.get("replaces"), row["currency"],
+        row["service_date"], row.get("paid", ZERO),
+    )  # fmt: skip
+    assert saved is not None
+    return dict(saved)
+
+
+async def set_service_date(conn: Connection, invoice_id: uuid.UUID, day: date) -> None:
+    await conn.execute("UPDATE invoice SET service_date = $2 WHERE id = $1", invoice_id, day)
+
+
+async def get_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT * FROM invoice WHERE id = $1{' FOR UPDATE' if lock else ''}", invoice_id)
+    return dict(row) if row else None
+
+
+async def write_lines(conn: Connection, invoice_id: uuid.UUID, lines: list[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        """INSERT INTO invoice_line (invoice_id, position, charge_id, code, category, quantity, unit_price, total,
+                                     insurer_share, patient_share, excluded, deductible, copay)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+        [(invoice_id, *x) for x in lines],
+    )
+
+
+async def mark_issued(conn: Connection, invoice_id: uuid.UUID, fields: dict[str, Any]) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        """UPDATE invoice SET status = $2, payer = $3, plan_year = $4, total = $5, insurer_share = $6,
+                  patient_share = $7, deductible_applied = $8, out_of_pocket_applied = $9, issued_at = now(),
+                  updated_at = now()
+           WHERE id = $1 RETURNING *""",
+        invoice_id, fields["status"], fields["payer"], fields["plan_year"], fields["total"], fields["insurer_share"],
+        fields["patient_share"], fields["deductible_applied"], fields["out_of_pocket_applied"],
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def mark_void(conn: Connection, invoice_id: uuid.UUID, *, keep_paid: bool) -> None:
+    await conn.execute(
+        """UPDATE invoice SET status = 'void', voided_at = now(), updated_at = now(),
+                  paid = CASE WHEN $2 THEN paid ELSE 0 END WHERE id = $1""",
+        invoice_id, keep_paid,
+    )  # fmt: skip
+
+
+async def move_open_items(conn: Connection, old: uuid.UUID, new: uuid.UUID) -> None:
+    """Active charges and payments of a voided invoice go to its replacement."""
+    await conn.execute("UPDATE charge SET invoice_id = $2 WHERE invoice_id = $1 AND status = 'active'", old, new)
+    await conn.execute("UPDATE payment SET invoice_id = $2 WHERE invoice_id = $1", old, new)
+
+
+async def set_paid(conn: Connection, invoice_id: uuid.UUID, paid: Decimal, status: str) -> None:
+    await conn.execute(
+        "UPDATE invoice SET paid = $2, status = $3, updated_at = now() WHERE id = $1", invoice_id, paid, status
+    )
+
+
+async def lines_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM invoice_line WHERE invoice_id = $1 ORDER BY position", invoice_id)
+    return [dict(r) for r in rows]
+
+
+async def invoices(
+    conn: Connection, patient_ids: list[uuid.UUID] | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT * FROM invoice WHERE ($1::uuid[] IS NULL OR patient_id = ANY($1::uuid[]))
+           AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id LIMIT $3""",
+        patient_ids, status, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+# --- accumulators --------------------------------------------------------------------------------
+
+
+async def accumulator(conn: Connection, patient_id: uuid.UUID, payer: str, year: int) -> Accumulator:
+    """The patient's year under ``payer``, locked until the transaction ends."""
+    await conn.execute(
+        "INSERT INTO accumulator (patient_id, payer, year) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        patient_id, payer, year,
+    )  # fmt: skip
+    row = await conn.fetchrow(
+        "SELECT * FROM accumulator WHERE patient_id = $1 AND payer = $2 AND year = $3 FOR UPDATE",
+        patient_id,
+        payer,
+        year,
+    )
+    assert row is not None
+    return Accumulator(row["deductible_used"], row["out_of_pocket"])
+
+
+async def save_accumulator(conn: Connection, patient_id: uuid.UUID, payer: str, year: int, acc: Accumulator) -> None:
+    await conn.execute(
+        """UPDATE accumulator SET deductible_used = $4, out_of_pocket = $5
+           WHERE patient_id = $1 AND payer = $2 AND year = $3""",
+        patient_id, payer, year, acc.deductible_used, acc.out_of_pocket,
+    )  # fmt: skip
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+async def insert_claim(conn: Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO claim (id, invoice_id, patient_id, payer, amount, currency, status)
+           VALUES ($1, $2, $3, $4, $5, $6, 'draft')""",
+        row["id"], row["invoice_id"], row["patient_id"], row["payer"], row["amount"], row["currency"],
+    )  # fmt: skip
+
+
+async def get_claim(conn: Connection, claim_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT * FROM claim WHERE id = $1{' FOR UPDATE' if lock else ''}", claim_id)
+    return dict(row) if row else None
+
+
+async def claim_of_invoice(conn: Connection, invoice_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM claim WHERE invoice_id = $1 FOR UPDATE", invoice_id)
+    return dict(row) if row else None
+
+
+async def set_claim_status(conn: Connection, claim_id: uuid.UUID, status: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "UPDATE claim SET status = $2, updated_at = now() WHERE id = $1 RETURNING *", claim_id, status
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def claims(conn: Connection, status: str | None, payer: str | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT * FROM claim WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR payer = $2)
+           ORDER BY created_at DESC, id LIMIT $3""",
+        status, payer, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+# --- payments and idempotency keys -------------------------------------------------------------
+
+
+async def insert_payment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    saved = await conn.fetchrow(
+        """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+        row["id"], row["invoice_id"], row["patient_id"], row["kind"], row["amount"], row["currency"], row["method"],
+        row["created_by"],
+    )  # fmt: skip
+    assert saved is not None
+    return dict(saved)
+
+
+async def payments_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM payment WHERE invoice_id = $1 ORDER BY created_at, id", invoice_id)
+    return [dict(r) for r in rows]
+
+
+async def claim_key(conn: Connection, actor: uuid.UUID, key: str, request_hash: str) -> bool:
+    """Take an idempotency key for this request; False if it is taken (by a committed request).
+
+    A concurrent holder of the same key makes this wait for its outcome: the unique key decides.
+    """
+    taken = await conn.fetchval(
+        """INSERT INTO idempotency_key (actor, key, request_hash, response_status, response_body)
+           VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING 1""",
+        actor, key, request_hash,
+    )  # fmt: skip
+    return taken is not None
+
+
+async def stored_response(conn: Connection, actor: uuid.UUID, key: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE actor = $1 AND key = $2",
+        actor, key,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def store_response(conn: Connection, actor: uuid.UUID, key: str, status: int, body: str) -> None:
+    await conn.execute(
+        "UPDATE idempotency_key SET response_status = $3, response_body = $4 WHERE actor = $1 AND key = $2",
+        actor, key, status, body,
+    )  # fmt: skip

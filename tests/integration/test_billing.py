@@ -1,0 +1,468 @@
+"""Billing on the real database: charges from events, one invoice per admission or visit priced
+under the patient's plan to the cent, redeliveries that change nothing, cancellations that void,
+claims with their states, and payments that happen once per idempotency key.
+
+Most events are handed to the handlers in a unit of work, as the consumer does; one journey
+travels over a real JetStream through the service's own subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from his.billing import handlers
+from his.billing.api.http import router
+from his.billing.app import build
+from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
+from his.events.inventory import StockConsumed
+from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
+from his.events.patients import CoverageChanged, PatientRegistered
+from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
+from his.kernel import migrations, streams
+from his.kernel.consumer import ConsumerLoop
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.events import Envelope, Event
+from tests.support.api import bearer, serve, verifier
+from tests.support.waiting import wait_for
+
+D = Decimal
+TABLES = ("idempotency_key, payment, claim, invoice_line, accumulator, voided_source, charge, invoice, encounter, "
+          "coverage, known_patient, outbox, inbox")  # fmt: skip
+SEED_VERSION = "00000000-0000-4000-8000-00000000b111"
+Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+
+
+def at(day: int, hour: float = 9) -> datetime:
+    return datetime(2026, 3, day, tzinfo=UTC) + timedelta(hours=hour)
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    db: Database
+    billing: dict[str, str] = field(default_factory=lambda: bearer(uuid.uuid4(), "BILLING"))
+    sent: list[tuple[Envelope, Event, Handler]] = field(default_factory=list)
+
+    async def feed(self, ev: Event, handler: Handler) -> None:
+        env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
+        async with self.db.uow() as uow:
+            await handler(uow, env, ev)
+        self.sent.append((env, ev, handler))
+
+    async def redeliver_all(self) -> None:
+        """Every event again, as a consumer whose ack was lost would apply it (the inbox aside)."""
+        for env, ev, handler in list(self.sent):
+            async with self.db.uow() as uow:
+                await handler(uow, env, ev)
+
+    async def patient(self, payer: str | None, account: uuid.UUID | None = None) -> uuid.UUID:
+        pid = uuid.uuid4()
+        await self.feed(PatientRegistered(patient_id=pid, account_id=account), handlers.on_patient_registered)
+        await self.feed(CoverageChanged(patient_id=pid, payer=payer, effective_from=date(2026, 1, 1)),
+                        handlers.on_coverage_changed)  # fmt: skip
+        return pid
+
+    async def invoices(self, pid: uuid.UUID, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        r = await self.client.get("/invoices", params={"patient_id": str(pid)}, headers=headers or self.billing)
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+    async def state(self) -> list[tuple[Any, ...]]:
+        rows = await self.db.pool.fetch(
+            "SELECT i.id, i.status, i.total, i.insurer_share, i.patient_share, "
+            "(SELECT count(*) FROM charge) AS charges, (SELECT count(*) FROM claim) AS claims "
+            "FROM invoice i ORDER BY i.id"
+        )
+        return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+async def world(admin_dsn: str) -> AsyncIterator[World]:
+    dsn = await migrations.provision(admin_dsn, "billing", "pw-billing-test")
+    await migrations.upgrade(admin_dsn, "billing")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute(f"SET search_path TO billing; TRUNCATE {TABLES}")
+    await conn.execute(f"DELETE FROM billing.price_line WHERE version_id <> '{SEED_VERSION}'")
+    await conn.execute(f"DELETE FROM billing.price_list_version WHERE id <> '{SEED_VERSION}'")
+    await conn.close()
+    db = Database(dsn, schema="billing", max_size=24)
+    await db.open()
+    async with serve(router(SimpleNamespace(db=db), verifier()), base_url="http://billing") as client:  # type: ignore[arg-type]
+        yield World(client, db)
+    await db.close()
+
+
+async def stay(world: World, pid: uuid.UUID, *, admission: uuid.UUID | None = None) -> uuid.UUID:
+    """Admitted on 10 March, three nights at 1,500.00, a lab order of two tests and three
+    syringes on the 11th, discharged on the 13th."""
+    adm = admission or uuid.uuid4()
+    ward = uuid.uuid4()
+    await world.feed(PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
+                                     bed_id=uuid.uuid4(), admitted_at=at(10, 10)), handlers.on_admitted)  # fmt: skip
+    for night in (10, 11, 12):
+        await world.feed(BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
+                                         ward_type="general", night=date(2026, 3, night), amount=D("1500.00"),
+                                         currency="TRY"), handlers.on_bed_charge_posted)  # fmt: skip
+    await world.feed(lab(pid, at(11, 9), ("CBC", "250.00"), ("CRP", "180.50")), handlers.on_lab_order_resulted)
+    await world.feed(StockConsumed(consumption_id=uuid.uuid4(), item_code="SYRINGE-5ML", location="WARD-A",
+                                   quantity=D(3), reason="patient", patient_id=pid, chargeable=True,
+                                   consumed_at=at(11, 10)), handlers.on_stock_consumed)  # fmt: skip
+    await world.feed(PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
+                                       admitted_at=at(10, 10), discharged_at=at(13, 10), nights=3),
+                     handlers.on_discharged)  # fmt: skip
+    return adm
+
+
+def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
+    return LabOrderResulted(
+        order_id=order or uuid.uuid4(), patient_id=pid, ordered_by=uuid.uuid4(), priority="routine", resulted_at=when,
+        results=[ResultItem(code=c, value="1", flag="N") for c, _ in tests],
+        charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests], abnormal=False, critical=False,
+    )  # fmt: skip
+
+
+def completed(pid: uuid.UUID, appt: uuid.UUID, when: datetime, service: str = "consultation") -> AppointmentCompleted:
+    return AppointmentCompleted(appointment_id=appt, patient_id=pid, practitioner_id=uuid.uuid4(), service=service,
+                                start=when, end=when + timedelta(minutes=20))  # fmt: skip
+
+
+#: Three nights, two tests and 3 × 12.75 of syringes: 4,968.75 in all (see the unit tests).
+JOURNEYS = [
+    ("SGK", "SGK", "3975.00", "993.75"),
+    ("ALLIANZ", "ALLIANZ", "4968.75", "0.00"),
+    (None, "SELF", "0.00", "4968.75"),
+    ("NOVA", "NOVA", "3447.45", "1521.30"),
+]
+
+
+@pytest.mark.parametrize(("payer", "plan", "insurer", "patient"), JOURNEYS)
+async def test_one_admission_one_invoice_priced_under_the_plan(
+    world: World, payer: str | None, plan: str, insurer: str, patient: str
+) -> None:
+    pid = await world.patient(payer)
+    adm = await stay(world, pid)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["payer"], inv["currency"], inv["service_date"]) == ("admission", plan, "TRY", "2026-03-10")
+    assert inv["encounter"]["kind"] == "admission" and inv["encounter"]["source_id"] == str(adm)
+    assert (inv["total"], inv["insurer_share"], inv["patient_share"]) == ("4968.75", insurer, patient)
+    assert inv["status"] == ("paid" if patient == "0.00" else "open")
+    assert sorted((x["code"], x["total"]) for x in inv["lines"]) == sorted(
+        [("bed.general", "1500.00")] * 3 + [("lab.CBC", "250.00"), ("lab.CRP", "180.50"), ("item.SYRINGE-5ML", "38.25")]
+    )
+    for x in inv["lines"]:
+        assert D(x["insurer_share"]) + D(x["patient_share"]) == D(x["total"])
+    claims = (await world.client.get("/claims", headers=world.billing)).json()["items"]
+    assert [(c["invoice_id"], c["amount"], c["status"]) for c in claims] == (
+        [(inv["id"], insurer, "draft")] if insurer != "0.00" else []
+    )
+    before = await world.state()
+    await world.redeliver_all()  # redelivered events change nothing
+    assert await world.state() == before
+
+
+async def test_nova_second_stay_of_the_year_has_the_deductible_met(world: World) -> None:
+    pid = await world.patient("NOVA")
+    await stay(world, pid)
+    await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
+    visit = next(i for i in await world.invoices(pid) if i["kind"] == "visit")
+    # 750.00: no deductible left, 100.00 co-pay, 10 % of 650.00.
+    assert (visit["total"], visit["insurer_share"], visit["patient_share"]) == ("750.00", "585.00", "165.00")
+
+
+async def test_a_charge_after_the_invoice_was_issued_goes_on_a_supplementary_invoice(world: World) -> None:
+    pid = await world.patient("SGK")
+    adm = await stay(world, pid)
+    await world.feed(lab(pid, at(12, 8), ("K", "90.00")), handlers.on_lab_order_resulted)  # late, within the stay
+    invoices = await world.invoices(pid)
+    assert sorted(i["kind"] for i in invoices) == ["admission", "supplementary"]
+    sup = next(i for i in invoices if i["kind"] == "supplementary")
+    assert sup["encounter"]["source_id"] == str(adm)
+    assert (sup["total"], sup["insurer_share"], sup["patient_share"], sup["status"]) == ("90.00", "72.00", "18.00",
+                                                                                        "open")  # fmt: skip
+
+
+async def test_a_discharge_applied_before_its_last_bed_night_waits_for_it(world: World) -> None:
+    pid = await world.patient("SGK")
+    adm, ward = uuid.uuid4(), uuid.uuid4()
+    await world.feed(PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
+                                     bed_id=uuid.uuid4(), admitted_at=at(10, 10)), handlers.on_admitted)  # fmt: skip
+    night = BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
+                            ward_type="icu", night=date(2026, 3, 10), amount=D("4000.00"), currency="TRY")  # fmt: skip
+    await world.feed(PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
+                                       admitted_at=at(10, 10), discharged_at=at(11, 10), nights=1),
+                     handlers.on_discharged)  # fmt: skip
+    assert [i["status"] for i in await world.invoices(pid)] == []
+    await world.feed(night, handlers.on_bed_charge_posted)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["status"], inv["total"], inv["insurer_share"]) == ("admission", "open", "4000.00",
+                                                                                "3200.00")  # fmt: skip
+
+
+async def test_a_cancelled_appointments_charge_is_void(world: World) -> None:
+    pid = await world.patient("SGK")
+    appt = uuid.uuid4()
+    await world.feed(completed(pid, appt, at(5)), handlers.on_appointment_completed)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["total"], inv["insurer_share"], inv["patient_share"]) == ("visit", "750.00", "600.00",
+                                                                                       "150.00")  # fmt: skip
+    cancelled = AppointmentCancelled(**completed(pid, appt, at(5)).model_dump())
+    await world.feed(cancelled, handlers.on_appointment_cancelled)
+    [inv] = await world.invoices(pid)
+    assert inv["status"] == "void"
+    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
+    assert [c["status"] for c in charges["items"]] == ["void"]
+    [claim] = (await world.client.get("/claims", headers=world.billing)).json()["items"]
+    assert claim["status"] == "void"
+    # A cancellation seen first voids the charge that arrives after it.
+    other = uuid.uuid4()
+    await world.feed(
+        AppointmentCancelled(**completed(pid, other, at(6)).model_dump()), handlers.on_appointment_cancelled
+    )
+    await world.feed(completed(pid, other, at(6)), handlers.on_appointment_completed)
+    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
+    assert [c["status"] for c in charges["items"]] == ["void", "void"]
+    assert len(await world.invoices(pid)) == 1
+
+
+async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it(world: World) -> None:
+    pid = await world.patient("NOVA")
+    adm = uuid.uuid4()
+    await stay(world, pid, admission=adm)
+    order = uuid.uuid4()
+    await world.feed(lab(pid, at(12, 8), ("K", "90.00"), order=order), handlers.on_lab_order_resulted)
+    first = next(i for i in await world.invoices(pid) if i["kind"] == "supplementary")
+    await world.feed(LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=at(13)),
+                     handlers.on_lab_order_cancelled)  # fmt: skip
+    invoices = {i["id"]: i for i in await world.invoices(pid)}
+    assert invoices[first["id"]]["status"] == "void"
+    # No charge remained on it, so nothing was reissued; the stay's invoice is untouched.
+    assert sorted(i["status"] for i in invoices.values()) == ["open", "void"]
+    # Cancelling an order inside a stay's issued invoice voids it and reissues the rest.
+    stay_invoice = next(i for i in invoices.values() if i["kind"] == "admission")
+    lab_order = next(
+        r["source_id"] for r in await world.db.pool.fetch(
+            "SELECT source_id FROM charge WHERE source_kind = 'lab_order' AND invoice_id = $1",
+            uuid.UUID(stay_invoice["id"]))
+    )  # fmt: skip
+    await world.feed(LabOrderCancelled(order_id=lab_order, patient_id=pid, cancelled_at=at(13)),
+                     handlers.on_lab_order_cancelled)  # fmt: skip
+    after = {i["id"]: i for i in await world.invoices(pid)}
+    assert after[stay_invoice["id"]]["status"] == "void"
+    [new] = [i for i in after.values() if i["replaces"] == stay_invoice["id"]]
+    assert new["kind"] == "admission" and new["status"] == "open"
+    assert sorted(x["code"] for x in new["lines"]) == ["bed.general"] * 3 + ["item.SYRINGE-5ML"]
+    # NOVA again from an empty year: 4,538.25 = 4,500 + 38.25 excluded; 1,000 deductible, 100 co-pay.
+    assert (new["total"], new["insurer_share"], new["patient_share"]) == ("4538.25", "3060.00", "1478.25")
+
+
+async def paid_invoice_setup(world: World, payer: str | None = None, account: uuid.UUID | None = None) -> str:
+    pid = await world.patient(payer, account)
+    await world.feed(completed(pid, uuid.uuid4(), at(5)), handlers.on_appointment_completed)
+    [inv] = await world.invoices(pid)
+    return str(inv["id"])
+
+
+def key_headers(headers: dict[str, str], key: str) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": key}
+
+
+async def test_twenty_identical_payments_with_one_key_make_one_payment(world: World) -> None:
+    inv = await paid_invoice_setup(world)  # self-pay: 750.00 due
+    body = {"amount": "750.00", "currency": "TRY", "method": "card"}
+    headers = key_headers(world.billing, "pay-" + uuid.uuid4().hex)
+    answers = await asyncio.gather(
+        *(world.client.post(f"/invoices/{inv}/payments", json=body, headers=headers) for _ in range(20))
+    )
+    assert {r.status_code for r in answers} == {201}, [r.text for r in answers]
+    assert len({r.content for r in answers}) == 1  # twenty identical answers
+    assert await world.db.pool.fetchval("SELECT count(*) FROM payment") == 1
+    assert answers[0].json()["invoice_status"] == "paid"
+    other = await world.client.post(f"/invoices/{inv}/payments", json={**body, "amount": "10.00"}, headers=headers)
+    assert other.status_code == 409 and other.headers["content-type"] == "application/problem+json"
+    missing = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=world.billing)
+    assert missing.status_code == 400
+
+
+async def test_partial_then_full_payment_then_refund(world: World) -> None:
+    inv = await paid_invoice_setup(world, "SGK")  # 150.00 due from the patient
+
+    async def pay(amount: str, path: str = "payments", **kw: str) -> httpx.Response:
+        body = {"amount": amount, "currency": kw.get("currency", "TRY"), "method": "cash"}
+        return await world.client.post(f"/invoices/{inv}/{path}", json=body,
+                                       headers=key_headers(world.billing, uuid.uuid4().hex))  # fmt: skip
+
+    assert (await pay("200.00")).status_code == 422  # more than is owed
+    assert (await pay("0")).status_code == 422
+    assert (await pay("-5")).status_code == 422
+    assert (await pay("10.00", currency="EUR")).status_code == 422
+    assert (await pay("1.005")).status_code == 422
+    assert (await pay("abc")).status_code == 422
+    r = await pay("100.00")
+    assert (
+        r.status_code == 201 and r.json()["invoice_status"] == "partially_paid" and r.json()["outstanding"] == "50.00"
+    )
+    assert (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()["status"] == "partially_paid"
+    r = await pay("50.00")
+    assert r.json()["invoice_status"] == "paid"
+    assert (await pay("0.01")).status_code == 422
+    assert (await pay("150.01", "refunds")).status_code == 422  # more than was paid
+    r = await pay("30.00", "refunds")
+    assert r.status_code == 201 and r.json()["invoice_status"] == "partially_paid" and r.json()["kind"] == "refund"
+    listed = (await world.client.get(f"/invoices/{inv}/payments", headers=world.billing)).json()["items"]
+    assert [(p["kind"], p["amount"]) for p in listed] == [("payment", "100.00"), ("payment", "50.00"),
+                                                          ("refund", "30.00")]  # fmt: skip
+    final = (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()
+    assert (final["paid"], final["outstanding"], final["status"]) == ("120.00", "30.00", "partially_paid")
+
+
+async def test_claim_states_and_invalid_transitions(world: World) -> None:
+    await paid_invoice_setup(world, "ALLIANZ")
+    [claim] = (await world.client.get("/claims", headers=world.billing)).json()["items"]
+    cid = claim["id"]
+    assert (claim["amount"], claim["status"], claim["payer"]) == ("750.00", "draft", "ALLIANZ")
+    assert (await world.client.post(f"/claims/{cid}/accept", headers=world.billing)).status_code == 409
+    for action, status in (("submit", "submitted"), ("accept", "accepted"), ("pay", "paid")):
+        r = await world.client.post(f"/claims/{cid}/{action}", headers=world.billing)
+        assert r.status_code == 200 and r.json()["status"] == status
+    r = await world.client.post(f"/claims/{cid}/reject", headers=world.billing)
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+    assert (await world.client.post(f"/claims/{cid}/approve", headers=world.billing)).status_code == 422
+    assert (await world.client.post(f"/claims/{uuid.uuid4()}/submit", headers=world.billing)).status_code == 404
+    assert (await world.client.get(f"/claims/{cid}", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 403
+    types = [r[0] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
+    assert [t for t in types if ".claim." in t] == [
+        "his.billing.claim.created.v1", "his.billing.claim.submitted.v1", "his.billing.claim.accepted.v1",
+        "his.billing.claim.paid.v1",
+    ]  # fmt: skip
+
+
+async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> None:
+    me, other = uuid.uuid4(), uuid.uuid4()
+    mine = await paid_invoice_setup(world, None, me)
+    theirs = await paid_invoice_setup(world, None, other)
+    as_me = bearer(me, "PATIENT")
+    assert (await world.client.get(f"/invoices/{mine}", headers=as_me)).status_code == 200
+    assert (await world.client.get(f"/invoices/{theirs}", headers=as_me)).status_code == 404
+    assert (await world.client.get(f"/invoices/{theirs}/payments", headers=as_me)).status_code == 404
+    body = {"amount": "10.00", "currency": "TRY", "method": "online"}
+    r = await world.client.post(f"/invoices/{theirs}/payments", json=body, headers=key_headers(as_me, "k1"))
+    assert r.status_code == 404
+    r = await world.client.post(f"/invoices/{mine}/payments", json=body, headers=key_headers(as_me, "k1"))
+    assert r.status_code == 201
+    r = await world.client.post(f"/invoices/{mine}/refunds", json=body, headers=key_headers(as_me, "k2"))
+    assert r.status_code == 403
+    listed = (await world.client.get("/invoices", headers=as_me)).json()["items"]
+    assert [i["id"] for i in listed] == [mine]
+    theirs_pid = (await world.client.get(f"/invoices/{theirs}", headers=world.billing)).json()["patient_id"]
+    r = await world.client.get("/invoices", params={"patient_id": theirs_pid}, headers=as_me)
+    assert r.status_code == 404
+    assert (await world.client.get(f"/invoices/{uuid.uuid4()}", headers=world.billing)).status_code == 404
+    assert (await world.client.get("/charges", params={"patient_id": theirs_pid}, headers=as_me)).status_code == 403
+    assert (await world.client.get(f"/invoices/{mine}", headers=bearer(uuid.uuid4(), "DOCTOR"))).status_code == 404
+    audited = await world.db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.billing.record.accessed.v1'"
+    )
+    assert audited >= 4
+
+
+async def test_price_list_versions_and_payers(world: World) -> None:
+    anyone = bearer(uuid.uuid4(), "NURSE")
+    r = await world.client.get("/price-list", params={"date": "2026-03-10"}, headers=anyone)
+    lines = {x["code"]: x for x in r.json()["lines"]}
+    assert lines["consultation.consultation"] == {"code": "consultation.consultation", "category": "consultation",
+                                                  "amount": "750.00", "currency": "TRY"}  # fmt: skip
+    assert {"item.SYRINGE-5ML", "item.IV-SET", "item.GAUZE"} <= set(lines)
+    start = (datetime.now(UTC) + timedelta(days=30)).date()
+    new = {"effective_from": start.isoformat(),
+           "lines": [{**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]}
+                     for x in lines.values()]}  # fmt: skip
+    admin = bearer(uuid.uuid4(), "ADMIN")
+    assert (await world.client.post("/price-list", json=new, headers=anyone)).status_code == 403
+    assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 201
+    assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 409
+    past = {**new, "effective_from": "2026-01-01"}
+    assert (await world.client.post("/price-list", json=past, headers=admin)).status_code == 422
+    for bad in ({**new, "lines": [{**new["lines"][0], "category": "magic"}]},
+                {**new, "lines": [{**new["lines"][0], "amount": "-1"}]},
+                {**new, "lines": [new["lines"][0], new["lines"][0]]},
+                {**new, "lines": [{**new["lines"][0], "code": "x" * 5000}]}):  # fmt: skip
+        r = await world.client.post("/price-list", json=bad, headers=admin)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    later = await world.client.get("/price-list", params={"date": start.isoformat()}, headers=anyone)
+    assert {x["code"]: x["amount"] for x in later.json()["lines"]}["consultation.consultation"] == "800.00"
+    before = await world.client.get("/price-list", params={"date": (start - timedelta(days=1)).isoformat()},
+                                    headers=anyone)  # fmt: skip
+    assert {x["code"]: x["amount"] for x in before.json()["lines"]}["consultation.consultation"] == "750.00"
+    # A completed appointment is priced on its own date.
+    pid = await world.patient(None)
+    when = datetime.combine(start, datetime.min.time(), tzinfo=UTC) + timedelta(hours=9)
+    await world.feed(completed(pid, uuid.uuid4(), when), handlers.on_appointment_completed)
+    assert (await world.invoices(pid))[0]["total"] == "800.00"
+    payers = {p["code"]: p for p in (await world.client.get("/payers", headers=anyone)).json()["items"]}
+    assert set(payers) == {"SGK", "ALLIANZ", "SELF", "NOVA"}
+    assert payers["NOVA"]["deductible"] == "1000.00" and payers["NOVA"]["excluded_categories"] == ["supplies"]
+    assert payers["SGK"]["coverage"]["bed"] == "80.00"
+    assert (await world.client.get("/payers")).status_code == 401
+
+
+async def test_unknown_payer_is_self_pay_and_coverage_follows_the_service_date(world: World) -> None:
+    pid = await world.patient("ACME")  # unknown to billing
+    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 15)),
+                     handlers.on_coverage_changed)  # fmt: skip
+    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
+    await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
+    got = sorted((i["service_date"], i["payer"], i["patient_share"]) for i in await world.invoices(pid))
+    assert got == [("2026-03-10", "SELF", "750.00"), ("2026-03-20", "SGK", "150.00")]
+
+
+async def test_a_journey_over_jetstream_through_the_service_subscriptions(world: World, nc: NATS) -> None:
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["patients", "admissions", "laboratory", "inventory", "scheduling"])
+    tag = uuid.uuid4().hex[:6]
+    subs = [type(s)(f"{s.name}_{tag}", s.event_type, s.handler) for s in build().subscriptions]
+    tasks = [asyncio.create_task(ConsumerLoop(world.db, nc, js, s).run()) for s in subs]
+    try:
+        pid = uuid.uuid4()
+        adm, ward = uuid.uuid4(), uuid.uuid4()
+        events: list[Event] = [
+            PatientRegistered(patient_id=pid, account_id=None),
+            CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)),
+            PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
+                            bed_id=uuid.uuid4(), admitted_at=at(10, 10)),
+            *[BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
+                              ward_type="general", night=date(2026, 3, n), amount=D("1500.00"), currency="TRY")
+              for n in (10, 11)],
+            lab(pid, at(11, 9), ("CBC", "250.00")),
+            PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
+                              admitted_at=at(10, 10), discharged_at=at(12, 10), nights=2),
+        ]  # fmt: skip
+        for ev in events:
+            env = Envelope.wrap(ev, aggregate_id=pid)
+            await js.publish(env.type, env.to_json(), headers={"Nats-Msg-Id": str(env.id)})
+
+        async def issued() -> bool:
+            n = await world.db.pool.fetchval(
+                "SELECT count(*) FROM invoice WHERE patient_id = $1 AND status <> 'draft'", pid
+            )
+            return bool(n)
+
+        await wait_for(issued, what="the admission's invoice")
+        [inv] = await world.invoices(pid)
+        assert (inv["total"], inv["insurer_share"], inv["patient_share"]) == ("3250.00", "2600.00", "650.00")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
