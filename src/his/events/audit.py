@@ -57,6 +57,13 @@ class SchedulingRecordAccessed(RecordAccessed):
     type = "his.scheduling.record.accessed.v1"
 
 
+@event
+class AdmissionsRecordAccessed(RecordAccessed):
+    """Someone admitted, moved or discharged a patient, or read their admissions and bed charges."""
+
+    type = "his.admissions.record.accessed.v1"
+
+
 def record_access(
     uow: UnitOfWork,
     model: type[RecordAccessed],
