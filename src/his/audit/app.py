@@ -16,6 +16,7 @@ def build() -> ServiceDefinition:
         "his.notifications.record.accessed.v1",
         "his.scheduling.record.accessed.v1",
         "his.admissions.record.accessed.v1",
+        "his.laboratory.record.accessed.v1",
     )
     return ServiceDefinition(
         name="audit",

@@ -64,6 +64,13 @@ class AdmissionsRecordAccessed(RecordAccessed):
     type = "his.admissions.record.accessed.v1"
 
 
+@event
+class LaboratoryRecordAccessed(RecordAccessed):
+    """Someone placed, changed, resulted or read a patient's lab orders."""
+
+    type = "his.laboratory.record.accessed.v1"
+
+
 def record_access(
     uow: UnitOfWork,
     model: type[RecordAccessed],
