@@ -406,3 +406,33 @@ async def test_unknown_ids_and_actions_and_an_unreachable_directory(lab: Lab) ->
     r = await lab.client.post("/lab/orders", json=body, headers=lab.as_doctor())
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
     assert orjson.loads(r.content)["status"] == 503
+
+
+async def test_concurrent_steps_on_one_order_are_serialised(lab: Lab) -> None:
+    patient = await lab.patient()
+    oid = await lab.in_state("in_progress", patient)
+    body = {"code": "K", "value": "4.4"}
+    outcomes = await asyncio.gather(*(lab.result(oid, body) for _ in range(5)), lab.step(oid, "cancel"))
+    codes = sorted(r.status_code for r in outcomes)
+    assert codes == [200] + [409] * 5, codes
+    final = (await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())).json()["status"]
+    assert final in ("resulted", "cancelled")
+    resulted = await lab.db.pool.fetchval("SELECT count(*) FROM outbox WHERE subject = $1", RESULTED)
+    assert resulted == (1 if final == "resulted" else 0)
+    assert await lab.db.pool.fetchval("SELECT count(*) FROM lab_result") == resulted
+
+
+async def test_a_patient_known_from_the_registration_event_reads_their_orders(lab: Lab) -> None:
+    from his.events.patients import PatientRegistered
+    from his.laboratory import handlers
+
+    account, pid = uuid.uuid4(), uuid.uuid4()
+    ev = PatientRegistered(patient_id=pid, account_id=account)
+    async with lab.db.uow() as uow:
+        await handlers.on_patient_registered(uow, Envelope.wrap(ev, aggregate_id=pid), ev)
+    # The directory does not know the patient (and is down): the event was enough to order and to own.
+    lab.patients.down = True
+    oid = await lab.order(pid, "TSH")
+    mine = await lab.client.get(f"/lab/orders/{oid}", headers=bearer(account, "PATIENT"))
+    assert mine.status_code == 200 and mine.json()["tests"] == ["TSH"]
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 404
