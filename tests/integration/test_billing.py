@@ -437,7 +437,7 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
     try:
         pid = uuid.uuid4()
         adm, ward = uuid.uuid4(), uuid.uuid4()
-        events: list[Event] = [
+        admitted: list[Event] = [
             PatientRegistered(patient_id=pid, account_id=None),
             CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)),
             PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
@@ -445,13 +445,35 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
             *[BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
                               ward_type="general", night=date(2026, 3, n), amount=D("1500.00"), currency="TRY")
               for n in (10, 11)],
-            lab(pid, at(11, 9), ("CBC", "250.00")),
-            PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
-                              admitted_at=at(10, 10), discharged_at=at(12, 10), nights=2),
         ]  # fmt: skip
-        for ev in events:
-            env = Envelope.wrap(ev, aggregate_id=pid)
-            await js.publish(env.type, env.to_json(), headers={"Nats-Msg-Id": str(env.id)})
+        discharged = PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
+                                       admitted_at=at(10, 10), discharged_at=at(12, 10), nights=2)  # fmt: skip
+
+        async def publish(*events: Event) -> None:
+            for ev in events:
+                env = Envelope.wrap(ev, aggregate_id=pid)
+                await js.publish(env.type, env.to_json(), headers={"Nats-Msg-Id": str(env.id)})
+
+        async def count(sql: str) -> int:
+            n: int = await world.db.pool.fetchval(sql, pid)
+            return n
+
+        # Streams are not ordered with each other: the lab result comes after the admission is
+        # known and before the discharge, as it does in the hospital (see ADR 0010).
+        await publish(*admitted)
+        await wait_for(lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 2),
+                       what="the bed nights")  # fmt: skip
+        await wait_for(lambda: _at_least(count("SELECT count(*) FROM coverage WHERE patient_id = $1"), 1),
+                       what="the coverage")  # fmt: skip
+        await wait_for(lambda: _at_least(count(
+            "SELECT count(*) FROM encounter WHERE patient_id = $1 AND started_at = '2026-03-10T10:00Z'"), 1),
+            what="the admission")  # fmt: skip
+        await publish(lab(pid, at(11, 9), ("CBC", "250.00")))
+        await wait_for(lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 3),
+                       what="the lab charge")  # fmt: skip
+        await publish(discharged)
+        # The same discharge published again (a new event id): nothing changes.
+        await publish(discharged)
 
         async def issued() -> bool:
             n = await world.db.pool.fetchval(
@@ -466,3 +488,7 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _at_least(n: Awaitable[int], least: int) -> bool:
+    return await n >= least

@@ -331,7 +331,10 @@ async def test_break_the_glass_is_time_limited_to_one_patient_audited_flagged_an
     (alert,) = await alerted()
     assert alert["kind"] == "break_glass" and alert["actor_id"] == str(doctor_id)
     assert alert["detail"]["grant_id"] == grant["grant_id"] and alert["detail"]["roles"] == ["DOCTOR"]
-    for who in (doctor, world.clerk, world.auditor):
+    # A doctor sees only alerts addressed to them (their lab orders' results), not this one.
+    mine = await world.client.get("/notifications/alerts", headers=doctor)
+    assert mine.status_code == 200 and all(a["kind"] != "break_glass" for a in mine.json()["items"])
+    for who in (world.clerk, world.auditor):
         assert (await world.client.get("/notifications/alerts", headers=who)).status_code == 403
 
     # The reason: readable by ADMIN and AUDITOR in patients, never on the bus.

@@ -1,9 +1,79 @@
 """Composition root of the admissions service."""
 
-from his.kernel.service import ServiceDefinition
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter
+
+from his.kernel.db import Database
+from his.kernel.service import ServiceContext, ServiceDefinition
+
+log = logging.getLogger("his.admissions")
+
+#: How long after local midnight the nightly bed-charge run starts.
+NIGHTLY_DELAY = timedelta(minutes=5)
+#: After a failed run, how long until it is tried again.
+RETRY_AFTER = timedelta(minutes=10)
+
+
+def routes(ctx: ServiceContext) -> APIRouter:
+    from his.admissions.adapters import GrpcPatients
+    from his.admissions.api.http import router
+
+    identity = ctx.settings.workload()
+    if identity is None:
+        raise SystemExit("admissions needs a workload identity (HIS_TLS_*) to reach patients")
+    patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
+    return router(ctx, patients, timezone=ctx.settings.timezone)
+
+
+def until_next_run(moment: datetime, zone: ZoneInfo) -> timedelta:
+    """Time from ``moment`` to the next nightly run: ``NIGHTLY_DELAY`` after local midnight."""
+    local = moment.astimezone(zone)
+    run = datetime.combine(local.date(), time(0), tzinfo=zone) + NIGHTLY_DELAY
+    if run <= local:
+        run = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone) + NIGHTLY_DELAY
+    return run - local
+
+
+async def nightly_charges(
+    db: Database,
+    zone: ZoneInfo,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+) -> None:
+    """Charge last night's beds once at start (catching up anything missed while down), then
+    shortly after every local midnight. The job is idempotent, so overlapping runs are harmless."""
+    from his.admissions import handlers
+
+    now = clock or (lambda: datetime.now(zone))
+    while True:
+        try:
+            await handlers.run_charges(db, now().astimezone(zone).date() - timedelta(days=1), zone)
+            wait = until_next_run(now(), zone)
+        except Exception:  # the task must outlive a failed run (the database was down, say)
+            log.exception("nightly bed charges failed; trying again in %s", RETRY_AFTER)
+            wait = RETRY_AFTER
+        await sleep(wait.total_seconds())
+
+
+def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
+    return {"nightly-bed-charges": nightly_charges(ctx.db, ZoneInfo(ctx.settings.timezone))}
 
 
 def build() -> ServiceDefinition:
+    import his.events  # noqa: F401 - registers the event models
+
     return ServiceDefinition(
-        name="admissions", description="Wards, rooms, beds, admissions, transfers, nightly bed charges."
+        name="admissions",
+        routes=routes,
+        background=background,
+        description="Wards, rooms, beds, admissions, transfers, nightly bed charges.",
     )

@@ -15,6 +15,9 @@ def build() -> ServiceDefinition:
         "his.patients.record.accessed.v1",
         "his.notifications.record.accessed.v1",
         "his.scheduling.record.accessed.v1",
+        "his.admissions.record.accessed.v1",
+        "his.laboratory.record.accessed.v1",
+        "his.billing.record.accessed.v1",
     )
     return ServiceDefinition(
         name="audit",

@@ -58,6 +58,20 @@ class SchedulingRecordAccessed(RecordAccessed):
 
 
 @event
+class AdmissionsRecordAccessed(RecordAccessed):
+    """Someone admitted, moved or discharged a patient, or read their admissions and bed charges."""
+
+    type = "his.admissions.record.accessed.v1"
+
+
+@event
+class LaboratoryRecordAccessed(RecordAccessed):
+    """Someone placed, changed, resulted or read a patient's lab orders."""
+
+    type = "his.laboratory.record.accessed.v1"
+
+
+@event
 class BillingRecordAccessed(RecordAccessed):
     """Someone read a patient's charges, invoices, claims or payments, or took a payment."""
 

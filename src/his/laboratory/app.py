@@ -1,7 +1,34 @@
 """Composition root of the laboratory service."""
 
-from his.kernel.service import ServiceDefinition
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from his.kernel.consumer import Subscription
+from his.kernel.service import ServiceContext, ServiceDefinition
+
+
+def routes(ctx: ServiceContext) -> APIRouter:
+    from his.laboratory.adapters import GrpcPatients
+    from his.laboratory.api.http import router
+
+    identity = ctx.settings.workload()
+    if identity is None:
+        raise SystemExit("laboratory needs a workload identity (HIS_TLS_*) to reach patients")
+    return router(ctx, GrpcPatients(ctx.settings.grpc_target("patients"), identity))
 
 
 def build() -> ServiceDefinition:
-    return ServiceDefinition(name="laboratory", description="Test catalogue, lab orders, specimens, results.")
+    import his.events  # noqa: F401 - registers the event models
+    from his.laboratory import handlers
+
+    return ServiceDefinition(
+        name="laboratory",
+        subscriptions=(
+            Subscription(
+                "laboratory_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
+            ),
+        ),
+        routes=routes,
+        description="Test catalogue with prices, lab orders and their results.",
+    )

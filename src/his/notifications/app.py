@@ -58,6 +58,7 @@ def build() -> ServiceDefinition:
                 handlers.on_appointment_rescheduled,
             ),
             sub("waitlist_offered", "his.scheduling.waitlist.offered.v1", handlers.on_waitlist_offered),
+            sub("lab_order_resulted", "his.laboratory.order.resulted.v1", handlers.on_lab_order_resulted),
         ),
         routes=router,
         background=background,

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from his.events.laboratory import LabOrderResulted
 from his.events.patients import EmergencyAccessGranted, PatientRegistered
 from his.events.scheduling import (
     AppointmentBooked,
@@ -108,5 +109,25 @@ async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Event)
         actor_id=ev.granted_to,
         detail={"grant_id": str(ev.grant_id), "roles": list(ev.roles), "granted_at": ev.granted_at.isoformat(),
                 "expires_at": ev.expires_at.isoformat()},
+        event_id=env.id,
+    )  # fmt: skip
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Alert the ordering doctor to an abnormal or critical result: ids, codes and flags only,
+    once per order. Normal results raise nothing."""
+    if not isinstance(ev, LabOrderResulted):
+        raise PermanentError(f"unexpected event {env.type}")
+    if not (ev.abnormal or ev.critical):
+        return
+    flagged = [{"code": r.code, "flag": r.flag} for r in ev.results if r.flag != "N"]
+    await store.raise_alert(
+        uow.conn,
+        kind="lab_result",
+        audience=store.user_audience(ev.ordered_by),
+        patient_id=ev.patient_id,
+        actor_id=None,
+        detail={"order_id": str(ev.order_id), "priority": ev.priority, "critical": ev.critical,
+                "abnormal": ev.abnormal, "flagged": flagged, "resulted_at": ev.resulted_at.isoformat()},
         event_id=env.id,
     )  # fmt: skip

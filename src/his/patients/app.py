@@ -27,6 +27,9 @@ def build() -> ServiceDefinition:
         name="patients",
         subscriptions=(
             Subscription("patients_user_registered", "his.identity.user.registered.v1", handlers.on_user_registered),
+            Subscription(
+                "patients_lab_order_resulted", "his.laboratory.order.resulted.v1", handlers.on_lab_order_resulted
+            ),
         ),
         routes=routes,
         grpc_services=grpc.services,

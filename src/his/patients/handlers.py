@@ -9,6 +9,7 @@ from typing import Any
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
+from his.events.laboratory import LabOrderResulted
 from his.events.patients import CoverageChanged, EmergencyAccessGranted, PatientRegistered, PatientUpdated
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Connection, UnitOfWork
@@ -151,3 +152,19 @@ async def update_patient(
                 aggregate_id=row["id"],
             )
     return changed
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Copy a resulted order's results into the patient's chart, once (the inbox skips a
+    redelivered event; the (order, test) key keeps results that are already there)."""
+    if not isinstance(ev, LabOrderResulted):
+        raise PermanentError(f"unexpected event {env.type}")
+    if await store.get_patient(uow.conn, ev.patient_id) is None:
+        raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
+    rows = [
+        {"order_id": ev.order_id, "code": r.code, "patient_id": ev.patient_id, "ordered_by": ev.ordered_by,
+         "priority": ev.priority, "position": i, "value": r.value, "unit": r.unit, "reference_low": r.reference_low,
+         "reference_high": r.reference_high, "flag": r.flag, "resulted_at": ev.resulted_at}
+        for i, r in enumerate(ev.results)
+    ]  # fmt: skip
+    await store.insert_lab_results(uow.conn, rows)

@@ -24,7 +24,8 @@ class Alert(BaseModel):
     patient_id: uuid.UUID | None
     #: The user whose action raised the alert (for break_glass: the clinician).
     actor_id: uuid.UUID | None
-    #: Ids and codes of the cause (for break_glass: grant_id, roles, granted_at, expires_at).
+    #: Ids and codes of the cause (for break_glass: grant_id, roles, granted_at, expires_at; for
+    #: lab_result: order_id, priority, critical, abnormal, flagged [{code, flag}], resulted_at).
     detail: dict[str, Any]
     created_at: datetime
 
@@ -41,20 +42,33 @@ class PreferencesBody(BaseModel):
     opted_out: bool = False
 
 
+#: Roles that alerts are addressed to as a whole.
+ROLE_AUDIENCES = ("ADMIN",)
+#: Roles that receive alerts: administrators, and doctors (their own lab orders' results).
+ALERTED = ("ADMIN", "DOCTOR")
+
+
 def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
     r = APIRouter(prefix="/notifications", tags=["notifications"])
     tokens = verifier or jwks_verifier()
 
     @r.get("/alerts", response_model=Alerts)
-    async def admin_alerts(request: Request, limit: int = Query(default=50, ge=1, le=200)) -> Alerts:
-        """Alerts for administrators, newest first (ADMIN): e.g. a clinician broke the glass on a patient."""
+    async def my_alerts(request: Request, limit: int = Query(default=50, ge=1, le=200)) -> Alerts:
+        """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
+        clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
+        result of a lab order they placed). Other roles receive no alerts (403)."""
         who = await authenticate(request, tokens)
-        require(who, "ADMIN")
+        require(who, *ALERTED)
+        audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [
+            store.user_audience(uuid.UUID(who.subject))
+        ]
         async with ctx.db.uow() as uow:
-            rows = await store.alerts(uow.conn, audience="ADMIN", limit=limit)
-            for pid in dict.fromkeys(x["patient_id"] for x in rows if x["patient_id"] is not None):
+            rows = await store.alerts(uow.conn, audiences=audiences, limit=limit)
+            purposes = {(x["patient_id"], "administration" if x["audience"] in ROLE_AUDIENCES else "care")
+                        for x in rows if x["patient_id"] is not None}  # fmt: skip
+            for pid, purpose in sorted(purposes, key=str):
                 record_access(uow, NotificationsRecordAccessed, who, patient_id=pid, action="read",
-                              resource="alert", purpose="administration")  # fmt: skip
+                              resource="alert", purpose=purpose)  # fmt: skip
         return Alerts(items=[Alert(**x) for x in rows])
 
     @r.get("")

@@ -107,10 +107,11 @@ async def raise_alert(
     detail: dict[str, Any],
     event_id: uuid.UUID,
 ) -> None:
-    """Record an alert for every member of ``audience`` (a role); once per causing event."""
+    """Record an alert for ``audience``: every member of a role ("ADMIN") or one user
+    (``user_audience``); once per causing event (and, for a lab result, once per order)."""
     await conn.execute(
         """INSERT INTO alert (id, kind, audience, patient_id, actor_id, detail, cause_event_id)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT (cause_event_id) DO NOTHING""",
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING""",
         uuid.uuid4(),
         kind,
         audience,
@@ -121,11 +122,17 @@ async def raise_alert(
     )
 
 
-async def alerts(conn: Connection, *, audience: str, limit: int) -> list[dict[str, Any]]:
+def user_audience(user_id: uuid.UUID) -> str:
+    """The audience of an alert for one user."""
+    return f"user:{user_id}"
+
+
+async def alerts(conn: Connection, *, audiences: list[str], limit: int) -> list[dict[str, Any]]:
+    """The newest alerts addressed to any of ``audiences``."""
     rows = await conn.fetch(
-        """SELECT id, kind, patient_id, actor_id, detail::text AS detail, created_at FROM alert
-           WHERE audience = $1 ORDER BY created_at DESC, id LIMIT $2""",
-        audience,
+        """SELECT id, kind, audience, patient_id, actor_id, detail::text AS detail, created_at FROM alert
+           WHERE audience = ANY($1::text[]) ORDER BY created_at DESC, id LIMIT $2""",
+        audiences,
         limit,
     )
     return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]

@@ -25,6 +25,7 @@ from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
 from his.patients.api.care import care_router
+from his.patients.api.lab import lab_router
 from his.patients.api.records import records_router
 from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, NewPatient, Sex
 
@@ -180,6 +181,7 @@ def router(
 
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
     r.include_router(records_router(ctx, guard, cipher))
+    r.include_router(lab_router(ctx, guard))
 
     @r.get("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
     async def get(patient_id: uuid.UUID, request: Request) -> Any:

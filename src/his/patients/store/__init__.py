@@ -259,3 +259,35 @@ async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) ->
         patient_id, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
+
+
+async def insert_lab_results(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Add an order's results to the chart; results already there (same order and test) are kept
+    as they are. Returns how many were added."""
+    added = await conn.fetch(
+        """INSERT INTO lab_result (order_id, code, patient_id, ordered_by, priority, position, value, unit,
+                                   reference_low, reference_high, flag, resulted_at)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[],
+                                $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::text[],
+                                $12::timestamptz[])
+           ON CONFLICT ON CONSTRAINT lab_result_once DO NOTHING RETURNING 1""",
+        *[[r[k] for r in rows] for k in ("order_id", "code", "patient_id", "ordered_by", "priority", "position",
+                                          "value", "unit", "reference_low", "reference_high", "flag",
+                                          "resulted_at")],
+    )  # fmt: skip
+    return len(added)
+
+
+async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """The patient's ``limit`` most recently resulted orders, each with its results in order."""
+    rows = await conn.fetch(
+        """WITH orders AS (
+               SELECT order_id, max(resulted_at) AS resulted_at FROM lab_result WHERE patient_id = $1
+               GROUP BY order_id ORDER BY max(resulted_at) DESC, order_id LIMIT $2)
+           SELECT r.order_id, r.code, r.ordered_by, r.priority, r.value, r.unit, r.reference_low,
+                  r.reference_high, r.flag, r.resulted_at
+           FROM lab_result r JOIN orders o USING (order_id)
+           ORDER BY o.resulted_at DESC, r.order_id, r.position""",
+        patient_id, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]

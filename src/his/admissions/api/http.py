@@ -1,0 +1,289 @@
+"""Internal HTTP API of the admissions service (reached through the gateway).
+
+Every route re-verifies the caller's token. Wards and beds are visible to all staff (every role
+but PATIENT) and shaped by ADMIN; nurses and ADMIN move beds through housekeeping, closure and
+isolation. Admissions are a patient's data: reception and clinicians read and change them
+(billing reads their charges), never patients through this API, and every read or change of one
+is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from his.admissions import handlers, store
+from his.admissions.domain import (
+    MAX_BEDS_PER_WARD,
+    BedAction,
+    BedState,
+    InvalidTransitionError,
+    InvalidWardError,
+)
+from his.admissions.ports import PatientLookup
+from his.events.audit import Action as AuditAction
+from his.events.audit import AdmissionsRecordAccessed, record_access
+from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.db import UnitOfWork
+from his.kernel.problems import HTTPException, ProblemError
+from his.kernel.security import Principal, TokenVerifier
+from his.kernel.service import ServiceContext
+
+STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR")
+ADMITTERS = ("RECEPTIONIST", "ADMIN")
+HOUSEKEEPING = ("NURSE", "ADMIN")
+READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
+CHARGE_READERS = (*READERS, "BILLING")
+TRANSFERRERS = ("RECEPTIONIST", "NURSE", "DOCTOR", "ADMIN")
+DISCHARGERS = ("DOCTOR", "NURSE", "RECEPTIONIST", "ADMIN")
+
+
+class NewWard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", max_length=32)
+    daily_rate: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
+    currency: str = Field(pattern=r"^[A-Z]{3}$", max_length=3)
+    beds: int = Field(ge=1, le=MAX_BEDS_PER_WARD)
+    rooms: int | None = Field(default=None, ge=1, le=MAX_BEDS_PER_WARD)
+
+
+class NewAdmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    ward_id: uuid.UUID
+
+
+class Transfer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ward_id: uuid.UUID
+    bed_id: uuid.UUID | None = None
+
+
+class BedStep(StrEnum):
+    """What staff may do to a bed; occupying and vacating follow admissions."""
+
+    RELEASE = "release"
+    CLOSE = "close"
+    OPEN = "open"
+    ISOLATE = "isolate"
+
+
+class Created(BaseModel):
+    id: uuid.UUID
+
+
+class Admitted(BaseModel):
+    id: uuid.UUID
+    bed_id: uuid.UUID
+    ward_id: uuid.UUID
+    status: str
+
+
+def router(
+    ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier | None = None, timezone: str = "UTC"
+) -> APIRouter:
+    r = APIRouter(tags=["admissions"])
+    tokens = verifier or jwks_verifier()
+    zone = ZoneInfo(timezone)
+
+    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str) -> None:
+        purpose = "care" if who.has_any(*READERS) else "billing"
+        record_access(uow, AdmissionsRecordAccessed, who, patient_id=patient_id, action=action,
+                      resource=resource, purpose=purpose)  # fmt: skip
+
+    async def signed_in(request: Request, roles: tuple[str, ...]) -> Principal:
+        who = await authenticate(request, tokens)
+        require(who, *roles)
+        return who
+
+    # --- wards and beds --------------------------------------------------------------------------
+
+    @r.post("/wards", status_code=201, response_model=Created)
+    async def create_ward(body: NewWard, request: Request) -> Created:
+        """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
+        (ADMIN). Beds are labelled by room, e.g. ``R1-B2``."""
+        who = await signed_in(request, ("ADMIN",))
+        spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
+        try:
+            async with ctx.db.uow() as uow:
+                ward_id = await handlers.create_ward(uow, spec, uuid.UUID(who.subject))
+        except InvalidWardError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return Created(id=ward_id)
+
+    @r.get("/wards")
+    async def list_wards(request: Request) -> dict[str, Any]:
+        """Every ward with its daily rate and how many beds are in each state (staff)."""
+        await signed_in(request, STAFF)
+        async with ctx.db.pool.acquire() as conn:
+            rows = await store.wards(conn)
+            counts = await store.bed_counts(conn, [w["id"] for w in rows])
+        return {"items": [store.ward_json(w, counts[w["id"]]) for w in rows]}
+
+    @r.get("/wards/{ward_id}")
+    async def one_ward(ward_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """One ward: rate, rooms and bed counts per state (staff)."""
+        await signed_in(request, STAFF)
+        async with ctx.db.pool.acquire() as conn:
+            ward = await store.get_ward(conn, ward_id)
+            if ward is None:
+                raise HTTPException(404, "ward not found")
+            counts = await store.bed_counts(conn, [ward_id])
+            rooms = await store.rooms_of(conn, ward_id)
+        return {**store.ward_json(ward, counts[ward_id]), "rooms": rooms}
+
+    @r.get("/beds")
+    async def list_beds(
+        request: Request,
+        ward_id: uuid.UUID | None = None,
+        state: BedState | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_BEDS_PER_WARD)] = MAX_BEDS_PER_WARD,
+    ) -> dict[str, Any]:
+        """Beds and their states, of one ward or all, optionally of one state (staff)."""
+        await signed_in(request, STAFF)
+        async with ctx.db.pool.acquire() as conn:
+            if ward_id is not None and await store.get_ward(conn, ward_id) is None:
+                raise HTTPException(404, "ward not found")
+            rows = await store.beds(conn, ward_id, state, limit)
+        return {"items": [store.bed_json(b) for b in rows]}
+
+    @r.post("/beds/{bed_id}/{action}")
+    async def bed_step(bed_id: uuid.UUID, action: BedStep, request: Request) -> dict[str, Any]:
+        """Release a cleaned bed (housekeeping), close or open one, or put it in isolation (NURSE,
+        ADMIN). A step the bed's state does not allow answers 409."""
+        await signed_in(request, HOUSEKEEPING)
+        try:
+            async with ctx.db.uow() as uow:
+                bed = await handlers.bed_action(uow, bed_id, BedAction(action.value))
+        except handlers.UnknownError:
+            raise HTTPException(404, "bed not found") from None
+        except InvalidTransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return store.bed_json(bed)
+
+    # --- admissions ------------------------------------------------------------------------------
+
+    @r.post("/admissions/charges/run")
+    async def run_charges(request: Request, night: Annotated[date, Query(alias="date")]) -> dict[str, Any]:
+        """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
+        Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
+        Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
+        await signed_in(request, ("ADMIN",))
+        if night >= datetime.now(zone).date():
+            raise HTTPException(422, "only nights before today can be charged")
+        summary = await handlers.run_charges(ctx.db, night, zone)
+        return summary.as_json()
+
+    @r.post("/admissions", status_code=201, response_model=Admitted)
+    async def admit(body: NewAdmission, request: Request) -> Admitted:
+        """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
+        free bed or the patient is already admitted; 422 for an unknown patient or ward."""
+        who = await signed_in(request, ADMITTERS)
+
+        async def audited(uow: UnitOfWork, row: dict[str, Any]) -> None:
+            audit(uow, who, body.patient_id, "create", "admission")
+
+        try:
+            cmd = handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id)
+            row = await handlers.admit(ctx.db, patients, cmd, uuid.UUID(who.subject), also=audited)
+        except handlers.UnknownError as exc:
+            raise HTTPException(422, f"unknown {exc.what}_id") from None
+        except handlers.NoFreeBedError:
+            raise ProblemError(409, "the ward has no free bed", conflict={"with": "beds",
+                               "ward_id": str(body.ward_id)}) from None  # fmt: skip
+        except handlers.AlreadyAdmittedError:
+            raise ProblemError(409, "the patient is already admitted", conflict={"with": "admission"}) from None
+        return Admitted(id=row["id"], bed_id=row["bed_id"], ward_id=row["ward_id"], status=row["status"])
+
+    @r.get("/admissions")
+    async def list_admissions(
+        request: Request,
+        patient_id: uuid.UUID | None = None,
+        active: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """Admissions, latest first: of one patient, and/or only active ones (reception, clinicians)."""
+        who = await signed_in(request, READERS)
+        async with ctx.db.uow() as uow:
+            rows = await store.admissions(uow.conn, patient_id, active, limit)
+            for seen in dict.fromkeys(x["patient_id"] for x in rows):
+                audit(uow, who, seen, "read", "admission")
+        return {"items": [store.admission_json(x) for x in rows]}
+
+    async def load(uow: UnitOfWork, admission_id: uuid.UUID) -> dict[str, Any]:
+        row = await store.get_admission(uow.conn, admission_id)
+        if row is None:
+            raise HTTPException(404, "admission not found")
+        return row
+
+    @r.get("/admissions/{admission_id}")
+    async def one(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """One admission with the beds it went through and how many nights are charged so far
+        (reception, clinicians)."""
+        who = await signed_in(request, READERS)
+        async with ctx.db.uow() as uow:
+            row = await load(uow, admission_id)
+            stays = await store.stay_history(uow.conn, admission_id)
+            nights = await store.count_charges(uow.conn, admission_id)
+            audit(uow, who, row["patient_id"], "read", "admission")
+        return {**store.admission_json(row), "nights": nights, "stays": [store.stay_json(s) for s in stays]}
+
+    @r.get("/admissions/{admission_id}/charges")
+    async def charges(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """The bed nights charged for an admission, one per night (reception, clinicians, BILLING)."""
+        who = await signed_in(request, CHARGE_READERS)
+        async with ctx.db.uow() as uow:
+            row = await load(uow, admission_id)
+            items = await store.charges_of(uow.conn, admission_id)
+            audit(uow, who, row["patient_id"], "read", "bed_charge")
+        totals: dict[str, Decimal] = {}
+        for c in items:
+            totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
+        return {"admission_id": str(admission_id), "nights": len(items), "items": [store.charge_json(c) for c in items],
+                "totals": [{"amount": store.money(v), "currency": k} for k, v in sorted(totals.items())]}  # fmt: skip
+
+    @r.post("/admissions/{admission_id}/transfer")
+    async def transfer(admission_id: uuid.UUID, body: Transfer, request: Request) -> dict[str, Any]:
+        """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
+        cleaning (RECEPTIONIST, NURSE, DOCTOR, ADMIN). 409 if no bed is free or the admission is over."""
+        who = await signed_in(request, TRANSFERRERS)
+        try:
+            async with ctx.db.uow() as uow:
+                moved = await handlers.transfer(uow, admission_id, body.ward_id, body.bed_id)
+                audit(uow, who, moved["patient_id"], "update", "admission")
+        except handlers.UnknownError as exc:
+            if exc.what == "admission":
+                raise HTTPException(404, "admission not found") from None
+            raise HTTPException(422, f"unknown {exc.what}_id (or not in that ward)") from None
+        except handlers.NoFreeBedError:
+            raise ProblemError(409, "the ward has no free bed", conflict={"with": "beds",
+                               "ward_id": str(body.ward_id)}) from None  # fmt: skip
+        except InvalidTransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return store.admission_json(moved)
+
+    @r.post("/admissions/{admission_id}/discharge")
+    async def discharge(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """Discharge: every remaining bed night is charged first, then the admission closes and its
+        bed goes to cleaning (DOCTOR, NURSE, RECEPTIONIST, ADMIN). 409 if already discharged."""
+        who = await signed_in(request, DISCHARGERS)
+        try:
+            async with ctx.db.uow() as uow:
+                done = await handlers.discharge(uow, admission_id, uuid.UUID(who.subject), zone)
+                audit(uow, who, done["patient_id"], "update", "admission")
+        except handlers.UnknownError:
+            raise HTTPException(404, "admission not found") from None
+        except InvalidTransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {**store.admission_json(done), "nights": done["nights"]}
+
+    return r

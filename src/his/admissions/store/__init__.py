@@ -1,0 +1,318 @@
+"""Tables and queries of the admissions service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from his.admissions.domain import BedState, Stay
+from his.kernel.db import Connection
+
+ADMISSION_COLUMNS = """id, patient_id, practitioner_id, ward_id, bed_id, status, admitted_at, discharged_at,
+                       admitted_by, discharged_by, version"""
+BED_COLUMNS = "b.id, b.ward_id, b.room_id, r.label AS room, b.label, b.state, b.version, b.updated_at"
+WARD_COLUMNS = "id, name, ward_type, daily_rate, currency, created_at"
+
+
+class AlreadyAdmittedError(Exception):
+    """The patient already has an active admission."""
+
+
+# --- wards and beds ------------------------------------------------------------------------------
+
+
+async def insert_ward(conn: Connection, ward: dict[str, Any], beds: list[tuple[str, str]]) -> None:
+    await conn.execute(
+        """INSERT INTO ward (id, name, ward_type, daily_rate, currency, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        ward["id"], ward["name"], ward["ward_type"], ward["daily_rate"], ward["currency"], ward["created_by"],
+    )  # fmt: skip
+    rooms = {label: uuid.uuid4() for label in dict.fromkeys(room for room, _ in beds)}
+    await conn.executemany(
+        "INSERT INTO room (id, ward_id, label) VALUES ($1, $2, $3)",
+        [(rid, ward["id"], label) for label, rid in rooms.items()],
+    )
+    await conn.executemany(
+        "INSERT INTO bed (id, ward_id, room_id, label) VALUES ($1, $2, $3, $4)",
+        [(uuid.uuid4(), ward["id"], rooms[room], label) for room, label in beds],
+    )
+
+
+async def get_ward(conn: Connection, ward_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {WARD_COLUMNS} FROM ward WHERE id = $1", ward_id)
+    return dict(row) if row else None
+
+
+async def wards(conn: Connection, limit: int = 500) -> list[dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT {WARD_COLUMNS} FROM ward ORDER BY name, id LIMIT $1", limit)
+    return [dict(r) for r in rows]
+
+
+async def bed_counts(conn: Connection, ward_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """Beds per state for each ward (every state present, zero when none)."""
+    out: dict[uuid.UUID, dict[str, int]] = {w: {s.value: 0 for s in BedState} for w in ward_ids}
+    rows = await conn.fetch(
+        "SELECT ward_id, state, count(*) AS n FROM bed WHERE ward_id = ANY($1::uuid[]) GROUP BY ward_id, state",
+        ward_ids,
+    )
+    for r in rows:
+        out[r["ward_id"]][r["state"]] = r["n"]
+    return out
+
+
+async def rooms_of(conn: Connection, ward_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch("SELECT label FROM room WHERE ward_id = $1 ORDER BY length(label), label", ward_id)
+    return [r["label"] for r in rows]
+
+
+async def beds(conn: Connection, ward_id: uuid.UUID | None, state: BedState | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {BED_COLUMNS} FROM bed b JOIN room r ON r.id = b.room_id
+            WHERE ($1::uuid IS NULL OR b.ward_id = $1) AND ($2::text IS NULL OR b.state = $2)
+            ORDER BY b.ward_id, length(b.label), b.label LIMIT $3""",
+        ward_id, state.value if state else None, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def get_bed(conn: Connection, bed_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {BED_COLUMNS} FROM bed b JOIN room r ON r.id = b.room_id WHERE b.id = $1"
+        + (" FOR UPDATE OF b" if lock else ""),
+        bed_id,
+    )
+    return dict(row) if row else None
+
+
+async def claim_free_bed(conn: Connection, ward_id: uuid.UUID) -> uuid.UUID | None:
+    """Lock one available bed of the ward, skipping beds other transactions are taking."""
+    bed_id: uuid.UUID | None = await conn.fetchval(
+        """SELECT id FROM bed WHERE ward_id = $1 AND state = 'available'
+           ORDER BY length(label), label LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        ward_id,
+    )
+    return bed_id
+
+
+async def set_bed_state(conn: Connection, bed_id: uuid.UUID, state: BedState) -> dict[str, Any]:
+    await conn.execute(
+        "UPDATE bed SET state = $2, version = version + 1, updated_at = now() WHERE id = $1", bed_id, state.value
+    )
+    row = await get_bed(conn, bed_id)
+    assert row is not None
+    return row
+
+
+# --- admissions ----------------------------------------------------------------------------------
+
+
+async def active_admission_of(conn: Connection, patient_id: uuid.UUID) -> uuid.UUID | None:
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT id FROM admission WHERE patient_id = $1 AND status = 'active'", patient_id
+    )
+    return found
+
+
+async def insert_admission(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    """Insert an active admission and its first bed stay; the partial unique indexes refuse a second
+    active admission of the patient (``AlreadyAdmittedError``) or of the bed."""
+    try:
+        saved = await conn.fetchrow(
+            f"""INSERT INTO admission (id, patient_id, practitioner_id, ward_id, bed_id, admitted_at, admitted_by)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ADMISSION_COLUMNS}""",
+            row["id"], row["patient_id"], row["practitioner_id"], row["ward_id"], row["bed_id"],
+            row["admitted_at"], row["admitted_by"],
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "admission_one_per_patient":
+            raise AlreadyAdmittedError from exc
+        raise
+    assert saved is not None
+    await start_stay(conn, row["id"], row["ward_id"], row["bed_id"], row["admitted_at"])
+    return dict(saved)
+
+
+async def start_stay(conn: Connection, aid: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO bed_stay (admission_id, ward_id, bed_id, started_at) VALUES ($1, $2, $3, $4)",
+        aid, ward_id, bed_id, at,
+    )  # fmt: skip
+
+
+async def end_stay(conn: Connection, aid: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE bed_stay SET ended_at = greatest($2, started_at) WHERE admission_id = $1 AND ended_at IS NULL", aid, at
+    )
+
+
+async def stays(conn: Connection, aid: uuid.UUID) -> list[Stay[uuid.UUID]]:
+    rows = await conn.fetch(
+        "SELECT ward_id, started_at, ended_at FROM bed_stay WHERE admission_id = $1 ORDER BY started_at, id", aid
+    )
+    return [Stay(r["ward_id"], r["started_at"], r["ended_at"]) for r in rows]
+
+
+async def stay_history(conn: Connection, aid: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT s.ward_id, s.bed_id, b.label AS bed, s.started_at, s.ended_at FROM bed_stay s
+           JOIN bed b ON b.id = s.bed_id WHERE s.admission_id = $1 ORDER BY s.started_at, s.id""",
+        aid,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_admission(conn: Connection, aid: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {ADMISSION_COLUMNS} FROM admission WHERE id = $1{' FOR UPDATE' if lock else ''}", aid
+    )
+    return dict(row) if row else None
+
+
+async def move_admission(conn: Connection, aid: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""UPDATE admission SET ward_id = $2, bed_id = $3, version = version + 1 WHERE id = $1
+            RETURNING {ADMISSION_COLUMNS}""",
+        aid, ward_id, bed_id,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def mark_discharged(conn: Connection, aid: uuid.UUID, at: datetime, by: uuid.UUID) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""UPDATE admission SET status = 'discharged', discharged_at = greatest($2, admitted_at),
+                discharged_by = $3, version = version + 1
+            WHERE id = $1 RETURNING {ADMISSION_COLUMNS}""",
+        aid, at, by,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
+
+
+async def admissions(
+    conn: Connection, patient_id: uuid.UUID | None, active: bool | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {ADMISSION_COLUMNS} FROM admission
+            WHERE ($1::uuid IS NULL OR patient_id = $1)
+              AND ($2::boolean IS NULL OR (status = 'active') = $2)
+            ORDER BY admitted_at DESC, id LIMIT $3""",
+        patient_id, active, limit,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def due_admissions(conn: Connection, before: datetime) -> list[uuid.UUID]:
+    """Active admissions that began before ``before`` (the end of the night being charged)."""
+    rows = await conn.fetch(
+        "SELECT id FROM admission WHERE status = 'active' AND admitted_at < $1 ORDER BY admitted_at, id", before
+    )
+    return [r["id"] for r in rows]
+
+
+# --- bed charges ---------------------------------------------------------------------------------
+
+
+async def charged_nights(conn: Connection, aid: uuid.UUID) -> set[date]:
+    rows = await conn.fetch("SELECT night FROM bed_charge WHERE admission_id = $1", aid)
+    return {r["night"] for r in rows}
+
+
+async def insert_charge(conn: Connection, charge: dict[str, Any]) -> bool:
+    """Post a night's charge; False if that night of the admission was already charged."""
+    inserted = await conn.fetchval(
+        """INSERT INTO bed_charge (id, admission_id, night, ward_id, ward_type, amount, currency)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (admission_id, night) DO NOTHING RETURNING id""",
+        charge["id"], charge["admission_id"], charge["night"], charge["ward_id"], charge["ward_type"],
+        charge["amount"], charge["currency"],
+    )  # fmt: skip
+    return inserted is not None
+
+
+async def charges_of(conn: Connection, aid: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, admission_id, night, ward_id, ward_type, amount, currency, posted_at FROM bed_charge
+           WHERE admission_id = $1 ORDER BY night""",
+        aid,
+    )
+    return [dict(r) for r in rows]
+
+
+async def count_charges(conn: Connection, aid: uuid.UUID) -> int:
+    n: int = await conn.fetchval("SELECT count(*) FROM bed_charge WHERE admission_id = $1", aid)
+    return n
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def ward_json(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "type": row["ward_type"],
+        "daily_rate": money(row["daily_rate"]),
+        "currency": row["currency"],
+        "beds": {"total": sum(counts.values()), **counts},
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def bed_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "ward_id": str(row["ward_id"]),
+        "room": row["room"],
+        "label": row["label"],
+        "state": row["state"],
+        "version": row["version"],
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def admission_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "practitioner_id": str(row["practitioner_id"]),
+        "ward_id": str(row["ward_id"]),
+        "bed_id": str(row["bed_id"]),
+        "status": row["status"],
+        "admitted_at": row["admitted_at"].isoformat(),
+        "discharged_at": _iso(row["discharged_at"]),
+        "version": row["version"],
+    }
+
+
+def stay_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ward_id": str(row["ward_id"]),
+        "bed_id": str(row["bed_id"]),
+        "bed": row["bed"],
+        "started_at": row["started_at"].isoformat(),
+        "ended_at": _iso(row["ended_at"]),
+    }
+
+
+def charge_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "night": row["night"].isoformat(),
+        "ward_id": str(row["ward_id"]),
+        "ward_type": row["ward_type"],
+        "amount": money(row["amount"]),
+        "currency": row["currency"],
+        "posted_at": row["posted_at"].isoformat(),
+    }

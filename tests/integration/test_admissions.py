@@ -1,0 +1,520 @@
+"""Admissions on the real database: a bed never holds two patients however many admissions race
+for it, transfers and discharges move beds atomically, and the nightly job charges each night of
+an admission exactly once, catching up nights it missed.
+
+The patient directory is the package's in-memory fake here; its real gRPC adapter is exercised
+under `his up`. Admission times are set back with SQL where a test needs nights that are over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from his.admissions.api.http import router
+from his.admissions.ports import FakePatients
+from his.kernel import migrations, streams
+from his.kernel.db import Database
+from his.kernel.events import stream_name
+from his.kernel.outbox import OutboxRelay
+from tests.support.api import bearer, serve, verifier
+from tests.support.waiting import wait_for
+
+ADMITTED = "his.admissions.admission.admitted.v1"
+TRANSFERRED = "his.admissions.admission.transferred.v1"
+DISCHARGED = "his.admissions.admission.discharged.v1"
+CHARGED = "his.admissions.bed_charge.posted.v1"
+
+
+def as_role(*roles: str) -> dict[str, str]:
+    return bearer(uuid.uuid4(), *roles)
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    db: Database
+    patients: FakePatients
+
+    async def ward(self, beds: int, rate: str = "1000.00", kind: str = "general", rooms: int | None = None) -> str:
+        body: dict[str, Any] = {"name": f"Ward {kind}", "type": kind, "daily_rate": rate, "currency": "TRY",
+                                "beds": beds}  # fmt: skip
+        if rooms is not None:
+            body["rooms"] = rooms
+        r = await self.client.post("/wards", json=body, headers=as_role("ADMIN"))
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def admit(self, ward: str, patient: uuid.UUID | None = None) -> httpx.Response:
+        body = {"patient_id": str(patient or self.patients.add()), "practitioner_id": str(uuid.uuid4()),
+                "ward_id": ward}  # fmt: skip
+        return await self.client.post("/admissions", json=body, headers=as_role("RECEPTIONIST"))
+
+    async def admitted(self, ward: str) -> dict[str, Any]:
+        r = await self.admit(ward)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def bed_state(self, bed: str) -> str:
+        state: str = await self.db.pool.fetchval("SELECT state FROM bed WHERE id = $1", uuid.UUID(bed))
+        return state
+
+    async def backdate(self, admission: str, days: int, hour: int = 10) -> None:
+        """Make the admission begin ``days`` days ago (at ``hour`` UTC), with its first bed stay."""
+        at = datetime.combine(today() - timedelta(days=days), datetime.min.time(), tzinfo=UTC) + timedelta(hours=hour)
+        aid = uuid.UUID(admission)
+        async with self.db.uow() as uow:
+            await uow.conn.execute("UPDATE admission SET admitted_at = $2 WHERE id = $1", aid, at)
+            await uow.conn.execute(
+                "UPDATE bed_stay SET started_at = $2 WHERE id = (SELECT min(id) FROM bed_stay WHERE admission_id = $1)",
+                aid, at,
+            )  # fmt: skip
+
+    async def run(self, night: date) -> dict[str, Any]:
+        r = await self.client.post(
+            "/admissions/charges/run", params={"date": night.isoformat()}, headers=as_role("ADMIN")
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def outbox(self, subject: str) -> list[dict[str, Any]]:
+        rows = await self.db.pool.fetch("SELECT payload FROM outbox WHERE subject = $1 ORDER BY id", subject)
+        return [json.loads(bytes(r["payload"]))["data"] for r in rows]
+
+
+@pytest.fixture
+async def world(admin_dsn: str) -> AsyncIterator[World]:
+    dsn = await migrations.provision(admin_dsn, "admissions", "pw-admissions-test")
+    await migrations.upgrade(admin_dsn, "admissions")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute(
+        "TRUNCATE admissions.bed_charge, admissions.bed_stay, admissions.admission, admissions.bed, admissions.room, "
+        "admissions.ward, admissions.outbox, admissions.inbox"
+    )
+    await conn.close()
+    db = Database(dsn, schema="admissions", max_size=24)
+    await db.open()
+    patients = FakePatients()
+    ctx = SimpleNamespace(db=db)
+    async with serve(router(ctx, patients, verifier()), base_url="http://admissions") as client:  # type: ignore[arg-type]
+        yield World(client, db, patients)
+    await db.close()
+
+
+async def test_fifty_concurrent_admissions_to_ten_free_beds(world: World) -> None:
+    ward = await world.ward(10, rooms=5)
+    results = await asyncio.gather(*(world.admit(ward) for _ in range(50)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] * 10 + [409] * 40, codes
+    refused = next(r for r in results if r.status_code == 409)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["detail"] == "the ward has no free bed"
+    beds = {r.json()["bed_id"] for r in results if r.status_code == 201}
+    assert len(beds) == 10
+    doubled = await world.db.pool.fetch(
+        "SELECT bed_id FROM admission WHERE status = 'active' GROUP BY bed_id HAVING count(*) > 1"
+    )
+    assert doubled == []
+    assert await world.db.pool.fetchval(
+        "SELECT count(*) FROM bed WHERE ward_id = $1 AND state = 'occupied'", uuid.UUID(ward)
+    ) == 10  # fmt: skip
+    assert len(await world.outbox(ADMITTED)) == 10
+    listed = await world.client.get(f"/wards/{ward}", headers=as_role("LAB_TECH"))
+    assert listed.json()["beds"] == {"total": 10, "available": 0, "occupied": 10, "cleaning": 0, "closed": 0,
+                                     "isolation": 0}  # fmt: skip
+    assert listed.json()["rooms"] == ["R1", "R2", "R3", "R4", "R5"]
+
+
+async def test_a_patient_is_admitted_once_at_a_time(world: World) -> None:
+    ward = await world.ward(10)
+    patient = world.patients.add()
+    results = await asyncio.gather(*(world.admit(ward, patient) for _ in range(5)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 4
+    refused = next(r for r in results if r.status_code == 409)
+    assert refused.json()["detail"] == "the patient is already admitted"
+    assert await world.db.pool.fetchval("SELECT count(*) FROM admission WHERE patient_id = $1", patient) == 1
+    # No bed was left occupied by a refused admission.
+    assert await world.db.pool.fetchval("SELECT count(*) FROM bed WHERE state = 'occupied'") == 1
+    # Once discharged, the patient can come back.
+    aid = next(r for r in results if r.status_code == 201).json()["id"]
+    assert (await world.client.post(f"/admissions/{aid}/discharge", headers=as_role("DOCTOR"))).status_code == 200
+    assert (await world.admit(ward, patient)).status_code == 201
+
+
+async def test_transfer_moves_both_beds_at_once_or_not_at_all(world: World) -> None:
+    general, icu = await world.ward(3, "1000.00"), await world.ward(1, "5000.00", "icu")
+    first, second = await world.admitted(general), await world.admitted(general)
+    nurse = as_role("NURSE")
+    r = await world.client.post(f"/admissions/{first['id']}/transfer", json={"ward_id": icu}, headers=nurse)
+    assert r.status_code == 200, r.text
+    moved = r.json()
+    assert moved["ward_id"] == icu and moved["bed_id"] != first["bed_id"] and moved["version"] == 2
+    assert await world.bed_state(first["bed_id"]) == "cleaning"
+    assert await world.bed_state(moved["bed_id"]) == "occupied"
+
+    # The intensive care unit is full: nothing moves.
+    r = await world.client.post(f"/admissions/{second['id']}/transfer", json={"ward_id": icu}, headers=nurse)
+    assert r.status_code == 409 and r.json()["detail"] == "the ward has no free bed"
+    assert await world.bed_state(second["bed_id"]) == "occupied"
+    # A named bed must be free and in that ward.
+    r = await world.client.post(
+        f"/admissions/{second['id']}/transfer", json={"ward_id": icu, "bed_id": moved["bed_id"]}, headers=nurse
+    )
+    assert r.status_code == 409
+    r = await world.client.post(
+        f"/admissions/{second['id']}/transfer", json={"ward_id": icu, "bed_id": first["bed_id"]}, headers=nurse
+    )
+    assert r.status_code == 422
+    free = (await world.client.get("/beds", params={"ward_id": general, "state": "available"}, headers=nurse)).json()
+    target = free["items"][0]["id"]
+    r = await world.client.post(
+        f"/admissions/{second['id']}/transfer", json={"ward_id": general, "bed_id": target}, headers=nurse
+    )
+    assert r.status_code == 200 and r.json()["bed_id"] == target
+    assert await world.bed_state(second["bed_id"]) == "cleaning"
+
+    events = await world.outbox(TRANSFERRED)
+    assert [(e["from_bed_id"], e["to_bed_id"]) for e in events] == [
+        (first["bed_id"], moved["bed_id"]),
+        (second["bed_id"], target),
+    ]
+    one = (await world.client.get(f"/admissions/{first['id']}", headers=as_role("DOCTOR"))).json()
+    assert [s["ward_id"] for s in one["stays"]] == [general, icu]
+    assert one["stays"][0]["ended_at"] == one["stays"][1]["started_at"]
+    assert one["stays"][1]["ended_at"] is None
+
+
+async def test_concurrent_transfers_into_one_free_bed(world: World) -> None:
+    general, icu = await world.ward(6), await world.ward(1, kind="icu")
+    admitted = [await world.admitted(general) for _ in range(5)]
+    results = await asyncio.gather(*(
+        world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": icu}, headers=as_role("DOCTOR"))
+        for a in admitted
+    ))  # fmt: skip
+    assert sorted(r.status_code for r in results) == [200] + [409] * 4
+    states = await world.db.pool.fetch("SELECT state, count(*) AS n FROM bed GROUP BY state ORDER BY state")
+    assert {r["state"]: r["n"] for r in states} == {"available": 1, "cleaning": 1, "occupied": 5}
+
+
+async def test_discharge_cleaning_release_available(world: World) -> None:
+    ward = await world.ward(1)
+    a = await world.admitted(ward)
+    assert (await world.admit(ward)).status_code == 409  # the only bed is taken
+    r = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["status"] == "discharged" and done["nights"] == 1  # same day: one night
+    assert done["bed_id"] == a["bed_id"]
+    assert await world.bed_state(a["bed_id"]) == "cleaning"
+    assert (await world.admit(ward)).status_code == 409  # a bed being cleaned is not free
+    again = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
+    assert again.status_code == 409
+    moved = await world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": ward}, headers=as_role("NURSE"))
+    assert moved.status_code == 409
+
+    bed = a["bed_id"]
+    assert (await world.client.post(f"/beds/{bed}/release", headers=as_role("RECEPTIONIST"))).status_code == 403
+    assert (await world.client.post(f"/beds/{bed}/open", headers=as_role("NURSE"))).status_code == 409
+    r = await world.client.post(f"/beds/{bed}/release", headers=as_role("NURSE"))
+    assert r.status_code == 200 and r.json()["state"] == "available"
+    assert (await world.client.post(f"/beds/{bed}/release", headers=as_role("NURSE"))).status_code == 409
+    for action, state in (("close", "closed"), ("open", "available"), ("isolate", "isolation")):
+        r = await world.client.post(f"/beds/{bed}/{action}", headers=as_role("ADMIN"))
+        assert r.status_code == 200 and r.json()["state"] == state
+    assert (await world.admit(ward)).status_code == 409  # isolation beds take nobody
+    assert (await world.client.post(f"/beds/{bed}/open", headers=as_role("NURSE"))).json()["state"] == "available"
+    assert (await world.admit(ward)).status_code == 201
+
+    charges = (await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))).json()
+    assert [c["night"] for c in charges["items"]] == [today().isoformat()]
+    assert charges["totals"] == [{"amount": "1000.00", "currency": "TRY"}]
+    discharged = await world.outbox(DISCHARGED)
+    assert [(e["admission_id"], e["nights"]) for e in discharged] == [(a["id"], 1)]
+
+
+async def test_the_nightly_job_run_twice_charges_once(world: World) -> None:
+    ward = await world.ward(4, "2500.00")
+    a, b = await world.admitted(ward), await world.admitted(ward)
+    fresh = await world.admitted(ward)  # admitted today: no night of it is over yet
+    await world.backdate(a["id"], 3)
+    await world.backdate(b["id"], 1)
+    last_night = today() - timedelta(days=1)
+    first = await world.run(last_night)
+    assert first == {"date": last_night.isoformat(), "admissions": 2, "posted": 4, "already_posted": 0, "failed": 0}
+    second = await world.run(last_night)
+    assert second == {**first, "posted": 0, "already_posted": 4}
+
+    charged = await world.outbox(CHARGED)
+    expected = {(a["id"], (today() - timedelta(days=n)).isoformat()) for n in (3, 2, 1)}
+    expected.add((b["id"], last_night.isoformat()))
+    assert sorted((e["admission_id"], e["night"]) for e in charged) == sorted(expected)
+    assert {(e["amount"], e["currency"], e["ward_type"]) for e in charged} == {("2500.00", "TRY", "general")}
+    assert not any(e["admission_id"] == fresh["id"] for e in charged)
+    rows = await world.db.pool.fetchval("SELECT count(*) FROM bed_charge")
+    assert rows == 4
+    r = await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))
+    assert r.json()["nights"] == 3 and r.json()["totals"] == [{"amount": "7500.00", "currency": "TRY"}]
+
+
+async def test_a_skipped_night_is_caught_up_and_discharge_posts_the_rest(world: World) -> None:
+    ward = await world.ward(2, "800.00")
+    a = await world.admitted(ward)
+    await world.backdate(a["id"], 4)
+    assert (await world.run(today() - timedelta(days=3)))["posted"] == 2  # nights -4 and -3
+    # The run for night -2 never happened; the next one catches it up.
+    summary = await world.run(today() - timedelta(days=1))
+    assert (summary["posted"], summary["already_posted"]) == (2, 2)
+    r = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("DOCTOR"))
+    assert r.status_code == 200 and r.json()["nights"] == 4  # today, the discharge day, is not charged
+    nights = [e["night"] for e in await world.outbox(CHARGED)]
+    assert nights == [(today() - timedelta(days=n)).isoformat() for n in (4, 3, 2, 1)]
+    assert (await world.outbox(DISCHARGED))[0]["nights"] == 4
+    # A discharged admission is never charged again.
+    assert (await world.run(today() - timedelta(days=1)))["admissions"] == 0
+
+
+async def test_discharge_posts_every_night_the_job_did_not(world: World) -> None:
+    ward = await world.ward(1, "100.00")
+    a = await world.admitted(ward)
+    await world.backdate(a["id"], 3)
+    r = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("RECEPTIONIST"))
+    assert r.json()["nights"] == 3
+    events = await world.outbox(CHARGED)
+    assert [e["night"] for e in events] == [(today() - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    subjects = [r["subject"] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
+    discharge_events = [s for s in subjects if s in (CHARGED, DISCHARGED)]
+    assert discharge_events == [CHARGED] * 3 + [DISCHARGED]  # charges first, in the same transaction
+
+
+async def test_each_night_is_charged_at_the_rate_of_the_ward_slept_in(world: World) -> None:
+    general, icu = await world.ward(2, "1000.00"), await world.ward(2, "9000.00", "icu")
+    a = await world.admitted(general)
+    await world.backdate(a["id"], 2)
+    r = await world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": icu}, headers=as_role("DOCTOR"))
+    assert r.status_code == 200
+    # Say the transfer happened at noon yesterday: the night of -2 is general's, last night the ICU's.
+    noon = datetime.combine(today() - timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    aid = uuid.UUID(a["id"])
+    await world.db.pool.execute("UPDATE bed_stay SET ended_at = $2 WHERE admission_id = $1 AND ended_at IS NOT NULL",
+                                aid, noon)  # fmt: skip
+    await world.db.pool.execute("UPDATE bed_stay SET started_at = $2 WHERE admission_id = $1 AND ended_at IS NULL",
+                                aid, noon)  # fmt: skip
+    await world.run(today() - timedelta(days=1))
+    charged = [(e["night"], e["ward_type"], e["amount"]) for e in await world.outbox(CHARGED)]
+    assert charged == [
+        ((today() - timedelta(days=2)).isoformat(), "general", "1000.00"),
+        ((today() - timedelta(days=1)).isoformat(), "icu", "9000.00"),
+    ]
+
+
+async def test_one_bad_admission_does_not_sink_the_night(world: World) -> None:
+    ward = await world.ward(3)
+    good, bad, other = [await world.admitted(ward) for _ in range(3)]
+    for x in (good, bad, other):
+        await world.backdate(x["id"], 1)
+    await world.db.pool.execute("DELETE FROM bed_stay WHERE admission_id = $1", uuid.UUID(bad["id"]))
+    summary = await world.run(today() - timedelta(days=1))
+    assert (summary["posted"], summary["failed"]) == (2, 1)
+    assert {e["admission_id"] for e in await world.outbox(CHARGED)} == {good["id"], other["id"]}
+
+
+async def test_events_reach_the_stream_through_the_relay(world: World, nc: NATS) -> None:
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["admissions"])
+    relay = OutboxRelay(world.db.dsn, js, schema="admissions", signal=world.db.signal, poll_seconds=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        ward = await world.ward(2)
+        a = await world.admitted(ward)
+        await world.backdate(a["id"], 2)
+        await world.run(today() - timedelta(days=1))
+        await world.run(today() - timedelta(days=1))
+        await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("DOCTOR"))
+
+        async def published() -> bool:
+            info = await js.stream_info(stream_name("admissions"), subjects_filter="his.admissions.>")
+            subjects = info.state.subjects or {}
+            return subjects.get(DISCHARGED) == 1
+
+        await wait_for(published, timeout=20, what="the discharge event on the stream")
+        info = await js.stream_info(stream_name("admissions"), subjects_filter="his.admissions.>")
+        assert info.state.subjects is not None
+        assert info.state.subjects[CHARGED] == 2 and info.state.subjects[ADMITTED] == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_reads_and_changes_of_admissions_are_audited(world: World) -> None:
+    ward = await world.ward(2)
+    a = await world.admitted(ward)
+    await world.client.get(f"/admissions/{a['id']}", headers=as_role("NURSE"))
+    await world.client.get("/admissions", params={"active": "true"}, headers=as_role("DOCTOR"))
+    await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))
+    await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
+    records = await world.outbox("his.admissions.record.accessed.v1")
+    assert [(r["action"], r["resource"], r["purpose"]) for r in records] == [
+        ("create", "admission", "care"),
+        ("read", "admission", "care"),
+        ("read", "admission", "care"),
+        ("read", "bed_charge", "billing"),
+        ("update", "admission", "care"),
+    ]
+    assert {r["patient_id"] for r in records} == {(await world.outbox(ADMITTED))[0]["patient_id"]}
+
+
+async def test_lists_filter_by_patient_state_and_ward(world: World) -> None:
+    ward, other = await world.ward(3), await world.ward(2, kind="maternity")
+    a, b = await world.admitted(ward), await world.admitted(ward)
+    await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
+    staff = as_role("RECEPTIONIST")
+    active = (await world.client.get("/admissions", params={"active": "true"}, headers=staff)).json()["items"]
+    assert [x["id"] for x in active] == [b["id"]]
+    mine = await world.client.get("/admissions", params={"patient_id": active[0]["patient_id"]}, headers=staff)
+    assert [x["id"] for x in mine.json()["items"]] == [b["id"]]
+    beds = (await world.client.get("/beds", params={"ward_id": ward}, headers=staff)).json()["items"]
+    assert sorted(x["state"] for x in beds) == ["available", "cleaning", "occupied"]
+    assert [x["label"] for x in beds] == ["R1-B1", "R1-B2", "R1-B3"]
+    wards = (await world.client.get("/wards", headers=as_role("AUDITOR"))).json()["items"]
+    by_id = {w["id"]: w for w in wards}
+    assert by_id[other]["beds"]["available"] == 2 and by_id[other]["type"] == "maternity"
+    assert by_id[ward]["daily_rate"] == "1000.00" and by_id[ward]["currency"] == "TRY"
+
+
+async def test_who_may_do_what(world: World) -> None:
+    ward = await world.ward(2)
+    a = await world.admitted(ward)
+    patient = as_role("PATIENT")
+    for method, path in (
+        ("GET", "/wards"), ("GET", f"/wards/{ward}"), ("GET", "/beds"), ("GET", "/admissions"),
+        ("GET", f"/admissions/{a['id']}"), ("GET", f"/admissions/{a['id']}/charges"),
+        ("POST", f"/admissions/{a['id']}/discharge"), ("POST", f"/beds/{a['bed_id']}/release"),
+    ):  # fmt: skip
+        assert (await world.client.request(method, path, headers=patient)).status_code == 403, path
+        assert (await world.client.request(method, path)).status_code == 401, path
+    body = {"name": "X", "type": "general", "daily_rate": "1", "currency": "TRY", "beds": 1}
+    assert (await world.client.post("/wards", json=body, headers=as_role("NURSE"))).status_code == 403
+    assert (await world.admit(ward)).status_code == 201
+    r = await world.client.post(
+        "/admissions",
+        json={"patient_id": str(world.patients.add()), "practitioner_id": str(uuid.uuid4()), "ward_id": ward},
+        headers=as_role("DOCTOR"),
+    )
+    assert r.status_code == 403
+    assert (await world.client.get(f"/admissions/{a['id']}", headers=as_role("BILLING"))).status_code == 403
+    assert (await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))).status_code == 200
+    r = await world.client.post("/admissions/charges/run", params={"date": "2026-01-01"}, headers=as_role("NURSE"))
+    assert r.status_code == 403
+
+
+GOOD_WARD = {"name": "Ward", "type": "general", "daily_rate": "100.00", "currency": "TRY", "beds": 2}
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"daily_rate": "-1"},
+        {"daily_rate": "0.001"},
+        {"daily_rate": "NaN"},
+        {"daily_rate": "1e20"},
+        {"daily_rate": "abc"},
+        {"beds": 0},
+        {"beds": -3},
+        {"beds": 100000},
+        {"beds": 2, "rooms": 3},
+        {"rooms": 0},
+        {"name": "x" * 5000},
+        {"name": ""},
+        {"type": "General Ward"},
+        {"type": "x" * 5000},
+        {"currency": "try"},
+        {"currency": "TRYX"},
+        {"id": str(uuid.uuid4())},  # ids are made by the server
+        {"name": "nul\x00byte"},
+    ],
+)
+async def test_bad_wards_are_a_4xx_problem(world: World, patch: dict[str, Any]) -> None:
+    r = await world.client.post("/wards", json={**GOOD_WARD, **patch}, headers=as_role("ADMIN"))
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
+    ward = await world.ward(2)
+    reception = as_role("RECEPTIONIST")
+
+    async def admit(**patch: Any) -> httpx.Response:
+        body = {"patient_id": str(world.patients.add()), "practitioner_id": str(uuid.uuid4()), "ward_id": ward}
+        return await world.client.post("/admissions", json={**body, **patch}, headers=reception)
+
+    for patch, status in (
+        ({"ward_id": str(uuid.uuid4())}, 422),
+        ({"ward_id": "not-a-uuid"}, 422),
+        ({"patient_id": "x" * 5000}, 422),
+        ({"patient_id": str(uuid.uuid4())}, 422),  # no such patient
+        ({"status": "discharged"}, 422),  # statuses are never set by clients
+        ({"bed_id": str(uuid.uuid4())}, 422),
+    ):
+        r = await admit(**patch)
+        assert r.status_code == status, (patch, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    unknown = await admit(patient_id=str(uuid.uuid4()))
+    assert "patient" in unknown.json()["detail"]
+    assert (await world.client.post("/admissions", content=b"{not json", headers=reception)).status_code == 422
+
+    world.patients.down = True
+    r = await admit()
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    world.patients.down = False
+
+    nurse = as_role("NURSE")
+    for method, path, status in (
+        ("GET", "/wards/not-a-uuid", 422),
+        ("GET", f"/wards/{uuid.uuid4()}", 404),
+        ("GET", f"/admissions/{uuid.uuid4()}", 404),
+        ("GET", f"/admissions/{uuid.uuid4()}/charges", 404),
+        ("POST", f"/admissions/{uuid.uuid4()}/discharge", 404),
+        ("POST", f"/beds/{uuid.uuid4()}/release", 404),
+        ("POST", f"/beds/{uuid.uuid4()}/explode", 422),
+        ("POST", "/beds/1/release", 422),
+        ("GET", "/beds?state=broken", 422),
+        ("GET", f"/beds?ward_id={uuid.uuid4()}", 404),
+        ("GET", "/admissions?active=maybe", 422),
+        ("GET", "/admissions?limit=100000", 422),
+    ):
+        r = await world.client.request(method, path, headers=nurse)
+        assert r.status_code == status, (path, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    a = await world.admitted(ward)
+    for body in ({"ward_id": str(uuid.uuid4())}, {"ward_id": "x"}, {}, {"ward_id": ward, "bed_id": "nope"}):
+        r = await world.client.post(f"/admissions/{a['id']}/transfer", json=body, headers=nurse)
+        assert r.status_code == 422, (body, r.text)
+    r = await world.client.post(f"/admissions/{uuid.uuid4()}/transfer", json={"ward_id": ward}, headers=nurse)
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "night", ["2026-13-01", "yesterday", "", "2026-02-30", "99999-01-01", "today", "{today}", "{tomorrow}"]
+)
+async def test_bad_dates_for_the_nightly_job_are_a_4xx_problem(world: World, night: str) -> None:
+    night = night.format(today=today().isoformat(), tomorrow=(today() + timedelta(days=1)).isoformat())
+    r = await world.client.post("/admissions/charges/run", params={"date": night}, headers=as_role("ADMIN"))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    missing = await world.client.post("/admissions/charges/run", headers=as_role("ADMIN"))
+    assert missing.status_code == 422

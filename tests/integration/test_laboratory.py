@@ -1,0 +1,438 @@
+"""The laboratory on the real database and NATS: orders follow their state machine (every invalid
+step is a 409 naming the state), results are flagged and priced, reach the patient's chart exactly
+once even when the event is delivered twice, and an abnormal or critical result alerts the
+ordering doctor, and nobody else, once.
+
+The patient directory is the package's in-memory fake here; its gRPC adapter runs under `his up`.
+The chart (patients) and the alerts (notifications) are those services' real consumers and routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+
+from his.kernel import migrations, streams
+from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.db import Database
+from his.kernel.events import Envelope
+from his.kernel.outbox import OutboxRelay
+from his.laboratory.api.http import router as lab_router
+from his.laboratory.ports import FakePatients, PatientRef
+from his.notifications import handlers as notifications_handlers
+from his.notifications.api.http import router as notifications_router
+from his.patients import handlers as patients_handlers
+from his.patients.api.http import router as patients_router
+from his.patients.domain import NewPatient, Sex
+from tests.support.api import bearer, serve, verifier
+from tests.support.waiting import wait_for
+
+RESULTED = "his.laboratory.order.resulted.v1"
+
+
+@dataclass
+class Lab:
+    client: httpx.AsyncClient
+    db: Database
+    chart: Database
+    alerts: Database
+    patients: FakePatients
+    doctor: uuid.UUID
+
+    def as_doctor(self) -> dict[str, str]:
+        return bearer(self.doctor, "DOCTOR")
+
+    async def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
+        """A patient registered in patients (the chart) and known to the lab's fake directory."""
+        async with self.chart.uow() as uow:
+            pid, _ = await patients_handlers.register_patient(
+                uow, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE, user_id=account)
+            )
+        self.patients.patients[pid] = PatientRef(pid, account)
+        return pid
+
+    async def order(self, patient: uuid.UUID, *tests: str, priority: str = "routine") -> str:
+        body = {"patient_id": str(patient), "tests": list(tests), "priority": priority}
+        r = await self.client.post("/lab/orders", json=body, headers=self.as_doctor())
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "placed"
+        return str(r.json()["id"])
+
+    async def step(self, order: str, action: str, role: str = "LAB_TECH") -> httpx.Response:
+        who = self.as_doctor() if role == "DOCTOR" else bearer(uuid.uuid4(), role)
+        return await self.client.post(f"/lab/orders/{order}/{action}", headers=who)
+
+    async def result(self, order: str, *results: dict[str, Any]) -> httpx.Response:
+        return await self.client.post(
+            f"/lab/orders/{order}/results", json={"results": list(results)}, headers=bearer(uuid.uuid4(), "LAB_TECH")
+        )
+
+    async def in_state(self, state: str, patient: uuid.UUID) -> str:
+        oid = await self.order(patient, "K")
+        path = {"placed": [], "collected": ["collect"], "in_progress": ["collect", "start"],
+                "resulted": ["collect", "start"], "cancelled": ["cancel"]}[state]  # fmt: skip
+        for action in path:
+            assert (await self.step(oid, action)).status_code == 200
+        if state == "resulted":
+            assert (await self.result(oid, {"code": "K", "value": "4.2"})).status_code == 200
+        return oid
+
+
+async def _database(admin_dsn: str, service: str, truncate: str) -> Database:
+    dsn = await migrations.provision(admin_dsn, service, f"pw-{service}-lab-test")
+    await migrations.upgrade(admin_dsn, service)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"TRUNCATE {truncate}")
+    finally:
+        await conn.close()
+    db = Database(dsn, schema=service, max_size=8)
+    await db.open()
+    return db
+
+
+@pytest.fixture
+async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
+    db = await _database(
+        admin_dsn,
+        "laboratory",
+        "laboratory.lab_result, laboratory.lab_order_test, laboratory.lab_order, laboratory.known_patient, "
+        "laboratory.outbox, laboratory.inbox",
+    )
+    chart = await _database(admin_dsn, "patients", "patients.lab_result, patients.inbox")
+    alerts = await _database(admin_dsn, "notifications", "notifications.alert, notifications.inbox")
+    patients = FakePatients()
+    routers = (
+        lab_router(SimpleNamespace(db=db), patients, verifier()),  # type: ignore[arg-type]
+        patients_router(SimpleNamespace(db=chart), verifier()),  # type: ignore[arg-type]
+        notifications_router(SimpleNamespace(db=alerts), verifier()),  # type: ignore[arg-type]
+    )
+    async with serve(*routers, base_url="http://laboratory") as client:
+        yield Lab(client, db, chart, alerts, patients, uuid.uuid4())
+    for d in (db, chart, alerts):
+        await d.close()
+
+
+async def test_the_catalogue_lists_tests_with_prices(lab: Lab) -> None:
+    assert (await lab.client.get("/lab/catalog")).status_code == 401
+    r = await lab.client.get("/lab/catalog", headers=bearer(uuid.uuid4(), "PATIENT"))
+    assert r.status_code == 200
+    items = {t["code"]: t for t in r.json()["items"]}
+    assert {"HGB", "GLU", "HBA1C", "CREA", "K", "NA", "CRP", "TSH", "ALT", "TROPI", "INR", "UA"} <= set(items)
+    assert items["K"] == {
+        "code": "K", "label": "Potassium", "specimen": "serum", "unit": "mmol/L", "reference_low": "3.5",
+        "reference_high": "5.1", "critical_low": "2.5", "critical_high": "6.5", "price": "65.00", "currency": "TRY",
+    }  # fmt: skip
+    assert all(t["currency"] == "TRY" and Decimal(t["price"]) > 0 for t in items.values())
+
+
+INVALID = {
+    "placed": ["start", "results"],
+    "collected": ["collect", "results"],
+    "in_progress": ["collect", "start"],
+    "resulted": ["collect", "start", "cancel", "results"],
+    "cancelled": ["collect", "start", "cancel", "results"],
+}
+
+
+async def test_every_invalid_transition_is_a_409_naming_the_state(lab: Lab) -> None:
+    patient = await lab.patient()
+    for state, actions in INVALID.items():
+        oid = await lab.in_state(state, patient)
+        for action in actions:
+            if action == "results":
+                r = await lab.result(oid, {"code": "K", "value": "4.0"})
+            else:
+                r = await lab.step(oid, action)
+            assert r.status_code == 409, (state, action, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["state"] == state and state in r.json()["detail"]
+        got = await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())
+        assert got.json()["status"] == state  # nothing moved
+    cancelled = await lab.db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.laboratory.order.cancelled.v1'"
+    )
+    assert cancelled == 1
+
+
+async def _run(db: Database, nc: NATS, *subs: tuple[Database, Subscription]) -> tuple[list[Any], list[ConsumerLoop]]:
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["laboratory"])
+    relay = OutboxRelay(db.dsn, js, schema="laboratory", signal=db.signal, poll_seconds=0.2)
+    consumers = [ConsumerLoop(d, nc, js, s) for d, s in subs]
+    tasks = [asyncio.create_task(relay.run()), *(asyncio.create_task(c.run()) for c in consumers)]
+    return tasks, consumers
+
+
+async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_ordering_doctor(lab: Lab, nc: NATS) -> None:
+    chart_sub = Subscription("patients_lab_order_resulted", RESULTED, patients_handlers.on_lab_order_resulted)
+    alert_sub = Subscription("notifications_lab_order_resulted", RESULTED, notifications_handlers.on_lab_order_resulted)
+    tasks, (chart_consumer, alert_consumer) = await _run(lab.db, nc, (lab.chart, chart_sub), (lab.alerts, alert_sub))
+    try:
+        account = uuid.uuid4()
+        patient = await lab.patient(account)
+        oid = await lab.order(patient, "K", "GLU", "UA", priority="stat")
+        assert (await lab.step(oid, "collect", "NURSE")).json()["status"] == "collected"
+        assert (await lab.step(oid, "start")).json()["status"] == "in_progress"
+        done = await lab.result(
+            oid,
+            {"code": "UA", "value": "negative", "flag": "N"},
+            {"code": "K", "value": "6.9", "unit": "mmol/L"},
+            {"code": "GLU", "value": "85", "flag": "N"},
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "resulted"
+        assert [(x["code"], x["value"], x["flag"]) for x in done.json()["results"]] == [
+            ("K", "6.9", "HH"), ("GLU", "85", "N"), ("UA", "negative", "N"),
+        ]  # fmt: skip
+
+        # The event: flags, the catalogue's prices as charges, abnormal and critical; no personal data.
+        payload = await lab.db.pool.fetchval("SELECT payload FROM outbox WHERE subject = $1", RESULTED)
+        env = Envelope.from_json(bytes(payload))
+        data = env.data
+        assert data["order_id"] == oid and data["patient_id"] == str(patient)
+        assert data["ordered_by"] == str(lab.doctor) and data["priority"] == "stat"
+        assert [(x["code"], x["flag"], x["unit"]) for x in data["results"]] == [
+            ("K", "HH", "mmol/L"), ("GLU", "N", "mg/dL"), ("UA", "N", None),
+        ]  # fmt: skip
+        assert [(c["code"], Decimal(c["amount"]), c["currency"]) for c in data["charges"]] == [
+            ("K", Decimal("65.00"), "TRY"), ("GLU", Decimal("60.00"), "TRY"), ("UA", Decimal("80.00"), "TRY"),
+        ]  # fmt: skip
+        assert data["abnormal"] is True and data["critical"] is True
+        assert b"Deniz" not in bytes(payload)
+
+        async def charted() -> bool:
+            count = await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result WHERE order_id = $1", uuid.UUID(oid))
+            return bool(count == 3)
+
+        await wait_for(charted, what="the results in the chart")
+
+        async def alerted() -> bool:
+            return await lab.alerts.pool.fetchval("SELECT count(*) FROM alert WHERE kind = 'lab_result'") == 1
+
+        await wait_for(alerted, what="the doctor's alert")
+
+        # The same event delivered again (a second stream message, as after a lost ack): the
+        # inboxes acknowledge it without applying it a second time.
+        js = nc.jetstream(timeout=5.0)
+        await js.publish(RESULTED, bytes(payload))
+
+        async def redelivered() -> bool:
+            return chart_consumer.stats.duplicates >= 1 and alert_consumer.stats.duplicates >= 1
+
+        await wait_for(redelivered, what="the redelivery to reach both consumers")
+        assert chart_consumer.stats.applied == 1 and alert_consumer.stats.applied == 1
+        assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
+        assert await lab.alerts.pool.fetchval("SELECT count(*) FROM alert") == 1
+
+        # Should the results come again under another event id, the chart keeps one row per test.
+        again = Envelope.wrap(env.model(), aggregate_id=oid)
+        async with lab.chart.uow() as uow:
+            await patients_handlers.on_lab_order_resulted(uow, again, again.model())
+        async with lab.alerts.uow() as uow:
+            await notifications_handlers.on_lab_order_resulted(uow, again, again.model())
+        assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
+        assert await lab.alerts.pool.fetchval("SELECT count(*) FROM alert") == 1
+
+        # The chart, read by the patient.
+        chart = await lab.client.get(f"/patients/{patient}/lab-results", headers=bearer(account, "PATIENT"))
+        assert chart.status_code == 200, chart.text
+        (entry,) = chart.json()["items"]
+        assert entry["order_id"] == oid and entry["priority"] == "stat"
+        assert [(x["code"], x["value"], x["unit"], x["reference_low"], x["reference_high"], x["flag"])
+                for x in entry["results"]] == [("K", "6.9", "mmol/L", "3.5", "5.1", "HH"),
+                                               ("GLU", "85", "mg/dL", "70", "99", "N"),
+                                               ("UA", "negative", None, None, None, "N")]  # fmt: skip
+
+        # The alert: for the ordering doctor only, with ids, codes and flags.
+        mine = (await lab.client.get("/notifications/alerts", headers=lab.as_doctor())).json()["items"]
+        assert [(a["kind"], a["patient_id"]) for a in mine] == [("lab_result", str(patient))]
+        assert mine[0]["detail"] | {"resulted_at": None} == {
+            "order_id": oid, "priority": "stat", "critical": True, "abnormal": True,
+            "flagged": [{"code": "K", "flag": "HH"}], "resulted_at": None,
+        }  # fmt: skip
+        other = await lab.client.get("/notifications/alerts", headers=bearer(uuid.uuid4(), "DOCTOR"))
+        assert other.status_code == 200 and other.json()["items"] == []
+        admin = await lab.client.get("/notifications/alerts", headers=bearer(uuid.uuid4(), "ADMIN"))
+        assert all(a["kind"] != "lab_result" for a in admin.json()["items"])
+        assert (await lab.client.get("/notifications/alerts", headers=bearer(account, "PATIENT"))).status_code == 403
+
+        # A normal result is charted and alerts nobody.
+        normal = await lab.in_state("resulted", patient)
+
+        async def charted_too() -> bool:
+            return bool(await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result WHERE order_id = $1",
+                                                      uuid.UUID(normal)))  # fmt: skip
+
+        await wait_for(charted_too, what="the normal result in the chart")
+        await wait_for(lambda: _applied(alert_consumer, 2), what="the alert consumer to see the normal result")
+        assert await lab.alerts.pool.fetchval("SELECT count(*) FROM alert") == 1
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _applied(consumer: ConsumerLoop, n: int) -> bool:
+    return consumer.stats.applied >= n
+
+
+async def test_who_may_do_what(lab: Lab) -> None:
+    me, stranger = uuid.uuid4(), uuid.uuid4()
+    mine, theirs = await lab.patient(me), await lab.patient(stranger)
+    oid = await lab.order(mine, "CRP")
+    other_order = await lab.order(theirs, "CRP")
+    body = {"patient_id": str(mine), "tests": ["CRP"]}
+    for role in ("NURSE", "LAB_TECH", "ADMIN", "PATIENT", "RECEPTIONIST"):
+        assert (await lab.client.post("/lab/orders", json=body, headers=bearer(me, role))).status_code == 403
+    as_me = bearer(me, "PATIENT")
+    # A patient reads their own orders; another patient's order or list looks like nothing at all.
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=as_me)).json()["status"] == "placed"
+    assert (await lab.client.get(f"/lab/orders/{other_order}", headers=as_me)).status_code == 404
+    listed = await lab.client.get("/lab/orders", params={"patient_id": str(mine)}, headers=as_me)
+    assert [o["id"] for o in listed.json()["items"]] == [oid]
+    assert (await lab.client.get("/lab/orders", params={"patient_id": str(theirs)}, headers=as_me)).status_code == 404
+    assert (await lab.client.get("/lab/orders", headers=as_me)).status_code == 404
+    assert (await lab.client.post(f"/lab/orders/{other_order}/cancel", headers=as_me)).status_code == 404
+    assert (await lab.client.post(f"/lab/orders/{oid}/cancel", headers=as_me)).status_code == 403
+    # Staff lists: by status, across patients.
+    placed = await lab.client.get("/lab/orders", params={"status": "placed"}, headers=bearer(uuid.uuid4(), "LAB_TECH"))
+    assert {o["id"] for o in placed.json()["items"]} == {oid, other_order}
+    # Roles per action; a doctor cancels only their own orders.
+    assert (await lab.step(oid, "collect", "DOCTOR")).status_code == 403
+    assert (await lab.step(oid, "start", "NURSE")).status_code == 403
+    assert (await lab.step(oid, "cancel", "NURSE")).status_code == 403
+    other_doctor = bearer(uuid.uuid4(), "DOCTOR")
+    assert (await lab.client.post(f"/lab/orders/{oid}/cancel", headers=other_doctor)).status_code == 403
+    assert (await lab.step(oid, "collect", "NURSE")).status_code == 200
+    assert (await lab.step(oid, "start")).status_code == 200
+    results = {"results": [{"code": "CRP", "value": "2"}]}
+    for who in (lab.as_doctor(), bearer(uuid.uuid4(), "NURSE"), bearer(uuid.uuid4(), "ADMIN")):
+        assert (await lab.client.post(f"/lab/orders/{oid}/results", json=results, headers=who)).status_code == 403
+    assert (await lab.step(oid, "cancel", "DOCTOR")).json()["status"] == "cancelled"
+    # Every read and write of an order is audited.
+    audited = await lab.db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.laboratory.record.accessed.v1'"
+    )
+    assert audited >= 8
+    # The chart: the patient and clinicians in their care; other staff are refused.
+    assert (await lab.client.get(f"/patients/{mine}/lab-results", headers=as_me)).json() == {"items": []}
+    outside = await lab.client.get(f"/patients/{mine}/lab-results", headers=lab.as_doctor())
+    assert outside.status_code == 403 and "emergency_access" in outside.json()
+    for role in ("RECEPTIONIST", "BILLING", "LAB_TECH"):
+        refused = await lab.client.get(f"/patients/{mine}/lab-results", headers=bearer(uuid.uuid4(), role))
+        assert refused.status_code == 403
+    assert (await lab.client.get(f"/patients/{theirs}/lab-results", headers=as_me)).status_code == 404
+    assert (await lab.client.get(f"/patients/{uuid.uuid4()}/lab-results", headers=as_me)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"tests": []},
+        {"tests": ["K", "K"]},
+        {"tests": ["K", "NOPE"]},
+        {"tests": ["x" * 5000]},
+        {"tests": ["K"] * 31},
+        {"tests": "K"},
+        {"priority": "whenever"},
+        {"patient_id": "not-a-uuid"},
+        {"patient_id": "00000000-0000-0000-0000-000000000000"},  # unknown patient
+        {"status": "resulted"},  # clients never set statuses
+        {"id": "00000000-0000-0000-0000-000000000001"},  # nor ids
+    ],
+)
+async def test_bad_orders_are_a_4xx_problem(lab: Lab, patch: dict[str, Any]) -> None:
+    body = {"patient_id": str(await lab.patient()), "tests": ["K"], "priority": "urgent", **patch}
+    r = await lab.client.post("/lab/orders", json=body, headers=lab.as_doctor())
+    assert 400 <= r.status_code < 500 and r.status_code != 404, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert await lab.db.pool.fetchval("SELECT count(*) FROM lab_order") == 0
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        [],
+        [{"code": "K", "value": "4.0"}],  # CRP missing
+        [{"code": "K", "value": "4.0"}, {"code": "CRP", "value": "1"}, {"code": "GLU", "value": "80"}],  # extra
+        [{"code": "K", "value": "4.0"}, {"code": "K", "value": "4.1"}],
+        [{"code": "K", "value": "6.9", "flag": "N"}, {"code": "CRP", "value": "1"}],  # contradicts the numbers
+        [{"code": "K", "value": "4.0", "unit": "mg/dL"}, {"code": "CRP", "value": "1"}],
+        [{"code": "K", "value": "hemolysed"}, {"code": "CRP", "value": "1"}],  # no flag for a non-number
+        [{"code": "K", "value": "x" * 5000}, {"code": "CRP", "value": "1"}],
+        [{"code": "K", "value": 4.0}, {"code": "CRP", "value": "1"}],
+        [{"code": "K", "value": "4.0", "note": "?"}, {"code": "CRP", "value": "1"}],
+    ],
+)
+async def test_bad_results_are_a_422_and_change_nothing(lab: Lab, results: list[dict[str, Any]]) -> None:
+    oid = await lab.order(await lab.patient(), "K", "CRP")
+    await lab.step(oid, "collect")
+    await lab.step(oid, "start")
+    r = await lab.result(oid, *results)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())).json()["status"] == "in_progress"
+    assert await lab.db.pool.fetchval("SELECT count(*) FROM outbox WHERE subject = $1", RESULTED) == 0
+
+
+async def test_unknown_ids_and_actions_and_an_unreachable_directory(lab: Lab) -> None:
+    tech = bearer(uuid.uuid4(), "LAB_TECH")
+    nobody = uuid.uuid4()
+    assert (await lab.client.get(f"/lab/orders/{nobody}", headers=tech)).status_code == 404
+    assert (await lab.client.post(f"/lab/orders/{nobody}/collect", headers=tech)).status_code == 404
+    r = await lab.client.post(f"/lab/orders/{nobody}/results", json={"results": [{"code": "K", "value": "1"}]},
+                              headers=tech)  # fmt: skip
+    assert r.status_code == 404
+    oid = await lab.order(await lab.patient(), "K")
+    assert (await lab.client.post(f"/lab/orders/{oid}/explode", headers=tech)).status_code == 422
+    assert (await lab.client.get("/lab/orders/not-a-uuid", headers=tech)).status_code == 422
+    assert (await lab.client.get("/lab/orders", params={"status": "lost"}, headers=tech)).status_code == 422
+    # Patients cannot be asked: an outage is a 503, never a 404 or an order for nobody knows whom.
+    lab.patients.down = True
+    body = {"patient_id": str(uuid.uuid4()), "tests": ["K"]}
+    r = await lab.client.post("/lab/orders", json=body, headers=lab.as_doctor())
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert orjson.loads(r.content)["status"] == 503
+
+
+async def test_concurrent_steps_on_one_order_are_serialised(lab: Lab) -> None:
+    patient = await lab.patient()
+    oid = await lab.in_state("in_progress", patient)
+    body = {"code": "K", "value": "4.4"}
+    outcomes = await asyncio.gather(*(lab.result(oid, body) for _ in range(5)), lab.step(oid, "cancel"))
+    codes = sorted(r.status_code for r in outcomes)
+    assert codes == [200] + [409] * 5, codes
+    final = (await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())).json()["status"]
+    assert final in ("resulted", "cancelled")
+    resulted = await lab.db.pool.fetchval("SELECT count(*) FROM outbox WHERE subject = $1", RESULTED)
+    assert resulted == (1 if final == "resulted" else 0)
+    assert await lab.db.pool.fetchval("SELECT count(*) FROM lab_result") == resulted
+
+
+async def test_a_patient_known_from_the_registration_event_reads_their_orders(lab: Lab) -> None:
+    from his.events.patients import PatientRegistered
+    from his.laboratory import handlers
+
+    account, pid = uuid.uuid4(), uuid.uuid4()
+    ev = PatientRegistered(patient_id=pid, account_id=account)
+    async with lab.db.uow() as uow:
+        await handlers.on_patient_registered(uow, Envelope.wrap(ev, aggregate_id=pid), ev)
+    # The directory does not know the patient (and is down): the event was enough to order and to own.
+    lab.patients.down = True
+    oid = await lab.order(pid, "TSH")
+    mine = await lab.client.get(f"/lab/orders/{oid}", headers=bearer(account, "PATIENT"))
+    assert mine.status_code == 200 and mine.json()["tests"] == ["TSH"]
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 404
