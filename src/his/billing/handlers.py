@@ -38,6 +38,7 @@ from his.billing.domain import (
     ClaimStatus,
     InvoiceStatus,
     Line,
+    cents,
     check_payment,
     check_refund,
     claim_transition,
@@ -191,7 +192,8 @@ async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
     if not ev.chargeable or ev.patient_id is None:
         return
-    item = await _priced(uow, f"item.{ev.item_code}", day_of(ev.consumed_at), ev.quantity, "item")
+    qty = ev.quantity.quantize(Decimal("0.0001"))  # as stored
+    item = await _priced(uow, f"item.{ev.item_code}", day_of(ev.consumed_at), qty, "item")
     await capture(uow, ev.patient_id, ("stock", ev.consumption_id), ev.consumed_at, [item])
 
 
@@ -210,6 +212,8 @@ async def capture(
     """Record a source's charges once and put them on the invoice of their encounter."""
     conn = uow.conn
     source_kind, source_id = source
+    if any(it.quantity <= 0 or it.unit_price < 0 or not it.unit_price.is_finite() for it in items):
+        raise PermanentError("a charge needs a positive quantity and a price of at least zero")
     admission = admission or await store.admission_at(conn, patient_id, at)
     if admission is not None:
         enc = await store.encounter(conn, "admission", admission, patient_id, at)
@@ -218,10 +222,11 @@ async def capture(
     voided = await store.source_voided(conn, source_kind, source_id)
     new: list[uuid.UUID] = []
     for it in items:
+        unit = cents(it.unit_price)  # a price is money: 0.01, as stored
         row = {
             "id": uuid.uuid4(), "patient_id": patient_id, "source_kind": source_kind, "source_id": source_id,
             "line_key": it.line_key, "code": it.code, "category": it.category, "quantity": it.quantity,
-            "unit_price": it.unit_price, "amount": Line(it.code, it.category, it.quantity, it.unit_price).total,
+            "unit_price": unit, "amount": Line(it.code, it.category, it.quantity, unit).total,
             "currency": it.currency, "service_at": at, "service_date": day_of(at),
             "status": "void" if voided else "active", "encounter_id": enc["id"],
         }  # fmt: skip

@@ -57,6 +57,11 @@ def money(x: Decimal | None) -> str | None:
     return None if x is None else str(x)
 
 
+def quantity(x: Decimal) -> str:
+    """A quantity without trailing zeros or an exponent: 3, 2.5, 100."""
+    return format(x.normalize(), "f")
+
+
 def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
     r = APIRouter(tags=["billing"])
     tokens = verifier or jwks_verifier()
@@ -288,13 +293,13 @@ async def invoice_json(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
     assert enc is not None
     if row["status"] == "draft":  # still collecting: its lines are its charges, not yet priced
         lines = [{"charge_id": str(c["id"]), "code": c["code"], "category": c["category"],
-                  "quantity": str(c["quantity"].normalize()), "unit_price": str(c["unit_price"]),
+                  "quantity": quantity(c["quantity"]), "unit_price": str(c["unit_price"]),
                   "total": str(c["amount"]), "insurer_share": None, "patient_share": None, "excluded": None}
                  for c in await store.active_charges(conn, row["id"])]  # fmt: skip
         total: str | None = str(sum((Decimal(x["total"]) for x in lines), Decimal("0.00")))
     else:
         lines = [{"charge_id": str(x["charge_id"]), "code": x["code"], "category": x["category"],
-                  "quantity": str(x["quantity"].normalize()), "unit_price": str(x["unit_price"]),
+                  "quantity": quantity(x["quantity"]), "unit_price": str(x["unit_price"]),
                   "total": str(x["total"]), "insurer_share": str(x["insurer_share"]),
                   "patient_share": str(x["patient_share"]), "excluded": x["excluded"],
                   "deductible": str(x["deductible"]), "copay": str(x["copay"])}
@@ -320,7 +325,7 @@ def charge_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]), "patient_id": str(row["patient_id"]), "source": row["source_kind"],
         "source_id": str(row["source_id"]), "code": row["code"], "category": row["category"],
-        "quantity": str(row["quantity"].normalize()), "unit_price": str(row["unit_price"]),
+        "quantity": quantity(row["quantity"]), "unit_price": str(row["unit_price"]),
         "amount": str(row["amount"]), "currency": row["currency"], "service_date": row["service_date"].isoformat(),
         "status": row["status"], "invoice_id": str(row["invoice_id"]) if row["invoice_id"] else None,
     }  # fmt: skip
