@@ -492,3 +492,41 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
 
 async def _at_least(n: Awaitable[int], least: int) -> bool:
     return await n >= least
+
+
+async def test_concurrent_invoices_of_one_patient_meet_the_deductible_once(world: World) -> None:
+    pid = await world.patient("NOVA")
+    await asyncio.gather(
+        *(world.feed(completed(pid, uuid.uuid4(), at(3, 8 + i)), handlers.on_appointment_completed) for i in range(10))
+    )
+    shares = sorted(D(i["patient_share"]) for i in await world.invoices(pid))
+    # 750.00 each: the first pays 750.00 of the deductible, the next 250.00 + 100.00 co-pay + 10 % of
+    # 400.00, every other 100.00 co-pay + 10 % of 650.00, whichever order they were issued in.
+    assert shares == [D("165.00")] * 8 + [D("390.00"), D("750.00")]
+    year = await world.db.pool.fetchrow("SELECT deductible_used, out_of_pocket FROM accumulator WHERE patient_id = $1",
+                                        pid)  # fmt: skip
+    assert (year["deductible_used"], year["out_of_pocket"]) == (D("1000.00"), D("2460.00"))
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({"amount": "10.00", "currency": "TRY"}, "k"),  # no method
+        ({"amount": "10.00", "currency": "TRY", "method": "barter"}, "k"),
+        ({"amount": "10.00", "currency": "try", "method": "cash"}, "k"),
+        ({"amount": "1e400", "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "NaN", "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash", "status": "paid"}, "k"),  # never client-set
+        ({"amount": "x" * 5000, "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash"}, "k" * 300),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash"}, " "),
+    ],
+)
+async def test_bad_payment_input_is_a_4xx_problem(world: World, body: dict[str, str], key: str) -> None:
+    inv = await paid_invoice_setup(world)
+    r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(world.billing, key))
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert await world.db.pool.fetchval("SELECT count(*) FROM payment") == 0
+    r = await world.client.post("/invoices/not-a-uuid/payments", json=body, headers=key_headers(world.billing, "k"))
+    assert r.status_code == 422
