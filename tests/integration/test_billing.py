@@ -530,3 +530,24 @@ async def test_bad_payment_input_is_a_4xx_problem(world: World, body: dict[str, 
     assert await world.db.pool.fetchval("SELECT count(*) FROM payment") == 0
     r = await world.client.post("/invoices/not-a-uuid/payments", json=body, headers=key_headers(world.billing, "k"))
     assert r.status_code == 422
+
+
+async def test_a_charge_applied_before_its_admission_was_known_moves_onto_it(world: World) -> None:
+    pid = await world.patient("SGK")
+    early = lab(pid, at(11, 9), ("CBC", "250.00"))
+    await world.feed(early, handlers.on_lab_order_resulted)  # its stream ran ahead of admissions'
+    [visit] = await world.invoices(pid)
+    assert (visit["kind"], visit["status"]) == ("visit", "open")
+    await stay(world, pid)
+    invoices = {i["kind"]: i for i in await world.invoices(pid)}
+    assert invoices["visit"]["status"] == "void"
+    stay_invoice = invoices["admission"]
+    assert sorted(x["code"] for x in stay_invoice["lines"]).count("lab.CBC") == 2  # this order's and the stay's
+    assert (stay_invoice["total"], stay_invoice["insurer_share"]) == ("5218.75", "4175.00")
+    claims = {
+        c["invoice_id"]: c["status"] for c in (await world.client.get("/claims", headers=world.billing)).json()["items"]
+    }
+    assert claims == {visit["id"]: "void", stay_invoice["id"]: "draft"}
+    before = await world.state()
+    await world.redeliver_all()
+    assert await world.state() == before

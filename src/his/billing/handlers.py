@@ -10,7 +10,9 @@ of the inbox. Where a charge goes (docs/adr/0008-billing.md):
 - any other charge forms a visit invoice of its own source (one per appointment, one per lab
   order, one per patient consumption of stock), issued when the charge arrives;
 - a charge arriving after its encounter's invoice was issued goes on a supplementary invoice
-  of the same encounter, issued at once.
+  of the same encounter, issued at once;
+- a charge billed as a visit because its event was applied before the admission's moves onto the
+  admission when that arrives (its visit invoice is voided).
 
 An invoice is priced (``domain.price``) with the plan valid on its encounter's first date and
 the patient's accumulator for that plan and year, locked and updated in the same transaction.
@@ -128,6 +130,7 @@ async def on_admitted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
     enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
     await store.admitted(uow.conn, enc["id"], ev.admitted_at)
+    await adopt(uow, {**enc, "started_at": ev.admitted_at})
 
 
 async def on_discharged(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -138,6 +141,7 @@ async def on_discharged(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
     enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
     await store.discharged(uow.conn, enc["id"], ev.discharged_at, ev.nights)
+    await adopt(uow, {**enc, "started_at": ev.admitted_at, "ended_at": ev.discharged_at})
     await close_if_complete(uow, enc["id"])
 
 
@@ -234,20 +238,31 @@ async def capture(
             new.append(row["id"])
     if voided or not new:
         return
+    if any(it.currency != items[0].currency for it in items):
+        raise PermanentError("the lines of one source are in different currencies")
+    await place(uow, enc, new, items[0].currency, bed_night=source_kind == "bed_charge")
+
+
+async def place(
+    uow: UnitOfWork, enc: dict[str, Any], charge_ids: list[uuid.UUID], currency: str, *, bed_night: bool = False
+) -> None:
+    """Put new charges of an encounter on its invoice: the draft of an admission still open, else a
+    new invoice (a supplementary one if the encounter was invoiced already), issued at once."""
+    conn = uow.conn
     collecting = enc["kind"] == "admission" and enc["status"] == "open"
     invoice = await store.draft_of(conn, enc["id"]) if collecting else None
     if invoice is None:
         kind = "supplementary" if await store.has_issued(conn, enc["id"]) else _invoice_kind(enc)
         invoice = await store.create_invoice(conn, {
-            "id": uuid.uuid4(), "patient_id": patient_id, "encounter_id": enc["id"], "kind": kind,
-            "currency": items[0].currency, "service_date": day_of(enc["started_at"]),
+            "id": uuid.uuid4(), "patient_id": enc["patient_id"], "encounter_id": enc["id"], "kind": kind,
+            "currency": currency, "service_date": day_of(enc["started_at"]),
         })  # fmt: skip
-    if any(it.currency != invoice["currency"] for it in items):
+    if currency != invoice["currency"]:
         raise PermanentError(f"charges in another currency than the invoice's {invoice['currency']}")
-    await store.attach(conn, new, invoice["id"])
+    await store.attach(conn, charge_ids, invoice["id"])
     if not collecting:
         await issue(uow, invoice)
-    elif source_kind == "bed_charge":
+    elif bed_night:
         await close_if_complete(uow, enc["id"])
 
 
@@ -330,16 +345,9 @@ async def void_source(uow: UnitOfWork, kind: str, source_id: uuid.UUID) -> None:
 
 async def void_and_reissue(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
     conn = uow.conn
-    year = await store.accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"])
-    back = unpriced(year, invoice["deductible_applied"], invoice["out_of_pocket_applied"])
-    await store.save_accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"], back)
-    claim = await store.claim_of_invoice(conn, invoice["id"])
-    if claim is not None and claim["status"] in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
-        await store.set_claim_status(conn, claim["id"], ClaimStatus.VOID)
-        uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim["id"])
     remaining = await store.active_charges(conn, invoice["id"])
+    await _void(uow, invoice, keep_paid=not remaining)
     replacement: dict[str, Any] | None = None
-    await store.mark_void(conn, invoice["id"], keep_paid=not remaining)
     if remaining:
         replacement = await store.create_invoice(conn, {
             "id": uuid.uuid4(), "patient_id": invoice["patient_id"], "encounter_id": invoice["encounter_id"],
@@ -353,6 +361,40 @@ async def void_and_reissue(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
                       replaced_by=replacement["id"] if replacement else None),
         aggregate_id=invoice["id"],
     )  # fmt: skip
+
+
+async def _void(uow: UnitOfWork, invoice: dict[str, Any], *, keep_paid: bool) -> None:
+    """Void an issued invoice: its share of the year leaves the accumulator, its claim is void."""
+    conn = uow.conn
+    year = await store.accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"])
+    back = unpriced(year, invoice["deductible_applied"], invoice["out_of_pocket_applied"])
+    await store.save_accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"], back)
+    claim = await store.claim_of_invoice(conn, invoice["id"])
+    if claim is not None and claim["status"] in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
+        await store.set_claim_status(conn, claim["id"], ClaimStatus.VOID)
+        uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim["id"])
+    await store.mark_void(conn, invoice["id"], keep_paid=keep_paid)
+
+
+async def adopt(uow: UnitOfWork, admission: dict[str, Any]) -> None:
+    """Charges that fall within this admission but were billed as visits, because their event was
+    applied before billing learnt of the admission (streams are not ordered with each other),
+    move onto it: their visit invoices are voided (payments stay there, to be refunded) and the
+    charges go on the admission's invoice like any other charge of the stay."""
+    conn = uow.conn
+    strays = await store.visit_charges_within(conn, admission["patient_id"], admission["started_at"],
+                                              admission["ended_at"])  # fmt: skip
+    if not strays:
+        return
+    for invoice_id in sorted({c["invoice_id"] for c in strays if c["invoice_id"] is not None}):
+        invoice = await store.get_invoice(conn, invoice_id, lock=True)
+        assert invoice is not None
+        if invoice["status"] not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+            await _void(uow, invoice, keep_paid=True)
+            uow.add(InvoiceVoided(invoice_id=invoice_id, patient_id=invoice["patient_id"]), aggregate_id=invoice_id)
+    ids = [c["id"] for c in strays]
+    await store.move_to_encounter(conn, ids, admission["id"])
+    await place(uow, admission, ids, strays[0]["currency"])
 
 
 # --- payments ----------------------------------------------------------------------------------

@@ -221,6 +221,27 @@ async def active_charges(conn: Connection, invoice_id: uuid.UUID) -> list[dict[s
     return [dict(r) for r in rows]
 
 
+async def visit_charges_within(
+    conn: Connection, patient_id: uuid.UUID, start: datetime, end: datetime | None
+) -> list[dict[str, Any]]:
+    """Active charges of the patient in [start, end] that are not on an admission."""
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("c." + x.strip() for x in CHARGE_COLUMNS.split(","))}
+            FROM charge c JOIN encounter e ON e.id = c.encounter_id
+            WHERE c.patient_id = $1 AND c.status = 'active' AND e.kind <> 'admission'
+              AND c.service_at >= $2 AND ($3::timestamptz IS NULL OR c.service_at <= $3)
+            ORDER BY c.service_at, c.id FOR UPDATE OF c""",
+        patient_id, start, end,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def move_to_encounter(conn: Connection, charge_ids: list[uuid.UUID], encounter_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE charge SET encounter_id = $2, invoice_id = NULL WHERE id = ANY($1::uuid[])", charge_ids, encounter_id
+    )
+
+
 async def mark_source_voided(conn: Connection, kind: str, source_id: uuid.UUID) -> None:
     await conn.execute(
         "INSERT INTO voided_source (source_kind, source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, source_id
