@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -67,6 +67,7 @@ from his.events.inventory import StockConsumed
 from his.events.laboratory import LabOrderCancelled, LabOrderResulted
 from his.events.patients import CoverageChanged, PatientRegistered
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
+from his.kernel.config import Settings
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -80,9 +81,10 @@ class ConflictError(Exception):
     """The request cannot be applied in the current state (an idempotency key reused, a draft invoice)."""
 
 
+@cache
 def zone() -> ZoneInfo:
-    """The hospital's time zone: what the date of a service is."""
-    return ZoneInfo(os.environ.get("HIS_TIMEZONE", "UTC"))
+    """The hospital's time zone (``HIS_TIMEZONE``): what the date of a service is."""
+    return ZoneInfo(Settings().timezone)
 
 
 def day_of(at: datetime) -> date:
