@@ -117,6 +117,14 @@ def low_stock(on_hand: Decimal, threshold: Decimal | None, was_low: bool) -> Ale
     return AlertDecision(alert=False, low=False)
 
 
+def plain(quantity: Decimal) -> Decimal:
+    """The same quantity without trailing zeros or an exponent (``5.000`` → ``5``, ``2.50`` → ``2.5``),
+    as events and responses show it."""
+    if quantity == quantity.to_integral_value():
+        return quantity.quantize(Decimal(1))
+    return quantity.normalize()
+
+
 def check_quantity(quantity: Decimal) -> Decimal:
     """A positive, finite quantity within the stored precision."""
     if not quantity.is_finite() or quantity <= 0:

@@ -10,7 +10,7 @@ alert fires once per crossing of the threshold.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from his.events.inventory import LowStockAlerted, StockBackordered, StockConsumed, StockReceived
 from his.events.laboratory import LabOrderResulted
 from his.inventory import store
-from his.inventory.domain import LAB, Reason, ShortfallError, Take, allocate, check_quantity, low_stock
+from his.inventory.domain import LAB, Reason, ShortfallError, Take, allocate, check_quantity, low_stock, plain
 from his.kernel.consumer import Handler, PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -92,7 +92,7 @@ class _Place:
     def __init__(self, uow: UnitOfWork, row: dict[str, Any] | None, item_code: str, location: str) -> None:
         self.uow, self.item_code, self.location = uow, item_code, location
         self.exists = row is not None
-        self.threshold: Decimal | None = row["threshold"] if row else None
+        self.threshold: Decimal | None = plain(row["threshold"]) if row and row["threshold"] is not None else None
         self.low: bool = row["low"] if row else False
         self.version: int = row["version"] if row else 0
 
@@ -102,7 +102,7 @@ class _Place:
 
     async def settle(self, today: date) -> Decimal:
         """Decide the low-stock state from the stock now; alert on a fresh crossing; save the row."""
-        level = await store.on_hand(self.uow.conn, self.item_code, self.location, today)
+        level = plain(await store.on_hand(self.uow.conn, self.item_code, self.location, today))
         decision = low_stock(level, self.threshold, self.low)
         if decision.alert:
             assert self.threshold is not None
@@ -127,7 +127,7 @@ async def create_item(uow: UnitOfWork, item: NewItem) -> dict[str, Any]:
 
 async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) -> dict[str, Any]:
     """Receive a lot into a location (adding to the lot if it is already there)."""
-    check_quantity(r.quantity)
+    r = replace(r, quantity=plain(check_quantity(r.quantity)))
     if await store.get_item(uow.conn, r.item_code) is None:
         raise UnknownItemError(r.item_code)
     if r.expires_on is not None and r.expires_on < today:
@@ -146,7 +146,7 @@ async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) ->
 async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, today: date) -> Consumed | Backordered:
     """Take stock first-expiring first, all or nothing. A shortfall raises ``ShortfallError``, or,
     when ``c.backorder``, takes nothing and records a back-order instead."""
-    check_quantity(c.quantity)
+    c = replace(c, quantity=plain(check_quantity(c.quantity)))
     item = await store.get_item(uow.conn, c.item_code)
     if item is None:
         raise UnknownItemError(c.item_code)
@@ -158,7 +158,7 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
     except ShortfallError as short:
         if not c.backorder:
             raise
-        return await _backorder(place, c, short.available, actor)
+        return await _backorder(place, c, plain(short.available), actor)
     chargeable = bool(item["chargeable"]) and c.reason is Reason.PATIENT
     cid = uuid.uuid4()
     moment = now()
@@ -222,6 +222,6 @@ async def use_reagents(uow: UnitOfWork, env: Envelope, ev: Event, today: date) -
     for use in await store.reagents_for(uow.conn, codes):
         if use["item_code"] in done:
             continue
-        c = Consumption(use["item_code"], use["location"] or LAB, use["quantity"], Reason.LAB_ORDER,
+        c = Consumption(use["item_code"], use["location"] or LAB, plain(use["quantity"]), Reason.LAB_ORDER,
                         source_id=ev.order_id, backorder=True)  # fmt: skip
         await consume(uow, c, None, today)

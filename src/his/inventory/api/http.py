@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from his.events.audit import InventoryRecordAccessed, record_access
 from his.inventory import handlers, store
-from his.inventory.domain import ITEM_CODE, LOCATION, MAX_QUANTITY, Reason, ShortfallError, is_expired
+from his.inventory.domain import ITEM_CODE, LOCATION, MAX_QUANTITY, Reason, ShortfallError, is_expired, plain
 from his.inventory.domain import Lot as LotState
 from his.inventory.ports import PatientLookup
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -95,8 +95,7 @@ def qty(value: Decimal | None) -> str | None:
     """A quantity as a plain decimal string without trailing zeros (``"20"``, ``"2.5"``)."""
     if value is None:
         return None
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return format(plain(value), "f")
 
 
 def _code(value: str | None, pattern: re.Pattern[str], what: str) -> str | None:
