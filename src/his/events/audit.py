@@ -71,6 +71,13 @@ class LaboratoryRecordAccessed(RecordAccessed):
     type = "his.laboratory.record.accessed.v1"
 
 
+@event
+class InventoryRecordAccessed(RecordAccessed):
+    """Someone recorded stock used for a patient."""
+
+    type = "his.inventory.record.accessed.v1"
+
+
 def record_access(
     uow: UnitOfWork,
     model: type[RecordAccessed],
