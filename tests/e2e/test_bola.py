@@ -55,6 +55,11 @@ class Target:
     leave_id: str = ""
     appointments: tuple[str, str] = ("", "")
     waitlist_id: str = ""
+    ward_id: str = ""
+    bed_id: str = ""
+    admission_id: str = ""
+    #: The patient's lab orders from that doctor: one resulted, one left placed (to cancel).
+    lab_orders: tuple[str, str] = ("", "")
 
     def secrets(self) -> list[str]:
         """What of this object must never reach someone refused it."""
@@ -241,6 +246,65 @@ MATRIX: dict[tuple[str, str], Entry] = {
         lambda m, t: Call("GET", "/api/audit", params={"patient_id": _pid(t)}),
         patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
     ),
+    # admissions: staff by role, never patients
+    ("GET", "/api/wards/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/wards/{t.ward_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/beds"): Entry(
+        lambda m, t: Call("GET", "/api/beds", params={"ward_id": t.ward_id}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/beds/{id}/{action}"): Entry(
+        lambda m, t: Call("POST", f"/api/beds/{t.bed_id}/close"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/admissions"): Entry(
+        lambda m, t: Call("GET", "/api/admissions", params={"patient_id": _pid(t)}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/admissions/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/admissions/{t.admission_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/admissions/{id}/charges"): Entry(
+        lambda m, t: Call("GET", f"/api/admissions/{t.admission_id}/charges"),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/admissions/{id}/transfer"): Entry(
+        lambda m, t: Call("POST", f"/api/admissions/{t.admission_id}/transfer", json={"ward_id": t.ward_id}),
+        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
+        why="ward staff move any admitted patient by role; transfers are covered by "
+            "tests/integration/test_admissions.py (the matrix's admissions are already discharged)",
+    ),
+    ("POST", "/api/admissions/{id}/discharge"): Entry(
+        lambda m, t: Call("POST", f"/api/admissions/{t.admission_id}/discharge"),
+        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
+        why="ward staff discharge any admitted patient by role; covered by tests/integration/test_admissions.py "
+            "(the matrix's admissions are already discharged, so their invoices exist)",
+    ),
+    # laboratory: clinicians by role, a patient their own orders, the ordering doctor cancels
+    ("GET", "/api/lab/orders"): Entry(
+        lambda m, t: Call("GET", "/api/lab/orders", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/lab/orders/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/lab/orders/{t.lab_orders[0]}"),
+        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/lab/orders/{id}/{action}"): Entry(
+        lambda m, t: Call("POST", f"/api/lab/orders/{t.lab_orders[1]}/cancel"),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/lab/orders/{id}/results"): Entry(
+        lambda m, t: Call("POST", f"/api/lab/orders/{t.lab_orders[1]}/results",
+                          json={"results": [{"code": "UA", "value": "negative", "flag": "N"}]}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/patients/{id}/lab-results"): Entry(
+        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/lab-results"),
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
 }  # fmt: skip
 
 
@@ -295,6 +359,10 @@ def world(shared_hospital: Hospital) -> World:
         outpatient(h, admin, t, doctor, patient_auth)
         for t, doctor, (patient_auth, _) in zip(targets, doctors, patients, strict=True)
     )
+    _, tech = create_user(h, admin, "LAB_TECH", "bola")
+    ward = _post(gw, "/api/wards", {"name": f"Bola ward {tag}", "type": "general", "daily_rate": "1000.00",
+                                    "currency": "TRY", "beds": 4}, admin)["id"]  # fmt: skip
+    targets = tuple(inpatient(h, admin, t, ward, doctor, tech) for t, doctor in zip(targets, doctors, strict=True))
     # Notifications and audit learn who owns which patient from events: wait until they have.
     for member, record in patients:
         for path in ("/api/notifications", "/api/audit"):
@@ -338,6 +406,33 @@ def outpatient(h: Hospital, admin: dict[str, str], target: Target, doctor: Membe
     entry = post("/api/waitlist", {"patient_id": _pid(target), "practitioner_id": pid, "service": "consultation"},
                  patient.auth)["id"]  # fmt: skip
     return replace(target, practitioner_id=pid, leave_id=leave, appointments=(booked[0], booked[1]), waitlist_id=entry)
+
+
+def _post(gw: str, path: str, body: dict[str, Any] | None, auth: dict[str, str], status: int = 201) -> dict[str, Any]:
+    r = httpx.post(f"{gw}{path}", json=body, headers=auth, timeout=10)
+    assert r.status_code == status, (path, r.text)
+    return dict(r.json())
+
+
+def inpatient(
+    h: Hospital, admin: dict[str, str], target: Target, ward: str, doctor: Member, tech: dict[str, str]
+) -> Target:
+    """The patient's stay on a ward (admitted, then discharged, so its invoice exists) and two lab
+    orders from the patient's doctor: one resulted during the stay, one left placed."""
+    gw = h.gateway
+    stay = _post(gw, "/api/admissions", {"patient_id": _pid(target), "practitioner_id": target.practitioner_id,
+                                         "ward_id": ward}, admin)  # fmt: skip
+    orders = []
+    for _ in range(2):
+        orders.append(_post(gw, "/api/lab/orders", {"patient_id": _pid(target), "tests": ["UA"],
+                                                    "priority": "routine"}, doctor.auth)["id"])  # fmt: skip
+    for action in ("collect", "start"):
+        _post(gw, f"/api/lab/orders/{orders[0]}/{action}", None, tech, status=200)
+    _post(gw, f"/api/lab/orders/{orders[0]}/results",
+          {"results": [{"code": "UA", "value": "negative", "flag": "N"}]}, tech, status=200)  # fmt: skip
+    _post(gw, f"/api/admissions/{stay['id']}/discharge", None, admin, status=200)
+    return replace(target, ward_id=ward, bed_id=stay["bed_id"], admission_id=stay["id"],
+                   lab_orders=(orders[0], orders[1]))  # fmt: skip
 
 
 def send(world: World, call: Call, headers: dict[str, str]) -> httpx.Response:

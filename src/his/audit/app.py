@@ -17,6 +17,7 @@ def build() -> ServiceDefinition:
         "his.scheduling.record.accessed.v1",
         "his.admissions.record.accessed.v1",
         "his.laboratory.record.accessed.v1",
+        "his.inventory.record.accessed.v1",
         "his.billing.record.accessed.v1",
     )
     return ServiceDefinition(

@@ -72,6 +72,13 @@ class LaboratoryRecordAccessed(RecordAccessed):
 
 
 @event
+class InventoryRecordAccessed(RecordAccessed):
+    """Someone recorded stock used for a patient."""
+
+    type = "his.inventory.record.accessed.v1"
+
+
+@event
 class BillingRecordAccessed(RecordAccessed):
     """Someone read a patient's charges, invoices, claims or payments, or took a payment."""
 

@@ -31,7 +31,7 @@ def _services(*names: str) -> frozenset[str]:
 
 #: Who may call what. Contact details only go to the service that sends messages.
 ALLOW = {
-    "GetPatient": _services("scheduling", "admissions", "laboratory", "billing", "notifications"),
+    "GetPatient": _services("scheduling", "admissions", "laboratory", "inventory", "billing", "notifications"),
     "GetContactDetails": _services("notifications"),
 }
 

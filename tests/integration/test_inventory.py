@@ -1,0 +1,454 @@
+"""Inventory on the real database and NATS: stock never goes negative under concurrent use, lots
+go first-expiring first, the low-stock alert fires once per crossing, and a resulted lab order
+uses its reagents exactly once (short stock back-ordered).
+
+The patient directory is the package's in-memory fake here; the real gRPC adapter runs under
+`his up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+
+from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
+from his.inventory import handlers
+from his.inventory.api.http import router
+from his.inventory.ports import FakePatients
+from his.kernel import migrations, streams
+from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.db import Database
+from his.kernel.events import Envelope
+from tests.support.api import bearer, serve, verifier
+from tests.support.waiting import wait_for
+
+TABLES = "consumption_lot, consumption, receipt, backorder, low_stock_alert, stock_lot, item_location, outbox, inbox"
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def admin() -> dict[str, str]:
+    return bearer(uuid.uuid4(), "ADMIN")
+
+
+def nurse() -> dict[str, str]:
+    return bearer(uuid.uuid4(), "NURSE")
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    db: Database
+    patients: FakePatients
+
+    async def item(self, *, chargeable: bool = False, thresholds: dict[str, int] | None = None) -> str:
+        code = f"T-{uuid.uuid4().hex[:10].upper()}"
+        body = {"code": code, "description": "Test item", "unit": "piece", "chargeable": chargeable,
+                "thresholds": thresholds or {}}  # fmt: skip
+        r = await self.client.post("/inventory/items", json=body, headers=admin())
+        assert r.status_code == 201, r.text
+        return code
+
+    async def receive(
+        self, code: str, quantity: int | str, *, lot: str = "L1", location: str = "WARD-GEN", days: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"item_code": code, "location": location, "lot": lot, "quantity": str(quantity)}
+        if days is not None:
+            body["expires_on"] = (today() + timedelta(days=days)).isoformat()
+        r = await self.client.post("/inventory/receipts", json=body, headers=nurse())
+        assert r.status_code == 201, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    async def consume(self, code: str, quantity: int | str, *, location: str = "WARD-GEN", **kw: Any) -> httpx.Response:
+        body = {"item_code": code, "location": location, "quantity": str(quantity), "reason": "other", **kw}
+        return await self.client.post("/inventory/consumptions", json=body, headers=nurse())
+
+    async def stock(self, code: str, location: str = "WARD-GEN") -> dict[str, Any]:
+        r = await self.client.get("/inventory/stock", params={"item_code": code, "location": location},
+                                  headers=nurse())  # fmt: skip
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items[0]
+
+    async def events(self, subject: str, **match: str) -> list[dict[str, Any]]:
+        rows = await self.db.pool.fetch("SELECT payload FROM outbox WHERE subject = $1 ORDER BY id", subject)
+        data = [orjson.loads(bytes(r["payload"]))["data"] for r in rows]
+        return [d for d in data if all(d.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture
+async def world(admin_dsn: str) -> AsyncIterator[World]:
+    dsn = await migrations.provision(admin_dsn, "inventory", "pw-inventory-test")
+    await migrations.upgrade(admin_dsn, "inventory")
+    conn = await asyncpg.connect(admin_dsn)
+    await conn.execute(f"TRUNCATE {', '.join(f'inventory.{t.strip()}' for t in TABLES.split(','))}")
+    await conn.close()
+    db = Database(dsn, schema="inventory", max_size=24)
+    await db.open()
+    patients = FakePatients()
+    async with serve(router(SimpleNamespace(db=db), patients, verifier()), base_url="http://inventory") as client:  # type: ignore[arg-type]
+        yield World(client, db, patients)
+    await db.close()
+
+
+async def test_fifty_concurrent_consumptions_of_twenty_units_exactly_twenty_win(world: World) -> None:
+    code = await world.item()
+    await world.receive(code, 12, lot="A", days=30)
+    await world.receive(code, 8, lot="B", days=60)
+    results = await asyncio.gather(*(world.consume(code, 1) for _ in range(50)))
+    codes = [r.status_code for r in results]
+    assert codes.count(201) == 20 and codes.count(409) == 30, codes
+    refused = next(r for r in results if r.status_code == 409)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["available"] == "0" and refused.json()["requested"] == "1"
+    stock = await world.stock(code)
+    assert stock["on_hand"] == "0" and stock["lots"] == []
+    assert await world.db.pool.fetchval("SELECT min(quantity) FROM stock_lot WHERE item_code = $1", code) == 0
+    assert await world.db.pool.fetchval("SELECT sum(quantity) FROM consumption WHERE item_code = $1", code) == 20
+    assert len(await world.events("his.inventory.stock.consumed.v1", item_code=code)) == 20
+
+
+async def test_the_database_refuses_negative_stock_even_if_asked_directly(world: World) -> None:
+    code = await world.item()
+    await world.receive(code, 1)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await world.db.pool.execute("UPDATE stock_lot SET quantity = quantity - 2 WHERE item_code = $1", code)
+
+
+async def test_first_expiring_lots_go_first_and_expired_lots_are_skipped(world: World) -> None:
+    code = await world.item()
+    await world.receive(code, 5, lot="NOEXP")
+    await world.receive(code, 5, lot="LATE", days=90)
+    await world.receive(code, 3, lot="SOON", days=10)
+    await world.receive(code, 50, lot="OLD", days=1)
+    # Time passes for OLD: it expired yesterday, and is still on the shelf.
+    await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'OLD' AND item_code = $1",
+                                code, today() - timedelta(days=1))  # fmt: skip
+    r = await world.consume(code, 4)
+    assert r.status_code == 201, r.text
+    assert [(x["lot"], x["quantity"]) for x in r.json()["lots"]] == [("SOON", "3"), ("LATE", "1")]
+    r = await world.consume(code, 6)
+    assert [(x["lot"], x["quantity"]) for x in r.json()["lots"]] == [("LATE", "4"), ("NOEXP", "2")]
+    # 3 usable units left; the 50 expired ones are not offered.
+    short = await world.consume(code, 4)
+    assert short.status_code == 409 and short.json()["available"] == "3"
+    stock = await world.stock(code)
+    assert stock["on_hand"] == "3" and stock["expired"] == "50"
+    assert [(x["lot"], x["expired"]) for x in stock["lots"]] == [("OLD", True), ("NOEXP", False)]
+
+
+async def test_receiving_into_an_existing_lot_adds_to_it(world: World) -> None:
+    code = await world.item()
+    first = await world.receive(code, 4, lot="X1", days=20)
+    second = await world.receive(code, "2.50", lot="X1", days=20)
+    assert first["lot_quantity"] == "4" and second["lot_quantity"] == "6.5" and second["on_hand"] == "6.5"
+    assert len((await world.stock(code))["lots"]) == 1
+    received = await world.events("his.inventory.stock.received.v1", item_code=code)
+    assert [e["quantity"] for e in received] == ["4", "2.5"]
+
+
+async def test_the_low_stock_alert_fires_once_per_crossing(world: World) -> None:
+    code = await world.item(thresholds={"WARD-GEN": 5, "PHARMACY": 100})
+    await world.receive(code, 10, days=100)
+
+    async def alerts() -> list[dict[str, Any]]:
+        return await world.events("his.inventory.stock.low.v1", item_code=code)
+
+    assert (await world.consume(code, 4)).status_code == 201  # 6: above
+    assert await alerts() == []
+    assert (await world.consume(code, 1)).status_code == 201  # 5: to the threshold
+    assert [(a["on_hand"], a["threshold"], a["location"]) for a in await alerts()] == [("5", "5", "WARD-GEN")]
+    assert (await world.stock(code))["low"] is True
+    for _ in range(3):  # further down: no repeat
+        assert (await world.consume(code, 1)).status_code == 201
+    assert len(await alerts()) == 1
+    await world.receive(code, 2, days=100)  # 4: still at or below, still no repeat
+    assert len(await alerts()) == 1 and (await world.stock(code))["low"] is True
+    await world.receive(code, 10, days=100)  # 14: above, so the state resets
+    assert len(await alerts()) == 1 and (await world.stock(code))["low"] is False
+    assert (await world.consume(code, 10)).status_code == 201  # 4: a second crossing
+    assert [a["on_hand"] for a in await alerts()] == ["5", "4"]
+    listed = await world.client.get("/inventory/alerts", params={"item_code": code}, headers=nurse())
+    assert [a["on_hand"] for a in listed.json()["items"]] == ["4", "5"]
+
+
+async def test_concurrent_consumptions_alert_exactly_once(world: World) -> None:
+    code = await world.item(thresholds={"WARD-GEN": 10})
+    await world.receive(code, 30)
+    results = await asyncio.gather(*(world.consume(code, 1) for _ in range(25)))
+    assert all(r.status_code == 201 for r in results)
+    assert len(await world.events("his.inventory.stock.low.v1", item_code=code)) == 1
+
+
+async def test_a_shortfall_can_be_back_ordered_instead(world: World) -> None:
+    code = await world.item()
+    await world.receive(code, 2)
+    r = await world.consume(code, 5, backorder=True)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "backordered" and body["requested"] == "5" and body["available"] == "2"
+    assert (await world.stock(code))["on_hand"] == "2"  # nothing taken
+    listed = (await world.client.get("/inventory/backorders", params={"item_code": code}, headers=nurse())).json()
+    assert [(b["id"], b["requested"], b["available"]) for b in listed["items"]] == [(body["backorder_id"], "5", "2")]
+    assert len(await world.events("his.inventory.stock.backordered.v1", item_code=code)) == 1
+    # Where there is no stock at all, the back-order says so too.
+    r = await world.consume(code, 1, location="ICU", backorder=True)
+    assert r.status_code == 202 and r.json()["available"] == "0"
+
+
+async def test_chargeable_items_used_for_a_patient_are_billed_to_them(world: World) -> None:
+    billable, free = await world.item(chargeable=True), await world.item(chargeable=False)
+    for code in (billable, free):
+        await world.receive(code, 10)
+    patient = world.patients.add()
+    r = await world.consume(billable, 2, reason="patient", patient_id=str(patient))
+    assert r.status_code == 201 and r.json()["chargeable"] is True
+    assert (await world.consume(free, 1, reason="patient", patient_id=str(patient))).json()["chargeable"] is False
+    assert (await world.consume(billable, 1)).json()["chargeable"] is False  # reason other: nobody to bill
+    consumed = await world.events("his.inventory.stock.consumed.v1")
+    charged = [(e["item_code"], e["quantity"], e["patient_id"]) for e in consumed if e["chargeable"]]
+    assert charged == [(billable, "2", str(patient))]
+    audited = await world.events("his.inventory.record.accessed.v1", patient_id=str(patient))
+    assert len(audited) == 2 and {a["action"] for a in audited} == {"create"}
+    unknown = await world.consume(billable, 1, reason="patient", patient_id=str(uuid.uuid4()))
+    assert unknown.status_code == 422 and "patient" in unknown.json()["detail"]
+
+
+async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: World) -> None:
+    code = await world.item()
+    await world.receive(code, 1, lot="D40", days=40)
+    await world.receive(code, 2, lot="D20", days=20)
+    await world.receive(code, 3, lot="D5", days=5)
+    await world.receive(code, 4, lot="D0", days=0)
+    await world.receive(code, 5, lot="GONE", days=3)
+    await world.receive(code, 6, lot="FOREVER")
+    await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'GONE' AND item_code = $1",
+                                code, today() - timedelta(days=2))  # fmt: skip
+    r = await world.client.get("/inventory/expiring", params={"days": 30}, headers=bearer(uuid.uuid4(), "BILLING"))
+    assert r.status_code == 200, r.text
+    rows = [(x["lot"], x["quantity"], x["expired"], x["days_left"]) for x in r.json()["items"]]
+    assert rows == [("GONE", "5", True, -2), ("D0", "4", False, 0), ("D5", "3", False, 5), ("D20", "2", False, 20)]
+    soon = (await world.client.get("/inventory/expiring", params={"days": 0}, headers=nurse())).json()
+    assert [x["lot"] for x in soon["items"]] == ["GONE", "D0"]
+    # An emptied lot is not reported.
+    assert (await world.consume(code, 4)).status_code == 201
+    after = (await world.client.get("/inventory/expiring", params={"days": 30}, headers=nurse())).json()
+    assert [x["lot"] for x in after["items"]] == ["GONE", "D5", "D20"]
+
+
+def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
+    return LabOrderResulted(
+        order_id=order_id, patient_id=uuid.uuid4(), ordered_by=uuid.uuid4(), priority="routine",
+        resulted_at=datetime.now(UTC), results=[ResultItem(code=c, value="1", flag="N") for c in codes],
+        charges=[LabCharge(code=c, amount=Decimal("60.00"), currency="TRY") for c in codes],
+        abnormal=False, critical=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def lab_feed(world: World, nc: NATS) -> AsyncIterator[tuple[Any, ConsumerLoop]]:
+    """The reagent consumer running against NATS, and a way to publish lab events to it."""
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["laboratory", "inventory"])
+    sub = Subscription("inventory_lab_reagents_test", "his.laboratory.order.resulted.v1",
+                       handlers.make_on_lab_order_resulted(ZoneInfo("UTC")))  # fmt: skip
+    consumer = ConsumerLoop(world.db, nc, js, sub)
+    task = asyncio.create_task(consumer.run())
+
+    async def publish(env: Envelope) -> None:  # no Nats-Msg-Id: a second publish is a second delivery
+        await js.publish(LabOrderResulted.type, env.to_json())
+
+    yield publish, consumer
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_resulted_order_uses_its_reagents_once_even_if_delivered_twice(
+    world: World, lab_feed: tuple[Any, ConsumerLoop]
+) -> None:
+    publish, consumer = lab_feed
+    await world.receive("RGT-GLU", 10, location="LAB", lot="G2", days=200)
+    await world.receive("RGT-GLU", 10, location="LAB", lot="G1", days=100)
+    await world.receive("RGT-ISE", 10, location="LAB", days=100)
+    order = uuid.uuid4()
+    env = Envelope.wrap(resulted(order, "GLU", "K", "NA"), aggregate_id=order)
+    await publish(env)
+    await publish(env)
+
+    async def both_seen() -> bool:
+        return consumer.stats.applied + consumer.stats.duplicates >= 2
+
+    await wait_for(both_seen, timeout=20, what="two deliveries of the resulted order")
+    assert consumer.stats.applied == 1 and consumer.stats.duplicates == 1
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "19"
+    assert (await world.stock("RGT-ISE", "LAB"))["on_hand"] == "8"  # K and NA use one each
+    used = await world.db.pool.fetch(
+        "SELECT item_code, quantity, reason, chargeable FROM consumption WHERE source_id = $1 ORDER BY item_code",
+        order,
+    )
+    assert [tuple(r) for r in used] == [("RGT-GLU", 1, "lab_order", False), ("RGT-ISE", 2, "lab_order", False)]
+    taken = await world.db.pool.fetch(
+        "SELECT s.lot FROM consumption_lot c JOIN stock_lot s ON s.id = c.lot_id WHERE s.item_code = 'RGT-GLU'"
+    )
+    assert [r["lot"] for r in taken] == ["G1"]  # first-expiring first
+    consumed = await world.events("his.inventory.stock.consumed.v1", source_id=str(order))
+    assert len(consumed) == 2 and not any(e["chargeable"] for e in consumed)
+
+    # The same order under another event id (a republished result): the per-(order, item) key holds.
+    await publish(Envelope.wrap(resulted(order, "GLU", "K", "NA"), aggregate_id=order))
+    await wait_for(lambda: _true(consumer.stats.applied == 2), timeout=20, what="the republished result")
+    assert await world.db.pool.fetchval("SELECT count(*) FROM consumption WHERE source_id = $1", order) == 2
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "19"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_reagent_shortfall_is_back_ordered_and_never_fails_the_consumer(
+    world: World, lab_feed: tuple[Any, ConsumerLoop]
+) -> None:
+    publish, consumer = lab_feed
+    await world.receive("RGT-GLU", 5, location="LAB", days=100)
+    await world.receive("RGT-TROPI", 1, location="LAB", days=100)
+    await world.db.pool.execute(  # the one troponin reagent has expired on the shelf
+        "UPDATE stock_lot SET expires_on = $1 WHERE item_code = 'RGT-TROPI'", today() - timedelta(days=1)
+    )
+    order = uuid.uuid4()
+    await publish(Envelope.wrap(resulted(order, "GLU", "TROPI", "NOTATEST"), aggregate_id=order))
+    await wait_for(lambda: _true(consumer.stats.applied == 1), timeout=20, what="the resulted order")
+    assert consumer.stats.failed == 0 and consumer.stats.terminated == 0
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "4"  # the rest of the order still used its reagents
+    tropi = await world.stock("RGT-TROPI", "LAB")
+    assert tropi["on_hand"] == "0" and tropi["expired"] == "1"
+    backordered = await world.events("his.inventory.stock.backordered.v1", source_id=str(order))
+    assert [(b["item_code"], b["requested"], b["available"]) for b in backordered] == [("RGT-TROPI", "1", "0")]
+    listed = (await world.client.get("/inventory/backorders", params={"item_code": "rgt-tropi"},
+                                     headers=nurse())).json()  # fmt: skip
+    assert [(b["source_id"], b["reason"]) for b in listed["items"]] == [(str(order), "lab_order")]
+    # Redelivered, the back-order is not recorded twice.
+    await publish(Envelope.wrap(resulted(order, "GLU", "TROPI"), aggregate_id=order))
+    await wait_for(lambda: _true(consumer.stats.applied == 2), timeout=20, what="the republished result")
+    assert await world.db.pool.fetchval("SELECT count(*) FROM backorder WHERE source_id = $1", order) == 1
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "4"
+
+
+async def test_roles(world: World) -> None:
+    code = await world.item()
+    body = {"item_code": code, "location": "LAB", "lot": "A", "quantity": "1"}
+    assert (await world.client.get("/inventory/stock", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 403
+    assert (await world.client.get("/inventory/items")).status_code == 401
+    r = await world.client.post("/inventory/receipts", json=body, headers=bearer(uuid.uuid4(), "RECEPTIONIST"))
+    assert r.status_code == 403
+    r = await world.client.post("/inventory/receipts", json=body, headers=bearer(uuid.uuid4(), "LAB_TECH"))
+    assert r.status_code == 201
+    use = {"item_code": code, "location": "LAB", "quantity": "1", "reason": "other"}
+    r = await world.client.post("/inventory/consumptions", json=use, headers=bearer(uuid.uuid4(), "BILLING"))
+    assert r.status_code == 403
+    r = await world.client.post("/inventory/consumptions", json=use, headers=bearer(uuid.uuid4(), "DOCTOR"))
+    assert r.status_code == 201
+    item = {"code": "NEW-1", "description": "x", "unit": "box", "chargeable": False}
+    assert (await world.client.post("/inventory/items", json=item, headers=nurse())).status_code == 403
+    items = (await world.client.get("/inventory/items", headers=bearer(uuid.uuid4(), "AUDITOR"))).json()["items"]
+    assert any(i["code"] == "RGT-CBC" and i["chargeable"] is False for i in items)
+
+
+async def test_items_are_unique_and_keep_their_thresholds(world: World) -> None:
+    code = await world.item(thresholds={"ward-gen": 5, "PHARMACY": 0})
+    dup = {"code": code.lower(), "description": "again", "unit": "box", "chargeable": True}
+    assert (await world.client.post("/inventory/items", json=dup, headers=admin())).status_code == 409
+    items = (await world.client.get("/inventory/items", headers=nurse())).json()["items"]
+    mine = next(i for i in items if i["code"] == code)
+    assert mine["thresholds"] == {"WARD-GEN": "5", "PHARMACY": "0"} and mine["unit"] == "piece"
+
+
+HUGE = "X" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("path", "patch"),
+    [
+        ("/inventory/receipts", {"quantity": "0"}),
+        ("/inventory/receipts", {"quantity": "-3"}),
+        ("/inventory/receipts", {"quantity": "NaN"}),
+        ("/inventory/receipts", {"quantity": "Infinity"}),
+        ("/inventory/receipts", {"quantity": "1.0001"}),
+        ("/inventory/receipts", {"quantity": "1e20"}),
+        ("/inventory/receipts", {"quantity": True}),
+        ("/inventory/receipts", {"item_code": "NO-SUCH-ITEM"}),
+        ("/inventory/receipts", {"item_code": HUGE}),
+        ("/inventory/receipts", {"lot": HUGE}),
+        ("/inventory/receipts", {"lot": "bad\u0000lot"}),
+        ("/inventory/receipts", {"location": "no place!"}),
+        ("/inventory/receipts", {"expires_on": "2026-13-01"}),
+        ("/inventory/receipts", {"expires_on": "next tuesday"}),
+        ("/inventory/receipts", {"expires_on": 1_800_000_000}),
+        ("/inventory/receipts", {"expires_on": "2020-01-01"}),  # already expired
+        ("/inventory/receipts", {"status": "received"}),
+        ("/inventory/receipts", {"id": str(uuid.uuid4())}),
+        ("/inventory/consumptions", {"quantity": "0"}),
+        ("/inventory/consumptions", {"quantity": -1}),
+        ("/inventory/consumptions", {"item_code": "NO-SUCH-ITEM"}),
+        ("/inventory/consumptions", {"reason": "patient"}),  # without a patient
+        ("/inventory/consumptions", {"patient_id": str(uuid.uuid4())}),  # with reason other
+        ("/inventory/consumptions", {"patient_id": "not-a-uuid", "reason": "patient"}),
+        ("/inventory/consumptions", {"reason": "lab_order"}),  # only the lab path uses it
+        ("/inventory/consumptions", {"backorder": "yes"}),
+        ("/inventory/consumptions", {"location": HUGE}),
+        ("/inventory/items", {"code": "lower case"}),
+        ("/inventory/items", {"description": HUGE}),
+        ("/inventory/items", {"chargeable": "maybe"}),
+        ("/inventory/items", {"thresholds": {"WARD-GEN": -1}}),
+        ("/inventory/items", {"thresholds": {"bad place!": 1}}),
+        ("/inventory/items", {"thresholds": {f"W{i}": 1 for i in range(51)}}),
+    ],
+)
+async def test_bad_input_is_a_4xx_problem(world: World, path: str, patch: dict[str, Any]) -> None:
+    code = await world.item()
+    await world.receive(code, 5)
+    base: dict[str, dict[str, Any]] = {
+        "/inventory/receipts": {"item_code": code, "location": "WARD-GEN", "lot": "A", "quantity": "1"},
+        "/inventory/consumptions": {"item_code": code, "location": "WARD-GEN", "quantity": "1", "reason": "other"},
+        "/inventory/items": {"code": f"N-{uuid.uuid4().hex[:8]}", "description": "d", "unit": "box",
+                             "chargeable": False},
+    }  # fmt: skip
+    r = await world.client.post(path, json={**base[path], **patch}, headers=admin())
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (await world.stock(code))["on_hand"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/inventory/expiring", {"days": "-1"}),
+        ("/inventory/expiring", {"days": "lots"}),
+        ("/inventory/expiring", {"days": "100000"}),
+        ("/inventory/expiring", {"location": "no place!"}),
+        ("/inventory/stock", {"item_code": HUGE[:1000]}),
+        ("/inventory/stock", {"item_code": "NO-SUCH-ITEM"}),
+        ("/inventory/stock", {"location": "bad place"}),
+        ("/inventory/alerts", {"limit": "0"}),
+        ("/inventory/backorders", {"item_code": "a b"}),
+    ],
+)
+async def test_bad_queries_are_a_4xx_problem(world: World, path: str, params: dict[str, str]) -> None:
+    r = await world.client.get(path, params=params, headers=nurse())
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert r.headers["content-type"] == "application/problem+json"
