@@ -60,12 +60,15 @@ class Target:
     admission_id: str = ""
     #: The patient's lab orders from that doctor: one resulted, one left placed (to cancel).
     lab_orders: tuple[str, str] = ("", "")
+    #: The stay's invoice (SGK: the insurer's share is claimed) and its claim.
+    invoice_id: str = ""
+    claim_id: str = ""
 
     def secrets(self) -> list[str]:
         """What of this object must never reach someone refused it."""
         p = self.patient
         return [str(p["family_name"]), str(p["given_name"]), str(p["mrn"]), str(p["email"]), str(p["phone"]),
-                self.relationship_id]  # fmt: skip
+                str(p["coverage"]["member_id"]), self.relationship_id]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Call:
     path: str
     params: dict[str, str] | None = None
     json: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
 
 
 Build = Callable[[Member, Target], Call]
@@ -117,13 +121,7 @@ def _span(days: int, hour: float, minutes: int) -> dict[str, str]:
     return {"start": _at(days, hour), "end": _at(days, hour + minutes / 60)}
 
 
-# Billing users own nothing yet, so their pair is checked against the patients' objects, which
-# BILLING reaches by role where it reaches them at all. When invoices exist, each billing user
-# gets objects of their own and the invoice routes get entries here, for instance:
-#   ("GET", "/api/invoices/{id}"):           Entry(get_invoice, patients=OWN, clinicians=NEITHER, billing=...)
-#   ("GET", "/api/invoices"):                Entry(list_invoices_of_patient, ...)   # ?patient_id=
-#   ("POST", "/api/invoices/{id}/payments"): Entry(pay_invoice, ...)
-# (the test below fails until they do).
+# Billing users reach every invoice by role; each pair member's objects are its patient's.
 MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/patients/{id}"): Entry(
         lambda m, t: Call("GET", f"/api/patients/{_pid(t)}"),
@@ -305,7 +303,48 @@ MATRIX: dict[tuple[str, str], Entry] = {
         lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/lab-results"),
         patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
     ),
+    # billing: a patient their own invoices, BILLING every invoice by role, clinicians none
+    ("GET", "/api/invoices"): Entry(
+        lambda m, t: Call("GET", "/api/invoices", params={"patient_id": _pid(t)}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/invoices/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/invoices/{t.invoice_id}"),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/invoices/{id}/payments"): Entry(
+        lambda m, t: Call("GET", f"/api/invoices/{t.invoice_id}/payments"),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/invoices/{id}/payments"): Entry(
+        lambda m, t: Call("POST", f"/api/invoices/{t.invoice_id}/payments", headers=_fresh_key(),
+                          json={"amount": "1.00", "currency": "TRY", "method": "card"}),
+        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/invoices/{id}/refunds"): Entry(
+        lambda m, t: Call("POST", f"/api/invoices/{t.invoice_id}/refunds", headers=_fresh_key(),
+                          json={"amount": "1.00", "currency": "TRY", "method": "card"}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/charges"): Entry(
+        lambda m, t: Call("GET", "/api/charges", params={"patient_id": _pid(t)}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/claims/{id}"): Entry(
+        lambda m, t: Call("GET", f"/api/claims/{t.claim_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/claims/{id}/{action}"): Entry(
+        lambda m, t: Call("POST", f"/api/claims/{t.claim_id}/submit"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.EXEMPT,
+        why="BILLING moves any claim by role, and a claim is submitted once (a second submit is 409); claim "
+            "states are covered by tests/integration/test_billing.py",
+    ),
 }  # fmt: skip
+
+
+def _fresh_key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
 
 
 def spoofed_headers(auth: dict[str, str], pretend: str) -> dict[str, str]:
@@ -347,7 +386,8 @@ def world(shared_hospital: Hospital) -> World:
         assert r.status_code == 201, r.text
         user_id = str(r.json()["user_id"])
         record = register_patient(h, admin, f"Bola{side.upper()}-{tag}", given_name=f"Given{side}{tag}",
-                                  user_id=user_id, phone=f"+90 555 {number:03d} 00{n}")  # fmt: skip
+                                  user_id=user_id, phone=f"+90 555 {number:03d} 00{n}",
+                                  coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"})  # fmt: skip
         patients.append((Member(user_id, h.login(email, password)), record))
     doctors = [Member(*create_user(h, admin, "DOCTOR", f"bola{n}")) for n in (1, 2)]
     billing = [Member(*create_user(h, admin, "BILLING", f"bola{n}")) for n in (1, 2)]
@@ -363,6 +403,7 @@ def world(shared_hospital: Hospital) -> World:
     ward = _post(gw, "/api/wards", {"name": f"Bola ward {tag}", "type": "general", "daily_rate": "1000.00",
                                     "currency": "TRY", "beds": 4}, admin)["id"]  # fmt: skip
     targets = tuple(inpatient(h, admin, t, ward, doctor, tech) for t, doctor in zip(targets, doctors, strict=True))
+    targets = tuple(billed(h, admin, t, billing[0]) for t in targets)
     # Notifications and audit learn who owns which patient from events: wait until they have.
     for member, record in patients:
         for path in ("/api/notifications", "/api/audit"):
@@ -435,9 +476,29 @@ def inpatient(
                    lab_orders=(orders[0], orders[1]))  # fmt: skip
 
 
+def billed(h: Hospital, admin: dict[str, str], target: Target, clerk: Member) -> Target:
+    """The stay's invoice and claim, once billing has issued them; the clerk takes 10.00 on it
+    (so a refund has something to refund)."""
+    gw, found = h.gateway, {}
+
+    def issued() -> bool:
+        r = httpx.get(f"{gw}/api/invoices", params={"patient_id": _pid(target)}, headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        done = [i for i in r.json()["items"] if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
+        found.update(done[0] if done else {})
+        return bool(done)
+
+    wait_until(issued, what="the stay's invoice")
+    r = httpx.get(f"{gw}/api/claims", params={"payer": "SGK", "limit": 200}, headers=admin, timeout=10)
+    claim = next(c["id"] for c in r.json()["items"] if c["invoice_id"] == found["id"])
+    _post(gw, f"/api/invoices/{found['id']}/payments", {"amount": "10.00", "currency": "TRY", "method": "cash"},
+          clerk.auth | _fresh_key())  # fmt: skip
+    return replace(target, invoice_id=found["id"], claim_id=claim)
+
+
 def send(world: World, call: Call, headers: dict[str, str]) -> httpx.Response:
     return httpx.request(call.method, f"{world.gateway}{call.path}", params=call.params, json=call.json,
-                         headers=headers, timeout=10)  # fmt: skip
+                         headers=(call.headers or {}) | headers, timeout=10)  # fmt: skip
 
 
 def test_every_id_bearing_operation_is_in_the_matrix(shared_hospital: Hospital) -> None:
