@@ -36,7 +36,7 @@ CLINICS = (("cardiology", "Dr. Selin Aksoy"), ("general_practice", "Dr. Murat Er
            ("pediatrics", "Dr. Canan Tekin"), ("orthopedics", "Dr. Levent Güler"),
            ("dermatology", "Dr. Pınar Ateş"), ("neurology", "Dr. Kemal Uysal"),
            ("internal_medicine", "Dr. Gül Sezer"), ("ophthalmology", "Dr. Tarık Bulut"))  # fmt: skip
-PAYERS = (("SGK", 0.6), ("ALLIANZ", 0.15), ("SELF", 0.15), ("AXA_PLUS", 0.1))
+PAYERS = (("SGK", 0.6), ("ALLIANZ", 0.15), ("SELF", 0.15), ("NOVA", 0.1))
 
 
 class DemoError(RuntimeError):
@@ -52,8 +52,17 @@ class Api:
     seen: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
-    async def call(self, method: str, path: str, *, ok: Iterable[int] = (200, 201), **kw: Any) -> httpx.Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: Iterable[int] = (200, 201),
+        extra_headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        headers.update(extra_headers or {})
         for _ in range(50):
             t0 = time.perf_counter()
             r = await self.client.request(method, path, headers=headers, **kw)
@@ -98,6 +107,9 @@ class Hospital:
     reception: Api
     doctors: list[tuple[str, Api]] = field(default_factory=list)  # (practitioner id, the doctor signed in)
     patients: list[str] = field(default_factory=list)
+    payer_of: dict[str, str] = field(default_factory=dict)  # patient id -> payer plan code
+    #: Patients with an appointment in the clinics (the ward day admits others).
+    in_clinic: set[str] = field(default_factory=set)
     tally: Counter[str] = field(default_factory=Counter)
 
 
@@ -122,6 +134,7 @@ async def run(
     clinics: int,
     zone: ZoneInfo,
     console: Console,
+    admissions: int = 0,
 ) -> dict[str, Any]:
     rng = random.Random()  # noqa: S311 - made-up demo data, nothing secret
     tag = secrets.token_hex(3)
@@ -138,6 +151,11 @@ async def run(
             booked = await _book_day(h, first_day, rng, bar)
             waiting = await _waitlist(h, rng, bar)
             await _play_day(h, booked, rng, bar)
+            ward: dict[str, Any] = {"invoices": []}
+            if admissions:
+                from his.cli.demo_ward import run_ward_day
+
+                ward = await run_ward_day(h, rng, tag, bar, admissions=admissions)
         await _offers(h, waiting)
     seconds = time.perf_counter() - started
     lat = sorted(admin.latencies)
@@ -150,6 +168,7 @@ async def run(
         "statuses": dict(sorted(admin.seen.items())),
         "p95_ms": round(lat[int(len(lat) * 0.95) - 1] * 1000, 1) if lat else None,
         "seconds": round(seconds, 1),
+        "invoices": ward["invoices"],
     }
 
 
@@ -192,6 +211,7 @@ async def _patients(h: Hospital, count: int, rng: random.Random, bar: Progress) 
             h.tally["look-alike patients confirmed"] += 1
             r = await h.reception.call("POST", "/api/patients", json={**body, "confirm_duplicate": True})
         h.patients.append(r.json()["id"])
+        h.payer_of[r.json()["id"]] = payer
 
     await gather_limited(list(range(count)), register, 8, lambda: bar.advance(task))
 
@@ -213,6 +233,7 @@ async def _book_day(h: Hospital, day: date, rng: random.Random, bar: Progress) -
                 "start": slot["start"], "end": slot["end"]}  # fmt: skip
         r = await h.reception.call("POST", "/api/appointments", json=body, ok=(201, 409))
         if r.status_code == 201:
+            h.in_clinic.add(body["patient_id"])
             booked.append((r.json()["id"], doctor_of[pid]))
             h.tally["booked"] += 1
         else:
@@ -278,3 +299,7 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     table.add_row("request p95", f"{summary['p95_ms']} ms")
     table.add_row("took", f"{summary['seconds']} s")
     console.print(table)
+    if summary.get("invoices"):
+        from his.cli.demo_ward import render_invoices
+
+        render_invoices(console, summary["invoices"])

@@ -43,12 +43,16 @@ def up() -> None:
 def demo(
     patients: Annotated[int, typer.Option(min=1, max=5000, help="How many patients to register.")] = 300,
     clinics: Annotated[int, typer.Option(min=1, max=8, help="How many doctors (one clinic each).")] = 6,
+    admissions: Annotated[
+        int, typer.Option(min=0, max=500, help="How many patients to admit on the ward day (0: no ward day).")
+    ] = 24,
     admin_password: Annotated[
         str | None, typer.Option(help="The administrator's password (default: HIS_ADMIN_PASSWORD).")
     ] = None,
 ) -> None:
     """Fill the running hospital through its API and play a day: staff, a week of shifts,
-    patients, a day of bookings, a waitlist, check-ins, completions, cancellations."""
+    patients, a day of bookings, a waitlist, check-ins, completions, cancellations; then a ward
+    day: admissions, lab work, supplies, transfers, discharges and their invoices."""
     from zoneinfo import ZoneInfo
 
     from his.cli import demo as demo_mod
@@ -64,9 +68,17 @@ def demo(
         password = typer.prompt(f"password of {settings.admin_email}", hide_input=True)
     try:
         summary = asyncio.run(
-            demo_mod.run(str(st["gateway_url"]), settings.admin_email, password, patients=patients, clinics=clinics,
-                         zone=ZoneInfo(settings.timezone), console=err)
-        )  # fmt: skip
+            demo_mod.run(
+                str(st["gateway_url"]),
+                settings.admin_email,
+                password,
+                patients=patients,
+                clinics=clinics,
+                admissions=admissions,
+                zone=ZoneInfo(settings.timezone),
+                console=err,
+            )
+        )
     except demo_mod.DemoError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(1) from None

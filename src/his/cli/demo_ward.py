@@ -1,0 +1,253 @@
+"""The ward day of ``his demo``: wards and beds, admissions, lab work, supplies, transfers,
+discharges, housekeeping, and the invoices that follow, split between insurer and patient.
+
+Everything goes through the gateway, as the ward's staff would. Invoices are made by billing from
+the events of the other services, so the demo waits for them to appear (with a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from his.cli.demo import Api, DemoError, Hospital, gather_limited, staff_user
+
+#: (name, type, daily rate in TRY, beds, rooms)
+WARDS = (("General Medicine", "general", "2500.00", 16, 8), ("Intensive Care", "icu", "9000.00", 4, 4),
+         ("Maternity", "maternity", "3200.00", 8, 4))  # fmt: skip
+#: Chargeable ward supplies the demo stocks (billing prices them as ``item.<code>``).
+SUPPLIES = (("SYRINGE-5ML", "5 ml syringe", "piece"), ("IV-SET", "Infusion set", "piece"),
+            ("GAUZE", "Sterile gauze 10x10", "pack"))  # fmt: skip
+WARD_STORE = "WARD-GEN"
+LAB_STORE = "LAB"
+#: How long billing may take to issue the invoices of the discharged patients.
+INVOICE_WAIT_SECONDS = 30.0
+
+
+@dataclass
+class Ward:
+    staff: dict[str, Api]
+    wards: list[str] = field(default_factory=list)
+    admitted: list[tuple[str, str, str]] = field(default_factory=list)  # (admission, patient, doctor's practitioner)
+    discharged: list[str] = field(default_factory=list)  # patient ids
+    tally: Counter[str] = field(default_factory=Counter)
+
+
+async def run_ward_day(h: Hospital, rng: random.Random, tag: str, bar: Progress, *, admissions: int) -> dict[str, Any]:
+    """Play a ward day; returns what it did and one invoice per payer plan."""
+    staff = {}
+    for role, label in (("NURSE", "Ward Nurse"), ("LAB_TECH", "Lab Technician"), ("BILLING", "Billing Clerk")):
+        _, staff[role] = await staff_user(h.admin, f"{role.lower()}.{tag}@demo.his.local", label, [role])
+    w = Ward(staff)
+    await _wards(h, w, bar)
+    await _stock(h, w)
+    await _admit(h, w, rng, bar, admissions)
+    await _lab_work(h, w, rng, bar)
+    await _supplies(w, rng, bar)
+    await _transfers(h, w, rng)
+    await _discharge(h, w, rng, bar)
+    invoices = await _invoices(w, h.payer_of, bar)
+    await _payments(w, invoices, rng)
+    h.tally.update(w.tally)
+    return {"invoices": invoices}
+
+
+async def _wards(h: Hospital, w: Ward, bar: Progress) -> None:
+    task = bar.add_task("wards and beds", total=len(WARDS))
+    for name, kind, rate, beds, rooms in WARDS:
+        body = {"name": name, "type": kind, "daily_rate": rate, "currency": "TRY", "beds": beds, "rooms": rooms}
+        r = await h.admin.call("POST", "/api/wards", json=body)
+        w.wards.append(r.json()["id"])
+        w.tally["beds"] += beds
+        bar.advance(task)
+
+
+async def _stock(h: Hospital, w: Ward) -> None:
+    """Supplies on the ward and a delivery of every reagent the laboratory uses."""
+    for code, description, unit in SUPPLIES:
+        await h.admin.call("POST", "/api/inventory/items", ok=(201, 409),
+                           json={"code": code, "description": description, "unit": unit, "chargeable": True,
+                                 "thresholds": {WARD_STORE: 20}})  # fmt: skip
+        await receive(h.admin, code, WARD_STORE, "200", "2030-12-31")
+    r = await h.admin.call("GET", "/api/inventory/items")
+    for item in r.json()["items"]:
+        if not item.get("chargeable"):
+            await receive(h.admin, item["code"], LAB_STORE, "500", "2030-06-30")
+
+
+async def receive(api: Api, code: str, location: str, quantity: str, expires_on: str) -> None:
+    lot = f"L{uuid.uuid4().hex[:6].upper()}"
+    body = {"item_code": code, "location": location, "lot": lot, "quantity": quantity, "expires_on": expires_on}
+    await api.call("POST", "/api/inventory/receipts", json=body)
+
+
+async def _admit(h: Hospital, w: Ward, rng: random.Random, bar: Progress, count: int) -> None:
+    free = [p for p in h.patients if p not in h.in_clinic]  # tomorrow's clinic patients stay at home today
+    chosen = rng.sample(free, min(count, len(free)))
+    task = bar.add_task("patients admitted", total=len(chosen))
+
+    async def admit(patient: str) -> None:
+        pid, _ = rng.choice(h.doctors)
+        ward = rng.choices(w.wards, (6, 1, 2))[0]
+        body = {"patient_id": patient, "practitioner_id": pid, "ward_id": ward}
+        r = await h.reception.call("POST", "/api/admissions", json=body, ok=(201, 409))
+        if r.status_code == 201:
+            w.admitted.append((r.json()["id"], patient, pid))
+            w.tally["admitted"] += 1
+        else:
+            w.tally["refused: no free bed"] += 1
+
+    await gather_limited(chosen, admit, 4, lambda: bar.advance(task))
+
+
+def _value(test: dict[str, Any], rng: random.Random) -> str:
+    low, high = test.get("reference_low"), test.get("reference_high")
+    if low is None or high is None:
+        return "negative"
+    lo, hi = float(low), float(high)
+    span = hi - lo
+    value = rng.uniform(lo - span * 0.3, hi + span * 0.3) if rng.random() < 0.25 else rng.uniform(lo, hi)
+    return f"{max(value, 0.0):.2f}"
+
+
+async def _lab_work(h: Hospital, w: Ward, rng: random.Random, bar: Progress) -> None:
+    catalogue = (await h.reception.call("GET", "/api/lab/catalog")).json()["items"]
+    doctor = dict(h.doctors)
+    lab = w.staff["LAB_TECH"]
+    task = bar.add_task("lab orders resulted", total=len(w.admitted))
+
+    async def work(item: tuple[str, str, str]) -> None:
+        _, patient, pid = item
+        tests = rng.sample(catalogue, rng.randint(1, 3))
+        body = {
+            "patient_id": patient,
+            "tests": [t["code"] for t in tests],
+            "priority": rng.choice(["routine", "urgent"]),
+        }
+        order = (await doctor[pid].call("POST", "/api/lab/orders", json=body)).json()["id"]
+        for action in ("collect", "start"):
+            await lab.call("POST", f"/api/lab/orders/{order}/{action}")
+        results = []
+        for t in tests:
+            value = _value(t, rng)
+            result = {"code": t["code"], "value": value, "unit": t.get("unit")}
+            if value == "negative":
+                result["flag"] = "N"
+            results.append(result)
+        await lab.call("POST", f"/api/lab/orders/{order}/results", json={"results": results})
+        w.tally["lab tests resulted"] += len(tests)
+
+    await gather_limited(w.admitted, work, 4, lambda: bar.advance(task))
+
+
+async def _supplies(w: Ward, rng: random.Random, bar: Progress) -> None:
+    nurse = w.staff["NURSE"]
+    task = bar.add_task("supplies used for patients", total=len(w.admitted))
+
+    async def use(item: tuple[str, str, str]) -> None:
+        _, patient, _ = item
+        for code, _, _ in rng.sample(SUPPLIES, rng.randint(0, 2)):
+            body = {"item_code": code, "location": WARD_STORE, "quantity": str(rng.randint(1, 3)),
+                    "patient_id": patient, "reason": "patient"}  # fmt: skip
+            r = await nurse.call("POST", "/api/inventory/consumptions", json=body, ok=(201, 409))
+            w.tally["supplies used" if r.status_code == 201 else "supplies refused: out of stock"] += 1
+
+    await gather_limited(w.admitted, use, 4, lambda: bar.advance(task))
+
+
+async def _transfers(h: Hospital, w: Ward, rng: random.Random) -> None:
+    for admission, _, _ in rng.sample(w.admitted, min(3, len(w.admitted))):
+        ward = rng.choice(w.wards)
+        r = await h.reception.call("POST", f"/api/admissions/{admission}/transfer", json={"ward_id": ward},
+                                   ok=(200, 409))  # fmt: skip
+        w.tally["transferred" if r.status_code == 200 else "transfer refused: no free bed"] += 1
+
+
+async def _discharge(h: Hospital, w: Ward, rng: random.Random, bar: Progress) -> None:
+    leaving = [a for a in w.admitted if rng.random() < 0.6]
+    doctor = dict(h.doctors)
+    nurse = w.staff["NURSE"]
+    task = bar.add_task("patients discharged", total=len(leaving))
+
+    async def discharge(item: tuple[str, str, str]) -> None:
+        admission, patient, pid = item
+        r = await doctor[pid].call("POST", f"/api/admissions/{admission}/discharge")
+        w.discharged.append(patient)
+        w.tally["discharged"] += 1
+        bed = r.json().get("bed_id")
+        if bed is not None:  # housekeeping cleans the bed and gives it back
+            await nurse.call("POST", f"/api/beds/{bed}/release")
+            w.tally["beds cleaned and released"] += 1
+
+    await gather_limited(leaving, discharge, 4, lambda: bar.advance(task))
+
+
+async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress) -> list[dict[str, Any]]:
+    """The invoices of the discharged patients' admissions, once billing has issued them."""
+    clerk = w.staff["BILLING"]
+    task = bar.add_task("invoices issued", total=len(w.discharged))
+    found: dict[str, dict[str, Any]] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INVOICE_WAIT_SECONDS
+    while len(found) < len(w.discharged) and loop.time() < deadline:
+        for patient in w.discharged:
+            if patient in found:
+                continue
+            r = await clerk.call("GET", "/api/invoices", params={"patient_id": patient})
+            issued = [i for i in r.json()["items"] if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
+            if issued:
+                found[patient] = {**issued[0], "payer_code": payer_of.get(patient, "SELF")}
+                bar.advance(task)
+        if len(found) < len(w.discharged):
+            await asyncio.sleep(0.5)
+    if len(found) < len(w.discharged):
+        raise DemoError(f"billing issued {len(found)} of {len(w.discharged)} admission invoices in time")
+    w.tally["admission invoices issued"] = len(found)
+    return list(found.values())
+
+
+async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random) -> None:
+    """Half of the patients pay their share at the desk, some in two instalments."""
+    clerk = w.staff["BILLING"]
+    for inv in invoices:
+        share = Decimal(inv["patient_share"])
+        if share <= 0 or rng.random() < 0.5:
+            continue
+        parts = (
+            [share]
+            if rng.random() < 0.7
+            else [(share / 2).quantize(Decimal("0.01")), share - (share / 2).quantize(Decimal("0.01"))]
+        )
+        for part in parts:
+            body = {"amount": str(part), "currency": inv["currency"], "method": rng.choice(["card", "cash"])}
+            await clerk.call("POST", f"/api/invoices/{inv['id']}/payments", json=body,
+                             extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+            w.tally["payments taken"] += 1
+
+
+def render_invoices(console: Console, invoices: list[dict[str, Any]]) -> None:
+    """One discharged patient's invoice per payer plan: its lines and the split."""
+    shown: set[str] = set()
+    for inv in invoices:
+        payer = inv.get("payer") or inv["payer_code"]
+        if payer in shown:
+            continue
+        shown.add(payer)
+        table = Table(title=f"invoice {inv['id'][:8]} — plan {payer} — {inv['status']}")
+        for col in ("line", "qty", "amount", "insurer", "patient"):
+            table.add_column(col, justify="left" if col == "line" else "right")
+        for line in inv["lines"]:
+            label = line["code"] + (" (not covered)" if line.get("excluded") else "")
+            table.add_row(label, str(line["quantity"]), line["total"], line["insurer_share"], line["patient_share"])
+        table.add_row(f"total ({inv['currency']})", "", inv["total"], inv["insurer_share"], inv["patient_share"],
+                      style="bold")  # fmt: skip
+        console.print(table)
