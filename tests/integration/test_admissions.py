@@ -23,7 +23,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.admissions.api.http import router
-from his.admissions.ports import FakePatients
+from his.clients.patients import FakePatients
 from his.kernel import migrations, streams
 from his.kernel.db import Database
 from his.kernel.events import stream_name

@@ -24,10 +24,10 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 
+from his.clients.patients import FakePatients
 from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
 from his.inventory import handlers
 from his.inventory.api.http import router
-from his.inventory.ports import FakePatients
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database

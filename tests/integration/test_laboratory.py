@@ -24,13 +24,13 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 
+from his.clients.patients import FakePatients, PatientRef
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
 from his.laboratory.api.http import router as lab_router
-from his.laboratory.ports import FakePatients, PatientRef
 from his.notifications import handlers as notifications_handlers
 from his.notifications.api.http import router as notifications_router
 from his.patients import handlers as patients_handlers

@@ -54,3 +54,10 @@ def test_domain_modules_are_pure() -> None:
     for path in SRC.glob("*/domain.py"):
         for mod in imports(path):
             assert mod.split(".")[0] not in IO_LIBS, f"{path} imports {mod}"
+
+
+def test_clients_know_only_the_contracts() -> None:
+    """A shared client of a service's gRPC contract uses the contract, never the service's code."""
+    for path in (SRC / "clients").rglob("*.py"):
+        for mod in imports(path):
+            assert not any(mod == f"his.{s}" or mod.startswith(f"his.{s}.") for s in SERVICES), f"{path}: {mod}"

@@ -23,8 +23,8 @@ RETRY_AFTER = timedelta(minutes=10)
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
-    from his.admissions.adapters import GrpcPatients
     from his.admissions.api.http import router
+    from his.clients.patients import GrpcPatients
 
     identity = ctx.settings.workload()
     if identity is None:

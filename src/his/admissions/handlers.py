@@ -31,7 +31,7 @@ from his.admissions.domain import (
     nights_due,
     ward_for_night,
 )
-from his.admissions.ports import PatientLookup
+from his.clients.patients import PatientLookup
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, PatientTransferred
 from his.kernel.db import Database, UnitOfWork
 
@@ -101,7 +101,7 @@ class Admit:
 
 async def admit(db: Database, patients: PatientLookup, a: Admit, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
     """Admit a patient to a free bed of the ward, taken atomically."""
-    if not await patients.exists(a.patient_id):
+    if await patients.find(a.patient_id) is None:
         raise UnknownError("patient")
     async with db.uow() as uow:
         if await store.get_ward(uow.conn, a.ward_id) is None:

@@ -12,7 +12,7 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
-    from his.inventory.adapters import GrpcPatients
+    from his.clients.patients import GrpcPatients
     from his.inventory.api.http import router
 
     identity = ctx.settings.workload()

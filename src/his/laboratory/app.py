@@ -9,7 +9,7 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
-    from his.laboratory.adapters import GrpcPatients
+    from his.clients.patients import GrpcPatients
     from his.laboratory.api.http import router
 
     identity = ctx.settings.workload()

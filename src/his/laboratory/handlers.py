@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from his.clients.patients import PatientLookup, PatientRef
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
 from his.events.patients import PatientRegistered
 from his.kernel.consumer import PermanentError
@@ -30,7 +31,6 @@ from his.laboratory.domain import (
     is_critical,
     transition,
 )
-from his.laboratory.ports import PatientLookup, PatientRef
 
 
 class UnknownError(LookupError):

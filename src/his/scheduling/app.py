@@ -9,7 +9,8 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
-    from his.scheduling.adapters import GrpcCalendar, GrpcPatients
+    from his.clients.patients import GrpcPatients
+    from his.scheduling.adapters import GrpcCalendar
     from his.scheduling.api.http import router
 
     identity = ctx.settings.workload()

@@ -1,7 +1,8 @@
 """What scheduling needs from other services, as ports: a Protocol, and an in-memory fake.
 
 The real adapters call practitioners and patients over gRPC (mutual TLS, deadlines, retries,
-circuit breaker); the fakes serve tests and `his bench` baselines.
+circuit breaker); the fakes serve tests and `his bench` baselines. The patient directory's port,
+adapter and fake are shared by every service that asks patients (``his.clients.patients``).
 """
 
 from __future__ import annotations
@@ -10,25 +11,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from his.clients.patients import FakePatients, PatientLookup, PatientRef
 from his.kernel.intervals import Interval
 
-
-@dataclass(frozen=True)
-class PatientRef:
-    patient_id: uuid.UUID
-    #: The user account linked to the patient, if any (the patient themself may book).
-    account_id: uuid.UUID | None
+__all__ = ["Calendar", "FakeCalendar", "FakePatients", "PatientLookup", "PatientRef"]
 
 
 class Calendar(Protocol):
     async def working_time(self, practitioner_id: uuid.UUID, window: Interval) -> list[Interval] | None:
         """Shifts minus approved leave inside ``window``; None if there is no such practitioner."""
-        ...
-
-
-class PatientLookup(Protocol):
-    async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
-        """The patient, or None if there is no such patient."""
         ...
 
 
@@ -44,11 +35,3 @@ class FakeCalendar:
             for w in self.working[practitioner_id]
             if w.overlaps(window)
         ]
-
-
-@dataclass
-class FakePatients:
-    patients: dict[uuid.UUID, PatientRef] = field(default_factory=dict)
-
-    async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
-        return self.patients.get(patient_id)

@@ -27,7 +27,7 @@ from his.admissions.domain import (
     InvalidTransitionError,
     InvalidWardError,
 )
-from his.admissions.ports import PatientLookup
+from his.clients.patients import PatientLookup
 from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require

@@ -20,11 +20,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
+from his.clients.patients import PatientLookup
 from his.events.audit import InventoryRecordAccessed, record_access
 from his.inventory import handlers, store
 from his.inventory.domain import ITEM_CODE, LOCATION, MAX_QUANTITY, Reason, ShortfallError, is_expired, plain
 from his.inventory.domain import Lot as LotState
-from his.inventory.ports import PatientLookup
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import TokenVerifier
@@ -166,7 +166,7 @@ def router(
         is billed to them."""
         who = await authenticate(request, tokens)
         require(who, *CONSUMERS)
-        if body.patient_id is not None and not await patients.exists(body.patient_id):
+        if body.patient_id is not None and await patients.find(body.patient_id) is None:
             raise HTTPException(422, "unknown patient_id")
         c = handlers.Consumption(body.item_code, body.location, body.quantity, Reason(body.reason),
                                  patient_id=body.patient_id, backorder=body.backorder)  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.clients.patients import PatientLookup
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -33,7 +34,6 @@ from his.laboratory.domain import (
     Status,
     Submitted,
 )
-from his.laboratory.ports import PatientLookup
 
 ORDERERS = ("DOCTOR",)
 READERS = ("DOCTOR", "NURSE", "LAB_TECH", "ADMIN")
