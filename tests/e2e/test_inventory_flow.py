@@ -1,6 +1,7 @@
 """Inventory under `his up`, through the gateway: stock used for a real patient (checked with the
 patient directory over gRPC) and billed when chargeable, audited; a resulted lab order uses its
-seeded reagents at LAB exactly once; nothing is dead-lettered."""
+seeded reagents at LAB exactly once; nothing is dead-lettered (billing prices the new item from
+a new version of its price list)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
     item = {"code": code, "description": "IV infusion set", "unit": "set", "chargeable": True,
             "thresholds": {"WARD-GEN": 2}}  # fmt: skip
     assert httpx.post(f"{gw}/api/inventory/items", json=item, headers=admin, timeout=10).status_code == 201
+    # Billing prices it from today: a new version of the price list, the current one plus this item.
+    current = httpx.get(f"{gw}/api/price-list", headers=admin, timeout=10).json()
+    lines = [{k: x[k] for k in ("code", "category", "amount", "currency")} for x in current["lines"]]
+    lines.append({"code": f"item.{code}", "category": "supplies", "amount": "42.50", "currency": "TRY"})
+    r = httpx.post(f"{gw}/api/price-list", json={"effective_from": current["date"], "lines": lines}, headers=admin,
+                   timeout=10)  # fmt: skip
+    assert r.status_code == 201, r.text
     receipt = {"item_code": code, "location": "WARD-GEN", "lot": "B1", "quantity": "5", "expires_on": "2099-01-31"}
     r = httpx.post(f"{gw}/api/inventory/receipts", json=receipt, headers=nurse, timeout=10)
     assert r.status_code == 201, r.text
@@ -40,6 +48,14 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
     assert r.status_code == 409 and r.json()["available"] == "2"
     alerts = httpx.get(f"{gw}/api/inventory/alerts", params={"item_code": code}, headers=nurse, timeout=10).json()
     assert [a["on_hand"] for a in alerts["items"]] == ["2"]
+
+    def charged() -> list[str]:
+        r = httpx.get(f"{gw}/api/charges", params={"patient_id": patient["id"]}, headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        return [f"{c['code']} {c['quantity']} {c['amount']}" for c in r.json()["items"] if c["code"] == f"item.{code}"]
+
+    wait_until(lambda: bool(charged()), what="billing to charge the item used for the patient")
+    assert charged() == [f"item.{code} 3 127.50"]
 
     def glucose_reagent() -> str:
         r = httpx.get(f"{gw}/api/inventory/stock", params={"item_code": "RGT-GLU", "location": "LAB"},
