@@ -23,7 +23,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.admissions.api.http import router
+from his.admissions.handlers import Directories
 from his.clients.patients import FakePatients
+from his.clients.practitioners import FakePractitioners
 from his.kernel import migrations, streams
 from his.kernel.db import Database
 from his.kernel.events import stream_name
@@ -50,6 +52,7 @@ class World:
     client: httpx.AsyncClient
     db: Database
     patients: FakePatients
+    practitioners: FakePractitioners
 
     async def ward(self, beds: int, rate: str = "1000.00", kind: str = "general", rooms: int | None = None) -> str:
         body: dict[str, Any] = {"name": f"Ward {kind}", "type": kind, "daily_rate": rate, "currency": "TRY",
@@ -61,8 +64,8 @@ class World:
         return str(r.json()["id"])
 
     async def admit(self, ward: str, patient: uuid.UUID | None = None) -> httpx.Response:
-        body = {"patient_id": str(patient or self.patients.add()), "practitioner_id": str(uuid.uuid4()),
-                "ward_id": ward}  # fmt: skip
+        body = {"patient_id": str(patient or self.patients.add()),
+                "practitioner_id": str(self.practitioners.add()), "ward_id": ward}  # fmt: skip
         return await self.client.post("/admissions", json=body, headers=as_role("RECEPTIONIST"))
 
     async def admitted(self, ward: str) -> dict[str, Any]:
@@ -109,10 +112,12 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     await conn.close()
     db = Database(dsn, schema="admissions", max_size=24)
     await db.open()
-    patients = FakePatients()
+    patients, practitioners = FakePatients(), FakePractitioners()
     ctx = SimpleNamespace(db=db)
-    async with serve(router(ctx, patients, verifier()), base_url="http://admissions") as client:  # type: ignore[arg-type]
-        yield World(client, db, patients)
+    async with serve(
+        router(ctx, Directories(patients, practitioners), verifier()), base_url="http://admissions"
+    ) as client:  # type: ignore[arg-type]
+        yield World(client, db, patients, practitioners)
     await db.close()
 
 
@@ -412,7 +417,11 @@ async def test_who_may_do_what(world: World) -> None:
     assert (await world.admit(ward)).status_code == 201
     r = await world.client.post(
         "/admissions",
-        json={"patient_id": str(world.patients.add()), "practitioner_id": str(uuid.uuid4()), "ward_id": ward},
+        json={
+            "patient_id": str(world.patients.add()),
+            "practitioner_id": str(world.practitioners.add()),
+            "ward_id": ward,
+        },
         headers=as_role("DOCTOR"),
     )
     assert r.status_code == 403
@@ -459,7 +468,8 @@ async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
     reception = as_role("RECEPTIONIST")
 
     async def admit(**patch: Any) -> httpx.Response:
-        body = {"patient_id": str(world.patients.add()), "practitioner_id": str(uuid.uuid4()), "ward_id": ward}
+        body = {"patient_id": str(world.patients.add()), "practitioner_id": str(world.practitioners.add()),
+                "ward_id": ward}  # fmt: skip
         return await world.client.post("/admissions", json={**body, **patch}, headers=reception)
 
     for patch, status in (
@@ -467,6 +477,7 @@ async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
         ({"ward_id": "not-a-uuid"}, 422),
         ({"patient_id": "x" * 5000}, 422),
         ({"patient_id": str(uuid.uuid4())}, 422),  # no such patient
+        ({"practitioner_id": str(uuid.uuid4())}, 422),  # no such practitioner
         ({"status": "discharged"}, 422),  # statuses are never set by clients
         ({"bed_id": str(uuid.uuid4())}, 422),
     ):
@@ -475,12 +486,15 @@ async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
         assert r.headers["content-type"] == "application/problem+json"
     unknown = await admit(patient_id=str(uuid.uuid4()))
     assert "patient" in unknown.json()["detail"]
+    unknown = await admit(practitioner_id=str(uuid.uuid4()))
+    assert unknown.json()["detail"] == "unknown practitioner_id"
     assert (await world.client.post("/admissions", content=b"{not json", headers=reception)).status_code == 422
 
-    world.patients.down = True
-    r = await admit()
-    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
-    world.patients.down = False
+    for directory in (world.patients, world.practitioners):
+        directory.down = True
+        r = await admit()
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        directory.down = False
 
     nurse = as_role("NURSE")
     for method, path, status in (

@@ -24,13 +24,18 @@ RETRY_AFTER = timedelta(minutes=10)
 
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.admissions.api.http import router
+    from his.admissions.handlers import Directories
     from his.clients.patients import GrpcPatients
+    from his.clients.practitioners import GrpcPractitioners
 
     identity = ctx.settings.workload()
     if identity is None:
-        raise SystemExit("admissions needs a workload identity (HIS_TLS_*) to reach patients")
-    patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
-    return router(ctx, patients, timezone=ctx.settings.timezone)
+        raise SystemExit("admissions needs a workload identity (HIS_TLS_*) to reach patients and practitioners")
+    known = Directories(
+        GrpcPatients(ctx.settings.grpc_target("patients"), identity),
+        GrpcPractitioners(ctx.settings.grpc_target("practitioners"), identity),
+    )
+    return router(ctx, known, timezone=ctx.settings.timezone)
 
 
 def until_next_run(moment: datetime, zone: ZoneInfo) -> timedelta:

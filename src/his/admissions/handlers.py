@@ -8,6 +8,7 @@ beds; the partial unique indexes are the last word on "one active admission per 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from his.admissions.domain import (
     ward_for_night,
 )
 from his.clients.patients import PatientLookup
+from his.clients.practitioners import PractitionerLookup
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, PatientTransferred
 from his.kernel.db import Database, UnitOfWork
 
@@ -99,10 +101,23 @@ class Admit:
     ward_id: uuid.UUID
 
 
-async def admit(db: Database, patients: PatientLookup, a: Admit, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Directories:
+    """Where admissions checks that the ids it records are real (both over gRPC, in parallel)."""
+
+    patients: PatientLookup
+    practitioners: PractitionerLookup
+
+
+async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
     """Admit a patient to a free bed of the ward, taken atomically."""
-    if await patients.find(a.patient_id) is None:
+    patient, practitioner = await asyncio.gather(
+        known.patients.find(a.patient_id), known.practitioners.find(a.practitioner_id)
+    )
+    if patient is None:
         raise UnknownError("patient")
+    if practitioner is None:
+        raise UnknownError("practitioner")
     async with db.uow() as uow:
         if await store.get_ward(uow.conn, a.ward_id) is None:
             raise UnknownError("ward")

@@ -27,7 +27,6 @@ from his.admissions.domain import (
     InvalidTransitionError,
     InvalidWardError,
 )
-from his.clients.patients import PatientLookup
 from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -89,7 +88,10 @@ class Admitted(BaseModel):
 
 
 def router(
-    ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier | None = None, timezone: str = "UTC"
+    ctx: ServiceContext,
+    known: handlers.Directories,
+    verifier: TokenVerifier | None = None,
+    timezone: str = "UTC",
 ) -> APIRouter:
     r = APIRouter(tags=["admissions"])
     tokens = verifier or jwks_verifier()
@@ -194,7 +196,7 @@ def router(
 
         try:
             cmd = handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id)
-            row = await handlers.admit(ctx.db, patients, cmd, uuid.UUID(who.subject), also=audited)
+            row = await handlers.admit(ctx.db, known, cmd, uuid.UUID(who.subject), also=audited)
         except handlers.UnknownError as exc:
             raise HTTPException(422, f"unknown {exc.what}_id") from None
         except handlers.NoFreeBedError:

@@ -1,4 +1,5 @@
-"""gRPC API of the practitioners service: ``his.practitioners.v1.Calendar`` for scheduling."""
+"""gRPC API of the practitioners service: ``his.practitioners.v1.Calendar`` for the services that
+book practitioners' time, ``PractitionerDirectory`` for those that record a practitioner."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from his.kernel.db import Connection, Database
 from his.kernel.intervals import Interval
 from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
-from his.practitioners import handlers
+from his.practitioners import handlers, store
 from his.proto.practitioners.v1 import practitioners_pb2 as pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as pb_grpc
 
@@ -25,6 +26,8 @@ MAX_WINDOW = timedelta(days=31)
 #: Who may ask when a practitioner works: the services that book their time.
 BOOKERS = frozenset({spiffe_id("scheduling"), spiffe_id("admissions")})
 ALLOW = {"GetWorkingTime": BOOKERS, "GetAvailability": BOOKERS}
+#: Who may look a practitioner up: the services that record one against their own data.
+DIRECTORY_ALLOW = {"GetPractitioner": frozenset({spiffe_id("admissions")})}
 
 
 class Calendar(pb_grpc.CalendarServicer):
@@ -64,6 +67,26 @@ class Calendar(pb_grpc.CalendarServicer):
         return out
 
 
+class PractitionerDirectory(pb_grpc.PractitionerDirectoryServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def GetPractitioner(self, request: pb.GetPractitionerRequest, context: Context) -> pb.Practitioner:
+        """One practitioner's specialty and linked account (no name: callers record ids)."""
+        try:
+            pid = uuid.UUID(request.practitioner_id)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "practitioner_id must be a UUID")
+        async with self.db.pool.acquire() as conn:
+            row = await store.get_practitioner(conn, pid)
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
+        out = pb.Practitioner(practitioner_id=str(pid), specialty=row["specialty"])
+        if row["user_id"] is not None:
+            out.user_id = str(row["user_id"])
+        return out
+
+
 def services(ctx: ServiceContext) -> list[rpc.RpcService]:
     return [
         rpc.RpcService(
@@ -71,5 +94,11 @@ def services(ctx: ServiceContext) -> list[rpc.RpcService]:
             servicer=Calendar(ctx.db),
             register=pb_grpc.add_CalendarServicer_to_server,
             allow=ALLOW,
-        )
+        ),
+        rpc.RpcService(
+            descriptor=pb.DESCRIPTOR.services_by_name["PractitionerDirectory"],
+            servicer=PractitionerDirectory(ctx.db),
+            register=pb_grpc.add_PractitionerDirectoryServicer_to_server,
+            allow=DIRECTORY_ALLOW,
+        ),
     ]

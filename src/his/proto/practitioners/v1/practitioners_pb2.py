@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(his/practitioners/v1/practitioners.proto\x12\x14his.practitioners.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x15GetWorkingTimeRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x08Interval\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0bWorkingTime\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x31\n\tintervals\x18\x02 \x03(\x0b\x32\x1e.his.practitioners.v1.Interval2\xcf\x01\n\x08\x43\x61lendar\x12`\n\x0eGetWorkingTime\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime\x12\x61\n\x0fGetAvailability\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTimeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(his/practitioners/v1/practitioners.proto\x12\x14his.practitioners.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x15GetWorkingTimeRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x08Interval\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0bWorkingTime\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x31\n\tintervals\x18\x02 \x03(\x0b\x32\x1e.his.practitioners.v1.Interval\"1\n\x16GetPractitionerRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\"\\\n\x0cPractitioner\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x11\n\tspecialty\x18\x02 \x01(\t\x12\x14\n\x07user_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id2\xcf\x01\n\x08\x43\x61lendar\x12`\n\x0eGetWorkingTime\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime\x12\x61\n\x0fGetAvailability\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime2|\n\x15PractitionerDirectory\x12\x63\n\x0fGetPractitioner\x12,.his.practitioners.v1.GetPractitionerRequest\x1a\".his.practitioners.v1.Practitionerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERVAL']._serialized_end=328
   _globals['_WORKINGTIME']._serialized_start=330
   _globals['_WORKINGTIME']._serialized_end=419
-  _globals['_CALENDAR']._serialized_start=422
-  _globals['_CALENDAR']._serialized_end=629
+  _globals['_GETPRACTITIONERREQUEST']._serialized_start=421
+  _globals['_GETPRACTITIONERREQUEST']._serialized_end=470
+  _globals['_PRACTITIONER']._serialized_start=472
+  _globals['_PRACTITIONER']._serialized_end=564
+  _globals['_CALENDAR']._serialized_start=567
+  _globals['_CALENDAR']._serialized_end=774
+  _globals['_PRACTITIONERDIRECTORY']._serialized_start=776
+  _globals['_PRACTITIONERDIRECTORY']._serialized_end=900
 # @@protoc_insertion_point(module_scope)

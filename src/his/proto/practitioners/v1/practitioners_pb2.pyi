@@ -34,3 +34,19 @@ class WorkingTime(_message.Message):
     practitioner_id: str
     intervals: _containers.RepeatedCompositeFieldContainer[Interval]
     def __init__(self, practitioner_id: _Optional[str] = ..., intervals: _Optional[_Iterable[_Union[Interval, _Mapping]]] = ...) -> None: ...
+
+class GetPractitionerRequest(_message.Message):
+    __slots__ = ("practitioner_id",)
+    PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
+    practitioner_id: str
+    def __init__(self, practitioner_id: _Optional[str] = ...) -> None: ...
+
+class Practitioner(_message.Message):
+    __slots__ = ("practitioner_id", "specialty", "user_id")
+    PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    practitioner_id: str
+    specialty: str
+    user_id: str
+    def __init__(self, practitioner_id: _Optional[str] = ..., specialty: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...

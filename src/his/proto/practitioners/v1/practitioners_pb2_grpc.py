@@ -153,3 +153,85 @@ class Calendar:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PractitionerDirectoryStub:
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetPractitioner = channel.unary_unary(
+                '/his.practitioners.v1.PractitionerDirectory/GetPractitioner',
+                request_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.SerializeToString,
+                response_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.FromString,
+                _registered_method=True)
+
+
+class PractitionerDirectoryServicer:
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    def GetPractitioner(self, request, context):
+        """One practitioner: their specialty and linked user account.
+
+        Errors: INVALID_ARGUMENT when practitioner_id is not a UUID; NOT_FOUND when no such
+        practitioner exists; PERMISSION_DENIED for callers not on the allowlist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PractitionerDirectoryServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetPractitioner': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPractitioner,
+                    request_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.FromString,
+                    response_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'his.practitioners.v1.PractitionerDirectory', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('his.practitioners.v1.PractitionerDirectory', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PractitionerDirectory:
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    @staticmethod
+    def GetPractitioner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/his.practitioners.v1.PractitionerDirectory/GetPractitioner',
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.SerializeToString,
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

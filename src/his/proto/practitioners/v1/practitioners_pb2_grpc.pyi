@@ -107,3 +107,52 @@ class CalendarServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_CalendarServicer_to_server(servicer: CalendarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class PractitionerDirectoryStub:
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> PractitionerDirectoryAsyncStub: ...
+    GetPractitioner: _grpc.UnaryUnaryMultiCallable[_practitioners_pb2.GetPractitionerRequest, _practitioners_pb2.Practitioner]
+    """One practitioner: their specialty and linked user account.
+
+    Errors: INVALID_ARGUMENT when practitioner_id is not a UUID; NOT_FOUND when no such
+    practitioner exists; PERMISSION_DENIED for callers not on the allowlist.
+    """
+
+@_typing.type_check_only
+class PractitionerDirectoryAsyncStub(PractitionerDirectoryStub):
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetPractitioner: _aio.UnaryUnaryMultiCallable[_practitioners_pb2.GetPractitionerRequest, _practitioners_pb2.Practitioner]  # type: ignore[assignment]
+    """One practitioner: their specialty and linked user account.
+
+    Errors: INVALID_ARGUMENT when practitioner_id is not a UUID; NOT_FOUND when no such
+    practitioner exists; PERMISSION_DENIED for callers not on the allowlist.
+    """
+
+class PractitionerDirectoryServicer(metaclass=_abc_1.ABCMeta):
+    """Who the practitioners are, for services that record a practitioner against their own data
+    (an admission's attending practitioner, say).
+    """
+
+    @_abc_1.abstractmethod
+    def GetPractitioner(
+        self,
+        request: _practitioners_pb2.GetPractitionerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_practitioners_pb2.Practitioner, _abc.Awaitable[_practitioners_pb2.Practitioner]]:
+        """One practitioner: their specialty and linked user account.
+
+        Errors: INVALID_ARGUMENT when practitioner_id is not a UUID; NOT_FOUND when no such
+        practitioner exists; PERMISSION_DENIED for callers not on the allowlist.
+        """
+
+def add_PractitionerDirectoryServicer_to_server(servicer: PractitionerDirectoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
