@@ -271,6 +271,24 @@ def audit_checkpoint() -> None:
     out.print(f"checkpoint at record {cp.seq}: {cp.hash.hex()[:16]}…")
 
 
+@app.command()
+def migrate(
+    passwords_dir: Annotated[
+        Path, typer.Option("--passwords-dir", help="One file per service: its database role's password.")
+    ] = Path("/var/run/secrets/his/db"),
+) -> None:
+    """Provision and migrate every schema and declare the streams, against HIS_DATABASE_URL and
+    HIS_NATS_URL (a cluster's pre-deploy step; `his up` does this itself)."""
+    from his.cli.migrate import MigrateError, run_migrate
+
+    try:
+        for line in asyncio.run(run_migrate(Settings(), passwords_dir)):
+            out.print(line)
+    except MigrateError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     from his.kernel.observability import quiet_tls_eof
 
