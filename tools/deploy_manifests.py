@@ -535,10 +535,10 @@ def nats_manifests() -> list[dict[str, Any]]:
             "-healthz",
             "-varz",
             "-jsz=all",
-            "-tlscacert",
-            f"{tls_dir}/ca.crt",
             f"https://localhost:{NATS_MONITOR}",
         ],
+        # The monitoring port is https with the his CA; Go programs take extra roots from here.
+        "env": [{"name": "SSL_CERT_FILE", "value": f"{tls_dir}/ca.crt"}],
         "ports": [{"name": "metrics", "containerPort": NATS_METRICS}],
         "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
         "securityContext": security_context(),
@@ -705,14 +705,30 @@ def postgres_manifests() -> list[dict[str, Any]]:
         "metadata": meta(PG_CLUSTER, "network-policy"),
         "spec": {
             "podSelector": {"matchLabels": sel},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
+            # CloudNativePG's instance manager talks to the Kubernetes API and ships WAL and
+            # backups to object storage (both HTTPS); instances replicate from each other.
+            "egress": [
+                dns_egress(),
+                {
+                    "to": [{"podSelector": {"matchLabels": sel}}],
+                    "ports": [{"port": PG_PORT, "protocol": "TCP"}, {"port": 8000, "protocol": "TCP"}],
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                    "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+                },
+            ],
             "ingress": [
                 {
                     "from": [*pods(*SERVICES), {"podSelector": {"matchLabels": selector("his-migrate")}}],
                     "ports": [{"port": PG_PORT, "protocol": "TCP"}],
                 },
                 # Replication between instances, and the CloudNativePG operator's status checks.
-                {"from": [{"podSelector": {"matchLabels": sel}}], "ports": [{"port": PG_PORT, "protocol": "TCP"}]},
+                {
+                    "from": [{"podSelector": {"matchLabels": sel}}],
+                    "ports": [{"port": PG_PORT, "protocol": "TCP"}, {"port": 8000, "protocol": "TCP"}],
+                },
                 {
                     "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cnpg-system"}}}],
                     "ports": [{"port": 8000, "protocol": "TCP"}, {"port": PG_PORT, "protocol": "TCP"}],
