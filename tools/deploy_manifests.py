@@ -206,6 +206,8 @@ def deployment(name: str) -> dict[str, Any]:
         "ports": ports,
         "resources": RESOURCES.get(name, RESOURCES["default"]),
         **probes(name),
+        # Let endpoints drop this pod before it stops listening, so no request lands on a closed port.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "securityContext": security_context(),
         "volumeMounts": [
             {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
