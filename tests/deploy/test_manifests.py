@@ -151,9 +151,9 @@ def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
-@pytest.mark.parametrize("target", [*OVERLAYS, "tunnel"])
+@pytest.mark.parametrize("target", [*TARGETS, "tunnel"])
 def test_builtin_kinds_validate_against_kubernetes(target: str) -> None:
-    docs = build(target if target == "tunnel" else f"overlays/{target}")
+    docs = build(target) if target == "tunnel" else rendered(target)
     checked = 0
     for doc in docs:
         if group(doc) in BUILTIN_GROUPS:
