@@ -10,6 +10,7 @@ README are written by hand.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -21,8 +22,6 @@ from his.cli.services import GATEWAY, SERVICES
 from his.kernel import bus
 from his.kernel.infra.nats import NatsUser
 from his.kernel.pki import spiffe_id
-from his.patients.api.grpc import ALLOW as PATIENTS_ALLOW
-from his.practitioners.api.grpc import ALLOW as PRACTITIONERS_ALLOW
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "base"
@@ -81,13 +80,23 @@ def pods(*names: str) -> list[dict[str, Any]]:
     return [{"podSelector": {"matchLabels": selector(n)}} for n in names]
 
 
+def allowlists(service: str) -> list[dict[str, frozenset[str]]]:
+    """Every per-method allowlist (module-level ``*ALLOW`` maps) of a service's gRPC API."""
+    try:
+        module = importlib.import_module(f"his.{service}.api.grpc")
+    except ModuleNotFoundError:
+        return []
+    return [v for k, v in vars(module).items() if k.endswith("ALLOW") and isinstance(v, dict)]
+
+
 def grpc_callers() -> dict[str, list[str]]:
     """Who may call each gRPC API: the union of its per-method allowlists (SPIFFE ids → names)."""
     prefix = spiffe_id("")
     out: dict[str, list[str]] = {}
-    for svc, allow in (("patients", PATIENTS_ALLOW), ("practitioners", PRACTITIONERS_ALLOW)):
-        ids = {i for callers in allow.values() for i in callers}
-        out[svc] = sorted(i.removeprefix(prefix) for i in ids)
+    for svc in SERVICES:
+        ids = {i for allow in allowlists(svc) for callers in allow.values() for i in callers}
+        if ids:
+            out[svc] = sorted(i.removeprefix(prefix) for i in ids)
     return out
 
 

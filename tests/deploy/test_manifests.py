@@ -31,8 +31,8 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from his.cli.services import GATEWAY, SERVICES
-from his.patients.api.grpc import ALLOW as PATIENTS_ALLOW
-from his.practitioners.api.grpc import ALLOW as PRACTITIONERS_ALLOW
+from his.patients.api import grpc as patients_grpc
+from his.practitioners.api import grpc as practitioners_grpc
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -347,15 +347,27 @@ def _peer_names(rule: Doc) -> set[str]:
     }
 
 
-@pytest.mark.parametrize(("service", "allow"), [("patients", PATIENTS_ALLOW), ("practitioners", PRACTITIONERS_ALLOW)])
-def test_grpc_is_reachable_only_from_the_allowlisted_callers(service: str, allow: dict[str, Any]) -> None:
-    callers = {i.rsplit("/", 1)[1] for ids in allow.values() for i in ids}
+ALLOWLISTS = {
+    "patients": [patients_grpc.ALLOW],
+    "practitioners": [practitioners_grpc.ALLOW, practitioners_grpc.DIRECTORY_ALLOW],
+}
+
+
+@pytest.mark.parametrize("service", sorted(ALLOWLISTS))
+def test_grpc_is_reachable_only_from_the_allowlisted_callers(service: str) -> None:
+    callers = {i.rsplit("/", 1)[1] for allow in ALLOWLISTS[service] for ids in allow.values() for i in ids}
     policy = of_kind(raw_base(), "NetworkPolicy")[service]["spec"]
     grpc_rules = [r for r in policy["ingress"] if r["ports"][0]["port"] == 9443]
     assert len(grpc_rules) == 1
     assert _peer_names(grpc_rules[0]) == callers
     http_rules = [r for r in policy["ingress"] if r["ports"][0]["port"] == 8443]
     assert {GATEWAY} <= set().union(*(_peer_names(r) for r in http_rules))
+
+
+def test_only_services_with_a_grpc_api_open_a_grpc_port() -> None:
+    services = of_kind(raw_base(), "Service")
+    with_grpc = {n for n, s in services.items() if any(p["name"] == "grpc" for p in s["spec"]["ports"])}
+    assert with_grpc == set(ALLOWLISTS)
 
 
 def test_services_are_reachable_over_http_only_from_the_gateway_and_identity_from_all() -> None:
