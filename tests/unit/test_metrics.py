@@ -235,3 +235,33 @@ async def test_the_gateway_labels_forwarded_requests_by_their_public_route_templ
         await app(scope, receive, send)
     assert value("his_http_request_duration_seconds_count", method="GET", route="/api/auth/jwks", status="201") == 1
     assert value("his_http_request_duration_seconds_count", method="GET", route="/api/{path:path}", status="404") >= 1
+
+
+def test_the_live_view_shows_figures_and_only_busy_consumers() -> None:
+    from rich.console import Console
+
+    from his.cli.ops import status_view
+
+    consumer = {"stream": "HIS_X", "applied": 1, "pending": 0, "ack_pending": 0, "redelivered": 0, "failed": 0}
+    snap = {
+        "running": True,
+        "nats": "connected",
+        "dlq_depth": 2,
+        "gateway_url": "http://127.0.0.1:1",
+        "services": [
+            {
+                "name": "scheduling",
+                "health": "ready",
+                "http": {"requests_per_second": 12.5, "errors_per_second": 0.0, "p95_ms": 41.2},
+                "outbox": {"backlog": 3, "oldest_age_seconds": 0.4, "relay_leader": True},
+                "consumers": [{**consumer, "name": "idle_one"}, {**consumer, "name": "busy_one", "pending": 7}],
+            },
+            {"name": "billing", "health": "down"},
+        ],
+    }
+    console = Console(record=True, width=200)
+    console.print(status_view(snap, every=2.0))
+    text = console.export_text()
+    assert "12.5" in text and "41.2 ms" in text and "0.4s" in text and "leader" in text
+    assert "busy_one" in text and "idle_one" not in text and "1 idle consumers not shown" in text
+    assert "DLQ depth: 2" in text and "down" in text

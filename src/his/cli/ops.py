@@ -203,6 +203,7 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
     consumers = Table(
         "consumer", "stream", "applied", "pending", "ack pending", "redelivered", "failed", title="Consumers"
     )
+    quiet = 0
     for s in snap["services"]:
         colour = "green" if s["health"] == "ready" else "red"
         ob = s.get("outbox") or {}
@@ -222,6 +223,9 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
             str(sum(lag)) if lag else "-",
         )
         for c in s.get("consumers", []):
+            if every and not _busy(c):
+                quiet += 1
+                continue
             consumers.add_row(
                 c["name"],
                 c["stream"],
@@ -235,8 +239,14 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
     dlq_text = f"[red]{depth}[/]" if isinstance(depth, int) and depth > 0 else str(depth)
     footer = f"NATS: {snap.get('nats')}   DLQ depth: {dlq_text}   console: {snap.get('gateway_url')}"
     if every:
-        footer += f"\n[dim]refreshing every {every:g} s; Ctrl-C to stop[/]"
+        footer += f"\n[dim]{quiet} idle consumers not shown; refreshing every {every:g} s; Ctrl-C to stop[/]"
     return Group(table, consumers, Text.from_markup(footer))
+
+
+def _busy(consumer: dict[str, Any]) -> bool:
+    """Whether a consumer has anything worth a row in the live view (work waiting, or failures)."""
+    keys = ("pending", "ack_pending", "redelivered", "failed")
+    return any(isinstance(consumer.get(k), int) and consumer[k] > 0 for k in keys)
 
 
 def render_status(console: Console, snap: dict[str, Any]) -> None:
