@@ -240,7 +240,8 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
     footer = f"NATS: {snap.get('nats')}   DLQ depth: {dlq_text}   console: {snap.get('gateway_url')}"
     if every:
         footer += f"\n[dim]{quiet} idle consumers not shown; refreshing every {every:g} s; Ctrl-C to stop[/]"
-    return Group(table, consumers, Text.from_markup(footer))
+    shown = [table, consumers] if consumers.row_count or not every else [table]
+    return Group(*shown, Text.from_markup(footer))
 
 
 def _busy(consumer: dict[str, Any]) -> bool:
