@@ -62,7 +62,11 @@ CONSUMER_PENDING = Gauge(
 CONSUMER_ACK_PENDING = Gauge(
     "his_consumer_ack_pending", "Consumer: messages delivered and not yet acknowledged", ["consumer"]
 )
-DLQ_DEPTH = Gauge("his_dlq_depth", "Dead letters in the DLQ stream (all services)")
+DLQ_DEPTH = Gauge(
+    "his_dlq_depth",
+    "Dead letters of a consumer of this process in the DLQ stream (sum them for the total)",
+    ["consumer"],
+)
 
 BREAKER_STATES = ("closed", "half_open", "open")
 
@@ -161,9 +165,12 @@ async def refresh(
     consumers: Iterable[tuple[str, str]] = (),
     timeout: float = 2.0,
 ) -> None:
-    """Read what only IO can tell, for a scrape: outbox backlog and age, consumers' pending
-    counts, DLQ depth. Each read that fails or times out leaves its gauge as it was."""
-    from his.kernel.dlq import depth  # nats-py is loaded by every service anyway; not at import here
+    """Read what only IO can tell, for a scrape: outbox backlog and age, and for each consumer
+    (stream, durable) its pending counts and its dead letters. Each read that fails or times out
+    leaves its gauges as they were."""
+    from his.kernel.streams import DLQ_STREAM, dlq_subject
+
+    consumers = list(consumers)
 
     async def outbox() -> None:
         if backlog is not None:
@@ -178,10 +185,15 @@ async def refresh(
         CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
 
     async def dlq() -> None:
-        if js is not None:
-            DLQ_DEPTH.set(await depth(js))
+        assert js is not None
+        info = await js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject(">"))
+        counts = info.state.subjects or {}
+        for _, durable in consumers:
+            DLQ_DEPTH.labels(durable).set(counts.get(dlq_subject(durable), 0))
 
-    reads = [outbox(), dlq()] + ([consumer(s, d) for s, d in consumers] if js is not None else [])
+    reads = [outbox()]
+    if js is not None and consumers:
+        reads += [dlq(), *(consumer(s, d) for s, d in consumers)]
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await asyncio.gather(*reads, return_exceptions=True)
