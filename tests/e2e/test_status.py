@@ -48,3 +48,5 @@ def test_status_shows_every_service_up_with_figures_under_traffic(shared_hospita
         assert services[busy]["http"]["requests_per_second"] > 0, busy
         assert services[busy]["http"]["p95_ms"] > 0, busy
     assert services["patients"]["http"]["requests_total"] >= 1  # the registration
+    # Scrape-time figures each service's /metrics read from JetStream and its outbox.
+    assert {"his_dlq_depth", "his_consumer_pending", "his_outbox_backlog"} <= set(services["billing"]["metrics"])
