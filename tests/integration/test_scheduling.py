@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -278,3 +279,11 @@ async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_only_committed_bookings_are_counted(world: World) -> None:
+    before = REGISTRY.get_sample_value("his_appointments_booked_total") or 0.0
+    doctor = world.practitioner((8, 16))
+    results = await asyncio.gather(*(world.book(world.patient(), doctor, 10) for _ in range(5)))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 4
+    assert REGISTRY.get_sample_value("his_appointments_booked_total") == before + 1

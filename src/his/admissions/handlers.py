@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client import Counter
+
 from his.admissions import store
 from his.admissions.domain import (
     AdmissionStatus,
@@ -38,6 +40,8 @@ from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDisch
 from his.kernel.db import Database, UnitOfWork
 
 log = logging.getLogger("his.admissions")
+
+ADMITTED = Counter("his_admissions_total", "Patients admitted (counted after their commit)")
 
 
 class UnknownError(LookupError):
@@ -137,6 +141,7 @@ async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, al
         )  # fmt: skip
         if also:
             await also(uow, saved)
+        uow.on_commit(ADMITTED.inc)
     return saved
 
 

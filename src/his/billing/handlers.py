@@ -33,6 +33,8 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client import Counter
+
 from his.billing import store
 from his.billing.domain import (
     ZERO,
@@ -71,6 +73,8 @@ from his.kernel.config import Settings
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
+
+ISSUED = Counter("his_invoices_issued_total", "Invoices issued (counted after their commit)")
 
 
 class UnknownError(LookupError):
@@ -306,6 +310,7 @@ async def issue(uow: UnitOfWork, invoice: dict[str, Any]) -> dict[str, Any] | No
         ),
         aggregate_id=issued["id"],
     )  # fmt: skip
+    uow.on_commit(ISSUED.inc)
     if priced.insurer_share > ZERO:
         claim = {"id": uuid.uuid4(), "invoice_id": issued["id"], "patient_id": issued["patient_id"],
                  "payer": plan.code, "amount": priced.insurer_share, "currency": issued["currency"]}  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -86,11 +87,26 @@ def demo(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Health, outbox backlog, consumer lag and DLQ depth of a running hospital."""
-    from his.cli.ops import collect_status, render_status
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One machine-readable snapshot.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="One snapshot instead of the live view.")] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds the request rates and p95 of a single snapshot cover (0: lifetime p95).")
+    ] = 1.0,
+) -> None:
+    """Live view of every service: health, req/s, p95, outbox backlog and age, consumer lag, DLQ depth.
 
-    snapshot = asyncio.run(collect_status(Settings()))
+    Refreshes every 2 seconds until Ctrl-C; ``--once`` or ``--json`` take one snapshot (and exit 1
+    when the hospital is not running or not healthy).
+    """
+    from his.cli.ops import render_status, snapshot_once, watch
+
+    settings = Settings()
+    if not (as_json or once) and out.is_terminal:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(watch(settings, out))
+        return
+    snapshot = asyncio.run(snapshot_once(settings, max(interval, 0.0)))
     if as_json:
         out.print_json(json.dumps(snapshot))
     else:

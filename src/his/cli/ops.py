@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 from nats.js.client import JetStreamContext
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from his.cli import state
+from his.cli import scrape, state
 from his.kernel import bus, dlq
 from his.kernel.config import Settings
+from his.kernel.pki import WorkloadIdentity
 
 T = TypeVar("T")
 
@@ -69,20 +73,77 @@ async def _service(client: httpx.AsyncClient, name: str, url: str) -> dict[str, 
     return doc
 
 
-async def collect_status(settings: Settings) -> dict[str, Any]:
+async def _scrape(client: httpx.AsyncClient, url: str) -> scrape.Scrape | None:
+    try:
+        r = await client.get(f"{url}/metrics")
+        r.raise_for_status()
+        return scrape.parse(r.text, time.monotonic())
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+Scrapes = dict[str, scrape.Scrape]
+
+
+async def scrape_all(settings: Settings) -> Scrapes:
+    """One scrape of every running process's /metrics, by process name (unreachable ones left out)."""
     st = state.read(settings.data_path)
     if st is None:
-        return {"running": False, "healthy": False, "data_dir": str(settings.data_path)}
+        return {}
     operator = state.operator_identity(settings.data_path)
     verify = operator.client_context() if operator else True
     async with httpx.AsyncClient(timeout=2.0, verify=verify) as client:
-        services = await asyncio.gather(*(_service(client, n, s["url"]) for n, s in st["services"].items()))
+        names = list(st["services"])
+        found = await asyncio.gather(*(_scrape(client, st["services"][n]["url"]) for n in names))
+    return {n: s for n, s in zip(names, found, strict=True) if s is not None}
+
+
+def _figures(doc: dict[str, Any], before: scrape.Scrape | None, after: scrape.Scrape | None) -> None:
+    """Add the HTTP figures between two scrapes, and the scraped gauges, to a service's entry."""
+    if after is None:
+        return
+    w = scrape.window(before, after)
+    doc["http"] = {
+        "requests_per_second": round(w.rate, 2) if w.seconds else None,
+        "errors_per_second": round(w.error_rate, 2) if w.seconds else None,
+        "p95_ms": round(w.p95 * 1000, 1) if w.p95 is not None else None,
+        "window_seconds": round(w.seconds, 2),
+        "requests_total": int(after.requests),
+        "errors_total": int(after.errors),
+    }
+    doc["metrics"] = after.gauges
+
+
+async def collect_status(settings: Settings, before: Scrapes | None = None) -> tuple[dict[str, Any], Scrapes]:
+    """A snapshot of the hospital, and this round's scrapes (pass them as ``before`` to the next
+    round: request rates and p95 cover the time between the two)."""
+    st = state.read(settings.data_path)
+    if st is None:
+        return {"running": False, "healthy": False, "data_dir": str(settings.data_path)}, {}
+    operator = state.operator_identity(settings.data_path)
+    verify = operator.client_context() if operator else True
+    names = list(st["services"])
+    async with httpx.AsyncClient(timeout=2.0, verify=verify) as client:
+        services, found = await asyncio.gather(
+            asyncio.gather(*(_service(client, n, st["services"][n]["url"]) for n in names)),
+            asyncio.gather(*(_scrape(client, st["services"][n]["url"]) for n in names)),
+        )
+    after = {n: s for n, s in zip(names, found, strict=True) if s is not None}
+    for doc in services:
+        _figures(doc, (before or {}).get(doc["name"]), after.get(doc["name"]))
     snapshot: dict[str, Any] = {
         "running": True,
         "data_dir": str(settings.data_path),
         "services": services,
         "gateway_url": st.get("gateway_url"),
     }
+    await _from_jetstream(st, operator, snapshot)
+    snapshot["healthy"] = all(s["health"] == "ready" for s in services) and snapshot["nats"] == "connected"
+    return snapshot, after
+
+
+async def _from_jetstream(st: dict[str, Any], operator: WorkloadIdentity | None, snapshot: dict[str, Any]) -> None:
+    """DLQ depth and each consumer's pending counts, straight from JetStream."""
     try:
         nc = await bus.connect(
             st["nats_url"], name="his-status", identity=operator, connect_timeout=2, max_reconnect_attempts=1
@@ -90,7 +151,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         try:
             js = nc.jetstream(timeout=3.0)
             snapshot["dlq_depth"] = await dlq.depth(js)
-            for svc in services:
+            for svc in snapshot["services"]:
                 for c in svc.get("consumers", []):
                     info = await js.consumer_info(c["stream"], c["name"])
                     c["pending"] = info.num_pending
@@ -101,30 +162,70 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         snapshot["nats"] = "connected"
     except Exception as exc:  # noqa: BLE001 - report, do not crash the status view
         snapshot["nats"] = f"unreachable: {exc!r}"
-    snapshot["healthy"] = all(s["health"] == "ready" for s in services) and snapshot["nats"] == "connected"
-    return snapshot
 
 
-def render_status(console: Console, snap: dict[str, Any]) -> None:
+async def snapshot_once(settings: Settings, interval: float) -> dict[str, Any]:
+    """One snapshot; with ``interval`` > 0 the rates cover that many seconds before it."""
+    before = None
+    if interval > 0:
+        before = await scrape_all(settings)
+        await asyncio.sleep(interval)  # the window the rates are measured over, not a synchronisation
+    snap, _ = await collect_status(settings, before)
+    return snap
+
+
+async def watch(settings: Settings, console: Console, every: float = 2.0) -> None:
+    """Redraw the status view every ``every`` seconds until cancelled (Ctrl-C)."""
+    before = await scrape_all(settings)
+    with Live(Text("reading the hospital's metrics…"), console=console, auto_refresh=False, screen=False) as live:
+        while True:
+            await asyncio.sleep(every)
+            snap, before = await collect_status(settings, before)
+            live.update(status_view(snap, every), refresh=True)
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f} ms" if isinstance(value, (int, float)) else "-"
+
+
+def _num(value: Any, fmt: str = "{:.1f}") -> str:
+    return fmt.format(value) if isinstance(value, (int, float)) else "-"
+
+
+def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableType:
+    """The status screen of a snapshot: services, consumers, and a summary line."""
     if not snap.get("running"):
-        console.print(f"his is not running on {snap['data_dir']}")
-        return
-    table = Table("service", "health", "outbox backlog", "oldest unpublished", "relay", title="Services")
+        return Text(f"his is not running on {snap['data_dir']}")
+    table = Table(
+        "service", "health", "req/s", "p95", "5xx/s", "outbox backlog", "oldest unpublished", "relay", "consumer lag",
+        title="Services",
+    )  # fmt: skip
     consumers = Table(
         "consumer", "stream", "applied", "pending", "ack pending", "redelivered", "failed", title="Consumers"
     )
+    quiet = 0
     for s in snap["services"]:
         colour = "green" if s["health"] == "ready" else "red"
         ob = s.get("outbox") or {}
+        http = s.get("http") or {}
         age = ob.get("oldest_age_seconds")
+        lag = [c["pending"] for c in s.get("consumers", []) if isinstance(c.get("pending"), int)]
+        errors = http.get("errors_per_second")
         table.add_row(
             s["name"],
             f"[{colour}]{s['health']}[/]",
+            _num(http.get("requests_per_second")),
+            _ms(http.get("p95_ms")),
+            f"[red]{errors:.1f}[/]" if isinstance(errors, (int, float)) and errors > 0 else _num(errors),
             str(ob.get("backlog", "-")),
             f"{age:.1f}s" if isinstance(age, (int, float)) else "-",
             ("leader" if ob.get("relay_leader") else "standby") if ob else "-",
+            str(sum(lag)) if lag else "-",
         )
         for c in s.get("consumers", []):
+            if every and not _busy(c):
+                quiet += 1
+                continue
             consumers.add_row(
                 c["name"],
                 c["stream"],
@@ -134,8 +235,20 @@ def render_status(console: Console, snap: dict[str, Any]) -> None:
                 str(c.get("redelivered", "?")),
                 str(c["failed"]),
             )
-    console.print(table)
-    console.print(consumers)
-    console.print(
-        f"NATS: {snap.get('nats')}   DLQ depth: {snap.get('dlq_depth', '?')}   console: {snap.get('gateway_url')}"
-    )
+    depth = snap.get("dlq_depth", "?")
+    dlq_text = f"[red]{depth}[/]" if isinstance(depth, int) and depth > 0 else str(depth)
+    footer = f"NATS: {snap.get('nats')}   DLQ depth: {dlq_text}   console: {snap.get('gateway_url')}"
+    if every:
+        footer += f"\n[dim]{quiet} idle consumers not shown; refreshing every {every:g} s; Ctrl-C to stop[/]"
+    shown = [table, consumers] if consumers.row_count or not every else [table]
+    return Group(*shown, Text.from_markup(footer))
+
+
+def _busy(consumer: dict[str, Any]) -> bool:
+    """Whether a consumer has anything worth a row in the live view (work waiting, or failures)."""
+    keys = ("pending", "ack_pending", "redelivered", "failed")
+    return any(isinstance(consumer.get(k), int) and consumer[k] > 0 for k in keys)
+
+
+def render_status(console: Console, snap: dict[str, Any]) -> None:
+    console.print(status_view(snap))

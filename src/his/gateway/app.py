@@ -108,6 +108,7 @@ class Gateway:
         return await self.handle(request, match)
 
     async def handle(self, request: Request, match: Match) -> Response:
+        request.scope["route"] = match.route  # metrics label requests by its template (``path``)
         peer = request.client.host if request.client else "unknown"
         wait = self.by_ip.take(f"ip:{peer}", time.monotonic())
         if wait:

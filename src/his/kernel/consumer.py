@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from his.kernel import tracing
+from his.kernel import metrics, tracing
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event, InvalidEnvelopeError, UnknownEventTypeError, service_of, stream_name
 from his.kernel.streams import ERRORS_BUCKET, REPLAY_STREAM, replay_subject
@@ -91,6 +92,10 @@ class ConsumerStats:
     failed: int = 0
     terminated: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+    def outcomes(self) -> tuple[int, int, int, int]:
+        """Applied, duplicate, failed (to be retried) and terminated counts."""
+        return self.applied, self.duplicates, self.failed, self.terminated
 
 
 @dataclass
@@ -156,6 +161,14 @@ class ConsumerLoop:
 
     async def process(self, msgs: list[Msg]) -> None:
         """Apply a fetched batch: one transaction, then acks/naks/terms."""
+        start, before = time.perf_counter(), self.stats.outcomes()
+        try:
+            await self._process(msgs)
+        finally:
+            metrics.observe_batch(self.sub.name, (m.metadata.num_delivered for m in msgs), time.perf_counter() - start)
+            metrics.count_outcomes(self.sub.name, before, self.stats.outcomes())
+
+    async def _process(self, msgs: list[Msg]) -> None:
         items: list[_Item] = []
         for m in msgs:
             try:

@@ -81,6 +81,7 @@ class UnitOfWork:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.events: list[Envelope] = []
+        self.committed: list[Callable[[], object]] = []
 
     def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
         """Queue an integration event; it is written to the outbox in this transaction."""
@@ -88,15 +89,20 @@ class UnitOfWork:
         self.events.append(env)
         return env
 
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` once the transaction has committed (never if it rolls back), e.g. to count it."""
+        self.committed.append(fn)
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[UnitOfWork]:
-        """A nested scope: on error its statements and events are undone, the rest stays."""
-        mark = len(self.events)
+        """A nested scope: on error its statements, events and commit hooks are undone, the rest stays."""
+        mark, hooks = len(self.events), len(self.committed)
         try:
             async with self.conn.transaction():
                 yield self
         except BaseException:
             del self.events[mark:]
+            del self.committed[hooks:]
             raise
 
     async def flush_events(self) -> None:
@@ -178,6 +184,8 @@ class Database:
                 await uow.flush_events()
             if uow.events:
                 self.signal.committed()  # now, not after the connection's reset round trip
+            for fn in uow.committed:
+                fn()
 
     async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
         async with self.uow() as uow:

@@ -20,13 +20,14 @@ from typing import Any
 import asyncpg
 from nats.js.client import JetStreamContext
 
+from his.kernel import metrics
 from his.kernel.consumer import stop_if_cancelled
 from his.kernel.db import Connection, OutboxSignal, outbox_channel
 
 log = logging.getLogger("his.outbox")
 
 FETCH = """
-SELECT id, event_id, subject, payload, traceparent FROM outbox
+SELECT id, event_id, subject, payload, traceparent, created_at FROM outbox
 WHERE published_at IS NULL ORDER BY id LIMIT $1
 """
 MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
@@ -158,6 +159,7 @@ class OutboxRelay:
     async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
         """Publish rows pipelined, in order; returns the ids whose PubAck arrived."""
         futures: list[tuple[int, asyncio.Future[Any]]] = []
+        start = time.perf_counter()
         try:
             # One deadline for the whole batch: publish_async's ``wait_stall`` runs each call in
             # asyncio.wait_for, a task per message that cost 4x the send itself (30 µs) here.
@@ -187,6 +189,7 @@ class OutboxRelay:
             self._note_error(TimeoutError(f"{len(pending)} PubAcks not received in {self.ack_timeout}s"))
         self.stats.published += len(done)
         self.stats.batches += 1
+        metrics.observe_relay(rows, done, time.perf_counter() - start)
         return done
 
     def _note_error(self, exc: BaseException | None) -> None:

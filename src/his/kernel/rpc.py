@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ import asyncpg
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from his.kernel import metrics
 from his.kernel.pki import WorkloadIdentity, spiffe_id_of_pem
 from his.kernel.resilience import CircuitBreaker, DependencyUnavailableError, RetryPolicy
 
@@ -116,6 +118,42 @@ class AllowlistInterceptor(grpc.aio.ServerInterceptor):
         return _guarded(handler, handler_call_details.method, self.allowlist.get(handler_call_details.method))
 
 
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Time every unary call by method and status code (``his_grpc_server_handling_seconds``)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return _measured(handler, handler_call_details.method)
+
+
+def _measured(handler: grpc.RpcMethodHandler[Req, Resp], method: str) -> grpc.RpcMethodHandler[Req, Resp]:
+    inner: Callable[[Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]] = handler.unary_unary  # type: ignore[assignment]
+
+    async def measured(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        start = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            response = await inner(request, context)
+            code = "OK"
+            return response
+        except grpc.aio.AbortError:
+            aborted = context.code()
+            code = aborted.name if isinstance(aborted, grpc.StatusCode) else "UNKNOWN"
+            raise
+        finally:
+            metrics.GRPC_SERVER_SECONDS.labels(method, code).observe(time.perf_counter() - start)
+
+    return grpc.unary_unary_rpc_method_handler(
+        measured, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
 def _guarded(
     handler: grpc.RpcMethodHandler[Req, Resp], method: str, allowed: frozenset[str] | None
 ) -> grpc.RpcMethodHandler[Req, Resp]:
@@ -179,7 +217,7 @@ class RpcServer:
         """Listen; return the bound port (useful with port 0)."""
         cert, key, ca = self.identity.read()
         server = grpc.aio.server(
-            interceptors=[AllowlistInterceptor(self.allowlist)],
+            interceptors=[MetricsInterceptor(), AllowlistInterceptor(self.allowlist)],
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 0),  # two servers must never share a port by accident
@@ -262,6 +300,7 @@ class RpcClient:
         self._slots = asyncio.Semaphore(self.max_in_flight)
         if self.breaker is None:
             self.breaker = CircuitBreaker(self.name)
+        metrics.watch_breaker(self.breaker)
 
     async def call(
         self,
@@ -290,9 +329,11 @@ class RpcClient:
         """One try: the answer, or the error of a call that got none (other errors are raised)."""
         assert self.breaker is not None
         self.breaker.acquire()
+        start, name = time.perf_counter(), metrics.method_name(method)
         try:
             response = await self._send(method, request, deadline)
         except grpc.aio.AioRpcError as exc:
+            metrics.GRPC_CLIENT_SECONDS.labels(name, exc.code().name).observe(time.perf_counter() - start)
             if exc.code() in RETRYABLE or exc.code() in OVERLOADED:
                 self.breaker.failure()
                 return exc
@@ -302,6 +343,7 @@ class RpcClient:
             self.breaker.release()  # no verdict on the dependency (cancelled, no free slot, ...)
             raise
         self.breaker.success()
+        metrics.GRPC_CLIENT_SECONDS.labels(name, "OK").observe(time.perf_counter() - start)
         return response
 
     async def _send(self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req, deadline: float) -> Resp:

@@ -33,6 +33,7 @@ from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.dlq import DlqMover
+from his.kernel.metrics import refresh, watch_pool
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
 
@@ -102,11 +103,13 @@ def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIR
     @router.get("/metrics")
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
-        with contextlib.suppress(Exception):
+
+        async def outbox() -> tuple[int, float | None]:
             async with ctx.db.pool.acquire() as conn:
-                count, age = await backlog(conn)
-            obs.OUTBOX_BACKLOG.set(count)
-            obs.OUTBOX_OLDEST.set(age or 0.0)
+                return await backlog(conn)
+
+        durables = [(c.sub.stream, c.sub.name) for c in ctx.consumers]
+        await refresh(backlog=outbox, js=ctx.js, consumers=durables)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/status")
@@ -175,6 +178,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     identity = rpc_identity(defn, settings)
     db = Database(settings.service_database_url, schema=defn.name, min_size=2, max_size=16)
     await db.open()
+    watch_pool(defn.name, db.pool)
     async with db.pool.acquire() as conn:
         safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
     nc = await connect_nats(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+
 from his.events.patients import PatientRegistered
 from his.events.scheduling import (
     AppointmentBooked,
@@ -92,6 +94,8 @@ def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> 
 
 
 #: Called inside the booking's transaction (the audit record commits with the change, or neither).
+BOOKED = Counter("his_appointments_booked_total", "Appointments booked (counted after their commit)")
+
 Also = Callable[[UnitOfWork], Awaitable[None]] | None
 
 
@@ -107,6 +111,7 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
         async with db.uow() as uow:
             saved = await store.insert_appointment(uow.conn, row)
             uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
+            uow.on_commit(BOOKED.inc)
             if also:
                 await also(uow)
     except store.CollisionError as exc:
