@@ -220,7 +220,7 @@ async def bootstrap_and_launch(stack: Stack) -> None:
     the remaining migrations). Migrations run one at a time: Alembic's context is global."""
     nc = await bus.connect(stack.nats_url, name="his-up", identity=stack.operator, connect_timeout=5)
     try:
-        await streams.declare(nc.jetstream(), SERVICES)
+        await streams.declare(nc.jetstream(), SERVICES, replicas=stack.settings.stream_replicas)
     finally:
         await nc.close()
     data = stack.settings.data_path
