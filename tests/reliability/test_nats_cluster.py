@@ -159,6 +159,7 @@ async def test_killing_the_stream_leader_mid_burst_loses_nothing_and_publishing_
     conn = await connect_nats(",".join(cluster.urls), "test-cluster")  # the services' connection settings
     js = conn.jetstream(timeout=5.0)
     await streams.declare(js, [TEST_SERVICE], replicas=replicas)
+    assert (await js.stream_info(STREAM)).config.num_replicas == replicas
     if replicas > 1:
         # The harder case: the relay's own server dies too, so its client must fail over as well.
         await lead_from(conn, js, node_of(cluster, conn))
@@ -178,6 +179,7 @@ async def test_killing_the_stream_leader_mid_burst_loses_nothing_and_publishing_
                 f" {len(clock.before_kill())} PubAcks, with {committed_at_kill} of {BURST} events committed"
             )
             assert status == -signal.SIGKILL
+            assert replicas == 1 or relay_on is victim
 
             if variant == "R1-broken":
                 deadline = max(a.acked for a in clock.before_kill()) + RESUME_WITHIN
