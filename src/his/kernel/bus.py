@@ -59,9 +59,22 @@ async def connect(
     service: str | None = None,
     **options: Any,
 ) -> NATS:
-    """Connect as ``identity`` (TLS with its certificate) when the URL asks for TLS."""
-    if identity is not None and url.startswith("tls://"):
+    """Connect as ``identity`` (TLS with its certificate) when the URL asks for TLS.
+
+    ``url`` may list several servers of a cluster, comma-separated (as ``HIS_NATS_URL`` may):
+    the client fails over between them and to the servers the cluster announces.
+    """
+    servers = server_urls(url)
+    if identity is not None and servers[0].startswith("tls://"):
         options["tls"] = identity.client_context()
     if service is not None:
         options["inbox_prefix"] = inbox_prefix(service)
-    return await nats.connect(url, name=name, **options)
+    return await nats.connect(servers, name=name, **options)
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers of a comma-separated NATS URL list, in order."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise ValueError("no NATS server URL given")
+    return servers

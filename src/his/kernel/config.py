@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     #: Refuse to start on unsafe durability settings unless this is set.
     allow_unsafe_durability: bool = False
     log_level: str = "INFO"
+    #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
+    #: 3-node cluster so that losing any one node loses neither data nor availability.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: How long published outbox rows are kept before they are pruned.
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: Poll interval of the relay when no wake-up arrives.

@@ -173,29 +173,36 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001 - a broker outage must not kill the relay
             # nats-py's publish_async turns a cancellation into TooManyStalledMsgsError.
             stop_if_cancelled()
-            self._note_error(exc)
+            self._note_error(exc, count=len(rows) - len(futures), of=len(rows))
         done: list[int] = []
         if not futures:
             return done
         waited, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
         for f in pending:
             f.cancel()
+        failed: list[BaseException | None] = []
         for row_id, fut in futures:
             if fut in waited and not fut.cancelled() and fut.exception() is None:
                 done.append(row_id)
             elif fut in waited and not fut.cancelled():
-                self._note_error(fut.exception())
+                failed.append(fut.exception())
+        if failed:
+            # One line per batch: while a stream elects a new leader every publish of a batch
+            # fails the same way, and a line per message would flood the log.
+            self._note_error(failed[0], count=len(failed), of=len(futures))
         if pending:
-            self._note_error(TimeoutError(f"{len(pending)} PubAcks not received in {self.ack_timeout}s"))
+            timeout = TimeoutError(f"{len(pending)} PubAcks not received in {self.ack_timeout}s")
+            self._note_error(timeout, count=len(pending), of=len(futures))
         self.stats.published += len(done)
         self.stats.batches += 1
         metrics.observe_relay(rows, done, time.perf_counter() - start)
         return done
 
-    def _note_error(self, exc: BaseException | None) -> None:
-        self.stats.publish_errors += 1
+    def _note_error(self, exc: BaseException | None, *, count: int = 1, of: int = 1) -> None:
+        """Count ``count`` failed publishes (of ``of`` attempted together) and log them once."""
+        self.stats.publish_errors += count
         self.stats.last_error = f"publish: {exc!r}"
-        log.warning("outbox relay for %s could not publish: %r", self.schema, exc)
+        log.warning("outbox relay for %s could not publish %d of %d events: %r", self.schema, count, of, exc)
 
     async def _maybe_prune(self, conn: Connection) -> None:
         now = time.monotonic()
