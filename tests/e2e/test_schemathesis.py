@@ -8,6 +8,7 @@ match the schema and content type the document declares.
 from __future__ import annotations
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -23,13 +24,14 @@ def operations(hospital: Hospital) -> list[object]:
     return [result.ok() for result in schemathesis.openapi.from_dict(doc).get_all_operations()]
 
 
+@pytest.mark.timeout(1200)  # about a hundred operations, each with 200 requests
 def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> None:
     # The shared hospital's limits are high enough that generated traffic is not merely rate-limited.
     api_hospital = shared_hospital
-    admin = api_hospital.login()
     ops = operations(api_hospital)
     assert len(ops) >= 12
     for op in ops:
+        admin = api_hospital.login()  # a fresh token per operation: the whole run outlasts one
 
         @given(case=op.as_strategy())  # type: ignore[attr-defined]
         @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -16,9 +16,9 @@ import pytest
 from his.kernel import migrations
 from his.kernel.db import Database
 from his.patients.api.http import router
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import Bearer, bearer, serve, verifier
 
-CLERK = bearer(uuid.uuid4(), "RECEPTIONIST")
+CLERK = Bearer(uuid.uuid4(), "RECEPTIONIST")
 
 
 @pytest.fixture

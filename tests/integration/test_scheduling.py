@@ -29,7 +29,7 @@ from his.kernel.outbox import OutboxRelay
 from his.scheduling import handlers
 from his.scheduling.api.http import router
 from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import Bearer, bearer, serve, verifier
 from tests.support.waiting import wait_for
 
 DAY = (datetime.now(UTC) + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -40,7 +40,7 @@ def at(hours: float) -> datetime:
     return DAY + timedelta(hours=hours)
 
 
-RECEPTION = bearer(CLERK, "RECEPTIONIST")
+RECEPTION = Bearer(CLERK, "RECEPTIONIST")
 
 
 @dataclass

@@ -7,7 +7,7 @@ them through the same ``TokenVerifier`` the services use, with that key as its J
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, ItemsView, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,30 @@ def bearer(sub: uuid.UUID, *roles: str) -> dict[str, str]:
         KEY, subject=str(sub), roles=list(roles), issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
     )
     return {"authorization": f"Bearer {token}"}
+
+
+class Bearer(Mapping[str, str]):
+    """Headers of a caller that stay valid however long the suite runs: a fresh token is made
+    each time the headers are read (for module-level callers; a token made at import expires
+    when the suite outlives the token lifetime)."""
+
+    def __init__(self, sub: uuid.UUID, *roles: str) -> None:
+        self.sub, self.roles = sub, roles
+
+    def _now(self) -> dict[str, str]:
+        return bearer(self.sub, *self.roles)
+
+    def __getitem__(self, key: str) -> str:
+        return self._now()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("authorization",))
+
+    def __len__(self) -> int:
+        return 1
+
+    def items(self) -> ItemsView[str, str]:  # one token for the whole set of headers
+        return self._now().items()
 
 
 def verifier() -> TokenVerifier:

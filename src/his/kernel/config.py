@@ -34,8 +34,6 @@ class Settings(BaseSettings):
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: Poll interval of the relay when no wake-up arrives.
     outbox_poll_seconds: float = 1.0
-    #: Copies JetStream keeps of every stream (1 on one machine; 3 on a 3-node NATS cluster).
-    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: Gateway rate limits: requests per second per peer address and per signed-in user, and burst.
     gateway_rate_per_ip: float = 50.0
     gateway_rate_per_subject: float = 20.0
