@@ -1,0 +1,139 @@
+"""``his bench``: every suite in one run, written as a Markdown and a JSON report.
+
+1. ``backbone`` on its private PostgreSQL and NATS (the system's durability settings): the
+   relay and consumer against raw JetStream publishing and pull consuming, writes with and
+   without the outbox;
+2. ``his up`` to healthy: a first start on a new data directory (creates PostgreSQL, the
+   certificates, the schemas), then ``starts`` restarts on the same directory (a warm
+   install), each timed from the command to "his is up"; the last one stays up for:
+3. resident memory of every process of the hospital, idle after the start;
+4. ``booking`` and the patient read (``reads``), each against its bare ASGI baseline, with the
+   raw baselines (asyncpg INSERT and SELECT, the bare endpoint plain, + INSERT, + SELECT);
+5. resident memory again, after that load.
+
+Nothing here is measured twice: each suite's own module measures, this one only runs them in
+order and gathers their results (``full_report`` turns them into rows and Markdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from rich.console import Console
+
+from his.benchmarks import backbone, booking, full_report, reads
+from his.benchmarks.booking import BookingConfig
+from his.benchmarks.common import BenchConfig
+from his.benchmarks.harness import BenchmarkError, Servers, machine
+from his.benchmarks.hospital import RAISED_LIMITS, CpuLedger, PrivateHospital, quiesce, rss_mb
+from his.benchmarks.reads import ReadConfig
+from his.kernel.infra.procs import ServerStartError
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    backbone: BenchConfig = field(default_factory=BenchConfig)
+    booking: BookingConfig = field(default_factory=BookingConfig)
+    reads: ReadConfig = field(default_factory=ReadConfig)
+    #: Timed restarts of ``his up`` on a warm install (after the first, cold start).
+    starts: int = 3
+    mode: str = "full"
+
+    @classmethod
+    def quick(cls) -> FullConfig:
+        """A few minutes: every suite's quick sizes."""
+        return cls(BenchConfig.quick(), BookingConfig.quick(), ReadConfig.quick(), starts=2, mode="quick")
+
+    @classmethod
+    def tiny(cls) -> FullConfig:
+        """For the smoke test: every section once, minimal sizes, no warm restart (its row shows n/a)."""
+        return cls(BenchConfig.tiny(), BookingConfig.tiny(), ReadConfig.tiny(), starts=0, mode="tiny")
+
+
+def time_starts(hospital: PrivateHospital, starts: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """A cold start, then ``starts`` warm ones; the hospital is left up after the last."""
+    hospital.start()
+    cold = hospital.started_in
+    say(f"his up (new data directory) healthy in {cold:.1f}s")
+    warm: list[float] = []
+    for _ in range(starts):
+        hospital.stop()
+        hospital.start()
+        warm.append(hospital.started_in)
+        say(f"his up (warm restart) healthy in {warm[-1]:.1f}s")
+    return {
+        "cold_s": cold,
+        "warm_s": warm,
+        "warm_min_s": min(warm, default=math.nan),
+        "warm_median_s": statistics.median(warm) if warm else math.nan,
+    }
+
+
+def run(
+    cfg: FullConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
+) -> dict[str, Any]:
+    """Run every suite; returns the report (``full_report.write`` turns it into files)."""
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "benchmark": "all",
+        "mode": cfg.mode,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": asdict(cfg),
+        "machine": machine(),
+    }
+    say("backbone: relay, consumer and writes against raw JetStream and PostgreSQL")
+    report["backbone"] = backbone.run(cfg.backbone, say=say, workdir=workdir, keep=keep)
+    hospital = PrivateHospital(Servers.make_workdir(workdir))
+    say(f"starting a private hospital (his up) in {hospital.workdir}")
+    try:
+        report["startup"] = time_starts(hospital, cfg.starts, say)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            report["rss_mb"] = {"idle": runner.run(idle_rss(hospital))}
+            say("booking through the gateway against a bare ASGI INSERT")
+            booked = runner.run(booking.measure_all(hospital, cfg.booking, say))
+            booked["hospital"] = {"started_in_s": hospital.started_in, "gateway_limits_raised": RAISED_LIMITS,
+                                  "synchronous_commit": "on"}  # fmt: skip
+            report["booking"] = {"config": asdict(cfg.booking), "results": booked}
+            report["reads"] = runner.run(reads.measure(hospital, cfg.reads, say))
+            report["rss_mb"]["after_load"] = rss_mb(hospital.processes())
+    finally:
+        hospital.stop()
+        if not keep:
+            Servers(hospital.workdir).remove()
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+async def idle_rss(hospital: PrivateHospital) -> dict[str, float]:
+    """Resident memory once the start-up's work (migrations, first connections) has settled."""
+    await quiesce(CpuLedger(hospital.processes()))
+    return rss_mb(hospital.processes())
+
+
+def main(cfg: FullConfig, *, out_dir: Path, out: Console, err: Console, workdir: Path | None, keep: bool) -> int:
+    """Entry point of ``his bench``: runs every suite, writes the report, prints it and its paths.
+    Exit 1 if a figure is invalid (a request failed), never because a target was missed."""
+
+    def say(line: str) -> None:
+        err.print(f"[dim]· {line}[/]")
+
+    try:
+        rep = run(cfg, say=say, workdir=workdir, keep=keep)
+    except (BenchmarkError, ServerStartError) as exc:
+        err.print(f"[bold red]benchmark failed:[/] {exc}")
+        return 1
+    md, js = full_report.write(rep, out_dir)
+    out.print(md.read_text(), markup=False)
+    err.print(f"report written: {md} and {js}")
+    for e in full_report.errors(rep):
+        err.print(f"[bold red]invalid:[/] {e}")
+    return 1 if full_report.errors(rep) else 0
