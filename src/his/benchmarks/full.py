@@ -89,9 +89,10 @@ def run(
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": asdict(cfg),
         "machine": machine(),
+        "hospital": {"gateway_limits_raised": RAISED_LIMITS, "synchronous_commit": "on"},
     }
     say("backbone: relay, consumer and writes against raw JetStream and PostgreSQL")
-    report["backbone"] = backbone.run(cfg.backbone, say=say, workdir=workdir, keep=keep)
+    report["backbone"] = attempt(lambda: backbone.run(cfg.backbone, say=say, workdir=workdir, keep=keep), say)
     hospital = PrivateHospital(Servers.make_workdir(workdir))
     say(f"starting a private hospital (his up) in {hospital.workdir}")
     try:
@@ -99,11 +100,9 @@ def run(
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             report["rss_mb"] = {"idle": runner.run(idle_rss(hospital))}
             say("booking through the gateway against a bare ASGI INSERT")
-            booked = runner.run(booking.measure_all(hospital, cfg.booking, say))
-            booked["hospital"] = {"started_in_s": hospital.started_in, "gateway_limits_raised": RAISED_LIMITS,
-                                  "synchronous_commit": "on"}  # fmt: skip
-            report["booking"] = {"config": asdict(cfg.booking), "results": booked}
-            report["reads"] = runner.run(reads.measure(hospital, cfg.reads, say))
+            booked = attempt(lambda: runner.run(booking.measure_all(hospital, cfg.booking, say)), say)
+            report["booking"] = booked if "failed" in booked else {"results": booked}
+            report["reads"] = attempt(lambda: runner.run(reads.measure(hospital, cfg.reads, say)), say)
             report["rss_mb"]["after_load"] = rss_mb(hospital.processes())
     finally:
         hospital.stop()
@@ -111,6 +110,16 @@ def run(
             Servers(hospital.workdir).remove()
     report["seconds"] = time.perf_counter() - started
     return report
+
+
+def attempt(suite: Callable[[], dict[str, Any]], say: Callable[[str], None]) -> dict[str, Any]:
+    """One suite's report; a suite that could not measure validly (an operation failed or timed
+    out, e.g. on an overloaded machine) is recorded as failed, and the other suites still run."""
+    try:
+        return suite()
+    except BenchmarkError as exc:
+        say(f"[bold red]suite failed:[/] {exc}")
+        return {"results": {}, "failed": str(exc)}
 
 
 async def idle_rss(hospital: PrivateHospital) -> dict[str, float]:

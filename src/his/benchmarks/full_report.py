@@ -14,6 +14,7 @@ RSS_LIMIT_MB = 120.0
 UP_LIMIT_S = 10.0
 #: Processes of the hospital that are not services: shown, without the per-service memory target.
 NOT_SERVICES = ("postgres", "nats", "supervisor")
+SUITES = ("backbone", "booking", "reads")
 SECTIONS = (
     "Targets",
     "Raw baselines",
@@ -87,7 +88,9 @@ def startup_rows(rep: dict[str, Any]) -> list[Row]:
 
 
 def errors(rep: dict[str, Any]) -> list[str]:
-    return [*rep["booking"]["results"].get("errors", []), *rep["reads"].get("errors", [])]
+    """Failed suites and invalid figures (a request not answered as expected)."""
+    failed = [f"{name}: suite failed: {rep[name]['failed']}" for name in SUITES if "failed" in rep[name]]
+    return [*failed, *rep["booking"]["results"].get("errors", []), *rep["reads"].get("errors", [])]
 
 
 def all_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
@@ -126,7 +129,10 @@ def markdown(rep: dict[str, Any]) -> str:
         f"# his bench — {rep['started_at']} ({rep['mode']} run, {rep['seconds']:.0f} s)",
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python {m['python']}, {m['platform']}. "
-        "The load generator, the hospital and the baselines share these CPUs. Method: docs/performance.md.",
+        "The load generator, the hospital and the baselines share these CPUs. The hospital is the real `his up` "
+        "with its gateway's rate limits raised for the run ("
+        + ", ".join(f"{k}={v}" for k, v in rep["hospital"]["gateway_limits_raised"].items())
+        + "): every simulated user comes from 127.0.0.1. Method: docs/performance.md.",
         "",
         "## Targets",
         "",
