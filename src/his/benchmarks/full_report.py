@@ -199,6 +199,23 @@ def _startup(rep: dict[str, Any]) -> list[str]:
         "",
         f"Warm restarts: {warm}.",
         "",
+        *_startup_cpu(rep),
+    ]
+
+
+def _startup_cpu(rep: dict[str, Any]) -> list[str]:
+    s, cpus = rep["startup"], rep["machine"]["cpus"] or 1
+    if not s.get("cpu_s"):
+        return []
+    each = ", ".join(f"{c:.1f}" for c in s["cpu_s"])
+    top = sorted(s["cpu_s_by_process"].items(), key=lambda kv: -kv[1])
+    return [
+        f"CPU time the hospital's processes had used when it was up (first start, then each warm start): {each} "
+        f"CPU-s; on {cpus} CPUs that alone needs at least {s['cpu_s'][-1] / cpus:.1f} s of the last start's "
+        f"{(s['warm_s'] or [s['cold_s']])[-1]:.1f} s. By process (last start): "
+        + ", ".join(f"{name} {sec:.1f}" for name, sec in top)
+        + ".",
+        "",
     ]
 
 
