@@ -76,6 +76,15 @@ def rss_rows(rep: dict[str, Any]) -> list[Row]:
     return out
 
 
+def largest_rss(rep: dict[str, Any]) -> list[Row]:
+    """The service with the most resident memory (every service is listed in its own section)."""
+    services = [r for r in rss_rows(rep) if r.target is not None]
+    if not services:
+        return []
+    top = max(services, key=lambda r: r.measured)
+    return [Row(f"resident memory, largest service ({top.figure})", top.measured, None, " MB", None, top.target, "max")]
+
+
 def startup_rows(rep: dict[str, Any]) -> list[Row]:
     s = rep["startup"]
     target = (UP_LIMIT_S, UP_LIMIT_S)
@@ -124,7 +133,7 @@ def _figures(rows: list[Row]) -> list[str]:
 def markdown(rep: dict[str, Any]) -> str:
     m = rep["machine"]
     sys_rows = system_rows(rep)
-    targeted = [r for r in [*sys_rows, *rss_rows(rep), *startup_rows(rep)] if r.target is not None]
+    targeted = [r for r in [*sys_rows, *largest_rss(rep), *startup_rows(rep)] if r.target is not None]
     out = [
         f"# his bench — {rep['started_at']} ({rep['mode']} run, {rep['seconds']:.0f} s)",
         "",
