@@ -167,6 +167,7 @@ def markdown(rep: dict[str, Any]) -> str:
         "",
         *_figures([r for r in sys_rows if r.unit.strip() == "ms"]),
         "",
+        *_overload(rep),
         *_rss(rep),
         *_startup(rep),
         *_profile(rep),
@@ -177,6 +178,20 @@ def markdown(rep: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _overload(rep: dict[str, Any]) -> list[str]:
+    """A rate at which answers got slower through the run measured a growing queue: say so."""
+    cells = [("bookings", c, "booking") for c in (rep["booking"]["results"].get("latency") or {}).values()]
+    if rep["reads"].get("latency"):
+        cells.append(("patient reads", rep["reads"]["latency"], "read"))
+    notes = [
+        f"- Overload: at {cell['rate_per_s']:g}/s {what} arrived faster than they were served (answers got slower "
+        "through the run), so the latencies at that rate are mostly time spent queueing."
+        for what, cell, key in cells
+        if cell[key].get("queue_grew")
+    ]
+    return [*notes, ""] if notes else []
 
 
 def _rss(rep: dict[str, Any]) -> list[str]:
