@@ -35,7 +35,8 @@ integration: $(VENV)/.synced
 reliability: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/reliability
 
-bench: bench-backbone bench-booking
+bench: $(VENV)/.synced
+	$(VENV)/bin/his bench
 
 bench-backbone: $(VENV)/.synced
 	$(VENV)/bin/his bench backbone

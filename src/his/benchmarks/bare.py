@@ -1,11 +1,14 @@
-"""The booking benchmark's baseline: a bare ASGI endpoint doing one INSERT.
+"""The baselines of the HTTP benchmarks: a bare ASGI endpoint, plain or doing one INSERT or one SELECT.
 
 Run as its own process the way a service runs (uvicorn, uvloop, httptools, one process, an
 asyncpg pool of the services' size, ``gc.freeze()`` after start-up), with no framework, no
 token check, no validation beyond parsing, no outbox and no remote call: ``POST /bookings``
 parses the same JSON body a booking sends, inserts one row (a new uuid and five columns) into
-``bench_booking.booking`` on the hospital's PostgreSQL and answers 201 ``{id, status}``. It
-refuses to start unless the session commits with ``synchronous_commit=on``, as the services do.
+``bench_booking.booking`` on the hospital's PostgreSQL and answers 201 ``{id, status}``.
+``GET /patients/{id}`` reads one row of patients' own table (the same columns its service
+reads, by primary key) and answers it as JSON; ``GET /plain`` answers a constant JSON body
+without touching the database. It refuses to start unless the session commits with
+``synchronous_commit=on``, as the services do.
 
     HIS_BENCH_DSN=postgresql://… HIS_BENCH_PORT=8123 python -m his.benchmarks.bare
 """
@@ -41,6 +44,12 @@ INSERT = (
     f"INSERT INTO {SCHEMA}.booking (id, patient_id, practitioner_id, service, starts_at, ends_at)"
     " VALUES ($1, $2, $3, $4, $5, $6)"
 )
+#: The columns patients' ``GET /patients/{id}`` reads (his.patients.store.COLUMNS).
+PATIENT_SELECT = (
+    "SELECT id, mrn, given_name, family_name, birth_date, sex, email, phone, user_id, coverage_payer,"
+    " coverage_member_id, created_at FROM patients.patient WHERE id = $1"
+)
+PLAIN = b'{"status":"ok","service":"bare"}'
 POOL_SIZE = (2, 16)  # the services' pool (his.kernel.service)
 
 Message = MutableMapping[str, Any]
@@ -55,10 +64,17 @@ class BareApp:
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] == "/healthz":
+        path = scope["path"]
+        if path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}')
             return
-        if scope["path"] != "/bookings" or scope["method"] != "POST":
+        if scope["method"] == "GET" and path == "/plain":
+            await respond(send, 200, PLAIN)
+            return
+        if scope["method"] == "GET" and path.startswith("/patients/"):
+            await self.patient(path.removeprefix("/patients/"), send)
+            return
+        if path != "/bookings" or scope["method"] != "POST":
             await respond(send, 404, b'{"detail":"not found"}')
             return
         body = b""
@@ -82,6 +98,18 @@ class BareApp:
         new_id = uuid.uuid4()
         await self.pool.execute(INSERT, new_id, *row)
         await respond(send, 201, b'{"id":"%s","status":"booked"}' % str(new_id).encode())
+
+    async def patient(self, key: str, send: Send) -> None:
+        try:
+            patient_id = uuid.UUID(key)
+        except ValueError:
+            await respond(send, 422, b'{"detail":"bad id"}')
+            return
+        row = await self.pool.fetchrow(PATIENT_SELECT, patient_id)
+        if row is None:
+            await respond(send, 404, b'{"detail":"not found"}')
+            return
+        await respond(send, 200, json.dumps(dict(row), default=str).encode())
 
 
 async def respond(send: Send, status: int, body: bytes) -> None:

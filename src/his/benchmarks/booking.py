@@ -50,13 +50,13 @@ from his.benchmarks.harness import (
     closed_loop,
     machine,
     open_loop,
-    settle,
 )
 from his.benchmarks.hospital import (
     ADMIN_EMAIL,
     RAISED_LIMITS,
     CpuLedger,
     PrivateHospital,
+    quiesce,
     read_metrics,
     scrape_http_seconds,
 )
@@ -170,15 +170,7 @@ class Run:
     async def quiesce(self, timeout: float = 10.0, idle: float = 0.25) -> float:
         """Wait until the hospital has caught up (relays, consumers) from the previous phase: its
         processes use less than ``idle`` of one core over 200 ms. Returns the seconds waited."""
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
-            before = self.ledger.sample()
-            await asyncio.sleep(0.2)
-            used = sum(CpuLedger.delta(before, self.ledger.sample()).values())
-            if used / 0.2 < idle:
-                break
-        settle()
-        return time.perf_counter() - started
+        return await quiesce(self.ledger, timeout, idle)
 
     def failed(self, what: str, errors: list[str], count: int) -> None:
         if count:

@@ -4,11 +4,13 @@
 gateway port, the administrator's password, the gateway's rate limits raised so that the load
 is not answered with 429s), waits for "his is up", and stops it with SIGINT, leaving no process
 behind. ``CpuLedger`` reads from ``/proc`` how much CPU each part of the hospital used, and
-``scrape_http_seconds`` reads a process's request timings from its ``/metrics``.
+``scrape_http_seconds`` reads a process's request timings from its ``/metrics``; ``rss_mb``
+reads each process's resident memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from his.benchmarks.harness import BenchmarkError
+from his.benchmarks.harness import BenchmarkError, settle
 from his.cli.state import operator_identity
 from his.kernel.infra.nats import free_port
 from his.kernel.infra.procs import ManagedProcess
@@ -76,10 +78,11 @@ class PrivateHospital:
     def start(self, timeout: float = 120.0) -> None:
         self.port = self.port or free_port()
         self.password = self.password or secrets.token_urlsafe(18)
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
         started = time.perf_counter()
         self.proc = ManagedProcess.spawn("his-up", [*his_command(), "up"], env=self.env(), log_file=self.log)
         deadline = time.monotonic() + timeout
-        while "his is up" not in self.log.read_text(errors="replace"):
+        while b"his is up" not in self.log.read_bytes()[offset:]:
             if self.proc.poll() is not None:
                 raise BenchmarkError(f"his up exited with {self.proc.returncode}: {self.proc.tail(6)}")
             if time.monotonic() > deadline:
@@ -221,3 +224,33 @@ async def read_metrics(client: httpx.AsyncClient, url: str) -> str:
     r = await client.get(f"{url}/metrics", timeout=5.0)
     r.raise_for_status()
     return r.text
+
+
+async def quiesce(ledger: CpuLedger, timeout: float = 10.0, idle: float = 0.25) -> float:
+    """Wait until the hospital has caught up (relays, consumers) from the previous phase: its
+    processes use less than ``idle`` of one core over 200 ms. Returns the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        before = ledger.sample()
+        await asyncio.sleep(0.2)
+        used = sum(CpuLedger.delta(before, ledger.sample()).values())
+        if used / 0.2 < idle:
+            break
+    settle()
+    return time.perf_counter() - started
+
+
+def rss_mb(processes: dict[str, int]) -> dict[str, float]:
+    """Resident memory (VmRSS, MiB) of each named process alone, from ``/proc/<pid>/status``.
+
+    Shared pages (the interpreter, libraries) count in every process that maps them, so the sum
+    overstates the hospital's total; per process it is what an operator's ``ps`` or a container
+    limit sees.
+    """
+    out: dict[str, float] = {}
+    for name, pid in processes.items():
+        for line in _read(f"/proc/{pid}/status").splitlines():
+            if line.startswith("VmRSS:"):
+                out[name] = int(line.split()[1]) / 1024.0
+                break
+    return out

@@ -108,9 +108,10 @@ async def practitioner(client: httpx.AsyncClient, admin: str, n: int, first_day:
     return pid
 
 
-async def patient(client: httpx.AsyncClient, token: str, n: int) -> str:
+async def patient(client: httpx.AsyncClient, token: str, n: int, family: str = "Patient") -> str:
+    """Register patient ``n``; another ``family`` keeps a second seeding clear of the duplicate check."""
     born = datetime(1950, 1, 1, tzinfo=UTC) + timedelta(days=(n * 37) % 25_000)
-    body = {"given_name": "Bench", "family_name": f"Patient{n}", "birth_date": born.date().isoformat(),
+    body = {"given_name": "Bench", "family_name": f"{family}{n}", "birth_date": born.date().isoformat(),
             "sex": ("female", "male")[n % 2]}  # fmt: skip
     return str((await call(client, token, "/api/patients", body))["id"])
 

@@ -26,7 +26,9 @@ audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log."
 app.add_typer(audit_app, name="audit")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a raw baseline from the same run.")
+bench_app = typer.Typer(
+    help="Benchmarks, each against a raw baseline from the same run; without a sub-command, all of them."
+)
 app.add_typer(bench_app, name="bench")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -207,6 +209,40 @@ def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Wri
         output.write_text(text)
     else:
         out.print(text, markup=False)
+
+
+BenchQuick = Annotated[bool, typer.Option("--quick", help="A short run of every suite (a few minutes).")]
+BenchOut = Annotated[Path, typer.Option("--out", help="Directory of the Markdown and JSON report.")]
+BenchWorkdir = Annotated[Path | None, typer.Option(help="Where the temporary servers and hospital live.")]
+BenchKeep = Annotated[bool, typer.Option("--keep", help="Keep their files (and logs).")]
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    quick: BenchQuick = False,
+    out_dir: BenchOut = Path("bench/reports"),
+    workdir: BenchWorkdir = None,
+    keep: BenchKeep = False,
+) -> None:
+    """Every suite in one run (~10–15 min; --quick a few minutes), written to <out>/<timestamp>.md and .json."""
+    if ctx.invoked_subcommand is None:
+        bench_all(quick, out_dir, workdir, keep)
+
+
+@bench_app.command("all")
+def bench_all(
+    quick: BenchQuick = False,
+    out_dir: BenchOut = Path("bench/reports"),
+    workdir: BenchWorkdir = None,
+    keep: BenchKeep = False,
+) -> None:
+    """Every suite in one run, written as a Markdown and a JSON report (the same as `his bench`)."""
+    from his.benchmarks.full import FullConfig
+    from his.benchmarks.full import main as run_all
+
+    cfg = FullConfig.quick() if quick else FullConfig()
+    raise typer.Exit(run_all(cfg, out_dir=out_dir, out=out, err=err, workdir=workdir, keep=keep))
 
 
 @bench_app.command("backbone")

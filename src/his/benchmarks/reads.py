@@ -1,0 +1,339 @@
+"""Reading a patient through the gateway, against a bare ASGI endpoint doing one SELECT.
+
+On a private hospital that is already up (``hospital``), it seeds receptionists and patients
+through the public API, starts the baseline process (``bare``) on the same PostgreSQL, and
+measures:
+
+1. raw baselines in the same run: asyncpg INSERT and SELECT by primary key straight to the
+   hospital's PostgreSQL, and the bare endpoint plain, with one INSERT, with one SELECT;
+2. throughput (closed loop): ``users`` clerks reading patients back to back through the
+   gateway (``GET /api/patients/{id}``, a valid token), straight to patients' internal
+   listener (for the breakdown), and from the bare endpoint (``GET /patients/{id}``: the same
+   row by primary key, no framework, no token check, no audit), in rotating rounds, with the
+   CPU per request of every process read from ``/proc``;
+3. latency at a constant arrival rate, timed from each request's intended start (no
+   coordinated omission), through the gateway and from the baseline.
+
+Every answer is checked: 200 with the asked patient's id; anything else is an error that
+invalidates the figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import secrets
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from his.benchmarks import bare
+from his.benchmarks.booking import queue_grew, start_baseline
+from his.benchmarks.harness import BenchmarkError, CpuWatch, DiskProbe, Latencies, closed_loop, open_loop
+from his.benchmarks.hospital import ADMIN_EMAIL, CpuLedger, PrivateHospital, quiesce
+from his.benchmarks.report import Row, ratio_of
+from his.benchmarks.seed import call, desk, limited, patient
+from his.benchmarks.wire import Pool
+
+TIMEOUT = 30.0
+#: Closed-loop targets: the system's two paths, then the raw baselines.
+TARGETS = ("read", "direct", "select", "plain", "insert")
+RATIO_TARGET = 0.5
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    users: int = 50
+    desks: int = 4
+    patients: int = 200
+    #: Seconds of closed-loop load per target (split in ``rounds``), and of open-loop load per rate.
+    seconds: float = 8.0
+    rounds: int = 4
+    rate: float = 200.0
+    warmup_seconds: float = 1.0
+    #: asyncpg's own INSERT and SELECT rates: seconds each, on ``connections`` connections.
+    raw_seconds: float = 2.0
+    connections: int = 8
+
+    @classmethod
+    def quick(cls) -> ReadConfig:
+        return cls(desks=2, patients=60, seconds=3.0, rounds=2, raw_seconds=1.0, warmup_seconds=0.5)
+
+    @classmethod
+    def tiny(cls) -> ReadConfig:
+        return cls(
+            users=8, desks=1, patients=8, seconds=0.6, rounds=1, rate=50.0, warmup_seconds=0.2, raw_seconds=0.3,
+            connections=4,
+        )  # fmt: skip
+
+
+@dataclass
+class ReadTarget:
+    """Where requests go and what came back; ``request(i)`` is the i-th (method, path, body, headers)."""
+
+    name: str
+    pool: Pool
+    request: Callable[[int], tuple[str, str, bytes, bytes]]
+    check: Callable[[int, int, bytes], bool]
+    statuses: Counter[int] = field(default_factory=Counter)
+    next: Callable[[], int] = field(default_factory=lambda: itertools.count().__next__)
+
+    async def once(self) -> None:
+        i = self.next()
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                status, payload = await self.pool.request(*self.request(i))
+        except Exception:
+            await asyncio.sleep(0.01)  # a closed loop must not spin on a failure that repeats at once
+            raise
+        self.statuses[status] += 1
+        if not self.check(i, status, payload):
+            raise BenchmarkError(f"{self.name}: {status} {payload[:160].decode(errors='replace')}")
+
+    def timed(self, samples: Latencies) -> Callable[[int, float], Coroutine[Any, Any, None]]:
+        async def op(_: int, intended: float) -> None:
+            await self.once()
+            samples.add(time.perf_counter() - intended)
+
+        return op
+
+
+def is_patient(patients: list[str]) -> Callable[[int, int, bytes], bool]:
+    def check(i: int, status: int, payload: bytes) -> bool:
+        try:
+            return status == 200 and json.loads(payload)["id"] == patients[i % len(patients)]
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    return check
+
+
+def reader(path: str, patients: list[str], headers: list[bytes]) -> Callable[[int], tuple[str, str, bytes, bytes]]:
+    """GET ``path`` + the i-th patient's id, with the i-th desk's token (desks take turns)."""
+    return lambda i: ("GET", f"{path}/{patients[i % len(patients)]}", b"", headers[i % len(headers)])
+
+
+async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Receptionist accounts (signed in) and patients, through the gateway: (tokens, patient ids, facts)."""
+    tag, started = secrets.token_hex(3), time.perf_counter()
+    async with httpx.AsyncClient(base_url=hospital.gateway, timeout=60) as client:
+        login = {"email": ADMIN_EMAIL, "password": hospital.password}
+        admin = str((await call(client, "", "/api/auth/login", login))["access_token"])
+        tokens = await limited(list(range(cfg.desks)), lambda n: desk(client, admin, 1000 + n, tag), 4)
+        pats = await limited(
+            list(range(cfg.patients)), lambda n: patient(client, tokens[n % cfg.desks], n, "Reader"), 8
+        )
+    return tokens, pats, {"desks": cfg.desks, "patients": cfg.patients, "seconds": time.perf_counter() - started}
+
+
+async def raw_database(dsn: str, patients: list[str], cfg: ReadConfig) -> dict[str, Any]:
+    """asyncpg alone: one-row INSERTs (each its own commit, synchronous_commit=on) and SELECTs by
+    primary key, ``connections`` at once, back to back."""
+    pool = await asyncpg.create_pool(dsn, min_size=cfg.connections, max_size=cfg.connections,
+                                     server_settings={"synchronous_commit": "on"})  # fmt: skip
+    ids = [uuid.UUID(p) for p in patients]
+    count = itertools.count()
+    now = datetime.now(UTC)
+
+    async def insert() -> None:
+        await pool.execute(bare.INSERT, uuid.uuid4(), ids[0], ids[0], "consultation", now, now)
+
+    async def select() -> None:
+        if await pool.fetchrow(bare.PATIENT_SELECT, ids[next(count) % len(ids)]) is None:
+            raise BenchmarkError("raw SELECT found no patient")
+
+    out: dict[str, Any] = {"connections": cfg.connections}
+    try:
+        for name, op in (("insert", insert), ("select", select)):
+            result = await closed_loop(cfg.connections, cfg.raw_seconds, op)
+            if result.failed:
+                raise BenchmarkError(f"raw asyncpg {name}: {result.errors[:2]}")
+            out[f"{name}_per_s"] = result.per_second
+    finally:
+        await pool.close()
+    return out
+
+
+@dataclass
+class Reads:
+    cfg: ReadConfig
+    hospital: PrivateHospital
+    targets: dict[str, ReadTarget]
+    ledger: CpuLedger
+    say: Callable[[str], None]
+    errors: list[str] = field(default_factory=list)
+
+    def failed(self, what: str, errors: list[str], count: int) -> None:
+        if count:
+            self.errors.append(f"{what}: {count} failed, e.g. {errors[:2]}")
+
+    async def throughput(self) -> dict[str, Any]:
+        cfg = self.cfg
+        slice_s = cfg.seconds / cfg.rounds
+        rates: dict[str, list[float]] = {t: [] for t in TARGETS}
+        cpu: dict[str, Counter[str]] = {t: Counter() for t in TARGETS}
+        done: Counter[str] = Counter()
+        self.say(f"patient read: {cfg.users} users back to back, {cfg.rounds} rounds of {slice_s:g}s per target")
+        for r in range(cfg.rounds):
+            for name in TARGETS[r % len(TARGETS) :] + TARGETS[: r % len(TARGETS)]:
+                await quiesce(self.ledger)
+                before = self.ledger.sample()
+                result = await closed_loop(cfg.users, slice_s, self.targets[name].once)
+                cpu[name].update(CpuLedger.delta(before, self.ledger.sample()))
+                done[name] += result.done
+                self.failed(f"throughput {name}", result.errors, result.failed)
+                rates[name].append(result.per_second)
+        per_s = {t: statistics.median(v) for t, v in rates.items()}
+        return {
+            "users": cfg.users,
+            "per_s": per_s,
+            "rounds": rates,
+            "ratio": statistics.median(a / b for a, b in zip(rates["read"], rates["select"], strict=True) if b),
+            "direct_ratio": statistics.median(
+                a / b for a, b in zip(rates["direct"], rates["select"], strict=True) if b
+            ),
+            "cpu_ms_per_request": {
+                t: {p: s * 1000.0 / done[t] for p, s in cpu[t].items()} for t in ("read", "direct", "select") if done[t]
+            },
+        }
+
+    async def latency(self, rate: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"rate_per_s": rate, "seconds": self.cfg.seconds}
+        for name in ("read", "select"):
+            self.say(f"patient read latency: {rate:g} {name} requests/s for {self.cfg.seconds:g}s (open model)")
+            await quiesce(self.ledger)
+            samples = Latencies()
+            result = await open_loop(rate, self.cfg.seconds, self.targets[name].timed(samples))
+            self.failed(f"latency {name} at {rate:g}/s", result.errors, result.failed)
+            out[name] = {
+                "latency": samples.summary(),
+                "failed": result.failed,
+                "generator_lag_max_ms": result.lag_max_ms,
+                "queue_grew": queue_grew(samples.samples),
+            }
+        return out
+
+
+def targets(hospital: PrivateHospital, port: int, tokens: list[str], patients: list[str]) -> dict[str, ReadTarget]:
+    headers = [f"authorization: Bearer {t}\r\n".encode() for t in tokens]
+    check = is_patient(patients)
+    svc = urlsplit(hospital.service_url("patients"))
+    tls = hospital.operator().client_context()
+    body = json.dumps({"patient_id": patients[0], "practitioner_id": patients[0], "service": "consultation",
+                       "start": "2030-01-01T09:00:00+00:00", "end": "2030-01-01T09:20:00+00:00"}).encode()  # fmt: skip
+    post = b"content-type: application/json\r\n"
+    return {
+        "read": ReadTarget("read", Pool("127.0.0.1", hospital.port), reader("/api/patients", patients, headers), check),
+        "direct": ReadTarget(
+            "direct",
+            Pool(svc.hostname or "127.0.0.1", svc.port or 0, tls),
+            reader("/patients", patients, headers),
+            check,
+        ),
+        "select": ReadTarget("select", Pool("127.0.0.1", port), reader("/patients", patients, [b""]), check),
+        "plain": ReadTarget(
+            "plain",
+            Pool("127.0.0.1", port),
+            lambda _: ("GET", "/plain", b"", b""),
+            lambda _, status, payload: status == 200 and payload == bare.PLAIN,
+        ),
+        "insert": ReadTarget(
+            "insert",
+            Pool("127.0.0.1", port),
+            lambda _: ("POST", "/bookings", body, post),
+            lambda _, status, payload: status == 201,
+        ),
+    }
+
+
+async def measure(hospital: PrivateHospital, cfg: ReadConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """Seed, start the baseline, measure; the hospital stays up (the caller stops it)."""
+    say(f"patient read: seeding {cfg.desks} desks and {cfg.patients} patients through the gateway")
+    tokens, patients, seeded = await seed_readers(hospital, cfg)
+    baseline, port = await start_baseline(hospital, hospital.workdir)
+    ts = targets(hospital, port, tokens, patients)
+    roots = {**hospital.processes(), "baseline": baseline.pid, "load generator": os.getpid()}
+    run = Reads(cfg, hospital, ts, CpuLedger(roots), say)
+    try:
+        return await _phases(run, patients, seeded)
+    finally:
+        for t in ts.values():
+            await t.pool.close()
+        baseline.stop(timeout=10)
+
+
+async def _phases(run: Reads, patients: list[str], seeded: dict[str, Any]) -> dict[str, Any]:
+    cfg = run.cfg
+    results: dict[str, Any] = {"config": asdict(cfg), "seed": seeded}
+    say = run.say
+    say(f"raw asyncpg INSERT and SELECT, {cfg.connections} connections, {cfg.raw_seconds:g}s each")
+    results["raw_db"] = await raw_database(run.hospital.admin_dsn, patients, cfg)
+    for t in run.targets.values():
+        await t.pool.warm(min(cfg.users, 64))
+        warm = await closed_loop(cfg.users, cfg.warmup_seconds, t.once)
+        run.failed(f"warm-up {t.name}", warm.errors, warm.failed)
+    noise: dict[str, dict[str, float]] = {}
+    watch = CpuWatch()
+    with DiskProbe(run.hospital.workdir) as disk:
+        watch.lap()
+        disk.lap()
+        results["throughput"] = await run.throughput()
+        noise["patient read throughput"] = watch.lap() | disk.lap()
+        capacity = results["throughput"]["per_s"]["read"]
+        rate = cfg.rate if capacity >= cfg.rate else float(max(1, round(capacity / 2)))
+        if rate != cfg.rate:
+            results["rate_lowered"] = f"{cfg.rate:g}/s is above the measured capacity ({capacity:,.0f}/s): run at half"
+        results["latency"] = await run.latency(rate)
+        noise[f"patient read latency {rate:g}/s"] = watch.lap() | disk.lap()
+    results["cpu"] = noise
+    results["statuses"] = {name: dict(t.statuses) for name, t in run.targets.items()}
+    results["errors"] = run.errors
+    return results
+
+
+def rows(res: dict[str, Any]) -> list[Row]:
+    """The patient read's figures: throughput ratio (target ≥ 0.5) and latency at a constant rate."""
+    out: list[Row] = []
+    tp = res.get("throughput")
+    if tp:
+        per_s = tp["per_s"]
+        out.append(Row(f"patient reads/s, {tp['users']} users (gateway → patients → DB + audit)", per_s["read"],
+                       per_s["select"], " req/s", tp["ratio"], (RATIO_TARGET, RATIO_TARGET)))  # fmt: skip
+        out.append(Row("  same, straight to patients (no gateway; for the breakdown)", per_s["direct"],
+                       per_s["select"], " req/s", tp["direct_ratio"]))  # fmt: skip
+    lat = res.get("latency")
+    if lat:
+        rate = lat["rate_per_s"]
+        for p in ("p50", "p95", "p99", "p99.9"):
+            m = lat["read"]["latency"].get(f"{p}_ms", float("nan"))
+            b = lat["select"]["latency"].get(f"{p}_ms", float("nan"))
+            out.append(Row(f"patient read latency {p} at a constant {rate:g}/s", m, b, " ms", ratio_of(m, b),
+                           kind="max"))  # fmt: skip
+    return out
+
+
+def raw_rows(res: dict[str, Any]) -> list[Row]:
+    """The raw baselines this suite measured (no target; the denominators of the ratios)."""
+    out: list[Row] = []
+    db = res.get("raw_db")
+    if db:
+        n = db["connections"]
+        out.append(Row(f"asyncpg INSERT + commit, {n} connections", db["insert_per_s"], None, " /s", None))
+        out.append(Row(f"asyncpg SELECT by primary key, {n} connections", db["select_per_s"], None, " /s", None))
+    tp = res.get("throughput")
+    if tp:
+        per_s, users = tp["per_s"], tp["users"]
+        for key, what in (("plain", "plain JSON"), ("insert", "+ one INSERT"), ("select", "+ one SELECT")):
+            out.append(Row(f"bare ASGI endpoint, {what}, {users} users", per_s[key], None, " req/s", None))
+    return out
