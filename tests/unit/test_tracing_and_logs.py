@@ -120,3 +120,14 @@ def test_json_lines_render_like_the_terminal_format() -> None:
     assert render_json_line(line) == human == "WARNING his.test: relay is the leader [0af76519]"
     assert render_json_line("plain output of a library") == "plain output of a library"
     assert render_json_line("{not json") == "{not json"
+
+
+def test_an_empty_or_invalid_parent_starts_a_new_trace_also_when_recording(spans: InMemorySpanExporter) -> None:
+    with tracing.span("outer", parent=PARENT):
+        with tracing.span("no parent", parent=""):
+            pass
+        with tracing.span("bad parent", parent="garbage"):
+            pass
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert finished["no parent"].parent is None and finished["bad parent"].parent is None
+    assert finished["no parent"].context.trace_id != finished["outer"].context.trace_id

@@ -96,11 +96,10 @@ def recording() -> bool:
     return _State.recording
 
 
-def context_of(traceparent: str | None) -> otel_context.Context | None:
-    """The context to continue from a ``traceparent`` value (None: start a new trace)."""
-    if not traceparent:
-        return None
-    return PROPAGATOR.extract({"traceparent": traceparent})
+def context_of(traceparent: str) -> otel_context.Context:
+    """The context to continue from a ``traceparent`` value; an empty one (a new trace) when the
+    value is empty or invalid."""
+    return PROPAGATOR.extract({"traceparent": traceparent}, context=otel_context.Context())
 
 
 @contextmanager
@@ -111,8 +110,9 @@ def span(
     parent: str | None = None,
     attributes: dict[str, Any] | None = None,
 ) -> Iterator[Span]:
-    """A span around the block, current inside it; a child of ``parent`` (a ``traceparent``)
-    when given, else of the current span, else the root of a new trace."""
+    """A span around the block, current inside it: a child of ``parent`` (a ``traceparent``) when
+    given (the root of a new trace if it is empty or invalid), else of the current span, else a
+    new trace's root."""
     if not _State.recording:
         # Nothing is exported: skip the SDK (about 3x the cost) and only carry the ids on,
         # keeping the caller's sampled flag for any tracer further along.
