@@ -312,6 +312,7 @@ def main() -> None:
         host=settings.host,
         port=settings.http_port or settings.gateway_port,
         log_level="warning",
+        log_config=None,  # its loggers propagate to the root one: JSON lines like the rest
         access_log=False,
         lifespan="off",
         loop="none",

@@ -43,6 +43,7 @@ def setup_logging(level: str = "INFO", service: str = "", *, json_lines: bool | 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings as log lines too, not bare stderr text
     for noisy in ("uvicorn.access", "nats", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_tls_eof()

@@ -266,6 +266,7 @@ def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
         host=settings.host,
         port=settings.http_port,
         log_level="warning",
+        log_config=None,  # its loggers propagate to the root one: JSON lines like the rest
         access_log=False,
         lifespan="off",
         loop="none",
