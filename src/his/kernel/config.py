@@ -27,18 +27,16 @@ class Settings(BaseSettings):
     #: Refuse to start on unsafe durability settings unless this is set.
     allow_unsafe_durability: bool = False
     log_level: str = "INFO"
-    #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
-    #: 3-node cluster so that losing any one node loses neither data nor availability.
-    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: OTLP/HTTP collector base URL for traces (e.g. http://127.0.0.1:4318); unset: the standard
     #: OTEL_EXPORTER_OTLP_ENDPOINT, else no export (trace ids still travel and appear in logs).
     otlp_endpoint: str | None = None
+    #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
+    #: 3-node cluster so that losing any one node loses neither data nor availability.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: How long published outbox rows are kept before they are pruned.
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: Poll interval of the relay when no wake-up arrives.
     outbox_poll_seconds: float = 1.0
-    #: Copies JetStream keeps of every stream (1 on one machine; 3 on a 3-node NATS cluster).
-    stream_replicas: int = Field(default=1, ge=1, le=5)
     #: Gateway rate limits: requests per second per peer address and per signed-in user, and burst.
     gateway_rate_per_ip: float = 50.0
     gateway_rate_per_subject: float = 20.0
