@@ -322,7 +322,7 @@ class RpcClient:
         timeout: float | None = None,
     ) -> Resp:
         """Call ``method``; only ``idempotent`` calls are retried, and only when they got no answer."""
-        name = _method_name(method)
+        name = metrics.method_name(method)
         with tracing.span(name, tracing.SpanKind.CLIENT, attributes=_rpc_attributes(name)):
             return await self._call(method, request, idempotent=idempotent, timeout=timeout)
 
@@ -381,11 +381,3 @@ class RpcClient:
             return await method(request, timeout=max(0.001, deadline - loop.time()), metadata=metadata)
         finally:
             self._slots.release()
-
-
-def _method_name(method: object) -> str:
-    """The full name (``/pkg.Service/Method``) of a grpc.aio multicallable (or a test double)."""
-    raw = getattr(method, "_method", None)
-    if isinstance(raw, bytes):
-        return raw.decode()
-    return raw if isinstance(raw, str) else getattr(method, "__name__", "rpc")
