@@ -146,6 +146,10 @@ async def test_poison_goes_to_the_dlq_and_replay_applies_it_once(db: Database, n
 async def test_trace_context_travels_from_producer_through_consumer_to_its_events(
     db: Database, nc: NATS, js: object
 ) -> None:
+    """Unit of work → outbox row → relay publish (NATS header) → consumer → its own event: one
+    trace, each hop a child of the one before, as recorded spans show."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from his.kernel import tracing
 
     seen: list[str] = []
@@ -156,27 +160,36 @@ async def test_trace_context_travels_from_producer_through_consumer_to_its_event
         if ev.seq == 0:  # the consumer's own event continues the same trace
             uow.add(ThingHappened(thing_id=ev.thing_id, seq=1), aggregate_id=ev.thing_id, aggregate_version=2)
 
+    spans = InMemorySpanExporter()
+    tracing.setup("test", None, exporter=spans)
     relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)  # type: ignore[arg-type]
     consumer = ConsumerLoop(db, nc, js, Subscription("tst_trace", ThingHappened.type, handler))  # type: ignore[arg-type]
-    token = tracing.continue_from(None)
-    trace_id = tracing.parse(tracing.current())
     try:
         async with running(relay.run(), consumer.run()):
-            async with db.uow() as uow:
-                tid = uuid.uuid4()
-                uow.add(ThingHappened(thing_id=tid, seq=0), aggregate_id=tid)
+            with tracing.span("request", tracing.SpanKind.SERVER):
+                trace_id = tracing.current_trace_id()
+                async with db.uow() as uow:
+                    tid = uuid.uuid4()
+                    uow.add(ThingHappened(thing_id=tid, seq=0), aggregate_id=tid)
 
             async def both() -> bool:
                 return len(seen) == 2
 
             await wait_for(both, what="the event and the consumer's follow-up")
     finally:
-        tracing.reset(token)
+        tracing.setup("test", None)
     assert [tracing.parse(t) for t in seen] == [trace_id, trace_id]
     assert seen[0] != seen[1]  # new span, same trace
     msg = await js.get_msg("HIS_TST", 1)  # type: ignore[attr-defined]
-    assert msg.headers["traceparent"] == seen[0]
     assert msg.headers["Nats-Msg-Id"] == str(Envelope.from_json(msg.data).id)
+    recorded = [s for s in spans.get_finished_spans() if s.context.trace_id == int(str(trace_id), 16)]
+    by_id = {s.context.span_id: s for s in recorded}
+    publish = next(s for s in recorded if s.kind is tracing.SpanKind.PRODUCER)
+    assert msg.headers["traceparent"].startswith(f"00-{trace_id}-{publish.context.span_id:016x}-")
+    process = next(s for s in recorded if s.kind is tracing.SpanKind.CONSUMER)
+    assert process.parent is not None and by_id[process.parent.span_id] is publish
+    assert publish.parent is not None and by_id[publish.parent.span_id].name == f"{db.schema} transaction"
+    assert seen[1].startswith(f"00-{trace_id}-{process.context.span_id:016x}-")  # the follow-up's parent
 
 
 async def test_published_rows_are_pruned_after_retention(db: Database, js: object) -> None:

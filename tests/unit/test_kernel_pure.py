@@ -1,4 +1,4 @@
-"""Pure kernel helpers: trace context, credentials, stream layout, DLQ naming, settings."""
+"""Pure kernel helpers: credentials, stream layout, DLQ naming, settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import uuid
 
 import nats.errors
 import nats.js.errors
-import pytest
 
-from his.kernel import tracing
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import OutboxSignal
 from his.kernel.dlq import base_consumer
@@ -20,27 +18,6 @@ from his.kernel.streams import ADVISORY_STREAM, DLQ_STREAM, REPLAY_STREAM, strea
 
 async def _noop(*_: object) -> None:
     return None
-
-
-def test_traceparent_continues_the_trace_with_a_new_span() -> None:
-    parent = tracing.new_traceparent()
-    token = tracing.continue_from(parent)
-    try:
-        child = tracing.for_outgoing()
-    finally:
-        tracing.reset(token)
-    assert tracing.parse(child) == tracing.parse(parent)
-    assert child != parent
-
-
-@pytest.mark.parametrize("bad", [None, "", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])
-def test_invalid_traceparent_starts_a_new_trace(bad: str | None) -> None:
-    assert tracing.parse(bad) is None
-    token = tracing.continue_from(bad)
-    try:
-        assert tracing.parse(tracing.current()) is not None
-    finally:
-        tracing.reset(token)
 
 
 def test_runtime_credentials_keep_host_and_socket() -> None:

@@ -35,6 +35,7 @@ from his.kernel.crypto import new_key_text
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.observability import render_json_line
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.patients.settings import PatientsSettings
 
@@ -64,6 +65,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    output: ChildOutput | None = None
 
 
 @dataclass
@@ -86,6 +88,23 @@ class Stack:
 def echo(name: str, line: str) -> None:
     colour = COLOURS[sum(map(ord, name)) % len(COLOURS)]
     console.print(f"[{colour}]{name:>13}[/] | {line}", markup=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+class ChildOutput:
+    """Where a service's output goes: its lines as they are (JSON log lines) appended to
+    ``<data dir>/logs/<name>.log``, and compactly rendered to the console."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8", buffering=1)
+
+    def __call__(self, name: str, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a full disk must not stop the console
+            self.file.write(line + "\n")
+        echo(name, render_json_line(line))
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def fail(message: str) -> None:
@@ -253,6 +272,8 @@ def plan_children(stack: Stack) -> None:
             "HIS_TIMEZONE": hospital_timezone(s),
         }
     )
+    if s.otlp_endpoint:  # OTEL_* variables pass through as they are
+        base["HIS_OTLP_ENDPOINT"] = s.otlp_endpoint
     # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.
     upstreams = {svc: f"https://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
     grpc_ports = {svc: nats_infra.free_port(s.host) for svc in SERVICES}
@@ -334,7 +355,10 @@ def service_settings_env(service: str) -> dict[str, str]:
 
 
 def launch(child: Child) -> None:
-    child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=echo)
+    if child.output is not None:
+        child.output.close()
+    child.output = ChildOutput(Path(child.env["HIS_DATA_DIR"]) / "logs" / f"{child.name}.log")
+    child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=child.output)
     child.started_at = time.monotonic()
 
 

@@ -152,6 +152,6 @@ def _record(
         resource=resource,
         purpose=purpose,
         outcome=outcome,
-        trace_id=tracing.parse(tracing.current()),
+        trace_id=tracing.current_trace_id(),
     )
     uow.add(ev, aggregate_id=patient_id or actor_id)

@@ -24,6 +24,7 @@ from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble, docs_page
 from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
+from his.kernel import tracing
 from his.kernel.config import ServiceSettings
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
@@ -34,7 +35,8 @@ log = logging.getLogger("his.gateway")
 
 MAX_BODY = 1024 * 1024
 MAX_PAGE = 200
-FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "traceparent", "user-agent")
+#: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
+FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent")
 RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
 
 
@@ -105,6 +107,7 @@ class Gateway:
         if match is False:
             return problem(405, "method not allowed for this route")
         assert isinstance(match, Match)
+        request.scope[tracing.ROUTE_KEY] = match.route.path  # the span's name: the public route template
         return await self.handle(request, match)
 
     async def handle(self, request: Request, match: Match) -> Response:
@@ -140,6 +143,7 @@ class Gateway:
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
         headers["x-his-client-ip"] = peer
         headers["x-request-id"] = str(uuid.uuid4())
+        headers["traceparent"] = tracing.current_traceparent()
         base = self._bases[match.route.service]
         # The path is the route's own upstream path; its id segments are quoted again, so a "?" or
         # "#" in an id stays in the path. Query parameters are re-encoded from the parsed ones.
@@ -299,14 +303,16 @@ class Edge:
 
 def main() -> None:
     settings = ServiceSettings()
-    obs.setup_logging(settings.log_level)
+    obs.setup_logging(settings.log_level, "gateway")
+    tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
     upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
     app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
     config = uvicorn.Config(
-        obs.MetricsMiddleware(Edge(app, app.state.gateway)),
+        tracing.TracingMiddleware(obs.MetricsMiddleware(Edge(app, app.state.gateway))),
         host=settings.host,
         port=settings.http_port or settings.gateway_port,
         log_level="warning",
+        log_config=None,  # its loggers propagate to the root one: JSON lines like the rest
         access_log=False,
         lifespan="off",
         loop="none",
@@ -322,6 +328,7 @@ def main() -> None:
         await server.serve()
         watch.cancel()
         await app.state.gateway.close()
+        tracing.shutdown()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve())

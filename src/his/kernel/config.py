@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     #: Refuse to start on unsafe durability settings unless this is set.
     allow_unsafe_durability: bool = False
     log_level: str = "INFO"
+    #: OTLP/HTTP collector base URL for traces (e.g. http://127.0.0.1:4318); unset: the standard
+    #: OTEL_EXPORTER_OTLP_ENDPOINT, else no export (trace ids still travel and appear in logs).
+    otlp_endpoint: str | None = None
     #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
     #: 3-node cluster so that losing any one node loses neither data nor availability.
     stream_replicas: int = Field(default=1, ge=1, le=5)

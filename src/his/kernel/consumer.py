@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -221,13 +222,11 @@ class ConsumerLoop:
                     acks.append(it.msg)
                     continue
                 new.discard(it.env.id)  # a second copy in the same batch is a duplicate
-                token = tracing.continue_from(it.env.traceparent)
-                try:
-                    await self.sub.handler(uow, it.env, it.event)
-                except Exception as exc:
-                    raise _HandlerFailedError from exc
-                finally:
-                    tracing.reset(token)
+                with self._span(it):
+                    try:
+                        await self.sub.handler(uow, it.env, it.event)
+                    except Exception as exc:
+                        raise _HandlerFailedError from exc
                 acks.append(it.msg)
         self.stats.duplicates += duplicates
         self.stats.applied += len(acks) - duplicates
@@ -244,19 +243,33 @@ class ConsumerLoop:
                     acks.append(it.msg)
                     continue
                 new.discard(it.env.id)
-                token = tracing.continue_from(it.env.traceparent)
-                try:
-                    async with uow.savepoint():
-                        await self.sub.handler(uow, it.env, it.event)
-                    acks.append(it.msg)
-                    self.stats.applied += 1
-                except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered
-                    failures.append((it, exc))
-                finally:
-                    tracing.reset(token)
+                with self._span(it) as span:
+                    try:
+                        async with uow.savepoint():
+                            await self.sub.handler(uow, it.env, it.event)
+                        acks.append(it.msg)
+                        self.stats.applied += 1
+                    except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered
+                        failures.append((it, exc))
+                        span.record_exception(exc)
             if failures:
                 await uow.conn.execute(INBOX_FORGET, self.sub.name, [it.env.id for it, _ in failures])
         return acks, failures
+
+    def _span(self, it: _Item) -> AbstractContextManager[tracing.Span]:
+        """The consumer span of one event: a child of the relay's publish span (NATS header), or
+        of the producer's span (the envelope) when the header is missing."""
+        parent = (it.msg.headers or {}).get("traceparent") or it.env.traceparent
+        return tracing.span(
+            f"{it.env.type} process",
+            tracing.SpanKind.CONSUMER,
+            parent=parent,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.consumer.group.name": self.sub.name,
+                "messaging.message.id": str(it.env.id),
+            },
+        )
 
     async def _insert_inbox(self, uow: UnitOfWork, items: list[_Item]) -> set[uuid.UUID]:
         """Record the batch's event ids; returns those not seen before."""

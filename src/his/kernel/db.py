@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from his.kernel import tracing
 from his.kernel.events import Envelope, Event
 
 log = logging.getLogger("his.db")
@@ -144,6 +145,8 @@ class Database:
         self.max_size = max_size
         self.signal = signal or OutboxSignal(outbox_channel(schema))
         self._pool: Pool | None = None
+        self._span_name = f"{schema} transaction"
+        self._span_attributes = {"db.system.name": "postgresql", "db.namespace": schema}
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -176,7 +179,16 @@ class Database:
 
     @asynccontextmanager
     async def uow(self) -> AsyncIterator[UnitOfWork]:
-        """Run a transaction; events added to it are committed with it, then the relay is woken."""
+        """Run a transaction; events added to it are committed with it, then the relay is woken.
+
+        The transaction is a span; the events added in it carry its trace context.
+        """
+        with tracing.span(self._span_name, attributes=self._span_attributes):
+            async with self._transaction() as uow:
+                yield uow
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self.pool.acquire() as conn:
             uow = UnitOfWork(conn)
             async with conn.transaction():

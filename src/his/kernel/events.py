@@ -133,7 +133,7 @@ class Envelope:
             subject=str(aggregate_id),
             aggregate_id=str(aggregate_id),
             aggregate_version=aggregate_version,
-            traceparent=traceparent or tracing.for_outgoing(),
+            traceparent=traceparent or tracing.current_traceparent(),
             data=ev.model_dump(mode="json"),
         )
 

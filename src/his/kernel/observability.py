@@ -6,8 +6,11 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 Scope = MutableMapping[str, Any]
@@ -27,15 +30,83 @@ OUTBOX_PUBLISHED = Counter("his_outbox_published_total", "Outbox rows published 
 CONSUMER_EVENTS = Counter("his_consumer_events_total", "Events handled by consumers", ["consumer", "outcome"])
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", service: str = "", *, json_lines: bool | None = None) -> None:
+    """Log to stdout: JSON lines (``JsonFormatter``), or a compact human line on a terminal.
+
+    ``json_lines`` None means: JSON unless stdout is a terminal. Under ``his up`` stdout is a
+    pipe to the supervisor, which writes the JSON lines to the data dir and shows them compactly.
+    """
+    if json_lines is None:
+        json_lines = not sys.stdout.isatty()
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter(service) if json_lines else HumanFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings as log lines too, not bare stderr text
     for noisy in ("uvicorn.access", "nats", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_tls_eof()
+
+
+def _trace_ids() -> tuple[str, str] | None:
+    ctx = trace.get_current_span().get_span_context()
+    return (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") if ctx.is_valid else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, service, and trace_id and span_id
+    when the record was logged inside a span (``exception`` holds a traceback, if any).
+
+    Messages are the code's own text with its arguments: code must never pass personal data
+    (names, contact details, tokens, passwords) to a logger; ids are fine.
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "service": self.service,
+        }
+        if ids := _trace_ids():
+            doc["trace_id"], doc["span_id"] = ids
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+class HumanFormatter(logging.Formatter):
+    """``LEVEL   logger: message [trace id]`` for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        if ids := _trace_ids():
+            line += f" [{ids[0][:8]}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def render_json_line(line: str) -> str:
+    """A JSON log line as ``HumanFormatter`` would show it; any other line as it is."""
+    if not line.startswith("{"):
+        return line
+    try:
+        doc = orjson.loads(line)
+        text = f"{doc['level']:<7} {doc['logger']}: {doc['message']}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return line
+    if doc.get("trace_id"):
+        text += f" [{str(doc['trace_id'])[:8]}]"
+    if doc.get("exception"):
+        text += "\n" + str(doc["exception"])
+    return text
 
 
 def quiet_tls_eof() -> None:

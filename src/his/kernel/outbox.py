@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from nats.js.client import JetStreamContext
 
-from his.kernel import metrics
+from his.kernel import metrics, tracing
 from his.kernel.consumer import stop_if_cancelled
 from his.kernel.db import Connection, OutboxSignal, outbox_channel
 
@@ -166,7 +166,15 @@ class OutboxRelay:
             async with asyncio.timeout(self.ack_timeout):
                 for r in rows:
                     headers = {"Nats-Msg-Id": str(r["event_id"])}
-                    if r["traceparent"]:
+                    if tracing.recording():
+                        with tracing.span(
+                            f"{r['subject']} publish",
+                            tracing.SpanKind.PRODUCER,
+                            parent=r["traceparent"] or "",
+                            attributes={"messaging.system": "nats", "messaging.destination.name": r["subject"]},
+                        ):
+                            headers["traceparent"] = tracing.current_traceparent()
+                    elif r["traceparent"]:
                         headers["traceparent"] = r["traceparent"]
                     fut = await self.js.publish_async(r["subject"], bytes(r["payload"]), headers=headers)
                     futures.append((r["id"], fut))

@@ -30,7 +30,7 @@ import asyncpg
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from his.kernel import metrics
+from his.kernel import metrics, tracing
 from his.kernel.pki import WorkloadIdentity, spiffe_id_of_pem
 from his.kernel.resilience import CircuitBreaker, DependencyUnavailableError, RetryPolicy
 
@@ -160,6 +160,11 @@ def _guarded(
     inner: Callable[[Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]] = handler.unary_unary  # type: ignore[assignment]
 
     async def guarded(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        parent = next((str(v) for k, v in context.invocation_metadata() or () if k == "traceparent"), None)
+        with tracing.span(method, tracing.SpanKind.SERVER, parent=parent, attributes=_rpc_attributes(method)):
+            return await _admitted(request, context)
+
+    async def _admitted(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         who = peer_spiffe_id(context)
         if who is None or allowed is None or who not in allowed:
             log.warning("denied %s to %s", method, who or "a caller without a SPIFFE id")
@@ -188,6 +193,12 @@ def _guarded(
     return grpc.unary_unary_rpc_method_handler(
         guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
     )
+
+
+def _rpc_attributes(method: str) -> dict[str, Any]:
+    """``/his.patients.v1.Patients/GetPatient`` as OpenTelemetry's rpc.* attributes."""
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
 
 class RpcServer:
@@ -311,6 +322,18 @@ class RpcClient:
         timeout: float | None = None,
     ) -> Resp:
         """Call ``method``; only ``idempotent`` calls are retried, and only when they got no answer."""
+        name = metrics.method_name(method)
+        with tracing.span(name, tracing.SpanKind.CLIENT, attributes=_rpc_attributes(name)):
+            return await self._call(method, request, idempotent=idempotent, timeout=timeout)
+
+    async def _call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        idempotent: bool,
+        timeout: float | None,
+    ) -> Resp:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         waits = self.retry.backoffs() if idempotent else iter(())
@@ -354,6 +377,7 @@ class RpcClient:
         except TimeoutError:
             raise DependencyUnavailableError(self.name, f"{self.max_in_flight} calls in flight") from None
         try:
-            return await method(request, timeout=max(0.001, deadline - loop.time()))
+            metadata = (("traceparent", tracing.current_traceparent()),)
+            return await method(request, timeout=max(0.001, deadline - loop.time()), metadata=metadata)
         finally:
             self._slots.release()

@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from his.kernel import bus, problems, safety
+from his.kernel import bus, problems, safety, tracing
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -222,7 +222,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         rpc_server = RpcServer(identity, defn.grpc_services(ctx), host=settings.host, port=settings.grpc_port or 0)
         await rpc_server.start()
 
-    server = QuietServer(http_config(obs.MetricsMiddleware(app), settings))
+    server = QuietServer(http_config(tracing.TracingMiddleware(obs.MetricsMiddleware(app)), settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_exit)
@@ -245,6 +245,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 5)
         await db.close()
+        tracing.shutdown()
         log.info("%s stopped", defn.name)
 
 
@@ -265,6 +266,7 @@ def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
         host=settings.host,
         port=settings.http_port,
         log_level="warning",
+        log_config=None,  # its loggers propagate to the root one: JSON lines like the rest
         access_log=False,
         lifespan="off",
         loop="none",
@@ -298,8 +300,9 @@ class QuietServer(uvicorn.Server):
 def main(build: Callable[[], ServiceDefinition]) -> None:
     """Entry point of a service process (``python -m his.<service>``)."""
     settings = ServiceSettings()
-    obs.setup_logging(settings.log_level)
     defn = build()
+    obs.setup_logging(settings.log_level, defn.name)
+    tracing.setup(defn.name, tracing.otlp_endpoint(settings.otlp_endpoint))
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(defn, settings))

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from his.kernel import tracing
 from his.kernel.db import Connection, Database
 from his.kernel.resilience import DependencyUnavailableError
 from his.notifications import store
@@ -62,6 +63,12 @@ class Dispatcher:
         return len(rows)
 
     async def _deliver(self, conn: Connection, row: dict[str, Any]) -> None:
+        """Send one delivery, in a span of the trace that queued it."""
+        attributes = {"his.notification.channel": row["channel"], "his.notification.template": row["template"]}
+        with tracing.span("notification deliver", parent=row.get("traceparent") or "", attributes=attributes):
+            await self._send(conn, row)
+
+    async def _send(self, conn: Connection, row: dict[str, Any]) -> None:
         did: uuid.UUID = row["id"]
         if row["channel"] not in (await store.preferences(conn, row["patient_id"])).channels():
             await store.finish(conn, did, "suppressed", "the patient does not want messages on this channel")

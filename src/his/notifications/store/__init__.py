@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from his.kernel import tracing
 from his.kernel.db import Connection
 from his.notifications.domain import Preferences
 
@@ -22,13 +23,17 @@ async def queue(
     appointment_id: uuid.UUID | None = None,
     context: dict[str, Any] | None = None,
 ) -> bool:
-    """Queue one message; False if this event already queued it (or the reminder exists)."""
+    """Queue one message; False if this event already queued it (or the reminder exists).
+
+    The delivery keeps the current trace context: sending it continues the trace that queued it.
+    """
     status = await conn.execute(
         """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id, due_at, appointment_id,
-                                 context)
-           VALUES ($1, $2, $3, $4, 'queued', $5, COALESCE($6, now()), $7, $8::jsonb)
+                                 context, traceparent)
+           VALUES ($1, $2, $3, $4, 'queued', $5, COALESCE($6, now()), $7, $8::jsonb, $9)
            ON CONFLICT DO NOTHING""",
         uuid.uuid4(), patient_id, template, channel, event_id, due_at, appointment_id, json.dumps(context or {}),
+        tracing.current_traceparent(),
     )  # fmt: skip
     return bool(status.endswith(" 1"))
 
@@ -58,7 +63,7 @@ async def set_preferences(conn: Connection, patient_id: uuid.UUID, p: Preference
 async def claim_due(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """Due deliveries, locked for this transaction; other dispatchers skip them."""
     rows = await conn.fetch(
-        """SELECT id, patient_id, template, channel, attempts, context::text AS context FROM delivery
+        """SELECT id, patient_id, template, channel, attempts, context::text AS context, traceparent FROM delivery
            WHERE status = 'queued' AND due_at <= now()
            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
