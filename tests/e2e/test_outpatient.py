@@ -199,6 +199,10 @@ def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospita
     doctor, address = desk.practitioner(), "pause.check@example.org"
     patient = desk.patient(email=address)
     wait_until(lambda: _mail_to(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    # Scheduling books for patients it learnt from their registration event, without asking
+    # patients: wait until its consumer of that event has caught up (pending and unacked zero).
+    wait_until(lambda: _caught_up(hospital, "scheduling", "scheduling_patient_registered"), timeout=30,
+               what="scheduling to learn the patient")  # fmt: skip
     services = hospital.state()["services"]
     assert isinstance(services, dict)
     pid = int(services["patients"]["pid"])
@@ -216,3 +220,13 @@ def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospita
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: _mail_to(hospital, address, "Your appointment"), timeout=60, what="the confirmation")
+
+
+def _caught_up(hospital: Hospital, service: str, consumer: str) -> bool:
+    """The consumer has nothing pending and nothing unacknowledged (from the service's /metrics)."""
+    with hospital.internal() as client:
+        text = client.get(f"{hospital.url(service)}/metrics").text
+    wanted = {f'his_consumer_pending{{consumer="{consumer}"}}', f'his_consumer_ack_pending{{consumer="{consumer}"}}'}
+    values = {name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+              if name in wanted}  # fmt: skip
+    return len(values) == 2 and not any(values.values())

@@ -428,6 +428,35 @@ async def test_unknown_payer_is_self_pay_and_coverage_follows_the_service_date(w
     assert got == [("2026-03-10", "SELF", "750.00"), ("2026-03-20", "SGK", "150.00")]
 
 
+async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world: World) -> None:
+    """Coverage travels on patients' stream, charges on others: when billing learns a patient's
+    plan only after their invoice was issued (as self-pay), that invoice is voided and reissued
+    under the plan, with what was already paid carried over; a later redelivery changes nothing."""
+    pid = uuid.uuid4()
+    await world.feed(PatientRegistered(patient_id=pid, account_id=None), handlers.on_patient_registered)
+    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
+    [first] = await world.invoices(pid)
+    assert (first["payer"], first["insurer_share"], first["patient_share"]) == ("SELF", "0.00", "750.00")
+    r = await world.client.post(f"/invoices/{first['id']}/payments", json={"amount": "100.00", "currency": "TRY",
+                                "method": "cash"}, headers=key_headers(world.billing, "cov-1"))  # fmt: skip
+    assert r.status_code == 201, r.text
+    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 1)),
+                     handlers.on_coverage_changed)  # fmt: skip
+    got = {i["id"]: i for i in await world.invoices(pid)}
+    assert got[first["id"]]["status"] == "void"
+    [new] = [i for i in got.values() if i["status"] != "void"]
+    assert (new["payer"], new["insurer_share"], new["patient_share"], new["status"], new["replaces"]) == (
+        "SGK",
+        "600.00",
+        "150.00",
+        "partially_paid",
+        first["id"],
+    )
+    before = await world.state()
+    await world.redeliver_all()
+    assert await world.state() == before
+
+
 async def test_a_journey_over_jetstream_through_the_service_subscriptions(world: World, nc: NATS) -> None:
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["patients", "admissions", "laboratory", "inventory", "scheduling"])

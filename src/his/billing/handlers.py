@@ -126,6 +126,14 @@ async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None
     if not isinstance(ev, CoverageChanged):
         raise PermanentError(f"unexpected event {env.type}")
     await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id)
+    # Invoices already issued for services the new coverage applies to were split under another
+    # plan (coverage travels on patients' stream, charges on others: it can arrive after them).
+    # Each is voided and reissued under the plan now valid on its service date, payments kept.
+    plans = await store.plans(uow.conn)
+    for invoice in await store.issued_since(uow.conn, ev.patient_id, ev.effective_from):
+        now_valid = plan_for(await store.payer_on(uow.conn, ev.patient_id, invoice["service_date"]), plans)
+        if now_valid.code != invoice["payer"]:
+            await void_and_reissue(uow, invoice)
 
 
 # --- encounters --------------------------------------------------------------------------------

@@ -356,6 +356,17 @@ async def lines_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, An
     return [dict(r) for r in rows]
 
 
+async def issued_since(conn: Connection, patient_id: uuid.UUID, since: date) -> list[dict[str, Any]]:
+    """The patient's issued invoices (not draft, not void) for services on or after ``since``,
+    locked, oldest first."""
+    rows = await conn.fetch(
+        """SELECT * FROM invoice WHERE patient_id = $1 AND service_date >= $2
+           AND status NOT IN ('draft', 'void') ORDER BY service_date, created_at, id FOR UPDATE""",
+        patient_id, since,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
 async def invoices(
     conn: Connection, patient_ids: list[uuid.UUID] | None, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
