@@ -23,7 +23,7 @@ from his.kernel.db import UnitOfWork
 from his.kernel.problems import HTTPException, problem
 from his.kernel.security import Principal, TokenVerifier
 from his.patients import handlers, store
-from his.patients.domain import REASON_MAX, REASON_MIN, Access, Denial
+from his.patients.domain import REASON_MAX, REASON_MIN, Access, Denial, may_read_records
 
 Clock = Callable[[], datetime]
 
@@ -74,6 +74,31 @@ class Guard:
         record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
                       purpose=access.purpose.value, outcome="allowed" if access.allowed else "denied")  # fmt: skip
         return row, access
+
+    async def open_clinical(
+        self, uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, *, resource: str
+    ) -> tuple[bool, Access]:
+        """Whether ``who`` may read the patient's clinical data (records, lab results): the
+        patient, or clinicians in their care or with an emergency grant; audited in ``uow``."""
+        row = await store.get_patient(uow.conn, patient_id)
+        if row is None:
+            raise HTTPException(404, "patient not found")
+        owner = row["user_id"] is not None and str(row["user_id"]) == who.subject
+        access = await handlers.access_to_patient(uow.conn, who, row, self.clock())
+        allowed = may_read_records(access, who.roles, owner=owner)
+        record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="read", resource=resource,
+                      purpose=access.purpose.value, outcome="allowed" if allowed else "denied")  # fmt: skip
+        return allowed, access
+
+    def clinical_refusal(self, patient_id: uuid.UUID, access: Access, what: str) -> JSONResponse:
+        """The answer to a refused clinical read (after its audit record committed): an offer of
+        emergency access to a clinician without a care relationship, 403 to other staff, who may
+        know the patient exists, and 404 to anyone else."""
+        if access.denial is Denial.CARE_RELATIONSHIP_REQUIRED:
+            return self.refusal(patient_id, access)
+        if access.allowed:
+            raise HTTPException(403, f"{what} are for the patient and the clinicians caring for them")
+        raise HTTPException(404, "patient not found")
 
     def refusal(self, patient_id: uuid.UUID, access: Access) -> JSONResponse:
         """The answer to a denied access (call it after the denial's audit record committed)."""

@@ -9,12 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from his.events.audit import PatientsRecordAccessed, record_access
-from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
-from his.patients import handlers, store
+from his.patients import store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
-from his.patients.domain import Denial, may_read_records
 
 
 def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
@@ -26,22 +23,10 @@ def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         clinicians with a care relationship or emergency grant (as for the medical record)."""
         who = await guard.caller(request)
         async with ctx.db.uow() as uow:
-            row = await store.get_patient(uow.conn, patient_id)
-            if row is None:
-                raise HTTPException(404, "patient not found")
-            owner = row["user_id"] is not None and str(row["user_id"]) == who.subject
-            access = await handlers.access_to_patient(uow.conn, who, row, guard.clock())
-            allowed = may_read_records(access, who.roles, owner=owner)
-            record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="read",
-                          resource="patient/lab_result", purpose=access.purpose.value,
-                          outcome="allowed" if allowed else "denied")  # fmt: skip
+            allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/lab_result")
             rows = await store.lab_results(uow.conn, patient_id, limit) if allowed else []
         if not allowed:
-            if access.denial is Denial.CARE_RELATIONSHIP_REQUIRED:
-                return guard.refusal(patient_id, access)
-            if access.allowed:  # role-based staff: they may know the patient exists
-                raise HTTPException(403, "lab results are for the patient and the clinicians caring for them")
-            raise HTTPException(404, "patient not found")
+            return guard.clinical_refusal(patient_id, access, "lab results")
         return {"items": _by_order(rows)}
 
     return r

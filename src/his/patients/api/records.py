@@ -18,7 +18,7 @@ from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
-from his.patients.domain import RECORD_TEXT_MAX, Denial, may_read_records, may_write_records
+from his.patients.domain import RECORD_TEXT_MAX, Denial, may_write_records
 
 
 class NewEntry(BaseModel):
@@ -83,22 +83,10 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         who = await guard.caller(request)
         aes = keys()
         async with ctx.db.uow() as uow:
-            row = await store.get_patient(uow.conn, patient_id)
-            if row is None:
-                raise HTTPException(404, "patient not found")
-            owner = row["user_id"] is not None and str(row["user_id"]) == who.subject
-            access = await handlers.access_to_patient(uow.conn, who, row, guard.clock())
-            allowed = may_read_records(access, who.roles, owner=owner)
-            record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="read",
-                          resource="patient/record", purpose=access.purpose.value,
-                          outcome="allowed" if allowed else "denied")  # fmt: skip
+            allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/record")
             entries = await store.record_entries(uow.conn, patient_id, limit) if allowed else []
         if not allowed:
-            if access.denial is Denial.CARE_RELATIONSHIP_REQUIRED:
-                return guard.refusal(patient_id, access)
-            if access.allowed:  # role-based staff: they may know the patient exists
-                raise HTTPException(403, "medical records are for the patient and the clinicians caring for them")
-            raise HTTPException(404, "patient not found")
+            return guard.clinical_refusal(patient_id, access, "medical records")
         try:
             items = [_entry(e, aes.decrypt(e["text_cipher"], aad(patient_id, e["id"]))) for e in entries]
         except DecryptionError:
