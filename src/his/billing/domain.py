@@ -184,30 +184,28 @@ def payment_status(patient_share: Decimal, paid: Decimal) -> InvoiceStatus:
     return InvoiceStatus.OPEN
 
 
-def check_payment(amount: Decimal, currency: str, invoice_currency: str, outstanding: Decimal) -> Decimal:
-    """A payment's amount as money, or ``BillingError``: positive, in the invoice currency,
-    at most what the patient still owes."""
+def check_money(amount: Decimal, currency: str, invoice_currency: str, limit: Decimal, what: str) -> Decimal:
+    """An amount of money moved on an invoice, or ``BillingError``: positive, whole cents, in
+    the invoice's currency and at most ``limit`` (``what`` names that limit in the message)."""
     if not amount.is_finite() or amount <= ZERO:
         raise BillingError("amount must be greater than zero")
     if amount != cents(amount):
         raise BillingError("amount has at most two decimal places")
     if currency != invoice_currency:
         raise BillingError(f"the invoice is in {invoice_currency}")
-    if amount > outstanding:
-        raise BillingError(f"amount exceeds the outstanding patient share ({outstanding})")
+    if amount > limit:
+        raise BillingError(f"amount exceeds {what} ({limit})")
     return amount
+
+
+def check_payment(amount: Decimal, currency: str, invoice_currency: str, outstanding: Decimal) -> Decimal:
+    """A payment: at most what the patient still owes."""
+    return check_money(amount, currency, invoice_currency, outstanding, "the outstanding patient share")
 
 
 def check_refund(amount: Decimal, currency: str, invoice_currency: str, paid: Decimal) -> Decimal:
-    if not amount.is_finite() or amount <= ZERO:
-        raise BillingError("amount must be greater than zero")
-    if amount != cents(amount):
-        raise BillingError("amount has at most two decimal places")
-    if currency != invoice_currency:
-        raise BillingError(f"the invoice is in {invoice_currency}")
-    if amount > paid:
-        raise BillingError(f"amount exceeds what was paid ({paid})")
-    return amount
+    """A refund: at most what was paid."""
+    return check_money(amount, currency, invoice_currency, paid, "what was paid")
 
 
 class ClaimStatus(StrEnum):
