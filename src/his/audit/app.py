@@ -28,6 +28,12 @@ def build() -> ServiceDefinition:
                 for t in accessed
             ),
             Subscription(
+                "audit_patients_records_accessed",
+                "his.patients.records.accessed.v1",
+                handlers.on_records_accessed,
+                max_deliver=20,
+            ),
+            Subscription(
                 "audit_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
         ),

@@ -134,6 +134,10 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """
 
 
+#: Merges the events of readers committed together into fewer (e.g. one batched access event).
+Combine: TypeAlias = Callable[[list[Envelope]], list[Envelope]]
+
+
 class GroupCommit:
     """Outbox rows that callers must see committed before they answer, committed together.
 
@@ -143,9 +147,17 @@ class GroupCommit:
     of its callers gets the error, so none answers without its rows.
     """
 
-    def __init__(self, pool: Callable[[], Pool], signal: OutboxSignal, *, max_rows: int = 500) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], Pool],
+        signal: OutboxSignal,
+        *,
+        combine: Combine | None = None,
+        max_rows: int = 500,
+    ) -> None:
         self._pool = pool
         self._signal = signal
+        self._combine = combine
         self._max_rows = max_rows
         self._waiting: list[tuple[list[Envelope], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -172,6 +184,8 @@ class GroupCommit:
                 batch = self._take()
                 events = [e for evs, done in batch if not done.cancelled() for e in evs]
                 try:
+                    if self._combine is not None:
+                        events = self._combine(events)
                     if events:
                         async with self._pool().acquire() as conn, conn.transaction():
                             await UnitOfWork(conn, events).flush_events()
@@ -196,7 +210,14 @@ class Database:
     """
 
     def __init__(
-        self, dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10, signal: OutboxSignal | None = None
+        self,
+        dsn: str,
+        *,
+        schema: str,
+        min_size: int = 2,
+        max_size: int = 10,
+        signal: OutboxSignal | None = None,
+        combine_reads: Combine | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -204,7 +225,7 @@ class Database:
         self.max_size = max_size
         self.signal = signal or OutboxSignal(outbox_channel(schema))
         self._pool: Pool | None = None
-        self._group = GroupCommit(lambda: self.pool, self.signal)
+        self._group = GroupCommit(lambda: self.pool, self.signal, combine=combine_reads)
         self._span_name = f"{schema} transaction"
         self._span_attributes = {"db.system.name": "postgresql", "db.namespace": schema}
 
