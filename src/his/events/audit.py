@@ -117,14 +117,66 @@ class RecordsAccessed(Event):
 
 @event
 class PatientsRecordsAccessed(RecordsAccessed):
-    """Several reads of patient data, committed together: each entry of ``accesses`` has the
-    fields of ``his.patients.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+    """Several reads of a patient's patient data, committed together: each entry of ``accesses`` has
+    the fields of ``his.patients.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
 
     type = "his.patients.records.accessed.v1"
 
 
+@event
+class NotificationsRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's delivery history, preferences or alerts, committed together:
+    each entry of ``accesses`` has the fields of ``his.notifications.record.accessed.v1`` plus the
+    access's own ``id`` and ``at``."""
+
+    type = "his.notifications.records.accessed.v1"
+
+
+@event
+class SchedulingRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's appointments or waitlist entries, committed together: each entry of ``accesses`` has
+    the fields of ``his.scheduling.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.scheduling.records.accessed.v1"
+
+
+@event
+class AdmissionsRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's admissions or bed charges, committed together: each entry of ``accesses`` has
+    the fields of ``his.admissions.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.admissions.records.accessed.v1"
+
+
+@event
+class LaboratoryRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's lab orders, committed together: each entry of ``accesses`` has
+    the fields of ``his.laboratory.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.laboratory.records.accessed.v1"
+
+
+@event
+class BillingRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's charges, invoices, payments or claims, committed together:
+    each entry of ``accesses`` has the fields of ``his.billing.record.accessed.v1`` plus the
+    access's own ``id`` and ``at``."""
+
+    type = "his.billing.records.accessed.v1"
+
+
 #: The batched type of each single access event that has one.
-BATCHED: dict[str, type[RecordsAccessed]] = {PatientsRecordAccessed.type: PatientsRecordsAccessed}
+BATCHED: dict[str, type[RecordsAccessed]] = {
+    single.type: batched
+    for single, batched in (
+        (PatientsRecordAccessed, PatientsRecordsAccessed),
+        (NotificationsRecordAccessed, NotificationsRecordsAccessed),
+        (SchedulingRecordAccessed, SchedulingRecordsAccessed),
+        (AdmissionsRecordAccessed, AdmissionsRecordsAccessed),
+        (LaboratoryRecordAccessed, LaboratoryRecordsAccessed),
+        (BillingRecordAccessed, BillingRecordsAccessed),
+    )
+}
 
 
 def batch_accesses(events: list[Envelope]) -> list[Envelope]:
