@@ -21,6 +21,9 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from his.audit import handlers as audit_handlers
+from his.audit import store as audit_store
+from his.audit.domain import verify
+from his.events.audit import batch_accesses
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import migrations, problems, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -51,7 +54,7 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
     await conn.close()
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["patients"])
-    patients = Database(dsns["patients"], schema="patients", max_size=8)
+    patients = Database(dsns["patients"], schema="patients", max_size=8, combine_reads=batch_accesses)
     audit = Database(dsns["audit"], schema="audit", max_size=4)
     await patients.open()
     await audit.open()
@@ -68,15 +71,16 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
         )
     )
     relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
-    consumer = ConsumerLoop(
-        audit,
-        nc,
-        js,
-        Subscription(
-            "audit_patients_record_accessed_test", "his.patients.record.accessed.v1", audit_handlers.on_record_accessed
-        ),
-    )
-    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+    consumers = [
+        ConsumerLoop(audit, nc, js, Subscription(name, subject, handler))
+        for name, subject, handler in (
+            ("audit_patients_record_accessed_test", "his.patients.record.accessed.v1",
+             audit_handlers.on_record_accessed),
+            ("audit_patients_records_accessed_test", "his.patients.records.accessed.v1",
+             audit_handlers.on_records_accessed),
+        )
+    ]  # fmt: skip
+    tasks = [asyncio.create_task(relay.run()), *(asyncio.create_task(c.run()) for c in consumers)]
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://patients"
@@ -157,3 +161,40 @@ async def test_a_read_whose_audit_record_cannot_be_written_returns_nothing(
     assert "Closed" not in denied.text
     ok = await client.get(f"/patients/{pid}", headers=bearer(clerk, "RECEPTIONIST"))
     assert ok.status_code == 200 and ok.json()["family_name"] == "Closed"
+
+
+async def test_concurrent_reads_leave_one_record_each_in_batched_events(
+    hospital: tuple[httpx.AsyncClient, Database, Database],
+) -> None:
+    """Reads committed together travel as batched events; each read is still one record, with
+    its own id, in one unbroken chain."""
+    client, patients, audit = hospital
+    clerk, stranger = uuid.uuid4(), uuid.uuid4()
+    r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
+        "given_name": "Busy", "family_name": "Chart", "birth_date": "1970-01-01", "sex": "unknown"})  # fmt: skip
+    pid = r.json()["id"]
+    reads = [bearer(clerk, "RECEPTIONIST") if i % 3 else bearer(stranger, "PATIENT") for i in range(300)]
+    answers = await asyncio.gather(*(client.get(f"/patients/{pid}", headers=h) for h in reads))
+    assert sorted({a.status_code for a in answers}) == [200, 404]
+
+    async def all_recorded() -> bool:
+        return (
+            await audit.pool.fetchval(
+                "SELECT count(*) FROM audit_log WHERE patient_id = $1 AND action = 'read'", uuid.UUID(pid)
+            )
+            >= 300
+        )
+
+    await wait_for(all_recorded, timeout=60, what="300 read records")
+    rows = await audit.pool.fetch(
+        "SELECT event_id, outcome FROM audit_log WHERE patient_id = $1 AND action = 'read'", uuid.UUID(pid)
+    )
+    assert len(rows) == 300 and len({r["event_id"] for r in rows}) == 300
+    assert sum(r["outcome"] == "denied" for r in rows) == 100
+    batches = await patients.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.patients.records.accessed.v1'"
+    )
+    assert batches >= 1  # committed together, published together
+    async with audit.pool.acquire() as conn:
+        verdict = verify([r async for r in audit_store.rows(conn)])
+    assert verdict.ok, verdict

@@ -75,9 +75,11 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.audit import batch_accesses
 
     return ServiceDefinition(
         name="admissions",
+        combine_reads=batch_accesses,
         routes=routes,
         background=background,
         description="Wards, rooms, beds, admissions, transfers, nightly bed charges.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from his.audit import store
 from his.audit.domain import is_flagged
-from his.events.audit import RecordAccessed
+from his.events.audit import RecordAccessed, RecordsAccessed
 from his.events.patients import PatientRegistered
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
@@ -21,6 +21,20 @@ async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         "resource": ev.resource, "purpose": ev.purpose, "outcome": ev.outcome, "trace_id": ev.trace_id,
         "flagged": is_flagged(ev.action, ev.purpose),
     })  # fmt: skip
+
+
+async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Append a batch of accesses (reads committed together) to the hash chain, in order; each
+    keeps its own id and time."""
+    if not isinstance(ev, RecordsAccessed):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.append_many(uow.conn, [
+        {"event_id": a.id, "at": a.at, "source": env.source, "actor_id": a.actor_id,
+         "actor_roles": list(a.actor_roles), "patient_id": a.patient_id, "action": a.action,
+         "resource": a.resource, "purpose": a.purpose, "outcome": a.outcome, "trace_id": a.trace_id,
+         "flagged": is_flagged(a.action, a.purpose)}
+        for a in ev.accesses
+    ])  # fmt: skip
 
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:

@@ -22,6 +22,7 @@ def routes(ctx: ServiceContext) -> APIRouter:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.billing import handlers as h
+    from his.events.audit import batch_accesses
 
     consumed = (
         ("billing_patient_registered", "his.patients.patient.registered.v1", h.on_patient_registered),
@@ -38,6 +39,7 @@ def build() -> ServiceDefinition:
     )
     return ServiceDefinition(
         name="billing",
+        combine_reads=batch_accesses,
         subscriptions=tuple(Subscription(name, subject, handler) for name, subject, handler in consumed),
         routes=routes,
         description="Price list, payer plans, charges, invoices, claims, payments.",

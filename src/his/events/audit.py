@@ -6,12 +6,13 @@ They carry ids and codes only (who by user id, which patient by id), like every 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.kernel.db import UnitOfWork
-from his.kernel.events import Event, event
+from his.kernel.events import Envelope, Event, event, service_of
 from his.kernel.security import Principal
 
 Action = Literal["read", "create", "update", "delete", "search", "break_glass"]
@@ -83,6 +84,136 @@ class BillingRecordAccessed(RecordAccessed):
     """Someone read a patient's charges, invoices, claims or payments, or took a payment."""
 
     type = "his.billing.record.accessed.v1"
+
+
+class AccessEntry(BaseModel):
+    """One access inside a batched access event: the fields of ``RecordAccessed``, with the
+    access's own id and time (those of the single event it replaces)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID
+    at: AwareDatetime
+    actor_id: uuid.UUID
+    actor_roles: list[str]
+    patient_id: uuid.UUID | None
+    action: Action
+    resource: str = Field(max_length=64, pattern=r"^[a-z_./-]+$")
+    purpose: str = Field(max_length=32, pattern=r"^[a-z_]+$")
+    outcome: Outcome
+    trace_id: str | None = None
+
+
+#: Accesses per batched event (a 1 MB NATS message holds several times as many).
+MAX_BATCH = 200
+
+
+class RecordsAccessed(Event):
+    """Base of the batched access events: the access records of reads committed together
+    (``Database.read``), one event instead of one per access."""
+
+    accesses: list[AccessEntry] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+@event
+class PatientsRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's patient data, committed together: each entry of ``accesses`` has
+    the fields of ``his.patients.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.patients.records.accessed.v1"
+
+
+@event
+class NotificationsRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's delivery history, preferences or alerts, committed together:
+    each entry of ``accesses`` has the fields of ``his.notifications.record.accessed.v1`` plus the
+    access's own ``id`` and ``at``."""
+
+    type = "his.notifications.records.accessed.v1"
+
+
+@event
+class SchedulingRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's appointments or waitlist entries, committed together: each entry of ``accesses`` has
+    the fields of ``his.scheduling.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.scheduling.records.accessed.v1"
+
+
+@event
+class AdmissionsRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's admissions or bed charges, committed together: each entry of ``accesses`` has
+    the fields of ``his.admissions.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.admissions.records.accessed.v1"
+
+
+@event
+class LaboratoryRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's lab orders, committed together: each entry of ``accesses`` has
+    the fields of ``his.laboratory.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
+
+    type = "his.laboratory.records.accessed.v1"
+
+
+@event
+class BillingRecordsAccessed(RecordsAccessed):
+    """Several reads of a patient's charges, invoices, payments or claims, committed together:
+    each entry of ``accesses`` has the fields of ``his.billing.record.accessed.v1`` plus the
+    access's own ``id`` and ``at``."""
+
+    type = "his.billing.records.accessed.v1"
+
+
+#: The batched type of each single access event that has one.
+BATCHED: dict[str, type[RecordsAccessed]] = {
+    single.type: batched
+    for single, batched in (
+        (PatientsRecordAccessed, PatientsRecordsAccessed),
+        (NotificationsRecordAccessed, NotificationsRecordsAccessed),
+        (SchedulingRecordAccessed, SchedulingRecordsAccessed),
+        (AdmissionsRecordAccessed, AdmissionsRecordsAccessed),
+        (LaboratoryRecordAccessed, LaboratoryRecordsAccessed),
+        (BillingRecordAccessed, BillingRecordsAccessed),
+    )
+}
+
+
+def batch_accesses(events: list[Envelope]) -> list[Envelope]:
+    """The same events with the single access records merged into batched ones (``BATCHED``),
+    ``MAX_BATCH`` per event, in order; other events are kept as they are.
+
+    Used by ``Database(combine=...)`` for the records its readers commit together.
+    """
+    singles: dict[str, list[Envelope]] = {}
+    out: list[Envelope] = []
+    for env in events:
+        if env.type in BATCHED:
+            singles.setdefault(env.type, []).append(env)
+        else:
+            out.append(env)
+    for type_, group in singles.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        batch_type = BATCHED[type_].type
+        for i in range(0, len(group), MAX_BATCH):
+            part = group[i : i + MAX_BATCH]
+            batch_id = uuid.uuid4()  # a batch is its own aggregate: it spans patients
+            out.append(
+                Envelope(
+                    id=batch_id,
+                    type=batch_type,
+                    source=f"his.{service_of(batch_type)}",
+                    time=datetime.now(UTC),
+                    subject=str(batch_id),
+                    aggregate_id=str(batch_id),
+                    aggregate_version=1,
+                    traceparent=part[0].traceparent,
+                    data={"accesses": [dict(e.data, id=str(e.id), at=e.time.isoformat()) for e in part]},
+                )
+            )
+    return out
 
 
 def record_access(

@@ -3,6 +3,11 @@
 A unit of work collects integration events while the transaction runs and writes them as
 outbox rows just before commit, so state and events commit together or not at all. After the
 commit it wakes the outbox relay (in-process when the relay is local, else a coalesced NOTIFY).
+
+A read that must leave a record (an audited read of a patient's data) writes nothing of its
+own: ``Database.read`` runs it in a read-only transaction and then commits its records with
+those of every other reader waiting at that moment, in one transaction (``GroupCommit``), before
+the caller may answer (ADR 0013).
 """
 
 from __future__ import annotations
@@ -79,9 +84,9 @@ class OutboxSignal:
 class UnitOfWork:
     """One database transaction plus the events it will publish."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, events: list[Envelope] | None = None) -> None:
         self.conn = conn
-        self.events: list[Envelope] = []
+        self.events: list[Envelope] = events if events is not None else []
         self.committed: list[Callable[[], object]] = []
 
     def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
@@ -129,6 +134,74 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """
 
 
+#: Merges the events of readers committed together into fewer (e.g. one batched access event).
+Combine: TypeAlias = Callable[[list[Envelope]], list[Envelope]]
+
+
+class GroupCommit:
+    """Outbox rows that callers must see committed before they answer, committed together.
+
+    A caller's rows wait for the transaction in flight, if any, and then go in the next one
+    with those of every caller that arrived meanwhile: alone, a caller's rows commit at once;
+    under load one commit (one WAL flush) serves many callers. If that transaction fails, each
+    of its callers gets the error, so none answers without its rows.
+    """
+
+    def __init__(
+        self,
+        pool: Callable[[], Pool],
+        signal: OutboxSignal,
+        *,
+        combine: Combine | None = None,
+        max_rows: int = 500,
+    ) -> None:
+        self._pool = pool
+        self._signal = signal
+        self._combine = combine
+        self._max_rows = max_rows
+        self._waiting: list[tuple[list[Envelope], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, events: list[Envelope]) -> None:
+        """Return once ``events`` are committed to the outbox; raise if their transaction failed."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, done))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="group-commit")
+        await done
+
+    def _take(self) -> list[tuple[list[Envelope], asyncio.Future[None]]]:
+        rows = n = 0
+        while n < len(self._waiting) and (n == 0 or rows + len(self._waiting[n][0]) <= self._max_rows):
+            rows += len(self._waiting[n][0])
+            n += 1
+        batch, self._waiting = self._waiting[:n], self._waiting[n:]
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._take()
+                events = [e for evs, done in batch if not done.cancelled() for e in evs]
+                try:
+                    if self._combine is not None:
+                        events = self._combine(events)
+                    if events:
+                        async with self._pool().acquire() as conn, conn.transaction():
+                            await UnitOfWork(conn, events).flush_events()
+                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, who raises it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                self._signal.committed()
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._task = None
+
+
 class Database:
     """A service's connection pool, bound to its schema.
 
@@ -137,7 +210,14 @@ class Database:
     """
 
     def __init__(
-        self, dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10, signal: OutboxSignal | None = None
+        self,
+        dsn: str,
+        *,
+        schema: str,
+        min_size: int = 2,
+        max_size: int = 10,
+        signal: OutboxSignal | None = None,
+        combine_reads: Combine | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -145,6 +225,7 @@ class Database:
         self.max_size = max_size
         self.signal = signal or OutboxSignal(outbox_channel(schema))
         self._pool: Pool | None = None
+        self._group = GroupCommit(lambda: self.pool, self.signal, combine=combine_reads)
         self._span_name = f"{schema} transaction"
         self._span_attributes = {"db.system.name": "postgresql", "db.namespace": schema}
 
@@ -186,6 +267,24 @@ class Database:
         with tracing.span(self._span_name, attributes=self._span_attributes):
             async with self._transaction() as uow:
                 yield uow
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[UnitOfWork]:
+        """Run a read-only transaction; the events added to it (the access records of what it
+        read) are committed after it, grouped with other readers', before the block exits.
+
+        If they cannot be committed the block raises, so the caller answers an error, not the
+        data (fail-closed). Statements that write fail inside it.
+        """
+        with tracing.span(self._span_name, attributes=self._span_attributes):
+            async with self.pool.acquire() as conn:
+                uow = UnitOfWork(conn)
+                async with conn.transaction(readonly=True):
+                    yield uow
+            if uow.events:
+                await self._group.write(uow.events)
+            for fn in uow.committed:
+                fn()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[UnitOfWork]:

@@ -7,6 +7,7 @@ refuses field names that would carry personal data: events carry surrogate ids a
 
 from __future__ import annotations
 
+import inspect
 import re
 import uuid
 from collections.abc import Callable
@@ -203,7 +204,7 @@ def catalogue_markdown(reg: EventRegistry | None = None) -> str:
         out += [
             f"## `{type_}`",
             "",
-            (cls.description or (cls.__doc__ or "").strip()),
+            cls.description or inspect.cleandoc(cls.__doc__ or ""),
             "",
             f"Stream `{stream_name(service_of(type_))}`, model `{cls.__module__}.{cls.__name__}`.",
             "",

@@ -31,7 +31,7 @@ from his.kernel import bus, problems, safety, tracing
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
-from his.kernel.db import Database
+from his.kernel.db import Combine, Database
 from his.kernel.dlq import DlqMover
 from his.kernel.metrics import refresh, watch_pool
 from his.kernel.outbox import OutboxRelay, backlog
@@ -74,6 +74,8 @@ class ServiceDefinition:
     background: Callable[[ServiceContext], dict[str, Coroutine[Any, Any, None]]] | None = None
     #: gRPC services it offers other services, served with mutual TLS on ``HIS_GRPC_PORT``.
     grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
+    #: Merges the events of audited reads committed together (``Database.read``) into fewer.
+    combine_reads: Combine | None = None
 
 
 def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
@@ -176,7 +178,9 @@ def rpc_identity(defn: ServiceDefinition, settings: ServiceSettings) -> Workload
 
 async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     identity = rpc_identity(defn, settings)
-    db = Database(settings.service_database_url, schema=defn.name, min_size=2, max_size=16)
+    db = Database(
+        settings.service_database_url, schema=defn.name, min_size=2, max_size=16, combine_reads=defn.combine_reads
+    )
     await db.open()
     watch_pool(defn.name, db.pool)
     async with db.pool.acquire() as conn:

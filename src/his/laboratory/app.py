@@ -20,10 +20,12 @@ def routes(ctx: ServiceContext) -> APIRouter:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.audit import batch_accesses
     from his.laboratory import handlers
 
     return ServiceDefinition(
         name="laboratory",
+        combine_reads=batch_accesses,
         subscriptions=(
             Subscription(
                 "laboratory_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered

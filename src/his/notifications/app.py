@@ -36,6 +36,7 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.audit import batch_accesses
     from his.notifications.api.http import router
 
     def sub(name: str, event_type: str, handler: Any) -> Subscription:
@@ -43,6 +44,7 @@ def build() -> ServiceDefinition:
 
     return ServiceDefinition(
         name="notifications",
+        combine_reads=batch_accesses,
         subscriptions=(
             sub("patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered),
             sub(

@@ -13,6 +13,7 @@ from his.patients.settings import PatientsSettings
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.audit import batch_accesses
 
     settings = PatientsSettings()
 
@@ -33,5 +34,6 @@ def build() -> ServiceDefinition:
         ),
         routes=routes,
         grpc_services=grpc.services,
+        combine_reads=batch_accesses,
         description="Patient master data; the only home of personal data.",
     )

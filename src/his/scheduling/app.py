@@ -23,10 +23,12 @@ def routes(ctx: ServiceContext) -> APIRouter:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.audit import batch_accesses
     from his.scheduling import handlers
 
     return ServiceDefinition(
         name="scheduling",
+        combine_reads=batch_accesses,
         subscriptions=(
             Subscription(
                 "scheduling_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered

@@ -215,7 +215,7 @@ def router(
     ) -> dict[str, Any]:
         """Admissions, latest first: of one patient, and/or only active ones (reception, clinicians)."""
         who = await signed_in(request, READERS)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.admissions(uow.conn, patient_id, active, limit)
             for seen in dict.fromkeys(x["patient_id"] for x in rows):
                 audit(uow, who, seen, "read", "admission")
@@ -232,7 +232,7 @@ def router(
         """One admission with the beds it went through and how many nights are charged so far
         (reception, clinicians)."""
         who = await signed_in(request, READERS)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             row = await load(uow, admission_id)
             stays = await store.stay_history(uow.conn, admission_id)
             nights = await store.count_charges(uow.conn, admission_id)
@@ -243,7 +243,7 @@ def router(
     async def charges(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """The bed nights charged for an admission, one per night (reception, clinicians, BILLING)."""
         who = await signed_in(request, CHARGE_READERS)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             row = await load(uow, admission_id)
             items = await store.charges_of(uow.conn, admission_id)
             audit(uow, who, row["patient_id"], "read", "bed_charge")

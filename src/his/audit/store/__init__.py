@@ -20,16 +20,27 @@ async def append(conn: Connection, record: dict[str, Any]) -> int:
 
     New records always carry ``flagged`` (false unless given), so it is part of their hash.
     """
+    return await append_many(conn, [record])
+
+
+async def append_many(conn: Connection, records: list[dict[str, Any]]) -> int:
+    """Append records at the head of the chain, in order, under one lock; returns the last seq."""
     await conn.execute(CHAIN_LOCK)
     head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    seq, prev = (int(head["seq"]) + 1, bytes(head["hash"])) if head else (1, GENESIS)
-    row = dict(record, seq=seq, flagged=bool(record.get("flagged", False)))
-    await conn.execute(
+    seq, prev = (int(head["seq"]), bytes(head["hash"])) if head else (0, GENESIS)
+    values = []
+    for record in records:
+        seq += 1
+        row = dict(record, seq=seq, flagged=bool(record.get("flagged", False)))
+        digest = link(prev, row)
+        values.append((seq, row["event_id"], row["at"], row["source"], row["actor_id"], row["actor_roles"],
+                       row["patient_id"], row["action"], row["resource"], row["purpose"], row["outcome"],
+                       row["trace_id"], row["flagged"], prev, digest))  # fmt: skip
+        prev = digest
+    await conn.executemany(
         f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        seq, row["event_id"], row["at"], row["source"], row["actor_id"], row["actor_roles"], row["patient_id"],
-        row["action"], row["resource"], row["purpose"], row["outcome"], row["trace_id"], row["flagged"], prev,
-        link(prev, row),
-    )  # fmt: skip
+        values,
+    )
     return seq
 
 

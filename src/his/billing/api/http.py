@@ -143,7 +143,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """A patient's charges, latest first, with their status and invoice (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.charges_of_patient(uow.conn, patient_id, limit)
             audit(uow, who, patient_id, "read", "charge")
         return {"items": [charge_json(x) for x in rows]}
@@ -169,7 +169,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
                 ids = await store.patients_of_account(conn, uuid.UUID(who.subject))
         else:
             raise HTTPException(403, "not allowed for your role")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.invoices(uow.conn, ids, status, limit)
             items = [await invoice_json(uow, x) for x in rows]
             for pid in sorted({x["patient_id"] for x in rows}):
@@ -181,7 +181,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """One invoice with its lines, shares, payer and encounter (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         row = await invoice_for(who, invoice_id)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             out = await invoice_json(uow, row)
             audit(uow, who, row["patient_id"], "read", "invoice")
         return out
@@ -191,7 +191,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Payments and refunds of an invoice (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         row = await invoice_for(who, invoice_id)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.payments_of(uow.conn, invoice_id)
             audit(uow, who, row["patient_id"], "read", "payment")
         return {"items": [handlers.payment_json(x) for x in rows]}
@@ -252,7 +252,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Claims for insurers' shares, latest first (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.claims(uow.conn, status, payer, limit)
             audit(uow, who, None, "search", "claim")
         return {"items": [claim_json(x) for x in rows]}
@@ -262,7 +262,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """One claim (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             row = await store.get_claim(uow.conn, claim_id)
             if row is None:
                 raise HTTPException(404, "claim not found")

@@ -146,7 +146,7 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         who = await authenticate(request, tokens)
         if not who.has_any(*READERS) and (patient_id is None or not await may_see(who, patient_id)):
             raise HTTPException(404, "patient not found")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.list_orders(uow.conn, patient_id=patient_id, status=status, limit=limit)
             results = await store.results_of(uow.conn, [x["id"] for x in rows if x["status"] == "resulted"])
             seen = [patient_id] if patient_id else list(dict.fromkeys(x["patient_id"] for x in rows))
@@ -159,7 +159,7 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         """One order with its results (clinicians, LAB_TECH, ADMIN, or its patient)."""
         who = await authenticate(request, tokens)
         row = await load(who, order_id)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             results = await store.results_of(uow.conn, [order_id])
             audit(uow, who, row["patient_id"], "read")
         return store.order_json(row, results.get(order_id, []))

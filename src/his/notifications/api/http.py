@@ -62,7 +62,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [
             store.user_audience(uuid.UUID(who.subject))
         ]
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.alerts(uow.conn, audiences=audiences, limit=limit)
             purposes = {(x["patient_id"], "administration" if x["audience"] in ROLE_AUDIENCES else "care")
                         for x in rows if x["patient_id"] is not None}  # fmt: skip
@@ -77,7 +77,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     ) -> dict[str, Any]:
         """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
         who = await authenticate(request, tokens)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             owner = await store.owns(uow.conn, uuid.UUID(who.subject), patient_id)
             if not (owner or who.has_any("ADMIN")):
                 raise HTTPException(404, "patient not found")
@@ -109,7 +109,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         who = await authenticate(request, tokens)
         if not await may_manage(who, patient_id):
             raise HTTPException(404, "patient not found")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             p = await store.preferences(uow.conn, patient_id)
             purpose = "own_record" if who.has_any("PATIENT") else "care"
             record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="read",

@@ -86,7 +86,7 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         who = await guard.caller(request)
         require(who, *OVERSIGHT)
         now = guard.clock()
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
             for pid in dict.fromkeys(r["patient_id"] for r in rows):
                 record_access(uow, PatientsRecordAccessed, who, patient_id=pid, action="read",
@@ -124,7 +124,7 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
     async def team(patient_id: uuid.UUID, request: Request) -> Any:
         """The patient's active care relationships: staff (clinicians need their own), or the patient themself."""
         who = await guard.caller(request)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             _, access = await guard.open(uow, who, patient_id, resource="care_team")
             rows = await store.care_team(uow.conn, patient_id, guard.clock()) if access.allowed else []
         if not access.allowed:

@@ -134,7 +134,7 @@ def router(
     async def me(request: Request) -> dict[str, Any]:
         """The caller's own patient record."""
         who = await caller(request)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             row = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
             if row is None:
                 raise HTTPException(404, "no patient record is linked to your account")
@@ -167,7 +167,7 @@ def router(
         require(who, *STAFF)
         if q is None and birth_date is None:
             raise HTTPException(422, "give q (MRN or name), birth_date, or both")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.search(uow.conn, q, birth_date, limit)
             reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
             if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
@@ -191,7 +191,7 @@ def router(
         request break-the-glass access.
         """
         who = await caller(request)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             row, access = await guard.open(uow, who, patient_id, resource="patient")
         if not access.allowed:
             return guard.refusal(patient_id, access)  # the denial above is committed and audited

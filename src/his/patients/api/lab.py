@@ -22,7 +22,7 @@ def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         """A patient's lab results, by order, most recently resulted first: the patient, or
         clinicians with a care relationship or emergency grant (as for the medical record)."""
         who = await guard.caller(request)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/lab_result")
             rows = await store.lab_results(uow.conn, patient_id, limit) if allowed else []
         if not allowed:

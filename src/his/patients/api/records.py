@@ -82,7 +82,7 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         relationship or emergency grant (other staff are refused: clinical text is not theirs)."""
         who = await guard.caller(request)
         aes = keys()
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/record")
             entries = await store.record_entries(uow.conn, patient_id, limit) if allowed else []
         if not allowed:

@@ -164,7 +164,7 @@ def router(
         """One appointment (its patient, or reception and clinicians)."""
         who = await authenticate(request, tokens)
         row = await load(who, appointment_id, READERS)
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             audit(uow, who, row["patient_id"], "read")
         return store.as_json(row)
 
@@ -180,7 +180,7 @@ def router(
             allowed = False
         if not allowed:
             raise HTTPException(404, "patient not found")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
             audit(uow, who, patient_id, "read")
         return {"items": [store.as_json(x) for x in rows]}
@@ -257,7 +257,7 @@ def router(
             allowed = False
         if not allowed:
             raise HTTPException(404, "patient not found")
-        async with ctx.db.uow() as uow:
+        async with ctx.db.read() as uow:
             rows = await store.waitlist_of_patient(uow.conn, patient_id)
             audit(uow, who, patient_id, "read", "waitlist")
         return {"items": [store.waitlist_json(x) for x in rows]}
