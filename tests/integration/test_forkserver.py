@@ -120,3 +120,26 @@ def test_when_its_caller_dies_the_server_stops_its_children_and_exits() -> None:
     finally:
         caller.kill()
         caller.wait(10)
+
+
+def test_without_its_fork_server_the_supervisor_starts_a_child_as_its_own_interpreter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from his.cli import supervisor
+    from his.kernel.config import Settings
+    from his.kernel.infra.procs import ManagedProcess
+
+    forks = ForkServer.start(["json"])
+    forks.close()  # as if it had died
+    stack = supervisor.Stack(Settings(data_dir=tmp_path), forks=forks)
+    env = {"HIS_DATA_DIR": str(tmp_path), "PYTHONPATH": ROOT, "GREETING": "plain", "EXIT_CODE": "4"}
+    child = supervisor.Child("greeter", CHILD, env, url="")
+    supervisor.launch(stack, child)
+    assert isinstance(child.proc, ManagedProcess)
+    assert child.proc.popen.wait(30) == 4
+    assert stack.forks_off
+    assert "starting each service as its own interpreter" in capsys.readouterr().err
+    eventually(lambda: "greeting=plain" in (tmp_path / "logs" / "greeter.log").read_text(), "the child's line")
+    assert f"ppid={os.getpid()}" in (tmp_path / "logs" / "greeter.log").read_text()
+    assert child.output is not None
+    child.output.close()

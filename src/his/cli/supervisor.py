@@ -374,7 +374,7 @@ def launch(stack: Stack, child: Child) -> None:
         try:
             child.proc = stack.forks.spawn(child.name, child.module, env=child.env, echo=child.output)
         except ForkServerError as exc:
-            console.print(f"[yellow]warning:[/] fork server: {exc}; starting each service as its own interpreter")
+            console.print(f"[yellow]warning:[/] {exc}; starting each service as its own interpreter")
             stack.forks_off = True
     if child.proc is None:
         child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=child.output)

@@ -365,6 +365,7 @@ class ForkServer:
         self.popen = popen
         self.lost = False
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # not _lock: a send may wait for the server to read
         self._next_id = 0
         self._replies: dict[int, Started | Refused | None] = {}
         self._replied = threading.Condition(self._lock)
@@ -462,7 +463,7 @@ class ForkServer:
         if self.lost:
             raise OSError("the fork server is gone")
         data = encode(message)
-        with self._lock:
+        with self._send_lock:
             if fds:
                 socket.send_fds(self.sock, [data], fds)
             else:
