@@ -85,7 +85,8 @@ class Hospital:
         assert isinstance(services, dict)
         infra = st["infra_pids"]
         assert isinstance(infra, list)
-        return [int(s["pid"]) for s in services.values()] + [int(p) for p in infra]
+        forks = [int(str(st["forkserver_pid"]))] if st.get("forkserver_pid") else []
+        return [int(s["pid"]) for s in services.values()] + [int(p) for p in infra] + forks
 
     def stop(self) -> int:
         assert self.proc is not None
