@@ -143,3 +143,15 @@ def test_without_its_fork_server_the_supervisor_starts_a_child_as_its_own_interp
     assert f"ppid={os.getpid()}" in (tmp_path / "logs" / "greeter.log").read_text()
     assert child.output is not None
     child.output.close()
+
+
+def test_the_hospitals_preload_starts_no_thread_before_forking() -> None:
+    from his.cli.services import PRELOAD
+
+    fs = ForkServer.start(PRELOAD, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        child = fs.spawn("probe", CHILD, env={"EXIT_CODE": "0"})  # answered: the preload is done
+        assert child.wait(60) == 0
+        assert os.listdir(f"/proc/{fs.pid}/task") == [str(fs.pid)]
+    finally:
+        fs.close()

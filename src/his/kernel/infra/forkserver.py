@@ -300,7 +300,8 @@ class _Server:
                 traceback.print_exc()
         finally:
             with contextlib.suppress(BaseException):
-                atexit._run_exitfuncs()
+                atexit._run_exitfuncs()  # as at an interpreter's exit (logging.shutdown, …)
+            with contextlib.suppress(BaseException):
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
