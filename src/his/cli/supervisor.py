@@ -392,7 +392,7 @@ def save_state(stack: Stack) -> None:
             "nats_monitor_url": stack.nats_monitor,
             "pki_dir": str(pki_dir(stack.settings.data_path)),
             "infra_pids": [p.pid for p in stack.infra],
-            "forkserver_pid": stack.forks.pid if stack.forks is not None and not stack.forks_off else None,
+            "forkserver_pid": stack.forks.pid if stack.forks is not None and stack.forks.popen.poll() is None else None,
             "services": {
                 c.name: {
                     "url": c.url,
