@@ -155,3 +155,17 @@ def test_the_hospitals_preload_starts_no_thread_before_forking() -> None:
         assert os.listdir(f"/proc/{fs.pid}/task") == [str(fs.pid)]
     finally:
         fs.close()
+
+
+def test_forked_children_do_not_share_the_random_state_of_their_preload() -> None:
+    fs = ForkServer.start(["his.kernel.tracing"], env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        ids = []
+        for n in range(2):
+            out = Lines()
+            assert fs.spawn(f"tracer{n}", CHILD, env={"TRACE_ID": "1"}, echo=out).wait(30) == 0
+            eventually(lambda out=out: "trace_id=" in out.text(), "the child's trace id")
+            ids.append(out.text().split("trace_id=")[1].split()[0])
+        assert ids[0] != ids[1]
+    finally:
+        fs.close()
