@@ -25,6 +25,10 @@ Rules the server keeps:
 - When its caller goes away (end of file on the socket) or on SIGTERM, it stops its children
   (SIGTERM, then SIGKILL after a grace period) and exits.
 
+What the preloaded modules create at import is the same in every child: a random generator
+made at import must reseed after a fork (``os.register_at_fork``), or the children repeat each
+other's "random" numbers.
+
 A forked child's ``/proc/<pid>/environ`` and ``cmdline`` are the server's (what the kernel
 recorded at exec); the child's ``os.environ`` is what the caller sent. Its ``comm`` is its name.
 
