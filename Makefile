@@ -8,9 +8,11 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue proto clean
 
-$(VENV)/.synced: pyproject.toml uv.lock
+# --compile-bytecode: the installed packages' .pyc files are written once here, so that no process
+# compiles them again at start (with PYTHONDONTWRITEBYTECODE set, every import would).
+$(VENV)/.synced: pyproject.toml uv.lock Makefile
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8; }
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 up: $(VENV)/.synced

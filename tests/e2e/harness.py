@@ -65,13 +65,10 @@ class Hospital:
         return str(services[service]["url"])
 
     def grpc_port(self, service: str) -> int:
-        """The port of ``service``'s gRPC listener (from the environment `his up` gave the service)."""
+        """The port of ``service``'s gRPC listener (as `his up` recorded it)."""
         services = self.state()["services"]
         assert isinstance(services, dict)
-        pid = int(services[service]["pid"])
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        port = next(e.split(b"=", 1)[1] for e in env if e.startswith(b"HIS_GRPC_PORT="))
-        return int(port)
+        return int(services[service]["grpc_port"])
 
     def operator(self) -> WorkloadIdentity:
         ident = operator_identity(self.data)
@@ -88,7 +85,8 @@ class Hospital:
         assert isinstance(services, dict)
         infra = st["infra_pids"]
         assert isinstance(infra, list)
-        return [int(s["pid"]) for s in services.values()] + [int(p) for p in infra]
+        forks = [int(str(st["forkserver_pid"]))] if st.get("forkserver_pid") else []
+        return [int(s["pid"]) for s in services.values()] + [int(p) for p in infra] + forks
 
     def stop(self) -> int:
         assert self.proc is not None

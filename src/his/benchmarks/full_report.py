@@ -13,7 +13,7 @@ from his.benchmarks.report import Row, num
 RSS_LIMIT_MB = 120.0
 UP_LIMIT_S = 10.0
 #: Processes of the hospital that are not services: shown, without the per-service memory target.
-NOT_SERVICES = ("postgres", "nats", "supervisor")
+NOT_SERVICES = ("postgres", "nats", "supervisor", "forkserver")
 SUITES = ("backbone", "booking", "reads")
 SECTIONS = (
     "Targets",

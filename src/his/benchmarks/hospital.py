@@ -111,11 +111,14 @@ class PrivateHospital:
         return ident
 
     def processes(self) -> dict[str, int]:
-        """Every process of the hospital by name: services, gateway, PostgreSQL, NATS, the supervisor."""
+        """Every process of the hospital by name: services, gateway, PostgreSQL, NATS, the supervisor
+        and the fork server that forked the services (its CPU is their imports)."""
         st = self.state()
         procs = {name: int(s["pid"]) for name, s in st["services"].items() if s.get("pid")}
         for pid in st.get("infra_pids", []):
             procs["nats" if "nats" in _comm(int(pid)) else "postgres"] = int(pid)
+        if st.get("forkserver_pid"):
+            procs["forkserver"] = int(st["forkserver_pid"])
         if self.proc is not None:
             procs["supervisor"] = self.proc.pid
         return procs
@@ -162,11 +165,13 @@ def _alive(pid: int) -> bool:
 class CpuLedger:
     """CPU seconds used by named groups of processes, each a root process and its descendants.
 
-    ``roots`` maps a name to a pid; a name in ``alone`` counts only that process (the supervisor,
-    whose descendants are the services, counted under their own names).
+    ``roots`` maps a name to a pid; a name in ``alone`` counts only that process (the supervisor
+    and the fork server, whose descendants are the services, counted under their own names).
     """
 
-    def __init__(self, roots: dict[str, int], alone: tuple[str, ...] = ("supervisor", "load generator")) -> None:
+    def __init__(
+        self, roots: dict[str, int], alone: tuple[str, ...] = ("supervisor", "forkserver", "load generator")
+    ) -> None:
         self.roots = dict(roots)
         self.alone = alone
         self.tick = os.sysconf("SC_CLK_TCK")

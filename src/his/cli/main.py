@@ -37,9 +37,18 @@ err = Console(stderr=True, highlight=False)
 @app.command()
 def up() -> None:
     """Start the whole hospital: PostgreSQL, NATS, every service and the gateway."""
+    from his.cli.services import start_forkserver
+    from his.kernel.infra.forkserver import ForkServer, ForkServerError
+
+    settings = Settings()
+    forks: ForkServer | None = None
+    try:  # first of all: it imports what the services need while the supervisor imports itself
+        forks = start_forkserver(settings.data_path)
+    except ForkServerError as exc:
+        err.print(f"warning: {exc}; starting each service as its own interpreter")
     from his.cli.supervisor import up as run_up
 
-    raise typer.Exit(run_up(Settings()))
+    raise typer.Exit(run_up(settings, forks))
 
 
 @app.command()

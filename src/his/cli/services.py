@@ -1,4 +1,11 @@
-"""The processes that make up a hospital, in start order."""
+"""The processes that make up a hospital, in start order, and the fork server that starts them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from his.kernel.infra.forkserver import ForkServer
 
 SERVICES = (
     "identity",
@@ -13,3 +20,17 @@ SERVICES = (
     "notifications",
 )
 GATEWAY = "gateway"
+#: What the fork server imports once before it forks the services and the gateway: everything
+#: their ``python -m his.<name>`` imports before serving (see his.kernel.infra.forkserver).
+PRELOAD = (*(f"his.{s}.app" for s in SERVICES), "his.gateway.app", "his.kernel.service", "his.kernel.rpc")
+
+
+def start_forkserver(data_dir: Path) -> ForkServer:
+    """The fork server of the services and the gateway; it imports their modules from now on.
+
+    Its environment is the caller's without HIS_* (each child gets exactly its own), with the
+    data directory, so that the hospital's processes can be told apart by it. Raises
+    ``ForkServerError``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    env.update(HIS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    return ForkServer.start(PRELOAD, env=env)

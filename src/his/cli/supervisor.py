@@ -2,6 +2,10 @@
 
 Children run in their own sessions so that Ctrl-C reaches only the supervisor, which then
 stops them in order: gateway and services first, then NATS, then PostgreSQL.
+
+The services and the gateway are forked by a fork server that has imported their modules once
+(``his.kernel.infra.forkserver``, docs/adr/0015-fork-server.md); without it (it could not start,
+or it died) each is started as its own interpreter, ``python -m his.<name>``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from his.kernel.config import Settings
 from his.kernel.crypto import new_key_text
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
+from his.kernel.infra.forkserver import ForkedProcess, ForkServer, ForkServerError
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
 from his.kernel.observability import render_json_line
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
@@ -58,14 +63,19 @@ COLOURS = (
 @dataclass
 class Child:
     name: str
-    args: list[str]
+    #: What it runs as ``__main__`` (``python -m <module>``).
+    module: str
     env: dict[str, str]
     url: str
-    proc: ManagedProcess | None = None
+    proc: ManagedProcess | ForkedProcess | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
     output: ChildOutput | None = None
+
+    @property
+    def args(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
 
 
 @dataclass
@@ -79,6 +89,9 @@ class Stack:
     lock: IO[str] | None = None
     #: Workload identities issued by the local CA, by name ("operator", "nats", each service).
     identities: dict[str, WorkloadIdentity] = field(default_factory=dict)
+    #: Forks the children; None (or ``forks_off``) starts each as its own interpreter instead.
+    forks: ForkServer | None = None
+    forks_off: bool = False
 
     @property
     def operator(self) -> WorkloadIdentity:
@@ -247,7 +260,7 @@ async def bootstrap_and_launch(stack: Stack) -> None:
         if child.name in SERVICES:
             await migrations.provision(stack.admin_dsn, child.name, secret(data, f"db-{child.name}"))
             await migrations.upgrade(stack.admin_dsn, child.name)
-        launch(child)
+        launch(stack, child)
     save_state(stack)
 
 
@@ -298,7 +311,7 @@ def plan_children(stack: Stack) -> None:
         env.update(service_settings_env(svc))
         if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
             env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
-        stack.children.append(Child(svc, [sys.executable, "-m", f"his.{svc}"], env, url))
+        stack.children.append(Child(svc, f"his.{svc}", env, url))
     env = dict(
         base,
         **stack.identities[GATEWAY].env(),
@@ -309,9 +322,7 @@ def plan_children(stack: Stack) -> None:
         HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
         HIS_GATEWAY_BURST=str(s.gateway_burst),
     )
-    stack.children.append(
-        Child(GATEWAY, [sys.executable, "-m", "his.gateway"], env, f"http://{s.host}:{s.gateway_port}")
-    )
+    stack.children.append(Child(GATEWAY, "his.gateway", env, f"http://{s.host}:{s.gateway_port}"))
 
 
 def patients_settings() -> PatientsSettings:
@@ -354,11 +365,19 @@ def service_settings_env(service: str) -> dict[str, str]:
     return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 
-def launch(child: Child) -> None:
+def launch(stack: Stack, child: Child) -> None:
     if child.output is not None:
         child.output.close()
     child.output = ChildOutput(Path(child.env["HIS_DATA_DIR"]) / "logs" / f"{child.name}.log")
-    child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=child.output)
+    child.proc = None
+    if stack.forks is not None and not stack.forks_off:
+        try:
+            child.proc = stack.forks.spawn(child.name, child.module, env=child.env, echo=child.output)
+        except ForkServerError as exc:
+            console.print(f"[yellow]warning:[/] {exc}; starting each service as its own interpreter")
+            stack.forks_off = True
+    if child.proc is None:
+        child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=child.output)
     child.started_at = time.monotonic()
 
 
@@ -373,7 +392,15 @@ def save_state(stack: Stack) -> None:
             "nats_monitor_url": stack.nats_monitor,
             "pki_dir": str(pki_dir(stack.settings.data_path)),
             "infra_pids": [p.pid for p in stack.infra],
-            "services": {c.name: {"url": c.url, "pid": c.proc.pid if c.proc else None} for c in stack.children},
+            "forkserver_pid": stack.forks.pid if stack.forks is not None and stack.forks.popen.poll() is None else None,
+            "services": {
+                c.name: {
+                    "url": c.url,
+                    "pid": c.proc.pid if c.proc else None,
+                    "grpc_port": int(c.env["HIS_GRPC_PORT"]) if "HIS_GRPC_PORT" in c.env else None,
+                }
+                for c in stack.children
+            },
         },
     )
 
@@ -449,7 +476,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
                 console.print(f"[red]{child.name} exited with code {proc.returncode}; restarting in {delay:.1f}s[/]")
                 child.proc, child.next_start = None, now + delay
             if child.proc is None and now >= child.next_start:
-                launch(child)
+                launch(stack, child)
                 save_state(stack)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.25)
@@ -457,6 +484,8 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 
 def shutdown(stack: Stack) -> None:
     if not stack.infra and not stack.children:
+        if stack.forks is not None:
+            stack.forks.close()
         return
     console.print("stopping…")
     running = [c.proc for c in stack.children if c.proc is not None]
@@ -464,6 +493,8 @@ def shutdown(stack: Stack) -> None:
         p.signal(signal.SIGTERM)
     for p in running:
         p.stop(signal.SIGTERM, timeout=10)
+    if stack.forks is not None:
+        stack.forks.close()
     for p in reversed(stack.infra):
         if p.name == "postgres":
             pg_infra.stop(p)
@@ -473,10 +504,10 @@ def shutdown(stack: Stack) -> None:
     console.print("stopped")
 
 
-async def run_up(settings: Settings) -> int:
+async def run_up(settings: Settings, forks: ForkServer | None = None) -> int:
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
-    stack = Stack(settings)
+    stack = Stack(settings, forks=forks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -508,5 +539,7 @@ async def run_up(settings: Settings) -> int:
         shutdown(stack)
 
 
-def up(settings: Settings) -> int:
-    return asyncio.run(run_up(settings))
+def up(settings: Settings, forks: ForkServer | None = None) -> int:
+    """``his up``; ``forks`` forks the children (``services.start_forkserver``), or None: each is
+    started as its own interpreter."""
+    return asyncio.run(run_up(settings, forks))

@@ -18,6 +18,17 @@ class ServerStartError(RuntimeError):
     """A server could not be started; the message is one line meant for the operator."""
 
 
+def pump(name: str, stream: IO[bytes], tail: collections.deque[str], echo: Callable[[str, str], None] | None) -> None:
+    """Read a child's output line by line until it closes: keep the last lines, echo each."""
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        tail.append(line)
+        if echo is not None:
+            echo(name, line)
+        else:
+            sys.stderr.write(f"{name:>14} | {line}\n")
+
+
 class ManagedProcess:
     """A child process in its own session, whose output is prefixed or written to a file."""
 
@@ -64,13 +75,7 @@ class ManagedProcess:
 
     def _pump(self, echo: Callable[[str, str], None] | None) -> None:
         assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self._tail.append(line)
-            if echo is not None:
-                echo(self.name, line)
-            else:
-                sys.stderr.write(f"{self.name:>14} | {line}\n")
+        pump(self.name, self.popen.stdout, self._tail, echo)
 
     @property
     def pid(self) -> int:
