@@ -4,7 +4,7 @@ Children run in their own sessions so that Ctrl-C reaches only the supervisor, w
 stops them in order: gateway and services first, then NATS, then PostgreSQL.
 
 The services and the gateway are forked by a fork server that has imported their modules once
-(``his.kernel.infra.forkserver``, docs/adr/0015-fork-server.md); without it (it could not start,
+(``his.kernel.infra.forkserver``, docs/adr/0013-fork-server.md); without it (it could not start,
 or it died) each is started as its own interpreter, ``python -m his.<name>``.
 """
 

@@ -5,7 +5,7 @@ framework, validation, messaging and database clients) pays for those imports on
 process. Started as separate interpreters on a machine with few cores, that repeated import
 work is most of the start. A process that has already imported them forks a child in
 milliseconds, and the children share the imported modules' memory copy-on-write
-(docs/adr/0015-fork-server.md has the measurements).
+(docs/adr/0013-fork-server.md has the measurements).
 
 How: ``ForkServer.start(preload)`` starts ``python -c …`` with one end of a Unix
 ``SOCK_SEQPACKET`` socket pair. The server imports ``preload``, runs ``gc.collect()`` and
