@@ -105,16 +105,37 @@ def echo(name: str, line: str) -> None:
 
 class ChildOutput:
     """Where a service's output goes: its lines as they are (JSON log lines) appended to
-    ``<data dir>/logs/<name>.log``, and compactly rendered to the console."""
+    ``<data dir>/logs/<name>.log``, and compactly rendered to the console.
 
-    def __init__(self, path: Path) -> None:
+    The file is rotated when it reaches ``max_bytes``: ``<name>.log.1`` is the newest of at most
+    ``keep`` rotated files, and the oldest is dropped, so a long-running hospital's logs stay
+    bounded."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 50 * 2**20, keep: int = 5) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
         self.file = path.open("a", encoding="utf-8", buffering=1)
+        self.size = path.stat().st_size
 
     def __call__(self, name: str, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a full disk must not stop the console
             self.file.write(line + "\n")
+            self.size += len(line.encode()) + 1
+            if self.size >= self.max_bytes:
+                self.rotate()
         echo(name, render_json_line(line))
+
+    def rotate(self) -> None:
+        self.file.close()
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self.file = self.path.open("a", encoding="utf-8", buffering=1)
+        self.size = 0
 
     def close(self) -> None:
         self.file.close()
@@ -368,7 +389,12 @@ def service_settings_env(service: str) -> dict[str, str]:
 def launch(stack: Stack, child: Child) -> None:
     if child.output is not None:
         child.output.close()
-    child.output = ChildOutput(Path(child.env["HIS_DATA_DIR"]) / "logs" / f"{child.name}.log")
+    s = stack.settings
+    child.output = ChildOutput(
+        Path(child.env["HIS_DATA_DIR"]) / "logs" / f"{child.name}.log",
+        max_bytes=int(s.log_max_mb * 2**20),
+        keep=s.log_files,
+    )
     child.proc = None
     if stack.forks is not None and not stack.forks_off:
         try:

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     #: Refuse to start on unsafe durability settings unless this is set.
     allow_unsafe_durability: bool = False
     log_level: str = "INFO"
+    #: `his up` rotates each service's log under the data dir at this size (MB) and keeps this
+    #: many rotated files (``<service>.log.1`` is the newest).
+    log_max_mb: float = Field(default=50.0, gt=0)
+    log_files: int = Field(default=5, ge=1, le=100)
     #: OTLP/HTTP collector base URL for traces (e.g. http://127.0.0.1:4318); unset: the standard
     #: OTEL_EXPORTER_OTLP_ENDPOINT, else no export (trace ids still travel and appear in logs).
     otlp_endpoint: str | None = None
