@@ -313,7 +313,8 @@ class Database:
     async def uow(self) -> AsyncIterator[UnitOfWork]:
         """Run a transaction; events added to it are committed with it, then the relay is woken.
 
-        The transaction is a span; the events added in it carry its trace context.
+        The transaction is a span; the events added in it carry its trace context. Inside it, use
+        ``savepoint`` (or ``UnitOfWork.savepoint``), not ``conn.transaction()`` (ADR 0015).
         """
         with tracing.span(self._span_name, attributes=self._span_attributes):
             async with self._transaction() as uow:
