@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -193,9 +192,11 @@ async def test_grpc_client_attempts_are_timed_by_method_and_status_code() -> Non
 
 
 class FakeConn:
-    @asynccontextmanager
-    async def transaction(self) -> Any:
-        yield
+    async def execute(self, query: str) -> str:
+        return query.split(maxsplit=1)[0]
+
+    def is_closed(self) -> bool:
+        return False
 
 
 async def test_commit_hooks_of_a_failed_savepoint_are_dropped() -> None:

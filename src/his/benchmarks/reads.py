@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import secrets
 import statistics
@@ -32,19 +33,33 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import uvloop
+from rich.console import Console
+from rich.table import Table
 
 from his.benchmarks import bare
 from his.benchmarks.booking import queue_grew, start_baseline
-from his.benchmarks.harness import BenchmarkError, CpuWatch, DiskProbe, Latencies, closed_loop, open_loop
+from his.benchmarks.harness import (
+    BenchmarkError,
+    CpuWatch,
+    DiskProbe,
+    Latencies,
+    Servers,
+    closed_loop,
+    machine,
+    open_loop,
+)
 from his.benchmarks.hospital import ADMIN_EMAIL, CpuLedger, PrivateHospital, quiesce
-from his.benchmarks.report import Row, ratio_of
+from his.benchmarks.report import Row, num, ratio_of, wide
 from his.benchmarks.seed import call, desk, limited, patient
 from his.benchmarks.wire import Pool
+from his.kernel.infra.procs import ServerStartError
 
 TIMEOUT = 30.0
 #: Closed-loop targets: the system's two paths, then the raw baselines.
@@ -337,3 +352,63 @@ def raw_rows(res: dict[str, Any]) -> list[Row]:
         for key, what in (("plain", "plain JSON"), ("insert", "+ one INSERT"), ("select", "+ one SELECT")):
             out.append(Row(f"bare ASGI endpoint, {what}, {users} users", per_s[key], None, " req/s", None))
     return out
+
+
+def run_alone(
+    cfg: ReadConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
+) -> dict[str, Any]:
+    """``his bench reads``: start a private hospital, measure the patient read, stop it."""
+    started = time.perf_counter()
+    hospital = PrivateHospital(Servers.make_workdir(workdir))
+    say(f"starting a private hospital (his up) in {hospital.workdir}")
+    try:
+        hospital.start()
+        say(f"his is up in {hospital.started_in:.1f}s; gateway on {hospital.gateway}")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results = runner.run(measure(hospital, cfg, say))
+    finally:
+        hospital.stop()
+        if not keep:
+            Servers(hospital.workdir).remove()
+    return {"benchmark": "reads", "machine": machine(), "seconds": time.perf_counter() - started, "results": results}
+
+
+def render_alone(console: Console, report: dict[str, Any]) -> None:
+    """The figures and where a read's CPU goes, as tables."""
+    res = report["results"]
+    with wide(console):
+        table = Table(title="his bench reads — a patient read against a bare ASGI endpoint doing one SELECT")
+        for col in ("figure", "measured", "baseline", "ratio"):
+            table.add_column(col, justify="left" if col == "figure" else "right")
+        for r in (*rows(res), *raw_rows(res)):
+            ratio = "" if r.ratio is None or math.isnan(r.ratio) else f"{r.ratio:.2f}"
+            table.add_row(r.figure, num(r.measured, r.unit, 1), num(r.baseline, r.unit, 1), ratio)
+        console.print(table)
+        per = res.get("throughput", {}).get("cpu_ms_per_request", {})
+        cols = [c for c in ("read", "direct", "select") if c in per]
+        cpu = Table(title="CPU per request (ms), every process, over the throughput rounds (from /proc)")
+        cpu.add_column("process")
+        for c in cols:
+            cpu.add_column(c, justify="right")
+        for name in sorted({n for c in cols for n in per[c]}, key=lambda n: -per.get("read", {}).get(n, 0.0)):
+            values = [per[c].get(name, 0.0) for c in cols]
+            if max(values) >= 0.005:
+                cpu.add_row(name, *(f"{v:.2f}" for v in values))
+        cpu.add_row("[bold]total[/]", *(f"{sum(per[c].values()):.2f}" for c in cols))
+        console.print(cpu)
+
+
+def main(cfg: ReadConfig, *, as_json: bool, out: Console, err: Console, workdir: Path | None, keep: bool) -> int:
+    """Entry point of ``his bench reads``: prints the tables (or JSON); 1 if a figure is invalid."""
+    try:
+        report = run_alone(cfg, say=lambda line: err.print(f"[dim]· {line}[/]"), workdir=workdir, keep=keep)
+    except (BenchmarkError, ServerStartError) as exc:
+        err.print(f"[bold red]benchmark failed:[/] {exc}")
+        return 1
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        render_alone(out, report)
+    for e in report["results"]["errors"]:
+        err.print(f"[bold red]invalid:[/] {e}")
+    return 1 if report["results"]["errors"] else 0

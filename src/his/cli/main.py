@@ -298,6 +298,22 @@ def bench_booking(  # noqa: PLR0917 - one parameter per command-line option
     raise typer.Exit(run_booking(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
 
 
+@bench_app.command("reads")
+def bench_reads(
+    quick: Annotated[bool, typer.Option("--quick", help="A short smoke run (~1 min).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    workdir: Annotated[Path | None, typer.Option(help="Where the private hospital lives.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the hospital's data directory and logs.")] = False,
+) -> None:
+    """A patient read through the gateway against a bare ASGI + one SELECT endpoint, on a private
+    `his up` (see docs/performance.md)."""
+    from his.benchmarks.reads import ReadConfig
+    from his.benchmarks.reads import main as run_reads
+
+    cfg = ReadConfig.quick() if quick else ReadConfig()
+    raise typer.Exit(run_reads(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
+
+
 def _admin_dsn() -> str:
     from his.cli import state
 

@@ -29,7 +29,7 @@ from his.kernel.config import ServiceSettings
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
-from his.kernel.service import QuietServer
+from his.kernel.service import NO_TELEMETRY, QuietServer
 
 log = logging.getLogger("his.gateway")
 
@@ -185,7 +185,7 @@ async def read_capped(request: Request) -> bytes | None:
 
 
 def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = None) -> FastAPI:
-    app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install(app)
     s = settings or ServiceSettings()
     gw = Gateway(
@@ -301,14 +301,10 @@ class Edge:
         await response(scope, receive, send)
 
 
-def main() -> None:
-    settings = ServiceSettings()
-    obs.setup_logging(settings.log_level, "gateway")
-    tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
-    upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
-    app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
-    config = uvicorn.Config(
-        tracing.TracingMiddleware(obs.MetricsMiddleware(Edge(app, app.state.gateway))),
+def listener(edge: Edge, settings: ServiceSettings) -> uvicorn.Config:
+    """The public listener: the edge with its tracing and metrics middlewares."""
+    return uvicorn.Config(
+        tracing.TracingMiddleware(obs.MetricsMiddleware(edge)),
         host=settings.host,
         port=settings.http_port or settings.gateway_port,
         log_level="warning",
@@ -317,7 +313,19 @@ def main() -> None:
         lifespan="off",
         loop="none",
         http="httptools",
+        # The peer address keys the per-IP rate limit: never take it from a client's X-Forwarded-For
+        # (uvicorn believes that header from 127.0.0.1 by default, where local clients connect).
+        proxy_headers=False,
     )
+
+
+def main() -> None:
+    settings = ServiceSettings()
+    obs.setup_logging(settings.log_level, "gateway")
+    tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
+    upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
+    app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
+    config = listener(Edge(app, app.state.gateway), settings)
     server = QuietServer(config)
 
     async def serve() -> None:

@@ -30,6 +30,25 @@ OUTBOX_PUBLISHED = Counter("his_outbox_published_total", "Outbox rows published 
 CONSUMER_EVENTS = Counter("his_consumer_events_total", "Events handled by consumers", ["consumer", "outcome"])
 
 
+class Bound:
+    """The children of a labelled histogram, each looked up once.
+
+    ``family.labels(...)`` builds a key and takes the family's lock on every call; the hot paths
+    (each HTTP request, each gRPC call) observe through this instead. Label values are bounded
+    sets (route templates, methods, status codes), and so is the table.
+    """
+
+    def __init__(self, family: Histogram) -> None:
+        self.family = family
+        self._children: dict[tuple[str, ...], Histogram] = {}
+
+    def __call__(self, *labels: str) -> Histogram:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.family.labels(*labels)
+        return child
+
+
 def setup_logging(level: str = "INFO", service: str = "", *, json_lines: bool | None = None) -> None:
     """Log to stdout: JSON lines (``JsonFormatter``), or a compact human line on a terminal.
 
@@ -123,17 +142,18 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.timers = Bound(HTTP_SECONDS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = [500]
+        status = ["500"]
 
         async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status[0] = int(message["status"])
+                status[0] = str(message["status"])
             await send(message)
 
         try:
@@ -141,4 +161,4 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_SECONDS.labels(scope.get("method", ""), template, str(status[0])).observe(time.perf_counter() - start)
+            self.timers(scope.get("method", ""), template, status[0]).observe(time.perf_counter() - start)

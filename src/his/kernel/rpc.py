@@ -31,6 +31,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from his.kernel import metrics, tracing
+from his.kernel import observability as obs
 from his.kernel.pki import WorkloadIdentity, spiffe_id_of_pem
 from his.kernel.resilience import CircuitBreaker, DependencyUnavailableError, RetryPolicy
 
@@ -38,6 +39,13 @@ log = logging.getLogger("his.rpc")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+#: The gRPC timers of this process, each child looked up once (method names and codes are bounded).
+_SERVER_TIMERS = obs.Bound(metrics.GRPC_SERVER_SECONDS)
+_CLIENT_TIMERS = obs.Bound(metrics.GRPC_CLIENT_SECONDS)
+
+#: A multicallable's full method name, worked out once per multicallable.
+_method_name = functools.lru_cache(maxsize=256)(metrics.method_name)
 
 #: Requests and answers between services are small; refuse anything larger early.
 MAX_MESSAGE_BYTES = 1 << 20
@@ -147,7 +155,7 @@ def _measured(handler: grpc.RpcMethodHandler[Req, Resp], method: str) -> grpc.Rp
             code = aborted.name if isinstance(aborted, grpc.StatusCode) else "UNKNOWN"
             raise
         finally:
-            metrics.GRPC_SERVER_SECONDS.labels(method, code).observe(time.perf_counter() - start)
+            _SERVER_TIMERS(method, code).observe(time.perf_counter() - start)
 
     return grpc.unary_unary_rpc_method_handler(
         measured, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
@@ -159,9 +167,11 @@ def _guarded(
 ) -> grpc.RpcMethodHandler[Req, Resp]:
     inner: Callable[[Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]] = handler.unary_unary  # type: ignore[assignment]
 
+    attributes = _rpc_attributes(method)
+
     async def guarded(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         parent = next((str(v) for k, v in context.invocation_metadata() or () if k == "traceparent"), None)
-        with tracing.span(method, tracing.SpanKind.SERVER, parent=parent, attributes=_rpc_attributes(method)):
+        with tracing.span(method, tracing.SpanKind.SERVER, parent=parent, attributes=attributes):
             return await _admitted(request, context)
 
     async def _admitted(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
@@ -195,6 +205,7 @@ def _guarded(
     )
 
 
+@functools.lru_cache(maxsize=256)
 def _rpc_attributes(method: str) -> dict[str, Any]:
     """``/his.patients.v1.Patients/GetPatient`` as OpenTelemetry's rpc.* attributes."""
     service, _, name = method.lstrip("/").partition("/")
@@ -322,7 +333,7 @@ class RpcClient:
         timeout: float | None = None,
     ) -> Resp:
         """Call ``method``; only ``idempotent`` calls are retried, and only when they got no answer."""
-        name = metrics.method_name(method)
+        name = _method_name(method)
         with tracing.span(name, tracing.SpanKind.CLIENT, attributes=_rpc_attributes(name)):
             return await self._call(method, request, idempotent=idempotent, timeout=timeout)
 
@@ -352,11 +363,11 @@ class RpcClient:
         """One try: the answer, or the error of a call that got none (other errors are raised)."""
         assert self.breaker is not None
         self.breaker.acquire()
-        start, name = time.perf_counter(), metrics.method_name(method)
+        start, name = time.perf_counter(), _method_name(method)
         try:
             response = await self._send(method, request, deadline)
         except grpc.aio.AioRpcError as exc:
-            metrics.GRPC_CLIENT_SECONDS.labels(name, exc.code().name).observe(time.perf_counter() - start)
+            _CLIENT_TIMERS(name, exc.code().name).observe(time.perf_counter() - start)
             if exc.code() in RETRYABLE or exc.code() in OVERLOADED:
                 self.breaker.failure()
                 return exc
@@ -366,7 +377,7 @@ class RpcClient:
             self.breaker.release()  # no verdict on the dependency (cancelled, no free slot, ...)
             raise
         self.breaker.success()
-        metrics.GRPC_CLIENT_SECONDS.labels(name, "OK").observe(time.perf_counter() - start)
+        _CLIENT_TIMERS(name, "OK").observe(time.perf_counter() - start)
         return response
 
     async def _send(self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req, deadline: float) -> Resp:

@@ -23,6 +23,7 @@ import uvicorn
 import uvloop
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,6 +47,11 @@ log = logging.getLogger("his.service")
 #: all) keep connections to it and drop idle ones sooner (60 s); with uvicorn's default of 5 s,
 #: a pause of a few seconds cost a mutual-TLS handshake on both sides per connection afterwards.
 KEEP_ALIVE = 75
+
+#: FastAPI's own OpenTelemetry bridge stays off: ``TracingMiddleware`` makes the server span (one
+#: per request, not two), and with the bridge on FastAPI looked up three global providers on
+#: every request only to find them unconfigured.
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 @dataclass
@@ -211,7 +217,9 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         for name, coro in defn.background(ctx).items():
             tasks[name] = asyncio.create_task(coro, name=name)
 
-    app = FastAPI(title=f"his {defn.name}", description=defn.description, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=f"his {defn.name}", description=defn.description, docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+    )
     app.include_router(ops_router(ctx, tasks))
     if defn.routes is not None:
         app.include_router(defn.routes(ctx))
@@ -275,6 +283,7 @@ def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
         lifespan="off",
         loop="none",
         http="httptools",
+        proxy_headers=False,  # callers are his workloads: no proxy in front whose headers to believe
         timeout_keep_alive=KEEP_ALIVE,
         **tls,
     )

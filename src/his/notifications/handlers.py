@@ -44,6 +44,24 @@ async def _queue(
                           due_at=due_at, appointment_id=appointment_id, context=ctx)  # fmt: skip
 
 
+async def _queue_all(
+    uow: UnitOfWork,
+    env: Envelope,
+    patient_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    messages: list[tuple[str, datetime | None, dict[str, Any]]],
+) -> None:
+    """Queue the messages (template, due_at, context) one event causes: the patient's preferences
+    are read once and every delivery row goes in one statement (a booking queues two)."""
+    prefs = await store.preferences(uow.conn, patient_id)
+    queued_at = datetime.now(UTC).isoformat()
+    rows = [(template, channel, due_at, {"queued_at": queued_at, **context})
+            for template, due_at, context in messages for channel in prefs.channels()]  # fmt: skip
+    if rows:
+        await store.queue_many(uow.conn, patient_id=patient_id, event_id=env.id, appointment_id=appointment_id,
+                               messages=rows)  # fmt: skip
+
+
 def _appointment(ev: AppointmentEvent) -> dict[str, Any]:
     return {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service}
 
@@ -61,12 +79,11 @@ async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     """Confirm the booking now, and remind 24 hours before (once per appointment time)."""
     if not isinstance(ev, AppointmentBooked):
         raise PermanentError(f"unexpected event {env.type}")
-    await _queue(uow, env, ev.patient_id, "appointment_booked", appointment_id=ev.appointment_id,
-                 context=_appointment(ev))  # fmt: skip
+    messages: list[tuple[str, datetime | None, dict[str, Any]]] = [("appointment_booked", None, _appointment(ev))]
     due = reminder_due(ev.start, datetime.now(UTC))
     if due is not None:
-        await _queue(uow, env, ev.patient_id, "appointment_reminder", due_at=due, appointment_id=ev.appointment_id,
-                     context=_appointment(ev))  # fmt: skip
+        messages.append(("appointment_reminder", due, _appointment(ev)))
+    await _queue_all(uow, env, ev.patient_id, ev.appointment_id, messages)
 
 
 async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:

@@ -38,6 +38,29 @@ async def queue(
     return bool(status.endswith(" 1"))
 
 
+async def queue_many(
+    conn: Connection,
+    *,
+    patient_id: uuid.UUID,
+    event_id: uuid.UUID,
+    appointment_id: uuid.UUID | None,
+    messages: list[tuple[str, str, datetime | None, dict[str, Any]]],
+) -> None:
+    """Queue the messages (template, channel, due_at, context) one event causes, in one statement;
+    each is skipped as in ``queue`` if it already exists."""
+    await conn.execute(
+        """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id, due_at, appointment_id,
+                                 context, traceparent)
+           SELECT m.id, $2, m.template, m.channel, 'queued', $3, COALESCE(m.due_at, now()), $4, m.context::jsonb, $5
+           FROM unnest($1::uuid[], $6::text[], $7::text[], $8::timestamptz[], $9::text[])
+                AS m(id, template, channel, due_at, context)
+           ON CONFLICT DO NOTHING""",
+        [uuid.uuid4() for _ in messages], patient_id, event_id, appointment_id, tracing.current_traceparent(),
+        [m[0] for m in messages], [m[1] for m in messages], [m[2] for m in messages],
+        [json.dumps(m[3]) for m in messages],
+    )  # fmt: skip
+
+
 async def cancel_reminders(conn: Connection, appointment_id: uuid.UUID) -> None:
     await conn.execute(
         """UPDATE delivery SET status = 'cancelled'

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg import Range
 
-from his.kernel.db import Connection
+from his.kernel.db import Connection, savepoint
 from his.kernel.intervals import Interval
 from his.practitioners.domain import LeaveStatus
 
@@ -66,7 +66,7 @@ async def list_practitioners(conn: Connection, specialty: str | None, limit: int
 async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor: uuid.UUID) -> uuid.UUID:
     sid = uuid.uuid4()
     try:
-        async with conn.transaction():  # a savepoint: the conflict lookup below must still run
+        async with savepoint(conn):  # the conflict lookup below must still run
             await conn.execute(
                 "INSERT INTO shift (id, practitioner_id, during, created_by) VALUES ($1, $2, $3, $4)",
                 sid, pid, _range(during), actor,
