@@ -7,7 +7,7 @@ commit it wakes the outbox relay (in-process when the relay is local, else a coa
 A read that must leave a record (an audited read of a patient's data) writes nothing of its
 own: ``Database.read`` runs it in a read-only transaction and then commits its records with
 those of every other reader waiting at that moment, in one transaction (``GroupCommit``), before
-the caller may answer (ADR 0013).
+the caller may answer (ADR 0014).
 """
 
 from __future__ import annotations
@@ -237,8 +237,8 @@ class GroupCommit:
                 try:
                     if self._combine is not None:
                         events = self._combine(events)
-                    if events:
-                        async with self._pool().acquire() as conn, conn.transaction():
+                    if events:  # one INSERT on its own is one transaction: one round trip
+                        async with self._pool().acquire() as conn:
                             await UnitOfWork(conn, events).flush_events()
                 except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, who raises it
                     for _, done in batch:
