@@ -125,9 +125,9 @@ class OutboxSignal:
 class UnitOfWork:
     """One database transaction plus the events it will publish."""
 
-    def __init__(self, conn: Connection, events: list[Envelope] | None = None) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.events: list[Envelope] = events if events is not None else []
+        self.events: list[Envelope] = []
         self.committed: list[Callable[[], object]] = []
 
     def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
@@ -163,14 +163,19 @@ class UnitOfWork:
 
     async def flush_events(self) -> None:
         """Write the queued events' outbox rows now (``commit`` writes them otherwise)."""
-        if not self.events:
-            return
-        await self.conn.execute(
+        await write_outbox(self.conn, self.events)
+
+
+async def write_outbox(conn: Connection, events: list[Envelope]) -> None:
+    """Insert the outbox rows of ``events`` in one statement (outside a transaction, one atomic
+    statement is a transaction of its own)."""
+    if events:
+        await conn.execute(
             OUTBOX_INSERT,
-            [e.id for e in self.events],
-            [e.type for e in self.events],
-            [e.to_json() for e in self.events],
-            [e.traceparent for e in self.events],
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.to_json() for e in events],
+            [e.traceparent for e in events],
         )
 
 
@@ -239,7 +244,7 @@ class GroupCommit:
                         events = self._combine(events)
                     if events:  # one INSERT on its own is one transaction: one round trip
                         async with self._pool().acquire() as conn:
-                            await UnitOfWork(conn, events).flush_events()
+                            await write_outbox(conn, events)
                 except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, who raises it
                     for _, done in batch:
                         if not done.done():
@@ -344,6 +349,10 @@ class Database:
                 await self._group.write(uow.events)
             for fn in uow.committed:
                 fn()
+
+    def opened_read_pool(self) -> Pool | None:
+        """The pool of ``read`` if a read has opened it."""
+        return self._read_pool
 
     async def read_pool(self) -> Pool:
         """The pool of ``read``, opened now if it is not open yet."""

@@ -78,13 +78,16 @@ class StateCollector(Collector):
     """Pool use and circuit-breaker states of this process, read when scraped (no work otherwise)."""
 
     def __init__(self) -> None:
-        self.pools: dict[str, Pool] = {}
+        self.pools: dict[str, Callable[[], Pool | None]] = {}
         self.breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily("his_db_pool_connections", "Database pool connections", labels=["pool", "state"])
         limit = GaugeMetricFamily("his_db_pool_max_connections", "Database pool size limit", labels=["pool"])
-        for name, pool in self.pools.items():
+        for name, get in self.pools.items():
+            pool = get()
+            if pool is None:  # not opened (yet)
+                continue
             total, idle = pool.get_size(), pool.get_idle_size()
             size.add_metric([name, "in_use"], total - idle)
             size.add_metric([name, "idle"], idle)
@@ -107,9 +110,10 @@ STATE = StateCollector()
 REGISTRY.register(STATE)
 
 
-def watch_pool(name: str, pool: Pool) -> None:
-    """Report a connection pool's use at scrape time."""
-    STATE.pools[name] = pool
+def watch_pool(name: str, pool: Pool | Callable[[], Pool | None]) -> None:
+    """Report a connection pool's use at scrape time; ``pool`` may be a function giving the pool
+    then (or None while it is not open)."""
+    STATE.pools[name] = pool if callable(pool) else lambda: pool
 
 
 def watch_breaker(breaker: CircuitBreaker) -> None:

@@ -189,7 +189,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     )
     await db.open()
     watch_pool(defn.name, db.pool)
-    watch_pool(f"{defn.name}-read", await db.read_pool())
+    watch_pool(f"{defn.name}-read", db.opened_read_pool)  # opened by the first audited read
     async with db.pool.acquire() as conn:
         safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
     nc = await connect_nats(
