@@ -5,6 +5,7 @@ They carry ids and codes only (who by user id, which patient by id), like every 
 
 from __future__ import annotations
 
+import types
 import uuid
 from datetime import UTC, datetime
 from typing import Literal
@@ -19,12 +20,14 @@ Action = Literal["read", "create", "update", "delete", "search", "break_glass"]
 Outcome = Literal["allowed", "denied"]
 
 
-class RecordAccessed(Event):
-    """Base of the per-service access events (one type per producing service).
+class Access(BaseModel):
+    """Who accessed which patient's data, how, why and with what outcome.
 
     The actor is a user (their id and roles), or a service acting on its own behalf: then
     ``actor_id`` is ``workload_actor_id(spiffe_id)`` and ``actor_roles`` is ``[spiffe_id]``.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     actor_id: uuid.UUID
     actor_roles: list[str]
@@ -35,6 +38,10 @@ class RecordAccessed(Event):
     purpose: str = Field(max_length=32, pattern=r"^[a-z_]+$")
     outcome: Outcome
     trace_id: str | None = None
+
+
+class RecordAccessed(Event, Access):
+    """Base of the per-service access events (one type per producing service)."""
 
 
 @event
@@ -86,22 +93,12 @@ class BillingRecordAccessed(RecordAccessed):
     type = "his.billing.record.accessed.v1"
 
 
-class AccessEntry(BaseModel):
-    """One access inside a batched access event: the fields of ``RecordAccessed``, with the
-    access's own id and time (those of the single event it replaces)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class AccessEntry(Access):
+    """One access inside a batched access event, with its own id and time (those of the single
+    event it replaces)."""
 
     id: uuid.UUID
     at: AwareDatetime
-    actor_id: uuid.UUID
-    actor_roles: list[str]
-    patient_id: uuid.UUID | None
-    action: Action
-    resource: str = Field(max_length=64, pattern=r"^[a-z_./-]+$")
-    purpose: str = Field(max_length=32, pattern=r"^[a-z_]+$")
-    outcome: Outcome
-    trace_id: str | None = None
 
 
 #: Accesses per batched event (a 1 MB NATS message holds several times as many).
@@ -115,68 +112,33 @@ class RecordsAccessed(Event):
     accesses: list[AccessEntry] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-@event
-class PatientsRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's patient data, committed together: each entry of ``accesses`` has
-    the fields of ``his.patients.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
-
-    type = "his.patients.records.accessed.v1"
-
-
-@event
-class NotificationsRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's delivery history, preferences or alerts, committed together:
-    each entry of ``accesses`` has the fields of ``his.notifications.record.accessed.v1`` plus the
-    access's own ``id`` and ``at``."""
-
-    type = "his.notifications.records.accessed.v1"
-
-
-@event
-class SchedulingRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's appointments or waitlist entries, committed together: each entry of ``accesses`` has
-    the fields of ``his.scheduling.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
-
-    type = "his.scheduling.records.accessed.v1"
-
-
-@event
-class AdmissionsRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's admissions or bed charges, committed together: each entry of ``accesses`` has
-    the fields of ``his.admissions.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
-
-    type = "his.admissions.records.accessed.v1"
-
-
-@event
-class LaboratoryRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's lab orders, committed together: each entry of ``accesses`` has
-    the fields of ``his.laboratory.record.accessed.v1`` plus the access's own ``id`` and ``at``."""
-
-    type = "his.laboratory.records.accessed.v1"
-
-
-@event
-class BillingRecordsAccessed(RecordsAccessed):
-    """Several reads of a patient's charges, invoices, payments or claims, committed together:
-    each entry of ``accesses`` has the fields of ``his.billing.record.accessed.v1`` plus the
-    access's own ``id`` and ``at``."""
-
-    type = "his.billing.records.accessed.v1"
+def _batched(single: type[RecordAccessed], what: str) -> type[RecordsAccessed]:
+    """The batched event type of a service's access events (``his.<service>.records.accessed.v1``)."""
+    service = service_of(single.type)
+    namespace = {
+        "__module__": __name__,
+        "__doc__": f"Several reads of a patient's {what}, committed together: each entry of ``accesses``"
+        f" has the fields of ``{single.type}`` plus the access's own ``id`` and ``at``.",
+        "type": f"his.{service}.records.accessed.v1",
+    }
+    return event(
+        types.new_class(f"{service.title()}RecordsAccessed", (RecordsAccessed,), {}, lambda ns: ns.update(namespace))
+    )
 
 
 #: The batched type of each single access event that has one.
 BATCHED: dict[str, type[RecordsAccessed]] = {
-    single.type: batched
-    for single, batched in (
-        (PatientsRecordAccessed, PatientsRecordsAccessed),
-        (NotificationsRecordAccessed, NotificationsRecordsAccessed),
-        (SchedulingRecordAccessed, SchedulingRecordsAccessed),
-        (AdmissionsRecordAccessed, AdmissionsRecordsAccessed),
-        (LaboratoryRecordAccessed, LaboratoryRecordsAccessed),
-        (BillingRecordAccessed, BillingRecordsAccessed),
+    single.type: _batched(single, what)
+    for single, what in (
+        (PatientsRecordAccessed, "master data, records, lab results or care team"),
+        (NotificationsRecordAccessed, "delivery history, preferences or alerts"),
+        (SchedulingRecordAccessed, "appointments or waitlist entries"),
+        (AdmissionsRecordAccessed, "admissions or bed charges"),
+        (LaboratoryRecordAccessed, "lab orders"),
+        (BillingRecordAccessed, "charges, invoices, payments or claims"),
     )
 }
+PatientsRecordsAccessed = BATCHED[PatientsRecordAccessed.type]
 
 
 def batch_accesses(events: list[Envelope]) -> list[Envelope]:
