@@ -14,6 +14,7 @@ import httpx
 
 from his.cli.state import operator_identity
 from his.kernel.pki import WorkloadIdentity
+from tests.support.waiting import wait_until
 
 HIS = str(Path(sys.executable).parent / "his")
 ADMIN = ("chief@hospital.example", "ward seven night shift 2026")
@@ -107,22 +108,6 @@ class Hospital:
             [HIS, "status", "--json"], env=his_env(self.data, self.port), capture_output=True, check=False, timeout=30
         )
         return dict(json.loads(out.stdout))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-def wait_until(check: object, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 _DUMP_STREAMS = """

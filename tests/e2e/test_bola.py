@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Hospital, assign, create_user, register_patient, wait_until
+from tests.e2e.harness import Hospital, assign, create_user, register_patient
+from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 REASON = "Suspected sepsis, patient confused and cannot give consent or history"

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.e2e.conftest import EMERGENCY_MINUTES
-from tests.e2e.harness import HIS, Hospital, create_user, his_env, published_events, register_patient, wait_until
+from tests.e2e.harness import HIS, Hospital, create_user, his_env, published_events, register_patient
+from tests.support.waiting import wait_until
 
 REASON = "Collapsed in the waiting room, unresponsive, no one to ask about allergies"
 

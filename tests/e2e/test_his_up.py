@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from his.kernel.infra.nats import free_port
-from tests.e2e.harness import HIS, Hospital, alive, his_env, published_events, wait_until
+from tests.e2e.harness import HIS, Hospital, his_env, published_events
+from tests.support.waiting import alive, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Hospital, create_user, register_patient, wait_until
+from tests.e2e.harness import Hospital, create_user, register_patient
+from tests.support.waiting import wait_until
 
 #: A rate whose 80 % is not a whole number of cents (1,876.536), to see the rounding rule.
 RATE = "2345.67"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.harness import Hospital, assign, create_user, register_patient, wait_until
+from tests.e2e.harness import Hospital, assign, create_user, register_patient
+from tests.support.waiting import wait_until
 
 NOBODY = "00000000-0000-0000-0000-000000000000"
 

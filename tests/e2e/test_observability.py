@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from his.kernel.infra.nats import free_port
-from tests.e2e.harness import Hospital, create_user, register_patient, wait_until
+from tests.e2e.harness import Hospital, create_user, register_patient
+from tests.support.waiting import wait_until
 
 CANARY = {
     "given_name": "Kanaryagül",

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from his.kernel.infra.nats import free_port
-from tests.e2e.harness import Hospital, published_events, wait_until
+from tests.e2e.harness import Hospital, published_events
+from tests.support.waiting import wait_until
 
 CANARY = {
     "given_name": "Zümrüt",

@@ -8,31 +8,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from his.kernel.infra.forkserver import ForkServer
+from tests.support.waiting import alive, wait_until
 
 CHILD = "tests.support.forked_child"
 ROOT = str(Path(__file__).parents[2])
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -57,7 +42,7 @@ def test_a_child_writes_through_the_callers_pipe_with_exactly_its_environment(se
     out = Lines()
     child = server.spawn("greeter", CHILD, env={"GREETING": "merhaba", "EXIT_CODE": "3"}, echo=out)
     assert child.wait(30) == 3
-    eventually(lambda: "to stderr" in out.text(), "the child's stderr line")
+    wait_until(lambda: "to stderr" in out.text(), what="the child's stderr line")
     assert f"greeting=merhaba ppid={server.pid} vars=2" in out.text()
     assert {name for name, _ in out.seen} == {"greeter"}
     assert "to stderr" in child.tail()
@@ -66,7 +51,7 @@ def test_a_child_writes_through_the_callers_pipe_with_exactly_its_environment(se
 def test_sigterm_stops_a_child_and_its_status_says_so(server: ForkServer) -> None:
     out = Lines()
     child = server.spawn("sleeper", CHILD, env={"SLEEP": "1"}, echo=out)
-    eventually(lambda: "sleeping" in out.text(), "the child to sleep")
+    wait_until(lambda: "sleeping" in out.text(), what="the child to sleep")
     assert child.poll() is None
     assert Path(f"/proc/{child.pid}/comm").read_text().strip() == "sleeper"
     assert os.getsid(child.pid) == child.pid  # its own session: a terminal's Ctrl-C does not reach it
@@ -115,8 +100,8 @@ def test_when_its_caller_dies_the_server_stops_its_children_and_exits() -> None:
         assert alive(server_pid) and alive(child_pid)
         caller.kill()  # no clean-up of any kind: the socket closes as the process dies
         caller.wait(10)
-        eventually(lambda: not alive(child_pid), "the orphaned child to be stopped")
-        eventually(lambda: not alive(server_pid), "the fork server to exit")
+        wait_until(lambda: not alive(child_pid), what="the orphaned child to be stopped")
+        wait_until(lambda: not alive(server_pid), what="the fork server to exit")
     finally:
         caller.kill()
         caller.wait(10)
@@ -139,7 +124,7 @@ def test_without_its_fork_server_the_supervisor_starts_a_child_as_its_own_interp
     assert child.proc.popen.wait(30) == 4
     assert stack.forks_off
     assert "starting each service as its own interpreter" in capsys.readouterr().err
-    eventually(lambda: "greeting=plain" in (tmp_path / "logs" / "greeter.log").read_text(), "the child's line")
+    wait_until(lambda: "greeting=plain" in (tmp_path / "logs" / "greeter.log").read_text(), what="the child's line")
     assert f"ppid={os.getpid()}" in (tmp_path / "logs" / "greeter.log").read_text()
     assert child.output is not None
     child.output.close()
@@ -164,7 +149,7 @@ def test_forked_children_do_not_share_the_random_state_of_their_preload() -> Non
         for n in range(2):
             out = Lines()
             assert fs.spawn(f"tracer{n}", CHILD, env={"TRACE_ID": "1"}, echo=out).wait(30) == 0
-            eventually(lambda out=out: "trace_id=" in out.text(), "the child's trace id")
+            wait_until(lambda out=out: "trace_id=" in out.text(), what="the child's trace id")
             ids.append(out.text().split("trace_id=")[1].split()[0])
         assert ids[0] != ids[1]
     finally:
