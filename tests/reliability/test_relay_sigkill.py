@@ -40,6 +40,7 @@ from tests.support.waiting import wait_for
 
 TOTAL = 10_000
 KILLS = 3
+BACKLOG = 200  # committed, unpublished rows standing behind the relay when it dies
 
 
 @dataclass
@@ -74,7 +75,15 @@ def pubacks_reported(log: str) -> int:
 
 
 async def kill_at(db: Database, js: JetStreamContext, relay: RelayProcess, procs: Procs, threshold: int) -> Kill:
-    """SIGKILL the relay once the stream holds ``threshold`` events and it has reported PubAcks."""
+    """Kill the relay at a random moment of its drain, leaving committed rows it never published.
+
+    Once the stream holds ``threshold`` events and the relay has reported PubAcks, it is frozen
+    with SIGSTOP: that instant, wherever it falls (a batch sent and not acknowledged, acknowledged
+    and not marked, ...), is the moment of death, because a stopped process runs no further
+    instruction. The writers go on committing until a backlog of ``BACKLOG`` rows stands behind
+    it; then the frozen relay is SIGKILLed. A relay that keeps pace with the writers would
+    otherwise be killed with nothing pending, and the next one would prove nothing.
+    """
 
     async def reached() -> bool:
         if not relay.alive():
@@ -82,13 +91,18 @@ async def kill_at(db: Database, js: JetStreamContext, relay: RelayProcess, procs
         assert relay.proc is not None
         return await in_stream(js) >= threshold and pubacks_reported(procs.log_text(relay.proc)) > 0
 
+    async def backlog() -> bool:
+        return await unpublished(db) >= BACKLOG
+
     await wait_for(reached, timeout=90, every=0.005, what=f"{threshold} events in the stream")
+    assert relay.proc is not None
+    relay.proc.signal(signal.SIGSTOP)
+    await wait_for(backlog, timeout=60, what=f"{BACKLOG} committed rows behind the frozen relay")
     pending = [r[0] for r in await db.pool.fetch("SELECT id FROM outbox WHERE published_at IS NULL")]
     status = relay.sigkill()
     still = await db.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id = ANY($1::bigint[])", pending
     )
-    assert relay.proc is not None
     victim_log = procs.log_text(relay.proc)
     return Kill(
         threshold, status, pubacks_reported(victim_log), len(pending), still, await in_stream(js), await marked(db)
