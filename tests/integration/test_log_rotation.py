@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from his.cli.supervisor import ChildOutput
+from his.kernel.infra import nats as nats_infra
+from his.kernel.infra.procs import RotatingLog
+from tests.support.waiting import wait_until
 
 
 def test_a_service_log_rotates_and_keeps_the_newest_files(tmp_path: Path) -> None:
@@ -30,3 +33,15 @@ def test_a_restarted_hospital_appends_and_counts_what_is_there(tmp_path: Path) -
     out.close()
     assert (tmp_path / "gateway.log.1").read_text().startswith("x" * 900)
     assert log.read_text() == ""
+
+
+def test_the_embedded_servers_output_rotates_too(tmp_path: Path) -> None:
+    """NATS's (and PostgreSQL's) output reaches the log through the same rotation as a service's."""
+    log = tmp_path / "logs" / "nats.log"
+    proc, _ = nats_infra.start(tmp_path / "nats", echo=RotatingLog(log, max_bytes=400, keep=2))
+    try:
+        wait_until((log.parent / "nats.log.2").exists, timeout=10, what="nats.log rotated twice")
+    finally:
+        proc.stop()
+    assert sorted(p.name for p in log.parent.iterdir()) == ["nats.log", "nats.log.1", "nats.log.2"]
+    assert "Server is ready" in "".join(p.read_text() for p in log.parent.iterdir())

@@ -39,7 +39,7 @@ from his.kernel.crypto import new_key_text
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.forkserver import ForkedProcess, ForkServer, ForkServerError
-from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.infra.procs import ManagedProcess, RotatingLog, ServerStartError
 from his.kernel.observability import render_json_line
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.patients.settings import PatientsSettings
@@ -103,42 +103,14 @@ def echo(name: str, line: str) -> None:
     console.print(f"[{colour}]{name:>13}[/] | {line}", markup=True, highlight=False, soft_wrap=True, emoji=False)
 
 
-class ChildOutput:
+class ChildOutput(RotatingLog):
     """Where a service's output goes: its lines as they are (JSON log lines) appended to
-    ``<data dir>/logs/<name>.log``, and compactly rendered to the console.
-
-    The file is rotated when it reaches ``max_bytes``: ``<name>.log.1`` is the newest of at most
-    ``keep`` rotated files, and the oldest is dropped, so a long-running hospital's logs stay
-    bounded."""
-
-    def __init__(self, path: Path, *, max_bytes: int = 50 * 2**20, keep: int = 5) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.max_bytes = max_bytes
-        self.keep = keep
-        self.file = path.open("a", encoding="utf-8", buffering=1)
-        self.size = path.stat().st_size
+    ``<data dir>/logs/<name>.log`` (rotated, see ``RotatingLog``), and compactly rendered to the
+    console."""
 
     def __call__(self, name: str, line: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # a full disk must not stop the console
-            self.file.write(line + "\n")
-            self.size += len(line.encode()) + 1
-            if self.size >= self.max_bytes:
-                self.rotate()
+        self.write(line)
         echo(name, render_json_line(line))
-
-    def rotate(self) -> None:
-        self.file.close()
-        for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self.file = self.path.open("a", encoding="utf-8", buffering=1)
-        self.size = 0
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def fail(message: str) -> None:
@@ -201,6 +173,11 @@ def issue_identities(stack: Stack) -> None:
         ids[name] = ca.issue(name, spiffe_id(name), dns=("localhost", name))
 
 
+def server_log(s: Settings, name: str) -> RotatingLog:
+    """PostgreSQL's or NATS's output, in ``<data dir>/logs/<name>.log``, rotated as the services' are."""
+    return RotatingLog(s.data_path / "logs" / f"{name}.log", max_bytes=int(s.log_max_mb * 2**20), keep=s.log_files)
+
+
 async def start_postgres(stack: Stack) -> None:
     s, data = stack.settings, stack.settings.data_path
     if s.database_url:
@@ -211,8 +188,7 @@ async def start_postgres(stack: Stack) -> None:
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise ServerStartError(f"cannot reach PostgreSQL at {where} (HIS_DATABASE_URL): {exc}") from None
         return
-    (data / "logs").mkdir(parents=True, exist_ok=True)
-    proc, loc = await asyncio.to_thread(pg_infra.start, data / "pg", log_file=data / "logs" / "postgres.log")
+    proc, loc = await asyncio.to_thread(pg_infra.start, data / "pg", echo=server_log(s, "postgres"))
     stack.infra.append(proc)
     stack.admin_dsn = loc.url()
     await migrations.ensure_database(stack.admin_dsn)
@@ -228,7 +204,7 @@ async def start_nats(stack: Stack) -> None:
     port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
     tls = nats_infra.NatsTls(stack.identities["nats"], bus.users(list(SERVICES)))
     proc, loc = await asyncio.to_thread(
-        nats_infra.start, data / "nats", host=s.host, port=port, log_file=data / "logs" / "nats.log", tls=tls
+        nats_infra.start, data / "nats", host=s.host, port=port, echo=server_log(s, "nats"), tls=tls
     )
     stack.infra.append(proc)
     stack.nats_url, stack.nats_monitor = loc.url, loc.monitor_url

@@ -15,6 +15,7 @@ import ssl
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def start(
     host: str = "127.0.0.1",
     port: int | None = None,
     log_file: Path | None = None,
+    echo: Callable[[str, str], None] | None = None,
     sync_always: bool = True,
     tls: NatsTls | None = None,
 ) -> tuple[ManagedProcess, NatsLocation]:
@@ -157,7 +159,7 @@ def start(
         raise ServerStartError(f"NATS port {host}:{port} is already in use")
     monitor = free_port(host)
     conf = write_config(workdir, host, port, monitor, sync_always=sync_always, tls=tls)
-    proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file)
+    proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file, echo=echo)
     loc = NatsLocation(host, port, monitor, tls=tls is not None)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

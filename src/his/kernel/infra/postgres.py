@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -137,7 +138,12 @@ def stop(proc: ManagedProcess, loc: PostgresLocation | None = None) -> None:
 
 
 def start(
-    pgdata: Path, *, port: int = 5432, tcp_host: str | None = None, log_file: Path | None = None
+    pgdata: Path,
+    *,
+    port: int = 5432,
+    tcp_host: str | None = None,
+    log_file: Path | None = None,
+    echo: Callable[[str, str], None] | None = None,
 ) -> tuple[ManagedProcess, PostgresLocation]:
     """Start the server (after ``init_cluster``) and wait until it accepts connections."""
     password = init_cluster(pgdata)
@@ -171,7 +177,7 @@ def start(
         "-c",
         "log_destination=stderr",
     ]
-    proc = ManagedProcess.spawn("postgres", args, log_file=log_file, user=owner)
+    proc = ManagedProcess.spawn("postgres", args, log_file=log_file, echo=echo, user=owner)
     loc = PostgresLocation(socket_dir=sock, port=port, password=password)
     _wait_ready(proc, loc)
     return proc, loc

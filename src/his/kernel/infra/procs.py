@@ -29,6 +29,44 @@ def pump(name: str, stream: IO[bytes], tail: collections.deque[str], echo: Calla
             sys.stderr.write(f"{name:>14} | {line}\n")
 
 
+class RotatingLog:
+    """A child's output lines appended to ``path``, rotated when the file reaches ``max_bytes``:
+    ``<name>.1`` is the newest of at most ``keep`` rotated files and the oldest is dropped, so a
+    long-running hospital's logs stay bounded. Callable as a ``ManagedProcess`` echo; a write that
+    fails (a full disk) is dropped rather than stopping the child's output."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 50 * 2**20, keep: int = 5) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.file = path.open("a", encoding="utf-8", buffering=1)
+        self.size = path.stat().st_size
+
+    def __call__(self, name: str, line: str) -> None:
+        self.write(line)
+
+    def write(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.file.write(line + "\n")
+            self.size += len(line.encode()) + 1
+            if self.size >= self.max_bytes:
+                self.rotate()
+
+    def rotate(self) -> None:
+        self.file.close()
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self.file = self.path.open("a", encoding="utf-8", buffering=1)
+        self.size = 0
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class ManagedProcess:
     """A child process in its own session, whose output is prefixed or written to a file."""
 
