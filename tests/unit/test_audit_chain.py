@@ -31,8 +31,9 @@ def chain(n: int) -> list[dict[str, Any]]:
             "outcome": "allowed",
             "trace_id": None,
         }
-        row["prev_hash"], row["hash"] = prev, link(prev, row)
-        prev = row["hash"]
+        digest = link(prev, row)
+        row["prev_hash"], row["hash"] = prev, digest
+        prev = digest
         rows.append(row)
     return rows
 

@@ -35,19 +35,19 @@ def test_first_expiring_lots_are_used_first_whatever_order_they_come_in() -> Non
     assert taken(lots, 2) == [("soon", Decimal(2))]
     assert taken(lots, 9) == [("soon", Decimal(3)), ("mid", Decimal(4)), ("late", Decimal(2))]
     # Lots without an expiry date go last.
-    assert taken(lots, 27) == [("soon", 3), ("mid", 4), ("late", 10), ("none", 10)]
+    assert taken(lots, 27) == [("soon", Decimal(3)), ("mid", Decimal(4)), ("late", Decimal(10)), ("none", Decimal(10))]
 
 
 def test_same_expiry_goes_in_order_of_receipt() -> None:
     lots = [lot("b", 5, 10, seq=2), lot("a", 5, 10, seq=1)]
     assert [x.lot for x in fefo_order(lots)] == ["a", "b"]
-    assert taken(lots, 6) == [("a", 5), ("b", 1)]
+    assert taken(lots, 6) == [("a", Decimal(5)), ("b", Decimal(1))]
 
 
 def test_expired_and_empty_lots_are_never_used() -> None:
     lots = [lot("expired", 100, -1), lot("empty", 0, 1), lot("today", 2, 0), lot("ok", 5, 20)]
     # A lot is usable through its expiry date.
-    assert taken(lots, 3) == [("today", 2), ("ok", 1)]
+    assert taken(lots, 3) == [("today", Decimal(2)), ("ok", Decimal(1))]
     assert available(lots, TODAY) == Decimal(7)
 
 

@@ -27,7 +27,9 @@ from his.laboratory.domain import (
 
 def _t(code: str, low: str | None, high: str | None, clow: str | None = None, chigh: str | None = None,
        unit: str | None = "mmol/L") -> LabTest:  # fmt: skip
-    d = lambda v: Decimal(v) if v is not None else None  # noqa: E731
+    def d(v: str | None) -> Decimal | None:
+        return Decimal(v) if v is not None else None
+
     return LabTest(code, code.lower(), "serum", unit, d(low), d(high), d(clow), d(chigh), Decimal("65.00"), "TRY")
 
 

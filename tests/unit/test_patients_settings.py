@@ -11,7 +11,7 @@ from his.patients.settings import PatientsSettings
 
 def test_emergency_access_lasts_an_hour_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIS_EMERGENCY_ACCESS_MINUTES", raising=False)
-    assert PatientsSettings(_env_file=None).emergency_access_minutes == 60.0  # type: ignore[call-arg]
+    assert PatientsSettings(_env_file=None).emergency_access_minutes == 60.0
     monkeypatch.setenv("HIS_EMERGENCY_ACCESS_MINUTES", "0.5")
     assert patients_settings().emergency_access_minutes == 0.5
 

@@ -22,6 +22,12 @@ class Clock:
         return self.now
 
 
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """The state read through a call: mypy would otherwise keep a narrowed ``breaker.state`` across the
+    calls that change it."""
+    return breaker.state
+
+
 def failing(breaker: CircuitBreaker, times: int) -> None:
     for _ in range(times):
         breaker.acquire()
@@ -32,9 +38,9 @@ def test_opens_after_consecutive_failures_and_fails_fast() -> None:
     clock = Clock()
     breaker = CircuitBreaker("patients", failure_threshold=3, reset_timeout=5.0, clock=clock)
     failing(breaker, 2)
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     failing(breaker, 1)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     clock.now += 2.0
     with pytest.raises(CircuitOpenError) as caught:
         breaker.acquire()
@@ -50,7 +56,7 @@ def test_a_success_between_failures_keeps_it_closed() -> None:
         failing(breaker, 2)
         breaker.acquire()
         breaker.success()
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
 
 
 def test_half_open_admits_one_trial_whose_success_closes_it() -> None:
@@ -58,12 +64,12 @@ def test_half_open_admits_one_trial_whose_success_closes_it() -> None:
     breaker = CircuitBreaker("patients", failure_threshold=1, reset_timeout=5.0, clock=clock)
     failing(breaker, 1)
     clock.now += 5.0
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
     breaker.acquire()  # the trial
     with pytest.raises(CircuitOpenError):
         breaker.acquire()  # others still fail fast while it runs
     breaker.success()
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     breaker.acquire()
     breaker.acquire()
 
@@ -75,12 +81,12 @@ def test_a_failed_trial_opens_it_for_another_period() -> None:
     clock.now += 5.0
     breaker.acquire()
     breaker.failure()  # one failed trial is enough, whatever the threshold
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     clock.now += 4.9
     with pytest.raises(CircuitOpenError):
         breaker.acquire()
     clock.now += 0.1
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
 def test_a_trial_that_ends_without_a_verdict_frees_the_slot() -> None:
@@ -90,7 +96,7 @@ def test_a_trial_that_ends_without_a_verdict_frees_the_slot() -> None:
     clock.now += 1.0
     breaker.acquire()
     breaker.release()  # e.g. the caller was cancelled
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
     breaker.acquire()  # another trial may go
 
 

@@ -39,8 +39,8 @@ def test_a_method_without_an_allowlist_is_refused_at_start_up() -> None:
         service_allowing({"GetPatient": ["billing"], "GetContactDetails": []}).allowlist()
 
 
-def settings(**values: object) -> ServiceSettings:
-    return ServiceSettings(_env_file=None, **values)  # type: ignore[call-arg]
+def settings(grpc_port: int | None = None) -> ServiceSettings:
+    return ServiceSettings(_env_file=None, grpc_port=grpc_port)
 
 
 def test_grpc_is_served_only_with_a_port_and_never_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,7 +83,7 @@ def _pub_pem() -> bytes:
 
 
 FORGERIES: dict[str, Any] = {
-    "alg none": lambda: jwt.encode(claims(), None, algorithm="none", headers={"kid": KEY.kid}),
+    "alg none": lambda: jwt.encode(claims(), "", algorithm="none", headers={"kid": KEY.kid}),
     "HS256 with the public key as secret": lambda: (
         ".".join(
             [
