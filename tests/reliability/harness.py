@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerInfo
 from nats.js.client import JetStreamContext
 
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -208,7 +209,7 @@ class Workload:
 
 async def commit_order_inversions(db: Database, ledger: Ledger) -> int:
     """Events that committed after an event with a higher outbox id had committed."""
-    ids = dict(await db.pool.fetch("SELECT event_id, id FROM outbox"))
+    ids: dict[uuid.UUID, int] = {r["event_id"]: r["id"] for r in await db.pool.fetch("SELECT event_id, id FROM outbox")}
     late, highest = 0, 0
     for eid in ledger.commit_order:
         row_id = ids[eid]
@@ -281,7 +282,7 @@ async def in_stream(js: JetStreamContext, stream: str = STREAM) -> int:
 async def caught_up(js: JetStreamContext, stream: str, durable: str) -> bool:
     """The durable has been delivered everything in its stream and has nothing unacknowledged."""
     try:
-        info = await js.consumer_info(stream, durable)
+        info: ConsumerInfo = await js.consumer_info(stream, durable)
     except Exception:
         return False
     return info.num_pending == 0 and info.num_ack_pending == 0

@@ -106,7 +106,8 @@ class Hospital:
 
 async def advisories(js: JetStreamContext, durable: str) -> list[dict[str, object]]:
     """Exhaustion advisories about ``durable`` kept in the advisory stream."""
-    out, seq = [], 1
+    out: list[dict[str, object]] = []
+    seq = 1
     while True:
         try:
             raw = await js.get_msg(ADVISORY_STREAM, seq, next=True)
