@@ -115,8 +115,9 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     patients, practitioners = FakePatients(), FakePractitioners()
     ctx = SimpleNamespace(db=db)
     async with serve(
-        router(ctx, Directories(patients, practitioners), verifier()), base_url="http://admissions"
-    ) as client:  # type: ignore[arg-type]
+        router(ctx, Directories(patients, practitioners), verifier()),  # type: ignore[arg-type]
+        base_url="http://admissions",
+    ) as client:
         yield World(client, db, patients, practitioners)
     await db.close()
 

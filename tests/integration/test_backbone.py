@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
 
 from his.kernel import dlq, streams
 from his.kernel.consumer import ConsumerLoop, PermanentError, Subscription
@@ -21,8 +24,8 @@ from tests.support.waiting import wait_for
 
 
 @contextlib.asynccontextmanager
-async def running(*coros: object) -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+async def running(*coros: Coroutine[Any, Any, None]) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(c) for c in coros]
     try:
         yield tasks
     finally:
@@ -42,7 +45,7 @@ async def record_effect(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     await uow.conn.execute("INSERT INTO effect VALUES ($1, $2, $3)", env.id, ev.thing_id, ev.seq)
 
 
-async def write(db: Database, n: int, *, poison: set[int] = frozenset()) -> list[uuid.UUID]:  # type: ignore[assignment]
+async def write(db: Database, n: int, *, poison: AbstractSet[int] = frozenset()) -> list[uuid.UUID]:
     ids = []
     for i in range(n):
         async with db.uow() as uow:
@@ -53,19 +56,19 @@ async def write(db: Database, n: int, *, poison: set[int] = frozenset()) -> list
 
 
 @pytest.fixture
-async def js(nc: NATS) -> object:
+async def js(nc: NATS) -> JetStreamContext:
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, [TEST_SERVICE])
     return js
 
 
 async def test_committed_events_reach_the_consumer_once_and_rolled_back_ones_never(
-    db: Database, nc: NATS, js: object
+    db: Database, nc: NATS, js: JetStreamContext
 ) -> None:
     await effects_table(db)
-    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)  # type: ignore[arg-type]
+    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)
     sub = Subscription("tst_effects", ThingHappened.type, record_effect, ack_wait=5)
-    consumer = ConsumerLoop(db, nc, js, sub)  # type: ignore[arg-type]
+    consumer = ConsumerLoop(db, nc, js, sub)
     async with running(relay.run(), consumer.run()):
         ids = await write(db, 50)
         with contextlib.suppress(RuntimeError):
@@ -74,18 +77,18 @@ async def test_committed_events_reach_the_consumer_once_and_rolled_back_ones_nev
                 raise RuntimeError("roll back")
 
         async def all_applied() -> bool:
-            return await db.pool.fetchval("SELECT count(*) FROM effect") >= 50
+            return int(await db.pool.fetchval("SELECT count(*) FROM effect")) >= 50
 
         await wait_for(all_applied, what="50 effects")
         # Republish everything (as after a relay crash): JetStream drops the copies...
         await db.pool.execute("UPDATE outbox SET published_at = NULL")
         db.signal.committed()
         await wait_for(lambda: _unpublished_zero(db), what="republish")
-        info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
+        info = await js.stream_info("HIS_TST")
         assert info.state.messages == 50
         # ...and past the dedupe window copies do arrive: the inbox keeps effects single.
         for payload in await db.pool.fetch("SELECT payload FROM outbox ORDER BY id LIMIT 5"):
-            await js.publish(ThingHappened.type, bytes(payload[0]))  # type: ignore[attr-defined]
+            await js.publish(ThingHappened.type, bytes(payload[0]))
         await wait_for(lambda: _consumer_saw(consumer, 5), what="duplicates seen")
     rows = await db.pool.fetch("SELECT event_id, seq FROM effect ORDER BY seq")
     assert [r["seq"] for r in rows] == list(range(50))
@@ -93,16 +96,16 @@ async def test_committed_events_reach_the_consumer_once_and_rolled_back_ones_nev
 
 
 async def _unpublished_zero(db: Database) -> bool:
-    return await db.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    return int(await db.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")) == 0
 
 
 async def _consumer_saw(consumer: ConsumerLoop, dupes: int) -> bool:
     return consumer.stats.duplicates >= dupes
 
 
-async def test_poison_goes_to_the_dlq_and_replay_applies_it_once(db: Database, nc: NATS, js: object) -> None:
+async def test_poison_goes_to_the_dlq_and_replay_applies_it_once(db: Database, nc: NATS, js: JetStreamContext) -> None:
     await effects_table(db)
-    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)  # type: ignore[arg-type]
+    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)
     healed = asyncio.Event()
 
     async def handler(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -114,37 +117,37 @@ async def test_poison_goes_to_the_dlq_and_replay_applies_it_once(db: Database, n
         await uow.conn.execute("INSERT INTO effect VALUES ($1, $2, $3)", env.id, ev.thing_id, ev.seq)
 
     sub = Subscription("tst_poison", ThingHappened.type, handler, max_deliver=3, backoff=(0.1,), ack_wait=5)
-    consumer = ConsumerLoop(db, nc, js, sub)  # type: ignore[arg-type]
-    mover = DlqMover(js, name="dlq_tst", durables=[sub.name, sub.replay_name])  # type: ignore[arg-type]
+    consumer = ConsumerLoop(db, nc, js, sub)
+    mover = DlqMover(js, name="dlq_tst", durables=[sub.name, sub.replay_name])
     async with running(relay.run(), consumer.run(), mover.run()):
         await write(db, 10, poison={3})
 
         async def two_dead() -> bool:
-            return len(await dlq.list_dead_letters(js)) == 2  # type: ignore[arg-type]
+            return len(await dlq.list_dead_letters(js)) == 2
 
         await wait_for(two_dead, what="two dead letters")
         assert await db.pool.fetchval("SELECT count(*) FROM effect") == 8
-        dead = {d.kind: d for d in await dlq.list_dead_letters(js)}  # type: ignore[arg-type]
+        dead = {d.kind: d for d in await dlq.list_dead_letters(js)}
         assert "poison" not in dead["max_deliveries"].error or "cannot handle" in dead["max_deliveries"].error
         assert "cannot handle this yet" in dead["max_deliveries"].error
         assert dead["max_deliveries"].deliveries == 3
         assert "seq 7 is never valid" in dead["terminated"].error
         healed.set()
-        await dlq.replay(js, dead["max_deliveries"].id)  # type: ignore[arg-type]
-        await dlq.replay(js, dead["max_deliveries"].id)  # type: ignore[arg-type]  # second time: gone already
+        await dlq.replay(js, dead["max_deliveries"].id)
+        await dlq.replay(js, dead["max_deliveries"].id)  # second time: gone already
 
         async def nine() -> bool:
-            return await db.pool.fetchval("SELECT count(*) FROM effect") == 9
+            return int(await db.pool.fetchval("SELECT count(*) FROM effect")) == 9
 
         await wait_for(nine, what="replayed effect")
-        remaining = await dlq.list_dead_letters(js)  # type: ignore[arg-type]
+        remaining = await dlq.list_dead_letters(js)
         assert [d.kind for d in remaining] == ["terminated"]
     seqs = [r[0] for r in await db.pool.fetch("SELECT seq FROM effect ORDER BY seq")]
     assert seqs == [0, 1, 2, 3, 4, 5, 6, 8, 9]
 
 
 async def test_trace_context_travels_from_producer_through_consumer_to_its_events(
-    db: Database, nc: NATS, js: object
+    db: Database, nc: NATS, js: JetStreamContext
 ) -> None:
     """Unit of work → outbox row → relay publish (NATS header) → consumer → its own event: one
     trace, each hop a child of the one before, as recorded spans show."""
@@ -162,8 +165,8 @@ async def test_trace_context_travels_from_producer_through_consumer_to_its_event
 
     spans = InMemorySpanExporter()
     tracing.setup("test", None, exporter=spans)
-    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)  # type: ignore[arg-type]
-    consumer = ConsumerLoop(db, nc, js, Subscription("tst_trace", ThingHappened.type, handler))  # type: ignore[arg-type]
+    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)
+    consumer = ConsumerLoop(db, nc, js, Subscription("tst_trace", ThingHappened.type, handler))
     try:
         async with running(relay.run(), consumer.run()):
             with tracing.span("request", tracing.SpanKind.SERVER):
@@ -180,7 +183,8 @@ async def test_trace_context_travels_from_producer_through_consumer_to_its_event
         tracing.setup("test", None)
     assert [tracing.parse(t) for t in seen] == [trace_id, trace_id]
     assert seen[0] != seen[1]  # new span, same trace
-    msg = await js.get_msg("HIS_TST", 1)  # type: ignore[attr-defined]
+    msg = await js.get_msg("HIS_TST", 1)
+    assert msg.headers is not None and msg.data is not None
     assert msg.headers["Nats-Msg-Id"] == str(Envelope.from_json(msg.data).id)
     recorded = [s for s in spans.get_finished_spans() if s.context.trace_id == int(str(trace_id), 16)]
     by_id = {s.context.span_id: s for s in recorded}
@@ -192,33 +196,33 @@ async def test_trace_context_travels_from_producer_through_consumer_to_its_event
     assert seen[1].startswith(f"00-{trace_id}-{process.context.span_id:016x}-")  # the follow-up's parent
 
 
-async def test_published_rows_are_pruned_after_retention(db: Database, js: object) -> None:
+async def test_published_rows_are_pruned_after_retention(db: Database, js: JetStreamContext) -> None:
     relay = OutboxRelay(
         db.dsn,
         js,
         schema=db.schema,
         signal=db.signal,
-        poll_seconds=0.1,  # type: ignore[arg-type]
+        poll_seconds=0.1,
         retention_seconds=0.0,
     )
     await write(db, 5)
     async with running(relay.run()):
 
         async def pruned() -> bool:
-            return await db.pool.fetchval("SELECT count(*) FROM outbox") == 0
+            return int(await db.pool.fetchval("SELECT count(*) FROM outbox")) == 0
 
         await wait_for(pruned, what="published rows to be pruned")
-    info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
+    info = await js.stream_info("HIS_TST")
     assert info.state.messages == 5  # pruned only after they were published
 
 
-async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: object) -> None:
+async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: JetStreamContext) -> None:
     first = OutboxRelay(
         db.dsn,
         js,
         schema=db.schema,
         signal=db.signal,
-        poll_seconds=0.1,  # type: ignore[arg-type]
+        poll_seconds=0.1,
         standby_retry=0.1,
     )
     from his.kernel.db import OutboxSignal, outbox_channel
@@ -227,7 +231,7 @@ async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: object
         db.dsn,
         js,
         schema=db.schema,
-        signal=OutboxSignal(outbox_channel(db.schema)),  # type: ignore[arg-type]
+        signal=OutboxSignal(outbox_channel(db.schema)),
         poll_seconds=0.1,
         standby_retry=0.1,
     )
@@ -251,5 +255,5 @@ async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: object
         await write(db, 20)
         await wait_for(lambda: _unpublished_zero(db), what="the new leader to drain")
     assert second.stats.published == 20
-    info = await js.stream_info("HIS_TST")  # type: ignore[attr-defined]
+    info = await js.stream_info("HIS_TST")
     assert info.state.messages == 40

@@ -386,19 +386,20 @@ async def test_price_list_versions_and_payers(world: World) -> None:
                                                   "amount": "750.00", "currency": "TRY"}  # fmt: skip
     assert {"item.SYRINGE-5ML", "item.IV-SET", "item.GAUZE"} <= set(lines)
     start = (datetime.now(UTC) + timedelta(days=30)).date()
-    new = {"effective_from": start.isoformat(),
-           "lines": [{**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]}
-                     for x in lines.values()]}  # fmt: skip
+    new_lines = [{**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]}
+                 for x in lines.values()]  # fmt: skip
+    new = {"effective_from": start.isoformat(), "lines": new_lines}
     admin = bearer(uuid.uuid4(), "ADMIN")
     assert (await world.client.post("/price-list", json=new, headers=anyone)).status_code == 403
     assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 201
     assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 409
     past = {**new, "effective_from": "2026-01-01"}
     assert (await world.client.post("/price-list", json=past, headers=admin)).status_code == 422
-    for bad in ({**new, "lines": [{**new["lines"][0], "category": "magic"}]},
-                {**new, "lines": [{**new["lines"][0], "amount": "-1"}]},
-                {**new, "lines": [new["lines"][0], new["lines"][0]]},
-                {**new, "lines": [{**new["lines"][0], "code": "x" * 5000}]}):  # fmt: skip
+    first = new_lines[0]
+    for bad in ({**new, "lines": [{**first, "category": "magic"}]},
+                {**new, "lines": [{**first, "amount": "-1"}]},
+                {**new, "lines": [first, first]},
+                {**new, "lines": [{**first, "code": "x" * 5000}]}):  # fmt: skip
         r = await world.client.post("/price-list", json=bad, headers=admin)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
     later = await world.client.get("/price-list", params={"date": start.isoformat()}, headers=anyone)
@@ -534,6 +535,7 @@ async def test_concurrent_invoices_of_one_patient_meet_the_deductible_once(world
     assert shares == [D("165.00")] * 8 + [D("390.00"), D("750.00")]
     year = await world.db.pool.fetchrow("SELECT deductible_used, out_of_pocket FROM accumulator WHERE patient_id = $1",
                                         pid)  # fmt: skip
+    assert year is not None
     assert (year["deductible_used"], year["out_of_pocket"]) == (D("1000.00"), D("2460.00"))
 
 

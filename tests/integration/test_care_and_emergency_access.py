@@ -141,9 +141,8 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
         await js.publish(env.type, env.to_json(), headers={"Nats-Msg-Id": str(env.id)})
 
     async def known() -> bool:
-        return await dbs["patients"].pool.fetchval(
-            "SELECT count(*) FROM clinician WHERE user_id = ANY($1::uuid[])", [d[0] for d in doctors]
-        ) == len(doctors)
+        query = "SELECT count(*) FROM clinician WHERE user_id = ANY($1::uuid[])"
+        return int(await dbs["patients"].pool.fetchval(query, [d[0] for d in doctors])) == len(doctors)
 
     await wait_for(known, what="the clinician accounts")
     try:
@@ -332,8 +331,8 @@ async def test_break_the_glass_is_time_limited_to_one_patient_audited_flagged_an
     assert alert["kind"] == "break_glass" and alert["actor_id"] == str(doctor_id)
     assert alert["detail"]["grant_id"] == grant["grant_id"] and alert["detail"]["roles"] == ["DOCTOR"]
     # A doctor sees only alerts addressed to them (their lab orders' results), not this one.
-    mine = await world.client.get("/notifications/alerts", headers=doctor)
-    assert mine.status_code == 200 and all(a["kind"] != "break_glass" for a in mine.json()["items"])
+    own_alerts = await world.client.get("/notifications/alerts", headers=doctor)
+    assert own_alerts.status_code == 200 and all(a["kind"] != "break_glass" for a in own_alerts.json()["items"])
     for who in (world.clerk, world.auditor):
         assert (await world.client.get("/notifications/alerts", headers=who)).status_code == 403
 

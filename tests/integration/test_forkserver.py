@@ -149,7 +149,11 @@ def test_forked_children_do_not_share_the_random_state_of_their_preload() -> Non
         for n in range(2):
             out = Lines()
             assert fs.spawn(f"tracer{n}", CHILD, env={"TRACE_ID": "1"}, echo=out).wait(30) == 0
-            wait_until(lambda out=out: "trace_id=" in out.text(), what="the child's trace id")
+
+            def printed(out: Lines = out) -> bool:
+                return "trace_id=" in out.text()
+
+            wait_until(printed, what="the child's trace id")
             ids.append(out.text().split("trace_id=")[1].split()[0])
         assert ids[0] != ids[1]
     finally:

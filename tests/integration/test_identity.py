@@ -133,7 +133,8 @@ async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity])
     await identity.register(email=admin_email, password=PASSWORD, full_name="Ad Min", roles=[Role.ADMIN])
     patient_email = email()
     await register(client, patient_email)
-    body = {"email": email(), "password": PASSWORD, "full_name": "Dr Who", "roles": ["DOCTOR"]}
+    doctor_email = email()
+    body = {"email": doctor_email, "password": PASSWORD, "full_name": "Dr Who", "roles": ["DOCTOR"]}
     assert (await client.post("/admin/users", json=body)).status_code == 401
     patient = (await login(client, patient_email)).json()["access_token"]
     denied = await client.post("/admin/users", json=body, headers={"authorization": f"Bearer {patient}"})
@@ -141,6 +142,6 @@ async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity])
     admin = (await login(client, admin_email)).json()["access_token"]
     created = await client.post("/admin/users", json=body, headers={"authorization": f"Bearer {admin}"})
     assert created.status_code == 201
-    doctor = (await login(client, body["email"])).json()["access_token"]
+    doctor = (await login(client, doctor_email)).json()["access_token"]
     verified = await TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE).verify(doctor)
     assert verified.roles == {"DOCTOR"}

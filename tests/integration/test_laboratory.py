@@ -220,7 +220,7 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         await wait_for(charted, what="the results in the chart")
 
         async def alerted() -> bool:
-            return await lab.alerts.pool.fetchval("SELECT count(*) FROM alert WHERE kind = 'lab_result'") == 1
+            return int(await lab.alerts.pool.fetchval("SELECT count(*) FROM alert WHERE kind = 'lab_result'")) == 1
 
         await wait_for(alerted, what="the doctor's alert")
 

@@ -21,7 +21,7 @@ async def test_migrate_declares_streams_and_provisions_every_service(
 ) -> None:
     for svc in SERVICES:
         (tmp_path / svc).write_text(f"pw-{svc}-migrate\n")
-    settings = Settings(_env_file=None, database_url=admin_dsn, nats_url=nats_server.url, stream_replicas=1)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=admin_dsn, nats_url=nats_server.url, stream_replicas=1)
 
     done = await run_migrate(settings, tmp_path)
 

@@ -81,6 +81,7 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
         stored = await conn.fetchrow(
             "SELECT text_cipher FROM patients.record_entry WHERE patient_id = $1", uuid.UUID(pid)
         )
+        assert stored is not None
         assert b"penicillin" not in bytes(stored["text_cipher"])
         event = await conn.fetchval(
             "SELECT payload FROM patients.outbox WHERE subject = 'his.patients.record_entry.added.v1' ORDER BY id DESC"

@@ -135,7 +135,7 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
             expected += len(r.json()["items"])
 
     async def all_recorded() -> bool:
-        return await audit.pool.fetchval("SELECT count(*) FROM audit_log") >= expected
+        return int(await audit.pool.fetchval("SELECT count(*) FROM audit_log")) >= expected
 
     await wait_for(all_recorded, timeout=60, what=f"{expected} audit records")
     assert await audit.pool.fetchval("SELECT count(*) FROM audit_log") == expected
@@ -178,12 +178,8 @@ async def test_concurrent_reads_leave_one_record_each_in_batched_events(
     assert sorted({a.status_code for a in answers}) == [200, 404]
 
     async def all_recorded() -> bool:
-        return (
-            await audit.pool.fetchval(
-                "SELECT count(*) FROM audit_log WHERE patient_id = $1 AND action = 'read'", uuid.UUID(pid)
-            )
-            >= 300
-        )
+        query = "SELECT count(*) FROM audit_log WHERE patient_id = $1 AND action = 'read'"
+        return int(await audit.pool.fetchval(query, uuid.UUID(pid))) >= 300
 
     await wait_for(all_recorded, timeout=60, what="300 read records")
     rows = await audit.pool.fetch(

@@ -216,6 +216,12 @@ async def test_a_deadline_bounds_a_call_to_a_stuck_server(hospital: Hospital, ad
     await client.channel.close()
 
 
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """The state read through a call: mypy would otherwise keep a narrowed ``breaker.state`` across the
+    calls that change it."""
+    return breaker.state
+
+
 async def test_breaker_opens_when_the_server_is_down_fails_fast_and_recovers(hospital: Hospital) -> None:
     breaker = CircuitBreaker("patients", failure_threshold=3, reset_timeout=0.5)
     client, stub = hospital.client("notifications", breaker=breaker, retry=RetryPolicy(2, initial_backoff=0.01))
@@ -226,10 +232,10 @@ async def test_breaker_opens_when_the_server_is_down_fails_fast_and_recovers(hos
     with pytest.raises(DependencyUnavailableError) as down:
         await client.call(stub.GetPatient, request, idempotent=True)
     assert "UNAVAILABLE" in str(down.value) and not isinstance(down.value, CircuitOpenError)
-    while breaker.state is BreakerState.CLOSED:  # each call made two attempts; the third failure opens it
+    while state_of(breaker) is BreakerState.CLOSED:  # each call made two attempts; the third failure opens it
         with pytest.raises(DependencyUnavailableError):
             await client.call(stub.GetPatient, request, idempotent=True)
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
 
     started = time.monotonic()
     with pytest.raises(CircuitOpenError):
@@ -246,7 +252,7 @@ async def test_breaker_opens_when_the_server_is_down_fails_fast_and_recovers(hos
         return True
 
     await wait_for(answers, timeout=10, every=0.1, what="the breaker to let a trial call through and close")
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     await client.channel.close()
 
 

@@ -86,8 +86,9 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
 
     calendar, patients = FakeCalendar(), FakePatients()
     async with serve(
-        router(SimpleNamespace(db=db), calendar, patients, verifier()), base_url="http://scheduling"
-    ) as client:  # type: ignore[arg-type]
+        router(SimpleNamespace(db=db), calendar, patients, verifier()),  # type: ignore[arg-type]
+        base_url="http://scheduling",
+    ) as client:
         yield World(client, db, calendar, patients)
     await db.close()
 
