@@ -159,7 +159,8 @@ def register_patient(hospital: Hospital, admin: dict[str, str], family: str, **e
                                "confirm_duplicate": True, **extra}  # fmt: skip
     r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=admin, timeout=10)
     assert r.status_code == 201, r.text
-    return body | r.json()
+    created: dict[str, object] = r.json()
+    return body | created
 
 
 def assign(hospital: Hospital, admin: dict[str, str], patient_id: object, user_id: str) -> str:

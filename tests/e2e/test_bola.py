@@ -408,17 +408,18 @@ def world(shared_hospital: Hospital) -> World:
     # Notifications and audit learn who owns which patient from events: wait until they have.
     for member, record in patients:
         for path in ("/api/notifications", "/api/audit"):
-            wait_until(
-                lambda p=path, m=member, r=record: httpx.get(
-                    f"{gw}{p}", params={"patient_id": r["id"]}, headers=m.auth, timeout=10).status_code == 200,
-                what=f"{path} to know patient {record['id']}'s owner",
-            )  # fmt: skip
+
+            def knows(p: str = path, m: Member = member, r: dict[str, object] = record) -> bool:
+                reply = httpx.get(f"{gw}{p}", params={"patient_id": str(r["id"])}, headers=m.auth, timeout=10)
+                return reply.status_code == 200
+
+            wait_until(knows, what=f"{path} to know patient {record['id']}'s owner")
     return World(
         gw,
         admin,
         {"patients": (patients[0][0], patients[1][0]), "clinicians": (doctors[0], doctors[1]),
          "billing": (billing[0], billing[1])},
-        (targets[0], targets[1]),  # type: ignore[arg-type]
+        (targets[0], targets[1]),
     )  # fmt: skip
 
 
@@ -480,7 +481,8 @@ def inpatient(
 def billed(h: Hospital, admin: dict[str, str], target: Target, clerk: Member) -> Target:
     """The stay's invoice and claim, once billing has issued them; the clerk takes 10.00 on it
     (so a refund has something to refund)."""
-    gw, found = h.gateway, {}
+    gw = h.gateway
+    found: dict[str, Any] = {}
 
     def issued() -> bool:
         r = httpx.get(f"{gw}/api/invoices", params={"patient_id": _pid(target)}, headers=admin, timeout=10)

@@ -47,7 +47,7 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
 
     # The grant and the read under it are in the patient's audit trail, flagged.
     def trail() -> list[dict[str, object]]:
-        r = httpx.get(f"{gw}/api/audit", params={"patient_id": a["id"]}, headers=admin, timeout=10)
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": str(a["id"])}, headers=admin, timeout=10)
         assert r.status_code == 200, r.text
         return [e for e in r.json()["items"] if e["actor_id"] == doctor_id]
 
@@ -72,7 +72,7 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
     assert own.status_code == 200 and all(x["kind"] != "break_glass" for x in own.json()["items"])
 
     # The reason is for administrators and auditors, through patients only.
-    oversight = httpx.get(f"{gw}/api/patients/emergency-access", params={"patient_id": a["id"]}, headers=admin,
+    oversight = httpx.get(f"{gw}/api/patients/emergency-access", params={"patient_id": str(a["id"])}, headers=admin,
                           timeout=10)  # fmt: skip
     assert [g["reason"] for g in oversight.json()["items"]] == [REASON]
 

@@ -50,8 +50,8 @@ def ward(shared_hospital: Hospital) -> Ward:
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
     doctor_id, doctor = create_user(h, admin, "DOCTOR", "ward")
-    users = [create_user(h, admin, role, "ward")[1] for role in ("NURSE", "LAB_TECH", "BILLING")]
-    w = Ward(gw, admin, doctor, *users, practitioner="", ward="", suite="")  # type: ignore[call-arg]
+    nurse, tech, clerk = (create_user(h, admin, role, "ward")[1] for role in ("NURSE", "LAB_TECH", "BILLING"))
+    w = Ward(gw, admin, doctor, nurse, tech, clerk, practitioner="", ward="", suite="")
     practitioner = w.ok("POST", "/api/practitioners", admin, {"full_name": "Dr. Ward", "specialty": "internal_medicine",
                                                               "user_id": doctor_id}, status=201)["id"]  # fmt: skip
     wards = [
@@ -64,7 +64,7 @@ def ward(shared_hospital: Hospital) -> Ward:
     w.ok("POST", "/api/inventory/receipts", admin, {"item_code": "IV-SET", "location": "WARD-GEN",
                                                     "lot": f"E2E{uuid.uuid4().hex[:6]}", "quantity": "100",
                                                     "expires_on": "2035-01-31"}, status=201)  # fmt: skip
-    return Ward(gw, admin, doctor, *users, practitioner=practitioner, ward=wards[0], suite=wards[1])  # type: ignore[call-arg]
+    return Ward(gw, admin, doctor, nurse, tech, clerk, practitioner=practitioner, ward=wards[0], suite=wards[1])
 
 
 def patient(h: Hospital, w: Ward, payer: str | None) -> str:
@@ -103,21 +103,21 @@ def stay(
     w: Ward, patient_id: str, ward_id: str, payer: str | None, *, lab: bool = True, supplies: bool = True
 ) -> dict[str, Any]:
     """Admit, result a GLU and a CRP, use two infusion sets, discharge the same day (one night)."""
-    body = {"patient_id": patient_id, "practitioner_id": w.practitioner, "ward_id": ward_id}
-    admitted = w.ok("POST", "/api/admissions", w.admin, body, status=201)
+    admission = {"patient_id": patient_id, "practitioner_id": w.practitioner, "ward_id": ward_id}
+    admitted = w.ok("POST", "/api/admissions", w.admin, admission, status=201)
     codes = set()
     if lab:
-        body = {"patient_id": patient_id, "tests": ["GLU", "CRP"], "priority": "routine"}
-        order = w.ok("POST", "/api/lab/orders", w.doctor, body, status=201)["id"]
+        lab_order = {"patient_id": patient_id, "tests": ["GLU", "CRP"], "priority": "routine"}
+        order = w.ok("POST", "/api/lab/orders", w.doctor, lab_order, status=201)["id"]
         for action in ("collect", "start"):
             w.ok("POST", f"/api/lab/orders/{order}/{action}", w.tech)
         results = [{"code": "GLU", "value": "85", "unit": "mg/dL"}, {"code": "CRP", "value": "3", "unit": "mg/L"}]
         w.ok("POST", f"/api/lab/orders/{order}/results", w.tech, {"results": results})
         codes |= {"lab.GLU", "lab.CRP"}
     if supplies:
-        body = {"item_code": "IV-SET", "location": "WARD-GEN", "quantity": "2", "patient_id": patient_id,
-                "reason": "patient"}  # fmt: skip
-        w.ok("POST", "/api/inventory/consumptions", w.nurse, body, status=201)
+        consumption = {"item_code": "IV-SET", "location": "WARD-GEN", "quantity": "2", "patient_id": patient_id,
+                       "reason": "patient"}  # fmt: skip
+        w.ok("POST", "/api/inventory/consumptions", w.nurse, consumption, status=201)
         codes.add("item.IV-SET")
     if codes:  # everything of the stay is on billing's books before the patient leaves
         wait_for_charges(w, patient_id, codes)

@@ -51,7 +51,7 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
     assert [a["on_hand"] for a in alerts["items"]] == ["2"]
 
     def charged() -> list[str]:
-        r = httpx.get(f"{gw}/api/charges", params={"patient_id": patient["id"]}, headers=admin, timeout=10)
+        r = httpx.get(f"{gw}/api/charges", params={"patient_id": str(patient["id"])}, headers=admin, timeout=10)
         assert r.status_code == 200, r.text
         return [f"{c['code']} {c['quantity']} {c['amount']}" for c in r.json()["items"] if c["code"] == f"item.{code}"]
 
@@ -77,7 +77,7 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
     wait_until(lambda: glucose_reagent() == str(before - 1), what="the order's reagent used at LAB")
 
     def audited() -> bool:
-        r = httpx.get(f"{gw}/api/audit", params={"patient_id": patient["id"]}, headers=admin, timeout=10)
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": str(patient["id"])}, headers=admin, timeout=10)
         return any(e["resource"] == "inventory/consumption" for e in r.json()["items"])
 
     wait_until(audited, what="the consumption's audit record")

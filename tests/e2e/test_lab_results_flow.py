@@ -53,10 +53,11 @@ def test_a_critical_result_reaches_the_chart_the_doctor_and_the_audit_log(shared
         return [a for a in r.json()["items"] if a["detail"].get("order_id") == oid]
 
     wait_until(lambda: len(alerts()) == 1, what="the ordering doctor's alert")
-    assert alerts()[0]["detail"]["critical"] is True
+    detail = alerts()[0]["detail"]
+    assert isinstance(detail, dict) and detail["critical"] is True
 
     def audited() -> bool:
-        r = httpx.get(f"{gw}/api/audit", params={"patient_id": patient["id"]}, headers=admin, timeout=10)
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": str(patient["id"])}, headers=admin, timeout=10)
         return any(e["resource"] == "lab_order/result" for e in r.json()["items"])
 
     wait_until(audited, what="the lab's audit records")

@@ -205,7 +205,7 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
     assert staff.status_code == 201, staff.text
     assert httpx.get(f"{gw}/api/patients/me", headers=own, timeout=10).status_code == 200
     # The notifications for it have been handled (their consumers ran and logged, if at all).
-    wait_until(lambda: _delivered(hospital, admin, patient["id"]), timeout=30, what="the patient's notifications")
+    wait_until(lambda: _delivered(hospital, admin, str(patient["id"])), timeout=30, what="the patient's notifications")
 
     secrets = [*c.values(), own["authorization"].split()[1], admin["authorization"].split()[1]]
     logs = [*sorted(p for p in hospital.data.rglob("*.log") if p.is_file()), hospital.log]
@@ -221,7 +221,7 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
         assert not any(part in t for t in text.values()), part
 
 
-def _delivered(hospital: Hospital, admin: dict[str, str], patient_id: object) -> bool:
+def _delivered(hospital: Hospital, admin: dict[str, str], patient_id: str) -> bool:
     r = httpx.get(f"{hospital.gateway}/api/notifications", params={"patient_id": patient_id}, headers=admin, timeout=10)
     return r.status_code == 200 and any(i["status"] != "queued" for i in r.json()["items"])
 

@@ -180,14 +180,18 @@ def _mail_to(hospital: Hospital, address: str, subject_start: str) -> list[mailb
     return [m for m in _maildir(hospital) if m["To"] == address and str(m["Subject"]).startswith(subject_start)]
 
 
+def _mailed(hospital: Hospital, address: str, subject_start: str) -> bool:
+    return bool(_mail_to(hospital, address, subject_start))
+
+
 def test_a_booking_arrives_in_the_maildir(hospital: Hospital) -> None:
     desk = Desk(hospital)
     doctor, address = desk.practitioner(), "bora.mailcheck@example.org"
     patient = desk.patient(email=address)
-    wait_until(lambda: _mail_to(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    wait_until(lambda: _mailed(hospital, address, "Welcome"), timeout=30, what="the welcome message")
     started = time.monotonic()
     assert desk.post("/api/appointments", desk.booking(patient, doctor, 15)).status_code == 201
-    wait_until(lambda: _mail_to(hospital, address, "Your appointment"), timeout=30, what="the confirmation")
+    wait_until(lambda: _mailed(hospital, address, "Your appointment"), timeout=30, what="the confirmation")
     print(f"booking -> maildir: {time.monotonic() - started:.3f}s")
     history = desk.get("/api/notifications", params={"patient_id": patient}).json()["items"]
     assert {(i["template"], i["status"]) for i in history} >= {("appointment_booked", "sent"), ("welcome", "sent")}
@@ -199,7 +203,7 @@ def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospita
     desk = Desk(hospital)
     doctor, address = desk.practitioner(), "pause.check@example.org"
     patient = desk.patient(email=address)
-    wait_until(lambda: _mail_to(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    wait_until(lambda: _mailed(hospital, address, "Welcome"), timeout=30, what="the welcome message")
     # Scheduling books for patients it learnt from their registration event, without asking
     # patients: wait until its consumer of that event has caught up (pending and unacked zero).
     wait_until(lambda: _caught_up(hospital, "scheduling", "scheduling_patient_registered"), timeout=30,
@@ -220,7 +224,7 @@ def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospita
         assert not _mail_to(hospital, address, "Your appointment")  # nothing sent, nothing guessed
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: _mail_to(hospital, address, "Your appointment"), timeout=60, what="the confirmation")
+    wait_until(lambda: _mailed(hospital, address, "Your appointment"), timeout=60, what="the confirmation")
 
 
 def _caught_up(hospital: Hospital, service: str, consumer: str) -> bool:

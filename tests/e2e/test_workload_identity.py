@@ -12,6 +12,7 @@ import grpc
 import httpx
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
 from his.kernel import bus
@@ -78,7 +79,7 @@ def test_the_gateway_reaches_services_with_its_own_certificate(hospital: Hospita
     assert issued(hospital, "gateway").spiffe_id == "spiffe://his.local/service/gateway"
 
 
-async def _connect(hospital: Hospital, **kw: object) -> nats.NATS:
+async def _connect(hospital: Hospital, **kw: object) -> NATS:
     return await nats.connect(
         str(hospital.state()["nats_url"]), connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **kw
     )
