@@ -135,7 +135,7 @@ def test_dashboards_are_grafana_json_over_his_metrics() -> None:
 
 
 @cache
-def _definitions() -> Registry:  # type: ignore[type-arg]
+def _definitions() -> Registry:
     return Resource.from_contents(schema_contents(f"{SCHEMA_DIR}/_definitions.json", KUBERNETES_VERSION)) @ Registry()
 
 
