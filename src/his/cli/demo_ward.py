@@ -93,6 +93,8 @@ async def receive(api: Api, code: str, location: str, quantity: str, expires_on:
 async def _admit(h: Hospital, w: Ward, rng: random.Random, bar: Progress, count: int) -> None:
     free = [p for p in h.patients if p not in h.in_clinic]  # tomorrow's clinic patients stay at home today
     chosen = rng.sample(free, min(count, len(free)))
+    if count > len(chosen):  # say so, rather than admit fewer than asked in silence
+        w.tally["not admitted: the other patients are in the clinics"] = count - len(chosen)
     task = bar.add_task("patients admitted", total=len(chosen))
 
     async def admit(patient: str) -> None:

@@ -56,7 +56,12 @@ def demo(
     patients: Annotated[int, typer.Option(min=1, max=5000, help="How many patients to register.")] = 300,
     clinics: Annotated[int, typer.Option(min=1, max=8, help="How many doctors (one clinic each).")] = 6,
     admissions: Annotated[
-        int, typer.Option(min=0, max=500, help="How many patients to admit on the ward day (0: no ward day).")
+        int,
+        typer.Option(
+            min=0,
+            max=500,
+            help="How many patients to admit on the ward day, at most those not booked in a clinic (0: no ward day).",
+        ),
     ] = 24,
     admin_password: Annotated[
         str | None, typer.Option(help="The administrator's password (default: HIS_ADMIN_PASSWORD).")
