@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -125,6 +126,20 @@ async def test_repeated_failures_throttle_the_account(api: tuple[httpx.AsyncClie
     throttled = await login(client, address)  # even the right password waits now
     assert throttled.status_code == 429
     assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_concurrent_guesses_cannot_outrun_the_account_throttle(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    """A burst of guesses sent at once gets no more password checks than one sent in turn: the
+    count of failures is checked and the attempt recorded atomically, before the slow hash."""
+    client, identity = api
+    address = email()
+    await register(client, address)
+    limit = identity.throttle.account_limit
+    guesses = [f"wrong guess number {n:02d}" for n in range(4 * limit)] + [PASSWORD]
+    answers = await asyncio.gather(*(login(client, address, g) for g in guesses))
+    checked = [r.status_code for r in answers if r.status_code != 429]
+    assert len(checked) <= limit, f"{len(checked)} passwords checked in one burst: {sorted(checked)}"
+    assert answers[-1].status_code == 429  # the right password, guessed after the limit, gets no token
 
 
 async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity]) -> None:
