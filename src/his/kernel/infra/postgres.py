@@ -97,7 +97,8 @@ def init_cluster(pgdata: Path) -> str:
     pw_file.chmod(0o600)
     with tempfile.NamedTemporaryFile("w", delete=False) as tmp:
         tmp.write(password)
-    os.chmod(tmp.name, 0o644)
+    if owner is not None:  # the file stays 0600: readable by the server's user, not by everyone
+        os.chown(tmp.name, *owner)
     try:
         if owner is not None:
             _make_traversable(pgdata.parent)
