@@ -102,6 +102,38 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
     assert moved.status_code == 503 and TEXT not in moved.text
 
 
+async def test_a_second_staff_role_does_not_lift_a_clinicians_care_requirement(
+    api: tuple[httpx.AsyncClient, str],
+) -> None:
+    """A doctor who also holds a role-based role (reception, lab, billing, admin) reads and writes
+    clinical entries only with a care relationship or an emergency grant, like any doctor: the
+    other role gives master data, not the chart."""
+    client, admin_dsn = api
+    carer, dual = uuid.uuid4(), uuid.uuid4()
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("INSERT INTO patients.clinician (user_id, roles) VALUES ($1, '{DOCTOR}')", carer)
+        await conn.execute("INSERT INTO patients.clinician (user_id, roles) VALUES ($1, '{DOCTOR,RECEPTIONIST}')", dual)
+    finally:
+        await conn.close()
+    clerk = bearer(uuid.uuid4(), "RECEPTIONIST")
+    r = await client.post("/patients", headers=clerk, json={"given_name": "Deniz", "family_name": "Dual",
+                          "birth_date": "1975-02-03", "sex": "female"})  # fmt: skip
+    pid = r.json()["id"]
+    await client.post(f"/patients/{pid}/care-team", headers=clerk, json={"user_id": str(carer)})
+    entry = {"kind": "note", "text": TEXT}
+    assert (
+        await client.post(f"/patients/{pid}/records", headers=bearer(carer, "DOCTOR"), json=entry)
+    ).status_code == 201
+    for roles in (("DOCTOR", "RECEPTIONIST"), ("NURSE", "ADMIN"), ("DOCTOR", "LAB_TECH"), ("DOCTOR", "BILLING")):
+        who = bearer(dual, *roles)
+        read = await client.get(f"/patients/{pid}/records", headers=who)
+        assert read.status_code == 403 and TEXT not in read.text, (roles, read.status_code)
+        wrote = await client.post(f"/patients/{pid}/records", headers=who, json={"kind": "note", "text": "x"})
+        assert wrote.status_code == 403, (roles, wrote.status_code)
+        assert (await client.get(f"/patients/{pid}", headers=who)).status_code == 200  # master data by role
+
+
 @pytest.mark.parametrize("body", [{"kind": "gossip", "text": "x"}, {"kind": "note", "text": ""},
                                   {"kind": "note", "text": "x" * 20_001}, {"kind": "note", "text": "x", "code": "<b>"},
                                   {"kind": "note", "text": "x", "author_id": str(uuid.uuid4())}])  # fmt: skip

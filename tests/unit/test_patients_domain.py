@@ -98,6 +98,9 @@ def test_who_may_read_a_patient(
     access = decide_access(roles, owner=owner, in_care=in_care, emergency=emergency)
     assert access == Access(purpose, denial)
     assert access.allowed is (denial is None)
+    # Clinical data needs the patient's own account or a clinician's care or emergency basis.
+    clinician = bool(roles & {"DOCTOR", "NURSE"})
+    assert access.clinical is (owner or (clinician and (in_care or emergency)))
 
 
 # --- care relationships --------------------------------------------------------------------

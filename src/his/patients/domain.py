@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -87,6 +87,9 @@ class Denial(StrEnum):
 class Access:
     purpose: Purpose
     denial: Denial | None = None
+    #: The access rests on the patient's own account or a clinician's care relationship or
+    #: emergency grant, not on a role alone: only such access reaches clinical data.
+    clinical: bool = field(default=False, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -101,15 +104,18 @@ def decide_access(roles: Iterable[str], *, owner: bool, in_care: bool, emergency
     in the audit log). Every other caller is told the patient does not exist.
     """
     held = frozenset(roles)
+    clinician = bool(held & CLINICIANS)
     if owner:
-        return Access(Purpose.OWN_RECORD)
+        return Access(Purpose.OWN_RECORD, clinical=True)
+    # A clinician's care or emergency basis comes first, so that a clinician who also holds a
+    # role-based role reads clinical data only on such a basis, never through the other role.
+    if clinician and in_care:
+        return Access(Purpose.CARE, clinical=True)
+    if clinician and emergency:
+        return Access(Purpose.EMERGENCY, clinical=True)
     if held & ROLE_BASED:
         return Access(Purpose.CARE)
-    if held & CLINICIANS:
-        if in_care:
-            return Access(Purpose.CARE)
-        if emergency:
-            return Access(Purpose.EMERGENCY)
+    if clinician:
         return Access(Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED)
     return Access(Purpose.CARE, Denial.NOT_FOUND)
 
@@ -195,8 +201,8 @@ RECORD_TEXT_MAX = 20_000
 def may_read_records(access: Access, roles: Iterable[str], *, owner: bool) -> bool:
     """Clinical entries are for the patient and for clinicians with a basis (care or emergency);
     staff whose access to master data follows from their role alone do not read them."""
-    return access.allowed and (owner or bool(frozenset(roles) & CLINICIANS))
+    return access.allowed and access.clinical and (owner or bool(frozenset(roles) & CLINICIANS))
 
 
 def may_write_records(access: Access, roles: Iterable[str]) -> bool:
-    return access.allowed and bool(frozenset(roles) & CLINICIANS)
+    return access.allowed and access.clinical and bool(frozenset(roles) & CLINICIANS)
