@@ -65,6 +65,14 @@ TAMPERING = {
     "truncate tail": ("DELETE FROM audit.audit_log WHERE seq > 15", 16, "truncated"),
     "flag set": ("UPDATE audit.audit_log SET flagged = true WHERE seq = 7", 7, "altered"),
     "flag cleared": ("UPDATE audit.audit_log SET flagged = NULL WHERE seq = 8", 8, "altered"),
+    # A forged access below the chain's first record, which a patient's "who saw my record" lists.
+    "inserted before the first": (
+        f"""INSERT INTO audit.audit_log ({store.ROW})
+            SELECT 0, gen_random_uuid(), at, source, actor_id, actor_roles, patient_id, action, resource, purpose,
+                   outcome, trace_id, flagged, prev_hash, hash FROM audit.audit_log WHERE seq = 5""",
+        0,
+        "outside the chain",
+    ),
 }
 
 

@@ -101,6 +101,8 @@ def verify(
     head_at_checkpoint = GENESIS if checkpoint is not None and checkpoint.seq == 0 else None
     for row in rows:
         seq = int(row["seq"])
+        if seq < expected_seq:
+            return Verdict(False, expected_seq - 1, f"record {seq} is outside the chain", seq)
         if seq != expected_seq:
             return Verdict(False, expected_seq - 1, f"record {expected_seq} is missing (next is {seq})", expected_seq)
         if bytes(row["prev_hash"]) != prev:

@@ -50,10 +50,13 @@ async def head(conn: Connection) -> tuple[int, bytes]:
 
 
 async def rows(conn: Connection, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
-    """Every record in chain order, read in batches."""
-    after = 0
+    """Every record in chain order, read in batches: every row of the table, whatever its ``seq``,
+    so a row forged below the first record (``seq`` 0 or less) is not skipped."""
+    after: int | None = None
     while True:
-        chunk = await conn.fetch(f"SELECT {ROW} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2", after, batch)
+        chunk = await conn.fetch(
+            f"SELECT {ROW} FROM audit_log WHERE $1::bigint IS NULL OR seq > $1 ORDER BY seq LIMIT $2", after, batch
+        )
         for r in chunk:
             yield dict(r)
         if len(chunk) < batch:
