@@ -131,3 +131,14 @@ async def test_unknown_routes_bodies_and_tokens_are_refused_at_the_edge(upstream
         for r in (big, anonymous, forged):
             assert r.headers["content-type"] == "application/problem+json"
     assert up.seen == []
+
+
+@pytest.mark.parametrize("limit", ["²", "¹²", "٣٠٠٠", "-1", "1e3", ""])
+async def test_a_page_size_that_is_not_a_plain_number_is_a_400(upstream: tuple[Upstream, int], limit: str) -> None:
+    """Superscript digits pass ``str.isdigit`` but not ``int``: still a 400, never a 500."""
+    up, port = upstream
+    async with gateway(port) as client:
+        r = await client.post("/api/auth/login", params={"limit": limit}, content=b"{}")
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert up.seen == []

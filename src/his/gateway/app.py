@@ -132,7 +132,7 @@ class Gateway:
         if any(ord(ch) < 0x20 for value in request.query_params.values() for ch in value):
             return problem(400, "query parameters must not contain control characters")
         limit = request.query_params.get("limit")
-        if limit is not None and (not limit.isdigit() or int(limit) > MAX_PAGE):
+        if limit is not None and (not (limit.isascii() and limit.isdigit()) or int(limit) > MAX_PAGE):
             return problem(400, f"limit must be a whole number up to {MAX_PAGE}")
         body = await read_capped(request)
         if body is None:
