@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -347,6 +348,15 @@ async def test_claim_states_and_invalid_transitions(world: World) -> None:
         "his.billing.claim.created.v1", "his.billing.claim.submitted.v1", "his.billing.claim.accepted.v1",
         "his.billing.claim.paid.v1",
     ]  # fmt: skip
+
+
+async def test_listing_claims_audits_a_read_of_each_patient_listed(world: World) -> None:
+    """A claim names its patient: listed or read one by one, each patient's record shows the read."""
+    await paid_invoice_setup(world, "ALLIANZ")
+    [claim] = (await world.client.get("/claims", headers=world.billing)).json()["items"]
+    rows = await world.db.pool.fetch("SELECT payload FROM outbox WHERE subject = 'his.billing.record.accessed.v1'")
+    reads = [e["data"] for e in (orjson.loads(r["payload"]) for r in rows) if e["data"]["resource"] == "claim"]
+    assert [(x["patient_id"], x["action"]) for x in reads] == [(claim["patient_id"], "read")], reads
 
 
 async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> None:

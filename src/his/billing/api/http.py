@@ -254,7 +254,8 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         require(who, *STAFF)
         async with ctx.db.read() as uow:
             rows = await store.claims(uow.conn, status, payer, limit)
-            audit(uow, who, None, "search", "claim")
+            for pid in sorted({x["patient_id"] for x in rows}):  # each claim names its patient
+                audit(uow, who, pid, "read", "claim")
         return {"items": [claim_json(x) for x in rows]}
 
     @r.get("/claims/{claim_id}")
