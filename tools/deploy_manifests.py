@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from his.cli.services import GATEWAY, SERVICES
+from his.cli.services import GATEWAY, SERVICES, durables
 from his.kernel import bus
 from his.kernel.infra.nats import NatsUser
 from his.kernel.pki import spiffe_id
@@ -483,7 +483,7 @@ cluster {{
 }}
 authorization {{
   users = [
-{nats_users_block(bus.users(list(SERVICES)))}
+{nats_users_block(bus.users(durables()))}
   ]
 }}
 """

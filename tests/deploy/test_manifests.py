@@ -450,10 +450,11 @@ def test_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
 
 
 def test_nats_users_are_the_ones_his_up_grants() -> None:
+    from his.cli.services import durables
     from his.kernel import bus
 
     conf = _nats_conf(raw_base())
-    for user in bus.users(list(SERVICES)):
+    for user in bus.users(durables()):
         assert json.dumps(user.identity) in conf
         for subject in user.publish or ():
             assert json.dumps(subject) in conf

@@ -21,6 +21,7 @@ from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 from tests.e2e.harness import Hospital
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,42 @@ async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> 
     finally:
         await billing.close()
         await operator.close()
+
+
+async def test_a_service_may_not_pull_or_ack_another_services_consumer(hospital: Hospital) -> None:
+    """Taking messages from another service's durable consumer and acking them would make that
+    service miss its events: billing could swallow the audit service's access records."""
+    errors: list[Exception] = []
+
+    async def record(exc: Exception) -> None:
+        errors.append(exc)
+
+    url = str(hospital.state()["nats_url"])
+    billing = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
+                                error_cb=record, allow_reconnect=False)  # fmt: skip
+    theirs = "HIS_PATIENTS.audit_patients_record_accessed"
+    try:
+        js = billing.jetstream(timeout=2)
+        assert (await js.consumer_info("HIS_PATIENTS", "billing_patient_registered")).name  # its own: fine
+        for subject in (
+            f"$JS.API.CONSUMER.INFO.{theirs}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{theirs}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{theirs}",
+            f"$JS.ACK.{theirs}.1.1.1.1700000000000000000.0",
+        ):
+            await billing.publish(subject, b"", reply=f"{bus.inbox_prefix('billing')}.probe")
+        await billing.flush(timeout=5)
+
+        async def refused() -> bool:
+            return len(errors) >= 4
+
+        await wait_for(refused, timeout=5, what="four permission violations")
+        text = " ".join(str(e) for e in errors).lower()
+        for verb in ("info", "msg.next", "durable.create"):
+            assert f'publish to "$js.api.consumer.{verb}.{theirs.lower()}"' in text, text
+        assert f'publish to "$js.ack.{theirs.lower()}' in text, text
+    finally:
+        await billing.close()
 
 
 async def _get_contact(hospital: Hospital, creds: grpc.ChannelCredentials, patient_id: str) -> object:

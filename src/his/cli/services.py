@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -23,6 +24,11 @@ GATEWAY = "gateway"
 #: What the fork server imports once before it forks the services and the gateway: everything
 #: their ``python -m his.<name>`` imports before serving (see his.kernel.infra.forkserver).
 PRELOAD = (*(f"his.{s}.app" for s in SERVICES), "his.gateway.app", "his.kernel.service", "his.kernel.rpc")
+
+
+def durables() -> dict[str, tuple[str, ...]]:
+    """Each service's durable consumers, the only ones NATS lets it read (``his.kernel.bus``)."""
+    return {s: importlib.import_module(f"his.{s}.app").build().durables() for s in SERVICES}
 
 
 def start_forkserver(data_dir: Path) -> ForkServer:

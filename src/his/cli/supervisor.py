@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from his.cli import state
-from his.cli.services import GATEWAY, SERVICES
+from his.cli.services import GATEWAY, SERVICES, durables
 from his.kernel import bus, migrations, safety, streams
 from his.kernel.config import Settings
 from his.kernel.crypto import new_key_text
@@ -194,7 +194,7 @@ async def start_postgres(stack: Stack) -> None:
     await migrations.ensure_database(stack.admin_dsn)
 
 
-async def start_nats(stack: Stack) -> None:
+async def start_nats(stack: Stack, consumers: dict[str, tuple[str, ...]]) -> None:
     s, data = stack.settings, stack.settings.data_path
     if s.nats_url:
         stack.nats_url = s.nats_url
@@ -202,7 +202,7 @@ async def start_nats(stack: Stack) -> None:
         await probe_nats(s.nats_url, stack.operator)
         return
     port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
-    tls = nats_infra.NatsTls(stack.identities["nats"], bus.users(list(SERVICES)))
+    tls = nats_infra.NatsTls(stack.identities["nats"], bus.users(consumers))
     proc, loc = await asyncio.to_thread(
         nats_infra.start, data / "nats", host=s.host, port=port, echo=server_log(s, "nats"), tls=tls
     )
@@ -520,8 +520,9 @@ async def run_up(settings: Settings, forks: ForkServer | None = None) -> int:
         reap_leftovers(data)
         check_gateway_port(settings)
         issue_identities(stack)
+        consumers = asyncio.ensure_future(asyncio.to_thread(durables))  # imports the services: meanwhile
         await start_postgres(stack)
-        await start_nats(stack)
+        await start_nats(stack, await consumers)
         await check_durability(stack)
         plan_children(stack)
         await bootstrap_and_launch(stack)

@@ -2,13 +2,15 @@
 
 A service connects with its workload certificate; the server maps the certificate's SPIFFE id to
 a NATS user (``verify_and_map``). A service may publish only its own events (``his.<service>.>``)
-plus the JetStream API calls its relay, consumers and DLQ mover make, and receives replies only
-on its own inbox prefix, so no service can forge another's events or read another's replies.
+plus the JetStream API calls its relay, consumers and DLQ mover make, on its own consumers only,
+and receives replies only on its own inbox prefix, so no service can forge another's events, read
+another's replies, or take and acknowledge another's messages.
 The operator identity (``his`` commands) is unrestricted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
@@ -16,7 +18,7 @@ from nats.aio.client import Client as NATS
 
 from his.kernel.infra.nats import NatsUser
 from his.kernel.pki import WorkloadIdentity, spiffe_id
-from his.kernel.streams import ERRORS_BUCKET
+from his.kernel.streams import ERRORS_BUCKET, dlq_subject
 
 OPERATOR = spiffe_id("his", kind="operator")
 
@@ -25,30 +27,45 @@ def inbox_prefix(service: str) -> str:
     return f"_INBOX_{service}"
 
 
-def service_user(service: str) -> NatsUser:
-    """The NATS permissions of one service."""
+def consumer_subjects(durable: str) -> tuple[str, ...]:
+    """What a service publishes to create, read and acknowledge one of its durable consumers (on
+    whichever stream), and to file that consumer's dead letters and delivery errors."""
+    return (
+        f"$JS.API.CONSUMER.CREATE.*.{durable}",
+        f"$JS.API.CONSUMER.CREATE.*.{durable}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.*.{durable}",
+        f"$JS.API.CONSUMER.INFO.*.{durable}",
+        f"$JS.API.CONSUMER.MSG.NEXT.*.{durable}",
+        f"$JS.ACK.*.{durable}.>",
+        dlq_subject(durable),
+        f"$KV.{ERRORS_BUCKET}.{durable}.>",
+    )
+
+
+def service_user(service: str, durables: Sequence[str]) -> NatsUser:
+    """The NATS permissions of one service.
+
+    It reads and acknowledges only its own ``durables`` (``ServiceDefinition.durables``):
+    pulling another service's consumer and acking its messages would make that service miss
+    them (the audit service its access records).
+    """
     return NatsUser(
         spiffe_id(service),
         publish=(
             f"his.{service}.>",  # its own events, and nothing else of the domain
-            "his.dlq.>",  # dead letters of its own consumers (the DLQ mover)
-            f"$KV.{ERRORS_BUCKET}.>",  # why a delivery failed, for the DLQ entry
-            "$JS.ACK.>",
             "$JS.API.INFO",
             "$JS.API.STREAM.INFO.*",
             "$JS.API.STREAM.MSG.GET.*",
             "$JS.API.DIRECT.GET.>",
-            "$JS.API.CONSUMER.CREATE.>",
-            "$JS.API.CONSUMER.DURABLE.CREATE.>",
-            "$JS.API.CONSUMER.INFO.>",
-            "$JS.API.CONSUMER.MSG.NEXT.>",
+            *(subject for d in durables for subject in consumer_subjects(d)),
         ),
         subscribe=(f"{inbox_prefix(service)}.>",),
     )
 
 
-def users(services: list[str]) -> tuple[NatsUser, ...]:
-    return (NatsUser(OPERATOR), *(service_user(s) for s in services))
+def users(durables: Mapping[str, Sequence[str]]) -> tuple[NatsUser, ...]:
+    """The operator and every service (``his.cli.services.durables()``: name → its consumers)."""
+    return (NatsUser(OPERATOR), *(service_user(s, names) for s, names in durables.items()))
 
 
 async def connect(

@@ -83,6 +83,17 @@ class ServiceDefinition:
     #: Merges the events of audited reads committed together (``Database.read``) into fewer.
     combine_reads: Combine | None = None
 
+    @property
+    def dlq_mover(self) -> str:
+        """The durable name of its DLQ mover's consumer."""
+        return f"dlq_{self.name}"
+
+    def durables(self) -> tuple[str, ...]:
+        """Every durable consumer it reads from: its subscriptions, their replay feeds, its DLQ
+        mover. NATS lets it read and acknowledge these and no other (``his.kernel.bus``)."""
+        names = tuple(n for s in self.subscriptions for n in (s.name, s.replay_name))
+        return (*names, self.dlq_mover) if names else ()
+
 
 def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
     router = APIRouter(tags=["ops"])
@@ -206,9 +217,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     )
     ctx = ServiceContext(defn.name, settings, db, nc, js, relay)
     ctx.consumers = [ConsumerLoop(db, nc, js, s) for s in defn.subscriptions]
-    mover = DlqMover(
-        js, name=f"dlq_{defn.name}", durables=[n for s in defn.subscriptions for n in (s.name, s.replay_name)]
-    )
+    mover = DlqMover(js, name=defn.dlq_mover, durables=[n for s in defn.subscriptions for n in (s.name, s.replay_name)])
     tasks: dict[str, asyncio.Task[Any]] = {"relay": asyncio.create_task(relay.run(), name="relay")}
     for c in ctx.consumers:
         tasks[c.sub.name] = asyncio.create_task(c.run(), name=c.sub.name)
