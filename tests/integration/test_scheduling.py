@@ -288,3 +288,11 @@ async def test_only_committed_bookings_are_counted(world: World) -> None:
     results = await asyncio.gather(*(world.book(world.patient(), doctor, 10) for _ in range(5)))
     assert sorted(r.status_code for r in results) == [201] + [409] * 4
     assert REGISTRY.get_sample_value("his_appointments_booked_total") == before + 1
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+async def test_slots_on_the_first_or_last_representable_day_are_not_a_500(world: World, day: str) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+    assert r.status_code < 500, r.text
+    assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"

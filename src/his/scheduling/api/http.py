@@ -309,6 +309,8 @@ def router(
         await authenticate(request, tokens)
         if service not in SERVICE_TYPES:
             raise HTTPException(422, f"unknown service {service!r}")
+        if not date.min < day < date.max:  # its window would end (or start, in UTC) beyond the calendar
+            raise HTTPException(422, "date is out of range")
         start = datetime.combine(day, time(0), tzinfo=zone)
         window = Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
         try:
