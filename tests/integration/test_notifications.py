@@ -8,6 +8,7 @@ The contact directory is the package's in-memory fake here (its gRPC adapter run
 from __future__ import annotations
 
 import mailbox
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -172,6 +173,23 @@ async def test_the_maildir_never_holds_one_delivery_twice(post: Post) -> None:
     await channel.send(message)
     await channel.send(message)  # e.g. a crash after sending, before it was recorded
     assert len(post.mail()) == 1
+
+
+async def test_messages_on_disk_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Queued e-mail and text messages hold names, addresses and appointment details: other local
+    users must not read them."""
+    root = tmp_path / "mail"
+    mail, sms = MaildirChannel(root / "maildir"), SpoolSmsChannel(root / "sms.jsonl")
+    await mail.send(Outgoing(uuid.uuid4(), "email", "ayse@example.org", "Your appointment", "Dear Ayse"))
+    await sms.send(Outgoing(uuid.uuid4(), "sms", "+90 555 000 0000", "Your appointment", "Dear Ayse"))
+    private = [
+        root / "maildir",
+        *(root / "maildir").iterdir(),
+        *(root / "maildir" / "new").iterdir(),
+        root / "sms.jsonl",
+    ]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in private}
+    assert all(int(m, 8) & 0o077 == 0 for m in modes.values()), modes
 
 
 def test_every_template_renders() -> None:

@@ -64,6 +64,8 @@ class MaildirChannel:
         self.root, self.sender = root, sender
         for sub in ("tmp", "new", "cur"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        for d in (root, root / "tmp", root / "new", root / "cur"):
+            d.chmod(0o700)  # messages hold names, addresses and appointments: for the owner only
 
     async def send(self, message: Outgoing) -> None:
         await asyncio.to_thread(self._write, message)
@@ -73,7 +75,8 @@ class MaildirChannel:
         if any(next((self.root / d).glob(f"*.{m.delivery_id.hex}.his*"), None) for d in ("new", "cur")):
             return  # already delivered: the same delivery never lands twice
         tmp = self.root / "tmp" / name
-        tmp.write_bytes(bytes(email_message(m, self.sender)))
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            fh.write(bytes(email_message(m, self.sender)))
         os.replace(tmp, self.root / "new" / name)
 
 
@@ -111,6 +114,8 @@ class SpoolSmsChannel:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.chmod(0o600)  # texts hold phone numbers and appointments: for the owner only
 
     async def send(self, message: Outgoing) -> None:
         await asyncio.to_thread(self._append, message)
@@ -123,7 +128,7 @@ class SpoolSmsChannel:
             "to": m.to,
             "text": f"{m.subject}. {m.body.splitlines()[0] if m.body else ''}",
         }
-        with self.path.open("a") as fh:
+        with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as fh:
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
