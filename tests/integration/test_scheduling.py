@@ -196,6 +196,20 @@ async def test_patients_book_and_see_only_their_own(world: World) -> None:
     ] == "cancelled"
 
 
+async def test_a_clinician_who_is_also_a_patient_cancels_only_their_own_appointment(world: World) -> None:
+    """Holding PATIENT lets one cancel one's own appointment; holding DOCTOR or NURSE as well
+    does not make every patient's appointment one's own."""
+    doctor = world.practitioner((8, 16))
+    me, other = uuid.uuid4(), uuid.uuid4()
+    world.patient(me)
+    theirs = world.patient(other)
+    for n, role in enumerate(("DOCTOR", "NURSE")):
+        appt = (await world.book(theirs, doctor, 9 + n)).json()["id"]
+        r = await world.client.post(f"/appointments/{appt}/cancel", headers=bearer(me, role, "PATIENT"))
+        assert r.status_code == 403, (role, r.status_code, r.text)
+        assert (await world.client.get(f"/appointments/{appt}", headers=RECEPTION)).json()["status"] == "booked"
+
+
 async def test_slots_are_working_time_minus_appointments(world: World) -> None:
     doctor = world.practitioner((8, 9), (10, 11))
     await world.book(world.patient(), doctor, 8 + 1 / 3)

@@ -212,7 +212,13 @@ def router(
         who = await authenticate(request, tokens)
         staff = WHO_MAY[action]
         row = await load(who, appointment_id, staff if action not in SELF_SERVICE else (*staff, *READERS))
-        if not who.has_any(*staff) and not (action in SELF_SERVICE and who.has_any("PATIENT")):
+        # Self-service is for the appointment's own patient: holding PATIENT is not enough when
+        # another role (a clinician's) is what let the caller see the appointment.
+        if not who.has_any(*staff) and not (
+            action in SELF_SERVICE
+            and who.has_any("PATIENT")
+            and owns(who, await handlers.patient(ctx.db, patients, row["patient_id"]))
+        ):
             raise HTTPException(403, f"not allowed to {action.value} this appointment")
         try:
             async with ctx.db.uow() as uow:
