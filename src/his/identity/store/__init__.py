@@ -108,28 +108,22 @@ async def recent_failures(conn: Connection, keys: list[str], window_seconds: flo
     return {r["key"]: int(r["n"]) for r in rows}
 
 
-async def claim_attempt(conn: Connection, keys: list[str], limits: list[int], window_seconds: float) -> datetime | None:
-    """Count the recent failures of ``keys`` and, if each is under its limit, record this attempt
-    as a failure of every key; the time it was recorded at, or None if a key is over its limit.
+async def claim_attempt(conn: Connection, key: str, limit: int, window_seconds: float) -> bool:
+    """Record an attempt as a failure of ``key`` if it has fewer than ``limit`` recent ones;
+    whether it had (the attempt may go on).
 
-    Call it in a transaction: the keys' advisory locks serialise the count and the insert, so
+    Call it in a transaction: the key's advisory lock serialises the count and the insert, so
     attempts sent at once cannot all be counted before any of them is recorded.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest($1::text[]) AS k", sorted(keys))
-    counts = await recent_failures(conn, keys, window_seconds)
-    if any(counts.get(k, 0) >= n for k, n in zip(keys, limits, strict=True)):
-        return None
-    at: datetime = await conn.fetchval("INSERT INTO login_failure (key) SELECT unnest($1::text[]) RETURNING at", keys)
-    return at
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+    if (await recent_failures(conn, [key], window_seconds)).get(key, 0) >= limit:
+        return False
+    await record_failure(conn, [key])
+    return True
 
 
-async def forget_attempt(conn: Connection, key: str, at: datetime) -> None:
-    """Remove one attempt recorded by ``claim_attempt`` (it succeeded)."""
-    await conn.execute(
-        "DELETE FROM login_failure WHERE ctid = (SELECT ctid FROM login_failure WHERE key = $1 AND at = $2 LIMIT 1)",
-        key,
-        at,
-    )
+async def record_failure(conn: Connection, keys: list[str]) -> None:
+    await conn.execute("INSERT INTO login_failure (key) SELECT unnest($1::text[])", keys)
 
 
 async def clear_failures(conn: Connection, key: str) -> None:
