@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -14,9 +15,10 @@ from fastapi import FastAPI
 from his.identity.api.http import router
 from his.identity.domain import Role
 from his.identity.handlers import Identity, KeyRing, Throttle
+from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
 
 PASSWORD = "correct horse battery staple"
 
@@ -160,3 +162,28 @@ async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity])
     doctor = (await login(client, doctor_email)).json()["access_token"]
     verified = await TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE).verify(doctor)
     assert verified.roles == {"DOCTOR"}
+
+
+async def test_a_key_that_left_the_jwks_stops_being_trusted(
+    api: tuple[httpx.AsyncClient, Identity], identity_dsn: str
+) -> None:
+    """A verifier fetches the JWKS again once its copy is old, so a signing key that left it
+    (retired, or withdrawn after a leak) stops vouching for tokens someone still mints with it."""
+    _, identity = api
+    key = await identity.keys.active()
+    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
+
+    def mint() -> str:
+        token, _ = sign_access_token(key, subject=str(uuid.uuid4()), roles=["ADMIN"], issuer=ISSUER,
+                                     audience=AUDIENCE, now=datetime.now(UTC))  # fmt: skip
+        return token
+
+    assert (await verifier.verify(mint())).roles == {"ADMIN"}
+    conn = await asyncpg.connect(identity_dsn)
+    try:
+        await conn.execute("UPDATE identity.signing_key SET retires_at = now() WHERE kid = $1", key.kid)
+    finally:
+        await conn.close()
+    verifier._fetched_at -= 24 * 3600  # as if the keys had been fetched a day ago
+    with pytest.raises(TokenError):
+        await verifier.verify(mint())

@@ -5,7 +5,9 @@ verifier accepts only the algorithms listed here (no ``none``, no HMAC, so a pub
 never be used as an HMAC secret), requires ``exp``, ``nbf``, ``iat``, ``iss``, ``aud``, ``sub``
 and ``jti``, and allows a small clock leeway. An unknown ``kid`` triggers one JWKS refresh,
 at most every few seconds, so rotation is picked up without letting forged kids hammer
-identity.
+identity. A copy of the JWKS older than ``max_key_age`` is fetched again at the next full
+check, so a key that left it (retired, or withdrawn after a leak) stops being trusted; while
+identity cannot be asked, the known keys stay in use.
 
 A token that verified is remembered (by the SHA-256 of its text, in a bounded table) until its
 ``exp``, so the next request with the same token costs a hash and a lookup instead of an ES256
@@ -18,6 +20,7 @@ and the table is emptied whenever a JWKS refresh changes the keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -67,6 +70,7 @@ class TokenVerifier:
         audience: str,
         leeway: float = 30.0,
         min_refresh_gap: float = 5.0,
+        max_key_age: float = 300.0,
         cache_size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -75,6 +79,7 @@ class TokenVerifier:
         self.audience = audience
         self.leeway = leeway
         self.min_refresh_gap = min_refresh_gap
+        self.max_key_age = max_key_age
         self.cache_size = cache_size
         self._clock = clock
         self._keys: dict[str, PyJWK] = {}
@@ -90,6 +95,8 @@ class TokenVerifier:
                 return
             if time.monotonic() - self._fetched_at < self.min_refresh_gap and self._keys:
                 return
+            if self._keys:  # a failed fetch is not retried at once, by every request
+                self._fetched_at = time.monotonic()
             doc = await self._source()
             keys: dict[str, PyJWK] = {}
             seen: list[str] = []
@@ -106,6 +113,10 @@ class TokenVerifier:
     async def _key(self, kid: str) -> PyJWK:
         if kid not in self._keys:
             await self._refresh(force=True)
+        elif time.monotonic() - self._fetched_at > self.max_key_age:
+            # Identity unreachable (whatever the source raises): keep the known keys for now.
+            with contextlib.suppress(Exception):
+                await self._refresh(force=True)
         key = self._keys.get(kid)
         if key is None:
             raise TokenError("unknown signing key")
