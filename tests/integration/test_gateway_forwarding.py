@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from his.gateway.app import Edge, create_app
+from his.identity.keys import SigningKey, sign_access_token
 from his.kernel.config import ServiceSettings
+from his.kernel.security import AUDIENCE, ISSUER
 
 
 @dataclass
@@ -142,3 +147,21 @@ async def test_a_page_size_that_is_not_a_plain_number_is_a_400(upstream: tuple[U
     assert r.status_code == 400, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert up.seen == []
+
+
+async def test_the_token_checked_is_the_only_token_forwarded(upstream: tuple[Upstream, int]) -> None:
+    """With two Authorization headers the gateway would check and rate-limit the first while the
+    service acts on the other; such a request is refused."""
+    up, port = upstream
+    key = SigningKey.generate(datetime.now(UTC))
+    jwks = json.dumps({"keys": [key.public_jwk()]}).encode()
+    up.answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(jwks), jwks)
+    checked, _ = sign_access_token(key, subject=str(uuid.uuid4()), roles=["PATIENT"], issuer=ISSUER,
+                                   audience=AUDIENCE, now=datetime.now(UTC))  # fmt: skip
+    async with gateway(port) as client:
+        r = await client.get(
+            "/api/patients/me", headers=[("authorization", f"Bearer {checked}"), ("authorization", "Bearer another")]
+        )
+    forwarded = [h.decode().lower() for h in up.seen if h.startswith(b"GET /patients")]
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", (r.status_code, forwarded)
+    assert forwarded == []

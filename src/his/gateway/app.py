@@ -116,6 +116,8 @@ class Gateway:
         wait = self.by_ip.take(f"ip:{peer}", time.monotonic())
         if wait:
             return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
+        if len(request.headers.getlist("authorization")) > 1:  # one is checked, the other forwarded
+            return problem(400, "send at most one Authorization header")
         if not match.route.public:
             token = bearer(request.headers.get("authorization"))
             if token is None:
