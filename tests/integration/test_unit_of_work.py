@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
 
-from his.kernel.db import Database, savepoint
+from his.kernel.db import Database, retry_aborted, savepoint
 from his.kernel.events import Envelope
 from tests.support.events import ThingHappened
 
@@ -80,3 +81,42 @@ async def test_a_failed_savepoint_keeps_the_rest_of_the_unit_of_work(db: Databas
             await uow.conn.execute("INSERT INTO thing VALUES ($1)", dropped)
     assert await db.pool.fetchval("SELECT count(*) FROM thing") == 2
     assert [r["event_id"] for r in await outbox(db)] == [uow.events[0].id]
+
+
+async def test_a_transaction_aborted_by_a_deadlock_runs_again_and_both_take_effect(db: Database) -> None:
+    """Two transactions lock two rows in opposite orders: PostgreSQL aborts one as a deadlock
+    victim, ``retry_aborted`` runs it again, and both changes are made exactly once."""
+    await db.pool.execute("CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)")
+    await db.pool.execute("INSERT INTO counter VALUES (1, 0), (2, 0)")
+    first_locked = [asyncio.Event(), asyncio.Event()]
+    attempts = [0, 0]
+
+    async def transfer(me: int) -> None:
+        attempts[me] += 1
+        mine, theirs = (1, 2) if me == 0 else (2, 1)
+        async with db.uow() as uow:
+            await uow.conn.execute("UPDATE counter SET n = n + 1 WHERE id = $1", mine)
+            if attempts[me] == 1:  # the first time, hold one row until the other holds the other
+                first_locked[me].set()
+                await first_locked[1 - me].wait()
+            await uow.conn.execute("UPDATE counter SET n = n + 10 WHERE id = $1", theirs)
+
+    await asyncio.gather(retry_aborted(lambda: transfer(0)), retry_aborted(lambda: transfer(1)))
+    assert sorted(attempts) == [1, 2]  # one was the deadlock's victim and ran again
+    rows = await db.pool.fetch("SELECT id, n FROM counter ORDER BY id")
+    assert [(r["id"], r["n"]) for r in rows] == [(1, 11), (2, 11)]
+
+
+async def test_a_transaction_aborted_every_time_gives_up_after_its_tries(db: Database) -> None:
+    calls = 0
+
+    async def always_aborted() -> None:
+        nonlocal calls
+        calls += 1
+        async with db.uow() as uow:
+            await uow.conn.execute("SELECT 1")
+            raise asyncpg.SerializationError("could not serialize access due to concurrent update")
+
+    with pytest.raises(asyncpg.SerializationError):
+        await retry_aborted(always_aborted, tries=3)
+    assert calls == 3

@@ -39,6 +39,10 @@ def app() -> FastAPI:
     async def breaker_open() -> None:
         raise CircuitOpenError("patients", 3.0)
 
+    @a.get("/deadlock")
+    async def deadlock() -> None:
+        raise asyncpg.DeadlockDetectedError("deadlock detected")
+
     @a.get("/bug")
     async def bug() -> None:
         raise RuntimeError("secret internal detail")
@@ -75,6 +79,12 @@ async def test_another_service_that_does_not_answer_is_503_not_404_or_empty() ->
         r = await call("GET", path)
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert "connection refused" not in r.text
+
+
+async def test_a_transaction_aborted_for_a_concurrent_one_is_409_try_again_not_500() -> None:
+    r = await call("GET", "/deadlock")
+    assert r.status_code == 409 and r.headers["retry-after"] == "1"
+    assert "try again" in r.json()["detail"] and "deadlock" not in r.text
 
 
 async def test_bugs_are_500_without_internals() -> None:

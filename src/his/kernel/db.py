@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -393,6 +394,30 @@ class Database:
     async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
         async with self.uow() as uow:
             return await fn(uow)
+
+
+T = TypeVar("T")
+
+
+async def retry_aborted(attempt: Callable[[], Awaitable[T]], *, tries: int = 3) -> T:
+    """Run ``attempt`` (a whole transaction) again when PostgreSQL aborted it for a concurrent one.
+
+    Two inserts that an exclusion constraint sets against each other (overlapping shifts or
+    appointments) can each wait for the other: PostgreSQL then aborts one with a deadlock error
+    (40P01), as it does a serializable transaction that lost a race (40001). Run again, the
+    aborted one finds the other's row committed (or gone), so the caller gets the answer a
+    sequential run would give: its conflict, or its success. ``attempt`` must have no effect
+    outside its transaction.
+    """
+    for n in range(1, tries + 1):
+        try:
+            return await attempt()
+        except asyncpg.TransactionRollbackError as exc:
+            if n == tries:
+                raise
+            log.info("transaction aborted for a concurrent one (%s); running it again", exc.sqlstate)
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**n))  # noqa: S311 - jitter, not a secret
+    raise AssertionError("unreachable")
 
 
 def outbox_channel(schema: str) -> str:

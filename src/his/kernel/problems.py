@@ -75,6 +75,14 @@ def install(app: FastAPI) -> None:
         log.info("value refused by the database on %s %s: %s", request.method, request.url.path, exc)
         return problem(422, "a value in the request cannot be stored (invalid characters or out of range)")
 
+    @app.exception_handler(asyncpg.TransactionRollbackError)
+    async def concurrent(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL aborted the transaction for a concurrent one (a deadlock, a serialization
+        # failure) and it was not run again: nothing was changed, and trying again will do.
+        log.info("transaction aborted for a concurrent one on %s %s: %r", request.method, request.url.path, exc)
+        return problem(409, "the request collided with a concurrent one and changed nothing; try again",
+                       headers={"Retry-After": "1"})  # fmt: skip
+
     @app.exception_handler(DependencyUnavailableError)
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.CannotConnectNowError)

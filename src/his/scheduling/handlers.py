@@ -27,7 +27,7 @@ from his.events.scheduling import (
     WaitlistOffered,
 )
 from his.kernel.consumer import PermanentError
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Database, UnitOfWork, retry_aborted
 from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval, subtract
 from his.scheduling import store
@@ -107,16 +107,20 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
         "id": aid, "patient_id": b.patient_id, "practitioner_id": b.practitioner_id,
         "service": b.service, "during": store.as_range(span), "booked_by": actor,
     }  # fmt: skip
-    try:
+
+    async def attempt() -> dict[str, Any]:
         async with db.uow() as uow:
             saved = await store.insert_appointment(uow.conn, row)
             uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
             uow.on_commit(BOOKED.inc)
             if also:
                 await also(uow)
+        return saved
+
+    try:
+        return await retry_aborted(attempt)  # overlapping bookings at once can deadlock: see there
     except store.CollisionError as exc:
         raise await _described(db, exc, row) from exc
-    return saved
 
 
 async def _described(db: Database, exc: store.CollisionError, row: dict[str, Any]) -> store.CollisionError:
@@ -153,7 +157,8 @@ async def reschedule(
     span = check_booking(start, end, current["service"], now())
     await ensure_working(calendar, current["practitioner_id"], span)
     during = store.as_range(span)
-    try:
+
+    async def attempt() -> dict[str, Any]:
         async with db.uow() as uow:
             row = await store.get_appointment(uow.conn, appointment_id, lock=True)
             assert row is not None
@@ -167,9 +172,12 @@ async def reschedule(
             )
             if also:
                 await also(uow)
+        return moved
+
+    try:
+        return await retry_aborted(attempt)
     except store.CollisionError as exc:
         raise await _described(db, exc, {**current, "during": during}) from exc
-    return moved
 
 
 async def free_slots(

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.db import retry_aborted
 from his.kernel.intervals import Interval
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
@@ -115,9 +116,13 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         row = await practitioner(practitioner_id)
         if not (who.has_any("ADMIN") or is_self(who, row)):
             raise HTTPException(403, "only ADMIN or the practitioner may add shifts")
-        try:
+
+        async def attempt() -> uuid.UUID:
             async with ctx.db.uow() as uow:
-                sid = await handlers.add_shift(uow, practitioner_id, body.start, body.end, uuid.UUID(who.subject))
+                return await handlers.add_shift(uow, practitioner_id, body.start, body.end, uuid.UUID(who.subject))
+
+        try:
+            sid = await retry_aborted(attempt)  # overlapping shifts added at once can deadlock: see there
         except InvalidScheduleError as exc:
             raise HTTPException(422, str(exc)) from None
         except store.ShiftOverlapError as exc:
