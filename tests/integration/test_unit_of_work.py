@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import asyncpg
@@ -80,3 +81,29 @@ async def test_a_failed_savepoint_keeps_the_rest_of_the_unit_of_work(db: Databas
             await uow.conn.execute("INSERT INTO thing VALUES ($1)", dropped)
     assert await db.pool.fetchval("SELECT count(*) FROM thing") == 2
     assert [r["event_id"] for r in await outbox(db)] == [uow.events[0].id]
+
+
+async def test_a_transaction_postgresql_aborted_does_not_pass_for_committed(db: Database) -> None:
+    # Code that catches a statement's error without a savepoint leaves the transaction aborted;
+    # PostgreSQL then answers COMMIT with ROLLBACK, and nothing of the transaction remains.
+    await db.pool.execute("CREATE TABLE thing (id uuid PRIMARY KEY)")
+    tid = uuid.uuid4()
+    with pytest.raises(asyncpg.InFailedSQLTransactionError):
+        async with db.uow() as uow:
+            await uow.conn.execute("INSERT INTO thing VALUES ($1)", tid)
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await uow.conn.execute("INSERT INTO thing VALUES ($1)", tid)
+    assert await db.pool.fetchval("SELECT count(*) FROM thing") == 0
+
+
+async def test_a_savepoint_whose_block_swallowed_an_error_is_rolled_back(db: Database) -> None:
+    await db.pool.execute("CREATE TABLE thing (id uuid PRIMARY KEY)")
+    kept, dropped = uuid.uuid4(), uuid.uuid4()
+    async with db.uow() as uow:
+        await uow.conn.execute("INSERT INTO thing VALUES ($1)", kept)
+        with pytest.raises(asyncpg.InFailedSQLTransactionError):
+            async with uow.savepoint():
+                await uow.conn.execute("INSERT INTO thing VALUES ($1)", dropped)
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    await uow.conn.execute("INSERT INTO thing VALUES ($1)", kept)
+    assert [r["id"] for r in await db.pool.fetch("SELECT id FROM thing")] == [kept]

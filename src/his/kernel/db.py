@@ -75,11 +75,13 @@ async def savepoint(conn: Connection) -> AsyncIterator[None]:
     await conn.execute(f"SAVEPOINT {name}")
     try:
         yield
+        # Inside the try: if the block swallowed a statement's error, RELEASE fails on the aborted
+        # transaction, and only the ROLLBACK TO below lets the rest of the transaction go on.
+        await conn.execute(f"RELEASE SAVEPOINT {name}")
     except BaseException:
         if not conn.is_closed():
             await conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
         raise
-    await conn.execute(f"RELEASE SAVEPOINT {name}")
 
 
 class OutboxSignal:
@@ -155,11 +157,19 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Write the outbox rows still queued and COMMIT, in one round trip: one simple-query
         message (``INSERT …; COMMIT``). If the INSERT fails, PostgreSQL skips the COMMIT and the
-        transaction is rolled back by the caller; a COMMIT that fails ends the transaction."""
+        transaction is rolled back by the caller; a COMMIT that fails ends the transaction.
+
+        A transaction that an earlier statement's error aborted (code that caught the error
+        without a savepoint) is answered ``ROLLBACK``, not an error: that raises here, so
+        nothing that was rolled back passes for committed."""
         if not self.events:
-            await self.conn.execute("COMMIT")
-            return
-        await self.conn.execute(f"{outbox_insert_sql(self.events)}; COMMIT")
+            status = await self.conn.execute("COMMIT")
+        else:
+            status = await self.conn.execute(f"{outbox_insert_sql(self.events)}; COMMIT")
+        if status != "COMMIT":
+            raise asyncpg.InFailedSQLTransactionError(
+                f"the transaction was aborted by an earlier error and rolled back (COMMIT answered {status})"
+            )
 
     async def flush_events(self) -> None:
         """Write the queued events' outbox rows now (``commit`` writes them otherwise)."""
