@@ -185,6 +185,7 @@ class ConsumerLoop:
             log.warning("consumer %s could not reach its database: %r", self.sub.name, exc)
             for it in items:
                 await self._retry(it.msg, f"database: {_one_line(exc)}")
+            await self._until_database_answers()
             return
         await self.after_commit(acks)
         for m in acks:
@@ -194,6 +195,22 @@ class ConsumerLoop:
                 await self._terminate(it.msg, _one_line(error))
             else:
                 await self._retry(it.msg, _one_line(error))
+
+    async def _until_database_answers(self) -> None:
+        """Fetch nothing more until the database answers again.
+
+        Each delivery of a batch that failed for want of its database counts against
+        ``max_deliver``: a consumer that fetched on through an outage would exhaust every pending
+        event within its backoff delays (42.5 s by default) and leave them all in the DLQ.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self.db.pool.fetchval("SELECT 1")
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _apply(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
         """One transaction for the batch: inbox rows, then each new event's handler; commit.
