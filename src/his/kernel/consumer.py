@@ -53,6 +53,11 @@ ON CONFLICT DO NOTHING RETURNING event_id
 """
 INBOX_FORGET = "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])"
 
+#: What a lost or refused database connection raises. asyncpg reports a connection that the
+#: server terminated while it was being used as ``InternalClientError`` ("another operation is
+#: in progress"), which is neither a ``PostgresError`` nor an ``InterfaceError``.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 
 class PermanentError(Exception):
     """The event can never be applied as it is: terminate it (it goes to the DLQ) at once."""
@@ -181,7 +186,7 @@ class ConsumerLoop:
             return
         try:
             acks, failures = await self._apply(items)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("consumer %s could not reach its database: %r", self.sub.name, exc)
             for it in items:
                 await self._retry(it.msg, f"database: {_one_line(exc)}")
@@ -208,7 +213,7 @@ class ConsumerLoop:
             try:
                 await self.db.pool.fetchval("SELECT 1")
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
