@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import asyncpg
@@ -120,3 +121,43 @@ async def test_a_transaction_aborted_every_time_gives_up_after_its_tries(db: Dat
     with pytest.raises(asyncpg.SerializationError):
         await retry_aborted(always_aborted, tries=3)
     assert calls == 3
+
+
+async def test_a_transaction_postgresql_aborted_does_not_pass_for_committed(db: Database) -> None:
+    # Code that catches a statement's error without a savepoint leaves the transaction aborted;
+    # PostgreSQL then answers COMMIT with ROLLBACK, and nothing of the transaction remains.
+    await db.pool.execute("CREATE TABLE thing (id uuid PRIMARY KEY)")
+    tid = uuid.uuid4()
+    with pytest.raises(asyncpg.InFailedSQLTransactionError):
+        async with db.uow() as uow:
+            await uow.conn.execute("INSERT INTO thing VALUES ($1)", tid)
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await uow.conn.execute("INSERT INTO thing VALUES ($1)", tid)
+    assert await db.pool.fetchval("SELECT count(*) FROM thing") == 0
+
+
+async def test_a_savepoint_whose_block_swallowed_an_error_is_rolled_back(db: Database) -> None:
+    await db.pool.execute("CREATE TABLE thing (id uuid PRIMARY KEY)")
+    kept, dropped = uuid.uuid4(), uuid.uuid4()
+    async with db.uow() as uow:
+        await uow.conn.execute("INSERT INTO thing VALUES ($1)", kept)
+        with pytest.raises(asyncpg.InFailedSQLTransactionError):
+            async with uow.savepoint():
+                await uow.conn.execute("INSERT INTO thing VALUES ($1)", dropped)
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    await uow.conn.execute("INSERT INTO thing VALUES ($1)", kept)
+    assert [r["id"] for r in await db.pool.fetch("SELECT id FROM thing")] == [kept]
+
+
+async def test_events_flushed_before_the_commit_are_written_once(db: Database) -> None:
+    tid = uuid.uuid4()
+    async with db.uow() as uow:
+        first = uow.add(ThingHappened(thing_id=tid, seq=1), aggregate_id=tid)
+        await uow.flush_events()
+        second = uow.add(ThingHappened(thing_id=tid, seq=2), aggregate_id=tid)
+        with pytest.raises(Boom):
+            async with uow.savepoint():
+                uow.add(ThingHappened(thing_id=tid, seq=3), aggregate_id=tid)
+                await uow.flush_events()
+                raise Boom
+    assert [r["event_id"] for r in await outbox(db)] == [first.id, second.id]

@@ -53,6 +53,11 @@ ON CONFLICT DO NOTHING RETURNING event_id
 """
 INBOX_FORGET = "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])"
 
+#: What a lost or refused database connection raises. asyncpg reports a connection that the
+#: server terminated while it was being used as ``InternalClientError`` ("another operation is
+#: in progress"), which is neither a ``PostgresError`` nor an ``InterfaceError``.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 
 class PermanentError(Exception):
     """The event can never be applied as it is: terminate it (it goes to the DLQ) at once."""
@@ -181,10 +186,11 @@ class ConsumerLoop:
             return
         try:
             acks, failures = await self._apply(items)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("consumer %s could not reach its database: %r", self.sub.name, exc)
             for it in items:
                 await self._retry(it.msg, f"database: {_one_line(exc)}")
+            await self._until_database_answers()
             return
         await self.after_commit(acks)
         for m in acks:
@@ -194,6 +200,22 @@ class ConsumerLoop:
                 await self._terminate(it.msg, _one_line(error))
             else:
                 await self._retry(it.msg, _one_line(error))
+
+    async def _until_database_answers(self) -> None:
+        """Fetch nothing more until the database answers again.
+
+        Each delivery of a batch that failed for want of its database counts against
+        ``max_deliver``: a consumer that fetched on through an outage would exhaust every pending
+        event within its backoff delays (42.5 s by default) and leave them all in the DLQ.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self.db.pool.fetchval("SELECT 1")
+                return
+            except DATABASE_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _apply(self, items: list[_Item]) -> tuple[list[Msg], list[tuple[_Item, Exception]]]:
         """One transaction for the batch: inbox rows, then each new event's handler; commit.

@@ -181,6 +181,7 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001 - a broker outage must not kill the relay
             # nats-py's publish_async turns a cancellation into TooManyStalledMsgsError.
             stop_if_cancelled()
+            self._release_orphan(futures)
             self._note_error(exc, count=len(rows) - len(futures), of=len(rows))
         done: list[int] = []
         if not futures:
@@ -205,6 +206,20 @@ class OutboxRelay:
         self.stats.batches += 1
         metrics.observe_relay(rows, done, time.perf_counter() - start)
         return done
+
+    def _release_orphan(self, futures: list[tuple[int, asyncio.Future[Any]]]) -> None:
+        """Cancel the PubAck future a failed ``publish_async`` left behind, freeing its slot.
+
+        nats-py registers the future, holding one of ``publish_async_max_pending`` slots, before it
+        sends; if the send raises (reconnect buffer full, message too large) the future is neither
+        returned nor ever resolved. Left alone, a long enough outage leaks every slot and the relay
+        publishes nothing more once NATS is back. The relay is the only ``publish_async`` user of
+        its connection, so any pending future that is not one of this batch's is such an orphan.
+        """
+        mine = {id(f) for _, f in futures}
+        for fut in list(self.js._publish_async_futures.values()):
+            if not fut.done() and id(fut) not in mine:
+                fut.cancel()  # its done-callback gives the slot back
 
     def _note_error(self, exc: BaseException | None, *, count: int = 1, of: int = 1) -> None:
         """Count ``count`` failed publishes (of ``of`` attempted together) and log them once."""
