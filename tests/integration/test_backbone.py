@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from collections.abc import Set as AbstractSet
@@ -257,3 +258,42 @@ async def test_one_relay_leads_and_a_standby_takes_over(db: Database, js: JetStr
     assert second.stats.published == 20
     info = await js.stream_info("HIS_TST")
     assert info.state.messages == 40
+
+
+async def test_each_aggregates_events_reach_the_stream_in_version_order_without_gaps(
+    db: Database, js: JetStreamContext
+) -> None:
+    """Eight writers change five aggregates at once; some hold their transaction open, some roll
+    back. Writes to one aggregate serialise on its row, so in the stream each aggregate's events
+    carry versions 1, 2, 3, … in order, whatever the interleaving with the others."""
+    await db.pool.execute("CREATE TABLE aggregate (id uuid PRIMARY KEY, version int NOT NULL DEFAULT 0)")
+    things = [uuid.uuid4() for _ in range(5)]
+    await db.pool.executemany("INSERT INTO aggregate (id) VALUES ($1)", [(t,) for t in things])
+    rng = random.Random(7)
+
+    async def writer(n: int) -> None:
+        for _ in range(n):
+            thing, hold, rollback = rng.choice(things), rng.random() < 0.3, rng.random() < 0.1
+            with contextlib.suppress(RuntimeError):
+                async with db.uow() as uow:
+                    version = await uow.conn.fetchval(
+                        "UPDATE aggregate SET version = version + 1 WHERE id = $1 RETURNING version", thing
+                    )
+                    uow.add(ThingHappened(thing_id=thing, seq=version), aggregate_id=thing, aggregate_version=version)
+                    if hold:  # others commit meanwhile: their outbox rows and this one's interleave
+                        await asyncio.sleep(rng.uniform(0.001, 0.02))
+                    if rollback:
+                        raise RuntimeError("roll back")
+
+    relay = OutboxRelay(db.dsn, js, schema=db.schema, signal=db.signal, poll_seconds=0.2)
+    async with running(relay.run()):
+        await asyncio.gather(*(writer(40) for _ in range(8)))
+        await wait_for(lambda: _unpublished_zero(db), what="all published")
+    final = {r["id"]: r["version"] for r in await db.pool.fetch("SELECT id, version FROM aggregate")}
+    count = (await js.stream_info("HIS_TST")).state.messages
+    assert count == sum(final.values())
+    seen: dict[uuid.UUID, list[int]] = {t: [] for t in things}
+    for seq in range(1, count + 1):
+        env = Envelope.from_json((await js.get_msg("HIS_TST", seq)).data or b"")
+        seen[uuid.UUID(str(env.aggregate_id))].append(env.aggregate_version)
+    assert all(versions == list(range(1, final[t] + 1)) for t, versions in seen.items()), seen

@@ -111,7 +111,7 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
     async def attempt() -> dict[str, Any]:
         async with db.uow() as uow:
             saved = await store.insert_appointment(uow.conn, row)
-            uow.add(_event(AppointmentBooked, row), aggregate_id=aid)
+            uow.add(_event(AppointmentBooked, saved), aggregate_id=aid, aggregate_version=saved["version"])
             uow.on_commit(BOOKED.inc)
             if also:
                 await also(uow)
@@ -143,7 +143,7 @@ async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> dic
         Status.CANCELLED: AppointmentCancelled,
         Status.NO_SHOW: AppointmentMissed,
     }[after]
-    uow.add(_event(model, row), aggregate_id=appointment_id)
+    uow.add(_event(model, row), aggregate_id=appointment_id, aggregate_version=row["version"])
     return row
 
 
@@ -169,6 +169,7 @@ async def reschedule(
             uow.add(
                 _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
                 aggregate_id=appointment_id,
+                aggregate_version=moved["version"],
             )
             if also:
                 await also(uow)
