@@ -251,6 +251,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     scheme, note = ("https", " (mutual TLS)") if settings.workload() else ("http", "")
     log.info("%s listening on %s://%s:%d%s", defn.name, scheme, settings.host, settings.http_port, note)
     tasks["parent-watch"] = asyncio.create_task(server.watch_parent(), name="parent-watch")
+    stopped = watch_tasks(tasks, server)
     # What start-up created (modules, the app, models) lives as long as the process: freeze it,
     # so full collections walk only newer objects. Walking everything took ~70 ms here, an
     # event-loop stall charged to the relay's and consumers' latency (docs/performance.md).
@@ -269,6 +270,35 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         await db.close()
         tracing.shutdown()
         log.info("%s stopped", defn.name)
+    if stopped:
+        raise TaskStoppedError(f"{defn.name} exited because {', '.join(stopped)} stopped on its own")
+
+
+class TaskStoppedError(RuntimeError):
+    """A task the service lives for (its relay, a consumer, a dispatcher) ended on its own."""
+
+
+def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> list[str]:
+    """Make the service exit if one of its tasks ends while it is not stopping; returns the names
+    of such tasks as they end.
+
+    A relay or consumer that died inside a live process would leave events unpublished or
+    unapplied while the process looks up; exiting lets ``his up`` (or Kubernetes) start it again,
+    with everything it needs set up afresh.
+    """
+    stopped: list[str] = []
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or server.should_exit:
+            return
+        exc = task.exception()
+        log.error("task %s stopped on its own (%r): exiting, to be restarted", task.get_name(), exc, exc_info=exc)
+        stopped.append(task.get_name())
+        server.request_exit()
+
+    for task in tasks.values():
+        task.add_done_callback(done)
+    return stopped
 
 
 def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
@@ -334,3 +364,6 @@ def main(build: Callable[[], ServiceDefinition]) -> None:
     except safety.UnsafeDurabilityError as exc:
         log.error("%s", exc)
         raise SystemExit(3) from None
+    except TaskStoppedError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
