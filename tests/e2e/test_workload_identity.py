@@ -101,15 +101,22 @@ async def test_nats_requires_tls_with_a_certificate_from_the_ca(hospital: Hospit
             await nc.close()
 
 
-async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> None:
+async def billing_probe(hospital: Hospital) -> tuple[NATS, list[Exception]]:
+    """A connection with billing's certificate, and the errors NATS reports to it (refusals)."""
     errors: list[Exception] = []
 
     async def record(exc: Exception) -> None:
         errors.append(exc)
 
     url = str(hospital.state()["nats_url"])
-    billing = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
-                                error_cb=record, allow_reconnect=False)  # fmt: skip
+    conn = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
+                             error_cb=record, allow_reconnect=False)  # fmt: skip
+    return conn, errors
+
+
+async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> None:
+    billing, errors = await billing_probe(hospital)
+    url = str(hospital.state()["nats_url"])
     operator = await bus.connect(url, name="probe-op", identity=hospital.operator())
     try:
         js = operator.jetstream()
@@ -134,14 +141,7 @@ async def test_a_service_may_publish_only_its_own_events(hospital: Hospital) -> 
 async def test_a_service_may_not_pull_or_ack_another_services_consumer(hospital: Hospital) -> None:
     """Taking messages from another service's durable consumer and acking them would make that
     service miss its events: billing could swallow the audit service's access records."""
-    errors: list[Exception] = []
-
-    async def record(exc: Exception) -> None:
-        errors.append(exc)
-
-    url = str(hospital.state()["nats_url"])
-    billing = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
-                                error_cb=record, allow_reconnect=False)  # fmt: skip
+    billing, errors = await billing_probe(hospital)
     theirs = "HIS_PATIENTS.audit_patients_record_accessed"
     try:
         js = billing.jetstream(timeout=2)
