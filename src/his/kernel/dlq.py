@@ -23,7 +23,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from his.kernel.consumer import error_key
 from his.kernel.streams import (
@@ -236,15 +236,29 @@ async def replay(js: JetStreamContext, dlq_id: int) -> DeadLetter | None:
         headers={"Nats-Msg-Id": f"replay:{dlq_id}", "His-Replay-Of": str(dlq_id)},
         timeout=5.0,
     )
-    await js.delete_msg(DLQ_STREAM, dlq_id)
+    try:
+        await js.delete_msg(DLQ_STREAM, dlq_id)
+    except APIError as exc:
+        if not _gone(exc):
+            raise
+        # A concurrent replay of the same entry removed it first; JetStream dropped this
+        # republish as a copy of that one (same Nats-Msg-Id), so the replay happened once.
     return dl
 
 
 async def discard(js: JetStreamContext, dlq_id: int) -> bool:
     try:
         return bool(await js.delete_msg(DLQ_STREAM, dlq_id))
-    except NotFoundError:
-        return False
+    except APIError as exc:
+        if _gone(exc):
+            return False
+        raise
+
+
+def _gone(exc: APIError) -> bool:
+    """JetStream's answer about a sequence that is not (or no longer) in the stream: not found
+    (10037), or a 400 "sequence not found" (10043) from a delete."""
+    return isinstance(exc, NotFoundError) or exc.err_code in (10037, 10043)
 
 
 async def depth(js: JetStreamContext) -> int:
