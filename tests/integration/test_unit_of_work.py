@@ -147,17 +147,3 @@ async def test_a_savepoint_whose_block_swallowed_an_error_is_rolled_back(db: Dat
                 with contextlib.suppress(asyncpg.UniqueViolationError):
                     await uow.conn.execute("INSERT INTO thing VALUES ($1)", kept)
     assert [r["id"] for r in await db.pool.fetch("SELECT id FROM thing")] == [kept]
-
-
-async def test_events_flushed_before_the_commit_are_written_once(db: Database) -> None:
-    tid = uuid.uuid4()
-    async with db.uow() as uow:
-        first = uow.add(ThingHappened(thing_id=tid, seq=1), aggregate_id=tid)
-        await uow.flush_events()
-        second = uow.add(ThingHappened(thing_id=tid, seq=2), aggregate_id=tid)
-        with pytest.raises(Boom):
-            async with uow.savepoint():
-                uow.add(ThingHappened(thing_id=tid, seq=3), aggregate_id=tid)
-                await uow.flush_events()
-                raise Boom
-    assert [r["event_id"] for r in await outbox(db)] == [first.id, second.id]

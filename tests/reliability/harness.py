@@ -29,7 +29,7 @@ from nats.js.api import ConsumerInfo
 from nats.js.client import JetStreamContext
 
 from his.kernel.consumer import ConsumerLoop, Subscription
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Database, UnitOfWork, write_outbox
 from his.kernel.events import Envelope, Event, stream_name
 from his.kernel.infra.procs import ManagedProcess
 from tests.support.events import TEST_SERVICE, ThingHappened
@@ -188,8 +188,8 @@ class Workload:
                 if hold:
                     # Insert the outbox rows now (taking their ids), then keep the transaction
                     # open: rows with higher ids commit, and get published, before these do.
-                    await uow.flush_events()
-                    uow.events.clear()
+                    await write_outbox(uow.conn, uow.events)
+                    uow.events.clear()  # written: the commit must not write them again
                     self.held += 1
                     await asyncio.sleep(hold)
                 if rollback:

@@ -132,7 +132,6 @@ class UnitOfWork:
         self.conn = conn
         self.events: list[Envelope] = []
         self.committed: list[Callable[[], object]] = []
-        self._flushed: frozenset[uuid.UUID] = frozenset()  # events whose outbox rows are written
 
     def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
         """Queue an integration event; it is written to the outbox in this transaction."""
@@ -147,14 +146,13 @@ class UnitOfWork:
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[UnitOfWork]:
         """A nested scope: on error its statements, events and commit hooks are undone, the rest stays."""
-        mark, hooks, flushed = len(self.events), len(self.committed), self._flushed
+        mark, hooks = len(self.events), len(self.committed)
         try:
             async with savepoint(self.conn):
                 yield self
         except BaseException:
             del self.events[mark:]
             del self.committed[hooks:]
-            self._flushed = flushed  # the rows flushed inside the savepoint are rolled back with it
             raise
 
     async def commit(self) -> None:
@@ -165,21 +163,14 @@ class UnitOfWork:
         A transaction that an earlier statement's error aborted (code that caught the error
         without a savepoint) is answered ``ROLLBACK``, not an error: that raises here, so
         nothing that was rolled back passes for committed."""
-        queued = [e for e in self.events if e.id not in self._flushed] if self._flushed else self.events
-        if not queued:
+        if not self.events:
             status = await self.conn.execute("COMMIT")
         else:
-            status = await self.conn.execute(f"{outbox_insert_sql(queued)}; COMMIT")
+            status = await self.conn.execute(f"{outbox_insert_sql(self.events)}; COMMIT")
         if status != "COMMIT":
             raise asyncpg.InFailedSQLTransactionError(
                 f"the transaction was aborted by an earlier error and rolled back (COMMIT answered {status})"
             )
-
-    async def flush_events(self) -> None:
-        """Write the queued events' outbox rows now (``commit`` writes them otherwise)."""
-        queued = [e for e in self.events if e.id not in self._flushed]
-        await write_outbox(self.conn, queued)
-        self._flushed |= {e.id for e in queued}
 
 
 async def write_outbox(conn: Connection, events: list[Envelope]) -> None:
