@@ -26,8 +26,7 @@ async def test_a_task_that_dies_makes_the_service_exit_and_is_named() -> None:
     srv = server()
     tasks = {"relay": asyncio.create_task(forever()), "tst_effects": asyncio.create_task(broken(), name="tst_effects")}
     stopped = watch_tasks(tasks, srv)
-    await asyncio.wait([tasks["tst_effects"]])
-    await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
+    await asyncio.wait([tasks["tst_effects"]])  # its done-callbacks ran in order: watch_tasks first
     assert stopped == ["tst_effects"] and srv.should_exit
     tasks["relay"].cancel()
 
@@ -39,5 +38,4 @@ async def test_tasks_cancelled_while_the_service_stops_are_not_failures() -> Non
     srv.request_exit()
     tasks["relay"].cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
-    await asyncio.sleep(0)
     assert stopped == []
