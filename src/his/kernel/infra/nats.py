@@ -8,6 +8,7 @@ what it may publish and subscribe to (``verify_and_map``); there are no password
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import socket
@@ -76,10 +77,20 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+#: Ports this process handed out lately: picked one after the other for listeners that bind them
+#: later, two picks must not be the same port (the kernel may offer a just-released one again).
+_given: collections.deque[int] = collections.deque(maxlen=1024)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on ``host`` now, and not one this process handed out lately."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _given:
+            _given.append(port)
+            return port
 
 
 def _tls_block(tls: NatsTls) -> str:
