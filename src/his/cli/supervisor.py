@@ -271,6 +271,7 @@ def check_gateway_port(settings: Settings) -> None:
 def plan_children(stack: Stack) -> None:
     s = stack.settings
     check_gateway_port(s)
+    nats_infra.taken(s.gateway_port)  # free now, but the gateway binds it after the services' picks
     base = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
     base.update(
         {

@@ -82,6 +82,11 @@ def port_free(host: str, port: int) -> bool:
 _given: collections.deque[int] = collections.deque(maxlen=1024)
 
 
+def taken(*ports: int) -> None:
+    """Ports chosen elsewhere (the gateway's) that ``free_port`` must not hand out either."""
+    _given.extend(ports)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on ``host`` now, and not one this process handed out lately."""
     while True:
