@@ -130,8 +130,23 @@ async def lead_from(conn: NATS, js: JetStreamContext, node: ClusterNode) -> None
     await wait_for(moved, timeout=15, what=f"{node.name} leading {STREAM}")
 
 
-async def read_back(js: JetStreamContext) -> Counter[str]:
-    """Every message of the stream, counted by ``Nats-Msg-Id`` (checked against the envelope id)."""
+async def read_back(js: JetStreamContext, *, patience: float = 60.0) -> Counter[str]:
+    """Every message of the stream, counted by ``Nats-Msg-Id`` (checked against the envelope id).
+
+    Just after a node's death the survivors may not yet answer a consumer's creation within the
+    request timeout (seen about once in ten runs); the read is tried again until ``patience`` runs out.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await _read_all(js)
+        except nats.errors.TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(1.0)
+
+
+async def _read_all(js: JetStreamContext) -> Counter[str]:
     total = (await js.stream_info(STREAM)).state.messages
     sub = await js.subscribe(f"his.{TEST_SERVICE}.>", ordered_consumer=True, stream=STREAM)
     seen: Counter[str] = Counter()
