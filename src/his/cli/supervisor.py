@@ -281,6 +281,7 @@ def plan_children(stack: Stack) -> None:
             "PYTHONUNBUFFERED": "1",
             "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
             "HIS_TIMEZONE": hospital_timezone(s),
+            "HIS_DB_TIMEOUT": str(s.db_timeout),
         }
     )
     if s.otlp_endpoint:  # OTEL_* variables pass through as they are

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
     #: 3-node cluster so that losing any one node loses neither data nor availability.
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Deadline of every database statement a service or relay runs, in seconds. A statement that
+    #: hangs (a lock held elsewhere, a server that stopped answering) is cancelled when it passes:
+    #: the request gets a 503, a consumer tries the event again later, the relay reconnects.
+    db_timeout: float = Field(default=30.0, gt=0)
     #: How long published outbox rows are kept before they are pruned.
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: Poll interval of the relay when no wake-up arrives.

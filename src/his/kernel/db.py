@@ -281,8 +281,11 @@ class Database:
         max_size: int = 10,
         signal: OutboxSignal | None = None,
         combine_reads: Combine | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.dsn = dsn
+        #: Deadline of each statement (asyncpg's ``command_timeout``), and of opening a connection.
+        self.timeout = timeout
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
@@ -302,6 +305,8 @@ class Database:
             max_size=self.max_size,
             server_settings={"search_path": self.schema, "application_name": f"his-{self.schema}"},
             reset=_keep_session,
+            command_timeout=self.timeout,
+            timeout=self.timeout,
         )
         self.signal.bind(self._pool)
 
@@ -375,6 +380,8 @@ class Database:
                         "default_transaction_read_only": "on",
                     },
                     reset=_keep_session,
+                    command_timeout=self.timeout,
+                    timeout=self.timeout,
                 )
             return self._read_pool
 

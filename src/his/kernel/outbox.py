@@ -67,6 +67,7 @@ class OutboxRelay:
         ack_timeout: float = 5.0,
         retention_seconds: float = 7 * 24 * 3600,
         standby_retry: float = 0.5,
+        db_timeout: float = 30.0,
     ) -> None:
         self.dsn = dsn
         self.js = js
@@ -77,6 +78,9 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.retention_seconds = retention_seconds
         self.standby_retry = standby_retry
+        #: Deadline of each of the relay's statements: a connection that stops answering is given
+        #: up (its session's lock goes with it) rather than waited on for ever.
+        self.db_timeout = db_timeout
         self.stats = RelayStats()
         self._last_prune = 0.0
 
@@ -88,9 +92,13 @@ class OutboxRelay:
                 backoff = self.standby_retry
             except asyncio.CancelledError:
                 raise
+            except TimeoutError as exc:
+                self.stats.last_error = f"database: {exc!r}"
+                log.warning("outbox relay for %s: its database did not answer within %.0fs; reconnecting",
+                            self.schema, self.db_timeout)  # fmt: skip
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self.stats.last_error = f"database: {exc}"
-                log.warning("outbox relay lost its database connection: %s", exc)
+                self.stats.last_error = f"database: {exc!r}"
+                log.warning("outbox relay for %s lost its database connection: %r", self.schema, exc)
             except Exception as exc:
                 self.stats.last_error = f"{exc!r}"
                 log.exception("outbox relay for %s failed; restarting it", self.schema)
@@ -107,6 +115,8 @@ class OutboxRelay:
     async def _run_once(self) -> None:
         conn: Connection = await asyncpg.connect(
             self.dsn,
+            timeout=self.db_timeout,
+            command_timeout=self.db_timeout,
             server_settings={
                 "search_path": self.schema,
                 "application_name": f"his-relay-{self.schema}",

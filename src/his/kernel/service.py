@@ -196,7 +196,12 @@ def rpc_identity(defn: ServiceDefinition, settings: ServiceSettings) -> Workload
 async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     identity = rpc_identity(defn, settings)
     db = Database(
-        settings.service_database_url, schema=defn.name, min_size=2, max_size=16, combine_reads=defn.combine_reads
+        settings.service_database_url,
+        schema=defn.name,
+        min_size=2,
+        max_size=16,
+        combine_reads=defn.combine_reads,
+        timeout=settings.db_timeout,
     )
     await db.open()
     watch_pool(defn.name, db.pool)
@@ -214,6 +219,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         signal=db.signal,
         poll_seconds=settings.outbox_poll_seconds,
         retention_seconds=settings.outbox_retention_seconds,
+        db_timeout=settings.db_timeout,
     )
     ctx = ServiceContext(defn.name, settings, db, nc, js, relay)
     ctx.consumers = [ConsumerLoop(db, nc, js, s) for s in defn.subscriptions]
