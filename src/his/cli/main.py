@@ -179,17 +179,32 @@ def dlq_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     consumer: Annotated[str | None, typer.Option(help="With --all: only this consumer.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replay even events older than the inboxes remember.")] = False,
 ) -> None:
-    """Send dead letters back to their consumer (idempotent: the consumer's inbox drops repeats)."""
+    """Send dead letters back to their consumer (idempotent: the consumer's inbox drops repeats).
+
+    An event older than HIS_INBOX_RETENTION_DAYS (less a day) is refused: its consumer may have
+    forgotten applying it. Check it, then replay it with --force."""
+    from datetime import timedelta
+
     from his.kernel import dlq
 
+    remembered = None if force else timedelta(days=Settings().inbox_retention_days)
+    refused = 0
+
     async def go(js: Any) -> list[str]:
+        nonlocal refused
         targets = list(ids or [])
         if all_:
             targets += [d.id for d in await dlq.list_dead_letters(js, consumer=consumer)]
         done = []
         for i in targets:
-            dl = await dlq.replay(js, i)
+            try:
+                dl = await dlq.replay(js, i, remembered=remembered)
+            except dlq.ForgottenError as exc:
+                refused += 1
+                done.append(f"{i}: refused: {exc}")
+                continue
             done.append(f"{i}: " + (f"replayed to {dl.target}" if dl else "not found"))
         return done
 
@@ -198,6 +213,8 @@ def dlq_replay(
         raise typer.Exit(2)
     for line in _with_js(go):
         out.print(line)
+    if refused:
+        raise typer.Exit(1)
 
 
 @dlq_app.command("discard")

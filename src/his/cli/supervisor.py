@@ -282,6 +282,7 @@ def plan_children(stack: Stack) -> None:
             "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
             "HIS_TIMEZONE": hospital_timezone(s),
             "HIS_DB_TIMEOUT": str(s.db_timeout),
+            "HIS_INBOX_RETENTION_DAYS": str(s.inbox_retention_days),
         }
     )
     if s.otlp_endpoint:  # OTEL_* variables pass through as they are

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from his.kernel.pki import WorkloadIdentity
 
+#: How long a service's stream (and the replay stream) keeps an event (``his.kernel.streams``).
+STREAM_MAX_AGE_DAYS = 30
+
 
 class Settings(BaseSettings):
     """Settings shared by the supervisor and every service process."""
@@ -43,6 +46,10 @@ class Settings(BaseSettings):
     db_timeout: float = Field(default=30.0, gt=0)
     #: How long published outbox rows are kept before they are pruned.
     outbox_retention_seconds: float = 7 * 24 * 3600
+    #: How long a consumer remembers an event it applied (its inbox row), in days. A redelivery
+    #: can come as long as a stream keeps the event (30 days), so it must be longer than that.
+    #: Replaying a dead letter whose event is older than this is refused without ``--force``.
+    inbox_retention_days: float = Field(default=60.0, gt=STREAM_MAX_AGE_DAYS)
     #: Poll interval of the relay when no wake-up arrives.
     outbox_poll_seconds: float = 1.0
     #: Gateway rate limits: requests per second per peer address and per signed-in user, and burst.

@@ -6,7 +6,8 @@ mover was down at the time. Each service runs a mover for its own consumers: it 
 advisory, fetches the original event from its stream and the last error from the errors
 bucket, and stores all of it in the DLQ stream. Replay republishes the original event on the
 consumer's replay subject only (other consumers are not disturbed); the consumer's inbox makes
-a replay idempotent.
+a replay idempotent for as long as it remembers the event (``HIS_INBOX_RETENTION_DAYS``): a dead
+letter whose event is older than that is replayed only when the operator forces it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import nats.errors
 import orjson
@@ -223,13 +224,47 @@ async def get_dead_letter(js: JetStreamContext, dlq_id: int) -> DeadLetter | Non
     return _from_raw(dlq_id, raw.headers, raw.data)
 
 
-async def replay(js: JetStreamContext, dlq_id: int) -> DeadLetter | None:
-    """Send a dead letter back to its consumer only, then remove it from the DLQ."""
+class ForgottenError(ValueError):
+    """The dead letter's event is older than its consumer's inbox remembers: a replay might apply
+    it a second time (if it had been applied before it was dead-lettered)."""
+
+
+#: A replay is refused this long before the inbox forgets the event (clocks, and the replay's own delay).
+FORGET_MARGIN = timedelta(days=1)
+
+
+def event_time(data: bytes) -> datetime | None:
+    """The ``time`` of the original event's envelope, if it has a readable one."""
+    try:
+        doc = orjson.loads(data)
+        born = datetime.fromisoformat(str(doc["time"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return born if born.tzinfo else born.replace(tzinfo=UTC)
+
+
+async def replay(
+    js: JetStreamContext, dlq_id: int, *, remembered: timedelta | None = None, now: datetime | None = None
+) -> DeadLetter | None:
+    """Send a dead letter back to its consumer only, then remove it from the DLQ.
+
+    ``remembered``: how long the consumer's inbox remembers an event (``HIS_INBOX_RETENTION_DAYS``).
+    An event older than that, less ``FORGET_MARGIN``, raises ``ForgottenError`` and is left in the
+    DLQ; ``None`` replays whatever its age (the operator's ``--force``).
+    """
     dl = await get_dead_letter(js, dlq_id)
     if dl is None:
         return None
     if not dl.data:
         raise ValueError(f"dead letter {dlq_id} has no original event to replay")
+    if remembered is not None:
+        born = event_time(dl.data)
+        if born is None or (now or datetime.now(UTC)) > born + remembered - FORGET_MARGIN:
+            raise ForgottenError(
+                f"dead letter {dlq_id}: its event ({born.isoformat() if born else 'of unknown time'}) is older"
+                f" than {dl.target}'s inbox remembers ({remembered.days} days less a day's margin), so a replay"
+                " could apply it twice if it had been applied before; check, then replay with --force"
+            )
     await js.publish(
         replay_subject(dl.target),
         dl.data,

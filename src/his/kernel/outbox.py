@@ -35,6 +35,10 @@ PRUNE = """
 DELETE FROM outbox WHERE id IN (
   SELECT id FROM outbox WHERE published_at < clock_timestamp() - make_interval(secs => $1) LIMIT 5000)
 """
+PRUNE_INBOX = """
+DELETE FROM inbox WHERE (consumer, event_id) IN (
+  SELECT consumer, event_id FROM inbox WHERE received_at < clock_timestamp() - make_interval(secs => $1) LIMIT 10000)
+"""
 BACKLOG = """
 SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))
 FROM outbox WHERE published_at IS NULL
@@ -66,6 +70,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         ack_timeout: float = 5.0,
         retention_seconds: float = 7 * 24 * 3600,
+        inbox_retention_seconds: float = 60 * 24 * 3600,
         standby_retry: float = 0.5,
         db_timeout: float = 30.0,
     ) -> None:
@@ -77,6 +82,9 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.ack_timeout = ack_timeout
         self.retention_seconds = retention_seconds
+        #: The schema's inbox rows are pruned at this age too: the relay is the schema's one
+        #: leader, so one process does it. It must exceed every stream's max age (settings check).
+        self.inbox_retention_seconds = inbox_retention_seconds
         self.standby_retry = standby_retry
         #: Deadline of each of the relay's statements: a connection that stops answering is given
         #: up (its session's lock goes with it) rather than waited on for ever.
@@ -243,6 +251,7 @@ class OutboxRelay:
             return
         self._last_prune = now
         await conn.execute(PRUNE, self.retention_seconds)
+        await conn.execute(PRUNE_INBOX, self.inbox_retention_seconds)
 
 
 async def backlog(conn: Connection) -> tuple[int, float | None]:

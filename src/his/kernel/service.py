@@ -37,6 +37,7 @@ from his.kernel.dlq import DlqMover
 from his.kernel.metrics import refresh, watch_pool
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
+from his.kernel.streams import DAY
 
 if TYPE_CHECKING:
     from his.kernel.rpc import RpcServer, RpcService
@@ -219,6 +220,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         signal=db.signal,
         poll_seconds=settings.outbox_poll_seconds,
         retention_seconds=settings.outbox_retention_seconds,
+        inbox_retention_seconds=settings.inbox_retention_days * DAY,
         db_timeout=settings.db_timeout,
     )
     ctx = ServiceContext(defn.name, settings, db, nc, js, relay)

@@ -13,6 +13,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
+from his.kernel.config import STREAM_MAX_AGE_DAYS
 from his.kernel.events import stream_name
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,11 @@ def stream_configs(services: Iterable[str], *, replicas: int = 1) -> list[Stream
             **kw,  # type: ignore[arg-type]
         )
 
-    configs = [cfg(stream_name(s), [f"his.{s}.>"], 30 * DAY) for s in services]
+    max_age = STREAM_MAX_AGE_DAYS * DAY
+    configs = [cfg(stream_name(s), [f"his.{s}.>"], max_age) for s in services]
     configs += [
         cfg(DLQ_STREAM, ["his.dlq.>"], None),
-        cfg(REPLAY_STREAM, ["his.replay.>"], 30 * DAY),
+        cfg(REPLAY_STREAM, ["his.replay.>"], max_age),
         cfg(ADVISORY_STREAM, [f"{MAX_DELIVERIES_ADVISORY}.>", f"{TERMINATED_ADVISORY}.>"], 30 * DAY),
     ]
     return configs
