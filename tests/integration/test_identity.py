@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -117,6 +117,41 @@ async def test_logout_revokes_the_refresh_token(api: tuple[httpx.AsyncClient, Id
     tokens = (await login(client, address)).json()
     assert (await client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})).status_code == 204
     assert (await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 401
+
+
+async def test_signed_out_and_stolen_sessions_are_announced_to_the_gateway(
+    api: tuple[httpx.AsyncClient, Identity],
+) -> None:
+    """Every access token names its session (``sid``); a sign-out, or a rotated refresh token that
+    comes back, lists the session at ``/auth/revoked-sessions`` until its last token expires."""
+    client, identity = api
+    address = email()
+    await register(client, address)
+    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
+    before = (await client.get("/auth/revoked-sessions")).json()
+    a, b = (await login(client, address)).json(), (await login(client, address)).json()
+    sa, sb = (await verifier.verify(a["access_token"])).session, (await verifier.verify(b["access_token"])).session
+    assert sa and sb and sa != sb
+    rotated = (await client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]})).json()
+    assert (await verifier.verify(rotated["access_token"])).session == sb  # a refresh stays in its session
+
+    async def revoked(since: str | None = None) -> dict[str, str]:
+        r = await client.get("/auth/revoked-sessions", params={"since": since} if since else {})
+        assert r.status_code == 200, r.text
+        return {x["sid"]: x["until"] for x in r.json()["sessions"]}
+
+    assert not {sa, sb} & set(await revoked())
+    assert (await client.post("/auth/logout", json={"refresh_token": a["refresh_token"]})).status_code == 204
+    assert set(await revoked(before["now"])) == {sa}
+    until = datetime.fromisoformat((await revoked())[sa])
+    assert timedelta(minutes=15) < until - datetime.now(UTC) <= timedelta(minutes=16)
+    assert (await client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]})).status_code == 401
+    assert set(await revoked(before["now"])) == {sa, sb}
+    # An answer's ``now`` is the next question's ``since``: nothing new since then.
+    latest = (await client.get("/auth/revoked-sessions")).json()["now"]
+    assert not set(await revoked(latest))
+    r = await client.get("/auth/revoked-sessions", params={"since": "2026-01-01T00:00:00"})
+    assert r.status_code == 422
 
 
 async def test_repeated_failures_throttle_the_account(api: tuple[httpx.AsyncClient, Identity]) -> None:

@@ -11,6 +11,7 @@ import signal
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import uvicorn
@@ -22,6 +23,7 @@ from yarl import URL
 
 from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble, docs_page
+from his.gateway.revocations import Revocations
 from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
 from his.kernel import tracing
@@ -60,6 +62,8 @@ class Gateway:
         self.by_ip = RateLimiter(per_ip, burst)
         self.by_subject = RateLimiter(per_subject, burst)
         self.verifier = TokenVerifier(self._jwks, issuer=ISSUER, audience=AUDIENCE)
+        #: Sessions signed out lately; ``main`` runs its poller (``revocations.run()``).
+        self.revocations = Revocations(self._revoked_sessions)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -98,6 +102,14 @@ class Gateway:
         doc: dict[str, Any] = json.loads(body)
         return doc
 
+    async def _revoked_sessions(self, since: str | None) -> dict[str, Any]:
+        query = f"?{urlencode({'since': since})}" if since else ""
+        status, body = await self.get(f"{self.upstreams['identity']}/auth/revoked-sessions{query}", 5.0)
+        if status != 200:
+            raise UpstreamError(f"identity answered {status} for the revoked sessions")
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
     async def route(self, request: Request) -> Response:
         """Answer a public API request: resolve its route, check it, forward it."""
         path = request.scope["path"]
@@ -128,6 +140,9 @@ class Gateway:
                 return problem(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
             except (aiohttp.ClientError, TimeoutError, UpstreamError, ValueError):
                 return problem(503, "identity is unavailable")
+            if principal.session and principal.session in self.revocations:
+                return problem(401, "this session has been signed out; sign in again",
+                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
             wait = self.by_subject.take(f"sub:{principal.subject}", time.monotonic())
             if wait:
                 return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
@@ -335,8 +350,10 @@ def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_exit)
         watch = asyncio.create_task(server.watch_parent())
+        revocations = asyncio.create_task(app.state.gateway.revocations.run(), name="revocations")
         await server.serve()
         watch.cancel()
+        revocations.cancel()
         await app.state.gateway.close()
         tracing.shutdown()
 

@@ -122,4 +122,7 @@ def judge_refresh(token: RefreshToken, now: datetime) -> RefreshOutcome:
 
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
+#: A signed-out session is remembered this long past the expiry of its last access token (the
+#: verifiers accept a token up to 30 s late).
+REVOCATION_LEEWAY = timedelta(seconds=60)
 REFRESH_TOKEN_TTL = timedelta(days=14)

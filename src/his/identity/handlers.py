@@ -12,7 +12,9 @@ from typing import Any
 from his.events.identity import UserRegistered
 from his.identity import store
 from his.identity.domain import (
+    ACCESS_TOKEN_TTL,
     REFRESH_TOKEN_TTL,
+    REVOCATION_LEEWAY,
     InvalidCredentialsError,
     PasswordPolicy,
     RefreshOutcome,
@@ -187,11 +189,20 @@ class Identity:
             if stored is not None:
                 await store.revoke_family(uow.conn, stored.family_id)
 
+    async def revoked_sessions(self, since: datetime | None) -> tuple[datetime, list[tuple[str, datetime]]]:
+        """Sessions revoked since ``since`` (default: as far back as an access token lives), and
+        the time of the answer. Every access token of such a session is refused at the gateway."""
+        now = datetime.now(UTC)
+        horizon = now - ACCESS_TOKEN_TTL - REVOCATION_LEEWAY
+        async with self.db.pool.acquire() as conn:
+            rows = await store.revoked_sessions(conn, max(since, horizon) if since else horizon)
+        return now, rows
+
     async def _issue(self, conn: Any, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID) -> Tokens:
         now = datetime.now(UTC)
         key = await self.keys.active()
         access, ttl = sign_access_token(
-            key, subject=str(user_id), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=now
+            key, subject=str(user_id), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=now, session=str(family_id)
         )
         refresh = secrets.token_urlsafe(32)
         await store.insert_refresh(

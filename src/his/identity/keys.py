@@ -78,8 +78,10 @@ def sign_access_token(
     audience: str,
     now: datetime,
     ttl: timedelta = ACCESS_TOKEN_TTL,
+    session: str | None = None,
 ) -> tuple[str, int]:
-    """A signed access token and its lifetime in seconds."""
+    """A signed access token and its lifetime in seconds. ``session`` (claim ``sid``) names the
+    sign-in it belongs to (its refresh-token family): signing out ends every token of it."""
     ts = int(now.timestamp())
     claims = {
         "iss": issuer,
@@ -91,5 +93,7 @@ def sign_access_token(
         "exp": ts + int(ttl.total_seconds()),
         "jti": str(uuid.uuid4()),
     }
+    if session:
+        claims["sid"] = session
     token = jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid, "typ": "JWT"})
     return token, int(ttl.total_seconds())

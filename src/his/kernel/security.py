@@ -56,6 +56,8 @@ class Principal:
     roles: frozenset[str]
     token_id: str
     expires_at: float
+    #: The sign-in the token belongs to (claim ``sid``); signing out ends it at the gateway.
+    session: str = ""
 
     def has_any(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -170,6 +172,7 @@ class TokenVerifier:
             roles=frozenset(roles),
             token_id=str(claims["jti"]),
             expires_at=float(claims["exp"]),
+            session=str(claims.get("sid") or ""),
         )
 
 

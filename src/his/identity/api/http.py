@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.identity.domain import InvalidCredentialsError, InvalidEmailError, Role, WeakPasswordError
+from his.identity.domain import (
+    ACCESS_TOKEN_TTL,
+    REVOCATION_LEEWAY,
+    InvalidCredentialsError,
+    InvalidEmailError,
+    Role,
+    WeakPasswordError,
+)
 from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.store import EmailTakenError
 from his.kernel.problems import HTTPException, problem
@@ -119,6 +127,20 @@ def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
         """Revoke the refresh token's family."""
         await identity.logout(body.refresh_token)
         return Response(status_code=204)
+
+    @r.get("/auth/revoked-sessions", include_in_schema=False)
+    async def revoked_sessions(since: datetime | None = None) -> dict[str, Any]:
+        """Internal (no public route): sessions signed out since ``since`` (default: as far back as
+        an access token lives), each with the time until which its access tokens must be refused.
+        The gateway polls it and refuses those tokens; ``now`` is the next call's ``since``."""
+        if since is not None and since.tzinfo is None:
+            raise HTTPException(422, "since needs a UTC offset")
+        now, rows = await identity.revoked_sessions(since)
+        until = ACCESS_TOKEN_TTL + REVOCATION_LEEWAY
+        return {
+            "now": now.isoformat(),
+            "sessions": [{"sid": sid, "until": (at + until).isoformat()} for sid, at in rows],
+        }
 
     @r.get("/auth/jwks")
     async def jwks() -> dict[str, Any]:

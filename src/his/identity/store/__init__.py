@@ -91,6 +91,16 @@ async def mark_rotated(conn: Connection, token_id: str) -> None:
     await conn.execute("UPDATE refresh_token SET rotated_at = now() WHERE id = $1", uuid.UUID(token_id))
 
 
+async def revoked_sessions(conn: Connection, since: datetime) -> list[tuple[str, datetime]]:
+    """Sessions (refresh-token families) revoked at ``since`` or later, with when."""
+    rows = await conn.fetch(
+        """SELECT family_id, max(revoked_at) AS revoked_at FROM refresh_token
+           WHERE revoked_at >= $1 GROUP BY family_id""",
+        since,
+    )
+    return [(str(r["family_id"]), r["revoked_at"]) for r in rows]
+
+
 async def revoke_family(conn: Connection, family_id: str) -> int:
     result = await conn.execute(
         "UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", uuid.UUID(family_id)
