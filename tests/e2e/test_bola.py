@@ -282,14 +282,15 @@ MATRIX: dict[tuple[str, str], Entry] = {
         why="ward staff discharge any admitted patient by role; covered by tests/integration/test_admissions.py "
             "(the matrix's admissions are already discharged, so their invoices exist)",
     ),
-    # laboratory: clinicians by role, a patient their own orders, the ordering doctor cancels
+    # laboratory: clinicians in the patient's care (as for the chart), a patient their own orders,
+    # the ordering doctor cancels
     ("GET", "/api/lab/orders"): Entry(
         lambda m, t: Call("GET", "/api/lab/orders", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
     ),
     ("GET", "/api/lab/orders/{id}"): Entry(
         lambda m, t: Call("GET", f"/api/lab/orders/{t.lab_orders[0]}"),
-        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
     ),
     ("POST", "/api/lab/orders/{id}/{action}"): Entry(
         lambda m, t: Call("POST", f"/api/lab/orders/{t.lab_orders[1]}/cancel"),

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 
-from his.clients.patients import FakePatients, PatientRef
+from his.clients.patients import CareBasis, FakePatients, PatientRef
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -287,6 +287,51 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
 
 async def _applied(consumer: ConsumerLoop, n: int) -> bool:
     return consumer.stats.applied >= n
+
+
+async def test_a_clinician_reads_lab_orders_only_in_the_patients_care(lab: Lab) -> None:
+    """As for the chart: a DOCTOR or NURSE reads a patient's orders and results with a care
+    relationship or an emergency grant (audited as such), the ordering doctor their own orders;
+    the lab's staff and administrators read every order by role."""
+    patient = await lab.patient()
+    oid = await lab.order(patient, "CRP")
+    await lab.step(oid, "collect")
+    await lab.step(oid, "start")
+    assert (await lab.result(oid, {"code": "CRP", "value": "2"})).status_code == 200
+    by_patient = {"patient_id": str(patient)}
+    doctor, nurse, carer, emergency = (uuid.uuid4() for _ in range(4))
+    lab.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+    lab.patients.care[(patient, emergency)] = CareBasis(in_care=False, emergency=True)
+
+    for who in (bearer(doctor, "DOCTOR"), bearer(nurse, "NURSE"), bearer(doctor, "DOCTOR", "RECEPTIONIST")):
+        one = await lab.client.get(f"/lab/orders/{oid}", headers=who)
+        assert one.status_code == 404 and "CRP" not in one.text
+        listed = await lab.client.get("/lab/orders", params=by_patient, headers=who)
+        assert listed.status_code == 403 and "emergency-access" in listed.json()["detail"]
+        mine = await lab.client.get("/lab/orders", headers=who)  # without patient_id: the orders they placed
+        assert mine.status_code == 200 and mine.json()["items"] == []
+    for who in (bearer(carer, "NURSE"), bearer(emergency, "DOCTOR"),
+                bearer(uuid.uuid4(), "LAB_TECH"), bearer(uuid.uuid4(), "ADMIN")):  # fmt: skip
+        one = await lab.client.get(f"/lab/orders/{oid}", headers=who)
+        assert one.status_code == 200 and one.json()["results"][0]["value"] == "2"
+        listed = await lab.client.get("/lab/orders", params=by_patient, headers=who)
+        assert [o["id"] for o in listed.json()["items"]] == [oid]
+    # The ordering doctor, out of the patient's care, still reads the order they placed, but not
+    # the patient's other orders.
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())).status_code == 200
+    placed = await lab.client.get("/lab/orders", headers=lab.as_doctor())
+    assert oid in {o["id"] for o in placed.json()["items"]}
+    assert (await lab.client.get("/lab/orders", params=by_patient, headers=lab.as_doctor())).status_code == 403
+    purposes = await lab.db.pool.fetch(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'purpose' AS purpose, count(*) AS n FROM outbox
+           WHERE subject = 'his.laboratory.record.accessed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'actor_id' = $1 GROUP BY 1""",
+        str(emergency),
+    )
+    assert {r["purpose"]: r["n"] for r in purposes} == {"emergency": 2}
+    # Patients cannot be asked: a 503, never a read on a guess.
+    lab.patients.down = True
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(carer, "NURSE"))).status_code == 503
 
 
 async def test_who_may_do_what(lab: Lab) -> None:

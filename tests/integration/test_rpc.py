@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +22,7 @@ import grpc
 import orjson
 import pytest
 
+from his.clients.patients import CareBasis, GrpcPatients
 from his.events.audit import workload_actor_id
 from his.kernel import migrations, rpc
 from his.kernel.db import Database
@@ -35,9 +36,9 @@ from his.kernel.resilience import (
     DependencyUnavailableError,
     RetryPolicy,
 )
-from his.patients import handlers
+from his.patients import handlers, store
 from his.patients.api import grpc as patients_grpc
-from his.patients.domain import NewPatient, Sex
+from his.patients.domain import CareSource, NewCareRelationship, NewPatient, Sex
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 from tests.conftest import NatsServer
@@ -117,6 +118,35 @@ async def test_notifications_reads_a_patient_and_contact_details_and_each_read_i
     assert all(r["actor_id"] == str(workload_actor_id(caller)) and r["actor_roles"] == [caller] for r in records)
     assert all(r["purpose"] == "notifications" for r in records)
     await client.channel.close()
+
+
+async def test_laboratory_learns_a_clinicians_care_basis_and_nothing_else(hospital: Hospital) -> None:
+    """``GetCareBasis`` through the adapter laboratory uses: care, emergency or neither; an
+    unknown patient is an answer (None); other callers are refused; no PHI, so no access record."""
+    carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    async with hospital.db.uow() as uow:
+        rel = NewCareRelationship(hospital.patient_id, carer, CareSource.ASSIGNMENT, now - timedelta(minutes=1))
+        await store.insert_care_relationship(uow.conn, rel, None)
+        await store.insert_emergency_grant(uow.conn, patient_id=hospital.patient_id, user_id=glass, roles=["DOCTOR"],
+                                           reason="unconscious on arrival, no history available", granted_at=now,
+                                           expires_at=now + timedelta(minutes=30))  # fmt: skip
+    before = len(await access_records(hospital.db, hospital.patient_id))
+    lab = GrpcPatients(hospital.target, hospital.identity("laboratory"))
+    try:
+        assert await lab.care_basis(hospital.patient_id, carer) == CareBasis(in_care=True, emergency=False)
+        assert await lab.care_basis(hospital.patient_id, glass) == CareBasis(in_care=False, emergency=True)
+        assert await lab.care_basis(hospital.patient_id, stranger) == CareBasis(in_care=False, emergency=False)
+        assert await lab.care_basis(uuid.uuid4(), carer) is None
+    finally:
+        await lab.client.channel.close()
+    assert len(await access_records(hospital.db, hospital.patient_id)) == before
+    billing = GrpcPatients(hospital.target, hospital.identity("billing"))
+    try:
+        with pytest.raises(DependencyUnavailableError, match="PERMISSION_DENIED"):
+            await billing.care_basis(hospital.patient_id, carer)
+    finally:
+        await billing.client.channel.close()
 
 
 async def test_optional_fields_are_absent_not_empty(hospital: Hospital) -> None:

@@ -24,6 +24,7 @@ def test_patients_allowlist_covers_every_method_and_keeps_contact_details_narrow
     assert allow["/his.patients.v1.PatientDirectory/GetContactDetails"] == {spiffe_id("notifications")}
     assert spiffe_id("billing") in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert spiffe_id("gateway") not in allow["/his.patients.v1.PatientDirectory/GetPatient"]
+    assert allow["/his.patients.v1.PatientDirectory/GetCareBasis"] == {spiffe_id("laboratory")}
 
 
 def service_allowing(allow: dict[str, list[str]]) -> rpc.RpcService:
@@ -32,11 +33,13 @@ def service_allowing(allow: dict[str, list[str]]) -> rpc.RpcService:
 
 def test_a_method_without_an_allowlist_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="no allowlist for \\['GetContactDetails'\\]"):
-        service_allowing({"GetPatient": [spiffe_id("billing")]}).allowlist()
+        service_allowing({"GetPatient": [spiffe_id("billing")], "GetCareBasis": []}).allowlist()
     with pytest.raises(ValueError, match="not methods: \\['DeletePatient'\\]"):
-        service_allowing({"GetPatient": [], "GetContactDetails": [], "DeletePatient": []}).allowlist()
+        service_allowing(
+            {"GetPatient": [], "GetContactDetails": [], "GetCareBasis": [], "DeletePatient": []}
+        ).allowlist()
     with pytest.raises(ValueError, match="must be SPIFFE ids"):
-        service_allowing({"GetPatient": ["billing"], "GetContactDetails": []}).allowlist()
+        service_allowing({"GetPatient": ["billing"], "GetContactDetails": [], "GetCareBasis": []}).allowlist()
 
 
 def settings(grpc_port: int | None = None) -> ServiceSettings:

@@ -24,10 +24,27 @@ class PatientRef:
     account_id: uuid.UUID | None
 
 
+@dataclass(frozen=True)
+class CareBasis:
+    """On what a clinician's reach to a patient rests now: neither means no reach."""
+
+    in_care: bool
+    emergency: bool
+
+    @property
+    def reaches(self) -> bool:
+        return self.in_care or self.emergency
+
+
 class PatientLookup(Protocol):
     async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
         """The patient, or None if there is no such patient; ``DependencyUnavailableError`` if
         patients cannot answer."""
+        ...
+
+    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
+        """The clinician ``user_id``'s basis for reaching the patient, or None if there is no
+        such patient; ``DependencyUnavailableError`` if patients cannot answer."""
         ...
 
 
@@ -57,12 +74,28 @@ class GrpcPatients:
         account = uuid.UUID(answer.user_id) if answer.HasField("user_id") else None
         return PatientRef(patient_id, account)
 
+    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
+        import grpc
+
+        from his.proto.patients.v1 import patients_pb2
+
+        req = patients_pb2.GetCareBasisRequest(patient_id=str(patient_id), user_id=str(user_id))
+        try:
+            answer = await self.client.call(self.stub.GetCareBasis, req, idempotent=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise DependencyUnavailableError("patients", exc.code().name) from exc
+        return CareBasis(in_care=answer.in_care, emergency=answer.emergency)
+
 
 @dataclass
 class FakePatients:
     """In-memory directory for tests and benchmark baselines."""
 
     patients: dict[uuid.UUID, PatientRef] = field(default_factory=dict)
+    #: (patient, clinician) → their basis; absent pairs have none.
+    care: dict[tuple[uuid.UUID, uuid.UUID], CareBasis] = field(default_factory=dict)
     #: When set, every look-up fails as an outage would.
     down: bool = False
 
@@ -75,3 +108,10 @@ class FakePatients:
         if self.down:
             raise DependencyUnavailableError("patients", "down (fake)")
         return self.patients.get(patient_id)
+
+    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
+        if self.down:
+            raise DependencyUnavailableError("patients", "down (fake)")
+        if patient_id not in self.patients:
+            return None
+        return self.care.get((patient_id, user_id), CareBasis(in_care=False, emergency=False))

@@ -37,6 +37,14 @@ from his.laboratory.domain import (
 
 ORDERERS = ("DOCTOR",)
 READERS = ("DOCTOR", "NURSE", "LAB_TECH", "ADMIN")
+CARE_REQUIRED = (
+    "a care relationship with this patient is required; in an emergency, request emergency access"
+    " at /api/patients/{patient_id}/emergency-access"
+)
+#: Read every order and its results by role alone.
+BY_ROLE = ("LAB_TECH", "ADMIN")
+#: Read a patient's orders and results only in the patient's care (or under an emergency grant).
+CLINICIANS = ("DOCTOR", "NURSE")
 RESULTERS = ("LAB_TECH",)
 WHO_MAY: dict[Action, tuple[str, ...]] = {
     Action.COLLECT: ("NURSE", "LAB_TECH"),
@@ -81,15 +89,13 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
     tokens = verifier or jwks_verifier()
 
     def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction,
-              resource: str = "lab_order") -> None:  # fmt: skip
-        purpose = "care" if who.has_any(*READERS) else "own_record"
+              resource: str = "lab_order", *, purpose: str | None = None) -> None:  # fmt: skip
+        purpose = purpose or ("care" if who.has_any(*READERS) else "own_record")
         record_access(uow, LaboratoryRecordAccessed, who, patient_id=patient_id, action=action,
                       resource=resource, purpose=purpose)  # fmt: skip
 
-    async def may_see(who: Principal, patient_id: uuid.UUID) -> bool:
-        """Staff by role; a patient only the record linked to their own account."""
-        if who.has_any(*READERS):
-            return True
+    async def own(who: Principal, patient_id: uuid.UUID) -> bool:
+        """The patient record is linked to the caller's own account."""
         if not who.has_any("PATIENT"):
             return False
         try:
@@ -97,6 +103,30 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         except handlers.UnknownError:
             return False
         return ref.account_id is not None and str(ref.account_id) == who.subject
+
+    async def may_see(who: Principal, patient_id: uuid.UUID) -> bool:
+        """Staff by role; a patient only the record linked to their own account (state changes:
+        who may make which is decided by role in ``step``)."""
+        return who.has_any(*READERS) or await own(who, patient_id)
+
+    async def reading(who: Principal, patient_id: uuid.UUID, ordered_by: uuid.UUID | None = None) -> str | None:
+        """The purpose on which ``who`` may read the patient's lab orders and results, or None.
+
+        The lab's staff and administrators read every order by role; a DOCTOR or NURSE needs a
+        care relationship or an emergency grant with the patient (asked of patients), as for the
+        chart, except that a doctor always reads the orders they placed; a patient their own.
+        """
+        if who.has_any(*BY_ROLE):
+            return "care"
+        if who.has_any(*CLINICIANS):
+            if ordered_by is not None and str(ordered_by) == who.subject:
+                return "care"
+            basis = await patients.care_basis(patient_id, uuid.UUID(who.subject))
+            if basis is not None and basis.reaches:
+                return "care" if basis.in_care else "emergency"
+        if await own(who, patient_id):
+            return "own_record"
+        return None
 
     async def load(who: Principal, order_id: uuid.UUID) -> dict[str, Any]:
         async with ctx.db.pool.acquire() as conn:
@@ -141,27 +171,47 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         status: Status | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
-        """Orders, newest first, by patient and/or status (clinicians, LAB_TECH, ADMIN); a patient
-        lists their own (patient_id required)."""
+        """Orders, newest first, by patient and/or status. LAB_TECH and ADMIN list every order; a
+        DOCTOR or NURSE one patient's orders with a care relationship or emergency grant, and
+        without patient_id the orders they placed; a patient their own (patient_id required)."""
         who = await authenticate(request, tokens)
-        if not who.has_any(*READERS) and (patient_id is None or not await may_see(who, patient_id)):
+        purpose: str | None = None
+        ordered_by: uuid.UUID | None = None
+        if patient_id is not None:
+            purpose = await reading(who, patient_id)
+            if purpose is None:
+                if who.has_any(*CLINICIANS):
+                    raise HTTPException(403, CARE_REQUIRED.format(patient_id=patient_id))
+                raise HTTPException(404, "patient not found")
+        elif who.has_any(*BY_ROLE):
+            purpose = "care"
+        elif who.has_any(*CLINICIANS):
+            ordered_by = uuid.UUID(who.subject)
+        else:
             raise HTTPException(404, "patient not found")
         async with ctx.db.read() as uow:
-            rows = await store.list_orders(uow.conn, patient_id=patient_id, status=status, limit=limit)
+            rows = await store.list_orders(
+                uow.conn, patient_id=patient_id, status=status, limit=limit, ordered_by=ordered_by
+            )
             results = await store.results_of(uow.conn, [x["id"] for x in rows if x["status"] == "resulted"])
             seen = [patient_id] if patient_id else list(dict.fromkeys(x["patient_id"] for x in rows))
             for pid in seen:
-                audit(uow, who, pid, "read")
+                audit(uow, who, pid, "read", purpose=purpose or "care")
         return {"items": [store.order_json(x, results.get(x["id"], [])) for x in rows]}
 
     @r.get("/orders/{order_id}")
     async def one(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One order with its results (clinicians, LAB_TECH, ADMIN, or its patient)."""
+        """One order with its results: LAB_TECH and ADMIN; its ordering doctor; a DOCTOR or NURSE
+        with a care relationship or emergency grant with its patient; its patient."""
         who = await authenticate(request, tokens)
-        row = await load(who, order_id)
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.get_order(conn, order_id)
+        purpose = None if row is None else await reading(who, row["patient_id"], row["ordered_by"])
+        if row is None or purpose is None:
+            raise HTTPException(404, "order not found")
         async with ctx.db.read() as uow:
             results = await store.results_of(uow.conn, [order_id])
-            audit(uow, who, row["patient_id"], "read")
+            audit(uow, who, row["patient_id"], "read", purpose=purpose)
         return store.order_json(row, results.get(order_id, []))
 
     @r.post("/orders/{order_id}/results")

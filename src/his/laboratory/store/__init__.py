@@ -98,15 +98,17 @@ async def results_of(conn: Connection, order_ids: Sequence[uuid.UUID]) -> dict[u
 
 
 async def list_orders(
-    conn: Connection, *, patient_id: uuid.UUID | None, status: Status | None, limit: int
-) -> list[dict[str, Any]]:
+    conn: Connection, *, patient_id: uuid.UUID | None, status: Status | None, limit: int,
+    ordered_by: uuid.UUID | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     rows = await conn.fetch(
         f"""SELECT {ORDER_COLUMNS}, ARRAY(SELECT code FROM lab_order_test t WHERE t.order_id = o.id
                                           ORDER BY t.position) AS tests
             FROM lab_order o
             WHERE ($1::uuid IS NULL OR patient_id = $1) AND ($2::text IS NULL OR status = $2)
+              AND ($4::uuid IS NULL OR ordered_by = $4)
             ORDER BY placed_at DESC, id LIMIT $3""",
-        patient_id, status.value if status else None, limit,
+        patient_id, status.value if status else None, limit, ordered_by,
     )  # fmt: skip
     return [dict(r) | {"tests": list(r["tests"])} for r in rows]
 

@@ -8,6 +8,7 @@ PHI read and leaves an access record in the same transaction, with the calling s
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -33,6 +34,7 @@ def _services(*names: str) -> frozenset[str]:
 ALLOW = {
     "GetPatient": _services("scheduling", "admissions", "laboratory", "inventory", "billing", "notifications"),
     "GetContactDetails": _services("notifications"),
+    "GetCareBasis": _services("laboratory"),
 }
 
 
@@ -75,12 +77,23 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
             patient_id=str(row["id"]), email=row["email"], phone=row["phone"], preferred_name=row["given_name"]
         )
 
+    async def GetCareBasis(self, request: pb.GetCareBasisRequest, context: Context) -> pb.CareBasis:
+        """A clinician's basis for reaching a patient now. No PHI leaves, so no access record: the
+        caller records the read it makes on this basis."""
+        patient_id = await _parse_id(request.patient_id, context)
+        user_id = await _parse_id(request.user_id, context, "user_id")
+        async with self.db.pool.acquire() as conn:
+            if not await store.patient_exists(conn, patient_id):
+                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
+            in_care, emergency = await store.care_basis(conn, patient_id, user_id, datetime.now(UTC))
+        return pb.CareBasis(in_care=in_care, emergency=emergency)
 
-async def _parse_id(text: str, context: Context) -> uuid.UUID:
+
+async def _parse_id(text: str, context: Context, field: str = "patient_id") -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "patient_id must be a UUID")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} must be a UUID")
 
 
 def _audit(uow: UnitOfWork, patient_id: uuid.UUID, resource: str) -> None:

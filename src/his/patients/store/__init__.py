@@ -43,6 +43,10 @@ async def get_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
+async def patient_exists(conn: Connection, patient_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM patient WHERE id = $1)", patient_id))
+
+
 async def contact_details(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
     """Only what is needed to reach the patient: id, given name, e-mail, phone."""
     row = await conn.fetchrow("SELECT id, given_name, email, phone FROM patient WHERE id = $1", patient_id)

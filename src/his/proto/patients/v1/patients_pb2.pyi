@@ -19,6 +19,22 @@ SEX_MALE: Sex
 SEX_OTHER: Sex
 SEX_UNKNOWN: Sex
 
+class GetCareBasisRequest(_message.Message):
+    __slots__ = ("patient_id", "user_id")
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_id: str
+    user_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class CareBasis(_message.Message):
+    __slots__ = ("in_care", "emergency")
+    IN_CARE_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_FIELD_NUMBER: _ClassVar[int]
+    in_care: bool
+    emergency: bool
+    def __init__(self, in_care: _Optional[bool] = ..., emergency: _Optional[bool] = ...) -> None: ...
+
 class GetPatientRequest(_message.Message):
     __slots__ = ("patient_id",)
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class PatientDirectoryStub:
                 request_serializer=his_dot_patients_dot_v1_dot_patients__pb2.GetContactDetailsRequest.SerializeToString,
                 response_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.ContactDetails.FromString,
                 _registered_method=True)
+        self.GetCareBasis = channel.unary_unary(
+                '/his.patients.v1.PatientDirectory/GetCareBasis',
+                request_serializer=his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.SerializeToString,
+                response_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.FromString,
+                _registered_method=True)
 
 
 class PatientDirectoryServicer:
@@ -71,6 +76,18 @@ class PatientDirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCareBasis(self, request, context):
+        """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
+        active care relationship, an active emergency grant, or neither. Services that hold clinical
+        data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+
+        Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
+        PERMISSION_DENIED for callers not on the allowlist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PatientDirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +100,11 @@ def add_PatientDirectoryServicer_to_server(servicer, server):
                     servicer.GetContactDetails,
                     request_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.GetContactDetailsRequest.FromString,
                     response_serializer=his_dot_patients_dot_v1_dot_patients__pb2.ContactDetails.SerializeToString,
+            ),
+            'GetCareBasis': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCareBasis,
+                    request_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.FromString,
+                    response_serializer=his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +162,33 @@ class PatientDirectory:
             '/his.patients.v1.PatientDirectory/GetContactDetails',
             his_dot_patients_dot_v1_dot_patients__pb2.GetContactDetailsRequest.SerializeToString,
             his_dot_patients_dot_v1_dot_patients__pb2.ContactDetails.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCareBasis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/his.patients.v1.PatientDirectory/GetCareBasis',
+            his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.SerializeToString,
+            his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,14 @@ class PatientDirectoryStub:
 
     Errors: as for GetPatient.
     """
+    GetCareBasis: _grpc.UnaryUnaryMultiCallable[_patients_pb2.GetCareBasisRequest, _patients_pb2.CareBasis]
+    """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
+    active care relationship, an active emergency grant, or neither. Services that hold clinical
+    data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+
+    Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
+    PERMISSION_DENIED for callers not on the allowlist.
+    """
 
 @_typing.type_check_only
 class PatientDirectoryAsyncStub(PatientDirectoryStub):
@@ -66,6 +74,14 @@ class PatientDirectoryAsyncStub(PatientDirectoryStub):
     than GetPatient (only the services that send messages).
 
     Errors: as for GetPatient.
+    """
+    GetCareBasis: _aio.UnaryUnaryMultiCallable[_patients_pb2.GetCareBasisRequest, _patients_pb2.CareBasis]  # type: ignore[assignment]
+    """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
+    active care relationship, an active emergency grant, or neither. Services that hold clinical
+    data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+
+    Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
+    PERMISSION_DENIED for callers not on the allowlist.
     """
 
 class PatientDirectoryServicer(metaclass=_abc_1.ABCMeta):
@@ -93,6 +109,20 @@ class PatientDirectoryServicer(metaclass=_abc_1.ABCMeta):
         than GetPatient (only the services that send messages).
 
         Errors: as for GetPatient.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCareBasis(
+        self,
+        request: _patients_pb2.GetCareBasisRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_patients_pb2.CareBasis, _abc.Awaitable[_patients_pb2.CareBasis]]:
+        """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
+        active care relationship, an active emergency grant, or neither. Services that hold clinical
+        data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+
+        Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
+        PERMISSION_DENIED for callers not on the allowlist.
         """
 
 def add_PatientDirectoryServicer_to_server(servicer: PatientDirectoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
