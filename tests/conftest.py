@@ -18,12 +18,15 @@ import asyncpg
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
 
+from his.kernel import streams
 from his.kernel.db import Database, kernel_tables_sql
 from his.kernel.infra import nats as nats_infra
 from his.kernel.infra import postgres as pg_infra
 from his.kernel.infra.procs import ManagedProcess
 from his.kernel.migrations import ensure_database
+from tests.support.events import TEST_SERVICE
 
 
 class NatsServer:
@@ -100,6 +103,14 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
     client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def js(nc: NATS) -> JetStreamContext:
+    """JetStream of ``nc`` with the test stream (``HIS_TST``) and the kernel's own streams declared."""
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, [TEST_SERVICE])
+    return js
 
 
 @pytest.fixture

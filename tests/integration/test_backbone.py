@@ -10,17 +10,16 @@ from collections.abc import AsyncIterator, Coroutine
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from his.kernel import dlq, streams
+from his.kernel import dlq
 from his.kernel.consumer import ConsumerLoop, PermanentError, Subscription
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.dlq import DlqMover
 from his.kernel.events import Envelope, Event
 from his.kernel.outbox import OutboxRelay
-from tests.support.events import TEST_SERVICE, ThingHappened
+from tests.support.events import ThingHappened
 from tests.support.waiting import wait_for
 
 
@@ -54,13 +53,6 @@ async def write(db: Database, n: int, *, poison: AbstractSet[int] = frozenset())
             env = uow.add(ThingHappened(thing_id=tid, seq=i, poison=i in poison), aggregate_id=tid)
             ids.append(env.id)
     return ids
-
-
-@pytest.fixture
-async def js(nc: NATS) -> JetStreamContext:
-    js = nc.jetstream(timeout=5.0)
-    await streams.declare(js, [TEST_SERVICE])
-    return js
 
 
 async def test_committed_events_reach_the_consumer_once_and_rolled_back_ones_never(

@@ -12,28 +12,20 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from his.kernel import dlq, streams
+from his.kernel import dlq
 from his.kernel.config import STREAM_MAX_AGE_DAYS, Settings
 from his.kernel.db import Database
 from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
 from his.kernel.streams import DAY, REPLAY_STREAM, dlq_subject, replay_subject
-from tests.support.events import TEST_SERVICE, ThingHappened
+from tests.support.events import ThingHappened
 from tests.support.waiting import wait_for
 
 RETENTION = timedelta(days=60)
-
-
-@pytest.fixture
-async def js(nc: NATS) -> JetStreamContext:
-    js = nc.jetstream(timeout=5.0)
-    await streams.declare(js, [TEST_SERVICE])
-    return js
 
 
 async def test_the_relay_prunes_inbox_rows_past_their_retention_and_keeps_the_rest(

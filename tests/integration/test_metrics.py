@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY, generate_latest
 
@@ -16,19 +15,12 @@ from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.kernel.outbox import OutboxRelay, backlog
 from tests.integration.test_backbone import running
-from tests.support.events import TEST_SERVICE, ThingHappened
+from tests.support.events import ThingHappened
 from tests.support.waiting import wait_for
 
 
 def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-async def js(nc: NATS) -> object:
-    js = nc.jetstream(timeout=5.0)
-    await streams.declare(js, [TEST_SERVICE])
-    return js
 
 
 async def test_relay_consumer_pool_and_scrape_figures_after_real_work(db: Database, nc: NATS, js: object) -> None:

@@ -8,20 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client as NATS
-from nats.js.client import JetStreamContext
 
-from his.kernel import streams
 from his.kernel.db import Database
 from tests.reliability.harness import EFFECT_DDL, Ledger, Procs
-from tests.support.events import TEST_SERVICE
-
-
-@pytest.fixture
-async def js(nc: NATS) -> JetStreamContext:
-    js = nc.jetstream(timeout=5.0)
-    await streams.declare(js, [TEST_SERVICE])
-    return js
 
 
 @pytest.fixture
