@@ -31,6 +31,25 @@ def build() -> ServiceDefinition:
             Subscription(
                 "patients_lab_order_resulted", "his.laboratory.order.resulted.v1", handlers.on_lab_order_resulted
             ),
+            # Care that follows from appointments and admissions, and whose account a practitioner is.
+            Subscription(
+                "patients_practitioner_registered",
+                "his.practitioners.practitioner.registered.v1",
+                handlers.on_practitioner_registered,
+            ),
+            Subscription(
+                "patients_appointment_booked", "his.scheduling.appointment.booked.v1", handlers.on_appointment
+            ),
+            Subscription(
+                "patients_appointment_rescheduled", "his.scheduling.appointment.rescheduled.v1", handlers.on_appointment
+            ),
+            Subscription(
+                "patients_appointment_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_appointment
+            ),
+            Subscription("patients_admission_admitted", "his.admissions.admission.admitted.v1", handlers.on_admission),
+            Subscription(
+                "patients_admission_discharged", "his.admissions.admission.discharged.v1", handlers.on_admission
+            ),
         ),
         routes=routes,
         grpc_services=grpc.services,

@@ -124,11 +124,17 @@ def decide_access(roles: Iterable[str], *, owner: bool, in_care: bool, emergency
 
 
 class CareSource(StrEnum):
-    """Where a care relationship comes from (appointments and admissions will add their own)."""
+    """Where a care relationship comes from: an assignment by reception, or an appointment or
+    admission with the practitioner (learnt from scheduling's and admissions' events)."""
 
     ASSIGNMENT = "assignment"
     APPOINTMENT = "appointment"
     ADMISSION = "admission"
+
+
+#: How long after an appointment's end, or a discharge, the practitioner stays in the patient's
+#: care: time to write the notes, read the results that come in, answer the patient.
+CARE_AFTER = timedelta(hours=24)
 
 
 class InvalidCareRelationshipError(ValueError):

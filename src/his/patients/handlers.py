@@ -7,16 +7,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
 from his.events.laboratory import LabOrderResulted
 from his.events.patients import CoverageChanged, EmergencyAccessGranted, PatientRegistered, PatientUpdated
+from his.events.practitioners import PractitionerRegistered
+from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Connection, UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.kernel.security import Principal
 from his.patients import store
 from his.patients.domain import (
+    CARE_AFTER,
     CLINICIANS,
     Access,
     CareSource,
@@ -122,6 +126,42 @@ async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
     if CLINICIANS.intersection(ev.roles):
         await store.remember_clinician(uow.conn, ev.user_id, sorted(ev.roles))
+
+
+async def on_practitioner_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember which user account a practitioner is, so their appointments and admissions name a user."""
+    if not isinstance(ev, PractitionerRegistered):
+        raise PermanentError(f"unexpected event {env.type}")
+    if ev.account_id is not None:
+        await store.remember_practitioner(uow.conn, ev.practitioner_id, ev.account_id)
+
+
+async def on_appointment(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """A booked, moved or cancelled appointment puts its practitioner in the patient's care from
+    the booking to ``CARE_AFTER`` past its end, or ends that at the cancellation."""
+    if not isinstance(ev, AppointmentBooked | AppointmentRescheduled | AppointmentCancelled):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.merge_appointment_care(
+        uow.conn, appointment_id=ev.appointment_id, patient_id=ev.patient_id, practitioner_id=ev.practitioner_id,
+        version=env.aggregate_version, seen_at=env.time, until=ev.end + CARE_AFTER,
+        cancelled_at=env.time if isinstance(ev, AppointmentCancelled) else None,
+    )  # fmt: skip
+
+
+async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """An admission puts its practitioner in the patient's care until ``CARE_AFTER`` past the discharge."""
+    if isinstance(ev, PatientAdmitted):
+        await store.merge_admission_care(
+            uow.conn, admission_id=ev.admission_id, patient_id=ev.patient_id, practitioner_id=ev.practitioner_id,
+            admitted_at=ev.admitted_at, until=None,
+        )  # fmt: skip
+    elif isinstance(ev, PatientDischarged):
+        await store.merge_admission_care(
+            uow.conn, admission_id=ev.admission_id, patient_id=ev.patient_id, practitioner_id=None,
+            admitted_at=ev.admitted_at, until=ev.discharged_at + CARE_AFTER,
+        )  # fmt: skip
+    else:
+        raise PermanentError(f"unexpected event {env.type}")
 
 
 async def update_patient(

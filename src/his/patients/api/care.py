@@ -166,6 +166,10 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
                 record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="update",
                               resource="care_team", purpose="administration")  # fmt: skip
         if not ended:
+            async with ctx.db.pool.acquire() as conn:
+                if await store.is_event_care(conn, patient_id, relationship_id):
+                    raise HTTPException(409, "this care relationship follows from an appointment or admission; "
+                                             "it ends with it (cancel the appointment, or discharge)")  # fmt: skip
             raise HTTPException(404, "this patient has no such care relationship")
         return Response(status_code=204)
 

@@ -160,10 +160,61 @@ async def insert_care_relationship(
     return dict(row)
 
 
+async def remember_practitioner(conn: Connection, practitioner_id: uuid.UUID, account_id: uuid.UUID) -> None:
+    await conn.execute(
+        """INSERT INTO known_practitioner (practitioner_id, account_id) VALUES ($1, $2)
+           ON CONFLICT (practitioner_id) DO UPDATE SET account_id = EXCLUDED.account_id""",
+        practitioner_id, account_id,
+    )  # fmt: skip
+
+
+async def merge_appointment_care(
+    conn: Connection, *, appointment_id: uuid.UUID, patient_id: uuid.UUID, practitioner_id: uuid.UUID, version: int,
+    seen_at: datetime, until: datetime, cancelled_at: datetime | None,
+) -> None:  # fmt: skip
+    """Merge one appointment event into its care row, in any order: the earliest start, the end
+    of the latest version, the first cancellation."""
+    await conn.execute(
+        """INSERT INTO practitioner_care
+               (source, source_id, patient_id, practitioner_id, version, valid_from, valid_until, ended_at)
+           VALUES ('appointment', $1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (source, source_id) DO UPDATE SET
+               valid_from = least(practitioner_care.valid_from, EXCLUDED.valid_from),
+               valid_until = CASE WHEN EXCLUDED.version > practitioner_care.version THEN EXCLUDED.valid_until
+                                  ELSE practitioner_care.valid_until END,
+               version = greatest(practitioner_care.version, EXCLUDED.version),
+               ended_at = least(practitioner_care.ended_at, EXCLUDED.ended_at)""",
+        appointment_id, patient_id, practitioner_id, version, seen_at, until, cancelled_at,
+    )  # fmt: skip
+
+
+async def merge_admission_care(
+    conn: Connection, *, admission_id: uuid.UUID, patient_id: uuid.UUID, practitioner_id: uuid.UUID | None,
+    admitted_at: datetime, until: datetime | None,
+) -> None:  # fmt: skip
+    """Merge an admission (names the practitioner) or its discharge (sets the end), in any order."""
+    await conn.execute(
+        """INSERT INTO practitioner_care (source, source_id, patient_id, practitioner_id, valid_from, valid_until)
+           VALUES ('admission', $1, $2, $3, $4, $5)
+           ON CONFLICT (source, source_id) DO UPDATE SET
+               practitioner_id = coalesce(EXCLUDED.practitioner_id, practitioner_care.practitioner_id),
+               valid_until = coalesce(EXCLUDED.valid_until, practitioner_care.valid_until)""",
+        admission_id, patient_id, practitioner_id, admitted_at, until,
+    )  # fmt: skip
+
+
+async def is_event_care(conn: Connection, patient_id: uuid.UUID, link_id: uuid.UUID) -> bool:
+    """The id is the patient's appointment or admission that a care relationship follows from."""
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM practitioner_care WHERE source_id = $1 AND patient_id = $2)", link_id, patient_id
+    )
+    return bool(found)
+
+
 async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
-    """The patient's active care relationships, oldest first."""
+    """The patient's active care relationships (assigned, or from an appointment or admission), oldest first."""
     rows = await conn.fetch(
-        f"SELECT {CARE_COLUMNS} FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
+        f"SELECT {CARE_COLUMNS} FROM care_link WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
         patient_id, now,
     )  # fmt: skip
     return [dict(r) for r in rows]
@@ -189,7 +240,7 @@ async def end_care_relationship(
 async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> tuple[bool, bool]:
     """(an active care relationship, an active emergency grant) of the user with the patient."""
     row = await conn.fetchrow(
-        f"""SELECT EXISTS (SELECT 1 FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
+        f"""SELECT EXISTS (SELECT 1 FROM care_link WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
                    EXISTS (SELECT 1 FROM emergency_grant
                            WHERE patient_id = $1 AND user_id = $3 AND granted_at <= $2 AND expires_at > $2)""",
         patient_id, now, user_id,
@@ -205,7 +256,7 @@ async def reachable_among(
     through an emergency grant; patients reached neither way are absent."""
     rows = await conn.fetch(
         """SELECT patient_id, bool_or(in_care) FROM (
-               SELECT patient_id, true AS in_care FROM care_relationship
+               SELECT patient_id, true AS in_care FROM care_link
                WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
                  AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
                UNION ALL
