@@ -200,11 +200,11 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),
     ("GET", "/api/appointments"): Entry(
         lambda m, t: Call("GET", "/api/appointments", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
     ),
     ("GET", "/api/appointments/{id}"): Entry(
         lambda m, t: Call("GET", f"/api/appointments/{t.appointments[0]}"),
-        patients=Expect.OWN, clinicians=Expect.ROLE, billing=Expect.NEITHER,
+        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
     ),
     ("POST", "/api/appointments/{id}/reschedule"): Entry(
         lambda m, t: Call("POST", f"/api/appointments/{t.appointments[0]}/reschedule", json=_span(CLINIC_DAY, 12, 20)),

@@ -21,6 +21,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
 
+from his.clients.patients import CareBasis
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -194,6 +195,35 @@ async def test_patients_book_and_see_only_their_own(world: World) -> None:
     assert (await world.client.post(f"/appointments/{r.json()['id']}/cancel", headers=as_me)).json()[
         "status"
     ] == "cancelled"
+
+
+async def test_a_clinician_reads_appointments_only_in_the_patients_care(world: World) -> None:
+    """As for the chart: a DOCTOR or NURSE sees a patient's appointments with a care relationship
+    or an emergency grant (audited as such); reception by role."""
+    doctor = world.practitioner((8, 16))
+    patient = world.patient()
+    appt = (await world.book(patient, doctor, 9)).json()["id"]
+    carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+    world.patients.care[(patient, glass)] = CareBasis(in_care=False, emergency=True)
+    by_patient = {"patient_id": str(patient)}
+    for stranger_as in (bearer(stranger, "DOCTOR"), bearer(stranger, "NURSE")):
+        assert (await world.client.get(f"/appointments/{appt}", headers=stranger_as)).status_code == 404
+        refused = await world.client.get("/appointments", params=by_patient, headers=stranger_as)
+        assert refused.status_code == 403 and "emergency-access" in refused.json()["detail"]
+    for who in (bearer(carer, "DOCTOR"), bearer(glass, "NURSE"), RECEPTION, bearer(stranger, "DOCTOR", "ADMIN")):
+        assert (await world.client.get(f"/appointments/{appt}", headers=who)).json()["id"] == appt
+        listed = await world.client.get("/appointments", params=by_patient, headers=who)
+        assert [a["id"] for a in listed.json()["items"]] == [appt]
+    purposes = await world.db.pool.fetch(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'purpose' AS purpose, count(*) AS n FROM outbox
+           WHERE subject = 'his.scheduling.record.accessed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'actor_id' = $1 GROUP BY 1""",
+        str(glass),
+    )
+    assert {r["purpose"]: r["n"] for r in purposes} == {"emergency": 2}
+    world.patients.down = True  # patients cannot be asked: a 503, never a read on a guess
+    assert (await world.client.get(f"/appointments/{appt}", headers=bearer(carer, "DOCTOR"))).status_code == 503
 
 
 async def test_a_clinician_who_is_also_a_patient_cancels_only_their_own_appointment(world: World) -> None:

@@ -34,7 +34,7 @@ def _services(*names: str) -> frozenset[str]:
 ALLOW = {
     "GetPatient": _services("scheduling", "admissions", "laboratory", "inventory", "billing", "notifications"),
     "GetContactDetails": _services("notifications"),
-    "GetCareBasis": _services("laboratory"),
+    "GetCareBasis": _services("laboratory", "scheduling"),
 }
 
 

@@ -29,6 +29,13 @@ from his.scheduling.ports import Calendar, PatientLookup, PatientRef
 
 BOOKERS = ("RECEPTIONIST", "ADMIN")
 READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
+#: Read a patient's appointments only in the patient's care (or under an emergency grant);
+#: RECEPTIONIST and ADMIN read them by role.
+CLINICIANS = ("DOCTOR", "NURSE")
+CARE_REQUIRED = (
+    "a care relationship with this patient is required; in an emergency, request emergency access"
+    " at /api/patients/{patient_id}/emergency-access"
+)
 WHO_MAY: dict[Action, tuple[str, ...]] = {
     Action.CANCEL: ("RECEPTIONIST", "ADMIN"),
     Action.CHECK_IN: ("RECEPTIONIST", "ADMIN", "NURSE"),
@@ -78,9 +85,10 @@ def router(
     zone = ZoneInfo(timezone)
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str = "appointment"
-    ) -> None:
-        purpose = "care" if who.has_any(*READERS) else "own_record"
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str = "appointment",
+        *, purpose: str | None = None,
+    ) -> None:  # fmt: skip
+        purpose = purpose or ("care" if who.has_any(*READERS) else "own_record")
         record_access(uow, SchedulingRecordAccessed, who, patient_id=patient_id, action=action,
                       resource=resource, purpose=purpose)  # fmt: skip
 
@@ -99,6 +107,20 @@ def router(
         if not who.has_any("PATIENT"):
             return False
         return owns(who, await handlers.patient(ctx.db, patients, patient_id))
+
+    async def reading(who: Principal, patient_id: uuid.UUID) -> str | None:
+        """The purpose on which ``who`` may read the patient's appointments, or None: RECEPTIONIST
+        and ADMIN by role; a DOCTOR or NURSE with a care relationship or an emergency grant (asked
+        of patients; an appointment gives its practitioner care); a patient their own."""
+        if who.has_any(*BOOKERS):
+            return "care"
+        if who.has_any(*CLINICIANS):
+            basis = await patients.care_basis(patient_id, uuid.UUID(who.subject))
+            if basis is not None and basis.reaches:
+                return "care" if basis.in_care else "emergency"
+        if await may_act_for(who, patient_id, ()):
+            return "own_record"
+        return None
 
     def owns(who: Principal, ref: PatientRef) -> bool:
         return ref.account_id is not None and str(ref.account_id) == who.subject
@@ -161,28 +183,38 @@ def router(
 
     @r.get("/appointments/{appointment_id}")
     async def one(appointment_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One appointment (its patient, or reception and clinicians)."""
+        """One appointment: its patient, reception, or clinicians in the patient's care."""
         who = await authenticate(request, tokens)
-        row = await load(who, appointment_id, READERS)
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.get_appointment(conn, appointment_id)
+        try:
+            purpose = None if row is None else await reading(who, row["patient_id"])
+        except handlers.UnknownError:
+            purpose = None
+        if row is None or purpose is None:
+            raise HTTPException(404, "appointment not found")
         async with ctx.db.read() as uow:
-            audit(uow, who, row["patient_id"], "read")
+            audit(uow, who, row["patient_id"], "read", purpose=purpose)
         return store.as_json(row)
 
     @r.get("/appointments")
     async def of_patient(
         request: Request, patient_id: uuid.UUID, limit: Annotated[int, Query(ge=1, le=200)] = 50
     ) -> dict[str, Any]:
-        """A patient's appointments, latest first (the patient, or reception and clinicians)."""
+        """A patient's appointments, latest first: the patient, reception, or clinicians in the
+        patient's care (others get a 403 that points to emergency access)."""
         who = await authenticate(request, tokens)
         try:
-            allowed = await may_act_for(who, patient_id, READERS)
+            purpose = await reading(who, patient_id)
         except handlers.UnknownError:
-            allowed = False
-        if not allowed:
+            purpose = None
+        if purpose is None:
+            if who.has_any(*CLINICIANS):
+                raise HTTPException(403, CARE_REQUIRED.format(patient_id=patient_id))
             raise HTTPException(404, "patient not found")
         async with ctx.db.read() as uow:
             rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
-            audit(uow, who, patient_id, "read")
+            audit(uow, who, patient_id, "read", purpose=purpose)
         return {"items": [store.as_json(x) for x in rows]}
 
     @r.post("/appointments/{appointment_id}/reschedule")
