@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from his.identity.api.http import router
-from his.identity.domain import Role
-from his.identity.handlers import Identity, KeyRing, Throttle
+from his.identity.domain import InvalidCredentialsError, Role
+from his.identity.handlers import Identity, KeyRing, Throttle, ThrottledError
 from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
@@ -177,6 +177,35 @@ async def test_concurrent_guesses_cannot_outrun_the_account_throttle(api: tuple[
     checked = [r.status_code for r in answers if r.status_code != 429]
     assert len(checked) <= limit, f"{len(checked)} passwords checked in one burst: {sorted(checked)}"
     assert answers[-1].status_code == 429  # the right password, guessed after the limit, gets no token
+
+
+async def test_concurrent_guesses_cannot_outrun_the_address_throttle(api: tuple[httpx.AsyncClient, Identity]) -> None:
+    """Guesses at many accounts from one address, sent at once, get no more password checks than
+    the address's limit; the address's own successful logins do not use it up."""
+    client, identity = api
+    limit = 4
+    strict = Identity(identity.db, identity.keys, throttle=Throttle(account_limit=100, ip_limit=limit))
+    stuffing, office = "198.51.100.7", "198.51.100.8"
+    accounts = [email() for _ in range(3 * limit)]
+    for address in accounts:
+        await register(client, address)
+
+    async def guess(address: str) -> str:
+        try:
+            await strict.login(email=address, password="wrong wrong wrong wrong", client_ip=stuffing)
+        except ThrottledError:
+            return "throttled"
+        except InvalidCredentialsError:
+            return "checked"
+        return "signed in"
+
+    outcomes = await asyncio.gather(*(guess(a) for a in accounts))
+    assert outcomes.count("checked") <= limit, outcomes
+    assert "signed in" not in outcomes
+    with pytest.raises(ThrottledError):  # the right password too, from that address
+        await strict.login(email=accounts[0], password=PASSWORD, client_ip=stuffing)
+    for _ in range(3 * limit):  # a ward's staff signing in one after another from one address
+        assert (await strict.login(email=accounts[1], password=PASSWORD, client_ip=office)).access_token
 
 
 async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity]) -> None:

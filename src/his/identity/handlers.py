@@ -142,24 +142,25 @@ class Identity:
         except ValueError:
             email_key = email.strip().lower()[:254]
         keys = [f"acct:{email_key}", f"ip:{client_ip}"]
-        # The attempt counts against the account from before its password is checked, so guesses
-        # sent at once cannot all pass the count before the first of them is recorded.
+        # The attempt counts against the address and the account from before its password is
+        # checked, so guesses sent at once cannot all pass the counts before the first of them is
+        # recorded (the address first, then the account: one order, so no deadlock).
+        window = self.throttle.window_seconds
         async with self.db.uow() as uow:
-            counts = await store.recent_failures(uow.conn, [keys[1]], self.throttle.window_seconds)
-            claimed = counts.get(keys[1], 0) < self.throttle.ip_limit and await store.claim_attempt(
-                uow.conn, keys[0], self.throttle.account_limit, self.throttle.window_seconds
-            )
+            by_ip = await store.claim_attempt(uow.conn, keys[1], self.throttle.ip_limit, window)
+            by_account = by_ip and await store.claim_attempt(uow.conn, keys[0], self.throttle.account_limit, window)
             user = await store.user_by_email(uow.conn, email_key)
-        if not claimed:
-            raise ThrottledError(int(self.throttle.window_seconds))
+        if by_ip is None or not by_account:
+            raise ThrottledError(int(window))
         stored = user["password_hash"] if user and user["disabled_at"] is None else None
         ok, upgraded = await self.passwords.verify(stored, password)
         if not ok or user is None:
-            async with self.db.uow() as uow:
-                await store.record_failure(uow.conn, [keys[1]])  # the account's is recorded already
-            raise InvalidCredentialsError("invalid email or password")
+            raise InvalidCredentialsError("invalid email or password")  # both attempts stay counted
         async with self.db.uow() as uow:
             await store.clear_failures(uow.conn, keys[0])
+            # Only this attempt leaves the address's count: one success must not wipe the
+            # failures of others behind the same address.
+            await store.forget_attempt(uow.conn, keys[1], by_ip)
             if upgraded is not None:
                 await store.update_hash(uow.conn, user["id"], upgraded)
             return await self._issue(uow.conn, user["id"], list(user["roles"]), family_id=uuid.uuid4())

@@ -118,22 +118,26 @@ async def recent_failures(conn: Connection, keys: list[str], window_seconds: flo
     return {r["key"]: int(r["n"]) for r in rows}
 
 
-async def claim_attempt(conn: Connection, key: str, limit: int, window_seconds: float) -> bool:
-    """Record an attempt as a failure of ``key`` if it has fewer than ``limit`` recent ones;
-    whether it had (the attempt may go on).
+async def claim_attempt(conn: Connection, key: str, limit: int, window_seconds: float) -> datetime | None:
+    """Record an attempt as a failure of ``key`` if it has fewer than ``limit`` recent ones, and
+    return when (to ``forget_attempt`` it if it succeeds); None if it had too many.
 
     Call it in a transaction: the key's advisory lock serialises the count and the insert, so
     attempts sent at once cannot all be counted before any of them is recorded.
     """
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
     if (await recent_failures(conn, [key], window_seconds)).get(key, 0) >= limit:
-        return False
-    await record_failure(conn, [key])
-    return True
+        return None
+    at: datetime = await conn.fetchval("INSERT INTO login_failure (key) VALUES ($1) RETURNING at", key)
+    return at
 
 
-async def record_failure(conn: Connection, keys: list[str]) -> None:
-    await conn.execute("INSERT INTO login_failure (key) SELECT unnest($1::text[])", keys)
+async def forget_attempt(conn: Connection, key: str, at: datetime) -> None:
+    """Remove one attempt claimed at ``at`` (it succeeded)."""
+    await conn.execute(
+        "DELETE FROM login_failure WHERE ctid = (SELECT ctid FROM login_failure WHERE key = $1 AND at = $2 LIMIT 1)",
+        key, at,
+    )  # fmt: skip
 
 
 async def clear_failures(conn: Connection, key: str) -> None:
