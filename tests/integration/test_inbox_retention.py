@@ -7,9 +7,13 @@ could have applied it once already and forgotten.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from nats.js.client import JetStreamContext
@@ -22,6 +26,7 @@ from his.kernel.db import Database
 from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
 from his.kernel.streams import DAY, REPLAY_STREAM, dlq_subject, replay_subject
+from tests.conftest import NatsServer
 from tests.support.events import ThingHappened
 from tests.support.waiting import wait_for
 
@@ -104,3 +109,25 @@ async def test_a_dead_letter_older_than_the_inbox_remembers_is_replayed_only_whe
         assert forced is not None and forced.target == target
         assert await replays_of(js, target)
         assert await dlq.get_dead_letter(js, entry) is None
+
+
+async def test_his_dlq_replay_refuses_an_old_dead_letter_and_replays_it_with_force(
+    js: JetStreamContext, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The operator's command: a refusal says why and exits 1, leaving the entry; --force replays it."""
+    old = await dead_letter(js, born=datetime.now(UTC) - timedelta(days=90), target="tst_cli_old")
+    env = dict(os.environ, HIS_NATS_URL=nats_server.url, HIS_DATA_DIR=str(tmp_path / "his-data"))
+    his = str(Path(sys.executable).parent / "his")
+
+    def replay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([his, "dlq", "replay", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+
+    refused = await asyncio.to_thread(replay, str(old))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refused" in refused.stdout and "--force" in refused.stdout
+    assert await dlq.get_dead_letter(js, old) is not None
+    forced = await asyncio.to_thread(replay, "--force", str(old))
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "replayed to tst_cli_old" in forced.stdout
+    assert await replays_of(js, "tst_cli_old")
