@@ -36,6 +36,19 @@ class CareBasis:
         return self.in_care or self.emergency
 
 
+#: Clinicians reach a patient's clinical data (lab orders, appointments) only with a basis:
+#: a care relationship or an emergency grant, which patients decides (``GetCareBasis``).
+CLINICIANS = ("DOCTOR", "NURSE")
+
+
+def care_required(patient_id: uuid.UUID) -> str:
+    """The 403 detail for a clinician without a basis: where emergency access is asked for."""
+    return (
+        "a care relationship with this patient is required; in an emergency, request emergency access"
+        f" at /api/patients/{patient_id}/emergency-access"
+    )
+
+
 class PatientLookup(Protocol):
     async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
         """The patient, or None if there is no such patient; ``DependencyUnavailableError`` if
@@ -46,6 +59,15 @@ class PatientLookup(Protocol):
         """The clinician ``user_id``'s basis for reaching the patient, or None if there is no
         such patient; ``DependencyUnavailableError`` if patients cannot answer."""
         ...
+
+
+async def clinician_purpose(lookup: PatientLookup, patient_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+    """The audit purpose on which a clinician reads the patient's clinical data: ``care`` or
+    ``emergency`` (flagged); None without a basis, or for no such patient."""
+    basis = await lookup.care_basis(patient_id, user_id)
+    if basis is None or not basis.reaches:
+        return None
+    return "care" if basis.in_care else "emergency"
 
 
 class GrpcPatients:

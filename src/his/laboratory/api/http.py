@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.clients.patients import PatientLookup
+from his.clients.patients import CLINICIANS, PatientLookup, care_required, clinician_purpose
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -37,14 +37,8 @@ from his.laboratory.domain import (
 
 ORDERERS = ("DOCTOR",)
 READERS = ("DOCTOR", "NURSE", "LAB_TECH", "ADMIN")
-CARE_REQUIRED = (
-    "a care relationship with this patient is required; in an emergency, request emergency access"
-    " at /api/patients/{patient_id}/emergency-access"
-)
-#: Read every order and its results by role alone.
+#: Read every order and its results by role alone (clinicians need a basis: ``CLINICIANS``).
 BY_ROLE = ("LAB_TECH", "ADMIN")
-#: Read a patient's orders and results only in the patient's care (or under an emergency grant).
-CLINICIANS = ("DOCTOR", "NURSE")
 RESULTERS = ("LAB_TECH",)
 WHO_MAY: dict[Action, tuple[str, ...]] = {
     Action.COLLECT: ("NURSE", "LAB_TECH"),
@@ -121,9 +115,8 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         if who.has_any(*CLINICIANS):
             if ordered_by is not None and str(ordered_by) == who.subject:
                 return "care"
-            basis = await patients.care_basis(patient_id, uuid.UUID(who.subject))
-            if basis is not None and basis.reaches:
-                return "care" if basis.in_care else "emergency"
+            if purpose := await clinician_purpose(patients, patient_id, uuid.UUID(who.subject)):
+                return purpose
         if await own(who, patient_id):
             return "own_record"
         return None
@@ -181,7 +174,7 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
             purpose = await reading(who, patient_id)
             if purpose is None:
                 if who.has_any(*CLINICIANS):
-                    raise HTTPException(403, CARE_REQUIRED.format(patient_id=patient_id))
+                    raise HTTPException(403, care_required(patient_id))
                 raise HTTPException(404, "patient not found")
         elif who.has_any(*BY_ROLE):
             purpose = "care"

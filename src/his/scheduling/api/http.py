@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from his.clients.patients import CLINICIANS, care_required, clinician_purpose
 from his.events.audit import Action as AuditAction
 from his.events.audit import SchedulingRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier
@@ -29,13 +30,6 @@ from his.scheduling.ports import Calendar, PatientLookup, PatientRef
 
 BOOKERS = ("RECEPTIONIST", "ADMIN")
 READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
-#: Read a patient's appointments only in the patient's care (or under an emergency grant);
-#: RECEPTIONIST and ADMIN read them by role.
-CLINICIANS = ("DOCTOR", "NURSE")
-CARE_REQUIRED = (
-    "a care relationship with this patient is required; in an emergency, request emergency access"
-    " at /api/patients/{patient_id}/emergency-access"
-)
 WHO_MAY: dict[Action, tuple[str, ...]] = {
     Action.CANCEL: ("RECEPTIONIST", "ADMIN"),
     Action.CHECK_IN: ("RECEPTIONIST", "ADMIN", "NURSE"),
@@ -114,10 +108,10 @@ def router(
         of patients; an appointment gives its practitioner care); a patient their own."""
         if who.has_any(*BOOKERS):
             return "care"
-        if who.has_any(*CLINICIANS):
-            basis = await patients.care_basis(patient_id, uuid.UUID(who.subject))
-            if basis is not None and basis.reaches:
-                return "care" if basis.in_care else "emergency"
+        if who.has_any(*CLINICIANS) and (
+            purpose := await clinician_purpose(patients, patient_id, uuid.UUID(who.subject))
+        ):
+            return purpose
         if await may_act_for(who, patient_id, ()):
             return "own_record"
         return None
@@ -210,7 +204,7 @@ def router(
             purpose = None
         if purpose is None:
             if who.has_any(*CLINICIANS):
-                raise HTTPException(403, CARE_REQUIRED.format(patient_id=patient_id))
+                raise HTTPException(403, care_required(patient_id))
             raise HTTPException(404, "patient not found")
         async with ctx.db.read() as uow:
             rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
