@@ -191,13 +191,14 @@ class Identity:
                 await store.revoke_family(uow.conn, stored.family_id)
 
     async def revoked_sessions(self, since: datetime | None) -> tuple[datetime, list[tuple[str, datetime]]]:
-        """Sessions revoked since ``since`` (default: as far back as an access token lives), and
-        the time of the answer. Every access token of such a session is refused at the gateway."""
+        """The time of the answer, and the sessions revoked since ``since`` (default: as far back
+        as an access token lives), each with the time until which its access tokens are refused
+        (the last one it issued has expired by then)."""
         now = datetime.now(UTC)
-        horizon = now - ACCESS_TOKEN_TTL - REVOCATION_LEEWAY
+        remembered = ACCESS_TOKEN_TTL + REVOCATION_LEEWAY
         async with self.db.pool.acquire() as conn:
-            rows = await store.revoked_sessions(conn, max(since, horizon) if since else horizon)
-        return now, rows
+            rows = await store.revoked_sessions(conn, max(since, now - remembered) if since else now - remembered)
+        return now, [(sid, at + remembered) for sid, at in rows]
 
     async def _issue(self, conn: Any, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID) -> Tokens:
         now = datetime.now(UTC)

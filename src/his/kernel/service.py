@@ -89,10 +89,14 @@ class ServiceDefinition:
         """The durable name of its DLQ mover's consumer."""
         return f"dlq_{self.name}"
 
+    def consumer_durables(self) -> tuple[str, ...]:
+        """Its subscriptions' durable consumers and their replay feeds (what its DLQ mover watches)."""
+        return tuple(n for s in self.subscriptions for n in (s.name, s.replay_name))
+
     def durables(self) -> tuple[str, ...]:
         """Every durable consumer it reads from: its subscriptions, their replay feeds, its DLQ
         mover. NATS lets it read and acknowledge these and no other (``his.kernel.bus``)."""
-        names = tuple(n for s in self.subscriptions for n in (s.name, s.replay_name))
+        names = self.consumer_durables()
         return (*names, self.dlq_mover) if names else ()
 
 
@@ -225,7 +229,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     )
     ctx = ServiceContext(defn.name, settings, db, nc, js, relay)
     ctx.consumers = [ConsumerLoop(db, nc, js, s) for s in defn.subscriptions]
-    mover = DlqMover(js, name=defn.dlq_mover, durables=[n for s in defn.subscriptions for n in (s.name, s.replay_name)])
+    mover = DlqMover(js, name=defn.dlq_mover, durables=defn.consumer_durables())
     tasks: dict[str, asyncio.Task[Any]] = {"relay": asyncio.create_task(relay.run(), name="relay")}
     for c in ctx.consumers:
         tasks[c.sub.name] = asyncio.create_task(c.run(), name=c.sub.name)
