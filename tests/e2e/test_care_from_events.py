@@ -53,7 +53,15 @@ def test_appointments_and_admissions_give_their_practitioner_care(shared_hospita
                                "daily_rate": "1000.00", "currency": "TRY", "beds": 1})["id"]  # fmt: skip
     admission = post("/api/admissions", {"patient_id": patient, "practitioner_id": practitioner, "ward_id": ward})
     wait_until(lambda: chart(patient) == 200, what="the admission to put the doctor in the patient's care")
-    post(f"/api/admissions/{admission['id']}/discharge", {}, status=200)
     team = httpx.get(f"{gw}/api/patients/{patient}/care-team", headers=admin, timeout=10).json()["items"]
-    assert [(m["source"], m["valid_until"] is not None) for m in team] == [("admission", True)]
-    assert chart(patient) == 200  # a day after the discharge, to finish the notes
+    assert [(m["source"], m["valid_until"]) for m in team] == [("admission", None)]  # open while admitted
+    post(f"/api/admissions/{admission['id']}/discharge", {}, status=200)
+
+    def care_ends() -> str | None:
+        team = httpx.get(f"{gw}/api/patients/{patient}/care-team", headers=admin, timeout=10).json()["items"]
+        return next((m["valid_until"] for m in team if m["source"] == "admission"), None)
+
+    wait_until(lambda: care_ends() is not None, what="the discharge to set when the admission's care ends")
+    ends = datetime.fromisoformat(str(care_ends()))
+    assert timedelta(hours=23) < ends - datetime.now(UTC) <= timedelta(hours=24)
+    assert chart(patient) == 200  # still in care after the discharge: a day to finish the notes
