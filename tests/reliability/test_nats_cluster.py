@@ -24,16 +24,17 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import orjson
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from his.kernel import streams
 from his.kernel.config import Settings
@@ -48,6 +49,7 @@ from tests.support.waiting import wait_for
 RESUME_WITHIN = 10.0  # seconds from the kill to the first PubAck from the new leader (issue 6)
 BURST = 4000
 BEFORE_KILL = 600  # PubAcks to see before the kill
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,20 +132,27 @@ async def lead_from(conn: NATS, js: JetStreamContext, node: ClusterNode) -> None
     await wait_for(moved, timeout=15, what=f"{node.name} leading {STREAM}")
 
 
-async def read_back(js: JetStreamContext, *, patience: float = 60.0) -> Counter[str]:
-    """Every message of the stream, counted by ``Nats-Msg-Id`` (checked against the envelope id).
+#: What JetStream answers while the survivors of a node's death elect new leaders (the stream's,
+#: and the cluster's meta leader for API requests): a timeout, or a 503 "temporarily unavailable".
+ELECTING = (nats.errors.TimeoutError, ServiceUnavailableError)
 
-    Just after a node's death the survivors may not yet answer a consumer's creation within the
-    request timeout (seen about once in ten runs); the read is tried again until ``patience`` runs out.
-    """
+
+async def after_election(call: Callable[[], Awaitable[T]], *, patience: float = 60.0) -> T:
+    """``call`` (a read of the test's own), tried again while the cluster is still electing."""
     deadline = time.monotonic() + patience
     while True:
         try:
-            return await _read_all(js)
-        except nats.errors.TimeoutError:
+            return await call()
+        except ELECTING:
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(1.0)
+
+
+async def read_back(js: JetStreamContext) -> Counter[str]:
+    """Every message of the stream, counted by ``Nats-Msg-Id`` (checked against the envelope id),
+    once the survivors answer (about one run in ten, they did not yet just after the kill)."""
+    return await after_election(functools.partial(_read_all, js))
 
 
 async def _read_all(js: JetStreamContext) -> Counter[str]:
@@ -213,7 +222,7 @@ async def test_killing_the_stream_leader_mid_burst_loses_nothing_and_publishing_
             await wait_for(_resumed(clock), timeout=30, what="PubAcks from a new leader")
             await writers
             await wait_for(lambda: _nothing_unpublished(db), timeout=30, what="the outbox drained")
-            new_leader = await leader(js)
+            new_leader = await after_election(functools.partial(leader, js))
             relay_now = node_of(cluster, conn)
             seen = await read_back(js)
     finally:
