@@ -41,14 +41,30 @@ def up() -> None:
     from his.kernel.infra.forkserver import ForkServer, ForkServerError
 
     settings = Settings()
+    refuse_bad_admin(settings)
     forks: ForkServer | None = None
-    try:  # first of all: it imports what the services need while the supervisor imports itself
+    try:  # first of all (after the settings are known to be usable): it imports what the services need while the supervisor imports itself
         forks = start_forkserver(settings.data_path)
     except ForkServerError as exc:
         err.print(f"warning: {exc}; starting each service as its own interpreter")
     from his.cli.supervisor import up as run_up
 
     raise typer.Exit(run_up(settings, forks))
+
+
+def refuse_bad_admin(settings: Settings) -> None:
+    """Exit at once, before any server starts, if the first start could not create the administrator
+    from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (the password breaks the policy, say)."""
+    from his.identity.domain import check_admin_account
+
+    try:
+        check_admin_account(settings.admin_email, settings.admin_password)
+    except ValueError as exc:
+        err.print(
+            f"error: cannot create the administrator from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD: {exc}. "
+            "Nothing was started; set another password (or unset HIS_ADMIN_PASSWORD to have one generated)."
+        )
+        raise typer.Exit(2) from None
 
 
 @app.command()
