@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from his.kernel.config import Settings
 
@@ -43,7 +43,9 @@ def up() -> None:
     settings = Settings()
     refuse_bad_admin(settings)
     forks: ForkServer | None = None
-    try:  # first of all (after the settings are known to be usable): it imports what the services need while the supervisor imports itself
+    # First of all, once the settings are known to be usable: the fork server imports what the
+    # services need while the supervisor imports itself.
+    try:
         forks = start_forkserver(settings.data_path)
     except ForkServerError as exc:
         err.print(f"warning: {exc}; starting each service as its own interpreter")
@@ -166,16 +168,14 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List dead letters, oldest first."""
+    from his.cli.ops import dead_letters_view
     from his.kernel import dlq
 
     items = _with_js(lambda js: dlq.list_dead_letters(js, consumer=consumer))
     if as_json:
         out.print_json(json.dumps([d.as_dict() for d in items]))
         return
-    table = Table("id", "consumer", "event", "subject", "kind", "deliveries", "error", title="Dead letters")
-    for d in items:
-        table.add_row(str(d.id), d.target, d.event_id[:8], d.subject, d.kind, str(d.deliveries), d.error[:80])
-    out.print(table if items else "no dead letters")
+    out.print(dead_letters_view(items))
 
 
 @dlq_app.command("show")
@@ -254,8 +254,8 @@ def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Wri
     text = catalogue_markdown() + "\n"
     if output:
         output.write_text(text)
-    else:
-        out.print(text, markup=False)
+    else:  # as it is: a console would wrap its lines at the terminal's width (80 when redirected)
+        sys.stdout.write(text)
 
 
 BenchQuick = Annotated[bool, typer.Option("--quick", help="A short run of every suite (a few minutes).")]
