@@ -7,7 +7,7 @@ UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue proto clean
+.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto clean
 
 # Two stamps, one per install: `make up` installs the runtime only ($(RUNTIME)); `make test` and
 # the development targets add the test, lint and type-check tools ($(VENV)/.synced). Either order
@@ -65,6 +65,10 @@ bench-booking: $(RUNTIME)
 
 catalogue: $(RUNTIME)
 	$(VENV)/bin/his events catalogue -o docs/events.md
+
+# Regenerate docs/api.md (the API reference) from the services' routes (a unit test fails while it is stale).
+api-reference: $(RUNTIME)
+	$(VENV)/bin/his api reference -o docs/api.md
 
 # Regenerate src/his/proto (committed) from the contracts in proto/.
 proto: $(VENV)/.synced

@@ -68,6 +68,14 @@ def test_one_openapi_document_covers_the_public_api(hospital: Hospital) -> None:
         assert url.startswith("/") and httpx.get(f"{hospital.gateway}{url}", timeout=10).status_code == 200, url
 
 
+def test_the_api_reference_is_built_from_the_document_the_gateway_serves(hospital: Hospital) -> None:
+    """docs/api.md is generated without starting anything (`make api-reference`): from the very
+    document a running gateway serves."""
+    from his.cli.reference import public_document
+
+    assert httpx.get(f"{hospital.gateway}/openapi.json", timeout=10).json() == public_document()
+
+
 def test_registered_patient_flows_to_notifications_without_personal_data(hospital: Hospital) -> None:
     body = {
         "given_name": "Zeynep",

@@ -26,6 +26,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log."
 app.add_typer(audit_app, name="audit")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
+api_app = typer.Typer(no_args_is_help=True, help="The public API.")
+app.add_typer(api_app, name="api")
 bench_app = typer.Typer(
     help="Benchmarks, each against a raw baseline from the same run; without a sub-command, all of them."
 )
@@ -255,6 +257,19 @@ def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Wri
     if output:
         output.write_text(text)
     else:  # as it is: a console would wrap its lines at the terminal's width (80 when redirected)
+        sys.stdout.write(text)
+
+
+@api_app.command("reference")
+def api_reference(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
+    """Print (or write) the API reference (docs/api.md): the gateway's OpenAPI document as Markdown,
+    built from the services' routes without starting anything."""
+    from his.cli.reference import markdown, public_document
+
+    text = markdown(public_document())
+    if output:
+        output.write_text(text)
+    else:
         sys.stdout.write(text)
 
 
