@@ -251,9 +251,10 @@ def dlq_discard(ids: list[int]) -> None:
 def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
     """Print (or write) the event catalogue generated from the registry."""
     import his.events  # noqa: F401
+    from his.cli.services import consumers_by_event
     from his.kernel.events import catalogue_markdown
 
-    text = catalogue_markdown() + "\n"
+    text = catalogue_markdown(consumers=consumers_by_event()) + "\n"
     if output:
         output.write_text(text)
     else:  # as it is: a console would wrap its lines at the terminal's width (80 when redirected)
