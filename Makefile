@@ -1,22 +1,39 @@
 # The two set-up commands of the README: `make up` and `make test`. Each creates or updates the
-# virtual environment from the lock file first; nothing else needs installing by hand.
+# virtual environment from the lock file first, saying what it does; nothing else needs installing
+# by hand.
 PYTHON ?= python3
 VENV   := .venv
 UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue proto clean
+.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto clean
 
+# Two stamps, one per install: `make up` installs the runtime only ($(RUNTIME)); `make test` and
+# the development targets add the test, lint and type-check tools ($(VENV)/.synced). Either order
+# works: the runtime sync is --inexact, so it leaves the tools a previous `make test` installed.
 # --compile-bytecode: the installed packages' .pyc files are written once here, so that no process
 # compiles them again at start (with PYTHONDONTWRITEBYTECODE set, every import would).
-$(VENV)/.synced: pyproject.toml uv.lock Makefile
-	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8; }
-	$(UV) sync --frozen --quiet --compile-bytecode
+RUNTIME := $(VENV)/.synced-runtime
+
+$(UV):
+	@echo "==> creating $(VENV) with $(PYTHON) and installing uv 0.13.8 into it (pip)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(RUNTIME): pyproject.toml uv.lock Makefile | $(UV)
+	@echo "==> installing the runtime packages from uv.lock into $(VENV) (the first time: about half a minute)"
+	@$(UV) sync --frozen --no-dev --inexact --compile-bytecode
 	@touch $@
 
-up: $(VENV)/.synced
-	$(VENV)/bin/his up
+$(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
+	@echo "==> installing the runtime, test, lint and type-check packages from uv.lock into $(VENV)"
+	@$(UV) sync --frozen --compile-bytecode
+	@touch $@ $(RUNTIME)
+
+up: $(RUNTIME)
+	@echo "==> starting the hospital: $(VENV)/bin/his up"
+	@$(VENV)/bin/his up
 
 test: $(VENV)/.synced lint typecheck
 	$(VENV)/bin/pytest
@@ -37,17 +54,21 @@ integration: $(VENV)/.synced
 reliability: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/reliability
 
-bench: $(VENV)/.synced
+bench: $(RUNTIME)
 	$(VENV)/bin/his bench
 
-bench-backbone: $(VENV)/.synced
+bench-backbone: $(RUNTIME)
 	$(VENV)/bin/his bench backbone
 
-bench-booking: $(VENV)/.synced
+bench-booking: $(RUNTIME)
 	$(VENV)/bin/his bench booking
 
-catalogue: $(VENV)/.synced
+catalogue: $(RUNTIME)
 	$(VENV)/bin/his events catalogue -o docs/events.md
+
+# Regenerate docs/api.md (the API reference) from the services' routes (a unit test fails while it is stale).
+api-reference: $(RUNTIME)
+	$(VENV)/bin/his api reference -o docs/api.md
 
 # Regenerate src/his/proto (committed) from the contracts in proto/.
 proto: $(VENV)/.synced

@@ -44,7 +44,7 @@ PROMETHEUS = {
 }
 #: Consumer-heavy services scale on CPU next to the gateway.
 AUTOSCALED = ("gateway", "notifications", "billing", "audit")
-#: Requests and limits: the services aim at < 120 MB RSS (DESIGN.md §7); identity hashes
+#: Requests and limits: the services aim at < 120 MB RSS (docs/performance.md); identity hashes
 #: passwords with argon2id (64 MiB each, bounded concurrency), the gateway carries every request.
 RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "default": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},

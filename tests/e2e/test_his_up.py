@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -58,8 +59,21 @@ def test_one_openapi_document_covers_the_public_api(hospital: Hospital) -> None:
     doc = httpx.get(f"{hospital.gateway}/openapi.json", timeout=10).json()
     for route in ROUTES:
         assert route.method.lower() in doc["paths"][route.path], route
+    # The explorer at /docs (Swagger UI on that document) loads its files from the gateway itself.
     page = httpx.get(f"{hospital.gateway}/docs", timeout=10)
-    assert page.status_code == 200 and "/api/patients/{id}" in page.text
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/docs/assets/swagger-ui-bundle.js" in assets
+    for url in assets:
+        assert url.startswith("/") and httpx.get(f"{hospital.gateway}{url}", timeout=10).status_code == 200, url
+
+
+def test_the_api_reference_is_built_from_the_document_the_gateway_serves(hospital: Hospital) -> None:
+    """docs/api.md is generated without starting anything (`make api-reference`): from the very
+    document a running gateway serves."""
+    from his.cli.reference import public_document
+
+    assert httpx.get(f"{hospital.gateway}/openapi.json", timeout=10).json() == public_document()
 
 
 def test_registered_patient_flows_to_notifications_without_personal_data(hospital: Hospital) -> None:

@@ -70,7 +70,10 @@ def test_no_registered_event_carries_personal_data_fields() -> None:
 def test_catalogue_is_generated_and_current(tmp_path: object) -> None:
     from pathlib import Path
 
-    text = catalogue_markdown()
+    from his.cli.services import consumers_by_event
+
+    text = catalogue_markdown(consumers=consumers_by_event())
     assert "his.patients.patient.registered.v1" in text
+    assert "`billing_patient_registered`" in text  # who applies each event
     committed = Path(__file__).parents[2] / "docs" / "events.md"
     assert committed.read_text().strip() == text.strip(), "run `make catalogue` to regenerate docs/events.md"

@@ -26,7 +26,7 @@ class Row:
     baseline: float | None
     unit: str
     ratio: float | None
-    #: (floor, aim): the floor must hold, the aim is what the design asks for (DESIGN.md §7);
+    #: (floor, aim): the floor must hold, the aim is what the design asks for (docs/performance.md, Targets);
     #: "max" targets bound ``measured`` from above, "min" targets bound ``ratio`` from below.
     target: tuple[float | None, float] | None = None
     kind: str = "min"

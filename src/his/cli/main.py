@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from his.kernel.config import Settings
 
@@ -26,6 +26,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log."
 app.add_typer(audit_app, name="audit")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
+api_app = typer.Typer(no_args_is_help=True, help="The public API.")
+app.add_typer(api_app, name="api")
 bench_app = typer.Typer(
     help="Benchmarks, each against a raw baseline from the same run; without a sub-command, all of them."
 )
@@ -41,14 +43,32 @@ def up() -> None:
     from his.kernel.infra.forkserver import ForkServer, ForkServerError
 
     settings = Settings()
+    refuse_bad_admin(settings)
     forks: ForkServer | None = None
-    try:  # first of all: it imports what the services need while the supervisor imports itself
+    # First of all, once the settings are known to be usable: the fork server imports what the
+    # services need while the supervisor imports itself.
+    try:
         forks = start_forkserver(settings.data_path)
     except ForkServerError as exc:
         err.print(f"warning: {exc}; starting each service as its own interpreter")
     from his.cli.supervisor import up as run_up
 
     raise typer.Exit(run_up(settings, forks))
+
+
+def refuse_bad_admin(settings: Settings) -> None:
+    """Exit at once, before any server starts, if the first start could not create the administrator
+    from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (the password breaks the policy, say)."""
+    from his.identity.domain import check_admin_account
+
+    try:
+        check_admin_account(settings.admin_email, settings.admin_password)
+    except ValueError as exc:
+        err.print(
+            f"error: cannot create the administrator from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD: {exc}. "
+            "Nothing was started; set another password (or unset HIS_ADMIN_PASSWORD to have one generated)."
+        )
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -150,16 +170,14 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List dead letters, oldest first."""
+    from his.cli.ops import dead_letters_view
     from his.kernel import dlq
 
     items = _with_js(lambda js: dlq.list_dead_letters(js, consumer=consumer))
     if as_json:
         out.print_json(json.dumps([d.as_dict() for d in items]))
         return
-    table = Table("id", "consumer", "event", "subject", "kind", "deliveries", "error", title="Dead letters")
-    for d in items:
-        table.add_row(str(d.id), d.target, d.event_id[:8], d.subject, d.kind, str(d.deliveries), d.error[:80])
-    out.print(table if items else "no dead letters")
+    out.print(dead_letters_view(items))
 
 
 @dlq_app.command("show")
@@ -233,13 +251,27 @@ def dlq_discard(ids: list[int]) -> None:
 def events_catalogue(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
     """Print (or write) the event catalogue generated from the registry."""
     import his.events  # noqa: F401
+    from his.cli.services import consumers_by_event
     from his.kernel.events import catalogue_markdown
 
-    text = catalogue_markdown() + "\n"
+    text = catalogue_markdown(consumers=consumers_by_event()) + "\n"
+    if output:
+        output.write_text(text)
+    else:  # as it is: a console would wrap its lines at the terminal's width (80 when redirected)
+        sys.stdout.write(text)
+
+
+@api_app.command("reference")
+def api_reference(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
+    """Print (or write) the API reference (docs/api.md): the gateway's OpenAPI document as Markdown,
+    built from the services' routes without starting anything."""
+    from his.cli.reference import markdown, public_document
+
+    text = markdown(public_document())
     if output:
         output.write_text(text)
     else:
-        out.print(text, markup=False)
+        sys.stdout.write(text)
 
 
 BenchQuick = Annotated[bool, typer.Option("--quick", help="A short run of every suite (a few minutes).")]

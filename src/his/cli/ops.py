@@ -192,17 +192,27 @@ def _num(value: Any, fmt: str = "{:.1f}") -> str:
     return fmt.format(value) if isinstance(value, (int, float)) else "-"
 
 
+def _table(*headers: str, title: str) -> Table:
+    """A table that fits an 80-column terminal: no borders, one space between columns; a value too
+    long for its column folds onto the next line instead of being cut."""
+    table = Table(title=title, box=None, collapse_padding=True, pad_edge=False, header_style="bold")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
+    return table
+
+
 def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableType:
-    """The status screen of a snapshot: services, consumers, and a summary line."""
+    """The status screen of a snapshot: services, consumers, and a summary line.
+
+    It fits 80 columns: no name is cut (the longest consumer name has 38 characters; a narrower
+    terminal folds it). Each consumer's stream is in ``--json``.
+    """
     if not snap.get("running"):
         return Text(f"his is not running on {snap['data_dir']}")
-    table = Table(
-        "service", "health", "req/s", "p95", "5xx/s", "outbox backlog", "oldest unpublished", "relay", "consumer lag",
-        title="Services",
-    )  # fmt: skip
-    consumers = Table(
-        "consumer", "stream", "applied", "pending", "ack pending", "redelivered", "failed", title="Consumers"
-    )
+    table = _table("service", "health", "req/s", "p95", "5xx/s", "outbox\nbacklog", "oldest\nevent", "relay",
+                   "consumer\nlag", title="Services")  # fmt: skip
+    table.columns[1].justify = "left"
+    consumers = _table("consumer", "applied", "pending", "ack\npending", "re-\ndelivered", "failed", title="Consumers")
     quiet = 0
     for s in snap["services"]:
         colour = "green" if s["health"] == "ready" else "red"
@@ -228,7 +238,6 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
                 continue
             consumers.add_row(
                 c["name"],
-                c["stream"],
                 str(c["applied"]),
                 str(c.get("pending", "?")),
                 str(c.get("ack_pending", "?")),
@@ -237,11 +246,36 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
             )
     depth = snap.get("dlq_depth", "?")
     dlq_text = f"[red]{depth}[/]" if isinstance(depth, int) and depth > 0 else str(depth)
-    footer = f"NATS: {snap.get('nats')}   DLQ depth: {dlq_text}   console: {snap.get('gateway_url')}"
+    footer = Text.from_markup(f"NATS: {snap.get('nats')}   DLQ depth: {dlq_text}   console: {snap.get('gateway_url')}")
     if every:
-        footer += f"\n[dim]{quiet} idle consumers not shown; refreshing every {every:g} s; Ctrl-C to stop[/]"
+        footer.append(f"\n{quiet} idle consumers not shown; refreshing every {every:g} s; Ctrl-C to stop", "dim")
+    problems = [
+        Text(f"{s['name']}: {p}", "red") for s in snap["services"] for p in s.get("problems", []) if isinstance(p, str)
+    ]
     shown = [table, consumers] if consumers.row_count or not every else [table]
-    return Group(*shown, Text.from_markup(footer))
+    return Group(*shown, *problems, footer)
+
+
+def dead_letters_view(items: list[dlq.DeadLetter]) -> RenderableType:
+    """``his dlq list``: one block per dead letter, whole (its error wrapped, never cut), so that it
+    reads in an 80-column terminal: its id, then the consumer, how it failed and when, the event's
+    subject and id, and the error."""
+    if not items:
+        return Text("no dead letters")
+    table = Table(title="Dead letters", box=None, pad_edge=False, padding=(0, 1, 1, 0), show_header=False)
+    table.add_column("id", justify="right", no_wrap=True, style="bold")
+    table.add_column("dead letter", overflow="fold")
+    for d in items:
+        times = "delivery" if d.deliveries == 1 else "deliveries"
+        how = {"max_deliveries": "gave up", "terminated": "refused"}.get(d.kind, d.kind)
+        when = f" at {d.captured_at[:19].replace('T', ' ')}" if d.captured_at else ""
+        block = Text()
+        block.append(d.target or d.consumer, "bold")
+        block.append(f"\n{how} after {d.deliveries} {times}{when}")
+        block.append(f"\n{d.subject or '(subject unknown)'}\nevent {d.event_id or '(unknown)'}")
+        block.append(f"\n{d.error or '(no error recorded)'}", "red")
+        table.add_row(str(d.id), block)
+    return table
 
 
 def _busy(consumer: dict[str, Any]) -> bool:

@@ -31,6 +31,15 @@ def durables() -> dict[str, tuple[str, ...]]:
     return {s: importlib.import_module(f"his.{s}.app").build().durables() for s in SERVICES}
 
 
+def consumers_by_event() -> dict[str, list[str]]:
+    """Each event type and the durable consumers (``<service>_<handler>``) that apply it."""
+    found: dict[str, list[str]] = {}
+    for s in SERVICES:
+        for sub in importlib.import_module(f"his.{s}.app").build().subscriptions:
+            found.setdefault(sub.event_type, []).append(sub.name)
+    return found
+
+
 def start_forkserver(data_dir: Path) -> ForkServer:
     """The fork server of the services and the gateway; it imports their modules from now on.
 

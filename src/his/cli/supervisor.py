@@ -430,7 +430,7 @@ async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
 
 async def ensure_admin(stack: Stack) -> None:
     """On first start, create the administrator (from HIS_ADMIN_* or with a generated password)."""
-    from his.identity.domain import Role, WeakPasswordError
+    from his.identity.domain import ADMIN_FULL_NAME, Role, WeakPasswordError
     from his.identity.handlers import Identity, KeyRing
     from his.kernel.db import Database
 
@@ -445,7 +445,7 @@ async def ensure_admin(stack: Stack) -> None:
         keys = KeyRing(db, identity.env["HIS_IDENTITY_KEY_PASSPHRASE"].encode())
         try:
             await Identity(db, keys).register(
-                email=s.admin_email, password=password, full_name="Administrator", roles=[Role.ADMIN]
+                email=s.admin_email, password=password, full_name=ADMIN_FULL_NAME, roles=[Role.ADMIN]
             )
         except (WeakPasswordError, ValueError) as exc:
             raise ServerStartError(

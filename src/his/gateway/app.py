@@ -21,8 +21,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from his.gateway import explorer
 from his.gateway.limits import RateLimiter, retry_after
-from his.gateway.openapi import assemble, docs_page
+from his.gateway.openapi import assemble
 from his.gateway.revocations import Revocations
 from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
@@ -263,9 +264,7 @@ def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = Non
     async def openapi() -> JSONResponse:
         return JSONResponse(await public_openapi())
 
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    async def docs() -> str:
-        return docs_page(await public_openapi())
+    app.include_router(explorer.router())  # /docs: the interactive explorer of that document
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console() -> str:

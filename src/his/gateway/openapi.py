@@ -7,7 +7,6 @@ two services may both have a ``Coverage``. Non-public operations require a beare
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any
 
@@ -87,25 +86,3 @@ def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:
         return upstream
     wanted = re.compile("^" + re.sub(r"\\\{\d+\\\}", r"\\{[^/]+\\}", re.escape(upstream)) + "$")
     return next((p for p in doc.get("paths", {}) if wanted.match(p)), upstream)
-
-
-def docs_page(document: dict[str, Any]) -> str:
-    """A self-contained page listing every operation (no scripts or assets from elsewhere)."""
-    rows = []
-    for path, ops in sorted(document["paths"].items()):
-        for method, op in ops.items():
-            lock = "🔒" if op.get("security") else ""
-            summary = html.escape(op.get("summary", ""))
-            detail = html.escape((op.get("description") or "").strip())
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code> {lock}</td>"
-                f"<td><b>{summary}</b><br>{detail}</td></tr>"
-            )
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>his API</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2rem}td{padding:.3rem .8rem;vertical-align:top;"
-        "border-bottom:1px solid #ddd}code{font-size:.95em}</style></head><body>"
-        "<h1>his public API</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. "
-        "🔒 needs <code>Authorization: Bearer &lt;access token&gt;</code> from <code>POST /api/auth/login</code>."
-        f"</p><table>{''.join(rows)}</table></body></html>"
-    )

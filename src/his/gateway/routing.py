@@ -35,6 +35,7 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/auth/refresh", "identity", "/auth/refresh", public=True),
     _r("POST", "/api/auth/logout", "identity", "/auth/logout", public=True),
     _r("GET", "/api/auth/jwks", "identity", "/auth/jwks", public=True),
+    _r("POST", "/api/auth/password", "identity", "/auth/password"),
     _r("POST", "/api/admin/users", "identity", "/admin/users"),
     _r("POST", "/api/patients", "patients", "/patients"),
     _r("GET", "/api/patients", "patients", "/patients"),

@@ -83,6 +83,18 @@ class PasswordPolicy:
                 raise WeakPasswordError("password must not contain your name")
 
 
+#: The full name of the administrator ``his up`` creates at first start.
+ADMIN_FULL_NAME = "Administrator"
+
+
+def check_admin_account(email: str, password: str | None, policy: PasswordPolicy | None = None) -> None:
+    """Raise ``InvalidEmailError`` or ``WeakPasswordError`` (saying why) if ``his up`` could not
+    create this administrator; ``password=None`` means one is generated, which always passes."""
+    email_key = normalise_email(email)
+    if password is not None:
+        (policy or PasswordPolicy()).check(password, email=email_key, full_name=ADMIN_FULL_NAME)
+
+
 def _strip_digits(text: str) -> str:
     return text.rstrip("0123456789!.")
 

@@ -19,6 +19,7 @@ from his.identity.domain import (
     PasswordPolicy,
     RefreshOutcome,
     Role,
+    WeakPasswordError,
     judge_refresh,
     normalise_email,
 )
@@ -199,6 +200,36 @@ class Identity:
         async with self.db.pool.acquire() as conn:
             rows = await store.revoked_sessions(conn, max(since, now - remembered) if since else now - remembered)
         return now, [(sid, at + remembered) for sid, at in rows]
+
+    async def change_password(self, *, user_id: uuid.UUID, session: str | None, current: str, new: str) -> None:
+        """Change one's own password. The current one must be given (a stolen access token alone
+        cannot take the account over) and wrong guesses are throttled like logins; every other
+        session of the user is signed out, the one asking stays.
+
+        Raises ``WeakPasswordError`` (the new one breaks the policy or equals the current one),
+        ``InvalidCredentialsError`` (wrong current password, or no such active user) and
+        ``ThrottledError``.
+        """
+        async with self.db.pool.acquire() as conn:
+            user = await store.credentials_by_id(conn, user_id)
+        if user is None or user["disabled_at"] is not None:
+            raise InvalidCredentialsError("no such active user")
+        if new == current:
+            raise WeakPasswordError("the new password must differ from the current one")
+        self.policy.check(new, email=user["email_key"], full_name=user["full_name"])
+        key, window = f"password:{user_id}", self.throttle.window_seconds
+        async with self.db.uow() as uow:
+            claimed = await store.claim_attempt(uow.conn, key, self.throttle.account_limit, window)
+        if claimed is None:
+            raise ThrottledError(int(window))
+        ok, _ = await self.passwords.verify(user["password_hash"], current)
+        if not ok:
+            raise InvalidCredentialsError("the current password is wrong")  # the attempt stays counted
+        hashed = await self.passwords.hash(new)
+        async with self.db.uow() as uow:
+            await store.clear_failures(uow.conn, key)
+            await store.update_hash(uow.conn, user_id, hashed)
+            await store.revoke_other_sessions(uow.conn, user_id, keep=session)
 
     async def _issue(self, conn: Any, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID) -> Tokens:
         now = datetime.now(UTC)

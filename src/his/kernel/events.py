@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -185,8 +185,9 @@ class InvalidEnvelopeError(ValueError):
     """The message is not a valid his event envelope."""
 
 
-def catalogue_markdown(reg: EventRegistry | None = None) -> str:
-    """The event catalogue, generated from the registry (never written by hand)."""
+def catalogue_markdown(reg: EventRegistry | None = None, consumers: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The event catalogue, generated from the registry (never written by hand); with
+    ``consumers`` (event type → the durable consumers that apply it), who consumes each event."""
     reg = reg or registry
     types = sorted(t for t, cls in reg.types.items() if cls.__module__.startswith("his."))
     out = [
@@ -208,6 +209,11 @@ def catalogue_markdown(reg: EventRegistry | None = None) -> str:
             "",
             f"Stream `{stream_name(service_of(type_))}`, model `{cls.__module__}.{cls.__name__}`.",
             "",
+        ]
+        if consumers is not None:
+            names = sorted(consumers.get(type_, ()))
+            out += [("Consumed by " + ", ".join(f"`{n}`" for n in names) + ".") if names else "No consumer yet.", ""]
+        out += [
             "| field | type | required |",
             "|---|---|---|",
         ]

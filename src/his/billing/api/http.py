@@ -105,7 +105,8 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
 
     @r.get("/price-list")
     async def price_list(request: Request, day: Annotated[date | None, Query(alias="date")] = None) -> dict[str, Any]:
-        """The price list valid on ``date`` (default today, hospital time): the latest version in effect."""
+        """The price list valid on ``date`` (default today, hospital time): the latest version in
+        effect (any signed-in user)."""
         await authenticate(request, tokens)
         on = day or handlers.today()
         async with ctx.db.pool.acquire() as conn:

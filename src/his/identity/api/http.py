@@ -40,6 +40,12 @@ class RefreshBody(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=200)
 
 
+class ChangePassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
 class Created(BaseModel):
     user_id: uuid.UUID
 
@@ -135,6 +141,27 @@ def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
     async def jwks() -> dict[str, Any]:
         """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
         return await identity.keys.jwks()
+
+    @r.post("/auth/password", status_code=204)
+    async def change_password(body: ChangePassword, authorization: str | None = Header(default=None)) -> Response:
+        """Change one's own password (any signed-in user), giving the current one. Every other
+        session of the account is signed out; this one goes on. 403 if the current password is
+        wrong, 422 if the new one breaks the password policy, 429 after too many wrong ones."""
+        who = await principal(authorization)
+        try:
+            await identity.change_password(
+                user_id=uuid.UUID(who.subject),
+                session=who.session,
+                current=body.current_password,
+                new=body.new_password,
+            )
+        except WeakPasswordError as exc:
+            return problem(422, str(exc))
+        except InvalidCredentialsError as exc:
+            return problem(403, str(exc))
+        except ThrottledError as exc:
+            return problem(429, "too many wrong passwords; try later", headers={"Retry-After": str(exc.retry_after)})
+        return Response(status_code=204)
 
     @r.post("/admin/users", status_code=201, response_model=Created, tags=["admin"])
     async def create_user(body: CreateUser, authorization: str | None = Header(default=None)) -> Created:

@@ -48,6 +48,14 @@ async def user_by_id(conn: Connection, user_id: uuid.UUID) -> dict[str, Any] | N
     return dict(row) if row else None
 
 
+async def credentials_by_id(conn: Connection, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """What a password change checks: the hash, and what the policy compares a new password with."""
+    row = await conn.fetchrow(
+        "SELECT id, email_key, full_name, password_hash, disabled_at FROM app_user WHERE id = $1", user_id
+    )
+    return dict(row) if row else None
+
+
 async def update_hash(conn: Connection, user_id: uuid.UUID, password_hash: str) -> None:
     await conn.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", user_id, password_hash)
 
@@ -104,6 +112,17 @@ async def revoked_sessions(conn: Connection, since: datetime) -> list[tuple[str,
 async def revoke_family(conn: Connection, family_id: str) -> int:
     result = await conn.execute(
         "UPDATE refresh_token SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", uuid.UUID(family_id)
+    )
+    return int(result.split()[-1])
+
+
+async def revoke_other_sessions(conn: Connection, user_id: uuid.UUID, keep: str | None) -> int:
+    """Revoke every session (refresh-token family) of the user but ``keep``."""
+    result = await conn.execute(
+        """UPDATE refresh_token SET revoked_at = now()
+           WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $2::uuid""",
+        user_id,
+        uuid.UUID(keep) if keep else None,
     )
     return int(result.split()[-1])
 

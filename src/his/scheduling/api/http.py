@@ -303,7 +303,8 @@ def router(
 
     @r.post("/waitlist/{entry_id}/accept", status_code=201, response_model=Booked)
     async def accept(entry_id: uuid.UUID, request: Request) -> Booked:
-        """Take up the slot offered to this entry: books it (409 if the offer expired or the time was taken)."""
+        """Take up the slot offered to this entry (the patient, RECEPTIONIST, ADMIN): books it (409 if the
+        offer expired or the time was taken)."""
         who = await authenticate(request, tokens)
         entry = await entry_of(who, entry_id)
         try:
