@@ -2,15 +2,21 @@
 
 Billing learns everything from events: patients and their coverage, admissions, and the charges
 of completed appointments, bed nights, resulted lab orders and chargeable stock; cancellations
-void charges. It calls no other service.
+void charges. It calls no other service; it tells patients and admissions over gRPC which payers
+and currencies it can bill (``his.billing.v1.BillingTerms``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceContext, ServiceDefinition
+
+if TYPE_CHECKING:
+    from his.kernel.rpc import RpcService
 
 
 def routes(ctx: ServiceContext) -> APIRouter:
@@ -29,6 +35,7 @@ def build() -> ServiceDefinition:
         ("billing_coverage_changed", "his.patients.coverage.changed.v1", h.on_coverage_changed),
         ("billing_admitted", "his.admissions.admission.admitted.v1", h.on_admitted),
         ("billing_bed_charge_posted", "his.admissions.bed_charge.posted.v1", h.on_bed_charge_posted),
+        ("billing_ward_updated", "his.admissions.ward.updated.v1", h.on_ward_updated),
         # Same stream as the bed nights, after all of them: the admission's invoice is complete.
         ("billing_discharged", "his.admissions.admission.discharged.v1", h.on_discharged),
         ("billing_appointment_completed", "his.scheduling.appointment.completed.v1", h.on_appointment_completed),
@@ -42,5 +49,12 @@ def build() -> ServiceDefinition:
         combine_reads=batch_accesses,
         subscriptions=tuple(Subscription(name, subject, handler) for name, subject, handler in consumed),
         routes=routes,
+        grpc_services=grpc_services,
         description="Price list, payer plans, charges, invoices, claims, payments.",
     )
+
+
+def grpc_services(ctx: ServiceContext) -> list[RpcService]:
+    from his.billing.api import grpc
+
+    return grpc.services(ctx)

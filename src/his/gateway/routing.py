@@ -84,6 +84,7 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/wards", "admissions", "/wards"),
     _r("GET", "/api/wards", "admissions", "/wards"),
     _r("GET", "/api/wards/{id}", "admissions", "/wards/{0}"),
+    _r("PATCH", "/api/wards/{id}", "admissions", "/wards/{0}"),
     _r("GET", "/api/beds", "admissions", "/beds"),
     _r("POST", "/api/beds/{id}/{action}", "admissions", "/beds/{0}/{1}"),
     _r("POST", "/api/admissions/charges/run", "admissions", "/admissions/charges/run"),
