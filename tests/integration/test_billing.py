@@ -26,6 +26,7 @@ from nats.aio.client import Client as NATS
 from his.billing import handlers
 from his.billing.api.http import router
 from his.billing.app import build
+from his.billing.testmode import TestModeProvider, checkout_router
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
@@ -39,8 +40,9 @@ from tests.support.api import bearer, serve, verifier
 from tests.support.waiting import wait_for
 
 D = Decimal
-TABLES = ("idempotency_key, payment, claim, invoice_line, accumulator, voided_source, charge, invoice, encounter, "
-          "coverage, known_patient, ward_tariff, outbox, inbox")  # fmt: skip
+TABLES = ("idempotency_key, provider_event, provider_delivery, test_provider_session, payment, payment_intent, claim, "
+          "invoice_line, accumulator, voided_source, charge, invoice, encounter, coverage, known_patient, ward_tariff, "
+          "outbox, inbox")  # fmt: skip
 SEED_VERSION = "00000000-0000-4000-8000-00000000b111"
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
 
@@ -49,12 +51,18 @@ def at(day: int, hour: float = 9) -> datetime:
     return datetime(2026, 3, day, tzinfo=UTC) + timedelta(hours=hour)
 
 
+#: The webhook secret of the TEST payment provider in these tests.
+SECRET = b"billing-test-webhook-secret"
+
+
 @dataclass
 class World:
     client: httpx.AsyncClient
     db: Database
     billing: dict[str, str] = field(default_factory=lambda: bearer(uuid.uuid4(), "BILLING"))
     sent: list[tuple[Envelope, Event, Handler]] = field(default_factory=list)
+    #: The embedded TEST payment provider, delivering its confirmations to the webhook route.
+    provider: TestModeProvider | None = None
 
     async def feed(self, ev: Event, handler: Handler) -> None:
         env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
@@ -101,8 +109,16 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     await conn.close()
     db = Database(dsn, schema="billing", max_size=24)
     await db.open()
-    async with serve(router(SimpleNamespace(db=db), verifier()), base_url="http://billing") as client:  # type: ignore[arg-type]
-        yield World(client, db)
+    clients: list[httpx.AsyncClient] = []
+
+    async def deliver(body: bytes, headers: dict[str, str]) -> int:  # as the provider posts its webhook
+        return (await clients[0].post("/payments/webhooks/test", content=body, headers=headers)).status_code
+
+    provider = TestModeProvider(db, SECRET, deliver)
+    api = router(SimpleNamespace(db=db), verifier(), provider=provider)  # type: ignore[arg-type]
+    async with serve(api, checkout_router(provider), base_url="http://billing") as client:
+        clients.append(client)
+        yield World(client, db, provider=provider)
     await db.close()
 
 
@@ -371,7 +387,7 @@ async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> Non
     r = await world.client.post(f"/invoices/{theirs}/payments", json=body, headers=key_headers(as_me, "k1"))
     assert r.status_code == 404
     r = await world.client.post(f"/invoices/{mine}/payments", json=body, headers=key_headers(as_me, "k1"))
-    assert r.status_code == 201
+    assert r.status_code == 403 and "online-payments" in r.json()["detail"]  # patients pay through the provider
     r = await world.client.post(f"/invoices/{mine}/refunds", json=body, headers=key_headers(as_me, "k2"))
     assert r.status_code == 403
     listed = (await world.client.get("/invoices", headers=as_me)).json()["items"]

@@ -473,10 +473,11 @@ async def claims(conn: Connection, status: str | None, payer: str | None, limit:
 
 async def insert_payment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     saved = await conn.fetchrow(
-        """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+        """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by, provider,
+                                intent_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
         row["id"], row["invoice_id"], row["patient_id"], row["kind"], row["amount"], row["currency"], row["method"],
-        row["created_by"],
+        row["created_by"], row.get("provider"), row.get("intent_id"),
     )  # fmt: skip
     assert saved is not None
     return dict(saved)
