@@ -104,6 +104,7 @@ ROUTES: tuple[Route, ...] = (
     # inventory
     _r("POST", "/api/inventory/items", "inventory", "/inventory/items"),
     _r("GET", "/api/inventory/items", "inventory", "/inventory/items"),
+    _r("GET", "/api/inventory/units", "inventory", "/inventory/units"),
     _r("GET", "/api/inventory/stock", "inventory", "/inventory/stock"),
     _r("POST", "/api/inventory/receipts", "inventory", "/inventory/receipts"),
     _r("POST", "/api/inventory/consumptions", "inventory", "/inventory/consumptions"),
