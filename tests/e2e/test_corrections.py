@@ -101,3 +101,37 @@ def test_a_stay_billed_under_an_unknown_payer_is_issued_once_after_the_coverage_
     assert again.returncode == 0 and "not found" in again.stdout, again.stdout
     assert dead_letters_of(h, pid) == []
     assert [(i["status"], i["total"]) for i in invoices()] == [("open", "1000.00")]
+
+
+def test_a_payer_currency_or_unit_the_hospital_does_not_know_is_refused_at_the_gateway(
+    shared_hospital: Hospital,
+) -> None:
+    """The 422s name the valid values, which patients and admissions learnt from billing over gRPC."""
+    gw, admin = shared_hospital.gateway, shared_hospital.login()
+    payers = sorted(p["code"] for p in httpx.get(f"{gw}/api/payers", headers=admin, timeout=10).json()["items"])
+    body = {"given_name": "Deniz", "family_name": "Unknownpayer", "birth_date": "1969-07-21", "sex": "female",
+            "confirm_duplicate": True, "coverage": {"payer": "ACME", "member_id": "AC-2"}}  # fmt: skip
+    r = httpx.post(f"{gw}/api/patients", json=body, headers=admin, timeout=10)
+    assert r.status_code == 422 and r.json()["valid_values"] == payers, r.text
+
+    ward = {"name": f"Unknown {uuid.uuid4().hex[:6]}", "type": "general", "daily_rate": "10.00", "beds": 1}
+    r = httpx.post(f"{gw}/api/wards", json=ward | {"currency": "XYZ"}, headers=admin, timeout=10)
+    assert r.status_code == 422 and r.json()["valid_values"] == ["TRY"], r.text
+    made = httpx.post(f"{gw}/api/wards", json=ward | {"currency": "TRY"}, headers=admin, timeout=10)
+    assert made.status_code == 201, made.text
+    r = httpx.patch(f"{gw}/api/wards/{made.json()['id']}", json={"currency": "XYZ"}, headers=admin, timeout=10)
+    assert r.status_code == 422 and r.json()["valid_values"] == ["TRY"], r.text
+    r = httpx.patch(f"{gw}/api/wards/{made.json()['id']}", json={"daily_rate": "12.50"}, headers=admin, timeout=10)
+    assert r.status_code == 200 and r.json()["daily_rate"] == "12.50", r.text
+
+    code = f"U-{uuid.uuid4().hex[:8].upper()}"
+    item = {"code": code, "description": "Unit check", "unit": "widget", "chargeable": False}
+    r = httpx.post(f"{gw}/api/inventory/items", json=item, headers=admin, timeout=10)
+    assert r.status_code == 422 and "piece" in r.json()["valid_values"], r.text
+    assert httpx.post(f"{gw}/api/inventory/items", json=item | {"unit": "piece"}, headers=admin,
+                      timeout=10).status_code == 201  # fmt: skip
+    lot = {"item_code": code, "location": "WARD-GEN", "lot": "U1", "quantity": "4"}
+    assert httpx.post(f"{gw}/api/inventory/receipts", json=lot, headers=admin, timeout=10).status_code == 201
+    half = {"item_code": code, "location": "WARD-GEN", "quantity": "0.5", "reason": "other"}
+    r = httpx.post(f"{gw}/api/inventory/consumptions", json=half, headers=admin, timeout=10)
+    assert r.status_code == 422 and "cannot be split" in r.json()["detail"], r.text
