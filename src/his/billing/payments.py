@@ -3,7 +3,7 @@
 A patient pays online, never by telling billing they paid: billing opens a payment with the
 provider (``start``: an intent of an amount on an invoice), the patient completes the provider's
 checkout, and the provider confirms to billing with a signed message, its webhook. That
-confirmation is what marks money as received (``handlers.confirm_online``). Staff record money
+confirmation is what marks money as received (``his.billing.online.confirm``). Staff record money
 taken at a desk themselves (``POST /invoices/{id}/payments``, BILLING).
 
 A confirmation is a JSON body signed the way the common providers sign their webhooks:

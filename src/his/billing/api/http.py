@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -79,7 +80,11 @@ def quantity(x: Decimal) -> str:
 
 
 def router(
-    ctx: ServiceContext, verifier: TokenVerifier | None = None, provider: PaymentProvider | None = None
+    ctx: ServiceContext,
+    verifier: TokenVerifier | None = None,
+    provider: PaymentProvider | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     r = APIRouter(tags=["billing"])
     tokens = verifier or jwks_verifier()
@@ -316,7 +321,7 @@ def router(
             raise HTTPException(404, "no such payment provider")
         body = await request.body()
         try:
-            confirmation = provider.verify(body, request.headers, time.time())
+            confirmation = provider.verify(body, request.headers, clock())
         except SignatureError as exc:
             raise HTTPException(401, str(exc)) from None
         except MalformedConfirmationError as exc:
