@@ -30,6 +30,7 @@ from referencing import Registry, Resource
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from his.billing.api import grpc as billing_grpc
 from his.cli.services import GATEWAY, SERVICES
 from his.patients.api import grpc as patients_grpc
 from his.practitioners.api import grpc as practitioners_grpc
@@ -348,6 +349,7 @@ def _peer_names(rule: Doc) -> set[str]:
 
 
 ALLOWLISTS = {
+    "billing": [billing_grpc.ALLOW],
     "patients": [patients_grpc.ALLOW],
     "practitioners": [practitioners_grpc.ALLOW, practitioners_grpc.DIRECTORY_ALLOW],
 }

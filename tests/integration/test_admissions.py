@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 
 from his.admissions.api.http import router
 from his.admissions.handlers import Directories
+from his.clients.billing import FakeBillingTerms
 from his.clients.patients import FakePatients
 from his.clients.practitioners import FakePractitioners
 from his.kernel import migrations, streams
@@ -115,7 +116,7 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     patients, practitioners = FakePatients(), FakePractitioners()
     ctx = SimpleNamespace(db=db)
     async with serve(
-        router(ctx, Directories(patients, practitioners), verifier()),  # type: ignore[arg-type]
+        router(ctx, Directories(patients, practitioners, FakeBillingTerms()), verifier()),  # type: ignore[arg-type]
         base_url="http://admissions",
     ) as client:
         yield World(client, db, patients, practitioners)

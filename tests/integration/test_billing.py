@@ -26,21 +26,23 @@ from nats.aio.client import Client as NATS
 from his.billing import handlers
 from his.billing.api.http import router
 from his.billing.app import build
+from his.billing.testmode import TestModeProvider, checkout_router
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
 from his.events.patients import CoverageChanged, PatientRegistered
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel import migrations, streams
-from his.kernel.consumer import ConsumerLoop
+from his.kernel.consumer import ConsumerLoop, PermanentError
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
 from tests.support.api import bearer, serve, verifier
 from tests.support.waiting import wait_for
 
 D = Decimal
-TABLES = ("idempotency_key, payment, claim, invoice_line, accumulator, voided_source, charge, invoice, encounter, "
-          "coverage, known_patient, outbox, inbox")  # fmt: skip
+TABLES = ("idempotency_key, provider_event, provider_delivery, test_provider_session, payment, payment_intent, claim, "
+          "invoice_line, accumulator, voided_source, charge, invoice, encounter, coverage, known_patient, ward_tariff, "
+          "outbox, inbox")  # fmt: skip
 SEED_VERSION = "00000000-0000-4000-8000-00000000b111"
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
 
@@ -49,12 +51,18 @@ def at(day: int, hour: float = 9) -> datetime:
     return datetime(2026, 3, day, tzinfo=UTC) + timedelta(hours=hour)
 
 
+#: The webhook secret of the TEST payment provider in these tests.
+SECRET = b"billing-test-webhook-secret"
+
+
 @dataclass
 class World:
     client: httpx.AsyncClient
     db: Database
     billing: dict[str, str] = field(default_factory=lambda: bearer(uuid.uuid4(), "BILLING"))
     sent: list[tuple[Envelope, Event, Handler]] = field(default_factory=list)
+    #: The embedded TEST payment provider, delivering its confirmations to the webhook route.
+    provider: TestModeProvider | None = None
 
     async def feed(self, ev: Event, handler: Handler) -> None:
         env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
@@ -101,8 +109,16 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     await conn.close()
     db = Database(dsn, schema="billing", max_size=24)
     await db.open()
-    async with serve(router(SimpleNamespace(db=db), verifier()), base_url="http://billing") as client:  # type: ignore[arg-type]
-        yield World(client, db)
+    clients: list[httpx.AsyncClient] = []
+
+    async def deliver(body: bytes, headers: dict[str, str]) -> int:  # as the provider posts its webhook
+        return (await clients[0].post("/payments/webhooks/test", content=body, headers=headers)).status_code
+
+    provider = TestModeProvider(db, SECRET, deliver)
+    api = router(SimpleNamespace(db=db), verifier(), provider=provider)  # type: ignore[arg-type]
+    async with serve(api, checkout_router(provider), base_url="http://billing") as client:
+        clients.append(client)
+        yield World(client, db, provider=provider)
     await db.close()
 
 
@@ -371,7 +387,7 @@ async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> Non
     r = await world.client.post(f"/invoices/{theirs}/payments", json=body, headers=key_headers(as_me, "k1"))
     assert r.status_code == 404
     r = await world.client.post(f"/invoices/{mine}/payments", json=body, headers=key_headers(as_me, "k1"))
-    assert r.status_code == 201
+    assert r.status_code == 403 and "online-payments" in r.json()["detail"]  # patients pay through the provider
     r = await world.client.post(f"/invoices/{mine}/refunds", json=body, headers=key_headers(as_me, "k2"))
     assert r.status_code == 403
     listed = (await world.client.get("/invoices", headers=as_me)).json()["items"]
@@ -429,14 +445,46 @@ async def test_price_list_versions_and_payers(world: World) -> None:
     assert (await world.client.get("/payers")).status_code == 401
 
 
-async def test_unknown_payer_is_self_pay_and_coverage_follows_the_service_date(world: World) -> None:
-    pid = await world.patient("ACME")  # unknown to billing
-    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 15)),
+async def test_an_unknown_payer_is_never_billed_as_self_pay_and_the_corrected_one_is(world: World) -> None:
+    """A payer billing has no plan for (registered before patients checked payers) is recorded, and
+    the charge that needs it dead-letters instead of billing the patient as self-pay; once the
+    coverage is corrected the replayed charge is priced under the corrected plan, and coverage
+    follows the service date."""
+    pid = await world.patient("ACME")
+    appointment = completed(pid, uuid.uuid4(), at(10))
+    with pytest.raises(PermanentError, match=r"payer 'ACME' has no plan in billing .*PATCH /api/patients/"):
+        await world.feed(appointment, handlers.on_appointment_completed)
+    assert await world.invoices(pid) == []
+    assert await world.db.pool.fetchval("SELECT count(*) FROM charge") == 0
+    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)),
+                     handlers.on_coverage_changed)  # the correction  # fmt: skip
+    await world.feed(appointment, handlers.on_appointment_completed)  # the dead letter, replayed
+    await world.feed(CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 15)),
                      handlers.on_coverage_changed)  # fmt: skip
-    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
     await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
     got = sorted((i["service_date"], i["payer"], i["patient_share"]) for i in await world.invoices(pid))
-    assert got == [("2026-03-10", "SELF", "750.00"), ("2026-03-20", "SGK", "150.00")]
+    assert got == [("2026-03-10", "SGK", "150.00"), ("2026-03-20", "ALLIANZ", "0.00")]
+
+
+async def test_a_stale_coverage_change_replayed_after_its_correction_changes_nothing(world: World) -> None:
+    """A change to a payer billing has no plan for, arriving after an invoice it would reprice,
+    dead-letters; staff correct the coverage; replaying the stale change then records it as the
+    older of the two changes that day, so the correction stays in force and nothing is repriced."""
+    pid = await world.patient("SGK")
+    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
+    stale = CoverageChanged(patient_id=pid, payer="ACME", effective_from=date(2026, 3, 1))
+    stale_env = Envelope.wrap(stale, aggregate_id=pid)
+    with pytest.raises(PermanentError, match="'ACME' has no plan"):
+        async with world.db.uow() as uow:
+            await handlers.on_coverage_changed(uow, stale_env, stale)
+    await world.feed(CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 1)),
+                     handlers.on_coverage_changed)  # the correction, made after the stale change  # fmt: skip
+    [inv] = [i for i in await world.invoices(pid) if i["status"] != "void"]
+    assert (inv["payer"], inv["patient_share"]) == ("ALLIANZ", "0.00")
+    before = await world.state()
+    async with world.db.uow() as uow:  # the dead letter, replayed
+        await handlers.on_coverage_changed(uow, stale_env, stale)
+    assert await world.state() == before
 
 
 async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world: World) -> None:

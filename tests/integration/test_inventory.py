@@ -56,9 +56,11 @@ class World:
     db: Database
     patients: FakePatients
 
-    async def item(self, *, chargeable: bool = False, thresholds: dict[str, int] | None = None) -> str:
+    async def item(
+        self, *, chargeable: bool = False, thresholds: dict[str, int] | None = None, unit: str = "piece"
+    ) -> str:
         code = f"T-{uuid.uuid4().hex[:10].upper()}"
-        body = {"code": code, "description": "Test item", "unit": "piece", "chargeable": chargeable,
+        body = {"code": code, "description": "Test item", "unit": unit, "chargeable": chargeable,
                 "thresholds": thresholds or {}}  # fmt: skip
         r = await self.client.post("/inventory/items", json=body, headers=admin())
         assert r.status_code == 201, r.text
@@ -154,7 +156,7 @@ async def test_first_expiring_lots_go_first_and_expired_lots_are_skipped(world: 
 
 
 async def test_receiving_into_an_existing_lot_adds_to_it(world: World) -> None:
-    code = await world.item()
+    code = await world.item(unit="ml")
     first = await world.receive(code, 4, lot="X1", days=20)
     second = await world.receive(code, "2.50", lot="X1", days=20)
     assert first["lot_quantity"] == "4" and second["lot_quantity"] == "6.5" and second["on_hand"] == "6.5"
@@ -228,6 +230,36 @@ async def test_chargeable_items_used_for_a_patient_are_billed_to_them(world: Wor
     assert len(audited) == 2 and {a["action"] for a in audited} == {"create"}
     unknown = await world.consume(billable, 1, reason="patient", patient_id=str(uuid.uuid4()))
     assert unknown.status_code == 422 and "patient" in unknown.json()["detail"]
+
+
+async def test_a_unit_counted_in_whole_things_is_never_split_and_unknown_units_are_refused(world: World) -> None:
+    """Half a piece is neither received nor used (so never billed); measured units take fractions."""
+    r = await world.client.post("/inventory/items", json={"code": "N-WIDGET", "description": "d", "unit": "widget",
+                                                          "chargeable": True}, headers=admin())  # fmt: skip
+    assert r.status_code == 422 and r.json()["field"] == "unit", r.text
+    assert {"piece", "pack", "ml"} <= set(r.json()["valid_values"]) and "widget" not in r.json()["valid_values"]
+    units = (await world.client.get("/inventory/units", headers=nurse())).json()["items"]
+    assert {(u["unit"], u["whole_numbers_only"]) for u in units} >= {("piece", True), ("ml", False)}
+
+    pid = world.patients.add()
+    pieces = await world.item(chargeable=True, unit="Piece")
+    listed = (await world.client.get("/inventory/items", headers=nurse())).json()["items"]
+    assert [x["unit"] for x in listed if x["code"] == pieces] == ["piece"]
+    half = {"item_code": pieces, "location": "WARD-GEN", "lot": "H1", "quantity": "2.5"}
+    r = await world.client.post("/inventory/receipts", json=half, headers=nurse())
+    assert r.status_code == 422 and "cannot be split" in r.json()["detail"], r.text
+    await world.receive(pieces, 3)
+    r = await world.consume(pieces, "0.5", reason="patient", patient_id=str(pid))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert "0.5 piece" in r.json()["detail"]
+    assert (await world.stock(pieces))["on_hand"] == "3"
+    assert await world.events("his.inventory.stock.consumed.v1", item_code=pieces) == []  # nothing to bill
+    assert (await world.consume(pieces, "1.000", reason="patient", patient_id=str(pid))).status_code == 201
+
+    millilitres = await world.item(unit="ml")
+    await world.receive(millilitres, "10.5")
+    assert (await world.consume(millilitres, "2.25")).status_code == 201
+    assert (await world.stock(millilitres))["on_hand"] == "8.25"
 
 
 async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: World) -> None:
@@ -412,6 +444,9 @@ HUGE = "X" * 100_000
         ("/inventory/consumptions", {"backorder": "yes"}),
         ("/inventory/consumptions", {"location": HUGE}),
         ("/inventory/items", {"code": "lower case"}),
+        ("/inventory/items", {"unit": "widget"}),
+        ("/inventory/consumptions", {"quantity": "0.5"}),
+        ("/inventory/receipts", {"quantity": "1.5"}),
         ("/inventory/items", {"description": HUGE}),
         ("/inventory/items", {"chargeable": "maybe"}),
         ("/inventory/items", {"thresholds": {"WARD-GEN": -1}}),

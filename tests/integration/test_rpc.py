@@ -300,6 +300,7 @@ async def test_the_patients_process_serves_grpc_on_its_port_with_its_identity(
         HIS_HTTP_PORT=str(free_port()),
         HIS_GRPC_PORT=str(port),
         HIS_IDENTITY_URL="http://127.0.0.1:9",  # tokens are not used here
+        HIS_BILLING_GRPC="127.0.0.1:9",  # nor payers (checked with billing only when a coverage is given)
         HIS_DATA_DIR=str(tmp_path / "data"),
     )
     proc = ManagedProcess.spawn("patients", [sys.executable, "-m", "his.patients"], env=env)

@@ -20,6 +20,8 @@ from his.billing.domain import (
     InvoiceStatus,
     Line,
     Plan,
+    UnknownPayerError,
+    billable_currencies,
     check_payment,
     check_refund,
     claim_transition,
@@ -110,9 +112,16 @@ def test_rounding_is_half_up_on_the_insurer_share() -> None:
     assert Line("item.X", "supplies", D(3), D("3.335")).total == D("10.01")
 
 
-def test_unknown_payer_or_none_is_self_pay() -> None:
+def test_no_payer_is_self_pay_and_an_unknown_payer_is_never_priced_as_self_pay() -> None:
     plans = {"SGK": SGK, SELF_PAY: SELF}
-    assert plan_for(None, plans) is SELF and plan_for("ACME", plans) is SELF and plan_for("SGK", plans) is SGK
+    assert plan_for(None, plans) is SELF and plan_for("SGK", plans) is SGK
+    with pytest.raises(UnknownPayerError, match="'ACME' has no plan in billing \\(plans: SELF, SGK\\)"):
+        plan_for("ACME", plans)
+
+
+def test_billing_invoices_in_the_currencies_of_its_plans() -> None:
+    plans = {"SGK": SGK, SELF_PAY: SELF, "EU": Plan("EU", all_at("50"), currency="EUR")}
+    assert billable_currencies(plans) == ["EUR", "TRY"]
 
 
 def test_voiding_takes_the_invoice_back_out_of_the_year() -> None:

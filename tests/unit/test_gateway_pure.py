@@ -20,7 +20,9 @@ def test_routes_resolve_with_ids_and_methods() -> None:
     assert resolve("GET", "/api/patients/.") is None
 
 
-def test_only_auth_routes_are_public() -> None:
+def test_only_auth_and_payment_provider_routes_are_public() -> None:
+    """The payment provider's webhook carries its signature (billing verifies it) and the TEST
+    provider's checkout stands for a provider's own site; everything else needs a token."""
     public = {(r.method, r.upstream) for r in ROUTES if r.public}
     assert public == {
         ("POST", "/auth/register"),
@@ -28,6 +30,9 @@ def test_only_auth_routes_are_public() -> None:
         ("POST", "/auth/refresh"),
         ("POST", "/auth/logout"),
         ("GET", "/auth/jwks"),
+        ("POST", "/payments/webhooks/{0}"),
+        ("GET", "/test-payment-provider/checkout/{0}"),
+        ("POST", "/test-payment-provider/checkout/{0}"),
     }
 
 

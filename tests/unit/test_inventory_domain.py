@@ -8,13 +8,19 @@ from decimal import Decimal
 import pytest
 
 from his.inventory.domain import (
+    COUNTED_UNITS,
+    MEASURED_UNITS,
     AlertDecision,
     Lot,
     ShortfallError,
+    UnknownUnitError,
+    UnsplittableQuantityError,
     allocate,
     available,
     check_quantity,
+    check_split,
     fefo_order,
+    known_unit,
     low_stock,
 )
 
@@ -100,3 +106,15 @@ def test_low_stock_hysteresis_states() -> None:
     assert low_stock(Decimal("5.001"), t, True) == AlertDecision(alert=False, low=False)  # above: cleared
     assert low_stock(Decimal(0), None, False) == AlertDecision(alert=False, low=False)  # no threshold
     assert low_stock(Decimal(0), Decimal(0), False) == AlertDecision(alert=True, low=True)
+
+
+def test_units_are_known_ones_and_counted_units_take_whole_numbers_only() -> None:
+    assert known_unit(" Piece ") == "piece" and known_unit("ml") == "ml"
+    with pytest.raises(UnknownUnitError, match="unknown unit 'widget': valid values are ampoule, bag, "):
+        known_unit("widget")
+    assert check_split(Decimal("3.000"), "pack") == Decimal("3.000")
+    assert check_split(Decimal("2.5"), "ml") == Decimal("2.5")
+    for unit in ("piece", "vial", "Stück"):  # a unit recorded before units were checked counts as whole things
+        with pytest.raises(UnsplittableQuantityError, match="cannot be split"):
+            check_split(Decimal("0.5"), unit)
+    assert not set(COUNTED_UNITS) & set(MEASURED_UNITS)

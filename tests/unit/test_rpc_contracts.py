@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from his.billing.api import grpc as billing_grpc
 from his.kernel import rpc
 from his.kernel.config import ServiceSettings
 from his.kernel.pki import spiffe_id
@@ -25,6 +26,13 @@ def test_patients_allowlist_covers_every_method_and_keeps_contact_details_narrow
     assert spiffe_id("billing") in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert spiffe_id("gateway") not in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert allow["/his.patients.v1.PatientDirectory/GetCareBasis"] == {spiffe_id("laboratory"), spiffe_id("scheduling")}
+
+
+def test_billing_terms_are_for_the_services_that_take_a_payer_or_a_price() -> None:
+    (service,) = billing_grpc.services(SimpleNamespace(db=None))  # type: ignore[arg-type]
+    assert service.allowlist() == {
+        "/his.billing.v1.BillingTerms/GetTerms": {spiffe_id("patients"), spiffe_id("admissions")}
+    }
 
 
 def service_allowing(allow: dict[str, list[str]]) -> rpc.RpcService:

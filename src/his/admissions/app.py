@@ -25,15 +25,19 @@ RETRY_AFTER = timedelta(minutes=10)
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.admissions.api.http import router
     from his.admissions.handlers import Directories
+    from his.clients.billing import GrpcBillingTerms
     from his.clients.patients import GrpcPatients
     from his.clients.practitioners import GrpcPractitioners
 
     identity = ctx.settings.workload()
     if identity is None:
-        raise SystemExit("admissions needs a workload identity (HIS_TLS_*) to reach patients and practitioners")
+        raise SystemExit(
+            "admissions needs a workload identity (HIS_TLS_*) to reach patients, practitioners and billing"
+        )
     known = Directories(
         GrpcPatients(ctx.settings.grpc_target("patients"), identity),
         GrpcPractitioners(ctx.settings.grpc_target("practitioners"), identity),
+        GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity),
     )
     return router(ctx, known, timezone=ctx.settings.timezone)
 

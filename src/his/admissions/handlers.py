@@ -34,9 +34,16 @@ from his.admissions.domain import (
     nights_due,
     ward_for_night,
 )
+from his.clients.billing import BillingTermsLookup
 from his.clients.patients import PatientLookup
 from his.clients.practitioners import PractitionerLookup
-from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, PatientTransferred
+from his.events.admissions import (
+    BedChargePosted,
+    PatientAdmitted,
+    PatientDischarged,
+    PatientTransferred,
+    WardUpdated,
+)
 from his.kernel.db import Database, UnitOfWork
 
 log = logging.getLogger("his.admissions")
@@ -85,6 +92,27 @@ async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> uuid.UUI
     return uuid.UUID(str(ward["id"]))
 
 
+async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: dict[str, Any], actor: uuid.UUID) -> dict[str, Any]:
+    """Correct what was entered for a ward (``name``, ``ward_type``, ``daily_rate``, ``currency``;
+    the caller checked the currency with billing). Announces the ward's tariff when anything
+    changed: nights posted from now on carry it, and billing bills at it the nights it could not."""
+    ward = await store.lock_ward(uow.conn, ward_id)
+    if ward is None:
+        raise UnknownError("ward")
+    if "daily_rate" in changes:
+        changes = {**changes, "daily_rate": check_rate(changes["daily_rate"])}
+    changed = {k: v for k, v in changes.items() if v is not None and ward[k] != v}
+    if not changed:
+        return ward
+    row = await store.update_ward(uow.conn, ward_id, changed, actor)
+    uow.add(
+        WardUpdated(ward_id=ward_id, fields=sorted("type" if k == "ward_type" else k for k in changed),
+                    ward_type=row["ward_type"], daily_rate=row["daily_rate"], currency=row["currency"]),
+        aggregate_id=ward_id, aggregate_version=row["version"],
+    )  # fmt: skip
+    return row
+
+
 async def bed_action(uow: UnitOfWork, bed_id: uuid.UUID, action: BedAction) -> dict[str, Any]:
     """Release a cleaned bed, close or open it, put it in isolation (409 when its state forbids)."""
     bed = await store.get_bed(uow.conn, bed_id, lock=True)
@@ -107,10 +135,14 @@ class Admit:
 
 @dataclass(frozen=True)
 class Directories:
-    """Where admissions checks that the ids it records are real (both over gRPC, in parallel)."""
+    """Where admissions checks that what it records is real: patient and practitioner ids (over
+    gRPC, in parallel), and a ward's currency (billing's)."""
 
     patients: PatientLookup
     practitioners: PractitionerLookup
+    #: The currencies billing invoices in, which a ward's rate must be in (None: not reachable,
+    #: so no ward can be created or have its currency changed).
+    billing: BillingTermsLookup | None = None
 
 
 async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:

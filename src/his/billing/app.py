@@ -2,21 +2,57 @@
 
 Billing learns everything from events: patients and their coverage, admissions, and the charges
 of completed appointments, bed nights, resulted lab orders and chargeable stock; cancellations
-void charges. It calls no other service.
+void charges. It calls no other service; it tells patients and admissions over gRPC which payers
+and currencies it can bill (``his.billing.v1.BillingTerms``). Patients pay online through a
+payment provider (the embedded TEST provider by default, ``his.billing.testmode``) whose signed
+confirmation records the payment.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceContext, ServiceDefinition
 
+if TYPE_CHECKING:
+    from his.billing.testmode import TestModeProvider
+    from his.kernel.rpc import RpcService
+
+log = logging.getLogger("his.billing")
+
+
+def payment_provider(ctx: ServiceContext) -> TestModeProvider | None:
+    """The embedded TEST payment provider, when `his up` gave billing its webhook secret and URL."""
+    from his.billing.settings import BillingSettings
+    from his.billing.testmode import TestModeProvider, http_delivery
+
+    s = BillingSettings()
+    if not s.payment_webhook_secret or not s.payment_webhook_url:
+        log.warning("no payment provider: HIS_PAYMENT_WEBHOOK_SECRET and HIS_PAYMENT_WEBHOOK_URL are not both set")
+        return None
+    return TestModeProvider(ctx.db, s.payment_webhook_secret.encode(), http_delivery(s.payment_webhook_url))
+
 
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.billing.api.http import router
+    from his.billing.testmode import checkout_router
 
-    return router(ctx)
+    provider = payment_provider(ctx)
+    api = router(ctx, provider=provider)
+    if provider is not None:
+        api.include_router(checkout_router(provider))
+    return api
+
+
+def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
+    """The TEST provider's retries of confirmations billing did not take yet."""
+    provider = payment_provider(ctx)
+    return {"test-payment-provider": provider.run()} if provider is not None else {}
 
 
 def build() -> ServiceDefinition:
@@ -29,6 +65,7 @@ def build() -> ServiceDefinition:
         ("billing_coverage_changed", "his.patients.coverage.changed.v1", h.on_coverage_changed),
         ("billing_admitted", "his.admissions.admission.admitted.v1", h.on_admitted),
         ("billing_bed_charge_posted", "his.admissions.bed_charge.posted.v1", h.on_bed_charge_posted),
+        ("billing_ward_updated", "his.admissions.ward.updated.v1", h.on_ward_updated),
         # Same stream as the bed nights, after all of them: the admission's invoice is complete.
         ("billing_discharged", "his.admissions.admission.discharged.v1", h.on_discharged),
         ("billing_appointment_completed", "his.scheduling.appointment.completed.v1", h.on_appointment_completed),
@@ -42,5 +79,13 @@ def build() -> ServiceDefinition:
         combine_reads=batch_accesses,
         subscriptions=tuple(Subscription(name, subject, handler) for name, subject, handler in consumed),
         routes=routes,
+        background=background,
+        grpc_services=grpc_services,
         description="Price list, payer plans, charges, invoices, claims, payments.",
     )
+
+
+def grpc_services(ctx: ServiceContext) -> list[RpcService]:
+    from his.billing.api import grpc
+
+    return grpc.services(ctx)

@@ -1,7 +1,7 @@
 """Billing rules: payer plans, invoice arithmetic, invoice and claim states. Pure, no IO.
 
 Money is ``Decimal`` throughout, in the currency's minor unit of 0.01. The rounding rule (see
-docs/adr/0008-billing.md) is the whole of it:
+docs/adr/0010-billing.md) is the whole of it:
 
 1. A line's total is quantity × unit price, rounded to 0.01 half-up.
 2. Per line, in the order the lines are given: an excluded line is the patient's in full. A
@@ -244,8 +244,25 @@ def claim_transition(status: ClaimStatus, action: ClaimAction) -> ClaimStatus:
         raise InvalidTransitionError(f"a {status.value} claim cannot take '{action.value}'") from None
 
 
+class UnknownPayerError(BillingError):
+    """A payer code billing has no plan for: never billed as self-pay in its place."""
+
+    def __init__(self, payer: str, known: list[str]) -> None:
+        super().__init__(f"payer {payer!r} has no plan in billing (plans: {', '.join(known)})")
+        self.payer, self.known = payer, known
+
+
 def plan_for(payer: str | None, plans: dict[str, Plan]) -> Plan:
-    """The plan of a payer code; no payer or an unknown one is self-pay."""
-    if payer is not None and payer in plans:
-        return plans[payer]
-    return plans[SELF_PAY]
+    """The plan of a payer code; no payer is self-pay. A payer billing has no plan for is an
+    ``UnknownPayerError``: pricing it as self-pay would bill the patient for the insurer's share."""
+    if payer is None:
+        return plans[SELF_PAY]
+    if payer not in plans:
+        raise UnknownPayerError(payer, sorted(plans))
+    return plans[payer]
+
+
+def billable_currencies(plans: dict[str, Plan]) -> list[str]:
+    """The currencies billing invoices in: those of its payer plans (a plan's co-pay, deductible
+    and cap are amounts in its currency, so an invoice is priced only under a plan of its own)."""
+    return sorted({p.currency for p in plans.values()})

@@ -2,7 +2,7 @@
 
 Charges come only from events. Each is unique per source line (``charge`` has a unique key on
 source kind, source id and line), so a redelivered or replayed event never charges twice, on top
-of the inbox. Where a charge goes (docs/adr/0008-billing.md):
+of the inbox. Where a charge goes (docs/adr/0010-billing.md):
 
 - a charge whose time falls within one of the patient's admissions goes on that admission's
   invoice, which collects charges as a draft while the patient is in and is issued when the
@@ -42,6 +42,9 @@ from his.billing.domain import (
     ClaimStatus,
     InvoiceStatus,
     Line,
+    Plan,
+    UnknownPayerError,
+    billable_currencies,
     cents,
     check_payment,
     check_refund,
@@ -51,7 +54,7 @@ from his.billing.domain import (
     price,
     unpriced,
 )
-from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
+from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
 from his.events.billing import (
     ClaimAccepted,
     ClaimCreated,
@@ -122,18 +125,46 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> No
 
 
 async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Add to the patient's coverage history; an invoice uses the payer valid on its service date."""
+    """Add to the patient's coverage history; an invoice uses the payer valid on its service date.
+
+    A payer billing has no plan for is recorded too (it is what patients holds), so that nothing
+    of the patient's is priced as self-pay in its place: each invoice that needs it dead-letters
+    until the coverage is corrected. Changes of one day are ordered by when patients made them
+    (the event's time), so a stale change replayed from the DLQ never overrides a later correction.
+    """
     if not isinstance(ev, CoverageChanged):
         raise PermanentError(f"unexpected event {env.type}")
-    await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id)
+    await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id, changed_at=env.time)
     # Invoices already issued for services the new coverage applies to were split under another
     # plan (coverage travels on patients' stream, charges on others: it can arrive after them).
     # Each is voided and reissued under the plan now valid on its service date, payments kept.
     plans = await store.plans(uow.conn)
     for invoice in await store.issued_since(uow.conn, ev.patient_id, ev.effective_from):
-        now_valid = plan_for(await store.payer_on(uow.conn, ev.patient_id, invoice["service_date"]), plans)
+        now_valid = await plan_on(uow, ev.patient_id, invoice["service_date"], plans)
         if now_valid.code != invoice["payer"]:
             await void_and_reissue(uow, invoice)
+
+
+async def plan_on(uow: UnitOfWork, patient_id: uuid.UUID, day: date, plans: dict[str, Plan] | None = None) -> Plan:
+    """The plan of the payer valid for the patient on ``day``; a payer without a plan dead-letters
+    the event being applied (``PermanentError``), to be replayed once the coverage is corrected."""
+    payer = await store.payer_on(uow.conn, patient_id, day)
+    try:
+        return plan_for(payer, plans if plans is not None else await store.plans(uow.conn))
+    except UnknownPayerError as exc:
+        raise PermanentError(
+            f"patient {patient_id}: {exc}; correct the patient's coverage (PATCH /api/patients/{patient_id}),"
+            " then replay this event"
+        ) from None
+
+
+async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Remember a ward's corrected tariff (see ``on_bed_charge_posted``)."""
+    if not isinstance(ev, WardUpdated):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.add_ward_tariff(uow.conn, env.id, {"ward_id": ev.ward_id, "ward_type": ev.ward_type,
+                                                   "daily_rate": ev.daily_rate, "currency": ev.currency,
+                                                   "changed_at": env.time})  # fmt: skip
 
 
 # --- encounters --------------------------------------------------------------------------------
@@ -185,11 +216,21 @@ async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: Event) ->
 
 
 async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """A bed night at the ward's rate (admissions owns the tariff), on its admission's invoice."""
+    """A bed night at the ward's rate (admissions owns the tariff), on its admission's invoice.
+
+    A night posted in a currency billing does not invoice in (a ward entered before currencies
+    were checked) is billed at the ward's tariff as admissions corrected it after the posting;
+    without such a correction it dead-letters, to be replayed once the ward is corrected."""
     if not isinstance(ev, BedChargePosted):
         raise PermanentError(f"unexpected event {env.type}")
     at = datetime.combine(ev.night, time(12), tzinfo=zone())
-    item = Item("night", f"bed.{ev.ward_type}", "bed", Decimal(1), ev.amount, ev.currency)
+    ward_type, amount, currency = ev.ward_type, ev.amount, ev.currency
+    known = billable_currencies(await store.plans(uow.conn))
+    if currency not in known:
+        corrected = await store.ward_tariff_after(uow.conn, ev.ward_id, env.time, known)
+        if corrected is not None:
+            ward_type, amount, currency = corrected["ward_type"], corrected["daily_rate"], corrected["currency"]
+    item = Item("night", f"bed.{ward_type}", "bed", Decimal(1), amount, currency)
     await capture(uow, ev.patient_id, ("bed_charge", ev.charge_id), at, [item], admission=ev.admission_id)
 
 
@@ -254,7 +295,20 @@ async def capture(
         return
     if any(it.currency != items[0].currency for it in items):
         raise PermanentError("the lines of one source are in different currencies")
+    await check_currency(uow, items[0].currency, source_kind)
     await place(uow, enc, new, items[0].currency, bed_night=source_kind == "bed_charge")
+
+
+async def check_currency(uow: UnitOfWork, currency: str, source_kind: str) -> None:
+    """A charge in a currency none of billing's plans is in cannot be invoiced: dead-letter it
+    (before it opens or joins an invoice) rather than price it under a plan of another currency."""
+    known = billable_currencies(await store.plans(uow.conn))
+    if currency not in known:
+        where = "correct the ward's currency (PATCH /api/wards/{id})" if source_kind == "bed_charge" else "correct it"
+        raise PermanentError(
+            f"a {source_kind} charge in {currency}, which billing does not invoice in (currencies: {', '.join(known)});"
+            f" {where}, then replay this event"
+        )
 
 
 async def place(
@@ -295,7 +349,11 @@ async def issue(uow: UnitOfWork, invoice: dict[str, Any]) -> dict[str, Any] | No
     assert enc is not None
     day = day_of(enc["started_at"])  # the encounter's first date: its plan and plan year
     await store.set_service_date(conn, invoice["id"], day)
-    plan = plan_for(await store.payer_on(conn, invoice["patient_id"], day), await store.plans(conn))
+    plan = await plan_on(uow, invoice["patient_id"], day)
+    if plan.currency != invoice["currency"]:
+        raise PermanentError(
+            f"invoice {invoice['id']} is in {invoice['currency']}, plan {plan.code} in {plan.currency}"
+        )
     year = await store.accumulator(conn, invoice["patient_id"], plan.code, day.year)
     priced = price(plan, [Line(c["code"], c["category"], c["quantity"], c["unit_price"]) for c in charges], year)
     await store.write_lines(conn, invoice["id"], [

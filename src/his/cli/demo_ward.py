@@ -1,5 +1,6 @@
 """The ward day of ``his demo``: wards and beds, admissions, lab work, supplies, transfers,
-discharges, housekeeping, and the invoices that follow, split between insurer and patient.
+discharges, housekeeping, and the invoices that follow, split between insurer and patient; the
+billing clerk takes payments at the desk, and one patient pays online through the TEST provider.
 
 Everything goes through the gateway, as the ward's staff would. Invoices are made by billing from
 the events of the other services, so the demo waits for them to appear (with a deadline).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from his.cli.demo import Api, DemoError, Hospital, gather_limited, staff_user
+from his.cli.demo import Api, DemoError, Hospital, gather_limited, login, staff_user
 
 #: (name, type, daily rate in TRY, beds, rooms)
 WARDS = (("General Medicine", "general", "2500.00", 16, 8), ("Intensive Care", "icu", "9000.00", 4, 4),
@@ -31,6 +33,8 @@ WARD_STORE = "WARD-GEN"
 LAB_STORE = "LAB"
 #: How long billing may take to issue the invoices of the discharged patients.
 INVOICE_WAIT_SECONDS = 30.0
+#: The embedded TEST payment provider's card that always succeeds (no money moves).
+TEST_CARD = {"card_number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
 
 
 @dataclass
@@ -57,6 +61,7 @@ async def run_ward_day(h: Hospital, rng: random.Random, tag: str, bar: Progress,
     await _discharge(h, w, rng, bar)
     invoices = await _invoices(w, h.payer_of, bar)
     await _payments(w, invoices, rng)
+    await _online_payment(h, w, tag)
     h.tally.update(w.tally)
     return {"invoices": invoices}
 
@@ -193,10 +198,10 @@ async def _discharge(h: Hospital, w: Ward, rng: random.Random, bar: Progress) ->
     await gather_limited(leaving, discharge, 4, lambda: bar.advance(task))
 
 
-async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress) -> list[dict[str, Any]]:
+async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress | None) -> list[dict[str, Any]]:
     """The invoices of the discharged patients' admissions, once billing has issued them."""
     clerk = w.staff["BILLING"]
-    task = bar.add_task("invoices issued", total=len(w.discharged))
+    task = bar.add_task("invoices issued", total=len(w.discharged)) if bar is not None else None
     found: dict[str, dict[str, Any]] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + INVOICE_WAIT_SECONDS
@@ -208,7 +213,8 @@ async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress) -> list[di
             issued = [i for i in r.json()["items"] if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
             if issued:
                 found[patient] = {**issued[0], "payer_code": payer_of.get(patient, "SELF")}
-                bar.advance(task)
+                if bar is not None and task is not None:
+                    bar.advance(task)
         if len(found) < len(w.discharged):
             await asyncio.sleep(0.5)
     if len(found) < len(w.discharged):
@@ -218,7 +224,8 @@ async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress) -> list[di
 
 
 async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random) -> None:
-    """Half of the patients pay their share at the desk, some in two instalments."""
+    """Half of the patients pay their share at the desk to the billing clerk (cash or card at the
+    desk's terminal), some in two instalments."""
     clerk = w.staff["BILLING"]
     for inv in invoices:
         share = Decimal(inv["patient_share"])
@@ -234,6 +241,40 @@ async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random)
             await clerk.call("POST", f"/api/invoices/{inv['id']}/payments", json=body,
                              extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
             w.tally["payments taken"] += 1
+
+
+async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
+    """A patient with an account of their own stays a night and pays their share online, through
+    the embedded TEST payment provider with its test card: the provider's confirmation, not the
+    patient, marks the invoice paid."""
+    if not h.doctors or not w.wards:
+        return
+    password = secrets.token_urlsafe(18)
+    email = f"portal.{tag}@demo.his.local"
+    anonymous = h.admin.as_user("")
+    r = await anonymous.call("POST", "/api/auth/register", json={"email": email, "password": password,
+                                                                 "full_name": "Portal Patient"})  # fmt: skip
+    body = {"given_name": "Portal", "family_name": f"Patient {tag}", "birth_date": "1984-04-04", "sex": "female",
+            "user_id": r.json()["user_id"], "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
+            "confirm_duplicate": True}  # fmt: skip
+    patient = (await h.reception.call("POST", "/api/patients", json=body)).json()["id"]
+    pid, _ = h.doctors[0]
+    r = await h.reception.call("POST", "/api/admissions", ok=(201, 409),
+                               json={"patient_id": patient, "practitioner_id": pid, "ward_id": w.wards[0]})  # fmt: skip
+    if r.status_code == 409:
+        w.tally["not paid online: no free bed"] += 1
+        return
+    await h.reception.call("POST", f"/api/admissions/{r.json()['id']}/discharge")
+    [invoice] = await _invoices(Ward(w.staff, discharged=[patient]), {patient: "SGK"}, None)
+    me = await login(anonymous, email, password)
+    amount = {"amount": invoice["patient_share"], "currency": invoice["currency"]}
+    r = await me.call("POST", f"/api/invoices/{invoice['id']}/online-payments", json=amount,
+                      extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+    await anonymous.call("POST", r.json()["checkout_url"], json=TEST_CARD)  # the provider's page: no token of ours
+    paid = await me.call("GET", f"/api/invoices/{invoice['id']}")
+    if paid.json()["status"] != "paid":
+        raise DemoError(f"the test provider's confirmation did not mark invoice {invoice['id']} paid")
+    w.tally["paid online (TEST payment provider)"] += 1
 
 
 def render_invoices(console: Console, invoices: list[dict[str, Any]]) -> None:

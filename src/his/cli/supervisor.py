@@ -311,6 +311,9 @@ def plan_children(stack: Stack) -> None:
         env.update(service_settings_env(svc))
         if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
             env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
+        if svc == "billing":  # the embedded TEST payment provider signs its confirmations with this
+            env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
+            env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
         stack.children.append(Child(svc, f"his.{svc}", env, url))
     env = dict(
         base,

@@ -67,3 +67,20 @@ class BedChargePosted(Event):
     night: date
     amount: Decimal
     currency: str
+
+
+@event
+class WardUpdated(Event):
+    """Staff corrected a ward (ADMIN): which fields changed, and the ward's tariff now.
+
+    Nights posted from now on carry the new rate and currency. Billing keeps the corrected tariff:
+    a night posted earlier in a currency billing cannot invoice is billed at it when replayed.
+    """
+
+    type = "his.admissions.ward.updated.v1"
+    ward_id: uuid.UUID
+    #: Names of the changed fields (``name``, ``type``, ``daily_rate``, ``currency``).
+    fields: list[str]
+    ward_type: str
+    daily_rate: Decimal
+    currency: str

@@ -39,7 +39,7 @@ log = logging.getLogger("his.gateway")
 MAX_BODY = 1024 * 1024
 MAX_PAGE = 200
 #: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
-FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent")
+FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent", "payment-signature")
 RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
 
 

@@ -85,6 +85,7 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/wards", "admissions", "/wards"),
     _r("GET", "/api/wards", "admissions", "/wards"),
     _r("GET", "/api/wards/{id}", "admissions", "/wards/{0}"),
+    _r("PATCH", "/api/wards/{id}", "admissions", "/wards/{0}"),
     _r("GET", "/api/beds", "admissions", "/beds"),
     _r("POST", "/api/beds/{id}/{action}", "admissions", "/beds/{0}/{1}"),
     _r("POST", "/api/admissions/charges/run", "admissions", "/admissions/charges/run"),
@@ -104,6 +105,7 @@ ROUTES: tuple[Route, ...] = (
     # inventory
     _r("POST", "/api/inventory/items", "inventory", "/inventory/items"),
     _r("GET", "/api/inventory/items", "inventory", "/inventory/items"),
+    _r("GET", "/api/inventory/units", "inventory", "/inventory/units"),
     _r("GET", "/api/inventory/stock", "inventory", "/inventory/stock"),
     _r("POST", "/api/inventory/receipts", "inventory", "/inventory/receipts"),
     _r("POST", "/api/inventory/consumptions", "inventory", "/inventory/consumptions"),
@@ -120,6 +122,25 @@ ROUTES: tuple[Route, ...] = (
     _r("POST", "/api/invoices/{id}/payments", "billing", "/invoices/{0}/payments"),
     _r("GET", "/api/invoices/{id}/payments", "billing", "/invoices/{0}/payments"),
     _r("POST", "/api/invoices/{id}/refunds", "billing", "/invoices/{0}/refunds"),
+    _r("POST", "/api/invoices/{id}/online-payments", "billing", "/invoices/{0}/online-payments"),
+    _r("GET", "/api/invoices/{id}/online-payments", "billing", "/invoices/{0}/online-payments"),
+    # The payment provider's side: its signature, not a user's token, admits it (billing checks).
+    _r("POST", "/api/payments/webhooks/{provider}", "billing", "/payments/webhooks/{0}", public=True),
+    # The embedded TEST provider's checkout, which a real provider hosts itself.
+    _r(
+        "GET",
+        "/api/test-payment-provider/checkout/{ref}",
+        "billing",
+        "/test-payment-provider/checkout/{0}",
+        public=True,
+    ),
+    _r(
+        "POST",
+        "/api/test-payment-provider/checkout/{ref}",
+        "billing",
+        "/test-payment-provider/checkout/{0}",
+        public=True,
+    ),
     _r("GET", "/api/claims", "billing", "/claims"),
     _r("GET", "/api/claims/{id}", "billing", "/claims/{0}"),
     _r("POST", "/api/claims/{id}/{action}", "billing", "/claims/{0}/{1}"),

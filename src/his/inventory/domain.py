@@ -1,7 +1,8 @@
 """Inventory rules without IO: first-expiring-first allocation, shortfalls, and the low-stock
 alert that fires once per crossing of a threshold.
 
-Quantities are exact decimals in the item's unit. A lot is usable through its expiry date and
+Quantities are exact decimals in the item's unit; a unit counted in whole things (a piece, a
+pack, a vial) takes whole numbers only. A lot is usable through its expiry date and
 expired from the day after; a lot without an expiry date never expires and is used last.
 """
 
@@ -123,6 +124,43 @@ def plain(quantity: Decimal) -> Decimal:
     if quantity == quantity.to_integral_value():
         return quantity.quantize(Decimal(1))
     return quantity.normalize()
+
+
+#: Units counted in whole things: a piece, a pack, a vial cannot be split (half a syringe is not
+#: used, nor billed). Everything counted is listed, so a unit is never guessed to be divisible.
+COUNTED_UNITS = ("ampoule", "bag", "bottle", "box", "capsule", "dose", "kit", "pack", "pair", "piece", "roll",
+                 "sachet", "set", "strip", "tablet", "test", "tube", "vial")  # fmt: skip
+#: Units measured in amounts, where a fraction is a real quantity (2.5 ml).
+MEASURED_UNITS = ("cm", "g", "kg", "l", "m", "mg", "ml")
+UNITS = tuple(sorted(COUNTED_UNITS + MEASURED_UNITS))
+
+
+class UnknownUnitError(ValueError):
+    """A unit the hospital does not know; the message names the ones it does."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__(f"unknown unit {unit!r}: valid values are {', '.join(UNITS)}")
+        self.unit = unit
+
+
+class UnsplittableQuantityError(ValueError):
+    """A fraction of a unit counted in whole things."""
+
+
+def known_unit(unit: str) -> str:
+    """The unit as the hospital spells it (lower case), or ``UnknownUnitError``."""
+    spelled = unit.strip().lower()
+    if spelled not in UNITS:
+        raise UnknownUnitError(unit)
+    return spelled
+
+
+def check_split(quantity: Decimal, unit: str) -> Decimal:
+    """A quantity of ``unit``: whole for counted units. A unit recorded before units were checked
+    and not in the list is taken as counted (a fraction of it is refused, never assumed)."""
+    if unit.strip().lower() in MEASURED_UNITS or quantity == quantity.to_integral_value():
+        return quantity
+    raise UnsplittableQuantityError(f"{plain(quantity)} {unit}: a {unit} cannot be split; use a whole number")
 
 
 def check_quantity(quantity: Decimal) -> Decimal:

@@ -19,7 +19,18 @@ from zoneinfo import ZoneInfo
 from his.events.inventory import LowStockAlerted, StockBackordered, StockConsumed, StockReceived
 from his.events.laboratory import LabOrderResulted
 from his.inventory import store
-from his.inventory.domain import LAB, Reason, ShortfallError, Take, allocate, check_quantity, low_stock, plain
+from his.inventory.domain import (
+    LAB,
+    Reason,
+    ShortfallError,
+    Take,
+    allocate,
+    check_quantity,
+    check_split,
+    known_unit,
+    low_stock,
+    plain,
+)
 from his.kernel.consumer import Handler, PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -118,7 +129,9 @@ class _Place:
 
 
 async def create_item(uow: UnitOfWork, item: NewItem) -> dict[str, Any]:
-    row = {"code": item.code, "description": item.description, "unit": item.unit, "chargeable": item.chargeable}
+    """Define an item; its unit must be one the hospital knows (``UnknownUnitError``)."""
+    row = {"code": item.code, "description": item.description, "unit": known_unit(item.unit),
+           "chargeable": item.chargeable}  # fmt: skip
     await store.insert_item(uow.conn, row, item.thresholds)
     saved = await store.get_item(uow.conn, item.code)
     assert saved is not None
@@ -128,8 +141,10 @@ async def create_item(uow: UnitOfWork, item: NewItem) -> dict[str, Any]:
 async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) -> dict[str, Any]:
     """Receive a lot into a location (adding to the lot if it is already there)."""
     r = replace(r, quantity=plain(check_quantity(r.quantity)))
-    if await store.get_item(uow.conn, r.item_code) is None:
+    item = await store.get_item(uow.conn, r.item_code)
+    if item is None:
         raise UnknownItemError(r.item_code)
+    check_split(r.quantity, item["unit"])
     if r.expires_on is not None and r.expires_on < today:
         raise ExpiredLotError(f"lot {r.lot} expired on {r.expires_on.isoformat()}")
     place = _Place(uow, await store.lock_place(uow.conn, r.item_code, r.location, create=True), r.item_code, r.location)
@@ -150,6 +165,7 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
     item = await store.get_item(uow.conn, c.item_code)
     if item is None:
         raise UnknownItemError(c.item_code)
+    check_split(c.quantity, item["unit"])
     place = _Place(uow, await store.lock_place(uow.conn, c.item_code, c.location, create=False), c.item_code,
                    c.location)  # fmt: skip
     lots = await store.lots_for_use(uow.conn, c.item_code, c.location, today) if place.exists else []

@@ -22,7 +22,13 @@ def build() -> ServiceDefinition:
         cipher = FieldCipher([parse_key(k) for k in settings.records_keys.split(",") if k.strip()])
 
     def routes(ctx: ServiceContext) -> APIRouter:
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher)
+        from his.clients.billing import GrpcBillingTerms
+
+        identity = ctx.settings.workload()
+        if identity is None:
+            raise SystemExit("patients needs a workload identity (HIS_TLS_*) to check payers with billing")
+        payers = GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity)
+        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher, payers=payers)
 
     return ServiceDefinition(
         name="patients",

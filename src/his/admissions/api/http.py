@@ -27,6 +27,7 @@ from his.admissions.domain import (
     InvalidTransitionError,
     InvalidWardError,
 )
+from his.clients.billing import UnknownValueError, known_currency
 from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -52,6 +53,16 @@ class NewWard(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$", max_length=3)
     beds: int = Field(ge=1, le=MAX_BEDS_PER_WARD)
     rooms: int | None = Field(default=None, ge=1, le=MAX_BEDS_PER_WARD)
+
+
+class WardChanges(BaseModel):
+    """What may be corrected on a ward; fields left out stay as they are (beds are not changed here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    type: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$", max_length=32)
+    daily_rate: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", max_length=3)
 
 
 class NewAdmission(BaseModel):
@@ -107,13 +118,25 @@ def router(
         require(who, *roles)
         return who
 
+    async def billable(currency: str) -> None:
+        """A ward's rate is in a currency billing invoices in, or the request is a 422 naming them:
+        its nights would otherwise be charged and never billed."""
+        if known.billing is None:
+            raise HTTPException(503, "currencies cannot be checked: billing is not reachable from admissions")
+        try:
+            known_currency(await known.billing.terms(), currency)
+        except UnknownValueError as exc:
+            raise exc.problem() from None
+
     # --- wards and beds --------------------------------------------------------------------------
 
     @r.post("/wards", status_code=201, response_model=Created)
     async def create_ward(body: NewWard, request: Request) -> Created:
         """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
-        (ADMIN). Beds are labelled by room, e.g. ``R1-B2``."""
+        (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
+        is a 422 naming the valid ones."""
         who = await signed_in(request, ("ADMIN",))
+        await billable(body.currency)
         spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
         try:
             async with ctx.db.uow() as uow:
@@ -121,6 +144,27 @@ def router(
         except InvalidWardError as exc:
             raise HTTPException(422, str(exc)) from None
         return Created(id=ward_id)
+
+    @r.patch("/wards/{ward_id}")
+    async def correct_ward(ward_id: uuid.UUID, body: WardChanges, request: Request) -> dict[str, Any]:
+        """Correct what was entered for a ward: name, type, daily rate, currency (ADMIN). Nights
+        posted from now on carry the new rate and currency; publishes
+        ``his.admissions.ward.updated.v1`` when anything changed. A currency billing does not
+        invoice in is a 422 naming the valid ones."""
+        who = await signed_in(request, ("ADMIN",))
+        if body.currency is not None:
+            await billable(body.currency)
+        changes = {"name": body.name, "ward_type": body.type, "daily_rate": body.daily_rate, "currency": body.currency}
+        try:
+            async with ctx.db.uow() as uow:
+                ward = await handlers.update_ward(uow, ward_id, changes, uuid.UUID(who.subject))
+        except handlers.UnknownError:
+            raise HTTPException(404, "ward not found") from None
+        except InvalidWardError as exc:
+            raise HTTPException(422, str(exc)) from None
+        async with ctx.db.pool.acquire() as conn:
+            counts = await store.bed_counts(conn, [ward_id])
+        return store.ward_json(ward, counts[ward_id])
 
     @r.get("/wards")
     async def list_wards(request: Request) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from his.kernel.db import Connection
 ADMISSION_COLUMNS = """id, patient_id, practitioner_id, ward_id, bed_id, status, admitted_at, discharged_at,
                        admitted_by, discharged_by, version"""
 BED_COLUMNS = "b.id, b.ward_id, b.room_id, r.label AS room, b.label, b.state, b.version, b.updated_at"
-WARD_COLUMNS = "id, name, ward_type, daily_rate, currency, created_at"
+WARD_COLUMNS = "id, name, ward_type, daily_rate, currency, created_at, version, updated_at"
 
 
 class AlreadyAdmittedError(Exception):
@@ -45,6 +45,27 @@ async def insert_ward(conn: Connection, ward: dict[str, Any], beds: list[tuple[s
 async def get_ward(conn: Connection, ward_id: uuid.UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {WARD_COLUMNS} FROM ward WHERE id = $1", ward_id)
     return dict(row) if row else None
+
+
+async def lock_ward(conn: Connection, ward_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {WARD_COLUMNS} FROM ward WHERE id = $1 FOR UPDATE", ward_id)
+    return dict(row) if row else None
+
+
+async def update_ward(
+    conn: Connection, ward_id: uuid.UUID, changes: dict[str, Any], actor: uuid.UUID
+) -> dict[str, Any]:
+    """Apply corrected ward fields (``name``, ``ward_type``, ``daily_rate``, ``currency``); bumps its version."""
+    row = await conn.fetchrow(
+        f"""UPDATE ward SET name = COALESCE($2, name), ward_type = COALESCE($3, ward_type),
+                   daily_rate = COALESCE($4, daily_rate), currency = COALESCE($5, currency),
+                   version = version + 1, updated_at = now(), updated_by = $6
+            WHERE id = $1 RETURNING {WARD_COLUMNS}""",
+        ward_id, changes.get("name"), changes.get("ward_type"), changes.get("daily_rate"), changes.get("currency"),
+        actor,
+    )  # fmt: skip
+    assert row is not None
+    return dict(row)
 
 
 async def wards(conn: Connection, limit: int = 500) -> list[dict[str, Any]]:
@@ -267,6 +288,7 @@ def ward_json(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
         "currency": row["currency"],
         "beds": {"total": sum(counts.values()), **counts},
         "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
     }
 
 

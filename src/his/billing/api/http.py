@@ -1,14 +1,18 @@
 """Internal HTTP API of the billing service (reached through the gateway).
 
-Every route re-verifies the caller's token. A patient reads and pays only the invoices of the
-patient record linked to their own account (any other id answers 404); BILLING and ADMIN see
-all. Charges, invoices, claims and payments are a patient's data: reading or changing them is
-audited. Money is a decimal string with its currency.
+Every route re-verifies the caller's token, except the payment provider's webhook, which carries
+the provider's signature instead. A patient reads only the invoices of the patient record linked
+to their own account (any other id answers 404), and pays them online through the payment
+provider; BILLING records payments taken at a desk; BILLING and ADMIN see all. Charges,
+invoices, claims and payments are a patient's data: reading or changing them is audited. Money
+is a decimal string with its currency.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -16,10 +20,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.billing import handlers, store
+from his.billing import handlers, online, store
 from his.billing.domain import BillingError, ClaimAction, InvalidTransitionError
+from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
+from his.billing.store import online as online_store
 from his.events.audit import Action as AuditAction
-from his.events.audit import BillingRecordAccessed, record_access
+from his.events.audit import BillingRecordAccessed, record_access, record_workload_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
 from his.kernel.problems import HTTPException
@@ -53,6 +59,17 @@ class MoneyIn(BaseModel):
     method: Literal["cash", "card", "bank_transfer", "online"]
 
 
+#: How money is taken at a desk (card: the desk's terminal). Online money comes only from the
+#: payment provider's confirmation.
+DESK_METHODS = ("cash", "card", "bank_transfer")
+
+
+class OnlineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Amount
+    currency: Currency
+
+
 def money(x: Decimal | None) -> str | None:
     return None if x is None else str(x)
 
@@ -62,7 +79,13 @@ def quantity(x: Decimal) -> str:
     return format(x.normalize(), "f")
 
 
-def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
+def router(
+    ctx: ServiceContext,
+    verifier: TokenVerifier | None = None,
+    provider: PaymentProvider | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
     r = APIRouter(tags=["billing"])
     tokens = verifier or jwks_verifier()
 
@@ -197,17 +220,26 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
             audit(uow, who, row["patient_id"], "read", "payment")
         return {"items": [handlers.payment_json(x) for x in rows]}
 
+    def idempotency(key: str | None) -> None:
+        if key is None or not key.strip():
+            raise HTTPException(400, "the Idempotency-Key header is required")
+        if len(key) > 255:
+            raise HTTPException(400, "the Idempotency-Key is at most 255 characters")
+
     async def take(
         kind: str, invoice_id: uuid.UUID, body: MoneyIn, request: Request, key: str | None, *, roles: tuple[str, ...]
     ) -> Response:
         who = await authenticate(request, tokens)
         row = await invoice_for(who, invoice_id)
-        if not who.has_any(*roles) and not (kind == "payment" and await owns(who, row["patient_id"])):
+        if not who.has_any(*roles):
+            if kind == "payment" and await owns(who, row["patient_id"]):
+                raise HTTPException(403, f"patients pay online: POST /api/invoices/{invoice_id}/online-payments")
             raise HTTPException(403, f"not allowed to record a {kind}")
-        if key is None or not key.strip():
-            raise HTTPException(400, "the Idempotency-Key header is required")
-        if len(key) > 255:
-            raise HTTPException(400, "the Idempotency-Key is at most 255 characters")
+        idempotency(key)
+        if kind == "payment" and body.method not in DESK_METHODS:
+            raise HTTPException(422, f"a desk payment is one of {', '.join(DESK_METHODS)}; online payments are "
+                                     "recorded by the payment provider's confirmation")  # fmt: skip
+        assert key is not None
         m = handlers.Money(kind, invoice_id, body.amount, body.currency, body.method)
         try:
             async with ctx.db.uow() as uow:
@@ -228,10 +260,89 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         request: Request,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
-        """Pay (part of) the patient's share (the patient themself, BILLING). Needs an
-        ``Idempotency-Key``: the same key and body answer the same again; another body → 409.
-        The amount is > 0, in the invoice currency, at most the outstanding share (else 422)."""
+        """Record money taken at a desk for (part of) the patient's share (BILLING): cash, card at
+        the desk's terminal or bank transfer. Needs an ``Idempotency-Key``: the same key and body
+        answer the same again; another body → 409. The amount is > 0, in the invoice currency, at
+        most the outstanding share (else 422). Patients pay online (``/online-payments``)."""
         return await take("payment", invoice_id, body, request, idempotency_key, roles=("BILLING",))
+
+    @r.post("/invoices/{invoice_id}/online-payments", status_code=201)
+    async def pay_online(
+        invoice_id: uuid.UUID,
+        body: OnlineIn,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Open an online payment of (part of) the patient's share with the payment provider (the
+        patient themself), with an ``Idempotency-Key``. Answers the pending payment and the
+        provider's ``checkout_url``, where the patient pays; the invoice is paid only when the
+        provider confirms (``test_mode: true``: the embedded TEST provider, no money moves)."""
+        who = await authenticate(request, tokens)
+        row = await invoice_for(who, invoice_id)
+        if not await owns(who, row["patient_id"]):
+            raise HTTPException(403, "only the patient pays online; BILLING records desk payments")
+        idempotency(idempotency_key)
+        assert idempotency_key is not None
+        if provider is None:
+            raise HTTPException(503, "no payment provider is configured")
+        m = online.OnlinePayment(invoice_id, body.amount, body.currency, provider.name)
+
+        def audited(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
+            audit(uow, who, invoice["patient_id"], "create", "payment_intent")
+
+        try:
+            answer = await online.open_payment(ctx.db, provider, uuid.UUID(who.subject), idempotency_key, m,
+                                               also=audited)  # fmt: skip
+        except BillingError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except handlers.ConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
+        headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+        return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
+
+    @r.get("/invoices/{invoice_id}/online-payments")
+    async def online_payments(invoice_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        """The online payments opened on an invoice and whether the provider confirmed them (its
+        patient, BILLING, ADMIN)."""
+        who = await authenticate(request, tokens)
+        row = await invoice_for(who, invoice_id)
+        async with ctx.db.read() as uow:
+            rows = await online_store.intents_of(uow.conn, invoice_id)
+            audit(uow, who, row["patient_id"], "read", "payment_intent")
+        testing = provider.name if provider is not None and provider.test_mode else None
+        return {"items": [online.intent_json(x, test_mode=x["provider"] == testing) for x in rows]}
+
+    @r.post("/payments/webhooks/{provider_name}")
+    async def provider_webhook(provider_name: str, request: Request) -> dict[str, Any]:
+        """The payment provider's confirmation that it received a payment (the provider, not a
+        user: its ``Payment-Signature`` is verified instead of a token). A forged, altered or
+        stale signature is 401; the same signed delivery again is 409; the same event signed
+        afresh (a provider's retry) answers ``already_applied`` and changes nothing."""
+        if provider is None or provider_name != provider.name:
+            raise HTTPException(404, "no such payment provider")
+        body = await request.body()
+        try:
+            confirmation = provider.verify(body, request.headers, clock())
+        except SignatureError as exc:
+            raise HTTPException(401, str(exc)) from None
+        except MalformedConfirmationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        actor = f"spiffe://his.local/payment-provider/{provider.name}"
+
+        def audited(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
+            record_workload_access(uow, BillingRecordAccessed, actor, patient_id=invoice["patient_id"],
+                                   action="create", resource="payment", purpose="billing")  # fmt: skip
+
+        try:
+            async with ctx.db.uow() as uow:
+                applied = await online.confirm(uow, confirmation, also=audited)
+        except online.ReplayError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except handlers.UnknownError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except BillingError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"status": "applied" if applied else "already_applied", "event_id": confirmation.event_id}
 
     @r.post("/invoices/{invoice_id}/refunds", status_code=201)
     async def refund(

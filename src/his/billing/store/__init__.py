@@ -115,23 +115,48 @@ async def patients_of_account(conn: Connection, account_id: uuid.UUID) -> list[u
 
 
 async def add_coverage(
-    conn: Connection, patient_id: uuid.UUID, payer: str | None, effective_from: date, event_id: uuid.UUID
-) -> None:
+    conn: Connection, patient_id: uuid.UUID, payer: str | None, effective_from: date, event_id: uuid.UUID, *,
+    changed_at: datetime,
+) -> None:  # fmt: skip
     await conn.execute(
-        """INSERT INTO coverage (patient_id, payer, effective_from, event_id) VALUES ($1, $2, $3, $4)
+        """INSERT INTO coverage (patient_id, payer, effective_from, event_id, changed_at) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (event_id) DO NOTHING""",
-        patient_id, payer, effective_from, event_id,
+        patient_id, payer, effective_from, event_id, changed_at,
     )  # fmt: skip
 
 
 async def payer_on(conn: Connection, patient_id: uuid.UUID, day: date) -> str | None:
-    """The payer code valid on ``day`` (the latest change effective by then); None: self-pay."""
+    """The payer code valid on ``day``: of the changes effective by then, the latest effective,
+    and of those the one patients made last; None: self-pay."""
     payer: str | None = await conn.fetchval(
         """SELECT payer FROM coverage WHERE patient_id = $1 AND effective_from <= $2
-           ORDER BY effective_from DESC, id DESC LIMIT 1""",
+           ORDER BY effective_from DESC, changed_at DESC, id DESC LIMIT 1""",
         patient_id, day,
     )  # fmt: skip
     return payer
+
+
+async def add_ward_tariff(conn: Connection, event_id: uuid.UUID, tariff: dict[str, Any]) -> None:
+    """Remember a ward's corrected tariff: ``ward_id``, ``ward_type``, ``daily_rate``, ``currency``, ``changed_at``."""
+    await conn.execute(
+        """INSERT INTO ward_tariff (event_id, ward_id, ward_type, daily_rate, currency, changed_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
+        event_id, tariff["ward_id"], tariff["ward_type"], tariff["daily_rate"], tariff["currency"],
+        tariff["changed_at"],
+    )  # fmt: skip
+
+
+async def ward_tariff_after(
+    conn: Connection, ward_id: uuid.UUID, after: datetime, currencies: list[str]
+) -> dict[str, Any] | None:
+    """The ward's latest tariff corrected after ``after`` into one of ``currencies``, if any."""
+    row = await conn.fetchrow(
+        """SELECT ward_type, daily_rate, currency FROM ward_tariff
+           WHERE ward_id = $1 AND changed_at > $2 AND currency = ANY($3::text[])
+           ORDER BY changed_at DESC LIMIT 1""",
+        ward_id, after, currencies,
+    )  # fmt: skip
+    return dict(row) if row else None
 
 
 # --- encounters --------------------------------------------------------------------------------
@@ -448,10 +473,11 @@ async def claims(conn: Connection, status: str | None, payer: str | None, limit:
 
 async def insert_payment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     saved = await conn.fetchrow(
-        """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+        """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by, provider,
+                                intent_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
         row["id"], row["invoice_id"], row["patient_id"], row["kind"], row["amount"], row["currency"], row["method"],
-        row["created_by"],
+        row["created_by"], row.get("provider"), row.get("intent_id"),
     )  # fmt: skip
     assert saved is not None
     return dict(saved)

@@ -23,7 +23,19 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from his.clients.patients import PatientLookup
 from his.events.audit import InventoryRecordAccessed, record_access
 from his.inventory import handlers, store
-from his.inventory.domain import ITEM_CODE, LOCATION, MAX_QUANTITY, Reason, ShortfallError, is_expired, plain
+from his.inventory.domain import (
+    COUNTED_UNITS,
+    ITEM_CODE,
+    LOCATION,
+    MAX_QUANTITY,
+    UNITS,
+    Reason,
+    ShortfallError,
+    UnknownUnitError,
+    UnsplittableQuantityError,
+    is_expired,
+    plain,
+)
 from his.inventory.domain import Lot as LotState
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.problems import HTTPException, ProblemError
@@ -120,7 +132,8 @@ def router(
     @r.post("/inventory/items", status_code=201)
     async def create_item(body: NewItem, request: Request) -> dict[str, Any]:
         """Define an item with its unit, whether it is billed to the patient, and low-stock
-        thresholds per location (ADMIN). 409 if the code exists."""
+        thresholds per location (ADMIN). 409 if the code exists; a unit the hospital does not know
+        is a 422 naming the valid ones (``GET /api/inventory/units``)."""
         require(await authenticate(request, tokens), *ITEM_ADMINS)
         item = handlers.NewItem(body.code, body.description, body.unit, body.chargeable, dict(body.thresholds))
         try:
@@ -128,7 +141,15 @@ def router(
                 row = await handlers.create_item(uow, item)
         except store.DuplicateItemError:
             raise HTTPException(409, f"item {body.code} already exists") from None
+        except UnknownUnitError as exc:
+            raise ProblemError(422, str(exc), field="unit", valid_values=list(UNITS)) from None
         return {**_item_json(row), "thresholds": {k: qty(v) for k, v in body.thresholds.items()}}
+
+    @r.get("/inventory/units")
+    async def units(request: Request) -> dict[str, Any]:
+        """The units an item may be kept in: counted ones take whole quantities only (staff)."""
+        require(await authenticate(request, tokens), *STAFF)
+        return {"items": [{"unit": u, "whole_numbers_only": u in COUNTED_UNITS} for u in UNITS]}
 
     @r.get("/inventory/items")
     async def items(request: Request) -> dict[str, Any]:
@@ -150,7 +171,7 @@ def router(
                 row = await handlers.receive(uow, receipt, uuid.UUID(who.subject), today())
         except handlers.UnknownItemError:
             raise HTTPException(422, f"unknown item_code {body.item_code}") from None
-        except handlers.ExpiredLotError as exc:
+        except (handlers.ExpiredLotError, UnsplittableQuantityError) as exc:
             raise HTTPException(422, str(exc)) from None
         return {
             "id": str(row["id"]), "item_code": row["item_code"], "location": row["location"], "lot": row["lot"],
@@ -178,6 +199,8 @@ def router(
                                   resource="inventory/consumption", purpose="care")  # fmt: skip
         except handlers.UnknownItemError:
             raise HTTPException(422, f"unknown item_code {body.item_code}") from None
+        except UnsplittableQuantityError as exc:
+            raise HTTPException(422, str(exc)) from None
         except ShortfallError as exc:
             raise ProblemError(
                 409, f"not enough {body.item_code} at {body.location}: {qty(exc.available)} available "

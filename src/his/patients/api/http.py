@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.clients.billing import BillingTermsLookup, UnknownValueError, known_payer
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
 from his.kernel.crypto import FieldCipher
@@ -85,10 +86,24 @@ def router(
     clock: Clock = utc_now,
     emergency_minutes: float = 60.0,
     cipher: FieldCipher | None = None,
+    payers: BillingTermsLookup | None = None,
 ) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
     caller = guard.caller
+
+    async def checked(coverage: Coverage | None) -> Coverage | None:
+        """The coverage with its payer as billing spells it; a payer billing has no plan for is a
+        422 naming the plans (billing owns them: it would bill such a patient as nobody's)."""
+        if coverage is None:
+            return None
+        if payers is None:
+            raise HTTPException(503, "payer plans cannot be checked: billing is not reachable from patients")
+        try:
+            payer = known_payer(await payers.terms(), coverage.payer)
+        except UnknownValueError as exc:
+            raise exc.problem() from None
+        return Coverage(payer=payer, member_id=coverage.member_id)
 
     async def duplicates(uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, Any]]:
         """Likely duplicates of the patient being registered; each one shown is an audited read."""
@@ -104,10 +119,12 @@ def router(
 
     @r.post("", status_code=201, response_model=Registered, responses={409: {"description": "likely duplicates"}})
     async def register(body: RegisterPatient, request: Request) -> Registered:
-        """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``."""
+        """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``.
+        A ``coverage.payer`` billing has no plan for is a 422 naming the valid payers (``GET /api/payers``)."""
         who = await caller(request)
         require(who, *REGISTRARS)
-        coverage = (body.coverage.payer, body.coverage.member_id) if body.coverage else None
+        given = await checked(body.coverage)
+        coverage = (given.payer, given.member_id) if given else None
         cmd = NewPatient(
             body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, body.user_id, coverage
         )
@@ -200,9 +217,13 @@ def router(
     @r.patch("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
     async def update(patient_id: uuid.UUID, body: UpdatePatient, request: Request) -> Any:
         """Change a patient's master data (RECEPTIONIST, ADMIN); a patient may change their own
-        e-mail and phone. Publishes ``his.patients.patient.updated.v1`` naming the changed fields."""
+        e-mail and phone. Publishes ``his.patients.patient.updated.v1`` naming the changed fields, and
+        ``his.patients.coverage.changed.v1`` when the coverage's payer changes (billing reprices from it).
+        A payer billing has no plan for is a 422 naming the valid payers."""
         who = await caller(request)
         fields = body.model_fields_set
+        if "coverage" in fields and body.coverage is not None:
+            body = body.model_copy(update={"coverage": await checked(body.coverage)})
         async with ctx.db.uow() as uow:
             row, access = await guard.open(uow, who, patient_id, resource="patient", action="update")
             owner = access.allowed and access.purpose.value == "own_record"

@@ -1,0 +1,163 @@
+"""Use cases of online payments: a patient opens a payment with the payment provider; only the
+provider's confirmation records the money as received (``his.billing.payments``).
+
+Opening is idempotent like a desk payment: the ``Idempotency-Key`` is unique per caller, the
+first request stores its answer and the same key and request get it again (another request under
+the key: 409). The intent's id is derived from the caller and the key, and is the provider's own
+idempotency key, so a retry after a lost answer opens nothing new at the provider either. The
+provider is called before billing's transaction opens (no transaction waits on the network).
+
+A confirmation is applied once: a signed delivery seen before is a replay (refused); an event
+the provider sends again (signed afresh) finds its event id recorded and changes nothing; an
+intent makes at most one payment (``payment.intent_id`` is unique). The amount and currency
+must be the intent's. Money received is recorded even when it now exceeds what is owed (a desk
+payment came first, or the invoice was voided meanwhile): it was taken, and is refunded from
+there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from his.billing import store
+from his.billing.domain import BillingError, InvoiceStatus, check_payment, payment_status
+from his.billing.handlers import Answer, ConflictError, UnknownError
+from his.billing.payments import Confirmation, PaymentProvider
+from his.billing.store import online as online_store
+from his.events.billing import PaymentReceived
+from his.kernel.db import Database, UnitOfWork
+
+#: Namespace of intent ids (UUIDv5 of the caller and their idempotency key).
+INTENT_NAMESPACE = uuid.UUID("6f1c2a5e-93b4-4d0e-9a55-0c3f6a1b2d70")
+
+#: Called inside the transaction that opens or confirms a payment, with the invoice (to audit it).
+Also = Callable[[UnitOfWork, dict[str, Any]], None] | None
+
+
+class ReplayError(Exception):
+    """This signed confirmation was delivered before: a replay, refused."""
+
+
+class MismatchError(BillingError):
+    """The confirmation's amount or currency is not the intent's."""
+
+
+@dataclass(frozen=True)
+class OnlinePayment:
+    invoice_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    provider: str
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(["online", str(self.invoice_id), str(self.amount.normalize()), self.currency,
+                                self.provider])  # fmt: skip
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def intent_id(actor: uuid.UUID, key: str) -> uuid.UUID:
+    return uuid.uuid5(INTENT_NAMESPACE, f"{actor}\n{key}")
+
+
+def _payable(invoice: dict[str, Any] | None, p: OnlinePayment) -> dict[str, Any]:
+    if invoice is None:
+        raise UnknownError("invoice not found")
+    if invoice["status"] in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        raise ConflictError(f"a {invoice['status']} invoice takes no payments")
+    check_payment(p.amount, p.currency, invoice["currency"], invoice["patient_share"] - invoice["paid"])
+    return invoice
+
+
+async def _stored(conn: Any, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
+    stored = await store.stored_response(conn, actor, key)
+    if stored is None:
+        return None
+    if stored["request_hash"] != p.fingerprint():
+        raise ConflictError("this Idempotency-Key was used for a different request")
+    return Answer(stored["response_status"], stored["response_body"], replayed=True)
+
+
+async def open_payment(
+    db: Database, provider: PaymentProvider, actor: uuid.UUID, key: str, p: OnlinePayment, *, also: Also = None
+) -> Answer:
+    """Open an online payment of (part of) what the patient owes; answers the intent with the
+    provider's checkout. ``BillingError`` (422) for an amount that cannot be paid, ``ConflictError``
+    (409) for a key reused or an invoice that takes no payments."""
+    async with db.pool.acquire() as conn:
+        if (answer := await _stored(conn, actor, key, p)) is not None:
+            return answer
+        _payable(await store.get_invoice(conn, p.invoice_id), p)
+    iid = intent_id(actor, key)
+    try:
+        checkout = await provider.start(iid, p.amount, p.currency)
+    except ValueError as exc:  # the provider has this intent with another amount: the key was reused
+        raise ConflictError(str(exc)) from None
+    async with db.uow() as uow:
+        if not await store.claim_key(uow.conn, actor, key, p.fingerprint()):
+            answer = await _stored(uow.conn, actor, key, p)
+            assert answer is not None
+            return answer
+        invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
+        row = await online_store.insert_intent(uow.conn, {
+            "id": iid, "invoice_id": p.invoice_id, "patient_id": invoice["patient_id"], "amount": p.amount,
+            "currency": p.currency, "provider": checkout.provider, "provider_ref": checkout.reference,
+            "checkout_url": checkout.url, "created_by": actor,
+        })  # fmt: skip
+        body = json.dumps(intent_json(row, test_mode=checkout.test_mode))
+        await store.store_response(uow.conn, actor, key, 201, body)
+        if also is not None:
+            also(uow, invoice)
+    return Answer(201, body, replayed=False)
+
+
+async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
+    """Apply a provider's verified confirmation: record the payment once. True if it was applied
+    now, False if this event was applied before. ``ReplayError``, ``UnknownError`` (no intent
+    with this reference), ``MismatchError``."""
+    conn = uow.conn
+    if not await online_store.record_delivery(conn, c.provider, c.delivery):
+        raise ReplayError("this confirmation was delivered before")
+    intent = await online_store.intent_by_reference(conn, c.provider, c.reference)
+    if intent is None:
+        raise UnknownError("no payment was opened with this reference")
+    if (c.amount, c.currency) != (intent["amount"], intent["currency"]):
+        raise MismatchError(f"the payment was opened for {intent['amount']} {intent['currency']}")
+    if not await online_store.record_event(conn, c.provider, c.event_id, intent["id"]):
+        return False
+    if intent["status"] == "succeeded":  # confirmed before under another event id
+        return False
+    invoice = await store.get_invoice(conn, intent["invoice_id"], lock=True)
+    assert invoice is not None
+    paid = invoice["paid"] + c.amount
+    status = invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"],
+                                                                                               paid)  # fmt: skip
+    await store.set_paid(conn, invoice["id"], paid, status)
+    row = await store.insert_payment(conn, {
+        "id": uuid.uuid4(), "invoice_id": invoice["id"], "patient_id": invoice["patient_id"], "kind": "payment",
+        "amount": c.amount, "currency": c.currency, "method": "online", "created_by": intent["created_by"],
+        "provider": c.provider, "intent_id": intent["id"],
+    })  # fmt: skip
+    await online_store.mark_succeeded(conn, intent["id"])
+    uow.add(
+        PaymentReceived(payment_id=row["id"], invoice_id=invoice["id"], patient_id=invoice["patient_id"],
+                        amount=c.amount, currency=c.currency, method="online", invoice_status=str(status)),
+        aggregate_id=invoice["id"],
+    )  # fmt: skip
+    if also is not None:
+        also(uow, invoice)
+    return True
+
+
+def intent_json(row: dict[str, Any], *, test_mode: bool) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]), "invoice_id": str(row["invoice_id"]), "status": row["status"],
+        "amount": str(row["amount"]), "currency": row["currency"], "provider": row["provider"],
+        "test_mode": test_mode, "checkout_url": row["checkout_url"], "created_at": row["created_at"].isoformat(),
+        "confirmed_at": row["confirmed_at"].isoformat() if row["confirmed_at"] else None,
+    }  # fmt: skip

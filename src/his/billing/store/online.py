@@ -1,0 +1,60 @@
+"""Tables of online payments: intents opened with a payment provider, and the confirmations taken."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from his.kernel.db import Connection
+
+#: Verified deliveries are remembered this long: older ones are refused as stale anyway.
+DELIVERY_MEMORY = "1 hour"
+
+
+async def insert_intent(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+    saved = await conn.fetchrow(
+        """INSERT INTO payment_intent (id, invoice_id, patient_id, amount, currency, provider, provider_ref,
+                                       checkout_url, status, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *""",
+        row["id"], row["invoice_id"], row["patient_id"], row["amount"], row["currency"], row["provider"],
+        row["provider_ref"], row["checkout_url"], row["created_by"],
+    )  # fmt: skip
+    assert saved is not None
+    return dict(saved)
+
+
+async def intent_by_reference(conn: Connection, provider: str, reference: str) -> dict[str, Any] | None:
+    """The intent a provider's reference names, locked for this transaction."""
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_intent WHERE provider = $1 AND provider_ref = $2 FOR UPDATE", provider, reference
+    )
+    return dict(row) if row else None
+
+
+async def intents_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM payment_intent WHERE invoice_id = $1 ORDER BY created_at, id", invoice_id)
+    return [dict(r) for r in rows]
+
+
+async def mark_succeeded(conn: Connection, intent_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE payment_intent SET status = 'succeeded', confirmed_at = now() WHERE id = $1", intent_id)
+
+
+async def record_delivery(conn: Connection, provider: str, digest: str) -> bool:
+    """Remember a verified signed delivery; False if it was seen before (a replay)."""
+    await conn.execute(f"DELETE FROM provider_delivery WHERE received_at < now() - interval '{DELIVERY_MEMORY}'")
+    taken = await conn.fetchval(
+        "INSERT INTO provider_delivery (digest, provider) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+        digest, provider,
+    )  # fmt: skip
+    return taken is not None
+
+
+async def record_event(conn: Connection, provider: str, event_id: str, intent_id: uuid.UUID) -> bool:
+    """Remember a provider event applied; False if it was applied before (the provider's retry)."""
+    taken = await conn.fetchval(
+        """INSERT INTO provider_event (provider, event_id, intent_id) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        provider, event_id, intent_id,
+    )  # fmt: skip
+    return taken is not None

@@ -1,0 +1,1 @@
+"""Generated from proto/ by tools/protogen.py (make proto). Do not edit."""
