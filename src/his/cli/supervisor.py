@@ -312,17 +312,25 @@ def plan_children(stack: Stack) -> None:
         if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
             env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
         stack.children.append(Child(svc, f"his.{svc}", env, url))
+    # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
+    # public port: that is the address `his status` and the health checks use.
+    ops_port = nats_infra.free_port(s.host)
     env = dict(
         base,
         **stack.identities[GATEWAY].env(),
         HIS_SERVICE=GATEWAY,
         HIS_HTTP_PORT=str(s.gateway_port),
+        HIS_OPS_PORT=str(ops_port),
         HIS_UPSTREAMS=json.dumps(upstreams),
         HIS_GATEWAY_RATE_PER_IP=str(s.gateway_rate_per_ip),
         HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
         HIS_GATEWAY_BURST=str(s.gateway_burst),
+        HIS_GATEWAY_HEADER_TIMEOUT=str(s.gateway_header_timeout),
+        HIS_GATEWAY_BODY_TIMEOUT=str(s.gateway_body_timeout),
+        HIS_GATEWAY_MAX_CONNECTIONS=str(s.gateway_max_connections),
+        HIS_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS=str(s.gateway_max_connections_per_address),
     )
-    stack.children.append(Child(GATEWAY, "his.gateway", env, f"http://{s.host}:{s.gateway_port}"))
+    stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
 
 
 def patients_settings() -> PatientsSettings:
