@@ -364,9 +364,14 @@ def hospital_timezone(settings: Settings) -> str:
 def service_settings_env(service: str) -> dict[str, str]:
     """The checked settings of a service, handed to its process (nothing else of the supervisor's
     environment is)."""
+    from his.identity.settings import IdentitySettings
     from his.notifications.settings import NotificationsSettings
 
-    classes: dict[str, type[BaseSettings]] = {"patients": PatientsSettings, "notifications": NotificationsSettings}
+    classes: dict[str, type[BaseSettings]] = {
+        "identity": IdentitySettings,
+        "patients": PatientsSettings,
+        "notifications": NotificationsSettings,
+    }
     if service not in classes:
         return {}
     values = service_settings(classes[service], service).model_dump()
