@@ -109,9 +109,10 @@ async def gateway(upstream: tuple[Upstream, str], **changes: Any) -> AsyncIterat
         await app.state.gateway.close()
 
 
-async def answer(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and how long that took."""
-    started = time.monotonic()
+async def answer(reader: asyncio.StreamReader, timeout: float, since: float | None = None) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took (from
+    ``since``, a ``time.monotonic()``, or from now)."""
+    started = time.monotonic() if since is None else since
     data = await asyncio.wait_for(reader.read(), timeout)
     return data, time.monotonic() - started
 
@@ -147,6 +148,7 @@ async def test_uvicorn_alone_holds_a_slow_request_head_for_ever() -> None:
 async def test_a_request_head_sent_slowly_is_cut_with_a_408(upstream: tuple[Upstream, str]) -> None:
     async with gateway(upstream) as gw:
         cut_before = sample("his_gateway_connections_cut_total", listener="public", reason="head")
+        opened = time.monotonic()
         idle = [await gw.connect("127.0.0.2") for _ in range(4)]  # open, and nothing sent
         partial = [await gw.connect("127.0.0.2") for _ in range(4)]
         for _, writer in partial:
@@ -159,7 +161,9 @@ async def test_a_request_head_sent_slowly_is_cut_with_a_408(upstream: tuple[Upst
                 await asyncio.sleep(0.05)
 
         dripper = asyncio.create_task(drip())
-        answers = await asyncio.gather(*(answer(r, HEAD_TIMEOUT + SLACK) for r, _ in [*idle, *partial, dripping]))
+        answers = await asyncio.gather(
+            *(answer(r, HEAD_TIMEOUT + SLACK, since=opened) for r, _ in [*idle, *partial, dripping])
+        )
         dripper.cancel()
         for data, took in answers:
             assert status(data) == 408 and b"request headers not received in time" in data
@@ -220,6 +224,7 @@ async def test_open_connections_are_capped_per_address_and_in_all(upstream: tupl
         assert b"too many connections from your address" in data
         async with httpx.AsyncClient(base_url=gw.url, timeout=5) as client:  # others are served as usual
             assert (await client.get("/healthz")).status_code == 200
+        refused = [await gw.connect("127.0.0.2") for _ in range(60)]  # refused: they count against no cap
         held += [await gw.connect(f"127.0.0.{n}") for n in (3, 4, 5) for _ in range(10)]
         await asyncio.sleep(0.1)
         full, _ = await gw.connect("127.0.0.6")
@@ -227,7 +232,8 @@ async def test_open_connections_are_capped_per_address_and_in_all(upstream: tupl
         assert status(data) == 503 and b"too many connections; try again shortly" in data
         for reader, _ in held:
             assert not reader.at_eof()  # the 40 held ones stayed open (until their head deadline)
-        for _, writer in held:
+        assert {status(await reader.read()) for reader, _ in refused} == {503}
+        for _, writer in held + refused:
             writer.close()
         await asyncio.sleep(0.1)
         async with httpx.AsyncClient(base_url=gw.url, timeout=5) as client:

@@ -14,7 +14,8 @@ a byte at a time (slowloris) held every one of them for as long as it liked.
   application has answered already) — the application sees the client disconnect;
 - a cap on a head's size (431), since a single header can otherwise grow without end;
 - a cap on open connections, in all and per peer address: one more is answered 503 with
-  ``Retry-After`` and closed at once, before it can cost anything.
+  ``Retry-After`` and closed at once, before it can cost anything. Refused connections no longer
+  count against the caps, whether they still linger (see ``LINGER``) or not.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter as Total
@@ -31,7 +32,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from his.kernel.problems import TITLES
 
-CONNECTIONS = Gauge("his_gateway_connections", "Open client connections of a gateway listener", ["listener"])
+CONNECTIONS = Gauge(
+    "his_gateway_connections", "Client connections a gateway listener holds (refused ones left out)", ["listener"]
+)
 CUT = Total(
     "his_gateway_connections_cut_total",
     "Client connections a gateway listener closed or refused, by reason",
@@ -41,6 +44,8 @@ _END_OF_HEAD = b"\r\n\r\n"
 #: Seconds a refused connection stays half-open after its answer, its input read and dropped:
 #: closed with unread input at once, the kernel resets it, and the client may lose the answer.
 LINGER = 2.0
+#: Refused connections lingering at once, at most, per listener (beyond them, closed at once).
+MAX_LINGERING = 256
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,19 @@ class Limits:
     max_per_address: int = 100
 
 
+@dataclass
+class _Counts:
+    """A listener's connections that count against its caps (refused ones do not), and its
+    refused ones still lingering."""
+
+    open: int = 0
+    lingering: int = 0
+    per_address: Counter[str] = field(default_factory=Counter)
+
+
 def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class with ``limits``; one class per listener (its counts)."""
-    per_address: Counter[str] = Counter()
+    counts = _Counts()
     gauge = CONNECTIONS.labels(listener)
     cuts = {r: CUT.labels(listener, r) for r in ("connections", "address", "head", "body", "head_size")}
 
@@ -70,27 +85,39 @@ def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
         _head: int | None = 0
         _tail = b""
         _address = ""
+        _counted = False
         _refused = False
+        _lingering = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            gauge.inc()
             self._address = self.client[0] if self.client else ""
-            per_address[self._address] += 1
-            if len(self.connections) > limits.max_connections:
+            if counts.open >= limits.max_connections:
                 self._refuse(503, "too many connections; try again shortly", "connections", retry_after=1)
-            elif per_address[self._address] > limits.max_per_address:
+            elif counts.per_address[self._address] >= limits.max_per_address:
                 self._refuse(503, "too many connections from your address", "address", retry_after=1)
             else:
+                self._counted = True
+                counts.open += 1
+                counts.per_address[self._address] += 1
+                gauge.inc()
                 self._arm(limits.header_timeout, "head")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            gauge.dec()
-            per_address[self._address] -= 1
-            if per_address[self._address] <= 0:
-                del per_address[self._address]
+            self._uncount()
+            if self._lingering:
+                counts.lingering -= 1
             super().connection_lost(exc)
+
+        def _uncount(self) -> None:
+            if self._counted:
+                self._counted = False
+                counts.open -= 1
+                counts.per_address[self._address] -= 1
+                if counts.per_address[self._address] <= 0:
+                    del counts.per_address[self._address]
+                gauge.dec()
 
         def data_received(self, data: bytes) -> None:
             if self._refused or self.transport.is_closing():  # refused or cut: the rest is dropped
@@ -170,10 +197,13 @@ def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
             ]
             self.transport.write(b"".join(head))
             self._refused = True
-            if self.transport.can_write_eof():
+            self._uncount()  # what lingers no longer counts against the caps
+            if counts.lingering < MAX_LINGERING and self.transport.can_write_eof():
+                counts.lingering += 1
+                self._lingering = True
                 self.transport.write_eof()
                 self._deadline = self.loop.call_later(LINGER, self.transport.close)
-            else:
+            else:  # a flood of refusals: no time for politeness
                 self.transport.close()
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded_{listener}"
