@@ -155,11 +155,10 @@ def pod_security() -> dict[str, Any]:
 def probes(name: str) -> dict[str, Any]:
     """Services listen with mutual TLS only, and the kubelet presents no client certificate, so
     their probes are exec probes presenting the pod's own identity (his.kernel.probe). The
-    gateway listens in plain HTTP behind the edge: ordinary HTTP probes."""
+    gateway's are the same, on its operations listener: a flood of its public port (or every
+    connection it allows taken) must not make it look dead and get it restarted."""
 
     def check(path: str) -> dict[str, Any]:
-        if name == GATEWAY:
-            return {"httpGet": {"path": path, "port": "http"}}
         return {"exec": {"command": ["python", "-m", "his.kernel.probe", path]}}
 
     # The gateway's /readyz asks every service behind it; one service down must not take the
@@ -182,7 +181,15 @@ def env_for(name: str) -> list[dict[str, Any]]:
     ]
     if name == GATEWAY:
         upstreams = {svc: f"https://{svc}:{HTTP_PORT}" for svc in SERVICES}
-        return [*env, {"name": "HIS_UPSTREAMS", "value": json.dumps(upstreams, indent=2) + "\n"}]
+        return [
+            *env,
+            # Health, readiness and metrics: mutual TLS, on the port the services use for theirs.
+            {"name": "HIS_OPS_PORT", "value": str(HTTP_PORT)},
+            # Clients reach it through a proxy (ingress, tunnel), all from the proxy's few
+            # addresses: the cap per address is the cap in all (README, Known gaps).
+            {"name": "HIS_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "value": "1000"},
+            {"name": "HIS_UPSTREAMS", "value": json.dumps(upstreams, indent=2) + "\n"},
+        ]
     if name in grpc_callers():
         env.append({"name": "HIS_GRPC_PORT", "value": str(GRPC_PORT)})
     env += [
@@ -203,6 +210,8 @@ def secret_env(var: str, secret: str, key: str, optional: bool = False) -> dict[
 
 def deployment(name: str) -> dict[str, Any]:
     ports = [{"name": "http", "containerPort": GATEWAY_PORT if name == GATEWAY else HTTP_PORT}]
+    if name == GATEWAY:
+        ports.append({"name": "ops", "containerPort": HTTP_PORT})
     if name in grpc_callers():
         ports.append({"name": "grpc", "containerPort": GRPC_PORT})
     container = {
@@ -269,7 +278,10 @@ def deployment(name: str) -> dict[str, Any]:
 
 def service(name: str) -> dict[str, Any]:
     if name == GATEWAY:
-        ports = [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "appProtocol": "http"}]
+        ports = [
+            {"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "appProtocol": "http"},
+            {"name": "https", "port": HTTP_PORT, "targetPort": "ops", "appProtocol": "https"},
+        ]
     else:
         ports = [{"name": "https", "port": HTTP_PORT, "targetPort": "http", "appProtocol": "https"}]
     if name in grpc_callers():
@@ -294,8 +306,8 @@ def network_policy(name: str) -> dict[str, Any]:
         callers = [GATEWAY] + (list(SERVICES) if name == "identity" else [])  # everyone reads identity's JWKS
         ingress = [{"from": pods(*sorted(set(callers) - {name})), "ports": [{"port": port, "protocol": "TCP"}]}]
         ingress.append({"from": [PROMETHEUS], "ports": [{"port": port, "protocol": "TCP"}]})
-    if name == GATEWAY:
-        ingress.append({"from": [PROMETHEUS], "ports": [{"port": port, "protocol": "TCP"}]})
+    if name == GATEWAY:  # its metrics are on its operations listener, for Prometheus alone
+        ingress.append({"from": [PROMETHEUS], "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]})
     callers = grpc_callers().get(name)
     if callers:
         ingress.append({"from": pods(*callers), "ports": [{"port": GRPC_PORT, "protocol": "TCP"}]})
@@ -357,16 +369,15 @@ def pdb(name: str) -> dict[str, Any]:
 
 
 def service_monitor(name: str) -> dict[str, Any]:
-    endpoint: dict[str, Any] = {"port": "http" if name == GATEWAY else "https", "path": "/metrics", "interval": "15s"}
-    if name != GATEWAY:
-        # /metrics sits behind mutual TLS: Prometheus presents its own workload certificate.
-        endpoint["scheme"] = "https"
-        endpoint["tlsConfig"] = {
-            "serverName": name,
-            "ca": {"secret": {"name": "his-prometheus-tls", "key": "ca.crt"}},
-            "cert": {"secret": {"name": "his-prometheus-tls", "key": "tls.crt"}},
-            "keySecret": {"name": "his-prometheus-tls", "key": "tls.key"},
-        }
+    # /metrics sits behind mutual TLS (the gateway's on its operations listener, never on its
+    # public port): Prometheus presents its own workload certificate.
+    endpoint: dict[str, Any] = {"port": "https", "path": "/metrics", "interval": "15s", "scheme": "https"}
+    endpoint["tlsConfig"] = {
+        "serverName": name,
+        "ca": {"secret": {"name": "his-prometheus-tls", "key": "ca.crt"}},
+        "cert": {"secret": {"name": "his-prometheus-tls", "key": "tls.crt"}},
+        "keySecret": {"name": "his-prometheus-tls", "key": "tls.key"},
+    }
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",

@@ -296,6 +296,28 @@ def test_services_probe_readyz_through_their_own_identity(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_the_gateways_probes_and_metrics_are_on_its_operations_listener_not_its_public_port(target: str) -> None:
+    docs = rendered(target)
+    (c,) = containers(of_kind(docs, "Deployment")[GATEWAY])
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert env["HIS_HTTP_PORT"] == str(ports["http"]) and env["HIS_OPS_PORT"] == str(ports["ops"])
+    assert ports["http"] != ports["ops"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # his.kernel.probe asks HIS_OPS_PORT
+        assert c[probe]["exec"]["command"][:3] == ["python", "-m", "his.kernel.probe"], probe
+    (endpoint,) = of_kind(docs, "ServiceMonitor")[GATEWAY]["spec"]["endpoints"]
+    service_ports = {p["name"]: p for p in of_kind(docs, "Service")[GATEWAY]["spec"]["ports"]}
+    assert service_ports[endpoint["port"]]["targetPort"] == "ops"
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["cert"]["secret"]["name"] == "his-prometheus-tls"
+    rules = of_kind(docs, "NetworkPolicy")[GATEWAY]["spec"]["ingress"]
+    ops_rules = [r for r in rules if r["ports"][0]["port"] == ports["ops"]]
+    assert ops_rules and all(not _open_to_anyone(r) for r in ops_rules)
+    assert [p["podSelector"]["matchLabels"] for r in ops_rules for p in r["from"]] == [
+        {"app.kubernetes.io/name": "prometheus"}
+    ]
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_every_process_has_a_disruption_budget_and_a_service(target: str) -> None:
     docs = rendered(target)
     pdbs, services = of_kind(docs, "PodDisruptionBudget"), of_kind(docs, "Service")

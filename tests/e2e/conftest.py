@@ -1,6 +1,7 @@
 """One `his up` shared by the e2e tests that only use the public API.
 
-It has rate limits high enough for generated and matrix traffic, and emergency grants short
+It has rate and registration limits high enough for generated and matrix traffic (all from
+127.0.0.1), and emergency grants short
 enough to watch one expire. Tests that stop, kill or restart processes start their own
 hospital instead (test_his_up.py).
 """
@@ -27,6 +28,8 @@ def shared_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
         HIS_GATEWAY_RATE_PER_IP="100000",
         HIS_GATEWAY_RATE_PER_SUBJECT="100000",
         HIS_GATEWAY_BURST="100000",
+        HIS_REGISTRATIONS_PER_ADDRESS="100000",
+        HIS_REGISTRATIONS_OVERALL="100000",
         HIS_EMERGENCY_ACCESS_MINUTES=str(EMERGENCY_MINUTES),
     )
     h.start()

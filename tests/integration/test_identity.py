@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from his.identity.api.http import router
 from his.identity.domain import InvalidCredentialsError, Role
-from his.identity.handlers import Identity, KeyRing, Throttle, ThrottledError
+from his.identity.handlers import Identity, KeyRing, Registrations, Throttle, ThrottledError
 from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
@@ -35,7 +35,12 @@ async def api(identity_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Ident
     db = Database(identity_dsn, schema="identity", min_size=1, max_size=4)
     await db.open()
     keys = KeyRing(db, b"a passphrase for the test keys")
-    identity = Identity(db, keys, throttle=Throttle(account_limit=3, ip_limit=1000))
+    identity = Identity(
+        db,
+        keys,
+        throttle=Throttle(account_limit=3, ip_limit=1000),
+        registrations=Registrations(per_address=10_000, overall=10_000),  # every test registers from one address
+    )
     app = FastAPI()
     problems.install(app)
     app.include_router(router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE)))

@@ -66,3 +66,10 @@ def test_probe_with_a_certificate_from_another_ca_is_refused(
     port, _ = listener
     stranger = LocalCA(tmp_path / "other").ensure().issue("billing", spiffe_id("billing"))
     assert probe.probe("/healthz", {**stranger.env(), "HIS_HTTP_PORT": str(port)}) == 0
+
+
+def test_the_gateways_probe_asks_its_operations_listener(listener: tuple[int, WorkloadIdentity]) -> None:
+    """The gateway's public port (HIS_HTTP_PORT) is for clients; its probes go to HIS_OPS_PORT."""
+    port, ident = listener
+    env = {**ident.env(), "HIS_HTTP_PORT": "1", "HIS_OPS_PORT": str(port)}
+    assert probe.probe("/healthz", env) == 200

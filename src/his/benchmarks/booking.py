@@ -217,7 +217,7 @@ async def measure_throughput(run: Run) -> dict[str, Any]:
 
 async def server_times(run: Run) -> tuple[float, float, float, float]:
     """(gateway seconds, count, scheduling seconds, count) of the 201 bookings so far."""
-    gw = await read_metrics(run.operator, run.hospital.gateway)
+    gw = await read_metrics(run.operator, run.hospital.service_url("gateway"))  # its operations listener
     sched = await read_metrics(run.operator, run.hospital.service_url("scheduling"))
     g = scrape_http_seconds(gw, "POST", "/api/appointments", "201")  # the gateway labels by public route
     s = scrape_http_seconds(sched, "POST", "/appointments", "201")

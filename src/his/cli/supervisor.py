@@ -315,17 +315,25 @@ def plan_children(stack: Stack) -> None:
             env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
             env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
         stack.children.append(Child(svc, f"his.{svc}", env, url))
+    # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
+    # public port: that is the address `his status` and the health checks use.
+    ops_port = nats_infra.free_port(s.host)
     env = dict(
         base,
         **stack.identities[GATEWAY].env(),
         HIS_SERVICE=GATEWAY,
         HIS_HTTP_PORT=str(s.gateway_port),
+        HIS_OPS_PORT=str(ops_port),
         HIS_UPSTREAMS=json.dumps(upstreams),
         HIS_GATEWAY_RATE_PER_IP=str(s.gateway_rate_per_ip),
         HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
         HIS_GATEWAY_BURST=str(s.gateway_burst),
+        HIS_GATEWAY_HEADER_TIMEOUT=str(s.gateway_header_timeout),
+        HIS_GATEWAY_BODY_TIMEOUT=str(s.gateway_body_timeout),
+        HIS_GATEWAY_MAX_CONNECTIONS=str(s.gateway_max_connections),
+        HIS_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS=str(s.gateway_max_connections_per_address),
     )
-    stack.children.append(Child(GATEWAY, "his.gateway", env, f"http://{s.host}:{s.gateway_port}"))
+    stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
 
 
 def patients_settings() -> PatientsSettings:
@@ -359,9 +367,14 @@ def hospital_timezone(settings: Settings) -> str:
 def service_settings_env(service: str) -> dict[str, str]:
     """The checked settings of a service, handed to its process (nothing else of the supervisor's
     environment is)."""
+    from his.identity.settings import IdentitySettings
     from his.notifications.settings import NotificationsSettings
 
-    classes: dict[str, type[BaseSettings]] = {"patients": PatientsSettings, "notifications": NotificationsSettings}
+    classes: dict[str, type[BaseSettings]] = {
+        "identity": IdentitySettings,
+        "patients": PatientsSettings,
+        "notifications": NotificationsSettings,
+    }
     if service not in classes:
         return {}
     values = service_settings(classes[service], service).model_dump()

@@ -7,9 +7,11 @@ import html
 import json
 import logging
 import os
+import resource
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,9 +21,11 @@ import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 from yarl import URL
 
 from his.gateway import explorer
+from his.gateway.guard import Limits, guarded
 from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble
 from his.gateway.revocations import Revocations
@@ -32,7 +36,7 @@ from his.kernel.config import ServiceSettings
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
-from his.kernel.service import NO_TELEMETRY, QuietServer
+from his.kernel.service import KEEP_ALIVE, NO_TELEMETRY, QuietServer, mutual_tls
 
 log = logging.getLogger("his.gateway")
 
@@ -41,6 +45,17 @@ MAX_PAGE = 200
 #: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent", "payment-signature")
 RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
+#: On every response of the gateway's listeners (uvicorn's own error answers included): browsers
+#: must not guess a type other than the one declared. And no ``server`` header.
+EVERY_RESPONSE = [("x-content-type-options", "nosniff")]
+#: On every API response and the console: what a patient's record holds must not stay in a cache.
+NO_STORE = (b"cache-control", b"no-store")
+#: The operations listener serves operators, Prometheus and probes: a few connections suffice.
+OPS_LIMITS = Limits(max_connections=64, max_per_address=32)
+#: A service that cannot be reached now may be reached in a moment.
+RETRY_SOON = {"Retry-After": "1"}
+#: Seconds the console reuses the services' health it shows.
+HEALTH_TTL = 5.0
 
 
 class Gateway:
@@ -96,6 +111,18 @@ class Gateway:
         async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False) as r:
             return r.status, await r.read()
 
+    async def upstream_health(self) -> dict[str, str]:
+        """Each service's readiness, asked of its ``/readyz``: ready, not ready or down."""
+
+        async def one(name: str, url: str) -> tuple[str, str]:
+            try:
+                status, _ = await self.get(f"{url}/readyz", 2.0)
+                return name, "ready" if status == 200 else "not ready"
+            except (aiohttp.ClientError, TimeoutError):
+                return name, "down"
+
+        return dict(await asyncio.gather(*(one(n, u) for n, u in self.upstreams.items())))
+
     async def _jwks(self) -> dict[str, Any]:
         status, body = await self.get(f"{self.upstreams['identity']}/auth/jwks", 5.0)
         if status != 200:
@@ -140,7 +167,7 @@ class Gateway:
             except TokenError:
                 return problem(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
             except (aiohttp.ClientError, TimeoutError, UpstreamError, ValueError):
-                return problem(503, "identity is unavailable")
+                return problem(503, "identity is unavailable", headers=RETRY_SOON)
             if principal.session and principal.session in self.revocations:
                 return problem(401, "this session has been signed out; sign in again",
                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
@@ -177,10 +204,12 @@ class Gateway:
                 request.method, url, data=body, headers=headers, allow_redirects=False
             ) as r:
                 content = await r.read()
+        except aiohttp.ConnectionTimeoutError:  # not even a connection in time: it is overloaded
+            return problem(503, f"{match.route.service} is busy; try again shortly", headers=RETRY_SOON)
         except TimeoutError:
             return problem(504, f"{match.route.service} did not answer in time")
         except aiohttp.ClientError:
-            return problem(503, f"{match.route.service} is unavailable")
+            return problem(503, f"{match.route.service} is unavailable", headers=RETRY_SOON)
         out = {k: v for k, v in r.headers.items() if k.lower() in RETURNED_HEADERS}
         return Response(content, status_code=r.status, headers=out)
 
@@ -215,34 +244,10 @@ def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = Non
     )
     app.state.gateway = gw
 
-    async def upstream_health() -> dict[str, str]:
-        async def one(name: str, url: str) -> tuple[str, str]:
-            try:
-                status, _ = await gw.get(f"{url}/readyz", 2.0)
-                return name, "ready" if status == 200 else "not ready"
-            except (aiohttp.ClientError, TimeoutError):
-                return name, "down"
-
-        return dict(await asyncio.gather(*(one(n, u) for n, u in upstreams.items())))
-
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
-        """Liveness of the gateway process."""
+        """Liveness of the gateway process (readiness and metrics are on its operations listener)."""
         return {"status": "ok", "service": "gateway"}
-
-    @app.get("/readyz", tags=["ops"])
-    async def readyz() -> Response:
-        """Ready when every service behind the gateway is ready."""
-        health = await upstream_health()
-        bad = {k: v for k, v in health.items() if v != "ready"}
-        return JSONResponse(
-            {"status": "not ready" if bad else "ready", "services": health}, status_code=503 if bad else 200
-        )
-
-    @app.get("/metrics", tags=["ops"])
-    async def metrics() -> Response:
-        """Prometheus metrics of the gateway process."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     cached: dict[str, Any] = {}
 
@@ -266,12 +271,15 @@ def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = Non
 
     app.include_router(explorer.router())  # /docs: the interactive explorer of that document
 
+    health = Recent(gw.upstream_health, HEALTH_TTL)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def console() -> str:
-        health = await upstream_health()
+        # Asked of the services at most once per HEALTH_TTL, however many ask for the page.
+        services = await health.get()
         rows = "".join(
             f"<tr><td>{html.escape(n)}</td><td class='{html.escape(s.replace(' ', '-'))}'>{html.escape(s)}</td></tr>"
-            for n, s in sorted(health.items())
+            for n, s in sorted(services.items())
         )
         return (
             "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>his</title>"
@@ -282,6 +290,55 @@ def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = Non
         )
 
     return app
+
+
+def ops_app(gw: Gateway) -> FastAPI:
+    """The gateway's operations listener: liveness, readiness and metrics, apart from the public
+    port, so that no client can flood them (a flood of the public port still leaves them able to
+    say how the gateway is)."""
+    app = FastAPI(title="his gateway operations", docs_url=None, redoc_url=None, openapi_url=None,
+                  telemetry=NO_TELEMETRY)  # fmt: skip
+    install(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness of the gateway process."""
+        return {"status": "ok", "service": "gateway"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Ready when every service behind the gateway is ready."""
+        health = await gw.upstream_health()
+        bad = {k: v for k, v in health.items() if v != "ready"}
+        return JSONResponse(
+            {"status": "not ready" if bad else "ready", "services": health}, status_code=503 if bad else 200
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics of the gateway process (its public listener's requests among them)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class Recent:
+    """The last result of an async call, reused for ``ttl`` seconds; one call at a time."""
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]], ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.fn, self.ttl, self.clock = fn, ttl, clock
+        self._value: Any = None
+        self._at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Any:
+        if self.clock() - self._at < self.ttl:
+            return self._value
+        async with self._lock:  # the others wait for this one's answer instead of asking again
+            if self.clock() - self._at >= self.ttl:
+                self._value = await self.fn()
+                self._at = self.clock()
+            return self._value
 
 
 class _Template:
@@ -305,16 +362,49 @@ class Edge:
         self.gateway = gateway
 
     async def __call__(self, scope: obs.Scope, receive: obs.Receive, send: obs.Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith("/api/") or path == "/":
+            send = no_store(send)
+        if not path.startswith("/api/"):
+            # Documents, console and liveness cost little, but nothing here is free to flood.
+            client = scope.get("client")
+            wait = self.gateway.by_ip.take(f"ip:{client[0] if client else 'unknown'}", time.monotonic())
+            app = problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)}) if wait else self.app
+            await app(scope, receive, send)
             return
         scope["route"] = _Template
         try:
             response = await self.gateway.route(Request(scope, receive))
+        except ClientDisconnect:  # gone, or cut off for sending its body too slowly: nobody to answer
+            response = problem(408, "request body not received in time")
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = problem(500)
         await response(scope, receive, send)
+
+
+def no_store(send: obs.Send) -> obs.Send:
+    """``send`` that adds ``Cache-Control: no-store`` to the response."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), NO_STORE]}
+        await send(message)
+
+    return sending
+
+
+def limits(settings: ServiceSettings) -> Limits:
+    """What the public listener allows one client (``HIS_GATEWAY_*``)."""
+    return Limits(
+        header_timeout=settings.gateway_header_timeout,
+        body_timeout=settings.gateway_body_timeout,
+        max_connections=settings.gateway_max_connections,
+        max_per_address=settings.gateway_max_connections_per_address,
+    )
 
 
 def listener(edge: Edge, settings: ServiceSettings) -> uvicorn.Config:
@@ -328,33 +418,87 @@ def listener(edge: Edge, settings: ServiceSettings) -> uvicorn.Config:
         access_log=False,
         lifespan="off",
         loop="none",
-        http="httptools",
+        http=guarded(limits(settings), "public"),
+        ws="none",
+        server_header=False,
+        headers=EVERY_RESPONSE,
         # The peer address keys the per-IP rate limit: never take it from a client's X-Forwarded-For
         # (uvicorn believes that header from 127.0.0.1 by default, where local clients connect).
         proxy_headers=False,
     )
 
 
+def ops_listener(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+    """The operations listener, on ``HIS_OPS_PORT``: mutual TLS as the services' own listeners
+    (the operator's, Prometheus's and the probe's certificates), so the public cannot reach it
+    even where it binds every address."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.ops_port or 0,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        http=guarded(OPS_LIMITS, "ops"),
+        ws="none",
+        server_header=False,
+        headers=EVERY_RESPONSE,
+        proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        **mutual_tls(settings),
+    )
+
+
+def enough_files(settings: ServiceSettings) -> None:
+    """Raise this process's open-file limit to what its connection caps need, if the hard limit allows."""
+    want = settings.gateway_max_connections + OPS_LIMITS.max_connections + 512  # upstream pool, logs, slack
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        top = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+        if top < want:
+            log.warning("open files limited to %d: fewer than HIS_GATEWAY_MAX_CONNECTIONS needs", top)
+
+
 def main() -> None:
     settings = ServiceSettings()
     obs.setup_logging(settings.log_level, "gateway")
     tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
+    enough_files(settings)
     upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
     app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
-    config = listener(Edge(app, app.state.gateway), settings)
-    server = QuietServer(config)
+    gateway: Gateway = app.state.gateway
+    servers = [QuietServer(listener(Edge(app, gateway), settings))]
+    if settings.ops_port:
+        servers.append(QuietServer(ops_listener(ops_app(gateway), settings)))
+    else:
+        log.warning("HIS_OPS_PORT is not set: the gateway serves no readiness or metrics")
+
+    def stop() -> None:
+        for server in servers:
+            server.request_exit()
+
+    async def run(server: QuietServer) -> None:
+        try:
+            await server.serve()
+        finally:
+            stop()  # one listener stopped (a signal, a port taken): the process stops
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.request_exit)
-        watch = asyncio.create_task(server.watch_parent())
-        revocations = asyncio.create_task(app.state.gateway.revocations.run(), name="revocations")
-        await server.serve()
-        watch.cancel()
-        revocations.cancel()
-        await app.state.gateway.close()
-        tracing.shutdown()
+            loop.add_signal_handler(sig, stop)
+        watch = asyncio.create_task(servers[0].watch_parent())
+        revocations = asyncio.create_task(gateway.revocations.run(), name="revocations")
+        try:
+            await asyncio.gather(*(run(s) for s in servers))
+        finally:
+            watch.cancel()
+            revocations.cancel()
+            await gateway.close()
+            tracing.shutdown()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve())

@@ -14,14 +14,17 @@ PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name
 
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.identity.api.http import router
-    from his.identity.handlers import Identity, KeyRing
+    from his.identity.handlers import Identity, KeyRing, Registrations
+    from his.identity.settings import IdentitySettings
     from his.kernel.security import AUDIENCE, ISSUER
 
     passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if len(passphrase) < 16:
         raise RuntimeError(f"{PASSPHRASE_ENV} must be set (at least 16 characters) to protect the signing keys")
     keys = KeyRing(ctx.db, passphrase.encode())
-    identity = Identity(ctx.db, keys)
+    s = IdentitySettings()
+    limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
+    identity = Identity(ctx.db, keys, registrations=limits)
     return router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE))
 
 

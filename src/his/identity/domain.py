@@ -133,6 +133,24 @@ def judge_refresh(token: RefreshToken, now: datetime) -> RefreshOutcome:
     return RefreshOutcome.ROTATE
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How long attempts wait after failures: the first ``free`` failures cost nothing, then each
+    further one doubles the wait after it, from ``base_seconds`` up to ``cap_seconds``. Failures
+    older than ``window_seconds`` are forgotten."""
+
+    free: int = 5
+    base_seconds: float = 1.0
+    cap_seconds: float = 15 * 60
+    window_seconds: float = 24 * 3600
+
+    def after(self, failures: int) -> float:
+        """Seconds the next attempt waits after the last of ``failures`` recent failures."""
+        if failures < self.free:
+            return 0.0
+        return min(self.cap_seconds, self.base_seconds * 2.0 ** min(failures - self.free, 40))
+
+
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 #: A signed-out session is remembered this long past the expiry of its last access token (the
 #: verifiers accept a token up to 30 s late).

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from his.events.identity import UserRegistered
@@ -15,6 +18,7 @@ from his.identity.domain import (
     ACCESS_TOKEN_TTL,
     REFRESH_TOKEN_TTL,
     REVOCATION_LEEWAY,
+    Backoff,
     InvalidCredentialsError,
     PasswordPolicy,
     RefreshOutcome,
@@ -30,11 +34,35 @@ from his.kernel.security import AUDIENCE, ISSUER
 
 
 class ThrottledError(Exception):
-    """Too many failed logins for this account or address."""
+    """Too many attempts (failed logins, registrations) from this address or for this account."""
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, key: str = "") -> None:
         super().__init__(f"retry after {retry_after}s")
         self.retry_after = retry_after
+        self.key = key
+
+
+class Refusals:
+    """Keys the throttles refused lately, and until when, remembered in this process: a flood's
+    later attempts are refused without a database round trip. Counts only fall with time, so
+    the database would refuse them too until then (another replica can only refuse sooner)."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._until: OrderedDict[str, datetime] = OrderedDict()
+
+    def check(self, keys: Iterable[str], now: datetime) -> None:
+        """``ThrottledError`` if one of ``keys`` is still refused at ``now``."""
+        for key in keys:
+            until = self._until.get(key)
+            if until is not None and until > now:
+                raise ThrottledError(max(1, math.ceil((until - now).total_seconds())), key)
+
+    def remember(self, exc: ThrottledError, now: datetime) -> None:
+        self._until[exc.key] = now + timedelta(seconds=exc.retry_after)
+        self._until.move_to_end(exc.key)
+        while len(self._until) > self.max_keys:
+            self._until.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -47,9 +75,31 @@ class Tokens:
 
 @dataclass(frozen=True)
 class Throttle:
-    account_limit: int = 5
+    """Sign-in attempts allowed before a password is checked (each is counted as a failure until
+    it succeeds).
+
+    The one a client meets first is per account and address: after ``pair.free`` failures each
+    further attempt waits longer (``Backoff``), so a guesser at one address slows down at once,
+    while the same account signs in from any other address as usual: nobody can lock a nurse
+    out by mistyping her password on purpose. Behind it, a ceiling per address (guessing many
+    accounts from one place) and a much higher one per account (guessing one account from many
+    places: it then waits for everyone, and one address alone cannot reach it).
+    """
+
+    pair: Backoff = field(default_factory=Backoff)
     ip_limit: int = 30
+    account_limit: int = 50
     window_seconds: float = 15 * 60
+
+
+@dataclass(frozen=True)
+class Registrations:
+    """Self-registrations allowed per address and in all, over one window. Each hashes a
+    password; the limits keep a flood of them from costing more than a trickle."""
+
+    per_address: int = 5
+    overall: int = 100
+    window_seconds: float = 10 * 60
 
 
 class KeyRing:
@@ -93,20 +143,72 @@ class KeyRing:
             return {"keys": [row["public_jwk"] for row in await store.signing_keys(conn)]}
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def granted(key: str, claim: store.Claim) -> datetime:
+    """When the claimed attempt was counted; ``ThrottledError`` if it was refused (raised inside
+    the claim's transaction, it rolls back the claims made before it)."""
+    if claim.at is None:
+        raise ThrottledError(max(1, math.ceil(claim.wait)), key)
+    return claim.at
+
+
+#: How often a process forgets attempts older than every window.
+PRUNE_EVERY = timedelta(minutes=10)
+
+
 class Identity:
     def __init__(
         self,
         db: Database,
         keys: KeyRing,
+        *,
         passwords: Passwords | None = None,
         policy: PasswordPolicy | None = None,
         throttle: Throttle | None = None,
+        registrations: Registrations | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.db = db
         self.keys = keys
         self.passwords = passwords or Passwords()
         self.policy = policy or PasswordPolicy()
         self.throttle = throttle or Throttle()
+        self.registrations = registrations or Registrations()
+        #: The time the throttles count attempts by.
+        self.clock = clock
+        self.refusals = Refusals()
+        self._registering = asyncio.Semaphore(1)
+        self._pruned = datetime.min.replace(tzinfo=UTC)
+
+    async def self_register(self, *, email: str, password: str, full_name: str, client_ip: str) -> uuid.UUID:
+        """Create a PATIENT account for oneself, within the registration limits of the address
+        and of everyone (``ThrottledError`` past them)."""
+        self._check(email, password, full_name)  # what costs nothing is refused before it counts
+        r, now = self.registrations, self.clock()
+        keys = {f"register-ip:{client_ip}": r.per_address, "register:all": r.overall}
+        # One registration's claims at a time (the database would serialise them anyway): the
+        # rest of a flood waits here, and is refused from memory once the first refusal is known.
+        async with self._registering:
+            self.refusals.check(keys, now)
+            try:
+                async with self.db.uow() as uow:
+                    for key, limit in keys.items():
+                        granted(key, await store.claim_attempt(uow.conn, key, limit, r.window_seconds, now))
+            except ThrottledError as exc:
+                self.refusals.remember(exc, now)
+                raise
+        return await self.register(email=email, password=password, full_name=full_name)
+
+    def _check(self, email: str, password: str, full_name: str) -> tuple[str, str]:
+        email_key = normalise_email(email)
+        full_name = " ".join(full_name.split())
+        if not full_name:
+            raise ValueError("full_name must not be blank")
+        self.policy.check(password, email=email_key, full_name=full_name)
+        return email_key, full_name
 
     async def register(
         self,
@@ -118,11 +220,7 @@ class Identity:
         created_by: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """Create an account. Without ``roles`` it is a PATIENT account (self-registration)."""
-        email_key = normalise_email(email)
-        full_name = " ".join(full_name.split())
-        if not full_name:
-            raise ValueError("full_name must not be blank")
-        self.policy.check(password, email=email_key, full_name=full_name)
+        email_key, full_name = self._check(email, password, full_name)
         role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
         hashed = await self.passwords.hash(password)
         async with self.db.uow() as uow:
@@ -142,29 +240,49 @@ class Identity:
             email_key = normalise_email(email)
         except ValueError:
             email_key = email.strip().lower()[:254]
-        keys = [f"acct:{email_key}", f"ip:{client_ip}"]
-        # The attempt counts against the address and the account from before its password is
-        # checked, so guesses sent at once cannot all pass the counts before the first of them is
-        # recorded (the address first, then the account: one order, so no deadlock).
-        window = self.throttle.window_seconds
-        async with self.db.uow() as uow:
-            by_ip = await store.claim_attempt(uow.conn, keys[1], self.throttle.ip_limit, window)
-            by_account = by_ip and await store.claim_attempt(uow.conn, keys[0], self.throttle.account_limit, window)
-            user = await store.user_by_email(uow.conn, email_key)
-        if by_ip is None or not by_account:
-            raise ThrottledError(int(window))
+        t, now = self.throttle, self.clock()
+        ip, pair, account = f"ip:{client_ip}", f"acct-ip:{email_key} {client_ip}", f"acct:{email_key}"
+        # The attempt counts against the address, the account at this address and the account
+        # from before its password is checked, so guesses sent at once cannot all pass the counts
+        # before the first of them is recorded (always in this order: no deadlock). A refused
+        # attempt is rolled back: it checked no password, so it costs the guesser nothing more.
+        self.refusals.check((ip, pair, account), now)
+        try:
+            async with self.db.uow() as uow:
+                ip_at = granted(ip, await store.claim_attempt(uow.conn, ip, t.ip_limit, t.window_seconds, now))
+                granted(pair, await store.claim_with_backoff(uow.conn, pair, t.pair, now))
+                account_at = granted(
+                    account, await store.claim_attempt(uow.conn, account, t.account_limit, t.window_seconds, now)
+                )
+                user = await store.user_by_email(uow.conn, email_key)
+        except ThrottledError as exc:
+            self.refusals.remember(exc, now)
+            raise
+        await self._prune(now)
         stored = user["password_hash"] if user and user["disabled_at"] is None else None
         ok, upgraded = await self.passwords.verify(stored, password)
         if not ok or user is None:
-            raise InvalidCredentialsError("invalid email or password")  # both attempts stay counted
+            raise InvalidCredentialsError("invalid email or password")  # the attempts stay counted
         async with self.db.uow() as uow:
-            await store.clear_failures(uow.conn, keys[0])
-            # Only this attempt leaves the address's count: one success must not wipe the
-            # failures of others behind the same address.
-            await store.forget_attempt(uow.conn, keys[1], by_ip)
+            # Only this attempt leaves the address's and the account's counts: one success must
+            # not wipe the failures of others behind the same address, or of guessers elsewhere.
+            # Its own failures at this address are forgiven.
+            await store.forget_attempt(uow.conn, ip, ip_at)
+            await store.forget_attempt(uow.conn, account, account_at)
+            await store.clear_failures(uow.conn, pair)
             if upgraded is not None:
                 await store.update_hash(uow.conn, user["id"], upgraded)
             return await self._issue(uow.conn, user["id"], list(user["roles"]), family_id=uuid.uuid4())
+
+    async def _prune(self, now: datetime) -> None:
+        """Forget attempts older than every window, at most once per ``PRUNE_EVERY`` per process."""
+        if now - self._pruned < PRUNE_EVERY:
+            return
+        self._pruned = now
+        t = self.throttle
+        longest = max(t.window_seconds, t.pair.window_seconds, self.registrations.window_seconds)
+        async with self.db.uow() as uow:
+            await store.prune_attempts(uow.conn, now - timedelta(seconds=longest))
 
     async def refresh(self, token: str) -> Tokens:
         now = datetime.now(UTC)
@@ -219,9 +337,7 @@ class Identity:
         self.policy.check(new, email=user["email_key"], full_name=user["full_name"])
         key, window = f"password:{user_id}", self.throttle.window_seconds
         async with self.db.uow() as uow:
-            claimed = await store.claim_attempt(uow.conn, key, self.throttle.account_limit, window)
-        if claimed is None:
-            raise ThrottledError(int(window))
+            granted(key, await store.claim_attempt(uow.conn, key, self.throttle.account_limit, window, self.clock()))
         ok, _ = await self.passwords.verify(user["password_hash"], current)
         if not ok:
             raise InvalidCredentialsError("the current password is wrong")  # the attempt stays counted

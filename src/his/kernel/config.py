@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     gateway_rate_per_ip: float = 50.0
     gateway_rate_per_subject: float = 20.0
     gateway_burst: int = 100
+    #: Gateway's public listener: seconds a client has to send a request's head (request line and
+    #: headers) and its body, and how many connections it keeps open, in all and per address.
+    gateway_header_timeout: float = Field(default=10.0, gt=0)
+    gateway_body_timeout: float = Field(default=30.0, gt=0)
+    gateway_max_connections: int = Field(default=1000, ge=1)
+    gateway_max_connections_per_address: int = Field(default=100, ge=1)
     #: This process's workload identity (certificate with its SPIFFE id, key, trusted CA bundle).
     #: Set by `his up` from its local CA; SPIRE or cert-manager can provide the same three files.
     #: The hospital's time zone (IANA name): what "a day" means for slots and nightly jobs.
@@ -84,6 +90,9 @@ class ServiceSettings(Settings):
     http_port: int = 0
     #: Port of this service's gRPC listener (mutual TLS); unset: the service serves no gRPC.
     grpc_port: int | None = None
+    #: The gateway's operations listener (health, readiness, metrics; mutual TLS when the process
+    #: has a workload identity), apart from its public port; unset: it has none.
+    ops_port: int | None = None
 
     def grpc_target(self, service: str) -> str:
         """Where ``service``'s gRPC API listens: ``HIS_<SERVICE>_GRPC`` (``host:port``), set by the supervisor."""

@@ -2,8 +2,9 @@
 
 The kubelet's own HTTPS probes present no client certificate, and a service's listener requires
 one, so a cluster runs this inside the container instead (an exec probe). It presents the
-process's own workload identity (``HIS_TLS_*``) to ``127.0.0.1:HIS_HTTP_PORT`` and exits 0 on
-HTTP 200, 1 otherwise. Standard library only, so it starts quickly and stays small.
+process's own workload identity (``HIS_TLS_*``) to ``127.0.0.1:HIS_HTTP_PORT`` (the gateway's
+operations listener, ``HIS_OPS_PORT``, where that is set) and exits 0 on HTTP 200, 1 otherwise.
+Standard library only, so it starts quickly and stays small.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def context(env: Mapping[str, str]) -> ssl.SSLContext | None:
 
 def probe(path: str, env: Mapping[str, str], timeout: float = 3.0) -> int:
     """The HTTP status of ``path`` on this process's own listener (0 when unreachable)."""
-    port = int(env.get("HIS_HTTP_PORT") or 0)
+    port = int(env.get("HIS_OPS_PORT") or env.get("HIS_HTTP_PORT") or 0)
     ctx = context(env)
     conn: http.client.HTTPConnection = (
         http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)

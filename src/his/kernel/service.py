@@ -313,18 +313,24 @@ def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> lis
     return stopped
 
 
+def mutual_tls(settings: ServiceSettings) -> dict[str, Any]:
+    """uvicorn's options for a listener that requires a client certificate from the trusted CA
+    (none without a workload identity)."""
+    ident = settings.workload()
+    if ident is None:
+        return {}
+    return {
+        "ssl_certfile": str(ident.cert),
+        "ssl_keyfile": str(ident.key),
+        "ssl_ca_certs": str(ident.ca),
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+    }
+
+
 def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
     """The internal HTTP listener: with a workload identity it requires a client certificate
     from the trusted CA (mutual TLS), so only his workloads and the operator can call it."""
-    ident = settings.workload()
-    tls: dict[str, Any] = {}
-    if ident is not None:
-        tls = {
-            "ssl_certfile": str(ident.cert),
-            "ssl_keyfile": str(ident.key),
-            "ssl_ca_certs": str(ident.ca),
-            "ssl_cert_reqs": ssl.CERT_REQUIRED,
-        }
+    tls = mutual_tls(settings)
     return uvicorn.Config(
         app,
         host=settings.host,

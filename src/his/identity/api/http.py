@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from his.identity.domain import InvalidCredentialsError, InvalidEmailError, Role, WeakPasswordError
 from his.identity.handlers import Identity, ThrottledError, Tokens
+from his.identity.passwords import BusyError
 from his.identity.store import EmailTakenError
 from his.kernel.problems import HTTPException, problem
 from his.kernel.security import Principal, TokenError, TokenVerifier, bearer
@@ -63,6 +65,9 @@ class TokenPair(BaseModel):
         )
 
 
+BUSY = "too many sign-ins and registrations at once; try again shortly"
+
+
 def client_ip(request: Request) -> str:
     # Set by the gateway from the peer address (clients cannot set it: the gateway overwrites it).
     return request.headers.get("x-his-client-ip") or (request.client.host if request.client else "unknown")
@@ -80,30 +85,35 @@ def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
         except TokenError:
             raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
 
-    async def create(body: Register, roles: list[Role] | None, created_by: uuid.UUID | None) -> Created:
+    async def created(account: Awaitable[uuid.UUID]) -> Created:
         try:
-            return Created(
-                user_id=await identity.register(
-                    email=body.email,
-                    password=body.password,
-                    full_name=body.full_name,
-                    roles=roles,
-                    created_by=created_by,
-                )
-            )
+            return Created(user_id=await account)
         except (WeakPasswordError, InvalidEmailError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
         except EmailTakenError:
             raise HTTPException(409, "an account with this e-mail address exists") from None
+        except ThrottledError as exc:
+            raise HTTPException(
+                429, "too many registrations; try later", headers={"Retry-After": str(exc.retry_after)}
+            ) from None
+        except BusyError as exc:
+            raise HTTPException(503, BUSY, headers={"Retry-After": str(exc.retry_after)}) from None
 
     @r.post("/auth/register", status_code=201, response_model=Created)
-    async def register(body: Register) -> Created:
-        """Create a PATIENT account for oneself."""
-        return await create(body, None, None)
+    async def register(body: Register, request: Request) -> Created:
+        """Create a PATIENT account for oneself. Registrations are limited per address and in all
+        (429 with ``Retry-After`` past the limits)."""
+        return await created(
+            identity.self_register(
+                email=body.email, password=body.password, full_name=body.full_name, client_ip=client_ip(request)
+            )
+        )
 
     @r.post("/auth/login", response_model=TokenPair)
     async def login(body: Login, request: Request) -> Any:
-        """Exchange e-mail and password for an access token (15 min) and a refresh token."""
+        """Exchange e-mail and password for an access token (15 min) and a refresh token. After a
+        few failures for an account from one address, further attempts from there wait longer
+        each time (429 with ``Retry-After``); other addresses are not held up by them."""
         try:
             return TokenPair.of(
                 await identity.login(email=body.email, password=body.password, client_ip=client_ip(request))
@@ -112,6 +122,8 @@ def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
             return problem(401, "invalid email or password")
         except ThrottledError as exc:
             return problem(429, "too many failed logins; try later", headers={"Retry-After": str(exc.retry_after)})
+        except BusyError as exc:
+            return problem(503, BUSY, headers={"Retry-After": str(exc.retry_after)})
 
     @r.post("/auth/refresh", response_model=TokenPair)
     async def refresh(body: RefreshBody) -> Any:
@@ -169,6 +181,14 @@ def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
         who = await principal(authorization)
         if not who.has_any(Role.ADMIN):
             raise HTTPException(403, "ADMIN role required")
-        return await create(body, list(body.roles), uuid.UUID(who.subject))
+        return await created(
+            identity.register(
+                email=body.email,
+                password=body.password,
+                full_name=body.full_name,
+                roles=list(body.roles),
+                created_by=uuid.UUID(who.subject),
+            )
+        )
 
     return r

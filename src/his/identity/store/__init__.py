@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from his.identity.domain import RefreshToken
+from his.identity.domain import Backoff, RefreshToken
 from his.kernel.db import Connection
 
 
@@ -127,28 +128,50 @@ async def revoke_other_sessions(conn: Connection, user_id: uuid.UUID, keep: str 
     return int(result.split()[-1])
 
 
-async def recent_failures(conn: Connection, keys: list[str], window_seconds: float) -> dict[str, int]:
+@dataclass(frozen=True)
+class Claim:
+    """An attempt counted against a key (``at``: when, to forget it later), or refused (``at`` is
+    None) with the seconds until one would be counted."""
+
+    at: datetime | None
+    wait: float = 0.0
+
+
+async def _lock_and_read(conn: Connection, key: str, since: datetime, newest: int | None) -> list[datetime]:
+    """Take the key's lock (to the transaction's end) and read its attempts since ``since``, newest first."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
     rows = await conn.fetch(
-        """SELECT key, count(*) AS n FROM login_failure
-           WHERE key = ANY($1::text[]) AND at > now() - make_interval(secs => $2) GROUP BY key""",
-        keys,
-        window_seconds,
+        "SELECT at FROM login_failure WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3", key, since, newest
     )
-    return {r["key"]: int(r["n"]) for r in rows}
+    return [r["at"] for r in rows]
 
 
-async def claim_attempt(conn: Connection, key: str, limit: int, window_seconds: float) -> datetime | None:
-    """Record an attempt as a failure of ``key`` if it has fewer than ``limit`` recent ones, and
-    return when (to ``forget_attempt`` it if it succeeds); None if it had too many.
+async def _record(conn: Connection, key: str, now: datetime) -> Claim:
+    await conn.execute("INSERT INTO login_failure (key, at) VALUES ($1, $2)", key, now)
+    return Claim(now)
+
+
+async def claim_attempt(conn: Connection, key: str, limit: int, window_seconds: float, now: datetime) -> Claim:
+    """Count an attempt against ``key`` if it has fewer than ``limit`` in the last ``window_seconds``.
 
     Call it in a transaction: the key's advisory lock serialises the count and the insert, so
     attempts sent at once cannot all be counted before any of them is recorded.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
-    if (await recent_failures(conn, [key], window_seconds)).get(key, 0) >= limit:
-        return None
-    at: datetime = await conn.fetchval("INSERT INTO login_failure (key) VALUES ($1) RETURNING at", key)
-    return at
+    window = timedelta(seconds=window_seconds)
+    recent = await _lock_and_read(conn, key, now - window, limit)
+    if len(recent) >= limit:  # once the limit-th newest leaves the window, one more fits
+        return Claim(None, (recent[limit - 1] + window - now).total_seconds())
+    return await _record(conn, key, now)
+
+
+async def claim_with_backoff(conn: Connection, key: str, backoff: Backoff, now: datetime) -> Claim:
+    """Count an attempt against ``key`` if the backoff its recent attempts earned has passed
+    since the last of them (locked and counted as ``claim_attempt``)."""
+    recent = await _lock_and_read(conn, key, now - timedelta(seconds=backoff.window_seconds), None)
+    wait = backoff.after(len(recent))
+    if recent and recent[0] + timedelta(seconds=wait) > now:
+        return Claim(None, (recent[0] + timedelta(seconds=wait) - now).total_seconds())
+    return await _record(conn, key, now)
 
 
 async def forget_attempt(conn: Connection, key: str, at: datetime) -> None:
@@ -161,6 +184,12 @@ async def forget_attempt(conn: Connection, key: str, at: datetime) -> None:
 
 async def clear_failures(conn: Connection, key: str) -> None:
     await conn.execute("DELETE FROM login_failure WHERE key = $1", key)
+
+
+async def prune_attempts(conn: Connection, before: datetime) -> int:
+    """Forget attempts older than any window still counts (``before``)."""
+    result = await conn.execute("DELETE FROM login_failure WHERE at < $1", before)
+    return int(result.split()[-1])
 
 
 async def signing_keys(conn: Connection) -> list[dict[str, Any]]:
