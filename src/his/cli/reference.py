@@ -36,6 +36,8 @@ def _declaring_environment() -> Iterator[dict[str, str]]:
     nowhere = "127.0.0.1:9"  # the discard port: never connected to
     names = {f"HIS_{s.upper()}_GRPC": nowhere for s in SERVICES}
     names |= {"HIS_IDENTITY_URL": f"https://{nowhere}", "HIS_IDENTITY_KEY_PASSPHRASE": "declaring routes only"}
+    # `his up` always gives billing its (test) payment provider, whose checkout is a public route.
+    names |= {"HIS_PAYMENT_WEBHOOK_SECRET": "declaring routes only", "HIS_PAYMENT_WEBHOOK_URL": f"https://{nowhere}"}
     saved = {k: os.environ.get(k) for k in names}
     with tempfile.TemporaryDirectory(prefix="his-reference-") as tmp:
         identity = LocalCA(Path(tmp) / "pki").ensure().issue("reference", spiffe_id("api-reference"))
