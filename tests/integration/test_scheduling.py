@@ -340,3 +340,18 @@ async def test_slots_on_the_first_or_last_representable_day_are_not_a_500(world:
     r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
     assert r.status_code < 500, r.text
     assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("day", ["9999-12-30", "9999-12-01", "9999-12-31", "0001-01-02", "3000-01-01", "1799-12-31"])
+async def test_slots_on_a_day_outside_the_calendar_the_system_works_with_are_a_422(world: World, day: str) -> None:
+    """``date=9999-12-30`` was a 500 under `his up` (the calendar's month window passed year 9999)."""
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+    assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+
+
+async def test_an_unknown_service_is_a_422_naming_the_services(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": DAY.date().isoformat(), "service": "massage"},
+                               headers=RECEPTION)  # fmt: skip
+    assert r.status_code == 422 and {"consultation", "procedure", "follow_up"} <= set(r.json()["valid"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,7 @@ from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
 from his.kernel.crypto import FieldCipher
 from his.kernel.db import UnitOfWork
+from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -152,9 +153,9 @@ def router(
     @r.get("")
     async def search(
         request: Request,
-        q: str | None = Query(default=None, min_length=2, max_length=100),
-        birth_date: date | None = None,
-        limit: int = Query(default=20, ge=1, le=50),
+        q: Annotated[SearchText | None, Query(max_length=100)] = None,
+        birth_date: CalendarDate | None = None,
+        limit: Limit = 20,
     ) -> dict[str, Any]:
         """Find patients by MRN, by name (accents, case and small typos do not matter) and/or by
         birth date, best matches first (staff only).

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from his.kernel.db import Connection
+from his.kernel.params import like_escape
 from his.patients.domain import NewCareRelationship, NewPatient, format_mrn
 
 
@@ -60,20 +61,19 @@ async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> dict[str, Any
 
 async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[dict[str, Any]]:
     """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
-    Best matches first."""
+    Best matches first. ``q`` is taken literally: its ``%``, ``_`` and ``\\`` match themselves."""
     term = (q or "").strip()
-    literal = term.replace("\\", "").replace("%", "").replace("_", "")
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM patient
             WHERE ($1 = '' OR mrn = upper($1)
-                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%'
+                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%' ESCAPE '\\'
                    OR public.word_similarity(fold($1), full_name(given_name, family_name)) > 0.5)
               AND ($3::date IS NULL OR birth_date = $3)
             ORDER BY mrn = upper($1) DESC,
                      public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
                      family_name, given_name, id
             LIMIT $4""",
-        term, literal, birth_date, limit,
+        term, like_escape(term), birth_date, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
 

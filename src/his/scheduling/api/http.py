@@ -8,7 +8,7 @@ check in and complete. Every read or write of an appointment is audited.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from his.events.audit import SchedulingRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier
 from his.kernel.db import UnitOfWork
 from his.kernel.intervals import Interval
+from his.kernel.params import CalendarDate, Limit, one_of
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -192,9 +193,7 @@ def router(
         return store.as_json(row)
 
     @r.get("/appointments")
-    async def of_patient(
-        request: Request, patient_id: uuid.UUID, limit: Annotated[int, Query(ge=1, le=200)] = 50
-    ) -> dict[str, Any]:
+    async def of_patient(request: Request, patient_id: uuid.UUID, limit: Limit = 50) -> dict[str, Any]:
         """A patient's appointments, latest first: the patient, reception, or clinicians in the
         patient's care (others get a 403 that points to emergency access)."""
         who = await authenticate(request, tokens)
@@ -334,15 +333,12 @@ def router(
     async def free(
         practitioner_id: uuid.UUID,
         request: Request,
-        day: Annotated[date, Query(alias="date")],
+        day: Annotated[CalendarDate, Query(alias="date")],
         service: Annotated[str, Query(max_length=64)] = "consultation",
     ) -> dict[str, Any]:
         """Free slots of one practitioner on a day (hospital time zone) for a service type (any signed-in)."""
         await authenticate(request, tokens)
-        if service not in SERVICE_TYPES:
-            raise HTTPException(422, f"unknown service {service!r}")
-        if not date.min < day < date.max:  # its window would end (or start, in UTC) beyond the calendar
-            raise HTTPException(422, "date is out of range")
+        one_of("service", service, SERVICE_TYPES)
         start = datetime.combine(day, time(0), tzinfo=zone)
         window = Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
         try:
