@@ -1,7 +1,7 @@
 """One `his up` shared by the e2e tests that only use the public API.
 
-It has rate limits high enough for generated and matrix traffic, and emergency grants short
-enough to watch one expire. Tests that stop, kill or restart processes start their own
+It has rate limits high enough for generated and matrix traffic, and emergency grants and portal
+invitations short enough to watch one expire. Tests that stop, kill or restart processes start their own
 hospital instead (test_his_up.py).
 """
 
@@ -17,6 +17,8 @@ from tests.e2e.harness import Hospital
 
 #: Break-the-glass access in the shared hospital lasts 6 seconds.
 EMERGENCY_MINUTES = 0.1
+#: A portal invitation in the shared hospital can be redeemed for 30 seconds.
+INVITATION_MINUTES = 0.5
 
 
 @pytest.fixture(scope="package")
@@ -28,6 +30,7 @@ def shared_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
         HIS_GATEWAY_RATE_PER_SUBJECT="100000",
         HIS_GATEWAY_BURST="100000",
         HIS_EMERGENCY_ACCESS_MINUTES=str(EMERGENCY_MINUTES),
+        HIS_INVITATION_MINUTES=str(INVITATION_MINUTES),
     )
     h.start()
     yield h

@@ -17,6 +17,7 @@ from his.kernel import migrations
 from his.kernel.db import Database
 from his.patients.api.http import router
 from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.portal import CODES, link_account
 
 CLERK = Bearer(uuid.uuid4(), "RECEPTIONIST")
 
@@ -31,7 +32,7 @@ async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Datab
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    service = router(SimpleNamespace(db=db), verifier(), invitation_codes=CODES)  # type: ignore[arg-type]
     async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()
@@ -89,7 +90,8 @@ async def test_updates_are_checked_announced_and_limited_for_patients(
 ) -> None:
     c, db = client
     account = uuid.uuid4()
-    p = (await register(c, "Can", "Ak", "1970-01-01", user_id=str(account), email="can@example.org")).json()
+    p = (await register(c, "Can", "Ak", "1970-01-01", email="can@example.org")).json()
+    await link_account(c, p["id"], account)
     r = await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"family_name": "Akın", "phone": "+90 555 000 1111"})
     assert r.status_code == 200 and r.json()["family_name"] == "Akın"
     event = await db.pool.fetchval(

@@ -4,10 +4,12 @@ from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
 from his.kernel.crypto import FieldCipher, parse_key
+from his.kernel.rpc import RpcService
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.patients import handlers
 from his.patients.api import grpc
 from his.patients.api.http import router
+from his.patients.domain import InvitationCodes
 from his.patients.settings import PatientsSettings
 
 
@@ -17,12 +19,18 @@ def build() -> ServiceDefinition:
 
     settings = PatientsSettings()
 
-    cipher = None
+    cipher, codes = None, None
     if settings.records_keys:
-        cipher = FieldCipher([parse_key(k) for k in settings.records_keys.split(",") if k.strip()])
+        keys = [parse_key(k) for k in settings.records_keys.split(",") if k.strip()]
+        # Invitation codes are derived with a key of their own, made from the records key(s).
+        cipher, codes = FieldCipher(keys), InvitationCodes(keys)
 
     def routes(ctx: ServiceContext) -> APIRouter:
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher)
+        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher,
+                      invitation_codes=codes, invitation_minutes=settings.invitation_minutes)  # fmt: skip
+
+    def grpc_services(ctx: ServiceContext) -> list[RpcService]:
+        return grpc.services(ctx, codes)
 
     return ServiceDefinition(
         name="patients",
@@ -52,7 +60,7 @@ def build() -> ServiceDefinition:
             ),
         ),
         routes=routes,
-        grpc_services=grpc.services,
+        grpc_services=grpc_services,
         combine_reads=batch_accesses,
         description="Patient master data; the only home of personal data.",
     )

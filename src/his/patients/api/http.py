@@ -26,9 +26,10 @@ from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
 from his.patients.api.care import care_router
+from his.patients.api.invitations import invitations_router
 from his.patients.api.lab import lab_router
 from his.patients.api.records import records_router
-from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, NewPatient, Sex
+from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, InvitationCodes, NewPatient, Sex
 
 REGISTRARS = ("RECEPTIONIST", "ADMIN")
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
@@ -51,6 +52,8 @@ class RegisterPatient(BaseModel):
     sex: Sex
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32)
+    #: No longer links the record to an account: a value is refused (422). The patient links
+    #: their own account by redeeming an invitation (``POST /api/patients/{id}/invitations``).
     user_id: uuid.UUID | None = None
     coverage: Coverage | None = None
     #: Register even though likely duplicates exist (after a 409 listing them).
@@ -86,6 +89,8 @@ def router(
     clock: Clock = utc_now,
     emergency_minutes: float = 60.0,
     cipher: FieldCipher | None = None,
+    invitation_codes: InvitationCodes | None = None,
+    invitation_minutes: float = 3 * 24 * 60,
 ) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
@@ -105,12 +110,18 @@ def router(
 
     @r.post("", status_code=201, response_model=Registered, responses={409: {"description": "likely duplicates"}})
     async def register(body: RegisterPatient, request: Request) -> Registered:
-        """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``."""
+        """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``.
+
+        ``user_id`` is refused: a record is linked to an account only by the patient, redeeming an
+        invitation from that account (``POST /api/patients/{id}/invitations``)."""
         who = await caller(request)
         require(who, *REGISTRARS)
+        if body.user_id is not None:
+            raise HTTPException(422, "user_id cannot be set: the patient links their own account by redeeming an "
+                                     "invitation (POST /api/patients/{id}/invitations)")  # fmt: skip
         coverage = (body.coverage.payer, body.coverage.member_id) if body.coverage else None
         cmd = NewPatient(
-            body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, body.user_id, coverage
+            body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, None, coverage
         )
         try:
             async with ctx.db.uow() as uow:  # commits the audit records of duplicates shown, too
@@ -121,8 +132,6 @@ def router(
                                   resource="patient", purpose="registration")  # fmt: skip
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
-        except store.AccountLinkedError:
-            raise HTTPException(409, "this user account is already linked to a patient") from None
         if found:
             raise ProblemError(
                 409,
@@ -183,6 +192,7 @@ def router(
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
     r.include_router(records_router(ctx, guard, cipher))
     r.include_router(lab_router(ctx, guard))
+    r.include_router(invitations_router(ctx, guard, invitation_codes, invitation_minutes))
 
     @r.get("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
     async def get(patient_id: uuid.UUID, request: Request) -> Any:
