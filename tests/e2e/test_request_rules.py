@@ -1,16 +1,18 @@
 """The rules every list and query follows under `his up`, through the gateway: one page limit with
-one status, dates the calendar can hold, searches with real characters, and filters that take
-only known values."""
+one status, dates the calendar can hold, searches with real characters, filters that take only
+known values, and a booking collision that tells a patient only what is theirs."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from his.kernel.params import LIMIT_RULE, MAX_PAGE
-from tests.e2e.harness import Hospital, register_patient
+from tests.e2e.harness import Hospital, link_by_invitation, register_patient
+from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -78,3 +80,44 @@ def test_dates_at_the_ends_of_the_calendar_and_empty_searches_are_a_422(shared_h
     for q in ("%%", "__", "   ", "%_%"):  # each listed every patient
         r = httpx.get(f"{gw}/api/patients", params={"q": q}, headers=admin, timeout=10)
         assert r.status_code == 422 and "at least 2 letters or digits" in r.text, (q, r.text)
+
+
+def test_a_patient_booking_a_taken_time_learns_only_that_it_is_taken(shared_hospital: Hospital) -> None:
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin = h.login()
+    r = httpx.post(f"{gw}/api/practitioners", json={"full_name": "Dr. Busy", "specialty": "general_practice"},
+                   headers=admin, timeout=10)  # fmt: skip
+    doctor = r.json()["id"]
+    day = (datetime.now(UTC) + timedelta(days=5)).replace(hour=8, minute=0, second=0, microsecond=0)
+    shift = {"start": day.isoformat(), "end": (day + timedelta(hours=8)).isoformat()}
+    assert httpx.post(f"{gw}/api/practitioners/{doctor}/shifts", json=shift, headers=admin, timeout=10).is_success
+    tag = uuid.uuid4().hex[:6]
+    mine = register_patient(h, admin, f"Booker-{tag}", email=f"booker-{tag}@example.org")
+    theirs = register_patient(h, admin, f"Other-{tag}", email=f"other-{tag}@example.org")
+    address = f"booker-account-{tag}@example.org"
+    r = httpx.post(f"{gw}/api/auth/register", json={"email": address, "password": "a booking passphrase",
+                                                     "full_name": "Booker"}, timeout=10)  # fmt: skip
+    assert r.status_code == 201, r.text
+    me = h.login(address, "a booking passphrase")
+    link_by_invitation(h, admin, mine["id"], str(mine["email"]), me)
+
+    def booking(patient: object, who: dict[str, str]) -> httpx.Response:
+        start = day + timedelta(hours=1)
+        body = {"patient_id": patient, "practitioner_id": doctor, "service": "consultation",
+                "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
+        return httpx.post(f"{gw}/api/appointments", json=body, headers=who, timeout=10)
+
+    taken = booking(theirs["id"], admin)
+    assert taken.status_code == 201, taken.text
+    answers: list[httpx.Response] = []
+
+    def refused() -> bool:  # scheduling learns of the link from an event: until then it answers 404
+        answers.append(booking(mine["id"], me))
+        return answers[-1].status_code != 404
+
+    wait_until(refused, what="scheduling to learn the patient's account")
+    r = answers[-1]
+    assert r.status_code == 409 and r.json()["conflict"] == {"with": "practitioner"}, r.text
+    assert taken.json()["id"] not in r.text and str(theirs["id"]) not in r.text
+    staff = booking(theirs["id"], admin)  # reception sees which appointment it is
+    assert staff.status_code == 409 and staff.json()["conflict"]["appointment"]["id"] == taken.json()["id"]

@@ -126,9 +126,14 @@ def router(
         ref = await handlers.patient(ctx.db, patients, patient_id)
         return who.has_any(*BOOKERS) or (who.has_any("PATIENT") and owns(who, ref))
 
-    def conflict(exc: store.CollisionError) -> ProblemError:
-        return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
-                            conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
+    def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
+        """The 409 of a collision. Reception and ADMIN see which appointment the time collides
+        with; anyone else (a patient booking for themself) learns that the time is taken, and
+        which appointment only when it is one of this patient's own."""
+        if who.has_any(*BOOKERS) or exc.other_patient == patient_id:
+            return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
+                                conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
+        return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
 
     @r.get("/appointments/services")
     async def services(request: Request) -> dict[str, Any]:
@@ -140,7 +145,8 @@ def router(
     @r.post("/appointments", status_code=201, response_model=Booked)
     async def book(body: NewAppointment, request: Request) -> Booked:
         """Book an appointment (a patient for themself, RECEPTIONIST, ADMIN). 409 if the practitioner
-        or the patient is already booked then, naming the appointment it collides with."""
+        or the patient is already booked then: reception learns which appointment it collides with,
+        a patient only that the time is taken (or which of their own appointments it is)."""
         who = await authenticate(request, tokens)
         try:
             allowed = await known_and_allowed(who, body.patient_id)
@@ -166,7 +172,7 @@ def router(
         except handlers.UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, body.patient_id) from None
         return Booked(id=row["id"], status=row["status"])
 
     async def load(who: Principal, appointment_id: uuid.UUID, staff: tuple[str, ...]) -> dict[str, Any]:
@@ -227,7 +233,7 @@ def router(
         except handlers.UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, row["patient_id"]) from None
         return store.as_json(moved)
 
     @r.post("/appointments/{appointment_id}/{action}")
@@ -314,7 +320,7 @@ def router(
         except (InvalidBookingError, handlers.UnavailableError) as exc:
             raise HTTPException(409, f"the offered slot can no longer be booked: {exc}") from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, entry["patient_id"]) from None
         return Booked(id=row["id"], status=row["status"])
 
     @r.post("/waitlist/{entry_id}/withdraw")
