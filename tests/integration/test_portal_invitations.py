@@ -241,3 +241,16 @@ async def test_only_notifications_gets_the_code_and_only_while_it_can_be_redeeme
     finally:
         await sender.client.channel.close()
         await server.stop(0)
+
+
+async def test_issuing_while_the_patient_redeems_never_deadlocks(portal: Portal) -> None:
+    """Issuing locks the patient, then their invitations; redeeming takes them in the same order,
+    so the two racing end as one of the two outcomes, never as an aborted transaction."""
+    for _ in range(80):
+        pid = await portal.register()
+        _, code = await portal.invited(pid)
+        issued, redeemed = await asyncio.gather(portal.invite(pid), portal.redeem(code, uuid.uuid4()))
+        outcome = (issued.status_code, redeemed.status_code)
+        assert outcome in ((201, 409), (409, 200)), (issued.text, redeemed.text)
+        if redeemed.status_code == 409:
+            assert redeemed.json().get("reason") == "superseded", redeemed.text  # not a deadlock's 409

@@ -103,12 +103,14 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
     user_id = uuid.UUID(who.subject)
     if await store.patient_of_user(uow.conn, user_id) is not None:
         raise AccountAlreadyLinkedError(str(user_id))
-    invitation = await store.invitation_by_digest(uow.conn, digest)
-    if invitation is None:
+    found = await store.invitation_by_digest(uow.conn, digest)
+    if found is None:
         _attempt(uow, who, None, "denied")
         return Redemption(None, Refusal.UNKNOWN)
-    patient = await store.lock_patient_row(uow.conn, invitation["patient_id"])
-    assert patient is not None  # the foreign key holds it
+    # The patient's row first, then the invitation's, as issuing locks them: no deadlock between the two.
+    patient = await store.lock_patient_row(uow.conn, found["patient_id"])
+    invitation = await store.invitation_by_digest(uow.conn, digest, lock=True)
+    assert patient is not None and invitation is not None  # foreign key; invitations are never deleted
     refusal = _refusal(invitation, patient, now)
     if refusal is not None:
         _attempt(uow, who, patient["id"], "denied")

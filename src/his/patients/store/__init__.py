@@ -378,9 +378,11 @@ async def insert_invitation(conn: Connection, row: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
-async def invitation_by_digest(conn: Connection, digest: bytes) -> dict[str, Any] | None:
-    """The invitation whose code has this digest, locked for this transaction."""
-    row = await conn.fetchrow(f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1 FOR UPDATE", digest)
+async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> dict[str, Any] | None:
+    """The invitation whose code has this digest (locked for this transaction with ``lock``)."""
+    row = await conn.fetchrow(
+        f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1" + (" FOR UPDATE" if lock else ""), digest
+    )
     return dict(row) if row is not None else None
 
 
