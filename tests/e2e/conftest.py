@@ -1,8 +1,8 @@
 """One `his up` shared by the e2e tests that only use the public API.
 
 It has rate and registration limits high enough for generated and matrix traffic (all from
-127.0.0.1), and emergency grants short
-enough to watch one expire. Tests that stop, kill or restart processes start their own
+127.0.0.1), and emergency grants and portal invitations short enough to watch one expire. Tests
+that stop, kill or restart processes start their own
 hospital instead (test_his_up.py).
 """
 
@@ -18,6 +18,8 @@ from tests.e2e.harness import Hospital
 
 #: Break-the-glass access in the shared hospital lasts 6 seconds.
 EMERGENCY_MINUTES = 0.1
+#: A portal invitation in the shared hospital can be redeemed for 30 seconds.
+INVITATION_MINUTES = 0.5
 
 
 @pytest.fixture(scope="package")
@@ -31,6 +33,7 @@ def shared_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
         HIS_REGISTRATIONS_PER_ADDRESS="100000",
         HIS_REGISTRATIONS_OVERALL="100000",
         HIS_EMERGENCY_ACCESS_MINUTES=str(EMERGENCY_MINUTES),
+        HIS_INVITATION_MINUTES=str(INVITATION_MINUTES),
     )
     h.start()
     yield h

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -175,3 +179,50 @@ def assign(hospital: Hospital, admin: dict[str, str], patient_id: object, user_i
 
     wait_until(assigned, what="the clinician account to reach patients")
     return str(answers[-1].json()["id"])
+
+
+#: An invitation code as a message shows it (Crockford base32, three groups of four).
+INVITATION_CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
+
+
+def mail_to(hospital: Hospital, address: str) -> dict[Path, email.message.EmailMessage]:
+    """Every message in the hospital's maildir addressed to ``address``, by file."""
+    box = hospital.data / "mail" / "maildir"
+    found = {}
+    for path in [*box.glob("new/*"), *box.glob("cur/*")]:
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(msg, email.message.EmailMessage)
+        if msg["To"] == address:
+            found[path] = msg
+    return found
+
+
+def invite(hospital: Hospital, staff: dict[str, str], patient_id: object, address: str) -> tuple[dict[str, Any], str]:
+    """Reception invites the patient to the portal; returns the invitation and the code read from
+    the mail that reaches ``address`` (the patient's e-mail on record)."""
+    before = set(mail_to(hospital, address))
+    r = httpx.post(f"{hospital.gateway}/api/patients/{patient_id}/invitations", headers=staff, json={}, timeout=10)
+    assert r.status_code == 201, r.text
+    arrived: list[email.message.EmailMessage] = []
+
+    def mailed() -> bool:
+        new = (m for p, m in mail_to(hospital, address).items() if p not in before)
+        arrived.extend(m for m in new if "invitation" in str(m["Subject"]).lower())  # not the welcome
+        return bool(arrived)
+
+    wait_until(mailed, what=f"the invitation mail to {address}")
+    body = arrived[0].get_content()
+    code = INVITATION_CODE.search(body)
+    assert code is not None, body
+    return r.json(), code.group(0)
+
+
+def link_by_invitation(
+    hospital: Hospital, staff: dict[str, str], patient_id: object, address: str, account: dict[str, str]
+) -> None:
+    """Link a patient's own account to their record, as the portal does: an invitation mailed to
+    the patient, its code redeemed from the account."""
+    _, code = invite(hospital, staff, patient_id, address)
+    r = httpx.post(f"{hospital.gateway}/api/patients/invitations/redeem", headers=account, json={"code": code},
+                   timeout=10)  # fmt: skip
+    assert r.status_code == 200, r.text

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Hospital, assign, create_user, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -144,6 +144,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),
     ("DELETE", "/api/patients/{id}/care-team/{relationship_id}"): Entry(
         lambda m, t: Call("DELETE", f"/api/patients/{_pid(t)}/care-team/{t.relationship_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/patients/{id}/invitations"): Entry(
+        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/invitations", json={}),
         patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
     ),
     ("POST", "/api/patients/{id}/emergency-access"): Entry(
@@ -424,9 +428,11 @@ def world(shared_hospital: Hospital) -> World:
         assert r.status_code == 201, r.text
         user_id = str(r.json()["user_id"])
         record = register_patient(h, admin, f"Bola{side.upper()}-{tag}", given_name=f"Given{side}{tag}",
-                                  user_id=user_id, phone=f"+90 555 {number:03d} 00{n}",
+                                  phone=f"+90 555 {number:03d} 00{n}",
                                   coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"})  # fmt: skip
-        patients.append((Member(user_id, h.login(email, password)), record))
+        member = Member(user_id, h.login(email, password))
+        link_by_invitation(h, admin, record["id"], str(record["email"]), member.auth)
+        patients.append((member, record))
     doctors = [Member(*create_user(h, admin, "DOCTOR", f"bola{n}")) for n in (1, 2)]
     billing = [Member(*create_user(h, admin, "BILLING", f"bola{n}")) for n in (1, 2)]
     targets = tuple(

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from his.kernel.infra.nats import free_port
-from tests.e2e.harness import Hospital, create_user, register_patient
+from tests.e2e.harness import Hospital, create_user, invite, register_patient
 from tests.support.waiting import wait_until
 
 CANARY = {
@@ -193,7 +193,10 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
     assert bogus.status_code == 401
     # Staff registers the patient's record, books, orders a lab test.
     patient = register_patient(hospital, admin, c["family_name"], given_name=c["given_name"], email=c["email"],
-                               phone=c["phone"], user_id=r.json()["user_id"])  # fmt: skip
+                               phone=c["phone"])  # fmt: skip
+    _, code = invite(hospital, admin, patient["id"], c["email"])  # the code must reach no log either
+    linked = httpx.post(f"{gw}/api/patients/invitations/redeem", headers=own, json={"code": code}, timeout=10)
+    assert linked.status_code == 200, linked.text
     assert _book(gw, admin, patient["id"], 11).status_code == 201
     doctor_id, doctor = create_user(hospital, admin, "DOCTOR", "canary")
     httpx.post(f"{gw}/api/patients/{patient['id']}/care-team", headers=admin, json={"user_id": doctor_id}, timeout=10)
@@ -207,7 +210,8 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
     # The notifications for it have been handled (their consumers ran and logged, if at all).
     wait_until(lambda: _delivered(hospital, admin, str(patient["id"])), timeout=30, what="the patient's notifications")
 
-    secrets = [*c.values(), own["authorization"].split()[1], admin["authorization"].split()[1]]
+    secrets = [*c.values(), own["authorization"].split()[1], admin["authorization"].split()[1], code,
+               code.replace("-", "")]  # fmt: skip
     logs = [*sorted(p for p in hospital.data.rglob("*.log") if p.is_file()), hospital.log]
     assert {p.name for p in logs} >= {"gateway.log", "scheduling.log", "notifications.log", "postgres.log"}
     text = {p: p.read_text(errors="replace") for p in logs}

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import Hospital, create_user, register_patient
+from tests.e2e.harness import Hospital, create_user, link_by_invitation, register_patient
 from tests.support.waiting import wait_until
 
 TEST_CARD = {"card_number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
@@ -62,9 +62,10 @@ def test_a_patient_pays_online_through_the_test_provider_and_only_its_confirmati
     account = call("POST", f"{gw}/api/auth/register", None, {"email": email, "password": password,
                                                              "full_name": "Pay Er"})  # fmt: skip
     assert account.status_code == 201, account.text
-    patient = register_patient(h, admin, f"Payer{uuid.uuid4().hex[:6]}", user_id=account.json()["user_id"],
+    patient = register_patient(h, admin, f"Payer{uuid.uuid4().hex[:6]}",
                                coverage={"payer": "SGK", "member_id": "SG-PAY-1"})  # fmt: skip
     me = h.login(email, password)
+    link_by_invitation(h, admin, patient["id"], str(patient["email"]), me)
     invoice = stay_invoice(h, admin, str(patient["id"]))
     inv = f"{gw}/api/invoices/{invoice['id']}"
     assert (invoice["payer"], invoice["patient_share"], invoice["status"]) == ("SGK", "200.00", "open")

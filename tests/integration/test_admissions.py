@@ -534,3 +534,9 @@ async def test_bad_dates_for_the_nightly_job_are_a_4xx_problem(world: World, nig
     assert r.headers["content-type"] == "application/problem+json"
     missing = await world.client.post("/admissions/charges/run", headers=as_role("ADMIN"))
     assert missing.status_code == 422
+
+
+@pytest.mark.parametrize("night", ["0001-01-01", "1799-12-31", "9999-12-31"])
+async def test_a_nightly_run_for_a_date_outside_the_calendar_is_a_422(world: World, night: str) -> None:
+    r = await world.client.post("/admissions/charges/run", params={"date": night}, headers=as_role("ADMIN"))
+    assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text

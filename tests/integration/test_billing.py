@@ -640,3 +640,23 @@ async def test_a_charge_applied_before_its_admission_was_known_moves_onto_it(wor
     before = await world.state()
     await world.redeliver_all()
     assert await world.state() == before
+
+
+async def test_list_filters_take_only_known_values_and_dates_within_the_calendar(world: World) -> None:
+    """An unknown status or payer listed nothing (200 []); now it is a 422 naming what is valid."""
+    for path, params, valid in (
+        ("/invoices", {"status": "unpaid"}, "partially_paid"),
+        ("/claims", {"status": "approved"}, "submitted"),
+        ("/claims", {"payer": "ACME"}, "SGK"),
+    ):
+        r = await world.client.get(path, params=params, headers=world.billing)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (path, r.text)
+        assert valid in r.text, (path, r.text)
+    assert (await world.client.get("/claims", params={"payer": "SGK"}, headers=world.billing)).status_code == 200
+    assert (await world.client.get("/invoices", params={"status": "open"}, headers=world.billing)).status_code == 200
+    for day in ("9999-12-31", "0001-01-01"):
+        r = await world.client.get("/price-list", params={"date": day}, headers=world.billing)
+        assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+    r = await world.client.get("/charges", params={"patient_id": str(uuid.uuid4()), "limit": 500},
+                               headers=world.billing)  # fmt: skip
+    assert r.status_code == 422 and "from 1 to 200" in r.text  # one maximum page for every list

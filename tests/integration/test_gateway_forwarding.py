@@ -138,14 +138,20 @@ async def test_unknown_routes_bodies_and_tokens_are_refused_at_the_edge(upstream
     assert up.seen == []
 
 
-@pytest.mark.parametrize("limit", ["²", "¹²", "٣٠٠٠", "-1", "1e3", ""])
-async def test_a_page_size_that_is_not_a_plain_number_is_a_400(upstream: tuple[Upstream, int], limit: str) -> None:
-    """Superscript digits pass ``str.isdigit`` but not ``int``: still a 400, never a 500."""
+@pytest.mark.parametrize("limit", ["²", "¹²", "٣٠٠٠", "-1", "1e3", "", "0", "201", "100000"])
+async def test_a_page_size_the_services_would_refuse_is_a_422_at_the_edge(
+    upstream: tuple[Upstream, int], limit: str
+) -> None:
+    """The services' own rule and status (his.kernel.params), not a 400 of the gateway's own;
+    superscript digits pass ``str.isdigit`` but not ``int``: never a 500."""
     up, port = upstream
     async with gateway(port) as client:
         r = await client.post("/api/auth/login", params={"limit": limit}, content=b"{}")
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"] == "application/problem+json"
+        second = await client.post("/api/auth/login", params=[("limit", "5"), ("limit", limit)], content=b"{}")
+    for answer in (r, second):
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["detail"] == "limit must be a whole number from 1 to 200"
     assert up.seen == []
 
 

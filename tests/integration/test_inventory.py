@@ -487,3 +487,10 @@ async def test_bad_queries_are_a_4xx_problem(world: World, path: str, params: di
     r = await world.client.get(path, params=params, headers=nurse())
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_filter_by_an_unknown_item_is_a_422_not_an_empty_list(world: World) -> None:
+    for path in ("/inventory/stock", "/inventory/alerts", "/inventory/backorders"):
+        r = await world.client.get(path, params={"item_code": "NO-SUCH-ITEM"}, headers=nurse())
+        assert r.status_code == 422 and "unknown item_code NO-SUCH-ITEM" in r.text, (path, r.text)
+    assert (await world.client.get("/inventory/alerts", params={"limit": 201}, headers=nurse())).status_code == 422

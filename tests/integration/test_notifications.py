@@ -196,7 +196,7 @@ def test_every_template_renders() -> None:
     r = Renderer("UTC")
     when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC).isoformat()
     ctx = {"name": "Selin", "start": when, "end": when, "previous_start": when, "expires_at": when,
-           "service": "follow_up"}  # fmt: skip
+           "service": "follow_up", "code": "7KQ2-M9XD-4RTA"}  # fmt: skip
     for template in TEMPLATES:
         subject, body = r.render(template, ctx)
         assert subject and "Selin" in body, template

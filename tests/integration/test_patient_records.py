@@ -18,6 +18,7 @@ from his.kernel.crypto import FieldCipher
 from his.kernel.db import Database
 from his.patients.api.http import router
 from tests.support.api import bearer, serve, verifier
+from tests.support.portal import CODES, link_account
 
 TEXT = "Allergic to penicillin: anaphylaxis in 2019; carries an adrenaline pen"
 
@@ -29,7 +30,7 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    patients = router(SimpleNamespace(db=db), verifier(), cipher=FieldCipher([os.urandom(32)]))  # type: ignore[arg-type]
+    patients = router(SimpleNamespace(db=db), verifier(), cipher=FieldCipher([os.urandom(32)]), invitation_codes=CODES)  # type: ignore[arg-type]
     async with serve(patients, base_url="http://patients") as client:
         yield client, admin_dsn
     await db.close()
@@ -48,8 +49,9 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
         await conn.close()
     clerk = bearer(uuid.uuid4(), "RECEPTIONIST")
     r = await client.post("/patients", headers=clerk, json={"given_name": "Ece", "family_name": "Records",
-                          "birth_date": "1990-05-06", "sex": "female", "user_id": str(account)})  # fmt: skip
+                          "birth_date": "1990-05-06", "sex": "female", "email": "ece@example.org"})  # fmt: skip
     pid = r.json()["id"]
+    await link_account(client, pid, account)
     assert (
         await client.post(f"/patients/{pid}/care-team", headers=clerk, json={"user_id": str(carer)})
     ).status_code == 201

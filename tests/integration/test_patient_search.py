@@ -17,6 +17,7 @@ from his.kernel import migrations
 from his.kernel.db import Database
 from his.patients.api.http import router
 from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.portal import CODES, link_account
 
 CLERK = Bearer(uuid.uuid4(), "RECEPTIONIST")
 
@@ -31,7 +32,7 @@ async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Datab
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    service = router(SimpleNamespace(db=db), verifier(), invitation_codes=CODES)  # type: ignore[arg-type]
     async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()
@@ -89,7 +90,8 @@ async def test_updates_are_checked_announced_and_limited_for_patients(
 ) -> None:
     c, db = client
     account = uuid.uuid4()
-    p = (await register(c, "Can", "Ak", "1970-01-01", user_id=str(account), email="can@example.org")).json()
+    p = (await register(c, "Can", "Ak", "1970-01-01", email="can@example.org")).json()
+    await link_account(c, p["id"], account)
     r = await c.patch(f"/patients/{p['id']}", headers=CLERK, json={"family_name": "Akın", "phone": "+90 555 000 1111"})
     assert r.status_code == 200 and r.json()["family_name"] == "Akın"
     event = await db.pool.fetchval(
@@ -106,3 +108,33 @@ async def test_updates_are_checked_announced_and_limited_for_patients(
     other = bearer(uuid.uuid4(), "PATIENT")
     assert (await c.patch(f"/patients/{p['id']}", headers=other, json={"email": "x@example.org"})).status_code == 404
     assert (await c.patch(f"/patients/{uuid.uuid4()}", headers=CLERK, json={"phone": "+90 555 1"})).status_code == 404
+
+
+@pytest.mark.parametrize("q", ["%%", "__", "  ", "%_", "\\\\", "a%", "_ _", "%%%%%%"])
+async def test_a_search_without_real_characters_lists_no_one_but_is_a_422(
+    client: tuple[httpx.AsyncClient, Database], q: str
+) -> None:
+    """``q=%%``, ``__`` or blanks listed every patient."""
+    c, _ = client
+    await register(c, "Nur", "Everyone", "1960-01-01")
+    r = await c.get("/patients", params={"q": q}, headers=CLERK)
+    assert r.status_code == 422 and "at least 2 letters or digits" in r.text, r.text
+
+
+async def test_like_wildcards_in_a_search_match_only_themselves(client: tuple[httpx.AsyncClient, Database]) -> None:
+    c, _ = client
+    odd = (await register(c, "Eli", "Kaya_Demir", "1961-02-03")).json()
+    await register(c, "Eli", "Kayadem", "1962-02-03")
+    found = (await c.get("/patients", params={"q": "a_d"}, headers=CLERK)).json()["items"]
+    assert [p["id"] for p in found] == [odd["id"]]  # "_" is an underscore: not "any character", not dropped
+    nobody = (await c.get("/patients", params={"q": "y%m"}, headers=CLERK)).json()["items"]
+    assert nobody == []  # "%" is a percent sign, not "anything"
+
+
+async def test_a_page_of_patients_holds_up_to_the_shared_maximum(client: tuple[httpx.AsyncClient, Database]) -> None:
+    """The service's page was at most 50 while the gateway let 200 through: one rule for both."""
+    c, _ = client
+    await register(c, "Sayfa", "Limit", "1950-05-05")
+    assert (await c.get("/patients", params={"q": "limit", "limit": 200}, headers=CLERK)).status_code == 200
+    r = await c.get("/patients", params={"q": "limit", "limit": 201}, headers=CLERK)
+    assert r.status_code == 422 and "limit must be a whole number from 1 to 200" in r.text, r.text

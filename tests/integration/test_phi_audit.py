@@ -31,6 +31,7 @@ from his.kernel.db import Database
 from his.kernel.outbox import OutboxRelay
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.patients.api.http import router
+from tests.support.portal import CODES, link_account
 from tests.support.waiting import wait_for
 
 KEY = SigningKey.generate(datetime.now(UTC))
@@ -68,6 +69,7 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
         router(
             SimpleNamespace(db=patients),  # type: ignore[arg-type]
             TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE),
+            invitation_codes=CODES,
         )
     )
     relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
@@ -108,10 +110,13 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
             owner = uuid.uuid4()
             r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
                 "given_name": "Test", "family_name": f"Audit{i:04d}", "birth_date": "1970-01-01", "sex": "unknown",
-                "user_id": str(owner), "confirm_duplicate": True})  # fmt: skip
+                "email": f"audit{i}@example.org", "confirm_duplicate": True})  # fmt: skip
             assert r.status_code == 201
+            # The patient links their account: an invitation issued, then redeemed (two more records).
+            await link_account(client, r.json()["id"], owner, clerk=bearer(clerk, "RECEPTIONIST"),
+                               patient=bearer(owner, "PATIENT"))  # fmt: skip
             owners[r.json()["id"]] = owner
-            expected += 1
+            expected += 3
         elif kind == "read":
             r = await client.get(f"/patients/{rng.choice(list(owners))}", headers=bearer(clerk, "RECEPTIONIST"))
             assert r.status_code == 200

@@ -7,16 +7,22 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 import pytest
 
-from his.kernel import migrations
+from his.kernel import migrations, rpc
 from his.kernel.db import Database
+from his.kernel.pki import LocalCA, spiffe_id
+from his.practitioners.api import grpc as practitioners_grpc
 from his.practitioners.api.http import router
+from his.proto.practitioners.v1 import practitioners_pb2 as calendar_pb
+from his.proto.practitioners.v1 import practitioners_pb2_grpc as calendar_grpc
 from tests.support.api import bearer, serve, verifier
 
 ADMIN = uuid.uuid4()
@@ -228,3 +234,60 @@ async def test_booked_time_announced_by_scheduling_leaves_availability(api: tupl
         await handlers.on_appointment_changed(uow, Envelope.wrap(gone, aggregate_id=appt), gone)
     free = (await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)).json()["items"]
     assert free == [{"start": at(8), "end": at(12)}]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("9999-12-01T00:00:00+00:00", "9999-12-31T00:00:00+00:00"),  # the month after it does not exist
+        ("9999-12-31T00:00:00-05:00", "9999-12-31T10:00:00-05:00"),  # its UTC form is in year 10000
+        ("0001-01-01T00:00:00+05:00", "0001-01-02T00:00:00+05:00"),  # its UTC form is before year 1
+        ("3000-01-01T00:00:00+00:00", "3000-01-02T00:00:00+00:00"),
+    ],
+)
+async def test_windows_at_the_ends_of_the_calendar_are_a_422_naming_the_range(
+    api: tuple[httpx.AsyncClient, Database], start: str, end: str
+) -> None:
+    client, _ = api
+    pid = await new_practitioner(client)
+    for what in ("shifts", "availability"):
+        r = await client.get(f"/practitioners/{pid}/{what}", params={"from": start, "to": end},
+                             headers=bearer(ADMIN, "ADMIN"))  # fmt: skip
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+
+
+async def test_an_unknown_specialty_filter_is_a_422_naming_the_specialties(
+    api: tuple[httpx.AsyncClient, Database],
+) -> None:
+    client, _ = api
+    await new_practitioner(client)
+    r = await client.get("/practitioners", params={"specialty": "astrology"}, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 422 and "cardiology" in r.json()["detail"] and "cardiology" in r.json()["valid"]
+    r = await client.get("/practitioners", params={"specialty": "cardiology"}, headers=bearer(ADMIN, "ADMIN"))
+    assert r.status_code == 200 and r.json()["items"]
+
+
+async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: str, tmp_path: Path) -> None:
+    """Scheduling asks for a day's working time; the last days of the calendar were a 500 (a month
+    added to the window's start passed year 9999). A valid window there is answered."""
+    dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
+    db = Database(dsn, schema="practitioners", max_size=2)
+    await db.open()
+    ca = LocalCA(tmp_path / "pki").ensure()
+    server = rpc.RpcServer(ca.issue("practitioners", spiffe_id("practitioners")),
+                           practitioners_grpc.services(SimpleNamespace(db=db)))  # type: ignore[arg-type]  # fmt: skip
+    port = await server.start()
+    channel = rpc.channel(f"127.0.0.1:{port}", ca.issue("scheduling", spiffe_id("scheduling")))
+    try:
+        stub = calendar_grpc.CalendarStub(channel)
+        request = calendar_pb.GetWorkingTimeRequest(practitioner_id=str(uuid.uuid4()))
+        request.start.FromDatetime(datetime(9999, 12, 30, tzinfo=UTC))
+        request.end.FromDatetime(datetime(9999, 12, 31, tzinfo=UTC))
+        with pytest.raises(grpc.aio.AioRpcError) as answered:
+            await stub.GetWorkingTime(request, timeout=5)
+        assert answered.value.code() == grpc.StatusCode.NOT_FOUND  # an unknown practitioner, not an internal error
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await db.close()

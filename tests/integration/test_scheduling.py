@@ -340,3 +340,48 @@ async def test_slots_on_the_first_or_last_representable_day_are_not_a_500(world:
     r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
     assert r.status_code < 500, r.text
     assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("day", ["9999-12-30", "9999-12-01", "9999-12-31", "0001-01-02", "3000-01-01", "1799-12-31"])
+async def test_slots_on_a_day_outside_the_calendar_the_system_works_with_are_a_422(world: World, day: str) -> None:
+    """``date=9999-12-30`` was a 500 under `his up` (the calendar's month window passed year 9999)."""
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+    assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+
+
+async def test_an_unknown_service_is_a_422_naming_the_services(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": DAY.date().isoformat(), "service": "massage"},
+                               headers=RECEPTION)  # fmt: skip
+    assert r.status_code == 422 and {"consultation", "procedure", "follow_up"} <= set(r.json()["valid"])
+
+
+async def test_a_patient_learns_only_that_the_time_is_taken_unless_it_is_their_own_appointment(world: World) -> None:
+    """A collision told a patient another patient's appointment id and times; reception still
+    sees which appointment it is, and a patient sees their own."""
+    doctor, other_doctor = world.practitioner((8, 16)), world.practitioner((8, 16))
+    account = uuid.uuid4()
+    me, them, as_me = world.patient(account), world.patient(), Bearer(account, "PATIENT")
+    theirs = (await world.book(them, doctor, 9)).json()
+
+    taken = await world.book(me, doctor, 9, headers=as_me)
+    assert taken.status_code == 409 and taken.headers["content-type"] == "application/problem+json"
+    assert taken.json()["conflict"] == {"with": "practitioner"}
+    assert theirs["id"] not in taken.text and at(9).isoformat() not in taken.text
+
+    mine = (await world.book(me, other_doctor, 11, headers=as_me)).json()
+    twice = await world.book(me, doctor, 11, headers=as_me)  # the doctor is free then; the patient is not
+    assert twice.status_code == 409
+    assert twice.json()["conflict"] == {
+        "with": "patient",
+        "appointment": {"id": mine["id"], "start": at(11).isoformat(), "end": at(11 + 1 / 3).isoformat()},
+    }
+    busy = (await world.book(world.patient(), other_doctor, 13)).json()
+    moved = await world.client.post(f"/appointments/{mine['id']}/reschedule", headers=as_me,
+                                    json={"start": at(13).isoformat(), "end": at(13 + 1 / 3).isoformat()})  # fmt: skip
+    assert moved.status_code == 409 and moved.json()["conflict"] == {"with": "practitioner"}  # moving tells no more
+    assert busy["id"] not in moved.text
+
+    staff = await world.book(world.patient(), doctor, 9)
+    assert staff.json()["conflict"]["appointment"]["id"] == theirs["id"]

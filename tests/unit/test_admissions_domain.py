@@ -94,10 +94,10 @@ def test_invalid_bed_steps_are_refused(state: BedState, action: BedAction) -> No
 def test_beds_are_spread_over_rooms() -> None:
     assert [b for _, b in bed_labels(7, 3)] == ["R1-B1", "R1-B2", "R1-B3", "R2-B1", "R2-B2", "R3-B1", "R3-B2"]
     assert bed_labels(2, None) == [("R1", "R1-B1"), ("R1", "R1-B2")]
-    assert len({b for _, b in bed_labels(500, 37)}) == 500
+    assert len({b for _, b in bed_labels(200, 37)}) == 200
 
 
-@pytest.mark.parametrize(("beds", "rooms"), [(0, None), (-1, None), (501, None), (3, 4), (3, 0)])
+@pytest.mark.parametrize(("beds", "rooms"), [(0, None), (-1, None), (201, None), (3, 4), (3, 0)])
 def test_bad_bed_counts_are_refused(beds: int, rooms: int | None) -> None:
     with pytest.raises(InvalidWardError):
         bed_labels(beds, rooms)

@@ -26,6 +26,8 @@ def test_patients_allowlist_covers_every_method_and_keeps_contact_details_narrow
     assert spiffe_id("billing") in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert spiffe_id("gateway") not in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert allow["/his.patients.v1.PatientDirectory/GetCareBasis"] == {spiffe_id("laboratory"), spiffe_id("scheduling")}
+    # An invitation's code goes only to the service that sends it to the patient.
+    assert allow["/his.patients.v1.PatientDirectory/GetInvitation"] == {spiffe_id("notifications")}
 
 
 def test_billing_terms_are_for_the_services_that_take_a_payer_or_a_price() -> None:
@@ -41,13 +43,15 @@ def service_allowing(allow: dict[str, list[str]]) -> rpc.RpcService:
 
 def test_a_method_without_an_allowlist_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="no allowlist for \\['GetContactDetails'\\]"):
-        service_allowing({"GetPatient": [spiffe_id("billing")], "GetCareBasis": []}).allowlist()
+        service_allowing({"GetPatient": [spiffe_id("billing")], "GetCareBasis": [], "GetInvitation": []}).allowlist()
     with pytest.raises(ValueError, match="not methods: \\['DeletePatient'\\]"):
         service_allowing(
-            {"GetPatient": [], "GetContactDetails": [], "GetCareBasis": [], "DeletePatient": []}
+            {"GetPatient": [], "GetContactDetails": [], "GetCareBasis": [], "GetInvitation": [], "DeletePatient": []}
         ).allowlist()
     with pytest.raises(ValueError, match="must be SPIFFE ids"):
-        service_allowing({"GetPatient": ["billing"], "GetContactDetails": [], "GetCareBasis": []}).allowlist()
+        service_allowing(
+            {"GetPatient": ["billing"], "GetContactDetails": [], "GetCareBasis": [], "GetInvitation": []}
+        ).allowlist()
 
 
 def settings(grpc_port: int | None = None) -> ServiceSettings:

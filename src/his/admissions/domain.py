@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 #: The ward's ``type``: a short code (``general``, ``icu``, ``maternity`` …), carried on events.
 WARD_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-MAX_BEDS_PER_WARD = 500
+#: A ward's beds are listed in one page (``his.kernel.params.MAX_PAGE``, the limit of every list).
+MAX_BEDS_PER_WARD = 200
 MAX_DAILY_RATE = Decimal("9999999999.99")  # NUMERIC(12,2)
 
 

@@ -38,6 +38,9 @@ def build() -> ServiceDefinition:
             Subscription(
                 "audit_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
+            Subscription(
+                "audit_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
+            ),
         ),
         routes=router,
         description="Append-only, hash-chained log of PHI access and security events.",

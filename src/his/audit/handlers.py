@@ -5,7 +5,7 @@ from __future__ import annotations
 from his.audit import store
 from his.audit.domain import is_flagged
 from his.events.audit import RecordAccessed, RecordsAccessed
-from his.events.patients import PatientRegistered
+from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -39,7 +39,7 @@ async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Remember the patient's account, so a patient can see who read their own record."""
-    if not isinstance(ev, PatientRegistered):
+    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
         raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)

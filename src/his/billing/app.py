@@ -62,6 +62,7 @@ def build() -> ServiceDefinition:
 
     consumed = (
         ("billing_patient_registered", "his.patients.patient.registered.v1", h.on_patient_registered),
+        ("billing_invitation_redeemed", "his.patients.invitation.redeemed.v1", h.on_patient_registered),
         ("billing_coverage_changed", "his.patients.coverage.changed.v1", h.on_coverage_changed),
         ("billing_admitted", "his.admissions.admission.admitted.v1", h.on_admitted),
         ("billing_bed_charge_posted", "his.admissions.bed_charge.posted.v1", h.on_bed_charge_posted),

@@ -70,7 +70,7 @@ from his.events.billing import (
 )
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabOrderCancelled, LabOrderResulted
-from his.events.patients import CoverageChanged, PatientRegistered
+from his.events.patients import CoverageChanged, InvitationRedeemed, PatientRegistered
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.config import Settings
 from his.kernel.consumer import PermanentError
@@ -119,7 +119,7 @@ class Item:
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Remember which account owns each patient (a patient reads only their own invoices)."""
-    if not isinstance(ev, PatientRegistered):
+    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
         raise PermanentError(f"unexpected event {env.type}")
     await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
 

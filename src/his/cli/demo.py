@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -111,6 +112,8 @@ class Hospital:
     #: Patients with an appointment in the clinics (the ward day admits others).
     in_clinic: set[str] = field(default_factory=set)
     tally: Counter[str] = field(default_factory=Counter)
+    #: The hospital's local maildir (`his up` without SMTP), where portal invitations can be read.
+    maildir: Path | None = None
 
 
 async def staff_user(admin: Api, email: str, name: str, roles: list[str]) -> tuple[str, Api]:
@@ -135,6 +138,7 @@ async def run(
     zone: ZoneInfo,
     console: Console,
     admissions: int = 0,
+    maildir: Path | None = None,
 ) -> dict[str, Any]:
     rng = random.Random()  # noqa: S311 - made-up demo data, nothing secret
     tag = secrets.token_hex(3)
@@ -142,7 +146,7 @@ async def run(
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
         admin = await login(Api(client), admin_email, admin_password)
         _, reception = await staff_user(admin, f"reception.{tag}@demo.his.local", "Reception Desk", ["RECEPTIONIST"])
-        h = Hospital(admin, reception)
+        h = Hospital(admin, reception, maildir=maildir)
         first_day = datetime.now(zone).date() + timedelta(days=1)
         columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as bar:

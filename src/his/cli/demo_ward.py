@@ -9,12 +9,17 @@ the events of the other services, so the demo waits for them to appear (with a d
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import random
+import re
 import secrets
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -255,9 +260,13 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
     r = await anonymous.call("POST", "/api/auth/register", json={"email": email, "password": password,
                                                                  "full_name": "Portal Patient"})  # fmt: skip
     body = {"given_name": "Portal", "family_name": f"Patient {tag}", "birth_date": "1984-04-04", "sex": "female",
-            "user_id": r.json()["user_id"], "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
+            "email": email, "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
             "confirm_duplicate": True}  # fmt: skip
     patient = (await h.reception.call("POST", "/api/patients", json=body)).json()["id"]
+    me = await login(anonymous, email, password)
+    if not await _link_by_invitation(h, me, patient, email):
+        w.tally["not paid online: no invitation mail in the local maildir"] += 1
+        return
     pid, _ = h.doctors[0]
     r = await h.reception.call("POST", "/api/admissions", ok=(201, 409),
                                json={"patient_id": patient, "practitioner_id": pid, "ward_id": w.wards[0]})  # fmt: skip
@@ -266,7 +275,6 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
         return
     await h.reception.call("POST", f"/api/admissions/{r.json()['id']}/discharge")
     [invoice] = await _invoices(Ward(w.staff, discharged=[patient]), {patient: "SGK"}, None)
-    me = await login(anonymous, email, password)
     amount = {"amount": invoice["patient_share"], "currency": invoice["currency"]}
     r = await me.call("POST", f"/api/invoices/{invoice['id']}/online-payments", json=amount,
                       extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
@@ -275,6 +283,35 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
     if paid.json()["status"] != "paid":
         raise DemoError(f"the test provider's confirmation did not mark invoice {invoice['id']} paid")
     w.tally["paid online (TEST payment provider)"] += 1
+
+
+INVITATION_CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
+
+
+def _invitation_code(maildir: Path, address: str) -> str | None:
+    """The code of the portal invitation mailed to ``address``, if it is in the maildir yet."""
+    for path in [*maildir.glob("new/*"), *maildir.glob("cur/*")]:
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if isinstance(msg, email.message.EmailMessage) and msg["To"] == address:
+            found = INVITATION_CODE.search(msg.get_content())
+            if found and "invitation" in str(msg["Subject"]).lower():
+                return found.group(0)
+    return None
+
+
+async def _link_by_invitation(h: Hospital, me: Api, patient: str, address: str, wait: float = 30.0) -> bool:
+    """Reception invites the patient to the portal; the patient reads the code in their mail (the
+    hospital's local maildir) and redeems it from their own account. False if no mail came."""
+    if h.maildir is None or not h.maildir.is_dir():
+        return False
+    await h.reception.call("POST", f"/api/patients/{patient}/invitations", json={"channel": "email"})
+    deadline = asyncio.get_running_loop().time() + wait
+    while (code := await asyncio.to_thread(_invitation_code, h.maildir, address)) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    await me.call("POST", "/api/patients/invitations/redeem", json={"code": code})
+    return True
 
 
 def render_invoices(console: Console, invoices: list[dict[str, Any]]) -> None:

@@ -114,6 +114,7 @@ def demo(
                 admissions=admissions,
                 zone=ZoneInfo(settings.timezone),
                 console=err,
+                maildir=settings.data_path / "mail" / "maildir",
             )
         )
     except demo_mod.DemoError as exc:

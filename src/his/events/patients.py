@@ -69,3 +69,31 @@ class CoverageChanged(Event):
     patient_id: uuid.UUID
     payer: str | None
     effective_from: date
+
+
+@event
+class InvitationIssued(Event):
+    """Reception invited a patient to link the record to their own account (the patient portal).
+
+    Ids, the channel and the expiry only: the invitation's code never travels on the bus.
+    Notifications asks patients for it over gRPC when it sends the message.
+    """
+
+    type = "his.patients.invitation.issued.v1"
+    invitation_id: uuid.UUID
+    patient_id: uuid.UUID
+    #: Where the code goes: ``email`` or ``sms`` (the patient's address on record).
+    channel: str
+    expires_at: datetime
+    issued_by: uuid.UUID
+
+
+@event
+class InvitationRedeemed(Event):
+    """A patient redeemed an invitation from their own account: the record is now linked to that
+    account, as ``account_id`` of ``his.patients.patient.registered.v1`` would have said."""
+
+    type = "his.patients.invitation.redeemed.v1"
+    invitation_id: uuid.UUID
+    patient_id: uuid.UUID
+    account_id: uuid.UUID

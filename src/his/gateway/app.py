@@ -33,6 +33,7 @@ from his.gateway.routing import ROUTES, Match, resolve
 from his.kernel import observability as obs
 from his.kernel import tracing
 from his.kernel.config import ServiceSettings
+from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
@@ -41,7 +42,6 @@ from his.kernel.service import KEEP_ALIVE, NO_TELEMETRY, QuietServer, mutual_tls
 log = logging.getLogger("his.gateway")
 
 MAX_BODY = 1024 * 1024
-MAX_PAGE = 200
 #: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent", "payment-signature")
 RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
@@ -176,9 +176,11 @@ class Gateway:
                 return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
         if any(ord(ch) < 0x20 for value in request.query_params.values() for ch in value):
             return problem(400, "query parameters must not contain control characters")
-        limit = request.query_params.get("limit")
-        if limit is not None and (not (limit.isascii() and limit.isdigit()) or int(limit) > MAX_PAGE):
-            return problem(400, f"limit must be a whole number up to {MAX_PAGE}")
+        for limit in request.query_params.getlist("limit"):
+            try:
+                page_size(limit)
+            except ValueError as exc:  # the services' own rule, answered before they are asked
+                return problem(422, str(exc), errors=[{"loc": ["limit"], "msg": str(exc)}])
         body = await read_capped(request)
         if body is None:
             return problem(413, f"request body larger than {MAX_BODY} bytes")

@@ -30,6 +30,9 @@ def build() -> ServiceDefinition:
             Subscription(
                 "laboratory_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
+            Subscription(
+                "laboratory_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
+            ),
         ),
         routes=routes,
         description="Test catalogue with prices, lab orders and their results.",

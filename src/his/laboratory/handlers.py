@@ -14,7 +14,7 @@ from typing import Any
 
 from his.clients.patients import PatientLookup, PatientRef
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
-from his.events.patients import PatientRegistered
+from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.kernel.consumer import PermanentError
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
@@ -115,6 +115,6 @@ async def result(
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Remember which patients exist and which account owns each (a patient reads their own orders)."""
-    if not isinstance(ev, PatientRegistered):
+    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
         raise PermanentError(f"unexpected event {env.type}")
     await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)

@@ -52,6 +52,8 @@ def build() -> ServiceDefinition:
                 "his.patients.emergency_access.granted.v1",
                 handlers.on_emergency_access_granted,
             ),
+            sub("invitation_issued", "his.patients.invitation.issued.v1", handlers.on_invitation_issued),
+            sub("invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_invitation_redeemed),
             sub("appointment_booked", "his.scheduling.appointment.booked.v1", handlers.on_appointment_booked),
             sub("appointment_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_appointment_cancelled),
             sub(

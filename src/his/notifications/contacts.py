@@ -3,7 +3,8 @@
 Contact details are personal data, so they never travel on the bus and are not stored here:
 they are fetched when a message is sent, through a short-lived cache (a minute by default), with
 a deadline, retries and a circuit breaker. When patients does not answer, the delivery waits and
-is tried again later; an address is never guessed.
+is tried again later; an address is never guessed. A portal invitation's code is asked the same
+way when its message goes out, and is neither cached nor stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 class ContactDirectory(Protocol):
     async def contact(self, patient_id: uuid.UUID) -> Contact | None:
         """The patient's contact details; None if there is no such patient.
+        Raises ``DependencyUnavailableError`` when the directory does not answer."""
+        ...
+
+    async def invitation_code(self, invitation_id: uuid.UUID) -> str | None:
+        """A portal invitation's code, to send it now; None if it can no longer be redeemed (or
+        does not exist). Never cached: the code is secret and one invitation is sent once.
         Raises ``DependencyUnavailableError`` when the directory does not answer."""
         ...
 
@@ -59,15 +66,35 @@ class GrpcContacts:
         self._cache[patient_id] = (now + self.ttl, found)
         return found
 
+    async def invitation_code(self, invitation_id: uuid.UUID) -> str | None:
+        try:
+            answer = await self.client.call(
+                self.stub.GetInvitation, pb.GetInvitationRequest(invitation_id=str(invitation_id)), idempotent=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                return None
+            raise
+        return answer.code
+
 
 @dataclass
 class FakeContacts:
     contacts: dict[uuid.UUID, Contact] = field(default_factory=dict)
+    #: Codes of the invitations that can still be redeemed.
+    invitations: dict[uuid.UUID, str] = field(default_factory=dict)
     down: bool = False
 
-    async def contact(self, patient_id: uuid.UUID) -> Contact | None:
+    def _answer(self) -> None:
         if self.down:
             from his.kernel.resilience import DependencyUnavailableError
 
             raise DependencyUnavailableError("patients", "told to be down")
+
+    async def contact(self, patient_id: uuid.UUID) -> Contact | None:
+        self._answer()
         return self.contacts.get(patient_id)
+
+    async def invitation_code(self, invitation_id: uuid.UUID) -> str | None:
+        self._answer()
+        return self.invitations.get(invitation_id)

@@ -21,7 +21,7 @@ from his.kernel.resilience import DependencyUnavailableError
 from his.notifications import store
 from his.notifications.channels import Channel, Outgoing
 from his.notifications.contacts import ContactDirectory
-from his.notifications.domain import retry_delay
+from his.notifications.domain import INVITATION, retry_delay
 from his.notifications.templates import Renderer
 
 log = logging.getLogger("his.notifications.dispatcher")
@@ -70,7 +70,8 @@ class Dispatcher:
 
     async def _send(self, conn: Connection, row: dict[str, Any]) -> None:
         did: uuid.UUID = row["id"]
-        if row["channel"] not in (await store.preferences(conn, row["patient_id"])).channels():
+        requested = row["template"] == INVITATION  # asked for at the desk, on the channel chosen there
+        if not requested and row["channel"] not in (await store.preferences(conn, row["patient_id"])).channels():
             await store.finish(conn, did, "suppressed", "the patient does not want messages on this channel")
             return
         try:
@@ -82,7 +83,15 @@ class Dispatcher:
             if not address:
                 await store.finish(conn, did, "failed", f"the patient has no {row['channel']} address")
                 return
-            subject, body = self.renderer.render(row["template"], {**row["context"], "name": contact.name})
+            context = {**row["context"], "name": contact.name}
+            if requested:
+                # The code is asked for now and kept in memory only: never stored here, never logged.
+                code = await self.contacts.invitation_code(uuid.UUID(row["context"]["invitation_id"]))
+                if code is None:
+                    await store.finish(conn, did, "cancelled", "the invitation can no longer be redeemed")
+                    return
+                context["code"] = code
+            subject, body = self.renderer.render(row["template"], context)
             await self.channels[row["channel"]].send(Outgoing(did, row["channel"], address, subject, body))
         except DependencyUnavailableError as exc:
             await self._later(conn, row, str(exc))

@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 
 #: Reminders go out this long before an appointment.
 REMINDER_LEAD = timedelta(hours=24)
+#: The template of a portal invitation: sent on the channel reception chose, whatever the
+#: patient's preferences (they asked for it at the desk), with a code asked of patients at sending.
+INVITATION = "portal_invitation"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from his.events.laboratory import LabOrderResulted
-from his.events.patients import EmergencyAccessGranted, PatientRegistered
+from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
 from his.events.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -24,7 +24,7 @@ from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.notifications import store
-from his.notifications.domain import reminder_due
+from his.notifications.domain import INVITATION, reminder_due
 
 
 async def _queue(
@@ -73,6 +73,23 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)
     await _queue(uow, env, ev.patient_id, "welcome")
+
+
+async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """Send a portal invitation on the channel reception chose. The delivery holds the invitation's
+    id, never its code: the dispatcher asks patients for the code when it sends the message."""
+    if not isinstance(ev, InvitationIssued):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.queue(uow.conn, patient_id=ev.patient_id, template=INVITATION, channel=ev.channel, event_id=env.id,
+                      context={"queued_at": datetime.now(UTC).isoformat(), "invitation_id": str(ev.invitation_id),
+                               "expires_at": ev.expires_at.isoformat()})  # fmt: skip
+
+
+async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """The patient linked their record to their own account: they may now read its deliveries."""
+    if not isinstance(ev, InvitationRedeemed):
+        raise PermanentError(f"unexpected event {env.type}")
+    await store.link_account(uow.conn, ev.patient_id, ev.account_id)
 
 
 async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> None:

@@ -15,6 +15,7 @@ TEMPLATES = (
     "appointment_rescheduled",
     "appointment_reminder",
     "waitlist_offer",
+    "portal_invitation",
 )
 
 

@@ -4,10 +4,12 @@ from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
 from his.kernel.crypto import FieldCipher, parse_key
+from his.kernel.rpc import RpcService
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.patients import handlers
 from his.patients.api import grpc
 from his.patients.api.http import router
+from his.patients.domain import InvitationCodes
 from his.patients.settings import PatientsSettings
 
 
@@ -17,9 +19,11 @@ def build() -> ServiceDefinition:
 
     settings = PatientsSettings()
 
-    cipher = None
+    cipher, codes = None, None
     if settings.records_keys:
-        cipher = FieldCipher([parse_key(k) for k in settings.records_keys.split(",") if k.strip()])
+        keys = [parse_key(k) for k in settings.records_keys.split(",") if k.strip()]
+        # Invitation codes are derived with a key of their own, made from the records key(s).
+        cipher, codes = FieldCipher(keys), InvitationCodes(keys)
 
     def routes(ctx: ServiceContext) -> APIRouter:
         from his.clients.billing import GrpcBillingTerms
@@ -28,7 +32,11 @@ def build() -> ServiceDefinition:
         if identity is None:
             raise SystemExit("patients needs a workload identity (HIS_TLS_*) to check payers with billing")
         payers = GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity)
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher, payers=payers)
+        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher, payers=payers,
+                      invitation_codes=codes, invitation_minutes=settings.invitation_minutes)  # fmt: skip
+
+    def grpc_services(ctx: ServiceContext) -> list[RpcService]:
+        return grpc.services(ctx, codes)
 
     return ServiceDefinition(
         name="patients",
@@ -58,7 +66,7 @@ def build() -> ServiceDefinition:
             ),
         ),
         routes=routes,
-        grpc_services=grpc.services,
+        grpc_services=grpc_services,
         combine_reads=batch_accesses,
         description="Patient master data; the only home of personal data.",
     )

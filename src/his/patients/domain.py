@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Iterable
@@ -212,3 +214,115 @@ def may_read_records(access: Access, roles: Iterable[str], *, owner: bool) -> bo
 
 def may_write_records(access: Access, roles: Iterable[str]) -> bool:
     return access.allowed and access.clinical and bool(frozenset(roles) & CLINICIANS)
+
+
+# --- Portal invitations ---------------------------------------------------------------------
+
+
+class Channel(StrEnum):
+    """How an invitation's code reaches the patient: their e-mail address or phone on record."""
+
+    EMAIL = "email"
+    SMS = "sms"
+
+
+#: Crockford's base32: no I, L, O or U, so a code read from a text message is typed right.
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: 12 characters of 5 bits: 60 bits, shown in three groups of four (``7KQ2-M9XD-4RTA``).
+CODE_LENGTH = 12
+_LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+class InvalidInvitationCodeError(ValueError):
+    """The text is not an invitation code at all (wrong length or characters)."""
+
+
+def normalise_code(text: str) -> str:
+    """The code as typed, without blanks and dashes, in capitals, look-alike letters read as digits."""
+    code = "".join(text.split()).replace("-", "").upper().translate(_LOOKALIKES)
+    if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
+        raise InvalidInvitationCodeError(
+            f"an invitation code has {CODE_LENGTH} letters and digits, as in the message (e.g. 7KQ2-M9XD-4RTA)"
+        )
+    return code
+
+
+def code_digest(code: str) -> bytes:
+    """What is stored of a code: its SHA-256 (the code itself is never stored)."""
+    return hashlib.sha256(b"his-invitation-code:" + normalise_code(code).encode()).digest()
+
+
+class InvitationCodes:
+    """Each invitation's code, derived from its id with a secret key (HMAC-SHA-256).
+
+    Only the code's digest is stored; the code can be derived again, by whoever holds the key,
+    to send it. Keys come newest first (as ``HIS_RECORDS_KEYS`` lists them): a code is made with
+    the newest, and found again with whichever key made the stored digest.
+    """
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        # A key of its own per purpose: the records key is never used as is.
+        self._keys = [hmac.new(k, b"his-invitation-codes", hashlib.sha256).digest() for k in keys]
+        if not self._keys:
+            raise ValueError("at least one key is needed")
+
+    @staticmethod
+    def _code(key: bytes, invitation_id: uuid.UUID) -> str:
+        number = int.from_bytes(hmac.new(key, invitation_id.bytes, hashlib.sha256).digest()[:8], "big")
+        return "".join(CODE_ALPHABET[(number >> (5 * i)) & 31] for i in range(CODE_LENGTH))
+
+    def code(self, invitation_id: uuid.UUID) -> str:
+        """The code of a new invitation, as shown to the patient."""
+        return format_code(self._code(self._keys[0], invitation_id))
+
+    def recover(self, invitation_id: uuid.UUID, digest: bytes) -> str | None:
+        """The code of an invitation whose stored digest is ``digest``; None if no key made it."""
+        for key in self._keys:
+            code = self._code(key, invitation_id)
+            if hmac.compare_digest(code_digest(code), digest):
+                return format_code(code)
+        return None
+
+
+def format_code(code: str) -> str:
+    return "-".join(code[i : i + 4] for i in range(0, CODE_LENGTH, 4))
+
+
+def invitation_expiry(now: datetime, minutes: float) -> datetime:
+    """When an invitation issued now stops being redeemable."""
+    if minutes <= 0:
+        raise ValueError("an invitation must be valid for a positive time")
+    return now + timedelta(minutes=minutes)
+
+
+class Refusal(StrEnum):
+    """Why an invitation cannot be redeemed."""
+
+    UNKNOWN = "unknown"
+    REDEEMED = "redeemed"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+    #: The record was linked to an account meanwhile.
+    RECORD_LINKED = "record_linked"
+
+
+def invitation_refusal(
+    *, redeemed: bool, revoked: bool, expires_at: datetime, now: datetime, record_linked: bool
+) -> Refusal | None:
+    """Why an invitation cannot be redeemed now, or None if it can: once, before it expires,
+    while it is the patient's latest and the record has no account yet."""
+    if redeemed:
+        return Refusal.REDEEMED
+    if revoked:
+        return Refusal.SUPERSEDED
+    if now >= expires_at:
+        return Refusal.EXPIRED
+    if record_linked:
+        return Refusal.RECORD_LINKED
+    return None
+
+
+def may_redeem(roles: Iterable[str]) -> bool:
+    """Only a patient's own account redeems an invitation: role PATIENT and no other, so a staff
+    account never becomes the owner of a record (owners read its clinical data)."""
+    return frozenset(roles) == {"PATIENT"}

@@ -14,3 +14,5 @@ class PatientsSettings(BaseSettings):
     #: Key(s) encrypting medical-record text at rest: base64 of 32 bytes, newest first, comma-
     #: separated (older keys still decrypt old entries). `his up` generates one under the data dir.
     records_keys: str | None = None
+    #: How long a portal invitation's code can be redeemed (minutes; fractions allowed, at most 30 days).
+    invitation_minutes: float = Field(default=3 * 24 * 60, gt=0, le=30 * 24 * 60)

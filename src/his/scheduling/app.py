@@ -33,6 +33,9 @@ def build() -> ServiceDefinition:
             Subscription(
                 "scheduling_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
             ),
+            Subscription(
+                "scheduling_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
+            ),
             # Freed time goes to the waitlist: the service consumes its own events, so an offer is
             # made once per freed slot even across crashes (inbox), never inside the cancel request.
             Subscription(

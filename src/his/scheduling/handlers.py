@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from his.events.patients import PatientRegistered
+from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.events.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -196,7 +196,7 @@ async def free_slots(
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Remember which patients exist and which account owns each (for the patient's own bookings)."""
-    if not isinstance(ev, PatientRegistered):
+    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
         raise PermanentError(f"unexpected event {env.type}")
     await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
 

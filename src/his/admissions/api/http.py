@@ -10,7 +10,7 @@ is audited.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -32,6 +32,7 @@ from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
+from his.kernel.params import CalendarDate, Limit
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -192,7 +193,7 @@ def router(
         request: Request,
         ward_id: uuid.UUID | None = None,
         state: BedState | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_BEDS_PER_WARD)] = MAX_BEDS_PER_WARD,
+        limit: Limit = MAX_BEDS_PER_WARD,
     ) -> dict[str, Any]:
         """Beds and their states, of one ward or all, optionally of one state (staff)."""
         await signed_in(request, STAFF)
@@ -219,7 +220,7 @@ def router(
     # --- admissions ------------------------------------------------------------------------------
 
     @r.post("/admissions/charges/run")
-    async def run_charges(request: Request, night: Annotated[date, Query(alias="date")]) -> dict[str, Any]:
+    async def run_charges(request: Request, night: Annotated[CalendarDate, Query(alias="date")]) -> dict[str, Any]:
         """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
         Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
         Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
@@ -255,7 +256,7 @@ def router(
         request: Request,
         patient_id: uuid.UUID | None = None,
         active: bool | None = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         """Admissions, latest first: of one patient, and/or only active ones (reception, clinicians)."""
         who = await signed_in(request, READERS)

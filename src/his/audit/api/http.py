@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from his.audit import store
 from his.kernel.auth import authenticate, jwks_verifier
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext
@@ -23,7 +24,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         request: Request,
         patient_id: uuid.UUID,
         before: int | None = Query(default=None, ge=1),
-        limit: int = Query(default=50, ge=1, le=200),
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient).
 

@@ -21,13 +21,14 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.billing import handlers, online, store
-from his.billing.domain import BillingError, ClaimAction, InvalidTransitionError
+from his.billing.domain import BillingError, ClaimAction, ClaimStatus, InvalidTransitionError, InvoiceStatus
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
 from his.billing.store import online as online_store
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_access, record_workload_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
+from his.kernel.params import CalendarDate, Limit, one_of
 from his.kernel.problems import HTTPException
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -127,7 +128,9 @@ def router(
         } for p in rows]}  # fmt: skip
 
     @r.get("/price-list")
-    async def price_list(request: Request, day: Annotated[date | None, Query(alias="date")] = None) -> dict[str, Any]:
+    async def price_list(
+        request: Request, day: Annotated[CalendarDate | None, Query(alias="date")] = None
+    ) -> dict[str, Any]:
         """The price list valid on ``date`` (default today, hospital time): the latest version in
         effect (any signed-in user)."""
         await authenticate(request, tokens)
@@ -161,9 +164,7 @@ def router(
         return {"version_id": str(vid), "effective_from": body.effective_from.isoformat(), "lines": len(codes)}
 
     @r.get("/charges")
-    async def charges(
-        request: Request, patient_id: uuid.UUID, limit: Annotated[int, Query(ge=1, le=500)] = 200
-    ) -> dict[str, Any]:
+    async def charges(request: Request, patient_id: uuid.UUID, limit: Limit = 200) -> dict[str, Any]:
         """A patient's charges, latest first, with their status and invoice (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
@@ -176,8 +177,8 @@ def router(
     async def invoices(
         request: Request,
         patient_id: uuid.UUID | None = None,
-        status: Annotated[str | None, Query(max_length=20)] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        status: InvoiceStatus | None = None,
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         """Invoices, latest first: of one patient (the patient themself, BILLING, ADMIN); a patient
         without ``patient_id`` gets their own; staff without it get everyone's."""
@@ -357,13 +358,16 @@ def router(
     @r.get("/claims")
     async def claims(
         request: Request,
-        status: Annotated[str | None, Query(max_length=20)] = None,
+        status: ClaimStatus | None = None,
         payer: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        limit: Limit = 50,
     ) -> dict[str, Any]:
-        """Claims for insurers' shares, latest first (BILLING, ADMIN)."""
+        """Claims for insurers' shares, latest first (BILLING, ADMIN); of one status, of one payer plan."""
         who = await authenticate(request, tokens)
         require(who, *STAFF)
+        if payer is not None:
+            async with ctx.db.pool.acquire() as conn:
+                one_of("payer", payer, [p["code"] for p in await store.plan_rows(conn)])
         async with ctx.db.read() as uow:
             rows = await store.claims(uow.conn, status, payer, limit)
             for pid in sorted({x["patient_id"] for x in rows}):  # each claim names its patient

@@ -38,6 +38,8 @@ from his.inventory.domain import (
 )
 from his.inventory.domain import Lot as LotState
 from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.db import Connection
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import TokenVerifier
 from his.kernel.service import ServiceContext
@@ -128,6 +130,11 @@ def router(
 
     def today() -> date:
         return handlers.today_in(zone)
+
+    async def known_item(conn: Connection, code: str | None) -> None:
+        """A filter by item names an item that exists: 422 otherwise, never an empty list."""
+        if code is not None and await store.get_item(conn, code) is None:
+            raise HTTPException(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")
 
     @r.post("/inventory/items", status_code=201)
     async def create_item(body: NewItem, request: Request) -> dict[str, Any]:
@@ -234,8 +241,7 @@ def router(
         require(await authenticate(request, tokens), *STAFF)
         code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
         async with ctx.db.pool.acquire() as conn:
-            if code is not None and await store.get_item(conn, code) is None:
-                raise HTTPException(404, f"unknown item {code}")
+            await known_item(conn, code)
             rows = await store.stock(conn, code, place, 4 * MAX_ROWS)
         return {"as_of": today().isoformat(), "items": _stock_json(rows, today())}
 
@@ -263,12 +269,13 @@ def router(
         request: Request,
         item_code: Annotated[str | None, Query(max_length=32)] = None,
         location: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 100,
+        limit: Limit = 100,
     ) -> dict[str, Any]:
         """Low-stock alerts, latest first: one per fall to or below an (item, location)'s threshold (staff)."""
         require(await authenticate(request, tokens), *STAFF)
         code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
         async with ctx.db.pool.acquire() as conn:
+            await known_item(conn, code)
             rows = await store.alerts(conn, code, place, limit)
         return {"items": [{
             "id": str(x["id"]), "item_code": x["item_code"], "location": x["location"], "on_hand": qty(x["on_hand"]),
@@ -280,13 +287,14 @@ def router(
         request: Request,
         item_code: Annotated[str | None, Query(max_length=32)] = None,
         location: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 100,
+        limit: Limit = 100,
     ) -> dict[str, Any]:
         """Back-orders (requests that found too little stock and took nothing), latest first (staff).
         A lab order's back-order names the order as ``source_id``; patients are not listed here."""
         require(await authenticate(request, tokens), *STAFF)
         code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
         async with ctx.db.pool.acquire() as conn:
+            await known_item(conn, code)
             rows = await store.backorders(conn, code, place, limit)
         return {"items": [{
             "id": str(x["id"]), "item_code": x["item_code"], "location": x["location"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.clients.patients import CLINICIANS, PatientLookup, care_required, clinician_purpose
@@ -19,6 +19,7 @@ from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -162,7 +163,7 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         request: Request,
         patient_id: uuid.UUID | None = None,
         status: Status | None = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         """Orders, newest first, by patient and/or status. LAB_TECH and ADMIN list every order; a
         DOCTOR or NURSE one patient's orders with a care relationship or emergency grant, and

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
 from his.events.audit import NotificationsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -53,7 +54,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     tokens = verifier or jwks_verifier()
 
     @r.get("/alerts", response_model=Alerts)
-    async def my_alerts(request: Request, limit: int = Query(default=50, ge=1, le=200)) -> Alerts:
+    async def my_alerts(request: Request, limit: Limit = 50) -> Alerts:
         """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
         clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
         result of a lab order they placed). Other roles receive no alerts (403)."""
@@ -72,9 +73,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         return Alerts(items=[Alert(**x) for x in rows])
 
     @r.get("")
-    async def history(
-        request: Request, patient_id: uuid.UUID, limit: int = Query(default=50, ge=1, le=200)
-    ) -> dict[str, Any]:
+    async def history(request: Request, patient_id: uuid.UUID, limit: Limit = 50) -> dict[str, Any]:
         """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
         who = await authenticate(request, tokens)
         async with ctx.db.read() as uow:

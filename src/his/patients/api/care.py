@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import require
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
@@ -79,9 +80,7 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
     r = APIRouter()
 
     @r.get("/emergency-access", response_model=EmergencyGrants)
-    async def grants(
-        request: Request, patient_id: uuid.UUID | None = None, limit: int = Query(default=50, ge=1, le=200)
-    ) -> EmergencyGrants:
+    async def grants(request: Request, patient_id: uuid.UUID | None = None, limit: Limit = 50) -> EmergencyGrants:
         """Break-the-glass grants with their stated reasons, newest first (ADMIN, AUDITOR); of one patient or all."""
         who = await guard.caller(request)
         require(who, *OVERSIGHT)

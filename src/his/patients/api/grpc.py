@@ -18,7 +18,8 @@ from his.kernel import rpc
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.pki import service_of, spiffe_id
 from his.kernel.service import ServiceContext
-from his.patients import store
+from his.patients import invitations, store
+from his.patients.domain import InvitationCodes, Refusal
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 
@@ -35,14 +36,16 @@ ALLOW = {
     "GetPatient": _services("scheduling", "admissions", "laboratory", "inventory", "billing", "notifications"),
     "GetContactDetails": _services("notifications"),
     "GetCareBasis": _services("laboratory", "scheduling"),
+    # An invitation's code goes to the patient only, through the service that sends messages.
+    "GetInvitation": _services("notifications"),
 }
 
 
 class PatientDirectory(pb_grpc.PatientDirectoryServicer):
     """Reads of patient master data over the patients store."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, db: Database, codes: InvitationCodes | None = None) -> None:
+        self.db, self.codes = db, codes
 
     async def GetPatient(self, request: pb.GetPatientRequest, context: Context) -> pb.Patient:
         """One patient's master data. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
@@ -88,6 +91,25 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
             in_care, emergency = await store.care_basis(conn, patient_id, user_id, datetime.now(UTC))
         return pb.CareBasis(in_care=in_care, emergency=emergency)
 
+    async def GetInvitation(self, request: pb.GetInvitationRequest, context: Context) -> pb.Invitation:
+        """An invitation's code, to send it: only while it can be redeemed (FAILED_PRECONDITION
+        otherwise). The code is derived again from the stored digest's key; it is never stored."""
+        invitation_id = await _parse_id(request.invitation_id, context, "invitation_id")
+        if self.codes is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "invitations are not configured here")
+        async with self.db.uow() as uow:
+            found = await invitations.message(uow.conn, invitation_id, self.codes, datetime.now(UTC))
+            if isinstance(found, invitations.Message):
+                _audit(uow, found.patient_id, "patient/invitation")
+        if found is Refusal.UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "invitation not found")
+        if not isinstance(found, invitations.Message):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the invitation cannot be redeemed: {found}")
+        return pb.Invitation(
+            invitation_id=str(found.invitation_id), patient_id=str(found.patient_id), channel=found.channel,
+            code=found.code, expires_at=found.expires_at.isoformat(),
+        )  # fmt: skip
+
 
 async def _parse_id(text: str, context: Context, field: str = "patient_id") -> uuid.UUID:
     try:
@@ -110,12 +132,12 @@ def _audit(uow: UnitOfWork, patient_id: uuid.UUID, resource: str) -> None:
     )
 
 
-def services(ctx: ServiceContext) -> list[rpc.RpcService]:
-    """What the patients process serves over gRPC, and to whom."""
+def services(ctx: ServiceContext, codes: InvitationCodes | None = None) -> list[rpc.RpcService]:
+    """What the patients process serves over gRPC, and to whom (``codes`` derive invitations' codes)."""
     return [
         rpc.RpcService(
             descriptor=pb.DESCRIPTOR.services_by_name["PatientDirectory"],
-            servicer=PatientDirectory(ctx.db),
+            servicer=PatientDirectory(ctx.db, codes),
             register=pb_grpc.add_PatientDirectoryServicer_to_server,
             allow=ALLOW,
         )

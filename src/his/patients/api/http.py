@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,15 +20,17 @@ from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
 from his.kernel.crypto import FieldCipher
 from his.kernel.db import UnitOfWork
+from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
 from his.patients.api.care import care_router
+from his.patients.api.invitations import invitations_router
 from his.patients.api.lab import lab_router
 from his.patients.api.records import records_router
-from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, NewPatient, Sex
+from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, InvitationCodes, NewPatient, Sex
 
 REGISTRARS = ("RECEPTIONIST", "ADMIN")
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
@@ -51,6 +53,8 @@ class RegisterPatient(BaseModel):
     sex: Sex
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32)
+    #: No longer links the record to an account: a value is refused (422). The patient links
+    #: their own account by redeeming an invitation (``POST /api/patients/{id}/invitations``).
     user_id: uuid.UUID | None = None
     coverage: Coverage | None = None
     #: Register even though likely duplicates exist (after a 409 listing them).
@@ -87,6 +91,8 @@ def router(
     emergency_minutes: float = 60.0,
     cipher: FieldCipher | None = None,
     payers: BillingTermsLookup | None = None,
+    invitation_codes: InvitationCodes | None = None,
+    invitation_minutes: float = 3 * 24 * 60,
 ) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
@@ -120,13 +126,19 @@ def router(
     @r.post("", status_code=201, response_model=Registered, responses={409: {"description": "likely duplicates"}})
     async def register(body: RegisterPatient, request: Request) -> Registered:
         """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``.
-        A ``coverage.payer`` billing has no plan for is a 422 naming the valid payers (``GET /api/payers``)."""
+        A ``coverage.payer`` billing has no plan for is a 422 naming the valid payers (``GET /api/payers``).
+
+        ``user_id`` is refused: a record is linked to an account only by the patient, redeeming an
+        invitation from that account (``POST /api/patients/{id}/invitations``)."""
         who = await caller(request)
         require(who, *REGISTRARS)
+        if body.user_id is not None:
+            raise HTTPException(422, "user_id cannot be set: the patient links their own account by redeeming an "
+                                     "invitation (POST /api/patients/{id}/invitations)")  # fmt: skip
         given = await checked(body.coverage)
         coverage = (given.payer, given.member_id) if given else None
         cmd = NewPatient(
-            body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, body.user_id, coverage
+            body.given_name, body.family_name, body.birth_date, body.sex, body.email, body.phone, None, coverage
         )
         try:
             async with ctx.db.uow() as uow:  # commits the audit records of duplicates shown, too
@@ -137,8 +149,6 @@ def router(
                                   resource="patient", purpose="registration")  # fmt: skip
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
-        except store.AccountLinkedError:
-            raise HTTPException(409, "this user account is already linked to a patient") from None
         if found:
             raise ProblemError(
                 409,
@@ -169,9 +179,9 @@ def router(
     @r.get("")
     async def search(
         request: Request,
-        q: str | None = Query(default=None, min_length=2, max_length=100),
-        birth_date: date | None = None,
-        limit: int = Query(default=20, ge=1, le=50),
+        q: Annotated[SearchText | None, Query(max_length=100)] = None,
+        birth_date: CalendarDate | None = None,
+        limit: Limit = 20,
     ) -> dict[str, Any]:
         """Find patients by MRN, by name (accents, case and small typos do not matter) and/or by
         birth date, best matches first (staff only).
@@ -199,6 +209,7 @@ def router(
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
     r.include_router(records_router(ctx, guard, cipher))
     r.include_router(lab_router(ctx, guard))
+    r.include_router(invitations_router(ctx, guard, invitation_codes, invitation_minutes))
 
     @r.get("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
     async def get(patient_id: uuid.UUID, request: Request) -> Any:

@@ -5,10 +5,11 @@ same rules and audit as the medical record."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
+from his.kernel.params import Limit
 from his.kernel.service import ServiceContext
 from his.patients import store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
@@ -18,7 +19,7 @@ def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
     r = APIRouter()
 
     @r.get("/{patient_id}/lab-results", responses=CARE_REQUIRED_RESPONSE)
-    async def read(patient_id: uuid.UUID, request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+    async def read(patient_id: uuid.UUID, request: Request, limit: Limit = 50) -> Any:
         """A patient's lab results, by order, most recently resulted first: the patient, or
         clinicians with a care relationship or emergency grant (as for the medical record)."""
         who = await guard.caller(request)

@@ -6,14 +6,15 @@ and entry); every read and write is audited; events say only that an entry of a 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.patients import RecordEntryAdded
 from his.kernel.crypto import DecryptionError, FieldCipher
+from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
 from his.patients import handlers, store
@@ -77,7 +78,7 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         return EntryCreated(id=entry_id, created_at=created.isoformat())
 
     @r.get("/{patient_id}/records", responses=CARE_REQUIRED_RESPONSE)
-    async def read(patient_id: uuid.UUID, request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+    async def read(patient_id: uuid.UUID, request: Request, limit: Limit = 50) -> Any:
         """A patient's medical record, newest first: the patient, or clinicians with a care
         relationship or emergency grant (other staff are refused: clinical text is not theirs)."""
         who = await guard.caller(request)

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from his.kernel.db import Connection
+from his.kernel.params import like_escape
 from his.patients.domain import NewCareRelationship, NewPatient, format_mrn
 
 
@@ -60,20 +61,19 @@ async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> dict[str, Any
 
 async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[dict[str, Any]]:
     """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
-    Best matches first."""
+    Best matches first. ``q`` is taken literally: its ``%``, ``_`` and ``\\`` match themselves."""
     term = (q or "").strip()
-    literal = term.replace("\\", "").replace("%", "").replace("_", "")
     rows = await conn.fetch(
         f"""SELECT {COLUMNS} FROM patient
             WHERE ($1 = '' OR mrn = upper($1)
-                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%'
+                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%' ESCAPE '\\'
                    OR public.word_similarity(fold($1), full_name(given_name, family_name)) > 0.5)
               AND ($3::date IS NULL OR birth_date = $3)
             ORDER BY mrn = upper($1) DESC,
                      public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
                      family_name, given_name, id
             LIMIT $4""",
-        term, literal, birth_date, limit,
+        term, like_escape(term), birth_date, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
 
@@ -346,3 +346,66 @@ async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> li
         patient_id, limit,
     )  # fmt: skip
     return [dict(r) for r in rows]
+
+
+# --- Portal invitations ---------------------------------------------------------------------
+
+_INVITATION = ("id", "patient_id", "code_digest", "channel", "issued_by", "issued_at", "expires_at", "redeemed_at",
+               "redeemed_by", "revoked_at")  # fmt: skip
+INVITATION_COLUMNS = ", ".join(_INVITATION)
+
+
+async def lock_patient_row(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
+    """The patient's row, locked for this transaction (invitations and links of one patient serialise)."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE id = $1 FOR UPDATE", patient_id)
+    return dict(row) if row is not None else None
+
+
+async def supersede_invitations(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:
+    """The patient's outstanding invitation (if any) can no longer be redeemed."""
+    await conn.execute(
+        "UPDATE invitation SET revoked_at = $2 WHERE patient_id = $1 AND redeemed_at IS NULL AND revoked_at IS NULL",
+        patient_id, now,
+    )  # fmt: skip
+
+
+async def insert_invitation(conn: Connection, row: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        row["id"], row["patient_id"], row["code_digest"], row["channel"], row["issued_by"], row["issued_at"],
+        row["expires_at"],
+    )  # fmt: skip
+
+
+async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> dict[str, Any] | None:
+    """The invitation whose code has this digest (locked for this transaction with ``lock``)."""
+    row = await conn.fetchrow(
+        f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1" + (" FOR UPDATE" if lock else ""), digest
+    )
+    return dict(row) if row is not None else None
+
+
+async def get_invitation(conn: Connection, invitation_id: uuid.UUID) -> dict[str, Any] | None:
+    """An invitation, with whether its patient's record is linked to an account yet."""
+    row = await conn.fetchrow(
+        f"""SELECT {", ".join("i." + c for c in _INVITATION)},
+                   p.user_id IS NOT NULL AS record_linked
+            FROM invitation i JOIN patient p ON p.id = i.patient_id WHERE i.id = $1""",
+        invitation_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def redeem_invitation(
+    conn: Connection, invitation_id: uuid.UUID, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> None:
+    """Link the record to the account and mark the invitation used (``AccountLinkedError`` if the
+    account got a record meanwhile)."""
+    try:
+        await conn.execute("UPDATE patient SET user_id = $2 WHERE id = $1 AND user_id IS NULL", patient_id, user_id)
+    except asyncpg.UniqueViolationError as exc:
+        raise AccountLinkedError(str(user_id)) from exc
+    await conn.execute(
+        "UPDATE invitation SET redeemed_at = $2, redeemed_by = $3 WHERE id = $1", invitation_id, now, user_id
+    )

@@ -53,7 +53,7 @@ class Calendar(pb_grpc.CalendarServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "practitioner_id must be a UUID")
         window = Interval(request.start.ToDatetime(tzinfo=UTC), request.end.ToDatetime(tzinfo=UTC))
-        if not window.start < window.end <= window.start + MAX_WINDOW:
+        if not timedelta(0) < window.end - window.start <= MAX_WINDOW:  # start + 31 days may pass year 9999
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the window must be non-empty and at most 31 days")
         async with self.db.pool.acquire() as conn:  # one statement: no transaction needed
             free = await compute(conn, pid, window)

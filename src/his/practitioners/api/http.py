@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import retry_aborted
 from his.kernel.intervals import Interval
+from his.kernel.params import CalendarDateTime, Limit, one_of
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -94,10 +95,12 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def directory(
         request: Request,
         specialty: str | None = Query(default=None, max_length=64),
-        limit: int = Query(default=50, ge=1, le=200),
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         """The practitioner directory, optionally by specialty (any signed-in user)."""
         await authenticate(request, tokens)
+        if specialty is not None:
+            one_of("specialty", specialty, SPECIALTIES)
         async with ctx.db.pool.acquire() as conn:
             rows = await store.list_practitioners(conn, specialty, limit)
         return {"items": [store.as_json(x) for x in rows]}
@@ -135,8 +138,8 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def list_shifts(
         practitioner_id: uuid.UUID,
         request: Request,
-        start: Annotated[datetime, Query(alias="from")],
-        end: Annotated[datetime, Query(alias="to")],
+        start: Annotated[CalendarDateTime, Query(alias="from")],
+        end: Annotated[CalendarDateTime, Query(alias="to")],
     ) -> dict[str, Any]:
         """Shifts overlapping a window of at most 31 days (staff, or the practitioner)."""
         who = await authenticate(request, tokens)
@@ -195,8 +198,8 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def available(
         practitioner_id: uuid.UUID,
         request: Request,
-        start: Annotated[datetime, Query(alias="from")],
-        end: Annotated[datetime, Query(alias="to")],
+        start: Annotated[CalendarDateTime, Query(alias="from")],
+        end: Annotated[CalendarDateTime, Query(alias="to")],
     ) -> dict[str, Any]:
         """Free time in a window of at most 31 days: shifts minus approved leave minus booked time (staff)."""
         who = await authenticate(request, tokens)

@@ -8,7 +8,7 @@ check in and complete. Every read or write of an appointment is audited.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from his.events.audit import SchedulingRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier
 from his.kernel.db import UnitOfWork
 from his.kernel.intervals import Interval
+from his.kernel.params import CalendarDate, Limit, one_of
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
@@ -125,9 +126,14 @@ def router(
         ref = await handlers.patient(ctx.db, patients, patient_id)
         return who.has_any(*BOOKERS) or (who.has_any("PATIENT") and owns(who, ref))
 
-    def conflict(exc: store.CollisionError) -> ProblemError:
-        return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
-                            conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
+    def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
+        """The 409 of a collision. Reception and ADMIN see which appointment the time collides
+        with; anyone else (a patient booking for themself) learns that the time is taken, and
+        which appointment only when it is one of this patient's own."""
+        if who.has_any(*BOOKERS) or exc.other_patient == patient_id:
+            return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
+                                conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
+        return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
 
     @r.get("/appointments/services")
     async def services(request: Request) -> dict[str, Any]:
@@ -139,7 +145,8 @@ def router(
     @r.post("/appointments", status_code=201, response_model=Booked)
     async def book(body: NewAppointment, request: Request) -> Booked:
         """Book an appointment (a patient for themself, RECEPTIONIST, ADMIN). 409 if the practitioner
-        or the patient is already booked then, naming the appointment it collides with."""
+        or the patient is already booked then: reception learns which appointment it collides with,
+        a patient only that the time is taken (or which of their own appointments it is)."""
         who = await authenticate(request, tokens)
         try:
             allowed = await known_and_allowed(who, body.patient_id)
@@ -165,7 +172,7 @@ def router(
         except handlers.UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, body.patient_id) from None
         return Booked(id=row["id"], status=row["status"])
 
     async def load(who: Principal, appointment_id: uuid.UUID, staff: tuple[str, ...]) -> dict[str, Any]:
@@ -192,9 +199,7 @@ def router(
         return store.as_json(row)
 
     @r.get("/appointments")
-    async def of_patient(
-        request: Request, patient_id: uuid.UUID, limit: Annotated[int, Query(ge=1, le=200)] = 50
-    ) -> dict[str, Any]:
+    async def of_patient(request: Request, patient_id: uuid.UUID, limit: Limit = 50) -> dict[str, Any]:
         """A patient's appointments, latest first: the patient, reception, or clinicians in the
         patient's care (others get a 403 that points to emergency access)."""
         who = await authenticate(request, tokens)
@@ -228,7 +233,7 @@ def router(
         except handlers.UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, row["patient_id"]) from None
         return store.as_json(moved)
 
     @r.post("/appointments/{appointment_id}/{action}")
@@ -316,7 +321,7 @@ def router(
         except (InvalidBookingError, handlers.UnavailableError) as exc:
             raise HTTPException(409, f"the offered slot can no longer be booked: {exc}") from None
         except store.CollisionError as exc:
-            raise conflict(exc) from None
+            raise conflict(exc, who, entry["patient_id"]) from None
         return Booked(id=row["id"], status=row["status"])
 
     @r.post("/waitlist/{entry_id}/withdraw")
@@ -335,15 +340,12 @@ def router(
     async def free(
         practitioner_id: uuid.UUID,
         request: Request,
-        day: Annotated[date, Query(alias="date")],
+        day: Annotated[CalendarDate, Query(alias="date")],
         service: Annotated[str, Query(max_length=64)] = "consultation",
     ) -> dict[str, Any]:
         """Free slots of one practitioner on a day (hospital time zone) for a service type (any signed-in)."""
         await authenticate(request, tokens)
-        if service not in SERVICE_TYPES:
-            raise HTTPException(422, f"unknown service {service!r}")
-        if not date.min < day < date.max:  # its window would end (or start, in UTC) beyond the calendar
-            raise HTTPException(422, "date is out of range")
+        one_of("service", service, SERVICE_TYPES)
         start = datetime.combine(day, time(0), tzinfo=zone)
         window = Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
         try:

@@ -20,9 +20,10 @@ _HOLDING = [s.value for s in HOLDING]
 class CollisionError(Exception):
     """The appointment would overlap another one of the same practitioner or patient."""
 
-    def __init__(self, who: str, other: dict[str, Any] | None) -> None:
+    def __init__(self, who: str, other: dict[str, Any] | None, other_patient: uuid.UUID | None = None) -> None:
         super().__init__(f"collides with another appointment of the {who}")
-        self.who, self.other = who, other
+        #: ``other`` is the appointment collided with (id, start, end), of ``other_patient``.
+        self.who, self.other, self.other_patient = who, other, other_patient
 
 
 def as_range(i: Interval) -> Range[datetime]:
@@ -48,7 +49,7 @@ async def collision_with(conn: Connection, exc: CollisionError, row: dict[str, A
     """
     who = exc.who
     other = await conn.fetchrow(
-        f"""SELECT id, during, status FROM appointment
+        f"""SELECT id, patient_id, during, status FROM appointment
             WHERE {who}_id = $1 AND during && $2 AND status = ANY($3::text[]) AND id <> $4
             ORDER BY lower(during) LIMIT 1""",
         row[f"{who}_id"], row["during"], _HOLDING, row["id"],
@@ -57,7 +58,7 @@ async def collision_with(conn: Connection, exc: CollisionError, row: dict[str, A
         return CollisionError(who, None)
     span = as_interval(other["during"])
     detail = {"id": str(other["id"]), "start": span.start.isoformat(), "end": span.end.isoformat()}
-    return CollisionError(who, detail)
+    return CollisionError(who, detail, other["patient_id"])
 
 
 async def insert_appointment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:

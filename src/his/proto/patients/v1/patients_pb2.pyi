@@ -19,6 +19,26 @@ SEX_MALE: Sex
 SEX_OTHER: Sex
 SEX_UNKNOWN: Sex
 
+class GetInvitationRequest(_message.Message):
+    __slots__ = ("invitation_id",)
+    INVITATION_ID_FIELD_NUMBER: _ClassVar[int]
+    invitation_id: str
+    def __init__(self, invitation_id: _Optional[str] = ...) -> None: ...
+
+class Invitation(_message.Message):
+    __slots__ = ("invitation_id", "patient_id", "channel", "code", "expires_at")
+    INVITATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    invitation_id: str
+    patient_id: str
+    channel: str
+    code: str
+    expires_at: str
+    def __init__(self, invitation_id: _Optional[str] = ..., patient_id: _Optional[str] = ..., channel: _Optional[str] = ..., code: _Optional[str] = ..., expires_at: _Optional[str] = ...) -> None: ...
+
 class GetCareBasisRequest(_message.Message):
     __slots__ = ("patient_id", "user_id")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class PatientDirectoryStub:
                 request_serializer=his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.SerializeToString,
                 response_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.FromString,
                 _registered_method=True)
+        self.GetInvitation = channel.unary_unary(
+                '/his.patients.v1.PatientDirectory/GetInvitation',
+                request_serializer=his_dot_patients_dot_v1_dot_patients__pb2.GetInvitationRequest.SerializeToString,
+                response_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.Invitation.FromString,
+                _registered_method=True)
 
 
 class PatientDirectoryServicer:
@@ -88,6 +93,20 @@ class PatientDirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInvitation(self, request, context):
+        """The code of a portal invitation, to send to the patient: only the service that sends
+        messages may ask, and only while the invitation can still be redeemed. The code never
+        travels on the event bus; patients stores only its digest and derives the code again here.
+
+        Errors: INVALID_ARGUMENT when invitation_id is not a UUID; NOT_FOUND when no such invitation
+        exists; FAILED_PRECONDITION when it can no longer be redeemed (used, replaced, expired, or
+        the record is linked already: do not send it); PERMISSION_DENIED for callers not on the
+        allowlist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PatientDirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +124,11 @@ def add_PatientDirectoryServicer_to_server(servicer, server):
                     servicer.GetCareBasis,
                     request_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.FromString,
                     response_serializer=his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.SerializeToString,
+            ),
+            'GetInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvitation,
+                    request_deserializer=his_dot_patients_dot_v1_dot_patients__pb2.GetInvitationRequest.FromString,
+                    response_serializer=his_dot_patients_dot_v1_dot_patients__pb2.Invitation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -189,6 +213,33 @@ class PatientDirectory:
             '/his.patients.v1.PatientDirectory/GetCareBasis',
             his_dot_patients_dot_v1_dot_patients__pb2.GetCareBasisRequest.SerializeToString,
             his_dot_patients_dot_v1_dot_patients__pb2.CareBasis.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/his.patients.v1.PatientDirectory/GetInvitation',
+            his_dot_patients_dot_v1_dot_patients__pb2.GetInvitationRequest.SerializeToString,
+            his_dot_patients_dot_v1_dot_patients__pb2.Invitation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,16 @@ class PatientDirectoryStub:
     Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
     PERMISSION_DENIED for callers not on the allowlist.
     """
+    GetInvitation: _grpc.UnaryUnaryMultiCallable[_patients_pb2.GetInvitationRequest, _patients_pb2.Invitation]
+    """The code of a portal invitation, to send to the patient: only the service that sends
+    messages may ask, and only while the invitation can still be redeemed. The code never
+    travels on the event bus; patients stores only its digest and derives the code again here.
+
+    Errors: INVALID_ARGUMENT when invitation_id is not a UUID; NOT_FOUND when no such invitation
+    exists; FAILED_PRECONDITION when it can no longer be redeemed (used, replaced, expired, or
+    the record is linked already: do not send it); PERMISSION_DENIED for callers not on the
+    allowlist.
+    """
 
 @_typing.type_check_only
 class PatientDirectoryAsyncStub(PatientDirectoryStub):
@@ -82,6 +92,16 @@ class PatientDirectoryAsyncStub(PatientDirectoryStub):
 
     Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
     PERMISSION_DENIED for callers not on the allowlist.
+    """
+    GetInvitation: _aio.UnaryUnaryMultiCallable[_patients_pb2.GetInvitationRequest, _patients_pb2.Invitation]  # type: ignore[assignment]
+    """The code of a portal invitation, to send to the patient: only the service that sends
+    messages may ask, and only while the invitation can still be redeemed. The code never
+    travels on the event bus; patients stores only its digest and derives the code again here.
+
+    Errors: INVALID_ARGUMENT when invitation_id is not a UUID; NOT_FOUND when no such invitation
+    exists; FAILED_PRECONDITION when it can no longer be redeemed (used, replaced, expired, or
+    the record is linked already: do not send it); PERMISSION_DENIED for callers not on the
+    allowlist.
     """
 
 class PatientDirectoryServicer(metaclass=_abc_1.ABCMeta):
@@ -123,6 +143,22 @@ class PatientDirectoryServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
         PERMISSION_DENIED for callers not on the allowlist.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInvitation(
+        self,
+        request: _patients_pb2.GetInvitationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_patients_pb2.Invitation, _abc.Awaitable[_patients_pb2.Invitation]]:
+        """The code of a portal invitation, to send to the patient: only the service that sends
+        messages may ask, and only while the invitation can still be redeemed. The code never
+        travels on the event bus; patients stores only its digest and derives the code again here.
+
+        Errors: INVALID_ARGUMENT when invitation_id is not a UUID; NOT_FOUND when no such invitation
+        exists; FAILED_PRECONDITION when it can no longer be redeemed (used, replaced, expired, or
+        the record is linked already: do not send it); PERMISSION_DENIED for callers not on the
+        allowlist.
         """
 
 def add_PatientDirectoryServicer_to_server(servicer: PatientDirectoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

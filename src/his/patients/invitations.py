@@ -1,0 +1,171 @@
+"""Use cases of portal invitations: reception invites a patient, the patient links their record.
+
+A record registered at reception has no account. Reception issues an invitation; notifications
+sends its code to the patient's e-mail address or phone (asking patients for the code over gRPC,
+so it never travels on the bus); the patient signs in to their own account and redeems it, which
+links the record to that account. Each step is audited and announced by ids only. The code is
+never stored (only its digest), never logged, and shown to no one but the patient.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from his.events.audit import Outcome, PatientsRecordAccessed, record_access
+from his.events.patients import InvitationIssued, InvitationRedeemed
+from his.kernel.db import Connection, UnitOfWork
+from his.kernel.security import Principal
+from his.patients import store
+from his.patients.domain import (
+    Channel,
+    InvitationCodes,
+    Refusal,
+    code_digest,
+    invitation_expiry,
+    invitation_refusal,
+    normalise_code,
+)
+
+
+class PatientNotFoundError(LookupError):
+    """No patient has this id."""
+
+
+class RecordAlreadyLinkedError(Exception):
+    """The patient's record is linked to an account already: there is nothing to invite to."""
+
+
+class NoAddressError(ValueError):
+    """The patient has no address on the chosen channel."""
+
+
+class AccountAlreadyLinkedError(Exception):
+    """The redeeming account is linked to a patient record already."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    channel: Channel
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """The outcome of a redemption: the linked record, or why the code was refused."""
+
+    patient: dict[str, Any] | None
+    refusal: Refusal | None = None
+    expired_at: datetime | None = None
+
+
+async def issue(
+    uow: UnitOfWork, patient_id: uuid.UUID, channel: Channel, who: Principal, *, codes: InvitationCodes,
+    now: datetime, minutes: float,
+) -> Issued:  # fmt: skip
+    """Invite the patient to link their record to their own account; supersedes an outstanding invitation."""
+    patient = await store.lock_patient_row(uow.conn, patient_id)
+    if patient is None:
+        raise PatientNotFoundError(str(patient_id))
+    if patient["user_id"] is not None:
+        raise RecordAlreadyLinkedError(str(patient_id))
+    if not patient["email" if channel is Channel.EMAIL else "phone"]:
+        raise NoAddressError(channel.value)
+    await store.supersede_invitations(uow.conn, patient_id, now)
+    invitation_id, expires_at = uuid.uuid4(), invitation_expiry(now, minutes)
+    await store.insert_invitation(uow.conn, {
+        "id": invitation_id, "patient_id": patient_id, "code_digest": code_digest(codes.code(invitation_id)),
+        "channel": channel.value, "issued_by": uuid.UUID(who.subject), "issued_at": now, "expires_at": expires_at,
+    })  # fmt: skip
+    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
+                  resource="patient/invitation", purpose="portal_invitation")  # fmt: skip
+    uow.add(
+        InvitationIssued(invitation_id=invitation_id, patient_id=patient_id, channel=channel.value,
+                         expires_at=expires_at, issued_by=uuid.UUID(who.subject)),
+        aggregate_id=invitation_id,
+    )  # fmt: skip
+    return Issued(invitation_id, patient_id, channel, expires_at)
+
+
+async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -> Redemption:
+    """Link the record an invitation was issued for to the caller's account (a PATIENT-only
+    account, checked by the caller of this function).
+
+    A refused code is returned, not raised, so that the audit record of the attempt commits.
+    Raises ``InvalidInvitationCodeError`` for text that is not a code at all, and
+    ``AccountAlreadyLinkedError`` if the account has a record already.
+    """
+    digest = code_digest(normalise_code(code))
+    user_id = uuid.UUID(who.subject)
+    if await store.patient_of_user(uow.conn, user_id) is not None:
+        raise AccountAlreadyLinkedError(str(user_id))
+    found = await store.invitation_by_digest(uow.conn, digest)
+    if found is None:
+        _attempt(uow, who, None, "denied")
+        return Redemption(None, Refusal.UNKNOWN)
+    # The patient's row first, then the invitation's, as issuing locks them: no deadlock between the two.
+    patient = await store.lock_patient_row(uow.conn, found["patient_id"])
+    invitation = await store.invitation_by_digest(uow.conn, digest, lock=True)
+    assert patient is not None and invitation is not None  # foreign key; invitations are never deleted
+    refusal = _refusal(invitation, patient, now)
+    if refusal is not None:
+        _attempt(uow, who, patient["id"], "denied")
+        expired = invitation["expires_at"] if refusal is Refusal.EXPIRED else None
+        return Redemption(None, refusal, expired)
+    try:
+        await store.redeem_invitation(uow.conn, invitation["id"], patient["id"], user_id, now)
+    except store.AccountLinkedError:  # a concurrent redemption linked this account first
+        raise AccountAlreadyLinkedError(str(user_id)) from None
+    _attempt(uow, who, patient["id"], "allowed")
+    uow.add(
+        InvitationRedeemed(invitation_id=invitation["id"], patient_id=patient["id"], account_id=user_id),
+        aggregate_id=invitation["id"],
+    )
+    return Redemption({**patient, "user_id": user_id})
+
+
+def _refusal(invitation: dict[str, Any], patient: dict[str, Any], now: datetime) -> Refusal | None:
+    return invitation_refusal(
+        redeemed=invitation["redeemed_at"] is not None, revoked=invitation["revoked_at"] is not None,
+        expires_at=invitation["expires_at"], now=now, record_linked=patient["user_id"] is not None,
+    )  # fmt: skip
+
+
+def _attempt(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, outcome: Outcome) -> None:
+    """The audit record of a redemption: linking a record to an account is a write of it."""
+    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="update",
+                  resource="patient/account", purpose="own_record", outcome=outcome)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Message:
+    """What notifications needs to send an invitation: the code, to the patient, before it expires."""
+
+    invitation_id: uuid.UUID
+    patient_id: uuid.UUID
+    channel: str
+    code: str
+    expires_at: datetime
+
+
+async def message(
+    conn: Connection, invitation_id: uuid.UUID, codes: InvitationCodes, now: datetime
+) -> Message | Refusal:
+    """The code to send for an invitation, or why it is no longer worth sending."""
+    row = await store.get_invitation(conn, invitation_id)
+    if row is None:
+        return Refusal.UNKNOWN
+    refusal = invitation_refusal(
+        redeemed=row["redeemed_at"] is not None, revoked=row["revoked_at"] is not None,
+        expires_at=row["expires_at"], now=now, record_linked=row["record_linked"],
+    )  # fmt: skip
+    if refusal is not None:
+        return refusal
+    code = codes.recover(invitation_id, row["code_digest"])
+    if code is None:  # the key that made it is no longer configured: a new invitation is needed
+        return Refusal.SUPERSEDED
+    return Message(invitation_id, row["patient_id"], row["channel"], code, row["expires_at"])
