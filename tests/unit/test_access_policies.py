@@ -213,6 +213,17 @@ def test_patients_a_patient_changes_only_their_contact_details() -> None:
     assert patients.changing(clerk, {"RECEPTIONIST"}, {"family_name"}).allowed
 
 
+def test_patients_no_one_puts_themself_on_a_care_team() -> None:
+    """A DOCTOR+RECEPTIONIST account may assign other clinicians, never itself."""
+    me, colleague = uuid.uuid4(), uuid.uuid4()
+    both = frozenset({"DOCTOR", "RECEPTIONIST"})
+    may = patients.decide(patients.Operation.MANAGE_CARE_TEAM, both, NONE)
+    assert patients.assigning(may, me, colleague).allowed
+    assert patients.assigning(may, me, me).status == 403
+    refused = patients.decide(patients.Operation.MANAGE_CARE_TEAM, {"DOCTOR"}, NONE)
+    assert patients.assigning(refused, me, me) == refused
+
+
 def test_a_refusal_is_answered_as_the_rule_says() -> None:
     pid = uuid.uuid4()
     offer = access.refusal(Decision("care", Refusal.CARE_REQUIRED), pid, emergency_minutes=60)

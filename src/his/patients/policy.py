@@ -9,6 +9,7 @@ role.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -68,5 +69,14 @@ def not_found(op: Operation, roles: Iterable[str]) -> Decision:
 def changing(decision: Decision, roles: Iterable[str], fields: Iterable[str]) -> Decision:
     """Registrars change any field; the patient themself only their e-mail and phone."""
     if decision.allowed and not frozenset(roles) & REGISTRARS and not frozenset(fields) <= SELF_SERVICE_FIELDS:
+        return Decision(decision.purpose, Refusal.NOT_THEIRS)
+    return decision
+
+
+def assigning(decision: Decision, actor: uuid.UUID, clinician: uuid.UUID) -> Decision:
+    """Putting a clinician on a care team: a registrar may, but never themself. An account that
+    is both clinician and registrar would otherwise give itself care, unflagged; it asks another
+    registrar, or requests emergency access (flagged, with a reason)."""
+    if decision.allowed and actor == clinician:
         return Decision(decision.purpose, Refusal.NOT_THEIRS)
     return decision

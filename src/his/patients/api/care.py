@@ -20,9 +20,13 @@ from his.patients.domain import (
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
 )
-from his.patients.policy import Operation
+from his.patients.policy import Operation, assigning
 
 OVERSIGHT = ("ADMIN", "AUDITOR")
+SELF_ASSIGNMENT = (
+    "you cannot put yourself on a patient's care team: another receptionist or administrator does, or, in an"
+    " emergency, request emergency access (audited, flagged and reported)"
+)
 
 
 class AssignToCareTeam(BaseModel):
@@ -140,13 +144,19 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
 
     @r.post("/{patient_id}/care-team", status_code=201, response_model=CareRelationship)
     async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, request: Request) -> CareRelationship:
-        """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN)."""
+        """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN).
+
+        Never oneself: an account that is both clinician and registrar asks another registrar,
+        or requests emergency access (which is flagged and reported)."""
         who = await guard.caller(request)
         actor = uuid.UUID(who.subject)
         async with ctx.db.uow() as uow:
-            _, decision = await guard.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            _, access = await guard.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            decision = assigning(access, actor, body.user_id)
             if not decision.allowed:
                 guard.audit(uow, who, patient_id, decision, resource="care_team", action="create")
+        if access.allowed and not decision.allowed:
+            raise guard.error(patient_id, decision, SELF_ASSIGNMENT)
         if not decision.allowed:
             raise guard.error(patient_id, decision)
         try:
