@@ -20,6 +20,8 @@ import pytest
 
 from his import access
 from his.access import Basis, Decision, Refusal, Relationship, Rule
+from his.admissions import policy as admissions
+from his.inventory import policy as inventory
 from his.laboratory import policy as laboratory
 from his.patients import policy as patients
 from his.scheduling import policy as scheduling
@@ -85,6 +87,16 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
     (scheduling.Operation.WAITLIST,
         "role  role  403   403   403   403   403   403   403   403   403   own   404   role  role"),
+    (admissions.Operation.ADMIT,
+        "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
+    (admissions.Operation.READ,
+        "role  role  403   403   403   offer care  emg   offer care  emg   403   403   role  care"),
+    (admissions.Operation.READ_CHARGES,
+        "role  role  403   role  403   offer care  emg   offer care  emg   403   403   role  care"),
+    (admissions.Operation.TRANSFER,
+        "role  role  403   403   403   offer care  emg   offer care  emg   403   403   role  care"),
+    (admissions.Operation.DISCHARGE,
+        "role  role  403   403   403   offer care  emg   offer care  emg   403   403   role  care"),
     (laboratory.Operation.PLACE,
         "403   403   403   403   403   offer care  emg   403   403   403   403   403   offer care"),
     (laboratory.Operation.READ,
@@ -97,6 +109,8 @@ TABLE: list[tuple[StrEnum, str]] = [
         "403   403   role  403   403   403   403   403   403   403   403   403   403   403   403"),
     (laboratory.Operation.CANCEL,
         "role  403   role  403   403   403   403   403   403   403   403   403   403   403   403"),
+    (inventory.Operation.CONSUME_FOR_PATIENT,
+        "role  403   role  403   403   offer care  emg   offer care  emg   403   403   offer care"),
 ]
 # fmt: on
 
@@ -104,7 +118,9 @@ Decide = Callable[[StrEnum, frozenset[str], Relationship], Decision]
 POLICIES: dict[type[StrEnum], tuple[dict[object, Rule], Decide]] = {
     patients.Operation: (patients.RULES, patients.decide),  # type: ignore[dict-item]
     scheduling.Operation: (scheduling.RULES, scheduling.decide),  # type: ignore[dict-item]
+    admissions.Operation: (admissions.RULES, admissions.decide),  # type: ignore[dict-item]
     laboratory.Operation: (laboratory.RULES, laboratory.decide),  # type: ignore[dict-item]
+    inventory.Operation: (inventory.RULES, inventory.decide),  # type: ignore[dict-item]
 }
 
 
@@ -173,6 +189,8 @@ def test_a_clinician_reaches_clinical_data_on_care_never_through_another_role() 
         (scheduling.RULES[scheduling.Operation.READ], {"DOCTOR"}, 404),
         (scheduling.RULES[scheduling.Operation.CHECK_IN], {"PATIENT"}, 403),  # never may: 403 for every id
         (scheduling.RULES[scheduling.Operation.CHECK_IN], {"DOCTOR"}, 403),
+        (admissions.RULES[admissions.Operation.DISCHARGE], {"PATIENT"}, 403),
+        (admissions.RULES[admissions.Operation.DISCHARGE], {"NURSE"}, 404),
     ],
 )
 def test_an_unknown_id_is_404_unless_the_roles_never_may(rule: Rule, roles: set[str], status: int) -> None:
