@@ -389,3 +389,32 @@ async def stream_text(js: Any, stream: str) -> str:
         msg = await js.get_msg(stream, seq)
         out.append(msg.data.decode())
     return "\n".join(out)
+
+
+async def test_a_refused_read_of_a_patients_messages_is_audited(world: World) -> None:
+    """Notifications decide as every service: ADMIN reads the delivery history, reception and ADMIN
+    the preferences; a clinician, in care or not, is refused (403); another patient is told
+    nothing exists (404); every refusal reaches the audit log as denied."""
+    pid = await world.patient("Messages")
+    (doctor_id, doctor), _ = world.doctors
+    await world.client.post(f"/patients/{pid}/care-team", headers=world.clerk, json={"user_id": str(doctor_id)})
+    stranger = bearer(uuid.uuid4(), "PATIENT")
+    for path in ("/notifications", "/notifications/preferences"):
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=doctor)).status_code == 403
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=stranger)).status_code == 404
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=world.admin)).status_code == 200
+    r = await world.client.put("/notifications/preferences", params={"patient_id": pid}, headers=doctor,
+                               json={"email": False, "sms": False, "opted_out": True})  # fmt: skip
+    assert r.status_code == 403
+    assert (await world.client.get("/notifications/preferences", params={"patient_id": pid},
+                                   headers=world.clerk)).json()["opted_out"] is False  # fmt: skip
+
+    async def audited() -> bool:
+        return len([r for r in await world.audit_rows(pid) if r["outcome"] == "denied"]) >= 5
+
+    await wait_for(audited, what="the refusals in the audit log")
+    denied = [
+        (r["resource"], r["actor_id"] == doctor_id) for r in await world.audit_rows(pid) if r["outcome"] == "denied"
+    ]
+    assert sorted(denied) == [("delivery", False), ("delivery", True), ("preference", False), ("preference", True),
+                              ("preference", True)]  # fmt: skip

@@ -21,8 +21,11 @@ import pytest
 from his import access
 from his.access import Basis, Decision, Refusal, Relationship, Rule
 from his.admissions import policy as admissions
+from his.audit import policy as audit
+from his.billing import policy as billing
 from his.inventory import policy as inventory
 from his.laboratory import policy as laboratory
+from his.notifications import policy as notifications
 from his.patients import policy as patients
 from his.scheduling import policy as scheduling
 
@@ -111,6 +114,20 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  403   role  403   403   403   403   403   403   403   403   403   403   403   403"),
     (inventory.Operation.CONSUME_FOR_PATIENT,
         "role  403   role  403   403   offer care  emg   offer care  emg   403   403   offer care"),
+    (billing.Operation.READ_INVOICES,
+        "role  403   403   role  403   403   403   403   403   403   403   own   404   403   403"),
+    (billing.Operation.PAY,
+        "403   403   403   role  403   403   403   403   403   403   403   own   404   403   403"),
+    (billing.Operation.REFUND,
+        "role  403   403   role  403   403   403   403   403   403   403   403   403   403   403"),
+    (billing.Operation.ACCOUNTS,
+        "role  403   403   role  403   403   403   403   403   403   403   403   403   403   403"),
+    (notifications.Operation.READ_HISTORY,
+        "role  403   403   403   403   403   403   403   403   403   403   own   404   403   403"),
+    (notifications.Operation.PREFERENCES,
+        "role  role  403   403   403   403   403   403   403   403   403   own   404   role  role"),
+    (audit.Operation.READ_TRAIL,
+        "role  403   403   403   role  403   403   403   403   403   403   own   404   403   403"),
 ]
 # fmt: on
 
@@ -121,6 +138,9 @@ POLICIES: dict[type[StrEnum], tuple[dict[object, Rule], Decide]] = {
     admissions.Operation: (admissions.RULES, admissions.decide),  # type: ignore[dict-item]
     laboratory.Operation: (laboratory.RULES, laboratory.decide),  # type: ignore[dict-item]
     inventory.Operation: (inventory.RULES, inventory.decide),  # type: ignore[dict-item]
+    billing.Operation: (billing.RULES, billing.decide),  # type: ignore[dict-item]
+    notifications.Operation: (notifications.RULES, notifications.decide),  # type: ignore[dict-item]
+    audit.Operation: (audit.RULES, audit.decide),  # type: ignore[dict-item]
 }
 
 
@@ -163,6 +183,7 @@ def test_the_policy_decides_as_the_table_says(op: StrEnum, row: str) -> None:
 def test_by_role_care_is_audited_as_the_rule_says() -> None:
     """Allowed by role, a decision carries the rule's purpose (billing for money, care for
     appointments…); in care, always ``care``; under a grant, ``emergency`` and flagged."""
+    assert billing.decide(billing.Operation.READ_INVOICES, {"BILLING"}, NONE).purpose == "billing"
     assert patients.decide(patients.Operation.MANAGE_CARE_TEAM, {"ADMIN"}, NONE).purpose == "administration"
     under_grant = scheduling.decide(scheduling.Operation.READ, {"NURSE"}, GRANT)
     assert under_grant.purpose == "emergency" and under_grant.flagged
@@ -191,6 +212,8 @@ def test_a_clinician_reaches_clinical_data_on_care_never_through_another_role() 
         (scheduling.RULES[scheduling.Operation.CHECK_IN], {"DOCTOR"}, 403),
         (admissions.RULES[admissions.Operation.DISCHARGE], {"PATIENT"}, 403),
         (admissions.RULES[admissions.Operation.DISCHARGE], {"NURSE"}, 404),
+        (billing.RULES[billing.Operation.READ_INVOICES], {"DOCTOR"}, 404),  # might be the patient themself
+        (billing.RULES[billing.Operation.REFUND], {"DOCTOR"}, 403),
     ],
 )
 def test_an_unknown_id_is_404_unless_the_roles_never_may(rule: Rule, roles: set[str], status: int) -> None:

@@ -1,9 +1,10 @@
 """Internal HTTP API of the billing service (reached through the gateway).
 
-Every route re-verifies the caller's token. A patient reads and pays only the invoices of the
-patient record linked to their own account (any other id answers 404); BILLING and ADMIN see
-all. Charges, invoices, claims and payments are a patient's data: reading or changing them is
-audited. Money is a decimal string with its currency.
+Every route re-verifies the caller's token and decides through ``his.billing.policy``: a patient
+reads and pays only the invoices of the patient record linked to their own account (another
+patient's id answers 404); BILLING and ADMIN see all; other staff are refused (403). Charges,
+invoices, claims and payments are a patient's data: every decision on them, allowed or denied,
+is audited. Money is a decimal string with its currency.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.billing import handlers, store
+from his.access import NONE, Decision, Relationship
+from his.billing import handlers, policy, store
 from his.billing.domain import BillingError, ClaimAction, InvalidTransitionError
+from his.billing.policy import STAFF, Operation
+from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
-from his.kernel.problems import HTTPException
+from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
-STAFF = ("BILLING", "ADMIN")
 Category = Literal["consultation", "procedure", "bed", "laboratory", "supplies"]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[Decimal, Field(max_digits=12, decimal_places=2, allow_inf_nan=False)]
@@ -67,28 +70,52 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     tokens = verifier or jwks_verifier()
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, action: AuditAction, resource: str
-    ) -> None:
-        purpose = "billing" if who.has_any(*STAFF) else "own_record"
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, action: AuditAction, resource: str, *,
+        decision: Decision,
+    ) -> None:  # fmt: skip
         record_access(uow, BillingRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=purpose)  # fmt: skip
+                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
 
-    async def owns(who: Principal, patient_id: uuid.UUID) -> bool:
-        if not who.has_any("PATIENT"):
-            return False
-        async with ctx.db.pool.acquire() as conn:
-            account = await store.account_of(conn, patient_id)
-        return account is not None and str(account) == who.subject
+    async def access(who: Principal, op: Operation, patient_id: uuid.UUID) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet audited); the
+        patient's own account is known here from patients' events."""
+        rel = NONE
+        if policy.RULES[op].needs_relationship(who.roles):
+            async with ctx.db.pool.acquire() as conn:
+                account = await store.account_of(conn, patient_id)
+            rel = Relationship(owner=account is not None and str(account) == who.subject)
+        return policy.decide(op, who.roles, rel)
 
-    async def may_see(who: Principal, patient_id: uuid.UUID) -> bool:
-        return who.has_any(*STAFF) or await owns(who, patient_id)
+    async def deny(
+        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, resource: str, *, what: str
+    ) -> ProblemError:
+        """Audit a refusal (committed before the answer) and give the error to raise."""
+        async with ctx.db.read() as uow:
+            audit(uow, who, patient_id, action, resource, decision=decision)
+        return refused(decision, patient_id, what)
 
-    async def invoice_for(who: Principal, invoice_id: uuid.UUID) -> dict[str, Any]:
+    async def invoice_for(
+        who: Principal, invoice_id: uuid.UUID, op: Operation = Operation.READ_INVOICES, action: AuditAction = "read",
+        resource: str = "invoice",
+    ) -> tuple[dict[str, Any], Decision]:  # fmt: skip
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_invoice(conn, invoice_id)
-        if row is None or not await may_see(who, row["patient_id"]):
-            raise HTTPException(404, "invoice not found")
-        return row
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "invoice")
+        decision = await access(who, op, row["patient_id"])
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, resource, what="invoice")
+        return row, decision
+
+    async def claim_for(who: Principal, claim_id: uuid.UUID, action: AuditAction) -> tuple[dict[str, Any], Decision]:
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.get_claim(conn, claim_id)
+        if row is None:
+            raise refused(policy.not_found(Operation.ACCOUNTS, who.roles), None, "claim")
+        decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, "claim", what="claim")
+        return row, decision
 
     @r.get("/payers")
     async def payers(request: Request) -> dict[str, Any]:
@@ -142,10 +169,12 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     ) -> dict[str, Any]:
         """A patient's charges, latest first, with their status and invoice (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
+        if not decision.allowed:
+            raise await deny(who, patient_id, decision, "read", "charge", what="patient")
         async with ctx.db.read() as uow:
             rows = await store.charges_of_patient(uow.conn, patient_id, limit)
-            audit(uow, who, patient_id, "read", "charge")
+            audit(uow, who, patient_id, "read", "charge", decision=decision)
         return {"items": [charge_json(x) for x in rows]}
 
     @r.get("/invoices")
@@ -159,12 +188,14 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         without ``patient_id`` gets their own; staff without it get everyone's."""
         who = await authenticate(request, tokens)
         if patient_id is not None:
-            if not await may_see(who, patient_id):
-                raise HTTPException(404, "patient not found")
+            decision = await access(who, Operation.READ_INVOICES, patient_id)
+            if not decision.allowed:
+                raise await deny(who, patient_id, decision, "read", "invoice", what="patient")
             ids: list[uuid.UUID] | None = [patient_id]
         elif who.has_any(*STAFF):
-            ids = None
+            decision, ids = policy.decide(Operation.READ_INVOICES, who.roles, NONE), None
         elif who.has_any("PATIENT"):
+            decision = policy.decide(Operation.READ_INVOICES, who.roles, Relationship(owner=True))
             async with ctx.db.pool.acquire() as conn:
                 ids = await store.patients_of_account(conn, uuid.UUID(who.subject))
         else:
@@ -173,36 +204,34 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
             rows = await store.invoices(uow.conn, ids, status, limit)
             items = [await invoice_json(uow, x) for x in rows]
             for pid in sorted({x["patient_id"] for x in rows}):
-                audit(uow, who, pid, "read", "invoice")
+                audit(uow, who, pid, "read", "invoice", decision=decision)
         return {"items": items}
 
     @r.get("/invoices/{invoice_id}")
     async def invoice(invoice_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One invoice with its lines, shares, payer and encounter (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
+        row, decision = await invoice_for(who, invoice_id)
         async with ctx.db.read() as uow:
             out = await invoice_json(uow, row)
-            audit(uow, who, row["patient_id"], "read", "invoice")
+            audit(uow, who, row["patient_id"], "read", "invoice", decision=decision)
         return out
 
     @r.get("/invoices/{invoice_id}/payments")
     async def payments(invoice_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """Payments and refunds of an invoice (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
+        row, decision = await invoice_for(who, invoice_id, resource="payment")
         async with ctx.db.read() as uow:
             rows = await store.payments_of(uow.conn, invoice_id)
-            audit(uow, who, row["patient_id"], "read", "payment")
+            audit(uow, who, row["patient_id"], "read", "payment", decision=decision)
         return {"items": [handlers.payment_json(x) for x in rows]}
 
     async def take(
-        kind: str, invoice_id: uuid.UUID, body: MoneyIn, request: Request, key: str | None, *, roles: tuple[str, ...]
+        kind: str, invoice_id: uuid.UUID, body: MoneyIn, request: Request, key: str | None, *, op: Operation
     ) -> Response:
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
-        if not who.has_any(*roles) and not (kind == "payment" and await owns(who, row["patient_id"])):
-            raise HTTPException(403, f"not allowed to record a {kind}")
+        row, decision = await invoice_for(who, invoice_id, op, "create", kind)
         if key is None or not key.strip():
             raise HTTPException(400, "the Idempotency-Key header is required")
         if len(key) > 255:
@@ -212,7 +241,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
             async with ctx.db.uow() as uow:
                 answer = await handlers.take(uow, uuid.UUID(who.subject), key, m)
                 if not answer.replayed:
-                    audit(uow, who, row["patient_id"], "create", kind)
+                    audit(uow, who, row["patient_id"], "create", kind, decision=decision)
         except BillingError as exc:
             raise HTTPException(422, str(exc)) from None
         except handlers.ConflictError as exc:
@@ -230,7 +259,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Pay (part of) the patient's share (the patient themself, BILLING). Needs an
         ``Idempotency-Key``: the same key and body answer the same again; another body → 409.
         The amount is > 0, in the invoice currency, at most the outstanding share (else 422)."""
-        return await take("payment", invoice_id, body, request, idempotency_key, roles=("BILLING",))
+        return await take("payment", invoice_id, body, request, idempotency_key, op=Operation.PAY)
 
     @r.post("/invoices/{invoice_id}/refunds", status_code=201)
     async def refund(
@@ -240,7 +269,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         """Refund money paid on an invoice (BILLING, ADMIN), at most what was paid; with an ``Idempotency-Key``."""
-        return await take("refund", invoice_id, body, request, idempotency_key, roles=STAFF)
+        return await take("refund", invoice_id, body, request, idempotency_key, op=Operation.REFUND)
 
     @r.get("/claims")
     async def claims(
@@ -254,31 +283,29 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         require(who, *STAFF)
         async with ctx.db.read() as uow:
             rows = await store.claims(uow.conn, status, payer, limit)
+            decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
             for pid in sorted({x["patient_id"] for x in rows}):  # each claim names its patient
-                audit(uow, who, pid, "read", "claim")
+                audit(uow, who, pid, "read", "claim", decision=decision)
         return {"items": [claim_json(x) for x in rows]}
 
     @r.get("/claims/{claim_id}")
     async def claim(claim_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One claim (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        row, decision = await claim_for(who, claim_id, "read")
         async with ctx.db.read() as uow:
-            row = await store.get_claim(uow.conn, claim_id)
-            if row is None:
-                raise HTTPException(404, "claim not found")
-            audit(uow, who, row["patient_id"], "read", "claim")
+            audit(uow, who, row["patient_id"], "read", "claim", decision=decision)
         return claim_json(row)
 
     @r.post("/claims/{claim_id}/{action}")
     async def claim_step(claim_id: uuid.UUID, action: ClaimAction, request: Request) -> dict[str, Any]:
         """Submit, accept, reject or mark paid a claim (BILLING, ADMIN); an invalid transition is 409."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        _, decision = await claim_for(who, claim_id, "update")
         try:
             async with ctx.db.uow() as uow:
                 row = await handlers.act_on_claim(uow, claim_id, action)
-                audit(uow, who, row["patient_id"], "update", "claim")
+                audit(uow, who, row["patient_id"], "update", "claim", decision=decision)
         except handlers.UnknownError:
             raise HTTPException(404, "claim not found") from None
         except InvalidTransitionError as exc:
