@@ -95,7 +95,8 @@ class Refusal(StrEnum):
     CARE_REQUIRED = "care_relationship_required"
     #: Not theirs, and they may not know it exists: 404, as for an id that does not exist.
     NOT_FOUND = "not_found"
-    #: Staff allowed the operation for some patients, but not this one: 403.
+    #: Staff allowed the operation on some objects of the kind, but not on this one (a doctor
+    #: cancels only the orders they placed; nobody assigns themself to a care team): 403.
     NOT_THEIRS = "not_theirs"
 
 
@@ -171,7 +172,7 @@ def _refusal(rule: Rule, held: frozenset[str]) -> Refusal:
         return Refusal.NOT_FOUND
     if held & rule.with_care:
         return Refusal.CARE_REQUIRED
-    return Refusal.NOT_THEIRS
+    return Refusal.ROLE  # staff whose roles do not reach it: only the patient themself could
 
 
 # --- The answer to a refusal ---------------------------------------------------------------
@@ -215,6 +216,6 @@ def refusal(
                 {"type": CARE_REQUIRED_TYPE, "emergency_access": offer},
             )
         case Refusal.NOT_THEIRS:
-            return Problem(403, "not allowed for this patient", {})
+            return Problem(403, f"not allowed on this {what}", {})
         case _:
             return Problem(403, "not allowed for your role", {})
