@@ -1,18 +1,29 @@
-"""The BOLA matrix: every id-bearing operation of the public API, for pairs of users.
+"""The access matrix under a real `his up`: every route that reaches a patient × every role × every
+relationship to the patient, each cell answering exactly what the service's access policy decides.
 
-Each pair holds one object per member: patients A and B (their own records), doctors 1 and 2
-(care relationships with A and with B), billing users 1 and 2. For every operation with an id
-in its path or an id query parameter (``patient_id``…), taken from the gateway's own OpenAPI
-document, the matrix says how each pair must fare; an operation missing from the matrix fails
-the test, so a route added later must be placed in it. Refusals are 403 or 404 problem+json
-holding nothing of the other's object, and identity headers a client makes up change nothing.
+Callers: one user of each staff role, a DOCTOR and a NURSE each with no relationship, a care
+relationship and an emergency grant, and a patient on their own record and on another's. Each
+acts on the patient of its relationship (its care patient, its grant patient, its own record;
+everyone else on a patient no one here is related to). For every route the expected answer is
+computed from the service's ``policy`` module (whose table is ``tests/unit/test_access_policies.py``):
+the route's success status when the policy allows, else its 403 or 404, as problem+json holding
+nothing of the patient. Routes that change something act on an object made fresh for each cell,
+so an allowed call succeeds and a refused one proves it was refused before the object's state
+was looked at. The route list comes from the gateway's own OpenAPI document: an operation that
+reaches a patient (an id in its path or query, or ``patient_id`` in its body) and is missing
+here fails the test. Identity headers a client makes up change nothing.
+
+Routes with an id that is not a patient's (practitioners' profiles, shifts and leave; wards and
+beds) are checked the older way, in pairs: each member reaches its own object, never the other's.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -20,64 +31,74 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, register_patient
+from his.access import NONE, Decision, Refusal, Relationship
+from his.admissions import policy as admissions
+from his.audit import policy as audit
+from his.billing import policy as billing
+from his.inventory import policy as inventory
+from his.laboratory import policy as laboratory
+from his.notifications import policy as notifications
+from his.patients import policy as patients
+from his.scheduling import policy as scheduling
+from his.scheduling.domain import Action
+from tests.e2e.harness import Hospital, assign, create_user, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 REASON = "Suspected sepsis, patient confused and cannot give consent or history"
+#: Where the routes of the pair matrix live: ids there are not a patient's.
+NOT_A_PATIENTS = ("/api/practitioners/", "/api/wards", "/api/beds")
+#: The attending doctor's calendar: three whole days this far ahead, one booking per 20 minutes.
+CALENDAR_DAY = 50
+SLOT = timedelta(minutes=20)
 
 
-class Expect(Enum):
-    #: Each member reaches their own object, never the other's.
-    OWN = "own"
-    #: Neither member reaches either object (a route for other roles).
-    NEITHER = "neither"
-    #: The role reaches every object by design (role-based staff access), so both succeed on both.
-    ROLE = "role"
-    #: Not an ownership question; the entry says why and which test covers it.
-    EXEMPT = "exempt"
+def _day(days: int) -> datetime:
+    return (datetime.now(UTC) + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# --- who calls, on whom ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Member:
+class Subject:
+    label: str
+    roles: frozenset[str]
+    #: The caller's relationship to the patient it acts on: self, none, care or grant.
+    kind: str
     user_id: str
     auth: dict[str, str]
+
+    @property
+    def relationship(self) -> Relationship:
+        return {"self": Relationship(owner=True), "care": Relationship(in_care=True),
+                "grant": Relationship(emergency=True)}.get(self.kind, NONE)  # fmt: skip
+
+    @property
+    def role(self) -> str:
+        return "+".join(sorted(self.roles))
 
 
 @dataclass(frozen=True)
 class Target:
-    """One pair member's objects: a patient, the care relationship of that patient's doctor, the
-    doctor's practitioner profile and leave request, the patient's appointments with that doctor
-    (one to move, one to cancel) and the patient's waitlist entry."""
+    """One patient, and the objects of theirs the reads look at."""
 
     patient: dict[str, Any]
-    relationship_id: str
-    practitioner_id: str = ""
-    leave_id: str = ""
-    appointments: tuple[str, str] = ("", "")
-    waitlist_id: str = ""
-    ward_id: str = ""
-    bed_id: str = ""
-    admission_id: str = ""
-    #: The patient's lab orders from that doctor: one resulted, one left placed (to cancel).
-    lab_orders: tuple[str, str] = ("", "")
-    #: The stay's invoice (SGK: the insurer's share is claimed) and its claim.
-    invoice_id: str = ""
-    claim_id: str = ""
+    appointment: str = ""
+    admission: str = ""
+    lab_order: str = ""
+    invoice: str = ""
+    claim: str = ""
+
+    @property
+    def id(self) -> str:
+        return str(self.patient["id"])
 
     def secrets(self) -> list[str]:
-        """What of this object must never reach someone refused it."""
+        """What of this patient must never reach someone refused."""
         p = self.patient
         return [str(p["family_name"]), str(p["given_name"]), str(p["mrn"]), str(p["email"]), str(p["phone"]),
-                str(p["coverage"]["member_id"]), self.relationship_id]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class World:
-    gateway: str
-    admin: dict[str, str]
-    pairs: dict[str, tuple[Member, Member]]
-    targets: tuple[Target, Target]
+                str(p["coverage"]["member_id"])]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,304 +110,504 @@ class Call:
     headers: dict[str, str] | None = None
 
 
-Build = Callable[[Member, Target], Call]
+@dataclass
+class World:
+    http: httpx.Client
+    admin: dict[str, str]
+    subjects: list[Subject]
+    targets: dict[str, Target]
+    #: The attending doctor (in every target's care, books and orders for them) and their profile.
+    attending: dict[str, str]
+    practitioner: str
+    #: A nurse no caller is: the clinician that care-team routes add and end.
+    spare: str
+    tech: dict[str, str]
+    clerk: dict[str, str]
+    ward: str
+    item: str
+    slots: Iterator[datetime] = field(default_factory=lambda: iter(()))
+    #: The pair matrix's members and objects.
+    pairs: dict[str, tuple[Member, Member]] = field(default_factory=dict)
+    pair_targets: tuple[PairTarget, PairTarget] | None = None
+
+    def send(self, call: Call, auth: dict[str, str]) -> httpx.Response:
+        return self.http.request(call.method, call.path, params=call.params, json=call.json,
+                                 headers=(call.headers or {}) | auth)  # fmt: skip
+
+    def ok(self, method: str, path: str, auth: dict[str, str], body: Any = None, status: int = 200,
+           **kw: Any) -> dict[str, Any]:  # fmt: skip
+        r = self.http.request(method, path, json=body, headers=auth, **kw)
+        assert r.status_code == status, (method, path, r.status_code, r.text)
+        return dict(r.json()) if r.content else {}
+
+    def slot(self) -> dict[str, str]:
+        start = next(self.slots)
+        return {"start": start.isoformat(), "end": (start + SLOT).isoformat()}
+
+    # Fresh objects, one per cell of a route that changes something.
+
+    def booked(self, t: Target, *, checked_in: bool = False) -> dict[str, str]:
+        body = {"patient_id": t.id, "practitioner_id": self.practitioner, "service": "consultation", **self.slot()}
+        aid = str(self.ok("POST", "/api/appointments", self.admin, body, status=201)["id"])
+        if checked_in:
+            self.ok("POST", f"/api/appointments/{aid}/check-in", self.admin)
+        return {"appointment": aid}
+
+    def waiting(self, t: Target, service: str = "checkup") -> dict[str, str]:
+        """A waitlist entry; a check-up (30 minutes) is never offered the 20 minutes a cancelled
+        consultation frees, so it stays waiting."""
+        body = {"patient_id": t.id, "practitioner_id": self.practitioner, "service": service}
+        return {"entry": str(self.ok("POST", "/api/waitlist", self.admin, body, status=201)["id"])}
+
+    def withdraw_follow_ups(self, t: Target, o: dict[str, str]) -> None:
+        for entry in self.ok("GET", "/api/waitlist", self.admin, params={"patient_id": t.id})["items"]:
+            if entry["service"] == "follow_up" and entry["status"] in ("waiting", "offered"):
+                self.withdraw(t, {"entry": entry["id"]})
+
+    def withdraw(self, t: Target, o: dict[str, str]) -> None:
+        r = self.http.post(f"/api/waitlist/{o['entry']}/withdraw", headers=self.admin)
+        assert r.status_code in (200, 409), r.text
+
+    def admitted(self, t: Target) -> dict[str, str]:
+        body = {"patient_id": t.id, "practitioner_id": self.practitioner, "ward_id": self.ward}
+        return {"admission": str(self.ok("POST", "/api/admissions", self.admin, body, status=201)["id"])}
+
+    def discharge(self, t: Target, o: dict[str, str]) -> None:
+        admission = o.get("admission") or self.active_admission(t)
+        if admission:
+            r = self.http.post(f"/api/admissions/{admission}/discharge", headers=self.admin)
+            assert r.status_code in (200, 409), r.text
+
+    def active_admission(self, t: Target) -> str:
+        r = self.ok("GET", "/api/admissions", self.admin, params={"patient_id": t.id, "active": "true"})
+        return str(r["items"][0]["id"]) if r["items"] else ""
+
+    def ordered(self, t: Target, *steps: str) -> dict[str, str]:
+        body = {"patient_id": t.id, "tests": ["UA"], "priority": "routine"}
+        oid = str(self.ok("POST", "/api/lab/orders", self.attending, body, status=201)["id"])
+        for step in steps:
+            self.ok("POST", f"/api/lab/orders/{oid}/{step}", self.tech)
+        return {"order": oid}
+
+    def on_team(self, t: Target) -> dict[str, str]:
+        body = {"user_id": self.spare}
+        return {"relationship": str(self.ok("POST", f"/api/patients/{t.id}/care-team", self.admin, body, 201)["id"])}
+
+    def off_team(self, t: Target, o: dict[str, str]) -> None:
+        r = self.http.delete(f"/api/patients/{t.id}/care-team/{o['relationship']}", headers=self.admin)
+        assert r.status_code in (204, 404), r.text
+
+    def off_team_again(self, t: Target, o: dict[str, str]) -> None:
+        """The spare nurse added by the call itself (if it was allowed) leaves the team again."""
+        team = self.ok("GET", f"/api/patients/{t.id}/care-team", self.admin)["items"]
+        for m in team:
+            if m["user_id"] == self.spare and m["source"] == "assignment":
+                self.off_team(t, {"relationship": m["id"]})
+
+
+Objects = dict[str, str]
+Build = Callable[[World, Subject, Target, Objects], Call]
+Decide = Callable[[frozenset[str], Relationship], Decision]
 
 
 @dataclass(frozen=True)
 class Entry:
+    """One route (one action of an ``{action}`` route) and how to call it."""
+
+    method: str
+    path: str
+    decide: Decide
     build: Build
-    patients: Expect
-    clinicians: Expect
-    billing: Expect
+    #: The route's answer when the policy allows.
+    ok: int = 200
+    action: str | None = None
+    fresh: Callable[[World, Target], Objects] | None = None
+    cleanup: Callable[[World, Target, Objects], None] | None = None
+    #: Why ``ok`` is not a success, when it is not.
     why: str = ""
-    #: Answered without a user token (the payment provider's side): its own check is its signature.
-    public: bool = False
 
-    def expect(self, pair: str) -> Expect:
-        return {"patients": self.patients, "clinicians": self.clinicians, "billing": self.billing}[pair]
-
-
-def _pid(t: Target) -> str:
-    return str(t.patient["id"])
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}" + (f" {self.action}" if self.action else "")
 
 
-#: The day the BOLA world's clinics run (days ahead), and the hour each call may move a booking to.
-CLINIC_DAY = 20
-SHIFT_DAY = 21
+def _p(op: patients.Operation) -> Decide:
+    return lambda roles, rel: patients.decide(op, roles, rel)
 
 
-def _at(days: int, hour: float) -> str:
-    base = (datetime.now(UTC) + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (base + timedelta(hours=hour)).isoformat()
+def _s(op: scheduling.Operation) -> Decide:
+    return lambda roles, rel: scheduling.decide(op, roles, rel)
 
 
-def _span(days: int, hour: float, minutes: int) -> dict[str, str]:
-    return {"start": _at(days, hour), "end": _at(days, hour + minutes / 60)}
+def _a(op: admissions.Operation) -> Decide:
+    return lambda roles, rel: admissions.decide(op, roles, rel)
 
 
-# Billing users reach every invoice by role; each pair member's objects are its patient's.
-MATRIX: dict[tuple[str, str], Entry] = {
-    ("GET", "/api/patients/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,
-    ),
-    ("PATCH", "/api/patients/{id}"): Entry(
-        lambda m, t: Call("PATCH", f"/api/patients/{_pid(t)}", json={"email": t.patient["email"]}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/patients/{id}/care-team"): Entry(
-        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/care-team"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/patients/{id}/care-team"): Entry(
-        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/care-team", json={"user_id": m.user_id}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("DELETE", "/api/patients/{id}/care-team/{relationship_id}"): Entry(
-        lambda m, t: Call("DELETE", f"/api/patients/{_pid(t)}/care-team/{t.relationship_id}"),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/patients/{id}/invitations"): Entry(
-        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/invitations", json={}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/patients/{id}/emergency-access"): Entry(
-        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/emergency-access", json={"reason": REASON}),
-        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
-        why="any clinician may break the glass on any patient, with a reason (tests/e2e/test_break_glass.py)",
-    ),
-    ("GET", "/api/patients/{id}/records"): Entry(
-        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/records"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/patients/{id}/records"): Entry(
-        lambda m, t: Call("POST", f"/api/patients/{_pid(t)}/records",
-                          json={"kind": "note", "text": "Seen in clinic; stable."}),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/patients/emergency-access"): Entry(
-        lambda m, t: Call("GET", "/api/patients/emergency-access", params={"patient_id": _pid(t)}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/practitioners/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}"),
-        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/practitioners/{id}/shifts"): Entry(
-        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/shifts", json=_span(SHIFT_DAY, 8, 480)),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/practitioners/{id}/shifts"): Entry(
-        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/shifts",
-                          params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/practitioners/{id}/leave-requests"): Entry(
-        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests",
-                          json=_span(CLINIC_DAY + 30, 0, 24 * 60)),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/practitioners/{id}/leave-requests"): Entry(
-        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/leave-requests"),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/practitioners/{id}/leave-requests/{leave_id}/{action}"): Entry(
-        lambda m, t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests/{t.leave_id}/cancel"),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/practitioners/{id}/availability"): Entry(
-        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/availability",
-                          params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/practitioners/{id}/slots"): Entry(
-        lambda m, t: Call("GET", f"/api/practitioners/{t.practitioner_id}/slots",
-                          params={"date": _at(CLINIC_DAY, 0)[:10]}),
-        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/appointments"): Entry(
-        lambda m, t: Call("GET", "/api/appointments", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/appointments/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/appointments/{t.appointments[0]}"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/appointments/{id}/reschedule"): Entry(
-        lambda m, t: Call("POST", f"/api/appointments/{t.appointments[0]}/reschedule", json=_span(CLINIC_DAY, 12, 20)),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/appointments/{id}/{action}"): Entry(
-        lambda m, t: Call("POST", f"/api/appointments/{t.appointments[1]}/cancel"),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/waitlist"): Entry(
-        lambda m, t: Call("GET", "/api/waitlist", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/waitlist/{id}/withdraw"): Entry(
-        lambda m, t: Call("POST", f"/api/waitlist/{t.waitlist_id}/withdraw"),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/waitlist/{id}/accept"): Entry(
-        lambda m, t: Call("POST", f"/api/waitlist/{t.waitlist_id}/accept"),
-        patients=Expect.EXEMPT, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-        why="an entry's owner gets 409 until a slot is offered; the same ownership check is exercised by "
-            "/withdraw, and accepting an offer by tests/e2e/test_outpatient.py",
-    ),
-    ("GET", "/api/notifications/preferences"): Entry(
-        lambda m, t: Call("GET", "/api/notifications/preferences", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("PUT", "/api/notifications/preferences"): Entry(
-        lambda m, t: Call("PUT", "/api/notifications/preferences", params={"patient_id": _pid(t)},
-                          json={"email": True, "sms": False, "opted_out": False}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/notifications"): Entry(
-        lambda m, t: Call("GET", "/api/notifications", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/audit"): Entry(
-        lambda m, t: Call("GET", "/api/audit", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    # admissions: staff by role, never patients
-    ("GET", "/api/wards/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/wards/{t.ward_id}"),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("PATCH", "/api/wards/{id}"): Entry(
-        lambda m, t: Call("PATCH", f"/api/wards/{t.ward_id}", json={"name": "Renamed"}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/beds"): Entry(
-        lambda m, t: Call("GET", "/api/beds", params={"ward_id": t.ward_id}),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/beds/{id}/{action}"): Entry(
-        lambda m, t: Call("POST", f"/api/beds/{t.bed_id}/close"),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/admissions"): Entry(
-        lambda m, t: Call("GET", "/api/admissions", params={"patient_id": _pid(t)}),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/admissions/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/admissions/{t.admission_id}"),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/admissions/{id}/charges"): Entry(
-        lambda m, t: Call("GET", f"/api/admissions/{t.admission_id}/charges"),
-        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/admissions/{id}/transfer"): Entry(
-        lambda m, t: Call("POST", f"/api/admissions/{t.admission_id}/transfer", json={"ward_id": t.ward_id}),
-        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
-        why="ward staff move any admitted patient by role; transfers are covered by "
-            "tests/integration/test_admissions.py (the matrix's admissions are already discharged)",
-    ),
-    ("POST", "/api/admissions/{id}/discharge"): Entry(
-        lambda m, t: Call("POST", f"/api/admissions/{t.admission_id}/discharge"),
-        patients=Expect.NEITHER, clinicians=Expect.EXEMPT, billing=Expect.NEITHER,
-        why="ward staff discharge any admitted patient by role; covered by tests/integration/test_admissions.py "
-            "(the matrix's admissions are already discharged, so their invoices exist)",
-    ),
-    # laboratory: clinicians in the patient's care (as for the chart), a patient their own orders,
-    # the ordering doctor cancels
-    ("GET", "/api/lab/orders"): Entry(
-        lambda m, t: Call("GET", "/api/lab/orders", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/lab/orders/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/lab/orders/{t.lab_orders[0]}"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/lab/orders/{id}/{action}"): Entry(
-        lambda m, t: Call("POST", f"/api/lab/orders/{t.lab_orders[1]}/cancel"),
-        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    ("POST", "/api/lab/orders/{id}/results"): Entry(
-        lambda m, t: Call("POST", f"/api/lab/orders/{t.lab_orders[1]}/results",
-                          json={"results": [{"code": "UA", "value": "negative", "flag": "N"}]}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/patients/{id}/lab-results"): Entry(
-        lambda m, t: Call("GET", f"/api/patients/{_pid(t)}/lab-results"),
-        patients=Expect.OWN, clinicians=Expect.OWN, billing=Expect.NEITHER,
-    ),
-    # billing: a patient their own invoices, BILLING every invoice by role, clinicians none
-    ("GET", "/api/invoices"): Entry(
-        lambda m, t: Call("GET", "/api/invoices", params={"patient_id": _pid(t)}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/invoices/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/invoices/{t.invoice_id}"),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/invoices/{id}/payments"): Entry(
-        lambda m, t: Call("GET", f"/api/invoices/{t.invoice_id}/payments"),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    # Money taken at a desk is BILLING's to record; a patient pays online, and only the payment
-    # provider's confirmation records it.
-    ("POST", "/api/invoices/{id}/payments"): Entry(
-        lambda m, t: Call("POST", f"/api/invoices/{t.invoice_id}/payments", headers=_fresh_key(),
-                          json={"amount": "1.00", "currency": "TRY", "method": "card"}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/invoices/{id}/online-payments"): Entry(
-        lambda m, t: Call("POST", f"/api/invoices/{t.invoice_id}/online-payments", headers=_fresh_key(),
-                          json={"amount": "1.00", "currency": "TRY"}),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
-    ),
-    ("GET", "/api/invoices/{id}/online-payments"): Entry(
-        lambda m, t: Call("GET", f"/api/invoices/{t.invoice_id}/online-payments"),
-        patients=Expect.OWN, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/payments/webhooks/{provider}"): Entry(
-        lambda m, t: Call("POST", "/api/payments/webhooks/test", json={}),
-        patients=Expect.EXEMPT, clinicians=Expect.EXEMPT, billing=Expect.EXEMPT, public=True,
-        why="the payment provider's webhook names no user's object: its signature admits it; forged and "
-            "replayed confirmations are refused (tests/integration/test_online_payments.py, "
-            "tests/e2e/test_payments.py)",
-    ),
-    ("GET", "/api/test-payment-provider/checkout/{ref}"): Entry(
-        lambda m, t: Call("GET", "/api/test-payment-provider/checkout/cs_test_none"),
-        patients=Expect.EXEMPT, clinicians=Expect.EXEMPT, billing=Expect.EXEMPT, public=True,
-        why="the TEST provider's checkout stands for a provider's own site: its unguessable reference admits "
-            "the payer (tests/integration/test_online_payments.py)",
-    ),
-    ("POST", "/api/test-payment-provider/checkout/{ref}"): Entry(
-        lambda m, t: Call("POST", "/api/test-payment-provider/checkout/cs_test_none", json={}),
-        patients=Expect.EXEMPT, clinicians=Expect.EXEMPT, billing=Expect.EXEMPT, public=True,
-        why="the TEST provider's checkout stands for a provider's own site: its unguessable reference admits "
-            "the payer (tests/integration/test_online_payments.py)",
-    ),
-    ("POST", "/api/invoices/{id}/refunds"): Entry(
-        lambda m, t: Call("POST", f"/api/invoices/{t.invoice_id}/refunds", headers=_fresh_key(),
-                          json={"amount": "1.00", "currency": "TRY", "method": "card"}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/charges"): Entry(
-        lambda m, t: Call("GET", "/api/charges", params={"patient_id": _pid(t)}),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("GET", "/api/claims/{id}"): Entry(
-        lambda m, t: Call("GET", f"/api/claims/{t.claim_id}"),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.ROLE,
-    ),
-    ("POST", "/api/claims/{id}/{action}"): Entry(
-        lambda m, t: Call("POST", f"/api/claims/{t.claim_id}/submit"),
-        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.EXEMPT,
-        why="BILLING moves any claim by role, and a claim is submitted once (a second submit is 409); claim "
-            "states are covered by tests/integration/test_billing.py",
-    ),
-}  # fmt: skip
+def _l(op: laboratory.Operation) -> Decide:
+    return lambda roles, rel: laboratory.decide(op, roles, rel)  # the orders are the attending doctor's
 
 
-def _fresh_key() -> dict[str, str]:
+def _b(op: billing.Operation) -> Decide:
+    return lambda roles, rel: billing.decide(op, roles, rel)
+
+
+def _get(path: str, **params: str) -> Build:
+    """A GET of ``path`` (formatted with the target ``t`` and the fresh objects ``o``)."""
+    return lambda w, s, t, o: Call("GET", path.format(t=t, o=o), {k: v.format(t=t) for k, v in params.items()})
+
+
+def _post(path: str, body: Callable[[World, Subject, Target, Objects], dict[str, Any]] | None = None) -> Build:
+    return lambda w, s, t, o: Call("POST", path.format(t=t, o=o), json=body(w, s, t, o) if body else None)
+
+
+def _key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def _money(w: World, s: Subject, t: Target, o: Objects) -> dict[str, Any]:
+    return {"amount": "1.00", "currency": "TRY", "method": "card"}
+
+
+#: Claims move submit → accept; ADMIN acts first, BILLING second (the order of ``SUBJECTS``).
+CLAIM_STEP = {"ADMIN": "submit", "BILLING": "accept"}
+
+# fmt: off
+MATRIX: list[Entry] = [
+    # patients
+    Entry("GET", "/api/patients", lambda roles, rel: patients.decide(patients.Operation.SEARCH, roles, rel),
+          lambda w, s, t, o: Call("GET", "/api/patients", {"q": str(t.patient["mrn"])})),
+    Entry("GET", "/api/patients/{id}", _p(patients.Operation.READ), _get("/api/patients/{t.id}")),
+    Entry("PATCH", "/api/patients/{id}",
+          lambda roles, rel: patients.changing(patients.decide(patients.Operation.UPDATE, roles, rel), roles,
+                                               {"email"}),
+          lambda w, s, t, o: Call("PATCH", f"/api/patients/{t.id}", json={"email": t.patient["email"]})),
+    Entry("GET", "/api/patients/{id}/care-team", _p(patients.Operation.READ), _get("/api/patients/{t.id}/care-team")),
+    Entry("POST", "/api/patients/{id}/care-team", _p(patients.Operation.MANAGE_CARE_TEAM),
+          _post("/api/patients/{t.id}/care-team", lambda w, s, t, o: {"user_id": w.spare}), ok=201,
+          cleanup=World.off_team_again),
+    Entry("DELETE", "/api/patients/{id}/care-team/{relationship_id}", _p(patients.Operation.MANAGE_CARE_TEAM),
+          lambda w, s, t, o: Call("DELETE", f"/api/patients/{t.id}/care-team/{o['relationship']}"), ok=204,
+          fresh=World.on_team, cleanup=World.off_team),
+    Entry("POST", "/api/patients/{id}/emergency-access", _p(patients.Operation.BREAK_GLASS),
+          _post("/api/patients/{t.id}/emergency-access", lambda w, s, t, o: {"reason": REASON}), ok=201),
+    Entry("GET", "/api/patients/emergency-access", _p(patients.Operation.OVERSEE_GRANTS),
+          _get("/api/patients/emergency-access", patient_id="{t.id}")),
+    Entry("GET", "/api/patients/{id}/records", _p(patients.Operation.READ_CLINICAL),
+          _get("/api/patients/{t.id}/records")),
+    Entry("POST", "/api/patients/{id}/records", _p(patients.Operation.WRITE_CLINICAL),
+          _post("/api/patients/{t.id}/records", lambda w, s, t, o: {"kind": "note", "text": "Seen; stable."}),
+          ok=201),
+    Entry("GET", "/api/patients/{id}/lab-results", _p(patients.Operation.READ_CLINICAL),
+          _get("/api/patients/{t.id}/lab-results")),
+    # scheduling
+    Entry("POST", "/api/appointments", _s(scheduling.Operation.BOOK),
+          _post("/api/appointments", lambda w, s, t, o: {"patient_id": t.id, "practitioner_id": w.practitioner,
+                                                        "service": "consultation", **w.slot()}), ok=201),
+    Entry("GET", "/api/appointments", _s(scheduling.Operation.READ), _get("/api/appointments", patient_id="{t.id}")),
+    Entry("GET", "/api/appointments/{id}", _s(scheduling.Operation.READ), _get("/api/appointments/{t.appointment}")),
+    Entry("POST", "/api/appointments/{id}/reschedule", _s(scheduling.Operation.RESCHEDULE),
+          _post("/api/appointments/{o[appointment]}/reschedule", lambda w, s, t, o: w.slot()), fresh=World.booked),
+    *(Entry("POST", "/api/appointments/{id}/{action}", _s(scheduling.OF_ACTION[Action(action)]),
+            _post(f"/api/appointments/{{o[appointment]}}/{action}"), action=action,
+            fresh=(lambda w, t: w.booked(t, checked_in=True)) if action == "complete" else World.booked)
+      for action in ("check-in", "complete", "cancel", "no-show")),
+    Entry("POST", "/api/waitlist", _s(scheduling.Operation.WAITLIST),
+          _post("/api/waitlist", lambda w, s, t, o: {"patient_id": t.id, "practitioner_id": w.practitioner,
+                                                    "service": "follow_up"}), ok=201,
+          cleanup=World.withdraw_follow_ups),
+    Entry("GET", "/api/waitlist", _s(scheduling.Operation.WAITLIST), _get("/api/waitlist", patient_id="{t.id}")),
+    Entry("POST", "/api/waitlist/{id}/withdraw", _s(scheduling.Operation.WAITLIST),
+          _post("/api/waitlist/{o[entry]}/withdraw"), fresh=World.waiting, cleanup=World.withdraw),
+    Entry("POST", "/api/waitlist/{id}/accept", _s(scheduling.Operation.WAITLIST),
+          _post("/api/waitlist/{o[entry]}/accept"), ok=409, fresh=World.waiting, cleanup=World.withdraw,
+          why="no slot was offered to the entry, so a caller the policy allows gets 409 (after the access check); "
+              "accepting an offer is tests/e2e/test_outpatient.py"),
+    # admissions
+    Entry("POST", "/api/admissions", _a(admissions.Operation.ADMIT),
+          _post("/api/admissions", lambda w, s, t, o: {"patient_id": t.id, "practitioner_id": w.practitioner,
+                                                      "ward_id": w.ward}), ok=201, cleanup=World.discharge),
+    Entry("GET", "/api/admissions", _a(admissions.Operation.READ), _get("/api/admissions", patient_id="{t.id}")),
+    Entry("GET", "/api/admissions/{id}", _a(admissions.Operation.READ), _get("/api/admissions/{t.admission}")),
+    Entry("GET", "/api/admissions/{id}/charges", _a(admissions.Operation.READ_CHARGES),
+          _get("/api/admissions/{t.admission}/charges")),
+    Entry("POST", "/api/admissions/{id}/transfer", _a(admissions.Operation.TRANSFER),
+          _post("/api/admissions/{o[admission]}/transfer", lambda w, s, t, o: {"ward_id": w.ward}),
+          fresh=World.admitted, cleanup=World.discharge),
+    Entry("POST", "/api/admissions/{id}/discharge", _a(admissions.Operation.DISCHARGE),
+          _post("/api/admissions/{o[admission]}/discharge"), fresh=World.admitted, cleanup=World.discharge),
+    # laboratory
+    Entry("POST", "/api/lab/orders", _l(laboratory.Operation.PLACE),
+          _post("/api/lab/orders", lambda w, s, t, o: {"patient_id": t.id, "tests": ["UA"], "priority": "routine"}),
+          ok=201),
+    Entry("GET", "/api/lab/orders", _l(laboratory.Operation.READ), _get("/api/lab/orders", patient_id="{t.id}")),
+    Entry("GET", "/api/lab/orders/{id}", _l(laboratory.Operation.READ), _get("/api/lab/orders/{t.lab_order}")),
+    Entry("POST", "/api/lab/orders/{id}/results", _l(laboratory.Operation.RESULT),
+          _post("/api/lab/orders/{o[order]}/results",
+                lambda w, s, t, o: {"results": [{"code": "UA", "value": "negative", "flag": "N"}]}),
+          fresh=lambda w, t: w.ordered(t, "collect", "start")),
+    Entry("POST", "/api/lab/orders/{id}/{action}", _l(laboratory.Operation.COLLECT),
+          _post("/api/lab/orders/{o[order]}/collect"), action="collect", fresh=lambda w, t: w.ordered(t)),
+    Entry("POST", "/api/lab/orders/{id}/{action}", _l(laboratory.Operation.START),
+          _post("/api/lab/orders/{o[order]}/start"), action="start", fresh=lambda w, t: w.ordered(t, "collect")),
+    Entry("POST", "/api/lab/orders/{id}/{action}", _l(laboratory.Operation.CANCEL),
+          _post("/api/lab/orders/{o[order]}/cancel"), action="cancel", fresh=lambda w, t: w.ordered(t)),
+    # inventory
+    Entry("POST", "/api/inventory/consumptions",
+          lambda roles, rel: inventory.decide(inventory.Operation.CONSUME_FOR_PATIENT, roles, rel),
+          _post("/api/inventory/consumptions", lambda w, s, t, o: {
+              "item_code": w.item, "location": "WARD-GEN", "quantity": "1", "reason": "patient", "patient_id": t.id}),
+          ok=201),
+    # billing
+    Entry("GET", "/api/charges", _b(billing.Operation.ACCOUNTS), _get("/api/charges", patient_id="{t.id}")),
+    Entry("GET", "/api/invoices", _b(billing.Operation.READ_INVOICES), _get("/api/invoices", patient_id="{t.id}")),
+    Entry("GET", "/api/invoices/{id}", _b(billing.Operation.READ_INVOICES), _get("/api/invoices/{t.invoice}")),
+    Entry("GET", "/api/invoices/{id}/payments", _b(billing.Operation.READ_INVOICES),
+          _get("/api/invoices/{t.invoice}/payments")),
+    Entry("POST", "/api/invoices/{id}/payments", _b(billing.Operation.PAY),
+          lambda w, s, t, o: Call("POST", f"/api/invoices/{t.invoice}/payments", json=_money(w, s, t, o),
+                                  headers=_key()), ok=201),
+    Entry("POST", "/api/invoices/{id}/refunds", _b(billing.Operation.REFUND),
+          lambda w, s, t, o: Call("POST", f"/api/invoices/{t.invoice}/refunds", json=_money(w, s, t, o),
+                                  headers=_key()), ok=201),
+    Entry("GET", "/api/claims/{id}", _b(billing.Operation.ACCOUNTS), _get("/api/claims/{t.claim}")),
+    Entry("POST", "/api/claims/{id}/{action}", _b(billing.Operation.ACCOUNTS),
+          lambda w, s, t, o: Call("POST", f"/api/claims/{t.claim}/{CLAIM_STEP.get(s.role, 'submit')}"),
+          action="submit|accept",
+          why="one rule for every step of a claim: ADMIN submits the claim, then BILLING accepts it"),
+    # notifications and audit
+    Entry("GET", "/api/notifications",
+          lambda roles, rel: notifications.decide(notifications.Operation.READ_HISTORY, roles, rel),
+          _get("/api/notifications", patient_id="{t.id}")),
+    Entry("GET", "/api/notifications/preferences",
+          lambda roles, rel: notifications.decide(notifications.Operation.PREFERENCES, roles, rel),
+          _get("/api/notifications/preferences", patient_id="{t.id}")),
+    Entry("PUT", "/api/notifications/preferences",
+          lambda roles, rel: notifications.decide(notifications.Operation.PREFERENCES, roles, rel),
+          lambda w, s, t, o: Call("PUT", "/api/notifications/preferences", {"patient_id": t.id},
+                                  {"email": True, "sms": False, "opted_out": False})),
+    Entry("GET", "/api/audit", lambda roles, rel: audit.decide(audit.Operation.READ_TRAIL, roles, rel),
+          _get("/api/audit", patient_id="{t.id}")),
+]
+# fmt: on
+
+#: Routes whose every action is listed (their actions follow different rules).
+EVERY_ACTION = ("/api/appointments/{id}/{action}", "/api/lab/orders/{id}/{action}")
+#: The patient a break-the-glass call of a clinician without a relationship is made on: a grant
+#: would relate the clinician to the patient others call on for the rest of the run.
+GLASS_ROUTE = "POST /api/patients/{id}/emergency-access"
+
+
+def target_of(world: World, entry: Entry, s: Subject) -> Target:
+    if entry.name == GLASS_ROUTE and s.kind == "none" and s.roles & {"DOCTOR", "NURSE"}:
+        return world.targets["glass"]
+    return world.targets[s.kind]
+
+
+# --- the world ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(shared_hospital: Hospital) -> Iterator[World]:
+    h = shared_hospital
+    admin = h.login()
+    with httpx.Client(base_url=h.gateway, timeout=15) as http:
+        yield build_world(h, http, admin)
+
+
+def build_world(h: Hospital, http: httpx.Client, admin: dict[str, str]) -> World:
+    tag, number = uuid.uuid4().hex[:6], uuid.uuid4().int % 1000
+    # A user of each staff role (the administrator who started the hospital is the ADMIN); then the
+    # attending doctor and the spare nurse. Each costs two password hashes: as few as will do.
+    roles = ("ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING", "AUDITOR", "DOCTOR", "NURSE")
+    with ThreadPoolExecutor(2) as pool:
+        users = list(pool.map(lambda r: create_user(h, admin, r, f"matrix{tag}"), (*roles[1:], "DOCTOR", "NURSE")))
+    staff = [("", admin), *users[:6]]
+    (attending_id, attending), (spare, _) = users[6], users[7]
+    email, password = f"matrix-{tag}@example.org", "a patient's own passphrase"
+    r = http.post("/api/auth/register", json={"email": email, "password": password, "full_name": "Mira Matrix"})
+    assert r.status_code == 201, r.text
+    patient_user, patient_auth = str(r.json()["user_id"]), h.login(email, password)
+
+    def patient(kind: str, n: int, **extra: Any) -> Target:
+        record = register_patient(h, admin, f"Matrix{kind.title()}-{tag}", given_name=f"Given{kind}{tag}",
+                                  phone=f"+90 555 {number:03d} 10{n}",
+                                  coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"}, **extra)  # fmt: skip
+        return Target(record)
+
+    targets = {"self": patient("self", 0, user_id=patient_user), "none": patient("none", 1),
+               "care": patient("care", 2), "grant": patient("grant", 3), "glass": patient("glass", 4)}  # fmt: skip
+    subjects = [
+        Subject(role, frozenset({role}), "none", uid, auth) for role, (uid, auth) in zip(roles[:7], staff, strict=True)
+    ]
+    doctor, nurse = subjects[5], subjects[6]
+    subjects[5:] = [
+        *(replace(doctor, label=f"DOCTOR {k}", kind=k) for k in ("none", "care", "grant")),
+        *(replace(nurse, label=f"NURSE {k}", kind=k) for k in ("none", "care", "grant")),
+        Subject("the patient", frozenset({"PATIENT"}), "self", patient_user, patient_auth),
+        Subject("another patient", frozenset({"PATIENT"}), "none", patient_user, patient_auth),
+    ]
+    assert len(subjects) == 13  # 5 staff roles; DOCTOR and NURSE × none, care, grant; a patient × self, other
+    for clinician in (doctor.user_id, nurse.user_id):
+        assign(h, admin, targets["care"].id, clinician)
+    spare_on_glass = assign(h, admin, targets["glass"].id, spare)  # patients knows the spare nurse now
+    r = http.delete(f"/api/patients/{targets['glass'].id}/care-team/{spare_on_glass}", headers=admin)
+    assert r.status_code == 204, r.text
+    for kind in ("self", "none", "care", "grant"):
+        assign(h, admin, targets[kind].id, attending_id)
+
+    w = World(http, admin, subjects, targets, attending, "", spare, staff[2][1], staff[3][1], "", "")
+    profile = {"full_name": "Dr. Matrix", "specialty": "internal_medicine", "user_id": attending_id}
+    w.practitioner = str(w.ok("POST", "/api/practitioners", admin, profile, status=201)["id"])
+    first = _day(CALENDAR_DAY)
+    for d in range(3):
+        w.ok("POST", f"/api/practitioners/{w.practitioner}/shifts", admin,
+             {"start": (first + timedelta(days=d)).isoformat(), "end": (first + timedelta(days=d + 1)).isoformat()},
+             status=201)  # fmt: skip
+    w.slots = (first + n * SLOT for n in itertools.count())
+    w.ward = str(w.ok("POST", "/api/wards", admin, {"name": f"Matrix ward {tag}", "type": "general",
+                                                     "daily_rate": "1000.00", "currency": "TRY", "beds": 120},
+                      status=201)["id"])  # fmt: skip
+    w.item = f"MX-{tag.upper()}"
+    w.ok("POST", "/api/inventory/items", admin, {"code": w.item, "description": "Matrix swab", "unit": "piece",
+                                                 "chargeable": False}, status=201)  # fmt: skip
+    receipt = {"item_code": w.item, "location": "WARD-GEN", "lot": "M1", "quantity": "1000", "expires_on": "2099-01-31"}
+    w.ok("POST", "/api/inventory/receipts", admin, receipt, status=201)
+    for kind in ("self", "none", "care", "grant"):
+        w.targets[kind] = stay(w, w.targets[kind])
+    for kind in ("self", "none", "care", "grant"):
+        w.targets[kind] = billed(w, w.targets[kind])
+    # Notifications and audit learn who owns which patient from events: wait until they have.
+    own = {"patient_id": w.targets["self"].id}
+    for path in ("/api/notifications", "/api/audit"):
+
+        def knows(p: str = path) -> bool:
+            return http.get(p, params=own, headers=patient_auth).status_code == 200
+
+        wait_until(knows, what=f"{path} to know the patient's own record")
+    pair_world(w, attending_id)
+    return w
+
+
+def stay(w: World, t: Target) -> Target:
+    """The patient's appointment and waitlist entry with the attending doctor, a stay on the ward
+    (admitted, a lab order resulted during it, discharged, so its invoice follows)."""
+    appointment = w.booked(t)["appointment"]
+    w.waiting(t, "procedure")  # 45 minutes: never offered a freed consultation's time either
+    admission = w.admitted(t)["admission"]
+    order = w.ordered(t, "collect", "start")["order"]
+    w.ok("POST", f"/api/lab/orders/{order}/results", w.tech,
+         {"results": [{"code": "UA", "value": "negative", "flag": "N"}]})  # fmt: skip
+    w.ok("POST", f"/api/admissions/{admission}/discharge", w.admin)
+    return replace(t, appointment=appointment, admission=admission, lab_order=order)
+
+
+def billed(w: World, t: Target) -> Target:
+    """The stay's invoice and claim, once billing has issued them; the clerk takes 10.00 on it
+    (so a refund has something to refund)."""
+    found: dict[str, Any] = {}
+
+    def issued() -> bool:
+        items = w.ok("GET", "/api/invoices", w.admin, params={"patient_id": t.id})["items"]
+        done = [i for i in items if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
+        found.update(done[0] if done else {})
+        return bool(done)
+
+    wait_until(issued, what="the stay's invoice")
+    claims = w.ok("GET", "/api/claims", w.admin, params={"payer": "SGK", "limit": 200})["items"]
+    claim = next(c["id"] for c in claims if c["invoice_id"] == found["id"])
+    w.ok("POST", f"/api/invoices/{found['id']}/payments", w.clerk | _key(),
+         {"amount": "10.00", "currency": "TRY", "method": "cash"}, status=201)  # fmt: skip
+    return replace(t, invoice=str(found["id"]), claim=str(claim))
+
+
+# --- the matrix --------------------------------------------------------------------------------
+
+
+def expected(entry: Entry, s: Subject) -> tuple[int, Decision]:
+    decision = entry.decide(s.roles, s.relationship)
+    return (entry.ok if decision.allowed else decision.status), decision
+
+
+def run_cell(w: World, entry: Entry, s: Subject) -> str | None:
+    """Call the route as ``s`` on its patient; None if the answer is the policy's, else what is wrong."""
+    t = target_of(w, entry, s)
+    objects = entry.fresh(w, t) if entry.fresh else {}
+    try:
+        if s.kind == "grant":  # grants last seconds in the shared hospital: one fresh for each call
+            w.ok("POST", f"/api/patients/{t.id}/emergency-access", s.auth, {"reason": REASON}, status=201)
+        call = entry.build(w, s, t, objects)
+        answer = w.send(call, s.auth)
+        status, decision = expected(entry, s)
+        if answer.status_code != status:
+            return f"{s.label}: expected {status}, got {answer.status_code} {answer.text[:200]}"
+        if decision.allowed:
+            return None
+        if answer.headers["content-type"] != "application/problem+json":
+            return f"{s.label}: a refusal that is not problem+json"
+        leaked = [x for x in t.secrets() if x in answer.text]
+        if leaked:
+            return f"{s.label}: the refusal holds {leaked}"
+        offered = "emergency_access" in answer.json()
+        if offered != (decision.refusal is Refusal.CARE_REQUIRED):
+            return f"{s.label}: emergency access {'offered' if offered else 'not offered'}: {answer.text[:200]}"
+        if s.label in ("another patient", "DOCTOR none"):  # made-up identity headers change nothing
+            spoofed = w.send(call, spoofed_headers(s.auth, str(uuid.uuid4())))
+            if (spoofed.status_code, spoofed.json().get("detail")) != (answer.status_code, answer.json().get("detail")):
+                return f"{s.label}: spoofed headers changed the answer to {spoofed.status_code}"
+        return None
+    finally:
+        if entry.cleanup:
+            entry.cleanup(w, t, objects)
+
+
+@pytest.mark.parametrize("entry", MATRIX, ids=[e.name for e in MATRIX])
+def test_every_route_answers_every_caller_as_the_policy_decides(world: World, entry: Entry) -> None:
+    wrong = [problem for s in world.subjects if (problem := run_cell(world, entry, s))]
+    assert not wrong, f"{entry.name}:\n" + "\n".join(wrong)
+
+
+def test_every_route_that_reaches_a_patient_is_in_the_matrix(shared_hospital: Hospital) -> None:
+    document = httpx.get(f"{shared_hospital.gateway}/openapi.json", timeout=10).json()
+    found = patient_bearing_operations(document)
+    assert ("GET", "/api/patients/{id}") in found and ("POST", "/api/lab/orders") in found  # the search works
+    listed = {(e.method, e.path) for e in MATRIX}
+    assert not sorted(found - listed), f"routes reaching a patient without a matrix entry: {sorted(found - listed)}"
+    assert not sorted(listed - found), f"matrix entries for routes the API no longer has: {sorted(listed - found)}"
+    for path in EVERY_ACTION:
+        actions = next(p["schema"] for p in document["paths"][path]["post"]["parameters"] if p["name"] == "action")
+        enum = set(resolve(document, actions)["enum"])
+        assert enum == {e.action for e in MATRIX if e.path == path}, f"{path}: every action has its row"
+    for entry in MATRIX:
+        assert 200 <= entry.ok < 300 or entry.why, f"{entry.name}: an answer that is not a success needs its reason"
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        schema = document["components"]["schemas"][name]
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        return resolve(document, schema["allOf"][0])
+    return schema
+
+
+def patient_bearing_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """Operations with an id in the path or query, or ``patient_id`` in the body, outside the
+    places whose ids are not a patient's; and the patient search."""
+    found = {("GET", "/api/patients")}
+    for path, item in document["paths"].items():
+        if path.startswith(NOT_A_PATIENTS):
+            continue
+        for method, op in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            params = [*item.get("parameters", []), *op.get("parameters", [])]
+            by_id = any(p["in"] == "path" or (p["in"] == "query" and (p["name"] == "id" or p["name"].endswith("_id")))
+                        for p in params)  # fmt: skip
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            in_body = body is not None and "patient_id" in resolve(document, body).get("properties", {})
+            if by_id or in_body:
+                found.add((method.upper(), path))
+    return found
 
 
 def spoofed_headers(auth: dict[str, str], pretend: str) -> dict[str, str]:
@@ -401,221 +622,198 @@ def spoofed_headers(auth: dict[str, str], pretend: str) -> dict[str, str]:
     }  # fmt: skip
 
 
-def id_bearing_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
-    """Operations with a path parameter, or a query parameter naming an id."""
-    found = set()
-    for path, item in document["paths"].items():
-        for method, op in item.items():
-            if method not in HTTP_METHODS:
-                continue
-            params = [*item.get("parameters", []), *op.get("parameters", [])]
-            if any(p["in"] == "path" or (p["in"] == "query" and (p["name"] == "id" or p["name"].endswith("_id")))
-                   for p in params):  # fmt: skip
-                found.add((method.upper(), path))
-    return found
-
-
-@pytest.fixture(scope="module")
-def world(shared_hospital: Hospital) -> World:
-    h, gw = shared_hospital, shared_hospital.gateway
-    admin = h.login()
-    tag, number = uuid.uuid4().hex[:6], uuid.uuid4().int % 1000
-    patients = []
-    for n, side in enumerate(("a", "b")):
-        email, password = f"bola-{side}-{tag}@example.org", "a patient's own passphrase"
-        r = httpx.post(f"{gw}/api/auth/register", timeout=10,
-                       json={"email": email, "password": password, "full_name": f"Bola {side}"})  # fmt: skip
-        assert r.status_code == 201, r.text
-        user_id = str(r.json()["user_id"])
-        record = register_patient(h, admin, f"Bola{side.upper()}-{tag}", given_name=f"Given{side}{tag}",
-                                  phone=f"+90 555 {number:03d} 00{n}",
-                                  coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"})  # fmt: skip
-        member = Member(user_id, h.login(email, password))
-        link_by_invitation(h, admin, record["id"], str(record["email"]), member.auth)
-        patients.append((member, record))
-    doctors = [Member(*create_user(h, admin, "DOCTOR", f"bola{n}")) for n in (1, 2)]
-    billing = [Member(*create_user(h, admin, "BILLING", f"bola{n}")) for n in (1, 2)]
-    targets = tuple(
-        Target(record, assign(h, admin, record["id"], doctor.user_id))
-        for (_, record), doctor in zip(patients, doctors, strict=True)
-    )
-    targets = tuple(
-        outpatient(h, admin, t, doctor, patient_auth)
-        for t, doctor, (patient_auth, _) in zip(targets, doctors, patients, strict=True)
-    )
-    _, tech = create_user(h, admin, "LAB_TECH", "bola")
-    ward = _post(gw, "/api/wards", {"name": f"Bola ward {tag}", "type": "general", "daily_rate": "1000.00",
-                                    "currency": "TRY", "beds": 4}, admin)["id"]  # fmt: skip
-    targets = tuple(inpatient(h, admin, t, ward, doctor, tech) for t, doctor in zip(targets, doctors, strict=True))
-    targets = tuple(billed(h, admin, t, billing[0]) for t in targets)
-    # Notifications and audit learn who owns which patient from events: wait until they have.
-    for member, record in patients:
-        for path in ("/api/notifications", "/api/audit"):
-
-            def knows(p: str = path, m: Member = member, r: dict[str, object] = record) -> bool:
-                reply = httpx.get(f"{gw}{p}", params={"patient_id": str(r["id"])}, headers=m.auth, timeout=10)
-                return reply.status_code == 200
-
-            wait_until(knows, what=f"{path} to know patient {record['id']}'s owner")
-    return World(
-        gw,
-        admin,
-        {"patients": (patients[0][0], patients[1][0]), "clinicians": (doctors[0], doctors[1]),
-         "billing": (billing[0], billing[1])},
-        (targets[0], targets[1]),
-    )  # fmt: skip
-
-
-def outpatient(h: Hospital, admin: dict[str, str], target: Target, doctor: Member, patient: Member) -> Target:
-    """The doctor's practitioner profile, a clinic day and a leave request; the patient's two
-    appointments with that doctor and a waitlist entry."""
-    gw = h.gateway
-
-    def post(path: str, body: dict[str, Any], auth: dict[str, str]) -> dict[str, Any]:
-        r = httpx.post(f"{gw}{path}", json=body, headers=auth, timeout=10)
-        assert r.status_code == 201, (path, r.text)
-        return dict(r.json())
-
-    pid = post("/api/practitioners", {"full_name": "Dr. Bola", "specialty": "cardiology", "user_id": doctor.user_id},
-               admin)["id"]  # fmt: skip
-    post(f"/api/practitioners/{pid}/shifts", _span(CLINIC_DAY, 8, 480), doctor.auth)
-    leave = post(f"/api/practitioners/{pid}/leave-requests", _span(CLINIC_DAY + 40, 0, 24 * 60), doctor.auth)["id"]
-    booked = []
-    for hour in (9, 10):
-        body = {
-            "patient_id": _pid(target),
-            "practitioner_id": pid,
-            "service": "consultation",
-            **_span(CLINIC_DAY, hour, 20),
-        }
-        booked.append(post("/api/appointments", body, admin)["id"])
-    entry = post("/api/waitlist", {"patient_id": _pid(target), "practitioner_id": pid, "service": "consultation"},
-                 patient.auth)["id"]  # fmt: skip
-    return replace(target, practitioner_id=pid, leave_id=leave, appointments=(booked[0], booked[1]), waitlist_id=entry)
-
-
-def _post(gw: str, path: str, body: dict[str, Any] | None, auth: dict[str, str], status: int = 201) -> dict[str, Any]:
-    r = httpx.post(f"{gw}{path}", json=body, headers=auth, timeout=10)
-    assert r.status_code == status, (path, r.text)
-    return dict(r.json())
-
-
-def inpatient(
-    h: Hospital, admin: dict[str, str], target: Target, ward: str, doctor: Member, tech: dict[str, str]
-) -> Target:
-    """The patient's stay on a ward (admitted, then discharged, so its invoice exists) and two lab
-    orders from the patient's doctor: one resulted during the stay, one left placed."""
-    gw = h.gateway
-    stay = _post(gw, "/api/admissions", {"patient_id": _pid(target), "practitioner_id": target.practitioner_id,
-                                         "ward_id": ward}, admin)  # fmt: skip
-    orders = []
-    for _ in range(2):
-        orders.append(_post(gw, "/api/lab/orders", {"patient_id": _pid(target), "tests": ["UA"],
-                                                    "priority": "routine"}, doctor.auth)["id"])  # fmt: skip
-    for action in ("collect", "start"):
-        _post(gw, f"/api/lab/orders/{orders[0]}/{action}", None, tech, status=200)
-    _post(gw, f"/api/lab/orders/{orders[0]}/results",
-          {"results": [{"code": "UA", "value": "negative", "flag": "N"}]}, tech, status=200)  # fmt: skip
-    _post(gw, f"/api/admissions/{stay['id']}/discharge", None, admin, status=200)
-    return replace(target, ward_id=ward, bed_id=stay["bed_id"], admission_id=stay["id"],
-                   lab_orders=(orders[0], orders[1]))  # fmt: skip
-
-
-def billed(h: Hospital, admin: dict[str, str], target: Target, clerk: Member) -> Target:
-    """The stay's invoice and claim, once billing has issued them; the clerk takes 10.00 on it
-    (so a refund has something to refund)."""
-    gw = h.gateway
-    found: dict[str, Any] = {}
-
-    def issued() -> bool:
-        r = httpx.get(f"{gw}/api/invoices", params={"patient_id": _pid(target)}, headers=admin, timeout=10)
-        assert r.status_code == 200, r.text
-        done = [i for i in r.json()["items"] if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
-        found.update(done[0] if done else {})
-        return bool(done)
-
-    wait_until(issued, what="the stay's invoice")
-    r = httpx.get(f"{gw}/api/claims", params={"payer": "SGK", "limit": 200}, headers=admin, timeout=10)
-    claim = next(c["id"] for c in r.json()["items"] if c["invoice_id"] == found["id"])
-    _post(gw, f"/api/invoices/{found['id']}/payments", {"amount": "10.00", "currency": "TRY", "method": "cash"},
-          clerk.auth | _fresh_key())  # fmt: skip
-    return replace(target, invoice_id=found["id"], claim_id=claim)
-
-
-def send(world: World, call: Call, headers: dict[str, str]) -> httpx.Response:
-    return httpx.request(call.method, f"{world.gateway}{call.path}", params=call.params, json=call.json,
-                         headers=(call.headers or {}) | headers, timeout=10)  # fmt: skip
-
-
-def test_every_id_bearing_operation_is_in_the_matrix(shared_hospital: Hospital) -> None:
-    document = httpx.get(f"{shared_hospital.gateway}/openapi.json", timeout=10).json()
-    operations = id_bearing_operations(document)
-    assert ("GET", "/api/patients/{id}") in operations  # the enumeration itself works
-    missing = sorted(operations - MATRIX.keys())
-    assert not missing, f"id-bearing operations without a BOLA matrix entry: {missing}"
-    stale = sorted(MATRIX.keys() - operations)
-    assert not stale, f"matrix entries for operations the API no longer has: {stale}"
-    for key, entry in MATRIX.items():
-        exempt = [p for p in ("patients", "clinicians", "billing") if entry.expect(p) is Expect.EXEMPT]
-        assert not exempt or entry.why, f"{key}: an exemption needs its reason"
-
-
-@pytest.mark.parametrize("pair", ["patients", "clinicians", "billing"])
-@pytest.mark.parametrize("operation", list(MATRIX), ids=" ".join)
-def test_no_one_reaches_the_other_ones_object(world: World, operation: tuple[str, str], pair: str) -> None:
-    entry = MATRIX[operation]
-    expect = entry.expect(pair)
-    if expect is Expect.EXEMPT:
-        pytest.skip(entry.why)
-    members = world.pairs[pair]
-    for me, mine, theirs, other in ((0, 0, 1, 1), (1, 1, 0, 0)):
-        member, own, foreign = members[me], world.targets[mine], world.targets[theirs]
-        own_answer = send(world, entry.build(member, own), member.auth)
-        if expect in (Expect.OWN, Expect.ROLE):
-            assert 200 <= own_answer.status_code < 300, (operation, pair, me, own_answer.text)
-            if expect is Expect.OWN:
-                assert_holds_nothing_of(foreign, own_answer)  # e.g. A's care team does not list B's doctor
-        else:
-            assert_refused(foreign, own_answer, (operation, pair, me, "own"))
-        foreign_call = entry.build(member, foreign)
-        answer = send(world, foreign_call, member.auth)
-        if expect is Expect.ROLE:
-            assert 200 <= answer.status_code < 300, (operation, pair, me, answer.text)
-            continue
-        assert_refused(foreign, answer, (operation, pair, me, "other's"))
-        # Claiming to be the other member, or an administrator, in headers changes nothing.
-        spoofed = send(world, foreign_call, spoofed_headers(member.auth, members[other].user_id))
-        assert (spoofed.status_code, spoofed.json().get("detail")) == (answer.status_code, answer.json().get("detail"))
-        assert_refused(foreign, spoofed, (operation, pair, me, "spoofed"))
-
-
 def test_identity_headers_without_a_token_get_nothing(world: World) -> None:
-    member = world.pairs["patients"][0]
-    for operation, entry in MATRIX.items():
-        if entry.public:
-            continue
-        call = entry.build(member, world.targets[1])
-        answer = send(world, call, spoofed_headers({}, member.user_id))
-        assert answer.status_code == 401, (operation, answer.text)
-        assert_holds_nothing_of(world.targets[1], answer)
+    s = next(x for x in world.subjects if x.label == "another patient")
+    t = world.targets["self"]
+    objects = {"appointment": t.appointment, "entry": str(uuid.uuid4()), "admission": t.admission,
+               "order": t.lab_order, "relationship": str(uuid.uuid4())}  # fmt: skip
+    for entry in MATRIX:
+        call = replace(entry.build(world, s, t, objects), headers=None)
+        answer = world.send(call, spoofed_headers({}, s.user_id))
+        assert answer.status_code == 401, (entry.name, answer.text)
+        assert not [x for x in t.secrets() if x in answer.text], entry.name
 
 
 def test_a_child_id_is_only_found_under_its_own_parent(world: World) -> None:
     """Even for an administrator, a relationship id under another patient's path is not found."""
-    a, b = world.targets
-    r = httpx.delete(f"{world.gateway}/api/patients/{b.patient['id']}/care-team/{a.relationship_id}",
-                     headers=world.admin, timeout=10)  # fmt: skip
+    care, none = world.targets["care"], world.targets["none"]
+    team = world.ok("GET", f"/api/patients/{care.id}/care-team", world.admin)["items"]
+    relationship = next(m["id"] for m in team if m["source"] == "assignment")
+    r = world.http.delete(f"/api/patients/{none.id}/care-team/{relationship}", headers=world.admin)
     assert r.status_code == 404
-    team = httpx.get(f"{world.gateway}/api/patients/{a.patient['id']}/care-team", headers=world.admin, timeout=10)
-    assert [m["id"] for m in team.json()["items"] if m["source"] == "assignment"] == [a.relationship_id]
+    after = world.ok("GET", f"/api/patients/{care.id}/care-team", world.admin)["items"]
+    assert relationship in {m["id"] for m in after}
 
 
-def assert_refused(foreign: Target, answer: httpx.Response, where: object) -> None:
-    assert answer.status_code in (403, 404), (where, answer.status_code, answer.text)
-    assert answer.headers["content-type"] == "application/problem+json", where
-    assert_holds_nothing_of(foreign, answer)
+# --- the pair matrix: ids that are not a patient's --------------------------------------------
 
 
-def assert_holds_nothing_of(target: Target, answer: httpx.Response) -> None:
-    for secret in target.secrets():
-        assert secret not in answer.text, (secret, answer.request.url, answer.text)
+class Expect(Enum):
+    #: Each member reaches their own object, never the other's.
+    OWN = "own"
+    #: Neither member reaches either object (a route for other roles).
+    NEITHER = "neither"
+    #: The role reaches every object by design, so both succeed on both.
+    ROLE = "role"
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    auth: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PairTarget:
+    """One doctor's practitioner profile and leave request; a ward and one of its beds."""
+
+    practitioner_id: str
+    leave_id: str
+    ward_id: str
+    bed_id: str
+
+
+@dataclass(frozen=True)
+class PairEntry:
+    build: Callable[[PairTarget], Call]
+    patients: Expect
+    clinicians: Expect
+    billing: Expect
+
+    def expect(self, pair: str) -> Expect:
+        return {"patients": self.patients, "clinicians": self.clinicians, "billing": self.billing}[pair]
+
+
+#: The day the pair world's clinics run (days ahead), and the day each shift call adds.
+CLINIC_DAY = 20
+SHIFT_DAY = 21
+
+
+def _at(days: int, hour: float) -> str:
+    return (_day(days) + timedelta(hours=hour)).isoformat()
+
+
+def _span(days: int, hour: float, minutes: int) -> dict[str, str]:
+    return {"start": _at(days, hour), "end": _at(days, hour + minutes / 60)}
+
+
+# fmt: off
+PAIRS: dict[tuple[str, str], PairEntry] = {
+    ("GET", "/api/practitioners/{id}"): PairEntry(
+        lambda t: Call("GET", f"/api/practitioners/{t.practitioner_id}"),
+        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/practitioners/{id}/shifts"): PairEntry(
+        lambda t: Call("POST", f"/api/practitioners/{t.practitioner_id}/shifts", json=_span(SHIFT_DAY, 8, 480)),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/shifts"): PairEntry(
+        lambda t: Call("GET", f"/api/practitioners/{t.practitioner_id}/shifts",
+                       params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/practitioners/{id}/leave-requests"): PairEntry(
+        lambda t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests",
+                       json=_span(CLINIC_DAY + 30, 0, 24 * 60)),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/leave-requests"): PairEntry(
+        lambda t: Call("GET", f"/api/practitioners/{t.practitioner_id}/leave-requests"),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("POST", "/api/practitioners/{id}/leave-requests/{leave_id}/{action}"): PairEntry(
+        lambda t: Call("POST", f"/api/practitioners/{t.practitioner_id}/leave-requests/{t.leave_id}/cancel"),
+        patients=Expect.NEITHER, clinicians=Expect.OWN, billing=Expect.NEITHER,
+    ),
+    ("GET", "/api/practitioners/{id}/availability"): PairEntry(
+        lambda t: Call("GET", f"/api/practitioners/{t.practitioner_id}/availability",
+                       params={"from": _at(CLINIC_DAY, 0), "to": _at(CLINIC_DAY, 24)}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/practitioners/{id}/slots"): PairEntry(
+        lambda t: Call("GET", f"/api/practitioners/{t.practitioner_id}/slots",
+                       params={"date": _at(CLINIC_DAY, 0)[:10]}),
+        patients=Expect.ROLE, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/wards/{id}"): PairEntry(
+        lambda t: Call("GET", f"/api/wards/{t.ward_id}"),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("GET", "/api/beds"): PairEntry(
+        lambda t: Call("GET", "/api/beds", params={"ward_id": t.ward_id}),
+        patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    ("POST", "/api/beds/{id}/{action}"): PairEntry(
+        lambda t: Call("POST", f"/api/beds/{t.bed_id}/close"),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
+    ),
+}
+# fmt: on
+
+
+def pair_world(w: World, attending_id: str) -> None:
+    """The pair matrix's members and their objects: two doctors (the matrix's and the attending
+    one) with a practitioner profile, a clinic day and a leave request each; a ward and a bed.
+    Patients and billing clerks fare alike on every one of these routes (by role), so one of each
+    stands for both members of their pair."""
+    doctor = next(s for s in w.subjects if s.label == "DOCTOR none")
+    patient = next(s for s in w.subjects if s.label == "the patient")
+    clerk = next(s for s in w.subjects if s.label == "BILLING")
+    beds = w.ok("GET", "/api/beds", w.admin, params={"ward_id": w.ward})["items"]
+    free = [b["id"] for b in beds if b["state"] == "available"]
+    targets, members = [], [Member(doctor.user_id, doctor.auth), Member(attending_id, w.attending)]
+    for n, member in enumerate(members):
+        pid = w.practitioner
+        if n == 0:
+            profile = {"full_name": "Dr. Pair", "specialty": "cardiology", "user_id": member.user_id}
+            pid = str(w.ok("POST", "/api/practitioners", w.admin, profile, status=201)["id"])
+        w.ok("POST", f"/api/practitioners/{pid}/shifts", member.auth, _span(CLINIC_DAY, 8, 480), status=201)
+        leave = w.ok("POST", f"/api/practitioners/{pid}/leave-requests", member.auth,
+                     _span(CLINIC_DAY + 40, 0, 24 * 60), status=201)["id"]  # fmt: skip
+        targets.append(PairTarget(pid, str(leave), w.ward, free[-1 - n]))
+    w.pairs = {
+        "patients": (Member(patient.user_id, patient.auth),) * 2,
+        "clinicians": (members[0], members[1]),
+        "billing": (Member(clerk.user_id, clerk.auth),) * 2,
+    }
+    w.pair_targets = (targets[0], targets[1])
+
+
+def test_every_id_that_is_not_a_patients_is_in_the_pair_matrix(shared_hospital: Hospital) -> None:
+    document = httpx.get(f"{shared_hospital.gateway}/openapi.json", timeout=10).json()
+    found = set()
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            params = [*item.get("parameters", []), *op.get("parameters", [])] if method in HTTP_METHODS else []
+            if path.startswith(NOT_A_PATIENTS) and any(
+                p["in"] == "path" or (p["in"] == "query" and p["name"].endswith("_id")) for p in params
+            ):
+                found.add((method.upper(), path))
+    assert found == set(PAIRS), (sorted(found - set(PAIRS)), sorted(set(PAIRS) - found))
+
+
+@pytest.mark.parametrize("pair", ["patients", "clinicians", "billing"])
+@pytest.mark.parametrize("operation", list(PAIRS), ids=" ".join)
+def test_no_one_reaches_the_other_ones_object(world: World, operation: tuple[str, str], pair: str) -> None:
+    entry, expect = PAIRS[operation], PAIRS[operation].expect(pair)
+    members, targets = world.pairs[pair], world.pair_targets
+    assert targets is not None
+    for me, other in ((0, 1), (1, 0)):
+        member = members[me]
+        own = world.send(entry.build(targets[me]), member.auth)
+        if expect in (Expect.OWN, Expect.ROLE):
+            assert 200 <= own.status_code < 300, (operation, pair, me, own.text)
+        else:
+            assert own.status_code in (403, 404), (operation, pair, me, own.text)
+        foreign = world.send(entry.build(targets[other]), member.auth)
+        if expect is Expect.ROLE:
+            assert 200 <= foreign.status_code < 300, (operation, pair, me, foreign.text)
+            continue
+        assert foreign.status_code in (403, 404), (operation, pair, me, foreign.text)
+        assert foreign.headers["content-type"] == "application/problem+json"
+        spoofed = world.send(entry.build(targets[other]), spoofed_headers(member.auth, members[other].user_id))
+        same = (spoofed.status_code, spoofed.json().get("detail")) == (
+            foreign.status_code,
+            foreign.json().get("detail"),
+        )
+        assert same, (operation, pair, me, spoofed.text)

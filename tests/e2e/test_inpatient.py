@@ -35,6 +35,7 @@ class Ward:
     practitioner: str
     ward: str
     suite: str
+    nurse_id: str = ""
 
     def call(self, method: str, path: str, auth: dict[str, str], body: Any = None, **kw: Any) -> httpx.Response:
         return httpx.request(method, f"{self.gw}{path}", json=body, headers=auth, timeout=15, **kw)
@@ -50,7 +51,8 @@ def ward(shared_hospital: Hospital) -> Ward:
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
     doctor_id, doctor = create_user(h, admin, "DOCTOR", "ward")
-    nurse, tech, clerk = (create_user(h, admin, role, "ward")[1] for role in ("NURSE", "LAB_TECH", "BILLING"))
+    nurse_id, nurse = create_user(h, admin, "NURSE", "ward")
+    tech, clerk = (create_user(h, admin, role, "ward")[1] for role in ("LAB_TECH", "BILLING"))
     w = Ward(gw, admin, doctor, nurse, tech, clerk, practitioner="", ward="", suite="")
     practitioner = w.ok("POST", "/api/practitioners", admin, {"full_name": "Dr. Ward", "specialty": "internal_medicine",
                                                               "user_id": doctor_id}, status=201)["id"]  # fmt: skip
@@ -64,7 +66,8 @@ def ward(shared_hospital: Hospital) -> Ward:
     w.ok("POST", "/api/inventory/receipts", admin, {"item_code": "IV-SET", "location": "WARD-GEN",
                                                     "lot": f"E2E{uuid.uuid4().hex[:6]}", "quantity": "100",
                                                     "expires_on": "2035-01-31"}, status=201)  # fmt: skip
-    return Ward(gw, admin, doctor, nurse, tech, clerk, practitioner=practitioner, ward=wards[0], suite=wards[1])
+    return Ward(gw, admin, doctor, nurse, tech, clerk, practitioner=practitioner, ward=wards[0], suite=wards[1],
+                nurse_id=nurse_id)  # fmt: skip
 
 
 def patient(h: Hospital, w: Ward, payer: str | None) -> str:
@@ -99,12 +102,27 @@ def admission_invoice(w: Ward, patient_id: str, payer: str | None) -> dict[str, 
     return w.ok("GET", f"/api/invoices/{found[0]['id']}", w.clerk)  # type: ignore[no-any-return]
 
 
+def in_care(w: Ward, patient_id: str) -> None:
+    """Clinicians act only in a patient's care: the admitting doctor's follows from the admission
+    (patients learns it from its event); reception puts the ward nurse on the care team."""
+
+    def assigned() -> bool:  # 422 until patients has learnt the nurse's account
+        r = w.call("POST", f"/api/patients/{patient_id}/care-team", w.admin, {"user_id": w.nurse_id})
+        assert r.status_code in (201, 422), r.text
+        return r.status_code == 201
+
+    wait_until(assigned, what="the ward nurse on the care team")
+    wait_until(lambda: w.call("GET", f"/api/patients/{patient_id}", w.doctor).status_code == 200,
+               what="the admitting doctor's care")  # fmt: skip
+
+
 def stay(
     w: Ward, patient_id: str, ward_id: str, payer: str | None, *, lab: bool = True, supplies: bool = True
 ) -> dict[str, Any]:
     """Admit, result a GLU and a CRP, use two infusion sets, discharge the same day (one night)."""
     admission = {"patient_id": patient_id, "practitioner_id": w.practitioner, "ward_id": ward_id}
     admitted = w.ok("POST", "/api/admissions", w.admin, admission, status=201)
+    in_care(w, patient_id)
     codes = set()
     if lab:
         lab_order = {"patient_id": patient_id, "tests": ["GLU", "CRP"], "priority": "routine"}

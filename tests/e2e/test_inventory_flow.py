@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 
-from tests.e2e.harness import Hospital, create_user, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, register_patient
 from tests.support.waiting import wait_until
 
 NOBODY = "00000000-0000-0000-0000-000000000000"
@@ -17,10 +17,12 @@ NOBODY = "00000000-0000-0000-0000-000000000000"
 
 def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_hospital: Hospital) -> None:
     gw, admin = shared_hospital.gateway, shared_hospital.login()
-    _, nurse = create_user(shared_hospital, admin, "NURSE", "inv")
-    _, doctor = create_user(shared_hospital, admin, "DOCTOR", "inv")
+    nurse_id, nurse = create_user(shared_hospital, admin, "NURSE", "inv")
+    doctor_id, doctor = create_user(shared_hospital, admin, "DOCTOR", "inv")
     _, tech = create_user(shared_hospital, admin, "LAB_TECH", "inv")
     patient = register_patient(shared_hospital, admin, "Stockflow")
+    for clinician in (nurse_id, doctor_id):  # clinicians act on a patient in their care
+        assign(shared_hospital, admin, patient["id"], clinician)
 
     code = f"IV-{uuid.uuid4().hex[:8].upper()}"
     item = {"code": code, "description": "IV infusion set", "unit": "set", "chargeable": True,

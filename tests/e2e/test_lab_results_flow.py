@@ -15,9 +15,10 @@ def test_a_critical_result_reaches_the_chart_the_doctor_and_the_audit_log(shared
     gw, admin = shared_hospital.gateway, shared_hospital.login()
     doctor_id, doctor = create_user(shared_hospital, admin, "DOCTOR", "lab")
     _, tech = create_user(shared_hospital, admin, "LAB_TECH", "lab")
-    _, nurse = create_user(shared_hospital, admin, "NURSE", "lab")
+    nurse_id, nurse = create_user(shared_hospital, admin, "NURSE", "lab")
     patient = register_patient(shared_hospital, admin, "Labflow")
-    assign(shared_hospital, admin, patient["id"], doctor_id)
+    for clinician in (doctor_id, nurse_id):  # clinicians act on a patient in their care
+        assign(shared_hospital, admin, patient["id"], clinician)
 
     catalog = httpx.get(f"{gw}/api/lab/catalog", headers=nurse, timeout=10).json()["items"]
     assert {"K", "TROPI"} <= {t["code"] for t in catalog}

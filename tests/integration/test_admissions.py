@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 from his.admissions.api.http import router
 from his.admissions.handlers import Directories
 from his.clients.billing import FakeBillingTerms
-from his.clients.patients import FakePatients
+from his.clients.patients import CareBasis, FakePatients
 from his.clients.practitioners import FakePractitioners
 from his.kernel import migrations, streams
 from his.kernel.db import Database
@@ -40,8 +40,14 @@ DISCHARGED = "his.admissions.admission.discharged.v1"
 CHARGED = "his.admissions.bed_charge.posted.v1"
 
 
+#: The ward's clinician: every patient the world admits is in their care (an admission gives its
+#: practitioner care; here the directory is a fake, so the world says so).
+CARER = uuid.uuid4()
+
+
 def as_role(*roles: str) -> dict[str, str]:
-    return bearer(uuid.uuid4(), *roles)
+    """A caller with these roles; a DOCTOR or NURSE is the ward's clinician, in every patient's care."""
+    return bearer(CARER if {"DOCTOR", "NURSE"} & set(roles) else uuid.uuid4(), *roles)
 
 
 def today() -> date:
@@ -65,7 +71,9 @@ class World:
         return str(r.json()["id"])
 
     async def admit(self, ward: str, patient: uuid.UUID | None = None) -> httpx.Response:
-        body = {"patient_id": str(patient or self.patients.add()),
+        patient = patient or self.patients.add()
+        self.patients.care[(patient, CARER)] = CareBasis(in_care=True, emergency=False)
+        body = {"patient_id": str(patient),
                 "practitioner_id": str(self.practitioners.add()), "ward_id": ward}  # fmt: skip
         return await self.client.post("/admissions", json=body, headers=as_role("RECEPTIONIST"))
 
@@ -370,8 +378,9 @@ async def test_events_reach_the_stream_through_the_relay(world: World, nc: NATS)
 async def test_reads_and_changes_of_admissions_are_audited(world: World) -> None:
     ward = await world.ward(2)
     a = await world.admitted(ward)
-    await world.client.get(f"/admissions/{a['id']}", headers=as_role("NURSE"))
-    await world.client.get("/admissions", params={"active": "true"}, headers=as_role("DOCTOR"))
+    one = await world.client.get(f"/admissions/{a['id']}", headers=as_role("NURSE"))
+    await world.client.get("/admissions", params={"active": "true", "patient_id": one.json()["patient_id"]},
+                           headers=as_role("DOCTOR"))  # fmt: skip
     await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))
     await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
     records = await world.outbox("his.admissions.record.accessed.v1")
@@ -431,6 +440,51 @@ async def test_who_may_do_what(world: World) -> None:
     assert (await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))).status_code == 200
     r = await world.client.post("/admissions/charges/run", params={"date": "2026-01-01"}, headers=as_role("NURSE"))
     assert r.status_code == 403
+
+
+async def test_clinicians_reach_an_admission_only_in_the_patients_care(world: World) -> None:
+    """Listing, reading, transferring and discharging: a DOCTOR or NURSE outside the patient's care
+    is refused (403 offering emergency access) and changes nothing, and each refusal is audited;
+    under an emergency grant it is allowed, flagged by its purpose; a clinician lists one
+    patient's admissions, never everyone's."""
+    ward = await world.ward(4)
+    a = await world.admitted(ward)
+    patient = (await world.client.get(f"/admissions/{a['id']}", headers=as_role("ADMIN"))).json()["patient_id"]
+    stranger, glass = uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(uuid.UUID(patient), glass)] = CareBasis(in_care=False, emergency=True)
+    calls = (
+        ("GET", "/admissions", {"patient_id": patient}),
+        ("GET", f"/admissions/{a['id']}", None),
+        ("GET", f"/admissions/{a['id']}/charges", None),
+        ("POST", f"/admissions/{a['id']}/transfer", None),
+        ("POST", f"/admissions/{a['id']}/discharge", None),
+    )
+    for role in ("DOCTOR", "NURSE"):
+        for method, path, params in calls:
+            body = {"ward_id": ward} if path.endswith("transfer") else None
+            r = await world.client.request(method, path, params=params, json=body, headers=bearer(stranger, role))
+            assert r.status_code == 403, (role, path, r.text)
+            assert r.json()["emergency_access"]["href"] == f"/api/patients/{patient}/emergency-access"
+    listed = await world.client.get("/admissions", params={"active": "true"}, headers=bearer(glass, "NURSE"))
+    assert listed.status_code == 403 and "patient_id" in listed.json()["detail"]
+    assert (await world.bed_state(a["bed_id"])) == "occupied"  # nothing moved
+    moved = await world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": ward},
+                                    headers=bearer(glass, "NURSE"))  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    done = await world.client.post(f"/admissions/{a['id']}/discharge", headers=bearer(glass, "DOCTOR"))
+    assert done.status_code == 200, done.text
+    records = await world.outbox("his.admissions.record.accessed.v1")
+    assert [(r["outcome"], r["purpose"]) for r in records if r["actor_id"] == str(stranger)] == [
+        ("denied", "care"),
+        ("denied", "care"),
+        ("denied", "billing"),
+        ("denied", "care"),
+        ("denied", "care"),
+    ] * 2
+    assert [(r["action"], r["purpose"]) for r in records if r["actor_id"] == str(glass)] == [
+        ("update", "emergency"),
+        ("update", "emergency"),
+    ]
 
 
 GOOD_WARD = {"name": "Ward", "type": "general", "daily_rate": "100.00", "currency": "TRY", "beds": 2}

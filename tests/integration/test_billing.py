@@ -397,11 +397,32 @@ async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> Non
     assert r.status_code == 404
     assert (await world.client.get(f"/invoices/{uuid.uuid4()}", headers=world.billing)).status_code == 404
     assert (await world.client.get("/charges", params={"patient_id": theirs_pid}, headers=as_me)).status_code == 403
-    assert (await world.client.get(f"/invoices/{mine}", headers=bearer(uuid.uuid4(), "DOCTOR"))).status_code == 404
+    # Staff outside billing are refused (403: they may know an invoice exists); a patient is not told.
+    assert (await world.client.get(f"/invoices/{mine}", headers=bearer(uuid.uuid4(), "DOCTOR"))).status_code == 403
     audited = await world.db.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE subject = 'his.billing.record.accessed.v1'"
     )
     assert audited >= 4
+
+
+async def test_a_refused_read_of_a_patients_money_is_audited(world: World) -> None:
+    """Staff outside billing get 403 (they may know an invoice exists), another patient 404, as
+    for an id that does not exist; each refusal is recorded, outcome denied, against the patient."""
+    me = uuid.uuid4()
+    inv = await paid_invoice_setup(world, None, me)
+    pid = (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()["patient_id"]
+    doctor, stranger = uuid.uuid4(), uuid.uuid4()
+    reads = [(f"/invoices/{inv}", None), (f"/invoices/{inv}/payments", None), ("/invoices", {"patient_id": pid}),
+             ("/charges", {"patient_id": pid})]  # fmt: skip
+    for path, params in reads:
+        assert (await world.client.get(path, params=params, headers=bearer(doctor, "DOCTOR"))).status_code == 403
+        r = await world.client.get(path, params=params, headers=bearer(stranger, "PATIENT"))
+        assert r.status_code == (403 if path == "/charges" else 404), (path, r.text)
+    assert (await world.client.get(f"/invoices/{uuid.uuid4()}", headers=bearer(stranger, "PATIENT"))).status_code == 404
+    rows = await world.db.pool.fetch("SELECT payload FROM outbox WHERE subject = 'his.billing.record.accessed.v1'")
+    denied = [e["data"] for e in (orjson.loads(r["payload"]) for r in rows) if e["data"]["outcome"] == "denied"]
+    assert {(x["actor_id"], x["patient_id"]) for x in denied} == {(str(doctor), pid), (str(stranger), pid)}
+    assert len(denied) == 8
 
 
 async def test_price_list_versions_and_payers(world: World) -> None:

@@ -238,6 +238,37 @@ async def test_care_team_rules(world: World) -> None:
     assert (await world.client.get(f"/patients/{pid}/care-team", headers=world.admin)).json()["items"] == []
 
 
+async def test_no_one_puts_themself_on_a_care_team(world: World) -> None:
+    """An account that is both a clinician and a receptionist or administrator would otherwise
+    give itself care, unflagged: it is refused (403, pointing to emergency access, which is
+    flagged), the attempt is audited as denied, and nothing changes; another registrar may assign
+    it, and it may assign other clinicians."""
+    pid = await world.patient("Self-Assign")
+    (doctor_id, _), (colleague, _) = world.doctors
+    for roles in (("DOCTOR", "RECEPTIONIST"), ("DOCTOR", "ADMIN")):
+        me = bearer(doctor_id, *roles)
+        r = await world.client.post(f"/patients/{pid}/care-team", headers=me, json={"user_id": str(doctor_id)})
+        assert r.status_code == 403, r.text
+        assert "yourself" in r.json()["detail"] and "emergency access" in r.json()["detail"]
+        records = await world.client.get(f"/patients/{pid}/lab-results", headers=me)
+        assert records.status_code == 403 and "emergency_access" in records.json()  # still no care
+    assert (await world.client.get(f"/patients/{pid}/care-team", headers=world.admin)).json()["items"] == []
+    me = bearer(doctor_id, "DOCTOR", "RECEPTIONIST")
+    r = await world.client.post(f"/patients/{pid}/care-team", headers=me, json={"user_id": str(colleague)})
+    assert r.status_code == 201, r.text
+    r = await world.client.post(f"/patients/{pid}/care-team", headers=world.clerk, json={"user_id": str(doctor_id)})
+    assert r.status_code == 201, r.text
+    assert (await world.client.get(f"/patients/{pid}/lab-results", headers=me)).status_code == 200
+
+    async def audited() -> bool:
+        return len([r for r in await world.audit_rows(pid) if r["resource"] == "care_team"]) >= 4
+
+    await wait_for(audited, what="the audit records")
+    teams = [(r["actor_id"], r["action"], r["outcome"]) for r in await world.audit_rows(pid)
+             if r["resource"] == "care_team"]  # fmt: skip
+    assert teams[:2] == [(doctor_id, "create", "denied")] * 2
+
+
 async def test_search_shows_a_clinician_only_a_lookup_of_patients_outside_their_care(world: World) -> None:
     mine, theirs = await world.patient("Lookup-Mine"), await world.patient("Lookup-Theirs")
     (doctor_id, doctor), _ = world.doctors
@@ -358,3 +389,32 @@ async def stream_text(js: Any, stream: str) -> str:
         msg = await js.get_msg(stream, seq)
         out.append(msg.data.decode())
     return "\n".join(out)
+
+
+async def test_a_refused_read_of_a_patients_messages_is_audited(world: World) -> None:
+    """Notifications decide as every service: ADMIN reads the delivery history, reception and ADMIN
+    the preferences; a clinician, in care or not, is refused (403); another patient is told
+    nothing exists (404); every refusal reaches the audit log as denied."""
+    pid = await world.patient("Messages")
+    (doctor_id, doctor), _ = world.doctors
+    await world.client.post(f"/patients/{pid}/care-team", headers=world.clerk, json={"user_id": str(doctor_id)})
+    stranger = bearer(uuid.uuid4(), "PATIENT")
+    for path in ("/notifications", "/notifications/preferences"):
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=doctor)).status_code == 403
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=stranger)).status_code == 404
+        assert (await world.client.get(path, params={"patient_id": pid}, headers=world.admin)).status_code == 200
+    r = await world.client.put("/notifications/preferences", params={"patient_id": pid}, headers=doctor,
+                               json={"email": False, "sms": False, "opted_out": True})  # fmt: skip
+    assert r.status_code == 403
+    assert (await world.client.get("/notifications/preferences", params={"patient_id": pid},
+                                   headers=world.clerk)).json()["opted_out"] is False  # fmt: skip
+
+    async def audited() -> bool:
+        return len([r for r in await world.audit_rows(pid) if r["outcome"] == "denied"]) >= 5
+
+    await wait_for(audited, what="the refusals in the audit log")
+    denied = [
+        (r["resource"], r["actor_id"] == doctor_id) for r in await world.audit_rows(pid) if r["outcome"] == "denied"
+    ]
+    assert sorted(denied) == [("delivery", False), ("delivery", True), ("preference", False), ("preference", True),
+                              ("preference", True)]  # fmt: skip

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 
-from his.clients.patients import FakePatients
+from his.clients.patients import CareBasis, FakePatients
 from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
 from his.inventory import handlers
 from his.inventory.api.http import router
@@ -77,9 +77,12 @@ class World:
         out: dict[str, Any] = r.json()
         return out
 
-    async def consume(self, code: str, quantity: int | str, *, location: str = "WARD-GEN", **kw: Any) -> httpx.Response:
+    async def consume(
+        self, code: str, quantity: int | str, *, location: str = "WARD-GEN", who: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:  # fmt: skip
         body = {"item_code": code, "location": location, "quantity": str(quantity), "reason": "other", **kw}
-        return await self.client.post("/inventory/consumptions", json=body, headers=nurse())
+        return await self.client.post("/inventory/consumptions", json=body, headers=who or nurse())
 
     async def stock(self, code: str, location: str = "WARD-GEN") -> dict[str, Any]:
         r = await self.client.get("/inventory/stock", params={"item_code": code, "location": location},
@@ -219,16 +222,20 @@ async def test_chargeable_items_used_for_a_patient_are_billed_to_them(world: Wor
     for code in (billable, free):
         await world.receive(code, 10)
     patient = world.patients.add()
-    r = await world.consume(billable, 2, reason="patient", patient_id=str(patient))
+    carer = uuid.uuid4()
+    world.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+    in_care = bearer(carer, "NURSE")
+    r = await world.consume(billable, 2, reason="patient", patient_id=str(patient), who=in_care)
     assert r.status_code == 201 and r.json()["chargeable"] is True
-    assert (await world.consume(free, 1, reason="patient", patient_id=str(patient))).json()["chargeable"] is False
+    r = await world.consume(free, 1, reason="patient", patient_id=str(patient), who=in_care)
+    assert r.json()["chargeable"] is False
     assert (await world.consume(billable, 1)).json()["chargeable"] is False  # reason other: nobody to bill
     consumed = await world.events("his.inventory.stock.consumed.v1")
     charged = [(e["item_code"], e["quantity"], e["patient_id"]) for e in consumed if e["chargeable"]]
     assert charged == [(billable, "2", str(patient))]
     audited = await world.events("his.inventory.record.accessed.v1", patient_id=str(patient))
     assert len(audited) == 2 and {a["action"] for a in audited} == {"create"}
-    unknown = await world.consume(billable, 1, reason="patient", patient_id=str(uuid.uuid4()))
+    unknown = await world.consume(billable, 1, reason="patient", patient_id=str(uuid.uuid4()), who=in_care)
     assert unknown.status_code == 422 and "patient" in unknown.json()["detail"]
 
 
@@ -260,6 +267,33 @@ async def test_a_unit_counted_in_whole_things_is_never_split_and_unknown_units_a
     await world.receive(millilitres, "10.5")
     assert (await world.consume(millilitres, "2.25")).status_code == 201
     assert (await world.stock(millilitres))["on_hand"] == "8.25"
+
+
+async def test_a_clinician_charges_stock_to_a_patient_only_in_their_care(world: World) -> None:
+    """Stock used for a patient is billed to them: a DOCTOR or NURSE needs a care relationship or
+    an emergency grant (else 403 offering emergency access, nothing taken, the refusal audited);
+    the lab's technicians and ADMIN by role; never a patient."""
+    code = await world.item(chargeable=True)
+    await world.receive(code, 10)
+    patient = world.patients.add()
+    glass = uuid.uuid4()
+    world.patients.care[(patient, glass)] = CareBasis(in_care=False, emergency=True)
+    for who in (nurse(), bearer(uuid.uuid4(), "DOCTOR")):
+        r = await world.consume(code, 1, reason="patient", patient_id=str(patient), who=who)
+        assert r.status_code == 403 and r.json()["emergency_access"]["href"].endswith(f"{patient}/emergency-access")
+    for role in ("PATIENT", "RECEPTIONIST", "BILLING"):
+        r = await world.consume(code, 1, reason="patient", patient_id=str(patient), who=bearer(uuid.uuid4(), role))
+        assert r.status_code == 403 and "emergency_access" not in r.json(), role
+    assert (await world.stock(code))["on_hand"] == "10"  # nothing was taken
+    for who in (bearer(glass, "NURSE"), bearer(uuid.uuid4(), "LAB_TECH"), bearer(uuid.uuid4(), "ADMIN")):
+        r = await world.consume(code, 1, reason="patient", patient_id=str(patient), who=who)
+        assert r.status_code == 201, r.text
+    audited = await world.events("his.inventory.record.accessed.v1", patient_id=str(patient))
+    assert [(a["outcome"], a["purpose"]) for a in audited] == [("denied", "care")] * 5 + [
+        ("allowed", "emergency"),
+        ("allowed", "care"),
+        ("allowed", "care"),
+    ]
 
 
 async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: World) -> None:

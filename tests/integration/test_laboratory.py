@@ -55,12 +55,14 @@ class Lab:
         return bearer(self.doctor, "DOCTOR")
 
     async def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
-        """A patient registered in patients (the chart) and known to the lab's fake directory."""
+        """A patient registered in patients (the chart) and known to the lab's fake directory, in
+        the care of the lab's doctor (who may order for them)."""
         async with self.chart.uow() as uow:
             pid, _ = await patients_handlers.register_patient(
                 uow, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE, user_id=account)
             )
         self.patients.patients[pid] = PatientRef(pid, account)
+        self.patients.care[(pid, self.doctor)] = CareBasis(in_care=True, emergency=False)
         return pid
 
     async def order(self, patient: uuid.UUID, *tests: str, priority: str = "routine") -> str:
@@ -184,7 +186,10 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         account = uuid.uuid4()
         patient = await lab.patient(account)
         oid = await lab.order(patient, "K", "GLU", "UA", priority="stat")
-        assert (await lab.step(oid, "collect", "NURSE")).json()["status"] == "collected"
+        nurse = uuid.uuid4()
+        lab.patients.care[(patient, nurse)] = CareBasis(in_care=True, emergency=False)
+        collected = await lab.client.post(f"/lab/orders/{oid}/collect", headers=bearer(nurse, "NURSE"))
+        assert collected.json()["status"] == "collected"
         assert (await lab.step(oid, "start")).json()["status"] == "in_progress"
         done = await lab.result(
             oid,
@@ -292,7 +297,8 @@ async def _applied(consumer: ConsumerLoop, n: int) -> bool:
 async def test_a_clinician_reads_lab_orders_only_in_the_patients_care(lab: Lab) -> None:
     """As for the chart: a DOCTOR or NURSE reads a patient's orders and results with a care
     relationship or an emergency grant (audited as such), the ordering doctor their own orders;
-    the lab's staff and administrators read every order by role."""
+    the lab's technicians read every order by role; ADMIN, whom the chart refuses lab results,
+    reads none here either."""
     patient = await lab.patient()
     oid = await lab.order(patient, "CRP")
     await lab.step(oid, "collect")
@@ -305,19 +311,25 @@ async def test_a_clinician_reads_lab_orders_only_in_the_patients_care(lab: Lab) 
 
     for who in (bearer(doctor, "DOCTOR"), bearer(nurse, "NURSE"), bearer(doctor, "DOCTOR", "RECEPTIONIST")):
         one = await lab.client.get(f"/lab/orders/{oid}", headers=who)
-        assert one.status_code == 404 and "CRP" not in one.text
+        assert one.status_code == 403 and "CRP" not in one.text
+        assert one.json()["emergency_access"]["href"] == f"/api/patients/{patient}/emergency-access"
         listed = await lab.client.get("/lab/orders", params=by_patient, headers=who)
         assert listed.status_code == 403 and "emergency-access" in listed.json()["detail"]
         mine = await lab.client.get("/lab/orders", headers=who)  # without patient_id: the orders they placed
         assert mine.status_code == 200 and mine.json()["items"] == []
-    for who in (bearer(carer, "NURSE"), bearer(emergency, "DOCTOR"),
-                bearer(uuid.uuid4(), "LAB_TECH"), bearer(uuid.uuid4(), "ADMIN")):  # fmt: skip
+    admin = bearer(uuid.uuid4(), "ADMIN")
+    for path, params in ((f"/lab/orders/{oid}", None), ("/lab/orders", by_patient), ("/lab/orders", None)):
+        refused = await lab.client.get(path, params=params, headers=admin)
+        assert refused.status_code == 403 and "CRP" not in refused.text, (path, refused.text)
+    assert (await lab.client.get(f"/patients/{patient}/lab-results", headers=admin)).status_code == 403
+    for who in (bearer(carer, "NURSE"), bearer(emergency, "DOCTOR"), bearer(uuid.uuid4(), "LAB_TECH")):
         one = await lab.client.get(f"/lab/orders/{oid}", headers=who)
         assert one.status_code == 200 and one.json()["results"][0]["value"] == "2"
         listed = await lab.client.get("/lab/orders", params=by_patient, headers=who)
         assert [o["id"] for o in listed.json()["items"]] == [oid]
     # The ordering doctor, out of the patient's care, still reads the order they placed, but not
     # the patient's other orders.
+    del lab.patients.care[(patient, lab.doctor)]
     assert (await lab.client.get(f"/lab/orders/{oid}", headers=lab.as_doctor())).status_code == 200
     placed = await lab.client.get("/lab/orders", headers=lab.as_doctor())
     assert oid in {o["id"] for o in placed.json()["items"]}
@@ -332,6 +344,41 @@ async def test_a_clinician_reads_lab_orders_only_in_the_patients_care(lab: Lab) 
     # Patients cannot be asked: a 503, never a read on a guess.
     lab.patients.down = True
     assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(carer, "NURSE"))).status_code == 503
+
+
+async def test_a_doctor_orders_and_a_nurse_collects_only_in_the_patients_care(lab: Lab) -> None:
+    """Ordering (a DOCTOR) and collecting (a NURSE, or a technician by role) need a care
+    relationship or an emergency grant; without one: 403 offering emergency access, nothing
+    placed or collected, and the refusal audited as denied."""
+    patient = await lab.patient()
+    stranger, glass = uuid.uuid4(), uuid.uuid4()
+    lab.patients.care[(patient, glass)] = CareBasis(in_care=False, emergency=True)
+    body = {"patient_id": str(patient), "tests": ["CRP"]}
+    refused = await lab.client.post("/lab/orders", json=body, headers=bearer(stranger, "DOCTOR"))
+    assert refused.status_code == 403 and refused.json()["emergency_access"]["method"] == "POST"
+    assert await lab.db.pool.fetchval("SELECT count(*) FROM lab_order WHERE patient_id = $1", patient) == 0
+    placed = await lab.client.post("/lab/orders", json=body, headers=bearer(glass, "DOCTOR"))
+    assert placed.status_code == 201, placed.text
+    oid = placed.json()["id"]
+    refused = await lab.client.post(f"/lab/orders/{oid}/collect", headers=bearer(stranger, "NURSE"))
+    assert refused.status_code == 403 and "emergency_access" in refused.json()
+    assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(glass, "DOCTOR"))).json()["status"] == "placed"
+    collected = await lab.client.post(f"/lab/orders/{oid}/collect", headers=bearer(glass, "NURSE"))
+    assert collected.json()["status"] == "collected"
+    outcomes = await lab.db.pool.fetch(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'outcome' AS outcome,
+                  convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'purpose' AS purpose FROM outbox
+           WHERE subject = 'his.laboratory.record.accessed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'actor_id' = ANY($1::text[]) ORDER BY id""",
+        [str(stranger), str(glass)],
+    )
+    assert [(r["outcome"], r["purpose"]) for r in outcomes] == [
+        ("denied", "care"),
+        ("allowed", "emergency"),
+        ("denied", "care"),
+        ("allowed", "care"),  # the doctor reads the order they placed
+        ("allowed", "emergency"),
+    ]
 
 
 async def test_who_may_do_what(lab: Lab) -> None:
@@ -349,9 +396,11 @@ async def test_who_may_do_what(lab: Lab) -> None:
     listed = await lab.client.get("/lab/orders", params={"patient_id": str(mine)}, headers=as_me)
     assert [o["id"] for o in listed.json()["items"]] == [oid]
     assert (await lab.client.get("/lab/orders", params={"patient_id": str(theirs)}, headers=as_me)).status_code == 404
-    assert (await lab.client.get("/lab/orders", headers=as_me)).status_code == 404
-    assert (await lab.client.post(f"/lab/orders/{other_order}/cancel", headers=as_me)).status_code == 404
+    assert (await lab.client.get("/lab/orders", headers=as_me)).status_code == 403  # every patient's: never
+    # Cancelling is never a patient's: 403 for every id, so it tells nothing about another's.
+    assert (await lab.client.post(f"/lab/orders/{other_order}/cancel", headers=as_me)).status_code == 403
     assert (await lab.client.post(f"/lab/orders/{oid}/cancel", headers=as_me)).status_code == 403
+    assert (await lab.client.post(f"/lab/orders/{uuid.uuid4()}/cancel", headers=as_me)).status_code == 403
     # Staff lists: by status, across patients.
     placed = await lab.client.get("/lab/orders", params={"status": "placed"}, headers=bearer(uuid.uuid4(), "LAB_TECH"))
     assert {o["id"] for o in placed.json()["items"]} == {oid, other_order}
@@ -361,7 +410,11 @@ async def test_who_may_do_what(lab: Lab) -> None:
     assert (await lab.step(oid, "cancel", "NURSE")).status_code == 403
     other_doctor = bearer(uuid.uuid4(), "DOCTOR")
     assert (await lab.client.post(f"/lab/orders/{oid}/cancel", headers=other_doctor)).status_code == 403
-    assert (await lab.step(oid, "collect", "NURSE")).status_code == 200
+    refused = await lab.step(oid, "collect", "NURSE")  # a nurse outside the patient's care
+    assert refused.status_code == 403 and "emergency_access" in refused.json()
+    nurse = uuid.uuid4()
+    lab.patients.care[(mine, nurse)] = CareBasis(in_care=True, emergency=False)
+    assert (await lab.client.post(f"/lab/orders/{oid}/collect", headers=bearer(nurse, "NURSE"))).status_code == 200
     assert (await lab.step(oid, "start")).status_code == 200
     results = {"results": [{"code": "CRP", "value": "2"}]}
     for who in (lab.as_doctor(), bearer(uuid.uuid4(), "NURSE"), bearer(uuid.uuid4(), "ADMIN")):
@@ -475,9 +528,12 @@ async def test_a_patient_known_from_the_registration_event_reads_their_orders(la
     ev = PatientRegistered(patient_id=pid, account_id=account)
     async with lab.db.uow() as uow:
         await handlers.on_patient_registered(uow, Envelope.wrap(ev, aggregate_id=pid), ev)
-    # The directory does not know the patient (and is down): the event was enough to order and to own.
-    lab.patients.down = True
+    # The doctor orders in the patient's care (asked of the directory, which knows of no account);
+    # then the directory is down: the event is enough for the patient to own their order.
+    lab.patients.patients[pid] = PatientRef(pid, None)
+    lab.patients.care[(pid, lab.doctor)] = CareBasis(in_care=True, emergency=False)
     oid = await lab.order(pid, "TSH")
+    lab.patients.down = True
     mine = await lab.client.get(f"/lab/orders/{oid}", headers=bearer(account, "PATIENT"))
     assert mine.status_code == 200 and mine.json()["tests"] == ["TSH"]
     assert (await lab.client.get(f"/lab/orders/{oid}", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 404

@@ -22,7 +22,8 @@ import grpc
 import orjson
 import pytest
 
-from his.clients.patients import CareBasis, GrpcPatients
+from his.access import Relationship
+from his.clients.patients import GrpcPatients
 from his.events.audit import workload_actor_id
 from his.kernel import migrations, rpc
 from his.kernel.db import Database
@@ -120,9 +121,10 @@ async def test_notifications_reads_a_patient_and_contact_details_and_each_read_i
     await client.channel.close()
 
 
-async def test_laboratory_learns_a_clinicians_care_basis_and_nothing_else(hospital: Hospital) -> None:
-    """``GetCareBasis`` through the adapter laboratory uses: care, emergency or neither; an
-    unknown patient is an answer (None); other callers are refused; no PHI, so no access record."""
+async def test_laboratory_learns_a_users_relationship_and_nothing_else(hospital: Hospital) -> None:
+    """``GetCareBasis`` through the adapter laboratory uses: the patient themself, care,
+    emergency or none; an unknown patient is an answer (None); callers off the allowlist are
+    refused; no PHI, so no access record."""
     carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
     async with hospital.db.uow() as uow:
@@ -134,17 +136,18 @@ async def test_laboratory_learns_a_clinicians_care_basis_and_nothing_else(hospit
     before = len(await access_records(hospital.db, hospital.patient_id))
     lab = GrpcPatients(hospital.target, hospital.identity("laboratory"))
     try:
-        assert await lab.care_basis(hospital.patient_id, carer) == CareBasis(in_care=True, emergency=False)
-        assert await lab.care_basis(hospital.patient_id, glass) == CareBasis(in_care=False, emergency=True)
-        assert await lab.care_basis(hospital.patient_id, stranger) == CareBasis(in_care=False, emergency=False)
-        assert await lab.care_basis(uuid.uuid4(), carer) is None
+        assert await lab.relationship(hospital.patient_id, carer) == Relationship(in_care=True)
+        assert await lab.relationship(hospital.patient_id, glass) == Relationship(emergency=True)
+        assert await lab.relationship(hospital.patient_id, stranger) == Relationship()
+        assert await lab.relationship(hospital.patient_id, hospital.account) == Relationship(owner=True)
+        assert await lab.relationship(uuid.uuid4(), carer) is None
     finally:
         await lab.client.channel.close()
     assert len(await access_records(hospital.db, hospital.patient_id)) == before
     billing = GrpcPatients(hospital.target, hospital.identity("billing"))
     try:
         with pytest.raises(DependencyUnavailableError, match="PERMISSION_DENIED"):
-            await billing.care_basis(hospital.patient_id, carer)
+            await billing.relationship(hospital.patient_id, carer)
     finally:
         await billing.client.channel.close()
 

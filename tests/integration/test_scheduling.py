@@ -135,21 +135,25 @@ async def test_outside_working_time_is_refused(world: World) -> None:
 
 async def test_cancelling_frees_the_slot_and_states_follow_the_machine(world: World) -> None:
     doctor = world.practitioner((8, 16))
-    first = (await world.book(world.patient(), doctor, 9)).json()
+    physician = uuid.uuid4()  # the doctor's account, in the care of both patients
+    patients = world.patient(), world.patient()
+    for p in patients:
+        world.patients.care[(p, physician)] = CareBasis(in_care=True, emergency=False)
+    first = (await world.book(patients[0], doctor, 9)).json()
     assert first["status"] == "booked"
     aid = first["id"]
     assert (
-        await world.client.post(f"/appointments/{aid}/complete", headers=bearer(uuid.uuid4(), "DOCTOR"))
+        await world.client.post(f"/appointments/{aid}/complete", headers=bearer(physician, "DOCTOR"))
     ).status_code == 409
     assert (await world.client.post(f"/appointments/{aid}/cancel", headers=RECEPTION)).json()["status"] == "cancelled"
     assert (await world.client.post(f"/appointments/{aid}/check-in", headers=RECEPTION)).status_code == 409
-    second = await world.book(world.patient(), doctor, 9)
+    second = await world.book(patients[1], doctor, 9)
     assert second.status_code == 201
     sid = second.json()["id"]
     assert (await world.client.post(f"/appointments/{sid}/check-in", headers=RECEPTION)).json()[
         "status"
     ] == "checked_in"
-    done = await world.client.post(f"/appointments/{sid}/complete", headers=bearer(uuid.uuid4(), "DOCTOR"))
+    done = await world.client.post(f"/appointments/{sid}/complete", headers=bearer(physician, "DOCTOR"))
     assert done.json()["status"] == "completed"
     subjects = [r["subject"] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
     lifecycle = [s for s in subjects if ".appointment." in s]
@@ -208,7 +212,8 @@ async def test_a_clinician_reads_appointments_only_in_the_patients_care(world: W
     world.patients.care[(patient, glass)] = CareBasis(in_care=False, emergency=True)
     by_patient = {"patient_id": str(patient)}
     for stranger_as in (bearer(stranger, "DOCTOR"), bearer(stranger, "NURSE")):
-        assert (await world.client.get(f"/appointments/{appt}", headers=stranger_as)).status_code == 404
+        one = await world.client.get(f"/appointments/{appt}", headers=stranger_as)
+        assert one.status_code == 403 and one.json()["emergency_access"]["method"] == "POST"
         refused = await world.client.get("/appointments", params=by_patient, headers=stranger_as)
         assert refused.status_code == 403 and "emergency-access" in refused.json()["detail"]
     for who in (bearer(carer, "DOCTOR"), bearer(glass, "NURSE"), RECEPTION, bearer(stranger, "DOCTOR", "ADMIN")):
@@ -224,6 +229,36 @@ async def test_a_clinician_reads_appointments_only_in_the_patients_care(world: W
     assert {r["purpose"]: r["n"] for r in purposes} == {"emergency": 2}
     world.patients.down = True  # patients cannot be asked: a 503, never a read on a guess
     assert (await world.client.get(f"/appointments/{appt}", headers=bearer(carer, "DOCTOR"))).status_code == 503
+
+
+async def test_clinicians_check_in_and_complete_only_in_the_patients_care(world: World) -> None:
+    """Check-in (RECEPTIONIST, ADMIN, a NURSE caring for the patient) and completion (ADMIN, a
+    DOCTOR or NURSE caring for the patient): a clinician outside the patient's care is refused with
+    an offer of emergency access, the appointment is unchanged, and the refusal is audited."""
+    doctor = world.practitioner((8, 16))
+    patient = world.patient()
+    appt = (await world.book(patient, doctor, 9)).json()["id"]
+    stranger, carer = uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+
+    async def step(action: str, who: dict[str, str]) -> httpx.Response:
+        return await world.client.post(f"/appointments/{appt}/{action}", headers=who)
+
+    refused = await step("check-in", bearer(stranger, "NURSE"))
+    assert refused.status_code == 403 and refused.json()["emergency_access"]["href"].endswith("/emergency-access")
+    no_role = await step("check-in", bearer(carer, "DOCTOR"))  # doctors do not check in, in care or not
+    assert no_role.status_code == 403 and "emergency_access" not in no_role.json()
+    assert (await world.client.get(f"/appointments/{appt}", headers=RECEPTION)).json()["status"] == "booked"
+    assert (await step("check-in", bearer(carer, "NURSE"))).json()["status"] == "checked_in"
+    assert (await step("complete", bearer(stranger, "DOCTOR"))).status_code == 403
+    assert (await step("complete", bearer(carer, "DOCTOR"))).json()["status"] == "completed"
+    outcomes = await world.db.pool.fetch(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'outcome' AS outcome FROM outbox
+           WHERE subject = 'his.scheduling.record.accessed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'actor_id' = $1 ORDER BY id""",
+        str(stranger),
+    )
+    assert [r["outcome"] for r in outcomes] == ["denied", "denied"]
 
 
 async def test_a_clinician_who_is_also_a_patient_cancels_only_their_own_appointment(world: World) -> None:

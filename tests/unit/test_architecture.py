@@ -50,8 +50,11 @@ def test_kernel_knows_no_service() -> None:
             assert not any(mod == f"his.{s}" or mod.startswith(f"his.{s}.") for s in SERVICES), f"{path}: {mod}"
 
 
-def test_domain_modules_are_pure() -> None:
-    for path in SRC.glob("*/domain.py"):
+def test_domain_and_policy_modules_are_pure() -> None:
+    """Rules, and who may do what, are decided without IO (``his.access`` and each ``policy``)."""
+    policies = sorted(SRC.glob("*/policy.py"))
+    assert len(policies) >= 8, policies
+    for path in [*SRC.glob("*/domain.py"), *policies, SRC / "access.py"]:
         for mod in imports(path):
             assert mod.split(".")[0] not in IO_LIBS, f"{path} imports {mod}"
 

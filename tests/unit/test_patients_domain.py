@@ -8,17 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from his.patients.domain import (
-    Access,
     CareSource,
-    Denial,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
     InvalidPatientError,
     NewCareRelationship,
     NewPatient,
-    Purpose,
     Sex,
-    decide_access,
     emergency_expiry,
     emergency_reason,
     format_mrn,
@@ -66,41 +62,6 @@ def test_invalid_patients_are_refused_with_the_field_named(field: str, value: ob
 
 def test_mrn_format() -> None:
     assert format_mrn(42) == "MRN-00000042"
-
-
-# --- access to a patient's record ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("roles", "owner", "in_care", "emergency", "purpose", "denial"),
-    [
-        ({"PATIENT"}, True, False, False, Purpose.OWN_RECORD, None),
-        ({"PATIENT"}, False, False, False, Purpose.CARE, Denial.NOT_FOUND),
-        ({"PATIENT"}, False, True, True, Purpose.CARE, Denial.NOT_FOUND),  # a relationship is for clinicians
-        (set(), False, False, False, Purpose.CARE, Denial.NOT_FOUND),
-        ({"AUDITOR"}, False, False, False, Purpose.CARE, Denial.NOT_FOUND),
-        ({"ADMIN"}, False, False, False, Purpose.CARE, None),
-        ({"RECEPTIONIST"}, False, False, False, Purpose.CARE, None),
-        ({"LAB_TECH"}, False, False, False, Purpose.CARE, None),
-        ({"BILLING"}, False, False, False, Purpose.CARE, None),
-        ({"DOCTOR"}, False, False, False, Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED),
-        ({"NURSE"}, False, False, False, Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED),
-        ({"DOCTOR"}, False, True, False, Purpose.CARE, None),
-        ({"NURSE"}, False, True, True, Purpose.CARE, None),  # in care: an ordinary read, not flagged
-        ({"DOCTOR"}, False, False, True, Purpose.EMERGENCY, None),
-        ({"DOCTOR"}, True, False, False, Purpose.OWN_RECORD, None),  # a clinician reading their own record
-        ({"DOCTOR", "ADMIN"}, False, False, False, Purpose.CARE, None),
-    ],
-)
-def test_who_may_read_a_patient(
-    roles: set[str], owner: bool, in_care: bool, emergency: bool, purpose: Purpose, denial: Denial | None
-) -> None:
-    access = decide_access(roles, owner=owner, in_care=in_care, emergency=emergency)
-    assert access == Access(purpose, denial)
-    assert access.allowed is (denial is None)
-    # Clinical data needs the patient's own account or a clinician's care or emergency basis.
-    clinician = bool(roles & {"DOCTOR", "NURSE"})
-    assert access.clinical is (owner or (clinician and (in_care or emergency)))
 
 
 # --- care relationships --------------------------------------------------------------------

@@ -25,7 +25,9 @@ def test_patients_allowlist_covers_every_method_and_keeps_contact_details_narrow
     assert allow["/his.patients.v1.PatientDirectory/GetContactDetails"] == {spiffe_id("notifications")}
     assert spiffe_id("billing") in allow["/his.patients.v1.PatientDirectory/GetPatient"]
     assert spiffe_id("gateway") not in allow["/his.patients.v1.PatientDirectory/GetPatient"]
-    assert allow["/his.patients.v1.PatientDirectory/GetCareBasis"] == {spiffe_id("laboratory"), spiffe_id("scheduling")}
+    assert allow["/his.patients.v1.PatientDirectory/GetCareBasis"] == {
+        spiffe_id(s) for s in ("laboratory", "scheduling", "admissions", "inventory")
+    }
     # An invitation's code goes only to the service that sends it to the patient.
     assert allow["/his.patients.v1.PatientDirectory/GetInvitation"] == {spiffe_id("notifications")}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 from his.audit import store
 from his.audit.domain import is_flagged
 from his.events.audit import RecordAccessed, RecordsAccessed
@@ -9,6 +12,7 @@ from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
+from his.kernel.security import Principal
 
 
 async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -43,3 +47,16 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> No
         raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)
+
+
+async def record_denied(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str) -> None:
+    """Append a refused read of this service's own data (a patient's trail) to the chain, as the
+    other services' refusals arrive: actor, roles, patient, outcome ``denied``."""
+    from his.kernel import tracing
+
+    await store.append(uow.conn, {
+        "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.audit", "actor_id": uuid.UUID(who.subject),
+        "actor_roles": sorted(who.roles), "patient_id": patient_id, "action": "read", "resource": resource,
+        "purpose": purpose, "outcome": "denied", "trace_id": tracing.current_trace_id(),
+        "flagged": is_flagged("read", purpose),
+    })  # fmt: skip

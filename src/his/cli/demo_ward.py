@@ -40,11 +40,15 @@ LAB_STORE = "LAB"
 INVOICE_WAIT_SECONDS = 30.0
 #: The embedded TEST payment provider's card that always succeeds (no money moves).
 TEST_CARD = {"card_number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
+#: How long the care of the admitted patients may take to reach patients (through events).
+CARE_WAIT_SECONDS = 30.0
 
 
 @dataclass
 class Ward:
     staff: dict[str, Api]
+    #: The staff's user ids, by role.
+    staff_ids: dict[str, str]
     wards: list[str] = field(default_factory=list)
     admitted: list[tuple[str, str, str]] = field(default_factory=list)  # (admission, patient, doctor's practitioner)
     discharged: list[str] = field(default_factory=list)  # patient ids
@@ -53,13 +57,14 @@ class Ward:
 
 async def run_ward_day(h: Hospital, rng: random.Random, tag: str, bar: Progress, *, admissions: int) -> dict[str, Any]:
     """Play a ward day; returns what it did and one invoice per payer plan."""
-    staff = {}
+    staff, ids = {}, {}
     for role, label in (("NURSE", "Ward Nurse"), ("LAB_TECH", "Lab Technician"), ("BILLING", "Billing Clerk")):
-        _, staff[role] = await staff_user(h.admin, f"{role.lower()}.{tag}@demo.his.local", label, [role])
-    w = Ward(staff)
+        ids[role], staff[role] = await staff_user(h.admin, f"{role.lower()}.{tag}@demo.his.local", label, [role])
+    w = Ward(staff, ids)
     await _wards(h, w, bar)
     await _stock(h, w)
     await _admit(h, w, rng, bar, admissions)
+    await _care(h, w)
     await _lab_work(h, w, rng, bar)
     await _supplies(w, rng, bar)
     await _transfers(h, w, rng)
@@ -119,6 +124,34 @@ async def _admit(h: Hospital, w: Ward, rng: random.Random, bar: Progress, count:
             w.tally["refused: no free bed"] += 1
 
     await gather_limited(chosen, admit, 4, lambda: bar.advance(task))
+
+
+async def _care(h: Hospital, w: Ward) -> None:
+    """Clinicians act on a patient only in their care: reception puts the ward nurse on each
+    admitted patient's care team, and each admitting doctor's care follows from the admission
+    (patients learns it from admissions' event). Waits until both hold, with a deadline."""
+    nurse, doctor = w.staff_ids["NURSE"], dict(h.doctors)
+
+    async def assigned(item: tuple[str, str, str]) -> bool:  # 422 until patients has learnt the account
+        r = await h.reception.call("POST", f"/api/patients/{item[1]}/care-team", json={"user_id": nurse},
+                                   ok=(201, 409, 422))  # fmt: skip
+        return r.status_code != 422
+
+    async def in_care(item: tuple[str, str, str]) -> bool:
+        r = await doctor[item[2]].call("GET", f"/api/patients/{item[1]}", ok=(200, 403))
+        return r.status_code == 200
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CARE_WAIT_SECONDS
+    for holds, what in ((assigned, "the ward nurse on the care teams"), (in_care, "the doctors' care")):
+        pending = list(w.admitted)
+        while pending:
+            done = await gather_limited(pending, holds, 4, lambda: None)
+            pending = [item for item, ok in zip(pending, done, strict=True) if not ok]
+            if pending and loop.time() > deadline:
+                raise DemoError(f"{what}: {len(pending)} admitted patients not reached in {CARE_WAIT_SECONDS:g} s")
+            if pending:
+                await asyncio.sleep(0.2)
 
 
 def _value(test: dict[str, Any], rng: random.Random) -> str:
@@ -274,7 +307,7 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
         w.tally["not paid online: no free bed"] += 1
         return
     await h.reception.call("POST", f"/api/admissions/{r.json()['id']}/discharge")
-    [invoice] = await _invoices(Ward(w.staff, discharged=[patient]), {patient: "SGK"}, None)
+    [invoice] = await _invoices(Ward(w.staff, w.staff_ids, discharged=[patient]), {patient: "SGK"}, None)
     amount = {"amount": invoice["patient_share"], "currency": invoice["currency"]}
     r = await me.call("POST", f"/api/invoices/{invoice['id']}/online-payments", json=amount,
                       extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip

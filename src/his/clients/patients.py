@@ -1,4 +1,4 @@
-"""Client of patients' directory (``his.patients.v1.PatientDirectory.GetPatient``).
+"""Client of patients' directory (``his.patients.v1.PatientDirectory``: ``GetPatient``, ``GetCareBasis``).
 
 Which services may call it is patients' allowlist (``src/his/patients/api/grpc.py``). The real
 adapter holds one channel (mutual TLS with the caller's workload identity) and an ``RpcClient``
@@ -10,11 +10,15 @@ NOT_FOUND is an answer (None); any other failure is no answer: ``DependencyUnava
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from his.access import NONE, Decision, Relationship, Rule, refusal
 from his.kernel.pki import WorkloadIdentity
+from his.kernel.problems import ProblemError
 from his.kernel.resilience import DependencyUnavailableError
+from his.kernel.security import Principal
 
 
 @dataclass(frozen=True)
@@ -31,23 +35,6 @@ class CareBasis:
     in_care: bool
     emergency: bool
 
-    @property
-    def reaches(self) -> bool:
-        return self.in_care or self.emergency
-
-
-#: Clinicians reach a patient's clinical data (lab orders, appointments) only with a basis:
-#: a care relationship or an emergency grant, which patients decides (``GetCareBasis``).
-CLINICIANS = ("DOCTOR", "NURSE")
-
-
-def care_required(patient_id: uuid.UUID) -> str:
-    """The 403 detail for a clinician without a basis: where emergency access is asked for."""
-    return (
-        "a care relationship with this patient is required; in an emergency, request emergency access"
-        f" at /api/patients/{patient_id}/emergency-access"
-    )
-
 
 class PatientLookup(Protocol):
     async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
@@ -55,19 +42,39 @@ class PatientLookup(Protocol):
         patients cannot answer."""
         ...
 
-    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
-        """The clinician ``user_id``'s basis for reaching the patient, or None if there is no
-        such patient; ``DependencyUnavailableError`` if patients cannot answer."""
+    async def relationship(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> Relationship | None:
+        """What the user ``user_id`` is to the patient now (their own record, in care, under an
+        emergency grant), or None if there is no such patient; ``DependencyUnavailableError`` if
+        patients cannot answer."""
         ...
 
 
-async def clinician_purpose(lookup: PatientLookup, patient_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
-    """The audit purpose on which a clinician reads the patient's clinical data: ``care`` or
-    ``emergency`` (flagged); None without a basis, or for no such patient."""
-    basis = await lookup.care_basis(patient_id, user_id)
-    if basis is None or not basis.reaches:
-        return None
-    return "care" if basis.in_care else "emergency"
+#: A service's own knowledge of a patient (a replica learnt from patients' events), if it has one.
+Known = Callable[[uuid.UUID], Awaitable[PatientRef | None]]
+
+
+async def relationship_for(
+    lookup: PatientLookup, rule: Rule, patient_id: uuid.UUID, who: Principal, known: Known | None = None
+) -> Relationship | None:
+    """The caller's relationship to the patient, when ``rule`` needs it for the caller's roles
+    (``NONE`` otherwise, without asking); None if there is no such patient.
+
+    A clinician's care and emergency grants are asked of patients (``GetCareBasis``); whether the
+    caller is the patient themself is read from ``known`` when given (no call), else asked too.
+    """
+    if not rule.needs_relationship(who.roles):
+        return NONE
+    user = uuid.UUID(who.subject)
+    if who.roles & rule.with_care or known is None:
+        return await lookup.relationship(patient_id, user)
+    ref = await known(patient_id)
+    return None if ref is None else Relationship(owner=ref.account_id == user)
+
+
+def refused(decision: Decision, patient_id: uuid.UUID | None, what: str = "patient") -> ProblemError:
+    """A refusal as the error a route raises (after the denial's audit record committed)."""
+    p = refusal(decision, patient_id, what=what)
+    return ProblemError(p.status, p.detail, **p.members)
 
 
 class GrpcPatients:
@@ -96,7 +103,7 @@ class GrpcPatients:
         account = uuid.UUID(answer.user_id) if answer.HasField("user_id") else None
         return PatientRef(patient_id, account)
 
-    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
+    async def relationship(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> Relationship | None:
         import grpc
 
         from his.proto.patients.v1 import patients_pb2
@@ -108,7 +115,7 @@ class GrpcPatients:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise DependencyUnavailableError("patients", exc.code().name) from exc
-        return CareBasis(in_care=answer.in_care, emergency=answer.emergency)
+        return Relationship(owner=answer.owner, in_care=answer.in_care, emergency=answer.emergency)
 
 
 @dataclass
@@ -131,9 +138,11 @@ class FakePatients:
             raise DependencyUnavailableError("patients", "down (fake)")
         return self.patients.get(patient_id)
 
-    async def care_basis(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> CareBasis | None:
+    async def relationship(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> Relationship | None:
         if self.down:
             raise DependencyUnavailableError("patients", "down (fake)")
-        if patient_id not in self.patients:
+        ref = self.patients.get(patient_id)
+        if ref is None:
             return None
-        return self.care.get((patient_id, user_id), CareBasis(in_care=False, emergency=False))
+        care = self.care.get((patient_id, user_id), CareBasis(in_care=False, emergency=False))
+        return Relationship(owner=ref.account_id == user_id, in_care=care.in_care, emergency=care.emergency)

@@ -7,9 +7,11 @@ import hmac
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+
+from his.access import REASON_MAX, REASON_MIN
 
 
 class Sex(StrEnum):
@@ -62,66 +64,6 @@ def format_mrn(number: int) -> str:
     return f"MRN-{number:08d}"
 
 
-# --- Who may read a patient's record -------------------------------------------------------
-
-#: Clinicians reach a patient's record through a care relationship or an emergency grant.
-CLINICIANS = frozenset({"DOCTOR", "NURSE"})
-#: Staff whose access follows from their role alone, as before care relationships existed.
-ROLE_BASED = frozenset({"ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING"})
-
-
-class Purpose(StrEnum):
-    """Purpose codes written to the audit log for a read."""
-
-    OWN_RECORD = "own_record"
-    CARE = "care"
-    EMERGENCY = "emergency"
-
-
-class Denial(StrEnum):
-    #: Answer exactly as for an id that does not exist, so ids cannot be probed.
-    NOT_FOUND = "not_found"
-    #: A clinician without a care relationship: 403, offering emergency access.
-    CARE_RELATIONSHIP_REQUIRED = "care_relationship_required"
-
-
-@dataclass(frozen=True)
-class Access:
-    purpose: Purpose
-    denial: Denial | None = None
-    #: The access rests on the patient's own account or a clinician's care relationship or
-    #: emergency grant, not on a role alone: only such access reaches clinical data.
-    clinical: bool = field(default=False, compare=False)
-
-    @property
-    def allowed(self) -> bool:
-        return self.denial is None
-
-
-def decide_access(roles: Iterable[str], *, owner: bool, in_care: bool, emergency: bool) -> Access:
-    """Whether a caller may read one patient's record, and on what basis (for the audit log).
-
-    The patient themself may; staff of a role-based role may; a clinician may with an active
-    care relationship, or else with an active emergency grant (purpose ``emergency``, flagged
-    in the audit log). Every other caller is told the patient does not exist.
-    """
-    held = frozenset(roles)
-    clinician = bool(held & CLINICIANS)
-    if owner:
-        return Access(Purpose.OWN_RECORD, clinical=True)
-    # A clinician's care or emergency basis comes first, so that a clinician who also holds a
-    # role-based role reads clinical data only on such a basis, never through the other role.
-    if clinician and in_care:
-        return Access(Purpose.CARE, clinical=True)
-    if clinician and emergency:
-        return Access(Purpose.EMERGENCY, clinical=True)
-    if held & ROLE_BASED:
-        return Access(Purpose.CARE)
-    if clinician:
-        return Access(Purpose.CARE, Denial.CARE_RELATIONSHIP_REQUIRED)
-    return Access(Purpose.CARE, Denial.NOT_FOUND)
-
-
 # --- Care relationships --------------------------------------------------------------------
 
 
@@ -166,8 +108,6 @@ def is_active(valid_from: datetime, valid_until: datetime | None, now: datetime)
 
 # --- Break-the-glass -----------------------------------------------------------------------
 
-REASON_MIN = 20
-REASON_MAX = 500
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
 
@@ -204,16 +144,6 @@ def emergency_expiry(now: datetime, minutes: float) -> datetime:
 
 RECORD_KINDS = ("note", "diagnosis", "allergy", "medication", "observation")
 RECORD_TEXT_MAX = 20_000
-
-
-def may_read_records(access: Access, roles: Iterable[str], *, owner: bool) -> bool:
-    """Clinical entries are for the patient and for clinicians with a basis (care or emergency);
-    staff whose access to master data follows from their role alone do not read them."""
-    return access.allowed and access.clinical and (owner or bool(frozenset(roles) & CLINICIANS))
-
-
-def may_write_records(access: Access, roles: Iterable[str]) -> bool:
-    return access.allowed and access.clinical and bool(frozenset(roles) & CLINICIANS)
 
 
 # --- Portal invitations ---------------------------------------------------------------------

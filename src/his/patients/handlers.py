@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from his.access import CLINICIANS, Relationship
 from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
@@ -21,13 +22,10 @@ from his.kernel.security import Principal
 from his.patients import store
 from his.patients.domain import (
     CARE_AFTER,
-    CLINICIANS,
-    Access,
     CareSource,
     NewCareRelationship,
     NewPatient,
     Sex,
-    decide_access,
     emergency_expiry,
     emergency_reason,
 )
@@ -63,13 +61,14 @@ async def register_patient(
     return patient_id, mrn
 
 
-async def access_to_patient(conn: Connection, who: Principal, patient: dict[str, Any], now: datetime) -> Access:
-    """Whether ``who`` may read this patient's record now, and on what basis."""
+async def relationship(conn: Connection, who: Principal, patient: dict[str, Any], now: datetime) -> Relationship:
+    """What ``who`` is to this patient now: the patient themself, or a clinician in their care or
+    under an emergency grant (asked of the tables only for clinicians)."""
     owner = patient["user_id"] is not None and str(patient["user_id"]) == who.subject
     in_care = emergency = False
     if who.roles & CLINICIANS and not owner:
         in_care, emergency = await store.care_basis(conn, patient["id"], uuid.UUID(who.subject), now)
-    return decide_access(who.roles, owner=owner, in_care=in_care, emergency=emergency)
+    return Relationship(owner=owner, in_care=in_care, emergency=emergency)
 
 
 async def assign_to_care_team(

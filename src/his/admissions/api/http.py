@@ -2,9 +2,10 @@
 
 Every route re-verifies the caller's token. Wards and beds are visible to all staff (every role
 but PATIENT) and shaped by ADMIN; nurses and ADMIN move beds through housekeeping, closure and
-isolation. Admissions are a patient's data: reception and clinicians read and change them
-(billing reads their charges), never patients through this API, and every read or change of one
-is audited.
+isolation. Admissions are a patient's data, decided by ``his.admissions.policy``: reception and
+ADMIN admit, read, move and discharge anyone; clinicians only patients in their care or under an
+emergency grant (else 403, offering emergency access); billing reads the bed charges; never
+patients through this API. Every decision on one, allowed or denied, is audited.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.admissions import handlers, store
+from his.access import NONE, Decision
+from his.admissions import handlers, policy, store
 from his.admissions.domain import (
     MAX_BEDS_PER_WARD,
     BedAction,
@@ -27,7 +29,9 @@ from his.admissions.domain import (
     InvalidTransitionError,
     InvalidWardError,
 )
+from his.admissions.policy import Operation
 from his.clients.billing import UnknownValueError, known_currency
+from his.clients.patients import refused, relationship_for
 from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -38,12 +42,7 @@ from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR")
-ADMITTERS = ("RECEPTIONIST", "ADMIN")
 HOUSEKEEPING = ("NURSE", "ADMIN")
-READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
-CHARGE_READERS = (*READERS, "BILLING")
-TRANSFERRERS = ("RECEPTIONIST", "NURSE", "DOCTOR", "ADMIN")
-DISCHARGERS = ("DOCTOR", "NURSE", "RECEPTIONIST", "ADMIN")
 
 
 class NewWard(BaseModel):
@@ -109,10 +108,45 @@ def router(
     tokens = verifier or jwks_verifier()
     zone = ZoneInfo(timezone)
 
-    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str) -> None:
-        purpose = "care" if who.has_any(*READERS) else "billing"
+    def audit(
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID,
+        action: AuditAction,
+        decision: Decision,
+        *,
+        resource: str,
+    ) -> None:
         record_access(uow, AdmissionsRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=purpose)  # fmt: skip
+                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+
+    async def access(who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet audited)."""
+        rel = await relationship_for(known.patients, policy.RULES[op], patient_id, who)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel)
+
+    async def deny(
+        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *, resource: str, what: str
+    ) -> ProblemError:
+        """Audit a refusal (committed before the answer) and give the error to raise."""
+        async with ctx.db.read() as uow:
+            audit(uow, who, patient_id, action, decision, resource=resource)
+        return refused(decision, patient_id, what)
+
+    async def opened(
+        who: Principal, admission_id: uuid.UUID, op: Operation, action: AuditAction, resource: str = "admission"
+    ) -> tuple[dict[str, Any], Decision]:
+        """The admission and the policy's decision on ``op``; a refusal is audited and raised."""
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.get_admission(conn, admission_id)
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "admission")
+        decision = await access(who, op, row["patient_id"], "admission")
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, resource=resource, what="admission")
+        return row, decision
 
     async def signed_in(request: Request, roles: tuple[str, ...]) -> Principal:
         who = await authenticate(request, tokens)
@@ -234,10 +268,13 @@ def router(
     async def admit(body: NewAdmission, request: Request) -> Admitted:
         """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
         free bed or the patient is already admitted; 422 for an unknown patient or ward."""
-        who = await signed_in(request, ADMITTERS)
+        who = await authenticate(request, tokens)
+        decision = policy.decide(Operation.ADMIT, who.roles, NONE)
+        if not decision.allowed:
+            raise await deny(who, body.patient_id, decision, "create", resource="admission", what="patient")
 
         async def audited(uow: UnitOfWork, row: dict[str, Any]) -> None:
-            audit(uow, who, body.patient_id, "create", "admission")
+            audit(uow, who, body.patient_id, "create", decision, resource="admission")
 
         try:
             cmd = handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id)
@@ -258,40 +295,46 @@ def router(
         active: bool | None = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
-        """Admissions, latest first: of one patient, and/or only active ones (reception, clinicians)."""
-        who = await signed_in(request, READERS)
+        """Admissions, latest first: of one patient, and/or only active ones (reception, ADMIN); a
+        clinician lists one patient's (``patient_id``), in their care or under an emergency grant."""
+        who = await authenticate(request, tokens)
+        if patient_id is not None:
+            decision = await access(who, Operation.READ, patient_id, "patient")
+            if not decision.allowed:
+                raise await deny(who, patient_id, decision, "read", resource="admission", what="patient")
+        elif policy.lists_everyone(who.roles):
+            decision = policy.decide(Operation.READ, who.roles, NONE)
+        elif policy.RULES[Operation.READ].admits(who.roles):
+            raise HTTPException(403, "clinicians list the admissions of one patient in their care: give patient_id")
+        else:
+            raise HTTPException(403, "not allowed for your role")
         async with ctx.db.read() as uow:
             rows = await store.admissions(uow.conn, patient_id, active, limit)
             for seen in dict.fromkeys(x["patient_id"] for x in rows):
-                audit(uow, who, seen, "read", "admission")
+                audit(uow, who, seen, "read", decision, resource="admission")
         return {"items": [store.admission_json(x) for x in rows]}
-
-    async def load(uow: UnitOfWork, admission_id: uuid.UUID) -> dict[str, Any]:
-        row = await store.get_admission(uow.conn, admission_id)
-        if row is None:
-            raise HTTPException(404, "admission not found")
-        return row
 
     @r.get("/admissions/{admission_id}")
     async def one(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One admission with the beds it went through and how many nights are charged so far
-        (reception, clinicians)."""
-        who = await signed_in(request, READERS)
+        (reception, ADMIN, clinicians caring for the patient)."""
+        who = await authenticate(request, tokens)
+        row, decision = await opened(who, admission_id, Operation.READ, "read")
         async with ctx.db.read() as uow:
-            row = await load(uow, admission_id)
             stays = await store.stay_history(uow.conn, admission_id)
             nights = await store.count_charges(uow.conn, admission_id)
-            audit(uow, who, row["patient_id"], "read", "admission")
+            audit(uow, who, row["patient_id"], "read", decision, resource="admission")
         return {**store.admission_json(row), "nights": nights, "stays": [store.stay_json(s) for s in stays]}
 
     @r.get("/admissions/{admission_id}/charges")
     async def charges(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """The bed nights charged for an admission, one per night (reception, clinicians, BILLING)."""
-        who = await signed_in(request, CHARGE_READERS)
+        """The bed nights charged for an admission, one per night (reception, ADMIN, BILLING,
+        clinicians caring for the patient)."""
+        who = await authenticate(request, tokens)
+        row, decision = await opened(who, admission_id, Operation.READ_CHARGES, "read", "bed_charge")
         async with ctx.db.read() as uow:
-            row = await load(uow, admission_id)
             items = await store.charges_of(uow.conn, admission_id)
-            audit(uow, who, row["patient_id"], "read", "bed_charge")
+            audit(uow, who, row["patient_id"], "read", decision, resource="bed_charge")
         totals: dict[str, Decimal] = {}
         for c in items:
             totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
@@ -301,12 +344,14 @@ def router(
     @r.post("/admissions/{admission_id}/transfer")
     async def transfer(admission_id: uuid.UUID, body: Transfer, request: Request) -> dict[str, Any]:
         """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
-        cleaning (RECEPTIONIST, NURSE, DOCTOR, ADMIN). 409 if no bed is free or the admission is over."""
-        who = await signed_in(request, TRANSFERRERS)
+        cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if no bed is
+        free or the admission is over."""
+        who = await authenticate(request, tokens)
+        _, decision = await opened(who, admission_id, Operation.TRANSFER, "update")
         try:
             async with ctx.db.uow() as uow:
                 moved = await handlers.transfer(uow, admission_id, body.ward_id, body.bed_id)
-                audit(uow, who, moved["patient_id"], "update", "admission")
+                audit(uow, who, moved["patient_id"], "update", decision, resource="admission")
         except handlers.UnknownError as exc:
             if exc.what == "admission":
                 raise HTTPException(404, "admission not found") from None
@@ -321,12 +366,14 @@ def router(
     @r.post("/admissions/{admission_id}/discharge")
     async def discharge(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """Discharge: every remaining bed night is charged first, then the admission closes and its
-        bed goes to cleaning (DOCTOR, NURSE, RECEPTIONIST, ADMIN). 409 if already discharged."""
-        who = await signed_in(request, DISCHARGERS)
+        bed goes to cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if
+        already discharged."""
+        who = await authenticate(request, tokens)
+        _, decision = await opened(who, admission_id, Operation.DISCHARGE, "update")
         try:
             async with ctx.db.uow() as uow:
                 done = await handlers.discharge(uow, admission_id, uuid.UUID(who.subject), zone)
-                audit(uow, who, done["patient_id"], "update", "admission")
+                audit(uow, who, done["patient_id"], "update", decision, resource="admission")
         except handlers.UnknownError:
             raise HTTPException(404, "admission not found") from None
         except InvalidTransitionError as exc:

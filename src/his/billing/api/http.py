@@ -1,11 +1,12 @@
 """Internal HTTP API of the billing service (reached through the gateway).
 
-Every route re-verifies the caller's token, except the payment provider's webhook, which carries
-the provider's signature instead. A patient reads only the invoices of the patient record linked
-to their own account (any other id answers 404), and pays them online through the payment
-provider; BILLING records payments taken at a desk; BILLING and ADMIN see all. Charges,
-invoices, claims and payments are a patient's data: reading or changing them is audited. Money
-is a decimal string with its currency.
+Every route re-verifies the caller's token (except the payment provider's webhook, which carries
+the provider's signature instead) and decides through ``his.billing.policy``: a patient reads the
+invoices of the patient record linked to their own account (another patient's id answers 404)
+and pays them online through the payment provider; BILLING records payments taken at a desk;
+BILLING and ADMIN see all; other staff are refused (403). Charges, invoices, claims and payments
+are a patient's data: every decision on them, allowed or denied, is audited. Money is a decimal
+string with its currency.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.billing import handlers, online, store
+from his.access import NONE, Decision, Relationship
+from his.billing import handlers, online, policy, store
 from his.billing.domain import BillingError, ClaimAction, ClaimStatus, InvalidTransitionError, InvoiceStatus
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
+from his.billing.policy import STAFF, Operation
 from his.billing.store import online as online_store
+from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_access, record_workload_access
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
 from his.kernel.params import CalendarDate, Limit, one_of
-from his.kernel.problems import HTTPException
+from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
-STAFF = ("BILLING", "ADMIN")
 Category = Literal["consultation", "procedure", "bed", "laboratory", "supplies"]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[Decimal, Field(max_digits=12, decimal_places=2, allow_inf_nan=False)]
@@ -91,28 +94,52 @@ def router(
     tokens = verifier or jwks_verifier()
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, action: AuditAction, resource: str
-    ) -> None:
-        purpose = "billing" if who.has_any(*STAFF) else "own_record"
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, action: AuditAction, resource: str, *,
+        decision: Decision,
+    ) -> None:  # fmt: skip
         record_access(uow, BillingRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=purpose)  # fmt: skip
+                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
 
-    async def owns(who: Principal, patient_id: uuid.UUID) -> bool:
-        if not who.has_any("PATIENT"):
-            return False
-        async with ctx.db.pool.acquire() as conn:
-            account = await store.account_of(conn, patient_id)
-        return account is not None and str(account) == who.subject
+    async def access(who: Principal, op: Operation, patient_id: uuid.UUID) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet audited); the
+        patient's own account is known here from patients' events."""
+        rel = NONE
+        if policy.RULES[op].needs_relationship(who.roles):
+            async with ctx.db.pool.acquire() as conn:
+                account = await store.account_of(conn, patient_id)
+            rel = Relationship(owner=account is not None and str(account) == who.subject)
+        return policy.decide(op, who.roles, rel)
 
-    async def may_see(who: Principal, patient_id: uuid.UUID) -> bool:
-        return who.has_any(*STAFF) or await owns(who, patient_id)
+    async def deny(
+        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, resource: str, *, what: str
+    ) -> ProblemError:
+        """Audit a refusal (committed before the answer) and give the error to raise."""
+        async with ctx.db.read() as uow:
+            audit(uow, who, patient_id, action, resource, decision=decision)
+        return refused(decision, patient_id, what)
 
-    async def invoice_for(who: Principal, invoice_id: uuid.UUID) -> dict[str, Any]:
+    async def invoice_for(
+        who: Principal, invoice_id: uuid.UUID, op: Operation = Operation.READ_INVOICES, action: AuditAction = "read",
+        resource: str = "invoice",
+    ) -> tuple[dict[str, Any], Decision]:  # fmt: skip
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_invoice(conn, invoice_id)
-        if row is None or not await may_see(who, row["patient_id"]):
-            raise HTTPException(404, "invoice not found")
-        return row
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "invoice")
+        decision = await access(who, op, row["patient_id"])
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, resource, what="invoice")
+        return row, decision
+
+    async def claim_for(who: Principal, claim_id: uuid.UUID, action: AuditAction) -> tuple[dict[str, Any], Decision]:
+        async with ctx.db.pool.acquire() as conn:
+            row = await store.get_claim(conn, claim_id)
+        if row is None:
+            raise refused(policy.not_found(Operation.ACCOUNTS, who.roles), None, "claim")
+        decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, "claim", what="claim")
+        return row, decision
 
     @r.get("/payers")
     async def payers(request: Request) -> dict[str, Any]:
@@ -167,10 +194,12 @@ def router(
     async def charges(request: Request, patient_id: uuid.UUID, limit: Limit = 200) -> dict[str, Any]:
         """A patient's charges, latest first, with their status and invoice (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
+        if not decision.allowed:
+            raise await deny(who, patient_id, decision, "read", "charge", what="patient")
         async with ctx.db.read() as uow:
             rows = await store.charges_of_patient(uow.conn, patient_id, limit)
-            audit(uow, who, patient_id, "read", "charge")
+            audit(uow, who, patient_id, "read", "charge", decision=decision)
         return {"items": [charge_json(x) for x in rows]}
 
     @r.get("/invoices")
@@ -184,12 +213,14 @@ def router(
         without ``patient_id`` gets their own; staff without it get everyone's."""
         who = await authenticate(request, tokens)
         if patient_id is not None:
-            if not await may_see(who, patient_id):
-                raise HTTPException(404, "patient not found")
+            decision = await access(who, Operation.READ_INVOICES, patient_id)
+            if not decision.allowed:
+                raise await deny(who, patient_id, decision, "read", "invoice", what="patient")
             ids: list[uuid.UUID] | None = [patient_id]
         elif who.has_any(*STAFF):
-            ids = None
+            decision, ids = policy.decide(Operation.READ_INVOICES, who.roles, NONE), None
         elif who.has_any("PATIENT"):
+            decision = policy.decide(Operation.READ_INVOICES, who.roles, Relationship(owner=True))
             async with ctx.db.pool.acquire() as conn:
                 ids = await store.patients_of_account(conn, uuid.UUID(who.subject))
         else:
@@ -198,27 +229,27 @@ def router(
             rows = await store.invoices(uow.conn, ids, status, limit)
             items = [await invoice_json(uow, x) for x in rows]
             for pid in sorted({x["patient_id"] for x in rows}):
-                audit(uow, who, pid, "read", "invoice")
+                audit(uow, who, pid, "read", "invoice", decision=decision)
         return {"items": items}
 
     @r.get("/invoices/{invoice_id}")
     async def invoice(invoice_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One invoice with its lines, shares, payer and encounter (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
+        row, decision = await invoice_for(who, invoice_id)
         async with ctx.db.read() as uow:
             out = await invoice_json(uow, row)
-            audit(uow, who, row["patient_id"], "read", "invoice")
+            audit(uow, who, row["patient_id"], "read", "invoice", decision=decision)
         return out
 
     @r.get("/invoices/{invoice_id}/payments")
     async def payments(invoice_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """Payments and refunds of an invoice (its patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
+        row, decision = await invoice_for(who, invoice_id, resource="payment")
         async with ctx.db.read() as uow:
             rows = await store.payments_of(uow.conn, invoice_id)
-            audit(uow, who, row["patient_id"], "read", "payment")
+            audit(uow, who, row["patient_id"], "read", "payment", decision=decision)
         return {"items": [handlers.payment_json(x) for x in rows]}
 
     def idempotency(key: str | None) -> None:
@@ -228,14 +259,17 @@ def router(
             raise HTTPException(400, "the Idempotency-Key is at most 255 characters")
 
     async def take(
-        kind: str, invoice_id: uuid.UUID, body: MoneyIn, request: Request, key: str | None, *, roles: tuple[str, ...]
+        kind: str, invoice_id: uuid.UUID, body: MoneyIn, request: Request, key: str | None, *, op: Operation
     ) -> Response:
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
-        if not who.has_any(*roles):
-            if kind == "payment" and await owns(who, row["patient_id"]):
-                raise HTTPException(403, f"patients pay online: POST /api/invoices/{invoice_id}/online-payments")
-            raise HTTPException(403, f"not allowed to record a {kind}")
+        try:
+            row, decision = await invoice_for(who, invoice_id, op, "create", kind)
+        except ProblemError as exc:
+            if op is Operation.PAY and exc.status == 403 and who.has_any("PATIENT"):
+                raise HTTPException(
+                    403, f"patients pay online: POST /api/invoices/{invoice_id}/online-payments"
+                ) from None
+            raise
         idempotency(key)
         if kind == "payment" and body.method not in DESK_METHODS:
             raise HTTPException(422, f"a desk payment is one of {', '.join(DESK_METHODS)}; online payments are "
@@ -246,7 +280,7 @@ def router(
             async with ctx.db.uow() as uow:
                 answer = await handlers.take(uow, uuid.UUID(who.subject), key, m)
                 if not answer.replayed:
-                    audit(uow, who, row["patient_id"], "create", kind)
+                    audit(uow, who, row["patient_id"], "create", kind, decision=decision)
         except BillingError as exc:
             raise HTTPException(422, str(exc)) from None
         except handlers.ConflictError as exc:
@@ -265,7 +299,7 @@ def router(
         the desk's terminal or bank transfer. Needs an ``Idempotency-Key``: the same key and body
         answer the same again; another body → 409. The amount is > 0, in the invoice currency, at
         most the outstanding share (else 422). Patients pay online (``/online-payments``)."""
-        return await take("payment", invoice_id, body, request, idempotency_key, roles=("BILLING",))
+        return await take("payment", invoice_id, body, request, idempotency_key, op=Operation.PAY)
 
     @r.post("/invoices/{invoice_id}/online-payments", status_code=201)
     async def pay_online(
@@ -279,9 +313,7 @@ def router(
         provider's ``checkout_url``, where the patient pays; the invoice is paid only when the
         provider confirms (``test_mode: true``: the embedded TEST provider, no money moves)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
-        if not await owns(who, row["patient_id"]):
-            raise HTTPException(403, "only the patient pays online; BILLING records desk payments")
+        _, decision = await invoice_for(who, invoice_id, Operation.PAY_ONLINE, "create", "payment_intent")
         idempotency(idempotency_key)
         assert idempotency_key is not None
         if provider is None:
@@ -289,7 +321,7 @@ def router(
         m = online.OnlinePayment(invoice_id, body.amount, body.currency, provider.name)
 
         def audited(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
-            audit(uow, who, invoice["patient_id"], "create", "payment_intent")
+            audit(uow, who, invoice["patient_id"], "create", "payment_intent", decision=decision)
 
         try:
             answer = await online.open_payment(ctx.db, provider, uuid.UUID(who.subject), idempotency_key, m,
@@ -306,10 +338,10 @@ def router(
         """The online payments opened on an invoice and whether the provider confirmed them (its
         patient, BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        row = await invoice_for(who, invoice_id)
+        row, decision = await invoice_for(who, invoice_id, resource="payment_intent")
         async with ctx.db.read() as uow:
             rows = await online_store.intents_of(uow.conn, invoice_id)
-            audit(uow, who, row["patient_id"], "read", "payment_intent")
+            audit(uow, who, row["patient_id"], "read", "payment_intent", decision=decision)
         testing = provider.name if provider is not None and provider.test_mode else None
         return {"items": [online.intent_json(x, test_mode=x["provider"] == testing) for x in rows]}
 
@@ -353,7 +385,7 @@ def router(
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         """Refund money paid on an invoice (BILLING, ADMIN), at most what was paid; with an ``Idempotency-Key``."""
-        return await take("refund", invoice_id, body, request, idempotency_key, roles=STAFF)
+        return await take("refund", invoice_id, body, request, idempotency_key, op=Operation.REFUND)
 
     @r.get("/claims")
     async def claims(
@@ -370,31 +402,29 @@ def router(
                 one_of("payer", payer, [p["code"] for p in await store.plan_rows(conn)])
         async with ctx.db.read() as uow:
             rows = await store.claims(uow.conn, status, payer, limit)
+            decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
             for pid in sorted({x["patient_id"] for x in rows}):  # each claim names its patient
-                audit(uow, who, pid, "read", "claim")
+                audit(uow, who, pid, "read", "claim", decision=decision)
         return {"items": [claim_json(x) for x in rows]}
 
     @r.get("/claims/{claim_id}")
     async def claim(claim_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One claim (BILLING, ADMIN)."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        row, decision = await claim_for(who, claim_id, "read")
         async with ctx.db.read() as uow:
-            row = await store.get_claim(uow.conn, claim_id)
-            if row is None:
-                raise HTTPException(404, "claim not found")
-            audit(uow, who, row["patient_id"], "read", "claim")
+            audit(uow, who, row["patient_id"], "read", "claim", decision=decision)
         return claim_json(row)
 
     @r.post("/claims/{claim_id}/{action}")
     async def claim_step(claim_id: uuid.UUID, action: ClaimAction, request: Request) -> dict[str, Any]:
         """Submit, accept, reject or mark paid a claim (BILLING, ADMIN); an invalid transition is 409."""
         who = await authenticate(request, tokens)
-        require(who, *STAFF)
+        _, decision = await claim_for(who, claim_id, "update")
         try:
             async with ctx.db.uow() as uow:
                 row = await handlers.act_on_claim(uow, claim_id, action)
-                audit(uow, who, row["patient_id"], "update", "claim")
+                audit(uow, who, row["patient_id"], "update", "claim", decision=decision)
         except handlers.UnknownError:
             raise HTTPException(404, "claim not found") from None
         except InvalidTransitionError as exc:

@@ -2,8 +2,10 @@
 
 Every route re-verifies the caller's token. Stock is visible to all staff (every role but
 PATIENT); ADMIN defines items; ADMIN, nurses and lab technicians receive stock; clinicians, lab
-technicians and ADMIN consume it. A consumption for a patient is that patient's data: it is
-audited, and the patient must exist. Codes are case-insensitive on input and stored upper-case.
+technicians and ADMIN consume it. A consumption for a patient is that patient's data, decided by
+``his.inventory.policy`` (a clinician needs a care relationship or an emergency grant); the
+decision, allowed or denied, is audited, and the patient must exist. Codes are case-insensitive
+on input and stored upper-case.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
-from his.clients.patients import PatientLookup
+from his.access import NONE, Decision, Relationship
+from his.clients.patients import PatientLookup, refused
 from his.events.audit import InventoryRecordAccessed, record_access
-from his.inventory import handlers, store
+from his.inventory import handlers, policy, store
 from his.inventory.domain import (
     COUNTED_UNITS,
     ITEM_CODE,
@@ -37,17 +40,17 @@ from his.inventory.domain import (
     plain,
 )
 from his.inventory.domain import Lot as LotState
+from his.inventory.policy import CONSUMERS, Operation
 from his.kernel.auth import authenticate, jwks_verifier, require
-from his.kernel.db import Connection
+from his.kernel.db import Connection, UnitOfWork
 from his.kernel.params import Limit
 from his.kernel.problems import HTTPException, ProblemError
-from his.kernel.security import TokenVerifier
+from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
 STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR")
 ITEM_ADMINS = ("ADMIN",)
 RECEIVERS = ("ADMIN", "NURSE", "LAB_TECH")
-CONSUMERS = ("NURSE", "DOCTOR", "LAB_TECH", "ADMIN")
 MAX_ROWS = 500
 
 
@@ -136,6 +139,27 @@ def router(
         if code is not None and await store.get_item(conn, code) is None:
             raise HTTPException(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")
 
+    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision) -> None:
+        record_access(uow, InventoryRecordAccessed, who, patient_id=patient_id, action="create",
+                      resource="inventory/consumption", purpose=decision.purpose,
+                      outcome=decision.outcome)  # fmt: skip
+
+    async def charging(who: Principal, patient_id: uuid.UUID) -> Decision:
+        """The policy's decision on using stock for this patient; a refusal is audited and raised.
+        An unknown patient is a 422 (to roles that may use stock at all)."""
+        op = Operation.CONSUME_FOR_PATIENT
+        rel: Relationship | None = NONE
+        if policy.RULES[op].admits(who.roles):  # one call: whether the patient exists, and the care
+            rel = await patients.relationship(patient_id, uuid.UUID(who.subject))
+        if rel is None:
+            raise HTTPException(422, "unknown patient_id")
+        decision = policy.decide(op, who.roles, rel)
+        if not decision.allowed:
+            async with ctx.db.read() as uow:
+                audit(uow, who, patient_id, decision)
+            raise refused(decision, patient_id)
+        return decision
+
     @r.post("/inventory/items", status_code=201)
     async def create_item(body: NewItem, request: Request) -> dict[str, Any]:
         """Define an item with its unit, whether it is billed to the patient, and low-stock
@@ -189,21 +213,20 @@ def router(
     @r.post("/inventory/consumptions", status_code=201, response_model=None)
     async def consume(body: NewConsumption, request: Request) -> dict[str, Any] | JSONResponse:
         """Use stock, first-expiring lots first (expired lots never), all or nothing (NURSE, DOCTOR,
-        LAB_TECH, ADMIN). A shortfall answers 409 with what is available, or with ``backorder: true``
+        LAB_TECH, ADMIN; for a patient, a DOCTOR or NURSE only within a care relationship or under
+        an emergency grant). A shortfall answers 409 with what is available, or with ``backorder: true``
         takes nothing, records a back-order and answers 202. A chargeable item used for a patient
         is billed to them."""
         who = await authenticate(request, tokens)
+        decision = None if body.patient_id is None else await charging(who, body.patient_id)
         require(who, *CONSUMERS)
-        if body.patient_id is not None and await patients.find(body.patient_id) is None:
-            raise HTTPException(422, "unknown patient_id")
         c = handlers.Consumption(body.item_code, body.location, body.quantity, Reason(body.reason),
                                  patient_id=body.patient_id, backorder=body.backorder)  # fmt: skip
         try:
             async with ctx.db.uow() as uow:
                 done = await handlers.consume(uow, c, uuid.UUID(who.subject), today())
-                if body.patient_id is not None:
-                    record_access(uow, InventoryRecordAccessed, who, patient_id=body.patient_id, action="create",
-                                  resource="inventory/consumption", purpose="care")  # fmt: skip
+                if body.patient_id is not None and decision is not None:
+                    audit(uow, who, body.patient_id, decision)
         except handlers.UnknownItemError:
             raise HTTPException(422, f"unknown item_code {body.item_code}") from None
         except UnsplittableQuantityError as exc:

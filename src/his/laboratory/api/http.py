@@ -1,9 +1,11 @@
 """Internal HTTP API of the laboratory service (reached through the gateway).
 
-Every route re-verifies the caller's token. Doctors order; nurses and technicians collect;
-technicians start and result; the ordering doctor, a technician or ADMIN cancels. Clinicians,
-technicians and ADMIN read every order; a patient reads only the orders of the record linked to
-their own account (any other id answers 404). Every read or write of an order is audited.
+Every route re-verifies the caller's token and decides through ``his.laboratory.policy``: doctors
+order and nurses collect for patients in their care (or under an emergency grant); technicians
+collect, start and result; the ordering doctor, a technician or ADMIN cancels. Technicians read
+every order; clinicians the orders of patients in their care and those they placed; a patient
+only the orders of the record linked to their own account (another patient's id answers 404).
+Every decision on an order, allowed or denied, is audited.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.clients.patients import CLINICIANS, PatientLookup, care_required, clinician_purpose
+from his.access import CARE, CLINICIANS, NONE, Basis, Decision, Relationship
+from his.clients.patients import PatientLookup, PatientRef, refused, relationship_for
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed, record_access
-from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.auth import authenticate, jwks_verifier
 from his.kernel.db import UnitOfWork
 from his.kernel.params import Limit
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
-from his.laboratory import handlers, store
+from his.laboratory import handlers, policy, store
 from his.laboratory.domain import (
     MAX_TESTS,
     VALUE_MAX,
@@ -35,18 +38,7 @@ from his.laboratory.domain import (
     Status,
     Submitted,
 )
-
-ORDERERS = ("DOCTOR",)
-READERS = ("DOCTOR", "NURSE", "LAB_TECH", "ADMIN")
-#: Read every order and its results by role alone (clinicians need a basis: ``CLINICIANS``).
-BY_ROLE = ("LAB_TECH", "ADMIN")
-RESULTERS = ("LAB_TECH",)
-WHO_MAY: dict[Action, tuple[str, ...]] = {
-    Action.COLLECT: ("NURSE", "LAB_TECH"),
-    Action.START: ("LAB_TECH",),
-    # A DOCTOR only for their own orders (checked on the order).
-    Action.CANCEL: ("DOCTOR", "LAB_TECH", "ADMIN"),
-}
+from his.laboratory.policy import Operation
 
 Code = Annotated[str, Field(min_length=1, max_length=16)]
 
@@ -83,53 +75,54 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
     r = APIRouter(prefix="/lab", tags=["laboratory"])
     tokens = verifier or jwks_verifier()
 
-    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction,
-              resource: str = "lab_order", *, purpose: str | None = None) -> None:  # fmt: skip
-        purpose = purpose or ("care" if who.has_any(*READERS) else "own_record")
-        record_access(uow, LaboratoryRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=purpose)  # fmt: skip
+    def audit(
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision, *,
+        resource: str = "lab_order",
+    ) -> None:  # fmt: skip
+        record_access(uow, LaboratoryRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
+                      purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
 
-    async def own(who: Principal, patient_id: uuid.UUID) -> bool:
-        """The patient record is linked to the caller's own account."""
-        if not who.has_any("PATIENT"):
-            return False
+    async def known(patient_id: uuid.UUID) -> PatientRef | None:
         try:
-            ref = await handlers.patient(ctx.db, patients, patient_id)
+            return await handlers.patient(ctx.db, patients, patient_id)
         except handlers.UnknownError:
-            return False
-        return ref.account_id is not None and str(ref.account_id) == who.subject
+            return None
 
-    async def may_see(who: Principal, patient_id: uuid.UUID) -> bool:
-        """Staff by role; a patient only the record linked to their own account (state changes:
-        who may make which is decided by role in ``step``)."""
-        return who.has_any(*READERS) or await own(who, patient_id)
+    async def access(
+        who: Principal, op: Operation, patient_id: uuid.UUID, what: str, *, placed_it: bool = False
+    ) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet audited)."""
+        rel: Relationship | None = NONE
+        if policy.needs_relationship(op, who.roles, placed_it=placed_it):
+            rel = await relationship_for(patients, policy.RULES[op], patient_id, who, known)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel, placed_it=placed_it)
 
-    async def reading(who: Principal, patient_id: uuid.UUID, ordered_by: uuid.UUID | None = None) -> str | None:
-        """The purpose on which ``who`` may read the patient's lab orders and results, or None.
+    async def deny(
+        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *,
+        resource: str = "lab_order", what: str = "order",
+    ) -> ProblemError:  # fmt: skip
+        """Audit a refusal (committed before the answer) and give the error to raise."""
+        async with ctx.db.read() as uow:
+            audit(uow, who, patient_id, action, decision, resource=resource)
+        return refused(decision, patient_id, what)
 
-        The lab's staff and administrators read every order by role; a DOCTOR or NURSE needs a
-        care relationship or an emergency grant with the patient (asked of patients), as for the
-        chart, except that a doctor always reads the orders they placed; a patient their own.
-        """
-        if who.has_any(*BY_ROLE):
-            return "care"
-        if who.has_any(*CLINICIANS):
-            if ordered_by is not None and str(ordered_by) == who.subject:
-                return "care"
-            if purpose := await clinician_purpose(patients, patient_id, uuid.UUID(who.subject)):
-                return purpose
-        if await own(who, patient_id):
-            return "own_record"
-        return None
-
-    async def load(who: Principal, order_id: uuid.UUID) -> dict[str, Any]:
+    async def opened(
+        who: Principal, order_id: uuid.UUID, op: Operation, action: AuditAction, resource: str = "lab_order"
+    ) -> tuple[dict[str, Any], Decision]:
+        """The order and the policy's decision on ``op``; a refusal is audited and raised."""
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_order(conn, order_id)
-        if row is None or not await may_see(who, row["patient_id"]):
-            raise HTTPException(404, "order not found")
-        return row
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "order")
+        placed_it = str(row["ordered_by"]) == who.subject
+        decision = await access(who, op, row["patient_id"], "order", placed_it=placed_it)
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, resource=resource)
+        return row, decision
 
-    def refused(exc: InvalidTransitionError) -> ProblemError:
+    def refused_step(exc: InvalidTransitionError) -> ProblemError:
         return ProblemError(409, str(exc), state=exc.status.value)
 
     @r.get("/catalog")
@@ -142,18 +135,23 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
 
     @r.post("/orders", status_code=201, response_model=Placed)
     async def place(body: NewOrder, request: Request) -> Placed:
-        """Order lab tests for a patient (DOCTOR; the caller is the ordering doctor). 422 for unknown
-        or repeated test codes or an unknown patient; 503 if patients cannot be asked."""
+        """Order lab tests for a patient (a DOCTOR caring for the patient, or under an emergency
+        grant; the caller is the ordering doctor). 422 for unknown or repeated test codes or an
+        unknown patient; 503 if patients cannot be asked."""
         who = await authenticate(request, tokens)
-        require(who, *ORDERERS)
-        try:
-            ref = await handlers.patient(ctx.db, patients, body.patient_id)
-        except handlers.UnknownError:
-            raise HTTPException(422, "unknown patient_id") from None
+        if not policy.may_ever(Operation.PLACE, who.roles):
+            decision = policy.decide(Operation.PLACE, who.roles, NONE)
+            raise await deny(who, body.patient_id, decision, "create", what="patient")
+        ref = await known(body.patient_id)
+        if ref is None:
+            raise HTTPException(422, "unknown patient_id")
+        decision = await access(who, Operation.PLACE, body.patient_id, "patient")
+        if not decision.allowed:
+            raise await deny(who, body.patient_id, decision, "create", what="patient")
         try:
             async with ctx.db.uow() as uow:
                 row = await handlers.place(uow, ref, body.tests, body.priority, uuid.UUID(who.subject))
-                audit(uow, who, ref.patient_id, "create")
+                audit(uow, who, ref.patient_id, "create", decision)
         except InvalidOrderError as exc:
             raise HTTPException(422, str(exc)) from None
         return Placed(id=row["id"], status=row["status"])
@@ -165,24 +163,21 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         status: Status | None = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
-        """Orders, newest first, by patient and/or status. LAB_TECH and ADMIN list every order; a
-        DOCTOR or NURSE one patient's orders with a care relationship or emergency grant, and
-        without patient_id the orders they placed; a patient their own (patient_id required)."""
+        """Orders, newest first, by patient and/or status. LAB_TECH lists every order; a DOCTOR or
+        NURSE one patient's orders in their care or under an emergency grant, and without
+        patient_id the orders they placed; a patient their own (patient_id required)."""
         who = await authenticate(request, tokens)
-        purpose: str | None = None
         ordered_by: uuid.UUID | None = None
         if patient_id is not None:
-            purpose = await reading(who, patient_id)
-            if purpose is None:
-                if who.has_any(*CLINICIANS):
-                    raise HTTPException(403, care_required(patient_id))
-                raise HTTPException(404, "patient not found")
-        elif who.has_any(*BY_ROLE):
-            purpose = "care"
+            decision = await access(who, Operation.READ, patient_id, "patient")
+            if not decision.allowed:
+                raise await deny(who, patient_id, decision, "read", what="patient")
+        elif policy.lists_everything(who.roles):
+            decision = policy.decide(Operation.READ, who.roles, NONE)
         elif who.has_any(*CLINICIANS):
-            ordered_by = uuid.UUID(who.subject)
+            decision, ordered_by = Decision(CARE, basis=Basis.CARE), uuid.UUID(who.subject)
         else:
-            raise HTTPException(404, "patient not found")
+            raise HTTPException(403, "not allowed for your role: a patient lists their own orders with patient_id")
         async with ctx.db.read() as uow:
             rows = await store.list_orders(
                 uow.conn, patient_id=patient_id, status=status, limit=limit, ordered_by=ordered_by
@@ -190,22 +185,18 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
             results = await store.results_of(uow.conn, [x["id"] for x in rows if x["status"] == "resulted"])
             seen = [patient_id] if patient_id else list(dict.fromkeys(x["patient_id"] for x in rows))
             for pid in seen:
-                audit(uow, who, pid, "read", purpose=purpose or "care")
+                audit(uow, who, pid, "read", decision)
         return {"items": [store.order_json(x, results.get(x["id"], [])) for x in rows]}
 
     @r.get("/orders/{order_id}")
     async def one(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One order with its results: LAB_TECH and ADMIN; its ordering doctor; a DOCTOR or NURSE
-        with a care relationship or emergency grant with its patient; its patient."""
+        """One order with its results: LAB_TECH; its ordering doctor; a DOCTOR or NURSE caring for
+        its patient or under an emergency grant; its patient."""
         who = await authenticate(request, tokens)
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.get_order(conn, order_id)
-        purpose = None if row is None else await reading(who, row["patient_id"], row["ordered_by"])
-        if row is None or purpose is None:
-            raise HTTPException(404, "order not found")
+        row, decision = await opened(who, order_id, Operation.READ, "read")
         async with ctx.db.read() as uow:
             results = await store.results_of(uow.conn, [order_id])
-            audit(uow, who, row["patient_id"], "read", purpose=purpose)
+            audit(uow, who, row["patient_id"], "read", decision)
         return store.order_json(row, results.get(order_id, []))
 
     @r.post("/orders/{order_id}/results")
@@ -214,41 +205,34 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         from the catalogue's ranges (a contradicting flag is refused); other values need flag N or A.
         Publishes ``LabOrderResulted`` with the tests' prices. 409 unless the order is in progress."""
         who = await authenticate(request, tokens)
-        await load(who, order_id)
-        require(who, *RESULTERS)
+        _, decision = await opened(who, order_id, Operation.RESULT, "create", "lab_order/result")
         submitted = [Submitted(x.code, x.value, x.unit, x.flag) for x in body.results]
         try:
             async with ctx.db.uow() as uow:
                 order = await handlers.locked(uow, order_id)
                 row, _ = await handlers.result(uow, order, submitted, uuid.UUID(who.subject))
-                audit(uow, who, row["patient_id"], "create", "lab_order/result")
+                audit(uow, who, row["patient_id"], "create", decision, resource="lab_order/result")
                 results = await store.results_of(uow.conn, [order_id])
         except InvalidTransitionError as exc:
-            raise refused(exc) from None
+            raise refused_step(exc) from None
         except InvalidResultError as exc:
             raise HTTPException(422, str(exc)) from None
         return store.order_json(row, results.get(order_id, []))
 
     @r.post("/orders/{order_id}/{action}")
     async def step(order_id: uuid.UUID, action: Action, request: Request) -> dict[str, Any]:
-        """Collect the specimen (NURSE, LAB_TECH), start the analysis (LAB_TECH) or cancel (the
-        ordering DOCTOR, LAB_TECH, ADMIN). An action the order's state does not allow answers 409,
-        naming the state."""
+        """Collect the specimen (LAB_TECH, a NURSE caring for the patient), start the analysis
+        (LAB_TECH) or cancel (the ordering DOCTOR, LAB_TECH, ADMIN). An action the order's state
+        does not allow answers 409, naming the state."""
         who = await authenticate(request, tokens)
-        current = await load(who, order_id)
-        allowed = WHO_MAY[action]
-        if not who.has_any(*allowed):
-            raise HTTPException(403, f"not allowed to {action.value} lab orders")
-        only_own = action is Action.CANCEL and not who.has_any(*(x for x in allowed if x != "DOCTOR"))
-        if only_own and str(current["ordered_by"]) != who.subject:
-            raise HTTPException(403, "a doctor cancels only their own orders")
+        _, decision = await opened(who, order_id, policy.OF_ACTION[action], "update")
         try:
             async with ctx.db.uow() as uow:
                 order = await handlers.locked(uow, order_id)
                 row = await handlers.act(uow, order, action, uuid.UUID(who.subject))
-                audit(uow, who, row["patient_id"], "update")
+                audit(uow, who, row["patient_id"], "update", decision)
         except InvalidTransitionError as exc:
-            raise refused(exc) from None
+            raise refused_step(exc) from None
         return store.order_json(row)
 
     return r

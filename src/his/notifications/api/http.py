@@ -1,4 +1,9 @@
-"""Internal HTTP API of the notifications service."""
+"""Internal HTTP API of the notifications service.
+
+Every route re-verifies the caller's token; what reaches a patient is decided by
+``his.notifications.policy`` (the patient themself, ADMIN, reception for preferences; another
+patient's id answers 404, other staff 403), and every decision, allowed or denied, is audited.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
-from his.events.audit import NotificationsRecordAccessed, record_access
+from his.access import NONE, Decision, Relationship
+from his.clients.patients import refused
+from his.events.audit import Action, NotificationsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
+from his.kernel.db import UnitOfWork
 from his.kernel.params import Limit
-from his.kernel.problems import HTTPException
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
-from his.notifications import store
+from his.notifications import policy, store
 from his.notifications.domain import Preferences
+from his.notifications.policy import Operation
 
 
 class Alert(BaseModel):
@@ -76,18 +84,15 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def history(request: Request, patient_id: uuid.UUID, limit: Limit = 50) -> dict[str, Any]:
         """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
         who = await authenticate(request, tokens)
+        decision = await access(who, Operation.READ_HISTORY, patient_id, "read", "delivery")
         async with ctx.db.read() as uow:
-            owner = await store.owns(uow.conn, uuid.UUID(who.subject), patient_id)
-            if not (owner or who.has_any("ADMIN")):
-                raise HTTPException(404, "patient not found")
             rows = await uow.conn.fetch(
                 """SELECT id, template, channel, status, created_at, due_at, sent_at, last_error FROM delivery
                    WHERE patient_id = $1 ORDER BY created_at DESC, due_at DESC LIMIT $2""",
                 patient_id,
                 limit,
             )
-            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="read",
-                          resource="delivery", purpose="own_record" if owner else "administration")  # fmt: skip
+            audit(uow, who, patient_id, "read", "delivery", decision=decision)
         items = [
             {"id": str(x["id"]), "template": x["template"], "channel": x["channel"], "status": x["status"],
              "created_at": x["created_at"].isoformat(), "due_at": x["due_at"].isoformat(),
@@ -96,23 +101,34 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         ]  # fmt: skip
         return {"items": items}
 
-    async def may_manage(who: Principal, patient_id: uuid.UUID) -> bool:
-        if who.has_any("ADMIN", "RECEPTIONIST"):
-            return True
-        async with ctx.db.pool.acquire() as conn:
-            return await store.owns(conn, uuid.UUID(who.subject), patient_id)
+    def audit(
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: Action, resource: str, *, decision: Decision
+    ) -> None:
+        record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action=action,
+                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+
+    async def access(who: Principal, op: Operation, patient_id: uuid.UUID, action: Action, resource: str) -> Decision:
+        """The policy's decision on ``op`` for this patient; a refusal is audited and raised. The
+        patient's own account is known here from patients' events."""
+        rel = NONE
+        if policy.RULES[op].needs_relationship(who.roles):
+            async with ctx.db.pool.acquire() as conn:
+                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
+        decision = policy.decide(op, who.roles, rel)
+        if not decision.allowed:
+            async with ctx.db.read() as uow:
+                audit(uow, who, patient_id, action, resource, decision=decision)
+            raise refused(decision, patient_id)
+        return decision
 
     @r.get("/preferences", response_model=PreferencesBody)
     async def get_preferences(request: Request, patient_id: uuid.UUID) -> PreferencesBody:
         """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
         who = await authenticate(request, tokens)
-        if not await may_manage(who, patient_id):
-            raise HTTPException(404, "patient not found")
+        decision = await access(who, Operation.PREFERENCES, patient_id, "read", "preference")
         async with ctx.db.read() as uow:
             p = await store.preferences(uow.conn, patient_id)
-            purpose = "own_record" if who.has_any("PATIENT") else "care"
-            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="read",
-                          resource="preference", purpose=purpose)  # fmt: skip
+            audit(uow, who, patient_id, "read", "preference", decision=decision)
         return PreferencesBody(email=p.email, sms=p.sms, opted_out=p.opted_out)
 
     @r.put("/preferences", response_model=PreferencesBody)
@@ -120,13 +136,10 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Choose channels, or opt out of all messages (the patient, RECEPTIONIST, ADMIN).
         Messages already queued honour the change when they go out."""
         who = await authenticate(request, tokens)
-        if not await may_manage(who, patient_id):
-            raise HTTPException(404, "patient not found")
+        decision = await access(who, Operation.PREFERENCES, patient_id, "update", "preference")
         async with ctx.db.uow() as uow:
             await store.set_preferences(uow.conn, patient_id, Preferences(body.email, body.sms, body.opted_out))
-            purpose = "own_record" if who.has_any("PATIENT") else "care"
-            record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action="update",
-                          resource="preference", purpose=purpose)  # fmt: skip
+            audit(uow, who, patient_id, "update", "preference", decision=decision)
         return body
 
     return r

@@ -9,23 +9,25 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from his.access import NONE, REASON_MAX, REASON_MIN
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import require
 from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
-from his.patients import handlers, store
+from his.patients import handlers, policy, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
 from his.patients.domain import (
-    CLINICIANS,
-    REASON_MAX,
-    REASON_MIN,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
 )
+from his.patients.policy import Operation, assigning
 
-CARE_TEAM_MANAGERS = ("RECEPTIONIST", "ADMIN")
 OVERSIGHT = ("ADMIN", "AUDITOR")
+SELF_ASSIGNMENT = (
+    "you cannot put yourself on a patient's care team: another receptionist or administrator does, or, in an"
+    " emergency, request emergency access (audited, flagged and reported)"
+)
 
 
 class AssignToCareTeam(BaseModel):
@@ -83,6 +85,11 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
     async def grants(request: Request, patient_id: uuid.UUID | None = None, limit: Limit = 50) -> EmergencyGrants:
         """Break-the-glass grants with their stated reasons, newest first (ADMIN, AUDITOR); of one patient or all."""
         who = await guard.caller(request)
+        if patient_id is not None:  # a refusal about one patient is audited
+            decision = policy.decide(Operation.OVERSEE_GRANTS, who.roles, NONE)
+            if not decision.allowed:
+                async with ctx.db.read() as uow:
+                    Guard.audit(uow, who, patient_id, decision, resource="emergency_access", action="read")
         require(who, *OVERSIGHT)
         now = guard.clock()
         async with ctx.db.read() as uow:
@@ -106,8 +113,12 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         alerted (``his.patients.emergency_access.granted.v1``, ids only).
         """
         who = await guard.caller(request)
-        if not who.roles & CLINICIANS:
-            raise HTTPException(403, "emergency access is for clinicians (DOCTOR, NURSE)")
+        async with ctx.db.uow() as uow:
+            _, decision = await guard.decide(uow, who, patient_id, Operation.BREAK_GLASS)
+            if not decision.allowed:
+                guard.audit(uow, who, patient_id, decision, resource="patient", action="break_glass")
+        if not decision.allowed:
+            raise guard.error(patient_id, decision, "emergency access is for clinicians (DOCTOR, NURSE)")
         try:
             async with ctx.db.uow() as uow:
                 grant = await handlers.grant_emergency_access(
@@ -124,24 +135,35 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         """The patient's active care relationships: staff (clinicians need their own), or the patient themself."""
         who = await guard.caller(request)
         async with ctx.db.read() as uow:
-            _, access = await guard.open(uow, who, patient_id, resource="care_team")
-            rows = await store.care_team(uow.conn, patient_id, guard.clock()) if access.allowed else []
-        if not access.allowed:
-            return guard.refusal(patient_id, access)
+            _, decision = await guard.open(uow, who, patient_id, Operation.READ, resource="care_team")
+            rows = await store.care_team(uow.conn, patient_id, guard.clock()) if decision.allowed else []
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)
         return CareTeam(items=[CareRelationship(**r) for r in rows])
 
     @r.post("/{patient_id}/care-team", status_code=201, response_model=CareRelationship)
     async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, request: Request) -> CareRelationship:
-        """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN)."""
+        """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN).
+
+        Never oneself: an account that is both clinician and registrar asks another registrar,
+        or requests emergency access (which is flagged and reported)."""
         who = await guard.caller(request)
-        require(who, *CARE_TEAM_MANAGERS)
+        actor = uuid.UUID(who.subject)
+        async with ctx.db.uow() as uow:
+            _, access = await guard.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            decision = assigning(access, actor, body.user_id)
+            if not decision.allowed:
+                guard.audit(uow, who, patient_id, decision, resource="care_team", action="create")
+        if access.allowed and not decision.allowed:
+            raise guard.error(patient_id, decision, SELF_ASSIGNMENT)
+        if not decision.allowed:
+            raise guard.error(patient_id, decision)
         try:
             async with ctx.db.uow() as uow:
                 row = await handlers.assign_to_care_team(
-                    uow, patient_id, body.user_id, body.until, actor=uuid.UUID(who.subject), now=guard.clock()
+                    uow, patient_id, body.user_id, body.until, actor=actor, now=guard.clock()
                 )
-                record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
-                              resource="care_team", purpose="administration")  # fmt: skip
+                guard.audit(uow, who, patient_id, decision, resource="care_team", action="create")
         except InvalidCareRelationshipError as exc:
             raise HTTPException(422, str(exc)) from None
         except handlers.PatientNotFoundError:
@@ -156,14 +178,15 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
     async def end(patient_id: uuid.UUID, relationship_id: uuid.UUID, request: Request) -> Response:
         """End a care relationship now (RECEPTIONIST, ADMIN); it stays on record as ended."""
         who = await guard.caller(request)
-        require(who, *CARE_TEAM_MANAGERS)
         async with ctx.db.uow() as uow:
-            ended = await store.end_care_relationship(
+            _, decision = await guard.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            ended = decision.allowed and await store.end_care_relationship(
                 uow.conn, patient_id, relationship_id, guard.clock(), uuid.UUID(who.subject)
             )
-            if ended:
-                record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="update",
-                              resource="care_team", purpose="administration")  # fmt: skip
+            if ended or not decision.allowed:
+                guard.audit(uow, who, patient_id, decision, resource="care_team", action="update")
+        if not decision.allowed:
+            raise guard.error(patient_id, decision)
         if not ended:
             async with ctx.db.pool.acquire() as conn:
                 if await store.is_event_care(conn, patient_id, relationship_id):

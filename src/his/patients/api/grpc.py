@@ -35,7 +35,7 @@ def _services(*names: str) -> frozenset[str]:
 ALLOW = {
     "GetPatient": _services("scheduling", "admissions", "laboratory", "inventory", "billing", "notifications"),
     "GetContactDetails": _services("notifications"),
-    "GetCareBasis": _services("laboratory", "scheduling"),
+    "GetCareBasis": _services("laboratory", "scheduling", "admissions", "inventory"),
     # An invitation's code goes to the patient only, through the service that sends messages.
     "GetInvitation": _services("notifications"),
 }
@@ -81,15 +81,16 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         )
 
     async def GetCareBasis(self, request: pb.GetCareBasisRequest, context: Context) -> pb.CareBasis:
-        """A clinician's basis for reaching a patient now. No PHI leaves, so no access record: the
-        caller records the read it makes on this basis."""
+        """What a user is to a patient now: their own record, in care, under an emergency grant.
+        No PHI leaves, so no access record: the caller audits the decision it makes on this basis."""
         patient_id = await _parse_id(request.patient_id, context)
         user_id = await _parse_id(request.user_id, context, "user_id")
         async with self.db.pool.acquire() as conn:
-            if not await store.patient_exists(conn, patient_id):
+            exists, account = await store.linked_account(conn, patient_id)
+            if not exists:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
             in_care, emergency = await store.care_basis(conn, patient_id, user_id, datetime.now(UTC))
-        return pb.CareBasis(in_care=in_care, emergency=emergency)
+        return pb.CareBasis(in_care=in_care, emergency=emergency, owner=account == user_id)
 
     async def GetInvitation(self, request: pb.GetInvitationRequest, context: Context) -> pb.Invitation:
         """An invitation's code, to send it: only while it can be redeemed (FAILED_PRECONDITION

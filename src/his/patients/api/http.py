@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.access import CLINICIANS, NONE
 from his.clients.billing import BillingTermsLookup, UnknownValueError, known_payer
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import jwks_verifier, require
@@ -24,16 +25,15 @@ from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
-from his.patients import handlers, store
+from his.patients import handlers, policy, store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Clock, Guard, utc_now
 from his.patients.api.care import care_router
 from his.patients.api.invitations import invitations_router
 from his.patients.api.lab import lab_router
 from his.patients.api.records import records_router
-from his.patients.domain import CLINICIANS, ROLE_BASED, InvalidPatientError, InvitationCodes, NewPatient, Sex
+from his.patients.domain import InvalidPatientError, InvitationCodes, NewPatient, Sex
+from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, changing
 
-REGISTRARS = ("RECEPTIONIST", "ADMIN")
-STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
 #: What a clinician's search shows of a patient they have no care relationship with: enough to
 #: recognise the patient (and request emergency access), no contact or coverage details.
 LOOKUP_FIELDS = ("id", "mrn", "given_name", "family_name", "birth_date", "sex")
@@ -72,10 +72,6 @@ class UpdatePatient(BaseModel):
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32)
     coverage: Coverage | None = None
-
-
-#: What a patient may change on their own record.
-SELF_SERVICE_FIELDS = frozenset({"email", "phone"})
 
 
 class Registered(BaseModel):
@@ -191,7 +187,8 @@ def router(
         ``"restricted": true``.
         """
         who = await caller(request)
-        require(who, *STAFF)
+        if not policy.decide(Operation.SEARCH, who.roles, NONE).allowed:
+            raise HTTPException(403, "not allowed for your role")
         if q is None and birth_date is None:
             raise HTTPException(422, "give q (MRN or name), birth_date, or both")
         async with ctx.db.read() as uow:
@@ -220,9 +217,9 @@ def router(
         """
         who = await caller(request)
         async with ctx.db.read() as uow:
-            row, access = await guard.open(uow, who, patient_id, resource="patient")
-        if not access.allowed:
-            return guard.refusal(patient_id, access)  # the denial above is committed and audited
+            row, decision = await guard.open(uow, who, patient_id, Operation.READ, resource="patient")
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)  # the denial above is committed and audited
         return store.as_json(row)
 
     @r.patch("/{patient_id}", responses=CARE_REQUIRED_RESPONSE)
@@ -236,20 +233,20 @@ def router(
         if "coverage" in fields and body.coverage is not None:
             body = body.model_copy(update={"coverage": await checked(body.coverage)})
         async with ctx.db.uow() as uow:
-            row, access = await guard.open(uow, who, patient_id, resource="patient", action="update")
-            owner = access.allowed and access.purpose.value == "own_record"
-            allowed = access.allowed and (who.has_any(*REGISTRARS) or (owner and fields <= SELF_SERVICE_FIELDS))
-            if allowed and fields:
+            row, access = await guard.decide(uow, who, patient_id, Operation.UPDATE)
+            decision = changing(access, who.roles, fields)
+            guard.audit(uow, who, patient_id, decision, resource="patient", action="update")
+            if decision.allowed and fields:
                 try:
                     changed = await handlers.update_patient(uow, row, body.model_dump(include=fields),
                                                             actor=uuid.UUID(who.subject))  # fmt: skip
                 except InvalidPatientError as exc:
                     raise HTTPException(422, str(exc)) from None
                 row = {**row, **changed}
-        if not access.allowed:
-            return guard.refusal(patient_id, access)
-        if not allowed:
+        if access.allowed and not decision.allowed:
             raise HTTPException(403, "not allowed to change these fields")
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)
         return store.as_json(row)
 
     return r

@@ -13,6 +13,7 @@ from his.kernel.params import Limit
 from his.kernel.service import ServiceContext
 from his.patients import store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
+from his.patients.policy import Operation
 
 
 def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
@@ -24,10 +25,10 @@ def lab_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         clinicians with a care relationship or emergency grant (as for the medical record)."""
         who = await guard.caller(request)
         async with ctx.db.read() as uow:
-            allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/lab_result")
-            rows = await store.lab_results(uow.conn, patient_id, limit) if allowed else []
-        if not allowed:
-            return guard.clinical_refusal(patient_id, access, "lab results")
+            _, decision = await guard.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/lab_result")
+            rows = await store.lab_results(uow.conn, patient_id, limit) if decision.allowed else []
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)
         return {"items": _by_order(rows)}
 
     return r

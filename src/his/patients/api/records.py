@@ -11,15 +11,15 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.patients import RecordEntryAdded
 from his.kernel.crypto import DecryptionError, FieldCipher
 from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
 from his.kernel.service import ServiceContext
-from his.patients import handlers, store
+from his.patients import store
 from his.patients.api.access import CARE_REQUIRED_RESPONSE, Guard
-from his.patients.domain import RECORD_TEXT_MAX, Denial, may_write_records
+from his.patients.domain import RECORD_TEXT_MAX
+from his.patients.policy import Operation
 
 
 class NewEntry(BaseModel):
@@ -54,27 +54,17 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         aes = keys()
         entry_id = uuid.uuid4()
         async with ctx.db.uow() as uow:
-            row = await store.get_patient(uow.conn, patient_id)
-            if row is None:
-                raise HTTPException(404, "patient not found")
-            access = await handlers.access_to_patient(uow.conn, who, row, guard.clock())
-            allowed = may_write_records(access, who.roles)
-            record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
-                          resource="patient/record", purpose=access.purpose.value,
-                          outcome="allowed" if allowed else "denied")  # fmt: skip
-            if allowed:
+            _, decision = await guard.open(uow, who, patient_id, Operation.WRITE_CLINICAL,
+                                           resource="patient/record", action="create")  # fmt: skip
+            if decision.allowed:
                 entry = {"id": entry_id, "patient_id": patient_id, "kind": body.kind, "code": body.code,
                          "text_cipher": aes.encrypt(body.text, aad(patient_id, entry_id)),
                          "author_id": uuid.UUID(who.subject), "author_roles": sorted(who.roles)}  # fmt: skip
                 created = await store.insert_record_entry(uow.conn, entry)
                 uow.add(RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=body.kind, code=body.code),
                         aggregate_id=patient_id)  # fmt: skip
-        if not allowed:
-            if access.denial is Denial.CARE_RELATIONSHIP_REQUIRED:
-                return guard.refusal(patient_id, access)
-            if access.allowed:  # the patient, or staff whose role shows them master data only
-                raise HTTPException(403, "only clinicians caring for the patient write to the record")
-            raise HTTPException(404, "patient not found")
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)
         return EntryCreated(id=entry_id, created_at=created.isoformat())
 
     @r.get("/{patient_id}/records", responses=CARE_REQUIRED_RESPONSE)
@@ -84,10 +74,10 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         who = await guard.caller(request)
         aes = keys()
         async with ctx.db.read() as uow:
-            allowed, access = await guard.open_clinical(uow, who, patient_id, resource="patient/record")
-            entries = await store.record_entries(uow.conn, patient_id, limit) if allowed else []
-        if not allowed:
-            return guard.clinical_refusal(patient_id, access, "medical records")
+            _, decision = await guard.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/record")
+            entries = await store.record_entries(uow.conn, patient_id, limit) if decision.allowed else []
+        if not decision.allowed:
+            return guard.refusal(patient_id, decision)
         try:
             items = [_entry(e, aes.decrypt(e["text_cipher"], aad(patient_id, e["id"]))) for e in entries]
         except DecryptionError:

@@ -44,8 +44,10 @@ async def get_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
-async def patient_exists(conn: Connection, patient_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM patient WHERE id = $1)", patient_id))
+async def linked_account(conn: Connection, patient_id: uuid.UUID) -> tuple[bool, uuid.UUID | None]:
+    """(whether the patient exists, the user account linked to them if any)."""
+    row = await conn.fetchrow("SELECT user_id FROM patient WHERE id = $1", patient_id)
+    return (row is not None, row["user_id"] if row is not None else None)
 
 
 async def contact_details(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:

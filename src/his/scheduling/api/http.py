@@ -1,8 +1,10 @@
 """Internal HTTP API of the scheduling service (reached through the gateway).
 
-Every route re-verifies the caller's token. A patient books, reads, moves and cancels only their
-own appointments (any other id answers 404); reception and ADMIN act for anyone; clinicians
-check in and complete. Every read or write of an appointment is audited.
+Every route re-verifies the caller's token and decides through ``his.scheduling.policy``: a
+patient books, reads, moves and cancels only their own appointments (another patient's id
+answers 404); reception and ADMIN act for anyone; clinicians read, check in and complete only
+for patients in their care or under an emergency grant (else 403, offering emergency access).
+Every decision on a patient's appointment, allowed or denied, is audited.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.clients.patients import CLINICIANS, care_required, clinician_purpose
+from his.access import Decision, Relationship
+from his.clients.patients import refused, relationship_for
 from his.events.audit import Action as AuditAction
 from his.events.audit import SchedulingRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier
@@ -25,20 +28,10 @@ from his.kernel.params import CalendarDate, Limit, one_of
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
-from his.scheduling import handlers, store
+from his.scheduling import handlers, policy, store
 from his.scheduling.domain import SERVICE_TYPES, Action, InvalidBookingError, InvalidTransitionError
+from his.scheduling.policy import Operation
 from his.scheduling.ports import Calendar, PatientLookup, PatientRef
-
-BOOKERS = ("RECEPTIONIST", "ADMIN")
-READERS = ("RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE")
-WHO_MAY: dict[Action, tuple[str, ...]] = {
-    Action.CANCEL: ("RECEPTIONIST", "ADMIN"),
-    Action.CHECK_IN: ("RECEPTIONIST", "ADMIN", "NURSE"),
-    Action.COMPLETE: ("DOCTOR", "NURSE", "ADMIN"),
-    Action.NO_SHOW: ("RECEPTIONIST", "ADMIN"),
-}
-#: Actions a patient may take on their own appointment.
-SELF_SERVICE = (Action.CANCEL,)
 
 
 class NewAppointment(BaseModel):
@@ -80,57 +73,60 @@ def router(
     zone = ZoneInfo(timezone)
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, resource: str = "appointment",
-        *, purpose: str | None = None,
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision, *,
+        resource: str = "appointment",
     ) -> None:  # fmt: skip
-        purpose = purpose or ("care" if who.has_any(*READERS) else "own_record")
-        record_access(uow, SchedulingRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=purpose)  # fmt: skip
+        record_access(uow, SchedulingRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
+                      purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
 
-    def audited(who: Principal, patient_id: uuid.UUID, action: AuditAction) -> handlers.Also:
+    def audited(who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision) -> handlers.Also:
         """An audit record written inside the handler's transaction."""
 
         async def write(uow: UnitOfWork) -> None:
-            audit(uow, who, patient_id, action)
+            audit(uow, who, patient_id, action, decision)
 
         return write
 
-    async def may_act_for(who: Principal, patient_id: uuid.UUID, staff: tuple[str, ...]) -> bool:
-        """Staff by role; a patient only for the record linked to their own account."""
-        if who.has_any(*staff):
-            return True
-        if not who.has_any("PATIENT"):
-            return False
-        return owns(who, await handlers.patient(ctx.db, patients, patient_id))
+    async def known(patient_id: uuid.UUID) -> PatientRef | None:
+        try:
+            return await handlers.patient(ctx.db, patients, patient_id)
+        except handlers.UnknownError:
+            return None
 
-    async def reading(who: Principal, patient_id: uuid.UUID) -> str | None:
-        """The purpose on which ``who`` may read the patient's appointments, or None: RECEPTIONIST
-        and ADMIN by role; a DOCTOR or NURSE with a care relationship or an emergency grant (asked
-        of patients; an appointment gives its practitioner care); a patient their own."""
-        if who.has_any(*BOOKERS):
-            return "care"
-        if who.has_any(*CLINICIANS) and (
-            purpose := await clinician_purpose(patients, patient_id, uuid.UUID(who.subject))
-        ):
-            return purpose
-        if await may_act_for(who, patient_id, ()):
-            return "own_record"
-        return None
+    async def access(who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet audited)."""
+        rel = await relationship_for(patients, policy.RULES[op], patient_id, who, known)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel)
+
+    async def deny(
+        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *,
+        resource: str = "appointment", what: str = "appointment",
+    ) -> ProblemError:  # fmt: skip
+        """Audit a refusal (committed before the answer) and give the error to raise."""
+        async with ctx.db.read() as uow:
+            audit(uow, who, patient_id, action, decision, resource=resource)
+        return refused(decision, patient_id, what)
+
+    async def booking(who: Principal, patient_id: uuid.UUID, op: Operation, what: str) -> Decision:
+        """Booking or joining the waitlist for a patient named in the body: unknown to staff who
+        book by role is a 422; the rest is the policy's (a patient's other id answers 404)."""
+        ref = await known(patient_id)
+        if ref is None:
+            if who.has_any(*policy.BOOKERS):
+                raise HTTPException(422, "unknown patient_id")
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, Relationship(owner=owns(who, ref)))
 
     def owns(who: Principal, ref: PatientRef) -> bool:
         return ref.account_id is not None and str(ref.account_id) == who.subject
-
-    async def known_and_allowed(who: Principal, patient_id: uuid.UUID) -> bool:
-        """The patient exists (raises UnknownError otherwise) and the caller may book for them:
-        one look-up of the patient, whoever asks."""
-        ref = await handlers.patient(ctx.db, patients, patient_id)
-        return who.has_any(*BOOKERS) or (who.has_any("PATIENT") and owns(who, ref))
 
     def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
         """The 409 of a collision. Reception and ADMIN see which appointment the time collides
         with; anyone else (a patient booking for themself) learns that the time is taken, and
         which appointment only when it is one of this patient's own."""
-        if who.has_any(*BOOKERS) or exc.other_patient == patient_id:
+        if who.has_any(*policy.BOOKERS) or exc.other_patient == patient_id:
             return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
                                 conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
         return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
@@ -148,14 +144,9 @@ def router(
         or the patient is already booked then: reception learns which appointment it collides with,
         a patient only that the time is taken (or which of their own appointments it is)."""
         who = await authenticate(request, tokens)
-        try:
-            allowed = await known_and_allowed(who, body.patient_id)
-        except handlers.UnknownError:
-            if not who.has_any(*BOOKERS):  # to a patient, someone else's id and no id look the same
-                raise HTTPException(404, "you cannot book for this patient") from None
-            raise HTTPException(422, "unknown patient_id") from None
-        if not allowed:
-            raise HTTPException(403 if not who.has_any("PATIENT") else 404, "you cannot book for this patient")
+        decision = await booking(who, body.patient_id, Operation.BOOK, "patient")
+        if not decision.allowed:
+            raise await deny(who, body.patient_id, decision, "create", what="patient")
         cmd = handlers.Booking(body.patient_id, body.practitioner_id, body.service, body.start, body.end)
         try:
             row = await handlers.book(
@@ -163,7 +154,7 @@ def router(
                 calendar,
                 cmd,
                 uuid.UUID(who.subject),
-                also=audited(who, body.patient_id, "create"),
+                also=audited(who, body.patient_id, "create", decision),
             )
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -175,27 +166,26 @@ def router(
             raise conflict(exc, who, body.patient_id) from None
         return Booked(id=row["id"], status=row["status"])
 
-    async def load(who: Principal, appointment_id: uuid.UUID, staff: tuple[str, ...]) -> dict[str, Any]:
+    async def load(who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction) -> tuple[
+        dict[str, Any], Decision
+    ]:  # fmt: skip
+        """The appointment and the policy's decision on ``op``; a refusal is audited and raised."""
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_appointment(conn, appointment_id)
-        if row is None or not await may_act_for(who, row["patient_id"], staff):
-            raise HTTPException(404, "appointment not found")
-        return row
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "appointment")
+        decision = await access(who, op, row["patient_id"], "appointment")
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action)
+        return row, decision
 
     @r.get("/appointments/{appointment_id}")
     async def one(appointment_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """One appointment: its patient, reception, or clinicians in the patient's care."""
         who = await authenticate(request, tokens)
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.get_appointment(conn, appointment_id)
-        try:
-            purpose = None if row is None else await reading(who, row["patient_id"])
-        except handlers.UnknownError:
-            purpose = None
-        if row is None or purpose is None:
-            raise HTTPException(404, "appointment not found")
+        row, decision = await load(who, appointment_id, Operation.READ, "read")
         async with ctx.db.read() as uow:
-            audit(uow, who, row["patient_id"], "read", purpose=purpose)
+            audit(uow, who, row["patient_id"], "read", decision)
         return store.as_json(row)
 
     @r.get("/appointments")
@@ -203,28 +193,23 @@ def router(
         """A patient's appointments, latest first: the patient, reception, or clinicians in the
         patient's care (others get a 403 that points to emergency access)."""
         who = await authenticate(request, tokens)
-        try:
-            purpose = await reading(who, patient_id)
-        except handlers.UnknownError:
-            purpose = None
-        if purpose is None:
-            if who.has_any(*CLINICIANS):
-                raise HTTPException(403, care_required(patient_id))
-            raise HTTPException(404, "patient not found")
+        decision = await access(who, Operation.READ, patient_id, "patient")
+        if not decision.allowed:
+            raise await deny(who, patient_id, decision, "read", what="patient")
         async with ctx.db.read() as uow:
             rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
-            audit(uow, who, patient_id, "read", purpose=purpose)
+            audit(uow, who, patient_id, "read", decision)
         return {"items": [store.as_json(x) for x in rows]}
 
     @r.post("/appointments/{appointment_id}/reschedule")
     async def move(appointment_id: uuid.UUID, body: NewTimes, request: Request) -> dict[str, Any]:
         """Move a booked appointment to new times (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
         who = await authenticate(request, tokens)
-        row = await load(who, appointment_id, BOOKERS)
+        row, decision = await load(who, appointment_id, Operation.RESCHEDULE, "update")
         try:
             moved = await handlers.reschedule(
                 ctx.db, calendar, appointment_id, body.start, body.end,
-                also=audited(who, row["patient_id"], "update"),
+                also=audited(who, row["patient_id"], "update", decision),
             )  # fmt: skip
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -238,23 +223,16 @@ def router(
 
     @r.post("/appointments/{appointment_id}/{action}")
     async def step(appointment_id: uuid.UUID, action: Action, request: Request) -> dict[str, Any]:
-        """Check in, complete, cancel or mark a no-show. A patient may cancel their own appointment;
-        an invalid transition answers 409. Cancelling frees the time and offers it to the waitlist."""
+        """Check in (RECEPTIONIST, ADMIN, a NURSE caring for the patient), complete (ADMIN, a DOCTOR
+        or NURSE caring for the patient), cancel (the patient, RECEPTIONIST, ADMIN) or mark a
+        no-show (RECEPTIONIST, ADMIN). An invalid transition answers 409. Cancelling frees the
+        time and offers it to the waitlist."""
         who = await authenticate(request, tokens)
-        staff = WHO_MAY[action]
-        row = await load(who, appointment_id, staff if action not in SELF_SERVICE else (*staff, *READERS))
-        # Self-service is for the appointment's own patient: holding PATIENT is not enough when
-        # another role (a clinician's) is what let the caller see the appointment.
-        if not who.has_any(*staff) and not (
-            action in SELF_SERVICE
-            and who.has_any("PATIENT")
-            and owns(who, await handlers.patient(ctx.db, patients, row["patient_id"]))
-        ):
-            raise HTTPException(403, f"not allowed to {action.value} this appointment")
+        _, decision = await load(who, appointment_id, policy.OF_ACTION[action], "update")
         try:
             async with ctx.db.uow() as uow:
                 row = await handlers.act(uow, appointment_id, action)
-                audit(uow, who, row["patient_id"], "update")
+                audit(uow, who, row["patient_id"], "update", decision)
         except InvalidTransitionError as exc:
             raise HTTPException(409, str(exc)) from None
         return store.as_json(row)
@@ -264,12 +242,9 @@ def router(
         """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN): when one of their
         appointments is cancelled, the first patient waiting is offered the freed slot."""
         who = await authenticate(request, tokens)
-        try:
-            allowed = await known_and_allowed(who, body.patient_id)
-        except handlers.UnknownError:
-            allowed = False
-        if not allowed:
-            raise HTTPException(404, "patient not found")
+        decision = await booking(who, body.patient_id, Operation.WAITLIST, "patient")
+        if not decision.allowed:
+            raise await deny(who, body.patient_id, decision, "create", resource="waitlist", what="patient")
         if await calendar.working_time(body.practitioner_id, _today(zone)) is None:
             raise HTTPException(422, "unknown practitioner_id")
         try:
@@ -277,7 +252,7 @@ def router(
                 row = await handlers.join_waitlist(
                     uow, body.patient_id, body.practitioner_id, body.service, uuid.UUID(who.subject)
                 )
-                audit(uow, who, body.patient_id, "create", "waitlist")
+                audit(uow, who, body.patient_id, "create", decision, resource="waitlist")
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
         except store.WaitlistDuplicateError:
@@ -288,34 +263,35 @@ def router(
     async def waiting(request: Request, patient_id: uuid.UUID) -> dict[str, Any]:
         """A patient's waitlist entries and their offers (the patient, reception, ADMIN)."""
         who = await authenticate(request, tokens)
-        try:
-            allowed = await may_act_for(who, patient_id, BOOKERS)
-        except handlers.UnknownError:
-            allowed = False
-        if not allowed:
-            raise HTTPException(404, "patient not found")
+        decision = await access(who, Operation.WAITLIST, patient_id, "patient")
+        if not decision.allowed:
+            raise await deny(who, patient_id, decision, "read", resource="waitlist", what="patient")
         async with ctx.db.read() as uow:
             rows = await store.waitlist_of_patient(uow.conn, patient_id)
-            audit(uow, who, patient_id, "read", "waitlist")
+            audit(uow, who, patient_id, "read", decision, resource="waitlist")
         return {"items": [store.waitlist_json(x) for x in rows]}
 
-    async def entry_of(who: Principal, entry_id: uuid.UUID) -> dict[str, Any]:
+    async def entry_of(who: Principal, entry_id: uuid.UUID, action: AuditAction) -> tuple[dict[str, Any], Decision]:
         async with ctx.db.pool.acquire() as conn:
             row = await store.waitlist_entry(conn, entry_id)
-        if row is None or not await may_act_for(who, row["patient_id"], BOOKERS):
-            raise HTTPException(404, "waitlist entry not found")
-        return row
+        if row is None:
+            raise refused(policy.not_found(Operation.WAITLIST, who.roles), None, "waitlist entry")
+        decision = await access(who, Operation.WAITLIST, row["patient_id"], "waitlist entry")
+        if not decision.allowed:
+            raise await deny(who, row["patient_id"], decision, action, resource="waitlist", what="waitlist entry")
+        return row, decision
 
     @r.post("/waitlist/{entry_id}/accept", status_code=201, response_model=Booked)
     async def accept(entry_id: uuid.UUID, request: Request) -> Booked:
         """Take up the slot offered to this entry (the patient, RECEPTIONIST, ADMIN): books it (409 if the
         offer expired or the time was taken)."""
         who = await authenticate(request, tokens)
-        entry = await entry_of(who, entry_id)
+        entry, decision = await entry_of(who, entry_id, "create")
         try:
             row = await handlers.accept_offer(
-                ctx.db, calendar, entry_id, uuid.UUID(who.subject), also=audited(who, entry["patient_id"], "create")
-            )
+                ctx.db, calendar, entry_id, uuid.UUID(who.subject),
+                also=audited(who, entry["patient_id"], "create", decision),
+            )  # fmt: skip
         except handlers.OfferError as exc:
             raise HTTPException(409, str(exc)) from None
         except (InvalidBookingError, handlers.UnavailableError) as exc:
@@ -328,12 +304,12 @@ def router(
     async def withdraw(entry_id: uuid.UUID, request: Request) -> dict[str, Any]:
         """Leave the waitlist (the patient, reception, ADMIN)."""
         who = await authenticate(request, tokens)
-        entry = await entry_of(who, entry_id)
+        entry, decision = await entry_of(who, entry_id, "update")
         if entry["status"] not in ("waiting", "offered"):
             raise HTTPException(409, f"a {entry['status']} waitlist entry cannot be withdrawn")
         async with ctx.db.uow() as uow:
             await store.set_waitlist_status(uow.conn, entry_id, "withdrawn")
-            audit(uow, who, entry["patient_id"], "update", "waitlist")
+            audit(uow, who, entry["patient_id"], "update", decision, resource="waitlist")
         return {"id": str(entry_id), "status": "withdrawn"}
 
     @r.get("/slots/{practitioner_id}")

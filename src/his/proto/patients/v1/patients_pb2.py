@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehis/patients/v1/patients.proto\x12\x0fhis.patients.v1\"-\n\x14GetInvitationRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\"j\n\nInvitation\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\":\n\x13GetCareBasisRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"/\n\tCareBasis\x12\x0f\n\x07in_care\x18\x01 \x01(\x08\x12\x11\n\temergency\x18\x02 \x01(\x08\"\'\n\x11GetPatientRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\".\n\x18GetContactDetailsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\",\n\x08\x43overage\x12\r\n\x05payer\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\"\xd1\x01\n\x07Patient\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.his.patients.v1.Sex\x12\x14\n\x07user_id\x18\x07 \x01(\tH\x00\x88\x01\x01\x12+\n\x08\x63overage\x18\x08 \x01(\x0b\x32\x19.his.patients.v1.CoverageB\n\n\x08_user_id\"x\n\x0e\x43ontactDetails\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\x05\x65mail\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05phone\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x16\n\x0epreferred_name\x18\x04 \x01(\tB\x08\n\x06_emailB\x08\n\x06_phone*X\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x12\x0f\n\x0bSEX_UNKNOWN\x10\x04\x32\xe6\x02\n\x10PatientDirectory\x12J\n\nGetPatient\x12\".his.patients.v1.GetPatientRequest\x1a\x18.his.patients.v1.Patient\x12_\n\x11GetContactDetails\x12).his.patients.v1.GetContactDetailsRequest\x1a\x1f.his.patients.v1.ContactDetails\x12P\n\x0cGetCareBasis\x12$.his.patients.v1.GetCareBasisRequest\x1a\x1a.his.patients.v1.CareBasis\x12S\n\rGetInvitation\x12%.his.patients.v1.GetInvitationRequest\x1a\x1b.his.patients.v1.Invitationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehis/patients/v1/patients.proto\x12\x0fhis.patients.v1\"-\n\x14GetInvitationRequest\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\"j\n\nInvitation\x12\x15\n\rinvitation_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\":\n\x13GetCareBasisRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\">\n\tCareBasis\x12\x0f\n\x07in_care\x18\x01 \x01(\x08\x12\x11\n\temergency\x18\x02 \x01(\x08\x12\r\n\x05owner\x18\x03 \x01(\x08\"\'\n\x11GetPatientRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\".\n\x18GetContactDetailsRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\",\n\x08\x43overage\x12\r\n\x05payer\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\"\xd1\x01\n\x07Patient\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03mrn\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.his.patients.v1.Sex\x12\x14\n\x07user_id\x18\x07 \x01(\tH\x00\x88\x01\x01\x12+\n\x08\x63overage\x18\x08 \x01(\x0b\x32\x19.his.patients.v1.CoverageB\n\n\x08_user_id\"x\n\x0e\x43ontactDetails\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x12\n\x05\x65mail\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05phone\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x16\n\x0epreferred_name\x18\x04 \x01(\tB\x08\n\x06_emailB\x08\n\x06_phone*X\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x12\x0f\n\x0bSEX_UNKNOWN\x10\x04\x32\xe6\x02\n\x10PatientDirectory\x12J\n\nGetPatient\x12\".his.patients.v1.GetPatientRequest\x1a\x18.his.patients.v1.Patient\x12_\n\x11GetContactDetails\x12).his.patients.v1.GetContactDetailsRequest\x1a\x1f.his.patients.v1.ContactDetails\x12P\n\x0cGetCareBasis\x12$.his.patients.v1.GetCareBasisRequest\x1a\x1a.his.patients.v1.CareBasis\x12S\n\rGetInvitation\x12%.his.patients.v1.GetInvitationRequest\x1a\x1b.his.patients.v1.Invitationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'his.proto.patients.v1.patients_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEX']._serialized_start=784
-  _globals['_SEX']._serialized_end=872
+  _globals['_SEX']._serialized_start=799
+  _globals['_SEX']._serialized_end=887
   _globals['_GETINVITATIONREQUEST']._serialized_start=51
   _globals['_GETINVITATIONREQUEST']._serialized_end=96
   _globals['_INVITATION']._serialized_start=98
@@ -40,17 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCAREBASISREQUEST']._serialized_start=206
   _globals['_GETCAREBASISREQUEST']._serialized_end=264
   _globals['_CAREBASIS']._serialized_start=266
-  _globals['_CAREBASIS']._serialized_end=313
-  _globals['_GETPATIENTREQUEST']._serialized_start=315
-  _globals['_GETPATIENTREQUEST']._serialized_end=354
-  _globals['_GETCONTACTDETAILSREQUEST']._serialized_start=356
-  _globals['_GETCONTACTDETAILSREQUEST']._serialized_end=402
-  _globals['_COVERAGE']._serialized_start=404
-  _globals['_COVERAGE']._serialized_end=448
-  _globals['_PATIENT']._serialized_start=451
-  _globals['_PATIENT']._serialized_end=660
-  _globals['_CONTACTDETAILS']._serialized_start=662
-  _globals['_CONTACTDETAILS']._serialized_end=782
-  _globals['_PATIENTDIRECTORY']._serialized_start=875
-  _globals['_PATIENTDIRECTORY']._serialized_end=1233
+  _globals['_CAREBASIS']._serialized_end=328
+  _globals['_GETPATIENTREQUEST']._serialized_start=330
+  _globals['_GETPATIENTREQUEST']._serialized_end=369
+  _globals['_GETCONTACTDETAILSREQUEST']._serialized_start=371
+  _globals['_GETCONTACTDETAILSREQUEST']._serialized_end=417
+  _globals['_COVERAGE']._serialized_start=419
+  _globals['_COVERAGE']._serialized_end=463
+  _globals['_PATIENT']._serialized_start=466
+  _globals['_PATIENT']._serialized_end=675
+  _globals['_CONTACTDETAILS']._serialized_start=677
+  _globals['_CONTACTDETAILS']._serialized_end=797
+  _globals['_PATIENTDIRECTORY']._serialized_start=890
+  _globals['_PATIENTDIRECTORY']._serialized_end=1248
 # @@protoc_insertion_point(module_scope)

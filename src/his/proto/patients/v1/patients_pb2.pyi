@@ -48,12 +48,14 @@ class GetCareBasisRequest(_message.Message):
     def __init__(self, patient_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class CareBasis(_message.Message):
-    __slots__ = ("in_care", "emergency")
+    __slots__ = ("in_care", "emergency", "owner")
     IN_CARE_FIELD_NUMBER: _ClassVar[int]
     EMERGENCY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     in_care: bool
     emergency: bool
-    def __init__(self, in_care: _Optional[bool] = ..., emergency: _Optional[bool] = ...) -> None: ...
+    owner: bool
+    def __init__(self, in_care: _Optional[bool] = ..., emergency: _Optional[bool] = ..., owner: _Optional[bool] = ...) -> None: ...
 
 class GetPatientRequest(_message.Message):
     __slots__ = ("patient_id",)

@@ -82,9 +82,10 @@ class PatientDirectoryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCareBasis(self, request, context):
-        """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
-        active care relationship, an active emergency grant, or neither. Services that hold clinical
-        data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+        """What a user (an identity account) is to one patient now: the patient themself (the record is
+        linked to the account), a clinician with an active care relationship or an active emergency
+        grant, or none of these. Services that hold a patient's data of their own ask before they let
+        a patient or a clinician (DOCTOR, NURSE) reach it. No personal data leaves.
 
         Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
         PERMISSION_DENIED for callers not on the allowlist.

@@ -50,9 +50,10 @@ class PatientDirectoryStub:
     Errors: as for GetPatient.
     """
     GetCareBasis: _grpc.UnaryUnaryMultiCallable[_patients_pb2.GetCareBasisRequest, _patients_pb2.CareBasis]
-    """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
-    active care relationship, an active emergency grant, or neither. Services that hold clinical
-    data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+    """What a user (an identity account) is to one patient now: the patient themself (the record is
+    linked to the account), a clinician with an active care relationship or an active emergency
+    grant, or none of these. Services that hold a patient's data of their own ask before they let
+    a patient or a clinician (DOCTOR, NURSE) reach it. No personal data leaves.
 
     Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
     PERMISSION_DENIED for callers not on the allowlist.
@@ -86,9 +87,10 @@ class PatientDirectoryAsyncStub(PatientDirectoryStub):
     Errors: as for GetPatient.
     """
     GetCareBasis: _aio.UnaryUnaryMultiCallable[_patients_pb2.GetCareBasisRequest, _patients_pb2.CareBasis]  # type: ignore[assignment]
-    """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
-    active care relationship, an active emergency grant, or neither. Services that hold clinical
-    data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+    """What a user (an identity account) is to one patient now: the patient themself (the record is
+    linked to the account), a clinician with an active care relationship or an active emergency
+    grant, or none of these. Services that hold a patient's data of their own ask before they let
+    a patient or a clinician (DOCTOR, NURSE) reach it. No personal data leaves.
 
     Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
     PERMISSION_DENIED for callers not on the allowlist.
@@ -137,9 +139,10 @@ class PatientDirectoryServicer(metaclass=_abc_1.ABCMeta):
         request: _patients_pb2.GetCareBasisRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_patients_pb2.CareBasis, _abc.Awaitable[_patients_pb2.CareBasis]]:
-        """On what basis a clinician (an identity user) may reach one patient's clinical data now: an
-        active care relationship, an active emergency grant, or neither. Services that hold clinical
-        data of their own (laboratory) ask before they show it to a DOCTOR or NURSE.
+        """What a user (an identity account) is to one patient now: the patient themself (the record is
+        linked to the account), a clinician with an active care relationship or an active emergency
+        grant, or none of these. Services that hold a patient's data of their own ask before they let
+        a patient or a clinician (DOCTOR, NURSE) reach it. No personal data leaves.
 
         Errors: INVALID_ARGUMENT when an id is not a UUID; NOT_FOUND when no such patient exists;
         PERMISSION_DENIED for callers not on the allowlist.

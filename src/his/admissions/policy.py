@@ -1,0 +1,51 @@
+"""Who may do what with a patient's admissions: pure, no IO.
+
+Every admissions route that reaches a patient decides through ``decide`` (the shared rule of
+``his.access``): reception and ADMIN admit, read, move and discharge any patient; a clinician
+(DOCTOR, NURSE) reads, transfers and discharges only a patient in their care or under an
+emergency grant (an admission gives its practitioner care); BILLING reads the bed charges.
+Patients do not reach admissions through this API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from his.access import CLINICIANS, Decision, Relationship, Rule, unknown
+from his.access import decide as _decide
+
+ADMITTERS = frozenset({"RECEPTIONIST", "ADMIN"})
+
+
+class Operation(StrEnum):
+    ADMIT = "admit"
+    READ = "read"
+    READ_CHARGES = "read_charges"
+    TRANSFER = "transfer"
+    DISCHARGE = "discharge"
+
+
+RULES: dict[Operation, Rule] = {
+    Operation.ADMIT: Rule.of(by_role=ADMITTERS),
+    Operation.READ: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
+    Operation.READ_CHARGES: Rule.of(by_role=(*ADMITTERS, "BILLING"), with_care=CLINICIANS, purpose="billing"),
+    Operation.TRANSFER: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
+    Operation.DISCHARGE: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
+}
+
+
+def decide(op: Operation, roles: Iterable[str], rel: Relationship) -> Decision:
+    """Whether a caller may perform ``op`` on one patient's admission, and on what basis."""
+    return _decide(RULES[op], roles, rel)
+
+
+def not_found(op: Operation, roles: Iterable[str]) -> Decision:
+    """The answer for an id that does not exist (403 to roles that never may)."""
+    return unknown(RULES[op], roles)
+
+
+def lists_everyone(roles: Iterable[str]) -> bool:
+    """Whether the caller may list admissions of every patient at once (reception, ADMIN): a
+    clinician names the patient, so that each list is decided on their care."""
+    return bool(frozenset(roles) & ADMITTERS)

@@ -1,0 +1,28 @@
+"""Who may read "who saw this record": pure, no IO.
+
+The trail of one patient's record is read by AUDITOR and ADMIN by role, and by the patient
+themself (the shared rule of ``his.access``); clinicians and other staff are refused (403), another
+patient is told the patient does not exist (404).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from his.access import Decision, Relationship, Rule
+from his.access import decide as _decide
+
+
+class Operation(StrEnum):
+    READ_TRAIL = "read_trail"
+
+
+RULES: dict[Operation, Rule] = {
+    Operation.READ_TRAIL: Rule.of(by_role=("AUDITOR", "ADMIN"), owner=True, purpose="oversight"),
+}
+
+
+def decide(op: Operation, roles: Iterable[str], rel: Relationship) -> Decision:
+    """Whether a caller may read one patient's trail, and on what basis."""
+    return _decide(RULES[op], roles, rel)

@@ -1,0 +1,61 @@
+"""Who may do what with a patient's appointments and waitlist entries: pure, no IO.
+
+Every route of scheduling decides through ``decide`` (the shared rule of ``his.access``): the
+patient books, reads, moves and cancels their own; reception and ADMIN act for every patient;
+a clinician (DOCTOR, NURSE) reads a patient's appointments, checks in (NURSE) and completes them
+only within a care relationship or under an emergency grant (an appointment gives its
+practitioner care).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from his.access import Decision, Relationship, Rule, unknown
+from his.access import decide as _decide
+from his.scheduling.domain import Action
+
+BOOKERS = frozenset({"RECEPTIONIST", "ADMIN"})
+
+
+class Operation(StrEnum):
+    BOOK = "book"
+    READ = "read"
+    RESCHEDULE = "reschedule"
+    CANCEL = "cancel"
+    CHECK_IN = "check_in"
+    COMPLETE = "complete"
+    NO_SHOW = "no_show"
+    #: Join, read, accept an offer, withdraw.
+    WAITLIST = "waitlist"
+
+
+RULES: dict[Operation, Rule] = {
+    Operation.BOOK: Rule.of(by_role=BOOKERS, owner=True),
+    Operation.READ: Rule.of(by_role=BOOKERS, with_care=("DOCTOR", "NURSE"), owner=True),
+    Operation.RESCHEDULE: Rule.of(by_role=BOOKERS, owner=True),
+    Operation.CANCEL: Rule.of(by_role=BOOKERS, owner=True),
+    Operation.CHECK_IN: Rule.of(by_role=BOOKERS, with_care=("NURSE",)),
+    Operation.COMPLETE: Rule.of(by_role=("ADMIN",), with_care=("DOCTOR", "NURSE")),
+    Operation.NO_SHOW: Rule.of(by_role=BOOKERS),
+    Operation.WAITLIST: Rule.of(by_role=BOOKERS, owner=True),
+}
+
+#: The operation of each step of an appointment.
+OF_ACTION: dict[Action, Operation] = {
+    Action.CANCEL: Operation.CANCEL,
+    Action.CHECK_IN: Operation.CHECK_IN,
+    Action.COMPLETE: Operation.COMPLETE,
+    Action.NO_SHOW: Operation.NO_SHOW,
+}
+
+
+def decide(op: Operation, roles: Iterable[str], rel: Relationship) -> Decision:
+    """Whether a caller may perform ``op`` on one patient's appointments, and on what basis."""
+    return _decide(RULES[op], roles, rel)
+
+
+def not_found(op: Operation, roles: Iterable[str]) -> Decision:
+    """The answer for an id that does not exist (403 to roles that never may)."""
+    return unknown(RULES[op], roles)
