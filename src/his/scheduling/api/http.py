@@ -265,7 +265,7 @@ def router(
             allowed = False
         if not allowed:
             raise HTTPException(404, "patient not found")
-        if await calendar.working_time(body.practitioner_id, _today(zone)) is None:
+        if await calendar.working_time(body.practitioner_id, _today(ctx.db.clock(), zone)) is None:
             raise HTTPException(422, "unknown practitioner_id")
         try:
             async with ctx.db.uow() as uow:
@@ -355,6 +355,6 @@ def router(
     return r
 
 
-def _today(zone: ZoneInfo) -> Interval:
-    start = datetime.combine(datetime.now(zone).date(), time(0), tzinfo=zone)
+def _today(now: datetime, zone: ZoneInfo) -> Interval:
+    start = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
     return Interval(start, start + timedelta(days=1))
