@@ -1,12 +1,15 @@
 """Practitioners on the real database: shifts never overlap (the database forbids it), leave
-follows its state machine, and availability is shifts minus approved leave."""
+follows its state machine, and availability is shifts minus approved leave.
+
+Shifts are planned on a hard date (``tests.support.calendar``) the day before, by the service's
+clock; a day's shifts, leave and availability are checked on every hard date."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,17 +21,24 @@ from his.kernel import migrations
 from his.kernel.db import Database
 from his.practitioners.api.http import router
 from tests.support.api import bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 
 ADMIN = uuid.uuid4()
-DAY = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+DAY = HARD_DATES[0].midnight()
 
 
-def at(hours: float) -> str:
-    return (DAY + timedelta(hours=hours)).isoformat()
+def at(hours: float, day: HardDate = HARD_DATES[0]) -> str:
+    """``hours`` after the local midnight of ``day``."""
+    return (day.midnight() + timedelta(hours=hours)).isoformat()
 
 
 @pytest.fixture
-async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def api(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
     dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
     await migrations.upgrade(admin_dsn, "practitioners")
     conn = await asyncpg.connect(admin_dsn)
@@ -37,7 +47,7 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database
         "practitioners.practitioner CASCADE"
     )
     await conn.close()
-    db = Database(dsn, schema="practitioners", max_size=24)
+    db = Database(dsn, schema="practitioners", max_size=24, clock=hard.clock(12, 0, days=-1))
     await db.open()
 
     service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
@@ -228,3 +238,26 @@ async def test_booked_time_announced_by_scheduling_leaves_availability(api: tupl
         await handlers.on_appointment_changed(uow, Envelope.wrap(gone, aggregate_id=appt), gone)
     free = (await client.get(f"/practitioners/{pid}/availability", params=window, headers=admin)).json()["items"]
     assert free == [{"start": at(8), "end": at(12)}]
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_days_shifts_leave_and_availability_on_every_hard_date(
+    api: tuple[httpx.AsyncClient, Database], hard: HardDate
+) -> None:
+    """A night shift into the day, a day shift and leave on it, planned the day before: the day's
+    availability (its local midnight to the next) is the shifts minus the leave."""
+    client, _ = api
+    me = uuid.uuid4()
+    pid = await new_practitioner(client, me)
+    admin, doctor = bearer(ADMIN, "ADMIN"), bearer(me, "DOCTOR")
+    for start, end in ((-2, 6), (14, 22)):  # 22:00 the evening before to 06:00 elapsed, then an evening shift
+        r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(start, hard), "end": at(end, hard)},
+                              headers=admin)  # fmt: skip
+        assert r.status_code == 201, r.text
+    leave = await client.post(f"/practitioners/{pid}/leave-requests", json={"start": at(3, hard), "end": at(16, hard)},
+                              headers=doctor)  # fmt: skip
+    assert (await client.post(f"/practitioners/{pid}/leave-requests/{leave.json()['id']}/approve",
+                              headers=admin)).status_code == 200  # fmt: skip
+    day = {"from": hard.midnight().isoformat(), "to": hard.midnight(days=1).isoformat()}
+    free = (await client.get(f"/practitioners/{pid}/availability", params=day, headers=admin)).json()["items"]
+    assert free == [{"start": at(0, hard), "end": at(3, hard)}, {"start": at(16, hard), "end": at(22, hard)}]
