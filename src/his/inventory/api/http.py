@@ -115,7 +115,7 @@ def router(
     zone = ZoneInfo(timezone)
 
     def today() -> date:
-        return handlers.today_in(zone)
+        return handlers.today_in(zone, ctx.db.clock())
 
     @r.post("/inventory/items", status_code=201)
     async def create_item(body: NewItem, request: Request) -> dict[str, Any]:
