@@ -1,11 +1,13 @@
 """Finding patients on the real database: accents, case and small typos do not matter; birth
 date narrows; a likely duplicate stops a registration until it is confirmed; updates are checked
-and announced by field name only."""
+and announced by field name only. The service's clock stands half an hour after local midnight of
+a hard date (``tests.support.calendar``), when the date in UTC is still the day before."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,21 +19,27 @@ from his.kernel import migrations
 from his.kernel.db import Database
 from his.patients.api.http import router
 from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 
 CLERK = Bearer(uuid.uuid4(), "RECEPTIONIST")
 
 
 @pytest.fixture
-async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def client(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
     dsn = await migrations.provision(admin_dsn, "patients", "pw-patients-search")
     await migrations.upgrade(admin_dsn, "patients")
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute("TRUNCATE patients.patient CASCADE")
     await conn.close()
-    db = Database(dsn, schema="patients", max_size=4)
+    db = Database(dsn, schema="patients", max_size=4, clock=hard.clock(0, 30))
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    service = router(SimpleNamespace(db=db), verifier(), timezone=hard.zone)  # type: ignore[arg-type]
     async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()
@@ -106,3 +114,23 @@ async def test_updates_are_checked_announced_and_limited_for_patients(
     other = bearer(uuid.uuid4(), "PATIENT")
     assert (await c.patch(f"/patients/{p['id']}", headers=other, json={"email": "x@example.org"})).status_code == 404
     assert (await c.patch(f"/patients/{uuid.uuid4()}", headers=CLERK, json={"phone": "+90 555 1"})).status_code == 404
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_baby_born_after_local_midnight_is_registered_that_night(
+    client: tuple[httpx.AsyncClient, Database], hard: HardDate
+) -> None:
+    """Born at 00:20 and registered at 00:30, hospital time: the birth date is today there, though
+    UTC is still on the day before; its coverage starts today too. Tomorrow is still the future."""
+    c, db = client
+    r = await register(c, "Bebek", "Yıldız", hard.day.isoformat(), coverage={"payer": "SGK", "member_id": "N-1"})
+    assert r.status_code == 201, r.text
+    since = await db.pool.fetchval(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'effective_from' FROM outbox
+           WHERE subject = 'his.patients.coverage.changed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'patient_id' = $1""",
+        r.json()["id"],
+    )
+    assert since == hard.day.isoformat()
+    r = await register(c, "Bebek", "Ay", (hard.day + timedelta(days=1)).isoformat(), confirm_duplicate=True)
+    assert r.status_code == 422 and "future" in r.json()["detail"]

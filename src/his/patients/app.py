@@ -22,7 +22,8 @@ def build() -> ServiceDefinition:
         cipher = FieldCipher([parse_key(k) for k in settings.records_keys.split(",") if k.strip()])
 
     def routes(ctx: ServiceContext) -> APIRouter:
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher)
+        minutes, zone = settings.emergency_access_minutes, ctx.settings.timezone
+        return router(ctx, emergency_minutes=minutes, cipher=cipher, timezone=zone)
 
     return ServiceDefinition(
         name="patients",
