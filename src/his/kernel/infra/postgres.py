@@ -92,9 +92,9 @@ def _first_blocked(owner: tuple[int, int], chain: list[Path]) -> Path | None:
 
 def _refusal(path: Path, why: str) -> str:
     return (
-        f"PostgreSQL runs as the system user {SYSTEM_USER} when his runs as root, and it cannot reach {path} "
-        f"({why}): run his as an ordinary user, or keep the checkout and HIS_DATA_DIR where {SYSTEM_USER} may "
-        f"pass (on a filesystem with ACLs: setfacl -m u:{SYSTEM_USER}:x {path})"
+        f"PostgreSQL (run as the system user {SYSTEM_USER}, because his runs as root) cannot reach {path}: {why}. "
+        f"Run his as an ordinary user, or move the checkout and HIS_DATA_DIR out of {path}, "
+        f"or open it to everyone yourself: chmod o+x {path}"
     )
 
 
@@ -106,17 +106,20 @@ def _let_through(owner: tuple[int, int], target: Path, notice: Notice, *, progra
         blocked = _first_blocked(owner, chain)
         while blocked is not None:
             if not blocked.is_dir() or blocked == blocked.parent:
-                raise ServerStartError(_refusal(blocked, "it is not readable and executable by that user"))
+                raise ServerStartError(_refusal(blocked, "that user may not run or read it"))
             try:
                 acl.grant_search(blocked, owner[0])
             except OSError as exc:
-                why = "its filesystem has no ACLs" if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP) else exc.strerror
-                raise ServerStartError(_refusal(blocked, f"search permission is missing and {why}")) from None
+                unsupported = exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP)
+                why = "has no ACLs" if unsupported else f"refused one ({exc.strerror})"
+                raise ServerStartError(
+                    _refusal(blocked, f"it is private, and its filesystem {why} to let that user alone through")
+                ) from None
             notice(f"{SYSTEM_USER} (the PostgreSQL server's user) may now pass through {blocked}: "
                    f"ACL user:{SYSTEM_USER}:--x, nobody else gains access")  # fmt: skip
             again = _first_blocked(owner, chain)
             if again == blocked:
-                raise ServerStartError(_refusal(blocked, "an ACL entry for that user did not let it through"))
+                raise ServerStartError(_refusal(blocked, "it is private, and an ACL entry for that user did not help"))
             blocked = again
 
 
