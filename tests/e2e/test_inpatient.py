@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +23,9 @@ from tests.support.waiting import wait_until
 #: A rate whose 80 % is not a whole number of cents (1,876.536), to see the rounding rule.
 RATE = "2345.67"
 SUITE_RATE = "45000.00"
+
+#: A lot that expires well after the test, on whatever day it runs.
+IN_A_YEAR = (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def ward(shared_hospital: Hospital) -> Ward:
     assert w.call("POST", "/api/inventory/items", admin, item).status_code in (201, 409)
     w.ok("POST", "/api/inventory/receipts", admin, {"item_code": "IV-SET", "location": "WARD-GEN",
                                                     "lot": f"E2E{uuid.uuid4().hex[:6]}", "quantity": "100",
-                                                    "expires_on": "2035-01-31"}, status=201)  # fmt: skip
+                                                    "expires_on": IN_A_YEAR}, status=201)  # fmt: skip
     return Ward(gw, admin, doctor, nurse, tech, clerk, practitioner=practitioner, ward=wards[0], suite=wards[1],
                 nurse_id=nurse_id)  # fmt: skip
 

@@ -3,7 +3,9 @@ for it, transfers and discharges move beds atomically, and the nightly job charg
 an admission exactly once, catching up nights it missed.
 
 The patient directory is the package's in-memory fake here; its real gRPC adapter is exercised
-under `his up`. Admission times are set back with SQL where a test needs nights that are over.
+under `his up`. The service's clock stands at noon of a hard date (``tests.support.calendar``) in
+a hospital with daylight-saving time; the tests of nightly charges run on every hard date.
+Admission times are set back with SQL where a test needs nights that are over.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,15 +25,18 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.admissions.api.http import router
+from his.admissions.app import NIGHTLY_DELAY, nightly_charges
 from his.admissions.handlers import Directories
 from his.clients.billing import FakeBillingTerms
 from his.clients.patients import CareBasis, FakePatients
 from his.clients.practitioners import FakePractitioners
 from his.kernel import migrations, streams
+from his.kernel.clock import FakeClock
 from his.kernel.db import Database
 from his.kernel.events import stream_name
 from his.kernel.outbox import OutboxRelay
 from tests.support.api import bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
 ADMITTED = "his.admissions.admission.admitted.v1"
@@ -50,16 +55,19 @@ def as_role(*roles: str) -> dict[str, str]:
     return bearer(CARER if {"DOCTOR", "NURSE"} & set(roles) else uuid.uuid4(), *roles)
 
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
 @dataclass
 class World:
     client: httpx.AsyncClient
     db: Database
     patients: FakePatients
     practitioners: FakePractitioners
+    hard: HardDate
+    clock: FakeClock
+
+    @property
+    def today(self) -> date:
+        """The hospital's date by its clock."""
+        return self.clock().astimezone(self.hard.tz).date()
 
     async def ward(self, beds: int, rate: str = "1000.00", kind: str = "general", rooms: int | None = None) -> str:
         body: dict[str, Any] = {"name": f"Ward {kind}", "type": kind, "daily_rate": rate, "currency": "TRY",
@@ -87,8 +95,8 @@ class World:
         return state
 
     async def backdate(self, admission: str, days: int, hour: int = 10) -> None:
-        """Make the admission begin ``days`` days ago (at ``hour`` UTC), with its first bed stay."""
-        at = datetime.combine(today() - timedelta(days=days), datetime.min.time(), tzinfo=UTC) + timedelta(hours=hour)
+        """Make the admission begin ``days`` days ago (at ``hour`` local time), with its first bed stay."""
+        at = self.hard.at(hour, days=-days)
         aid = uuid.UUID(admission)
         async with self.db.uow() as uow:
             await uow.conn.execute("UPDATE admission SET admitted_at = $2 WHERE id = $1", aid, at)
@@ -110,7 +118,12 @@ class World:
 
 
 @pytest.fixture
-async def world(admin_dsn: str) -> AsyncIterator[World]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
     dsn = await migrations.provision(admin_dsn, "admissions", "pw-admissions-test")
     await migrations.upgrade(admin_dsn, "admissions")
     conn = await asyncpg.connect(admin_dsn)
@@ -119,15 +132,16 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
         "admissions.ward, admissions.outbox, admissions.inbox"
     )
     await conn.close()
-    db = Database(dsn, schema="admissions", max_size=24)
+    clock = hard.clock(12, 0)
+    db = Database(dsn, schema="admissions", max_size=24, clock=clock)
     await db.open()
     patients, practitioners = FakePatients(), FakePractitioners()
     ctx = SimpleNamespace(db=db)
     async with serve(
-        router(ctx, Directories(patients, practitioners, FakeBillingTerms()), verifier()),  # type: ignore[arg-type]
+        router(ctx, Directories(patients, practitioners, FakeBillingTerms()), verifier(), timezone=hard.zone),  # type: ignore[arg-type]
         base_url="http://admissions",
     ) as client:
-        yield World(client, db, patients, practitioners)
+        yield World(client, db, patients, practitioners, hard, clock)
     await db.close()
 
 
@@ -256,26 +270,27 @@ async def test_discharge_cleaning_release_available(world: World) -> None:
     assert (await world.admit(ward)).status_code == 201
 
     charges = (await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))).json()
-    assert [c["night"] for c in charges["items"]] == [today().isoformat()]
+    assert [c["night"] for c in charges["items"]] == [world.today.isoformat()]
     assert charges["totals"] == [{"amount": "1000.00", "currency": "TRY"}]
     discharged = await world.outbox(DISCHARGED)
     assert [(e["admission_id"], e["nights"]) for e in discharged] == [(a["id"], 1)]
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_the_nightly_job_run_twice_charges_once(world: World) -> None:
     ward = await world.ward(4, "2500.00")
     a, b = await world.admitted(ward), await world.admitted(ward)
     fresh = await world.admitted(ward)  # admitted today: no night of it is over yet
     await world.backdate(a["id"], 3)
     await world.backdate(b["id"], 1)
-    last_night = today() - timedelta(days=1)
+    last_night = world.today - timedelta(days=1)
     first = await world.run(last_night)
     assert first == {"date": last_night.isoformat(), "admissions": 2, "posted": 4, "already_posted": 0, "failed": 0}
     second = await world.run(last_night)
     assert second == {**first, "posted": 0, "already_posted": 4}
 
     charged = await world.outbox(CHARGED)
-    expected = {(a["id"], (today() - timedelta(days=n)).isoformat()) for n in (3, 2, 1)}
+    expected = {(a["id"], (world.today - timedelta(days=n)).isoformat()) for n in (3, 2, 1)}
     expected.add((b["id"], last_night.isoformat()))
     assert sorted((e["admission_id"], e["night"]) for e in charged) == sorted(expected)
     assert {(e["amount"], e["currency"], e["ward_type"]) for e in charged} == {("2500.00", "TRY", "general")}
@@ -286,23 +301,25 @@ async def test_the_nightly_job_run_twice_charges_once(world: World) -> None:
     assert r.json()["nights"] == 3 and r.json()["totals"] == [{"amount": "7500.00", "currency": "TRY"}]
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_a_skipped_night_is_caught_up_and_discharge_posts_the_rest(world: World) -> None:
     ward = await world.ward(2, "800.00")
     a = await world.admitted(ward)
     await world.backdate(a["id"], 4)
-    assert (await world.run(today() - timedelta(days=3)))["posted"] == 2  # nights -4 and -3
+    assert (await world.run(world.today - timedelta(days=3)))["posted"] == 2  # nights -4 and -3
     # The run for night -2 never happened; the next one catches it up.
-    summary = await world.run(today() - timedelta(days=1))
+    summary = await world.run(world.today - timedelta(days=1))
     assert (summary["posted"], summary["already_posted"]) == (2, 2)
     r = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("DOCTOR"))
     assert r.status_code == 200 and r.json()["nights"] == 4  # today, the discharge day, is not charged
     nights = [e["night"] for e in await world.outbox(CHARGED)]
-    assert nights == [(today() - timedelta(days=n)).isoformat() for n in (4, 3, 2, 1)]
+    assert nights == [(world.today - timedelta(days=n)).isoformat() for n in (4, 3, 2, 1)]
     assert (await world.outbox(DISCHARGED))[0]["nights"] == 4
     # A discharged admission is never charged again.
-    assert (await world.run(today() - timedelta(days=1)))["admissions"] == 0
+    assert (await world.run(world.today - timedelta(days=1)))["admissions"] == 0
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_discharge_posts_every_night_the_job_did_not(world: World) -> None:
     ward = await world.ward(1, "100.00")
     a = await world.admitted(ward)
@@ -310,12 +327,13 @@ async def test_discharge_posts_every_night_the_job_did_not(world: World) -> None
     r = await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("RECEPTIONIST"))
     assert r.json()["nights"] == 3
     events = await world.outbox(CHARGED)
-    assert [e["night"] for e in events] == [(today() - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    assert [e["night"] for e in events] == [(world.today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
     subjects = [r["subject"] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
     discharge_events = [s for s in subjects if s in (CHARGED, DISCHARGED)]
     assert discharge_events == [CHARGED] * 3 + [DISCHARGED]  # charges first, in the same transaction
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_each_night_is_charged_at_the_rate_of_the_ward_slept_in(world: World) -> None:
     general, icu = await world.ward(2, "1000.00"), await world.ward(2, "9000.00", "icu")
     a = await world.admitted(general)
@@ -323,18 +341,43 @@ async def test_each_night_is_charged_at_the_rate_of_the_ward_slept_in(world: Wor
     r = await world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": icu}, headers=as_role("DOCTOR"))
     assert r.status_code == 200
     # Say the transfer happened at noon yesterday: the night of -2 is general's, last night the ICU's.
-    noon = datetime.combine(today() - timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    noon = world.hard.at(12, days=-1)
     aid = uuid.UUID(a["id"])
     await world.db.pool.execute("UPDATE bed_stay SET ended_at = $2 WHERE admission_id = $1 AND ended_at IS NOT NULL",
                                 aid, noon)  # fmt: skip
     await world.db.pool.execute("UPDATE bed_stay SET started_at = $2 WHERE admission_id = $1 AND ended_at IS NULL",
                                 aid, noon)  # fmt: skip
-    await world.run(today() - timedelta(days=1))
+    await world.run(world.today - timedelta(days=1))
     charged = [(e["night"], e["ward_type"], e["amount"]) for e in await world.outbox(CHARGED)]
     assert charged == [
-        ((today() - timedelta(days=2)).isoformat(), "general", "1000.00"),
-        ((today() - timedelta(days=1)).isoformat(), "icu", "9000.00"),
+        ((world.today - timedelta(days=2)).isoformat(), "general", "1000.00"),
+        ((world.today - timedelta(days=1)).isoformat(), "icu", "9000.00"),
     ]
+
+
+async def test_the_first_run_of_the_new_year_charges_new_years_eve(world: World) -> None:
+    """The nightly task, started a second before midnight of new year's eve, charges the night
+    before at once and new year's eve itself shortly after midnight."""
+    assert world.hard.day.month == world.hard.day.day == 1
+    ward = await world.ward(1, "1000.00")
+    world.clock.now = world.hard.at(15, days=-2)
+    a = await world.admitted(ward)  # on 30 December
+    world.clock.now = world.hard.at(23, 59, days=-1, second=59)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:  # the second night: enough
+            raise asyncio.CancelledError
+        world.clock.advance(timedelta(seconds=seconds))
+
+    with pytest.raises(asyncio.CancelledError):
+        await nightly_charges(world.db, world.hard.tz, sleep=sleep)
+    assert waits[0] == (NIGHTLY_DELAY + timedelta(seconds=1)).total_seconds()
+    eve = world.hard.day - timedelta(days=1)
+    nights = [(e["admission_id"], e["night"]) for e in await world.outbox(CHARGED)]
+    assert nights == [(a["id"], (eve - timedelta(days=1)).isoformat()), (a["id"], eve.isoformat())]
+    assert world.today == world.hard.day and eve.year == world.today.year - 1
 
 
 async def test_one_bad_admission_does_not_sink_the_night(world: World) -> None:
@@ -343,7 +386,7 @@ async def test_one_bad_admission_does_not_sink_the_night(world: World) -> None:
     for x in (good, bad, other):
         await world.backdate(x["id"], 1)
     await world.db.pool.execute("DELETE FROM bed_stay WHERE admission_id = $1", uuid.UUID(bad["id"]))
-    summary = await world.run(today() - timedelta(days=1))
+    summary = await world.run(world.today - timedelta(days=1))
     assert (summary["posted"], summary["failed"]) == (2, 1)
     assert {e["admission_id"] for e in await world.outbox(CHARGED)} == {good["id"], other["id"]}
 
@@ -357,8 +400,8 @@ async def test_events_reach_the_stream_through_the_relay(world: World, nc: NATS)
         ward = await world.ward(2)
         a = await world.admitted(ward)
         await world.backdate(a["id"], 2)
-        await world.run(today() - timedelta(days=1))
-        await world.run(today() - timedelta(days=1))
+        await world.run(world.today - timedelta(days=1))
+        await world.run(world.today - timedelta(days=1))
         await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("DOCTOR"))
 
         async def published() -> bool:
@@ -582,7 +625,7 @@ async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
     "night", ["2026-13-01", "yesterday", "", "2026-02-30", "99999-01-01", "today", "{today}", "{tomorrow}"]
 )
 async def test_bad_dates_for_the_nightly_job_are_a_4xx_problem(world: World, night: str) -> None:
-    night = night.format(today=today().isoformat(), tomorrow=(today() + timedelta(days=1)).isoformat())
+    night = night.format(today=world.today.isoformat(), tomorrow=(world.today + timedelta(days=1)).isoformat())
     r = await world.client.post("/admissions/charges/run", params={"date": night}, headers=as_role("ADMIN"))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"

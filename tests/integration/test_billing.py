@@ -33,10 +33,12 @@ from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted
 from his.events.patients import CoverageChanged, PatientRegistered
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel import migrations, streams
+from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, PermanentError
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
 from tests.support.api import bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
 D = Decimal
@@ -59,6 +61,7 @@ SECRET = b"billing-test-webhook-secret"
 class World:
     client: httpx.AsyncClient
     db: Database
+    clock: FakeClock
     billing: dict[str, str] = field(default_factory=lambda: bearer(uuid.uuid4(), "BILLING"))
     sent: list[tuple[Envelope, Event, Handler]] = field(default_factory=list)
     #: The embedded TEST payment provider, delivering its confirmations to the webhook route.
@@ -107,7 +110,8 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     await conn.execute(f"DELETE FROM billing.price_line WHERE version_id <> '{SEED_VERSION}'")
     await conn.execute(f"DELETE FROM billing.price_list_version WHERE id <> '{SEED_VERSION}'")
     await conn.close()
-    db = Database(dsn, schema="billing", max_size=24)
+    clock = HARD_DATES[0].clock(12, 0)
+    db = Database(dsn, schema="billing", max_size=24, clock=clock)
     await db.open()
     clients: list[httpx.AsyncClient] = []
 
@@ -118,7 +122,7 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     api = router(SimpleNamespace(db=db), verifier(), provider=provider)  # type: ignore[arg-type]
     async with serve(api, checkout_router(provider), base_url="http://billing") as client:
         clients.append(client)
-        yield World(client, db, provider=provider)
+        yield World(client, db, clock, provider=provider)
     await db.close()
 
 
@@ -425,14 +429,17 @@ async def test_a_refused_read_of_a_patients_money_is_audited(world: World) -> No
     assert len(denied) == 8
 
 
-async def test_price_list_versions_and_payers(world: World) -> None:
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_price_list_versions_and_payers(world: World, hard: HardDate) -> None:
+    """A new price list from 30 days after a hard date (at noon, by the service's clock)."""
+    world.clock.now = hard.at(12, 0)
     anyone = bearer(uuid.uuid4(), "NURSE")
     r = await world.client.get("/price-list", params={"date": "2026-03-10"}, headers=anyone)
     lines = {x["code"]: x for x in r.json()["lines"]}
     assert lines["consultation.consultation"] == {"code": "consultation.consultation", "category": "consultation",
                                                   "amount": "750.00", "currency": "TRY"}  # fmt: skip
     assert {"item.SYRINGE-5ML", "item.IV-SET", "item.GAUZE"} <= set(lines)
-    start = (datetime.now(UTC) + timedelta(days=30)).date()
+    start = hard.day + timedelta(days=30)
     new_lines = [{**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]}
                  for x in lines.values()]  # fmt: skip
     new = {"effective_from": start.isoformat(), "lines": new_lines}
@@ -440,8 +447,10 @@ async def test_price_list_versions_and_payers(world: World) -> None:
     assert (await world.client.post("/price-list", json=new, headers=anyone)).status_code == 403
     assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 201
     assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 409
-    past = {**new, "effective_from": "2026-01-01"}
+    past = {**new, "effective_from": (hard.day - timedelta(days=1)).isoformat()}
     assert (await world.client.post("/price-list", json=past, headers=admin)).status_code == 422
+    today = {"effective_from": hard.day.isoformat(), "lines": list(lines.values())}  # today is not the past
+    assert (await world.client.post("/price-list", json=today, headers=admin)).status_code == 201
     first = new_lines[0]
     for bad in ({**new, "lines": [{**first, "category": "magic"}]},
                 {**new, "lines": [{**first, "amount": "-1"}]},

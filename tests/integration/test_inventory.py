@@ -3,7 +3,9 @@ go first-expiring first, the low-stock alert fires once per crossing, and a resu
 uses its reagents exactly once (short stock back-ordered).
 
 The patient directory is the package's in-memory fake here; the real gRPC adapter runs under
-`his up`.
+`his up`. The service's clock stands half an hour after local midnight of a hard date
+(``tests.support.calendar``), when the date in UTC is still the day before; lots expire by the
+local date, and the expiry tests run on every hard date.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -29,17 +30,15 @@ from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
 from his.inventory import handlers
 from his.inventory.api.http import router
 from his.kernel import migrations, streams
+from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.events import Envelope
 from tests.support.api import bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
 TABLES = "consumption_lot, consumption, receipt, backorder, low_stock_alert, stock_lot, item_location, outbox, inbox"
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
 
 
 def admin() -> dict[str, str]:
@@ -55,6 +54,13 @@ class World:
     client: httpx.AsyncClient
     db: Database
     patients: FakePatients
+    hard: HardDate
+    clock: FakeClock
+
+    @property
+    def today(self) -> date:
+        """The hospital's date by its clock."""
+        return self.clock().astimezone(self.hard.tz).date()
 
     async def item(
         self, *, chargeable: bool = False, thresholds: dict[str, int] | None = None, unit: str = "piece"
@@ -71,7 +77,7 @@ class World:
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"item_code": code, "location": location, "lot": lot, "quantity": str(quantity)}
         if days is not None:
-            body["expires_on"] = (today() + timedelta(days=days)).isoformat()
+            body["expires_on"] = (self.today + timedelta(days=days)).isoformat()
         r = await self.client.post("/inventory/receipts", json=body, headers=nurse())
         assert r.status_code == 201, r.text
         out: dict[str, Any] = r.json()
@@ -98,17 +104,24 @@ class World:
 
 
 @pytest.fixture
-async def world(admin_dsn: str) -> AsyncIterator[World]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
     dsn = await migrations.provision(admin_dsn, "inventory", "pw-inventory-test")
     await migrations.upgrade(admin_dsn, "inventory")
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute(f"TRUNCATE {', '.join(f'inventory.{t.strip()}' for t in TABLES.split(','))}")
     await conn.close()
-    db = Database(dsn, schema="inventory", max_size=24)
+    clock = hard.clock(0, 30)
+    db = Database(dsn, schema="inventory", max_size=24, clock=clock)
     await db.open()
     patients = FakePatients()
-    async with serve(router(SimpleNamespace(db=db), patients, verifier()), base_url="http://inventory") as client:  # type: ignore[arg-type]
-        yield World(client, db, patients)
+    service = router(SimpleNamespace(db=db), patients, verifier(), timezone=hard.zone)  # type: ignore[arg-type]
+    async with serve(service, base_url="http://inventory") as client:
+        yield World(client, db, patients, hard, clock)
     await db.close()
 
 
@@ -136,6 +149,7 @@ async def test_the_database_refuses_negative_stock_even_if_asked_directly(world:
         await world.db.pool.execute("UPDATE stock_lot SET quantity = quantity - 2 WHERE item_code = $1", code)
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_first_expiring_lots_go_first_and_expired_lots_are_skipped(world: World) -> None:
     code = await world.item()
     await world.receive(code, 5, lot="NOEXP")
@@ -144,7 +158,7 @@ async def test_first_expiring_lots_go_first_and_expired_lots_are_skipped(world: 
     await world.receive(code, 50, lot="OLD", days=1)
     # Time passes for OLD: it expired yesterday, and is still on the shelf.
     await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'OLD' AND item_code = $1",
-                                code, today() - timedelta(days=1))  # fmt: skip
+                                code, world.today - timedelta(days=1))  # fmt: skip
     r = await world.consume(code, 4)
     assert r.status_code == 201, r.text
     assert [(x["lot"], x["quantity"]) for x in r.json()["lots"]] == [("SOON", "3"), ("LATE", "1")]
@@ -296,6 +310,7 @@ async def test_a_clinician_charges_stock_to_a_patient_only_in_their_care(world: 
     ]
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: World) -> None:
     code = await world.item()
     await world.receive(code, 1, lot="D40", days=40)
@@ -305,7 +320,7 @@ async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: Wo
     await world.receive(code, 5, lot="GONE", days=3)
     await world.receive(code, 6, lot="FOREVER")
     await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'GONE' AND item_code = $1",
-                                code, today() - timedelta(days=2))  # fmt: skip
+                                code, world.today - timedelta(days=2))  # fmt: skip
     r = await world.client.get("/inventory/expiring", params={"days": 30}, headers=bearer(uuid.uuid4(), "BILLING"))
     assert r.status_code == 200, r.text
     rows = [(x["lot"], x["quantity"], x["expired"], x["days_left"]) for x in r.json()["items"]]
@@ -321,7 +336,7 @@ async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: Wo
 def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
     return LabOrderResulted(
         order_id=order_id, patient_id=uuid.uuid4(), ordered_by=uuid.uuid4(), priority="routine",
-        resulted_at=datetime.now(UTC), results=[ResultItem(code=c, value="1", flag="N") for c in codes],
+        resulted_at=HARD_DATES[0].at(0, 20), results=[ResultItem(code=c, value="1", flag="N") for c in codes],
         charges=[LabCharge(code=c, amount=Decimal("60.00"), currency="TRY") for c in codes],
         abnormal=False, critical=False,
     )  # fmt: skip
@@ -333,7 +348,7 @@ async def lab_feed(world: World, nc: NATS) -> AsyncIterator[tuple[Any, ConsumerL
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["laboratory", "inventory"])
     sub = Subscription("inventory_lab_reagents_test", "his.laboratory.order.resulted.v1",
-                       handlers.make_on_lab_order_resulted(ZoneInfo("UTC")))  # fmt: skip
+                       handlers.make_on_lab_order_resulted(world.hard.tz))  # fmt: skip
     consumer = ConsumerLoop(world.db, nc, js, sub)
     task = asyncio.create_task(consumer.run())
 
@@ -394,7 +409,7 @@ async def test_a_reagent_shortfall_is_back_ordered_and_never_fails_the_consumer(
     await world.receive("RGT-GLU", 5, location="LAB", days=100)
     await world.receive("RGT-TROPI", 1, location="LAB", days=100)
     await world.db.pool.execute(  # the one troponin reagent has expired on the shelf
-        "UPDATE stock_lot SET expires_on = $1 WHERE item_code = 'RGT-TROPI'", today() - timedelta(days=1)
+        "UPDATE stock_lot SET expires_on = $1 WHERE item_code = 'RGT-TROPI'", world.today - timedelta(days=1)
     )
     order = uuid.uuid4()
     await publish(Envelope.wrap(resulted(order, "GLU", "TROPI", "NOTATEST"), aggregate_id=order))

@@ -2,24 +2,31 @@
 goes out and when, and what happens when the patient directory does not answer.
 
 The contact directory is the package's in-memory fake here (its gRPC adapter runs under
-`his up`); the maildir is real and is read back with the standard library's ``mailbox``.
+`his up`); the maildir is real and is read back as a mail client reads it (``mailbox``, with
+headers parsed and unfolded by ``email.policy.default``). The service's clock is a fake one,
+set on hard dates (``tests.support.calendar``).
 """
 
 from __future__ import annotations
 
+import email
 import mailbox
 import stat
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 import pytest
 
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel import migrations
+from his.kernel.clock import FakeClock
 from his.kernel.db import Database
 from his.kernel.events import Envelope, Event
 from his.notifications import handlers
@@ -28,6 +35,16 @@ from his.notifications.contacts import FakeContacts
 from his.notifications.dispatcher import Dispatcher
 from his.notifications.domain import Contact
 from his.notifications.templates import TEMPLATES, Renderer
+from tests.support.calendar import HARD_DATES, ZONE, HardDate
+
+#: What the clock shows unless a test sets it: a hard date's eve, three days before it.
+START = HARD_DATES[0].at(12, 0, days=-3)
+
+
+def parsed(fh: BinaryIO) -> EmailMessage:
+    msg = email.message_from_binary_file(fh, policy=default)
+    assert isinstance(msg, EmailMessage)
+    return msg
 
 
 @dataclass
@@ -36,6 +53,7 @@ class Post:
     contacts: FakeContacts
     dispatcher: Dispatcher
     maildir: Path
+    clock: FakeClock
 
     async def handle(self, ev: Event, handler: object) -> Envelope:
         env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
@@ -47,8 +65,10 @@ class Post:
         async with self.db.uow() as uow:
             await handler(uow, env, ev)  # type: ignore[operator]
 
-    def mail(self) -> list[mailbox.MaildirMessage]:
-        return list(mailbox.Maildir(self.maildir, create=False))
+    def mail(self) -> list[EmailMessage]:
+        """The messages in the maildir, oldest first, with decoded header values."""
+        box = mailbox.Maildir(self.maildir, factory=parsed, create=False)  # type: ignore[arg-type]
+        return sorted(box, key=lambda m: m["Date"].datetime)  # type: ignore[arg-type]
 
     async def deliveries(self, patient: uuid.UUID) -> list[dict[str, object]]:
         rows = await self.db.pool.fetch(
@@ -65,12 +85,13 @@ async def post(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Post]:
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute("TRUNCATE notifications.delivery, notifications.preference")
     await conn.close()
-    db = Database(dsn, schema="notifications", max_size=4)
+    clock = FakeClock(START)
+    db = Database(dsn, schema="notifications", max_size=4, clock=clock)
     await db.open()
     contacts = FakeContacts()
     maildir = tmp_path / "maildir"
     channels = {"email": MaildirChannel(maildir), "sms": SpoolSmsChannel(tmp_path / "sms.jsonl")}
-    yield Post(db, contacts, Dispatcher(db, contacts, channels, Renderer("Europe/Istanbul")), maildir)  # type: ignore[arg-type]
+    yield Post(db, contacts, Dispatcher(db, contacts, channels, Renderer(ZONE)), maildir, clock)  # type: ignore[arg-type]
     await db.close()
 
 
@@ -87,9 +108,12 @@ def someone(post: Post, **kw: object) -> uuid.UUID:
     return pid
 
 
-async def test_a_booking_is_confirmed_in_the_maildir_and_reminded_once_a_day_before(post: Post) -> None:
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_booking_is_confirmed_in_the_maildir_and_reminded_once_a_day_before(post: Post, hard: HardDate) -> None:
+    """Booked three days ahead for 10:00 on the hard date; reminded 24 hours before."""
     patient = someone(post)
-    start = datetime.now(UTC) + timedelta(days=3)
+    start = hard.at(10, 0)
+    post.clock.now = hard.at(12, 0, days=-3)
     ev = booked(patient, start)
     env = await post.handle(ev, handlers.on_appointment_booked)
     await post.redeliver(env, ev, handlers.on_appointment_booked)  # a redelivered event queues nothing new
@@ -100,21 +124,26 @@ async def test_a_booking_is_confirmed_in_the_maildir_and_reminded_once_a_day_bef
 
     assert await post.dispatcher.tick() == 1  # only the confirmation is due
     mail = post.mail()
+    when = start.astimezone(hard.tz).strftime("%A %d %B %Y, %H:%M")  # e.g. Wednesday 29 September 2027, 10:00
     assert len(mail) == 1 and mail[0]["To"] == "selin@example.org"
-    local = start.astimezone(Renderer("Europe/Istanbul").zone)
-    assert local.strftime("%H:%M") in mail[0]["Subject"]
-    assert "Dear Selin" in mail[0].get_payload()
+    assert mail[0]["Subject"] == f"Your appointment on {when}"
+    assert mail[0]["Date"].datetime == post.clock.now
+    content = mail[0].get_content()
+    assert "Dear Selin" in content and f"booked for {when} (until 10:20)" in content
 
-    # The reminder goes out when due, exactly once.
-    await post.db.pool.execute("UPDATE delivery SET due_at = now() WHERE template = 'appointment_reminder'")
+    # The reminder goes out when due (not a second earlier), exactly once.
+    post.clock.now = start - timedelta(hours=24, seconds=1)
+    assert await post.dispatcher.tick() == 0
+    post.clock.advance(timedelta(seconds=1))
     assert await post.dispatcher.tick() == 1
     assert await post.dispatcher.tick() == 0
-    assert [m["Subject"].split(":")[0] for m in post.mail()].count("Reminder") == 1
+    subjects = [m["Subject"] for m in post.mail()]
+    assert subjects == [f"Your appointment on {when}", f"Reminder: your appointment tomorrow, {when}"]
 
 
 async def test_moving_or_cancelling_an_appointment_moves_or_drops_its_reminder(post: Post) -> None:
     patient, appt = someone(post), uuid.uuid4()
-    start = datetime.now(UTC) + timedelta(days=3)
+    start = post.clock.now + timedelta(days=3)
     await post.handle(booked(patient, start, appt), handlers.on_appointment_booked)
     moved = AppointmentRescheduled(appointment_id=appt, patient_id=patient, practitioner_id=uuid.uuid4(),
                                    service="consultation", start=start + timedelta(days=1),
@@ -136,14 +165,16 @@ async def test_moving_or_cancelling_an_appointment_moves_or_drops_its_reminder(p
 
 async def test_with_the_directory_down_messages_wait_and_go_out_when_it_returns(post: Post) -> None:
     patient = someone(post)
-    await post.handle(booked(patient, datetime.now(UTC) + timedelta(days=3)), handlers.on_appointment_booked)
+    await post.handle(booked(patient, post.clock.now + timedelta(days=3)), handlers.on_appointment_booked)
     post.contacts.down = True
     assert await post.dispatcher.tick() == 1
     row = (await post.deliveries(patient))[0]
     assert row["status"] == "queued" and "patients is unavailable" in str(row["last_error"])
+    assert row["due_at"] == post.clock.now + timedelta(seconds=2)  # tried again after a backoff
     assert post.mail() == []  # nothing sent, no address guessed
     post.contacts.down = False
-    await post.db.pool.execute("UPDATE delivery SET due_at = now() WHERE template = 'appointment_booked'")
+    assert await post.dispatcher.tick() == 0  # not before the backoff is over
+    post.clock.advance(timedelta(seconds=2))
     assert await post.dispatcher.tick() == 1
     assert len(post.mail()) == 1
 
@@ -155,7 +186,7 @@ async def test_opt_out_and_missing_addresses(post: Post) -> None:
         from his.notifications.domain import Preferences
 
         await store.set_preferences(uow.conn, quiet, Preferences(email=True, sms=False, opted_out=False))
-    start = datetime.now(UTC) + timedelta(days=3)
+    start = post.clock.now + timedelta(days=3)
     await post.handle(booked(quiet, start), handlers.on_appointment_booked)
     await post.handle(booked(no_email, start), handlers.on_appointment_booked)
     async with post.db.uow() as uow:  # opting out after the message was queued still counts

@@ -1,11 +1,13 @@
 """Finding patients on the real database: accents, case and small typos do not matter; birth
 date narrows; a likely duplicate stops a registration until it is confirmed; updates are checked
-and announced by field name only."""
+and announced by field name only. The service's clock stands half an hour after local midnight of
+a hard date (``tests.support.calendar``), when the date in UTC is still the day before."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,26 +15,34 @@ import asyncpg
 import httpx
 import pytest
 
+from his.clients.billing import FakeBillingTerms
 from his.kernel import migrations
 from his.kernel.db import Database
 from his.patients.api.http import router
 from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.portal import CODES, link_account
 
 CLERK = Bearer(uuid.uuid4(), "RECEPTIONIST")
 
 
 @pytest.fixture
-async def client(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def client(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
     dsn = await migrations.provision(admin_dsn, "patients", "pw-patients-search")
     await migrations.upgrade(admin_dsn, "patients")
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute("TRUNCATE patients.patient CASCADE")
     await conn.close()
-    db = Database(dsn, schema="patients", max_size=4)
+    db = Database(dsn, schema="patients", max_size=4, clock=hard.clock(0, 30))
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier(), invitation_codes=CODES)  # type: ignore[arg-type]
+    service = router(SimpleNamespace(db=db), verifier(), invitation_codes=CODES, payers=FakeBillingTerms(),  # type: ignore[arg-type]
+                     timezone=hard.zone)  # fmt: skip
     async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()
@@ -138,3 +148,23 @@ async def test_a_page_of_patients_holds_up_to_the_shared_maximum(client: tuple[h
     assert (await c.get("/patients", params={"q": "limit", "limit": 200}, headers=CLERK)).status_code == 200
     r = await c.get("/patients", params={"q": "limit", "limit": 201}, headers=CLERK)
     assert r.status_code == 422 and "limit must be a whole number from 1 to 200" in r.text, r.text
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_baby_born_after_local_midnight_is_registered_that_night(
+    client: tuple[httpx.AsyncClient, Database], hard: HardDate
+) -> None:
+    """Born at 00:20 and registered at 00:30, hospital time: the birth date is today there, though
+    UTC is still on the day before; its coverage starts today too. Tomorrow is still the future."""
+    c, db = client
+    r = await register(c, "Bebek", "Yıldız", hard.day.isoformat(), coverage={"payer": "SGK", "member_id": "N-1"})
+    assert r.status_code == 201, r.text
+    since = await db.pool.fetchval(
+        """SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'effective_from' FROM outbox
+           WHERE subject = 'his.patients.coverage.changed.v1'
+             AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'patient_id' = $1""",
+        r.json()["id"],
+    )
+    assert since == hard.day.isoformat()
+    r = await register(c, "Bebek", "Ay", (hard.day + timedelta(days=1)).isoformat(), confirm_duplicate=True)
+    assert r.status_code == 422 and "future" in r.json()["detail"]

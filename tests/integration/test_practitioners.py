@@ -1,5 +1,8 @@
 """Practitioners on the real database: shifts never overlap (the database forbids it), leave
-follows its state machine, and availability is shifts minus approved leave."""
+follows its state machine, and availability is shifts minus approved leave.
+
+Shifts are planned on a hard date (``tests.support.calendar``) the day before, by the service's
+clock; a day's shifts, leave and availability are checked on every hard date."""
 
 from __future__ import annotations
 
@@ -24,17 +27,24 @@ from his.practitioners.api.http import router
 from his.proto.practitioners.v1 import practitioners_pb2 as calendar_pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as calendar_grpc
 from tests.support.api import bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate
 
 ADMIN = uuid.uuid4()
-DAY = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+DAY = HARD_DATES[0].midnight()
 
 
-def at(hours: float) -> str:
-    return (DAY + timedelta(hours=hours)).isoformat()
+def at(hours: float, day: HardDate = HARD_DATES[0]) -> str:
+    """``hours`` after the local midnight of ``day``."""
+    return (day.midnight() + timedelta(hours=hours)).isoformat()
 
 
 @pytest.fixture
-async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
+def hard() -> HardDate:
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def api(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
     dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
     await migrations.upgrade(admin_dsn, "practitioners")
     conn = await asyncpg.connect(admin_dsn)
@@ -43,7 +53,7 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Database
         "practitioners.practitioner CASCADE"
     )
     await conn.close()
-    db = Database(dsn, schema="practitioners", max_size=24)
+    db = Database(dsn, schema="practitioners", max_size=24, clock=hard.clock(12, 0, days=-1))
     await db.open()
 
     service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
@@ -291,3 +301,26 @@ async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: 
         await channel.close()
         await server.stop(0)
         await db.close()
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_days_shifts_leave_and_availability_on_every_hard_date(
+    api: tuple[httpx.AsyncClient, Database], hard: HardDate
+) -> None:
+    """A night shift into the day, a day shift and leave on it, planned the day before: the day's
+    availability (its local midnight to the next) is the shifts minus the leave."""
+    client, _ = api
+    me = uuid.uuid4()
+    pid = await new_practitioner(client, me)
+    admin, doctor = bearer(ADMIN, "ADMIN"), bearer(me, "DOCTOR")
+    for start, end in ((-2, 6), (14, 22)):  # 22:00 the evening before to 06:00 elapsed, then an evening shift
+        r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(start, hard), "end": at(end, hard)},
+                              headers=admin)  # fmt: skip
+        assert r.status_code == 201, r.text
+    leave = await client.post(f"/practitioners/{pid}/leave-requests", json={"start": at(3, hard), "end": at(16, hard)},
+                              headers=doctor)  # fmt: skip
+    assert (await client.post(f"/practitioners/{pid}/leave-requests/{leave.json()['id']}/approve",
+                              headers=admin)).status_code == 200  # fmt: skip
+    day = {"from": hard.midnight().isoformat(), "to": hard.midnight(days=1).isoformat()}
+    free = (await client.get(f"/practitioners/{pid}/availability", params=day, headers=admin)).json()["items"]
+    assert free == [{"start": at(0, hard), "end": at(3, hard)}, {"start": at(16, hard), "end": at(22, hard)}]

@@ -2,7 +2,9 @@
 statuses follow their state machine, and slots are working time minus appointments.
 
 The practitioners' calendar and the patient directory are the package's in-memory fakes here;
-their real gRPC adapters are exercised under `his up`.
+their real gRPC adapters are exercised under `his up`. The appointments are on a hard date
+(``tests.support.calendar``) in a hospital with daylight-saving time, booked the day before by the
+service's clock; the tests where the day matters run on every hard date.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from his.clients.patients import CareBasis
 from his.kernel import migrations, streams
+from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.intervals import Interval
@@ -31,16 +34,10 @@ from his.scheduling import handlers
 from his.scheduling.api.http import router
 from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
 from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.calendar import HARD_DATES, HardDate, day_length
 from tests.support.waiting import wait_for
 
-DAY = (datetime.now(UTC) + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
 CLERK = uuid.uuid4()
-
-
-def at(hours: float) -> datetime:
-    return DAY + timedelta(hours=hours)
-
-
 RECEPTION = Bearer(CLERK, "RECEPTIONIST")
 
 
@@ -50,10 +47,16 @@ class World:
     db: Database
     calendar: FakeCalendar
     patients: FakePatients
+    hard: HardDate
+    clock: FakeClock
+
+    def at(self, hours: float) -> datetime:
+        """``hours`` after the hard date's local midnight."""
+        return self.hard.midnight() + timedelta(hours=hours)
 
     def practitioner(self, *spans: tuple[float, float]) -> uuid.UUID:
         pid = uuid.uuid4()
-        self.calendar.working[pid] = [Interval(at(a), at(b)) for a, b in spans]
+        self.calendar.working[pid] = [Interval(self.at(a), self.at(b)) for a, b in spans]
         return pid
 
     def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
@@ -67,13 +70,19 @@ class World:
         minutes = {"consultation": 20, "procedure": 45, "follow_up": 15}[service]
         body = {
             "patient_id": str(patient), "practitioner_id": str(practitioner), "service": service,
-            "start": at(start).isoformat(), "end": (at(start) + timedelta(minutes=minutes)).isoformat(),
+            "start": self.at(start).isoformat(), "end": (self.at(start) + timedelta(minutes=minutes)).isoformat(),
         }  # fmt: skip
         return await self.client.post("/appointments", json=body, headers=kw.get("headers", RECEPTION))
 
 
 @pytest.fixture
-async def world(admin_dsn: str) -> AsyncIterator[World]:
+def hard() -> HardDate:
+    """The day the appointments are on; a test parametrised with ``hard`` runs on each hard date."""
+    return HARD_DATES[0]
+
+
+@pytest.fixture
+async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
     dsn = await migrations.provision(admin_dsn, "scheduling", "pw-scheduling-test")
     await migrations.upgrade(admin_dsn, "scheduling")
     conn = await asyncpg.connect(admin_dsn)
@@ -82,15 +91,16 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
         "scheduling.waitlist_entry"
     )
     await conn.close()
-    db = Database(dsn, schema="scheduling", max_size=24)
+    clock = hard.clock(12, 0, days=-1)  # the day before, at noon
+    db = Database(dsn, schema="scheduling", max_size=24, clock=clock)
     await db.open()
 
     calendar, patients = FakeCalendar(), FakePatients()
     async with serve(
-        router(SimpleNamespace(db=db), calendar, patients, verifier()),  # type: ignore[arg-type]
+        router(SimpleNamespace(db=db), calendar, patients, verifier(), timezone=hard.zone),  # type: ignore[arg-type]
         base_url="http://scheduling",
     ) as client:
-        yield World(client, db, calendar, patients)
+        yield World(client, db, calendar, patients, hard, clock)
     await db.close()
 
 
@@ -106,7 +116,7 @@ async def test_twenty_requests_for_one_slot_one_wins(world: World) -> None:
     winner = next(r for r in results if r.status_code == 201).json()
     assert loser.json()["conflict"] == {
         "with": "practitioner",
-        "appointment": {"id": winner["id"], "start": at(9).isoformat(), "end": at(9 + 1 / 3).isoformat()},
+        "appointment": {"id": winner["id"], "start": world.at(9).isoformat(), "end": world.at(9 + 1 / 3).isoformat()},
     }
 
 
@@ -171,12 +181,12 @@ async def test_reschedule_moves_or_answers_409(world: World) -> None:
     doctor = world.practitioner((8, 16))
     mine = (await world.book(world.patient(), doctor, 9)).json()["id"]
     await world.book(world.patient(), doctor, 10)
-    body = {"start": at(10.1).isoformat(), "end": (at(10.1) + timedelta(minutes=20)).isoformat()}
+    body = {"start": world.at(10.1).isoformat(), "end": (world.at(10.1) + timedelta(minutes=20)).isoformat()}
     r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
     assert r.status_code == 409 and r.json()["conflict"]["with"] == "practitioner"
-    body = {"start": at(11).isoformat(), "end": (at(11) + timedelta(minutes=20)).isoformat()}
+    body = {"start": world.at(11).isoformat(), "end": (world.at(11) + timedelta(minutes=20)).isoformat()}
     r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
-    assert r.status_code == 200 and r.json()["start"] == at(11).isoformat() and r.json()["version"] == 2
+    assert r.status_code == 200 and r.json()["start"] == world.at(11).isoformat() and r.json()["version"] == 2
 
 
 async def test_patients_book_and_see_only_their_own(world: World) -> None:
@@ -275,19 +285,54 @@ async def test_a_clinician_who_is_also_a_patient_cancels_only_their_own_appointm
         assert (await world.client.get(f"/appointments/{appt}", headers=RECEPTION)).json()["status"] == "booked"
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_slots_are_working_time_minus_appointments(world: World) -> None:
     doctor = world.practitioner((8, 9), (10, 11))
     await world.book(world.patient(), doctor, 8 + 1 / 3)
-    r = await world.client.get(f"/slots/{doctor}", params={"date": DAY.date().isoformat()}, headers=RECEPTION)
+    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat()}, headers=RECEPTION)
     starts = [s["start"] for s in r.json()["items"]]
-    assert starts == [at(h).isoformat() for h in (8, 8 + 2 / 3, 10, 10 + 1 / 3, 10 + 2 / 3)]
+    assert starts == [world.at(h).isoformat() for h in (8, 8 + 2 / 3, 10, 10 + 1 / 3, 10 + 2 / 3)]
     r = await world.client.get(
-        f"/slots/{doctor}", params={"date": DAY.date().isoformat(), "service": "procedure"}, headers=RECEPTION
+        f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "procedure"}, headers=RECEPTION
     )
-    assert [s["start"] for s in r.json()["items"]] == [at(10).isoformat()]
+    assert [s["start"] for s in r.json()["items"]] == [world.at(10).isoformat()]
     assert (
         await world.client.get(f"/slots/{uuid.uuid4()}", params={"date": "2026-12-01"}, headers=RECEPTION)
     ).status_code == 404
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_days_slots_run_from_its_local_midnight_to_the_next(world: World) -> None:
+    """A day of 23, 24 or 25 hours: its slots are those between the hospital's two midnights."""
+    doctor = world.practitioner((-2, 30))  # from 22:00 the evening before to past the next midnight
+    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat()}, headers=RECEPTION)
+    assert r.status_code == 200 and r.json()["timezone"] == world.hard.zone
+    items = r.json()["items"]
+    assert datetime.fromisoformat(items[0]["start"]) == world.hard.midnight()
+    assert datetime.fromisoformat(items[-1]["end"]) == world.hard.midnight(days=1)
+    assert len(items) == day_length(world.hard) / timedelta(minutes=20)
+
+
+async def test_at_midnight_of_the_new_year_today_and_its_slots_move_on(world: World) -> None:
+    """Just before midnight the last slot of the year can still be booked; just after, the year's
+    last day has no slot left and the new one offers them from its first minute on."""
+    assert world.hard.day.month == world.hard.day.day == 1
+    doctor = world.practitioner((-2, 2))  # 22:00 on new year's eve to 02:00
+    eve, new = (world.hard.day - timedelta(days=1)).isoformat(), world.hard.day.isoformat()
+    world.clock.now = world.hard.at(23, 39, days=-1, second=59)
+
+    async def starts(day: str) -> list[datetime]:
+        r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+        return [datetime.fromisoformat(s["start"]) for s in r.json()["items"]]
+
+    assert await starts(eve) == [world.at(-1 / 3)]  # 23:40
+    assert (await world.book(world.patient(), doctor, -1 / 3)).status_code == 201
+    assert len(await starts(new)) == 6  # 00:00 to 02:00
+    world.clock.advance(timedelta(minutes=20, seconds=2))  # 00:00:01 on new year's day
+    assert await starts(eve) == []
+    assert await starts(new) == [world.at(h) for h in (1 / 3, 2 / 3, 1, 4 / 3, 5 / 3)]
+    body = {"patient_id": str(world.patient()), "practitioner_id": str(doctor), "service": "consultation"}
+    assert (await world.client.post("/waitlist", json=body, headers=RECEPTION)).status_code == 201
 
 
 @pytest.mark.parametrize(
@@ -306,13 +351,14 @@ async def test_bad_input_is_a_4xx_problem(world: World, patch: dict[str, str]) -
     doctor, patient = world.practitioner((8, 16)), world.patient()
     body = {
         "patient_id": str(patient), "practitioner_id": str(doctor), "service": "consultation",
-        "start": at(9).isoformat(), "end": (at(9) + timedelta(minutes=20)).isoformat(), **patch,
+        "start": world.at(9).isoformat(), "end": (world.at(9) + timedelta(minutes=20)).isoformat(), **patch,
     }  # fmt: skip
     r = await world.client.post("/appointments", json=body, headers=RECEPTION)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
 async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world: World, nc: NATS) -> None:
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["scheduling"])
@@ -341,7 +387,7 @@ async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world:
 
         await wait_for(offered, timeout=20, what="the waitlist offer")
         offer = (await world.client.get("/waitlist", params={"patient_id": str(first)}, headers=RECEPTION)).json()
-        assert offer["items"][0]["offer"]["start"] == at(9).isoformat()
+        assert offer["items"][0]["offer"]["start"] == world.at(9).isoformat()
         later = (await world.client.get("/waitlist", params={"patient_id": str(second)}, headers=RECEPTION)).json()
         assert later["items"][0]["status"] == "waiting"
         events = await world.db.pool.fetch(
@@ -354,7 +400,7 @@ async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world:
         assert (await world.client.post(f"/waitlist/{entries[0]}/accept", headers=RECEPTION)).status_code == 409
         assert (await world.client.post(f"/waitlist/{entries[1]}/accept", headers=RECEPTION)).status_code == 409
         appt = (await world.client.get(f"/appointments/{booked.json()['id']}", headers=RECEPTION)).json()
-        assert appt["patient_id"] == str(first) and appt["start"] == at(9).isoformat()
+        assert appt["patient_id"] == str(first) and appt["start"] == world.at(9).isoformat()
     finally:
         for t in tasks:
             t.cancel()
@@ -387,7 +433,7 @@ async def test_slots_on_a_day_outside_the_calendar_the_system_works_with_are_a_4
 
 async def test_an_unknown_service_is_a_422_naming_the_services(world: World) -> None:
     doctor = world.practitioner((8, 16))
-    r = await world.client.get(f"/slots/{doctor}", params={"date": DAY.date().isoformat(), "service": "massage"},
+    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "massage"},
                                headers=RECEPTION)  # fmt: skip
     assert r.status_code == 422 and {"consultation", "procedure", "follow_up"} <= set(r.json()["valid"])
 
@@ -403,18 +449,18 @@ async def test_a_patient_learns_only_that_the_time_is_taken_unless_it_is_their_o
     taken = await world.book(me, doctor, 9, headers=as_me)
     assert taken.status_code == 409 and taken.headers["content-type"] == "application/problem+json"
     assert taken.json()["conflict"] == {"with": "practitioner"}
-    assert theirs["id"] not in taken.text and at(9).isoformat() not in taken.text
+    assert theirs["id"] not in taken.text and world.at(9).isoformat() not in taken.text
 
     mine = (await world.book(me, other_doctor, 11, headers=as_me)).json()
     twice = await world.book(me, doctor, 11, headers=as_me)  # the doctor is free then; the patient is not
     assert twice.status_code == 409
     assert twice.json()["conflict"] == {
         "with": "patient",
-        "appointment": {"id": mine["id"], "start": at(11).isoformat(), "end": at(11 + 1 / 3).isoformat()},
+        "appointment": {"id": mine["id"], "start": world.at(11).isoformat(), "end": world.at(11 + 1 / 3).isoformat()},
     }
     busy = (await world.book(world.patient(), other_doctor, 13)).json()
-    moved = await world.client.post(f"/appointments/{mine['id']}/reschedule", headers=as_me,
-                                    json={"start": at(13).isoformat(), "end": at(13 + 1 / 3).isoformat()})  # fmt: skip
+    later = {"start": world.at(13).isoformat(), "end": world.at(13 + 1 / 3).isoformat()}
+    moved = await world.client.post(f"/appointments/{mine['id']}/reschedule", headers=as_me, json=later)
     assert moved.status_code == 409 and moved.json()["conflict"] == {"with": "practitioner"}  # moving tells no more
     assert busy["id"] not in moved.text
 

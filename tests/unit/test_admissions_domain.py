@@ -203,6 +203,22 @@ def test_the_nightly_run_is_shortly_after_local_midnight() -> None:
     assert until_next_run(at(d(4), 0) + NIGHTLY_DELAY, IST) == timedelta(days=1)
 
 
+@pytest.mark.parametrize(
+    ("moment", "wait"),
+    [
+        (datetime(2027, 3, 28, 0, 30, tzinfo=ZoneInfo("Europe/Berlin")), timedelta(hours=22, minutes=30)),
+        (datetime(2027, 10, 31, 0, 30, tzinfo=ZoneInfo("Europe/Berlin")), timedelta(hours=24, minutes=30)),
+        (datetime(2028, 2, 28, 23, 59, tzinfo=ZoneInfo("Europe/Berlin")), timedelta(minutes=1)),
+    ],
+)
+def test_the_wait_for_the_nightly_run_is_elapsed_time_on_the_days_the_clocks_change(
+    moment: datetime, wait: timedelta
+) -> None:
+    """From 00:30 to the next midnight is 22½ hours on the day the clocks go forward, 24½ on the
+    day they go back."""
+    assert until_next_run(moment, ZoneInfo("Europe/Berlin")) == wait + NIGHTLY_DELAY
+
+
 def test_the_nightly_task_runs_at_start_then_after_each_midnight(monkeypatch: pytest.MonkeyPatch) -> None:
     from his.admissions import handlers
 

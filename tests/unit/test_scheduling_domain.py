@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -68,3 +70,16 @@ def test_slots_fill_each_free_interval_from_its_start() -> None:
         Interval(at(8 + 2 / 3), at(9)),
         Interval(at(10), at(10 + 1 / 3)),
     ]
+
+
+@pytest.mark.parametrize(("day", "hours"), [(date(2027, 3, 28), 23), (date(2027, 10, 31), 25), (date(2028, 2, 29), 24)])
+def test_a_local_day_holds_its_hours_of_slots_when_the_clocks_change(day: date, hours: int) -> None:
+    """Working time given in local time (Berlin): no slot is counted twice or lost in the hour the
+    clocks skip or repeat."""
+    berlin = ZoneInfo("Europe/Berlin")
+    whole = Interval(datetime.combine(day, time(0), tzinfo=berlin),
+                     datetime.combine(day + timedelta(days=1), time(0), tzinfo=berlin))  # fmt: skip
+    got = slots([whole], timedelta(minutes=20), not_before=whole.start)
+    assert len(got) == len(set(got)) == hours * 3
+    assert all(b.start - a.start == timedelta(minutes=20) for a, b in pairwise(got))
+    assert got[-1].end == whole.end and whole.end.tzinfo is UTC

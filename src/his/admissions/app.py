@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,9 @@ def until_next_run(moment: datetime, zone: ZoneInfo) -> timedelta:
     run = datetime.combine(local.date(), time(0), tzinfo=zone) + NIGHTLY_DELAY
     if run <= local:
         run = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone) + NIGHTLY_DELAY
-    return run - local
+    # Elapsed time, in UTC: between two readings of one zone Python subtracts wall clocks, an hour
+    # off across a daylight-saving change.
+    return run.astimezone(UTC) - local.astimezone(UTC)
 
 
 async def nightly_charges(
@@ -62,7 +64,7 @@ async def nightly_charges(
     shortly after every local midnight. The job is idempotent, so overlapping runs are harmless."""
     from his.admissions import handlers
 
-    now = clock or (lambda: datetime.now(zone))
+    now = clock or db.clock
     while True:
         try:
             await handlers.run_charges(db, now().astimezone(zone).date() - timedelta(days=1), zone)

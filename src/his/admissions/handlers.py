@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,10 +67,6 @@ AlreadyAdmittedError = store.AlreadyAdmittedError
 
 #: Called inside the command's transaction (the audit record commits with the change, or neither).
 Also = Callable[[UnitOfWork, dict[str, Any]], Awaitable[None]] | None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -164,7 +160,7 @@ async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, al
             raise NoFreeBedError
         await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
         row = {"id": uuid.uuid4(), "patient_id": a.patient_id, "practitioner_id": a.practitioner_id,
-               "ward_id": a.ward_id, "bed_id": bed_id, "admitted_at": now(), "admitted_by": actor}  # fmt: skip
+               "ward_id": a.ward_id, "bed_id": bed_id, "admitted_at": uow.clock(), "admitted_by": actor}  # fmt: skip
         saved = await store.insert_admission(uow.conn, row)
         uow.add(
             PatientAdmitted(admission_id=saved["id"], patient_id=a.patient_id, practitioner_id=a.practitioner_id,
@@ -216,7 +212,7 @@ async def transfer(
     assert old_bed is not None
     await _move_bed(uow, old_bed, BedAction.VACATE)
     await store.set_bed_state(uow.conn, new_bed, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
-    moment = now()
+    moment = uow.clock()
     await store.end_stay(uow.conn, admission_id, moment)
     await store.start_stay(uow.conn, admission_id, ward_id, new_bed, moment)
     moved = await store.move_admission(uow.conn, admission_id, ward_id, new_bed)
@@ -271,7 +267,7 @@ async def discharge(uow: UnitOfWork, admission_id: uuid.UUID, actor: uuid.UUID, 
     """Discharge: first post every night still owed, then close the admission and send the bed to
     cleaning, all in one transaction. The answer carries ``nights``, the total charged."""
     row = await _active(uow, admission_id, "discharged")
-    moment = max(now(), row["admitted_at"])
+    moment = max(uow.clock(), row["admitted_at"])
     await post_nights(uow, {**row, "discharged_at": moment}, local_date(moment, zone), zone)
     done = await store.mark_discharged(uow.conn, admission_id, moment, actor)
     await store.end_stay(uow.conn, admission_id, moment)

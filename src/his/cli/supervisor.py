@@ -188,7 +188,9 @@ async def start_postgres(stack: Stack) -> None:
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise ServerStartError(f"cannot reach PostgreSQL at {where} (HIS_DATABASE_URL): {exc}") from None
         return
-    proc, loc = await asyncio.to_thread(pg_infra.start, data / "pg", echo=server_log(s, "postgres"))
+    proc, loc = await asyncio.to_thread(
+        pg_infra.start, data / "pg", echo=server_log(s, "postgres"), notice=lambda m: console.print(f"note: {m}")
+    )
     stack.infra.append(proc)
     stack.admin_dsn = loc.url()
     await migrations.ensure_database(stack.admin_dsn)

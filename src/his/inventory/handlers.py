@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,10 +86,6 @@ class Backordered:
     id: uuid.UUID
     requested: Decimal
     available: Decimal
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aggregate(item_code: str, location: str) -> str:
@@ -177,7 +173,7 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
         return await _backorder(place, c, plain(short.available), actor)
     chargeable = bool(item["chargeable"]) and c.reason is Reason.PATIENT
     cid = uuid.uuid4()
-    moment = now()
+    moment = uow.clock()
     await store.insert_consumption(uow.conn, {
         "id": cid, "item_code": c.item_code, "location": c.location, "quantity": c.quantity,
         "reason": c.reason.value, "patient_id": c.patient_id, "source_id": c.source_id,
@@ -207,16 +203,16 @@ async def _backorder(place: _Place, c: Consumption, available: Decimal, actor: u
     return Backordered(bid, c.quantity, available)
 
 
-def today_in(zone: ZoneInfo) -> date:
-    """The hospital's calendar date now (lots expire by the local calendar)."""
-    return datetime.now(zone).date()
+def today_in(zone: ZoneInfo, now: datetime) -> date:
+    """The hospital's calendar date at ``now`` (lots expire by the local calendar)."""
+    return now.astimezone(zone).date()
 
 
 def make_on_lab_order_resulted(zone: ZoneInfo) -> Handler:
     """The consumer of ``his.laboratory.order.resulted.v1`` for the hospital's time zone."""
 
     async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-        await use_reagents(uow, env, ev, today_in(zone))
+        await use_reagents(uow, env, ev, today_in(zone, uow.clock()))
 
     return on_lab_order_resulted
 

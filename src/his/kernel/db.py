@@ -25,6 +25,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from his.kernel import tracing
+from his.kernel.clock import Clock, utc_now
 from his.kernel.events import Envelope, Event
 
 log = logging.getLogger("his.db")
@@ -128,8 +129,10 @@ class OutboxSignal:
 class UnitOfWork:
     """One database transaction plus the events it will publish."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, clock: Clock = utc_now) -> None:
         self.conn = conn
+        #: The service's clock (``Database.clock``): what "now" is for the work done in this unit.
+        self.clock = clock
         self.events: list[Envelope] = []
         self.committed: list[Callable[[], object]] = []
 
@@ -282,8 +285,12 @@ class Database:
         signal: OutboxSignal | None = None,
         combine_reads: Combine | None = None,
         timeout: float = 30.0,
+        clock: Clock = utc_now,
     ) -> None:
         self.dsn = dsn
+        #: The service's clock: handlers decide by it, and pass its moments to SQL as parameters
+        #: rather than the server's ``now()`` (``his.kernel.clock``).
+        self.clock = clock
         #: Deadline of each statement (asyncpg's ``command_timeout``), and of opening a connection.
         self.timeout = timeout
         self.schema = schema
@@ -355,7 +362,7 @@ class Database:
         with tracing.span(self._span_name, attributes=self._span_attributes):
             pool = self._read_pool or await self.read_pool()
             async with pool.acquire() as conn:
-                uow = UnitOfWork(conn)
+                uow = UnitOfWork(conn, self.clock)
                 yield uow
             if uow.events:
                 await self._group.write(uow.events)
@@ -388,7 +395,7 @@ class Database:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self.pool.acquire() as conn:
-            uow = UnitOfWork(conn)
+            uow = UnitOfWork(conn, self.clock)
             # BEGIN and COMMIT by hand rather than with conn.transaction(): the outbox rows travel
             # with the COMMIT, a round trip less per transaction (docs/performance.md).
             await conn.execute("BEGIN")

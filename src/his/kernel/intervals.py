@@ -1,15 +1,27 @@
-"""Half-open time intervals ``[start, end)`` and their arithmetic. Pure."""
+"""Half-open time intervals ``[start, end)`` and their arithmetic. Pure.
+
+Aware times are kept in UTC. Python adds and compares two datetimes of the same time zone by
+their wall-clock readings: in a zone with daylight-saving time, 01:40 + 20 minutes on the night
+the clocks go forward is a 02:00 that does not exist, and the 02:30 before the clocks go back
+equals the 02:30 after. In UTC every reading is an instant, so the arithmetic holds on any day.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True, order=True)
 class Interval:
     start: datetime
     end: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            moment: datetime = getattr(self, name)
+            if moment.tzinfo is not None and moment.tzinfo is not UTC:
+                object.__setattr__(self, name, moment.astimezone(UTC))
 
     def overlaps(self, other: Interval) -> bool:
         return self.start < other.end and other.start < self.end

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from his.clients.patients import PatientLookup, PatientRef
@@ -35,10 +34,6 @@ from his.laboratory.domain import (
 
 class UnknownError(LookupError):
     """A patient or order that does not exist."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
@@ -80,7 +75,7 @@ async def locked(uow: UnitOfWork, order_id: uuid.UUID) -> dict[str, Any]:
 async def act(uow: UnitOfWork, order: dict[str, Any], action: Action, actor: uuid.UUID) -> dict[str, Any]:
     """Collect, start or cancel a (locked) order; cancelling publishes ``LabOrderCancelled``."""
     after = transition(Status(order["status"]), action)
-    row = await store.set_status(uow.conn, order["id"], after, actor, now())
+    row = await store.set_status(uow.conn, order["id"], after, actor, uow.clock())
     if after is Status.CANCELLED:
         uow.add(
             LabOrderCancelled(order_id=row["id"], patient_id=row["patient_id"], cancelled_at=row["cancelled_at"]),
@@ -97,7 +92,7 @@ async def result(
     check_can_result(Status(order["status"]))
     catalogue = await store.catalogue(uow.conn)
     results = check_results(submitted, order["tests"], catalogue)
-    at = now()
+    at = uow.clock()
     await store.insert_results(uow.conn, order["id"], results, catalogue, at)
     row = await store.set_status(uow.conn, order["id"], Status.RESULTED, actor, at)
     ev = LabOrderResulted(

@@ -17,9 +17,11 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.policy import Policy, default
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +35,8 @@ class Outgoing:
     to: str
     subject: str
     body: str
+    #: When it is sent: the message's Date.
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Channel(Protocol):
@@ -43,13 +47,47 @@ class Channel(Protocol):
         ...
 
 
+#: RFC 5322: a line SHOULD be at most 78 characters and MUST be at most 998.
+LINE, MAX_LINE = 78, 998
+
+
+class FoldedSubject(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]  # typeshed: max_count
+    """A Subject folded as RFC 5322 (2.2.3) asks: at the last space that keeps a line within 78
+    characters, so that unfolding gives the text back and the first line starts with it.
+
+    The standard library's folder moves a whole plain-ASCII subject of 70 to 77 characters to
+    a line of its own, leaving ``Subject:`` empty ("Reminder: your appointment tomorrow,
+    Wednesday 29 September 2027, 10:00" is one). A subject with other characters needs encoded
+    words, and that folding is left to the standard library.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        words = str(self).split(" ")
+        plain = str(self).isascii() and all(w.isprintable() and w for w in words)
+        if not plain or any(len(w) > MAX_LINE - len("Subject: ") for w in words):
+            return super().fold(policy=policy)
+        lines = [f"{self.name}: {words[0]}"]
+        for word in words[1:]:
+            if len(lines[-1]) + 1 + len(word) <= LINE:
+                lines[-1] += f" {word}"
+            else:
+                lines.append(f" {word}")
+        return policy.linesep.join(lines) + policy.linesep
+
+
+_headers = HeaderRegistry()
+_headers.map_to_type("subject", FoldedSubject)
+#: The policy of every message the hospital sends (``email.policy.default`` with that Subject).
+MAIL_POLICY = default.clone(header_factory=_headers)
+
+
 def email_message(m: Outgoing, sender: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = sender
     msg["To"] = m.to
-    msg["Subject"] = m.subject
-    msg["Date"] = format_datetime(datetime.now().astimezone())
-    msg["Message-ID"] = make_msgid(idstring=m.delivery_id.hex, domain="his.local")
+    msg["Subject"] = " ".join(m.subject.split())  # one line, single spaces: what a mail client shows
+    msg["Date"] = format_datetime(m.at.astimezone())
+    msg["Message-ID"] = f"<{m.delivery_id.hex}@his.local>"  # unique, and the same if the delivery is sent again
     msg["X-His-Delivery"] = str(m.delivery_id)
     msg.set_content(m.body)
     return msg

@@ -8,7 +8,7 @@ address or a name: those are asked of patients when the message goes out.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from his.events.laboratory import LabOrderResulted
@@ -38,10 +38,11 @@ async def _queue(
     context: dict[str, Any] | None = None,
 ) -> None:
     prefs = await store.preferences(uow.conn, patient_id)
-    ctx = {"queued_at": datetime.now(UTC).isoformat(), **(context or {})}
+    now = uow.clock()
+    ctx = {"queued_at": now.isoformat(), **(context or {})}
     for channel in prefs.channels():
         await store.queue(uow.conn, patient_id=patient_id, template=template, channel=channel, event_id=env.id,
-                          due_at=due_at, appointment_id=appointment_id, context=ctx)  # fmt: skip
+                          due_at=due_at or now, appointment_id=appointment_id, context=ctx)  # fmt: skip
 
 
 async def _queue_all(
@@ -54,8 +55,8 @@ async def _queue_all(
     """Queue the messages (template, due_at, context) one event causes: the patient's preferences
     are read once and every delivery row goes in one statement (a booking queues two)."""
     prefs = await store.preferences(uow.conn, patient_id)
-    queued_at = datetime.now(UTC).isoformat()
-    rows = [(template, channel, due_at, {"queued_at": queued_at, **context})
+    now = uow.clock()
+    rows = [(template, channel, due_at or now, {"queued_at": now.isoformat(), **context})
             for template, due_at, context in messages for channel in prefs.channels()]  # fmt: skip
     if rows:
         await store.queue_many(uow.conn, patient_id=patient_id, event_id=env.id, appointment_id=appointment_id,
@@ -80,9 +81,10 @@ async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: Event) -> Non
     id, never its code: the dispatcher asks patients for the code when it sends the message."""
     if not isinstance(ev, InvitationIssued):
         raise PermanentError(f"unexpected event {env.type}")
+    now = uow.clock()
     await store.queue(uow.conn, patient_id=ev.patient_id, template=INVITATION, channel=ev.channel, event_id=env.id,
-                      context={"queued_at": datetime.now(UTC).isoformat(), "invitation_id": str(ev.invitation_id),
-                               "expires_at": ev.expires_at.isoformat()})  # fmt: skip
+                      due_at=now, context={"queued_at": now.isoformat(), "invitation_id": str(ev.invitation_id),
+                                           "expires_at": ev.expires_at.isoformat()})  # fmt: skip
 
 
 async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -97,7 +99,7 @@ async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     if not isinstance(ev, AppointmentBooked):
         raise PermanentError(f"unexpected event {env.type}")
     messages: list[tuple[str, datetime | None, dict[str, Any]]] = [("appointment_booked", None, _appointment(ev))]
-    due = reminder_due(ev.start, datetime.now(UTC))
+    due = reminder_due(ev.start, uow.clock())
     if due is not None:
         messages.append(("appointment_reminder", due, _appointment(ev)))
     await _queue_all(uow, env, ev.patient_id, ev.appointment_id, messages)
@@ -117,7 +119,7 @@ async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) 
     await store.cancel_reminders(uow.conn, ev.appointment_id)
     ctx = _appointment(ev) | {"previous_start": ev.previous_start.isoformat()}
     await _queue(uow, env, ev.patient_id, "appointment_rescheduled", appointment_id=ev.appointment_id, context=ctx)
-    due = reminder_due(ev.start, datetime.now(UTC))
+    due = reminder_due(ev.start, uow.clock())
     if due is not None:
         await _queue(uow, env, ev.patient_id, "appointment_reminder", due_at=due, appointment_id=ev.appointment_id,
                      context=_appointment(ev))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from his.access import CLINICIANS, Relationship
@@ -43,11 +43,17 @@ class AlreadyOnCareTeamError(Exception):
     """The clinician already has an active care relationship with the patient."""
 
 
+def hospital_today(uow: UnitOfWork, zone: tzinfo) -> date:
+    """The hospital's date by the service's clock: a birth date is a date in its time zone."""
+    return uow.clock().astimezone(zone).date()
+
+
 async def register_patient(
-    uow: UnitOfWork, cmd: NewPatient, *, actor: uuid.UUID | None = None
+    uow: UnitOfWork, cmd: NewPatient, *, actor: uuid.UUID | None = None, zone: tzinfo = UTC
 ) -> tuple[uuid.UUID, str]:
     """Register a patient and announce it (ids only) in the same transaction."""
-    patient = cmd.validated(datetime.now(UTC).date())
+    today = hospital_today(uow, zone)
+    patient = cmd.validated(today)
     patient_id, mrn = await store.insert_patient(uow.conn, patient)
     uow.add(
         PatientRegistered(patient_id=patient_id, registered_by=actor, account_id=patient.user_id),
@@ -55,7 +61,7 @@ async def register_patient(
     )
     if patient.coverage is not None:
         uow.add(
-            CoverageChanged(patient_id=patient_id, payer=patient.coverage[0], effective_from=datetime.now(UTC).date()),
+            CoverageChanged(patient_id=patient_id, payer=patient.coverage[0], effective_from=today),
             aggregate_id=patient_id,
         )
     return patient_id, mrn
@@ -164,9 +170,10 @@ async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
 
 
 async def update_patient(
-    uow: UnitOfWork, row: dict[str, Any], changes: dict[str, Any], *, actor: uuid.UUID
+    uow: UnitOfWork, row: dict[str, Any], changes: dict[str, Any], *, actor: uuid.UUID, zone: tzinfo = UTC
 ) -> dict[str, Any]:
     """Apply changes to a patient's master data (validated as a whole); announce which fields changed."""
+    today = hospital_today(uow, zone)
     coverage = changes.pop("coverage", row.get("coverage_payer") and (row["coverage_payer"], row["coverage_member_id"]))
     if isinstance(coverage, dict):
         coverage = (coverage["payer"], coverage["member_id"])
@@ -175,7 +182,7 @@ async def update_patient(
         changes.get("birth_date") or row["birth_date"], changes.get("sex") or Sex(row["sex"]),
         changes["email"] if "email" in changes else row["email"],
         changes["phone"] if "phone" in changes else row["phone"], row["user_id"], coverage,
-    ).validated(datetime.now(UTC).date())  # fmt: skip
+    ).validated(today)  # fmt: skip
     new = {"given_name": merged.given_name, "family_name": merged.family_name, "birth_date": merged.birth_date,
            "sex": merged.sex.value, "email": merged.email, "phone": merged.phone,
            "coverage_payer": merged.coverage[0] if merged.coverage else None,
@@ -185,7 +192,6 @@ async def update_patient(
         await store.update_patient(uow.conn, row["id"], changed)
         uow.add(PatientUpdated(patient_id=row["id"], fields=sorted(changed)), aggregate_id=row["id"])
         if "coverage_payer" in changed:
-            today = datetime.now(UTC).date()
             uow.add(
                 CoverageChanged(patient_id=row["id"], payer=new["coverage_payer"], effective_from=today),
                 aggregate_id=row["id"],

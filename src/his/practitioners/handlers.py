@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from his.events.practitioners import LeaveApproved, LeaveCancelled, PractitionerRegistered, ShiftScheduled
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
@@ -28,10 +28,6 @@ class NotFoundError(LookupError):
     """No such practitioner (or leave request of that practitioner)."""
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def register(uow: UnitOfWork, full_name: str, specialty: str, user_id: uuid.UUID | None) -> uuid.UUID:
     name = full_name.strip()
     if not name:
@@ -44,14 +40,14 @@ async def register(uow: UnitOfWork, full_name: str, specialty: str, user_id: uui
 
 
 async def add_shift(uow: UnitOfWork, pid: uuid.UUID, start: datetime, end: datetime, actor: uuid.UUID) -> uuid.UUID:
-    during = check_shift(start, end, now())
+    during = check_shift(start, end, uow.clock())
     sid = await store.insert_shift(uow.conn, pid, during, actor)
     uow.add(ShiftScheduled(shift_id=sid, practitioner_id=pid, start=start, end=end), aggregate_id=pid)
     return sid
 
 
 async def request_leave(uow: UnitOfWork, pid: uuid.UUID, start: datetime, end: datetime, actor: uuid.UUID) -> uuid.UUID:
-    return await store.insert_leave(uow.conn, pid, check_leave(start, end, now()), actor)
+    return await store.insert_leave(uow.conn, pid, check_leave(start, end, uow.clock()), actor)
 
 
 async def decide_leave(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -61,10 +61,6 @@ class Booking:
     end: datetime
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
     """A patient known from ``patient.registered`` events, else asked of patients (authoritative)."""
     async with db.pool.acquire() as conn:
@@ -100,7 +96,7 @@ Also = Callable[[UnitOfWork], Awaitable[None]] | None
 
 
 async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
-    span = check_booking(b.start, b.end, b.service, now())
+    span = check_booking(b.start, b.end, b.service, db.clock())
     await ensure_working(calendar, b.practitioner_id, span)
     aid = uuid.uuid4()
     row: dict[str, Any] = {
@@ -154,7 +150,7 @@ async def reschedule(
         current = await store.get_appointment(conn, appointment_id)
     if current is None:
         raise UnknownError("appointment not found")
-    span = check_booking(start, end, current["service"], now())
+    span = check_booking(start, end, current["service"], db.clock())
     await ensure_working(calendar, current["practitioner_id"], span)
     during = store.as_range(span)
 
@@ -191,7 +187,7 @@ async def free_slots(
         raise UnknownError("practitioner not found")
     async with db.pool.acquire() as conn:
         taken = await store.busy(conn, practitioner_id, day)
-    return slots(subtract(working, taken), length, not_before=now())
+    return slots(subtract(working, taken), length, not_before=db.clock())
 
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -227,7 +223,7 @@ async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         freed = Interval(ev.start, ev.end)
     else:
         raise PermanentError(f"unexpected event {env.type}")
-    moment = now()
+    moment = uow.clock()
     if freed.end <= moment:
         return
     freed = Interval(max(freed.start, moment), freed.end)
@@ -262,7 +258,7 @@ async def accept_offer(
         entry = await store.waitlist_entry(conn, entry_id)
     if entry is None:
         raise UnknownError("waitlist entry not found")
-    if entry["status"] != "offered" or entry["offer_expires_at"] <= now():
+    if entry["status"] != "offered" or entry["offer_expires_at"] <= db.clock():
         raise OfferError("there is no open offer on this waitlist entry")
     slot = store.as_interval(entry["offered_during"])
     booking = Booking(entry["patient_id"], entry["practitioner_id"], entry["service"], slot.start, slot.end)

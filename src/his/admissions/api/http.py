@@ -11,7 +11,6 @@ patients through this API. Every decision on one, allowed or denied, is audited.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -259,7 +258,7 @@ def router(
         Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
         Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
         await signed_in(request, ("ADMIN",))
-        if night >= datetime.now(zone).date():
+        if night >= ctx.db.clock().astimezone(zone).date():
             raise HTTPException(422, "only nights before today can be charged")
         summary = await handlers.run_charges(ctx.db, night, zone)
         return summary.as_json()

@@ -161,7 +161,7 @@ def router(
         """The price list valid on ``date`` (default today, hospital time): the latest version in
         effect (any signed-in user)."""
         await authenticate(request, tokens)
-        on = day or handlers.today()
+        on = day or handlers.today(ctx.db.clock())
         async with ctx.db.pool.acquire() as conn:
             version = await store.price_version_on(conn, on)
             lines = await store.price_lines(conn, version["id"]) if version else []
@@ -176,7 +176,7 @@ def router(
         (today or later; prices never change retroactively). 409 if a version starts that day."""
         who = await authenticate(request, tokens)
         require(who, "ADMIN")
-        if body.effective_from < handlers.today():
+        if body.effective_from < handlers.today(ctx.db.clock()):
             raise HTTPException(422, "effective_from cannot be in the past")
         codes = [x.code for x in body.lines]
         if len(set(codes)) != len(codes):

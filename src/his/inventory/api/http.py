@@ -132,7 +132,7 @@ def router(
     zone = ZoneInfo(timezone)
 
     def today() -> date:
-        return handlers.today_in(zone)
+        return handlers.today_in(zone, ctx.db.clock())
 
     async def known_item(conn: Connection, code: str | None) -> None:
         """A filter by item names an item that exists: 422 otherwise, never an empty list."""

@@ -3,12 +3,17 @@
 The server listens only on a private Unix socket directory (no TCP unless asked), uses
 scram-sha-256 for every connection, and runs with the safe durability settings. When the
 current user is root, the server runs as a dedicated system user, because PostgreSQL refuses
-to run as root.
+to run as root. That user must pass through every directory above the server's programs (the
+virtual environment) and above its data; one it cannot pass, e.g. a private (0700) home or
+checkout, gets an ACL entry for that user alone (``his.kernel.infra.acl``), never ``o+x``. Where
+the filesystem has no ACLs, the start is refused at once, with one line naming the directory.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import logging
 import os
 import pwd
 import secrets
@@ -22,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from his.kernel.infra import acl
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
+
+log = logging.getLogger("his.postgres")
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
@@ -63,12 +71,68 @@ def _run_as() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def _make_traversable(path: Path) -> None:
-    """Let the server's system user reach ``path`` (o+x on every parent)."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+#: Tells the operator what was done to let the server's user through (``his up`` prints it).
+Notice = Callable[[str], None]
+
+#: Run as the server's user: the first path it cannot pass (search a directory, run a program).
+_PROBE = 'for p do [ -x "$p" ] || { printf %s "$p"; exit 1; }; done'
+
+
+def _first_blocked(owner: tuple[int, int], chain: list[Path]) -> Path | None:
+    probe = subprocess.run(
+        ["/bin/sh", "-c", _PROBE, "sh", *map(str, chain)],
+        user=owner[0], group=owner[1], extra_groups=[], cwd="/", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if probe.returncode == 0:
+        return None
+    if probe.returncode != 1 or not probe.stdout:
+        raise ServerStartError(f"cannot check what {SYSTEM_USER} may reach: {probe.stderr.strip()}")
+    return Path(probe.stdout)
+
+
+def _refusal(path: Path, why: str) -> str:
+    return (
+        f"PostgreSQL (run as the system user {SYSTEM_USER}, because his runs as root) cannot reach {path}: {why}. "
+        f"Run his as an ordinary user, or move the checkout and HIS_DATA_DIR out of {path}, "
+        f"or open it to everyone yourself: chmod o+x {path}"
+    )
+
+
+def _let_through(owner: tuple[int, int], target: Path, notice: Notice, *, programs: tuple[str, ...] = ()) -> None:
+    """Make every directory from / down to ``target`` (and the ``programs`` in it) passable for
+    the server's user: an ACL entry for that user on each one it cannot search, or a refusal."""
+    chains = {p: [*reversed(p.parents), p, *(p / x for x in programs)] for p in {target.absolute(), target.resolve()}}
+    for chain in chains.values():
+        blocked = _first_blocked(owner, chain)
+        while blocked is not None:
+            if not blocked.is_dir() or blocked == blocked.parent:
+                raise ServerStartError(_refusal(blocked, "that user may not run or read it"))
+            try:
+                acl.grant_search(blocked, owner[0])
+            except OSError as exc:
+                unsupported = exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP)
+                why = "has no ACLs" if unsupported else f"refused one ({exc.strerror})"
+                raise ServerStartError(
+                    _refusal(blocked, f"it is private, and its filesystem {why} to let that user alone through")
+                ) from None
+            notice(f"{SYSTEM_USER} (the PostgreSQL server's user) may now pass through {blocked}: "
+                   f"ACL user:{SYSTEM_USER}:--x, nobody else gains access")  # fmt: skip
+            again = _first_blocked(owner, chain)
+            if again == blocked:
+                raise ServerStartError(_refusal(blocked, "it is private, and an ACL entry for that user did not help"))
+            blocked = again
+
+
+def ensure_reachable(pgdata: Path, notice: Notice | None = None) -> None:
+    """When run as root: let the server's user reach its programs and the parent of ``pgdata``, or
+    refuse (``ServerStartError``, one line) before anything runs. Nothing to do otherwise."""
+    owner = _run_as()
+    if owner is None:
+        return
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    say = notice or log.warning
+    _let_through(owner, bin_dir(), say, programs=("initdb", "postgres"))
+    _let_through(owner, pgdata.parent, say)
 
 
 def _private_socket_dir(pgdata: Path, owner: tuple[int, int] | None) -> Path:
@@ -84,7 +148,7 @@ def _private_socket_dir(pgdata: Path, owner: tuple[int, int] | None) -> Path:
     return path
 
 
-def init_cluster(pgdata: Path) -> str:
+def init_cluster(pgdata: Path, notice: Notice | None = None) -> str:
     """Create the cluster if needed; returns the superuser password (kept beside the data)."""
     owner = _run_as()
     pw_file = pgdata.parent / "postgres.password"
@@ -92,17 +156,20 @@ def init_cluster(pgdata: Path) -> str:
         return pw_file.read_text().strip()
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
+    ensure_reachable(pgdata, notice)
     password = secrets.token_urlsafe(24)
     pw_file.write_text(password)
     pw_file.chmod(0o600)
-    with tempfile.NamedTemporaryFile("w", delete=False) as tmp:
-        tmp.write(password)
-    if owner is not None:  # the file stays 0600: readable by the server's user, not by everyone
-        os.chown(tmp.name, *owner)
+    # initdb reads the password from a file beside the data, where the server's user can reach it;
+    # the file is that user's, 0600, and removed at once.
+    handover = Path(tempfile.mkdtemp(prefix=".initdb-", dir=pgdata.parent))
+    tmp = handover / "password"
+    tmp.write_text(password)
+    tmp.chmod(0o600)
+    if owner is not None:
+        for path in (handover, tmp, pgdata):
+            os.chown(path, *owner)
     try:
-        if owner is not None:
-            _make_traversable(pgdata.parent)
-            os.chown(pgdata, *owner)
         subprocess.run(
             [
                 str(bin_dir() / "initdb"),
@@ -111,7 +178,7 @@ def init_cluster(pgdata: Path) -> str:
                 "-U",
                 SUPERUSER,
                 "--pwfile",
-                tmp.name,
+                str(tmp),
                 "--auth-local=scram-sha-256",
                 "--auth-host=scram-sha-256",
                 "--encoding=UTF8",
@@ -122,12 +189,15 @@ def init_cluster(pgdata: Path) -> str:
             capture_output=True,
             user=owner[0] if owner else None,
             group=owner[1] if owner else None,
+            extra_groups=[] if owner else None,  # none of root's groups
+            cwd="/",
         )
-    except subprocess.CalledProcessError as exc:
+    except (subprocess.CalledProcessError, OSError) as exc:
         shutil.rmtree(pgdata, ignore_errors=True)
-        raise ServerStartError(f"PostgreSQL initdb failed: {exc.stderr.decode(errors='replace').strip()}") from exc
+        out = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        raise ServerStartError(f"PostgreSQL initdb failed: {' '.join(out.split())}") from None
     finally:
-        os.unlink(tmp.name)
+        shutil.rmtree(handover, ignore_errors=True)
     return password
 
 
@@ -145,9 +215,14 @@ def start(
     tcp_host: str | None = None,
     log_file: Path | None = None,
     echo: Callable[[str, str], None] | None = None,
+    notice: Notice | None = None,
 ) -> tuple[ManagedProcess, PostgresLocation]:
-    """Start the server (after ``init_cluster``) and wait until it accepts connections."""
-    password = init_cluster(pgdata)
+    """Start the server (after ``init_cluster``) and wait until it accepts connections.
+
+    Run as root, the server's user is first let through to its programs and data (``notice``
+    hears of each directory opened to it), or the start is refused at once."""
+    ensure_reachable(pgdata, notice)
+    password = init_cluster(pgdata, notice)
     owner = _run_as()
     stale = pgdata / "postmaster.pid"
     if stale.exists():
@@ -178,7 +253,7 @@ def start(
         "-c",
         "log_destination=stderr",
     ]
-    proc = ManagedProcess.spawn("postgres", args, log_file=log_file, echo=echo, user=owner)
+    proc = ManagedProcess.spawn("postgres", args, log_file=log_file, echo=echo, user=owner, cwd=Path("/"))
     loc = PostgresLocation(socket_dir=sock, port=port, password=password)
     _wait_ready(proc, loc)
     return proc, loc

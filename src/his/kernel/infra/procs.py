@@ -100,6 +100,7 @@ class ManagedProcess:
             start_new_session=True,
             user=user[0] if user else None,
             group=user[1] if user else None,
+            extra_groups=[] if user else None,  # a server run as another user keeps none of root's groups
             cwd=cwd,
         )
         if log_file is not None:

@@ -19,7 +19,7 @@ async def queue(
     template: str,
     channel: str,
     event_id: uuid.UUID,
-    due_at: datetime | None = None,
+    due_at: datetime,
     appointment_id: uuid.UUID | None = None,
     context: dict[str, Any] | None = None,
 ) -> bool:
@@ -30,7 +30,7 @@ async def queue(
     status = await conn.execute(
         """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id, due_at, appointment_id,
                                  context, traceparent)
-           VALUES ($1, $2, $3, $4, 'queued', $5, COALESCE($6, now()), $7, $8::jsonb, $9)
+           VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8::jsonb, $9)
            ON CONFLICT DO NOTHING""",
         uuid.uuid4(), patient_id, template, channel, event_id, due_at, appointment_id, json.dumps(context or {}),
         tracing.current_traceparent(),
@@ -44,14 +44,14 @@ async def queue_many(
     patient_id: uuid.UUID,
     event_id: uuid.UUID,
     appointment_id: uuid.UUID | None,
-    messages: list[tuple[str, str, datetime | None, dict[str, Any]]],
+    messages: list[tuple[str, str, datetime, dict[str, Any]]],
 ) -> None:
     """Queue the messages (template, channel, due_at, context) one event causes, in one statement;
     each is skipped as in ``queue`` if it already exists."""
     await conn.execute(
         """INSERT INTO delivery (id, patient_id, template, channel, status, cause_event_id, due_at, appointment_id,
                                  context, traceparent)
-           SELECT m.id, $2, m.template, m.channel, 'queued', $3, COALESCE(m.due_at, now()), $4, m.context::jsonb, $5
+           SELECT m.id, $2, m.template, m.channel, 'queued', $3, m.due_at, $4, m.context::jsonb, $5
            FROM unnest($1::uuid[], $6::text[], $7::text[], $8::timestamptz[], $9::text[])
                 AS m(id, template, channel, due_at, context)
            ON CONFLICT DO NOTHING""",
@@ -83,23 +83,25 @@ async def set_preferences(conn: Connection, patient_id: uuid.UUID, p: Preference
     )  # fmt: skip
 
 
-async def claim_due(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """Due deliveries, locked for this transaction; other dispatchers skip them."""
+async def claim_due(conn: Connection, limit: int, now: datetime) -> list[dict[str, Any]]:
+    """Deliveries due at ``now``, locked for this transaction; other dispatchers skip them."""
     rows = await conn.fetch(
         """SELECT id, patient_id, template, channel, attempts, context::text AS context, traceparent FROM delivery
-           WHERE status = 'queued' AND due_at <= now()
+           WHERE status = 'queued' AND due_at <= $2
            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
-        limit,
-    )
+        limit, now,
+    )  # fmt: skip
     return [dict(r) | {"context": json.loads(r["context"])} for r in rows]
 
 
-async def finish(conn: Connection, delivery_id: uuid.UUID, status: str, error: str | None = None) -> None:
+async def finish(
+    conn: Connection, delivery_id: uuid.UUID, status: str, error: str | None = None, *, at: datetime
+) -> None:
     await conn.execute(
         """UPDATE delivery SET status = $2, last_error = $3, attempts = attempts + 1,
-                  sent_at = CASE WHEN $2 = 'sent' THEN now() END
+                  sent_at = CASE WHEN $2 = 'sent' THEN $4::timestamptz END
            WHERE id = $1""",
-        delivery_id, status, error,
+        delivery_id, status, error, at,
     )  # fmt: skip
 
 

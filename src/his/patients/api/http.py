@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,8 +90,10 @@ def router(
     payers: BillingTermsLookup | None = None,
     invitation_codes: InvitationCodes | None = None,
     invitation_minutes: float = 3 * 24 * 60,
+    timezone: str = "UTC",
 ) -> APIRouter:
     r = APIRouter(prefix="/patients", tags=["patients"])
+    zone = ZoneInfo(timezone)  # the hospital's: what "today" is for a birth date
     guard = Guard(verifier or jwks_verifier(), clock, emergency_minutes)
     caller = guard.caller
 
@@ -110,7 +113,7 @@ def router(
     async def duplicates(uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, Any]]:
         """Likely duplicates of the patient being registered; each one shown is an audited read."""
         try:
-            valid = cmd.validated(date.today())
+            valid = cmd.validated(handlers.hospital_today(uow, zone))
         except InvalidPatientError:
             return []  # the registration itself will say what is wrong
         found = await store.likely_duplicates(uow.conn, valid)
@@ -140,7 +143,7 @@ def router(
             async with ctx.db.uow() as uow:  # commits the audit records of duplicates shown, too
                 found = [] if body.confirm_duplicate else await duplicates(uow, who, cmd)
                 if not found:
-                    patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject))
+                    patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject), zone=zone)
                     record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
                                   resource="patient", purpose="registration")  # fmt: skip
         except InvalidPatientError as exc:
@@ -239,7 +242,7 @@ def router(
             if decision.allowed and fields:
                 try:
                     changed = await handlers.update_patient(uow, row, body.model_dump(include=fields),
-                                                            actor=uuid.UUID(who.subject))  # fmt: skip
+                                                            actor=uuid.UUID(who.subject), zone=zone)  # fmt: skip
                 except InvalidPatientError as exc:
                     raise HTTPException(422, str(exc)) from None
                 row = {**row, **changed}

@@ -245,7 +245,7 @@ def router(
         decision = await booking(who, body.patient_id, Operation.WAITLIST, "patient")
         if not decision.allowed:
             raise await deny(who, body.patient_id, decision, "create", resource="waitlist", what="patient")
-        if await calendar.working_time(body.practitioner_id, _today(zone)) is None:
+        if await calendar.working_time(body.practitioner_id, _today(ctx.db.clock(), zone)) is None:
             raise HTTPException(422, "unknown practitioner_id")
         try:
             async with ctx.db.uow() as uow:
@@ -334,6 +334,6 @@ def router(
     return r
 
 
-def _today(zone: ZoneInfo) -> Interval:
-    start = datetime.combine(datetime.now(zone).date(), time(0), tzinfo=zone)
+def _today(now: datetime, zone: ZoneInfo) -> Interval:
+    start = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
     return Interval(start, start + timedelta(days=1))

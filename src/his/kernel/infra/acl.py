@@ -1,0 +1,82 @@
+"""POSIX access control lists, just enough to let one user search (pass through) a directory.
+
+When ``his`` runs as root, PostgreSQL runs as a system user that must pass through every
+directory above its binaries and its data. Opening such a directory to everyone (``chmod o+x``)
+would silently widen a private (0700) home or checkout; an ACL entry ``user:<server>:--x`` lets
+that one user through and nobody else, and lists nothing. It is written as the
+``system.posix_acl_access`` extended attribute (what ``setfacl`` writes), so no tool is needed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+XATTR = "system.posix_acl_access"
+VERSION = 2
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+UNDEFINED_ID = 0xFFFFFFFF
+SEARCH = 0o1
+_HEADER, _ENTRY = struct.Struct("<I"), struct.Struct("<HHI")
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    tag: int
+    id: int
+    perm: int
+
+
+def from_mode(mode: int) -> list[Entry]:
+    """The ACL a plain mode stands for (owner, group, others)."""
+    return [
+        Entry(USER_OBJ, UNDEFINED_ID, (mode >> 6) & 0o7),
+        Entry(GROUP_OBJ, UNDEFINED_ID, (mode >> 3) & 0o7),
+        Entry(OTHER, UNDEFINED_ID, mode & 0o7),
+    ]
+
+
+def decode(blob: bytes) -> list[Entry]:
+    (version,) = _HEADER.unpack_from(blob)
+    if version != VERSION or (len(blob) - _HEADER.size) % _ENTRY.size:
+        raise ValueError("not a POSIX ACL")
+    return [Entry(tag, ident, perm) for tag, perm, ident in _ENTRY.iter_unpack(blob[_HEADER.size :])]
+
+
+def encode(entries: list[Entry]) -> bytes:
+    """The extended attribute's value; the kernel wants entries ordered by tag, then id."""
+    body = b"".join(_ENTRY.pack(e.tag, e.perm, e.id) for e in sorted(entries))
+    return _HEADER.pack(VERSION) + body
+
+
+def with_search(entries: list[Entry], uid: int) -> list[Entry]:
+    """``entries`` plus search permission for ``uid``; the mask is recomputed as ``setfacl`` does
+    (the union of the group-class entries), so the new entry takes effect."""
+    mine = next((e for e in entries if e.tag == USER and e.id == uid), None)
+    kept = [e for e in entries if e is not mine and e.tag != MASK]
+    kept.append(Entry(USER, uid, (mine.perm if mine else 0) | SEARCH))
+    group_class = [e.perm for e in kept if e.tag in (USER, GROUP_OBJ, GROUP)]
+    mask = 0
+    for perm in group_class:
+        mask |= perm
+    return [*kept, Entry(MASK, UNDEFINED_ID, mask)]
+
+
+def current(path: Path) -> list[Entry]:
+    """The directory's ACL (its mode's, if it has no extended one)."""
+    try:
+        return decode(os.getxattr(path, XATTR, follow_symlinks=False))
+    except OSError as exc:
+        if exc.errno != errno.ENODATA:
+            raise
+    return from_mode(stat.S_IMODE(path.lstat().st_mode))
+
+
+def grant_search(path: Path, uid: int) -> None:
+    """Let ``uid`` search ``path`` (a directory); raise ``OSError`` (``EOPNOTSUPP`` where the
+    filesystem has no ACLs) if it cannot be done."""
+    os.setxattr(path, XATTR, encode(with_search(current(path), uid)), follow_symlinks=False)
