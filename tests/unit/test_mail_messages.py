@@ -48,7 +48,8 @@ def test_every_subject_on_every_hard_date_reaches_a_mail_client_whole(template: 
     start = hard.at(10, 0)
     when = start.isoformat()
     ctx = {"name": "Selin", "start": when, "end": (start + timedelta(minutes=20)).isoformat(), "expires_at": when,
-           "previous_start": hard.at(16, 45, days=-1).isoformat(), "service": "follow_up"}  # fmt: skip
+           "previous_start": hard.at(16, 45, days=-1).isoformat(), "service": "follow_up",
+           "code": "7KQ2-M9XD-4RTA"}  # fmt: skip
     subject, _ = Renderer(hard.zone).render(template, ctx)
     assert_whole(written(subject, hard.at(9, 0, days=-1)), subject)
 
