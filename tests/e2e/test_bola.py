@@ -13,7 +13,8 @@ was looked at. The route list comes from the gateway's own OpenAPI document: an 
 reaches a patient (an id in its path or query, or ``patient_id`` in its body) and is missing
 here fails the test. Identity headers a client makes up change nothing. The payment provider's
 routes are the exception the gateway declares (``public``): a signature or an unguessable
-reference admits a caller there, not a token, and they are checked on that instead.
+reference admits a caller there, not a token, and they are checked on that instead. Redeeming a
+portal invitation names no patient (its code does): only a patient's own account may.
 
 Routes with an id that is not a patient's (practitioners' profiles, shifts and leave; wards and
 beds) are checked the older way, in pairs: each member reaches its own object, never the other's.
@@ -45,7 +46,7 @@ from his.notifications import policy as notifications
 from his.patients import policy as patients
 from his.scheduling import policy as scheduling
 from his.scheduling.domain import Action
-from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, invite, link_by_invitation, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -705,6 +706,34 @@ def test_public_routes_admit_on_their_own_check_not_a_token(world: World) -> Non
             headers=auth | {"Payment-Signature": f"t={int(time.time())},v1={'0' * 64}"},
         )
         assert forged.status_code == 401, (who, forged.text)
+
+
+def test_only_a_patients_own_account_redeems_an_invitation(world: World, shared_hospital: Hospital) -> None:
+    """Redeeming names no patient (the code does): every staff role is refused with 403 even with a
+    valid code, which stays redeemable; an account linked to a record already gets 409; the
+    patient's own account links the record the code was issued for, once."""
+    h, tag = shared_hospital, uuid.uuid4().hex[:6]
+    record = register_patient(h, world.admin, f"Redeem-{tag}", given_name=f"Given{tag}")
+    email, password = f"redeem-{tag}@example.org", "another patient's passphrase"
+    r = world.http.post("/api/auth/register", json={"email": email, "password": password, "full_name": "Rana Redeem"})
+    assert r.status_code == 201, r.text
+    account = h.login(email, password)
+    receptionist = next(s for s in world.subjects if s.label == "RECEPTIONIST")
+    _, code = invite(h, receptionist.auth, record["id"], str(record["email"]))
+    staff = [s for s in world.subjects if s.kind == "none" and "PATIENT" not in s.roles]
+    assert {s.role for s in staff} == {"ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING", "AUDITOR", "DOCTOR", "NURSE"}
+    for s in staff:
+        refused = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=s.auth)
+        assert refused.status_code == 403, (s.label, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert world.http.post("/api/patients/invitations/redeem", json={"code": code}).status_code == 401
+    patient = next(s for s in world.subjects if s.label == "the patient")
+    linked = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=patient.auth)
+    assert linked.status_code == 409, linked.text  # their account has its record already
+    mine = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=account)
+    assert mine.status_code == 200 and mine.json()["id"] == record["id"], mine.text
+    again = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=account)
+    assert again.status_code == 409, again.text
 
 
 def test_a_child_id_is_only_found_under_its_own_parent(world: World) -> None:
