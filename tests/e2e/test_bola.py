@@ -11,7 +11,10 @@ nothing of the patient. Routes that change something act on an object made fresh
 so an allowed call succeeds and a refused one proves it was refused before the object's state
 was looked at. The route list comes from the gateway's own OpenAPI document: an operation that
 reaches a patient (an id in its path or query, or ``patient_id`` in its body) and is missing
-here fails the test. Identity headers a client makes up change nothing.
+here fails the test. Identity headers a client makes up change nothing. The payment provider's
+routes are the exception the gateway declares (``public``): a signature or an unguessable
+reference admits a caller there, not a token, and they are checked on that instead. Redeeming a
+portal invitation names no patient (its code does): only a patient's own account may.
 
 Routes with an id that is not a patient's (practitioners' profiles, shifts and leave; wards and
 beds) are checked the older way, in pairs: each member reaches its own object, never the other's.
@@ -20,6 +23,7 @@ beds) are checked the older way, in pairs: each member reaches its own object, n
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +39,14 @@ from his.access import NONE, Decision, Refusal, Relationship
 from his.admissions import policy as admissions
 from his.audit import policy as audit
 from his.billing import policy as billing
+from his.gateway.routing import ROUTES
 from his.inventory import policy as inventory
 from his.laboratory import policy as laboratory
 from his.notifications import policy as notifications
 from his.patients import policy as patients
 from his.scheduling import policy as scheduling
 from his.scheduling.domain import Action
-from tests.e2e.harness import Hospital, assign, create_user, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, invite, link_by_invitation, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -290,6 +295,8 @@ MATRIX: list[Entry] = [
           fresh=World.on_team, cleanup=World.off_team),
     Entry("POST", "/api/patients/{id}/emergency-access", _p(patients.Operation.BREAK_GLASS),
           _post("/api/patients/{t.id}/emergency-access", lambda w, s, t, o: {"reason": REASON}), ok=201),
+    Entry("POST", "/api/patients/{id}/invitations", _p(patients.Operation.INVITE),
+          _post("/api/patients/{t.id}/invitations", lambda w, s, t, o: {}), ok=201),
     Entry("GET", "/api/patients/emergency-access", _p(patients.Operation.OVERSEE_GRANTS),
           _get("/api/patients/emergency-access", patient_id="{t.id}")),
     Entry("GET", "/api/patients/{id}/records", _p(patients.Operation.READ_CLINICAL),
@@ -366,6 +373,11 @@ MATRIX: list[Entry] = [
     Entry("POST", "/api/invoices/{id}/payments", _b(billing.Operation.PAY),
           lambda w, s, t, o: Call("POST", f"/api/invoices/{t.invoice}/payments", json=_money(w, s, t, o),
                                   headers=_key()), ok=201),
+    Entry("POST", "/api/invoices/{id}/online-payments", _b(billing.Operation.PAY_ONLINE),
+          lambda w, s, t, o: Call("POST", f"/api/invoices/{t.invoice}/online-payments",
+                                  json={"amount": "1.00", "currency": "TRY"}, headers=_key()), ok=201),
+    Entry("GET", "/api/invoices/{id}/online-payments", _b(billing.Operation.READ_INVOICES),
+          _get("/api/invoices/{t.invoice}/online-payments")),
     Entry("POST", "/api/invoices/{id}/refunds", _b(billing.Operation.REFUND),
           lambda w, s, t, o: Call("POST", f"/api/invoices/{t.invoice}/refunds", json=_money(w, s, t, o),
                                   headers=_key()), ok=201),
@@ -434,8 +446,10 @@ def build_world(h: Hospital, http: httpx.Client, admin: dict[str, str]) -> World
                                   coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"}, **extra)  # fmt: skip
         return Target(record)
 
-    targets = {"self": patient("self", 0, user_id=patient_user), "none": patient("none", 1),
+    targets = {"self": patient("self", 0), "none": patient("none", 1),
                "care": patient("care", 2), "grant": patient("grant", 3), "glass": patient("glass", 4)}  # fmt: skip
+    # The patient's own account reaches their record as a portal user's does: by an invitation.
+    link_by_invitation(h, admin, targets["self"].id, str(targets["self"].patient["email"]), patient_auth)
     subjects = [
         Subject(role, frozenset({role}), "none", uid, auth) for role, (uid, auth) in zip(roles[:7], staff, strict=True)
     ]
@@ -566,10 +580,37 @@ def test_every_route_answers_every_caller_as_the_policy_decides(world: World, en
     assert not wrong, f"{entry.name}:\n" + "\n".join(wrong)
 
 
+#: Routes the gateway answers without a user's token (``public`` in ``his.gateway.routing``)
+#: that the search finds, and why: what admits a caller there is not a token, so the matrix's
+#: token checks do not apply (``test_public_routes_admit_on_their_own_check_not_a_token`` checks theirs).
+PUBLIC: dict[tuple[str, str], str] = {
+    ("POST", "/api/payments/webhooks/{provider}"):
+        "the payment provider's confirmation: its signature over the body (Payment-Signature, the provider's "
+        "shared secret) admits it, never a user's token; forged, altered and replayed ones are refused "
+        "(tests/integration/test_online_payments.py, tests/e2e/test_payments.py)",
+    ("GET", "/api/test-payment-provider/checkout/{ref}"):
+        "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
+        "admits the payer, who signs in to the provider, not to the hospital",
+    ("POST", "/api/test-payment-provider/checkout/{ref}"):
+        "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
+        "admits the payer, who signs in to the provider, not to the hospital",
+}  # fmt: skip
+
+
+def public_routes() -> set[tuple[str, str]]:
+    return {(r.method, r.path) for r in ROUTES if r.public}
+
+
 def test_every_route_that_reaches_a_patient_is_in_the_matrix(shared_hospital: Hospital) -> None:
     document = httpx.get(f"{shared_hospital.gateway}/openapi.json", timeout=10).json()
     found = patient_bearing_operations(document)
     assert ("GET", "/api/patients/{id}") in found and ("POST", "/api/lab/orders") in found  # the search works
+    public = found & public_routes()
+    assert public == set(PUBLIC), (
+        f"public routes without their reason: {sorted(public - set(PUBLIC))}; "
+        f"reasons for routes that are not public: {sorted(set(PUBLIC) - public)}"
+    )
+    found -= public
     listed = {(e.method, e.path) for e in MATRIX}
     assert not sorted(found - listed), f"routes reaching a patient without a matrix entry: {sorted(found - listed)}"
     assert not sorted(listed - found), f"matrix entries for routes the API no longer has: {sorted(listed - found)}"
@@ -632,6 +673,67 @@ def test_identity_headers_without_a_token_get_nothing(world: World) -> None:
         answer = world.send(call, spoofed_headers({}, s.user_id))
         assert answer.status_code == 401, (entry.name, answer.text)
         assert not [x for x in t.secrets() if x in answer.text], entry.name
+
+
+def test_public_routes_admit_on_their_own_check_not_a_token(world: World) -> None:
+    """The payment provider's routes: a session's reference opens its checkout to anyone who has
+    it (and shows nothing of the patient), a made-up one nothing; a confirmation without the
+    provider's signature is refused, whoever's token comes with it."""
+    t = world.targets["self"]
+    patient = next(s for s in world.subjects if s.label == "the patient")
+    r = world.http.post(f"/api/invoices/{t.invoice}/online-payments", json={"amount": "1.00", "currency": "TRY"},
+                        headers=patient.auth | _key())  # fmt: skip
+    assert r.status_code == 201, r.text
+    checkout = str(r.json()["checkout_url"])
+    assert checkout.startswith("/api/test-payment-provider/checkout/cs_test_"), checkout
+    made_up = f"/api/test-payment-provider/checkout/cs_test_{uuid.uuid4().hex}"
+    card = {"card_number": "4242424242424242", "expiry": "12/99", "cvc": "123"}
+    callers = {"no token": {}, "the patient": patient.auth, "ADMIN": world.admin,
+               "spoofed": spoofed_headers({}, patient.user_id)}  # fmt: skip
+    for who, auth in callers.items():
+        session = world.http.get(checkout, headers=auth)
+        assert session.status_code == 200, (who, session.text)
+        assert not [x for x in t.secrets() if x in session.text], (who, session.text)
+        for method, body in (("GET", None), ("POST", card)):
+            unknown = world.http.request(method, made_up, json=body, headers=auth)
+            assert unknown.status_code == 404, (who, method, unknown.text)
+            assert unknown.headers["content-type"] == "application/problem+json"
+        unsigned = world.http.post("/api/payments/webhooks/test", json={"id": "evt_x"}, headers=auth)
+        assert unsigned.status_code == 401, (who, unsigned.text)
+        forged = world.http.post(
+            "/api/payments/webhooks/test",
+            json={"id": "evt_x"},
+            headers=auth | {"Payment-Signature": f"t={int(time.time())},v1={'0' * 64}"},
+        )
+        assert forged.status_code == 401, (who, forged.text)
+
+
+def test_only_a_patients_own_account_redeems_an_invitation(world: World, shared_hospital: Hospital) -> None:
+    """Redeeming names no patient (the code does): every staff role is refused with 403 even with a
+    valid code, which stays redeemable; an account linked to a record already gets 409; the
+    patient's own account links the record the code was issued for, once."""
+    h, tag = shared_hospital, uuid.uuid4().hex[:6]
+    record = register_patient(h, world.admin, f"Redeem-{tag}", given_name=f"Given{tag}")
+    email, password = f"redeem-{tag}@example.org", "another patient's passphrase"
+    r = world.http.post("/api/auth/register", json={"email": email, "password": password, "full_name": "Rana Redeem"})
+    assert r.status_code == 201, r.text
+    account = h.login(email, password)
+    receptionist = next(s for s in world.subjects if s.label == "RECEPTIONIST")
+    _, code = invite(h, receptionist.auth, record["id"], str(record["email"]))
+    staff = [s for s in world.subjects if s.kind == "none" and "PATIENT" not in s.roles]
+    assert {s.role for s in staff} == {"ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING", "AUDITOR", "DOCTOR", "NURSE"}
+    for s in staff:
+        refused = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=s.auth)
+        assert refused.status_code == 403, (s.label, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert world.http.post("/api/patients/invitations/redeem", json={"code": code}).status_code == 401
+    patient = next(s for s in world.subjects if s.label == "the patient")
+    linked = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=patient.auth)
+    assert linked.status_code == 409, linked.text  # their account has its record already
+    mine = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=account)
+    assert mine.status_code == 200 and mine.json()["id"] == record["id"], mine.text
+    again = world.http.post("/api/patients/invitations/redeem", json={"code": code}, headers=account)
+    assert again.status_code == 409, again.text
 
 
 def test_a_child_id_is_only_found_under_its_own_parent(world: World) -> None:
@@ -738,6 +840,11 @@ PAIRS: dict[tuple[str, str], PairEntry] = {
     ("GET", "/api/wards/{id}"): PairEntry(
         lambda t: Call("GET", f"/api/wards/{t.ward_id}"),
         patients=Expect.NEITHER, clinicians=Expect.ROLE, billing=Expect.ROLE,
+    ),
+    # A correction (ADMIN's): the rate it was made with, so a wrong answer would change nothing.
+    ("PATCH", "/api/wards/{id}"): PairEntry(
+        lambda t: Call("PATCH", f"/api/wards/{t.ward_id}", json={"daily_rate": "1000.00"}),
+        patients=Expect.NEITHER, clinicians=Expect.NEITHER, billing=Expect.NEITHER,
     ),
     ("GET", "/api/beds"): PairEntry(
         lambda t: Call("GET", "/api/beds", params={"ward_id": t.ward_id}),

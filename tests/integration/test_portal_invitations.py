@@ -183,6 +183,31 @@ async def test_reception_invites_on_a_channel_the_patient_has_an_address_for(por
         assert r.status_code == 403, roles
 
 
+async def test_an_invitation_is_decided_by_the_patients_policy_and_a_refusal_audited(portal: Portal) -> None:
+    """Reception and ADMIN invite (policy INVITE); any other role is refused with 403 whatever
+    the id, the patient on their own record too, and each refusal on a patient is audited, denied."""
+    pid, owner = await portal.register(), uuid.uuid4()
+    _, code = await portal.invited(pid)
+    assert (await portal.redeem(code, owner)).status_code == 200
+    other = await portal.register()
+    refused = {uuid.uuid4(): ("DOCTOR",), uuid.uuid4(): ("NURSE",), uuid.uuid4(): ("BILLING",),
+               uuid.uuid4(): ("AUDITOR",), owner: ("PATIENT",)}  # fmt: skip
+    for account, roles in refused.items():
+        for target in (pid, other, str(uuid.uuid4())):
+            r = await portal.client.post(f"/patients/{target}/invitations", headers=bearer(account, *roles), json={})
+            assert r.status_code == 403, (roles, target, r.text)
+            assert r.json()["detail"] == "not allowed for your role"
+    admin = bearer(uuid.uuid4(), "ADMIN")
+    assert (await portal.client.post(f"/patients/{other}/invitations", headers=admin, json={})).status_code == 201
+    assert (await portal.client.post(f"/patients/{uuid.uuid4()}/invitations", headers=admin)).status_code == 404
+    audited = [(a["actor_id"], a["patient_id"], a["outcome"], a["purpose"])
+               for a in await portal.events("his.patients.record.accessed.v1")
+               if a["resource"] == "patient/invitation" and a["patient_id"] in (pid, other)]  # fmt: skip
+    denied = {(actor, patient) for actor, patient, outcome, _ in audited if outcome == "denied"}
+    assert denied == {(str(a), p) for a in refused for p in (pid, other)}
+    assert {purpose for *_, purpose in audited} == {"portal_invitation"}
+
+
 async def test_registration_no_longer_links_a_record_to_an_account(portal: Portal) -> None:
     """Reception could link a record to any account, even an ADMIN's; now only the patient links."""
     admin_account = uuid.uuid4()

@@ -70,6 +70,8 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
     (patients.Operation.BREAK_GLASS,
         "403   403   403   403   403   role  role  role  role  role  role  403   403   role  role"),
+    (patients.Operation.INVITE,
+        "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
     (patients.Operation.SEARCH,
         "role  role  role  role  403   role  role  role  role  role  role  403   403   role  role"),
     (patients.Operation.OVERSEE_GRANTS,

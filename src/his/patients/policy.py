@@ -39,6 +39,8 @@ class Operation(StrEnum):
     BREAK_GLASS = "break_glass"
     #: Reading the emergency grants with their reasons.
     OVERSEE_GRANTS = "oversee_grants"
+    #: Inviting the patient to link their record to their own account (portal invitation).
+    INVITE = "invite"
     #: Finding patients by MRN, name or birth date (a clinician sees a lookup of those outside
     #: their care: enough to recognise them and ask for emergency access).
     SEARCH = "search"
@@ -52,6 +54,7 @@ RULES: dict[Operation, Rule] = {
     Operation.MANAGE_CARE_TEAM: Rule.of(by_role=REGISTRARS, purpose="administration"),
     Operation.BREAK_GLASS: Rule.of(by_role=CLINICIANS, purpose="emergency"),
     Operation.OVERSEE_GRANTS: Rule.of(by_role=("ADMIN", "AUDITOR"), purpose="oversight"),
+    Operation.INVITE: Rule.of(by_role=REGISTRARS, purpose="portal_invitation"),
     Operation.SEARCH: Rule.of(by_role=ROLE_BASED | CLINICIANS),
 }
 

@@ -13,14 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.kernel.auth import require
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.service import ServiceContext
 from his.patients import invitations, store
 from his.patients.api.access import Guard
 from his.patients.domain import Channel, InvalidInvitationCodeError, InvitationCodes, Refusal, may_redeem
-
-REGISTRARS = ("RECEPTIONIST", "ADMIN")
+from his.patients.policy import Operation
 
 #: What the patient is told when a code cannot be redeemed, and with which status.
 REFUSALS: dict[Refusal, tuple[int, str]] = {
@@ -89,7 +87,12 @@ def invitations_router(ctx: ServiceContext, guard: Guard, codes: InvitationCodes
         valid for ``HIS_INVITATION_MINUTES``. A new invitation replaces the patient's outstanding
         one. Publishes ``his.patients.invitation.issued.v1``; the code is in no response or event."""
         who = await guard.caller(request)
-        require(who, *REGISTRARS)
+        async with ctx.db.uow() as uow:  # a refusal's audit record commits before the answer
+            _, decision = await guard.decide(uow, who, patient_id, Operation.INVITE)
+            if not decision.allowed:
+                guard.audit(uow, who, patient_id, decision, resource="patient/invitation", action="create")
+        if not decision.allowed:
+            raise guard.error(patient_id, decision)
         channel = (body or NewInvitation()).channel
         try:
             async with ctx.db.uow() as uow:
