@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from his.clients.patients import FakePatients, PatientRef
+from his.clients.patients import CareBasis, FakePatients, PatientRef
 from his.kernel import migrations
 from his.kernel.db import Database
 from his.laboratory.api.http import router as lab_router
@@ -57,9 +57,11 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
 
 
 async def test_a_request_stuck_behind_a_lock_is_a_503_at_the_deadline_and_changes_nothing(lab: Lab) -> None:
-    doctor = bearer(uuid.uuid4(), "DOCTOR")
+    me = uuid.uuid4()
+    doctor = bearer(me, "DOCTOR")
     patient = uuid.uuid4()
     lab.patients.patients[patient] = PatientRef(patient, None)
+    lab.patients.care[(patient, me)] = CareBasis(in_care=True, emergency=False)  # orders only in care
     orders_before = await lab.admin.fetchval("SELECT count(*) FROM laboratory.lab_order")
     events_before = await lab.admin.fetchval("SELECT count(*) FROM laboratory.outbox")
 

@@ -270,12 +270,15 @@ async def test_a_unit_counted_in_whole_things_is_never_split_and_unknown_units_a
     r = await world.client.post("/inventory/receipts", json=half, headers=nurse())
     assert r.status_code == 422 and "cannot be split" in r.json()["detail"], r.text
     await world.receive(pieces, 3)
-    r = await world.consume(pieces, "0.5", reason="patient", patient_id=str(pid))
+    carer = uuid.uuid4()  # a nurse caring for the patient: the unit, not the care rule, refuses
+    world.patients.care[(pid, carer)] = CareBasis(in_care=True, emergency=False)
+    r = await world.consume(pieces, "0.5", reason="patient", patient_id=str(pid), who=bearer(carer, "NURSE"))
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
     assert "0.5 piece" in r.json()["detail"]
     assert (await world.stock(pieces))["on_hand"] == "3"
     assert await world.events("his.inventory.stock.consumed.v1", item_code=pieces) == []  # nothing to bill
-    assert (await world.consume(pieces, "1.000", reason="patient", patient_id=str(pid))).status_code == 201
+    r = await world.consume(pieces, "1.000", reason="patient", patient_id=str(pid), who=bearer(carer, "NURSE"))
+    assert r.status_code == 201, r.text
 
     millilitres = await world.item(unit="ml")
     await world.receive(millilitres, "10.5")
