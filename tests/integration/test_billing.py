@@ -389,7 +389,10 @@ async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> Non
     assert (await world.client.get(f"/invoices/{theirs}/payments", headers=as_me)).status_code == 404
     body = {"amount": "10.00", "currency": "TRY", "method": "online"}
     r = await world.client.post(f"/invoices/{theirs}/payments", json=body, headers=key_headers(as_me, "k1"))
-    assert r.status_code == 404
+    assert r.status_code == 403  # a patient never records a payment, whoever's the invoice (ADR 0021)
+    online = {"amount": "10.00", "currency": "TRY"}
+    r = await world.client.post(f"/invoices/{theirs}/online-payments", json=online, headers=key_headers(as_me, "k3"))
+    assert r.status_code == 404  # another patient's invoice is answered as one that does not exist
     r = await world.client.post(f"/invoices/{mine}/payments", json=body, headers=key_headers(as_me, "k1"))
     assert r.status_code == 403 and "online-payments" in r.json()["detail"]  # patients pay through the provider
     r = await world.client.post(f"/invoices/{mine}/refunds", json=body, headers=key_headers(as_me, "k2"))
