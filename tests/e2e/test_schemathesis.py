@@ -1,8 +1,9 @@
 """Property-based tests of the public API from its own OpenAPI document (schemathesis).
 
-Every operation gets at least 100 generated requests through the real gateway, as an ADMIN
-(the widest access) and without a token: no response may be a 5xx, and every response must
-match the schema and content type the document declares.
+Every operation gets 100 generated requests through the real gateway, 50 cases each sent as an
+ADMIN (the widest access) and without a token: no response may be a 5xx, and every response
+must match the schema and content type the document declares. (50 cases per operation keep the
+test near two minutes on two cores with about a hundred operations.)
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class AdminSession:
         return {"authorization": f"Bearer {self.access}"}
 
 
-@pytest.mark.timeout(1200)  # about a hundred operations, each with 200 requests
+@pytest.mark.timeout(1200)  # about a hundred operations, each with 100 requests
 def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> None:
     # The shared hospital's limits are high enough that generated traffic is not merely rate-limited.
     ops = operations(shared_hospital)
@@ -71,7 +72,7 @@ def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> Non
 
 def generate_and_check(op: Operation, gateway: str, admin: dict[str, str]) -> None:
     @given(case=op.as_strategy())
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def run(case: schemathesis.Case[Operation]) -> None:
         case.call_and_validate(base_url=gateway, headers=admin, checks=CHECKS, timeout=30)
         case.call_and_validate(base_url=gateway, checks=CHECKS, timeout=30)
