@@ -236,11 +236,16 @@ async def probe_nats(url: str, identity: WorkloadIdentity, timeout: float = 5.0)
 
 
 async def check_durability(stack: Stack) -> None:
-    conn = await asyncpg.connect(stack.admin_dsn)
+    """Refuse to start on settings that can lose acknowledged writes: read what a real unit of
+    work commits with (each service checks its own again at its start), and NATS's sync policy."""
+    from his.kernel.db import Database
+
+    db = Database(stack.admin_dsn, schema="public", min_size=1, max_size=1)
+    await db.open()
     try:
-        problems = await safety.postgres_problems(conn)
+        problems = await safety.commit_problems(db)
     finally:
-        await conn.close()
+        await db.close()
     problems += await asyncio.to_thread(safety.nats_problems, stack.nats_monitor, stack.operator.ca)
     for p in safety.enforce(problems, allow_unsafe=stack.settings.allow_unsafe_durability):
         console.print(f"[yellow]warning:[/] {p}")

@@ -176,6 +176,14 @@ class UnitOfWork:
             )
 
 
+async def commit_settings(conn: Connection) -> tuple[str, str]:
+    """``synchronous_commit`` and ``fsync`` as they are now on ``conn`` (inside a transaction:
+    as that transaction would commit)."""
+    row = await conn.fetchrow("SELECT current_setting('synchronous_commit'), current_setting('fsync')")
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
 async def write_outbox(conn: Connection, events: list[Envelope]) -> None:
     """Insert the outbox rows of ``events`` in one statement (outside a transaction, one atomic
     statement is a transaction of its own)."""
@@ -236,6 +244,18 @@ class GroupCommit:
             self._task = asyncio.create_task(self._drain(), name="group-commit")
         await done
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """The connection a batch commits on."""
+        async with self._pool().acquire() as conn:
+            yield conn
+
+    async def commit_settings(self) -> tuple[str, str]:
+        """``synchronous_commit`` and ``fsync`` as a batch would commit with them (on the
+        connection it would take), for the durability guard (``his.kernel.safety``)."""
+        async with self._connection() as conn:
+            return await commit_settings(conn)
+
     def _take(self) -> list[tuple[list[Envelope], asyncio.Future[None]]]:
         rows = n = 0
         while n < len(self._waiting) and (n == 0 or rows + len(self._waiting[n][0]) <= self._max_rows):
@@ -253,7 +273,7 @@ class GroupCommit:
                     if self._combine is not None:
                         events = self._combine(events)
                     if events:  # one INSERT on its own is one transaction: one round trip
-                        async with self._pool().acquire() as conn:
+                        async with self._connection() as conn:
                             await write_outbox(conn, events)
                 except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, who raises it
                     for _, done in batch:
@@ -410,6 +430,15 @@ class Database:
                 self.signal.committed()  # now, not after the connection's reset round trip
             for fn in uow.committed:
                 fn()
+
+    async def commit_settings(self) -> dict[str, tuple[str, str]]:
+        """``synchronous_commit`` and ``fsync`` as this database's writes commit with them, read
+        where they commit: inside a real unit of work (``uow``), and on the connection of the
+        grouped writer of ``read``'s access records. A server setting, a role's or a pool's
+        session setting and a ``SET LOCAL`` in the unit of work all show here."""
+        async with self.uow() as uow:
+            in_uow = await commit_settings(uow.conn)
+        return {"a unit of work": in_uow, "the grouped writer of access records": await self._group.commit_settings()}
 
     async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
         async with self.uow() as uow:

@@ -6,7 +6,7 @@ import json
 import urllib.request
 from pathlib import Path
 
-from his.kernel.db import Connection
+from his.kernel.db import Connection, Database
 from his.kernel.infra.nats import monitor_context
 
 
@@ -14,14 +14,36 @@ class UnsafeDurabilityError(RuntimeError):
     """A server runs with settings that can lose acknowledged data."""
 
 
+#: ``synchronous_commit`` values that wait for the commit to be flushed to disk before answering.
+DURABLE_COMMIT = ("on", "remote_apply", "remote_write")
+
+
 async def postgres_problems(conn: Connection) -> list[str]:
+    """What is unsafe about the settings of ``conn``'s session (see ``commit_problems`` for what a
+    service's writes actually commit with)."""
     problems = []
     sync = await conn.fetchval("SHOW synchronous_commit")
-    if sync not in ("on", "remote_apply", "remote_write"):
+    if sync not in DURABLE_COMMIT:
         problems.append(f"PostgreSQL synchronous_commit={sync} (must be on)")
     fsync = await conn.fetchval("SHOW fsync")
     if fsync != "on":
         problems.append(f"PostgreSQL fsync={fsync} (must be on)")
+    return problems
+
+
+async def commit_problems(db: Database) -> list[str]:
+    """What is unsafe about what ``db``'s writes commit with, read where they commit: inside a
+    real unit of work and on the grouped writer's connection (``Database.commit_settings``).
+
+    A session's ``SHOW`` is not enough: a ``SET LOCAL synchronous_commit = off`` in the unit of
+    work, or a pool's session setting, weakens every commit while a fresh session reads ``on``.
+    """
+    problems = []
+    for where, (sync, fsync) in (await db.commit_settings()).items():
+        if sync not in DURABLE_COMMIT:
+            problems.append(f"PostgreSQL synchronous_commit={sync} in {where} (must be on)")
+        if fsync != "on":
+            problems.append(f"PostgreSQL fsync={fsync} in {where} (must be on)")
     return problems
 
 

@@ -211,8 +211,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     await db.open()
     watch_pool(defn.name, db.pool)
     watch_pool(f"{defn.name}-read", db.opened_read_pool)  # opened by the first audited read
-    async with db.pool.acquire() as conn:
-        safety.enforce(await safety.postgres_problems(conn), allow_unsafe=settings.allow_unsafe_durability)
+    safety.enforce(await safety.commit_problems(db), allow_unsafe=settings.allow_unsafe_durability)
     nc = await connect_nats(
         settings.service_nats_url, f"his-{defn.name}", identity=settings.workload(), service=defn.name
     )
