@@ -196,6 +196,53 @@ async def start_postgres(stack: Stack) -> None:
     await migrations.ensure_database(stack.admin_dsn)
 
 
+def exit_reason(code: int | None) -> str:
+    """How a process ended, in an operator's words."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed ({name})"
+    return f"exited with code {code}"
+
+
+async def restart_postgres(stack: Stack, stop: asyncio.Event) -> None:
+    """Start the embedded PostgreSQL again if it died, on the same data, socket and port.
+
+    Its crash recovery replays the write-ahead log, so every transaction that answered COMMIT is
+    kept. Services need nothing: their requests answer 503 meanwhile and their pools, relays and
+    consumers reconnect on their own. The server's old backends may hold its shared memory for a
+    moment after the postmaster died; until they are gone it refuses to start, so this retries.
+    """
+    dead = [n for n, p in enumerate(stack.infra) if p.name == "postgres" and p.poll() is not None]
+    if not dead:
+        return
+    n, proc = dead[0], stack.infra[dead[0]]
+    s = stack.settings
+    console.print(
+        f"[red]PostgreSQL (pid {proc.pid}) {exit_reason(proc.returncode)}; restarting it. Requests answer 503 "
+        "until it is back; services reconnect on their own[/]"
+    )
+    t0, delay = time.monotonic(), 0.2
+    while not stop.is_set():
+        try:
+            new, _ = await asyncio.to_thread(pg_infra.start, s.data_path / "pg", echo=server_log(s, "postgres"))
+        except ServerStartError as exc:
+            console.print(f"[yellow]PostgreSQL did not start again yet ({exc}); retrying in {delay:.1f}s[/]")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(5.0, delay * 2)
+            continue
+        stack.infra[n] = new
+        save_state(stack)
+        console.print(
+            f"[green]PostgreSQL is back (pid {new.pid}) after {time.monotonic() - t0:.1f}s; it recovered every "
+            "committed transaction from its write-ahead log[/]"
+        )
+        return
+
+
 async def start_nats(stack: Stack, consumers: dict[str, tuple[str, ...]]) -> None:
     s, data = stack.settings, stack.settings.data_path
     if s.nats_url:
@@ -488,6 +535,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
 
     next_checkpoint = 0.0
     while not stop.is_set():
+        await restart_postgres(stack, stop)
         now = time.monotonic()
         if now >= next_checkpoint:
             next_checkpoint = now + 30.0
