@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -45,9 +46,9 @@ from tests.support.waiting import wait_for, wait_until
 
 KILLS = 3
 PRACTITIONERS = 3
-ADMITTED = 45  # patients admitted during the burst, one admission each
+ADMITTED = 30  # patients admitted during the burst, one admission each
 WORKERS = {"booking": 3, "admission": 2, "payment": 3}
-PAUSE = 0.2  # seconds a client waits after an unclear answer before its next request
+PAUSE, MAX_PAUSE = 0.1, 1.0  # a client's back-off after unclear answers (seconds)
 FLOWING = 15  # writes acknowledged since the last restart before the next kill
 BOOKED = "his.scheduling.appointment.booked.v1"
 ADMITTED_EVENT = "his.admissions.admission.admitted.v1"
@@ -95,7 +96,8 @@ class Burst:
     def told_since(self, t: float) -> int:
         return sum(1 for r in self.requests if r.outcome == "told" and r.answered > t)
 
-    async def send(self, kind: str, key: Hashable, call: Awaitable[httpx.Response]) -> httpx.Response | None:
+    async def send(self, kind: str, key: Hashable, call: Awaitable[httpx.Response]) -> str:
+        """Send one request and record what its client was told; returns the outcome."""
         req = Request(kind, key, time.monotonic())
         self.requests.append(req)
         try:
@@ -109,11 +111,25 @@ class Burst:
         elif r is None or r.status_code >= 500:
             req.outcome = "uncertain"
             self.history.uncertain(key)
-            await asyncio.sleep(PAUSE)  # a client's pause before its next request, not a synchronisation
         else:
             req.outcome = "refused"
             self.history.refuse(key)
-        return r
+        return req.outcome
+
+
+class Client:
+    """One client of the burst: after an unclear answer it waits before its next request, longer
+    each time (as a desk's software backs off from a 503), and not at all after a clear one."""
+
+    def __init__(self, burst: Burst) -> None:
+        self.burst, self.pause = burst, 0.0
+
+    async def send(self, kind: str, key: Hashable, call: Awaitable[httpx.Response]) -> None:
+        if await self.burst.send(kind, key, call) == "uncertain":
+            self.pause = min(MAX_PAUSE, max(PAUSE, 2 * self.pause))
+            await asyncio.sleep(self.pause)  # the client's back-off: a pace, not a synchronisation
+        else:
+            self.pause = 0.0
 
 
 @dataclass
@@ -142,7 +158,9 @@ def prepare(h: Hospital) -> Setup:
         doctor = post("/api/practitioners", {"full_name": f"Dr. Kill {n}", "specialty": "general_practice"})["id"]
         post(f"/api/practitioners/{doctor}/shifts", {"start": day_at(0).isoformat(), "end": day_at(24).isoformat()})
         doctors.append(str(doctor))
-    patients = [str(register_patient(h, admin, f"Kill{n}")["id"]) for n in range(PRACTITIONERS + ADMITTED + 1)]
+    with ThreadPoolExecutor(8) as pool:
+        registered = pool.map(lambda n: register_patient(h, admin, f"Kill{n}"), range(PRACTITIONERS + ADMITTED + 1))
+        patients = [str(p["id"]) for p in registered]
     ward = post("/api/wards", {"name": f"Kill {uuid.uuid4().hex[:6]}", "type": "general", "daily_rate": "100000.00",
                                "currency": "TRY", "beds": ADMITTED + 1})["id"]  # fmt: skip
     payer = patients[-1]
@@ -176,6 +194,7 @@ async def known_to_scheduling(h: Hospital, patients: list[str]) -> bool:
 
 
 async def book(burst: Burst, client: httpx.AsyncClient, s: Setup, slots: Iterator[tuple[int, int]]) -> None:
+    me = Client(burst)
     for doctor, slot in slots:
         if burst.stop:
             return
@@ -183,27 +202,29 @@ async def book(burst: Burst, client: httpx.AsyncClient, s: Setup, slots: Iterato
         body = {"patient_id": s.booking_patients[doctor], "practitioner_id": s.practitioners[doctor],
                 "service": "consultation", "start": start.isoformat(),
                 "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
-        await burst.send("booking", ("booking", s.practitioners[doctor], start),
-                         client.post("/api/appointments", json=body, headers=s.admin))  # fmt: skip
+        await me.send("booking", ("booking", s.practitioners[doctor], start),
+                      client.post("/api/appointments", json=body, headers=s.admin))  # fmt: skip
 
 
 async def admit(burst: Burst, client: httpx.AsyncClient, s: Setup, patients: Iterator[str]) -> None:
+    me = Client(burst)
     for patient in patients:
         if burst.stop:
             return
         body = {"patient_id": patient, "ward_id": s.ward, "practitioner_id": s.practitioners[0]}
-        await burst.send("admission", ("admission", patient),
-                         client.post("/api/admissions", json=body, headers=s.admin))  # fmt: skip
+        await me.send("admission", ("admission", patient),
+                      client.post("/api/admissions", json=body, headers=s.admin))  # fmt: skip
 
 
 async def pay(burst: Burst, client: httpx.AsyncClient, s: Setup, keys: Iterator[int]) -> None:
+    me = Client(burst)
     for n in keys:
         if burst.stop:
             return
         key = f"pgkill-{n}"
-        await burst.send("payment", ("payment", key),
-                         client.post(f"/api/invoices/{s.invoice}/payments", headers=s.clerk | {"Idempotency-Key": key},
-                                     json={"amount": "1.00", "currency": "TRY", "method": "cash"}))  # fmt: skip
+        await me.send("payment", ("payment", key),
+                      client.post(f"/api/invoices/{s.invoice}/payments", headers=s.clerk | {"Idempotency-Key": key},
+                                  json={"amount": "1.00", "currency": "TRY", "method": "cash"}))  # fmt: skip
 
 
 async def kill_postgres(h: Hospital, burst: Burst) -> None:
