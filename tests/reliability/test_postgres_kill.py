@@ -37,7 +37,7 @@ import httpx
 import orjson
 import pytest
 
-from his.kernel import bus
+from his.kernel.bus import connect
 from his.kernel.events import stream_name
 from his.kernel.infra.nats import free_port
 from his.reliability.history import History
@@ -49,7 +49,7 @@ PRACTITIONERS = 3
 ADMITTED = 30  # patients admitted during the burst, one admission each
 WORKERS = {"booking": 3, "admission": 2, "payment": 3}
 PAUSE, MAX_PAUSE = 0.1, 1.0  # a client's back-off after unclear answers (seconds)
-FLOWING = 15  # writes acknowledged since the last restart before the next kill
+FLOWING = 10  # writes acknowledged since the last restart before the next kill
 BOOKED = "his.scheduling.appointment.booked.v1"
 ADMITTED_EVENT = "his.admissions.admission.admitted.v1"
 PAID = "his.billing.payment.received.v1"
@@ -293,9 +293,7 @@ async def outbox_drained(h: Hospital) -> bool:
 async def observe_stream(h: Hospital, s: Setup, by_id: dict[str, Hashable], burst: Burst) -> Counter[str]:
     """The events of the burst's writes held by the streams, as the history's keys (an event
     of a write the database does not hold is kept under its own id: unexpected)."""
-    from his.cli.state import operator_identity
-
-    nc = await bus.connect(str(h.state()["nats_url"]), name="test-pgkill", identity=operator_identity(h.data))
+    nc = await connect(str(h.state()["nats_url"]), name="test-pgkill", identity=h.operator())
     js = nc.jetstream()
     fields = {BOOKED: "appointment_id", ADMITTED_EVENT: "admission_id", PAID: "payment_id"}
     types: Counter[str] = Counter()
