@@ -99,5 +99,5 @@ def test_linked_operations_in_sequence_no_5xx_and_match_the_schema(shared_hospit
         def validate_response(self, response: Any, case: schemathesis.Case[Operation], *_: Any, **__: Any) -> None:
             case.validate_response(response, checks=CHECKS)
 
-    Workflow.run(settings=settings(max_examples=25, stateful_step_count=6, deadline=None, database=None,
+    Workflow.run(settings=settings(max_examples=10, stateful_step_count=6, deadline=None, database=None,
                                    suppress_health_check=list(HealthCheck), print_blob=True))  # fmt: skip
