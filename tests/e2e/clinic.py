@@ -100,6 +100,7 @@ def open_clinic(h: Hospital) -> Clinic:
     in_care = patients(2, "Labcare")
     for p in in_care:
         assign(h, admin, p, doctor_id)
+
     def ordering(p: str) -> bool:  # the care relationship reaches the laboratory from patients' events
         return api.call("GET", "/api/lab/orders", doctor, params={"patient_id": p}).status_code == 200
 
