@@ -214,6 +214,7 @@ def test_twenty_identical_payments_with_one_key_make_one_payment(shared_hospital
         answers = list(pool.map(pay, range(20)))
     assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
     assert len({a.text for a in answers}) == 1  # the same answer, twenty times
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 19  # told so through the gateway
     paid = ward.ok("GET", f"/api/invoices/{invoice['id']}/payments", ward.clerk)
     assert [p["amount"] for p in paid["items"]] == ["200.00"]
     again = ward.call("POST", f"/api/invoices/{invoice['id']}/payments", headers, body | {"amount": "201.00"})

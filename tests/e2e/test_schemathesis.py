@@ -78,3 +78,26 @@ def generate_and_check(op: Operation, gateway: str, admin: dict[str, str]) -> No
         case.call_and_validate(base_url=gateway, checks=CHECKS, timeout=30)
 
     run()
+
+
+def test_linked_operations_in_sequence_no_5xx_and_match_the_schema(shared_hospital: Hospital) -> None:
+    """Schemathesis's stateful phase: it follows the document's links (a patient, practitioner,
+    appointment, ward, admission or lab order created, then read and acted on by its id) in random
+    sequences as ADMIN, with the same checks on every answer."""
+    gateway = shared_hospital.gateway
+    doc = httpx.get(f"{gateway}/openapi.json", timeout=10).json()
+    linked = sum(len(r.get("links", {})) for ops in doc["paths"].values() for op in ops.values()
+                 for r in op.get("responses", {}).values())  # fmt: skip
+    assert linked >= 15, "the document lost its links"
+    admin = AdminSession(shared_hospital)
+    machine = schemathesis.openapi.from_dict(doc).as_state_machine()
+
+    class Workflow(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case[Operation]) -> dict[str, Any]:
+            return {"base_url": gateway, "headers": admin.headers(), "timeout": 30}
+
+        def validate_response(self, response: Any, case: schemathesis.Case[Operation], *_: Any, **__: Any) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(settings=settings(max_examples=10, stateful_step_count=6, deadline=None, database=None,
+                                   suppress_health_check=list(HealthCheck), print_blob=True))  # fmt: skip

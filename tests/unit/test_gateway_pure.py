@@ -76,6 +76,18 @@ def test_public_document_takes_operations_from_services() -> None:
     assert login["responses"]["429"]["content"]["application/problem+json"]
 
 
+def test_a_created_patient_links_to_where_its_id_is_used_next() -> None:
+    path = {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    patients = {"paths": {
+        "/patients": {"post": {"responses": {"201": {"description": "created"}}}},
+        "/patients/{patient_id}": {"get": {"parameters": [path], "responses": {"200": {"description": "ok"}}}},
+    }}  # fmt: skip
+    doc = assemble({"patients": patients})
+    links = doc["paths"]["/api/patients"]["post"]["responses"]["201"]["links"]
+    get = doc["paths"]["/api/patients/{id}"]["get"]
+    assert links == {"GetPatient": {"operationId": get["operationId"], "parameters": {"id": "$response.body#/id"}}}
+
+
 def test_a_route_with_two_ids_names_both_in_the_public_document() -> None:
     m = resolve("DELETE", "/api/patients/p-1/care-team/r-2")
     assert isinstance(m, Match) and m.upstream_path == "/patients/p-1/care-team/r-2"

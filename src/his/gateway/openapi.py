@@ -60,6 +60,7 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
         paths.setdefault(route.path, {})[route.method.lower()] = op
         for name, schema in (doc.get("components", {}).get("schemas", {}) or {}).items():
             schemas[f"{route.service}.{name}"] = _rename_refs(schema, route.service)
+    _link(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "his — Hospital Information System", "version": version,
@@ -86,3 +87,55 @@ def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:
         return upstream
     wanted = re.compile("^" + re.sub(r"\\\{\d+\\\}", r"\\{[^/]+\\}", re.escape(upstream)) + "$")
     return next((p for p in doc.get("paths", {}) if wanted.match(p)), upstream)
+
+
+#: OpenAPI links: where the id a creation answers (``$response.body#/id``) is used next, by path
+#: parameter. Clients and stateful test generators follow them (create, then read or act on it).
+LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
+    ("/api/patients", "post"): {
+        "GetPatient": ("/api/patients/{id}", "get", "id"),
+        "UpdatePatient": ("/api/patients/{id}", "patch", "id"),
+        "GetCareTeam": ("/api/patients/{id}/care-team", "get", "id"),
+        "GetRecords": ("/api/patients/{id}/records", "get", "id"),
+    },
+    ("/api/practitioners", "post"): {
+        "GetPractitioner": ("/api/practitioners/{id}", "get", "id"),
+        "AddShift": ("/api/practitioners/{id}/shifts", "post", "id"),
+        "GetSlots": ("/api/practitioners/{id}/slots", "get", "id"),
+    },
+    ("/api/appointments", "post"): {
+        "GetAppointment": ("/api/appointments/{id}", "get", "id"),
+        "RescheduleAppointment": ("/api/appointments/{id}/reschedule", "post", "id"),
+        "StepAppointment": ("/api/appointments/{id}/{action}", "post", "id"),
+    },
+    ("/api/wards", "post"): {
+        "GetWard": ("/api/wards/{id}", "get", "id"),
+        "UpdateWard": ("/api/wards/{id}", "patch", "id"),
+    },
+    ("/api/admissions", "post"): {
+        "GetAdmission": ("/api/admissions/{id}", "get", "id"),
+        "GetAdmissionCharges": ("/api/admissions/{id}/charges", "get", "id"),
+        "TransferAdmission": ("/api/admissions/{id}/transfer", "post", "id"),
+        "DischargeAdmission": ("/api/admissions/{id}/discharge", "post", "id"),
+    },
+    ("/api/lab/orders", "post"): {
+        "GetLabOrder": ("/api/lab/orders/{id}", "get", "id"),
+        "StepLabOrder": ("/api/lab/orders/{id}/{action}", "post", "id"),
+        "ResultLabOrder": ("/api/lab/orders/{id}/results", "post", "id"),
+    },
+}
+
+
+def _link(paths: dict[str, dict[str, Any]]) -> None:
+    """Add ``LINKS`` to the 201 answers of the creations present, to operations present."""
+    for (path, method), links in LINKS.items():
+        created = paths.get(path, {}).get(method, {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        found = {
+            name: {"operationId": paths[target][verb]["operationId"], "parameters": {param: "$response.body#/id"}}
+            for name, (target, verb, param) in links.items()
+            if verb in paths.get(target, {})
+        }
+        if found:
+            created["links"] = found
