@@ -41,6 +41,8 @@ from tests.mutation.catalogue import REPO, CatalogueError, Mutant, load, problem
 
 KILLED, SURVIVED, ERROR = "killed", "SURVIVED", "error"
 FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+#: ``-rfE`` summary lines: ``FAILED path::test[param] - AssertionError: assert 2 == 1``.
+REASON_LINE = re.compile(r"^(?:FAILED|ERROR) \S+ - (.*)$", re.M)
 EXIT_MEANING = {2: "interrupted or failed to collect", 3: "internal error", 4: "usage error", 5: "no tests ran"}
 
 
@@ -51,6 +53,7 @@ class Outcome:
     seconds: float
     failed: list[str] = field(default_factory=list)
     note: str = ""
+    how: str = ""  # the first failure's message, as pytest's summary gives it
     log: str = ""
 
 
@@ -114,7 +117,8 @@ def judge(m: Mutant, code: int | None, out: str, seconds: float) -> Outcome:
     if code is None:
         return Outcome(m, ERROR, seconds, failed, "timed out", out)
     if code == 1 and failed:
-        return Outcome(m, KILLED, seconds, failed, log=out)
+        how = next(iter(REASON_LINE.findall(out)), "")
+        return Outcome(m, KILLED, seconds, failed, how=how[:300], log=out)
     if code == 0:
         return Outcome(m, SURVIVED, seconds, [], "its tests passed", out)
     return Outcome(m, ERROR, seconds, failed, f"pytest exit {code}: {EXIT_MEANING.get(code, 'unexpected')}", out)
@@ -148,14 +152,16 @@ def report(outcomes: Sequence[Outcome], total: float) -> str:
         f"{len(outcomes)} mutants: {counts[KILLED]} killed, {counts[SURVIVED]} survived, {counts[ERROR]} errors; "
         f"{total:.0f} s in all.",
         "",
-        "| id | file | what it breaks | result | failed tests | time |",
-        "|---|---|---|---|---|---|",
+        "| id | file | what it breaks | result | failed tests | how the first failed | time |",
+        "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         files = ", ".join(f"`{f}`" for f in o.mutant.files)
         failed = "<br>".join(f"`{t}`" for t in o.failed) or "—"
         result = o.result if not o.note else f"{o.result} ({o.note})"
-        lines.append(f"| `{o.mutant.id}` | {files} | {cell(o.mutant.breaks)} | {cell(result)} | {failed} | "
+        quoted = cell(o.how).replace("`", "'")
+        how = f"`{quoted}`" if o.how else "—"
+        lines.append(f"| `{o.mutant.id}` | {files} | {cell(o.mutant.breaks)} | {cell(result)} | {failed} | {how} | "
                      f"{o.seconds:.1f} s |")  # fmt: skip
     bad = [o for o in outcomes if o.result != KILLED]
     for o in bad:
