@@ -382,6 +382,27 @@ async def test_the_first_run_of_the_new_year_charges_new_years_eve(world: World)
     assert world.today == world.hard.day and eve.year == world.today.year - 1
 
 
+async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_patient(world: World) -> None:
+    """Admissions that got past the bed's lock and the patient's check (inserted through the
+    store's own path) are refused by the partial unique indexes."""
+    ward, patient = await world.ward(2), world.patients.add()
+    first = dict((await world.admit(ward, patient)).json())
+    free = await world.client.get("/beds", params={"ward_id": ward, "state": "available"}, headers=as_role("NURSE"))
+    other_bed = uuid.UUID(free.json()["items"][0]["id"])
+
+    async def insert(patient: uuid.UUID, bed: uuid.UUID) -> None:
+        row = {"id": uuid.uuid4(), "patient_id": patient, "practitioner_id": CARER, "ward_id": uuid.UUID(ward),
+               "bed_id": bed, "admitted_at": world.clock(), "admitted_by": CARER}  # fmt: skip
+        async with world.db.uow() as uow:
+            await store.insert_admission(uow.conn, row)
+
+    with pytest.raises(asyncpg.UniqueViolationError, match="admission_one_per_bed"):
+        await insert(world.patients.add(), uuid.UUID(first["bed_id"]))
+    with pytest.raises(store.AlreadyAdmittedError):
+        await insert(patient, other_bed)
+    assert await world.db.pool.fetchval("SELECT count(*) FROM admission") == 1
+
+
 async def test_the_database_itself_charges_a_night_once(world: World) -> None:
     """Two posts of the same night that both got past the check (as two runs would without the
     admission's row lock) charge it once: the second insert is refused by the database, and so is

@@ -40,9 +40,10 @@ from pathlib import Path
 from tests.mutation.catalogue import REPO, CatalogueError, Mutant, load, problems
 
 KILLED, SURVIVED, ERROR = "killed", "SURVIVED", "error"
-FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
-#: ``-rfE`` summary lines: ``FAILED path::test[param] - AssertionError: assert 2 == 1``.
-REASON_LINE = re.compile(r"^(?:FAILED|ERROR) \S+ - (.*)$", re.M)
+#: ``-rfE`` summary lines: ``FAILED path::test[param id] - AssertionError: assert 2 == 1`` (a
+#: parameter id may hold spaces; the message is cut to the terminal's width).
+FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (.+?::.+?)(?: - .*)?$", re.M)
+REASON_LINE = re.compile(r"^(?:FAILED|ERROR) .+?::.+? - (.*)$", re.M)
 EXIT_MEANING = {2: "interrupted or failed to collect", 3: "internal error", 4: "usage error", 5: "no tests ran"}
 
 
@@ -110,6 +111,9 @@ def run_pytest(copy: Path, tests: Sequence[str], timeout: float) -> tuple[int | 
             os.killpg(proc.pid, signal.SIGKILL)  # pytest and every server it started, by their group
             out, _ = proc.communicate()
             return None, out
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave no test servers behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
 
 
 def judge(m: Mutant, code: int | None, out: str, seconds: float) -> Outcome:
@@ -171,6 +175,10 @@ def report(outcomes: Sequence[Outcome], total: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make mutants", description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
@@ -180,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds a mutant's tests may take")
     ap.add_argument("--baseline", action="store_true", help="first check that each mutant's tests pass without it")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
 
     try:
         mutants = load()
@@ -214,13 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         o = run_one(m, files, args.timeout, args.baseline)
         with lock:
             done[0] += 1
-            by = f" by {', '.join(o.failed)}" if o.failed and o.result == KILLED else ""
+            named = ", ".join(o.failed[:3]) + (f" and {len(o.failed) - 3} more" if len(o.failed) > 3 else "")
+            by = f" by {named}" if o.failed and o.result == KILLED else ""
             note = f" ({o.note})" if o.note else ""
             print(f"[{done[0]}/{len(mutants)}] {m.id}: {o.result}{note}{by} in {o.seconds:.1f} s", flush=True)
         return o
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(one, mutants))
+    if args.jobs <= 1:  # in the main thread, so that an interruption stops the running tests
+        outcomes = [one(m) for m in mutants]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            outcomes = list(pool.map(one, mutants))
     total = time.monotonic() - start
     args.report.write_text(report(outcomes, total), encoding="utf-8")
     bad = [o for o in outcomes if o.result != KILLED]
