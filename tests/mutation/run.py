@@ -84,6 +84,7 @@ def child_env(copy: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = os.pathsep.join([str(copy / "src"), str(copy)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing the copy compiles is kept, nothing stale is read
+    env["COLUMNS"] = "300"  # pytest cuts a summary line's message to the width, or drops it
     return env
 
 
