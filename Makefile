@@ -7,7 +7,7 @@ UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto clean
+.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto mutants clean
 
 # Two stamps, one per install: `make up` installs the runtime only ($(RUNTIME)); `make test` and
 # the development targets add the test, lint and type-check tools ($(VENV)/.synced). Either order
@@ -53,6 +53,12 @@ integration: $(VENV)/.synced
 
 reliability: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/reliability
+
+# The mutation check: every bug listed in tests/mutation/mutants/*.toml, seeded one at a time into a
+# copy of the working tree, must make its tests fail (report: mutants-report.md). Not part of `make
+# test`: it runs for minutes. Options: make mutants ARGS="--only ID[,ID] | --list | --baseline".
+mutants: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.mutation.run $(ARGS)
 
 bench: $(RUNTIME)
 	$(VENV)/bin/his bench

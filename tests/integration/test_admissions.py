@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
+from his.admissions import store
 from his.admissions.api.http import router
 from his.admissions.app import NIGHTLY_DELAY, nightly_charges
 from his.admissions.handlers import Directories
@@ -378,6 +380,54 @@ async def test_the_first_run_of_the_new_year_charges_new_years_eve(world: World)
     nights = [(e["admission_id"], e["night"]) for e in await world.outbox(CHARGED)]
     assert nights == [(a["id"], (eve - timedelta(days=1)).isoformat()), (a["id"], eve.isoformat())]
     assert world.today == world.hard.day and eve.year == world.today.year - 1
+
+
+async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_patient(world: World) -> None:
+    """Admissions that got past the bed's lock and the patient's check (inserted through the
+    store's own path) are refused by the partial unique indexes."""
+    ward, patient = await world.ward(2), world.patients.add()
+    first = dict((await world.admit(ward, patient)).json())
+    free = await world.client.get("/beds", params={"ward_id": ward, "state": "available"}, headers=as_role("NURSE"))
+    other_bed = uuid.UUID(free.json()["items"][0]["id"])
+
+    async def insert(patient: uuid.UUID, bed: uuid.UUID) -> None:
+        row = {"id": uuid.uuid4(), "patient_id": patient, "practitioner_id": CARER, "ward_id": uuid.UUID(ward),
+               "bed_id": bed, "admitted_at": world.clock(), "admitted_by": CARER}  # fmt: skip
+        async with world.db.uow() as uow:
+            await store.insert_admission(uow.conn, row)
+
+    with pytest.raises(asyncpg.UniqueViolationError, match="admission_one_per_bed"):
+        await insert(world.patients.add(), uuid.UUID(first["bed_id"]))
+    with pytest.raises(store.AlreadyAdmittedError):
+        await insert(patient, other_bed)
+    assert await world.db.pool.fetchval("SELECT count(*) FROM admission") == 1
+
+
+async def test_the_database_itself_charges_a_night_once(world: World) -> None:
+    """Two posts of the same night that both got past the check (as two runs would without the
+    admission's row lock) charge it once: the second insert is refused by the database, and so is
+    any insert that does not ask for ``ON CONFLICT``."""
+    ward = await world.ward(1, "1000.00")
+    aid = uuid.UUID((await world.admitted(ward))["id"])
+    night = world.today - timedelta(days=1)
+    checked = asyncio.Barrier(2)
+
+    async def post() -> bool:
+        async with world.db.uow() as uow:
+            assert night not in await store.charged_nights(uow.conn, aid)
+            await checked.wait()  # both found the night unposted
+            charge = {"id": uuid.uuid4(), "admission_id": aid, "night": night, "ward_id": uuid.UUID(ward),
+                      "ward_type": "general", "amount": Decimal("1000.00"), "currency": "TRY"}  # fmt: skip
+            return await store.insert_charge(uow.conn, charge)
+
+    assert sorted(await asyncio.gather(post(), post())) == [False, True]
+    with pytest.raises(asyncpg.UniqueViolationError, match="bed_charge_once_per_night"):
+        await world.db.pool.execute(
+            """INSERT INTO bed_charge (id, admission_id, night, ward_id, ward_type, amount, currency)
+               SELECT $1, admission_id, night, ward_id, ward_type, amount, currency FROM bed_charge""",
+            uuid.uuid4(),
+        )
+    assert await world.db.pool.fetchval("SELECT count(*) FROM bed_charge WHERE admission_id = $1", aid) == 1
 
 
 async def test_one_bad_admission_does_not_sink_the_night(world: World) -> None:
