@@ -223,3 +223,16 @@ def test_a_year_of_invoices_never_passes_the_cap(plan: Plan, invoices: list[list
         year = p.after
         if plan.out_of_pocket_cap is not None:
             assert year.out_of_pocket <= plan.out_of_pocket_cap
+
+
+@pytest.mark.parametrize(
+    ("amount", "pct"),
+    [("0.01", "50"), ("0.03", "50"), ("0.05", "10"), ("100.01", "50"), ("0.07", "70"), ("999.99", "33.33")],
+)
+def test_the_patient_pays_the_remainder_so_half_cents_never_split_a_line(amount: str, pct: str) -> None:
+    """The insurer's share is rounded; the patient's is what is left, so the two add up exactly."""
+    plan = Plan("HALF", all_at(pct))
+    priced = price(plan, [Line("X", "procedure", D(1), D(amount))], Accumulator())
+    line = priced.lines[0]
+    assert line.insurer_share + line.patient_share == D(amount)
+    assert line.insurer_share == (D(amount) * D(pct) / 100).quantize(D("0.01"), rounding="ROUND_HALF_UP")
