@@ -119,11 +119,11 @@ async def test_handler_slower_than_ack_wait_is_delivered_and_applied_once(
     print(history.notes[-1])
     verdict = history.check()
 
-    # The fault landed: the handler ran well past ack_wait, and the batch was reported meanwhile.
+    # The fault landed: the handler ran well past ack_wait.
     assert slow.took >= SLOW_SECONDS > 2 * ACK_WAIT
-    assert reports >= 1
     # Delivered once, applied once, never on its way to the DLQ.
-    assert max(d.num_delivered for d in deliveries) == 1, f"redelivered: {deliveries}"
+    again = [(d.event_id, d.num_delivered) for d in deliveries if d.num_delivered > 1]
+    assert not again, f"redelivered mid-flight (event, num_delivered): {again}"
     assert set(delivered.values()) == {1} and set(delivered) == ledger.committed
     assert info.num_redelivered == 0 and not exhausted
     assert info.ack_floor.stream_seq == last, "every message acknowledged"
@@ -131,6 +131,8 @@ async def test_handler_slower_than_ack_wait_is_delivered_and_applied_once(
     assert verdict.ok, verdict
     # The other replica kept applying while the slow handler was still running.
     assert flowed_meanwhile
+    # What kept it from being redelivered: the batch was reported in progress meanwhile.
+    assert reports >= 1
 
 
 def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
