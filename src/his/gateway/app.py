@@ -44,7 +44,7 @@ log = logging.getLogger("his.gateway")
 MAX_BODY = 1024 * 1024
 #: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "idempotency-key", "user-agent", "payment-signature")
-RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag")
+RETURNED_HEADERS = ("content-type", "retry-after", "location", "www-authenticate", "etag", "idempotent-replayed")
 #: On every response of the gateway's listeners (uvicorn's own error answers included): browsers
 #: must not guess a type other than the one declared. And no ``server`` header.
 EVERY_RESPONSE = [("x-content-type-options", "nosniff")]

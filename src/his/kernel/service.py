@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from his.kernel import bus, problems, safety, tracing
+from his.kernel import bus, faults, problems, safety, tracing
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -266,6 +266,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     if defn.routes is not None:
         app.include_router(defn.routes(ctx))
     app.state.ctx = ctx
+    faults.arm(settings.fault_points, scope=defn.name)  # test-only; after the routes declared theirs
 
     problems.install(app)
 
