@@ -174,7 +174,6 @@ def test_a_payment_killed_between_commit_and_answer_is_retried_once_with_its_key
 
     retry = httpx.post(f"{inv}/payments", headers=headers, json=pay, timeout=20)
     assert retry.status_code == 201, retry.text
-    assert retry.headers.get("idempotent-replayed") == "true"
     paid = retry.json()["id"]
     history.tell(paid)
     rows = [x["id"] for x in (_get(f"{inv}/payments", clerk) or {"items": []})["items"]]
@@ -191,8 +190,9 @@ def test_a_payment_killed_between_commit_and_answer_is_retried_once_with_its_key
     history.observe("stream", events)
     verdict = history.check()
     print(history.notes, verdict)
-    assert paid == before_retry["items"][0]["id"], "the retry must answer the payment the first attempt made"
     assert verdict.ok, verdict
+    assert paid == before_retry["items"][0]["id"], "the retry must answer the payment the first attempt made"
+    assert retry.headers.get("idempotent-replayed") == "true"
     got = _get(inv, clerk)
     assert got is not None and (got["paid"], got["outstanding"]) == ("80.00", "120.00")
 
