@@ -11,18 +11,36 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from his.kernel.infra.nats import free_port
-from tests.e2e.harness import HIS, Hospital, his_env, link_by_invitation, published_events
+from his.reliability.history import History
+from tests.e2e.harness import (
+    HIS,
+    Hospital,
+    create_user,
+    his_env,
+    link_by_invitation,
+    published_events,
+    register_patient,
+)
+from tests.e2e.test_payments import stay_invoice
 from tests.support.waiting import alive, wait_until
+
+#: A file whose presence arms billing's fault point after a desk payment's commit (see
+#: ``his.kernel.faults``): the point fires once, consuming it, and the service is SIGKILLed.
+KILL_AFTER_PAYMENT = "kill-billing-after-payment-commit"
 
 
 @pytest.fixture(scope="module")
 def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
-    h = Hospital(open_tmp("hospital") / "data", free_port())
+    root = open_tmp("hospital")
+    h = Hospital(
+        root / "data", free_port(), HIS_FAULT_POINTS=f"billing.payment.after_commit=kill@{root / KILL_AFTER_PAYMENT}"
+    )
     h.start()
     yield h
     if h.proc is not None and h.proc.poll() is None:
@@ -119,6 +137,76 @@ def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
 
     wait_until(restarted, timeout=60, what="notifications to be restarted")
     assert "notifications exited" in hospital.log.read_text()
+
+
+def test_a_payment_killed_between_commit_and_answer_is_retried_once_with_its_key(hospital: Hospital) -> None:
+    """Billing is SIGKILLed right after a desk payment committed, before its answer left (its
+    fault point): the clerk gets a 503, retries with the same Idempotency-Key once `his up` has
+    restarted billing, and is answered the original payment; one payment, one event, paid once."""
+    h, gw = hospital, hospital.gateway
+    admin = h.login()
+    _, clerk = create_user(h, admin, "BILLING", "retry")
+    patient = register_patient(h, admin, f"Retry{uuid.uuid4().hex[:6]}", coverage={"payer": "SGK", "member_id": "SG-R"})
+    invoice = stay_invoice(h, admin, str(patient["id"]))
+    inv = f"{gw}/api/invoices/{invoice['id']}"
+    pay = {"amount": "80.00", "currency": "TRY", "method": "cash"}
+    headers = clerk | {"Idempotency-Key": f"desk-{uuid.uuid4()}"}
+    old = int(h.state()["services"]["billing"]["pid"])  # type: ignore[index]
+    trigger = h.data.parent / KILL_AFTER_PAYMENT
+    trigger.touch()
+
+    first = httpx.post(f"{inv}/payments", headers=headers, json=pay, timeout=20)
+    assert first.status_code == 503, first.text  # no answer came: the gateway says billing is unavailable
+    history = History()
+    history.note(f"first attempt: {first.status_code} {first.json()['detail']}")
+
+    def billing_back() -> bool:
+        return int(h.state()["services"]["billing"]["pid"]) != old and _get(f"{inv}/payments", clerk) is not None  # type: ignore[index]
+
+    wait_until(billing_back, timeout=60, what="billing to be restarted")
+    before_retry = _get(f"{inv}/payments", clerk)
+    assert before_retry is not None
+    # The fault landed after the commit: the point fired (its trigger is gone), billing died of
+    # SIGKILL, and the payment was in the database before any answer about it was given.
+    assert not trigger.exists()
+    assert f"billing exited with code {-signal.SIGKILL}" in h.log.read_text()
+    assert [(x["amount"], x["kind"]) for x in before_retry["items"]] == [("80.00", "payment")]
+
+    retry = httpx.post(f"{inv}/payments", headers=headers, json=pay, timeout=20)
+    assert retry.status_code == 201, retry.text
+    paid = retry.json()["id"]
+    history.tell(paid)
+    rows = [x["id"] for x in (_get(f"{inv}/payments", clerk) or {"items": []})["items"]]
+    history.observe("database", rows)
+    events: list[str] = []
+
+    def published() -> bool:
+        lines = published_events(h).splitlines()
+        mine = [x for x in lines if " his.billing.payment.received.v1 " in x and str(invoice["id"]) in x]
+        events[:] = [m for x in mine for m in re.findall(r'"payment_id":"([0-9a-f-]+)"', x)]
+        return len(events) >= len(rows)
+
+    wait_until(published, timeout=30, every=0.5, what="the payment's event in the stream")
+    history.observe("stream", events)
+    verdict = history.check()
+    print(history.notes, verdict)
+    assert verdict.ok, verdict
+    assert paid == before_retry["items"][0]["id"], "the retry must answer the payment the first attempt made"
+    assert retry.headers.get("idempotent-replayed") == "true"
+    got = _get(inv, clerk)
+    assert got is not None and (got["paid"], got["outstanding"]) == ("80.00", "120.00")
+
+
+def _get(url: str, auth: dict[str, str]) -> dict[str, Any] | None:
+    """The JSON of a GET, or None while the service behind it is unavailable."""
+    try:
+        r = httpx.get(url, headers=auth, timeout=10)
+    except httpx.HTTPError:
+        return None
+    if r.status_code == 503:
+        return None
+    assert r.status_code == 200, r.text
+    return dict(r.json())
 
 
 def test_ctrl_c_stops_everything_and_data_survives_a_restart(hospital: Hospital) -> None:

@@ -339,6 +339,8 @@ def plan_children(stack: Stack) -> None:
             "HIS_INBOX_RETENTION_DAYS": str(s.inbox_retention_days),
         }
     )
+    if s.fault_points:  # test-only (his.kernel.faults); each service arms its own points
+        base["HIS_FAULT_POINTS"] = s.fault_points
     if s.otlp_endpoint:  # OTEL_* variables pass through as they are
         base["HIS_OTLP_ENDPOINT"] = s.otlp_endpoint
     # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.

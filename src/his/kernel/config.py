@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     #: hangs (a lock held elsewhere, a server that stopped answering) is cancelled when it passes:
     #: the request gets a 503, a consumer tries the event again later, the relay reconnects.
     db_timeout: float = Field(default=30.0, gt=0)
+    #: Test-only: fault points to arm (``his.kernel.faults``), e.g.
+    #: ``billing.payment.after_commit=kill@/tmp/trigger``. Empty (off) in any real deployment.
+    fault_points: str = ""
     #: How long published outbox rows are kept before they are pruned.
     outbox_retention_seconds: float = 7 * 24 * 3600
     #: How long a consumer remembers an event it applied (its inbox row), in days. A redelivery

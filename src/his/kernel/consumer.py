@@ -15,6 +15,13 @@ Failures: an invalid envelope or payload, or a ``PermanentError`` from the handl
 terminated at once (with its reason). Any other error is negatively acknowledged with a
 growing delay until ``max_deliver`` is reached. Either way JetStream emits an advisory that
 the DLQ mover turns into a dead letter; the last error is kept in a KV bucket for it.
+
+Slow handlers: while a batch is being applied, the consumer tells JetStream every third of
+``ack_wait`` that its messages are still in progress (``+WPI``), which restarts their ack timers.
+A handler slower than ``ack_wait`` is therefore neither redelivered mid-flight (to another
+replica, or to this one after it finishes) nor pushed towards ``max_deliver`` and the DLQ; the
+reports stop as soon as the batch is committed or rolled back, so a hung consumer process still
+has its messages redelivered ``ack_wait`` after it last reported.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -44,6 +51,9 @@ from his.kernel.events import Envelope, Event, InvalidEnvelopeError, UnknownEven
 from his.kernel.streams import ERRORS_BUCKET, REPLAY_STREAM, replay_subject
 
 log = logging.getLogger("his.consumer")
+
+#: How often, as a share of ``ack_wait``, a batch still being applied is reported in progress.
+PROGRESS_SHARE = 1 / 3
 
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
 
@@ -97,6 +107,8 @@ class ConsumerStats:
     duplicates: int = 0
     failed: int = 0
     terminated: int = 0
+    #: In-progress reports sent (one per message per report) for batches slower than ``ack_wait``.
+    in_progress: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def outcomes(self) -> tuple[int, int, int, int]:
@@ -185,7 +197,8 @@ class ConsumerLoop:
         if not items:
             return
         try:
-            acks, failures = await self._apply(items)
+            with self._in_progress([it.msg for it in items]):
+                acks, failures = await self._apply(items)
         except DATABASE_ERRORS as exc:
             log.warning("consumer %s could not reach its database: %r", self.sub.name, exc)
             for it in items:
@@ -200,6 +213,39 @@ class ConsumerLoop:
                 await self._terminate(it.msg, _one_line(error))
             else:
                 await self._retry(it.msg, _one_line(error))
+
+    @contextlib.contextmanager
+    def _in_progress(self, msgs: list[Msg]) -> Iterator[None]:
+        """Report ``msgs`` in progress every ``PROGRESS_SHARE`` of ``ack_wait`` until the block ends.
+
+        A timer, not a task: most batches finish long before the first report is due, and a
+        timer that never fires costs far less than a task per batch.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self.sub.ack_wait * PROGRESS_SHARE
+        sending: set[asyncio.Task[None]] = set()
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            nonlocal handle
+            task = loop.create_task(self._report_in_progress(msgs))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+            handle = loop.call_later(interval, due)
+
+        handle = loop.call_later(interval, due)
+        try:
+            yield
+        finally:
+            handle.cancel()
+            for task in sending:
+                task.cancel()
+
+    async def _report_in_progress(self, msgs: list[Msg]) -> None:
+        for m in msgs:
+            with contextlib.suppress(nats.errors.Error):
+                await m.in_progress()
+                self.stats.in_progress += 1
 
     async def _until_database_answers(self) -> None:
         """Fetch nothing more until the database answers again.

@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from his.kernel import bus, problems, safety, tracing
+from his.kernel import bus, faults, problems, safety, tracing
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -168,10 +168,28 @@ def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIR
     return router
 
 
+#: Seconds between the client's PINGs, and how many may go unanswered before it gives the
+#: connection up as stale and reconnects. A connection that hangs without closing (a dead peer,
+#: a dropped NAT entry) is noticed only this way; with nats-py's defaults (120 s, 2) the relay
+#: and the consumers would sit on it for up to six minutes, publishing and fetching nothing.
+PING_SECONDS = 5.0
+MAX_OUTSTANDING_PINGS = 2
+
+
 async def connect_nats(
-    url: str, name: str, *, identity: WorkloadIdentity | None = None, service: str | None = None
+    url: str,
+    name: str,
+    *,
+    identity: WorkloadIdentity | None = None,
+    service: str | None = None,
+    ping_interval: float = PING_SECONDS,
+    max_outstanding_pings: int = MAX_OUTSTANDING_PINGS,
 ) -> NATS:
-    """A service's NATS connection: reconnects forever; TLS with its workload identity when given."""
+    """A service's NATS connection: reconnects forever; TLS with its workload identity when given.
+
+    A connection whose PINGs go unanswered for ``(max_outstanding_pings + 1) * ping_interval``
+    seconds is dropped and reconnected, so a hung connection costs seconds, not minutes.
+    """
     return await bus.connect(
         url,
         name=name,
@@ -182,6 +200,8 @@ async def connect_nats(
         connect_timeout=5,
         allow_reconnect=True,
         pending_size=64 * 1024 * 1024,
+        ping_interval=ping_interval,
+        max_outstanding_pings=max_outstanding_pings,
     )
 
 
@@ -245,6 +265,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     if defn.routes is not None:
         app.include_router(defn.routes(ctx))
     app.state.ctx = ctx
+    faults.arm(settings.fault_points, scope=defn.name)  # test-only; after the routes declared theirs
 
     problems.install(app)
 

@@ -30,6 +30,7 @@ from his.billing.store import online as online_store
 from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_access, record_workload_access
+from his.kernel import faults
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import UnitOfWork
 from his.kernel.params import CalendarDate, Limit, one_of
@@ -66,6 +67,8 @@ class MoneyIn(BaseModel):
 #: How money is taken at a desk (card: the desk's terminal). Online money comes only from the
 #: payment provider's confirmation.
 DESK_METHODS = ("cash", "card", "bank_transfer")
+#: Test-only fault point (``his.kernel.faults``): a desk payment or refund committed, its answer not sent.
+MONEY_COMMITTED = faults.point("billing.payment.after_commit", "a desk payment or refund committed, not yet answered")
 
 
 class OnlineIn(BaseModel):
@@ -285,6 +288,8 @@ def router(
             raise HTTPException(422, str(exc)) from None
         except handlers.ConflictError as exc:
             raise HTTPException(409, str(exc)) from None
+        if not answer.replayed:
+            faults.hit(MONEY_COMMITTED)  # test-only: the answer below may never leave
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
         return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 
