@@ -15,6 +15,7 @@ import json
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ class NatsCluster:
     name: str = "his"
     sync_always: bool = True
     nodes: list[ClusterNode] = field(default_factory=list)
+    #: The route URLs a node dials (default: every node's route port). A test gives each node
+    #: its own path to each peer (e.g. through a proxy it can cut) to partition the cluster.
+    routes_for: Callable[[ClusterNode], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -127,7 +131,7 @@ class NatsCluster:
         """Start one node's process (its store is kept), without waiting for it."""
         node.workdir.mkdir(parents=True, exist_ok=True)
         conf = node.workdir / "nats.conf"
-        routes = [n.route_url for n in self.nodes]
+        routes = self.routes_for(node) if self.routes_for else [n.route_url for n in self.nodes]
         conf.write_text(node_config(node, routes, cluster=self.name, sync_always=self.sync_always))
         node.proc = ManagedProcess.spawn(node.name, [binary(), "-c", str(conf)], log_file=node.workdir / "nats.log")
 
