@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 from nats.js.client import JetStreamContext
 
@@ -74,7 +75,9 @@ def partitionable(tmp_path: Path) -> Iterator[tuple[NatsCluster, Links]]:
                 by_pair[a.name, b.name] = links.add(f"{a.name}->{b.name}", b.route_port)
 
     def routes_for(node: ClusterNode) -> list[str]:
-        return [f"nats-route://127.0.0.1:{by_pair[node.name, peer.name].port}" for peer in cluster.nodes if peer is not node]
+        return [
+            f"nats-route://127.0.0.1:{by_pair[node.name, peer.name].port}" for peer in cluster.nodes if peer is not node
+        ]
 
     cluster.routes_for = routes_for
     try:
@@ -127,7 +130,14 @@ async def read_replica(node: ClusterNode) -> Replica:
             assert got, f"{node.name} answered no message from seq {seq}"
     finally:
         await nc.close()
-    return Replica(node.name, int(state["messages"]), int(state["first_seq"]), int(state["last_seq"]), digest.hexdigest(), tuple(ids))
+    return Replica(
+        node.name,
+        int(state["messages"]),
+        int(state["first_seq"]),
+        int(state["last_seq"]),
+        digest.hexdigest(),
+        tuple(ids),
+    )
 
 
 async def compare_replicas(cluster: NatsCluster, db: Database, stage: str) -> list[Replica]:
@@ -189,10 +199,14 @@ async def test_minority_partition_then_rolling_restart_keep_replicas_identical(
             links.heal(cut)
             await wait_for(lambda: _caught_up(cluster), timeout=30, what=f"{isolated.name} caught up after healing")
             first = await compare_replicas(cluster, db, "partition")
-            notes.append(f"after healing: 3 replicas identical, {first[0].messages} messages, digest {first[0].digest[:12]}")
+            notes.append(
+                f"after healing: 3 replicas identical, {first[0].messages} messages, digest {first[0].digest[:12]}"
+            )
 
             # --- 2. a rolling restart ------------------------------------------------------------
-            work = Workload(db, ledger, PARTITION_BURST + RESTART_BURST, writers=4, pace=0.01, seed=rng.randrange(1 << 30))
+            work = Workload(
+                db, ledger, PARTITION_BURST + RESTART_BURST, writers=4, pace=0.01, seed=rng.randrange(1 << 30)
+            )
             leaders = [await leader(js)]
             async with running(work.run()) as (writers,):
                 for node in cluster.nodes:
@@ -250,7 +264,7 @@ async def _after_election(js: JetStreamContext) -> str:
             name = await leader(js)
             if name:
                 return name
-        except Exception:  # noqa: BLE001 - the cluster may still be electing
+        except (nats.errors.Error, TimeoutError):  # the cluster may still be electing
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.2)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import orjson
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import tests.support.events  # noqa: F401 - registers the test event types
@@ -71,20 +72,25 @@ class OrderRecordingConsumer(ConsumerLoop):
         )
 
 
-async def main(args: argparse.Namespace) -> None:
-    db = Database(args.dsn, schema=args.schema, min_size=1, max_size=2)
-    await db.open()
-    nc = await connect_nats(args.nats, f"test-order-consumer-{os.getpid()}")
+def order_consumer(db: Database, nc: NATS, durable: str, *, batch: int, ack_wait: float) -> OrderRecordingConsumer:
+    """The recording consumer (this process's, or one a test runs in its own process)."""
     holder: list[OrderRecordingConsumer] = []
 
     async def handler(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         await holder[0].apply(uow, env, ev)
 
     sub = Subscription(
-        args.durable, ThingHappened.type, handler, max_deliver=10, backoff=(0.2,), ack_wait=args.ack_wait, batch=args.batch
+        durable, ThingHappened.type, handler, max_deliver=10, backoff=(0.2,), ack_wait=ack_wait, batch=batch
     )
-    consumer = OrderRecordingConsumer(db, nc, nc.jetstream(timeout=5.0), sub)
-    holder.append(consumer)
+    holder.append(OrderRecordingConsumer(db, nc, nc.jetstream(timeout=5.0), sub))
+    return holder[0]
+
+
+async def main(args: argparse.Namespace) -> None:
+    db = Database(args.dsn, schema=args.schema, min_size=1, max_size=2)
+    await db.open()
+    nc = await connect_nats(args.nats, f"test-order-consumer-{os.getpid()}")
+    consumer = order_consumer(db, nc, args.durable, batch=args.batch, ack_wait=args.ack_wait)
     consumer.stop_at_batch = args.stop_at_batch
     consumer.marker = Path(args.marker) if args.marker else None
     print(f"order consumer pid {os.getpid()} started", flush=True)
