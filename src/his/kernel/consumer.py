@@ -14,7 +14,7 @@ per event; anything it does outside the database may happen again (as with any r
 Order: a batch is applied in stream order, and a consumer that starts while messages of an
 earlier run are still unacknowledged (it was killed with a batch in flight) fetches nothing until
 JetStream redelivers them, so events of one aggregate are not applied after later ones. A
-handler failure is still retried after a delay while later events go on (see docs/reliability.md).
+handler failure is still retried after a delay while later events of its aggregate go on.
 
 Failures: an invalid envelope or payload, or a ``PermanentError`` from the handler, is
 terminated at once (with its reason). Any other error is negatively acknowledged with a
