@@ -22,6 +22,7 @@ from his.gateway.app import Edge, create_app
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel.config import ServiceSettings
 from his.kernel.security import AUDIENCE, ISSUER
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -171,3 +172,37 @@ async def test_the_token_checked_is_the_only_token_forwarded(upstream: tuple[Ups
     forwarded = [h.decode().lower() for h in up.seen if h.startswith(b"GET /patients")]
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", (r.status_code, forwarded)
     assert forwarded == []
+
+
+async def test_a_request_finding_every_upstream_connection_busy_is_a_503_unsent(
+    upstream: tuple[Upstream, int],
+) -> None:
+    """Past the pool's 100 connections to one upstream, a request waits at most the connect
+    deadline for one to come free, then is told to come back, and is never sent: under an
+    overload it is not queued in the gateway until it is answered 504 or not at all."""
+    up, port = upstream
+    up.delay = 4.0  # every pooled connection is held longer than the connect deadline
+    url = f"http://127.0.0.1:{port}"
+    settings = ServiceSettings(gateway_rate_per_ip=1000.0, gateway_burst=1000)
+    app = create_app({"identity": url, "patients": url}, settings)
+    gw = app.state.gateway
+    transport = httpx.ASGITransport(app=Edge(app, gw), client=("203.0.113.9", 50000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
+            held = [asyncio.create_task(client.post("/api/auth/login", json={})) for _ in range(100)]
+            await wait_for(lambda: ready(len(up.seen) == 100), what="all 100 connections to be taken")
+            started = asyncio.get_running_loop().time()
+            extra = await client.post("/api/auth/login", json={"n": 101})
+            took = asyncio.get_running_loop().time() - started
+            answers = await asyncio.gather(*held)
+    finally:
+        await gw.close()
+    assert extra.status_code == 503, extra.text
+    assert extra.headers["retry-after"] == "1" and "identity is busy" in extra.json()["detail"]
+    assert took < 3.5, took  # told before a connection came free
+    assert [r.status_code for r in answers] == [200] * 100
+    assert not any(b'"n"' in seen for seen in up.seen), "the refused request reached the upstream"
+
+
+async def ready(value: bool) -> bool:
+    return value

@@ -54,6 +54,8 @@ NO_STORE = (b"cache-control", b"no-store")
 OPS_LIMITS = Limits(max_connections=64, max_per_address=32)
 #: A service that cannot be reached now may be reached in a moment.
 RETRY_SOON = {"Retry-After": "1"}
+#: Seconds a request may wait for a connection to its upstream (a pooled one or a new one).
+CONNECT = 2.0
 #: Seconds the console reuses the services' health it shows.
 HEALTH_TTL = 5.0
 
@@ -71,7 +73,10 @@ class Gateway:
     ) -> None:
         self.upstreams = upstreams
         self._bases = {name: URL(url) for name, url in upstreams.items()}
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=2.0)
+        # ``connect`` bounds the wait for one of the pool's connections to an upstream as well as
+        # opening one: past it the upstream is too busy and the request is answered 503 unsent
+        # (otherwise an overload queues requests here until they are answered 504 or not at all).
+        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=CONNECT, sock_connect=CONNECT)
         # Upstreams are reached over mutual TLS: the gateway presents its workload certificate.
         self._tls = identity.client_context() if identity else True
         self._session: aiohttp.ClientSession | None = None

@@ -11,6 +11,11 @@ batch's transaction rolls back and the batch runs again with each handler in its
 so the failure stays with its event. A handler's database effects are therefore all-or-nothing
 per event; anything it does outside the database may happen again (as with any redelivery).
 
+Order: a batch is applied in stream order, and a consumer that starts while messages of an
+earlier run are still unacknowledged (it was killed with a batch in flight) fetches nothing until
+JetStream redelivers them, so events of one aggregate are not applied after later ones. A
+handler failure is still retried after a delay while later events of its aggregate go on.
+
 Failures: an invalid envelope or payload, or a ``PermanentError`` from the handler, is
 terminated at once (with its reason). Any other error is negatively acknowledged with a
 growing delay until ``max_deliver`` is reached. Either way JetStream emits an advisory that
@@ -34,13 +39,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 import nats.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -66,6 +72,9 @@ INBOX_FORGET = "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uui
 #: What a lost or refused database connection raises. asyncpg reports a connection that the
 #: server terminated while it was being used as ``InternalClientError`` ("another operation is
 #: in progress"), which is neither a ``PostgresError`` nor an ``InterfaceError``.
+#: Past ``ack_wait``, the time the server may take to notice a message is due for redelivery.
+REDELIVERY_MARGIN = 0.25
+
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
@@ -159,11 +168,13 @@ class ConsumerLoop:
             try:
                 await self.ensure(stream, durable, subject)
                 psub = await self.js.pull_subscribe_bind(durable, stream=stream)
+                info = await self.js.consumer_info(stream, durable)
                 break
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 stop_if_cancelled()
                 log.warning("consumer %s cannot bind yet: %r", durable, exc)
                 await asyncio.sleep(1.0)
+        await self._redeliveries_first(durable, info)
         while True:
             try:
                 msgs = await psub.fetch(self.sub.batch, timeout=1.0)
@@ -176,6 +187,24 @@ class ConsumerLoop:
                 await asyncio.sleep(0.5)
                 continue
             await self.process(msgs)
+
+    async def _redeliveries_first(self, durable: str, info: ConsumerInfo) -> None:
+        """Fetch nothing before the messages an earlier incarnation left unacknowledged come back.
+
+        A consumer that died with a batch in flight leaves it pending until ``ack_wait`` runs out;
+        a fetch before then is handed the later messages, and events of one aggregate would be
+        applied out of order. Once they are due, JetStream hands out redeliveries before new
+        messages, so waiting until then keeps per-aggregate order.
+        """
+        if not info.num_ack_pending:
+            return
+        ack_wait = info.config.ack_wait or self.sub.ack_wait
+        last = info.delivered.last_active if info.delivered else None
+        since = (datetime.now(UTC) - last).total_seconds() if last else 0.0
+        wait = max(0.0, min(ack_wait, ack_wait - since)) + REDELIVERY_MARGIN
+        log.info("consumer %s: %d messages of an earlier run unacknowledged; fetching again in %.1fs",
+                 durable, info.num_ack_pending, wait)  # fmt: skip
+        await asyncio.sleep(wait)
 
     async def process(self, msgs: list[Msg]) -> None:
         """Apply a fetched batch: one transaction, then acks/naks/terms."""

@@ -15,6 +15,7 @@ import json
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ class ClusterNode:
         return self.proc is not None and self.proc.poll() is None
 
 
-def node_config(node: ClusterNode, routes: list[str], *, cluster: str, sync_always: bool = True) -> str:
+def node_config(
+    node: ClusterNode, routes: list[str], *, cluster: str, sync_always: bool = True, advertise: str = ""
+) -> str:
     """The configuration file of one node."""
     return f"""# written by his; regenerated at every start
 server_name: {json.dumps(node.name)}
@@ -68,6 +71,7 @@ cluster {{
   name: {json.dumps(cluster)}
   listen: {node.host}:{node.route_port}
   routes: {json.dumps(routes)}
+  {f"advertise: {json.dumps(advertise)}" if advertise else ""}
 }}
 """
 
@@ -97,6 +101,12 @@ class NatsCluster:
     name: str = "his"
     sync_always: bool = True
     nodes: list[ClusterNode] = field(default_factory=list)
+    #: The route URLs a node dials (default: every node's route port). A test gives each node
+    #: its own path to each peer (e.g. through a proxy it can cut) to partition the cluster.
+    routes_for: Callable[[ClusterNode], list[str]] | None = None
+    #: The route address each node tells its peers (default: its own); peers that learn of a
+    #: node through another dial it there, so a test routing through proxies points it at none.
+    route_advertise: str = ""
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -127,8 +137,10 @@ class NatsCluster:
         """Start one node's process (its store is kept), without waiting for it."""
         node.workdir.mkdir(parents=True, exist_ok=True)
         conf = node.workdir / "nats.conf"
-        routes = [n.route_url for n in self.nodes]
-        conf.write_text(node_config(node, routes, cluster=self.name, sync_always=self.sync_always))
+        routes = self.routes_for(node) if self.routes_for else [n.route_url for n in self.nodes]
+        conf.write_text(
+            node_config(node, routes, cluster=self.name, sync_always=self.sync_always, advertise=self.route_advertise)
+        )
         node.proc = ManagedProcess.spawn(node.name, [binary(), "-c", str(conf)], log_file=node.workdir / "nats.log")
 
     def wait_healthy(self, nodes: list[ClusterNode] | None = None, *, timeout: float = 30.0) -> None:
