@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from nats.aio.msg import Msg
@@ -32,6 +32,7 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database, UnitOfWork, write_outbox
 from his.kernel.events import Envelope, Event, stream_name
 from his.kernel.infra.procs import ManagedProcess
+from his.reliability.history import History
 from tests.support.events import TEST_SERVICE, ThingHappened
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,12 +123,23 @@ async def applied(db: Database) -> Counter[uuid.UUID]:
 
 
 async def check(db: Database, ledger: Ledger) -> Verdict:
-    """The invariant: every committed event applied exactly once, nothing else applied."""
+    """The invariant: every committed event applied exactly once, nothing else applied.
+
+    Decided by the shared checker (``his.reliability.history``): committed events are what
+    clients were told, rolled-back ones were refused, the ``effect`` rows are the applied stage.
+    """
     counts = await applied(db)
+    history = History()
+    for event_id in ledger.committed:
+        history.tell(event_id)
+    for event_id in ledger.rolled_back:
+        history.refuse(event_id)
+    history.observe("applied", counts.elements())
+    found = history.check()
     verdict = Verdict(
-        lost=ledger.committed - set(counts),
-        unexpected=set(counts) - ledger.committed,
-        duplicated={k: n for k, n in counts.items() if n > 1},
+        lost={cast(uuid.UUID, k) for k in found.lost},
+        unexpected={cast(uuid.UUID, k) for k in found.unexpected},
+        duplicated={cast(uuid.UUID, k): counts[cast(uuid.UUID, k)] for k in found.duplicated},
     )
     ledger.note(f"check: {len(ledger.committed)} committed, {len(ledger.rolled_back)} rolled back -> {verdict}")
     return verdict
