@@ -21,17 +21,18 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerInfo
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database, UnitOfWork, write_outbox
 from his.kernel.events import Envelope, Event, stream_name
 from his.kernel.infra.procs import ManagedProcess
+from his.reliability.history import History
 from tests.support.events import TEST_SERVICE, ThingHappened
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,12 +123,23 @@ async def applied(db: Database) -> Counter[uuid.UUID]:
 
 
 async def check(db: Database, ledger: Ledger) -> Verdict:
-    """The invariant: every committed event applied exactly once, nothing else applied."""
+    """The invariant: every committed event applied exactly once, nothing else applied.
+
+    Decided by the shared checker (``his.reliability.history``): committed events are what
+    clients were told, rolled-back ones were refused, the ``effect`` rows are the applied stage.
+    """
     counts = await applied(db)
+    history = History()
+    for event_id in ledger.committed:
+        history.tell(event_id)
+    for event_id in ledger.rolled_back:
+        history.refuse(event_id)
+    history.observe("applied", counts.elements())
+    found = history.check()
     verdict = Verdict(
-        lost=ledger.committed - set(counts),
-        unexpected=set(counts) - ledger.committed,
-        duplicated={k: n for k, n in counts.items() if n > 1},
+        lost={cast(uuid.UUID, k) for k in found.lost},
+        unexpected={cast(uuid.UUID, k) for k in found.unexpected},
+        duplicated={cast(uuid.UUID, k): counts[cast(uuid.UUID, k)] for k in found.duplicated},
     )
     ledger.note(f"check: {len(ledger.committed)} committed, {len(ledger.rolled_back)} rolled back -> {verdict}")
     return verdict
@@ -162,6 +174,13 @@ class Workload:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     held: int = 0
     rollbacks: int = 0
+    #: Held transactions also wait (up to ``hold_limit`` seconds) until a row with a higher id is
+    #: marked published, so that they commit behind it even when the relay lags.
+    hold_until_published: bool = False
+    hold_limit: float = 2.0
+    #: Events of held transactions that committed after a row with a higher outbox id had been
+    #: marked published: the rows a relay reading ``WHERE id > last_id`` would skip.
+    late: set[uuid.UUID] = field(default_factory=set)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._writer(i) for i in range(self.writers)))
@@ -180,6 +199,7 @@ class Workload:
 
     async def transaction(self, seq: int, events: int, *, hold: float = 0.0, rollback: bool = False) -> None:
         envs: list[Envelope] = []
+        late: set[uuid.UUID] = set()
         try:
             async with self.db.uow() as uow:
                 for i in range(events):
@@ -192,6 +212,8 @@ class Workload:
                     uow.events.clear()  # written: the commit must not write them again
                     self.held += 1
                     await asyncio.sleep(hold)
+                    if not rollback and await self._behind_published(uow, envs):
+                        late = {e.id for e in envs}
                 if rollback:
                     raise _RollbackError
         except _RollbackError:
@@ -204,7 +226,28 @@ class Workload:
             return
         if hold:
             self.db.signal.committed()  # the unit of work saw no events left to announce
+        self.late |= late
         self.ledger.committed_tx(envs)
+
+    async def _behind_published(self, uow: UnitOfWork, envs: list[Envelope]) -> bool:
+        """Whether a row with a higher id than these (still uncommitted) rows is already marked
+        published: asked just before the commit, so a true answer means they commit after it."""
+        deadline = time.monotonic() + (self.hold_limit if self.hold_until_published else 0.0)
+        while not await _published_past(uow, envs):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)  # a poll of a condition, with a deadline
+        return True
+
+
+async def _published_past(uow: UnitOfWork, envs: list[Envelope]) -> bool:
+    return bool(
+        await uow.conn.fetchval(
+            "SELECT (SELECT max(id) FROM outbox WHERE published_at IS NOT NULL)"
+            " > (SELECT min(id) FROM outbox WHERE event_id = ANY($1::uuid[]))",
+            [e.id for e in envs],
+        )
+    )
 
 
 async def commit_order_inversions(db: Database, ledger: Ledger) -> int:
@@ -286,6 +329,39 @@ async def caught_up(js: JetStreamContext, stream: str, durable: str) -> bool:
     except Exception:
         return False
     return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def acked_all(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """The durable acknowledged every message its stream holds (its ack floor is the stream's last
+    sequence). Unlike ``caught_up`` it cannot pass just after a publish: the server counts a new
+    message as pending for its consumers a moment after it acknowledged it to the publisher. Only
+    for a durable that reads every subject of its stream."""
+    try:
+        info = await js.consumer_info(stream, durable)
+        last = int((await js.stream_info(stream)).state.last_seq)
+    except Exception:
+        return False
+    return info.num_ack_pending == 0 and int(info.ack_floor.stream_seq or 0) >= last
+
+
+async def stream_keys(js: JetStreamContext, stream: str = STREAM) -> list[str]:
+    """The event id of every message in ``stream``, in stream order (an ephemeral consumer)."""
+    last = int((await js.stream_info(stream)).state.last_seq)
+    psub = await js.pull_subscribe(
+        "",
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=10.0),
+    )
+    keys: list[str] = []
+    try:
+        seq = 0
+        while seq < last:
+            for m in await psub.fetch(1000, timeout=5.0):
+                keys.append(event_id_of(m))
+                seq = m.metadata.sequence.stream if m.metadata.sequence else seq
+    finally:
+        await psub.unsubscribe()
+    return keys
 
 
 async def unpublished(db: Database) -> int:

@@ -9,11 +9,15 @@ waits in the ``HIS_ADVISORIES`` stream until the mover starts.
 Broken variants: a consumer that acknowledges a failed message (the poison is neither retried
 nor dead-lettered) and a DLQ mover that reads only advisories emitted after it started. Both
 lose the poison events, and the check must say so.
+
+A dead letter that the DLQ stream refuses while the mover is up is not lost either: the mover
+leaves its advisory unacknowledged and stores it once the DLQ accepts again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import uuid
@@ -22,14 +26,16 @@ from pathlib import Path
 import orjson
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from his.kernel import dlq
+from his.kernel import dlq, streams
 from his.kernel.db import Database
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay
-from his.kernel.streams import ADVISORY_STREAM, REPLAY_STREAM, replay_subject
+from his.kernel.streams import ADVISORY_STREAM, DLQ_STREAM, dlq_subject, replay_subject
+from his.reliability.history import History
 from tests.conftest import NatsServer
 from tests.reliability.broken import NewOnlyDlqMover, SwallowFailuresConsumer
 from tests.reliability.harness import (
@@ -37,8 +43,8 @@ from tests.reliability.harness import (
     Ledger,
     Recording,
     RecordingConsumer,
+    acked_all,
     applied,
-    caught_up,
     check,
     effect_subscription,
     running,
@@ -58,11 +64,19 @@ class RecordingSwallow(Recording, SwallowFailuresConsumer):
 class Hospital:
     """Relay, consumer and the fix switch of one poison test."""
 
-    def __init__(self, db: Database, nc: NATS, js: JetStreamContext, ledger: Ledger, consumer_variant: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        nc: NATS,
+        js: JetStreamContext,
+        ledger: Ledger,
+        consumer_variant: str,
+        backoff: tuple[float, ...] = (1.0, 2.0),
+    ) -> None:
         self.db, self.js, self.ledger = db, js, ledger
         self.healed = False
         sub = effect_subscription(
-            DURABLE, max_deliver=MAX_DELIVER, backoff=(1.0, 2.0), ack_wait=10.0, healed=lambda: self.healed
+            DURABLE, max_deliver=MAX_DELIVER, backoff=backoff, ack_wait=10.0, healed=lambda: self.healed
         )
         cls: type[Recording] = RecordingSwallow if consumer_variant == "swallow-failures" else RecordingConsumer
         self.consumer = cls(db, nc, js, sub)
@@ -98,10 +112,22 @@ class Hospital:
         seqs = self.poison_seqs()
         return len(seqs) == len(self.poison) and all(e in acked or seqs[e] in announced for e in self.poison)
 
-    async def replays_done(self) -> bool:
-        return await caught_up(self.js, REPLAY_STREAM, self.consumer.sub.replay_name) and await caught_up(
-            self.js, STREAM, DURABLE
-        )
+    def acks(self, event_id: str) -> int:
+        """How many deliveries of ``event_id`` the consumer has acknowledged (on any feed)."""
+        return sum(1 for d in self.consumer.log if d.what == "acked" and d.event_id == event_id)
+
+    async def replayed(self, acked_before: dict[str, int]) -> None:
+        """Wait until the consumer acknowledged one more delivery of each of these events.
+
+        Not "its consumer has nothing pending": JetStream acknowledges a publish a moment before
+        it counts the message as pending for the stream's consumers, so that can be true of a
+        replay just published and not yet delivered.
+        """
+
+        async def done() -> bool:
+            return all(self.acks(e) > n for e, n in acked_before.items())
+
+        await wait_for(done, what=f"the replays of {sorted(acked_before)} handled")
 
 
 async def advisories(js: JetStreamContext, durable: str) -> list[dict[str, object]]:
@@ -121,7 +147,8 @@ async def advisories(js: JetStreamContext, durable: str) -> list[dict[str, objec
 
 
 async def mover_caught_up(js: JetStreamContext, name: str) -> bool:
-    return await caught_up(js, ADVISORY_STREAM, name)
+    """The mover acknowledged every advisory kept (each one's dead letter is stored by then)."""
+    return await acked_all(js, ADVISORY_STREAM, name)
 
 
 async def cli_replay(nats_url: str, tmp_path: Path, *args: str) -> str:
@@ -193,6 +220,7 @@ async def test_poison_is_dead_lettered_while_good_events_flow_and_replays_once(
         h.healed = True  # the fix is deployed
         ids = [d.id for d in dead]
         replayed = dead[0] if dead else None
+        acked = {d.event_id: h.acks(d.event_id) for d in dead}
         for i in ids[:-1]:
             assert await dlq.replay(js, i) is not None
         if ids:
@@ -200,12 +228,12 @@ async def test_poison_is_dead_lettered_while_good_events_flow_and_replays_once(
             out = await cli_replay(nats_server.url, tmp_path, str(ids[-1]))
             assert f"{ids[-1]}: replayed to {DURABLE}" in out, out
             ledger.note(f"replayed {ids[:-1]} through dlq.replay and {ids[-1:]} through the CLI: {out.strip()}")
-        await wait_for(h.replays_done, what="replays applied")
+        await h.replayed(acked)
         if replayed is not None:
             # A replay repeated after the dedupe window reaches the consumer again: the inbox drops it.
             before = h.consumer.stats.duplicates
             await js.publish(replay_subject(DURABLE), replayed.data)
-            await wait_for(h.replays_done, what="repeated replay handled")
+            await h.replayed({replayed.event_id: h.acks(replayed.event_id)})
             assert h.consumer.stats.duplicates == before + 1
 
     verdict = await check(effects, ledger)
@@ -244,9 +272,10 @@ async def test_poison_is_captured_when_the_mover_starts_later(
             dead = await dlq.list_dead_letters(js, consumer=DURABLE)
             ledger.note(f"the late mover captured {len(dead)} dead letters")
             h.healed = True
+            acked = {d.event_id: h.acks(d.event_id) for d in dead}
             for d in dead:
                 assert await dlq.replay(js, d.id) is not None
-            await wait_for(h.replays_done, what="replays applied")
+            await h.replayed(acked)
 
     verdict = await check(effects, ledger)
     if variant == "correct":
@@ -256,3 +285,47 @@ async def test_poison_is_captured_when_the_mover_starts_later(
     else:
         assert not dead
         assert {str(e) for e in verdict.lost} == h.poison, f"the check missed the missed dead letters: {verdict}"
+
+
+async def test_a_dead_letter_the_dlq_refuses_is_stored_once_it_accepts_again(
+    effects: Database, nc: NATS, js: JetStreamContext, ledger: Ledger
+) -> None:
+    """The DLQ stream refuses new entries while the mover is up (an operator capped it at its size,
+    discarding new messages): the advisory must wait, not be acknowledged, so that once the cap is
+    lifted the dead letter is stored, exactly once."""
+    h = Hospital(effects, nc, js, ledger, "correct", backoff=(0.2, 0.3))
+    mover = DlqMover(js, name="dlq_tst_refused", durables=[DURABLE, h.consumer.sub.replay_name])
+    kernel_dlq = next(c for c in streams.stream_configs([]) if c.name == DLQ_STREAM)
+    async with running(h.relay.run(), h.consumer.run(), mover.run()):
+        await js.publish(dlq_subject("tst_other"), b"{}", headers={"Nats-Msg-Id": "an older dead letter"})
+        await js.update_stream(dataclasses.replace(kernel_dlq, max_msgs=1, discard=DiscardPolicy.NEW))
+        await h.write(poison=1, good=3)
+        await wait_for(h.poison_settled, timeout=30, what="the exhaustion advisory stored")
+        advisory_seq = (await js.stream_info(ADVISORY_STREAM)).state.last_seq
+
+        async def attempted() -> bool:
+            """The mover was handed the advisory and finished an attempt to store it (it let it be
+            redelivered, or acknowledged it)."""
+            info = await js.consumer_info(ADVISORY_STREAM, mover.name)
+            return info.delivered.stream_seq >= advisory_seq and (
+                (info.num_redelivered or 0) > 0 or info.ack_floor.stream_seq >= advisory_seq
+            )
+
+        await wait_for(attempted, what="the mover's attempt to store the dead letter")
+        # The fault landed: the DLQ still refuses, and holds only the older dead letter.
+        with pytest.raises(APIError, match="maximum messages"):
+            await js.publish(dlq_subject("tst_other"), b"{}")
+        assert await dlq.depth(js) == 1, "the DLQ took more than the older dead letter"
+        info = await js.consumer_info(ADVISORY_STREAM, mover.name)
+        ledger.note(f"DLQ full; the mover's advisory consumer: redelivered {info.num_redelivered}")
+
+        await js.update_stream(kernel_dlq)  # the cap is lifted: the kernel's own configuration again
+        await wait_for(lambda: mover_caught_up(js, mover.name), what="the DLQ mover caught up")
+
+    history = History()
+    for event_id in h.poison:
+        history.tell(event_id)
+    history.observe("dlq", (d.event_id for d in await dlq.list_dead_letters(js, consumer=DURABLE)))
+    verdict = history.check()
+    ledger.note(f"dead letters after the DLQ accepts again: {verdict}")
+    assert verdict.ok, f"an advisory acknowledged although its dead letter was not stored? {verdict}"

@@ -2,23 +2,33 @@
 events from eight concurrent writers drain. Some writer transactions stay open (so commit order
 differs from id order) and some roll back.
 
-Promise: every committed event reaches the consumer and is applied once; no event of a
-rolled-back transaction is ever seen. The broken variant marks rows published before their
-PubAck: a kill then loses events, and the check must say so.
+Promise: every committed event reaches the stream once and is applied once; no event of a
+rolled-back transaction is ever seen.
+
+The test proves that its faults hit the windows that matter:
+
+- rows committed after a row with a higher id was already published (held transactions): the
+  run must contain some, and each must reach the stream. A relay that remembers a cursor
+  (``WHERE id > last_id``) skips exactly these;
+- at each kill, measured right after the SIGKILL and before the next relay starts, the rows
+  marked published never exceed the messages in the stream, and committed rows the victim never
+  published were waiting. A relay that marks rows before their PubAck breaks the first.
+
+Both bugs, seeded into the real relay, make this test fail (``tests/mutation/mutants/relay.toml``).
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import signal
+import uuid
 from dataclasses import dataclass
 
-import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from his.kernel.db import Database
+from his.reliability.history import History
 from tests.conftest import NatsServer
 from tests.reliability.harness import (
     STREAM,
@@ -27,20 +37,20 @@ from tests.reliability.harness import (
     RecordingConsumer,
     RelayProcess,
     Workload,
-    caught_up,
-    check,
+    acked_all,
     commit_order_inversions,
     effect_subscription,
     in_stream,
     marked,
     running,
+    stream_keys,
     unpublished,
 )
 from tests.support.waiting import wait_for
 
 TOTAL = 10_000
 KILLS = 3
-BACKLOG = 200  # committed, unpublished rows standing behind the relay when it dies
+BACKLOG = 1000  # committed, unpublished rows behind the relay when it dies: the next one's first batch
 
 
 @dataclass
@@ -50,8 +60,13 @@ class Kill:
     pubacks_reported_by_victim: int
     pending_before: int
     still_pending_after: int
-    in_stream: int
     marked: int
+    in_stream: int
+
+    @property
+    def in_flight(self) -> int:
+        """Messages the stream held that the victim had not marked (PubAcks it never recorded)."""
+        return self.in_stream - self.marked
 
     @property
     def landed_mid_drain(self) -> bool:
@@ -61,12 +76,18 @@ class Kill:
         )
 
 
-def kill_points(rng: random.Random, n: int, lo: int, hi: int, gap: int = 300) -> list[int]:
-    """``n`` random stream counts in [lo, hi), at least ``gap`` apart: random moments of the drain."""
-    while True:
-        points = sorted(rng.sample(range(lo, hi), n))
-        if all(b - a >= gap for a, b in itertools.pairwise(points)):
-            return points
+def next_kill_point(rng: random.Random, kills: list[Kill], stored: int) -> int:
+    """The stream count at which to kill the next relay.
+
+    The first dies at a random moment of the drain. Each later one dies inside the backlog it
+    found when it started (``stored`` messages in the stream then): part of its first batch is
+    in the stream, the rest fetched and not yet acknowledged. That is the window in which a relay
+    that marks rows before their PubAck loses them, and in which a correct one holds acknowledged
+    rows it has not yet marked.
+    """
+    if not kills:
+        return rng.randrange(TOTAL // 10, TOTAL // 3)
+    return stored + rng.randrange(1, BACKLOG)
 
 
 def pubacks_reported(log: str) -> int:
@@ -103,15 +124,15 @@ async def kill_at(db: Database, js: JetStreamContext, relay: RelayProcess, procs
     still = await db.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id = ANY($1::bigint[])", pending
     )
+    # Marked first: a mark still on its way to the database when the relay died can only be of a
+    # row that was in the stream before, so ``marked <= in_stream`` holds for a correct relay.
+    marked_rows = await marked(db)
+    stored = await in_stream(js)
     victim_log = procs.log_text(relay.proc)
-    return Kill(
-        threshold, status, pubacks_reported(victim_log), len(pending), still, await in_stream(js), await marked(db)
-    )
+    return Kill(threshold, status, pubacks_reported(victim_log), len(pending), still, marked_rows, stored)
 
 
-@pytest.mark.parametrize("variant", ["correct", "mark-before-puback"])
 async def test_relay_sigkilled_mid_drain(
-    variant: str,
     effects: Database,
     admin_dsn: str,
     nc: NATS,
@@ -130,47 +151,74 @@ async def test_relay_sigkilled_mid_drain(
         TOTAL,
         writers=8,
         hold_probability=0.05,
+        hold_until_published=True,
+        hold_limit=5.0,
         rollback_probability=0.05,
         seed=rng.randrange(1 << 30),
     )
     consumer = RecordingConsumer(db, nc, js, effect_subscription("tst_relay_kill", ack_wait=10.0))
-    relay = RelayProcess(procs, db.dsn, db.schema, nats_server.url, variant=variant)
-    thresholds = kill_points(rng, KILLS, TOTAL // 10, TOTAL * 7 // 10)
+    relay = RelayProcess(procs, db.dsn, db.schema, nats_server.url)
     kills: list[Kill] = []
     try:
         relay.start()
         async with running(consumer.run(), work.run()) as (_, writers):
-            for threshold in thresholds:
-                kills.append(await kill_at(db, js, relay, procs, threshold))
-                ledger.note(f"kill {len(kills)}: {kills[-1]}")
+            stored = 0
+            for _ in range(KILLS):
+                kills.append(await kill_at(db, js, relay, procs, next_kill_point(rng, kills, stored)))
+                stored = await in_stream(js)
+                ledger.note(f"kill {len(kills)}: {kills[-1]}, {kills[-1].in_flight} in flight")
                 relay.start()
             await writers
-            await wait_for(lambda: _nothing_unpublished(db), timeout=60, what="outbox drained")
+            await _drained(db, work)
             assert relay.proc is not None
             relay.proc.stop()  # gracefully: after this nothing more reaches the stream
-            await wait_for(lambda: caught_up(js, STREAM, consumer.sub.name), timeout=60, what="consumer caught up")
+            await wait_for(lambda: acked_all(js, STREAM, consumer.sub.name), timeout=60, what="consumer caught up")
     finally:
         await writers_db.close()
 
-    verdict = await check(db, ledger)
-    stored = await in_stream(js)
-    ledger.note(f"{stored} messages in the stream; held transactions {work.held}, rollbacks {work.rollbacks}")
-    # The faults really happened.
+    history = History()
+    for eid in ledger.commit_order:
+        history.tell(eid)
+    for eid in ledger.rolled_back:
+        history.refuse(eid)
+    history.observe("outbox", (r[0] for r in await db.pool.fetch("SELECT event_id FROM outbox ORDER BY id")))
+    stream = await stream_keys(js)
+    history.observe("stream", (uuid.UUID(k) for k in stream))
+    history.observe("applied", (r[0] for r in await db.pool.fetch("SELECT event_id FROM effect ORDER BY applied_at")))
+    verdict = history.check()
+    ledger.note(f"{verdict}; held transactions {work.held}, rollbacks {work.rollbacks}")
+
+    # The faults really happened, where they matter.
     assert work.held > 0 and work.rollbacks > 0 and ledger.rolled_back
     inversions = await commit_order_inversions(db, ledger)
-    ledger.note(f"{inversions} events committed after an event with a higher outbox id")
-    assert inversions > 0, "commit order never differed from id order"
-    if variant == "correct":
-        assert all(k.landed_mid_drain for k in kills), kills
-        assert verdict.ok, verdict
-        assert stored == len(ledger.committed), "JetStream should hold each committed event exactly once"
-        assert consumer.stats.applied == len(ledger.committed)
-    else:
-        # Rows marked published that never reached the stream: the broken relay's signature.
-        assert any(k.marked > k.in_stream for k in kills), kills
-        assert verdict.lost, f"the check missed the loss caused by marking before the PubAck: {verdict}"
-        assert not verdict.unexpected and not verdict.duplicated
+    ledger.note(
+        f"{inversions} events committed after an event with a higher outbox id; {len(work.late)} of them"
+        " after a higher id was already published"
+    )
+    assert work.late, "no row committed after a row with a higher id was published: a cursor relay would pass"
+    over = [k for k in kills if k.marked > k.in_stream]
+    assert not over, f"rows marked published that the stream does not hold (marked before their PubAck?): {over}"
+    assert all(k.landed_mid_drain for k in kills), kills
+    assert any(k.in_flight > 0 for k in kills), f"no kill landed between a PubAck and its mark: {kills}"
+
+    missing = work.late - set(map(uuid.UUID, stream))
+    assert not missing, f"{len(missing)} rows committed behind a published higher id never reached the stream"
+    assert verdict.ok, verdict
+    assert consumer.stats.applied == len(ledger.committed)
 
 
-async def _nothing_unpublished(db: Database) -> bool:
-    return await unpublished(db) == 0
+async def _drained(db: Database, work: Workload) -> None:
+    """Wait until every committed row is published; on a timeout, say which rows were left."""
+
+    async def nothing_unpublished() -> bool:
+        return await unpublished(db) == 0
+
+    try:
+        await wait_for(nothing_unpublished, timeout=30, what="outbox drained")
+    except AssertionError:
+        rows = await db.pool.fetch("SELECT event_id FROM outbox WHERE published_at IS NULL ORDER BY id")
+        left = {r[0] for r in rows}
+        raise AssertionError(
+            f"{len(left)} committed rows never published, {len(left & work.late)} of them committed after a"
+            f" higher id was published: {sorted(map(str, left))[:5]}"
+        ) from None
