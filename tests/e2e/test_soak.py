@@ -1,0 +1,66 @@
+"""`his soak --minutes 2`, run as a user would: a private hospital, a hospital day on a loop, one
+fault of every kind at least (a service SIGKILLed, NATS and PostgreSQL restarted, a service
+frozen), then nothing lost and nothing applied twice, and a report with its plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from his.reliability.soak import FAULTS
+from his.reliability.soak_report import PLOTS
+
+HIS = str(Path(sys.executable).parent / "his")
+MINUTES = 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(MINUTES * 60 + 150)
+def test_a_two_minute_soak_loses_and_duplicates_nothing(open_tmp: Callable[[str], Path]) -> None:
+    tmp_path = open_tmp("soak")  # PostgreSQL's own user must reach its data directory
+    out = tmp_path / "report"
+    started = time.monotonic()
+    done = subprocess.run(
+        [HIS, "soak", "--minutes", str(MINUTES), "--seed", "13", "--out", str(out), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=MINUTES * 60 + 140,
+        check=False,
+    )
+    took = time.monotonic() - started
+    print(done.stderr[-4000:])  # the progress lines: a fault per line, a line per minute
+    assert done.returncode == 0, f"his soak exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    fig = json.loads((out / "soak.json").read_text())
+    assert fig["ok"]
+    assert fig["lost"] == 0
+    assert fig["duplicated"] == 0
+    assert fig["unexpected"] == 0
+    assert not any(fig["invariants"].values()), fig["invariants"]
+    # The histories were not empty: clients were told of visits, stays and payments.
+    for name in ("visits", "stays", "payments"):
+        assert fig["verdicts"][name]["sizes"]["told"] > 0, fig["verdicts"][name]
+    # Every kind of fault landed at least once: its process was replaced (or frozen) and
+    # requests went unanswered while it was down.
+    kinds = Counter(f["kind"] for f in fig["faults"])
+    assert set(kinds) == set(FAULTS), kinds
+    for f in fig["faults"]:
+        assert f["landed"], f
+        assert f["failed_requests"] > 0, f
+        if f["kind"] != "slow":
+            assert f["pid_after"] not in (None, f["pid_before"]), f
+    assert fig["outcomes"]["uncertain"] > 0
+    # The report and its plots.
+    report = (out / "report.md").read_text()
+    assert "**PASS**: 0 lost, 0 duplicated" in report
+    for plot in PLOTS:
+        assert (out / plot).stat().st_size > 1000, plot
+        assert f"({plot})" in report
+    assert fig["samples"] and fig["rss"]
+    assert took < MINUTES * 60 + 60, f"start, drain and stop took {took - MINUTES * 60:.0f} s"
