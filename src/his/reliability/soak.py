@@ -172,6 +172,9 @@ class Run:
     drain_seconds: float = 0.0
     load_seconds: float = 0.0
     startup_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    stop_seconds: float = 0.0
+    total_seconds: float = 0.0
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -278,6 +281,51 @@ async def staff(admin: Client, tag: str, role: str) -> tuple[str, Client]:
 
 
 @dataclass
+class Roster:
+    """The doctors' shifts, a day at a time: the set-up opens one day, and ``keep_up`` opens the
+    next while the free slots run low, so a run creates only the slots its journeys book."""
+
+    reception: Client
+    doctors: dict[str, Client]  # practitioner id -> the doctor signed in
+    rng: random.Random
+    first: date
+    days: int = 0
+    slots: asyncio.Queue[tuple[str, str, str]] = field(default_factory=asyncio.Queue)  # (practitioner, start, end)
+
+    async def add_day(self) -> int:
+        """Every doctor's shift on the next day, and its free slots queued in a shuffled order."""
+        day = self.first + timedelta(days=self.days)
+        self.days += 1
+        found = await asyncio.gather(*(self._shift(pid, doctor, day) for pid, doctor in self.doctors.items()))
+        slots = [s for per_doctor in found for s in per_doctor]
+        self.rng.shuffle(slots)
+        for s in slots:
+            self.slots.put_nowait(s)
+        return len(slots)
+
+    async def _shift(self, pid: str, doctor: Client, day: date) -> list[tuple[str, str, str]]:
+        start = datetime(day.year, day.month, day.day, 8, tzinfo=ZONE)
+        end = datetime(day.year, day.month, day.day, 18, tzinfo=ZONE)
+        await doctor.must("create shift", "POST", f"/api/practitioners/{pid}/shifts",
+                          json={"start": start.isoformat(), "end": end.isoformat()})  # fmt: skip
+        body = await self.reception.must("free slots", "GET", f"/api/practitioners/{pid}/slots",
+                                         params={"date": day.isoformat(), "service": "vaccination"})  # fmt: skip
+        return [(pid, s["start"], s["end"]) for s in body["items"]]
+
+    async def keep_up(self, run: Run, stop: asyncio.Event, low: int = 100) -> None:
+        """Open the next day whenever fewer than ``low`` slots are left. A day that a fault refused
+        (its shift answered unclearly, then 409 when sent again) is skipped: the next one opens."""
+        while not stop.is_set():
+            if self.slots.qsize() < low:
+                try:
+                    run.tally["slots opened during the load"] += await self.add_day()
+                except SoakError:
+                    run.tally["days of shifts not opened (a fault)"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+@dataclass
 class Staff:
     admin: Client
     reception: Client
@@ -285,54 +333,51 @@ class Staff:
     nurse: Client
     nurse_id: str
     lab: Client
-    doctors: dict[str, Client]  # practitioner id -> the doctor signed in
+    roster: Roster
     wards: list[str]
     catalogue: list[dict[str, Any]]
-    slots: asyncio.Queue[tuple[str, str, str]]  # (practitioner, start, end)
+
+    @property
+    def doctors(self) -> dict[str, Client]:
+        return self.roster.doctors
+
+    @property
+    def slots(self) -> asyncio.Queue[tuple[str, str, str]]:
+        return self.roster.slots
 
 
-async def set_up(anon: Client, password: str, rng: random.Random, cfg: SoakConfig) -> Staff:
+async def doctor(admin: Client, tag: str, n: int) -> tuple[str, Client]:
+    sub, signed_in = await staff(admin, f"{tag}{n}", "DOCTOR")
+    body = {"full_name": f"Dr. Soak {n}", "specialty": "general_practice", "user_id": sub}
+    created = await admin.must("create practitioner", "POST", "/api/practitioners", json=body)
+    return str(created["id"]), signed_in
+
+
+async def ward(admin: Client, tag: str, name: str, kind: str, beds: int) -> str:
+    body = {"name": f"{name} {tag}", "type": kind, "daily_rate": "2500.00", "currency": "TRY", "beds": beds,
+            "rooms": beds // 2}  # fmt: skip
+    return str((await admin.must("create ward", "POST", "/api/wards", json=body))["id"])
+
+
+async def set_up(anon: Client, password: str, rng: random.Random, doctors: int = 4) -> Staff:
+    """The staff, the doctors with one day of shifts, two wards: every request that does not
+    depend on another is sent at once."""
     admin = await login(anon, ADMIN_EMAIL, password)
     tag = uuid.uuid4().hex[:6]
-    _, reception = await staff(admin, tag, "RECEPTIONIST")
-    _, clerk = await staff(admin, tag, "BILLING")
-    nurse_id, nurse = await staff(admin, tag, "NURSE")
-    _, lab = await staff(admin, tag, "LAB_TECH")
-    doctors: dict[str, Client] = {}
-    days = 7 + int(cfg.minutes // 4)
+    people = await asyncio.gather(
+        *(staff(admin, tag, role) for role in ("RECEPTIONIST", "BILLING", "NURSE", "LAB_TECH")),
+        *(doctor(admin, tag, n) for n in range(doctors)),
+    )
+    (_, reception), (_, clerk), (nurse_id, nurse), (_, lab) = people[:4]
+    general, icu, catalogue = await asyncio.gather(
+        ward(admin, tag, "Soak General", "general", 40),
+        ward(admin, tag, "Soak ICU", "icu", 8),
+        reception.must("lab catalogue", "GET", "/api/lab/catalog"),
+    )
     first = datetime.now(ZONE).date() + timedelta(days=1)
-    for n in range(4):
-        sub, doctor = await staff(admin, f"{tag}{n}", "DOCTOR")
-        pid = (await admin.must("create practitioner", "POST", "/api/practitioners",
-                                json={"full_name": f"Dr. Soak {n}", "specialty": "general_practice",
-                                      "user_id": sub}))["id"]  # fmt: skip
-        doctors[pid] = doctor
-        for d in range(days):
-            day = first + timedelta(days=d)
-            start, end = (
-                datetime(day.year, day.month, day.day, 8, tzinfo=ZONE),
-                datetime(day.year, day.month, day.day, 18, tzinfo=ZONE),
-            )
-            await doctor.must("create shift", "POST", f"/api/practitioners/{pid}/shifts",
-                              json={"start": start.isoformat(), "end": end.isoformat()})  # fmt: skip
-    wards = []
-    for name, kind, beds in (("Soak General", "general", 40), ("Soak ICU", "icu", 8)):
-        body = {"name": f"{name} {tag}", "type": kind, "daily_rate": "2500.00", "currency": "TRY", "beds": beds,
-                "rooms": beds // 2}  # fmt: skip
-        wards.append((await admin.must("create ward", "POST", "/api/wards", json=body))["id"])
-    catalogue = (await reception.must("lab catalogue", "GET", "/api/lab/catalog"))["items"]
-    slots: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
-    found: list[tuple[str, str, str]] = []
-    for pid in doctors:
-        for d in range(days):
-            when = (first + timedelta(days=d)).isoformat()
-            body = await reception.must("free slots", "GET", f"/api/practitioners/{pid}/slots",
-                                        params={"date": when, "service": "vaccination"})  # fmt: skip
-            found += [(pid, s["start"], s["end"]) for s in body["items"]]
-    rng.shuffle(found)
-    for s in found:
-        slots.put_nowait(s)
-    return Staff(admin, reception, clerk, nurse, nurse_id, lab, doctors, wards, catalogue, slots)
+    roster = Roster(reception, dict(people[4:]), rng, first)
+    await roster.add_day()
+    return Staff(admin, reception, clerk, nurse, nurse_id, lab, roster, [general, icu], catalogue["items"])
 
 
 def history_key(kind: str, ident: str) -> tuple[str, str]:
@@ -597,12 +642,16 @@ class Infra:
                 proc.stop(signal.SIGINT if name == "postgres" else signal.SIGTERM, timeout=30)
 
 
+#: No fault starts in the last tenth of the run: the hospital settles before the load stops.
+QUIET_TAIL = 0.1
+
+
 def fault_plan(cfg: SoakConfig, rng: random.Random) -> list[tuple[float, str]]:
     """When each fault lands (seconds into the load), in rounds in which every kind lands once in
-    a shuffled order; the last tenth of the run is left quiet."""
+    a shuffled order: the first a few seconds in, none in the last tenth of the run."""
     plan: list[tuple[float, str]] = []
-    t = min(10.0, cfg.seconds * 0.08)
-    end = cfg.seconds * 0.9
+    t = min(5.0, cfg.seconds * 0.05)
+    end = cfg.seconds * (1 - QUIET_TAIL)
     while cfg.faults:
         kinds = list(cfg.faults)
         rng.shuffle(kinds)
@@ -612,6 +661,15 @@ def fault_plan(cfg: SoakConfig, rng: random.Random) -> list[tuple[float, str]]:
             plan.append((t, kind))
             t += cfg.gap() * rng.uniform(0.5, 1.5)
     return plan
+
+
+def due(plan: list[tuple[float, str]], now: float, cfg: SoakConfig) -> str | None:
+    """The fault to inject at ``now``, taken from the plan, if one is due. Faults run one at a
+    time, so one may come due late; once the run is in its quiet tail none starts (they stay in
+    the plan, counted as not injected)."""
+    if not plan or now < plan[0][0] or now > cfg.seconds * (1 - QUIET_TAIL):
+        return None
+    return plan.pop(0)[1]
 
 
 class Injector:
@@ -858,10 +916,15 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
     timeout = httpx.Timeout(cfg.request_timeout)
     limits = httpx.Limits(max_connections=cfg.workers * 4)
     async with httpx.AsyncClient(base_url=hospital.gateway, timeout=timeout, limits=limits) as http:
-        staff_ = await set_up(Client(http, run), hospital.password, rng, cfg)
+        t0 = time.monotonic()
+        staff_ = await set_up(Client(http, run), hospital.password, random.Random(cfg.seed + 3))  # noqa: S311
+        run.setup_seconds = time.monotonic() - t0
+        slowest = sorted(run.ops, key=lambda o: -o.seconds)[:3]
+        slow = ", ".join(f"{o.name} {o.seconds:.1f} s" for o in slowest)
+        say(f"set-up: {len(run.ops)} requests, the slowest: {slow}")
         run.ops.clear()
-        say(f"set up: 4 doctors, {staff_.slots.qsize()} free slots, 2 wards; load for {cfg.minutes:g} min, "
-            f"faults: {', '.join(cfg.faults) or 'none'}")  # fmt: skip
+        say(f"set up in {run.setup_seconds:.1f} s: {len(staff_.doctors)} doctors, {staff_.slots.qsize()} free "
+            f"slots, 2 wards; load for {cfg.minutes:g} min, faults: {', '.join(cfg.faults) or 'none'}")  # fmt: skip
         run.started = time.monotonic()
         stop = asyncio.Event()
         sampler = Sampler(hospital, infra, run)
@@ -870,13 +933,14 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
             for _ in range(cfg.workers)
         ]
         tasks.append(asyncio.create_task(sampler.loop(stop)))
+        tasks.append(asyncio.create_task(staff_.roster.keep_up(run, stop)))
         injector = Injector(hospital, infra, run, random.Random(cfg.seed + 1), say)  # noqa: S311
         plan = fault_plan(cfg, random.Random(cfg.seed + 2))  # noqa: S311
         next_minute = 60.0
         try:
             while run.now() < cfg.seconds:
-                if plan and run.now() >= plan[0][0]:
-                    _, kind = plan.pop(0)
+                kind = due(plan, run.now(), cfg)
+                if kind is not None:
                     f = await injector.inject(kind)
                     run.faults.append(f)
                     felt(run, f)
@@ -890,6 +954,8 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if plan:
+            run.tally["faults not injected (the run was in its quiet tail)"] += len(plan)
         run.load_seconds = run.now()
         for f in run.faults:
             felt(run, f)
@@ -935,6 +1001,8 @@ def main(cfg: SoakConfig, *, out_dir: Path, out: Console, err: Console, workdir:
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False)
 
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     base = Servers.make_workdir(workdir)
     hospital = PrivateHospital(base)
     run = Run(cfg)
@@ -952,14 +1020,16 @@ def main(cfg: SoakConfig, *, out_dir: Path, out: Console, err: Console, workdir:
         err.print(f"error: {exc}", markup=False)
         return 2
     finally:
+        stopping = time.monotonic()
         hospital.stop()
         infra.stop()
+        run.stop_seconds = time.monotonic() - stopping
+        run.total_seconds = time.monotonic() - t0
         if not keep:
-            hospital_dir = base
             import shutil
 
-            shutil.rmtree(hospital_dir, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
     path = soak_report.write(run, out_dir)
-    out.print(soak_report.summary(run), markup=False, highlight=False)
+    out.print(soak_report.summary(soak_report.figures(run)), markup=False, highlight=False)
     out.print(f"report: {path}", markup=False, highlight=False)
     return 0 if run.ok else 1

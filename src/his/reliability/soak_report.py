@@ -51,6 +51,7 @@ def figures(run: Run) -> dict[str, Any]:
             rss[name] = {"start_mib": a, "end_mib": b, "peak_mib": peak}
     return {
         "config": {k: getattr(run.config, k) for k in ("minutes", "seed", "faults", "workers", "slow_seconds")},
+        "run_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "ok": run.ok,
         "lost": run.lost,
         "duplicated": run.duplicated,
@@ -74,9 +75,14 @@ def figures(run: Run) -> dict[str, Any]:
         "tally": dict(sorted(run.tally.items())),
         "requests": len(run.ops),
         "outcomes": {k: sum(1 for o in run.ops if o.outcome == k) for k in ("told", "refused", "uncertain")},
-        "startup_seconds": round(run.startup_seconds, 1),
-        "load_seconds": round(run.load_seconds, 1),
-        "drain_seconds": round(run.drain_seconds, 1),
+        "seconds": {
+            "his up": round(run.startup_seconds, 1),
+            "set-up": round(run.setup_seconds, 1),
+            "load": round(run.load_seconds, 1),
+            "drain": round(run.drain_seconds, 1),
+            "stop": round(run.stop_seconds, 1),
+            "total": round(run.total_seconds, 1),
+        },
         "samples": [
             {
                 "at": round(s.at, 1),
@@ -91,49 +97,63 @@ def figures(run: Run) -> dict[str, Any]:
     }
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
+def _fmt(v: float | None, digits: int = 0) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def summary(run: Run) -> str:
-    verdict = "PASS" if run.ok else "FAIL"
+def _landed(fig: dict[str, Any]) -> int:
+    return sum(1 for f in fig["faults"] if f["landed"])
+
+
+def _verdict(fig: dict[str, Any]) -> str:
+    return "PASS" if fig["ok"] else "FAIL"
+
+
+def summary(fig: dict[str, Any]) -> str:
+    """The lines ``his soak`` prints at the end: the verdict, each history, the invariants, the
+    faults that did not land, and where the time went."""
     lines = [
-        f"soak {verdict}: {run.lost} lost, {run.duplicated} duplicated, {run.unexpected} unexpected; "
-        f"{len(run.faults)} faults ({sum(f.landed for f in run.faults)} landed); {len(run.ops)} requests",
+        f"soak {_verdict(fig)}: {fig['lost']} lost, {fig['duplicated']} duplicated, {fig['unexpected']} unexpected; "
+        f"{len(fig['faults'])} faults ({_landed(fig)} landed); {fig['requests']} requests",
     ]
-    for name, v in run.verdicts.items():
-        lines.append(f"  {name}: {v}")
-    for what, n in run.invariants.items():
+    for name, v in fig["verdicts"].items():
+        sizes = ", ".join(f"{stage} {n}" for stage, n in v["sizes"].items())
+        lines.append(f"  {name}: {'ok' if v['ok'] else 'FAIL'} ({sizes})")
+        lines += [f"    {finding}" for finding in v["findings"]]
+    for what, n in fig["invariants"].items():
         lines.append(f"  {what}: {n}")
-    for f in run.faults:
-        if not f.landed:
-            lines.append(f"  fault did not land: {f.kind} {f.target} at {clock(f.at)} ({f.as_dict()})")
+    for f in fig["faults"]:
+        if not f["landed"]:
+            lines.append(f"  fault did not land: {f['kind']} {f['target']} at {clock(f['at'])} ({f})")
+    lines.append("  seconds: " + ", ".join(f"{k} {v:g}" for k, v in fig["seconds"].items()))
     return "\n".join(lines)
 
 
-def markdown(run: Run, fig: dict[str, Any]) -> str:
-    cfg = run.config
+def markdown(fig: dict[str, Any]) -> str:
+    """``report.md``, from the figures alone (``soak.json`` renders the same report again)."""
+    cfg = fig["config"]
+    secs = fig["seconds"]
     out = [
-        f"# Soak: {cfg.minutes:g} minutes, seed {cfg.seed}",
+        f"# Soak: {cfg['minutes']:g} minutes, seed {cfg['seed']}",
         "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Faults: {', '.join(cfg.faults) or 'none'}; {cfg.workers} "
-        f"concurrent journeys. Start-up {fig['startup_seconds']} s, load {fig['load_seconds']} s, "
-        f"drain {fig['drain_seconds']} s.",
+        f"Run {fig['run_at']}. Faults: {', '.join(cfg['faults']) or 'none'}; {cfg['workers']} concurrent journeys. "
+        + ", ".join(f"{k} {v:g} s" for k, v in secs.items())
+        + ".",
         "",
         "## Verdict",
         "",
-        f"**{'PASS' if run.ok else 'FAIL'}**: {run.lost} lost, {run.duplicated} duplicated, {run.unexpected} "
-        f"unexpected effects; {len(run.faults)} faults, {sum(f.landed for f in run.faults)} landed.",
+        f"**{_verdict(fig)}**: {fig['lost']} lost, {fig['duplicated']} duplicated, {fig['unexpected']} "
+        f"unexpected effects; {len(fig['faults'])} faults, {_landed(fig)} landed.",
         "",
         "| history | told | stages (size) | findings |",
         "|---|---:|---|---|",
     ]
-    for name, v in run.verdicts.items():
-        stages = ", ".join(f"{s} {n}" for s, n in v.sizes.items() if s != "told")
-        found = "; ".join(str(f) for f in v.findings) or "none"
-        out.append(f"| {name} | {v.sizes.get('told', 0)} | {stages} | {found} |")
+    for name, v in fig["verdicts"].items():
+        stages = ", ".join(f"{s} {n}" for s, n in v["sizes"].items() if s != "told")
+        found = "; ".join(v["findings"]) or "none"
+        out.append(f"| {name} | {v['sizes'].get('told', 0)} | {stages} | {found} |")
     out += ["", "| invariant | violations |", "|---|---:|"]
-    out += [f"| {what} | {n} |" for what, n in run.invariants.items()]
+    out += [f"| {what} | {n} |" for what, n in fig["invariants"].items()]
     outcomes = fig["outcomes"]
     out += [
         "",
@@ -142,16 +162,17 @@ def markdown(run: Run, fig: dict[str, Any]) -> str:
         "",
         "## Faults",
         "",
-        "| # | at | fault | target | pid before → after | back after (s) | requests unanswered | landed |",
-        "|---:|---|---|---|---|---:|---:|---|",
+        "| # | at | fault | target | pid before → after | back after (s) | requests unanswered | "
+        "answered while down | landed |",
+        "|---:|---|---|---|---|---:|---:|---:|---|",
     ]
-    for i, f in enumerate(run.faults, 1):
-        d = f.as_dict()
+    for i, f in enumerate(fig["faults"], 1):
         out.append(
-            f"| {i} | {clock(f.at)} | {f.kind} | {f.target} | {f.pid_before} → {f.pid_after} | "
-            f"{d['recovered_after']} | {f.failed_requests} | {'yes' if f.landed else '**no**'} |"
+            f"| {i} | {clock(f['at'])} | {f['kind']} | {f['target']} | {f['pid_before']} → {f['pid_after']} | "
+            f"{_fmt(f['recovered_after'], 1)} | {f['failed_requests']} | {f['told_while_down']} | "
+            f"{'yes' if f['landed'] else '**no**'} |"
         )
-    width = int(cfg.window // 60)
+    width = int(fig["window_seconds"] // 60)
     starts = fig["p95_ms"]["window_starts"]
     out += [
         "",
@@ -172,7 +193,7 @@ def markdown(run: Run, fig: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in fig["rss"].items():
-        growth = (r["end_mib"] or 0) - (r["start_mib"] or 0) if r["start_mib"] and r["end_mib"] else None
+        growth = r["end_mib"] - r["start_mib"] if r["start_mib"] and r["end_mib"] else None
         out.append(
             f"| {name} | {_fmt(r['start_mib'])} | {_fmt(r['end_mib'])} | {_fmt(r['peak_mib'])} | "
             f"{'–' if growth is None else f'{growth:+.0f}'} |"
@@ -208,7 +229,7 @@ def markdown(run: Run, fig: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plots(run: Run, fig: dict[str, Any], out_dir: Path) -> None:
+def plots(fig: dict[str, Any], out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,8 +239,8 @@ def plots(run: Run, fig: dict[str, Any], out_dir: Path) -> None:
         fig_, ax = plt.subplots(figsize=(10, 4.5))
         for label, (xs, ys) in sorted(series.items()):
             ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
-        for f in run.faults:
-            ax.axvline(f.at / 60.0, color="grey", alpha=0.4, linestyle="--")
+        for f in fig["faults"]:
+            ax.axvline(f["at"] / 60.0, color="grey", alpha=0.4, linestyle="--")
         ax.set_title(title + " (dashed lines: faults)")
         ax.set_xlabel("minutes")
         ax.set_ylabel(ylabel)
@@ -231,7 +252,7 @@ def plots(run: Run, fig: dict[str, Any], out_dir: Path) -> None:
         plt.close(fig_)
 
     starts = fig["p95_ms"]["window_starts"]
-    width = run.config.window
+    width = fig["window_seconds"]
     xs = [(s + width / 2) / 60.0 for s in starts]
     chart(
         "p95.png",
@@ -240,25 +261,30 @@ def plots(run: Run, fig: dict[str, Any], out_dir: Path) -> None:
         {op: (xs, vals) for op, vals in fig["p95_ms"]["operations"].items()},
     )
 
-    def over_time(attr: str) -> dict[str, tuple[list[float], list[float]]]:
+    def over_time(key: str) -> dict[str, tuple[list[float], list[float]]]:
         series: dict[str, tuple[list[float], list[float]]] = {}
-        for s in run.samples:
-            for name, value in getattr(s, attr).items():
+        for s in fig["samples"]:
+            for name, value in s[key].items():
                 series.setdefault(name, ([], []))
-                series[name][0].append(s.at / 60.0)
+                series[name][0].append(s["at"] / 60.0)
                 series[name][1].append(value)
         return series
 
     chart("rss.png", "resident memory per process", "MiB", over_time("rss_mb"))
-    chart("outbox_age.png", "age of the oldest unpublished outbox row", "seconds", over_time("outbox_age"))
+    chart("outbox_age.png", "age of the oldest unpublished outbox row", "seconds", over_time("outbox_age_s"))
     chart("consumer_lag.png", "consumer lag (messages not yet acknowledged)", "messages", over_time("consumer_pending"))
 
 
 def write(run: Run, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig = figures(run)
-    plots(run, fig, out_dir)
     (out_dir / "soak.json").write_text(json.dumps(fig, indent=1, default=str))
+    return render(json.loads((out_dir / "soak.json").read_text()), out_dir)
+
+
+def render(fig: dict[str, Any], out_dir: Path) -> Path:
+    """The report and its plots from the figures (those of ``soak.json``)."""
+    plots(fig, out_dir)
     path = out_dir / "report.md"
-    path.write_text(markdown(run, fig))
+    path.write_text(markdown(fig))
     return path
