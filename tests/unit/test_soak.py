@@ -6,12 +6,25 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from his.reliability.history import History
-from his.reliability.soak import FAULTS, QUIET_TAIL, STALLED, Fault, Op, Run, SoakConfig, due, fault_plan, felt
+from his.reliability.soak import (
+    FAULTS,
+    QUIET_TAIL,
+    STALLED,
+    Fault,
+    Op,
+    Run,
+    SoakConfig,
+    busy,
+    due,
+    fault_plan,
+    felt,
+)
 from his.reliability.soak_report import figures, markdown, summary
 
 
@@ -197,3 +210,13 @@ def test_a_clean_run_passes_and_a_window_without_requests_shows_a_dash() -> None
     assert "| book | 2 | 200 | – |" in report
     assert math.isnan(fig["p95_ms"]["operations"]["book"][1])
     assert summary(fig).startswith("soak PASS: 0 lost, 0 duplicated, 0 unexpected")
+
+
+def test_a_service_fault_aims_at_a_request_its_target_answers() -> None:
+    inflight: Counter[str] = Counter({"admit": 0, "book": 1})
+    assert busy(inflight, "scheduling")
+    assert busy(inflight, "gateway")  # every request goes through it
+    assert not busy(inflight, "admissions")  # an admission came back already
+    assert not busy(Counter(), "gateway")
+    inflight["discharge"] += 1
+    assert busy(inflight, "admissions")

@@ -51,6 +51,14 @@ from his.reliability.history import History, Verdict
 FAULTS = ("kill", "nats", "postgres", "slow")
 #: The processes a service fault picks from: those every journey goes through.
 ON_THE_PATH = ("gateway", "patients", "scheduling", "admissions")
+#: The journeys' operations each of those services answers (the gateway answers all of them).
+SERVES = {
+    "patients": ("register", "read patient", "care team"),
+    "scheduling": ("book", "check in", "complete"),
+    "admissions": ("admit", "transfer", "discharge", "release bed"),
+}
+#: How long a service fault waits for a request to its target to be in flight (then strikes anyway).
+AIM_SECONDS = 10.0
 #: A request slower than this during a "slow" fault counts as stalled by it.
 STALLED = 2.0
 PRIORITY = ("routine", "urgent")
@@ -169,6 +177,8 @@ class Run:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     invariants: dict[str, int] = field(default_factory=dict)
     tally: Counter[str] = field(default_factory=Counter)
+    #: Requests in flight now, by operation: a service fault strikes while its target has one.
+    inflight: Counter[str] = field(default_factory=Counter)
     drain_seconds: float = 0.0
     load_seconds: float = 0.0
     startup_seconds: float = 0.0
@@ -231,6 +241,7 @@ class Client:
         answer = Answer(None, None, "uncertain")
         for attempt in range(max(1, reads)):
             t0 = time.monotonic()
+            self.run.inflight[op] += 1
             try:
                 r = await self.http.request(method, path, headers=hdrs, **kw)
             except httpx.HTTPError:
@@ -245,6 +256,8 @@ class Client:
                 except ValueError:
                     body = None
                 answer = Answer(r.status_code, body, outcome)
+            finally:
+                self.run.inflight[op] -= 1
             self.run.ops.append(Op(t0 - self.run.started, op, time.monotonic() - t0, answer.outcome))
             if answer.outcome != "uncertain":
                 break
@@ -672,6 +685,12 @@ def due(plan: list[tuple[float, str]], now: float, cfg: SoakConfig) -> str | Non
     return plan.pop(0)[1]
 
 
+def busy(inflight: Counter[str], target: str) -> bool:
+    """Whether a request that ``target`` answers is in flight (any request, for the gateway)."""
+    ops = SERVES.get(target)
+    return any(n > 0 and (ops is None or op in ops) for op, n in inflight.items())
+
+
 class Injector:
     def __init__(
         self, hospital: PrivateHospital, infra: Infra, run: Run, rng: random.Random, say: Callable[[str], None]
@@ -689,6 +708,7 @@ class Injector:
         run = self.run
         if kind == "kill":
             target, pid = self.rng.choice(self.on_the_path())
+            await self._aim(target)
             f = Fault(kind, target, run.now(), pid_before=pid)
             os.kill(pid, signal.SIGKILL)
             f.detail = "SIGKILL; the supervisor starts it again"
@@ -696,6 +716,7 @@ class Injector:
             await self._ready(target, 60.0)
         elif kind == "slow":
             target, pid = self.rng.choice(self.on_the_path())
+            await self._aim(target)
             f = Fault(kind, target, run.now(), pid_before=pid, pid_after=pid)
             os.kill(pid, signal.SIGSTOP)
             try:
@@ -716,6 +737,15 @@ class Injector:
             await self._all_ready(90.0)
         f.recovered_at = run.now()
         return f
+
+    async def _aim(self, target: str) -> None:
+        """Wait (at most ``AIM_SECONDS``) until a request to ``target`` is in flight, so that the
+        fault meets one: a service between two journeys' requests would be killed unnoticed."""
+
+        async def aimed() -> bool:
+            return busy(self.run.inflight, target)
+
+        await until(aimed, AIM_SECONDS, every=0.02)
 
     async def _new_pid(self, name: str, old: int, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
