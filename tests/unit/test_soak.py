@@ -106,7 +106,7 @@ def test_slow_landed_on_the_same_pid_when_requests_stalled() -> None:
 
 
 def ops(*rows: tuple[float, float, str]) -> list[Op]:
-    return [Op(at, "book", seconds, outcome) for at, seconds, outcome in rows]
+    return [Op(at, "book", seconds, outcome, write=True) for at, seconds, outcome in rows]
 
 
 def test_felt_counts_what_met_the_fault_and_what_was_answered_while_it_was_down() -> None:
@@ -122,6 +122,17 @@ def test_felt_counts_what_met_the_fault_and_what_was_answered_while_it_was_down(
     f = Fault("postgres", "postgres", 10.0, recovered_at=20.0, down=(11.0, 19.0))
     felt(run, f)
     assert (f.failed_requests, f.told_while_down) == (2, 1)
+    run.ops.append(Op(13.5, "read patient", 0.1, "told"))  # a read: no event waited for NATS
+    felt(run, f)
+    assert f.told_while_down == 1
+
+
+def test_a_fault_still_lasting_counts_everything_since_it_struck() -> None:
+    run = Run(SoakConfig(1))
+    run.ops = ops((9.0, 0.5, "uncertain"), (12.0, 0.2, "uncertain"), (40.0, 0.1, "told"))
+    f = Fault("nats", "nats", 10.0, down=(11.0, math.nan))  # not back yet
+    felt(run, f)
+    assert (f.failed_requests, f.told_while_down) == (1, 1)
 
 
 def test_a_request_stalled_by_a_frozen_service_counts_for_slow_only() -> None:

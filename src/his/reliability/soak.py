@@ -112,6 +112,7 @@ class Op:
     name: str
     seconds: float
     outcome: str  # told | refused | uncertain
+    write: bool = False  # a POST: its events go through an outbox
 
 
 @dataclass
@@ -258,7 +259,7 @@ class Client:
                 answer = Answer(r.status_code, body, outcome)
             finally:
                 self.run.inflight[op] -= 1
-            self.run.ops.append(Op(t0 - self.run.started, op, time.monotonic() - t0, answer.outcome))
+            self.run.ops.append(Op(t0 - self.run.started, op, time.monotonic() - t0, answer.outcome, method == "POST"))
             if answer.outcome != "uncertain":
                 break
             if attempt + 1 < reads:
@@ -614,8 +615,10 @@ class Infra:
         proc = self.restarted.get(name)
         return proc.pid if proc is not None else self.pids[name]
 
-    def restart(self, name: str, sig: int, down: float, timeout: float = 40.0) -> tuple[int, int, float, float]:
-        """Stop the server cleanly (``sig``), leave it down for ``down`` seconds, then start it again
+    def restart(
+        self, name: str, sig: int, down: Callable[[], None], timeout: float = 40.0
+    ) -> tuple[int, int, float, float]:
+        """Stop the server cleanly (``sig``), leave it down while ``down()`` blocks, then start it again
         with the same command line, as the same user (PostgreSQL runs as its own user when the
         hospital runs as root). Returns the old and new pids and when it was down (monotonic)."""
         old = self.pid(name)
@@ -639,7 +642,7 @@ class Infra:
             if _alive(old):
                 raise SoakError(f"{name} (pid {old}) did not stop within {timeout:.0f} s")
         stopped = time.monotonic()
-        time.sleep(down)  # the fault: the server is down
+        down()  # the fault: the server is down
         user = (uid, gid) if uid is not None and gid is not None and uid != os.getuid() else None
         proc = ManagedProcess.spawn(name, args, log_file=self.logs / f"{name}-restarted.log", user=user, cwd=Path("/"))
         self.restarted[name] = proc
@@ -721,6 +724,9 @@ class Injector:
             os.kill(pid, signal.SIGSTOP)
             try:
                 await asyncio.sleep(run.config.slow_seconds)  # the fault itself: the process does nothing
+                felt(run, f)
+                if not f.failed_requests and await self._aim(target):
+                    await asyncio.sleep(STALLED + 0.5)  # frozen until a request to it has stalled
             finally:
                 os.kill(pid, signal.SIGCONT)
             f.detail = f"SIGSTOP for {run.config.slow_seconds:g} s, then SIGCONT: every handler in flight stalls"
@@ -728,9 +734,12 @@ class Injector:
             name = "nats" if kind == "nats" else "postgres"
             sig = signal.SIGTERM if name == "nats" else signal.SIGINT
             f = Fault(kind, name, run.now())
-            f.pid_before, f.pid_after, down, up = await asyncio.to_thread(
-                self.infra.restart, name, sig, run.config.down_seconds
-            )
+            loop = asyncio.get_running_loop()
+
+            def hold() -> None:
+                asyncio.run_coroutine_threadsafe(self._hold_down(f), loop).result()
+
+            f.pid_before, f.pid_after, down, up = await asyncio.to_thread(self.infra.restart, name, sig, hold)
             f.down = (down - run.started, up - run.started)
             f.detail = ("clean stop (SIGTERM), started again with the same configuration" if name == "nats" else
                         "fast shutdown (SIGINT), started again on the same data directory")  # fmt: skip
@@ -738,14 +747,29 @@ class Injector:
         f.recovered_at = run.now()
         return f
 
-    async def _aim(self, target: str) -> None:
+    async def _hold_down(self, f: Fault) -> None:
+        """Keep a server down ``down_seconds``, and then until the traffic has felt it (at most
+        ``AIM_SECONDS`` more): for NATS a write answered while it is down (its events wait in an
+        outbox), for PostgreSQL a request unanswered."""
+        run = self.run
+        f.down = (run.now(), math.nan)
+        await asyncio.sleep(run.config.down_seconds)
+
+        async def met() -> bool:
+            f.down = (f.down[0], run.now())
+            felt(run, f)
+            return (f.told_while_down if f.kind == "nats" else f.failed_requests) > 0
+
+        await until(met, AIM_SECONDS, every=0.1)
+
+    async def _aim(self, target: str) -> bool:
         """Wait (at most ``AIM_SECONDS``) until a request to ``target`` is in flight, so that the
         fault meets one: a service between two journeys' requests would be killed unnoticed."""
 
         async def aimed() -> bool:
             return busy(self.run.inflight, target)
 
-        await until(aimed, AIM_SECONDS, every=0.02)
+        return await until(aimed, AIM_SECONDS, every=0.02)
 
     async def _new_pid(self, name: str, old: int, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -999,12 +1023,16 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
 def felt(run: Run, f: Fault) -> None:
     """Count the requests the fault left unanswered (or stalled), and those answered while the
     server was down (requests started in flight before it are counted too: they met it)."""
-    during = [o for o in run.ops if o.at <= f.recovered_at and o.at + o.seconds >= f.at]
+    end = math.inf if math.isnan(f.recovered_at) else f.recovered_at  # NaN: it lasts still
+    during = [o for o in run.ops if o.at <= end and o.at + o.seconds >= f.at]
     f.failed_requests = sum(
         1 for o in during if o.outcome == "uncertain" or (f.kind == "slow" and o.seconds >= STALLED)
     )
     lo, hi = f.down
-    f.told_while_down = sum(1 for o in run.ops if o.outcome == "told" and lo <= o.at and o.at + o.seconds <= hi)
+    hi = math.inf if math.isnan(hi) else hi
+    f.told_while_down = sum(
+        1 for o in run.ops if o.write and o.outcome == "told" and lo <= o.at and o.at + o.seconds <= hi
+    )
 
 
 def clock(seconds: float) -> str:
