@@ -644,12 +644,13 @@ class Infra:
         stopped = time.monotonic()
         down()  # the fault: the server is down
         user = (uid, gid) if uid is not None and gid is not None and uid != os.getuid() else None
+        started = time.monotonic()  # the end of the outage: from here the server may answer
         proc = ManagedProcess.spawn(name, args, log_file=self.logs / f"{name}-restarted.log", user=user, cwd=Path("/"))
         self.restarted[name] = proc
         time.sleep(0.5)
         if proc.poll() is not None:
             raise SoakError(f"{name} did not start again (code {proc.returncode}): {proc.tail()}")
-        return old, proc.pid, stopped, time.monotonic()
+        return old, proc.pid, stopped, started
 
     def stop(self) -> None:
         for name in ("nats", "postgres"):  # the services are stopped by then
