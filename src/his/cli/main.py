@@ -369,6 +369,45 @@ def bench_reads(
     raise typer.Exit(run_reads(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
 
 
+@app.command()
+def soak(  # noqa: PLR0917 - one parameter per command-line option
+    minutes: Annotated[
+        float, typer.Option(min=0.5, help="Minutes of load (faults land during the first 90 %).")
+    ] = 30.0,
+    faults: Annotated[
+        str, typer.Option(help="Comma-separated faults: kill, nats, postgres, slow (empty: none).")
+    ] = "kill,nats,postgres,slow",
+    seed: Annotated[int, typer.Option(help="Seed of the traffic and of when and where the faults land.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent patient journeys.")] = 4,
+    fault_every: Annotated[
+        float | None, typer.Option(min=2, help="Mean seconds between faults (default: two rounds of every kind).")
+    ] = None,
+    slow_seconds: Annotated[float, typer.Option(min=0.5, help="How long a 'slow' fault freezes a service.")] = 6.0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Report directory (default ./soak-<timestamp>/).")
+    ] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Where the private hospital lives.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the hospital's data directory and logs.")] = False,
+) -> None:
+    """Play a hospital day on a loop on a private `his up`, with faults injected at random; report
+    lost and duplicated effects (exit 1 unless both are 0 and every fault landed), p95 per
+    operation, memory per process, outbox age and consumer lag (Markdown with plots)."""
+    from datetime import UTC, datetime
+
+    from his.reliability.soak import FAULTS, SoakConfig
+    from his.reliability.soak import main as run_soak
+
+    chosen = tuple(f.strip() for f in faults.split(",") if f.strip())
+    unknown = sorted(set(chosen) - set(FAULTS))
+    if unknown:
+        err.print(f"error: unknown fault(s) {', '.join(unknown)}; choose from {', '.join(FAULTS)}")
+        raise typer.Exit(2)
+    cfg = SoakConfig(minutes, seed=seed, faults=chosen, workers=workers, fault_every=fault_every,
+                     slow_seconds=slow_seconds)  # fmt: skip
+    target = out_dir or Path(f"soak-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    raise typer.Exit(run_soak(cfg, out_dir=target, out=out, err=err, workdir=workdir, keep=keep))
+
+
 def _admin_dsn() -> str:
     from his.cli import state
 
