@@ -211,7 +211,7 @@ async def booked_events(hospital: Hospital) -> list[Key]:
 
 
 async def test_three_times_capacity_answers_every_booking_and_loses_none(hospital: Hospital) -> None:
-    plan, _ = await seed(hospital.gateway, ADMIN[0], ADMIN[1], desks=2, practitioners=10, patients=20, days=4)
+    plan, _ = await seed(hospital.gateway, ADMIN[0], ADMIN[1], desks=2, practitioners=10, patients=20, days=12)
     await wait_known(str(hospital.state()["admin_dsn"]), plan.patients)
     desk = Desk(hospital.port, plan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 
 import nats.errors
 import nats.js.errors
@@ -64,6 +65,9 @@ class _SwallowingJetStream:
 
     async def pull_subscribe_bind(self, *_: object, **__: object) -> _SwallowingPullSubscription:
         return _SwallowingPullSubscription()
+
+    async def consumer_info(self, *_: object, **__: object) -> object:
+        return SimpleNamespace(num_ack_pending=0)  # nothing left unacknowledged by an earlier run
 
     async def publish_async(self, *_: object, **__: object) -> object:
         try:
