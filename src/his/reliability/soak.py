@@ -604,14 +604,20 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class Infra:
-    """PostgreSQL and NATS as they run now: first the supervisor's, then the ones the soak started
-    again after stopping them (the supervisor does not restart its servers)."""
+    """PostgreSQL and NATS as they run now. PostgreSQL's pid is read from its ``postmaster.pid``
+    (the supervisor starts it again after a crash); NATS is the supervisor's at first, then the one
+    the soak started again after stopping it (the supervisor does not restart NATS)."""
 
     pids: dict[str, int]
     restarted: dict[str, ManagedProcess] = field(default_factory=dict)
     logs: Path = Path()
+    #: PostgreSQL's ``postmaster.pid``: the supervisor starts a killed PostgreSQL again.
+    pg_pidfile: Path | None = None
 
     def pid(self, name: str) -> int:
+        if name == "postgres" and self.pg_pidfile is not None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                return int(self.pg_pidfile.read_text().split()[0])
         proc = self.restarted.get(name)
         return proc.pid if proc is not None else self.pids[name]
 
@@ -731,19 +737,30 @@ class Injector:
             finally:
                 os.kill(pid, signal.SIGCONT)
             f.detail = f"SIGSTOP for {run.config.slow_seconds:g} s, then SIGCONT: every handler in flight stalls"
+        elif kind == "postgres":
+            # As a crash meets it: SIGKILL of the postmaster, and his up's supervisor starts it
+            # again (crash recovery replays the write-ahead log); nothing here restarts it.
+            old = self.infra.pid("postgres")
+            f = Fault(kind, "postgres", run.now(), pid_before=old)
+            os.kill(old, signal.SIGKILL)
+            f.down = (run.now(), math.nan)
+            f.pid_after = await self._new_postmaster(old, 90.0)
+            f.down = (f.down[0], run.now())
+            felt(run, f)
+            f.detail = "SIGKILL of the postmaster; his up's supervisor starts it again on the same data"
+            await self._all_ready(90.0)
         else:
-            name = "nats" if kind == "nats" else "postgres"
-            sig = signal.SIGTERM if name == "nats" else signal.SIGINT
-            f = Fault(kind, name, run.now())
+            f = Fault(kind, "nats", run.now())
             loop = asyncio.get_running_loop()
 
             def hold() -> None:
                 asyncio.run_coroutine_threadsafe(self._hold_down(f), loop).result()
 
-            f.pid_before, f.pid_after, down, up = await asyncio.to_thread(self.infra.restart, name, sig, hold)
+            f.pid_before, f.pid_after, down, up = await asyncio.to_thread(
+                self.infra.restart, "nats", signal.SIGTERM, hold
+            )
             f.down = (down - run.started, up - run.started)
-            f.detail = ("clean stop (SIGTERM), started again with the same configuration" if name == "nats" else
-                        "fast shutdown (SIGINT), started again on the same data directory")  # fmt: skip
+            f.detail = "clean stop (SIGTERM), started again with the same configuration"
             await self._all_ready(90.0)
         f.recovered_at = run.now()
         return f
@@ -779,6 +796,15 @@ class Injector:
                 pid = self.services().get(name)
                 if pid and pid != old and _alive(pid):
                     return pid
+            await asyncio.sleep(0.1)
+        return None
+
+    async def _new_postmaster(self, old: int, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.infra.pid("postgres")
+            if pid != old and _alive(pid):
+                return pid
             await asyncio.sleep(0.1)
         return None
 
@@ -1072,6 +1098,7 @@ def main(cfg: SoakConfig, *, out_dir: Path, out: Console, err: Console, workdir:
         hospital.start()
         procs = hospital.processes()
         infra.pids = {"postgres": procs["postgres"], "nats": procs["nats"]}
+        infra.pg_pidfile = hospital.data / "pg" / "postmaster.pid"
         run.startup_seconds = time.monotonic() - t0
         say(f"his up in {hospital.started_in:.1f} s")
         asyncio.run(play(hospital, infra, run, say))
