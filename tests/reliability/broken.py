@@ -7,8 +7,6 @@ variant proves nothing. Nothing outside ``tests/reliability`` imports this modul
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -17,7 +15,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from his.kernel.consumer import ConsumerLoop
-from his.kernel.db import Connection, Database, UnitOfWork
+from his.kernel.db import Connection
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay
 
@@ -153,28 +151,3 @@ class NewOnlyDlqMover(DlqMover):
 
     def __init__(self, js: JetStreamContext, **kw: Any) -> None:
         super().__init__(_NewOnlyJetStream(js), **kw)  # type: ignore[arg-type]
-
-
-# --- unit of work -----------------------------------------------------------------------------
-
-
-class PublishInTransactionDatabase(Database):
-    """BROKEN: the unit of work also publishes its events to JetStream before it commits.
-
-    While NATS is down every write waits for a PubAck that cannot come and rolls back, yet the
-    client buffers the message and sends it on reconnect: an event of a rolled-back write.
-    """
-
-    def __init__(self, *args: Any, js: JetStreamContext, publish_timeout: float = 2.0, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.js = js
-        self.publish_timeout = publish_timeout
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[UnitOfWork]:
-        async with super().uow() as uow:
-            yield uow
-            for e in uow.events:
-                await self.js.publish(
-                    e.type, e.to_json(), headers={"Nats-Msg-Id": str(e.id)}, timeout=self.publish_timeout
-                )
