@@ -83,3 +83,24 @@ def test_a_local_day_holds_its_hours_of_slots_when_the_clocks_change(day: date, 
     assert len(got) == len(set(got)) == hours * 3
     assert all(b.start - a.start == timedelta(minutes=20) for a, b in pairwise(got))
     assert got[-1].end == whole.end and whole.end.tzinfo is UTC
+
+
+# Written out here, not read from the module: a transition added there by mistake must fail here.
+ALLOWED = {
+    (Status.BOOKED, Action.CHECK_IN): Status.CHECKED_IN,
+    (Status.BOOKED, Action.CANCEL): Status.CANCELLED,
+    (Status.BOOKED, Action.NO_SHOW): Status.NO_SHOW,
+    (Status.CHECKED_IN, Action.COMPLETE): Status.COMPLETED,
+}
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("action", list(Action))
+def test_every_appointment_transition_is_allowed_or_refused_as_the_table_says(status: Status, action: Action) -> None:
+    """A finished appointment (cancelled, completed, no-show) takes no further step: a second
+    cancel is refused, not a second cancellation."""
+    if (status, action) in ALLOWED:
+        assert transition(status, action) == ALLOWED[(status, action)]
+    else:
+        with pytest.raises(InvalidTransitionError):
+            transition(status, action)
