@@ -9,48 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from his.kernel.consumer import ConsumerLoop
-from his.kernel.db import Connection
 from his.kernel.dlq import DlqMover
 from his.kernel.outbox import OutboxRelay
 
 # --- relays -----------------------------------------------------------------------------------
-
-
-class MarkBeforePubAckRelay(OutboxRelay):
-    """BROKEN: marks a batch published as soon as it is fetched, then publishes it row by row.
-
-    Killed while publishing, it leaves rows marked that never reached the stream: lost. (It
-    awaits each PubAck in turn, as naive relays do. A pipelined relay puts a whole batch on the
-    wire within milliseconds and the broker stores it even after the publisher died, so a kill
-    would rarely land in the window where marking early loses anything.)
-    """
-
-    _conn: Connection
-
-    async def _lead(self, conn: Connection) -> None:
-        self._conn = conn
-        await super()._lead(conn)
-
-    async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
-        await self.mark(self._conn, [r["id"] for r in rows])
-        done: list[int] = []
-        for r in rows:
-            headers = {"Nats-Msg-Id": str(r["event_id"])}
-            try:
-                await self.js.publish(r["subject"], bytes(r["payload"]), headers=headers, timeout=self.ack_timeout)
-            except Exception as exc:
-                self._note_error(exc)
-                break
-            done.append(r["id"])
-        self.stats.published += len(done)
-        self.stats.batches += 1
-        return done
 
 
 class _NoMsgIdJetStream:
@@ -76,7 +43,6 @@ class NoMsgIdRelay(OutboxRelay):
 
 RELAY_VARIANTS: dict[str, type[OutboxRelay]] = {
     "correct": OutboxRelay,
-    "mark-before-puback": MarkBeforePubAckRelay,
     "no-msg-id": NoMsgIdRelay,
 }
 

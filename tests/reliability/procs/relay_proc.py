@@ -1,7 +1,7 @@
 """An outbox relay in its own OS process, so that a test can SIGKILL it.
 
     python -m tests.reliability.procs.relay_proc --dsn DSN --schema SCHEMA --nats URL
-        [--variant correct|mark-before-puback|no-msg-id] [--crash-before-mark] [--batch-size N]
+        [--variant correct|no-msg-id] [--crash-before-mark] [--batch-size N]
 
 ``--variant`` picks the kernel's relay or a deliberately broken one (tests/reliability/broken.py).
 ``--crash-before-mark`` makes the process SIGKILL itself after a batch's PubAcks arrived and
