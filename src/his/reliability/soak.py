@@ -27,7 +27,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -61,6 +61,10 @@ SERVES = {
 AIM_SECONDS = 10.0
 #: A request slower than this during a "slow" fault counts as stalled by it.
 STALLED = 2.0
+#: A journey's later steps wait for an event's effect (billing's invoice, the care team an
+#: admission brings) beside the workers; at most this many per worker wait at once, past it the
+#: worker waits too.
+LATER_PER_WORKER = 8
 PRIORITY = ("routine", "urgent")
 ZONE = ZoneInfo("Europe/Istanbul")
 
@@ -180,6 +184,9 @@ class Run:
     tally: Counter[str] = field(default_factory=Counter)
     #: Requests in flight now, by operation: a service fault strikes while its target has one.
     inflight: Counter[str] = field(default_factory=Counter)
+    #: Journeys' later steps running now (see ``later``).
+    waiting: set[asyncio.Task[None]] = field(default_factory=set)
+    room: asyncio.Semaphore | None = None
     drain_seconds: float = 0.0
     load_seconds: float = 0.0
     startup_seconds: float = 0.0
@@ -224,6 +231,13 @@ class Answer:
     @property
     def told(self) -> bool:
         return self.outcome == "told"
+
+    def tallied(self, op: str) -> str:
+        """The tally's line for this answer: a refusal names its status and problem title."""
+        if self.outcome != "refused":
+            return f"{op} {self.outcome}"
+        title = self.body.get("title") if isinstance(self.body, dict) else None
+        return f"{op} refused {self.status}" + (f" ({title})" if title else "")
 
 
 @dataclass
@@ -411,7 +425,7 @@ async def register(s: Staff, rng: random.Random, run: Run) -> tuple[str, bool] |
         body["coverage"] = {"payer": "SGK", "member_id": f"SG{rng.randrange(10**8):08d}"}
     a = await s.reception.call("register", "POST", "/api/patients", json=body)
     if not a.told:
-        run.tally[f"register {a.outcome}"] += 1
+        run.tally[a.tallied("register")] += 1
         return None
     run.tally["patients registered"] += 1
     return a.body["id"], self_pay
@@ -435,7 +449,7 @@ async def visit(s: Staff, rng: random.Random, run: Run) -> None:
         if a.told:
             aid = a.body["id"]
             break
-        run.tally[f"book {a.outcome}"] += 1
+        run.tally[a.tallied("book")] += 1
         if a.outcome == "uncertain":
             return
     if aid is None:
@@ -443,16 +457,16 @@ async def visit(s: Staff, rng: random.Random, run: Run) -> None:
     run.tally["appointments booked"] += 1
     a = await s.reception.call("check in", "POST", f"/api/appointments/{aid}/check-in")
     if not a.told:
-        run.tally[f"check-in {a.outcome}"] += 1
+        run.tally[a.tallied("check-in")] += 1
         return
     a = await s.doctors[pid].call("complete", "POST", f"/api/appointments/{aid}/complete")
     record(run.histories["visits"], history_key("visit", aid), a)
     if not a.told:
-        run.tally[f"complete {a.outcome}"] += 1
+        run.tally[a.tallied("complete")] += 1
         return
     run.tally["visits completed"] += 1
     if self_pay:
-        await pay(s, rng, run, patient, "visit")
+        await later(run, pay(s, rng, run, patient, "visit"))
 
 
 async def stay(s: Staff, rng: random.Random, run: Run) -> None:
@@ -463,34 +477,66 @@ async def stay(s: Staff, rng: random.Random, run: Run) -> None:
         return
     patient, self_pay = who
     pid = rng.choice(list(s.doctors))
-    doctor = s.doctors[pid]
     a = await s.reception.call("admit", "POST", "/api/admissions",
                                json={"patient_id": patient, "practitioner_id": pid, "ward_id": s.wards[0]})  # fmt: skip
     if not a.told:
-        run.tally[f"admit {a.outcome}"] += 1
+        run.tally[a.tallied("admit")] += 1
         return
     admission = a.body["id"]
     run.tally["patients admitted"] += 1
-    if await until(lambda: care_team(s, patient), 30.0) and await until(lambda: in_care(doctor, patient), 30.0):
+    await later(run, in_the_ward(s, rng, run, patient=patient, self_pay=self_pay, pid=pid, admission=admission))
+
+
+async def in_the_ward(
+    s: Staff, rng: random.Random, run: Run, *, patient: str, self_pay: bool, pid: str, admission: str
+) -> None:
+    """The stay once the admission has reached patients (the doctor and nurse are in care)."""
+    doctor = s.doctors[pid]
+    if await until(lambda: care_team(s, patient), 30.0, every=0.5) and await until(
+        lambda: in_care(doctor, patient), 30.0, every=0.5
+    ):
         await lab_work(s, rng, run, doctor, patient)
     else:
         run.tally["care not reached in 30 s"] += 1
     if rng.random() < 0.3:
         ward = rng.choice(s.wards)
         a = await s.reception.call("transfer", "POST", f"/api/admissions/{admission}/transfer", json={"ward_id": ward})
-        run.tally[f"transfer {a.outcome}"] += 1
+        run.tally[a.tallied("transfer")] += 1
     a = await doctor.call("discharge", "POST", f"/api/admissions/{admission}/discharge")
     record(run.histories["stays"], history_key("stay", admission), a)
     if not a.told:
-        run.tally[f"discharge {a.outcome}"] += 1
+        run.tally[a.tallied("discharge")] += 1
         return
     run.tally["patients discharged"] += 1
     bed = (a.body or {}).get("bed_id")
     if bed is not None:
         r = await s.nurse.call("release bed", "POST", f"/api/beds/{bed}/release", reads=3)
-        run.tally[f"bed release {r.outcome}"] += 1
+        run.tally[r.tallied("bed release")] += 1
     if self_pay:
         await pay(s, rng, run, patient, "admission")
+
+
+async def later(run: Run, step: Coroutine[Any, Any, None]) -> None:
+    """Run a journey's later step, one that waits for an event's effect, beside the worker, which
+    goes on to its next patient as a front desk does: a consumer lagging or NATS down must not
+    stop the registrations and bookings that need neither (a NATS outage is felt by those writes
+    being answered). At most ``LATER_PER_WORKER`` per worker wait at once."""
+    if run.room is None:
+        run.room = asyncio.Semaphore(run.config.workers * LATER_PER_WORKER)
+    room = run.room
+    await room.acquire()
+
+    async def guarded() -> None:
+        try:
+            await step
+        except Exception as exc:  # noqa: BLE001 - tallied; the soak's verdict is the histories'
+            run.tally[f"later step failed: {type(exc).__name__}"] += 1
+        finally:
+            room.release()
+
+    task = asyncio.create_task(guarded())
+    run.waiting.add(task)
+    task.add_done_callback(run.waiting.discard)
 
 
 async def care_team(s: Staff, patient: str) -> bool:
@@ -510,13 +556,13 @@ async def lab_work(s: Staff, rng: random.Random, run: Run, doctor: Client, patie
     body = {"patient_id": patient, "tests": [t["code"] for t in tests], "priority": rng.choice(PRIORITY)}
     a = await doctor.call("lab order", "POST", "/api/lab/orders", json=body)
     if not a.told:
-        run.tally[f"lab order {a.outcome}"] += 1
+        run.tally[a.tallied("lab order")] += 1
         return
     order = a.body["id"]
     for action in ("collect", "start"):
         a = await s.lab.call(f"lab {action}", "POST", f"/api/lab/orders/{order}/{action}")
         if not a.told:
-            run.tally[f"lab {action} {a.outcome}"] += 1
+            run.tally[a.tallied(f"lab {action}")] += 1
             return
     results = []
     for t in tests:
@@ -525,7 +571,7 @@ async def lab_work(s: Staff, rng: random.Random, run: Run, doctor: Client, patie
             {"code": t["code"], "value": value, "unit": t.get("unit")} | ({"flag": "N"} if value == "negative" else {})
         )
     a = await s.lab.call("lab results", "POST", f"/api/lab/orders/{order}/results", json={"results": results})
-    run.tally[f"lab results {a.outcome}"] += 1
+    run.tally[a.tallied("lab results")] += 1
 
 
 async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -> None:
@@ -541,7 +587,7 @@ async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -
         invoice = found[0] if found else None
         return invoice is not None
 
-    if not await until(issued, 30.0) or invoice is None:
+    if not await until(issued, 30.0, every=0.5) or invoice is None:
         run.tally["invoice not seen in 30 s (checked at the end)"] += 1
         return
     share = Decimal(invoice["patient_share"]) - Decimal(invoice.get("paid") or "0")
@@ -558,7 +604,7 @@ async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -
             break
         run.tally["desk payment sent again (same key)"] += 1
         await asyncio.sleep(1.0 + attempt)
-    run.tally[f"desk payment {a.outcome}"] += 1
+    run.tally[a.tallied("desk payment")] += 1
 
 
 def record(history: History, key: Any, a: Answer) -> None:
@@ -1035,6 +1081,7 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*run.waiting, return_exceptions=True)
         if plan:
             run.tally["faults not injected (the run was in its quiet tail)"] += len(plan)
         run.load_seconds = run.now()
