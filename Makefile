@@ -7,7 +7,7 @@ UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up test lint typecheck unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto mutants clean
+.PHONY: up test lint typecheck hooks unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto mutants clean
 
 # Two stamps, one per install: `make up` installs the runtime only ($(RUNTIME)); `make test` and
 # the development targets add the test, lint and type-check tools ($(VENV)/.synced). Either order
@@ -38,12 +38,21 @@ up: $(RUNTIME)
 test: $(VENV)/.synced lint typecheck
 	$(VENV)/bin/pytest
 
+# ruff; the import contracts of pyproject.toml ([tool.importlinter]); every import declared
+# (deptry: the runtime's in [project].dependencies, the tests' and tools' there or in the dev group).
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/deptry src
+	$(VENV)/bin/deptry tests bench tools --exclude '(^|/)\.|__pycache__' --ignore DEP002,DEP004
 
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
+
+# The same checks before each commit (.pre-commit-config.yaml runs make lint and make typecheck).
+hooks: $(VENV)/.synced
+	$(VENV)/bin/pre-commit install
 
 unit: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/unit
