@@ -74,13 +74,23 @@ class Clinic:
     def new_practitioner(self, start: datetime, end: datetime) -> str:
         body = {"full_name": "Dr. Stateful", "specialty": "general_practice"}
         pid = str(self.api.ok("POST", "/api/practitioners", self.admin, body, status=201)["id"])
-        self.api.ok("POST", f"/api/practitioners/{pid}/shifts", self.admin,
-                    {"start": start.isoformat(), "end": end.isoformat()}, status=201)  # fmt: skip
+        self.api.ok(
+            "POST",
+            f"/api/practitioners/{pid}/shifts",
+            self.admin,
+            {"start": start.isoformat(), "end": end.isoformat()},
+            status=201,
+        )
         return pid
 
     def new_ward(self, beds: int) -> str:
-        body = {"name": f"Stateful {uuid.uuid4().hex[:8]}", "type": "general", "daily_rate": "1000.00",
-                "currency": "TRY", "beds": beds}  # fmt: skip
+        body = {
+            "name": f"Stateful {uuid.uuid4().hex[:8]}",
+            "type": "general",
+            "daily_rate": "1000.00",
+            "currency": "TRY",
+            "beds": beds,
+        }
         return str(self.api.ok("POST", "/api/wards", self.admin, body, status=201)["id"])
 
 
@@ -91,8 +101,13 @@ def open_clinic(h: Hospital) -> Clinic:
     tech = create_user(h, admin, "LAB_TECH", "stateful")[1]
     clerk = create_user(h, admin, "BILLING", "stateful")[1]
     api = Api(h.gateway)
-    practitioner = api.ok("POST", "/api/practitioners", admin, {"full_name": "Dr. Lifecycle",
-                          "specialty": "internal_medicine", "user_id": doctor_id}, status=201)["id"]  # fmt: skip
+    practitioner = api.ok(
+        "POST",
+        "/api/practitioners",
+        admin,
+        {"full_name": "Dr. Lifecycle", "specialty": "internal_medicine", "user_id": doctor_id},
+        status=201,
+    )["id"]
 
     def patients(n: int, tag: str) -> list[str]:
         return [str(register_patient(h, admin, f"{tag}{uuid.uuid4().hex[:8]}")["id"]) for _ in range(n)]
@@ -106,5 +121,15 @@ def open_clinic(h: Hospital) -> Clinic:
 
     for p in in_care:
         wait_until(lambda p=p: ordering(p), what="the doctor's care to reach the laboratory")  # type: ignore[misc]
-    return Clinic(api, admin, reception, doctor, tech, clerk, str(practitioner), outpatients=patients(3, "Outpatient"),
-                  inpatients=patients(3, "Inpatient"), in_care=in_care)  # fmt: skip
+    return Clinic(
+        api,
+        admin,
+        reception,
+        doctor,
+        tech,
+        clerk,
+        str(practitioner),
+        outpatients=patients(3, "Outpatient"),
+        inpatients=patients(3, "Inpatient"),
+        in_care=in_care,
+    )

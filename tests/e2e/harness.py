@@ -157,10 +157,16 @@ def create_user(hospital: Hospital, admin: dict[str, str], role: str, tag: str) 
 
 def register_patient(hospital: Hospital, admin: dict[str, str], family: str, **extra: object) -> dict[str, object]:
     """A patient registered by the administrator; returns the details sent plus ``id`` and ``mrn``."""
-    body: dict[str, object] = {"given_name": "Deniz", "family_name": family, "birth_date": "1969-07-21",
-                               "sex": "female", "email": f"{family.lower()}@example.org",
-                               "phone": "+90 555 246 8100",
-                               "confirm_duplicate": True, **extra}  # fmt: skip
+    body: dict[str, object] = {
+        "given_name": "Deniz",
+        "family_name": family,
+        "birth_date": "1969-07-21",
+        "sex": "female",
+        "email": f"{family.lower()}@example.org",
+        "phone": "+90 555 246 8100",
+        "confirm_duplicate": True,
+        **extra,
+    }
     r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=admin, timeout=10)
     assert r.status_code == 201, r.text
     created: dict[str, object] = r.json()
@@ -223,6 +229,7 @@ def link_by_invitation(
     """Link a patient's own account to their record, as the portal does: an invitation mailed to
     the patient, its code redeemed from the account."""
     _, code = invite(hospital, staff, patient_id, address)
-    r = httpx.post(f"{hospital.gateway}/api/patients/invitations/redeem", headers=account, json={"code": code},
-                   timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{hospital.gateway}/api/patients/invitations/redeem", headers=account, json={"code": code}, timeout=10
+    )
     assert r.status_code == 200, r.text

@@ -76,8 +76,11 @@ class Subject:
 
     @property
     def relationship(self) -> Relationship:
-        return {"self": Relationship(owner=True), "care": Relationship(in_care=True),
-                "grant": Relationship(emergency=True)}.get(self.kind, NONE)  # fmt: skip
+        return {
+            "self": Relationship(owner=True),
+            "care": Relationship(in_care=True),
+            "grant": Relationship(emergency=True),
+        }.get(self.kind, NONE)
 
     @property
     def role(self) -> str:
@@ -102,8 +105,14 @@ class Target:
     def secrets(self) -> list[str]:
         """What of this patient must never reach someone refused."""
         p = self.patient
-        return [str(p["family_name"]), str(p["given_name"]), str(p["mrn"]), str(p["email"]), str(p["phone"]),
-                str(p["coverage"]["member_id"])]  # fmt: skip
+        return [
+            str(p["family_name"]),
+            str(p["given_name"]),
+            str(p["mrn"]),
+            str(p["email"]),
+            str(p["phone"]),
+            str(p["coverage"]["member_id"]),
+        ]
 
 
 @dataclass(frozen=True)
@@ -136,11 +145,13 @@ class World:
     pair_targets: tuple[PairTarget, PairTarget] | None = None
 
     def send(self, call: Call, auth: dict[str, str]) -> httpx.Response:
-        return self.http.request(call.method, call.path, params=call.params, json=call.json,
-                                 headers=(call.headers or {}) | auth)  # fmt: skip
+        return self.http.request(
+            call.method, call.path, params=call.params, json=call.json, headers=(call.headers or {}) | auth
+        )
 
-    def ok(self, method: str, path: str, auth: dict[str, str], body: Any = None, status: int = 200,
-           **kw: Any) -> dict[str, Any]:  # fmt: skip
+    def ok(
+        self, method: str, path: str, auth: dict[str, str], body: Any = None, status: int = 200, **kw: Any
+    ) -> dict[str, Any]:
         r = self.http.request(method, path, json=body, headers=auth, **kw)
         assert r.status_code == status, (method, path, r.status_code, r.text)
         return dict(r.json()) if r.content else {}
@@ -441,13 +452,24 @@ def build_world(h: Hospital, http: httpx.Client, admin: dict[str, str]) -> World
     patient_user, patient_auth = str(r.json()["user_id"]), h.login(email, password)
 
     def patient(kind: str, n: int, **extra: Any) -> Target:
-        record = register_patient(h, admin, f"Matrix{kind.title()}-{tag}", given_name=f"Given{kind}{tag}",
-                                  phone=f"+90 555 {number:03d} 10{n}",
-                                  coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"}, **extra)  # fmt: skip
+        record = register_patient(
+            h,
+            admin,
+            f"Matrix{kind.title()}-{tag}",
+            given_name=f"Given{kind}{tag}",
+            phone=f"+90 555 {number:03d} 10{n}",
+            coverage={"payer": "SGK", "member_id": f"SG{tag}{n}"},
+            **extra,
+        )
         return Target(record)
 
-    targets = {"self": patient("self", 0), "none": patient("none", 1),
-               "care": patient("care", 2), "grant": patient("grant", 3), "glass": patient("glass", 4)}  # fmt: skip
+    targets = {
+        "self": patient("self", 0),
+        "none": patient("none", 1),
+        "care": patient("care", 2),
+        "grant": patient("grant", 3),
+        "glass": patient("glass", 4),
+    }
     # The patient's own account reaches their record as a portal user's does: by an invitation.
     link_by_invitation(h, admin, targets["self"].id, str(targets["self"].patient["email"]), patient_auth)
     subjects = [
@@ -474,16 +496,31 @@ def build_world(h: Hospital, http: httpx.Client, admin: dict[str, str]) -> World
     w.practitioner = str(w.ok("POST", "/api/practitioners", admin, profile, status=201)["id"])
     first = _day(CALENDAR_DAY)
     for d in range(3):
-        w.ok("POST", f"/api/practitioners/{w.practitioner}/shifts", admin,
-             {"start": (first + timedelta(days=d)).isoformat(), "end": (first + timedelta(days=d + 1)).isoformat()},
-             status=201)  # fmt: skip
+        w.ok(
+            "POST",
+            f"/api/practitioners/{w.practitioner}/shifts",
+            admin,
+            {"start": (first + timedelta(days=d)).isoformat(), "end": (first + timedelta(days=d + 1)).isoformat()},
+            status=201,
+        )
     w.slots = (first + n * SLOT for n in itertools.count())
-    w.ward = str(w.ok("POST", "/api/wards", admin, {"name": f"Matrix ward {tag}", "type": "general",
-                                                     "daily_rate": "1000.00", "currency": "TRY", "beds": 120},
-                      status=201)["id"])  # fmt: skip
+    w.ward = str(
+        w.ok(
+            "POST",
+            "/api/wards",
+            admin,
+            {"name": f"Matrix ward {tag}", "type": "general", "daily_rate": "1000.00", "currency": "TRY", "beds": 120},
+            status=201,
+        )["id"]
+    )
     w.item = f"MX-{tag.upper()}"
-    w.ok("POST", "/api/inventory/items", admin, {"code": w.item, "description": "Matrix swab", "unit": "piece",
-                                                 "chargeable": False}, status=201)  # fmt: skip
+    w.ok(
+        "POST",
+        "/api/inventory/items",
+        admin,
+        {"code": w.item, "description": "Matrix swab", "unit": "piece", "chargeable": False},
+        status=201,
+    )
     receipt = {"item_code": w.item, "location": "WARD-GEN", "lot": "M1", "quantity": "1000", "expires_on": "2099-01-31"}
     w.ok("POST", "/api/inventory/receipts", admin, receipt, status=201)
     for kind in ("self", "none", "care", "grant"):
@@ -509,8 +546,12 @@ def stay(w: World, t: Target) -> Target:
     w.waiting(t, "procedure")  # 45 minutes: never offered a freed consultation's time either
     admission = w.admitted(t)["admission"]
     order = w.ordered(t, "collect", "start")["order"]
-    w.ok("POST", f"/api/lab/orders/{order}/results", w.tech,
-         {"results": [{"code": "UA", "value": "negative", "flag": "N"}]})  # fmt: skip
+    w.ok(
+        "POST",
+        f"/api/lab/orders/{order}/results",
+        w.tech,
+        {"results": [{"code": "UA", "value": "negative", "flag": "N"}]},
+    )
     w.ok("POST", f"/api/admissions/{admission}/discharge", w.admin)
     return replace(t, appointment=appointment, admission=admission, lab_order=order)
 
@@ -529,8 +570,13 @@ def billed(w: World, t: Target) -> Target:
     wait_until(issued, what="the stay's invoice")
     claims = w.ok("GET", "/api/claims", w.admin, params={"payer": "SGK", "limit": 200})["items"]
     claim = next(c["id"] for c in claims if c["invoice_id"] == found["id"])
-    w.ok("POST", f"/api/invoices/{found['id']}/payments", w.clerk | _key(),
-         {"amount": "10.00", "currency": "TRY", "method": "cash"}, status=201)  # fmt: skip
+    w.ok(
+        "POST",
+        f"/api/invoices/{found['id']}/payments",
+        w.clerk | _key(),
+        {"amount": "10.00", "currency": "TRY", "method": "cash"},
+        status=201,
+    )
     return replace(t, invoice=str(found["id"]), claim=str(claim))
 
 
@@ -584,17 +630,23 @@ def test_every_route_answers_every_caller_as_the_policy_decides(world: World, en
 #: that the search finds, and why: what admits a caller there is not a token, so the matrix's
 #: token checks do not apply (``test_public_routes_admit_on_their_own_check_not_a_token`` checks theirs).
 PUBLIC: dict[tuple[str, str], str] = {
-    ("POST", "/api/payments/webhooks/{provider}"):
-        "the payment provider's confirmation: its signature over the body (Payment-Signature, the provider's "
-        "shared secret) admits it, never a user's token; forged, altered and replayed ones are refused "
-        "(tests/integration/test_online_payments.py, tests/e2e/test_payments.py)",
-    ("GET", "/api/test-payment-provider/checkout/{ref}"):
-        "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
-        "admits the payer, who signs in to the provider, not to the hospital",
-    ("POST", "/api/test-payment-provider/checkout/{ref}"):
-        "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
-        "admits the payer, who signs in to the provider, not to the hospital",
-}  # fmt: skip
+    (
+        "POST",
+        "/api/payments/webhooks/{provider}",
+    ): "the payment provider's confirmation: its signature over the body (Payment-Signature, the provider's "
+    "shared secret) admits it, never a user's token; forged, altered and replayed ones are refused "
+    "(tests/integration/test_online_payments.py, tests/e2e/test_payments.py)",
+    (
+        "GET",
+        "/api/test-payment-provider/checkout/{ref}",
+    ): "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
+    "admits the payer, who signs in to the provider, not to the hospital",
+    (
+        "POST",
+        "/api/test-payment-provider/checkout/{ref}",
+    ): "the TEST provider's checkout, standing for a provider's own site: the session's unguessable reference "
+    "admits the payer, who signs in to the provider, not to the hospital",
+}
 
 
 def public_routes() -> set[tuple[str, str]]:
@@ -642,8 +694,10 @@ def patient_bearing_operations(document: dict[str, Any]) -> set[tuple[str, str]]
             if method not in HTTP_METHODS:
                 continue
             params = [*item.get("parameters", []), *op.get("parameters", [])]
-            by_id = any(p["in"] == "path" or (p["in"] == "query" and (p["name"] == "id" or p["name"].endswith("_id")))
-                        for p in params)  # fmt: skip
+            by_id = any(
+                p["in"] == "path" or (p["in"] == "query" and (p["name"] == "id" or p["name"].endswith("_id")))
+                for p in params
+            )
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             in_body = body is not None and "patient_id" in resolve(document, body).get("properties", {})
             if by_id or in_body:
@@ -654,20 +708,38 @@ def patient_bearing_operations(document: dict[str, Any]) -> set[tuple[str, str]]
 def spoofed_headers(auth: dict[str, str], pretend: str) -> dict[str, str]:
     """Headers a client might hope the system trusts for identity; none may change an answer."""
     return auth | {
-        "x-user-id": pretend, "x-user": pretend, "x-subject": pretend, "x-principal": pretend,
-        "x-forwarded-user": pretend, "x-forwarded-email": pretend, "x-auth-request-user": pretend,
-        "x-auth-request-email": pretend, "x-remote-user": pretend, "remote-user": pretend, "x-his-user": pretend,
-        "x-patient-id": pretend, "x-roles": "ADMIN", "x-role": "ADMIN", "x-his-roles": "ADMIN,AUDITOR",
-        "x-his-client-ip": "10.0.0.1", "x-forwarded-for": "10.0.0.1", "x-real-ip": "10.0.0.1",
+        "x-user-id": pretend,
+        "x-user": pretend,
+        "x-subject": pretend,
+        "x-principal": pretend,
+        "x-forwarded-user": pretend,
+        "x-forwarded-email": pretend,
+        "x-auth-request-user": pretend,
+        "x-auth-request-email": pretend,
+        "x-remote-user": pretend,
+        "remote-user": pretend,
+        "x-his-user": pretend,
+        "x-patient-id": pretend,
+        "x-roles": "ADMIN",
+        "x-role": "ADMIN",
+        "x-his-roles": "ADMIN,AUDITOR",
+        "x-his-client-ip": "10.0.0.1",
+        "x-forwarded-for": "10.0.0.1",
+        "x-real-ip": "10.0.0.1",
         "forwarded": "for=10.0.0.1;by=gateway",
-    }  # fmt: skip
+    }
 
 
 def test_identity_headers_without_a_token_get_nothing(world: World) -> None:
     s = next(x for x in world.subjects if x.label == "another patient")
     t = world.targets["self"]
-    objects = {"appointment": t.appointment, "entry": str(uuid.uuid4()), "admission": t.admission,
-               "order": t.lab_order, "relationship": str(uuid.uuid4())}  # fmt: skip
+    objects = {
+        "appointment": t.appointment,
+        "entry": str(uuid.uuid4()),
+        "admission": t.admission,
+        "order": t.lab_order,
+        "relationship": str(uuid.uuid4()),
+    }
     for entry in MATRIX:
         call = replace(entry.build(world, s, t, objects), headers=None)
         answer = world.send(call, spoofed_headers({}, s.user_id))
@@ -681,15 +753,22 @@ def test_public_routes_admit_on_their_own_check_not_a_token(world: World) -> Non
     provider's signature is refused, whoever's token comes with it."""
     t = world.targets["self"]
     patient = next(s for s in world.subjects if s.label == "the patient")
-    r = world.http.post(f"/api/invoices/{t.invoice}/online-payments", json={"amount": "1.00", "currency": "TRY"},
-                        headers=patient.auth | _key())  # fmt: skip
+    r = world.http.post(
+        f"/api/invoices/{t.invoice}/online-payments",
+        json={"amount": "1.00", "currency": "TRY"},
+        headers=patient.auth | _key(),
+    )
     assert r.status_code == 201, r.text
     checkout = str(r.json()["checkout_url"])
     assert checkout.startswith("/api/test-payment-provider/checkout/cs_test_"), checkout
     made_up = f"/api/test-payment-provider/checkout/cs_test_{uuid.uuid4().hex}"
     card = {"card_number": "4242424242424242", "expiry": "12/99", "cvc": "123"}
-    callers = {"no token": {}, "the patient": patient.auth, "ADMIN": world.admin,
-               "spoofed": spoofed_headers({}, patient.user_id)}  # fmt: skip
+    callers = {
+        "no token": {},
+        "the patient": patient.auth,
+        "ADMIN": world.admin,
+        "spoofed": spoofed_headers({}, patient.user_id),
+    }
     for who, auth in callers.items():
         session = world.http.get(checkout, headers=auth)
         assert session.status_code == 200, (who, session.text)
@@ -875,8 +954,13 @@ def pair_world(w: World, attending_id: str) -> None:
             profile = {"full_name": "Dr. Pair", "specialty": "cardiology", "user_id": member.user_id}
             pid = str(w.ok("POST", "/api/practitioners", w.admin, profile, status=201)["id"])
         w.ok("POST", f"/api/practitioners/{pid}/shifts", member.auth, _span(CLINIC_DAY, 8, 480), status=201)
-        leave = w.ok("POST", f"/api/practitioners/{pid}/leave-requests", member.auth,
-                     _span(CLINIC_DAY + 40, 0, 24 * 60), status=201)["id"]  # fmt: skip
+        leave = w.ok(
+            "POST",
+            f"/api/practitioners/{pid}/leave-requests",
+            member.auth,
+            _span(CLINIC_DAY + 40, 0, 24 * 60),
+            status=201,
+        )["id"]
         targets.append(PairTarget(pid, str(leave), w.ward, free[-1 - n]))
     w.pairs = {
         "patients": (Member(patient.user_id, patient.auth),) * 2,

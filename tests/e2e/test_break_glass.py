@@ -72,8 +72,9 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
     assert own.status_code == 200 and all(x["kind"] != "break_glass" for x in own.json()["items"])
 
     # The reason is for administrators and auditors, through patients only.
-    oversight = httpx.get(f"{gw}/api/patients/emergency-access", params={"patient_id": str(a["id"])}, headers=admin,
-                          timeout=10)  # fmt: skip
+    oversight = httpx.get(
+        f"{gw}/api/patients/emergency-access", params={"patient_id": str(a["id"])}, headers=admin, timeout=10
+    )
     assert [g["reason"] for g in oversight.json()["items"]] == [REASON]
 
     # When the grant expires, the door closes again.
@@ -90,7 +91,8 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
         assert secret not in bus
 
     # The audit chain, now holding flagged records, still verifies.
-    out = subprocess.run([HIS, "audit", "verify"], env=his_env(h.data, h.port), capture_output=True, timeout=60,
-                         check=False)  # fmt: skip
+    out = subprocess.run(
+        [HIS, "audit", "verify"], env=his_env(h.data, h.port), capture_output=True, timeout=60, check=False
+    )
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
     assert b"audit chain intact" in out.stdout

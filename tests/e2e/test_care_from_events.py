@@ -28,18 +28,28 @@ def test_appointments_and_admissions_give_their_practitioner_care(shared_hospita
     def chart(patient: object) -> int:
         return httpx.get(f"{gw}/api/patients/{patient}", headers=doctor, timeout=10).status_code
 
-    practitioner = post("/api/practitioners", {"full_name": "Dr. Ece Tan", "specialty": "cardiology",
-                                               "user_id": doctor_id})["id"]  # fmt: skip
+    practitioner = post(
+        "/api/practitioners", {"full_name": "Dr. Ece Tan", "specialty": "cardiology", "user_id": doctor_id}
+    )["id"]
     day = (datetime.now(UTC) + timedelta(days=30)).replace(hour=0, minute=0, second=0, microsecond=0)
-    post(f"/api/practitioners/{practitioner}/shifts", {"start": (day + timedelta(hours=8)).isoformat(),
-                                                       "end": (day + timedelta(hours=16)).isoformat()})  # fmt: skip
+    post(
+        f"/api/practitioners/{practitioner}/shifts",
+        {"start": (day + timedelta(hours=8)).isoformat(), "end": (day + timedelta(hours=16)).isoformat()},
+    )
     patient = register_patient(h, admin, f"Care-{uuid.uuid4().hex[:6]}")["id"]
     assert chart(patient) == 403  # no care relationship yet
 
     start = day + timedelta(hours=9)
-    appointment = post("/api/appointments", {"patient_id": patient, "practitioner_id": practitioner,
-                                             "service": "consultation", "start": start.isoformat(),
-                                             "end": (start + timedelta(minutes=20)).isoformat()})["id"]  # fmt: skip
+    appointment = post(
+        "/api/appointments",
+        {
+            "patient_id": patient,
+            "practitioner_id": practitioner,
+            "service": "consultation",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+        },
+    )["id"]
     wait_until(lambda: chart(patient) == 200, what="the booking to put the doctor in the patient's care")
     team = httpx.get(f"{gw}/api/patients/{patient}/care-team", headers=admin, timeout=10).json()["items"]
     assert [(m["id"], m["user_id"], m["source"]) for m in team] == [(appointment, doctor_id, "appointment")]
@@ -49,8 +59,16 @@ def test_appointments_and_admissions_give_their_practitioner_care(shared_hospita
     post(f"/api/appointments/{appointment}/cancel", {}, status=200)
     wait_until(lambda: chart(patient) == 403, what="the cancellation to end the care")
 
-    ward = post("/api/wards", {"name": f"Care ward {uuid.uuid4().hex[:6]}", "type": "general",
-                               "daily_rate": "1000.00", "currency": "TRY", "beds": 1})["id"]  # fmt: skip
+    ward = post(
+        "/api/wards",
+        {
+            "name": f"Care ward {uuid.uuid4().hex[:6]}",
+            "type": "general",
+            "daily_rate": "1000.00",
+            "currency": "TRY",
+            "beds": 1,
+        },
+    )["id"]
     admission = post("/api/admissions", {"patient_id": patient, "practitioner_id": practitioner, "ward_id": ward})
     wait_until(lambda: chart(patient) == 200, what="the admission to put the doctor in the patient's care")
     team = httpx.get(f"{gw}/api/patients/{patient}/care-team", headers=admin, timeout=10).json()["items"]

@@ -177,8 +177,11 @@ async def test_a_registration_flood_gets_429s_and_a_real_login_still_signs_in(ho
     seen_before = registrations_seen_by_identity(hospital)
 
     def account(n: int) -> dict[str, str]:
-        return {"email": f"flood-{n}-{uuid.uuid4().hex[:6]}@example.org", "password": "many new accounts at once",
-                "full_name": f"Flood {n}"}  # fmt: skip
+        return {
+            "email": f"flood-{n}-{uuid.uuid4().hex[:6]}@example.org",
+            "password": "many new accounts at once",
+            "full_name": f"Flood {n}",
+        }
 
     async with client("127.0.0.5", hospital.gateway) as attacker, client("127.0.0.1", hospital.gateway) as user:
         flood = asyncio.gather(*(attacker.post("/api/auth/register", json=account(n)) for n in range(60)))
@@ -208,10 +211,10 @@ def test_a_guesser_cannot_lock_a_nurse_out_at_shift_change(hospital: Hospital) -
     email, password = f"nurse-{tag}@hospital.example", "long enough staff passphrase"
     body = {"email": email, "password": password, "full_name": f"Nurse {tag}", "roles": ["NURSE"]}
     assert httpx.post(f"{hospital.gateway}/api/admin/users", json=body, headers=admin, timeout=10).status_code == 201
-    attacker = httpx.Client(base_url=hospital.gateway, transport=httpx.HTTPTransport(local_address="127.0.0.6"),
-                            timeout=15)  # fmt: skip
-    ward = httpx.Client(base_url=hospital.gateway, transport=httpx.HTTPTransport(local_address="127.0.0.7"),
-                        timeout=15)  # fmt: skip
+    attacker = httpx.Client(
+        base_url=hospital.gateway, transport=httpx.HTTPTransport(local_address="127.0.0.6"), timeout=15
+    )
+    ward = httpx.Client(base_url=hospital.gateway, transport=httpx.HTTPTransport(local_address="127.0.0.7"), timeout=15)
     waits: list[int] = []
     for n in range(12):  # a guesser who waits as told: five free guesses, then longer and longer waits
         r = attacker.post("/api/auth/login", json={"email": email, "password": f"guess number {n} of many"})

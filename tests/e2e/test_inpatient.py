@@ -58,20 +58,50 @@ def ward(shared_hospital: Hospital) -> Ward:
     nurse_id, nurse = create_user(h, admin, "NURSE", "ward")
     tech, clerk = (create_user(h, admin, role, "ward")[1] for role in ("LAB_TECH", "BILLING"))
     w = Ward(gw, admin, doctor, nurse, tech, clerk, practitioner="", ward="", suite="")
-    practitioner = w.ok("POST", "/api/practitioners", admin, {"full_name": "Dr. Ward", "specialty": "internal_medicine",
-                                                              "user_id": doctor_id}, status=201)["id"]  # fmt: skip
+    practitioner = w.ok(
+        "POST",
+        "/api/practitioners",
+        admin,
+        {"full_name": "Dr. Ward", "specialty": "internal_medicine", "user_id": doctor_id},
+        status=201,
+    )["id"]
     wards = [
-        w.ok("POST", "/api/wards", admin, {"name": f"{label} {uuid.uuid4().hex[:6]}", "type": kind,
-                                           "daily_rate": rate, "currency": "TRY", "beds": 6}, status=201)["id"]
+        w.ok(
+            "POST",
+            "/api/wards",
+            admin,
+            {"name": f"{label} {uuid.uuid4().hex[:6]}", "type": kind, "daily_rate": rate, "currency": "TRY", "beds": 6},
+            status=201,
+        )["id"]
         for label, kind, rate in (("Internal Medicine", "general", RATE), ("Private Suite", "private", SUITE_RATE))
-    ]  # fmt: skip
+    ]
     item = {"code": "IV-SET", "description": "Infusion set", "unit": "piece", "chargeable": True}
     assert w.call("POST", "/api/inventory/items", admin, item).status_code in (201, 409)
-    w.ok("POST", "/api/inventory/receipts", admin, {"item_code": "IV-SET", "location": "WARD-GEN",
-                                                    "lot": f"E2E{uuid.uuid4().hex[:6]}", "quantity": "100",
-                                                    "expires_on": IN_A_YEAR}, status=201)  # fmt: skip
-    return Ward(gw, admin, doctor, nurse, tech, clerk, practitioner=practitioner, ward=wards[0], suite=wards[1],
-                nurse_id=nurse_id)  # fmt: skip
+    w.ok(
+        "POST",
+        "/api/inventory/receipts",
+        admin,
+        {
+            "item_code": "IV-SET",
+            "location": "WARD-GEN",
+            "lot": f"E2E{uuid.uuid4().hex[:6]}",
+            "quantity": "100",
+            "expires_on": IN_A_YEAR,
+        },
+        status=201,
+    )
+    return Ward(
+        gw,
+        admin,
+        doctor,
+        nurse,
+        tech,
+        clerk,
+        practitioner=practitioner,
+        ward=wards[0],
+        suite=wards[1],
+        nurse_id=nurse_id,
+    )
 
 
 def patient(h: Hospital, w: Ward, payer: str | None) -> str:
@@ -116,8 +146,10 @@ def in_care(w: Ward, patient_id: str) -> None:
         return r.status_code == 201
 
     wait_until(assigned, what="the ward nurse on the care team")
-    wait_until(lambda: w.call("GET", f"/api/patients/{patient_id}", w.doctor).status_code == 200,
-               what="the admitting doctor's care")  # fmt: skip
+    wait_until(
+        lambda: w.call("GET", f"/api/patients/{patient_id}", w.doctor).status_code == 200,
+        what="the admitting doctor's care",
+    )
 
 
 def stay(
@@ -137,8 +169,13 @@ def stay(
         w.ok("POST", f"/api/lab/orders/{order}/results", w.tech, {"results": results})
         codes |= {"lab.GLU", "lab.CRP"}
     if supplies:
-        consumption = {"item_code": "IV-SET", "location": "WARD-GEN", "quantity": "2", "patient_id": patient_id,
-                       "reason": "patient"}  # fmt: skip
+        consumption = {
+            "item_code": "IV-SET",
+            "location": "WARD-GEN",
+            "quantity": "2",
+            "patient_id": patient_id,
+            "reason": "patient",
+        }
         w.ok("POST", "/api/inventory/consumptions", w.nurse, consumption, status=201)
         codes.add("item.IV-SET")
     if codes:  # everything of the stay is on billing's books before the patient leaves
@@ -158,23 +195,39 @@ BED = "bed.general"
 #: plan → (insurer share, patient share) of each line and of the invoice, worked out by hand.
 EXPECTED: dict[str | None, dict[str, tuple[str, str]]] = {
     # 80 % of each line, rounded half-up per line: 0.8 × 2,345.67 = 1,876.536 → 1,876.54.
-    "SGK": {BED: ("1876.54", "469.13"), "lab.GLU": ("48.00", "12.00"), "lab.CRP": ("96.00", "24.00"),
-            "item.IV-SET": ("136.00", "34.00"), "total": ("2156.54", "539.13")},
-    "ALLIANZ": {BED: ("2345.67", "0.00"), "lab.GLU": ("60.00", "0.00"), "lab.CRP": ("120.00", "0.00"),
-                "item.IV-SET": ("170.00", "0.00"), "total": ("2695.67", "0.00")},
-    None: {BED: ("0.00", "2345.67"), "lab.GLU": ("0.00", "60.00"), "lab.CRP": ("0.00", "120.00"),
-           "item.IV-SET": ("0.00", "170.00"), "total": ("0.00", "2695.67")},
+    "SGK": {
+        BED: ("1876.54", "469.13"),
+        "lab.GLU": ("48.00", "12.00"),
+        "lab.CRP": ("96.00", "24.00"),
+        "item.IV-SET": ("136.00", "34.00"),
+        "total": ("2156.54", "539.13"),
+    },
+    "ALLIANZ": {
+        BED: ("2345.67", "0.00"),
+        "lab.GLU": ("60.00", "0.00"),
+        "lab.CRP": ("120.00", "0.00"),
+        "item.IV-SET": ("170.00", "0.00"),
+        "total": ("2695.67", "0.00"),
+    },
+    None: {
+        BED: ("0.00", "2345.67"),
+        "lab.GLU": ("0.00", "60.00"),
+        "lab.CRP": ("0.00", "120.00"),
+        "item.IV-SET": ("0.00", "170.00"),
+        "total": ("0.00", "2695.67"),
+    },
     # NOVA: supplies excluded (170.00, the patient's); of the covered 2,525.67 the patient pays the
     # 1,000.00 deductible and the 100.00 co-pay, the insurer 90 % of the other 1,425.67 =
     # 1,283.103 → 1,283.10 (only the bed's remainder has a fraction, so the order of lines does
     # not matter); the patient 1,425.67 − 1,283.10 = 142.57, so 1,242.57 + 170.00 = 1,412.57.
     "NOVA": {"total": ("1283.10", "1412.57"), "item.IV-SET": ("0.00", "170.00")},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("payer", ["SGK", "ALLIANZ", None, "NOVA"], ids=["SGK", "ALLIANZ", "self-pay", "NOVA"])
-def test_a_discharged_patients_invoice_is_split_by_their_plan(shared_hospital: Hospital, ward: Ward,
-                                                              payer: str | None) -> None:  # fmt: skip
+def test_a_discharged_patients_invoice_is_split_by_their_plan(
+    shared_hospital: Hospital, ward: Ward, payer: str | None
+) -> None:
     invoice = stay(ward, patient(shared_hospital, ward, payer), ward.ward, payer)
     assert invoice["payer"] == (payer or "SELF")
     assert invoice["currency"] == "TRY"
@@ -220,7 +273,11 @@ def test_twenty_identical_payments_with_one_key_make_one_payment(shared_hospital
     again = ward.call("POST", f"/api/invoices/{invoice['id']}/payments", headers, body | {"amount": "201.00"})
     assert again.status_code in (409, 422), again.text
     assert ward.ok("GET", f"/api/invoices/{invoice['id']}", ward.clerk)["status"] == "partially_paid"
-    rest = ward.call("POST", f"/api/invoices/{invoice['id']}/payments", ward.clerk | {"Idempotency-Key": "rest-" + key},
-                     {"amount": "305.13", "currency": "TRY", "method": "cash"})  # fmt: skip
+    rest = ward.call(
+        "POST",
+        f"/api/invoices/{invoice['id']}/payments",
+        ward.clerk | {"Idempotency-Key": "rest-" + key},
+        {"amount": "305.13", "currency": "TRY", "method": "cash"},
+    )
     assert rest.status_code == 201, rest.text
     assert ward.ok("GET", f"/api/invoices/{invoice['id']}", ward.clerk)["status"] == "paid"

@@ -25,29 +25,37 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
         assign(shared_hospital, admin, patient["id"], clinician)
 
     code = f"IV-{uuid.uuid4().hex[:8].upper()}"
-    item = {"code": code, "description": "IV infusion set", "unit": "set", "chargeable": True,
-            "thresholds": {"WARD-GEN": 2}}  # fmt: skip
+    item = {
+        "code": code,
+        "description": "IV infusion set",
+        "unit": "set",
+        "chargeable": True,
+        "thresholds": {"WARD-GEN": 2},
+    }
     assert httpx.post(f"{gw}/api/inventory/items", json=item, headers=admin, timeout=10).status_code == 201
     # Billing prices it from today: a new version of the price list, the current one plus this item.
     current = httpx.get(f"{gw}/api/price-list", headers=admin, timeout=10).json()
     lines = [{k: x[k] for k in ("code", "category", "amount", "currency")} for x in current["lines"]]
     lines.append({"code": f"item.{code}", "category": "supplies", "amount": "42.50", "currency": "TRY"})
-    r = httpx.post(f"{gw}/api/price-list", json={"effective_from": current["date"], "lines": lines}, headers=admin,
-                   timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/price-list", json={"effective_from": current["date"], "lines": lines}, headers=admin, timeout=10
+    )
     assert r.status_code == 201, r.text
     receipt = {"item_code": code, "location": "WARD-GEN", "lot": "B1", "quantity": "5", "expires_on": "2099-01-31"}
     r = httpx.post(f"{gw}/api/inventory/receipts", json=receipt, headers=nurse, timeout=10)
     assert r.status_code == 201, r.text
 
     use = {"item_code": code, "location": "WARD-GEN", "quantity": "3", "reason": "patient"}
-    r = httpx.post(f"{gw}/api/inventory/consumptions", json=use | {"patient_id": patient["id"]}, headers=nurse,
-                   timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/inventory/consumptions", json=use | {"patient_id": patient["id"]}, headers=nurse, timeout=10
+    )
     assert r.status_code == 201, r.text
     assert r.json()["chargeable"] is True and r.json()["on_hand"] == "2"
     r = httpx.post(f"{gw}/api/inventory/consumptions", json=use | {"patient_id": NOBODY}, headers=nurse, timeout=10)
     assert r.status_code == 422, r.text
-    r = httpx.post(f"{gw}/api/inventory/consumptions", json=use | {"patient_id": patient["id"]}, headers=nurse,
-                   timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/inventory/consumptions", json=use | {"patient_id": patient["id"]}, headers=nurse, timeout=10
+    )
     assert r.status_code == 409 and r.json()["available"] == "2"
     alerts = httpx.get(f"{gw}/api/inventory/alerts", params={"item_code": code}, headers=nurse, timeout=10).json()
     assert [a["on_hand"] for a in alerts["items"]] == ["2"]
@@ -61,8 +69,9 @@ def test_stock_used_for_a_patient_and_reagents_used_by_a_resulted_order(shared_h
     assert charged() == [f"item.{code} 3 127.50"]
 
     def glucose_reagent() -> str:
-        r = httpx.get(f"{gw}/api/inventory/stock", params={"item_code": "RGT-GLU", "location": "LAB"},
-                      headers=tech, timeout=10)  # fmt: skip
+        r = httpx.get(
+            f"{gw}/api/inventory/stock", params={"item_code": "RGT-GLU", "location": "LAB"}, headers=tech, timeout=10
+        )
         assert r.status_code == 200, r.text
         return str(r.json()["items"][0]["on_hand"])
 

@@ -84,8 +84,12 @@ class Appointments(RuleBasedStateMachine):
         return next((i for i, a in self.model.items() if a.slot == slot and a.status in HOLDING and i != but), None)
 
     def booking(self, patient: int, slot: int) -> dict[str, str]:
-        return {"patient_id": self.clinic.outpatients[patient], "practitioner_id": self.practitioner,
-                "service": "consultation", **self.at(slot)}  # fmt: skip
+        return {
+            "patient_id": self.clinic.outpatients[patient],
+            "practitioner_id": self.practitioner,
+            "service": "consultation",
+            **self.at(slot),
+        }
 
     @rule(target=appointments, patient=st.integers(0, 2), slot=st.integers(0, SLOTS - 1))
     def book(self, patient: int, slot: int) -> Any:
@@ -157,16 +161,21 @@ class Appointments(RuleBasedStateMachine):
         seen: dict[str, tuple[str, str]] = {}
         for p in c.outpatients:
             items = c.api.ok("GET", "/api/appointments", c.reception, params={"patient_id": p, "limit": 200})["items"]
-            seen |= {str(a["id"]): (a["status"], a["start"]) for a in items
-                     if a["practitioner_id"] == self.practitioner}  # fmt: skip
+            seen |= {
+                str(a["id"]): (a["status"], a["start"]) for a in items if a["practitioner_id"] == self.practitioner
+            }
         expected = {i: (a.status, self.at(a.slot)["start"]) for i, a in self.model.items()}
         assert seen == expected
 
     @invariant()
     def free_slots_are_the_ones_nobody_holds(self) -> None:
         c = self.clinic
-        free = c.api.ok("GET", f"/api/practitioners/{self.practitioner}/slots", c.reception,
-                        params={"date": self.day.date().isoformat(), "service": "consultation"})["items"]  # fmt: skip
+        free = c.api.ok(
+            "GET",
+            f"/api/practitioners/{self.practitioner}/slots",
+            c.reception,
+            params={"date": self.day.date().isoformat(), "service": "consultation"},
+        )["items"]
         offered = {s["start"] for s in free}
         assert offered == {self.at(s)["start"] for s in range(SLOTS) if self.holder(s) is None}
 
@@ -482,12 +491,20 @@ class Payments(RuleBasedStateMachine):
         known = sorted(self.keys)
         return known[reuse % len(known)] if reuse is not None and known else str(uuid.uuid4())
 
-    @rule(how=st.sampled_from(["part", "all", "over"]), cents=st.integers(1, 20000),
-          method=st.sampled_from(["cash", "card", "bank_transfer"]), reuse=st.none() | st.integers(0, 5))  # fmt: skip
+    @rule(
+        how=st.sampled_from(["part", "all", "over"]),
+        cents=st.integers(1, 20000),
+        method=st.sampled_from(["cash", "card", "bank_transfer"]),
+        reuse=st.none() | st.integers(0, 5),
+    )
     def pay(self, how: str, cents: int, method: str, reuse: int | None) -> None:
         amount = self.amount(how, cents, self.share - self.paid)
-        self.send("payment", self.key(reuse), {"amount": str(amount), "currency": "TRY", "method": method},
-                  self.share - self.paid)  # fmt: skip
+        self.send(
+            "payment",
+            self.key(reuse),
+            {"amount": str(amount), "currency": "TRY", "method": method},
+            self.share - self.paid,
+        )
 
     @rule(
         how=st.sampled_from(["part", "all", "over"]), cents=st.integers(1, 20000), reuse=st.none() | st.integers(0, 5)
@@ -507,8 +524,11 @@ class Payments(RuleBasedStateMachine):
     @rule(problem=st.sampled_from(["no key", "currency", "online", "doctor"]))
     def pay_wrongly(self, problem: str) -> None:
         c = self.clinic
-        body = {"amount": "1.00", "currency": "EUR" if problem == "currency" else "TRY",
-                "method": "online" if problem == "online" else "cash"}  # fmt: skip
+        body = {
+            "amount": "1.00",
+            "currency": "EUR" if problem == "currency" else "TRY",
+            "method": "online" if problem == "online" else "cash",
+        }
         who = c.doctor if problem == "doctor" else c.clerk
         headers = who if problem == "no key" else who | {"Idempotency-Key": str(uuid.uuid4())}
         r = c.api.call("POST", f"/api/invoices/{self.invoice}/payments", headers, body)

@@ -87,10 +87,16 @@ class Collector:
             attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
             for ss in rs.scope_spans:
                 got = [
-                    Recorded(attrs.get("service.name", ""), sp.name, sp.kind, sp.trace_id.hex(), sp.span_id.hex(),
-                             sp.parent_span_id.hex())
+                    Recorded(
+                        attrs.get("service.name", ""),
+                        sp.name,
+                        sp.kind,
+                        sp.trace_id.hex(),
+                        sp.span_id.hex(),
+                        sp.parent_span_id.hex(),
+                    )
                     for sp in ss.spans
-                ]  # fmt: skip
+                ]
                 with self.lock:
                     self.spans += got
 
@@ -109,8 +115,9 @@ def collector() -> Iterator[Collector]:
 
 @pytest.fixture(scope="module")
 def hospital(open_tmp: Callable[[str], Path], collector: Collector) -> Iterator[Hospital]:
-    h = Hospital(open_tmp("observability") / "data", free_port(), HIS_OTLP_ENDPOINT=collector.url,
-                 OTEL_BSP_SCHEDULE_DELAY="100")  # fmt: skip
+    h = Hospital(
+        open_tmp("observability") / "data", free_port(), HIS_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100"
+    )
     h.start()
     yield h
     if h.proc is not None and h.proc.poll() is None:
@@ -123,15 +130,24 @@ def _day_at(hours: float) -> datetime:
 
 
 def _book(gw: str, admin: dict[str, str], patient_id: object, hours: float, **headers: str) -> httpx.Response:
-    r = httpx.post(f"{gw}/api/practitioners", json={"full_name": "Dr. Ece Trace", "specialty": "general_practice"},
-                   headers=admin, timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/practitioners",
+        json={"full_name": "Dr. Ece Trace", "specialty": "general_practice"},
+        headers=admin,
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     doctor = r.json()["id"]
     shift = {"start": _day_at(8).isoformat(), "end": _day_at(16).isoformat()}
     assert httpx.post(f"{gw}/api/practitioners/{doctor}/shifts", json=shift, headers=admin, timeout=10).is_success
     start = _day_at(hours)
-    body = {"patient_id": patient_id, "practitioner_id": doctor, "service": "consultation",
-            "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
+    body = {
+        "patient_id": patient_id,
+        "practitioner_id": doctor,
+        "service": "consultation",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=20)).isoformat(),
+    }
     return httpx.post(f"{gw}/api/appointments", json=body, headers=admin | headers, timeout=10)
 
 
@@ -192,8 +208,9 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
     bogus = httpx.get(f"{gw}/api/patients/me", headers={"authorization": f"Bearer {c['bogus_token']}"}, timeout=10)
     assert bogus.status_code == 401
     # Staff registers the patient's record, books, orders a lab test.
-    patient = register_patient(hospital, admin, c["family_name"], given_name=c["given_name"], email=c["email"],
-                               phone=c["phone"])  # fmt: skip
+    patient = register_patient(
+        hospital, admin, c["family_name"], given_name=c["given_name"], email=c["email"], phone=c["phone"]
+    )
     _, code = invite(hospital, admin, patient["id"], c["email"])  # the code must reach no log either
     linked = httpx.post(f"{gw}/api/patients/invitations/redeem", headers=own, json={"code": code}, timeout=10)
     assert linked.status_code == 200, linked.text
@@ -202,16 +219,24 @@ def test_no_personal_data_in_any_log(hospital: Hospital) -> None:
     httpx.post(f"{gw}/api/patients/{patient['id']}/care-team", headers=admin, json={"user_id": doctor_id}, timeout=10)
     order = {"patient_id": patient["id"], "tests": ["K"], "priority": "routine"}
     assert httpx.post(f"{gw}/api/lab/orders", json=order, headers=doctor, timeout=10).status_code in (201, 403)
-    staff = httpx.post(f"{gw}/api/admin/users", headers=admin, timeout=10,
-                       json={"email": c["staff_email"], "password": c["password"], "full_name": c["family_name"],
-                             "roles": ["NURSE"]})  # fmt: skip
+    staff = httpx.post(
+        f"{gw}/api/admin/users",
+        headers=admin,
+        timeout=10,
+        json={"email": c["staff_email"], "password": c["password"], "full_name": c["family_name"], "roles": ["NURSE"]},
+    )
     assert staff.status_code == 201, staff.text
     assert httpx.get(f"{gw}/api/patients/me", headers=own, timeout=10).status_code == 200
     # The notifications for it have been handled (their consumers ran and logged, if at all).
     wait_until(lambda: _delivered(hospital, admin, str(patient["id"])), timeout=30, what="the patient's notifications")
 
-    secrets = [*c.values(), own["authorization"].split()[1], admin["authorization"].split()[1], code,
-               code.replace("-", "")]  # fmt: skip
+    secrets = [
+        *c.values(),
+        own["authorization"].split()[1],
+        admin["authorization"].split()[1],
+        code,
+        code.replace("-", ""),
+    ]
     logs = [*sorted(p for p in hospital.data.rglob("*.log") if p.is_file()), hospital.log]
     assert {p.name for p in logs} >= {"gateway.log", "scheduling.log", "notifications.log", "postgres.log"}
     text = {p: p.read_text(errors="replace") for p in logs}

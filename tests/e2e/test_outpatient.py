@@ -32,8 +32,14 @@ CANARY = {
 @pytest.fixture(scope="module")
 def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
     # No contact cache here, so that a message sent while patients is stopped must wait for it.
-    h = Hospital(open_tmp("outpatient") / "data", free_port(), HIS_GATEWAY_RATE_PER_SUBJECT="1000",
-                 HIS_GATEWAY_RATE_PER_IP="1000", HIS_GATEWAY_BURST="1000", HIS_CONTACT_CACHE_SECONDS="0")  # fmt: skip
+    h = Hospital(
+        open_tmp("outpatient") / "data",
+        free_port(),
+        HIS_GATEWAY_RATE_PER_SUBJECT="1000",
+        HIS_GATEWAY_RATE_PER_IP="1000",
+        HIS_GATEWAY_BURST="1000",
+        HIS_CONTACT_CACHE_SECONDS="0",
+    )
     h.start()
     yield h
     if h.proc is not None and h.proc.poll() is None:
@@ -79,8 +85,13 @@ class Desk:
 
     def booking(self, patient: str, practitioner: str, hours: float) -> dict[str, str]:
         start = day_at(hours)
-        return {"patient_id": patient, "practitioner_id": practitioner, "service": "consultation",
-                "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
+        return {
+            "patient_id": patient,
+            "practitioner_id": practitioner,
+            "service": "consultation",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+        }
 
 
 async def _race(gateway: str, headers: dict[str, str], bodies: list[dict[str, str]]) -> list[int]:
@@ -102,8 +113,9 @@ def test_twenty_concurrent_bookings_of_one_slot_through_the_gateway(hospital: Ho
 def test_approved_leave_removes_availability_and_booking_inside_it_is_refused(hospital: Hospital) -> None:
     desk = Desk(hospital)
     doctor = desk.practitioner()
-    leave = desk.post(f"/api/practitioners/{doctor}/leave-requests",
-                      {"start": day_at(12).isoformat(), "end": day_at(16).isoformat()})  # fmt: skip
+    leave = desk.post(
+        f"/api/practitioners/{doctor}/leave-requests", {"start": day_at(12).isoformat(), "end": day_at(16).isoformat()}
+    )
     assert leave.status_code == 201
     patient = desk.patient()
     assert desk.post("/api/appointments", desk.booking(patient, doctor, 13)).status_code == 201  # only requested
@@ -206,8 +218,11 @@ def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospita
     wait_until(lambda: _mailed(hospital, address, "Welcome"), timeout=30, what="the welcome message")
     # Scheduling books for patients it learnt from their registration event, without asking
     # patients: wait until its consumer of that event has caught up (pending and unacked zero).
-    wait_until(lambda: _caught_up(hospital, "scheduling", "scheduling_patient_registered"), timeout=30,
-               what="scheduling to learn the patient")  # fmt: skip
+    wait_until(
+        lambda: _caught_up(hospital, "scheduling", "scheduling_patient_registered"),
+        timeout=30,
+        what="scheduling to learn the patient",
+    )
     services = hospital.state()["services"]
     assert isinstance(services, dict)
     pid = int(services["patients"]["pid"])
@@ -232,6 +247,7 @@ def _caught_up(hospital: Hospital, service: str, consumer: str) -> bool:
     with hospital.internal() as client:
         text = client.get(f"{hospital.url(service)}/metrics").text
     wanted = {f'his_consumer_pending{{consumer="{consumer}"}}', f'his_consumer_ack_pending{{consumer="{consumer}"}}'}
-    values = {name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines())
-              if name in wanted}  # fmt: skip
+    values = {
+        name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines()) if name in wanted
+    }
     return len(values) == 2 and not any(values.values())

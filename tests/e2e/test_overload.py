@@ -114,8 +114,9 @@ class Desk:
         began = intended if intended is not None else time.perf_counter()
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT):
-                status, headers, body = await post(self.port, "/api/appointments", self.plan.body(i),
-                                                   self.plan.headers(i))  # fmt: skip
+                status, headers, body = await post(
+                    self.port, "/api/appointments", self.plan.body(i), self.plan.headers(i)
+                )
             ans = Answer(
                 self.key(i),
                 status,
@@ -190,8 +191,9 @@ async def no_backlog(hospital: Hospital) -> bool:
 
 async def booked_events(hospital: Hospital) -> list[Key]:
     """Every ``appointment.booked`` event in the stream, in stream order, repeats included."""
-    nc = await bus.connect(str(hospital.state()["nats_url"]), name="test-overload",
-                           identity=operator_identity(hospital.data))  # fmt: skip
+    nc = await bus.connect(
+        str(hospital.state()["nats_url"]), name="test-overload", identity=operator_identity(hospital.data)
+    )
     out: list[Key] = []
     try:
         sub = await nc.jetstream().subscribe(BOOKED, ordered_consumer=True)
@@ -223,8 +225,10 @@ async def test_three_times_capacity_answers_every_booking_and_loses_none(hospita
     started, answers = await overload(desk, rate)
 
     statuses = Counter(a.status for a in answers)
-    report = (f"capacity {per_s:.1f}/s (p95 {p95(probe):.0f} ms); offered {rate:.1f}/s, started {started:.1f}/s; "
-              f"statuses {dict(statuses)}; p95 {p95(answers):.0f} ms")  # fmt: skip
+    report = (
+        f"capacity {per_s:.1f}/s (p95 {p95(probe):.0f} ms); offered {rate:.1f}/s, started {started:.1f}/s; "
+        f"statuses {dict(statuses)}; p95 {p95(answers):.0f} ms"
+    )
     print(report)
     # The overload landed: three times the capacity was really offered, and it told on the hospital.
     assert started >= 0.9 * rate, report

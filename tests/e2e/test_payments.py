@@ -34,12 +34,26 @@ def call(method: str, url: str, auth: dict[str, str] | None = None, body: Any = 
 def stay_invoice(h: Hospital, admin: dict[str, str], patient_id: str) -> dict[str, Any]:
     """One night on a ward at 1,000.00 TRY: under SGK the patient owes 200.00."""
     gw = h.gateway
-    ward = call("POST", f"{gw}/api/wards", admin, {"name": f"Pay {uuid.uuid4().hex[:6]}", "type": "general",
-                                                   "daily_rate": "1000.00", "currency": "TRY", "beds": 1})  # fmt: skip
+    ward = call(
+        "POST",
+        f"{gw}/api/wards",
+        admin,
+        {
+            "name": f"Pay {uuid.uuid4().hex[:6]}",
+            "type": "general",
+            "daily_rate": "1000.00",
+            "currency": "TRY",
+            "beds": 1,
+        },
+    )
     assert ward.status_code == 201, ward.text
     doctor = call("POST", f"{gw}/api/practitioners", admin, {"full_name": "Dr. Pay", "specialty": "internal_medicine"})
-    admitted = call("POST", f"{gw}/api/admissions", admin, {"patient_id": patient_id, "ward_id": ward.json()["id"],
-                                                            "practitioner_id": doctor.json()["id"]})  # fmt: skip
+    admitted = call(
+        "POST",
+        f"{gw}/api/admissions",
+        admin,
+        {"patient_id": patient_id, "ward_id": ward.json()["id"], "practitioner_id": doctor.json()["id"]},
+    )
     assert admitted.status_code == 201, admitted.text
     assert call("POST", f"{gw}/api/admissions/{admitted.json()['id']}/discharge", admin).status_code == 200
     found: list[dict[str, Any]] = []
@@ -59,11 +73,13 @@ def test_a_patient_pays_online_through_the_test_provider_and_only_its_confirmati
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
     email, password = f"payer-{uuid.uuid4().hex[:8]}@example.org", "my own long passphrase"
-    account = call("POST", f"{gw}/api/auth/register", None, {"email": email, "password": password,
-                                                             "full_name": "Pay Er"})  # fmt: skip
+    account = call(
+        "POST", f"{gw}/api/auth/register", None, {"email": email, "password": password, "full_name": "Pay Er"}
+    )
     assert account.status_code == 201, account.text
-    patient = register_patient(h, admin, f"Payer{uuid.uuid4().hex[:6]}",
-                               coverage={"payer": "SGK", "member_id": "SG-PAY-1"})  # fmt: skip
+    patient = register_patient(
+        h, admin, f"Payer{uuid.uuid4().hex[:6]}", coverage={"payer": "SGK", "member_id": "SG-PAY-1"}
+    )
     me = h.login(email, password)
     link_by_invitation(h, admin, patient["id"], str(patient["email"]), me)
     invoice = stay_invoice(h, admin, str(patient["id"]))
@@ -71,8 +87,12 @@ def test_a_patient_pays_online_through_the_test_provider_and_only_its_confirmati
     assert (invoice["payer"], invoice["patient_share"], invoice["status"]) == ("SGK", "200.00", "open")
 
     for method in ("cash", "card", "online"):  # the patient's own word is not money
-        r = call("POST", f"{inv}/payments", me | {"Idempotency-Key": method},
-                 {"amount": "200.00", "currency": "TRY", "method": method})  # fmt: skip
+        r = call(
+            "POST",
+            f"{inv}/payments",
+            me | {"Idempotency-Key": method},
+            {"amount": "200.00", "currency": "TRY", "method": method},
+        )
         assert r.status_code == 403, r.text
     forged_body = json.dumps(
         {
@@ -81,12 +101,20 @@ def test_a_patient_pays_online_through_the_test_provider_and_only_its_confirmati
             "data": {"reference": "cs_test_x", "amount": "200.00", "currency": "TRY"},
         }
     ).encode()
-    forged = httpx.post(f"{gw}/api/payments/webhooks/test", content=forged_body, timeout=20,
-                        headers=me | signed_by(b"a guess", forged_body))  # fmt: skip
+    forged = httpx.post(
+        f"{gw}/api/payments/webhooks/test",
+        content=forged_body,
+        timeout=20,
+        headers=me | signed_by(b"a guess", forged_body),
+    )
     assert forged.status_code == 401, forged.text
 
-    opened = call("POST", f"{inv}/online-payments", me | {"Idempotency-Key": "pay-online-1"},
-                  {"amount": "200.00", "currency": "TRY"})  # fmt: skip
+    opened = call(
+        "POST",
+        f"{inv}/online-payments",
+        me | {"Idempotency-Key": "pay-online-1"},
+        {"amount": "200.00", "currency": "TRY"},
+    )
     assert opened.status_code == 201, opened.text
     intent = opened.json()
     assert (intent["status"], intent["test_mode"]) == ("pending", True)
@@ -116,11 +144,19 @@ def test_a_clerk_records_desk_payments(shared_hospital: Hospital) -> None:
     coverage = {"payer": "SGK", "member_id": "SG-DESK"}
     patient = register_patient(h, admin, f"Desk{uuid.uuid4().hex[:6]}", coverage=coverage)
     inv = f"{gw}/api/invoices/{stay_invoice(h, admin, str(patient['id']))['id']}"
-    online = call("POST", f"{inv}/payments", clerk | {"Idempotency-Key": "desk-online"},
-                  {"amount": "50.00", "currency": "TRY", "method": "online"})  # fmt: skip
+    online = call(
+        "POST",
+        f"{inv}/payments",
+        clerk | {"Idempotency-Key": "desk-online"},
+        {"amount": "50.00", "currency": "TRY", "method": "online"},
+    )
     assert online.status_code == 422, online.text
     for n, method in enumerate(("cash", "card", "bank_transfer", "cash")):
-        r = call("POST", f"{inv}/payments", clerk | {"Idempotency-Key": f"desk-{n}"},
-                 {"amount": "50.00", "currency": "TRY", "method": method})  # fmt: skip
+        r = call(
+            "POST",
+            f"{inv}/payments",
+            clerk | {"Idempotency-Key": f"desk-{n}"},
+            {"amount": "50.00", "currency": "TRY", "method": method},
+        )
         assert r.status_code == 201, r.text
     assert call("GET", inv, clerk).json()["status"] == "paid"

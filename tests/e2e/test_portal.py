@@ -21,8 +21,11 @@ PASSWORD = "my own secret passphrase 42"
 def sign_up(h: Hospital, tag: str) -> dict[str, str]:
     """A patient creates their own account (role PATIENT, no record) and signs in."""
     address = f"portal-user-{tag}-{uuid.uuid4().hex[:6]}@example.org"
-    r = httpx.post(f"{h.gateway}/api/auth/register", timeout=10,
-                   json={"email": address, "password": PASSWORD, "full_name": f"Deniz {tag}"})  # fmt: skip
+    r = httpx.post(
+        f"{h.gateway}/api/auth/register",
+        timeout=10,
+        json={"email": address, "password": PASSWORD, "full_name": f"Deniz {tag}"},
+    )
     assert r.status_code == 201, r.text
     return h.login(address, PASSWORD)
 
@@ -70,8 +73,10 @@ def test_reception_invites_and_the_patient_links_their_record_with_the_mailed_co
         r = httpx.get(f"{gw}/api/{path}", params={"patient_id": str(patient["id"])}, headers=me, timeout=10)
         return list(r.json()["items"]) if r.status_code == 200 else []
 
-    wait_until(lambda: any(d["template"] == "portal_invitation" for d in own("notifications")),
-               what="the patient's own delivery history")  # fmt: skip
+    wait_until(
+        lambda: any(d["template"] == "portal_invitation" for d in own("notifications")),
+        what="the patient's own delivery history",
+    )
     wait_until(lambda: {"create", "update"} <= {e["action"] for e in own("audit")}, what="the patient's audit trail")
     assert code not in published_events(h) and code.replace("-", "") not in published_events(h)
 
@@ -85,7 +90,11 @@ def test_an_expired_code_is_refused(shared_hospital: Hospital) -> None:
     invitation, code = invite(h, admin, patient["id"], address)
     expires = datetime.fromisoformat(invitation["expires_at"])
     assert (expires - datetime.now(UTC)).total_seconds() <= INVITATION_MINUTES * 60
-    wait_until(lambda: datetime.now(UTC) > expires, timeout=INVITATION_MINUTES * 60 + 10, every=0.5,
-               what="the invitation to expire")  # fmt: skip
+    wait_until(
+        lambda: datetime.now(UTC) > expires,
+        timeout=INVITATION_MINUTES * 60 + 10,
+        every=0.5,
+        what="the invitation to expire",
+    )
     late = redeem(h, sign_up(h, tag), code)
     assert late.status_code == 409 and late.json()["reason"] == "expired", late.text

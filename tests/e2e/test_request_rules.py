@@ -51,18 +51,21 @@ def test_every_list_follows_one_page_rule_and_every_state_filter_its_values(shar
         r = httpx.get(f"{gw}/api/patients", params=params, headers=admin, timeout=10)
         assert r.status_code == 422 and r.json()["detail"] == LIMIT_RULE, r.text
     assert httpx.get(f"{gw}/api/patients", params={"q": "someone", "limit": "200"}, headers=admin).status_code == 200
-    for path, params, valid in (("/api/invoices", {"status": "unpaid"}, "partially_paid"),
-                                ("/api/claims", {"status": "approved"}, "submitted"),
-                                ("/api/claims", {"payer": "ACME"}, "SGK"),
-                                ("/api/practitioners", {"specialty": "astrology"}, "cardiology")):  # fmt: skip
+    for path, params, valid in (
+        ("/api/invoices", {"status": "unpaid"}, "partially_paid"),
+        ("/api/claims", {"status": "approved"}, "submitted"),
+        ("/api/claims", {"payer": "ACME"}, "SGK"),
+        ("/api/practitioners", {"specialty": "astrology"}, "cardiology"),
+    ):
         r = httpx.get(f"{gw}{path}", params=params, headers=admin, timeout=10)
         assert r.status_code == 422 and valid in r.text, (path, r.text)
 
 
 def test_dates_at_the_ends_of_the_calendar_and_empty_searches_are_a_422(shared_hospital: Hospital) -> None:
     gw, admin = shared_hospital.gateway, shared_hospital.login()
-    r = httpx.post(f"{gw}/api/practitioners", json={"full_name": "Dr. Edge", "specialty": "cardiology"},
-                   headers=admin, timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/practitioners", json={"full_name": "Dr. Edge", "specialty": "cardiology"}, headers=admin, timeout=10
+    )
     doctor = r.json()["id"]
     for day in ("9999-12-30", "9999-12-01", "0001-01-02"):  # 9999-12-30 was a 500
         r = httpx.get(f"{gw}/api/practitioners/{doctor}/slots", params={"date": day}, headers=admin, timeout=10)
@@ -85,8 +88,12 @@ def test_dates_at_the_ends_of_the_calendar_and_empty_searches_are_a_422(shared_h
 def test_a_patient_booking_a_taken_time_learns_only_that_it_is_taken(shared_hospital: Hospital) -> None:
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
-    r = httpx.post(f"{gw}/api/practitioners", json={"full_name": "Dr. Busy", "specialty": "general_practice"},
-                   headers=admin, timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/practitioners",
+        json={"full_name": "Dr. Busy", "specialty": "general_practice"},
+        headers=admin,
+        timeout=10,
+    )
     doctor = r.json()["id"]
     day = (datetime.now(UTC) + timedelta(days=5)).replace(hour=8, minute=0, second=0, microsecond=0)
     shift = {"start": day.isoformat(), "end": (day + timedelta(hours=8)).isoformat()}
@@ -95,16 +102,24 @@ def test_a_patient_booking_a_taken_time_learns_only_that_it_is_taken(shared_hosp
     mine = register_patient(h, admin, f"Booker-{tag}", email=f"booker-{tag}@example.org")
     theirs = register_patient(h, admin, f"Other-{tag}", email=f"other-{tag}@example.org")
     address = f"booker-account-{tag}@example.org"
-    r = httpx.post(f"{gw}/api/auth/register", json={"email": address, "password": "a booking passphrase",
-                                                     "full_name": "Booker"}, timeout=10)  # fmt: skip
+    r = httpx.post(
+        f"{gw}/api/auth/register",
+        json={"email": address, "password": "a booking passphrase", "full_name": "Booker"},
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     me = h.login(address, "a booking passphrase")
     link_by_invitation(h, admin, mine["id"], str(mine["email"]), me)
 
     def booking(patient: object, who: dict[str, str]) -> httpx.Response:
         start = day + timedelta(hours=1)
-        body = {"patient_id": patient, "practitioner_id": doctor, "service": "consultation",
-                "start": start.isoformat(), "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
+        body = {
+            "patient_id": patient,
+            "practitioner_id": doctor,
+            "service": "consultation",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+        }
         return httpx.post(f"{gw}/api/appointments", json=body, headers=who, timeout=10)
 
     taken = booking(theirs["id"], admin)

@@ -69,8 +69,12 @@ def test_linked_operations_in_sequence_no_5xx_and_match_the_schema(shared_hospit
     sequences as ADMIN, with the same checks on every answer."""
     gateway = shared_hospital.gateway
     doc = httpx.get(f"{gateway}/openapi.json", timeout=10).json()
-    linked = sum(len(r.get("links", {})) for ops in doc["paths"].values() for op in ops.values()
-                 for r in op.get("responses", {}).values())  # fmt: skip
+    linked = sum(
+        len(r.get("links", {}))
+        for ops in doc["paths"].values()
+        for op in ops.values()
+        for r in op.get("responses", {}).values()
+    )
     assert linked >= 15, "the document lost its links"
     admin = AdminSession(shared_hospital)
     machine = schemathesis.openapi.from_dict(doc).as_state_machine()
@@ -82,8 +86,16 @@ def test_linked_operations_in_sequence_no_5xx_and_match_the_schema(shared_hospit
         def validate_response(self, response: Any, case: schemathesis.Case[Operation], *_: Any, **__: Any) -> None:
             case.validate_response(response, checks=CHECKS)
 
-    Workflow.run(settings=settings(max_examples=10, stateful_step_count=6, deadline=None, database=None,
-                                   suppress_health_check=list(HealthCheck), print_blob=True))  # fmt: skip
+    Workflow.run(
+        settings=settings(
+            max_examples=10,
+            stateful_step_count=6,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=True,
+        )
+    )
 
 
 @pytest.mark.timeout(1200)  # about a hundred operations, each with 40 requests

@@ -28,8 +28,11 @@ def test_status_shows_every_service_up_with_figures_under_traffic(shared_hospita
     try:
         out = subprocess.run(
             [HIS, "status", "--json", "--interval", "1.5"],
-            env=his_env(h.data, h.port), capture_output=True, check=False, timeout=60,
-        )  # fmt: skip
+            env=his_env(h.data, h.port),
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
     finally:
         stop.set()
         worker.join(15)

@@ -29,8 +29,14 @@ def script(gateway: str) -> str:
 
 
 def test_the_walkthrough_runs_as_written(shared_hospital: Hospital, tmp_path: Path) -> None:
-    done = subprocess.run(["bash", "-c", script(shared_hospital.gateway)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", script(shared_hospital.gateway)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     invoice = json.loads(done.stdout.strip().splitlines()[-1])
     assert [line["code"] for line in invoice["lines"]] == ["consultation.consultation"]

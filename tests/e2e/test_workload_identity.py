@@ -109,8 +109,14 @@ async def billing_probe(hospital: Hospital) -> tuple[NATS, list[Exception]]:
         errors.append(exc)
 
     url = str(hospital.state()["nats_url"])
-    conn = await bus.connect(url, name="probe", identity=issued(hospital, "billing"), service="billing",
-                             error_cb=record, allow_reconnect=False)  # fmt: skip
+    conn = await bus.connect(
+        url,
+        name="probe",
+        identity=issued(hospital, "billing"),
+        service="billing",
+        error_cb=record,
+        allow_reconnect=False,
+    )
     return conn, errors
 
 
@@ -188,8 +194,13 @@ def _creds(
 async def test_grpc_demands_a_certificate_from_the_ca_and_an_allowlisted_caller(
     hospital: Hospital, tmp_path: Path
 ) -> None:
-    body = {"given_name": "Canan", "family_name": "Grpc-Probe", "birth_date": "1990-02-02", "sex": "female",
-            "email": "canan@example.org"}  # fmt: skip
+    body = {
+        "given_name": "Canan",
+        "family_name": "Grpc-Probe",
+        "birth_date": "1990-02-02",
+        "sex": "female",
+        "email": "canan@example.org",
+    }
     r = httpx.post(f"{hospital.gateway}/api/patients", json=body, headers=hospital.login(), timeout=10)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]

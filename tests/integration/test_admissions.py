@@ -72,8 +72,13 @@ class World:
         return self.clock().astimezone(self.hard.tz).date()
 
     async def ward(self, beds: int, rate: str = "1000.00", kind: str = "general", rooms: int | None = None) -> str:
-        body: dict[str, Any] = {"name": f"Ward {kind}", "type": kind, "daily_rate": rate, "currency": "TRY",
-                                "beds": beds}  # fmt: skip
+        body: dict[str, Any] = {
+            "name": f"Ward {kind}",
+            "type": kind,
+            "daily_rate": rate,
+            "currency": "TRY",
+            "beds": beds,
+        }
         if rooms is not None:
             body["rooms"] = rooms
         r = await self.client.post("/wards", json=body, headers=as_role("ADMIN"))
@@ -83,8 +88,7 @@ class World:
     async def admit(self, ward: str, patient: uuid.UUID | None = None) -> httpx.Response:
         patient = patient or self.patients.add()
         self.patients.care[(patient, CARER)] = CareBasis(in_care=True, emergency=False)
-        body = {"patient_id": str(patient),
-                "practitioner_id": str(self.practitioners.add()), "ward_id": ward}  # fmt: skip
+        body = {"patient_id": str(patient), "practitioner_id": str(self.practitioners.add()), "ward_id": ward}
         return await self.client.post("/admissions", json=body, headers=as_role("RECEPTIONIST"))
 
     async def admitted(self, ward: str) -> dict[str, Any]:
@@ -104,8 +108,9 @@ class World:
             await uow.conn.execute("UPDATE admission SET admitted_at = $2 WHERE id = $1", aid, at)
             await uow.conn.execute(
                 "UPDATE bed_stay SET started_at = $2 WHERE id = (SELECT min(id) FROM bed_stay WHERE admission_id = $1)",
-                aid, at,
-            )  # fmt: skip
+                aid,
+                at,
+            )
 
     async def run(self, night: date) -> dict[str, Any]:
         r = await self.client.post(
@@ -161,13 +166,22 @@ async def test_fifty_concurrent_admissions_to_ten_free_beds(world: World) -> Non
         "SELECT bed_id FROM admission WHERE status = 'active' GROUP BY bed_id HAVING count(*) > 1"
     )
     assert doubled == []
-    assert await world.db.pool.fetchval(
-        "SELECT count(*) FROM bed WHERE ward_id = $1 AND state = 'occupied'", uuid.UUID(ward)
-    ) == 10  # fmt: skip
+    assert (
+        await world.db.pool.fetchval(
+            "SELECT count(*) FROM bed WHERE ward_id = $1 AND state = 'occupied'", uuid.UUID(ward)
+        )
+        == 10
+    )
     assert len(await world.outbox(ADMITTED)) == 10
     listed = await world.client.get(f"/wards/{ward}", headers=as_role("LAB_TECH"))
-    assert listed.json()["beds"] == {"total": 10, "available": 0, "occupied": 10, "cleaning": 0, "closed": 0,
-                                     "isolation": 0}  # fmt: skip
+    assert listed.json()["beds"] == {
+        "total": 10,
+        "available": 0,
+        "occupied": 10,
+        "cleaning": 0,
+        "closed": 0,
+        "isolation": 0,
+    }
     assert listed.json()["rooms"] == ["R1", "R2", "R3", "R4", "R5"]
 
 
@@ -233,10 +247,12 @@ async def test_transfer_moves_both_beds_at_once_or_not_at_all(world: World) -> N
 async def test_concurrent_transfers_into_one_free_bed(world: World) -> None:
     general, icu = await world.ward(6), await world.ward(1, kind="icu")
     admitted = [await world.admitted(general) for _ in range(5)]
-    results = await asyncio.gather(*(
-        world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": icu}, headers=as_role("DOCTOR"))
-        for a in admitted
-    ))  # fmt: skip
+    results = await asyncio.gather(
+        *(
+            world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": icu}, headers=as_role("DOCTOR"))
+            for a in admitted
+        )
+    )
     assert sorted(r.status_code for r in results) == [200] + [409] * 4
     states = await world.db.pool.fetch("SELECT state, count(*) AS n FROM bed GROUP BY state ORDER BY state")
     assert {r["state"]: r["n"] for r in states} == {"available": 1, "cleaning": 1, "occupied": 5}
@@ -345,10 +361,12 @@ async def test_each_night_is_charged_at_the_rate_of_the_ward_slept_in(world: Wor
     # Say the transfer happened at noon yesterday: the night of -2 is general's, last night the ICU's.
     noon = world.hard.at(12, days=-1)
     aid = uuid.UUID(a["id"])
-    await world.db.pool.execute("UPDATE bed_stay SET ended_at = $2 WHERE admission_id = $1 AND ended_at IS NOT NULL",
-                                aid, noon)  # fmt: skip
-    await world.db.pool.execute("UPDATE bed_stay SET started_at = $2 WHERE admission_id = $1 AND ended_at IS NULL",
-                                aid, noon)  # fmt: skip
+    await world.db.pool.execute(
+        "UPDATE bed_stay SET ended_at = $2 WHERE admission_id = $1 AND ended_at IS NOT NULL", aid, noon
+    )
+    await world.db.pool.execute(
+        "UPDATE bed_stay SET started_at = $2 WHERE admission_id = $1 AND ended_at IS NULL", aid, noon
+    )
     await world.run(world.today - timedelta(days=1))
     charged = [(e["night"], e["ward_type"], e["amount"]) for e in await world.outbox(CHARGED)]
     assert charged == [
@@ -391,8 +409,15 @@ async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_pa
     other_bed = uuid.UUID(free.json()["items"][0]["id"])
 
     async def insert(patient: uuid.UUID, bed: uuid.UUID) -> None:
-        row = {"id": uuid.uuid4(), "patient_id": patient, "practitioner_id": CARER, "ward_id": uuid.UUID(ward),
-               "bed_id": bed, "admitted_at": world.clock(), "admitted_by": CARER}  # fmt: skip
+        row = {
+            "id": uuid.uuid4(),
+            "patient_id": patient,
+            "practitioner_id": CARER,
+            "ward_id": uuid.UUID(ward),
+            "bed_id": bed,
+            "admitted_at": world.clock(),
+            "admitted_by": CARER,
+        }
         async with world.db.uow() as uow:
             await store.insert_admission(uow.conn, row)
 
@@ -416,8 +441,15 @@ async def test_the_database_itself_charges_a_night_once(world: World) -> None:
         async with world.db.uow() as uow:
             assert night not in await store.charged_nights(uow.conn, aid)
             await checked.wait()  # both found the night unposted
-            charge = {"id": uuid.uuid4(), "admission_id": aid, "night": night, "ward_id": uuid.UUID(ward),
-                      "ward_type": "general", "amount": Decimal("1000.00"), "currency": "TRY"}  # fmt: skip
+            charge = {
+                "id": uuid.uuid4(),
+                "admission_id": aid,
+                "night": night,
+                "ward_id": uuid.UUID(ward),
+                "ward_type": "general",
+                "amount": Decimal("1000.00"),
+                "currency": "TRY",
+            }
             return await store.insert_charge(uow.conn, charge)
 
     assert sorted(await asyncio.gather(post(), post())) == [False, True]
@@ -472,8 +504,9 @@ async def test_reads_and_changes_of_admissions_are_audited(world: World) -> None
     ward = await world.ward(2)
     a = await world.admitted(ward)
     one = await world.client.get(f"/admissions/{a['id']}", headers=as_role("NURSE"))
-    await world.client.get("/admissions", params={"active": "true", "patient_id": one.json()["patient_id"]},
-                           headers=as_role("DOCTOR"))  # fmt: skip
+    await world.client.get(
+        "/admissions", params={"active": "true", "patient_id": one.json()["patient_id"]}, headers=as_role("DOCTOR")
+    )
     await world.client.get(f"/admissions/{a['id']}/charges", headers=as_role("BILLING"))
     await world.client.post(f"/admissions/{a['id']}/discharge", headers=as_role("NURSE"))
     records = await world.outbox("his.admissions.record.accessed.v1")
@@ -510,10 +543,15 @@ async def test_who_may_do_what(world: World) -> None:
     a = await world.admitted(ward)
     patient = as_role("PATIENT")
     for method, path in (
-        ("GET", "/wards"), ("GET", f"/wards/{ward}"), ("GET", "/beds"), ("GET", "/admissions"),
-        ("GET", f"/admissions/{a['id']}"), ("GET", f"/admissions/{a['id']}/charges"),
-        ("POST", f"/admissions/{a['id']}/discharge"), ("POST", f"/beds/{a['bed_id']}/release"),
-    ):  # fmt: skip
+        ("GET", "/wards"),
+        ("GET", f"/wards/{ward}"),
+        ("GET", "/beds"),
+        ("GET", "/admissions"),
+        ("GET", f"/admissions/{a['id']}"),
+        ("GET", f"/admissions/{a['id']}/charges"),
+        ("POST", f"/admissions/{a['id']}/discharge"),
+        ("POST", f"/beds/{a['bed_id']}/release"),
+    ):
         assert (await world.client.request(method, path, headers=patient)).status_code == 403, path
         assert (await world.client.request(method, path)).status_code == 401, path
     body = {"name": "X", "type": "general", "daily_rate": "1", "currency": "TRY", "beds": 1}
@@ -561,8 +599,9 @@ async def test_clinicians_reach_an_admission_only_in_the_patients_care(world: Wo
     listed = await world.client.get("/admissions", params={"active": "true"}, headers=bearer(glass, "NURSE"))
     assert listed.status_code == 403 and "patient_id" in listed.json()["detail"]
     assert (await world.bed_state(a["bed_id"])) == "occupied"  # nothing moved
-    moved = await world.client.post(f"/admissions/{a['id']}/transfer", json={"ward_id": ward},
-                                    headers=bearer(glass, "NURSE"))  # fmt: skip
+    moved = await world.client.post(
+        f"/admissions/{a['id']}/transfer", json={"ward_id": ward}, headers=bearer(glass, "NURSE")
+    )
     assert moved.status_code == 200, moved.text
     done = await world.client.post(f"/admissions/{a['id']}/discharge", headers=bearer(glass, "DOCTOR"))
     assert done.status_code == 200, done.text
@@ -617,8 +656,11 @@ async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:
     reception = as_role("RECEPTIONIST")
 
     async def admit(**patch: Any) -> httpx.Response:
-        body = {"patient_id": str(world.patients.add()), "practitioner_id": str(world.practitioners.add()),
-                "ward_id": ward}  # fmt: skip
+        body = {
+            "patient_id": str(world.patients.add()),
+            "practitioner_id": str(world.practitioners.add()),
+            "ward_id": ward,
+        }
         return await world.client.post("/admissions", json={**body, **patch}, headers=reception)
 
     for patch, status in (

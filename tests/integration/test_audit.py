@@ -33,12 +33,22 @@ async def chain(admin_dsn: str, tmp_path: Path) -> tuple[str, Path]:
     try:
         for i in range(20):
             async with conn.transaction():
-                await store.append(conn, {
-                    "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
-                    "actor_id": uuid.uuid4(), "actor_roles": ["DOCTOR"], "patient_id": uuid.uuid4(),
-                    "action": "read", "resource": "patient", "purpose": "care",
-                    "outcome": "allowed" if i % 5 else "denied", "trace_id": None,
-                })  # fmt: skip
+                await store.append(
+                    conn,
+                    {
+                        "event_id": uuid.uuid4(),
+                        "at": datetime.now(UTC),
+                        "source": "his.patients",
+                        "actor_id": uuid.uuid4(),
+                        "actor_roles": ["DOCTOR"],
+                        "patient_id": uuid.uuid4(),
+                        "action": "read",
+                        "resource": "patient",
+                        "purpose": "care",
+                        "outcome": "allowed" if i % 5 else "denied",
+                        "trace_id": None,
+                    },
+                )
     finally:
         await conn.close()
     await audit_cli.write_checkpoint(admin_dsn, data)
@@ -135,27 +145,48 @@ async def test_records_from_before_the_flag_verify_next_to_flagged_ones(chain: t
         prev = GENESIS
         for seq in (1, 2, 3):  # as the code before the flag wrote them
             old = {
-                "seq": seq, "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
-                "actor_id": uuid.uuid4(), "actor_roles": ["NURSE"], "patient_id": uuid.uuid4(), "action": "read",
-                "resource": "patient", "purpose": "care", "outcome": "allowed", "trace_id": None,
-            }  # fmt: skip
+                "seq": seq,
+                "event_id": uuid.uuid4(),
+                "at": datetime.now(UTC),
+                "source": "his.patients",
+                "actor_id": uuid.uuid4(),
+                "actor_roles": ["NURSE"],
+                "patient_id": uuid.uuid4(),
+                "action": "read",
+                "resource": "patient",
+                "purpose": "care",
+                "outcome": "allowed",
+                "trace_id": None,
+            }
             h = link(prev, old)
             await conn.execute(
                 """INSERT INTO audit_log (seq, event_id, at, source, actor_id, actor_roles, patient_id, action,
                    resource, purpose, outcome, trace_id, prev_hash, hash)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
-                *old.values(), prev, h,
-            )  # fmt: skip
+                *old.values(),
+                prev,
+                h,
+            )
             prev = h
         for flagged in (True, False):
             async with conn.transaction():
-                await store.append(conn, {
-                    "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.patients",
-                    "actor_id": uuid.uuid4(), "actor_roles": ["DOCTOR"], "patient_id": uuid.uuid4(),
-                    "action": "break_glass" if flagged else "read", "resource": "patient",
-                    "purpose": "emergency" if flagged else "care", "outcome": "allowed", "trace_id": None,
-                    "flagged": flagged,
-                })  # fmt: skip
+                await store.append(
+                    conn,
+                    {
+                        "event_id": uuid.uuid4(),
+                        "at": datetime.now(UTC),
+                        "source": "his.patients",
+                        "actor_id": uuid.uuid4(),
+                        "actor_roles": ["DOCTOR"],
+                        "patient_id": uuid.uuid4(),
+                        "action": "break_glass" if flagged else "read",
+                        "resource": "patient",
+                        "purpose": "emergency" if flagged else "care",
+                        "outcome": "allowed",
+                        "trace_id": None,
+                        "flagged": flagged,
+                    },
+                )
         flags = [r["flagged"] for r in await conn.fetch("SELECT flagged FROM audit_log ORDER BY seq")]
     finally:
         await conn.close()
@@ -178,8 +209,12 @@ async def test_a_refused_read_of_a_patients_trail_joins_the_chain(chain: tuple[s
     try:
         async with serve(router(SimpleNamespace(db=db), verifier()), base_url="http://audit") as client:  # type: ignore[arg-type]
             trail = {"patient_id": str(patient)}
-            callers = [(bearer(owner, "PATIENT"), 200), (bearer(uuid.uuid4(), "AUDITOR"), 200),
-                       (bearer(uuid.uuid4(), "DOCTOR"), 403), (bearer(uuid.uuid4(), "PATIENT"), 404)]  # fmt: skip
+            callers = [
+                (bearer(owner, "PATIENT"), 200),
+                (bearer(uuid.uuid4(), "AUDITOR"), 200),
+                (bearer(uuid.uuid4(), "DOCTOR"), 403),
+                (bearer(uuid.uuid4(), "PATIENT"), 404),
+            ]
             for who, status in callers:
                 r = await client.get("/audit", params=trail, headers=who)
                 assert r.status_code == status, r.text

@@ -42,9 +42,11 @@ from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
 D = Decimal
-TABLES = ("idempotency_key, provider_event, provider_delivery, test_provider_session, payment, payment_intent, claim, "
-          "invoice_line, accumulator, voided_source, charge, invoice, encounter, coverage, known_patient, ward_tariff, "
-          "outbox, inbox")  # fmt: skip
+TABLES = (
+    "idempotency_key, provider_event, provider_delivery, test_provider_session, payment, payment_intent, claim, "
+    "invoice_line, accumulator, voided_source, charge, invoice, encounter, coverage, known_patient, ward_tariff, "
+    "outbox, inbox"
+)
 SEED_VERSION = "00000000-0000-4000-8000-00000000b111"
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
 
@@ -82,8 +84,9 @@ class World:
     async def patient(self, payer: str | None, account: uuid.UUID | None = None) -> uuid.UUID:
         pid = uuid.uuid4()
         await self.feed(PatientRegistered(patient_id=pid, account_id=account), handlers.on_patient_registered)
-        await self.feed(CoverageChanged(patient_id=pid, payer=payer, effective_from=date(2026, 1, 1)),
-                        handlers.on_coverage_changed)  # fmt: skip
+        await self.feed(
+            CoverageChanged(patient_id=pid, payer=payer, effective_from=date(2026, 1, 1)), handlers.on_coverage_changed
+        )
         return pid
 
     async def invoices(self, pid: uuid.UUID, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -131,33 +134,83 @@ async def stay(world: World, pid: uuid.UUID, *, admission: uuid.UUID | None = No
     syringes on the 11th, discharged on the 13th."""
     adm = admission or uuid.uuid4()
     ward = uuid.uuid4()
-    await world.feed(PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
-                                     bed_id=uuid.uuid4(), admitted_at=at(10, 10)), handlers.on_admitted)  # fmt: skip
+    await world.feed(
+        PatientAdmitted(
+            admission_id=adm,
+            patient_id=pid,
+            practitioner_id=uuid.uuid4(),
+            ward_id=ward,
+            bed_id=uuid.uuid4(),
+            admitted_at=at(10, 10),
+        ),
+        handlers.on_admitted,
+    )
     for night in (10, 11, 12):
-        await world.feed(BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
-                                         ward_type="general", night=date(2026, 3, night), amount=D("1500.00"),
-                                         currency="TRY"), handlers.on_bed_charge_posted)  # fmt: skip
+        await world.feed(
+            BedChargePosted(
+                charge_id=uuid.uuid4(),
+                admission_id=adm,
+                patient_id=pid,
+                ward_id=ward,
+                ward_type="general",
+                night=date(2026, 3, night),
+                amount=D("1500.00"),
+                currency="TRY",
+            ),
+            handlers.on_bed_charge_posted,
+        )
     await world.feed(lab(pid, at(11, 9), ("CBC", "250.00"), ("CRP", "180.50")), handlers.on_lab_order_resulted)
-    await world.feed(StockConsumed(consumption_id=uuid.uuid4(), item_code="SYRINGE-5ML", location="WARD-A",
-                                   quantity=D(3), reason="patient", patient_id=pid, chargeable=True,
-                                   consumed_at=at(11, 10)), handlers.on_stock_consumed)  # fmt: skip
-    await world.feed(PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
-                                       admitted_at=at(10, 10), discharged_at=at(13, 10), nights=3),
-                     handlers.on_discharged)  # fmt: skip
+    await world.feed(
+        StockConsumed(
+            consumption_id=uuid.uuid4(),
+            item_code="SYRINGE-5ML",
+            location="WARD-A",
+            quantity=D(3),
+            reason="patient",
+            patient_id=pid,
+            chargeable=True,
+            consumed_at=at(11, 10),
+        ),
+        handlers.on_stock_consumed,
+    )
+    await world.feed(
+        PatientDischarged(
+            admission_id=adm,
+            patient_id=pid,
+            ward_id=ward,
+            bed_id=uuid.uuid4(),
+            admitted_at=at(10, 10),
+            discharged_at=at(13, 10),
+            nights=3,
+        ),
+        handlers.on_discharged,
+    )
     return adm
 
 
 def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
     return LabOrderResulted(
-        order_id=order or uuid.uuid4(), patient_id=pid, ordered_by=uuid.uuid4(), priority="routine", resulted_at=when,
+        order_id=order or uuid.uuid4(),
+        patient_id=pid,
+        ordered_by=uuid.uuid4(),
+        priority="routine",
+        resulted_at=when,
         results=[ResultItem(code=c, value="1", flag="N") for c, _ in tests],
-        charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests], abnormal=False, critical=False,
-    )  # fmt: skip
+        charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests],
+        abnormal=False,
+        critical=False,
+    )
 
 
 def completed(pid: uuid.UUID, appt: uuid.UUID, when: datetime, service: str = "consultation") -> AppointmentCompleted:
-    return AppointmentCompleted(appointment_id=appt, patient_id=pid, practitioner_id=uuid.uuid4(), service=service,
-                                start=when, end=when + timedelta(minutes=20))  # fmt: skip
+    return AppointmentCompleted(
+        appointment_id=appt,
+        patient_id=pid,
+        practitioner_id=uuid.uuid4(),
+        service=service,
+        start=when,
+        end=when + timedelta(minutes=20),
+    )
 
 
 #: Three nights, two tests and 3 × 12.75 of syringes: 4,968.75 in all (see the unit tests).
@@ -211,25 +264,59 @@ async def test_a_charge_after_the_invoice_was_issued_goes_on_a_supplementary_inv
     assert sorted(i["kind"] for i in invoices) == ["admission", "supplementary"]
     sup = next(i for i in invoices if i["kind"] == "supplementary")
     assert sup["encounter"]["source_id"] == str(adm)
-    assert (sup["total"], sup["insurer_share"], sup["patient_share"], sup["status"]) == ("90.00", "72.00", "18.00",
-                                                                                        "open")  # fmt: skip
+    assert (sup["total"], sup["insurer_share"], sup["patient_share"], sup["status"]) == (
+        "90.00",
+        "72.00",
+        "18.00",
+        "open",
+    )
 
 
 async def test_a_discharge_applied_before_its_last_bed_night_waits_for_it(world: World) -> None:
     pid = await world.patient("SGK")
     adm, ward = uuid.uuid4(), uuid.uuid4()
-    await world.feed(PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
-                                     bed_id=uuid.uuid4(), admitted_at=at(10, 10)), handlers.on_admitted)  # fmt: skip
-    night = BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
-                            ward_type="icu", night=date(2026, 3, 10), amount=D("4000.00"), currency="TRY")  # fmt: skip
-    await world.feed(PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
-                                       admitted_at=at(10, 10), discharged_at=at(11, 10), nights=1),
-                     handlers.on_discharged)  # fmt: skip
+    await world.feed(
+        PatientAdmitted(
+            admission_id=adm,
+            patient_id=pid,
+            practitioner_id=uuid.uuid4(),
+            ward_id=ward,
+            bed_id=uuid.uuid4(),
+            admitted_at=at(10, 10),
+        ),
+        handlers.on_admitted,
+    )
+    night = BedChargePosted(
+        charge_id=uuid.uuid4(),
+        admission_id=adm,
+        patient_id=pid,
+        ward_id=ward,
+        ward_type="icu",
+        night=date(2026, 3, 10),
+        amount=D("4000.00"),
+        currency="TRY",
+    )
+    await world.feed(
+        PatientDischarged(
+            admission_id=adm,
+            patient_id=pid,
+            ward_id=ward,
+            bed_id=uuid.uuid4(),
+            admitted_at=at(10, 10),
+            discharged_at=at(11, 10),
+            nights=1,
+        ),
+        handlers.on_discharged,
+    )
     assert [i["status"] for i in await world.invoices(pid)] == []
     await world.feed(night, handlers.on_bed_charge_posted)
     [inv] = await world.invoices(pid)
-    assert (inv["kind"], inv["status"], inv["total"], inv["insurer_share"]) == ("admission", "open", "4000.00",
-                                                                                "3200.00")  # fmt: skip
+    assert (inv["kind"], inv["status"], inv["total"], inv["insurer_share"]) == (
+        "admission",
+        "open",
+        "4000.00",
+        "3200.00",
+    )
 
 
 async def test_a_cancelled_appointments_charge_is_void(world: World) -> None:
@@ -237,8 +324,12 @@ async def test_a_cancelled_appointments_charge_is_void(world: World) -> None:
     appt = uuid.uuid4()
     await world.feed(completed(pid, appt, at(5)), handlers.on_appointment_completed)
     [inv] = await world.invoices(pid)
-    assert (inv["kind"], inv["total"], inv["insurer_share"], inv["patient_share"]) == ("visit", "750.00", "600.00",
-                                                                                       "150.00")  # fmt: skip
+    assert (inv["kind"], inv["total"], inv["insurer_share"], inv["patient_share"]) == (
+        "visit",
+        "750.00",
+        "600.00",
+        "150.00",
+    )
     cancelled = AppointmentCancelled(**completed(pid, appt, at(5)).model_dump())
     await world.feed(cancelled, handlers.on_appointment_cancelled)
     [inv] = await world.invoices(pid)
@@ -265,8 +356,9 @@ async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it
     order = uuid.uuid4()
     await world.feed(lab(pid, at(12, 8), ("K", "90.00"), order=order), handlers.on_lab_order_resulted)
     first = next(i for i in await world.invoices(pid) if i["kind"] == "supplementary")
-    await world.feed(LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=at(13)),
-                     handlers.on_lab_order_cancelled)  # fmt: skip
+    await world.feed(
+        LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=at(13)), handlers.on_lab_order_cancelled
+    )
     invoices = {i["id"]: i for i in await world.invoices(pid)}
     assert invoices[first["id"]]["status"] == "void"
     # No charge remained on it, so nothing was reissued; the stay's invoice is untouched.
@@ -274,12 +366,15 @@ async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it
     # Cancelling an order inside a stay's issued invoice voids it and reissues the rest.
     stay_invoice = next(i for i in invoices.values() if i["kind"] == "admission")
     lab_order = next(
-        r["source_id"] for r in await world.db.pool.fetch(
+        r["source_id"]
+        for r in await world.db.pool.fetch(
             "SELECT source_id FROM charge WHERE source_kind = 'lab_order' AND invoice_id = $1",
-            uuid.UUID(stay_invoice["id"]))
-    )  # fmt: skip
-    await world.feed(LabOrderCancelled(order_id=lab_order, patient_id=pid, cancelled_at=at(13)),
-                     handlers.on_lab_order_cancelled)  # fmt: skip
+            uuid.UUID(stay_invoice["id"]),
+        )
+    )
+    await world.feed(
+        LabOrderCancelled(order_id=lab_order, patient_id=pid, cancelled_at=at(13)), handlers.on_lab_order_cancelled
+    )
     after = {i["id"]: i for i in await world.invoices(pid)}
     assert after[stay_invoice["id"]]["status"] == "void"
     [new] = [i for i in after.values() if i["replaces"] == stay_invoice["id"]]
@@ -322,8 +417,9 @@ async def test_partial_then_full_payment_then_refund(world: World) -> None:
 
     async def pay(amount: str, path: str = "payments", **kw: str) -> httpx.Response:
         body = {"amount": amount, "currency": kw.get("currency", "TRY"), "method": "cash"}
-        return await world.client.post(f"/invoices/{inv}/{path}", json=body,
-                                       headers=key_headers(world.billing, uuid.uuid4().hex))  # fmt: skip
+        return await world.client.post(
+            f"/invoices/{inv}/{path}", json=body, headers=key_headers(world.billing, uuid.uuid4().hex)
+        )
 
     assert (await pay("200.00")).status_code == 422  # more than is owed
     assert (await pay("0")).status_code == 422
@@ -343,8 +439,11 @@ async def test_partial_then_full_payment_then_refund(world: World) -> None:
     r = await pay("30.00", "refunds")
     assert r.status_code == 201 and r.json()["invoice_status"] == "partially_paid" and r.json()["kind"] == "refund"
     listed = (await world.client.get(f"/invoices/{inv}/payments", headers=world.billing)).json()["items"]
-    assert [(p["kind"], p["amount"]) for p in listed] == [("payment", "100.00"), ("payment", "50.00"),
-                                                          ("refund", "30.00")]  # fmt: skip
+    assert [(p["kind"], p["amount"]) for p in listed] == [
+        ("payment", "100.00"),
+        ("payment", "50.00"),
+        ("refund", "30.00"),
+    ]
     final = (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()
     assert (final["paid"], final["outstanding"], final["status"]) == ("120.00", "30.00", "partially_paid")
 
@@ -365,9 +464,11 @@ async def test_claim_states_and_invalid_transitions(world: World) -> None:
     assert (await world.client.get(f"/claims/{cid}", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 403
     types = [r[0] for r in await world.db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
     assert [t for t in types if ".claim." in t] == [
-        "his.billing.claim.created.v1", "his.billing.claim.submitted.v1", "his.billing.claim.accepted.v1",
+        "his.billing.claim.created.v1",
+        "his.billing.claim.submitted.v1",
+        "his.billing.claim.accepted.v1",
         "his.billing.claim.paid.v1",
-    ]  # fmt: skip
+    ]
 
 
 async def test_listing_claims_audits_a_read_of_each_patient_listed(world: World) -> None:
@@ -419,8 +520,12 @@ async def test_a_refused_read_of_a_patients_money_is_audited(world: World) -> No
     inv = await paid_invoice_setup(world, None, me)
     pid = (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()["patient_id"]
     doctor, stranger = uuid.uuid4(), uuid.uuid4()
-    reads = [(f"/invoices/{inv}", None), (f"/invoices/{inv}/payments", None), ("/invoices", {"patient_id": pid}),
-             ("/charges", {"patient_id": pid})]  # fmt: skip
+    reads = [
+        (f"/invoices/{inv}", None),
+        (f"/invoices/{inv}/payments", None),
+        ("/invoices", {"patient_id": pid}),
+        ("/charges", {"patient_id": pid}),
+    ]
     for path, params in reads:
         assert (await world.client.get(path, params=params, headers=bearer(doctor, "DOCTOR"))).status_code == 403
         r = await world.client.get(path, params=params, headers=bearer(stranger, "PATIENT"))
@@ -439,12 +544,17 @@ async def test_price_list_versions_and_payers(world: World, hard: HardDate) -> N
     anyone = bearer(uuid.uuid4(), "NURSE")
     r = await world.client.get("/price-list", params={"date": "2026-03-10"}, headers=anyone)
     lines = {x["code"]: x for x in r.json()["lines"]}
-    assert lines["consultation.consultation"] == {"code": "consultation.consultation", "category": "consultation",
-                                                  "amount": "750.00", "currency": "TRY"}  # fmt: skip
+    assert lines["consultation.consultation"] == {
+        "code": "consultation.consultation",
+        "category": "consultation",
+        "amount": "750.00",
+        "currency": "TRY",
+    }
     assert {"item.SYRINGE-5ML", "item.IV-SET", "item.GAUZE"} <= set(lines)
     start = hard.day + timedelta(days=30)
-    new_lines = [{**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]}
-                 for x in lines.values()]  # fmt: skip
+    new_lines = [
+        {**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]} for x in lines.values()
+    ]
     new = {"effective_from": start.isoformat(), "lines": new_lines}
     admin = bearer(uuid.uuid4(), "ADMIN")
     assert (await world.client.post("/price-list", json=new, headers=anyone)).status_code == 403
@@ -455,16 +565,19 @@ async def test_price_list_versions_and_payers(world: World, hard: HardDate) -> N
     today = {"effective_from": hard.day.isoformat(), "lines": list(lines.values())}  # today is not the past
     assert (await world.client.post("/price-list", json=today, headers=admin)).status_code == 201
     first = new_lines[0]
-    for bad in ({**new, "lines": [{**first, "category": "magic"}]},
-                {**new, "lines": [{**first, "amount": "-1"}]},
-                {**new, "lines": [first, first]},
-                {**new, "lines": [{**first, "code": "x" * 5000}]}):  # fmt: skip
+    for bad in (
+        {**new, "lines": [{**first, "category": "magic"}]},
+        {**new, "lines": [{**first, "amount": "-1"}]},
+        {**new, "lines": [first, first]},
+        {**new, "lines": [{**first, "code": "x" * 5000}]},
+    ):
         r = await world.client.post("/price-list", json=bad, headers=admin)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
     later = await world.client.get("/price-list", params={"date": start.isoformat()}, headers=anyone)
     assert {x["code"]: x["amount"] for x in later.json()["lines"]}["consultation.consultation"] == "800.00"
-    before = await world.client.get("/price-list", params={"date": (start - timedelta(days=1)).isoformat()},
-                                    headers=anyone)  # fmt: skip
+    before = await world.client.get(
+        "/price-list", params={"date": (start - timedelta(days=1)).isoformat()}, headers=anyone
+    )
     assert {x["code"]: x["amount"] for x in before.json()["lines"]}["consultation.consultation"] == "750.00"
     # A completed appointment is priced on its own date.
     pid = await world.patient(None)
@@ -489,11 +602,13 @@ async def test_an_unknown_payer_is_never_billed_as_self_pay_and_the_corrected_on
         await world.feed(appointment, handlers.on_appointment_completed)
     assert await world.invoices(pid) == []
     assert await world.db.pool.fetchval("SELECT count(*) FROM charge") == 0
-    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)),
-                     handlers.on_coverage_changed)  # the correction  # fmt: skip
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)), handlers.on_coverage_changed
+    )  # the correction
     await world.feed(appointment, handlers.on_appointment_completed)  # the dead letter, replayed
-    await world.feed(CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 15)),
-                     handlers.on_coverage_changed)  # fmt: skip
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 15)), handlers.on_coverage_changed
+    )
     await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
     got = sorted((i["service_date"], i["payer"], i["patient_share"]) for i in await world.invoices(pid))
     assert got == [("2026-03-10", "SGK", "150.00"), ("2026-03-20", "ALLIANZ", "0.00")]
@@ -510,8 +625,9 @@ async def test_a_stale_coverage_change_replayed_after_its_correction_changes_not
     with pytest.raises(PermanentError, match="'ACME' has no plan"):
         async with world.db.uow() as uow:
             await handlers.on_coverage_changed(uow, stale_env, stale)
-    await world.feed(CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 1)),
-                     handlers.on_coverage_changed)  # the correction, made after the stale change  # fmt: skip
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 1)), handlers.on_coverage_changed
+    )  # the correction, made after the stale change
     [inv] = [i for i in await world.invoices(pid) if i["status"] != "void"]
     assert (inv["payer"], inv["patient_share"]) == ("ALLIANZ", "0.00")
     before = await world.state()
@@ -529,11 +645,15 @@ async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world
     await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
     [first] = await world.invoices(pid)
     assert (first["payer"], first["insurer_share"], first["patient_share"]) == ("SELF", "0.00", "750.00")
-    r = await world.client.post(f"/invoices/{first['id']}/payments", json={"amount": "100.00", "currency": "TRY",
-                                "method": "cash"}, headers=key_headers(world.billing, "cov-1"))  # fmt: skip
+    r = await world.client.post(
+        f"/invoices/{first['id']}/payments",
+        json={"amount": "100.00", "currency": "TRY", "method": "cash"},
+        headers=key_headers(world.billing, "cov-1"),
+    )
     assert r.status_code == 201, r.text
-    await world.feed(CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 1)),
-                     handlers.on_coverage_changed)  # fmt: skip
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 1)), handlers.on_coverage_changed
+    )
     got = {i["id"]: i for i in await world.invoices(pid)}
     assert got[first["id"]]["status"] == "void"
     [new] = [i for i in got.values() if i["status"] != "void"]
@@ -561,14 +681,37 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
         admitted: list[Event] = [
             PatientRegistered(patient_id=pid, account_id=None),
             CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)),
-            PatientAdmitted(admission_id=adm, patient_id=pid, practitioner_id=uuid.uuid4(), ward_id=ward,
-                            bed_id=uuid.uuid4(), admitted_at=at(10, 10)),
-            *[BedChargePosted(charge_id=uuid.uuid4(), admission_id=adm, patient_id=pid, ward_id=ward,
-                              ward_type="general", night=date(2026, 3, n), amount=D("1500.00"), currency="TRY")
-              for n in (10, 11)],
-        ]  # fmt: skip
-        discharged = PatientDischarged(admission_id=adm, patient_id=pid, ward_id=ward, bed_id=uuid.uuid4(),
-                                       admitted_at=at(10, 10), discharged_at=at(12, 10), nights=2)  # fmt: skip
+            PatientAdmitted(
+                admission_id=adm,
+                patient_id=pid,
+                practitioner_id=uuid.uuid4(),
+                ward_id=ward,
+                bed_id=uuid.uuid4(),
+                admitted_at=at(10, 10),
+            ),
+            *[
+                BedChargePosted(
+                    charge_id=uuid.uuid4(),
+                    admission_id=adm,
+                    patient_id=pid,
+                    ward_id=ward,
+                    ward_type="general",
+                    night=date(2026, 3, n),
+                    amount=D("1500.00"),
+                    currency="TRY",
+                )
+                for n in (10, 11)
+            ],
+        ]
+        discharged = PatientDischarged(
+            admission_id=adm,
+            patient_id=pid,
+            ward_id=ward,
+            bed_id=uuid.uuid4(),
+            admitted_at=at(10, 10),
+            discharged_at=at(12, 10),
+            nights=2,
+        )
 
         async def publish(*events: Event) -> None:
             for ev in events:
@@ -582,16 +725,22 @@ async def test_a_journey_over_jetstream_through_the_service_subscriptions(world:
         # Streams are not ordered with each other: the lab result comes after the admission is
         # known and before the discharge, as it does in the hospital (see ADR 0010).
         await publish(*admitted)
-        await wait_for(lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 2),
-                       what="the bed nights")  # fmt: skip
-        await wait_for(lambda: _at_least(count("SELECT count(*) FROM coverage WHERE patient_id = $1"), 1),
-                       what="the coverage")  # fmt: skip
-        await wait_for(lambda: _at_least(count(
-            "SELECT count(*) FROM encounter WHERE patient_id = $1 AND started_at = '2026-03-10T10:00Z'"), 1),
-            what="the admission")  # fmt: skip
+        await wait_for(
+            lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 2), what="the bed nights"
+        )
+        await wait_for(
+            lambda: _at_least(count("SELECT count(*) FROM coverage WHERE patient_id = $1"), 1), what="the coverage"
+        )
+        await wait_for(
+            lambda: _at_least(
+                count("SELECT count(*) FROM encounter WHERE patient_id = $1 AND started_at = '2026-03-10T10:00Z'"), 1
+            ),
+            what="the admission",
+        )
         await publish(lab(pid, at(11, 9), ("CBC", "250.00")))
-        await wait_for(lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 3),
-                       what="the lab charge")  # fmt: skip
+        await wait_for(
+            lambda: _at_least(count("SELECT count(*) FROM charge WHERE patient_id = $1"), 3), what="the lab charge"
+        )
         await publish(discharged)
         # The same discharge published again (a new event id): nothing changes.
         await publish(discharged)
@@ -624,8 +773,9 @@ async def test_concurrent_invoices_of_one_patient_meet_the_deductible_once(world
     # 750.00 each: the first pays 750.00 of the deductible, the next 250.00 + 100.00 co-pay + 10 % of
     # 400.00, every other 100.00 co-pay + 10 % of 650.00, whichever order they were issued in.
     assert shares == [D("165.00")] * 8 + [D("390.00"), D("750.00")]
-    year = await world.db.pool.fetchrow("SELECT deductible_used, out_of_pocket FROM accumulator WHERE patient_id = $1",
-                                        pid)  # fmt: skip
+    year = await world.db.pool.fetchrow(
+        "SELECT deductible_used, out_of_pocket FROM accumulator WHERE patient_id = $1", pid
+    )
     assert year is not None
     assert (year["deductible_used"], year["out_of_pocket"]) == (D("1000.00"), D("2460.00"))
 
@@ -690,6 +840,7 @@ async def test_list_filters_take_only_known_values_and_dates_within_the_calendar
     for day in ("9999-12-31", "0001-01-01"):
         r = await world.client.get("/price-list", params={"date": day}, headers=world.billing)
         assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
-    r = await world.client.get("/charges", params={"patient_id": str(uuid.uuid4()), "limit": 500},
-                               headers=world.billing)  # fmt: skip
+    r = await world.client.get(
+        "/charges", params={"patient_id": str(uuid.uuid4()), "limit": 500}, headers=world.billing
+    )
     assert r.status_code == 422 and "from 1 to 200" in r.text  # one maximum page for every list

@@ -107,31 +107,41 @@ async def world(admin_dsn: str, tmp_path: Path) -> AsyncIterator[World]:
 
 
 def patient(**extra: Any) -> dict[str, Any]:
-    return {"given_name": "Deniz", "family_name": f"Terms{uuid.uuid4().hex[:6]}", "birth_date": "1970-03-04",
-            "sex": "female", "confirm_duplicate": True, **extra}  # fmt: skip
+    return {
+        "given_name": "Deniz",
+        "family_name": f"Terms{uuid.uuid4().hex[:6]}",
+        "birth_date": "1970-03-04",
+        "sex": "female",
+        "confirm_duplicate": True,
+        **extra,
+    }
 
 
 async def test_a_payer_billing_has_no_plan_for_is_refused_with_the_valid_ones(world: World) -> None:
-    r = await world.patients.post("/patients", json=patient(coverage={"payer": "ACME", "member_id": "A1"}),
-                                  headers=CLERK)  # fmt: skip
+    r = await world.patients.post(
+        "/patients", json=patient(coverage={"payer": "ACME", "member_id": "A1"}), headers=CLERK
+    )
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert (r.json()["field"], r.json()["valid_values"]) == ("payer", PAYERS)
     assert "ALLIANZ, NOVA, SELF, SGK" in r.json()["detail"]
     assert await world.patients_db.pool.fetchval("SELECT count(*) FROM patient") == 0
-    ok = await world.patients.post("/patients", json=patient(coverage={"payer": "sgk", "member_id": "S1"}),
-                                   headers=CLERK)  # fmt: skip
+    ok = await world.patients.post(
+        "/patients", json=patient(coverage={"payer": "sgk", "member_id": "S1"}), headers=CLERK
+    )
     assert ok.status_code == 201, ok.text
     pid = ok.json()["id"]
     changes = await world.outbox(world.patients_db, "his.patients.coverage.changed.v1")
     assert [(c["patient_id"], c["payer"]) for c in changes] == [(pid, "SGK")]  # as billing spells it
 
     # Staff correct the coverage; billing learns it from the event. A bad payer is refused here too.
-    bad = await world.patients.patch(f"/patients/{pid}", json={"coverage": {"payer": "ACME", "member_id": "A1"}},
-                                     headers=CLERK)  # fmt: skip
+    bad = await world.patients.patch(
+        f"/patients/{pid}", json={"coverage": {"payer": "ACME", "member_id": "A1"}}, headers=CLERK
+    )
     assert bad.status_code == 422 and bad.json()["valid_values"] == PAYERS
-    fixed = await world.patients.patch(f"/patients/{pid}", json={"coverage": {"payer": "NOVA", "member_id": "N1"}},
-                                       headers=CLERK)  # fmt: skip
+    fixed = await world.patients.patch(
+        f"/patients/{pid}", json={"coverage": {"payer": "NOVA", "member_id": "N1"}}, headers=CLERK
+    )
     assert fixed.status_code == 200 and fixed.json()["coverage"]["payer"] == "NOVA", fixed.text
     changes = await world.outbox(world.patients_db, "his.patients.coverage.changed.v1")
     assert [c["payer"] for c in changes] == ["SGK", "NOVA"]
@@ -148,8 +158,9 @@ async def test_a_payer_billing_has_no_plan_for_is_refused_with_the_valid_ones(wo
 
 async def test_without_billing_a_coverage_cannot_be_checked_and_is_not_accepted(world: World) -> None:
     await world.server.stop(0)
-    r = await world.patients.post("/patients", json=patient(coverage={"payer": "SGK", "member_id": "S1"}),
-                                  headers=CLERK)  # fmt: skip
+    r = await world.patients.post(
+        "/patients", json=patient(coverage={"payer": "SGK", "member_id": "S1"}), headers=CLERK
+    )
     assert r.status_code == 503, r.text
     assert (await world.patients.post("/patients", json=patient(), headers=CLERK)).status_code == 201  # self-pay
 
@@ -188,14 +199,29 @@ async def test_a_ward_in_a_currency_billing_does_not_invoice_in_is_refused_and_w
     unknown = await world.admissions.patch(f"/wards/{uuid.uuid4()}", json={"name": "x"}, headers=ADMIN)
     assert unknown.status_code == 404
 
-    fixed = await world.admissions.patch(f"/wards/{wid}", json={"name": "General Medicine", "daily_rate": "1750.50",
-                                                                 "type": "general_med"}, headers=ADMIN)  # fmt: skip
+    fixed = await world.admissions.patch(
+        f"/wards/{wid}",
+        json={"name": "General Medicine", "daily_rate": "1750.50", "type": "general_med"},
+        headers=ADMIN,
+    )
     assert fixed.status_code == 200, fixed.text
     got = fixed.json()
     assert (got["name"], got["type"], got["daily_rate"], got["currency"], got["beds"]["total"]) == (
-        "General Medicine", "general_med", "1750.50", "TRY", 2)  # fmt: skip
+        "General Medicine",
+        "general_med",
+        "1750.50",
+        "TRY",
+        2,
+    )
     same = await world.admissions.patch(f"/wards/{wid}", json={"daily_rate": "1750.5"}, headers=ADMIN)
     assert same.status_code == 200  # nothing changed: nothing announced
     updates = await world.outbox(world.admissions_db, "his.admissions.ward.updated.v1")
-    assert updates == [{"ward_id": wid, "fields": ["daily_rate", "name", "type"], "ward_type": "general_med",
-                        "daily_rate": "1750.50", "currency": "TRY"}]  # fmt: skip
+    assert updates == [
+        {
+            "ward_id": wid,
+            "fields": ["daily_rate", "name", "type"],
+            "ward_type": "general_med",
+            "daily_rate": "1750.50",
+            "currency": "TRY",
+        }
+    ]

@@ -71,10 +71,19 @@ class World:
     billing: uuid.UUID
 
     async def patient(self, family: str) -> str:
-        r = await self.client.post("/patients", headers=self.clerk, json={
-            "given_name": "Emre", "family_name": family, "birth_date": "1961-03-04", "sex": "male",
-            "email": f"{family.lower()}@example.org", "phone": "+90 555 765 4321",
-            "confirm_duplicate": True})  # fmt: skip
+        r = await self.client.post(
+            "/patients",
+            headers=self.clerk,
+            json={
+                "given_name": "Emre",
+                "family_name": family,
+                "birth_date": "1961-03-04",
+                "sex": "male",
+                "email": f"{family.lower()}@example.org",
+                "phone": "+90 555 765 4321",
+                "confirm_duplicate": True,
+            },
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
@@ -117,15 +126,29 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
     app.include_router(notifications_router(SimpleNamespace(db=dbs["notifications"]), verifier))  # type: ignore[arg-type]
     tag = uuid.uuid4().hex[:8]
     subs = [
-        (dbs["audit"], Subscription(f"audit_p_{tag}", "his.patients.record.accessed.v1",
-                                    audit_handlers.on_record_accessed)),
-        (dbs["audit"], Subscription(f"audit_n_{tag}", "his.notifications.record.accessed.v1",
-                                    audit_handlers.on_record_accessed)),
-        (dbs["notifications"], Subscription(f"notif_bg_{tag}", "his.patients.emergency_access.granted.v1",
-                                            notification_handlers.on_emergency_access_granted)),
-        (dbs["patients"], Subscription(f"patients_users_{tag}", "his.identity.user.registered.v1",
-                                       patient_handlers.on_user_registered)),
-    ]  # fmt: skip
+        (
+            dbs["audit"],
+            Subscription(f"audit_p_{tag}", "his.patients.record.accessed.v1", audit_handlers.on_record_accessed),
+        ),
+        (
+            dbs["audit"],
+            Subscription(f"audit_n_{tag}", "his.notifications.record.accessed.v1", audit_handlers.on_record_accessed),
+        ),
+        (
+            dbs["notifications"],
+            Subscription(
+                f"notif_bg_{tag}",
+                "his.patients.emergency_access.granted.v1",
+                notification_handlers.on_emergency_access_granted,
+            ),
+        ),
+        (
+            dbs["patients"],
+            Subscription(
+                f"patients_users_{tag}", "his.identity.user.registered.v1", patient_handlers.on_user_registered
+            ),
+        ),
+    ]
     await streams.declare(js, ["notifications"])
     tasks = [
         asyncio.create_task(OutboxRelay(dbs[s].dsn, js, schema=s, signal=dbs[s].signal, poll_seconds=0.2).run())
@@ -150,12 +173,18 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
             transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://his"
         ) as client:
             yield World(
-                client, clock, js, dbs["audit"], dbs["notifications"],
-                clerk=bearer(uuid.uuid4(), "RECEPTIONIST"), admin=bearer(uuid.uuid4(), "ADMIN"),
+                client,
+                clock,
+                js,
+                dbs["audit"],
+                dbs["notifications"],
+                clerk=bearer(uuid.uuid4(), "RECEPTIONIST"),
+                admin=bearer(uuid.uuid4(), "ADMIN"),
                 auditor=bearer(uuid.uuid4(), "AUDITOR"),
                 doctors=[(d, bearer(d, *roles)) for d, roles in doctors[:2]],
-                nurse=(doctors[2][0], bearer(doctors[2][0], "NURSE")), billing=billing,
-            )  # fmt: skip
+                nurse=(doctors[2][0], bearer(doctors[2][0], "NURSE")),
+                billing=billing,
+            )
     finally:
         for t in tasks:
             t.cancel()
@@ -220,8 +249,9 @@ async def test_care_team_rules(world: World) -> None:
 
     # A relationship with an end date ends by itself.
     until = (world.clock.now + timedelta(hours=2)).isoformat()
-    r = await world.client.post(f"/patients/{other}/care-team", headers=world.clerk,
-                                json={"user_id": str(doctor_id), "until": until})  # fmt: skip
+    r = await world.client.post(
+        f"/patients/{other}/care-team", headers=world.clerk, json={"user_id": str(doctor_id), "until": until}
+    )
     assert r.status_code == 201
     assert (await world.client.get(f"/patients/{other}", headers=doctor)).status_code == 200
     world.clock.now += timedelta(hours=2)
@@ -264,8 +294,9 @@ async def test_no_one_puts_themself_on_a_care_team(world: World) -> None:
         return len([r for r in await world.audit_rows(pid) if r["resource"] == "care_team"]) >= 4
 
     await wait_for(audited, what="the audit records")
-    teams = [(r["actor_id"], r["action"], r["outcome"]) for r in await world.audit_rows(pid)
-             if r["resource"] == "care_team"]  # fmt: skip
+    teams = [
+        (r["actor_id"], r["action"], r["outcome"]) for r in await world.audit_rows(pid) if r["resource"] == "care_team"
+    ]
     assert teams[:2] == [(doctor_id, "create", "denied")] * 2
 
 
@@ -291,8 +322,11 @@ async def test_search_shows_a_clinician_only_a_lookup_of_patients_outside_their_
     assert item["email"] == "lookup-theirs@example.org" and "restricted" not in item
 
     async def searches() -> list[tuple[str, bool]]:
-        return [(r["purpose"], r["flagged"]) for r in await world.audit_rows(theirs)
-                if r["actor_id"] == doctor_id and r["action"] == "search"]  # fmt: skip
+        return [
+            (r["purpose"], r["flagged"])
+            for r in await world.audit_rows(theirs)
+            if r["actor_id"] == doctor_id and r["action"] == "search"
+        ]
 
     async def both() -> bool:
         return len(await searches()) == 2
@@ -312,8 +346,9 @@ async def test_break_the_glass_is_time_limited_to_one_patient_audited_flagged_an
     assert (await world.client.post(url, headers=doctor, json={"reason": REASON, "minutes": 999})).status_code == 422
     for who in (world.clerk, world.admin, bearer(uuid.uuid4(), "PATIENT"), bearer(world.billing, "BILLING")):
         assert (await world.client.post(url, headers=who, json={"reason": REASON})).status_code == 403
-    missing = await world.client.post(f"/patients/{uuid.uuid4()}/emergency-access", headers=doctor,
-                                      json={"reason": REASON})  # fmt: skip
+    missing = await world.client.post(
+        f"/patients/{uuid.uuid4()}/emergency-access", headers=doctor, json={"reason": REASON}
+    )
     assert missing.status_code == 404
 
     granted_at = world.clock.now
@@ -338,8 +373,11 @@ async def test_break_the_glass_is_time_limited_to_one_patient_audited_flagged_an
         return len([r for r in await world.audit_rows(pid) if r["actor_id"] == doctor_id]) >= 5
 
     await wait_for(audited, what="the audit records of the emergency access")
-    mine = [(r["action"], r["resource"], r["purpose"], r["outcome"], r["flagged"])
-            for r in await world.audit_rows(pid) if r["actor_id"] == doctor_id]  # fmt: skip
+    mine = [
+        (r["action"], r["resource"], r["purpose"], r["outcome"], r["flagged"])
+        for r in await world.audit_rows(pid)
+        if r["actor_id"] == doctor_id
+    ]
     assert mine == [
         ("break_glass", "patient", "emergency", "allowed", True),
         ("read", "patient", "emergency", "allowed", True),
@@ -403,11 +441,16 @@ async def test_a_refused_read_of_a_patients_messages_is_audited(world: World) ->
         assert (await world.client.get(path, params={"patient_id": pid}, headers=doctor)).status_code == 403
         assert (await world.client.get(path, params={"patient_id": pid}, headers=stranger)).status_code == 404
         assert (await world.client.get(path, params={"patient_id": pid}, headers=world.admin)).status_code == 200
-    r = await world.client.put("/notifications/preferences", params={"patient_id": pid}, headers=doctor,
-                               json={"email": False, "sms": False, "opted_out": True})  # fmt: skip
+    r = await world.client.put(
+        "/notifications/preferences",
+        params={"patient_id": pid},
+        headers=doctor,
+        json={"email": False, "sms": False, "opted_out": True},
+    )
     assert r.status_code == 403
-    assert (await world.client.get("/notifications/preferences", params={"patient_id": pid},
-                                   headers=world.clerk)).json()["opted_out"] is False  # fmt: skip
+    assert (
+        await world.client.get("/notifications/preferences", params={"patient_id": pid}, headers=world.clerk)
+    ).json()["opted_out"] is False
 
     async def audited() -> bool:
         return len([r for r in await world.audit_rows(pid) if r["outcome"] == "denied"]) >= 5
@@ -416,5 +459,10 @@ async def test_a_refused_read_of_a_patients_messages_is_audited(world: World) ->
     denied = [
         (r["resource"], r["actor_id"] == doctor_id) for r in await world.audit_rows(pid) if r["outcome"] == "denied"
     ]
-    assert sorted(denied) == [("delivery", False), ("delivery", True), ("preference", False), ("preference", True),
-                              ("preference", True)]  # fmt: skip
+    assert sorted(denied) == [
+        ("delivery", False),
+        ("delivery", True),
+        ("preference", False),
+        ("preference", True),
+        ("preference", True),
+    ]

@@ -79,8 +79,12 @@ async def test_an_appointment_puts_its_practitioner_in_care_in_any_order_of_even
     for order in itertools.permutations(("registered", "booked", "moved")):
         patient, practitioner, account = await a_patient(db), uuid.uuid4(), uuid.uuid4()
         appointment = uuid.uuid4()
-        fields = {"appointment_id": appointment, "patient_id": patient, "practitioner_id": practitioner,
-                  "service": "consultation"}  # fmt: skip
+        fields = {
+            "appointment_id": appointment,
+            "patient_id": patient,
+            "practitioner_id": practitioner,
+            "service": "consultation",
+        }
         events = {
             "registered": (
                 PractitionerRegistered(practitioner_id=practitioner, specialty="cardiology", account_id=account),
@@ -120,8 +124,14 @@ async def test_a_cancellation_ends_the_care_even_when_it_arrives_first(db: Datab
     for cancel_first in (True, False):
         patient, practitioner, account = await a_patient(db), uuid.uuid4(), uuid.uuid4()
         await deliver(db, PractitionerRegistered(practitioner_id=practitioner, specialty="x", account_id=account), T0)
-        fields = {"appointment_id": uuid.uuid4(), "patient_id": patient, "practitioner_id": practitioner,
-                  "service": "consultation", "start": start, "end": end}  # fmt: skip
+        fields = {
+            "appointment_id": uuid.uuid4(),
+            "patient_id": patient,
+            "practitioner_id": practitioner,
+            "service": "consultation",
+            "start": start,
+            "end": end,
+        }
         booked = (AppointmentBooked(**fields), T0, 1)
         cancelled = (AppointmentCancelled(**fields), cancelled_at, 2)
         for ev in (cancelled, booked) if cancel_first else (booked, cancelled):
@@ -139,10 +149,12 @@ async def test_an_admission_puts_its_practitioner_in_care_until_a_day_after_disc
         await deliver(db, PractitionerRegistered(practitioner_id=practitioner, specialty="x", account_id=account), T0)
         ids = {"admission_id": uuid.uuid4(), "patient_id": patient}
         ward, bed = uuid.uuid4(), uuid.uuid4()
-        admitted = PatientAdmitted(**ids, practitioner_id=practitioner, ward_id=ward, bed_id=bed,
-                                   admitted_at=admitted_at)  # fmt: skip
-        discharged = PatientDischarged(**ids, ward_id=ward, bed_id=bed, admitted_at=admitted_at,
-                                       discharged_at=discharged_at, nights=4)  # fmt: skip
+        admitted = PatientAdmitted(
+            **ids, practitioner_id=practitioner, ward_id=ward, bed_id=bed, admitted_at=admitted_at
+        )
+        discharged = PatientDischarged(
+            **ids, ward_id=ward, bed_id=bed, admitted_at=admitted_at, discharged_at=discharged_at, nights=4
+        )
         if not discharge_first:
             await deliver(db, admitted, admitted_at)
             assert await in_care(db, patient, account, T0 + 30 * DAY), "admitted: in care until the discharge"
@@ -157,8 +169,17 @@ async def test_an_admission_puts_its_practitioner_in_care_until_a_day_after_disc
 async def test_a_practitioner_without_an_account_puts_no_one_in_care(db: Database) -> None:
     patient, practitioner = await a_patient(db), uuid.uuid4()
     await deliver(db, PractitionerRegistered(practitioner_id=practitioner, specialty="x"), T0)
-    await deliver(db, AppointmentBooked(appointment_id=uuid.uuid4(), patient_id=patient, practitioner_id=practitioner,
-                                        service="consultation", start=T0 + DAY, end=T0 + DAY + timedelta(minutes=20)),
-                  T0)  # fmt: skip
+    await deliver(
+        db,
+        AppointmentBooked(
+            appointment_id=uuid.uuid4(),
+            patient_id=patient,
+            practitioner_id=practitioner,
+            service="consultation",
+            start=T0 + DAY,
+            end=T0 + DAY + timedelta(minutes=20),
+        ),
+        T0,
+    )
     async with db.pool.acquire() as conn:
         assert await store.care_team(conn, patient, T0 + timedelta(hours=1)) == []

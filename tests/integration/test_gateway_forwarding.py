@@ -84,9 +84,13 @@ async def test_a_public_route_is_forwarded_with_only_allowed_headers(upstream: t
             "/api/auth/login",
             content=b'{"email":"a@b.c"}',
             params={"q": "a b&c"},
-            headers={"content-type": "application/json", "cookie": "s=1", "x-his-client-ip": "10.0.0.1",
-                     "x-forwarded-for": "10.0.0.2"},
-        )  # fmt: skip
+            headers={
+                "content-type": "application/json",
+                "cookie": "s=1",
+                "x-his-client-ip": "10.0.0.1",
+                "x-forwarded-for": "10.0.0.2",
+            },
+        )
     assert r.status_code == 200 and r.json() == {}
     sent = up.seen[0].decode().lower()
     assert sent.startswith("post /auth/login?q=a+b%26c http/1.1")
@@ -163,8 +167,9 @@ async def test_the_token_checked_is_the_only_token_forwarded(upstream: tuple[Ups
     key = SigningKey.generate(datetime.now(UTC))
     jwks = json.dumps({"keys": [key.public_jwk()]}).encode()
     up.answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(jwks), jwks)
-    checked, _ = sign_access_token(key, subject=str(uuid.uuid4()), roles=["PATIENT"], issuer=ISSUER,
-                                   audience=AUDIENCE, now=datetime.now(UTC))  # fmt: skip
+    checked, _ = sign_access_token(
+        key, subject=str(uuid.uuid4()), roles=["PATIENT"], issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
+    )
     async with gateway(port) as client:
         r = await client.get(
             "/api/patients/me", headers=[("authorization", f"Bearer {checked}"), ("authorization", "Bearer another")]

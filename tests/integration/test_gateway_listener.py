@@ -132,8 +132,9 @@ async def test_uvicorn_alone_holds_a_slow_request_head_for_ever() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("never reached: no request is ever complete")
 
-    config = uvicorn.Config(app, http="httptools", timeout_keep_alive=1, limit_concurrency=5, lifespan="off",
-                            log_config=None)  # fmt: skip
+    config = uvicorn.Config(
+        app, http="httptools", timeout_keep_alive=1, limit_concurrency=5, lifespan="off", log_config=None
+    )
     async with serving(config) as port:
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
         for _, writer in held:
@@ -174,11 +175,14 @@ async def test_a_request_head_sent_slowly_is_cut_with_a_408(upstream: tuple[Upst
 
 async def test_a_request_body_sent_slowly_is_cut_with_a_408(upstream: tuple[Upstream, str]) -> None:
     async with gateway(upstream) as gw:
-        errors_before = sample("his_http_request_duration_seconds_count", method="POST", route="/api/{path:path}",
-                               status="500")  # fmt: skip
+        errors_before = sample(
+            "his_http_request_duration_seconds_count", method="POST", route="/api/{path:path}", status="500"
+        )
         reader, writer = await gw.connect()
-        writer.write(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"email\": ")  # fmt: skip
+        writer.write(
+            b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"email": '
+        )
         data, took = await answer(reader, BODY_TIMEOUT + SLACK)
         assert status(data) == 408 and b"request body not received in time" in data
         assert data.count(b"HTTP/1.1") == 1  # the gateway adds nothing after it
@@ -189,8 +193,9 @@ async def test_a_request_body_sent_slowly_is_cut_with_a_408(upstream: tuple[Upst
         data, took = await answer(reader, BODY_TIMEOUT + SLACK)
         assert status(data) == 200 and data.count(b"HTTP/1.1") == 1
         assert gw.upstream.seen == []
-        assert errors_before == sample("his_http_request_duration_seconds_count", method="POST",
-                                       route="/api/{path:path}", status="500")  # fmt: skip
+        assert errors_before == sample(
+            "his_http_request_duration_seconds_count", method="POST", route="/api/{path:path}", status="500"
+        )
 
 
 async def test_the_deadlines_cover_reading_the_request_not_answering_it(upstream: tuple[Upstream, str]) -> None:

@@ -243,8 +243,9 @@ async def test_a_key_that_left_the_jwks_stops_being_trusted(
     verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
 
     def mint() -> str:
-        token, _ = sign_access_token(key, subject=str(uuid.uuid4()), roles=["ADMIN"], issuer=ISSUER,
-                                     audience=AUDIENCE, now=datetime.now(UTC))  # fmt: skip
+        token, _ = sign_access_token(
+            key, subject=str(uuid.uuid4()), roles=["ADMIN"], issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
+        )
         return token
 
     assert (await verifier.verify(mint())).roles == {"ADMIN"}

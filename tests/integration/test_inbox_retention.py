@@ -120,8 +120,15 @@ async def test_his_dlq_replay_refuses_an_old_dead_letter_and_replays_it_with_for
     his = str(Path(sys.executable).parent / "his")
 
     def replay(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([his, "dlq", "replay", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=60, check=False)  # fmt: skip
+        return subprocess.run(
+            [his, "dlq", "replay", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     refused = await asyncio.to_thread(replay, str(old))
     assert refused.returncode == 1, refused.stdout + refused.stderr

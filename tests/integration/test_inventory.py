@@ -66,8 +66,13 @@ class World:
         self, *, chargeable: bool = False, thresholds: dict[str, int] | None = None, unit: str = "piece"
     ) -> str:
         code = f"T-{uuid.uuid4().hex[:10].upper()}"
-        body = {"code": code, "description": "Test item", "unit": unit, "chargeable": chargeable,
-                "thresholds": thresholds or {}}  # fmt: skip
+        body = {
+            "code": code,
+            "description": "Test item",
+            "unit": unit,
+            "chargeable": chargeable,
+            "thresholds": thresholds or {},
+        }
         r = await self.client.post("/inventory/items", json=body, headers=admin())
         assert r.status_code == 201, r.text
         return code
@@ -84,15 +89,19 @@ class World:
         return out
 
     async def consume(
-        self, code: str, quantity: int | str, *, location: str = "WARD-GEN", who: dict[str, str] | None = None,
+        self,
+        code: str,
+        quantity: int | str,
+        *,
+        location: str = "WARD-GEN",
+        who: dict[str, str] | None = None,
         **kw: Any,
-    ) -> httpx.Response:  # fmt: skip
+    ) -> httpx.Response:
         body = {"item_code": code, "location": location, "quantity": str(quantity), "reason": "other", **kw}
         return await self.client.post("/inventory/consumptions", json=body, headers=who or nurse())
 
     async def stock(self, code: str, location: str = "WARD-GEN") -> dict[str, Any]:
-        r = await self.client.get("/inventory/stock", params={"item_code": code, "location": location},
-                                  headers=nurse())  # fmt: skip
+        r = await self.client.get("/inventory/stock", params={"item_code": code, "location": location}, headers=nurse())
         assert r.status_code == 200, r.text
         items: list[dict[str, Any]] = r.json()["items"]
         return items[0]
@@ -157,8 +166,11 @@ async def test_first_expiring_lots_go_first_and_expired_lots_are_skipped(world: 
     await world.receive(code, 3, lot="SOON", days=10)
     await world.receive(code, 50, lot="OLD", days=1)
     # Time passes for OLD: it expired yesterday, and is still on the shelf.
-    await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'OLD' AND item_code = $1",
-                                code, world.today - timedelta(days=1))  # fmt: skip
+    await world.db.pool.execute(
+        "UPDATE stock_lot SET expires_on = $2 WHERE lot = 'OLD' AND item_code = $1",
+        code,
+        world.today - timedelta(days=1),
+    )
     r = await world.consume(code, 4)
     assert r.status_code == 201, r.text
     assert [(x["lot"], x["quantity"]) for x in r.json()["lots"]] == [("SOON", "3"), ("LATE", "1")]
@@ -255,8 +267,11 @@ async def test_chargeable_items_used_for_a_patient_are_billed_to_them(world: Wor
 
 async def test_a_unit_counted_in_whole_things_is_never_split_and_unknown_units_are_refused(world: World) -> None:
     """Half a piece is neither received nor used (so never billed); measured units take fractions."""
-    r = await world.client.post("/inventory/items", json={"code": "N-WIDGET", "description": "d", "unit": "widget",
-                                                          "chargeable": True}, headers=admin())  # fmt: skip
+    r = await world.client.post(
+        "/inventory/items",
+        json={"code": "N-WIDGET", "description": "d", "unit": "widget", "chargeable": True},
+        headers=admin(),
+    )
     assert r.status_code == 422 and r.json()["field"] == "unit", r.text
     assert {"piece", "pack", "ml"} <= set(r.json()["valid_values"]) and "widget" not in r.json()["valid_values"]
     units = (await world.client.get("/inventory/units", headers=nurse())).json()["items"]
@@ -322,8 +337,11 @@ async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: Wo
     await world.receive(code, 4, lot="D0", days=0)
     await world.receive(code, 5, lot="GONE", days=3)
     await world.receive(code, 6, lot="FOREVER")
-    await world.db.pool.execute("UPDATE stock_lot SET expires_on = $2 WHERE lot = 'GONE' AND item_code = $1",
-                                code, world.today - timedelta(days=2))  # fmt: skip
+    await world.db.pool.execute(
+        "UPDATE stock_lot SET expires_on = $2 WHERE lot = 'GONE' AND item_code = $1",
+        code,
+        world.today - timedelta(days=2),
+    )
     r = await world.client.get("/inventory/expiring", params={"days": 30}, headers=bearer(uuid.uuid4(), "BILLING"))
     assert r.status_code == 200, r.text
     rows = [(x["lot"], x["quantity"], x["expired"], x["days_left"]) for x in r.json()["items"]]
@@ -338,11 +356,16 @@ async def test_the_expiry_report_lists_soonest_first_with_expired_ones(world: Wo
 
 def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
     return LabOrderResulted(
-        order_id=order_id, patient_id=uuid.uuid4(), ordered_by=uuid.uuid4(), priority="routine",
-        resulted_at=HARD_DATES[0].at(0, 20), results=[ResultItem(code=c, value="1", flag="N") for c in codes],
+        order_id=order_id,
+        patient_id=uuid.uuid4(),
+        ordered_by=uuid.uuid4(),
+        priority="routine",
+        resulted_at=HARD_DATES[0].at(0, 20),
+        results=[ResultItem(code=c, value="1", flag="N") for c in codes],
         charges=[LabCharge(code=c, amount=Decimal("60.00"), currency="TRY") for c in codes],
-        abnormal=False, critical=False,
-    )  # fmt: skip
+        abnormal=False,
+        critical=False,
+    )
 
 
 @pytest.fixture
@@ -350,8 +373,11 @@ async def lab_feed(world: World, nc: NATS) -> AsyncIterator[tuple[Any, ConsumerL
     """The reagent consumer running against NATS, and a way to publish lab events to it."""
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["laboratory", "inventory"])
-    sub = Subscription("inventory_lab_reagents_test", "his.laboratory.order.resulted.v1",
-                       handlers.make_on_lab_order_resulted(world.hard.tz))  # fmt: skip
+    sub = Subscription(
+        "inventory_lab_reagents_test",
+        "his.laboratory.order.resulted.v1",
+        handlers.make_on_lab_order_resulted(world.hard.tz),
+    )
     consumer = ConsumerLoop(world.db, nc, js, sub)
     task = asyncio.create_task(consumer.run())
 
@@ -423,8 +449,9 @@ async def test_a_reagent_shortfall_is_back_ordered_and_never_fails_the_consumer(
     assert tropi["on_hand"] == "0" and tropi["expired"] == "1"
     backordered = await world.events("his.inventory.stock.backordered.v1", source_id=str(order))
     assert [(b["item_code"], b["requested"], b["available"]) for b in backordered] == [("RGT-TROPI", "1", "0")]
-    listed = (await world.client.get("/inventory/backorders", params={"item_code": "rgt-tropi"},
-                                     headers=nurse())).json()  # fmt: skip
+    listed = (
+        await world.client.get("/inventory/backorders", params={"item_code": "rgt-tropi"}, headers=nurse())
+    ).json()
     assert [(b["source_id"], b["reason"]) for b in listed["items"]] == [(str(order), "lab_order")]
     # Redelivered, the back-order is not recorded twice.
     await publish(Envelope.wrap(resulted(order, "GLU", "TROPI"), aggregate_id=order))
@@ -512,9 +539,13 @@ async def test_bad_input_is_a_4xx_problem(world: World, path: str, patch: dict[s
     base: dict[str, dict[str, Any]] = {
         "/inventory/receipts": {"item_code": code, "location": "WARD-GEN", "lot": "A", "quantity": "1"},
         "/inventory/consumptions": {"item_code": code, "location": "WARD-GEN", "quantity": "1", "reason": "other"},
-        "/inventory/items": {"code": f"N-{uuid.uuid4().hex[:8]}", "description": "d", "unit": "box",
-                             "chargeable": False},
-    }  # fmt: skip
+        "/inventory/items": {
+            "code": f"N-{uuid.uuid4().hex[:8]}",
+            "description": "d",
+            "unit": "box",
+            "chargeable": False,
+        },
+    }
     r = await world.client.post(path, json={**base[path], **patch}, headers=admin())
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert r.headers["content-type"] == "application/problem+json"

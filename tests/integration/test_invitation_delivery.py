@@ -65,8 +65,13 @@ class Post:
         invitation = uuid.uuid4()
         if code is not None:
             self.contacts.invitations[invitation] = code
-        ev = InvitationIssued(invitation_id=invitation, patient_id=patient, channel=channel,
-                              expires_at=datetime(2026, 3, 1, 9, 30, tzinfo=UTC), issued_by=uuid.uuid4())  # fmt: skip
+        ev = InvitationIssued(
+            invitation_id=invitation,
+            patient_id=patient,
+            channel=channel,
+            expires_at=datetime(2026, 3, 1, 9, 30, tzinfo=UTC),
+            issued_by=uuid.uuid4(),
+        )
         env = await self.handle(ev, handlers.on_invitation_issued)
         async with self.db.uow() as uow:  # a redelivered event queues nothing new
             await handlers.on_invitation_issued(uow, env, ev)

@@ -83,8 +83,13 @@ class Lab:
 
     async def in_state(self, state: str, patient: uuid.UUID) -> str:
         oid = await self.order(patient, "K")
-        path = {"placed": [], "collected": ["collect"], "in_progress": ["collect", "start"],
-                "resulted": ["collect", "start"], "cancelled": ["cancel"]}[state]  # fmt: skip
+        path = {
+            "placed": [],
+            "collected": ["collect"],
+            "in_progress": ["collect", "start"],
+            "resulted": ["collect", "start"],
+            "cancelled": ["cancel"],
+        }[state]
         for action in path:
             assert (await self.step(oid, action)).status_code == 200
         if state == "resulted":
@@ -134,9 +139,17 @@ async def test_the_catalogue_lists_tests_with_prices(lab: Lab) -> None:
     items = {t["code"]: t for t in r.json()["items"]}
     assert {"HGB", "GLU", "HBA1C", "CREA", "K", "NA", "CRP", "TSH", "ALT", "TROPI", "INR", "UA"} <= set(items)
     assert items["K"] == {
-        "code": "K", "label": "Potassium", "specimen": "serum", "unit": "mmol/L", "reference_low": "3.5",
-        "reference_high": "5.1", "critical_low": "2.5", "critical_high": "6.5", "price": "65.00", "currency": "TRY",
-    }  # fmt: skip
+        "code": "K",
+        "label": "Potassium",
+        "specimen": "serum",
+        "unit": "mmol/L",
+        "reference_low": "3.5",
+        "reference_high": "5.1",
+        "critical_low": "2.5",
+        "critical_high": "6.5",
+        "price": "65.00",
+        "currency": "TRY",
+    }
     assert all(t["currency"] == "TRY" and Decimal(t["price"]) > 0 for t in items.values())
 
 
@@ -200,8 +213,10 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         assert done.status_code == 200, done.text
         assert done.json()["status"] == "resulted"
         assert [(x["code"], x["value"], x["flag"]) for x in done.json()["results"]] == [
-            ("K", "6.9", "HH"), ("GLU", "85", "N"), ("UA", "negative", "N"),
-        ]  # fmt: skip
+            ("K", "6.9", "HH"),
+            ("GLU", "85", "N"),
+            ("UA", "negative", "N"),
+        ]
 
         # The event: flags, the catalogue's prices as charges, abnormal and critical; no personal data.
         payload = await lab.db.pool.fetchval("SELECT payload FROM outbox WHERE subject = $1", RESULTED)
@@ -210,11 +225,15 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         assert data["order_id"] == oid and data["patient_id"] == str(patient)
         assert data["ordered_by"] == str(lab.doctor) and data["priority"] == "stat"
         assert [(x["code"], x["flag"], x["unit"]) for x in data["results"]] == [
-            ("K", "HH", "mmol/L"), ("GLU", "N", "mg/dL"), ("UA", "N", None),
-        ]  # fmt: skip
+            ("K", "HH", "mmol/L"),
+            ("GLU", "N", "mg/dL"),
+            ("UA", "N", None),
+        ]
         assert [(c["code"], Decimal(c["amount"]), c["currency"]) for c in data["charges"]] == [
-            ("K", Decimal("65.00"), "TRY"), ("GLU", Decimal("60.00"), "TRY"), ("UA", Decimal("80.00"), "TRY"),
-        ]  # fmt: skip
+            ("K", Decimal("65.00"), "TRY"),
+            ("GLU", Decimal("60.00"), "TRY"),
+            ("UA", Decimal("80.00"), "TRY"),
+        ]
         assert data["abnormal"] is True and data["critical"] is True
         assert b"Deniz" not in bytes(payload)
 
@@ -256,18 +275,26 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         assert chart.status_code == 200, chart.text
         (entry,) = chart.json()["items"]
         assert entry["order_id"] == oid and entry["priority"] == "stat"
-        assert [(x["code"], x["value"], x["unit"], x["reference_low"], x["reference_high"], x["flag"])
-                for x in entry["results"]] == [("K", "6.9", "mmol/L", "3.5", "5.1", "HH"),
-                                               ("GLU", "85", "mg/dL", "70", "99", "N"),
-                                               ("UA", "negative", None, None, None, "N")]  # fmt: skip
+        assert [
+            (x["code"], x["value"], x["unit"], x["reference_low"], x["reference_high"], x["flag"])
+            for x in entry["results"]
+        ] == [
+            ("K", "6.9", "mmol/L", "3.5", "5.1", "HH"),
+            ("GLU", "85", "mg/dL", "70", "99", "N"),
+            ("UA", "negative", None, None, None, "N"),
+        ]
 
         # The alert: for the ordering doctor only, with ids, codes and flags.
         mine = (await lab.client.get("/notifications/alerts", headers=lab.as_doctor())).json()["items"]
         assert [(a["kind"], a["patient_id"]) for a in mine] == [("lab_result", str(patient))]
         assert mine[0]["detail"] | {"resulted_at": None} == {
-            "order_id": oid, "priority": "stat", "critical": True, "abnormal": True,
-            "flagged": [{"code": "K", "flag": "HH"}], "resulted_at": None,
-        }  # fmt: skip
+            "order_id": oid,
+            "priority": "stat",
+            "critical": True,
+            "abnormal": True,
+            "flagged": [{"code": "K", "flag": "HH"}],
+            "resulted_at": None,
+        }
         other = await lab.client.get("/notifications/alerts", headers=bearer(uuid.uuid4(), "DOCTOR"))
         assert other.status_code == 200 and other.json()["items"] == []
         admin = await lab.client.get("/notifications/alerts", headers=bearer(uuid.uuid4(), "ADMIN"))
@@ -278,8 +305,9 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         normal = await lab.in_state("resulted", patient)
 
         async def charted_too() -> bool:
-            return bool(await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result WHERE order_id = $1",
-                                                      uuid.UUID(normal)))  # fmt: skip
+            return bool(
+                await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result WHERE order_id = $1", uuid.UUID(normal))
+            )
 
         await wait_for(charted_too, what="the normal result in the chart")
         await wait_for(lambda: _applied(alert_consumer, 2), what="the alert consumer to see the normal result")
@@ -491,8 +519,9 @@ async def test_unknown_ids_and_actions_and_an_unreachable_directory(lab: Lab) ->
     nobody = uuid.uuid4()
     assert (await lab.client.get(f"/lab/orders/{nobody}", headers=tech)).status_code == 404
     assert (await lab.client.post(f"/lab/orders/{nobody}/collect", headers=tech)).status_code == 404
-    r = await lab.client.post(f"/lab/orders/{nobody}/results", json={"results": [{"code": "K", "value": "1"}]},
-                              headers=tech)  # fmt: skip
+    r = await lab.client.post(
+        f"/lab/orders/{nobody}/results", json={"results": [{"code": "K", "value": "1"}]}, headers=tech
+    )
     assert r.status_code == 404
     oid = await lab.order(await lab.patient(), "K")
     assert (await lab.client.post(f"/lab/orders/{oid}/explode", headers=tech)).status_code == 422

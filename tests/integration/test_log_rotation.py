@@ -20,8 +20,11 @@ def test_a_service_log_rotates_and_keeps_the_newest_files(tmp_path: Path) -> Non
     files = sorted(p.name for p in log.parent.iterdir())
     assert files == ["patients.log", "patients.log.1", "patients.log.2", "patients.log.3"]
     assert all(p.stat().st_size <= 1000 + 100 for p in log.parent.iterdir())
-    kept = [ln for name in ("patients.log.3", "patients.log.2", "patients.log.1", "patients.log")
-            for ln in (log.parent / name).read_text().splitlines()]  # fmt: skip
+    kept = [
+        ln
+        for name in ("patients.log.3", "patients.log.2", "patients.log.1", "patients.log")
+        for ln in (log.parent / name).read_text().splitlines()
+    ]
     assert kept == lines[-len(kept) :]  # the newest lines, in order, none lost between files
 
 

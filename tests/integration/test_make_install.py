@@ -23,8 +23,9 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def make(where: Path, target: str) -> str:
-    done = subprocess.run(["make", "--no-print-directory", target], cwd=where, capture_output=True, text=True,
-                          timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        ["make", "--no-print-directory", target], cwd=where, capture_output=True, text=True, timeout=60, check=True
+    )
     return done.stdout + done.stderr
 
 

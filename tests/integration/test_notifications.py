@@ -96,15 +96,26 @@ async def post(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Post]:
 
 
 def booked(patient: uuid.UUID, start: datetime, appointment: uuid.UUID | None = None) -> AppointmentBooked:
-    return AppointmentBooked(appointment_id=appointment or uuid.uuid4(), patient_id=patient,
-                             practitioner_id=uuid.uuid4(), service="consultation", start=start,
-                             end=start + timedelta(minutes=20))  # fmt: skip
+    return AppointmentBooked(
+        appointment_id=appointment or uuid.uuid4(),
+        patient_id=patient,
+        practitioner_id=uuid.uuid4(),
+        service="consultation",
+        start=start,
+        end=start + timedelta(minutes=20),
+    )
 
 
 def someone(post: Post, **kw: object) -> uuid.UUID:
     pid = uuid.uuid4()
-    post.contacts.contacts[pid] = Contact(**{"email": "selin@example.org", "phone": "+90 555 111 2233",  # type: ignore[arg-type]
-                                             "name": "Selin", **kw})  # fmt: skip
+    post.contacts.contacts[pid] = Contact(
+        **{
+            "email": "selin@example.org",
+            "phone": "+90 555 111 2233",  # type: ignore[arg-type]
+            "name": "Selin",
+            **kw,
+        }
+    )
     return pid
 
 
@@ -118,8 +129,10 @@ async def test_a_booking_is_confirmed_in_the_maildir_and_reminded_once_a_day_bef
     env = await post.handle(ev, handlers.on_appointment_booked)
     await post.redeliver(env, ev, handlers.on_appointment_booked)  # a redelivered event queues nothing new
     rows = await post.deliveries(patient)
-    assert [(r["template"], r["status"]) for r in rows] == [("appointment_booked", "queued"),
-                                                            ("appointment_reminder", "queued")]  # fmt: skip
+    assert [(r["template"], r["status"]) for r in rows] == [
+        ("appointment_booked", "queued"),
+        ("appointment_reminder", "queued"),
+    ]
     assert rows[1]["due_at"] == start - timedelta(hours=24)
 
     assert await post.dispatcher.tick() == 1  # only the confirmation is due
@@ -145,18 +158,30 @@ async def test_moving_or_cancelling_an_appointment_moves_or_drops_its_reminder(p
     patient, appt = someone(post), uuid.uuid4()
     start = post.clock.now + timedelta(days=3)
     await post.handle(booked(patient, start, appt), handlers.on_appointment_booked)
-    moved = AppointmentRescheduled(appointment_id=appt, patient_id=patient, practitioner_id=uuid.uuid4(),
-                                   service="consultation", start=start + timedelta(days=1),
-                                   end=start + timedelta(days=1, minutes=20), previous_start=start,
-                                   previous_end=start + timedelta(minutes=20))  # fmt: skip
+    moved = AppointmentRescheduled(
+        appointment_id=appt,
+        patient_id=patient,
+        practitioner_id=uuid.uuid4(),
+        service="consultation",
+        start=start + timedelta(days=1),
+        end=start + timedelta(days=1, minutes=20),
+        previous_start=start,
+        previous_end=start + timedelta(minutes=20),
+    )
     await post.handle(moved, handlers.on_appointment_rescheduled)
     reminders = [r for r in await post.deliveries(patient) if r["template"] == "appointment_reminder"]
     assert [(r["status"], r["due_at"]) for r in reminders] == [
         ("cancelled", start - timedelta(hours=24)),
         ("queued", start),
     ]
-    gone = AppointmentCancelled(appointment_id=appt, patient_id=patient, practitioner_id=uuid.uuid4(),
-                                service="consultation", start=moved.start, end=moved.end)  # fmt: skip
+    gone = AppointmentCancelled(
+        appointment_id=appt,
+        patient_id=patient,
+        practitioner_id=uuid.uuid4(),
+        service="consultation",
+        start=moved.start,
+        end=moved.end,
+    )
     await post.handle(gone, handlers.on_appointment_cancelled)
     statuses = {(r["template"], r["status"]) for r in await post.deliveries(patient)}
     assert ("appointment_reminder", "queued") not in statuses
@@ -226,8 +251,15 @@ async def test_messages_on_disk_are_readable_by_their_owner_only(tmp_path: Path)
 def test_every_template_renders() -> None:
     r = Renderer("UTC")
     when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC).isoformat()
-    ctx = {"name": "Selin", "start": when, "end": when, "previous_start": when, "expires_at": when,
-           "service": "follow_up", "code": "7KQ2-M9XD-4RTA"}  # fmt: skip
+    ctx = {
+        "name": "Selin",
+        "start": when,
+        "end": when,
+        "previous_start": when,
+        "expires_at": when,
+        "service": "follow_up",
+        "code": "7KQ2-M9XD-4RTA",
+    }
     for template in TEMPLATES:
         subject, body = r.render(template, ctx)
         assert subject and "Selin" in body, template

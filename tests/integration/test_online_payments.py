@@ -49,8 +49,11 @@ async def payments(world: World) -> list[tuple[str, Decimal, str]]:
 
 
 async def open_online(world: World, inv: str, me: dict[str, str], amount: str = "150.00") -> dict[str, Any]:
-    r = await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": amount, "currency": "TRY"},
-                                headers=key_headers(me, uuid.uuid4().hex))  # fmt: skip
+    r = await world.client.post(
+        f"/invoices/{inv}/online-payments",
+        json={"amount": amount, "currency": "TRY"},
+        headers=key_headers(me, uuid.uuid4().hex),
+    )
     assert r.status_code == 201, r.text
     doc: dict[str, Any] = r.json()
     return doc
@@ -79,8 +82,9 @@ async def test_billing_records_desk_payments_and_online_money_only_comes_from_th
     r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(world.billing, "o"))
     assert r.status_code == 422 and "provider" in r.json()["detail"]
     for method in ("cash", "card", "bank_transfer"):
-        r = await world.client.post(f"/invoices/{inv}/payments", json={**body, "method": method},
-                                    headers=key_headers(world.billing, method))  # fmt: skip
+        r = await world.client.post(
+            f"/invoices/{inv}/payments", json={**body, "method": method}, headers=key_headers(world.billing, method)
+        )
         assert r.status_code == 201, r.text
     assert (await invoice(world, inv))["status"] == "paid"
     assert [m for _, _, m in await payments(world)] == ["cash", "card", "bank_transfer"]
@@ -92,21 +96,34 @@ async def test_billing_records_desk_payments_and_online_money_only_comes_from_th
 async def test_a_patient_pays_online_with_a_test_card_and_the_confirmation_marks_it_paid(world: World) -> None:
     inv, me = await my_invoice(world)
     key = key_headers(me, "online-1")
-    r = await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"},
-                                headers=key)  # fmt: skip
+    r = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"}, headers=key
+    )
     assert r.status_code == 201, r.text
     intent = r.json()
     assert (intent["status"], intent["provider"], intent["test_mode"]) == ("pending", "test", True)
-    again = await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"},
-                                    headers=key)  # fmt: skip
+    again = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"}, headers=key
+    )
     assert again.content == r.content and again.headers["idempotent-replayed"] == "true"
-    other = await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": "10.00", "currency": "TRY"},
-                                    headers=key)  # fmt: skip
+    other = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "10.00", "currency": "TRY"}, headers=key
+    )
     assert other.status_code == 409
-    assert (await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": "150.01", "currency": "TRY"},
-                                    headers=key_headers(me, "too-much"))).status_code == 422  # fmt: skip
-    assert (await world.client.post(f"/invoices/{inv}/online-payments", json={"amount": "1.00", "currency": "TRY"},
-                                    headers=key_headers(world.billing, "clerk"))).status_code == 403  # fmt: skip
+    assert (
+        await world.client.post(
+            f"/invoices/{inv}/online-payments",
+            json={"amount": "150.01", "currency": "TRY"},
+            headers=key_headers(me, "too-much"),
+        )
+    ).status_code == 422
+    assert (
+        await world.client.post(
+            f"/invoices/{inv}/online-payments",
+            json={"amount": "1.00", "currency": "TRY"},
+            headers=key_headers(world.billing, "clerk"),
+        )
+    ).status_code == 403
 
     checkout = f"/test-payment-provider/checkout/{reference(intent)}"
     page = (await world.client.get(checkout)).json()
@@ -126,13 +143,18 @@ async def test_a_patient_pays_online_with_a_test_card_and_the_confirmation_marks
     assert (await world.client.post(checkout, json=TEST_CARD)).status_code == 409
     listed = (await world.client.get(f"/invoices/{inv}/online-payments", headers=me)).json()["items"]
     assert [(x["id"], x["status"]) for x in listed] == [(intent["id"], "succeeded")]
-    received = [orjson.loads(x["payload"])["data"] for x in await world.db.pool.fetch(
-        "SELECT payload FROM outbox WHERE subject = 'his.billing.payment.received.v1'")]  # fmt: skip
+    received = [
+        orjson.loads(x["payload"])["data"]
+        for x in await world.db.pool.fetch(
+            "SELECT payload FROM outbox WHERE subject = 'his.billing.payment.received.v1'"
+        )
+    ]
     assert [(x["amount"], x["method"], x["invoice_status"]) for x in received] == [("150.00", "online", "paid")]
 
 
-def signed(ref: str, amount: str = "150.00", *, secret: bytes = SECRET, at: float | None = None,
-           event: str | None = None) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+def signed(
+    ref: str, amount: str = "150.00", *, secret: bytes = SECRET, at: float | None = None, event: str | None = None
+) -> tuple[bytes, dict[str, str]]:
     body = confirmation_body(event or f"evt_{uuid.uuid4().hex}", ref, Decimal(amount), "TRY", test_mode=True)
     return body, {SIGNATURE_HEADER: sign(secret, body, int(time.time() if at is None else at))}
 
@@ -149,10 +171,14 @@ async def test_forged_stale_altered_and_replayed_confirmations_are_refused(world
     body, headers = signed(ref, event="evt_once")
     altered = body.replace(b'"150.00"', b'"1.00"')
     cases = [
-        (forged, 401), (stale, 401), ((altered, headers), 401), ((body, {}), 401), ((body, me), 401),
+        (forged, 401),
+        (stale, 401),
+        ((altered, headers), 401),
+        ((body, {}), 401),
+        ((body, me), 401),
         (signed(ref, "100.00"), 422),  # signed, but not what the payment was opened for
         (signed("cs_test_nobody"), 404),
-    ]  # fmt: skip
+    ]
     for (b, h), status in cases:
         r = await webhook(world, b, h)
         assert r.status_code == status, (status, r.text)
@@ -233,8 +259,12 @@ async def test_the_provider_port_contract_holds_for_the_test_provider_and_the_fa
             await provider.start(intent, Decimal("42.51"), "TRY")
         body, headers = await confirm(first.reference)
         got = provider.verify(body, headers, time.time())
-        assert (got.provider, got.reference, got.amount, got.currency) == (provider.name, first.reference,
-                                                                           Decimal("42.50"), "TRY")  # fmt: skip
+        assert (got.provider, got.reference, got.amount, got.currency) == (
+            provider.name,
+            first.reference,
+            Decimal("42.50"),
+            "TRY",
+        )
         with pytest.raises(SignatureError):
             provider.verify(body.replace(b"42.50", b"4.25"), headers, time.time())
         with pytest.raises(SignatureError):

@@ -48,8 +48,17 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
     finally:
         await conn.close()
     clerk = bearer(uuid.uuid4(), "RECEPTIONIST")
-    r = await client.post("/patients", headers=clerk, json={"given_name": "Ece", "family_name": "Records",
-                          "birth_date": "1990-05-06", "sex": "female", "email": "ece@example.org"})  # fmt: skip
+    r = await client.post(
+        "/patients",
+        headers=clerk,
+        json={
+            "given_name": "Ece",
+            "family_name": "Records",
+            "birth_date": "1990-05-06",
+            "sex": "female",
+            "email": "ece@example.org",
+        },
+    )
     pid = r.json()["id"]
     await link_account(client, pid, account)
     assert (
@@ -90,14 +99,20 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
         )
         assert b"penicillin" not in bytes(event) and b"Z88.0" in bytes(event)
         # A ciphertext moved to another patient's row does not decrypt there: the read refuses.
-        other = await client.post("/patients", headers=clerk, json={"given_name": "Kaan", "family_name": "Other",
-                                  "birth_date": "1980-01-01", "sex": "male"})  # fmt: skip
+        other = await client.post(
+            "/patients",
+            headers=clerk,
+            json={"given_name": "Kaan", "family_name": "Other", "birth_date": "1980-01-01", "sex": "male"},
+        )
         await client.post(f"/patients/{other.json()['id']}/care-team", headers=clerk, json={"user_id": str(carer)})
         await conn.execute(
             """INSERT INTO patients.record_entry (id, patient_id, kind, text_cipher, author_id, author_roles)
                VALUES ($1, $2, 'note', $3, $4, '{DOCTOR}')""",
-            uuid.uuid4(), uuid.UUID(other.json()["id"]), stored["text_cipher"], carer,
-        )  # fmt: skip
+            uuid.uuid4(),
+            uuid.UUID(other.json()["id"]),
+            stored["text_cipher"],
+            carer,
+        )
     finally:
         await conn.close()
     moved = await client.get(f"/patients/{other.json()['id']}/records", headers=bearer(carer, "DOCTOR"))
@@ -119,8 +134,11 @@ async def test_a_second_staff_role_does_not_lift_a_clinicians_care_requirement(
     finally:
         await conn.close()
     clerk = bearer(uuid.uuid4(), "RECEPTIONIST")
-    r = await client.post("/patients", headers=clerk, json={"given_name": "Deniz", "family_name": "Dual",
-                          "birth_date": "1975-02-03", "sex": "female"})  # fmt: skip
+    r = await client.post(
+        "/patients",
+        headers=clerk,
+        json={"given_name": "Deniz", "family_name": "Dual", "birth_date": "1975-02-03", "sex": "female"},
+    )
     pid = r.json()["id"]
     await client.post(f"/patients/{pid}/care-team", headers=clerk, json={"user_id": str(carer)})
     entry = {"kind": "note", "text": TEXT}
@@ -136,9 +154,16 @@ async def test_a_second_staff_role_does_not_lift_a_clinicians_care_requirement(
         assert (await client.get(f"/patients/{pid}", headers=who)).status_code == 200  # master data by role
 
 
-@pytest.mark.parametrize("body", [{"kind": "gossip", "text": "x"}, {"kind": "note", "text": ""},
-                                  {"kind": "note", "text": "x" * 20_001}, {"kind": "note", "text": "x", "code": "<b>"},
-                                  {"kind": "note", "text": "x", "author_id": str(uuid.uuid4())}])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "gossip", "text": "x"},
+        {"kind": "note", "text": ""},
+        {"kind": "note", "text": "x" * 20_001},
+        {"kind": "note", "text": "x", "code": "<b>"},
+        {"kind": "note", "text": "x", "author_id": str(uuid.uuid4())},
+    ],
+)
 async def test_bad_entries_are_422(api: tuple[httpx.AsyncClient, str], body: dict[str, str]) -> None:
     client, _ = api
     r = await client.post(f"/patients/{uuid.uuid4()}/records", headers=bearer(uuid.uuid4(), "DOCTOR"), json=body)

@@ -41,8 +41,13 @@ async def client(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.As
     db = Database(dsn, schema="patients", max_size=4, clock=hard.clock(0, 30))
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier(), invitation_codes=CODES, payers=FakeBillingTerms(),  # type: ignore[arg-type]
-                     timezone=hard.zone)  # fmt: skip
+    service = router(
+        SimpleNamespace(db=db),
+        verifier(),
+        invitation_codes=CODES,
+        payers=FakeBillingTerms(),  # type: ignore[arg-type]
+        timezone=hard.zone,
+    )
     async with serve(service, base_url="http://patients") as c:
         yield c, db
     await db.close()

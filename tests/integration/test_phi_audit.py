@@ -76,12 +76,18 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
     consumers = [
         ConsumerLoop(audit, nc, js, Subscription(name, subject, handler))
         for name, subject, handler in (
-            ("audit_patients_record_accessed_test", "his.patients.record.accessed.v1",
-             audit_handlers.on_record_accessed),
-            ("audit_patients_records_accessed_test", "his.patients.records.accessed.v1",
-             audit_handlers.on_records_accessed),
+            (
+                "audit_patients_record_accessed_test",
+                "his.patients.record.accessed.v1",
+                audit_handlers.on_record_accessed,
+            ),
+            (
+                "audit_patients_records_accessed_test",
+                "his.patients.records.accessed.v1",
+                audit_handlers.on_records_accessed,
+            ),
         )
-    ]  # fmt: skip
+    ]
     tasks = [asyncio.create_task(relay.run()), *(asyncio.create_task(c.run()) for c in consumers)]
     try:
         async with httpx.AsyncClient(
@@ -108,13 +114,23 @@ async def test_a_thousand_mixed_operations_leave_a_thousand_audit_records(
         kind = "create" if i < 50 or not owners else rng.choice(["read", "read", "denied", "uncared", "me", "search"])
         if kind == "create":
             owner = uuid.uuid4()
-            r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
-                "given_name": "Test", "family_name": f"Audit{i:04d}", "birth_date": "1970-01-01", "sex": "unknown",
-                "email": f"audit{i}@example.org", "confirm_duplicate": True})  # fmt: skip
+            r = await client.post(
+                "/patients",
+                headers=bearer(clerk, "RECEPTIONIST"),
+                json={
+                    "given_name": "Test",
+                    "family_name": f"Audit{i:04d}",
+                    "birth_date": "1970-01-01",
+                    "sex": "unknown",
+                    "email": f"audit{i}@example.org",
+                    "confirm_duplicate": True,
+                },
+            )
             assert r.status_code == 201
             # The patient links their account: an invitation issued, then redeemed (two more records).
-            await link_account(client, r.json()["id"], owner, clerk=bearer(clerk, "RECEPTIONIST"),
-                               patient=bearer(owner, "PATIENT"))  # fmt: skip
+            await link_account(
+                client, r.json()["id"], owner, clerk=bearer(clerk, "RECEPTIONIST"), patient=bearer(owner, "PATIENT")
+            )
             owners[r.json()["id"]] = owner
             expected += 3
         elif kind == "read":
@@ -152,8 +168,11 @@ async def test_a_read_whose_audit_record_cannot_be_written_returns_nothing(
 ) -> None:
     client, _, _ = hospital
     clerk = uuid.uuid4()
-    r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
-        "given_name": "Fail", "family_name": "Closed", "birth_date": "1970-01-01", "sex": "unknown"})  # fmt: skip
+    r = await client.post(
+        "/patients",
+        headers=bearer(clerk, "RECEPTIONIST"),
+        json={"given_name": "Fail", "family_name": "Closed", "birth_date": "1970-01-01", "sex": "unknown"},
+    )
     pid = r.json()["id"]
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -175,8 +194,11 @@ async def test_concurrent_reads_leave_one_record_each_in_batched_events(
     its own id, in one unbroken chain."""
     client, patients, audit = hospital
     clerk, stranger = uuid.uuid4(), uuid.uuid4()
-    r = await client.post("/patients", headers=bearer(clerk, "RECEPTIONIST"), json={
-        "given_name": "Busy", "family_name": "Chart", "birth_date": "1970-01-01", "sex": "unknown"})  # fmt: skip
+    r = await client.post(
+        "/patients",
+        headers=bearer(clerk, "RECEPTIONIST"),
+        json={"given_name": "Busy", "family_name": "Chart", "birth_date": "1970-01-01", "sex": "unknown"},
+    )
     pid = r.json()["id"]
     reads = [bearer(clerk, "RECEPTIONIST") if i % 3 else bearer(stranger, "PATIENT") for i in range(300)]
     answers = await asyncio.gather(*(client.get(f"/patients/{pid}", headers=h) for h in reads))

@@ -46,8 +46,14 @@ class Portal:
 
     async def register(self, **extra: Any) -> str:
         tag = uuid.uuid4().hex[:8]
-        body = {"given_name": "Deniz", "family_name": f"Portal{tag}", "birth_date": "1985-04-03", "sex": "other",
-                "email": f"deniz.{tag}@example.org", "confirm_duplicate": True} | extra  # fmt: skip
+        body = {
+            "given_name": "Deniz",
+            "family_name": f"Portal{tag}",
+            "birth_date": "1985-04-03",
+            "sex": "other",
+            "email": f"deniz.{tag}@example.org",
+            "confirm_duplicate": True,
+        } | extra
         r = await self.client.post("/patients", headers=CLERK, json={k: v for k, v in body.items() if v is not None})
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
@@ -81,8 +87,13 @@ async def portal(admin_dsn: str) -> AsyncIterator[Portal]:
     db = Database(dsn, schema="patients", max_size=16)
     await db.open()
     world = Portal(None, db)  # type: ignore[arg-type]
-    service = router(SimpleNamespace(db=db), verifier(), clock=lambda: world.now[0], invitation_codes=CODES,  # type: ignore[arg-type]
-                     invitation_minutes=MINUTES)  # fmt: skip
+    service = router(
+        SimpleNamespace(db=db),
+        verifier(),
+        clock=lambda: world.now[0],
+        invitation_codes=CODES,  # type: ignore[arg-type]
+        invitation_minutes=MINUTES,
+    )
     async with serve(service, base_url="http://patients") as client:
         world.client = client
         yield world
@@ -112,16 +123,24 @@ async def test_reception_invites_and_the_patient_links_their_own_record(
 
     # Announced by ids only; the code is in no event, response or log line.
     (ev,) = [e for e in await portal.events("his.patients.invitation.issued.v1") if e["patient_id"] == pid]
-    assert ev == {"invitation_id": body["id"], "patient_id": pid, "channel": "email",
-                  "expires_at": ev["expires_at"], "issued_by": str(CLERK_ID)}  # fmt: skip
+    assert ev == {
+        "invitation_id": body["id"],
+        "patient_id": pid,
+        "channel": "email",
+        "expires_at": ev["expires_at"],
+        "issued_by": str(CLERK_ID),
+    }
     (done,) = [e for e in await portal.events("his.patients.invitation.redeemed.v1") if e["patient_id"] == pid]
     assert done == {"invitation_id": body["id"], "patient_id": pid, "account_id": str(account)}
     for secret in (code, code.replace("-", "")):
         assert secret not in await portal.outbox_text()
         assert secret not in issued.text and secret not in caplog.text
     # Issue and redemption are audited, each as its actor.
-    audited = [(a["resource"], a["action"], a["outcome"], a["actor_id"])
-               for a in await portal.events("his.patients.record.accessed.v1") if a["patient_id"] == pid]  # fmt: skip
+    audited = [
+        (a["resource"], a["action"], a["outcome"], a["actor_id"])
+        for a in await portal.events("his.patients.record.accessed.v1")
+        if a["patient_id"] == pid
+    ]
     assert ("patient/invitation", "create", "allowed", str(CLERK_ID)) in audited
     assert ("patient/account", "update", "allowed", str(account)) in audited
 
@@ -165,8 +184,11 @@ async def test_a_code_is_refused_when_used_expired_replaced_wrong_or_redeemed_by
     _, code3 = await portal.invited(third)
     assert (await portal.redeem(code3, owner)).status_code == 409
     # Every refused attempt left an audit record, denied.
-    denied = [a for a in await portal.events("his.patients.record.accessed.v1")
-              if a["resource"] == "patient/account" and a["outcome"] == "denied"]  # fmt: skip
+    denied = [
+        a
+        for a in await portal.events("his.patients.record.accessed.v1")
+        if a["resource"] == "patient/account" and a["outcome"] == "denied"
+    ]
     assert {a["patient_id"] for a in denied} >= {None, pid, other}
 
 
@@ -190,8 +212,13 @@ async def test_an_invitation_is_decided_by_the_patients_policy_and_a_refusal_aud
     _, code = await portal.invited(pid)
     assert (await portal.redeem(code, owner)).status_code == 200
     other = await portal.register()
-    refused = {uuid.uuid4(): ("DOCTOR",), uuid.uuid4(): ("NURSE",), uuid.uuid4(): ("BILLING",),
-               uuid.uuid4(): ("AUDITOR",), owner: ("PATIENT",)}  # fmt: skip
+    refused = {
+        uuid.uuid4(): ("DOCTOR",),
+        uuid.uuid4(): ("NURSE",),
+        uuid.uuid4(): ("BILLING",),
+        uuid.uuid4(): ("AUDITOR",),
+        owner: ("PATIENT",),
+    }
     for account, roles in refused.items():
         for target in (pid, other, str(uuid.uuid4())):
             r = await portal.client.post(f"/patients/{target}/invitations", headers=bearer(account, *roles), json={})
@@ -200,9 +227,11 @@ async def test_an_invitation_is_decided_by_the_patients_policy_and_a_refusal_aud
     admin = bearer(uuid.uuid4(), "ADMIN")
     assert (await portal.client.post(f"/patients/{other}/invitations", headers=admin, json={})).status_code == 201
     assert (await portal.client.post(f"/patients/{uuid.uuid4()}/invitations", headers=admin)).status_code == 404
-    audited = [(a["actor_id"], a["patient_id"], a["outcome"], a["purpose"])
-               for a in await portal.events("his.patients.record.accessed.v1")
-               if a["resource"] == "patient/invitation" and a["patient_id"] in (pid, other)]  # fmt: skip
+    audited = [
+        (a["actor_id"], a["patient_id"], a["outcome"], a["purpose"])
+        for a in await portal.events("his.patients.record.accessed.v1")
+        if a["resource"] == "patient/invitation" and a["patient_id"] in (pid, other)
+    ]
     denied = {(actor, patient) for actor, patient, outcome, _ in audited if outcome == "denied"}
     assert denied == {(str(a), p) for a in refused for p in (pid, other)}
     assert {purpose for *_, purpose in audited} == {"portal_invitation"}
@@ -212,9 +241,18 @@ async def test_registration_no_longer_links_a_record_to_an_account(portal: Porta
     """Reception could link a record to any account, even an ADMIN's; now only the patient links."""
     admin_account = uuid.uuid4()
     for who in (CLERK, bearer(uuid.uuid4(), "ADMIN")):
-        r = await portal.client.post("/patients", headers=who, json={
-            "given_name": "Ali", "family_name": "Linked", "birth_date": "1970-01-01", "sex": "male",
-            "user_id": str(admin_account), "confirm_duplicate": True})  # fmt: skip
+        r = await portal.client.post(
+            "/patients",
+            headers=who,
+            json={
+                "given_name": "Ali",
+                "family_name": "Linked",
+                "birth_date": "1970-01-01",
+                "sex": "male",
+                "user_id": str(admin_account),
+                "confirm_duplicate": True,
+            },
+        )
         assert r.status_code == 422 and "invitation" in r.json()["detail"], r.text
     assert await portal.db.pool.fetchval("SELECT count(*) FROM patient WHERE user_id = $1", admin_account) == 0
 
@@ -239,8 +277,9 @@ async def test_only_notifications_gets_the_code_and_only_while_it_can_be_redeeme
     portal: Portal, tmp_path: Path
 ) -> None:
     ca = LocalCA(tmp_path / "pki").ensure()
-    server = rpc.RpcServer(ca.issue("patients", spiffe_id("patients")),
-                           patients_grpc.services(SimpleNamespace(db=portal.db), CODES))  # type: ignore[arg-type]  # fmt: skip
+    server = rpc.RpcServer(
+        ca.issue("patients", spiffe_id("patients")), patients_grpc.services(SimpleNamespace(db=portal.db), CODES)
+    )  # type: ignore[arg-type]
     port = await server.start()
     sender = GrpcContacts(f"127.0.0.1:{port}", ca.issue("notifications", spiffe_id("notifications")))
     try:

@@ -61,8 +61,15 @@ def server_user() -> int:
 def may_list(path: Path) -> bool:
     """Whether the server's user can list ``path`` (search alone does not allow it)."""
     uid = server_user()
-    probe = subprocess.run(["ls", str(path)], user=uid, group=pwd.getpwuid(uid).pw_gid, extra_groups=[],
-                           capture_output=True, cwd="/", check=False)  # fmt: skip
+    probe = subprocess.run(
+        ["ls", str(path)],
+        user=uid,
+        group=pwd.getpwuid(uid).pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        cwd="/",
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -115,11 +122,17 @@ def test_where_the_filesystem_has_no_acls_the_start_stops_at_once_in_one_line(no
 
 def test_his_up_refuses_such_a_data_directory_with_one_line_and_no_traceback(no_acls: Path) -> None:
     his = Path(sys.executable).parent / "his"
-    env = {**os.environ, "HIS_DATA_DIR": str(no_acls / "data"), "HIS_GATEWAY_PORT": str(free_port()),
-           "HIS_ADMIN_PASSWORD": "a-Long-enough-Passphrase-for-2027", "COLUMNS": "400"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HIS_DATA_DIR": str(no_acls / "data"),
+        "HIS_GATEWAY_PORT": str(free_port()),
+        "HIS_ADMIN_PASSWORD": "a-Long-enough-Passphrase-for-2027",
+        "COLUMNS": "400",
+    }
     started = time.monotonic()
-    done = subprocess.run([str(his), "up"], env=env, capture_output=True, text=True, timeout=120, cwd=no_acls,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(his), "up"], env=env, capture_output=True, text=True, timeout=120, cwd=no_acls, check=False
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert time.monotonic() - started < 30
     out = done.stdout + done.stderr

@@ -261,8 +261,9 @@ async def test_windows_at_the_ends_of_the_calendar_are_a_422_naming_the_range(
     client, _ = api
     pid = await new_practitioner(client)
     for what in ("shifts", "availability"):
-        r = await client.get(f"/practitioners/{pid}/{what}", params={"from": start, "to": end},
-                             headers=bearer(ADMIN, "ADMIN"))  # fmt: skip
+        r = await client.get(
+            f"/practitioners/{pid}/{what}", params={"from": start, "to": end}, headers=bearer(ADMIN, "ADMIN")
+        )
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
         assert "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
 
@@ -285,8 +286,9 @@ async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: 
     db = Database(dsn, schema="practitioners", max_size=2)
     await db.open()
     ca = LocalCA(tmp_path / "pki").ensure()
-    server = rpc.RpcServer(ca.issue("practitioners", spiffe_id("practitioners")),
-                           practitioners_grpc.services(SimpleNamespace(db=db)))  # type: ignore[arg-type]  # fmt: skip
+    server = rpc.RpcServer(
+        ca.issue("practitioners", spiffe_id("practitioners")), practitioners_grpc.services(SimpleNamespace(db=db))
+    )  # type: ignore[arg-type]
     port = await server.start()
     channel = rpc.channel(f"127.0.0.1:{port}", ca.issue("scheduling", spiffe_id("scheduling")))
     try:
@@ -314,13 +316,16 @@ async def test_a_days_shifts_leave_and_availability_on_every_hard_date(
     pid = await new_practitioner(client, me)
     admin, doctor = bearer(ADMIN, "ADMIN"), bearer(me, "DOCTOR")
     for start, end in ((-2, 6), (14, 22)):  # 22:00 the evening before to 06:00 elapsed, then an evening shift
-        r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(start, hard), "end": at(end, hard)},
-                              headers=admin)  # fmt: skip
+        r = await client.post(
+            f"/practitioners/{pid}/shifts", json={"start": at(start, hard), "end": at(end, hard)}, headers=admin
+        )
         assert r.status_code == 201, r.text
-    leave = await client.post(f"/practitioners/{pid}/leave-requests", json={"start": at(3, hard), "end": at(16, hard)},
-                              headers=doctor)  # fmt: skip
-    assert (await client.post(f"/practitioners/{pid}/leave-requests/{leave.json()['id']}/approve",
-                              headers=admin)).status_code == 200  # fmt: skip
+    leave = await client.post(
+        f"/practitioners/{pid}/leave-requests", json={"start": at(3, hard), "end": at(16, hard)}, headers=doctor
+    )
+    assert (
+        await client.post(f"/practitioners/{pid}/leave-requests/{leave.json()['id']}/approve", headers=admin)
+    ).status_code == 200
     day = {"from": hard.midnight().isoformat(), "to": hard.midnight(days=1).isoformat()}
     free = (await client.get(f"/practitioners/{pid}/availability", params=day, headers=admin)).json()["items"]
     assert free == [{"start": at(0, hard), "end": at(3, hard)}, {"start": at(16, hard), "end": at(22, hard)}]

@@ -75,9 +75,19 @@ async def hospital(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Hospital]:
     await db.open()
     account = uuid.uuid4()
     async with db.uow() as uow:
-        patient_id, _ = await handlers.register_patient(uow, NewPatient(
-            "Ayşe", "Yılmaz", date(1980, 5, 17), Sex.FEMALE, "ayse@example.org", "+90 555 123 4567", account,
-            ("SGK", "12345678901")))  # fmt: skip
+        patient_id, _ = await handlers.register_patient(
+            uow,
+            NewPatient(
+                "Ayşe",
+                "Yılmaz",
+                date(1980, 5, 17),
+                Sex.FEMALE,
+                "ayse@example.org",
+                "+90 555 123 4567",
+                account,
+                ("SGK", "12345678901"),
+            ),
+        )
     ca = LocalCA(tmp_path / "pki").ensure()
     server = rpc.RpcServer(ca.issue("patients", spiffe_id("patients")), patients_grpc.services(SimpleNamespace(db=db)))  # type: ignore[arg-type]
     port = await server.start()
@@ -130,9 +140,15 @@ async def test_laboratory_learns_a_users_relationship_and_nothing_else(hospital:
     async with hospital.db.uow() as uow:
         rel = NewCareRelationship(hospital.patient_id, carer, CareSource.ASSIGNMENT, now - timedelta(minutes=1))
         await store.insert_care_relationship(uow.conn, rel, None)
-        await store.insert_emergency_grant(uow.conn, patient_id=hospital.patient_id, user_id=glass, roles=["DOCTOR"],
-                                           reason="unconscious on arrival, no history available", granted_at=now,
-                                           expires_at=now + timedelta(minutes=30))  # fmt: skip
+        await store.insert_emergency_grant(
+            uow.conn,
+            patient_id=hospital.patient_id,
+            user_id=glass,
+            roles=["DOCTOR"],
+            reason="unconscious on arrival, no history available",
+            granted_at=now,
+            expires_at=now + timedelta(minutes=30),
+        )
     before = len(await access_records(hospital.db, hospital.patient_id))
     lab = GrpcPatients(hospital.target, hospital.identity("laboratory"))
     try:

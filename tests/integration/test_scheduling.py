@@ -69,9 +69,12 @@ class World:
     ) -> httpx.Response:
         minutes = {"consultation": 20, "procedure": 45, "follow_up": 15}[service]
         body = {
-            "patient_id": str(patient), "practitioner_id": str(practitioner), "service": service,
-            "start": self.at(start).isoformat(), "end": (self.at(start) + timedelta(minutes=minutes)).isoformat(),
-        }  # fmt: skip
+            "patient_id": str(patient),
+            "practitioner_id": str(practitioner),
+            "service": service,
+            "start": self.at(start).isoformat(),
+            "end": (self.at(start) + timedelta(minutes=minutes)).isoformat(),
+        }
         return await self.client.post("/appointments", json=body, headers=kw.get("headers", RECEPTION))
 
 
@@ -350,9 +353,13 @@ async def test_at_midnight_of_the_new_year_today_and_its_slots_move_on(world: Wo
 async def test_bad_input_is_a_4xx_problem(world: World, patch: dict[str, str]) -> None:
     doctor, patient = world.practitioner((8, 16)), world.patient()
     body = {
-        "patient_id": str(patient), "practitioner_id": str(doctor), "service": "consultation",
-        "start": world.at(9).isoformat(), "end": (world.at(9) + timedelta(minutes=20)).isoformat(), **patch,
-    }  # fmt: skip
+        "patient_id": str(patient),
+        "practitioner_id": str(doctor),
+        "service": "consultation",
+        "start": world.at(9).isoformat(),
+        "end": (world.at(9) + timedelta(minutes=20)).isoformat(),
+        **patch,
+    }
     r = await world.client.post("/appointments", json=body, headers=RECEPTION)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -433,8 +440,9 @@ async def test_slots_on_a_day_outside_the_calendar_the_system_works_with_are_a_4
 
 async def test_an_unknown_service_is_a_422_naming_the_services(world: World) -> None:
     doctor = world.practitioner((8, 16))
-    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "massage"},
-                               headers=RECEPTION)  # fmt: skip
+    r = await world.client.get(
+        f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "massage"}, headers=RECEPTION
+    )
     assert r.status_code == 422 and {"consultation", "procedure", "follow_up"} <= set(r.json()["valid"])
 
 

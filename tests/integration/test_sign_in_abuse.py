@@ -167,9 +167,10 @@ async def test_registrations_are_limited_per_address_and_overall(make: Api) -> N
     client, identity, clock = make(registrations=Registrations(per_address=3, overall=5, window_seconds=600))
     home, cafe, library = "192.0.2.10", "192.0.2.11", "192.0.2.12"
     weak = await client.post(
-        "/auth/register", json={"email": email(), "password": "password1234", "full_name": "X Y"},
+        "/auth/register",
+        json={"email": email(), "password": "password1234", "full_name": "X Y"},
         headers={"x-his-client-ip": home},
-    )  # fmt: skip
+    )
     assert weak.status_code == 422  # refused before it counts
     assert [(await register(client, email(), home)).status_code for _ in range(4)] == [201, 201, 201, 429]
     clock.advance(100)

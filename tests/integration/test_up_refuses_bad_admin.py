@@ -28,8 +28,12 @@ def test_a_bad_administrator_is_refused_before_any_server_starts(
 ) -> None:
     data = tmp_path / "his"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
-    env |= {"HIS_DATA_DIR": str(data), "HIS_GATEWAY_PORT": "1", "HIS_ADMIN_EMAIL": email,
-            "HIS_ADMIN_PASSWORD": password}  # fmt: skip
+    env |= {
+        "HIS_DATA_DIR": str(data),
+        "HIS_GATEWAY_PORT": "1",
+        "HIS_ADMIN_EMAIL": email,
+        "HIS_ADMIN_PASSWORD": password,
+    }
     started = time.monotonic()
     done = subprocess.run([HIS, "up"], env=env, capture_output=True, text=True, timeout=60, check=False)
     took = time.monotonic() - started

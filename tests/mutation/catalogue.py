@@ -159,7 +159,10 @@ def problems(m: Mutant, root: Path = REPO) -> list[str]:
         parts = t.split("::")[1:]
         if parts:
             name = parts[-1].split("[", 1)[0]
-            if not re.search(rf"^\s*(async\s+)?def {re.escape(name)}\(|^class {re.escape(name)}\b",
-                             path.read_text(encoding="utf-8"), re.M):  # fmt: skip
+            if not re.search(
+                rf"^\s*(async\s+)?def {re.escape(name)}\(|^class {re.escape(name)}\b",
+                path.read_text(encoding="utf-8"),
+                re.M,
+            ):
                 found.append(f"{m.id}: {test_file(t)} has no test {name}")
     return found

@@ -62,8 +62,10 @@ def working_tree_files(root: Path) -> list[str]:
     """Tracked files present in the working tree, and untracked ones git does not ignore."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=root, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
     names = sorted({n for n in out.decode().split("\0") if n})
     return [n for n in names if (root / n).is_file() or (root / n).is_symlink()]
 
@@ -91,9 +93,13 @@ def child_env(copy: Path) -> dict[str, str]:
 def check_imports_copy(copy: Path, env: dict[str, str]) -> None:
     """Refuse to run if ``his`` would be imported from anywhere but the copy."""
     where = subprocess.run(
-        [sys.executable, "-c", "import his; print(his.__file__)"], cwd=copy, env=env,
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [sys.executable, "-c", "import his; print(his.__file__)"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not Path(where).resolve().is_relative_to(copy.resolve()):
         raise SystemExit(f"error: under the mutation environment `his` is imported from {where}, not from {copy}")
 
@@ -103,8 +109,9 @@ def run_pytest(copy: Path, tests: Sequence[str], timeout: float) -> tuple[int | 
     env = child_env(copy)
     check_imports_copy(copy, env)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE", "--no-header", *tests]
-    with subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True) as proc:  # fmt: skip
+    with subprocess.Popen(
+        cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    ) as proc:
         try:
             out, _ = proc.communicate(timeout=timeout)
             return proc.returncode, out
@@ -137,8 +144,14 @@ def run_one(m: Mutant, files: Sequence[str], timeout: float, baseline: bool) -> 
         if baseline:
             code, out = run_pytest(copy, m.tests, timeout)
             if code != 0:
-                return Outcome(m, ERROR, time.monotonic() - start, FAILED_LINE.findall(out),
-                               f"its tests do not pass without the mutant (exit {code})", out)  # fmt: skip
+                return Outcome(
+                    m,
+                    ERROR,
+                    time.monotonic() - start,
+                    FAILED_LINE.findall(out),
+                    f"its tests do not pass without the mutant (exit {code})",
+                    out,
+                )
         for name, text in m.mutated(copy).items():
             (copy / name).write_text(text, encoding="utf-8")
         code, out = run_pytest(copy, m.tests, timeout)
@@ -166,13 +179,23 @@ def report(outcomes: Sequence[Outcome], total: float) -> str:
         result = o.result if not o.note else f"{o.result} ({o.note})"
         quoted = cell(o.how).replace("`", "'")
         how = f"`{quoted}`" if o.how else "—"
-        lines.append(f"| `{o.mutant.id}` | {files} | {cell(o.mutant.breaks)} | {cell(result)} | {failed} | {how} | "
-                     f"{o.seconds:.1f} s |")  # fmt: skip
+        lines.append(
+            f"| `{o.mutant.id}` | {files} | {cell(o.mutant.breaks)} | {cell(result)} | {failed} | {how} | "
+            f"{o.seconds:.1f} s |"
+        )
     bad = [o for o in outcomes if o.result != KILLED]
     for o in bad:
         tail = "\n".join(o.log.rstrip().splitlines()[-40:])
-        lines += ["", f"## `{o.mutant.id}`: {o.result}", "", f"Tests: {', '.join(o.mutant.tests)}", "",
-                  "```", tail, "```"]  # fmt: skip
+        lines += [
+            "",
+            f"## `{o.mutant.id}`: {o.result}",
+            "",
+            f"Tests: {', '.join(o.mutant.tests)}",
+            "",
+            "```",
+            tail,
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 

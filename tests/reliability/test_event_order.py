@@ -122,9 +122,11 @@ async def test_per_aggregate_order_holds_through_relay_and_consumer_kills(
     ]
     relay.start()
     first = procs.spawn(
-        "consumer", "tests.reliability.procs.order_consumer_proc", *consumer_args,
+        "consumer",
+        "tests.reliability.procs.order_consumer_proc",
+        *consumer_args,
         *("--stop-at-batch", str(STOP_AT_BATCH), "--marker", str(marker)),
-    )  # fmt: skip
+    )
 
     async def consumer_bound() -> bool:
         assert first.poll() is None, f"the consumer exited: {first.tail()}"

@@ -64,9 +64,15 @@ async def test_nats_hang_then_reset_under_a_write_burst(
         )
         consumer = RecordingConsumer(db, conn, conn_js, effect_subscription(DURABLE))
         work = Workload(
-            db, ledger, 10**9, writers=2, events_per_tx=(1, 2), rollback_probability=0.05, pace=0.02,
+            db,
+            ledger,
+            10**9,
+            writers=2,
+            events_per_tx=(1, 2),
+            rollback_probability=0.05,
+            pace=0.02,
             seed=rng.randrange(1 << 30),
-        )  # fmt: skip
+        )
         try:
             async with running(relay.run(), consumer.run(), work.run()) as (_, _, writers):
                 await wait_for(_applied_at_least(db, 50), what="events flowing before the faults")

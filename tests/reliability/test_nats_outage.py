@@ -57,9 +57,15 @@ async def test_nats_down_for_30s_while_writes_continue(
     relay = OutboxRelay(writers_db.dsn, conn_js, schema=db.schema, signal=writers_db.signal, poll_seconds=0.2)
     consumer = RecordingConsumer(db, conn, conn_js, effect_subscription(DURABLE, ack_wait=10.0))
     work = Workload(
-        writers_db, ledger, 10**9, writers=4, events_per_tx=(1, 2), rollback_probability=0.05, pace=0.02,
+        writers_db,
+        ledger,
+        10**9,
+        writers=4,
+        events_per_tx=(1, 2),
+        rollback_probability=0.05,
+        pace=0.02,
         seed=rng.randrange(1 << 30),
-    )  # fmt: skip
+    )
     try:
         async with running(relay.run(), consumer.run(), work.run()) as (_, _, writers):
             await wait_for(lambda: _applied_at_least(db, 300), what="events flowing before the outage")

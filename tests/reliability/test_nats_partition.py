@@ -222,8 +222,10 @@ async def test_minority_partition_then_rolling_restart_keep_replicas_identical(
                     assert node.proc.pid != old_pid
                     leaders.append(await _after_election(js))
                     committed_during.append(len(ledger.committed) - committed_before)
-                    notes.append(f"restarted {node.name}: pid {old_pid} -> {node.proc.pid}; leader now {leaders[-1]}"
-                                 f"; {len(ledger.committed)} committed")  # fmt: skip
+                    notes.append(
+                        f"restarted {node.name}: pid {old_pid} -> {node.proc.pid}; leader now {leaders[-1]}"
+                        f"; {len(ledger.committed)} committed"
+                    )
                 work.stop.set()
                 await writers
             await wait_for(lambda: _drained(db), timeout=30, what="the outbox drained")

@@ -57,9 +57,14 @@ PAID = "his.billing.payment.received.v1"
 
 @pytest.fixture(scope="module")
 def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
-    h = Hospital(open_tmp("pgkill") / "data", free_port(), HIS_GATEWAY_RATE_PER_IP="100000",
-                 HIS_GATEWAY_RATE_PER_SUBJECT="100000", HIS_GATEWAY_BURST="100000",
-                 HIS_ALLOW_UNSAFE_DURABILITY="1")  # fmt: skip
+    h = Hospital(
+        open_tmp("pgkill") / "data",
+        free_port(),
+        HIS_GATEWAY_RATE_PER_IP="100000",
+        HIS_GATEWAY_RATE_PER_SUBJECT="100000",
+        HIS_GATEWAY_BURST="100000",
+        HIS_ALLOW_UNSAFE_DURABILITY="1",
+    )
     h.start()
     yield h
     if h.proc is not None and h.proc.poll() is None:
@@ -161,8 +166,16 @@ def prepare(h: Hospital) -> Setup:
     with ThreadPoolExecutor(8) as pool:
         registered = pool.map(lambda n: register_patient(h, admin, f"Kill{n}"), range(PRACTITIONERS + ADMITTED + 1))
         patients = [str(p["id"]) for p in registered]
-    ward = post("/api/wards", {"name": f"Kill {uuid.uuid4().hex[:6]}", "type": "general", "daily_rate": "100000.00",
-                               "currency": "TRY", "beds": ADMITTED + 1})["id"]  # fmt: skip
+    ward = post(
+        "/api/wards",
+        {
+            "name": f"Kill {uuid.uuid4().hex[:6]}",
+            "type": "general",
+            "daily_rate": "100000.00",
+            "currency": "TRY",
+            "beds": ADMITTED + 1,
+        },
+    )["id"]
     payer = patients[-1]
     stay = post("/api/admissions", {"patient_id": payer, "ward_id": ward, "practitioner_id": doctors[0]})
     post(f"/api/admissions/{stay['id']}/discharge", {})
@@ -174,8 +187,9 @@ def prepare(h: Hospital) -> Setup:
         return bool(invoices)
 
     wait_until(issued, what="the stay's invoice")
-    return Setup(admin, clerk, clerk_id, doctors, patients[:PRACTITIONERS], patients[PRACTITIONERS:-1], str(ward),
-                 invoices[0])  # fmt: skip
+    return Setup(
+        admin, clerk, clerk_id, doctors, patients[:PRACTITIONERS], patients[PRACTITIONERS:-1], str(ward), invoices[0]
+    )
 
 
 async def dsn(h: Hospital) -> str:
@@ -199,11 +213,18 @@ async def book(burst: Burst, client: httpx.AsyncClient, s: Setup, slots: Iterato
         if burst.stop:
             return
         start = day_at(slot / 3)  # 20-minute consultations back to back
-        body = {"patient_id": s.booking_patients[doctor], "practitioner_id": s.practitioners[doctor],
-                "service": "consultation", "start": start.isoformat(),
-                "end": (start + timedelta(minutes=20)).isoformat()}  # fmt: skip
-        await me.send("booking", ("booking", s.practitioners[doctor], start),
-                      client.post("/api/appointments", json=body, headers=s.admin))  # fmt: skip
+        body = {
+            "patient_id": s.booking_patients[doctor],
+            "practitioner_id": s.practitioners[doctor],
+            "service": "consultation",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=20)).isoformat(),
+        }
+        await me.send(
+            "booking",
+            ("booking", s.practitioners[doctor], start),
+            client.post("/api/appointments", json=body, headers=s.admin),
+        )
 
 
 async def admit(burst: Burst, client: httpx.AsyncClient, s: Setup, patients: Iterator[str]) -> None:
@@ -212,8 +233,7 @@ async def admit(burst: Burst, client: httpx.AsyncClient, s: Setup, patients: Ite
         if burst.stop:
             return
         body = {"patient_id": patient, "ward_id": s.ward, "practitioner_id": s.practitioners[0]}
-        await me.send("admission", ("admission", patient),
-                      client.post("/api/admissions", json=body, headers=s.admin))  # fmt: skip
+        await me.send("admission", ("admission", patient), client.post("/api/admissions", json=body, headers=s.admin))
 
 
 async def pay(burst: Burst, client: httpx.AsyncClient, s: Setup, keys: Iterator[int]) -> None:
@@ -222,9 +242,15 @@ async def pay(burst: Burst, client: httpx.AsyncClient, s: Setup, keys: Iterator[
         if burst.stop:
             return
         key = f"pgkill-{n}"
-        await me.send("payment", ("payment", key),
-                      client.post(f"/api/invoices/{s.invoice}/payments", headers=s.clerk | {"Idempotency-Key": key},
-                                  json={"amount": "1.00", "currency": "TRY", "method": "cash"}))  # fmt: skip
+        await me.send(
+            "payment",
+            ("payment", key),
+            client.post(
+                f"/api/invoices/{s.invoice}/payments",
+                headers=s.clerk | {"Idempotency-Key": key},
+                json={"amount": "1.00", "currency": "TRY", "method": "cash"},
+            ),
+        )
 
 
 async def kill_postgres(h: Hospital, burst: Burst) -> None:
@@ -256,8 +282,11 @@ async def observe_database(h: Hospital, s: Setup, burst: Burst) -> dict[str, Has
     each id the events carry (appointment, admission and payment ids)."""
     conn = await asyncpg.connect(await dsn(h))
     try:
-        booked = await conn.fetch("SELECT id, practitioner_id, lower(during) AS start FROM scheduling.appointment "
-                                  "WHERE practitioner_id = ANY($1::uuid[])", s.practitioners)  # fmt: skip
+        booked = await conn.fetch(
+            "SELECT id, practitioner_id, lower(during) AS start FROM scheduling.appointment "
+            "WHERE practitioner_id = ANY($1::uuid[])",
+            s.practitioners,
+        )
         admitted = await conn.fetch(
             "SELECT id, patient_id FROM admissions.admission WHERE patient_id = ANY($1::uuid[])", s.admit_patients
         )
@@ -348,9 +377,11 @@ async def test_every_acknowledged_write_survives_postgres_killed_mid_burst(hospi
     # The fault landed: mid-request, a new postmaster each time, requests failed while it was down.
     ends = [at for at, _, _ in burst.kills[1:]] + [burst.requests[-1].answered]
     for (at, old, new), until in zip(burst.kills, ends, strict=True):
-        print(f"[kill] pid {old} -> {new}: {in_flight(burst, at)} requests in flight, "
-              f"{told_just_before(burst, at)} acknowledged in the 100 ms before, "
-              f"{failed_after(burst, at, until)} failed until the next kill")  # fmt: skip
+        print(
+            f"[kill] pid {old} -> {new}: {in_flight(burst, at)} requests in flight, "
+            f"{told_just_before(burst, at)} acknowledged in the 100 ms before, "
+            f"{failed_after(burst, at, until)} failed until the next kill"
+        )
         assert old != new
         assert in_flight(burst, at) > 0, "a kill landed while no request was in flight"
         assert failed_after(burst, at, until) > 0, "no request failed while PostgreSQL was down"

@@ -31,9 +31,13 @@ async def invite(
 
 
 async def link_account(
-    client: httpx.AsyncClient, patient_id: object, account: uuid.UUID, *,
-    clerk: Mapping[str, str] | None = None, patient: Mapping[str, str] | None = None,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    patient_id: object,
+    account: uuid.UUID,
+    *,
+    clerk: Mapping[str, str] | None = None,
+    patient: Mapping[str, str] | None = None,
+) -> None:
     """Link ``account`` (a PATIENT account) to the patient's record, as the patient would
     (``clerk`` and ``patient``: headers of the two callers, when not signed with the tests' key)."""
     _, code = await invite(client, patient_id, clerk=clerk)

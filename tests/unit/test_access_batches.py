@@ -11,9 +11,15 @@ from tests.support.events import ThingHappened
 
 def access(i: int) -> Envelope:
     ev = PatientsRecordAccessed(
-        actor_id=uuid.uuid4(), actor_roles=["RECEPTIONIST"], patient_id=uuid.uuid4(), action="read",
-        resource="patient", purpose="registration", outcome="allowed" if i % 2 else "denied", trace_id=f"{i:032x}",
-    )  # fmt: skip
+        actor_id=uuid.uuid4(),
+        actor_roles=["RECEPTIONIST"],
+        patient_id=uuid.uuid4(),
+        action="read",
+        resource="patient",
+        purpose="registration",
+        outcome="allowed" if i % 2 else "denied",
+        trace_id=f"{i:032x}",
+    )
     return Envelope.wrap(ev, aggregate_id=uuid.uuid4())
 
 

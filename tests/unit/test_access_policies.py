@@ -179,8 +179,9 @@ def test_the_policy_decides_as_the_table_says(op: StrEnum, row: str) -> None:
     expected = row.split()
     assert len(expected) == len(SUBJECTS)
     got = [cell(decide(op, roles, rel)) for _, roles, rel in SUBJECTS]
-    wrong = [f"{label}: expected {e}, got {g}" for (label, _, _), e, g in zip(SUBJECTS, expected, got, strict=True)
-             if e != g]  # fmt: skip
+    wrong = [
+        f"{label}: expected {e}, got {g}" for (label, _, _), e, g in zip(SUBJECTS, expected, got, strict=True) if e != g
+    ]
     assert not wrong, "\n".join(wrong)
 
 

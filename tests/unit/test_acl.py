@@ -24,10 +24,15 @@ SERVER = 999
 
 def test_a_private_directory_gains_search_for_one_user_and_nothing_for_others() -> None:
     got = with_search(from_mode(0o700), SERVER)
-    assert sorted(got) == sorted([
-        Entry(USER_OBJ, UNDEFINED_ID, 0o7), Entry(USER, SERVER, SEARCH), Entry(GROUP_OBJ, UNDEFINED_ID, 0),
-        Entry(MASK, UNDEFINED_ID, SEARCH), Entry(OTHER, UNDEFINED_ID, 0),
-    ])  # fmt: skip
+    assert sorted(got) == sorted(
+        [
+            Entry(USER_OBJ, UNDEFINED_ID, 0o7),
+            Entry(USER, SERVER, SEARCH),
+            Entry(GROUP_OBJ, UNDEFINED_ID, 0),
+            Entry(MASK, UNDEFINED_ID, SEARCH),
+            Entry(OTHER, UNDEFINED_ID, 0),
+        ]
+    )
 
 
 def test_entries_already_there_are_kept_and_the_mask_covers_them_as_setfacl_computes_it() -> None:

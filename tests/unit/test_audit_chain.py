@@ -64,10 +64,20 @@ def test_an_edit_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("event_id", uuid.uuid4()), ("at", T0), ("source", "his.billing"), ("actor_id", uuid.uuid4()),
-     ("actor_roles", ["ADMIN"]), ("patient_id", uuid.uuid4()), ("action", "update"), ("resource", "invoice"),
-     ("purpose", "emergency"), ("outcome", "denied"), ("trace_id", "0af7651916cd43dd8448eb211c80319c")],
-)  # fmt: skip
+    [
+        ("event_id", uuid.uuid4()),
+        ("at", T0),
+        ("source", "his.billing"),
+        ("actor_id", uuid.uuid4()),
+        ("actor_roles", ["ADMIN"]),
+        ("patient_id", uuid.uuid4()),
+        ("action", "update"),
+        ("resource", "invoice"),
+        ("purpose", "emergency"),
+        ("outcome", "denied"),
+        ("trace_id", "0af7651916cd43dd8448eb211c80319c"),
+    ],
+)
 def test_every_field_of_a_record_is_covered_by_its_hash(field: str, value: object) -> None:
     """Listed here, not taken from the module: a field the hash forgot would vanish from both.
     (``seq`` is checked by the walk itself: a changed one is a missing record.)"""
@@ -165,8 +175,13 @@ def test_a_chain_of_old_and_flagged_records_verifies_and_a_changed_flag_is_named
 
 @pytest.mark.parametrize(
     ("action", "purpose", "flagged"),
-    [("break_glass", "emergency", True), ("read", "emergency", True), ("read", "care", False),
-     ("search", "care", False), ("read", "own_record", False)],
-)  # fmt: skip
+    [
+        ("break_glass", "emergency", True),
+        ("read", "emergency", True),
+        ("read", "care", False),
+        ("search", "care", False),
+        ("read", "own_record", False),
+    ],
+)
 def test_emergency_access_is_flagged(action: str, purpose: str, flagged: bool) -> None:
     assert is_flagged(action, purpose) is flagged

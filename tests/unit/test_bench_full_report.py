@@ -22,8 +22,10 @@ def report(rss: dict[str, float], warm: list[float]) -> dict[str, Any]:
 
 
 def test_each_service_is_held_to_the_memory_limit_but_not_the_servers() -> None:
-    rows = {r.figure: r for r in full_report.rss_rows(report({"patients": 121.0, "gateway": 90.0,
-                                                              "postgres": 300.0}, [1, 2, 3]))}  # fmt: skip
+    rows = {
+        r.figure: r
+        for r in full_report.rss_rows(report({"patients": 121.0, "gateway": 90.0, "postgres": 300.0}, [1, 2, 3]))
+    }
     assert full_report.passed(rows["patients"]) == "MISS"
     assert full_report.passed(rows["gateway"]) == "pass"
     assert rows["postgres"].target is None

@@ -42,8 +42,14 @@ def all_at(pct: str) -> dict[str, Decimal]:
 SGK = Plan("SGK", all_at("80"))
 ALLIANZ = Plan("ALLIANZ", all_at("100"))
 SELF = Plan(SELF_PAY, all_at("0"))
-NOVA = Plan("NOVA", all_at("90"), copay=D("100.00"), deductible=D("1000.00"), out_of_pocket_cap=D("5000.00"),
-            excluded_categories=frozenset({"supplies"}))  # fmt: skip
+NOVA = Plan(
+    "NOVA",
+    all_at("90"),
+    copay=D("100.00"),
+    deductible=D("1000.00"),
+    out_of_pocket_cap=D("5000.00"),
+    excluded_categories=frozenset({"supplies"}),
+)
 
 # An admission: three bed nights, a lab order of two tests, and a chargeable supply.
 STAY = [
@@ -91,8 +97,10 @@ def test_nova_deductible_then_copay_then_ninety_percent_supplies_excluded() -> N
 def test_nova_second_invoice_of_the_year_skips_the_met_deductible_but_pays_the_copay_again() -> None:
     year = Accumulator(D("1000.00"), D("1483.05"))
     assert shares(NOVA, [Line("consultation.consultation", "consultation", D(1), D("600.00"))], year) == (
-        "600.00", "450.00", "150.00",  # 100 co-pay + 10 % of 500
-    )  # fmt: skip
+        "600.00",
+        "450.00",
+        "150.00",  # 100 co-pay + 10 % of 500
+    )
 
 
 def test_nova_cap_makes_the_insurer_pay_the_rest_of_the_year() -> None:
@@ -131,8 +139,14 @@ def test_voiding_takes_the_invoice_back_out_of_the_year() -> None:
 
 def test_payment_and_refund_checks() -> None:
     assert check_payment(D("10.00"), "TRY", "TRY", D("10.00")) == D("10.00")
-    for amount, currency in ((D("0"), "TRY"), (D("-1"), "TRY"), (D("10.01"), "TRY"), (D("1"), "EUR"),
-                             (D("1.001"), "TRY"), (D("NaN"), "TRY")):  # fmt: skip
+    for amount, currency in (
+        (D("0"), "TRY"),
+        (D("-1"), "TRY"),
+        (D("10.01"), "TRY"),
+        (D("1"), "EUR"),
+        (D("1.001"), "TRY"),
+        (D("NaN"), "TRY"),
+    ):
         with pytest.raises(BillingError):
             check_payment(amount, currency, "TRY", D("10.00"))
     with pytest.raises(BillingError):
@@ -147,8 +161,12 @@ def test_claim_states() -> None:
     s = claim_transition(ClaimStatus.DRAFT, ClaimAction.SUBMIT)
     assert claim_transition(claim_transition(s, ClaimAction.ACCEPT), ClaimAction.PAY) is ClaimStatus.PAID
     assert claim_transition(s, ClaimAction.REJECT) is ClaimStatus.REJECTED
-    for status, action in ((ClaimStatus.DRAFT, ClaimAction.PAY), (ClaimStatus.REJECTED, ClaimAction.ACCEPT),
-                           (ClaimStatus.PAID, ClaimAction.SUBMIT), (ClaimStatus.VOID, ClaimAction.SUBMIT)):  # fmt: skip
+    for status, action in (
+        (ClaimStatus.DRAFT, ClaimAction.PAY),
+        (ClaimStatus.REJECTED, ClaimAction.ACCEPT),
+        (ClaimStatus.PAID, ClaimAction.SUBMIT),
+        (ClaimStatus.VOID, ClaimAction.SUBMIT),
+    ):
         with pytest.raises(InvalidTransitionError):
             claim_transition(status, action)
 

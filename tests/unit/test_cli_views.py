@@ -26,21 +26,40 @@ def snapshot() -> dict[str, Any]:
     for name in SERVICES:
         defn = importlib.import_module(f"his.{name}.app").build()
         consumers = [
-            {"name": sub.name, "stream": sub.stream, "applied": 123456, "failed": 3, "pending": 98765,
-             "ack_pending": 12, "redelivered": 4567}
+            {
+                "name": sub.name,
+                "stream": sub.stream,
+                "applied": 123456,
+                "failed": 3,
+                "pending": 98765,
+                "ack_pending": 12,
+                "redelivered": 4567,
+            }
             for sub in defn.subscriptions
-        ]  # fmt: skip
-        services.append({
-            "name": name, "url": "https://127.0.0.1:60083", "health": "ready", "pid": 4242,
-            "outbox": {"backlog": 123456, "oldest_age_seconds": 1234.56, "relay_leader": name != "audit"},
-            "consumers": consumers,
-            "http": {"requests_per_second": 1234.5, "errors_per_second": 12.3, "p95_ms": 1234.5},
-        })  # fmt: skip
+        ]
+        services.append(
+            {
+                "name": name,
+                "url": "https://127.0.0.1:60083",
+                "health": "ready",
+                "pid": 4242,
+                "outbox": {"backlog": 123456, "oldest_age_seconds": 1234.56, "relay_leader": name != "audit"},
+                "consumers": consumers,
+                "http": {"requests_per_second": 1234.5, "errors_per_second": 12.3, "p95_ms": 1234.5},
+            }
+        )
     services[2] |= {"health": "not ready", "problems": ["database: ConnectionDoesNotExistError", "relay: stopped"]}
     services.append({"name": "gateway", "url": "http://127.0.0.1:4004", "health": "down"})
     nats = "unreachable: TimeoutError('nats: timeout connecting to tls://127.0.0.1:41234 after 2 s')"
-    return {"running": True, "healthy": False, "data_dir": "/srv/his", "services": services,
-            "gateway_url": "http://127.0.0.1:4004", "dlq_depth": 12, "nats": nats}  # fmt: skip
+    return {
+        "running": True,
+        "healthy": False,
+        "data_dir": "/srv/his",
+        "services": services,
+        "gateway_url": "http://127.0.0.1:4004",
+        "dlq_depth": 12,
+        "nats": nats,
+    }
 
 
 def test_the_status_view_cuts_no_name_in_80_columns() -> None:
@@ -71,16 +90,33 @@ def test_dead_letters_are_listed_whole_in_80_columns() -> None:
         "Connection refused)"
     )
     letters = [
-        DeadLetter(id=12, consumer="notifications_emergency_access_granted",
-                   target="notifications_emergency_access_granted", stream="HIS_PATIENTS", stream_seq=4,
-                   subject="his.patients.emergency_access.granted.v1", kind="max_deliveries", error=error,
-                   deliveries=5, captured_at="2026-12-06T22:10:03.123456+00:00",
-                   data=b'{"id": "0b8f3c1e-6a0d-4c43-9a8e-2a3b7e1f5d21"}'),
-        DeadLetter(id=13, consumer="dlq_replay_billing_lab_order_resulted", target="billing_lab_order_resulted",
-                   stream="HIS_REPLAY", stream_seq=9, subject="his.laboratory.order.resulted.v1",
-                   kind="terminated", error="invalid event: 1 validation error for LabOrderResulted", deliveries=1,
-                   captured_at="", data=b""),
-    ]  # fmt: skip
+        DeadLetter(
+            id=12,
+            consumer="notifications_emergency_access_granted",
+            target="notifications_emergency_access_granted",
+            stream="HIS_PATIENTS",
+            stream_seq=4,
+            subject="his.patients.emergency_access.granted.v1",
+            kind="max_deliveries",
+            error=error,
+            deliveries=5,
+            captured_at="2026-12-06T22:10:03.123456+00:00",
+            data=b'{"id": "0b8f3c1e-6a0d-4c43-9a8e-2a3b7e1f5d21"}',
+        ),
+        DeadLetter(
+            id=13,
+            consumer="dlq_replay_billing_lab_order_resulted",
+            target="billing_lab_order_resulted",
+            stream="HIS_REPLAY",
+            stream_seq=9,
+            subject="his.laboratory.order.resulted.v1",
+            kind="terminated",
+            error="invalid event: 1 validation error for LabOrderResulted",
+            deliveries=1,
+            captured_at="",
+            data=b"",
+        ),
+    ]
     text = render(dead_letters_view(letters))
     flat = " ".join(text.split())
     assert "…" not in text

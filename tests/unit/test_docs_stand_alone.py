@@ -13,8 +13,15 @@ OUTSIDE = re.compile(r"DESIGN\.md|DESIGN §|DESIGN's|(?i:design brief)|\.\./shar
 
 def project_text_files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
-    for folder, patterns in {"docs": ["*.md"], "deploy": ["*"], "src": ["*.py", "*.md", "*.txt"], "tests": ["*.py"],
-                             "tools": ["*.py"], "bench": ["*.md"], "proto": ["*.proto"]}.items():  # fmt: skip
+    for folder, patterns in {
+        "docs": ["*.md"],
+        "deploy": ["*"],
+        "src": ["*.py", "*.md", "*.txt"],
+        "tests": ["*.py"],
+        "tools": ["*.py"],
+        "bench": ["*.md"],
+        "proto": ["*.proto"],
+    }.items():
         for pattern in patterns:
             files += [p for p in (ROOT / folder).rglob(pattern) if p.is_file() and "__pycache__" not in p.parts]
     return sorted(set(files) - {Path(__file__)})

@@ -53,10 +53,28 @@ def test_registry_refuses_fields_that_look_like_personal_data() -> None:
 
 # Written out here, not read from the registry's list: a fragment dropped there must fail here.
 PERSONAL_FIELDS = [
-    "family_name", "email", "e_mail_address", "phone", "mobile", "home_address", "street", "postcode",
-    "zip_code", "national_id", "ssn", "passport_no", "birth_date", "dob", "note", "comment", "free_text",
-    "password", "reset_token", "mrn", "member_id",
-]  # fmt: skip
+    "family_name",
+    "email",
+    "e_mail_address",
+    "phone",
+    "mobile",
+    "home_address",
+    "street",
+    "postcode",
+    "zip_code",
+    "national_id",
+    "ssn",
+    "passport_no",
+    "birth_date",
+    "dob",
+    "note",
+    "comment",
+    "free_text",
+    "password",
+    "reset_token",
+    "mrn",
+    "member_id",
+]
 
 
 @pytest.mark.parametrize("field", PERSONAL_FIELDS)

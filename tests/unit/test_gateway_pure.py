@@ -55,13 +55,23 @@ def test_limiter_forgets_the_oldest_keys() -> None:
 def test_public_document_takes_operations_from_services() -> None:
     patients = {
         "paths": {
-            "/patients/{patient_id}": {"get": {"summary": "Get", "parameters": [
-                {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "ok", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Coverage"}}}}}}},
+            "/patients/{patient_id}": {
+                "get": {
+                    "summary": "Get",
+                    "parameters": [
+                        {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Coverage"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {"schemas": {"Coverage": {"type": "object"}}},
-    }  # fmt: skip
+    }
     identity = {"paths": {"/auth/login": {"post": {"summary": "Login", "responses": {}}}}}
     doc = assemble({"patients": patients, "identity": identity})
     get = doc["paths"]["/api/patients/{id}"]["get"]
@@ -78,10 +88,12 @@ def test_public_document_takes_operations_from_services() -> None:
 
 def test_a_created_patient_links_to_where_its_id_is_used_next() -> None:
     path = {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    patients = {"paths": {
-        "/patients": {"post": {"responses": {"201": {"description": "created"}}}},
-        "/patients/{patient_id}": {"get": {"parameters": [path], "responses": {"200": {"description": "ok"}}}},
-    }}  # fmt: skip
+    patients = {
+        "paths": {
+            "/patients": {"post": {"responses": {"201": {"description": "created"}}}},
+            "/patients/{patient_id}": {"get": {"parameters": [path], "responses": {"200": {"description": "ok"}}}},
+        }
+    }
     doc = assemble({"patients": patients})
     links = doc["paths"]["/api/patients"]["post"]["responses"]["201"]["links"]
     get = doc["paths"]["/api/patients/{id}"]["get"]
@@ -97,9 +109,16 @@ def test_a_route_with_two_ids_names_both_in_the_public_document() -> None:
     assert resolve("POST", "/api/patients/emergency-access") is False
     path = {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "string"}}
     rel = {"name": "relationship_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    patients = {"paths": {"/patients/{patient_id}/care-team/{relationship_id}": {"delete": {
-        "parameters": [path, rel, {"name": "x-trace", "in": "header", "schema": {"type": "string"}}],
-        "responses": {"204": {"description": "ended"}}}}}}  # fmt: skip
+    patients = {
+        "paths": {
+            "/patients/{patient_id}/care-team/{relationship_id}": {
+                "delete": {
+                    "parameters": [path, rel, {"name": "x-trace", "in": "header", "schema": {"type": "string"}}],
+                    "responses": {"204": {"description": "ended"}},
+                }
+            }
+        }
+    }
     doc = assemble({"patients": patients})
     op = doc["paths"]["/api/patients/{id}/care-team/{relationship_id}"]["delete"]
     assert [p["name"] for p in op["parameters"]] == ["id", "relationship_id"]

@@ -87,8 +87,13 @@ def test_an_invitation_is_redeemable_once_before_it_expires_while_it_is_the_late
     assert expires == NOW + timedelta(hours=1)
 
     def refusal(**kw: object) -> Refusal | None:
-        args: dict[str, object] = {"redeemed": False, "revoked": False, "expires_at": expires, "now": NOW,
-                                   "record_linked": False} | kw  # fmt: skip
+        args: dict[str, object] = {
+            "redeemed": False,
+            "revoked": False,
+            "expires_at": expires,
+            "now": NOW,
+            "record_linked": False,
+        } | kw
         return invitation_refusal(**args)  # type: ignore[arg-type]
 
     assert refusal() is None

@@ -88,8 +88,15 @@ async def test_a_consumer_stops_when_cancelled_even_if_the_client_turns_it_into_
 
 async def test_a_relay_stops_when_cancelled_even_if_the_client_turns_it_into_a_publish_error() -> None:
     relay = OutboxRelay("postgresql://unused", _SwallowingJetStream(), schema="s", signal=OutboxSignal("s"))  # type: ignore[arg-type]
-    rows = [{"id": 1, "event_id": uuid.uuid4(), "subject": "his.tst.thing.happened.v1", "payload": b"{}",
-             "traceparent": None}]  # fmt: skip
+    rows = [
+        {
+            "id": 1,
+            "event_id": uuid.uuid4(),
+            "subject": "his.tst.thing.happened.v1",
+            "payload": b"{}",
+            "traceparent": None,
+        }
+    ]
     task = asyncio.create_task(relay._publish(rows))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     task.cancel()

@@ -25,8 +25,14 @@ from his.laboratory.domain import (
 )
 
 
-def _t(code: str, low: str | None, high: str | None, clow: str | None = None, chigh: str | None = None,
-       unit: str | None = "mmol/L") -> LabTest:  # fmt: skip
+def _t(
+    code: str,
+    low: str | None,
+    high: str | None,
+    clow: str | None = None,
+    chigh: str | None = None,
+    unit: str | None = "mmol/L",
+) -> LabTest:
     def d(v: str | None) -> Decimal | None:
         return Decimal(v) if v is not None else None
 
@@ -68,9 +74,18 @@ def test_results_only_while_in_progress(status: Status) -> None:
 
 @pytest.mark.parametrize(
     ("value", "flag"),
-    [("2.4", Flag.CRITICAL_LOW), ("2.5", Flag.LOW), ("3.4", Flag.LOW), ("3.5", Flag.NORMAL), ("4.2", Flag.NORMAL),
-     ("5.1", Flag.NORMAL), ("5.2", Flag.HIGH), ("6.5", Flag.HIGH), ("6.6", Flag.CRITICAL_HIGH)],
-)  # fmt: skip
+    [
+        ("2.4", Flag.CRITICAL_LOW),
+        ("2.5", Flag.LOW),
+        ("3.4", Flag.LOW),
+        ("3.5", Flag.NORMAL),
+        ("4.2", Flag.NORMAL),
+        ("5.1", Flag.NORMAL),
+        ("5.2", Flag.HIGH),
+        ("6.5", Flag.HIGH),
+        ("6.6", Flag.CRITICAL_HIGH),
+    ],
+)
 def test_flags_follow_the_ranges_and_limits_belong_to_the_inner_band(value: str, flag: Flag) -> None:
     assert compute_flag(Decimal(value), K) is flag
 
@@ -82,9 +97,14 @@ def test_a_test_without_critical_limits_is_never_critical_and_one_without_ranges
 
 @pytest.mark.parametrize(
     ("tests", "message"),
-    [([], "at least one"), (["K", "K"], "twice"), (["K", "XYZ"], "unknown"), (["k"], "unknown"),
-     (["K"] * 31, "at most")],
-)  # fmt: skip
+    [
+        ([], "at least one"),
+        (["K", "K"], "twice"),
+        (["K", "XYZ"], "unknown"),
+        (["k"], "unknown"),
+        (["K"] * 31, "at most"),
+    ],
+)
 def test_bad_orders_are_refused(tests: list[str], message: str) -> None:
     with pytest.raises(InvalidOrderError, match=message):
         check_order(tests, CATALOGUE)
@@ -108,7 +128,7 @@ def test_results_are_flagged_and_carry_the_catalogue_unit_and_range() -> None:
         ("K", "6.9", "mmol/L", Flag.CRITICAL_HIGH),
         ("CRP", "3.0", "mg/L", Flag.NORMAL),
         ("UA", "trace protein", None, Flag.ABNORMAL),
-    ]  # fmt: skip
+    ]
     assert out[0].reference_low == Decimal("3.5") and out[0].reference_high == Decimal("5.1")
     assert is_abnormal(out) and is_critical(out)
     normal = check_results([Submitted("K", "4.0")], ["K"], CATALOGUE)

@@ -47,9 +47,15 @@ def assert_whole(raw: bytes, subject: str) -> None:
 def test_every_subject_on_every_hard_date_reaches_a_mail_client_whole(template: str, hard: HardDate) -> None:
     start = hard.at(10, 0)
     when = start.isoformat()
-    ctx = {"name": "Selin", "start": when, "end": (start + timedelta(minutes=20)).isoformat(), "expires_at": when,
-           "previous_start": hard.at(16, 45, days=-1).isoformat(), "service": "follow_up",
-           "code": "7KQ2-M9XD-4RTA"}  # fmt: skip
+    ctx = {
+        "name": "Selin",
+        "start": when,
+        "end": (start + timedelta(minutes=20)).isoformat(),
+        "expires_at": when,
+        "previous_start": hard.at(16, 45, days=-1).isoformat(),
+        "service": "follow_up",
+        "code": "7KQ2-M9XD-4RTA",
+    }
     subject, _ = Renderer(hard.zone).render(template, ctx)
     assert_whole(written(subject, hard.at(9, 0, days=-1)), subject)
 

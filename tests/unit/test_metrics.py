@@ -236,9 +236,16 @@ async def test_the_gateway_labels_forwarded_requests_by_their_public_route_templ
 
     for path in ("/api/auth/jwks", "/api/nowhere/123"):
         scope: dict[str, Any] = {
-            "type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "headers": [], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "scheme": "http",
-        }  # fmt: skip
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 80),
+            "scheme": "http",
+        }
         await app(scope, receive, send)
     assert value("his_http_request_duration_seconds_count", method="GET", route="/api/auth/jwks", status="201") == 1
     assert value("his_http_request_duration_seconds_count", method="GET", route="/api/{path:path}", status="404") >= 1

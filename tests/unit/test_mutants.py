@@ -36,8 +36,11 @@ def test_only_failed_tests_kill_a_mutant() -> None:
     m = MUTANTS[0]
     summary = "FAILED tests/x.py::test_y[a b] - AssertionError: lost 2\nFAILED tests/x.py::test_z\n1 failed"
     killed = judge(m, 1, summary, 1.0)
-    assert (killed.result, killed.failed, killed.how) == (KILLED, ["tests/x.py::test_y[a b]", "tests/x.py::test_z"],
-                                                          "AssertionError: lost 2")  # fmt: skip
+    assert (killed.result, killed.failed, killed.how) == (
+        KILLED,
+        ["tests/x.py::test_y[a b]", "tests/x.py::test_z"],
+        "AssertionError: lost 2",
+    )
     assert judge(m, 0, "1 passed", 1.0).result == SURVIVED
     for code, out in ((2, "ERROR tests/x.py - ImportError"), (5, "no tests ran"), (None, ""), (1, "no summary")):
         assert judge(m, code, out, 1.0).result == ERROR

@@ -69,9 +69,11 @@ def test_the_test_provider_takes_only_its_test_cards_on_any_day() -> None:
     new_year = date(2026, 1, 1)
     assert card_outcome(Card("4242 4242 4242 4242", "01/26", "123"), new_year) == "succeeded"
     assert card_outcome(Card("4000-0000-0000-0002", "12/30", "1234"), new_year) == "card_declined"
-    for card, reason in ((Card("4111111111111111", "12/30", "123"), "only its test card numbers"),
-                         (Card("4242424242424242", "12/25", "123"), "expired"),
-                         (Card("4242424242424242", "13/30", "123"), "MM/YY"),
-                         (Card("4242424242424242", "12/30", "12"), "cvc")):  # fmt: skip
+    for card, reason in (
+        (Card("4111111111111111", "12/30", "123"), "only its test card numbers"),
+        (Card("4242424242424242", "12/25", "123"), "expired"),
+        (Card("4242424242424242", "13/30", "123"), "MM/YY"),
+        (Card("4242424242424242", "12/30", "12"), "cvc"),
+    ):
         with pytest.raises(NotATestCardError, match=reason):
             card_outcome(card, new_year)

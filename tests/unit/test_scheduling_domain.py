@@ -77,8 +77,9 @@ def test_a_local_day_holds_its_hours_of_slots_when_the_clocks_change(day: date, 
     """Working time given in local time (Berlin): no slot is counted twice or lost in the hour the
     clocks skip or repeat."""
     berlin = ZoneInfo("Europe/Berlin")
-    whole = Interval(datetime.combine(day, time(0), tzinfo=berlin),
-                     datetime.combine(day + timedelta(days=1), time(0), tzinfo=berlin))  # fmt: skip
+    whole = Interval(
+        datetime.combine(day, time(0), tzinfo=berlin), datetime.combine(day + timedelta(days=1), time(0), tzinfo=berlin)
+    )
     got = slots([whole], timedelta(minutes=20), not_before=whole.start)
     assert len(got) == len(set(got)) == hours * 3
     assert all(b.start - a.start == timedelta(minutes=20) for a, b in pairwise(got))

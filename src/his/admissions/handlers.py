@@ -82,8 +82,14 @@ class NewWard:
 async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> uuid.UUID:
     """A ward with its rooms and beds, every bed available (``InvalidWardError`` on bad input)."""
     labels = bed_labels(w.beds, w.rooms)
-    ward = {"id": uuid.uuid4(), "name": w.name, "ward_type": w.ward_type, "daily_rate": check_rate(w.daily_rate),
-            "currency": w.currency, "created_by": actor}  # fmt: skip
+    ward = {
+        "id": uuid.uuid4(),
+        "name": w.name,
+        "ward_type": w.ward_type,
+        "daily_rate": check_rate(w.daily_rate),
+        "currency": w.currency,
+        "created_by": actor,
+    }
     await store.insert_ward(uow.conn, ward, labels)
     return uuid.UUID(str(ward["id"]))
 
@@ -102,10 +108,16 @@ async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: dict[str, An
         return ward
     row = await store.update_ward(uow.conn, ward_id, changed, actor)
     uow.add(
-        WardUpdated(ward_id=ward_id, fields=sorted("type" if k == "ward_type" else k for k in changed),
-                    ward_type=row["ward_type"], daily_rate=row["daily_rate"], currency=row["currency"]),
-        aggregate_id=ward_id, aggregate_version=row["version"],
-    )  # fmt: skip
+        WardUpdated(
+            ward_id=ward_id,
+            fields=sorted("type" if k == "ward_type" else k for k in changed),
+            ward_type=row["ward_type"],
+            daily_rate=row["daily_rate"],
+            currency=row["currency"],
+        ),
+        aggregate_id=ward_id,
+        aggregate_version=row["version"],
+    )
     return row
 
 
@@ -159,14 +171,28 @@ async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, al
         if bed_id is None:
             raise NoFreeBedError
         await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
-        row = {"id": uuid.uuid4(), "patient_id": a.patient_id, "practitioner_id": a.practitioner_id,
-               "ward_id": a.ward_id, "bed_id": bed_id, "admitted_at": uow.clock(), "admitted_by": actor}  # fmt: skip
+        row = {
+            "id": uuid.uuid4(),
+            "patient_id": a.patient_id,
+            "practitioner_id": a.practitioner_id,
+            "ward_id": a.ward_id,
+            "bed_id": bed_id,
+            "admitted_at": uow.clock(),
+            "admitted_by": actor,
+        }
         saved = await store.insert_admission(uow.conn, row)
         uow.add(
-            PatientAdmitted(admission_id=saved["id"], patient_id=a.patient_id, practitioner_id=a.practitioner_id,
-                            ward_id=a.ward_id, bed_id=bed_id, admitted_at=saved["admitted_at"]),
-            aggregate_id=saved["id"], aggregate_version=saved["version"],
-        )  # fmt: skip
+            PatientAdmitted(
+                admission_id=saved["id"],
+                patient_id=a.patient_id,
+                practitioner_id=a.practitioner_id,
+                ward_id=a.ward_id,
+                bed_id=bed_id,
+                admitted_at=saved["admitted_at"],
+            ),
+            aggregate_id=saved["id"],
+            aggregate_version=saved["version"],
+        )
         if also:
             await also(uow, saved)
         uow.on_commit(ADMITTED.inc)
@@ -217,10 +243,18 @@ async def transfer(
     await store.start_stay(uow.conn, admission_id, ward_id, new_bed, moment)
     moved = await store.move_admission(uow.conn, admission_id, ward_id, new_bed)
     uow.add(
-        PatientTransferred(admission_id=admission_id, patient_id=row["patient_id"], from_ward_id=row["ward_id"],
-                           from_bed_id=row["bed_id"], to_ward_id=ward_id, to_bed_id=new_bed, transferred_at=moment),
-        aggregate_id=admission_id, aggregate_version=moved["version"],
-    )  # fmt: skip
+        PatientTransferred(
+            admission_id=admission_id,
+            patient_id=row["patient_id"],
+            from_ward_id=row["ward_id"],
+            from_bed_id=row["bed_id"],
+            to_ward_id=ward_id,
+            to_bed_id=new_bed,
+            transferred_at=moment,
+        ),
+        aggregate_id=admission_id,
+        aggregate_version=moved["version"],
+    )
     return moved
 
 
@@ -250,16 +284,27 @@ async def post_nights(uow: UnitOfWork, row: dict[str, Any], through: date, zone:
             assert ward is not None  # wards are never deleted
             wards[ward_id] = ward
         ward = wards[ward_id]
-        charge = {"id": uuid.uuid4(), "admission_id": row["id"], "night": night, "ward_id": ward_id,
-                  "ward_type": ward["ward_type"], "amount": ward["daily_rate"],
-                  "currency": ward["currency"]}  # fmt: skip
+        charge = {
+            "id": uuid.uuid4(),
+            "admission_id": row["id"],
+            "night": night,
+            "ward_id": ward_id,
+            "ward_type": ward["ward_type"],
+            "amount": ward["daily_rate"],
+            "currency": ward["currency"],
+        }
         if not await store.insert_charge(uow.conn, charge):
             out.already_posted += 1
             continue
         out.posted += 1
-        uow.add(BedChargePosted(charge_id=charge["id"], patient_id=row["patient_id"], **{
-            k: charge[k] for k in ("admission_id", "night", "ward_id", "ward_type", "amount", "currency")
-        }), aggregate_id=row["id"])  # fmt: skip
+        uow.add(
+            BedChargePosted(
+                charge_id=charge["id"],
+                patient_id=row["patient_id"],
+                **{k: charge[k] for k in ("admission_id", "night", "ward_id", "ward_type", "amount", "currency")},
+            ),
+            aggregate_id=row["id"],
+        )
     return out
 
 
@@ -276,11 +321,18 @@ async def discharge(uow: UnitOfWork, admission_id: uuid.UUID, actor: uuid.UUID, 
     await _move_bed(uow, bed, BedAction.VACATE)
     nights = await store.count_charges(uow.conn, admission_id)
     uow.add(
-        PatientDischarged(admission_id=admission_id, patient_id=row["patient_id"], ward_id=row["ward_id"],
-                          bed_id=row["bed_id"], admitted_at=row["admitted_at"], discharged_at=done["discharged_at"],
-                          nights=nights),
-        aggregate_id=admission_id, aggregate_version=done["version"],
-    )  # fmt: skip
+        PatientDischarged(
+            admission_id=admission_id,
+            patient_id=row["patient_id"],
+            ward_id=row["ward_id"],
+            bed_id=row["bed_id"],
+            admitted_at=row["admitted_at"],
+            discharged_at=done["discharged_at"],
+            nights=nights,
+        ),
+        aggregate_id=admission_id,
+        aggregate_version=done["version"],
+    )
     return {**done, "nights": nights}
 
 
@@ -293,8 +345,13 @@ class RunSummary:
     failed: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"date": self.night.isoformat(), "admissions": self.admissions, "posted": self.posted,
-                "already_posted": self.already_posted, "failed": self.failed}  # fmt: skip
+        return {
+            "date": self.night.isoformat(),
+            "admissions": self.admissions,
+            "posted": self.posted,
+            "already_posted": self.already_posted,
+            "failed": self.failed,
+        }
 
 
 async def run_charges(db: Database, through: date, zone: ZoneInfo) -> RunSummary:

@@ -19,12 +19,23 @@ async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Append the access to the hash chain; emergency access is flagged."""
     if not isinstance(ev, RecordAccessed):
         raise PermanentError(f"unexpected event {env.type}")
-    await store.append(uow.conn, {
-        "event_id": env.id, "at": env.time, "source": env.source, "actor_id": ev.actor_id,
-        "actor_roles": list(ev.actor_roles), "patient_id": ev.patient_id, "action": ev.action,
-        "resource": ev.resource, "purpose": ev.purpose, "outcome": ev.outcome, "trace_id": ev.trace_id,
-        "flagged": is_flagged(ev.action, ev.purpose),
-    })  # fmt: skip
+    await store.append(
+        uow.conn,
+        {
+            "event_id": env.id,
+            "at": env.time,
+            "source": env.source,
+            "actor_id": ev.actor_id,
+            "actor_roles": list(ev.actor_roles),
+            "patient_id": ev.patient_id,
+            "action": ev.action,
+            "resource": ev.resource,
+            "purpose": ev.purpose,
+            "outcome": ev.outcome,
+            "trace_id": ev.trace_id,
+            "flagged": is_flagged(ev.action, ev.purpose),
+        },
+    )
 
 
 async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -32,13 +43,26 @@ async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None
     keeps its own id and time."""
     if not isinstance(ev, RecordsAccessed):
         raise PermanentError(f"unexpected event {env.type}")
-    await store.append_many(uow.conn, [
-        {"event_id": a.id, "at": a.at, "source": env.source, "actor_id": a.actor_id,
-         "actor_roles": list(a.actor_roles), "patient_id": a.patient_id, "action": a.action,
-         "resource": a.resource, "purpose": a.purpose, "outcome": a.outcome, "trace_id": a.trace_id,
-         "flagged": is_flagged(a.action, a.purpose)}
-        for a in ev.accesses
-    ])  # fmt: skip
+    await store.append_many(
+        uow.conn,
+        [
+            {
+                "event_id": a.id,
+                "at": a.at,
+                "source": env.source,
+                "actor_id": a.actor_id,
+                "actor_roles": list(a.actor_roles),
+                "patient_id": a.patient_id,
+                "action": a.action,
+                "resource": a.resource,
+                "purpose": a.purpose,
+                "outcome": a.outcome,
+                "trace_id": a.trace_id,
+                "flagged": is_flagged(a.action, a.purpose),
+            }
+            for a in ev.accesses
+        ],
+    )
 
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -54,9 +78,20 @@ async def record_denied(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, 
     other services' refusals arrive: actor, roles, patient, outcome ``denied``."""
     from his.kernel import tracing
 
-    await store.append(uow.conn, {
-        "event_id": uuid.uuid4(), "at": datetime.now(UTC), "source": "his.audit", "actor_id": uuid.UUID(who.subject),
-        "actor_roles": sorted(who.roles), "patient_id": patient_id, "action": "read", "resource": resource,
-        "purpose": purpose, "outcome": "denied", "trace_id": tracing.current_trace_id(),
-        "flagged": is_flagged("read", purpose),
-    })  # fmt: skip
+    await store.append(
+        uow.conn,
+        {
+            "event_id": uuid.uuid4(),
+            "at": datetime.now(UTC),
+            "source": "his.audit",
+            "actor_id": uuid.UUID(who.subject),
+            "actor_roles": sorted(who.roles),
+            "patient_id": patient_id,
+            "action": "read",
+            "resource": resource,
+            "purpose": purpose,
+            "outcome": "denied",
+            "trace_id": tracing.current_trace_id(),
+            "flagged": is_flagged("read", purpose),
+        },
+    )

@@ -136,9 +136,15 @@ async def serve(dsn: str, port: int) -> int:
             print(f"refusing to run: synchronous_commit={durability}", flush=True)
             return 1
         config = uvicorn.Config(
-            BareApp(pool), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-            lifespan="off", loop="none", http="httptools",
-        )  # fmt: skip
+            BareApp(pool),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            http="httptools",
+        )
         server = _Server(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

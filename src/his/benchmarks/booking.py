@@ -93,9 +93,16 @@ class BookingConfig:
     def tiny(cls) -> BookingConfig:
         """For the smoke test: every path once, minimal sizes."""
         return cls(
-            desks=2, practitioners=8, days=3, patients=16, seconds=1.0, rounds=1, rate=50.0, aim_rate=None,
+            desks=2,
+            practitioners=8,
+            days=3,
+            patients=16,
+            seconds=1.0,
+            rounds=1,
+            rate=50.0,
+            aim_rate=None,
             warmup_seconds=0.3,
-        )  # fmt: skip
+        )
 
 
 class BadAnswerError(BenchmarkError):
@@ -272,8 +279,12 @@ async def verify(run: Run) -> dict[str, Any]:
         await conn.close()
     t = run.targets
     expected = t["booking"].created + t["direct"].created
-    out: dict[str, Any] = {"appointments": appointments, "bookings_answered_201": expected,
-           "baseline_rows": rows, "baseline_answered_201": t["baseline"].created}  # fmt: skip
+    out: dict[str, Any] = {
+        "appointments": appointments,
+        "bookings_answered_201": expected,
+        "baseline_rows": rows,
+        "baseline_answered_201": t["baseline"].created,
+    }
     if appointments != expected or rows != t["baseline"].created:
         run.errors.append(f"database check: {out}")
     out["statuses"] = {name: dict(tg.statuses) for name, tg in t.items()}
@@ -290,8 +301,9 @@ async def start_baseline(hospital: PrivateHospital, workdir: Path) -> tuple[Mana
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
     env.update(HIS_BENCH_DSN=hospital.admin_dsn, HIS_BENCH_PORT=str(port))
-    proc = ManagedProcess.spawn("baseline", [sys.executable, "-m", "his.benchmarks.bare"], env=env,
-                                log_file=workdir / "baseline.log")  # fmt: skip
+    proc = ManagedProcess.spawn(
+        "baseline", [sys.executable, "-m", "his.benchmarks.bare"], env=env, log_file=workdir / "baseline.log"
+    )
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient() as client:
         while True:
@@ -308,10 +320,19 @@ async def start_baseline(hospital: PrivateHospital, workdir: Path) -> tuple[Mana
 
 
 async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callable[[str], None]) -> dict[str, Any]:
-    say(f"seeding through the gateway: {cfg.desks} desks, {cfg.practitioners} practitioners × {cfg.days} "
-        f"days of 24 h shifts, {cfg.patients} patients")  # fmt: skip
-    plan, seeded = await seed(hospital.gateway, ADMIN_EMAIL, hospital.password, desks=cfg.desks,
-                              practitioners=cfg.practitioners, patients=cfg.patients, days=cfg.days)  # fmt: skip
+    say(
+        f"seeding through the gateway: {cfg.desks} desks, {cfg.practitioners} practitioners × {cfg.days} "
+        f"days of 24 h shifts, {cfg.patients} patients"
+    )
+    plan, seeded = await seed(
+        hospital.gateway,
+        ADMIN_EMAIL,
+        hospital.password,
+        desks=cfg.desks,
+        practitioners=cfg.practitioners,
+        patients=cfg.patients,
+        days=cfg.days,
+    )
     seeded["scheduling_learned_patients_s"] = await wait_known(hospital.admin_dsn, plan.patients)
     baseline, port = await start_baseline(hospital, hospital.workdir)
     operator = hospital.operator()
@@ -320,9 +341,14 @@ async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callab
     targets = {
         "booking": Target("booking", Pool("127.0.0.1", hospital.port), "/api/appointments", plan, slots),
         "baseline": Target("baseline", Pool("127.0.0.1", port), "/bookings", plan, wrapping(plan.capacity)),
-        "direct": Target("direct", Pool(sched.hostname or "127.0.0.1", sched.port or 0, operator.client_context()),
-                         "/appointments", plan, slots),
-    }  # fmt: skip
+        "direct": Target(
+            "direct",
+            Pool(sched.hostname or "127.0.0.1", sched.port or 0, operator.client_context()),
+            "/appointments",
+            plan,
+            slots,
+        ),
+    }
     roots = {**hospital.processes(), "baseline": baseline.pid, "load generator": os.getpid()}
     try:
         async with httpx.AsyncClient(verify=operator.client_context()) as client:

@@ -13,8 +13,19 @@ from his.benchmarks.report import NOISY_CPU, Row, noisy, num, ratio_of, wide
 
 AIM_RATE = 250.0
 #: Processes shown in the CPU breakdown, in this order; the rest are summed as "other services".
-SHOWN = ("gateway", "scheduling", "practitioners", "patients", "identity", "audit", "postgres", "nats",
-         "supervisor", "baseline", "load generator")  # fmt: skip
+SHOWN = (
+    "gateway",
+    "scheduling",
+    "practitioners",
+    "patients",
+    "identity",
+    "audit",
+    "postgres",
+    "nats",
+    "supervisor",
+    "baseline",
+    "load generator",
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,16 @@ def rows(results: dict[str, Any]) -> list[Figure]:
         figure = f"bookings/s, {users} users back to back (gateway → scheduling → gRPC → DB)"
         out.append(Figure(figure, per_s["booking"], per_s["baseline"], " req/s", tp["ratio"], (0.33, 0.33), errors=bad))
         bad = failed.get("direct", 0) + failed.get("baseline", 0)
-        out.append(Figure("  same, straight to scheduling (no gateway; for the breakdown)",
-                          per_s["direct"], per_s["baseline"], " req/s", tp["direct_ratio"], errors=bad))  # fmt: skip
+        out.append(
+            Figure(
+                "  same, straight to scheduling (no gateway; for the breakdown)",
+                per_s["direct"],
+                per_s["baseline"],
+                " req/s",
+                tp["direct_ratio"],
+                errors=bad,
+            )
+        )
     for cell in (results.get("latency") or {}).values():
         rate, role = cell["rate_per_s"], cell.get("role", "asked")
         booking, base = cell["booking"], cell["baseline"]
@@ -166,5 +185,6 @@ def _notes(console: Console, report: dict[str, Any]) -> None:
                 f"[bold yellow]noisy run:[/] other processes used more than {NOISY_CPU:.0%} of the CPU in some part; "
                 "its figures are less reliable than a quiet run's."
             )
-    console.print("Latency is counted from each request's intended start (constant arrival rate). Details: "
-                  "docs/performance.md.")  # fmt: skip
+    console.print(
+        "Latency is counted from each request's intended start (constant arrival rate). Details: docs/performance.md."
+    )

@@ -73,8 +73,10 @@ def time_starts(hospital: PrivateHospital, starts: int, say: Callable[[str], Non
         hospital.start()
         walls.append(hospital.started_in)
         cpu.append(CpuLedger(hospital.processes()).sample())
-        say(f"his up ({'warm restart' if n else 'new data directory'}) healthy in {walls[-1]:.1f}s, "
-            f"{sum(cpu[-1].values()):.1f} CPU-s")  # fmt: skip
+        say(
+            f"his up ({'warm restart' if n else 'new data directory'}) healthy in {walls[-1]:.1f}s, "
+            f"{sum(cpu[-1].values()):.1f} CPU-s"
+        )
     warm = walls[1:]
     return {
         "cold_s": walls[0],

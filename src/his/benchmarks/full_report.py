@@ -43,8 +43,9 @@ def raw_rows(rep: dict[str, Any]) -> list[Row]:
     res = rep["backbone"]["results"]
     out = reads.raw_rows(rep["reads"])
     if "drain" in res:
-        out.append(Row("JetStream publish, pipelined (sync_interval: always)", res["drain"]["raw_per_s"], None,
-                       " msg/s", None))  # fmt: skip
+        out.append(
+            Row("JetStream publish, pipelined (sync_interval: always)", res["drain"]["raw_per_s"], None, " msg/s", None)
+        )
     if "consumer" in res:
         out.append(
             Row("JetStream pull consumer + INSERT per fetch", res["consumer"]["raw_per_s"], None, " msg/s", None)
@@ -53,8 +54,9 @@ def raw_rows(rep: dict[str, Any]) -> list[Row]:
     if lat:
         bare = lat["bare"]["publish_to_ack"]
         for p in ("p50", "p99"):
-            out.append(Row(f"JetStream publish → PubAck {p} at {lat['rate_per_s']:g}/s", bare[f"{p}_ms"], None,
-                           " ms", None))  # fmt: skip
+            out.append(
+                Row(f"JetStream publish → PubAck {p} at {lat['rate_per_s']:g}/s", bare[f"{p}_ms"], None, " ms", None)
+            )
     return out
 
 
@@ -89,11 +91,18 @@ def startup_rows(rep: dict[str, Any]) -> list[Row]:
     s = rep["startup"]
     target = (UP_LIMIT_S, UP_LIMIT_S)
     return [
-        Row(f"his up → healthy, warm install, median of {len(s['warm_s'])}", s["warm_median_s"], None, " s", None,
-            target, "max"),
+        Row(
+            f"his up → healthy, warm install, median of {len(s['warm_s'])}",
+            s["warm_median_s"],
+            None,
+            " s",
+            None,
+            target,
+            "max",
+        ),
         Row("his up → healthy, warm install, best", s["warm_min_s"], None, " s", None),
         Row("his up → healthy, first start (creates the data directory)", s["cold_s"], None, " s", None),
-    ]  # fmt: skip
+    ]
 
 
 def errors(rep: dict[str, Any]) -> list[str]:
@@ -104,8 +113,12 @@ def errors(rep: dict[str, Any]) -> list[str]:
 
 def all_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
     """Every figure as a dict, with its section and pass/miss (for the JSON report)."""
-    groups = (("raw", raw_rows(rep)), ("system", system_rows(rep)), ("rss", rss_rows(rep)),
-              ("startup", startup_rows(rep)))  # fmt: skip
+    groups = (
+        ("raw", raw_rows(rep)),
+        ("system", system_rows(rep)),
+        ("rss", rss_rows(rep)),
+        ("startup", startup_rows(rep)),
+    )
     return [r.as_dict() | {"section": name, "result": passed(r)} for name, rs in groups for r in rs]
 
 
@@ -125,8 +138,16 @@ def _figures(rows: list[Row]) -> list[str]:
     lines = []
     for r in rows:
         ratio = "" if r.ratio is None or math.isnan(r.ratio) else f"{r.ratio:.2f}"
-        lines.append([r.figure.strip(), _value(r.measured, r.unit), _value(r.baseline, r.unit), ratio,
-                      r.target_text(), passed(r) if r.target else ""])  # fmt: skip
+        lines.append(
+            [
+                r.figure.strip(),
+                _value(r.measured, r.unit),
+                _value(r.baseline, r.unit),
+                ratio,
+                r.target_text(),
+                passed(r) if r.target else "",
+            ]
+        )
     return _table(("figure", "measured", "baseline", "ratio", "target", "pass/miss"), lines)
 
 
@@ -198,8 +219,15 @@ def _rss(rep: dict[str, Any]) -> list[str]:
     idle, loaded = rep["rss_mb"].get("idle", {}), rep["rss_mb"].get("after_load", {})
     lines = []
     for r in rss_rows(rep):
-        lines.append([r.figure, _value(idle.get(r.figure), " MB"), _value(loaded.get(r.figure), " MB"),
-                      r.target_text(), passed(r) if r.target else ""])  # fmt: skip
+        lines.append(
+            [
+                r.figure,
+                _value(idle.get(r.figure), " MB"),
+                _value(loaded.get(r.figure), " MB"),
+                r.target_text(),
+                passed(r) if r.target else "",
+            ]
+        )
     return [
         "## Resident memory per process",
         "",
@@ -275,9 +303,16 @@ def _noise(rep: dict[str, Any]) -> list[str]:
     parts.update(rep["reads"].get("cpu", {}))
     lines = []
     for name, c in parts.items():
-        lines.append([name, f"{c['our_cpu_share'] * 100:.0f} %", f"{c['other_cpu_share'] * 100:.0f} %",
-                      f"{c.get('steal_share', 0.0) * 100:.0f} %", _value(c.get("fsync_p99_ms"), " ms"),
-                      "noisy" if report.noisy(c) else ""])  # fmt: skip
+        lines.append(
+            [
+                name,
+                f"{c['our_cpu_share'] * 100:.0f} %",
+                f"{c['other_cpu_share'] * 100:.0f} %",
+                f"{c.get('steal_share', 0.0) * 100:.0f} %",
+                _value(c.get("fsync_p99_ms"), " ms"),
+                "noisy" if report.noisy(c) else "",
+            ]
+        )
     return [
         "## Machine noise",
         "",

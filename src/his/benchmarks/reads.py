@@ -88,9 +88,16 @@ class ReadConfig:
     @classmethod
     def tiny(cls) -> ReadConfig:
         return cls(
-            users=8, desks=1, patients=8, seconds=0.6, rounds=1, rate=50.0, warmup_seconds=0.2, raw_seconds=0.3,
+            users=8,
+            desks=1,
+            patients=8,
+            seconds=0.6,
+            rounds=1,
+            rate=50.0,
+            warmup_seconds=0.2,
+            raw_seconds=0.3,
             connections=4,
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -155,8 +162,9 @@ async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list
 async def raw_database(dsn: str, patients: list[str], cfg: ReadConfig) -> dict[str, Any]:
     """asyncpg alone: one-row INSERTs (each its own commit, synchronous_commit=on) and SELECTs by
     primary key, ``connections`` at once, back to back."""
-    pool = await asyncpg.create_pool(dsn, min_size=cfg.connections, max_size=cfg.connections,
-                                     server_settings={"synchronous_commit": "on"})  # fmt: skip
+    pool = await asyncpg.create_pool(
+        dsn, min_size=cfg.connections, max_size=cfg.connections, server_settings={"synchronous_commit": "on"}
+    )
     ids = [uuid.UUID(p) for p in patients]
     count = itertools.count()
     now = datetime.now(UTC)
@@ -245,8 +253,15 @@ def targets(hospital: PrivateHospital, port: int, tokens: list[str], patients: l
     check = is_patient(patients)
     svc = urlsplit(hospital.service_url("patients"))
     tls = hospital.operator().client_context()
-    body = json.dumps({"patient_id": patients[0], "practitioner_id": patients[0], "service": "consultation",
-                       "start": "2030-01-01T09:00:00+00:00", "end": "2030-01-01T09:20:00+00:00"}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "patient_id": patients[0],
+            "practitioner_id": patients[0],
+            "service": "consultation",
+            "start": "2030-01-01T09:00:00+00:00",
+            "end": "2030-01-01T09:20:00+00:00",
+        }
+    ).encode()
     post = b"content-type: application/json\r\n"
     return {
         "read": ReadTarget("read", Pool("127.0.0.1", hospital.port), reader("/api/patients", patients, headers), check),
@@ -323,18 +338,34 @@ def rows(res: dict[str, Any]) -> list[Row]:
     tp = res.get("throughput")
     if tp:
         per_s = tp["per_s"]
-        out.append(Row(f"patient reads/s, {tp['users']} users (gateway → patients → DB + audit)", per_s["read"],
-                       per_s["select"], " req/s", tp["ratio"], (RATIO_TARGET, RATIO_TARGET)))  # fmt: skip
-        out.append(Row("  same, straight to patients (no gateway; for the breakdown)", per_s["direct"],
-                       per_s["select"], " req/s", tp["direct_ratio"]))  # fmt: skip
+        out.append(
+            Row(
+                f"patient reads/s, {tp['users']} users (gateway → patients → DB + audit)",
+                per_s["read"],
+                per_s["select"],
+                " req/s",
+                tp["ratio"],
+                (RATIO_TARGET, RATIO_TARGET),
+            )
+        )
+        out.append(
+            Row(
+                "  same, straight to patients (no gateway; for the breakdown)",
+                per_s["direct"],
+                per_s["select"],
+                " req/s",
+                tp["direct_ratio"],
+            )
+        )
     lat = res.get("latency")
     if lat:
         rate = lat["rate_per_s"]
         for p in ("p50", "p95", "p99", "p99.9"):
             m = lat["read"]["latency"].get(f"{p}_ms", float("nan"))
             b = lat["select"]["latency"].get(f"{p}_ms", float("nan"))
-            out.append(Row(f"patient read latency {p} at a constant {rate:g}/s", m, b, " ms", ratio_of(m, b),
-                           kind="max"))  # fmt: skip
+            out.append(
+                Row(f"patient read latency {p} at a constant {rate:g}/s", m, b, " ms", ratio_of(m, b), kind="max")
+            )
     return out
 
 

@@ -61,10 +61,15 @@ class Plan:
             raise SlotsExhaustedError(f"all {self.capacity} seeded slots are booked")
         p = len(self.practitioners)
         start = self.first_day + (i // p) * SLOT
-        return json.dumps({
-            "patient_id": self.patients[i % len(self.patients)], "practitioner_id": self.practitioners[i % p],
-            "start": start.isoformat(), "end": (start + SLOT).isoformat(), "service": SERVICE,
-        }).encode()  # fmt: skip
+        return json.dumps(
+            {
+                "patient_id": self.patients[i % len(self.patients)],
+                "practitioner_id": self.practitioners[i % p],
+                "start": start.isoformat(),
+                "end": (start + SLOT).isoformat(),
+                "service": SERVICE,
+            }
+        ).encode()
 
     def headers(self, i: int) -> bytes:
         """The i-th booking's headers: its desk's token (desks take turns)."""
@@ -93,26 +98,43 @@ async def call(client: httpx.AsyncClient, token: str, path: str, body: dict[str,
 async def desk(client: httpx.AsyncClient, admin: str, n: int, tag: str) -> str:
     """A receptionist account (random password, kept in memory only), signed in: its access token."""
     email, password = f"desk{n}.{tag}@bench.his.local", secrets.token_urlsafe(18)
-    await call(client, admin, "/api/admin/users",
-               {"email": email, "password": password, "full_name": f"Desk {n}", "roles": ["RECEPTIONIST"]})  # fmt: skip
+    await call(
+        client,
+        admin,
+        "/api/admin/users",
+        {"email": email, "password": password, "full_name": f"Desk {n}", "roles": ["RECEPTIONIST"]},
+    )
     return str((await call(client, "", "/api/auth/login", {"email": email, "password": password}))["access_token"])
 
 
 async def practitioner(client: httpx.AsyncClient, admin: str, n: int, first_day: datetime, days: int) -> str:
-    pid = str((await call(client, admin, "/api/practitioners", {"full_name": f"Dr. Bench {n}",
-                                                                "specialty": "general_practice"}))["id"])  # fmt: skip
+    pid = str(
+        (
+            await call(
+                client, admin, "/api/practitioners", {"full_name": f"Dr. Bench {n}", "specialty": "general_practice"}
+            )
+        )["id"]
+    )
     for d in range(days):
         start = first_day + d * SHIFT
-        await call(client, admin, f"/api/practitioners/{pid}/shifts",
-                   {"start": start.isoformat(), "end": (start + SHIFT).isoformat()})  # fmt: skip
+        await call(
+            client,
+            admin,
+            f"/api/practitioners/{pid}/shifts",
+            {"start": start.isoformat(), "end": (start + SHIFT).isoformat()},
+        )
     return pid
 
 
 async def patient(client: httpx.AsyncClient, token: str, n: int, family: str = "Patient") -> str:
     """Register patient ``n``; another ``family`` keeps a second seeding clear of the duplicate check."""
     born = datetime(1950, 1, 1, tzinfo=UTC) + timedelta(days=(n * 37) % 25_000)
-    body = {"given_name": "Bench", "family_name": f"{family}{n}", "birth_date": born.date().isoformat(),
-            "sex": ("female", "male")[n % 2]}  # fmt: skip
+    body = {
+        "given_name": "Bench",
+        "family_name": f"{family}{n}",
+        "birth_date": born.date().isoformat(),
+        "sex": ("female", "male")[n % 2],
+    }
     return str((await call(client, token, "/api/patients", body))["id"])
 
 
@@ -124,8 +146,11 @@ async def seed(
     first_day = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        admin = str((await call(client, "", "/api/auth/login",
-                                {"email": admin_email, "password": admin_password}))["access_token"])  # fmt: skip
+        admin = str(
+            (await call(client, "", "/api/auth/login", {"email": admin_email, "password": admin_password}))[
+                "access_token"
+            ]
+        )
         # Password hashing (argon2id) bounds how fast accounts are made; identity runs two at a time.
         tokens = await limited(list(range(desks)), lambda n: desk(client, admin, n, tag), 4)
         pids = await limited(list(range(practitioners)), lambda n: practitioner(client, admin, n, first_day, days), 8)

@@ -163,9 +163,17 @@ async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """Remember a ward's corrected tariff (see ``on_bed_charge_posted``)."""
     if not isinstance(ev, WardUpdated):
         raise PermanentError(f"unexpected event {env.type}")
-    await store.add_ward_tariff(uow.conn, env.id, {"ward_id": ev.ward_id, "ward_type": ev.ward_type,
-                                                   "daily_rate": ev.daily_rate, "currency": ev.currency,
-                                                   "changed_at": env.time})  # fmt: skip
+    await store.add_ward_tariff(
+        uow.conn,
+        env.id,
+        {
+            "ward_id": ev.ward_id,
+            "ward_type": ev.ward_type,
+            "daily_rate": ev.daily_rate,
+            "currency": ev.currency,
+            "changed_at": env.time,
+        },
+    )
 
 
 # --- encounters --------------------------------------------------------------------------------
@@ -284,12 +292,22 @@ async def capture(
     for it in items:
         unit = cents(it.unit_price)  # a price is money: 0.01, as stored
         row = {
-            "id": uuid.uuid4(), "patient_id": patient_id, "source_kind": source_kind, "source_id": source_id,
-            "line_key": it.line_key, "code": it.code, "category": it.category, "quantity": it.quantity,
-            "unit_price": unit, "amount": Line(it.code, it.category, it.quantity, unit).total,
-            "currency": it.currency, "service_at": at, "service_date": day_of(at),
-            "status": "void" if voided else "active", "encounter_id": enc["id"],
-        }  # fmt: skip
+            "id": uuid.uuid4(),
+            "patient_id": patient_id,
+            "source_kind": source_kind,
+            "source_id": source_id,
+            "line_key": it.line_key,
+            "code": it.code,
+            "category": it.category,
+            "quantity": it.quantity,
+            "unit_price": unit,
+            "amount": Line(it.code, it.category, it.quantity, unit).total,
+            "currency": it.currency,
+            "service_at": at,
+            "service_date": day_of(at),
+            "status": "void" if voided else "active",
+            "encounter_id": enc["id"],
+        }
         if await store.insert_charge(conn, row):
             new.append(row["id"])
     if voided or not new:
@@ -322,10 +340,17 @@ async def place(
     invoice = await store.draft_of(conn, enc["id"]) if collecting else None
     if invoice is None:
         kind = "supplementary" if await store.has_issued(conn, enc["id"]) else _invoice_kind(enc)
-        invoice = await store.create_invoice(conn, {
-            "id": uuid.uuid4(), "patient_id": enc["patient_id"], "encounter_id": enc["id"], "kind": kind,
-            "currency": currency, "service_date": day_of(enc["started_at"]),
-        })  # fmt: skip
+        invoice = await store.create_invoice(
+            conn,
+            {
+                "id": uuid.uuid4(),
+                "patient_id": enc["patient_id"],
+                "encounter_id": enc["id"],
+                "kind": kind,
+                "currency": currency,
+                "service_date": day_of(enc["started_at"]),
+            },
+        )
     if currency != invoice["currency"]:
         raise PermanentError(f"charges in another currency than the invoice's {invoice['currency']}")
     await store.attach(conn, charge_ids, invoice["id"])
@@ -357,38 +382,80 @@ async def issue(uow: UnitOfWork, invoice: dict[str, Any]) -> dict[str, Any] | No
         )
     year = await store.accumulator(conn, invoice["patient_id"], plan.code, day.year)
     priced = price(plan, [Line(c["code"], c["category"], c["quantity"], c["unit_price"]) for c in charges], year)
-    await store.write_lines(conn, invoice["id"], [
-        (i, c["id"], c["code"], c["category"], c["quantity"], c["unit_price"], p.total, p.insurer_share,
-         p.patient_share, p.excluded, p.deductible, p.copay)
-        for i, (c, p) in enumerate(zip(charges, priced.lines, strict=True))
-    ])  # fmt: skip
+    await store.write_lines(
+        conn,
+        invoice["id"],
+        [
+            (
+                i,
+                c["id"],
+                c["code"],
+                c["category"],
+                c["quantity"],
+                c["unit_price"],
+                p.total,
+                p.insurer_share,
+                p.patient_share,
+                p.excluded,
+                p.deductible,
+                p.copay,
+            )
+            for i, (c, p) in enumerate(zip(charges, priced.lines, strict=True))
+        ],
+    )
     await store.save_accumulator(conn, invoice["patient_id"], plan.code, day.year, priced.after)
-    issued = await store.mark_issued(conn, invoice["id"], {
-        "status": payment_status(priced.patient_share, invoice["paid"]).value, "payer": plan.code,
-        "plan_year": day.year, "total": priced.total, "insurer_share": priced.insurer_share,
-        "patient_share": priced.patient_share, "deductible_applied": priced.deductible_applied,
-        "out_of_pocket_applied": priced.out_of_pocket_applied,
-    })  # fmt: skip
+    issued = await store.mark_issued(
+        conn,
+        invoice["id"],
+        {
+            "status": payment_status(priced.patient_share, invoice["paid"]).value,
+            "payer": plan.code,
+            "plan_year": day.year,
+            "total": priced.total,
+            "insurer_share": priced.insurer_share,
+            "patient_share": priced.patient_share,
+            "deductible_applied": priced.deductible_applied,
+            "out_of_pocket_applied": priced.out_of_pocket_applied,
+        },
+    )
     uow.add(
         InvoiceIssued(
-            invoice_id=issued["id"], patient_id=issued["patient_id"], encounter_id=issued["encounter_id"],
-            kind=issued["kind"], payer=plan.code, currency=issued["currency"], total=priced.total,
-            insurer_share=priced.insurer_share, patient_share=priced.patient_share, replaces=issued["replaces"],
+            invoice_id=issued["id"],
+            patient_id=issued["patient_id"],
+            encounter_id=issued["encounter_id"],
+            kind=issued["kind"],
+            payer=plan.code,
+            currency=issued["currency"],
+            total=priced.total,
+            insurer_share=priced.insurer_share,
+            patient_share=priced.patient_share,
+            replaces=issued["replaces"],
         ),
         aggregate_id=issued["id"],
-    )  # fmt: skip
+    )
     uow.on_commit(ISSUED.inc)
     if priced.insurer_share > ZERO:
-        claim = {"id": uuid.uuid4(), "invoice_id": issued["id"], "patient_id": issued["patient_id"],
-                 "payer": plan.code, "amount": priced.insurer_share, "currency": issued["currency"]}  # fmt: skip
+        claim = {
+            "id": uuid.uuid4(),
+            "invoice_id": issued["id"],
+            "patient_id": issued["patient_id"],
+            "payer": plan.code,
+            "amount": priced.insurer_share,
+            "currency": issued["currency"],
+        }
         await store.insert_claim(conn, claim)
         uow.add(_claim_event(ClaimCreated, claim), aggregate_id=claim["id"])
     return issued
 
 
 def _claim_event(model: type[ClaimEvent], claim: dict[str, Any]) -> ClaimEvent:
-    return model(claim_id=claim["id"], invoice_id=claim["invoice_id"], payer=claim["payer"], amount=claim["amount"],
-                 currency=claim["currency"])  # fmt: skip
+    return model(
+        claim_id=claim["id"],
+        invoice_id=claim["invoice_id"],
+        payer=claim["payer"],
+        amount=claim["amount"],
+        currency=claim["currency"],
+    )
 
 
 # --- cancellations -----------------------------------------------------------------------------
@@ -423,18 +490,29 @@ async def void_and_reissue(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
     await _void(uow, invoice, keep_paid=not remaining)
     replacement: dict[str, Any] | None = None
     if remaining:
-        replacement = await store.create_invoice(conn, {
-            "id": uuid.uuid4(), "patient_id": invoice["patient_id"], "encounter_id": invoice["encounter_id"],
-            "kind": invoice["kind"], "replaces": invoice["id"], "currency": invoice["currency"],
-            "service_date": invoice["service_date"], "paid": invoice["paid"],
-        })  # fmt: skip
+        replacement = await store.create_invoice(
+            conn,
+            {
+                "id": uuid.uuid4(),
+                "patient_id": invoice["patient_id"],
+                "encounter_id": invoice["encounter_id"],
+                "kind": invoice["kind"],
+                "replaces": invoice["id"],
+                "currency": invoice["currency"],
+                "service_date": invoice["service_date"],
+                "paid": invoice["paid"],
+            },
+        )
         await store.move_open_items(conn, invoice["id"], replacement["id"])
         await issue(uow, replacement)
     uow.add(
-        InvoiceVoided(invoice_id=invoice["id"], patient_id=invoice["patient_id"],
-                      replaced_by=replacement["id"] if replacement else None),
+        InvoiceVoided(
+            invoice_id=invoice["id"],
+            patient_id=invoice["patient_id"],
+            replaced_by=replacement["id"] if replacement else None,
+        ),
         aggregate_id=invoice["id"],
-    )  # fmt: skip
+    )
 
 
 async def _void(uow: UnitOfWork, invoice: dict[str, Any], *, keep_paid: bool) -> None:
@@ -456,8 +534,9 @@ async def adopt(uow: UnitOfWork, admission: dict[str, Any]) -> None:
     move onto it: their visit invoices are voided (payments stay there, to be refunded) and the
     charges go on the admission's invoice like any other charge of the stay."""
     conn = uow.conn
-    strays = await store.visit_charges_within(conn, admission["patient_id"], admission["started_at"],
-                                              admission["ended_at"])  # fmt: skip
+    strays = await store.visit_charges_within(
+        conn, admission["patient_id"], admission["started_at"], admission["ended_at"]
+    )
     if not strays:
         return
     for invoice_id in sorted({c["invoice_id"] for c in strays if c["invoice_id"] is not None}):
@@ -483,8 +562,9 @@ class Money:
     method: str
 
     def fingerprint(self) -> str:
-        canonical = json.dumps([self.kind, str(self.invoice_id), str(self.amount.normalize()), self.currency,
-                                self.method])  # fmt: skip
+        canonical = json.dumps(
+            [self.kind, str(self.invoice_id), str(self.amount.normalize()), self.currency, self.method]
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -522,29 +602,55 @@ async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
         invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"], paid)
     )
     await store.set_paid(conn, invoice["id"], paid, status)
-    row = await store.insert_payment(conn, {
-        "id": uuid.uuid4(), "invoice_id": invoice["id"], "patient_id": invoice["patient_id"], "kind": m.kind,
-        "amount": m.amount, "currency": m.currency, "method": m.method, "created_by": actor,
-    })  # fmt: skip
+    row = await store.insert_payment(
+        conn,
+        {
+            "id": uuid.uuid4(),
+            "invoice_id": invoice["id"],
+            "patient_id": invoice["patient_id"],
+            "kind": m.kind,
+            "amount": m.amount,
+            "currency": m.currency,
+            "method": m.method,
+            "created_by": actor,
+        },
+    )
     model = PaymentReceived if m.kind == "payment" else PaymentRefunded
     ids = {"payment_id": row["id"]} if m.kind == "payment" else {"refund_id": row["id"]}
     uow.add(
-        model(**ids, invoice_id=invoice["id"], patient_id=invoice["patient_id"], amount=m.amount,
-              currency=m.currency, method=m.method, invoice_status=str(status)),
+        model(
+            **ids,
+            invoice_id=invoice["id"],
+            patient_id=invoice["patient_id"],
+            amount=m.amount,
+            currency=m.currency,
+            method=m.method,
+            invoice_status=str(status),
+        ),
         aggregate_id=invoice["id"],
-    )  # fmt: skip
-    body = json.dumps({**payment_json(row), "invoice_status": str(status), "invoice_paid": str(paid),
-                       "outstanding": str(invoice["patient_share"] - paid)})  # fmt: skip
+    )
+    body = json.dumps(
+        {
+            **payment_json(row),
+            "invoice_status": str(status),
+            "invoice_paid": str(paid),
+            "outstanding": str(invoice["patient_share"] - paid),
+        }
+    )
     await store.store_response(conn, actor, key, 201, body)
     return Answer(201, body, replayed=False)
 
 
 def payment_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(row["id"]), "invoice_id": str(row["invoice_id"]), "kind": row["kind"],
-        "amount": str(row["amount"]), "currency": row["currency"], "method": row["method"],
+        "id": str(row["id"]),
+        "invoice_id": str(row["invoice_id"]),
+        "kind": row["kind"],
+        "amount": str(row["amount"]),
+        "currency": row["currency"],
+        "method": row["method"],
         "created_at": row["created_at"].isoformat(),
-    }  # fmt: skip
+    }
 
 
 # --- claims ------------------------------------------------------------------------------------

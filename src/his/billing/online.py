@@ -56,8 +56,9 @@ class OnlinePayment:
     provider: str
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(["online", str(self.invoice_id), str(self.amount.normalize()), self.currency,
-                                self.provider])  # fmt: skip
+        canonical = json.dumps(
+            ["online", str(self.invoice_id), str(self.amount.normalize()), self.currency, self.provider]
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -104,11 +105,20 @@ async def open_payment(
             assert answer is not None
             return answer
         invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
-        row = await online_store.insert_intent(uow.conn, {
-            "id": iid, "invoice_id": p.invoice_id, "patient_id": invoice["patient_id"], "amount": p.amount,
-            "currency": p.currency, "provider": checkout.provider, "provider_ref": checkout.reference,
-            "checkout_url": checkout.url, "created_by": actor,
-        })  # fmt: skip
+        row = await online_store.insert_intent(
+            uow.conn,
+            {
+                "id": iid,
+                "invoice_id": p.invoice_id,
+                "patient_id": invoice["patient_id"],
+                "amount": p.amount,
+                "currency": p.currency,
+                "provider": checkout.provider,
+                "provider_ref": checkout.reference,
+                "checkout_url": checkout.url,
+                "created_by": actor,
+            },
+        )
         body = json.dumps(intent_json(row, test_mode=checkout.test_mode))
         await store.store_response(uow.conn, actor, key, 201, body)
         if also is not None:
@@ -135,20 +145,38 @@ async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
     invoice = await store.get_invoice(conn, intent["invoice_id"], lock=True)
     assert invoice is not None
     paid = invoice["paid"] + c.amount
-    status = invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"],
-                                                                                               paid)  # fmt: skip
+    status = (
+        invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"], paid)
+    )
     await store.set_paid(conn, invoice["id"], paid, status)
-    row = await store.insert_payment(conn, {
-        "id": uuid.uuid4(), "invoice_id": invoice["id"], "patient_id": invoice["patient_id"], "kind": "payment",
-        "amount": c.amount, "currency": c.currency, "method": "online", "created_by": intent["created_by"],
-        "provider": c.provider, "intent_id": intent["id"],
-    })  # fmt: skip
+    row = await store.insert_payment(
+        conn,
+        {
+            "id": uuid.uuid4(),
+            "invoice_id": invoice["id"],
+            "patient_id": invoice["patient_id"],
+            "kind": "payment",
+            "amount": c.amount,
+            "currency": c.currency,
+            "method": "online",
+            "created_by": intent["created_by"],
+            "provider": c.provider,
+            "intent_id": intent["id"],
+        },
+    )
     await online_store.mark_succeeded(conn, intent["id"])
     uow.add(
-        PaymentReceived(payment_id=row["id"], invoice_id=invoice["id"], patient_id=invoice["patient_id"],
-                        amount=c.amount, currency=c.currency, method="online", invoice_status=str(status)),
+        PaymentReceived(
+            payment_id=row["id"],
+            invoice_id=invoice["id"],
+            patient_id=invoice["patient_id"],
+            amount=c.amount,
+            currency=c.currency,
+            method="online",
+            invoice_status=str(status),
+        ),
         aggregate_id=invoice["id"],
-    )  # fmt: skip
+    )
     if also is not None:
         also(uow, invoice)
     return True
@@ -156,8 +184,14 @@ async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
 
 def intent_json(row: dict[str, Any], *, test_mode: bool) -> dict[str, Any]:
     return {
-        "id": str(row["id"]), "invoice_id": str(row["invoice_id"]), "status": row["status"],
-        "amount": str(row["amount"]), "currency": row["currency"], "provider": row["provider"],
-        "test_mode": test_mode, "checkout_url": row["checkout_url"], "created_at": row["created_at"].isoformat(),
+        "id": str(row["id"]),
+        "invoice_id": str(row["invoice_id"]),
+        "status": row["status"],
+        "amount": str(row["amount"]),
+        "currency": row["currency"],
+        "provider": row["provider"],
+        "test_mode": test_mode,
+        "checkout_url": row["checkout_url"],
+        "created_at": row["created_at"].isoformat(),
         "confirmed_at": row["confirmed_at"].isoformat() if row["confirmed_at"] else None,
-    }  # fmt: skip
+    }

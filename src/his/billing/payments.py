@@ -126,6 +126,10 @@ def parse_confirmation(provider: str, body: bytes, delivery: str) -> Confirmatio
 
 def confirmation_body(event_id: str, reference: str, amount: Decimal, currency: str, *, test_mode: bool) -> bytes:
     """A confirmation as a provider sends it (the embedded test provider and the tests use it)."""
-    doc = {"id": event_id, "type": SUCCEEDED, "livemode": not test_mode,
-           "data": {"reference": reference, "amount": str(amount), "currency": currency}}  # fmt: skip
+    doc = {
+        "id": event_id,
+        "type": SUCCEEDED,
+        "livemode": not test_mode,
+        "data": {"reference": reference, "amount": str(amount), "currency": currency},
+    }
     return orjson.dumps(doc)

@@ -127,8 +127,11 @@ class TestModeProvider:
             await conn.execute(
                 """INSERT INTO test_provider_session (ref, intent_id, amount, currency, status)
                    VALUES ($1, $2, $3, $4, 'open') ON CONFLICT (intent_id) DO NOTHING""",
-                ref, intent_id, amount, currency,
-            )  # fmt: skip
+                ref,
+                intent_id,
+                amount,
+                currency,
+            )
             row = await conn.fetchrow("SELECT * FROM test_provider_session WHERE intent_id = $1", intent_id)
         assert row is not None
         if (row["amount"], row["currency"]) != (amount, currency):
@@ -144,8 +147,14 @@ class TestModeProvider:
         row = await self.db.pool.fetchrow("SELECT * FROM test_provider_session WHERE ref = $1", ref)
         if row is None:
             return None
-        return {"reference": row["ref"], "test_mode": True, "amount": str(row["amount"]), "currency": row["currency"],
-                "status": row["status"], "test_cards": TEST_CARDS}  # fmt: skip
+        return {
+            "reference": row["ref"],
+            "test_mode": True,
+            "amount": str(row["amount"]),
+            "currency": row["currency"],
+            "status": row["status"],
+            "test_cards": TEST_CARDS,
+        }
 
     async def pay(self, ref: str, card: Card) -> Paid:
         """Pay a checkout session with a test card; a success is confirmed to billing at once."""
@@ -162,18 +171,21 @@ class TestModeProvider:
             paid = await uow.conn.fetchrow(
                 """UPDATE test_provider_session SET attempts = attempts + 1, status = 'succeeded', event_id = $2,
                           completed_at = now() WHERE ref = $1 RETURNING *""",
-                ref, "evt_test_" + secrets.token_hex(12),
-            )  # fmt: skip
+                ref,
+                "evt_test_" + secrets.token_hex(12),
+            )
             assert paid is not None
         return Paid(outcome, delivered=await self._confirm(dict(paid)))
 
     async def _confirm(self, session: dict[str, Any]) -> bool:
         """Post the signed confirmation of a paid session; True once billing took it (a 2xx)."""
-        body = confirmation_body(session["event_id"], session["ref"], session["amount"], session["currency"],
-                                 test_mode=True)  # fmt: skip
+        body = confirmation_body(
+            session["event_id"], session["ref"], session["amount"], session["currency"], test_mode=True
+        )
         try:
-            status = await self.deliver(body, {SIGNATURE_HEADER: sign(self.secret, body, int(self.clock())),
-                                               "content-type": "application/json"})  # fmt: skip
+            status = await self.deliver(
+                body, {SIGNATURE_HEADER: sign(self.secret, body, int(self.clock())), "content-type": "application/json"}
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to deliver is retried later
             log.warning("test payment provider: confirmation of %s not delivered: %r", session["ref"], exc)
             return False
@@ -276,8 +288,9 @@ def checkout_router(provider: TestModeProvider) -> APIRouter:
         except AlreadyPaidError:
             raise HTTPException(409, "this checkout session was paid already") from None
         if done.outcome != "succeeded":
-            raise ProblemError(402, f"the test card was declined ({done.outcome})", decline_code=done.outcome,
-                               test_mode=True)  # fmt: skip
+            raise ProblemError(
+                402, f"the test card was declined ({done.outcome})", decline_code=done.outcome, test_mode=True
+            )
         return {"status": "succeeded", "test_mode": True, "confirmed_to_billing": done.delivered}
 
     return r

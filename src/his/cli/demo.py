@@ -27,16 +27,75 @@ from rich.table import Table
 
 T = TypeVar("T")
 
-GIVEN = ("Ayşe", "Mehmet", "Zeynep", "Mustafa", "Elif", "Ahmet", "Fatma", "Emre", "Selin", "Can", "Deniz",
-         "Burak", "Merve", "Kerem", "Ece", "Hasan", "Leyla", "Omar", "Sofia", "Lukas", "Maria", "Yusuf", "Derya",
-         "Ali", "Nur", "Hakan", "Esra", "Oğuz", "İrem", "Cem")  # fmt: skip
-FAMILY = ("Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Yıldırım", "Öztürk", "Aydın", "Özdemir",
-          "Arslan", "Doğan", "Kılıç", "Aslan", "Çetin", "Kara", "Koç", "Kurt", "Özkan", "Şimşek", "Polat",
-          "Müller", "García", "Rossi", "Novak")  # fmt: skip
-CLINICS = (("cardiology", "Dr. Selin Aksoy"), ("general_practice", "Dr. Murat Eren"),
-           ("pediatrics", "Dr. Canan Tekin"), ("orthopedics", "Dr. Levent Güler"),
-           ("dermatology", "Dr. Pınar Ateş"), ("neurology", "Dr. Kemal Uysal"),
-           ("internal_medicine", "Dr. Gül Sezer"), ("ophthalmology", "Dr. Tarık Bulut"))  # fmt: skip
+GIVEN = (
+    "Ayşe",
+    "Mehmet",
+    "Zeynep",
+    "Mustafa",
+    "Elif",
+    "Ahmet",
+    "Fatma",
+    "Emre",
+    "Selin",
+    "Can",
+    "Deniz",
+    "Burak",
+    "Merve",
+    "Kerem",
+    "Ece",
+    "Hasan",
+    "Leyla",
+    "Omar",
+    "Sofia",
+    "Lukas",
+    "Maria",
+    "Yusuf",
+    "Derya",
+    "Ali",
+    "Nur",
+    "Hakan",
+    "Esra",
+    "Oğuz",
+    "İrem",
+    "Cem",
+)
+FAMILY = (
+    "Yılmaz",
+    "Kaya",
+    "Demir",
+    "Şahin",
+    "Çelik",
+    "Yıldız",
+    "Yıldırım",
+    "Öztürk",
+    "Aydın",
+    "Özdemir",
+    "Arslan",
+    "Doğan",
+    "Kılıç",
+    "Aslan",
+    "Çetin",
+    "Kara",
+    "Koç",
+    "Kurt",
+    "Özkan",
+    "Şimşek",
+    "Polat",
+    "Müller",
+    "García",
+    "Rossi",
+    "Novak",
+)
+CLINICS = (
+    ("cardiology", "Dr. Selin Aksoy"),
+    ("general_practice", "Dr. Murat Eren"),
+    ("pediatrics", "Dr. Canan Tekin"),
+    ("orthopedics", "Dr. Levent Güler"),
+    ("dermatology", "Dr. Pınar Ateş"),
+    ("neurology", "Dr. Kemal Uysal"),
+    ("internal_medicine", "Dr. Gül Sezer"),
+    ("ophthalmology", "Dr. Tarık Bulut"),
+)
 PAYERS = (("SGK", 0.6), ("ALLIANZ", 0.15), ("SELF", 0.15), ("NOVA", 0.1))
 
 
@@ -119,8 +178,9 @@ class Hospital:
 async def staff_user(admin: Api, email: str, name: str, roles: list[str]) -> tuple[str, Api]:
     """Create a staff account (a fresh random password, kept only in memory) and sign in as it."""
     password = secrets.token_urlsafe(18)
-    r = await admin.call("POST", "/api/admin/users", json={"email": email, "password": password, "full_name": name,
-                                                            "roles": roles})  # fmt: skip
+    r = await admin.call(
+        "POST", "/api/admin/users", json={"email": email, "password": password, "full_name": name, "roles": roles}
+    )
     return r.json()["user_id"], await login(admin.as_user(""), email, password)
 
 
@@ -182,16 +242,18 @@ async def _clinics(h: Hospital, count: int, tag: str, first_day: date, *, zone: 
     for specialty, name in chosen:
         email = f"{name.split()[-1].lower()}.{tag}@demo.his.local".replace("ı", "i").replace("ş", "s")
         sub, doctor = await staff_user(h.admin, email, name, ["DOCTOR"])
-        r = await h.admin.call("POST", "/api/practitioners", json={"full_name": name, "specialty": specialty,
-                                                                    "user_id": sub})  # fmt: skip
+        r = await h.admin.call(
+            "POST", "/api/practitioners", json={"full_name": name, "specialty": specialty, "user_id": sub}
+        )
         pid = r.json()["id"]
         h.doctors.append((pid, doctor))
         bar.advance(task)
         for offset in range(7):  # a week of day clinics; doctors give themselves their shifts
             day = first_day + timedelta(days=offset)
             start, end = morning(day, zone, 8), morning(day, zone, 16)
-            await doctor.call("POST", f"/api/practitioners/{pid}/shifts",
-                              json={"start": start.isoformat(), "end": end.isoformat()})  # fmt: skip
+            await doctor.call(
+                "POST", f"/api/practitioners/{pid}/shifts", json={"start": start.isoformat(), "end": end.isoformat()}
+            )
             h.tally["shifts"] += 1
             bar.advance(task)
 
@@ -204,10 +266,13 @@ async def _patients(h: Hospital, count: int, rng: random.Random, bar: Progress) 
         payer = rng.choices([p for p, _ in PAYERS], [w for _, w in PAYERS])[0]
         born = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 80 * 365))
         body: dict[str, Any] = {
-            "given_name": given, "family_name": family, "birth_date": born.isoformat(),
-            "sex": rng.choice(["female", "male"]), "email": f"patient{i}.{rng.randrange(10**6)}@example.org",
+            "given_name": given,
+            "family_name": family,
+            "birth_date": born.isoformat(),
+            "sex": rng.choice(["female", "male"]),
+            "email": f"patient{i}.{rng.randrange(10**6)}@example.org",
             "phone": f"+90 5{rng.randrange(10, 60)} {rng.randrange(100, 999)} {rng.randrange(1000, 9999)}",
-        }  # fmt: skip
+        }
         if payer != "SELF":
             body["coverage"] = {"payer": payer, "member_id": f"{payer[:2]}{rng.randrange(10**8):08d}"}
         r = await h.reception.call("POST", "/api/patients", json=body, ok=(201, 409))
@@ -233,8 +298,13 @@ async def _book_day(h: Hospital, day: date, rng: random.Random, bar: Progress) -
 
     async def book(item: tuple[str, dict[str, Any]]) -> None:
         pid, slot = item
-        body = {"patient_id": rng.choice(h.patients), "practitioner_id": pid, "service": "consultation",
-                "start": slot["start"], "end": slot["end"]}  # fmt: skip
+        body = {
+            "patient_id": rng.choice(h.patients),
+            "practitioner_id": pid,
+            "service": "consultation",
+            "start": slot["start"],
+            "end": slot["end"],
+        }
         r = await h.reception.call("POST", "/api/appointments", json=body, ok=(201, 409))
         if r.status_code == 201:
             h.in_clinic.add(body["patient_id"])

@@ -29,11 +29,17 @@ from rich.table import Table
 from his.cli.demo import Api, DemoError, Hospital, gather_limited, login, staff_user
 
 #: (name, type, daily rate in TRY, beds, rooms)
-WARDS = (("General Medicine", "general", "2500.00", 16, 8), ("Intensive Care", "icu", "9000.00", 4, 4),
-         ("Maternity", "maternity", "3200.00", 8, 4))  # fmt: skip
+WARDS = (
+    ("General Medicine", "general", "2500.00", 16, 8),
+    ("Intensive Care", "icu", "9000.00", 4, 4),
+    ("Maternity", "maternity", "3200.00", 8, 4),
+)
 #: Chargeable ward supplies the demo stocks (billing prices them as ``item.<code>``).
-SUPPLIES = (("SYRINGE-5ML", "5 ml syringe", "piece"), ("IV-SET", "Infusion set", "piece"),
-            ("GAUZE", "Sterile gauze 10x10", "pack"))  # fmt: skip
+SUPPLIES = (
+    ("SYRINGE-5ML", "5 ml syringe", "piece"),
+    ("IV-SET", "Infusion set", "piece"),
+    ("GAUZE", "Sterile gauze 10x10", "pack"),
+)
 WARD_STORE = "WARD-GEN"
 LAB_STORE = "LAB"
 #: How long billing may take to issue the invoices of the discharged patients.
@@ -89,9 +95,18 @@ async def _wards(h: Hospital, w: Ward, bar: Progress) -> None:
 async def _stock(h: Hospital, w: Ward) -> None:
     """Supplies on the ward and a delivery of every reagent the laboratory uses."""
     for code, description, unit in SUPPLIES:
-        await h.admin.call("POST", "/api/inventory/items", ok=(201, 409),
-                           json={"code": code, "description": description, "unit": unit, "chargeable": True,
-                                 "thresholds": {WARD_STORE: 20}})  # fmt: skip
+        await h.admin.call(
+            "POST",
+            "/api/inventory/items",
+            ok=(201, 409),
+            json={
+                "code": code,
+                "description": description,
+                "unit": unit,
+                "chargeable": True,
+                "thresholds": {WARD_STORE: 20},
+            },
+        )
         await receive(h.admin, code, WARD_STORE, "200", "2030-12-31")
     r = await h.admin.call("GET", "/api/inventory/items")
     for item in r.json()["items"]:
@@ -133,8 +148,9 @@ async def _care(h: Hospital, w: Ward) -> None:
     nurse, doctor = w.staff_ids["NURSE"], dict(h.doctors)
 
     async def assigned(item: tuple[str, str, str]) -> bool:  # 422 until patients has learnt the account
-        r = await h.reception.call("POST", f"/api/patients/{item[1]}/care-team", json={"user_id": nurse},
-                                   ok=(201, 409, 422))  # fmt: skip
+        r = await h.reception.call(
+            "POST", f"/api/patients/{item[1]}/care-team", json={"user_id": nurse}, ok=(201, 409, 422)
+        )
         return r.status_code != 422
 
     async def in_care(item: tuple[str, str, str]) -> bool:
@@ -201,8 +217,13 @@ async def _supplies(w: Ward, rng: random.Random, bar: Progress) -> None:
     async def use(item: tuple[str, str, str]) -> None:
         _, patient, _ = item
         for code, _, _ in rng.sample(SUPPLIES, rng.randint(0, 2)):
-            body = {"item_code": code, "location": WARD_STORE, "quantity": str(rng.randint(1, 3)),
-                    "patient_id": patient, "reason": "patient"}  # fmt: skip
+            body = {
+                "item_code": code,
+                "location": WARD_STORE,
+                "quantity": str(rng.randint(1, 3)),
+                "patient_id": patient,
+                "reason": "patient",
+            }
             r = await nurse.call("POST", "/api/inventory/consumptions", json=body, ok=(201, 409))
             w.tally["supplies used" if r.status_code == 201 else "supplies refused: out of stock"] += 1
 
@@ -212,8 +233,9 @@ async def _supplies(w: Ward, rng: random.Random, bar: Progress) -> None:
 async def _transfers(h: Hospital, w: Ward, rng: random.Random) -> None:
     for admission, _, _ in rng.sample(w.admitted, min(3, len(w.admitted))):
         ward = rng.choice(w.wards)
-        r = await h.reception.call("POST", f"/api/admissions/{admission}/transfer", json={"ward_id": ward},
-                                   ok=(200, 409))  # fmt: skip
+        r = await h.reception.call(
+            "POST", f"/api/admissions/{admission}/transfer", json={"ward_id": ward}, ok=(200, 409)
+        )
         w.tally["transferred" if r.status_code == 200 else "transfer refused: no free bed"] += 1
 
 
@@ -276,8 +298,12 @@ async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random)
         )
         for part in parts:
             body = {"amount": str(part), "currency": inv["currency"], "method": rng.choice(["card", "cash"])}
-            await clerk.call("POST", f"/api/invoices/{inv['id']}/payments", json=body,
-                             extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+            await clerk.call(
+                "POST",
+                f"/api/invoices/{inv['id']}/payments",
+                json=body,
+                extra_headers={"Idempotency-Key": str(uuid.uuid4())},
+            )
             w.tally["payments taken"] += 1
 
 
@@ -290,27 +316,42 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
     password = secrets.token_urlsafe(18)
     email = f"portal.{tag}@demo.his.local"
     anonymous = h.admin.as_user("")
-    r = await anonymous.call("POST", "/api/auth/register", json={"email": email, "password": password,
-                                                                 "full_name": "Portal Patient"})  # fmt: skip
-    body = {"given_name": "Portal", "family_name": f"Patient {tag}", "birth_date": "1984-04-04", "sex": "female",
-            "email": email, "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
-            "confirm_duplicate": True}  # fmt: skip
+    r = await anonymous.call(
+        "POST", "/api/auth/register", json={"email": email, "password": password, "full_name": "Portal Patient"}
+    )
+    body = {
+        "given_name": "Portal",
+        "family_name": f"Patient {tag}",
+        "birth_date": "1984-04-04",
+        "sex": "female",
+        "email": email,
+        "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
+        "confirm_duplicate": True,
+    }
     patient = (await h.reception.call("POST", "/api/patients", json=body)).json()["id"]
     me = await login(anonymous, email, password)
     if not await _link_by_invitation(h, me, patient, email):
         w.tally["not paid online: no invitation mail in the local maildir"] += 1
         return
     pid, _ = h.doctors[0]
-    r = await h.reception.call("POST", "/api/admissions", ok=(201, 409),
-                               json={"patient_id": patient, "practitioner_id": pid, "ward_id": w.wards[0]})  # fmt: skip
+    r = await h.reception.call(
+        "POST",
+        "/api/admissions",
+        ok=(201, 409),
+        json={"patient_id": patient, "practitioner_id": pid, "ward_id": w.wards[0]},
+    )
     if r.status_code == 409:
         w.tally["not paid online: no free bed"] += 1
         return
     await h.reception.call("POST", f"/api/admissions/{r.json()['id']}/discharge")
     [invoice] = await _invoices(Ward(w.staff, w.staff_ids, discharged=[patient]), {patient: "SGK"}, None)
     amount = {"amount": invoice["patient_share"], "currency": invoice["currency"]}
-    r = await me.call("POST", f"/api/invoices/{invoice['id']}/online-payments", json=amount,
-                      extra_headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+    r = await me.call(
+        "POST",
+        f"/api/invoices/{invoice['id']}/online-payments",
+        json=amount,
+        extra_headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
     await anonymous.call("POST", r.json()["checkout_url"], json=TEST_CARD)  # the provider's page: no token of ours
     paid = await me.call("GET", f"/api/invoices/{invoice['id']}")
     if paid.json()["status"] != "paid":
@@ -361,6 +402,7 @@ def render_invoices(console: Console, invoices: list[dict[str, Any]]) -> None:
         for line in inv["lines"]:
             label = line["code"] + (" (not covered)" if line.get("excluded") else "")
             table.add_row(label, str(line["quantity"]), line["total"], line["insurer_share"], line["patient_share"])
-        table.add_row(f"total ({inv['currency']})", "", inv["total"], inv["insurer_share"], inv["patient_share"],
-                      style="bold")  # fmt: skip
+        table.add_row(
+            f"total ({inv['currency']})", "", inv["total"], inv["insurer_share"], inv["patient_share"], style="bold"
+        )
         console.print(table)

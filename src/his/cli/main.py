@@ -402,8 +402,9 @@ def soak(  # noqa: PLR0917 - one parameter per command-line option
     if unknown:
         err.print(f"error: unknown fault(s) {', '.join(unknown)}; choose from {', '.join(FAULTS)}")
         raise typer.Exit(2)
-    cfg = SoakConfig(minutes, seed=seed, faults=chosen, workers=workers, fault_every=fault_every,
-                     slow_seconds=slow_seconds)  # fmt: skip
+    cfg = SoakConfig(
+        minutes, seed=seed, faults=chosen, workers=workers, fault_every=fault_every, slow_seconds=slow_seconds
+    )
     target = out_dir or Path(f"soak-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     raise typer.Exit(run_soak(cfg, out_dir=target, out=out, err=err, workdir=workdir, keep=keep))
 

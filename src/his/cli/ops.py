@@ -209,8 +209,18 @@ def status_view(snap: dict[str, Any], every: float | None = None) -> RenderableT
     """
     if not snap.get("running"):
         return Text(f"his is not running on {snap['data_dir']}")
-    table = _table("service", "health", "req/s", "p95", "5xx/s", "outbox\nbacklog", "oldest\nevent", "relay",
-                   "consumer\nlag", title="Services")  # fmt: skip
+    table = _table(
+        "service",
+        "health",
+        "req/s",
+        "p95",
+        "5xx/s",
+        "outbox\nbacklog",
+        "oldest\nevent",
+        "relay",
+        "consumer\nlag",
+        title="Services",
+    )
     table.columns[1].justify = "left"
     consumers = _table("consumer", "applied", "pending", "ack\npending", "re-\ndelivered", "failed", title="Consumers")
     quiet = 0

@@ -186,8 +186,14 @@ def _constraints(spec: dict[str, Any]) -> str:
     low, high = spec.get("minLength"), spec.get("maxLength")
     if low is not None or high is not None:
         said.append(f"{low or 0}–{high} characters" if high is not None else f"at least {low} characters")
-    names = {"minimum": "≥ {}", "maximum": "≤ {}", "exclusiveMinimum": "> {}", "exclusiveMaximum": "< {}",
-             "minItems": "at least {} items", "maxItems": "at most {} items"}  # fmt: skip
+    names = {
+        "minimum": "≥ {}",
+        "maximum": "≤ {}",
+        "exclusiveMinimum": "> {}",
+        "exclusiveMaximum": "< {}",
+        "minItems": "at least {} items",
+        "maxItems": "at most {} items",
+    }
     said += [text.format(spec[key]) for key, text in names.items() if key in spec]
     if spec.get("default") is not None:
         said.append(f"default `{json.dumps(spec['default'])}`")
@@ -208,8 +214,12 @@ def _operation(method: str, path: str, op: dict[str, Any], schemas: _Schemas) ->
     lines = [f"### {method.upper()} {path}", ""]
     summary, description = op.get("summary", ""), _prose(op.get("description") or "")
     lines += [f"**{summary}.** {description}".strip(), ""]
-    lines += ["🔒 Needs a bearer token; who may call it is in the description." if op.get("security")
-              else "Public: no token.", ""]  # fmt: skip
+    lines += [
+        "🔒 Needs a bearer token; who may call it is in the description."
+        if op.get("security")
+        else "Public: no token.",
+        "",
+    ]
     params = op.get("parameters", [])
     if params:
         lines += ["| parameter | in | type | required | notes |", "|---|---|---|---|---|"]

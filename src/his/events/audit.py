@@ -194,8 +194,17 @@ def record_access(
     Reads use a transaction too, so a read whose audit record cannot be written returns nothing
     (fail-closed).
     """
-    _record(uow, model, uuid.UUID(who.subject), sorted(who.roles), patient_id=patient_id, action=action,
-            resource=resource, purpose=purpose, outcome=outcome)  # fmt: skip
+    _record(
+        uow,
+        model,
+        uuid.UUID(who.subject),
+        sorted(who.roles),
+        patient_id=patient_id,
+        action=action,
+        resource=resource,
+        purpose=purpose,
+        outcome=outcome,
+    )
 
 
 def workload_actor_id(spiffe_id: str) -> uuid.UUID:
@@ -219,8 +228,17 @@ def record_workload_access(
     Its actor id is ``workload_actor_id(caller)`` and its only role is the SPIFFE id itself, so
     the record names the service without a user id or role that could be mistaken for a person's.
     """
-    _record(uow, model, workload_actor_id(caller), [caller], patient_id=patient_id, action=action,
-            resource=resource, purpose=purpose, outcome=outcome)  # fmt: skip
+    _record(
+        uow,
+        model,
+        workload_actor_id(caller),
+        [caller],
+        patient_id=patient_id,
+        action=action,
+        resource=resource,
+        purpose=purpose,
+        outcome=outcome,
+    )
 
 
 def _record(

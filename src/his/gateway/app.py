@@ -174,8 +174,11 @@ class Gateway:
             except (aiohttp.ClientError, TimeoutError, UpstreamError, ValueError):
                 return problem(503, "identity is unavailable", headers=RETRY_SOON)
             if principal.session and principal.session in self.revocations:
-                return problem(401, "this session has been signed out; sign in again",
-                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
+                return problem(
+                    401,
+                    "this session has been signed out; sign in again",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
             wait = self.by_subject.take(f"sub:{principal.subject}", time.monotonic())
             if wait:
                 return problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})
@@ -303,8 +306,9 @@ def ops_app(gw: Gateway) -> FastAPI:
     """The gateway's operations listener: liveness, readiness and metrics, apart from the public
     port, so that no client can flood them (a flood of the public port still leaves them able to
     say how the gateway is)."""
-    app = FastAPI(title="his gateway operations", docs_url=None, redoc_url=None, openapi_url=None,
-                  telemetry=NO_TELEMETRY)  # fmt: skip
+    app = FastAPI(
+        title="his gateway operations", docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY
+    )
     install(app)
 
     @app.get("/healthz")

@@ -34,10 +34,17 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
     """Build the public document from ``{service: that service's /openapi.json}``."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
-        "Problem": {"type": "object", "description": "RFC 9457 problem details",
-                    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                                   "status": {"type": "integer"}, "detail": {"type": "string"}}},
-    }  # fmt: skip
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details",
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+            },
+        },
+    }
     for route in ROUTES:
         doc = documents.get(route.service)
         if doc is None:
@@ -63,12 +70,17 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
     _link(paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "his — Hospital Information System", "version": version,
-                 "description": "The public API. Errors are application/problem+json."},
+        "info": {
+            "title": "his — Hospital Information System",
+            "version": version,
+            "description": "The public API. Errors are application/problem+json.",
+        },
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
-    }  # fmt: skip
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
 
 
 def _public_parameters(params: list[dict[str, Any]], upstream_template: str, public: tuple[str, ...]) -> list[Any]:

@@ -26,8 +26,9 @@ Fetch = Callable[[str | None], Awaitable[dict[str, Any]]]
 
 
 class Revocations:
-    def __init__(self, fetch: Fetch, *, every: float = 1.0, overlap: float = 120.0,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, fetch: Fetch, *, every: float = 1.0, overlap: float = 120.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._fetch = fetch
         self.every = every
         self.overlap = timedelta(seconds=overlap)
@@ -68,8 +69,11 @@ class Revocations:
                 raise
             except Exception as exc:  # noqa: BLE001 - an unreachable or confused identity: keep what is known
                 if not self._failing:
-                    log.warning("cannot learn signed-out sessions from identity (%r); the %d known stay refused",
-                                exc, len(self._until))  # fmt: skip
+                    log.warning(
+                        "cannot learn signed-out sessions from identity (%r); the %d known stay refused",
+                        exc,
+                        len(self._until),
+                    )
                     self._failing = True
             else:
                 if self._failing:

@@ -128,8 +128,26 @@ def plain(quantity: Decimal) -> Decimal:
 
 #: Units counted in whole things: a piece, a pack, a vial cannot be split (half a syringe is not
 #: used, nor billed). Everything counted is listed, so a unit is never guessed to be divisible.
-COUNTED_UNITS = ("ampoule", "bag", "bottle", "box", "capsule", "dose", "kit", "pack", "pair", "piece", "roll",
-                 "sachet", "set", "strip", "tablet", "test", "tube", "vial")  # fmt: skip
+COUNTED_UNITS = (
+    "ampoule",
+    "bag",
+    "bottle",
+    "box",
+    "capsule",
+    "dose",
+    "kit",
+    "pack",
+    "pair",
+    "piece",
+    "roll",
+    "sachet",
+    "set",
+    "strip",
+    "tablet",
+    "test",
+    "tube",
+    "vial",
+)
 #: Units measured in amounts, where a fraction is a real quantity (2.5 ml).
 MEASURED_UNITS = ("cm", "g", "kg", "l", "m", "mg", "ml")
 UNITS = tuple(sorted(COUNTED_UNITS + MEASURED_UNITS))

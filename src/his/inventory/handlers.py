@@ -113,11 +113,19 @@ class _Place:
         decision = low_stock(level, self.threshold, self.low)
         if decision.alert:
             assert self.threshold is not None
-            alert = {"id": uuid.uuid4(), "item_code": self.item_code, "location": self.location,
-                     "on_hand": level, "threshold": self.threshold}  # fmt: skip
+            alert = {
+                "id": uuid.uuid4(),
+                "item_code": self.item_code,
+                "location": self.location,
+                "on_hand": level,
+                "threshold": self.threshold,
+            }
             await store.insert_alert(self.uow.conn, alert)
-            self.add(LowStockAlerted(item_code=self.item_code, location=self.location, on_hand=level,
-                                     threshold=self.threshold))  # fmt: skip
+            self.add(
+                LowStockAlerted(
+                    item_code=self.item_code, location=self.location, on_hand=level, threshold=self.threshold
+                )
+            )
         self.low = decision.low
         if self.exists:
             await store.save_place(self.uow.conn, self.item_code, self.location, self.low, self.version)
@@ -126,8 +134,12 @@ class _Place:
 
 async def create_item(uow: UnitOfWork, item: NewItem) -> dict[str, Any]:
     """Define an item; its unit must be one the hospital knows (``UnknownUnitError``)."""
-    row = {"code": item.code, "description": item.description, "unit": known_unit(item.unit),
-           "chargeable": item.chargeable}  # fmt: skip
+    row = {
+        "code": item.code,
+        "description": item.description,
+        "unit": known_unit(item.unit),
+        "chargeable": item.chargeable,
+    }
     await store.insert_item(uow.conn, row, item.thresholds)
     saved = await store.get_item(uow.conn, item.code)
     assert saved is not None
@@ -145,11 +157,21 @@ async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) ->
         raise ExpiredLotError(f"lot {r.lot} expired on {r.expires_on.isoformat()}")
     place = _Place(uow, await store.lock_place(uow.conn, r.item_code, r.location, create=True), r.item_code, r.location)
     receipt_id = uuid.uuid4()
-    row = {"id": receipt_id, "item_code": r.item_code, "location": r.location, "lot": r.lot,
-           "expires_on": r.expires_on, "quantity": r.quantity, "received_by": actor}  # fmt: skip
+    row = {
+        "id": receipt_id,
+        "item_code": r.item_code,
+        "location": r.location,
+        "lot": r.lot,
+        "expires_on": r.expires_on,
+        "quantity": r.quantity,
+        "received_by": actor,
+    }
     lot = await store.receive(uow.conn, row)
-    place.add(StockReceived(item_code=r.item_code, location=r.location, lot=r.lot, quantity=r.quantity,
-                            expires_on=r.expires_on))  # fmt: skip
+    place.add(
+        StockReceived(
+            item_code=r.item_code, location=r.location, lot=r.lot, quantity=r.quantity, expires_on=r.expires_on
+        )
+    )
     level = await place.settle(today)
     return {"id": receipt_id, **row, "lot_id": lot["lot_id"], "lot_quantity": lot["lot_quantity"], "on_hand": level}
 
@@ -162,8 +184,9 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
     if item is None:
         raise UnknownItemError(c.item_code)
     check_split(c.quantity, item["unit"])
-    place = _Place(uow, await store.lock_place(uow.conn, c.item_code, c.location, create=False), c.item_code,
-                   c.location)  # fmt: skip
+    place = _Place(
+        uow, await store.lock_place(uow.conn, c.item_code, c.location, create=False), c.item_code, c.location
+    )
     lots = await store.lots_for_use(uow.conn, c.item_code, c.location, today) if place.exists else []
     try:
         takes = allocate(lots, c.quantity, today)
@@ -174,29 +197,65 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
     chargeable = bool(item["chargeable"]) and c.reason is Reason.PATIENT
     cid = uuid.uuid4()
     moment = uow.clock()
-    await store.insert_consumption(uow.conn, {
-        "id": cid, "item_code": c.item_code, "location": c.location, "quantity": c.quantity,
-        "reason": c.reason.value, "patient_id": c.patient_id, "source_id": c.source_id,
-        "chargeable": chargeable, "consumed_by": actor, "consumed_at": moment,
-    })  # fmt: skip
+    await store.insert_consumption(
+        uow.conn,
+        {
+            "id": cid,
+            "item_code": c.item_code,
+            "location": c.location,
+            "quantity": c.quantity,
+            "reason": c.reason.value,
+            "patient_id": c.patient_id,
+            "source_id": c.source_id,
+            "chargeable": chargeable,
+            "consumed_by": actor,
+            "consumed_at": moment,
+        },
+    )
     await store.take(uow.conn, cid, takes)
-    place.add(StockConsumed(
-        consumption_id=cid, item_code=c.item_code, location=c.location, quantity=c.quantity, reason=c.reason.value,
-        source_id=c.source_id, patient_id=c.patient_id, chargeable=chargeable, consumed_at=moment,
-    ))  # fmt: skip
+    place.add(
+        StockConsumed(
+            consumption_id=cid,
+            item_code=c.item_code,
+            location=c.location,
+            quantity=c.quantity,
+            reason=c.reason.value,
+            source_id=c.source_id,
+            patient_id=c.patient_id,
+            chargeable=chargeable,
+            consumed_at=moment,
+        )
+    )
     level = await place.settle(today)
     return Consumed(cid, takes, level, chargeable)
 
 
 async def _backorder(place: _Place, c: Consumption, available: Decimal, actor: uuid.UUID | None) -> Backordered:
     bid = uuid.uuid4()
-    await store.insert_backorder(place.uow.conn, {
-        "id": bid, "item_code": c.item_code, "location": c.location, "requested": c.quantity,
-        "available": available, "reason": c.reason.value, "patient_id": c.patient_id,
-        "source_id": c.source_id, "created_by": actor,
-    })  # fmt: skip
-    place.add(StockBackordered(backorder_id=bid, item_code=c.item_code, location=c.location, requested=c.quantity,
-                               available=available, source_id=c.source_id))  # fmt: skip
+    await store.insert_backorder(
+        place.uow.conn,
+        {
+            "id": bid,
+            "item_code": c.item_code,
+            "location": c.location,
+            "requested": c.quantity,
+            "available": available,
+            "reason": c.reason.value,
+            "patient_id": c.patient_id,
+            "source_id": c.source_id,
+            "created_by": actor,
+        },
+    )
+    place.add(
+        StockBackordered(
+            backorder_id=bid,
+            item_code=c.item_code,
+            location=c.location,
+            requested=c.quantity,
+            available=available,
+            source_id=c.source_id,
+        )
+    )
     if not place.exists:  # remember the place, so its events keep counting versions
         await store.lock_place(place.uow.conn, c.item_code, c.location, create=True)
     await store.save_place(place.uow.conn, c.item_code, c.location, place.low, place.version)
@@ -234,6 +293,12 @@ async def use_reagents(uow: UnitOfWork, env: Envelope, ev: Event, today: date) -
     for use in await store.reagents_for(uow.conn, codes):
         if use["item_code"] in done:
             continue
-        c = Consumption(use["item_code"], use["location"] or LAB, plain(use["quantity"]), Reason.LAB_ORDER,
-                        source_id=ev.order_id, backorder=True)  # fmt: skip
+        c = Consumption(
+            use["item_code"],
+            use["location"] or LAB,
+            plain(use["quantity"]),
+            Reason.LAB_ORDER,
+            source_id=ev.order_id,
+            backorder=True,
+        )
         await consume(uow, c, None, today)

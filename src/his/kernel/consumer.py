@@ -202,8 +202,12 @@ class ConsumerLoop:
         last = info.delivered.last_active if info.delivered else None
         since = (datetime.now(UTC) - last).total_seconds() if last else 0.0
         wait = max(0.0, min(ack_wait, ack_wait - since)) + REDELIVERY_MARGIN
-        log.info("consumer %s: %d messages of an earlier run unacknowledged; fetching again in %.1fs",
-                 durable, info.num_ack_pending, wait)  # fmt: skip
+        log.info(
+            "consumer %s: %d messages of an earlier run unacknowledged; fetching again in %.1fs",
+            durable,
+            info.num_ack_pending,
+            wait,
+        )
         await asyncio.sleep(wait)
 
     async def process(self, msgs: list[Msg]) -> None:

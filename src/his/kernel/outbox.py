@@ -102,8 +102,11 @@ class OutboxRelay:
                 raise
             except TimeoutError as exc:
                 self.stats.last_error = f"database: {exc!r}"
-                log.warning("outbox relay for %s: its database did not answer within %.0fs; reconnecting",
-                            self.schema, self.db_timeout)  # fmt: skip
+                log.warning(
+                    "outbox relay for %s: its database did not answer within %.0fs; reconnecting",
+                    self.schema,
+                    self.db_timeout,
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.stats.last_error = f"database: {exc!r}"
                 log.warning("outbox relay for %s lost its database connection: %r", self.schema, exc)

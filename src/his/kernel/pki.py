@@ -144,8 +144,12 @@ class LocalCA:
                 self._cert, self._key = cert, key
                 return self
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "his"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, f"his local CA ({TRUST_DOMAIN})")])  # fmt: skip
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "his"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"his local CA ({TRUST_DOMAIN})"),
+            ]
+        )
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)

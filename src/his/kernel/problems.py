@@ -82,8 +82,11 @@ def install(app: FastAPI) -> None:
         # PostgreSQL aborted the transaction for a concurrent one (a deadlock, a serialization
         # failure) and it was not run again: nothing was changed, and trying again will do.
         log.info("transaction aborted for a concurrent one on %s %s: %r", request.method, request.url.path, exc)
-        return problem(409, "the request collided with a concurrent one and changed nothing; try again",
-                       headers={"Retry-After": "1"})  # fmt: skip
+        return problem(
+            409,
+            "the request collided with a concurrent one and changed nothing; try again",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(DependencyUnavailableError)
     @app.exception_handler(asyncpg.PostgresConnectionError)

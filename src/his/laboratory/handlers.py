@@ -58,10 +58,17 @@ async def place(
     row = {"id": oid, "patient_id": ref.patient_id, "ordered_by": doctor, "priority": priority.value}
     saved = await store.insert_order(uow.conn, row, codes)
     uow.add(
-        LabOrderPlaced(order_id=oid, patient_id=ref.patient_id, ordered_by=doctor, tests=codes,
-                       priority=priority.value, placed_at=saved["placed_at"]),
-        aggregate_id=oid, aggregate_version=saved["version"],
-    )  # fmt: skip
+        LabOrderPlaced(
+            order_id=oid,
+            patient_id=ref.patient_id,
+            ordered_by=doctor,
+            tests=codes,
+            priority=priority.value,
+            placed_at=saved["placed_at"],
+        ),
+        aggregate_id=oid,
+        aggregate_version=saved["version"],
+    )
     return saved
 
 
@@ -79,8 +86,9 @@ async def act(uow: UnitOfWork, order: dict[str, Any], action: Action, actor: uui
     if after is Status.CANCELLED:
         uow.add(
             LabOrderCancelled(order_id=row["id"], patient_id=row["patient_id"], cancelled_at=row["cancelled_at"]),
-            aggregate_id=row["id"], aggregate_version=row["version"],
-        )  # fmt: skip
+            aggregate_id=row["id"],
+            aggregate_version=row["version"],
+        )
     return row | {"tests": order["tests"]}
 
 
@@ -96,14 +104,28 @@ async def result(
     await store.insert_results(uow.conn, order["id"], results, catalogue, at)
     row = await store.set_status(uow.conn, order["id"], Status.RESULTED, actor, at)
     ev = LabOrderResulted(
-        order_id=row["id"], patient_id=row["patient_id"], ordered_by=row["ordered_by"], priority=row["priority"],
+        order_id=row["id"],
+        patient_id=row["patient_id"],
+        ordered_by=row["ordered_by"],
+        priority=row["priority"],
         resulted_at=at,
-        results=[ResultItem(code=r.code, value=r.value, unit=r.unit, reference_low=r.reference_low,
-                            reference_high=r.reference_high, flag=r.flag.value) for r in results],
-        charges=[LabCharge(code=r.code, amount=catalogue[r.code].price, currency=catalogue[r.code].currency)
-                 for r in results],
-        abnormal=is_abnormal(results), critical=is_critical(results),
-    )  # fmt: skip
+        results=[
+            ResultItem(
+                code=r.code,
+                value=r.value,
+                unit=r.unit,
+                reference_low=r.reference_low,
+                reference_high=r.reference_high,
+                flag=r.flag.value,
+            )
+            for r in results
+        ],
+        charges=[
+            LabCharge(code=r.code, amount=catalogue[r.code].price, currency=catalogue[r.code].currency) for r in results
+        ],
+        abnormal=is_abnormal(results),
+        critical=is_critical(results),
+    )
     uow.add(ev, aggregate_id=row["id"], aggregate_version=row["version"])
     return row | {"tests": order["tests"]}, ev
 

@@ -23,11 +23,17 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
     if identity is None:
         raise SystemExit("notifications needs a workload identity (HIS_TLS_*) to ask patients for contact details")
     email: Channel = (
-        SmtpChannel(s.smtp_host, s.smtp_port, sender=s.mail_from, user=s.smtp_user, password=s.smtp_password,
-                    starttls=s.smtp_starttls)
+        SmtpChannel(
+            s.smtp_host,
+            s.smtp_port,
+            sender=s.mail_from,
+            user=s.smtp_user,
+            password=s.smtp_password,
+            starttls=s.smtp_starttls,
+        )
         if s.smtp_host
         else MaildirChannel(data / "mail" / "maildir", sender=s.mail_from)
-    )  # fmt: skip
+    )
     contacts = GrpcContacts(ctx.settings.grpc_target("patients"), identity, ttl=s.contact_cache_seconds)
     channels: dict[str, Channel] = {"email": email, "sms": SpoolSmsChannel(data / "mail" / "sms-outbox.jsonl")}
     dispatcher = Dispatcher(ctx.db, contacts, channels, Renderer(ctx.settings.timezone))

@@ -41,8 +41,16 @@ async def _queue(
     now = uow.clock()
     ctx = {"queued_at": now.isoformat(), **(context or {})}
     for channel in prefs.channels():
-        await store.queue(uow.conn, patient_id=patient_id, template=template, channel=channel, event_id=env.id,
-                          due_at=due_at or now, appointment_id=appointment_id, context=ctx)  # fmt: skip
+        await store.queue(
+            uow.conn,
+            patient_id=patient_id,
+            template=template,
+            channel=channel,
+            event_id=env.id,
+            due_at=due_at or now,
+            appointment_id=appointment_id,
+            context=ctx,
+        )
 
 
 async def _queue_all(
@@ -56,11 +64,15 @@ async def _queue_all(
     are read once and every delivery row goes in one statement (a booking queues two)."""
     prefs = await store.preferences(uow.conn, patient_id)
     now = uow.clock()
-    rows = [(template, channel, due_at or now, {"queued_at": now.isoformat(), **context})
-            for template, due_at, context in messages for channel in prefs.channels()]  # fmt: skip
+    rows = [
+        (template, channel, due_at or now, {"queued_at": now.isoformat(), **context})
+        for template, due_at, context in messages
+        for channel in prefs.channels()
+    ]
     if rows:
-        await store.queue_many(uow.conn, patient_id=patient_id, event_id=env.id, appointment_id=appointment_id,
-                               messages=rows)  # fmt: skip
+        await store.queue_many(
+            uow.conn, patient_id=patient_id, event_id=env.id, appointment_id=appointment_id, messages=rows
+        )
 
 
 def _appointment(ev: AppointmentEvent) -> dict[str, Any]:
@@ -82,9 +94,19 @@ async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: Event) -> Non
     if not isinstance(ev, InvitationIssued):
         raise PermanentError(f"unexpected event {env.type}")
     now = uow.clock()
-    await store.queue(uow.conn, patient_id=ev.patient_id, template=INVITATION, channel=ev.channel, event_id=env.id,
-                      due_at=now, context={"queued_at": now.isoformat(), "invitation_id": str(ev.invitation_id),
-                                           "expires_at": ev.expires_at.isoformat()})  # fmt: skip
+    await store.queue(
+        uow.conn,
+        patient_id=ev.patient_id,
+        template=INVITATION,
+        channel=ev.channel,
+        event_id=env.id,
+        due_at=now,
+        context={
+            "queued_at": now.isoformat(),
+            "invitation_id": str(ev.invitation_id),
+            "expires_at": ev.expires_at.isoformat(),
+        },
+    )
 
 
 async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -109,8 +131,9 @@ async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) ->
     if not isinstance(ev, AppointmentCancelled):
         raise PermanentError(f"unexpected event {env.type}")
     await store.cancel_reminders(uow.conn, ev.appointment_id)
-    await _queue(uow, env, ev.patient_id, "appointment_cancelled", appointment_id=ev.appointment_id,
-                 context=_appointment(ev))  # fmt: skip
+    await _queue(
+        uow, env, ev.patient_id, "appointment_cancelled", appointment_id=ev.appointment_id, context=_appointment(ev)
+    )
 
 
 async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -121,15 +144,26 @@ async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) 
     await _queue(uow, env, ev.patient_id, "appointment_rescheduled", appointment_id=ev.appointment_id, context=ctx)
     due = reminder_due(ev.start, uow.clock())
     if due is not None:
-        await _queue(uow, env, ev.patient_id, "appointment_reminder", due_at=due, appointment_id=ev.appointment_id,
-                     context=_appointment(ev))  # fmt: skip
+        await _queue(
+            uow,
+            env,
+            ev.patient_id,
+            "appointment_reminder",
+            due_at=due,
+            appointment_id=ev.appointment_id,
+            context=_appointment(ev),
+        )
 
 
 async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     if not isinstance(ev, WaitlistOffered):
         raise PermanentError(f"unexpected event {env.type}")
-    ctx = {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service,
-           "expires_at": ev.expires_at.isoformat()}  # fmt: skip
+    ctx = {
+        "start": ev.start.isoformat(),
+        "end": ev.end.isoformat(),
+        "service": ev.service,
+        "expires_at": ev.expires_at.isoformat(),
+    }
     await _queue(uow, env, ev.patient_id, "waitlist_offer", context=ctx)
 
 
@@ -143,10 +177,14 @@ async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Event)
         audience="ADMIN",
         patient_id=ev.patient_id,
         actor_id=ev.granted_to,
-        detail={"grant_id": str(ev.grant_id), "roles": list(ev.roles), "granted_at": ev.granted_at.isoformat(),
-                "expires_at": ev.expires_at.isoformat()},
+        detail={
+            "grant_id": str(ev.grant_id),
+            "roles": list(ev.roles),
+            "granted_at": ev.granted_at.isoformat(),
+            "expires_at": ev.expires_at.isoformat(),
+        },
         event_id=env.id,
-    )  # fmt: skip
+    )
 
 
 async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -163,7 +201,13 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> No
         audience=store.user_audience(ev.ordered_by),
         patient_id=ev.patient_id,
         actor_id=None,
-        detail={"order_id": str(ev.order_id), "priority": ev.priority, "critical": ev.critical,
-                "abnormal": ev.abnormal, "flagged": flagged, "resulted_at": ev.resulted_at.isoformat()},
+        detail={
+            "order_id": str(ev.order_id),
+            "priority": ev.priority,
+            "critical": ev.critical,
+            "abnormal": ev.abnormal,
+            "flagged": flagged,
+            "resulted_at": ev.resulted_at.isoformat(),
+        },
         event_id=env.id,
-    )  # fmt: skip
+    )

@@ -32,9 +32,15 @@ def build() -> ServiceDefinition:
         if identity is None:
             raise SystemExit("patients needs a workload identity (HIS_TLS_*) to check payers with billing")
         payers = GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity)
-        return router(ctx, emergency_minutes=settings.emergency_access_minutes, cipher=cipher, payers=payers,
-                      invitation_codes=codes, invitation_minutes=settings.invitation_minutes,
-                      timezone=ctx.settings.timezone)  # fmt: skip
+        return router(
+            ctx,
+            emergency_minutes=settings.emergency_access_minutes,
+            cipher=cipher,
+            payers=payers,
+            invitation_codes=codes,
+            invitation_minutes=settings.invitation_minutes,
+            timezone=ctx.settings.timezone,
+        )
 
     def grpc_services(ctx: ServiceContext) -> list[RpcService]:
         return grpc.services(ctx, codes)

@@ -78,9 +78,14 @@ async def relationship(conn: Connection, who: Principal, patient: dict[str, Any]
 
 
 async def assign_to_care_team(
-    uow: UnitOfWork, patient_id: uuid.UUID, user_id: uuid.UUID, until: datetime | None, *, actor: uuid.UUID,
+    uow: UnitOfWork,
+    patient_id: uuid.UUID,
+    user_id: uuid.UUID,
+    until: datetime | None,
+    *,
+    actor: uuid.UUID,
     now: datetime,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Start a care relationship (source ``assignment``) between a clinician and a patient."""
     rel = NewCareRelationship(patient_id, user_id, CareSource.ASSIGNMENT, now, until).validated()
     if not await store.lock_patient(uow.conn, patient_id):
@@ -112,16 +117,34 @@ async def grant_emergency_access(
     user_id, roles = uuid.UUID(who.subject), sorted(who.roles)
     expires_at = emergency_expiry(now, minutes)
     grant_id = await store.insert_emergency_grant(
-        uow.conn, patient_id=patient_id, user_id=user_id, roles=roles, reason=text, granted_at=now,
+        uow.conn,
+        patient_id=patient_id,
+        user_id=user_id,
+        roles=roles,
+        reason=text,
+        granted_at=now,
         expires_at=expires_at,
-    )  # fmt: skip
-    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="break_glass",
-                  resource="patient", purpose="emergency")  # fmt: skip
+    )
+    record_access(
+        uow,
+        PatientsRecordAccessed,
+        who,
+        patient_id=patient_id,
+        action="break_glass",
+        resource="patient",
+        purpose="emergency",
+    )
     uow.add(
-        EmergencyAccessGranted(grant_id=grant_id, patient_id=patient_id, granted_to=user_id, roles=roles,
-                               granted_at=now, expires_at=expires_at),
+        EmergencyAccessGranted(
+            grant_id=grant_id,
+            patient_id=patient_id,
+            granted_to=user_id,
+            roles=roles,
+            granted_at=now,
+            expires_at=expires_at,
+        ),
         aggregate_id=grant_id,
-    )  # fmt: skip
+    )
     return EmergencyGrant(grant_id, patient_id, expires_at)
 
 
@@ -147,24 +170,37 @@ async def on_appointment(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     if not isinstance(ev, AppointmentBooked | AppointmentRescheduled | AppointmentCancelled):
         raise PermanentError(f"unexpected event {env.type}")
     await store.merge_appointment_care(
-        uow.conn, appointment_id=ev.appointment_id, patient_id=ev.patient_id, practitioner_id=ev.practitioner_id,
-        version=env.aggregate_version, seen_at=env.time, until=ev.end + CARE_AFTER,
+        uow.conn,
+        appointment_id=ev.appointment_id,
+        patient_id=ev.patient_id,
+        practitioner_id=ev.practitioner_id,
+        version=env.aggregate_version,
+        seen_at=env.time,
+        until=ev.end + CARE_AFTER,
         cancelled_at=env.time if isinstance(ev, AppointmentCancelled) else None,
-    )  # fmt: skip
+    )
 
 
 async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     """An admission puts its practitioner in the patient's care until ``CARE_AFTER`` past the discharge."""
     if isinstance(ev, PatientAdmitted):
         await store.merge_admission_care(
-            uow.conn, admission_id=ev.admission_id, patient_id=ev.patient_id, practitioner_id=ev.practitioner_id,
-            admitted_at=ev.admitted_at, until=None,
-        )  # fmt: skip
+            uow.conn,
+            admission_id=ev.admission_id,
+            patient_id=ev.patient_id,
+            practitioner_id=ev.practitioner_id,
+            admitted_at=ev.admitted_at,
+            until=None,
+        )
     elif isinstance(ev, PatientDischarged):
         await store.merge_admission_care(
-            uow.conn, admission_id=ev.admission_id, patient_id=ev.patient_id, practitioner_id=None,
-            admitted_at=ev.admitted_at, until=ev.discharged_at + CARE_AFTER,
-        )  # fmt: skip
+            uow.conn,
+            admission_id=ev.admission_id,
+            patient_id=ev.patient_id,
+            practitioner_id=None,
+            admitted_at=ev.admitted_at,
+            until=ev.discharged_at + CARE_AFTER,
+        )
     else:
         raise PermanentError(f"unexpected event {env.type}")
 
@@ -178,15 +214,25 @@ async def update_patient(
     if isinstance(coverage, dict):
         coverage = (coverage["payer"], coverage["member_id"])
     merged = NewPatient(
-        changes.get("given_name") or row["given_name"], changes.get("family_name") or row["family_name"],
-        changes.get("birth_date") or row["birth_date"], changes.get("sex") or Sex(row["sex"]),
+        changes.get("given_name") or row["given_name"],
+        changes.get("family_name") or row["family_name"],
+        changes.get("birth_date") or row["birth_date"],
+        changes.get("sex") or Sex(row["sex"]),
         changes["email"] if "email" in changes else row["email"],
-        changes["phone"] if "phone" in changes else row["phone"], row["user_id"], coverage,
-    ).validated(today)  # fmt: skip
-    new = {"given_name": merged.given_name, "family_name": merged.family_name, "birth_date": merged.birth_date,
-           "sex": merged.sex.value, "email": merged.email, "phone": merged.phone,
-           "coverage_payer": merged.coverage[0] if merged.coverage else None,
-           "coverage_member_id": merged.coverage[1] if merged.coverage else None}  # fmt: skip
+        changes["phone"] if "phone" in changes else row["phone"],
+        row["user_id"],
+        coverage,
+    ).validated(today)
+    new = {
+        "given_name": merged.given_name,
+        "family_name": merged.family_name,
+        "birth_date": merged.birth_date,
+        "sex": merged.sex.value,
+        "email": merged.email,
+        "phone": merged.phone,
+        "coverage_payer": merged.coverage[0] if merged.coverage else None,
+        "coverage_member_id": merged.coverage[1] if merged.coverage else None,
+    }
     changed = {k: v for k, v in new.items() if row.get(k) != v}
     if changed:
         await store.update_patient(uow.conn, row["id"], changed)
@@ -207,9 +253,20 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     if await store.get_patient(uow.conn, ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
     rows = [
-        {"order_id": ev.order_id, "code": r.code, "patient_id": ev.patient_id, "ordered_by": ev.ordered_by,
-         "priority": ev.priority, "position": i, "value": r.value, "unit": r.unit, "reference_low": r.reference_low,
-         "reference_high": r.reference_high, "flag": r.flag, "resulted_at": ev.resulted_at}
+        {
+            "order_id": ev.order_id,
+            "code": r.code,
+            "patient_id": ev.patient_id,
+            "ordered_by": ev.ordered_by,
+            "priority": ev.priority,
+            "position": i,
+            "value": r.value,
+            "unit": r.unit,
+            "reference_low": r.reference_low,
+            "reference_high": r.reference_high,
+            "flag": r.flag,
+            "resulted_at": ev.resulted_at,
+        }
         for i, r in enumerate(ev.results)
-    ]  # fmt: skip
+    ]
     await store.insert_lab_results(uow.conn, rows)

@@ -64,9 +64,15 @@ class Redemption:
 
 
 async def issue(
-    uow: UnitOfWork, patient_id: uuid.UUID, channel: Channel, who: Principal, *, codes: InvitationCodes,
-    now: datetime, minutes: float,
-) -> Issued:  # fmt: skip
+    uow: UnitOfWork,
+    patient_id: uuid.UUID,
+    channel: Channel,
+    who: Principal,
+    *,
+    codes: InvitationCodes,
+    now: datetime,
+    minutes: float,
+) -> Issued:
     """Invite the patient to link their record to their own account; supersedes an outstanding invitation."""
     patient = await store.lock_patient_row(uow.conn, patient_id)
     if patient is None:
@@ -77,17 +83,37 @@ async def issue(
         raise NoAddressError(channel.value)
     await store.supersede_invitations(uow.conn, patient_id, now)
     invitation_id, expires_at = uuid.uuid4(), invitation_expiry(now, minutes)
-    await store.insert_invitation(uow.conn, {
-        "id": invitation_id, "patient_id": patient_id, "code_digest": code_digest(codes.code(invitation_id)),
-        "channel": channel.value, "issued_by": uuid.UUID(who.subject), "issued_at": now, "expires_at": expires_at,
-    })  # fmt: skip
-    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
-                  resource="patient/invitation", purpose="portal_invitation")  # fmt: skip
+    await store.insert_invitation(
+        uow.conn,
+        {
+            "id": invitation_id,
+            "patient_id": patient_id,
+            "code_digest": code_digest(codes.code(invitation_id)),
+            "channel": channel.value,
+            "issued_by": uuid.UUID(who.subject),
+            "issued_at": now,
+            "expires_at": expires_at,
+        },
+    )
+    record_access(
+        uow,
+        PatientsRecordAccessed,
+        who,
+        patient_id=patient_id,
+        action="create",
+        resource="patient/invitation",
+        purpose="portal_invitation",
+    )
     uow.add(
-        InvitationIssued(invitation_id=invitation_id, patient_id=patient_id, channel=channel.value,
-                         expires_at=expires_at, issued_by=uuid.UUID(who.subject)),
+        InvitationIssued(
+            invitation_id=invitation_id,
+            patient_id=patient_id,
+            channel=channel.value,
+            expires_at=expires_at,
+            issued_by=uuid.UUID(who.subject),
+        ),
         aggregate_id=invitation_id,
-    )  # fmt: skip
+    )
     return Issued(invitation_id, patient_id, channel, expires_at)
 
 
@@ -130,15 +156,26 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
 
 def _refusal(invitation: dict[str, Any], patient: dict[str, Any], now: datetime) -> Refusal | None:
     return invitation_refusal(
-        redeemed=invitation["redeemed_at"] is not None, revoked=invitation["revoked_at"] is not None,
-        expires_at=invitation["expires_at"], now=now, record_linked=patient["user_id"] is not None,
-    )  # fmt: skip
+        redeemed=invitation["redeemed_at"] is not None,
+        revoked=invitation["revoked_at"] is not None,
+        expires_at=invitation["expires_at"],
+        now=now,
+        record_linked=patient["user_id"] is not None,
+    )
 
 
 def _attempt(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, outcome: Outcome) -> None:
     """The audit record of a redemption: linking a record to an account is a write of it."""
-    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="update",
-                  resource="patient/account", purpose="own_record", outcome=outcome)  # fmt: skip
+    record_access(
+        uow,
+        PatientsRecordAccessed,
+        who,
+        patient_id=patient_id,
+        action="update",
+        resource="patient/account",
+        purpose="own_record",
+        outcome=outcome,
+    )
 
 
 @dataclass(frozen=True)
@@ -160,9 +197,12 @@ async def message(
     if row is None:
         return Refusal.UNKNOWN
     refusal = invitation_refusal(
-        redeemed=row["redeemed_at"] is not None, revoked=row["revoked_at"] is not None,
-        expires_at=row["expires_at"], now=now, record_linked=row["record_linked"],
-    )  # fmt: skip
+        redeemed=row["redeemed_at"] is not None,
+        revoked=row["revoked_at"] is not None,
+        expires_at=row["expires_at"],
+        now=now,
+        record_linked=row["record_linked"],
+    )
     if refusal is not None:
         return refusal
     code = codes.recover(invitation_id, row["code_digest"])

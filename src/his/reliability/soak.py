@@ -248,8 +248,9 @@ class Client:
     run: Run
     token: str = ""
 
-    async def call(self, op: str, method: str, path: str, *, headers: dict[str, str] | None = None,
-                   reads: int = 1, **kw: Any) -> Answer:  # fmt: skip
+    async def call(
+        self, op: str, method: str, path: str, *, headers: dict[str, str] | None = None, reads: int = 1, **kw: Any
+    ) -> Answer:
         """``reads``: how often a read may be tried again when the answer is unclear (a GET is safe)."""
         hdrs = {"authorization": f"Bearer {self.token}"} if self.token else {}
         hdrs.update(headers or {})
@@ -299,9 +300,12 @@ async def login(anon: Client, email: str, password: str) -> Client:
 async def staff(admin: Client, tag: str, role: str) -> tuple[str, Client]:
     password = uuid.uuid4().hex + "Aa1!"
     email = f"{role.lower()}.{tag}@soak.his.local"
-    body = await admin.must("create user", "POST", "/api/admin/users",
-                            json={"email": email, "password": password, "full_name": role.title(),
-                                  "roles": [role]})  # fmt: skip
+    body = await admin.must(
+        "create user",
+        "POST",
+        "/api/admin/users",
+        json={"email": email, "password": password, "full_name": role.title(), "roles": [role]},
+    )
     return body["user_id"], await login(admin.as_user(""), email, password)
 
 
@@ -334,10 +338,18 @@ class Roster:
     async def _shift(self, pid: str, doctor: Client, day: date) -> list[tuple[str, str, str]]:
         start = datetime(day.year, day.month, day.day, 8, tzinfo=ZONE)
         end = datetime(day.year, day.month, day.day, 18, tzinfo=ZONE)
-        await doctor.must("create shift", "POST", f"/api/practitioners/{pid}/shifts",
-                          json={"start": start.isoformat(), "end": end.isoformat()})  # fmt: skip
-        body = await self.reception.must("free slots", "GET", f"/api/practitioners/{pid}/slots",
-                                         params={"date": day.isoformat(), "service": "vaccination"})  # fmt: skip
+        await doctor.must(
+            "create shift",
+            "POST",
+            f"/api/practitioners/{pid}/shifts",
+            json={"start": start.isoformat(), "end": end.isoformat()},
+        )
+        body = await self.reception.must(
+            "free slots",
+            "GET",
+            f"/api/practitioners/{pid}/slots",
+            params={"date": day.isoformat(), "service": "vaccination"},
+        )
         return [(pid, s["start"], s["end"]) for s in body["items"]]
 
     async def keep_up(self, run: Run, stop: asyncio.Event, low: int = 100) -> None:
@@ -382,8 +394,14 @@ async def doctor(admin: Client, tag: str, n: int) -> tuple[str, Client]:
 
 
 async def ward(admin: Client, tag: str, name: str, kind: str, beds: int) -> str:
-    body = {"name": f"{name} {tag}", "type": kind, "daily_rate": "2500.00", "currency": "TRY", "beds": beds,
-            "rooms": beds // 2}  # fmt: skip
+    body = {
+        "name": f"{name} {tag}",
+        "type": kind,
+        "daily_rate": "2500.00",
+        "currency": "TRY",
+        "beds": beds,
+        "rooms": beds // 2,
+    }
     return str((await admin.must("create ward", "POST", "/api/wards", json=body))["id"])
 
 
@@ -419,8 +437,9 @@ async def register(s: Staff, rng: random.Random, run: Run) -> tuple[str, bool] |
         "given_name": rng.choice(("Ayşe", "Mehmet", "Zeynep", "Emre", "Selin", "Can")),
         "family_name": rng.choice(("Yılmaz", "Kaya", "Demir", "Şahin", "Çelik")),
         "birth_date": (date(1940, 1, 1) + timedelta(days=rng.randrange(80 * 365))).isoformat(),
-        "sex": rng.choice(("female", "male")), "confirm_duplicate": True,
-    }  # fmt: skip
+        "sex": rng.choice(("female", "male")),
+        "confirm_duplicate": True,
+    }
     if not self_pay:
         body["coverage"] = {"payer": "SGK", "member_id": f"SG{rng.randrange(10**8):08d}"}
     a = await s.reception.call("register", "POST", "/api/patients", json=body)
@@ -477,8 +496,9 @@ async def stay(s: Staff, rng: random.Random, run: Run) -> None:
         return
     patient, self_pay = who
     pid = rng.choice(list(s.doctors))
-    a = await s.reception.call("admit", "POST", "/api/admissions",
-                               json={"patient_id": patient, "practitioner_id": pid, "ward_id": s.wards[0]})  # fmt: skip
+    a = await s.reception.call(
+        "admit", "POST", "/api/admissions", json={"patient_id": patient, "practitioner_id": pid, "ward_id": s.wards[0]}
+    )
     if not a.told:
         run.tally[a.tallied("admit")] += 1
         return
@@ -540,8 +560,7 @@ async def later(run: Run, step: Coroutine[Any, Any, None]) -> None:
 
 
 async def care_team(s: Staff, patient: str) -> bool:
-    a = await s.reception.call("care team", "POST", f"/api/patients/{patient}/care-team",
-                               json={"user_id": s.nurse_id})  # fmt: skip
+    a = await s.reception.call("care team", "POST", f"/api/patients/{patient}/care-team", json={"user_id": s.nurse_id})
     return a.told or a.status == 409
 
 
@@ -597,8 +616,13 @@ async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -
     body = {"amount": str(share), "currency": invoice["currency"], "method": rng.choice(("card", "cash"))}
     history = run.histories["payments"]
     for attempt in range(6):
-        a = await s.clerk.call("desk payment", "POST", f"/api/invoices/{invoice['id']}/payments", json=body,
-                               headers={"Idempotency-Key": key})  # fmt: skip
+        a = await s.clerk.call(
+            "desk payment",
+            "POST",
+            f"/api/invoices/{invoice['id']}/payments",
+            json=body,
+            headers={"Idempotency-Key": key},
+        )
         record(history, key, a)
         if a.outcome != "uncertain":
             break
@@ -895,8 +919,14 @@ class Sampler:
         def gauge(metric: str) -> dict[str, float]:
             return {n: s.gauges.get(metric, 0.0) for n, s in scrapes.items() if n != "gateway"}
 
-        s = Sample(self.run.now(), rss_mb(procs), gauge("his_outbox_oldest_age_seconds"),
-                   gauge("his_outbox_backlog"), gauge("his_consumer_pending"), p95)  # fmt: skip
+        s = Sample(
+            self.run.now(),
+            rss_mb(procs),
+            gauge("his_outbox_oldest_age_seconds"),
+            gauge("his_outbox_backlog"),
+            gauge("his_consumer_pending"),
+            p95,
+        )
         self.run.samples.append(s)
         return s
 
@@ -955,8 +985,9 @@ async def drained(hospital: PrivateHospital, run: Run, timeout: float) -> float:
     quiet = 0
     while time.monotonic() - t0 < timeout:
         scrapes = await scrape_all(settings)
-        backlog = sum(s.gauges.get("his_outbox_backlog", 0) + s.gauges.get("his_consumer_pending", 0)
-                      for s in scrapes.values())  # fmt: skip
+        backlog = sum(
+            s.gauges.get("his_outbox_backlog", 0) + s.gauges.get("his_consumer_pending", 0) for s in scrapes.values()
+        )
         quiet = quiet + 1 if backlog == 0 and len(scrapes) >= 2 else 0
         if quiet >= 2 and await invoiced(hospital, run):
             break
@@ -1050,8 +1081,10 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
         slow = ", ".join(f"{o.name} {o.seconds:.1f} s" for o in slowest)
         say(f"set-up: {len(run.ops)} requests, the slowest: {slow}")
         run.ops.clear()
-        say(f"set up in {run.setup_seconds:.1f} s: {len(staff_.doctors)} doctors, {staff_.slots.qsize()} free "
-            f"slots, 2 wards; load for {cfg.minutes:g} min, faults: {', '.join(cfg.faults) or 'none'}")  # fmt: skip
+        say(
+            f"set up in {run.setup_seconds:.1f} s: {len(staff_.doctors)} doctors, {staff_.slots.qsize()} free "
+            f"slots, 2 wards; load for {cfg.minutes:g} min, faults: {', '.join(cfg.faults) or 'none'}"
+        )
         run.started = time.monotonic()
         stop = asyncio.Event()
         sampler = Sampler(hospital, infra, run)
@@ -1071,9 +1104,11 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
                     f = await injector.inject(kind)
                     run.faults.append(f)
                     felt(run, f)
-                    say(f"[{clock(f.at)}] fault {len(run.faults)}: {f.kind} {f.target} (pid {f.pid_before} → "
+                    say(
+                        f"[{clock(f.at)}] fault {len(run.faults)}: {f.kind} {f.target} (pid {f.pid_before} → "
                         f"{f.pid_after}), back in {f.recovered_at - f.at:.1f} s, {f.failed_requests} requests "
-                        f"unanswered or stalled, {f.told_while_down} answered while it was down")  # fmt: skip
+                        f"unanswered or stalled, {f.told_while_down} answered while it was down"
+                    )
                 if run.now() >= next_minute:
                     say(progress(run, next_minute))
                     next_minute += 60.0
@@ -1119,14 +1154,17 @@ def progress(run: Run, upto: float) -> str:
     lat = sorted(o.seconds for o in recent)
     p95 = lat[max(0, math.ceil(0.95 * len(lat)) - 1)] * 1000 if lat else 0.0
     rss = run.samples[-1].rss_mb if run.samples else {}
-    return (f"[{clock(upto)}] {len(recent)} requests in the last minute ({outcomes['told']} told, "
-            f"{outcomes['refused']} refused, {outcomes['uncertain']} unanswered), p95 {p95:.0f} ms, "
-            f"{run.tally['visits completed']} visits and {run.tally['patients discharged']} stays so far, "
-            f"{len(run.faults)} faults, RSS total {sum(rss.values()):.0f} MiB")  # fmt: skip
+    return (
+        f"[{clock(upto)}] {len(recent)} requests in the last minute ({outcomes['told']} told, "
+        f"{outcomes['refused']} refused, {outcomes['uncertain']} unanswered), p95 {p95:.0f} ms, "
+        f"{run.tally['visits completed']} visits and {run.tally['patients discharged']} stays so far, "
+        f"{len(run.faults)} faults, RSS total {sum(rss.values()):.0f} MiB"
+    )
 
 
-def main(cfg: SoakConfig, *, out_dir: Path, out: Console, err: Console, workdir: Path | None = None,
-         keep: bool = False) -> int:  # fmt: skip
+def main(
+    cfg: SoakConfig, *, out_dir: Path, out: Console, err: Console, workdir: Path | None = None, keep: bool = False
+) -> int:
     from his.benchmarks.harness import BenchmarkError, Servers
     from his.reliability import soak_report
 

@@ -84,9 +84,14 @@ async def ensure_working(calendar: Calendar, practitioner_id: uuid.UUID, span: I
 def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> AppointmentEvent:
     span = store.as_interval(row["during"])
     return model(
-        appointment_id=row["id"], patient_id=row["patient_id"], practitioner_id=row["practitioner_id"],
-        service=row["service"], start=span.start, end=span.end, **extra,
-    )  # fmt: skip
+        appointment_id=row["id"],
+        patient_id=row["patient_id"],
+        practitioner_id=row["practitioner_id"],
+        service=row["service"],
+        start=span.start,
+        end=span.end,
+        **extra,
+    )
 
 
 #: Called inside the booking's transaction (the audit record commits with the change, or neither).
@@ -100,9 +105,13 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
     await ensure_working(calendar, b.practitioner_id, span)
     aid = uuid.uuid4()
     row: dict[str, Any] = {
-        "id": aid, "patient_id": b.patient_id, "practitioner_id": b.practitioner_id,
-        "service": b.service, "during": store.as_range(span), "booked_by": actor,
-    }  # fmt: skip
+        "id": aid,
+        "patient_id": b.patient_id,
+        "practitioner_id": b.practitioner_id,
+        "service": b.service,
+        "during": store.as_range(span),
+        "booked_by": actor,
+    }
 
     async def attempt() -> dict[str, Any]:
         async with db.uow() as uow:
@@ -206,8 +215,13 @@ async def join_waitlist(
 ) -> dict[str, Any]:
     duration_of(service)
     entry_id = uuid.uuid4()
-    entry = {"id": entry_id, "patient_id": patient_id, "practitioner_id": practitioner_id,
-             "service": service, "created_by": actor}  # fmt: skip
+    entry = {
+        "id": entry_id,
+        "patient_id": patient_id,
+        "practitioner_id": practitioner_id,
+        "service": service,
+        "created_by": actor,
+    }
     await store.add_to_waitlist(uow.conn, entry)
     row = await store.waitlist_entry(uow.conn, entry_id)
     assert row is not None
@@ -238,11 +252,16 @@ async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
         await store.set_waitlist_status(uow.conn, entry["id"], "offered", slot, expires)
         uow.add(
             WaitlistOffered(
-                entry_id=entry["id"], patient_id=entry["patient_id"], practitioner_id=ev.practitioner_id,
-                service=entry["service"], start=slot.start, end=slot.end, expires_at=expires,
+                entry_id=entry["id"],
+                patient_id=entry["patient_id"],
+                practitioner_id=ev.practitioner_id,
+                service=entry["service"],
+                start=slot.start,
+                end=slot.end,
+                expires_at=expires,
             ),
             aggregate_id=entry["id"],
-        )  # fmt: skip
+        )
         return
 
 

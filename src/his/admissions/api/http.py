@@ -116,8 +116,16 @@ def router(
         *,
         resource: str,
     ) -> None:
-        record_access(uow, AdmissionsRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+        record_access(
+            uow,
+            AdmissionsRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     async def access(who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
         """The policy's decision on ``op`` for the caller and this patient (not yet audited)."""
@@ -281,8 +289,9 @@ def router(
         except handlers.UnknownError as exc:
             raise HTTPException(422, f"unknown {exc.what}_id") from None
         except handlers.NoFreeBedError:
-            raise ProblemError(409, "the ward has no free bed", conflict={"with": "beds",
-                               "ward_id": str(body.ward_id)}) from None  # fmt: skip
+            raise ProblemError(
+                409, "the ward has no free bed", conflict={"with": "beds", "ward_id": str(body.ward_id)}
+            ) from None
         except handlers.AlreadyAdmittedError:
             raise ProblemError(409, "the patient is already admitted", conflict={"with": "admission"}) from None
         return Admitted(id=row["id"], bed_id=row["bed_id"], ward_id=row["ward_id"], status=row["status"])
@@ -337,8 +346,12 @@ def router(
         totals: dict[str, Decimal] = {}
         for c in items:
             totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
-        return {"admission_id": str(admission_id), "nights": len(items), "items": [store.charge_json(c) for c in items],
-                "totals": [{"amount": store.money(v), "currency": k} for k, v in sorted(totals.items())]}  # fmt: skip
+        return {
+            "admission_id": str(admission_id),
+            "nights": len(items),
+            "items": [store.charge_json(c) for c in items],
+            "totals": [{"amount": store.money(v), "currency": k} for k, v in sorted(totals.items())],
+        }
 
     @r.post("/admissions/{admission_id}/transfer")
     async def transfer(admission_id: uuid.UUID, body: Transfer, request: Request) -> dict[str, Any]:
@@ -356,8 +369,9 @@ def router(
                 raise HTTPException(404, "admission not found") from None
             raise HTTPException(422, f"unknown {exc.what}_id (or not in that ward)") from None
         except handlers.NoFreeBedError:
-            raise ProblemError(409, "the ward has no free bed", conflict={"with": "beds",
-                               "ward_id": str(body.ward_id)}) from None  # fmt: skip
+            raise ProblemError(
+                409, "the ward has no free bed", conflict={"with": "beds", "ward_id": str(body.ward_id)}
+            ) from None
         except InvalidTransitionError as exc:
             raise HTTPException(409, str(exc)) from None
         return store.admission_json(moved)

@@ -29,8 +29,13 @@ async def insert_ward(conn: Connection, ward: dict[str, Any], beds: list[tuple[s
     await conn.execute(
         """INSERT INTO ward (id, name, ward_type, daily_rate, currency, created_by)
            VALUES ($1, $2, $3, $4, $5, $6)""",
-        ward["id"], ward["name"], ward["ward_type"], ward["daily_rate"], ward["currency"], ward["created_by"],
-    )  # fmt: skip
+        ward["id"],
+        ward["name"],
+        ward["ward_type"],
+        ward["daily_rate"],
+        ward["currency"],
+        ward["created_by"],
+    )
     rooms = {label: uuid.uuid4() for label in dict.fromkeys(room for room, _ in beds)}
     await conn.executemany(
         "INSERT INTO room (id, ward_id, label) VALUES ($1, $2, $3)",
@@ -61,9 +66,13 @@ async def update_ward(
                    daily_rate = COALESCE($4, daily_rate), currency = COALESCE($5, currency),
                    version = version + 1, updated_at = now(), updated_by = $6
             WHERE id = $1 RETURNING {WARD_COLUMNS}""",
-        ward_id, changes.get("name"), changes.get("ward_type"), changes.get("daily_rate"), changes.get("currency"),
+        ward_id,
+        changes.get("name"),
+        changes.get("ward_type"),
+        changes.get("daily_rate"),
+        changes.get("currency"),
         actor,
-    )  # fmt: skip
+    )
     assert row is not None
     return dict(row)
 
@@ -95,8 +104,10 @@ async def beds(conn: Connection, ward_id: uuid.UUID | None, state: BedState | No
         f"""SELECT {BED_COLUMNS} FROM bed b JOIN room r ON r.id = b.room_id
             WHERE ($1::uuid IS NULL OR b.ward_id = $1) AND ($2::text IS NULL OR b.state = $2)
             ORDER BY b.ward_id, length(b.label), b.label LIMIT $3""",
-        ward_id, state.value if state else None, limit,
-    )  # fmt: skip
+        ward_id,
+        state.value if state else None,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -145,9 +156,14 @@ async def insert_admission(conn: Connection, row: dict[str, Any]) -> dict[str, A
         saved = await conn.fetchrow(
             f"""INSERT INTO admission (id, patient_id, practitioner_id, ward_id, bed_id, admitted_at, admitted_by)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ADMISSION_COLUMNS}""",
-            row["id"], row["patient_id"], row["practitioner_id"], row["ward_id"], row["bed_id"],
-            row["admitted_at"], row["admitted_by"],
-        )  # fmt: skip
+            row["id"],
+            row["patient_id"],
+            row["practitioner_id"],
+            row["ward_id"],
+            row["bed_id"],
+            row["admitted_at"],
+            row["admitted_by"],
+        )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "admission_one_per_patient":
             raise AlreadyAdmittedError from exc
@@ -160,8 +176,11 @@ async def insert_admission(conn: Connection, row: dict[str, Any]) -> dict[str, A
 async def start_stay(conn: Connection, aid: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID, at: datetime) -> None:
     await conn.execute(
         "INSERT INTO bed_stay (admission_id, ward_id, bed_id, started_at) VALUES ($1, $2, $3, $4)",
-        aid, ward_id, bed_id, at,
-    )  # fmt: skip
+        aid,
+        ward_id,
+        bed_id,
+        at,
+    )
 
 
 async def end_stay(conn: Connection, aid: uuid.UUID, at: datetime) -> None:
@@ -197,8 +216,10 @@ async def move_admission(conn: Connection, aid: uuid.UUID, ward_id: uuid.UUID, b
     row = await conn.fetchrow(
         f"""UPDATE admission SET ward_id = $2, bed_id = $3, version = version + 1 WHERE id = $1
             RETURNING {ADMISSION_COLUMNS}""",
-        aid, ward_id, bed_id,
-    )  # fmt: skip
+        aid,
+        ward_id,
+        bed_id,
+    )
     assert row is not None
     return dict(row)
 
@@ -208,8 +229,10 @@ async def mark_discharged(conn: Connection, aid: uuid.UUID, at: datetime, by: uu
         f"""UPDATE admission SET status = 'discharged', discharged_at = greatest($2, admitted_at),
                 discharged_by = $3, version = version + 1
             WHERE id = $1 RETURNING {ADMISSION_COLUMNS}""",
-        aid, at, by,
-    )  # fmt: skip
+        aid,
+        at,
+        by,
+    )
     assert row is not None
     return dict(row)
 
@@ -222,8 +245,10 @@ async def admissions(
             WHERE ($1::uuid IS NULL OR patient_id = $1)
               AND ($2::boolean IS NULL OR (status = 'active') = $2)
             ORDER BY admitted_at DESC, id LIMIT $3""",
-        patient_id, active, limit,
-    )  # fmt: skip
+        patient_id,
+        active,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -248,9 +273,14 @@ async def insert_charge(conn: Connection, charge: dict[str, Any]) -> bool:
     inserted = await conn.fetchval(
         """INSERT INTO bed_charge (id, admission_id, night, ward_id, ward_type, amount, currency)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (admission_id, night) DO NOTHING RETURNING id""",
-        charge["id"], charge["admission_id"], charge["night"], charge["ward_id"], charge["ward_type"],
-        charge["amount"], charge["currency"],
-    )  # fmt: skip
+        charge["id"],
+        charge["admission_id"],
+        charge["night"],
+        charge["ward_id"],
+        charge["ward_type"],
+        charge["amount"],
+        charge["currency"],
+    )
     return inserted is not None
 
 

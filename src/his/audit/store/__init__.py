@@ -33,9 +33,25 @@ async def append_many(conn: Connection, records: list[dict[str, Any]]) -> int:
         seq += 1
         row = dict(record, seq=seq, flagged=bool(record.get("flagged", False)))
         digest = link(prev, row)
-        values.append((seq, row["event_id"], row["at"], row["source"], row["actor_id"], row["actor_roles"],
-                       row["patient_id"], row["action"], row["resource"], row["purpose"], row["outcome"],
-                       row["trace_id"], row["flagged"], prev, digest))  # fmt: skip
+        values.append(
+            (
+                seq,
+                row["event_id"],
+                row["at"],
+                row["source"],
+                row["actor_id"],
+                row["actor_roles"],
+                row["patient_id"],
+                row["action"],
+                row["resource"],
+                row["purpose"],
+                row["outcome"],
+                row["trace_id"],
+                row["flagged"],
+                prev,
+                digest,
+            )
+        )
         prev = digest
     await conn.executemany(
         f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -67,8 +83,9 @@ async def rows(conn: Connection, batch: int = 5000) -> AsyncIterator[dict[str, A
 async def link_account(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:
     await conn.execute(
         "INSERT INTO patient_account VALUES ($1, $2) ON CONFLICT (patient_id) DO UPDATE SET account_id = $2",
-        patient_id, account_id,
-    )  # fmt: skip
+        patient_id,
+        account_id,
+    )
 
 
 async def owns(conn: Connection, account_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
@@ -86,8 +103,10 @@ async def for_patient(
         """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
                   coalesce(flagged, false) AS flagged
            FROM audit_log WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
-        patient_id, before or 2**62, limit,
-    )  # fmt: skip
+        patient_id,
+        before or 2**62,
+        limit,
+    )
     return [dict(r) for r in found]
 
 

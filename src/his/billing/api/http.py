@@ -97,11 +97,24 @@ def router(
     tokens = verifier or jwks_verifier()
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, action: AuditAction, resource: str, *,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID | None,
+        action: AuditAction,
+        resource: str,
+        *,
         decision: Decision,
-    ) -> None:  # fmt: skip
-        record_access(uow, BillingRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+    ) -> None:
+        record_access(
+            uow,
+            BillingRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     async def access(who: Principal, op: Operation, patient_id: uuid.UUID) -> Decision:
         """The policy's decision on ``op`` for the caller and this patient (not yet audited); the
@@ -122,9 +135,12 @@ def router(
         return refused(decision, patient_id, what)
 
     async def invoice_for(
-        who: Principal, invoice_id: uuid.UUID, op: Operation = Operation.READ_INVOICES, action: AuditAction = "read",
+        who: Principal,
+        invoice_id: uuid.UUID,
+        op: Operation = Operation.READ_INVOICES,
+        action: AuditAction = "read",
         resource: str = "invoice",
-    ) -> tuple[dict[str, Any], Decision]:  # fmt: skip
+    ) -> tuple[dict[str, Any], Decision]:
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_invoice(conn, invoice_id)
         if row is None:
@@ -150,12 +166,22 @@ def router(
         await authenticate(request, tokens)
         async with ctx.db.pool.acquire() as conn:
             rows = await store.plan_rows(conn)
-        return {"items": [{
-            "code": p["code"], "title": p["title"], "currency": p["currency"],
-            "coverage": {k: str(v) for k, v in p["coverage"].items()}, "copay": money(p["copay"]),
-            "deductible": money(p["deductible"]), "out_of_pocket_cap": money(p["out_of_pocket_cap"]),
-            "excluded_categories": p["excluded_categories"], "excluded_codes": p["excluded_codes"],
-        } for p in rows]}  # fmt: skip
+        return {
+            "items": [
+                {
+                    "code": p["code"],
+                    "title": p["title"],
+                    "currency": p["currency"],
+                    "coverage": {k: str(v) for k, v in p["coverage"].items()},
+                    "copay": money(p["copay"]),
+                    "deductible": money(p["deductible"]),
+                    "out_of_pocket_cap": money(p["out_of_pocket_cap"]),
+                    "excluded_categories": p["excluded_categories"],
+                    "excluded_codes": p["excluded_codes"],
+                }
+                for p in rows
+            ]
+        }
 
     @r.get("/price-list")
     async def price_list(
@@ -170,8 +196,12 @@ def router(
             lines = await store.price_lines(conn, version["id"]) if version else []
         if version is None:
             raise HTTPException(404, f"no price list in effect on {on.isoformat()}")
-        return {"version_id": str(version["id"]), "effective_from": version["effective_from"].isoformat(),
-                "date": on.isoformat(), "lines": [{**x, "amount": str(x["amount"])} for x in lines]}  # fmt: skip
+        return {
+            "version_id": str(version["id"]),
+            "effective_from": version["effective_from"].isoformat(),
+            "date": on.isoformat(),
+            "lines": [{**x, "amount": str(x["amount"])} for x in lines],
+        }
 
     @r.post("/price-list", status_code=201)
     async def new_price_list(body: NewPriceList, request: Request) -> dict[str, Any]:
@@ -187,8 +217,9 @@ def router(
         vid = uuid.uuid4()
         try:
             async with ctx.db.uow() as uow:
-                await store.add_price_version(uow.conn, vid, body.effective_from,
-                                              [x.model_dump() for x in body.lines], uuid.UUID(who.subject))  # fmt: skip
+                await store.add_price_version(
+                    uow.conn, vid, body.effective_from, [x.model_dump() for x in body.lines], uuid.UUID(who.subject)
+                )
         except store.DuplicateVersionError:
             raise HTTPException(409, "a price list version starts on that date already") from None
         return {"version_id": str(vid), "effective_from": body.effective_from.isoformat(), "lines": len(codes)}
@@ -275,8 +306,11 @@ def router(
             raise
         idempotency(key)
         if kind == "payment" and body.method not in DESK_METHODS:
-            raise HTTPException(422, f"a desk payment is one of {', '.join(DESK_METHODS)}; online payments are "
-                                     "recorded by the payment provider's confirmation")  # fmt: skip
+            raise HTTPException(
+                422,
+                f"a desk payment is one of {', '.join(DESK_METHODS)}; online payments are "
+                "recorded by the payment provider's confirmation",
+            )
         assert key is not None
         m = handlers.Money(kind, invoice_id, body.amount, body.currency, body.method)
         try:
@@ -329,8 +363,9 @@ def router(
             audit(uow, who, invoice["patient_id"], "create", "payment_intent", decision=decision)
 
         try:
-            answer = await online.open_payment(ctx.db, provider, uuid.UUID(who.subject), idempotency_key, m,
-                                               also=audited)  # fmt: skip
+            answer = await online.open_payment(
+                ctx.db, provider, uuid.UUID(who.subject), idempotency_key, m, also=audited
+            )
         except BillingError as exc:
             raise HTTPException(422, str(exc)) from None
         except handlers.ConflictError as exc:
@@ -368,8 +403,15 @@ def router(
         actor = f"spiffe://his.local/payment-provider/{provider.name}"
 
         def audited(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
-            record_workload_access(uow, BillingRecordAccessed, actor, patient_id=invoice["patient_id"],
-                                   action="create", resource="payment", purpose="billing")  # fmt: skip
+            record_workload_access(
+                uow,
+                BillingRecordAccessed,
+                actor,
+                patient_id=invoice["patient_id"],
+                action="create",
+                resource="payment",
+                purpose="billing",
+            )
 
         try:
             async with ctx.db.uow() as uow:
@@ -444,48 +486,94 @@ async def invoice_json(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
     enc = await store.get_encounter(conn, row["encounter_id"])
     assert enc is not None
     if row["status"] == "draft":  # still collecting: its lines are its charges, not yet priced
-        lines = [{"charge_id": str(c["id"]), "code": c["code"], "category": c["category"],
-                  "quantity": quantity(c["quantity"]), "unit_price": str(c["unit_price"]),
-                  "total": str(c["amount"]), "insurer_share": None, "patient_share": None, "excluded": None}
-                 for c in await store.active_charges(conn, row["id"])]  # fmt: skip
+        lines = [
+            {
+                "charge_id": str(c["id"]),
+                "code": c["code"],
+                "category": c["category"],
+                "quantity": quantity(c["quantity"]),
+                "unit_price": str(c["unit_price"]),
+                "total": str(c["amount"]),
+                "insurer_share": None,
+                "patient_share": None,
+                "excluded": None,
+            }
+            for c in await store.active_charges(conn, row["id"])
+        ]
         total: str | None = str(sum((Decimal(x["total"]) for x in lines), Decimal("0.00")))
     else:
-        lines = [{"charge_id": str(x["charge_id"]), "code": x["code"], "category": x["category"],
-                  "quantity": quantity(x["quantity"]), "unit_price": str(x["unit_price"]),
-                  "total": str(x["total"]), "insurer_share": str(x["insurer_share"]),
-                  "patient_share": str(x["patient_share"]), "excluded": x["excluded"],
-                  "deductible": str(x["deductible"]), "copay": str(x["copay"])}
-                 for x in await store.lines_of(conn, row["id"])]  # fmt: skip
+        lines = [
+            {
+                "charge_id": str(x["charge_id"]),
+                "code": x["code"],
+                "category": x["category"],
+                "quantity": quantity(x["quantity"]),
+                "unit_price": str(x["unit_price"]),
+                "total": str(x["total"]),
+                "insurer_share": str(x["insurer_share"]),
+                "patient_share": str(x["patient_share"]),
+                "excluded": x["excluded"],
+                "deductible": str(x["deductible"]),
+                "copay": str(x["copay"]),
+            }
+            for x in await store.lines_of(conn, row["id"])
+        ]
         total = money(row["total"])
     outstanding = row["patient_share"] - row["paid"] if row["patient_share"] is not None else None
     return {
-        "id": str(row["id"]), "patient_id": str(row["patient_id"]), "kind": row["kind"], "status": row["status"],
-        "payer": row["payer"], "currency": row["currency"], "service_date": row["service_date"].isoformat(),
-        "total": total, "insurer_share": money(row["insurer_share"]), "patient_share": money(row["patient_share"]),
-        "paid": money(row["paid"]), "outstanding": money(outstanding),
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "kind": row["kind"],
+        "status": row["status"],
+        "payer": row["payer"],
+        "currency": row["currency"],
+        "service_date": row["service_date"].isoformat(),
+        "total": total,
+        "insurer_share": money(row["insurer_share"]),
+        "patient_share": money(row["patient_share"]),
+        "paid": money(row["paid"]),
+        "outstanding": money(outstanding),
         "replaces": str(row["replaces"]) if row["replaces"] else None,
-        "encounter": {"id": str(enc["id"]), "kind": enc["kind"], "source_id": str(enc["source_id"]),
-                      "started_at": enc["started_at"].isoformat(),
-                      "ended_at": enc["ended_at"].isoformat() if enc["ended_at"] else None},
+        "encounter": {
+            "id": str(enc["id"]),
+            "kind": enc["kind"],
+            "source_id": str(enc["source_id"]),
+            "started_at": enc["started_at"].isoformat(),
+            "ended_at": enc["ended_at"].isoformat() if enc["ended_at"] else None,
+        },
         "lines": lines,
         "issued_at": row["issued_at"].isoformat() if row["issued_at"] else None,
         "voided_at": row["voided_at"].isoformat() if row["voided_at"] else None,
-    }  # fmt: skip
+    }
 
 
 def charge_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(row["id"]), "patient_id": str(row["patient_id"]), "source": row["source_kind"],
-        "source_id": str(row["source_id"]), "code": row["code"], "category": row["category"],
-        "quantity": quantity(row["quantity"]), "unit_price": str(row["unit_price"]),
-        "amount": str(row["amount"]), "currency": row["currency"], "service_date": row["service_date"].isoformat(),
-        "status": row["status"], "invoice_id": str(row["invoice_id"]) if row["invoice_id"] else None,
-    }  # fmt: skip
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "source": row["source_kind"],
+        "source_id": str(row["source_id"]),
+        "code": row["code"],
+        "category": row["category"],
+        "quantity": quantity(row["quantity"]),
+        "unit_price": str(row["unit_price"]),
+        "amount": str(row["amount"]),
+        "currency": row["currency"],
+        "service_date": row["service_date"].isoformat(),
+        "status": row["status"],
+        "invoice_id": str(row["invoice_id"]) if row["invoice_id"] else None,
+    }
 
 
 def claim_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(row["id"]), "invoice_id": str(row["invoice_id"]), "patient_id": str(row["patient_id"]),
-        "payer": row["payer"], "amount": str(row["amount"]), "currency": row["currency"], "status": row["status"],
-        "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
-    }  # fmt: skip
+        "id": str(row["id"]),
+        "invoice_id": str(row["invoice_id"]),
+        "patient_id": str(row["patient_id"]),
+        "payer": row["payer"],
+        "amount": str(row["amount"]),
+        "currency": row["currency"],
+        "status": row["status"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }

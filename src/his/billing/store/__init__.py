@@ -70,8 +70,9 @@ async def price_on(conn: Connection, code: str, day: date) -> dict[str, Any] | N
         """SELECT l.code, l.category, l.amount, l.currency FROM price_line l
            WHERE l.code = $1 AND l.version_id = (
                SELECT id FROM price_list_version WHERE effective_from <= $2 ORDER BY effective_from DESC LIMIT 1)""",
-        code, day,
-    )  # fmt: skip
+        code,
+        day,
+    )
     return dict(row) if row else None
 
 
@@ -81,8 +82,10 @@ async def add_price_version(
     try:
         await conn.execute(
             "INSERT INTO price_list_version (id, effective_from, created_by) VALUES ($1, $2, $3)",
-            vid, effective_from, actor,
-        )  # fmt: skip
+            vid,
+            effective_from,
+            actor,
+        )
     except asyncpg.UniqueViolationError as exc:
         raise DuplicateVersionError from exc
     await conn.executemany(
@@ -99,8 +102,9 @@ async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: 
         """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
            ON CONFLICT (patient_id)
            DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
-        patient_id, account_id,
-    )  # fmt: skip
+        patient_id,
+        account_id,
+    )
 
 
 async def account_of(conn: Connection, patient_id: uuid.UUID) -> uuid.UUID | None:
@@ -115,14 +119,23 @@ async def patients_of_account(conn: Connection, account_id: uuid.UUID) -> list[u
 
 
 async def add_coverage(
-    conn: Connection, patient_id: uuid.UUID, payer: str | None, effective_from: date, event_id: uuid.UUID, *,
+    conn: Connection,
+    patient_id: uuid.UUID,
+    payer: str | None,
+    effective_from: date,
+    event_id: uuid.UUID,
+    *,
     changed_at: datetime,
-) -> None:  # fmt: skip
+) -> None:
     await conn.execute(
         """INSERT INTO coverage (patient_id, payer, effective_from, event_id, changed_at) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (event_id) DO NOTHING""",
-        patient_id, payer, effective_from, event_id, changed_at,
-    )  # fmt: skip
+        patient_id,
+        payer,
+        effective_from,
+        event_id,
+        changed_at,
+    )
 
 
 async def payer_on(conn: Connection, patient_id: uuid.UUID, day: date) -> str | None:
@@ -131,8 +144,9 @@ async def payer_on(conn: Connection, patient_id: uuid.UUID, day: date) -> str | 
     payer: str | None = await conn.fetchval(
         """SELECT payer FROM coverage WHERE patient_id = $1 AND effective_from <= $2
            ORDER BY effective_from DESC, changed_at DESC, id DESC LIMIT 1""",
-        patient_id, day,
-    )  # fmt: skip
+        patient_id,
+        day,
+    )
     return payer
 
 
@@ -141,9 +155,13 @@ async def add_ward_tariff(conn: Connection, event_id: uuid.UUID, tariff: dict[st
     await conn.execute(
         """INSERT INTO ward_tariff (event_id, ward_id, ward_type, daily_rate, currency, changed_at)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
-        event_id, tariff["ward_id"], tariff["ward_type"], tariff["daily_rate"], tariff["currency"],
+        event_id,
+        tariff["ward_id"],
+        tariff["ward_type"],
+        tariff["daily_rate"],
+        tariff["currency"],
         tariff["changed_at"],
-    )  # fmt: skip
+    )
 
 
 async def ward_tariff_after(
@@ -154,8 +172,10 @@ async def ward_tariff_after(
         """SELECT ward_type, daily_rate, currency FROM ward_tariff
            WHERE ward_id = $1 AND changed_at > $2 AND currency = ANY($3::text[])
            ORDER BY changed_at DESC LIMIT 1""",
-        ward_id, after, currencies,
-    )  # fmt: skip
+        ward_id,
+        after,
+        currencies,
+    )
     return dict(row) if row else None
 
 
@@ -169,8 +189,12 @@ async def encounter(
     await conn.execute(
         """INSERT INTO encounter (id, patient_id, kind, source_id, started_at, status)
            VALUES ($1, $2, $3, $4, $5, 'open') ON CONFLICT (kind, source_id) DO NOTHING""",
-        uuid.uuid4(), patient_id, kind, source_id, started_at,
-    )  # fmt: skip
+        uuid.uuid4(),
+        patient_id,
+        kind,
+        source_id,
+        started_at,
+    )
     row = await conn.fetchrow("SELECT * FROM encounter WHERE kind = $1 AND source_id = $2 FOR UPDATE", kind, source_id)
     assert row is not None
     return dict(row)
@@ -204,8 +228,9 @@ async def admission_at(conn: Connection, patient_id: uuid.UUID, at: datetime) ->
     source: uuid.UUID | None = await conn.fetchval(
         """SELECT source_id FROM encounter WHERE kind = 'admission' AND patient_id = $1 AND started_at <= $2
            AND (ended_at IS NULL OR ended_at >= $2) ORDER BY started_at DESC LIMIT 1""",
-        patient_id, at,
-    )  # fmt: skip
+        patient_id,
+        at,
+    )
     return source
 
 
@@ -226,10 +251,23 @@ async def insert_charge(conn: Connection, row: dict[str, Any]) -> bool:
         f"""INSERT INTO charge ({CHARGE_COLUMNS.replace(", created_at", "")})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
             ON CONFLICT (source_kind, source_id, line_key) DO NOTHING RETURNING id""",
-        row["id"], row["patient_id"], row["source_kind"], row["source_id"], row["line_key"], row["code"],
-        row["category"], row["quantity"], row["unit_price"], row["amount"], row["currency"], row["service_at"],
-        row["service_date"], row["status"], row["encounter_id"], row.get("invoice_id"),
-    )  # fmt: skip
+        row["id"],
+        row["patient_id"],
+        row["source_kind"],
+        row["source_id"],
+        row["line_key"],
+        row["code"],
+        row["category"],
+        row["quantity"],
+        row["unit_price"],
+        row["amount"],
+        row["currency"],
+        row["service_at"],
+        row["service_date"],
+        row["status"],
+        row["encounter_id"],
+        row.get("invoice_id"),
+    )
     return inserted is not None
 
 
@@ -256,8 +294,10 @@ async def visit_charges_within(
             WHERE c.patient_id = $1 AND c.status = 'active' AND e.kind <> 'admission'
               AND c.service_at >= $2 AND ($3::timestamptz IS NULL OR c.service_at <= $3)
             ORDER BY c.service_at, c.id FOR UPDATE OF c""",
-        patient_id, start, end,
-    )  # fmt: skip
+        patient_id,
+        start,
+        end,
+    )
     return [dict(r) for r in rows]
 
 
@@ -285,16 +325,18 @@ async def void_charges(conn: Connection, kind: str, source_id: uuid.UUID) -> lis
     rows = await conn.fetch(
         """UPDATE charge SET status = 'void', voided_at = now()
            WHERE source_kind = $1 AND source_id = $2 AND status = 'active' RETURNING invoice_id""",
-        kind, source_id,
-    )  # fmt: skip
+        kind,
+        source_id,
+    )
     return sorted({r[0] for r in rows if r[0] is not None})
 
 
 async def charges_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"SELECT {CHARGE_COLUMNS} FROM charge WHERE patient_id = $1 ORDER BY service_at DESC, id LIMIT $2",
-        patient_id, limit,
-    )  # fmt: skip
+        patient_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -302,8 +344,9 @@ async def charges_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int
 
 
 async def draft_of(conn: Connection, encounter_id: uuid.UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM invoice WHERE encounter_id = $1 AND status = 'draft' FOR UPDATE",
-                              encounter_id)  # fmt: skip
+    row = await conn.fetchrow(
+        "SELECT * FROM invoice WHERE encounter_id = $1 AND status = 'draft' FOR UPDATE", encounter_id
+    )
     return dict(row) if row else None
 
 
@@ -318,9 +361,15 @@ async def create_invoice(conn: Connection, row: dict[str, Any]) -> dict[str, Any
     saved = await conn.fetchrow(
         """INSERT INTO invoice (id, patient_id, encounter_id, kind, replaces, status, currency, service_date, paid)
            VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8) RETURNING *""",
-        row["id"], row["patient_id"], row["encounter_id"], row["kind"], row.get("replaces"), row["currency"],
-        row["service_date"], row.get("paid", ZERO),
-    )  # fmt: skip
+        row["id"],
+        row["patient_id"],
+        row["encounter_id"],
+        row["kind"],
+        row.get("replaces"),
+        row["currency"],
+        row["service_date"],
+        row.get("paid", ZERO),
+    )
     assert saved is not None
     return dict(saved)
 
@@ -349,9 +398,16 @@ async def mark_issued(conn: Connection, invoice_id: uuid.UUID, fields: dict[str,
                   patient_share = $7, deductible_applied = $8, out_of_pocket_applied = $9, issued_at = now(),
                   updated_at = now()
            WHERE id = $1 RETURNING *""",
-        invoice_id, fields["status"], fields["payer"], fields["plan_year"], fields["total"], fields["insurer_share"],
-        fields["patient_share"], fields["deductible_applied"], fields["out_of_pocket_applied"],
-    )  # fmt: skip
+        invoice_id,
+        fields["status"],
+        fields["payer"],
+        fields["plan_year"],
+        fields["total"],
+        fields["insurer_share"],
+        fields["patient_share"],
+        fields["deductible_applied"],
+        fields["out_of_pocket_applied"],
+    )
     assert row is not None
     return dict(row)
 
@@ -360,8 +416,9 @@ async def mark_void(conn: Connection, invoice_id: uuid.UUID, *, keep_paid: bool)
     await conn.execute(
         """UPDATE invoice SET status = 'void', voided_at = now(), updated_at = now(),
                   paid = CASE WHEN $2 THEN paid ELSE 0 END WHERE id = $1""",
-        invoice_id, keep_paid,
-    )  # fmt: skip
+        invoice_id,
+        keep_paid,
+    )
 
 
 async def move_open_items(conn: Connection, old: uuid.UUID, new: uuid.UUID) -> None:
@@ -387,8 +444,9 @@ async def issued_since(conn: Connection, patient_id: uuid.UUID, since: date) -> 
     rows = await conn.fetch(
         """SELECT * FROM invoice WHERE patient_id = $1 AND service_date >= $2
            AND status NOT IN ('draft', 'void') ORDER BY service_date, created_at, id FOR UPDATE""",
-        patient_id, since,
-    )  # fmt: skip
+        patient_id,
+        since,
+    )
     return [dict(r) for r in rows]
 
 
@@ -398,8 +456,10 @@ async def invoices(
     rows = await conn.fetch(
         """SELECT * FROM invoice WHERE ($1::uuid[] IS NULL OR patient_id = ANY($1::uuid[]))
            AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id LIMIT $3""",
-        patient_ids, status, limit,
-    )  # fmt: skip
+        patient_ids,
+        status,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -410,8 +470,10 @@ async def accumulator(conn: Connection, patient_id: uuid.UUID, payer: str, year:
     """The patient's year under ``payer``, locked until the transaction ends."""
     await conn.execute(
         "INSERT INTO accumulator (patient_id, payer, year) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        patient_id, payer, year,
-    )  # fmt: skip
+        patient_id,
+        payer,
+        year,
+    )
     row = await conn.fetchrow(
         "SELECT * FROM accumulator WHERE patient_id = $1 AND payer = $2 AND year = $3 FOR UPDATE",
         patient_id,
@@ -426,8 +488,12 @@ async def save_accumulator(conn: Connection, patient_id: uuid.UUID, payer: str, 
     await conn.execute(
         """UPDATE accumulator SET deductible_used = $4, out_of_pocket = $5
            WHERE patient_id = $1 AND payer = $2 AND year = $3""",
-        patient_id, payer, year, acc.deductible_used, acc.out_of_pocket,
-    )  # fmt: skip
+        patient_id,
+        payer,
+        year,
+        acc.deductible_used,
+        acc.out_of_pocket,
+    )
 
 
 # --- claims --------------------------------------------------------------------------------------
@@ -437,8 +503,13 @@ async def insert_claim(conn: Connection, row: dict[str, Any]) -> None:
     await conn.execute(
         """INSERT INTO claim (id, invoice_id, patient_id, payer, amount, currency, status)
            VALUES ($1, $2, $3, $4, $5, $6, 'draft')""",
-        row["id"], row["invoice_id"], row["patient_id"], row["payer"], row["amount"], row["currency"],
-    )  # fmt: skip
+        row["id"],
+        row["invoice_id"],
+        row["patient_id"],
+        row["payer"],
+        row["amount"],
+        row["currency"],
+    )
 
 
 async def get_claim(conn: Connection, claim_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
@@ -463,8 +534,10 @@ async def claims(conn: Connection, status: str | None, payer: str | None, limit:
     rows = await conn.fetch(
         """SELECT * FROM claim WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR payer = $2)
            ORDER BY created_at DESC, id LIMIT $3""",
-        status, payer, limit,
-    )  # fmt: skip
+        status,
+        payer,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -476,9 +549,17 @@ async def insert_payment(conn: Connection, row: dict[str, Any]) -> dict[str, Any
         """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by, provider,
                                 intent_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
-        row["id"], row["invoice_id"], row["patient_id"], row["kind"], row["amount"], row["currency"], row["method"],
-        row["created_by"], row.get("provider"), row.get("intent_id"),
-    )  # fmt: skip
+        row["id"],
+        row["invoice_id"],
+        row["patient_id"],
+        row["kind"],
+        row["amount"],
+        row["currency"],
+        row["method"],
+        row["created_by"],
+        row.get("provider"),
+        row.get("intent_id"),
+    )
     assert saved is not None
     return dict(saved)
 
@@ -496,21 +577,27 @@ async def claim_key(conn: Connection, actor: uuid.UUID, key: str, request_hash: 
     taken = await conn.fetchval(
         """INSERT INTO idempotency_key (actor, key, request_hash, response_status, response_body)
            VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING 1""",
-        actor, key, request_hash,
-    )  # fmt: skip
+        actor,
+        key,
+        request_hash,
+    )
     return taken is not None
 
 
 async def stored_response(conn: Connection, actor: uuid.UUID, key: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE actor = $1 AND key = $2",
-        actor, key,
-    )  # fmt: skip
+        actor,
+        key,
+    )
     return dict(row) if row else None
 
 
 async def store_response(conn: Connection, actor: uuid.UUID, key: str, status: int, body: str) -> None:
     await conn.execute(
         "UPDATE idempotency_key SET response_status = $3, response_body = $4 WHERE actor = $1 AND key = $2",
-        actor, key, status, body,
-    )  # fmt: skip
+        actor,
+        key,
+        status,
+        body,
+    )

@@ -16,9 +16,16 @@ async def insert_intent(conn: Connection, row: dict[str, Any]) -> dict[str, Any]
         """INSERT INTO payment_intent (id, invoice_id, patient_id, amount, currency, provider, provider_ref,
                                        checkout_url, status, created_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *""",
-        row["id"], row["invoice_id"], row["patient_id"], row["amount"], row["currency"], row["provider"],
-        row["provider_ref"], row["checkout_url"], row["created_by"],
-    )  # fmt: skip
+        row["id"],
+        row["invoice_id"],
+        row["patient_id"],
+        row["amount"],
+        row["currency"],
+        row["provider"],
+        row["provider_ref"],
+        row["checkout_url"],
+        row["created_by"],
+    )
     assert saved is not None
     return dict(saved)
 
@@ -45,8 +52,9 @@ async def record_delivery(conn: Connection, provider: str, digest: str) -> bool:
     await conn.execute(f"DELETE FROM provider_delivery WHERE received_at < now() - interval '{DELIVERY_MEMORY}'")
     taken = await conn.fetchval(
         "INSERT INTO provider_delivery (digest, provider) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-        digest, provider,
-    )  # fmt: skip
+        digest,
+        provider,
+    )
     return taken is not None
 
 
@@ -55,6 +63,8 @@ async def record_event(conn: Connection, provider: str, event_id: str, intent_id
     taken = await conn.fetchval(
         """INSERT INTO provider_event (provider, event_id, intent_id) VALUES ($1, $2, $3)
            ON CONFLICT DO NOTHING RETURNING 1""",
-        provider, event_id, intent_id,
-    )  # fmt: skip
+        provider,
+        event_id,
+        intent_id,
+    )
     return taken is not None

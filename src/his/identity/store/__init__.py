@@ -178,8 +178,9 @@ async def forget_attempt(conn: Connection, key: str, at: datetime) -> None:
     """Remove one attempt claimed at ``at`` (it succeeded)."""
     await conn.execute(
         "DELETE FROM login_failure WHERE ctid = (SELECT ctid FROM login_failure WHERE key = $1 AND at = $2 LIMIT 1)",
-        key, at,
-    )  # fmt: skip
+        key,
+        at,
+    )
 
 
 async def clear_failures(conn: Connection, key: str) -> None:

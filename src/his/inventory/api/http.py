@@ -140,9 +140,16 @@ def router(
             raise HTTPException(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")
 
     def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision) -> None:
-        record_access(uow, InventoryRecordAccessed, who, patient_id=patient_id, action="create",
-                      resource="inventory/consumption", purpose=decision.purpose,
-                      outcome=decision.outcome)  # fmt: skip
+        record_access(
+            uow,
+            InventoryRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action="create",
+            resource="inventory/consumption",
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     async def charging(who: Principal, patient_id: uuid.UUID) -> Decision:
         """The policy's decision on using stock for this patient; a refusal is audited and raised.
@@ -205,10 +212,15 @@ def router(
         except (handlers.ExpiredLotError, UnsplittableQuantityError) as exc:
             raise HTTPException(422, str(exc)) from None
         return {
-            "id": str(row["id"]), "item_code": row["item_code"], "location": row["location"], "lot": row["lot"],
+            "id": str(row["id"]),
+            "item_code": row["item_code"],
+            "location": row["location"],
+            "lot": row["lot"],
             "expires_on": row["expires_on"].isoformat() if row["expires_on"] else None,
-            "quantity": qty(row["quantity"]), "lot_quantity": qty(row["lot_quantity"]), "on_hand": qty(row["on_hand"]),
-        }  # fmt: skip
+            "quantity": qty(row["quantity"]),
+            "lot_quantity": qty(row["lot_quantity"]),
+            "on_hand": qty(row["on_hand"]),
+        }
 
     @r.post("/inventory/consumptions", status_code=201, response_model=None)
     async def consume(body: NewConsumption, request: Request) -> dict[str, Any] | JSONResponse:
@@ -220,8 +232,14 @@ def router(
         who = await authenticate(request, tokens)
         decision = None if body.patient_id is None else await charging(who, body.patient_id)
         require(who, *CONSUMERS)
-        c = handlers.Consumption(body.item_code, body.location, body.quantity, Reason(body.reason),
-                                 patient_id=body.patient_id, backorder=body.backorder)  # fmt: skip
+        c = handlers.Consumption(
+            body.item_code,
+            body.location,
+            body.quantity,
+            Reason(body.reason),
+            patient_id=body.patient_id,
+            backorder=body.backorder,
+        )
         try:
             async with ctx.db.uow() as uow:
                 done = await handlers.consume(uow, c, uuid.UUID(who.subject), today())
@@ -233,25 +251,44 @@ def router(
             raise HTTPException(422, str(exc)) from None
         except ShortfallError as exc:
             raise ProblemError(
-                409, f"not enough {body.item_code} at {body.location}: {qty(exc.available)} available "
+                409,
+                f"not enough {body.item_code} at {body.location}: {qty(exc.available)} available "
                 f"(expired lots excluded), {qty(exc.requested)} requested; nothing was taken",
-                item_code=body.item_code, location=body.location, requested=qty(exc.requested),
+                item_code=body.item_code,
+                location=body.location,
+                requested=qty(exc.requested),
                 available=qty(exc.available),
-            ) from None  # fmt: skip
+            ) from None
         if isinstance(done, handlers.Backordered):
-            return JSONResponse({
-                "status": "backordered", "backorder_id": str(done.id), "item_code": body.item_code,
-                "location": body.location, "requested": qty(done.requested), "available": qty(done.available),
-                "detail": f"only {qty(done.available)} available: nothing was taken and the request was back-ordered",
-            }, status_code=202)  # fmt: skip
+            return JSONResponse(
+                {
+                    "status": "backordered",
+                    "backorder_id": str(done.id),
+                    "item_code": body.item_code,
+                    "location": body.location,
+                    "requested": qty(done.requested),
+                    "available": qty(done.available),
+                    "detail": (
+                        f"only {qty(done.available)} available: nothing was taken and the request was back-ordered"
+                    ),
+                },
+                status_code=202,
+            )
         return {
-            "status": "consumed", "id": str(done.id), "item_code": body.item_code, "location": body.location,
-            "quantity": qty(body.quantity), "reason": body.reason,
-            "patient_id": str(body.patient_id) if body.patient_id else None, "chargeable": done.chargeable,
-            "lots": [{"lot": t.lot.lot, "expires_on": _day(t.lot.expires_on), "quantity": qty(t.quantity)}
-                     for t in done.takes],
+            "status": "consumed",
+            "id": str(done.id),
+            "item_code": body.item_code,
+            "location": body.location,
+            "quantity": qty(body.quantity),
+            "reason": body.reason,
+            "patient_id": str(body.patient_id) if body.patient_id else None,
+            "chargeable": done.chargeable,
+            "lots": [
+                {"lot": t.lot.lot, "expires_on": _day(t.lot.expires_on), "quantity": qty(t.quantity)}
+                for t in done.takes
+            ],
             "on_hand": qty(done.on_hand),
-        }  # fmt: skip
+        }
 
     @r.get("/inventory/stock")
     async def stock(
@@ -281,11 +318,23 @@ def router(
         day = today()
         async with ctx.db.pool.acquire() as conn:
             rows = await store.expiring(conn, day + timedelta(days=days), place, MAX_ROWS)
-        return {"as_of": day.isoformat(), "days": days, "items": [{
-            "item_code": x["item_code"], "unit": x["unit"], "location": x["location"], "lot": x["lot"],
-            "expires_on": x["expires_on"].isoformat(), "quantity": qty(x["quantity"]),
-            "expired": x["expires_on"] < day, "days_left": (x["expires_on"] - day).days,
-        } for x in rows]}  # fmt: skip
+        return {
+            "as_of": day.isoformat(),
+            "days": days,
+            "items": [
+                {
+                    "item_code": x["item_code"],
+                    "unit": x["unit"],
+                    "location": x["location"],
+                    "lot": x["lot"],
+                    "expires_on": x["expires_on"].isoformat(),
+                    "quantity": qty(x["quantity"]),
+                    "expired": x["expires_on"] < day,
+                    "days_left": (x["expires_on"] - day).days,
+                }
+                for x in rows
+            ],
+        }
 
     @r.get("/inventory/alerts")
     async def alerts(
@@ -300,10 +349,19 @@ def router(
         async with ctx.db.pool.acquire() as conn:
             await known_item(conn, code)
             rows = await store.alerts(conn, code, place, limit)
-        return {"items": [{
-            "id": str(x["id"]), "item_code": x["item_code"], "location": x["location"], "on_hand": qty(x["on_hand"]),
-            "threshold": qty(x["threshold"]), "alerted_at": x["alerted_at"].isoformat(),
-        } for x in rows]}  # fmt: skip
+        return {
+            "items": [
+                {
+                    "id": str(x["id"]),
+                    "item_code": x["item_code"],
+                    "location": x["location"],
+                    "on_hand": qty(x["on_hand"]),
+                    "threshold": qty(x["threshold"]),
+                    "alerted_at": x["alerted_at"].isoformat(),
+                }
+                for x in rows
+            ]
+        }
 
     @r.get("/inventory/backorders")
     async def backorders(
@@ -319,11 +377,21 @@ def router(
         async with ctx.db.pool.acquire() as conn:
             await known_item(conn, code)
             rows = await store.backorders(conn, code, place, limit)
-        return {"items": [{
-            "id": str(x["id"]), "item_code": x["item_code"], "location": x["location"],
-            "requested": qty(x["requested"]), "available": qty(x["available"]), "reason": x["reason"],
-            "source_id": str(x["source_id"]) if x["source_id"] else None, "created_at": x["created_at"].isoformat(),
-        } for x in rows]}  # fmt: skip
+        return {
+            "items": [
+                {
+                    "id": str(x["id"]),
+                    "item_code": x["item_code"],
+                    "location": x["location"],
+                    "requested": qty(x["requested"]),
+                    "available": qty(x["available"]),
+                    "reason": x["reason"],
+                    "source_id": str(x["source_id"]) if x["source_id"] else None,
+                    "created_at": x["created_at"].isoformat(),
+                }
+                for x in rows
+            ]
+        }
 
     return r
 
@@ -333,8 +401,7 @@ def _day(d: date | None) -> str | None:
 
 
 def _item_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = {"code": row["code"], "description": row["description"], "unit": row["unit"],
-           "chargeable": row["chargeable"]}  # fmt: skip
+    out = {"code": row["code"], "description": row["description"], "unit": row["unit"], "chargeable": row["chargeable"]}
     if "thresholds" in row:
         out["thresholds"] = {k: qty(Decimal(v)) for k, v in orjson.loads(row["thresholds"]).items()}
     return out
@@ -346,15 +413,29 @@ def _stock_json(rows: list[dict[str, Any]], today: date) -> list[dict[str, Any]]
         key = (x["item_code"], x["location"])
         g = groups.get(key)
         if g is None:
-            g = groups[key] = {"item_code": x["item_code"], "location": x["location"], "unit": x["unit"],
-                               "on_hand": Decimal(0), "expired": Decimal(0), "threshold": qty(x["threshold"]),
-                               "low": x["low"], "lots": []}  # fmt: skip
+            g = groups[key] = {
+                "item_code": x["item_code"],
+                "location": x["location"],
+                "unit": x["unit"],
+                "on_hand": Decimal(0),
+                "expired": Decimal(0),
+                "threshold": qty(x["threshold"]),
+                "low": x["low"],
+                "lots": [],
+            }
         if x["lot"] is None:
             continue
         expired = is_expired(LotState(None, x["lot"], x["expires_on"], x["quantity"]), today)
         g["expired" if expired else "on_hand"] += x["quantity"]
-        g["lots"].append({"lot": x["lot"], "expires_on": _day(x["expires_on"]), "quantity": qty(x["quantity"]),
-                          "expired": expired, "received_at": x["received_at"].isoformat()})  # fmt: skip
+        g["lots"].append(
+            {
+                "lot": x["lot"],
+                "expires_on": _day(x["expires_on"]),
+                "quantity": qty(x["quantity"]),
+                "expired": expired,
+                "received_at": x["received_at"].isoformat(),
+            }
+        )
     for g in groups.values():
         g["on_hand"], g["expired"] = qty(g["on_hand"]), qty(g["expired"])
     return list(groups.values())

@@ -24,16 +24,21 @@ async def insert_item(conn: Connection, row: dict[str, Any], thresholds: dict[st
     try:
         await conn.execute(
             "INSERT INTO item (code, description, unit, chargeable) VALUES ($1, $2, $3, $4)",
-            row["code"], row["description"], row["unit"], row["chargeable"],
-        )  # fmt: skip
+            row["code"],
+            row["description"],
+            row["unit"],
+            row["chargeable"],
+        )
     except asyncpg.UniqueViolationError as exc:
         raise DuplicateItemError(row["code"]) from exc
     if thresholds:
         await conn.execute(
             """INSERT INTO item_location (item_code, location, threshold)
                SELECT $1, unnest($2::text[]), unnest($3::numeric[])""",
-            row["code"], list(thresholds), list(thresholds.values()),
-        )  # fmt: skip
+            row["code"],
+            list(thresholds),
+            list(thresholds.values()),
+        )
 
 
 async def get_item(conn: Connection, code: str) -> dict[str, Any] | None:
@@ -63,22 +68,27 @@ async def lock_place(conn: Connection, item_code: str, location: str, *, create:
             """INSERT INTO item_location (item_code, location) VALUES ($1, $2)
                ON CONFLICT (item_code, location) DO UPDATE SET version = item_location.version
                RETURNING item_code, location, threshold, low, version""",
-            item_code, location,
-        )  # fmt: skip
+            item_code,
+            location,
+        )
     else:
         row = await conn.fetchrow(
             """SELECT item_code, location, threshold, low, version FROM item_location
                WHERE item_code = $1 AND location = $2 FOR UPDATE""",
-            item_code, location,
-        )  # fmt: skip
+            item_code,
+            location,
+        )
     return dict(row) if row else None
 
 
 async def save_place(conn: Connection, item_code: str, location: str, low: bool, version: int) -> None:
     await conn.execute(
         "UPDATE item_location SET low = $3, version = greatest(version, $4) WHERE item_code = $1 AND location = $2",
-        item_code, location, low, version,
-    )  # fmt: skip
+        item_code,
+        location,
+        low,
+        version,
+    )
 
 
 # Lots
@@ -94,8 +104,10 @@ async def lots_for_use(conn: Connection, item_code: str, location: str, today: d
         """SELECT id, lot, expires_on, quantity, received_seq FROM stock_lot
            WHERE item_code = $1 AND location = $2 AND quantity > 0 AND (expires_on IS NULL OR expires_on >= $3)
            ORDER BY expires_on NULLS LAST, received_seq FOR UPDATE""",
-        item_code, location, today,
-    )  # fmt: skip
+        item_code,
+        location,
+        today,
+    )
     return [_lot(r) for r in rows]
 
 
@@ -106,13 +118,16 @@ async def take(conn: Connection, consumption_id: uuid.UUID, takes: list[Take]) -
     await conn.execute(
         """UPDATE stock_lot s SET quantity = s.quantity - t.qty
            FROM unnest($1::uuid[], $2::numeric[]) AS t(id, qty) WHERE s.id = t.id""",
-        ids, qty,
-    )  # fmt: skip
+        ids,
+        qty,
+    )
     await conn.execute(
         "INSERT INTO consumption_lot (consumption_id, lot_id, quantity) SELECT $1, unnest($2::uuid[]), "
         "unnest($3::numeric[])",
-        consumption_id, ids, qty,
-    )  # fmt: skip
+        consumption_id,
+        ids,
+        qty,
+    )
 
 
 async def on_hand(conn: Connection, item_code: str, location: str, today: date) -> Decimal:
@@ -120,8 +135,10 @@ async def on_hand(conn: Connection, item_code: str, location: str, today: date) 
     total: Decimal = await conn.fetchval(
         """SELECT coalesce(sum(quantity), 0) FROM stock_lot
            WHERE item_code = $1 AND location = $2 AND (expires_on IS NULL OR expires_on >= $3)""",
-        item_code, location, today,
-    )  # fmt: skip
+        item_code,
+        location,
+        today,
+    )
     return total
 
 
@@ -133,13 +150,21 @@ async def receive(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
            ON CONFLICT (item_code, location, lot, expires_on)
            DO UPDATE SET quantity = stock_lot.quantity + EXCLUDED.quantity
            RETURNING id, quantity""",
-        uuid.uuid4(), row["item_code"], row["location"], row["lot"], row["expires_on"], row["quantity"],
-    )  # fmt: skip
+        uuid.uuid4(),
+        row["item_code"],
+        row["location"],
+        row["lot"],
+        row["expires_on"],
+        row["quantity"],
+    )
     assert lot is not None
     await conn.execute(
         "INSERT INTO receipt (id, lot_id, quantity, received_by) VALUES ($1, $2, $3, $4)",
-        row["id"], lot["id"], row["quantity"], row["received_by"],
-    )  # fmt: skip
+        row["id"],
+        lot["id"],
+        row["quantity"],
+        row["received_by"],
+    )
     return {"lot_id": lot["id"], "lot_quantity": lot["quantity"]}
 
 
@@ -153,8 +178,10 @@ async def stock(conn: Connection, item_code: str | None, location: str | None, l
            WHERE ($1::text IS NULL OR l.item_code = $1) AND ($2::text IS NULL OR l.location = $2)
            ORDER BY l.item_code, l.location, s.expires_on NULLS LAST, s.received_seq
            LIMIT $3""",
-        item_code, location, limit,
-    )  # fmt: skip
+        item_code,
+        location,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -164,8 +191,10 @@ async def expiring(conn: Connection, until: date, location: str | None, limit: i
            FROM stock_lot s JOIN item i ON i.code = s.item_code
            WHERE s.quantity > 0 AND s.expires_on <= $1 AND ($2::text IS NULL OR s.location = $2)
            ORDER BY s.expires_on, s.item_code, s.location, s.lot LIMIT $3""",
-        until, location, limit,
-    )  # fmt: skip
+        until,
+        location,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -177,9 +206,17 @@ async def insert_consumption(conn: Connection, row: dict[str, Any]) -> None:
         """INSERT INTO consumption (id, item_code, location, quantity, reason, patient_id, source_id, chargeable,
                                     consumed_by, consumed_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        row["id"], row["item_code"], row["location"], row["quantity"], row["reason"], row["patient_id"],
-        row["source_id"], row["chargeable"], row["consumed_by"], row["consumed_at"],
-    )  # fmt: skip
+        row["id"],
+        row["item_code"],
+        row["location"],
+        row["quantity"],
+        row["reason"],
+        row["patient_id"],
+        row["source_id"],
+        row["chargeable"],
+        row["consumed_by"],
+        row["consumed_at"],
+    )
 
 
 async def insert_backorder(conn: Connection, row: dict[str, Any]) -> None:
@@ -187,9 +224,16 @@ async def insert_backorder(conn: Connection, row: dict[str, Any]) -> None:
         """INSERT INTO backorder (id, item_code, location, requested, available, reason, patient_id, source_id,
                                   created_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        row["id"], row["item_code"], row["location"], row["requested"], row["available"], row["reason"],
-        row["patient_id"], row["source_id"], row["created_by"],
-    )  # fmt: skip
+        row["id"],
+        row["item_code"],
+        row["location"],
+        row["requested"],
+        row["available"],
+        row["reason"],
+        row["patient_id"],
+        row["source_id"],
+        row["created_by"],
+    )
 
 
 async def handled_for_source(conn: Connection, source_id: uuid.UUID) -> set[str]:
@@ -215,8 +259,12 @@ async def reagents_for(conn: Connection, test_codes: list[str]) -> list[dict[str
 async def insert_alert(conn: Connection, row: dict[str, Any]) -> None:
     await conn.execute(
         "INSERT INTO low_stock_alert (id, item_code, location, on_hand, threshold) VALUES ($1, $2, $3, $4, $5)",
-        row["id"], row["item_code"], row["location"], row["on_hand"], row["threshold"],
-    )  # fmt: skip
+        row["id"],
+        row["item_code"],
+        row["location"],
+        row["on_hand"],
+        row["threshold"],
+    )
 
 
 async def alerts(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[dict[str, Any]]:
@@ -224,8 +272,10 @@ async def alerts(conn: Connection, item_code: str | None, location: str | None, 
         """SELECT id, item_code, location, on_hand, threshold, alerted_at FROM low_stock_alert
            WHERE ($1::text IS NULL OR item_code = $1) AND ($2::text IS NULL OR location = $2)
            ORDER BY alerted_at DESC, id LIMIT $3""",
-        item_code, location, limit,
-    )  # fmt: skip
+        item_code,
+        location,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -234,6 +284,8 @@ async def backorders(conn: Connection, item_code: str | None, location: str | No
         """SELECT id, item_code, location, requested, available, reason, source_id, created_at FROM backorder
            WHERE ($1::text IS NULL OR item_code = $1) AND ($2::text IS NULL OR location = $2)
            ORDER BY created_at DESC, id LIMIT $3""",
-        item_code, location, limit,
-    )  # fmt: skip
+        item_code,
+        location,
+        limit,
+    )
     return [dict(r) for r in rows]

@@ -81,8 +81,14 @@ _PROBE = 'for p do [ -x "$p" ] || { printf %s "$p"; exit 1; }; done'
 def _first_blocked(owner: tuple[int, int], chain: list[Path]) -> Path | None:
     probe = subprocess.run(
         ["/bin/sh", "-c", _PROBE, "sh", *map(str, chain)],
-        user=owner[0], group=owner[1], extra_groups=[], cwd="/", capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        user=owner[0],
+        group=owner[1],
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode == 0:
         return None
     if probe.returncode != 1 or not probe.stdout:
@@ -115,8 +121,10 @@ def _let_through(owner: tuple[int, int], target: Path, notice: Notice, *, progra
                 raise ServerStartError(
                     _refusal(blocked, f"it is private, and its filesystem {why} to let that user alone through")
                 ) from None
-            notice(f"{SYSTEM_USER} (the PostgreSQL server's user) may now pass through {blocked}: "
-                   f"ACL user:{SYSTEM_USER}:--x, nobody else gains access")  # fmt: skip
+            notice(
+                f"{SYSTEM_USER} (the PostgreSQL server's user) may now pass through {blocked}: "
+                f"ACL user:{SYSTEM_USER}:--x, nobody else gains access"
+            )
             again = _first_blocked(owner, chain)
             if again == blocked:
                 raise ServerStartError(_refusal(blocked, "it is private, and an ACL entry for that user did not help"))

@@ -76,11 +76,24 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
     tokens = verifier or jwks_verifier()
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision, *,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID,
+        action: AuditAction,
+        decision: Decision,
+        *,
         resource: str = "lab_order",
-    ) -> None:  # fmt: skip
-        record_access(uow, LaboratoryRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
-                      purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+    ) -> None:
+        record_access(
+            uow,
+            LaboratoryRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     async def known(patient_id: uuid.UUID) -> PatientRef | None:
         try:
@@ -100,9 +113,14 @@ def router(ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier
         return policy.decide(op, who.roles, rel, placed_it=placed_it)
 
     async def deny(
-        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *,
-        resource: str = "lab_order", what: str = "order",
-    ) -> ProblemError:  # fmt: skip
+        who: Principal,
+        patient_id: uuid.UUID,
+        decision: Decision,
+        action: AuditAction,
+        *,
+        resource: str = "lab_order",
+        what: str = "order",
+    ) -> ProblemError:
         """Audit a refusal (committed before the answer) and give the error to raise."""
         async with ctx.db.read() as uow:
             audit(uow, who, patient_id, action, decision, resource=resource)

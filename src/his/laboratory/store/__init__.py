@@ -33,13 +33,17 @@ async def insert_order(conn: Connection, row: dict[str, Any], tests: Sequence[st
     saved = await conn.fetchrow(
         f"""INSERT INTO lab_order (id, patient_id, ordered_by, priority, status)
             VALUES ($1, $2, $3, $4, 'placed') RETURNING {ORDER_COLUMNS}""",
-        row["id"], row["patient_id"], row["ordered_by"], row["priority"],
-    )  # fmt: skip
+        row["id"],
+        row["patient_id"],
+        row["ordered_by"],
+        row["priority"],
+    )
     await conn.execute(
         """INSERT INTO lab_order_test (order_id, code, position)
            SELECT $1, code, pos FROM unnest($2::text[]) WITH ORDINALITY AS t (code, pos)""",
-        row["id"], list(tests),
-    )  # fmt: skip
+        row["id"],
+        list(tests),
+    )
     assert saved is not None
     return dict(saved) | {"tests": list(tests)}
 
@@ -63,8 +67,11 @@ async def set_status(
         f"""UPDATE lab_order SET status = $2, version = version + 1, updated_at = $4,
                 {stamp}_at = $4, {stamp}_by = $3
             WHERE id = $1 RETURNING {ORDER_COLUMNS}""",
-        order_id, status.value, actor, at,
-    )  # fmt: skip
+        order_id,
+        status.value,
+        actor,
+        at,
+    )
     assert row is not None
     return dict(row)
 
@@ -77,11 +84,21 @@ async def insert_results(
                                    currency, resulted_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
         [
-            (order_id, r.code, r.value, r.unit, r.reference_low, r.reference_high, r.flag.value,
-             catalogue[r.code].price, catalogue[r.code].currency, at)
+            (
+                order_id,
+                r.code,
+                r.value,
+                r.unit,
+                r.reference_low,
+                r.reference_high,
+                r.flag.value,
+                catalogue[r.code].price,
+                catalogue[r.code].currency,
+                at,
+            )
             for r in results
         ],
-    )  # fmt: skip
+    )
 
 
 async def results_of(conn: Connection, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
@@ -98,9 +115,13 @@ async def results_of(conn: Connection, order_ids: Sequence[uuid.UUID]) -> dict[u
 
 
 async def list_orders(
-    conn: Connection, *, patient_id: uuid.UUID | None, status: Status | None, limit: int,
+    conn: Connection,
+    *,
+    patient_id: uuid.UUID | None,
+    status: Status | None,
+    limit: int,
     ordered_by: uuid.UUID | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"""SELECT {ORDER_COLUMNS}, ARRAY(SELECT code FROM lab_order_test t WHERE t.order_id = o.id
                                           ORDER BY t.position) AS tests
@@ -108,8 +129,11 @@ async def list_orders(
             WHERE ($1::uuid IS NULL OR patient_id = $1) AND ($2::text IS NULL OR status = $2)
               AND ($4::uuid IS NULL OR ordered_by = $4)
             ORDER BY placed_at DESC, id LIMIT $3""",
-        patient_id, status.value if status else None, limit, ordered_by,
-    )  # fmt: skip
+        patient_id,
+        status.value if status else None,
+        limit,
+        ordered_by,
+    )
     return [dict(r) | {"tests": list(r["tests"])} for r in rows]
 
 
@@ -118,8 +142,9 @@ async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: 
         """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
            ON CONFLICT (patient_id)
            DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
-        patient_id, account_id,
-    )  # fmt: skip
+        patient_id,
+        account_id,
+    )
 
 
 async def known_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
@@ -133,11 +158,17 @@ def _dec(v: Any) -> str | None:
 
 def catalogue_json(t: LabTest) -> dict[str, Any]:
     return {
-        "code": t.code, "label": t.label, "specimen": t.specimen, "unit": t.unit,
-        "reference_low": _dec(t.reference_low), "reference_high": _dec(t.reference_high),
-        "critical_low": _dec(t.critical_low), "critical_high": _dec(t.critical_high),
-        "price": f"{t.price:.2f}", "currency": t.currency,
-    }  # fmt: skip
+        "code": t.code,
+        "label": t.label,
+        "specimen": t.specimen,
+        "unit": t.unit,
+        "reference_low": _dec(t.reference_low),
+        "reference_high": _dec(t.reference_high),
+        "critical_low": _dec(t.critical_low),
+        "critical_high": _dec(t.critical_high),
+        "price": f"{t.price:.2f}",
+        "currency": t.currency,
+    }
 
 
 def order_json(row: dict[str, Any], results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -145,15 +176,29 @@ def order_json(row: dict[str, Any], results: list[dict[str, Any]] | None = None)
         return row[k].isoformat() if row.get(k) else None
 
     out = {
-        "id": str(row["id"]), "patient_id": str(row["patient_id"]), "ordered_by": str(row["ordered_by"]),
-        "priority": row["priority"], "status": row["status"], "version": row["version"], "tests": row["tests"],
-        "placed_at": at("placed_at"), "collected_at": at("collected_at"), "started_at": at("started_at"),
-        "resulted_at": at("resulted_at"), "cancelled_at": at("cancelled_at"),
-    }  # fmt: skip
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "ordered_by": str(row["ordered_by"]),
+        "priority": row["priority"],
+        "status": row["status"],
+        "version": row["version"],
+        "tests": row["tests"],
+        "placed_at": at("placed_at"),
+        "collected_at": at("collected_at"),
+        "started_at": at("started_at"),
+        "resulted_at": at("resulted_at"),
+        "cancelled_at": at("cancelled_at"),
+    }
     if results is not None:
         out["results"] = [
-            {"code": r["code"], "value": r["value"], "unit": r["unit"], "reference_low": _dec(r["reference_low"]),
-             "reference_high": _dec(r["reference_high"]), "flag": r["flag"]}
+            {
+                "code": r["code"],
+                "value": r["value"],
+                "unit": r["unit"],
+                "reference_low": _dec(r["reference_low"]),
+                "reference_high": _dec(r["reference_high"]),
+                "flag": r["flag"],
+            }
             for r in results
-        ]  # fmt: skip
+        ]
     return out

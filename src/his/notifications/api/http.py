@@ -73,11 +73,21 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         ]
         async with ctx.db.read() as uow:
             rows = await store.alerts(uow.conn, audiences=audiences, limit=limit)
-            purposes = {(x["patient_id"], "administration" if x["audience"] in ROLE_AUDIENCES else "care")
-                        for x in rows if x["patient_id"] is not None}  # fmt: skip
+            purposes = {
+                (x["patient_id"], "administration" if x["audience"] in ROLE_AUDIENCES else "care")
+                for x in rows
+                if x["patient_id"] is not None
+            }
             for pid, purpose in sorted(purposes, key=str):
-                record_access(uow, NotificationsRecordAccessed, who, patient_id=pid, action="read",
-                              resource="alert", purpose=purpose)  # fmt: skip
+                record_access(
+                    uow,
+                    NotificationsRecordAccessed,
+                    who,
+                    patient_id=pid,
+                    action="read",
+                    resource="alert",
+                    purpose=purpose,
+                )
         return Alerts(items=[Alert(**x) for x in rows])
 
     @r.get("")
@@ -94,18 +104,33 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
             )
             audit(uow, who, patient_id, "read", "delivery", decision=decision)
         items = [
-            {"id": str(x["id"]), "template": x["template"], "channel": x["channel"], "status": x["status"],
-             "created_at": x["created_at"].isoformat(), "due_at": x["due_at"].isoformat(),
-             "sent_at": x["sent_at"].isoformat() if x["sent_at"] else None, "reason": x["last_error"]}
+            {
+                "id": str(x["id"]),
+                "template": x["template"],
+                "channel": x["channel"],
+                "status": x["status"],
+                "created_at": x["created_at"].isoformat(),
+                "due_at": x["due_at"].isoformat(),
+                "sent_at": x["sent_at"].isoformat() if x["sent_at"] else None,
+                "reason": x["last_error"],
+            }
             for x in rows
-        ]  # fmt: skip
+        ]
         return {"items": items}
 
     def audit(
         uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: Action, resource: str, *, decision: Decision
     ) -> None:
-        record_access(uow, NotificationsRecordAccessed, who, patient_id=patient_id, action=action,
-                      resource=resource, purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+        record_access(
+            uow,
+            NotificationsRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     async def access(who: Principal, op: Operation, patient_id: uuid.UUID, action: Action, resource: str) -> Decision:
         """The policy's decision on ``op`` for this patient; a refusal is audited and raised. The

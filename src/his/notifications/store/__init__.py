@@ -32,9 +32,16 @@ async def queue(
                                  context, traceparent)
            VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8::jsonb, $9)
            ON CONFLICT DO NOTHING""",
-        uuid.uuid4(), patient_id, template, channel, event_id, due_at, appointment_id, json.dumps(context or {}),
+        uuid.uuid4(),
+        patient_id,
+        template,
+        channel,
+        event_id,
+        due_at,
+        appointment_id,
+        json.dumps(context or {}),
         tracing.current_traceparent(),
-    )  # fmt: skip
+    )
     return bool(status.endswith(" 1"))
 
 
@@ -55,10 +62,16 @@ async def queue_many(
            FROM unnest($1::uuid[], $6::text[], $7::text[], $8::timestamptz[], $9::text[])
                 AS m(id, template, channel, due_at, context)
            ON CONFLICT DO NOTHING""",
-        [uuid.uuid4() for _ in messages], patient_id, event_id, appointment_id, tracing.current_traceparent(),
-        [m[0] for m in messages], [m[1] for m in messages], [m[2] for m in messages],
+        [uuid.uuid4() for _ in messages],
+        patient_id,
+        event_id,
+        appointment_id,
+        tracing.current_traceparent(),
+        [m[0] for m in messages],
+        [m[1] for m in messages],
+        [m[2] for m in messages],
         [json.dumps(m[3]) for m in messages],
-    )  # fmt: skip
+    )
 
 
 async def cancel_reminders(conn: Connection, appointment_id: uuid.UUID) -> None:
@@ -79,8 +92,11 @@ async def set_preferences(conn: Connection, patient_id: uuid.UUID, p: Preference
         """INSERT INTO preference (patient_id, email, sms, opted_out) VALUES ($1, $2, $3, $4)
            ON CONFLICT (patient_id) DO UPDATE
            SET email = $2, sms = $3, opted_out = $4, updated_at = now()""",
-        patient_id, p.email, p.sms, p.opted_out,
-    )  # fmt: skip
+        patient_id,
+        p.email,
+        p.sms,
+        p.opted_out,
+    )
 
 
 async def claim_due(conn: Connection, limit: int, now: datetime) -> list[dict[str, Any]]:
@@ -89,8 +105,9 @@ async def claim_due(conn: Connection, limit: int, now: datetime) -> list[dict[st
         """SELECT id, patient_id, template, channel, attempts, context::text AS context, traceparent FROM delivery
            WHERE status = 'queued' AND due_at <= $2
            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
-        limit, now,
-    )  # fmt: skip
+        limit,
+        now,
+    )
     return [dict(r) | {"context": json.loads(r["context"])} for r in rows]
 
 
@@ -101,15 +118,20 @@ async def finish(
         """UPDATE delivery SET status = $2, last_error = $3, attempts = attempts + 1,
                   sent_at = CASE WHEN $2 = 'sent' THEN $4::timestamptz END
            WHERE id = $1""",
-        delivery_id, status, error, at,
-    )  # fmt: skip
+        delivery_id,
+        status,
+        error,
+        at,
+    )
 
 
 async def retry_later(conn: Connection, delivery_id: uuid.UUID, due_at: datetime, error: str) -> None:
     await conn.execute(
         "UPDATE delivery SET attempts = attempts + 1, due_at = $2, last_error = $3 WHERE id = $1",
-        delivery_id, due_at, error,
-    )  # fmt: skip
+        delivery_id,
+        due_at,
+        error,
+    )
 
 
 async def link_account(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:

@@ -35,19 +35,31 @@ __all__ = ["CARE_REQUIRED_RESPONSE", "CARE_REQUIRED_TYPE", "Clock", "Guard", "ut
 CARE_REQUIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
     403: {
         "description": "not allowed; for a clinician without a care relationship, the body offers emergency access",
-        "content": {"application/problem+json": {"schema": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "emergency_access": {"type": "object", "properties": {
-                    "href": {"type": "string"}, "method": {"type": "string"},
-                    "requires": {"type": "object"}, "minutes": {"type": "number"}, "notice": {"type": "string"},
-                }},
-            },
-        }}},
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "emergency_access": {
+                            "type": "object",
+                            "properties": {
+                                "href": {"type": "string"},
+                                "method": {"type": "string"},
+                                "requires": {"type": "object"},
+                                "minutes": {"type": "number"},
+                                "notice": {"type": "string"},
+                            },
+                        },
+                    },
+                }
+            }
+        },
     }
-}  # fmt: skip
+}
 
 
 def utc_now() -> datetime:
@@ -66,9 +78,15 @@ class Guard:
         return await authenticate(request, self.tokens)
 
     async def open(
-        self, uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, op: Operation, *, resource: str,
+        self,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID,
+        op: Operation,
+        *,
+        resource: str,
         action: Action = "read",
-    ) -> tuple[dict[str, Any], Decision]:  # fmt: skip
+    ) -> tuple[dict[str, Any], Decision]:
         """The patient row and the policy's decision on ``op`` for ``who``, audited (allowed or
         denied) in ``uow``. An unknown id raises at once (404, or 403 to roles that never may)."""
         row, decision = await self.decide(uow, who, patient_id, op)
@@ -89,8 +107,16 @@ class Guard:
     def audit(
         uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision, *, resource: str, action: Action
     ) -> None:
-        record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
-                      purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+        record_access(
+            uow,
+            PatientsRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     def error(self, patient_id: uuid.UUID, decision: Decision, detail: str | None = None) -> ProblemError:
         """The refusal as an exception (raise it after the denial's audit record committed)."""

@@ -95,14 +95,30 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         async with ctx.db.read() as uow:
             rows = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
             for pid in dict.fromkeys(r["patient_id"] for r in rows):
-                record_access(uow, PatientsRecordAccessed, who, patient_id=pid, action="read",
-                              resource="emergency_access", purpose="oversight")  # fmt: skip
-        return EmergencyGrants(items=[
-            EmergencyGrantRecord(grant_id=r["id"], patient_id=r["patient_id"], user_id=r["user_id"],
-                                 roles=r["user_roles"], reason=r["reason"], granted_at=r["granted_at"],
-                                 expires_at=r["expires_at"], active=r["granted_at"] <= now < r["expires_at"])
-            for r in rows
-        ])  # fmt: skip
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    who,
+                    patient_id=pid,
+                    action="read",
+                    resource="emergency_access",
+                    purpose="oversight",
+                )
+        return EmergencyGrants(
+            items=[
+                EmergencyGrantRecord(
+                    grant_id=r["id"],
+                    patient_id=r["patient_id"],
+                    user_id=r["user_id"],
+                    roles=r["user_roles"],
+                    reason=r["reason"],
+                    granted_at=r["granted_at"],
+                    expires_at=r["expires_at"],
+                    active=r["granted_at"] <= now < r["expires_at"],
+                )
+                for r in rows
+            ]
+        )
 
     @r.post("/{patient_id}/emergency-access", status_code=201, response_model=EmergencyGrant)
     async def break_the_glass(patient_id: uuid.UUID, body: RequestEmergencyAccess, request: Request) -> EmergencyGrant:
@@ -190,8 +206,11 @@ def care_router(ctx: ServiceContext, guard: Guard) -> APIRouter:
         if not ended:
             async with ctx.db.pool.acquire() as conn:
                 if await store.is_event_care(conn, patient_id, relationship_id):
-                    raise HTTPException(409, "this care relationship follows from an appointment or admission; "
-                                             "it ends with it (cancel the appointment, or discharge)")  # fmt: skip
+                    raise HTTPException(
+                        409,
+                        "this care relationship follows from an appointment or admission; "
+                        "it ends with it (cancel the appointment, or discharge)",
+                    )
             raise HTTPException(404, "this patient has no such care relationship")
         return Response(status_code=204)
 

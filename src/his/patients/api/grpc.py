@@ -107,9 +107,12 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         if not isinstance(found, invitations.Message):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the invitation cannot be redeemed: {found}")
         return pb.Invitation(
-            invitation_id=str(found.invitation_id), patient_id=str(found.patient_id), channel=found.channel,
-            code=found.code, expires_at=found.expires_at.isoformat(),
-        )  # fmt: skip
+            invitation_id=str(found.invitation_id),
+            patient_id=str(found.patient_id),
+            channel=found.channel,
+            code=found.code,
+            expires_at=found.expires_at.isoformat(),
+        )
 
 
 async def _parse_id(text: str, context: Context, field: str = "patient_id") -> uuid.UUID:

@@ -118,8 +118,15 @@ def router(
             return []  # the registration itself will say what is wrong
         found = await store.likely_duplicates(uow.conn, valid)
         for row in found:
-            record_access(uow, PatientsRecordAccessed, who, patient_id=row["id"], action="search",
-                          resource="patient", purpose="registration")  # fmt: skip
+            record_access(
+                uow,
+                PatientsRecordAccessed,
+                who,
+                patient_id=row["id"],
+                action="search",
+                resource="patient",
+                purpose="registration",
+            )
         return [{k: store.as_json(row)[k] for k in LOOKUP_FIELDS} for row in found]
 
     @r.post("", status_code=201, response_model=Registered, responses={409: {"description": "likely duplicates"}})
@@ -132,8 +139,11 @@ def router(
         who = await caller(request)
         require(who, *REGISTRARS)
         if body.user_id is not None:
-            raise HTTPException(422, "user_id cannot be set: the patient links their own account by redeeming an "
-                                     "invitation (POST /api/patients/{id}/invitations)")  # fmt: skip
+            raise HTTPException(
+                422,
+                "user_id cannot be set: the patient links their own account by redeeming an "
+                "invitation (POST /api/patients/{id}/invitations)",
+            )
         given = await checked(body.coverage)
         coverage = (given.payer, given.member_id) if given else None
         cmd = NewPatient(
@@ -144,8 +154,15 @@ def router(
                 found = [] if body.confirm_duplicate else await duplicates(uow, who, cmd)
                 if not found:
                     patient_id, mrn = await handlers.register_patient(uow, cmd, actor=uuid.UUID(who.subject), zone=zone)
-                    record_access(uow, PatientsRecordAccessed, who, patient_id=patient_id, action="create",
-                                  resource="patient", purpose="registration")  # fmt: skip
+                    record_access(
+                        uow,
+                        PatientsRecordAccessed,
+                        who,
+                        patient_id=patient_id,
+                        action="create",
+                        resource="patient",
+                        purpose="registration",
+                    )
         except InvalidPatientError as exc:
             raise HTTPException(422, str(exc)) from None
         if found:
@@ -202,8 +219,15 @@ def router(
                 reach = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, guard.clock())
             for row in rows:
                 emergency = reach is not None and reach.get(row["id"]) is False
-                record_access(uow, PatientsRecordAccessed, who, patient_id=row["id"], action="search",
-                              resource="patient", purpose="emergency" if emergency else "care")  # fmt: skip
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    who,
+                    patient_id=row["id"],
+                    action="search",
+                    resource="patient",
+                    purpose="emergency" if emergency else "care",
+                )
         return {"items": [_shown(row, reach) for row in rows]}
 
     r.include_router(care_router(ctx, guard))  # before /{patient_id}, which would match its fixed paths
@@ -241,8 +265,9 @@ def router(
             guard.audit(uow, who, patient_id, decision, resource="patient", action="update")
             if decision.allowed and fields:
                 try:
-                    changed = await handlers.update_patient(uow, row, body.model_dump(include=fields),
-                                                            actor=uuid.UUID(who.subject), zone=zone)  # fmt: skip
+                    changed = await handlers.update_patient(
+                        uow, row, body.model_dump(include=fields), actor=uuid.UUID(who.subject), zone=zone
+                    )
                 except InvalidPatientError as exc:
                     raise HTTPException(422, str(exc)) from None
                 row = {**row, **changed}

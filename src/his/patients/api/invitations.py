@@ -57,8 +57,13 @@ def invitations_router(ctx: ServiceContext, guard: Guard, codes: InvitationCodes
             raise HTTPException(503, "invitations need the records key (HIS_RECORDS_KEYS), which is not configured")
         return codes
 
-    @r.post("/invitations/redeem", responses={404: {"description": "unknown code"}, 409: {"description": "used, "
-            "replaced or expired invitation, or an account or record linked already"}})  # fmt: skip
+    @r.post(
+        "/invitations/redeem",
+        responses={
+            404: {"description": "unknown code"},
+            409: {"description": "used, replaced or expired invitation, or an account or record linked already"},
+        },
+    )
     async def redeem(body: Redeem, request: Request) -> dict[str, Any]:
         """Redeem an invitation's code from the patient's own account (role PATIENT only, not yet
         linked to a record): the record it was issued for becomes the caller's (``GET
@@ -96,16 +101,20 @@ def invitations_router(ctx: ServiceContext, guard: Guard, codes: InvitationCodes
         channel = (body or NewInvitation()).channel
         try:
             async with ctx.db.uow() as uow:
-                made = await invitations.issue(uow, patient_id, channel, who, codes=keys(), now=guard.clock(),
-                                               minutes=minutes)  # fmt: skip
+                made = await invitations.issue(
+                    uow, patient_id, channel, who, codes=keys(), now=guard.clock(), minutes=minutes
+                )
         except invitations.PatientNotFoundError:
             raise HTTPException(404, "patient not found") from None
         except invitations.RecordAlreadyLinkedError:
             raise HTTPException(409, "this patient record is linked to an account already") from None
         except invitations.NoAddressError:
             what = "e-mail address" if channel is Channel.EMAIL else "phone"
-            raise HTTPException(422, f"the patient has no {what} on record: add one (PATCH /api/patients/"
-                                     f"{patient_id}) or choose the other channel") from None  # fmt: skip
+            raise HTTPException(
+                422,
+                f"the patient has no {what} on record: add one (PATCH /api/patients/"
+                f"{patient_id}) or choose the other channel",
+            ) from None
         return Invitation(id=made.id, patient_id=made.patient_id, channel=made.channel, expires_at=made.expires_at)
 
     return r

@@ -41,11 +41,24 @@ def _dec(v: Any) -> str | None:
 def _by_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     orders: dict[uuid.UUID, dict[str, Any]] = {}
     for x in rows:
-        order = orders.setdefault(x["order_id"], {
-            "order_id": str(x["order_id"]), "ordered_by": str(x["ordered_by"]), "priority": x["priority"],
-            "resulted_at": x["resulted_at"].isoformat(), "results": [],
-        })  # fmt: skip
-        order["results"].append({"code": x["code"], "value": x["value"], "unit": x["unit"],
-                                 "reference_low": _dec(x["reference_low"]),
-                                 "reference_high": _dec(x["reference_high"]), "flag": x["flag"]})  # fmt: skip
+        order = orders.setdefault(
+            x["order_id"],
+            {
+                "order_id": str(x["order_id"]),
+                "ordered_by": str(x["ordered_by"]),
+                "priority": x["priority"],
+                "resulted_at": x["resulted_at"].isoformat(),
+                "results": [],
+            },
+        )
+        order["results"].append(
+            {
+                "code": x["code"],
+                "value": x["value"],
+                "unit": x["unit"],
+                "reference_low": _dec(x["reference_low"]),
+                "reference_high": _dec(x["reference_high"]),
+                "flag": x["flag"],
+            }
+        )
     return list(orders.values())

@@ -54,15 +54,24 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
         aes = keys()
         entry_id = uuid.uuid4()
         async with ctx.db.uow() as uow:
-            _, decision = await guard.open(uow, who, patient_id, Operation.WRITE_CLINICAL,
-                                           resource="patient/record", action="create")  # fmt: skip
+            _, decision = await guard.open(
+                uow, who, patient_id, Operation.WRITE_CLINICAL, resource="patient/record", action="create"
+            )
             if decision.allowed:
-                entry = {"id": entry_id, "patient_id": patient_id, "kind": body.kind, "code": body.code,
-                         "text_cipher": aes.encrypt(body.text, aad(patient_id, entry_id)),
-                         "author_id": uuid.UUID(who.subject), "author_roles": sorted(who.roles)}  # fmt: skip
+                entry = {
+                    "id": entry_id,
+                    "patient_id": patient_id,
+                    "kind": body.kind,
+                    "code": body.code,
+                    "text_cipher": aes.encrypt(body.text, aad(patient_id, entry_id)),
+                    "author_id": uuid.UUID(who.subject),
+                    "author_roles": sorted(who.roles),
+                }
                 created = await store.insert_record_entry(uow.conn, entry)
-                uow.add(RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=body.kind, code=body.code),
-                        aggregate_id=patient_id)  # fmt: skip
+                uow.add(
+                    RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=body.kind, code=body.code),
+                    aggregate_id=patient_id,
+                )
         if not decision.allowed:
             return guard.refusal(patient_id, decision)
         return EntryCreated(id=entry_id, created_at=created.isoformat())
@@ -88,6 +97,12 @@ def records_router(ctx: ServiceContext, guard: Guard, cipher: FieldCipher | None
 
 
 def _entry(e: dict[str, Any], text: str) -> dict[str, Any]:
-    return {"id": str(e["id"]), "kind": e["kind"], "code": e["code"], "text": text,
-            "author_id": str(e["author_id"]), "author_roles": list(e["author_roles"]),
-            "created_at": e["created_at"].isoformat()}  # fmt: skip
+    return {
+        "id": str(e["id"]),
+        "kind": e["kind"],
+        "code": e["code"],
+        "text": text,
+        "author_id": str(e["author_id"]),
+        "author_roles": list(e["author_roles"]),
+        "created_at": e["created_at"].isoformat(),
+    }

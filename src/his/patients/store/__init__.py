@@ -31,9 +31,18 @@ async def insert_patient(conn: Connection, p: NewPatient) -> tuple[uuid.UUID, st
             """INSERT INTO patient (id, mrn, given_name, family_name, birth_date, sex, email, phone, user_id,
                                     coverage_payer, coverage_member_id)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-            patient_id, mrn, p.given_name, p.family_name, p.birth_date, p.sex.value, p.email, p.phone,
-            p.user_id, payer, member,
-        )  # fmt: skip
+            patient_id,
+            mrn,
+            p.given_name,
+            p.family_name,
+            p.birth_date,
+            p.sex.value,
+            p.email,
+            p.phone,
+            p.user_id,
+            payer,
+            member,
+        )
     except asyncpg.UniqueViolationError as exc:
         raise AccountLinkedError(str(p.user_id)) from exc
     return patient_id, mrn
@@ -75,8 +84,11 @@ async def search(conn: Connection, q: str | None, birth_date: date | None, limit
                      public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
                      family_name, given_name, id
             LIMIT $4""",
-        term, like_escape(term), birth_date, limit,
-    )  # fmt: skip
+        term,
+        like_escape(term),
+        birth_date,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -91,14 +103,26 @@ async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> 
                OR ($3::text IS NOT NULL AND lower(email) = lower($3))
                OR (length($4) >= 7 AND regexp_replace(phone, '[^0-9]', '', 'g') = $4)
             ORDER BY created_at LIMIT $5""",
-        p.birth_date, f"{p.given_name} {p.family_name}", p.email, digits, limit,
-    )  # fmt: skip
+        p.birth_date,
+        f"{p.given_name} {p.family_name}",
+        p.email,
+        digits,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
 async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    allowed = {"given_name", "family_name", "birth_date", "sex", "email", "phone", "coverage_payer",
-               "coverage_member_id"}  # fmt: skip
+    allowed = {
+        "given_name",
+        "family_name",
+        "birth_date",
+        "sex",
+        "email",
+        "phone",
+        "coverage_payer",
+        "coverage_member_id",
+    }
     fields = [k for k in changes if k in allowed]
     if not fields:
         return
@@ -123,8 +147,9 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
 async def remember_clinician(conn: Connection, user_id: uuid.UUID, roles: list[str]) -> None:
     await conn.execute(
         "INSERT INTO clinician (user_id, roles) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET roles = $2",
-        user_id, roles,
-    )  # fmt: skip
+        user_id,
+        roles,
+    )
 
 
 async def is_clinician(conn: Connection, user_id: uuid.UUID) -> bool:
@@ -145,8 +170,10 @@ async def active_care_relationship(
 ) -> uuid.UUID | None:
     found = await conn.fetchval(
         f"SELECT id FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3 LIMIT 1",
-        patient_id, now, user_id,
-    )  # fmt: skip
+        patient_id,
+        now,
+        user_id,
+    )
     return found if isinstance(found, uuid.UUID) else None
 
 
@@ -156,8 +183,14 @@ async def insert_care_relationship(
     row = await conn.fetchrow(
         f"""INSERT INTO care_relationship (id, patient_id, user_id, source, valid_from, valid_until, created_by)
             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CARE_COLUMNS}""",
-        uuid.uuid4(), rel.patient_id, rel.user_id, rel.source.value, rel.valid_from, rel.valid_until, created_by,
-    )  # fmt: skip
+        uuid.uuid4(),
+        rel.patient_id,
+        rel.user_id,
+        rel.source.value,
+        rel.valid_from,
+        rel.valid_until,
+        created_by,
+    )
     assert row is not None
     return dict(row)
 
@@ -166,14 +199,22 @@ async def remember_practitioner(conn: Connection, practitioner_id: uuid.UUID, ac
     await conn.execute(
         """INSERT INTO known_practitioner (practitioner_id, account_id) VALUES ($1, $2)
            ON CONFLICT (practitioner_id) DO UPDATE SET account_id = EXCLUDED.account_id""",
-        practitioner_id, account_id,
-    )  # fmt: skip
+        practitioner_id,
+        account_id,
+    )
 
 
 async def merge_appointment_care(
-    conn: Connection, *, appointment_id: uuid.UUID, patient_id: uuid.UUID, practitioner_id: uuid.UUID, version: int,
-    seen_at: datetime, until: datetime, cancelled_at: datetime | None,
-) -> None:  # fmt: skip
+    conn: Connection,
+    *,
+    appointment_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    practitioner_id: uuid.UUID,
+    version: int,
+    seen_at: datetime,
+    until: datetime,
+    cancelled_at: datetime | None,
+) -> None:
     """Merge one appointment event into its care row, in any order: the earliest start, the end
     of the latest version, the first cancellation."""
     await conn.execute(
@@ -186,14 +227,25 @@ async def merge_appointment_care(
                                   ELSE practitioner_care.valid_until END,
                version = greatest(practitioner_care.version, EXCLUDED.version),
                ended_at = least(practitioner_care.ended_at, EXCLUDED.ended_at)""",
-        appointment_id, patient_id, practitioner_id, version, seen_at, until, cancelled_at,
-    )  # fmt: skip
+        appointment_id,
+        patient_id,
+        practitioner_id,
+        version,
+        seen_at,
+        until,
+        cancelled_at,
+    )
 
 
 async def merge_admission_care(
-    conn: Connection, *, admission_id: uuid.UUID, patient_id: uuid.UUID, practitioner_id: uuid.UUID | None,
-    admitted_at: datetime, until: datetime | None,
-) -> None:  # fmt: skip
+    conn: Connection,
+    *,
+    admission_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    practitioner_id: uuid.UUID | None,
+    admitted_at: datetime,
+    until: datetime | None,
+) -> None:
     """Merge an admission (names the practitioner) or its discharge (sets the end), in any order."""
     await conn.execute(
         """INSERT INTO practitioner_care (source, source_id, patient_id, practitioner_id, valid_from, valid_until)
@@ -201,8 +253,12 @@ async def merge_admission_care(
            ON CONFLICT (source, source_id) DO UPDATE SET
                practitioner_id = coalesce(EXCLUDED.practitioner_id, practitioner_care.practitioner_id),
                valid_until = coalesce(EXCLUDED.valid_until, practitioner_care.valid_until)""",
-        admission_id, patient_id, practitioner_id, admitted_at, until,
-    )  # fmt: skip
+        admission_id,
+        patient_id,
+        practitioner_id,
+        admitted_at,
+        until,
+    )
 
 
 async def is_event_care(conn: Connection, patient_id: uuid.UUID, link_id: uuid.UUID) -> bool:
@@ -217,8 +273,9 @@ async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> l
     """The patient's active care relationships (assigned, or from an appointment or admission), oldest first."""
     rows = await conn.fetch(
         f"SELECT {CARE_COLUMNS} FROM care_link WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
-        patient_id, now,
-    )  # fmt: skip
+        patient_id,
+        now,
+    )
     return [dict(r) for r in rows]
 
 
@@ -234,8 +291,10 @@ async def end_care_relationship(
     await conn.execute(
         """UPDATE care_relationship SET valid_until = greatest(valid_from, $2), ended_by = $3
            WHERE id = $1 AND (valid_until IS NULL OR valid_until > $2)""",
-        relationship_id, now, ended_by,
-    )  # fmt: skip
+        relationship_id,
+        now,
+        ended_by,
+    )
     return True
 
 
@@ -245,8 +304,10 @@ async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID
         f"""SELECT EXISTS (SELECT 1 FROM care_link WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
                    EXISTS (SELECT 1 FROM emergency_grant
                            WHERE patient_id = $1 AND user_id = $3 AND granted_at <= $2 AND expires_at > $2)""",
-        patient_id, now, user_id,
-    )  # fmt: skip
+        patient_id,
+        now,
+        user_id,
+    )
     assert row is not None
     return bool(row[0]), bool(row[1])
 
@@ -265,8 +326,10 @@ async def reachable_among(
                SELECT patient_id, false FROM emergency_grant
                WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2
            ) AS reach GROUP BY patient_id""",
-        patient_ids, now, user_id,
-    )  # fmt: skip
+        patient_ids,
+        now,
+        user_id,
+    )
     return {r[0]: bool(r[1]) for r in rows}
 
 
@@ -284,8 +347,14 @@ async def insert_emergency_grant(
     await conn.execute(
         """INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        grant_id, patient_id, user_id, roles, reason, granted_at, expires_at,
-    )  # fmt: skip
+        grant_id,
+        patient_id,
+        user_id,
+        roles,
+        reason,
+        granted_at,
+        expires_at,
+    )
     return grant_id
 
 
@@ -294,8 +363,9 @@ async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, li
     rows = await conn.fetch(
         """SELECT id, patient_id, user_id, user_roles, reason, granted_at, expires_at FROM emergency_grant
            WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
-        patient_id, limit,
-    )  # fmt: skip
+        patient_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -303,9 +373,14 @@ async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> dateti
     created: datetime = await conn.fetchval(
         """INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
-        entry["id"], entry["patient_id"], entry["kind"], entry["code"], entry["text_cipher"],
-        entry["author_id"], entry["author_roles"],
-    )  # fmt: skip
+        entry["id"],
+        entry["patient_id"],
+        entry["kind"],
+        entry["code"],
+        entry["text_cipher"],
+        entry["author_id"],
+        entry["author_roles"],
+    )
     return created
 
 
@@ -313,8 +388,9 @@ async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) ->
     rows = await conn.fetch(
         """SELECT id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at FROM record_entry
            WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
-        patient_id, limit,
-    )  # fmt: skip
+        patient_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -328,10 +404,24 @@ async def insert_lab_results(conn: Connection, rows: list[dict[str, Any]]) -> in
                                 $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::text[],
                                 $12::timestamptz[])
            ON CONFLICT ON CONSTRAINT lab_result_once DO NOTHING RETURNING 1""",
-        *[[r[k] for r in rows] for k in ("order_id", "code", "patient_id", "ordered_by", "priority", "position",
-                                          "value", "unit", "reference_low", "reference_high", "flag",
-                                          "resulted_at")],
-    )  # fmt: skip
+        *[
+            [r[k] for r in rows]
+            for k in (
+                "order_id",
+                "code",
+                "patient_id",
+                "ordered_by",
+                "priority",
+                "position",
+                "value",
+                "unit",
+                "reference_low",
+                "reference_high",
+                "flag",
+                "resulted_at",
+            )
+        ],
+    )
     return len(added)
 
 
@@ -345,15 +435,26 @@ async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> li
                   r.reference_high, r.flag, r.resulted_at
            FROM lab_result r JOIN orders o USING (order_id)
            ORDER BY o.resulted_at DESC, r.order_id, r.position""",
-        patient_id, limit,
-    )  # fmt: skip
+        patient_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
 # --- Portal invitations ---------------------------------------------------------------------
 
-_INVITATION = ("id", "patient_id", "code_digest", "channel", "issued_by", "issued_at", "expires_at", "redeemed_at",
-               "redeemed_by", "revoked_at")  # fmt: skip
+_INVITATION = (
+    "id",
+    "patient_id",
+    "code_digest",
+    "channel",
+    "issued_by",
+    "issued_at",
+    "expires_at",
+    "redeemed_at",
+    "redeemed_by",
+    "revoked_at",
+)
 INVITATION_COLUMNS = ", ".join(_INVITATION)
 
 
@@ -367,17 +468,23 @@ async def supersede_invitations(conn: Connection, patient_id: uuid.UUID, now: da
     """The patient's outstanding invitation (if any) can no longer be redeemed."""
     await conn.execute(
         "UPDATE invitation SET revoked_at = $2 WHERE patient_id = $1 AND redeemed_at IS NULL AND revoked_at IS NULL",
-        patient_id, now,
-    )  # fmt: skip
+        patient_id,
+        now,
+    )
 
 
 async def insert_invitation(conn: Connection, row: dict[str, Any]) -> None:
     await conn.execute(
         """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        row["id"], row["patient_id"], row["code_digest"], row["channel"], row["issued_by"], row["issued_at"],
+        row["id"],
+        row["patient_id"],
+        row["code_digest"],
+        row["channel"],
+        row["issued_by"],
+        row["issued_at"],
         row["expires_at"],
-    )  # fmt: skip
+    )
 
 
 async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> dict[str, Any] | None:

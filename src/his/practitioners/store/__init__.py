@@ -40,8 +40,11 @@ async def insert_practitioner(conn: Connection, full_name: str, specialty: str, 
     try:
         await conn.execute(
             "INSERT INTO practitioner (id, full_name, specialty, user_id) VALUES ($1, $2, $3, $4)",
-            pid, full_name, specialty, user_id,
-        )  # fmt: skip
+            pid,
+            full_name,
+            specialty,
+            user_id,
+        )
     except asyncpg.UniqueViolationError as exc:
         raise AccountLinkedError(str(user_id)) from exc
     return pid
@@ -58,8 +61,9 @@ async def list_practitioners(conn: Connection, specialty: str | None, limit: int
     rows = await conn.fetch(
         """SELECT id, full_name, specialty, user_id, created_at FROM practitioner
            WHERE $1::text IS NULL OR specialty = $1 ORDER BY full_name, id LIMIT $2""",
-        specialty, limit,
-    )  # fmt: skip
+        specialty,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -69,13 +73,17 @@ async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor
         async with savepoint(conn):  # the conflict lookup below must still run
             await conn.execute(
                 "INSERT INTO shift (id, practitioner_id, during, created_by) VALUES ($1, $2, $3, $4)",
-                sid, pid, _range(during), actor,
-            )  # fmt: skip
+                sid,
+                pid,
+                _range(during),
+                actor,
+            )
     except asyncpg.ExclusionViolationError as exc:
         other = await conn.fetchrow(
             "SELECT id, during FROM shift WHERE practitioner_id = $1 AND during && $2 ORDER BY during LIMIT 1",
-            pid, _range(during),
-        )  # fmt: skip
+            pid,
+            _range(during),
+        )
         raise ShiftOverlapError(
             {"id": str(other["id"]), **_times(_interval(other["during"]))} if other else None
         ) from exc
@@ -85,8 +93,9 @@ async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor
 async def shifts(conn: Connection, pid: uuid.UUID, window: Interval) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT id, during FROM shift WHERE practitioner_id = $1 AND during && $2 ORDER BY during",
-        pid, _range(window),
-    )  # fmt: skip
+        pid,
+        _range(window),
+    )
     return [{"id": str(r["id"]), **_times(_interval(r["during"]))} for r in rows]
 
 
@@ -95,8 +104,11 @@ async def insert_leave(conn: Connection, pid: uuid.UUID, during: Interval, actor
     await conn.execute(
         """INSERT INTO leave_request (id, practitioner_id, during, status, requested_by)
            VALUES ($1, $2, $3, 'requested', $4)""",
-        lid, pid, _range(during), actor,
-    )  # fmt: skip
+        lid,
+        pid,
+        _range(during),
+        actor,
+    )
     return lid
 
 
@@ -110,22 +122,29 @@ async def leave_for_update(conn: Connection, pid: uuid.UUID, lid: uuid.UUID) -> 
 async def set_leave_status(conn: Connection, lid: uuid.UUID, status: LeaveStatus, actor: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE leave_request SET status = $2, decided_by = $3, decided_at = now() WHERE id = $1",
-        lid, status.value, actor,
-    )  # fmt: skip
+        lid,
+        status.value,
+        actor,
+    )
 
 
 async def leave_requests(conn: Connection, pid: uuid.UUID, limit: int = 200) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT id, during, status, created_at, decided_at FROM leave_request
            WHERE practitioner_id = $1 ORDER BY lower(during) DESC LIMIT $2""",
-        pid, limit,
-    )  # fmt: skip
+        pid,
+        limit,
+    )
     return [
-        {"id": str(r["id"]), "status": r["status"], **_times(_interval(r["during"])),
-         "created_at": r["created_at"].isoformat(),
-         "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None}
+        {
+            "id": str(r["id"]),
+            "status": r["status"],
+            **_times(_interval(r["during"])),
+            "created_at": r["created_at"].isoformat(),
+            "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None,
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 class Calendar(NamedTuple):
@@ -145,8 +164,10 @@ async def calendar(conn: Connection, pid: uuid.UUID, window: Interval, *, booked
              CASE WHEN $3 THEN ARRAY(SELECT during FROM booked_time WHERE practitioner_id = p.id AND during && $2)
              END AS booked
            FROM practitioner p WHERE p.id = $1""",
-        pid, _range(window), booked,
-    )  # fmt: skip
+        pid,
+        _range(window),
+        booked,
+    )
     if row is None:
         return None
     return Calendar(
@@ -159,8 +180,9 @@ async def calendar(conn: Connection, pid: uuid.UUID, window: Interval, *, booked
 async def approved_leave(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:
     rows = await conn.fetch(
         "SELECT during FROM leave_request WHERE practitioner_id = $1 AND status = 'approved' AND during && $2",
-        pid, _range(window),
-    )  # fmt: skip
+        pid,
+        _range(window),
+    )
     return [_interval(r["during"]) for r in rows]
 
 
@@ -192,8 +214,10 @@ async def hold_booked(conn: Connection, appointment_id: uuid.UUID, pid: uuid.UUI
     await conn.execute(
         """INSERT INTO booked_time (appointment_id, practitioner_id, during) VALUES ($1, $2, $3)
            ON CONFLICT (appointment_id) DO UPDATE SET during = EXCLUDED.during, learned_at = now()""",
-        appointment_id, pid, _range(during),
-    )  # fmt: skip
+        appointment_id,
+        pid,
+        _range(during),
+    )
 
 
 async def release_booked(conn: Connection, appointment_id: uuid.UUID) -> None:

@@ -73,11 +73,24 @@ def router(
     zone = ZoneInfo(timezone)
 
     def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision, *,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID,
+        action: AuditAction,
+        decision: Decision,
+        *,
         resource: str = "appointment",
-    ) -> None:  # fmt: skip
-        record_access(uow, SchedulingRecordAccessed, who, patient_id=patient_id, action=action, resource=resource,
-                      purpose=decision.purpose, outcome=decision.outcome)  # fmt: skip
+    ) -> None:
+        record_access(
+            uow,
+            SchedulingRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
 
     def audited(who: Principal, patient_id: uuid.UUID, action: AuditAction, decision: Decision) -> handlers.Also:
         """An audit record written inside the handler's transaction."""
@@ -101,9 +114,14 @@ def router(
         return policy.decide(op, who.roles, rel)
 
     async def deny(
-        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *,
-        resource: str = "appointment", what: str = "appointment",
-    ) -> ProblemError:  # fmt: skip
+        who: Principal,
+        patient_id: uuid.UUID,
+        decision: Decision,
+        action: AuditAction,
+        *,
+        resource: str = "appointment",
+        what: str = "appointment",
+    ) -> ProblemError:
         """Audit a refusal (committed before the answer) and give the error to raise."""
         async with ctx.db.read() as uow:
             audit(uow, who, patient_id, action, decision, resource=resource)
@@ -127,16 +145,22 @@ def router(
         with; anyone else (a patient booking for themself) learns that the time is taken, and
         which appointment only when it is one of this patient's own."""
         if who.has_any(*policy.BOOKERS) or exc.other_patient == patient_id:
-            return ProblemError(409, f"the time collides with another appointment of the {exc.who}",
-                                conflict={"with": exc.who, "appointment": exc.other})  # fmt: skip
+            return ProblemError(
+                409,
+                f"the time collides with another appointment of the {exc.who}",
+                conflict={"with": exc.who, "appointment": exc.other},
+            )
         return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
 
     @r.get("/appointments/services")
     async def services(request: Request) -> dict[str, Any]:
         """Service types and how long each lasts (any signed-in user)."""
         await authenticate(request, tokens)
-        return {"items": [{"code": c, "name": n, "minutes": int(d.total_seconds() // 60)}
-                          for c, (n, d) in SERVICE_TYPES.items()]}  # fmt: skip
+        return {
+            "items": [
+                {"code": c, "name": n, "minutes": int(d.total_seconds() // 60)} for c, (n, d) in SERVICE_TYPES.items()
+            ]
+        }
 
     @r.post("/appointments", status_code=201, response_model=Booked)
     async def book(body: NewAppointment, request: Request) -> Booked:
@@ -166,9 +190,9 @@ def router(
             raise conflict(exc, who, body.patient_id) from None
         return Booked(id=row["id"], status=row["status"])
 
-    async def load(who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction) -> tuple[
-        dict[str, Any], Decision
-    ]:  # fmt: skip
+    async def load(
+        who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction
+    ) -> tuple[dict[str, Any], Decision]:
         """The appointment and the policy's decision on ``op``; a refusal is audited and raised."""
         async with ctx.db.pool.acquire() as conn:
             row = await store.get_appointment(conn, appointment_id)
@@ -208,9 +232,13 @@ def router(
         row, decision = await load(who, appointment_id, Operation.RESCHEDULE, "update")
         try:
             moved = await handlers.reschedule(
-                ctx.db, calendar, appointment_id, body.start, body.end,
+                ctx.db,
+                calendar,
+                appointment_id,
+                body.start,
+                body.end,
                 also=audited(who, row["patient_id"], "update", decision),
-            )  # fmt: skip
+            )
         except InvalidBookingError as exc:
             raise HTTPException(422, str(exc)) from None
         except InvalidTransitionError as exc:
@@ -289,9 +317,12 @@ def router(
         entry, decision = await entry_of(who, entry_id, "create")
         try:
             row = await handlers.accept_offer(
-                ctx.db, calendar, entry_id, uuid.UUID(who.subject),
+                ctx.db,
+                calendar,
+                entry_id,
+                uuid.UUID(who.subject),
                 also=audited(who, entry["patient_id"], "create", decision),
-            )  # fmt: skip
+            )
         except handlers.OfferError as exc:
             raise HTTPException(409, str(exc)) from None
         except (InvalidBookingError, handlers.UnavailableError) as exc:
@@ -328,8 +359,12 @@ def router(
             free = await handlers.free_slots(ctx.db, calendar, practitioner_id, window, service)
         except handlers.UnknownError:
             raise HTTPException(404, "practitioner not found") from None
-        return {"date": day.isoformat(), "service": service, "timezone": timezone,
-                "items": [{"start": s.start.isoformat(), "end": s.end.isoformat()} for s in free]}  # fmt: skip
+        return {
+            "date": day.isoformat(),
+            "service": service,
+            "timezone": timezone,
+            "items": [{"start": s.start.isoformat(), "end": s.end.isoformat()} for s in free],
+        }
 
     return r
 

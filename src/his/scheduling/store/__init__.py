@@ -52,8 +52,11 @@ async def collision_with(conn: Connection, exc: CollisionError, row: dict[str, A
         f"""SELECT id, patient_id, during, status FROM appointment
             WHERE {who}_id = $1 AND during && $2 AND status = ANY($3::text[]) AND id <> $4
             ORDER BY lower(during) LIMIT 1""",
-        row[f"{who}_id"], row["during"], _HOLDING, row["id"],
-    )  # fmt: skip
+        row[f"{who}_id"],
+        row["during"],
+        _HOLDING,
+        row["id"],
+    )
     if other is None:
         return CollisionError(who, None)
     span = as_interval(other["during"])
@@ -68,8 +71,13 @@ async def insert_appointment(conn: Connection, row: dict[str, Any]) -> dict[str,
         saved = await conn.fetchrow(
             f"""INSERT INTO appointment (id, patient_id, practitioner_id, service, during, status, booked_by)
                 VALUES ($1, $2, $3, $4, $5, 'booked', $6) RETURNING {COLUMNS}""",
-            row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["during"], row["booked_by"],
-        )  # fmt: skip
+            row["id"],
+            row["patient_id"],
+            row["practitioner_id"],
+            row["service"],
+            row["during"],
+            row["booked_by"],
+        )
     except asyncpg.ExclusionViolationError as exc:
         raise _collided(exc) from exc
     assert saved is not None
@@ -82,8 +90,9 @@ async def move_appointment(conn: Connection, row: dict[str, Any], during: Range[
         moved = await conn.fetchrow(
             f"""UPDATE appointment SET during = $2, version = version + 1, updated_at = now() WHERE id = $1
                 RETURNING {COLUMNS}""",
-            row["id"], during,
-        )  # fmt: skip
+            row["id"],
+            during,
+        )
     except asyncpg.ExclusionViolationError as exc:
         raise _collided(exc) from exc
     assert moved is not None
@@ -98,24 +107,28 @@ async def get_appointment(conn: Connection, aid: uuid.UUID, *, lock: bool = Fals
 async def set_status(conn: Connection, aid: uuid.UUID, status: Status) -> int:
     version: int = await conn.fetchval(
         "UPDATE appointment SET status = $2, version = version + 1, updated_at = now() WHERE id = $1 RETURNING version",
-        aid, status.value,
-    )  # fmt: skip
+        aid,
+        status.value,
+    )
     return version
 
 
 async def busy(conn: Connection, practitioner_id: uuid.UUID, window: Interval) -> list[Interval]:
     rows = await conn.fetch(
         "SELECT during FROM appointment WHERE practitioner_id = $1 AND during && $2 AND status = ANY($3::text[])",
-        practitioner_id, as_range(window), _HOLDING,
-    )  # fmt: skip
+        practitioner_id,
+        as_range(window),
+        _HOLDING,
+    )
     return [as_interval(r["during"]) for r in rows]
 
 
 async def appointments_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM appointment WHERE patient_id = $1 ORDER BY lower(during) DESC LIMIT $2",
-        patient_id, limit,
-    )  # fmt: skip
+        patient_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -124,8 +137,9 @@ async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: 
         """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
            ON CONFLICT (patient_id)
            DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
-        patient_id, account_id,
-    )  # fmt: skip
+        patient_id,
+        account_id,
+    )
 
 
 async def known_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
@@ -162,8 +176,12 @@ async def add_to_waitlist(conn: Connection, row: dict[str, Any]) -> None:
         await conn.execute(
             """INSERT INTO waitlist_entry (id, patient_id, practitioner_id, service, status, created_by)
                VALUES ($1, $2, $3, $4, 'waiting', $5)""",
-            row["id"], row["patient_id"], row["practitioner_id"], row["service"], row["created_by"],
-        )  # fmt: skip
+            row["id"],
+            row["patient_id"],
+            row["practitioner_id"],
+            row["service"],
+            row["created_by"],
+        )
     except asyncpg.UniqueViolationError as exc:
         raise WaitlistDuplicateError from exc
 
@@ -203,8 +221,11 @@ async def set_waitlist_status(
 ) -> None:
     await conn.execute(
         "UPDATE waitlist_entry SET status = $2, offered_during = $3, offer_expires_at = $4 WHERE id = $1",
-        entry_id, status, as_range(offered) if offered else None, expires_at,
-    )  # fmt: skip
+        entry_id,
+        status,
+        as_range(offered) if offered else None,
+        expires_at,
+    )
 
 
 def waitlist_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +236,12 @@ def waitlist_json(row: dict[str, Any]) -> dict[str, Any]:
         "practitioner_id": str(row["practitioner_id"]),
         "service": row["service"],
         "status": row["status"],
-        "offer": {"start": offered.start.isoformat(), "end": offered.end.isoformat(),
-                  "expires_at": row["offer_expires_at"].isoformat()} if offered else None,
+        "offer": {
+            "start": offered.start.isoformat(),
+            "end": offered.end.isoformat(),
+            "expires_at": row["offer_expires_at"].isoformat(),
+        }
+        if offered
+        else None,
         "created_at": row["created_at"].isoformat(),
-    }  # fmt: skip
+    }

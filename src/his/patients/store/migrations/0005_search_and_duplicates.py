@@ -25,8 +25,10 @@ def upgrade() -> None:
         f"""CREATE FUNCTION fold(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
             RETURN lower(translate(t, '{FROM}', '{TO}'))"""
     )
-    op.execute("CREATE FUNCTION full_name(g text, f text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE "
-               "RETURN fold(g || ' ' || f)")  # fmt: skip
+    op.execute(
+        "CREATE FUNCTION full_name(g text, f text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+        "RETURN fold(g || ' ' || f)"
+    )
     op.execute(
         "CREATE INDEX patient_name_trgm ON patient USING gin (full_name(given_name, family_name) public.gin_trgm_ops)"
     )
