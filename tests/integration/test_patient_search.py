@@ -42,10 +42,10 @@ async def client(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.As
     await db.open()
 
     service = router(
-        SimpleNamespace(db=db),
+        SimpleNamespace(db=db),  # type: ignore[arg-type]
         verifier(),
         invitation_codes=CODES,
-        payers=FakeBillingTerms(),  # type: ignore[arg-type]
+        payers=FakeBillingTerms(),
         timezone=hard.zone,
     )
     async with serve(service, base_url="http://patients") as c:

@@ -287,8 +287,9 @@ async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: 
     await db.open()
     ca = LocalCA(tmp_path / "pki").ensure()
     server = rpc.RpcServer(
-        ca.issue("practitioners", spiffe_id("practitioners")), practitioners_grpc.services(SimpleNamespace(db=db))
-    )  # type: ignore[arg-type]
+        ca.issue("practitioners", spiffe_id("practitioners")),
+        practitioners_grpc.services(SimpleNamespace(db=db)),  # type: ignore[arg-type]
+    )
     port = await server.start()
     channel = rpc.channel(f"127.0.0.1:{port}", ca.issue("scheduling", spiffe_id("scheduling")))
     try:
