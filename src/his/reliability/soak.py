@@ -536,6 +536,18 @@ async def in_the_ward(
         await pay(s, rng, run, patient, "admission")
 
 
+async def housekeeping(s: Staff, run: Run, stop: asyncio.Event, every: float = 5.0) -> None:
+    """Every few seconds, each bed left in cleaning is cleaned and released: those a transfer
+    vacated, and those whose discharge's answer was lost (the journey did not learn the bed)."""
+    while not stop.is_set():
+        a = await s.nurse.call("beds to clean", "GET", "/api/beds", params={"state": "cleaning"})
+        for bed in (a.body or {}).get("items", []) if a.told else []:
+            r = await s.nurse.call("release bed", "POST", f"/api/beds/{bed['id']}/release")
+            run.tally[r.tallied("housekeeping: bed release")] += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def later(run: Run, step: Coroutine[Any, Any, None]) -> None:
     """Run a journey's later step, one that waits for an event's effect, beside the worker, which
     goes on to its next patient as a front desk does: a consumer lagging or NATS down must not
@@ -1094,6 +1106,7 @@ async def play(hospital: PrivateHospital, infra: Infra, run: Run, say: Callable[
         ]
         tasks.append(asyncio.create_task(sampler.loop(stop)))
         tasks.append(asyncio.create_task(staff_.roster.keep_up(run, stop)))
+        tasks.append(asyncio.create_task(housekeeping(staff_, run, stop)))
         injector = Injector(hospital, infra, run, random.Random(cfg.seed + 1), say)  # noqa: S311
         plan = fault_plan(cfg, random.Random(cfg.seed + 2))  # noqa: S311
         next_minute = 60.0
