@@ -88,10 +88,10 @@ async def portal(admin_dsn: str) -> AsyncIterator[Portal]:
     await db.open()
     world = Portal(None, db)  # type: ignore[arg-type]
     service = router(
-        SimpleNamespace(db=db),
+        SimpleNamespace(db=db),  # type: ignore[arg-type]
         verifier(),
         clock=lambda: world.now[0],
-        invitation_codes=CODES,  # type: ignore[arg-type]
+        invitation_codes=CODES,
         invitation_minutes=MINUTES,
     )
     async with serve(service, base_url="http://patients") as client:
@@ -278,8 +278,9 @@ async def test_only_notifications_gets_the_code_and_only_while_it_can_be_redeeme
 ) -> None:
     ca = LocalCA(tmp_path / "pki").ensure()
     server = rpc.RpcServer(
-        ca.issue("patients", spiffe_id("patients")), patients_grpc.services(SimpleNamespace(db=portal.db), CODES)
-    )  # type: ignore[arg-type]
+        ca.issue("patients", spiffe_id("patients")),
+        patients_grpc.services(SimpleNamespace(db=portal.db), CODES),  # type: ignore[arg-type]
+    )
     port = await server.start()
     sender = GrpcContacts(f"127.0.0.1:{port}", ca.issue("notifications", spiffe_id("notifications")))
     try:
@@ -303,7 +304,7 @@ async def test_only_notifications_gets_the_code_and_only_while_it_can_be_redeeme
         assert (await portal.redeem(code, uuid.uuid4())).status_code == 200
         assert await sender.invitation_code(uuid.UUID(invitation)) is None  # used: nothing left to send
     finally:
-        await sender.client.channel.close()
+        await sender.directory.client.channel.close()
         await server.stop(0)
 
 

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from his.access import Relationship
-from his.clients.patients import GrpcPatients
+from his.clients.patients import GrpcPatients, PatientRef
 from his.events.audit import workload_actor_id
 from his.kernel import migrations, rpc
 from his.kernel.db import Database
@@ -34,9 +34,11 @@ from his.kernel.resilience import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
+    DependencyRefusedError,
     DependencyUnavailableError,
     RetryPolicy,
 )
+from his.notifications.contacts import GrpcContacts
 from his.patients import handlers, store
 from his.patients.api import grpc as patients_grpc
 from his.patients.domain import CareSource, NewCareRelationship, NewPatient, Sex
@@ -162,10 +164,34 @@ async def test_laboratory_learns_a_users_relationship_and_nothing_else(hospital:
     assert len(await access_records(hospital.db, hospital.patient_id)) == before
     billing = GrpcPatients(hospital.target, hospital.identity("billing"))
     try:
-        with pytest.raises(DependencyUnavailableError, match="PERMISSION_DENIED"):
+        with pytest.raises(DependencyRefusedError, match="PERMISSION_DENIED"):
             await billing.relationship(hospital.patient_id, carer)
     finally:
         await billing.client.channel.close()
+
+
+async def test_a_refusal_is_the_same_error_through_every_adapter(hospital: Hospital) -> None:
+    """Off a method's allowlist, each adapter of patients' directory raises ``DependencyRefusedError``
+    (a 503 to a user; notifications' dispatcher waits and tries again), never the raw gRPC error
+    that once crashed notifications or became a 500 in scheduling."""
+    pid = hospital.patient_id
+    billing = GrpcPatients(hospital.target, hospital.identity("billing"))
+    contacts = GrpcContacts(hospital.target, hospital.identity("billing"))
+    try:
+        assert await billing.find(pid) == PatientRef(pid, hospital.account)  # billing may read master data
+        for ask in (billing.contact(pid), billing.invitation_code(uuid.uuid4()), contacts.contact(pid)):
+            with pytest.raises(DependencyRefusedError, match="PERMISSION_DENIED"):
+                await ask
+    finally:
+        await billing.client.channel.close()
+        await contacts.directory.client.channel.close()
+    notifications = GrpcContacts(hospital.target, hospital.identity("notifications"))
+    try:
+        found = await notifications.contact(pid)
+        assert found is not None and (found.email, found.name) == ("ayse@example.org", "Ayşe")
+        assert await notifications.contact(uuid.uuid4()) is None
+    finally:
+        await notifications.directory.client.channel.close()
 
 
 async def test_optional_fields_are_absent_not_empty(hospital: Hospital) -> None:

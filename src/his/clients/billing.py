@@ -77,17 +77,13 @@ class GrpcBillingTerms:
         self._cached: tuple[float, Terms] | None = None
 
     async def terms(self) -> Terms:
-        import grpc
-
         from his.proto.billing.v1 import billing_pb2
 
         now = self.clock()
         if self._cached is not None and self._cached[0] > now:
             return self._cached[1]
-        try:
-            answer = await self.client.call(self.stub.GetTerms, billing_pb2.GetTermsRequest(), idempotent=True)
-        except grpc.aio.AioRpcError as exc:  # refused us, say: no answer to check against either
-            raise DependencyUnavailableError("billing", exc.code().name) from exc
+        answer = await self.client.ask(self.stub.GetTerms, billing_pb2.GetTermsRequest(), absent=())
+        assert answer is not None  # no code is "absent": every refusal raises
         found = Terms(tuple(sorted(p.code for p in answer.payers)), tuple(sorted(answer.currencies)))
         self._cached = (now + self.ttl, found)
         return found

@@ -1,10 +1,11 @@
-"""Client of patients' directory (``his.patients.v1.PatientDirectory``: ``GetPatient``, ``GetCareBasis``).
+"""Client of patients' directory (``his.patients.v1.PatientDirectory``): a patient, a user's
+care basis, contact details, a portal invitation's code.
 
-Which services may call it is patients' allowlist (``src/his/patients/api/grpc.py``). The real
-adapter holds one channel (mutual TLS with the caller's workload identity) and an ``RpcClient``
-with deadlines, bounded in-flight calls, retries of this idempotent read and a circuit breaker.
-NOT_FOUND is an answer (None); any other failure is no answer: ``DependencyUnavailableError``
-(a 503 to the user, never a 404 or an empty success).
+Which services may call which method is patients' allowlist (``src/his/patients/api/grpc.py``).
+The real adapter holds one channel (mutual TLS with the caller's workload identity) and an
+``RpcClient`` with deadlines, bounded in-flight calls, retries of these idempotent reads and a
+circuit breaker. NOT_FOUND is an answer (None); a refusal is ``DependencyRefusedError`` and no
+answer ``DependencyUnavailableError`` (both a 503 to the user, never a 404 or an empty success).
 """
 
 from __future__ import annotations
@@ -77,45 +78,71 @@ def refused(decision: Decision, patient_id: uuid.UUID | None, what: str = "patie
     return ProblemError(p.status, p.detail, **p.members)
 
 
-class GrpcPatients:
-    """The real adapter. grpcio is imported here, so only processes that call patients load it."""
+@dataclass(frozen=True)
+class ContactDetails:
+    """How to reach a patient (personal data: fetched when a message goes out, never stored)."""
 
-    def __init__(self, target: str, identity: WorkloadIdentity) -> None:
+    email: str | None
+    phone: str | None
+    #: The name to greet them by.
+    name: str
+
+
+class GrpcPatients:
+    """The real adapter. grpcio is imported here, so only processes that call patients load it.
+    Every call is an idempotent read through ``RpcClient.ask`` (one error policy: NOT_FOUND is
+    None, any other refusal ``DependencyRefusedError``, no answer ``DependencyUnavailableError``)."""
+
+    def __init__(self, target: str, identity: WorkloadIdentity, *, timeout: float = 2.0) -> None:
         from his.kernel import rpc
         from his.proto.patients.v1 import patients_pb2_grpc
 
-        self.client = rpc.RpcClient("patients", rpc.channel(target, identity))
+        self.client = rpc.RpcClient("patients", rpc.channel(target, identity), timeout=timeout)
         self.stub = patients_pb2_grpc.PatientDirectoryStub(self.client.channel)
 
     async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
-        import grpc
-
         from his.proto.patients.v1 import patients_pb2
 
         req = patients_pb2.GetPatientRequest(patient_id=str(patient_id))
-        try:
-            answer = await self.client.call(self.stub.GetPatient, req, idempotent=True)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            # It answered, but not about the patient (refused us, say): no answer to give either.
-            raise DependencyUnavailableError("patients", exc.code().name) from exc
+        answer = await self.client.ask(self.stub.GetPatient, req)
+        if answer is None:
+            return None
         account = uuid.UUID(answer.user_id) if answer.HasField("user_id") else None
         return PatientRef(patient_id, account)
 
     async def relationship(self, patient_id: uuid.UUID, user_id: uuid.UUID) -> Relationship | None:
+        from his.proto.patients.v1 import patients_pb2
+
+        req = patients_pb2.GetCareBasisRequest(patient_id=str(patient_id), user_id=str(user_id))
+        answer = await self.client.ask(self.stub.GetCareBasis, req)
+        if answer is None:
+            return None
+        return Relationship(owner=answer.owner, in_care=answer.in_care, emergency=answer.emergency)
+
+    async def contact(self, patient_id: uuid.UUID) -> ContactDetails | None:
+        """The patient's contact details; None if there is no such patient."""
+        from his.proto.patients.v1 import patients_pb2
+
+        req = patients_pb2.GetContactDetailsRequest(patient_id=str(patient_id))
+        answer = await self.client.ask(self.stub.GetContactDetails, req)
+        if answer is None:
+            return None
+        return ContactDetails(
+            email=answer.email if answer.HasField("email") else None,
+            phone=answer.phone if answer.HasField("phone") else None,
+            name=answer.preferred_name,
+        )
+
+    async def invitation_code(self, invitation_id: uuid.UUID) -> str | None:
+        """A portal invitation's code; None if it can no longer be redeemed (or does not exist)."""
         import grpc
 
         from his.proto.patients.v1 import patients_pb2
 
-        req = patients_pb2.GetCareBasisRequest(patient_id=str(patient_id), user_id=str(user_id))
-        try:
-            answer = await self.client.call(self.stub.GetCareBasis, req, idempotent=True)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise DependencyUnavailableError("patients", exc.code().name) from exc
-        return Relationship(owner=answer.owner, in_care=answer.in_care, emergency=answer.emergency)
+        req = patients_pb2.GetInvitationRequest(invitation_id=str(invitation_id))
+        gone = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+        answer = await self.client.ask(self.stub.GetInvitation, req, absent=gone)
+        return None if answer is None else answer.code
 
 
 @dataclass

@@ -1,15 +1,19 @@
-"""Client of practitioners' directory (``his.practitioners.v1.PractitionerDirectory``).
+"""Clients of practitioners (``his.practitioners.v1``): the directory (``PractitionerDirectory``)
+and working time (``Calendar``).
 
-Which services may call it is practitioners' allowlist (``src/his/practitioners/api/grpc.py``).
-NOT_FOUND is an answer (None); any other failure is ``DependencyUnavailableError`` (a 503).
+Which services may call them is practitioners' allowlist (``src/his/practitioners/api/grpc.py``).
+NOT_FOUND is an answer (None); a refusal is ``DependencyRefusedError`` and no answer
+``DependencyUnavailableError`` (both a 503).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Protocol
 
+from his.kernel.intervals import Interval
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.resilience import DependencyUnavailableError
 
@@ -40,19 +44,57 @@ class GrpcPractitioners:
         self.stub = practitioners_pb2_grpc.PractitionerDirectoryStub(self.client.channel)
 
     async def find(self, practitioner_id: uuid.UUID) -> PractitionerRef | None:
-        import grpc
-
         from his.proto.practitioners.v1 import practitioners_pb2
 
         req = practitioners_pb2.GetPractitionerRequest(practitioner_id=str(practitioner_id))
-        try:
-            answer = await self.client.call(self.stub.GetPractitioner, req, idempotent=True)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise DependencyUnavailableError("practitioners", exc.code().name) from exc
+        answer = await self.client.ask(self.stub.GetPractitioner, req)
+        if answer is None:
+            return None
         account = uuid.UUID(answer.user_id) if answer.HasField("user_id") else None
         return PractitionerRef(practitioner_id, answer.specialty, account)
+
+
+class Calendar(Protocol):
+    async def working_time(self, practitioner_id: uuid.UUID, window: Interval) -> list[Interval] | None:
+        """Shifts minus approved leave inside ``window``; None if there is no such practitioner;
+        ``DependencyUnavailableError`` if practitioners cannot answer."""
+        ...
+
+
+class GrpcCalendar:
+    """The real adapter of practitioners' ``Calendar.GetWorkingTime``."""
+
+    def __init__(self, target: str, identity: WorkloadIdentity) -> None:
+        from his.kernel import rpc
+        from his.proto.practitioners.v1 import practitioners_pb2_grpc
+
+        self.client = rpc.RpcClient("practitioners", rpc.channel(target, identity))
+        self.stub = practitioners_pb2_grpc.CalendarStub(self.client.channel)
+
+    async def working_time(self, practitioner_id: uuid.UUID, window: Interval) -> list[Interval] | None:
+        from his.proto.practitioners.v1 import practitioners_pb2
+
+        req = practitioners_pb2.GetWorkingTimeRequest(practitioner_id=str(practitioner_id))
+        req.start.FromDatetime(window.start)
+        req.end.FromDatetime(window.end)
+        answer = await self.client.ask(self.stub.GetWorkingTime, req)
+        if answer is None:
+            return None
+        return [Interval(i.start.ToDatetime(tzinfo=UTC), i.end.ToDatetime(tzinfo=UTC)) for i in answer.intervals]
+
+
+@dataclass
+class FakeCalendar:
+    working: dict[uuid.UUID, list[Interval]] = field(default_factory=dict)
+
+    async def working_time(self, practitioner_id: uuid.UUID, window: Interval) -> list[Interval] | None:
+        if practitioner_id not in self.working:
+            return None
+        return [
+            Interval(max(w.start, window.start), min(w.end, window.end))
+            for w in self.working[practitioner_id]
+            if w.overlaps(window)
+        ]
 
 
 @dataclass

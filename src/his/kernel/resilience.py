@@ -25,6 +25,17 @@ class DependencyUnavailableError(Exception):
         self.reason = reason
 
 
+class DependencyRefusedError(DependencyUnavailableError):
+    """Another service answered, but refused the call itself: this service is not on the method's
+    allowlist, or sent what the method cannot take. Nothing the user did causes it and nothing
+    they can do fixes it, so it is answered as an outage is (503) and logged as an error; a
+    consumer or dispatcher tries again later, and succeeds once the deployment is fixed."""
+
+    def __init__(self, dependency: str, code: str, details: str = "") -> None:
+        super().__init__(dependency, f"it refused the call ({code}{': ' + details if details else ''})")
+        self.code = code
+
+
 class CircuitOpenError(DependencyUnavailableError):
     """Failed fast: the breaker is open after repeated failures, so the call was not even tried."""
 

@@ -11,6 +11,11 @@ CA; ``RpcClient`` puts a deadline on every call, bounds calls in flight, retries
 that got no answer, and keeps a circuit breaker. A call that gets no answer raises
 ``DependencyUnavailableError`` (HTTP 503), never an empty or "not found" result.
 
+Every client in ``his.clients`` asks through ``RpcClient.ask``, the one place where answers
+become results: the codes the caller names as "absent" (NOT_FOUND by default) are ``None``, any
+other refusal (PERMISSION_DENIED, INVALID_ARGUMENT, ...) is ``DependencyRefusedError``, logged,
+and answered 503 like an outage; a consumer or dispatcher retries it later.
+
 The only inputs are the three PEM files of ``WorkloadIdentity``, so certificates from SPIRE or
 cert-manager work the same as those of ``his``'s local CA.
 """
@@ -33,7 +38,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from his.kernel import metrics, tracing
 from his.kernel import observability as obs
 from his.kernel.pki import WorkloadIdentity, spiffe_id_of_pem
-from his.kernel.resilience import CircuitBreaker, DependencyUnavailableError, RetryPolicy
+from his.kernel.resilience import CircuitBreaker, DependencyRefusedError, DependencyUnavailableError, RetryPolicy
 
 log = logging.getLogger("his.rpc")
 
@@ -336,6 +341,27 @@ class RpcClient:
         name = _method_name(method)
         with tracing.span(name, tracing.SpanKind.CLIENT, attributes=_rpc_attributes(name)):
             return await self._call(method, request, idempotent=idempotent, timeout=timeout)
+
+    async def ask(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        absent: Iterable[grpc.StatusCode] = (grpc.StatusCode.NOT_FOUND,),
+        timeout: float | None = None,
+    ) -> Resp | None:
+        """An idempotent read: its answer, or None when the service answered with one of the
+        ``absent`` codes. Any other refusal raises ``DependencyRefusedError`` (and is logged): a
+        misconfigured deployment, not the user's doing. No answer raises
+        ``DependencyUnavailableError``."""
+        try:
+            return await self.call(method, request, idempotent=True, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in set(absent):
+                return None
+            refused = DependencyRefusedError(self.name, exc.code().name, exc.details() or "")
+            log.error("%s refused %s: %s", self.name, _method_name(method), refused.reason)
+            raise refused from exc
 
     async def _call(
         self,

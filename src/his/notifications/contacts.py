@@ -14,13 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import grpc
-
-from his.kernel import rpc
+from his.clients.patients import GrpcPatients
 from his.kernel.pki import WorkloadIdentity
 from his.notifications.domain import Contact
-from his.proto.patients.v1 import patients_pb2 as pb
-from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 
 
 class ContactDirectory(Protocol):
@@ -37,9 +33,11 @@ class ContactDirectory(Protocol):
 
 
 class GrpcContacts:
+    """Patients' directory (``his.clients.patients``), with contact details remembered ``ttl``
+    seconds (at most ``size`` patients); invitation codes are asked each time."""
+
     def __init__(self, target: str, identity: WorkloadIdentity, *, ttl: float = 60.0, size: int = 10_000) -> None:
-        self.client = rpc.RpcClient("patients", rpc.channel(target, identity), timeout=2.0)
-        self.stub = pb_grpc.PatientDirectoryStub(self.client.channel)
+        self.directory = GrpcPatients(target, identity, timeout=2.0)
         self.ttl, self.size = ttl, size
         self._cache: dict[uuid.UUID, tuple[float, Contact | None]] = {}
 
@@ -48,34 +46,15 @@ class GrpcContacts:
         hit = self._cache.get(patient_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        try:
-            answer = await self.client.call(
-                self.stub.GetContactDetails, pb.GetContactDetailsRequest(patient_id=str(patient_id)), idempotent=True
-            )
-            found: Contact | None = Contact(
-                email=answer.email if answer.HasField("email") else None,
-                phone=answer.phone if answer.HasField("phone") else None,
-                name=answer.preferred_name,
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            found = None
+        details = await self.directory.contact(patient_id)
+        found = None if details is None else Contact(email=details.email, phone=details.phone, name=details.name)
         if len(self._cache) >= self.size:
             self._cache.clear()
         self._cache[patient_id] = (now + self.ttl, found)
         return found
 
     async def invitation_code(self, invitation_id: uuid.UUID) -> str | None:
-        try:
-            answer = await self.client.call(
-                self.stub.GetInvitation, pb.GetInvitationRequest(invitation_id=str(invitation_id)), idempotent=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                return None
-            raise
-        return answer.code
+        return await self.directory.invitation_code(invitation_id)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 
 def routes(ctx: ServiceContext) -> APIRouter:
     from his.clients.patients import GrpcPatients
-    from his.scheduling.adapters import GrpcCalendar
+    from his.clients.practitioners import GrpcCalendar
     from his.scheduling.api.http import router
 
     identity = ctx.settings.workload()
