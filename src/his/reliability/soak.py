@@ -451,7 +451,7 @@ async def register(s: Staff, rng: random.Random, run: Run) -> tuple[str, bool] |
 
 
 async def visit(s: Staff, rng: random.Random, run: Run) -> None:
-    """A clinic visit: booked, checked in, completed; the patient pays their share at the desk."""
+    """A clinic visit: booked, checked in, then (beside the worker) the consultation."""
     who = await register(s, rng, run)
     if who is None:
         return
@@ -478,14 +478,25 @@ async def visit(s: Staff, rng: random.Random, run: Run) -> None:
     if not a.told:
         run.tally[a.tallied("check-in")] += 1
         return
-    a = await s.doctors[pid].call("complete", "POST", f"/api/appointments/{aid}/complete")
-    record(run.histories["visits"], history_key("visit", aid), a)
+    await later(run, consultation(s, rng, run, patient=patient, self_pay=self_pay, pid=pid, appointment=aid))
+
+
+async def consultation(
+    s: Staff, rng: random.Random, run: Run, *, patient: str, self_pay: bool, pid: str, appointment: str
+) -> None:
+    """The doctor opens the patient's record (the booking puts them in care once it has reached
+    patients), completes the visit, and the patient pays at the desk."""
+    doctor = s.doctors[pid]
+    if not await until(lambda: in_care(doctor, patient), 30.0, every=0.5):
+        run.tally["care not reached in 30 s (visit)"] += 1
+    a = await doctor.call("complete", "POST", f"/api/appointments/{appointment}/complete")
+    record(run.histories["visits"], history_key("visit", appointment), a)
     if not a.told:
         run.tally[a.tallied("complete")] += 1
         return
     run.tally["visits completed"] += 1
     if self_pay:
-        await later(run, pay(s, rng, run, patient, "visit"))
+        await pay(s, rng, run, patient, "visit")
 
 
 async def stay(s: Staff, rng: random.Random, run: Run) -> None:
