@@ -25,6 +25,8 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
+from his.kernel.transitions import Lifecycle
+
 #: The ward's ``type``: a short code (``general``, ``icu``, ``maternity`` …), carried on events.
 WARD_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -94,27 +96,21 @@ class BedAction(StrEnum):
 #: Actions staff take on a bed through the API; occupy and vacate follow admissions.
 MANUAL_ACTIONS = (BedAction.RELEASE, BedAction.CLOSE, BedAction.OPEN, BedAction.ISOLATE)
 
-_BED: dict[tuple[BedState, BedAction], BedState] = {
-    (BedState.AVAILABLE, BedAction.OCCUPY): BedState.OCCUPIED,
-    (BedState.OCCUPIED, BedAction.VACATE): BedState.CLEANING,
-    (BedState.CLEANING, BedAction.RELEASE): BedState.AVAILABLE,
-    (BedState.AVAILABLE, BedAction.CLOSE): BedState.CLOSED,
-    (BedState.CLOSED, BedAction.OPEN): BedState.AVAILABLE,
-    (BedState.AVAILABLE, BedAction.ISOLATE): BedState.ISOLATION,
-    (BedState.ISOLATION, BedAction.OPEN): BedState.AVAILABLE,
-}
-
-
-def bed_transition(state: BedState, action: BedAction) -> BedState:
-    try:
-        return _BED[(state, action)]
-    except KeyError:
-        raise InvalidTransitionError(f"a bed that is {state.value} cannot take '{action.value}'") from None
-
-
-def bed_exits(state: BedState) -> list[BedAction]:
-    """The actions a bed in ``state`` can take (every state has at least one)."""
-    return [a for (s, a) in _BED if s is state]
+#: A bed's lifecycle: ``bed_transition(state, action)`` is the next state.
+bed_transition: Lifecycle[BedState, BedAction] = Lifecycle(
+    {
+        (BedState.AVAILABLE, BedAction.OCCUPY): BedState.OCCUPIED,
+        (BedState.OCCUPIED, BedAction.VACATE): BedState.CLEANING,
+        (BedState.CLEANING, BedAction.RELEASE): BedState.AVAILABLE,
+        (BedState.AVAILABLE, BedAction.CLOSE): BedState.CLOSED,
+        (BedState.CLOSED, BedAction.OPEN): BedState.AVAILABLE,
+        (BedState.AVAILABLE, BedAction.ISOLATE): BedState.ISOLATION,
+        (BedState.ISOLATION, BedAction.OPEN): BedState.AVAILABLE,
+    },
+    refuse=lambda state, action: InvalidTransitionError(f"a bed that is {state.value} cannot take '{action.value}'"),
+)
+#: The actions a bed in a state can take (every state has at least one).
+bed_exits = bed_transition.exits
 
 
 class AdmissionStatus(StrEnum):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
+from his.kernel.transitions import Lifecycle
+
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 HUNDRED = Decimal(100)
@@ -229,19 +231,16 @@ class InvalidTransitionError(ValueError):
     """The claim is not in a state that allows this action."""
 
 
-_CLAIM_TRANSITIONS: dict[tuple[ClaimStatus, ClaimAction], ClaimStatus] = {
-    (ClaimStatus.DRAFT, ClaimAction.SUBMIT): ClaimStatus.SUBMITTED,
-    (ClaimStatus.SUBMITTED, ClaimAction.ACCEPT): ClaimStatus.ACCEPTED,
-    (ClaimStatus.SUBMITTED, ClaimAction.REJECT): ClaimStatus.REJECTED,
-    (ClaimStatus.ACCEPTED, ClaimAction.PAY): ClaimStatus.PAID,
-}
-
-
-def claim_transition(status: ClaimStatus, action: ClaimAction) -> ClaimStatus:
-    try:
-        return _CLAIM_TRANSITIONS[(status, action)]
-    except KeyError:
-        raise InvalidTransitionError(f"a {status.value} claim cannot take '{action.value}'") from None
+#: A claim's lifecycle: ``claim_transition(status, action)`` is the next status.
+claim_transition: Lifecycle[ClaimStatus, ClaimAction] = Lifecycle(
+    {
+        (ClaimStatus.DRAFT, ClaimAction.SUBMIT): ClaimStatus.SUBMITTED,
+        (ClaimStatus.SUBMITTED, ClaimAction.ACCEPT): ClaimStatus.ACCEPTED,
+        (ClaimStatus.SUBMITTED, ClaimAction.REJECT): ClaimStatus.REJECTED,
+        (ClaimStatus.ACCEPTED, ClaimAction.PAY): ClaimStatus.PAID,
+    },
+    refuse=lambda status, action: InvalidTransitionError(f"a {status.value} claim cannot take '{action.value}'"),
+)
 
 
 class UnknownPayerError(BillingError):

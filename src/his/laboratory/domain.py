@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from his.kernel.transitions import Lifecycle
+
 
 class Status(StrEnum):
     PLACED = "placed"
@@ -74,21 +76,17 @@ class InvalidResultError(ValueError):
     """The submitted results break a rule; the message says which."""
 
 
-_TRANSITIONS: dict[tuple[Status, Action], Status] = {
-    (Status.PLACED, Action.COLLECT): Status.COLLECTED,
-    (Status.COLLECTED, Action.START): Status.IN_PROGRESS,
-    (Status.PLACED, Action.CANCEL): Status.CANCELLED,
-    (Status.COLLECTED, Action.CANCEL): Status.CANCELLED,
-    (Status.IN_PROGRESS, Action.CANCEL): Status.CANCELLED,
-}
-
-
-def transition(status: Status, action: Action) -> Status:
-    """The state an order moves to on ``action``; ``InvalidTransitionError`` if it cannot."""
-    try:
-        return _TRANSITIONS[(status, action)]
-    except KeyError:
-        raise InvalidTransitionError(status, action.value) from None
+#: A lab order's lifecycle (results are entered apart: ``check_can_result``).
+transition: Lifecycle[Status, Action] = Lifecycle(
+    {
+        (Status.PLACED, Action.COLLECT): Status.COLLECTED,
+        (Status.COLLECTED, Action.START): Status.IN_PROGRESS,
+        (Status.PLACED, Action.CANCEL): Status.CANCELLED,
+        (Status.COLLECTED, Action.CANCEL): Status.CANCELLED,
+        (Status.IN_PROGRESS, Action.CANCEL): Status.CANCELLED,
+    },
+    refuse=lambda status, action: InvalidTransitionError(status, action.value),
+)
 
 
 def check_can_result(status: Status) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from his.kernel.intervals import Interval, subtract
+from his.kernel.transitions import Lifecycle
 
 #: A shift may run overnight but never longer than this.
 MAX_SHIFT = timedelta(hours=24)
@@ -90,19 +91,16 @@ class LeaveAction(StrEnum):
     CANCEL = "cancel"
 
 
-_TRANSITIONS: dict[tuple[LeaveStatus, LeaveAction], LeaveStatus] = {
-    (LeaveStatus.REQUESTED, LeaveAction.APPROVE): LeaveStatus.APPROVED,
-    (LeaveStatus.REQUESTED, LeaveAction.REJECT): LeaveStatus.REJECTED,
-    (LeaveStatus.REQUESTED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
-    (LeaveStatus.APPROVED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
-}
-
-
-def transition(status: LeaveStatus, action: LeaveAction) -> LeaveStatus:
-    try:
-        return _TRANSITIONS[(status, action)]
-    except KeyError:
-        raise InvalidTransitionError(f"a {status.value} leave request cannot be {action.value}d") from None
+#: A leave request's lifecycle: ``transition(status, action)`` is the next status.
+transition: Lifecycle[LeaveStatus, LeaveAction] = Lifecycle(
+    {
+        (LeaveStatus.REQUESTED, LeaveAction.APPROVE): LeaveStatus.APPROVED,
+        (LeaveStatus.REQUESTED, LeaveAction.REJECT): LeaveStatus.REJECTED,
+        (LeaveStatus.REQUESTED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
+        (LeaveStatus.APPROVED, LeaveAction.CANCEL): LeaveStatus.CANCELLED,
+    },
+    refuse=lambda status, action: InvalidTransitionError(f"a {status.value} leave request cannot be {action.value}d"),
+)
 
 
 def availability(

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from his.kernel.intervals import Interval
+from his.kernel.transitions import Lifecycle
 
 #: How long an appointment of each service type lasts.
 SERVICE_TYPES: dict[str, tuple[str, timedelta]] = {
@@ -70,19 +71,16 @@ class Action(StrEnum):
     NO_SHOW = "no-show"
 
 
-_TRANSITIONS: dict[tuple[Status, Action], Status] = {
-    (Status.BOOKED, Action.CHECK_IN): Status.CHECKED_IN,
-    (Status.BOOKED, Action.CANCEL): Status.CANCELLED,
-    (Status.BOOKED, Action.NO_SHOW): Status.NO_SHOW,
-    (Status.CHECKED_IN, Action.COMPLETE): Status.COMPLETED,
-}
-
-
-def transition(status: Status, action: Action) -> Status:
-    try:
-        return _TRANSITIONS[(status, action)]
-    except KeyError:
-        raise InvalidTransitionError(f"a {status.value} appointment cannot take '{action.value}'") from None
+#: An appointment's lifecycle: ``transition(status, action)`` is the next status.
+transition: Lifecycle[Status, Action] = Lifecycle(
+    {
+        (Status.BOOKED, Action.CHECK_IN): Status.CHECKED_IN,
+        (Status.BOOKED, Action.CANCEL): Status.CANCELLED,
+        (Status.BOOKED, Action.NO_SHOW): Status.NO_SHOW,
+        (Status.CHECKED_IN, Action.COMPLETE): Status.COMPLETED,
+    },
+    refuse=lambda status, action: InvalidTransitionError(f"a {status.value} appointment cannot take '{action.value}'"),
+)
 
 
 def can_reschedule(status: Status) -> bool:
