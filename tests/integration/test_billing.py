@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import httpx
@@ -27,6 +27,7 @@ from his.billing import handlers
 from his.billing.api.http import router
 from his.billing.app import build
 from his.billing.testmode import TestModeProvider, checkout_router
+from his.clients import replica
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
@@ -49,6 +50,7 @@ TABLES = (
 )
 SEED_VERSION = "00000000-0000-4000-8000-00000000b111"
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+Ev = TypeVar("Ev", bound=Event)
 
 
 def at(day: int, hour: float = 9) -> datetime:
@@ -69,11 +71,11 @@ class World:
     #: The embedded TEST payment provider, delivering its confirmations to the webhook route.
     provider: TestModeProvider | None = None
 
-    async def feed(self, ev: Event, handler: Handler) -> None:
+    async def feed(self, ev: Ev, handler: Callable[[UnitOfWork, Envelope, Ev], Awaitable[None]]) -> None:
         env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
         async with self.db.uow() as uow:
             await handler(uow, env, ev)
-        self.sent.append((env, ev, handler))
+        self.sent.append((env, ev, cast(Handler, handler)))  # called again with this same event
 
     async def redeliver_all(self) -> None:
         """Every event again, as a consumer whose ack was lost would apply it (the inbox aside)."""
@@ -83,7 +85,7 @@ class World:
 
     async def patient(self, payer: str | None, account: uuid.UUID | None = None) -> uuid.UUID:
         pid = uuid.uuid4()
-        await self.feed(PatientRegistered(patient_id=pid, account_id=account), handlers.on_patient_registered)
+        await self.feed(PatientRegistered(patient_id=pid, account_id=account), replica.on_patient_registered)
         await self.feed(
             CoverageChanged(patient_id=pid, payer=payer, effective_from=date(2026, 1, 1)), handlers.on_coverage_changed
         )
@@ -641,7 +643,7 @@ async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world
     plan only after their invoice was issued (as self-pay), that invoice is voided and reissued
     under the plan, with what was already paid carried over; a later redelivery changes nothing."""
     pid = uuid.uuid4()
-    await world.feed(PatientRegistered(patient_id=pid, account_id=None), handlers.on_patient_registered)
+    await world.feed(PatientRegistered(patient_id=pid, account_id=None), replica.on_patient_registered)
     await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
     [first] = await world.invoices(pid)
     assert (first["payer"], first["insurer_share"], first["patient_share"]) == ("SELF", "0.00", "750.00")

@@ -22,7 +22,9 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from his.audit import handlers as audit_handlers
+from his.events.audit import NotificationsRecordAccessed, PatientsRecordAccessed
 from his.events.identity import UserRegistered
+from his.events.patients import EmergencyAccessGranted
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import migrations, problems, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -128,25 +130,23 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
     subs = [
         (
             dbs["audit"],
-            Subscription(f"audit_p_{tag}", "his.patients.record.accessed.v1", audit_handlers.on_record_accessed),
+            Subscription.of(f"audit_p_{tag}", PatientsRecordAccessed, audit_handlers.on_record_accessed),
         ),
         (
             dbs["audit"],
-            Subscription(f"audit_n_{tag}", "his.notifications.record.accessed.v1", audit_handlers.on_record_accessed),
+            Subscription.of(f"audit_n_{tag}", NotificationsRecordAccessed, audit_handlers.on_record_accessed),
         ),
         (
             dbs["notifications"],
-            Subscription(
+            Subscription.of(
                 f"notif_bg_{tag}",
-                "his.patients.emergency_access.granted.v1",
+                EmergencyAccessGranted,
                 notification_handlers.on_emergency_access_granted,
             ),
         ),
         (
             dbs["patients"],
-            Subscription(
-                f"patients_users_{tag}", "his.identity.user.registered.v1", patient_handlers.on_user_registered
-            ),
+            Subscription.of(f"patients_users_{tag}", UserRegistered, patient_handlers.on_user_registered),
         ),
     ]
     await streams.declare(js, ["notifications"])

@@ -20,6 +20,7 @@ from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.practitioners import PractitionerRegistered
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel import migrations
+from his.kernel.consumer import Handler
 from his.kernel.db import Database
 from his.kernel.events import Envelope, Event
 from his.patients import handlers, store
@@ -55,7 +56,7 @@ def envelope(ev: Event, at: datetime, version: int = 1) -> Envelope:
 
 
 async def deliver(db: Database, ev: Event, at: datetime, version: int = 1) -> None:
-    handler = {
+    handler: Handler = {  # type: ignore[assignment]  # each handler takes the event it is keyed by
         PractitionerRegistered: handlers.on_practitioner_registered,
         AppointmentBooked: handlers.on_appointment,
         AppointmentRescheduled: handlers.on_appointment,

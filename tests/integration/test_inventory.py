@@ -373,10 +373,8 @@ async def lab_feed(world: World, nc: NATS) -> AsyncIterator[tuple[Any, ConsumerL
     """The reagent consumer running against NATS, and a way to publish lab events to it."""
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["laboratory", "inventory"])
-    sub = Subscription(
-        "inventory_lab_reagents_test",
-        "his.laboratory.order.resulted.v1",
-        handlers.make_on_lab_order_resulted(world.hard.tz),
+    sub = Subscription.of(
+        "inventory_lab_reagents_test", LabOrderResulted, handlers.make_on_lab_order_resulted(world.hard.tz)
     )
     consumer = ConsumerLoop(world.db, nc, js, sub)
     task = asyncio.create_task(consumer.run())

@@ -25,6 +25,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.clients.patients import CareBasis, FakePatients, PatientRef
+from his.events.laboratory import LabOrderResulted
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -192,8 +193,12 @@ async def _run(db: Database, nc: NATS, *subs: tuple[Database, Subscription]) -> 
 
 
 async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_ordering_doctor(lab: Lab, nc: NATS) -> None:
-    chart_sub = Subscription("patients_lab_order_resulted", RESULTED, patients_handlers.on_lab_order_resulted)
-    alert_sub = Subscription("notifications_lab_order_resulted", RESULTED, notifications_handlers.on_lab_order_resulted)
+    chart_sub = Subscription.of(
+        "patients_lab_order_resulted", LabOrderResulted, patients_handlers.on_lab_order_resulted
+    )
+    alert_sub = Subscription.of(
+        "notifications_lab_order_resulted", LabOrderResulted, notifications_handlers.on_lab_order_resulted
+    )
     tasks, (chart_consumer, alert_consumer) = await _run(lab.db, nc, (lab.chart, chart_sub), (lab.alerts, alert_sub))
     try:
         account = uuid.uuid4()
@@ -263,10 +268,12 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
 
         # Should the results come again under another event id, the chart keeps one row per test.
         again = Envelope.wrap(env.model(), aggregate_id=oid)
+        resulted = again.model()
+        assert isinstance(resulted, LabOrderResulted)
         async with lab.chart.uow() as uow:
-            await patients_handlers.on_lab_order_resulted(uow, again, again.model())
+            await patients_handlers.on_lab_order_resulted(uow, again, resulted)
         async with lab.alerts.uow() as uow:
-            await notifications_handlers.on_lab_order_resulted(uow, again, again.model())
+            await notifications_handlers.on_lab_order_resulted(uow, again, resulted)
         assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
         assert await lab.alerts.pool.fetchval("SELECT count(*) FROM alert") == 1
 
@@ -550,13 +557,13 @@ async def test_concurrent_steps_on_one_order_are_serialised(lab: Lab) -> None:
 
 
 async def test_a_patient_known_from_the_registration_event_reads_their_orders(lab: Lab) -> None:
+    from his.clients import replica
     from his.events.patients import PatientRegistered
-    from his.laboratory import handlers
 
     account, pid = uuid.uuid4(), uuid.uuid4()
     ev = PatientRegistered(patient_id=pid, account_id=account)
     async with lab.db.uow() as uow:
-        await handlers.on_patient_registered(uow, Envelope.wrap(ev, aggregate_id=pid), ev)
+        await replica.on_patient_registered(uow, Envelope.wrap(ev, aggregate_id=pid), ev)
     # The doctor orders in the patient's care (asked of the directory, which knows of no account);
     # then the directory is down: the event is enough for the patient to own their order.
     lab.patients.patients[pid] = PatientRef(pid, None)

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from his.audit import handlers as audit_handlers
 from his.audit import store as audit_store
 from his.audit.domain import verify
-from his.events.audit import batch_accesses
+from his.events.audit import PatientsRecordAccessed, PatientsRecordsAccessed, batch_accesses
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import migrations, problems, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -74,19 +74,22 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
     )
     relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
     consumers = [
-        ConsumerLoop(audit, nc, js, Subscription(name, subject, handler))
-        for name, subject, handler in (
-            (
-                "audit_patients_record_accessed_test",
-                "his.patients.record.accessed.v1",
-                audit_handlers.on_record_accessed,
+        ConsumerLoop(
+            audit,
+            nc,
+            js,
+            Subscription.of(
+                "audit_patients_record_accessed_test", PatientsRecordAccessed, audit_handlers.on_record_accessed
             ),
-            (
-                "audit_patients_records_accessed_test",
-                "his.patients.records.accessed.v1",
-                audit_handlers.on_records_accessed,
+        ),
+        ConsumerLoop(
+            audit,
+            nc,
+            js,
+            Subscription.of(
+                "audit_patients_records_accessed_test", PatientsRecordsAccessed, audit_handlers.on_records_accessed
             ),
-        )
+        ),
     ]
     tasks = [asyncio.create_task(relay.run()), *(asyncio.create_task(c.run()) for c in consumers)]
     try:

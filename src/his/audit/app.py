@@ -10,37 +10,46 @@ def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.audit import handlers
     from his.audit.api.http import router
-    from his.events.audit import BATCHED
-
-    accessed = (
-        "his.patients.record.accessed.v1",
-        "his.notifications.record.accessed.v1",
-        "his.scheduling.record.accessed.v1",
-        "his.admissions.record.accessed.v1",
-        "his.laboratory.record.accessed.v1",
-        "his.inventory.record.accessed.v1",
-        "his.billing.record.accessed.v1",
+    from his.events.audit import (
+        BATCHED,
+        AdmissionsRecordAccessed,
+        BillingRecordAccessed,
+        InventoryRecordAccessed,
+        LaboratoryRecordAccessed,
+        NotificationsRecordAccessed,
+        PatientsRecordAccessed,
+        RecordAccessed,
+        SchedulingRecordAccessed,
     )
-    batched = tuple(BATCHED[t].type for t in accessed if t in BATCHED)
+    from his.events.patients import InvitationRedeemed, PatientRegistered
+
+    accessed: tuple[type[RecordAccessed], ...] = (
+        PatientsRecordAccessed,
+        NotificationsRecordAccessed,
+        SchedulingRecordAccessed,
+        AdmissionsRecordAccessed,
+        LaboratoryRecordAccessed,
+        InventoryRecordAccessed,
+        BillingRecordAccessed,
+    )
+    batched = tuple(BATCHED[e.type] for e in accessed if e.type in BATCHED)
     return ServiceDefinition(
         name="audit",
         subscriptions=(
             *(
-                Subscription(f"audit_{t.split('.')[1]}_record_accessed", t, handlers.on_record_accessed, max_deliver=20)
-                for t in accessed
+                Subscription.of(
+                    f"audit_{e.type.split('.')[1]}_record_accessed", e, handlers.on_record_accessed, max_deliver=20
+                )
+                for e in accessed
             ),
             *(
-                Subscription(
-                    f"audit_{t.split('.')[1]}_records_accessed", t, handlers.on_records_accessed, max_deliver=20
+                Subscription.of(
+                    f"audit_{e.type.split('.')[1]}_records_accessed", e, handlers.on_records_accessed, max_deliver=20
                 )
-                for t in batched
+                for e in batched
             ),
-            Subscription(
-                "audit_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
-            ),
-            Subscription(
-                "audit_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
-            ),
+            Subscription.of("audit_patient_registered", PatientRegistered, handlers.on_patient_registered),
+            Subscription.of("audit_invitation_redeemed", InvitationRedeemed, handlers.on_patient_registered),
         ),
         routes=router,
         description="Append-only, hash-chained log of PHI access and security events.",

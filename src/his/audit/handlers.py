@@ -9,16 +9,13 @@ from his.audit import store
 from his.audit.domain import is_flagged
 from his.events.audit import RecordAccessed, RecordsAccessed
 from his.events.patients import InvitationRedeemed, PatientRegistered
-from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
-from his.kernel.events import Envelope, Event
+from his.kernel.events import Envelope
 from his.kernel.security import Principal
 
 
-async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: RecordAccessed) -> None:
     """Append the access to the hash chain; emergency access is flagged."""
-    if not isinstance(ev, RecordAccessed):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.append(
         uow.conn,
         {
@@ -38,11 +35,9 @@ async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     )
 
 
-async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: RecordsAccessed) -> None:
     """Append a batch of accesses (reads committed together) to the hash chain, in order; each
     keeps its own id and time."""
-    if not isinstance(ev, RecordsAccessed):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.append_many(
         uow.conn,
         [
@@ -65,10 +60,8 @@ async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: Event) -> None
     )
 
 
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegistered | InvitationRedeemed) -> None:
     """Remember the patient's account, so a patient can see who read their own record."""
-    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
-        raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)
 

@@ -58,27 +58,32 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.billing import handlers as h
+    from his.clients import replica
+    from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
     from his.events.audit import batch_accesses
+    from his.events.inventory import StockConsumed
+    from his.events.laboratory import LabOrderCancelled, LabOrderResulted
+    from his.events.patients import CoverageChanged
+    from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 
-    consumed = (
-        ("billing_patient_registered", "his.patients.patient.registered.v1", h.on_patient_registered),
-        ("billing_invitation_redeemed", "his.patients.invitation.redeemed.v1", h.on_patient_registered),
-        ("billing_coverage_changed", "his.patients.coverage.changed.v1", h.on_coverage_changed),
-        ("billing_admitted", "his.admissions.admission.admitted.v1", h.on_admitted),
-        ("billing_bed_charge_posted", "his.admissions.bed_charge.posted.v1", h.on_bed_charge_posted),
-        ("billing_ward_updated", "his.admissions.ward.updated.v1", h.on_ward_updated),
+    subscriptions = (
+        *replica.subscriptions("billing"),  # the patient directory\'s replica (his.clients.replica)
+        Subscription.of("billing_coverage_changed", CoverageChanged, h.on_coverage_changed),
+        Subscription.of("billing_admitted", PatientAdmitted, h.on_admitted),
+        Subscription.of("billing_bed_charge_posted", BedChargePosted, h.on_bed_charge_posted),
+        Subscription.of("billing_ward_updated", WardUpdated, h.on_ward_updated),
         # Same stream as the bed nights, after all of them: the admission's invoice is complete.
-        ("billing_discharged", "his.admissions.admission.discharged.v1", h.on_discharged),
-        ("billing_appointment_completed", "his.scheduling.appointment.completed.v1", h.on_appointment_completed),
-        ("billing_appointment_cancelled", "his.scheduling.appointment.cancelled.v1", h.on_appointment_cancelled),
-        ("billing_lab_order_resulted", "his.laboratory.order.resulted.v1", h.on_lab_order_resulted),
-        ("billing_lab_order_cancelled", "his.laboratory.order.cancelled.v1", h.on_lab_order_cancelled),
-        ("billing_stock_consumed", "his.inventory.stock.consumed.v1", h.on_stock_consumed),
+        Subscription.of("billing_discharged", PatientDischarged, h.on_discharged),
+        Subscription.of("billing_appointment_completed", AppointmentCompleted, h.on_appointment_completed),
+        Subscription.of("billing_appointment_cancelled", AppointmentCancelled, h.on_appointment_cancelled),
+        Subscription.of("billing_lab_order_resulted", LabOrderResulted, h.on_lab_order_resulted),
+        Subscription.of("billing_lab_order_cancelled", LabOrderCancelled, h.on_lab_order_cancelled),
+        Subscription.of("billing_stock_consumed", StockConsumed, h.on_stock_consumed),
     )
     return ServiceDefinition(
         name="billing",
         combine_reads=batch_accesses,
-        subscriptions=tuple(Subscription(name, subject, handler) for name, subject, handler in consumed),
+        subscriptions=subscriptions,
         routes=routes,
         background=background,
         grpc_services=grpc_services,

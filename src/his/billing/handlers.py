@@ -70,12 +70,12 @@ from his.events.billing import (
 )
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabOrderCancelled, LabOrderResulted
-from his.events.patients import CoverageChanged, InvitationRedeemed, PatientRegistered
+from his.events.patients import CoverageChanged
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.config import Settings
 from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
-from his.kernel.events import Envelope, Event
+from his.kernel.events import Envelope
 
 ISSUED = Counter("his_invoices_issued_total", "Invoices issued (counted after their commit)")
 
@@ -118,14 +118,7 @@ class Item:
 # --- patients and coverage ---------------------------------------------------------------------
 
 
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Remember which account owns each patient (a patient reads only their own invoices)."""
-    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
-        raise PermanentError(f"unexpected event {env.type}")
-    await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
-
-
-async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: CoverageChanged) -> None:
     """Add to the patient's coverage history; an invoice uses the payer valid on its service date.
 
     A payer billing has no plan for is recorded too (it is what patients holds), so that nothing
@@ -133,8 +126,6 @@ async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: Event) -> None
     until the coverage is corrected. Changes of one day are ordered by when patients made them
     (the event's time), so a stale change replayed from the DLQ never overrides a later correction.
     """
-    if not isinstance(ev, CoverageChanged):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id, changed_at=env.time)
     # Invoices already issued for services the new coverage applies to were split under another
     # plan (coverage travels on patients' stream, charges on others: it can arrive after them).
@@ -159,10 +150,8 @@ async def plan_on(uow: UnitOfWork, patient_id: uuid.UUID, day: date, plans: dict
         ) from None
 
 
-async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> None:
     """Remember a ward's corrected tariff (see ``on_bed_charge_posted``)."""
-    if not isinstance(ev, WardUpdated):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.add_ward_tariff(
         uow.conn,
         env.id,
@@ -179,20 +168,16 @@ async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
 # --- encounters --------------------------------------------------------------------------------
 
 
-async def on_admitted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, PatientAdmitted):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_admitted(uow: UnitOfWork, env: Envelope, ev: PatientAdmitted) -> None:
     enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
     await store.admitted(uow.conn, enc["id"], ev.admitted_at)
     await adopt(uow, {**enc, "started_at": ev.admitted_at})
 
 
-async def on_discharged(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_discharged(uow: UnitOfWork, env: Envelope, ev: PatientDischarged) -> None:
     """Close the admission and issue the invoice that collected its charges, once every bed night
     the discharge counts has arrived (bed nights and discharges are separate consumers, so the
     discharge may be applied first; the last bed night then closes the admission)."""
-    if not isinstance(ev, PatientDischarged):
-        raise PermanentError(f"unexpected event {env.type}")
     enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
     await store.discharged(uow.conn, enc["id"], ev.discharged_at, ev.nights)
     await adopt(uow, {**enc, "started_at": ev.admitted_at, "ended_at": ev.discharged_at})
@@ -216,22 +201,18 @@ async def _priced(uow: UnitOfWork, code: str, on: date, quantity: Decimal, key: 
     return Item(key, code, line["category"], quantity, line["amount"], line["currency"])
 
 
-async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: AppointmentCompleted) -> None:
     """Charge the appointment's service at the price list's price on its date."""
-    if not isinstance(ev, AppointmentCompleted):
-        raise PermanentError(f"unexpected event {env.type}")
     item = await _priced(uow, f"consultation.{ev.service}", day_of(ev.start), Decimal(1), "service")
     await capture(uow, ev.patient_id, ("appointment", ev.appointment_id), ev.start, [item])
 
 
-async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePosted) -> None:
     """A bed night at the ward's rate (admissions owns the tariff), on its admission's invoice.
 
     A night posted in a currency billing does not invoice in (a ward entered before currencies
     were checked) is billed at the ward's tariff as admissions corrected it after the posting;
     without such a correction it dead-letters, to be replayed once the ward is corrected."""
-    if not isinstance(ev, BedChargePosted):
-        raise PermanentError(f"unexpected event {env.type}")
     at = datetime.combine(ev.night, time(12), tzinfo=zone())
     ward_type, amount, currency = ev.ward_type, ev.amount, ev.currency
     known = billable_currencies(await store.plans(uow.conn))
@@ -243,10 +224,8 @@ async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: Event) -> Non
     await capture(uow, ev.patient_id, ("bed_charge", ev.charge_id), at, [item], admission=ev.admission_id)
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
     """One line per test at the catalogue price the laboratory put on the event."""
-    if not isinstance(ev, LabOrderResulted):
-        raise PermanentError(f"unexpected event {env.type}")
     items = [
         Item(f"{i}", f"lab.{c.code}", "laboratory", Decimal(1), c.amount, c.currency) for i, c in enumerate(ev.charges)
     ]
@@ -254,10 +233,8 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> No
         await capture(uow, ev.patient_id, ("lab_order", ev.order_id), ev.resulted_at, items)
 
 
-async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: StockConsumed) -> None:
     """Chargeable stock used for a patient: ``item.<code>`` at the price list's price × quantity."""
-    if not isinstance(ev, StockConsumed):
-        raise PermanentError(f"unexpected event {env.type}")
     if not ev.chargeable or ev.patient_id is None:
         return
     qty = ev.quantity.quantize(Decimal("0.0001"))  # as stored
@@ -461,15 +438,11 @@ def _claim_event(model: type[ClaimEvent], claim: dict[str, Any]) -> ClaimEvent:
 # --- cancellations -----------------------------------------------------------------------------
 
 
-async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, AppointmentCancelled):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
     await void_source(uow, "appointment", ev.appointment_id)
 
 
-async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, LabOrderCancelled):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: LabOrderCancelled) -> None:
     await void_source(uow, "lab_order", ev.order_id)
 
 

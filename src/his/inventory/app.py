@@ -24,6 +24,7 @@ def routes(ctx: ServiceContext) -> APIRouter:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.laboratory import LabOrderResulted
     from his.inventory import handlers
 
     zone = ZoneInfo(ServiceSettings().timezone)
@@ -31,9 +32,9 @@ def build() -> ServiceDefinition:
         name="inventory",
         subscriptions=(
             # Reagents are used when an order is resulted: once per order, short stock back-ordered.
-            Subscription(
+            Subscription.of(
                 "inventory_lab_reagents",
-                "his.laboratory.order.resulted.v1",
+                LabOrderResulted,
                 handlers.make_on_lab_order_resulted(zone),
             ),
         ),

@@ -10,6 +10,7 @@ alert fires once per crossing of the threshold.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -31,7 +32,6 @@ from his.inventory.domain import (
     low_stock,
     plain,
 )
-from his.kernel.consumer import Handler, PermanentError
 from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
 
@@ -267,16 +267,16 @@ def today_in(zone: ZoneInfo, now: datetime) -> date:
     return now.astimezone(zone).date()
 
 
-def make_on_lab_order_resulted(zone: ZoneInfo) -> Handler:
+def make_on_lab_order_resulted(zone: ZoneInfo) -> Callable[[UnitOfWork, Envelope, LabOrderResulted], Awaitable[None]]:
     """The consumer of ``his.laboratory.order.resulted.v1`` for the hospital's time zone."""
 
-    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
         await use_reagents(uow, env, ev, today_in(zone, uow.clock()))
 
     return on_lab_order_resulted
 
 
-async def use_reagents(uow: UnitOfWork, env: Envelope, ev: Event, today: date) -> None:
+async def use_reagents(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted, today: date) -> None:
     """Consume the reagents of a resulted order's tests at LAB, first-expiring first, not charged.
 
     A shortfall never fails the consumer and never goes negative: that item is back-ordered
@@ -284,8 +284,6 @@ async def use_reagents(uow: UnitOfWork, env: Envelope, ev: Event, today: date) -
     inbox skips a redelivered event, and an item already consumed or back-ordered for the order
     (a replay under another event id) is skipped; a unique key on (source, item) is the backstop.
     """
-    if not isinstance(ev, LabOrderResulted):
-        raise PermanentError(f"unexpected event {env.type}")
     codes = sorted({r.code for r in ev.results})
     if not codes:
         return

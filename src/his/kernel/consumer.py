@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -40,6 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import nats.errors
@@ -62,6 +64,7 @@ log = logging.getLogger("his.consumer")
 PROGRESS_SHARE = 1 / 3
 
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+Ev = TypeVar("Ev", bound=Event)
 
 INBOX_INSERT = """
 INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
@@ -108,6 +111,22 @@ class Subscription:
 
     def delay(self, delivered: int) -> float:
         return self.backoff[min(max(delivered, 1), len(self.backoff)) - 1]
+
+    @classmethod
+    def of(
+        cls, name: str, event: type[Ev], handler: Callable[[UnitOfWork, Envelope, Ev], Awaitable[None]], **options: Any
+    ) -> Subscription:
+        """A durable consumer of ``event`` (its model): the handler gets that model, typed, and
+        anything else arriving on the subscription is a ``PermanentError`` before the handler
+        runs (the guard every handler once wrote for itself)."""
+
+        @functools.wraps(handler)
+        async def typed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+            if not isinstance(ev, event):
+                raise PermanentError(f"unexpected event {env.type} on {name} (it takes {event.type})")
+            await handler(uow, env, ev)
+
+        return cls(name, event.type, typed, **options)
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceContext, ServiceDefinition
 
 
@@ -20,19 +19,14 @@ def routes(ctx: ServiceContext) -> APIRouter:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.clients import replica
     from his.events.audit import batch_accesses
-    from his.laboratory import handlers
 
     return ServiceDefinition(
         name="laboratory",
         combine_reads=batch_accesses,
         subscriptions=(
-            Subscription(
-                "laboratory_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
-            ),
-            Subscription(
-                "laboratory_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
-            ),
+            *replica.subscriptions("laboratory"),  # the patient directory\'s replica (his.clients.replica)
         ),
         routes=routes,
         description="Test catalogue with prices, lab orders and their results.",

@@ -11,12 +11,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from his.clients import replica
 from his.clients.patients import PatientLookup, PatientRef
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
-from his.events.patients import InvitationRedeemed, PatientRegistered
-from his.kernel.consumer import PermanentError
 from his.kernel.db import Database, UnitOfWork
-from his.kernel.events import Envelope, Event
 from his.laboratory import store
 from his.laboratory.domain import (
     Action,
@@ -37,12 +35,8 @@ class UnknownError(LookupError):
 
 
 async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
-    """A patient known from ``patient.registered`` events, else asked of patients (authoritative)."""
-    async with db.pool.acquire() as conn:
-        row = await store.known_patient(conn, patient_id)
-    if row is not None:
-        return PatientRef(row["patient_id"], row["account_id"])
-    ref = await lookup.find(patient_id)
+    """A patient known from patients' events, else asked of patients (authoritative)."""
+    ref = await replica.resolve(db, lookup, patient_id)
     if ref is None:
         raise UnknownError("patient not found")
     return ref
@@ -53,7 +47,7 @@ async def place(
 ) -> dict[str, Any]:
     """Place an order for a known patient; publishes ``LabOrderPlaced``."""
     codes = check_order(tests, await store.catalogue(uow.conn))
-    await store.remember_patient(uow.conn, ref.patient_id, ref.account_id)
+    await replica.remember(uow.conn, ref.patient_id, ref.account_id)
     oid = uuid.uuid4()
     row = {"id": oid, "patient_id": ref.patient_id, "ordered_by": doctor, "priority": priority.value}
     saved = await store.insert_order(uow.conn, row, codes)
@@ -128,10 +122,3 @@ async def result(
     )
     uow.add(ev, aggregate_id=row["id"], aggregate_version=row["version"])
     return row | {"tests": order["tests"]}, ev
-
-
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Remember which patients exist and which account owns each (a patient reads their own orders)."""
-    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
-        raise PermanentError(f"unexpected event {env.type}")
-    await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)

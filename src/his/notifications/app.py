@@ -43,32 +43,30 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.events.audit import batch_accesses
+    from his.events.laboratory import LabOrderResulted
+    from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
+    from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled, WaitlistOffered
     from his.notifications.api.http import router
-
-    def sub(name: str, event_type: str, handler: Any) -> Subscription:
-        return Subscription(f"notifications_{name}", event_type, handler)
 
     return ServiceDefinition(
         name="notifications",
         combine_reads=batch_accesses,
         subscriptions=(
-            sub("patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered),
-            sub(
-                "emergency_access_granted",
-                "his.patients.emergency_access.granted.v1",
-                handlers.on_emergency_access_granted,
+            Subscription.of("notifications_patient_registered", PatientRegistered, handlers.on_patient_registered),
+            Subscription.of(
+                "notifications_emergency_access_granted", EmergencyAccessGranted, handlers.on_emergency_access_granted
             ),
-            sub("invitation_issued", "his.patients.invitation.issued.v1", handlers.on_invitation_issued),
-            sub("invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_invitation_redeemed),
-            sub("appointment_booked", "his.scheduling.appointment.booked.v1", handlers.on_appointment_booked),
-            sub("appointment_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_appointment_cancelled),
-            sub(
-                "appointment_rescheduled",
-                "his.scheduling.appointment.rescheduled.v1",
-                handlers.on_appointment_rescheduled,
+            Subscription.of("notifications_invitation_issued", InvitationIssued, handlers.on_invitation_issued),
+            Subscription.of("notifications_invitation_redeemed", InvitationRedeemed, handlers.on_invitation_redeemed),
+            Subscription.of("notifications_appointment_booked", AppointmentBooked, handlers.on_appointment_booked),
+            Subscription.of(
+                "notifications_appointment_cancelled", AppointmentCancelled, handlers.on_appointment_cancelled
             ),
-            sub("waitlist_offered", "his.scheduling.waitlist.offered.v1", handlers.on_waitlist_offered),
-            sub("lab_order_resulted", "his.laboratory.order.resulted.v1", handlers.on_lab_order_resulted),
+            Subscription.of(
+                "notifications_appointment_rescheduled", AppointmentRescheduled, handlers.on_appointment_rescheduled
+            ),
+            Subscription.of("notifications_waitlist_offered", WaitlistOffered, handlers.on_waitlist_offered),
+            Subscription.of("notifications_lab_order_resulted", LabOrderResulted, handlers.on_lab_order_resulted),
         ),
         routes=router,
         background=background,

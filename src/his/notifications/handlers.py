@@ -20,9 +20,8 @@ from his.events.scheduling import (
     AppointmentRescheduled,
     WaitlistOffered,
 )
-from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork
-from his.kernel.events import Envelope, Event
+from his.kernel.events import Envelope
 from his.notifications import store
 from his.notifications.domain import INVITATION, reminder_due
 
@@ -79,20 +78,16 @@ def _appointment(ev: AppointmentEvent) -> dict[str, Any]:
     return {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service}
 
 
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegistered) -> None:
     """Welcome a newly registered patient; remember which account owns the record."""
-    if not isinstance(ev, PatientRegistered):
-        raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.link_account(uow.conn, ev.patient_id, ev.account_id)
     await _queue(uow, env, ev.patient_id, "welcome")
 
 
-async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: InvitationIssued) -> None:
     """Send a portal invitation on the channel reception chose. The delivery holds the invitation's
     id, never its code: the dispatcher asks patients for the code when it sends the message."""
-    if not isinstance(ev, InvitationIssued):
-        raise PermanentError(f"unexpected event {env.type}")
     now = uow.clock()
     await store.queue(
         uow.conn,
@@ -109,17 +104,13 @@ async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: Event) -> Non
     )
 
 
-async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: InvitationRedeemed) -> None:
     """The patient linked their record to their own account: they may now read its deliveries."""
-    if not isinstance(ev, InvitationRedeemed):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.link_account(uow.conn, ev.patient_id, ev.account_id)
 
 
-async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: AppointmentBooked) -> None:
     """Confirm the booking now, and remind 24 hours before (once per appointment time)."""
-    if not isinstance(ev, AppointmentBooked):
-        raise PermanentError(f"unexpected event {env.type}")
     messages: list[tuple[str, datetime | None, dict[str, Any]]] = [("appointment_booked", None, _appointment(ev))]
     due = reminder_due(ev.start, uow.clock())
     if due is not None:
@@ -127,18 +118,14 @@ async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: Event) -> No
     await _queue_all(uow, env, ev.patient_id, ev.appointment_id, messages)
 
 
-async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, AppointmentCancelled):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
     await store.cancel_reminders(uow.conn, ev.appointment_id)
     await _queue(
         uow, env, ev.patient_id, "appointment_cancelled", appointment_id=ev.appointment_id, context=_appointment(ev)
     )
 
 
-async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, AppointmentRescheduled):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: AppointmentRescheduled) -> None:
     await store.cancel_reminders(uow.conn, ev.appointment_id)
     ctx = _appointment(ev) | {"previous_start": ev.previous_start.isoformat()}
     await _queue(uow, env, ev.patient_id, "appointment_rescheduled", appointment_id=ev.appointment_id, context=ctx)
@@ -155,9 +142,7 @@ async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Event) 
         )
 
 
-async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    if not isinstance(ev, WaitlistOffered):
-        raise PermanentError(f"unexpected event {env.type}")
+async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: WaitlistOffered) -> None:
     ctx = {
         "start": ev.start.isoformat(),
         "end": ev.end.isoformat(),
@@ -167,10 +152,8 @@ async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: Event) -> None
     await _queue(uow, env, ev.patient_id, "waitlist_offer", context=ctx)
 
 
-async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: EmergencyAccessGranted) -> None:
     """Alert administrators that a clinician broke the glass (ids and expiry only)."""
-    if not isinstance(ev, EmergencyAccessGranted):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.raise_alert(
         uow.conn,
         kind="break_glass",
@@ -187,11 +170,9 @@ async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Event)
     )
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
     """Alert the ordering doctor to an abnormal or critical result: ids, codes and flags only,
     once per order. Normal results raise nothing."""
-    if not isinstance(ev, LabOrderResulted):
-        raise PermanentError(f"unexpected event {env.type}")
     if not (ev.abnormal or ev.critical):
         return
     flagged = [{"code": r.code, "flag": r.flag} for r in ev.results if r.flag != "N"]

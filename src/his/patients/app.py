@@ -15,7 +15,12 @@ from his.patients.settings import PatientsSettings
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.admissions import PatientAdmitted, PatientDischarged
     from his.events.audit import batch_accesses
+    from his.events.identity import UserRegistered
+    from his.events.laboratory import LabOrderResulted
+    from his.events.practitioners import PractitionerRegistered
+    from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 
     settings = PatientsSettings()
 
@@ -48,29 +53,19 @@ def build() -> ServiceDefinition:
     return ServiceDefinition(
         name="patients",
         subscriptions=(
-            Subscription("patients_user_registered", "his.identity.user.registered.v1", handlers.on_user_registered),
-            Subscription(
-                "patients_lab_order_resulted", "his.laboratory.order.resulted.v1", handlers.on_lab_order_resulted
-            ),
+            Subscription.of("patients_user_registered", UserRegistered, handlers.on_user_registered),
+            Subscription.of("patients_lab_order_resulted", LabOrderResulted, handlers.on_lab_order_resulted),
             # Care that follows from appointments and admissions, and whose account a practitioner is.
-            Subscription(
+            Subscription.of(
                 "patients_practitioner_registered",
-                "his.practitioners.practitioner.registered.v1",
+                PractitionerRegistered,
                 handlers.on_practitioner_registered,
             ),
-            Subscription(
-                "patients_appointment_booked", "his.scheduling.appointment.booked.v1", handlers.on_appointment
-            ),
-            Subscription(
-                "patients_appointment_rescheduled", "his.scheduling.appointment.rescheduled.v1", handlers.on_appointment
-            ),
-            Subscription(
-                "patients_appointment_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_appointment
-            ),
-            Subscription("patients_admission_admitted", "his.admissions.admission.admitted.v1", handlers.on_admission),
-            Subscription(
-                "patients_admission_discharged", "his.admissions.admission.discharged.v1", handlers.on_admission
-            ),
+            Subscription.of("patients_appointment_booked", AppointmentBooked, handlers.on_appointment),
+            Subscription.of("patients_appointment_rescheduled", AppointmentRescheduled, handlers.on_appointment),
+            Subscription.of("patients_appointment_cancelled", AppointmentCancelled, handlers.on_appointment),
+            Subscription.of("patients_admission_admitted", PatientAdmitted, handlers.on_admission),
+            Subscription.of("patients_admission_discharged", PatientDischarged, handlers.on_admission),
         ),
         routes=routes,
         grpc_services=grpc_services,

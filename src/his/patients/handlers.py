@@ -148,27 +148,23 @@ async def grant_emergency_access(
     return EmergencyGrant(grant_id, patient_id, expires_at)
 
 
-async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: UserRegistered) -> None:
     """Remember clinician accounts, so care relationships can name only real clinicians."""
-    if not isinstance(ev, UserRegistered):
-        raise PermanentError(f"unexpected event {env.type}")
     if CLINICIANS.intersection(ev.roles):
         await store.remember_clinician(uow.conn, ev.user_id, sorted(ev.roles))
 
 
-async def on_practitioner_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_practitioner_registered(uow: UnitOfWork, env: Envelope, ev: PractitionerRegistered) -> None:
     """Remember which user account a practitioner is, so their appointments and admissions name a user."""
-    if not isinstance(ev, PractitionerRegistered):
-        raise PermanentError(f"unexpected event {env.type}")
     if ev.account_id is not None:
         await store.remember_practitioner(uow.conn, ev.practitioner_id, ev.account_id)
 
 
-async def on_appointment(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_appointment(
+    uow: UnitOfWork, env: Envelope, ev: AppointmentBooked | AppointmentRescheduled | AppointmentCancelled
+) -> None:
     """A booked, moved or cancelled appointment puts its practitioner in the patient's care from
     the booking to ``CARE_AFTER`` past its end, or ends that at the cancellation."""
-    if not isinstance(ev, AppointmentBooked | AppointmentRescheduled | AppointmentCancelled):
-        raise PermanentError(f"unexpected event {env.type}")
     await store.merge_appointment_care(
         uow.conn,
         appointment_id=ev.appointment_id,
@@ -245,11 +241,9 @@ async def update_patient(
     return changed
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
     """Copy a resulted order's results into the patient's chart, once (the inbox skips a
     redelivered event; the (order, test) key keeps results that are already there)."""
-    if not isinstance(ev, LabOrderResulted):
-        raise PermanentError(f"unexpected event {env.type}")
     if await store.get_patient(uow.conn, ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
     rows = [

@@ -9,14 +9,14 @@ from his.practitioners.api.http import router
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 
     return ServiceDefinition(
         name="practitioners",
-        subscriptions=tuple(
-            Subscription(
-                f"practitioners_{event}", f"his.scheduling.appointment.{event}.v1", handlers.on_appointment_changed
-            )
-            for event in ("booked", "cancelled", "rescheduled")
+        subscriptions=(
+            Subscription.of("practitioners_booked", AppointmentBooked, handlers.on_appointment_changed),
+            Subscription.of("practitioners_cancelled", AppointmentCancelled, handlers.on_appointment_changed),
+            Subscription.of("practitioners_rescheduled", AppointmentRescheduled, handlers.on_appointment_changed),
         ),
         routes=router,
         grpc_services=grpc.services,

@@ -23,27 +23,20 @@ def routes(ctx: ServiceContext) -> APIRouter:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.clients import replica
     from his.events.audit import batch_accesses
+    from his.events.scheduling import AppointmentCancelled, AppointmentRescheduled
     from his.scheduling import handlers
 
     return ServiceDefinition(
         name="scheduling",
         combine_reads=batch_accesses,
         subscriptions=(
-            Subscription(
-                "scheduling_patient_registered", "his.patients.patient.registered.v1", handlers.on_patient_registered
-            ),
-            Subscription(
-                "scheduling_invitation_redeemed", "his.patients.invitation.redeemed.v1", handlers.on_patient_registered
-            ),
+            *replica.subscriptions("scheduling"),  # the patient directory\'s replica (his.clients.replica)
             # Freed time goes to the waitlist: the service consumes its own events, so an offer is
             # made once per freed slot even across crashes (inbox), never inside the cancel request.
-            Subscription(
-                "scheduling_offer_cancelled", "his.scheduling.appointment.cancelled.v1", handlers.on_slot_freed
-            ),
-            Subscription(
-                "scheduling_offer_rescheduled", "his.scheduling.appointment.rescheduled.v1", handlers.on_slot_freed
-            ),
+            Subscription.of("scheduling_offer_cancelled", AppointmentCancelled, handlers.on_slot_freed),
+            Subscription.of("scheduling_offer_rescheduled", AppointmentRescheduled, handlers.on_slot_freed),
         ),
         routes=routes,
         description="Slots, appointments that never collide, and the waitlist.",

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from his.events.patients import InvitationRedeemed, PatientRegistered
+from his.clients import replica
 from his.events.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -62,12 +62,8 @@ class Booking:
 
 
 async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
-    """A patient known from ``patient.registered`` events, else asked of patients (authoritative)."""
-    async with db.pool.acquire() as conn:
-        row = await store.known_patient(conn, patient_id)
-    if row is not None:
-        return PatientRef(row["patient_id"], row["account_id"])
-    ref = await lookup.find(patient_id)
+    """A patient known from patients' events, else asked of patients (authoritative)."""
+    ref = await replica.resolve(db, lookup, patient_id)
     if ref is None:
         raise UnknownError("patient not found")
     return ref
@@ -197,13 +193,6 @@ async def free_slots(
     async with db.pool.acquire() as conn:
         taken = await store.busy(conn, practitioner_id, day)
     return slots(subtract(working, taken), length, not_before=db.clock())
-
-
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """Remember which patients exist and which account owns each (for the patient's own bookings)."""
-    if not isinstance(ev, PatientRegistered | InvitationRedeemed):  # redeemed: the account is linked now
-        raise PermanentError(f"unexpected event {env.type}")
-    await store.remember_patient(uow.conn, ev.patient_id, ev.account_id)
 
 
 #: How long a waitlisted patient has to take up an offered slot (never past the slot's start).

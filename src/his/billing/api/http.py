@@ -27,6 +27,7 @@ from his.billing.domain import BillingError, ClaimAction, ClaimStatus, InvalidTr
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
 from his.billing.policy import STAFF, Operation
 from his.billing.store import online as online_store
+from his.clients import replica
 from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_access, record_workload_access
@@ -122,7 +123,7 @@ def router(
         rel = NONE
         if policy.RULES[op].needs_relationship(who.roles):
             async with ctx.db.pool.acquire() as conn:
-                account = await store.account_of(conn, patient_id)
+                account = await replica.account_of(conn, patient_id)
             rel = Relationship(owner=account is not None and str(account) == who.subject)
         return policy.decide(op, who.roles, rel)
 
@@ -256,7 +257,7 @@ def router(
         elif who.has_any("PATIENT"):
             decision = policy.decide(Operation.READ_INVOICES, who.roles, Relationship(owner=True))
             async with ctx.db.pool.acquire() as conn:
-                ids = await store.patients_of_account(conn, uuid.UUID(who.subject))
+                ids = await replica.patients_of_account(conn, uuid.UUID(who.subject))
         else:
             raise HTTPException(403, "not allowed for your role")
         async with ctx.db.read() as uow:

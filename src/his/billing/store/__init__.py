@@ -97,27 +97,6 @@ async def add_price_version(
 # --- patients and their coverage -------------------------------------------------------------
 
 
-async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
-    await conn.execute(
-        """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
-           ON CONFLICT (patient_id)
-           DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
-        patient_id,
-        account_id,
-    )
-
-
-async def account_of(conn: Connection, patient_id: uuid.UUID) -> uuid.UUID | None:
-    account: uuid.UUID | None = await conn.fetchval(
-        "SELECT account_id FROM known_patient WHERE patient_id = $1", patient_id
-    )
-    return account
-
-
-async def patients_of_account(conn: Connection, account_id: uuid.UUID) -> list[uuid.UUID]:
-    return [r[0] for r in await conn.fetch("SELECT patient_id FROM known_patient WHERE account_id = $1", account_id)]
-
-
 async def add_coverage(
     conn: Connection,
     patient_id: uuid.UUID,

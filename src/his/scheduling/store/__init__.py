@@ -132,21 +132,6 @@ async def appointments_of_patient(conn: Connection, patient_id: uuid.UUID, limit
     return [dict(r) for r in rows]
 
 
-async def remember_patient(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
-    await conn.execute(
-        """INSERT INTO known_patient (patient_id, account_id) VALUES ($1, $2)
-           ON CONFLICT (patient_id)
-           DO UPDATE SET account_id = COALESCE(EXCLUDED.account_id, known_patient.account_id)""",
-        patient_id,
-        account_id,
-    )
-
-
-async def known_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT patient_id, account_id FROM known_patient WHERE patient_id = $1", patient_id)
-    return dict(row) if row else None
-
-
 def as_json(row: dict[str, Any]) -> dict[str, Any]:
     span = as_interval(row["during"])
     return {
