@@ -29,11 +29,26 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+
+class Role(StrEnum):
+    """The roles a user account holds (identity issues them in the access token). A member
+    equals its name as a string, so a token's roles are compared with them as they come."""
+
+    ADMIN = "ADMIN"
+    RECEPTIONIST = "RECEPTIONIST"
+    DOCTOR = "DOCTOR"
+    NURSE = "NURSE"
+    LAB_TECH = "LAB_TECH"
+    BILLING = "BILLING"
+    PATIENT = "PATIENT"
+    AUDITOR = "AUDITOR"
+
+
 #: Every role but PATIENT: people who work with every patient's records, so a refusal may tell
 #: them an object exists (403 instead of 404).
-STAFF = frozenset({"ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR"})
+STAFF = frozenset(Role) - {Role.PATIENT}
 #: Roles that reach a patient only through a care relationship or an emergency grant.
-CLINICIANS = frozenset({"DOCTOR", "NURSE"})
+CLINICIANS = frozenset({Role.DOCTOR, Role.NURSE})
 
 #: Audit purposes of the three relationships (a rule names the purpose of access by role).
 OWN_RECORD = "own_record"

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from his.access import Role
 from his.identity.api.http import router
-from his.identity.domain import InvalidCredentialsError, Role
+from his.identity.domain import InvalidCredentialsError
 from his.identity.handlers import Identity, KeyRing, Registrations, Throttle, ThrottledError
 from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems

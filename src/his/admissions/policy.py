@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import CLINICIANS, Decision, Relationship, Rule, unknown
+from his.access import CLINICIANS, Decision, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 
-ADMITTERS = frozenset({"RECEPTIONIST", "ADMIN"})
+ADMITTERS = frozenset({Role.RECEPTIONIST, Role.ADMIN})
 
 
 class Operation(StrEnum):
@@ -29,7 +29,7 @@ class Operation(StrEnum):
 RULES: dict[Operation, Rule] = {
     Operation.ADMIT: Rule.of(by_role=ADMITTERS),
     Operation.READ: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
-    Operation.READ_CHARGES: Rule.of(by_role=(*ADMITTERS, "BILLING"), with_care=CLINICIANS, purpose="billing"),
+    Operation.READ_CHARGES: Rule.of(by_role=(*ADMITTERS, Role.BILLING), with_care=CLINICIANS, purpose="billing"),
     Operation.TRANSFER: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
     Operation.DISCHARGE: Rule.of(by_role=ADMITTERS, with_care=CLINICIANS),
 }

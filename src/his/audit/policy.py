@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import Decision, Relationship, Rule
+from his.access import Decision, Relationship, Role, Rule
 from his.access import decide as _decide
 
 
@@ -19,7 +19,7 @@ class Operation(StrEnum):
 
 
 RULES: dict[Operation, Rule] = {
-    Operation.READ_TRAIL: Rule.of(by_role=("AUDITOR", "ADMIN"), owner=True, purpose="oversight"),
+    Operation.READ_TRAIL: Rule.of(by_role=(Role.AUDITOR, Role.ADMIN), owner=True, purpose="oversight"),
 }
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import Decision, Relationship, Rule, unknown
+from his.access import Decision, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 
-STAFF = frozenset({"BILLING", "ADMIN"})
+STAFF = frozenset({Role.BILLING, Role.ADMIN})
 
 
 class Operation(StrEnum):
@@ -33,7 +33,7 @@ class Operation(StrEnum):
 
 RULES: dict[Operation, Rule] = {
     Operation.READ_INVOICES: Rule.of(by_role=STAFF, owner=True, purpose="billing"),
-    Operation.PAY: Rule.of(by_role=("BILLING",), purpose="billing"),
+    Operation.PAY: Rule.of(by_role=(Role.BILLING,), purpose="billing"),
     Operation.PAY_ONLINE: Rule.of(owner=True, purpose="billing"),
     Operation.REFUND: Rule.of(by_role=STAFF, purpose="billing"),
     Operation.ACCOUNTS: Rule.of(by_role=STAFF, purpose="billing"),

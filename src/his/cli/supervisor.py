@@ -502,7 +502,8 @@ async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
 
 async def ensure_admin(stack: Stack) -> None:
     """On first start, create the administrator (from HIS_ADMIN_* or with a generated password)."""
-    from his.identity.domain import ADMIN_FULL_NAME, Role, WeakPasswordError
+    from his.access import Role
+    from his.identity.domain import ADMIN_FULL_NAME, WeakPasswordError
     from his.identity.handlers import Identity, KeyRing
     from his.kernel.db import Database
 

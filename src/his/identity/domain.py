@@ -11,20 +11,6 @@ from enum import StrEnum
 from importlib import resources
 
 
-class Role(StrEnum):
-    ADMIN = "ADMIN"
-    RECEPTIONIST = "RECEPTIONIST"
-    DOCTOR = "DOCTOR"
-    NURSE = "NURSE"
-    LAB_TECH = "LAB_TECH"
-    BILLING = "BILLING"
-    PATIENT = "PATIENT"
-    AUDITOR = "AUDITOR"
-
-
-STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
-
-
 class InvalidCredentialsError(ValueError):
     """Unknown user or wrong password: callers must not be told which."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from his.access import Role
 from his.events.identity import UserRegistered
 from his.identity import store
 from his.identity.domain import (
@@ -22,7 +23,6 @@ from his.identity.domain import (
     InvalidCredentialsError,
     PasswordPolicy,
     RefreshOutcome,
-    Role,
     WeakPasswordError,
     judge_refresh,
     normalise_email,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import CLINICIANS, Decision, Relationship, Rule
+from his.access import CLINICIANS, Decision, Relationship, Role, Rule
 from his.access import decide as _decide
 
-BY_ROLE = frozenset({"LAB_TECH", "ADMIN"})
+BY_ROLE = frozenset({Role.LAB_TECH, Role.ADMIN})
 #: Who uses stock at all.
 CONSUMERS = BY_ROLE | CLINICIANS
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import CARE, CLINICIANS, Basis, Decision, Refusal, Relationship, Rule, unknown
+from his.access import CARE, CLINICIANS, Basis, Decision, Refusal, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 from his.laboratory.domain import Action
 
-TECHNICIANS = frozenset({"LAB_TECH"})
+TECHNICIANS = frozenset({Role.LAB_TECH})
 
 
 class Operation(StrEnum):
@@ -31,12 +31,12 @@ class Operation(StrEnum):
 
 
 RULES: dict[Operation, Rule] = {
-    Operation.PLACE: Rule.of(with_care=("DOCTOR",)),
+    Operation.PLACE: Rule.of(with_care=(Role.DOCTOR,)),
     Operation.READ: Rule.of(by_role=TECHNICIANS, with_care=CLINICIANS, owner=True),
-    Operation.COLLECT: Rule.of(by_role=TECHNICIANS, with_care=("NURSE",)),
+    Operation.COLLECT: Rule.of(by_role=TECHNICIANS, with_care=(Role.NURSE,)),
     Operation.START: Rule.of(by_role=TECHNICIANS),
     Operation.RESULT: Rule.of(by_role=TECHNICIANS),
-    Operation.CANCEL: Rule.of(by_role=(*TECHNICIANS, "ADMIN")),
+    Operation.CANCEL: Rule.of(by_role=(*TECHNICIANS, Role.ADMIN)),
 }
 
 #: The operation of each step of an order.
@@ -56,7 +56,7 @@ def decide(op: Operation, roles: Iterable[str], rel: Relationship, *, placed_it:
     ``placed_it``: the caller is the DOCTOR who placed the order in question.
     """
     held = frozenset(roles)
-    ordering = "DOCTOR" in held and op in ORDERING_DOCTOR
+    ordering = Role.DOCTOR in held and op in ORDERING_DOCTOR
     if ordering and placed_it:
         return Decision(CARE, basis=Basis.CARE)
     decision = _decide(RULES[op], held, rel)
@@ -68,7 +68,7 @@ def decide(op: Operation, roles: Iterable[str], rel: Relationship, *, placed_it:
 def needs_relationship(op: Operation, roles: Iterable[str], *, placed_it: bool = False) -> bool:
     """Whether the decision depends on the caller's relationship to the patient."""
     held = frozenset(roles)
-    if placed_it and "DOCTOR" in held and op in ORDERING_DOCTOR:
+    if placed_it and Role.DOCTOR in held and op in ORDERING_DOCTOR:
         return False
     return RULES[op].needs_relationship(held)
 
@@ -76,7 +76,7 @@ def needs_relationship(op: Operation, roles: Iterable[str], *, placed_it: bool =
 def may_ever(op: Operation, roles: Iterable[str]) -> bool:
     """Whether these roles may perform ``op`` on some order (else: 403 whatever the id)."""
     held = frozenset(roles)
-    return RULES[op].admits(held) or ("DOCTOR" in held and op in ORDERING_DOCTOR)
+    return RULES[op].admits(held) or (Role.DOCTOR in held and op in ORDERING_DOCTOR)
 
 
 def not_found(op: Operation, roles: Iterable[str]) -> Decision:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import Decision, Relationship, Rule
+from his.access import Decision, Relationship, Role, Rule
 from his.access import decide as _decide
 
 
@@ -22,8 +22,8 @@ class Operation(StrEnum):
 
 
 RULES: dict[Operation, Rule] = {
-    Operation.READ_HISTORY: Rule.of(by_role=("ADMIN",), owner=True, purpose="administration"),
-    Operation.PREFERENCES: Rule.of(by_role=("RECEPTIONIST", "ADMIN"), owner=True),
+    Operation.READ_HISTORY: Rule.of(by_role=(Role.ADMIN,), owner=True, purpose="administration"),
+    Operation.PREFERENCES: Rule.of(by_role=(Role.RECEPTIONIST, Role.ADMIN), owner=True),
 }
 
 

@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import CLINICIANS, Decision, Refusal, Relationship, Rule, unknown
+from his.access import CLINICIANS, Decision, Refusal, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 
 #: Staff whose access to master data follows from their role alone.
-ROLE_BASED = frozenset({"ADMIN", "RECEPTIONIST", "LAB_TECH", "BILLING"})
+ROLE_BASED = frozenset({Role.ADMIN, Role.RECEPTIONIST, Role.LAB_TECH, Role.BILLING})
 #: Who registers patients, corrects their master data and manages care teams.
-REGISTRARS = frozenset({"RECEPTIONIST", "ADMIN"})
+REGISTRARS = frozenset({Role.RECEPTIONIST, Role.ADMIN})
 #: What a patient may change on their own record.
 SELF_SERVICE_FIELDS = frozenset({"email", "phone"})
 
@@ -53,7 +53,7 @@ RULES: dict[Operation, Rule] = {
     Operation.WRITE_CLINICAL: Rule.of(with_care=CLINICIANS),
     Operation.MANAGE_CARE_TEAM: Rule.of(by_role=REGISTRARS, purpose="administration"),
     Operation.BREAK_GLASS: Rule.of(by_role=CLINICIANS, purpose="emergency"),
-    Operation.OVERSEE_GRANTS: Rule.of(by_role=("ADMIN", "AUDITOR"), purpose="oversight"),
+    Operation.OVERSEE_GRANTS: Rule.of(by_role=(Role.ADMIN, Role.AUDITOR), purpose="oversight"),
     Operation.INVITE: Rule.of(by_role=REGISTRARS, purpose="portal_invitation"),
     Operation.SEARCH: Rule.of(by_role=ROLE_BASED | CLINICIANS),
 }

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import Decision, Relationship, Rule, unknown
+from his.access import Decision, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 from his.scheduling.domain import Action
 
-BOOKERS = frozenset({"RECEPTIONIST", "ADMIN"})
+BOOKERS = frozenset({Role.RECEPTIONIST, Role.ADMIN})
 
 
 class Operation(StrEnum):
@@ -33,11 +33,11 @@ class Operation(StrEnum):
 
 RULES: dict[Operation, Rule] = {
     Operation.BOOK: Rule.of(by_role=BOOKERS, owner=True),
-    Operation.READ: Rule.of(by_role=BOOKERS, with_care=("DOCTOR", "NURSE"), owner=True),
+    Operation.READ: Rule.of(by_role=BOOKERS, with_care=(Role.DOCTOR, Role.NURSE), owner=True),
     Operation.RESCHEDULE: Rule.of(by_role=BOOKERS, owner=True),
     Operation.CANCEL: Rule.of(by_role=BOOKERS, owner=True),
-    Operation.CHECK_IN: Rule.of(by_role=BOOKERS, with_care=("NURSE",)),
-    Operation.COMPLETE: Rule.of(by_role=("ADMIN",), with_care=("DOCTOR", "NURSE")),
+    Operation.CHECK_IN: Rule.of(by_role=BOOKERS, with_care=(Role.NURSE,)),
+    Operation.COMPLETE: Rule.of(by_role=(Role.ADMIN,), with_care=(Role.DOCTOR, Role.NURSE)),
     Operation.NO_SHOW: Rule.of(by_role=BOOKERS),
     Operation.WAITLIST: Rule.of(by_role=BOOKERS, owner=True),
 }

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.access import NONE, Decision
+from his.access import NONE, Decision, Role
 from his.admissions import handlers, policy, store
 from his.admissions.domain import (
     MAX_BEDS_PER_WARD,
@@ -40,8 +40,8 @@ from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
-STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR")
-HOUSEKEEPING = ("NURSE", "ADMIN")
+STAFF = (Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR)
+HOUSEKEEPING = (Role.NURSE, Role.ADMIN)
 
 
 class NewWard(BaseModel):
@@ -177,7 +177,7 @@ def router(
         """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
         (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
         is a 422 naming the valid ones."""
-        who = await signed_in(request, ("ADMIN",))
+        who = await signed_in(request, (Role.ADMIN,))
         await billable(body.currency)
         spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
         try:
@@ -193,7 +193,7 @@ def router(
         posted from now on carry the new rate and currency; publishes
         ``his.admissions.ward.updated.v1`` when anything changed. A currency billing does not
         invoice in is a 422 naming the valid ones."""
-        who = await signed_in(request, ("ADMIN",))
+        who = await signed_in(request, (Role.ADMIN,))
         if body.currency is not None:
             await billable(body.currency)
         changes = {"name": body.name, "ward_type": body.type, "daily_rate": body.daily_rate, "currency": body.currency}
@@ -265,7 +265,7 @@ def router(
         """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
         Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
         Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
-        await signed_in(request, ("ADMIN",))
+        await signed_in(request, (Role.ADMIN,))
         if night >= ctx.db.clock().astimezone(zone).date():
             raise HTTPException(422, "only nights before today can be charged")
         summary = await handlers.run_charges(ctx.db, night, zone)

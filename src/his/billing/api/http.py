@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.access import NONE, Decision, Relationship
+from his.access import NONE, Decision, Relationship, Role
 from his.billing import handlers, online, policy, store
 from his.billing.domain import BillingError, ClaimAction, ClaimStatus, InvalidTransitionError, InvoiceStatus
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
@@ -209,7 +209,7 @@ def router(
         """A new price list version (ADMIN): the complete list, in effect from ``effective_from``
         (today or later; prices never change retroactively). 409 if a version starts that day."""
         who = await authenticate(request, tokens)
-        require(who, "ADMIN")
+        require(who, Role.ADMIN)
         if body.effective_from < handlers.today(ctx.db.clock()):
             raise HTTPException(422, "effective_from cannot be in the past")
         codes = [x.code for x in body.lines]
@@ -254,7 +254,7 @@ def router(
             ids: list[uuid.UUID] | None = [patient_id]
         elif who.has_any(*STAFF):
             decision, ids = policy.decide(Operation.READ_INVOICES, who.roles, NONE), None
-        elif who.has_any("PATIENT"):
+        elif who.has_any(Role.PATIENT):
             decision = policy.decide(Operation.READ_INVOICES, who.roles, Relationship(owner=True))
             async with ctx.db.pool.acquire() as conn:
                 ids = await replica.patients_of_account(conn, uuid.UUID(who.subject))
@@ -300,7 +300,7 @@ def router(
         try:
             row, decision = await invoice_for(who, invoice_id, op, "create", kind)
         except ProblemError as exc:
-            if op is Operation.PAY and exc.status == 403 and who.has_any("PATIENT"):
+            if op is Operation.PAY and exc.status == 403 and who.has_any(Role.PATIENT):
                 raise HTTPException(
                     403, f"patients pay online: POST /api/invoices/{invoice_id}/online-payments"
                 ) from None

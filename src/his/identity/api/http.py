@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.identity.domain import InvalidCredentialsError, InvalidEmailError, Role, WeakPasswordError
+from his.access import Role
+from his.identity.domain import InvalidCredentialsError, InvalidEmailError, WeakPasswordError
 from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.passwords import BusyError
 from his.identity.store import EmailTakenError

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
-from his.access import NONE, Decision, Relationship
+from his.access import NONE, Decision, Relationship, Role
 from his.clients.patients import PatientLookup, refused
 from his.events.audit import InventoryRecordAccessed, record_access
 from his.inventory import handlers, policy, store
@@ -48,9 +48,9 @@ from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.security import Principal, TokenVerifier
 from his.kernel.service import ServiceContext
 
-STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "AUDITOR")
-ITEM_ADMINS = ("ADMIN",)
-RECEIVERS = ("ADMIN", "NURSE", "LAB_TECH")
+STAFF = (Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR)
+ITEM_ADMINS = (Role.ADMIN,)
+RECEIVERS = (Role.ADMIN, Role.NURSE, Role.LAB_TECH)
 MAX_ROWS = 500
 
 

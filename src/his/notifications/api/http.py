@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
-from his.access import NONE, Decision, Relationship
+from his.access import NONE, Decision, Relationship, Role
 from his.clients.patients import refused
 from his.events.audit import Action, NotificationsRecordAccessed, record_access
 from his.kernel.auth import authenticate, jwks_verifier, require
@@ -52,9 +52,9 @@ class PreferencesBody(BaseModel):
 
 
 #: Roles that alerts are addressed to as a whole.
-ROLE_AUDIENCES = ("ADMIN",)
+ROLE_AUDIENCES = (Role.ADMIN,)
 #: Roles that receive alerts: administrators, and doctors (their own lab orders' results).
-ALERTED = ("ADMIN", "DOCTOR")
+ALERTED = (Role.ADMIN, Role.DOCTOR)
 
 
 def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.access import NONE, REASON_MAX, REASON_MIN
+from his.access import NONE, REASON_MAX, REASON_MIN, Role
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.kernel.auth import require
 from his.kernel.params import Limit
@@ -23,7 +23,7 @@ from his.patients.domain import (
 )
 from his.patients.policy import Operation, assigning
 
-OVERSIGHT = ("ADMIN", "AUDITOR")
+OVERSIGHT = (Role.ADMIN, Role.AUDITOR)
 SELF_ASSIGNMENT = (
     "you cannot put yourself on a patient's care team: another receptionist or administrator does, or, in an"
     " emergency, request emergency access (audited, flagged and reported)"

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from his.access import Role
 from his.kernel.auth import authenticate, jwks_verifier, require
 from his.kernel.db import retry_aborted
 from his.kernel.intervals import Interval
@@ -24,7 +25,7 @@ from his.kernel.service import ServiceContext
 from his.practitioners import handlers, store
 from his.practitioners.domain import SPECIALTIES, InvalidScheduleError, InvalidTransitionError, LeaveAction
 
-STAFF = ("ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING")
+STAFF = (Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING)
 MAX_WINDOW = timedelta(days=31)
 
 
@@ -81,7 +82,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
     async def create(body: NewPractitioner, request: Request) -> Created:
         """Create a practitioner profile (ADMIN); publishes ``his.practitioners.practitioner.registered.v1``."""
         who = await authenticate(request, tokens)
-        require(who, "ADMIN")
+        require(who, Role.ADMIN)
         try:
             async with ctx.db.uow() as uow:
                 pid = await handlers.register(uow, body.full_name, body.specialty, body.user_id)
@@ -117,7 +118,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         (409 names the shift it collides with); overnight shifts are fine, up to 24 hours."""
         who = await authenticate(request, tokens)
         row = await practitioner(practitioner_id)
-        if not (who.has_any("ADMIN") or is_self(who, row)):
+        if not (who.has_any(Role.ADMIN) or is_self(who, row)):
             raise HTTPException(403, "only ADMIN or the practitioner may add shifts")
 
         async def attempt() -> uuid.UUID:
@@ -155,7 +156,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Request leave (the practitioner, or ADMIN on their behalf); it starts as ``requested``."""
         who = await authenticate(request, tokens)
         row = await practitioner(practitioner_id)
-        if not (who.has_any("ADMIN") or is_self(who, row)):
+        if not (who.has_any(Role.ADMIN) or is_self(who, row)):
             raise HTTPException(403, "only the practitioner or ADMIN may request leave")
         try:
             async with ctx.db.uow() as uow:
@@ -169,7 +170,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         """Leave requests of one practitioner, newest first (the practitioner, or ADMIN)."""
         who = await authenticate(request, tokens)
         row = await practitioner(practitioner_id)
-        if not (who.has_any("ADMIN") or is_self(who, row)):
+        if not (who.has_any(Role.ADMIN) or is_self(who, row)):
             raise HTTPException(403, "leave requests are visible to the practitioner and ADMIN only")
         async with ctx.db.pool.acquire() as conn:
             return {"items": await store.leave_requests(conn, practitioner_id)}
@@ -182,7 +183,7 @@ def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRou
         Approved leave removes availability; an invalid transition answers 409."""
         who = await authenticate(request, tokens)
         row = await practitioner(practitioner_id)
-        allowed = who.has_any("ADMIN") or (action is LeaveAction.CANCEL and is_self(who, row))
+        allowed = who.has_any(Role.ADMIN) or (action is LeaveAction.CANCEL and is_self(who, row))
         if not allowed:
             raise HTTPException(403, f"not allowed to {action.value} this leave request")
         try:
