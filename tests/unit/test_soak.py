@@ -231,3 +231,40 @@ def test_a_service_fault_aims_at_a_request_its_target_answers() -> None:
     assert not busy(Counter(), "gateway")
     inflight["discharge"] += 1
     assert busy(inflight, "admissions")
+
+
+def _desk(answers: list[int]) -> tuple[Any, list[str]]:
+    """A gateway in memory (httpx.MockTransport: no socket): sign-ins answer ``answers`` in turn
+    (200 gives a new token), every other request echoes the token it carried."""
+    import httpx
+
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/auth/login":
+            status = answers.pop(0)
+            return httpx.Response(status, json={"access_token": f"token-{len(answers)}"} if status == 200 else {})
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://gateway"), seen
+
+
+async def test_staff_sign_in_again_once_before_the_token_expires_and_keep_it_when_that_fails() -> None:
+    import asyncio
+
+    from his.reliability.soak import SIGN_IN_AGAIN, Client, Run, Session, SoakConfig
+
+    http, seen = _desk([503, 200])
+    run = Run(SoakConfig(minutes=1))
+    session = Session("nurse@soak.his.local", "pw", "token-old")
+    nurse = Client(http, run, "token-old", session)
+    await nurse.call("read", "GET", "/api/beds")
+    assert seen == ["Bearer token-old"]  # young: no sign-in
+    session.signed_in -= SIGN_IN_AGAIN
+    await nurse.call("read", "GET", "/api/beds")  # the sign-in fails: the old token goes on
+    assert seen[-1] == "Bearer token-old" and run.tally["sign in again uncertain"] == 1
+    await asyncio.gather(*(nurse.call("read", "GET", "/api/beds") for _ in range(5)))
+    assert seen[-5:] == ["Bearer token-0"] * 5  # one sign-in for five requests at once
+    assert run.tally["sign in again told"] == 1
+    await http.aclose()

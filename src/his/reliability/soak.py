@@ -64,7 +64,7 @@ STALLED = 2.0
 #: A journey's later steps wait for an event's effect (billing's invoice, the care team an
 #: admission brings) beside the workers; at most this many per worker wait at once, past it the
 #: worker waits too.
-LATER_PER_WORKER = 8
+LATER_PER_WORKER = 2
 PRIORITY = ("routine", "urgent")
 ZONE = ZoneInfo("Europe/Istanbul")
 
@@ -247,11 +247,15 @@ class Client:
     http: httpx.AsyncClient
     run: Run
     token: str = ""
+    #: The user's credentials, to sign in again before the access token expires (15 minutes).
+    session: Session | None = None
 
     async def call(
         self, op: str, method: str, path: str, *, headers: dict[str, str] | None = None, reads: int = 1, **kw: Any
     ) -> Answer:
         """``reads``: how often a read may be tried again when the answer is unclear (a GET is safe)."""
+        if self.session is not None:
+            self.token = await self.session.fresh(self)
         hdrs = {"authorization": f"Bearer {self.token}"} if self.token else {}
         hdrs.update(headers or {})
         answer = Answer(None, None, "uncertain")
@@ -292,9 +296,42 @@ class Client:
         return Client(self.http, self.run, token)
 
 
+#: A signed-in user signs in again once their access token is this old (it lives 15 minutes).
+SIGN_IN_AGAIN = 600.0
+
+
+@dataclass
+class Session:
+    """A user's sign-in, renewed by signing in again with the password before the token expires,
+    as staff at a desk stay signed in through a long shift. (Refresh tokens rotate and a reused
+    one revokes its family, so a renewal whose answer a fault lost would sign the user out.)"""
+
+    email: str
+    password: str
+    token: str
+    signed_in: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def fresh(self, client: Client) -> str:
+        """The access token, renewed first when it is ``SIGN_IN_AGAIN`` old (if the sign-in fails,
+        the old token is used while it lasts, and the next request tries again)."""
+        if time.monotonic() - self.signed_in < SIGN_IN_AGAIN:
+            return self.token
+        async with self.lock:
+            if time.monotonic() - self.signed_in >= SIGN_IN_AGAIN:
+                anon = Client(client.http, client.run)
+                a = await anon.call(
+                    "sign in again", "POST", "/api/auth/login", json={"email": self.email, "password": self.password}
+                )
+                if a.told:
+                    self.token, self.signed_in = a.body["access_token"], time.monotonic()
+                client.run.tally[a.tallied("sign in again")] += 1
+        return self.token
+
+
 async def login(anon: Client, email: str, password: str) -> Client:
     body = await anon.must("login", "POST", "/api/auth/login", json={"email": email, "password": password})
-    return anon.as_user(body["access_token"])
+    return Client(anon.http, anon.run, body["access_token"], Session(email, password, body["access_token"]))
 
 
 async def staff(admin: Client, tag: str, role: str) -> tuple[str, Client]:
