@@ -31,6 +31,19 @@ def app() -> FastAPI:
     async def db_down() -> None:
         raise asyncpg.InterfaceError("connection is closed")
 
+    @a.get("/db-restarting")
+    async def db_restarting() -> None:
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+    @a.get("/db-shut-down")
+    async def db_shut_down() -> None:
+        raise asyncpg.AdminShutdownError("terminating connection due to administrator command")
+
+    @a.get("/db-killed-mid-query")
+    async def db_killed_mid_query() -> None:
+        # What asyncpg raises for a connection PostgreSQL terminated while it was in use.
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
     @a.get("/peer-down")
     async def peer_down() -> None:
         raise DependencyUnavailableError("patients", "UNAVAILABLE: connection refused")
@@ -70,8 +83,9 @@ async def test_schema_errors_are_422_with_the_field() -> None:
 
 
 async def test_an_outage_is_503_not_an_empty_success() -> None:
-    r = await call("GET", "/db-down")
-    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    for path in ("/db-down", "/db-restarting", "/db-shut-down", "/db-killed-mid-query"):
+        r = await call("GET", path)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", path
 
 
 async def test_another_service_that_does_not_answer_is_503_not_404_or_empty() -> None:

@@ -30,6 +30,18 @@ from his.kernel.events import Envelope, Event
 
 log = logging.getLogger("his.db")
 
+#: What a database that is away raises: refused or lost connections, a server starting up or
+#: shutting down (``OperatorInterventionError``: cannot connect now, admin or crash shutdown), and
+#: asyncpg's ``InternalClientError`` ("another operation is in progress"), which it raises for a
+#: connection the server terminated while it was in use. An outage, never a bug: 503 and retry.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 if TYPE_CHECKING:
     #: A connection, whether taken from a pool or opened directly.
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from his.kernel.db import OUTAGE_ERRORS
 from his.kernel.resilience import DependencyUnavailableError
 
 log = logging.getLogger("his.http")
@@ -88,15 +89,14 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
-    @app.exception_handler(DependencyUnavailableError)
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(OSError)
     async def outage(request: Request, exc: Exception) -> JSONResponse:
         # An outage is an outage: 503, never an empty success or a misleading 404.
         log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, exc)
         return problem(503, "a dependency is unavailable; try again shortly", headers={"Retry-After": "5"})
+
+    unavailable: tuple[type[Exception], ...] = (DependencyUnavailableError, *OUTAGE_ERRORS)
+    for error in unavailable:
+        app.add_exception_handler(error, outage)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

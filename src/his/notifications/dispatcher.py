@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from his.kernel import tracing
-from his.kernel.db import Connection, Database, UnitOfWork
+from his.kernel.db import OUTAGE_ERRORS, Connection, Database, UnitOfWork
 from his.kernel.resilience import DependencyUnavailableError
 from his.notifications import store
 from his.notifications.channels import Channel, Outgoing
@@ -48,7 +48,7 @@ class Dispatcher:
         while True:
             try:
                 done = await self.tick()
-            except (OSError, ConnectionError) as exc:  # the database is away: wait, then go on
+            except OUTAGE_ERRORS as exc:  # the database is away (or restarting): wait, then go on
                 log.warning("dispatcher cannot reach the database: %r", exc)
                 done = 0
             if done < self.batch:
