@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -20,8 +19,8 @@ import pytest
 from his.clients.patients import CareBasis, FakePatients, PatientRef
 from his.kernel import migrations
 from his.kernel.db import Database
-from his.laboratory.api.http import router as lab_router
-from tests.support.api import bearer, serve, verifier
+from his.laboratory.app import http as lab_http
+from tests.support.api import bearer, serve
 
 DEADLINE = 1.0
 
@@ -43,7 +42,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     admin = await asyncpg.connect(admin_dsn)
     patients = FakePatients()
     try:
-        async with serve(lab_router(SimpleNamespace(db=db), patients, verifier())) as client:  # type: ignore[arg-type]
+        async with serve(lab_http(db, patients)) as client:
             yield Lab(client, db, admin, patients)
     finally:
         await admin.close()

@@ -31,7 +31,7 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
-from his.laboratory.api.http import router as lab_router
+from his.laboratory.app import http as lab_http
 from his.notifications import handlers as notifications_handlers
 from his.notifications.api.http import router as notifications_router
 from his.patients import handlers as patients_handlers
@@ -123,7 +123,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     alerts = await _database(admin_dsn, "notifications", "notifications.alert, notifications.inbox")
     patients = FakePatients()
     routers = (
-        lab_router(SimpleNamespace(db=db), patients, verifier()),  # type: ignore[arg-type]
+        lab_http(db, patients),
         patients_router(SimpleNamespace(db=chart), verifier()),  # type: ignore[arg-type]
         notifications_router(SimpleNamespace(db=alerts), verifier()),  # type: ignore[arg-type]
     )

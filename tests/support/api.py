@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import problems
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.kernel.web import Routes, mount
 
 KEY = SigningKey.generate(datetime.now(UTC))
 
@@ -62,12 +63,13 @@ def verifier() -> TokenVerifier:
 
 
 @asynccontextmanager
-async def serve(*routers: APIRouter, base_url: str = "http://his") -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the routers, mounted as a service mounts them (problem+json errors)."""
+async def serve(*routers: APIRouter | Routes, base_url: str = "http://his") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the routers, mounted as a service mounts them (problem+json errors);
+    a service's ``Routes`` verify tokens with this module's key (``verifier()``)."""
     app = FastAPI()
     problems.install(app)
     for r in routers:
-        app.include_router(r)
+        mount(app, r, verifier=verifier())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         yield client

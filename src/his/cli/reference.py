@@ -56,7 +56,7 @@ def service_documents() -> dict[str, dict[str, Any]]:
     """Each service's OpenAPI document, as its process would serve it."""
     from fastapi import FastAPI
 
-    from his.kernel import problems
+    from his.kernel import problems, web
     from his.kernel.config import ServiceSettings
     from his.kernel.service import ServiceContext
 
@@ -71,7 +71,7 @@ def service_documents() -> dict[str, dict[str, Any]]:
             ctx = ServiceContext(name, settings, unused, unused, unused, unused)
             app = FastAPI(title=f"his {name}", description=defn.description, docs_url=None, redoc_url=None)
             if defn.routes is not None:
-                app.include_router(defn.routes(ctx))
+                web.mount(app, defn.routes(ctx))
             problems.install(app)
             documents[name] = app.openapi()
         return documents

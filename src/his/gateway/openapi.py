@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from his.gateway.routing import ROUTES
+from his.kernel.problems import Problem
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -19,7 +20,7 @@ def _rename_refs(node: Any, service: str) -> Any:
     if isinstance(node, dict):
         return {
             k: (
-                f"#/components/schemas/{service}.{v.rsplit('/', 1)[1]}"
+                f"#/components/schemas/{_schema_name(v.rsplit('/', 1)[1], service)}"
                 if k == "$ref" and isinstance(v, str)
                 else _rename_refs(v, service)
             )
@@ -30,20 +31,16 @@ def _rename_refs(node: Any, service: str) -> Any:
     return node
 
 
+def _schema_name(name: str, service: str) -> str:
+    """A service's schema under its public name: ``Problem`` is one schema for every service."""
+    return name if name == "Problem" else f"{service}.{name}"
+
+
 def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") -> dict[str, Any]:
     """Build the public document from ``{service: that service's /openapi.json}``."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
-        "Problem": {
-            "type": "object",
-            "description": "RFC 9457 problem details",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-            },
-        },
+        "Problem": Problem.model_json_schema(),
     }
     for route in ROUTES:
         doc = documents.get(route.service)
@@ -66,7 +63,8 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op
         for name, schema in (doc.get("components", {}).get("schemas", {}) or {}).items():
-            schemas[f"{route.service}.{name}"] = _rename_refs(schema, route.service)
+            if name != "Problem":
+                schemas[_schema_name(name, route.service)] = _rename_refs(schema, route.service)
     _link(paths)
     return {
         "openapi": "3.1.0",

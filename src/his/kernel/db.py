@@ -50,6 +50,9 @@ else:
     Connection = asyncpg.Connection | PoolConnectionProxy
     Pool = asyncpg.Pool
 
+#: A row as a query returns it.
+Record = asyncpg.Record
+
 OUTBOX_INSERT = """
 INSERT INTO outbox (event_id, subject, payload, traceparent)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[])

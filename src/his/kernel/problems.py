@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from his.kernel.db import OUTAGE_ERRORS
@@ -44,6 +45,18 @@ def problem(status: int, detail: str = "", *, headers: dict[str, str] | None = N
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details. Some carry more members (``state``, ``conflicts``,
+    ``emergency_access``, ``errors``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+
+
 class ProblemError(Exception):
     """An error answered as a problem with extra members (e.g. what a booking collided with)."""
 
@@ -53,7 +66,9 @@ class ProblemError(Exception):
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error as problem+json; unexpected ones are logged and told apart by nothing."""
+    """Answer every error as problem+json, and document them so; unexpected ones are logged and
+    told apart by nothing."""
+    document_problems(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -105,3 +120,34 @@ def install(app: FastAPI) -> None:
 
 
 __all__ = ["HTTPException", "ProblemError", "install", "problem"]
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the app's OpenAPI document say what its errors are: ``application/problem+json``
+    with the ``Problem`` schema (FastAPI files a response model under ``application/json``), and
+    422 in the shape ``his.kernel.problems`` answers it, not FastAPI's own."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = plain()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema()
+        for path in doc.get("paths", {}).values():
+            for op in path.values():
+                responses = op.get("responses", {})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = {"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}}
+                if "422" in responses:
+                    responses["422"]["description"] = "the request does not match the schema"
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+PROBLEM_REF = "#/components/schemas/Problem"

@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from his.kernel import bus, faults, problems, safety, tracing
+from his.kernel import bus, faults, problems, safety, tracing, web
 from his.kernel import observability as obs
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
@@ -38,6 +38,7 @@ from his.kernel.metrics import refresh, watch_pool
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.streams import DAY
+from his.kernel.web import Routes
 
 if TYPE_CHECKING:
     from his.kernel.rpc import RpcServer, RpcService
@@ -75,7 +76,9 @@ class ServiceDefinition:
 
     name: str
     subscriptions: tuple[Subscription, ...] = ()
-    routes: Callable[[ServiceContext], APIRouter] | None = None
+    #: Its HTTP routes: ``Routes`` (a module-level router and the use cases its routes depend
+    #: on, ``his.kernel.web``), or a router built around the context.
+    routes: Callable[[ServiceContext], APIRouter | Routes] | None = None
     description: str = ""
     #: Long-running tasks of the service (e.g. a dispatcher), by name; readiness watches them.
     background: Callable[[ServiceContext], dict[str, Coroutine[Any, Any, None]]] | None = None
@@ -263,7 +266,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     )
     app.include_router(ops_router(ctx, tasks))
     if defn.routes is not None:
-        app.include_router(defn.routes(ctx))
+        web.mount(app, defn.routes(ctx))
     app.state.ctx = ctx
     faults.arm(settings.fault_points, scope=defn.name)  # test-only; after the routes declared theirs
 

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import TYPE_CHECKING
 
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.clients.patients import PatientLookup
+    from his.kernel.db import Database
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
-    from his.clients.patients import GrpcPatients
+def http(db: Database, patients: PatientLookup) -> Routes:
+    """The laboratory's routes and their use cases, over a database and a patient directory
+    (the gRPC adapter here, the in-memory fake in tests)."""
     from his.laboratory.api.http import router
+    from his.laboratory.handlers import Laboratory
+
+    return Routes(router, provides=[Laboratory(db, patients)])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    from his.clients.patients import GrpcPatients
 
     identity = ctx.settings.workload()
     if identity is None:
         raise SystemExit("laboratory needs a workload identity (HIS_TLS_*) to reach patients")
-    return router(ctx, GrpcPatients(ctx.settings.grpc_target("patients"), identity))
+    return http(ctx.db, GrpcPatients(ctx.settings.grpc_target("patients"), identity))
 
 
 def build() -> ServiceDefinition:
@@ -26,7 +39,7 @@ def build() -> ServiceDefinition:
         name="laboratory",
         combine_reads=batch_accesses,
         subscriptions=(
-            *replica.subscriptions("laboratory"),  # the patient directory\'s replica (his.clients.replica)
+            *replica.subscriptions("laboratory"),  # the patient directory's replica (his.clients.replica)
         ),
         routes=routes,
         description="Test catalogue with prices, lab orders and their results.",

@@ -14,8 +14,10 @@ flag with a number is the normal case (it is computed).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -179,6 +181,26 @@ class Result:
     reference_low: Decimal | None
     reference_high: Decimal | None
     flag: Flag
+
+
+@dataclass(frozen=True)
+class Order:
+    """A lab order: its tests in the order they were asked for, its state and when it reached
+    each one, and (once resulted) its results in the same order."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    ordered_by: uuid.UUID
+    priority: Priority
+    status: Status
+    version: int
+    tests: tuple[str, ...]
+    placed_at: datetime
+    collected_at: datetime | None = None
+    started_at: datetime | None = None
+    resulted_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    results: tuple[Result, ...] = ()
 
 
 def check_results(

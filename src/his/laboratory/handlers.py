@@ -1,23 +1,37 @@
-"""Use cases of the laboratory service: one function per command or consumed event.
+"""Use cases of the laboratory service: one method per command or query, each with its caller.
 
-The patient look-up (patients over gRPC) happens before the transaction opens, so no
-transaction waits on the network. State changes lock the order's row, so two technicians acting
-on one order at once are serialised and the second sees the state the first left.
+Each use case decides through ``his.laboratory.policy``, opens its own unit of work, records the
+decision in the access log (allowed or denied), and returns the order as the domain's ``Order``.
+A refusal is audited before it is raised. The patient look-up (patients over gRPC) happens
+before the transaction opens, so no transaction waits on the network. State changes lock the
+order's row, so two technicians acting on one order at once are serialised and the second sees
+the state the first left.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, replace
 
+from his.access import CARE, CLINICIANS, NONE, Basis, Decision, Relationship
 from his.clients import replica
-from his.clients.patients import PatientLookup, PatientRef
+from his.clients.audited import AccessLog
+from his.clients.patients import PatientLookup, PatientRef, refused, relationship_for
+from his.events.audit import Action as AuditAction
+from his.events.audit import LaboratoryRecordAccessed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
 from his.kernel.db import Database, UnitOfWork
-from his.laboratory import store
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
+from his.laboratory import policy, store
 from his.laboratory.domain import (
     Action,
+    InvalidOrderError,
+    InvalidResultError,
+    InvalidTransitionError,
+    LabTest,
+    Order,
     Priority,
     Status,
     Submitted,
@@ -28,80 +42,206 @@ from his.laboratory.domain import (
     is_critical,
     transition,
 )
+from his.laboratory.policy import Operation
+
+RESULTS = "lab_order/result"
 
 
-class UnknownError(LookupError):
-    """A patient or order that does not exist."""
+@dataclass(frozen=True)
+class PlaceOrder:
+    patient_id: uuid.UUID
+    tests: Sequence[str]
+    priority: Priority = Priority.ROUTINE
 
 
-async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
-    """A patient known from patients' events, else asked of patients (authoritative)."""
-    ref = await replica.resolve(db, lookup, patient_id)
-    if ref is None:
-        raise UnknownError("patient not found")
-    return ref
+@dataclass(frozen=True)
+class FindOrders:
+    patient_id: uuid.UUID | None = None
+    status: Status | None = None
+    limit: int = 50
 
 
-async def place(
-    uow: UnitOfWork, ref: PatientRef, tests: Sequence[str], priority: Priority, doctor: uuid.UUID
-) -> dict[str, Any]:
+class Laboratory:
+    """The laboratory's use cases over its database and the patient directory."""
+
+    def __init__(self, db: Database, patients: PatientLookup) -> None:
+        self.db, self.patients = db, patients
+        self.log = AccessLog(db, LaboratoryRecordAccessed, "lab_order")
+
+    async def catalogue(self) -> list[LabTest]:
+        """The active tests, by code (not patient data: not audited)."""
+        async with self.db.pool.acquire() as conn:
+            return list((await store.catalogue(conn)).values())
+
+    async def place(self, who: Principal, cmd: PlaceOrder) -> Order:
+        """Order tests for a patient (the caller is the ordering doctor); publishes ``LabOrderPlaced``.
+        422 for an unknown patient or unknown or repeated test codes."""
+        if not policy.may_ever(Operation.PLACE, who.roles):
+            decision = policy.decide(Operation.PLACE, who.roles, NONE)
+            raise await self.log.refuse(who, cmd.patient_id, decision, "create")
+        ref = await self.known(cmd.patient_id)
+        if ref is None:
+            raise ProblemError(422, "unknown patient_id")
+        decision = await self.decide(who, Operation.PLACE, cmd.patient_id, "patient")
+        if not decision.allowed:
+            raise await self.log.refuse(who, cmd.patient_id, decision, "create")
+        try:
+            async with self.db.uow() as uow:
+                order = await place(uow, ref, cmd.tests, cmd.priority, uuid.UUID(who.subject))
+                self.log.record(uow, who, ref.patient_id, "create", decision)
+        except InvalidOrderError as exc:
+            raise ProblemError(422, str(exc)) from None
+        return order
+
+    async def orders(self, who: Principal, query: FindOrders) -> list[Order]:
+        """Orders, newest first. A technician lists every order; a clinician one patient's in
+        their care, or without a patient the orders they placed; a patient their own."""
+        ordered_by: uuid.UUID | None = None
+        if query.patient_id is not None:
+            decision = await self.decide(who, Operation.READ, query.patient_id, "patient")
+            if not decision.allowed:
+                raise await self.log.refuse(who, query.patient_id, decision, "read")
+        elif policy.lists_everything(who.roles):
+            decision = policy.decide(Operation.READ, who.roles, NONE)
+        elif who.has_any(*CLINICIANS):
+            decision, ordered_by = Decision(CARE, basis=Basis.CARE), uuid.UUID(who.subject)
+        else:
+            raise ProblemError(403, "not allowed for your role: a patient lists their own orders with patient_id")
+        async with self.db.read() as uow:
+            found = await store.list_orders(
+                uow.conn, patient_id=query.patient_id, status=query.status, limit=query.limit, ordered_by=ordered_by
+            )
+            seen = [query.patient_id] if query.patient_id else list(dict.fromkeys(o.patient_id for o in found))
+            for pid in seen:
+                self.log.record(uow, who, pid, "read", decision)
+        return found
+
+    async def order(self, who: Principal, order_id: uuid.UUID) -> Order:
+        """One order with its results, to whoever may read it."""
+        order, decision = await self.opened(who, order_id, Operation.READ, "read")
+        async with self.db.read() as uow:
+            [order] = await store.with_results(uow.conn, [order])
+            self.log.record(uow, who, order.patient_id, "read", decision)
+        return order
+
+    async def enter_results(self, who: Principal, order_id: uuid.UUID, submitted: Sequence[Submitted]) -> Order:
+        """Result an in-progress order; publishes ``LabOrderResulted`` with the tests' prices.
+        409 unless the order is in progress, 422 for results that break a rule."""
+        _, decision = await self.opened(who, order_id, Operation.RESULT, "create", RESULTS)
+        try:
+            async with self.db.uow() as uow:
+                order, _ = await result(uow, await locked(uow, order_id), submitted, uuid.UUID(who.subject))
+                self.log.record(uow, who, order.patient_id, "create", decision, resource=RESULTS)
+        except InvalidTransitionError as exc:
+            raise refused_step(exc) from None
+        except InvalidResultError as exc:
+            raise ProblemError(422, str(exc)) from None
+        return order
+
+    async def act(self, who: Principal, order_id: uuid.UUID, action: Action) -> Order:
+        """Collect, start or cancel an order; 409 naming the state when its state does not allow it."""
+        _, decision = await self.opened(who, order_id, policy.OF_ACTION[action], "update")
+        try:
+            async with self.db.uow() as uow:
+                order = await act(uow, await locked(uow, order_id), action, uuid.UUID(who.subject))
+                self.log.record(uow, who, order.patient_id, "update", decision)
+        except InvalidTransitionError as exc:
+            raise refused_step(exc) from None
+        return order
+
+    async def known(self, patient_id: uuid.UUID) -> PatientRef | None:
+        """A patient known from patients' events, else asked of patients (authoritative)."""
+        return await replica.resolve(self.db, self.patients, patient_id)
+
+    async def decide(
+        self, who: Principal, op: Operation, patient_id: uuid.UUID, what: str, *, placed_it: bool = False
+    ) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet recorded)."""
+        rel: Relationship | None = NONE
+        if policy.needs_relationship(op, who.roles, placed_it=placed_it):
+            rel = await relationship_for(self.patients, policy.RULES[op], patient_id, who, self.known)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel, placed_it=placed_it)
+
+    async def opened(
+        self, who: Principal, order_id: uuid.UUID, op: Operation, action: AuditAction, resource: str | None = None
+    ) -> tuple[Order, Decision]:
+        """The order and the policy's decision on ``op``; a refusal is recorded and raised."""
+        async with self.db.pool.acquire() as conn:
+            order = await store.get_order(conn, order_id)
+        if order is None:
+            raise refused(policy.not_found(op, who.roles), None, "order")
+        placed_it = str(order.ordered_by) == who.subject
+        decision = await self.decide(who, op, order.patient_id, "order", placed_it=placed_it)
+        if not decision.allowed:
+            raise await self.log.refuse(who, order.patient_id, decision, action, resource=resource, what="order")
+        return order, decision
+
+
+def refused_step(exc: InvalidTransitionError) -> ProblemError:
+    return ProblemError(409, str(exc), state=exc.status.value)
+
+
+async def place(uow: UnitOfWork, ref: PatientRef, tests: Sequence[str], priority: Priority, doctor: uuid.UUID) -> Order:
     """Place an order for a known patient; publishes ``LabOrderPlaced``."""
     codes = check_order(tests, await store.catalogue(uow.conn))
     await replica.remember(uow.conn, ref.patient_id, ref.account_id)
-    oid = uuid.uuid4()
-    row = {"id": oid, "patient_id": ref.patient_id, "ordered_by": doctor, "priority": priority.value}
-    saved = await store.insert_order(uow.conn, row, codes)
+    order = await store.insert_order(
+        uow.conn, order_id=uuid.uuid4(), patient_id=ref.patient_id, ordered_by=doctor, priority=priority, tests=codes
+    )
     uow.add(
         LabOrderPlaced(
-            order_id=oid,
-            patient_id=ref.patient_id,
+            order_id=order.id,
+            patient_id=order.patient_id,
             ordered_by=doctor,
             tests=codes,
             priority=priority.value,
-            placed_at=saved["placed_at"],
+            placed_at=order.placed_at,
         ),
-        aggregate_id=oid,
-        aggregate_version=saved["version"],
+        aggregate_id=order.id,
+        aggregate_version=order.version,
     )
-    return saved
+    return order
 
 
-async def locked(uow: UnitOfWork, order_id: uuid.UUID) -> dict[str, Any]:
-    row = await store.get_order(uow.conn, order_id, lock=True)
-    if row is None:
-        raise UnknownError("order not found")
-    return row
+async def locked(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
+    order = await store.get_order(uow.conn, order_id, lock=True)
+    if order is None:  # it existed when the caller's access was decided; orders are never deleted
+        raise ProblemError(404, "order not found")
+    return order
 
 
-async def act(uow: UnitOfWork, order: dict[str, Any], action: Action, actor: uuid.UUID) -> dict[str, Any]:
+async def act(uow: UnitOfWork, order: Order, action: Action, actor: uuid.UUID) -> Order:
     """Collect, start or cancel a (locked) order; cancelling publishes ``LabOrderCancelled``."""
-    after = transition(Status(order["status"]), action)
-    row = await store.set_status(uow.conn, order["id"], after, actor, uow.clock())
+    after = transition(order.status, action)
+    changed = await store.set_status(uow.conn, order, after, actor, uow.clock())
     if after is Status.CANCELLED:
+        assert changed.cancelled_at is not None
         uow.add(
-            LabOrderCancelled(order_id=row["id"], patient_id=row["patient_id"], cancelled_at=row["cancelled_at"]),
-            aggregate_id=row["id"],
-            aggregate_version=row["version"],
+            LabOrderCancelled(order_id=changed.id, patient_id=changed.patient_id, cancelled_at=changed.cancelled_at),
+            aggregate_id=changed.id,
+            aggregate_version=changed.version,
         )
-    return row | {"tests": order["tests"]}
+    return changed
 
 
 async def result(
-    uow: UnitOfWork, order: dict[str, Any], submitted: Sequence[Submitted], actor: uuid.UUID
-) -> tuple[dict[str, Any], LabOrderResulted]:
+    uow: UnitOfWork, order: Order, submitted: Sequence[Submitted], actor: uuid.UUID
+) -> tuple[Order, LabOrderResulted]:
     """Store the results of a (locked) in-progress order and publish ``LabOrderResulted`` with the
     catalogue prices of its tests as charges."""
-    check_can_result(Status(order["status"]))
+    check_can_result(order.status)
     catalogue = await store.catalogue(uow.conn)
-    results = check_results(submitted, order["tests"], catalogue)
+    results = check_results(submitted, order.tests, catalogue)
     at = uow.clock()
-    await store.insert_results(uow.conn, order["id"], results, catalogue, at)
-    row = await store.set_status(uow.conn, order["id"], Status.RESULTED, actor, at)
+    await store.insert_results(uow.conn, order.id, results, catalogue, at)
+    changed = await store.set_status(uow.conn, order, Status.RESULTED, actor, at)
     ev = LabOrderResulted(
-        order_id=row["id"],
-        patient_id=row["patient_id"],
-        ordered_by=row["ordered_by"],
-        priority=row["priority"],
+        order_id=changed.id,
+        patient_id=changed.patient_id,
+        ordered_by=changed.ordered_by,
+        priority=changed.priority.value,
         resulted_at=at,
         results=[
             ResultItem(
@@ -120,5 +260,5 @@ async def result(
         abnormal=is_abnormal(results),
         critical=is_critical(results),
     )
-    uow.add(ev, aggregate_id=row["id"], aggregate_version=row["version"])
-    return row | {"tests": order["tests"]}, ev
+    uow.add(ev, aggregate_id=changed.id, aggregate_version=changed.version)
+    return replace(changed, results=tuple(results)), ev

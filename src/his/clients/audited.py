@@ -1,0 +1,67 @@
+"""The access log a service's use cases write: one record per decision on a patient's data.
+
+Every use case that reads or changes a patient's data records the policy's decision, allowed or
+denied, as the service's ``RecordAccessed`` event (``his.events.audit``). An allowed access is
+recorded in the use case's own unit of work, so the access and its record commit together or
+neither does. A refusal is recorded in a transaction of its own, committed before the caller is
+answered, and becomes the error the use case raises.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from his.access import Decision
+from his.clients.patients import refused
+from his.events.audit import Action, RecordAccessed, record_access
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """Records a service's decisions on patients' data (``event``), on ``resource`` by default."""
+
+    db: Database
+    event: type[RecordAccessed]
+    resource: str
+
+    def record(
+        self,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID | None,
+        action: Action,
+        decision: Decision,
+        *,
+        resource: str | None = None,
+    ) -> None:
+        """Add the record of ``decision`` to ``uow`` (it commits with the access)."""
+        record_access(
+            uow,
+            self.event,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource or self.resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
+
+    async def refuse(
+        self,
+        who: Principal,
+        patient_id: uuid.UUID,
+        decision: Decision,
+        action: Action,
+        *,
+        resource: str | None = None,
+        what: str = "patient",
+    ) -> ProblemError:
+        """Commit the record of a refusal and give the error to raise (404, or 403 with an offer
+        of emergency access when only care is missing)."""
+        async with self.db.read() as uow:
+            self.record(uow, who, patient_id, action, decision, resource=resource)
+        return refused(decision, patient_id, what)

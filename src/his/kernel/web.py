@@ -1,0 +1,90 @@
+"""What every service's HTTP routes depend on: the verified caller and the service's use cases.
+
+A service declares its routes on a module-level ``APIRouter``. A route names what it needs in
+its signature, and FastAPI's ``Depends`` hands it over per request:
+
+```python
+Lab = Annotated[Laboratory, Depends(provided(Laboratory))]
+
+@router.get("/orders/{order_id}", responses=errors(404))
+async def one(order_id: uuid.UUID, who: Caller, lab: Lab) -> Order:
+    return await lab.order(who, order_id)
+```
+
+The composition root (``app.py``) builds the use cases and returns ``Routes(router, provides=…)``;
+``mount`` puts the router on an application and the provided objects on its state, keyed by their
+class. The service runner mounts with the identity service's keys; a test mounts the same routes
+with its own verifier and in-memory ports. Nothing is read from module globals, so two apps in
+one process (tests) do not see each other's objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar, cast
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from his.kernel.auth import authenticate, jwks_verifier
+from his.kernel.problems import TITLES, Problem
+from his.kernel.security import Principal, TokenVerifier
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Routes:
+    """A service's HTTP adapter: its router and the objects its routes depend on."""
+
+    router: APIRouter
+    provides: Sequence[object] = ()
+
+
+def mount(app: FastAPI, routes: Routes | APIRouter, *, verifier: TokenVerifier | None = None) -> None:
+    """Add ``routes`` to ``app``: the router, and what it depends on (by class) on the app's state.
+
+    Tokens are verified with ``verifier``, else against the identity service's published keys
+    (``HIS_IDENTITY_URL``). A bare router (a service not yet moved to ``Routes``) is included as
+    it is.
+    """
+    if isinstance(routes, APIRouter):
+        app.include_router(routes)
+        return
+    provided: dict[type, object] = getattr(app.state, "provided", {})
+    for obj in routes.provides:
+        provided[type(obj)] = obj
+    app.state.provided = provided
+    if getattr(app.state, "verifier", None) is None:
+        app.state.verifier = verifier or jwks_verifier()
+    app.include_router(routes.router)
+
+
+def provided(kind: type[T]) -> Callable[[Request], T]:
+    """A dependency giving the object of class ``kind`` that the app was mounted with."""
+
+    def get(request: Request) -> T:
+        objects: dict[type, object] = getattr(request.app.state, "provided", {})
+        if kind not in objects:
+            raise RuntimeError(f"the application provides no {kind.__name__}: mount its Routes with it")
+        return cast(T, objects[kind])
+
+    get.__name__ = f"provided_{kind.__name__}"
+    return get
+
+
+async def caller(request: Request) -> Principal:
+    """The caller, verified from the bearer token (401 without a valid one, 503 when identity's
+    keys cannot be fetched)."""
+    verifier: TokenVerifier = request.app.state.verifier
+    return await authenticate(request, verifier)
+
+
+#: The verified caller of a route.
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that may answer these error statuses (problem+json; every
+    route may also answer 422 for a request that does not match its schema)."""
+    return {status: {"model": Problem, "description": TITLES.get(status, "Error")} for status in statuses}
