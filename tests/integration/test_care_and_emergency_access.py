@@ -32,8 +32,9 @@ from his.kernel.db import Database
 from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.kernel.web import mount
 from his.notifications import handlers as notification_handlers
-from his.notifications.api.http import router as notifications_router
+from his.notifications.app import http as notifications_http
 from his.patients import handlers as patient_handlers
 from his.patients.api.http import router as patients_router
 from tests.support.waiting import wait_for
@@ -125,7 +126,7 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
     app.include_router(
         patients_router(SimpleNamespace(db=dbs["patients"]), verifier, clock=clock, emergency_minutes=MINUTES)  # type: ignore[arg-type]
     )
-    app.include_router(notifications_router(SimpleNamespace(db=dbs["notifications"]), verifier))  # type: ignore[arg-type]
+    mount(app, notifications_http(dbs["notifications"]), verifier=verifier)
     tag = uuid.uuid4().hex[:8]
     subs = [
         (

@@ -33,7 +33,7 @@ from his.kernel.events import Envelope
 from his.kernel.outbox import OutboxRelay
 from his.laboratory.app import http as lab_http
 from his.notifications import handlers as notifications_handlers
-from his.notifications.api.http import router as notifications_router
+from his.notifications.app import http as notifications_http
 from his.patients import handlers as patients_handlers
 from his.patients.api.http import router as patients_router
 from his.patients.domain import NewPatient, Sex
@@ -125,7 +125,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     routers = (
         lab_http(db, patients),
         patients_router(SimpleNamespace(db=chart), verifier()),  # type: ignore[arg-type]
-        notifications_router(SimpleNamespace(db=alerts), verifier()),  # type: ignore[arg-type]
+        notifications_http(alerts),
     )
     async with serve(*routers, base_url="http://laboratory") as client:
         yield Lab(client, db, chart, alerts, patients, uuid.uuid4())

@@ -6,8 +6,21 @@ from collections.abc import Coroutine
 from typing import Any
 
 from his.kernel.consumer import Subscription
+from his.kernel.db import Database
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
 from his.notifications import handlers
+
+
+def http(db: Database) -> Routes:
+    """The notifications routes and their use cases over a database."""
+    from his.notifications.api.http import router
+
+    return Routes(router, provides=[handlers.Notifications(db)])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    return http(ctx.db)
 
 
 def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
@@ -46,7 +59,6 @@ def build() -> ServiceDefinition:
     from his.events.laboratory import LabOrderResulted
     from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
     from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled, WaitlistOffered
-    from his.notifications.api.http import router
 
     return ServiceDefinition(
         name="notifications",
@@ -68,7 +80,7 @@ def build() -> ServiceDefinition:
             Subscription.of("notifications_waitlist_offered", WaitlistOffered, handlers.on_waitlist_offered),
             Subscription.of("notifications_lab_order_resulted", LabOrderResulted, handlers.on_lab_order_resulted),
         ),
-        routes=router,
+        routes=routes,
         background=background,
         description="Templates, channels and the delivery history of every message.",
     )

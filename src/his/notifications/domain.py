@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,6 +35,35 @@ class Contact:
 
     def address(self, channel: str) -> str | None:
         return self.email if channel == "email" else self.phone if channel == "sms" else None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something staff must know, addressed to a role or to one user (``audience``)."""
+
+    id: uuid.UUID
+    kind: str
+    audience: str
+    patient_id: uuid.UUID | None
+    #: The user whose action raised the alert (for break_glass: the clinician).
+    actor_id: uuid.UUID | None
+    #: Ids and codes of the cause, never personal data.
+    detail: Mapping[str, object]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to a patient on one channel: queued, sent, or given up (with the reason)."""
+
+    id: uuid.UUID
+    template: str
+    channel: str
+    status: str
+    created_at: datetime
+    due_at: datetime
+    sent_at: datetime | None
+    reason: str | None
 
 
 def reminder_due(start: datetime, now: datetime) -> datetime | None:

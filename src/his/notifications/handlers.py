@@ -1,4 +1,5 @@
-"""Use cases of the notifications service: one function per consumed event.
+"""Use cases of the notifications service: one function per consumed event, and the queries and
+choices of ``Notifications`` that its routes call.
 
 Consumers only decide what to send and when (a delivery row per channel the patient wants, in
 the event's transaction); the dispatcher sends. Events carry ids, codes and times, never an
@@ -11,6 +12,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from his.access import NONE, Decision, Relationship, Role
+from his.clients.audited import AccessLog
+from his.events.audit import Action as AuditAction
+from his.events.audit import NotificationsRecordAccessed
 from his.events.laboratory import LabOrderResulted
 from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
 from his.events.scheduling import (
@@ -20,10 +25,13 @@ from his.events.scheduling import (
     AppointmentRescheduled,
     WaitlistOffered,
 )
-from his.kernel.db import UnitOfWork
+from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope
-from his.notifications import store
-from his.notifications.domain import INVITATION, reminder_due
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
+from his.notifications import policy, store
+from his.notifications.domain import INVITATION, Alert, Delivery, Preferences, reminder_due
+from his.notifications.policy import Operation
 
 
 async def _queue(
@@ -192,3 +200,80 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
         },
         event_id=env.id,
     )
+
+
+#: Roles that alerts are addressed to as a whole.
+ROLE_AUDIENCES = (Role.ADMIN,)
+#: Roles that receive alerts: administrators, and doctors (their own lab orders' results).
+ALERTED = (Role.ADMIN, Role.DOCTOR)
+
+
+class Notifications:
+    """The use cases staff and patients call: alerts, a patient's messages and preferences.
+
+    Each decides through ``his.notifications.policy`` and records its decision, allowed or
+    denied, in the access log; the patient's own account is known here from patients' events.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.log = AccessLog(db, NotificationsRecordAccessed, "delivery")
+
+    async def alerts(self, who: Principal, limit: int) -> list[Alert]:
+        """Alerts addressed to the caller, newest first (ADMIN: those for administrators; a DOCTOR:
+        those for them). Other roles receive no alerts (403)."""
+        if not who.has_any(*ALERTED):
+            raise ProblemError(403, "not allowed for your role")
+        audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [
+            store.user_audience(uuid.UUID(who.subject))
+        ]
+        async with self.db.read() as uow:
+            found = await store.alerts(uow.conn, audiences=audiences, limit=limit)
+            purposes = {
+                (a.patient_id, "administration" if a.audience in ROLE_AUDIENCES else "care")
+                for a in found
+                if a.patient_id is not None
+            }
+            for pid, purpose in sorted(purposes, key=str):
+                self.log.record(uow, who, pid, "read", Decision(purpose), resource="alert")
+        return found
+
+    async def history(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Delivery]:
+        """One patient's messages, newest first (ADMIN, or the patient themself)."""
+        decision = await self.decide(who, Operation.READ_HISTORY, patient_id, "read", "delivery")
+        async with self.db.read() as uow:
+            found = await store.deliveries(uow.conn, patient_id, limit=limit)
+            self.log.record(uow, who, patient_id, "read", decision)
+        return found
+
+    async def preferences(self, who: Principal, patient_id: uuid.UUID) -> Preferences:
+        """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
+        decision = await self.decide(who, Operation.PREFERENCES, patient_id, "read", PREFERENCE)
+        async with self.db.read() as uow:
+            found = await store.preferences(uow.conn, patient_id)
+            self.log.record(uow, who, patient_id, "read", decision, resource=PREFERENCE)
+        return found
+
+    async def choose(self, who: Principal, patient_id: uuid.UUID, chosen: Preferences) -> Preferences:
+        """Set a patient's channels or opt-out; messages already queued honour it when they go out."""
+        decision = await self.decide(who, Operation.PREFERENCES, patient_id, "update", PREFERENCE)
+        async with self.db.uow() as uow:
+            await store.set_preferences(uow.conn, patient_id, chosen)
+            self.log.record(uow, who, patient_id, "update", decision, resource=PREFERENCE)
+        return chosen
+
+    async def decide(
+        self, who: Principal, op: Operation, patient_id: uuid.UUID, action: AuditAction, resource: str
+    ) -> Decision:
+        """The policy's decision on ``op`` for this patient; a refusal is recorded and raised."""
+        rel = NONE
+        if policy.RULES[op].needs_relationship(who.roles):
+            async with self.db.pool.acquire() as conn:
+                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
+        decision = policy.decide(op, who.roles, rel)
+        if not decision.allowed:
+            raise await self.log.refuse(who, patient_id, decision, action, resource=resource)
+        return decision
+
+
+PREFERENCE = "preference"

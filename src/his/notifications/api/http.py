@@ -1,6 +1,7 @@
 """Internal HTTP API of the notifications service.
 
-Every route re-verifies the caller's token; what reaches a patient is decided by
+Every route re-verifies the caller's token and calls one use case of
+``his.notifications.handlers.Notifications``. What reaches a patient is decided by
 ``his.notifications.policy`` (the patient themself, ADMIN, reception for preferences; another
 patient's id answers 404, other staff 403), and every decision, allowed or denied, is audited.
 """
@@ -9,22 +10,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
-from his.access import NONE, Decision, Relationship, Role
-from his.clients.patients import refused
-from his.events.audit import Action, NotificationsRecordAccessed, record_access
-from his.kernel.auth import authenticate, jwks_verifier, require
-from his.kernel.db import UnitOfWork
 from his.kernel.params import Limit
-from his.kernel.security import Principal, TokenVerifier
-from his.kernel.service import ServiceContext
-from his.notifications import policy, store
-from his.notifications.domain import Preferences
-from his.notifications.policy import Operation
+from his.kernel.web import Caller, errors, provided
+from his.notifications import domain
+from his.notifications.handlers import Notifications
+
+router = APIRouter(prefix="/notifications", tags=["notifications"])
+Messages = Annotated[Notifications, Depends(provided(Notifications))]
 
 
 class Alert(BaseModel):
@@ -38,9 +35,51 @@ class Alert(BaseModel):
     detail: dict[str, Any]
     created_at: datetime
 
+    @classmethod
+    def of(cls, a: domain.Alert) -> Alert:
+        return cls(
+            id=a.id,
+            kind=a.kind,
+            patient_id=a.patient_id,
+            actor_id=a.actor_id,
+            detail=dict(a.detail),
+            created_at=a.created_at,
+        )
+
 
 class Alerts(BaseModel):
     items: list[Alert]
+
+
+class Delivery(BaseModel):
+    """One message on one channel: ``queued``, ``sent``, ``failed`` or ``suppressed`` (opted out),
+    with the reason it was not sent."""
+
+    id: uuid.UUID
+    template: str
+    channel: str
+    status: str
+    created_at: datetime
+    due_at: datetime
+    sent_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, d: domain.Delivery) -> Delivery:
+        return cls(
+            id=d.id,
+            template=d.template,
+            channel=d.channel,
+            status=d.status,
+            created_at=d.created_at,
+            due_at=d.due_at,
+            sent_at=d.sent_at,
+            reason=d.reason,
+        )
+
+
+class Deliveries(BaseModel):
+    items: list[Delivery]
 
 
 class PreferencesBody(BaseModel):
@@ -50,121 +89,36 @@ class PreferencesBody(BaseModel):
     #: No messages at all (reminders included).
     opted_out: bool = False
 
-
-#: Roles that alerts are addressed to as a whole.
-ROLE_AUDIENCES = (Role.ADMIN,)
-#: Roles that receive alerts: administrators, and doctors (their own lab orders' results).
-ALERTED = (Role.ADMIN, Role.DOCTOR)
+    @classmethod
+    def of(cls, p: domain.Preferences) -> PreferencesBody:
+        return cls(email=p.email, sms=p.sms, opted_out=p.opted_out)
 
 
-def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
-    r = APIRouter(prefix="/notifications", tags=["notifications"])
-    tokens = verifier or jwks_verifier()
+@router.get("/alerts", responses=errors(403))
+async def my_alerts(who: Caller, messages: Messages, limit: Limit = 50) -> Alerts:
+    """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
+    clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
+    result of a lab order they placed). Other roles receive no alerts (403)."""
+    return Alerts(items=[Alert.of(a) for a in await messages.alerts(who, limit)])
 
-    @r.get("/alerts", response_model=Alerts)
-    async def my_alerts(request: Request, limit: Limit = 50) -> Alerts:
-        """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
-        clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
-        result of a lab order they placed). Other roles receive no alerts (403)."""
-        who = await authenticate(request, tokens)
-        require(who, *ALERTED)
-        audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [
-            store.user_audience(uuid.UUID(who.subject))
-        ]
-        async with ctx.db.read() as uow:
-            rows = await store.alerts(uow.conn, audiences=audiences, limit=limit)
-            purposes = {
-                (x["patient_id"], "administration" if x["audience"] in ROLE_AUDIENCES else "care")
-                for x in rows
-                if x["patient_id"] is not None
-            }
-            for pid, purpose in sorted(purposes, key=str):
-                record_access(
-                    uow,
-                    NotificationsRecordAccessed,
-                    who,
-                    patient_id=pid,
-                    action="read",
-                    resource="alert",
-                    purpose=purpose,
-                )
-        return Alerts(items=[Alert(**x) for x in rows])
 
-    @r.get("")
-    async def history(request: Request, patient_id: uuid.UUID, limit: Limit = 50) -> dict[str, Any]:
-        """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
-        who = await authenticate(request, tokens)
-        decision = await access(who, Operation.READ_HISTORY, patient_id, "read", "delivery")
-        async with ctx.db.read() as uow:
-            rows = await uow.conn.fetch(
-                """SELECT id, template, channel, status, created_at, due_at, sent_at, last_error FROM delivery
-                   WHERE patient_id = $1 ORDER BY created_at DESC, due_at DESC LIMIT $2""",
-                patient_id,
-                limit,
-            )
-            audit(uow, who, patient_id, "read", "delivery", decision=decision)
-        items = [
-            {
-                "id": str(x["id"]),
-                "template": x["template"],
-                "channel": x["channel"],
-                "status": x["status"],
-                "created_at": x["created_at"].isoformat(),
-                "due_at": x["due_at"].isoformat(),
-                "sent_at": x["sent_at"].isoformat() if x["sent_at"] else None,
-                "reason": x["last_error"],
-            }
-            for x in rows
-        ]
-        return {"items": items}
+@router.get("", responses=errors(403, 404))
+async def history(patient_id: uuid.UUID, who: Caller, messages: Messages, limit: Limit = 50) -> Deliveries:
+    """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
+    return Deliveries(items=[Delivery.of(d) for d in await messages.history(who, patient_id, limit)])
 
-    def audit(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, action: Action, resource: str, *, decision: Decision
-    ) -> None:
-        record_access(
-            uow,
-            NotificationsRecordAccessed,
-            who,
-            patient_id=patient_id,
-            action=action,
-            resource=resource,
-            purpose=decision.purpose,
-            outcome=decision.outcome,
-        )
 
-    async def access(who: Principal, op: Operation, patient_id: uuid.UUID, action: Action, resource: str) -> Decision:
-        """The policy's decision on ``op`` for this patient; a refusal is audited and raised. The
-        patient's own account is known here from patients' events."""
-        rel = NONE
-        if policy.RULES[op].needs_relationship(who.roles):
-            async with ctx.db.pool.acquire() as conn:
-                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
-        decision = policy.decide(op, who.roles, rel)
-        if not decision.allowed:
-            async with ctx.db.read() as uow:
-                audit(uow, who, patient_id, action, resource, decision=decision)
-            raise refused(decision, patient_id)
-        return decision
+@router.get("/preferences", responses=errors(403, 404))
+async def get_preferences(patient_id: uuid.UUID, who: Caller, messages: Messages) -> PreferencesBody:
+    """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
+    return PreferencesBody.of(await messages.preferences(who, patient_id))
 
-    @r.get("/preferences", response_model=PreferencesBody)
-    async def get_preferences(request: Request, patient_id: uuid.UUID) -> PreferencesBody:
-        """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
-        who = await authenticate(request, tokens)
-        decision = await access(who, Operation.PREFERENCES, patient_id, "read", "preference")
-        async with ctx.db.read() as uow:
-            p = await store.preferences(uow.conn, patient_id)
-            audit(uow, who, patient_id, "read", "preference", decision=decision)
-        return PreferencesBody(email=p.email, sms=p.sms, opted_out=p.opted_out)
 
-    @r.put("/preferences", response_model=PreferencesBody)
-    async def put_preferences(request: Request, patient_id: uuid.UUID, body: PreferencesBody) -> PreferencesBody:
-        """Choose channels, or opt out of all messages (the patient, RECEPTIONIST, ADMIN).
-        Messages already queued honour the change when they go out."""
-        who = await authenticate(request, tokens)
-        decision = await access(who, Operation.PREFERENCES, patient_id, "update", "preference")
-        async with ctx.db.uow() as uow:
-            await store.set_preferences(uow.conn, patient_id, Preferences(body.email, body.sms, body.opted_out))
-            audit(uow, who, patient_id, "update", "preference", decision=decision)
-        return body
-
-    return r
+@router.put("/preferences", responses=errors(403, 404))
+async def put_preferences(
+    patient_id: uuid.UUID, body: PreferencesBody, who: Caller, messages: Messages
+) -> PreferencesBody:
+    """Choose channels, or opt out of all messages (the patient, RECEPTIONIST, ADMIN).
+    Messages already queued honour the change when they go out."""
+    chosen = domain.Preferences(body.email, body.sms, body.opted_out)
+    return PreferencesBody.of(await messages.choose(who, patient_id, chosen))

@@ -9,7 +9,7 @@ from typing import Any
 
 from his.kernel import tracing
 from his.kernel.db import Connection
-from his.notifications.domain import Preferences
+from his.notifications.domain import Alert, Delivery, Preferences
 
 
 async def queue(
@@ -179,7 +179,7 @@ def user_audience(user_id: uuid.UUID) -> str:
     return f"user:{user_id}"
 
 
-async def alerts(conn: Connection, *, audiences: list[str], limit: int) -> list[dict[str, Any]]:
+async def alerts(conn: Connection, *, audiences: list[str], limit: int) -> list[Alert]:
     """The newest alerts addressed to any of ``audiences``."""
     rows = await conn.fetch(
         """SELECT id, kind, audience, patient_id, actor_id, detail::text AS detail, created_at FROM alert
@@ -187,4 +187,15 @@ async def alerts(conn: Connection, *, audiences: list[str], limit: int) -> list[
         audiences,
         limit,
     )
-    return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+    return [Alert(**(dict(r) | {"detail": json.loads(r["detail"])})) for r in rows]
+
+
+async def deliveries(conn: Connection, patient_id: uuid.UUID, *, limit: int) -> list[Delivery]:
+    """One patient's messages, newest first."""
+    rows = await conn.fetch(
+        """SELECT id, template, channel, status, created_at, due_at, sent_at, last_error AS reason FROM delivery
+           WHERE patient_id = $1 ORDER BY created_at DESC, due_at DESC LIMIT $2""",
+        patient_id,
+        limit,
+    )
+    return [Delivery(**dict(r)) for r in rows]
