@@ -5,17 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import asyncpg
 import pytest
 
 from his.audit import store
-from his.audit.api.http import router
+from his.audit.app import http as audit_http
 from his.cli import audit as audit_cli
 from his.kernel import migrations
 from his.kernel.db import Database
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 
 
 @pytest.fixture
@@ -207,7 +206,7 @@ async def test_a_refused_read_of_a_patients_trail_joins_the_chain(chain: tuple[s
     async with db.uow() as uow:
         await store.link_account(uow.conn, patient, owner)
     try:
-        async with serve(router(SimpleNamespace(db=db), verifier()), base_url="http://audit") as client:  # type: ignore[arg-type]
+        async with serve(audit_http(db), base_url="http://audit") as client:
             trail = {"patient_id": str(patient)}
             callers = [
                 (bearer(owner, "PATIENT"), 200),

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from his.kernel.consumer import Subscription
-from his.kernel.service import ServiceDefinition
+from his.kernel.db import Database
+from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+
+def http(db: Database) -> Routes:
+    """The audit trail's route and its use case over a database."""
+    from his.audit.api.http import router
+    from his.audit.handlers import AuditTrail
+
+    return Routes(router, provides=[AuditTrail(db)])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    return http(ctx.db)
 
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.audit import handlers
-    from his.audit.api.http import router
     from his.events.audit import (
         BATCHED,
         AdmissionsRecordAccessed,
@@ -51,6 +64,6 @@ def build() -> ServiceDefinition:
             Subscription.of("audit_patient_registered", PatientRegistered, handlers.on_patient_registered),
             Subscription.of("audit_invitation_redeemed", InvitationRedeemed, handlers.on_patient_registered),
         ),
-        routes=router,
+        routes=routes,
         description="Append-only, hash-chained log of PHI access and security events.",
     )

@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 GENESIS = bytes(32)
@@ -38,6 +40,23 @@ FIELDS = (
 
 #: Purpose code of access under break-the-glass; such records are flagged for review.
 EMERGENCY = "emergency"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recorded access to a patient's data, as the patient's trail shows it."""
+
+    seq: int
+    at: datetime
+    #: The service that recorded it (``his.patients``, ``his.laboratory`` …).
+    source: str
+    actor_id: uuid.UUID
+    actor_roles: tuple[str, ...]
+    action: str
+    resource: str
+    purpose: str
+    outcome: str
+    flagged: bool
 
 
 def is_flagged(action: str, purpose: str) -> bool:

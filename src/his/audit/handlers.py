@@ -1,15 +1,20 @@
-"""Use cases of the audit service: append access records; learn which account owns which patient."""
+"""Use cases of the audit service: append access records; learn which account owns which patient;
+show a patient's trail (``AuditTrail``) to whoever ``his.audit.policy`` lets see it."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from his.audit import store
-from his.audit.domain import is_flagged
+from his.access import NONE, Relationship
+from his.audit import policy, store
+from his.audit.domain import Entry, is_flagged
+from his.audit.policy import Operation
+from his.clients.patients import refused
 from his.events.audit import RecordAccessed, RecordsAccessed
 from his.events.patients import InvitationRedeemed, PatientRegistered
-from his.kernel.db import UnitOfWork
+from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope
 from his.kernel.security import Principal
 
@@ -88,3 +93,34 @@ async def record_denied(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, 
             "flagged": is_flagged("read", purpose),
         },
     )
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a trail, and the ``before`` of the next page (None on the last)."""
+
+    items: list[Entry]
+    next_before: int | None
+
+
+class AuditTrail:
+    """Who saw a patient's record: the trail, to the patient, an AUDITOR or ADMIN."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def trail(self, who: Principal, patient_id: uuid.UUID, *, before: int | None, limit: int) -> Page:
+        """The patient's trail, newest first. A refusal is appended to the chain before it is raised."""
+        op = Operation.READ_TRAIL
+        rel = NONE
+        if policy.RULES[op].needs_relationship(who.roles):
+            async with self.db.pool.acquire() as conn:
+                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
+        decision = policy.decide(op, who.roles, rel)
+        if not decision.allowed:
+            async with self.db.uow() as uow:
+                await record_denied(uow, who, patient_id, decision.purpose, resource="audit_trail")
+            raise refused(decision, patient_id)
+        async with self.db.pool.acquire() as conn:
+            found = await store.for_patient(conn, patient_id, before=before, limit=limit)
+        return Page(found, found[-1].seq if len(found) == limit else None)

@@ -7,51 +7,69 @@ appended to the chain (outcome ``denied``), so attempts are seen as well as read
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
 
-from his.access import NONE, Relationship
-from his.audit import handlers, policy, store
-from his.audit.policy import Operation
-from his.clients.patients import refused
-from his.kernel.auth import authenticate, jwks_verifier
+from his.audit.domain import Entry
+from his.audit.handlers import AuditTrail
 from his.kernel.params import Limit
-from his.kernel.security import TokenVerifier
-from his.kernel.service import ServiceContext
+from his.kernel.web import Caller, errors, provided
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+Trails = Annotated[AuditTrail, Depends(provided(AuditTrail))]
 
 
-def router(ctx: ServiceContext, verifier: TokenVerifier | None = None) -> APIRouter:
-    r = APIRouter(prefix="/audit", tags=["audit"])
-    tokens = verifier or jwks_verifier()
+class Access(BaseModel):
+    """One recorded access: by whom (user id and roles), how, why, with what outcome."""
 
-    @r.get("")
-    async def trail(
-        request: Request,
-        patient_id: uuid.UUID,
-        before: int | None = Query(default=None, ge=1),
-        limit: Limit = 50,
-    ) -> dict[str, Any]:
-        """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient).
+    seq: int
+    at: datetime
+    source: str
+    actor_id: uuid.UUID
+    actor_roles: list[str]
+    action: str
+    resource: str
+    purpose: str
+    outcome: str
+    #: Break-the-glass grants and every access made under one.
+    flagged: bool
 
-        ``flagged`` marks break-the-glass grants and every access made under one.
-        """
-        who = await authenticate(request, tokens)
-        op = Operation.READ_TRAIL
-        rel = NONE
-        if policy.RULES[op].needs_relationship(who.roles):
-            async with ctx.db.pool.acquire() as conn:
-                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
-        decision = policy.decide(op, who.roles, rel)
-        if not decision.allowed:
-            async with ctx.db.uow() as uow:  # the refusal joins the chain before it is answered
-                await handlers.record_denied(uow, who, patient_id, decision.purpose, resource="audit_trail")
-            raise refused(decision, patient_id)
-        async with ctx.db.pool.acquire() as conn:
-            found = await store.for_patient(conn, patient_id, before=before, limit=limit)
-        return {
-            "items": [store.as_json(x) for x in found],
-            "next_before": found[-1]["seq"] if len(found) == limit else None,
-        }
+    @classmethod
+    def of(cls, e: Entry) -> Access:
+        return cls(
+            seq=e.seq,
+            at=e.at,
+            source=e.source,
+            actor_id=e.actor_id,
+            actor_roles=list(e.actor_roles),
+            action=e.action,
+            resource=e.resource,
+            purpose=e.purpose,
+            outcome=e.outcome,
+            flagged=e.flagged,
+        )
 
-    return r
+
+class Trail(BaseModel):
+    items: list[Access]
+    #: Pass as ``before`` for the next (older) page; null on the last page.
+    next_before: int | None
+
+
+@router.get("", responses=errors(403, 404))
+async def trail(
+    patient_id: uuid.UUID,
+    who: Caller,
+    trails: Trails,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 50,
+) -> Trail:
+    """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient).
+
+    ``flagged`` marks break-the-glass grants and every access made under one.
+    """
+    page = await trails.trail(who, patient_id, before=before, limit=limit)
+    return Trail(items=[Access.of(e) for e in page.items], next_before=page.next_before)

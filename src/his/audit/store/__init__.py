@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
-from his.audit.domain import GENESIS, link
+from his.audit.domain import GENESIS, Entry, link
 from his.kernel.db import Connection
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
@@ -96,9 +95,8 @@ async def owns(conn: Connection, account_id: uuid.UUID, patient_id: uuid.UUID) -
     )
 
 
-async def for_patient(
-    conn: Connection, patient_id: uuid.UUID, *, before: int | None, limit: int
-) -> list[dict[str, Any]]:
+async def for_patient(conn: Connection, patient_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+    """One patient's trail, newest first, from before the record ``before`` (a ``seq``)."""
     found = await conn.fetch(
         """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
                   coalesce(flagged, false) AS flagged
@@ -107,14 +105,4 @@ async def for_patient(
         before or 2**62,
         limit,
     )
-    return [dict(r) for r in found]
-
-
-def as_json(r: dict[str, Any]) -> dict[str, Any]:
-    out = dict(r)
-    for k, v in r.items():
-        if isinstance(v, uuid.UUID):
-            out[k] = str(v)
-        elif isinstance(v, datetime):
-            out[k] = v.isoformat()
-    return out
+    return [Entry(**(dict(r) | {"actor_roles": tuple(r["actor_roles"])})) for r in found]
