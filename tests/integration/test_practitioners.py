@@ -23,10 +23,10 @@ from his.kernel import migrations, rpc
 from his.kernel.db import Database
 from his.kernel.pki import LocalCA, spiffe_id
 from his.practitioners.api import grpc as practitioners_grpc
-from his.practitioners.api.http import router
+from his.practitioners.app import http as practitioners_http
 from his.proto.practitioners.v1 import practitioners_pb2 as calendar_pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as calendar_grpc
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 
 ADMIN = uuid.uuid4()
@@ -56,7 +56,7 @@ async def api(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.Async
     db = Database(dsn, schema="practitioners", max_size=24, clock=hard.clock(12, 0, days=-1))
     await db.open()
 
-    service = router(SimpleNamespace(db=db), verifier())  # type: ignore[arg-type]
+    service = practitioners_http(db)
     async with serve(service, base_url="http://practitioners") as client:
         yield client, db
     await db.close()

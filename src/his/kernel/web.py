@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import PlainSerializer, WithJsonSchema
 
 from his.kernel.auth import authenticate, jwks_verifier
 from his.kernel.problems import TITLES, Problem
@@ -82,6 +84,14 @@ async def caller(request: Request) -> Principal:
 
 #: The verified caller of a route.
 Caller = Annotated[Principal, Depends(caller)]
+
+#: A moment in a response: RFC 3339 with its offset written out (``2026-12-07T08:00:00+00:00``),
+#: as every answer of the API has written it from the start (pydantic alone would write ``Z``).
+Moment = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

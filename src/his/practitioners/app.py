@@ -1,10 +1,22 @@
 """Composition root of the practitioners service."""
 
 from his.kernel.consumer import Subscription
-from his.kernel.service import ServiceDefinition
+from his.kernel.db import Database
+from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
 from his.practitioners import handlers
 from his.practitioners.api import grpc
-from his.practitioners.api.http import router
+
+
+def http(db: Database) -> Routes:
+    """The practitioners routes and their use cases over a database."""
+    from his.practitioners.api.http import router
+
+    return Routes(router, provides=[handlers.Practitioners(db)])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    return http(ctx.db)
 
 
 def build() -> ServiceDefinition:
@@ -18,7 +30,7 @@ def build() -> ServiceDefinition:
             Subscription.of("practitioners_cancelled", AppointmentCancelled, handlers.on_appointment_changed),
             Subscription.of("practitioners_rescheduled", AppointmentRescheduled, handlers.on_appointment_changed),
         ),
-        routes=router,
+        routes=routes,
         grpc_services=grpc.services,
         description="Practitioner profiles, shifts, leave, availability.",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -15,6 +17,8 @@ MAX_LEAVE = timedelta(days=180)
 #: How far back a shift may still be recorded, and how far ahead one may be planned.
 SHIFT_PAST = timedelta(days=7)
 PLAN_AHEAD = timedelta(days=400)
+#: The longest window of shifts or availability one question may ask about.
+MAX_WINDOW = timedelta(days=31)
 
 SPECIALTIES: dict[str, str] = {
     "general_practice": "General practice",
@@ -47,6 +51,18 @@ class InvalidTransitionError(ValueError):
 def _aware(*moments: datetime) -> None:
     if any(m.tzinfo is None or m.utcoffset() is None for m in moments):
         raise InvalidScheduleError("times need a UTC offset (RFC 3339)")
+
+
+def check_window(start: datetime, end: datetime) -> Interval:
+    """A window to look at shifts or availability in: both ends with a UTC offset, at most 31 days."""
+    for moment, name in ((start, "from"), (end, "to")):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise InvalidScheduleError(f"'{name}' needs a UTC offset (RFC 3339)")
+    if end <= start:
+        raise InvalidScheduleError("'to' must be after 'from'")
+    if end - start > MAX_WINDOW:
+        raise InvalidScheduleError("a window spans at most 31 days")
+    return Interval(start, end)
 
 
 def check_shift(start: datetime, end: datetime, now: datetime) -> Interval:
@@ -89,6 +105,35 @@ class LeaveAction(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Practitioner:
+    id: uuid.UUID
+    full_name: str
+    specialty: str
+    #: The user account of the practitioner themself, if linked.
+    user_id: uuid.UUID | None
+    created_at: datetime
+
+    def is_user(self, subject: str) -> bool:
+        """Whether the caller ``subject`` is this practitioner."""
+        return self.user_id is not None and str(self.user_id) == subject
+
+
+@dataclass(frozen=True)
+class Shift:
+    id: uuid.UUID
+    during: Interval
+
+
+@dataclass(frozen=True)
+class LeaveRequest:
+    id: uuid.UUID
+    status: LeaveStatus
+    during: Interval
+    created_at: datetime
+    decided_at: datetime | None
 
 
 #: A leave request's lifecycle: ``transition(status, action)`` is the next status.

@@ -7,7 +7,6 @@ appended to the chain (outcome ``denied``), so attempts are seen as well as read
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 from his.audit.domain import Entry
 from his.audit.handlers import AuditTrail
 from his.kernel.params import Limit
-from his.kernel.web import Caller, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 Trails = Annotated[AuditTrail, Depends(provided(AuditTrail))]
@@ -26,7 +25,7 @@ class Access(BaseModel):
     """One recorded access: by whom (user id and roles), how, why, with what outcome."""
 
     seq: int
-    at: datetime
+    at: Moment
     source: str
     actor_id: uuid.UUID
     actor_roles: list[str]

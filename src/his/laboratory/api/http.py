@@ -15,7 +15,6 @@ the ``Order`` it returns into the response model.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -23,7 +22,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided
 from his.laboratory.domain import MAX_TESTS, VALUE_MAX, Action, LabTest, Order, Priority, Result, Status, Submitted
 from his.laboratory.handlers import FindOrders, Laboratory, PlaceOrder
 
@@ -126,11 +125,11 @@ class LabOrder(BaseModel):
     status: Status
     version: int
     tests: list[str]
-    placed_at: datetime
-    collected_at: datetime | None
-    started_at: datetime | None
-    resulted_at: datetime | None
-    cancelled_at: datetime | None
+    placed_at: Moment
+    collected_at: Moment | None
+    started_at: Moment | None
+    resulted_at: Moment | None
+    cancelled_at: Moment | None
     results: list[LabResult]
 
     @classmethod

@@ -9,14 +9,13 @@ patient's id answers 404, other staff 403), and every decision, allowed or denie
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided
 from his.notifications import domain
 from his.notifications.handlers import Notifications
 
@@ -33,7 +32,7 @@ class Alert(BaseModel):
     #: Ids and codes of the cause (for break_glass: grant_id, roles, granted_at, expires_at; for
     #: lab_result: order_id, priority, critical, abnormal, flagged [{code, flag}], resulted_at).
     detail: dict[str, Any]
-    created_at: datetime
+    created_at: Moment
 
     @classmethod
     def of(cls, a: domain.Alert) -> Alert:
@@ -59,9 +58,9 @@ class Delivery(BaseModel):
     template: str
     channel: str
     status: str
-    created_at: datetime
-    due_at: datetime
-    sent_at: datetime | None
+    created_at: Moment
+    due_at: Moment
+    sent_at: Moment | None
     reason: str | None
 
     @classmethod

@@ -81,9 +81,9 @@ class PractitionerDirectory(pb_grpc.PractitionerDirectoryServicer):
             row = await store.get_practitioner(conn, pid)
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
-        out = pb.Practitioner(practitioner_id=str(pid), specialty=row["specialty"])
-        if row["user_id"] is not None:
-            out.user_id = str(row["user_id"])
+        out = pb.Practitioner(practitioner_id=str(pid), specialty=row.specialty)
+        if row.user_id is not None:
+            out.user_id = str(row.user_id)
         return out
 
 

@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg import Range
 
-from his.kernel.db import Connection, savepoint
+from his.kernel.db import Connection, Record, savepoint
 from his.kernel.intervals import Interval
-from his.practitioners.domain import LeaveStatus
+from his.practitioners.domain import LeaveRequest, LeaveStatus, Practitioner, Shift
 
 
 class AccountLinkedError(Exception):
@@ -50,21 +50,21 @@ async def insert_practitioner(conn: Connection, full_name: str, specialty: str, 
     return pid
 
 
-async def get_practitioner(conn: Connection, pid: uuid.UUID) -> dict[str, Any] | None:
+async def get_practitioner(conn: Connection, pid: uuid.UUID) -> Practitioner | None:
     row = await conn.fetchrow(
         "SELECT id, full_name, specialty, user_id, created_at FROM practitioner WHERE id = $1", pid
     )
-    return dict(row) if row else None
+    return Practitioner(**dict(row)) if row else None
 
 
-async def list_practitioners(conn: Connection, specialty: str | None, limit: int) -> list[dict[str, Any]]:
+async def list_practitioners(conn: Connection, specialty: str | None, limit: int) -> list[Practitioner]:
     rows = await conn.fetch(
         """SELECT id, full_name, specialty, user_id, created_at FROM practitioner
            WHERE $1::text IS NULL OR specialty = $1 ORDER BY full_name, id LIMIT $2""",
         specialty,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [Practitioner(**dict(r)) for r in rows]
 
 
 async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor: uuid.UUID) -> uuid.UUID:
@@ -84,19 +84,17 @@ async def insert_shift(conn: Connection, pid: uuid.UUID, during: Interval, actor
             pid,
             _range(during),
         )
-        raise ShiftOverlapError(
-            {"id": str(other["id"]), **_times(_interval(other["during"]))} if other else None
-        ) from exc
+        raise ShiftOverlapError(_conflict(other["id"], _interval(other["during"])) if other else None) from exc
     return sid
 
 
-async def shifts(conn: Connection, pid: uuid.UUID, window: Interval) -> list[dict[str, Any]]:
+async def shifts(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Shift]:
     rows = await conn.fetch(
         "SELECT id, during FROM shift WHERE practitioner_id = $1 AND during && $2 ORDER BY during",
         pid,
         _range(window),
     )
-    return [{"id": str(r["id"]), **_times(_interval(r["during"]))} for r in rows]
+    return [Shift(r["id"], _interval(r["during"])) for r in rows]
 
 
 async def insert_leave(conn: Connection, pid: uuid.UUID, during: Interval, actor: uuid.UUID) -> uuid.UUID:
@@ -112,11 +110,19 @@ async def insert_leave(conn: Connection, pid: uuid.UUID, during: Interval, actor
     return lid
 
 
-async def leave_for_update(conn: Connection, pid: uuid.UUID, lid: uuid.UUID) -> dict[str, Any] | None:
+async def leave_for_update(conn: Connection, pid: uuid.UUID, lid: uuid.UUID) -> LeaveRequest | None:
+    """The practitioner's leave request, its row locked until the transaction ends."""
     row = await conn.fetchrow(
-        "SELECT id, during, status FROM leave_request WHERE id = $1 AND practitioner_id = $2 FOR UPDATE", lid, pid
+        """SELECT id, during, status, created_at, decided_at FROM leave_request
+           WHERE id = $1 AND practitioner_id = $2 FOR UPDATE""",
+        lid,
+        pid,
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    return LeaveRequest(
+        row["id"], LeaveStatus(row["status"]), _interval(row["during"]), row["created_at"], row["decided_at"]
+    )
 
 
 async def set_leave_status(conn: Connection, lid: uuid.UUID, status: LeaveStatus, actor: uuid.UUID) -> None:
@@ -128,23 +134,25 @@ async def set_leave_status(conn: Connection, lid: uuid.UUID, status: LeaveStatus
     )
 
 
-async def leave_requests(conn: Connection, pid: uuid.UUID, limit: int = 200) -> list[dict[str, Any]]:
+async def leave_requests(conn: Connection, pid: uuid.UUID, limit: int = 200) -> list[LeaveRequest]:
     rows = await conn.fetch(
         """SELECT id, during, status, created_at, decided_at FROM leave_request
            WHERE practitioner_id = $1 ORDER BY lower(during) DESC LIMIT $2""",
         pid,
         limit,
     )
-    return [
-        {
-            "id": str(r["id"]),
-            "status": r["status"],
-            **_times(_interval(r["during"])),
-            "created_at": r["created_at"].isoformat(),
-            "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None,
-        }
-        for r in rows
-    ]
+    return [_leave(r) for r in rows]
+
+
+def _leave(row: Record) -> LeaveRequest:
+    return LeaveRequest(
+        row["id"], LeaveStatus(row["status"]), _interval(row["during"]), row["created_at"], row["decided_at"]
+    )
+
+
+def _conflict(shift_id: uuid.UUID, during: Interval) -> dict[str, str]:
+    """The shift a new one collides with, as the 409 names it."""
+    return {"id": str(shift_id), "start": during.start.isoformat(), "end": during.end.isoformat()}
 
 
 class Calendar(NamedTuple):
@@ -189,24 +197,6 @@ async def approved_leave(conn: Connection, pid: uuid.UUID, window: Interval) -> 
 async def shift_intervals(conn: Connection, pid: uuid.UUID, window: Interval) -> list[Interval]:
     rows = await conn.fetch("SELECT during FROM shift WHERE practitioner_id = $1 AND during && $2", pid, _range(window))
     return [_interval(r["during"]) for r in rows]
-
-
-def _times(i: Interval) -> dict[str, str]:
-    return {"start": i.start.isoformat(), "end": i.end.isoformat()}
-
-
-def as_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "full_name": row["full_name"],
-        "specialty": row["specialty"],
-        "user_id": str(row["user_id"]) if row["user_id"] else None,
-        "created_at": row["created_at"].isoformat(),
-    }
-
-
-def interval_json(i: Interval) -> dict[str, str]:
-    return _times(i)
 
 
 async def hold_booked(conn: Connection, appointment_id: uuid.UUID, pid: uuid.UUID, during: Interval) -> None:
