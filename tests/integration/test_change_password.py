@@ -10,11 +10,11 @@ import pytest
 from fastapi import FastAPI
 
 from his.gateway.routing import Match, resolve
-from his.identity.api.http import router
+from his.identity.app import http as identity_http
 from his.identity.handlers import Identity, KeyRing, Throttle
 from his.kernel import migrations, problems
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.kernel.web import mount
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "violet kettle under the moon"
@@ -35,7 +35,7 @@ async def client(identity_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
     identity = Identity(db, keys, throttle=Throttle(account_limit=3, ip_limit=1000))
     app = FastAPI()
     problems.install(app)
-    app.include_router(router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE)))
+    mount(app, identity_http(identity))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as c:
         yield c
     await db.close()

@@ -13,13 +13,14 @@ import pytest
 from fastapi import FastAPI
 
 from his.access import Role
-from his.identity.api.http import router
+from his.identity.app import http as identity_http
 from his.identity.domain import InvalidCredentialsError
 from his.identity.handlers import Identity, KeyRing, Registrations, Throttle, ThrottledError
 from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
+from his.kernel.web import mount
 
 PASSWORD = "correct horse battery staple"
 
@@ -44,7 +45,7 @@ async def api(identity_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Ident
     )
     app = FastAPI()
     problems.install(app)
-    app.include_router(router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE)))
+    mount(app, identity_http(identity))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as client:
         yield client, identity
     await db.close()

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from his.identity.api.http import router
+from his.identity.app import http as identity_http
 from his.identity.domain import Backoff
 from his.identity.handlers import Identity, KeyRing, Registrations, Throttle
 from his.identity.passwords import Capacity, Passwords
 from his.kernel import migrations, problems
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
+from his.kernel.web import mount
 from tests.support.waiting import wait_for
 
 PASSWORD = "correct horse battery staple"
@@ -70,7 +70,7 @@ async def make(db: Database) -> AsyncIterator[Api]:
         identity = Identity(db, KeyRing(db, b"a passphrase for the test keys"), clock=clock, **kwargs)  # type: ignore[arg-type]
         app = FastAPI()
         problems.install(app)
-        app.include_router(router(identity, TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)))
+        mount(app, identity_http(identity))
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity", timeout=30)
         clients.append(client)
         return client, identity, clock

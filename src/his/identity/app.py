@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
-
-from his.kernel.security import TokenVerifier
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.identity.handlers import Identity
 
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
+def http(identity: Identity) -> Routes:
+    """Identity's routes over its use cases; tokens are verified with its own key ring."""
     from his.identity.api.http import router
+
+    return Routes(
+        router, provides=[identity], verifier=TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
+    )
+
+
+def routes(ctx: ServiceContext) -> Routes:
     from his.identity.handlers import Identity, KeyRing, Registrations
     from his.identity.settings import IdentitySettings
-    from his.kernel.security import AUDIENCE, ISSUER
 
     passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if len(passphrase) < 16:
@@ -24,8 +34,7 @@ def routes(ctx: ServiceContext) -> APIRouter:
     keys = KeyRing(ctx.db, passphrase.encode())
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
-    identity = Identity(ctx.db, keys, registrations=limits)
-    return router(identity, TokenVerifier(keys.jwks, issuer=ISSUER, audience=AUDIENCE))
+    return http(Identity(ctx.db, keys, registrations=limits))
 
 
 def build() -> ServiceDefinition:

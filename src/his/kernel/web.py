@@ -41,14 +41,17 @@ class Routes:
 
     router: APIRouter
     provides: Sequence[object] = ()
+    #: How the routes verify tokens, when not against the identity service's keys (identity
+    #: itself verifies with its own key ring).
+    verifier: TokenVerifier | None = None
 
 
 def mount(app: FastAPI, routes: Routes | APIRouter, *, verifier: TokenVerifier | None = None) -> None:
     """Add ``routes`` to ``app``: the router, and what it depends on (by class) on the app's state.
 
-    Tokens are verified with ``verifier``, else against the identity service's published keys
-    (``HIS_IDENTITY_URL``). A bare router (a service not yet moved to ``Routes``) is included as
-    it is.
+    Tokens are verified with the routes' own verifier, else ``verifier``, else against the
+    identity service's published keys (``HIS_IDENTITY_URL``). A bare router (a service not yet
+    moved to ``Routes``) is included as it is.
     """
     if isinstance(routes, APIRouter):
         app.include_router(routes)
@@ -58,7 +61,7 @@ def mount(app: FastAPI, routes: Routes | APIRouter, *, verifier: TokenVerifier |
         provided[type(obj)] = obj
     app.state.provided = provided
     if getattr(app.state, "verifier", None) is None:
-        app.state.verifier = verifier or jwks_verifier()
+        app.state.verifier = routes.verifier or verifier or jwks_verifier()
     app.include_router(routes.router)
 
 

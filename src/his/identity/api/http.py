@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.access import Role
@@ -15,8 +15,8 @@ from his.identity.domain import InvalidCredentialsError, InvalidEmailError, Weak
 from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.passwords import BusyError
 from his.identity.store import EmailTakenError
-from his.kernel.problems import HTTPException, problem
-from his.kernel.security import Principal, TokenError, TokenVerifier, bearer
+from his.kernel.problems import HTTPException
+from his.kernel.web import Caller, Moment, errors, provided
 
 
 class Register(BaseModel):
@@ -74,122 +74,129 @@ def client_ip(request: Request) -> str:
     return request.headers.get("x-his-client-ip") or (request.client.host if request.client else "unknown")
 
 
-def router(identity: Identity, verifier: TokenVerifier) -> APIRouter:
-    r = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"])
+Accounts = Annotated[Identity, Depends(provided(Identity))]
 
-    async def principal(authorization: str | None) -> Principal:
-        token = bearer(authorization)
-        if token is None:
-            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            return await verifier.verify(token)
-        except TokenError:
-            raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
 
-    async def created(account: Awaitable[uuid.UUID]) -> Created:
-        try:
-            return Created(user_id=await account)
-        except (WeakPasswordError, InvalidEmailError, ValueError) as exc:
-            raise HTTPException(422, str(exc)) from None
-        except EmailTakenError:
-            raise HTTPException(409, "an account with this e-mail address exists") from None
-        except ThrottledError as exc:
-            raise HTTPException(
-                429, "too many registrations; try later", headers={"Retry-After": str(exc.retry_after)}
-            ) from None
-        except BusyError as exc:
-            raise HTTPException(503, BUSY, headers={"Retry-After": str(exc.retry_after)}) from None
+async def created(account: Awaitable[uuid.UUID]) -> Created:
+    try:
+        return Created(user_id=await account)
+    except (WeakPasswordError, InvalidEmailError, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except EmailTakenError:
+        raise HTTPException(409, "an account with this e-mail address exists") from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many registrations; try later", headers=retry(exc.retry_after)) from None
+    except BusyError as exc:
+        raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
 
-    @r.post("/auth/register", status_code=201, response_model=Created)
-    async def register(body: Register, request: Request) -> Created:
-        """Create a PATIENT account for oneself. Registrations are limited per address and in all
-        (429 with ``Retry-After`` past the limits)."""
-        return await created(
-            identity.self_register(
-                email=body.email, password=body.password, full_name=body.full_name, client_ip=client_ip(request)
-            )
+
+def retry(after: float) -> dict[str, str]:
+    return {"Retry-After": str(after)}
+
+
+@router.post("/auth/register", status_code=201, responses=errors(409, 429))
+async def register(body: Register, request: Request, identity: Accounts) -> Created:
+    """Create a PATIENT account for oneself. Registrations are limited per address and in all
+    (429 with ``Retry-After`` past the limits)."""
+    return await created(
+        identity.self_register(
+            email=body.email, password=body.password, full_name=body.full_name, client_ip=client_ip(request)
         )
+    )
 
-    @r.post("/auth/login", response_model=TokenPair)
-    async def login(body: Login, request: Request) -> Any:
-        """Exchange e-mail and password for an access token (15 min) and a refresh token. After a
-        few failures for an account from one address, further attempts from there wait longer
-        each time (429 with ``Retry-After``); other addresses are not held up by them."""
-        try:
-            return TokenPair.of(
-                await identity.login(email=body.email, password=body.password, client_ip=client_ip(request))
-            )
-        except InvalidCredentialsError:
-            return problem(401, "invalid email or password")
-        except ThrottledError as exc:
-            return problem(429, "too many failed logins; try later", headers={"Retry-After": str(exc.retry_after)})
-        except BusyError as exc:
-            return problem(503, BUSY, headers={"Retry-After": str(exc.retry_after)})
 
-    @r.post("/auth/refresh", response_model=TokenPair)
-    async def refresh(body: RefreshBody) -> Any:
-        """Rotate a refresh token. Presenting an already rotated token revokes its whole family."""
-        try:
-            return TokenPair.of(await identity.refresh(body.refresh_token))
-        except InvalidCredentialsError:
-            return problem(401, "invalid refresh token")
-
-    @r.post("/auth/logout", status_code=204)
-    async def logout(body: RefreshBody) -> Response:
-        """Revoke the refresh token's family."""
-        await identity.logout(body.refresh_token)
-        return Response(status_code=204)
-
-    @r.get("/auth/revoked-sessions", include_in_schema=False)
-    async def revoked_sessions(since: datetime | None = None) -> dict[str, Any]:
-        """Internal (no public route): sessions signed out since ``since`` (default: as far back as
-        an access token lives), each with the time until which its access tokens must be refused.
-        The gateway polls it and refuses those tokens; ``now`` is the next call's ``since``."""
-        if since is not None and since.tzinfo is None:
-            raise HTTPException(422, "since needs a UTC offset")
-        now, rows = await identity.revoked_sessions(since)
-        return {"now": now.isoformat(), "sessions": [{"sid": sid, "until": until.isoformat()} for sid, until in rows]}
-
-    @r.get("/auth/jwks")
-    async def jwks() -> dict[str, Any]:
-        """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
-        return await identity.keys.jwks()
-
-    @r.post("/auth/password", status_code=204)
-    async def change_password(body: ChangePassword, authorization: str | None = Header(default=None)) -> Response:
-        """Change one's own password (any signed-in user), giving the current one. Every other
-        session of the account is signed out; this one goes on. 403 if the current password is
-        wrong, 422 if the new one breaks the password policy, 429 after too many wrong ones."""
-        who = await principal(authorization)
-        try:
-            await identity.change_password(
-                user_id=uuid.UUID(who.subject),
-                session=who.session,
-                current=body.current_password,
-                new=body.new_password,
-            )
-        except WeakPasswordError as exc:
-            return problem(422, str(exc))
-        except InvalidCredentialsError as exc:
-            return problem(403, str(exc))
-        except ThrottledError as exc:
-            return problem(429, "too many wrong passwords; try later", headers={"Retry-After": str(exc.retry_after)})
-        return Response(status_code=204)
-
-    @r.post("/admin/users", status_code=201, response_model=Created, tags=["admin"])
-    async def create_user(body: CreateUser, authorization: str | None = Header(default=None)) -> Created:
-        """ADMIN creates a user (staff or patient) with the given roles."""
-        who = await principal(authorization)
-        if not who.has_any(Role.ADMIN):
-            raise HTTPException(403, "ADMIN role required")
-        return await created(
-            identity.register(
-                email=body.email,
-                password=body.password,
-                full_name=body.full_name,
-                roles=list(body.roles),
-                created_by=uuid.UUID(who.subject),
-            )
+@router.post("/auth/login", responses=errors(401, 429))
+async def login(body: Login, request: Request, identity: Accounts) -> TokenPair:
+    """Exchange e-mail and password for an access token (15 min) and a refresh token. After a
+    few failures for an account from one address, further attempts from there wait longer
+    each time (429 with ``Retry-After``); other addresses are not held up by them."""
+    try:
+        return TokenPair.of(
+            await identity.login(email=body.email, password=body.password, client_ip=client_ip(request))
         )
+    except InvalidCredentialsError:
+        raise HTTPException(401, "invalid email or password") from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many failed logins; try later", headers=retry(exc.retry_after)) from None
+    except BusyError as exc:
+        raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
 
-    return r
+
+@router.post("/auth/refresh", responses=errors(401))
+async def refresh(body: RefreshBody, identity: Accounts) -> TokenPair:
+    """Rotate a refresh token. Presenting an already rotated token revokes its whole family."""
+    try:
+        return TokenPair.of(await identity.refresh(body.refresh_token))
+    except InvalidCredentialsError:
+        raise HTTPException(401, "invalid refresh token") from None
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(body: RefreshBody, identity: Accounts) -> Response:
+    """Revoke the refresh token's family."""
+    await identity.logout(body.refresh_token)
+    return Response(status_code=204)
+
+
+class RevokedSession(BaseModel):
+    sid: str
+    #: Until when its access tokens must be refused.
+    until: Moment
+
+
+class RevokedSessions(BaseModel):
+    #: The ``since`` of the next call.
+    now: Moment
+    sessions: list[RevokedSession]
+
+
+@router.get("/auth/revoked-sessions", include_in_schema=False)
+async def revoked_sessions(identity: Accounts, since: datetime | None = None) -> RevokedSessions:
+    """Internal (no public route): sessions signed out since ``since`` (default: as far back as
+    an access token lives), each with the time until which its access tokens must be refused.
+    The gateway polls it and refuses those tokens; ``now`` is the next call's ``since``."""
+    if since is not None and since.tzinfo is None:
+        raise HTTPException(422, "since needs a UTC offset")
+    now, rows = await identity.revoked_sessions(since)
+    return RevokedSessions(now=now, sessions=[RevokedSession(sid=sid, until=until) for sid, until in rows])
+
+
+@router.get("/auth/jwks")
+async def jwks(identity: Accounts) -> dict[str, Any]:
+    """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
+    return await identity.keys.jwks()
+
+
+@router.post("/auth/password", status_code=204, responses=errors(403, 429))
+async def change_password(body: ChangePassword, who: Caller, identity: Accounts) -> Response:
+    """Change one's own password (any signed-in user), giving the current one. Every other
+    session of the account is signed out; this one goes on. 403 if the current password is
+    wrong, 422 if the new one breaks the password policy, 429 after too many wrong ones."""
+    try:
+        await identity.change_password(
+            user_id=uuid.UUID(who.subject), session=who.session, current=body.current_password, new=body.new_password
+        )
+    except WeakPasswordError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except InvalidCredentialsError as exc:
+        raise HTTPException(403, str(exc)) from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many wrong passwords; try later", headers=retry(exc.retry_after)) from None
+    return Response(status_code=204)
+
+
+@router.post("/admin/users", status_code=201, tags=["admin"], responses=errors(403, 409))
+async def create_user(body: CreateUser, who: Caller, identity: Accounts) -> Created:
+    """ADMIN creates a user (staff or patient) with the given roles."""
+    if not who.has_any(Role.ADMIN):
+        raise HTTPException(403, "ADMIN role required")
+    return await created(
+        identity.register(
+            email=body.email,
+            password=body.password,
+            full_name=body.full_name,
+            roles=list(body.roles),
+            created_by=uuid.UUID(who.subject),
+        )
+    )
