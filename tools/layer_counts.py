@@ -6,7 +6,8 @@
 What it counts, in ``src/his`` (the generated gRPC code under ``src/his/proto`` left out):
 
 - the length of every ``router()`` function in a service's ``api/`` package (its routes are
-  closures inside it), and how many are over 60 lines;
+  closures inside it), and how many are over 60 lines; the ``api/`` modules that declare their
+  routes on a module-level router instead (``his.kernel.web``), and the longest route there;
 - in ``api/`` modules: lines calling ``store.*``, transactions opened (``.uow()``, ``.read()``),
   calls into ``handlers.*``, hand-written ``authenticate(request, ...)`` calls, ``also=``
   callbacks passed to handlers;
@@ -64,6 +65,8 @@ def _returns_plain(fn: ast.AsyncFunctionDef | ast.FunctionDef) -> bool:
 def count() -> dict[str, object]:
     figures: Counter[str] = Counter()
     routers: dict[str, int] = {}
+    module_level: list[str] = []
+    longest_route = 0
     for path in sources():
         text = path.read_text()
         rel = str(path.relative_to(ROOT))
@@ -81,6 +84,17 @@ def count() -> dict[str, object]:
         if not is_api(path):
             continue
         store_lines: set[int] = set()
+        if any(
+            isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "router" and "APIRouter(" in ast.unparse(n.value)
+            for n in tree.body
+        ):
+            module_level.append(rel)
+            for n in tree.body:
+                routed = isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    ast.unparse(d).startswith("router.") for d in n.decorator_list
+                )
+                if routed and n.end_lineno:
+                    longest_route = max(longest_route, n.end_lineno - n.lineno + 1)
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name == "router" and node.end_lineno:
                 routers[rel] = node.end_lineno - node.lineno + 1
@@ -109,6 +123,8 @@ def count() -> dict[str, object]:
     return {
         "router() lines": {k: routers[k] for k in sorted(routers, key=lambda k: -routers[k])},
         f"router() over {LONG} lines": sum(1 for n in lengths if n > LONG),
+        "api modules on a module-level router": len(module_level),
+        "longest route on a module-level router (lines)": longest_route,
         **dict(sorted(figures.items())),
     }
 
