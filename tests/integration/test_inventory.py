@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -28,13 +27,13 @@ from nats.aio.client import Client as NATS
 from his.clients.patients import CareBasis, FakePatients
 from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
 from his.inventory import handlers
-from his.inventory.api.http import router
+from his.inventory.app import http as inventory_http
 from his.kernel import migrations, streams
 from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.events import Envelope
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
@@ -128,7 +127,7 @@ async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
     db = Database(dsn, schema="inventory", max_size=24, clock=clock)
     await db.open()
     patients = FakePatients()
-    service = router(SimpleNamespace(db=db), patients, verifier(), timezone=hard.zone)  # type: ignore[arg-type]
+    service = inventory_http(db, patients, hard.zone)
     async with serve(service, base_url="http://inventory") as client:
         yield World(client, db, patients, hard, clock)
     await db.close()

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from fastapi import APIRouter
 
 from his.kernel.config import ServiceSettings
 from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.clients.patients import PatientLookup
+    from his.kernel.db import Database
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
-    from his.clients.patients import GrpcPatients
+def http(db: Database, patients: PatientLookup, timezone: str = "UTC") -> Routes:
+    """The inventory routes and their use cases; "today" is the hospital's (``timezone``)."""
     from his.inventory.api.http import router
+    from his.inventory.handlers import Inventory
+
+    return Routes(router, provides=[Inventory(db, patients, ZoneInfo(timezone))])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    from his.clients.patients import GrpcPatients
 
     identity = ctx.settings.workload()
     if identity is None:
         raise SystemExit("inventory needs a workload identity (HIS_TLS_*) to reach patients")
     patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
-    return router(ctx, patients, timezone=ctx.settings.timezone)
+    return http(ctx.db, patients, ctx.settings.timezone)
 
 
 def build() -> ServiceDefinition:

@@ -9,8 +9,10 @@ expired from the day after; a lot without an expiry date never expires and is us
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -59,6 +61,78 @@ class ShortfallError(Exception):
     def __init__(self, requested: Decimal, available: Decimal) -> None:
         super().__init__(f"only {available} of the {requested} requested are available")
         self.requested, self.available = requested, available
+
+
+@dataclass(frozen=True)
+class Item:
+    code: str
+    description: str
+    unit: str
+    #: Billed to the patient it is used for.
+    chargeable: bool
+    #: The low-stock threshold per location.
+    thresholds: Mapping[str, Decimal]
+
+
+@dataclass(frozen=True)
+class ShelvedLot:
+    """A lot on a shelf, as the stock report shows it."""
+
+    lot: str
+    expires_on: date | None
+    quantity: Decimal
+    expired: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """The stock of one item at one location: usable and expired quantities, its lots in the
+    order they will be used."""
+
+    item_code: str
+    location: str
+    unit: str
+    on_hand: Decimal
+    expired: Decimal
+    threshold: Decimal | None
+    low: bool
+    lots: tuple[ShelvedLot, ...]
+
+
+@dataclass(frozen=True)
+class ExpiringLot:
+    item_code: str
+    unit: str
+    location: str
+    lot: str
+    expires_on: date
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
+class LowStockAlert:
+    id: uuid.UUID
+    item_code: str
+    location: str
+    on_hand: Decimal
+    threshold: Decimal
+    alerted_at: datetime
+
+
+@dataclass(frozen=True)
+class Backorder:
+    """A request that found too little stock and took nothing."""
+
+    id: uuid.UUID
+    item_code: str
+    location: str
+    requested: Decimal
+    available: Decimal
+    reason: str
+    #: The lab order whose reagents it was for, if any.
+    source_id: uuid.UUID | None
+    created_at: datetime
 
 
 def is_expired(lot: Lot, today: date) -> bool:

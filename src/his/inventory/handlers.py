@@ -1,4 +1,5 @@
-"""Use cases of the inventory service: one function per command or consumed event.
+"""Use cases of the inventory service: one function per command or consumed event, and the
+``Inventory`` use cases its routes call.
 
 Every change of an (item, location)'s stock runs in one transaction that first locks that
 (item, location)'s row, then the lots it takes from: concurrent consumptions queue there and each
@@ -17,14 +18,25 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from his.access import NONE, Decision, Relationship
+from his.clients.audited import AccessLog
+from his.clients.patients import PatientLookup
+from his.events.audit import InventoryRecordAccessed
 from his.events.inventory import LowStockAlerted, StockBackordered, StockConsumed, StockReceived
 from his.events.laboratory import LabOrderResulted
-from his.inventory import store
+from his.inventory import policy, store
 from his.inventory.domain import (
     LAB,
+    UNITS,
+    ExpiringLot,
+    Item,
+    LowStockAlert,
     Reason,
     ShortfallError,
+    StockLevel,
     Take,
+    UnknownUnitError,
+    UnsplittableQuantityError,
     allocate,
     check_quantity,
     check_split,
@@ -32,8 +44,12 @@ from his.inventory.domain import (
     low_stock,
     plain,
 )
-from his.kernel.db import UnitOfWork
+from his.inventory.domain import Backorder as BackorderRow
+from his.inventory.policy import Operation
+from his.kernel.db import Connection, Database, UnitOfWork
 from his.kernel.events import Envelope, Event
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
 
 
 class UnknownItemError(LookupError):
@@ -71,6 +87,16 @@ class Consumption:
     patient_id: uuid.UUID | None = None
     source_id: uuid.UUID | None = None
     backorder: bool = False
+
+
+@dataclass(frozen=True)
+class Received:
+    """A receipt, with the quantity of its lot and of the (item, location) after it."""
+
+    id: uuid.UUID
+    receipt: Receipt
+    lot_quantity: Decimal
+    on_hand: Decimal
 
 
 @dataclass(frozen=True)
@@ -132,21 +158,15 @@ class _Place:
         return level
 
 
-async def create_item(uow: UnitOfWork, item: NewItem) -> dict[str, Any]:
+async def create_item(uow: UnitOfWork, item: NewItem) -> Item:
     """Define an item; its unit must be one the hospital knows (``UnknownUnitError``)."""
-    row = {
-        "code": item.code,
-        "description": item.description,
-        "unit": known_unit(item.unit),
-        "chargeable": item.chargeable,
-    }
+    unit = known_unit(item.unit)
+    row = {"code": item.code, "description": item.description, "unit": unit, "chargeable": item.chargeable}
     await store.insert_item(uow.conn, row, item.thresholds)
-    saved = await store.get_item(uow.conn, item.code)
-    assert saved is not None
-    return saved
+    return Item(item.code, item.description, unit, item.chargeable, dict(item.thresholds))
 
 
-async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) -> dict[str, Any]:
+async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) -> Received:
     """Receive a lot into a location (adding to the lot if it is already there)."""
     r = replace(r, quantity=plain(check_quantity(r.quantity)))
     item = await store.get_item(uow.conn, r.item_code)
@@ -173,7 +193,7 @@ async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) ->
         )
     )
     level = await place.settle(today)
-    return {"id": receipt_id, **row, "lot_id": lot["lot_id"], "lot_quantity": lot["lot_quantity"], "on_hand": level}
+    return Received(receipt_id, r, lot_quantity=lot["lot_quantity"], on_hand=level)
 
 
 async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, today: date) -> Consumed | Backordered:
@@ -300,3 +320,132 @@ async def use_reagents(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted, tod
             backorder=True,
         )
         await consume(uow, c, None, today)
+
+
+#: Most rows a stock or expiry report holds.
+MAX_ROWS = 500
+
+
+class Inventory:
+    """The use cases staff call, each with its caller: decided through ``his.inventory.policy``;
+    a consumption for a patient is that patient's data (care rule, audited either way)."""
+
+    def __init__(self, db: Database, patients: PatientLookup, zone: ZoneInfo) -> None:
+        self.db, self.patients, self.zone = db, patients, zone
+        self.log = AccessLog(db, InventoryRecordAccessed, "inventory/consumption")
+
+    def today(self) -> date:
+        """The hospital's date now (its time zone): what "expired" is measured against."""
+        return today_in(self.zone, self.db.clock())
+
+    async def create_item(self, who: Principal, item: NewItem) -> Item:
+        """Define an item (ADMIN). 409 if the code exists; an unknown unit is a 422 naming the valid ones."""
+        allow(who, policy.ITEM_ADMINS)
+        try:
+            async with self.db.uow() as uow:
+                return await create_item(uow, item)
+        except store.DuplicateItemError:
+            raise ProblemError(409, f"item {item.code} already exists") from None
+        except UnknownUnitError as exc:
+            raise ProblemError(422, str(exc), field="unit", valid_values=list(UNITS)) from None
+
+    def units(self, who: Principal) -> list[str]:
+        """The units an item may be kept in (staff)."""
+        allow(who, policy.STAFF)
+        return list(UNITS)
+
+    async def items(self, who: Principal) -> list[Item]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            return await store.list_items(conn)
+
+    async def receive(self, who: Principal, receipt: Receipt) -> Received:
+        """Receive a lot (ADMIN, NURSE, LAB_TECH); 422 for an unknown item or an expired lot."""
+        allow(who, policy.RECEIVERS)
+        try:
+            async with self.db.uow() as uow:
+                return await receive(uow, receipt, uuid.UUID(who.subject), self.today())
+        except UnknownItemError:
+            raise ProblemError(422, f"unknown item_code {receipt.item_code}") from None
+        except (ExpiredLotError, UnsplittableQuantityError) as exc:
+            raise ProblemError(422, str(exc)) from None
+
+    async def consume(self, who: Principal, c: Consumption) -> Consumed | Backordered:
+        """Use stock, first-expiring lots first, all or nothing; a shortfall is a 409 naming what is
+        available, or a back-order when asked for. For a patient, the care rule holds and the
+        decision is recorded."""
+        decision = None if c.patient_id is None else await self.charging(who, c.patient_id)
+        allow(who, policy.CONSUMERS)
+        try:
+            async with self.db.uow() as uow:
+                done = await consume(uow, c, uuid.UUID(who.subject), self.today())
+                if c.patient_id is not None and decision is not None:
+                    self.log.record(uow, who, c.patient_id, "create", decision)
+        except UnknownItemError:
+            raise ProblemError(422, f"unknown item_code {c.item_code}") from None
+        except UnsplittableQuantityError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except ShortfallError as exc:
+            requested, available = plain(exc.requested), plain(exc.available)
+            raise ProblemError(
+                409,
+                f"not enough {c.item_code} at {c.location}: {available:f} available "
+                f"(expired lots excluded), {requested:f} requested; nothing was taken",
+                item_code=c.item_code,
+                location=c.location,
+                requested=f"{requested:f}",
+                available=f"{available:f}",
+            ) from None
+        return done
+
+    async def charging(self, who: Principal, patient_id: uuid.UUID) -> Decision:
+        """The policy's decision on using stock for this patient; a refusal is recorded and raised.
+        An unknown patient is a 422 (to roles that may use stock at all)."""
+        op = Operation.CONSUME_FOR_PATIENT
+        rel: Relationship | None = NONE
+        if policy.RULES[op].admits(who.roles):  # one call: whether the patient exists, and the care
+            rel = await self.patients.relationship(patient_id, uuid.UUID(who.subject))
+        if rel is None:
+            raise ProblemError(422, "unknown patient_id")
+        decision = policy.decide(op, who.roles, rel)
+        if not decision.allowed:
+            raise await self.log.refuse(who, patient_id, decision, "create")
+        return decision
+
+    async def stock(self, who: Principal, item_code: str | None, location: str | None) -> list[StockLevel]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            await known_item(conn, item_code)
+            return await store.stock(conn, item_code, location, 4 * MAX_ROWS, self.today())
+
+    async def expiring(self, who: Principal, until: date, location: str | None) -> list[ExpiringLot]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            return await store.expiring(conn, until, location, MAX_ROWS)
+
+    async def alerts(
+        self, who: Principal, item_code: str | None, location: str | None, limit: int
+    ) -> list[LowStockAlert]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            await known_item(conn, item_code)
+            return await store.alerts(conn, item_code, location, limit)
+
+    async def backorders(
+        self, who: Principal, item_code: str | None, location: str | None, limit: int
+    ) -> list[BackorderRow]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            await known_item(conn, item_code)
+            return await store.backorders(conn, item_code, location, limit)
+
+
+def allow(who: Principal, roles: frozenset[str]) -> None:
+    if not who.roles & roles:
+        raise ProblemError(403, "not allowed for your role")
+
+
+async def known_item(conn: Connection, code: str | None) -> None:
+    """A filter by item names an item that exists: 422 otherwise, never an empty list."""
+    if code is not None and await store.get_item(conn, code) is None:
+        raise ProblemError(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")

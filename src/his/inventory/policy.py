@@ -1,4 +1,7 @@
-"""Who may use stock for a patient: pure, no IO.
+"""Who may do what with stock, and use it for a patient: pure, no IO.
+
+Stock is visible to all staff (every role but PATIENT); ADMIN defines items; ADMIN, nurses and
+lab technicians receive stock; clinicians, lab technicians and ADMIN consume it.
 
 Stock used for a patient is billed to them and is part of their record, so the care rule holds:
 a clinician (DOCTOR, NURSE) charges stock to a patient only within a care relationship or under
@@ -17,6 +20,12 @@ from his.access import decide as _decide
 BY_ROLE = frozenset({Role.LAB_TECH, Role.ADMIN})
 #: Who uses stock at all.
 CONSUMERS = BY_ROLE | CLINICIANS
+#: Who sees stock, items, expiry, alerts and back-orders: every role but PATIENT.
+STAFF = frozenset({Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR})
+#: Who defines items.
+ITEM_ADMINS = frozenset({Role.ADMIN})
+#: Who receives stock.
+RECEIVERS = frozenset({Role.ADMIN, Role.NURSE, Role.LAB_TECH})
 
 
 class Operation(StrEnum):

@@ -1,7 +1,8 @@
 """Internal HTTP API of the inventory service (reached through the gateway).
 
-Every route re-verifies the caller's token. Stock is visible to all staff (every role but
-PATIENT); ADMIN defines items; ADMIN, nurses and lab technicians receive stock; clinicians, lab
+Every route re-verifies the caller's token and calls one use case of
+``his.inventory.handlers.Inventory``. Stock is visible to all staff (every role but PATIENT);
+ADMIN defines items; ADMIN, nurses and lab technicians receive stock; clinicians, lab
 technicians and ADMIN consume it. A consumption for a patient is that patient's data, decided by
 ``his.inventory.policy`` (a clinician needs a care relationship or an emergency grant); the
 decision, allowed or denied, is audited, and the patient must exist. Codes are case-insensitive
@@ -14,44 +15,21 @@ import re
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Annotated, Literal
 
-import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
-from his.access import NONE, Decision, Relationship, Role
-from his.clients.patients import PatientLookup, refused
-from his.events.audit import InventoryRecordAccessed, record_access
-from his.inventory import handlers, policy, store
-from his.inventory.domain import (
-    COUNTED_UNITS,
-    ITEM_CODE,
-    LOCATION,
-    MAX_QUANTITY,
-    UNITS,
-    Reason,
-    ShortfallError,
-    UnknownUnitError,
-    UnsplittableQuantityError,
-    is_expired,
-    plain,
-)
-from his.inventory.domain import Lot as LotState
-from his.inventory.policy import CONSUMERS, Operation
-from his.kernel.auth import authenticate, jwks_verifier, require
-from his.kernel.db import Connection, UnitOfWork
+from his.inventory import domain, handlers
+from his.inventory.domain import COUNTED_UNITS, ITEM_CODE, LOCATION, MAX_QUANTITY, Reason, plain
+from his.inventory.handlers import Inventory
 from his.kernel.params import Limit
-from his.kernel.problems import HTTPException, ProblemError
-from his.kernel.security import Principal, TokenVerifier
-from his.kernel.service import ServiceContext
+from his.kernel.problems import HTTPException
+from his.kernel.web import Caller, Moment, errors, provided
 
-STAFF = (Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR)
-ITEM_ADMINS = (Role.ADMIN,)
-RECEIVERS = (Role.ADMIN, Role.NURSE, Role.LAB_TECH)
-MAX_ROWS = 500
+router = APIRouter(tags=["inventory"])
+Stock = Annotated[Inventory, Depends(provided(Inventory))]
 
 
 def _upper(v: object) -> object:
@@ -108,10 +86,8 @@ class NewConsumption(BaseModel):
         return self
 
 
-def qty(value: Decimal | None) -> str | None:
+def qty(value: Decimal) -> str:
     """A quantity as a plain decimal string without trailing zeros (``"20"``, ``"2.5"``)."""
-    if value is None:
-        return None
     return format(plain(value), "f")
 
 
@@ -124,318 +100,340 @@ def _code(value: str | None, pattern: re.Pattern[str], what: str) -> str | None:
     return code
 
 
-def router(
-    ctx: ServiceContext, patients: PatientLookup, verifier: TokenVerifier | None = None, timezone: str = "UTC"
-) -> APIRouter:
-    r = APIRouter(tags=["inventory"])
-    tokens = verifier or jwks_verifier()
-    zone = ZoneInfo(timezone)
+#: Quantities are decimals written as text without trailing zeros ("20", "2.5").
+Amount = str
+ItemFilter = Annotated[str | None, Query(max_length=32)]
+LocationFilter = Annotated[str | None, Query(max_length=32)]
 
-    def today() -> date:
-        return handlers.today_in(zone, ctx.db.clock())
 
-    async def known_item(conn: Connection, code: str | None) -> None:
-        """A filter by item names an item that exists: 422 otherwise, never an empty list."""
-        if code is not None and await store.get_item(conn, code) is None:
-            raise HTTPException(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")
+class ItemOut(BaseModel):
+    model_config = ConfigDict(title="Item")
+    code: str
+    description: str
+    unit: str
+    chargeable: bool
+    #: The low-stock threshold per location.
+    thresholds: dict[str, Amount]
 
-    def audit(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision) -> None:
-        record_access(
-            uow,
-            InventoryRecordAccessed,
-            who,
-            patient_id=patient_id,
-            action="create",
-            resource="inventory/consumption",
-            purpose=decision.purpose,
-            outcome=decision.outcome,
+    @classmethod
+    def of(cls, i: domain.Item) -> ItemOut:
+        thresholds = {k: qty(v) for k, v in i.thresholds.items()}
+        return cls(code=i.code, description=i.description, unit=i.unit, chargeable=i.chargeable, thresholds=thresholds)
+
+
+class Items(BaseModel):
+    items: list[ItemOut]
+
+
+class Unit(BaseModel):
+    unit: str
+    #: Counted units (a piece, a pack, a vial) take whole quantities only.
+    whole_numbers_only: bool
+
+
+class Units(BaseModel):
+    items: list[Unit]
+
+
+class Received(BaseModel):
+    id: uuid.UUID
+    item_code: str
+    location: str
+    lot: str
+    expires_on: date | None
+    quantity: Amount
+    #: The lot's quantity after the receipt.
+    lot_quantity: Amount
+    #: Usable stock of the item at the location after the receipt.
+    on_hand: Amount
+
+
+class LotTaken(BaseModel):
+    lot: str
+    expires_on: date | None
+    quantity: Amount
+
+
+class Consumed(BaseModel):
+    status: Literal["consumed"] = "consumed"
+    id: uuid.UUID
+    item_code: str
+    location: str
+    quantity: Amount
+    reason: str
+    patient_id: uuid.UUID | None
+    chargeable: bool
+    lots: list[LotTaken]
+    on_hand: Amount
+
+
+class Backordered(BaseModel):
+    status: Literal["backordered"] = "backordered"
+    backorder_id: uuid.UUID
+    item_code: str
+    location: str
+    requested: Amount
+    available: Amount
+    detail: str
+
+
+class ShelvedLot(BaseModel):
+    lot: str
+    expires_on: date | None
+    quantity: Amount
+    expired: bool
+    received_at: Moment
+
+
+class StockLevel(BaseModel):
+    item_code: str
+    location: str
+    unit: str
+    on_hand: Amount
+    expired: Amount
+    threshold: Amount | None
+    low: bool
+    lots: list[ShelvedLot]
+
+    @classmethod
+    def of(cls, s: domain.StockLevel) -> StockLevel:
+        return cls(
+            item_code=s.item_code,
+            location=s.location,
+            unit=s.unit,
+            on_hand=qty(s.on_hand),
+            expired=qty(s.expired),
+            threshold=None if s.threshold is None else qty(s.threshold),
+            low=s.low,
+            lots=[
+                ShelvedLot(
+                    lot=x.lot,
+                    expires_on=x.expires_on,
+                    quantity=qty(x.quantity),
+                    expired=x.expired,
+                    received_at=x.received_at,
+                )
+                for x in s.lots
+            ],
         )
 
-    async def charging(who: Principal, patient_id: uuid.UUID) -> Decision:
-        """The policy's decision on using stock for this patient; a refusal is audited and raised.
-        An unknown patient is a 422 (to roles that may use stock at all)."""
-        op = Operation.CONSUME_FOR_PATIENT
-        rel: Relationship | None = NONE
-        if policy.RULES[op].admits(who.roles):  # one call: whether the patient exists, and the care
-            rel = await patients.relationship(patient_id, uuid.UUID(who.subject))
-        if rel is None:
-            raise HTTPException(422, "unknown patient_id")
-        decision = policy.decide(op, who.roles, rel)
-        if not decision.allowed:
-            async with ctx.db.read() as uow:
-                audit(uow, who, patient_id, decision)
-            raise refused(decision, patient_id)
-        return decision
 
-    @r.post("/inventory/items", status_code=201)
-    async def create_item(body: NewItem, request: Request) -> dict[str, Any]:
-        """Define an item with its unit, whether it is billed to the patient, and low-stock
-        thresholds per location (ADMIN). 409 if the code exists; a unit the hospital does not know
-        is a 422 naming the valid ones (``GET /api/inventory/units``)."""
-        require(await authenticate(request, tokens), *ITEM_ADMINS)
-        item = handlers.NewItem(body.code, body.description, body.unit, body.chargeable, dict(body.thresholds))
-        try:
-            async with ctx.db.uow() as uow:
-                row = await handlers.create_item(uow, item)
-        except store.DuplicateItemError:
-            raise HTTPException(409, f"item {body.code} already exists") from None
-        except UnknownUnitError as exc:
-            raise ProblemError(422, str(exc), field="unit", valid_values=list(UNITS)) from None
-        return {**_item_json(row), "thresholds": {k: qty(v) for k, v in body.thresholds.items()}}
+class StockReport(BaseModel):
+    as_of: date
+    items: list[StockLevel]
 
-    @r.get("/inventory/units")
-    async def units(request: Request) -> dict[str, Any]:
-        """The units an item may be kept in: counted ones take whole quantities only (staff)."""
-        require(await authenticate(request, tokens), *STAFF)
-        return {"items": [{"unit": u, "whole_numbers_only": u in COUNTED_UNITS} for u in UNITS]}
 
-    @r.get("/inventory/items")
-    async def items(request: Request) -> dict[str, Any]:
-        """Every item with its thresholds per location (staff)."""
-        require(await authenticate(request, tokens), *STAFF)
-        async with ctx.db.pool.acquire() as conn:
-            rows = await store.list_items(conn)
-        return {"items": [_item_json(x) for x in rows]}
+class ExpiringLot(BaseModel):
+    item_code: str
+    unit: str
+    location: str
+    lot: str
+    expires_on: date
+    quantity: Amount
+    expired: bool
+    days_left: int
 
-    @r.post("/inventory/receipts", status_code=201)
-    async def receive(body: NewReceipt, request: Request) -> dict[str, Any]:
-        """Receive a lot of an item into a location; receiving into an existing lot adds to it
-        (ADMIN, NURSE, LAB_TECH). 422 for an unknown item or a lot already past its expiry."""
-        who = await authenticate(request, tokens)
-        require(who, *RECEIVERS)
-        receipt = handlers.Receipt(body.item_code, body.location, body.lot, body.quantity, body.expires_on)
-        try:
-            async with ctx.db.uow() as uow:
-                row = await handlers.receive(uow, receipt, uuid.UUID(who.subject), today())
-        except handlers.UnknownItemError:
-            raise HTTPException(422, f"unknown item_code {body.item_code}") from None
-        except (handlers.ExpiredLotError, UnsplittableQuantityError) as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {
-            "id": str(row["id"]),
-            "item_code": row["item_code"],
-            "location": row["location"],
-            "lot": row["lot"],
-            "expires_on": row["expires_on"].isoformat() if row["expires_on"] else None,
-            "quantity": qty(row["quantity"]),
-            "lot_quantity": qty(row["lot_quantity"]),
-            "on_hand": qty(row["on_hand"]),
-        }
 
-    @r.post("/inventory/consumptions", status_code=201, response_model=None)
-    async def consume(body: NewConsumption, request: Request) -> dict[str, Any] | JSONResponse:
-        """Use stock, first-expiring lots first (expired lots never), all or nothing (NURSE, DOCTOR,
-        LAB_TECH, ADMIN; for a patient, a DOCTOR or NURSE only within a care relationship or under
-        an emergency grant). A shortfall answers 409 with what is available, or with ``backorder: true``
-        takes nothing, records a back-order and answers 202. A chargeable item used for a patient
-        is billed to them."""
-        who = await authenticate(request, tokens)
-        decision = None if body.patient_id is None else await charging(who, body.patient_id)
-        require(who, *CONSUMERS)
-        c = handlers.Consumption(
-            body.item_code,
-            body.location,
-            body.quantity,
-            Reason(body.reason),
-            patient_id=body.patient_id,
-            backorder=body.backorder,
+class ExpiryReport(BaseModel):
+    as_of: date
+    days: int
+    items: list[ExpiringLot]
+
+
+class LowStockAlert(BaseModel):
+    id: uuid.UUID
+    item_code: str
+    location: str
+    on_hand: Amount
+    threshold: Amount
+    alerted_at: Moment
+
+
+class LowStockAlerts(BaseModel):
+    items: list[LowStockAlert]
+
+
+class Backorder(BaseModel):
+    id: uuid.UUID
+    item_code: str
+    location: str
+    requested: Amount
+    available: Amount
+    reason: str
+    source_id: uuid.UUID | None
+    created_at: Moment
+
+
+class Backorders(BaseModel):
+    items: list[Backorder]
+
+
+@router.post("/inventory/items", status_code=201, responses=errors(403, 409))
+async def create_item(body: NewItem, who: Caller, stock: Stock) -> ItemOut:
+    """Define an item with its unit, whether it is billed to the patient, and low-stock
+    thresholds per location (ADMIN). 409 if the code exists; a unit the hospital does not know
+    is a 422 naming the valid ones (``GET /api/inventory/units``)."""
+    item = handlers.NewItem(body.code, body.description, body.unit, body.chargeable, dict(body.thresholds))
+    return ItemOut.of(await stock.create_item(who, item))
+
+
+@router.get("/inventory/units", responses=errors(403))
+async def units(who: Caller, stock: Stock) -> Units:
+    """The units an item may be kept in: counted ones take whole quantities only (staff)."""
+    return Units(items=[Unit(unit=u, whole_numbers_only=u in COUNTED_UNITS) for u in stock.units(who)])
+
+
+@router.get("/inventory/items", responses=errors(403))
+async def items(who: Caller, stock: Stock) -> Items:
+    """Every item with its thresholds per location (staff)."""
+    return Items(items=[ItemOut.of(i) for i in await stock.items(who)])
+
+
+@router.post("/inventory/receipts", status_code=201, responses=errors(403))
+async def receive(body: NewReceipt, who: Caller, stock: Stock) -> Received:
+    """Receive a lot of an item into a location; receiving into an existing lot adds to it
+    (ADMIN, NURSE, LAB_TECH). 422 for an unknown item or a lot already past its expiry."""
+    receipt = handlers.Receipt(body.item_code, body.location, body.lot, body.quantity, body.expires_on)
+    done = await stock.receive(who, receipt)
+    r = done.receipt
+    return Received(
+        id=done.id,
+        item_code=r.item_code,
+        location=r.location,
+        lot=r.lot,
+        expires_on=r.expires_on,
+        quantity=qty(r.quantity),
+        lot_quantity=qty(done.lot_quantity),
+        on_hand=qty(done.on_hand),
+    )
+
+
+@router.post(
+    "/inventory/consumptions",
+    status_code=201,
+    response_model=Consumed,
+    responses={202: {"model": Backordered, "description": "back-ordered: nothing was taken"}, **errors(403, 404, 409)},
+)
+async def consume(body: NewConsumption, who: Caller, stock: Stock) -> Consumed | JSONResponse:
+    """Use stock, first-expiring lots first (expired lots never), all or nothing (NURSE, DOCTOR,
+    LAB_TECH, ADMIN; for a patient, a DOCTOR or NURSE only within a care relationship or under
+    an emergency grant). A shortfall answers 409 with what is available, or with ``backorder: true``
+    takes nothing, records a back-order and answers 202. A chargeable item used for a patient
+    is billed to them."""
+    c = handlers.Consumption(
+        body.item_code,
+        body.location,
+        body.quantity,
+        Reason(body.reason),
+        patient_id=body.patient_id,
+        backorder=body.backorder,
+    )
+    done = await stock.consume(who, c)
+    if isinstance(done, handlers.Backordered):
+        available = qty(done.available)
+        later = Backordered(
+            backorder_id=done.id,
+            item_code=body.item_code,
+            location=body.location,
+            requested=qty(done.requested),
+            available=available,
+            detail=f"only {available} available: nothing was taken and the request was back-ordered",
         )
-        try:
-            async with ctx.db.uow() as uow:
-                done = await handlers.consume(uow, c, uuid.UUID(who.subject), today())
-                if body.patient_id is not None and decision is not None:
-                    audit(uow, who, body.patient_id, decision)
-        except handlers.UnknownItemError:
-            raise HTTPException(422, f"unknown item_code {body.item_code}") from None
-        except UnsplittableQuantityError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except ShortfallError as exc:
-            raise ProblemError(
-                409,
-                f"not enough {body.item_code} at {body.location}: {qty(exc.available)} available "
-                f"(expired lots excluded), {qty(exc.requested)} requested; nothing was taken",
-                item_code=body.item_code,
-                location=body.location,
-                requested=qty(exc.requested),
-                available=qty(exc.available),
-            ) from None
-        if isinstance(done, handlers.Backordered):
-            return JSONResponse(
-                {
-                    "status": "backordered",
-                    "backorder_id": str(done.id),
-                    "item_code": body.item_code,
-                    "location": body.location,
-                    "requested": qty(done.requested),
-                    "available": qty(done.available),
-                    "detail": (
-                        f"only {qty(done.available)} available: nothing was taken and the request was back-ordered"
-                    ),
-                },
-                status_code=202,
+        return JSONResponse(later.model_dump(mode="json"), status_code=202)
+    return Consumed(
+        id=done.id,
+        item_code=body.item_code,
+        location=body.location,
+        quantity=qty(body.quantity),
+        reason=body.reason,
+        patient_id=body.patient_id,
+        chargeable=done.chargeable,
+        lots=[LotTaken(lot=t.lot.lot, expires_on=t.lot.expires_on, quantity=qty(t.quantity)) for t in done.takes],
+        on_hand=qty(done.on_hand),
+    )
+
+
+@router.get("/inventory/stock", responses=errors(403))
+async def stock_report(
+    who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None
+) -> StockReport:
+    """Stock per (item, location): usable total, expired quantity still on the shelf, threshold,
+    low-stock state, and the lots in the order they will be used (staff)."""
+    code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
+    levels = await stock.stock(who, code, place)
+    return StockReport(as_of=stock.today(), items=[StockLevel.of(s) for s in levels])
+
+
+@router.get("/inventory/expiring", responses=errors(403))
+async def expiring(
+    who: Caller, stock: Stock, days: Annotated[int, Query(ge=0, le=3650)] = 30, location: LocationFilter = None
+) -> ExpiryReport:
+    """The expiry report: lots with stock that expire within ``days`` (and those already
+    expired), soonest first (staff)."""
+    place = _code(location, LOCATION, "location")
+    day = stock.today()
+    found = await stock.expiring(who, day + timedelta(days=days), place)
+    return ExpiryReport(
+        as_of=day,
+        days=days,
+        items=[
+            ExpiringLot(
+                item_code=x.item_code,
+                unit=x.unit,
+                location=x.location,
+                lot=x.lot,
+                expires_on=x.expires_on,
+                quantity=qty(x.quantity),
+                expired=x.expires_on < day,
+                days_left=(x.expires_on - day).days,
             )
-        return {
-            "status": "consumed",
-            "id": str(done.id),
-            "item_code": body.item_code,
-            "location": body.location,
-            "quantity": qty(body.quantity),
-            "reason": body.reason,
-            "patient_id": str(body.patient_id) if body.patient_id else None,
-            "chargeable": done.chargeable,
-            "lots": [
-                {"lot": t.lot.lot, "expires_on": _day(t.lot.expires_on), "quantity": qty(t.quantity)}
-                for t in done.takes
-            ],
-            "on_hand": qty(done.on_hand),
-        }
-
-    @r.get("/inventory/stock")
-    async def stock(
-        request: Request,
-        item_code: Annotated[str | None, Query(max_length=32)] = None,
-        location: Annotated[str | None, Query(max_length=32)] = None,
-    ) -> dict[str, Any]:
-        """Stock per (item, location): usable total, expired quantity still on the shelf, threshold,
-        low-stock state, and the lots in the order they will be used (staff)."""
-        require(await authenticate(request, tokens), *STAFF)
-        code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
-        async with ctx.db.pool.acquire() as conn:
-            await known_item(conn, code)
-            rows = await store.stock(conn, code, place, 4 * MAX_ROWS)
-        return {"as_of": today().isoformat(), "items": _stock_json(rows, today())}
-
-    @r.get("/inventory/expiring")
-    async def expiring(
-        request: Request,
-        days: Annotated[int, Query(ge=0, le=3650)] = 30,
-        location: Annotated[str | None, Query(max_length=32)] = None,
-    ) -> dict[str, Any]:
-        """The expiry report: lots with stock that expire within ``days`` (and those already
-        expired), soonest first (staff)."""
-        require(await authenticate(request, tokens), *STAFF)
-        place = _code(location, LOCATION, "location")
-        day = today()
-        async with ctx.db.pool.acquire() as conn:
-            rows = await store.expiring(conn, day + timedelta(days=days), place, MAX_ROWS)
-        return {
-            "as_of": day.isoformat(),
-            "days": days,
-            "items": [
-                {
-                    "item_code": x["item_code"],
-                    "unit": x["unit"],
-                    "location": x["location"],
-                    "lot": x["lot"],
-                    "expires_on": x["expires_on"].isoformat(),
-                    "quantity": qty(x["quantity"]),
-                    "expired": x["expires_on"] < day,
-                    "days_left": (x["expires_on"] - day).days,
-                }
-                for x in rows
-            ],
-        }
-
-    @r.get("/inventory/alerts")
-    async def alerts(
-        request: Request,
-        item_code: Annotated[str | None, Query(max_length=32)] = None,
-        location: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Limit = 100,
-    ) -> dict[str, Any]:
-        """Low-stock alerts, latest first: one per fall to or below an (item, location)'s threshold (staff)."""
-        require(await authenticate(request, tokens), *STAFF)
-        code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
-        async with ctx.db.pool.acquire() as conn:
-            await known_item(conn, code)
-            rows = await store.alerts(conn, code, place, limit)
-        return {
-            "items": [
-                {
-                    "id": str(x["id"]),
-                    "item_code": x["item_code"],
-                    "location": x["location"],
-                    "on_hand": qty(x["on_hand"]),
-                    "threshold": qty(x["threshold"]),
-                    "alerted_at": x["alerted_at"].isoformat(),
-                }
-                for x in rows
-            ]
-        }
-
-    @r.get("/inventory/backorders")
-    async def backorders(
-        request: Request,
-        item_code: Annotated[str | None, Query(max_length=32)] = None,
-        location: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Limit = 100,
-    ) -> dict[str, Any]:
-        """Back-orders (requests that found too little stock and took nothing), latest first (staff).
-        A lab order's back-order names the order as ``source_id``; patients are not listed here."""
-        require(await authenticate(request, tokens), *STAFF)
-        code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
-        async with ctx.db.pool.acquire() as conn:
-            await known_item(conn, code)
-            rows = await store.backorders(conn, code, place, limit)
-        return {
-            "items": [
-                {
-                    "id": str(x["id"]),
-                    "item_code": x["item_code"],
-                    "location": x["location"],
-                    "requested": qty(x["requested"]),
-                    "available": qty(x["available"]),
-                    "reason": x["reason"],
-                    "source_id": str(x["source_id"]) if x["source_id"] else None,
-                    "created_at": x["created_at"].isoformat(),
-                }
-                for x in rows
-            ]
-        }
-
-    return r
+            for x in found
+        ],
+    )
 
 
-def _day(d: date | None) -> str | None:
-    return d.isoformat() if d else None
+@router.get("/inventory/alerts", responses=errors(403))
+async def alerts(
+    who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None, limit: Limit = 100
+) -> LowStockAlerts:
+    """Low-stock alerts, latest first: one per fall to or below an (item, location)'s threshold (staff)."""
+    code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
+    found = await stock.alerts(who, code, place, limit)
+    return LowStockAlerts(
+        items=[
+            LowStockAlert(
+                id=x.id,
+                item_code=x.item_code,
+                location=x.location,
+                on_hand=qty(x.on_hand),
+                threshold=qty(x.threshold),
+                alerted_at=x.alerted_at,
+            )
+            for x in found
+        ]
+    )
 
 
-def _item_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = {"code": row["code"], "description": row["description"], "unit": row["unit"], "chargeable": row["chargeable"]}
-    if "thresholds" in row:
-        out["thresholds"] = {k: qty(Decimal(v)) for k, v in orjson.loads(row["thresholds"]).items()}
-    return out
-
-
-def _stock_json(rows: list[dict[str, Any]], today: date) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for x in rows:
-        key = (x["item_code"], x["location"])
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = {
-                "item_code": x["item_code"],
-                "location": x["location"],
-                "unit": x["unit"],
-                "on_hand": Decimal(0),
-                "expired": Decimal(0),
-                "threshold": qty(x["threshold"]),
-                "low": x["low"],
-                "lots": [],
-            }
-        if x["lot"] is None:
-            continue
-        expired = is_expired(LotState(None, x["lot"], x["expires_on"], x["quantity"]), today)
-        g["expired" if expired else "on_hand"] += x["quantity"]
-        g["lots"].append(
-            {
-                "lot": x["lot"],
-                "expires_on": _day(x["expires_on"]),
-                "quantity": qty(x["quantity"]),
-                "expired": expired,
-                "received_at": x["received_at"].isoformat(),
-            }
-        )
-    for g in groups.values():
-        g["on_hand"], g["expired"] = qty(g["on_hand"]), qty(g["expired"])
-    return list(groups.values())
+@router.get("/inventory/backorders", responses=errors(403))
+async def backorders(
+    who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None, limit: Limit = 100
+) -> Backorders:
+    """Back-orders (requests that found too little stock and took nothing), latest first (staff).
+    A lab order's back-order names the order as ``source_id``; patients are not listed here."""
+    code, place = _code(item_code, ITEM_CODE, "item_code"), _code(location, LOCATION, "location")
+    found = await stock.backorders(who, code, place, limit)
+    return Backorders(
+        items=[
+            Backorder(
+                id=x.id,
+                item_code=x.item_code,
+                location=x.location,
+                requested=qty(x.requested),
+                available=qty(x.available),
+                reason=x.reason,
+                source_id=x.source_id,
+                created_at=x.created_at,
+            )
+            for x in found
+        ]
+    )

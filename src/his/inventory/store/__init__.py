@@ -8,9 +8,20 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
-from his.inventory.domain import Lot, Take
-from his.kernel.db import Connection
+from his.inventory.domain import (
+    Backorder,
+    ExpiringLot,
+    Item,
+    Lot,
+    LowStockAlert,
+    ShelvedLot,
+    StockLevel,
+    Take,
+    is_expired,
+)
+from his.kernel.db import Connection, Record
 
 
 class DuplicateItemError(Exception):
@@ -46,7 +57,7 @@ async def get_item(conn: Connection, code: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def list_items(conn: Connection) -> list[dict[str, Any]]:
+async def list_items(conn: Connection) -> list[Item]:
     rows = await conn.fetch(
         """SELECT i.code, i.description, i.unit, i.chargeable, i.created_at,
                   coalesce(jsonb_object_agg(l.location, l.threshold::text)
@@ -54,7 +65,16 @@ async def list_items(conn: Connection) -> list[dict[str, Any]]:
            FROM item i LEFT JOIN item_location l ON l.item_code = i.code
            GROUP BY i.code ORDER BY i.code"""
     )
-    return [dict(r) for r in rows]
+    return [
+        Item(
+            r["code"],
+            r["description"],
+            r["unit"],
+            r["chargeable"],
+            {k: Decimal(v) for k, v in orjson.loads(r["thresholds"]).items()},
+        )
+        for r in rows
+    ]
 
 
 # The (item, location) state: threshold, low-stock flag, event version
@@ -168,8 +188,10 @@ async def receive(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     return {"lot_id": lot["id"], "lot_quantity": lot["quantity"]}
 
 
-async def stock(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[dict[str, Any]]:
-    """Lots (with stock) of the matching (item, location)s, in FEFO order within each."""
+async def stock(
+    conn: Connection, item_code: str | None, location: str | None, limit: int, today: date
+) -> list[StockLevel]:
+    """The matching (item, location)s with their lots (with stock) in FEFO order."""
     rows = await conn.fetch(
         """SELECT l.item_code, l.location, l.threshold, l.low, i.unit,
                   s.lot, s.expires_on, s.quantity, s.received_at
@@ -182,10 +204,28 @@ async def stock(conn: Connection, item_code: str | None, location: str | None, l
         location,
         limit,
     )
-    return [dict(r) for r in rows]
+    places: dict[tuple[str, str], tuple[Record, list[ShelvedLot]]] = {}
+    for r in rows:
+        _, lots = places.setdefault((r["item_code"], r["location"]), (r, []))
+        if r["lot"] is not None:
+            expired = is_expired(Lot(None, r["lot"], r["expires_on"], r["quantity"]), today)
+            lots.append(ShelvedLot(r["lot"], r["expires_on"], r["quantity"], expired, r["received_at"]))
+    return [
+        StockLevel(
+            first["item_code"],
+            first["location"],
+            first["unit"],
+            on_hand=sum((x.quantity for x in lots if not x.expired), Decimal(0)),
+            expired=sum((x.quantity for x in lots if x.expired), Decimal(0)),
+            threshold=first["threshold"],
+            low=first["low"],
+            lots=tuple(lots),
+        )
+        for first, lots in places.values()
+    ]
 
 
-async def expiring(conn: Connection, until: date, location: str | None, limit: int) -> list[dict[str, Any]]:
+async def expiring(conn: Connection, until: date, location: str | None, limit: int) -> list[ExpiringLot]:
     rows = await conn.fetch(
         """SELECT s.item_code, i.unit, s.location, s.lot, s.expires_on, s.quantity
            FROM stock_lot s JOIN item i ON i.code = s.item_code
@@ -195,10 +235,7 @@ async def expiring(conn: Connection, until: date, location: str | None, limit: i
         location,
         limit,
     )
-    return [dict(r) for r in rows]
-
-
-# Consumptions, back-orders, alerts
+    return [ExpiringLot(**dict(r)) for r in rows]
 
 
 async def insert_consumption(conn: Connection, row: dict[str, Any]) -> None:
@@ -267,7 +304,7 @@ async def insert_alert(conn: Connection, row: dict[str, Any]) -> None:
     )
 
 
-async def alerts(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[dict[str, Any]]:
+async def alerts(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[LowStockAlert]:
     rows = await conn.fetch(
         """SELECT id, item_code, location, on_hand, threshold, alerted_at FROM low_stock_alert
            WHERE ($1::text IS NULL OR item_code = $1) AND ($2::text IS NULL OR location = $2)
@@ -276,10 +313,10 @@ async def alerts(conn: Connection, item_code: str | None, location: str | None, 
         location,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [LowStockAlert(**dict(r)) for r in rows]
 
 
-async def backorders(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[dict[str, Any]]:
+async def backorders(conn: Connection, item_code: str | None, location: str | None, limit: int) -> list[Backorder]:
     rows = await conn.fetch(
         """SELECT id, item_code, location, requested, available, reason, source_id, created_at FROM backorder
            WHERE ($1::text IS NULL OR item_code = $1) AND ($2::text IS NULL OR location = $2)
@@ -288,4 +325,4 @@ async def backorders(conn: Connection, item_code: str | None, location: str | No
         location,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [Backorder(**dict(r)) for r in rows]
