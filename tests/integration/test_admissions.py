@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -26,8 +25,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.admissions import store
-from his.admissions.api.http import router
 from his.admissions.app import NIGHTLY_DELAY, nightly_charges
+from his.admissions.app import http as admissions_http
 from his.admissions.handlers import Directories
 from his.clients.billing import FakeBillingTerms
 from his.clients.patients import CareBasis, FakePatients
@@ -37,7 +36,7 @@ from his.kernel.clock import FakeClock
 from his.kernel.db import Database
 from his.kernel.events import stream_name
 from his.kernel.outbox import OutboxRelay
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
@@ -143,9 +142,8 @@ async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
     db = Database(dsn, schema="admissions", max_size=24, clock=clock)
     await db.open()
     patients, practitioners = FakePatients(), FakePractitioners()
-    ctx = SimpleNamespace(db=db)
     async with serve(
-        router(ctx, Directories(patients, practitioners, FakeBillingTerms()), verifier(), timezone=hard.zone),  # type: ignore[arg-type]
+        admissions_http(db, Directories(patients, practitioners, FakeBillingTerms()), hard.zone),
         base_url="http://admissions",
     ) as client:
         yield World(client, db, patients, practitioners, hard, clock)

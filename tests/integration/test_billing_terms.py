@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from his.admissions.api.http import router as admissions_router
+from his.admissions.app import http as admissions_http
 from his.admissions.handlers import Directories
 from his.billing.api import grpc as billing_grpc
 from his.clients.billing import GrpcBillingTerms
@@ -93,7 +93,7 @@ async def world(admin_dsn: str, tmp_path: Path) -> AsyncIterator[World]:
     try:
         async with (
             serve(patients_router(SimpleNamespace(db=patients), verifier(), payers=payers)) as p,  # type: ignore[arg-type]
-            serve(admissions_router(SimpleNamespace(db=admissions), known, verifier())) as a,  # type: ignore[arg-type]
+            serve(admissions_http(admissions, known)) as a,
         ):
             yield World(p, a, patients, admissions, server, target, ca, clock, admin_dsn)
     finally:

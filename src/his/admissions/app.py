@@ -6,13 +6,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from fastapi import APIRouter
 
 from his.kernel.db import Database
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.admissions.handlers import Directories
 
 log = logging.getLogger("his.admissions")
 
@@ -22,8 +24,15 @@ NIGHTLY_DELAY = timedelta(minutes=5)
 RETRY_AFTER = timedelta(minutes=10)
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
+def http(db: Database, known: Directories, timezone: str = "UTC") -> Routes:
+    """The admissions routes and their use cases; nights are the hospital's (``timezone``)."""
     from his.admissions.api.http import router
+    from his.admissions.handlers import Admissions
+
+    return Routes(router, provides=[Admissions(db, known, ZoneInfo(timezone))])
+
+
+def routes(ctx: ServiceContext) -> Routes:
     from his.admissions.handlers import Directories
     from his.clients.billing import GrpcBillingTerms
     from his.clients.patients import GrpcPatients
@@ -39,7 +48,7 @@ def routes(ctx: ServiceContext) -> APIRouter:
         GrpcPractitioners(ctx.settings.grpc_target("practitioners"), identity),
         GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity),
     )
-    return router(ctx, known, timezone=ctx.settings.timezone)
+    return http(ctx.db, known, ctx.settings.timezone)
 
 
 def until_next_run(moment: datetime, zone: ZoneInfo) -> timedelta:

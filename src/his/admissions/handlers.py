@@ -1,4 +1,5 @@
-"""Use cases of the admissions service: one function per command (and the nightly job).
+"""Use cases of the admissions service: one function per command (and the nightly job), and the
+``Admissions`` use cases its routes call.
 
 The patient look-up happens before the database transaction opens, so no transaction waits on the
 network. Inside it, row locks order the work: an admission locks one free bed (skipping beds that
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -20,12 +20,14 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
-from his.admissions import store
+from his.access import NONE, Decision
+from his.admissions import policy, store
 from his.admissions.domain import (
     AdmissionStatus,
     BedAction,
     BedState,
     InvalidTransitionError,
+    InvalidWardError,
     bed_labels,
     bed_transition,
     check_rate,
@@ -34,8 +36,10 @@ from his.admissions.domain import (
     nights_due,
     ward_for_night,
 )
-from his.clients.billing import BillingTermsLookup
-from his.clients.patients import PatientLookup
+from his.admissions.policy import Operation
+from his.clients.audited import AccessLog
+from his.clients.billing import BillingTermsLookup, UnknownValueError, known_currency
+from his.clients.patients import PatientLookup, refused, relationship_for
 from his.clients.practitioners import PractitionerLookup
 from his.events.admissions import (
     BedChargePosted,
@@ -44,7 +48,11 @@ from his.events.admissions import (
     PatientTransferred,
     WardUpdated,
 )
+from his.events.audit import Action as AuditAction
+from his.events.audit import AdmissionsRecordAccessed
 from his.kernel.db import Database, UnitOfWork
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
 
 log = logging.getLogger("his.admissions")
 
@@ -64,9 +72,6 @@ class NoFreeBedError(Exception):
 
 
 AlreadyAdmittedError = store.AlreadyAdmittedError
-
-#: Called inside the command's transaction (the audit record commits with the change, or neither).
-Also = Callable[[UnitOfWork, dict[str, Any]], Awaitable[None]] | None
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,44 @@ class Directories:
     billing: BillingTermsLookup | None = None
 
 
-async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
-    """Admit a patient to a free bed of the ward, taken atomically."""
+async def admit(uow: UnitOfWork, a: Admit, actor: uuid.UUID) -> dict[str, Any]:
+    """Admit a patient (known to exist) to a free bed of the ward, taken atomically."""
+    if await store.get_ward(uow.conn, a.ward_id) is None:
+        raise UnknownError("ward")
+    if await store.active_admission_of(uow.conn, a.patient_id) is not None:
+        raise AlreadyAdmittedError
+    bed_id = await store.claim_free_bed(uow.conn, a.ward_id)
+    if bed_id is None:
+        raise NoFreeBedError
+    await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
+    row = {
+        "id": uuid.uuid4(),
+        "patient_id": a.patient_id,
+        "practitioner_id": a.practitioner_id,
+        "ward_id": a.ward_id,
+        "bed_id": bed_id,
+        "admitted_at": uow.clock(),
+        "admitted_by": actor,
+    }
+    saved = await store.insert_admission(uow.conn, row)
+    uow.add(
+        PatientAdmitted(
+            admission_id=saved["id"],
+            patient_id=a.patient_id,
+            practitioner_id=a.practitioner_id,
+            ward_id=a.ward_id,
+            bed_id=bed_id,
+            admitted_at=saved["admitted_at"],
+        ),
+        aggregate_id=saved["id"],
+        aggregate_version=saved["version"],
+    )
+    uow.on_commit(ADMITTED.inc)
+    return saved
+
+
+async def known_people(known: Directories, a: Admit) -> None:
+    """The patient and practitioner exist (asked in parallel, before any transaction opens)."""
     patient, practitioner = await asyncio.gather(
         known.patients.find(a.patient_id), known.practitioners.find(a.practitioner_id)
     )
@@ -162,41 +203,6 @@ async def admit(db: Database, known: Directories, a: Admit, actor: uuid.UUID, al
         raise UnknownError("patient")
     if practitioner is None:
         raise UnknownError("practitioner")
-    async with db.uow() as uow:
-        if await store.get_ward(uow.conn, a.ward_id) is None:
-            raise UnknownError("ward")
-        if await store.active_admission_of(uow.conn, a.patient_id) is not None:
-            raise AlreadyAdmittedError
-        bed_id = await store.claim_free_bed(uow.conn, a.ward_id)
-        if bed_id is None:
-            raise NoFreeBedError
-        await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
-        row = {
-            "id": uuid.uuid4(),
-            "patient_id": a.patient_id,
-            "practitioner_id": a.practitioner_id,
-            "ward_id": a.ward_id,
-            "bed_id": bed_id,
-            "admitted_at": uow.clock(),
-            "admitted_by": actor,
-        }
-        saved = await store.insert_admission(uow.conn, row)
-        uow.add(
-            PatientAdmitted(
-                admission_id=saved["id"],
-                patient_id=a.patient_id,
-                practitioner_id=a.practitioner_id,
-                ward_id=a.ward_id,
-                bed_id=bed_id,
-                admitted_at=saved["admitted_at"],
-            ),
-            aggregate_id=saved["id"],
-            aggregate_version=saved["version"],
-        )
-        if also:
-            await also(uow, saved)
-        uow.on_commit(ADMITTED.inc)
-    return saved
 
 
 async def _active(uow: UnitOfWork, admission_id: uuid.UUID, doing: str) -> dict[str, Any]:
@@ -377,3 +383,236 @@ async def run_charges(db: Database, through: date, zone: ZoneInfo) -> RunSummary
         summary.already_posted += done.already_posted
     log.info("bed charges through %s: %s", through, summary.as_json())
     return summary
+
+
+class Admissions:
+    """The use cases staff call, each with its caller. Wards and beds are decided by role;
+    admissions are a patient's data, decided by ``his.admissions.policy`` and recorded in the
+    access log, allowed or denied."""
+
+    def __init__(self, db: Database, known: Directories, zone: ZoneInfo) -> None:
+        self.db, self.known, self.zone = db, known, zone
+        self.log = AccessLog(db, AdmissionsRecordAccessed, "admission")
+
+    # --- wards and beds --------------------------------------------------------------------------
+
+    async def create_ward(self, who: Principal, w: NewWard) -> uuid.UUID:
+        """Create a ward and its beds (ADMIN); its currency must be one billing invoices in."""
+        allow(who, policy.WARD_ADMINS)
+        await self.billable(w.currency)
+        try:
+            async with self.db.uow() as uow:
+                return await create_ward(uow, w, uuid.UUID(who.subject))
+        except InvalidWardError as exc:
+            raise ProblemError(422, str(exc)) from None
+
+    async def correct_ward(self, who: Principal, ward_id: uuid.UUID, changes: dict[str, Any]) -> WardView:
+        """Correct a ward's name, type, rate or currency (ADMIN); publishes ``WardUpdated``."""
+        allow(who, policy.WARD_ADMINS)
+        if changes.get("currency") is not None:
+            await self.billable(changes["currency"])
+        try:
+            async with self.db.uow() as uow:
+                ward = await update_ward(uow, ward_id, changes, uuid.UUID(who.subject))
+        except UnknownError:
+            raise ProblemError(404, "ward not found") from None
+        except InvalidWardError as exc:
+            raise ProblemError(422, str(exc)) from None
+        async with self.db.pool.acquire() as conn:
+            counts = await store.bed_counts(conn, [ward_id])
+        return WardView(ward, counts[ward_id])
+
+    async def wards(self, who: Principal) -> list[WardView]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            rows = await store.wards(conn)
+            counts = await store.bed_counts(conn, [w["id"] for w in rows])
+        return [WardView(w, counts[w["id"]]) for w in rows]
+
+    async def ward(self, who: Principal, ward_id: uuid.UUID) -> WardView:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            ward = await store.get_ward(conn, ward_id)
+            if ward is None:
+                raise ProblemError(404, "ward not found")
+            counts = await store.bed_counts(conn, [ward_id])
+            rooms = await store.rooms_of(conn, ward_id)
+        return WardView(ward, counts[ward_id], rooms)
+
+    async def beds(
+        self, who: Principal, ward_id: uuid.UUID | None, state: BedState | None, limit: int
+    ) -> list[dict[str, Any]]:
+        allow(who, policy.STAFF)
+        async with self.db.pool.acquire() as conn:
+            if ward_id is not None and await store.get_ward(conn, ward_id) is None:
+                raise ProblemError(404, "ward not found")
+            return await store.beds(conn, ward_id, state, limit)
+
+    async def bed_step(self, who: Principal, bed_id: uuid.UUID, action: BedAction) -> dict[str, Any]:
+        """Release, close, open or isolate a bed (NURSE, ADMIN); 409 when its state forbids it."""
+        allow(who, policy.HOUSEKEEPING)
+        try:
+            async with self.db.uow() as uow:
+                return await bed_action(uow, bed_id, action)
+        except UnknownError:
+            raise ProblemError(404, "bed not found") from None
+        except InvalidTransitionError as exc:
+            raise ProblemError(409, str(exc)) from None
+
+    async def billable(self, currency: str) -> None:
+        """A ward's rate is in a currency billing invoices in, or the request is a 422 naming them:
+        its nights would otherwise be charged and never billed."""
+        if self.known.billing is None:
+            raise ProblemError(503, "currencies cannot be checked: billing is not reachable from admissions")
+        try:
+            known_currency(await self.known.billing.terms(), currency)
+        except UnknownValueError as exc:
+            raise exc.problem() from None
+
+    # --- admissions ------------------------------------------------------------------------------
+
+    async def run_charges(self, who: Principal, night: date) -> RunSummary:
+        """Post the bed charges of every night through ``night`` not posted yet (ADMIN)."""
+        allow(who, policy.WARD_ADMINS)
+        if night >= self.db.clock().astimezone(self.zone).date():
+            raise ProblemError(422, "only nights before today can be charged")
+        return await run_charges(self.db, night, self.zone)
+
+    async def admit(self, who: Principal, a: Admit) -> dict[str, Any]:
+        """Admit a patient to a free bed (RECEPTIONIST, ADMIN): 409 when the ward has no free bed
+        or the patient is already admitted, 422 for an unknown patient, practitioner or ward."""
+        decision = policy.decide(Operation.ADMIT, who.roles, NONE)
+        if not decision.allowed:
+            raise await self.log.refuse(who, a.patient_id, decision, "create")
+        try:
+            await known_people(self.known, a)
+            async with self.db.uow() as uow:
+                admitted = await admit(uow, a, uuid.UUID(who.subject))
+                self.log.record(uow, who, a.patient_id, "create", decision)
+        except UnknownError as exc:
+            raise ProblemError(422, f"unknown {exc.what}_id") from None
+        except NoFreeBedError:
+            raise no_free_bed(a.ward_id) from None
+        except AlreadyAdmittedError:
+            raise ProblemError(409, "the patient is already admitted", conflict={"with": "admission"}) from None
+        return admitted
+
+    async def admissions(
+        self, who: Principal, patient_id: uuid.UUID | None, active: bool | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Admissions, latest first: reception and ADMIN list anyone's; a clinician one patient's."""
+        if patient_id is not None:
+            decision = await self.decide(who, Operation.READ, patient_id, "patient")
+            if not decision.allowed:
+                raise await self.log.refuse(who, patient_id, decision, "read")
+        elif policy.lists_everyone(who.roles):
+            decision = policy.decide(Operation.READ, who.roles, NONE)
+        elif policy.RULES[Operation.READ].admits(who.roles):
+            raise ProblemError(403, "clinicians list the admissions of one patient in their care: give patient_id")
+        else:
+            raise ProblemError(403, "not allowed for your role")
+        async with self.db.read() as uow:
+            rows = await store.admissions(uow.conn, patient_id, active, limit)
+            for seen in dict.fromkeys(x["patient_id"] for x in rows):
+                self.log.record(uow, who, seen, "read", decision)
+        return rows
+
+    async def admission(self, who: Principal, admission_id: uuid.UUID) -> AdmissionView:
+        """One admission with its stays and the nights charged so far."""
+        row, decision = await self.opened(who, admission_id, Operation.READ, "read")
+        async with self.db.read() as uow:
+            stays = await store.stay_history(uow.conn, admission_id)
+            nights = await store.count_charges(uow.conn, admission_id)
+            self.log.record(uow, who, row["patient_id"], "read", decision)
+        return AdmissionView(row, nights, stays)
+
+    async def charges(self, who: Principal, admission_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The bed nights charged for an admission, one per night."""
+        row, decision = await self.opened(who, admission_id, Operation.READ_CHARGES, "read", CHARGES)
+        async with self.db.read() as uow:
+            items = await store.charges_of(uow.conn, admission_id)
+            self.log.record(uow, who, row["patient_id"], "read", decision, resource=CHARGES)
+        return items
+
+    async def transfer(
+        self, who: Principal, admission_id: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID | None
+    ) -> dict[str, Any]:
+        """Move an admitted patient to a free bed of a ward (or the bed named); 409 if none is free
+        or the admission is over."""
+        _, decision = await self.opened(who, admission_id, Operation.TRANSFER, "update")
+        try:
+            async with self.db.uow() as uow:
+                moved = await transfer(uow, admission_id, ward_id, bed_id)
+                self.log.record(uow, who, moved["patient_id"], "update", decision)
+        except UnknownError as exc:
+            if exc.what == "admission":
+                raise ProblemError(404, "admission not found") from None
+            raise ProblemError(422, f"unknown {exc.what}_id (or not in that ward)") from None
+        except NoFreeBedError:
+            raise no_free_bed(ward_id) from None
+        except InvalidTransitionError as exc:
+            raise ProblemError(409, str(exc)) from None
+        return moved
+
+    async def discharge(self, who: Principal, admission_id: uuid.UUID) -> dict[str, Any]:
+        """Charge the nights still owed, close the admission, send its bed to cleaning; 409 if over."""
+        _, decision = await self.opened(who, admission_id, Operation.DISCHARGE, "update")
+        try:
+            async with self.db.uow() as uow:
+                done = await discharge(uow, admission_id, uuid.UUID(who.subject), self.zone)
+                self.log.record(uow, who, done["patient_id"], "update", decision)
+        except UnknownError:
+            raise ProblemError(404, "admission not found") from None
+        except InvalidTransitionError as exc:
+            raise ProblemError(409, str(exc)) from None
+        return done
+
+    async def decide(self, who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet recorded)."""
+        rel = await relationship_for(self.known.patients, policy.RULES[op], patient_id, who)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel)
+
+    async def opened(
+        self, who: Principal, admission_id: uuid.UUID, op: Operation, action: AuditAction, resource: str | None = None
+    ) -> tuple[dict[str, Any], Decision]:
+        """The admission and the policy's decision on ``op``; a refusal is recorded and raised."""
+        async with self.db.pool.acquire() as conn:
+            row = await store.get_admission(conn, admission_id)
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "admission")
+        decision = await self.decide(who, op, row["patient_id"], "admission")
+        if not decision.allowed:
+            raise await self.log.refuse(who, row["patient_id"], decision, action, resource=resource, what="admission")
+        return row, decision
+
+
+CHARGES = "bed_charge"
+
+
+@dataclass(frozen=True)
+class WardView:
+    """A ward with how many beds are in each state (and its rooms, when asked for one ward)."""
+
+    ward: dict[str, Any]
+    beds: dict[str, int]
+    rooms: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class AdmissionView:
+    """An admission with the nights charged so far and the beds it went through."""
+
+    admission: dict[str, Any]
+    nights: int
+    stays: list[dict[str, Any]]
+
+
+def allow(who: Principal, roles: frozenset[str]) -> None:
+    if not who.roles & roles:
+        raise ProblemError(403, "not allowed for your role")
+
+
+def no_free_bed(ward_id: uuid.UUID) -> ProblemError:
+    return ProblemError(409, "the ward has no free bed", conflict={"with": "beds", "ward_id": str(ward_id)})

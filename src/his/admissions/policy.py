@@ -16,6 +16,12 @@ from his.access import CLINICIANS, Decision, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 
 ADMITTERS = frozenset({Role.RECEPTIONIST, Role.ADMIN})
+#: Who sees wards and beds: every role but PATIENT.
+STAFF = frozenset({Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR})
+#: Who shapes wards and runs the nightly charges.
+WARD_ADMINS = frozenset({Role.ADMIN})
+#: Who moves beds through cleaning, closure and isolation.
+HOUSEKEEPING = frozenset({Role.NURSE, Role.ADMIN})
 
 
 class Operation(StrEnum):

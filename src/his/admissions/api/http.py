@@ -1,6 +1,7 @@
 """Internal HTTP API of the admissions service (reached through the gateway).
 
-Every route re-verifies the caller's token. Wards and beds are visible to all staff (every role
+Every route re-verifies the caller's token and calls one use case of
+``his.admissions.handlers.Admissions``. Wards and beds are visible to all staff (every role
 but PATIENT) and shaped by ADMIN; nurses and ADMIN move beds through housekeeping, closure and
 isolation. Admissions are a patient's data, decided by ``his.admissions.policy``: reception and
 ADMIN admit, read, move and discharge anyone; clinicians only patients in their care or under an
@@ -11,37 +12,26 @@ patients through this API. Every decision on one, allowed or denied, is audited.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.access import NONE, Decision, Role
-from his.admissions import handlers, policy, store
-from his.admissions.domain import (
-    MAX_BEDS_PER_WARD,
-    BedAction,
-    BedState,
-    InvalidTransitionError,
-    InvalidWardError,
-)
-from his.admissions.policy import Operation
-from his.clients.billing import UnknownValueError, known_currency
-from his.clients.patients import refused, relationship_for
-from his.events.audit import Action as AuditAction
-from his.events.audit import AdmissionsRecordAccessed, record_access
-from his.kernel.auth import authenticate, jwks_verifier, require
-from his.kernel.db import UnitOfWork
+from his.admissions import handlers
+from his.admissions.domain import MAX_BEDS_PER_WARD, BedAction, BedState
+from his.admissions.handlers import Admissions, AdmissionView, WardView
 from his.kernel.params import CalendarDate, Limit
-from his.kernel.problems import HTTPException, ProblemError
-from his.kernel.security import Principal, TokenVerifier
-from his.kernel.service import ServiceContext
+from his.kernel.web import Caller, Moment, errors, provided
 
-STAFF = (Role.ADMIN, Role.RECEPTIONIST, Role.DOCTOR, Role.NURSE, Role.LAB_TECH, Role.BILLING, Role.AUDITOR)
-HOUSEKEEPING = (Role.NURSE, Role.ADMIN)
+router = APIRouter(tags=["admissions"])
+Wards = Annotated[Admissions, Depends(provided(Admissions))]
+
+
+def money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
 
 
 class NewWard(BaseModel):
@@ -97,300 +87,270 @@ class Admitted(BaseModel):
     status: str
 
 
-def router(
-    ctx: ServiceContext,
-    known: handlers.Directories,
-    verifier: TokenVerifier | None = None,
-    timezone: str = "UTC",
-) -> APIRouter:
-    r = APIRouter(tags=["admissions"])
-    tokens = verifier or jwks_verifier()
-    zone = ZoneInfo(timezone)
+class BedCounts(BaseModel):
+    """How many beds the ward has, and how many in each state."""
 
-    def audit(
-        uow: UnitOfWork,
-        who: Principal,
-        patient_id: uuid.UUID,
-        action: AuditAction,
-        decision: Decision,
-        *,
-        resource: str,
-    ) -> None:
-        record_access(
-            uow,
-            AdmissionsRecordAccessed,
-            who,
-            patient_id=patient_id,
-            action=action,
-            resource=resource,
-            purpose=decision.purpose,
-            outcome=decision.outcome,
+    total: int
+    available: int
+    occupied: int
+    cleaning: int
+    closed: int
+    isolation: int
+
+
+class Ward(BaseModel):
+    id: uuid.UUID
+    name: str
+    type: str
+    daily_rate: str
+    currency: str
+    beds: BedCounts
+    created_at: Moment
+    updated_at: Moment | None
+
+    @classmethod
+    def of(cls, v: WardView) -> Ward:
+        w = v.ward
+        return cls(
+            id=w["id"],
+            name=w["name"],
+            type=w["ward_type"],
+            daily_rate=money(w["daily_rate"]),
+            currency=w["currency"],
+            beds=BedCounts(total=sum(v.beds.values()), **v.beds),
+            created_at=w["created_at"],
+            updated_at=w.get("updated_at"),
         )
 
-    async def access(who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
-        """The policy's decision on ``op`` for the caller and this patient (not yet audited)."""
-        rel = await relationship_for(known.patients, policy.RULES[op], patient_id, who)
-        if rel is None:
-            raise refused(policy.not_found(op, who.roles), patient_id, what)
-        return policy.decide(op, who.roles, rel)
 
-    async def deny(
-        who: Principal, patient_id: uuid.UUID, decision: Decision, action: AuditAction, *, resource: str, what: str
-    ) -> ProblemError:
-        """Audit a refusal (committed before the answer) and give the error to raise."""
-        async with ctx.db.read() as uow:
-            audit(uow, who, patient_id, action, decision, resource=resource)
-        return refused(decision, patient_id, what)
+class WardDetail(Ward):
+    #: Its rooms, in order.
+    rooms: list[str]
 
-    async def opened(
-        who: Principal, admission_id: uuid.UUID, op: Operation, action: AuditAction, resource: str = "admission"
-    ) -> tuple[dict[str, Any], Decision]:
-        """The admission and the policy's decision on ``op``; a refusal is audited and raised."""
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.get_admission(conn, admission_id)
-        if row is None:
-            raise refused(policy.not_found(op, who.roles), None, "admission")
-        decision = await access(who, op, row["patient_id"], "admission")
-        if not decision.allowed:
-            raise await deny(who, row["patient_id"], decision, action, resource=resource, what="admission")
-        return row, decision
 
-    async def signed_in(request: Request, roles: tuple[str, ...]) -> Principal:
-        who = await authenticate(request, tokens)
-        require(who, *roles)
-        return who
+class WardList(BaseModel):
+    items: list[Ward]
 
-    async def billable(currency: str) -> None:
-        """A ward's rate is in a currency billing invoices in, or the request is a 422 naming them:
-        its nights would otherwise be charged and never billed."""
-        if known.billing is None:
-            raise HTTPException(503, "currencies cannot be checked: billing is not reachable from admissions")
-        try:
-            known_currency(await known.billing.terms(), currency)
-        except UnknownValueError as exc:
-            raise exc.problem() from None
 
-    # --- wards and beds --------------------------------------------------------------------------
+class Bed(BaseModel):
+    id: uuid.UUID
+    ward_id: uuid.UUID
+    room: str
+    label: str
+    state: BedState
+    version: int
+    updated_at: Moment
 
-    @r.post("/wards", status_code=201, response_model=Created)
-    async def create_ward(body: NewWard, request: Request) -> Created:
-        """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
-        (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
-        is a 422 naming the valid ones."""
-        who = await signed_in(request, (Role.ADMIN,))
-        await billable(body.currency)
-        spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
-        try:
-            async with ctx.db.uow() as uow:
-                ward_id = await handlers.create_ward(uow, spec, uuid.UUID(who.subject))
-        except InvalidWardError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return Created(id=ward_id)
+    @classmethod
+    def of(cls, b: dict[str, Any]) -> Bed:
+        return cls.model_validate({k: b[k] for k in cls.model_fields})
 
-    @r.patch("/wards/{ward_id}")
-    async def correct_ward(ward_id: uuid.UUID, body: WardChanges, request: Request) -> dict[str, Any]:
-        """Correct what was entered for a ward: name, type, daily rate, currency (ADMIN). Nights
-        posted from now on carry the new rate and currency; publishes
-        ``his.admissions.ward.updated.v1`` when anything changed. A currency billing does not
-        invoice in is a 422 naming the valid ones."""
-        who = await signed_in(request, (Role.ADMIN,))
-        if body.currency is not None:
-            await billable(body.currency)
-        changes = {"name": body.name, "ward_type": body.type, "daily_rate": body.daily_rate, "currency": body.currency}
-        try:
-            async with ctx.db.uow() as uow:
-                ward = await handlers.update_ward(uow, ward_id, changes, uuid.UUID(who.subject))
-        except handlers.UnknownError:
-            raise HTTPException(404, "ward not found") from None
-        except InvalidWardError as exc:
-            raise HTTPException(422, str(exc)) from None
-        async with ctx.db.pool.acquire() as conn:
-            counts = await store.bed_counts(conn, [ward_id])
-        return store.ward_json(ward, counts[ward_id])
 
-    @r.get("/wards")
-    async def list_wards(request: Request) -> dict[str, Any]:
-        """Every ward with its daily rate and how many beds are in each state (staff)."""
-        await signed_in(request, STAFF)
-        async with ctx.db.pool.acquire() as conn:
-            rows = await store.wards(conn)
-            counts = await store.bed_counts(conn, [w["id"] for w in rows])
-        return {"items": [store.ward_json(w, counts[w["id"]]) for w in rows]}
+class Beds(BaseModel):
+    items: list[Bed]
 
-    @r.get("/wards/{ward_id}")
-    async def one_ward(ward_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One ward: rate, rooms and bed counts per state (staff)."""
-        await signed_in(request, STAFF)
-        async with ctx.db.pool.acquire() as conn:
-            ward = await store.get_ward(conn, ward_id)
-            if ward is None:
-                raise HTTPException(404, "ward not found")
-            counts = await store.bed_counts(conn, [ward_id])
-            rooms = await store.rooms_of(conn, ward_id)
-        return {**store.ward_json(ward, counts[ward_id]), "rooms": rooms}
 
-    @r.get("/beds")
-    async def list_beds(
-        request: Request,
-        ward_id: uuid.UUID | None = None,
-        state: BedState | None = None,
-        limit: Limit = MAX_BEDS_PER_WARD,
-    ) -> dict[str, Any]:
-        """Beds and their states, of one ward or all, optionally of one state (staff)."""
-        await signed_in(request, STAFF)
-        async with ctx.db.pool.acquire() as conn:
-            if ward_id is not None and await store.get_ward(conn, ward_id) is None:
-                raise HTTPException(404, "ward not found")
-            rows = await store.beds(conn, ward_id, state, limit)
-        return {"items": [store.bed_json(b) for b in rows]}
+class Admission(BaseModel):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    ward_id: uuid.UUID
+    bed_id: uuid.UUID
+    status: str
+    admitted_at: Moment
+    discharged_at: Moment | None
+    version: int
 
-    @r.post("/beds/{bed_id}/{action}")
-    async def bed_step(bed_id: uuid.UUID, action: BedStep, request: Request) -> dict[str, Any]:
-        """Release a cleaned bed (housekeeping), close or open one, or put it in isolation (NURSE,
-        ADMIN). A step the bed's state does not allow answers 409."""
-        await signed_in(request, HOUSEKEEPING)
-        try:
-            async with ctx.db.uow() as uow:
-                bed = await handlers.bed_action(uow, bed_id, BedAction(action.value))
-        except handlers.UnknownError:
-            raise HTTPException(404, "bed not found") from None
-        except InvalidTransitionError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return store.bed_json(bed)
+    @classmethod
+    def fields(cls, row: dict[str, Any]) -> dict[str, Any]:
+        return {k: row[k] for k in Admission.model_fields}
 
-    # --- admissions ------------------------------------------------------------------------------
 
-    @r.post("/admissions/charges/run")
-    async def run_charges(request: Request, night: Annotated[CalendarDate, Query(alias="date")]) -> dict[str, Any]:
-        """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
-        Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
-        Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
-        await signed_in(request, (Role.ADMIN,))
-        if night >= ctx.db.clock().astimezone(zone).date():
-            raise HTTPException(422, "only nights before today can be charged")
-        summary = await handlers.run_charges(ctx.db, night, zone)
-        return summary.as_json()
+class AdmissionList(BaseModel):
+    items: list[Admission]
 
-    @r.post("/admissions", status_code=201, response_model=Admitted)
-    async def admit(body: NewAdmission, request: Request) -> Admitted:
-        """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
-        free bed or the patient is already admitted; 422 for an unknown patient or ward."""
-        who = await authenticate(request, tokens)
-        decision = policy.decide(Operation.ADMIT, who.roles, NONE)
-        if not decision.allowed:
-            raise await deny(who, body.patient_id, decision, "create", resource="admission", what="patient")
 
-        async def audited(uow: UnitOfWork, row: dict[str, Any]) -> None:
-            audit(uow, who, body.patient_id, "create", decision, resource="admission")
+class Stay(BaseModel):
+    ward_id: uuid.UUID
+    bed_id: uuid.UUID
+    #: The bed's label.
+    bed: str
+    started_at: Moment
+    ended_at: Moment | None
 
-        try:
-            cmd = handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id)
-            row = await handlers.admit(ctx.db, known, cmd, uuid.UUID(who.subject), also=audited)
-        except handlers.UnknownError as exc:
-            raise HTTPException(422, f"unknown {exc.what}_id") from None
-        except handlers.NoFreeBedError:
-            raise ProblemError(
-                409, "the ward has no free bed", conflict={"with": "beds", "ward_id": str(body.ward_id)}
-            ) from None
-        except handlers.AlreadyAdmittedError:
-            raise ProblemError(409, "the patient is already admitted", conflict={"with": "admission"}) from None
-        return Admitted(id=row["id"], bed_id=row["bed_id"], ward_id=row["ward_id"], status=row["status"])
 
-    @r.get("/admissions")
-    async def list_admissions(
-        request: Request,
-        patient_id: uuid.UUID | None = None,
-        active: bool | None = None,
-        limit: Limit = 50,
-    ) -> dict[str, Any]:
-        """Admissions, latest first: of one patient, and/or only active ones (reception, ADMIN); a
-        clinician lists one patient's (``patient_id``), in their care or under an emergency grant."""
-        who = await authenticate(request, tokens)
-        if patient_id is not None:
-            decision = await access(who, Operation.READ, patient_id, "patient")
-            if not decision.allowed:
-                raise await deny(who, patient_id, decision, "read", resource="admission", what="patient")
-        elif policy.lists_everyone(who.roles):
-            decision = policy.decide(Operation.READ, who.roles, NONE)
-        elif policy.RULES[Operation.READ].admits(who.roles):
-            raise HTTPException(403, "clinicians list the admissions of one patient in their care: give patient_id")
-        else:
-            raise HTTPException(403, "not allowed for your role")
-        async with ctx.db.read() as uow:
-            rows = await store.admissions(uow.conn, patient_id, active, limit)
-            for seen in dict.fromkeys(x["patient_id"] for x in rows):
-                audit(uow, who, seen, "read", decision, resource="admission")
-        return {"items": [store.admission_json(x) for x in rows]}
+class AdmissionDetail(Admission):
+    #: Bed nights charged so far.
+    nights: int
+    stays: list[Stay]
 
-    @r.get("/admissions/{admission_id}")
-    async def one(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """One admission with the beds it went through and how many nights are charged so far
-        (reception, ADMIN, clinicians caring for the patient)."""
-        who = await authenticate(request, tokens)
-        row, decision = await opened(who, admission_id, Operation.READ, "read")
-        async with ctx.db.read() as uow:
-            stays = await store.stay_history(uow.conn, admission_id)
-            nights = await store.count_charges(uow.conn, admission_id)
-            audit(uow, who, row["patient_id"], "read", decision, resource="admission")
-        return {**store.admission_json(row), "nights": nights, "stays": [store.stay_json(s) for s in stays]}
+    @classmethod
+    def of(cls, v: AdmissionView) -> AdmissionDetail:
+        stays = [Stay.model_validate({k: s[k] for k in Stay.model_fields}) for s in v.stays]
+        return cls(**Admission.fields(v.admission), nights=v.nights, stays=stays)
 
-    @r.get("/admissions/{admission_id}/charges")
-    async def charges(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """The bed nights charged for an admission, one per night (reception, ADMIN, BILLING,
-        clinicians caring for the patient)."""
-        who = await authenticate(request, tokens)
-        row, decision = await opened(who, admission_id, Operation.READ_CHARGES, "read", "bed_charge")
-        async with ctx.db.read() as uow:
-            items = await store.charges_of(uow.conn, admission_id)
-            audit(uow, who, row["patient_id"], "read", decision, resource="bed_charge")
-        totals: dict[str, Decimal] = {}
-        for c in items:
-            totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
-        return {
-            "admission_id": str(admission_id),
-            "nights": len(items),
-            "items": [store.charge_json(c) for c in items],
-            "totals": [{"amount": store.money(v), "currency": k} for k, v in sorted(totals.items())],
-        }
 
-    @r.post("/admissions/{admission_id}/transfer")
-    async def transfer(admission_id: uuid.UUID, body: Transfer, request: Request) -> dict[str, Any]:
-        """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
-        cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if no bed is
-        free or the admission is over."""
-        who = await authenticate(request, tokens)
-        _, decision = await opened(who, admission_id, Operation.TRANSFER, "update")
-        try:
-            async with ctx.db.uow() as uow:
-                moved = await handlers.transfer(uow, admission_id, body.ward_id, body.bed_id)
-                audit(uow, who, moved["patient_id"], "update", decision, resource="admission")
-        except handlers.UnknownError as exc:
-            if exc.what == "admission":
-                raise HTTPException(404, "admission not found") from None
-            raise HTTPException(422, f"unknown {exc.what}_id (or not in that ward)") from None
-        except handlers.NoFreeBedError:
-            raise ProblemError(
-                409, "the ward has no free bed", conflict={"with": "beds", "ward_id": str(body.ward_id)}
-            ) from None
-        except InvalidTransitionError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return store.admission_json(moved)
+class Discharged(Admission):
+    #: Bed nights charged in all.
+    nights: int
 
-    @r.post("/admissions/{admission_id}/discharge")
-    async def discharge(admission_id: uuid.UUID, request: Request) -> dict[str, Any]:
-        """Discharge: every remaining bed night is charged first, then the admission closes and its
-        bed goes to cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if
-        already discharged."""
-        who = await authenticate(request, tokens)
-        _, decision = await opened(who, admission_id, Operation.DISCHARGE, "update")
-        try:
-            async with ctx.db.uow() as uow:
-                done = await handlers.discharge(uow, admission_id, uuid.UUID(who.subject), zone)
-                audit(uow, who, done["patient_id"], "update", decision, resource="admission")
-        except handlers.UnknownError:
-            raise HTTPException(404, "admission not found") from None
-        except InvalidTransitionError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return {**store.admission_json(done), "nights": done["nights"]}
 
-    return r
+class Charge(BaseModel):
+    id: uuid.UUID
+    night: date
+    ward_id: uuid.UUID
+    ward_type: str
+    amount: str
+    currency: str
+    posted_at: Moment
+
+
+class Money(BaseModel):
+    amount: str
+    currency: str
+
+
+class Charges(BaseModel):
+    admission_id: uuid.UUID
+    nights: int
+    items: list[Charge]
+    #: The sum per currency.
+    totals: list[Money]
+
+
+class ChargeRun(BaseModel):
+    date: date
+    admissions: int
+    posted: int
+    already_posted: int
+    failed: int
+
+
+# --- wards and beds ------------------------------------------------------------------------------
+
+
+@router.post("/wards", status_code=201, responses=errors(403))
+async def create_ward(body: NewWard, who: Caller, wards: Wards) -> Created:
+    """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
+    (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
+    is a 422 naming the valid ones."""
+    spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
+    return Created(id=await wards.create_ward(who, spec))
+
+
+@router.patch("/wards/{ward_id}", responses=errors(403, 404))
+async def correct_ward(ward_id: uuid.UUID, body: WardChanges, who: Caller, wards: Wards) -> Ward:
+    """Correct what was entered for a ward: name, type, daily rate, currency (ADMIN). Nights
+    posted from now on carry the new rate and currency; publishes
+    ``his.admissions.ward.updated.v1`` when anything changed. A currency billing does not
+    invoice in is a 422 naming the valid ones."""
+    changes = {"name": body.name, "ward_type": body.type, "daily_rate": body.daily_rate, "currency": body.currency}
+    return Ward.of(await wards.correct_ward(who, ward_id, changes))
+
+
+@router.get("/wards", responses=errors(403))
+async def list_wards(who: Caller, wards: Wards) -> WardList:
+    """Every ward with its daily rate and how many beds are in each state (staff)."""
+    return WardList(items=[Ward.of(w) for w in await wards.wards(who)])
+
+
+@router.get("/wards/{ward_id}", responses=errors(403, 404))
+async def one_ward(ward_id: uuid.UUID, who: Caller, wards: Wards) -> WardDetail:
+    """One ward: rate, rooms and bed counts per state (staff)."""
+    view = await wards.ward(who, ward_id)
+    return WardDetail(**Ward.of(view).model_dump(), rooms=view.rooms or [])
+
+
+@router.get("/beds", responses=errors(403, 404))
+async def list_beds(
+    who: Caller,
+    wards: Wards,
+    ward_id: uuid.UUID | None = None,
+    state: BedState | None = None,
+    limit: Limit = MAX_BEDS_PER_WARD,
+) -> Beds:
+    """Beds and their states, of one ward or all, optionally of one state (staff)."""
+    return Beds(items=[Bed.of(b) for b in await wards.beds(who, ward_id, state, limit)])
+
+
+@router.post("/beds/{bed_id}/{action}", responses=errors(403, 404, 409))
+async def bed_step(bed_id: uuid.UUID, action: BedStep, who: Caller, wards: Wards) -> Bed:
+    """Release a cleaned bed (housekeeping), close or open one, or put it in isolation (NURSE,
+    ADMIN). A step the bed's state does not allow answers 409."""
+    return Bed.of(await wards.bed_step(who, bed_id, BedAction(action.value)))
+
+
+# --- admissions ------------------------------------------------------------------------------
+
+
+@router.post("/admissions/charges/run", responses=errors(403))
+async def run_charges(who: Caller, wards: Wards, night: Annotated[CalendarDate, Query(alias="date")]) -> ChargeRun:
+    """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
+    Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
+    Only nights that are over can be charged: ``date`` must be before today (hospital time)."""
+    done = await wards.run_charges(who, night)
+    return ChargeRun(
+        date=done.night,
+        admissions=done.admissions,
+        posted=done.posted,
+        already_posted=done.already_posted,
+        failed=done.failed,
+    )
+
+
+@router.post("/admissions", status_code=201, responses=errors(403, 404, 409))
+async def admit(body: NewAdmission, who: Caller, wards: Wards) -> Admitted:
+    """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
+    free bed or the patient is already admitted; 422 for an unknown patient or ward."""
+    row = await wards.admit(who, handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id))
+    return Admitted(id=row["id"], bed_id=row["bed_id"], ward_id=row["ward_id"], status=row["status"])
+
+
+@router.get("/admissions", responses=errors(403, 404))
+async def list_admissions(
+    who: Caller, wards: Wards, patient_id: uuid.UUID | None = None, active: bool | None = None, limit: Limit = 50
+) -> AdmissionList:
+    """Admissions, latest first: of one patient, and/or only active ones (reception, ADMIN); a
+    clinician lists one patient's (``patient_id``), in their care or under an emergency grant."""
+    rows = await wards.admissions(who, patient_id, active, limit)
+    return AdmissionList(items=[Admission(**Admission.fields(x)) for x in rows])
+
+
+@router.get("/admissions/{admission_id}", responses=errors(403, 404))
+async def one(admission_id: uuid.UUID, who: Caller, wards: Wards) -> AdmissionDetail:
+    """One admission with the beds it went through and how many nights are charged so far
+    (reception, ADMIN, clinicians caring for the patient)."""
+    return AdmissionDetail.of(await wards.admission(who, admission_id))
+
+
+@router.get("/admissions/{admission_id}/charges", responses=errors(403, 404))
+async def charges(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Charges:
+    """The bed nights charged for an admission, one per night (reception, ADMIN, BILLING,
+    clinicians caring for the patient)."""
+    items = await wards.charges(who, admission_id)
+    totals: dict[str, Decimal] = {}
+    for c in items:
+        totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
+    return Charges(
+        admission_id=admission_id,
+        nights=len(items),
+        items=[Charge.model_validate(c | {"amount": money(c["amount"])}) for c in items],
+        totals=[Money(amount=money(v), currency=k) for k, v in sorted(totals.items())],
+    )
+
+
+@router.post("/admissions/{admission_id}/transfer", responses=errors(403, 404, 409))
+async def transfer(admission_id: uuid.UUID, body: Transfer, who: Caller, wards: Wards) -> Admission:
+    """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
+    cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if no bed is
+    free or the admission is over."""
+    return Admission(**Admission.fields(await wards.transfer(who, admission_id, body.ward_id, body.bed_id)))
+
+
+@router.post("/admissions/{admission_id}/discharge", responses=errors(403, 404, 409))
+async def discharge(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Discharged:
+    """Discharge: every remaining bed night is charged first, then the admission closes and its
+    bed goes to cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if
+    already discharged."""
+    done = await wards.discharge(who, admission_id)
+    return Discharged(**Admission.fields(done), nights=done["nights"])
