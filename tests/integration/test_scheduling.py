@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -31,9 +30,9 @@ from his.kernel.db import Database
 from his.kernel.intervals import Interval
 from his.kernel.outbox import OutboxRelay
 from his.scheduling import handlers
-from his.scheduling.api.http import router
+from his.scheduling.app import http as scheduling_http
 from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
-from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.api import Bearer, bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate, day_length
 from tests.support.waiting import wait_for
 
@@ -100,7 +99,7 @@ async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
 
     calendar, patients = FakeCalendar(), FakePatients()
     async with serve(
-        router(SimpleNamespace(db=db), calendar, patients, verifier(), timezone=hard.zone),  # type: ignore[arg-type]
+        scheduling_http(db, calendar, patients, hard.zone),
         base_url="http://scheduling",
     ) as client:
         yield World(client, db, calendar, patients, hard, clock)

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from his.kernel.consumer import Subscription
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.kernel.db import Database
+    from his.scheduling.ports import Calendar, PatientLookup
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
+def http(db: Database, calendar: Calendar, patients: PatientLookup, timezone: str = "UTC") -> Routes:
+    """The scheduling routes and their use cases; days are the hospital's (``timezone``)."""
+    from his.scheduling.api.http import router
+    from his.scheduling.handlers import Scheduling
+
+    return Routes(router, provides=[Scheduling(db, calendar, patients, ZoneInfo(timezone))])
+
+
+def routes(ctx: ServiceContext) -> Routes:
     from his.clients.patients import GrpcPatients
     from his.clients.practitioners import GrpcCalendar
-    from his.scheduling.api.http import router
 
     identity = ctx.settings.workload()
     if identity is None:
         raise SystemExit("scheduling needs a workload identity (HIS_TLS_*) to reach practitioners and patients")
     calendar = GrpcCalendar(ctx.settings.grpc_target("practitioners"), identity)
     patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
-    return router(ctx, calendar, patients, timezone=ctx.settings.timezone)
+    return http(ctx.db, calendar, patients, ctx.settings.timezone)
 
 
 def build() -> ServiceDefinition:

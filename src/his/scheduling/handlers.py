@@ -1,4 +1,5 @@
-"""Use cases of the scheduling service: one function per command or consumed event.
+"""Use cases of the scheduling service: one function per command or consumed event, and the
+``Scheduling`` use cases its routes call.
 
 Remote reads (the practitioner's working time, an unknown patient) happen before the database
 transaction opens, so no transaction waits on the network; the exclusion constraints then decide
@@ -10,12 +11,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, time, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
+from asyncpg import Range
 from prometheus_client import Counter
 
+from his.access import Decision, Relationship
 from his.clients import replica
+from his.clients.audited import AccessLog
+from his.clients.patients import refused, relationship_for
+from his.events.audit import Action as AuditAction
+from his.events.audit import SchedulingRecordAccessed
 from his.events.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -30,9 +38,12 @@ from his.kernel.consumer import PermanentError
 from his.kernel.db import Database, UnitOfWork, retry_aborted
 from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval, subtract
-from his.scheduling import store
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
+from his.scheduling import policy, store
 from his.scheduling.domain import (
     Action,
+    InvalidBookingError,
     InvalidTransitionError,
     Status,
     can_reschedule,
@@ -41,7 +52,10 @@ from his.scheduling.domain import (
     slots,
     transition,
 )
+from his.scheduling.policy import Operation
 from his.scheduling.ports import Calendar, PatientLookup, PatientRef
+
+T = TypeVar("T")
 
 
 class UnknownError(LookupError):
@@ -90,18 +104,16 @@ def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> 
     )
 
 
-#: Called inside the booking's transaction (the audit record commits with the change, or neither).
 BOOKED = Counter("his_appointments_booked_total", "Appointments booked (counted after their commit)")
 
-Also = Callable[[UnitOfWork], Awaitable[None]] | None
 
-
-async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, also: Also = None) -> dict[str, Any]:
+async def prepare(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID) -> dict[str, Any]:
+    """The row of a new appointment, once its times are valid and the practitioner works then
+    (asked of practitioners before any transaction opens)."""
     span = check_booking(b.start, b.end, b.service, db.clock())
     await ensure_working(calendar, b.practitioner_id, span)
-    aid = uuid.uuid4()
-    row: dict[str, Any] = {
-        "id": aid,
+    return {
+        "id": uuid.uuid4(),
         "patient_id": b.patient_id,
         "practitioner_id": b.practitioner_id,
         "service": b.service,
@@ -109,17 +121,21 @@ async def book(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID, a
         "booked_by": actor,
     }
 
-    async def attempt() -> dict[str, Any]:
-        async with db.uow() as uow:
-            saved = await store.insert_appointment(uow.conn, row)
-            uow.add(_event(AppointmentBooked, saved), aggregate_id=aid, aggregate_version=saved["version"])
-            uow.on_commit(BOOKED.inc)
-            if also:
-                await also(uow)
-        return saved
 
+async def book(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
+    """Insert a prepared appointment; the exclusion constraints refuse a collision
+    (``store.CollisionError``). Publishes ``AppointmentBooked``."""
+    saved = await store.insert_appointment(uow.conn, row)
+    uow.add(_event(AppointmentBooked, saved), aggregate_id=row["id"], aggregate_version=saved["version"])
+    uow.on_commit(BOOKED.inc)
+    return saved
+
+
+async def attempted(db: Database, attempt: Callable[[], Awaitable[T]], row: dict[str, Any]) -> T:
+    """Run a booking's transaction again if it deadlocked with an overlapping one (see
+    ``retry_aborted``); a collision names the appointment it collides with."""
     try:
-        return await retry_aborted(attempt)  # overlapping bookings at once can deadlock: see there
+        return await retry_aborted(attempt)
     except store.CollisionError as exc:
         raise await _described(db, exc, row) from exc
 
@@ -148,38 +164,33 @@ async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> dic
     return row
 
 
-async def reschedule(
-    db: Database, calendar: Calendar, appointment_id: uuid.UUID, start: datetime, end: datetime, *, also: Also = None
-) -> dict[str, Any]:
+async def prepare_move(
+    db: Database, calendar: Calendar, appointment_id: uuid.UUID, start: datetime, end: datetime
+) -> tuple[dict[str, Any], Range[datetime]]:
+    """The appointment and its new times, once they are valid and the practitioner works then."""
     async with db.pool.acquire() as conn:
         current = await store.get_appointment(conn, appointment_id)
     if current is None:
         raise UnknownError("appointment not found")
     span = check_booking(start, end, current["service"], db.clock())
     await ensure_working(calendar, current["practitioner_id"], span)
-    during = store.as_range(span)
+    return current, store.as_range(span)
 
-    async def attempt() -> dict[str, Any]:
-        async with db.uow() as uow:
-            row = await store.get_appointment(uow.conn, appointment_id, lock=True)
-            assert row is not None
-            if not can_reschedule(Status(row["status"])):
-                raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
-            before = store.as_interval(row["during"])
-            moved = await store.move_appointment(uow.conn, row, during)
-            uow.add(
-                _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
-                aggregate_id=appointment_id,
-                aggregate_version=moved["version"],
-            )
-            if also:
-                await also(uow)
-        return moved
 
-    try:
-        return await retry_aborted(attempt)
-    except store.CollisionError as exc:
-        raise await _described(db, exc, {**current, "during": during}) from exc
+async def reschedule(uow: UnitOfWork, appointment_id: uuid.UUID, during: Range[datetime]) -> dict[str, Any]:
+    """Move a (locked) appointment to ``during``; publishes ``AppointmentRescheduled``."""
+    row = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    assert row is not None
+    if not can_reschedule(Status(row["status"])):
+        raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
+    before = store.as_interval(row["during"])
+    moved = await store.move_appointment(uow.conn, row, during)
+    uow.add(
+        _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
+        aggregate_id=appointment_id,
+        aggregate_version=moved["version"],
+    )
+    return moved
 
 
 async def free_slots(
@@ -258,10 +269,8 @@ class OfferError(Exception):
     """The waitlist entry holds no offer that can still be taken."""
 
 
-async def accept_offer(
-    db: Database, calendar: Calendar, entry_id: uuid.UUID, actor: uuid.UUID, also: Also = None
-) -> dict[str, Any]:
-    """Book the offered slot for the waitlisted patient (409 if it expired or was taken meanwhile)."""
+async def offered(db: Database, entry_id: uuid.UUID) -> Booking:
+    """The booking an entry's open offer stands for (``OfferError`` if it expired or is gone)."""
     async with db.pool.acquire() as conn:
         entry = await store.waitlist_entry(conn, entry_id)
     if entry is None:
@@ -269,11 +278,227 @@ async def accept_offer(
     if entry["status"] != "offered" or entry["offer_expires_at"] <= db.clock():
         raise OfferError("there is no open offer on this waitlist entry")
     slot = store.as_interval(entry["offered_during"])
-    booking = Booking(entry["patient_id"], entry["practitioner_id"], entry["service"], slot.start, slot.end)
+    return Booking(entry["patient_id"], entry["practitioner_id"], entry["service"], slot.start, slot.end)
 
-    async def taken(uow: UnitOfWork) -> None:  # in the booking's transaction: both happen, or neither
-        await store.set_waitlist_status(uow.conn, entry_id, "booked")
-        if also:
-            await also(uow)
 
-    return await book(db, calendar, booking, actor, also=taken)
+class Scheduling:
+    """The use cases patients and staff call, each with its caller, decided through
+    ``his.scheduling.policy``; every decision on a patient's appointment or waitlist entry,
+    allowed or denied, is recorded in the access log (an allowed change in its own transaction)."""
+
+    def __init__(self, db: Database, calendar: Calendar, patients: PatientLookup, zone: ZoneInfo) -> None:
+        self.db, self.calendar, self.patients, self.zone = db, calendar, patients, zone
+        self.log = AccessLog(db, SchedulingRecordAccessed, "appointment")
+
+    async def book(self, who: Principal, b: Booking) -> dict[str, Any]:
+        """Book (a patient for themself, RECEPTIONIST, ADMIN); 409 on a collision or when the
+        practitioner does not work then, 422 for invalid times or an unknown practitioner."""
+        decision = await self.booking(who, b.patient_id, Operation.BOOK)
+        if not decision.allowed:
+            raise await self.log.refuse(who, b.patient_id, decision, "create")
+        try:
+            row = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+
+            async def attempt() -> dict[str, Any]:
+                async with self.db.uow() as uow:
+                    saved = await book(uow, row)
+                    self.log.record(uow, who, b.patient_id, "create", decision)
+                return saved
+
+            return await attempted(self.db, attempt, row)
+        except InvalidBookingError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except UnknownError as exc:
+            raise ProblemError(422, f"unknown practitioner_id: {exc}") from None
+        except UnavailableError as exc:
+            raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
+        except store.CollisionError as exc:
+            raise conflict(exc, who, b.patient_id) from None
+
+    async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> dict[str, Any]:
+        """One appointment: its patient, reception, or clinicians in the patient's care."""
+        row, decision = await self.opened(who, appointment_id, Operation.READ, "read")
+        async with self.db.read() as uow:
+            self.log.record(uow, who, row["patient_id"], "read", decision)
+        return row
+
+    async def of_patient(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+        """A patient's appointments, latest first."""
+        decision = await self.decide(who, Operation.READ, patient_id, "patient")
+        if not decision.allowed:
+            raise await self.log.refuse(who, patient_id, decision, "read")
+        async with self.db.read() as uow:
+            rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
+            self.log.record(uow, who, patient_id, "read", decision)
+        return rows
+
+    async def reschedule(
+        self, who: Principal, appointment_id: uuid.UUID, start: datetime, end: datetime
+    ) -> dict[str, Any]:
+        """Move a booked appointment (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
+        found, decision = await self.opened(who, appointment_id, Operation.RESCHEDULE, "update")
+        try:
+            current, during = await prepare_move(self.db, self.calendar, appointment_id, start, end)
+
+            async def attempt() -> dict[str, Any]:
+                async with self.db.uow() as uow:
+                    moved = await reschedule(uow, appointment_id, during)
+                    self.log.record(uow, who, found["patient_id"], "update", decision)
+                return moved
+
+            return await attempted(self.db, attempt, {**current, "during": during})
+        except InvalidBookingError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except InvalidTransitionError as exc:
+            raise ProblemError(409, str(exc)) from None
+        except UnavailableError as exc:
+            raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
+        except store.CollisionError as exc:
+            raise conflict(exc, who, found["patient_id"]) from None
+
+    async def act(self, who: Principal, appointment_id: uuid.UUID, action: Action) -> dict[str, Any]:
+        """Check in, complete, cancel or mark a no-show; 409 when the state does not allow it."""
+        _, decision = await self.opened(who, appointment_id, policy.OF_ACTION[action], "update")
+        try:
+            async with self.db.uow() as uow:
+                row = await act(uow, appointment_id, action)
+                self.log.record(uow, who, row["patient_id"], "update", decision)
+        except InvalidTransitionError as exc:
+            raise ProblemError(409, str(exc)) from None
+        return row
+
+    async def join(
+        self, who: Principal, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str
+    ) -> dict[str, Any]:
+        """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN)."""
+        decision = await self.booking(who, patient_id, Operation.WAITLIST)
+        if not decision.allowed:
+            raise await self.log.refuse(who, patient_id, decision, "create", resource=WAITLIST)
+        if await self.calendar.working_time(practitioner_id, today(self.db.clock(), self.zone)) is None:
+            raise ProblemError(422, "unknown practitioner_id")
+        try:
+            async with self.db.uow() as uow:
+                row = await join_waitlist(uow, patient_id, practitioner_id, service, uuid.UUID(who.subject))
+                self.log.record(uow, who, patient_id, "create", decision, resource=WAITLIST)
+        except InvalidBookingError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except store.WaitlistDuplicateError:
+            raise ProblemError(409, "the patient already waits for this practitioner and service") from None
+        return row
+
+    async def waiting(self, who: Principal, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+        """A patient's waitlist entries and their offers."""
+        decision = await self.decide(who, Operation.WAITLIST, patient_id, "patient")
+        if not decision.allowed:
+            raise await self.log.refuse(who, patient_id, decision, "read", resource=WAITLIST)
+        async with self.db.read() as uow:
+            rows = await store.waitlist_of_patient(uow.conn, patient_id)
+            self.log.record(uow, who, patient_id, "read", decision, resource=WAITLIST)
+        return rows
+
+    async def accept(self, who: Principal, entry_id: uuid.UUID) -> dict[str, Any]:
+        """Book the slot offered to a waitlist entry; 409 if the offer expired or the time was taken."""
+        entry, decision = await self.entry(who, entry_id, "create")
+        try:
+            b = await offered(self.db, entry_id)
+            row = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+
+            async def attempt() -> dict[str, Any]:
+                async with self.db.uow() as uow:  # the booking and the entry's change: both, or neither
+                    saved = await book(uow, row)
+                    await store.set_waitlist_status(uow.conn, entry_id, "booked")
+                    self.log.record(uow, who, entry["patient_id"], "create", decision)
+                return saved
+
+            return await attempted(self.db, attempt, row)
+        except OfferError as exc:
+            raise ProblemError(409, str(exc)) from None
+        except (InvalidBookingError, UnavailableError) as exc:
+            raise ProblemError(409, f"the offered slot can no longer be booked: {exc}") from None
+        except store.CollisionError as exc:
+            raise conflict(exc, who, entry["patient_id"]) from None
+
+    async def withdraw(self, who: Principal, entry_id: uuid.UUID) -> None:
+        """Leave the waitlist (the patient, reception, ADMIN); 409 once booked or withdrawn."""
+        entry, decision = await self.entry(who, entry_id, "update")
+        if entry["status"] not in ("waiting", "offered"):
+            raise ProblemError(409, f"a {entry['status']} waitlist entry cannot be withdrawn")
+        async with self.db.uow() as uow:
+            await store.set_waitlist_status(uow.conn, entry_id, "withdrawn")
+            self.log.record(uow, who, entry["patient_id"], "update", decision, resource=WAITLIST)
+
+    async def slots(self, practitioner_id: uuid.UUID, window: Interval, service: str) -> list[Interval]:
+        """Free slots of a practitioner in ``window`` (any signed-in user); 404 for an unknown one."""
+        try:
+            return await free_slots(self.db, self.calendar, practitioner_id, window, service)
+        except UnknownError:
+            raise ProblemError(404, "practitioner not found") from None
+
+    async def known(self, patient_id: uuid.UUID) -> PatientRef | None:
+        """A patient known from patients' events, else asked of patients (authoritative)."""
+        return await replica.resolve(self.db, self.patients, patient_id)
+
+    async def decide(self, who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
+        """The policy's decision on ``op`` for the caller and this patient (not yet recorded)."""
+        rel = await relationship_for(self.patients, policy.RULES[op], patient_id, who, self.known)
+        if rel is None:
+            raise refused(policy.not_found(op, who.roles), patient_id, what)
+        return policy.decide(op, who.roles, rel)
+
+    async def booking(self, who: Principal, patient_id: uuid.UUID, op: Operation) -> Decision:
+        """Booking or joining the waitlist for a patient named in the body: unknown to staff who
+        book by role is a 422; the rest is the policy's (a patient's other id answers 404)."""
+        ref = await self.known(patient_id)
+        if ref is None:
+            if who.has_any(*policy.BOOKERS):
+                raise ProblemError(422, "unknown patient_id")
+            raise refused(policy.not_found(op, who.roles), patient_id, "patient")
+        owner = ref.account_id is not None and str(ref.account_id) == who.subject
+        return policy.decide(op, who.roles, Relationship(owner=owner))
+
+    async def opened(
+        self, who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction
+    ) -> tuple[dict[str, Any], Decision]:
+        """The appointment and the policy's decision on ``op``; a refusal is recorded and raised."""
+        async with self.db.pool.acquire() as conn:
+            row = await store.get_appointment(conn, appointment_id)
+        if row is None:
+            raise refused(policy.not_found(op, who.roles), None, "appointment")
+        decision = await self.decide(who, op, row["patient_id"], "appointment")
+        if not decision.allowed:
+            raise await self.log.refuse(who, row["patient_id"], decision, action, what="appointment")
+        return row, decision
+
+    async def entry(self, who: Principal, entry_id: uuid.UUID, action: AuditAction) -> tuple[dict[str, Any], Decision]:
+        """The waitlist entry and the policy's decision; a refusal is recorded and raised."""
+        async with self.db.pool.acquire() as conn:
+            row = await store.waitlist_entry(conn, entry_id)
+        if row is None:
+            raise refused(policy.not_found(Operation.WAITLIST, who.roles), None, "waitlist entry")
+        decision = await self.decide(who, Operation.WAITLIST, row["patient_id"], "waitlist entry")
+        if not decision.allowed:
+            what = "waitlist entry"
+            raise await self.log.refuse(who, row["patient_id"], decision, action, resource=WAITLIST, what=what)
+        return row, decision
+
+
+WAITLIST = "waitlist"
+
+
+def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
+    """The 409 of a collision. Reception and ADMIN see which appointment the time collides
+    with; anyone else (a patient booking for themself) learns that the time is taken, and
+    which appointment only when it is one of this patient's own."""
+    if who.has_any(*policy.BOOKERS) or exc.other_patient == patient_id:
+        return ProblemError(
+            409,
+            f"the time collides with another appointment of the {exc.who}",
+            conflict={"with": exc.who, "appointment": exc.other},
+        )
+    return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
+
+
+def today(now: datetime, zone: ZoneInfo) -> Interval:
+    """The hospital's day around ``now``."""
+    start = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
+    return Interval(start, start + timedelta(days=1))
