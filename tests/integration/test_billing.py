@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -24,9 +23,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.billing import handlers
-from his.billing.api.http import router
 from his.billing.app import build
-from his.billing.testmode import TestModeProvider, checkout_router
+from his.billing.app import http as billing_http
+from his.billing.testmode import TestModeProvider
 from his.clients import replica
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
 from his.events.inventory import StockConsumed
@@ -38,7 +37,7 @@ from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, PermanentError
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.waiting import wait_for
 
@@ -124,8 +123,7 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
         return (await clients[0].post("/payments/webhooks/test", content=body, headers=headers)).status_code
 
     provider = TestModeProvider(db, SECRET, deliver)
-    api = router(SimpleNamespace(db=db), verifier(), provider=provider)  # type: ignore[arg-type]
-    async with serve(api, checkout_router(provider), base_url="http://billing") as client:
+    async with serve(billing_http(db, provider), base_url="http://billing") as client:
         clients.append(client)
         yield World(client, db, clock, provider=provider)
     await db.close()

@@ -11,15 +11,19 @@ confirmation records the payment.
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
+from his.kernel.db import Database
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
 
 if TYPE_CHECKING:
+    from his.billing.payments import PaymentProvider
     from his.billing.testmode import TestModeProvider
     from his.kernel.rpc import RpcService
 
@@ -38,15 +42,22 @@ def payment_provider(ctx: ServiceContext) -> TestModeProvider | None:
     return TestModeProvider(ctx.db, s.payment_webhook_secret.encode(), http_delivery(s.payment_webhook_url))
 
 
-def routes(ctx: ServiceContext) -> APIRouter:
+def http(db: Database, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time) -> Routes:
+    """Billing's routes and their use cases; with a payment provider, its checkout page too (the
+    embedded TEST provider's). ``clock`` judges the age of the provider's signatures."""
+    from his.billing.accounts import Accounts
     from his.billing.api.http import router
-    from his.billing.testmode import checkout_router
+    from his.billing.testmode import TestModeProvider, checkout_router
 
-    provider = payment_provider(ctx)
-    api = router(ctx, provider=provider)
-    if provider is not None:
+    api = APIRouter()
+    api.include_router(router)
+    if isinstance(provider, TestModeProvider):
         api.include_router(checkout_router(provider))
-    return api
+    return Routes(api, provides=[Accounts(db, provider, clock=clock)])
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    return http(ctx.db, payment_provider(ctx))
 
 
 def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:

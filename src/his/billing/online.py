@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,16 +27,13 @@ from typing import Any
 from his.billing import store
 from his.billing.domain import BillingError, InvoiceStatus, check_payment, payment_status
 from his.billing.handlers import Answer, ConflictError, UnknownError
-from his.billing.payments import Confirmation, PaymentProvider
+from his.billing.payments import Checkout, Confirmation, PaymentProvider
 from his.billing.store import online as online_store
 from his.events.billing import PaymentReceived
 from his.kernel.db import Database, UnitOfWork
 
 #: Namespace of intent ids (UUIDv5 of the caller and their idempotency key).
 INTENT_NAMESPACE = uuid.UUID("6f1c2a5e-93b4-4d0e-9a55-0c3f6a1b2d70")
-
-#: Called inside the transaction that opens or confirms a payment, with the invoice (to audit it).
-Also = Callable[[UnitOfWork, dict[str, Any]], None] | None
 
 
 class ReplayError(Exception):
@@ -84,52 +80,59 @@ async def _stored(conn: Any, actor: uuid.UUID, key: str, p: OnlinePayment) -> An
     return Answer(stored["response_status"], stored["response_body"], replayed=True)
 
 
-async def open_payment(
-    db: Database, provider: PaymentProvider, actor: uuid.UUID, key: str, p: OnlinePayment, *, also: Also = None
-) -> Answer:
-    """Open an online payment of (part of) what the patient owes; answers the intent with the
-    provider's checkout. ``BillingError`` (422) for an amount that cannot be paid, ``ConflictError``
-    (409) for a key reused or an invoice that takes no payments."""
+async def replayed_or_payable(db: Database, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
+    """The stored answer when the key was used before; else None once the invoice can take the
+    payment. ``BillingError`` (422) for an amount that cannot be paid, ``ConflictError`` (409)
+    for a key reused or an invoice that takes no payments."""
     async with db.pool.acquire() as conn:
         if (answer := await _stored(conn, actor, key, p)) is not None:
             return answer
         _payable(await store.get_invoice(conn, p.invoice_id), p)
-    iid = intent_id(actor, key)
+    return None
+
+
+async def checkout(provider: PaymentProvider, actor: uuid.UUID, key: str, p: OnlinePayment) -> Checkout:
+    """Open the payment with the provider (before any transaction: it is a network call)."""
     try:
-        checkout = await provider.start(iid, p.amount, p.currency)
+        return await provider.start(intent_id(actor, key), p.amount, p.currency)
     except ValueError as exc:  # the provider has this intent with another amount: the key was reused
         raise ConflictError(str(exc)) from None
-    async with db.uow() as uow:
-        if not await store.claim_key(uow.conn, actor, key, p.fingerprint()):
-            answer = await _stored(uow.conn, actor, key, p)
-            assert answer is not None
-            return answer
-        invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
-        row = await online_store.insert_intent(
-            uow.conn,
-            {
-                "id": iid,
-                "invoice_id": p.invoice_id,
-                "patient_id": invoice["patient_id"],
-                "amount": p.amount,
-                "currency": p.currency,
-                "provider": checkout.provider,
-                "provider_ref": checkout.reference,
-                "checkout_url": checkout.url,
-                "created_by": actor,
-            },
-        )
-        body = json.dumps(intent_json(row, test_mode=checkout.test_mode))
-        await store.store_response(uow.conn, actor, key, 201, body)
-        if also is not None:
-            also(uow, invoice)
-    return Answer(201, body, replayed=False)
 
 
-async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
-    """Apply a provider's verified confirmation: record the payment once. True if it was applied
-    now, False if this event was applied before. ``ReplayError``, ``UnknownError`` (no intent
-    with this reference), ``MismatchError``."""
+async def record_intent(
+    uow: UnitOfWork, actor: uuid.UUID, key: str, p: OnlinePayment, opened: Checkout
+) -> tuple[Answer, uuid.UUID | None]:
+    """Record the opened payment and its answer under the idempotency key: the answer, and the
+    invoice's patient (None when a concurrent request with the same key got there first: its
+    answer is replayed)."""
+    if not await store.claim_key(uow.conn, actor, key, p.fingerprint()):
+        answer = await _stored(uow.conn, actor, key, p)
+        assert answer is not None
+        return answer, None
+    invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
+    row = await online_store.insert_intent(
+        uow.conn,
+        {
+            "id": intent_id(actor, key),
+            "invoice_id": p.invoice_id,
+            "patient_id": invoice["patient_id"],
+            "amount": p.amount,
+            "currency": p.currency,
+            "provider": opened.provider,
+            "provider_ref": opened.reference,
+            "checkout_url": opened.url,
+            "created_by": actor,
+        },
+    )
+    body = json.dumps(intent_json(row, test_mode=opened.test_mode))
+    await store.store_response(uow.conn, actor, key, 201, body)
+    return Answer(201, body, replayed=False), invoice["patient_id"]
+
+
+async def confirm(uow: UnitOfWork, c: Confirmation) -> uuid.UUID | None:
+    """Apply a provider's verified confirmation: record the payment once. The patient paid for
+    when it was applied now, None if this event was applied before. ``ReplayError``,
+    ``UnknownError`` (no intent with this reference), ``MismatchError``."""
     conn = uow.conn
     if not await online_store.record_delivery(conn, c.provider, c.delivery):
         raise ReplayError("this confirmation was delivered before")
@@ -139,9 +142,9 @@ async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
     if (c.amount, c.currency) != (intent["amount"], intent["currency"]):
         raise MismatchError(f"the payment was opened for {intent['amount']} {intent['currency']}")
     if not await online_store.record_event(conn, c.provider, c.event_id, intent["id"]):
-        return False
+        return None
     if intent["status"] == "succeeded":  # confirmed before under another event id
-        return False
+        return None
     invoice = await store.get_invoice(conn, intent["invoice_id"], lock=True)
     assert invoice is not None
     paid = invoice["paid"] + c.amount
@@ -177,9 +180,8 @@ async def confirm(uow: UnitOfWork, c: Confirmation, also: Also = None) -> bool:
         ),
         aggregate_id=invoice["id"],
     )
-    if also is not None:
-        also(uow, invoice)
-    return True
+    patient: uuid.UUID = invoice["patient_id"]
+    return patient
 
 
 def intent_json(row: dict[str, Any], *, test_mode: bool) -> dict[str, Any]:
