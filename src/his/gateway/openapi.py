@@ -81,14 +81,25 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
     }
 
 
+#: Headers a client sends that an operation may declare (the others are the gateway's own).
+CLIENT_HEADERS = frozenset({"idempotency-key"})
+
+
 def _public_parameters(params: list[dict[str, Any]], upstream_template: str, public: tuple[str, ...]) -> list[Any]:
-    """The operation's parameters under their public names; header parameters are the gateway's."""
+    """The operation's parameters under their public names; of the header parameters, only the
+    client's own (``Idempotency-Key``), under their HTTP spelling."""
     renamed = dict(zip(re.findall(r"\{([^}/]+)\}", upstream_template), public, strict=False))
-    return [
-        dict(p, name=renamed.get(p["name"], p["name"])) if p.get("in") == "path" else p
-        for p in params
-        if p.get("in") != "header"
-    ]
+    out: list[Any] = []
+    for p in params:
+        where, name = p.get("in"), p["name"]
+        if where == "path":
+            out.append(dict(p, name=renamed.get(name, name)))
+        elif where != "header":
+            out.append(p)
+        elif name.lower() in CLIENT_HEADERS:
+            schema = {"type": "string", "minLength": 1, "maxLength": 255}
+            out.append(dict(p, name="Idempotency-Key", required=True, schema=schema))
+    return out
 
 
 def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:
