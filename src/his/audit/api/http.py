@@ -10,9 +10,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from his.audit.domain import Entry
 from his.audit.handlers import AuditTrail
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, errors, provided
@@ -23,6 +22,8 @@ Trails = Annotated[AuditTrail, Depends(provided(AuditTrail))]
 
 class Access(BaseModel):
     """One recorded access: by whom (user id and roles), how, why, with what outcome."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     seq: int
     at: Moment
@@ -35,21 +36,6 @@ class Access(BaseModel):
     outcome: str
     #: Break-the-glass grants and every access made under one.
     flagged: bool
-
-    @classmethod
-    def of(cls, e: Entry) -> Access:
-        return cls(
-            seq=e.seq,
-            at=e.at,
-            source=e.source,
-            actor_id=e.actor_id,
-            actor_roles=list(e.actor_roles),
-            action=e.action,
-            resource=e.resource,
-            purpose=e.purpose,
-            outcome=e.outcome,
-            flagged=e.flagged,
-        )
 
 
 class Trail(BaseModel):
@@ -71,4 +57,4 @@ async def trail(
     ``flagged`` marks break-the-glass grants and every access made under one.
     """
     page = await trails.trail(who, patient_id, before=before, limit=limit)
-    return Trail(items=[Access.of(e) for e in page.items], next_before=page.next_before)
+    return Trail(items=[Access.model_validate(e) for e in page.items], next_before=page.next_before)

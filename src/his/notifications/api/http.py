@@ -24,6 +24,7 @@ Messages = Annotated[Notifications, Depends(provided(Notifications))]
 
 
 class Alert(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     kind: str
     patient_id: uuid.UUID | None
@@ -34,17 +35,6 @@ class Alert(BaseModel):
     detail: dict[str, Any]
     created_at: Moment
 
-    @classmethod
-    def of(cls, a: domain.Alert) -> Alert:
-        return cls(
-            id=a.id,
-            kind=a.kind,
-            patient_id=a.patient_id,
-            actor_id=a.actor_id,
-            detail=dict(a.detail),
-            created_at=a.created_at,
-        )
-
 
 class Alerts(BaseModel):
     items: list[Alert]
@@ -54,6 +44,8 @@ class Delivery(BaseModel):
     """One message on one channel: ``queued``, ``sent``, ``failed`` or ``suppressed`` (opted out),
     with the reason it was not sent."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     template: str
     channel: str
@@ -62,19 +54,6 @@ class Delivery(BaseModel):
     due_at: Moment
     sent_at: Moment | None
     reason: str | None
-
-    @classmethod
-    def of(cls, d: domain.Delivery) -> Delivery:
-        return cls(
-            id=d.id,
-            template=d.template,
-            channel=d.channel,
-            status=d.status,
-            created_at=d.created_at,
-            due_at=d.due_at,
-            sent_at=d.sent_at,
-            reason=d.reason,
-        )
 
 
 class Deliveries(BaseModel):
@@ -98,13 +77,13 @@ async def my_alerts(who: Caller, messages: Messages, limit: Limit = 50) -> Alert
     """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
     clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
     result of a lab order they placed). Other roles receive no alerts (403)."""
-    return Alerts(items=[Alert.of(a) for a in await messages.alerts(who, limit)])
+    return Alerts(items=[Alert.model_validate(a) for a in await messages.alerts(who, limit)])
 
 
 @router.get("", responses=errors(403, 404))
 async def history(patient_id: uuid.UUID, who: Caller, messages: Messages, limit: Limit = 50) -> Deliveries:
     """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
-    return Deliveries(items=[Delivery.of(d) for d in await messages.history(who, patient_id, limit)])
+    return Deliveries(items=[Delivery.model_validate(d) for d in await messages.history(who, patient_id, limit)])
 
 
 @router.get("/preferences", responses=errors(403, 404))

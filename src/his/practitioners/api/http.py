@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from his.kernel.intervals import Interval
 from his.kernel.params import CalendarDateTime, Limit, one_of
 from his.kernel.web import Caller, Moment, errors, provided
-from his.practitioners import domain, handlers
+from his.practitioners import handlers
 from his.practitioners.domain import SPECIALTIES, LeaveAction, LeaveStatus
 from his.practitioners.handlers import Practitioners
 
@@ -60,15 +60,12 @@ class Specialties(BaseModel):
 
 
 class Profile(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     full_name: str
     specialty: str
     user_id: uuid.UUID | None
     created_at: Moment
-
-    @classmethod
-    def of(cls, p: domain.Practitioner) -> Profile:
-        return cls(id=p.id, full_name=p.full_name, specialty=p.specialty, user_id=p.user_id, created_at=p.created_at)
 
 
 class Directory(BaseModel):
@@ -131,13 +128,13 @@ async def directory(
     """The practitioner directory, optionally by specialty (any signed-in user)."""
     if specialty is not None:
         one_of("specialty", specialty, SPECIALTIES)
-    return Directory(items=[Profile.of(p) for p in await staff.directory(specialty, limit)])
+    return Directory(items=[Profile.model_validate(p) for p in await staff.directory(specialty, limit)])
 
 
 @router.get("/{practitioner_id}", responses=errors(404))
 async def profile(practitioner_id: uuid.UUID, who: Caller, staff: Staff) -> Profile:
     """One practitioner's profile (any signed-in user)."""
-    return Profile.of(await staff.profile(practitioner_id))
+    return Profile.model_validate(await staff.profile(practitioner_id))
 
 
 @router.post("/{practitioner_id}/shifts", status_code=201, responses=errors(403, 404, 409))
