@@ -330,6 +330,8 @@ async def observe_stream(h: Hospital, s: Setup, by_id: dict[str, Hashable], burs
     try:
         for service in ("scheduling", "admissions", "billing"):
             info = await js.stream_info(stream_name(service))
+            if info.state.messages == 0:  # no write of this kind was told in the burst (first_seq is 0)
+                continue
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 msg = await js.get_msg(stream_name(service), seq)
                 if msg.subject not in fields or msg.data is None:
