@@ -33,8 +33,8 @@ from his.kernel import migrations, rpc
 from his.kernel.db import Database
 from his.kernel.pki import LocalCA, spiffe_id
 from his.kernel.resilience import DependencyUnavailableError
-from his.patients.api.http import router as patients_router
-from tests.support.api import bearer, serve, verifier
+from his.patients.app import http as patients_http
+from tests.support.api import bearer, serve
 
 PAYERS = ["ALLIANZ", "NOVA", "SELF", "SGK"]
 CLERK = bearer(uuid.uuid4(), "RECEPTIONIST")
@@ -92,7 +92,7 @@ async def world(admin_dsn: str, tmp_path: Path) -> AsyncIterator[World]:
     known = Directories(FakePatients(), FakePractitioners(), currencies)
     try:
         async with (
-            serve(patients_router(SimpleNamespace(db=patients), verifier(), payers=payers)) as p,  # type: ignore[arg-type]
+            serve(patients_http(patients, payers=payers)) as p,
             serve(admissions_http(admissions, known)) as a,
         ):
             yield World(p, a, patients, admissions, server, target, ca, clock, admin_dsn)

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -36,7 +35,7 @@ from his.kernel.web import mount
 from his.notifications import handlers as notification_handlers
 from his.notifications.app import http as notifications_http
 from his.patients import handlers as patient_handlers
-from his.patients.api.http import router as patients_router
+from his.patients.app import http as patients_http
 from tests.support.waiting import wait_for
 
 KEY = SigningKey.generate(datetime.now(UTC))
@@ -123,9 +122,7 @@ async def world(admin_dsn: str, nc: NATS) -> AsyncIterator[World]:
     verifier = TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)
     app = FastAPI()
     problems.install(app)
-    app.include_router(
-        patients_router(SimpleNamespace(db=dbs["patients"]), verifier, clock=clock, emergency_minutes=MINUTES)  # type: ignore[arg-type]
-    )
+    mount(app, patients_http(dbs["patients"], clock=clock, emergency_minutes=MINUTES), verifier=verifier)
     mount(app, notifications_http(dbs["notifications"]), verifier=verifier)
     tag = uuid.uuid4().hex[:8]
     subs = [

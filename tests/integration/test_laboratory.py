@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -35,9 +34,9 @@ from his.laboratory.app import http as lab_http
 from his.notifications import handlers as notifications_handlers
 from his.notifications.app import http as notifications_http
 from his.patients import handlers as patients_handlers
-from his.patients.api.http import router as patients_router
+from his.patients.app import http as patients_http
 from his.patients.domain import NewPatient, Sex
-from tests.support.api import bearer, serve, verifier
+from tests.support.api import bearer, serve
 from tests.support.waiting import wait_for
 
 RESULTED = "his.laboratory.order.resulted.v1"
@@ -124,7 +123,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     patients = FakePatients()
     routers = (
         lab_http(db, patients),
-        patients_router(SimpleNamespace(db=chart), verifier()),  # type: ignore[arg-type]
+        patients_http(chart),
         notifications_http(alerts),
     )
     async with serve(*routers, base_url="http://laboratory") as client:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -16,8 +15,8 @@ import pytest
 from his.kernel import migrations
 from his.kernel.crypto import FieldCipher
 from his.kernel.db import Database
-from his.patients.api.http import router
-from tests.support.api import bearer, serve, verifier
+from his.patients.app import http as patients_http
+from tests.support.api import bearer, serve
 from tests.support.portal import CODES, link_account
 
 TEXT = "Allergic to penicillin: anaphylaxis in 2019; carries an adrenaline pen"
@@ -30,7 +29,7 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     db = Database(dsn, schema="patients", max_size=4)
     await db.open()
 
-    patients = router(SimpleNamespace(db=db), verifier(), cipher=FieldCipher([os.urandom(32)]), invitation_codes=CODES)  # type: ignore[arg-type]
+    patients = patients_http(db, cipher=FieldCipher([os.urandom(32)]), invitation_codes=CODES)
     async with serve(patients, base_url="http://patients") as client:
         yield client, admin_dsn
     await db.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -18,8 +17,8 @@ import pytest
 from his.clients.billing import FakeBillingTerms
 from his.kernel import migrations
 from his.kernel.db import Database
-from his.patients.api.http import router
-from tests.support.api import Bearer, bearer, serve, verifier
+from his.patients.app import http as patients_http
+from tests.support.api import Bearer, bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 from tests.support.portal import CODES, link_account
 
@@ -41,9 +40,8 @@ async def client(admin_dsn: str, hard: HardDate) -> AsyncIterator[tuple[httpx.As
     db = Database(dsn, schema="patients", max_size=4, clock=hard.clock(0, 30))
     await db.open()
 
-    service = router(
-        SimpleNamespace(db=db),  # type: ignore[arg-type]
-        verifier(),
+    service = patients_http(
+        db,
         invitation_codes=CODES,
         payers=FakeBillingTerms(),
         timezone=hard.zone,

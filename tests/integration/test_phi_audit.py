@@ -11,7 +11,6 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -30,7 +29,8 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
 from his.kernel.outbox import OutboxRelay
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
-from his.patients.api.http import router
+from his.kernel.web import mount
+from his.patients.app import http as patients_http
 from tests.support.portal import CODES, link_account
 from tests.support.waiting import wait_for
 
@@ -65,12 +65,10 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
 
     app = FastAPI()
     problems.install(app)
-    app.include_router(
-        router(
-            SimpleNamespace(db=patients),  # type: ignore[arg-type]
-            TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE),
-            invitation_codes=CODES,
-        )
+    mount(
+        app,
+        patients_http(patients, invitation_codes=CODES),
+        verifier=TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE),
     )
     relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
     consumers = [

@@ -27,10 +27,10 @@ from his.kernel.db import Database
 from his.kernel.pki import LocalCA, spiffe_id
 from his.notifications.contacts import GrpcContacts
 from his.patients.api import grpc as patients_grpc
-from his.patients.api.http import router
+from his.patients.app import http as patients_http
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
-from tests.support.api import Bearer, bearer, serve, verifier
+from tests.support.api import Bearer, bearer, serve
 from tests.support.portal import CODES
 
 CLERK_ID = uuid.uuid4()
@@ -87,9 +87,8 @@ async def portal(admin_dsn: str) -> AsyncIterator[Portal]:
     db = Database(dsn, schema="patients", max_size=16)
     await db.open()
     world = Portal(None, db)  # type: ignore[arg-type]
-    service = router(
-        SimpleNamespace(db=db),  # type: ignore[arg-type]
-        verifier(),
+    service = patients_http(
+        db,
         clock=lambda: world.now[0],
         invitation_codes=CODES,
         invitation_minutes=MINUTES,

@@ -125,7 +125,8 @@ __all__ = ["HTTPException", "ProblemError", "install", "problem"]
 def document_problems(app: FastAPI) -> None:
     """Make the app's OpenAPI document say what its errors are: ``application/problem+json``
     with the ``Problem`` schema (FastAPI files a response model under ``application/json``), and
-    422 in the shape ``his.kernel.problems`` answers it, not FastAPI's own."""
+    422 in the shape ``his.kernel.problems`` answers it, not FastAPI's own. A route that
+    describes a problem+json answer of its own (a 403 with more members) keeps its schema."""
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -138,7 +139,8 @@ def document_problems(app: FastAPI) -> None:
             for op in path.values():
                 responses = op.get("responses", {})
                 for status, response in responses.items():
-                    if status[0] in "45":
+                    described = response.get("content", {}).get("application/problem+json", {}).get("schema")
+                    if status[0] in "45" and not (described and status != "422"):
                         response["content"] = {"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}}
                 if "422" in responses:
                     responses["422"]["description"] = "the request does not match the schema"

@@ -97,7 +97,12 @@ Moment = Annotated[
 ]
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route that may answer these error statuses (problem+json; every
-    route may also answer 422 for a request that does not match its schema)."""
-    return {status: {"model": Problem, "description": TITLES.get(status, "Error")} for status in statuses}
+    route may also answer 422 for a request that does not match its schema). A status may come
+    with what it means here: ``(409, "likely duplicates")``."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for s in statuses:
+        status, description = s if isinstance(s, tuple) else (s, TITLES.get(s, "Error"))
+        out[status] = {"model": Problem, "description": description}
+    return out

@@ -1,16 +1,51 @@
 """Composition root of the patients service."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from his.kernel.consumer import Subscription
 from his.kernel.crypto import FieldCipher, parse_key
+from his.kernel.db import Database
 from his.kernel.rpc import RpcService
 from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.web import Routes
 from his.patients import handlers
 from his.patients.api import grpc
-from his.patients.api.http import router
+from his.patients.chart import Chart, Clock, utc_now
 from his.patients.domain import InvitationCodes
 from his.patients.settings import PatientsSettings
+
+if TYPE_CHECKING:
+    from his.clients.billing import BillingTermsLookup
+
+
+def http(
+    db: Database,
+    *,
+    clock: Clock = utc_now,
+    emergency_minutes: float = 60.0,
+    cipher: FieldCipher | None = None,
+    payers: BillingTermsLookup | None = None,
+    invitation_codes: InvitationCodes | None = None,
+    invitation_minutes: float = 3 * 24 * 60,
+    timezone: str = "UTC",
+) -> Routes:
+    """Patients' routes and their use cases; "today" for a birth date is the hospital's (``timezone``)."""
+    from his.patients.api.http import router
+
+    chart = Chart(
+        db,
+        clock=clock,
+        emergency_minutes=emergency_minutes,
+        cipher=cipher,
+        payers=payers,
+        invitation_codes=invitation_codes,
+        invitation_minutes=invitation_minutes,
+        zone=ZoneInfo(timezone),
+    )
+    return Routes(router, provides=[chart])
 
 
 def build() -> ServiceDefinition:
@@ -30,15 +65,15 @@ def build() -> ServiceDefinition:
         # Invitation codes are derived with a key of their own, made from the records key(s).
         cipher, codes = FieldCipher(keys), InvitationCodes(keys)
 
-    def routes(ctx: ServiceContext) -> APIRouter:
+    def routes(ctx: ServiceContext) -> Routes:
         from his.clients.billing import GrpcBillingTerms
 
         identity = ctx.settings.workload()
         if identity is None:
             raise SystemExit("patients needs a workload identity (HIS_TLS_*) to check payers with billing")
         payers = GrpcBillingTerms(ctx.settings.grpc_target("billing"), identity)
-        return router(
-            ctx,
+        return http(
+            ctx.db,
             emergency_minutes=settings.emergency_access_minutes,
             cipher=cipher,
             payers=payers,

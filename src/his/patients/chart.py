@@ -1,0 +1,466 @@
+"""The use cases patients' routes call: registration, master data, search, the care team,
+emergency access, the medical record, lab results and portal invitations.
+
+Every use case that reaches one patient opens it through ``Chart.open``: the caller's
+relationship to the patient (their own record, a care relationship, an emergency grant) is read
+from the tables, ``his.patients.policy`` decides, and the decision, allowed or denied, is recorded
+in the same transaction as the read. A refusal is raised as ``his.access`` says: 404 to a caller
+who may not know the patient exists, 403 to staff, with an offer of emergency access to a
+clinician. Each use case opens its own unit of work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any
+
+from his.access import CLINICIANS, NONE, Decision, Role, refusal
+from his.clients.billing import BillingTermsLookup, UnknownValueError, known_payer
+from his.events.audit import Action, PatientsRecordAccessed, record_access
+from his.events.patients import RecordEntryAdded
+from his.kernel.crypto import DecryptionError, FieldCipher
+from his.kernel.db import Database, UnitOfWork
+from his.kernel.problems import ProblemError
+from his.kernel.security import Principal
+from his.patients import handlers, invitations, policy, store
+from his.patients.domain import (
+    Channel,
+    InvalidCareRelationshipError,
+    InvalidEmergencyReasonError,
+    InvalidInvitationCodeError,
+    InvalidPatientError,
+    InvitationCodes,
+    NewPatient,
+    Refusal,
+    may_redeem,
+)
+from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, changing
+
+Clock = Callable[[], datetime]
+
+#: What a clinician's search shows of a patient they have no care relationship with: enough to
+#: recognise the patient (and request emergency access), no contact or coverage details.
+LOOKUP_FIELDS = ("id", "mrn", "given_name", "family_name", "birth_date", "sex")
+OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
+SELF_ASSIGNMENT = (
+    "you cannot put yourself on a patient's care team: another receptionist or administrator does, or, in an"
+    " emergency, request emergency access (audited, flagged and reported)"
+)
+#: What the patient is told when a code cannot be redeemed, and with which status.
+REFUSALS: dict[Refusal, tuple[int, str]] = {
+    Refusal.UNKNOWN: (404, "no invitation has this code; check it against the message, or ask reception"),
+    Refusal.REDEEMED: (409, "this invitation has been used already"),
+    Refusal.SUPERSEDED: (409, "this invitation was replaced by a newer one; use the code of the latest message"),
+    Refusal.EXPIRED: (409, "this invitation has expired; ask reception for a new one"),
+    Refusal.RECORD_LINKED: (409, "this patient record is linked to an account already"),
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A search hit: the patient's row, and whether the caller sees all of it (a clinician sees
+    only ``LOOKUP_FIELDS`` of a patient outside their care)."""
+
+    patient: dict[str, Any]
+    restricted: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A medical-record entry with its text decrypted."""
+
+    row: dict[str, Any]
+    text: str
+
+
+class Chart:
+    """Patients' use cases over its database, the field cipher and billing's payer plans."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = utc_now,
+        emergency_minutes: float = 60.0,
+        cipher: FieldCipher | None = None,
+        payers: BillingTermsLookup | None = None,
+        invitation_codes: InvitationCodes | None = None,
+        invitation_minutes: float = 3 * 24 * 60,
+        zone: tzinfo = UTC,
+    ) -> None:
+        self.db, self.clock, self.emergency_minutes = db, clock, emergency_minutes
+        self.cipher, self.payers, self.codes = cipher, payers, invitation_codes
+        self.invitation_minutes, self.zone = invitation_minutes, zone
+
+    # --- master data -----------------------------------------------------------------------------
+
+    async def register(self, who: Principal, cmd: NewPatient, *, confirm_duplicate: bool) -> tuple[uuid.UUID, str]:
+        """Register a patient (RECEPTIONIST, ADMIN). Likely duplicates answer 409 naming them
+        (each one shown is an audited read), unless ``confirm_duplicate``. A record is never
+        linked to an account here (``user_id`` is a 422): the patient redeems an invitation."""
+        if not who.has_any(*REGISTRARS):
+            raise ProblemError(403, "not allowed for your role")
+        if cmd.user_id is not None:
+            raise ProblemError(
+                422,
+                "user_id cannot be set: the patient links their own account by redeeming an "
+                "invitation (POST /api/patients/{id}/invitations)",
+            )
+        if cmd.coverage is not None:
+            cmd = replace(cmd, coverage=(await self.checked_coverage(cmd.coverage[0]), cmd.coverage[1]))
+        try:
+            async with self.db.uow() as uow:  # commits the audit records of duplicates shown, too
+                found = [] if confirm_duplicate else await self.duplicates(uow, who, cmd)
+                if not found:
+                    patient_id, mrn = await handlers.register_patient(
+                        uow, cmd, actor=uuid.UUID(who.subject), zone=self.zone
+                    )
+                    self.record(uow, who, patient_id, Decision("registration"), resource="patient", action="create")
+        except InvalidPatientError as exc:
+            raise ProblemError(422, str(exc)) from None
+        if found:
+            raise ProblemError(
+                409,
+                "likely duplicates of this patient exist; register anyway with confirm_duplicate: true",
+                possible_duplicates=found,
+            )
+        return patient_id, mrn
+
+    async def duplicates(self, uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, Any]]:
+        """Likely duplicates of the patient being registered; each one shown is an audited read."""
+        try:
+            valid = cmd.validated(handlers.hospital_today(uow, self.zone))
+        except InvalidPatientError:
+            return []  # the registration itself will say what is wrong
+        found = await store.likely_duplicates(uow.conn, valid)
+        for row in found:
+            self.record(uow, who, row["id"], Decision("registration"), resource="patient", action="search")
+        return [{k: store.as_json(row)[k] for k in LOOKUP_FIELDS} for row in found]
+
+    async def checked_coverage(self, payer: str) -> str:
+        """The payer as billing spells it; one billing has no plan for is a 422 naming the plans
+        (billing owns them: it would bill such a patient as nobody's)."""
+        if self.payers is None:
+            raise ProblemError(503, "payer plans cannot be checked: billing is not reachable from patients")
+        try:
+            return known_payer(await self.payers.terms(), payer)
+        except UnknownValueError as exc:
+            raise exc.problem() from None
+
+    async def mine(self, who: Principal) -> dict[str, Any]:
+        """The caller's own patient record."""
+        async with self.db.read() as uow:
+            row = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
+            if row is None:
+                raise ProblemError(404, "no patient record is linked to your account")
+            self.record(uow, who, row["id"], Decision("own_record"), resource="patient", action="read")
+        return row
+
+    async def search(self, who: Principal, q: str | None, birth_date: date | None, limit: int) -> list[Found]:
+        """Patients by MRN, name and/or birth date, best first (staff). A clinician sees the whole
+        record only of patients in their care (or under a grant, recorded as emergency access)."""
+        if not policy.decide(Operation.SEARCH, who.roles, NONE).allowed:
+            raise ProblemError(403, "not allowed for your role")
+        if q is None and birth_date is None:
+            raise ProblemError(422, "give q (MRN or name), birth_date, or both")
+        async with self.db.read() as uow:
+            rows = await store.search(uow.conn, q, birth_date, limit)
+            reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
+            if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
+                ids = [row["id"] for row in rows]
+                reach = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, self.clock())
+            for row in rows:
+                emergency = reach is not None and reach.get(row["id"]) is False
+                purpose = "emergency" if emergency else "care"
+                self.record(uow, who, row["id"], Decision(purpose), resource="patient", action="search")
+        return [Found(row, reach is not None and row["id"] not in reach) for row in rows]
+
+    async def patient(self, who: Principal, patient_id: uuid.UUID) -> dict[str, Any]:
+        """One patient's master data: the patient themself, or staff (clinicians need care)."""
+        async with self.db.read() as uow:
+            row, decision = await self.open(uow, who, patient_id, Operation.READ, resource="patient")
+        self.allowed(patient_id, decision)
+        return row
+
+    async def update(self, who: Principal, patient_id: uuid.UUID, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a patient's master data (RECEPTIONIST, ADMIN; the patient their own e-mail and
+        phone); a payer billing has no plan for is a 422 naming the valid payers."""
+        coverage = changes.get("coverage")
+        if coverage is not None:
+            changes = {**changes, "coverage": {**coverage, "payer": await self.checked_coverage(coverage["payer"])}}
+        async with self.db.uow() as uow:
+            row, access = await self.decide(uow, who, patient_id, Operation.UPDATE)
+            decision = changing(access, who.roles, set(changes))
+            self.record(uow, who, patient_id, decision, resource="patient", action="update")
+            if decision.allowed and changes:
+                try:
+                    changed = await handlers.update_patient(
+                        uow, row, dict(changes), actor=uuid.UUID(who.subject), zone=self.zone
+                    )
+                except InvalidPatientError as exc:
+                    raise ProblemError(422, str(exc)) from None
+                row = {**row, **changed}
+        if access.allowed and not decision.allowed:
+            raise ProblemError(403, "not allowed to change these fields")
+        self.allowed(patient_id, decision)
+        return row
+
+    # --- care team and emergency access ----------------------------------------------------------
+
+    async def grants(self, who: Principal, patient_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+        """Break-the-glass grants with their reasons, newest first (ADMIN, AUDITOR); a refusal
+        about one patient is recorded."""
+        if patient_id is not None:
+            decision = policy.decide(Operation.OVERSEE_GRANTS, who.roles, NONE)
+            if not decision.allowed:
+                async with self.db.read() as uow:
+                    self.record(uow, who, patient_id, decision, resource="emergency_access", action="read")
+        if not who.roles & OVERSIGHT:
+            raise ProblemError(403, "not allowed for your role")
+        async with self.db.read() as uow:
+            rows = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
+            for pid in dict.fromkeys(r["patient_id"] for r in rows):
+                self.record(uow, who, pid, Decision("oversight"), resource="emergency_access", action="read")
+        return rows
+
+    async def break_the_glass(self, who: Principal, patient_id: uuid.UUID, reason: str) -> handlers.EmergencyGrant:
+        """Emergency access to one patient without a care relationship (DOCTOR, NURSE), for
+        ``emergency_minutes``; audited, flagged, announced to administrators."""
+        async with self.db.uow() as uow:
+            _, decision = await self.decide(uow, who, patient_id, Operation.BREAK_GLASS)
+            if not decision.allowed:
+                self.record(uow, who, patient_id, decision, resource="patient", action="break_glass")
+        if not decision.allowed:
+            raise self.error(patient_id, decision, "emergency access is for clinicians (DOCTOR, NURSE)")
+        try:
+            async with self.db.uow() as uow:
+                return await handlers.grant_emergency_access(
+                    uow, patient_id, who, reason, minutes=self.emergency_minutes, now=self.clock()
+                )
+        except InvalidEmergencyReasonError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except handlers.PatientNotFoundError:
+            raise ProblemError(404, "patient not found") from None
+
+    async def care_team(self, who: Principal, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The patient's active care relationships."""
+        async with self.db.read() as uow:
+            _, decision = await self.open(uow, who, patient_id, Operation.READ, resource="care_team")
+            rows = await store.care_team(uow.conn, patient_id, self.clock()) if decision.allowed else []
+        self.allowed(patient_id, decision)
+        return rows
+
+    async def assign(
+        self, who: Principal, patient_id: uuid.UUID, user_id: uuid.UUID, until: datetime | None
+    ) -> dict[str, Any]:
+        """Put a clinician on the patient's care team (RECEPTIONIST, ADMIN), never oneself."""
+        actor = uuid.UUID(who.subject)
+        async with self.db.uow() as uow:
+            _, access = await self.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            decision = assigning(access, actor, user_id)
+            if not decision.allowed:
+                self.record(uow, who, patient_id, decision, resource="care_team", action="create")
+        if access.allowed and not decision.allowed:
+            raise self.error(patient_id, decision, SELF_ASSIGNMENT)
+        self.allowed(patient_id, decision)
+        try:
+            async with self.db.uow() as uow:
+                row = await handlers.assign_to_care_team(uow, patient_id, user_id, until, actor=actor, now=self.clock())
+                self.record(uow, who, patient_id, decision, resource="care_team", action="create")
+        except InvalidCareRelationshipError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except handlers.PatientNotFoundError:
+            raise ProblemError(404, "patient not found") from None
+        except handlers.NotAClinicianError:
+            raise ProblemError(422, "user_id is not a known clinician account (DOCTOR or NURSE)") from None
+        except handlers.AlreadyOnCareTeamError:
+            raise ProblemError(409, "this clinician is already on the patient's care team") from None
+        return row
+
+    async def end_care(self, who: Principal, patient_id: uuid.UUID, relationship_id: uuid.UUID) -> None:
+        """End a care relationship now (RECEPTIONIST, ADMIN); one that follows from an
+        appointment or admission ends with it (409)."""
+        async with self.db.uow() as uow:
+            _, decision = await self.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
+            ended = decision.allowed and await store.end_care_relationship(
+                uow.conn, patient_id, relationship_id, self.clock(), uuid.UUID(who.subject)
+            )
+            if ended or not decision.allowed:
+                self.record(uow, who, patient_id, decision, resource="care_team", action="update")
+        self.allowed(patient_id, decision)
+        if not ended:
+            async with self.db.pool.acquire() as conn:
+                if await store.is_event_care(conn, patient_id, relationship_id):
+                    raise ProblemError(
+                        409,
+                        "this care relationship follows from an appointment or admission; "
+                        "it ends with it (cancel the appointment, or discharge)",
+                    )
+            raise ProblemError(404, "this patient has no such care relationship")
+
+    # --- medical record and lab results ----------------------------------------------------------
+
+    async def add_entry(
+        self, who: Principal, patient_id: uuid.UUID, kind: str, code: str | None, text: str
+    ) -> tuple[uuid.UUID, datetime]:
+        """Add an entry to the medical record (clinicians with care or a grant); its text is
+        stored encrypted, bound to its patient and entry; the event says only its kind."""
+        aes = self.keys()
+        entry_id = uuid.uuid4()
+        async with self.db.uow() as uow:
+            _, decision = await self.open(
+                uow, who, patient_id, Operation.WRITE_CLINICAL, resource="patient/record", action="create"
+            )
+            if decision.allowed:
+                entry = {
+                    "id": entry_id,
+                    "patient_id": patient_id,
+                    "kind": kind,
+                    "code": code,
+                    "text_cipher": aes.encrypt(text, _aad(patient_id, entry_id)),
+                    "author_id": uuid.UUID(who.subject),
+                    "author_roles": sorted(who.roles),
+                }
+                created = await store.insert_record_entry(uow.conn, entry)
+                uow.add(
+                    RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind, code=code),
+                    aggregate_id=patient_id,
+                )
+        self.allowed(patient_id, decision)
+        return entry_id, created
+
+    async def entries(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Entry]:
+        """The medical record, newest first: the patient, or clinicians with care or a grant."""
+        aes = self.keys()
+        async with self.db.read() as uow:
+            _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/record")
+            rows = await store.record_entries(uow.conn, patient_id, limit) if decision.allowed else []
+        self.allowed(patient_id, decision)
+        try:
+            return [Entry(e, aes.decrypt(e["text_cipher"], _aad(patient_id, e["id"]))) for e in rows]
+        except DecryptionError:
+            raise ProblemError(503, "a record entry cannot be decrypted with the configured keys") from None
+
+    async def lab_results(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+        """Lab results in the chart, as the medical record is read."""
+        async with self.db.read() as uow:
+            _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/lab_result")
+            rows = await store.lab_results(uow.conn, patient_id, limit) if decision.allowed else []
+        self.allowed(patient_id, decision)
+        return rows
+
+    def keys(self) -> FieldCipher:
+        if self.cipher is None:
+            raise ProblemError(503, "medical records are unavailable: no encryption key is configured")
+        return self.cipher
+
+    # --- portal invitations ----------------------------------------------------------------------
+
+    async def invite(self, who: Principal, patient_id: uuid.UUID, channel: Channel) -> invitations.Issued:
+        """Send the patient a one-time code to link their record to their own account (RECEPTIONIST,
+        ADMIN); it replaces their outstanding invitation. The code is in no answer or event."""
+        async with self.db.uow() as uow:  # a refusal's audit record commits before the answer
+            _, decision = await self.decide(uow, who, patient_id, Operation.INVITE)
+            if not decision.allowed:
+                self.record(uow, who, patient_id, decision, resource="patient/invitation", action="create")
+        self.allowed(patient_id, decision)
+        if self.codes is None:
+            raise ProblemError(503, "invitations need the records key (HIS_RECORDS_KEYS), which is not configured")
+        try:
+            async with self.db.uow() as uow:
+                return await invitations.issue(
+                    uow, patient_id, channel, who, codes=self.codes, now=self.clock(), minutes=self.invitation_minutes
+                )
+        except invitations.PatientNotFoundError:
+            raise ProblemError(404, "patient not found") from None
+        except invitations.RecordAlreadyLinkedError:
+            raise ProblemError(409, "this patient record is linked to an account already") from None
+        except invitations.NoAddressError:
+            what = "e-mail address" if channel is Channel.EMAIL else "phone"
+            raise ProblemError(
+                422,
+                f"the patient has no {what} on record: add one (PATCH /api/patients/"
+                f"{patient_id}) or choose the other channel",
+            ) from None
+
+    async def redeem(self, who: Principal, code: str) -> dict[str, Any]:
+        """Redeem an invitation's code from the patient's own account: its record becomes theirs."""
+        if not may_redeem(who.roles):
+            raise ProblemError(403, "an invitation is redeemed from the patient's own account (role PATIENT only)")
+        try:
+            async with self.db.uow() as uow:  # commits the audit record of a refused attempt too
+                done = await invitations.redeem(uow, code, who, now=self.clock())
+        except InvalidInvitationCodeError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except invitations.AccountAlreadyLinkedError:
+            raise ProblemError(409, "your account is linked to a patient record already") from None
+        if done.refusal is not None:
+            status, detail = REFUSALS[done.refusal]
+            extra = {"expired_at": done.expired_at.isoformat()} if done.expired_at else {}
+            raise ProblemError(status, detail, reason=done.refusal.value, **extra)
+        assert done.patient is not None
+        return done.patient
+
+    # --- access ----------------------------------------------------------------------------------
+
+    async def open(
+        self,
+        uow: UnitOfWork,
+        who: Principal,
+        patient_id: uuid.UUID,
+        op: Operation,
+        *,
+        resource: str,
+        action: Action = "read",
+    ) -> tuple[dict[str, Any], Decision]:
+        """The patient row and the policy's decision on ``op``, recorded (allowed or denied) in
+        ``uow``. An unknown id raises at once (404, or 403 to roles that never may)."""
+        row, decision = await self.decide(uow, who, patient_id, op)
+        self.record(uow, who, patient_id, decision, resource=resource, action=action)
+        return row, decision
+
+    async def decide(
+        self, uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, op: Operation
+    ) -> tuple[dict[str, Any], Decision]:
+        """As ``open``, without the record (for a use case that refines the decision first)."""
+        row = await store.get_patient(uow.conn, patient_id)
+        if row is None:
+            raise self.error(patient_id, policy.not_found(op, who.roles))
+        rel = await handlers.relationship(uow.conn, who, row, self.clock())
+        return row, policy.decide(op, who.roles, rel)
+
+    @staticmethod
+    def record(
+        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision, *, resource: str, action: Action
+    ) -> None:
+        record_access(
+            uow,
+            PatientsRecordAccessed,
+            who,
+            patient_id=patient_id,
+            action=action,
+            resource=resource,
+            purpose=decision.purpose,
+            outcome=decision.outcome,
+        )
+
+    def allowed(self, patient_id: uuid.UUID, decision: Decision) -> None:
+        """Raise the refusal (after its record committed) unless the decision allows."""
+        if not decision.allowed:
+            raise self.error(patient_id, decision)
+
+    def error(self, patient_id: uuid.UUID, decision: Decision, detail: str | None = None) -> ProblemError:
+        """The refusal as an exception, with an offer of emergency access where care is missing."""
+        p = refusal(decision, patient_id, emergency_minutes=self.emergency_minutes)
+        return ProblemError(p.status, detail or p.detail, **p.members)
+
+
+def _aad(patient_id: uuid.UUID, entry_id: uuid.UUID) -> bytes:
+    return f"patients.record_entry|{patient_id}|{entry_id}".encode()
