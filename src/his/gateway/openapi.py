@@ -66,6 +66,7 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
             if name != "Problem":
                 schemas[_schema_name(name, route.service)] = _rename_refs(schema, route.service)
     _link(paths)
+    _distinct_titles(schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -83,6 +84,20 @@ def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") ->
 
 #: Headers a client sends that an operation may declare (the others are the gateway's own).
 CLIENT_HEADERS = frozenset({"idempotency-key"})
+
+
+def _distinct_titles(schemas: dict[str, Any]) -> None:
+    """Give two services' schemas of one name distinct titles (``AdmissionsCreated``,
+    ``PractitionersCreated``): client generators name their classes by title, and two classes of
+    one name (or two enums of one name and other values) cannot both be generated."""
+    names: dict[str, list[str]] = {}
+    for key in schemas:
+        names.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    for keys in names.values():
+        if len(keys) > 1:
+            for key in keys:
+                service, _, name = key.rpartition(".")
+                schemas[key] = {**schemas[key], "title": f"{service.capitalize()}{name}"}
 
 
 def _public_parameters(params: list[dict[str, Any]], upstream_template: str, public: tuple[str, ...]) -> list[Any]:

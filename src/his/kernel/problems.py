@@ -126,7 +126,7 @@ def document_problems(app: FastAPI) -> None:
     """Make the app's OpenAPI document say what its errors are: ``application/problem+json``
     with the ``Problem`` schema (FastAPI files a response model under ``application/json``), and
     422 in the shape ``his.kernel.problems`` answers it, not FastAPI's own. A route that
-    describes a problem+json answer of its own (a 403 with more members) keeps its schema."""
+    declares a model of its own for an error (a ``Problem`` with more members) keeps it."""
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -139,9 +139,15 @@ def document_problems(app: FastAPI) -> None:
             for op in path.values():
                 responses = op.get("responses", {})
                 for status, response in responses.items():
-                    described = response.get("content", {}).get("application/problem+json", {}).get("schema")
-                    if status[0] in "45" and not (described and status != "422"):
-                        response["content"] = {"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}}
+                    if status[0] not in "45":
+                        continue
+                    content = response.get("content", {})
+                    schema = (content.get("application/problem+json") or content.get("application/json") or {}).get(
+                        "schema"
+                    )
+                    if status == "422" or schema is None:
+                        schema = {"$ref": PROBLEM_REF}
+                    response["content"] = {"application/problem+json": {"schema": schema}}
                 if "422" in responses:
                     responses["422"]["description"] = "the request does not match the schema"
         for unused in ("HTTPValidationError", "ValidationError"):

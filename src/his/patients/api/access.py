@@ -8,40 +8,40 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends
+from pydantic import BaseModel
 
+from his.kernel.problems import Problem
 from his.kernel.web import errors, provided
 from his.patients.chart import Chart
 
 #: The patients service's use cases, as a route's dependency.
 Patients = Annotated[Chart, Depends(provided(Chart))]
 
+
+class EmergencyAccessOffer(BaseModel):
+    """How to request emergency (break-the-glass) access to the patient."""
+
+    href: str
+    method: str
+    #: What the request needs (a reason, and how long it must be).
+    requires: dict[str, str]
+    notice: str
+    #: How long a grant lasts.
+    minutes: float | None = None
+
+
+class CareRequired(Problem):
+    """A 403: staff are refused; a clinician without a care relationship is also told how to
+    request emergency access (``emergency_access``)."""
+
+    emergency_access: EmergencyAccessOffer | None = None
+
+
 #: The 403 a clinician gets without a care relationship (documented in the OpenAPI responses).
 CARE_REQUIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
     403: {
+        "model": CareRequired,
         "description": "not allowed; for a clinician without a care relationship, the body offers emergency access",
-        "content": {
-            "application/problem+json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "emergency_access": {
-                            "type": "object",
-                            "properties": {
-                                "href": {"type": "string"},
-                                "method": {"type": "string"},
-                                "requires": {"type": "object"},
-                                "minutes": {"type": "number"},
-                                "notice": {"type": "string"},
-                            },
-                        },
-                    },
-                }
-            }
-        },
     }
 }
 
