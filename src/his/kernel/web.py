@@ -20,7 +20,7 @@ one process (tests) do not see each other's objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar, cast
@@ -65,10 +65,11 @@ def mount(app: FastAPI, routes: Routes | APIRouter, *, verifier: TokenVerifier |
     app.include_router(routes.router)
 
 
-def provided(kind: type[T]) -> Callable[[Request], T]:
-    """A dependency giving the object of class ``kind`` that the app was mounted with."""
+def provided(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency giving the object of class ``kind`` that the app was mounted with (a
+    coroutine: FastAPI would run a plain function in its thread pool, once per request)."""
 
-    def get(request: Request) -> T:
+    async def get(request: Request) -> T:
         objects: dict[type, object] = getattr(request.app.state, "provided", {})
         if kind not in objects:
             raise RuntimeError(f"the application provides no {kind.__name__}: mount its Routes with it")
