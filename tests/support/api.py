@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import problems
@@ -63,12 +63,12 @@ def verifier() -> TokenVerifier:
 
 
 @asynccontextmanager
-async def serve(*routers: APIRouter | Routes, base_url: str = "http://his") -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the routers, mounted as a service mounts them (problem+json errors);
-    a service's ``Routes`` verify tokens with this module's key (``verifier()``)."""
+async def serve(*routes: Routes, base_url: str = "http://his") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for services' routes, mounted as a service mounts them (problem+json
+    errors); their tokens are verified with this module's key (``verifier()``)."""
     app = FastAPI()
     problems.install(app)
-    for r in routers:
+    for r in routes:
         mount(app, r, verifier=verifier())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:

@@ -48,8 +48,3 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> Principal:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
     except (aiohttp.ClientError, TimeoutError):
         raise HTTPException(503, "identity is unavailable") from None
-
-
-def require(principal: Principal, *roles: str) -> None:
-    if not principal.has_any(*roles):
-        raise HTTPException(403, "not allowed for your role")

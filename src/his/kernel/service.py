@@ -76,9 +76,8 @@ class ServiceDefinition:
 
     name: str
     subscriptions: tuple[Subscription, ...] = ()
-    #: Its HTTP routes: ``Routes`` (a module-level router and the use cases its routes depend
-    #: on, ``his.kernel.web``), or a router built around the context.
-    routes: Callable[[ServiceContext], APIRouter | Routes] | None = None
+    #: Its HTTP routes: a module-level router and the use cases its routes depend on (``his.kernel.web``).
+    routes: Callable[[ServiceContext], Routes] | None = None
     description: str = ""
     #: Long-running tasks of the service (e.g. a dispatcher), by name; readiness watches them.
     background: Callable[[ServiceContext], dict[str, Coroutine[Any, Any, None]]] | None = None

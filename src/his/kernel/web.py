@@ -46,16 +46,12 @@ class Routes:
     verifier: TokenVerifier | None = None
 
 
-def mount(app: FastAPI, routes: Routes | APIRouter, *, verifier: TokenVerifier | None = None) -> None:
+def mount(app: FastAPI, routes: Routes, *, verifier: TokenVerifier | None = None) -> None:
     """Add ``routes`` to ``app``: the router, and what it depends on (by class) on the app's state.
 
     Tokens are verified with the routes' own verifier, else ``verifier``, else against the
-    identity service's published keys (``HIS_IDENTITY_URL``). A bare router (a service not yet
-    moved to ``Routes``) is included as it is.
+    identity service's published keys (``HIS_IDENTITY_URL``).
     """
-    if isinstance(routes, APIRouter):
-        app.include_router(routes)
-        return
     provided: dict[type, object] = getattr(app.state, "provided", {})
     for obj in routes.provides:
         provided[type(obj)] = obj

@@ -75,14 +75,6 @@ class Booking:
     end: datetime
 
 
-async def patient(db: Database, lookup: PatientLookup, patient_id: uuid.UUID) -> PatientRef:
-    """A patient known from patients' events, else asked of patients (authoritative)."""
-    ref = await replica.resolve(db, lookup, patient_id)
-    if ref is None:
-        raise UnknownError("patient not found")
-    return ref
-
-
 async def ensure_working(calendar: Calendar, practitioner_id: uuid.UUID, span: Interval) -> None:
     working = await calendar.working_time(practitioner_id, span)
     if working is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -299,72 +298,3 @@ async def count_charges(conn: Connection, aid: uuid.UUID) -> int:
 
 
 # --- JSON ----------------------------------------------------------------------------------------
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def money(amount: Decimal) -> str:
-    return f"{amount:.2f}"
-
-
-def ward_json(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "type": row["ward_type"],
-        "daily_rate": money(row["daily_rate"]),
-        "currency": row["currency"],
-        "beds": {"total": sum(counts.values()), **counts},
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
-    }
-
-
-def bed_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "ward_id": str(row["ward_id"]),
-        "room": row["room"],
-        "label": row["label"],
-        "state": row["state"],
-        "version": row["version"],
-        "updated_at": row["updated_at"].isoformat(),
-    }
-
-
-def admission_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "patient_id": str(row["patient_id"]),
-        "practitioner_id": str(row["practitioner_id"]),
-        "ward_id": str(row["ward_id"]),
-        "bed_id": str(row["bed_id"]),
-        "status": row["status"],
-        "admitted_at": row["admitted_at"].isoformat(),
-        "discharged_at": _iso(row["discharged_at"]),
-        "version": row["version"],
-    }
-
-
-def stay_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "ward_id": str(row["ward_id"]),
-        "bed_id": str(row["bed_id"]),
-        "bed": row["bed"],
-        "started_at": row["started_at"].isoformat(),
-        "ended_at": _iso(row["ended_at"]),
-    }
-
-
-def charge_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "night": row["night"].isoformat(),
-        "ward_id": str(row["ward_id"]),
-        "ward_type": row["ward_type"],
-        "amount": money(row["amount"]),
-        "currency": row["currency"],
-        "posted_at": row["posted_at"].isoformat(),
-    }

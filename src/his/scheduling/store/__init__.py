@@ -132,22 +132,6 @@ async def appointments_of_patient(conn: Connection, patient_id: uuid.UUID, limit
     return [dict(r) for r in rows]
 
 
-def as_json(row: dict[str, Any]) -> dict[str, Any]:
-    span = as_interval(row["during"])
-    return {
-        "id": str(row["id"]),
-        "patient_id": str(row["patient_id"]),
-        "practitioner_id": str(row["practitioner_id"]),
-        "service": row["service"],
-        "start": span.start.isoformat(),
-        "end": span.end.isoformat(),
-        "status": row["status"],
-        "version": row["version"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-    }
-
-
 class WaitlistDuplicateError(Exception):
     """The patient already waits for this practitioner and service."""
 
