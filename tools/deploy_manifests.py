@@ -20,7 +20,7 @@ import yaml
 
 from his.cli.services import GATEWAY, SERVICES, durables
 from his.kernel import bus
-from his.kernel.infra.nats import NatsUser
+from his.kernel.bus import NatsUser
 from his.kernel.pki import spiffe_id
 
 ROOT = Path(__file__).resolve().parent.parent

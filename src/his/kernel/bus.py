@@ -11,16 +11,28 @@ The operator identity (``his`` commands) is unrestricted.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 
-from his.kernel.infra.nats import NatsUser
 from his.kernel.pki import WorkloadIdentity, spiffe_id
 from his.kernel.streams import ERRORS_BUCKET, dlq_subject
 
 OPERATOR = spiffe_id("his", kind="operator")
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """A NATS user named by a certificate's SPIFFE id; ``None`` permissions mean unrestricted.
+
+    What the server is told (``his.infra.nats`` writes it into its configuration for `his up`,
+    ``tools/deploy_manifests.py`` into the cluster's)."""
+
+    identity: str
+    publish: tuple[str, ...] | None = None
+    subscribe: tuple[str, ...] | None = None
 
 
 def inbox_prefix(service: str) -> str:

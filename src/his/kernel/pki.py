@@ -102,6 +102,11 @@ class WorkloadIdentity:
         return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
 
 
+def monitor_context(ca: Path | None) -> ssl.SSLContext | None:
+    """How to reach an https monitoring port: verify it against the CA (it asks for no client cert)."""
+    return ssl.create_default_context(cafile=str(ca)) if ca else None
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from his.kernel.db import Connection, Database
-from his.kernel.infra.nats import monitor_context
+from his.kernel.pki import monitor_context
 
 
 class UnsafeDurabilityError(RuntimeError):

