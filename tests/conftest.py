@@ -20,11 +20,11 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
+from his.infra import nats as nats_infra
+from his.infra import postgres as pg_infra
+from his.infra.procs import ManagedProcess
 from his.kernel import streams
 from his.kernel.db import Database, kernel_tables_sql
-from his.kernel.infra import nats as nats_infra
-from his.kernel.infra import postgres as pg_infra
-from his.kernel.infra.procs import ManagedProcess
 from his.kernel.migrations import ensure_database
 from tests.support.events import TEST_SERVICE
 

@@ -433,7 +433,7 @@ def hpa(name: str) -> dict[str, Any]:
 
 
 def nats_users_block(users: tuple[NatsUser, ...]) -> str:
-    """The same users and permissions as ``his.kernel.infra.nats`` writes for `his up`, one per line."""
+    """The same users and permissions as ``his.infra.nats`` writes for `his up`, one per line."""
 
     def allow(subjects: tuple[str, ...]) -> str:
         inner = ",\n".join(f"          {json.dumps(s)}" for s in subjects)

@@ -452,7 +452,7 @@ def test_nats_is_a_three_node_durable_cluster_and_streams_have_three_replicas(ta
 
 def test_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
     """`nats-server -t` parses the generated config (with stand-in certificates) and exits."""
-    from his.kernel.infra.nats import binary
+    from his.infra.nats import binary
     from his.kernel.pki import LocalCA, spiffe_id
 
     ident = LocalCA(tmp_path / "ca").ensure().issue("nats", spiffe_id("nats", kind="infra"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 from tests.e2e.harness import Hospital
 
 #: Break-the-glass access in the shared hospital lasts 6 seconds.

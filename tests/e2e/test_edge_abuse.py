@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 from tests.e2e.harness import ADMIN, HIS, Hospital, his_env, register_patient
 
 READ_DEADLINE = 2.0  # HIS_GATEWAY_HEADER_TIMEOUT and HIS_GATEWAY_BODY_TIMEOUT of this hospital

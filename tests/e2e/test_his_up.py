@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 from his.reliability.history import History
 from tests.e2e.harness import (
     HIS,

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 from tests.e2e.harness import Hospital, create_user, invite, register_patient
 from tests.support.waiting import wait_until
 

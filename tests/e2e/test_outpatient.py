@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 from tests.e2e.harness import Hospital, published_events
 from tests.support.waiting import wait_until
 

@@ -33,8 +33,8 @@ import pytest
 
 from his.benchmarks.seed import Plan, seed, wait_known
 from his.cli.state import operator_identity
+from his.infra.nats import free_port
 from his.kernel import bus
-from his.kernel.infra.nats import free_port
 from his.reliability.history import History
 from tests.e2e.harness import ADMIN, Hospital
 from tests.support.waiting import wait_for

@@ -15,8 +15,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
+from his.infra.nats import free_port
 from his.kernel import bus
-from his.kernel.infra.nats import free_port
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from his.infra import postgres as pg_infra
 from his.kernel import safety
 from his.kernel.db import Database
-from his.kernel.infra import postgres as pg_infra
 
 
 async def test_the_unit_of_work_and_the_grouped_writer_commit_durably(db: Database) -> None:

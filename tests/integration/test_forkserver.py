@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from his.kernel.infra.forkserver import ForkServer
+from his.infra.forkserver import ForkServer
 from tests.support.waiting import alive, wait_until
 
 CHILD = "tests.support.forked_child"
@@ -78,7 +78,7 @@ def test_closing_the_server_stops_its_children(server: ForkServer) -> None:
 CALLER = textwrap.dedent(
     """
     import os, sys, time
-    from his.kernel.infra.forkserver import ForkServer
+    from his.infra.forkserver import ForkServer
     fs = ForkServer.start(["json"], env=dict(os.environ))
     child = fs.spawn("orphan", "tests.support.forked_child", env={"SLEEP": "1"})
     print(fs.pid, child.pid, flush=True)
@@ -111,8 +111,8 @@ def test_without_its_fork_server_the_supervisor_starts_a_child_as_its_own_interp
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from his.cli import supervisor
+    from his.infra.procs import ManagedProcess
     from his.kernel.config import Settings
-    from his.kernel.infra.procs import ManagedProcess
 
     forks = ForkServer.start(["json"])
     forks.close()  # as if it had died

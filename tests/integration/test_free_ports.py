@@ -6,7 +6,7 @@ in use")."""
 
 from __future__ import annotations
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 
 
 def test_ports_handed_out_one_after_the_other_are_distinct() -> None:

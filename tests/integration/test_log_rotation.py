@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from his.cli.supervisor import ChildOutput
-from his.kernel.infra import nats as nats_infra
-from his.kernel.infra.procs import RotatingLog
+from his.infra import nats as nats_infra
+from his.infra.procs import RotatingLog
 from tests.support.waiting import wait_until
 
 

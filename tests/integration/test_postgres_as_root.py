@@ -21,10 +21,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from his.kernel.infra import acl
-from his.kernel.infra import postgres as pg_infra
-from his.kernel.infra.nats import free_port
-from his.kernel.infra.procs import ServerStartError
+from his.infra import acl
+from his.infra import postgres as pg_infra
+from his.infra.nats import free_port
+from his.infra.procs import ServerStartError
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="PostgreSQL runs as a system user, and private directories matter, only under root"

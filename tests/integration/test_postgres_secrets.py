@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from his.kernel.infra import postgres as pg_infra
+from his.infra import postgres as pg_infra
 
 
 def test_initdb_password_file_is_private(open_tmp: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:

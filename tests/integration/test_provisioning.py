@@ -7,8 +7,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from his.infra import nats as nats_infra
 from his.kernel import migrations, safety
-from his.kernel.infra import nats as nats_infra
 from tests.conftest import NatsServer
 
 

@@ -25,10 +25,10 @@ import pytest
 from his.access import Relationship
 from his.clients.patients import GrpcPatients, PatientRef
 from his.events.audit import workload_actor_id
+from his.infra.nats import free_port
+from his.infra.procs import ManagedProcess
 from his.kernel import migrations, rpc
 from his.kernel.db import Database
-from his.kernel.infra.nats import free_port
-from his.kernel.infra.procs import ManagedProcess
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.kernel.resilience import (
     BreakerState,

@@ -28,10 +28,10 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from his.infra.procs import ManagedProcess
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database, UnitOfWork, write_outbox
 from his.kernel.events import Envelope, Event, stream_name
-from his.kernel.infra.procs import ManagedProcess
 from his.reliability.history import History
 from tests.support.events import TEST_SERVICE, ThingHappened
 

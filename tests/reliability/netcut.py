@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from his.kernel.infra.nats import free_port
+from his.infra.nats import free_port
 
 
 @dataclass

@@ -31,9 +31,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
+from his.infra import postgres as pg_infra
 from his.kernel.db import Database
 from his.kernel.events import Envelope
-from his.kernel.infra import postgres as pg_infra
 from his.reliability.history import History, Verdict
 from tests.reliability.harness import RecordingConsumer, applied, effect_subscription, running
 from tests.support.events import ThingHappened

@@ -30,8 +30,8 @@ import asyncpg
 import pytest
 from nats.js.client import JetStreamContext
 
+from his.infra import postgres as pg_infra
 from his.kernel.db import Database
-from his.kernel.infra import postgres as pg_infra
 from his.kernel.outbox import OutboxRelay
 from tests.reliability.harness import running, unpublished
 from tests.support.events import ThingHappened

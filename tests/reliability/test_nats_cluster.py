@@ -36,10 +36,10 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
+from his.infra.nats_cluster import ClusterNode, NatsCluster
 from his.kernel import streams
 from his.kernel.config import Settings
 from his.kernel.db import Database
-from his.kernel.infra.nats_cluster import ClusterNode, NatsCluster
 from his.kernel.outbox import OutboxRelay
 from his.kernel.service import connect_nats
 from tests.reliability.harness import STREAM, Ledger, Workload, running, unpublished

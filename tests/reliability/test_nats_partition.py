@@ -34,10 +34,10 @@ import nats.errors
 import pytest
 from nats.js.client import JetStreamContext
 
+from his.infra.nats import free_port
+from his.infra.nats_cluster import ClusterNode, NatsCluster, monitor
 from his.kernel import streams
 from his.kernel.db import Database
-from his.kernel.infra.nats import free_port
-from his.kernel.infra.nats_cluster import ClusterNode, NatsCluster, monitor
 from his.kernel.outbox import OutboxRelay
 from his.kernel.service import connect_nats
 from his.reliability.history import History

@@ -37,9 +37,9 @@ import httpx
 import orjson
 import pytest
 
+from his.infra.nats import free_port
 from his.kernel.bus import connect
 from his.kernel.events import stream_name
-from his.kernel.infra.nats import free_port
 from his.reliability.history import History
 from tests.e2e.harness import Hospital, create_user, register_patient
 from tests.support.waiting import wait_for, wait_until

@@ -3,7 +3,7 @@ and what it leaves as it was. Pure: encoding and merging, no filesystem."""
 
 from __future__ import annotations
 
-from his.kernel.infra.acl import (
+from his.infra.acl import (
     GROUP,
     GROUP_OBJ,
     MASK,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from his.kernel.infra.forkserver.protocol import (
+from his.infra.forkserver.protocol import (
     MAX_MESSAGE,
     Exited,
     Kill,

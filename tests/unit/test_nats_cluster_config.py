@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from his.kernel.infra.nats_cluster import ClusterNode, node_config
+from his.infra.nats_cluster import ClusterNode, node_config
 
 
 def test_a_cluster_node_is_durable_binds_loopback_and_routes_to_every_peer() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from his.cli.supervisor import patients_settings
-from his.kernel.infra.procs import ServerStartError
+from his.infra.procs import ServerStartError
 from his.patients.settings import PatientsSettings
 
 

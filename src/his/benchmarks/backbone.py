@@ -48,8 +48,8 @@ from his.benchmarks.inbox import measure_consumer
 from his.benchmarks.relay import measure_drain, measure_latency
 from his.benchmarks.report import render, rows
 from his.benchmarks.writes import measure_writes
+from his.infra.procs import ServerStartError
 from his.kernel import streams
-from his.kernel.infra.procs import ServerStartError
 
 
 async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:

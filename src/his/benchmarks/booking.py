@@ -62,8 +62,8 @@ from his.benchmarks.hospital import (
 )
 from his.benchmarks.seed import Plan, seed, wait_known
 from his.benchmarks.wire import Pool
-from his.kernel.infra.nats import free_port
-from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.infra.nats import free_port
+from his.infra.procs import ManagedProcess, ServerStartError
 
 TIMEOUT = 30.0
 TARGETS = ("booking", "baseline", "direct")

@@ -36,7 +36,7 @@ from his.benchmarks.common import BenchConfig
 from his.benchmarks.harness import BenchmarkError, Servers, machine
 from his.benchmarks.hospital import RAISED_LIMITS, CpuLedger, PrivateHospital, quiesce, rss_mb
 from his.benchmarks.reads import ReadConfig
-from his.kernel.infra.procs import ServerStartError
+from his.infra.procs import ServerStartError
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from his.infra import nats as nats_infra
+from his.infra import postgres as pg_infra
+from his.infra.procs import ManagedProcess
 from his.kernel import safety
 from his.kernel.db import kernel_tables_sql
-from his.kernel.infra import nats as nats_infra
-from his.kernel.infra import postgres as pg_infra
-from his.kernel.infra.procs import ManagedProcess
 from his.kernel.migrations import ensure_database
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)

@@ -27,8 +27,8 @@ import httpx
 
 from his.benchmarks.harness import BenchmarkError, settle
 from his.cli.state import operator_identity
-from his.kernel.infra.nats import free_port
-from his.kernel.infra.procs import ManagedProcess
+from his.infra.nats import free_port
+from his.infra.procs import ManagedProcess
 from his.kernel.pki import WorkloadIdentity
 
 ADMIN_EMAIL = "bench.admin@his.local"

@@ -59,7 +59,7 @@ from his.benchmarks.hospital import ADMIN_EMAIL, CpuLedger, PrivateHospital, qui
 from his.benchmarks.report import Row, num, ratio_of, wide
 from his.benchmarks.seed import call, desk, limited, patient
 from his.benchmarks.wire import Pool
-from his.kernel.infra.procs import ServerStartError
+from his.infra.procs import ServerStartError
 
 TIMEOUT = 30.0
 #: Closed-loop targets: the system's two paths, then the raw baselines.

@@ -40,7 +40,7 @@ err = Console(stderr=True, highlight=False)
 def up() -> None:
     """Start the whole hospital: PostgreSQL, NATS, every service and the gateway."""
     from his.cli.services import start_forkserver
-    from his.kernel.infra.forkserver import ForkServer, ForkServerError
+    from his.infra.forkserver import ForkServer, ForkServerError
 
     settings = Settings()
     refuse_bad_admin(settings)

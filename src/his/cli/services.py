@@ -6,7 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
-from his.kernel.infra.forkserver import ForkServer
+from his.infra.forkserver import ForkServer
 
 SERVICES = (
     "identity",
@@ -22,7 +22,7 @@ SERVICES = (
 )
 GATEWAY = "gateway"
 #: What the fork server imports once before it forks the services and the gateway: everything
-#: their ``python -m his.<name>`` imports before serving (see his.kernel.infra.forkserver).
+#: their ``python -m his.<name>`` imports before serving (see his.infra.forkserver).
 PRELOAD = (*(f"his.{s}.app" for s in SERVICES), "his.gateway.app", "his.kernel.service", "his.kernel.rpc")
 
 

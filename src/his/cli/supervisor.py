@@ -4,7 +4,7 @@ Children run in their own sessions so that Ctrl-C reaches only the supervisor, w
 stops them in order: gateway and services first, then NATS, then PostgreSQL.
 
 The services and the gateway are forked by a fork server that has imported their modules once
-(``his.kernel.infra.forkserver``, docs/adr/0013-fork-server.md); without it (it could not start,
+(``his.infra.forkserver``, docs/adr/0013-fork-server.md); without it (it could not start,
 or it died) each is started as its own interpreter, ``python -m his.<name>``.
 """
 
@@ -33,13 +33,13 @@ from rich.console import Console
 
 from his.cli import state
 from his.cli.services import GATEWAY, SERVICES, durables
+from his.infra import nats as nats_infra
+from his.infra import postgres as pg_infra
+from his.infra.forkserver import ForkedProcess, ForkServer, ForkServerError
+from his.infra.procs import ManagedProcess, RotatingLog, ServerStartError
 from his.kernel import bus, migrations, safety, streams
 from his.kernel.config import Settings
 from his.kernel.crypto import new_key_text
-from his.kernel.infra import nats as nats_infra
-from his.kernel.infra import postgres as pg_infra
-from his.kernel.infra.forkserver import ForkedProcess, ForkServer, ForkServerError
-from his.kernel.infra.procs import ManagedProcess, RotatingLog, ServerStartError
 from his.kernel.observability import render_json_line
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.patients.settings import PatientsSettings

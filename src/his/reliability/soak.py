@@ -42,9 +42,9 @@ from rich.console import Console
 from his.benchmarks.hospital import ADMIN_EMAIL, PrivateHospital, rss_mb
 from his.cli import scrape
 from his.cli.ops import scrape_all
+from his.infra.procs import ManagedProcess
 from his.kernel import bus
 from his.kernel.config import Settings
-from his.kernel.infra.procs import ManagedProcess
 from his.reliability.history import History, Verdict
 
 #: The faults ``--faults`` may name.

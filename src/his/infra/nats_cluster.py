@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from his.kernel.infra.nats import binary, free_port
-from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.infra.nats import binary, free_port
+from his.infra.procs import ManagedProcess, ServerStartError
 
 
 @dataclass

@@ -36,6 +36,6 @@ Modules: ``protocol`` (the messages, pure), ``server`` (the fork server process)
 (the caller's ``ForkServer`` and its ``ForkedProcess`` handles).
 """
 
-from his.kernel.infra.forkserver.client import UNKNOWN_EXIT, ForkedProcess, ForkServer, ForkServerError
+from his.infra.forkserver.client import UNKNOWN_EXIT, ForkedProcess, ForkServer, ForkServerError
 
 __all__ = ["UNKNOWN_EXIT", "ForkServer", "ForkServerError", "ForkedProcess"]

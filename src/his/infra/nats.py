@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from his.infra.procs import ManagedProcess, ServerStartError
 from his.kernel.bus import NatsUser
-from his.kernel.infra.procs import ManagedProcess, ServerStartError
 from his.kernel.pki import WorkloadIdentity, monitor_context
 
 

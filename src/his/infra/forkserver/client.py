@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from his.kernel.infra.forkserver.protocol import (
+from his.infra.forkserver.protocol import (
     MAX_MESSAGE,
     Exited,
     Kill,
@@ -27,7 +27,7 @@ from his.kernel.infra.forkserver.protocol import (
     decode,
     encode,
 )
-from his.kernel.infra.procs import pump
+from his.infra.procs import pump
 
 #: The exit status reported for a child whose fork server went away before it could report it.
 UNKNOWN_EXIT = 255
@@ -63,7 +63,7 @@ class ForkServer:
                 [
                     sys.executable,
                     "-c",
-                    "from his.kernel.infra.forkserver.server import main; main()",
+                    "from his.infra.forkserver.server import main; main()",
                     str(theirs.fileno()),
                     *preload,
                 ],

@@ -5,7 +5,7 @@ scram-sha-256 for every connection, and runs with the safe durability settings. 
 current user is root, the server runs as a dedicated system user, because PostgreSQL refuses
 to run as root. That user must pass through every directory above the server's programs (the
 virtual environment) and above its data; one it cannot pass, e.g. a private (0700) home or
-checkout, gets an ACL entry for that user alone (``his.kernel.infra.acl``), never ``o+x``. Where
+checkout, gets an ACL entry for that user alone (``his.infra.acl``), never ``o+x``. Where
 the filesystem has no ACLs, the start is refused at once, with one line naming the directory.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from his.kernel.infra import acl
-from his.kernel.infra.procs import ManagedProcess, ServerStartError
+from his.infra import acl
+from his.infra.procs import ManagedProcess, ServerStartError
 
 log = logging.getLogger("his.postgres")
 

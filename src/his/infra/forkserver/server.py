@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from his.kernel.infra.forkserver.protocol import (
+from his.infra.forkserver.protocol import (
     MAX_MESSAGE,
     Exited,
     Kill,
@@ -37,7 +37,7 @@ HANDLED = frozenset({_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGINT, _signal.S
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """``python -c 'from his.kernel.infra.forkserver.server import main; main()' FD MODULE…``"""
+    """``python -c 'from his.infra.forkserver.server import main; main()' FD MODULE…``"""
     args = list(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=int(args[0]))
     for module in args[1:]:

