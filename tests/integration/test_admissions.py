@@ -617,6 +617,19 @@ async def test_clinicians_reach_an_admission_only_in_the_patients_care(world: Wo
     ]
 
 
+async def test_a_ward_is_corrected_one_field_at_a_time(world: World) -> None:
+    """A correction that leaves out the rate changes only what it names; one that names the
+    ward's values as they are changes nothing and announces nothing."""
+    ward = await world.ward(2, "1000.00")
+    for body in ({}, {"name": "Ward general"}, {"currency": "TRY"}, {"name": "Surgery"}, {"type": "surgery"}):
+        r = await world.client.patch(f"/wards/{ward}", json=body, headers=as_role("ADMIN"))
+        assert r.status_code == 200, (body, r.text)
+    got = r.json()
+    assert (got["name"], got["type"], got["daily_rate"], got["currency"]) == ("Surgery", "surgery", "1000.00", "TRY")
+    updates = await world.outbox("his.admissions.ward.updated.v1")
+    assert [u["fields"] for u in updates] == [["name"], ["type"]]
+
+
 GOOD_WARD = {"name": "Ward", "type": "general", "daily_rate": "100.00", "currency": "TRY", "beds": 2}
 
 

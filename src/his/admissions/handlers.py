@@ -106,7 +106,7 @@ async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: dict[str, An
     ward = await store.lock_ward(uow.conn, ward_id)
     if ward is None:
         raise UnknownError("ward")
-    if "daily_rate" in changes:
+    if changes.get("daily_rate") is not None:
         changes = {**changes, "daily_rate": check_rate(changes["daily_rate"])}
     changed = {k: v for k, v in changes.items() if v is not None and ward[k] != v}
     if not changed:
