@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from his.cli.supervisor import ChildOutput
+from his.cli.supervisor.console import ChildOutput
 from his.infra import nats as nats_infra
 from his.infra.procs import RotatingLog
 from tests.support.waiting import wait_until

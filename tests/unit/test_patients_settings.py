@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from his.cli.supervisor import patients_settings
+from his.cli.supervisor.plan import patients_settings
 from his.infra.procs import ServerStartError
 from his.patients.settings import PatientsSettings
 

@@ -27,7 +27,7 @@ def audit_dsn(admin_dsn: str, data: Path) -> str:
 
 
 def checkpoint_key(data: Path) -> bytes:
-    from his.cli.supervisor import secret
+    from his.cli.supervisor.datadir import secret
 
     return secret(data, "audit-checkpoint-key").encode()
 

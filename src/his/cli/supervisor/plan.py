@@ -1,0 +1,143 @@
+"""The plan of a hospital: which children ``his up`` runs, their ports, and the environment each
+gets (its own settings, read and checked here, and nothing else of the supervisor's)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from his.cli.services import GATEWAY, SERVICES
+from his.cli.supervisor.datadir import secret
+from his.cli.supervisor.stack import Child, Stack
+from his.infra import nats as nats_infra
+from his.infra.procs import ServerStartError
+from his.kernel import migrations
+from his.kernel.config import Settings
+from his.kernel.crypto import new_key_text
+from his.patients.settings import PatientsSettings
+
+
+def check_gateway_port(settings: Settings) -> None:
+    if not nats_infra.port_free(settings.host, settings.gateway_port):
+        raise ServerStartError(
+            f"gateway port {settings.host}:{settings.gateway_port} is already in use (set HIS_GATEWAY_PORT)"
+        )
+
+
+def plan_children(stack: Stack) -> None:
+    s = stack.settings
+    check_gateway_port(s)
+    nats_infra.taken(s.gateway_port)  # free now, but the gateway binds it after the services' picks
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    base.update(
+        {
+            "HIS_DATA_DIR": str(s.data_path),
+            "HIS_LOG_LEVEL": s.log_level,
+            "HIS_HOST": s.host,
+            "PYTHONUNBUFFERED": "1",
+            "HIS_ALLOW_UNSAFE_DURABILITY": "1" if s.allow_unsafe_durability else "0",
+            "HIS_TIMEZONE": hospital_timezone(s),
+            "HIS_DB_TIMEOUT": str(s.db_timeout),
+            "HIS_INBOX_RETENTION_DAYS": str(s.inbox_retention_days),
+        }
+    )
+    if s.fault_points:  # test-only (his.kernel.faults); each service arms its own points
+        base["HIS_FAULT_POINTS"] = s.fault_points
+    if s.otlp_endpoint:  # OTEL_* variables pass through as they are
+        base["HIS_OTLP_ENDPOINT"] = s.otlp_endpoint
+    # Internal listeners speak mutual TLS only: the scheme says so, the certificates enforce it.
+    upstreams = {svc: f"https://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
+    grpc_ports = {svc: nats_infra.free_port(s.host) for svc in SERVICES}
+    base["HIS_IDENTITY_URL"] = upstreams["identity"]
+    base.update({f"HIS_{svc.upper()}_GRPC": f"{s.host}:{port}" for svc, port in grpc_ports.items()})
+    for svc in SERVICES:  # the gateway goes last: it only watches the others
+        url = upstreams[svc]
+        port = int(url.rsplit(":", 1)[1])
+        env = dict(
+            base,
+            **stack.identities[svc].env(),
+            HIS_SERVICE=svc,
+            HIS_SERVICE_DATABASE_URL=migrations.with_credentials(
+                stack.admin_dsn, migrations.runtime_role(svc), secret(s.data_path, f"db-{svc}")
+            ),
+            HIS_SERVICE_NATS_URL=stack.nats_url,
+            HIS_HTTP_PORT=str(port),
+            HIS_GRPC_PORT=str(grpc_ports[svc]),
+        )
+        if svc == "identity":
+            env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
+        env.update(service_settings_env(svc))
+        if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
+            env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
+        if svc == "billing":  # the embedded TEST payment provider signs its confirmations with this
+            env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
+            env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
+        stack.children.append(Child(svc, f"his.{svc}", env, url))
+    # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
+    # public port: that is the address `his status` and the health checks use.
+    ops_port = nats_infra.free_port(s.host)
+    env = dict(
+        base,
+        **stack.identities[GATEWAY].env(),
+        HIS_SERVICE=GATEWAY,
+        HIS_HTTP_PORT=str(s.gateway_port),
+        HIS_OPS_PORT=str(ops_port),
+        HIS_UPSTREAMS=json.dumps(upstreams),
+        HIS_GATEWAY_RATE_PER_IP=str(s.gateway_rate_per_ip),
+        HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
+        HIS_GATEWAY_BURST=str(s.gateway_burst),
+        HIS_GATEWAY_HEADER_TIMEOUT=str(s.gateway_header_timeout),
+        HIS_GATEWAY_BODY_TIMEOUT=str(s.gateway_body_timeout),
+        HIS_GATEWAY_MAX_CONNECTIONS=str(s.gateway_max_connections),
+        HIS_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS=str(s.gateway_max_connections_per_address),
+    )
+    stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
+
+
+def patients_settings() -> PatientsSettings:
+    return service_settings(PatientsSettings, "patients")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def service_settings(cls: type[S], service: str) -> S:
+    """A service's own settings, read and checked here: one clear error at start, not a crash loop."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        names = ", ".join(f"HIS_{str(e['loc'][0]).upper()}" for e in exc.errors())
+        raise ServerStartError(f"invalid {service} settings: {names} (see README, Settings)") from None
+
+
+def hospital_timezone(settings: Settings) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ServerStartError(
+            f"HIS_TIMEZONE={settings.timezone!r} is not a time zone (e.g. Europe/Istanbul)"
+        ) from None
+    return settings.timezone
+
+
+def service_settings_env(service: str) -> dict[str, str]:
+    """The checked settings of a service, handed to its process (nothing else of the supervisor's
+    environment is)."""
+    from his.identity.settings import IdentitySettings
+    from his.notifications.settings import NotificationsSettings
+
+    classes: dict[str, type[BaseSettings]] = {
+        "identity": IdentitySettings,
+        "patients": PatientsSettings,
+        "notifications": NotificationsSettings,
+    }
+    if service not in classes:
+        return {}
+    values = service_settings(classes[service], service).model_dump()
+    return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}
