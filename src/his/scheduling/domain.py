@@ -1,7 +1,10 @@
-"""Scheduling rules: service types, booking checks, appointment states, slots. Pure, no IO."""
+"""Scheduling rules: service types, booking checks, appointment states, slots; the appointment and
+the waitlist entry as the store returns them. Pure, no IO."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -85,6 +88,83 @@ transition: Lifecycle[Status, Action] = Lifecycle(
 
 def can_reschedule(status: Status) -> bool:
     return status is Status.BOOKED
+
+
+@dataclass(frozen=True)
+class NewAppointment:
+    """An appointment about to be booked: its times are valid and the practitioner works then;
+    the exclusion constraints decide whether the time is still free."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    service: str
+    during: Interval
+    booked_by: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """An appointment as stored: its times (``during``), its state and its version."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    service: str
+    during: Interval
+    status: Status
+    version: int
+    booked_by: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def start(self) -> datetime:
+        return self.during.start
+
+    @property
+    def end(self) -> datetime:
+        return self.during.end
+
+
+class WaitlistStatus(StrEnum):
+    WAITING = "waiting"
+    OFFERED = "offered"
+    BOOKED = "booked"
+    WITHDRAWN = "withdrawn"
+
+
+#: A waitlist entry that can still be withdrawn.
+OPEN = (WaitlistStatus.WAITING, WaitlistStatus.OFFERED)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The slot offered to a waiting patient, until ``expires_at``."""
+
+    slot: Interval
+    expires_at: datetime
+
+    @property
+    def start(self) -> datetime:
+        return self.slot.start
+
+    @property
+    def end(self) -> datetime:
+        return self.slot.end
+
+
+@dataclass(frozen=True)
+class WaitlistEntry:
+    """A patient waiting for a practitioner and a service; ``offer`` while the entry is offered."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    service: str
+    status: WaitlistStatus
+    offer: Offer | None
+    created_at: datetime
 
 
 def slots(free: list[Interval], length: timedelta, not_before: datetime) -> list[Interval]:

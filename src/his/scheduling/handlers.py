@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from asyncpg import Range
 from prometheus_client import Counter
 
 from his.access import Decision, Relationship
@@ -42,10 +41,15 @@ from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 from his.scheduling import policy, store
 from his.scheduling.domain import (
+    OPEN,
     Action,
+    Appointment,
     InvalidBookingError,
     InvalidTransitionError,
+    NewAppointment,
     Status,
+    WaitlistEntry,
+    WaitlistStatus,
     can_reschedule,
     check_booking,
     duration_of,
@@ -83,15 +87,14 @@ async def ensure_working(calendar: Calendar, practitioner_id: uuid.UUID, span: I
         raise UnavailableError("the practitioner is not working then (no shift, or on approved leave)")
 
 
-def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> AppointmentEvent:
-    span = store.as_interval(row["during"])
+def _event(model: type[AppointmentEvent], a: Appointment, **extra: datetime) -> AppointmentEvent:
     return model(
-        appointment_id=row["id"],
-        patient_id=row["patient_id"],
-        practitioner_id=row["practitioner_id"],
-        service=row["service"],
-        start=span.start,
-        end=span.end,
+        appointment_id=a.id,
+        patient_id=a.patient_id,
+        practitioner_id=a.practitioner_id,
+        service=a.service,
+        start=a.start,
+        end=a.end,
         **extra,
     )
 
@@ -99,88 +102,83 @@ def _event(model: type[AppointmentEvent], row: dict[str, Any], **extra: Any) -> 
 BOOKED = Counter("his_appointments_booked_total", "Appointments booked (counted after their commit)")
 
 
-async def prepare(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID) -> dict[str, Any]:
-    """The row of a new appointment, once its times are valid and the practitioner works then
-    (asked of practitioners before any transaction opens)."""
+async def prepare(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID) -> NewAppointment:
+    """A new appointment, once its times are valid and the practitioner works then (asked of
+    practitioners before any transaction opens)."""
     span = check_booking(b.start, b.end, b.service, db.clock())
     await ensure_working(calendar, b.practitioner_id, span)
-    return {
-        "id": uuid.uuid4(),
-        "patient_id": b.patient_id,
-        "practitioner_id": b.practitioner_id,
-        "service": b.service,
-        "during": store.as_range(span),
-        "booked_by": actor,
-    }
+    return NewAppointment(uuid.uuid4(), b.patient_id, b.practitioner_id, b.service, span, actor)
 
 
-async def book(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
+async def book(uow: UnitOfWork, new: NewAppointment) -> Appointment:
     """Insert a prepared appointment; the exclusion constraints refuse a collision
     (``store.CollisionError``). Publishes ``AppointmentBooked``."""
-    saved = await store.insert_appointment(uow.conn, row)
-    uow.add(_event(AppointmentBooked, saved), aggregate_id=row["id"], aggregate_version=saved["version"])
+    saved = await store.insert_appointment(uow.conn, new)
+    uow.add(_event(AppointmentBooked, saved), aggregate_id=new.id, aggregate_version=saved.version)
     uow.on_commit(BOOKED.inc)
     return saved
 
 
-async def attempted(db: Database, attempt: Callable[[], Awaitable[T]], row: dict[str, Any]) -> T:
+async def attempted(db: Database, attempt: Callable[[], Awaitable[T]], wanted: NewAppointment | Appointment) -> T:
     """Run a booking's transaction again if it deadlocked with an overlapping one (see
     ``retry_aborted``); a collision names the appointment it collides with."""
     try:
         return await retry_aborted(attempt)
     except store.CollisionError as exc:
-        raise await _described(db, exc, row) from exc
+        raise await _described(db, exc, wanted) from exc
 
 
-async def _described(db: Database, exc: store.CollisionError, row: dict[str, Any]) -> store.CollisionError:
+async def _described(
+    db: Database, exc: store.CollisionError, wanted: NewAppointment | Appointment
+) -> store.CollisionError:
     """The collision naming the other appointment, looked up once the failed transaction rolled back."""
     async with db.pool.acquire() as conn:
-        return await store.collision_with(conn, exc, row)
+        return await store.collision_with(conn, exc, wanted)
 
 
-async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> dict[str, Any]:
+async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> Appointment:
     """Move an appointment along its life: check in, complete, cancel, or mark a no-show."""
-    row = await store.get_appointment(uow.conn, appointment_id, lock=True)
-    if row is None:
+    found = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    if found is None:
         raise UnknownError("appointment not found")
-    after = transition(Status(row["status"]), action)
-    row["version"] = await store.set_status(uow.conn, appointment_id, after)
-    row["status"] = after.value
+    after = transition(found.status, action)
+    version = await store.set_status(uow.conn, appointment_id, after)
+    changed = replace(found, status=after, version=version)
     model = {
         Status.CHECKED_IN: AppointmentCheckedIn,
         Status.COMPLETED: AppointmentCompleted,
         Status.CANCELLED: AppointmentCancelled,
         Status.NO_SHOW: AppointmentMissed,
     }[after]
-    uow.add(_event(model, row), aggregate_id=appointment_id, aggregate_version=row["version"])
-    return row
+    uow.add(_event(model, changed), aggregate_id=appointment_id, aggregate_version=changed.version)
+    return changed
 
 
 async def prepare_move(
     db: Database, calendar: Calendar, appointment_id: uuid.UUID, start: datetime, end: datetime
-) -> tuple[dict[str, Any], Range[datetime]]:
+) -> tuple[Appointment, Interval]:
     """The appointment and its new times, once they are valid and the practitioner works then."""
     async with db.pool.acquire() as conn:
         current = await store.get_appointment(conn, appointment_id)
     if current is None:
         raise UnknownError("appointment not found")
-    span = check_booking(start, end, current["service"], db.clock())
-    await ensure_working(calendar, current["practitioner_id"], span)
-    return current, store.as_range(span)
+    span = check_booking(start, end, current.service, db.clock())
+    await ensure_working(calendar, current.practitioner_id, span)
+    return current, span
 
 
-async def reschedule(uow: UnitOfWork, appointment_id: uuid.UUID, during: Range[datetime]) -> dict[str, Any]:
+async def reschedule(uow: UnitOfWork, appointment_id: uuid.UUID, during: Interval) -> Appointment:
     """Move a (locked) appointment to ``during``; publishes ``AppointmentRescheduled``."""
-    row = await store.get_appointment(uow.conn, appointment_id, lock=True)
-    assert row is not None
-    if not can_reschedule(Status(row["status"])):
-        raise InvalidTransitionError(f"a {row['status']} appointment cannot be rescheduled")
-    before = store.as_interval(row["during"])
-    moved = await store.move_appointment(uow.conn, row, during)
+    current = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    assert current is not None
+    if not can_reschedule(current.status):
+        raise InvalidTransitionError(f"a {current.status.value} appointment cannot be rescheduled")
+    before = current.during
+    moved = await store.move_appointment(uow.conn, appointment_id, during)
     uow.add(
         _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
         aggregate_id=appointment_id,
-        aggregate_version=moved["version"],
+        aggregate_version=moved.version,
     )
     return moved
 
@@ -204,20 +202,20 @@ OFFER_TIME = timedelta(minutes=30)
 
 async def join_waitlist(
     uow: UnitOfWork, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str, actor: uuid.UUID
-) -> dict[str, Any]:
+) -> WaitlistEntry:
     duration_of(service)
     entry_id = uuid.uuid4()
-    entry = {
-        "id": entry_id,
-        "patient_id": patient_id,
-        "practitioner_id": practitioner_id,
-        "service": service,
-        "created_by": actor,
-    }
-    await store.add_to_waitlist(uow.conn, entry)
-    row = await store.waitlist_entry(uow.conn, entry_id)
-    assert row is not None
-    return row
+    await store.add_to_waitlist(
+        uow.conn,
+        entry_id=entry_id,
+        patient_id=patient_id,
+        practitioner_id=practitioner_id,
+        service=service,
+        created_by=actor,
+    )
+    entry = await store.waitlist_entry(uow.conn, entry_id)
+    assert entry is not None
+    return entry
 
 
 async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
@@ -235,24 +233,24 @@ async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     freed = Interval(max(freed.start, moment), freed.end)
     free = subtract([freed], await store.busy(uow.conn, ev.practitioner_id, freed))
     for entry in await store.waiting_for(uow.conn, ev.practitioner_id):
-        length = duration_of(entry["service"])
+        length = duration_of(entry.service)
         piece = next((p for p in free if p.end - p.start >= length), None)
         if piece is None:
             continue
         slot = Interval(piece.start, piece.start + length)
         expires = min(slot.start, moment + OFFER_TIME)
-        await store.set_waitlist_status(uow.conn, entry["id"], "offered", slot, expires)
+        await store.set_waitlist_status(uow.conn, entry.id, WaitlistStatus.OFFERED, slot, expires)
         uow.add(
             WaitlistOffered(
-                entry_id=entry["id"],
-                patient_id=entry["patient_id"],
+                entry_id=entry.id,
+                patient_id=entry.patient_id,
                 practitioner_id=ev.practitioner_id,
-                service=entry["service"],
+                service=entry.service,
                 start=slot.start,
                 end=slot.end,
                 expires_at=expires,
             ),
-            aggregate_id=entry["id"],
+            aggregate_id=entry.id,
         )
         return
 
@@ -267,10 +265,10 @@ async def offered(db: Database, entry_id: uuid.UUID) -> Booking:
         entry = await store.waitlist_entry(conn, entry_id)
     if entry is None:
         raise UnknownError("waitlist entry not found")
-    if entry["status"] != "offered" or entry["offer_expires_at"] <= db.clock():
+    offer = entry.offer
+    if entry.status is not WaitlistStatus.OFFERED or offer is None or offer.expires_at <= db.clock():
         raise OfferError("there is no open offer on this waitlist entry")
-    slot = store.as_interval(entry["offered_during"])
-    return Booking(entry["patient_id"], entry["practitioner_id"], entry["service"], slot.start, slot.end)
+    return Booking(entry.patient_id, entry.practitioner_id, entry.service, offer.start, offer.end)
 
 
 class Scheduling:
@@ -282,22 +280,22 @@ class Scheduling:
         self.db, self.calendar, self.patients, self.zone = db, calendar, patients, zone
         self.log = AccessLog(db, SchedulingRecordAccessed, "appointment")
 
-    async def book(self, who: Principal, b: Booking) -> dict[str, Any]:
+    async def book(self, who: Principal, b: Booking) -> Appointment:
         """Book (a patient for themself, RECEPTIONIST, ADMIN); 409 on a collision or when the
         practitioner does not work then, 422 for invalid times or an unknown practitioner."""
         decision = await self.booking(who, b.patient_id, Operation.BOOK)
         if not decision.allowed:
             raise await self.log.refuse(who, b.patient_id, decision, "create")
         try:
-            row = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+            new = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
 
-            async def attempt() -> dict[str, Any]:
+            async def attempt() -> Appointment:
                 async with self.db.uow() as uow:
-                    saved = await book(uow, row)
+                    saved = await book(uow, new)
                     self.log.record(uow, who, b.patient_id, "create", decision)
                 return saved
 
-            return await attempted(self.db, attempt, row)
+            return await attempted(self.db, attempt, new)
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
         except UnknownError as exc:
@@ -307,38 +305,38 @@ class Scheduling:
         except store.CollisionError as exc:
             raise conflict(exc, who, b.patient_id) from None
 
-    async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> dict[str, Any]:
+    async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> Appointment:
         """One appointment: its patient, reception, or clinicians in the patient's care."""
-        row, decision = await self.opened(who, appointment_id, Operation.READ, "read")
+        found, decision = await self.opened(who, appointment_id, Operation.READ, "read")
         async with self.db.read() as uow:
-            self.log.record(uow, who, row["patient_id"], "read", decision)
-        return row
+            self.log.record(uow, who, found.patient_id, "read", decision)
+        return found
 
-    async def of_patient(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    async def of_patient(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Appointment]:
         """A patient's appointments, latest first."""
         decision = await self.decide(who, Operation.READ, patient_id, "patient")
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "read")
         async with self.db.read() as uow:
-            rows = await store.appointments_of_patient(uow.conn, patient_id, limit)
+            found = await store.appointments_of_patient(uow.conn, patient_id, limit)
             self.log.record(uow, who, patient_id, "read", decision)
-        return rows
+        return found
 
     async def reschedule(
         self, who: Principal, appointment_id: uuid.UUID, start: datetime, end: datetime
-    ) -> dict[str, Any]:
+    ) -> Appointment:
         """Move a booked appointment (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
         found, decision = await self.opened(who, appointment_id, Operation.RESCHEDULE, "update")
         try:
             current, during = await prepare_move(self.db, self.calendar, appointment_id, start, end)
 
-            async def attempt() -> dict[str, Any]:
+            async def attempt() -> Appointment:
                 async with self.db.uow() as uow:
                     moved = await reschedule(uow, appointment_id, during)
-                    self.log.record(uow, who, found["patient_id"], "update", decision)
+                    self.log.record(uow, who, found.patient_id, "update", decision)
                 return moved
 
-            return await attempted(self.db, attempt, {**current, "during": during})
+            return await attempted(self.db, attempt, replace(current, during=during))
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
         except InvalidTransitionError as exc:
@@ -346,22 +344,22 @@ class Scheduling:
         except UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
         except store.CollisionError as exc:
-            raise conflict(exc, who, found["patient_id"]) from None
+            raise conflict(exc, who, found.patient_id) from None
 
-    async def act(self, who: Principal, appointment_id: uuid.UUID, action: Action) -> dict[str, Any]:
+    async def act(self, who: Principal, appointment_id: uuid.UUID, action: Action) -> Appointment:
         """Check in, complete, cancel or mark a no-show; 409 when the state does not allow it."""
         _, decision = await self.opened(who, appointment_id, policy.OF_ACTION[action], "update")
         try:
             async with self.db.uow() as uow:
-                row = await act(uow, appointment_id, action)
-                self.log.record(uow, who, row["patient_id"], "update", decision)
+                acted = await act(uow, appointment_id, action)
+                self.log.record(uow, who, acted.patient_id, "update", decision)
         except InvalidTransitionError as exc:
             raise ProblemError(409, str(exc)) from None
-        return row
+        return acted
 
     async def join(
         self, who: Principal, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str
-    ) -> dict[str, Any]:
+    ) -> WaitlistEntry:
         """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN)."""
         decision = await self.booking(who, patient_id, Operation.WAITLIST)
         if not decision.allowed:
@@ -370,54 +368,54 @@ class Scheduling:
             raise ProblemError(422, "unknown practitioner_id")
         try:
             async with self.db.uow() as uow:
-                row = await join_waitlist(uow, patient_id, practitioner_id, service, uuid.UUID(who.subject))
+                entry = await join_waitlist(uow, patient_id, practitioner_id, service, uuid.UUID(who.subject))
                 self.log.record(uow, who, patient_id, "create", decision, resource=WAITLIST)
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
         except store.WaitlistDuplicateError:
             raise ProblemError(409, "the patient already waits for this practitioner and service") from None
-        return row
+        return entry
 
-    async def waiting(self, who: Principal, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def waiting(self, who: Principal, patient_id: uuid.UUID) -> list[WaitlistEntry]:
         """A patient's waitlist entries and their offers."""
         decision = await self.decide(who, Operation.WAITLIST, patient_id, "patient")
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "read", resource=WAITLIST)
         async with self.db.read() as uow:
-            rows = await store.waitlist_of_patient(uow.conn, patient_id)
+            entries = await store.waitlist_of_patient(uow.conn, patient_id)
             self.log.record(uow, who, patient_id, "read", decision, resource=WAITLIST)
-        return rows
+        return entries
 
-    async def accept(self, who: Principal, entry_id: uuid.UUID) -> dict[str, Any]:
+    async def accept(self, who: Principal, entry_id: uuid.UUID) -> Appointment:
         """Book the slot offered to a waitlist entry; 409 if the offer expired or the time was taken."""
         entry, decision = await self.entry(who, entry_id, "create")
         try:
             b = await offered(self.db, entry_id)
-            row = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+            new = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
 
-            async def attempt() -> dict[str, Any]:
+            async def attempt() -> Appointment:
                 async with self.db.uow() as uow:  # the booking and the entry's change: both, or neither
-                    saved = await book(uow, row)
-                    await store.set_waitlist_status(uow.conn, entry_id, "booked")
-                    self.log.record(uow, who, entry["patient_id"], "create", decision)
+                    saved = await book(uow, new)
+                    await store.set_waitlist_status(uow.conn, entry_id, WaitlistStatus.BOOKED)
+                    self.log.record(uow, who, entry.patient_id, "create", decision)
                 return saved
 
-            return await attempted(self.db, attempt, row)
+            return await attempted(self.db, attempt, new)
         except OfferError as exc:
             raise ProblemError(409, str(exc)) from None
         except (InvalidBookingError, UnavailableError) as exc:
             raise ProblemError(409, f"the offered slot can no longer be booked: {exc}") from None
         except store.CollisionError as exc:
-            raise conflict(exc, who, entry["patient_id"]) from None
+            raise conflict(exc, who, entry.patient_id) from None
 
     async def withdraw(self, who: Principal, entry_id: uuid.UUID) -> None:
         """Leave the waitlist (the patient, reception, ADMIN); 409 once booked or withdrawn."""
         entry, decision = await self.entry(who, entry_id, "update")
-        if entry["status"] not in ("waiting", "offered"):
-            raise ProblemError(409, f"a {entry['status']} waitlist entry cannot be withdrawn")
+        if entry.status not in OPEN:
+            raise ProblemError(409, f"a {entry.status.value} waitlist entry cannot be withdrawn")
         async with self.db.uow() as uow:
-            await store.set_waitlist_status(uow.conn, entry_id, "withdrawn")
-            self.log.record(uow, who, entry["patient_id"], "update", decision, resource=WAITLIST)
+            await store.set_waitlist_status(uow.conn, entry_id, WaitlistStatus.WITHDRAWN)
+            self.log.record(uow, who, entry.patient_id, "update", decision, resource=WAITLIST)
 
     async def slots(self, practitioner_id: uuid.UUID, window: Interval, service: str) -> list[Interval]:
         """Free slots of a practitioner in ``window`` (any signed-in user); 404 for an unknown one."""
@@ -450,28 +448,28 @@ class Scheduling:
 
     async def opened(
         self, who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction
-    ) -> tuple[dict[str, Any], Decision]:
+    ) -> tuple[Appointment, Decision]:
         """The appointment and the policy's decision on ``op``; a refusal is recorded and raised."""
         async with self.db.pool.acquire() as conn:
-            row = await store.get_appointment(conn, appointment_id)
-        if row is None:
+            found = await store.get_appointment(conn, appointment_id)
+        if found is None:
             raise refused(policy.not_found(op, who.roles), None, "appointment")
-        decision = await self.decide(who, op, row["patient_id"], "appointment")
+        decision = await self.decide(who, op, found.patient_id, "appointment")
         if not decision.allowed:
-            raise await self.log.refuse(who, row["patient_id"], decision, action, what="appointment")
-        return row, decision
+            raise await self.log.refuse(who, found.patient_id, decision, action, what="appointment")
+        return found, decision
 
-    async def entry(self, who: Principal, entry_id: uuid.UUID, action: AuditAction) -> tuple[dict[str, Any], Decision]:
+    async def entry(self, who: Principal, entry_id: uuid.UUID, action: AuditAction) -> tuple[WaitlistEntry, Decision]:
         """The waitlist entry and the policy's decision; a refusal is recorded and raised."""
         async with self.db.pool.acquire() as conn:
-            row = await store.waitlist_entry(conn, entry_id)
-        if row is None:
+            found = await store.waitlist_entry(conn, entry_id)
+        if found is None:
             raise refused(policy.not_found(Operation.WAITLIST, who.roles), None, "waitlist entry")
-        decision = await self.decide(who, Operation.WAITLIST, row["patient_id"], "waitlist entry")
+        decision = await self.decide(who, Operation.WAITLIST, found.patient_id, "waitlist entry")
         if not decision.allowed:
             what = "waitlist entry"
-            raise await self.log.refuse(who, row["patient_id"], decision, action, resource=WAITLIST, what=what)
-        return row, decision
+            raise await self.log.refuse(who, found.patient_id, decision, action, resource=WAITLIST, what=what)
+        return found, decision
 
 
 WAITLIST = "waitlist"
@@ -481,13 +479,19 @@ def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -
     """The 409 of a collision. Reception and ADMIN see which appointment the time collides
     with; anyone else (a patient booking for themself) learns that the time is taken, and
     which appointment only when it is one of this patient's own."""
-    if who.has_any(*policy.BOOKERS) or exc.other_patient == patient_id:
+    other = exc.other
+    if who.has_any(*policy.BOOKERS) or (other is not None and other.patient_id == patient_id):
         return ProblemError(
             409,
             f"the time collides with another appointment of the {exc.who}",
-            conflict={"with": exc.who, "appointment": exc.other},
+            conflict={"with": exc.who, "appointment": _named(other)},
         )
     return ProblemError(409, "the time is no longer free", conflict={"with": exc.who})
+
+
+def _named(a: Appointment | None) -> dict[str, str] | None:
+    """The appointment a collision names: its id and times."""
+    return None if a is None else {"id": str(a.id), "start": a.start.isoformat(), "end": a.end.isoformat()}
 
 
 def today(now: datetime, zone: ZoneInfo) -> Interval:

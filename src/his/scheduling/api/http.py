@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from his.kernel.intervals import Interval
 from his.kernel.params import CalendarDate, Limit, one_of
 from his.kernel.web import Caller, Moment, errors, provided
-from his.scheduling import handlers, store
+from his.scheduling import handlers
 from his.scheduling.domain import SERVICE_TYPES, Action
 from his.scheduling.handlers import Scheduling
 
@@ -51,6 +51,7 @@ class JoinWaitlist(BaseModel):
 
 
 class Booked(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     status: str
 
@@ -66,6 +67,7 @@ class ServiceTypes(BaseModel):
 
 
 class Appointment(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     patient_id: uuid.UUID
     practitioner_id: uuid.UUID
@@ -77,12 +79,6 @@ class Appointment(BaseModel):
     created_at: Moment
     updated_at: Moment
 
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> Appointment:
-        span = store.as_interval(row["during"])
-        fields = {k: row[k] for k in cls.model_fields if k not in ("start", "end")}
-        return cls(**fields, start=span.start, end=span.end)
-
 
 class Appointments(BaseModel):
     items: list[Appointment]
@@ -91,12 +87,14 @@ class Appointments(BaseModel):
 class Offer(BaseModel):
     """The slot offered to a waiting patient, until ``expires_at``."""
 
+    model_config = ConfigDict(from_attributes=True)
     start: Moment
     end: Moment
     expires_at: Moment
 
 
 class WaitlistEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     patient_id: uuid.UUID
     practitioner_id: uuid.UUID
@@ -104,15 +102,6 @@ class WaitlistEntry(BaseModel):
     status: str
     offer: Offer | None
     created_at: Moment
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> WaitlistEntry:
-        offer = None
-        if row["offered_during"]:
-            span = store.as_interval(row["offered_during"])
-            offer = Offer(start=span.start, end=span.end, expires_at=row["offer_expires_at"])
-        fields = {k: row[k] for k in cls.model_fields if k != "offer"}
-        return cls(**fields, offer=offer)
 
 
 class Waitlist(BaseModel):
@@ -151,27 +140,27 @@ async def book(body: NewAppointment, who: Caller, calendar: Calendar) -> Booked:
     or the patient is already booked then: reception learns which appointment it collides with,
     a patient only that the time is taken (or which of their own appointments it is)."""
     cmd = handlers.Booking(body.patient_id, body.practitioner_id, body.service, body.start, body.end)
-    row = await calendar.book(who, cmd)
-    return Booked(id=row["id"], status=row["status"])
+    return Booked.model_validate(await calendar.book(who, cmd))
 
 
 @router.get("/appointments/{appointment_id}", responses=errors(403, 404))
 async def one(appointment_id: uuid.UUID, who: Caller, calendar: Calendar) -> Appointment:
     """One appointment: its patient, reception, or clinicians in the patient's care."""
-    return Appointment.of(await calendar.appointment(who, appointment_id))
+    return Appointment.model_validate(await calendar.appointment(who, appointment_id))
 
 
 @router.get("/appointments", responses=errors(403, 404))
 async def of_patient(patient_id: uuid.UUID, who: Caller, calendar: Calendar, limit: Limit = 50) -> Appointments:
     """A patient's appointments, latest first: the patient, reception, or clinicians in the
     patient's care (others get a 403 that points to emergency access)."""
-    return Appointments(items=[Appointment.of(x) for x in await calendar.of_patient(who, patient_id, limit)])
+    found = await calendar.of_patient(who, patient_id, limit)
+    return Appointments(items=[Appointment.model_validate(a) for a in found])
 
 
 @router.post("/appointments/{appointment_id}/reschedule", responses=errors(403, 404, 409))
 async def move(appointment_id: uuid.UUID, body: NewTimes, who: Caller, calendar: Calendar) -> Appointment:
     """Move a booked appointment to new times (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
-    return Appointment.of(await calendar.reschedule(who, appointment_id, body.start, body.end))
+    return Appointment.model_validate(await calendar.reschedule(who, appointment_id, body.start, body.end))
 
 
 @router.post("/appointments/{appointment_id}/{action}", responses=errors(403, 404, 409))
@@ -180,28 +169,27 @@ async def step(appointment_id: uuid.UUID, action: Action, who: Caller, calendar:
     or NURSE caring for the patient), cancel (the patient, RECEPTIONIST, ADMIN) or mark a
     no-show (RECEPTIONIST, ADMIN). An invalid transition answers 409. Cancelling frees the
     time and offers it to the waitlist."""
-    return Appointment.of(await calendar.act(who, appointment_id, action))
+    return Appointment.model_validate(await calendar.act(who, appointment_id, action))
 
 
 @router.post("/waitlist", status_code=201, responses=errors(403, 404, 409))
 async def join(body: JoinWaitlist, who: Caller, calendar: Calendar) -> WaitlistEntry:
     """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN): when one of their
     appointments is cancelled, the first patient waiting is offered the freed slot."""
-    return WaitlistEntry.of(await calendar.join(who, body.patient_id, body.practitioner_id, body.service))
+    return WaitlistEntry.model_validate(await calendar.join(who, body.patient_id, body.practitioner_id, body.service))
 
 
 @router.get("/waitlist", responses=errors(403, 404))
 async def waiting(patient_id: uuid.UUID, who: Caller, calendar: Calendar) -> Waitlist:
     """A patient's waitlist entries and their offers (the patient, reception, ADMIN)."""
-    return Waitlist(items=[WaitlistEntry.of(x) for x in await calendar.waiting(who, patient_id)])
+    return Waitlist(items=[WaitlistEntry.model_validate(e) for e in await calendar.waiting(who, patient_id)])
 
 
 @router.post("/waitlist/{entry_id}/accept", status_code=201, responses=errors(403, 404, 409))
 async def accept(entry_id: uuid.UUID, who: Caller, calendar: Calendar) -> Booked:
     """Take up the slot offered to this entry (the patient, RECEPTIONIST, ADMIN): books it (409 if the
     offer expired or the time was taken)."""
-    row = await calendar.accept(who, entry_id)
-    return Booked(id=row["id"], status=row["status"])
+    return Booked.model_validate(await calendar.accept(who, entry_id))
 
 
 @router.post("/waitlist/{entry_id}/withdraw", responses=errors(403, 404, 409))
