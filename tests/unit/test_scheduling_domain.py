@@ -10,11 +10,13 @@ import pytest
 
 from his.kernel.intervals import Interval
 from his.scheduling.domain import (
+    SERVICE_TYPES,
     Action,
     InvalidBookingError,
     InvalidTransitionError,
     Status,
     check_booking,
+    duration_of,
     slots,
     transition,
 )
@@ -105,3 +107,10 @@ def test_every_appointment_transition_is_allowed_or_refused_as_the_table_says(st
     else:
         with pytest.raises(InvalidTransitionError):
             transition(status, action)
+
+
+def test_each_service_type_is_found_by_its_code_and_lasts_whole_minutes() -> None:
+    for code, service in SERVICE_TYPES.items():
+        assert service.code == code
+        assert duration_of(code) == service.duration == timedelta(minutes=service.minutes)
+    assert SERVICE_TYPES["consultation"].minutes == 20

@@ -11,13 +11,30 @@ from enum import StrEnum
 from his.kernel.intervals import Interval
 from his.kernel.transitions import Lifecycle
 
-#: How long an appointment of each service type lasts.
-SERVICE_TYPES: dict[str, tuple[str, timedelta]] = {
-    "consultation": ("Consultation", timedelta(minutes=20)),
-    "follow_up": ("Follow-up visit", timedelta(minutes=15)),
-    "checkup": ("Check-up", timedelta(minutes=30)),
-    "vaccination": ("Vaccination", timedelta(minutes=10)),
-    "procedure": ("Minor procedure", timedelta(minutes=45)),
+
+@dataclass(frozen=True)
+class Service:
+    """A service type that may be booked, and how long its appointments last."""
+
+    code: str
+    name: str
+    duration: timedelta
+
+    @property
+    def minutes(self) -> int:
+        return int(self.duration.total_seconds() // 60)
+
+
+#: The service types by code, and how long an appointment of each lasts.
+SERVICE_TYPES: dict[str, Service] = {
+    s.code: s
+    for s in (
+        Service("consultation", "Consultation", timedelta(minutes=20)),
+        Service("follow_up", "Follow-up visit", timedelta(minutes=15)),
+        Service("checkup", "Check-up", timedelta(minutes=30)),
+        Service("vaccination", "Vaccination", timedelta(minutes=10)),
+        Service("procedure", "Minor procedure", timedelta(minutes=45)),
+    )
 }
 BOOK_AHEAD = timedelta(days=365)
 #: A booking may start a little in the past (a walk-in being entered), not more.
@@ -34,7 +51,7 @@ class InvalidTransitionError(ValueError):
 
 def duration_of(service: str) -> timedelta:
     try:
-        return SERVICE_TYPES[service][1]
+        return SERVICE_TYPES[service].duration
     except KeyError:
         raise InvalidBookingError(f"unknown service {service!r}; see /api/appointments/services") from None
 

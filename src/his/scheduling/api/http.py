@@ -57,6 +57,7 @@ class Booked(BaseModel):
 
 
 class ServiceType(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     code: str
     name: str
     minutes: int
@@ -114,6 +115,7 @@ class Withdrawn(BaseModel):
 
 
 class Slot(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     start: Moment
     end: Moment
 
@@ -129,9 +131,7 @@ class Slots(BaseModel):
 @router.get("/appointments/services")
 async def services(who: Caller) -> ServiceTypes:
     """Service types and how long each lasts (any signed-in user)."""
-    return ServiceTypes(
-        items=[ServiceType(code=c, name=n, minutes=int(d.total_seconds() // 60)) for c, (n, d) in SERVICE_TYPES.items()]
-    )
+    return ServiceTypes(items=[ServiceType.model_validate(s) for s in SERVICE_TYPES.values()])
 
 
 @router.post("/appointments", status_code=201, responses=errors(403, 404, 409))
@@ -213,4 +213,4 @@ async def free(
     start = datetime.combine(day, time(0), tzinfo=zone)
     window = Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
     free = await calendar.slots(practitioner_id, window, service)
-    return Slots(date=day, service=service, timezone=zone.key, items=[Slot(start=s.start, end=s.end) for s in free])
+    return Slots(date=day, service=service, timezone=zone.key, items=[Slot.model_validate(s) for s in free])
