@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from his.access import Decision
 from his.clients.patients import refused
 from his.events.audit import Action, RecordAccessed, record_access
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.ports import Units, Work
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 
@@ -24,13 +24,14 @@ from his.kernel.security import Principal
 class AccessLog:
     """Records a service's decisions on patients' data (``event``), on ``resource`` by default."""
 
-    db: Database
+    #: Where a refusal's record is committed (the service's database, or a fake's units).
+    db: Units[Work]
     event: type[RecordAccessed]
     resource: str
 
     def record(
         self,
-        uow: UnitOfWork,
+        uow: Work,
         who: Principal,
         patient_id: uuid.UUID | None,
         action: Action,

@@ -12,12 +12,15 @@ the handler and its two subscriptions. Each service's migration creates its own 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Protocol
 
 from his.clients.patients import PatientLookup, PatientRef
 from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.kernel.consumer import Subscription
 from his.kernel.db import Connection, Database, UnitOfWork
 from his.kernel.events import Envelope
+from his.kernel.ports import Units, Work
 
 
 async def remember(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
@@ -46,6 +49,40 @@ async def account_of(conn: Connection, patient_id: uuid.UUID) -> uuid.UUID | Non
 
 async def patients_of_account(conn: Connection, account_id: uuid.UUID) -> list[uuid.UUID]:
     return [r[0] for r in await conn.fetch("SELECT patient_id FROM known_patient WHERE account_id = $1", account_id)]
+
+
+class Known(Protocol):
+    """The replica as a use case's unit of work carries it (``his.testing.FakeKnown`` in tests)."""
+
+    async def find(self, patient_id: uuid.UUID) -> PatientRef | None: ...
+
+    async def remember(self, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class KnownPatients:
+    """The replica in the service's ``known_patient`` table, over one connection."""
+
+    conn: Connection
+
+    async def find(self, patient_id: uuid.UUID) -> PatientRef | None:
+        return await find(self.conn, patient_id)
+
+    async def remember(self, patient_id: uuid.UUID, account_id: uuid.UUID | None) -> None:
+        await remember(self.conn, patient_id, account_id)
+
+
+class _Reads(Work, Protocol):
+    @property
+    def patients(self) -> Known: ...
+
+
+async def known(units: Units[_Reads], directory: PatientLookup, patient_id: uuid.UUID) -> PatientRef | None:
+    """The patient from the replica of ``units``, else from patients
+    (``DependencyUnavailableError`` if it cannot answer); None if there is no such patient."""
+    async with units.read() as unit:
+        ref = await unit.patients.find(patient_id)
+    return ref if ref is not None else await directory.find(patient_id)
 
 
 async def resolve(db: Database, directory: PatientLookup, patient_id: uuid.UUID) -> PatientRef | None:

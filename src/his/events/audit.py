@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.kernel.db import UnitOfWork
+from his.kernel.ports import Work
 from his.kernel.events import Envelope, Event, event, service_of
 from his.kernel.security import Principal
 
@@ -179,7 +179,7 @@ def batch_accesses(events: list[Envelope]) -> list[Envelope]:
 
 
 def record_access(
-    uow: UnitOfWork,
+    uow: Work,
     model: type[RecordAccessed],
     who: Principal,
     *,
@@ -213,7 +213,7 @@ def workload_actor_id(spiffe_id: str) -> uuid.UUID:
 
 
 def record_workload_access(
-    uow: UnitOfWork,
+    uow: Work,
     model: type[RecordAccessed],
     caller: str,
     *,
@@ -242,7 +242,7 @@ def record_workload_access(
 
 
 def _record(
-    uow: UnitOfWork,
+    uow: Work,
     model: type[RecordAccessed],
     actor_id: uuid.UUID,
     roles: list[str],

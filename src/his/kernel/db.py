@@ -191,6 +191,25 @@ class UnitOfWork:
             )
 
 
+class Unit:
+    """A service's unit of work on PostgreSQL (``his.kernel.ports.Work``): the kernel's
+    ``UnitOfWork``, whose connection the service's repositories (set by a subclass) use."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.work = uow
+        self.conn = uow.conn
+
+    @property
+    def clock(self) -> Clock:
+        return self.work.clock
+
+    def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
+        return self.work.add(ev, aggregate_id=aggregate_id, aggregate_version=aggregate_version)
+
+    def on_commit(self, fn: Callable[[], object]) -> None:
+        self.work.on_commit(fn)
+
+
 async def commit_settings(conn: Connection) -> tuple[str, str]:
     """``synchronous_commit`` and ``fsync`` as they are now on ``conn`` (inside a transaction:
     as that transaction would commit)."""

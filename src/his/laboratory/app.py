@@ -10,15 +10,24 @@ from his.kernel.web import Routes
 if TYPE_CHECKING:
     from his.clients.patients import PatientLookup
     from his.kernel.db import Database
+    from his.laboratory.ports import LabUnits
 
 
 def http(db: Database, patients: PatientLookup) -> Routes:
     """The laboratory's routes and their use cases, over a database and a patient directory
     (the gRPC adapter here, the in-memory fake in tests)."""
+    from his.laboratory.store import LabStore
+
+    return http_over(LabStore(db), patients)
+
+
+def http_over(units: LabUnits, patients: PatientLookup) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.laboratory`` in unit tests."""
     from his.laboratory.api.http import router
     from his.laboratory.handlers import Laboratory
 
-    return Routes(router, provides=[Laboratory(db, patients)])
+    return Routes(router, provides=[Laboratory(units, patients)])
 
 
 def routes(ctx: ServiceContext) -> Routes:

@@ -21,10 +21,9 @@ from his.clients.patients import PatientLookup, PatientRef, refused, relationshi
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
-from his.kernel.db import Database, UnitOfWork
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
-from his.laboratory import policy, store
+from his.laboratory import policy
 from his.laboratory.domain import (
     Action,
     InvalidOrderError,
@@ -43,6 +42,7 @@ from his.laboratory.domain import (
     transition,
 )
 from his.laboratory.policy import Operation
+from his.laboratory.ports import LabUnits, LabWork
 
 RESULTS = "lab_order/result"
 
@@ -64,14 +64,14 @@ class FindOrders:
 class Laboratory:
     """The laboratory's use cases over its database and the patient directory."""
 
-    def __init__(self, db: Database, patients: PatientLookup) -> None:
-        self.db, self.patients = db, patients
-        self.log = AccessLog(db, LaboratoryRecordAccessed, "lab_order")
+    def __init__(self, units: LabUnits, patients: PatientLookup) -> None:
+        self.units, self.patients = units, patients
+        self.log = AccessLog(units, LaboratoryRecordAccessed, "lab_order")
 
     async def catalogue(self) -> list[LabTest]:
         """The active tests, by code (not patient data: not audited)."""
-        async with self.db.pool.acquire() as conn:
-            return list((await store.catalogue(conn)).values())
+        async with self.units.read() as unit:
+            return list((await unit.orders.catalogue()).values())
 
     async def place(self, who: Principal, cmd: PlaceOrder) -> Order:
         """Order tests for a patient (the caller is the ordering doctor); publishes ``LabOrderPlaced``.
@@ -86,7 +86,7 @@ class Laboratory:
         if not decision.allowed:
             raise await self.log.refuse(who, cmd.patient_id, decision, "create")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 order = await place(uow, ref, cmd.tests, cmd.priority, uuid.UUID(who.subject))
                 self.log.record(uow, who, ref.patient_id, "create", decision)
         except InvalidOrderError as exc:
@@ -107,9 +107,9 @@ class Laboratory:
             decision, ordered_by = Decision(CARE, basis=Basis.CARE), uuid.UUID(who.subject)
         else:
             raise ProblemError(403, "not allowed for your role: a patient lists their own orders with patient_id")
-        async with self.db.read() as uow:
-            found = await store.list_orders(
-                uow.conn, patient_id=query.patient_id, status=query.status, limit=query.limit, ordered_by=ordered_by
+        async with self.units.read() as uow:
+            found = await uow.orders.find(
+                patient_id=query.patient_id, status=query.status, limit=query.limit, ordered_by=ordered_by
             )
             seen = [query.patient_id] if query.patient_id else list(dict.fromkeys(o.patient_id for o in found))
             for pid in seen:
@@ -119,8 +119,8 @@ class Laboratory:
     async def order(self, who: Principal, order_id: uuid.UUID) -> Order:
         """One order with its results, to whoever may read it."""
         order, decision = await self.opened(who, order_id, Operation.READ, "read")
-        async with self.db.read() as uow:
-            [order] = await store.with_results(uow.conn, [order])
+        async with self.units.read() as uow:
+            [order] = await uow.orders.with_results([order])
             self.log.record(uow, who, order.patient_id, "read", decision)
         return order
 
@@ -129,7 +129,7 @@ class Laboratory:
         409 unless the order is in progress, 422 for results that break a rule."""
         _, decision = await self.opened(who, order_id, Operation.RESULT, "create", RESULTS)
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 order, _ = await result(uow, await locked(uow, order_id), submitted, uuid.UUID(who.subject))
                 self.log.record(uow, who, order.patient_id, "create", decision, resource=RESULTS)
         except InvalidTransitionError as exc:
@@ -142,7 +142,7 @@ class Laboratory:
         """Collect, start or cancel an order; 409 naming the state when its state does not allow it."""
         _, decision = await self.opened(who, order_id, policy.OF_ACTION[action], "update")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 order = await act(uow, await locked(uow, order_id), action, uuid.UUID(who.subject))
                 self.log.record(uow, who, order.patient_id, "update", decision)
         except InvalidTransitionError as exc:
@@ -151,7 +151,7 @@ class Laboratory:
 
     async def known(self, patient_id: uuid.UUID) -> PatientRef | None:
         """A patient known from patients' events, else asked of patients (authoritative)."""
-        return await replica.resolve(self.db, self.patients, patient_id)
+        return await replica.known(self.units, self.patients, patient_id)
 
     async def decide(
         self, who: Principal, op: Operation, patient_id: uuid.UUID, what: str, *, placed_it: bool = False
@@ -168,8 +168,8 @@ class Laboratory:
         self, who: Principal, order_id: uuid.UUID, op: Operation, action: AuditAction, resource: str | None = None
     ) -> tuple[Order, Decision]:
         """The order and the policy's decision on ``op``; a refusal is recorded and raised."""
-        async with self.db.pool.acquire() as conn:
-            order = await store.get_order(conn, order_id)
+        async with self.units.read() as unit:
+            order = await unit.orders.get(order_id)
         if order is None:
             raise refused(policy.not_found(op, who.roles), None, "order")
         placed_it = str(order.ordered_by) == who.subject
@@ -183,12 +183,17 @@ def refused_step(exc: InvalidTransitionError) -> ProblemError:
     return ProblemError(409, str(exc), state=exc.status.value)
 
 
-async def place(uow: UnitOfWork, ref: PatientRef, tests: Sequence[str], priority: Priority, doctor: uuid.UUID) -> Order:
+async def place(uow: LabWork, ref: PatientRef, tests: Sequence[str], priority: Priority, doctor: uuid.UUID) -> Order:
     """Place an order for a known patient; publishes ``LabOrderPlaced``."""
-    codes = check_order(tests, await store.catalogue(uow.conn))
-    await replica.remember(uow.conn, ref.patient_id, ref.account_id)
-    order = await store.insert_order(
-        uow.conn, order_id=uuid.uuid4(), patient_id=ref.patient_id, ordered_by=doctor, priority=priority, tests=codes
+    codes = check_order(tests, await uow.orders.catalogue())
+    await uow.patients.remember(ref.patient_id, ref.account_id)
+    order = await uow.orders.add(
+        order_id=uuid.uuid4(),
+        patient_id=ref.patient_id,
+        ordered_by=doctor,
+        priority=priority,
+        tests=codes,
+        at=uow.clock(),
     )
     uow.add(
         LabOrderPlaced(
@@ -205,17 +210,17 @@ async def place(uow: UnitOfWork, ref: PatientRef, tests: Sequence[str], priority
     return order
 
 
-async def locked(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
-    order = await store.get_order(uow.conn, order_id, lock=True)
+async def locked(uow: LabWork, order_id: uuid.UUID) -> Order:
+    order = await uow.orders.get(order_id, lock=True)
     if order is None:  # it existed when the caller's access was decided; orders are never deleted
         raise ProblemError(404, "order not found")
     return order
 
 
-async def act(uow: UnitOfWork, order: Order, action: Action, actor: uuid.UUID) -> Order:
+async def act(uow: LabWork, order: Order, action: Action, actor: uuid.UUID) -> Order:
     """Collect, start or cancel a (locked) order; cancelling publishes ``LabOrderCancelled``."""
     after = transition(order.status, action)
-    changed = await store.set_status(uow.conn, order, after, actor, uow.clock())
+    changed = await uow.orders.set_status(order, after, actor, uow.clock())
     if after is Status.CANCELLED:
         assert changed.cancelled_at is not None
         uow.add(
@@ -227,16 +232,16 @@ async def act(uow: UnitOfWork, order: Order, action: Action, actor: uuid.UUID) -
 
 
 async def result(
-    uow: UnitOfWork, order: Order, submitted: Sequence[Submitted], actor: uuid.UUID
+    uow: LabWork, order: Order, submitted: Sequence[Submitted], actor: uuid.UUID
 ) -> tuple[Order, LabOrderResulted]:
     """Store the results of a (locked) in-progress order and publish ``LabOrderResulted`` with the
     catalogue prices of its tests as charges."""
     check_can_result(order.status)
-    catalogue = await store.catalogue(uow.conn)
+    catalogue = await uow.orders.catalogue()
     results = check_results(submitted, order.tests, catalogue)
     at = uow.clock()
-    await store.insert_results(uow.conn, order.id, results, catalogue, at)
-    changed = await store.set_status(uow.conn, order, Status.RESULTED, actor, at)
+    await uow.orders.add_results(order.id, results, catalogue, at)
+    changed = await uow.orders.set_status(order, Status.RESULTED, actor, at)
     ev = LabOrderResulted(
         order_id=changed.id,
         patient_id=changed.patient_id,
