@@ -94,6 +94,20 @@ Moment = Annotated[
 ]
 
 
+#: The OpenAPI extension that puts a route on the public API (``his.gateway.routing`` builds the
+#: gateway's route table from it).
+PUBLIC = "x-his-public"
+
+
+def public(path: str, *, without_token: bool = False) -> dict[str, Any]:
+    """The ``openapi_extra`` of a route the gateway serves at ``path`` (its path parameters in
+    the order of the route's own): ``@router.get("/orders/{order_id}",
+    openapi_extra=public("/api/lab/orders/{id}"))``. A route without it is not reachable from
+    outside. ``without_token``: the gateway lets callers without a token through (signing in,
+    the payment provider's webhook); the route then admits its callers itself."""
+    return {PUBLIC: {"path": path, "without_token": without_token}}
+
+
 def errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route that may answer these error statuses (problem+json; every
     route may also answer 422 for a request that does not match its schema). A status may come

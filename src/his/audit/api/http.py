@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from his.audit.handlers import AuditTrail
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 Trails = Annotated[AuditTrail, Depends(provided(AuditTrail))]
@@ -44,7 +44,7 @@ class Trail(BaseModel):
     next_before: int | None
 
 
-@router.get("", responses=errors(403, 404))
+@router.get("", responses=errors(403, 404), openapi_extra=public("/api/audit"))
 async def trail(
     patient_id: uuid.UUID,
     who: Caller,

@@ -16,7 +16,7 @@ from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.passwords import BusyError
 from his.identity.store import EmailTakenError
 from his.kernel.problems import HTTPException
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 
 
 class Register(BaseModel):
@@ -95,7 +95,12 @@ def retry(after: float) -> dict[str, str]:
     return {"Retry-After": str(after)}
 
 
-@router.post("/auth/register", status_code=201, responses=errors(409, 429))
+@router.post(
+    "/auth/register",
+    status_code=201,
+    responses=errors(409, 429),
+    openapi_extra=public("/api/auth/register", without_token=True),
+)
 async def register(body: Register, request: Request, identity: Accounts) -> Created:
     """Create a PATIENT account for oneself. Registrations are limited per address and in all
     (429 with ``Retry-After`` past the limits)."""
@@ -106,7 +111,7 @@ async def register(body: Register, request: Request, identity: Accounts) -> Crea
     )
 
 
-@router.post("/auth/login", responses=errors(401, 429))
+@router.post("/auth/login", responses=errors(401, 429), openapi_extra=public("/api/auth/login", without_token=True))
 async def login(body: Login, request: Request, identity: Accounts) -> TokenPair:
     """Exchange e-mail and password for an access token (15 min) and a refresh token. After a
     few failures for an account from one address, further attempts from there wait longer
@@ -123,7 +128,7 @@ async def login(body: Login, request: Request, identity: Accounts) -> TokenPair:
         raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
 
 
-@router.post("/auth/refresh", responses=errors(401))
+@router.post("/auth/refresh", responses=errors(401), openapi_extra=public("/api/auth/refresh", without_token=True))
 async def refresh(body: RefreshBody, identity: Accounts) -> TokenPair:
     """Rotate a refresh token. Presenting an already rotated token revokes its whole family."""
     try:
@@ -132,7 +137,7 @@ async def refresh(body: RefreshBody, identity: Accounts) -> TokenPair:
         raise HTTPException(401, "invalid refresh token") from None
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, openapi_extra=public("/api/auth/logout", without_token=True))
 async def logout(body: RefreshBody, identity: Accounts) -> Response:
     """Revoke the refresh token's family."""
     await identity.logout(body.refresh_token)
@@ -162,13 +167,13 @@ async def revoked_sessions(identity: Accounts, since: datetime | None = None) ->
     return RevokedSessions(now=now, sessions=[RevokedSession(sid=sid, until=until) for sid, until in rows])
 
 
-@router.get("/auth/jwks")
+@router.get("/auth/jwks", openapi_extra=public("/api/auth/jwks", without_token=True))
 async def jwks(identity: Accounts) -> dict[str, Any]:
     """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
     return await identity.keys.jwks()
 
 
-@router.post("/auth/password", status_code=204, responses=errors(403, 429))
+@router.post("/auth/password", status_code=204, responses=errors(403, 429), openapi_extra=public("/api/auth/password"))
 async def change_password(body: ChangePassword, who: Caller, identity: Accounts) -> Response:
     """Change one's own password (any signed-in user), giving the current one. Every other
     session of the account is signed out; this one goes on. 403 if the current password is
@@ -186,7 +191,13 @@ async def change_password(body: ChangePassword, who: Caller, identity: Accounts)
     return Response(status_code=204)
 
 
-@router.post("/admin/users", status_code=201, tags=["admin"], responses=errors(403, 409))
+@router.post(
+    "/admin/users",
+    status_code=201,
+    tags=["admin"],
+    responses=errors(403, 409),
+    openapi_extra=public("/api/admin/users"),
+)
 async def create_user(body: CreateUser, who: Caller, identity: Accounts) -> Created:
     """ADMIN creates a user (staff or patient) with the given roles."""
     if not who.has_any(Role.ADMIN):

@@ -26,7 +26,7 @@ from his.inventory.domain import COUNTED_UNITS, ITEM_CODE, LOCATION, MAX_QUANTIT
 from his.inventory.handlers import Inventory
 from his.kernel.params import Limit
 from his.kernel.problems import HTTPException
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 
 router = APIRouter(tags=["inventory"])
 Stock = Annotated[Inventory, Depends(provided(Inventory))]
@@ -268,7 +268,9 @@ class Backorders(BaseModel):
     items: list[Backorder]
 
 
-@router.post("/inventory/items", status_code=201, responses=errors(403, 409))
+@router.post(
+    "/inventory/items", status_code=201, responses=errors(403, 409), openapi_extra=public("/api/inventory/items")
+)
 async def create_item(body: NewItem, who: Caller, stock: Stock) -> ItemOut:
     """Define an item with its unit, whether it is billed to the patient, and low-stock
     thresholds per location (ADMIN). 409 if the code exists; a unit the hospital does not know
@@ -277,19 +279,21 @@ async def create_item(body: NewItem, who: Caller, stock: Stock) -> ItemOut:
     return ItemOut.of(await stock.create_item(who, item))
 
 
-@router.get("/inventory/units", responses=errors(403))
+@router.get("/inventory/units", responses=errors(403), openapi_extra=public("/api/inventory/units"))
 async def units(who: Caller, stock: Stock) -> Units:
     """The units an item may be kept in: counted ones take whole quantities only (staff)."""
     return Units(items=[Unit(unit=u, whole_numbers_only=u in COUNTED_UNITS) for u in stock.units(who)])
 
 
-@router.get("/inventory/items", responses=errors(403))
+@router.get("/inventory/items", responses=errors(403), openapi_extra=public("/api/inventory/items"))
 async def items(who: Caller, stock: Stock) -> Items:
     """Every item with its thresholds per location (staff)."""
     return Items(items=[ItemOut.of(i) for i in await stock.items(who)])
 
 
-@router.post("/inventory/receipts", status_code=201, responses=errors(403))
+@router.post(
+    "/inventory/receipts", status_code=201, responses=errors(403), openapi_extra=public("/api/inventory/receipts")
+)
 async def receive(body: NewReceipt, who: Caller, stock: Stock) -> Received:
     """Receive a lot of an item into a location; receiving into an existing lot adds to it
     (ADMIN, NURSE, LAB_TECH). 422 for an unknown item or a lot already past its expiry."""
@@ -313,6 +317,7 @@ async def receive(body: NewReceipt, who: Caller, stock: Stock) -> Received:
     status_code=201,
     response_model=Consumed,
     responses={202: {"model": Backordered, "description": "back-ordered: nothing was taken"}, **errors(403, 404, 409)},
+    openapi_extra=public("/api/inventory/consumptions"),
 )
 async def consume(body: NewConsumption, who: Caller, stock: Stock) -> Consumed | JSONResponse:
     """Use stock, first-expiring lots first (expired lots never), all or nothing (NURSE, DOCTOR,
@@ -353,7 +358,7 @@ async def consume(body: NewConsumption, who: Caller, stock: Stock) -> Consumed |
     )
 
 
-@router.get("/inventory/stock", responses=errors(403))
+@router.get("/inventory/stock", responses=errors(403), openapi_extra=public("/api/inventory/stock"))
 async def stock_report(
     who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None
 ) -> StockReport:
@@ -364,7 +369,7 @@ async def stock_report(
     return StockReport(as_of=stock.today(), items=[StockLevel.of(s) for s in levels])
 
 
-@router.get("/inventory/expiring", responses=errors(403))
+@router.get("/inventory/expiring", responses=errors(403), openapi_extra=public("/api/inventory/expiring"))
 async def expiring(
     who: Caller, stock: Stock, days: Annotated[int, Query(ge=0, le=3650)] = 30, location: LocationFilter = None
 ) -> ExpiryReport:
@@ -392,7 +397,7 @@ async def expiring(
     )
 
 
-@router.get("/inventory/alerts", responses=errors(403))
+@router.get("/inventory/alerts", responses=errors(403), openapi_extra=public("/api/inventory/alerts"))
 async def alerts(
     who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None, limit: Limit = 100
 ) -> LowStockAlerts:
@@ -414,7 +419,7 @@ async def alerts(
     )
 
 
-@router.get("/inventory/backorders", responses=errors(403))
+@router.get("/inventory/backorders", responses=errors(403), openapi_extra=public("/api/inventory/backorders"))
 async def backorders(
     who: Caller, stock: Stock, item_code: ItemFilter = None, location: LocationFilter = None, limit: Limit = 100
 ) -> Backorders:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 from his.laboratory.domain import MAX_TESTS, VALUE_MAX, Action, LabTest, Order, Priority, Result, Status, Submitted
 from his.laboratory.handlers import FindOrders, Laboratory, PlaceOrder
 
@@ -160,13 +160,13 @@ class Placed(BaseModel):
     status: Status
 
 
-@router.get("/catalog")
+@router.get("/catalog", openapi_extra=public("/api/lab/catalog"))
 async def catalog(who: Caller, lab: Lab) -> Catalogue:
     """The test catalogue: codes, specimen, unit, reference and critical ranges, price (any signed-in)."""
     return Catalogue(items=[CatalogueTest.of(t) for t in await lab.catalogue()])
 
 
-@router.post("/orders", status_code=201, responses=errors(403, 404, 422))
+@router.post("/orders", status_code=201, responses=errors(403, 404, 422), openapi_extra=public("/api/lab/orders"))
 async def place(body: NewOrder, who: Caller, lab: Lab) -> Placed:
     """Order lab tests for a patient (a DOCTOR caring for the patient, or under an emergency
     grant; the caller is the ordering doctor). 422 for unknown or repeated test codes or an
@@ -175,7 +175,7 @@ async def place(body: NewOrder, who: Caller, lab: Lab) -> Placed:
     return Placed(id=order.id, status=order.status)
 
 
-@router.get("/orders", responses=errors(403, 404))
+@router.get("/orders", responses=errors(403, 404), openapi_extra=public("/api/lab/orders"))
 async def orders(
     who: Caller, lab: Lab, patient_id: uuid.UUID | None = None, status: Status | None = None, limit: Limit = 50
 ) -> LabOrders:
@@ -186,14 +186,18 @@ async def orders(
     return LabOrders(items=[LabOrder.of(o) for o in found])
 
 
-@router.get("/orders/{order_id}", responses=errors(403, 404))
+@router.get("/orders/{order_id}", responses=errors(403, 404), openapi_extra=public("/api/lab/orders/{id}"))
 async def one(order_id: uuid.UUID, who: Caller, lab: Lab) -> LabOrder:
     """One order with its results: LAB_TECH; its ordering doctor; a DOCTOR or NURSE caring for
     its patient or under an emergency grant; its patient."""
     return LabOrder.of(await lab.order(who, order_id))
 
 
-@router.post("/orders/{order_id}/results", responses=errors(403, 404, 409, 422))
+@router.post(
+    "/orders/{order_id}/results",
+    responses=errors(403, 404, 409, 422),
+    openapi_extra=public("/api/lab/orders/{id}/results"),
+)
 async def enter_results(order_id: uuid.UUID, body: NewResults, who: Caller, lab: Lab) -> LabOrder:
     """Result an in-progress order (LAB_TECH): one result per ordered test. Numbers are flagged
     from the catalogue's ranges (a contradicting flag is refused); other values need flag N or A.
@@ -202,7 +206,11 @@ async def enter_results(order_id: uuid.UUID, body: NewResults, who: Caller, lab:
     return LabOrder.of(await lab.enter_results(who, order_id, submitted))
 
 
-@router.post("/orders/{order_id}/{action}", responses=errors(403, 404, 409))
+@router.post(
+    "/orders/{order_id}/{action}",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/lab/orders/{id}/{action}"),
+)
 async def step(order_id: uuid.UUID, action: Action, who: Caller, lab: Lab) -> LabOrder:
     """Collect the specimen (LAB_TECH, a NURSE caring for the patient), start the analysis
     (LAB_TECH) or cancel (the ordering DOCTOR, LAB_TECH, ADMIN). An action the order's state

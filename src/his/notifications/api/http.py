@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 from his.notifications import domain
 from his.notifications.handlers import Notifications
 
@@ -72,7 +72,7 @@ class PreferencesBody(BaseModel):
         return cls(email=p.email, sms=p.sms, opted_out=p.opted_out)
 
 
-@router.get("/alerts", responses=errors(403))
+@router.get("/alerts", responses=errors(403), openapi_extra=public("/api/notifications/alerts"))
 async def my_alerts(who: Caller, messages: Messages, limit: Limit = 50) -> Alerts:
     """Alerts addressed to the caller, newest first: to ADMIN those for administrators (e.g. a
     clinician broke the glass on a patient); to a DOCTOR those for them (an abnormal or critical
@@ -80,19 +80,19 @@ async def my_alerts(who: Caller, messages: Messages, limit: Limit = 50) -> Alert
     return Alerts(items=[Alert.model_validate(a) for a in await messages.alerts(who, limit)])
 
 
-@router.get("", responses=errors(403, 404))
+@router.get("", responses=errors(403, 404), openapi_extra=public("/api/notifications"))
 async def history(patient_id: uuid.UUID, who: Caller, messages: Messages, limit: Limit = 50) -> Deliveries:
     """Delivery history of one patient, newest first (ADMIN, or the patient themself)."""
     return Deliveries(items=[Delivery.model_validate(d) for d in await messages.history(who, patient_id, limit)])
 
 
-@router.get("/preferences", responses=errors(403, 404))
+@router.get("/preferences", responses=errors(403, 404), openapi_extra=public("/api/notifications/preferences"))
 async def get_preferences(patient_id: uuid.UUID, who: Caller, messages: Messages) -> PreferencesBody:
     """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
     return PreferencesBody.of(await messages.preferences(who, patient_id))
 
 
-@router.put("/preferences", responses=errors(403, 404))
+@router.put("/preferences", responses=errors(403, 404), openapi_extra=public("/api/notifications/preferences"))
 async def put_preferences(
     patient_id: uuid.UUID, body: PreferencesBody, who: Caller, messages: Messages
 ) -> PreferencesBody:

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.kernel.intervals import Interval
 from his.kernel.params import CalendarDateTime, Limit, one_of
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 from his.practitioners import handlers
 from his.practitioners.domain import SPECIALTIES, LeaveAction, LeaveStatus
 from his.practitioners.handlers import Practitioners
@@ -109,19 +109,19 @@ class Availability(BaseModel):
     items: list[Span]
 
 
-@router.get("/specialties")
+@router.get("/specialties", openapi_extra=public("/api/practitioners/specialties"))
 async def specialties(who: Caller) -> Specialties:
     """The specialties a practitioner can have (code and name)."""
     return Specialties(items=[Specialty(code=c, name=n) for c, n in SPECIALTIES.items()])
 
 
-@router.post("", status_code=201, responses=errors(403, 409))
+@router.post("", status_code=201, responses=errors(403, 409), openapi_extra=public("/api/practitioners"))
 async def create(body: NewPractitioner, who: Caller, staff: Staff) -> Created:
     """Create a practitioner profile (ADMIN); publishes ``his.practitioners.practitioner.registered.v1``."""
     return Created(id=await staff.register(who, handlers.NewPractitioner(body.full_name, body.specialty, body.user_id)))
 
 
-@router.get("")
+@router.get("", openapi_extra=public("/api/practitioners"))
 async def directory(
     who: Caller, staff: Staff, specialty: Annotated[str | None, Query(max_length=64)] = None, limit: Limit = 50
 ) -> Directory:
@@ -131,34 +131,50 @@ async def directory(
     return Directory(items=[Profile.model_validate(p) for p in await staff.directory(specialty, limit)])
 
 
-@router.get("/{practitioner_id}", responses=errors(404))
+@router.get("/{practitioner_id}", responses=errors(404), openapi_extra=public("/api/practitioners/{id}"))
 async def profile(practitioner_id: uuid.UUID, who: Caller, staff: Staff) -> Profile:
     """One practitioner's profile (any signed-in user)."""
     return Profile.model_validate(await staff.profile(practitioner_id))
 
 
-@router.post("/{practitioner_id}/shifts", status_code=201, responses=errors(403, 404, 409))
+@router.post(
+    "/{practitioner_id}/shifts",
+    status_code=201,
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/practitioners/{id}/shifts"),
+)
 async def add_shift(practitioner_id: uuid.UUID, body: TimeSpan, who: Caller, staff: Staff) -> Created:
     """Give a shift (ADMIN, or the practitioner themself). Shifts of one person never overlap
     (409 names the shift it collides with); overnight shifts are fine, up to 24 hours."""
     return Created(id=await staff.add_shift(who, practitioner_id, body.start, body.end))
 
 
-@router.get("/{practitioner_id}/shifts", responses=errors(403, 404))
+@router.get(
+    "/{practitioner_id}/shifts", responses=errors(403, 404), openapi_extra=public("/api/practitioners/{id}/shifts")
+)
 async def list_shifts(practitioner_id: uuid.UUID, who: Caller, staff: Staff, start: From, end: To) -> Shifts:
     """Shifts overlapping a window of at most 31 days (staff, or the practitioner)."""
     found = await staff.shifts(who, practitioner_id, start, end)
     return Shifts(items=[Shift(id=s.id, start=s.during.start, end=s.during.end) for s in found])
 
 
-@router.post("/{practitioner_id}/leave-requests", status_code=201, responses=errors(403, 404))
+@router.post(
+    "/{practitioner_id}/leave-requests",
+    status_code=201,
+    responses=errors(403, 404),
+    openapi_extra=public("/api/practitioners/{id}/leave-requests"),
+)
 async def request_leave(practitioner_id: uuid.UUID, body: TimeSpan, who: Caller, staff: Staff) -> LeaveCreated:
     """Request leave (the practitioner, or ADMIN on their behalf); it starts as ``requested``."""
     lid = await staff.request_leave(who, practitioner_id, body.start, body.end)
     return LeaveCreated(id=lid, status=LeaveStatus.REQUESTED)
 
 
-@router.get("/{practitioner_id}/leave-requests", responses=errors(403, 404))
+@router.get(
+    "/{practitioner_id}/leave-requests",
+    responses=errors(403, 404),
+    openapi_extra=public("/api/practitioners/{id}/leave-requests"),
+)
 async def list_leave(practitioner_id: uuid.UUID, who: Caller, staff: Staff) -> Leaves:
     """Leave requests of one practitioner, newest first (the practitioner, or ADMIN)."""
     found = await staff.leave_requests(who, practitioner_id)
@@ -177,7 +193,11 @@ async def list_leave(practitioner_id: uuid.UUID, who: Caller, staff: Staff) -> L
     )
 
 
-@router.post("/{practitioner_id}/leave-requests/{leave_id}/{action}", responses=errors(403, 404, 409))
+@router.post(
+    "/{practitioner_id}/leave-requests/{leave_id}/{action}",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/practitioners/{id}/leave-requests/{leave_id}/{action}"),
+)
 async def decide(
     practitioner_id: uuid.UUID, leave_id: uuid.UUID, action: LeaveAction, who: Caller, staff: Staff
 ) -> LeaveDecided:
@@ -186,7 +206,11 @@ async def decide(
     return LeaveDecided(id=leave_id, status=await staff.decide_leave(who, practitioner_id, leave_id, action))
 
 
-@router.get("/{practitioner_id}/availability", responses=errors(403, 404))
+@router.get(
+    "/{practitioner_id}/availability",
+    responses=errors(403, 404),
+    openapi_extra=public("/api/practitioners/{id}/availability"),
+)
 async def available(practitioner_id: uuid.UUID, who: Caller, staff: Staff, start: From, end: To) -> Availability:
     """Free time in a window of at most 31 days: shifts minus approved leave minus booked time (staff)."""
     return Availability(items=[Span.of(i) for i in await staff.availability(who, practitioner_id, start, end)])
