@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from his.gateway.app import create_app
-from his.kernel.config import ServiceSettings
+from his.gateway.settings import GatewaySettings
 
 VENDORED = Path(str(resources.files("his.gateway"))) / "static" / "swagger-ui"
 
@@ -47,7 +47,7 @@ class Page(HTMLParser):
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app({}, ServiceSettings())
+    app = create_app({}, GatewaySettings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:4004") as client:
         yield client
 

@@ -110,14 +110,14 @@ def test_when_its_caller_dies_the_server_stops_its_children_and_exits() -> None:
 def test_without_its_fork_server_the_supervisor_starts_a_child_as_its_own_interpreter(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from his.cli.settings import OperatorSettings
     from his.cli.supervisor.children import launch
     from his.cli.supervisor.stack import Child, Stack
     from his.infra.procs import ManagedProcess
-    from his.kernel.config import Settings
 
     forks = ForkServer.start(["json"])
     forks.close()  # as if it had died
-    stack = Stack(Settings(data_dir=tmp_path), forks=forks)
+    stack = Stack(OperatorSettings(data_dir=tmp_path), forks=forks)
     env = {"HIS_DATA_DIR": str(tmp_path), "PYTHONPATH": ROOT, "GREETING": "plain", "EXIT_CODE": "4"}
     child = Child("greeter", CHILD, env, url="")
     launch(stack, child)

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from his.gateway.app import Edge, create_app
+from his.gateway.settings import GatewaySettings
 from his.identity.keys import SigningKey, sign_access_token
-from his.kernel.config import ServiceSettings
 from his.kernel.security import AUDIENCE, ISSUER
 from tests.support.waiting import wait_for
 
@@ -66,7 +66,7 @@ def closed_port() -> int:
 @contextlib.asynccontextmanager
 async def gateway(port: int, timeout: float = 10.0) -> AsyncIterator[httpx.AsyncClient]:
     url = f"http://127.0.0.1:{port}"
-    app = create_app({"identity": url, "patients": url}, ServiceSettings(gateway_rate_per_ip=1000.0))
+    app = create_app({"identity": url, "patients": url}, GatewaySettings(gateway_rate_per_ip=1000.0))
     gw = app.state.gateway
     gw.timeout = type(gw.timeout)(total=timeout, sock_connect=2.0)
     transport = httpx.ASGITransport(app=Edge(app, gw), client=("203.0.113.9", 50000))
@@ -188,7 +188,7 @@ async def test_a_request_finding_every_upstream_connection_busy_is_a_503_unsent(
     up, port = upstream
     up.delay = 4.0  # every pooled connection is held longer than the connect deadline
     url = f"http://127.0.0.1:{port}"
-    settings = ServiceSettings(gateway_rate_per_ip=1000.0, gateway_burst=1000)
+    settings = GatewaySettings(gateway_rate_per_ip=1000.0, gateway_burst=1000)
     app = create_app({"identity": url, "patients": url}, settings)
     gw = app.state.gateway
     transport = httpx.ASGITransport(app=Edge(app, gw), client=("203.0.113.9", 50000))

@@ -21,7 +21,7 @@ import uvicorn
 from prometheus_client import REGISTRY
 
 from his.gateway.app import Edge, create_app, listener
-from his.kernel.config import ServiceSettings
+from his.gateway.settings import GatewaySettings
 
 HEAD_TIMEOUT = BODY_TIMEOUT = 0.5
 SLACK = 1.5  # on a busy 2-core machine, how late a deadline may fire
@@ -50,7 +50,7 @@ class Upstream:
 class Listener:
     port: int
     upstream: Upstream
-    settings: ServiceSettings
+    settings: GatewaySettings
 
     @property
     def url(self) -> str:
@@ -85,7 +85,7 @@ async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
     server.close()
 
 
-def settings(**changes: Any) -> ServiceSettings:
+def settings(**changes: Any) -> GatewaySettings:
     base: dict[str, Any] = {
         "gateway_header_timeout": HEAD_TIMEOUT,
         "gateway_body_timeout": BODY_TIMEOUT,
@@ -94,7 +94,7 @@ def settings(**changes: Any) -> ServiceSettings:
         "gateway_rate_per_ip": 1000.0,
         "gateway_burst": 1000,
     }
-    return ServiceSettings(**(base | changes))
+    return GatewaySettings(**(base | changes))
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,8 @@ import nats
 
 from his.cli.migrate import run_migrate
 from his.cli.services import SERVICES
+from his.cli.settings import OperatorSettings
 from his.kernel import migrations
-from his.kernel.config import Settings
 from his.kernel.events import stream_name
 from his.kernel.streams import DLQ_STREAM
 from tests.conftest import NatsServer
@@ -21,7 +21,7 @@ async def test_migrate_declares_streams_and_provisions_every_service(
 ) -> None:
     for svc in SERVICES:
         (tmp_path / svc).write_text(f"pw-{svc}-migrate\n")
-    settings = Settings(_env_file=None, database_url=admin_dsn, nats_url=nats_server.url, stream_replicas=1)
+    settings = OperatorSettings(_env_file=None, database_url=admin_dsn, nats_url=nats_server.url, stream_replicas=1)
 
     done = await run_migrate(settings, tmp_path)
 

@@ -36,9 +36,9 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
+from his.cli.settings import OperatorSettings
 from his.infra.nats_cluster import ClusterNode, NatsCluster
 from his.kernel import streams
-from his.kernel.config import Settings
 from his.kernel.db import Database
 from his.kernel.outbox import OutboxRelay
 from his.kernel.service import connect_nats
@@ -183,7 +183,7 @@ async def test_killing_the_stream_leader_mid_burst_loses_nothing_and_publishing_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HIS_STREAM_REPLICAS", "3" if variant == "R3" else "1")
-    replicas = Settings(_env_file=None).stream_replicas
+    replicas = OperatorSettings(_env_file=None).stream_replicas
     conn = await connect_nats(",".join(cluster.urls), "test-cluster")  # the services' connection settings
     js = conn.jetstream(timeout=5.0)
     await streams.declare(js, [TEST_SERVICE], replicas=replicas)

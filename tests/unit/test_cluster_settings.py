@@ -8,20 +8,20 @@ import pytest
 from pydantic import ValidationError
 
 from his.cli.migrate import MigrateError, passwords
+from his.cli.settings import OperatorSettings
 from his.kernel import probe
-from his.kernel.config import Settings
 from his.kernel.streams import stream_configs
 
 
 def test_streams_have_one_replica_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIS_STREAM_REPLICAS", raising=False)
-    replicas = Settings(_env_file=None).stream_replicas
+    replicas = OperatorSettings(_env_file=None).stream_replicas
     assert {c.num_replicas for c in stream_configs(["patients"], replicas=replicas)} == {1}
 
 
 def test_stream_replicas_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIS_STREAM_REPLICAS", "3")
-    replicas = Settings(_env_file=None).stream_replicas
+    replicas = OperatorSettings(_env_file=None).stream_replicas
     configs = stream_configs(["patients", "billing"], replicas=replicas)
     assert replicas == 3
     assert {c.num_replicas for c in configs} == {3}  # every stream, the DLQ and advisories included
@@ -31,7 +31,7 @@ def test_stream_replicas_come_from_the_environment(monkeypatch: pytest.MonkeyPat
 def test_stream_replicas_refuse_nonsense(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("HIS_STREAM_REPLICAS", value)
     with pytest.raises(ValidationError):
-        Settings(_env_file=None)
+        OperatorSettings(_env_file=None)
 
 
 def test_migration_needs_a_password_per_service(tmp_path: Path) -> None:

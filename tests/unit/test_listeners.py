@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from his.gateway.app import Edge, Gateway, create_app, listener
+from his.gateway.settings import GatewaySettings
 from his.kernel.config import ServiceSettings
 from his.kernel.service import NO_TELEMETRY, http_config
 
@@ -18,7 +19,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 def test_the_gateway_never_takes_the_peer_address_from_x_forwarded_for() -> None:
     # A local client could otherwise pick its own address for the per-IP rate limit.
-    settings = ServiceSettings()
+    settings = GatewaySettings()
     config = listener(Edge(FastAPI(), Gateway({})), settings)
     config.load()
     assert not config.proxy_headers

@@ -11,22 +11,22 @@ from nats.js.api import StreamConfig
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 
+from his.cli.settings import OperatorSettings
 from his.kernel import streams as streams_module
 from his.kernel.bus import server_urls
-from his.kernel.config import Settings
 from his.kernel.streams import declare, stream_configs
 
 
 def test_streams_have_one_replica_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HIS_STREAM_REPLICAS", raising=False)
-    settings = Settings(_env_file=None)
+    settings = OperatorSettings(_env_file=None)
     assert settings.stream_replicas == 1
     assert {c.num_replicas for c in stream_configs(["patients"], replicas=settings.stream_replicas)} == {1}
 
 
 def test_three_replicas_apply_to_every_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIS_STREAM_REPLICAS", "3")
-    settings = Settings(_env_file=None)
+    settings = OperatorSettings(_env_file=None)
     configs = stream_configs(["patients", "billing"], replicas=settings.stream_replicas)
     assert len(configs) == 5
     assert {c.num_replicas for c in configs} == {3}
@@ -36,7 +36,7 @@ def test_three_replicas_apply_to_every_stream(monkeypatch: pytest.MonkeyPatch) -
 def test_an_impossible_replica_count_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("HIS_STREAM_REPLICAS", value)
     with pytest.raises(ValidationError, match="stream_replicas"):
-        Settings(_env_file=None)
+        OperatorSettings(_env_file=None)
 
 
 def test_a_nats_url_may_list_every_server_of_a_cluster() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from his.kernel.config import Settings
+from his.cli.settings import OperatorSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -42,7 +42,7 @@ def up() -> None:
     from his.cli.services import start_forkserver
     from his.infra.forkserver import ForkServer, ForkServerError
 
-    settings = Settings()
+    settings = OperatorSettings()
     refuse_bad_admin(settings)
     forks: ForkServer | None = None
     # First of all, once the settings are known to be usable: the fork server imports what the
@@ -56,7 +56,7 @@ def up() -> None:
     raise typer.Exit(run_up(settings, forks))
 
 
-def refuse_bad_admin(settings: Settings) -> None:
+def refuse_bad_admin(settings: OperatorSettings) -> None:
     """Exit at once, before any server starts, if the first start could not create the administrator
     from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (the password breaks the policy, say)."""
     from his.identity.domain import check_admin_account
@@ -95,7 +95,7 @@ def demo(
     from his.cli import demo as demo_mod
     from his.cli import state
 
-    settings = Settings()
+    settings = OperatorSettings()
     st = state.read(settings.data_path)
     if st is None:
         err.print(f"error: no running hospital found in {settings.data_path} (start it with `his up`)")
@@ -138,7 +138,7 @@ def status(
     """
     from his.cli.ops import render_status, snapshot_once, watch
 
-    settings = Settings()
+    settings = OperatorSettings()
     if not (as_json or once) and out.is_terminal:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(watch(settings, out))
@@ -156,7 +156,7 @@ def _with_js(fn: Any) -> Any:
     from his.cli.ops import NotRunningError, with_jetstream
 
     try:
-        return asyncio.run(with_jetstream(Settings(), fn))
+        return asyncio.run(with_jetstream(OperatorSettings(), fn))
     except NotRunningError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(1) from None
@@ -208,7 +208,7 @@ def dlq_replay(
 
     from his.kernel import dlq
 
-    remembered = None if force else timedelta(days=Settings().inbox_retention_days)
+    remembered = None if force else timedelta(days=OperatorSettings().inbox_retention_days)
     refused = 0
 
     async def go(js: Any) -> list[str]:
@@ -412,7 +412,7 @@ def soak(  # noqa: PLR0917 - one parameter per command-line option
 def _admin_dsn() -> str:
     from his.cli import state
 
-    settings = Settings()
+    settings = OperatorSettings()
     st = state.read(settings.data_path) or {}
     dsn = settings.database_url or st.get("admin_dsn")
     if not dsn:
@@ -426,7 +426,7 @@ def audit_verify() -> None:
     """Check the whole audit chain and the latest head checkpoint; name the first bad record."""
     from his.cli.audit import verify_chain
 
-    verdict = asyncio.run(verify_chain(_admin_dsn(), Settings().data_path))
+    verdict = asyncio.run(verify_chain(_admin_dsn(), OperatorSettings().data_path))
     if verdict.ok:
         out.print(f"audit chain intact: {verdict.checked} records")
         return
@@ -439,7 +439,7 @@ def audit_checkpoint() -> None:
     """Record the current head of the chain outside the database (HMAC-authenticated)."""
     from his.cli.audit import write_checkpoint
 
-    cp = asyncio.run(write_checkpoint(_admin_dsn(), Settings().data_path))
+    cp = asyncio.run(write_checkpoint(_admin_dsn(), OperatorSettings().data_path))
     out.print(f"checkpoint at record {cp.seq}: {cp.hash.hex()[:16]}…")
 
 
@@ -454,7 +454,7 @@ def migrate(
     from his.cli.migrate import MigrateError, run_migrate
 
     try:
-        for line in asyncio.run(run_migrate(Settings(), passwords_dir)):
+        for line in asyncio.run(run_migrate(OperatorSettings(), passwords_dir)):
             out.print(line)
     except MigrateError as exc:
         err.print(f"error: {exc}")

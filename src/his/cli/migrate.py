@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from his.cli.services import SERVICES
+from his.cli.settings import OperatorSettings
 from his.kernel import bus, migrations, streams
-from his.kernel.config import Settings
 
 
 class MigrateError(Exception):
@@ -30,7 +30,7 @@ def passwords(directory: Path, services: tuple[str, ...] = SERVICES) -> dict[str
     return found
 
 
-async def run_migrate(settings: Settings, passwords_dir: Path) -> list[str]:
+async def run_migrate(settings: OperatorSettings, passwords_dir: Path) -> list[str]:
     """Declare the streams (when HIS_NATS_URL is set), then provision and migrate each service."""
     if not settings.database_url:
         raise MigrateError("HIS_DATABASE_URL (an administrator's connection URL) is not set")

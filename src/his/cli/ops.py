@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from his.cli import scrape, state
+from his.cli.settings import OperatorSettings
 from his.kernel import bus, dlq
-from his.kernel.config import Settings
 from his.kernel.pki import WorkloadIdentity
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ class NotRunningError(RuntimeError):
     """No hospital is running on this data directory."""
 
 
-def nats_url(settings: Settings) -> str:
+def nats_url(settings: OperatorSettings) -> str:
     st = state.read(settings.data_path)
     if st and st.get("nats_url"):
         return str(st["nats_url"])
@@ -35,7 +35,7 @@ def nats_url(settings: Settings) -> str:
     raise NotRunningError(f"no running hospital found in {settings.data_path} (start it with `his up`)")
 
 
-async def with_jetstream(settings: Settings, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+async def with_jetstream(settings: OperatorSettings, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
     url = nats_url(settings)
 
     async def quiet(_: Exception) -> None:
@@ -85,7 +85,7 @@ async def _scrape(client: httpx.AsyncClient, url: str) -> scrape.Scrape | None:
 Scrapes = dict[str, scrape.Scrape]
 
 
-async def scrape_all(settings: Settings) -> Scrapes:
+async def scrape_all(settings: OperatorSettings) -> Scrapes:
     """One scrape of every running process's /metrics, by process name (unreachable ones left out)."""
     st = state.read(settings.data_path)
     if st is None:
@@ -114,7 +114,7 @@ def _figures(doc: dict[str, Any], before: scrape.Scrape | None, after: scrape.Sc
     doc["metrics"] = after.gauges
 
 
-async def collect_status(settings: Settings, before: Scrapes | None = None) -> tuple[dict[str, Any], Scrapes]:
+async def collect_status(settings: OperatorSettings, before: Scrapes | None = None) -> tuple[dict[str, Any], Scrapes]:
     """A snapshot of the hospital, and this round's scrapes (pass them as ``before`` to the next
     round: request rates and p95 cover the time between the two)."""
     st = state.read(settings.data_path)
@@ -164,7 +164,7 @@ async def _from_jetstream(st: dict[str, Any], operator: WorkloadIdentity | None,
         snapshot["nats"] = f"unreachable: {exc!r}"
 
 
-async def snapshot_once(settings: Settings, interval: float) -> dict[str, Any]:
+async def snapshot_once(settings: OperatorSettings, interval: float) -> dict[str, Any]:
     """One snapshot; with ``interval`` > 0 the rates cover that many seconds before it."""
     before = None
     if interval > 0:
@@ -174,7 +174,7 @@ async def snapshot_once(settings: Settings, interval: float) -> dict[str, Any]:
     return snap
 
 
-async def watch(settings: Settings, console: Console, every: float = 2.0) -> None:
+async def watch(settings: OperatorSettings, console: Console, every: float = 2.0) -> None:
     """Redraw the status view every ``every`` seconds until cancelled (Ctrl-C)."""
     before = await scrape_all(settings)
     with Live(Text("reading the hospital's metrics…"), console=console, auto_refresh=False, screen=False) as live:

@@ -30,9 +30,9 @@ from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble
 from his.gateway.revocations import Revocations
 from his.gateway.routing import ROUTES, Match, resolve
+from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs
 from his.kernel import tracing
-from his.kernel.config import ServiceSettings
 from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
@@ -241,10 +241,10 @@ async def read_capped(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(upstreams: dict[str, str], settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(upstreams: dict[str, str], settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="his", docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     install(app)
-    s = settings or ServiceSettings()
+    s = settings or GatewaySettings()
     gw = Gateway(
         upstreams,
         per_ip=s.gateway_rate_per_ip,
@@ -408,7 +408,7 @@ def no_store(send: obs.Send) -> obs.Send:
     return sending
 
 
-def limits(settings: ServiceSettings) -> Limits:
+def limits(settings: GatewaySettings) -> Limits:
     """What the public listener allows one client (``HIS_GATEWAY_*``)."""
     return Limits(
         header_timeout=settings.gateway_header_timeout,
@@ -418,7 +418,7 @@ def limits(settings: ServiceSettings) -> Limits:
     )
 
 
-def listener(edge: Edge, settings: ServiceSettings) -> uvicorn.Config:
+def listener(edge: Edge, settings: GatewaySettings) -> uvicorn.Config:
     """The public listener: the edge with its tracing and metrics middlewares."""
     return uvicorn.Config(
         tracing.TracingMiddleware(obs.MetricsMiddleware(edge)),
@@ -439,7 +439,7 @@ def listener(edge: Edge, settings: ServiceSettings) -> uvicorn.Config:
     )
 
 
-def ops_listener(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+def ops_listener(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
     """The operations listener, on ``HIS_OPS_PORT``: mutual TLS as the services' own listeners
     (the operator's, Prometheus's and the probe's certificates), so the public cannot reach it
     even where it binds every address."""
@@ -462,7 +462,7 @@ def ops_listener(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
     )
 
 
-def enough_files(settings: ServiceSettings) -> None:
+def enough_files(settings: GatewaySettings) -> None:
     """Raise this process's open-file limit to what its connection caps need, if the hard limit allows."""
     want = settings.gateway_max_connections + OPS_LIMITS.max_connections + 512  # upstream pool, logs, slack
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -474,7 +474,7 @@ def enough_files(settings: ServiceSettings) -> None:
 
 
 def main() -> None:
-    settings = ServiceSettings()
+    settings = GatewaySettings()
     obs.setup_logging(settings.log_level, "gateway")
     tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
     enough_files(settings)

@@ -15,31 +15,37 @@ from his.kernel.pki import WorkloadIdentity
 STREAM_MAX_AGE_DAYS = 30
 
 
-class Settings(BaseSettings):
-    """Settings shared by the supervisor and every service process."""
+class ProcessSettings(BaseSettings):
+    """What every process of a hospital reads, the gateway's and the supervisor's included: where
+    it listens, how it logs and traces, and its workload identity."""
 
     model_config = SettingsConfigDict(env_prefix="HIS_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".his"))
-    gateway_port: int = 4004
     host: str = "127.0.0.1"
-    database_url: str | None = None
-    nats_url: str | None = None
-    admin_email: str = "admin@his.local"
-    admin_password: str | None = None
-    #: Refuse to start on unsafe durability settings unless this is set.
-    allow_unsafe_durability: bool = False
     log_level: str = "INFO"
-    #: `his up` rotates each service's log under the data dir at this size (MB) and keeps this
-    #: many rotated files (``<service>.log.1`` is the newest).
-    log_max_mb: float = Field(default=50.0, gt=0)
-    log_files: int = Field(default=5, ge=1, le=100)
     #: OTLP/HTTP collector base URL for traces (e.g. http://127.0.0.1:4318); unset: the standard
     #: OTEL_EXPORTER_OTLP_ENDPOINT, else no export (trace ids still travel and appear in logs).
     otlp_endpoint: str | None = None
-    #: Replicas of every JetStream stream (and KV bucket) his declares: 1 on one server, 3 on a
-    #: 3-node cluster so that losing any one node loses neither data nor availability.
-    stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: This process's workload identity (certificate with its SPIFFE id, key, trusted CA bundle).
+    #: Set by `his up` from its local CA; SPIRE or cert-manager can provide the same three files.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    def workload(self) -> WorkloadIdentity | None:
+        if self.tls_cert and self.tls_key and self.tls_ca:
+            return WorkloadIdentity(self.tls_cert, self.tls_key, self.tls_ca)
+        return None
+
+
+class Settings(ProcessSettings):
+    """The hospital's settings every service obeys: `his up` reads and checks them once and hands
+    them to each service (``his.cli.settings.OperatorSettings`` adds what only the operator's
+    commands read, ``his.gateway.settings.GatewaySettings`` what only the gateway reads)."""
+
+    data_dir: Path = Field(default=Path(".his"))
+    #: Refuse to start on unsafe durability settings unless this is set.
+    allow_unsafe_durability: bool = False
     #: Deadline of every database statement a service or relay runs, in seconds. A statement that
     #: hangs (a lock held elsewhere, a server that stopped answering) is cancelled when it passes:
     #: the request gets a 503, a consumer tries the event again later, the relay reconnects.
@@ -47,40 +53,16 @@ class Settings(BaseSettings):
     #: Test-only: fault points to arm (``his.kernel.faults``), e.g.
     #: ``billing.payment.after_commit=kill@/tmp/trigger``. Empty (off) in any real deployment.
     fault_points: str = ""
-    #: How long published outbox rows are kept before they are pruned.
-    outbox_retention_seconds: float = 7 * 24 * 3600
     #: How long a consumer remembers an event it applied (its inbox row), in days. A redelivery
     #: can come as long as a stream keeps the event (30 days), so it must be longer than that.
     #: Replaying a dead letter whose event is older than this is refused without ``--force``.
     inbox_retention_days: float = Field(default=60.0, gt=STREAM_MAX_AGE_DAYS)
-    #: Poll interval of the relay when no wake-up arrives.
-    outbox_poll_seconds: float = 1.0
-    #: Gateway rate limits: requests per second per peer address and per signed-in user, and burst.
-    gateway_rate_per_ip: float = 50.0
-    gateway_rate_per_subject: float = 20.0
-    gateway_burst: int = 100
-    #: Gateway's public listener: seconds a client has to send a request's head (request line and
-    #: headers) and its body, and how many connections it keeps open, in all and per address.
-    gateway_header_timeout: float = Field(default=10.0, gt=0)
-    gateway_body_timeout: float = Field(default=30.0, gt=0)
-    gateway_max_connections: int = Field(default=1000, ge=1)
-    gateway_max_connections_per_address: int = Field(default=100, ge=1)
-    #: This process's workload identity (certificate with its SPIFFE id, key, trusted CA bundle).
-    #: Set by `his up` from its local CA; SPIRE or cert-manager can provide the same three files.
     #: The hospital's time zone (IANA name): what "a day" means for slots and nightly jobs.
     timezone: str = "UTC"
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
 
     @cached_property
     def data_path(self) -> Path:
         return self.data_dir.expanduser().resolve()
-
-    def workload(self) -> WorkloadIdentity | None:
-        if self.tls_cert and self.tls_key and self.tls_ca:
-            return WorkloadIdentity(self.tls_cert, self.tls_key, self.tls_ca)
-        return None
 
 
 class ServiceSettings(Settings):
@@ -93,9 +75,10 @@ class ServiceSettings(Settings):
     http_port: int = 0
     #: Port of this service's gRPC listener (mutual TLS); unset: the service serves no gRPC.
     grpc_port: int | None = None
-    #: The gateway's operations listener (health, readiness, metrics; mutual TLS when the process
-    #: has a workload identity), apart from its public port; unset: it has none.
-    ops_port: int | None = None
+    #: How long published outbox rows are kept before they are pruned.
+    outbox_retention_seconds: float = 7 * 24 * 3600
+    #: Poll interval of the relay when no wake-up arrives.
+    outbox_poll_seconds: float = 1.0
 
     def grpc_target(self, service: str) -> str:
         """Where ``service``'s gRPC API listens: ``HIS_<SERVICE>_GRPC`` (``host:port``), set by the supervisor."""

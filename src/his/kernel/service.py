@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from his.kernel import bus, faults, problems, safety, tracing, web
 from his.kernel import observability as obs
-from his.kernel.config import ServiceSettings
+from his.kernel.config import ProcessSettings, ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Combine, Database
 from his.kernel.dlq import DlqMover
@@ -335,7 +335,7 @@ def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> lis
     return stopped
 
 
-def mutual_tls(settings: ServiceSettings) -> dict[str, Any]:
+def mutual_tls(settings: ProcessSettings) -> dict[str, Any]:
     """uvicorn's options for a listener that requires a client certificate from the trusted CA
     (none without a workload identity)."""
     ident = settings.workload()

@@ -42,9 +42,9 @@ from rich.console import Console
 from his.benchmarks.hospital import ADMIN_EMAIL, PrivateHospital, rss_mb
 from his.cli import scrape
 from his.cli.ops import scrape_all
+from his.cli.settings import OperatorSettings
 from his.infra.procs import ManagedProcess
 from his.kernel import bus
-from his.kernel.config import Settings
 from his.reliability.history import History, Verdict
 
 #: The faults ``--faults`` may name.
@@ -969,7 +969,7 @@ class Injector:
 class Sampler:
     def __init__(self, hospital: PrivateHospital, infra: Infra, run: Run) -> None:
         self.hospital, self.infra, self.run = hospital, infra, run
-        self.settings = Settings(data_dir=hospital.data)
+        self.settings = OperatorSettings(data_dir=hospital.data)
         self.before: dict[str, scrape.Scrape] = {}
 
     async def sample(self) -> Sample:
@@ -1047,7 +1047,7 @@ STREAMS = {
 async def drained(hospital: PrivateHospital, run: Run, timeout: float) -> float:
     """Wait until every outbox is empty and every consumer caught up, twice in a row, and every
     told visit and stay has its invoice; returns the seconds waited."""
-    settings = Settings(data_dir=hospital.data)
+    settings = OperatorSettings(data_dir=hospital.data)
     t0 = time.monotonic()
     quiet = 0
     while time.monotonic() - t0 < timeout:

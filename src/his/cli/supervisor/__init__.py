@@ -20,6 +20,7 @@ import signal
 import time
 
 from his.cli.services import durables
+from his.cli.settings import OperatorSettings
 from his.cli.supervisor.admin import ensure_admin
 from his.cli.supervisor.children import bootstrap_and_launch, shutdown, supervise, wait_healthy
 from his.cli.supervisor.console import console, fail
@@ -30,10 +31,9 @@ from his.cli.supervisor.stack import Stack
 from his.infra.forkserver import ForkServer
 from his.infra.procs import ServerStartError
 from his.kernel import safety
-from his.kernel.config import Settings
 
 
-async def run_up(settings: Settings, forks: ForkServer | None = None) -> int:
+async def run_up(settings: OperatorSettings, forks: ForkServer | None = None) -> int:
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, forks=forks)
@@ -69,7 +69,7 @@ async def run_up(settings: Settings, forks: ForkServer | None = None) -> int:
         shutdown(stack)
 
 
-def up(settings: Settings, forks: ForkServer | None = None) -> int:
+def up(settings: OperatorSettings, forks: ForkServer | None = None) -> int:
     """``his up``; ``forks`` forks the children (``services.start_forkserver``), or None: each is
     started as its own interpreter."""
     return asyncio.run(run_up(settings, forks))

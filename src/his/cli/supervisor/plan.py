@@ -11,17 +11,18 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from his.cli.services import GATEWAY, SERVICES
+from his.cli.settings import OperatorSettings
 from his.cli.supervisor.datadir import secret
 from his.cli.supervisor.stack import Child, Stack
 from his.infra import nats as nats_infra
 from his.infra.procs import ServerStartError
 from his.kernel import migrations
-from his.kernel.config import Settings
+from his.kernel.config import ProcessSettings
 from his.kernel.crypto import new_key_text
 from his.patients.settings import PatientsSettings
 
 
-def check_gateway_port(settings: Settings) -> None:
+def check_gateway_port(settings: OperatorSettings) -> None:
     if not nats_infra.port_free(settings.host, settings.gateway_port):
         raise ServerStartError(
             f"gateway port {settings.host}:{settings.gateway_port} is already in use (set HIS_GATEWAY_PORT)"
@@ -80,21 +81,15 @@ def plan_children(stack: Stack) -> None:
     # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
     # public port: that is the address `his status` and the health checks use.
     ops_port = nats_infra.free_port(s.host)
-    env = dict(
-        base,
+    env = {
+        **base,
+        **service_settings_env(GATEWAY),  # its limits (HIS_GATEWAY_*)
         **stack.identities[GATEWAY].env(),
-        HIS_SERVICE=GATEWAY,
-        HIS_HTTP_PORT=str(s.gateway_port),
-        HIS_OPS_PORT=str(ops_port),
-        HIS_UPSTREAMS=json.dumps(upstreams),
-        HIS_GATEWAY_RATE_PER_IP=str(s.gateway_rate_per_ip),
-        HIS_GATEWAY_RATE_PER_SUBJECT=str(s.gateway_rate_per_subject),
-        HIS_GATEWAY_BURST=str(s.gateway_burst),
-        HIS_GATEWAY_HEADER_TIMEOUT=str(s.gateway_header_timeout),
-        HIS_GATEWAY_BODY_TIMEOUT=str(s.gateway_body_timeout),
-        HIS_GATEWAY_MAX_CONNECTIONS=str(s.gateway_max_connections),
-        HIS_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS=str(s.gateway_max_connections_per_address),
-    )
+        "HIS_SERVICE": GATEWAY,
+        "HIS_HTTP_PORT": str(s.gateway_port),
+        "HIS_OPS_PORT": str(ops_port),
+        "HIS_UPSTREAMS": json.dumps(upstreams),
+    }
     stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
 
 
@@ -114,7 +109,7 @@ def service_settings(cls: type[S], service: str) -> S:
         raise ServerStartError(f"invalid {service} settings: {names} (see README, Settings)") from None
 
 
-def hospital_timezone(settings: Settings) -> str:
+def hospital_timezone(settings: OperatorSettings) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -128,7 +123,9 @@ def hospital_timezone(settings: Settings) -> str:
 
 def service_settings_env(service: str) -> dict[str, str]:
     """The checked settings of a service, handed to its process (nothing else of the supervisor's
-    environment is)."""
+    environment is): those its own settings class declares, not the ones every process shares
+    (``ProcessSettings``), which the plan sets."""
+    from his.gateway.settings import GatewaySettings
     from his.identity.settings import IdentitySettings
     from his.notifications.settings import NotificationsSettings
 
@@ -136,8 +133,9 @@ def service_settings_env(service: str) -> dict[str, str]:
         "identity": IdentitySettings,
         "patients": PatientsSettings,
         "notifications": NotificationsSettings,
+        GATEWAY: GatewaySettings,
     }
     if service not in classes:
         return {}
-    values = service_settings(classes[service], service).model_dump()
+    values = service_settings(classes[service], service).model_dump(exclude=set(ProcessSettings.model_fields))
     return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from his.cli.settings import OperatorSettings
 from his.cli.supervisor.console import console
 from his.cli.supervisor.datadir import save_state
 from his.cli.supervisor.stack import Stack
@@ -20,11 +21,10 @@ from his.infra import nats as nats_infra
 from his.infra import postgres as pg_infra
 from his.infra.procs import RotatingLog, ServerStartError
 from his.kernel import bus, migrations, safety
-from his.kernel.config import Settings
 from his.kernel.pki import WorkloadIdentity
 
 
-def server_log(s: Settings, name: str) -> RotatingLog:
+def server_log(s: OperatorSettings, name: str) -> RotatingLog:
     """PostgreSQL's or NATS's output, in ``<data dir>/logs/<name>.log``, rotated as the services' are."""
     return RotatingLog(s.data_path / "logs" / f"{name}.log", max_bytes=int(s.log_max_mb * 2**20), keep=s.log_files)
 

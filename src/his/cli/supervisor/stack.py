@@ -7,10 +7,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO
 
+from his.cli.settings import OperatorSettings
 from his.cli.supervisor.console import ChildOutput
 from his.infra.forkserver import ForkedProcess, ForkServer
 from his.infra.procs import ManagedProcess
-from his.kernel.config import Settings
 from his.kernel.pki import WorkloadIdentity
 
 
@@ -34,7 +34,7 @@ class Child:
 
 @dataclass
 class Stack:
-    settings: Settings
+    settings: OperatorSettings
     admin_dsn: str = ""
     nats_url: str = ""
     nats_monitor: str | None = None
