@@ -10,7 +10,9 @@ answered, and becomes the error the use case raises.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from his.access import Decision
 from his.clients.patients import refused
@@ -18,6 +20,16 @@ from his.events.audit import Action, RecordAccessed, record_access
 from his.kernel.ports import Units, Work
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
+
+
+class OfPatient(Protocol):
+    """An object of one patient's record (an order, an appointment, an invoice …)."""
+
+    @property
+    def patient_id(self) -> uuid.UUID: ...
+
+
+T = TypeVar("T", bound=OfPatient)
 
 
 @dataclass(frozen=True)
@@ -66,3 +78,26 @@ class AccessLog:
         async with self.db.read() as uow:
             self.record(uow, who, patient_id, action, decision, resource=resource)
         return refused(decision, patient_id, what)
+
+    async def admit(
+        self,
+        who: Principal,
+        found: T | None,
+        decide: Callable[[T], Awaitable[Decision]],
+        *,
+        missing: Decision,
+        action: Action,
+        resource: str | None = None,
+        what: str,
+    ) -> tuple[T, Decision]:
+        """The object a caller asked for by id (``found``, None when there is none) and the
+        policy's decision on it (``decide``), or the error to answer: for a missing object the
+        one ``missing`` gives (404, or 403 when the caller's roles never allow the operation),
+        for a refusal the one ``refuse`` records and gives. The allowed decision is not recorded
+        yet: the use case records it with the access, in its own unit of work."""
+        if found is None:
+            raise refused(missing, None, what)
+        decision = await decide(found)
+        if not decision.allowed:
+            raise await self.refuse(who, found.patient_id, decision, action, resource=resource, what=what)
+        return found, decision

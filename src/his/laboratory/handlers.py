@@ -170,13 +170,12 @@ class Laboratory:
         """The order and the policy's decision on ``op``; a refusal is recorded and raised."""
         async with self.units.read() as unit:
             order = await unit.orders.get(order_id)
-        if order is None:
-            raise refused(policy.not_found(op, who.roles), None, "order")
-        placed_it = str(order.ordered_by) == who.subject
-        decision = await self.decide(who, op, order.patient_id, "order", placed_it=placed_it)
-        if not decision.allowed:
-            raise await self.log.refuse(who, order.patient_id, decision, action, resource=resource, what="order")
-        return order, decision
+
+        async def decide(o: Order) -> Decision:
+            return await self.decide(who, op, o.patient_id, "order", placed_it=str(o.ordered_by) == who.subject)
+
+        missing = policy.not_found(op, who.roles)
+        return await self.log.admit(who, order, decide, missing=missing, action=action, resource=resource, what="order")
 
 
 def refused_step(exc: InvalidTransitionError) -> ProblemError:
