@@ -34,6 +34,8 @@ from his.patients.domain import (
     InvalidPatientError,
     InvitationCodes,
     NewPatient,
+    Patient,
+    PatientChanges,
     Refusal,
     may_redeem,
 )
@@ -41,9 +43,6 @@ from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, ch
 
 Clock = Callable[[], datetime]
 
-#: What a clinician's search shows of a patient they have no care relationship with: enough to
-#: recognise the patient (and request emergency access), no contact or coverage details.
-LOOKUP_FIELDS = ("id", "mrn", "given_name", "family_name", "birth_date", "sex")
 OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
 SELF_ASSIGNMENT = (
     "you cannot put yourself on a patient's care team: another receptionist or administrator does, or, in an"
@@ -63,12 +62,26 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def lookup(p: Patient) -> dict[str, str]:
+    """What a clinician's search shows of a patient they have no care relationship with, and a
+    409 of a likely duplicate: enough to recognise the patient (and request emergency access),
+    no contact or coverage details."""
+    return {
+        "id": str(p.id),
+        "mrn": p.mrn,
+        "given_name": p.given_name,
+        "family_name": p.family_name,
+        "birth_date": p.birth_date.isoformat(),
+        "sex": p.sex.value,
+    }
+
+
 @dataclass(frozen=True)
 class Found:
-    """A search hit: the patient's row, and whether the caller sees all of it (a clinician sees
-    only ``LOOKUP_FIELDS`` of a patient outside their care)."""
+    """A search hit: the patient, and whether the caller sees only its ``lookup`` (a clinician,
+    of a patient outside their care)."""
 
-    patient: dict[str, Any]
+    patient: Patient
     restricted: bool
 
 
@@ -133,16 +146,16 @@ class Chart:
             )
         return patient_id, mrn
 
-    async def duplicates(self, uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, Any]]:
+    async def duplicates(self, uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, str]]:
         """Likely duplicates of the patient being registered; each one shown is an audited read."""
         try:
             valid = cmd.validated(handlers.hospital_today(uow, self.zone))
         except InvalidPatientError:
             return []  # the registration itself will say what is wrong
         found = await store.likely_duplicates(uow.conn, valid)
-        for row in found:
-            self.record(uow, who, row["id"], Decision("registration"), resource="patient", action="search")
-        return [{k: store.as_json(row)[k] for k in LOOKUP_FIELDS} for row in found]
+        for p in found:
+            self.record(uow, who, p.id, Decision("registration"), resource="patient", action="search")
+        return [lookup(p) for p in found]
 
     async def checked_coverage(self, payer: str) -> str:
         """The payer as billing spells it; one billing has no plan for is a 422 naming the plans
@@ -154,14 +167,14 @@ class Chart:
         except UnknownValueError as exc:
             raise exc.problem() from None
 
-    async def mine(self, who: Principal) -> dict[str, Any]:
+    async def mine(self, who: Principal) -> Patient:
         """The caller's own patient record."""
         async with self.db.read() as uow:
-            row = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
-            if row is None:
+            patient = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
+            if patient is None:
                 raise ProblemError(404, "no patient record is linked to your account")
-            self.record(uow, who, row["id"], Decision("own_record"), resource="patient", action="read")
-        return row
+            self.record(uow, who, patient.id, Decision("own_record"), resource="patient", action="read")
+        return patient
 
     async def search(self, who: Principal, q: str | None, birth_date: date | None, limit: int) -> list[Found]:
         """Patients by MRN, name and/or birth date, best first (staff). A clinician sees the whole
@@ -171,46 +184,46 @@ class Chart:
         if q is None and birth_date is None:
             raise ProblemError(422, "give q (MRN or name), birth_date, or both")
         async with self.db.read() as uow:
-            rows = await store.search(uow.conn, q, birth_date, limit)
+            found = await store.search(uow.conn, q, birth_date, limit)
             reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
-            if who.roles & CLINICIANS and not who.roles & ROLE_BASED and rows:
-                ids = [row["id"] for row in rows]
+            if who.roles & CLINICIANS and not who.roles & ROLE_BASED and found:
+                ids = [p.id for p in found]
                 reach = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, self.clock())
-            for row in rows:
-                emergency = reach is not None and reach.get(row["id"]) is False
+            for p in found:
+                emergency = reach is not None and reach.get(p.id) is False
                 purpose = "emergency" if emergency else "care"
-                self.record(uow, who, row["id"], Decision(purpose), resource="patient", action="search")
-        return [Found(row, reach is not None and row["id"] not in reach) for row in rows]
+                self.record(uow, who, p.id, Decision(purpose), resource="patient", action="search")
+        return [Found(p, reach is not None and p.id not in reach) for p in found]
 
-    async def patient(self, who: Principal, patient_id: uuid.UUID) -> dict[str, Any]:
+    async def patient(self, who: Principal, patient_id: uuid.UUID) -> Patient:
         """One patient's master data: the patient themself, or staff (clinicians need care)."""
         async with self.db.read() as uow:
-            row, decision = await self.open(uow, who, patient_id, Operation.READ, resource="patient")
+            patient, decision = await self.open(uow, who, patient_id, Operation.READ, resource="patient")
         self.allowed(patient_id, decision)
-        return row
+        return patient
 
-    async def update(self, who: Principal, patient_id: uuid.UUID, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, who: Principal, patient_id: uuid.UUID, changes: PatientChanges) -> Patient:
         """Change a patient's master data (RECEPTIONIST, ADMIN; the patient their own e-mail and
         phone); a payer billing has no plan for is a 422 naming the valid payers."""
-        coverage = changes.get("coverage")
+        coverage = changes.coverage
         if coverage is not None:
-            changes = {**changes, "coverage": {**coverage, "payer": await self.checked_coverage(coverage["payer"])}}
+            coverage = replace(coverage, payer=await self.checked_coverage(coverage.payer))
+            changes = replace(changes, coverage=coverage)
         async with self.db.uow() as uow:
-            row, access = await self.decide(uow, who, patient_id, Operation.UPDATE)
-            decision = changing(access, who.roles, set(changes))
+            patient, access = await self.decide(uow, who, patient_id, Operation.UPDATE)
+            decision = changing(access, who.roles, changes.named)
             self.record(uow, who, patient_id, decision, resource="patient", action="update")
-            if decision.allowed and changes:
+            if decision.allowed and changes.named:
                 try:
-                    changed = await handlers.update_patient(
-                        uow, row, dict(changes), actor=uuid.UUID(who.subject), zone=self.zone
+                    patient = await handlers.update_patient(
+                        uow, patient, changes, actor=uuid.UUID(who.subject), zone=self.zone
                     )
                 except InvalidPatientError as exc:
                     raise ProblemError(422, str(exc)) from None
-                row = {**row, **changed}
         if access.allowed and not decision.allowed:
             raise ProblemError(403, "not allowed to change these fields")
         self.allowed(patient_id, decision)
-        return row
+        return patient
 
     # --- care team and emergency access ----------------------------------------------------------
 
@@ -390,7 +403,7 @@ class Chart:
                 f"{patient_id}) or choose the other channel",
             ) from None
 
-    async def redeem(self, who: Principal, code: str) -> dict[str, Any]:
+    async def redeem(self, who: Principal, code: str) -> Patient:
         """Redeem an invitation's code from the patient's own account: its record becomes theirs."""
         if not may_redeem(who.roles):
             raise ProblemError(403, "an invitation is redeemed from the patient's own account (role PATIENT only)")
@@ -419,22 +432,22 @@ class Chart:
         *,
         resource: str,
         action: Action = "read",
-    ) -> tuple[dict[str, Any], Decision]:
-        """The patient row and the policy's decision on ``op``, recorded (allowed or denied) in
+    ) -> tuple[Patient, Decision]:
+        """The patient and the policy's decision on ``op``, recorded (allowed or denied) in
         ``uow``. An unknown id raises at once (404, or 403 to roles that never may)."""
-        row, decision = await self.decide(uow, who, patient_id, op)
+        patient, decision = await self.decide(uow, who, patient_id, op)
         self.record(uow, who, patient_id, decision, resource=resource, action=action)
-        return row, decision
+        return patient, decision
 
     async def decide(
         self, uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, op: Operation
-    ) -> tuple[dict[str, Any], Decision]:
+    ) -> tuple[Patient, Decision]:
         """As ``open``, without the record (for a use case that refines the decision first)."""
-        row = await store.get_patient(uow.conn, patient_id)
-        if row is None:
+        patient = await store.get_patient(uow.conn, patient_id)
+        if patient is None:
             raise self.error(patient_id, policy.not_found(op, who.roles))
-        rel = await handlers.relationship(uow.conn, who, row, self.clock())
-        return row, policy.decide(op, who.roles, rel)
+        rel = await handlers.relationship(uow.conn, who, patient, self.clock())
+        return patient, policy.decide(op, who.roles, rel)
 
     @staticmethod
     def record(

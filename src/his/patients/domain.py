@@ -7,7 +7,7 @@ import hmac
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -57,6 +57,102 @@ class NewPatient:
         if phone is not None and not _PHONE.match(phone):
             raise InvalidPatientError("phone is not a valid number")
         return NewPatient(given, family, self.birth_date, self.sex, email, phone, self.user_id, self.coverage)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Who pays the insured share: a payer plan (billing's code for it) and the member's id with that payer."""
+
+    payer: str
+    member_id: str
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A registered patient's master data, as stored (in clear: of a patient's data only the
+    medical record's text is encrypted)."""
+
+    id: uuid.UUID
+    #: The medical record number, unique in the hospital.
+    mrn: str
+    given_name: str
+    family_name: str
+    birth_date: date
+    sex: Sex
+    email: str | None
+    phone: str | None
+    #: The patient's own account, once they redeemed an invitation.
+    user_id: uuid.UUID | None
+    coverage: Coverage | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    """Only what is needed to reach a patient."""
+
+    id: uuid.UUID
+    given_name: str
+    email: str | None
+    phone: str | None
+
+
+#: A value of master data as stored.
+Stored = str | date | None
+
+
+def master_data(p: Patient) -> dict[str, Stored]:
+    """A patient's master data by the names of its columns, as ``PatientUpdated`` names the
+    fields that changed (coverage is two: its payer and its member id)."""
+    return {
+        "given_name": p.given_name,
+        "family_name": p.family_name,
+        "birth_date": p.birth_date,
+        "sex": p.sex.value,
+        "email": p.email,
+        "phone": p.phone,
+        "coverage_payer": p.coverage.payer if p.coverage else None,
+        "coverage_member_id": p.coverage.member_id if p.coverage else None,
+    }
+
+
+@dataclass(frozen=True)
+class PatientChanges:
+    """A change of master data. Only the fields in ``named`` change: a named email, phone or
+    coverage of None clears it; a name, birth date or sex of None stays as it is."""
+
+    named: frozenset[str]
+    given_name: str | None = None
+    family_name: str | None = None
+    birth_date: date | None = None
+    sex: Sex | None = None
+    email: str | None = None
+    phone: str | None = None
+    coverage: Coverage | None = None
+
+    def applied_to(self, p: Patient, today: date) -> Patient:
+        """The patient with these changes, validated as a whole (``InvalidPatientError``)."""
+        coverage = self.coverage if "coverage" in self.named else p.coverage
+        merged = NewPatient(
+            self.given_name or p.given_name,
+            self.family_name or p.family_name,
+            self.birth_date or p.birth_date,
+            self.sex or p.sex,
+            self.email if "email" in self.named else p.email,
+            self.phone if "phone" in self.named else p.phone,
+            p.user_id,
+            (coverage.payer, coverage.member_id) if coverage else None,
+        ).validated(today)
+        return replace(
+            p,
+            given_name=merged.given_name,
+            family_name=merged.family_name,
+            birth_date=merged.birth_date,
+            sex=merged.sex,
+            email=merged.email,
+            phone=merged.phone,
+            coverage=Coverage(*merged.coverage) if merged.coverage else None,
+        )
 
 
 def format_mrn(number: int) -> str:

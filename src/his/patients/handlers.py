@@ -25,9 +25,11 @@ from his.patients.domain import (
     CareSource,
     NewCareRelationship,
     NewPatient,
-    Sex,
+    Patient,
+    PatientChanges,
     emergency_expiry,
     emergency_reason,
+    master_data,
 )
 
 
@@ -67,13 +69,13 @@ async def register_patient(
     return patient_id, mrn
 
 
-async def relationship(conn: Connection, who: Principal, patient: dict[str, Any], now: datetime) -> Relationship:
+async def relationship(conn: Connection, who: Principal, patient: Patient, now: datetime) -> Relationship:
     """What ``who`` is to this patient now: the patient themself, or a clinician in their care or
     under an emergency grant (asked of the tables only for clinicians)."""
-    owner = patient["user_id"] is not None and str(patient["user_id"]) == who.subject
+    owner = patient.user_id is not None and str(patient.user_id) == who.subject
     in_care = emergency = False
     if who.roles & CLINICIANS and not owner:
-        in_care, emergency = await store.care_basis(conn, patient["id"], uuid.UUID(who.subject), now)
+        in_care, emergency = await store.care_basis(conn, patient.id, uuid.UUID(who.subject), now)
     return Relationship(owner=owner, in_care=in_care, emergency=emergency)
 
 
@@ -202,43 +204,24 @@ async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
 
 
 async def update_patient(
-    uow: UnitOfWork, row: dict[str, Any], changes: dict[str, Any], *, actor: uuid.UUID, zone: tzinfo = UTC
-) -> dict[str, Any]:
-    """Apply changes to a patient's master data (validated as a whole); announce which fields changed."""
+    uow: UnitOfWork, patient: Patient, changes: PatientChanges, *, actor: uuid.UUID, zone: tzinfo = UTC
+) -> Patient:
+    """Apply changes to a patient's master data (validated as a whole); announce which fields
+    changed. Returns the patient as changed."""
     today = hospital_today(uow, zone)
-    coverage = changes.pop("coverage", row.get("coverage_payer") and (row["coverage_payer"], row["coverage_member_id"]))
-    if isinstance(coverage, dict):
-        coverage = (coverage["payer"], coverage["member_id"])
-    merged = NewPatient(
-        changes.get("given_name") or row["given_name"],
-        changes.get("family_name") or row["family_name"],
-        changes.get("birth_date") or row["birth_date"],
-        changes.get("sex") or Sex(row["sex"]),
-        changes["email"] if "email" in changes else row["email"],
-        changes["phone"] if "phone" in changes else row["phone"],
-        row["user_id"],
-        coverage,
-    ).validated(today)
-    new = {
-        "given_name": merged.given_name,
-        "family_name": merged.family_name,
-        "birth_date": merged.birth_date,
-        "sex": merged.sex.value,
-        "email": merged.email,
-        "phone": merged.phone,
-        "coverage_payer": merged.coverage[0] if merged.coverage else None,
-        "coverage_member_id": merged.coverage[1] if merged.coverage else None,
-    }
-    changed = {k: v for k, v in new.items() if row.get(k) != v}
+    updated = changes.applied_to(patient, today)
+    old, new = master_data(patient), master_data(updated)
+    changed = {k: v for k, v in new.items() if old[k] != v}
     if changed:
-        await store.update_patient(uow.conn, row["id"], changed)
-        uow.add(PatientUpdated(patient_id=row["id"], fields=sorted(changed)), aggregate_id=row["id"])
+        await store.update_patient(uow.conn, patient.id, changed)
+        uow.add(PatientUpdated(patient_id=patient.id, fields=sorted(changed)), aggregate_id=patient.id)
         if "coverage_payer" in changed:
+            payer = updated.coverage.payer if updated.coverage else None
             uow.add(
-                CoverageChanged(patient_id=row["id"], payer=new["coverage_payer"], effective_from=today),
-                aggregate_id=row["id"],
+                CoverageChanged(patient_id=patient.id, payer=payer, effective_from=today),
+                aggregate_id=patient.id,
             )
-    return changed
+    return updated
 
 
 async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:

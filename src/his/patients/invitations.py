@@ -10,7 +10,7 @@ never stored (only its digest), never logged, and shown to no one but the patien
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from his.patients import store
 from his.patients.domain import (
     Channel,
     InvitationCodes,
+    Patient,
     Refusal,
     code_digest,
     invitation_expiry,
@@ -58,7 +59,7 @@ class Issued:
 class Redemption:
     """The outcome of a redemption: the linked record, or why the code was refused."""
 
-    patient: dict[str, Any] | None
+    patient: Patient | None
     refusal: Refusal | None = None
     expired_at: datetime | None = None
 
@@ -77,9 +78,9 @@ async def issue(
     patient = await store.lock_patient_row(uow.conn, patient_id)
     if patient is None:
         raise PatientNotFoundError(str(patient_id))
-    if patient["user_id"] is not None:
+    if patient.user_id is not None:
         raise RecordAlreadyLinkedError(str(patient_id))
-    if not patient["email" if channel is Channel.EMAIL else "phone"]:
+    if not (patient.email if channel is Channel.EMAIL else patient.phone):
         raise NoAddressError(channel.value)
     await store.supersede_invitations(uow.conn, patient_id, now)
     invitation_id, expires_at = uuid.uuid4(), invitation_expiry(now, minutes)
@@ -139,28 +140,28 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
     assert patient is not None and invitation is not None  # foreign key; invitations are never deleted
     refusal = _refusal(invitation, patient, now)
     if refusal is not None:
-        _attempt(uow, who, patient["id"], "denied")
+        _attempt(uow, who, patient.id, "denied")
         expired = invitation["expires_at"] if refusal is Refusal.EXPIRED else None
         return Redemption(None, refusal, expired)
     try:
-        await store.redeem_invitation(uow.conn, invitation["id"], patient["id"], user_id, now)
+        await store.redeem_invitation(uow.conn, invitation["id"], patient.id, user_id, now)
     except store.AccountLinkedError:  # a concurrent redemption linked this account first
         raise AccountAlreadyLinkedError(str(user_id)) from None
-    _attempt(uow, who, patient["id"], "allowed")
+    _attempt(uow, who, patient.id, "allowed")
     uow.add(
-        InvitationRedeemed(invitation_id=invitation["id"], patient_id=patient["id"], account_id=user_id),
+        InvitationRedeemed(invitation_id=invitation["id"], patient_id=patient.id, account_id=user_id),
         aggregate_id=invitation["id"],
     )
-    return Redemption({**patient, "user_id": user_id})
+    return Redemption(replace(patient, user_id=user_id))
 
 
-def _refusal(invitation: dict[str, Any], patient: dict[str, Any], now: datetime) -> Refusal | None:
+def _refusal(invitation: dict[str, Any], patient: Patient, now: datetime) -> Refusal | None:
     return invitation_refusal(
         redeemed=invitation["redeemed_at"] is not None,
         revoked=invitation["revoked_at"] is not None,
         expires_at=invitation["expires_at"],
         now=now,
-        record_linked=patient["user_id"] is not None,
+        record_linked=patient.user_id is not None,
     )
 
 

@@ -51,33 +51,33 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         """One patient's master data. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
         patient_id = await _parse_id(request.patient_id, context)
         async with self.db.uow() as uow:
-            row = await store.get_patient(uow.conn, patient_id)
-            if row is None:
+            patient = await store.get_patient(uow.conn, patient_id)
+            if patient is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
             _audit(uow, patient_id, "patient")
-        coverage = pb.Coverage(payer=row["coverage_payer"], member_id=row["coverage_member_id"] or "")
+        coverage = patient.coverage
         return pb.Patient(
-            id=str(row["id"]),
-            mrn=row["mrn"],
-            given_name=row["given_name"],
-            family_name=row["family_name"],
-            birth_date=row["birth_date"].isoformat(),
-            sex=f"SEX_{row['sex'].upper()}",
-            user_id=str(row["user_id"]) if row["user_id"] else None,
-            coverage=coverage if row["coverage_payer"] else None,
+            id=str(patient.id),
+            mrn=patient.mrn,
+            given_name=patient.given_name,
+            family_name=patient.family_name,
+            birth_date=patient.birth_date.isoformat(),
+            sex=f"SEX_{patient.sex.value.upper()}",
+            user_id=str(patient.user_id) if patient.user_id else None,
+            coverage=pb.Coverage(payer=coverage.payer, member_id=coverage.member_id) if coverage else None,
         )
 
     async def GetContactDetails(self, request: pb.GetContactDetailsRequest, context: Context) -> pb.ContactDetails:
         """How to reach a patient. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
         patient_id = await _parse_id(request.patient_id, context)
         async with self.db.uow() as uow:
-            row = await store.contact_details(uow.conn, patient_id)
-            if row is None:
+            contact = await store.contact_details(uow.conn, patient_id)
+            if contact is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
             _audit(uow, patient_id, "patient/contact")
         # No separate preferred name is recorded yet: patients are addressed by their given name.
         return pb.ContactDetails(
-            patient_id=str(row["id"]), email=row["email"], phone=row["phone"], preferred_name=row["given_name"]
+            patient_id=str(contact.id), email=contact.email, phone=contact.phone, preferred_name=contact.given_name
         )
 
     async def GetCareBasis(self, request: pb.GetCareBasisRequest, context: Context) -> pb.CareBasis:

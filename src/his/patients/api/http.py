@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.web import Caller, errors
+from his.patients import domain
 from his.patients.api import care, invitations, lab, records
 from his.patients.api.access import ONE_PATIENT, Patients
 from his.patients.api.patient import Patient, RestrictedPatient
-from his.patients.domain import NewPatient, Sex
+from his.patients.domain import NewPatient, PatientChanges, Sex
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
@@ -90,7 +91,7 @@ async def register(body: RegisterPatient, who: Caller, chart: Patients) -> Regis
 @router.get("/me", responses=errors(404))
 async def me(who: Caller, chart: Patients) -> Patient:
     """The caller's own patient record."""
-    return Patient.of(await chart.mine(who))
+    return Patient.model_validate(await chart.mine(who))
 
 
 @router.get("", responses=errors(403))
@@ -110,7 +111,10 @@ async def search(
     """
     found = await chart.search(who, q, birth_date, limit)
     return SearchResults(
-        items=[RestrictedPatient.of(f.patient) if f.restricted else Patient.of(f.patient) for f in found]
+        items=[
+            RestrictedPatient.model_validate(f.patient) if f.restricted else Patient.model_validate(f.patient)
+            for f in found
+        ]
     )
 
 
@@ -128,7 +132,7 @@ async def get(patient_id: uuid.UUID, who: Caller, chart: Patients) -> Patient:
     A clinician without one gets 403 with an ``emergency_access`` member saying how to
     request break-the-glass access.
     """
-    return Patient.of(await chart.patient(who, patient_id))
+    return Patient.model_validate(await chart.patient(who, patient_id))
 
 
 @router.patch("/{patient_id}", responses=ONE_PATIENT)
@@ -137,4 +141,15 @@ async def update(patient_id: uuid.UUID, body: UpdatePatient, who: Caller, chart:
     e-mail and phone. Publishes ``his.patients.patient.updated.v1`` naming the changed fields, and
     ``his.patients.coverage.changed.v1`` when the coverage's payer changes (billing reprices from it).
     A payer billing has no plan for is a 422 naming the valid payers."""
-    return Patient.of(await chart.update(who, patient_id, body.model_dump(include=body.model_fields_set)))
+    coverage = domain.Coverage(body.coverage.payer, body.coverage.member_id) if body.coverage else None
+    changes = PatientChanges(
+        frozenset(body.model_fields_set),
+        given_name=body.given_name,
+        family_name=body.family_name,
+        birth_date=body.birth_date,
+        sex=body.sex,
+        email=body.email,
+        phone=body.phone,
+        coverage=coverage,
+    )
+    return Patient.model_validate(await chart.update(who, patient_id, changes))

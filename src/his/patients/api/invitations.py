@@ -51,7 +51,7 @@ async def redeem(body: Redeem, who: Caller, chart: Patients) -> Patient:
     linked to a record): the record it was issued for becomes the caller's (``GET
     /api/patients/me``). Publishes ``his.patients.invitation.redeemed.v1``. 404 for an unknown
     code; 409 for a used, replaced or expired invitation, or an account or record linked already."""
-    return Patient.of(await chart.redeem(who, body.code))
+    return Patient.model_validate(await chart.redeem(who, body.code))
 
 
 @router.post("/{patient_id}/invitations", status_code=201, responses=errors(403, 404, 409))

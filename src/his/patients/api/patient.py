@@ -1,12 +1,13 @@
-"""A patient's master data as the API answers it."""
+"""A patient's master data as the API answers it, read from a ``his.patients.domain.Patient``
+(``Patient.model_validate(patient)``)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from his.kernel.web import Moment
 
@@ -14,11 +15,13 @@ from his.kernel.web import Moment
 class CoverageOut(BaseModel):
     """Who pays the insured share: a payer plan (``GET /api/payers``) and the member's id."""
 
+    model_config = ConfigDict(from_attributes=True)
     payer: str
     member_id: str
 
 
 class Patient(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     #: The medical record number, unique in the hospital.
     mrn: str
@@ -33,18 +36,12 @@ class Patient(BaseModel):
     created_at: Moment
     coverage: CoverageOut | None
 
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> Patient:
-        payer = row["coverage_payer"]
-        coverage = CoverageOut(payer=payer, member_id=row["coverage_member_id"]) if payer else None
-        fields = {k: row[k] for k in cls.model_fields if k != "coverage"}
-        return cls(**fields, coverage=coverage)
-
 
 class RestrictedPatient(BaseModel):
     """What a clinician's search shows of a patient outside their care: enough to recognise
     them (and request emergency access), no contact or coverage details."""
 
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     mrn: str
     given_name: str
@@ -52,7 +49,3 @@ class RestrictedPatient(BaseModel):
     birth_date: date
     sex: str
     restricted: Literal[True] = True
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> RestrictedPatient:
-        return cls(**{k: row[k] for k in cls.model_fields if k != "restricted"})

@@ -8,9 +8,18 @@ from typing import Any
 
 import asyncpg
 
-from his.kernel.db import Connection
+from his.kernel.db import Connection, Record
 from his.kernel.params import like_escape
-from his.patients.domain import NewCareRelationship, NewPatient, format_mrn
+from his.patients.domain import (
+    ContactDetails,
+    Coverage,
+    NewCareRelationship,
+    NewPatient,
+    Patient,
+    Sex,
+    Stored,
+    format_mrn,
+)
 
 
 class AccountLinkedError(Exception):
@@ -48,9 +57,26 @@ async def insert_patient(conn: Connection, p: NewPatient) -> tuple[uuid.UUID, st
     return patient_id, mrn
 
 
-async def get_patient(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
+def _patient(row: Record) -> Patient:
+    payer = row["coverage_payer"]
+    return Patient(
+        id=row["id"],
+        mrn=row["mrn"],
+        given_name=row["given_name"],
+        family_name=row["family_name"],
+        birth_date=row["birth_date"],
+        sex=Sex(row["sex"]),
+        email=row["email"],
+        phone=row["phone"],
+        user_id=row["user_id"],
+        coverage=Coverage(payer, row["coverage_member_id"]) if payer else None,
+        created_at=row["created_at"],
+    )
+
+
+async def get_patient(conn: Connection, patient_id: uuid.UUID) -> Patient | None:
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE id = $1", patient_id)
-    return dict(row) if row is not None else None
+    return _patient(row) if row is not None else None
 
 
 async def linked_account(conn: Connection, patient_id: uuid.UUID) -> tuple[bool, uuid.UUID | None]:
@@ -59,18 +85,20 @@ async def linked_account(conn: Connection, patient_id: uuid.UUID) -> tuple[bool,
     return (row is not None, row["user_id"] if row is not None else None)
 
 
-async def contact_details(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
+async def contact_details(conn: Connection, patient_id: uuid.UUID) -> ContactDetails | None:
     """Only what is needed to reach the patient: id, given name, e-mail, phone."""
     row = await conn.fetchrow("SELECT id, given_name, email, phone FROM patient WHERE id = $1", patient_id)
-    return dict(row) if row is not None else None
+    if row is None:
+        return None
+    return ContactDetails(id=row["id"], given_name=row["given_name"], email=row["email"], phone=row["phone"])
 
 
-async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> dict[str, Any] | None:
+async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> Patient | None:
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE user_id = $1", user_id)
-    return dict(row) if row is not None else None
+    return _patient(row) if row is not None else None
 
 
-async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[dict[str, Any]]:
+async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[Patient]:
     """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
     Best matches first. ``q`` is taken literally: its ``%``, ``_`` and ``\\`` match themselves."""
     term = (q or "").strip()
@@ -89,10 +117,10 @@ async def search(conn: Connection, q: str | None, birth_date: date | None, limit
         birth_date,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_patient(r) for r in rows]
 
 
-async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> list[dict[str, Any]]:
+async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> list[Patient]:
     """Patients who are probably this one: same birth date and a similar name, or the same
     e-mail address, or the same phone number."""
     digits = "".join(ch for ch in p.phone or "" if ch.isdigit())
@@ -109,10 +137,11 @@ async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> 
         digits,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_patient(r) for r in rows]
 
 
-async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[str, Any]) -> None:
+async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[str, Stored]) -> None:
+    """Set these columns of master data (``his.patients.domain.master_data`` names them)."""
     allowed = {
         "given_name",
         "family_name",
@@ -128,17 +157,6 @@ async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[
         return
     sets = ", ".join(f"{k} = ${n}" for n, k in enumerate(fields, start=2))
     await conn.execute(f"UPDATE patient SET {sets} WHERE id = $1", patient_id, *(changes[k] for k in fields))
-
-
-def as_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["id"] = str(row["id"])
-    out["user_id"] = str(row["user_id"]) if row["user_id"] else None
-    out["birth_date"] = row["birth_date"].isoformat() if isinstance(row["birth_date"], date) else row["birth_date"]
-    out["created_at"] = row["created_at"].isoformat()
-    payer, member = out.pop("coverage_payer"), out.pop("coverage_member_id")
-    out["coverage"] = {"payer": payer, "member_id": member} if payer else None
-    return out
 
 
 # --- Clinicians, care relationships, emergency grants --------------------------------------
@@ -458,10 +476,10 @@ _INVITATION = (
 INVITATION_COLUMNS = ", ".join(_INVITATION)
 
 
-async def lock_patient_row(conn: Connection, patient_id: uuid.UUID) -> dict[str, Any] | None:
-    """The patient's row, locked for this transaction (invitations and links of one patient serialise)."""
+async def lock_patient_row(conn: Connection, patient_id: uuid.UUID) -> Patient | None:
+    """The patient, their row locked for this transaction (invitations and links of one patient serialise)."""
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE id = $1 FOR UPDATE", patient_id)
-    return dict(row) if row is not None else None
+    return _patient(row) if row is not None else None
 
 
 async def supersede_invitations(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:
