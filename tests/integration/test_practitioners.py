@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -279,12 +280,9 @@ async def test_an_unknown_specialty_filter_is_a_422_naming_the_specialties(
     assert r.status_code == 200 and r.json()["items"]
 
 
-async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: str, tmp_path: Path) -> None:
-    """Scheduling asks for a day's working time; the last days of the calendar were a 500 (a month
-    added to the window's start passed year 9999). A valid window there is answered."""
-    dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
-    db = Database(dsn, schema="practitioners", max_size=2)
-    await db.open()
+@asynccontextmanager
+async def calendar_of(db: Database, tmp_path: Path) -> AsyncIterator[calendar_grpc.CalendarAsyncStub]:
+    """The practitioners' gRPC calendar over ``db``, as scheduling calls it (mutual TLS)."""
     ca = LocalCA(tmp_path / "pki").ensure()
     server = rpc.RpcServer(
         ca.issue("practitioners", spiffe_id("practitioners")),
@@ -293,17 +291,95 @@ async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: 
     port = await server.start()
     channel = rpc.channel(f"127.0.0.1:{port}", ca.issue("scheduling", spiffe_id("scheduling")))
     try:
-        stub = calendar_grpc.CalendarStub(channel)
-        request = calendar_pb.GetWorkingTimeRequest(practitioner_id=str(uuid.uuid4()))
-        request.start.FromDatetime(datetime(9999, 12, 30, tzinfo=UTC))
-        request.end.FromDatetime(datetime(9999, 12, 31, tzinfo=UTC))
-        with pytest.raises(grpc.aio.AioRpcError) as answered:
-            await stub.GetWorkingTime(request, timeout=5)
-        assert answered.value.code() == grpc.StatusCode.NOT_FOUND  # an unknown practitioner, not an internal error
+        yield calendar_grpc.CalendarStub(channel)
     finally:
         await channel.close()
         await server.stop(0)
+
+
+def ask(pid: str | uuid.UUID, start: datetime, end: datetime) -> calendar_pb.GetWorkingTimeRequest:
+    request = calendar_pb.GetWorkingTimeRequest(practitioner_id=str(pid))
+    request.start.FromDatetime(start)
+    request.end.FromDatetime(end)
+    return request
+
+
+def spans(answer: calendar_pb.WorkingTime) -> list[tuple[datetime, datetime]]:
+    return [(i.start.ToDatetime(tzinfo=UTC), i.end.ToDatetime(tzinfo=UTC)) for i in answer.intervals]
+
+
+async def test_the_calendar_answers_a_window_at_the_end_of_year_9999(admin_dsn: str, tmp_path: Path) -> None:
+    """Scheduling asks for a day's working time; the last days of the calendar were a 500 (a month
+    added to the window's start passed year 9999). A valid window there is answered."""
+    dsn = await migrations.provision(admin_dsn, "practitioners", "pw-practitioners-test")
+    db = Database(dsn, schema="practitioners", max_size=2)
+    await db.open()
+    try:
+        async with calendar_of(db, tmp_path) as stub:
+            request = ask(uuid.uuid4(), datetime(9999, 12, 30, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await stub.GetWorkingTime(request, timeout=5)
+            assert answered.value.code() == grpc.StatusCode.NOT_FOUND  # an unknown practitioner, not an internal error
+    finally:
         await db.close()
+
+
+async def test_the_calendar_tells_scheduling_working_time_and_what_is_still_free(
+    api: tuple[httpx.AsyncClient, Database], tmp_path: Path
+) -> None:
+    """Over gRPC, from the database: working time is shifts minus approved leave; availability
+    also leaves out the time scheduling's events booked, which the consumer's handler holds once
+    however often an event is delivered and gives back when the appointment is cancelled."""
+    from his.events.scheduling import AppointmentBooked, AppointmentCancelled
+    from his.kernel.events import Envelope
+    from his.practitioners import handlers
+
+    client, db = api
+    pid = await new_practitioner(client)
+    admin = bearer(ADMIN, "ADMIN")
+    for start, end in ((8, 16), (20, 22)):
+        r = await client.post(f"/practitioners/{pid}/shifts", json={"start": at(start), "end": at(end)}, headers=admin)
+        assert r.status_code == 201, r.text
+    leave = await client.post(
+        f"/practitioners/{pid}/leave-requests", json={"start": at(12), "end": at(21)}, headers=admin
+    )
+    await client.post(f"/practitioners/{pid}/leave-requests/{leave.json()['id']}/approve", headers=admin)
+    appt = uuid.uuid4()
+    common = {
+        "appointment_id": appt,
+        "patient_id": uuid.uuid4(),
+        "practitioner_id": uuid.UUID(pid),
+        "service": "consultation",
+        "start": DAY + timedelta(hours=9),
+        "end": DAY + timedelta(hours=9, minutes=20),
+    }
+    for ev in (AppointmentBooked(**common), AppointmentBooked(**common)):  # a redelivery changes nothing
+        async with db.uow() as uow:
+            await handlers.on_appointment_changed(uow, Envelope.wrap(ev, aggregate_id=appt), ev)
+    assert await db.pool.fetchval("SELECT count(*) FROM booked_time WHERE appointment_id = $1", appt) == 1
+    h = timedelta(hours=1)
+    day = ask(pid, DAY, DAY + 24 * h)
+    async with calendar_of(db, tmp_path) as stub:
+        working = [(DAY + 8 * h, DAY + 12 * h), (DAY + 21 * h, DAY + 22 * h)]
+        assert spans(await stub.GetWorkingTime(day, timeout=5)) == working
+        free = [(DAY + 8 * h, DAY + 9 * h), (DAY + 9 * h + 20 * h / 60, DAY + 12 * h), working[1]]
+        assert spans(await stub.GetAvailability(day, timeout=5)) == free
+        # Clipped to the window asked about.
+        assert spans(await stub.GetWorkingTime(ask(pid, DAY + 10 * h, DAY + 21.5 * h), timeout=5)) == [
+            (DAY + 10 * h, DAY + 12 * h),
+            (DAY + 21 * h, DAY + 21.5 * h),
+        ]
+        gone = AppointmentCancelled(**common)
+        async with db.uow() as uow:
+            await handlers.on_appointment_changed(uow, Envelope.wrap(gone, aggregate_id=appt), gone)
+        assert spans(await stub.GetAvailability(day, timeout=5)) == working
+        for bad in (ask("not-a-uuid", DAY, DAY + h), ask(pid, DAY, DAY + 32 * 24 * h), ask(pid, DAY + h, DAY)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetAvailability(bad, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.GetWorkingTime(ask(uuid.uuid4(), DAY, DAY + h), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("hard", HARD_DATES, ids=str)
