@@ -116,7 +116,7 @@ async def test_an_appointment_puts_its_practitioner_in_care_in_any_order_of_even
         assert not await in_care(db, patient, uuid.uuid4(), T0 + timedelta(seconds=1)), "only that practitioner"
         async with db.pool.acquire() as conn:
             team = await store.care_team(conn, patient, T0 + timedelta(hours=1))
-        assert [(m["id"], m["user_id"], m["source"]) for m in team] == [(appointment, account, "appointment")]
+        assert [(m.id, m.user_id, m.source) for m in team] == [(appointment, account, "appointment")]
 
 
 async def test_a_cancellation_ends_the_care_even_when_it_arrives_first(db: Database) -> None:

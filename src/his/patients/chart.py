@@ -27,7 +27,9 @@ from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 from his.patients import handlers, invitations, policy, store
 from his.patients.domain import (
+    CareRelationship,
     Channel,
+    EmergencyGrant,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
     InvalidInvitationCodeError,
@@ -227,7 +229,7 @@ class Chart:
 
     # --- care team and emergency access ----------------------------------------------------------
 
-    async def grants(self, who: Principal, patient_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    async def grants(self, who: Principal, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
         """Break-the-glass grants with their reasons, newest first (ADMIN, AUDITOR); a refusal
         about one patient is recorded."""
         if patient_id is not None:
@@ -238,12 +240,12 @@ class Chart:
         if not who.roles & OVERSIGHT:
             raise ProblemError(403, "not allowed for your role")
         async with self.db.read() as uow:
-            rows = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
-            for pid in dict.fromkeys(r["patient_id"] for r in rows):
+            found = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
+            for pid in dict.fromkeys(g.patient_id for g in found):
                 self.record(uow, who, pid, Decision("oversight"), resource="emergency_access", action="read")
-        return rows
+        return found
 
-    async def break_the_glass(self, who: Principal, patient_id: uuid.UUID, reason: str) -> handlers.EmergencyGrant:
+    async def break_the_glass(self, who: Principal, patient_id: uuid.UUID, reason: str) -> EmergencyGrant:
         """Emergency access to one patient without a care relationship (DOCTOR, NURSE), for
         ``emergency_minutes``; audited, flagged, announced to administrators."""
         async with self.db.uow() as uow:
@@ -262,17 +264,17 @@ class Chart:
         except handlers.PatientNotFoundError:
             raise ProblemError(404, "patient not found") from None
 
-    async def care_team(self, who: Principal, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def care_team(self, who: Principal, patient_id: uuid.UUID) -> list[CareRelationship]:
         """The patient's active care relationships."""
         async with self.db.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ, resource="care_team")
-            rows = await store.care_team(uow.conn, patient_id, self.clock()) if decision.allowed else []
+            team = await store.care_team(uow.conn, patient_id, self.clock()) if decision.allowed else []
         self.allowed(patient_id, decision)
-        return rows
+        return team
 
     async def assign(
         self, who: Principal, patient_id: uuid.UUID, user_id: uuid.UUID, until: datetime | None
-    ) -> dict[str, Any]:
+    ) -> CareRelationship:
         """Put a clinician on the patient's care team (RECEPTIONIST, ADMIN), never oneself."""
         actor = uuid.UUID(who.subject)
         async with self.db.uow() as uow:
@@ -285,7 +287,9 @@ class Chart:
         self.allowed(patient_id, decision)
         try:
             async with self.db.uow() as uow:
-                row = await handlers.assign_to_care_team(uow, patient_id, user_id, until, actor=actor, now=self.clock())
+                made = await handlers.assign_to_care_team(
+                    uow, patient_id, user_id, until, actor=actor, now=self.clock()
+                )
                 self.record(uow, who, patient_id, decision, resource="care_team", action="create")
         except InvalidCareRelationshipError as exc:
             raise ProblemError(422, str(exc)) from None
@@ -295,7 +299,7 @@ class Chart:
             raise ProblemError(422, "user_id is not a known clinician account (DOCTOR or NURSE)") from None
         except handlers.AlreadyOnCareTeamError:
             raise ProblemError(409, "this clinician is already on the patient's care team") from None
-        return row
+        return made
 
     async def end_care(self, who: Principal, patient_id: uuid.UUID, relationship_id: uuid.UUID) -> None:
         """End a care relationship now (RECEPTIONIST, ADMIN); one that follows from an

@@ -202,6 +202,19 @@ def is_active(valid_from: datetime, valid_until: datetime | None, now: datetime)
     return valid_from <= now and (valid_until is None or now < valid_until)
 
 
+@dataclass(frozen=True)
+class CareRelationship:
+    """A clinician (``user_id``, their account) in a patient's care: assigned by reception, or
+    following from an appointment or admission (whose id it then has)."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    user_id: uuid.UUID
+    source: CareSource
+    valid_from: datetime
+    valid_until: datetime | None
+
+
 # --- Break-the-glass -----------------------------------------------------------------------
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -227,6 +240,23 @@ def emergency_reason(text: str) -> str:
     if len({w.lower() for w in _WORD.findall(reason)}) < 3:
         raise InvalidEmergencyReasonError("reason must be a sentence saying why access is needed")
     return reason
+
+
+@dataclass(frozen=True)
+class EmergencyGrant:
+    """Break-the-glass access of one clinician to one patient, with the roles they had and the
+    reason they gave (kept in patients only)."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    user_id: uuid.UUID
+    roles: tuple[str, ...]
+    reason: str
+    granted_at: datetime
+    expires_at: datetime
+
+    def active(self, now: datetime) -> bool:
+        return is_active(self.granted_at, self.expires_at, now)
 
 
 def emergency_expiry(now: datetime, minutes: float) -> datetime:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any
 
 from his.access import CLINICIANS, Relationship
 from his.events.admissions import PatientAdmitted, PatientDischarged
@@ -22,7 +20,9 @@ from his.kernel.security import Principal
 from his.patients import store
 from his.patients.domain import (
     CARE_AFTER,
+    CareRelationship,
     CareSource,
+    EmergencyGrant,
     NewCareRelationship,
     NewPatient,
     Patient,
@@ -87,7 +87,7 @@ async def assign_to_care_team(
     *,
     actor: uuid.UUID,
     now: datetime,
-) -> dict[str, Any]:
+) -> CareRelationship:
     """Start a care relationship (source ``assignment``) between a clinician and a patient."""
     rel = NewCareRelationship(patient_id, user_id, CareSource.ASSIGNMENT, now, until).validated()
     if not await store.lock_patient(uow.conn, patient_id):
@@ -97,13 +97,6 @@ async def assign_to_care_team(
     if await store.active_care_relationship(uow.conn, patient_id, user_id, now) is not None:
         raise AlreadyOnCareTeamError(str(user_id))
     return await store.insert_care_relationship(uow.conn, rel, actor)
-
-
-@dataclass(frozen=True)
-class EmergencyGrant:
-    grant_id: uuid.UUID
-    patient_id: uuid.UUID
-    expires_at: datetime
 
 
 async def grant_emergency_access(
@@ -118,7 +111,7 @@ async def grant_emergency_access(
         raise PatientNotFoundError(str(patient_id))
     user_id, roles = uuid.UUID(who.subject), sorted(who.roles)
     expires_at = emergency_expiry(now, minutes)
-    grant_id = await store.insert_emergency_grant(
+    grant = await store.insert_emergency_grant(
         uow.conn,
         patient_id=patient_id,
         user_id=user_id,
@@ -138,16 +131,16 @@ async def grant_emergency_access(
     )
     uow.add(
         EmergencyAccessGranted(
-            grant_id=grant_id,
+            grant_id=grant.id,
             patient_id=patient_id,
             granted_to=user_id,
             roles=roles,
             granted_at=now,
             expires_at=expires_at,
         ),
-        aggregate_id=grant_id,
+        aggregate_id=grant.id,
     )
-    return EmergencyGrant(grant_id, patient_id, expires_at)
+    return grant
 
 
 async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: UserRegistered) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from fastapi import APIRouter, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -10,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from his.access import REASON_MAX, REASON_MIN
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, errors
+from his.patients import domain
 from his.patients.api.access import ONE_PATIENT, Patients
 
 router = APIRouter()
@@ -24,6 +26,7 @@ class AssignToCareTeam(BaseModel):
 
 
 class CareRelationship(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     patient_id: uuid.UUID
     user_id: uuid.UUID
@@ -47,6 +50,10 @@ class EmergencyGrant(BaseModel):
     patient_id: uuid.UUID
     expires_at: Moment
 
+    @classmethod
+    def of(cls, g: domain.EmergencyGrant) -> EmergencyGrant:
+        return cls(grant_id=g.id, patient_id=g.patient_id, expires_at=g.expires_at)
+
 
 class EmergencyGrantRecord(BaseModel):
     grant_id: uuid.UUID
@@ -57,6 +64,19 @@ class EmergencyGrantRecord(BaseModel):
     granted_at: Moment
     expires_at: Moment
     active: bool
+
+    @classmethod
+    def of(cls, g: domain.EmergencyGrant, now: datetime) -> EmergencyGrantRecord:
+        return cls(
+            grant_id=g.id,
+            patient_id=g.patient_id,
+            user_id=g.user_id,
+            roles=list(g.roles),
+            reason=g.reason,
+            granted_at=g.granted_at,
+            expires_at=g.expires_at,
+            active=g.active(now),
+        )
 
 
 class EmergencyGrants(BaseModel):
@@ -69,21 +89,7 @@ async def grants(
 ) -> EmergencyGrants:
     """Break-the-glass grants with their stated reasons, newest first (ADMIN, AUDITOR); of one patient or all."""
     now = chart.clock()
-    return EmergencyGrants(
-        items=[
-            EmergencyGrantRecord(
-                grant_id=r["id"],
-                patient_id=r["patient_id"],
-                user_id=r["user_id"],
-                roles=r["user_roles"],
-                reason=r["reason"],
-                granted_at=r["granted_at"],
-                expires_at=r["expires_at"],
-                active=r["granted_at"] <= now < r["expires_at"],
-            )
-            for r in await chart.grants(who, patient_id, limit)
-        ]
-    )
+    return EmergencyGrants(items=[EmergencyGrantRecord.of(g, now) for g in await chart.grants(who, patient_id, limit)])
 
 
 @router.post("/{patient_id}/emergency-access", status_code=201, responses=errors(403, 404))
@@ -96,14 +102,13 @@ async def break_the_glass(
     only. The grant and every read under it are audited and flagged; administrators are
     alerted (``his.patients.emergency_access.granted.v1``, ids only).
     """
-    grant = await chart.break_the_glass(who, patient_id, body.reason)
-    return EmergencyGrant(grant_id=grant.grant_id, patient_id=grant.patient_id, expires_at=grant.expires_at)
+    return EmergencyGrant.of(await chart.break_the_glass(who, patient_id, body.reason))
 
 
 @router.get("/{patient_id}/care-team", responses=ONE_PATIENT)
 async def team(patient_id: uuid.UUID, who: Caller, chart: Patients) -> CareTeam:
     """The patient's active care relationships: staff (clinicians need their own), or the patient themself."""
-    return CareTeam(items=[CareRelationship(**r) for r in await chart.care_team(who, patient_id)])
+    return CareTeam(items=[CareRelationship.model_validate(r) for r in await chart.care_team(who, patient_id)])
 
 
 @router.post("/{patient_id}/care-team", status_code=201, responses=errors(403, 404, 409))
@@ -112,7 +117,7 @@ async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, who: Caller, cha
 
     Never oneself: an account that is both clinician and registrar asks another registrar,
     or requests emergency access (which is flagged and reported)."""
-    return CareRelationship(**await chart.assign(who, patient_id, body.user_id, body.until))
+    return CareRelationship.model_validate(await chart.assign(who, patient_id, body.user_id, body.until))
 
 
 @router.delete(

@@ -11,8 +11,11 @@ import asyncpg
 from his.kernel.db import Connection, Record
 from his.kernel.params import like_escape
 from his.patients.domain import (
+    CareRelationship,
+    CareSource,
     ContactDetails,
     Coverage,
+    EmergencyGrant,
     NewCareRelationship,
     NewPatient,
     Patient,
@@ -180,6 +183,7 @@ async def lock_patient(conn: Connection, patient_id: uuid.UUID) -> bool:
 
 
 CARE_COLUMNS = "id, patient_id, user_id, source, valid_from, valid_until"
+GRANT_COLUMNS = "id, patient_id, user_id, user_roles, reason, granted_at, expires_at"
 ACTIVE = "valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)"
 
 
@@ -195,9 +199,20 @@ async def active_care_relationship(
     return found if isinstance(found, uuid.UUID) else None
 
 
+def _care(row: Record) -> CareRelationship:
+    return CareRelationship(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        user_id=row["user_id"],
+        source=CareSource(row["source"]),
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+    )
+
+
 async def insert_care_relationship(
     conn: Connection, rel: NewCareRelationship, created_by: uuid.UUID | None
-) -> dict[str, Any]:
+) -> CareRelationship:
     row = await conn.fetchrow(
         f"""INSERT INTO care_relationship (id, patient_id, user_id, source, valid_from, valid_until, created_by)
             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CARE_COLUMNS}""",
@@ -210,7 +225,7 @@ async def insert_care_relationship(
         created_by,
     )
     assert row is not None
-    return dict(row)
+    return _care(row)
 
 
 async def remember_practitioner(conn: Connection, practitioner_id: uuid.UUID, account_id: uuid.UUID) -> None:
@@ -287,14 +302,14 @@ async def is_event_care(conn: Connection, patient_id: uuid.UUID, link_id: uuid.U
     return bool(found)
 
 
-async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
+async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[CareRelationship]:
     """The patient's active care relationships (assigned, or from an appointment or admission), oldest first."""
     rows = await conn.fetch(
         f"SELECT {CARE_COLUMNS} FROM care_link WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
         patient_id,
         now,
     )
-    return [dict(r) for r in rows]
+    return [_care(r) for r in rows]
 
 
 async def end_care_relationship(
@@ -360,12 +375,11 @@ async def insert_emergency_grant(
     reason: str,
     granted_at: datetime,
     expires_at: datetime,
-) -> uuid.UUID:
-    grant_id = uuid.uuid4()
-    await conn.execute(
-        """INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        grant_id,
+) -> EmergencyGrant:
+    row = await conn.fetchrow(
+        f"""INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {GRANT_COLUMNS}""",
+        uuid.uuid4(),
         patient_id,
         user_id,
         roles,
@@ -373,18 +387,31 @@ async def insert_emergency_grant(
         granted_at,
         expires_at,
     )
-    return grant_id
+    assert row is not None
+    return _grant(row)
 
 
-async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+def _grant(row: Record) -> EmergencyGrant:
+    return EmergencyGrant(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        user_id=row["user_id"],
+        roles=tuple(row["user_roles"]),
+        reason=row["reason"],
+        granted_at=row["granted_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
     """Grants, newest first; of one patient or of all."""
     rows = await conn.fetch(
-        """SELECT id, patient_id, user_id, user_roles, reason, granted_at, expires_at FROM emergency_grant
-           WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
+        f"""SELECT {GRANT_COLUMNS} FROM emergency_grant
+            WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
         patient_id,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_grant(r) for r in rows]
 
 
 async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> datetime:
