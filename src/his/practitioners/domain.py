@@ -136,6 +136,29 @@ class LeaveRequest:
     decided_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Calendar:
+    """A practitioner's shifts, approved leave and booked time overlapping a window, each in no
+    particular order."""
+
+    shifts: list[Interval]
+    leave: list[Interval]
+    booked: list[Interval]
+
+
+class AccountLinkedError(Exception):
+    """The user account is already linked to another practitioner."""
+
+
+class ShiftOverlapError(Exception):
+    """The shift overlaps another shift of the same practitioner: ``other``, the earliest of
+    those it overlaps (None if it was gone by the time it was looked up)."""
+
+    def __init__(self, other: Shift | None) -> None:
+        super().__init__("overlapping shift")
+        self.other = other
+
+
 #: A leave request's lifecycle: ``transition(status, action)`` is the next status.
 transition: Lifecycle[LeaveStatus, LeaveAction] = Lifecycle(
     {

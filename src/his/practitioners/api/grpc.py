@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from his.kernel import rpc
-from his.kernel.db import Connection, Database
+from his.kernel.db import Database
 from his.kernel.intervals import Interval
 from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
-from his.practitioners import handlers, store
+from his.practitioners import handlers
+from his.practitioners.ports import Calendars
+from his.practitioners.store import PgCalendars, PgProfiles
 from his.proto.practitioners.v1 import practitioners_pb2 as pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as pb_grpc
 
@@ -46,7 +48,7 @@ class Calendar(pb_grpc.CalendarServicer):
         self,
         request: pb.GetWorkingTimeRequest,
         context: Context,
-        compute: Callable[[Connection, uuid.UUID, Interval], Awaitable[list[Interval] | None]],
+        compute: Callable[[Calendars, uuid.UUID, Interval], Awaitable[list[Interval] | None]],
     ) -> pb.WorkingTime:
         try:
             pid = uuid.UUID(request.practitioner_id)
@@ -56,7 +58,7 @@ class Calendar(pb_grpc.CalendarServicer):
         if not timedelta(0) < window.end - window.start <= MAX_WINDOW:  # start + 31 days may pass year 9999
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the window must be non-empty and at most 31 days")
         async with self.db.pool.acquire() as conn:  # one statement: no transaction needed
-            free = await compute(conn, pid, window)
+            free = await compute(PgCalendars(conn), pid, window)
         if free is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
         out = pb.WorkingTime(practitioner_id=str(pid))
@@ -78,7 +80,7 @@ class PractitionerDirectory(pb_grpc.PractitionerDirectoryServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "practitioner_id must be a UUID")
         async with self.db.pool.acquire() as conn:
-            row = await store.get_practitioner(conn, pid)
+            row = await PgProfiles(conn).get(pid)
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "practitioner not found")
         out = pb.Practitioner(practitioner_id=str(pid), specialty=row.specialty)
