@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any
 
 from his.access import CLINICIANS, NONE, Decision, Role, refusal
 from his.clients.billing import BillingTermsLookup, UnknownValueError, known_payer
@@ -29,6 +28,7 @@ from his.patients import handlers, invitations, policy, store
 from his.patients.domain import (
     CareRelationship,
     Channel,
+    DecryptedEntry,
     EmergencyGrant,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
@@ -38,7 +38,9 @@ from his.patients.domain import (
     NewPatient,
     Patient,
     PatientChanges,
+    RecordEntry,
     Refusal,
+    ResultedOrder,
     may_redeem,
 )
 from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, changing
@@ -85,14 +87,6 @@ class Found:
 
     patient: Patient
     restricted: bool
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A medical-record entry with its text decrypted."""
-
-    row: dict[str, Any]
-    text: str
 
 
 class Chart:
@@ -326,7 +320,7 @@ class Chart:
 
     async def add_entry(
         self, who: Principal, patient_id: uuid.UUID, kind: str, code: str | None, text: str
-    ) -> tuple[uuid.UUID, datetime]:
+    ) -> RecordEntry:
         """Add an entry to the medical record (clinicians with care or a grant); its text is
         stored encrypted, bound to its patient and entry; the event says only its kind."""
         aes = self.keys()
@@ -336,42 +330,42 @@ class Chart:
                 uow, who, patient_id, Operation.WRITE_CLINICAL, resource="patient/record", action="create"
             )
             if decision.allowed:
-                entry = {
-                    "id": entry_id,
-                    "patient_id": patient_id,
-                    "kind": kind,
-                    "code": code,
-                    "text_cipher": aes.encrypt(text, _aad(patient_id, entry_id)),
-                    "author_id": uuid.UUID(who.subject),
-                    "author_roles": sorted(who.roles),
-                }
-                created = await store.insert_record_entry(uow.conn, entry)
+                entry = await store.insert_record_entry(
+                    uow.conn,
+                    entry_id=entry_id,
+                    patient_id=patient_id,
+                    kind=kind,
+                    code=code,
+                    text_cipher=aes.encrypt(text, _aad(patient_id, entry_id)),
+                    author_id=uuid.UUID(who.subject),
+                    author_roles=sorted(who.roles),
+                )
                 uow.add(
                     RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind, code=code),
                     aggregate_id=patient_id,
                 )
         self.allowed(patient_id, decision)
-        return entry_id, created
+        return entry
 
-    async def entries(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Entry]:
+    async def entries(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[DecryptedEntry]:
         """The medical record, newest first: the patient, or clinicians with care or a grant."""
         aes = self.keys()
         async with self.db.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/record")
-            rows = await store.record_entries(uow.conn, patient_id, limit) if decision.allowed else []
+            stored = await store.record_entries(uow.conn, patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
         try:
-            return [Entry(e, aes.decrypt(e["text_cipher"], _aad(patient_id, e["id"]))) for e in rows]
+            return [e.decrypted(aes.decrypt(e.text_cipher, _aad(patient_id, e.id))) for e in stored]
         except DecryptionError:
             raise ProblemError(503, "a record entry cannot be decrypted with the configured keys") from None
 
-    async def lab_results(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
-        """Lab results in the chart, as the medical record is read."""
+    async def lab_results(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[ResultedOrder]:
+        """Lab results in the chart, by order, as the medical record is read."""
         async with self.db.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/lab_result")
-            rows = await store.lab_results(uow.conn, patient_id, limit) if decision.allowed else []
+            orders = await store.lab_results(uow.conn, patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
-        return rows
+        return orders
 
     def keys(self) -> FieldCipher:
         if self.cipher is None:

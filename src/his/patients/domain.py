@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from his.access import REASON_MAX, REASON_MIN
@@ -270,6 +271,67 @@ def emergency_expiry(now: datetime, minutes: float) -> datetime:
 
 RECORD_KINDS = ("note", "diagnosis", "allergy", "medication", "observation")
 RECORD_TEXT_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """A medical-record entry as stored: its text encrypted (``text_cipher``), bound to its
+    patient and entry, so a ciphertext moved to another row does not decrypt."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    #: One of ``RECORD_KINDS``.
+    kind: str
+    code: str | None
+    text_cipher: bytes
+    author_id: uuid.UUID
+    author_roles: tuple[str, ...]
+    created_at: datetime
+
+    def decrypted(self, text: str) -> DecryptedEntry:
+        return DecryptedEntry(
+            self.id, self.patient_id, self.kind, self.code, text, self.author_id, self.author_roles, self.created_at
+        )
+
+
+@dataclass(frozen=True)
+class DecryptedEntry:
+    """A medical-record entry with its text decrypted, as it is read."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    kind: str
+    code: str | None
+    text: str
+    author_id: uuid.UUID
+    author_roles: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """One result of a lab order, as the chart keeps it (copied from the laboratory's event).
+
+    ``flag`` is one of N, L, H, LL, HH, A (HL7 table 0078, as the laboratory sets it)."""
+
+    code: str
+    value: str
+    unit: str | None
+    reference_low: Decimal | None
+    reference_high: Decimal | None
+    flag: str
+
+
+@dataclass(frozen=True)
+class ResultedOrder:
+    """A resulted lab order in a patient's chart: its results in the order the tests were ordered."""
+
+    order_id: uuid.UUID
+    patient_id: uuid.UUID
+    ordered_by: uuid.UUID
+    priority: str
+    resulted_at: datetime
+    results: tuple[LabResult, ...]
 
 
 # --- Portal invitations ---------------------------------------------------------------------

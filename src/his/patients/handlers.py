@@ -23,10 +23,12 @@ from his.patients.domain import (
     CareRelationship,
     CareSource,
     EmergencyGrant,
+    LabResult,
     NewCareRelationship,
     NewPatient,
     Patient,
     PatientChanges,
+    ResultedOrder,
     emergency_expiry,
     emergency_reason,
     master_data,
@@ -222,21 +224,14 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
     redelivered event; the (order, test) key keeps results that are already there)."""
     if await store.get_patient(uow.conn, ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
-    rows = [
-        {
-            "order_id": ev.order_id,
-            "code": r.code,
-            "patient_id": ev.patient_id,
-            "ordered_by": ev.ordered_by,
-            "priority": ev.priority,
-            "position": i,
-            "value": r.value,
-            "unit": r.unit,
-            "reference_low": r.reference_low,
-            "reference_high": r.reference_high,
-            "flag": r.flag,
-            "resulted_at": ev.resulted_at,
-        }
-        for i, r in enumerate(ev.results)
-    ]
-    await store.insert_lab_results(uow.conn, rows)
+    order = ResultedOrder(
+        order_id=ev.order_id,
+        patient_id=ev.patient_id,
+        ordered_by=ev.ordered_by,
+        priority=ev.priority,
+        resulted_at=ev.resulted_at,
+        results=tuple(
+            LabResult(r.code, r.value, r.unit, r.reference_low, r.reference_high, r.flag) for r in ev.results
+        ),
+    )
+    await store.insert_lab_results(uow.conn, order)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -14,6 +13,7 @@ from pydantic import BaseModel
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment
 from his.patients.api.access import ONE_PATIENT, Patients
+from his.patients.domain import LabResult, ResultedOrder
 
 router = APIRouter()
 
@@ -26,6 +26,17 @@ class ChartResult(BaseModel):
     reference_high: str | None
     flag: str
 
+    @classmethod
+    def of(cls, r: LabResult) -> ChartResult:
+        return cls(
+            code=r.code,
+            value=r.value,
+            unit=r.unit,
+            reference_low=_dec(r.reference_low),
+            reference_high=_dec(r.reference_high),
+            flag=r.flag,
+        )
+
 
 class ChartOrder(BaseModel):
     """One resulted lab order, as the chart keeps it."""
@@ -36,6 +47,16 @@ class ChartOrder(BaseModel):
     resulted_at: Moment
     results: list[ChartResult]
 
+    @classmethod
+    def of(cls, o: ResultedOrder) -> ChartOrder:
+        return cls(
+            order_id=o.order_id,
+            ordered_by=o.ordered_by,
+            priority=o.priority,
+            resulted_at=o.resulted_at,
+            results=[ChartResult.of(r) for r in o.results],
+        )
+
 
 class ChartLabResults(BaseModel):
     items: list[ChartOrder]
@@ -45,33 +66,8 @@ class ChartLabResults(BaseModel):
 async def read(patient_id: uuid.UUID, who: Caller, chart: Patients, limit: Limit = 50) -> ChartLabResults:
     """A patient's lab results, by order, most recently resulted first: the patient, or
     clinicians with a care relationship or emergency grant (as for the medical record)."""
-    return ChartLabResults(items=_by_order(await chart.lab_results(who, patient_id, limit)))
+    return ChartLabResults(items=[ChartOrder.of(o) for o in await chart.lab_results(who, patient_id, limit)])
 
 
 def _dec(v: Decimal | None) -> str | None:
     return None if v is None else str(v)
-
-
-def _by_order(rows: list[dict[str, Any]]) -> list[ChartOrder]:
-    orders: dict[uuid.UUID, ChartOrder] = {}
-    for x in rows:
-        order = orders.get(x["order_id"])
-        if order is None:
-            order = orders[x["order_id"]] = ChartOrder(
-                order_id=x["order_id"],
-                ordered_by=x["ordered_by"],
-                priority=x["priority"],
-                resulted_at=x["resulted_at"],
-                results=[],
-            )
-        order.results.append(
-            ChartResult(
-                code=x["code"],
-                value=x["value"],
-                unit=x["unit"],
-                reference_low=_dec(x["reference_low"]),
-                reference_high=_dec(x["reference_high"]),
-                flag=x["flag"],
-            )
-        )
-    return list(orders.values())

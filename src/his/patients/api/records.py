@@ -28,11 +28,13 @@ class NewEntry(BaseModel):
 
 
 class EntryCreated(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     created_at: Moment
 
 
 class RecordEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     kind: str
     code: str | None
@@ -50,25 +52,11 @@ class Record(BaseModel):
 async def add(patient_id: uuid.UUID, body: NewEntry, who: Caller, chart: Patients) -> EntryCreated:
     """Add an entry to a patient's medical record (DOCTOR, NURSE with a care relationship or an
     emergency grant). Its text is stored encrypted; publishes ``record_entry.added`` (no text)."""
-    entry_id, created = await chart.add_entry(who, patient_id, body.kind, body.code, body.text)
-    return EntryCreated(id=entry_id, created_at=created)
+    return EntryCreated.model_validate(await chart.add_entry(who, patient_id, body.kind, body.code, body.text))
 
 
 @router.get("/{patient_id}/records", responses=ONE_PATIENT)
 async def read(patient_id: uuid.UUID, who: Caller, chart: Patients, limit: Limit = 50) -> Record:
     """A patient's medical record, newest first: the patient, or clinicians with a care
     relationship or emergency grant (other staff are refused: clinical text is not theirs)."""
-    return Record(
-        items=[
-            RecordEntry(
-                id=e.row["id"],
-                kind=e.row["kind"],
-                code=e.row["code"],
-                text=e.text,
-                author_id=e.row["author_id"],
-                author_roles=list(e.row["author_roles"]),
-                created_at=e.row["created_at"],
-            )
-            for e in await chart.entries(who, patient_id, limit)
-        ]
-    )
+    return Record(items=[RecordEntry.model_validate(e) for e in await chart.entries(who, patient_id, limit)])

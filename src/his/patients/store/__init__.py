@@ -16,9 +16,12 @@ from his.patients.domain import (
     ContactDetails,
     Coverage,
     EmergencyGrant,
+    LabResult,
     NewCareRelationship,
     NewPatient,
     Patient,
+    RecordEntry,
+    ResultedOrder,
     Sex,
     Stored,
     format_mrn,
@@ -414,34 +417,62 @@ async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, li
     return [_grant(r) for r in rows]
 
 
-async def insert_record_entry(conn: Connection, entry: dict[str, Any]) -> datetime:
-    created: datetime = await conn.fetchval(
-        """INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at""",
-        entry["id"],
-        entry["patient_id"],
-        entry["kind"],
-        entry["code"],
-        entry["text_cipher"],
-        entry["author_id"],
-        entry["author_roles"],
+ENTRY_COLUMNS = "id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at"
+
+
+def _entry(row: Record) -> RecordEntry:
+    return RecordEntry(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        kind=row["kind"],
+        code=row["code"],
+        text_cipher=row["text_cipher"],
+        author_id=row["author_id"],
+        author_roles=tuple(row["author_roles"]),
+        created_at=row["created_at"],
     )
-    return created
 
 
-async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+async def insert_record_entry(
+    conn: Connection,
+    *,
+    entry_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    kind: str,
+    code: str | None,
+    text_cipher: bytes,
+    author_id: uuid.UUID,
+    author_roles: list[str],
+) -> RecordEntry:
+    row = await conn.fetchrow(
+        f"""INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENTRY_COLUMNS}""",
+        entry_id,
+        patient_id,
+        kind,
+        code,
+        text_cipher,
+        author_id,
+        author_roles,
+    )
+    assert row is not None
+    return _entry(row)
+
+
+async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[RecordEntry]:
     rows = await conn.fetch(
-        """SELECT id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at FROM record_entry
-           WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
+        f"""SELECT {ENTRY_COLUMNS} FROM record_entry
+            WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
         patient_id,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_entry(r) for r in rows]
 
 
-async def insert_lab_results(conn: Connection, rows: list[dict[str, Any]]) -> int:
+async def insert_lab_results(conn: Connection, order: ResultedOrder) -> int:
     """Add an order's results to the chart; results already there (same order and test) are kept
     as they are. Returns how many were added."""
+    results, n = order.results, len(order.results)
     added = await conn.fetch(
         """INSERT INTO lab_result (order_id, code, patient_id, ordered_by, priority, position, value, unit,
                                    reference_low, reference_high, flag, resulted_at)
@@ -449,28 +480,23 @@ async def insert_lab_results(conn: Connection, rows: list[dict[str, Any]]) -> in
                                 $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::text[],
                                 $12::timestamptz[])
            ON CONFLICT ON CONSTRAINT lab_result_once DO NOTHING RETURNING 1""",
-        *[
-            [r[k] for r in rows]
-            for k in (
-                "order_id",
-                "code",
-                "patient_id",
-                "ordered_by",
-                "priority",
-                "position",
-                "value",
-                "unit",
-                "reference_low",
-                "reference_high",
-                "flag",
-                "resulted_at",
-            )
-        ],
+        [order.order_id] * n,
+        [r.code for r in results],
+        [order.patient_id] * n,
+        [order.ordered_by] * n,
+        [order.priority] * n,
+        list(range(n)),
+        [r.value for r in results],
+        [r.unit for r in results],
+        [r.reference_low for r in results],
+        [r.reference_high for r in results],
+        [r.flag for r in results],
+        [order.resulted_at] * n,
     )
     return len(added)
 
 
-async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[ResultedOrder]:
     """The patient's ``limit`` most recently resulted orders, each with its results in order."""
     rows = await conn.fetch(
         """WITH orders AS (
@@ -483,7 +509,33 @@ async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> li
         patient_id,
         limit,
     )
-    return [dict(r) for r in rows]
+    by_order: dict[uuid.UUID, list[Record]] = {}
+    for r in rows:
+        by_order.setdefault(r["order_id"], []).append(r)
+    return [_resulted(patient_id, results) for results in by_order.values()]
+
+
+def _resulted(patient_id: uuid.UUID, rows: list[Record]) -> ResultedOrder:
+    """One order from its result rows (as ``lab_results`` selects them, in order)."""
+    first = rows[0]
+    return ResultedOrder(
+        order_id=first["order_id"],
+        patient_id=patient_id,
+        ordered_by=first["ordered_by"],
+        priority=first["priority"],
+        resulted_at=first["resulted_at"],
+        results=tuple(
+            LabResult(
+                code=r["code"],
+                value=r["value"],
+                unit=r["unit"],
+                reference_low=r["reference_low"],
+                reference_high=r["reference_high"],
+                flag=r["flag"],
+            )
+            for r in rows
+        ),
+    )
 
 
 # --- Portal invitations ---------------------------------------------------------------------
