@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 from his.access import NONE, Decision, Relationship, Role
 from his.billing import handlers, online, policy, store
-from his.billing.domain import BillingError, ClaimAction, ClaimStatus, InvalidTransitionError, InvoiceStatus
+from his.billing.domain import (
+    BillingError,
+    Charge,
+    Claim,
+    ClaimAction,
+    ClaimStatus,
+    InvalidTransitionError,
+    Invoice,
+    InvoiceDetail,
+    InvoiceStatus,
+    Payer,
+    Payment,
+    PaymentKind,
+    PriceEntry,
+    PriceList,
+)
 from his.billing.handlers import Answer
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
 from his.billing.policy import STAFF, Operation
@@ -29,7 +43,7 @@ from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_workload_access
 from his.kernel import faults
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Database
 from his.kernel.params import one_of
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
@@ -52,28 +66,28 @@ class Accounts:
 
     # --- prices ----------------------------------------------------------------------------------
 
-    async def plans(self) -> list[dict[str, Any]]:
+    async def plans(self) -> list[Payer]:
         """Payer plans (not patient data: any signed-in user)."""
         async with self.db.pool.acquire() as conn:
-            return await store.plan_rows(conn)
+            return await store.payers(conn)
 
-    async def price_list(self, on: date | None) -> tuple[date, dict[str, Any], list[dict[str, Any]]]:
+    async def price_list(self, on: date | None) -> PriceList:
         """The price list in effect on ``on`` (default today): the day, its version, its lines."""
         day = on or handlers.today(self.db.clock())
         async with self.db.pool.acquire() as conn:
             version = await store.price_version_on(conn, day)
-            lines = await store.price_lines(conn, version["id"]) if version else []
+            lines = await store.price_lines(conn, version.id) if version else []
         if version is None:
             raise ProblemError(404, f"no price list in effect on {day.isoformat()}")
-        return day, version, lines
+        return PriceList(day, version, tuple(lines))
 
-    async def new_price_list(self, who: Principal, effective_from: date, lines: list[dict[str, Any]]) -> uuid.UUID:
+    async def new_price_list(self, who: Principal, effective_from: date, lines: Sequence[PriceEntry]) -> uuid.UUID:
         """A new price list version (ADMIN), in effect from today or later; 409 if one starts that day."""
         if not who.has_any(Role.ADMIN):
             raise ProblemError(403, "not allowed for your role")
         if effective_from < handlers.today(self.db.clock()):
             raise ProblemError(422, "effective_from cannot be in the past")
-        codes = [x["code"] for x in lines]
+        codes = [x.code for x in lines]
         if len(set(codes)) != len(codes):
             raise ProblemError(422, "each code appears once in a price list")
         vid = uuid.uuid4()
@@ -86,7 +100,7 @@ class Accounts:
 
     # --- charges and invoices --------------------------------------------------------------------
 
-    async def charges(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    async def charges(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Charge]:
         """A patient's charges, latest first (BILLING, ADMIN)."""
         decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
         if not decision.allowed:
@@ -98,7 +112,7 @@ class Accounts:
 
     async def invoices(
         self, who: Principal, patient_id: uuid.UUID | None, status: InvoiceStatus | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[InvoiceDetail]:
         """Invoices, latest first, each with its lines and encounter: of one patient (the patient,
         BILLING, ADMIN); a patient without ``patient_id`` gets their own, staff everyone's."""
         if patient_id is not None:
@@ -116,35 +130,35 @@ class Accounts:
             raise ProblemError(403, "not allowed for your role")
         async with self.db.read() as uow:
             rows = await store.invoices(uow.conn, ids, status, limit)
-            found = [await detailed(uow, x) for x in rows]
-            for pid in sorted({x["patient_id"] for x in rows}):
+            found = [await store.detailed(uow.conn, x) for x in rows]
+            for pid in sorted({x.patient_id for x in rows}):
                 self.log.record(uow, who, pid, "read", decision)
         return found
 
-    async def invoice(self, who: Principal, invoice_id: uuid.UUID) -> dict[str, Any]:
+    async def invoice(self, who: Principal, invoice_id: uuid.UUID) -> InvoiceDetail:
         """One invoice with its lines, shares, payer and encounter."""
-        row, decision = await self.opened(who, invoice_id)
+        invoice, decision = await self.opened(who, invoice_id)
         async with self.db.read() as uow:
-            found = await detailed(uow, row)
-            self.log.record(uow, who, row["patient_id"], "read", decision)
+            found = await store.detailed(uow.conn, invoice)
+            self.log.record(uow, who, invoice.patient_id, "read", decision)
         return found
 
     # --- money -----------------------------------------------------------------------------------
 
-    async def payments(self, who: Principal, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def payments(self, who: Principal, invoice_id: uuid.UUID) -> list[Payment]:
         """Payments and refunds of an invoice."""
-        row, decision = await self.opened(who, invoice_id, resource="payment")
+        invoice, decision = await self.opened(who, invoice_id, resource="payment")
         async with self.db.read() as uow:
-            rows = await store.payments_of(uow.conn, invoice_id)
-            self.log.record(uow, who, row["patient_id"], "read", decision, resource="payment")
-        return rows
+            found = await store.payments_of(uow.conn, invoice_id)
+            self.log.record(uow, who, invoice.patient_id, "read", decision, resource="payment")
+        return found
 
     async def take(self, who: Principal, key: str | None, m: handlers.Money) -> Answer:
         """Money taken at a desk (BILLING) or refunded (BILLING, ADMIN), once per idempotency key:
         422 for an amount that cannot be taken, 409 for the key reused on another request."""
-        op = Operation.PAY if m.kind == "payment" else Operation.REFUND
+        op = Operation.PAY if m.kind is PaymentKind.PAYMENT else Operation.REFUND
         try:
-            row, decision = await self.opened(who, m.invoice_id, op, "create", m.kind)
+            invoice, decision = await self.opened(who, m.invoice_id, op, "create", m.kind.value)
         except ProblemError as exc:
             if op is Operation.PAY and exc.status == 403 and who.has_any(Role.PATIENT):
                 raise ProblemError(
@@ -152,7 +166,7 @@ class Accounts:
                 ) from None
             raise
         key = idempotency(key)
-        if m.kind == "payment" and m.method not in DESK_METHODS:
+        if m.kind is PaymentKind.PAYMENT and m.method not in DESK_METHODS:
             raise ProblemError(
                 422,
                 f"a desk payment is one of {', '.join(DESK_METHODS)}; online payments are "
@@ -162,7 +176,7 @@ class Accounts:
             async with self.db.uow() as uow:
                 answer = await handlers.take(uow, uuid.UUID(who.subject), key, m)
                 if not answer.replayed:
-                    self.log.record(uow, who, row["patient_id"], "create", decision, resource=m.kind)
+                    self.log.record(uow, who, invoice.patient_id, "create", decision, resource=m.kind.value)
         except BillingError as exc:
             raise ProblemError(422, str(exc)) from None
         except handlers.ConflictError as exc:
@@ -196,16 +210,16 @@ class Accounts:
             raise ProblemError(409, str(exc)) from None
         return answer
 
-    async def online_payments(self, who: Principal, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def online_payments(self, who: Principal, invoice_id: uuid.UUID) -> list[online.IntentView]:
         """The online payments opened on an invoice, each with whether it was the TEST provider's."""
-        row, decision = await self.opened(who, invoice_id, resource=INTENT)
+        invoice, decision = await self.opened(who, invoice_id, resource=INTENT)
         async with self.db.read() as uow:
-            rows = await online_store.intents_of(uow.conn, invoice_id)
-            self.log.record(uow, who, row["patient_id"], "read", decision, resource=INTENT)
+            intents = await online_store.intents_of(uow.conn, invoice_id)
+            self.log.record(uow, who, invoice.patient_id, "read", decision, resource=INTENT)
         testing = self.provider.name if self.provider is not None and self.provider.test_mode else None
-        return [online.intent_json(x, test_mode=x["provider"] == testing) for x in rows]
+        return [online.IntentView(x, test_mode=x.provider == testing) for x in intents]
 
-    async def confirmed(self, provider_name: str, body: bytes, headers: Any) -> tuple[bool, str]:
+    async def confirmed(self, provider_name: str, body: bytes, headers: Mapping[str, str]) -> tuple[bool, str]:
         """Apply the provider's signed confirmation (the provider acts, not a user): whether it
         was applied now, and its event id. 401 for a bad signature, 409 for a replayed delivery."""
         provider = self.provider
@@ -241,40 +255,38 @@ class Accounts:
 
     # --- claims ----------------------------------------------------------------------------------
 
-    async def claims(
-        self, who: Principal, status: ClaimStatus | None, payer: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    async def claims(self, who: Principal, status: ClaimStatus | None, payer: str | None, limit: int) -> list[Claim]:
         """Claims for insurers' shares, latest first (BILLING, ADMIN)."""
         if not who.has_any(*STAFF):
             raise ProblemError(403, "not allowed for your role")
         if payer is not None:
             async with self.db.pool.acquire() as conn:
-                one_of("payer", payer, [p["code"] for p in await store.plan_rows(conn)])
+                one_of("payer", payer, [p.code for p in await store.payers(conn)])
         decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
         async with self.db.read() as uow:
-            rows = await store.claims(uow.conn, status, payer, limit)
-            for pid in sorted({x["patient_id"] for x in rows}):  # each claim names its patient
+            found = await store.claims(uow.conn, status, payer, limit)
+            for pid in sorted({x.patient_id for x in found}):  # each claim names its patient
                 self.log.record(uow, who, pid, "read", decision, resource="claim")
-        return rows
+        return found
 
-    async def claim(self, who: Principal, claim_id: uuid.UUID) -> dict[str, Any]:
-        row, decision = await self.claim_for(who, claim_id, "read")
+    async def claim(self, who: Principal, claim_id: uuid.UUID) -> Claim:
+        claim, decision = await self.claim_for(who, claim_id, "read")
         async with self.db.read() as uow:
-            self.log.record(uow, who, row["patient_id"], "read", decision, resource="claim")
-        return row
+            self.log.record(uow, who, claim.patient_id, "read", decision, resource="claim")
+        return claim
 
-    async def claim_step(self, who: Principal, claim_id: uuid.UUID, action: ClaimAction) -> dict[str, Any]:
+    async def claim_step(self, who: Principal, claim_id: uuid.UUID, action: ClaimAction) -> Claim:
         """Submit, accept, reject or mark paid a claim; 409 for a step its state does not allow."""
         _, decision = await self.claim_for(who, claim_id, "update")
         try:
             async with self.db.uow() as uow:
-                row = await handlers.act_on_claim(uow, claim_id, action)
-                self.log.record(uow, who, row["patient_id"], "update", decision, resource="claim")
+                claim = await handlers.act_on_claim(uow, claim_id, action)
+                self.log.record(uow, who, claim.patient_id, "update", decision, resource="claim")
         except handlers.UnknownError:
             raise ProblemError(404, "claim not found") from None
         except InvalidTransitionError as exc:
             raise ProblemError(409, str(exc)) from None
-        return row
+        return claim
 
     # --- access ----------------------------------------------------------------------------------
 
@@ -295,28 +307,26 @@ class Accounts:
         op: Operation = Operation.READ_INVOICES,
         action: AuditAction = "read",
         resource: str = "invoice",
-    ) -> tuple[dict[str, Any], Decision]:
+    ) -> tuple[Invoice, Decision]:
         """The invoice and the policy's decision on ``op``; a refusal is recorded and raised."""
         async with self.db.pool.acquire() as conn:
-            row = await store.get_invoice(conn, invoice_id)
-        if row is None:
+            invoice = await store.get_invoice(conn, invoice_id)
+        if invoice is None:
             raise refused(policy.not_found(op, who.roles), None, "invoice")
-        decision = await self.decide(who, op, row["patient_id"])
+        decision = await self.decide(who, op, invoice.patient_id)
         if not decision.allowed:
-            raise await self.log.refuse(who, row["patient_id"], decision, action, resource=resource, what="invoice")
-        return row, decision
+            raise await self.log.refuse(who, invoice.patient_id, decision, action, resource=resource, what="invoice")
+        return invoice, decision
 
-    async def claim_for(
-        self, who: Principal, claim_id: uuid.UUID, action: AuditAction
-    ) -> tuple[dict[str, Any], Decision]:
+    async def claim_for(self, who: Principal, claim_id: uuid.UUID, action: AuditAction) -> tuple[Claim, Decision]:
         async with self.db.pool.acquire() as conn:
-            row = await store.get_claim(conn, claim_id)
-        if row is None:
+            claim = await store.get_claim(conn, claim_id)
+        if claim is None:
             raise refused(policy.not_found(Operation.ACCOUNTS, who.roles), None, "claim")
         decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
         if not decision.allowed:
-            raise await self.log.refuse(who, row["patient_id"], decision, action, resource="claim", what="claim")
-        return row, decision
+            raise await self.log.refuse(who, claim.patient_id, decision, action, resource="claim", what="claim")
+        return claim, decision
 
 
 INTENT = "payment_intent"
@@ -329,14 +339,3 @@ def idempotency(key: str | None) -> str:
     if len(key) > 255:
         raise ProblemError(400, "the Idempotency-Key is at most 255 characters")
     return key
-
-
-async def detailed(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
-    """An invoice with its encounter and lines: while a draft, its charges (not yet priced)."""
-    enc = await store.get_encounter(uow.conn, row["encounter_id"])
-    assert enc is not None
-    if row["status"] == "draft":
-        lines = await store.active_charges(uow.conn, row["id"])
-    else:
-        lines = await store.lines_of(uow.conn, row["id"])
-    return {**row, "encounter": enc, "lines": lines}

@@ -1,4 +1,6 @@
-"""Billing rules: payer plans, invoice arithmetic, invoice and claim states. Pure, no IO.
+"""Billing rules: payer plans, invoice arithmetic, invoice and claim states, and the entities
+the store returns (encounters, charges, invoices and their lines, claims, payments, online
+payments, price lists, payers). Pure, no IO.
 
 Money is ``Decimal`` throughout, in the currency's minor unit of 0.01. The rounding rule (see
 docs/adr/0010-billing.md) is the whole of it:
@@ -17,8 +19,10 @@ docs/adr/0010-billing.md) is the whole of it:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
@@ -265,3 +269,310 @@ def billable_currencies(plans: dict[str, Plan]) -> list[str]:
     """The currencies billing invoices in: those of its payer plans (a plan's co-pay, deductible
     and cap are amounts in its currency, so an invoice is priced only under a plan of its own)."""
     return sorted({p.currency for p in plans.values()})
+
+
+# --- entities ----------------------------------------------------------------------------------
+#
+# Money is a ``Decimal`` of 0.01 next to the currency it is in.
+
+
+@dataclass(frozen=True)
+class Payer:
+    """A payer plan as billing keeps it: its title, its terms and its exclusions (in the order
+    they are kept). ``plan`` is what pricing uses."""
+
+    code: str
+    title: str
+    currency: str
+    #: The percentage the payer covers, per category.
+    coverage: dict[str, Decimal]
+    copay: Decimal
+    deductible: Decimal
+    out_of_pocket_cap: Decimal | None
+    excluded_categories: tuple[str, ...]
+    excluded_codes: tuple[str, ...]
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(
+            self.code,
+            self.coverage,
+            copay=self.copay,
+            deductible=self.deductible,
+            out_of_pocket_cap=self.out_of_pocket_cap,
+            excluded_categories=frozenset(self.excluded_categories),
+            excluded_codes=frozenset(self.excluded_codes),
+            currency=self.currency,
+        )
+
+
+@dataclass(frozen=True)
+class PriceListVersion:
+    """A version of the price list, in effect from ``effective_from`` until the next one."""
+
+    id: uuid.UUID
+    effective_from: date
+    created_by: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PriceEntry:
+    """The price of one code in a price list version."""
+
+    code: str
+    category: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class PriceList:
+    """The price list in effect on ``on``: its version and its entries, by code."""
+
+    on: date
+    version: PriceListVersion
+    lines: tuple[PriceEntry, ...]
+
+
+@dataclass(frozen=True)
+class WardTariff:
+    """A ward's tariff as admissions corrected it at ``changed_at``."""
+
+    ward_id: uuid.UUID
+    ward_type: str
+    daily_rate: Decimal
+    currency: str
+    changed_at: datetime
+
+
+class EncounterKind(StrEnum):
+    """What an invoice bills: a stay, or the visit of one appointment, lab order or use of supplies."""
+
+    ADMISSION = "admission"
+    APPOINTMENT = "appointment"
+    LAB_ORDER = "lab_order"
+    SUPPLIES = "supplies"
+
+
+class EncounterStatus(StrEnum):
+    OPEN = "open"
+    #: A discharged admission whose every bed night arrived.
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Encounter:
+    """A visit or a stay, of one source (``source_id``: the admission, appointment, lab order or
+    consumption); its first date is its invoices' service date, plan and plan year."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    kind: EncounterKind
+    source_id: uuid.UUID
+    started_at: datetime
+    ended_at: datetime | None
+    #: An admission's bed nights, as its discharge counted them.
+    expected_nights: int | None
+    status: EncounterStatus
+
+
+class SourceKind(StrEnum):
+    """What charged: a completed appointment, a bed night, a resulted lab order, stock used."""
+
+    APPOINTMENT = "appointment"
+    BED_CHARGE = "bed_charge"
+    LAB_ORDER = "lab_order"
+    STOCK = "stock"
+
+
+class ChargeStatus(StrEnum):
+    ACTIVE = "active"
+    #: Its source was cancelled.
+    VOID = "void"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One line a source charged: ``quantity`` × ``unit_price`` of ``code``, ``amount`` in all."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    source_kind: SourceKind
+    source_id: uuid.UUID
+    #: Which of its source's lines it is (a source charges each line once).
+    line_key: str
+    code: str
+    category: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    currency: str
+    service_at: datetime
+    service_date: date
+    status: ChargeStatus
+    encounter_id: uuid.UUID | None
+    invoice_id: uuid.UUID | None
+
+
+class InvoiceKind(StrEnum):
+    VISIT = "visit"
+    ADMISSION = "admission"
+    #: Charges that arrived after their encounter's invoice was issued.
+    SUPPLEMENTARY = "supplementary"
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """An invoice of one encounter. While a draft it is not priced: payer, plan year and shares
+    are None until it is issued."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    encounter_id: uuid.UUID
+    kind: InvoiceKind
+    #: The voided invoice this one reissues, if any.
+    replaces: uuid.UUID | None
+    status: InvoiceStatus
+    currency: str
+    service_date: date
+    payer: str | None
+    plan_year: int | None
+    total: Decimal | None
+    insurer_share: Decimal | None
+    patient_share: Decimal | None
+    #: Paid by the patient, net of refunds.
+    paid: Decimal
+    #: What issuing it added to the patient's year (taken back out when it is voided).
+    deductible_applied: Decimal
+    out_of_pocket_applied: Decimal
+    issued_at: datetime | None
+    voided_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def outstanding(self) -> Decimal | None:
+        """What the patient still owes: their share less what was paid (None while a draft)."""
+        return self.patient_share - self.paid if self.patient_share is not None else None
+
+    def issued_share(self) -> Decimal:
+        """The patient's share of an issued invoice (money moves only on one that was priced)."""
+        assert self.patient_share is not None, f"invoice {self.id} was never issued"
+        return self.patient_share
+
+    def status_after(self, paid: Decimal) -> InvoiceStatus:
+        """Its status once ``paid`` (net of refunds) is paid on it: a void invoice stays void."""
+        return self.status if self.status is InvoiceStatus.VOID else payment_status(self.issued_share(), paid)
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """A charge as priced on an issued invoice: its shares, and the deductible and co-pay in the
+    patient's share."""
+
+    invoice_id: uuid.UUID
+    position: int
+    charge_id: uuid.UUID
+    code: str
+    category: str
+    quantity: Decimal
+    unit_price: Decimal
+    total: Decimal
+    insurer_share: Decimal
+    patient_share: Decimal
+    excluded: bool
+    deductible: Decimal
+    copay: Decimal
+
+
+@dataclass(frozen=True)
+class InvoiceDetail:
+    """An invoice with its encounter and what it bills: while a draft, its active charges (not yet
+    priced); once issued, its priced lines."""
+
+    invoice: Invoice
+    encounter: Encounter
+    charges: tuple[Charge, ...] = ()
+    lines: tuple[InvoiceLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim for the insurer's share of an issued invoice."""
+
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    patient_id: uuid.UUID
+    payer: str
+    amount: Decimal
+    currency: str
+    status: ClaimStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentKind(StrEnum):
+    PAYMENT = "payment"
+    REFUND = "refund"
+
+
+class PaymentMethod(StrEnum):
+    CASH = "cash"
+    #: At a desk's card terminal.
+    CARD = "card"
+    BANK_TRANSFER = "bank_transfer"
+    #: Confirmed by the payment provider.
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """Money received on an invoice (``kind`` payment) or given back (refund). An online payment
+    names its provider and the intent it confirmed."""
+
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    patient_id: uuid.UUID
+    kind: PaymentKind
+    amount: Decimal
+    currency: str
+    method: PaymentMethod
+    created_by: uuid.UUID
+    created_at: datetime
+    provider: str | None
+    intent_id: uuid.UUID | None
+
+
+class IntentStatus(StrEnum):
+    PENDING = "pending"
+    #: The provider confirmed it: its payment is recorded.
+    SUCCEEDED = "succeeded"
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    """An online payment a patient opened with a payment provider: ``provider_ref`` is its
+    reference there, ``checkout_url`` where it is paid."""
+
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    patient_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    provider: str
+    provider_ref: str
+    checkout_url: str
+    status: IntentStatus
+    created_by: uuid.UUID
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The answer kept under an idempotency key, with the fingerprint of the request it answered."""
+
+    request_hash: str
+    status: int
+    body: str

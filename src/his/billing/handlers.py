@@ -26,11 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
@@ -38,12 +37,26 @@ from prometheus_client import Counter
 from his.billing import store
 from his.billing.domain import (
     ZERO,
+    Charge,
+    ChargeStatus,
+    Claim,
     ClaimAction,
     ClaimStatus,
+    Encounter,
+    EncounterKind,
+    EncounterStatus,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
     InvoiceStatus,
     Line,
+    Payment,
+    PaymentKind,
+    PaymentMethod,
     Plan,
+    SourceKind,
     UnknownPayerError,
+    WardTariff,
     billable_currencies,
     cents,
     check_payment,
@@ -132,8 +145,8 @@ async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: CoverageChange
     # Each is voided and reissued under the plan now valid on its service date, payments kept.
     plans = await store.plans(uow.conn)
     for invoice in await store.issued_since(uow.conn, ev.patient_id, ev.effective_from):
-        now_valid = await plan_on(uow, ev.patient_id, invoice["service_date"], plans)
-        if now_valid.code != invoice["payer"]:
+        now_valid = await plan_on(uow, ev.patient_id, invoice.service_date, plans)
+        if now_valid.code != invoice.payer:
             await void_and_reissue(uow, invoice)
 
 
@@ -155,13 +168,13 @@ async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> No
     await store.add_ward_tariff(
         uow.conn,
         env.id,
-        {
-            "ward_id": ev.ward_id,
-            "ward_type": ev.ward_type,
-            "daily_rate": ev.daily_rate,
-            "currency": ev.currency,
-            "changed_at": env.time,
-        },
+        WardTariff(
+            ward_id=ev.ward_id,
+            ward_type=ev.ward_type,
+            daily_rate=ev.daily_rate,
+            currency=ev.currency,
+            changed_at=env.time,
+        ),
     )
 
 
@@ -169,19 +182,19 @@ async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> No
 
 
 async def on_admitted(uow: UnitOfWork, env: Envelope, ev: PatientAdmitted) -> None:
-    enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
-    await store.admitted(uow.conn, enc["id"], ev.admitted_at)
-    await adopt(uow, {**enc, "started_at": ev.admitted_at})
+    enc = await store.encounter(uow.conn, EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
+    await store.admitted(uow.conn, enc.id, ev.admitted_at)
+    await adopt(uow, replace(enc, started_at=ev.admitted_at))
 
 
 async def on_discharged(uow: UnitOfWork, env: Envelope, ev: PatientDischarged) -> None:
     """Close the admission and issue the invoice that collected its charges, once every bed night
     the discharge counts has arrived (bed nights and discharges are separate consumers, so the
     discharge may be applied first; the last bed night then closes the admission)."""
-    enc = await store.encounter(uow.conn, "admission", ev.admission_id, ev.patient_id, ev.admitted_at)
-    await store.discharged(uow.conn, enc["id"], ev.discharged_at, ev.nights)
-    await adopt(uow, {**enc, "started_at": ev.admitted_at, "ended_at": ev.discharged_at})
-    await close_if_complete(uow, enc["id"])
+    enc = await store.encounter(uow.conn, EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
+    await store.discharged(uow.conn, enc.id, ev.discharged_at, ev.nights)
+    await adopt(uow, replace(enc, started_at=ev.admitted_at, ended_at=ev.discharged_at))
+    await close_if_complete(uow, enc.id)
 
 
 async def close_if_complete(uow: UnitOfWork, encounter_id: uuid.UUID) -> None:
@@ -198,13 +211,13 @@ async def _priced(uow: UnitOfWork, code: str, on: date, quantity: Decimal, key: 
     line = await store.price_on(uow.conn, code, on)
     if line is None:  # dead-lettered: add the price, then replay the event
         raise PermanentError(f"no price for {code} on {on.isoformat()}")
-    return Item(key, code, line["category"], quantity, line["amount"], line["currency"])
+    return Item(key, code, line.category, quantity, line.amount, line.currency)
 
 
 async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: AppointmentCompleted) -> None:
     """Charge the appointment's service at the price list's price on its date."""
     item = await _priced(uow, f"consultation.{ev.service}", day_of(ev.start), Decimal(1), "service")
-    await capture(uow, ev.patient_id, ("appointment", ev.appointment_id), ev.start, [item])
+    await capture(uow, ev.patient_id, (SourceKind.APPOINTMENT, ev.appointment_id), ev.start, [item])
 
 
 async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePosted) -> None:
@@ -219,9 +232,9 @@ async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePost
     if currency not in known:
         corrected = await store.ward_tariff_after(uow.conn, ev.ward_id, env.time, known)
         if corrected is not None:
-            ward_type, amount, currency = corrected["ward_type"], corrected["daily_rate"], corrected["currency"]
+            ward_type, amount, currency = corrected.ward_type, corrected.daily_rate, corrected.currency
     item = Item("night", f"bed.{ward_type}", "bed", Decimal(1), amount, currency)
-    await capture(uow, ev.patient_id, ("bed_charge", ev.charge_id), at, [item], admission=ev.admission_id)
+    await capture(uow, ev.patient_id, (SourceKind.BED_CHARGE, ev.charge_id), at, [item], admission=ev.admission_id)
 
 
 async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
@@ -230,7 +243,7 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
         Item(f"{i}", f"lab.{c.code}", "laboratory", Decimal(1), c.amount, c.currency) for i, c in enumerate(ev.charges)
     ]
     if items:
-        await capture(uow, ev.patient_id, ("lab_order", ev.order_id), ev.resulted_at, items)
+        await capture(uow, ev.patient_id, (SourceKind.LAB_ORDER, ev.order_id), ev.resulted_at, items)
 
 
 async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: StockConsumed) -> None:
@@ -239,16 +252,20 @@ async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: StockConsumed) -
         return
     qty = ev.quantity.quantize(Decimal("0.0001"))  # as stored
     item = await _priced(uow, f"item.{ev.item_code}", day_of(ev.consumed_at), qty, "item")
-    await capture(uow, ev.patient_id, ("stock", ev.consumption_id), ev.consumed_at, [item])
+    await capture(uow, ev.patient_id, (SourceKind.STOCK, ev.consumption_id), ev.consumed_at, [item])
 
 
-_VISIT_KIND = {"appointment": "appointment", "lab_order": "lab_order", "stock": "supplies"}
+_VISIT_KIND = {
+    SourceKind.APPOINTMENT: EncounterKind.APPOINTMENT,
+    SourceKind.LAB_ORDER: EncounterKind.LAB_ORDER,
+    SourceKind.STOCK: EncounterKind.SUPPLIES,
+}
 
 
 async def capture(
     uow: UnitOfWork,
     patient_id: uuid.UUID,
-    source: tuple[str, uuid.UUID],
+    source: tuple[SourceKind, uuid.UUID],
     at: datetime,
     items: list[Item],
     *,
@@ -261,46 +278,48 @@ async def capture(
         raise PermanentError("a charge needs a positive quantity and a price of at least zero")
     admission = admission or await store.admission_at(conn, patient_id, at)
     if admission is not None:
-        enc = await store.encounter(conn, "admission", admission, patient_id, at)
+        enc = await store.encounter(conn, EncounterKind.ADMISSION, admission, patient_id, at)
     else:
         enc = await store.encounter(conn, _VISIT_KIND[source_kind], source_id, patient_id, at)
     voided = await store.source_voided(conn, source_kind, source_id)
     new: list[uuid.UUID] = []
     for it in items:
         unit = cents(it.unit_price)  # a price is money: 0.01, as stored
-        row = {
-            "id": uuid.uuid4(),
-            "patient_id": patient_id,
-            "source_kind": source_kind,
-            "source_id": source_id,
-            "line_key": it.line_key,
-            "code": it.code,
-            "category": it.category,
-            "quantity": it.quantity,
-            "unit_price": unit,
-            "amount": Line(it.code, it.category, it.quantity, unit).total,
-            "currency": it.currency,
-            "service_at": at,
-            "service_date": day_of(at),
-            "status": "void" if voided else "active",
-            "encounter_id": enc["id"],
-        }
-        if await store.insert_charge(conn, row):
-            new.append(row["id"])
+        charge = Charge(
+            id=uuid.uuid4(),
+            patient_id=patient_id,
+            source_kind=source_kind,
+            source_id=source_id,
+            line_key=it.line_key,
+            code=it.code,
+            category=it.category,
+            quantity=it.quantity,
+            unit_price=unit,
+            amount=Line(it.code, it.category, it.quantity, unit).total,
+            currency=it.currency,
+            service_at=at,
+            service_date=day_of(at),
+            status=ChargeStatus.VOID if voided else ChargeStatus.ACTIVE,
+            encounter_id=enc.id,
+            invoice_id=None,
+        )
+        if await store.insert_charge(conn, charge):
+            new.append(charge.id)
     if voided or not new:
         return
     if any(it.currency != items[0].currency for it in items):
         raise PermanentError("the lines of one source are in different currencies")
     await check_currency(uow, items[0].currency, source_kind)
-    await place(uow, enc, new, items[0].currency, bed_night=source_kind == "bed_charge")
+    await place(uow, enc, new, items[0].currency, bed_night=source_kind is SourceKind.BED_CHARGE)
 
 
-async def check_currency(uow: UnitOfWork, currency: str, source_kind: str) -> None:
+async def check_currency(uow: UnitOfWork, currency: str, source_kind: SourceKind) -> None:
     """A charge in a currency none of billing's plans is in cannot be invoiced: dead-letter it
     (before it opens or joins an invoice) rather than price it under a plan of another currency."""
     known = billable_currencies(await store.plans(uow.conn))
     if currency not in known:
-        where = "correct the ward's currency (PATCH /api/wards/{id})" if source_kind == "bed_charge" else "correct it"
+        bed = source_kind is SourceKind.BED_CHARGE
+        where = "correct the ward's currency (PATCH /api/wards/{id})" if bed else "correct it"
         raise PermanentError(
             f"a {source_kind} charge in {currency}, which billing does not invoice in (currencies: {', '.join(known)});"
             f" {where}, then replay this event"
@@ -308,130 +327,116 @@ async def check_currency(uow: UnitOfWork, currency: str, source_kind: str) -> No
 
 
 async def place(
-    uow: UnitOfWork, enc: dict[str, Any], charge_ids: list[uuid.UUID], currency: str, *, bed_night: bool = False
+    uow: UnitOfWork, enc: Encounter, charge_ids: list[uuid.UUID], currency: str, *, bed_night: bool = False
 ) -> None:
     """Put new charges of an encounter on its invoice: the draft of an admission still open, else a
     new invoice (a supplementary one if the encounter was invoiced already), issued at once."""
     conn = uow.conn
-    collecting = enc["kind"] == "admission" and enc["status"] == "open"
-    invoice = await store.draft_of(conn, enc["id"]) if collecting else None
+    collecting = enc.kind is EncounterKind.ADMISSION and enc.status is EncounterStatus.OPEN
+    invoice = await store.draft_of(conn, enc.id) if collecting else None
     if invoice is None:
-        kind = "supplementary" if await store.has_issued(conn, enc["id"]) else _invoice_kind(enc)
+        kind = InvoiceKind.SUPPLEMENTARY if await store.has_issued(conn, enc.id) else _invoice_kind(enc)
         invoice = await store.create_invoice(
             conn,
-            {
-                "id": uuid.uuid4(),
-                "patient_id": enc["patient_id"],
-                "encounter_id": enc["id"],
-                "kind": kind,
-                "currency": currency,
-                "service_date": day_of(enc["started_at"]),
-            },
+            invoice_id=uuid.uuid4(),
+            patient_id=enc.patient_id,
+            encounter_id=enc.id,
+            kind=kind,
+            currency=currency,
+            service_date=day_of(enc.started_at),
         )
-    if currency != invoice["currency"]:
-        raise PermanentError(f"charges in another currency than the invoice's {invoice['currency']}")
-    await store.attach(conn, charge_ids, invoice["id"])
+    if currency != invoice.currency:
+        raise PermanentError(f"charges in another currency than the invoice's {invoice.currency}")
+    await store.attach(conn, charge_ids, invoice.id)
     if not collecting:
         await issue(uow, invoice)
     elif bed_night:
-        await close_if_complete(uow, enc["id"])
+        await close_if_complete(uow, enc.id)
 
 
-def _invoice_kind(enc: dict[str, Any]) -> str:
-    return "admission" if enc["kind"] == "admission" else "visit"
+def _invoice_kind(enc: Encounter) -> InvoiceKind:
+    return InvoiceKind.ADMISSION if enc.kind is EncounterKind.ADMISSION else InvoiceKind.VISIT
 
 
-async def issue(uow: UnitOfWork, invoice: dict[str, Any]) -> dict[str, Any] | None:
+async def issue(uow: UnitOfWork, invoice: Invoice) -> Invoice | None:
     """Price a draft invoice under the plan valid on its service date, and make it payable."""
     conn = uow.conn
-    charges = await store.active_charges(conn, invoice["id"])
+    charges = await store.active_charges(conn, invoice.id)
     if not charges:  # everything on it was cancelled before it was issued
-        await store.mark_void(conn, invoice["id"], keep_paid=True)
+        await store.mark_void(conn, invoice.id, keep_paid=True)
         return None
-    enc = await store.get_encounter(conn, invoice["encounter_id"])
+    enc = await store.get_encounter(conn, invoice.encounter_id)
     assert enc is not None
-    day = day_of(enc["started_at"])  # the encounter's first date: its plan and plan year
-    await store.set_service_date(conn, invoice["id"], day)
-    plan = await plan_on(uow, invoice["patient_id"], day)
-    if plan.currency != invoice["currency"]:
-        raise PermanentError(
-            f"invoice {invoice['id']} is in {invoice['currency']}, plan {plan.code} in {plan.currency}"
-        )
-    year = await store.accumulator(conn, invoice["patient_id"], plan.code, day.year)
-    priced = price(plan, [Line(c["code"], c["category"], c["quantity"], c["unit_price"]) for c in charges], year)
+    day = day_of(enc.started_at)  # the encounter's first date: its plan and plan year
+    await store.set_service_date(conn, invoice.id, day)
+    plan = await plan_on(uow, invoice.patient_id, day)
+    if plan.currency != invoice.currency:
+        raise PermanentError(f"invoice {invoice.id} is in {invoice.currency}, plan {plan.code} in {plan.currency}")
+    year = await store.accumulator(conn, invoice.patient_id, plan.code, day.year)
+    priced = price(plan, [Line(c.code, c.category, c.quantity, c.unit_price) for c in charges], year)
     await store.write_lines(
         conn,
-        invoice["id"],
         [
-            (
-                i,
-                c["id"],
-                c["code"],
-                c["category"],
-                c["quantity"],
-                c["unit_price"],
-                p.total,
-                p.insurer_share,
-                p.patient_share,
-                p.excluded,
-                p.deductible,
-                p.copay,
+            InvoiceLine(
+                invoice_id=invoice.id,
+                position=i,
+                charge_id=c.id,
+                code=c.code,
+                category=c.category,
+                quantity=c.quantity,
+                unit_price=c.unit_price,
+                total=p.total,
+                insurer_share=p.insurer_share,
+                patient_share=p.patient_share,
+                excluded=p.excluded,
+                deductible=p.deductible,
+                copay=p.copay,
             )
             for i, (c, p) in enumerate(zip(charges, priced.lines, strict=True))
         ],
     )
-    await store.save_accumulator(conn, invoice["patient_id"], plan.code, day.year, priced.after)
+    await store.save_accumulator(conn, invoice.patient_id, plan.code, day.year, priced.after)
+    status = payment_status(priced.patient_share, invoice.paid)
     issued = await store.mark_issued(
-        conn,
-        invoice["id"],
-        {
-            "status": payment_status(priced.patient_share, invoice["paid"]).value,
-            "payer": plan.code,
-            "plan_year": day.year,
-            "total": priced.total,
-            "insurer_share": priced.insurer_share,
-            "patient_share": priced.patient_share,
-            "deductible_applied": priced.deductible_applied,
-            "out_of_pocket_applied": priced.out_of_pocket_applied,
-        },
+        conn, invoice.id, status=status, payer=plan.code, plan_year=day.year, priced=priced
     )
     uow.add(
         InvoiceIssued(
-            invoice_id=issued["id"],
-            patient_id=issued["patient_id"],
-            encounter_id=issued["encounter_id"],
-            kind=issued["kind"],
+            invoice_id=issued.id,
+            patient_id=issued.patient_id,
+            encounter_id=issued.encounter_id,
+            kind=issued.kind.value,
             payer=plan.code,
-            currency=issued["currency"],
+            currency=issued.currency,
             total=priced.total,
             insurer_share=priced.insurer_share,
             patient_share=priced.patient_share,
-            replaces=issued["replaces"],
+            replaces=issued.replaces,
         ),
-        aggregate_id=issued["id"],
+        aggregate_id=issued.id,
     )
     uow.on_commit(ISSUED.inc)
     if priced.insurer_share > ZERO:
-        claim = {
-            "id": uuid.uuid4(),
-            "invoice_id": issued["id"],
-            "patient_id": issued["patient_id"],
-            "payer": plan.code,
-            "amount": priced.insurer_share,
-            "currency": issued["currency"],
-        }
-        await store.insert_claim(conn, claim)
-        uow.add(_claim_event(ClaimCreated, claim), aggregate_id=claim["id"])
+        claim = await store.insert_claim(
+            conn,
+            claim_id=uuid.uuid4(),
+            invoice_id=issued.id,
+            patient_id=issued.patient_id,
+            payer=plan.code,
+            amount=priced.insurer_share,
+            currency=issued.currency,
+        )
+        uow.add(_claim_event(ClaimCreated, claim), aggregate_id=claim.id)
     return issued
 
 
-def _claim_event(model: type[ClaimEvent], claim: dict[str, Any]) -> ClaimEvent:
+def _claim_event(model: type[ClaimEvent], claim: Claim) -> ClaimEvent:
     return model(
-        claim_id=claim["id"],
-        invoice_id=claim["invoice_id"],
-        payer=claim["payer"],
-        amount=claim["amount"],
-        currency=claim["currency"],
+        claim_id=claim.id,
+        invoice_id=claim.invoice_id,
+        payer=claim.payer,
+        amount=claim.amount,
+        currency=claim.currency,
     )
 
 
@@ -439,88 +444,86 @@ def _claim_event(model: type[ClaimEvent], claim: dict[str, Any]) -> ClaimEvent:
 
 
 async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
-    await void_source(uow, "appointment", ev.appointment_id)
+    await void_source(uow, SourceKind.APPOINTMENT, ev.appointment_id)
 
 
 async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: LabOrderCancelled) -> None:
-    await void_source(uow, "lab_order", ev.order_id)
+    await void_source(uow, SourceKind.LAB_ORDER, ev.order_id)
 
 
-async def void_source(uow: UnitOfWork, kind: str, source_id: uuid.UUID) -> None:
+async def void_source(uow: UnitOfWork, kind: SourceKind, source_id: uuid.UUID) -> None:
     """Void a source's charges (and any arriving later); reissue issued invoices without them."""
     conn = uow.conn
     await store.mark_source_voided(conn, kind, source_id)
     for invoice_id in await store.void_charges(conn, kind, source_id):
         invoice = await store.get_invoice(conn, invoice_id, lock=True)
         assert invoice is not None
-        if invoice["status"] not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        if invoice.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             await void_and_reissue(uow, invoice)
 
 
-async def void_and_reissue(uow: UnitOfWork, invoice: dict[str, Any]) -> None:
+async def void_and_reissue(uow: UnitOfWork, invoice: Invoice) -> None:
     conn = uow.conn
-    remaining = await store.active_charges(conn, invoice["id"])
+    remaining = await store.active_charges(conn, invoice.id)
     await _void(uow, invoice, keep_paid=not remaining)
-    replacement: dict[str, Any] | None = None
+    replacement: Invoice | None = None
     if remaining:
         replacement = await store.create_invoice(
             conn,
-            {
-                "id": uuid.uuid4(),
-                "patient_id": invoice["patient_id"],
-                "encounter_id": invoice["encounter_id"],
-                "kind": invoice["kind"],
-                "replaces": invoice["id"],
-                "currency": invoice["currency"],
-                "service_date": invoice["service_date"],
-                "paid": invoice["paid"],
-            },
+            invoice_id=uuid.uuid4(),
+            patient_id=invoice.patient_id,
+            encounter_id=invoice.encounter_id,
+            kind=invoice.kind,
+            replaces=invoice.id,
+            currency=invoice.currency,
+            service_date=invoice.service_date,
+            paid=invoice.paid,
         )
-        await store.move_open_items(conn, invoice["id"], replacement["id"])
+        await store.move_open_items(conn, invoice.id, replacement.id)
         await issue(uow, replacement)
     uow.add(
         InvoiceVoided(
-            invoice_id=invoice["id"],
-            patient_id=invoice["patient_id"],
-            replaced_by=replacement["id"] if replacement else None,
+            invoice_id=invoice.id,
+            patient_id=invoice.patient_id,
+            replaced_by=replacement.id if replacement else None,
         ),
-        aggregate_id=invoice["id"],
+        aggregate_id=invoice.id,
     )
 
 
-async def _void(uow: UnitOfWork, invoice: dict[str, Any], *, keep_paid: bool) -> None:
+async def _void(uow: UnitOfWork, invoice: Invoice, *, keep_paid: bool) -> None:
     """Void an issued invoice: its share of the year leaves the accumulator, its claim is void."""
     conn = uow.conn
-    year = await store.accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"])
-    back = unpriced(year, invoice["deductible_applied"], invoice["out_of_pocket_applied"])
-    await store.save_accumulator(conn, invoice["patient_id"], invoice["payer"], invoice["plan_year"], back)
-    claim = await store.claim_of_invoice(conn, invoice["id"])
-    if claim is not None and claim["status"] in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
-        await store.set_claim_status(conn, claim["id"], ClaimStatus.VOID)
-        uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim["id"])
-    await store.mark_void(conn, invoice["id"], keep_paid=keep_paid)
+    payer, plan_year = invoice.payer, invoice.plan_year
+    assert payer is not None and plan_year is not None, f"invoice {invoice.id} was never issued"
+    year = await store.accumulator(conn, invoice.patient_id, payer, plan_year)
+    back = unpriced(year, invoice.deductible_applied, invoice.out_of_pocket_applied)
+    await store.save_accumulator(conn, invoice.patient_id, payer, plan_year, back)
+    claim = await store.claim_of_invoice(conn, invoice.id)
+    if claim is not None and claim.status in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
+        await store.set_claim_status(conn, claim.id, ClaimStatus.VOID)
+        uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim.id)
+    await store.mark_void(conn, invoice.id, keep_paid=keep_paid)
 
 
-async def adopt(uow: UnitOfWork, admission: dict[str, Any]) -> None:
+async def adopt(uow: UnitOfWork, admission: Encounter) -> None:
     """Charges that fall within this admission but were billed as visits, because their event was
     applied before billing learnt of the admission (streams are not ordered with each other),
     move onto it: their visit invoices are voided (payments stay there, to be refunded) and the
     charges go on the admission's invoice like any other charge of the stay."""
     conn = uow.conn
-    strays = await store.visit_charges_within(
-        conn, admission["patient_id"], admission["started_at"], admission["ended_at"]
-    )
+    strays = await store.visit_charges_within(conn, admission.patient_id, admission.started_at, admission.ended_at)
     if not strays:
         return
-    for invoice_id in sorted({c["invoice_id"] for c in strays if c["invoice_id"] is not None}):
+    for invoice_id in sorted({c.invoice_id for c in strays if c.invoice_id is not None}):
         invoice = await store.get_invoice(conn, invoice_id, lock=True)
         assert invoice is not None
-        if invoice["status"] not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        if invoice.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             await _void(uow, invoice, keep_paid=True)
-            uow.add(InvoiceVoided(invoice_id=invoice_id, patient_id=invoice["patient_id"]), aggregate_id=invoice_id)
-    ids = [c["id"] for c in strays]
-    await store.move_to_encounter(conn, ids, admission["id"])
-    await place(uow, admission, ids, strays[0]["currency"])
+            uow.add(InvoiceVoided(invoice_id=invoice_id, patient_id=invoice.patient_id), aggregate_id=invoice_id)
+    ids = [c.id for c in strays]
+    await store.move_to_encounter(conn, ids, admission.id)
+    await place(uow, admission, ids, strays[0].currency)
 
 
 # --- payments ----------------------------------------------------------------------------------
@@ -528,11 +531,13 @@ async def adopt(uow: UnitOfWork, admission: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Money:
-    kind: str  # payment or refund
+    """Money taken at a desk, or refunded."""
+
+    kind: PaymentKind
     invoice_id: uuid.UUID
     amount: Decimal
     currency: str
-    method: str
+    method: PaymentMethod
 
     def fingerprint(self) -> str:
         canonical = json.dumps(
@@ -556,73 +561,77 @@ async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
     if not await store.claim_key(conn, actor, key, m.fingerprint()):
         stored = await store.stored_response(conn, actor, key)
         assert stored is not None
-        if stored["request_hash"] != m.fingerprint():
+        if stored.request_hash != m.fingerprint():
             raise ConflictError("this Idempotency-Key was used for a different request")
-        return Answer(stored["response_status"], stored["response_body"], replayed=True)
+        return Answer(stored.status, stored.body, replayed=True)
     invoice = await store.get_invoice(conn, m.invoice_id, lock=True)
     if invoice is None:
         raise UnknownError("invoice not found")
-    paid: Decimal = invoice["paid"]
-    if m.kind == "payment":
-        if invoice["status"] in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
-            raise ConflictError(f"a {invoice['status']} invoice takes no payments")
-        check_payment(m.amount, m.currency, invoice["currency"], invoice["patient_share"] - paid)
+    paid = invoice.paid
+    if m.kind is PaymentKind.PAYMENT:
+        if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+            raise ConflictError(f"a {invoice.status} invoice takes no payments")
+        check_payment(m.amount, m.currency, invoice.currency, invoice.issued_share() - paid)
         paid += m.amount
     else:
-        check_refund(m.amount, m.currency, invoice["currency"], paid)
+        check_refund(m.amount, m.currency, invoice.currency, paid)
         paid -= m.amount
-    status = (
-        invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"], paid)
-    )
-    await store.set_paid(conn, invoice["id"], paid, status)
-    row = await store.insert_payment(
+    status = invoice.status_after(paid)
+    await store.set_paid(conn, invoice.id, paid, status)
+    payment = await store.insert_payment(
         conn,
-        {
-            "id": uuid.uuid4(),
-            "invoice_id": invoice["id"],
-            "patient_id": invoice["patient_id"],
-            "kind": m.kind,
-            "amount": m.amount,
-            "currency": m.currency,
-            "method": m.method,
-            "created_by": actor,
-        },
+        payment_id=uuid.uuid4(),
+        invoice_id=invoice.id,
+        patient_id=invoice.patient_id,
+        kind=m.kind,
+        amount=m.amount,
+        currency=m.currency,
+        method=m.method,
+        created_by=actor,
     )
-    model = PaymentReceived if m.kind == "payment" else PaymentRefunded
-    ids = {"payment_id": row["id"]} if m.kind == "payment" else {"refund_id": row["id"]}
-    uow.add(
-        model(
-            **ids,
-            invoice_id=invoice["id"],
-            patient_id=invoice["patient_id"],
+    if m.kind is PaymentKind.PAYMENT:
+        event: PaymentReceived | PaymentRefunded = PaymentReceived(
+            payment_id=payment.id,
+            invoice_id=invoice.id,
+            patient_id=invoice.patient_id,
             amount=m.amount,
             currency=m.currency,
-            method=m.method,
+            method=m.method.value,
             invoice_status=str(status),
-        ),
-        aggregate_id=invoice["id"],
-    )
+        )
+    else:
+        event = PaymentRefunded(
+            refund_id=payment.id,
+            invoice_id=invoice.id,
+            patient_id=invoice.patient_id,
+            amount=m.amount,
+            currency=m.currency,
+            method=m.method.value,
+            invoice_status=str(status),
+        )
+    uow.add(event, aggregate_id=invoice.id)
     body = json.dumps(
         {
-            **payment_json(row),
+            **payment_json(payment),
             "invoice_status": str(status),
             "invoice_paid": str(paid),
-            "outstanding": str(invoice["patient_share"] - paid),
+            "outstanding": str(invoice.issued_share() - paid),
         }
     )
     await store.store_response(conn, actor, key, 201, body)
     return Answer(201, body, replayed=False)
 
 
-def payment_json(row: dict[str, Any]) -> dict[str, Any]:
+def payment_json(p: Payment) -> dict[str, str]:
+    """A payment or refund as the answer that records it says it."""
     return {
-        "id": str(row["id"]),
-        "invoice_id": str(row["invoice_id"]),
-        "kind": row["kind"],
-        "amount": str(row["amount"]),
-        "currency": row["currency"],
-        "method": row["method"],
-        "created_at": row["created_at"].isoformat(),
+        "id": str(p.id),
+        "invoice_id": str(p.invoice_id),
+        "kind": p.kind.value,
+        "amount": str(p.amount),
+        "currency": p.currency,
+        "method": p.method.value,
+        "created_at": p.created_at.isoformat(),
     }
 
 
@@ -636,12 +645,12 @@ _CLAIM_EVENTS: dict[ClaimStatus, type[ClaimEvent]] = {
 }
 
 
-async def act_on_claim(uow: UnitOfWork, claim_id: uuid.UUID, action: ClaimAction) -> dict[str, Any]:
+async def act_on_claim(uow: UnitOfWork, claim_id: uuid.UUID, action: ClaimAction) -> Claim:
     """Move a claim along draft → submitted → accepted → paid (or rejected); ``InvalidTransitionError`` else."""
     claim = await store.get_claim(uow.conn, claim_id, lock=True)
     if claim is None:
         raise UnknownError("claim not found")
-    after = claim_transition(ClaimStatus(claim["status"]), action)
-    row = await store.set_claim_status(uow.conn, claim_id, after)
-    uow.add(_claim_event(_CLAIM_EVENTS[after], row), aggregate_id=claim_id)
-    return row
+    after = claim_transition(claim.status, action)
+    moved = await store.set_claim_status(uow.conn, claim_id, after)
+    uow.add(_claim_event(_CLAIM_EVENTS[after], moved), aggregate_id=claim_id)
+    return moved

@@ -22,15 +22,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from his.billing import store
-from his.billing.domain import BillingError, InvoiceStatus, check_payment, payment_status
+from his.billing.domain import (
+    BillingError,
+    IntentStatus,
+    Invoice,
+    InvoiceStatus,
+    PaymentIntent,
+    PaymentKind,
+    PaymentMethod,
+    check_payment,
+)
 from his.billing.handlers import Answer, ConflictError, UnknownError
 from his.billing.payments import Checkout, Confirmation, PaymentProvider
 from his.billing.store import online as online_store
 from his.events.billing import PaymentReceived
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Connection, Database, UnitOfWork
 
 #: Namespace of intent ids (UUIDv5 of the caller and their idempotency key).
 INTENT_NAMESPACE = uuid.UUID("6f1c2a5e-93b4-4d0e-9a55-0c3f6a1b2d70")
@@ -62,22 +70,30 @@ def intent_id(actor: uuid.UUID, key: str) -> uuid.UUID:
     return uuid.uuid5(INTENT_NAMESPACE, f"{actor}\n{key}")
 
 
-def _payable(invoice: dict[str, Any] | None, p: OnlinePayment) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IntentView:
+    """An online payment opened on an invoice, and whether its provider is in test mode (no money moves)."""
+
+    intent: PaymentIntent
+    test_mode: bool
+
+
+def _payable(invoice: Invoice | None, p: OnlinePayment) -> Invoice:
     if invoice is None:
         raise UnknownError("invoice not found")
-    if invoice["status"] in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
-        raise ConflictError(f"a {invoice['status']} invoice takes no payments")
-    check_payment(p.amount, p.currency, invoice["currency"], invoice["patient_share"] - invoice["paid"])
+    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        raise ConflictError(f"a {invoice.status} invoice takes no payments")
+    check_payment(p.amount, p.currency, invoice.currency, invoice.issued_share() - invoice.paid)
     return invoice
 
 
-async def _stored(conn: Any, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
+async def _stored(conn: Connection, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
     stored = await store.stored_response(conn, actor, key)
     if stored is None:
         return None
-    if stored["request_hash"] != p.fingerprint():
+    if stored.request_hash != p.fingerprint():
         raise ConflictError("this Idempotency-Key was used for a different request")
-    return Answer(stored["response_status"], stored["response_body"], replayed=True)
+    return Answer(stored.status, stored.body, replayed=True)
 
 
 async def replayed_or_payable(db: Database, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
@@ -110,23 +126,21 @@ async def record_intent(
         assert answer is not None
         return answer, None
     invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
-    row = await online_store.insert_intent(
+    intent = await online_store.insert_intent(
         uow.conn,
-        {
-            "id": intent_id(actor, key),
-            "invoice_id": p.invoice_id,
-            "patient_id": invoice["patient_id"],
-            "amount": p.amount,
-            "currency": p.currency,
-            "provider": opened.provider,
-            "provider_ref": opened.reference,
-            "checkout_url": opened.url,
-            "created_by": actor,
-        },
+        intent_id=intent_id(actor, key),
+        invoice_id=p.invoice_id,
+        patient_id=invoice.patient_id,
+        amount=p.amount,
+        currency=p.currency,
+        provider=opened.provider,
+        provider_ref=opened.reference,
+        checkout_url=opened.url,
+        created_by=actor,
     )
-    body = json.dumps(intent_json(row, test_mode=opened.test_mode))
+    body = json.dumps(intent_json(intent, test_mode=opened.test_mode))
     await store.store_response(uow.conn, actor, key, 201, body)
-    return Answer(201, body, replayed=False), invoice["patient_id"]
+    return Answer(201, body, replayed=False), invoice.patient_id
 
 
 async def confirm(uow: UnitOfWork, c: Confirmation) -> uuid.UUID | None:
@@ -139,61 +153,57 @@ async def confirm(uow: UnitOfWork, c: Confirmation) -> uuid.UUID | None:
     intent = await online_store.intent_by_reference(conn, c.provider, c.reference)
     if intent is None:
         raise UnknownError("no payment was opened with this reference")
-    if (c.amount, c.currency) != (intent["amount"], intent["currency"]):
-        raise MismatchError(f"the payment was opened for {intent['amount']} {intent['currency']}")
-    if not await online_store.record_event(conn, c.provider, c.event_id, intent["id"]):
+    if (c.amount, c.currency) != (intent.amount, intent.currency):
+        raise MismatchError(f"the payment was opened for {intent.amount} {intent.currency}")
+    if not await online_store.record_event(conn, c.provider, c.event_id, intent.id):
         return None
-    if intent["status"] == "succeeded":  # confirmed before under another event id
+    if intent.status is IntentStatus.SUCCEEDED:  # confirmed before under another event id
         return None
-    invoice = await store.get_invoice(conn, intent["invoice_id"], lock=True)
+    invoice = await store.get_invoice(conn, intent.invoice_id, lock=True)
     assert invoice is not None
-    paid = invoice["paid"] + c.amount
-    status = (
-        invoice["status"] if invoice["status"] == InvoiceStatus.VOID else payment_status(invoice["patient_share"], paid)
-    )
-    await store.set_paid(conn, invoice["id"], paid, status)
-    row = await store.insert_payment(
+    paid = invoice.paid + c.amount
+    status = invoice.status_after(paid)
+    await store.set_paid(conn, invoice.id, paid, status)
+    payment = await store.insert_payment(
         conn,
-        {
-            "id": uuid.uuid4(),
-            "invoice_id": invoice["id"],
-            "patient_id": invoice["patient_id"],
-            "kind": "payment",
-            "amount": c.amount,
-            "currency": c.currency,
-            "method": "online",
-            "created_by": intent["created_by"],
-            "provider": c.provider,
-            "intent_id": intent["id"],
-        },
+        payment_id=uuid.uuid4(),
+        invoice_id=invoice.id,
+        patient_id=invoice.patient_id,
+        kind=PaymentKind.PAYMENT,
+        amount=c.amount,
+        currency=c.currency,
+        method=PaymentMethod.ONLINE,
+        created_by=intent.created_by,
+        provider=c.provider,
+        intent_id=intent.id,
     )
-    await online_store.mark_succeeded(conn, intent["id"])
+    await online_store.mark_succeeded(conn, intent.id)
     uow.add(
         PaymentReceived(
-            payment_id=row["id"],
-            invoice_id=invoice["id"],
-            patient_id=invoice["patient_id"],
+            payment_id=payment.id,
+            invoice_id=invoice.id,
+            patient_id=invoice.patient_id,
             amount=c.amount,
             currency=c.currency,
-            method="online",
+            method=PaymentMethod.ONLINE.value,
             invoice_status=str(status),
         ),
-        aggregate_id=invoice["id"],
+        aggregate_id=invoice.id,
     )
-    patient: uuid.UUID = invoice["patient_id"]
-    return patient
+    return invoice.patient_id
 
 
-def intent_json(row: dict[str, Any], *, test_mode: bool) -> dict[str, Any]:
+def intent_json(intent: PaymentIntent, *, test_mode: bool) -> dict[str, str | bool | None]:
+    """An online payment as the answer that opened it says it."""
     return {
-        "id": str(row["id"]),
-        "invoice_id": str(row["invoice_id"]),
-        "status": row["status"],
-        "amount": str(row["amount"]),
-        "currency": row["currency"],
-        "provider": row["provider"],
+        "id": str(intent.id),
+        "invoice_id": str(intent.invoice_id),
+        "status": intent.status.value,
+        "amount": str(intent.amount),
+        "currency": intent.currency,
+        "provider": intent.provider,
         "test_mode": test_mode,
-        "checkout_url": row["checkout_url"],
-        "created_at": row["created_at"].isoformat(),
-        "confirmed_at": row["confirmed_at"].isoformat() if row["confirmed_at"] else None,
+        "checkout_url": intent.checkout_url,
+        "created_at": intent.created_at.isoformat(),
+        "confirmed_at": intent.confirmed_at.isoformat() if intent.confirmed_at else None,
     }

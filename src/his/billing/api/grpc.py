@@ -34,11 +34,10 @@ class BillingTerms(pb_grpc.BillingTermsServicer):
     async def GetTerms(self, request: pb.GetTermsRequest, context: Context) -> pb.Terms:
         """Every payer plan (code, title, currency) and the currencies billing invoices in."""
         async with self.db.pool.acquire() as conn:
-            plans = await store.plans(conn)
-            rows = await store.plan_rows(conn)
+            payers = await store.payers(conn)
         return pb.Terms(
-            payers=[pb.PayerPlan(code=p["code"], title=p["title"], currency=p["currency"]) for p in rows],
-            currencies=billable_currencies(plans),
+            payers=[pb.PayerPlan(code=p.code, title=p.title, currency=p.currency) for p in payers],
+            currencies=billable_currencies({p.code: p.plan for p in payers}),
         )
 
 

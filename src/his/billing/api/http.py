@@ -15,15 +15,16 @@ from __future__ import annotations
 import uuid
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.billing import handlers
+from his.billing import domain, handlers
 from his.billing.accounts import Accounts
-from his.billing.domain import ClaimAction, ClaimStatus, InvoiceStatus
+from his.billing.domain import ClaimAction, ClaimStatus, InvoiceStatus, PaymentKind, PaymentMethod, PriceEntry
 from his.billing.handlers import Answer
+from his.billing.online import IntentView
 from his.kernel.params import CalendarDate, Limit
 from his.kernel.web import Caller, Moment, errors, provided
 
@@ -99,6 +100,20 @@ class PayerPlan(BaseModel):
     excluded_categories: list[str]
     excluded_codes: list[str]
 
+    @classmethod
+    def of(cls, p: domain.Payer) -> PayerPlan:
+        return cls(
+            code=p.code,
+            title=p.title,
+            currency=p.currency,
+            coverage={k: str(v) for k, v in p.coverage.items()},
+            copay=money(p.copay),
+            deductible=money(p.deductible),
+            out_of_pocket_cap=money(p.out_of_pocket_cap),
+            excluded_categories=list(p.excluded_categories),
+            excluded_codes=list(p.excluded_codes),
+        )
+
 
 class PayerPlans(BaseModel):
     items: list[PayerPlan]
@@ -109,6 +124,10 @@ class PriceLine(BaseModel):
     category: str
     amount: str
     currency: str
+
+    @classmethod
+    def of(cls, e: PriceEntry) -> PriceLine:
+        return cls(code=e.code, category=e.category, amount=str(e.amount), currency=e.currency)
 
 
 class PriceList(BaseModel):
@@ -143,21 +162,21 @@ class Charge(BaseModel):
     invoice_id: uuid.UUID | None
 
     @classmethod
-    def of(cls, r: dict[str, Any]) -> Charge:
+    def of(cls, c: domain.Charge) -> Charge:
         return cls(
-            id=r["id"],
-            patient_id=r["patient_id"],
-            source=r["source_kind"],
-            source_id=r["source_id"],
-            code=r["code"],
-            category=r["category"],
-            quantity=quantity(r["quantity"]),
-            unit_price=str(r["unit_price"]),
-            amount=str(r["amount"]),
-            currency=r["currency"],
-            service_date=r["service_date"],
-            status=r["status"],
-            invoice_id=r["invoice_id"],
+            id=c.id,
+            patient_id=c.patient_id,
+            source=c.source_kind.value,
+            source_id=c.source_id,
+            code=c.code,
+            category=c.category,
+            quantity=quantity(c.quantity),
+            unit_price=str(c.unit_price),
+            amount=str(c.amount),
+            currency=c.currency,
+            service_date=c.service_date,
+            status=c.status.value,
+            invoice_id=c.invoice_id,
         )
 
 
@@ -180,10 +199,42 @@ class InvoiceLine(BaseModel):
     deductible: str | None = None
     copay: str | None = None
 
+    @classmethod
+    def charged(cls, c: domain.Charge) -> InvoiceLine:
+        """A charge on a draft invoice, not yet priced."""
+        return cls(
+            charge_id=c.id,
+            code=c.code,
+            category=c.category,
+            quantity=quantity(c.quantity),
+            unit_price=str(c.unit_price),
+            total=str(c.amount),
+            insurer_share=None,
+            patient_share=None,
+            excluded=None,
+        )
+
+    @classmethod
+    def of(cls, x: domain.InvoiceLine) -> InvoiceLine:
+        return cls(
+            charge_id=x.charge_id,
+            code=x.code,
+            category=x.category,
+            quantity=quantity(x.quantity),
+            unit_price=str(x.unit_price),
+            total=str(x.total),
+            insurer_share=str(x.insurer_share),
+            patient_share=str(x.patient_share),
+            excluded=x.excluded,
+            deductible=str(x.deductible),
+            copay=str(x.copay),
+        )
+
 
 class Encounter(BaseModel):
     """The visit or stay the invoice bills."""
 
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     kind: str
     source_id: uuid.UUID
@@ -212,67 +263,32 @@ class Invoice(BaseModel):
     voided_at: Moment | None
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Invoice:
-        if row["status"] == "draft":
-            lines = [
-                InvoiceLine(
-                    charge_id=c["id"],
-                    code=c["code"],
-                    category=c["category"],
-                    quantity=quantity(c["quantity"]),
-                    unit_price=str(c["unit_price"]),
-                    total=str(c["amount"]),
-                    insurer_share=None,
-                    patient_share=None,
-                    excluded=None,
-                )
-                for c in row["lines"]
-            ]
-            total = money(sum((c["amount"] for c in row["lines"]), Decimal("0.00")))
+    def of(cls, d: domain.InvoiceDetail) -> Invoice:
+        inv = d.invoice
+        if inv.status is InvoiceStatus.DRAFT:
+            lines = [InvoiceLine.charged(c) for c in d.charges]
+            total = money(sum((c.amount for c in d.charges), Decimal("0.00")))
         else:
-            lines = [
-                InvoiceLine(
-                    charge_id=x["charge_id"],
-                    code=x["code"],
-                    category=x["category"],
-                    quantity=quantity(x["quantity"]),
-                    unit_price=str(x["unit_price"]),
-                    total=str(x["total"]),
-                    insurer_share=str(x["insurer_share"]),
-                    patient_share=str(x["patient_share"]),
-                    excluded=x["excluded"],
-                    deductible=str(x["deductible"]),
-                    copay=str(x["copay"]),
-                )
-                for x in row["lines"]
-            ]
-            total = money(row["total"])
-        outstanding = row["patient_share"] - row["paid"] if row["patient_share"] is not None else None
-        enc = row["encounter"]
+            lines = [InvoiceLine.of(x) for x in d.lines]
+            total = money(inv.total)
         return cls(
-            id=row["id"],
-            patient_id=row["patient_id"],
-            kind=row["kind"],
-            status=row["status"],
-            payer=row["payer"],
-            currency=row["currency"],
-            service_date=row["service_date"],
+            id=inv.id,
+            patient_id=inv.patient_id,
+            kind=inv.kind.value,
+            status=inv.status,
+            payer=inv.payer,
+            currency=inv.currency,
+            service_date=inv.service_date,
             total=total,
-            insurer_share=money(row["insurer_share"]),
-            patient_share=money(row["patient_share"]),
-            paid=money(row["paid"]),
-            outstanding=money(outstanding),
-            replaces=row["replaces"],
-            encounter=Encounter(
-                id=enc["id"],
-                kind=enc["kind"],
-                source_id=enc["source_id"],
-                started_at=enc["started_at"],
-                ended_at=enc["ended_at"],
-            ),
+            insurer_share=money(inv.insurer_share),
+            patient_share=money(inv.patient_share),
+            paid=money(inv.paid),
+            outstanding=money(inv.outstanding),
+            replaces=inv.replaces,
+            encounter=Encounter.model_validate(d.encounter),
             lines=lines,
-            issued_at=row["issued_at"],
-            voided_at=row["voided_at"],
+            issued_at=inv.issued_at,
+            voided_at=inv.voided_at,
         )
 
 
@@ -289,6 +305,18 @@ class Payment(BaseModel):
     currency: str
     method: str
     created_at: Moment
+
+    @classmethod
+    def of(cls, p: domain.Payment) -> Payment:
+        return cls(
+            id=p.id,
+            invoice_id=p.invoice_id,
+            kind=p.kind.value,
+            amount=str(p.amount),
+            currency=p.currency,
+            method=p.method.value,
+            created_at=p.created_at,
+        )
 
 
 class Payments(BaseModel):
@@ -309,6 +337,22 @@ class OnlinePayment(BaseModel):
     checkout_url: str
     created_at: Moment
     confirmed_at: Moment | None
+
+    @classmethod
+    def of(cls, v: IntentView) -> OnlinePayment:
+        i = v.intent
+        return cls(
+            id=i.id,
+            invoice_id=i.invoice_id,
+            status=i.status.value,
+            amount=str(i.amount),
+            currency=i.currency,
+            provider=i.provider,
+            test_mode=v.test_mode,
+            checkout_url=i.checkout_url,
+            created_at=i.created_at,
+            confirmed_at=i.confirmed_at,
+        )
 
 
 class OnlinePayments(BaseModel):
@@ -332,8 +376,18 @@ class Claim(BaseModel):
     updated_at: Moment
 
     @classmethod
-    def of(cls, r: dict[str, Any]) -> Claim:
-        return cls.model_validate({k: r[k] for k in cls.model_fields} | {"amount": str(r["amount"])})
+    def of(cls, c: domain.Claim) -> Claim:
+        return cls(
+            id=c.id,
+            invoice_id=c.invoice_id,
+            patient_id=c.patient_id,
+            payer=c.payer,
+            amount=str(c.amount),
+            currency=c.currency,
+            status=c.status,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
 
 
 class Claims(BaseModel):
@@ -343,22 +397,7 @@ class Claims(BaseModel):
 @router.get("/payers")
 async def payers(who: Caller, books: Books) -> PayerPlans:
     """Payer plans: coverage percentage per category, co-pay, deductible, cap, exclusions (any signed-in)."""
-    return PayerPlans(
-        items=[
-            PayerPlan(
-                code=p["code"],
-                title=p["title"],
-                currency=p["currency"],
-                coverage={k: str(v) for k, v in p["coverage"].items()},
-                copay=money(p["copay"]),
-                deductible=money(p["deductible"]),
-                out_of_pocket_cap=money(p["out_of_pocket_cap"]),
-                excluded_categories=p["excluded_categories"],
-                excluded_codes=p["excluded_codes"],
-            )
-            for p in await books.plans()
-        ]
-    )
+    return PayerPlans(items=[PayerPlan.of(p) for p in await books.plans()])
 
 
 @router.get("/price-list", responses=errors(404))
@@ -367,12 +406,12 @@ async def price_list(
 ) -> PriceList:
     """The price list valid on ``date`` (default today, hospital time): the latest version in
     effect (any signed-in user)."""
-    on, version, lines = await books.price_list(day)
+    found = await books.price_list(day)
     return PriceList(
-        version_id=version["id"],
-        effective_from=version["effective_from"],
-        date=on,
-        lines=[PriceLine(**{**x, "amount": str(x["amount"])}) for x in lines],
+        version_id=found.version.id,
+        effective_from=found.version.effective_from,
+        date=found.on,
+        lines=[PriceLine.of(x) for x in found.lines],
     )
 
 
@@ -380,7 +419,7 @@ async def price_list(
 async def new_price_list(body: NewPriceList, who: Caller, books: Books) -> PriceListCreated:
     """A new price list version (ADMIN): the complete list, in effect from ``effective_from``
     (today or later; prices never change retroactively). 409 if a version starts that day."""
-    lines = [x.model_dump() for x in body.lines]
+    lines = [PriceEntry(x.code, x.category, x.amount, x.currency) for x in body.lines]
     vid = await books.new_price_list(who, body.effective_from, lines)
     return PriceListCreated(version_id=vid, effective_from=body.effective_from, lines=len(lines))
 
@@ -413,8 +452,7 @@ async def invoice(invoice_id: uuid.UUID, who: Caller, books: Books) -> Invoice:
 @router.get("/invoices/{invoice_id}/payments", responses=errors(403, 404))
 async def payments(invoice_id: uuid.UUID, who: Caller, books: Books) -> Payments:
     """Payments and refunds of an invoice (its patient, BILLING, ADMIN)."""
-    rows = await books.payments(who, invoice_id)
-    return Payments(items=[Payment.model_validate(handlers.payment_json(x)) for x in rows])
+    return Payments(items=[Payment.of(x) for x in await books.payments(who, invoice_id)])
 
 
 @router.post(
@@ -427,7 +465,7 @@ async def pay(
     the desk's terminal or bank transfer. Needs an ``Idempotency-Key``: the same key and body
     answer the same again; another body → 409. The amount is > 0, in the invoice currency, at
     most the outstanding share (else 422). Patients pay online (``/online-payments``)."""
-    m = handlers.Money("payment", invoice_id, body.amount, body.currency, body.method)
+    m = handlers.Money(PaymentKind.PAYMENT, invoice_id, body.amount, body.currency, PaymentMethod(body.method))
     return answered(await books.take(who, idempotency_key, m))
 
 
@@ -451,8 +489,7 @@ async def pay_online(
 async def online_payments(invoice_id: uuid.UUID, who: Caller, books: Books) -> OnlinePayments:
     """The online payments opened on an invoice and whether the provider confirmed them (its
     patient, BILLING, ADMIN)."""
-    rows = await books.online_payments(who, invoice_id)
-    return OnlinePayments(items=[OnlinePayment.model_validate(x) for x in rows])
+    return OnlinePayments(items=[OnlinePayment.of(x) for x in await books.online_payments(who, invoice_id)])
 
 
 @router.post("/payments/webhooks/{provider_name}", responses=errors(401, 404, 409))
@@ -472,7 +509,7 @@ async def refund(
     invoice_id: uuid.UUID, body: MoneyIn, who: Caller, books: Books, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Refund money paid on an invoice (BILLING, ADMIN), at most what was paid; with an ``Idempotency-Key``."""
-    m = handlers.Money("refund", invoice_id, body.amount, body.currency, body.method)
+    m = handlers.Money(PaymentKind.REFUND, invoice_id, body.amount, body.currency, PaymentMethod(body.method))
     return answered(await books.take(who, idempotency_key, m))
 
 

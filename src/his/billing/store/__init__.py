@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
-from his.billing.domain import ZERO, Accumulator, Plan
-from his.kernel.db import Connection
+from his.billing.domain import (
+    ZERO,
+    Accumulator,
+    Charge,
+    ChargeStatus,
+    Claim,
+    ClaimStatus,
+    Encounter,
+    EncounterKind,
+    EncounterStatus,
+    Invoice,
+    InvoiceDetail,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    Payer,
+    Payment,
+    PaymentKind,
+    PaymentMethod,
+    Plan,
+    Priced,
+    PriceEntry,
+    PriceListVersion,
+    SourceKind,
+    StoredResponse,
+    WardTariff,
+)
+from his.kernel.db import Connection, Record
 
 
 class DuplicateVersionError(Exception):
@@ -20,51 +46,59 @@ class DuplicateVersionError(Exception):
 # --- plans and prices ---------------------------------------------------------------------------
 
 
-async def plan_rows(conn: Connection) -> list[dict[str, Any]]:
-    plans = [dict(r) for r in await conn.fetch("SELECT * FROM payer_plan ORDER BY code")]
+async def payers(conn: Connection) -> list[Payer]:
+    """Every payer plan, by code, with its coverage by category and its exclusions."""
+    rows = await conn.fetch("SELECT * FROM payer_plan ORDER BY code")
     coverage = await conn.fetch("SELECT * FROM plan_coverage ORDER BY plan_code, category")
     exclusions = await conn.fetch("SELECT * FROM plan_exclusion ORDER BY plan_code, kind, value")
-    for p in plans:
-        p["coverage"] = {c["category"]: c["percentage"] for c in coverage if c["plan_code"] == p["code"]}
-        p["excluded_categories"] = [
-            e["value"] for e in exclusions if e["plan_code"] == p["code"] and e["kind"] == "category"
-        ]
-        p["excluded_codes"] = [e["value"] for e in exclusions if e["plan_code"] == p["code"] and e["kind"] == "code"]
-    return plans
 
+    def excluded(code: str, kind: str) -> tuple[str, ...]:
+        return tuple(e["value"] for e in exclusions if e["plan_code"] == code and e["kind"] == kind)
 
-async def plans(conn: Connection) -> dict[str, Plan]:
-    return {
-        p["code"]: Plan(
-            p["code"],
-            p["coverage"],
+    return [
+        Payer(
+            code=p["code"],
+            title=p["title"],
+            currency=p["currency"],
+            coverage={c["category"]: c["percentage"] for c in coverage if c["plan_code"] == p["code"]},
             copay=p["copay"],
             deductible=p["deductible"],
             out_of_pocket_cap=p["out_of_pocket_cap"],
-            excluded_categories=frozenset(p["excluded_categories"]),
-            excluded_codes=frozenset(p["excluded_codes"]),
-            currency=p["currency"],
+            excluded_categories=excluded(p["code"], "category"),
+            excluded_codes=excluded(p["code"], "code"),
         )
-        for p in await plan_rows(conn)
-    }
+        for p in rows
+    ]
 
 
-async def price_version_on(conn: Connection, day: date) -> dict[str, Any] | None:
+async def plans(conn: Connection) -> dict[str, Plan]:
+    return {p.code: p.plan for p in await payers(conn)}
+
+
+def _price(row: Record) -> PriceEntry:
+    return PriceEntry(code=row["code"], category=row["category"], amount=row["amount"], currency=row["currency"])
+
+
+async def price_version_on(conn: Connection, day: date) -> PriceListVersion | None:
     """The price list valid on ``day``: the latest version effective on or before it."""
     row = await conn.fetchrow(
         "SELECT * FROM price_list_version WHERE effective_from <= $1 ORDER BY effective_from DESC LIMIT 1", day
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    return PriceListVersion(
+        id=row["id"], effective_from=row["effective_from"], created_by=row["created_by"], created_at=row["created_at"]
+    )
 
 
-async def price_lines(conn: Connection, version_id: uuid.UUID) -> list[dict[str, Any]]:
+async def price_lines(conn: Connection, version_id: uuid.UUID) -> list[PriceEntry]:
     rows = await conn.fetch(
         "SELECT code, category, amount, currency FROM price_line WHERE version_id = $1 ORDER BY code", version_id
     )
-    return [dict(r) for r in rows]
+    return [_price(r) for r in rows]
 
 
-async def price_on(conn: Connection, code: str, day: date) -> dict[str, Any] | None:
+async def price_on(conn: Connection, code: str, day: date) -> PriceEntry | None:
     """The line for ``code`` in the price list valid on ``day`` (None: not priced then)."""
     row = await conn.fetchrow(
         """SELECT l.code, l.category, l.amount, l.currency FROM price_line l
@@ -73,11 +107,11 @@ async def price_on(conn: Connection, code: str, day: date) -> dict[str, Any] | N
         code,
         day,
     )
-    return dict(row) if row else None
+    return _price(row) if row else None
 
 
 async def add_price_version(
-    conn: Connection, vid: uuid.UUID, effective_from: date, lines: list[dict[str, Any]], actor: uuid.UUID
+    conn: Connection, vid: uuid.UUID, effective_from: date, lines: Sequence[PriceEntry], actor: uuid.UUID
 ) -> None:
     try:
         await conn.execute(
@@ -90,7 +124,7 @@ async def add_price_version(
         raise DuplicateVersionError from exc
     await conn.executemany(
         "INSERT INTO price_line (version_id, code, category, amount, currency) VALUES ($1, $2, $3, $4, $5)",
-        [(vid, x["code"], x["category"], x["amount"], x["currency"]) for x in lines],
+        [(vid, x.code, x.category, x.amount, x.currency) for x in lines],
     )
 
 
@@ -129,54 +163,77 @@ async def payer_on(conn: Connection, patient_id: uuid.UUID, day: date) -> str | 
     return payer
 
 
-async def add_ward_tariff(conn: Connection, event_id: uuid.UUID, tariff: dict[str, Any]) -> None:
-    """Remember a ward's corrected tariff: ``ward_id``, ``ward_type``, ``daily_rate``, ``currency``, ``changed_at``."""
+async def add_ward_tariff(conn: Connection, event_id: uuid.UUID, tariff: WardTariff) -> None:
+    """Remember a ward's corrected tariff (once per event)."""
     await conn.execute(
         """INSERT INTO ward_tariff (event_id, ward_id, ward_type, daily_rate, currency, changed_at)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
         event_id,
-        tariff["ward_id"],
-        tariff["ward_type"],
-        tariff["daily_rate"],
-        tariff["currency"],
-        tariff["changed_at"],
+        tariff.ward_id,
+        tariff.ward_type,
+        tariff.daily_rate,
+        tariff.currency,
+        tariff.changed_at,
     )
 
 
 async def ward_tariff_after(
     conn: Connection, ward_id: uuid.UUID, after: datetime, currencies: list[str]
-) -> dict[str, Any] | None:
+) -> WardTariff | None:
     """The ward's latest tariff corrected after ``after`` into one of ``currencies``, if any."""
     row = await conn.fetchrow(
-        """SELECT ward_type, daily_rate, currency FROM ward_tariff
+        """SELECT ward_id, ward_type, daily_rate, currency, changed_at FROM ward_tariff
            WHERE ward_id = $1 AND changed_at > $2 AND currency = ANY($3::text[])
            ORDER BY changed_at DESC LIMIT 1""",
         ward_id,
         after,
         currencies,
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    return WardTariff(
+        ward_id=row["ward_id"],
+        ward_type=row["ward_type"],
+        daily_rate=row["daily_rate"],
+        currency=row["currency"],
+        changed_at=row["changed_at"],
+    )
 
 
 # --- encounters --------------------------------------------------------------------------------
 
 
+def _encounter(row: Record) -> Encounter:
+    return Encounter(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        kind=EncounterKind(row["kind"]),
+        source_id=row["source_id"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        expected_nights=row["expected_nights"],
+        status=EncounterStatus(row["status"]),
+    )
+
+
 async def encounter(
-    conn: Connection, kind: str, source_id: uuid.UUID, patient_id: uuid.UUID, started_at: datetime
-) -> dict[str, Any]:
+    conn: Connection, kind: EncounterKind, source_id: uuid.UUID, patient_id: uuid.UUID, started_at: datetime
+) -> Encounter:
     """The encounter of a source (created open if new), locked for this transaction."""
     await conn.execute(
         """INSERT INTO encounter (id, patient_id, kind, source_id, started_at, status)
            VALUES ($1, $2, $3, $4, $5, 'open') ON CONFLICT (kind, source_id) DO NOTHING""",
         uuid.uuid4(),
         patient_id,
-        kind,
+        kind.value,
         source_id,
         started_at,
     )
-    row = await conn.fetchrow("SELECT * FROM encounter WHERE kind = $1 AND source_id = $2 FOR UPDATE", kind, source_id)
+    row = await conn.fetchrow(
+        "SELECT * FROM encounter WHERE kind = $1 AND source_id = $2 FOR UPDATE", kind.value, source_id
+    )
     assert row is not None
-    return dict(row)
+    return _encounter(row)
 
 
 async def admitted(conn: Connection, encounter_id: uuid.UUID, started_at: datetime) -> None:
@@ -213,39 +270,60 @@ async def admission_at(conn: Connection, patient_id: uuid.UUID, at: datetime) ->
     return source
 
 
-async def get_encounter(conn: Connection, encounter_id: uuid.UUID) -> dict[str, Any] | None:
+async def get_encounter(conn: Connection, encounter_id: uuid.UUID) -> Encounter | None:
     row = await conn.fetchrow("SELECT * FROM encounter WHERE id = $1", encounter_id)
-    return dict(row) if row else None
+    return _encounter(row) if row else None
 
 
 # --- charges -----------------------------------------------------------------------------------
 
 CHARGE_COLUMNS = """id, patient_id, source_kind, source_id, line_key, code, category, quantity, unit_price, amount,
-                    currency, service_at, service_date, status, encounter_id, invoice_id, created_at"""
+                    currency, service_at, service_date, status, encounter_id, invoice_id"""
 
 
-async def insert_charge(conn: Connection, row: dict[str, Any]) -> bool:
+def _charge(row: Record) -> Charge:
+    return Charge(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        source_kind=SourceKind(row["source_kind"]),
+        source_id=row["source_id"],
+        line_key=row["line_key"],
+        code=row["code"],
+        category=row["category"],
+        quantity=row["quantity"],
+        unit_price=row["unit_price"],
+        amount=row["amount"],
+        currency=row["currency"],
+        service_at=row["service_at"],
+        service_date=row["service_date"],
+        status=ChargeStatus(row["status"]),
+        encounter_id=row["encounter_id"],
+        invoice_id=row["invoice_id"],
+    )
+
+
+async def insert_charge(conn: Connection, charge: Charge) -> bool:
     """Record a charge; False if this source's line was charged already (a redelivery)."""
     inserted = await conn.fetchval(
-        f"""INSERT INTO charge ({CHARGE_COLUMNS.replace(", created_at", "")})
+        f"""INSERT INTO charge ({CHARGE_COLUMNS})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
             ON CONFLICT (source_kind, source_id, line_key) DO NOTHING RETURNING id""",
-        row["id"],
-        row["patient_id"],
-        row["source_kind"],
-        row["source_id"],
-        row["line_key"],
-        row["code"],
-        row["category"],
-        row["quantity"],
-        row["unit_price"],
-        row["amount"],
-        row["currency"],
-        row["service_at"],
-        row["service_date"],
-        row["status"],
-        row["encounter_id"],
-        row.get("invoice_id"),
+        charge.id,
+        charge.patient_id,
+        charge.source_kind.value,
+        charge.source_id,
+        charge.line_key,
+        charge.code,
+        charge.category,
+        charge.quantity,
+        charge.unit_price,
+        charge.amount,
+        charge.currency,
+        charge.service_at,
+        charge.service_date,
+        charge.status.value,
+        charge.encounter_id,
+        charge.invoice_id,
     )
     return inserted is not None
 
@@ -254,18 +332,18 @@ async def attach(conn: Connection, charge_ids: list[uuid.UUID], invoice_id: uuid
     await conn.execute("UPDATE charge SET invoice_id = $2 WHERE id = ANY($1::uuid[])", charge_ids, invoice_id)
 
 
-async def active_charges(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+async def active_charges(conn: Connection, invoice_id: uuid.UUID) -> list[Charge]:
     rows = await conn.fetch(
         f"""SELECT {CHARGE_COLUMNS} FROM charge WHERE invoice_id = $1 AND status = 'active'
             ORDER BY service_at, code, line_key, id""",
         invoice_id,
     )
-    return [dict(r) for r in rows]
+    return [_charge(r) for r in rows]
 
 
 async def visit_charges_within(
     conn: Connection, patient_id: uuid.UUID, start: datetime, end: datetime | None
-) -> list[dict[str, Any]]:
+) -> list[Charge]:
     """Active charges of the patient in [start, end] that are not on an admission."""
     rows = await conn.fetch(
         f"""SELECT {", ".join("c." + x.strip() for x in CHARGE_COLUMNS.split(","))}
@@ -277,7 +355,7 @@ async def visit_charges_within(
         start,
         end,
     )
-    return [dict(r) for r in rows]
+    return [_charge(r) for r in rows]
 
 
 async def move_to_encounter(conn: Connection, charge_ids: list[uuid.UUID], encounter_id: uuid.UUID) -> None:
@@ -286,47 +364,74 @@ async def move_to_encounter(conn: Connection, charge_ids: list[uuid.UUID], encou
     )
 
 
-async def mark_source_voided(conn: Connection, kind: str, source_id: uuid.UUID) -> None:
+async def mark_source_voided(conn: Connection, kind: SourceKind, source_id: uuid.UUID) -> None:
     await conn.execute(
-        "INSERT INTO voided_source (source_kind, source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", kind, source_id
+        "INSERT INTO voided_source (source_kind, source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        kind.value,
+        source_id,
     )
 
 
-async def source_voided(conn: Connection, kind: str, source_id: uuid.UUID) -> bool:
+async def source_voided(conn: Connection, kind: SourceKind, source_id: uuid.UUID) -> bool:
     found = await conn.fetchval(
-        "SELECT 1 FROM voided_source WHERE source_kind = $1 AND source_id = $2", kind, source_id
+        "SELECT 1 FROM voided_source WHERE source_kind = $1 AND source_id = $2", kind.value, source_id
     )
     return found is not None
 
 
-async def void_charges(conn: Connection, kind: str, source_id: uuid.UUID) -> list[uuid.UUID]:
+async def void_charges(conn: Connection, kind: SourceKind, source_id: uuid.UUID) -> list[uuid.UUID]:
     """Void the active charges of a source; returns the invoices they were on."""
     rows = await conn.fetch(
         """UPDATE charge SET status = 'void', voided_at = now()
            WHERE source_kind = $1 AND source_id = $2 AND status = 'active' RETURNING invoice_id""",
-        kind,
+        kind.value,
         source_id,
     )
     return sorted({r[0] for r in rows if r[0] is not None})
 
 
-async def charges_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+async def charges_of_patient(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[Charge]:
     rows = await conn.fetch(
         f"SELECT {CHARGE_COLUMNS} FROM charge WHERE patient_id = $1 ORDER BY service_at DESC, id LIMIT $2",
         patient_id,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_charge(r) for r in rows]
 
 
 # --- invoices ----------------------------------------------------------------------------------
 
 
-async def draft_of(conn: Connection, encounter_id: uuid.UUID) -> dict[str, Any] | None:
+def _invoice(row: Record) -> Invoice:
+    return Invoice(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        encounter_id=row["encounter_id"],
+        kind=InvoiceKind(row["kind"]),
+        replaces=row["replaces"],
+        status=InvoiceStatus(row["status"]),
+        currency=row["currency"],
+        service_date=row["service_date"],
+        payer=row["payer"],
+        plan_year=row["plan_year"],
+        total=row["total"],
+        insurer_share=row["insurer_share"],
+        patient_share=row["patient_share"],
+        paid=row["paid"],
+        deductible_applied=row["deductible_applied"],
+        out_of_pocket_applied=row["out_of_pocket_applied"],
+        issued_at=row["issued_at"],
+        voided_at=row["voided_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def draft_of(conn: Connection, encounter_id: uuid.UUID) -> Invoice | None:
     row = await conn.fetchrow(
         "SELECT * FROM invoice WHERE encounter_id = $1 AND status = 'draft' FOR UPDATE", encounter_id
     )
-    return dict(row) if row else None
+    return _invoice(row) if row else None
 
 
 async def has_issued(conn: Connection, encounter_id: uuid.UUID) -> bool:
@@ -336,59 +441,91 @@ async def has_issued(conn: Connection, encounter_id: uuid.UUID) -> bool:
     return found is not None
 
 
-async def create_invoice(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+async def create_invoice(
+    conn: Connection,
+    *,
+    invoice_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    encounter_id: uuid.UUID,
+    kind: InvoiceKind,
+    currency: str,
+    service_date: date,
+    replaces: uuid.UUID | None = None,
+    paid: Decimal = ZERO,
+) -> Invoice:
+    """A new draft invoice (a replacement names the invoice it ``replaces`` and takes what was paid on it)."""
     saved = await conn.fetchrow(
         """INSERT INTO invoice (id, patient_id, encounter_id, kind, replaces, status, currency, service_date, paid)
            VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8) RETURNING *""",
-        row["id"],
-        row["patient_id"],
-        row["encounter_id"],
-        row["kind"],
-        row.get("replaces"),
-        row["currency"],
-        row["service_date"],
-        row.get("paid", ZERO),
+        invoice_id,
+        patient_id,
+        encounter_id,
+        kind.value,
+        replaces,
+        currency,
+        service_date,
+        paid,
     )
     assert saved is not None
-    return dict(saved)
+    return _invoice(saved)
 
 
 async def set_service_date(conn: Connection, invoice_id: uuid.UUID, day: date) -> None:
     await conn.execute("UPDATE invoice SET service_date = $2 WHERE id = $1", invoice_id, day)
 
 
-async def get_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
+async def get_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False) -> Invoice | None:
     row = await conn.fetchrow(f"SELECT * FROM invoice WHERE id = $1{' FOR UPDATE' if lock else ''}", invoice_id)
-    return dict(row) if row else None
+    return _invoice(row) if row else None
 
 
-async def write_lines(conn: Connection, invoice_id: uuid.UUID, lines: list[tuple[Any, ...]]) -> None:
+async def write_lines(conn: Connection, lines: Sequence[InvoiceLine]) -> None:
     await conn.executemany(
         """INSERT INTO invoice_line (invoice_id, position, charge_id, code, category, quantity, unit_price, total,
                                      insurer_share, patient_share, excluded, deductible, copay)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
-        [(invoice_id, *x) for x in lines],
+        [
+            (
+                x.invoice_id,
+                x.position,
+                x.charge_id,
+                x.code,
+                x.category,
+                x.quantity,
+                x.unit_price,
+                x.total,
+                x.insurer_share,
+                x.patient_share,
+                x.excluded,
+                x.deductible,
+                x.copay,
+            )
+            for x in lines
+        ],
     )
 
 
-async def mark_issued(conn: Connection, invoice_id: uuid.UUID, fields: dict[str, Any]) -> dict[str, Any]:
+async def mark_issued(
+    conn: Connection, invoice_id: uuid.UUID, *, status: InvoiceStatus, payer: str, plan_year: int, priced: Priced
+) -> Invoice:
+    """Make a draft payable: priced under ``payer``'s plan of ``plan_year``."""
     row = await conn.fetchrow(
         """UPDATE invoice SET status = $2, payer = $3, plan_year = $4, total = $5, insurer_share = $6,
                   patient_share = $7, deductible_applied = $8, out_of_pocket_applied = $9, issued_at = now(),
                   updated_at = now()
            WHERE id = $1 RETURNING *""",
         invoice_id,
-        fields["status"],
-        fields["payer"],
-        fields["plan_year"],
-        fields["total"],
-        fields["insurer_share"],
-        fields["patient_share"],
-        fields["deductible_applied"],
-        fields["out_of_pocket_applied"],
+        status.value,
+        payer,
+        plan_year,
+        priced.total,
+        priced.insurer_share,
+        priced.patient_share,
+        priced.deductible_applied,
+        priced.out_of_pocket_applied,
     )
     assert row is not None
-    return dict(row)
+    return _invoice(row)
 
 
 async def mark_void(conn: Connection, invoice_id: uuid.UUID, *, keep_paid: bool) -> None:
@@ -406,18 +543,44 @@ async def move_open_items(conn: Connection, old: uuid.UUID, new: uuid.UUID) -> N
     await conn.execute("UPDATE payment SET invoice_id = $2 WHERE invoice_id = $1", old, new)
 
 
-async def set_paid(conn: Connection, invoice_id: uuid.UUID, paid: Decimal, status: str) -> None:
+async def set_paid(conn: Connection, invoice_id: uuid.UUID, paid: Decimal, status: InvoiceStatus) -> None:
     await conn.execute(
-        "UPDATE invoice SET paid = $2, status = $3, updated_at = now() WHERE id = $1", invoice_id, paid, status
+        "UPDATE invoice SET paid = $2, status = $3, updated_at = now() WHERE id = $1", invoice_id, paid, status.value
     )
 
 
-async def lines_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+async def lines_of(conn: Connection, invoice_id: uuid.UUID) -> list[InvoiceLine]:
     rows = await conn.fetch("SELECT * FROM invoice_line WHERE invoice_id = $1 ORDER BY position", invoice_id)
-    return [dict(r) for r in rows]
+    return [
+        InvoiceLine(
+            invoice_id=r["invoice_id"],
+            position=r["position"],
+            charge_id=r["charge_id"],
+            code=r["code"],
+            category=r["category"],
+            quantity=r["quantity"],
+            unit_price=r["unit_price"],
+            total=r["total"],
+            insurer_share=r["insurer_share"],
+            patient_share=r["patient_share"],
+            excluded=r["excluded"],
+            deductible=r["deductible"],
+            copay=r["copay"],
+        )
+        for r in rows
+    ]
 
 
-async def issued_since(conn: Connection, patient_id: uuid.UUID, since: date) -> list[dict[str, Any]]:
+async def detailed(conn: Connection, invoice: Invoice) -> InvoiceDetail:
+    """An invoice with its encounter and lines: while a draft, its charges (not yet priced)."""
+    enc = await get_encounter(conn, invoice.encounter_id)
+    assert enc is not None
+    if invoice.status is InvoiceStatus.DRAFT:
+        return InvoiceDetail(invoice, enc, charges=tuple(await active_charges(conn, invoice.id)))
+    return InvoiceDetail(invoice, enc, lines=tuple(await lines_of(conn, invoice.id)))
+
+
+async def issued_since(conn: Connection, patient_id: uuid.UUID, since: date) -> list[Invoice]:
     """The patient's issued invoices (not draft, not void) for services on or after ``since``,
     locked, oldest first."""
     rows = await conn.fetch(
@@ -426,20 +589,20 @@ async def issued_since(conn: Connection, patient_id: uuid.UUID, since: date) -> 
         patient_id,
         since,
     )
-    return [dict(r) for r in rows]
+    return [_invoice(r) for r in rows]
 
 
 async def invoices(
-    conn: Connection, patient_ids: list[uuid.UUID] | None, status: str | None, limit: int
-) -> list[dict[str, Any]]:
+    conn: Connection, patient_ids: list[uuid.UUID] | None, status: InvoiceStatus | None, limit: int
+) -> list[Invoice]:
     rows = await conn.fetch(
         """SELECT * FROM invoice WHERE ($1::uuid[] IS NULL OR patient_id = ANY($1::uuid[]))
            AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, id LIMIT $3""",
         patient_ids,
-        status,
+        status.value if status is not None else None,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_invoice(r) for r in rows]
 
 
 # --- accumulators --------------------------------------------------------------------------------
@@ -478,74 +641,130 @@ async def save_accumulator(conn: Connection, patient_id: uuid.UUID, payer: str, 
 # --- claims --------------------------------------------------------------------------------------
 
 
-async def insert_claim(conn: Connection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO claim (id, invoice_id, patient_id, payer, amount, currency, status)
-           VALUES ($1, $2, $3, $4, $5, $6, 'draft')""",
-        row["id"],
-        row["invoice_id"],
-        row["patient_id"],
-        row["payer"],
-        row["amount"],
-        row["currency"],
+def _claim(row: Record) -> Claim:
+    return Claim(
+        id=row["id"],
+        invoice_id=row["invoice_id"],
+        patient_id=row["patient_id"],
+        payer=row["payer"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=ClaimStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
-async def get_claim(conn: Connection, claim_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any] | None:
-    row = await conn.fetchrow(f"SELECT * FROM claim WHERE id = $1{' FOR UPDATE' if lock else ''}", claim_id)
-    return dict(row) if row else None
-
-
-async def claim_of_invoice(conn: Connection, invoice_id: uuid.UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM claim WHERE invoice_id = $1 FOR UPDATE", invoice_id)
-    return dict(row) if row else None
-
-
-async def set_claim_status(conn: Connection, claim_id: uuid.UUID, status: str) -> dict[str, Any]:
+async def insert_claim(
+    conn: Connection,
+    *,
+    claim_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    payer: str,
+    amount: Decimal,
+    currency: str,
+) -> Claim:
+    """A draft claim of ``amount`` on ``payer`` for an issued invoice."""
     row = await conn.fetchrow(
-        "UPDATE claim SET status = $2, updated_at = now() WHERE id = $1 RETURNING *", claim_id, status
+        """INSERT INTO claim (id, invoice_id, patient_id, payer, amount, currency, status)
+           VALUES ($1, $2, $3, $4, $5, $6, 'draft') RETURNING *""",
+        claim_id,
+        invoice_id,
+        patient_id,
+        payer,
+        amount,
+        currency,
     )
     assert row is not None
-    return dict(row)
+    return _claim(row)
 
 
-async def claims(conn: Connection, status: str | None, payer: str | None, limit: int) -> list[dict[str, Any]]:
+async def get_claim(conn: Connection, claim_id: uuid.UUID, *, lock: bool = False) -> Claim | None:
+    row = await conn.fetchrow(f"SELECT * FROM claim WHERE id = $1{' FOR UPDATE' if lock else ''}", claim_id)
+    return _claim(row) if row else None
+
+
+async def claim_of_invoice(conn: Connection, invoice_id: uuid.UUID) -> Claim | None:
+    row = await conn.fetchrow("SELECT * FROM claim WHERE invoice_id = $1 FOR UPDATE", invoice_id)
+    return _claim(row) if row else None
+
+
+async def set_claim_status(conn: Connection, claim_id: uuid.UUID, status: ClaimStatus) -> Claim:
+    row = await conn.fetchrow(
+        "UPDATE claim SET status = $2, updated_at = now() WHERE id = $1 RETURNING *", claim_id, status.value
+    )
+    assert row is not None
+    return _claim(row)
+
+
+async def claims(conn: Connection, status: ClaimStatus | None, payer: str | None, limit: int) -> list[Claim]:
     rows = await conn.fetch(
         """SELECT * FROM claim WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR payer = $2)
            ORDER BY created_at DESC, id LIMIT $3""",
-        status,
+        status.value if status is not None else None,
         payer,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_claim(r) for r in rows]
 
 
 # --- payments and idempotency keys -------------------------------------------------------------
 
 
-async def insert_payment(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+def _payment(row: Record) -> Payment:
+    return Payment(
+        id=row["id"],
+        invoice_id=row["invoice_id"],
+        patient_id=row["patient_id"],
+        kind=PaymentKind(row["kind"]),
+        amount=row["amount"],
+        currency=row["currency"],
+        method=PaymentMethod(row["method"]),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        provider=row["provider"],
+        intent_id=row["intent_id"],
+    )
+
+
+async def insert_payment(
+    conn: Connection,
+    *,
+    payment_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    kind: PaymentKind,
+    amount: Decimal,
+    currency: str,
+    method: PaymentMethod,
+    created_by: uuid.UUID,
+    provider: str | None = None,
+    intent_id: uuid.UUID | None = None,
+) -> Payment:
+    """Record money received or refunded (online: the ``provider``'s confirmation of ``intent_id``)."""
     saved = await conn.fetchrow(
         """INSERT INTO payment (id, invoice_id, patient_id, kind, amount, currency, method, created_by, provider,
                                 intent_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
-        row["id"],
-        row["invoice_id"],
-        row["patient_id"],
-        row["kind"],
-        row["amount"],
-        row["currency"],
-        row["method"],
-        row["created_by"],
-        row.get("provider"),
-        row.get("intent_id"),
+        payment_id,
+        invoice_id,
+        patient_id,
+        kind.value,
+        amount,
+        currency,
+        method.value,
+        created_by,
+        provider,
+        intent_id,
     )
     assert saved is not None
-    return dict(saved)
+    return _payment(saved)
 
 
-async def payments_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+async def payments_of(conn: Connection, invoice_id: uuid.UUID) -> list[Payment]:
     rows = await conn.fetch("SELECT * FROM payment WHERE invoice_id = $1 ORDER BY created_at, id", invoice_id)
-    return [dict(r) for r in rows]
+    return [_payment(r) for r in rows]
 
 
 async def claim_key(conn: Connection, actor: uuid.UUID, key: str, request_hash: str) -> bool:
@@ -563,13 +782,15 @@ async def claim_key(conn: Connection, actor: uuid.UUID, key: str, request_hash: 
     return taken is not None
 
 
-async def stored_response(conn: Connection, actor: uuid.UUID, key: str) -> dict[str, Any] | None:
+async def stored_response(conn: Connection, actor: uuid.UUID, key: str) -> StoredResponse | None:
     row = await conn.fetchrow(
         "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE actor = $1 AND key = $2",
         actor,
         key,
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    return StoredResponse(request_hash=row["request_hash"], status=row["response_status"], body=row["response_body"])
 
 
 async def store_response(conn: Connection, actor: uuid.UUID, key: str, status: int, body: str) -> None:

@@ -3,44 +3,75 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from decimal import Decimal
 
-from his.kernel.db import Connection
+from his.billing.domain import IntentStatus, PaymentIntent
+from his.kernel.db import Connection, Record
 
 #: Verified deliveries are remembered this long: older ones are refused as stale anyway.
 DELIVERY_MEMORY = "1 hour"
 
 
-async def insert_intent(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+def _intent(row: Record) -> PaymentIntent:
+    return PaymentIntent(
+        id=row["id"],
+        invoice_id=row["invoice_id"],
+        patient_id=row["patient_id"],
+        amount=row["amount"],
+        currency=row["currency"],
+        provider=row["provider"],
+        provider_ref=row["provider_ref"],
+        checkout_url=row["checkout_url"],
+        status=IntentStatus(row["status"]),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        confirmed_at=row["confirmed_at"],
+    )
+
+
+async def insert_intent(
+    conn: Connection,
+    *,
+    intent_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    amount: Decimal,
+    currency: str,
+    provider: str,
+    provider_ref: str,
+    checkout_url: str,
+    created_by: uuid.UUID,
+) -> PaymentIntent:
+    """A pending online payment, opened with ``provider`` under its reference ``provider_ref``."""
     saved = await conn.fetchrow(
         """INSERT INTO payment_intent (id, invoice_id, patient_id, amount, currency, provider, provider_ref,
                                        checkout_url, status, created_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *""",
-        row["id"],
-        row["invoice_id"],
-        row["patient_id"],
-        row["amount"],
-        row["currency"],
-        row["provider"],
-        row["provider_ref"],
-        row["checkout_url"],
-        row["created_by"],
+        intent_id,
+        invoice_id,
+        patient_id,
+        amount,
+        currency,
+        provider,
+        provider_ref,
+        checkout_url,
+        created_by,
     )
     assert saved is not None
-    return dict(saved)
+    return _intent(saved)
 
 
-async def intent_by_reference(conn: Connection, provider: str, reference: str) -> dict[str, Any] | None:
+async def intent_by_reference(conn: Connection, provider: str, reference: str) -> PaymentIntent | None:
     """The intent a provider's reference names, locked for this transaction."""
     row = await conn.fetchrow(
         "SELECT * FROM payment_intent WHERE provider = $1 AND provider_ref = $2 FOR UPDATE", provider, reference
     )
-    return dict(row) if row else None
+    return _intent(row) if row else None
 
 
-async def intents_of(conn: Connection, invoice_id: uuid.UUID) -> list[dict[str, Any]]:
+async def intents_of(conn: Connection, invoice_id: uuid.UUID) -> list[PaymentIntent]:
     rows = await conn.fetch("SELECT * FROM payment_intent WHERE invoice_id = $1 ORDER BY created_at, id", invoice_id)
-    return [dict(r) for r in rows]
+    return [_intent(r) for r in rows]
 
 
 async def mark_succeeded(conn: Connection, intent_id: uuid.UUID) -> None:
