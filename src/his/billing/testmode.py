@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from fastapi import APIRouter
@@ -42,7 +42,7 @@ from his.billing.payments import (
     sign,
     verify_signature,
 )
-from his.kernel.db import Database
+from his.kernel.db import Database, Record
 from his.kernel.problems import HTTPException, ProblemError
 
 log = logging.getLogger("his.billing.testmode")
@@ -102,6 +102,34 @@ def card_outcome(card: Card, today: date) -> str:
 
 
 @dataclass(frozen=True)
+class Session:
+    """A checkout session of the TEST provider: an intent's amount, open until paid with a test
+    card (then it has the event id its confirmation carries)."""
+
+    ref: str
+    intent_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    status: str
+    event_id: str | None
+
+    @classmethod
+    def of(cls, row: Record) -> Session:
+        return cls(row["ref"], row["intent_id"], row["amount"], row["currency"], row["status"], row["event_id"])
+
+    def page(self) -> dict[str, object]:
+        """The session as the payer's checkout page shows it."""
+        return {
+            "reference": self.ref,
+            "test_mode": True,
+            "amount": str(self.amount),
+            "currency": self.currency,
+            "status": self.status,
+            "test_cards": TEST_CARDS,
+        }
+
+
+@dataclass(frozen=True)
 class Paid:
     """What paying a checkout did: ``succeeded`` (and whether billing has the confirmation yet) or a decline."""
 
@@ -142,19 +170,10 @@ class TestModeProvider:
         digest = verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER), now)
         return parse_confirmation(NAME, body, digest)
 
-    async def session(self, ref: str) -> dict[str, Any] | None:
-        """A checkout session as the payer sees it."""
+    async def session(self, ref: str) -> Session | None:
+        """A checkout session."""
         row = await self.db.pool.fetchrow("SELECT * FROM test_provider_session WHERE ref = $1", ref)
-        if row is None:
-            return None
-        return {
-            "reference": row["ref"],
-            "test_mode": True,
-            "amount": str(row["amount"]),
-            "currency": row["currency"],
-            "status": row["status"],
-            "test_cards": TEST_CARDS,
-        }
+        return Session.of(row) if row is not None else None
 
     async def pay(self, ref: str, card: Card) -> Paid:
         """Pay a checkout session with a test card; a success is confirmed to billing at once."""
@@ -175,26 +194,23 @@ class TestModeProvider:
                 "evt_test_" + secrets.token_hex(12),
             )
             assert paid is not None
-        return Paid(outcome, delivered=await self._confirm(dict(paid)))
+        return Paid(outcome, delivered=await self._confirm(Session.of(paid)))
 
-    async def _confirm(self, session: dict[str, Any]) -> bool:
+    async def _confirm(self, session: Session) -> bool:
         """Post the signed confirmation of a paid session; True once billing took it (a 2xx)."""
-        body = confirmation_body(
-            session["event_id"], session["ref"], session["amount"], session["currency"], test_mode=True
-        )
+        assert session.event_id is not None, "a paid session has its event id"
+        body = confirmation_body(session.event_id, session.ref, session.amount, session.currency, test_mode=True)
         try:
             status = await self.deliver(
                 body, {SIGNATURE_HEADER: sign(self.secret, body, int(self.clock())), "content-type": "application/json"}
             )
         except Exception as exc:  # noqa: BLE001 - any failure to deliver is retried later
-            log.warning("test payment provider: confirmation of %s not delivered: %r", session["ref"], exc)
+            log.warning("test payment provider: confirmation of %s not delivered: %r", session.ref, exc)
             return False
         if not 200 <= status < 300:
-            log.warning("test payment provider: billing answered %d to the confirmation of %s", status, session["ref"])
+            log.warning("test payment provider: billing answered %d to the confirmation of %s", status, session.ref)
             return False
-        await self.db.pool.execute(
-            "UPDATE test_provider_session SET delivered_at = now() WHERE ref = $1", session["ref"]
-        )
+        await self.db.pool.execute("UPDATE test_provider_session SET delivered_at = now() WHERE ref = $1", session.ref)
         return True
 
     async def redeliver(self) -> int:
@@ -204,7 +220,7 @@ class TestModeProvider:
                AND completed_at > now() - make_interval(secs => $1) ORDER BY completed_at LIMIT 100""",
             float(RETRY_FOR_SECONDS),
         )
-        return sum([await self._confirm(dict(r)) for r in rows])
+        return sum([await self._confirm(Session.of(r)) for r in rows])
 
     async def run(self, every: float = 5.0) -> None:
         """Retry undelivered confirmations until cancelled (a background task of billing)."""
@@ -217,6 +233,17 @@ class TestModeProvider:
 
 
 @dataclass
+class FakeSession:
+    """A checkout session of the in-memory provider."""
+
+    intent_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    status: str = "open"
+    event_id: str | None = None
+
+
+@dataclass
 class FakePaymentProvider:
     """In memory, for tests of billing without the provider's tables: the same cards, the same
     signed confirmations, delivered by the test itself (``confirmation``)."""
@@ -224,16 +251,16 @@ class FakePaymentProvider:
     secret: bytes = b"fake-provider-secret"
     name: str = "fake"
     test_mode: bool = True
-    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, FakeSession] = field(default_factory=dict)
 
     async def start(self, intent_id: uuid.UUID, amount: Decimal, currency: str) -> Checkout:
         for ref, s in self.sessions.items():
-            if s["intent_id"] == intent_id:
-                if (s["amount"], s["currency"]) != (amount, currency):
+            if s.intent_id == intent_id:
+                if (s.amount, s.currency) != (amount, currency):
                     raise ValueError("this payment was opened with another amount")
                 return Checkout(self.name, ref, f"fake://{ref}", test_mode=True)
         ref = "fake_" + secrets.token_hex(8)
-        self.sessions[ref] = {"intent_id": intent_id, "amount": amount, "currency": currency, "status": "open"}
+        self.sessions[ref] = FakeSession(intent_id, amount, currency)
         return Checkout(self.name, ref, f"fake://{ref}", test_mode=True)
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> Confirmation:
@@ -243,9 +270,10 @@ class FakePaymentProvider:
     def confirmation(self, ref: str, at: float | None = None) -> tuple[bytes, dict[str, str]]:
         """Pay the session and return the signed confirmation a provider would post."""
         s = self.sessions[ref]
-        s["status"] = "succeeded"
-        s.setdefault("event_id", "evt_fake_" + secrets.token_hex(8))
-        body = confirmation_body(s["event_id"], ref, s["amount"], s["currency"], test_mode=True)
+        s.status = "succeeded"
+        if s.event_id is None:
+            s.event_id = "evt_fake_" + secrets.token_hex(8)
+        body = confirmation_body(s.event_id, ref, s.amount, s.currency, test_mode=True)
         return body, {SIGNATURE_HEADER: sign(self.secret, body, int(time.time() if at is None else at))}
 
 
@@ -267,15 +295,15 @@ def checkout_router(provider: TestModeProvider) -> APIRouter:
     r = APIRouter(prefix="/test-payment-provider", tags=["test payment provider"])
 
     @r.get("/checkout/{ref}")
-    async def checkout(ref: Reference) -> dict[str, Any]:
+    async def checkout(ref: Reference) -> dict[str, object]:
         """A checkout session: amount, currency, status and the test cards it accepts (TEST MODE)."""
         found = await provider.session(ref)
         if found is None:
             raise HTTPException(404, "no such checkout session")
-        return found
+        return found.page()
 
     @r.post("/checkout/{ref}")
-    async def pay(ref: Reference, body: CardIn) -> dict[str, Any]:
+    async def pay(ref: Reference, body: CardIn) -> dict[str, object]:
         """Pay a checkout session with a test card (TEST MODE: no money moves). A success is
         confirmed to billing with a signed webhook; a declined test card answers 402; any other
         card number is refused (422): this provider never takes a real card."""
