@@ -34,6 +34,7 @@ from his.patients.domain import (
     InvalidEmergencyReasonError,
     InvalidInvitationCodeError,
     InvalidPatientError,
+    Invitation,
     InvitationCodes,
     NewPatient,
     Patient,
@@ -374,7 +375,7 @@ class Chart:
 
     # --- portal invitations ----------------------------------------------------------------------
 
-    async def invite(self, who: Principal, patient_id: uuid.UUID, channel: Channel) -> invitations.Issued:
+    async def invite(self, who: Principal, patient_id: uuid.UUID, channel: Channel) -> Invitation:
         """Send the patient a one-time code to link their record to their own account (RECEPTIONIST,
         ADMIN); it replaces their outstanding invitation. The code is in no answer or event."""
         async with self.db.uow() as uow:  # a refusal's audit record commits before the answer

@@ -440,6 +440,33 @@ def invitation_refusal(
     return None
 
 
+@dataclass(frozen=True)
+class Invitation:
+    """An invitation to link a patient's record to their own account. Of its code only the
+    digest is kept (``code_digest``); ``revoked_at`` is when a newer invitation superseded it."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    code_digest: bytes
+    channel: Channel
+    issued_by: uuid.UUID
+    issued_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None = None
+    redeemed_by: uuid.UUID | None = None
+    revoked_at: datetime | None = None
+
+    def refusal(self, now: datetime, *, record_linked: bool) -> Refusal | None:
+        """Why it cannot be redeemed now (``invitation_refusal``), or None if it can."""
+        return invitation_refusal(
+            redeemed=self.redeemed_at is not None,
+            revoked=self.revoked_at is not None,
+            expires_at=self.expires_at,
+            now=now,
+            record_linked=record_linked,
+        )
+
+
 def may_redeem(roles: Iterable[str]) -> bool:
     """Only a patient's own account redeems an invitation: role PATIENT and no other, so a staff
     account never becomes the owner of a record (owners read its clinical data)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from his.events.audit import Outcome, PatientsRecordAccessed, record_access
 from his.events.patients import InvitationIssued, InvitationRedeemed
@@ -21,12 +20,12 @@ from his.kernel.security import Principal
 from his.patients import store
 from his.patients.domain import (
     Channel,
+    Invitation,
     InvitationCodes,
     Patient,
     Refusal,
     code_digest,
     invitation_expiry,
-    invitation_refusal,
     normalise_code,
 )
 
@@ -48,14 +47,6 @@ class AccountAlreadyLinkedError(Exception):
 
 
 @dataclass(frozen=True)
-class Issued:
-    id: uuid.UUID
-    patient_id: uuid.UUID
-    channel: Channel
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
 class Redemption:
     """The outcome of a redemption: the linked record, or why the code was refused."""
 
@@ -73,7 +64,7 @@ async def issue(
     codes: InvitationCodes,
     now: datetime,
     minutes: float,
-) -> Issued:
+) -> Invitation:
     """Invite the patient to link their record to their own account; supersedes an outstanding invitation."""
     patient = await store.lock_patient_row(uow.conn, patient_id)
     if patient is None:
@@ -84,18 +75,16 @@ async def issue(
         raise NoAddressError(channel.value)
     await store.supersede_invitations(uow.conn, patient_id, now)
     invitation_id, expires_at = uuid.uuid4(), invitation_expiry(now, minutes)
-    await store.insert_invitation(
-        uow.conn,
-        {
-            "id": invitation_id,
-            "patient_id": patient_id,
-            "code_digest": code_digest(codes.code(invitation_id)),
-            "channel": channel.value,
-            "issued_by": uuid.UUID(who.subject),
-            "issued_at": now,
-            "expires_at": expires_at,
-        },
+    invitation = Invitation(
+        id=invitation_id,
+        patient_id=patient_id,
+        code_digest=code_digest(codes.code(invitation_id)),
+        channel=channel,
+        issued_by=uuid.UUID(who.subject),
+        issued_at=now,
+        expires_at=expires_at,
     )
+    await store.insert_invitation(uow.conn, invitation)
     record_access(
         uow,
         PatientsRecordAccessed,
@@ -115,7 +104,7 @@ async def issue(
         ),
         aggregate_id=invitation_id,
     )
-    return Issued(invitation_id, patient_id, channel, expires_at)
+    return invitation
 
 
 async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -> Redemption:
@@ -135,34 +124,24 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
         _attempt(uow, who, None, "denied")
         return Redemption(None, Refusal.UNKNOWN)
     # The patient's row first, then the invitation's, as issuing locks them: no deadlock between the two.
-    patient = await store.lock_patient_row(uow.conn, found["patient_id"])
+    patient = await store.lock_patient_row(uow.conn, found.patient_id)
     invitation = await store.invitation_by_digest(uow.conn, digest, lock=True)
     assert patient is not None and invitation is not None  # foreign key; invitations are never deleted
-    refusal = _refusal(invitation, patient, now)
+    refusal = invitation.refusal(now, record_linked=patient.user_id is not None)
     if refusal is not None:
         _attempt(uow, who, patient.id, "denied")
-        expired = invitation["expires_at"] if refusal is Refusal.EXPIRED else None
+        expired = invitation.expires_at if refusal is Refusal.EXPIRED else None
         return Redemption(None, refusal, expired)
     try:
-        await store.redeem_invitation(uow.conn, invitation["id"], patient.id, user_id, now)
+        await store.redeem_invitation(uow.conn, invitation.id, patient.id, user_id, now)
     except store.AccountLinkedError:  # a concurrent redemption linked this account first
         raise AccountAlreadyLinkedError(str(user_id)) from None
     _attempt(uow, who, patient.id, "allowed")
     uow.add(
-        InvitationRedeemed(invitation_id=invitation["id"], patient_id=patient.id, account_id=user_id),
-        aggregate_id=invitation["id"],
+        InvitationRedeemed(invitation_id=invitation.id, patient_id=patient.id, account_id=user_id),
+        aggregate_id=invitation.id,
     )
     return Redemption(replace(patient, user_id=user_id))
-
-
-def _refusal(invitation: dict[str, Any], patient: Patient, now: datetime) -> Refusal | None:
-    return invitation_refusal(
-        redeemed=invitation["redeemed_at"] is not None,
-        revoked=invitation["revoked_at"] is not None,
-        expires_at=invitation["expires_at"],
-        now=now,
-        record_linked=patient.user_id is not None,
-    )
 
 
 def _attempt(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, outcome: Outcome) -> None:
@@ -185,7 +164,7 @@ class Message:
 
     invitation_id: uuid.UUID
     patient_id: uuid.UUID
-    channel: str
+    channel: Channel
     code: str
     expires_at: datetime
 
@@ -194,19 +173,14 @@ async def message(
     conn: Connection, invitation_id: uuid.UUID, codes: InvitationCodes, now: datetime
 ) -> Message | Refusal:
     """The code to send for an invitation, or why it is no longer worth sending."""
-    row = await store.get_invitation(conn, invitation_id)
-    if row is None:
+    found = await store.get_invitation(conn, invitation_id)
+    if found is None:
         return Refusal.UNKNOWN
-    refusal = invitation_refusal(
-        redeemed=row["redeemed_at"] is not None,
-        revoked=row["revoked_at"] is not None,
-        expires_at=row["expires_at"],
-        now=now,
-        record_linked=row["record_linked"],
-    )
+    invitation, record_linked = found
+    refusal = invitation.refusal(now, record_linked=record_linked)
     if refusal is not None:
         return refusal
-    code = codes.recover(invitation_id, row["code_digest"])
+    code = codes.recover(invitation_id, invitation.code_digest)
     if code is None:  # the key that made it is no longer configured: a new invitation is needed
         return Refusal.SUPERSEDED
-    return Message(invitation_id, row["patient_id"], row["channel"], code, row["expires_at"])
+    return Message(invitation_id, invitation.patient_id, invitation.channel, code, invitation.expires_at)

@@ -109,7 +109,7 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         return pb.Invitation(
             invitation_id=str(found.invitation_id),
             patient_id=str(found.patient_id),
-            channel=found.channel,
+            channel=found.channel.value,
             code=found.code,
             expires_at=found.expires_at.isoformat(),
         )

@@ -26,6 +26,7 @@ class NewInvitation(BaseModel):
 
 
 class Invitation(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     patient_id: uuid.UUID
     channel: Channel
@@ -60,5 +61,4 @@ async def issue(patient_id: uuid.UUID, who: Caller, chart: Patients, body: NewIn
     one-time code goes to the patient's e-mail address (or phone, ``channel: sms``) and is
     valid for ``HIS_INVITATION_MINUTES``. A new invitation replaces the patient's outstanding
     one. Publishes ``his.patients.invitation.issued.v1``; the code is in no response or event."""
-    made = await chart.invite(who, patient_id, (body or NewInvitation()).channel)
-    return Invitation(id=made.id, patient_id=made.patient_id, channel=made.channel, expires_at=made.expires_at)
+    return Invitation.model_validate(await chart.invite(who, patient_id, (body or NewInvitation()).channel))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
 
 import asyncpg
 
@@ -13,9 +12,11 @@ from his.kernel.params import like_escape
 from his.patients.domain import (
     CareRelationship,
     CareSource,
+    Channel,
     ContactDetails,
     Coverage,
     EmergencyGrant,
+    Invitation,
     LabResult,
     NewCareRelationship,
     NewPatient,
@@ -570,37 +571,53 @@ async def supersede_invitations(conn: Connection, patient_id: uuid.UUID, now: da
     )
 
 
-async def insert_invitation(conn: Connection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        row["id"],
-        row["patient_id"],
-        row["code_digest"],
-        row["channel"],
-        row["issued_by"],
-        row["issued_at"],
-        row["expires_at"],
+def _invitation(row: Record) -> Invitation:
+    return Invitation(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        code_digest=row["code_digest"],
+        channel=Channel(row["channel"]),
+        issued_by=row["issued_by"],
+        issued_at=row["issued_at"],
+        expires_at=row["expires_at"],
+        redeemed_at=row["redeemed_at"],
+        redeemed_by=row["redeemed_by"],
+        revoked_at=row["revoked_at"],
     )
 
 
-async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> dict[str, Any] | None:
+async def insert_invitation(conn: Connection, invitation: Invitation) -> None:
+    """A new invitation (not yet redeemed or superseded)."""
+    await conn.execute(
+        """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        invitation.id,
+        invitation.patient_id,
+        invitation.code_digest,
+        invitation.channel.value,
+        invitation.issued_by,
+        invitation.issued_at,
+        invitation.expires_at,
+    )
+
+
+async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> Invitation | None:
     """The invitation whose code has this digest (locked for this transaction with ``lock``)."""
     row = await conn.fetchrow(
         f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1" + (" FOR UPDATE" if lock else ""), digest
     )
-    return dict(row) if row is not None else None
+    return _invitation(row) if row is not None else None
 
 
-async def get_invitation(conn: Connection, invitation_id: uuid.UUID) -> dict[str, Any] | None:
-    """An invitation, with whether its patient's record is linked to an account yet."""
+async def get_invitation(conn: Connection, invitation_id: uuid.UUID) -> tuple[Invitation, bool] | None:
+    """An invitation, and whether its patient's record is linked to an account yet."""
     row = await conn.fetchrow(
         f"""SELECT {", ".join("i." + c for c in _INVITATION)},
                    p.user_id IS NOT NULL AS record_linked
             FROM invitation i JOIN patient p ON p.id = i.patient_id WHERE i.id = $1""",
         invitation_id,
     )
-    return dict(row) if row is not None else None
+    return (_invitation(row), bool(row["record_linked"])) if row is not None else None
 
 
 async def redeem_invitation(
