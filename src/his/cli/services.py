@@ -1,10 +1,14 @@
-"""The processes that make up a hospital, in start order, and the fork server that starts them."""
+"""The processes that make up a hospital, in start order, the settings class of each, and the fork
+server that starts them. The one place of `his up` that names the services' modules."""
 
 from __future__ import annotations
 
 import importlib
 import os
 from pathlib import Path
+from typing import cast
+
+from pydantic_settings import BaseSettings
 
 from his.infra.forkserver import ForkServer
 
@@ -24,6 +28,24 @@ GATEWAY = "gateway"
 #: What the fork server imports once before it forks the services and the gateway: everything
 #: their ``python -m his.<name>`` imports before serving (see his.infra.forkserver).
 PRELOAD = (*(f"his.{s}.app" for s in SERVICES), "his.gateway.app", "his.kernel.service", "his.kernel.rpc")
+
+
+#: The settings class of each process that has its own (``module:Class``): `his up` reads and
+#: checks it, then hands its values to that process alone. The others get the shared ones only.
+SETTINGS = {
+    "identity": "his.identity.settings:IdentitySettings",
+    "patients": "his.patients.settings:PatientsSettings",
+    "notifications": "his.notifications.settings:NotificationsSettings",
+    GATEWAY: "his.gateway.settings:GatewaySettings",
+}
+
+
+def settings_class(name: str) -> type[BaseSettings] | None:
+    """The settings class of process ``name`` (``SETTINGS``), or None: it has none of its own."""
+    if name not in SETTINGS:
+        return None
+    module, attribute = SETTINGS[name].split(":")
+    return cast(type[BaseSettings], getattr(importlib.import_module(module), attribute))
 
 
 def durables() -> dict[str, tuple[str, ...]]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from his.cli.services import GATEWAY, SERVICES
+from his.cli.services import GATEWAY, SERVICES, settings_class
 from his.cli.settings import OperatorSettings
 from his.cli.supervisor.datadir import secret
 from his.cli.supervisor.stack import Child, Stack
@@ -19,7 +19,6 @@ from his.infra.procs import ServerStartError
 from his.kernel import migrations
 from his.kernel.config import ProcessSettings
 from his.kernel.crypto import new_key_text
-from his.patients.settings import PatientsSettings
 
 
 def check_gateway_port(settings: OperatorSettings) -> None:
@@ -93,10 +92,6 @@ def plan_children(stack: Stack) -> None:
     stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
 
 
-def patients_settings() -> PatientsSettings:
-    return service_settings(PatientsSettings, "patients")
-
-
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -123,19 +118,10 @@ def hospital_timezone(settings: OperatorSettings) -> str:
 
 def service_settings_env(service: str) -> dict[str, str]:
     """The checked settings of a service, handed to its process (nothing else of the supervisor's
-    environment is): those its own settings class declares, not the ones every process shares
-    (``ProcessSettings``), which the plan sets."""
-    from his.gateway.settings import GatewaySettings
-    from his.identity.settings import IdentitySettings
-    from his.notifications.settings import NotificationsSettings
-
-    classes: dict[str, type[BaseSettings]] = {
-        "identity": IdentitySettings,
-        "patients": PatientsSettings,
-        "notifications": NotificationsSettings,
-        GATEWAY: GatewaySettings,
-    }
-    if service not in classes:
+    environment is): those its own settings class declares (``his.cli.services.SETTINGS``), not
+    the ones every process shares (``ProcessSettings``), which the plan sets."""
+    cls = settings_class(service)
+    if cls is None:
         return {}
-    values = service_settings(classes[service], service).model_dump(exclude=set(ProcessSettings.model_fields))
+    values = service_settings(cls, service).model_dump(exclude=set(ProcessSettings.model_fields))
     return {f"HIS_{k.upper()}": str(v) for k, v in values.items() if v is not None}
