@@ -58,17 +58,21 @@ def up() -> None:
 
 def refuse_bad_admin(settings: OperatorSettings) -> None:
     """Exit at once, before any server starts, if the first start could not create the administrator
-    from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (the password breaks the policy, say)."""
-    from his.identity.domain import check_admin_account
+    from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (the password breaks the policy, say): identity
+    says so (``python -m his.identity.admin check``)."""
+    from his.cli.admin import AdminProgramError, refusal
 
     try:
-        check_admin_account(settings.admin_email, settings.admin_password)
-    except ValueError as exc:
+        why = refusal(settings)
+    except AdminProgramError as exc:
+        err.print(f"error: {exc}. Nothing was started.")
+        raise typer.Exit(1) from None
+    if why is not None:
         err.print(
-            f"error: cannot create the administrator from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD: {exc}. "
+            f"error: cannot create the administrator from HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD: {why}. "
             "Nothing was started; set another password (or unset HIS_ADMIN_PASSWORD to have one generated)."
         )
-        raise typer.Exit(2) from None
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -10,7 +10,8 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
-    from his.identity.handlers import Identity
+    from his.identity.handlers import Identity, KeyRing
+    from his.kernel.db import Database
 
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
@@ -24,17 +25,23 @@ def http(identity: Identity) -> Routes:
     )
 
 
-def routes(ctx: ServiceContext) -> Routes:
-    from his.identity.handlers import Identity, KeyRing, Registrations
-    from his.identity.settings import IdentitySettings
+def key_ring(db: Database) -> KeyRing:
+    """The signing keys in ``db``, protected by the passphrase in ``HIS_IDENTITY_KEY_PASSPHRASE``."""
+    from his.identity.handlers import KeyRing
 
     passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if len(passphrase) < 16:
         raise RuntimeError(f"{PASSPHRASE_ENV} must be set (at least 16 characters) to protect the signing keys")
-    keys = KeyRing(ctx.db, passphrase.encode())
+    return KeyRing(db, passphrase.encode())
+
+
+def routes(ctx: ServiceContext) -> Routes:
+    from his.identity.handlers import Identity, Registrations
+    from his.identity.settings import IdentitySettings
+
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
-    return http(Identity(ctx.db, keys, registrations=limits))
+    return http(Identity(ctx.db, key_ring(ctx.db), registrations=limits))
 
 
 def build() -> ServiceDefinition:

@@ -17,6 +17,7 @@ from his.events.identity import UserRegistered
 from his.identity import store
 from his.identity.domain import (
     ACCESS_TOKEN_TTL,
+    ADMIN_FULL_NAME,
     REFRESH_TOKEN_TTL,
     REVOCATION_LEEWAY,
     Backoff,
@@ -29,7 +30,7 @@ from his.identity.domain import (
 )
 from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, SigningKey, sign_access_token
 from his.identity.passwords import Passwords
-from his.kernel.db import Database
+from his.kernel.db import Database, UnitOfWork
 from his.kernel.security import AUDIENCE, ISSUER
 
 
@@ -221,18 +222,68 @@ class Identity:
     ) -> uuid.UUID:
         """Create an account. Without ``roles`` it is a PATIENT account (self-registration)."""
         email_key, full_name = self._check(email, password, full_name)
-        role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
         hashed = await self.passwords.hash(password)
         async with self.db.uow() as uow:
-            user_id = await store.insert_user(
-                uow.conn,
-                email=email.strip(),
+            user_id = await self._insert(
+                uow,
+                email=email,
                 email_key=email_key,
                 full_name=full_name,
                 password_hash=hashed,
-                roles=role_names,
+                roles=roles,
+                created_by=created_by,
             )
-            uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
+        return user_id
+
+    async def ensure_admin(self, *, email: str, password: str) -> bool:
+        """Create the hospital's administrator unless it has one (``python -m his.identity.admin``,
+        which `his up` runs at every start): True if this call created it.
+
+        Raises ``WeakPasswordError`` or ``InvalidEmailError`` (saying why) when it would create one
+        from an address or a password the rules refuse, ``store.EmailTakenError`` when another
+        account has the address. Two at once create one: the second finds the first's.
+        """
+        async with self.db.pool.acquire() as conn:
+            if await store.has_admin(conn):
+                return False
+        email_key, full_name = self._check(email, password, ADMIN_FULL_NAME)
+        hashed = await self.passwords.hash(password)
+        async with self.db.uow() as uow:
+            await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtext('his.identity.admin'))")
+            if await store.has_admin(uow.conn):
+                return False
+            await self._insert(
+                uow,
+                email=email,
+                email_key=email_key,
+                full_name=full_name,
+                password_hash=hashed,
+                roles=[Role.ADMIN],
+                created_by=None,
+            )
+        return True
+
+    async def _insert(
+        self,
+        uow: UnitOfWork,
+        *,
+        email: str,
+        email_key: str,
+        full_name: str,
+        password_hash: str,
+        roles: list[Role] | None,
+        created_by: uuid.UUID | None,
+    ) -> uuid.UUID:
+        role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
+        user_id = await store.insert_user(
+            uow.conn,
+            email=email.strip(),
+            email_key=email_key,
+            full_name=full_name,
+            password_hash=password_hash,
+            roles=role_names,
+        )
+        uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
         return user_id
 
     async def login(self, *, email: str, password: str, client_ip: str) -> Tokens:

@@ -1,42 +1,41 @@
-"""The hospital's first administrator, created once the services are ready on the first start."""
+"""The hospital's first administrator, created by identity once the services are ready.
+
+The supervisor runs identity's program (``python -m his.identity.admin``, forked like the
+services) with identity's environment plus ``HIS_ADMIN_EMAIL`` and ``HIS_ADMIN_PASSWORD`` (the
+operator's, or one generated here), and reads its answer: it created the administrator, or the
+hospital has one. The generated password is shown once on the console, never logged.
+"""
 
 from __future__ import annotations
 
 import secrets
 
+from his.cli.admin import PROGRAM, REFUSED, admin_env, read_answer
+from his.cli.supervisor.children import run_once
 from his.cli.supervisor.console import console
+from his.cli.supervisor.servers import exit_reason
 from his.cli.supervisor.stack import Stack
 from his.infra.procs import ServerStartError
 
 
 async def ensure_admin(stack: Stack) -> None:
     """On first start, create the administrator (from HIS_ADMIN_* or with a generated password)."""
-    from his.access import Role
-    from his.identity.domain import ADMIN_FULL_NAME, WeakPasswordError
-    from his.identity.handlers import Identity, KeyRing
-    from his.kernel.db import Database
-
+    s = stack.settings
     identity = next(c for c in stack.children if c.name == "identity")
-    db = Database(identity.env["HIS_SERVICE_DATABASE_URL"], schema="identity", min_size=1, max_size=2)
-    await db.open()
-    try:
-        if await db.pool.fetchval("SELECT 1 FROM app_user WHERE 'ADMIN' = ANY(roles) LIMIT 1"):
-            return
-        s = stack.settings
-        password = s.admin_password or secrets.token_urlsafe(18)
-        keys = KeyRing(db, identity.env["HIS_IDENTITY_KEY_PASSPHRASE"].encode())
-        try:
-            await Identity(db, keys).register(
-                email=s.admin_email, password=password, full_name=ADMIN_FULL_NAME, roles=[Role.ADMIN]
-            )
-        except (WeakPasswordError, ValueError) as exc:
-            raise ServerStartError(
-                f"cannot create the administrator from HIS_ADMIN_EMAIL/HIS_ADMIN_PASSWORD: {exc}"
-            ) from None
-        shown = password if not s.admin_password else "(the one in HIS_ADMIN_PASSWORD)"
-        console.print(
-            f"[bold]administrator created:[/] {s.admin_email}  password: [bold]{shown}[/]"
-            + ("   — shown once, store it now" if not s.admin_password else "")
+    password = s.admin_password or secrets.token_urlsafe(18)
+    code, lines = await run_once(stack, "identity-admin", PROGRAM, identity.env | admin_env(s, password))
+    said = read_answer(lines)
+    if code == REFUSED and "refused" in said:
+        raise ServerStartError(
+            f"cannot create the administrator from HIS_ADMIN_EMAIL/HIS_ADMIN_PASSWORD: {said['refused']}"
         )
-    finally:
-        await db.close()
+    if code != 0 or "created" not in said:
+        tail = " / ".join(line.strip() for line in lines[-8:] if line.strip())
+        raise ServerStartError(f"identity could not create the administrator: it {exit_reason(code)}: {tail}")
+    if not said["created"]:
+        return
+    shown = password if not s.admin_password else "(the one in HIS_ADMIN_PASSWORD)"
+    console.print(
+        f"[bold]administrator created:[/] {s.admin_email}  password: [bold]{shown}[/]"
+        + ("   — shown once, store it now" if not s.admin_password else "")
+    )

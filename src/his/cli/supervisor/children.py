@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +22,7 @@ from his.cli.supervisor.datadir import save_state, secret
 from his.cli.supervisor.servers import restart_postgres
 from his.cli.supervisor.stack import Child, Stack
 from his.infra import postgres as pg_infra
-from his.infra.forkserver import ForkServerError
+from his.infra.forkserver import ForkedProcess, ForkServerError
 from his.infra.procs import ManagedProcess
 from his.kernel import bus, migrations, streams
 
@@ -51,16 +53,39 @@ def launch(stack: Stack, child: Child) -> None:
         max_bytes=int(s.log_max_mb * 2**20),
         keep=s.log_files,
     )
-    child.proc = None
+    child.proc = spawn(stack, child.name, child.module, child.env, child.output)
+    child.started_at = time.monotonic()
+
+
+def spawn(
+    stack: Stack, name: str, module: str, env: dict[str, str], echo: Callable[[str, str], None]
+) -> ManagedProcess | ForkedProcess:
+    """Start ``python -m <module>`` with exactly ``env``: forked by the fork server, or, without
+    one (it could not start, or it died), as its own interpreter."""
     if stack.forks is not None and not stack.forks_off:
         try:
-            child.proc = stack.forks.spawn(child.name, child.module, env=child.env, echo=child.output)
+            return stack.forks.spawn(name, module, env=env, echo=echo)
         except ForkServerError as exc:
             console.print(f"[yellow]warning:[/] {exc}; starting each service as its own interpreter")
             stack.forks_off = True
-    if child.proc is None:
-        child.proc = ManagedProcess.spawn(child.name, child.args, env=child.env, echo=child.output)
-    child.started_at = time.monotonic()
+    return ManagedProcess.spawn(name, [sys.executable, "-m", module], env=env, echo=echo)
+
+
+async def run_once(
+    stack: Stack, name: str, module: str, env: dict[str, str], timeout: float = 60.0
+) -> tuple[int | None, list[str]]:
+    """Run ``python -m <module>`` to its end (stopped after ``timeout``): its exit code and its
+    output lines, which are kept here, neither printed nor logged."""
+    lines: list[str] = []
+    proc = spawn(stack, name, module, env, lambda _, line: lines.append(line))
+
+    def finish() -> int | None:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc.stop(signal.SIGTERM, timeout=5.0)  # once it exited: waits for its last lines
+
+    return await asyncio.to_thread(finish), lines
 
 
 async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:

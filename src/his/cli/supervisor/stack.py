@@ -3,7 +3,6 @@ and how each is started, and the workload identities it issued."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -26,10 +25,6 @@ class Child:
     next_start: float = 0.0
     started_at: float = 0.0
     output: ChildOutput | None = None
-
-    @property
-    def args(self) -> list[str]:
-        return [sys.executable, "-m", self.module]
 
 
 @dataclass

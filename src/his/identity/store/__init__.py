@@ -37,6 +37,11 @@ async def insert_user(
     return user_id
 
 
+async def has_admin(conn: Connection) -> bool:
+    """Whether the hospital has an administrator (an account with the ADMIN role)."""
+    return bool(await conn.fetchval("SELECT 1 FROM app_user WHERE 'ADMIN' = ANY(roles) LIMIT 1"))
+
+
 async def user_by_email(conn: Connection, email_key: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT id, password_hash, roles, disabled_at FROM app_user WHERE email_key = $1", email_key

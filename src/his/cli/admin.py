@@ -1,0 +1,74 @@
+"""The administrator is identity's business: `his up` asks identity's own program,
+``python -m his.identity.admin``, and reads its one-line JSON answer. Before anything starts it
+asks whether the administrator of ``HIS_ADMIN_EMAIL`` / ``HIS_ADMIN_PASSWORD`` could be created
+(``check``, no database); once the services are ready the supervisor has it created
+(``his.cli.supervisor.admin``). Nothing here imports identity or reads its tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from his.cli.settings import OperatorSettings
+
+#: Identity's program that checks and creates the administrator (run as ``python -m``).
+PROGRAM = "his.identity.admin"
+#: Its exit status when it refuses the address or the password (its answer says why).
+REFUSED = 2
+
+
+class AdminProgramError(RuntimeError):
+    """Identity's program gave no answer (it failed, or did not finish); the message is for the operator."""
+
+
+def read_answer(lines: Iterable[str]) -> dict[str, Any]:
+    """The program's answer: its last line that is a JSON object ({} if none is)."""
+    for line in reversed(list(lines)):
+        try:
+            said = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(said, dict):
+            return said
+    return {}
+
+
+def admin_env(settings: OperatorSettings, password: str | None) -> dict[str, str]:
+    """``HIS_ADMIN_EMAIL`` and ``HIS_ADMIN_PASSWORD``: given to identity's program, and to no other process."""
+    env = {"HIS_ADMIN_EMAIL": settings.admin_email}
+    if password is not None:
+        env["HIS_ADMIN_PASSWORD"] = password
+    return env
+
+
+def refusal(settings: OperatorSettings, timeout: float = 60.0) -> str | None:
+    """Why identity would refuse to create the administrator of ``settings``, or None: its answer
+    to ``python -m his.identity.admin check`` (which imports only identity's rules).
+    ``AdminProgramError`` if it gave none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
+    env.update(admin_env(settings, settings.admin_password))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", PROGRAM, "check"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AdminProgramError(f"identity's check of the administrator gave no answer in {timeout:.0f}s") from None
+    lines = done.stdout.splitlines()
+    said = read_answer(lines)
+    if done.returncode == REFUSED and "refused" in said:
+        return str(said["refused"])
+    if done.returncode == 0 and said.get("ok"):
+        return None
+    tail = " / ".join(line.strip() for line in lines[-8:] if line.strip())
+    raise AdminProgramError(f"identity's check of the administrator failed (exit code {done.returncode}): {tail}")
