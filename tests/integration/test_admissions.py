@@ -407,17 +407,17 @@ async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_pa
     other_bed = uuid.UUID(free.json()["items"][0]["id"])
 
     async def insert(patient: uuid.UUID, bed: uuid.UUID) -> None:
-        row = {
-            "id": uuid.uuid4(),
-            "patient_id": patient,
-            "practitioner_id": CARER,
-            "ward_id": uuid.UUID(ward),
-            "bed_id": bed,
-            "admitted_at": world.clock(),
-            "admitted_by": CARER,
-        }
         async with world.db.uow() as uow:
-            await store.insert_admission(uow.conn, row)
+            await store.insert_admission(
+                uow.conn,
+                admission_id=uuid.uuid4(),
+                patient_id=patient,
+                practitioner_id=CARER,
+                ward_id=uuid.UUID(ward),
+                bed_id=bed,
+                admitted_at=world.clock(),
+                admitted_by=CARER,
+            )
 
     with pytest.raises(asyncpg.UniqueViolationError, match="admission_one_per_bed"):
         await insert(world.patients.add(), uuid.UUID(first["bed_id"]))
@@ -439,16 +439,17 @@ async def test_the_database_itself_charges_a_night_once(world: World) -> None:
         async with world.db.uow() as uow:
             assert night not in await store.charged_nights(uow.conn, aid)
             await checked.wait()  # both found the night unposted
-            charge = {
-                "id": uuid.uuid4(),
-                "admission_id": aid,
-                "night": night,
-                "ward_id": uuid.UUID(ward),
-                "ward_type": "general",
-                "amount": Decimal("1000.00"),
-                "currency": "TRY",
-            }
-            return await store.insert_charge(uow.conn, charge)
+            charge = await store.insert_charge(
+                uow.conn,
+                charge_id=uuid.uuid4(),
+                admission_id=aid,
+                night=night,
+                ward_id=uuid.UUID(ward),
+                ward_type="general",
+                amount=Decimal("1000.00"),
+                currency="TRY",
+            )
+            return charge is not None
 
     assert sorted(await asyncio.gather(post(), post())) == [False, True]
     with pytest.raises(asyncpg.UniqueViolationError, match="bed_charge_once_per_night"):

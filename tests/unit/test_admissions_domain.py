@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -16,6 +17,8 @@ from his.admissions.domain import (
     InvalidTransitionError,
     InvalidWardError,
     Stay,
+    Ward,
+    WardChanges,
     bed_exits,
     bed_labels,
     bed_transition,
@@ -109,6 +112,15 @@ def test_rates_are_exact_non_negative_amounts() -> None:
     for bad in ("-1", "0.001", "NaN", "Infinity", "1e12"):
         with pytest.raises(InvalidWardError):
             check_rate(Decimal(bad))
+
+
+def test_a_correction_keeps_only_what_differs_from_the_ward() -> None:
+    ward = Ward(uuid.uuid4(), "General", "general", Decimal("1750.50"), "TRY", datetime(2026, 3, 1, tzinfo=UTC), 1)
+    asked = WardChanges(name="General", ward_type="general_med", daily_rate=Decimal("1750.5"), currency=None)
+    assert asked.against(ward) == WardChanges(ward_type="general_med")
+    assert asked.against(ward).names == ["ward_type"]
+    assert WardChanges(name="General Medicine", currency="EUR").names == ["name", "currency"]
+    assert WardChanges().against(ward).names == []
 
 
 # --- the bed-night rule ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Admissions rules: ward input, the bed state machine, and which nights are charged. Pure, no IO.
+"""Admissions rules: ward input, the bed state machine, which nights are charged, and the entities
+the store returns (wards, beds, admissions, their bed stays and charges). Pure, no IO.
 
 The bed-night rule (docs/adr/0008-bed-nights.md), in the hospital's time zone:
 
@@ -17,6 +18,7 @@ The bed-night rule (docs/adr/0008-bed-nights.md), in the hospital's time zone:
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -116,6 +118,119 @@ bed_exits = bed_transition.exits
 class AdmissionStatus(StrEnum):
     ACTIVE = "active"
     DISCHARGED = "discharged"
+
+
+# --- entities ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ward:
+    """A ward and its tariff: a night in one of its beds is charged ``daily_rate`` in ``currency``."""
+
+    id: uuid.UUID
+    name: str
+    ward_type: str
+    daily_rate: Decimal
+    currency: str
+    created_at: datetime
+    version: int
+    #: When it was last corrected (None if never).
+    updated_at: datetime | None = None
+
+
+T = TypeVar("T")
+
+
+def _new(given: T | None, now: T) -> T | None:
+    return None if given is None or given == now else given
+
+
+@dataclass(frozen=True)
+class WardChanges:
+    """Corrections to what was entered for a ward; a field left None stays as it is."""
+
+    name: str | None = None
+    ward_type: str | None = None
+    daily_rate: Decimal | None = None
+    currency: str | None = None
+
+    def against(self, ward: Ward) -> WardChanges:
+        """Only the corrections that differ from what the ward holds."""
+        return WardChanges(
+            name=_new(self.name, ward.name),
+            ward_type=_new(self.ward_type, ward.ward_type),
+            daily_rate=_new(self.daily_rate, ward.daily_rate),
+            currency=_new(self.currency, ward.currency),
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the fields given."""
+        given = (
+            ("name", self.name),
+            ("ward_type", self.ward_type),
+            ("daily_rate", self.daily_rate),
+            ("currency", self.currency),
+        )
+        return [name for name, value in given if value is not None]
+
+
+@dataclass(frozen=True)
+class Bed:
+    """A bed, in a room of a ward; ``room`` and ``label`` are the room's and the bed's labels."""
+
+    id: uuid.UUID
+    ward_id: uuid.UUID
+    room_id: uuid.UUID
+    room: str
+    label: str
+    state: BedState
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A patient's stay in the hospital: the bed they are in now (or left from), who admitted and
+    who discharged them."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    practitioner_id: uuid.UUID
+    ward_id: uuid.UUID
+    bed_id: uuid.UUID
+    status: AdmissionStatus
+    admitted_at: datetime
+    discharged_at: datetime | None
+    admitted_by: uuid.UUID
+    discharged_by: uuid.UUID | None
+    version: int
+
+
+@dataclass(frozen=True)
+class BedStay:
+    """One bed an admission went through: ``bed`` is its label; ``ended_at`` is None while the
+    patient is in it."""
+
+    ward_id: uuid.UUID
+    bed_id: uuid.UUID
+    bed: str
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class BedCharge:
+    """One night of an admission, charged at the daily rate of the ward slept in."""
+
+    id: uuid.UUID
+    admission_id: uuid.UUID
+    night: date
+    ward_id: uuid.UUID
+    ward_type: str
+    amount: Decimal
+    currency: str
+    posted_at: datetime
 
 
 # --- the bed-night rule --------------------------------------------------------------------------

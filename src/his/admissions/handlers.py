@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
@@ -23,11 +22,17 @@ from prometheus_client import Counter
 from his.access import NONE, Decision
 from his.admissions import policy, store
 from his.admissions.domain import (
+    Admission,
     AdmissionStatus,
+    Bed,
     BedAction,
+    BedCharge,
     BedState,
+    BedStay,
     InvalidTransitionError,
     InvalidWardError,
+    Ward,
+    WardChanges,
     bed_labels,
     bed_transition,
     check_rate,
@@ -84,59 +89,59 @@ class NewWard:
     rooms: int | None = None
 
 
-async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> uuid.UUID:
+async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> Ward:
     """A ward with its rooms and beds, every bed available (``InvalidWardError`` on bad input)."""
     labels = bed_labels(w.beds, w.rooms)
-    ward = {
-        "id": uuid.uuid4(),
-        "name": w.name,
-        "ward_type": w.ward_type,
-        "daily_rate": check_rate(w.daily_rate),
-        "currency": w.currency,
-        "created_by": actor,
-    }
-    await store.insert_ward(uow.conn, ward, labels)
-    return uuid.UUID(str(ward["id"]))
+    return await store.insert_ward(
+        uow.conn,
+        ward_id=uuid.uuid4(),
+        name=w.name,
+        ward_type=w.ward_type,
+        daily_rate=check_rate(w.daily_rate),
+        currency=w.currency,
+        created_by=actor,
+        beds=labels,
+    )
 
 
-async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: dict[str, Any], actor: uuid.UUID) -> dict[str, Any]:
+async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: WardChanges, actor: uuid.UUID) -> Ward:
     """Correct what was entered for a ward (``name``, ``ward_type``, ``daily_rate``, ``currency``;
     the caller checked the currency with billing). Announces the ward's tariff when anything
     changed: nights posted from now on carry it, and billing bills at it the nights it could not."""
     ward = await store.lock_ward(uow.conn, ward_id)
     if ward is None:
         raise UnknownError("ward")
-    if changes.get("daily_rate") is not None:
-        changes = {**changes, "daily_rate": check_rate(changes["daily_rate"])}
-    changed = {k: v for k, v in changes.items() if v is not None and ward[k] != v}
-    if not changed:
+    if changes.daily_rate is not None:
+        changes = replace(changes, daily_rate=check_rate(changes.daily_rate))
+    changed = changes.against(ward)
+    if not changed.names:
         return ward
-    row = await store.update_ward(uow.conn, ward_id, changed, actor)
+    saved = await store.update_ward(uow.conn, ward_id, changed, actor)
     uow.add(
         WardUpdated(
             ward_id=ward_id,
-            fields=sorted("type" if k == "ward_type" else k for k in changed),
-            ward_type=row["ward_type"],
-            daily_rate=row["daily_rate"],
-            currency=row["currency"],
+            fields=sorted("type" if k == "ward_type" else k for k in changed.names),
+            ward_type=saved.ward_type,
+            daily_rate=saved.daily_rate,
+            currency=saved.currency,
         ),
         aggregate_id=ward_id,
-        aggregate_version=row["version"],
+        aggregate_version=saved.version,
     )
-    return row
+    return saved
 
 
-async def bed_action(uow: UnitOfWork, bed_id: uuid.UUID, action: BedAction) -> dict[str, Any]:
+async def bed_action(uow: UnitOfWork, bed_id: uuid.UUID, action: BedAction) -> Bed:
     """Release a cleaned bed, close or open it, put it in isolation (409 when its state forbids)."""
     bed = await store.get_bed(uow.conn, bed_id, lock=True)
     if bed is None:
         raise UnknownError("bed")
-    after = bed_transition(BedState(bed["state"]), action)
+    after = bed_transition(bed.state, action)
     return await store.set_bed_state(uow.conn, bed_id, after)
 
 
-async def _move_bed(uow: UnitOfWork, bed: dict[str, Any], action: BedAction) -> None:
-    await store.set_bed_state(uow.conn, bed["id"], bed_transition(BedState(bed["state"]), action))
+async def _move_bed(uow: UnitOfWork, bed: Bed, action: BedAction) -> None:
+    await store.set_bed_state(uow.conn, bed.id, bed_transition(bed.state, action))
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,7 @@ class Directories:
     billing: BillingTermsLookup | None = None
 
 
-async def admit(uow: UnitOfWork, a: Admit, actor: uuid.UUID) -> dict[str, Any]:
+async def admit(uow: UnitOfWork, a: Admit, actor: uuid.UUID) -> Admission:
     """Admit a patient (known to exist) to a free bed of the ward, taken atomically."""
     if await store.get_ward(uow.conn, a.ward_id) is None:
         raise UnknownError("ward")
@@ -168,27 +173,27 @@ async def admit(uow: UnitOfWork, a: Admit, actor: uuid.UUID) -> dict[str, Any]:
     if bed_id is None:
         raise NoFreeBedError
     await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
-    row = {
-        "id": uuid.uuid4(),
-        "patient_id": a.patient_id,
-        "practitioner_id": a.practitioner_id,
-        "ward_id": a.ward_id,
-        "bed_id": bed_id,
-        "admitted_at": uow.clock(),
-        "admitted_by": actor,
-    }
-    saved = await store.insert_admission(uow.conn, row)
+    saved = await store.insert_admission(
+        uow.conn,
+        admission_id=uuid.uuid4(),
+        patient_id=a.patient_id,
+        practitioner_id=a.practitioner_id,
+        ward_id=a.ward_id,
+        bed_id=bed_id,
+        admitted_at=uow.clock(),
+        admitted_by=actor,
+    )
     uow.add(
         PatientAdmitted(
-            admission_id=saved["id"],
+            admission_id=saved.id,
             patient_id=a.patient_id,
             practitioner_id=a.practitioner_id,
             ward_id=a.ward_id,
             bed_id=bed_id,
-            admitted_at=saved["admitted_at"],
+            admitted_at=saved.admitted_at,
         ),
-        aggregate_id=saved["id"],
-        aggregate_version=saved["version"],
+        aggregate_id=saved.id,
+        aggregate_version=saved.version,
     )
     uow.on_commit(ADMITTED.inc)
     return saved
@@ -205,13 +210,13 @@ async def known_people(known: Directories, a: Admit) -> None:
         raise UnknownError("practitioner")
 
 
-async def _active(uow: UnitOfWork, admission_id: uuid.UUID, doing: str) -> dict[str, Any]:
-    row = await store.get_admission(uow.conn, admission_id, lock=True)
-    if row is None:
+async def _active(uow: UnitOfWork, admission_id: uuid.UUID, doing: str) -> Admission:
+    admission = await store.get_admission(uow.conn, admission_id, lock=True)
+    if admission is None:
         raise UnknownError("admission")
-    if row["status"] != AdmissionStatus.ACTIVE:
-        raise InvalidTransitionError(f"a {row['status']} admission cannot be {doing}")
-    return row
+    if admission.status is not AdmissionStatus.ACTIVE:
+        raise InvalidTransitionError(f"a {admission.status.value} admission cannot be {doing}")
+    return admission
 
 
 async def _target_bed(uow: UnitOfWork, ward_id: uuid.UUID, bed_id: uuid.UUID | None) -> uuid.UUID:
@@ -222,25 +227,25 @@ async def _target_bed(uow: UnitOfWork, ward_id: uuid.UUID, bed_id: uuid.UUID | N
             raise NoFreeBedError
         return found
     bed = await store.get_bed(uow.conn, bed_id, lock=True)
-    if bed is None or bed["ward_id"] != ward_id:
+    if bed is None or bed.ward_id != ward_id:
         raise UnknownError("bed")
-    if bed["state"] != BedState.AVAILABLE:
-        raise InvalidTransitionError(f"bed {bed['label']} is {bed['state']}, not available")
+    if bed.state is not BedState.AVAILABLE:
+        raise InvalidTransitionError(f"bed {bed.label} is {bed.state.value}, not available")
     return bed_id
 
 
 async def transfer(
     uow: UnitOfWork, admission_id: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID | None = None
-) -> dict[str, Any]:
+) -> Admission:
     """Move an admitted patient to another bed: the old bed goes to cleaning, the new one is
     occupied, both in one transaction (409 if no bed is free or the admission is over)."""
-    row = await _active(uow, admission_id, "transferred")
+    admission = await _active(uow, admission_id, "transferred")
     if await store.get_ward(uow.conn, ward_id) is None:
         raise UnknownError("ward")
-    if bed_id == row["bed_id"]:
+    if bed_id == admission.bed_id:
         raise InvalidTransitionError("the patient is already in that bed")
     new_bed = await _target_bed(uow, ward_id, bed_id)
-    old_bed = await store.get_bed(uow.conn, row["bed_id"], lock=True)
+    old_bed = await store.get_bed(uow.conn, admission.bed_id, lock=True)
     assert old_bed is not None
     await _move_bed(uow, old_bed, BedAction.VACATE)
     await store.set_bed_state(uow.conn, new_bed, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
@@ -251,15 +256,15 @@ async def transfer(
     uow.add(
         PatientTransferred(
             admission_id=admission_id,
-            patient_id=row["patient_id"],
-            from_ward_id=row["ward_id"],
-            from_bed_id=row["bed_id"],
+            patient_id=admission.patient_id,
+            from_ward_id=admission.ward_id,
+            from_bed_id=admission.bed_id,
             to_ward_id=ward_id,
             to_bed_id=new_bed,
             transferred_at=moment,
         ),
         aggregate_id=admission_id,
-        aggregate_version=moved["version"],
+        aggregate_version=moved.version,
     )
     return moved
 
@@ -270,76 +275,83 @@ class Posted:
     already_posted: int = 0
 
 
-async def post_nights(uow: UnitOfWork, row: dict[str, Any], through: date, zone: ZoneInfo) -> Posted:
+async def post_nights(uow: UnitOfWork, admission: Admission, through: date, zone: ZoneInfo) -> Posted:
     """Charge every night of the admission up to ``through`` that is not charged yet (the caller
     holds the admission's row lock; the unique (admission, night) is the last word)."""
-    admitted_on = local_date(row["admitted_at"], zone)
-    discharged_on = local_date(row["discharged_at"], zone) if row["discharged_at"] else None
+    admitted_on = local_date(admission.admitted_at, zone)
+    discharged_on = local_date(admission.discharged_at, zone) if admission.discharged_at else None
     due = nights_due(admitted_on, discharged_on, through)
-    have = await store.charged_nights(uow.conn, row["id"])
+    have = await store.charged_nights(uow.conn, admission.id)
     out = Posted(already_posted=sum(1 for n in due if n in have))
     missing = [n for n in due if n not in have]
     if not missing:
         return out
-    stays = await store.stays(uow.conn, row["id"])
-    wards: dict[uuid.UUID, dict[str, Any]] = {}
+    stays = await store.stays(uow.conn, admission.id)
+    wards: dict[uuid.UUID, Ward] = {}
     for night in missing:
         ward_id = ward_for_night(stays, night, zone)
         if ward_id not in wards:
-            ward = await store.get_ward(uow.conn, ward_id)
-            assert ward is not None  # wards are never deleted
-            wards[ward_id] = ward
+            found = await store.get_ward(uow.conn, ward_id)
+            assert found is not None  # wards are never deleted
+            wards[ward_id] = found
         ward = wards[ward_id]
-        charge = {
-            "id": uuid.uuid4(),
-            "admission_id": row["id"],
-            "night": night,
-            "ward_id": ward_id,
-            "ward_type": ward["ward_type"],
-            "amount": ward["daily_rate"],
-            "currency": ward["currency"],
-        }
-        if not await store.insert_charge(uow.conn, charge):
+        charge = await store.insert_charge(
+            uow.conn,
+            charge_id=uuid.uuid4(),
+            admission_id=admission.id,
+            night=night,
+            ward_id=ward_id,
+            ward_type=ward.ward_type,
+            amount=ward.daily_rate,
+            currency=ward.currency,
+        )
+        if charge is None:
             out.already_posted += 1
             continue
         out.posted += 1
         uow.add(
             BedChargePosted(
-                charge_id=charge["id"],
-                patient_id=row["patient_id"],
-                **{k: charge[k] for k in ("admission_id", "night", "ward_id", "ward_type", "amount", "currency")},
+                charge_id=charge.id,
+                admission_id=charge.admission_id,
+                patient_id=admission.patient_id,
+                ward_id=charge.ward_id,
+                ward_type=charge.ward_type,
+                night=charge.night,
+                amount=charge.amount,
+                currency=charge.currency,
             ),
-            aggregate_id=row["id"],
+            aggregate_id=admission.id,
         )
     return out
 
 
-async def discharge(uow: UnitOfWork, admission_id: uuid.UUID, actor: uuid.UUID, zone: ZoneInfo) -> dict[str, Any]:
+async def discharge(uow: UnitOfWork, admission_id: uuid.UUID, actor: uuid.UUID, zone: ZoneInfo) -> DischargeView:
     """Discharge: first post every night still owed, then close the admission and send the bed to
     cleaning, all in one transaction. The answer carries ``nights``, the total charged."""
-    row = await _active(uow, admission_id, "discharged")
-    moment = max(uow.clock(), row["admitted_at"])
-    await post_nights(uow, {**row, "discharged_at": moment}, local_date(moment, zone), zone)
+    admission = await _active(uow, admission_id, "discharged")
+    moment = max(uow.clock(), admission.admitted_at)
+    await post_nights(uow, replace(admission, discharged_at=moment), local_date(moment, zone), zone)
     done = await store.mark_discharged(uow.conn, admission_id, moment, actor)
     await store.end_stay(uow.conn, admission_id, moment)
-    bed = await store.get_bed(uow.conn, row["bed_id"], lock=True)
+    bed = await store.get_bed(uow.conn, admission.bed_id, lock=True)
     assert bed is not None
     await _move_bed(uow, bed, BedAction.VACATE)
     nights = await store.count_charges(uow.conn, admission_id)
+    assert done.discharged_at is not None  # the database holds a discharge time for each
     uow.add(
         PatientDischarged(
             admission_id=admission_id,
-            patient_id=row["patient_id"],
-            ward_id=row["ward_id"],
-            bed_id=row["bed_id"],
-            admitted_at=row["admitted_at"],
-            discharged_at=done["discharged_at"],
+            patient_id=admission.patient_id,
+            ward_id=admission.ward_id,
+            bed_id=admission.bed_id,
+            admitted_at=admission.admitted_at,
+            discharged_at=done.discharged_at,
             nights=nights,
         ),
         aggregate_id=admission_id,
-        aggregate_version=done["version"],
+        aggregate_version=done.version,
     )
-    return {**done, "nights": nights}
+    return DischargeView(done, nights)
 
 
 @dataclass
@@ -350,7 +362,7 @@ class RunSummary:
     already_posted: int = 0
     failed: int = 0
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, str | int]:
         return {
             "date": self.night.isoformat(),
             "admissions": self.admissions,
@@ -371,10 +383,10 @@ async def run_charges(db: Database, through: date, zone: ZoneInfo) -> RunSummary
         summary.admissions += 1
         try:
             async with db.uow() as uow:
-                row = await store.get_admission(uow.conn, admission_id, lock=True)
-                if row is None or row["status"] != AdmissionStatus.ACTIVE:
+                admission = await store.get_admission(uow.conn, admission_id, lock=True)
+                if admission is None or admission.status is not AdmissionStatus.ACTIVE:
                     continue  # discharged meanwhile: the discharge posted its nights
-                done = await post_nights(uow, row, through, zone)
+                done = await post_nights(uow, admission, through, zone)
         except Exception:  # one bad admission must not stop the night's run
             log.exception("bed charges for admission %s failed", admission_id)
             summary.failed += 1
@@ -396,7 +408,7 @@ class Admissions:
 
     # --- wards and beds --------------------------------------------------------------------------
 
-    async def create_ward(self, who: Principal, w: NewWard) -> uuid.UUID:
+    async def create_ward(self, who: Principal, w: NewWard) -> Ward:
         """Create a ward and its beds (ADMIN); its currency must be one billing invoices in."""
         allow(who, policy.WARD_ADMINS)
         await self.billable(w.currency)
@@ -406,11 +418,11 @@ class Admissions:
         except InvalidWardError as exc:
             raise ProblemError(422, str(exc)) from None
 
-    async def correct_ward(self, who: Principal, ward_id: uuid.UUID, changes: dict[str, Any]) -> WardView:
+    async def correct_ward(self, who: Principal, ward_id: uuid.UUID, changes: WardChanges) -> WardView:
         """Correct a ward's name, type, rate or currency (ADMIN); publishes ``WardUpdated``."""
         allow(who, policy.WARD_ADMINS)
-        if changes.get("currency") is not None:
-            await self.billable(changes["currency"])
+        if changes.currency is not None:
+            await self.billable(changes.currency)
         try:
             async with self.db.uow() as uow:
                 ward = await update_ward(uow, ward_id, changes, uuid.UUID(who.subject))
@@ -425,9 +437,9 @@ class Admissions:
     async def wards(self, who: Principal) -> list[WardView]:
         allow(who, policy.STAFF)
         async with self.db.pool.acquire() as conn:
-            rows = await store.wards(conn)
-            counts = await store.bed_counts(conn, [w["id"] for w in rows])
-        return [WardView(w, counts[w["id"]]) for w in rows]
+            found = await store.wards(conn)
+            counts = await store.bed_counts(conn, [w.id for w in found])
+        return [WardView(w, counts[w.id]) for w in found]
 
     async def ward(self, who: Principal, ward_id: uuid.UUID) -> WardView:
         allow(who, policy.STAFF)
@@ -439,16 +451,14 @@ class Admissions:
             rooms = await store.rooms_of(conn, ward_id)
         return WardView(ward, counts[ward_id], rooms)
 
-    async def beds(
-        self, who: Principal, ward_id: uuid.UUID | None, state: BedState | None, limit: int
-    ) -> list[dict[str, Any]]:
+    async def beds(self, who: Principal, ward_id: uuid.UUID | None, state: BedState | None, limit: int) -> list[Bed]:
         allow(who, policy.STAFF)
         async with self.db.pool.acquire() as conn:
             if ward_id is not None and await store.get_ward(conn, ward_id) is None:
                 raise ProblemError(404, "ward not found")
             return await store.beds(conn, ward_id, state, limit)
 
-    async def bed_step(self, who: Principal, bed_id: uuid.UUID, action: BedAction) -> dict[str, Any]:
+    async def bed_step(self, who: Principal, bed_id: uuid.UUID, action: BedAction) -> Bed:
         """Release, close, open or isolate a bed (NURSE, ADMIN); 409 when its state forbids it."""
         allow(who, policy.HOUSEKEEPING)
         try:
@@ -478,7 +488,7 @@ class Admissions:
             raise ProblemError(422, "only nights before today can be charged")
         return await run_charges(self.db, night, self.zone)
 
-    async def admit(self, who: Principal, a: Admit) -> dict[str, Any]:
+    async def admit(self, who: Principal, a: Admit) -> Admission:
         """Admit a patient to a free bed (RECEPTIONIST, ADMIN): 409 when the ward has no free bed
         or the patient is already admitted, 422 for an unknown patient, practitioner or ward."""
         decision = policy.decide(Operation.ADMIT, who.roles, NONE)
@@ -499,7 +509,7 @@ class Admissions:
 
     async def admissions(
         self, who: Principal, patient_id: uuid.UUID | None, active: bool | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Admission]:
         """Admissions, latest first: reception and ADMIN list anyone's; a clinician one patient's."""
         if patient_id is not None:
             decision = await self.decide(who, Operation.READ, patient_id, "patient")
@@ -512,38 +522,38 @@ class Admissions:
         else:
             raise ProblemError(403, "not allowed for your role")
         async with self.db.read() as uow:
-            rows = await store.admissions(uow.conn, patient_id, active, limit)
-            for seen in dict.fromkeys(x["patient_id"] for x in rows):
+            found = await store.admissions(uow.conn, patient_id, active, limit)
+            for seen in dict.fromkeys(x.patient_id for x in found):
                 self.log.record(uow, who, seen, "read", decision)
-        return rows
+        return found
 
     async def admission(self, who: Principal, admission_id: uuid.UUID) -> AdmissionView:
         """One admission with its stays and the nights charged so far."""
-        row, decision = await self.opened(who, admission_id, Operation.READ, "read")
+        admission, decision = await self.opened(who, admission_id, Operation.READ, "read")
         async with self.db.read() as uow:
             stays = await store.stay_history(uow.conn, admission_id)
             nights = await store.count_charges(uow.conn, admission_id)
-            self.log.record(uow, who, row["patient_id"], "read", decision)
-        return AdmissionView(row, nights, stays)
+            self.log.record(uow, who, admission.patient_id, "read", decision)
+        return AdmissionView(admission, nights, stays)
 
-    async def charges(self, who: Principal, admission_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def charges(self, who: Principal, admission_id: uuid.UUID) -> list[BedCharge]:
         """The bed nights charged for an admission, one per night."""
-        row, decision = await self.opened(who, admission_id, Operation.READ_CHARGES, "read", CHARGES)
+        admission, decision = await self.opened(who, admission_id, Operation.READ_CHARGES, "read", CHARGES)
         async with self.db.read() as uow:
             items = await store.charges_of(uow.conn, admission_id)
-            self.log.record(uow, who, row["patient_id"], "read", decision, resource=CHARGES)
+            self.log.record(uow, who, admission.patient_id, "read", decision, resource=CHARGES)
         return items
 
     async def transfer(
         self, who: Principal, admission_id: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID | None
-    ) -> dict[str, Any]:
+    ) -> Admission:
         """Move an admitted patient to a free bed of a ward (or the bed named); 409 if none is free
         or the admission is over."""
         _, decision = await self.opened(who, admission_id, Operation.TRANSFER, "update")
         try:
             async with self.db.uow() as uow:
                 moved = await transfer(uow, admission_id, ward_id, bed_id)
-                self.log.record(uow, who, moved["patient_id"], "update", decision)
+                self.log.record(uow, who, moved.patient_id, "update", decision)
         except UnknownError as exc:
             if exc.what == "admission":
                 raise ProblemError(404, "admission not found") from None
@@ -554,13 +564,13 @@ class Admissions:
             raise ProblemError(409, str(exc)) from None
         return moved
 
-    async def discharge(self, who: Principal, admission_id: uuid.UUID) -> dict[str, Any]:
+    async def discharge(self, who: Principal, admission_id: uuid.UUID) -> DischargeView:
         """Charge the nights still owed, close the admission, send its bed to cleaning; 409 if over."""
         _, decision = await self.opened(who, admission_id, Operation.DISCHARGE, "update")
         try:
             async with self.db.uow() as uow:
                 done = await discharge(uow, admission_id, uuid.UUID(who.subject), self.zone)
-                self.log.record(uow, who, done["patient_id"], "update", decision)
+                self.log.record(uow, who, done.admission.patient_id, "update", decision)
         except UnknownError:
             raise ProblemError(404, "admission not found") from None
         except InvalidTransitionError as exc:
@@ -576,16 +586,18 @@ class Admissions:
 
     async def opened(
         self, who: Principal, admission_id: uuid.UUID, op: Operation, action: AuditAction, resource: str | None = None
-    ) -> tuple[dict[str, Any], Decision]:
+    ) -> tuple[Admission, Decision]:
         """The admission and the policy's decision on ``op``; a refusal is recorded and raised."""
         async with self.db.pool.acquire() as conn:
-            row = await store.get_admission(conn, admission_id)
-        if row is None:
+            admission = await store.get_admission(conn, admission_id)
+        if admission is None:
             raise refused(policy.not_found(op, who.roles), None, "admission")
-        decision = await self.decide(who, op, row["patient_id"], "admission")
+        decision = await self.decide(who, op, admission.patient_id, "admission")
         if not decision.allowed:
-            raise await self.log.refuse(who, row["patient_id"], decision, action, resource=resource, what="admission")
-        return row, decision
+            raise await self.log.refuse(
+                who, admission.patient_id, decision, action, resource=resource, what="admission"
+            )
+        return admission, decision
 
 
 CHARGES = "bed_charge"
@@ -595,7 +607,7 @@ CHARGES = "bed_charge"
 class WardView:
     """A ward with how many beds are in each state (and its rooms, when asked for one ward)."""
 
-    ward: dict[str, Any]
+    ward: Ward
     beds: dict[str, int]
     rooms: list[str] | None = None
 
@@ -604,9 +616,17 @@ class WardView:
 class AdmissionView:
     """An admission with the nights charged so far and the beds it went through."""
 
-    admission: dict[str, Any]
+    admission: Admission
     nights: int
-    stays: list[dict[str, Any]]
+    stays: list[BedStay]
+
+
+@dataclass(frozen=True)
+class DischargeView:
+    """A discharged admission with the bed nights it was charged in all."""
+
+    admission: Admission
+    nights: int
 
 
 def allow(who: Principal, roles: frozenset[str]) -> None:

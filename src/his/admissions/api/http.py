@@ -15,14 +15,14 @@ import uuid
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.admissions import handlers
+from his.admissions import domain, handlers
 from his.admissions.domain import MAX_BEDS_PER_WARD, BedAction, BedState
-from his.admissions.handlers import Admissions, AdmissionView, WardView
+from his.admissions.handlers import Admissions, AdmissionView, DischargeView, WardView
 from his.kernel.params import CalendarDate, Limit
 from his.kernel.web import Caller, Moment, errors, provided
 
@@ -81,6 +81,7 @@ class Created(BaseModel):
 
 
 class Admitted(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     bed_id: uuid.UUID
     ward_id: uuid.UUID
@@ -112,14 +113,14 @@ class Ward(BaseModel):
     def of(cls, v: WardView) -> Ward:
         w = v.ward
         return cls(
-            id=w["id"],
-            name=w["name"],
-            type=w["ward_type"],
-            daily_rate=money(w["daily_rate"]),
-            currency=w["currency"],
+            id=w.id,
+            name=w.name,
+            type=w.ward_type,
+            daily_rate=money(w.daily_rate),
+            currency=w.currency,
             beds=BedCounts(total=sum(v.beds.values()), **v.beds),
-            created_at=w["created_at"],
-            updated_at=w.get("updated_at"),
+            created_at=w.created_at,
+            updated_at=w.updated_at,
         )
 
 
@@ -133,6 +134,7 @@ class WardList(BaseModel):
 
 
 class Bed(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     ward_id: uuid.UUID
     room: str
@@ -141,16 +143,13 @@ class Bed(BaseModel):
     version: int
     updated_at: Moment
 
-    @classmethod
-    def of(cls, b: dict[str, Any]) -> Bed:
-        return cls.model_validate({k: b[k] for k in cls.model_fields})
-
 
 class Beds(BaseModel):
     items: list[Bed]
 
 
 class Admission(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     patient_id: uuid.UUID
     practitioner_id: uuid.UUID
@@ -161,16 +160,13 @@ class Admission(BaseModel):
     discharged_at: Moment | None
     version: int
 
-    @classmethod
-    def fields(cls, row: dict[str, Any]) -> dict[str, Any]:
-        return {k: row[k] for k in Admission.model_fields}
-
 
 class AdmissionList(BaseModel):
     items: list[Admission]
 
 
 class Stay(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     ward_id: uuid.UUID
     bed_id: uuid.UUID
     #: The bed's label.
@@ -186,13 +182,17 @@ class AdmissionDetail(Admission):
 
     @classmethod
     def of(cls, v: AdmissionView) -> AdmissionDetail:
-        stays = [Stay.model_validate({k: s[k] for k in Stay.model_fields}) for s in v.stays]
-        return cls(**Admission.fields(v.admission), nights=v.nights, stays=stays)
+        stays = [Stay.model_validate(s) for s in v.stays]
+        return cls(**Admission.model_validate(v.admission).model_dump(), nights=v.nights, stays=stays)
 
 
 class Discharged(Admission):
     #: Bed nights charged in all.
     nights: int
+
+    @classmethod
+    def of(cls, v: DischargeView) -> Discharged:
+        return cls(**Admission.model_validate(v.admission).model_dump(), nights=v.nights)
 
 
 class Charge(BaseModel):
@@ -203,6 +203,18 @@ class Charge(BaseModel):
     amount: str
     currency: str
     posted_at: Moment
+
+    @classmethod
+    def of(cls, c: domain.BedCharge) -> Charge:
+        return cls(
+            id=c.id,
+            night=c.night,
+            ward_id=c.ward_id,
+            ward_type=c.ward_type,
+            amount=money(c.amount),
+            currency=c.currency,
+            posted_at=c.posted_at,
+        )
 
 
 class Money(BaseModel):
@@ -216,6 +228,18 @@ class Charges(BaseModel):
     items: list[Charge]
     #: The sum per currency.
     totals: list[Money]
+
+    @classmethod
+    def of(cls, admission_id: uuid.UUID, items: list[domain.BedCharge]) -> Charges:
+        totals: dict[str, Decimal] = {}
+        for c in items:
+            totals[c.currency] = totals.get(c.currency, Decimal("0")) + c.amount
+        return cls(
+            admission_id=admission_id,
+            nights=len(items),
+            items=[Charge.of(c) for c in items],
+            totals=[Money(amount=money(v), currency=k) for k, v in sorted(totals.items())],
+        )
 
 
 class ChargeRun(BaseModel):
@@ -235,7 +259,7 @@ async def create_ward(body: NewWard, who: Caller, wards: Wards) -> Created:
     (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
     is a 422 naming the valid ones."""
     spec = handlers.NewWard(body.name, body.type, body.daily_rate, body.currency, body.beds, body.rooms)
-    return Created(id=await wards.create_ward(who, spec))
+    return Created(id=(await wards.create_ward(who, spec)).id)
 
 
 @router.patch("/wards/{ward_id}", responses=errors(403, 404))
@@ -244,7 +268,9 @@ async def correct_ward(ward_id: uuid.UUID, body: WardChanges, who: Caller, wards
     posted from now on carry the new rate and currency; publishes
     ``his.admissions.ward.updated.v1`` when anything changed. A currency billing does not
     invoice in is a 422 naming the valid ones."""
-    changes = {"name": body.name, "ward_type": body.type, "daily_rate": body.daily_rate, "currency": body.currency}
+    changes = domain.WardChanges(
+        name=body.name, ward_type=body.type, daily_rate=body.daily_rate, currency=body.currency
+    )
     return Ward.of(await wards.correct_ward(who, ward_id, changes))
 
 
@@ -270,14 +296,14 @@ async def list_beds(
     limit: Limit = MAX_BEDS_PER_WARD,
 ) -> Beds:
     """Beds and their states, of one ward or all, optionally of one state (staff)."""
-    return Beds(items=[Bed.of(b) for b in await wards.beds(who, ward_id, state, limit)])
+    return Beds(items=[Bed.model_validate(b) for b in await wards.beds(who, ward_id, state, limit)])
 
 
 @router.post("/beds/{bed_id}/{action}", responses=errors(403, 404, 409))
 async def bed_step(bed_id: uuid.UUID, action: BedStep, who: Caller, wards: Wards) -> Bed:
     """Release a cleaned bed (housekeeping), close or open one, or put it in isolation (NURSE,
     ADMIN). A step the bed's state does not allow answers 409."""
-    return Bed.of(await wards.bed_step(who, bed_id, BedAction(action.value)))
+    return Bed.model_validate(await wards.bed_step(who, bed_id, BedAction(action.value)))
 
 
 # --- admissions ------------------------------------------------------------------------------
@@ -302,8 +328,9 @@ async def run_charges(who: Caller, wards: Wards, night: Annotated[CalendarDate, 
 async def admit(body: NewAdmission, who: Caller, wards: Wards) -> Admitted:
     """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
     free bed or the patient is already admitted; 422 for an unknown patient or ward."""
-    row = await wards.admit(who, handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id))
-    return Admitted(id=row["id"], bed_id=row["bed_id"], ward_id=row["ward_id"], status=row["status"])
+    return Admitted.model_validate(
+        await wards.admit(who, handlers.Admit(body.patient_id, body.practitioner_id, body.ward_id))
+    )
 
 
 @router.get("/admissions", responses=errors(403, 404))
@@ -312,8 +339,8 @@ async def list_admissions(
 ) -> AdmissionList:
     """Admissions, latest first: of one patient, and/or only active ones (reception, ADMIN); a
     clinician lists one patient's (``patient_id``), in their care or under an emergency grant."""
-    rows = await wards.admissions(who, patient_id, active, limit)
-    return AdmissionList(items=[Admission(**Admission.fields(x)) for x in rows])
+    found = await wards.admissions(who, patient_id, active, limit)
+    return AdmissionList(items=[Admission.model_validate(a) for a in found])
 
 
 @router.get("/admissions/{admission_id}", responses=errors(403, 404))
@@ -327,16 +354,7 @@ async def one(admission_id: uuid.UUID, who: Caller, wards: Wards) -> AdmissionDe
 async def charges(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Charges:
     """The bed nights charged for an admission, one per night (reception, ADMIN, BILLING,
     clinicians caring for the patient)."""
-    items = await wards.charges(who, admission_id)
-    totals: dict[str, Decimal] = {}
-    for c in items:
-        totals[c["currency"]] = totals.get(c["currency"], Decimal("0")) + c["amount"]
-    return Charges(
-        admission_id=admission_id,
-        nights=len(items),
-        items=[Charge.model_validate(c | {"amount": money(c["amount"])}) for c in items],
-        totals=[Money(amount=money(v), currency=k) for k, v in sorted(totals.items())],
-    )
+    return Charges.of(admission_id, await wards.charges(who, admission_id))
 
 
 @router.post("/admissions/{admission_id}/transfer", responses=errors(403, 404, 409))
@@ -344,7 +362,7 @@ async def transfer(admission_id: uuid.UUID, body: Transfer, who: Caller, wards: 
     """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
     cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if no bed is
     free or the admission is over."""
-    return Admission(**Admission.fields(await wards.transfer(who, admission_id, body.ward_id, body.bed_id)))
+    return Admission.model_validate(await wards.transfer(who, admission_id, body.ward_id, body.bed_id))
 
 
 @router.post("/admissions/{admission_id}/discharge", responses=errors(403, 404, 409))
@@ -352,5 +370,4 @@ async def discharge(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Disch
     """Discharge: every remaining bed night is charged first, then the admission closes and its
     bed goes to cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if
     already discharged."""
-    done = await wards.discharge(who, admission_id)
-    return Discharged(**Admission.fields(done), nights=done["nights"])
+    return Discharged.of(await wards.discharge(who, admission_id))
