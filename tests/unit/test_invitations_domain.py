@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from his.patients.domain import (
     CODE_ALPHABET,
+    Channel,
     InvalidInvitationCodeError,
+    Invitation,
     InvitationCodes,
     Refusal,
     code_digest,
@@ -104,3 +107,14 @@ def test_an_invitation_is_redeemable_once_before_it_expires_while_it_is_the_late
     assert refusal(record_linked=True) is Refusal.RECORD_LINKED
     with pytest.raises(ValueError, match="positive"):
         invitation_expiry(NOW, 0)
+
+
+def test_a_stored_invitation_is_refused_as_the_rule_says() -> None:
+    expires = invitation_expiry(NOW, 60)
+    issued = Invitation(uuid.uuid4(), uuid.uuid4(), b"d" * 32, Channel.SMS, uuid.uuid4(), NOW, expires)
+    assert issued.refusal(NOW, record_linked=False) is None
+    assert issued.refusal(expires, record_linked=False) is Refusal.EXPIRED
+    assert issued.refusal(NOW, record_linked=True) is Refusal.RECORD_LINKED
+    redeemed = replace(issued, redeemed_at=NOW, redeemed_by=uuid.uuid4())
+    assert redeemed.refusal(NOW, record_linked=True) is Refusal.REDEEMED
+    assert replace(issued, revoked_at=NOW).refusal(NOW, record_linked=False) is Refusal.SUPERSEDED

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from his.patients.domain import (
     CareSource,
+    Coverage,
+    EmergencyGrant,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
     InvalidPatientError,
     NewCareRelationship,
     NewPatient,
+    Patient,
+    PatientChanges,
+    RecordEntry,
     Sex,
     emergency_expiry,
     emergency_reason,
     format_mrn,
     is_active,
+    master_data,
 )
 
 TODAY = date(2026, 11, 26)
@@ -64,6 +71,47 @@ def test_mrn_format() -> None:
     assert format_mrn(42) == "MRN-00000042"
 
 
+REGISTERED = Patient(
+    id=uuid.uuid4(),
+    mrn="MRN-00000042",
+    given_name="Ayşe",
+    family_name="Yılmaz",
+    birth_date=date(1980, 2, 29),
+    sex=Sex.FEMALE,
+    email="ayse@example.org",
+    phone="+90 555 000 1122",
+    user_id=uuid.uuid4(),
+    coverage=Coverage("SGK", "S-1"),
+    created_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+)
+
+
+def changes(**kw: object) -> PatientChanges:
+    return PatientChanges(frozenset(kw), **kw)  # type: ignore[arg-type]
+
+
+def test_a_change_of_master_data_changes_only_the_named_fields_validated_as_a_whole() -> None:
+    changed = changes(given_name=" Ayşe Nur ", email=" NEW@Example.org ").applied_to(REGISTERED, TODAY)
+    assert (changed.given_name, changed.email) == ("Ayşe Nur", "new@example.org")
+    assert changed == replace(REGISTERED, given_name="Ayşe Nur", email="new@example.org")
+    assert master_data(changed).keys() == master_data(REGISTERED).keys()
+    assert [k for k, v in master_data(changed).items() if master_data(REGISTERED)[k] != v] == ["given_name", "email"]
+    assert changes().applied_to(REGISTERED, TODAY) == REGISTERED
+    with pytest.raises(InvalidPatientError, match="future"):
+        changes(birth_date=date(2027, 1, 1)).applied_to(REGISTERED, TODAY)
+
+
+def test_a_named_none_clears_contact_and_coverage_and_keeps_the_rest() -> None:
+    cleared = changes(email=None, phone=None, coverage=None).applied_to(REGISTERED, TODAY)
+    assert (cleared.email, cleared.phone, cleared.coverage) == (None, None, None)
+    kept = changes(given_name=None, family_name=None, birth_date=None, sex=None).applied_to(REGISTERED, TODAY)
+    assert kept == REGISTERED
+    insured = changes(coverage=Coverage("ALLIANZ", "A-9")).applied_to(REGISTERED, TODAY)
+    assert master_data(insured)["coverage_payer"] == "ALLIANZ"
+    assert master_data(insured)["coverage_member_id"] == "A-9"
+    assert master_data(cleared)["coverage_payer"] is None
+
+
 # --- care relationships --------------------------------------------------------------------
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -90,6 +138,29 @@ def test_a_care_relationship_must_end_after_it_starts(until: datetime, message: 
 def test_an_open_ended_care_relationship_is_valid() -> None:
     rel = NewCareRelationship(uuid.uuid4(), uuid.uuid4(), CareSource.ASSIGNMENT, NOW)
     assert rel.validated() is rel
+
+
+def test_an_emergency_grant_is_active_from_its_grant_until_it_expires() -> None:
+    later = NOW + timedelta(hours=1)
+    grant = EmergencyGrant(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), ("DOCTOR",), "unconscious, no history", NOW, later)
+    assert grant.active(NOW) and grant.active(later - timedelta(microseconds=1))
+    assert not grant.active(later) and not grant.active(NOW - timedelta(seconds=1))
+
+
+def test_a_record_entry_read_keeps_everything_but_its_ciphertext() -> None:
+    stored = RecordEntry(uuid.uuid4(), uuid.uuid4(), "allergy", "Z88.0", b"\x01cipher", uuid.uuid4(), ("DOCTOR",), NOW)
+    read = stored.decrypted("Allergic to penicillin")
+    assert read.text == "Allergic to penicillin"
+    assert (read.id, read.patient_id, read.kind, read.code, read.author_id, read.author_roles, read.created_at) == (
+        stored.id,
+        stored.patient_id,
+        stored.kind,
+        stored.code,
+        stored.author_id,
+        stored.author_roles,
+        stored.created_at,
+    )
+    assert not hasattr(read, "text_cipher")
 
 
 # --- break-the-glass -----------------------------------------------------------------------
