@@ -12,15 +12,29 @@ from his.kernel.web import Routes
 
 if TYPE_CHECKING:
     from his.clients.patients import PatientLookup
+    from his.inventory.ports import InventoryUnits
+    from his.kernel.clock import Clock
     from his.kernel.db import Database
 
 
 def http(db: Database, patients: PatientLookup, timezone: str = "UTC") -> Routes:
-    """The inventory routes and their use cases; "today" is the hospital's (``timezone``)."""
+    """The inventory routes and their use cases, over a database and a patient directory (the
+    gRPC adapter here, the in-memory fake in tests); "today" is the hospital's (``timezone``)."""
+    from his.inventory.store import InventoryStore
+
+    # The database's clock, read when asked: the routes are built before the database is opened
+    # (and, for the API reference, without one).
+    return http_over(InventoryStore(db), patients, timezone, clock=lambda: db.clock())
+
+
+def http_over(units: InventoryUnits, patients: PatientLookup, timezone: str = "UTC", *, clock: Clock) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.inventory`` in unit tests. ``clock`` is the one the units run by: the routes
+    tell "today" by it outside a unit (``as_of``, the expiry report's horizon)."""
     from his.inventory.api.http import router
     from his.inventory.handlers import Inventory
 
-    return Routes(router, provides=[Inventory(db, patients, ZoneInfo(timezone))])
+    return Routes(router, provides=[Inventory(units, patients, ZoneInfo(timezone), clock)])
 
 
 def routes(ctx: ServiceContext) -> Routes:

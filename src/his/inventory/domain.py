@@ -74,6 +74,22 @@ class Item:
     thresholds: Mapping[str, Decimal]
 
 
+class DuplicateItemError(Exception):
+    """An item with this code already exists."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """An (item, location) whose stock is kept: its low-stock threshold and state, and the version
+    of its events (``<item_code>@<location>``)."""
+
+    item_code: str
+    location: str
+    threshold: Decimal | None
+    low: bool
+    version: int
+
+
 @dataclass(frozen=True)
 class ShelvedLot:
     """A lot on a shelf, as the stock report shows it."""
@@ -133,6 +149,15 @@ class Backorder:
     #: The lab order whose reagents it was for, if any.
     source_id: uuid.UUID | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReagentUse:
+    """How much of an item a set of lab tests uses, at one location."""
+
+    item_code: str
+    location: str
+    quantity: Decimal
 
 
 def is_expired(lot: Lot, today: date) -> bool:

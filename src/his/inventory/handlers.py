@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from his.access import NONE, Decision, Relationship
@@ -24,13 +23,15 @@ from his.clients.patients import PatientLookup
 from his.events.audit import InventoryRecordAccessed
 from his.events.inventory import LowStockAlerted, StockBackordered, StockConsumed, StockReceived
 from his.events.laboratory import LabOrderResulted
-from his.inventory import policy, store
+from his.inventory import policy
 from his.inventory.domain import (
     LAB,
     UNITS,
+    DuplicateItemError,
     ExpiringLot,
     Item,
     LowStockAlert,
+    Place,
     Reason,
     ShortfallError,
     StockLevel,
@@ -46,7 +47,10 @@ from his.inventory.domain import (
 )
 from his.inventory.domain import Backorder as BackorderRow
 from his.inventory.policy import Operation
-from his.kernel.db import Connection, Database, UnitOfWork
+from his.inventory.ports import InventoryUnits, InventoryWork
+from his.inventory.store import InventoryUnit
+from his.kernel.clock import Clock
+from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
@@ -122,31 +126,31 @@ def _aggregate(item_code: str, location: str) -> str:
 class _Place:
     """A locked (item, location): hands out consecutive event versions and settles the alert state."""
 
-    def __init__(self, uow: UnitOfWork, row: dict[str, Any] | None, item_code: str, location: str) -> None:
+    def __init__(self, uow: InventoryWork, place: Place | None, item_code: str, location: str) -> None:
         self.uow, self.item_code, self.location = uow, item_code, location
-        self.exists = row is not None
-        self.threshold: Decimal | None = plain(row["threshold"]) if row and row["threshold"] is not None else None
-        self.low: bool = row["low"] if row else False
-        self.version: int = row["version"] if row else 0
+        self.exists = place is not None
+        self.threshold: Decimal | None = plain(place.threshold) if place and place.threshold is not None else None
+        self.low: bool = place.low if place else False
+        self.version: int = place.version if place else 0
 
     def add(self, ev: Event) -> None:
         self.version += 1
         self.uow.add(ev, aggregate_id=_aggregate(self.item_code, self.location), aggregate_version=self.version)
 
-    async def settle(self, today: date) -> Decimal:
+    async def settle(self, today: date, at: datetime) -> Decimal:
         """Decide the low-stock state from the stock now; alert on a fresh crossing; save the row."""
-        level = plain(await store.on_hand(self.uow.conn, self.item_code, self.location, today))
+        level = plain(await self.uow.stock.on_hand(self.item_code, self.location, today))
         decision = low_stock(level, self.threshold, self.low)
         if decision.alert:
             assert self.threshold is not None
-            alert = {
-                "id": uuid.uuid4(),
-                "item_code": self.item_code,
-                "location": self.location,
-                "on_hand": level,
-                "threshold": self.threshold,
-            }
-            await store.insert_alert(self.uow.conn, alert)
+            await self.uow.alerts.add(
+                alert_id=uuid.uuid4(),
+                item_code=self.item_code,
+                location=self.location,
+                on_hand=level,
+                threshold=self.threshold,
+                at=at,
+            )
             self.add(
                 LowStockAlerted(
                     item_code=self.item_code, location=self.location, on_hand=level, threshold=self.threshold
@@ -154,85 +158,79 @@ class _Place:
             )
         self.low = decision.low
         if self.exists:
-            await store.save_place(self.uow.conn, self.item_code, self.location, self.low, self.version)
+            await self.uow.stock.save(self.item_code, self.location, low=self.low, version=self.version)
         return level
 
 
-async def create_item(uow: UnitOfWork, item: NewItem) -> Item:
+async def create_item(uow: InventoryWork, item: NewItem) -> Item:
     """Define an item; its unit must be one the hospital knows (``UnknownUnitError``)."""
-    unit = known_unit(item.unit)
-    row = {"code": item.code, "description": item.description, "unit": unit, "chargeable": item.chargeable}
-    await store.insert_item(uow.conn, row, item.thresholds)
-    return Item(item.code, item.description, unit, item.chargeable, dict(item.thresholds))
+    created = Item(item.code, item.description, known_unit(item.unit), item.chargeable, dict(item.thresholds))
+    await uow.items.add(created)
+    return created
 
 
-async def receive(uow: UnitOfWork, r: Receipt, actor: uuid.UUID, today: date) -> Received:
+async def receive(uow: InventoryWork, r: Receipt, actor: uuid.UUID, today: date) -> Received:
     """Receive a lot into a location (adding to the lot if it is already there)."""
     r = replace(r, quantity=plain(check_quantity(r.quantity)))
-    item = await store.get_item(uow.conn, r.item_code)
+    item = await uow.items.get(r.item_code)
     if item is None:
         raise UnknownItemError(r.item_code)
-    check_split(r.quantity, item["unit"])
+    check_split(r.quantity, item.unit)
     if r.expires_on is not None and r.expires_on < today:
         raise ExpiredLotError(f"lot {r.lot} expired on {r.expires_on.isoformat()}")
-    place = _Place(uow, await store.lock_place(uow.conn, r.item_code, r.location, create=True), r.item_code, r.location)
-    receipt_id = uuid.uuid4()
-    row = {
-        "id": receipt_id,
-        "item_code": r.item_code,
-        "location": r.location,
-        "lot": r.lot,
-        "expires_on": r.expires_on,
-        "quantity": r.quantity,
-        "received_by": actor,
-    }
-    lot = await store.receive(uow.conn, row)
+    place = _Place(uow, await uow.stock.lock(r.item_code, r.location, create=True), r.item_code, r.location)
+    receipt_id, at = uuid.uuid4(), uow.clock()
+    lot = await uow.stock.receive(
+        receipt_id=receipt_id,
+        item_code=r.item_code,
+        location=r.location,
+        lot=r.lot,
+        expires_on=r.expires_on,
+        quantity=r.quantity,
+        received_by=actor,
+        at=at,
+    )
     place.add(
         StockReceived(
             item_code=r.item_code, location=r.location, lot=r.lot, quantity=r.quantity, expires_on=r.expires_on
         )
     )
-    level = await place.settle(today)
-    return Received(receipt_id, r, lot_quantity=lot["lot_quantity"], on_hand=level)
+    level = await place.settle(today, at)
+    return Received(receipt_id, r, lot_quantity=lot.quantity, on_hand=level)
 
 
-async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, today: date) -> Consumed | Backordered:
+async def consume(uow: InventoryWork, c: Consumption, actor: uuid.UUID | None, today: date) -> Consumed | Backordered:
     """Take stock first-expiring first, all or nothing. A shortfall raises ``ShortfallError``, or,
     when ``c.backorder``, takes nothing and records a back-order instead."""
     c = replace(c, quantity=plain(check_quantity(c.quantity)))
-    item = await store.get_item(uow.conn, c.item_code)
+    item = await uow.items.get(c.item_code)
     if item is None:
         raise UnknownItemError(c.item_code)
-    check_split(c.quantity, item["unit"])
-    place = _Place(
-        uow, await store.lock_place(uow.conn, c.item_code, c.location, create=False), c.item_code, c.location
-    )
-    lots = await store.lots_for_use(uow.conn, c.item_code, c.location, today) if place.exists else []
+    check_split(c.quantity, item.unit)
+    place = _Place(uow, await uow.stock.lock(c.item_code, c.location, create=False), c.item_code, c.location)
+    lots = await uow.stock.usable(c.item_code, c.location, today) if place.exists else []
+    moment = uow.clock()
     try:
         takes = allocate(lots, c.quantity, today)
     except ShortfallError as short:
         if not c.backorder:
             raise
-        return await _backorder(place, c, plain(short.available), actor)
-    chargeable = bool(item["chargeable"]) and c.reason is Reason.PATIENT
+        return await _backorder(place, c, plain(short.available), actor, moment)
+    chargeable = item.chargeable and c.reason is Reason.PATIENT
     cid = uuid.uuid4()
-    moment = uow.clock()
-    await store.insert_consumption(
-        uow.conn,
-        {
-            "id": cid,
-            "item_code": c.item_code,
-            "location": c.location,
-            "quantity": c.quantity,
-            "reason": c.reason.value,
-            "patient_id": c.patient_id,
-            "source_id": c.source_id,
-            "chargeable": chargeable,
-            "consumed_by": actor,
-            "consumed_at": moment,
-        },
+    await uow.consumptions.add(
+        consumption_id=cid,
+        item_code=c.item_code,
+        location=c.location,
+        quantity=c.quantity,
+        reason=c.reason,
+        patient_id=c.patient_id,
+        source_id=c.source_id,
+        chargeable=chargeable,
+        consumed_by=actor,
+        at=moment,
+        takes=takes,
     )
-    await store.take(uow.conn, cid, takes)
     place.add(
         StockConsumed(
             consumption_id=cid,
@@ -246,25 +244,25 @@ async def consume(uow: UnitOfWork, c: Consumption, actor: uuid.UUID | None, toda
             consumed_at=moment,
         )
     )
-    level = await place.settle(today)
+    level = await place.settle(today, moment)
     return Consumed(cid, takes, level, chargeable)
 
 
-async def _backorder(place: _Place, c: Consumption, available: Decimal, actor: uuid.UUID | None) -> Backordered:
+async def _backorder(
+    place: _Place, c: Consumption, available: Decimal, actor: uuid.UUID | None, at: datetime
+) -> Backordered:
     bid = uuid.uuid4()
-    await store.insert_backorder(
-        place.uow.conn,
-        {
-            "id": bid,
-            "item_code": c.item_code,
-            "location": c.location,
-            "requested": c.quantity,
-            "available": available,
-            "reason": c.reason.value,
-            "patient_id": c.patient_id,
-            "source_id": c.source_id,
-            "created_by": actor,
-        },
+    await place.uow.backorders.add(
+        backorder_id=bid,
+        item_code=c.item_code,
+        location=c.location,
+        requested=c.quantity,
+        available=available,
+        reason=c.reason,
+        patient_id=c.patient_id,
+        source_id=c.source_id,
+        created_by=actor,
+        at=at,
     )
     place.add(
         StockBackordered(
@@ -277,8 +275,8 @@ async def _backorder(place: _Place, c: Consumption, available: Decimal, actor: u
         )
     )
     if not place.exists:  # remember the place, so its events keep counting versions
-        await store.lock_place(place.uow.conn, c.item_code, c.location, create=True)
-    await store.save_place(place.uow.conn, c.item_code, c.location, place.low, place.version)
+        await place.uow.stock.lock(c.item_code, c.location, create=True)
+    await place.uow.stock.save(c.item_code, c.location, low=place.low, version=place.version)
     return Backordered(bid, c.quantity, available)
 
 
@@ -291,12 +289,12 @@ def make_on_lab_order_resulted(zone: ZoneInfo) -> Callable[[UnitOfWork, Envelope
     """The consumer of ``his.laboratory.order.resulted.v1`` for the hospital's time zone."""
 
     async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
-        await use_reagents(uow, env, ev, today_in(zone, uow.clock()))
+        await use_reagents(InventoryUnit(uow), env, ev, today_in(zone, uow.clock()))
 
     return on_lab_order_resulted
 
 
-async def use_reagents(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted, today: date) -> None:
+async def use_reagents(uow: InventoryWork, env: Envelope, ev: LabOrderResulted, today: date) -> None:
     """Consume the reagents of a resulted order's tests at LAB, first-expiring first, not charged.
 
     A shortfall never fails the consumer and never goes negative: that item is back-ordered
@@ -307,14 +305,14 @@ async def use_reagents(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted, tod
     codes = sorted({r.code for r in ev.results})
     if not codes:
         return
-    done = await store.handled_for_source(uow.conn, ev.order_id)
-    for use in await store.reagents_for(uow.conn, codes):
-        if use["item_code"] in done:
+    done = await uow.consumptions.handled(ev.order_id)
+    for use in await uow.reagents.for_tests(codes):
+        if use.item_code in done:
             continue
         c = Consumption(
-            use["item_code"],
-            use["location"] or LAB,
-            plain(use["quantity"]),
+            use.item_code,
+            use.location or LAB,
+            plain(use.quantity),
             Reason.LAB_ORDER,
             source_id=ev.order_id,
             backorder=True,
@@ -330,21 +328,22 @@ class Inventory:
     """The use cases staff call, each with its caller: decided through ``his.inventory.policy``;
     a consumption for a patient is that patient's data (care rule, audited either way)."""
 
-    def __init__(self, db: Database, patients: PatientLookup, zone: ZoneInfo) -> None:
-        self.db, self.patients, self.zone = db, patients, zone
-        self.log = AccessLog(db, InventoryRecordAccessed, "inventory/consumption")
+    def __init__(self, units: InventoryUnits, patients: PatientLookup, zone: ZoneInfo, clock: Clock) -> None:
+        #: Where its units of work come from (``units`` is the use case listing the item units).
+        self.store, self.patients, self.zone, self.clock = units, patients, zone, clock
+        self.log = AccessLog(units, InventoryRecordAccessed, "inventory/consumption")
 
     def today(self) -> date:
         """The hospital's date now (its time zone): what "expired" is measured against."""
-        return today_in(self.zone, self.db.clock())
+        return today_in(self.zone, self.clock())
 
     async def create_item(self, who: Principal, item: NewItem) -> Item:
         """Define an item (ADMIN). 409 if the code exists; an unknown unit is a 422 naming the valid ones."""
         allow(who, policy.ITEM_ADMINS)
         try:
-            async with self.db.uow() as uow:
+            async with self.store.uow() as uow:
                 return await create_item(uow, item)
-        except store.DuplicateItemError:
+        except DuplicateItemError:
             raise ProblemError(409, f"item {item.code} already exists") from None
         except UnknownUnitError as exc:
             raise ProblemError(422, str(exc), field="unit", valid_values=list(UNITS)) from None
@@ -356,14 +355,14 @@ class Inventory:
 
     async def items(self, who: Principal) -> list[Item]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            return await store.list_items(conn)
+        async with self.store.read() as unit:
+            return await unit.items.all()
 
     async def receive(self, who: Principal, receipt: Receipt) -> Received:
         """Receive a lot (ADMIN, NURSE, LAB_TECH); 422 for an unknown item or an expired lot."""
         allow(who, policy.RECEIVERS)
         try:
-            async with self.db.uow() as uow:
+            async with self.store.uow() as uow:
                 return await receive(uow, receipt, uuid.UUID(who.subject), self.today())
         except UnknownItemError:
             raise ProblemError(422, f"unknown item_code {receipt.item_code}") from None
@@ -377,7 +376,7 @@ class Inventory:
         decision = None if c.patient_id is None else await self.charging(who, c.patient_id)
         allow(who, policy.CONSUMERS)
         try:
-            async with self.db.uow() as uow:
+            async with self.store.uow() as uow:
                 done = await consume(uow, c, uuid.UUID(who.subject), self.today())
                 if c.patient_id is not None and decision is not None:
                     self.log.record(uow, who, c.patient_id, "create", decision)
@@ -414,30 +413,30 @@ class Inventory:
 
     async def stock(self, who: Principal, item_code: str | None, location: str | None) -> list[StockLevel]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            await known_item(conn, item_code)
-            return await store.stock(conn, item_code, location, 4 * MAX_ROWS, self.today())
+        async with self.store.read() as unit:
+            await known_item(unit, item_code)
+            return await unit.stock.levels(item_code, location, 4 * MAX_ROWS, self.today())
 
     async def expiring(self, who: Principal, until: date, location: str | None) -> list[ExpiringLot]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            return await store.expiring(conn, until, location, MAX_ROWS)
+        async with self.store.read() as unit:
+            return await unit.stock.expiring(until, location, MAX_ROWS)
 
     async def alerts(
         self, who: Principal, item_code: str | None, location: str | None, limit: int
     ) -> list[LowStockAlert]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            await known_item(conn, item_code)
-            return await store.alerts(conn, item_code, location, limit)
+        async with self.store.read() as unit:
+            await known_item(unit, item_code)
+            return await unit.alerts.find(item_code, location, limit)
 
     async def backorders(
         self, who: Principal, item_code: str | None, location: str | None, limit: int
     ) -> list[BackorderRow]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            await known_item(conn, item_code)
-            return await store.backorders(conn, item_code, location, limit)
+        async with self.store.read() as unit:
+            await known_item(unit, item_code)
+            return await unit.backorders.find(item_code, location, limit)
 
 
 def allow(who: Principal, roles: frozenset[str]) -> None:
@@ -445,7 +444,7 @@ def allow(who: Principal, roles: frozenset[str]) -> None:
         raise ProblemError(403, "not allowed for your role")
 
 
-async def known_item(conn: Connection, code: str | None) -> None:
+async def known_item(unit: InventoryWork, code: str | None) -> None:
     """A filter by item names an item that exists: 422 otherwise, never an empty list."""
-    if code is not None and await store.get_item(conn, code) is None:
+    if code is not None and await unit.items.get(code) is None:
         raise ProblemError(422, f"unknown item_code {code}: GET /api/inventory/items lists the items")
