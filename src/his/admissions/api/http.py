@@ -24,7 +24,7 @@ from his.admissions import domain, handlers
 from his.admissions.domain import MAX_BEDS_PER_WARD, BedAction, BedState
 from his.admissions.handlers import Admissions, AdmissionView, DischargeView, WardView
 from his.kernel.params import CalendarDate, Limit
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 
 router = APIRouter(tags=["admissions"])
 Wards = Annotated[Admissions, Depends(provided(Admissions))]
@@ -253,7 +253,7 @@ class ChargeRun(BaseModel):
 # --- wards and beds ------------------------------------------------------------------------------
 
 
-@router.post("/wards", status_code=201, responses=errors(403))
+@router.post("/wards", status_code=201, responses=errors(403), openapi_extra=public("/api/wards"))
 async def create_ward(body: NewWard, who: Caller, wards: Wards) -> Created:
     """Create a ward with ``beds`` beds spread over ``rooms`` rooms (default one), all available
     (ADMIN). Beds are labelled by room, e.g. ``R1-B2``. A currency billing does not invoice in
@@ -262,7 +262,7 @@ async def create_ward(body: NewWard, who: Caller, wards: Wards) -> Created:
     return Created(id=(await wards.create_ward(who, spec)).id)
 
 
-@router.patch("/wards/{ward_id}", responses=errors(403, 404))
+@router.patch("/wards/{ward_id}", responses=errors(403, 404), openapi_extra=public("/api/wards/{id}"))
 async def correct_ward(ward_id: uuid.UUID, body: WardChanges, who: Caller, wards: Wards) -> Ward:
     """Correct what was entered for a ward: name, type, daily rate, currency (ADMIN). Nights
     posted from now on carry the new rate and currency; publishes
@@ -274,20 +274,20 @@ async def correct_ward(ward_id: uuid.UUID, body: WardChanges, who: Caller, wards
     return Ward.of(await wards.correct_ward(who, ward_id, changes))
 
 
-@router.get("/wards", responses=errors(403))
+@router.get("/wards", responses=errors(403), openapi_extra=public("/api/wards"))
 async def list_wards(who: Caller, wards: Wards) -> WardList:
     """Every ward with its daily rate and how many beds are in each state (staff)."""
     return WardList(items=[Ward.of(w) for w in await wards.wards(who)])
 
 
-@router.get("/wards/{ward_id}", responses=errors(403, 404))
+@router.get("/wards/{ward_id}", responses=errors(403, 404), openapi_extra=public("/api/wards/{id}"))
 async def one_ward(ward_id: uuid.UUID, who: Caller, wards: Wards) -> WardDetail:
     """One ward: rate, rooms and bed counts per state (staff)."""
     view = await wards.ward(who, ward_id)
     return WardDetail(**Ward.of(view).model_dump(), rooms=view.rooms or [])
 
 
-@router.get("/beds", responses=errors(403, 404))
+@router.get("/beds", responses=errors(403, 404), openapi_extra=public("/api/beds"))
 async def list_beds(
     who: Caller,
     wards: Wards,
@@ -299,7 +299,9 @@ async def list_beds(
     return Beds(items=[Bed.model_validate(b) for b in await wards.beds(who, ward_id, state, limit)])
 
 
-@router.post("/beds/{bed_id}/{action}", responses=errors(403, 404, 409))
+@router.post(
+    "/beds/{bed_id}/{action}", responses=errors(403, 404, 409), openapi_extra=public("/api/beds/{id}/{action}")
+)
 async def bed_step(bed_id: uuid.UUID, action: BedStep, who: Caller, wards: Wards) -> Bed:
     """Release a cleaned bed (housekeeping), close or open one, or put it in isolation (NURSE,
     ADMIN). A step the bed's state does not allow answers 409."""
@@ -309,7 +311,7 @@ async def bed_step(bed_id: uuid.UUID, action: BedStep, who: Caller, wards: Wards
 # --- admissions ------------------------------------------------------------------------------
 
 
-@router.post("/admissions/charges/run", responses=errors(403))
+@router.post("/admissions/charges/run", responses=errors(403), openapi_extra=public("/api/admissions/charges/run"))
 async def run_charges(who: Caller, wards: Wards, night: Annotated[CalendarDate, Query(alias="date")]) -> ChargeRun:
     """Post the bed charges of every night up to and including ``date`` not posted yet (ADMIN).
     Idempotent: a re-run posts nothing new; a later run catches up nights that were missed.
@@ -324,7 +326,7 @@ async def run_charges(who: Caller, wards: Wards, night: Annotated[CalendarDate, 
     )
 
 
-@router.post("/admissions", status_code=201, responses=errors(403, 404, 409))
+@router.post("/admissions", status_code=201, responses=errors(403, 404, 409), openapi_extra=public("/api/admissions"))
 async def admit(body: NewAdmission, who: Caller, wards: Wards) -> Admitted:
     """Admit a patient to a free bed of the ward (RECEPTIONIST, ADMIN). 409 when the ward has no
     free bed or the patient is already admitted; 422 for an unknown patient or ward."""
@@ -333,7 +335,7 @@ async def admit(body: NewAdmission, who: Caller, wards: Wards) -> Admitted:
     )
 
 
-@router.get("/admissions", responses=errors(403, 404))
+@router.get("/admissions", responses=errors(403, 404), openapi_extra=public("/api/admissions"))
 async def list_admissions(
     who: Caller, wards: Wards, patient_id: uuid.UUID | None = None, active: bool | None = None, limit: Limit = 50
 ) -> AdmissionList:
@@ -343,21 +345,29 @@ async def list_admissions(
     return AdmissionList(items=[Admission.model_validate(a) for a in found])
 
 
-@router.get("/admissions/{admission_id}", responses=errors(403, 404))
+@router.get("/admissions/{admission_id}", responses=errors(403, 404), openapi_extra=public("/api/admissions/{id}"))
 async def one(admission_id: uuid.UUID, who: Caller, wards: Wards) -> AdmissionDetail:
     """One admission with the beds it went through and how many nights are charged so far
     (reception, ADMIN, clinicians caring for the patient)."""
     return AdmissionDetail.of(await wards.admission(who, admission_id))
 
 
-@router.get("/admissions/{admission_id}/charges", responses=errors(403, 404))
+@router.get(
+    "/admissions/{admission_id}/charges",
+    responses=errors(403, 404),
+    openapi_extra=public("/api/admissions/{id}/charges"),
+)
 async def charges(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Charges:
     """The bed nights charged for an admission, one per night (reception, ADMIN, BILLING,
     clinicians caring for the patient)."""
     return Charges.of(admission_id, await wards.charges(who, admission_id))
 
 
-@router.post("/admissions/{admission_id}/transfer", responses=errors(403, 404, 409))
+@router.post(
+    "/admissions/{admission_id}/transfer",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/admissions/{id}/transfer"),
+)
 async def transfer(admission_id: uuid.UUID, body: Transfer, who: Caller, wards: Wards) -> Admission:
     """Move an admitted patient to a free bed of a ward (or the bed named): the old bed goes to
     cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if no bed is
@@ -365,7 +375,11 @@ async def transfer(admission_id: uuid.UUID, body: Transfer, who: Caller, wards: 
     return Admission.model_validate(await wards.transfer(who, admission_id, body.ward_id, body.bed_id))
 
 
-@router.post("/admissions/{admission_id}/discharge", responses=errors(403, 404, 409))
+@router.post(
+    "/admissions/{admission_id}/discharge",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/admissions/{id}/discharge"),
+)
 async def discharge(admission_id: uuid.UUID, who: Caller, wards: Wards) -> Discharged:
     """Discharge: every remaining bed night is charged first, then the admission closes and its
     bed goes to cleaning (RECEPTIONIST, ADMIN, a DOCTOR or NURSE caring for the patient). 409 if

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.access import REASON_MAX, REASON_MIN
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment, errors
+from his.kernel.web import Caller, Moment, errors, public
 from his.patients import domain
 from his.patients.api.access import ONE_PATIENT, Patients
 
@@ -83,7 +83,7 @@ class EmergencyGrants(BaseModel):
     items: list[EmergencyGrantRecord]
 
 
-@router.get("/emergency-access", responses=errors(403))
+@router.get("/emergency-access", responses=errors(403), openapi_extra=public("/api/patients/emergency-access"))
 async def grants(
     who: Caller, chart: Patients, patient_id: uuid.UUID | None = None, limit: Limit = 50
 ) -> EmergencyGrants:
@@ -92,7 +92,12 @@ async def grants(
     return EmergencyGrants(items=[EmergencyGrantRecord.of(g, now) for g in await chart.grants(who, patient_id, limit)])
 
 
-@router.post("/{patient_id}/emergency-access", status_code=201, responses=errors(403, 404))
+@router.post(
+    "/{patient_id}/emergency-access",
+    status_code=201,
+    responses=errors(403, 404),
+    openapi_extra=public("/api/patients/{id}/emergency-access"),
+)
 async def break_the_glass(
     patient_id: uuid.UUID, body: RequestEmergencyAccess, who: Caller, chart: Patients
 ) -> EmergencyGrant:
@@ -105,13 +110,18 @@ async def break_the_glass(
     return EmergencyGrant.of(await chart.break_the_glass(who, patient_id, body.reason))
 
 
-@router.get("/{patient_id}/care-team", responses=ONE_PATIENT)
+@router.get("/{patient_id}/care-team", responses=ONE_PATIENT, openapi_extra=public("/api/patients/{id}/care-team"))
 async def team(patient_id: uuid.UUID, who: Caller, chart: Patients) -> CareTeam:
     """The patient's active care relationships: staff (clinicians need their own), or the patient themself."""
     return CareTeam(items=[CareRelationship.model_validate(r) for r in await chart.care_team(who, patient_id)])
 
 
-@router.post("/{patient_id}/care-team", status_code=201, responses=errors(403, 404, 409))
+@router.post(
+    "/{patient_id}/care-team",
+    status_code=201,
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/patients/{id}/care-team"),
+)
 async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, who: Caller, chart: Patients) -> CareRelationship:
     """Put a clinician (DOCTOR or NURSE user) on the patient's care team (RECEPTIONIST, ADMIN).
 
@@ -125,6 +135,7 @@ async def assign(patient_id: uuid.UUID, body: AssignToCareTeam, who: Caller, cha
     status_code=204,
     response_class=Response,
     responses=errors(403, 404, 409),
+    openapi_extra=public("/api/patients/{id}/care-team/{relationship_id}"),
 )
 async def end(patient_id: uuid.UUID, relationship_id: uuid.UUID, who: Caller, chart: Patients) -> Response:
     """End a care relationship now (RECEPTIONIST, ADMIN); it stays on record as ended."""

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import CalendarDate, Limit, SearchText
-from his.kernel.web import Caller, errors
+from his.kernel.web import Caller, errors, public
 from his.patients import domain
 from his.patients.api import care, invitations, lab, records
 from his.patients.api.access import ONE_PATIENT, Patients
@@ -71,7 +71,12 @@ class SearchResults(BaseModel):
     items: list[Patient | RestrictedPatient]
 
 
-@router.post("", status_code=201, responses=errors(403, (409, "likely duplicates: `possible_duplicates` lists them")))
+@router.post(
+    "",
+    status_code=201,
+    responses=errors(403, (409, "likely duplicates: `possible_duplicates` lists them")),
+    openapi_extra=public("/api/patients"),
+)
 async def register(body: RegisterPatient, who: Caller, chart: Patients) -> Registered:
     """Register a patient (RECEPTIONIST, ADMIN); publishes ``his.patients.patient.registered.v1``.
     A ``coverage.payer`` billing has no plan for is a 422 naming the valid payers (``GET /api/payers``).
@@ -88,13 +93,13 @@ async def register(body: RegisterPatient, who: Caller, chart: Patients) -> Regis
     return Registered(id=patient_id, mrn=mrn)
 
 
-@router.get("/me", responses=errors(404))
+@router.get("/me", responses=errors(404), openapi_extra=public("/api/patients/me"))
 async def me(who: Caller, chart: Patients) -> Patient:
     """The caller's own patient record."""
     return Patient.model_validate(await chart.mine(who))
 
 
-@router.get("", responses=errors(403))
+@router.get("", responses=errors(403), openapi_extra=public("/api/patients"))
 async def search(
     who: Caller,
     chart: Patients,
@@ -125,7 +130,11 @@ router.include_router(lab.router)
 router.include_router(invitations.router)
 
 
-@router.get("/{patient_id}", responses=ONE_PATIENT)
+@router.get(
+    "/{patient_id}",
+    responses=ONE_PATIENT,
+    openapi_extra=public("/api/patients/{id}"),
+)
 async def get(patient_id: uuid.UUID, who: Caller, chart: Patients) -> Patient:
     """One patient's master data: the patient themself, or staff (clinicians need a care relationship).
 
@@ -135,7 +144,11 @@ async def get(patient_id: uuid.UUID, who: Caller, chart: Patients) -> Patient:
     return Patient.model_validate(await chart.patient(who, patient_id))
 
 
-@router.patch("/{patient_id}", responses=ONE_PATIENT)
+@router.patch(
+    "/{patient_id}",
+    responses=ONE_PATIENT,
+    openapi_extra=public("/api/patients/{id}"),
+)
 async def update(patient_id: uuid.UUID, body: UpdatePatient, who: Caller, chart: Patients) -> Patient:
     """Change a patient's master data (RECEPTIONIST, ADMIN); a patient may change their own
     e-mail and phone. Publishes ``his.patients.patient.updated.v1`` naming the changed fields, and

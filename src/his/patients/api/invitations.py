@@ -11,7 +11,7 @@ import uuid
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from his.kernel.web import Caller, Moment, errors
+from his.kernel.web import Caller, Moment, errors, public
 from his.patients.api.access import Patients
 from his.patients.api.patient import Patient
 from his.patients.domain import Channel
@@ -46,6 +46,7 @@ class Redeem(BaseModel):
         (404, "unknown code"),
         (409, "used, replaced or expired invitation, or an account or record linked already"),
     ),
+    openapi_extra=public("/api/patients/invitations/redeem"),
 )
 async def redeem(body: Redeem, who: Caller, chart: Patients) -> Patient:
     """Redeem an invitation's code from the patient's own account (role PATIENT only, not yet
@@ -55,7 +56,12 @@ async def redeem(body: Redeem, who: Caller, chart: Patients) -> Patient:
     return Patient.model_validate(await chart.redeem(who, body.code))
 
 
-@router.post("/{patient_id}/invitations", status_code=201, responses=errors(403, 404, 409))
+@router.post(
+    "/{patient_id}/invitations",
+    status_code=201,
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/patients/{id}/invitations"),
+)
 async def issue(patient_id: uuid.UUID, who: Caller, chart: Patients, body: NewInvitation | None = None) -> Invitation:
     """Invite a patient to link their record to their own account (RECEPTIONIST, ADMIN): a
     one-time code goes to the patient's e-mail address (or phone, ``channel: sms``) and is

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment
+from his.kernel.web import Caller, Moment, public
 from his.patients.api.access import ONE_PATIENT, Patients
 from his.patients.domain import LabResult, ResultedOrder
 
@@ -62,7 +62,7 @@ class ChartLabResults(BaseModel):
     items: list[ChartOrder]
 
 
-@router.get("/{patient_id}/lab-results", responses=ONE_PATIENT)
+@router.get("/{patient_id}/lab-results", responses=ONE_PATIENT, openapi_extra=public("/api/patients/{id}/lab-results"))
 async def read(patient_id: uuid.UUID, who: Caller, chart: Patients, limit: Limit = 50) -> ChartLabResults:
     """A patient's lab results, by order, most recently resulted first: the patient, or
     clinicians with a care relationship or emergency grant (as for the medical record)."""

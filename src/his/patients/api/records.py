@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import Limit
-from his.kernel.web import Caller, Moment
+from his.kernel.web import Caller, Moment, public
 from his.patients.api.access import ONE_PATIENT, Patients
 from his.patients.domain import RECORD_TEXT_MAX
 
@@ -48,14 +48,16 @@ class Record(BaseModel):
     items: list[RecordEntry]
 
 
-@router.post("/{patient_id}/records", status_code=201, responses=ONE_PATIENT)
+@router.post(
+    "/{patient_id}/records", status_code=201, responses=ONE_PATIENT, openapi_extra=public("/api/patients/{id}/records")
+)
 async def add(patient_id: uuid.UUID, body: NewEntry, who: Caller, chart: Patients) -> EntryCreated:
     """Add an entry to a patient's medical record (DOCTOR, NURSE with a care relationship or an
     emergency grant). Its text is stored encrypted; publishes ``record_entry.added`` (no text)."""
     return EntryCreated.model_validate(await chart.add_entry(who, patient_id, body.kind, body.code, body.text))
 
 
-@router.get("/{patient_id}/records", responses=ONE_PATIENT)
+@router.get("/{patient_id}/records", responses=ONE_PATIENT, openapi_extra=public("/api/patients/{id}/records"))
 async def read(patient_id: uuid.UUID, who: Caller, chart: Patients, limit: Limit = 50) -> Record:
     """A patient's medical record, newest first: the patient, or clinicians with a care
     relationship or emergency grant (other staff are refused: clinical text is not theirs)."""
