@@ -11,6 +11,8 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from his.clients.patients import PatientLookup
     from his.inventory.ports import InventoryUnits
     from his.kernel.clock import Clock
@@ -22,9 +24,12 @@ def http(db: Database, patients: PatientLookup, timezone: str = "UTC") -> Routes
     gRPC adapter here, the in-memory fake in tests); "today" is the hospital's (``timezone``)."""
     from his.inventory.store import InventoryStore
 
-    # The database's clock, read when asked: the routes are built before the database is opened
-    # (and, for the API reference, without one).
-    return http_over(InventoryStore(db), patients, timezone, clock=lambda: db.clock())
+    def clock() -> datetime:
+        """The database's clock, read when asked: the routes are built before the database is
+        opened (and, for the API reference, without one)."""
+        return db.clock()
+
+    return http_over(InventoryStore(db), patients, timezone, clock=clock)
 
 
 def http_over(units: InventoryUnits, patients: PatientLookup, timezone: str = "UTC", *, clock: Clock) -> Routes:
