@@ -44,6 +44,7 @@ from his.billing.payments import (
 )
 from his.kernel.db import Database, Record
 from his.kernel.problems import HTTPException, ProblemError
+from his.kernel.web import public
 
 log = logging.getLogger("his.billing.testmode")
 
@@ -294,7 +295,7 @@ def checkout_router(provider: TestModeProvider) -> APIRouter:
     session's unguessable reference is what admits the payer), always in test mode."""
     r = APIRouter(prefix="/test-payment-provider", tags=["test payment provider"])
 
-    @r.get("/checkout/{ref}")
+    @r.get("/checkout/{ref}", openapi_extra=public("/api/test-payment-provider/checkout/{ref}", without_token=True))
     async def checkout(ref: Reference) -> dict[str, object]:
         """A checkout session: amount, currency, status and the test cards it accepts (TEST MODE)."""
         found = await provider.session(ref)
@@ -302,7 +303,7 @@ def checkout_router(provider: TestModeProvider) -> APIRouter:
             raise HTTPException(404, "no such checkout session")
         return found.page()
 
-    @r.post("/checkout/{ref}")
+    @r.post("/checkout/{ref}", openapi_extra=public("/api/test-payment-provider/checkout/{ref}", without_token=True))
     async def pay(ref: Reference, body: CardIn) -> dict[str, object]:
         """Pay a checkout session with a test card (TEST MODE: no money moves). A success is
         confirmed to billing with a signed webhook; a declined test card answers 402; any other

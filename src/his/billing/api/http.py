@@ -26,7 +26,7 @@ from his.billing.domain import ClaimAction, ClaimStatus, InvoiceStatus, PaymentK
 from his.billing.handlers import Answer
 from his.billing.online import IntentView
 from his.kernel.params import CalendarDate, Limit
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 
 router = APIRouter(tags=["billing"])
 Books = Annotated[Accounts, Depends(provided(Accounts))]
@@ -394,13 +394,13 @@ class Claims(BaseModel):
     items: list[Claim]
 
 
-@router.get("/payers")
+@router.get("/payers", openapi_extra=public("/api/payers"))
 async def payers(who: Caller, books: Books) -> PayerPlans:
     """Payer plans: coverage percentage per category, co-pay, deductible, cap, exclusions (any signed-in)."""
     return PayerPlans(items=[PayerPlan.of(p) for p in await books.plans()])
 
 
-@router.get("/price-list", responses=errors(404))
+@router.get("/price-list", responses=errors(404), openapi_extra=public("/api/price-list"))
 async def price_list(
     who: Caller, books: Books, day: Annotated[CalendarDate | None, Query(alias="date")] = None
 ) -> PriceList:
@@ -415,7 +415,7 @@ async def price_list(
     )
 
 
-@router.post("/price-list", status_code=201, responses=errors(403, 409))
+@router.post("/price-list", status_code=201, responses=errors(403, 409), openapi_extra=public("/api/price-list"))
 async def new_price_list(body: NewPriceList, who: Caller, books: Books) -> PriceListCreated:
     """A new price list version (ADMIN): the complete list, in effect from ``effective_from``
     (today or later; prices never change retroactively). 409 if a version starts that day."""
@@ -424,13 +424,13 @@ async def new_price_list(body: NewPriceList, who: Caller, books: Books) -> Price
     return PriceListCreated(version_id=vid, effective_from=body.effective_from, lines=len(lines))
 
 
-@router.get("/charges", responses=errors(403, 404))
+@router.get("/charges", responses=errors(403, 404), openapi_extra=public("/api/charges"))
 async def charges(patient_id: uuid.UUID, who: Caller, books: Books, limit: Limit = 200) -> Charges:
     """A patient's charges, latest first, with their status and invoice (BILLING, ADMIN)."""
     return Charges(items=[Charge.of(x) for x in await books.charges(who, patient_id, limit)])
 
 
-@router.get("/invoices", responses=errors(403, 404))
+@router.get("/invoices", responses=errors(403, 404), openapi_extra=public("/api/invoices"))
 async def invoices(
     who: Caller,
     books: Books,
@@ -443,20 +443,26 @@ async def invoices(
     return Invoices(items=[Invoice.of(x) for x in await books.invoices(who, patient_id, status, limit)])
 
 
-@router.get("/invoices/{invoice_id}", responses=errors(403, 404))
+@router.get("/invoices/{invoice_id}", responses=errors(403, 404), openapi_extra=public("/api/invoices/{id}"))
 async def invoice(invoice_id: uuid.UUID, who: Caller, books: Books) -> Invoice:
     """One invoice with its lines, shares, payer and encounter (its patient, BILLING, ADMIN)."""
     return Invoice.of(await books.invoice(who, invoice_id))
 
 
-@router.get("/invoices/{invoice_id}/payments", responses=errors(403, 404))
+@router.get(
+    "/invoices/{invoice_id}/payments", responses=errors(403, 404), openapi_extra=public("/api/invoices/{id}/payments")
+)
 async def payments(invoice_id: uuid.UUID, who: Caller, books: Books) -> Payments:
     """Payments and refunds of an invoice (its patient, BILLING, ADMIN)."""
     return Payments(items=[Payment.of(x) for x in await books.payments(who, invoice_id)])
 
 
 @router.post(
-    "/invoices/{invoice_id}/payments", status_code=201, response_model=Payment, responses=errors(400, 403, 404, 409)
+    "/invoices/{invoice_id}/payments",
+    status_code=201,
+    response_model=Payment,
+    responses=errors(400, 403, 404, 409),
+    openapi_extra=public("/api/invoices/{id}/payments"),
 )
 async def pay(
     invoice_id: uuid.UUID, body: MoneyIn, who: Caller, books: Books, idempotency_key: IdempotencyKey = None
@@ -474,6 +480,7 @@ async def pay(
     status_code=201,
     response_model=OnlinePayment,
     responses=MONEY_ERRORS,
+    openapi_extra=public("/api/invoices/{id}/online-payments"),
 )
 async def pay_online(
     invoice_id: uuid.UUID, body: OnlineIn, who: Caller, books: Books, idempotency_key: IdempotencyKey = None
@@ -485,14 +492,22 @@ async def pay_online(
     return answered(await books.pay_online(who, idempotency_key, invoice_id, body.amount, body.currency))
 
 
-@router.get("/invoices/{invoice_id}/online-payments", responses=errors(403, 404))
+@router.get(
+    "/invoices/{invoice_id}/online-payments",
+    responses=errors(403, 404),
+    openapi_extra=public("/api/invoices/{id}/online-payments"),
+)
 async def online_payments(invoice_id: uuid.UUID, who: Caller, books: Books) -> OnlinePayments:
     """The online payments opened on an invoice and whether the provider confirmed them (its
     patient, BILLING, ADMIN)."""
     return OnlinePayments(items=[OnlinePayment.of(x) for x in await books.online_payments(who, invoice_id)])
 
 
-@router.post("/payments/webhooks/{provider_name}", responses=errors(401, 404, 409))
+@router.post(
+    "/payments/webhooks/{provider_name}",
+    responses=errors(401, 404, 409),
+    openapi_extra=public("/api/payments/webhooks/{provider}", without_token=True),
+)
 async def provider_webhook(provider_name: str, request: Request, books: Books) -> Confirmed:
     """The payment provider's confirmation that it received a payment (the provider, not a
     user: its ``Payment-Signature`` is verified instead of a token). A forged, altered or
@@ -503,7 +518,11 @@ async def provider_webhook(provider_name: str, request: Request, books: Books) -
 
 
 @router.post(
-    "/invoices/{invoice_id}/refunds", status_code=201, response_model=Payment, responses=errors(400, 403, 404, 409)
+    "/invoices/{invoice_id}/refunds",
+    status_code=201,
+    response_model=Payment,
+    responses=errors(400, 403, 404, 409),
+    openapi_extra=public("/api/invoices/{id}/refunds"),
 )
 async def refund(
     invoice_id: uuid.UUID, body: MoneyIn, who: Caller, books: Books, idempotency_key: IdempotencyKey = None
@@ -513,7 +532,7 @@ async def refund(
     return answered(await books.take(who, idempotency_key, m))
 
 
-@router.get("/claims", responses=errors(403))
+@router.get("/claims", responses=errors(403), openapi_extra=public("/api/claims"))
 async def claims(
     who: Caller,
     books: Books,
@@ -525,13 +544,15 @@ async def claims(
     return Claims(items=[Claim.of(x) for x in await books.claims(who, status, payer, limit)])
 
 
-@router.get("/claims/{claim_id}", responses=errors(403, 404))
+@router.get("/claims/{claim_id}", responses=errors(403, 404), openapi_extra=public("/api/claims/{id}"))
 async def claim(claim_id: uuid.UUID, who: Caller, books: Books) -> Claim:
     """One claim (BILLING, ADMIN)."""
     return Claim.of(await books.claim(who, claim_id))
 
 
-@router.post("/claims/{claim_id}/{action}", responses=errors(403, 404, 409))
+@router.post(
+    "/claims/{claim_id}/{action}", responses=errors(403, 404, 409), openapi_extra=public("/api/claims/{id}/{action}")
+)
 async def claim_step(claim_id: uuid.UUID, action: ClaimAction, who: Caller, books: Books) -> Claim:
     """Submit, accept, reject or mark paid a claim (BILLING, ADMIN); an invalid transition is 409."""
     return Claim.of(await books.claim_step(who, claim_id, action))

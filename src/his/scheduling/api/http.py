@@ -19,7 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.kernel.intervals import Interval
 from his.kernel.params import CalendarDate, Limit, one_of
-from his.kernel.web import Caller, Moment, errors, provided
+from his.kernel.web import Caller, Moment, errors, provided, public
 from his.scheduling import handlers
 from his.scheduling.domain import SERVICE_TYPES, Action
 from his.scheduling.handlers import Scheduling
@@ -128,13 +128,15 @@ class Slots(BaseModel):
     items: list[Slot]
 
 
-@router.get("/appointments/services")
+@router.get("/appointments/services", openapi_extra=public("/api/appointments/services"))
 async def services(who: Caller) -> ServiceTypes:
     """Service types and how long each lasts (any signed-in user)."""
     return ServiceTypes(items=[ServiceType.model_validate(s) for s in SERVICE_TYPES.values()])
 
 
-@router.post("/appointments", status_code=201, responses=errors(403, 404, 409))
+@router.post(
+    "/appointments", status_code=201, responses=errors(403, 404, 409), openapi_extra=public("/api/appointments")
+)
 async def book(body: NewAppointment, who: Caller, calendar: Calendar) -> Booked:
     """Book an appointment (a patient for themself, RECEPTIONIST, ADMIN). 409 if the practitioner
     or the patient is already booked then: reception learns which appointment it collides with,
@@ -143,13 +145,15 @@ async def book(body: NewAppointment, who: Caller, calendar: Calendar) -> Booked:
     return Booked.model_validate(await calendar.book(who, cmd))
 
 
-@router.get("/appointments/{appointment_id}", responses=errors(403, 404))
+@router.get(
+    "/appointments/{appointment_id}", responses=errors(403, 404), openapi_extra=public("/api/appointments/{id}")
+)
 async def one(appointment_id: uuid.UUID, who: Caller, calendar: Calendar) -> Appointment:
     """One appointment: its patient, reception, or clinicians in the patient's care."""
     return Appointment.model_validate(await calendar.appointment(who, appointment_id))
 
 
-@router.get("/appointments", responses=errors(403, 404))
+@router.get("/appointments", responses=errors(403, 404), openapi_extra=public("/api/appointments"))
 async def of_patient(patient_id: uuid.UUID, who: Caller, calendar: Calendar, limit: Limit = 50) -> Appointments:
     """A patient's appointments, latest first: the patient, reception, or clinicians in the
     patient's care (others get a 403 that points to emergency access)."""
@@ -157,13 +161,21 @@ async def of_patient(patient_id: uuid.UUID, who: Caller, calendar: Calendar, lim
     return Appointments(items=[Appointment.model_validate(a) for a in found])
 
 
-@router.post("/appointments/{appointment_id}/reschedule", responses=errors(403, 404, 409))
+@router.post(
+    "/appointments/{appointment_id}/reschedule",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/appointments/{id}/reschedule"),
+)
 async def move(appointment_id: uuid.UUID, body: NewTimes, who: Caller, calendar: Calendar) -> Appointment:
     """Move a booked appointment to new times (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
     return Appointment.model_validate(await calendar.reschedule(who, appointment_id, body.start, body.end))
 
 
-@router.post("/appointments/{appointment_id}/{action}", responses=errors(403, 404, 409))
+@router.post(
+    "/appointments/{appointment_id}/{action}",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/appointments/{id}/{action}"),
+)
 async def step(appointment_id: uuid.UUID, action: Action, who: Caller, calendar: Calendar) -> Appointment:
     """Check in (RECEPTIONIST, ADMIN, a NURSE caring for the patient), complete (ADMIN, a DOCTOR
     or NURSE caring for the patient), cancel (the patient, RECEPTIONIST, ADMIN) or mark a
@@ -172,34 +184,43 @@ async def step(appointment_id: uuid.UUID, action: Action, who: Caller, calendar:
     return Appointment.model_validate(await calendar.act(who, appointment_id, action))
 
 
-@router.post("/waitlist", status_code=201, responses=errors(403, 404, 409))
+@router.post("/waitlist", status_code=201, responses=errors(403, 404, 409), openapi_extra=public("/api/waitlist"))
 async def join(body: JoinWaitlist, who: Caller, calendar: Calendar) -> WaitlistEntry:
     """Wait for a practitioner (a patient for themself, RECEPTIONIST, ADMIN): when one of their
     appointments is cancelled, the first patient waiting is offered the freed slot."""
     return WaitlistEntry.model_validate(await calendar.join(who, body.patient_id, body.practitioner_id, body.service))
 
 
-@router.get("/waitlist", responses=errors(403, 404))
+@router.get("/waitlist", responses=errors(403, 404), openapi_extra=public("/api/waitlist"))
 async def waiting(patient_id: uuid.UUID, who: Caller, calendar: Calendar) -> Waitlist:
     """A patient's waitlist entries and their offers (the patient, reception, ADMIN)."""
     return Waitlist(items=[WaitlistEntry.model_validate(e) for e in await calendar.waiting(who, patient_id)])
 
 
-@router.post("/waitlist/{entry_id}/accept", status_code=201, responses=errors(403, 404, 409))
+@router.post(
+    "/waitlist/{entry_id}/accept",
+    status_code=201,
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/waitlist/{id}/accept"),
+)
 async def accept(entry_id: uuid.UUID, who: Caller, calendar: Calendar) -> Booked:
     """Take up the slot offered to this entry (the patient, RECEPTIONIST, ADMIN): books it (409 if the
     offer expired or the time was taken)."""
     return Booked.model_validate(await calendar.accept(who, entry_id))
 
 
-@router.post("/waitlist/{entry_id}/withdraw", responses=errors(403, 404, 409))
+@router.post(
+    "/waitlist/{entry_id}/withdraw",
+    responses=errors(403, 404, 409),
+    openapi_extra=public("/api/waitlist/{id}/withdraw"),
+)
 async def withdraw(entry_id: uuid.UUID, who: Caller, calendar: Calendar) -> Withdrawn:
     """Leave the waitlist (the patient, reception, ADMIN)."""
     await calendar.withdraw(who, entry_id)
     return Withdrawn(id=entry_id, status="withdrawn")
 
 
-@router.get("/slots/{practitioner_id}", responses=errors(404))
+@router.get("/slots/{practitioner_id}", responses=errors(404), openapi_extra=public("/api/practitioners/{id}/slots"))
 async def free(
     practitioner_id: uuid.UUID,
     who: Caller,
