@@ -382,6 +382,7 @@ async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world:
             r = await world.client.post("/waitlist", json=body, headers=RECEPTION)
             assert r.status_code == 201, r.text
             entries.append(r.json()["id"])
+            world.clock.advance(timedelta(seconds=1))  # the second patient joins after the first
         dup = await world.client.post("/waitlist", json=body, headers=RECEPTION)
         assert dup.status_code == 409
 

@@ -10,16 +10,31 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
+    from his.kernel.clock import Clock
     from his.kernel.db import Database
-    from his.scheduling.ports import Calendar, PatientLookup
+    from his.scheduling.ports import Calendar, PatientLookup, SchedulingUnits
 
 
 def http(db: Database, calendar: Calendar, patients: PatientLookup, timezone: str = "UTC") -> Routes:
-    """The scheduling routes and their use cases; days are the hospital's (``timezone``)."""
+    """The scheduling routes and their use cases, over a database, the practitioners' calendar and
+    the patient directory (the gRPC adapters here, the in-memory fakes in tests); days are the
+    hospital's (``timezone``)."""
+    from his.scheduling.store import SchedulingStore
+
+    store = SchedulingStore(db)
+    return http_over(store, calendar, patients, timezone, clock=store.clock)
+
+
+def http_over(
+    units: SchedulingUnits, calendar: Calendar, patients: PatientLookup, timezone: str = "UTC", *, clock: Clock
+) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.scheduling`` in unit tests. ``clock`` is the one the units run by: a booking's
+    times, the slots still ahead and "today" are told by it outside a unit."""
     from his.scheduling.api.http import router
     from his.scheduling.handlers import Scheduling
 
-    return Routes(router, provides=[Scheduling(db, calendar, patients, ZoneInfo(timezone))])
+    return Routes(router, provides=[Scheduling(units, calendar, patients, ZoneInfo(timezone), clock)])
 
 
 def routes(ctx: ServiceContext) -> Routes:

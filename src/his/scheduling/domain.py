@@ -49,6 +49,19 @@ class InvalidTransitionError(ValueError):
     """The appointment is not in a state that allows this action."""
 
 
+class CollisionError(Exception):
+    """The appointment would overlap another one of the same practitioner or patient (``who``)."""
+
+    def __init__(self, who: str, other: Appointment | None) -> None:
+        super().__init__(f"collides with another appointment of the {who}")
+        #: ``other`` is the appointment collided with, when known.
+        self.who, self.other = who, other
+
+
+class WaitlistDuplicateError(Exception):
+    """The patient already waits for this practitioner and service."""
+
+
 def duration_of(service: str) -> timedelta:
     try:
         return SERVICE_TYPES[service].duration

@@ -1,9 +1,11 @@
 """Use cases of the scheduling service: one function per command or consumed event, and the
-``Scheduling`` use cases its routes call.
+``Scheduling`` use cases its routes call. They work through the service's ports
+(``his.scheduling.ports``): its units of work, on PostgreSQL in the hospital and in memory in
+unit tests.
 
-Remote reads (the practitioner's working time, an unknown patient) happen before the database
-transaction opens, so no transaction waits on the network; the exclusion constraints then decide
-between concurrent bookings inside it.
+Remote reads (the practitioner's working time, an unknown patient) happen before the unit of work
+opens, so no transaction waits on the network; the exclusion constraints then decide between
+concurrent bookings inside it.
 """
 
 from __future__ import annotations
@@ -33,21 +35,25 @@ from his.events.scheduling import (
     AppointmentRescheduled,
     WaitlistOffered,
 )
+from his.kernel.clock import Clock
 from his.kernel.consumer import PermanentError
-from his.kernel.db import Database, UnitOfWork, retry_aborted
+from his.kernel.db import UnitOfWork, retry_aborted
 from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval, subtract
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
-from his.scheduling import policy, store
+from his.scheduling import policy
 from his.scheduling.domain import (
     OPEN,
     Action,
     Appointment,
+    CollisionError,
     InvalidBookingError,
     InvalidTransitionError,
     NewAppointment,
+    Offer,
     Status,
+    WaitlistDuplicateError,
     WaitlistEntry,
     WaitlistStatus,
     can_reschedule,
@@ -57,7 +63,8 @@ from his.scheduling.domain import (
     transition,
 )
 from his.scheduling.policy import Operation
-from his.scheduling.ports import Calendar, PatientLookup, PatientRef
+from his.scheduling.ports import Calendar, PatientLookup, PatientRef, SchedulingUnits, SchedulingWork
+from his.scheduling.store import SchedulingUnit
 
 T = TypeVar("T")
 
@@ -102,48 +109,49 @@ def _event(model: type[AppointmentEvent], a: Appointment, **extra: datetime) -> 
 BOOKED = Counter("his_appointments_booked_total", "Appointments booked (counted after their commit)")
 
 
-async def prepare(db: Database, calendar: Calendar, b: Booking, actor: uuid.UUID) -> NewAppointment:
-    """A new appointment, once its times are valid and the practitioner works then (asked of
-    practitioners before any transaction opens)."""
-    span = check_booking(b.start, b.end, b.service, db.clock())
+async def prepare(now: datetime, calendar: Calendar, b: Booking, actor: uuid.UUID) -> NewAppointment:
+    """A new appointment, once its times are valid at ``now`` and the practitioner works then
+    (asked of practitioners before any transaction opens)."""
+    span = check_booking(b.start, b.end, b.service, now)
     await ensure_working(calendar, b.practitioner_id, span)
     return NewAppointment(uuid.uuid4(), b.patient_id, b.practitioner_id, b.service, span, actor)
 
 
-async def book(uow: UnitOfWork, new: NewAppointment) -> Appointment:
+async def book(uow: SchedulingWork, new: NewAppointment) -> Appointment:
     """Insert a prepared appointment; the exclusion constraints refuse a collision
-    (``store.CollisionError``). Publishes ``AppointmentBooked``."""
-    saved = await store.insert_appointment(uow.conn, new)
+    (``CollisionError``). Publishes ``AppointmentBooked``."""
+    saved = await uow.appointments.add(new, uow.clock())
     uow.add(_event(AppointmentBooked, saved), aggregate_id=new.id, aggregate_version=saved.version)
     uow.on_commit(BOOKED.inc)
     return saved
 
 
-async def attempted(db: Database, attempt: Callable[[], Awaitable[T]], wanted: NewAppointment | Appointment) -> T:
+async def attempted(
+    units: SchedulingUnits, attempt: Callable[[], Awaitable[T]], wanted: NewAppointment | Appointment
+) -> T:
     """Run a booking's transaction again if it deadlocked with an overlapping one (see
     ``retry_aborted``); a collision names the appointment it collides with."""
     try:
         return await retry_aborted(attempt)
-    except store.CollisionError as exc:
-        raise await _described(db, exc, wanted) from exc
+    except CollisionError as exc:
+        raise await _described(units, exc, wanted) from exc
 
 
 async def _described(
-    db: Database, exc: store.CollisionError, wanted: NewAppointment | Appointment
-) -> store.CollisionError:
-    """The collision naming the other appointment, looked up once the failed transaction rolled back."""
-    async with db.pool.acquire() as conn:
-        return await store.collision_with(conn, exc, wanted)
+    units: SchedulingUnits, exc: CollisionError, wanted: NewAppointment | Appointment
+) -> CollisionError:
+    """The collision naming the other appointment, looked up once the failed unit rolled back."""
+    async with units.read() as unit:
+        return CollisionError(exc.who, await unit.appointments.colliding(exc.who, wanted))
 
 
-async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> Appointment:
+async def act(uow: SchedulingWork, appointment_id: uuid.UUID, action: Action) -> Appointment:
     """Move an appointment along its life: check in, complete, cancel, or mark a no-show."""
-    found = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    found = await uow.appointments.get(appointment_id, lock=True)
     if found is None:
         raise UnknownError("appointment not found")
     after = transition(found.status, action)
-    version = await store.set_status(uow.conn, appointment_id, after)
-    changed = replace(found, status=after, version=version)
+    changed = await uow.appointments.set_status(found, after, uow.clock())
     model = {
         Status.CHECKED_IN: AppointmentCheckedIn,
         Status.COMPLETED: AppointmentCompleted,
@@ -155,26 +163,22 @@ async def act(uow: UnitOfWork, appointment_id: uuid.UUID, action: Action) -> App
 
 
 async def prepare_move(
-    db: Database, calendar: Calendar, appointment_id: uuid.UUID, start: datetime, end: datetime
-) -> tuple[Appointment, Interval]:
-    """The appointment and its new times, once they are valid and the practitioner works then."""
-    async with db.pool.acquire() as conn:
-        current = await store.get_appointment(conn, appointment_id)
-    if current is None:
-        raise UnknownError("appointment not found")
-    span = check_booking(start, end, current.service, db.clock())
+    now: datetime, calendar: Calendar, current: Appointment, start: datetime, end: datetime
+) -> Interval:
+    """An appointment's new times, once they are valid at ``now`` and the practitioner works then."""
+    span = check_booking(start, end, current.service, now)
     await ensure_working(calendar, current.practitioner_id, span)
-    return current, span
+    return span
 
 
-async def reschedule(uow: UnitOfWork, appointment_id: uuid.UUID, during: Interval) -> Appointment:
+async def reschedule(uow: SchedulingWork, appointment_id: uuid.UUID, during: Interval) -> Appointment:
     """Move a (locked) appointment to ``during``; publishes ``AppointmentRescheduled``."""
-    current = await store.get_appointment(uow.conn, appointment_id, lock=True)
+    current = await uow.appointments.get(appointment_id, lock=True)
     assert current is not None
     if not can_reschedule(current.status):
         raise InvalidTransitionError(f"a {current.status.value} appointment cannot be rescheduled")
     before = current.during
-    moved = await store.move_appointment(uow.conn, appointment_id, during)
+    moved = await uow.appointments.move(current, during, uow.clock())
     uow.add(
         _event(AppointmentRescheduled, moved, previous_start=before.start, previous_end=before.end),
         aggregate_id=appointment_id,
@@ -184,16 +188,17 @@ async def reschedule(uow: UnitOfWork, appointment_id: uuid.UUID, during: Interva
 
 
 async def free_slots(
-    db: Database, calendar: Calendar, practitioner_id: uuid.UUID, day: Interval, service: str
+    units: SchedulingUnits, calendar: Calendar, practitioner_id: uuid.UUID, day: Interval, service: str, *, now: Clock
 ) -> list[Interval]:
-    """Slots of ``service`` length: the practitioner's working time minus their appointments."""
+    """Slots of ``service`` length: the practitioner's working time minus their appointments,
+    none starting before ``now``."""
     length = duration_of(service)
     working = await calendar.working_time(practitioner_id, day)
     if working is None:
         raise UnknownError("practitioner not found")
-    async with db.pool.acquire() as conn:
-        taken = await store.busy(conn, practitioner_id, day)
-    return slots(subtract(working, taken), length, not_before=db.clock())
+    async with units.read() as unit:
+        taken = await unit.appointments.busy(practitioner_id, day)
+    return slots(subtract(working, taken), length, not_before=now())
 
 
 #: How long a waitlisted patient has to take up an offered slot (never past the slot's start).
@@ -201,24 +206,25 @@ OFFER_TIME = timedelta(minutes=30)
 
 
 async def join_waitlist(
-    uow: UnitOfWork, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str, actor: uuid.UUID
+    uow: SchedulingWork, patient_id: uuid.UUID, practitioner_id: uuid.UUID, service: str, actor: uuid.UUID
 ) -> WaitlistEntry:
     duration_of(service)
-    entry_id = uuid.uuid4()
-    await store.add_to_waitlist(
-        uow.conn,
-        entry_id=entry_id,
+    return await uow.waitlist.add(
+        entry_id=uuid.uuid4(),
         patient_id=patient_id,
         practitioner_id=practitioner_id,
         service=service,
         created_by=actor,
+        at=uow.clock(),
     )
-    entry = await store.waitlist_entry(uow.conn, entry_id)
-    assert entry is not None
-    return entry
 
 
 async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """``slot_freed`` in the unit of work the consumer loop opened."""
+    await slot_freed(SchedulingUnit(uow), env, ev)
+
+
+async def slot_freed(uow: SchedulingWork, env: Envelope, ev: Event) -> None:
     """A cancelled (or moved) appointment freed time: offer it to the first patient waiting for
     that practitioner whose service fits, if the time is still free and still ahead."""
     if isinstance(ev, AppointmentRescheduled):
@@ -231,15 +237,15 @@ async def on_slot_freed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     if freed.end <= moment:
         return
     freed = Interval(max(freed.start, moment), freed.end)
-    free = subtract([freed], await store.busy(uow.conn, ev.practitioner_id, freed))
-    for entry in await store.waiting_for(uow.conn, ev.practitioner_id):
+    free = subtract([freed], await uow.appointments.busy(ev.practitioner_id, freed))
+    for entry in await uow.waitlist.waiting_for(ev.practitioner_id):
         length = duration_of(entry.service)
         piece = next((p for p in free if p.end - p.start >= length), None)
         if piece is None:
             continue
         slot = Interval(piece.start, piece.start + length)
         expires = min(slot.start, moment + OFFER_TIME)
-        await store.set_waitlist_status(uow.conn, entry.id, WaitlistStatus.OFFERED, slot, expires)
+        await uow.waitlist.set_status(entry.id, WaitlistStatus.OFFERED, Offer(slot, expires))
         uow.add(
             WaitlistOffered(
                 entry_id=entry.id,
@@ -259,14 +265,10 @@ class OfferError(Exception):
     """The waitlist entry holds no offer that can still be taken."""
 
 
-async def offered(db: Database, entry_id: uuid.UUID) -> Booking:
+def offered(entry: WaitlistEntry, now: datetime) -> Booking:
     """The booking an entry's open offer stands for (``OfferError`` if it expired or is gone)."""
-    async with db.pool.acquire() as conn:
-        entry = await store.waitlist_entry(conn, entry_id)
-    if entry is None:
-        raise UnknownError("waitlist entry not found")
     offer = entry.offer
-    if entry.status is not WaitlistStatus.OFFERED or offer is None or offer.expires_at <= db.clock():
+    if entry.status is not WaitlistStatus.OFFERED or offer is None or offer.expires_at <= now:
         raise OfferError("there is no open offer on this waitlist entry")
     return Booking(entry.patient_id, entry.practitioner_id, entry.service, offer.start, offer.end)
 
@@ -276,9 +278,13 @@ class Scheduling:
     ``his.scheduling.policy``; every decision on a patient's appointment or waitlist entry,
     allowed or denied, is recorded in the access log (an allowed change in its own transaction)."""
 
-    def __init__(self, db: Database, calendar: Calendar, patients: PatientLookup, zone: ZoneInfo) -> None:
-        self.db, self.calendar, self.patients, self.zone = db, calendar, patients, zone
-        self.log = AccessLog(db, SchedulingRecordAccessed, "appointment")
+    def __init__(
+        self, units: SchedulingUnits, calendar: Calendar, patients: PatientLookup, zone: ZoneInfo, clock: Clock
+    ) -> None:
+        self.units, self.calendar, self.patients, self.zone = units, calendar, patients, zone
+        #: The clock the units run by: a booking's times are checked by it before its unit opens.
+        self.clock = clock
+        self.log = AccessLog(units, SchedulingRecordAccessed, "appointment")
 
     async def book(self, who: Principal, b: Booking) -> Appointment:
         """Book (a patient for themself, RECEPTIONIST, ADMIN); 409 on a collision or when the
@@ -287,28 +293,28 @@ class Scheduling:
         if not decision.allowed:
             raise await self.log.refuse(who, b.patient_id, decision, "create")
         try:
-            new = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+            new = await prepare(self.clock(), self.calendar, b, uuid.UUID(who.subject))
 
             async def attempt() -> Appointment:
-                async with self.db.uow() as uow:
+                async with self.units.uow() as uow:
                     saved = await book(uow, new)
                     self.log.record(uow, who, b.patient_id, "create", decision)
                 return saved
 
-            return await attempted(self.db, attempt, new)
+            return await attempted(self.units, attempt, new)
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
         except UnknownError as exc:
             raise ProblemError(422, f"unknown practitioner_id: {exc}") from None
         except UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
-        except store.CollisionError as exc:
+        except CollisionError as exc:
             raise conflict(exc, who, b.patient_id) from None
 
     async def appointment(self, who: Principal, appointment_id: uuid.UUID) -> Appointment:
         """One appointment: its patient, reception, or clinicians in the patient's care."""
         found, decision = await self.opened(who, appointment_id, Operation.READ, "read")
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             self.log.record(uow, who, found.patient_id, "read", decision)
         return found
 
@@ -317,8 +323,8 @@ class Scheduling:
         decision = await self.decide(who, Operation.READ, patient_id, "patient")
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "read")
-        async with self.db.read() as uow:
-            found = await store.appointments_of_patient(uow.conn, patient_id, limit)
+        async with self.units.read() as uow:
+            found = await uow.appointments.of_patient(patient_id, limit)
             self.log.record(uow, who, patient_id, "read", decision)
         return found
 
@@ -328,29 +334,29 @@ class Scheduling:
         """Move a booked appointment (its patient, RECEPTIONIST, ADMIN); 409 on a collision."""
         found, decision = await self.opened(who, appointment_id, Operation.RESCHEDULE, "update")
         try:
-            current, during = await prepare_move(self.db, self.calendar, appointment_id, start, end)
+            during = await prepare_move(self.clock(), self.calendar, found, start, end)
 
             async def attempt() -> Appointment:
-                async with self.db.uow() as uow:
+                async with self.units.uow() as uow:
                     moved = await reschedule(uow, appointment_id, during)
                     self.log.record(uow, who, found.patient_id, "update", decision)
                 return moved
 
-            return await attempted(self.db, attempt, replace(current, during=during))
+            return await attempted(self.units, attempt, replace(found, during=during))
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
         except InvalidTransitionError as exc:
             raise ProblemError(409, str(exc)) from None
         except UnavailableError as exc:
             raise ProblemError(409, str(exc), conflict={"with": "availability"}) from None
-        except store.CollisionError as exc:
+        except CollisionError as exc:
             raise conflict(exc, who, found.patient_id) from None
 
     async def act(self, who: Principal, appointment_id: uuid.UUID, action: Action) -> Appointment:
         """Check in, complete, cancel or mark a no-show; 409 when the state does not allow it."""
         _, decision = await self.opened(who, appointment_id, policy.OF_ACTION[action], "update")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 acted = await act(uow, appointment_id, action)
                 self.log.record(uow, who, acted.patient_id, "update", decision)
         except InvalidTransitionError as exc:
@@ -364,15 +370,15 @@ class Scheduling:
         decision = await self.booking(who, patient_id, Operation.WAITLIST)
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "create", resource=WAITLIST)
-        if await self.calendar.working_time(practitioner_id, today(self.db.clock(), self.zone)) is None:
+        if await self.calendar.working_time(practitioner_id, today(self.clock(), self.zone)) is None:
             raise ProblemError(422, "unknown practitioner_id")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 entry = await join_waitlist(uow, patient_id, practitioner_id, service, uuid.UUID(who.subject))
                 self.log.record(uow, who, patient_id, "create", decision, resource=WAITLIST)
         except InvalidBookingError as exc:
             raise ProblemError(422, str(exc)) from None
-        except store.WaitlistDuplicateError:
+        except WaitlistDuplicateError:
             raise ProblemError(409, "the patient already waits for this practitioner and service") from None
         return entry
 
@@ -381,8 +387,8 @@ class Scheduling:
         decision = await self.decide(who, Operation.WAITLIST, patient_id, "patient")
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "read", resource=WAITLIST)
-        async with self.db.read() as uow:
-            entries = await store.waitlist_of_patient(uow.conn, patient_id)
+        async with self.units.read() as uow:
+            entries = await uow.waitlist.of_patient(patient_id)
             self.log.record(uow, who, patient_id, "read", decision, resource=WAITLIST)
         return entries
 
@@ -390,22 +396,22 @@ class Scheduling:
         """Book the slot offered to a waitlist entry; 409 if the offer expired or the time was taken."""
         entry, decision = await self.entry(who, entry_id, "create")
         try:
-            b = await offered(self.db, entry_id)
-            new = await prepare(self.db, self.calendar, b, uuid.UUID(who.subject))
+            now = self.clock()
+            new = await prepare(now, self.calendar, offered(entry, now), uuid.UUID(who.subject))
 
             async def attempt() -> Appointment:
-                async with self.db.uow() as uow:  # the booking and the entry's change: both, or neither
+                async with self.units.uow() as uow:  # the booking and the entry's change: both, or neither
                     saved = await book(uow, new)
-                    await store.set_waitlist_status(uow.conn, entry_id, WaitlistStatus.BOOKED)
+                    await uow.waitlist.set_status(entry_id, WaitlistStatus.BOOKED)
                     self.log.record(uow, who, entry.patient_id, "create", decision)
                 return saved
 
-            return await attempted(self.db, attempt, new)
+            return await attempted(self.units, attempt, new)
         except OfferError as exc:
             raise ProblemError(409, str(exc)) from None
         except (InvalidBookingError, UnavailableError) as exc:
             raise ProblemError(409, f"the offered slot can no longer be booked: {exc}") from None
-        except store.CollisionError as exc:
+        except CollisionError as exc:
             raise conflict(exc, who, entry.patient_id) from None
 
     async def withdraw(self, who: Principal, entry_id: uuid.UUID) -> None:
@@ -413,20 +419,20 @@ class Scheduling:
         entry, decision = await self.entry(who, entry_id, "update")
         if entry.status not in OPEN:
             raise ProblemError(409, f"a {entry.status.value} waitlist entry cannot be withdrawn")
-        async with self.db.uow() as uow:
-            await store.set_waitlist_status(uow.conn, entry_id, WaitlistStatus.WITHDRAWN)
+        async with self.units.uow() as uow:
+            await uow.waitlist.set_status(entry_id, WaitlistStatus.WITHDRAWN)
             self.log.record(uow, who, entry.patient_id, "update", decision, resource=WAITLIST)
 
     async def slots(self, practitioner_id: uuid.UUID, window: Interval, service: str) -> list[Interval]:
         """Free slots of a practitioner in ``window`` (any signed-in user); 404 for an unknown one."""
         try:
-            return await free_slots(self.db, self.calendar, practitioner_id, window, service)
+            return await free_slots(self.units, self.calendar, practitioner_id, window, service, now=self.clock)
         except UnknownError:
             raise ProblemError(404, "practitioner not found") from None
 
     async def known(self, patient_id: uuid.UUID) -> PatientRef | None:
         """A patient known from patients' events, else asked of patients (authoritative)."""
-        return await replica.resolve(self.db, self.patients, patient_id)
+        return await replica.known(self.units, self.patients, patient_id)
 
     async def decide(self, who: Principal, op: Operation, patient_id: uuid.UUID, what: str) -> Decision:
         """The policy's decision on ``op`` for the caller and this patient (not yet recorded)."""
@@ -450,32 +456,32 @@ class Scheduling:
         self, who: Principal, appointment_id: uuid.UUID, op: Operation, action: AuditAction
     ) -> tuple[Appointment, Decision]:
         """The appointment and the policy's decision on ``op``; a refusal is recorded and raised."""
-        async with self.db.pool.acquire() as conn:
-            found = await store.get_appointment(conn, appointment_id)
-        if found is None:
-            raise refused(policy.not_found(op, who.roles), None, "appointment")
-        decision = await self.decide(who, op, found.patient_id, "appointment")
-        if not decision.allowed:
-            raise await self.log.refuse(who, found.patient_id, decision, action, what="appointment")
-        return found, decision
+        async with self.units.read() as unit:
+            found = await unit.appointments.get(appointment_id)
+
+        async def decide(a: Appointment) -> Decision:
+            return await self.decide(who, op, a.patient_id, "appointment")
+
+        missing = policy.not_found(op, who.roles)
+        return await self.log.admit(who, found, decide, missing=missing, action=action, what="appointment")
 
     async def entry(self, who: Principal, entry_id: uuid.UUID, action: AuditAction) -> tuple[WaitlistEntry, Decision]:
         """The waitlist entry and the policy's decision; a refusal is recorded and raised."""
-        async with self.db.pool.acquire() as conn:
-            found = await store.waitlist_entry(conn, entry_id)
-        if found is None:
-            raise refused(policy.not_found(Operation.WAITLIST, who.roles), None, "waitlist entry")
-        decision = await self.decide(who, Operation.WAITLIST, found.patient_id, "waitlist entry")
-        if not decision.allowed:
-            what = "waitlist entry"
-            raise await self.log.refuse(who, found.patient_id, decision, action, resource=WAITLIST, what=what)
-        return found, decision
+        async with self.units.read() as unit:
+            found = await unit.waitlist.get(entry_id)
+
+        async def decide(e: WaitlistEntry) -> Decision:
+            return await self.decide(who, Operation.WAITLIST, e.patient_id, "waitlist entry")
+
+        missing = policy.not_found(Operation.WAITLIST, who.roles)
+        what = "waitlist entry"
+        return await self.log.admit(who, found, decide, missing=missing, action=action, resource=WAITLIST, what=what)
 
 
 WAITLIST = "waitlist"
 
 
-def conflict(exc: store.CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
+def conflict(exc: CollisionError, who: Principal, patient_id: uuid.UUID) -> ProblemError:
     """The 409 of a collision. Reception and ADMIN see which appointment the time collides
     with; anyone else (a patient booking for themself) learns that the time is taken, and
     which appointment only when it is one of this patient's own."""
