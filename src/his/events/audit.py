@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.kernel.ports import Work
 from his.kernel.events import Envelope, Event, event, service_of
+from his.kernel.ports import Work
 from his.kernel.security import Principal
 
 Action = Literal["read", "create", "update", "delete", "search", "break_glass"]
