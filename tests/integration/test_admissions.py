@@ -24,10 +24,11 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
-from his.admissions import store
 from his.admissions.app import NIGHTLY_DELAY, nightly_charges
 from his.admissions.app import http as admissions_http
+from his.admissions.domain import AlreadyAdmittedError, BedTakenError
 from his.admissions.handlers import Directories
+from his.admissions.store import AdmissionsStore
 from his.clients.billing import FakeBillingTerms
 from his.clients.patients import CareBasis, FakePatients
 from his.clients.practitioners import FakePractitioners
@@ -390,7 +391,7 @@ async def test_the_first_run_of_the_new_year_charges_new_years_eve(world: World)
         world.clock.advance(timedelta(seconds=seconds))
 
     with pytest.raises(asyncio.CancelledError):
-        await nightly_charges(world.db, world.hard.tz, sleep=sleep)
+        await nightly_charges(AdmissionsStore(world.db), world.hard.tz, clock=world.clock, sleep=sleep)
     assert waits[0] == (NIGHTLY_DELAY + timedelta(seconds=1)).total_seconds()
     eve = world.hard.day - timedelta(days=1)
     nights = [(e["admission_id"], e["night"]) for e in await world.outbox(CHARGED)]
@@ -407,9 +408,8 @@ async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_pa
     other_bed = uuid.UUID(free.json()["items"][0]["id"])
 
     async def insert(patient: uuid.UUID, bed: uuid.UUID) -> None:
-        async with world.db.uow() as uow:
-            await store.insert_admission(
-                uow.conn,
+        async with AdmissionsStore(world.db).uow() as uow:
+            await uow.admissions.add(
                 admission_id=uuid.uuid4(),
                 patient_id=patient,
                 practitioner_id=CARER,
@@ -419,9 +419,11 @@ async def test_the_database_itself_holds_one_active_admission_per_bed_and_per_pa
                 admitted_by=CARER,
             )
 
-    with pytest.raises(asyncpg.UniqueViolationError, match="admission_one_per_bed"):
+    with pytest.raises(BedTakenError) as taken:
         await insert(world.patients.add(), uuid.UUID(first["bed_id"]))
-    with pytest.raises(store.AlreadyAdmittedError):
+    assert isinstance(taken.value.__cause__, asyncpg.UniqueViolationError)
+    assert taken.value.__cause__.constraint_name == "admission_one_per_bed"
+    with pytest.raises(AlreadyAdmittedError):
         await insert(patient, other_bed)
     assert await world.db.pool.fetchval("SELECT count(*) FROM admission") == 1
 
@@ -436,11 +438,10 @@ async def test_the_database_itself_charges_a_night_once(world: World) -> None:
     checked = asyncio.Barrier(2)
 
     async def post() -> bool:
-        async with world.db.uow() as uow:
-            assert night not in await store.charged_nights(uow.conn, aid)
+        async with AdmissionsStore(world.db).uow() as uow:
+            assert night not in await uow.charges.nights(aid)
             await checked.wait()  # both found the night unposted
-            charge = await store.insert_charge(
-                uow.conn,
+            charge = await uow.charges.add(
                 charge_id=uuid.uuid4(),
                 admission_id=aid,
                 night=night,
@@ -448,6 +449,7 @@ async def test_the_database_itself_charges_a_night_once(world: World) -> None:
                 ward_type="general",
                 amount=Decimal("1000.00"),
                 currency="TRY",
+                at=world.clock(),
             )
             return charge is not None
 

@@ -15,6 +15,8 @@ from his.kernel.web import Routes
 
 if TYPE_CHECKING:
     from his.admissions.handlers import Directories
+    from his.admissions.ports import AdmissionsUnits
+    from his.kernel.clock import Clock
 
 log = logging.getLogger("his.admissions")
 
@@ -25,11 +27,26 @@ RETRY_AFTER = timedelta(minutes=10)
 
 
 def http(db: Database, known: Directories, timezone: str = "UTC") -> Routes:
-    """The admissions routes and their use cases; nights are the hospital's (``timezone``)."""
+    """The admissions routes and their use cases, over a database and the directories (the gRPC
+    adapters here, the in-memory fakes in tests); nights are the hospital's (``timezone``)."""
+    from his.admissions.store import AdmissionsStore
+
+    def clock() -> datetime:
+        """The database's clock, read when asked: the routes are built before the database is
+        opened (and, for the API reference, without one)."""
+        return db.clock()
+
+    return http_over(AdmissionsStore(db), known, timezone, clock=clock)
+
+
+def http_over(units: AdmissionsUnits, known: Directories, timezone: str = "UTC", *, clock: Clock) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.admissions`` in unit tests. ``clock`` is the one the units run by: the nightly
+    run's "today" is told by it outside a unit."""
     from his.admissions.api.http import router
     from his.admissions.handlers import Admissions
 
-    return Routes(router, provides=[Admissions(db, known, ZoneInfo(timezone))])
+    return Routes(router, provides=[Admissions(units, known, ZoneInfo(timezone), clock)])
 
 
 def routes(ctx: ServiceContext) -> Routes:
@@ -63,20 +80,21 @@ def until_next_run(moment: datetime, zone: ZoneInfo) -> timedelta:
 
 
 async def nightly_charges(
-    db: Database,
+    units: AdmissionsUnits,
     zone: ZoneInfo,
     *,
-    clock: Callable[[], datetime] | None = None,
+    clock: Callable[[], datetime],
     sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
 ) -> None:
     """Charge last night's beds once at start (catching up anything missed while down), then
-    shortly after every local midnight. The job is idempotent, so overlapping runs are harmless."""
+    shortly after every local midnight, by ``clock`` (the units'). The job is idempotent, so
+    overlapping runs are harmless."""
     from his.admissions import handlers
 
-    now = clock or db.clock
+    now = clock
     while True:
         try:
-            await handlers.run_charges(db, now().astimezone(zone).date() - timedelta(days=1), zone)
+            await handlers.run_charges(units, now().astimezone(zone).date() - timedelta(days=1), zone)
             wait = until_next_run(now(), zone)
         except Exception:  # the task must outlive a failed run (the database was down, say)
             log.exception("nightly bed charges failed; trying again in %s", RETRY_AFTER)
@@ -85,7 +103,10 @@ async def nightly_charges(
 
 
 def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
-    return {"nightly-bed-charges": nightly_charges(ctx.db, ZoneInfo(ctx.settings.timezone))}
+    from his.admissions.store import AdmissionsStore
+
+    charges = nightly_charges(AdmissionsStore(ctx.db), ZoneInfo(ctx.settings.timezone), clock=ctx.db.clock)
+    return {"nightly-bed-charges": charges}
 
 
 def build() -> ServiceDefinition:

@@ -45,6 +45,14 @@ class InvalidTransitionError(ValueError):
     """The bed (or admission) is not in a state that allows this action."""
 
 
+class AlreadyAdmittedError(Exception):
+    """The patient already has an active admission (one per patient: the database's last word)."""
+
+
+class BedTakenError(Exception):
+    """The bed already holds an active admission (one per bed: the database's last word)."""
+
+
 def check_rate(rate: Decimal) -> Decimal:
     """A daily rate: a finite, non-negative amount with at most two decimals."""
     if not rate.is_finite():

@@ -1,10 +1,12 @@
 """Use cases of the admissions service: one function per command (and the nightly job), and the
 ``Admissions`` use cases its routes call.
 
-The patient look-up happens before the database transaction opens, so no transaction waits on the
-network. Inside it, row locks order the work: an admission locks one free bed (skipping beds that
-concurrent admissions are taking), a transfer or discharge locks the admission first and then its
-beds; the partial unique indexes are the last word on "one active admission per bed / patient".
+They work through the service's ports (``his.admissions.ports``): its units of work, on
+PostgreSQL in the hospital and in memory in unit tests, never a connection. The patient look-up
+happens before the unit of work opens, so no transaction waits on the network. Inside it, row
+locks order the work: an admission locks one free bed (skipping beds that concurrent admissions
+are taking), a transfer or discharge locks the admission first and then its beds; the partial
+unique indexes are the last word on "one active admission per bed / patient".
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from zoneinfo import ZoneInfo
 from prometheus_client import Counter
 
 from his.access import NONE, Decision
-from his.admissions import policy, store
+from his.admissions import policy
 from his.admissions.domain import (
     Admission,
     AdmissionStatus,
+    AlreadyAdmittedError,
     Bed,
     BedAction,
     BedCharge,
@@ -31,6 +34,7 @@ from his.admissions.domain import (
     BedStay,
     InvalidTransitionError,
     InvalidWardError,
+    Stay,
     Ward,
     WardChanges,
     bed_labels,
@@ -42,6 +46,7 @@ from his.admissions.domain import (
     ward_for_night,
 )
 from his.admissions.policy import Operation
+from his.admissions.ports import AdmissionsUnits, AdmissionsWork
 from his.clients.audited import AccessLog
 from his.clients.billing import BillingTermsLookup, UnknownValueError, known_currency
 from his.clients.patients import PatientLookup, refused, relationship_for
@@ -55,7 +60,7 @@ from his.events.admissions import (
 )
 from his.events.audit import Action as AuditAction
 from his.events.audit import AdmissionsRecordAccessed
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.clock import Clock
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 
@@ -76,9 +81,6 @@ class NoFreeBedError(Exception):
     """The ward has no available bed."""
 
 
-AlreadyAdmittedError = store.AlreadyAdmittedError
-
-
 @dataclass(frozen=True)
 class NewWard:
     name: str
@@ -89,11 +91,10 @@ class NewWard:
     rooms: int | None = None
 
 
-async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> Ward:
+async def create_ward(uow: AdmissionsWork, w: NewWard, actor: uuid.UUID) -> Ward:
     """A ward with its rooms and beds, every bed available (``InvalidWardError`` on bad input)."""
     labels = bed_labels(w.beds, w.rooms)
-    return await store.insert_ward(
-        uow.conn,
+    return await uow.wards.add(
         ward_id=uuid.uuid4(),
         name=w.name,
         ward_type=w.ward_type,
@@ -101,14 +102,15 @@ async def create_ward(uow: UnitOfWork, w: NewWard, actor: uuid.UUID) -> Ward:
         currency=w.currency,
         created_by=actor,
         beds=labels,
+        at=uow.clock(),
     )
 
 
-async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: WardChanges, actor: uuid.UUID) -> Ward:
+async def update_ward(uow: AdmissionsWork, ward_id: uuid.UUID, changes: WardChanges, actor: uuid.UUID) -> Ward:
     """Correct what was entered for a ward (``name``, ``ward_type``, ``daily_rate``, ``currency``;
     the caller checked the currency with billing). Announces the ward's tariff when anything
     changed: nights posted from now on carry it, and billing bills at it the nights it could not."""
-    ward = await store.lock_ward(uow.conn, ward_id)
+    ward = await uow.wards.get(ward_id, lock=True)
     if ward is None:
         raise UnknownError("ward")
     if changes.daily_rate is not None:
@@ -116,7 +118,7 @@ async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: WardChanges,
     changed = changes.against(ward)
     if not changed.names:
         return ward
-    saved = await store.update_ward(uow.conn, ward_id, changed, actor)
+    saved = await uow.wards.update(ward_id, changed, actor, uow.clock())
     uow.add(
         WardUpdated(
             ward_id=ward_id,
@@ -131,17 +133,17 @@ async def update_ward(uow: UnitOfWork, ward_id: uuid.UUID, changes: WardChanges,
     return saved
 
 
-async def bed_action(uow: UnitOfWork, bed_id: uuid.UUID, action: BedAction) -> Bed:
+async def bed_action(uow: AdmissionsWork, bed_id: uuid.UUID, action: BedAction) -> Bed:
     """Release a cleaned bed, close or open it, put it in isolation (409 when its state forbids)."""
-    bed = await store.get_bed(uow.conn, bed_id, lock=True)
+    bed = await uow.beds.get(bed_id, lock=True)
     if bed is None:
         raise UnknownError("bed")
     after = bed_transition(bed.state, action)
-    return await store.set_bed_state(uow.conn, bed_id, after)
+    return await uow.beds.set_state(bed_id, after, uow.clock())
 
 
-async def _move_bed(uow: UnitOfWork, bed: Bed, action: BedAction) -> None:
-    await store.set_bed_state(uow.conn, bed.id, bed_transition(bed.state, action))
+async def _move_bed(uow: AdmissionsWork, bed: Bed, action: BedAction) -> None:
+    await uow.beds.set_state(bed.id, bed_transition(bed.state, action), uow.clock())
 
 
 @dataclass(frozen=True)
@@ -163,24 +165,24 @@ class Directories:
     billing: BillingTermsLookup | None = None
 
 
-async def admit(uow: UnitOfWork, a: Admit, actor: uuid.UUID) -> Admission:
+async def admit(uow: AdmissionsWork, a: Admit, actor: uuid.UUID) -> Admission:
     """Admit a patient (known to exist) to a free bed of the ward, taken atomically."""
-    if await store.get_ward(uow.conn, a.ward_id) is None:
+    if await uow.wards.get(a.ward_id) is None:
         raise UnknownError("ward")
-    if await store.active_admission_of(uow.conn, a.patient_id) is not None:
+    if await uow.admissions.active_of(a.patient_id) is not None:
         raise AlreadyAdmittedError
-    bed_id = await store.claim_free_bed(uow.conn, a.ward_id)
+    bed_id = await uow.beds.claim_free(a.ward_id)
     if bed_id is None:
         raise NoFreeBedError
-    await store.set_bed_state(uow.conn, bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
-    saved = await store.insert_admission(
-        uow.conn,
+    moment = uow.clock()
+    await uow.beds.set_state(bed_id, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY), moment)
+    saved = await uow.admissions.add(
         admission_id=uuid.uuid4(),
         patient_id=a.patient_id,
         practitioner_id=a.practitioner_id,
         ward_id=a.ward_id,
         bed_id=bed_id,
-        admitted_at=uow.clock(),
+        admitted_at=moment,
         admitted_by=actor,
     )
     uow.add(
@@ -210,8 +212,8 @@ async def known_people(known: Directories, a: Admit) -> None:
         raise UnknownError("practitioner")
 
 
-async def _active(uow: UnitOfWork, admission_id: uuid.UUID, doing: str) -> Admission:
-    admission = await store.get_admission(uow.conn, admission_id, lock=True)
+async def _active(uow: AdmissionsWork, admission_id: uuid.UUID, doing: str) -> Admission:
+    admission = await uow.admissions.get(admission_id, lock=True)
     if admission is None:
         raise UnknownError("admission")
     if admission.status is not AdmissionStatus.ACTIVE:
@@ -219,14 +221,14 @@ async def _active(uow: UnitOfWork, admission_id: uuid.UUID, doing: str) -> Admis
     return admission
 
 
-async def _target_bed(uow: UnitOfWork, ward_id: uuid.UUID, bed_id: uuid.UUID | None) -> uuid.UUID:
+async def _target_bed(uow: AdmissionsWork, ward_id: uuid.UUID, bed_id: uuid.UUID | None) -> uuid.UUID:
     """The bed a transfer goes to: the one asked for if it is free, else any free bed of the ward."""
     if bed_id is None:
-        found = await store.claim_free_bed(uow.conn, ward_id)
+        found = await uow.beds.claim_free(ward_id)
         if found is None:
             raise NoFreeBedError
         return found
-    bed = await store.get_bed(uow.conn, bed_id, lock=True)
+    bed = await uow.beds.get(bed_id, lock=True)
     if bed is None or bed.ward_id != ward_id:
         raise UnknownError("bed")
     if bed.state is not BedState.AVAILABLE:
@@ -235,24 +237,22 @@ async def _target_bed(uow: UnitOfWork, ward_id: uuid.UUID, bed_id: uuid.UUID | N
 
 
 async def transfer(
-    uow: UnitOfWork, admission_id: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID | None = None
+    uow: AdmissionsWork, admission_id: uuid.UUID, ward_id: uuid.UUID, bed_id: uuid.UUID | None = None
 ) -> Admission:
     """Move an admitted patient to another bed: the old bed goes to cleaning, the new one is
     occupied, both in one transaction (409 if no bed is free or the admission is over)."""
     admission = await _active(uow, admission_id, "transferred")
-    if await store.get_ward(uow.conn, ward_id) is None:
+    if await uow.wards.get(ward_id) is None:
         raise UnknownError("ward")
     if bed_id == admission.bed_id:
         raise InvalidTransitionError("the patient is already in that bed")
     new_bed = await _target_bed(uow, ward_id, bed_id)
-    old_bed = await store.get_bed(uow.conn, admission.bed_id, lock=True)
+    old_bed = await uow.beds.get(admission.bed_id, lock=True)
     assert old_bed is not None
-    await _move_bed(uow, old_bed, BedAction.VACATE)
-    await store.set_bed_state(uow.conn, new_bed, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY))
     moment = uow.clock()
-    await store.end_stay(uow.conn, admission_id, moment)
-    await store.start_stay(uow.conn, admission_id, ward_id, new_bed, moment)
-    moved = await store.move_admission(uow.conn, admission_id, ward_id, new_bed)
+    await _move_bed(uow, old_bed, BedAction.VACATE)
+    await uow.beds.set_state(new_bed, bed_transition(BedState.AVAILABLE, BedAction.OCCUPY), moment)
+    moved = await uow.admissions.move(admission_id, ward_id, new_bed, moment)
     uow.add(
         PatientTransferred(
             admission_id=admission_id,
@@ -275,28 +275,28 @@ class Posted:
     already_posted: int = 0
 
 
-async def post_nights(uow: UnitOfWork, admission: Admission, through: date, zone: ZoneInfo) -> Posted:
+async def post_nights(uow: AdmissionsWork, admission: Admission, through: date, zone: ZoneInfo) -> Posted:
     """Charge every night of the admission up to ``through`` that is not charged yet (the caller
     holds the admission's row lock; the unique (admission, night) is the last word)."""
     admitted_on = local_date(admission.admitted_at, zone)
     discharged_on = local_date(admission.discharged_at, zone) if admission.discharged_at else None
     due = nights_due(admitted_on, discharged_on, through)
-    have = await store.charged_nights(uow.conn, admission.id)
+    have = await uow.charges.nights(admission.id)
     out = Posted(already_posted=sum(1 for n in due if n in have))
     missing = [n for n in due if n not in have]
     if not missing:
         return out
-    stays = await store.stays(uow.conn, admission.id)
+    stays = [Stay(s.ward_id, s.started_at, s.ended_at) for s in await uow.admissions.stays(admission.id)]
+    posted_at = uow.clock()
     wards: dict[uuid.UUID, Ward] = {}
     for night in missing:
         ward_id = ward_for_night(stays, night, zone)
         if ward_id not in wards:
-            found = await store.get_ward(uow.conn, ward_id)
+            found = await uow.wards.get(ward_id)
             assert found is not None  # wards are never deleted
             wards[ward_id] = found
         ward = wards[ward_id]
-        charge = await store.insert_charge(
-            uow.conn,
+        charge = await uow.charges.add(
             charge_id=uuid.uuid4(),
             admission_id=admission.id,
             night=night,
@@ -304,6 +304,7 @@ async def post_nights(uow: UnitOfWork, admission: Admission, through: date, zone
             ward_type=ward.ward_type,
             amount=ward.daily_rate,
             currency=ward.currency,
+            at=posted_at,
         )
         if charge is None:
             out.already_posted += 1
@@ -325,18 +326,17 @@ async def post_nights(uow: UnitOfWork, admission: Admission, through: date, zone
     return out
 
 
-async def discharge(uow: UnitOfWork, admission_id: uuid.UUID, actor: uuid.UUID, zone: ZoneInfo) -> DischargeView:
+async def discharge(uow: AdmissionsWork, admission_id: uuid.UUID, actor: uuid.UUID, zone: ZoneInfo) -> DischargeView:
     """Discharge: first post every night still owed, then close the admission and send the bed to
     cleaning, all in one transaction. The answer carries ``nights``, the total charged."""
     admission = await _active(uow, admission_id, "discharged")
     moment = max(uow.clock(), admission.admitted_at)
     await post_nights(uow, replace(admission, discharged_at=moment), local_date(moment, zone), zone)
-    done = await store.mark_discharged(uow.conn, admission_id, moment, actor)
-    await store.end_stay(uow.conn, admission_id, moment)
-    bed = await store.get_bed(uow.conn, admission.bed_id, lock=True)
+    done = await uow.admissions.discharge(admission_id, moment, actor)
+    bed = await uow.beds.get(admission.bed_id, lock=True)
     assert bed is not None
     await _move_bed(uow, bed, BedAction.VACATE)
-    nights = await store.count_charges(uow.conn, admission_id)
+    nights = await uow.charges.count(admission_id)
     assert done.discharged_at is not None  # the database holds a discharge time for each
     uow.add(
         PatientDischarged(
@@ -372,18 +372,18 @@ class RunSummary:
         }
 
 
-async def run_charges(db: Database, through: date, zone: ZoneInfo) -> RunSummary:
+async def run_charges(units: AdmissionsUnits, through: date, zone: ZoneInfo) -> RunSummary:
     """The nightly job: for every active admission, post each night up to and including
     ``through`` not posted yet. Each admission has its own transaction, so one that fails is
     counted and logged and the others are still charged; re-running never charges twice."""
     summary = RunSummary(through)
-    async with db.pool.acquire() as conn:
-        due = await store.due_admissions(conn, day_end(through, zone))
+    async with units.read() as unit:
+        due = await unit.admissions.due(day_end(through, zone))
     for admission_id in due:
         summary.admissions += 1
         try:
-            async with db.uow() as uow:
-                admission = await store.get_admission(uow.conn, admission_id, lock=True)
+            async with units.uow() as uow:
+                admission = await uow.admissions.get(admission_id, lock=True)
                 if admission is None or admission.status is not AdmissionStatus.ACTIVE:
                     continue  # discharged meanwhile: the discharge posted its nights
                 done = await post_nights(uow, admission, through, zone)
@@ -402,9 +402,10 @@ class Admissions:
     admissions are a patient's data, decided by ``his.admissions.policy`` and recorded in the
     access log, allowed or denied."""
 
-    def __init__(self, db: Database, known: Directories, zone: ZoneInfo) -> None:
-        self.db, self.known, self.zone = db, known, zone
-        self.log = AccessLog(db, AdmissionsRecordAccessed, "admission")
+    def __init__(self, units: AdmissionsUnits, known: Directories, zone: ZoneInfo, clock: Clock) -> None:
+        #: ``clock`` is the one the units run by: the nightly run's "today" is told by it.
+        self.units, self.known, self.zone, self.clock = units, known, zone, clock
+        self.log = AccessLog(units, AdmissionsRecordAccessed, "admission")
 
     # --- wards and beds --------------------------------------------------------------------------
 
@@ -413,7 +414,7 @@ class Admissions:
         allow(who, policy.WARD_ADMINS)
         await self.billable(w.currency)
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 return await create_ward(uow, w, uuid.UUID(who.subject))
         except InvalidWardError as exc:
             raise ProblemError(422, str(exc)) from None
@@ -424,45 +425,45 @@ class Admissions:
         if changes.currency is not None:
             await self.billable(changes.currency)
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 ward = await update_ward(uow, ward_id, changes, uuid.UUID(who.subject))
         except UnknownError:
             raise ProblemError(404, "ward not found") from None
         except InvalidWardError as exc:
             raise ProblemError(422, str(exc)) from None
-        async with self.db.pool.acquire() as conn:
-            counts = await store.bed_counts(conn, [ward_id])
+        async with self.units.read() as unit:
+            counts = await unit.beds.counts([ward_id])
         return WardView(ward, counts[ward_id])
 
     async def wards(self, who: Principal) -> list[WardView]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            found = await store.wards(conn)
-            counts = await store.bed_counts(conn, [w.id for w in found])
+        async with self.units.read() as unit:
+            found = await unit.wards.all()
+            counts = await unit.beds.counts([w.id for w in found])
         return [WardView(w, counts[w.id]) for w in found]
 
     async def ward(self, who: Principal, ward_id: uuid.UUID) -> WardView:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            ward = await store.get_ward(conn, ward_id)
+        async with self.units.read() as unit:
+            ward = await unit.wards.get(ward_id)
             if ward is None:
                 raise ProblemError(404, "ward not found")
-            counts = await store.bed_counts(conn, [ward_id])
-            rooms = await store.rooms_of(conn, ward_id)
+            counts = await unit.beds.counts([ward_id])
+            rooms = await unit.wards.rooms(ward_id)
         return WardView(ward, counts[ward_id], rooms)
 
     async def beds(self, who: Principal, ward_id: uuid.UUID | None, state: BedState | None, limit: int) -> list[Bed]:
         allow(who, policy.STAFF)
-        async with self.db.pool.acquire() as conn:
-            if ward_id is not None and await store.get_ward(conn, ward_id) is None:
+        async with self.units.read() as unit:
+            if ward_id is not None and await unit.wards.get(ward_id) is None:
                 raise ProblemError(404, "ward not found")
-            return await store.beds(conn, ward_id, state, limit)
+            return await unit.beds.find(ward_id, state, limit)
 
     async def bed_step(self, who: Principal, bed_id: uuid.UUID, action: BedAction) -> Bed:
         """Release, close, open or isolate a bed (NURSE, ADMIN); 409 when its state forbids it."""
         allow(who, policy.HOUSEKEEPING)
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 return await bed_action(uow, bed_id, action)
         except UnknownError:
             raise ProblemError(404, "bed not found") from None
@@ -484,9 +485,9 @@ class Admissions:
     async def run_charges(self, who: Principal, night: date) -> RunSummary:
         """Post the bed charges of every night through ``night`` not posted yet (ADMIN)."""
         allow(who, policy.WARD_ADMINS)
-        if night >= self.db.clock().astimezone(self.zone).date():
+        if night >= self.clock().astimezone(self.zone).date():
             raise ProblemError(422, "only nights before today can be charged")
-        return await run_charges(self.db, night, self.zone)
+        return await run_charges(self.units, night, self.zone)
 
     async def admit(self, who: Principal, a: Admit) -> Admission:
         """Admit a patient to a free bed (RECEPTIONIST, ADMIN): 409 when the ward has no free bed
@@ -496,7 +497,7 @@ class Admissions:
             raise await self.log.refuse(who, a.patient_id, decision, "create")
         try:
             await known_people(self.known, a)
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 admitted = await admit(uow, a, uuid.UUID(who.subject))
                 self.log.record(uow, who, a.patient_id, "create", decision)
         except UnknownError as exc:
@@ -521,8 +522,8 @@ class Admissions:
             raise ProblemError(403, "clinicians list the admissions of one patient in their care: give patient_id")
         else:
             raise ProblemError(403, "not allowed for your role")
-        async with self.db.read() as uow:
-            found = await store.admissions(uow.conn, patient_id, active, limit)
+        async with self.units.read() as uow:
+            found = await uow.admissions.find(patient_id, active, limit)
             for seen in dict.fromkeys(x.patient_id for x in found):
                 self.log.record(uow, who, seen, "read", decision)
         return found
@@ -530,17 +531,17 @@ class Admissions:
     async def admission(self, who: Principal, admission_id: uuid.UUID) -> AdmissionView:
         """One admission with its stays and the nights charged so far."""
         admission, decision = await self.opened(who, admission_id, Operation.READ, "read")
-        async with self.db.read() as uow:
-            stays = await store.stay_history(uow.conn, admission_id)
-            nights = await store.count_charges(uow.conn, admission_id)
+        async with self.units.read() as uow:
+            stays = await uow.admissions.stays(admission_id)
+            nights = await uow.charges.count(admission_id)
             self.log.record(uow, who, admission.patient_id, "read", decision)
         return AdmissionView(admission, nights, stays)
 
     async def charges(self, who: Principal, admission_id: uuid.UUID) -> list[BedCharge]:
         """The bed nights charged for an admission, one per night."""
         admission, decision = await self.opened(who, admission_id, Operation.READ_CHARGES, "read", CHARGES)
-        async with self.db.read() as uow:
-            items = await store.charges_of(uow.conn, admission_id)
+        async with self.units.read() as uow:
+            items = await uow.charges.of(admission_id)
             self.log.record(uow, who, admission.patient_id, "read", decision, resource=CHARGES)
         return items
 
@@ -551,7 +552,7 @@ class Admissions:
         or the admission is over."""
         _, decision = await self.opened(who, admission_id, Operation.TRANSFER, "update")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 moved = await transfer(uow, admission_id, ward_id, bed_id)
                 self.log.record(uow, who, moved.patient_id, "update", decision)
         except UnknownError as exc:
@@ -568,7 +569,7 @@ class Admissions:
         """Charge the nights still owed, close the admission, send its bed to cleaning; 409 if over."""
         _, decision = await self.opened(who, admission_id, Operation.DISCHARGE, "update")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 done = await discharge(uow, admission_id, uuid.UUID(who.subject), self.zone)
                 self.log.record(uow, who, done.admission.patient_id, "update", decision)
         except UnknownError:
@@ -588,16 +589,16 @@ class Admissions:
         self, who: Principal, admission_id: uuid.UUID, op: Operation, action: AuditAction, resource: str | None = None
     ) -> tuple[Admission, Decision]:
         """The admission and the policy's decision on ``op``; a refusal is recorded and raised."""
-        async with self.db.pool.acquire() as conn:
-            admission = await store.get_admission(conn, admission_id)
-        if admission is None:
-            raise refused(policy.not_found(op, who.roles), None, "admission")
-        decision = await self.decide(who, op, admission.patient_id, "admission")
-        if not decision.allowed:
-            raise await self.log.refuse(
-                who, admission.patient_id, decision, action, resource=resource, what="admission"
-            )
-        return admission, decision
+        async with self.units.read() as unit:
+            admission = await unit.admissions.get(admission_id)
+
+        async def decide(a: Admission) -> Decision:
+            return await self.decide(who, op, a.patient_id, "admission")
+
+        missing = policy.not_found(op, who.roles)
+        return await self.log.admit(
+            who, admission, decide, missing=missing, action=action, resource=resource, what="admission"
+        )
 
 
 CHARGES = "bed_charge"
