@@ -5,24 +5,58 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from his.kernel.clock import Clock, utc_now
 from his.kernel.consumer import Subscription
 from his.kernel.crypto import FieldCipher, parse_key
-from his.kernel.db import Database
 from his.kernel.rpc import RpcService
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 from his.patients import handlers
 from his.patients.api import grpc
-from his.patients.chart import Chart, Clock, utc_now
 from his.patients.domain import InvitationCodes
 from his.patients.settings import PatientsSettings
 
 if TYPE_CHECKING:
     from his.clients.billing import BillingTermsLookup
+    from his.kernel.db import Database
+    from his.patients.ports import PatientsUnits
 
 
 def http(
     db: Database,
+    *,
+    clock: Clock | None = None,
+    emergency_minutes: float = 60.0,
+    cipher: FieldCipher | None = None,
+    payers: BillingTermsLookup | None = None,
+    invitation_codes: InvitationCodes | None = None,
+    invitation_minutes: float = 3 * 24 * 60,
+    timezone: str = "UTC",
+) -> Routes:
+    """Patients' routes and their use cases over a database, by its clock or ``clock``; "today"
+    for a birth date is the hospital's (``timezone``)."""
+    from his.patients.store import PatientsStore
+
+    return http_over(
+        PatientsStore(db, clock),
+        clock=clock or _clock_of(db),
+        emergency_minutes=emergency_minutes,
+        cipher=cipher,
+        payers=payers,
+        invitation_codes=invitation_codes,
+        invitation_minutes=invitation_minutes,
+        timezone=timezone,
+    )
+
+
+def _clock_of(db: Database) -> Clock:
+    """The database's clock (none where the routes are built only for their OpenAPI document)."""
+    found: Clock = getattr(db, "clock", utc_now)
+    return found
+
+
+def http_over(
+    units: PatientsUnits,
     *,
     clock: Clock = utc_now,
     emergency_minutes: float = 60.0,
@@ -32,11 +66,13 @@ def http(
     invitation_minutes: float = 3 * 24 * 60,
     timezone: str = "UTC",
 ) -> Routes:
-    """Patients' routes and their use cases; "today" for a birth date is the hospital's (``timezone``)."""
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.patients`` in unit tests (``clock``: the units' clock)."""
     from his.patients.api.http import router
+    from his.patients.chart import Chart
 
     chart = Chart(
-        db,
+        units,
         clock=clock,
         emergency_minutes=emergency_minutes,
         cipher=cipher,

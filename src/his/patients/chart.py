@@ -12,7 +12,6 @@ clinician. Each use case opens its own unit of work.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, tzinfo
 
@@ -20,11 +19,12 @@ from his.access import CLINICIANS, NONE, Decision, Role, refusal
 from his.clients.billing import BillingTermsLookup, UnknownValueError, known_payer
 from his.events.audit import Action, PatientsRecordAccessed, record_access
 from his.events.patients import RecordEntryAdded
+from his.kernel.clock import Clock, utc_now
 from his.kernel.crypto import DecryptionError, FieldCipher
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.ports import Work
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
-from his.patients import handlers, invitations, policy, store
+from his.patients import handlers, invitations, policy
 from his.patients.domain import (
     CareRelationship,
     Channel,
@@ -45,8 +45,9 @@ from his.patients.domain import (
     may_redeem,
 )
 from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, changing
+from his.patients.ports import PatientsUnits, PatientsWork
 
-Clock = Callable[[], datetime]
+__all__ = ["Chart", "Clock", "Found", "lookup", "utc_now"]
 
 OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
 SELF_ASSIGNMENT = (
@@ -61,10 +62,6 @@ REFUSALS: dict[Refusal, tuple[int, str]] = {
     Refusal.EXPIRED: (409, "this invitation has expired; ask reception for a new one"),
     Refusal.RECORD_LINKED: (409, "this patient record is linked to an account already"),
 }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def lookup(p: Patient) -> dict[str, str]:
@@ -91,11 +88,13 @@ class Found:
 
 
 class Chart:
-    """Patients' use cases over its database, the field cipher and billing's payer plans."""
+    """Patients' use cases over its units of work (``his.patients.ports``), the field cipher and
+    billing's payer plans. Each decides by its unit's clock; ``clock`` (the same clock) is what
+    the routes call now when they present what a use case returned (a grant still active)."""
 
     def __init__(
         self,
-        db: Database,
+        units: PatientsUnits,
         *,
         clock: Clock = utc_now,
         emergency_minutes: float = 60.0,
@@ -105,7 +104,7 @@ class Chart:
         invitation_minutes: float = 3 * 24 * 60,
         zone: tzinfo = UTC,
     ) -> None:
-        self.db, self.clock, self.emergency_minutes = db, clock, emergency_minutes
+        self.units, self.clock, self.emergency_minutes = units, clock, emergency_minutes
         self.cipher, self.payers, self.codes = cipher, payers, invitation_codes
         self.invitation_minutes, self.zone = invitation_minutes, zone
 
@@ -126,13 +125,11 @@ class Chart:
         if cmd.coverage is not None:
             cmd = replace(cmd, coverage=(await self.checked_coverage(cmd.coverage[0]), cmd.coverage[1]))
         try:
-            async with self.db.uow() as uow:  # commits the audit records of duplicates shown, too
+            async with self.units.uow() as uow:  # commits the audit records of duplicates shown, too
                 found = [] if confirm_duplicate else await self.duplicates(uow, who, cmd)
                 if not found:
-                    patient_id, mrn = await handlers.register_patient(
-                        uow, cmd, actor=uuid.UUID(who.subject), zone=self.zone
-                    )
-                    self.record(uow, who, patient_id, Decision("registration"), resource="patient", action="create")
+                    added = await handlers.register(uow, cmd, actor=uuid.UUID(who.subject), zone=self.zone)
+                    self.record(uow, who, added.id, Decision("registration"), resource="patient", action="create")
         except InvalidPatientError as exc:
             raise ProblemError(422, str(exc)) from None
         if found:
@@ -141,15 +138,15 @@ class Chart:
                 "likely duplicates of this patient exist; register anyway with confirm_duplicate: true",
                 possible_duplicates=found,
             )
-        return patient_id, mrn
+        return added.id, added.mrn
 
-    async def duplicates(self, uow: UnitOfWork, who: Principal, cmd: NewPatient) -> list[dict[str, str]]:
+    async def duplicates(self, uow: PatientsWork, who: Principal, cmd: NewPatient) -> list[dict[str, str]]:
         """Likely duplicates of the patient being registered; each one shown is an audited read."""
         try:
             valid = cmd.validated(handlers.hospital_today(uow, self.zone))
         except InvalidPatientError:
             return []  # the registration itself will say what is wrong
-        found = await store.likely_duplicates(uow.conn, valid)
+        found = await uow.patients.likely_duplicates(valid)
         for p in found:
             self.record(uow, who, p.id, Decision("registration"), resource="patient", action="search")
         return [lookup(p) for p in found]
@@ -166,8 +163,8 @@ class Chart:
 
     async def mine(self, who: Principal) -> Patient:
         """The caller's own patient record."""
-        async with self.db.read() as uow:
-            patient = await store.patient_of_user(uow.conn, uuid.UUID(who.subject))
+        async with self.units.read() as uow:
+            patient = await uow.patients.of_user(uuid.UUID(who.subject))
             if patient is None:
                 raise ProblemError(404, "no patient record is linked to your account")
             self.record(uow, who, patient.id, Decision("own_record"), resource="patient", action="read")
@@ -180,12 +177,12 @@ class Chart:
             raise ProblemError(403, "not allowed for your role")
         if q is None and birth_date is None:
             raise ProblemError(422, "give q (MRN or name), birth_date, or both")
-        async with self.db.read() as uow:
-            found = await store.search(uow.conn, q, birth_date, limit)
+        async with self.units.read() as uow:
+            found = await uow.patients.search(q, birth_date, limit)
             reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
             if who.roles & CLINICIANS and not who.roles & ROLE_BASED and found:
                 ids = [p.id for p in found]
-                reach = await store.reachable_among(uow.conn, uuid.UUID(who.subject), ids, self.clock())
+                reach = await uow.care.reachable(uuid.UUID(who.subject), ids, uow.clock())
             for p in found:
                 emergency = reach is not None and reach.get(p.id) is False
                 purpose = "emergency" if emergency else "care"
@@ -194,7 +191,7 @@ class Chart:
 
     async def patient(self, who: Principal, patient_id: uuid.UUID) -> Patient:
         """One patient's master data: the patient themself, or staff (clinicians need care)."""
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             patient, decision = await self.open(uow, who, patient_id, Operation.READ, resource="patient")
         self.allowed(patient_id, decision)
         return patient
@@ -206,7 +203,7 @@ class Chart:
         if coverage is not None:
             coverage = replace(coverage, payer=await self.checked_coverage(coverage.payer))
             changes = replace(changes, coverage=coverage)
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             patient, access = await self.decide(uow, who, patient_id, Operation.UPDATE)
             decision = changing(access, who.roles, changes.named)
             self.record(uow, who, patient_id, decision, resource="patient", action="update")
@@ -230,12 +227,12 @@ class Chart:
         if patient_id is not None:
             decision = policy.decide(Operation.OVERSEE_GRANTS, who.roles, NONE)
             if not decision.allowed:
-                async with self.db.read() as uow:
+                async with self.units.read() as uow:
                     self.record(uow, who, patient_id, decision, resource="emergency_access", action="read")
         if not who.roles & OVERSIGHT:
             raise ProblemError(403, "not allowed for your role")
-        async with self.db.read() as uow:
-            found = await store.emergency_grants(uow.conn, patient_id=patient_id, limit=limit)
+        async with self.units.read() as uow:
+            found = await uow.grants.find(patient_id=patient_id, limit=limit)
             for pid in dict.fromkeys(g.patient_id for g in found):
                 self.record(uow, who, pid, Decision("oversight"), resource="emergency_access", action="read")
         return found
@@ -243,16 +240,16 @@ class Chart:
     async def break_the_glass(self, who: Principal, patient_id: uuid.UUID, reason: str) -> EmergencyGrant:
         """Emergency access to one patient without a care relationship (DOCTOR, NURSE), for
         ``emergency_minutes``; audited, flagged, announced to administrators."""
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             _, decision = await self.decide(uow, who, patient_id, Operation.BREAK_GLASS)
             if not decision.allowed:
                 self.record(uow, who, patient_id, decision, resource="patient", action="break_glass")
         if not decision.allowed:
             raise self.error(patient_id, decision, "emergency access is for clinicians (DOCTOR, NURSE)")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 return await handlers.grant_emergency_access(
-                    uow, patient_id, who, reason, minutes=self.emergency_minutes, now=self.clock()
+                    uow, patient_id, who, reason, minutes=self.emergency_minutes
                 )
         except InvalidEmergencyReasonError as exc:
             raise ProblemError(422, str(exc)) from None
@@ -261,9 +258,9 @@ class Chart:
 
     async def care_team(self, who: Principal, patient_id: uuid.UUID) -> list[CareRelationship]:
         """The patient's active care relationships."""
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ, resource="care_team")
-            team = await store.care_team(uow.conn, patient_id, self.clock()) if decision.allowed else []
+            team = await uow.care.team(patient_id, uow.clock()) if decision.allowed else []
         self.allowed(patient_id, decision)
         return team
 
@@ -272,7 +269,7 @@ class Chart:
     ) -> CareRelationship:
         """Put a clinician on the patient's care team (RECEPTIONIST, ADMIN), never oneself."""
         actor = uuid.UUID(who.subject)
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             _, access = await self.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
             decision = assigning(access, actor, user_id)
             if not decision.allowed:
@@ -281,10 +278,8 @@ class Chart:
             raise self.error(patient_id, decision, SELF_ASSIGNMENT)
         self.allowed(patient_id, decision)
         try:
-            async with self.db.uow() as uow:
-                made = await handlers.assign_to_care_team(
-                    uow, patient_id, user_id, until, actor=actor, now=self.clock()
-                )
+            async with self.units.uow() as uow:
+                made = await handlers.assign_to_care_team(uow, patient_id, user_id, until, actor=actor)
                 self.record(uow, who, patient_id, decision, resource="care_team", action="create")
         except InvalidCareRelationshipError as exc:
             raise ProblemError(422, str(exc)) from None
@@ -299,22 +294,23 @@ class Chart:
     async def end_care(self, who: Principal, patient_id: uuid.UUID, relationship_id: uuid.UUID) -> None:
         """End a care relationship now (RECEPTIONIST, ADMIN); one that follows from an
         appointment or admission ends with it (409)."""
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             _, decision = await self.decide(uow, who, patient_id, Operation.MANAGE_CARE_TEAM)
-            ended = decision.allowed and await store.end_care_relationship(
-                uow.conn, patient_id, relationship_id, self.clock(), uuid.UUID(who.subject)
+            ended = decision.allowed and await uow.care.end(
+                patient_id, relationship_id, uow.clock(), uuid.UUID(who.subject)
             )
             if ended or not decision.allowed:
                 self.record(uow, who, patient_id, decision, resource="care_team", action="update")
         self.allowed(patient_id, decision)
         if not ended:
-            async with self.db.pool.acquire() as conn:
-                if await store.is_event_care(conn, patient_id, relationship_id):
-                    raise ProblemError(
-                        409,
-                        "this care relationship follows from an appointment or admission; "
-                        "it ends with it (cancel the appointment, or discharge)",
-                    )
+            async with self.units.read() as unit:
+                follows = await unit.care.follows_event(patient_id, relationship_id)
+            if follows:
+                raise ProblemError(
+                    409,
+                    "this care relationship follows from an appointment or admission; "
+                    "it ends with it (cancel the appointment, or discharge)",
+                )
             raise ProblemError(404, "this patient has no such care relationship")
 
     # --- medical record and lab results ----------------------------------------------------------
@@ -326,13 +322,12 @@ class Chart:
         stored encrypted, bound to its patient and entry; the event says only its kind."""
         aes = self.keys()
         entry_id = uuid.uuid4()
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             _, decision = await self.open(
                 uow, who, patient_id, Operation.WRITE_CLINICAL, resource="patient/record", action="create"
             )
             if decision.allowed:
-                entry = await store.insert_record_entry(
-                    uow.conn,
+                entry = await uow.records.add(
                     entry_id=entry_id,
                     patient_id=patient_id,
                     kind=kind,
@@ -340,6 +335,7 @@ class Chart:
                     text_cipher=aes.encrypt(text, _aad(patient_id, entry_id)),
                     author_id=uuid.UUID(who.subject),
                     author_roles=sorted(who.roles),
+                    at=uow.clock(),
                 )
                 uow.add(
                     RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind, code=code),
@@ -351,9 +347,9 @@ class Chart:
     async def entries(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[DecryptedEntry]:
         """The medical record, newest first: the patient, or clinicians with care or a grant."""
         aes = self.keys()
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/record")
-            stored = await store.record_entries(uow.conn, patient_id, limit) if decision.allowed else []
+            stored = await uow.records.of(patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
         try:
             return [e.decrypted(aes.decrypt(e.text_cipher, _aad(patient_id, e.id))) for e in stored]
@@ -362,9 +358,9 @@ class Chart:
 
     async def lab_results(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[ResultedOrder]:
         """Lab results in the chart, by order, as the medical record is read."""
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/lab_result")
-            orders = await store.lab_results(uow.conn, patient_id, limit) if decision.allowed else []
+            orders = await uow.lab.of(patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
         return orders
 
@@ -378,7 +374,7 @@ class Chart:
     async def invite(self, who: Principal, patient_id: uuid.UUID, channel: Channel) -> Invitation:
         """Send the patient a one-time code to link their record to their own account (RECEPTIONIST,
         ADMIN); it replaces their outstanding invitation. The code is in no answer or event."""
-        async with self.db.uow() as uow:  # a refusal's audit record commits before the answer
+        async with self.units.uow() as uow:  # a refusal's audit record commits before the answer
             _, decision = await self.decide(uow, who, patient_id, Operation.INVITE)
             if not decision.allowed:
                 self.record(uow, who, patient_id, decision, resource="patient/invitation", action="create")
@@ -386,9 +382,9 @@ class Chart:
         if self.codes is None:
             raise ProblemError(503, "invitations need the records key (HIS_RECORDS_KEYS), which is not configured")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 return await invitations.issue(
-                    uow, patient_id, channel, who, codes=self.codes, now=self.clock(), minutes=self.invitation_minutes
+                    uow, patient_id, channel, who, codes=self.codes, minutes=self.invitation_minutes
                 )
         except invitations.PatientNotFoundError:
             raise ProblemError(404, "patient not found") from None
@@ -407,8 +403,8 @@ class Chart:
         if not may_redeem(who.roles):
             raise ProblemError(403, "an invitation is redeemed from the patient's own account (role PATIENT only)")
         try:
-            async with self.db.uow() as uow:  # commits the audit record of a refused attempt too
-                done = await invitations.redeem(uow, code, who, now=self.clock())
+            async with self.units.uow() as uow:  # commits the audit record of a refused attempt too
+                done = await invitations.redeem(uow, code, who)
         except InvalidInvitationCodeError as exc:
             raise ProblemError(422, str(exc)) from None
         except invitations.AccountAlreadyLinkedError:
@@ -424,7 +420,7 @@ class Chart:
 
     async def open(
         self,
-        uow: UnitOfWork,
+        uow: PatientsWork,
         who: Principal,
         patient_id: uuid.UUID,
         op: Operation,
@@ -439,18 +435,18 @@ class Chart:
         return patient, decision
 
     async def decide(
-        self, uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, op: Operation
+        self, uow: PatientsWork, who: Principal, patient_id: uuid.UUID, op: Operation
     ) -> tuple[Patient, Decision]:
         """As ``open``, without the record (for a use case that refines the decision first)."""
-        patient = await store.get_patient(uow.conn, patient_id)
+        patient = await uow.patients.get(patient_id)
         if patient is None:
             raise self.error(patient_id, policy.not_found(op, who.roles))
-        rel = await handlers.relationship(uow.conn, who, patient, self.clock())
+        rel = await handlers.relationship(uow.care, who, patient, uow.clock())
         return patient, policy.decide(op, who.roles, rel)
 
     @staticmethod
     def record(
-        uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, decision: Decision, *, resource: str, action: Action
+        uow: Work, who: Principal, patient_id: uuid.UUID, decision: Decision, *, resource: str, action: Action
     ) -> None:
         record_access(
             uow,

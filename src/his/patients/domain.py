@@ -60,6 +60,10 @@ class NewPatient:
         return NewPatient(given, family, self.birth_date, self.sex, email, phone, self.user_id, self.coverage)
 
 
+class AccountLinkedError(Exception):
+    """The user account is already linked to another patient (one record per account)."""
+
+
 @dataclass(frozen=True)
 class Coverage:
     """Who pays the insured share: a payer plan (billing's code for it) and the member's id with that payer."""

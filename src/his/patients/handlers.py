@@ -1,4 +1,7 @@
-"""Use cases of the patients service."""
+"""Use cases of the patients service: registration, master data, care and emergency grants, and
+the consumed events (care from appointments and admissions, lab results into the chart). They
+work through the service's ports (``his.patients.ports``); the ``on_*`` handlers run them in the
+unit of work the consumer loop opened."""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from his.events.patients import CoverageChanged, EmergencyAccessGranted, Patient
 from his.events.practitioners import PractitionerRegistered
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.consumer import PermanentError
-from his.kernel.db import Connection, UnitOfWork
+from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Event
+from his.kernel.ports import Work
 from his.kernel.security import Principal
-from his.patients import store
 from his.patients.domain import (
     CARE_AFTER,
     CareRelationship,
@@ -33,6 +36,8 @@ from his.patients.domain import (
     emergency_reason,
     master_data,
 )
+from his.patients.ports import CareTeams, PatientsWork
+from his.patients.store import PatientsUnit
 
 
 class PatientNotFoundError(LookupError):
@@ -47,74 +52,83 @@ class AlreadyOnCareTeamError(Exception):
     """The clinician already has an active care relationship with the patient."""
 
 
-def hospital_today(uow: UnitOfWork, zone: tzinfo) -> date:
+def hospital_today(uow: Work, zone: tzinfo) -> date:
     """The hospital's date by the service's clock: a birth date is a date in its time zone."""
     return uow.clock().astimezone(zone).date()
+
+
+async def register(
+    uow: PatientsWork, cmd: NewPatient, *, actor: uuid.UUID | None = None, zone: tzinfo = UTC
+) -> Patient:
+    """Register a patient and announce it (ids only) in the same unit of work."""
+    today = hospital_today(uow, zone)
+    patient = cmd.validated(today)
+    added = await uow.patients.add(patient, uow.clock())
+    uow.add(
+        PatientRegistered(patient_id=added.id, registered_by=actor, account_id=patient.user_id),
+        aggregate_id=added.id,
+    )
+    if patient.coverage is not None:
+        uow.add(
+            CoverageChanged(patient_id=added.id, payer=patient.coverage[0], effective_from=today),
+            aggregate_id=added.id,
+        )
+    return added
 
 
 async def register_patient(
     uow: UnitOfWork, cmd: NewPatient, *, actor: uuid.UUID | None = None, zone: tzinfo = UTC
 ) -> tuple[uuid.UUID, str]:
-    """Register a patient and announce it (ids only) in the same transaction."""
-    today = hospital_today(uow, zone)
-    patient = cmd.validated(today)
-    patient_id, mrn = await store.insert_patient(uow.conn, patient)
-    uow.add(
-        PatientRegistered(patient_id=patient_id, registered_by=actor, account_id=patient.user_id),
-        aggregate_id=patient_id,
-    )
-    if patient.coverage is not None:
-        uow.add(
-            CoverageChanged(patient_id=patient_id, payer=patient.coverage[0], effective_from=today),
-            aggregate_id=patient_id,
-        )
-    return patient_id, mrn
+    """``register`` in a unit of work of the kernel's (the patient's id and MRN)."""
+    added = await register(PatientsUnit(uow), cmd, actor=actor, zone=zone)
+    return added.id, added.mrn
 
 
-async def relationship(conn: Connection, who: Principal, patient: Patient, now: datetime) -> Relationship:
+async def relationship(care: CareTeams, who: Principal, patient: Patient, now: datetime) -> Relationship:
     """What ``who`` is to this patient now: the patient themself, or a clinician in their care or
     under an emergency grant (asked of the tables only for clinicians)."""
     owner = patient.user_id is not None and str(patient.user_id) == who.subject
     in_care = emergency = False
     if who.roles & CLINICIANS and not owner:
-        in_care, emergency = await store.care_basis(conn, patient.id, uuid.UUID(who.subject), now)
+        in_care, emergency = await care.basis(patient.id, uuid.UUID(who.subject), now)
     return Relationship(owner=owner, in_care=in_care, emergency=emergency)
 
 
 async def assign_to_care_team(
-    uow: UnitOfWork,
+    uow: PatientsWork,
     patient_id: uuid.UUID,
     user_id: uuid.UUID,
     until: datetime | None,
     *,
     actor: uuid.UUID,
-    now: datetime,
 ) -> CareRelationship:
-    """Start a care relationship (source ``assignment``) between a clinician and a patient."""
+    """Start a care relationship (source ``assignment``) between a clinician and a patient, now."""
+    now = uow.clock()
     rel = NewCareRelationship(patient_id, user_id, CareSource.ASSIGNMENT, now, until).validated()
-    if not await store.lock_patient(uow.conn, patient_id):
+    if await uow.patients.get(patient_id, lock=True) is None:
         raise PatientNotFoundError(str(patient_id))
-    if not await store.is_clinician(uow.conn, user_id):
+    if not await uow.clinicians.known(user_id):
         raise NotAClinicianError(str(user_id))
-    if await store.active_care_relationship(uow.conn, patient_id, user_id, now) is not None:
+    if await uow.care.assigned(patient_id, user_id, now) is not None:
         raise AlreadyOnCareTeamError(str(user_id))
-    return await store.insert_care_relationship(uow.conn, rel, actor)
+    return await uow.care.assign(rel, actor, now)
 
 
 async def grant_emergency_access(
-    uow: UnitOfWork, patient_id: uuid.UUID, who: Principal, reason: str, *, minutes: float, now: datetime
+    uow: PatientsWork, patient_id: uuid.UUID, who: Principal, reason: str, *, minutes: float
 ) -> EmergencyGrant:
-    """Break the glass: access to one patient for ``minutes``, audited and flagged, announced to ADMIN.
+    """Break the glass: access to one patient for ``minutes`` from now, audited and flagged,
+    announced to ADMIN.
 
     The reason is kept here only; the event and the audit record carry ids and codes.
     """
     text = emergency_reason(reason)
-    if await store.get_patient(uow.conn, patient_id) is None:
+    if await uow.patients.get(patient_id) is None:
         raise PatientNotFoundError(str(patient_id))
+    now = uow.clock()
     user_id, roles = uuid.UUID(who.subject), sorted(who.roles)
     expires_at = emergency_expiry(now, minutes)
-    grant = await store.insert_emergency_grant(
-        uow.conn,
+    grant = await uow.grants.add(
         patient_id=patient_id,
         user_id=user_id,
         roles=roles,
@@ -145,61 +159,8 @@ async def grant_emergency_access(
     return grant
 
 
-async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: UserRegistered) -> None:
-    """Remember clinician accounts, so care relationships can name only real clinicians."""
-    if CLINICIANS.intersection(ev.roles):
-        await store.remember_clinician(uow.conn, ev.user_id, sorted(ev.roles))
-
-
-async def on_practitioner_registered(uow: UnitOfWork, env: Envelope, ev: PractitionerRegistered) -> None:
-    """Remember which user account a practitioner is, so their appointments and admissions name a user."""
-    if ev.account_id is not None:
-        await store.remember_practitioner(uow.conn, ev.practitioner_id, ev.account_id)
-
-
-async def on_appointment(
-    uow: UnitOfWork, env: Envelope, ev: AppointmentBooked | AppointmentRescheduled | AppointmentCancelled
-) -> None:
-    """A booked, moved or cancelled appointment puts its practitioner in the patient's care from
-    the booking to ``CARE_AFTER`` past its end, or ends that at the cancellation."""
-    await store.merge_appointment_care(
-        uow.conn,
-        appointment_id=ev.appointment_id,
-        patient_id=ev.patient_id,
-        practitioner_id=ev.practitioner_id,
-        version=env.aggregate_version,
-        seen_at=env.time,
-        until=ev.end + CARE_AFTER,
-        cancelled_at=env.time if isinstance(ev, AppointmentCancelled) else None,
-    )
-
-
-async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-    """An admission puts its practitioner in the patient's care until ``CARE_AFTER`` past the discharge."""
-    if isinstance(ev, PatientAdmitted):
-        await store.merge_admission_care(
-            uow.conn,
-            admission_id=ev.admission_id,
-            patient_id=ev.patient_id,
-            practitioner_id=ev.practitioner_id,
-            admitted_at=ev.admitted_at,
-            until=None,
-        )
-    elif isinstance(ev, PatientDischarged):
-        await store.merge_admission_care(
-            uow.conn,
-            admission_id=ev.admission_id,
-            patient_id=ev.patient_id,
-            practitioner_id=None,
-            admitted_at=ev.admitted_at,
-            until=ev.discharged_at + CARE_AFTER,
-        )
-    else:
-        raise PermanentError(f"unexpected event {env.type}")
-
-
 async def update_patient(
-    uow: UnitOfWork, patient: Patient, changes: PatientChanges, *, actor: uuid.UUID, zone: tzinfo = UTC
+    uow: PatientsWork, patient: Patient, changes: PatientChanges, *, actor: uuid.UUID, zone: tzinfo = UTC
 ) -> Patient:
     """Apply changes to a patient's master data (validated as a whole); announce which fields
     changed. Returns the patient as changed."""
@@ -208,7 +169,7 @@ async def update_patient(
     old, new = master_data(patient), master_data(updated)
     changed = {k: v for k, v in new.items() if old[k] != v}
     if changed:
-        await store.update_patient(uow.conn, patient.id, changed)
+        await uow.patients.update(patient.id, changed)
         uow.add(PatientUpdated(patient_id=patient.id, fields=sorted(changed)), aggregate_id=patient.id)
         if "coverage_payer" in changed:
             payer = updated.coverage.payer if updated.coverage else None
@@ -219,10 +180,63 @@ async def update_patient(
     return updated
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+# --- Consumed events ----------------------------------------------------------------------------
+
+
+async def user_registered(uow: PatientsWork, env: Envelope, ev: UserRegistered) -> None:
+    """Remember clinician accounts, so care relationships can name only real clinicians."""
+    if CLINICIANS.intersection(ev.roles):
+        await uow.clinicians.remember(ev.user_id, sorted(ev.roles), uow.clock())
+
+
+async def practitioner_registered(uow: PatientsWork, env: Envelope, ev: PractitionerRegistered) -> None:
+    """Remember which user account a practitioner is, so their appointments and admissions name a user."""
+    if ev.account_id is not None:
+        await uow.clinicians.remember_practitioner(ev.practitioner_id, ev.account_id)
+
+
+async def appointment(
+    uow: PatientsWork, env: Envelope, ev: AppointmentBooked | AppointmentRescheduled | AppointmentCancelled
+) -> None:
+    """A booked, moved or cancelled appointment puts its practitioner in the patient's care from
+    the booking to ``CARE_AFTER`` past its end, or ends that at the cancellation."""
+    await uow.care.merge_appointment(
+        appointment_id=ev.appointment_id,
+        patient_id=ev.patient_id,
+        practitioner_id=ev.practitioner_id,
+        version=env.aggregate_version,
+        seen_at=env.time,
+        until=ev.end + CARE_AFTER,
+        cancelled_at=env.time if isinstance(ev, AppointmentCancelled) else None,
+    )
+
+
+async def admission(uow: PatientsWork, env: Envelope, ev: Event) -> None:
+    """An admission puts its practitioner in the patient's care until ``CARE_AFTER`` past the discharge."""
+    if isinstance(ev, PatientAdmitted):
+        await uow.care.merge_admission(
+            admission_id=ev.admission_id,
+            patient_id=ev.patient_id,
+            practitioner_id=ev.practitioner_id,
+            admitted_at=ev.admitted_at,
+            until=None,
+        )
+    elif isinstance(ev, PatientDischarged):
+        await uow.care.merge_admission(
+            admission_id=ev.admission_id,
+            patient_id=ev.patient_id,
+            practitioner_id=None,
+            admitted_at=ev.admitted_at,
+            until=ev.discharged_at + CARE_AFTER,
+        )
+    else:
+        raise PermanentError(f"unexpected event {env.type}")
+
+
+async def lab_order_resulted(uow: PatientsWork, env: Envelope, ev: LabOrderResulted) -> None:
     """Copy a resulted order's results into the patient's chart, once (the inbox skips a
     redelivered event; the (order, test) key keeps results that are already there)."""
-    if await store.get_patient(uow.conn, ev.patient_id) is None:
+    if await uow.patients.get(ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
     order = ResultedOrder(
         order_id=ev.order_id,
@@ -234,4 +248,31 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
             LabResult(r.code, r.value, r.unit, r.reference_low, r.reference_high, r.flag) for r in ev.results
         ),
     )
-    await store.insert_lab_results(uow.conn, order)
+    await uow.lab.add(order, uow.clock())
+
+
+async def on_user_registered(uow: UnitOfWork, env: Envelope, ev: UserRegistered) -> None:
+    """``user_registered`` in the unit of work the consumer loop opened."""
+    await user_registered(PatientsUnit(uow), env, ev)
+
+
+async def on_practitioner_registered(uow: UnitOfWork, env: Envelope, ev: PractitionerRegistered) -> None:
+    """``practitioner_registered`` in the unit of work the consumer loop opened."""
+    await practitioner_registered(PatientsUnit(uow), env, ev)
+
+
+async def on_appointment(
+    uow: UnitOfWork, env: Envelope, ev: AppointmentBooked | AppointmentRescheduled | AppointmentCancelled
+) -> None:
+    """``appointment`` in the unit of work the consumer loop opened."""
+    await appointment(PatientsUnit(uow), env, ev)
+
+
+async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+    """``admission`` in the unit of work the consumer loop opened."""
+    await admission(PatientsUnit(uow), env, ev)
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+    """``lab_order_resulted`` in the unit of work the consumer loop opened."""
+    await lab_order_resulted(PatientsUnit(uow), env, ev)

@@ -15,10 +15,10 @@ from datetime import datetime
 
 from his.events.audit import Outcome, PatientsRecordAccessed, record_access
 from his.events.patients import InvitationIssued, InvitationRedeemed
-from his.kernel.db import Connection, UnitOfWork
+from his.kernel.ports import Work
 from his.kernel.security import Principal
-from his.patients import store
 from his.patients.domain import (
+    AccountLinkedError,
     Channel,
     Invitation,
     InvitationCodes,
@@ -28,6 +28,7 @@ from his.patients.domain import (
     invitation_expiry,
     normalise_code,
 )
+from his.patients.ports import Invitations, PatientsWork
 
 
 class PatientNotFoundError(LookupError):
@@ -56,24 +57,25 @@ class Redemption:
 
 
 async def issue(
-    uow: UnitOfWork,
+    uow: PatientsWork,
     patient_id: uuid.UUID,
     channel: Channel,
     who: Principal,
     *,
     codes: InvitationCodes,
-    now: datetime,
     minutes: float,
 ) -> Invitation:
-    """Invite the patient to link their record to their own account; supersedes an outstanding invitation."""
-    patient = await store.lock_patient_row(uow.conn, patient_id)
+    """Invite the patient to link their record to their own account, now; supersedes an
+    outstanding invitation."""
+    now = uow.clock()
+    patient = await uow.patients.get(patient_id, lock=True)
     if patient is None:
         raise PatientNotFoundError(str(patient_id))
     if patient.user_id is not None:
         raise RecordAlreadyLinkedError(str(patient_id))
     if not (patient.email if channel is Channel.EMAIL else patient.phone):
         raise NoAddressError(channel.value)
-    await store.supersede_invitations(uow.conn, patient_id, now)
+    await uow.invitations.supersede(patient_id, now)
     invitation_id, expires_at = uuid.uuid4(), invitation_expiry(now, minutes)
     invitation = Invitation(
         id=invitation_id,
@@ -84,7 +86,7 @@ async def issue(
         issued_at=now,
         expires_at=expires_at,
     )
-    await store.insert_invitation(uow.conn, invitation)
+    await uow.invitations.add(invitation)
     record_access(
         uow,
         PatientsRecordAccessed,
@@ -107,7 +109,7 @@ async def issue(
     return invitation
 
 
-async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -> Redemption:
+async def redeem(uow: PatientsWork, code: str, who: Principal) -> Redemption:
     """Link the record an invitation was issued for to the caller's account (a PATIENT-only
     account, checked by the caller of this function).
 
@@ -116,16 +118,17 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
     ``AccountAlreadyLinkedError`` if the account has a record already.
     """
     digest = code_digest(normalise_code(code))
+    now = uow.clock()
     user_id = uuid.UUID(who.subject)
-    if await store.patient_of_user(uow.conn, user_id) is not None:
+    if await uow.patients.of_user(user_id) is not None:
         raise AccountAlreadyLinkedError(str(user_id))
-    found = await store.invitation_by_digest(uow.conn, digest)
+    found = await uow.invitations.by_digest(digest)
     if found is None:
         _attempt(uow, who, None, "denied")
         return Redemption(None, Refusal.UNKNOWN)
     # The patient's row first, then the invitation's, as issuing locks them: no deadlock between the two.
-    patient = await store.lock_patient_row(uow.conn, found.patient_id)
-    invitation = await store.invitation_by_digest(uow.conn, digest, lock=True)
+    patient = await uow.patients.get(found.patient_id, lock=True)
+    invitation = await uow.invitations.by_digest(digest, lock=True)
     assert patient is not None and invitation is not None  # foreign key; invitations are never deleted
     refusal = invitation.refusal(now, record_linked=patient.user_id is not None)
     if refusal is not None:
@@ -133,8 +136,8 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
         expired = invitation.expires_at if refusal is Refusal.EXPIRED else None
         return Redemption(None, refusal, expired)
     try:
-        await store.redeem_invitation(uow.conn, invitation.id, patient.id, user_id, now)
-    except store.AccountLinkedError:  # a concurrent redemption linked this account first
+        await uow.invitations.redeem(invitation.id, patient.id, user_id, now)
+    except AccountLinkedError:  # a concurrent redemption linked this account first
         raise AccountAlreadyLinkedError(str(user_id)) from None
     _attempt(uow, who, patient.id, "allowed")
     uow.add(
@@ -144,7 +147,7 @@ async def redeem(uow: UnitOfWork, code: str, who: Principal, *, now: datetime) -
     return Redemption(replace(patient, user_id=user_id))
 
 
-def _attempt(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID | None, outcome: Outcome) -> None:
+def _attempt(uow: Work, who: Principal, patient_id: uuid.UUID | None, outcome: Outcome) -> None:
     """The audit record of a redemption: linking a record to an account is a write of it."""
     record_access(
         uow,
@@ -170,10 +173,10 @@ class Message:
 
 
 async def message(
-    conn: Connection, invitation_id: uuid.UUID, codes: InvitationCodes, now: datetime
+    invitations: Invitations, invitation_id: uuid.UUID, codes: InvitationCodes, now: datetime
 ) -> Message | Refusal:
     """The code to send for an invitation, or why it is no longer worth sending."""
-    found = await store.get_invitation(conn, invitation_id)
+    found = await invitations.get(invitation_id)
     if found is None:
         return Refusal.UNKNOWN
     invitation, record_linked = found

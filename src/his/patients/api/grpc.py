@@ -8,18 +8,19 @@ PHI read and leaves an access record in the same transaction, with the calling s
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
 from his.events.audit import PatientsRecordAccessed, record_workload_access
 from his.kernel import rpc
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import Database
 from his.kernel.pki import service_of, spiffe_id
+from his.kernel.ports import Work
 from his.kernel.service import ServiceContext
-from his.patients import invitations, store
+from his.patients import invitations
 from his.patients.domain import InvitationCodes, Refusal
+from his.patients.store import PatientsStore, PgCareTeams, PgPatients
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 
@@ -46,12 +47,13 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
 
     def __init__(self, db: Database, codes: InvitationCodes | None = None) -> None:
         self.db, self.codes = db, codes
+        self.units = PatientsStore(db)
 
     async def GetPatient(self, request: pb.GetPatientRequest, context: Context) -> pb.Patient:
         """One patient's master data. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
         patient_id = await _parse_id(request.patient_id, context)
-        async with self.db.uow() as uow:
-            patient = await store.get_patient(uow.conn, patient_id)
+        async with self.units.uow() as uow:
+            patient = await uow.patients.get(patient_id)
             if patient is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
             _audit(uow, patient_id, "patient")
@@ -70,8 +72,8 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
     async def GetContactDetails(self, request: pb.GetContactDetailsRequest, context: Context) -> pb.ContactDetails:
         """How to reach a patient. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
         patient_id = await _parse_id(request.patient_id, context)
-        async with self.db.uow() as uow:
-            contact = await store.contact_details(uow.conn, patient_id)
+        async with self.units.uow() as uow:
+            contact = await uow.patients.contact(patient_id)
             if contact is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
             _audit(uow, patient_id, "patient/contact")
@@ -85,12 +87,12 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         No PHI leaves, so no access record: the caller audits the decision it makes on this basis."""
         patient_id = await _parse_id(request.patient_id, context)
         user_id = await _parse_id(request.user_id, context, "user_id")
-        async with self.db.pool.acquire() as conn:
-            exists, account = await store.linked_account(conn, patient_id)
-            if not exists:
+        async with self.db.pool.acquire() as conn:  # two reads: no transaction needed
+            patient = await PgPatients(conn).get(patient_id)
+            if patient is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
-            in_care, emergency = await store.care_basis(conn, patient_id, user_id, datetime.now(UTC))
-        return pb.CareBasis(in_care=in_care, emergency=emergency, owner=account == user_id)
+            in_care, emergency = await PgCareTeams(conn).basis(patient_id, user_id, self.db.clock())
+        return pb.CareBasis(in_care=in_care, emergency=emergency, owner=patient.user_id == user_id)
 
     async def GetInvitation(self, request: pb.GetInvitationRequest, context: Context) -> pb.Invitation:
         """An invitation's code, to send it: only while it can be redeemed (FAILED_PRECONDITION
@@ -98,8 +100,8 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         invitation_id = await _parse_id(request.invitation_id, context, "invitation_id")
         if self.codes is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "invitations are not configured here")
-        async with self.db.uow() as uow:
-            found = await invitations.message(uow.conn, invitation_id, self.codes, datetime.now(UTC))
+        async with self.units.uow() as uow:
+            found = await invitations.message(uow.invitations, invitation_id, self.codes, uow.clock())
             if isinstance(found, invitations.Message):
                 _audit(uow, found.patient_id, "patient/invitation")
         if found is Refusal.UNKNOWN:
@@ -122,7 +124,7 @@ async def _parse_id(text: str, context: Context, field: str = "patient_id") -> u
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} must be a UUID")
 
 
-def _audit(uow: UnitOfWork, patient_id: uuid.UUID, resource: str) -> None:
+def _audit(uow: Work, patient_id: uuid.UUID, resource: str) -> None:
     caller = rpc.caller()
     record_workload_access(
         uow,

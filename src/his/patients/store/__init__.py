@@ -1,15 +1,20 @@
-"""Tables and queries of the patients service."""
+"""Tables and queries of the patients service: its ports (``his.patients.ports``) on PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 
 import asyncpg
 
-from his.kernel.db import Connection, Record
+from his.kernel.clock import Clock
+from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
 from his.kernel.params import like_escape
 from his.patients.domain import (
+    AccountLinkedError,
     CareRelationship,
     CareSource,
     Channel,
@@ -28,40 +33,14 @@ from his.patients.domain import (
     format_mrn,
 )
 
-
-class AccountLinkedError(Exception):
-    """The user account is already linked to another patient."""
-
+__all__ = ["AccountLinkedError", "PatientsStore", "PatientsUnit"]
 
 COLUMNS = """id, mrn, given_name, family_name, birth_date, sex, email, phone, user_id, coverage_payer,
              coverage_member_id, created_at"""
-
-
-async def insert_patient(conn: Connection, p: NewPatient) -> tuple[uuid.UUID, str]:
-    patient_id = uuid.uuid4()
-    number = await conn.fetchval("SELECT nextval('mrn_seq')")
-    mrn = format_mrn(int(number))
-    payer, member = p.coverage if p.coverage else (None, None)
-    try:
-        await conn.execute(
-            """INSERT INTO patient (id, mrn, given_name, family_name, birth_date, sex, email, phone, user_id,
-                                    coverage_payer, coverage_member_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-            patient_id,
-            mrn,
-            p.given_name,
-            p.family_name,
-            p.birth_date,
-            p.sex.value,
-            p.email,
-            p.phone,
-            p.user_id,
-            payer,
-            member,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise AccountLinkedError(str(p.user_id)) from exc
-    return patient_id, mrn
+#: The columns of master data an update may set (``his.patients.domain.master_data`` names them).
+MASTER_DATA = frozenset(
+    {"given_name", "family_name", "birth_date", "sex", "email", "phone", "coverage_payer", "coverage_member_id"}
+)
 
 
 def _patient(row: Record) -> Patient:
@@ -81,126 +60,139 @@ def _patient(row: Record) -> Patient:
     )
 
 
-async def get_patient(conn: Connection, patient_id: uuid.UUID) -> Patient | None:
-    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE id = $1", patient_id)
-    return _patient(row) if row is not None else None
+class PgPatients:
+    """The patients' ``Patients`` on one connection of a unit of work: MRNs from ``mrn_seq``,
+    one record per user account (the unique key), search by trigram similarity (pg_trgm)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, p: NewPatient, at: datetime) -> Patient:
+        patient_id = uuid.uuid4()
+        number = await self.conn.fetchval("SELECT nextval('mrn_seq')")
+        mrn = format_mrn(int(number))
+        payer, member = p.coverage if p.coverage else (None, None)
+        try:
+            row = await self.conn.fetchrow(
+                f"""INSERT INTO patient (id, mrn, given_name, family_name, birth_date, sex, email, phone, user_id,
+                                         coverage_payer, coverage_member_id, created_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}""",
+                patient_id,
+                mrn,
+                p.given_name,
+                p.family_name,
+                p.birth_date,
+                p.sex.value,
+                p.email,
+                p.phone,
+                p.user_id,
+                payer,
+                member,
+                at,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise AccountLinkedError(str(p.user_id)) from exc
+        assert row is not None
+        return _patient(row)
+
+    async def get(self, patient_id: uuid.UUID, *, lock: bool = False) -> Patient | None:
+        """The patient; ``lock`` holds their row for this transaction (invitations and care-team
+        changes of one patient serialise)."""
+        row = await self.conn.fetchrow(
+            f"SELECT {COLUMNS} FROM patient WHERE id = $1" + (" FOR UPDATE" if lock else ""), patient_id
+        )
+        return _patient(row) if row is not None else None
+
+    async def of_user(self, user_id: uuid.UUID) -> Patient | None:
+        row = await self.conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE user_id = $1", user_id)
+        return _patient(row) if row is not None else None
+
+    async def contact(self, patient_id: uuid.UUID) -> ContactDetails | None:
+        """Only what is needed to reach the patient: id, given name, e-mail, phone."""
+        row = await self.conn.fetchrow("SELECT id, given_name, email, phone FROM patient WHERE id = $1", patient_id)
+        if row is None:
+            return None
+        return ContactDetails(id=row["id"], given_name=row["given_name"], email=row["email"], phone=row["phone"])
+
+    async def search(self, q: str | None, birth_date: date | None, limit: int) -> list[Patient]:
+        """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
+        Best matches first. ``q`` is taken literally: its ``%``, ``_`` and ``\\`` match themselves."""
+        term = (q or "").strip()
+        rows = await self.conn.fetch(
+            f"""SELECT {COLUMNS} FROM patient
+                WHERE ($1 = '' OR mrn = upper($1)
+                       OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%' ESCAPE '\\'
+                       OR public.word_similarity(fold($1), full_name(given_name, family_name)) > 0.5)
+                  AND ($3::date IS NULL OR birth_date = $3)
+                ORDER BY mrn = upper($1) DESC,
+                         public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
+                         family_name, given_name, id
+                LIMIT $4""",
+            term,
+            like_escape(term),
+            birth_date,
+            limit,
+        )
+        return [_patient(r) for r in rows]
+
+    async def likely_duplicates(self, p: NewPatient, limit: int = 5) -> list[Patient]:
+        """Patients who are probably this one: same birth date and a similar name, or the same
+        e-mail address, or the same phone number."""
+        digits = "".join(ch for ch in p.phone or "" if ch.isdigit())
+        rows = await self.conn.fetch(
+            f"""SELECT {COLUMNS} FROM patient
+                WHERE (birth_date = $1
+                       AND public.similarity(fold($2), full_name(given_name, family_name)) >= 0.5)
+                   OR ($3::text IS NOT NULL AND lower(email) = lower($3))
+                   OR (length($4) >= 7 AND regexp_replace(phone, '[^0-9]', '', 'g') = $4)
+                ORDER BY created_at LIMIT $5""",
+            p.birth_date,
+            f"{p.given_name} {p.family_name}",
+            p.email,
+            digits,
+            limit,
+        )
+        return [_patient(r) for r in rows]
+
+    async def update(self, patient_id: uuid.UUID, changes: dict[str, Stored]) -> None:
+        """Set these columns of master data (``his.patients.domain.master_data`` names them)."""
+        fields = [k for k in changes if k in MASTER_DATA]
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ${n}" for n, k in enumerate(fields, start=2))
+        await self.conn.execute(f"UPDATE patient SET {sets} WHERE id = $1", patient_id, *(changes[k] for k in fields))
 
 
-async def linked_account(conn: Connection, patient_id: uuid.UUID) -> tuple[bool, uuid.UUID | None]:
-    """(whether the patient exists, the user account linked to them if any)."""
-    row = await conn.fetchrow("SELECT user_id FROM patient WHERE id = $1", patient_id)
-    return (row is not None, row["user_id"] if row is not None else None)
+class PgClinicians:
+    """The patients' ``Clinicians`` on one connection of a unit of work."""
 
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
-async def contact_details(conn: Connection, patient_id: uuid.UUID) -> ContactDetails | None:
-    """Only what is needed to reach the patient: id, given name, e-mail, phone."""
-    row = await conn.fetchrow("SELECT id, given_name, email, phone FROM patient WHERE id = $1", patient_id)
-    if row is None:
-        return None
-    return ContactDetails(id=row["id"], given_name=row["given_name"], email=row["email"], phone=row["phone"])
+    async def remember(self, user_id: uuid.UUID, roles: list[str], at: datetime) -> None:
+        await self.conn.execute(
+            """INSERT INTO clinician (user_id, roles, known_since) VALUES ($1, $2, $3)
+               ON CONFLICT (user_id) DO UPDATE SET roles = $2""",
+            user_id,
+            roles,
+            at,
+        )
 
+    async def known(self, user_id: uuid.UUID) -> bool:
+        return bool(await self.conn.fetchval("SELECT 1 FROM clinician WHERE user_id = $1", user_id))
 
-async def patient_of_user(conn: Connection, user_id: uuid.UUID) -> Patient | None:
-    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE user_id = $1", user_id)
-    return _patient(row) if row is not None else None
-
-
-async def search(conn: Connection, q: str | None, birth_date: date | None, limit: int) -> list[Patient]:
-    """By MRN (exact), by name tolerating accents, case and typos, and/or by birth date.
-    Best matches first. ``q`` is taken literally: its ``%``, ``_`` and ``\\`` match themselves."""
-    term = (q or "").strip()
-    rows = await conn.fetch(
-        f"""SELECT {COLUMNS} FROM patient
-            WHERE ($1 = '' OR mrn = upper($1)
-                   OR full_name(given_name, family_name) LIKE '%' || fold($2) || '%' ESCAPE '\\'
-                   OR public.word_similarity(fold($1), full_name(given_name, family_name)) > 0.5)
-              AND ($3::date IS NULL OR birth_date = $3)
-            ORDER BY mrn = upper($1) DESC,
-                     public.word_similarity(fold($1), full_name(given_name, family_name)) DESC,
-                     family_name, given_name, id
-            LIMIT $4""",
-        term,
-        like_escape(term),
-        birth_date,
-        limit,
-    )
-    return [_patient(r) for r in rows]
-
-
-async def likely_duplicates(conn: Connection, p: NewPatient, limit: int = 5) -> list[Patient]:
-    """Patients who are probably this one: same birth date and a similar name, or the same
-    e-mail address, or the same phone number."""
-    digits = "".join(ch for ch in p.phone or "" if ch.isdigit())
-    rows = await conn.fetch(
-        f"""SELECT {COLUMNS} FROM patient
-            WHERE (birth_date = $1
-                   AND public.similarity(fold($2), full_name(given_name, family_name)) >= 0.5)
-               OR ($3::text IS NOT NULL AND lower(email) = lower($3))
-               OR (length($4) >= 7 AND regexp_replace(phone, '[^0-9]', '', 'g') = $4)
-            ORDER BY created_at LIMIT $5""",
-        p.birth_date,
-        f"{p.given_name} {p.family_name}",
-        p.email,
-        digits,
-        limit,
-    )
-    return [_patient(r) for r in rows]
-
-
-async def update_patient(conn: Connection, patient_id: uuid.UUID, changes: dict[str, Stored]) -> None:
-    """Set these columns of master data (``his.patients.domain.master_data`` names them)."""
-    allowed = {
-        "given_name",
-        "family_name",
-        "birth_date",
-        "sex",
-        "email",
-        "phone",
-        "coverage_payer",
-        "coverage_member_id",
-    }
-    fields = [k for k in changes if k in allowed]
-    if not fields:
-        return
-    sets = ", ".join(f"{k} = ${n}" for n, k in enumerate(fields, start=2))
-    await conn.execute(f"UPDATE patient SET {sets} WHERE id = $1", patient_id, *(changes[k] for k in fields))
-
-
-# --- Clinicians, care relationships, emergency grants --------------------------------------
-
-
-async def remember_clinician(conn: Connection, user_id: uuid.UUID, roles: list[str]) -> None:
-    await conn.execute(
-        "INSERT INTO clinician (user_id, roles) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET roles = $2",
-        user_id,
-        roles,
-    )
-
-
-async def is_clinician(conn: Connection, user_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM clinician WHERE user_id = $1", user_id))
-
-
-async def lock_patient(conn: Connection, patient_id: uuid.UUID) -> bool:
-    """Serialise changes to one patient's care team; False if there is no such patient."""
-    return bool(await conn.fetchval("SELECT 1 FROM patient WHERE id = $1 FOR UPDATE", patient_id))
+    async def remember_practitioner(self, practitioner_id: uuid.UUID, account_id: uuid.UUID) -> None:
+        await self.conn.execute(
+            """INSERT INTO known_practitioner (practitioner_id, account_id) VALUES ($1, $2)
+               ON CONFLICT (practitioner_id) DO UPDATE SET account_id = EXCLUDED.account_id""",
+            practitioner_id,
+            account_id,
+        )
 
 
 CARE_COLUMNS = "id, patient_id, user_id, source, valid_from, valid_until"
 GRANT_COLUMNS = "id, patient_id, user_id, user_roles, reason, granted_at, expires_at"
 ACTIVE = "valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)"
-
-
-async def active_care_relationship(
-    conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> uuid.UUID | None:
-    found = await conn.fetchval(
-        f"SELECT id FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3 LIMIT 1",
-        patient_id,
-        now,
-        user_id,
-    )
-    return found if isinstance(found, uuid.UUID) else None
 
 
 def _care(row: Record) -> CareRelationship:
@@ -214,185 +206,158 @@ def _care(row: Record) -> CareRelationship:
     )
 
 
-async def insert_care_relationship(
-    conn: Connection, rel: NewCareRelationship, created_by: uuid.UUID | None
-) -> CareRelationship:
-    row = await conn.fetchrow(
-        f"""INSERT INTO care_relationship (id, patient_id, user_id, source, valid_from, valid_until, created_by)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {CARE_COLUMNS}""",
-        uuid.uuid4(),
-        rel.patient_id,
-        rel.user_id,
-        rel.source.value,
-        rel.valid_from,
-        rel.valid_until,
-        created_by,
-    )
-    assert row is not None
-    return _care(row)
+class PgCareTeams:
+    """The patients' ``CareTeams`` on one connection of a unit of work: assignments
+    (``care_relationship``), care from appointments and admissions (``practitioner_care``) and
+    both as the access rule reads them (the ``care_link`` view)."""
 
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
-async def remember_practitioner(conn: Connection, practitioner_id: uuid.UUID, account_id: uuid.UUID) -> None:
-    await conn.execute(
-        """INSERT INTO known_practitioner (practitioner_id, account_id) VALUES ($1, $2)
-           ON CONFLICT (practitioner_id) DO UPDATE SET account_id = EXCLUDED.account_id""",
-        practitioner_id,
-        account_id,
-    )
+    async def assigned(self, patient_id: uuid.UUID, user_id: uuid.UUID, at: datetime) -> uuid.UUID | None:
+        found = await self.conn.fetchval(
+            f"SELECT id FROM care_relationship WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3 LIMIT 1",
+            patient_id,
+            at,
+            user_id,
+        )
+        return found if isinstance(found, uuid.UUID) else None
 
+    async def assign(self, rel: NewCareRelationship, created_by: uuid.UUID | None, at: datetime) -> CareRelationship:
+        row = await self.conn.fetchrow(
+            f"""INSERT INTO care_relationship
+                    (id, patient_id, user_id, source, valid_from, valid_until, created_by, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {CARE_COLUMNS}""",
+            uuid.uuid4(),
+            rel.patient_id,
+            rel.user_id,
+            rel.source.value,
+            rel.valid_from,
+            rel.valid_until,
+            created_by,
+            at,
+        )
+        assert row is not None
+        return _care(row)
 
-async def merge_appointment_care(
-    conn: Connection,
-    *,
-    appointment_id: uuid.UUID,
-    patient_id: uuid.UUID,
-    practitioner_id: uuid.UUID,
-    version: int,
-    seen_at: datetime,
-    until: datetime,
-    cancelled_at: datetime | None,
-) -> None:
-    """Merge one appointment event into its care row, in any order: the earliest start, the end
-    of the latest version, the first cancellation."""
-    await conn.execute(
-        """INSERT INTO practitioner_care
-               (source, source_id, patient_id, practitioner_id, version, valid_from, valid_until, ended_at)
-           VALUES ('appointment', $1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (source, source_id) DO UPDATE SET
-               valid_from = least(practitioner_care.valid_from, EXCLUDED.valid_from),
-               valid_until = CASE WHEN EXCLUDED.version > practitioner_care.version THEN EXCLUDED.valid_until
-                                  ELSE practitioner_care.valid_until END,
-               version = greatest(practitioner_care.version, EXCLUDED.version),
-               ended_at = least(practitioner_care.ended_at, EXCLUDED.ended_at)""",
-        appointment_id,
-        patient_id,
-        practitioner_id,
-        version,
-        seen_at,
-        until,
-        cancelled_at,
-    )
+    async def end(self, patient_id: uuid.UUID, relationship_id: uuid.UUID, at: datetime, ended_by: uuid.UUID) -> bool:
+        """End the relationship ``at`` (kept for the record); False if the patient has no such relationship."""
+        found = await self.conn.fetchval(
+            "SELECT 1 FROM care_relationship WHERE id = $1 AND patient_id = $2 FOR UPDATE", relationship_id, patient_id
+        )
+        if not found:
+            return False
+        await self.conn.execute(
+            """UPDATE care_relationship SET valid_until = greatest(valid_from, $2), ended_by = $3
+               WHERE id = $1 AND (valid_until IS NULL OR valid_until > $2)""",
+            relationship_id,
+            at,
+            ended_by,
+        )
+        return True
 
+    async def follows_event(self, patient_id: uuid.UUID, link_id: uuid.UUID) -> bool:
+        found = await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM practitioner_care WHERE source_id = $1 AND patient_id = $2)",
+            link_id,
+            patient_id,
+        )
+        return bool(found)
 
-async def merge_admission_care(
-    conn: Connection,
-    *,
-    admission_id: uuid.UUID,
-    patient_id: uuid.UUID,
-    practitioner_id: uuid.UUID | None,
-    admitted_at: datetime,
-    until: datetime | None,
-) -> None:
-    """Merge an admission (names the practitioner) or its discharge (sets the end), in any order."""
-    await conn.execute(
-        """INSERT INTO practitioner_care (source, source_id, patient_id, practitioner_id, valid_from, valid_until)
-           VALUES ('admission', $1, $2, $3, $4, $5)
-           ON CONFLICT (source, source_id) DO UPDATE SET
-               practitioner_id = coalesce(EXCLUDED.practitioner_id, practitioner_care.practitioner_id),
-               valid_until = coalesce(EXCLUDED.valid_until, practitioner_care.valid_until)""",
-        admission_id,
-        patient_id,
-        practitioner_id,
-        admitted_at,
-        until,
-    )
+    async def team(self, patient_id: uuid.UUID, at: datetime) -> list[CareRelationship]:
+        """The patient's active care relationships (assigned, or from an appointment or admission), oldest first."""
+        rows = await self.conn.fetch(
+            f"SELECT {CARE_COLUMNS} FROM care_link WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
+            patient_id,
+            at,
+        )
+        return [_care(r) for r in rows]
 
+    async def basis(self, patient_id: uuid.UUID, user_id: uuid.UUID, at: datetime) -> tuple[bool, bool]:
+        """(an active care relationship, an active emergency grant) of the user with the patient."""
+        row = await self.conn.fetchrow(
+            f"""SELECT EXISTS (SELECT 1 FROM care_link WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
+                       EXISTS (SELECT 1 FROM emergency_grant
+                               WHERE patient_id = $1 AND user_id = $3 AND granted_at <= $2 AND expires_at > $2)""",
+            patient_id,
+            at,
+            user_id,
+        )
+        assert row is not None
+        return bool(row[0]), bool(row[1])
 
-async def is_event_care(conn: Connection, patient_id: uuid.UUID, link_id: uuid.UUID) -> bool:
-    """The id is the patient's appointment or admission that a care relationship follows from."""
-    found = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM practitioner_care WHERE source_id = $1 AND patient_id = $2)", link_id, patient_id
-    )
-    return bool(found)
+    async def reachable(self, user_id: uuid.UUID, patient_ids: list[uuid.UUID], at: datetime) -> dict[uuid.UUID, bool]:
+        """Which of these patients the user may reach: True through a care relationship, False only
+        through an emergency grant; patients reached neither way are absent."""
+        rows = await self.conn.fetch(
+            """SELECT patient_id, bool_or(in_care) FROM (
+                   SELECT patient_id, true AS in_care FROM care_link
+                   WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
+                     AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
+                   UNION ALL
+                   SELECT patient_id, false FROM emergency_grant
+                   WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2
+               ) AS reach GROUP BY patient_id""",
+            patient_ids,
+            at,
+            user_id,
+        )
+        return {r[0]: bool(r[1]) for r in rows}
 
+    async def merge_appointment(
+        self,
+        *,
+        appointment_id: uuid.UUID,
+        patient_id: uuid.UUID,
+        practitioner_id: uuid.UUID,
+        version: int,
+        seen_at: datetime,
+        until: datetime,
+        cancelled_at: datetime | None,
+    ) -> None:
+        """Merge one appointment event into its care row, in any order: the earliest start, the end
+        of the latest version, the first cancellation."""
+        await self.conn.execute(
+            """INSERT INTO practitioner_care
+                   (source, source_id, patient_id, practitioner_id, version, valid_from, valid_until, ended_at)
+               VALUES ('appointment', $1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (source, source_id) DO UPDATE SET
+                   valid_from = least(practitioner_care.valid_from, EXCLUDED.valid_from),
+                   valid_until = CASE WHEN EXCLUDED.version > practitioner_care.version THEN EXCLUDED.valid_until
+                                      ELSE practitioner_care.valid_until END,
+                   version = greatest(practitioner_care.version, EXCLUDED.version),
+                   ended_at = least(practitioner_care.ended_at, EXCLUDED.ended_at)""",
+            appointment_id,
+            patient_id,
+            practitioner_id,
+            version,
+            seen_at,
+            until,
+            cancelled_at,
+        )
 
-async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[CareRelationship]:
-    """The patient's active care relationships (assigned, or from an appointment or admission), oldest first."""
-    rows = await conn.fetch(
-        f"SELECT {CARE_COLUMNS} FROM care_link WHERE patient_id = $1 AND {ACTIVE} ORDER BY valid_from, id",
-        patient_id,
-        now,
-    )
-    return [_care(r) for r in rows]
-
-
-async def end_care_relationship(
-    conn: Connection, patient_id: uuid.UUID, relationship_id: uuid.UUID, now: datetime, ended_by: uuid.UUID
-) -> bool:
-    """End the relationship now (kept for the record); False if the patient has no such relationship."""
-    found = await conn.fetchval(
-        "SELECT 1 FROM care_relationship WHERE id = $1 AND patient_id = $2 FOR UPDATE", relationship_id, patient_id
-    )
-    if not found:
-        return False
-    await conn.execute(
-        """UPDATE care_relationship SET valid_until = greatest(valid_from, $2), ended_by = $3
-           WHERE id = $1 AND (valid_until IS NULL OR valid_until > $2)""",
-        relationship_id,
-        now,
-        ended_by,
-    )
-    return True
-
-
-async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> tuple[bool, bool]:
-    """(an active care relationship, an active emergency grant) of the user with the patient."""
-    row = await conn.fetchrow(
-        f"""SELECT EXISTS (SELECT 1 FROM care_link WHERE patient_id = $1 AND {ACTIVE} AND user_id = $3),
-                   EXISTS (SELECT 1 FROM emergency_grant
-                           WHERE patient_id = $1 AND user_id = $3 AND granted_at <= $2 AND expires_at > $2)""",
-        patient_id,
-        now,
-        user_id,
-    )
-    assert row is not None
-    return bool(row[0]), bool(row[1])
-
-
-async def reachable_among(
-    conn: Connection, user_id: uuid.UUID, patient_ids: list[uuid.UUID], now: datetime
-) -> dict[uuid.UUID, bool]:
-    """Which of these patients the user may reach: True through a care relationship, False only
-    through an emergency grant; patients reached neither way are absent."""
-    rows = await conn.fetch(
-        """SELECT patient_id, bool_or(in_care) FROM (
-               SELECT patient_id, true AS in_care FROM care_link
-               WHERE patient_id = ANY($1::uuid[]) AND user_id = $3
-                 AND valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)
-               UNION ALL
-               SELECT patient_id, false FROM emergency_grant
-               WHERE patient_id = ANY($1::uuid[]) AND user_id = $3 AND granted_at <= $2 AND expires_at > $2
-           ) AS reach GROUP BY patient_id""",
-        patient_ids,
-        now,
-        user_id,
-    )
-    return {r[0]: bool(r[1]) for r in rows}
-
-
-async def insert_emergency_grant(
-    conn: Connection,
-    *,
-    patient_id: uuid.UUID,
-    user_id: uuid.UUID,
-    roles: list[str],
-    reason: str,
-    granted_at: datetime,
-    expires_at: datetime,
-) -> EmergencyGrant:
-    row = await conn.fetchrow(
-        f"""INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {GRANT_COLUMNS}""",
-        uuid.uuid4(),
-        patient_id,
-        user_id,
-        roles,
-        reason,
-        granted_at,
-        expires_at,
-    )
-    assert row is not None
-    return _grant(row)
+    async def merge_admission(
+        self,
+        *,
+        admission_id: uuid.UUID,
+        patient_id: uuid.UUID,
+        practitioner_id: uuid.UUID | None,
+        admitted_at: datetime,
+        until: datetime | None,
+    ) -> None:
+        """Merge an admission (names the practitioner) or its discharge (sets the end), in any order."""
+        await self.conn.execute(
+            """INSERT INTO practitioner_care (source, source_id, patient_id, practitioner_id, valid_from, valid_until)
+               VALUES ('admission', $1, $2, $3, $4, $5)
+               ON CONFLICT (source, source_id) DO UPDATE SET
+                   practitioner_id = coalesce(EXCLUDED.practitioner_id, practitioner_care.practitioner_id),
+                   valid_until = coalesce(EXCLUDED.valid_until, practitioner_care.valid_until)""",
+            admission_id,
+            patient_id,
+            practitioner_id,
+            admitted_at,
+            until,
+        )
 
 
 def _grant(row: Record) -> EmergencyGrant:
@@ -407,15 +372,45 @@ def _grant(row: Record) -> EmergencyGrant:
     )
 
 
-async def emergency_grants(conn: Connection, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
-    """Grants, newest first; of one patient or of all."""
-    rows = await conn.fetch(
-        f"""SELECT {GRANT_COLUMNS} FROM emergency_grant
-            WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
-        patient_id,
-        limit,
-    )
-    return [_grant(r) for r in rows]
+class PgEmergencyGrants:
+    """The patients' ``EmergencyGrants`` on one connection of a unit of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(
+        self,
+        *,
+        patient_id: uuid.UUID,
+        user_id: uuid.UUID,
+        roles: list[str],
+        reason: str,
+        granted_at: datetime,
+        expires_at: datetime,
+    ) -> EmergencyGrant:
+        row = await self.conn.fetchrow(
+            f"""INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {GRANT_COLUMNS}""",
+            uuid.uuid4(),
+            patient_id,
+            user_id,
+            roles,
+            reason,
+            granted_at,
+            expires_at,
+        )
+        assert row is not None
+        return _grant(row)
+
+    async def find(self, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
+        """Grants, newest first; of one patient or of all."""
+        rows = await self.conn.fetch(
+            f"""SELECT {GRANT_COLUMNS} FROM emergency_grant
+                WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
+            patient_id,
+            limit,
+        )
+        return [_grant(r) for r in rows]
 
 
 ENTRY_COLUMNS = "id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at"
@@ -434,90 +429,51 @@ def _entry(row: Record) -> RecordEntry:
     )
 
 
-async def insert_record_entry(
-    conn: Connection,
-    *,
-    entry_id: uuid.UUID,
-    patient_id: uuid.UUID,
-    kind: str,
-    code: str | None,
-    text_cipher: bytes,
-    author_id: uuid.UUID,
-    author_roles: list[str],
-) -> RecordEntry:
-    row = await conn.fetchrow(
-        f"""INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENTRY_COLUMNS}""",
-        entry_id,
-        patient_id,
-        kind,
-        code,
-        text_cipher,
-        author_id,
-        author_roles,
-    )
-    assert row is not None
-    return _entry(row)
+class PgRecords:
+    """The patients' ``Records`` on one connection of a unit of work (the text as ciphertext)."""
 
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
-async def record_entries(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[RecordEntry]:
-    rows = await conn.fetch(
-        f"""SELECT {ENTRY_COLUMNS} FROM record_entry
-            WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
-        patient_id,
-        limit,
-    )
-    return [_entry(r) for r in rows]
+    async def add(
+        self,
+        *,
+        entry_id: uuid.UUID,
+        patient_id: uuid.UUID,
+        kind: str,
+        code: str | None,
+        text_cipher: bytes,
+        author_id: uuid.UUID,
+        author_roles: list[str],
+        at: datetime,
+    ) -> RecordEntry:
+        row = await self.conn.fetchrow(
+            f"""INSERT INTO record_entry (id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ENTRY_COLUMNS}""",
+            entry_id,
+            patient_id,
+            kind,
+            code,
+            text_cipher,
+            author_id,
+            author_roles,
+            at,
+        )
+        assert row is not None
+        return _entry(row)
 
-
-async def insert_lab_results(conn: Connection, order: ResultedOrder) -> int:
-    """Add an order's results to the chart; results already there (same order and test) are kept
-    as they are. Returns how many were added."""
-    results, n = order.results, len(order.results)
-    added = await conn.fetch(
-        """INSERT INTO lab_result (order_id, code, patient_id, ordered_by, priority, position, value, unit,
-                                   reference_low, reference_high, flag, resulted_at)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[],
-                                $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::text[],
-                                $12::timestamptz[])
-           ON CONFLICT ON CONSTRAINT lab_result_once DO NOTHING RETURNING 1""",
-        [order.order_id] * n,
-        [r.code for r in results],
-        [order.patient_id] * n,
-        [order.ordered_by] * n,
-        [order.priority] * n,
-        list(range(n)),
-        [r.value for r in results],
-        [r.unit for r in results],
-        [r.reference_low for r in results],
-        [r.reference_high for r in results],
-        [r.flag for r in results],
-        [order.resulted_at] * n,
-    )
-    return len(added)
-
-
-async def lab_results(conn: Connection, patient_id: uuid.UUID, limit: int) -> list[ResultedOrder]:
-    """The patient's ``limit`` most recently resulted orders, each with its results in order."""
-    rows = await conn.fetch(
-        """WITH orders AS (
-               SELECT order_id, max(resulted_at) AS resulted_at FROM lab_result WHERE patient_id = $1
-               GROUP BY order_id ORDER BY max(resulted_at) DESC, order_id LIMIT $2)
-           SELECT r.order_id, r.code, r.ordered_by, r.priority, r.value, r.unit, r.reference_low,
-                  r.reference_high, r.flag, r.resulted_at
-           FROM lab_result r JOIN orders o USING (order_id)
-           ORDER BY o.resulted_at DESC, r.order_id, r.position""",
-        patient_id,
-        limit,
-    )
-    by_order: dict[uuid.UUID, list[Record]] = {}
-    for r in rows:
-        by_order.setdefault(r["order_id"], []).append(r)
-    return [_resulted(patient_id, results) for results in by_order.values()]
+    async def of(self, patient_id: uuid.UUID, limit: int) -> list[RecordEntry]:
+        rows = await self.conn.fetch(
+            f"""SELECT {ENTRY_COLUMNS} FROM record_entry
+                WHERE patient_id = $1 ORDER BY created_at DESC, id LIMIT $2""",
+            patient_id,
+            limit,
+        )
+        return [_entry(r) for r in rows]
 
 
 def _resulted(patient_id: uuid.UUID, rows: list[Record]) -> ResultedOrder:
-    """One order from its result rows (as ``lab_results`` selects them, in order)."""
+    """One order from its result rows (as ``PgLabResults.of`` selects them, in order)."""
     first = rows[0]
     return ResultedOrder(
         order_id=first["order_id"],
@@ -539,7 +495,58 @@ def _resulted(patient_id: uuid.UUID, rows: list[Record]) -> ResultedOrder:
     )
 
 
-# --- Portal invitations ---------------------------------------------------------------------
+class PgLabResults:
+    """The patients' ``LabResults`` on one connection of a unit of work; one row per (order,
+    test), the ``lab_result_once`` key."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, order: ResultedOrder, at: datetime) -> int:
+        """Add an order's results to the chart; results already there (same order and test) are kept
+        as they are. Returns how many were added."""
+        results, n = order.results, len(order.results)
+        added = await self.conn.fetch(
+            """INSERT INTO lab_result (order_id, code, patient_id, ordered_by, priority, position, value, unit,
+                                       reference_low, reference_high, flag, resulted_at, received_at)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[],
+                                    $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::text[],
+                                    $12::timestamptz[], $13::timestamptz[])
+               ON CONFLICT ON CONSTRAINT lab_result_once DO NOTHING RETURNING 1""",
+            [order.order_id] * n,
+            [r.code for r in results],
+            [order.patient_id] * n,
+            [order.ordered_by] * n,
+            [order.priority] * n,
+            list(range(n)),
+            [r.value for r in results],
+            [r.unit for r in results],
+            [r.reference_low for r in results],
+            [r.reference_high for r in results],
+            [r.flag for r in results],
+            [order.resulted_at] * n,
+            [at] * n,
+        )
+        return len(added)
+
+    async def of(self, patient_id: uuid.UUID, limit: int) -> list[ResultedOrder]:
+        """The patient's ``limit`` most recently resulted orders, each with its results in order."""
+        rows = await self.conn.fetch(
+            """WITH orders AS (
+                   SELECT order_id, max(resulted_at) AS resulted_at FROM lab_result WHERE patient_id = $1
+                   GROUP BY order_id ORDER BY max(resulted_at) DESC, order_id LIMIT $2)
+               SELECT r.order_id, r.code, r.ordered_by, r.priority, r.value, r.unit, r.reference_low,
+                      r.reference_high, r.flag, r.resulted_at
+               FROM lab_result r JOIN orders o USING (order_id)
+               ORDER BY o.resulted_at DESC, r.order_id, r.position""",
+            patient_id,
+            limit,
+        )
+        by_order: dict[uuid.UUID, list[Record]] = {}
+        for r in rows:
+            by_order.setdefault(r["order_id"], []).append(r)
+        return [_resulted(patient_id, results) for results in by_order.values()]
+
 
 _INVITATION = (
     "id",
@@ -554,21 +561,6 @@ _INVITATION = (
     "revoked_at",
 )
 INVITATION_COLUMNS = ", ".join(_INVITATION)
-
-
-async def lock_patient_row(conn: Connection, patient_id: uuid.UUID) -> Patient | None:
-    """The patient, their row locked for this transaction (invitations and links of one patient serialise)."""
-    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE id = $1 FOR UPDATE", patient_id)
-    return _patient(row) if row is not None else None
-
-
-async def supersede_invitations(conn: Connection, patient_id: uuid.UUID, now: datetime) -> None:
-    """The patient's outstanding invitation (if any) can no longer be redeemed."""
-    await conn.execute(
-        "UPDATE invitation SET revoked_at = $2 WHERE patient_id = $1 AND redeemed_at IS NULL AND revoked_at IS NULL",
-        patient_id,
-        now,
-    )
 
 
 def _invitation(row: Record) -> Invitation:
@@ -586,49 +578,143 @@ def _invitation(row: Record) -> Invitation:
     )
 
 
-async def insert_invitation(conn: Connection, invitation: Invitation) -> None:
-    """A new invitation (not yet redeemed or superseded)."""
-    await conn.execute(
-        """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        invitation.id,
-        invitation.patient_id,
-        invitation.code_digest,
-        invitation.channel.value,
-        invitation.issued_by,
-        invitation.issued_at,
-        invitation.expires_at,
+class PgInvitations:
+    """The patients' ``Invitations`` on one connection of a unit of work; the partial unique
+    index ``invitation_outstanding`` keeps one outstanding invitation per patient."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def supersede(self, patient_id: uuid.UUID, at: datetime) -> None:
+        """The patient's outstanding invitation (if any) can no longer be redeemed."""
+        await self.conn.execute(
+            """UPDATE invitation SET revoked_at = $2
+               WHERE patient_id = $1 AND redeemed_at IS NULL AND revoked_at IS NULL""",
+            patient_id,
+            at,
+        )
+
+    async def add(self, invitation: Invitation) -> None:
+        """A new invitation (not yet redeemed or superseded)."""
+        await self.conn.execute(
+            """INSERT INTO invitation (id, patient_id, code_digest, channel, issued_by, issued_at, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            invitation.id,
+            invitation.patient_id,
+            invitation.code_digest,
+            invitation.channel.value,
+            invitation.issued_by,
+            invitation.issued_at,
+            invitation.expires_at,
+        )
+
+    async def by_digest(self, digest: bytes, *, lock: bool = False) -> Invitation | None:
+        """The invitation whose code has this digest (locked for this transaction with ``lock``)."""
+        row = await self.conn.fetchrow(
+            f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1" + (" FOR UPDATE" if lock else ""),
+            digest,
+        )
+        return _invitation(row) if row is not None else None
+
+    async def get(self, invitation_id: uuid.UUID) -> tuple[Invitation, bool] | None:
+        """An invitation, and whether its patient's record is linked to an account yet."""
+        row = await self.conn.fetchrow(
+            f"""SELECT {", ".join("i." + c for c in _INVITATION)},
+                       p.user_id IS NOT NULL AS record_linked
+                FROM invitation i JOIN patient p ON p.id = i.patient_id WHERE i.id = $1""",
+            invitation_id,
+        )
+        return (_invitation(row), bool(row["record_linked"])) if row is not None else None
+
+    async def redeem(self, invitation_id: uuid.UUID, patient_id: uuid.UUID, user_id: uuid.UUID, at: datetime) -> None:
+        """Link the record to the account and mark the invitation used (``AccountLinkedError`` if the
+        account got a record meanwhile)."""
+        try:
+            await self.conn.execute(
+                "UPDATE patient SET user_id = $2 WHERE id = $1 AND user_id IS NULL", patient_id, user_id
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise AccountLinkedError(str(user_id)) from exc
+        await self.conn.execute(
+            "UPDATE invitation SET redeemed_at = $2, redeemed_by = $3 WHERE id = $1", invitation_id, at, user_id
+        )
+
+
+class PatientsUnit(Unit):
+    """A unit of work of the patients service on PostgreSQL; ``clock``, when given, is the
+    moment the unit says it is instead of the database's clock."""
+
+    def __init__(self, uow: UnitOfWork, clock: Clock | None = None) -> None:
+        super().__init__(uow)
+        self._clock = clock
+        self.patients = PgPatients(self.conn)
+        self.clinicians = PgClinicians(self.conn)
+        self.care = PgCareTeams(self.conn)
+        self.grants = PgEmergencyGrants(self.conn)
+        self.records = PgRecords(self.conn)
+        self.lab = PgLabResults(self.conn)
+        self.invitations = PgInvitations(self.conn)
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock or self.work.clock
+
+
+@dataclass(frozen=True)
+class PatientsStore:
+    """The patients' units of work (``his.patients.ports.PatientsUnits``) on its database, by
+    the database's clock or ``clock``."""
+
+    db: Database
+    clock: Clock | None = None
+
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[PatientsUnit]:
+        async with self.db.uow() as uow:
+            yield PatientsUnit(uow, self.clock)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[PatientsUnit]:
+        async with self.db.read() as uow:
+            yield PatientsUnit(uow, self.clock)
+
+
+# --- For callers that hold a connection of their own (other services' integration tests) ---------
+
+
+async def insert_care_relationship(
+    conn: Connection, rel: NewCareRelationship, created_by: uuid.UUID | None
+) -> CareRelationship:
+    """``PgCareTeams.assign``, made when the relationship begins."""
+    return await PgCareTeams(conn).assign(rel, created_by, rel.valid_from)
+
+
+async def insert_emergency_grant(
+    conn: Connection,
+    *,
+    patient_id: uuid.UUID,
+    user_id: uuid.UUID,
+    roles: list[str],
+    reason: str,
+    granted_at: datetime,
+    expires_at: datetime,
+) -> EmergencyGrant:
+    """``PgEmergencyGrants.add``."""
+    return await PgEmergencyGrants(conn).add(
+        patient_id=patient_id,
+        user_id=user_id,
+        roles=roles,
+        reason=reason,
+        granted_at=granted_at,
+        expires_at=expires_at,
     )
 
 
-async def invitation_by_digest(conn: Connection, digest: bytes, *, lock: bool = False) -> Invitation | None:
-    """The invitation whose code has this digest (locked for this transaction with ``lock``)."""
-    row = await conn.fetchrow(
-        f"SELECT {INVITATION_COLUMNS} FROM invitation WHERE code_digest = $1" + (" FOR UPDATE" if lock else ""), digest
-    )
-    return _invitation(row) if row is not None else None
+async def care_basis(conn: Connection, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> tuple[bool, bool]:
+    """``PgCareTeams.basis``."""
+    return await PgCareTeams(conn).basis(patient_id, user_id, now)
 
 
-async def get_invitation(conn: Connection, invitation_id: uuid.UUID) -> tuple[Invitation, bool] | None:
-    """An invitation, and whether its patient's record is linked to an account yet."""
-    row = await conn.fetchrow(
-        f"""SELECT {", ".join("i." + c for c in _INVITATION)},
-                   p.user_id IS NOT NULL AS record_linked
-            FROM invitation i JOIN patient p ON p.id = i.patient_id WHERE i.id = $1""",
-        invitation_id,
-    )
-    return (_invitation(row), bool(row["record_linked"])) if row is not None else None
-
-
-async def redeem_invitation(
-    conn: Connection, invitation_id: uuid.UUID, patient_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> None:
-    """Link the record to the account and mark the invitation used (``AccountLinkedError`` if the
-    account got a record meanwhile)."""
-    try:
-        await conn.execute("UPDATE patient SET user_id = $2 WHERE id = $1 AND user_id IS NULL", patient_id, user_id)
-    except asyncpg.UniqueViolationError as exc:
-        raise AccountLinkedError(str(user_id)) from exc
-    await conn.execute(
-        "UPDATE invitation SET redeemed_at = $2, redeemed_by = $3 WHERE id = $1", invitation_id, now, user_id
-    )
+async def care_team(conn: Connection, patient_id: uuid.UUID, now: datetime) -> list[CareRelationship]:
+    """``PgCareTeams.team``."""
+    return await PgCareTeams(conn).team(patient_id, now)
