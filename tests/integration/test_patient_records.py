@@ -1,6 +1,6 @@
-"""Medical-record entries on the real database: clinicians in the patient's care write and read
-them, the patient reads their own, other staff do not; the text is encrypted at rest, bound to
-its row, and never in the event."""
+"""Medical-record entries on the real database: the text is encrypted in the table, bound to its
+row, and never in the outbox. Who may read and write entries is tested over the in-memory ports
+(``tests/unit/test_patients_use_cases.py``)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def api(admin_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     await db.close()
 
 
-async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
+async def test_records_are_encrypted_at_rest_and_bound_to_their_row(
     api: tuple[httpx.AsyncClient, str],
 ) -> None:
     client, admin_dsn = api
@@ -67,24 +67,8 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
     entry = {"kind": "allergy", "code": "Z88.0", "text": TEXT}
     written = await client.post(f"/patients/{pid}/records", headers=bearer(carer, "DOCTOR"), json=entry)
     assert written.status_code == 201, written.text
-    # Read back by the carer and by the patient.
-    for who in (bearer(carer, "DOCTOR"), bearer(account, "PATIENT")):
-        items = (await client.get(f"/patients/{pid}/records", headers=who)).json()["items"]
-        assert [(i["kind"], i["code"], i["text"]) for i in items] == [("allergy", "Z88.0", TEXT)]
-    # A clinician outside the patient's care is offered emergency access; others are refused.
-    outside = await client.get(f"/patients/{pid}/records", headers=bearer(stranger, "DOCTOR"))
-    assert outside.status_code == 403 and "emergency_access" in outside.json()
-    assert (
-        await client.post(f"/patients/{pid}/records", headers=bearer(stranger, "DOCTOR"), json=entry)
-    ).status_code == 403
-    for role in ("RECEPTIONIST", "BILLING", "ADMIN"):
-        refused = await client.get(f"/patients/{pid}/records", headers=bearer(uuid.uuid4(), role))
-        assert refused.status_code == 403 and TEXT not in refused.text
-    assert (
-        await client.post(f"/patients/{pid}/records", headers=bearer(account, "PATIENT"), json=entry)
-    ).status_code == 403
-    assert (await client.get(f"/patients/{pid}/records", headers=bearer(uuid.uuid4(), "PATIENT"))).status_code == 404
-    assert (await client.get(f"/patients/{uuid.uuid4()}/records", headers=bearer(carer, "DOCTOR"))).status_code == 404
+    read = await client.get(f"/patients/{pid}/records", headers=bearer(carer, "DOCTOR"))
+    assert [(i["kind"], i["code"], i["text"]) for i in read.json()["items"]] == [("allergy", "Z88.0", TEXT)]
 
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -116,54 +100,3 @@ async def test_records_are_for_carers_and_the_patient_and_encrypted_at_rest(
         await conn.close()
     moved = await client.get(f"/patients/{other.json()['id']}/records", headers=bearer(carer, "DOCTOR"))
     assert moved.status_code == 503 and TEXT not in moved.text
-
-
-async def test_a_second_staff_role_does_not_lift_a_clinicians_care_requirement(
-    api: tuple[httpx.AsyncClient, str],
-) -> None:
-    """A doctor who also holds a role-based role (reception, lab, billing, admin) reads and writes
-    clinical entries only with a care relationship or an emergency grant, like any doctor: the
-    other role gives master data, not the chart."""
-    client, admin_dsn = api
-    carer, dual = uuid.uuid4(), uuid.uuid4()
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute("INSERT INTO patients.clinician (user_id, roles) VALUES ($1, '{DOCTOR}')", carer)
-        await conn.execute("INSERT INTO patients.clinician (user_id, roles) VALUES ($1, '{DOCTOR,RECEPTIONIST}')", dual)
-    finally:
-        await conn.close()
-    clerk = bearer(uuid.uuid4(), "RECEPTIONIST")
-    r = await client.post(
-        "/patients",
-        headers=clerk,
-        json={"given_name": "Deniz", "family_name": "Dual", "birth_date": "1975-02-03", "sex": "female"},
-    )
-    pid = r.json()["id"]
-    await client.post(f"/patients/{pid}/care-team", headers=clerk, json={"user_id": str(carer)})
-    entry = {"kind": "note", "text": TEXT}
-    assert (
-        await client.post(f"/patients/{pid}/records", headers=bearer(carer, "DOCTOR"), json=entry)
-    ).status_code == 201
-    for roles in (("DOCTOR", "RECEPTIONIST"), ("NURSE", "ADMIN"), ("DOCTOR", "LAB_TECH"), ("DOCTOR", "BILLING")):
-        who = bearer(dual, *roles)
-        read = await client.get(f"/patients/{pid}/records", headers=who)
-        assert read.status_code == 403 and TEXT not in read.text, (roles, read.status_code)
-        wrote = await client.post(f"/patients/{pid}/records", headers=who, json={"kind": "note", "text": "x"})
-        assert wrote.status_code == 403, (roles, wrote.status_code)
-        assert (await client.get(f"/patients/{pid}", headers=who)).status_code == 200  # master data by role
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"kind": "gossip", "text": "x"},
-        {"kind": "note", "text": ""},
-        {"kind": "note", "text": "x" * 20_001},
-        {"kind": "note", "text": "x", "code": "<b>"},
-        {"kind": "note", "text": "x", "author_id": str(uuid.uuid4())},
-    ],
-)
-async def test_bad_entries_are_422(api: tuple[httpx.AsyncClient, str], body: dict[str, str]) -> None:
-    client, _ = api
-    r = await client.post(f"/patients/{uuid.uuid4()}/records", headers=bearer(uuid.uuid4(), "DOCTOR"), json=body)
-    assert r.status_code == 422
