@@ -1,0 +1,532 @@
+"""Scheduling's use cases through its routes, over the in-memory ports (no database, no network):
+bookings never collide (a patient learns only that the time is taken, unless it is their own
+appointment), statuses follow their state machine, who may book, read, move, cancel, check in
+and complete (every decision audited), slots are working time minus appointments between the
+hospital's two midnights, freed time is offered to the first patient waiting, bad input is a
+4xx problem.
+
+The routes are the service's own, mounted in-process over ``his.testing.scheduling``, whose
+contract with the PostgreSQL store is ``tests/integration/test_scheduling_contract.py``; what
+needs the database or NATS (bookings racing for one slot, locks, the waitlist's offer delivered
+through NATS) stays in ``tests/integration/test_scheduling.py``. The practitioners' calendar and
+the patient directory are the package's in-memory fakes. The appointments are on a hard date
+(``tests.support.calendar``) in a hospital with daylight-saving time, booked the day before by
+the service's clock; every unit runs on one of the hard dates, and the tests where the day
+matters on each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from his.clients.patients import CareBasis
+from his.events.scheduling import AppointmentCancelled, AppointmentRescheduled, WaitlistOffered
+from his.kernel.clock import FakeClock
+from his.kernel.events import Event
+from his.kernel.intervals import Interval
+from his.scheduling import handlers
+from his.scheduling.app import http_over
+from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+from his.testing.scheduling import FakeScheduling
+from tests.support.api import Bearer, bearer, serve
+from tests.support.calendar import HARD_DATES, HardDate, day_length
+
+CLERK = uuid.uuid4()
+RECEPTION = Bearer(CLERK, "RECEPTIONIST")
+ACCESSED = "his.scheduling.record.accessed.v1"
+E = TypeVar("E", bound=Event)
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    fake: FakeScheduling
+    calendar: FakeCalendar
+    patients: FakePatients
+    hard: HardDate
+    clock: FakeClock
+    #: The freed time's events already offered (``offer_freed_time``).
+    handled: set[uuid.UUID] = field(default_factory=set)
+
+    def at(self, hours: float) -> datetime:
+        """``hours`` after the hard date's local midnight."""
+        return self.hard.midnight() + timedelta(hours=hours)
+
+    def practitioner(self, *spans: tuple[float, float]) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.calendar.working[pid] = [Interval(self.at(a), self.at(b)) for a, b in spans]
+        return pid
+
+    def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
+        pid = uuid.uuid4()
+        self.patients.patients[pid] = PatientRef(pid, account)
+        return pid
+
+    async def book(
+        self, patient: uuid.UUID, practitioner: uuid.UUID, start: float, service: str = "consultation", **kw: Any
+    ) -> httpx.Response:
+        minutes = {"consultation": 20, "procedure": 45, "follow_up": 15}[service]
+        body = {
+            "patient_id": str(patient),
+            "practitioner_id": str(practitioner),
+            "service": service,
+            "start": self.at(start).isoformat(),
+            "end": (self.at(start) + timedelta(minutes=minutes)).isoformat(),
+        }
+        return await self.client.post("/appointments", json=body, headers=kw.get("headers", RECEPTION))
+
+    def published(self) -> list[str]:
+        """The types of the committed events, in commit order (the outbox's subjects)."""
+        return [e.type for e in self.fake.published]
+
+    def events(self, kind: type[E]) -> list[E]:
+        """The committed events of one type, as their models."""
+        return [kind.model_validate(e.data) for e in self.fake.published if e.type == kind.type]
+
+    def accesses(self, actor: uuid.UUID) -> list[tuple[str, str]]:
+        """The (outcome, purpose) of the committed access records of ``actor``, in order."""
+        return [
+            (e.data["outcome"], e.data["purpose"])
+            for e in self.fake.published
+            if e.type == ACCESSED and e.data["actor_id"] == str(actor)
+        ]
+
+    async def offer_freed_time(self) -> None:
+        """Scheduling's own consumers of its cancellations and moves (``app.build``), as the
+        consumer loop runs them: each event not handled yet, in a unit of its own."""
+        freed = (AppointmentCancelled.type, AppointmentRescheduled.type)
+        for env in [e for e in self.fake.published if e.type in freed and e.id not in self.handled]:
+            self.handled.add(env.id)
+            kind = AppointmentCancelled if env.type == AppointmentCancelled.type else AppointmentRescheduled
+            async with self.fake.uow() as uow:
+                await handlers.slot_freed(uow, env, kind.model_validate(env.data))
+
+
+@pytest.fixture(params=[HARD_DATES[0], HARD_DATES[4]], ids=str)
+def hard(request: pytest.FixtureRequest) -> HardDate:
+    """The day the appointments are on: a new year's day, or the day the clocks go back; a test
+    parametrised with ``hard`` runs on each hard date."""
+    day: HardDate = request.param
+    return day
+
+
+@pytest.fixture
+async def world(hard: HardDate) -> AsyncIterator[World]:
+    clock = hard.clock(12, 0, days=-1)  # the day before, at noon
+    fake, calendar, patients = FakeScheduling(clock), FakeCalendar(), FakePatients()
+    async with serve(
+        http_over(fake, calendar, patients, hard.zone, clock=fake.clock), base_url="http://scheduling"
+    ) as client:
+        yield World(client, fake, calendar, patients, hard, clock)
+
+
+async def test_a_patient_cannot_hold_two_overlapping_appointments(world: World) -> None:
+    a, b = world.practitioner((8, 16)), world.practitioner((8, 16))
+    patient = world.patient()
+    assert (await world.book(patient, a, 10)).status_code == 201
+    clash = await world.book(patient, b, 10.25)
+    assert clash.status_code == 409 and clash.json()["conflict"]["with"] == "patient"
+    # Back to back is fine, for the patient and for the practitioner.
+    assert (await world.book(patient, b, 10 + 1 / 3)).status_code == 201
+    assert (await world.book(world.patient(), a, 10 + 1 / 3)).status_code == 201
+
+
+async def test_one_slot_is_booked_once_and_the_loser_learns_by_whom(world: World) -> None:
+    """The sequential half of the race for one slot (the race itself is the database's, in the
+    integration suite): the second booking is a 409 naming the first to reception."""
+    doctor = world.practitioner((8, 16))
+    winner = (await world.book(world.patient(), doctor, 9)).json()
+    loser = await world.book(world.patient(), doctor, 9)
+    assert loser.status_code == 409 and loser.headers["content-type"] == "application/problem+json"
+    assert loser.json()["conflict"] == {
+        "with": "practitioner",
+        "appointment": {"id": winner["id"], "start": world.at(9).isoformat(), "end": world.at(9 + 1 / 3).isoformat()},
+    }
+    assert len(world.fake.state.appointments) == 1
+
+
+async def test_outside_working_time_is_refused(world: World) -> None:
+    doctor = world.practitioner((8, 12), (13, 16))  # the gap is approved leave, say
+    r = await world.book(world.patient(), doctor, 12.5)
+    assert r.status_code == 409 and r.json()["conflict"] == {"with": "availability"}
+    r = await world.book(world.patient(), doctor, 11.9)  # runs past the end of the shift
+    assert r.status_code == 409
+    unknown = await world.book(world.patient(), uuid.uuid4(), 9)
+    assert unknown.status_code == 422 and "practitioner" in unknown.json()["detail"]
+    unknown = await world.book(uuid.uuid4(), doctor, 9)
+    assert unknown.status_code == 422 and "patient" in unknown.json()["detail"]
+    assert world.fake.state.appointments == {}
+
+
+async def test_cancelling_frees_the_slot_and_states_follow_the_machine(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    physician = uuid.uuid4()  # the doctor's account, in the care of both patients
+    patients = world.patient(), world.patient()
+    for p in patients:
+        world.patients.care[(p, physician)] = CareBasis(in_care=True, emergency=False)
+    first = (await world.book(patients[0], doctor, 9)).json()
+    assert first["status"] == "booked"
+    aid = first["id"]
+    assert (
+        await world.client.post(f"/appointments/{aid}/complete", headers=bearer(physician, "DOCTOR"))
+    ).status_code == 409
+    assert (await world.client.post(f"/appointments/{aid}/cancel", headers=RECEPTION)).json()["status"] == "cancelled"
+    assert (await world.client.post(f"/appointments/{aid}/check-in", headers=RECEPTION)).status_code == 409
+    second = await world.book(patients[1], doctor, 9)
+    assert second.status_code == 201
+    sid = second.json()["id"]
+    assert (await world.client.post(f"/appointments/{sid}/check-in", headers=RECEPTION)).json()[
+        "status"
+    ] == "checked_in"
+    done = await world.client.post(f"/appointments/{sid}/complete", headers=bearer(physician, "DOCTOR"))
+    assert done.json()["status"] == "completed"
+    subjects = world.published()
+    lifecycle = [s for s in subjects if ".appointment." in s]
+    assert lifecycle == [
+        "his.scheduling.appointment.booked.v1",
+        "his.scheduling.appointment.cancelled.v1",
+        "his.scheduling.appointment.booked.v1",
+        "his.scheduling.appointment.checked_in.v1",
+        "his.scheduling.appointment.completed.v1",
+    ]
+    assert subjects.count(ACCESSED) == 5  # every change audited
+
+
+@pytest.mark.parametrize("step", ["cancel", "check-in", "complete", "no-show"])
+async def test_a_step_answers_the_appointment_as_stored(world: World, step: str) -> None:
+    """Its version one higher and its updated_at the step's (the service clock's)."""
+    aid = (await world.book(world.patient(), world.practitioner((8, 16)), 9)).json()["id"]
+    if step == "complete":
+        assert (await world.client.post(f"/appointments/{aid}/check-in", headers=RECEPTION)).status_code == 200
+    before = (await world.client.get(f"/appointments/{aid}", headers=RECEPTION)).json()
+    world.clock.advance(timedelta(minutes=7))
+    r = await world.client.post(f"/appointments/{aid}/{step}", headers=bearer(uuid.uuid4(), "ADMIN"))
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == before["version"] + 1
+    assert r.json()["updated_at"] == world.clock().isoformat() != before["updated_at"]
+    assert r.json()["created_at"] == before["created_at"]
+    assert r.json() == (await world.client.get(f"/appointments/{aid}", headers=RECEPTION)).json()
+
+
+async def test_reschedule_moves_or_answers_409(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    mine = (await world.book(world.patient(), doctor, 9)).json()["id"]
+    await world.book(world.patient(), doctor, 10)
+    body = {"start": world.at(10.1).isoformat(), "end": (world.at(10.1) + timedelta(minutes=20)).isoformat()}
+    r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
+    assert r.status_code == 409 and r.json()["conflict"]["with"] == "practitioner"
+    body = {"start": world.at(11).isoformat(), "end": (world.at(11) + timedelta(minutes=20)).isoformat()}
+    r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
+    assert r.status_code == 200 and r.json()["start"] == world.at(11).isoformat() and r.json()["version"] == 2
+    assert world.events(AppointmentRescheduled)[-1].previous_start == world.at(9)
+    await world.client.post(f"/appointments/{mine}/cancel", headers=RECEPTION)
+    r = await world.client.post(f"/appointments/{mine}/reschedule", json=body, headers=RECEPTION)
+    assert r.status_code == 409 and "cancelled" in r.json()["detail"]  # only a booked appointment moves
+
+
+async def test_patients_book_and_see_only_their_own(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    me, other = uuid.uuid4(), uuid.uuid4()
+    mine, theirs = world.patient(me), world.patient(other)
+    as_me = bearer(me, "PATIENT")
+    assert (await world.book(theirs, doctor, 9, headers=as_me)).status_code == 404
+    r = await world.book(mine, doctor, 9, headers=as_me)
+    assert r.status_code == 201
+    theirs_appt = (await world.book(theirs, doctor, 10)).json()["id"]
+    assert (await world.client.get(f"/appointments/{theirs_appt}", headers=as_me)).status_code == 404
+    assert (await world.client.post(f"/appointments/{theirs_appt}/cancel", headers=as_me)).status_code == 404
+    assert (
+        await world.client.get("/appointments", params={"patient_id": str(theirs)}, headers=as_me)
+    ).status_code == 404
+    listed = await world.client.get("/appointments", params={"patient_id": str(mine)}, headers=as_me)
+    assert [a["id"] for a in listed.json()["items"]] == [r.json()["id"]]
+    assert (await world.client.post(f"/appointments/{r.json()['id']}/check-in", headers=as_me)).status_code == 403
+    assert (await world.client.post(f"/appointments/{r.json()['id']}/cancel", headers=as_me)).json()[
+        "status"
+    ] == "cancelled"
+
+
+async def test_a_clinician_reads_appointments_only_in_the_patients_care(world: World) -> None:
+    """As for the chart: a DOCTOR or NURSE sees a patient's appointments with a care relationship
+    or an emergency grant (audited as such); reception by role."""
+    doctor = world.practitioner((8, 16))
+    patient = world.patient()
+    appt = (await world.book(patient, doctor, 9)).json()["id"]
+    carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+    world.patients.care[(patient, glass)] = CareBasis(in_care=False, emergency=True)
+    by_patient = {"patient_id": str(patient)}
+    for stranger_as in (bearer(stranger, "DOCTOR"), bearer(stranger, "NURSE")):
+        one = await world.client.get(f"/appointments/{appt}", headers=stranger_as)
+        assert one.status_code == 403 and one.json()["emergency_access"]["method"] == "POST"
+        refused = await world.client.get("/appointments", params=by_patient, headers=stranger_as)
+        assert refused.status_code == 403 and "emergency-access" in refused.json()["detail"]
+    for who in (bearer(carer, "DOCTOR"), bearer(glass, "NURSE"), RECEPTION, bearer(stranger, "DOCTOR", "ADMIN")):
+        assert (await world.client.get(f"/appointments/{appt}", headers=who)).json()["id"] == appt
+        listed = await world.client.get("/appointments", params=by_patient, headers=who)
+        assert [a["id"] for a in listed.json()["items"]] == [appt]
+    assert world.accesses(glass) == [("allowed", "emergency")] * 2
+    world.patients.down = True  # patients cannot be asked: a 503, never a read on a guess
+    assert (await world.client.get(f"/appointments/{appt}", headers=bearer(carer, "DOCTOR"))).status_code == 503
+
+
+async def test_clinicians_check_in_and_complete_only_in_the_patients_care(world: World) -> None:
+    """Check-in (RECEPTIONIST, ADMIN, a NURSE caring for the patient) and completion (ADMIN, a
+    DOCTOR or NURSE caring for the patient): a clinician outside the patient's care is refused with
+    an offer of emergency access, the appointment is unchanged, and the refusal is audited."""
+    doctor = world.practitioner((8, 16))
+    patient = world.patient()
+    appt = (await world.book(patient, doctor, 9)).json()["id"]
+    stranger, carer = uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(patient, carer)] = CareBasis(in_care=True, emergency=False)
+
+    async def step(action: str, who: dict[str, str]) -> httpx.Response:
+        return await world.client.post(f"/appointments/{appt}/{action}", headers=who)
+
+    refused = await step("check-in", bearer(stranger, "NURSE"))
+    assert refused.status_code == 403 and refused.json()["emergency_access"]["href"].endswith("/emergency-access")
+    no_role = await step("check-in", bearer(carer, "DOCTOR"))  # doctors do not check in, in care or not
+    assert no_role.status_code == 403 and "emergency_access" not in no_role.json()
+    assert (await world.client.get(f"/appointments/{appt}", headers=RECEPTION)).json()["status"] == "booked"
+    assert (await step("check-in", bearer(carer, "NURSE"))).json()["status"] == "checked_in"
+    assert (await step("complete", bearer(stranger, "DOCTOR"))).status_code == 403
+    assert (await step("complete", bearer(carer, "DOCTOR"))).json()["status"] == "completed"
+    assert [outcome for outcome, _ in world.accesses(stranger)] == ["denied", "denied"]
+
+
+async def test_a_clinician_who_is_also_a_patient_cancels_only_their_own_appointment(world: World) -> None:
+    """Holding PATIENT lets one cancel one's own appointment; holding DOCTOR or NURSE as well
+    does not make every patient's appointment one's own."""
+    doctor = world.practitioner((8, 16))
+    me, other = uuid.uuid4(), uuid.uuid4()
+    world.patient(me)
+    theirs = world.patient(other)
+    for n, role in enumerate(("DOCTOR", "NURSE")):
+        appt = (await world.book(theirs, doctor, 9 + n)).json()["id"]
+        r = await world.client.post(f"/appointments/{appt}/cancel", headers=bearer(me, role, "PATIENT"))
+        assert r.status_code == 403, (role, r.status_code, r.text)
+        assert (await world.client.get(f"/appointments/{appt}", headers=RECEPTION)).json()["status"] == "booked"
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_slots_are_working_time_minus_appointments(world: World) -> None:
+    doctor = world.practitioner((8, 9), (10, 11))
+    await world.book(world.patient(), doctor, 8 + 1 / 3)
+    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat()}, headers=RECEPTION)
+    starts = [s["start"] for s in r.json()["items"]]
+    assert starts == [world.at(h).isoformat() for h in (8, 8 + 2 / 3, 10, 10 + 1 / 3, 10 + 2 / 3)]
+    r = await world.client.get(
+        f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "procedure"}, headers=RECEPTION
+    )
+    assert [s["start"] for s in r.json()["items"]] == [world.at(10).isoformat()]
+    assert (
+        await world.client.get(f"/slots/{uuid.uuid4()}", params={"date": "2026-12-01"}, headers=RECEPTION)
+    ).status_code == 404
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_days_slots_run_from_its_local_midnight_to_the_next(world: World) -> None:
+    """A day of 23, 24 or 25 hours: its slots are those between the hospital's two midnights."""
+    doctor = world.practitioner((-2, 30))  # from 22:00 the evening before to past the next midnight
+    r = await world.client.get(f"/slots/{doctor}", params={"date": world.hard.day.isoformat()}, headers=RECEPTION)
+    assert r.status_code == 200 and r.json()["timezone"] == world.hard.zone
+    items = r.json()["items"]
+    assert datetime.fromisoformat(items[0]["start"]) == world.hard.midnight()
+    assert datetime.fromisoformat(items[-1]["end"]) == world.hard.midnight(days=1)
+    assert len(items) == day_length(world.hard) / timedelta(minutes=20)
+
+
+@pytest.mark.parametrize("hard", [HARD_DATES[0]], ids=str)
+async def test_at_midnight_of_the_new_year_today_and_its_slots_move_on(world: World) -> None:
+    """Just before midnight the last slot of the year can still be booked; just after, the year's
+    last day has no slot left and the new one offers them from its first minute on."""
+    assert world.hard.day.month == world.hard.day.day == 1
+    doctor = world.practitioner((-2, 2))  # 22:00 on new year's eve to 02:00
+    eve, new = (world.hard.day - timedelta(days=1)).isoformat(), world.hard.day.isoformat()
+    world.clock.now = world.hard.at(23, 39, days=-1, second=59)
+
+    async def starts(day: str) -> list[datetime]:
+        r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+        return [datetime.fromisoformat(s["start"]) for s in r.json()["items"]]
+
+    assert await starts(eve) == [world.at(-1 / 3)]  # 23:40
+    assert (await world.book(world.patient(), doctor, -1 / 3)).status_code == 201
+    assert len(await starts(new)) == 6  # 00:00 to 02:00
+    world.clock.advance(timedelta(minutes=20, seconds=2))  # 00:00:01 on new year's day
+    assert await starts(eve) == []
+    assert await starts(new) == [world.at(h) for h in (1 / 3, 2 / 3, 1, 4 / 3, 5 / 3)]
+    body = {"patient_id": str(world.patient()), "practitioner_id": str(doctor), "service": "consultation"}
+    assert (await world.client.post("/waitlist", json=body, headers=RECEPTION)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"end": "2026-12-01T08:00:00+00:00"},  # end before start
+        {"start": "2026-12-01T08:00:00"},  # no offset
+        {"start": "not a time"},
+        {"service": "x" * 5000},
+        {"service": "astrology"},
+        {"practitioner_id": "not-a-uuid"},
+        {"status": "completed"},  # clients never set statuses
+    ],
+)
+async def test_bad_input_is_a_4xx_problem(world: World, patch: dict[str, str]) -> None:
+    doctor, patient = world.practitioner((8, 16)), world.patient()
+    body = {
+        "patient_id": str(patient),
+        "practitioner_id": str(doctor),
+        "service": "consultation",
+        "start": world.at(9).isoformat(),
+        "end": (world.at(9) + timedelta(minutes=20)).isoformat(),
+        **patch,
+    }
+    r = await world.client.post("/appointments", json=body, headers=RECEPTION)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert world.fake.state.appointments == {}
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_cancelling_offers_the_slot_to_the_first_waitlisted_patient(world: World) -> None:
+    """Freed time goes to the first patient waiting (the service's consumer of its own
+    cancellations, run here as the consumer loop would; its delivery through NATS is the
+    integration suite's), who takes it up once; nobody else can."""
+    doctor = world.practitioner((8, 16))
+    taken = (await world.book(world.patient(), doctor, 9)).json()["id"]
+    first, second = world.patient(), world.patient()
+    entries = []
+    for p in (first, second):
+        body = {"patient_id": str(p), "practitioner_id": str(doctor), "service": "consultation"}
+        r = await world.client.post("/waitlist", json=body, headers=RECEPTION)
+        assert r.status_code == 201, r.text
+        entries.append(r.json()["id"])
+        world.clock.advance(timedelta(seconds=1))  # the second patient joins after the first
+    dup = await world.client.post("/waitlist", json=body, headers=RECEPTION)
+    assert dup.status_code == 409
+
+    assert (await world.client.post(f"/appointments/{taken}/cancel", headers=RECEPTION)).status_code == 200
+    await world.offer_freed_time()
+
+    offer = (await world.client.get("/waitlist", params={"patient_id": str(first)}, headers=RECEPTION)).json()
+    assert offer["items"][0]["status"] == "offered"
+    assert offer["items"][0]["offer"]["start"] == world.at(9).isoformat()
+    assert offer["items"][0]["offer"]["expires_at"] == (world.clock() + handlers.OFFER_TIME).isoformat()
+    later = (await world.client.get("/waitlist", params={"patient_id": str(second)}, headers=RECEPTION)).json()
+    assert later["items"][0]["status"] == "waiting"
+    assert [e.patient_id for e in world.events(WaitlistOffered)] == [first]
+
+    booked = await world.client.post(f"/waitlist/{entries[0]}/accept", json={}, headers=RECEPTION)
+    assert booked.status_code == 201, booked.text
+    assert (await world.client.post(f"/waitlist/{entries[0]}/accept", headers=RECEPTION)).status_code == 409
+    assert (await world.client.post(f"/waitlist/{entries[1]}/accept", headers=RECEPTION)).status_code == 409
+    appt = (await world.client.get(f"/appointments/{booked.json()['id']}", headers=RECEPTION)).json()
+    assert appt["patient_id"] == str(first) and appt["start"] == world.at(9).isoformat()
+    mine = (await world.client.get("/waitlist", params={"patient_id": str(first)}, headers=RECEPTION)).json()
+    assert mine["items"][0]["status"] == "booked" and mine["items"][0]["offer"] is None
+
+
+async def test_who_may_wait_and_withdraw_and_when_an_offer_lapses(world: World) -> None:
+    """A patient waits for themself (another patient's id answers 404), reception for anyone,
+    a clinician never; an entry is withdrawn once; an offer not taken up in time cannot be;
+    every decision is audited on the waitlist."""
+    doctor = world.practitioner((8, 16))
+    me = uuid.uuid4()
+    mine, theirs, as_me = world.patient(me), world.patient(), bearer(me, "PATIENT")
+
+    def wanted(patient: uuid.UUID, practitioner: uuid.UUID = doctor, service: str = "consultation") -> dict[str, str]:
+        return {"patient_id": str(patient), "practitioner_id": str(practitioner), "service": service}
+
+    assert (await world.client.post("/waitlist", json=wanted(theirs), headers=as_me)).status_code == 404
+    doctors = bearer(uuid.uuid4(), "DOCTOR")
+    assert (await world.client.post("/waitlist", json=wanted(mine), headers=doctors)).status_code == 403
+    for bad in (wanted(mine, uuid.uuid4()), wanted(mine, service="astrology")):
+        assert (await world.client.post("/waitlist", json=bad, headers=as_me)).status_code == 422
+    joined = await world.client.post("/waitlist", json=wanted(mine), headers=as_me)
+    assert joined.status_code == 201 and joined.json()["status"] == "waiting" and joined.json()["offer"] is None
+    assert joined.json()["created_at"] == world.clock().isoformat()  # the service's clock
+    entry = joined.json()["id"]
+    theirs_entry = (await world.client.post("/waitlist", json=wanted(theirs), headers=RECEPTION)).json()["id"]
+    listed = await world.client.get("/waitlist", params={"patient_id": str(mine)}, headers=as_me)
+    assert [e["id"] for e in listed.json()["items"]] == [entry]
+    assert (await world.client.get("/waitlist", params={"patient_id": str(theirs)}, headers=as_me)).status_code == 404
+    for path in (f"/waitlist/{theirs_entry}/withdraw", f"/waitlist/{theirs_entry}/accept", "/waitlist/{}/withdraw"):
+        assert (await world.client.post(path.format(uuid.uuid4()), headers=as_me)).status_code == 404
+    assert (await world.client.post(f"/waitlist/{entry}/accept", headers=as_me)).status_code == 409  # no offer
+    gone = await world.client.post(f"/waitlist/{entry}/withdraw", headers=as_me)
+    assert gone.json() == {"id": entry, "status": "withdrawn"}
+    again = await world.client.post(f"/waitlist/{entry}/withdraw", headers=as_me)
+    assert again.status_code == 409 and "withdrawn" in again.json()["detail"]
+    # An offer lapses: taken up after it expired, it is a 409 and books nothing.
+    taken = (await world.book(world.patient(), doctor, 9)).json()["id"]
+    await world.client.post(f"/appointments/{taken}/cancel", headers=RECEPTION)
+    await world.offer_freed_time()
+    [offer] = world.events(WaitlistOffered)
+    assert offer.entry_id == uuid.UUID(theirs_entry)
+    world.clock.now = offer.expires_at
+    late = await world.client.post(f"/waitlist/{theirs_entry}/accept", headers=RECEPTION)
+    assert late.status_code == 409 and "no open offer" in late.json()["detail"]
+    assert [a.status.value for a in world.fake.state.appointments.values()] == ["cancelled"]
+    resources = [e.data["resource"] for e in world.fake.published if e.type == ACCESSED]
+    assert resources.count("waitlist") >= 8 and set(resources) == {"waitlist", "appointment"}
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+async def test_slots_on_the_first_or_last_representable_day_are_not_a_500(world: World, day: str) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+    assert r.status_code < 500, r.text
+    assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("day", ["9999-12-30", "9999-12-01", "9999-12-31", "0001-01-02", "3000-01-01", "1799-12-31"])
+async def test_slots_on_a_day_outside_the_calendar_the_system_works_with_are_a_422(world: World, day: str) -> None:
+    """``date=9999-12-30`` was a 500 under `his up` (the calendar's month window passed year 9999)."""
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(f"/slots/{doctor}", params={"date": day}, headers=RECEPTION)
+    assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+
+
+async def test_an_unknown_service_is_a_422_naming_the_services(world: World) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get(
+        f"/slots/{doctor}", params={"date": world.hard.day.isoformat(), "service": "massage"}, headers=RECEPTION
+    )
+    assert r.status_code == 422 and {"consultation", "procedure", "follow_up"} <= set(r.json()["valid"])
+
+
+async def test_a_patient_learns_only_that_the_time_is_taken_unless_it_is_their_own_appointment(world: World) -> None:
+    """A collision told a patient another patient's appointment id and times; reception still
+    sees which appointment it is, and a patient sees their own."""
+    doctor, other_doctor = world.practitioner((8, 16)), world.practitioner((8, 16))
+    account = uuid.uuid4()
+    me, them, as_me = world.patient(account), world.patient(), Bearer(account, "PATIENT")
+    theirs = (await world.book(them, doctor, 9)).json()
+
+    taken = await world.book(me, doctor, 9, headers=as_me)
+    assert taken.status_code == 409 and taken.headers["content-type"] == "application/problem+json"
+    assert taken.json()["conflict"] == {"with": "practitioner"}
+    assert theirs["id"] not in taken.text and world.at(9).isoformat() not in taken.text
+
+    mine = (await world.book(me, other_doctor, 11, headers=as_me)).json()
+    twice = await world.book(me, doctor, 11, headers=as_me)  # the doctor is free then; the patient is not
+    assert twice.status_code == 409
+    assert twice.json()["conflict"] == {
+        "with": "patient",
+        "appointment": {"id": mine["id"], "start": world.at(11).isoformat(), "end": world.at(11 + 1 / 3).isoformat()},
+    }
+    busy = (await world.book(world.patient(), other_doctor, 13)).json()
+    later = {"start": world.at(13).isoformat(), "end": world.at(13 + 1 / 3).isoformat()}
+    moved = await world.client.post(f"/appointments/{mine['id']}/reschedule", headers=as_me, json=later)
+    assert moved.status_code == 409 and moved.json()["conflict"] == {"with": "practitioner"}  # moving tells no more
+    assert busy["id"] not in moved.text
+
+    staff = await world.book(world.patient(), doctor, 9)
+    assert staff.json()["conflict"]["appointment"]["id"] == theirs["id"]
