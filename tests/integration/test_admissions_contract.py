@@ -18,6 +18,7 @@ from typing import cast
 
 import asyncpg
 import pytest
+from asyncpg.exceptions import CharacterNotInRepertoireError
 
 from his.admissions.domain import (
     Admission,
@@ -70,11 +71,7 @@ async def side(request: pytest.FixtureRequest, admin_dsn: str) -> AsyncIterator[
         return
     dsn = await migrations.provision(admin_dsn, "admissions", "pw-admissions-contract")
     await migrations.upgrade(admin_dsn, "admissions")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f"TRUNCATE {', '.join(f'admissions.{t.strip()}' for t in TABLES.split(','))}")
-    finally:
-        await conn.close()
+    await _empty(admin_dsn)
     db = Database(dsn, schema="admissions", max_size=4, clock=clock)
     await db.open()
 
@@ -85,6 +82,15 @@ async def side(request: pytest.FixtureRequest, admin_dsn: str) -> AsyncIterator[
         yield Side(AdmissionsStore(db), in_outbox, asyncpg.CheckViolationError, asyncpg.ForeignKeyViolationError)
     finally:
         await db.close()
+        await _empty(admin_dsn)  # the next file's tests find the schema as a fresh one
+
+
+async def _empty(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"TRUNCATE {', '.join(f'admissions.{t.strip()}' for t in TABLES.split(','))}")
+    finally:
+        await conn.close()
 
 
 async def _ward(
@@ -231,6 +237,19 @@ async def test_what_a_ward_checks_is_refused(side: Side, changes: WardChanges) -
                 beds=bed_labels(1, None),
                 at=NOW,
             )
+    async with side.units.read() as u:
+        assert await u.wards.all() == [ward]
+
+
+async def test_text_with_a_nul_character_is_refused_as_the_database_refuses_it(side: Side) -> None:
+    """PostgreSQL cannot store a NUL character: both sides raise its error (an ``asyncpg.DataError``,
+    which the services answer 422)."""
+    ward = await _ward(side)
+    with pytest.raises(CharacterNotInRepertoireError):
+        await _ward(side, name="nul\x00byte")
+    with pytest.raises(CharacterNotInRepertoireError):
+        async with side.units.uow() as u:
+            await u.wards.update(ward.id, WardChanges(name="nul\x00byte"), STAFF, NOW)
     async with side.units.read() as u:
         assert await u.wards.all() == [ward]
 

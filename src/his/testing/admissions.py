@@ -7,8 +7,10 @@ patient has one (``AlreadyAdmittedError``), and a night of an admission is charg
 which no use case handles, as none meets the database's errors for them: a bed's state is one of
 the five, a ward's name, type, rate and currency and a charge's amount and currency are as the
 CHECKs say, labels of rooms and beds are unique in their ward, an admission has one open bed
-stay, and rows refer to wards, beds and admissions there are (the foreign keys). Money is kept
-to two places, as the ``NUMERIC(12,2)`` columns keep it.
+stay, and rows refer to wards, beds and admissions there are (the foreign keys). Text with a NUL
+character, which PostgreSQL cannot store, is refused with the error it raises (an
+``asyncpg.DataError``, which the services answer 422). Money is kept to two places, as the
+``NUMERIC(12,2)`` columns keep it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+
+from asyncpg.exceptions import CharacterNotInRepertoireError
 
 from his.admissions.domain import (
     CURRENCY,
@@ -49,6 +53,14 @@ def kept(amount: Decimal) -> Decimal:
     if not out.is_finite() or abs(out) >= _LIMIT:
         raise ValueError(f"numeric field overflow: {amount}")
     return out
+
+
+def storable(text: str) -> str:
+    """Text as a ``text`` column takes it: never with a NUL character, which PostgreSQL refuses
+    with ``CharacterNotInRepertoireError`` (an ``asyncpg.DataError``)."""
+    if "\x00" in text:
+        raise CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00')
+    return text
 
 
 def _label_order(label: str) -> tuple[int, str]:
@@ -104,6 +116,8 @@ class AdmissionsState:
 
 def _checked(ward: Ward) -> Ward:
     """The ward as its CHECKs and columns keep it."""
+    for text in (ward.name, ward.ward_type, ward.currency):
+        storable(text)
     if not 1 <= len(ward.name) <= 200:
         raise ValueError("a ward's name has 1 to 200 characters")  # the CHECK
     if not WARD_TYPE.fullmatch(ward.ward_type):
@@ -132,9 +146,9 @@ class FakeWards:
         beds: Sequence[tuple[str, str]],
         at: datetime,
     ) -> Ward:
+        ward = _checked(Ward(ward_id, name, ward_type, daily_rate, currency, at, 1))
         if ward_id in self.state.wards:
             raise ValueError(f"ward {ward_id} exists")  # the primary key
-        ward = _checked(Ward(ward_id, name, ward_type, daily_rate, currency, at, 1))
         labels = [label for _, label in beds]
         if len(set(labels)) != len(labels):
             raise ValueError("a bed's label is unique in its ward")  # UNIQUE (ward_id, label)
@@ -350,17 +364,19 @@ class FakeBedCharges:
         currency: str,
         at: datetime,
     ) -> BedCharge | None:
-        self.state.admission(admission_id)
-        self.state.ward(ward_id)
+        # As PostgreSQL checks them: the values, the CHECKs, the unique keys, the foreign keys.
+        storable(ward_type)
         amount = kept(amount)
         if amount < 0:
             raise ValueError("a charge is never negative")  # the CHECK
-        if not CURRENCY.fullmatch(currency):
+        if not CURRENCY.fullmatch(storable(currency)):
             raise ValueError(f"currency {currency!r}")  # the CHECK
         if night in await self.nights(admission_id):
             return None  # ON CONFLICT (admission_id, night) DO NOTHING
         if charge_id in self.state.charges:
             raise ValueError(f"charge {charge_id} exists")  # the primary key
+        self.state.admission(admission_id)
+        self.state.ward(ward_id)
         charge = BedCharge(charge_id, admission_id, night, ward_id, ward_type, amount, currency, at)
         self.state.charges[charge_id] = charge
         return charge
