@@ -83,6 +83,7 @@ catalogue: $(RUNTIME)
 
 # Regenerate docs/api.md (the API reference) from the services' routes (a unit test fails while it is stale).
 api-reference: $(RUNTIME)
+	$(VENV)/bin/his api routes -o src/his/gateway/routes.json
 	$(VENV)/bin/his api reference -o docs/api.md
 
 # Regenerate src/his/proto (committed) from the contracts in proto/.

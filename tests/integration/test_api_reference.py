@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from his.cli.reference import anchor, markdown, public_document
-from his.gateway.routing import ROUTES
+from his.cli.reference import anchor, markdown, public_document, service_documents
+from his.gateway.routing import ROUTES, dumps, table
 
 COMMITTED = Path(__file__).parents[2] / "docs" / "api.md"
+ROUTE_TABLE = Path(__file__).parents[2] / "src" / "his" / "gateway" / "routes.json"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,13 @@ def reference() -> tuple[dict[str, object], str]:
 def test_the_committed_reference_is_current(reference: tuple[dict[str, object], str]) -> None:
     _, text = reference
     assert COMMITTED.read_text() == text, "docs/api.md is stale: run `make api-reference` and commit it"
+
+
+def test_the_gateway_route_table_is_the_one_the_services_declare() -> None:
+    """The gateway loads routes.json; the services' routes (``public(...)``) are its source."""
+    assert ROUTE_TABLE.read_text() == dumps(table(service_documents())), (
+        "src/his/gateway/routes.json is stale: run `make api-reference` and commit it"
+    )
 
 
 def test_every_public_route_is_described(reference: tuple[dict[str, object], str]) -> None:

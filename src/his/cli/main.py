@@ -279,6 +279,20 @@ def api_reference(output: Annotated[Path | None, typer.Option("-o", help="Write 
         sys.stdout.write(text)
 
 
+@api_app.command("routes")
+def api_routes(output: Annotated[Path | None, typer.Option("-o", help="Write to this file.")] = None) -> None:
+    """Print (or write) the gateway's route table (src/his/gateway/routes.json): the routes the
+    services mark public, read from their own OpenAPI documents without starting anything."""
+    from his.cli.reference import service_documents
+    from his.gateway.routing import dumps, table
+
+    text = dumps(table(service_documents()))
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
 BenchQuick = Annotated[bool, typer.Option("--quick", help="A short run of every suite (a few minutes).")]
 BenchOut = Annotated[Path, typer.Option("--out", help="Directory of the Markdown and JSON report.")]
 BenchWorkdir = Annotated[Path | None, typer.Option(help="Where the temporary servers and hospital live.")]

@@ -83,8 +83,10 @@ def service_documents() -> dict[str, dict[str, Any]]:
 def public_document() -> dict[str, Any]:
     """The public document the gateway serves at /openapi.json."""
     from his.gateway.openapi import assemble
+    from his.gateway.routing import table
 
-    return assemble(service_documents())
+    documents = service_documents()
+    return assemble(documents, table(documents))
 
 
 class _Schemas:
@@ -253,6 +255,9 @@ def markdown(document: dict[str, Any]) -> str:
     """docs/api.md: a table of every operation, then each with its parameters, body and answers."""
     schemas = _Schemas(document)
     operations = [(m, p, op) for p, ops in document["paths"].items() for m, op in ops.items()]
+    # One section per service, in the order `his up` starts them; paths in the gateway's order.
+    order = {name: i for i, name in enumerate(SERVICES)}
+    operations.sort(key=lambda o: order.get((o[2].get("tags") or [""])[0], len(order)))
     lines = [
         "# API reference",
         "",

@@ -8,10 +8,12 @@ two services may both have a ``Coverage``. Non-public operations require a beare
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from his.gateway.routing import ROUTES
+from his.gateway.routing import ROUTES, Route
 from his.kernel.problems import Problem
+from his.kernel.web import PUBLIC
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -36,21 +38,24 @@ def _schema_name(name: str, service: str) -> str:
     return name if name == "Problem" else f"{service}.{name}"
 
 
-def assemble(documents: dict[str, dict[str, Any]], *, version: str = "0.1.0") -> dict[str, Any]:
-    """Build the public document from ``{service: that service's /openapi.json}``."""
+def assemble(
+    documents: dict[str, dict[str, Any]], routes: Sequence[Route] = ROUTES, *, version: str = "0.1.0"
+) -> dict[str, Any]:
+    """Build the public document from ``{service: that service's /openapi.json}``, with the
+    gateway's route table (or the one the documents give, ``routing.table``)."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
         "Problem": Problem.model_json_schema(),
     }
-    for route in ROUTES:
+    for route in routes:
         doc = documents.get(route.service)
         if doc is None:
             continue
-        upstream_template = _upstream_template(route.upstream, doc)
+        upstream_template = route.upstream_template
         op = (doc.get("paths", {}).get(upstream_template, {}) or {}).get(route.method.lower())
         if op is None:
             continue
-        op = _rename_refs(dict(op), route.service)
+        op = _rename_refs({k: v for k, v in op.items() if k != PUBLIC}, route.service)
         op["tags"] = [route.service]
         op["operationId"] = f"{route.service}_{route.method.lower()}_{upstream_template.strip('/').replace('/', '_')}"
         op["parameters"] = _public_parameters(op.get("parameters", []), upstream_template, route.params)
@@ -115,14 +120,6 @@ def _public_parameters(params: list[dict[str, Any]], upstream_template: str, pub
             schema = {"type": "string", "minLength": 1, "maxLength": 255}
             out.append(dict(p, name="Idempotency-Key", required=True, schema=schema))
     return out
-
-
-def _upstream_template(upstream: str, doc: dict[str, Any]) -> str:
-    """The service's path template matching ``upstream`` (whose ids are format fields: {0})."""
-    if "{" not in upstream:
-        return upstream
-    wanted = re.compile("^" + re.sub(r"\\\{\d+\\\}", r"\\{[^/]+\\}", re.escape(upstream)) + "$")
-    return next((p for p in doc.get("paths", {}) if wanted.match(p)), upstream)
 
 
 #: OpenAPI links: where the id a creation answers (``$response.body#/id``) is used next, by path

@@ -1,21 +1,53 @@
-"""The public route table: which public path goes to which service, and who may call it. Pure."""
+"""The public route table: which public path goes to which service, and who may call it. Pure.
+
+The table is not written by hand. Each service marks the routes it offers the outside world
+where it declares them (``openapi_extra=his.kernel.web.public("/api/lab/orders/{id}")``), which
+puts an ``x-his-public`` entry in the service's own OpenAPI document; ``table`` reads those
+entries from every service's document, and ``make api-reference`` writes the result to
+``routes.json`` beside this module, which the gateway loads. A test checks that the file is the
+one the services' routes give today (``tests/integration/test_api_reference.py``): the gateway
+may not import the services, and a route cannot be public without its service saying so.
+"""
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from his.kernel.web import PUBLIC
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+class RouteTableError(ValueError):
+    """Two services claim one public route, or a public path does not fit its route."""
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str  # public path template: /api/patients/{id}/care-team/{relationship_id}
-    pattern: re.Pattern[str]
     service: str
-    upstream: str  # upstream path template: {0}, {1}… are the pattern's groups
+    upstream_template: str  # the service's own path template: /patients/{patient_id}/care-team/{rel_id}
+    #: Callers without a token get through (the route admits its callers itself).
     public: bool = False
+
+    #: The public path as a regular expression, one group per parameter.
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    #: The upstream path as a format string: ``{0}``, ``{1}``… are the pattern's groups.
+    upstream: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        numbers = iter(range(len(self.params)))
+        object.__setattr__(self, "pattern", re.compile("^" + _PARAM.sub(r"([^/]+)", self.path) + "$"))
+        object.__setattr__(
+            self, "upstream", _PARAM.sub(lambda _: "{" + str(next(numbers)) + "}", self.upstream_template)
+        )
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -23,130 +55,54 @@ class Route:
         return tuple(_PARAM.findall(self.path))
 
 
-def _r(method: str, path: str, service: str, upstream: str, *, public: bool = False) -> Route:
-    regex = "^" + _PARAM.sub(r"([^/]+)", path) + "$"
-    return Route(method, path, re.compile(regex), service, upstream, public)
+def _order(route: Route) -> tuple[tuple[int, str], ...]:
+    """Paths in alphabetical order, a fixed segment before a parameter at the same place: so
+    ``/api/patients/me`` comes before ``/api/patients/{id}``, which would also match it."""
+    return tuple((1, "") if _PARAM.fullmatch(seg) else (0, seg) for seg in route.path.split("/"))
 
 
-# Fixed paths come before the templates they would also match (/api/patients/me, not {id}).
-ROUTES: tuple[Route, ...] = (
-    _r("POST", "/api/auth/register", "identity", "/auth/register", public=True),
-    _r("POST", "/api/auth/login", "identity", "/auth/login", public=True),
-    _r("POST", "/api/auth/refresh", "identity", "/auth/refresh", public=True),
-    _r("POST", "/api/auth/logout", "identity", "/auth/logout", public=True),
-    _r("GET", "/api/auth/jwks", "identity", "/auth/jwks", public=True),
-    _r("POST", "/api/auth/password", "identity", "/auth/password"),
-    _r("POST", "/api/admin/users", "identity", "/admin/users"),
-    _r("POST", "/api/patients", "patients", "/patients"),
-    _r("GET", "/api/patients", "patients", "/patients"),
-    _r("GET", "/api/patients/me", "patients", "/patients/me"),
-    _r("GET", "/api/patients/emergency-access", "patients", "/patients/emergency-access"),
-    _r("POST", "/api/patients/invitations/redeem", "patients", "/patients/invitations/redeem"),
-    _r("GET", "/api/patients/{id}", "patients", "/patients/{0}"),
-    _r("PATCH", "/api/patients/{id}", "patients", "/patients/{0}"),
-    _r("GET", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
-    _r("POST", "/api/patients/{id}/care-team", "patients", "/patients/{0}/care-team"),
-    _r("DELETE", "/api/patients/{id}/care-team/{relationship_id}", "patients", "/patients/{0}/care-team/{1}"),
-    _r("POST", "/api/patients/{id}/emergency-access", "patients", "/patients/{0}/emergency-access"),
-    _r("POST", "/api/patients/{id}/invitations", "patients", "/patients/{0}/invitations"),
-    _r("GET", "/api/patients/{id}/records", "patients", "/patients/{0}/records"),
-    _r("POST", "/api/patients/{id}/records", "patients", "/patients/{0}/records"),
-    _r("GET", "/api/practitioners/specialties", "practitioners", "/practitioners/specialties"),
-    _r("POST", "/api/practitioners", "practitioners", "/practitioners"),
-    _r("GET", "/api/practitioners", "practitioners", "/practitioners"),
-    _r("GET", "/api/practitioners/{id}", "practitioners", "/practitioners/{0}"),
-    _r("POST", "/api/practitioners/{id}/shifts", "practitioners", "/practitioners/{0}/shifts"),
-    _r("GET", "/api/practitioners/{id}/shifts", "practitioners", "/practitioners/{0}/shifts"),
-    _r("POST", "/api/practitioners/{id}/leave-requests", "practitioners", "/practitioners/{0}/leave-requests"),
-    _r("GET", "/api/practitioners/{id}/leave-requests", "practitioners", "/practitioners/{0}/leave-requests"),
-    _r(
-        "POST",
-        "/api/practitioners/{id}/leave-requests/{leave_id}/{action}",
-        "practitioners",
-        "/practitioners/{0}/leave-requests/{1}/{2}",
-    ),
-    _r("GET", "/api/practitioners/{id}/availability", "practitioners", "/practitioners/{0}/availability"),
-    _r("GET", "/api/practitioners/{id}/slots", "scheduling", "/slots/{0}"),
-    _r("GET", "/api/appointments/services", "scheduling", "/appointments/services"),
-    _r("POST", "/api/appointments", "scheduling", "/appointments"),
-    _r("GET", "/api/appointments", "scheduling", "/appointments"),
-    _r("GET", "/api/appointments/{id}", "scheduling", "/appointments/{0}"),
-    _r("POST", "/api/appointments/{id}/reschedule", "scheduling", "/appointments/{0}/reschedule"),
-    _r("POST", "/api/appointments/{id}/{action}", "scheduling", "/appointments/{0}/{1}"),
-    _r("POST", "/api/waitlist", "scheduling", "/waitlist"),
-    _r("GET", "/api/waitlist", "scheduling", "/waitlist"),
-    _r("POST", "/api/waitlist/{id}/accept", "scheduling", "/waitlist/{0}/accept"),
-    _r("POST", "/api/waitlist/{id}/withdraw", "scheduling", "/waitlist/{0}/withdraw"),
-    _r("GET", "/api/notifications", "notifications", "/notifications"),
-    _r("GET", "/api/notifications/alerts", "notifications", "/notifications/alerts"),
-    _r("GET", "/api/notifications/preferences", "notifications", "/notifications/preferences"),
-    _r("PUT", "/api/notifications/preferences", "notifications", "/notifications/preferences"),
-    _r("GET", "/api/audit", "audit", "/audit"),
-    _r("GET", "/api/patients/{id}/lab-results", "patients", "/patients/{0}/lab-results"),
-    # admissions
-    _r("POST", "/api/wards", "admissions", "/wards"),
-    _r("GET", "/api/wards", "admissions", "/wards"),
-    _r("GET", "/api/wards/{id}", "admissions", "/wards/{0}"),
-    _r("PATCH", "/api/wards/{id}", "admissions", "/wards/{0}"),
-    _r("GET", "/api/beds", "admissions", "/beds"),
-    _r("POST", "/api/beds/{id}/{action}", "admissions", "/beds/{0}/{1}"),
-    _r("POST", "/api/admissions/charges/run", "admissions", "/admissions/charges/run"),
-    _r("POST", "/api/admissions", "admissions", "/admissions"),
-    _r("GET", "/api/admissions", "admissions", "/admissions"),
-    _r("GET", "/api/admissions/{id}", "admissions", "/admissions/{0}"),
-    _r("GET", "/api/admissions/{id}/charges", "admissions", "/admissions/{0}/charges"),
-    _r("POST", "/api/admissions/{id}/transfer", "admissions", "/admissions/{0}/transfer"),
-    _r("POST", "/api/admissions/{id}/discharge", "admissions", "/admissions/{0}/discharge"),
-    # laboratory
-    _r("GET", "/api/lab/catalog", "laboratory", "/lab/catalog"),
-    _r("POST", "/api/lab/orders", "laboratory", "/lab/orders"),
-    _r("GET", "/api/lab/orders", "laboratory", "/lab/orders"),
-    _r("GET", "/api/lab/orders/{id}", "laboratory", "/lab/orders/{0}"),
-    _r("POST", "/api/lab/orders/{id}/results", "laboratory", "/lab/orders/{0}/results"),
-    _r("POST", "/api/lab/orders/{id}/{action}", "laboratory", "/lab/orders/{0}/{1}"),
-    # inventory
-    _r("POST", "/api/inventory/items", "inventory", "/inventory/items"),
-    _r("GET", "/api/inventory/items", "inventory", "/inventory/items"),
-    _r("GET", "/api/inventory/units", "inventory", "/inventory/units"),
-    _r("GET", "/api/inventory/stock", "inventory", "/inventory/stock"),
-    _r("POST", "/api/inventory/receipts", "inventory", "/inventory/receipts"),
-    _r("POST", "/api/inventory/consumptions", "inventory", "/inventory/consumptions"),
-    _r("GET", "/api/inventory/expiring", "inventory", "/inventory/expiring"),
-    _r("GET", "/api/inventory/backorders", "inventory", "/inventory/backorders"),
-    _r("GET", "/api/inventory/alerts", "inventory", "/inventory/alerts"),
-    # billing
-    _r("GET", "/api/payers", "billing", "/payers"),
-    _r("GET", "/api/price-list", "billing", "/price-list"),
-    _r("POST", "/api/price-list", "billing", "/price-list"),
-    _r("GET", "/api/charges", "billing", "/charges"),
-    _r("GET", "/api/invoices", "billing", "/invoices"),
-    _r("GET", "/api/invoices/{id}", "billing", "/invoices/{0}"),
-    _r("POST", "/api/invoices/{id}/payments", "billing", "/invoices/{0}/payments"),
-    _r("GET", "/api/invoices/{id}/payments", "billing", "/invoices/{0}/payments"),
-    _r("POST", "/api/invoices/{id}/refunds", "billing", "/invoices/{0}/refunds"),
-    _r("POST", "/api/invoices/{id}/online-payments", "billing", "/invoices/{0}/online-payments"),
-    _r("GET", "/api/invoices/{id}/online-payments", "billing", "/invoices/{0}/online-payments"),
-    # The payment provider's side: its signature, not a user's token, admits it (billing checks).
-    _r("POST", "/api/payments/webhooks/{provider}", "billing", "/payments/webhooks/{0}", public=True),
-    # The embedded TEST provider's checkout, which a real provider hosts itself.
-    _r(
-        "GET",
-        "/api/test-payment-provider/checkout/{ref}",
-        "billing",
-        "/test-payment-provider/checkout/{0}",
-        public=True,
-    ),
-    _r(
-        "POST",
-        "/api/test-payment-provider/checkout/{ref}",
-        "billing",
-        "/test-payment-provider/checkout/{0}",
-        public=True,
-    ),
-    _r("GET", "/api/claims", "billing", "/claims"),
-    _r("GET", "/api/claims/{id}", "billing", "/claims/{0}"),
-    _r("POST", "/api/claims/{id}/{action}", "billing", "/claims/{0}/{1}"),
-)
+def table(documents: Mapping[str, Mapping[str, Any]]) -> list[Route]:
+    """The public routes that the services' documents (``{service: its /openapi.json}``) mark with
+    ``x-his-public``, by path (fixed segments first) and method. Raises ``RouteTableError`` for a public route claimed
+    twice or whose parameters do not match its service's path."""
+    routes: dict[tuple[str, str], Route] = {}
+    for service, doc in sorted(documents.items()):
+        for template, operations in (doc.get("paths") or {}).items():
+            for method in METHODS:
+                marked = (operations.get(method) or {}).get(PUBLIC)
+                if not marked:
+                    continue
+                route = Route(method.upper(), marked["path"], service, template, bool(marked.get("without_token")))
+                if len(route.params) != len(_PARAM.findall(template)):
+                    raise RouteTableError(f"{route.method} {route.path}: its parameters do not match {template}")
+                key = (route.method, _PARAM.sub("{}", route.path))
+                if key in routes:
+                    raise RouteTableError(f"{route.method} {route.path} is claimed by {routes[key].service} too")
+                routes[key] = route
+    return sorted(routes.values(), key=lambda r: (_order(r), METHODS.index(r.method.lower())))
+
+
+def dumps(routes: Iterable[Route]) -> str:
+    """The table as ``routes.json`` holds it: one route per line, diff-friendly."""
+    rows = [
+        json.dumps(
+            {"method": r.method, "path": r.path, "service": r.service, "upstream": r.upstream_template}
+            | ({"without_token": True} if r.public else {})
+        )
+        for r in routes
+    ]
+    return "[\n" + ",\n".join(f"  {row}" for row in rows) + "\n]\n"
+
+
+def loads(text: str) -> tuple[Route, ...]:
+    return tuple(
+        Route(r["method"], r["path"], r["service"], r["upstream"], bool(r.get("without_token")))
+        for r in json.loads(text)
+    )
+
+
+#: The gateway's table, as ``make api-reference`` last wrote it from the services' routes.
+ROUTES: tuple[Route, ...] = loads(resources.files("his.gateway").joinpath("routes.json").read_text())
 
 
 @dataclass(frozen=True)
