@@ -80,8 +80,9 @@ async def open_schema(admin_dsn: str, service: str, truncate: str) -> Database:
 @pytest.fixture
 async def world(admin_dsn: str, tmp_path: Path) -> AsyncIterator[World]:
     billing = await open_schema(admin_dsn, "billing", "DELETE FROM billing.payer_plan WHERE code = 'ACME'")
-    patients = await open_schema(admin_dsn, "patients", "TRUNCATE patients.patient CASCADE")
-    admissions = await open_schema(admin_dsn, "admissions", "TRUNCATE admissions.ward CASCADE")
+    # The outboxes too: the tests read the events they caused there, and no other file's.
+    patients = await open_schema(admin_dsn, "patients", "TRUNCATE patients.patient, patients.outbox CASCADE")
+    admissions = await open_schema(admin_dsn, "admissions", "TRUNCATE admissions.ward, admissions.outbox CASCADE")
     ca = LocalCA(tmp_path / "pki").ensure()
     services = billing_grpc.services(SimpleNamespace(db=billing))  # type: ignore[arg-type]
     server = rpc.RpcServer(ca.issue("billing", spiffe_id("billing")), services)
