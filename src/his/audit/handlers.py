@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from his.access import NONE, Relationship
 from his.audit import policy, store
@@ -80,7 +79,7 @@ async def record_denied(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, 
         uow.conn,
         {
             "event_id": uuid.uuid4(),
-            "at": datetime.now(UTC),
+            "at": uow.clock(),
             "source": "his.audit",
             "actor_id": uuid.UUID(who.subject),
             "actor_roles": sorted(who.roles),
