@@ -25,11 +25,12 @@ from his.events.patients import InvitationIssued, InvitationRedeemed
 from his.kernel import migrations
 from his.kernel.db import Database
 from his.kernel.events import Envelope, Event
-from his.notifications import handlers, store
-from his.notifications.channels import MaildirChannel, SpoolSmsChannel
+from his.notifications import handlers
+from his.notifications.channels import Channel, MaildirChannel, SpoolSmsChannel
 from his.notifications.contacts import FakeContacts
 from his.notifications.dispatcher import Dispatcher
 from his.notifications.domain import Contact, Preferences
+from his.notifications.store import NotificationsStore
 from his.notifications.templates import Renderer
 
 CODE = "7KQ2-M9XD-4RTA"
@@ -88,16 +89,20 @@ async def post(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Post]:
     db = Database(dsn, schema="notifications", max_size=4)
     await db.open()
     contacts = FakeContacts()
-    channels = {"email": MaildirChannel(tmp_path / "maildir"), "sms": SpoolSmsChannel(tmp_path / "sms.jsonl")}
-    dispatcher = Dispatcher(db, contacts, channels, Renderer("Europe/Istanbul"))  # type: ignore[arg-type]
+    channels: dict[str, Channel] = {
+        "email": MaildirChannel(tmp_path / "maildir"),
+        "sms": SpoolSmsChannel(tmp_path / "sms.jsonl"),
+    }
+    dispatcher = Dispatcher(NotificationsStore(db), contacts, channels, Renderer("Europe/Istanbul"))
     yield Post(db, contacts, dispatcher, tmp_path / "maildir", tmp_path / "sms.jsonl")
     await db.close()
 
 
 async def test_the_code_goes_by_mail_whatever_the_preferences_and_is_kept_nowhere(post: Post) -> None:
     patient = post.patient()
-    async with post.db.uow() as uow:  # the patient wants no e-mail, or nothing at all: they asked at the desk
-        await store.set_preferences(uow.conn, patient, Preferences(email=False, sms=False, opted_out=True))
+    # The patient wants no e-mail, or nothing at all: they asked at the desk.
+    async with NotificationsStore(post.db).uow() as u:
+        await u.preferences.set(patient, Preferences(email=False, sms=False, opted_out=True), u.clock())
     await post.invite(patient)
     assert await post.dispatcher.tick() == 1
     (path,) = [*(post.maildir / "new").iterdir()]
@@ -141,9 +146,9 @@ async def test_the_invitation_waits_while_patients_does_not_answer(post: Post) -
 
 async def test_a_redemption_makes_the_account_the_records_owner_here_too(post: Post) -> None:
     patient, account = post.patient(), uuid.uuid4()
-    async with post.db.uow() as uow:
-        assert not await store.owns(uow.conn, account, patient)
+    async with NotificationsStore(post.db).uow() as u:
+        assert not await u.accounts.owns(account, patient)
     redeemed = InvitationRedeemed(invitation_id=uuid.uuid4(), patient_id=patient, account_id=account)
     await post.handle(redeemed, handlers.on_invitation_redeemed)
-    async with post.db.uow() as uow:
-        assert await store.owns(uow.conn, account, patient)
+    async with NotificationsStore(post.db).uow() as u:
+        assert await u.accounts.owns(account, patient)

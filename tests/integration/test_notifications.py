@@ -30,10 +30,11 @@ from his.kernel.clock import FakeClock
 from his.kernel.db import Database
 from his.kernel.events import Envelope, Event
 from his.notifications import handlers
-from his.notifications.channels import MaildirChannel, Outgoing, SpoolSmsChannel
+from his.notifications.channels import Channel, MaildirChannel, Outgoing, SpoolSmsChannel
 from his.notifications.contacts import FakeContacts
 from his.notifications.dispatcher import Dispatcher
-from his.notifications.domain import Contact
+from his.notifications.domain import Contact, Preferences
+from his.notifications.store import NotificationsStore
 from his.notifications.templates import TEMPLATES, Renderer
 from tests.support.calendar import HARD_DATES, ZONE, HardDate
 
@@ -90,8 +91,8 @@ async def post(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Post]:
     await db.open()
     contacts = FakeContacts()
     maildir = tmp_path / "maildir"
-    channels = {"email": MaildirChannel(maildir), "sms": SpoolSmsChannel(tmp_path / "sms.jsonl")}
-    yield Post(db, contacts, Dispatcher(db, contacts, channels, Renderer(ZONE)), maildir, clock)  # type: ignore[arg-type]
+    channels: dict[str, Channel] = {"email": MaildirChannel(maildir), "sms": SpoolSmsChannel(tmp_path / "sms.jsonl")}
+    yield Post(db, contacts, Dispatcher(NotificationsStore(db), contacts, channels, Renderer(ZONE)), maildir, clock)
     await db.close()
 
 
@@ -206,16 +207,14 @@ async def test_with_the_directory_down_messages_wait_and_go_out_when_it_returns(
 
 async def test_opt_out_and_missing_addresses(post: Post) -> None:
     quiet, no_email = someone(post), someone(post, email=None)
-    async with post.db.uow() as uow:
-        from his.notifications import store
-        from his.notifications.domain import Preferences
-
-        await store.set_preferences(uow.conn, quiet, Preferences(email=True, sms=False, opted_out=False))
+    units = NotificationsStore(post.db)
+    async with units.uow() as u:
+        await u.preferences.set(quiet, Preferences(email=True, sms=False, opted_out=False), u.clock())
     start = post.clock.now + timedelta(days=3)
     await post.handle(booked(quiet, start), handlers.on_appointment_booked)
     await post.handle(booked(no_email, start), handlers.on_appointment_booked)
-    async with post.db.uow() as uow:  # opting out after the message was queued still counts
-        await store.set_preferences(uow.conn, quiet, Preferences(opted_out=True))
+    async with units.uow() as u:  # opting out after the message was queued still counts
+        await u.preferences.set(quiet, Preferences(opted_out=True), u.clock())
     await post.dispatcher.tick()
     assert next(r["status"] for r in await post.deliveries(quiet)) == "suppressed"
     failed = (await post.deliveries(no_email))[0]

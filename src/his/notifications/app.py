@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from his.kernel.consumer import Subscription
-from his.kernel.db import Database
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 from his.notifications import handlers
 
+if TYPE_CHECKING:
+    from his.kernel.db import Database
+    from his.notifications.ports import NotificationsUnits
+
 
 def http(db: Database) -> Routes:
     """The notifications routes and their use cases over a database."""
+    from his.notifications.store import NotificationsStore
+
+    return http_over(NotificationsStore(db))
+
+
+def http_over(units: NotificationsUnits) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.notifications`` in unit tests."""
     from his.notifications.api.http import router
 
-    return Routes(router, provides=[handlers.Notifications(db)])
+    return Routes(router, provides=[handlers.Notifications(units)])
 
 
 def routes(ctx: ServiceContext) -> Routes:
@@ -29,6 +40,7 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
     from his.notifications.contacts import GrpcContacts
     from his.notifications.dispatcher import Dispatcher
     from his.notifications.settings import NotificationsSettings
+    from his.notifications.store import NotificationsStore
     from his.notifications.templates import Renderer
 
     s, data = NotificationsSettings(), ctx.settings.data_path
@@ -49,7 +61,7 @@ def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
     )
     contacts = GrpcContacts(ctx.settings.grpc_target("patients"), identity, ttl=s.contact_cache_seconds)
     channels: dict[str, Channel] = {"email": email, "sms": SpoolSmsChannel(data / "mail" / "sms-outbox.jsonl")}
-    dispatcher = Dispatcher(ctx.db, contacts, channels, Renderer(ctx.settings.timezone))
+    dispatcher = Dispatcher(NotificationsStore(ctx.db), contacts, channels, Renderer(ctx.settings.timezone))
     return {"dispatcher": dispatcher.run()}
 
 

@@ -13,15 +13,14 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from his.kernel import tracing
-from his.kernel.db import OUTAGE_ERRORS, Connection, Database, UnitOfWork
+from his.kernel.db import OUTAGE_ERRORS
 from his.kernel.resilience import DependencyUnavailableError
-from his.notifications import store
 from his.notifications.channels import Channel, Outgoing
 from his.notifications.contacts import ContactDirectory
-from his.notifications.domain import INVITATION, retry_delay
+from his.notifications.domain import INVITATION, Due, retry_delay
+from his.notifications.ports import NotificationsUnits, NotificationsWork
 from his.notifications.templates import Renderer
 
 log = logging.getLogger("his.notifications.dispatcher")
@@ -32,7 +31,7 @@ GIVE_UP = timedelta(days=2)
 class Dispatcher:
     def __init__(
         self,
-        db: Database,
+        units: NotificationsUnits,
         contacts: ContactDirectory,
         channels: dict[str, Channel],
         renderer: Renderer,
@@ -40,7 +39,7 @@ class Dispatcher:
         poll_seconds: float = 0.2,
         batch: int = 20,
     ) -> None:
-        self.db, self.contacts, self.channels, self.renderer = db, contacts, channels, renderer
+        self.units, self.contacts, self.channels, self.renderer = units, contacts, channels, renderer
         self.poll, self.batch = poll_seconds, batch
         self.sent = 0
 
@@ -56,52 +55,52 @@ class Dispatcher:
 
     async def tick(self) -> int:
         """Send what is due, once; returns how many deliveries were handled."""
-        async with self.db.uow() as uow:
-            rows = await store.claim_due(uow.conn, self.batch, uow.clock())
-            for row in rows:
-                await self._deliver(uow, row)
-        return len(rows)
+        async with self.units.uow() as uow:
+            due = await uow.deliveries.claim_due(self.batch, uow.clock())
+            for delivery in due:
+                await self._deliver(uow, delivery)
+        return len(due)
 
-    async def _deliver(self, uow: UnitOfWork, row: dict[str, Any]) -> None:
+    async def _deliver(self, uow: NotificationsWork, d: Due) -> None:
         """Send one delivery, in a span of the trace that queued it."""
-        attributes = {"his.notification.channel": row["channel"], "his.notification.template": row["template"]}
-        with tracing.span("notification deliver", parent=row.get("traceparent") or "", attributes=attributes):
-            await self._send(uow.conn, row, uow.clock())
+        attributes = {"his.notification.channel": d.channel, "his.notification.template": d.template}
+        with tracing.span("notification deliver", parent=d.traceparent or "", attributes=attributes):
+            await self._send(uow, d, uow.clock())
 
-    async def _send(self, conn: Connection, row: dict[str, Any], now: datetime) -> None:
-        did: uuid.UUID = row["id"]
-        requested = row["template"] == INVITATION  # asked for at the desk, on the channel chosen there
-        if not requested and row["channel"] not in (await store.preferences(conn, row["patient_id"])).channels():
-            await store.finish(conn, did, "suppressed", "the patient does not want messages on this channel", at=now)
+    async def _send(self, uow: NotificationsWork, d: Due, now: datetime) -> None:
+        deliveries = uow.deliveries
+        requested = d.template == INVITATION  # asked for at the desk, on the channel chosen there
+        if not requested and d.channel not in (await uow.preferences.get(d.patient_id)).channels():
+            await deliveries.finish(d.id, "suppressed", "the patient does not want messages on this channel", at=now)
             return
         try:
-            contact = await self.contacts.contact(row["patient_id"])
+            contact = await self.contacts.contact(d.patient_id)
             if contact is None:
-                await store.finish(conn, did, "failed", "no such patient", at=now)
+                await deliveries.finish(d.id, "failed", "no such patient", at=now)
                 return
-            address = contact.address(row["channel"])
+            address = contact.address(d.channel)
             if not address:
-                await store.finish(conn, did, "failed", f"the patient has no {row['channel']} address", at=now)
+                await deliveries.finish(d.id, "failed", f"the patient has no {d.channel} address", at=now)
                 return
-            context = {**row["context"], "name": contact.name}
+            context = {**d.context, "name": contact.name}
             if requested:
                 # The code is asked for now and kept in memory only: never stored here, never logged.
-                code = await self.contacts.invitation_code(uuid.UUID(row["context"]["invitation_id"]))
+                code = await self.contacts.invitation_code(uuid.UUID(d.context["invitation_id"]))
                 if code is None:
-                    await store.finish(conn, did, "cancelled", "the invitation can no longer be redeemed", at=now)
+                    await deliveries.finish(d.id, "cancelled", "the invitation can no longer be redeemed", at=now)
                     return
                 context["code"] = code
-            subject, body = self.renderer.render(row["template"], context)
-            await self.channels[row["channel"]].send(Outgoing(did, row["channel"], address, subject, body, now))
+            subject, body = self.renderer.render(d.template, context)
+            await self.channels[d.channel].send(Outgoing(d.id, d.channel, address, subject, body, now))
         except DependencyUnavailableError as exc:
-            await self._later(conn, row, str(exc), now)
+            await self._later(uow, d, str(exc), now)
             return
-        await store.finish(conn, did, "sent", at=now)
+        await deliveries.finish(d.id, "sent", at=now)
         self.sent += 1
 
-    async def _later(self, conn: Connection, row: dict[str, Any], error: str, now: datetime) -> None:
-        created = row["context"].get("queued_at")
+    async def _later(self, uow: NotificationsWork, d: Due, error: str, now: datetime) -> None:
+        created = d.context.get("queued_at")
         if created and now - datetime.fromisoformat(created) > GIVE_UP:
-            await store.finish(conn, row["id"], "failed", f"gave up: {error}", at=now)
+            await uow.deliveries.finish(d.id, "failed", f"gave up: {error}", at=now)
             return
-        await store.retry_later(conn, row["id"], now + retry_delay(row["attempts"]), error)
+        await uow.deliveries.retry_later(d.id, now + retry_delay(d.attempts), error)

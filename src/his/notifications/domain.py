@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 
 #: Reminders go out this long before an appointment.
 REMINDER_LEAD = timedelta(hours=24)
+#: The template of a reminder: queued once per appointment time and channel, cancelled when the
+#: appointment moves or is cancelled.
+REMINDER = "appointment_reminder"
 #: The template of a portal invitation: sent on the channel reception chose, whatever the
 #: patient's preferences (they asked for it at the desk), with a code asked of patients at sending.
 INVITATION = "portal_invitation"
@@ -64,6 +67,41 @@ class Delivery:
     due_at: datetime
     sent_at: datetime | None
     reason: str | None
+
+
+#: What a message says besides the patient's name (ids, codes, ISO times): kept with the delivery
+#: and given to its template when it goes out.
+Context = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message an event causes, to queue: its template on one channel, due at ``due_at``."""
+
+    template: str
+    channel: str
+    due_at: datetime
+    context: Context
+
+
+@dataclass(frozen=True)
+class Due:
+    """A queued delivery whose time has come, claimed by the dispatcher to send it now."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    template: str
+    channel: str
+    #: How often sending it was tried before.
+    attempts: int
+    context: Context
+    #: The trace context of the event that queued it: sending it continues that trace.
+    traceparent: str | None = None
+
+
+def user_audience(user_id: uuid.UUID) -> str:
+    """The audience of an alert for one user."""
+    return f"user:{user_id}"
 
 
 def reminder_due(start: datetime, now: datetime) -> datetime | None:

@@ -2,15 +2,16 @@
 choices of ``Notifications`` that its routes call.
 
 Consumers only decide what to send and when (a delivery row per channel the patient wants, in
-the event's transaction); the dispatcher sends. Events carry ids, codes and times, never an
-address or a name: those are asked of patients when the message goes out.
+the event's unit of work); the dispatcher sends. Events carry ids, codes and times, never an
+address or a name: those are asked of patients when the message goes out. Each event has its
+use case over the service's unit of work (``NotificationsWork``) and its handler (``on_...``),
+which runs it in the unit of work the consumer loop opened.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from his.access import NONE, Decision, Relationship, Role
 from his.clients.audited import AccessLog
@@ -25,85 +26,97 @@ from his.events.scheduling import (
     AppointmentRescheduled,
     WaitlistOffered,
 )
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
-from his.notifications import policy, store
-from his.notifications.domain import INVITATION, Alert, Delivery, Preferences, reminder_due
+from his.notifications import policy
+from his.notifications.domain import (
+    INVITATION,
+    REMINDER,
+    Alert,
+    Context,
+    Delivery,
+    Message,
+    Preferences,
+    reminder_due,
+    user_audience,
+)
 from his.notifications.policy import Operation
+from his.notifications.ports import NotificationsUnits, NotificationsWork
+from his.notifications.store import NotificationsUnit
 
 
 async def _queue(
-    uow: UnitOfWork,
+    uow: NotificationsWork,
     env: Envelope,
     patient_id: uuid.UUID,
     template: str,
     *,
     due_at: datetime | None = None,
     appointment_id: uuid.UUID | None = None,
-    context: dict[str, Any] | None = None,
+    context: Context | None = None,
 ) -> None:
-    prefs = await store.preferences(uow.conn, patient_id)
+    prefs = await uow.preferences.get(patient_id)
     now = uow.clock()
     ctx = {"queued_at": now.isoformat(), **(context or {})}
     for channel in prefs.channels():
-        await store.queue(
-            uow.conn,
+        await uow.deliveries.queue(
             patient_id=patient_id,
             template=template,
             channel=channel,
             event_id=env.id,
             due_at=due_at or now,
+            at=now,
             appointment_id=appointment_id,
             context=ctx,
         )
 
 
 async def _queue_all(
-    uow: UnitOfWork,
+    uow: NotificationsWork,
     env: Envelope,
     patient_id: uuid.UUID,
     appointment_id: uuid.UUID,
-    messages: list[tuple[str, datetime | None, dict[str, Any]]],
+    messages: list[tuple[str, datetime | None, Context]],
 ) -> None:
     """Queue the messages (template, due_at, context) one event causes: the patient's preferences
-    are read once and every delivery row goes in one statement (a booking queues two)."""
-    prefs = await store.preferences(uow.conn, patient_id)
+    are read once and every delivery goes in one statement (a booking queues two)."""
+    prefs = await uow.preferences.get(patient_id)
     now = uow.clock()
     rows = [
-        (template, channel, due_at or now, {"queued_at": now.isoformat(), **context})
+        Message(template, channel, due_at or now, {"queued_at": now.isoformat(), **context})
         for template, due_at, context in messages
         for channel in prefs.channels()
     ]
     if rows:
-        await store.queue_many(
-            uow.conn, patient_id=patient_id, event_id=env.id, appointment_id=appointment_id, messages=rows
+        await uow.deliveries.queue_many(
+            patient_id=patient_id, event_id=env.id, appointment_id=appointment_id, messages=rows, at=now
         )
 
 
-def _appointment(ev: AppointmentEvent) -> dict[str, Any]:
+def _appointment(ev: AppointmentEvent) -> dict[str, str]:
     return {"start": ev.start.isoformat(), "end": ev.end.isoformat(), "service": ev.service}
 
 
-async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegistered) -> None:
+async def patient_registered(uow: NotificationsWork, env: Envelope, ev: PatientRegistered) -> None:
     """Welcome a newly registered patient; remember which account owns the record."""
     if ev.account_id is not None:
-        await store.link_account(uow.conn, ev.patient_id, ev.account_id)
+        await uow.accounts.link(ev.patient_id, ev.account_id)
     await _queue(uow, env, ev.patient_id, "welcome")
 
 
-async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: InvitationIssued) -> None:
+async def invitation_issued(uow: NotificationsWork, env: Envelope, ev: InvitationIssued) -> None:
     """Send a portal invitation on the channel reception chose. The delivery holds the invitation's
     id, never its code: the dispatcher asks patients for the code when it sends the message."""
     now = uow.clock()
-    await store.queue(
-        uow.conn,
+    await uow.deliveries.queue(
         patient_id=ev.patient_id,
         template=INVITATION,
         channel=ev.channel,
         event_id=env.id,
         due_at=now,
+        at=now,
         context={
             "queued_at": now.isoformat(),
             "invitation_id": str(ev.invitation_id),
@@ -112,29 +125,29 @@ async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: InvitationIss
     )
 
 
-async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: InvitationRedeemed) -> None:
+async def invitation_redeemed(uow: NotificationsWork, env: Envelope, ev: InvitationRedeemed) -> None:
     """The patient linked their record to their own account: they may now read its deliveries."""
-    await store.link_account(uow.conn, ev.patient_id, ev.account_id)
+    await uow.accounts.link(ev.patient_id, ev.account_id)
 
 
-async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: AppointmentBooked) -> None:
+async def appointment_booked(uow: NotificationsWork, env: Envelope, ev: AppointmentBooked) -> None:
     """Confirm the booking now, and remind 24 hours before (once per appointment time)."""
-    messages: list[tuple[str, datetime | None, dict[str, Any]]] = [("appointment_booked", None, _appointment(ev))]
+    messages: list[tuple[str, datetime | None, Context]] = [("appointment_booked", None, _appointment(ev))]
     due = reminder_due(ev.start, uow.clock())
     if due is not None:
-        messages.append(("appointment_reminder", due, _appointment(ev)))
+        messages.append((REMINDER, due, _appointment(ev)))
     await _queue_all(uow, env, ev.patient_id, ev.appointment_id, messages)
 
 
-async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
-    await store.cancel_reminders(uow.conn, ev.appointment_id)
+async def appointment_cancelled(uow: NotificationsWork, env: Envelope, ev: AppointmentCancelled) -> None:
+    await uow.deliveries.cancel_reminders(ev.appointment_id)
     await _queue(
         uow, env, ev.patient_id, "appointment_cancelled", appointment_id=ev.appointment_id, context=_appointment(ev)
     )
 
 
-async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: AppointmentRescheduled) -> None:
-    await store.cancel_reminders(uow.conn, ev.appointment_id)
+async def appointment_rescheduled(uow: NotificationsWork, env: Envelope, ev: AppointmentRescheduled) -> None:
+    await uow.deliveries.cancel_reminders(ev.appointment_id)
     ctx = _appointment(ev) | {"previous_start": ev.previous_start.isoformat()}
     await _queue(uow, env, ev.patient_id, "appointment_rescheduled", appointment_id=ev.appointment_id, context=ctx)
     due = reminder_due(ev.start, uow.clock())
@@ -143,14 +156,14 @@ async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: Appoint
             uow,
             env,
             ev.patient_id,
-            "appointment_reminder",
+            REMINDER,
             due_at=due,
             appointment_id=ev.appointment_id,
             context=_appointment(ev),
         )
 
 
-async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: WaitlistOffered) -> None:
+async def waitlist_offered(uow: NotificationsWork, env: Envelope, ev: WaitlistOffered) -> None:
     ctx = {
         "start": ev.start.isoformat(),
         "end": ev.end.isoformat(),
@@ -160,10 +173,9 @@ async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: WaitlistOffere
     await _queue(uow, env, ev.patient_id, "waitlist_offer", context=ctx)
 
 
-async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: EmergencyAccessGranted) -> None:
+async def emergency_access_granted(uow: NotificationsWork, env: Envelope, ev: EmergencyAccessGranted) -> None:
     """Alert administrators that a clinician broke the glass (ids and expiry only)."""
-    await store.raise_alert(
-        uow.conn,
+    await uow.alerts.add(
         kind="break_glass",
         audience="ADMIN",
         patient_id=ev.patient_id,
@@ -175,19 +187,19 @@ async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: Emerge
             "expires_at": ev.expires_at.isoformat(),
         },
         event_id=env.id,
+        at=uow.clock(),
     )
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def lab_order_resulted(uow: NotificationsWork, env: Envelope, ev: LabOrderResulted) -> None:
     """Alert the ordering doctor to an abnormal or critical result: ids, codes and flags only,
     once per order. Normal results raise nothing."""
     if not (ev.abnormal or ev.critical):
         return
     flagged = [{"code": r.code, "flag": r.flag} for r in ev.results if r.flag != "N"]
-    await store.raise_alert(
-        uow.conn,
+    await uow.alerts.add(
         kind="lab_result",
-        audience=store.user_audience(ev.ordered_by),
+        audience=user_audience(ev.ordered_by),
         patient_id=ev.patient_id,
         actor_id=None,
         detail={
@@ -199,7 +211,53 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
             "resulted_at": ev.resulted_at.isoformat(),
         },
         event_id=env.id,
+        at=uow.clock(),
     )
+
+
+async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegistered) -> None:
+    """``patient_registered`` in the unit of work the consumer loop opened."""
+    await patient_registered(NotificationsUnit(uow), env, ev)
+
+
+async def on_invitation_issued(uow: UnitOfWork, env: Envelope, ev: InvitationIssued) -> None:
+    """``invitation_issued`` in the unit of work the consumer loop opened."""
+    await invitation_issued(NotificationsUnit(uow), env, ev)
+
+
+async def on_invitation_redeemed(uow: UnitOfWork, env: Envelope, ev: InvitationRedeemed) -> None:
+    """``invitation_redeemed`` in the unit of work the consumer loop opened."""
+    await invitation_redeemed(NotificationsUnit(uow), env, ev)
+
+
+async def on_appointment_booked(uow: UnitOfWork, env: Envelope, ev: AppointmentBooked) -> None:
+    """``appointment_booked`` in the unit of work the consumer loop opened."""
+    await appointment_booked(NotificationsUnit(uow), env, ev)
+
+
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
+    """``appointment_cancelled`` in the unit of work the consumer loop opened."""
+    await appointment_cancelled(NotificationsUnit(uow), env, ev)
+
+
+async def on_appointment_rescheduled(uow: UnitOfWork, env: Envelope, ev: AppointmentRescheduled) -> None:
+    """``appointment_rescheduled`` in the unit of work the consumer loop opened."""
+    await appointment_rescheduled(NotificationsUnit(uow), env, ev)
+
+
+async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: WaitlistOffered) -> None:
+    """``waitlist_offered`` in the unit of work the consumer loop opened."""
+    await waitlist_offered(NotificationsUnit(uow), env, ev)
+
+
+async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: EmergencyAccessGranted) -> None:
+    """``emergency_access_granted`` in the unit of work the consumer loop opened."""
+    await emergency_access_granted(NotificationsUnit(uow), env, ev)
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+    """``lab_order_resulted`` in the unit of work the consumer loop opened."""
+    await lab_order_resulted(NotificationsUnit(uow), env, ev)
 
 
 #: Roles that alerts are addressed to as a whole.
@@ -215,20 +273,18 @@ class Notifications:
     denied, in the access log; the patient's own account is known here from patients' events.
     """
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.log = AccessLog(db, NotificationsRecordAccessed, "delivery")
+    def __init__(self, units: NotificationsUnits) -> None:
+        self.units = units
+        self.log = AccessLog(units, NotificationsRecordAccessed, "delivery")
 
     async def alerts(self, who: Principal, limit: int) -> list[Alert]:
         """Alerts addressed to the caller, newest first (ADMIN: those for administrators; a DOCTOR:
         those for them). Other roles receive no alerts (403)."""
         if not who.has_any(*ALERTED):
             raise ProblemError(403, "not allowed for your role")
-        audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [
-            store.user_audience(uuid.UUID(who.subject))
-        ]
-        async with self.db.read() as uow:
-            found = await store.alerts(uow.conn, audiences=audiences, limit=limit)
+        audiences = [role for role in ROLE_AUDIENCES if who.has_any(role)] + [user_audience(uuid.UUID(who.subject))]
+        async with self.units.read() as uow:
+            found = await uow.alerts.addressed_to(audiences, limit=limit)
             purposes = {
                 (a.patient_id, "administration" if a.audience in ROLE_AUDIENCES else "care")
                 for a in found
@@ -241,24 +297,24 @@ class Notifications:
     async def history(self, who: Principal, patient_id: uuid.UUID, limit: int) -> list[Delivery]:
         """One patient's messages, newest first (ADMIN, or the patient themself)."""
         decision = await self.decide(who, Operation.READ_HISTORY, patient_id, "read", "delivery")
-        async with self.db.read() as uow:
-            found = await store.deliveries(uow.conn, patient_id, limit=limit)
+        async with self.units.read() as uow:
+            found = await uow.deliveries.of(patient_id, limit=limit)
             self.log.record(uow, who, patient_id, "read", decision)
         return found
 
     async def preferences(self, who: Principal, patient_id: uuid.UUID) -> Preferences:
         """How a patient wants to hear from the hospital (the patient, RECEPTIONIST, ADMIN)."""
         decision = await self.decide(who, Operation.PREFERENCES, patient_id, "read", PREFERENCE)
-        async with self.db.read() as uow:
-            found = await store.preferences(uow.conn, patient_id)
+        async with self.units.read() as uow:
+            found = await uow.preferences.get(patient_id)
             self.log.record(uow, who, patient_id, "read", decision, resource=PREFERENCE)
         return found
 
     async def choose(self, who: Principal, patient_id: uuid.UUID, chosen: Preferences) -> Preferences:
         """Set a patient's channels or opt-out; messages already queued honour it when they go out."""
         decision = await self.decide(who, Operation.PREFERENCES, patient_id, "update", PREFERENCE)
-        async with self.db.uow() as uow:
-            await store.set_preferences(uow.conn, patient_id, chosen)
+        async with self.units.uow() as uow:
+            await uow.preferences.set(patient_id, chosen, uow.clock())
             self.log.record(uow, who, patient_id, "update", decision, resource=PREFERENCE)
         return chosen
 
@@ -268,8 +324,8 @@ class Notifications:
         """The policy's decision on ``op`` for this patient; a refusal is recorded and raised."""
         rel = NONE
         if policy.RULES[op].needs_relationship(who.roles):
-            async with self.db.pool.acquire() as conn:
-                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
+            async with self.units.read() as uow:
+                rel = Relationship(owner=await uow.accounts.owns(uuid.UUID(who.subject), patient_id))
         decision = policy.decide(op, who.roles, rel)
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, action, resource=resource)

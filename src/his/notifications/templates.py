@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -36,7 +36,7 @@ class Renderer:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         return moment.astimezone(self.zone)
 
-    def render(self, template: str, context: dict[str, Any]) -> tuple[str, str]:
+    def render(self, template: str, context: Mapping[str, object]) -> tuple[str, str]:
         """(subject, body) of ``template`` with ``context``."""
         text = self.env.get_template(f"{template}.txt.j2").render(**context)
         subject, _, body = text.partition("\n")
