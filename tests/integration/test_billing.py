@@ -417,6 +417,7 @@ async def test_partial_then_full_payment_then_refund(world: World) -> None:
 
     async def pay(amount: str, path: str = "payments", **kw: str) -> httpx.Response:
         body = {"amount": amount, "currency": kw.get("currency", "TRY"), "method": "cash"}
+        world.clock.advance(timedelta(seconds=1))  # payments are listed in the order the clock made them
         return await world.client.post(
             f"/invoices/{inv}/{path}", json=body, headers=key_headers(world.billing, uuid.uuid4().hex)
         )

@@ -16,13 +16,14 @@ from datetime import date
 from decimal import Decimal
 
 from his.access import NONE, Decision, Relationship, Role
-from his.billing import handlers, online, policy, store
+from his.billing import handlers, online, policy
 from his.billing.domain import (
     BillingError,
     Charge,
     Claim,
     ClaimAction,
     ClaimStatus,
+    DuplicateVersionError,
     InvalidTransitionError,
     Invoice,
     InvoiceDetail,
@@ -36,14 +37,11 @@ from his.billing.domain import (
 from his.billing.handlers import Answer
 from his.billing.payments import MalformedConfirmationError, PaymentProvider, SignatureError
 from his.billing.policy import STAFF, Operation
-from his.billing.store import online as online_store
-from his.clients import replica
+from his.billing.ports import BillingUnits
 from his.clients.audited import AccessLog
-from his.clients.patients import refused
 from his.events.audit import Action as AuditAction
 from his.events.audit import BillingRecordAccessed, record_workload_access
 from his.kernel import faults
-from his.kernel.db import Database
 from his.kernel.params import one_of
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
@@ -56,27 +54,27 @@ MONEY_COMMITTED = faults.point("billing.payment.after_commit", "a desk payment o
 
 
 class Accounts:
-    """Billing's use cases over its database and (when configured) a payment provider."""
+    """Billing's use cases over its units of work and (when configured) a payment provider."""
 
     def __init__(
-        self, db: Database, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time
+        self, units: BillingUnits, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.db, self.provider, self.clock = db, provider, clock
-        self.log = AccessLog(db, BillingRecordAccessed, "invoice")
+        self.units, self.provider, self.clock = units, provider, clock
+        self.log = AccessLog(units, BillingRecordAccessed, "invoice")
 
     # --- prices ----------------------------------------------------------------------------------
 
     async def plans(self) -> list[Payer]:
         """Payer plans (not patient data: any signed-in user)."""
-        async with self.db.pool.acquire() as conn:
-            return await store.payers(conn)
+        async with self.units.read() as unit:
+            return await unit.prices.payers()
 
     async def price_list(self, on: date | None) -> PriceList:
         """The price list in effect on ``on`` (default today): the day, its version, its lines."""
-        day = on or handlers.today(self.db.clock())
-        async with self.db.pool.acquire() as conn:
-            version = await store.price_version_on(conn, day)
-            lines = await store.price_lines(conn, version.id) if version else []
+        async with self.units.read() as unit:
+            day = on or handlers.today(unit.clock())
+            version = await unit.prices.version_on(day)
+            lines = await unit.prices.lines(version.id) if version else []
         if version is None:
             raise ProblemError(404, f"no price list in effect on {day.isoformat()}")
         return PriceList(day, version, tuple(lines))
@@ -85,16 +83,18 @@ class Accounts:
         """A new price list version (ADMIN), in effect from today or later; 409 if one starts that day."""
         if not who.has_any(Role.ADMIN):
             raise ProblemError(403, "not allowed for your role")
-        if effective_from < handlers.today(self.db.clock()):
+        async with self.units.read() as unit:
+            today = handlers.today(unit.clock())
+        if effective_from < today:
             raise ProblemError(422, "effective_from cannot be in the past")
         codes = [x.code for x in lines]
         if len(set(codes)) != len(codes):
             raise ProblemError(422, "each code appears once in a price list")
         vid = uuid.uuid4()
         try:
-            async with self.db.uow() as uow:
-                await store.add_price_version(uow.conn, vid, effective_from, lines, uuid.UUID(who.subject))
-        except store.DuplicateVersionError:
+            async with self.units.uow() as uow:
+                await uow.prices.add_version(vid, effective_from, lines, uuid.UUID(who.subject), uow.clock())
+        except DuplicateVersionError:
             raise ProblemError(409, "a price list version starts on that date already") from None
         return vid
 
@@ -105,8 +105,8 @@ class Accounts:
         decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
         if not decision.allowed:
             raise await self.log.refuse(who, patient_id, decision, "read", resource="charge")
-        async with self.db.read() as uow:
-            rows = await store.charges_of_patient(uow.conn, patient_id, limit)
+        async with self.units.read() as uow:
+            rows = await uow.charges.of_patient(patient_id, limit)
             self.log.record(uow, who, patient_id, "read", decision, resource="charge")
         return rows
 
@@ -124,13 +124,13 @@ class Accounts:
             decision, ids = policy.decide(Operation.READ_INVOICES, who.roles, NONE), None
         elif who.has_any(Role.PATIENT):
             decision = policy.decide(Operation.READ_INVOICES, who.roles, Relationship(owner=True))
-            async with self.db.pool.acquire() as conn:
-                ids = await replica.patients_of_account(conn, uuid.UUID(who.subject))
+            async with self.units.read() as unit:
+                ids = await unit.holders.patients_of(uuid.UUID(who.subject))
         else:
             raise ProblemError(403, "not allowed for your role")
-        async with self.db.read() as uow:
-            rows = await store.invoices(uow.conn, ids, status, limit)
-            found = [await store.detailed(uow.conn, x) for x in rows]
+        async with self.units.read() as uow:
+            rows = await uow.invoices.find(ids, status, limit)
+            found = [await uow.invoices.detailed(x) for x in rows]
             for pid in sorted({x.patient_id for x in rows}):
                 self.log.record(uow, who, pid, "read", decision)
         return found
@@ -138,8 +138,8 @@ class Accounts:
     async def invoice(self, who: Principal, invoice_id: uuid.UUID) -> InvoiceDetail:
         """One invoice with its lines, shares, payer and encounter."""
         invoice, decision = await self.opened(who, invoice_id)
-        async with self.db.read() as uow:
-            found = await store.detailed(uow.conn, invoice)
+        async with self.units.read() as uow:
+            found = await uow.invoices.detailed(invoice)
             self.log.record(uow, who, invoice.patient_id, "read", decision)
         return found
 
@@ -148,8 +148,8 @@ class Accounts:
     async def payments(self, who: Principal, invoice_id: uuid.UUID) -> list[Payment]:
         """Payments and refunds of an invoice."""
         invoice, decision = await self.opened(who, invoice_id, resource="payment")
-        async with self.db.read() as uow:
-            found = await store.payments_of(uow.conn, invoice_id)
+        async with self.units.read() as uow:
+            found = await uow.payments.of_invoice(invoice_id)
             self.log.record(uow, who, invoice.patient_id, "read", decision, resource="payment")
         return found
 
@@ -173,7 +173,7 @@ class Accounts:
                 "recorded by the payment provider's confirmation",
             )
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 answer = await handlers.take(uow, uuid.UUID(who.subject), key, m)
                 if not answer.replayed:
                     self.log.record(uow, who, invoice.patient_id, "create", decision, resource=m.kind.value)
@@ -197,10 +197,10 @@ class Accounts:
         actor = uuid.UUID(who.subject)
         p = online.OnlinePayment(invoice_id, amount, currency, self.provider.name)
         try:
-            if (answer := await online.replayed_or_payable(self.db, actor, key, p)) is not None:
+            if (answer := await online.replayed_or_payable(self.units, actor, key, p)) is not None:
                 return answer
             opened = await online.checkout(self.provider, actor, key, p)
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 answer, patient_id = await online.record_intent(uow, actor, key, p, opened)
                 if patient_id is not None:
                     self.log.record(uow, who, patient_id, "create", decision, resource=INTENT)
@@ -213,8 +213,8 @@ class Accounts:
     async def online_payments(self, who: Principal, invoice_id: uuid.UUID) -> list[online.IntentView]:
         """The online payments opened on an invoice, each with whether it was the TEST provider's."""
         invoice, decision = await self.opened(who, invoice_id, resource=INTENT)
-        async with self.db.read() as uow:
-            intents = await online_store.intents_of(uow.conn, invoice_id)
+        async with self.units.read() as uow:
+            intents = await uow.intents.of_invoice(invoice_id)
             self.log.record(uow, who, invoice.patient_id, "read", decision, resource=INTENT)
         testing = self.provider.name if self.provider is not None and self.provider.test_mode else None
         return [online.IntentView(x, test_mode=x.provider == testing) for x in intents]
@@ -233,7 +233,7 @@ class Accounts:
             raise ProblemError(422, str(exc)) from None
         actor = f"spiffe://his.local/payment-provider/{provider.name}"
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 patient_id = await online.confirm(uow, confirmation)
                 if patient_id is not None:
                     record_workload_access(
@@ -260,18 +260,18 @@ class Accounts:
         if not who.has_any(*STAFF):
             raise ProblemError(403, "not allowed for your role")
         if payer is not None:
-            async with self.db.pool.acquire() as conn:
-                one_of("payer", payer, [p.code for p in await store.payers(conn)])
+            async with self.units.read() as unit:
+                one_of("payer", payer, [p.code for p in await unit.prices.payers()])
         decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
-        async with self.db.read() as uow:
-            found = await store.claims(uow.conn, status, payer, limit)
+        async with self.units.read() as uow:
+            found = await uow.claims.find(status, payer, limit)
             for pid in sorted({x.patient_id for x in found}):  # each claim names its patient
                 self.log.record(uow, who, pid, "read", decision, resource="claim")
         return found
 
     async def claim(self, who: Principal, claim_id: uuid.UUID) -> Claim:
         claim, decision = await self.claim_for(who, claim_id, "read")
-        async with self.db.read() as uow:
+        async with self.units.read() as uow:
             self.log.record(uow, who, claim.patient_id, "read", decision, resource="claim")
         return claim
 
@@ -279,7 +279,7 @@ class Accounts:
         """Submit, accept, reject or mark paid a claim; 409 for a step its state does not allow."""
         _, decision = await self.claim_for(who, claim_id, "update")
         try:
-            async with self.db.uow() as uow:
+            async with self.units.uow() as uow:
                 claim = await handlers.act_on_claim(uow, claim_id, action)
                 self.log.record(uow, who, claim.patient_id, "update", decision, resource="claim")
         except handlers.UnknownError:
@@ -295,8 +295,9 @@ class Accounts:
         account is known here from patients' events."""
         rel = NONE
         if policy.RULES[op].needs_relationship(who.roles):
-            async with self.db.pool.acquire() as conn:
-                account = await replica.account_of(conn, patient_id)
+            async with self.units.read() as unit:
+                ref = await unit.patients.find(patient_id)
+            account = ref.account_id if ref is not None else None
             rel = Relationship(owner=account is not None and str(account) == who.subject)
         return policy.decide(op, who.roles, rel)
 
@@ -309,24 +310,34 @@ class Accounts:
         resource: str = "invoice",
     ) -> tuple[Invoice, Decision]:
         """The invoice and the policy's decision on ``op``; a refusal is recorded and raised."""
-        async with self.db.pool.acquire() as conn:
-            invoice = await store.get_invoice(conn, invoice_id)
-        if invoice is None:
-            raise refused(policy.not_found(op, who.roles), None, "invoice")
-        decision = await self.decide(who, op, invoice.patient_id)
-        if not decision.allowed:
-            raise await self.log.refuse(who, invoice.patient_id, decision, action, resource=resource, what="invoice")
-        return invoice, decision
+        async with self.units.read() as unit:
+            found = await unit.invoices.get(invoice_id)
+        return await self.log.admit(
+            who,
+            found,
+            lambda invoice: self.decide(who, op, invoice.patient_id),
+            missing=policy.not_found(op, who.roles),
+            action=action,
+            resource=resource,
+            what="invoice",
+        )
 
     async def claim_for(self, who: Principal, claim_id: uuid.UUID, action: AuditAction) -> tuple[Claim, Decision]:
-        async with self.db.pool.acquire() as conn:
-            claim = await store.get_claim(conn, claim_id)
-        if claim is None:
-            raise refused(policy.not_found(Operation.ACCOUNTS, who.roles), None, "claim")
-        decision = policy.decide(Operation.ACCOUNTS, who.roles, NONE)
-        if not decision.allowed:
-            raise await self.log.refuse(who, claim.patient_id, decision, action, resource="claim", what="claim")
-        return claim, decision
+        async with self.units.read() as unit:
+            found = await unit.claims.get(claim_id)
+
+        async def decide(_: Claim) -> Decision:
+            return policy.decide(Operation.ACCOUNTS, who.roles, NONE)
+
+        return await self.log.admit(
+            who,
+            found,
+            decide,
+            missing=policy.not_found(Operation.ACCOUNTS, who.roles),
+            action=action,
+            resource="claim",
+            what="claim",
+        )
 
 
 INTENT = "payment_intent"

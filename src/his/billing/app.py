@@ -24,6 +24,7 @@ from his.kernel.web import Routes
 
 if TYPE_CHECKING:
     from his.billing.payments import PaymentProvider
+    from his.billing.ports import BillingUnits
     from his.billing.testmode import TestModeProvider
     from his.kernel.rpc import RpcService
 
@@ -45,6 +46,16 @@ def payment_provider(ctx: ServiceContext) -> TestModeProvider | None:
 def http(db: Database, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time) -> Routes:
     """Billing's routes and their use cases; with a payment provider, its checkout page too (the
     embedded TEST provider's). ``clock`` judges the age of the provider's signatures."""
+    from his.billing.store import BillingStore
+
+    return http_over(BillingStore(db), provider, clock=clock)
+
+
+def http_over(
+    units: BillingUnits, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time
+) -> Routes:
+    """The same routes over any units of work: the database's, or the in-memory ones of
+    ``his.testing.billing`` in unit tests."""
     from his.billing.accounts import Accounts
     from his.billing.api.http import router
     from his.billing.testmode import TestModeProvider, checkout_router
@@ -53,7 +64,7 @@ def http(db: Database, provider: PaymentProvider | None = None, *, clock: Callab
     api.include_router(router)
     if isinstance(provider, TestModeProvider):
         api.include_router(checkout_router(provider))
-    return Routes(api, provides=[Accounts(db, provider, clock=clock)])
+    return Routes(api, provides=[Accounts(units, provider, clock=clock)])
 
 
 def routes(ctx: ServiceContext) -> Routes:

@@ -231,6 +231,10 @@ class ClaimAction(StrEnum):
     PAY = "pay"
 
 
+class DuplicateVersionError(Exception):
+    """A price list version with this effective date exists already (its unique key)."""
+
+
 class InvalidTransitionError(ValueError):
     """The claim is not in a state that allows this action."""
 

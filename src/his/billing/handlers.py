@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
-from his.billing import store
 from his.billing.domain import (
     ZERO,
     Charge,
@@ -67,6 +66,8 @@ from his.billing.domain import (
     price,
     unpriced,
 )
+from his.billing.ports import BillingWork
+from his.billing.store import BillingUnit
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
 from his.events.billing import (
     ClaimAccepted,
@@ -131,7 +132,7 @@ class Item:
 # --- patients and coverage ---------------------------------------------------------------------
 
 
-async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: CoverageChanged) -> None:
+async def coverage_changed(uow: BillingWork, env: Envelope, ev: CoverageChanged) -> None:
     """Add to the patient's coverage history; an invoice uses the payer valid on its service date.
 
     A payer billing has no plan for is recorded too (it is what patients holds), so that nothing
@@ -139,23 +140,23 @@ async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: CoverageChange
     until the coverage is corrected. Changes of one day are ordered by when patients made them
     (the event's time), so a stale change replayed from the DLQ never overrides a later correction.
     """
-    await store.add_coverage(uow.conn, ev.patient_id, ev.payer, ev.effective_from, env.id, changed_at=env.time)
+    await uow.coverage.add(ev.patient_id, ev.payer, ev.effective_from, env.id, env.time)
     # Invoices already issued for services the new coverage applies to were split under another
     # plan (coverage travels on patients' stream, charges on others: it can arrive after them).
     # Each is voided and reissued under the plan now valid on its service date, payments kept.
-    plans = await store.plans(uow.conn)
-    for invoice in await store.issued_since(uow.conn, ev.patient_id, ev.effective_from):
+    plans = await uow.prices.plans()
+    for invoice in await uow.invoices.issued_since(ev.patient_id, ev.effective_from):
         now_valid = await plan_on(uow, ev.patient_id, invoice.service_date, plans)
         if now_valid.code != invoice.payer:
             await void_and_reissue(uow, invoice)
 
 
-async def plan_on(uow: UnitOfWork, patient_id: uuid.UUID, day: date, plans: dict[str, Plan] | None = None) -> Plan:
+async def plan_on(uow: BillingWork, patient_id: uuid.UUID, day: date, plans: dict[str, Plan] | None = None) -> Plan:
     """The plan of the payer valid for the patient on ``day``; a payer without a plan dead-letters
     the event being applied (``PermanentError``), to be replayed once the coverage is corrected."""
-    payer = await store.payer_on(uow.conn, patient_id, day)
+    payer = await uow.coverage.payer_on(patient_id, day)
     try:
-        return plan_for(payer, plans if plans is not None else await store.plans(uow.conn))
+        return plan_for(payer, plans if plans is not None else await uow.prices.plans())
     except UnknownPayerError as exc:
         raise PermanentError(
             f"patient {patient_id}: {exc}; correct the patient's coverage (PATCH /api/patients/{patient_id}),"
@@ -163,10 +164,9 @@ async def plan_on(uow: UnitOfWork, patient_id: uuid.UUID, day: date, plans: dict
         ) from None
 
 
-async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> None:
+async def ward_updated(uow: BillingWork, env: Envelope, ev: WardUpdated) -> None:
     """Remember a ward's corrected tariff (see ``on_bed_charge_posted``)."""
-    await store.add_ward_tariff(
-        uow.conn,
+    await uow.coverage.add_ward_tariff(
         env.id,
         WardTariff(
             ward_id=ev.ward_id,
@@ -181,25 +181,25 @@ async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> No
 # --- encounters --------------------------------------------------------------------------------
 
 
-async def on_admitted(uow: UnitOfWork, env: Envelope, ev: PatientAdmitted) -> None:
-    enc = await store.encounter(uow.conn, EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
-    await store.admitted(uow.conn, enc.id, ev.admitted_at)
+async def admitted(uow: BillingWork, env: Envelope, ev: PatientAdmitted) -> None:
+    enc = await uow.encounters.open(EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
+    await uow.encounters.admitted(enc.id, ev.admitted_at)
     await adopt(uow, replace(enc, started_at=ev.admitted_at))
 
 
-async def on_discharged(uow: UnitOfWork, env: Envelope, ev: PatientDischarged) -> None:
+async def discharged(uow: BillingWork, env: Envelope, ev: PatientDischarged) -> None:
     """Close the admission and issue the invoice that collected its charges, once every bed night
     the discharge counts has arrived (bed nights and discharges are separate consumers, so the
     discharge may be applied first; the last bed night then closes the admission)."""
-    enc = await store.encounter(uow.conn, EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
-    await store.discharged(uow.conn, enc.id, ev.discharged_at, ev.nights)
+    enc = await uow.encounters.open(EncounterKind.ADMISSION, ev.admission_id, ev.patient_id, ev.admitted_at)
+    await uow.encounters.discharged(enc.id, ev.discharged_at, ev.nights)
     await adopt(uow, replace(enc, started_at=ev.admitted_at, ended_at=ev.discharged_at))
     await close_if_complete(uow, enc.id)
 
 
-async def close_if_complete(uow: UnitOfWork, encounter_id: uuid.UUID) -> None:
-    if await store.close_if_complete(uow.conn, encounter_id):
-        draft = await store.draft_of(uow.conn, encounter_id)
+async def close_if_complete(uow: BillingWork, encounter_id: uuid.UUID) -> None:
+    if await uow.encounters.close_if_complete(encounter_id):
+        draft = await uow.invoices.draft_of(encounter_id)
         if draft is not None:
             await issue(uow, draft)
 
@@ -207,20 +207,20 @@ async def close_if_complete(uow: UnitOfWork, encounter_id: uuid.UUID) -> None:
 # --- charges -----------------------------------------------------------------------------------
 
 
-async def _priced(uow: UnitOfWork, code: str, on: date, quantity: Decimal, key: str) -> Item:
-    line = await store.price_on(uow.conn, code, on)
+async def _priced(uow: BillingWork, code: str, on: date, quantity: Decimal, key: str) -> Item:
+    line = await uow.prices.price_on(code, on)
     if line is None:  # dead-lettered: add the price, then replay the event
         raise PermanentError(f"no price for {code} on {on.isoformat()}")
     return Item(key, code, line.category, quantity, line.amount, line.currency)
 
 
-async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: AppointmentCompleted) -> None:
+async def appointment_completed(uow: BillingWork, env: Envelope, ev: AppointmentCompleted) -> None:
     """Charge the appointment's service at the price list's price on its date."""
     item = await _priced(uow, f"consultation.{ev.service}", day_of(ev.start), Decimal(1), "service")
     await capture(uow, ev.patient_id, (SourceKind.APPOINTMENT, ev.appointment_id), ev.start, [item])
 
 
-async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePosted) -> None:
+async def bed_charge_posted(uow: BillingWork, env: Envelope, ev: BedChargePosted) -> None:
     """A bed night at the ward's rate (admissions owns the tariff), on its admission's invoice.
 
     A night posted in a currency billing does not invoice in (a ward entered before currencies
@@ -228,16 +228,16 @@ async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePost
     without such a correction it dead-letters, to be replayed once the ward is corrected."""
     at = datetime.combine(ev.night, time(12), tzinfo=zone())
     ward_type, amount, currency = ev.ward_type, ev.amount, ev.currency
-    known = billable_currencies(await store.plans(uow.conn))
+    known = billable_currencies(await uow.prices.plans())
     if currency not in known:
-        corrected = await store.ward_tariff_after(uow.conn, ev.ward_id, env.time, known)
+        corrected = await uow.coverage.ward_tariff_after(ev.ward_id, env.time, known)
         if corrected is not None:
             ward_type, amount, currency = corrected.ward_type, corrected.daily_rate, corrected.currency
     item = Item("night", f"bed.{ward_type}", "bed", Decimal(1), amount, currency)
     await capture(uow, ev.patient_id, (SourceKind.BED_CHARGE, ev.charge_id), at, [item], admission=ev.admission_id)
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def lab_order_resulted(uow: BillingWork, env: Envelope, ev: LabOrderResulted) -> None:
     """One line per test at the catalogue price the laboratory put on the event."""
     items = [
         Item(f"{i}", f"lab.{c.code}", "laboratory", Decimal(1), c.amount, c.currency) for i, c in enumerate(ev.charges)
@@ -246,7 +246,7 @@ async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResu
         await capture(uow, ev.patient_id, (SourceKind.LAB_ORDER, ev.order_id), ev.resulted_at, items)
 
 
-async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: StockConsumed) -> None:
+async def stock_consumed(uow: BillingWork, env: Envelope, ev: StockConsumed) -> None:
     """Chargeable stock used for a patient: ``item.<code>`` at the price list's price × quantity."""
     if not ev.chargeable or ev.patient_id is None:
         return
@@ -263,7 +263,7 @@ _VISIT_KIND = {
 
 
 async def capture(
-    uow: UnitOfWork,
+    uow: BillingWork,
     patient_id: uuid.UUID,
     source: tuple[SourceKind, uuid.UUID],
     at: datetime,
@@ -272,16 +272,15 @@ async def capture(
     admission: uuid.UUID | None = None,
 ) -> None:
     """Record a source's charges once and put them on the invoice of their encounter."""
-    conn = uow.conn
     source_kind, source_id = source
     if any(it.quantity <= 0 or it.unit_price < 0 or not it.unit_price.is_finite() for it in items):
         raise PermanentError("a charge needs a positive quantity and a price of at least zero")
-    admission = admission or await store.admission_at(conn, patient_id, at)
+    admission = admission or await uow.encounters.admission_at(patient_id, at)
     if admission is not None:
-        enc = await store.encounter(conn, EncounterKind.ADMISSION, admission, patient_id, at)
+        enc = await uow.encounters.open(EncounterKind.ADMISSION, admission, patient_id, at)
     else:
-        enc = await store.encounter(conn, _VISIT_KIND[source_kind], source_id, patient_id, at)
-    voided = await store.source_voided(conn, source_kind, source_id)
+        enc = await uow.encounters.open(_VISIT_KIND[source_kind], source_id, patient_id, at)
+    voided = await uow.charges.source_voided(source_kind, source_id)
     new: list[uuid.UUID] = []
     for it in items:
         unit = cents(it.unit_price)  # a price is money: 0.01, as stored
@@ -303,7 +302,7 @@ async def capture(
             encounter_id=enc.id,
             invoice_id=None,
         )
-        if await store.insert_charge(conn, charge):
+        if await uow.charges.add(charge):
             new.append(charge.id)
     if voided or not new:
         return
@@ -313,10 +312,10 @@ async def capture(
     await place(uow, enc, new, items[0].currency, bed_night=source_kind is SourceKind.BED_CHARGE)
 
 
-async def check_currency(uow: UnitOfWork, currency: str, source_kind: SourceKind) -> None:
+async def check_currency(uow: BillingWork, currency: str, source_kind: SourceKind) -> None:
     """A charge in a currency none of billing's plans is in cannot be invoiced: dead-letter it
     (before it opens or joins an invoice) rather than price it under a plan of another currency."""
-    known = billable_currencies(await store.plans(uow.conn))
+    known = billable_currencies(await uow.prices.plans())
     if currency not in known:
         bed = source_kind is SourceKind.BED_CHARGE
         where = "correct the ward's currency (PATCH /api/wards/{id})" if bed else "correct it"
@@ -327,27 +326,26 @@ async def check_currency(uow: UnitOfWork, currency: str, source_kind: SourceKind
 
 
 async def place(
-    uow: UnitOfWork, enc: Encounter, charge_ids: list[uuid.UUID], currency: str, *, bed_night: bool = False
+    uow: BillingWork, enc: Encounter, charge_ids: list[uuid.UUID], currency: str, *, bed_night: bool = False
 ) -> None:
     """Put new charges of an encounter on its invoice: the draft of an admission still open, else a
     new invoice (a supplementary one if the encounter was invoiced already), issued at once."""
-    conn = uow.conn
     collecting = enc.kind is EncounterKind.ADMISSION and enc.status is EncounterStatus.OPEN
-    invoice = await store.draft_of(conn, enc.id) if collecting else None
+    invoice = await uow.invoices.draft_of(enc.id) if collecting else None
     if invoice is None:
-        kind = InvoiceKind.SUPPLEMENTARY if await store.has_issued(conn, enc.id) else _invoice_kind(enc)
-        invoice = await store.create_invoice(
-            conn,
+        kind = InvoiceKind.SUPPLEMENTARY if await uow.invoices.has_issued(enc.id) else _invoice_kind(enc)
+        invoice = await uow.invoices.create(
             invoice_id=uuid.uuid4(),
             patient_id=enc.patient_id,
             encounter_id=enc.id,
             kind=kind,
             currency=currency,
             service_date=day_of(enc.started_at),
+            at=uow.clock(),
         )
     if currency != invoice.currency:
         raise PermanentError(f"charges in another currency than the invoice's {invoice.currency}")
-    await store.attach(conn, charge_ids, invoice.id)
+    await uow.charges.attach(charge_ids, invoice.id)
     if not collecting:
         await issue(uow, invoice)
     elif bed_night:
@@ -358,24 +356,22 @@ def _invoice_kind(enc: Encounter) -> InvoiceKind:
     return InvoiceKind.ADMISSION if enc.kind is EncounterKind.ADMISSION else InvoiceKind.VISIT
 
 
-async def issue(uow: UnitOfWork, invoice: Invoice) -> Invoice | None:
+async def issue(uow: BillingWork, invoice: Invoice) -> Invoice | None:
     """Price a draft invoice under the plan valid on its service date, and make it payable."""
-    conn = uow.conn
-    charges = await store.active_charges(conn, invoice.id)
+    charges = await uow.charges.active_on(invoice.id)
     if not charges:  # everything on it was cancelled before it was issued
-        await store.mark_void(conn, invoice.id, keep_paid=True)
+        await uow.invoices.mark_void(invoice.id, keep_paid=True, at=uow.clock())
         return None
-    enc = await store.get_encounter(conn, invoice.encounter_id)
+    enc = await uow.encounters.get(invoice.encounter_id)
     assert enc is not None
     day = day_of(enc.started_at)  # the encounter's first date: its plan and plan year
-    await store.set_service_date(conn, invoice.id, day)
+    await uow.invoices.set_service_date(invoice.id, day)
     plan = await plan_on(uow, invoice.patient_id, day)
     if plan.currency != invoice.currency:
         raise PermanentError(f"invoice {invoice.id} is in {invoice.currency}, plan {plan.code} in {plan.currency}")
-    year = await store.accumulator(conn, invoice.patient_id, plan.code, day.year)
+    year = await uow.invoices.accumulator(invoice.patient_id, plan.code, day.year)
     priced = price(plan, [Line(c.code, c.category, c.quantity, c.unit_price) for c in charges], year)
-    await store.write_lines(
-        conn,
+    await uow.invoices.write_lines(
         [
             InvoiceLine(
                 invoice_id=invoice.id,
@@ -395,10 +391,10 @@ async def issue(uow: UnitOfWork, invoice: Invoice) -> Invoice | None:
             for i, (c, p) in enumerate(zip(charges, priced.lines, strict=True))
         ],
     )
-    await store.save_accumulator(conn, invoice.patient_id, plan.code, day.year, priced.after)
+    await uow.invoices.save_accumulator(invoice.patient_id, plan.code, day.year, priced.after)
     status = payment_status(priced.patient_share, invoice.paid)
-    issued = await store.mark_issued(
-        conn, invoice.id, status=status, payer=plan.code, plan_year=day.year, priced=priced
+    issued = await uow.invoices.mark_issued(
+        invoice.id, status=status, payer=plan.code, plan_year=day.year, priced=priced, at=uow.clock()
     )
     uow.add(
         InvoiceIssued(
@@ -417,14 +413,14 @@ async def issue(uow: UnitOfWork, invoice: Invoice) -> Invoice | None:
     )
     uow.on_commit(ISSUED.inc)
     if priced.insurer_share > ZERO:
-        claim = await store.insert_claim(
-            conn,
+        claim = await uow.claims.add(
             claim_id=uuid.uuid4(),
             invoice_id=issued.id,
             patient_id=issued.patient_id,
             payer=plan.code,
             amount=priced.insurer_share,
             currency=issued.currency,
+            at=uow.clock(),
         )
         uow.add(_claim_event(ClaimCreated, claim), aggregate_id=claim.id)
     return issued
@@ -443,33 +439,30 @@ def _claim_event(model: type[ClaimEvent], claim: Claim) -> ClaimEvent:
 # --- cancellations -----------------------------------------------------------------------------
 
 
-async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
+async def appointment_cancelled(uow: BillingWork, env: Envelope, ev: AppointmentCancelled) -> None:
     await void_source(uow, SourceKind.APPOINTMENT, ev.appointment_id)
 
 
-async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: LabOrderCancelled) -> None:
+async def lab_order_cancelled(uow: BillingWork, env: Envelope, ev: LabOrderCancelled) -> None:
     await void_source(uow, SourceKind.LAB_ORDER, ev.order_id)
 
 
-async def void_source(uow: UnitOfWork, kind: SourceKind, source_id: uuid.UUID) -> None:
+async def void_source(uow: BillingWork, kind: SourceKind, source_id: uuid.UUID) -> None:
     """Void a source's charges (and any arriving later); reissue issued invoices without them."""
-    conn = uow.conn
-    await store.mark_source_voided(conn, kind, source_id)
-    for invoice_id in await store.void_charges(conn, kind, source_id):
-        invoice = await store.get_invoice(conn, invoice_id, lock=True)
+    await uow.charges.mark_source_voided(kind, source_id)
+    for invoice_id in await uow.charges.void(kind, source_id, uow.clock()):
+        invoice = await uow.invoices.get(invoice_id, lock=True)
         assert invoice is not None
         if invoice.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             await void_and_reissue(uow, invoice)
 
 
-async def void_and_reissue(uow: UnitOfWork, invoice: Invoice) -> None:
-    conn = uow.conn
-    remaining = await store.active_charges(conn, invoice.id)
+async def void_and_reissue(uow: BillingWork, invoice: Invoice) -> None:
+    remaining = await uow.charges.active_on(invoice.id)
     await _void(uow, invoice, keep_paid=not remaining)
     replacement: Invoice | None = None
     if remaining:
-        replacement = await store.create_invoice(
-            conn,
+        replacement = await uow.invoices.create(
             invoice_id=uuid.uuid4(),
             patient_id=invoice.patient_id,
             encounter_id=invoice.encounter_id,
@@ -478,8 +471,9 @@ async def void_and_reissue(uow: UnitOfWork, invoice: Invoice) -> None:
             currency=invoice.currency,
             service_date=invoice.service_date,
             paid=invoice.paid,
+            at=uow.clock(),
         )
-        await store.move_open_items(conn, invoice.id, replacement.id)
+        await uow.invoices.move_open_items(invoice.id, replacement.id)
         await issue(uow, replacement)
     uow.add(
         InvoiceVoided(
@@ -491,38 +485,36 @@ async def void_and_reissue(uow: UnitOfWork, invoice: Invoice) -> None:
     )
 
 
-async def _void(uow: UnitOfWork, invoice: Invoice, *, keep_paid: bool) -> None:
+async def _void(uow: BillingWork, invoice: Invoice, *, keep_paid: bool) -> None:
     """Void an issued invoice: its share of the year leaves the accumulator, its claim is void."""
-    conn = uow.conn
     payer, plan_year = invoice.payer, invoice.plan_year
     assert payer is not None and plan_year is not None, f"invoice {invoice.id} was never issued"
-    year = await store.accumulator(conn, invoice.patient_id, payer, plan_year)
+    year = await uow.invoices.accumulator(invoice.patient_id, payer, plan_year)
     back = unpriced(year, invoice.deductible_applied, invoice.out_of_pocket_applied)
-    await store.save_accumulator(conn, invoice.patient_id, payer, plan_year, back)
-    claim = await store.claim_of_invoice(conn, invoice.id)
+    await uow.invoices.save_accumulator(invoice.patient_id, payer, plan_year, back)
+    claim = await uow.claims.of_invoice(invoice.id)
     if claim is not None and claim.status in (ClaimStatus.DRAFT, ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED):
-        await store.set_claim_status(conn, claim.id, ClaimStatus.VOID)
+        await uow.claims.set_status(claim.id, ClaimStatus.VOID, uow.clock())
         uow.add(_claim_event(ClaimVoided, claim), aggregate_id=claim.id)
-    await store.mark_void(conn, invoice.id, keep_paid=keep_paid)
+    await uow.invoices.mark_void(invoice.id, keep_paid=keep_paid, at=uow.clock())
 
 
-async def adopt(uow: UnitOfWork, admission: Encounter) -> None:
+async def adopt(uow: BillingWork, admission: Encounter) -> None:
     """Charges that fall within this admission but were billed as visits, because their event was
     applied before billing learnt of the admission (streams are not ordered with each other),
     move onto it: their visit invoices are voided (payments stay there, to be refunded) and the
     charges go on the admission's invoice like any other charge of the stay."""
-    conn = uow.conn
-    strays = await store.visit_charges_within(conn, admission.patient_id, admission.started_at, admission.ended_at)
+    strays = await uow.charges.visits_within(admission.patient_id, admission.started_at, admission.ended_at)
     if not strays:
         return
     for invoice_id in sorted({c.invoice_id for c in strays if c.invoice_id is not None}):
-        invoice = await store.get_invoice(conn, invoice_id, lock=True)
+        invoice = await uow.invoices.get(invoice_id, lock=True)
         assert invoice is not None
         if invoice.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             await _void(uow, invoice, keep_paid=True)
             uow.add(InvoiceVoided(invoice_id=invoice_id, patient_id=invoice.patient_id), aggregate_id=invoice_id)
     ids = [c.id for c in strays]
-    await store.move_to_encounter(conn, ids, admission.id)
+    await uow.charges.move_to_encounter(ids, admission.id)
     await place(uow, admission, ids, strays[0].currency)
 
 
@@ -553,18 +545,18 @@ class Answer:
     replayed: bool
 
 
-async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
+async def take(uow: BillingWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
     """A payment or refund under an idempotency key: the first request with the key does it and
     stores its answer; the same key and request again get that answer; another request under
     the same key is a ``ConflictError``. Concurrent holders of one key wait on its unique row."""
-    conn = uow.conn
-    if not await store.claim_key(conn, actor, key, m.fingerprint()):
-        stored = await store.stored_response(conn, actor, key)
+    payments = uow.payments
+    if not await payments.claim_key(actor, key, m.fingerprint()):
+        stored = await payments.stored_response(actor, key)
         assert stored is not None
         if stored.request_hash != m.fingerprint():
             raise ConflictError("this Idempotency-Key was used for a different request")
         return Answer(stored.status, stored.body, replayed=True)
-    invoice = await store.get_invoice(conn, m.invoice_id, lock=True)
+    invoice = await uow.invoices.get(m.invoice_id, lock=True)
     if invoice is None:
         raise UnknownError("invoice not found")
     paid = invoice.paid
@@ -577,9 +569,8 @@ async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
         check_refund(m.amount, m.currency, invoice.currency, paid)
         paid -= m.amount
     status = invoice.status_after(paid)
-    await store.set_paid(conn, invoice.id, paid, status)
-    payment = await store.insert_payment(
-        conn,
+    await uow.invoices.set_paid(invoice.id, paid, status, uow.clock())
+    payment = await payments.add(
         payment_id=uuid.uuid4(),
         invoice_id=invoice.id,
         patient_id=invoice.patient_id,
@@ -588,6 +579,7 @@ async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
         currency=m.currency,
         method=m.method,
         created_by=actor,
+        at=uow.clock(),
     )
     if m.kind is PaymentKind.PAYMENT:
         event: PaymentReceived | PaymentRefunded = PaymentReceived(
@@ -618,7 +610,7 @@ async def take(uow: UnitOfWork, actor: uuid.UUID, key: str, m: Money) -> Answer:
             "outstanding": str(invoice.issued_share() - paid),
         }
     )
-    await store.store_response(conn, actor, key, 201, body)
+    await payments.store_response(actor, key, 201, body)
     return Answer(201, body, replayed=False)
 
 
@@ -645,12 +637,55 @@ _CLAIM_EVENTS: dict[ClaimStatus, type[ClaimEvent]] = {
 }
 
 
-async def act_on_claim(uow: UnitOfWork, claim_id: uuid.UUID, action: ClaimAction) -> Claim:
+async def act_on_claim(uow: BillingWork, claim_id: uuid.UUID, action: ClaimAction) -> Claim:
     """Move a claim along draft → submitted → accepted → paid (or rejected); ``InvalidTransitionError`` else."""
-    claim = await store.get_claim(uow.conn, claim_id, lock=True)
+    claim = await uow.claims.get(claim_id, lock=True)
     if claim is None:
         raise UnknownError("claim not found")
     after = claim_transition(claim.status, action)
-    moved = await store.set_claim_status(uow.conn, claim_id, after)
+    moved = await uow.claims.set_status(claim_id, after, uow.clock())
     uow.add(_claim_event(_CLAIM_EVENTS[after], moved), aggregate_id=claim_id)
     return moved
+
+
+# --- the consumers (``his.kernel.consumer``): each applies its event in the consumer's unit of work ---
+
+
+async def on_coverage_changed(uow: UnitOfWork, env: Envelope, ev: CoverageChanged) -> None:
+    await coverage_changed(BillingUnit(uow), env, ev)
+
+
+async def on_ward_updated(uow: UnitOfWork, env: Envelope, ev: WardUpdated) -> None:
+    await ward_updated(BillingUnit(uow), env, ev)
+
+
+async def on_admitted(uow: UnitOfWork, env: Envelope, ev: PatientAdmitted) -> None:
+    await admitted(BillingUnit(uow), env, ev)
+
+
+async def on_discharged(uow: UnitOfWork, env: Envelope, ev: PatientDischarged) -> None:
+    await discharged(BillingUnit(uow), env, ev)
+
+
+async def on_appointment_completed(uow: UnitOfWork, env: Envelope, ev: AppointmentCompleted) -> None:
+    await appointment_completed(BillingUnit(uow), env, ev)
+
+
+async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePosted) -> None:
+    await bed_charge_posted(BillingUnit(uow), env, ev)
+
+
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+    await lab_order_resulted(BillingUnit(uow), env, ev)
+
+
+async def on_stock_consumed(uow: UnitOfWork, env: Envelope, ev: StockConsumed) -> None:
+    await stock_consumed(BillingUnit(uow), env, ev)
+
+
+async def on_appointment_cancelled(uow: UnitOfWork, env: Envelope, ev: AppointmentCancelled) -> None:
+    await appointment_cancelled(BillingUnit(uow), env, ev)
+
+
+async def on_lab_order_cancelled(uow: UnitOfWork, env: Envelope, ev: LabOrderCancelled) -> None:
+    await lab_order_cancelled(BillingUnit(uow), env, ev)

@@ -23,7 +23,6 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from his.billing import store
 from his.billing.domain import (
     BillingError,
     IntentStatus,
@@ -36,9 +35,8 @@ from his.billing.domain import (
 )
 from his.billing.handlers import Answer, ConflictError, UnknownError
 from his.billing.payments import Checkout, Confirmation, PaymentProvider
-from his.billing.store import online as online_store
+from his.billing.ports import BillingUnits, BillingWork
 from his.events.billing import PaymentReceived
-from his.kernel.db import Connection, Database, UnitOfWork
 
 #: Namespace of intent ids (UUIDv5 of the caller and their idempotency key).
 INTENT_NAMESPACE = uuid.UUID("6f1c2a5e-93b4-4d0e-9a55-0c3f6a1b2d70")
@@ -87,8 +85,8 @@ def _payable(invoice: Invoice | None, p: OnlinePayment) -> Invoice:
     return invoice
 
 
-async def _stored(conn: Connection, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
-    stored = await store.stored_response(conn, actor, key)
+async def _stored(uow: BillingWork, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
+    stored = await uow.payments.stored_response(actor, key)
     if stored is None:
         return None
     if stored.request_hash != p.fingerprint():
@@ -96,14 +94,14 @@ async def _stored(conn: Connection, actor: uuid.UUID, key: str, p: OnlinePayment
     return Answer(stored.status, stored.body, replayed=True)
 
 
-async def replayed_or_payable(db: Database, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
+async def replayed_or_payable(units: BillingUnits, actor: uuid.UUID, key: str, p: OnlinePayment) -> Answer | None:
     """The stored answer when the key was used before; else None once the invoice can take the
     payment. ``BillingError`` (422) for an amount that cannot be paid, ``ConflictError`` (409)
     for a key reused or an invoice that takes no payments."""
-    async with db.pool.acquire() as conn:
-        if (answer := await _stored(conn, actor, key, p)) is not None:
+    async with units.read() as uow:
+        if (answer := await _stored(uow, actor, key, p)) is not None:
             return answer
-        _payable(await store.get_invoice(conn, p.invoice_id), p)
+        _payable(await uow.invoices.get(p.invoice_id), p)
     return None
 
 
@@ -116,18 +114,17 @@ async def checkout(provider: PaymentProvider, actor: uuid.UUID, key: str, p: Onl
 
 
 async def record_intent(
-    uow: UnitOfWork, actor: uuid.UUID, key: str, p: OnlinePayment, opened: Checkout
+    uow: BillingWork, actor: uuid.UUID, key: str, p: OnlinePayment, opened: Checkout
 ) -> tuple[Answer, uuid.UUID | None]:
     """Record the opened payment and its answer under the idempotency key: the answer, and the
     invoice's patient (None when a concurrent request with the same key got there first: its
     answer is replayed)."""
-    if not await store.claim_key(uow.conn, actor, key, p.fingerprint()):
-        answer = await _stored(uow.conn, actor, key, p)
+    if not await uow.payments.claim_key(actor, key, p.fingerprint()):
+        answer = await _stored(uow, actor, key, p)
         assert answer is not None
         return answer, None
-    invoice = _payable(await store.get_invoice(uow.conn, p.invoice_id, lock=True), p)
-    intent = await online_store.insert_intent(
-        uow.conn,
+    invoice = _payable(await uow.invoices.get(p.invoice_id, lock=True), p)
+    intent = await uow.intents.add(
         intent_id=intent_id(actor, key),
         invoice_id=p.invoice_id,
         patient_id=invoice.patient_id,
@@ -137,35 +134,35 @@ async def record_intent(
         provider_ref=opened.reference,
         checkout_url=opened.url,
         created_by=actor,
+        at=uow.clock(),
     )
     body = json.dumps(intent_json(intent, test_mode=opened.test_mode))
-    await store.store_response(uow.conn, actor, key, 201, body)
+    await uow.payments.store_response(actor, key, 201, body)
     return Answer(201, body, replayed=False), invoice.patient_id
 
 
-async def confirm(uow: UnitOfWork, c: Confirmation) -> uuid.UUID | None:
+async def confirm(uow: BillingWork, c: Confirmation) -> uuid.UUID | None:
     """Apply a provider's verified confirmation: record the payment once. The patient paid for
     when it was applied now, None if this event was applied before. ``ReplayError``,
     ``UnknownError`` (no intent with this reference), ``MismatchError``."""
-    conn = uow.conn
-    if not await online_store.record_delivery(conn, c.provider, c.delivery):
+    if not await uow.intents.record_delivery(c.provider, c.delivery, uow.clock()):
         raise ReplayError("this confirmation was delivered before")
-    intent = await online_store.intent_by_reference(conn, c.provider, c.reference)
+    intent = await uow.intents.by_reference(c.provider, c.reference)
     if intent is None:
         raise UnknownError("no payment was opened with this reference")
     if (c.amount, c.currency) != (intent.amount, intent.currency):
         raise MismatchError(f"the payment was opened for {intent.amount} {intent.currency}")
-    if not await online_store.record_event(conn, c.provider, c.event_id, intent.id):
+    if not await uow.intents.record_event(c.provider, c.event_id, intent.id):
         return None
     if intent.status is IntentStatus.SUCCEEDED:  # confirmed before under another event id
         return None
-    invoice = await store.get_invoice(conn, intent.invoice_id, lock=True)
+    invoice = await uow.invoices.get(intent.invoice_id, lock=True)
     assert invoice is not None
     paid = invoice.paid + c.amount
     status = invoice.status_after(paid)
-    await store.set_paid(conn, invoice.id, paid, status)
-    payment = await store.insert_payment(
-        conn,
+    now = uow.clock()
+    await uow.invoices.set_paid(invoice.id, paid, status, now)
+    payment = await uow.payments.add(
         payment_id=uuid.uuid4(),
         invoice_id=invoice.id,
         patient_id=invoice.patient_id,
@@ -176,8 +173,9 @@ async def confirm(uow: UnitOfWork, c: Confirmation) -> uuid.UUID | None:
         created_by=intent.created_by,
         provider=c.provider,
         intent_id=intent.id,
+        at=now,
     )
-    await online_store.mark_succeeded(conn, intent.id)
+    await uow.intents.mark_succeeded(intent.id, now)
     uow.add(
         PaymentReceived(
             payment_id=payment.id,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from his.billing import store
 from his.billing.domain import billable_currencies
+from his.billing.store import PgPrices
 from his.kernel import rpc
 from his.kernel.db import Database
 from his.kernel.pki import spiffe_id
@@ -34,7 +34,7 @@ class BillingTerms(pb_grpc.BillingTermsServicer):
     async def GetTerms(self, request: pb.GetTermsRequest, context: Context) -> pb.Terms:
         """Every payer plan (code, title, currency) and the currencies billing invoices in."""
         async with self.db.pool.acquire() as conn:
-            payers = await store.payers(conn)
+            payers = await PgPrices(conn).payers()
         return pb.Terms(
             payers=[pb.PayerPlan(code=p.code, title=p.title, currency=p.currency) for p in payers],
             currencies=billable_currencies({p.code: p.plan for p in payers}),
