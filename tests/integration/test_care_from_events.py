@@ -23,8 +23,9 @@ from his.kernel import migrations
 from his.kernel.consumer import Handler
 from his.kernel.db import Database
 from his.kernel.events import Envelope, Event
-from his.patients import handlers, store
-from his.patients.domain import NewPatient, Sex
+from his.patients import handlers
+from his.patients.domain import CareRelationship, NewPatient, Sex
+from his.patients.store import PatientsStore
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -46,9 +47,9 @@ async def db(patients_dsn: str) -> AsyncIterator[Database]:
 
 
 async def a_patient(db: Database) -> uuid.UUID:
-    async with db.uow() as uow:
-        pid, _ = await handlers.register_patient(uow, NewPatient("Elif", "Kaya", date(1975, 6, 1), Sex.FEMALE))
-    return pid
+    async with PatientsStore(db).uow() as unit:
+        added = await handlers.register(unit, NewPatient("Elif", "Kaya", date(1975, 6, 1), Sex.FEMALE))
+    return added.id
 
 
 def envelope(ev: Event, at: datetime, version: int = 1) -> Envelope:
@@ -69,9 +70,14 @@ async def deliver(db: Database, ev: Event, at: datetime, version: int = 1) -> No
 
 
 async def in_care(db: Database, patient: uuid.UUID, user: uuid.UUID, at: datetime) -> bool:
-    async with db.pool.acquire() as conn:
-        care, _ = await store.care_basis(conn, patient, user, at)
+    async with PatientsStore(db).uow() as unit:
+        care, _ = await unit.care.basis(patient, user, at)
     return care
+
+
+async def care_team(db: Database, patient: uuid.UUID, at: datetime) -> list[CareRelationship]:
+    async with PatientsStore(db).uow() as unit:
+        return await unit.care.team(patient, at)
 
 
 async def test_an_appointment_puts_its_practitioner_in_care_in_any_order_of_events(db: Database) -> None:
@@ -114,8 +120,7 @@ async def test_an_appointment_puts_its_practitioner_in_care_in_any_order_of_even
         assert await in_care(db, patient, account, moved_end + DAY - timedelta(seconds=1)), order
         assert not await in_care(db, patient, account, moved_end + DAY), order
         assert not await in_care(db, patient, uuid.uuid4(), T0 + timedelta(seconds=1)), "only that practitioner"
-        async with db.pool.acquire() as conn:
-            team = await store.care_team(conn, patient, T0 + timedelta(hours=1))
+        team = await care_team(db, patient, T0 + timedelta(hours=1))
         assert [(m.id, m.user_id, m.source) for m in team] == [(appointment, account, "appointment")]
 
 
@@ -182,5 +187,4 @@ async def test_a_practitioner_without_an_account_puts_no_one_in_care(db: Databas
         ),
         T0,
     )
-    async with db.pool.acquire() as conn:
-        assert await store.care_team(conn, patient, T0 + timedelta(hours=1)) == []
+    assert await care_team(db, patient, T0 + timedelta(hours=1)) == []

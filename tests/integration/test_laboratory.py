@@ -39,6 +39,7 @@ from his.notifications.app import http as notifications_http
 from his.patients import handlers as patients_handlers
 from his.patients.app import http as patients_http
 from his.patients.domain import NewPatient, Sex
+from his.patients.store import PatientsStore
 from tests.support.api import bearer, serve
 from tests.support.waiting import wait_for
 
@@ -60,10 +61,11 @@ class Lab:
     async def patient(self, account: uuid.UUID | None = None) -> uuid.UUID:
         """A patient registered in patients (the chart) and known to the lab's fake directory, in
         the care of the lab's doctor (who may order for them)."""
-        async with self.chart.uow() as uow:
-            pid, _ = await patients_handlers.register_patient(
-                uow, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE, user_id=account)
+        async with PatientsStore(self.chart).uow() as unit:
+            added = await patients_handlers.register(
+                unit, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE, user_id=account)
             )
+        pid = added.id
         self.patients.patients[pid] = PatientRef(pid, account)
         self.patients.care[(pid, self.doctor)] = CareBasis(in_care=True, emergency=False)
         return pid

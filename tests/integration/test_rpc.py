@@ -39,9 +39,10 @@ from his.kernel.resilience import (
     RetryPolicy,
 )
 from his.notifications.contacts import GrpcContacts
-from his.patients import handlers, store
+from his.patients import handlers
 from his.patients.api import grpc as patients_grpc
 from his.patients.domain import CareSource, NewCareRelationship, NewPatient, Sex
+from his.patients.store import PatientsStore
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 from tests.conftest import NatsServer
@@ -76,9 +77,9 @@ async def hospital(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Hospital]:
     db = Database(dsn, schema="patients", min_size=1, max_size=8)
     await db.open()
     account = uuid.uuid4()
-    async with db.uow() as uow:
-        patient_id, _ = await handlers.register_patient(
-            uow,
+    async with PatientsStore(db).uow() as unit:
+        patient = await handlers.register(
+            unit,
             NewPatient(
                 "Ayşe",
                 "Yılmaz",
@@ -94,7 +95,7 @@ async def hospital(admin_dsn: str, tmp_path: Path) -> AsyncIterator[Hospital]:
     server = rpc.RpcServer(ca.issue("patients", spiffe_id("patients")), patients_grpc.services(SimpleNamespace(db=db)))  # type: ignore[arg-type]
     port = await server.start()
     try:
-        yield Hospital(db, server, f"127.0.0.1:{port}", ca, patient_id, account)
+        yield Hospital(db, server, f"127.0.0.1:{port}", ca, patient.id, account)
     finally:
         await server.stop(0)
         await db.close()
@@ -139,11 +140,10 @@ async def test_laboratory_learns_a_users_relationship_and_nothing_else(hospital:
     refused; no PHI, so no access record."""
     carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
-    async with hospital.db.uow() as uow:
+    async with PatientsStore(hospital.db).uow() as unit:
         rel = NewCareRelationship(hospital.patient_id, carer, CareSource.ASSIGNMENT, now - timedelta(minutes=1))
-        await store.insert_care_relationship(uow.conn, rel, None)
-        await store.insert_emergency_grant(
-            uow.conn,
+        await unit.care.assign(rel, None, rel.valid_from)
+        await unit.grants.add(
             patient_id=hospital.patient_id,
             user_id=glass,
             roles=["DOCTOR"],
@@ -195,8 +195,8 @@ async def test_a_refusal_is_the_same_error_through_every_adapter(hospital: Hospi
 
 
 async def test_optional_fields_are_absent_not_empty(hospital: Hospital) -> None:
-    async with hospital.db.uow() as uow:
-        bare, _ = await handlers.register_patient(uow, NewPatient("Can", "Demir", date(1990, 1, 2), Sex.MALE))
+    async with PatientsStore(hospital.db).uow() as unit:
+        bare = (await handlers.register(unit, NewPatient("Can", "Demir", date(1990, 1, 2), Sex.MALE))).id
     client, stub = hospital.client("notifications")
     patient = await client.call(stub.GetPatient, pb.GetPatientRequest(patient_id=str(bare)), idempotent=True)
     assert not patient.HasField("user_id") and not patient.HasField("coverage")

@@ -76,14 +76,6 @@ async def register(
     return added
 
 
-async def register_patient(
-    uow: UnitOfWork, cmd: NewPatient, *, actor: uuid.UUID | None = None, zone: tzinfo = UTC
-) -> tuple[uuid.UUID, str]:
-    """``register`` in a unit of work of the kernel's (the patient's id and MRN)."""
-    added = await register(PatientsUnit(uow), cmd, actor=actor, zone=zone)
-    return added.id, added.mrn
-
-
 async def relationship(care: CareTeams, who: Principal, patient: Patient, now: datetime) -> Relationship:
     """What ``who`` is to this patient now: the patient themself, or a clinician in their care or
     under an emergency grant (asked of the tables only for clinicians)."""
