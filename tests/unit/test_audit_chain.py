@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from his.audit.domain import GENESIS, Checkpoint, is_flagged, link, verify
+from his.audit.domain import GENESIS, Checkpoint, canonical, is_flagged, link, verify
 
 KEY = b"checkpoint key"
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -185,3 +185,68 @@ def test_a_chain_of_old_and_flagged_records_verifies_and_a_changed_flag_is_named
 )
 def test_emergency_access_is_flagged(action: str, purpose: str, flagged: bool) -> None:
     assert is_flagged(action, purpose) is flagged
+
+
+#: A record's content as the chain hashes it, fixed; its hashes below were computed by the chain's
+#: code as it was in December 2026, before the record had a type of its own. A hospital's chain
+#: verifies only while every record hashes to exactly these bytes.
+PINNED = {
+    "event_id": uuid.UUID("5b0c1e7a-3f4d-4c2b-9a61-0d7e8f9a1b2c"),
+    "at": datetime(2027, 10, 31, 1, 30, 15, 123456, tzinfo=UTC),
+    "source": "his.patients",
+    "actor_id": uuid.UUID("0f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f"),
+    "actor_roles": ["DOCTOR", "NURSE"],
+    "patient_id": uuid.UUID("a1b2c3d4-e5f6-4789-8abc-def012345678"),
+    "action": "break_glass",
+    "resource": "patient",
+    "purpose": "emergency",
+    "outcome": "allowed",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+}
+PINNED_CANONICAL = (
+    '{"action":"break_glass","actor_id":"0f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f","actor_roles":["DOCTOR","NURSE"],'
+    '"at":"2027-10-31 01:30:15.123456+00:00","event_id":"5b0c1e7a-3f4d-4c2b-9a61-0d7e8f9a1b2c","flagged":true,'
+    '"outcome":"allowed","patient_id":"a1b2c3d4-e5f6-4789-8abc-def012345678","purpose":"emergency",'
+    '"resource":"patient","seq":1,"source":"his.patients","trace_id":"0af7651916cd43dd8448eb211c80319c"}'
+)
+PINNED_HASHES = (
+    "8ec15db928d0d7c65aeab732a7ec08fd170d22b9cba1e3ab87e7bc27c90a72de",
+    "ea9659cf162f421fe54df5fa7d7b50015f64cb9cb25a257724011f4e4cd859a7",
+    "d1d9f8ae179cb8567d3db17574fae7d6cf20dd4c44bacd38ca54a4716886828e",
+)
+
+
+def pinned_rows() -> list[dict[str, Any]]:
+    """Three records as the store hashes new ones (``seq`` given, ``flagged`` always true or
+    false): an emergency access, a refused read of a trail with no trace and no patient, and text
+    outside ASCII."""
+    return [
+        PINNED | {"seq": 1, "flagged": True},
+        PINNED
+        | {
+            "seq": 2,
+            "event_id": uuid.UUID("5b0c1e7a-3f4d-4c2b-9a61-0d7e8f9a1b2d"),
+            "source": "his.audit",
+            "actor_roles": ["PATIENT"],
+            "patient_id": None,
+            "action": "read",
+            "resource": "audit_trail",
+            "purpose": "oversight",
+            "outcome": "denied",
+            "trace_id": None,
+            "flagged": False,
+        },
+        PINNED
+        | {"seq": 3, "event_id": uuid.UUID("5b0c1e7a-3f4d-4c2b-9a61-0d7e8f9a1b2e"), "resource": "Prüfung ✓"}
+        | {"flagged": False},
+    ]
+
+
+def test_the_hashes_of_records_are_those_the_chain_has_always_computed() -> None:
+    rows = pinned_rows()
+    assert canonical(rows[0]).decode() == PINNED_CANONICAL
+    prev, hashes = GENESIS, []
+    for row in rows:
+        prev = link(prev, row)
+        hashes.append(prev.hex())
+    assert tuple(hashes) == PINNED_HASHES
