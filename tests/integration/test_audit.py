@@ -11,6 +11,8 @@ import pytest
 
 from his.audit import store
 from his.audit.app import http as audit_http
+from his.audit.domain import NewRecord
+from his.audit.store import AuditStore, PgChain
 from his.cli import audit as audit_cli
 from his.kernel import migrations
 from his.kernel.db import Database
@@ -32,21 +34,20 @@ async def chain(admin_dsn: str, tmp_path: Path) -> tuple[str, Path]:
     try:
         for i in range(20):
             async with conn.transaction():
-                await store.append(
-                    conn,
-                    {
-                        "event_id": uuid.uuid4(),
-                        "at": datetime.now(UTC),
-                        "source": "his.patients",
-                        "actor_id": uuid.uuid4(),
-                        "actor_roles": ["DOCTOR"],
-                        "patient_id": uuid.uuid4(),
-                        "action": "read",
-                        "resource": "patient",
-                        "purpose": "care",
-                        "outcome": "allowed" if i % 5 else "denied",
-                        "trace_id": None,
-                    },
+                await PgChain(conn).append(
+                    NewRecord(
+                        event_id=uuid.uuid4(),
+                        at=datetime.now(UTC),
+                        source="his.patients",
+                        actor_id=uuid.uuid4(),
+                        actor_roles=("DOCTOR",),
+                        patient_id=uuid.uuid4(),
+                        action="read",
+                        resource="patient",
+                        purpose="care",
+                        outcome="allowed" if i % 5 else "denied",
+                        trace_id=None,
+                    )
                 )
     finally:
         await conn.close()
@@ -169,22 +170,21 @@ async def test_records_from_before_the_flag_verify_next_to_flagged_ones(chain: t
             prev = h
         for flagged in (True, False):
             async with conn.transaction():
-                await store.append(
-                    conn,
-                    {
-                        "event_id": uuid.uuid4(),
-                        "at": datetime.now(UTC),
-                        "source": "his.patients",
-                        "actor_id": uuid.uuid4(),
-                        "actor_roles": ["DOCTOR"],
-                        "patient_id": uuid.uuid4(),
-                        "action": "break_glass" if flagged else "read",
-                        "resource": "patient",
-                        "purpose": "emergency" if flagged else "care",
-                        "outcome": "allowed",
-                        "trace_id": None,
-                        "flagged": flagged,
-                    },
+                await PgChain(conn).append(
+                    NewRecord(
+                        event_id=uuid.uuid4(),
+                        at=datetime.now(UTC),
+                        source="his.patients",
+                        actor_id=uuid.uuid4(),
+                        actor_roles=("DOCTOR",),
+                        patient_id=uuid.uuid4(),
+                        action="break_glass" if flagged else "read",
+                        resource="patient",
+                        purpose="emergency" if flagged else "care",
+                        outcome="allowed",
+                        trace_id=None,
+                        flagged=flagged,
+                    )
                 )
         flags = [r["flagged"] for r in await conn.fetch("SELECT flagged FROM audit_log ORDER BY seq")]
     finally:
@@ -203,8 +203,8 @@ async def test_a_refused_read_of_a_patients_trail_joins_the_chain(chain: tuple[s
     db = Database(dsn, schema="audit", max_size=2)
     await db.open()
     owner, patient = uuid.uuid4(), uuid.uuid4()
-    async with db.uow() as uow:
-        await store.link_account(uow.conn, patient, owner)
+    async with AuditStore(db).uow() as u:
+        await u.accounts.link(patient, owner)
     try:
         async with serve(audit_http(db), base_url="http://audit") as client:
             trail = {"patient_id": str(patient)}

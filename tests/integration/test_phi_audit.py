@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from his.audit import handlers as audit_handlers
-from his.audit import store as audit_store
 from his.audit.domain import verify
+from his.audit.store import PgChain
 from his.events.audit import PatientsRecordAccessed, PatientsRecordsAccessed, batch_accesses
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel import migrations, problems, streams
@@ -220,5 +220,5 @@ async def test_concurrent_reads_leave_one_record_each_in_batched_events(
     )
     assert batches >= 1  # committed together, published together
     async with audit.pool.acquire() as conn:
-        verdict = verify([r async for r in audit_store.rows(conn)])
+        verdict = verify([r async for r in PgChain(conn).rows()])
     assert verdict.ok, verdict

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from his.audit.domain import GENESIS, Checkpoint, canonical, is_flagged, link, verify
+from his.audit.domain import GENESIS, Checkpoint, NewRecord, canonical, is_flagged, link, verify
 
 KEY = b"checkpoint key"
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -250,3 +250,22 @@ def test_the_hashes_of_records_are_those_the_chain_has_always_computed() -> None
         prev = link(prev, row)
         hashes.append(prev.hex())
     assert tuple(hashes) == PINNED_HASHES
+
+
+def _new(row: dict[str, Any]) -> NewRecord:
+    content: dict[str, Any] = {k: v for k, v in row.items() if k != "seq"}
+    return NewRecord(**(content | {"actor_roles": tuple(row["actor_roles"])}))
+
+
+def test_a_new_record_hashes_as_its_content_always_did() -> None:
+    """What the store and the fake hash: a ``NewRecord``'s content at its ``seq``."""
+    records = [_new(row) for row in pinned_rows()]
+    assert records[0].content(1) == pinned_rows()[0]
+    assert canonical(records[0].content(1)).decode() == PINNED_CANONICAL
+    prev, hashes = GENESIS, []
+    for seq, record in enumerate(records, start=1):
+        prev = link(prev, record.content(seq))
+        hashes.append(prev.hex())
+    assert tuple(hashes) == PINNED_HASHES
+    unflagged = _new(PINNED)
+    assert unflagged.content(1)["flagged"] is False  # a new record always hashes the field

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from his.kernel.consumer import Subscription
-from his.kernel.db import Database
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
+
+if TYPE_CHECKING:
+    from his.audit.ports import AuditUnits
+    from his.kernel.db import Database
 
 
 def http(db: Database) -> Routes:
     """The audit trail's route and its use case over a database."""
+    from his.audit.store import AuditStore
+
+    return http_over(AuditStore(db))
+
+
+def http_over(units: AuditUnits) -> Routes:
+    """The same route over any units of work: the database's, or the in-memory ones of
+    ``his.testing.audit`` in unit tests."""
     from his.audit.api.http import router
     from his.audit.handlers import AuditTrail
 
-    return Routes(router, provides=[AuditTrail(db)])
+    return Routes(router, provides=[AuditTrail(units)])
 
 
 def routes(ctx: ServiceContext) -> Routes:

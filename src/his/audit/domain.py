@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 GENESIS = bytes(32)
 FIELDS = (
@@ -57,6 +57,66 @@ class Entry:
     purpose: str
     outcome: str
     flagged: bool
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """One access to append to the chain: what happened, before the chain gives it a ``seq``."""
+
+    #: The access's own id (unique in the chain: an event id, or a new one for this service's own).
+    event_id: uuid.UUID
+    at: datetime
+    #: The service that recorded it (``his.patients``, ``his.laboratory`` …).
+    source: str
+    actor_id: uuid.UUID
+    actor_roles: tuple[str, ...]
+    patient_id: uuid.UUID | None
+    action: str
+    resource: str
+    purpose: str
+    outcome: str
+    trace_id: str | None
+    #: Emergency access (``is_flagged``); new records always have true or false, part of their hash.
+    flagged: bool = False
+
+    def content(self, seq: int) -> dict[str, Any]:
+        """The record at ``seq`` as the chain hashes it (``link``) and stores it."""
+        return {
+            "seq": seq,
+            "event_id": self.event_id,
+            "at": self.at,
+            "source": self.source,
+            "actor_id": self.actor_id,
+            "actor_roles": list(self.actor_roles),
+            "patient_id": self.patient_id,
+            "action": self.action,
+            "resource": self.resource,
+            "purpose": self.purpose,
+            "outcome": self.outcome,
+            "trace_id": self.trace_id,
+            "flagged": bool(self.flagged),
+        }
+
+
+class ChainRow(TypedDict):
+    """A record as the chain holds it, what ``verify`` walks: its content, its place and its links.
+    ``flagged`` is None on records written before the field existed (hashed without it)."""
+
+    seq: int
+    event_id: uuid.UUID
+    at: datetime
+    source: str
+    actor_id: uuid.UUID
+    actor_roles: list[str]
+    patient_id: uuid.UUID | None
+    action: str
+    resource: str
+    purpose: str
+    outcome: str
+    trace_id: str | None
+    flagged: bool | None
+    prev_hash: bytes
+    hash: bytes
 
 
 def is_flagged(action: str, purpose: str) -> bool:

@@ -1,5 +1,9 @@
 """Use cases of the audit service: append access records; learn which account owns which patient;
-show a patient's trail (``AuditTrail``) to whoever ``his.audit.policy`` lets see it."""
+show a patient's trail (``AuditTrail``) to whoever ``his.audit.policy`` lets see it.
+
+Each consumed event has its use case over the service's unit of work (``AuditWork``) and its
+handler (``on_...``), which runs it in the unit of work the consumer loop opened.
+"""
 
 from __future__ import annotations
 
@@ -7,90 +11,104 @@ import uuid
 from dataclasses import dataclass
 
 from his.access import NONE, Relationship
-from his.audit import policy, store
-from his.audit.domain import Entry, is_flagged
+from his.audit import policy
+from his.audit.domain import Entry, NewRecord, is_flagged
 from his.audit.policy import Operation
+from his.audit.ports import AuditUnits, AuditWork
+from his.audit.store import AuditUnit
 from his.clients.patients import refused
 from his.events.audit import RecordAccessed, RecordsAccessed
 from his.events.patients import InvitationRedeemed, PatientRegistered
-from his.kernel.db import Database, UnitOfWork
+from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope
 from his.kernel.security import Principal
 
 
-async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: RecordAccessed) -> None:
+async def record_accessed(uow: AuditWork, env: Envelope, ev: RecordAccessed) -> None:
     """Append the access to the hash chain; emergency access is flagged."""
-    await store.append(
-        uow.conn,
-        {
-            "event_id": env.id,
-            "at": env.time,
-            "source": env.source,
-            "actor_id": ev.actor_id,
-            "actor_roles": list(ev.actor_roles),
-            "patient_id": ev.patient_id,
-            "action": ev.action,
-            "resource": ev.resource,
-            "purpose": ev.purpose,
-            "outcome": ev.outcome,
-            "trace_id": ev.trace_id,
-            "flagged": is_flagged(ev.action, ev.purpose),
-        },
+    await uow.chain.append(
+        NewRecord(
+            event_id=env.id,
+            at=env.time,
+            source=env.source,
+            actor_id=ev.actor_id,
+            actor_roles=tuple(ev.actor_roles),
+            patient_id=ev.patient_id,
+            action=ev.action,
+            resource=ev.resource,
+            purpose=ev.purpose,
+            outcome=ev.outcome,
+            trace_id=ev.trace_id,
+            flagged=is_flagged(ev.action, ev.purpose),
+        )
     )
+
+
+async def records_accessed(uow: AuditWork, env: Envelope, ev: RecordsAccessed) -> None:
+    """Append a batch of accesses (reads committed together) to the hash chain, in order; each
+    keeps its own id and time."""
+    await uow.chain.append_many(
+        [
+            NewRecord(
+                event_id=a.id,
+                at=a.at,
+                source=env.source,
+                actor_id=a.actor_id,
+                actor_roles=tuple(a.actor_roles),
+                patient_id=a.patient_id,
+                action=a.action,
+                resource=a.resource,
+                purpose=a.purpose,
+                outcome=a.outcome,
+                trace_id=a.trace_id,
+                flagged=is_flagged(a.action, a.purpose),
+            )
+            for a in ev.accesses
+        ]
+    )
+
+
+async def patient_registered(uow: AuditWork, env: Envelope, ev: PatientRegistered | InvitationRedeemed) -> None:
+    """Remember the patient's account, so a patient can see who read their own record."""
+    if ev.account_id is not None:
+        await uow.accounts.link(ev.patient_id, ev.account_id)
+
+
+async def on_record_accessed(uow: UnitOfWork, env: Envelope, ev: RecordAccessed) -> None:
+    """``record_accessed`` in the consumer loop's unit of work."""
+    await record_accessed(AuditUnit(uow), env, ev)
 
 
 async def on_records_accessed(uow: UnitOfWork, env: Envelope, ev: RecordsAccessed) -> None:
-    """Append a batch of accesses (reads committed together) to the hash chain, in order; each
-    keeps its own id and time."""
-    await store.append_many(
-        uow.conn,
-        [
-            {
-                "event_id": a.id,
-                "at": a.at,
-                "source": env.source,
-                "actor_id": a.actor_id,
-                "actor_roles": list(a.actor_roles),
-                "patient_id": a.patient_id,
-                "action": a.action,
-                "resource": a.resource,
-                "purpose": a.purpose,
-                "outcome": a.outcome,
-                "trace_id": a.trace_id,
-                "flagged": is_flagged(a.action, a.purpose),
-            }
-            for a in ev.accesses
-        ],
-    )
+    """``records_accessed`` in the consumer loop's unit of work."""
+    await records_accessed(AuditUnit(uow), env, ev)
 
 
 async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegistered | InvitationRedeemed) -> None:
-    """Remember the patient's account, so a patient can see who read their own record."""
-    if ev.account_id is not None:
-        await store.link_account(uow.conn, ev.patient_id, ev.account_id)
+    """``patient_registered`` in the consumer loop's unit of work."""
+    await patient_registered(AuditUnit(uow), env, ev)
 
 
-async def record_denied(uow: UnitOfWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str) -> None:
+async def record_denied(uow: AuditWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str) -> None:
     """Append a refused read of this service's own data (a patient's trail) to the chain, as the
     other services' refusals arrive: actor, roles, patient, outcome ``denied``."""
     from his.kernel import tracing
 
-    await store.append(
-        uow.conn,
-        {
-            "event_id": uuid.uuid4(),
-            "at": uow.clock(),
-            "source": "his.audit",
-            "actor_id": uuid.UUID(who.subject),
-            "actor_roles": sorted(who.roles),
-            "patient_id": patient_id,
-            "action": "read",
-            "resource": resource,
-            "purpose": purpose,
-            "outcome": "denied",
-            "trace_id": tracing.current_trace_id(),
-            "flagged": is_flagged("read", purpose),
-        },
+    await uow.chain.append(
+        NewRecord(
+            event_id=uuid.uuid4(),
+            at=uow.clock(),
+            source="his.audit",
+            actor_id=uuid.UUID(who.subject),
+            actor_roles=tuple(sorted(who.roles)),
+            patient_id=patient_id,
+            action="read",
+            resource=resource,
+            purpose=purpose,
+            outcome="denied",
+            trace_id=tracing.current_trace_id(),
+            flagged=is_flagged("read", purpose),
+        )
     )
 
 
@@ -105,21 +123,21 @@ class Page:
 class AuditTrail:
     """Who saw a patient's record: the trail, to the patient, an AUDITOR or ADMIN."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, units: AuditUnits) -> None:
+        self.units = units
 
     async def trail(self, who: Principal, patient_id: uuid.UUID, *, before: int | None, limit: int) -> Page:
         """The patient's trail, newest first. A refusal is appended to the chain before it is raised."""
         op = Operation.READ_TRAIL
         rel = NONE
         if policy.RULES[op].needs_relationship(who.roles):
-            async with self.db.pool.acquire() as conn:
-                rel = Relationship(owner=await store.owns(conn, uuid.UUID(who.subject), patient_id))
+            async with self.units.read() as u:
+                rel = Relationship(owner=await u.accounts.owns(uuid.UUID(who.subject), patient_id))
         decision = policy.decide(op, who.roles, rel)
         if not decision.allowed:
-            async with self.db.uow() as uow:
-                await record_denied(uow, who, patient_id, decision.purpose, resource="audit_trail")
+            async with self.units.uow() as u:
+                await record_denied(u, who, patient_id, decision.purpose, resource="audit_trail")
             raise refused(decision, patient_id)
-        async with self.db.pool.acquire() as conn:
-            found = await store.for_patient(conn, patient_id, before=before, limit=limit)
+        async with self.units.read() as u:
+            found = await u.chain.trail(patient_id, before=before, limit=limit)
         return Page(found, found[-1].seq if len(found) == limit else None)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
-from his.audit import store
 from his.audit.domain import Checkpoint, Verdict, verify
+from his.audit.store import PgChain
 from his.kernel.migrations import runtime_role, with_credentials
 
 
@@ -35,7 +35,7 @@ def checkpoint_key(data: Path) -> bytes:
 async def write_checkpoint(admin_dsn: str, data: Path) -> Checkpoint:
     conn = await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
     try:
-        seq, head = await store.head(conn)
+        seq, head = await PgChain(conn).head()
     finally:
         await conn.close()
     cp = Checkpoint.make(checkpoint_key(data), seq, head)
@@ -59,7 +59,7 @@ def latest_checkpoint(data: Path) -> Checkpoint | None:
 async def verify_chain(admin_dsn: str, data: Path) -> Verdict:
     conn = await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
     try:
-        records = [r async for r in store.rows(conn)]
+        records = [r async for r in PgChain(conn).rows()]
     finally:
         await conn.close()
     return verify(records, latest_checkpoint(data), checkpoint_key(data))

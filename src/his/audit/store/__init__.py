@@ -1,108 +1,146 @@
-"""Tables and queries of the audit service."""
+"""Tables and queries of the audit service: the chain (``PgChain``) and the account links
+(``PgAccountLinks``) over one connection, the unit of work carrying them (``AuditUnit``) and the
+units over the database (``AuditStore``)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
 
-from his.audit.domain import GENESIS, Entry, link
-from his.kernel.db import Connection
+from his.audit.domain import GENESIS, ChainRow, Entry, NewRecord, link
+from his.kernel.db import Connection, Database, Unit, UnitOfWork
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
 ROW = """seq, event_id, at, source, actor_id, actor_roles, patient_id, action, resource, purpose, outcome,
          trace_id, flagged, prev_hash, hash"""
 
 
-async def append(conn: Connection, record: dict[str, Any]) -> int:
-    """Append one record at the head of the chain (serialised by a transaction lock).
+class PgChain:
+    """The audit service's ``Chain`` on one connection, and the verifier's reads of it."""
 
-    New records always carry ``flagged`` (false unless given), so it is part of their hash.
-    """
-    return await append_many(conn, [record])
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def append(self, record: NewRecord) -> int:
+        """Append one record at the head of the chain (serialised by a transaction lock).
+
+        New records always carry ``flagged`` (false unless given), so it is part of their hash.
+        """
+        return await self.append_many([record])
+
+    async def append_many(self, records: Sequence[NewRecord]) -> int:
+        """Append records at the head of the chain, in order, under one lock; returns the last seq."""
+        await self.conn.execute(CHAIN_LOCK)
+        head = await self.conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        seq, prev = (int(head["seq"]), bytes(head["hash"])) if head else (0, GENESIS)
+        values = []
+        for record in records:
+            seq += 1
+            row = record.content(seq)
+            digest = link(prev, row)
+            values.append(
+                (
+                    seq,
+                    row["event_id"],
+                    row["at"],
+                    row["source"],
+                    row["actor_id"],
+                    row["actor_roles"],
+                    row["patient_id"],
+                    row["action"],
+                    row["resource"],
+                    row["purpose"],
+                    row["outcome"],
+                    row["trace_id"],
+                    row["flagged"],
+                    prev,
+                    digest,
+                )
+            )
+            prev = digest
+        await self.conn.executemany(
+            f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            values,
+        )
+        return seq
+
+    async def trail(self, patient_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+        """One patient's trail, newest first, from before the record ``before`` (a ``seq``)."""
+        found = await self.conn.fetch(
+            """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
+                      coalesce(flagged, false) AS flagged
+               FROM audit_log WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
+            patient_id,
+            before or 2**62,
+            limit,
+        )
+        return [Entry(**(dict(r) | {"actor_roles": tuple(r["actor_roles"])})) for r in found]
+
+    async def head(self) -> tuple[int, bytes]:
+        """The ``seq`` and hash of the chain's last record (0 and ``GENESIS`` when empty)."""
+        row = await self.conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        return (int(row["seq"]), bytes(row["hash"])) if row else (0, GENESIS)
+
+    async def rows(self, batch: int = 5000) -> AsyncIterator[ChainRow]:
+        """Every record in chain order, read in batches: every row of the table, whatever its ``seq``,
+        so a row forged below the first record (``seq`` 0 or less) is not skipped."""
+        after: int | None = None
+        while True:
+            chunk = await self.conn.fetch(
+                f"SELECT {ROW} FROM audit_log WHERE $1::bigint IS NULL OR seq > $1 ORDER BY seq LIMIT $2", after, batch
+            )
+            for r in chunk:
+                yield cast(ChainRow, dict(r))
+            if len(chunk) < batch:
+                return
+            after = int(chunk[-1]["seq"])
 
 
-async def append_many(conn: Connection, records: list[dict[str, Any]]) -> int:
-    """Append records at the head of the chain, in order, under one lock; returns the last seq."""
-    await conn.execute(CHAIN_LOCK)
-    head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    seq, prev = (int(head["seq"]), bytes(head["hash"])) if head else (0, GENESIS)
-    values = []
-    for record in records:
-        seq += 1
-        row = dict(record, seq=seq, flagged=bool(record.get("flagged", False)))
-        digest = link(prev, row)
-        values.append(
-            (
-                seq,
-                row["event_id"],
-                row["at"],
-                row["source"],
-                row["actor_id"],
-                row["actor_roles"],
-                row["patient_id"],
-                row["action"],
-                row["resource"],
-                row["purpose"],
-                row["outcome"],
-                row["trace_id"],
-                row["flagged"],
-                prev,
-                digest,
+class PgAccountLinks:
+    """The audit service's ``AccountLinks`` on one connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def link(self, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:
+        await self.conn.execute(
+            "INSERT INTO patient_account VALUES ($1, $2) ON CONFLICT (patient_id) DO UPDATE SET account_id = $2",
+            patient_id,
+            account_id,
+        )
+
+    async def owns(self, account_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
+        return bool(
+            await self.conn.fetchval(
+                "SELECT 1 FROM patient_account WHERE patient_id = $1 AND account_id = $2", patient_id, account_id
             )
         )
-        prev = digest
-    await conn.executemany(
-        f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        values,
-    )
-    return seq
 
 
-async def head(conn: Connection) -> tuple[int, bytes]:
-    row = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    return (int(row["seq"]), bytes(row["hash"])) if row else (0, GENESIS)
+class AuditUnit(Unit):
+    """A unit of work of the audit service on PostgreSQL."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        super().__init__(uow)
+        self.chain = PgChain(self.conn)
+        self.accounts = PgAccountLinks(self.conn)
 
 
-async def rows(conn: Connection, batch: int = 5000) -> AsyncIterator[dict[str, Any]]:
-    """Every record in chain order, read in batches: every row of the table, whatever its ``seq``,
-    so a row forged below the first record (``seq`` 0 or less) is not skipped."""
-    after: int | None = None
-    while True:
-        chunk = await conn.fetch(
-            f"SELECT {ROW} FROM audit_log WHERE $1::bigint IS NULL OR seq > $1 ORDER BY seq LIMIT $2", after, batch
-        )
-        for r in chunk:
-            yield dict(r)
-        if len(chunk) < batch:
-            return
-        after = int(chunk[-1]["seq"])
+@dataclass(frozen=True)
+class AuditStore:
+    """The audit service's units of work (``his.audit.ports.AuditUnits``) on its database."""
 
+    db: Database
 
-async def link_account(conn: Connection, patient_id: uuid.UUID, account_id: uuid.UUID) -> None:
-    await conn.execute(
-        "INSERT INTO patient_account VALUES ($1, $2) ON CONFLICT (patient_id) DO UPDATE SET account_id = $2",
-        patient_id,
-        account_id,
-    )
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[AuditUnit]:
+        async with self.db.uow() as uow:
+            yield AuditUnit(uow)
 
-
-async def owns(conn: Connection, account_id: uuid.UUID, patient_id: uuid.UUID) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM patient_account WHERE patient_id = $1 AND account_id = $2", patient_id, account_id
-        )
-    )
-
-
-async def for_patient(conn: Connection, patient_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
-    """One patient's trail, newest first, from before the record ``before`` (a ``seq``)."""
-    found = await conn.fetch(
-        """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
-                  coalesce(flagged, false) AS flagged
-           FROM audit_log WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
-        patient_id,
-        before or 2**62,
-        limit,
-    )
-    return [Entry(**(dict(r) | {"actor_roles": tuple(r["actor_roles"])})) for r in found]
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AuditUnit]:
+        async with self.db.read() as uow:
+            yield AuditUnit(uow)
