@@ -28,13 +28,12 @@ from his.billing.app import http as billing_http
 from his.billing.testmode import TestModeProvider
 from his.clients import replica
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
-from his.events.inventory import StockConsumed
-from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
+from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
 from his.events.patients import CoverageChanged, PatientRegistered
-from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
+from his.events.scheduling import AppointmentCompleted
 from his.kernel import migrations, streams
 from his.kernel.clock import FakeClock
-from his.kernel.consumer import ConsumerLoop, PermanentError
+from his.kernel.consumer import ConsumerLoop
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
 from tests.support.api import bearer, serve
@@ -129,65 +128,6 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
     await db.close()
 
 
-async def stay(world: World, pid: uuid.UUID, *, admission: uuid.UUID | None = None) -> uuid.UUID:
-    """Admitted on 10 March, three nights at 1,500.00, a lab order of two tests and three
-    syringes on the 11th, discharged on the 13th."""
-    adm = admission or uuid.uuid4()
-    ward = uuid.uuid4()
-    await world.feed(
-        PatientAdmitted(
-            admission_id=adm,
-            patient_id=pid,
-            practitioner_id=uuid.uuid4(),
-            ward_id=ward,
-            bed_id=uuid.uuid4(),
-            admitted_at=at(10, 10),
-        ),
-        handlers.on_admitted,
-    )
-    for night in (10, 11, 12):
-        await world.feed(
-            BedChargePosted(
-                charge_id=uuid.uuid4(),
-                admission_id=adm,
-                patient_id=pid,
-                ward_id=ward,
-                ward_type="general",
-                night=date(2026, 3, night),
-                amount=D("1500.00"),
-                currency="TRY",
-            ),
-            handlers.on_bed_charge_posted,
-        )
-    await world.feed(lab(pid, at(11, 9), ("CBC", "250.00"), ("CRP", "180.50")), handlers.on_lab_order_resulted)
-    await world.feed(
-        StockConsumed(
-            consumption_id=uuid.uuid4(),
-            item_code="SYRINGE-5ML",
-            location="WARD-A",
-            quantity=D(3),
-            reason="patient",
-            patient_id=pid,
-            chargeable=True,
-            consumed_at=at(11, 10),
-        ),
-        handlers.on_stock_consumed,
-    )
-    await world.feed(
-        PatientDischarged(
-            admission_id=adm,
-            patient_id=pid,
-            ward_id=ward,
-            bed_id=uuid.uuid4(),
-            admitted_at=at(10, 10),
-            discharged_at=at(13, 10),
-            nights=3,
-        ),
-        handlers.on_discharged,
-    )
-    return adm
-
-
 def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
     return LabOrderResulted(
         order_id=order or uuid.uuid4(),
@@ -211,177 +151,6 @@ def completed(pid: uuid.UUID, appt: uuid.UUID, when: datetime, service: str = "c
         start=when,
         end=when + timedelta(minutes=20),
     )
-
-
-#: Three nights, two tests and 3 × 12.75 of syringes: 4,968.75 in all (see the unit tests).
-JOURNEYS = [
-    ("SGK", "SGK", "3975.00", "993.75"),
-    ("ALLIANZ", "ALLIANZ", "4968.75", "0.00"),
-    (None, "SELF", "0.00", "4968.75"),
-    ("NOVA", "NOVA", "3447.45", "1521.30"),
-]
-
-
-@pytest.mark.parametrize(("payer", "plan", "insurer", "patient"), JOURNEYS)
-async def test_one_admission_one_invoice_priced_under_the_plan(
-    world: World, payer: str | None, plan: str, insurer: str, patient: str
-) -> None:
-    pid = await world.patient(payer)
-    adm = await stay(world, pid)
-    [inv] = await world.invoices(pid)
-    assert (inv["kind"], inv["payer"], inv["currency"], inv["service_date"]) == ("admission", plan, "TRY", "2026-03-10")
-    assert inv["encounter"]["kind"] == "admission" and inv["encounter"]["source_id"] == str(adm)
-    assert (inv["total"], inv["insurer_share"], inv["patient_share"]) == ("4968.75", insurer, patient)
-    assert inv["status"] == ("paid" if patient == "0.00" else "open")
-    assert sorted((x["code"], x["total"]) for x in inv["lines"]) == sorted(
-        [("bed.general", "1500.00")] * 3 + [("lab.CBC", "250.00"), ("lab.CRP", "180.50"), ("item.SYRINGE-5ML", "38.25")]
-    )
-    for x in inv["lines"]:
-        assert D(x["insurer_share"]) + D(x["patient_share"]) == D(x["total"])
-    claims = (await world.client.get("/claims", headers=world.billing)).json()["items"]
-    assert [(c["invoice_id"], c["amount"], c["status"]) for c in claims] == (
-        [(inv["id"], insurer, "draft")] if insurer != "0.00" else []
-    )
-    before = await world.state()
-    await world.redeliver_all()  # redelivered events change nothing
-    assert await world.state() == before
-
-
-async def test_nova_second_stay_of_the_year_has_the_deductible_met(world: World) -> None:
-    pid = await world.patient("NOVA")
-    await stay(world, pid)
-    await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
-    visit = next(i for i in await world.invoices(pid) if i["kind"] == "visit")
-    # 750.00: no deductible left, 100.00 co-pay, 10 % of 650.00.
-    assert (visit["total"], visit["insurer_share"], visit["patient_share"]) == ("750.00", "585.00", "165.00")
-
-
-async def test_a_charge_after_the_invoice_was_issued_goes_on_a_supplementary_invoice(world: World) -> None:
-    pid = await world.patient("SGK")
-    adm = await stay(world, pid)
-    await world.feed(lab(pid, at(12, 8), ("K", "90.00")), handlers.on_lab_order_resulted)  # late, within the stay
-    invoices = await world.invoices(pid)
-    assert sorted(i["kind"] for i in invoices) == ["admission", "supplementary"]
-    sup = next(i for i in invoices if i["kind"] == "supplementary")
-    assert sup["encounter"]["source_id"] == str(adm)
-    assert (sup["total"], sup["insurer_share"], sup["patient_share"], sup["status"]) == (
-        "90.00",
-        "72.00",
-        "18.00",
-        "open",
-    )
-
-
-async def test_a_discharge_applied_before_its_last_bed_night_waits_for_it(world: World) -> None:
-    pid = await world.patient("SGK")
-    adm, ward = uuid.uuid4(), uuid.uuid4()
-    await world.feed(
-        PatientAdmitted(
-            admission_id=adm,
-            patient_id=pid,
-            practitioner_id=uuid.uuid4(),
-            ward_id=ward,
-            bed_id=uuid.uuid4(),
-            admitted_at=at(10, 10),
-        ),
-        handlers.on_admitted,
-    )
-    night = BedChargePosted(
-        charge_id=uuid.uuid4(),
-        admission_id=adm,
-        patient_id=pid,
-        ward_id=ward,
-        ward_type="icu",
-        night=date(2026, 3, 10),
-        amount=D("4000.00"),
-        currency="TRY",
-    )
-    await world.feed(
-        PatientDischarged(
-            admission_id=adm,
-            patient_id=pid,
-            ward_id=ward,
-            bed_id=uuid.uuid4(),
-            admitted_at=at(10, 10),
-            discharged_at=at(11, 10),
-            nights=1,
-        ),
-        handlers.on_discharged,
-    )
-    assert [i["status"] for i in await world.invoices(pid)] == []
-    await world.feed(night, handlers.on_bed_charge_posted)
-    [inv] = await world.invoices(pid)
-    assert (inv["kind"], inv["status"], inv["total"], inv["insurer_share"]) == (
-        "admission",
-        "open",
-        "4000.00",
-        "3200.00",
-    )
-
-
-async def test_a_cancelled_appointments_charge_is_void(world: World) -> None:
-    pid = await world.patient("SGK")
-    appt = uuid.uuid4()
-    await world.feed(completed(pid, appt, at(5)), handlers.on_appointment_completed)
-    [inv] = await world.invoices(pid)
-    assert (inv["kind"], inv["total"], inv["insurer_share"], inv["patient_share"]) == (
-        "visit",
-        "750.00",
-        "600.00",
-        "150.00",
-    )
-    cancelled = AppointmentCancelled(**completed(pid, appt, at(5)).model_dump())
-    await world.feed(cancelled, handlers.on_appointment_cancelled)
-    [inv] = await world.invoices(pid)
-    assert inv["status"] == "void"
-    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
-    assert [c["status"] for c in charges["items"]] == ["void"]
-    [claim] = (await world.client.get("/claims", headers=world.billing)).json()["items"]
-    assert claim["status"] == "void"
-    # A cancellation seen first voids the charge that arrives after it.
-    other = uuid.uuid4()
-    await world.feed(
-        AppointmentCancelled(**completed(pid, other, at(6)).model_dump()), handlers.on_appointment_cancelled
-    )
-    await world.feed(completed(pid, other, at(6)), handlers.on_appointment_completed)
-    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
-    assert [c["status"] for c in charges["items"]] == ["void", "void"]
-    assert len(await world.invoices(pid)) == 1
-
-
-async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it(world: World) -> None:
-    pid = await world.patient("NOVA")
-    adm = uuid.uuid4()
-    await stay(world, pid, admission=adm)
-    order = uuid.uuid4()
-    await world.feed(lab(pid, at(12, 8), ("K", "90.00"), order=order), handlers.on_lab_order_resulted)
-    first = next(i for i in await world.invoices(pid) if i["kind"] == "supplementary")
-    await world.feed(
-        LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=at(13)), handlers.on_lab_order_cancelled
-    )
-    invoices = {i["id"]: i for i in await world.invoices(pid)}
-    assert invoices[first["id"]]["status"] == "void"
-    # No charge remained on it, so nothing was reissued; the stay's invoice is untouched.
-    assert sorted(i["status"] for i in invoices.values()) == ["open", "void"]
-    # Cancelling an order inside a stay's issued invoice voids it and reissues the rest.
-    stay_invoice = next(i for i in invoices.values() if i["kind"] == "admission")
-    lab_order = next(
-        r["source_id"]
-        for r in await world.db.pool.fetch(
-            "SELECT source_id FROM charge WHERE source_kind = 'lab_order' AND invoice_id = $1",
-            uuid.UUID(stay_invoice["id"]),
-        )
-    )
-    await world.feed(
-        LabOrderCancelled(order_id=lab_order, patient_id=pid, cancelled_at=at(13)), handlers.on_lab_order_cancelled
-    )
-    after = {i["id"]: i for i in await world.invoices(pid)}
-    assert after[stay_invoice["id"]]["status"] == "void"
-    [new] = [i for i in after.values() if i["replaces"] == stay_invoice["id"]]
-    assert new["kind"] == "admission" and new["status"] == "open"
-    assert sorted(x["code"] for x in new["lines"]) == ["bed.general"] * 3 + ["item.SYRINGE-5ML"]
-    # NOVA again from an empty year: 4,538.25 = 4,500 + 38.25 excluded; 1,000 deductible, 100 co-pay.
-    assert (new["total"], new["insurer_share"], new["patient_share"]) == ("4538.25", "3060.00", "1478.25")
 
 
 async def paid_invoice_setup(world: World, payer: str | None = None, account: uuid.UUID | None = None) -> str:
@@ -523,84 +292,6 @@ async def test_price_list_versions_and_payers(world: World, hard: HardDate) -> N
     assert (await world.client.get("/payers")).status_code == 401
 
 
-async def test_an_unknown_payer_is_never_billed_as_self_pay_and_the_corrected_one_is(world: World) -> None:
-    """A payer billing has no plan for (registered before patients checked payers) is recorded, and
-    the charge that needs it dead-letters instead of billing the patient as self-pay; once the
-    coverage is corrected the replayed charge is priced under the corrected plan, and coverage
-    follows the service date."""
-    pid = await world.patient("ACME")
-    appointment = completed(pid, uuid.uuid4(), at(10))
-    with pytest.raises(PermanentError, match=r"payer 'ACME' has no plan in billing .*PATCH /api/patients/"):
-        await world.feed(appointment, handlers.on_appointment_completed)
-    assert await world.invoices(pid) == []
-    assert await world.db.pool.fetchval("SELECT count(*) FROM charge") == 0
-    await world.feed(
-        CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 1, 1)), handlers.on_coverage_changed
-    )  # the correction
-    await world.feed(appointment, handlers.on_appointment_completed)  # the dead letter, replayed
-    await world.feed(
-        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 15)), handlers.on_coverage_changed
-    )
-    await world.feed(completed(pid, uuid.uuid4(), at(20)), handlers.on_appointment_completed)
-    got = sorted((i["service_date"], i["payer"], i["patient_share"]) for i in await world.invoices(pid))
-    assert got == [("2026-03-10", "SGK", "150.00"), ("2026-03-20", "ALLIANZ", "0.00")]
-
-
-async def test_a_stale_coverage_change_replayed_after_its_correction_changes_nothing(world: World) -> None:
-    """A change to a payer billing has no plan for, arriving after an invoice it would reprice,
-    dead-letters; staff correct the coverage; replaying the stale change then records it as the
-    older of the two changes that day, so the correction stays in force and nothing is repriced."""
-    pid = await world.patient("SGK")
-    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
-    stale = CoverageChanged(patient_id=pid, payer="ACME", effective_from=date(2026, 3, 1))
-    stale_env = Envelope.wrap(stale, aggregate_id=pid)
-    with pytest.raises(PermanentError, match="'ACME' has no plan"):
-        async with world.db.uow() as uow:
-            await handlers.on_coverage_changed(uow, stale_env, stale)
-    await world.feed(
-        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=date(2026, 3, 1)), handlers.on_coverage_changed
-    )  # the correction, made after the stale change
-    [inv] = [i for i in await world.invoices(pid) if i["status"] != "void"]
-    assert (inv["payer"], inv["patient_share"]) == ("ALLIANZ", "0.00")
-    before = await world.state()
-    async with world.db.uow() as uow:  # the dead letter, replayed
-        await handlers.on_coverage_changed(uow, stale_env, stale)
-    assert await world.state() == before
-
-
-async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world: World) -> None:
-    """Coverage travels on patients' stream, charges on others: when billing learns a patient's
-    plan only after their invoice was issued (as self-pay), that invoice is voided and reissued
-    under the plan, with what was already paid carried over; a later redelivery changes nothing."""
-    pid = uuid.uuid4()
-    await world.feed(PatientRegistered(patient_id=pid, account_id=None), replica.on_patient_registered)
-    await world.feed(completed(pid, uuid.uuid4(), at(10)), handlers.on_appointment_completed)
-    [first] = await world.invoices(pid)
-    assert (first["payer"], first["insurer_share"], first["patient_share"]) == ("SELF", "0.00", "750.00")
-    r = await world.client.post(
-        f"/invoices/{first['id']}/payments",
-        json={"amount": "100.00", "currency": "TRY", "method": "cash"},
-        headers=key_headers(world.billing, "cov-1"),
-    )
-    assert r.status_code == 201, r.text
-    await world.feed(
-        CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2026, 3, 1)), handlers.on_coverage_changed
-    )
-    got = {i["id"]: i for i in await world.invoices(pid)}
-    assert got[first["id"]]["status"] == "void"
-    [new] = [i for i in got.values() if i["status"] != "void"]
-    assert (new["payer"], new["insurer_share"], new["patient_share"], new["status"], new["replaces"]) == (
-        "SGK",
-        "600.00",
-        "150.00",
-        "partially_paid",
-        first["id"],
-    )
-    before = await world.state()
-    await world.redeliver_all()
-    assert await world.state() == before
-
-
 async def test_a_journey_over_jetstream_through_the_service_subscriptions(world: World, nc: NATS) -> None:
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["patients", "admissions", "laboratory", "inventory", "scheduling"])
@@ -734,27 +425,6 @@ async def test_bad_payment_input_is_a_4xx_problem(world: World, body: dict[str, 
     assert await world.db.pool.fetchval("SELECT count(*) FROM payment") == 0
     r = await world.client.post("/invoices/not-a-uuid/payments", json=body, headers=key_headers(world.billing, "k"))
     assert r.status_code == 422
-
-
-async def test_a_charge_applied_before_its_admission_was_known_moves_onto_it(world: World) -> None:
-    pid = await world.patient("SGK")
-    early = lab(pid, at(11, 9), ("CBC", "250.00"))
-    await world.feed(early, handlers.on_lab_order_resulted)  # its stream ran ahead of admissions'
-    [visit] = await world.invoices(pid)
-    assert (visit["kind"], visit["status"]) == ("visit", "open")
-    await stay(world, pid)
-    invoices = {i["kind"]: i for i in await world.invoices(pid)}
-    assert invoices["visit"]["status"] == "void"
-    stay_invoice = invoices["admission"]
-    assert sorted(x["code"] for x in stay_invoice["lines"]).count("lab.CBC") == 2  # this order's and the stay's
-    assert (stay_invoice["total"], stay_invoice["insurer_share"]) == ("5218.75", "4175.00")
-    claims = {
-        c["invoice_id"]: c["status"] for c in (await world.client.get("/claims", headers=world.billing)).json()["items"]
-    }
-    assert claims == {visit["id"]: "void", stay_invoice["id"]: "draft"}
-    before = await world.state()
-    await world.redeliver_all()
-    assert await world.state() == before
 
 
 async def test_list_filters_take_only_known_values_and_dates_within_the_calendar(world: World) -> None:

@@ -1,8 +1,10 @@
 """Billing's use cases over the in-memory ports (``his.testing.billing``): the service's own routes
-mounted in-process, real signed tokens, events handed to the handlers in a unit of work as the
-consumer does, on new year's day and the day the clocks go back (ADR 0022). What needs the real
-servers (concurrent payments under one key, events through NATS) stays in
-``tests/integration/test_billing.py``; the fakes pass the same contract as the database
+mounted in-process, real signed tokens, the fake payment provider's signed confirmations, events
+handed to the handlers in a unit of work as the consumer does, on new year's day and the day the
+clocks go back (ADR 0022). What needs the real servers (concurrent payments under one key and
+concurrent confirmations, the deductible of concurrent invoices, events through NATS, the TEST
+provider's checkout on its tables) stays in ``tests/integration/test_billing.py`` and
+``tests/integration/test_online_payments.py``; the fakes pass the same contract as the database
 (``tests/integration/test_billing_contract.py``).
 """
 
@@ -12,24 +14,33 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
 
 from his.billing import handlers
 from his.billing.app import http_over
+from his.billing.domain import SourceKind
 from his.billing.ports import BillingWork
+from his.billing.testmode import FakePaymentProvider
+from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
 from his.events.audit import BillingRecordAccessed
+from his.events.inventory import StockConsumed
+from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
 from his.events.patients import CoverageChanged
-from his.events.scheduling import AppointmentCompleted
+from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.clock import FakeClock
+from his.kernel.consumer import PermanentError
 from his.kernel.events import Envelope, Event
 from his.testing.billing import FakeBilling
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
 
+D = Decimal
 Ev = TypeVar("Ev", bound=Event)
+Handler = Callable[[BillingWork, Envelope, Event], Awaitable[None]]
 DAYS = [HARD_DATES[0], HARD_DATES[4]]
 
 
@@ -39,21 +50,43 @@ class World:
     fake: FakeBilling
     clock: FakeClock
     hard: HardDate
+    provider: FakePaymentProvider
     billing: dict[str, str] = field(default_factory=lambda: bearer(uuid.uuid4(), "BILLING"))
+    sent: list[tuple[Envelope, Event, Handler]] = field(default_factory=list)
 
     def at(self, days: int, hour: int = 9) -> datetime:
         """A moment ``days`` before the hard date (services billed this year, or the last)."""
         return self.hard.at(hour, days=-days)
 
+    def night(self, days: int) -> date:
+        """The date ``days`` before the hard date."""
+        return self.hard.day - timedelta(days=days)
+
+    def now(self) -> float:
+        """The service clock's moment as the provider signs and billing checks its signatures."""
+        return self.clock().timestamp()
+
     async def feed(self, ev: Ev, handler: Callable[[BillingWork, Envelope, Ev], Awaitable[None]]) -> None:
         env = Envelope.wrap(ev, aggregate_id=uuid.uuid4())
         async with self.fake.uow() as u:
             await handler(u, env, ev)
+        self.sent.append((env, ev, cast(Handler, handler)))  # called again with this same event
 
-    async def patient(self, payer: str | None, account: uuid.UUID | None = None) -> uuid.UUID:
+    async def redeliver_all(self) -> None:
+        """Every event again, as a consumer whose ack was lost would apply it (the inbox aside)."""
+        for env, ev, handler in list(self.sent):
+            async with self.fake.uow() as u:
+                await handler(u, env, ev)
+
+    async def registered(self, account: uuid.UUID | None = None) -> uuid.UUID:
+        """A patient the replica knows (patients' registration), with no coverage yet."""
         pid = uuid.uuid4()
         async with self.fake.uow() as u:
             await u.patients.remember(pid, account)
+        return pid
+
+    async def patient(self, payer: str | None, account: uuid.UUID | None = None) -> uuid.UUID:
+        pid = await self.registered(account)
         ev = CoverageChanged(patient_id=pid, payer=payer, effective_from=date(2020, 1, 1))
         await self.feed(ev, handlers.coverage_changed)
         return pid
@@ -64,25 +97,129 @@ class World:
         items: list[dict[str, Any]] = r.json()["items"]
         return items
 
+    async def claims(self) -> list[dict[str, Any]]:
+        r = await self.client.get("/claims", headers=self.billing)
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+    def state(self) -> list[tuple[Any, ...]]:
+        """The invoices' states and shares, and how many charges and claims there are."""
+        s = self.fake.state
+        return [
+            (i.id, i.status, i.total, i.insurer_share, i.patient_share, len(s.charges), len(s.claims))
+            for i in sorted(s.invoices.values(), key=lambda i: i.id)
+        ]
+
+    def payments(self) -> list[tuple[str, Decimal, str]]:
+        """Every payment and refund recorded, in the order the clock made them."""
+        found = sorted(self.fake.state.payments.values(), key=lambda p: (p.created_at, p.id))
+        return [(p.kind.value, p.amount, p.method.value) for p in found]
+
 
 @pytest.fixture(params=DAYS, ids=str)
 async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     hard: HardDate = request.param
     clock = hard.clock(12, 0)
     fake = FakeBilling(clock)
-    async with serve(http_over(fake), base_url="http://billing") as client:
-        yield World(client, fake, clock, hard)
+    provider = FakePaymentProvider()
+
+    def now() -> float:
+        return clock().timestamp()
+
+    routes = http_over(fake, provider, clock=now, timezone=hard.zone)
+    async with serve(routes, base_url="http://billing") as client:
+        yield World(client, fake, clock, hard, provider)
 
 
-def completed(pid: uuid.UUID, when: datetime) -> AppointmentCompleted:
+def completed(
+    pid: uuid.UUID, when: datetime, appt: uuid.UUID | None = None, service: str = "consultation"
+) -> AppointmentCompleted:
     return AppointmentCompleted(
-        appointment_id=uuid.uuid4(),
+        appointment_id=appt or uuid.uuid4(),
         patient_id=pid,
         practitioner_id=uuid.uuid4(),
-        service="consultation",
+        service=service,
         start=when,
         end=when + timedelta(minutes=20),
     )
+
+
+def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
+    return LabOrderResulted(
+        order_id=order or uuid.uuid4(),
+        patient_id=pid,
+        ordered_by=uuid.uuid4(),
+        priority="routine",
+        resulted_at=when,
+        results=[ResultItem(code=c, value="1", flag="N") for c, _ in tests],
+        charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests],
+        abnormal=False,
+        critical=False,
+    )
+
+
+def admitted(world: World, pid: uuid.UUID, adm: uuid.UUID, ward: uuid.UUID) -> PatientAdmitted:
+    return PatientAdmitted(
+        admission_id=adm,
+        patient_id=pid,
+        practitioner_id=uuid.uuid4(),
+        ward_id=ward,
+        bed_id=uuid.uuid4(),
+        admitted_at=world.at(10, 10),
+    )
+
+
+def night(world: World, pid: uuid.UUID, adm: uuid.UUID, ward: uuid.UUID, days: int, **kw: Any) -> BedChargePosted:
+    return BedChargePosted(
+        charge_id=uuid.uuid4(),
+        admission_id=adm,
+        patient_id=pid,
+        ward_id=ward,
+        ward_type=kw.get("ward_type", "general"),
+        night=world.night(days),
+        amount=D(kw.get("amount", "1500.00")),
+        currency=kw.get("currency", "TRY"),
+    )
+
+
+def discharged(world: World, pid: uuid.UUID, adm: uuid.UUID, ward: uuid.UUID, days: int) -> PatientDischarged:
+    """Discharged ``days`` before the hard date, after the nights from the admission (10 days before)."""
+    return PatientDischarged(
+        admission_id=adm,
+        patient_id=pid,
+        ward_id=ward,
+        bed_id=uuid.uuid4(),
+        admitted_at=world.at(10, 10),
+        discharged_at=world.at(days, 10),
+        nights=10 - days,
+    )
+
+
+async def stay(world: World, pid: uuid.UUID, *, admission: uuid.UUID | None = None) -> uuid.UUID:
+    """Admitted ten days before the hard date, three nights at 1,500.00, a lab order of two tests
+    and three syringes on the second day, discharged on the fourth."""
+    adm = admission or uuid.uuid4()
+    ward = uuid.uuid4()
+    await world.feed(admitted(world, pid, adm, ward), handlers.admitted)
+    for n in (10, 9, 8):
+        await world.feed(night(world, pid, adm, ward, n), handlers.bed_charge_posted)
+    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00"), ("CRP", "180.50")), handlers.lab_order_resulted)
+    await world.feed(
+        StockConsumed(
+            consumption_id=uuid.uuid4(),
+            item_code="SYRINGE-5ML",
+            location="WARD-A",
+            quantity=D(3),
+            reason="patient",
+            patient_id=pid,
+            chargeable=True,
+            consumed_at=world.at(9, 10),
+        ),
+        handlers.stock_consumed,
+    )
+    await world.feed(discharged(world, pid, adm, ward, 7), handlers.discharged)
+    return adm
 
 
 async def paid_invoice_setup(world: World, payer: str | None = None, account: uuid.UUID | None = None) -> str:
@@ -163,3 +300,291 @@ async def test_listing_claims_audits_a_read_of_each_patient_listed(world: World)
     accessed = [e for e in world.fake.events(BillingRecordAccessed) if isinstance(e, BillingRecordAccessed)]
     reads = [x for x in accessed if x.resource == "claim"]
     assert [(str(x.patient_id), x.action) for x in reads] == [(claim["patient_id"], "read")], reads
+
+
+#: Three nights, two tests and 3 × 12.75 of syringes: 4,968.75 in all (see test_billing_domain.py).
+JOURNEYS = [
+    ("SGK", "SGK", "3975.00", "993.75"),
+    ("ALLIANZ", "ALLIANZ", "4968.75", "0.00"),
+    (None, "SELF", "0.00", "4968.75"),
+    ("NOVA", "NOVA", "3447.45", "1521.30"),
+]
+
+
+@pytest.mark.parametrize(("payer", "plan", "insurer", "patient"), JOURNEYS)
+async def test_one_admission_one_invoice_priced_under_the_plan(
+    world: World, payer: str | None, plan: str, insurer: str, patient: str
+) -> None:
+    pid = await world.patient(payer)
+    adm = await stay(world, pid)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["payer"], inv["currency"], inv["service_date"]) == (
+        "admission",
+        plan,
+        "TRY",
+        world.night(10).isoformat(),
+    )
+    assert inv["encounter"]["kind"] == "admission" and inv["encounter"]["source_id"] == str(adm)
+    assert (inv["total"], inv["insurer_share"], inv["patient_share"]) == ("4968.75", insurer, patient)
+    assert inv["status"] == ("paid" if patient == "0.00" else "open")
+    assert sorted((x["code"], x["total"]) for x in inv["lines"]) == sorted(
+        [("bed.general", "1500.00")] * 3 + [("lab.CBC", "250.00"), ("lab.CRP", "180.50"), ("item.SYRINGE-5ML", "38.25")]
+    )
+    for x in inv["lines"]:
+        assert D(x["insurer_share"]) + D(x["patient_share"]) == D(x["total"])
+    claims = await world.claims()
+    assert [(c["invoice_id"], c["amount"], c["status"]) for c in claims] == (
+        [(inv["id"], insurer, "draft")] if insurer != "0.00" else []
+    )
+    before = world.state()
+    await world.redeliver_all()  # redelivered events change nothing
+    assert world.state() == before
+
+
+async def test_nova_second_stay_of_the_year_has_the_deductible_met(world: World) -> None:
+    pid = await world.patient("NOVA")
+    await stay(world, pid)
+    await world.feed(completed(pid, world.at(2)), handlers.appointment_completed)  # after the stay, the same year
+    visit = next(i for i in await world.invoices(pid) if i["kind"] == "visit")
+    # 750.00: no deductible left, 100.00 co-pay, 10 % of 650.00.
+    assert (visit["total"], visit["insurer_share"], visit["patient_share"]) == ("750.00", "585.00", "165.00")
+
+
+async def test_a_charge_after_the_invoice_was_issued_goes_on_a_supplementary_invoice(world: World) -> None:
+    pid = await world.patient("SGK")
+    adm = await stay(world, pid)
+    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00")), handlers.lab_order_resulted)  # late, within the stay
+    invoices = await world.invoices(pid)
+    assert sorted(i["kind"] for i in invoices) == ["admission", "supplementary"]
+    sup = next(i for i in invoices if i["kind"] == "supplementary")
+    assert sup["encounter"]["source_id"] == str(adm)
+    assert (sup["total"], sup["insurer_share"], sup["patient_share"], sup["status"]) == (
+        "90.00",
+        "72.00",
+        "18.00",
+        "open",
+    )
+
+
+async def test_a_discharge_applied_before_its_last_bed_night_waits_for_it(world: World) -> None:
+    pid = await world.patient("SGK")
+    adm, ward = uuid.uuid4(), uuid.uuid4()
+    await world.feed(admitted(world, pid, adm, ward), handlers.admitted)
+    last = night(world, pid, adm, ward, 10, ward_type="icu", amount="4000.00")
+    await world.feed(discharged(world, pid, adm, ward, 9), handlers.discharged)  # one night
+    assert [i["status"] for i in await world.invoices(pid)] == []
+    await world.feed(last, handlers.bed_charge_posted)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["status"], inv["total"], inv["insurer_share"]) == (
+        "admission",
+        "open",
+        "4000.00",
+        "3200.00",
+    )
+
+
+async def test_a_cancelled_appointments_charge_is_void(world: World) -> None:
+    pid = await world.patient("SGK")
+    appt = uuid.uuid4()
+    await world.feed(completed(pid, world.at(5), appt), handlers.appointment_completed)
+    [inv] = await world.invoices(pid)
+    assert (inv["kind"], inv["total"], inv["insurer_share"], inv["patient_share"]) == (
+        "visit",
+        "750.00",
+        "600.00",
+        "150.00",
+    )
+    cancelled = AppointmentCancelled(**completed(pid, world.at(5), appt).model_dump())
+    await world.feed(cancelled, handlers.appointment_cancelled)
+    [inv] = await world.invoices(pid)
+    assert inv["status"] == "void"
+    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
+    assert [c["status"] for c in charges["items"]] == ["void"]
+    [claim] = await world.claims()
+    assert claim["status"] == "void"
+    # A cancellation seen first voids the charge that arrives after it.
+    other = uuid.uuid4()
+    await world.feed(
+        AppointmentCancelled(**completed(pid, world.at(4), other).model_dump()), handlers.appointment_cancelled
+    )
+    await world.feed(completed(pid, world.at(4), other), handlers.appointment_completed)
+    charges = (await world.client.get("/charges", params={"patient_id": str(pid)}, headers=world.billing)).json()
+    assert [c["status"] for c in charges["items"]] == ["void", "void"]
+    assert len(await world.invoices(pid)) == 1
+
+
+async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it(world: World) -> None:
+    pid = await world.patient("NOVA")
+    adm = uuid.uuid4()
+    await stay(world, pid, admission=adm)
+    order = uuid.uuid4()
+    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00"), order=order), handlers.lab_order_resulted)
+    first = next(i for i in await world.invoices(pid) if i["kind"] == "supplementary")
+    await world.feed(
+        LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=world.at(7)), handlers.lab_order_cancelled
+    )
+    invoices = {i["id"]: i for i in await world.invoices(pid)}
+    assert invoices[first["id"]]["status"] == "void"
+    # No charge remained on it, so nothing was reissued; the stay's invoice is untouched.
+    assert sorted(i["status"] for i in invoices.values()) == ["open", "void"]
+    # Cancelling an order inside a stay's issued invoice voids it and reissues the rest.
+    stay_invoice = next(i for i in invoices.values() if i["kind"] == "admission")
+    lab_order = next(
+        c.source_id
+        for c in world.fake.state.charges.values()
+        if c.source_kind is SourceKind.LAB_ORDER and c.invoice_id == uuid.UUID(stay_invoice["id"])
+    )
+    await world.feed(
+        LabOrderCancelled(order_id=lab_order, patient_id=pid, cancelled_at=world.at(7)), handlers.lab_order_cancelled
+    )
+    after = {i["id"]: i for i in await world.invoices(pid)}
+    assert after[stay_invoice["id"]]["status"] == "void"
+    [new] = [i for i in after.values() if i["replaces"] == stay_invoice["id"]]
+    assert new["kind"] == "admission" and new["status"] == "open"
+    assert sorted(x["code"] for x in new["lines"]) == ["bed.general"] * 3 + ["item.SYRINGE-5ML"]
+    # NOVA again from an empty year: 4,538.25 = 4,500 + 38.25 excluded; 1,000 deductible, 100 co-pay.
+    assert (new["total"], new["insurer_share"], new["patient_share"]) == ("4538.25", "3060.00", "1478.25")
+
+
+async def test_a_charge_applied_before_its_admission_was_known_moves_onto_it(world: World) -> None:
+    pid = await world.patient("SGK")
+    early = lab(pid, world.at(9, 9), ("CBC", "250.00"))
+    await world.feed(early, handlers.lab_order_resulted)  # its stream ran ahead of admissions'
+    [visit] = await world.invoices(pid)
+    assert (visit["kind"], visit["status"]) == ("visit", "open")
+    await stay(world, pid)
+    invoices = {i["kind"]: i for i in await world.invoices(pid)}
+    assert invoices["visit"]["status"] == "void"
+    stay_invoice = invoices["admission"]
+    assert sorted(x["code"] for x in stay_invoice["lines"]).count("lab.CBC") == 2  # this order's and the stay's
+    assert (stay_invoice["total"], stay_invoice["insurer_share"]) == ("5218.75", "4175.00")
+    claims = {c["invoice_id"]: c["status"] for c in await world.claims()}
+    assert claims == {visit["id"]: "void", stay_invoice["id"]: "draft"}
+    before = world.state()
+    await world.redeliver_all()
+    assert world.state() == before
+
+
+async def test_an_unknown_payer_is_never_billed_as_self_pay_and_the_corrected_one_is(world: World) -> None:
+    """A payer billing has no plan for (registered before patients checked payers) is recorded, and
+    the charge that needs it dead-letters instead of billing the patient as self-pay; once the
+    coverage is corrected the replayed charge is priced under the corrected plan, and coverage
+    follows the service date."""
+    pid = await world.patient("ACME")
+    appointment = completed(pid, world.at(10))
+    with pytest.raises(PermanentError, match=r"payer 'ACME' has no plan in billing .*PATCH /api/patients/"):
+        await world.feed(appointment, handlers.appointment_completed)
+    assert await world.invoices(pid) == []
+    assert len(world.fake.state.charges) == 0
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="SGK", effective_from=date(2020, 1, 1)), handlers.coverage_changed
+    )  # the correction
+    await world.feed(appointment, handlers.appointment_completed)  # the dead letter, replayed
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=world.night(5)), handlers.coverage_changed
+    )
+    await world.feed(completed(pid, world.at(2)), handlers.appointment_completed)
+    got = sorted((i["service_date"], i["payer"], i["patient_share"]) for i in await world.invoices(pid))
+    assert got == [(world.night(10).isoformat(), "SGK", "150.00"), (world.night(2).isoformat(), "ALLIANZ", "0.00")]
+
+
+async def test_a_stale_coverage_change_replayed_after_its_correction_changes_nothing(world: World) -> None:
+    """A change to a payer billing has no plan for, arriving after an invoice it would reprice,
+    dead-letters; staff correct the coverage; replaying the stale change then records it as the
+    older of the two changes that day, so the correction stays in force and nothing is repriced."""
+    pid = await world.patient("SGK")
+    await world.feed(completed(pid, world.at(10)), handlers.appointment_completed)
+    stale = CoverageChanged(patient_id=pid, payer="ACME", effective_from=world.night(20))
+    stale_env = Envelope.wrap(stale, aggregate_id=pid)
+    with pytest.raises(PermanentError, match="'ACME' has no plan"):
+        async with world.fake.uow() as u:
+            await handlers.coverage_changed(u, stale_env, stale)
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="ALLIANZ", effective_from=world.night(20)), handlers.coverage_changed
+    )  # the correction, made after the stale change
+    [inv] = [i for i in await world.invoices(pid) if i["status"] != "void"]
+    assert (inv["payer"], inv["patient_share"]) == ("ALLIANZ", "0.00")
+    before = world.state()
+    async with world.fake.uow() as u:  # the dead letter, replayed
+        await handlers.coverage_changed(u, stale_env, stale)
+    assert world.state() == before
+
+
+async def test_coverage_learnt_after_an_invoice_reissues_it_under_the_plan(world: World) -> None:
+    """Coverage travels on patients' stream, charges on others: when billing learns a patient's
+    plan only after their invoice was issued (as self-pay), that invoice is voided and reissued
+    under the plan, with what was already paid carried over; a later redelivery changes nothing."""
+    pid = await world.registered()
+    await world.feed(completed(pid, world.at(10)), handlers.appointment_completed)
+    [first] = await world.invoices(pid)
+    assert (first["payer"], first["insurer_share"], first["patient_share"]) == ("SELF", "0.00", "750.00")
+    r = await world.client.post(
+        f"/invoices/{first['id']}/payments",
+        json={"amount": "100.00", "currency": "TRY", "method": "cash"},
+        headers=key_headers(world.billing, "cov-1"),
+    )
+    assert r.status_code == 201, r.text
+    await world.feed(
+        CoverageChanged(patient_id=pid, payer="SGK", effective_from=world.night(20)), handlers.coverage_changed
+    )
+    got = {i["id"]: i for i in await world.invoices(pid)}
+    assert got[first["id"]]["status"] == "void"
+    [new] = [i for i in got.values() if i["status"] != "void"]
+    assert (new["payer"], new["insurer_share"], new["patient_share"], new["status"], new["replaces"]) == (
+        "SGK",
+        "600.00",
+        "150.00",
+        "partially_paid",
+        first["id"],
+    )
+    before = world.state()
+    await world.redeliver_all()
+    assert world.state() == before
+
+
+async def test_bed_nights_in_an_unknown_currency_wait_for_the_wards_correction(world: World) -> None:
+    """Billing never invoices what it cannot bill, and bills it once the data is corrected: bed
+    nights of a ward entered in a currency billing does not invoice in dead-letter (rather than
+    open or join an invoice in that currency) and, once admissions has corrected the ward, their
+    replay bills them at the corrected tariff and the admission's invoice is issued."""
+    pid = await world.patient("SGK")
+    adm, ward = uuid.uuid4(), uuid.uuid4()
+    await world.feed(admitted(world, pid, adm, ward), handlers.admitted)
+    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00")), handlers.lab_order_resulted)
+    nights = [night(world, pid, adm, ward, n, currency="TRL") for n in (10, 9)]
+    posted = [Envelope.wrap(n, aggregate_id=adm) for n in nights]
+    for env, ev in zip(posted, nights, strict=True):
+        with pytest.raises(PermanentError, match=r"in TRL, which billing does not invoice in \(currencies: TRY\)"):
+            async with world.fake.uow() as u:
+                await handlers.bed_charge_posted(u, env, ev)
+    await world.feed(discharged(world, pid, adm, ward, 8), handlers.discharged)  # two nights
+    [draft] = await world.invoices(pid)
+    assert (draft["status"], [x["code"] for x in draft["lines"]]) == ("draft", ["lab.CBC"])  # waits for its nights
+
+    # Admissions corrects the ward (its tariff now in TRY); the dead letters are replayed.
+    await world.feed(
+        WardUpdated(
+            ward_id=ward,
+            fields=["currency", "daily_rate"],
+            ward_type="general",
+            daily_rate=D("1600.00"),
+            currency="TRY",
+        ),
+        handlers.ward_updated,
+    )
+    for env, ev in zip(posted, nights, strict=True):
+        async with world.fake.uow() as u:
+            await handlers.bed_charge_posted(u, env, ev)
+    [inv] = await world.invoices(pid)
+    assert (inv["status"], inv["currency"], inv["payer"]) == ("open", "TRY", "SGK")
+    assert sorted((x["code"], x["total"]) for x in inv["lines"]) == [
+        ("bed.general", "1600.00"),
+        ("bed.general", "1600.00"),
+        ("lab.CBC", "250.00"),
+    ]
+    assert (inv["total"], inv["insurer_share"], inv["patient_share"]) == ("3450.00", "2760.00", "690.00")
+    before = world.state()
+    for env, ev in zip(posted, nights, strict=True):  # replayed once more: nothing changes
+        async with world.fake.uow() as u:
+            await handlers.bed_charge_posted(u, env, ev)
+    assert world.state() == before

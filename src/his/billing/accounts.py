@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from his.access import NONE, Decision, Relationship, Role
 from his.billing import handlers, online, policy
@@ -57,9 +58,16 @@ class Accounts:
     """Billing's use cases over its units of work and (when configured) a payment provider."""
 
     def __init__(
-        self, units: BillingUnits, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        units: BillingUnits,
+        provider: PaymentProvider | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        zone: ZoneInfo | None = None,
     ) -> None:
         self.units, self.provider, self.clock = units, provider, clock
+        #: The hospital's time zone: what today is for a price list (the process settings' by default).
+        self.zone = zone or handlers.zone()
         self.log = AccessLog(units, BillingRecordAccessed, "invoice")
 
     # --- prices ----------------------------------------------------------------------------------
@@ -72,7 +80,7 @@ class Accounts:
     async def price_list(self, on: date | None) -> PriceList:
         """The price list in effect on ``on`` (default today): the day, its version, its lines."""
         async with self.units.read() as unit:
-            day = on or handlers.today(unit.clock())
+            day = on or unit.clock().astimezone(self.zone).date()
             version = await unit.prices.version_on(day)
             lines = await unit.prices.lines(version.id) if version else []
         if version is None:
@@ -84,7 +92,7 @@ class Accounts:
         if not who.has_any(Role.ADMIN):
             raise ProblemError(403, "not allowed for your role")
         async with self.units.read() as unit:
-            today = handlers.today(unit.clock())
+            today = unit.clock().astimezone(self.zone).date()
         if effective_from < today:
             raise ProblemError(422, "effective_from cannot be in the past")
         codes = [x.code for x in lines]

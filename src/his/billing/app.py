@@ -43,19 +43,32 @@ def payment_provider(ctx: ServiceContext) -> TestModeProvider | None:
     return TestModeProvider(ctx.db, s.payment_webhook_secret.encode(), http_delivery(s.payment_webhook_url))
 
 
-def http(db: Database, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time) -> Routes:
+def http(
+    db: Database,
+    provider: PaymentProvider | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    timezone: str | None = None,
+) -> Routes:
     """Billing's routes and their use cases; with a payment provider, its checkout page too (the
-    embedded TEST provider's). ``clock`` judges the age of the provider's signatures."""
+    embedded TEST provider's). ``clock`` judges the age of the provider's signatures; today is
+    the hospital's (``timezone``, the process settings' when not given)."""
     from his.billing.store import BillingStore
 
-    return http_over(BillingStore(db), provider, clock=clock)
+    return http_over(BillingStore(db), provider, clock=clock, timezone=timezone)
 
 
 def http_over(
-    units: BillingUnits, provider: PaymentProvider | None = None, *, clock: Callable[[], float] = time.time
+    units: BillingUnits,
+    provider: PaymentProvider | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    timezone: str | None = None,
 ) -> Routes:
     """The same routes over any units of work: the database's, or the in-memory ones of
     ``his.testing.billing`` in unit tests."""
+    from zoneinfo import ZoneInfo
+
     from his.billing.accounts import Accounts
     from his.billing.api.http import router
     from his.billing.testmode import TestModeProvider, checkout_router
@@ -64,11 +77,11 @@ def http_over(
     api.include_router(router)
     if isinstance(provider, TestModeProvider):
         api.include_router(checkout_router(provider))
-    return Routes(api, provides=[Accounts(units, provider, clock=clock)])
+    return Routes(api, provides=[Accounts(units, provider, clock=clock, zone=ZoneInfo(timezone) if timezone else None)])
 
 
 def routes(ctx: ServiceContext) -> Routes:
-    return http(ctx.db, payment_provider(ctx))
+    return http(ctx.db, payment_provider(ctx), timezone=ctx.settings.timezone)
 
 
 def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
