@@ -588,3 +588,159 @@ async def test_bed_nights_in_an_unknown_currency_wait_for_the_wards_correction(w
         async with world.fake.uow() as u:
             await handlers.bed_charge_posted(u, env, ev)
     assert world.state() == before
+
+
+async def test_patients_see_and_pay_only_their_own_invoices(world: World) -> None:
+    me, other = uuid.uuid4(), uuid.uuid4()
+    mine = await paid_invoice_setup(world, None, me)
+    theirs = await paid_invoice_setup(world, None, other)
+    as_me = bearer(me, "PATIENT")
+    assert (await world.client.get(f"/invoices/{mine}", headers=as_me)).status_code == 200
+    assert (await world.client.get(f"/invoices/{theirs}", headers=as_me)).status_code == 404
+    assert (await world.client.get(f"/invoices/{theirs}/payments", headers=as_me)).status_code == 404
+    body = {"amount": "10.00", "currency": "TRY", "method": "online"}
+    r = await world.client.post(f"/invoices/{theirs}/payments", json=body, headers=key_headers(as_me, "k1"))
+    assert r.status_code == 403  # a patient never records a payment, whoever's the invoice (ADR 0021)
+    online = {"amount": "10.00", "currency": "TRY"}
+    r = await world.client.post(f"/invoices/{theirs}/online-payments", json=online, headers=key_headers(as_me, "k3"))
+    assert r.status_code == 404  # another patient's invoice is answered as one that does not exist
+    r = await world.client.post(f"/invoices/{mine}/payments", json=body, headers=key_headers(as_me, "k1"))
+    assert r.status_code == 403 and "online-payments" in r.json()["detail"]  # patients pay through the provider
+    r = await world.client.post(f"/invoices/{mine}/refunds", json=body, headers=key_headers(as_me, "k2"))
+    assert r.status_code == 403
+    listed = (await world.client.get("/invoices", headers=as_me)).json()["items"]
+    assert [i["id"] for i in listed] == [mine]
+    theirs_pid = (await world.client.get(f"/invoices/{theirs}", headers=world.billing)).json()["patient_id"]
+    r = await world.client.get("/invoices", params={"patient_id": theirs_pid}, headers=as_me)
+    assert r.status_code == 404
+    assert (await world.client.get(f"/invoices/{uuid.uuid4()}", headers=world.billing)).status_code == 404
+    assert (await world.client.get("/charges", params={"patient_id": theirs_pid}, headers=as_me)).status_code == 403
+    # Staff outside billing are refused (403: they may know an invoice exists); a patient is not told.
+    assert (await world.client.get(f"/invoices/{mine}", headers=bearer(uuid.uuid4(), "DOCTOR"))).status_code == 403
+    assert len(world.fake.events(BillingRecordAccessed)) >= 4
+    assert world.payments() == []
+
+
+async def test_a_refused_read_of_a_patients_money_is_audited(world: World) -> None:
+    """Staff outside billing get 403 (they may know an invoice exists), another patient 404, as
+    for an id that does not exist; each refusal is recorded, outcome denied, against the patient."""
+    me = uuid.uuid4()
+    inv = await paid_invoice_setup(world, None, me)
+    pid = (await world.client.get(f"/invoices/{inv}", headers=world.billing)).json()["patient_id"]
+    doctor, stranger = uuid.uuid4(), uuid.uuid4()
+    reads = [
+        (f"/invoices/{inv}", None),
+        (f"/invoices/{inv}/payments", None),
+        ("/invoices", {"patient_id": pid}),
+        ("/charges", {"patient_id": pid}),
+    ]
+    for path, params in reads:
+        assert (await world.client.get(path, params=params, headers=bearer(doctor, "DOCTOR"))).status_code == 403
+        r = await world.client.get(path, params=params, headers=bearer(stranger, "PATIENT"))
+        assert r.status_code == (403 if path == "/charges" else 404), (path, r.text)
+    assert (await world.client.get(f"/invoices/{uuid.uuid4()}", headers=bearer(stranger, "PATIENT"))).status_code == 404
+    accessed = [e for e in world.fake.events(BillingRecordAccessed) if isinstance(e, BillingRecordAccessed)]
+    denied = [x for x in accessed if x.outcome == "denied"]
+    assert {(str(x.actor_id), str(x.patient_id)) for x in denied} == {(str(doctor), pid), (str(stranger), pid)}
+    assert len(denied) == 8
+
+
+@pytest.mark.parametrize("world", HARD_DATES, indirect=True, ids=str)
+async def test_price_list_versions_and_payers(world: World) -> None:
+    """A new price list from 30 days after a hard date, sent half an hour after the hospital's
+    midnight (the UTC date is still the day before): today is the hospital's day, not UTC's."""
+    hard = world.hard
+    world.clock.now = hard.at(0, 30)
+    anyone = bearer(uuid.uuid4(), "NURSE")
+    r = await world.client.get("/price-list", params={"date": world.night(10).isoformat()}, headers=anyone)
+    lines = {x["code"]: x for x in r.json()["lines"]}
+    assert lines["consultation.consultation"] == {
+        "code": "consultation.consultation",
+        "category": "consultation",
+        "amount": "750.00",
+        "currency": "TRY",
+    }
+    assert {"item.SYRINGE-5ML", "item.IV-SET", "item.GAUZE"} <= set(lines)
+    assert (await world.client.get("/price-list", headers=anyone)).json()["date"] == hard.day.isoformat()
+    start = hard.day + timedelta(days=30)
+    new_lines = [
+        {**x, "amount": "800.00" if x["code"] == "consultation.consultation" else x["amount"]} for x in lines.values()
+    ]
+    new = {"effective_from": start.isoformat(), "lines": new_lines}
+    admin = bearer(uuid.uuid4(), "ADMIN")
+    assert (await world.client.post("/price-list", json=new, headers=anyone)).status_code == 403
+    assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 201
+    assert (await world.client.post("/price-list", json=new, headers=admin)).status_code == 409
+    past = {**new, "effective_from": (hard.day - timedelta(days=1)).isoformat()}  # UTC's today, the hospital's past
+    assert (await world.client.post("/price-list", json=past, headers=admin)).status_code == 422
+    today = {"effective_from": hard.day.isoformat(), "lines": list(lines.values())}  # today is not the past
+    assert (await world.client.post("/price-list", json=today, headers=admin)).status_code == 201
+    first = new_lines[0]
+    for bad in (
+        {**new, "lines": [{**first, "category": "magic"}]},
+        {**new, "lines": [{**first, "amount": "-1"}]},
+        {**new, "lines": [first, first]},
+        {**new, "lines": [{**first, "code": "x" * 5000}]},
+    ):
+        r = await world.client.post("/price-list", json=bad, headers=admin)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    later = await world.client.get("/price-list", params={"date": start.isoformat()}, headers=anyone)
+    assert {x["code"]: x["amount"] for x in later.json()["lines"]}["consultation.consultation"] == "800.00"
+    before = await world.client.get(
+        "/price-list", params={"date": (start - timedelta(days=1)).isoformat()}, headers=anyone
+    )
+    assert {x["code"]: x["amount"] for x in before.json()["lines"]}["consultation.consultation"] == "750.00"
+    # A completed appointment is priced on its own date.
+    pid = await world.patient(None)
+    await world.feed(completed(pid, hard.at(9, days=30)), handlers.appointment_completed)
+    assert (await world.invoices(pid))[0]["total"] == "800.00"
+    payers = {p["code"]: p for p in (await world.client.get("/payers", headers=anyone)).json()["items"]}
+    assert set(payers) == {"SGK", "ALLIANZ", "SELF", "NOVA"}
+    assert payers["NOVA"]["deductible"] == "1000.00" and payers["NOVA"]["excluded_categories"] == ["supplies"]
+    assert payers["SGK"]["coverage"]["bed"] == "80.00"
+    assert (await world.client.get("/payers")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({"amount": "10.00", "currency": "TRY"}, "k"),  # no method
+        ({"amount": "10.00", "currency": "TRY", "method": "barter"}, "k"),
+        ({"amount": "10.00", "currency": "try", "method": "cash"}, "k"),
+        ({"amount": "1e400", "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "NaN", "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash", "status": "paid"}, "k"),  # never client-set
+        ({"amount": "x" * 5000, "currency": "TRY", "method": "cash"}, "k"),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash"}, "k" * 300),
+        ({"amount": "10.00", "currency": "TRY", "method": "cash"}, " "),
+    ],
+)
+async def test_bad_payment_input_is_a_4xx_problem(world: World, body: dict[str, str], key: str) -> None:
+    inv = await paid_invoice_setup(world)
+    r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(world.billing, key))
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert world.payments() == []
+    r = await world.client.post("/invoices/not-a-uuid/payments", json=body, headers=key_headers(world.billing, "k"))
+    assert r.status_code == 422
+
+
+async def test_list_filters_take_only_known_values_and_dates_within_the_calendar(world: World) -> None:
+    """An unknown status or payer listed nothing (200 []); now it is a 422 naming what is valid."""
+    for path, params, valid in (
+        ("/invoices", {"status": "unpaid"}, "partially_paid"),
+        ("/claims", {"status": "approved"}, "submitted"),
+        ("/claims", {"payer": "ACME"}, "SGK"),
+    ):
+        r = await world.client.get(path, params=params, headers=world.billing)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (path, r.text)
+        assert valid in r.text, (path, r.text)
+    assert (await world.client.get("/claims", params={"payer": "SGK"}, headers=world.billing)).status_code == 200
+    assert (await world.client.get("/invoices", params={"status": "open"}, headers=world.billing)).status_code == 200
+    for day in ("9999-12-31", "0001-01-01"):
+        r = await world.client.get("/price-list", params={"date": day}, headers=world.billing)
+        assert r.status_code == 422 and "dates from 1800-01-01 to 2999-12-31" in r.text, r.text
+    r = await world.client.get(
+        "/charges", params={"patient_id": str(uuid.uuid4()), "limit": 500}, headers=world.billing
+    )
+    assert r.status_code == 422 and "from 1 to 200" in r.text  # one maximum page for every list
