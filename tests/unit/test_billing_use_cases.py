@@ -23,10 +23,12 @@ import pytest
 from his.billing import handlers
 from his.billing.app import http_over
 from his.billing.domain import SourceKind
+from his.billing.payments import SIGNATURE_HEADER, confirmation_body, sign
 from his.billing.ports import BillingWork
 from his.billing.testmode import FakePaymentProvider
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
 from his.events.audit import BillingRecordAccessed
+from his.events.billing import PaymentReceived
 from his.events.inventory import StockConsumed
 from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
 from his.events.patients import CoverageChanged
@@ -744,3 +746,167 @@ async def test_list_filters_take_only_known_values_and_dates_within_the_calendar
         "/charges", params={"patient_id": str(uuid.uuid4()), "limit": 500}, headers=world.billing
     )
     assert r.status_code == 422 and "from 1 to 200" in r.text  # one maximum page for every list
+
+
+# --- online payments: only the provider's signed confirmation records the money ------------------
+
+
+async def my_invoice(world: World, payer: str | None = "SGK") -> tuple[str, dict[str, str]]:
+    """An issued invoice of a patient whose account is ``me`` (SGK: 150.00 is theirs to pay)."""
+    me = uuid.uuid4()
+    inv = await paid_invoice_setup(world, payer, me)
+    return inv, bearer(me, "PATIENT")
+
+
+async def invoice(world: World, inv: str) -> dict[str, Any]:
+    r = await world.client.get(f"/invoices/{inv}", headers=world.billing)
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+async def open_online(world: World, inv: str, me: dict[str, str], amount: str = "150.00") -> dict[str, Any]:
+    r = await world.client.post(
+        f"/invoices/{inv}/online-payments",
+        json={"amount": amount, "currency": "TRY"},
+        headers=key_headers(me, uuid.uuid4().hex),
+    )
+    assert r.status_code == 201, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def reference(intent: dict[str, Any]) -> str:
+    return str(intent["checkout_url"]).rsplit("/", 1)[1]
+
+
+def signed(
+    world: World,
+    ref: str,
+    amount: str = "150.00",
+    *,
+    secret: bytes | None = None,
+    ago: float = 0,
+    event: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A confirmation as the provider signs it, ``ago`` seconds before the service clock's now."""
+    body = confirmation_body(event or f"evt_{uuid.uuid4().hex}", ref, D(amount), "TRY", test_mode=True)
+    return body, {SIGNATURE_HEADER: sign(secret or world.provider.secret, body, int(world.now() - ago))}
+
+
+async def webhook(world: World, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return await world.client.post(f"/payments/webhooks/{world.provider.name}", content=body, headers=headers)
+
+
+async def test_a_patient_cannot_mark_their_own_invoice_paid(world: World) -> None:
+    inv, me = await my_invoice(world)
+    for method in ("cash", "card", "bank_transfer", "online"):
+        body = {"amount": "150.00", "currency": "TRY", "method": method}
+        r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(me, method))
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+    opened = await open_online(world, inv, me)  # opening a payment records no money either
+    assert opened["status"] == "pending" and opened["test_mode"] is True
+    assert (await invoice(world, inv))["status"] == "open"
+    assert world.payments() == []
+
+
+async def test_billing_records_desk_payments_and_online_money_only_comes_from_the_provider(world: World) -> None:
+    inv, _ = await my_invoice(world)
+    body = {"amount": "50.00", "currency": "TRY", "method": "online"}
+    r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(world.billing, "o"))
+    assert r.status_code == 422 and "provider" in r.json()["detail"]
+    for method in ("cash", "card", "bank_transfer"):
+        world.clock.advance(timedelta(seconds=1))  # payments are listed in the order the clock made them
+        r = await world.client.post(
+            f"/invoices/{inv}/payments", json={**body, "method": method}, headers=key_headers(world.billing, method)
+        )
+        assert r.status_code == 201, r.text
+    assert (await invoice(world, inv))["status"] == "paid"
+    assert [m for _, _, m in world.payments()] == ["cash", "card", "bank_transfer"]
+    doctor = bearer(uuid.uuid4(), "DOCTOR")
+    r = await world.client.post(f"/invoices/{inv}/payments", json=body, headers=key_headers(doctor, "d"))
+    assert r.status_code == 403  # a role that never records payments: 403 whatever the id (ADR 0021)
+
+
+async def test_a_patient_pays_online_and_the_providers_confirmation_marks_it_paid(world: World) -> None:
+    """Opening is idempotent under the key; nothing is paid until the provider confirms; its
+    confirmation records the payment once and publishes it. (The TEST provider's own checkout,
+    its test cards and declines, runs on its tables: tests/integration/test_online_payments.py.)"""
+    inv, me = await my_invoice(world)
+    key = key_headers(me, "online-1")
+    r = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"}, headers=key
+    )
+    assert r.status_code == 201, r.text
+    intent = r.json()
+    assert (intent["status"], intent["provider"], intent["test_mode"]) == ("pending", world.provider.name, True)
+    again = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "150.00", "currency": "TRY"}, headers=key
+    )
+    assert again.content == r.content and again.headers["idempotent-replayed"] == "true"
+    other = await world.client.post(
+        f"/invoices/{inv}/online-payments", json={"amount": "10.00", "currency": "TRY"}, headers=key
+    )
+    assert other.status_code == 409
+    assert (
+        await world.client.post(
+            f"/invoices/{inv}/online-payments",
+            json={"amount": "150.01", "currency": "TRY"},
+            headers=key_headers(me, "too-much"),
+        )
+    ).status_code == 422
+    assert (
+        await world.client.post(
+            f"/invoices/{inv}/online-payments",
+            json={"amount": "1.00", "currency": "TRY"},
+            headers=key_headers(world.billing, "clerk"),
+        )
+    ).status_code == 403
+    assert (await invoice(world, inv))["status"] == "open" and world.payments() == []
+
+    body, headers = world.provider.confirmation(reference(intent), at=world.now())  # the patient paid
+    paid = await webhook(world, body, headers)
+    assert paid.status_code == 200 and paid.json()["status"] == "applied", paid.text
+    after = await invoice(world, inv)
+    assert (after["status"], after["paid"], after["outstanding"]) == ("paid", "150.00", "0.00")
+    assert world.payments() == [("payment", D("150.00"), "online")]
+    assert (await webhook(world, body, headers)).status_code == 409  # the same delivery again
+    listed = (await world.client.get(f"/invoices/{inv}/online-payments", headers=me)).json()["items"]
+    assert [(x["id"], x["status"]) for x in listed] == [(intent["id"], "succeeded")]
+    received = [e for e in world.fake.events(PaymentReceived) if isinstance(e, PaymentReceived)]
+    assert [(str(x.amount), x.method, x.invoice_status) for x in received] == [("150.00", "online", "paid")]
+
+
+async def test_forged_stale_altered_and_replayed_confirmations_are_refused(world: World) -> None:
+    inv, me = await my_invoice(world)
+    ref = reference(await open_online(world, inv, me))
+    forged = signed(world, ref, secret=b"a guess at the secret")
+    stale = signed(world, ref, ago=600)
+    body, headers = signed(world, ref, event="evt_once")
+    altered = body.replace(b'"150.00"', b'"1.00"')
+    cases = [
+        (forged, 401),
+        (stale, 401),
+        ((altered, headers), 401),
+        ((body, {}), 401),
+        ((body, me), 401),
+        (signed(world, ref, "100.00"), 422),  # signed, but not what the payment was opened for
+        (signed(world, "fake_nobody"), 404),
+    ]
+    for (b, h), status in cases:
+        r = await webhook(world, b, h)
+        assert r.status_code == status, (status, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    assert world.payments() == [] and (await invoice(world, inv))["status"] == "open"
+
+    ok = await webhook(world, body, headers)
+    assert ok.status_code == 200 and ok.json()["status"] == "applied"
+    replay = await webhook(world, body, headers)  # the very same signed delivery
+    assert replay.status_code == 409, replay.text
+    retry = await webhook(world, *signed(world, ref, event="evt_once", ago=30))  # a retry, signed afresh
+    assert retry.status_code == 200 and retry.json()["status"] == "already_applied"
+    other_event = await webhook(world, *signed(world, ref))  # another event for the same payment
+    assert other_event.status_code == 200 and other_event.json()["status"] == "already_applied"
+    assert world.payments() == [("payment", D("150.00"), "online")]
+    assert (await invoice(world, inv))["paid"] == "150.00"
