@@ -2,7 +2,8 @@
 
 The caller is the service whose verified certificate opened the connection; each method admits
 only the services listed in ``ALLOW`` (the kernel's interceptor enforces it). Every answer is a
-PHI read and leaves an access record in the same transaction, with the calling service as actor.
+PHI read and leaves an access record in the same transaction, with the calling service as actor
+(the use cases of ``his.patients.directory``; this module only translates).
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from his.events.audit import PatientsRecordAccessed, record_workload_access
 from his.kernel import rpc
-from his.kernel.db import Database
-from his.kernel.pki import service_of, spiffe_id
-from his.kernel.ports import Work
+from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
 from his.patients import invitations
+from his.patients.directory import Directory
 from his.patients.domain import InvitationCodes, Refusal
-from his.patients.store import PatientsStore, PgCareTeams, PgPatients
+from his.patients.store import PatientsStore
 from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 
@@ -43,20 +42,16 @@ ALLOW = {
 
 
 class PatientDirectory(pb_grpc.PatientDirectoryServicer):
-    """Reads of patient master data over the patients store."""
+    """Translates the directory's calls to its use cases (``his.patients.directory``)."""
 
-    def __init__(self, db: Database, codes: InvitationCodes | None = None) -> None:
-        self.db, self.codes = db, codes
-        self.units = PatientsStore(db)
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
 
     async def GetPatient(self, request: pb.GetPatientRequest, context: Context) -> pb.Patient:
         """One patient's master data. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
-        patient_id = await _parse_id(request.patient_id, context)
-        async with self.units.uow() as uow:
-            patient = await uow.patients.get(patient_id)
-            if patient is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
-            _audit(uow, patient_id, "patient")
+        patient = await self.directory.patient(rpc.caller(), await _parse_id(request.patient_id, context))
+        if patient is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
         coverage = patient.coverage
         return pb.Patient(
             id=str(patient.id),
@@ -71,12 +66,9 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
 
     async def GetContactDetails(self, request: pb.GetContactDetailsRequest, context: Context) -> pb.ContactDetails:
         """How to reach a patient. INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one."""
-        patient_id = await _parse_id(request.patient_id, context)
-        async with self.units.uow() as uow:
-            contact = await uow.patients.contact(patient_id)
-            if contact is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
-            _audit(uow, patient_id, "patient/contact")
+        contact = await self.directory.contact(rpc.caller(), await _parse_id(request.patient_id, context))
+        if contact is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
         # No separate preferred name is recorded yet: patients are addressed by their given name.
         return pb.ContactDetails(
             patient_id=str(contact.id), email=contact.email, phone=contact.phone, preferred_name=contact.given_name
@@ -87,23 +79,18 @@ class PatientDirectory(pb_grpc.PatientDirectoryServicer):
         No PHI leaves, so no access record: the caller audits the decision it makes on this basis."""
         patient_id = await _parse_id(request.patient_id, context)
         user_id = await _parse_id(request.user_id, context, "user_id")
-        async with self.db.pool.acquire() as conn:  # two reads: no transaction needed
-            patient = await PgPatients(conn).get(patient_id)
-            if patient is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
-            in_care, emergency = await PgCareTeams(conn).basis(patient_id, user_id, self.db.clock())
-        return pb.CareBasis(in_care=in_care, emergency=emergency, owner=patient.user_id == user_id)
+        basis = await self.directory.care_basis(patient_id, user_id)
+        if basis is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "patient not found")
+        return pb.CareBasis(in_care=basis.in_care, emergency=basis.emergency, owner=basis.patient.user_id == user_id)
 
     async def GetInvitation(self, request: pb.GetInvitationRequest, context: Context) -> pb.Invitation:
         """An invitation's code, to send it: only while it can be redeemed (FAILED_PRECONDITION
         otherwise). The code is derived again from the stored digest's key; it is never stored."""
         invitation_id = await _parse_id(request.invitation_id, context, "invitation_id")
-        if self.codes is None:
+        if not self.directory.sends_invitations:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "invitations are not configured here")
-        async with self.units.uow() as uow:
-            found = await invitations.message(uow.invitations, invitation_id, self.codes, uow.clock())
-            if isinstance(found, invitations.Message):
-                _audit(uow, found.patient_id, "patient/invitation")
+        found = await self.directory.invitation(rpc.caller(), invitation_id)
         if found is Refusal.UNKNOWN:
             await context.abort(grpc.StatusCode.NOT_FOUND, "invitation not found")
         if not isinstance(found, invitations.Message):
@@ -124,26 +111,12 @@ async def _parse_id(text: str, context: Context, field: str = "patient_id") -> u
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} must be a UUID")
 
 
-def _audit(uow: Work, patient_id: uuid.UUID, resource: str) -> None:
-    caller = rpc.caller()
-    record_workload_access(
-        uow,
-        PatientsRecordAccessed,
-        caller,
-        patient_id=patient_id,
-        action="read",
-        resource=resource,
-        # The calling service stands for the purpose: billing reads for billing, and so on.
-        purpose=service_of(caller) or "workload",
-    )
-
-
 def services(ctx: ServiceContext, codes: InvitationCodes | None = None) -> list[rpc.RpcService]:
     """What the patients process serves over gRPC, and to whom (``codes`` derive invitations' codes)."""
     return [
         rpc.RpcService(
             descriptor=pb.DESCRIPTOR.services_by_name["PatientDirectory"],
-            servicer=PatientDirectory(ctx.db, codes),
+            servicer=PatientDirectory(Directory(PatientsStore(ctx.db), codes)),
             register=pb_grpc.add_PatientDirectoryServicer_to_server,
             allow=ALLOW,
         )
