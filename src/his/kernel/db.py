@@ -19,7 +19,8 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -528,3 +529,28 @@ def kernel_tables_sql() -> list[str]:
             PRIMARY KEY (consumer, event_id)
         )""",
     ]
+
+
+U = TypeVar("U", bound=Unit)
+
+
+@dataclass(frozen=True)
+class UnitsOn(Generic[U]):
+    """A service's units of work on its database (``his.kernel.ports.Units``): ``uow()`` a
+    transaction, ``read()`` reads, each wrapped in the service's unit (``unit``)."""
+
+    db: Database
+
+    def unit(self, uow: UnitOfWork) -> U:
+        """The service's unit over the kernel's unit of work."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[U]:
+        async with self.db.uow() as uow:
+            yield self.unit(uow)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[U]:
+        async with self.db.read() as uow:
+            yield self.unit(uow)

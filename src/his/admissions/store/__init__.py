@@ -9,9 +9,7 @@ per night; the first two surface as the domain's ``BedTakenError`` and ``Already
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -29,7 +27,7 @@ from his.admissions.domain import (
     Ward,
     WardChanges,
 )
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 
 ADMISSION_COLUMNS = """id, patient_id, practitioner_id, ward_id, bed_id, status, admitted_at, discharged_at,
                        admitted_by, discharged_by, version"""
@@ -429,19 +427,9 @@ class AdmissionsUnit(Unit):
         self.charges = PgBedCharges(self.conn)
 
 
-@dataclass(frozen=True)
-class AdmissionsStore:
+class AdmissionsStore(UnitsOn[AdmissionsUnit]):
     """The admissions service's units of work (``his.admissions.ports.AdmissionsUnits``) on its
     database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[AdmissionsUnit]:
-        async with self.db.uow() as uow:
-            yield AdmissionsUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AdmissionsUnit]:
-        async with self.db.read() as uow:
-            yield AdmissionsUnit(uow)
+    def unit(self, uow: UnitOfWork) -> AdmissionsUnit:
+        return AdmissionsUnit(uow)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import cast
 
 from his.audit.domain import GENESIS, ChainRow, Entry, NewRecord, link
-from his.kernel.db import Connection, Database, Unit, UnitOfWork
+from his.kernel.db import Connection, Unit, UnitOfWork, UnitsOn
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
 ROW = """seq, event_id, at, source, actor_id, actor_roles, patient_id, action, resource, purpose, outcome,
@@ -129,18 +127,8 @@ class AuditUnit(Unit):
         self.accounts = PgAccountLinks(self.conn)
 
 
-@dataclass(frozen=True)
-class AuditStore:
+class AuditStore(UnitsOn[AuditUnit]):
     """The audit service's units of work (``his.audit.ports.AuditUnits``) on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[AuditUnit]:
-        async with self.db.uow() as uow:
-            yield AuditUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AuditUnit]:
-        async with self.db.read() as uow:
-            yield AuditUnit(uow)
+    def unit(self, uow: UnitOfWork) -> AuditUnit:
+        return AuditUnit(uow)

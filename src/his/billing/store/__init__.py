@@ -5,8 +5,7 @@ units over the database (``BillingStore(db)``)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -44,7 +43,7 @@ from his.billing.domain import (
 from his.billing.store.online import PgIntents
 from his.clients import replica
 from his.clients.replica import KnownPatients
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 
 __all__ = ["BillingStore", "BillingUnit", "DuplicateVersionError", "PgIntents"]
 
@@ -866,18 +865,8 @@ class BillingUnit(Unit):
         self.patients = KnownPatients(self.conn)
 
 
-@dataclass(frozen=True)
-class BillingStore:
+class BillingStore(UnitsOn[BillingUnit]):
     """Billing's units of work (``his.billing.ports.BillingUnits``) on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[BillingUnit]:
-        async with self.db.uow() as uow:
-            yield BillingUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[BillingUnit]:
-        async with self.db.read() as uow:
-            yield BillingUnit(uow)
+    def unit(self, uow: UnitOfWork) -> BillingUnit:
+        return BillingUnit(uow)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -27,7 +25,7 @@ from his.inventory.domain import (
     Take,
     is_expired,
 )
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 
 #: Items with their thresholds per location, as JSON ({location: threshold}); {where} picks them.
 ITEMS = """SELECT i.code, i.description, i.unit, i.chargeable,
@@ -408,18 +406,8 @@ class InventoryUnit(Unit):
         self.reagents = PgReagents(self.conn)
 
 
-@dataclass(frozen=True)
-class InventoryStore:
+class InventoryStore(UnitsOn[InventoryUnit]):
     """The inventory's units of work (``his.inventory.ports.InventoryUnits``) on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[InventoryUnit]:
-        async with self.db.uow() as uow:
-            yield InventoryUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[InventoryUnit]:
-        async with self.db.read() as uow:
-            yield InventoryUnit(uow)
+    def unit(self, uow: UnitOfWork) -> InventoryUnit:
+        return InventoryUnit(uow)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from his.clients.replica import KnownPatients
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 from his.laboratory.domain import Flag, LabTest, Order, Priority, Result, Status
 
 ORDER_COLUMNS = """id, patient_id, ordered_by, priority, status, version, placed_at, collected_at, started_at,
@@ -184,18 +183,8 @@ class LabUnit(Unit):
         self.patients = KnownPatients(self.conn)
 
 
-@dataclass(frozen=True)
-class LabStore:
+class LabStore(UnitsOn[LabUnit]):
     """The laboratory's units of work (``his.laboratory.ports.LabUnits``) on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[LabUnit]:
-        async with self.db.uow() as uow:
-            yield LabUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[LabUnit]:
-        async with self.db.read() as uow:
-            yield LabUnit(uow)
+    def unit(self, uow: UnitOfWork) -> LabUnit:
+        return LabUnit(uow)

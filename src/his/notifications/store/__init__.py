@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from his.kernel import tracing
-from his.kernel.db import Connection, Database, Unit, UnitOfWork
+from his.kernel.db import Connection, Unit, UnitOfWork, UnitsOn
 from his.notifications.domain import REMINDER, Alert, Context, Delivery, Due, Message, Preferences
 
 
@@ -244,19 +242,9 @@ class NotificationsUnit(Unit):
         self.alerts = PgAlerts(self.conn)
 
 
-@dataclass(frozen=True)
-class NotificationsStore:
+class NotificationsStore(UnitsOn[NotificationsUnit]):
     """The notifications service's units of work (``his.notifications.ports.NotificationsUnits``)
     on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[NotificationsUnit]:
-        async with self.db.uow() as uow:
-            yield NotificationsUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[NotificationsUnit]:
-        async with self.db.read() as uow:
-            yield NotificationsUnit(uow)
+    def unit(self, uow: UnitOfWork) -> NotificationsUnit:
+        return NotificationsUnit(uow)

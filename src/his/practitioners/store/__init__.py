@@ -4,15 +4,12 @@ PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 from asyncpg import Range
 
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork, savepoint
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn, savepoint
 from his.kernel.intervals import Interval
 from his.practitioners.domain import (
     AccountLinkedError,
@@ -233,19 +230,9 @@ class PractitionersUnit(Unit):
         self.calendars = PgCalendars(self.conn)
 
 
-@dataclass(frozen=True)
-class PractitionersStore:
+class PractitionersStore(UnitsOn[PractitionersUnit]):
     """The practitioners' units of work (``his.practitioners.ports.PractitionersUnits``) on its
     database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[PractitionersUnit]:
-        async with self.db.uow() as uow:
-            yield PractitionersUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[PractitionersUnit]:
-        async with self.db.read() as uow:
-            yield PractitionersUnit(uow)
+    def unit(self, uow: UnitOfWork) -> PractitionersUnit:
+        return PractitionersUnit(uow)

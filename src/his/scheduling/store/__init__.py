@@ -5,16 +5,13 @@ entries decide between concurrent writers; their refusals become the domain's er
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 from asyncpg import Range
 
 from his.clients.replica import KnownPatients
-from his.kernel.db import Connection, Database, Record, Unit, UnitOfWork
+from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 from his.kernel.intervals import Interval
 from his.scheduling.domain import (
     HOLDING,
@@ -255,21 +252,11 @@ class SchedulingUnit(Unit):
         self.patients = KnownPatients(self.conn)
 
 
-@dataclass(frozen=True)
-class SchedulingStore:
+class SchedulingStore(UnitsOn[SchedulingUnit]):
     """Scheduling's units of work (``his.scheduling.ports.SchedulingUnits``) on its database."""
 
-    db: Database
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[SchedulingUnit]:
-        async with self.db.uow() as uow:
-            yield SchedulingUnit(uow)
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[SchedulingUnit]:
-        async with self.db.read() as uow:
-            yield SchedulingUnit(uow)
+    def unit(self, uow: UnitOfWork) -> SchedulingUnit:
+        return SchedulingUnit(uow)
 
     def clock(self) -> datetime:
         """The moment by the clock the units run by (the database's, ``Database.clock``)."""
