@@ -40,9 +40,11 @@ from his.benchmarks.harness import (
     BenchmarkError,
     CpuWatch,
     DiskProbe,
+    Noise,
     Servers,
     TimedJetStream,
     machine,
+    noise,
 )
 from his.benchmarks.inbox import measure_consumer
 from his.benchmarks.relay import measure_drain, measure_latency
@@ -63,7 +65,7 @@ async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], N
         b = Bench(servers.dsn, nc, js, cfg, say)
         with bench_events():
             results: dict[str, Any] = {"servers": facts}
-            noise: dict[str, dict[str, float]] = {}
+            parts: dict[str, Noise] = {}
             watch = CpuWatch()
             with DiskProbe(servers.workdir) as disk:
                 for name, measure in (
@@ -75,8 +77,8 @@ async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], N
                     watch.lap()
                     disk.lap()
                     results[name] = await measure(b)
-                    noise[name] = watch.lap() | disk.lap()
-            results["cpu"] = noise
+                    parts[name] = noise(watch.lap(), disk.lap())
+            results["cpu"] = parts
         return results
     finally:
         gc.unfreeze()

@@ -46,9 +46,11 @@ from his.benchmarks.harness import (
     CpuWatch,
     DiskProbe,
     Latencies,
+    Noise,
     Servers,
     closed_loop,
     machine,
+    noise,
     open_loop,
 )
 from his.benchmarks.hospital import (
@@ -387,20 +389,20 @@ async def _phases(run: Run, seeded: dict[str, Any]) -> dict[str, Any]:
         warm = await closed_loop(cfg.users, cfg.warmup_seconds, run.targets[name].once)
         run.failed(f"warm-up {name}", warm.errors, warm.failed)
     results: dict[str, Any] = {"seed": seeded}
-    noise: dict[str, dict[str, float]] = {}
+    parts: dict[str, Noise] = {}
     watch = CpuWatch()
     with DiskProbe(run.hospital.workdir) as disk:
         watch.lap()
         disk.lap()
         results["throughput"] = await measure_throughput(run)
-        noise["throughput"] = watch.lap() | disk.lap()
+        parts["throughput"] = noise(watch.lap(), disk.lap())
         results["latency"] = {}
         for rate, role in latency_rates(cfg, results["throughput"]["per_s"]["booking"], results):
             results["latency"][f"{rate:g}"] = await measure_rate(run, rate) | {"role": role}
-            noise[f"latency {rate:g}/s"] = watch.lap() | disk.lap()
+            parts[f"latency {rate:g}/s"] = noise(watch.lap(), disk.lap())
     await run.quiesce()
     results["verify"] = await verify(run)
-    results["cpu"] = noise
+    results["cpu"] = parts
     results["errors"] = run.errors
     return results
 

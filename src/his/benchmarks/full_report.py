@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from his.benchmarks import booking_report, reads, report
+from his.benchmarks.harness import Noise
 from his.benchmarks.report import Row, num
 
 RSS_LIMIT_MB = 120.0
@@ -297,7 +298,7 @@ def _profile(rep: dict[str, Any]) -> list[str]:
 
 
 def _noise(rep: dict[str, Any]) -> list[str]:
-    parts: dict[str, dict[str, float]] = {}
+    parts: dict[str, Noise] = {}
     parts.update({f"backbone {k}": v for k, v in rep["backbone"]["results"].get("cpu", {}).items()})
     parts.update({f"booking {k}": v for k, v in rep["booking"]["results"].get("cpu", {}).items()})
     parts.update(rep["reads"].get("cpu", {}))

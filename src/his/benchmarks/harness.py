@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import asyncpg
 from nats.aio.client import Client as NATS
@@ -45,6 +45,54 @@ PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 class BenchmarkError(RuntimeError):
     """A benchmark could not be measured validly (an operation failed or was not confirmed)."""
+
+
+#: One operation of an open loop: ``op(i, intended_start)``, a coroutine the loop makes a task of.
+Op = Callable[[int, float], Coroutine[object, None, None]]
+
+
+class ServerFacts(TypedDict):
+    """The private servers a backbone run measured on (``nats_server`` once connected)."""
+
+    postgresql: str
+    durability_checked: bool
+    nats_server: NotRequired[str]
+
+
+class CpuLap(TypedDict):
+    """CPU during one part of a run: wall seconds, and shares of all cores (``CpuWatch.lap``)."""
+
+    seconds: float
+    our_cpu_share: float
+    other_cpu_share: float
+    steal_share: float
+
+
+class DiskLap(TypedDict, total=False):
+    """fsync latency of the disk probe during one part, in ms (none when it took no sample)."""
+
+    fsync_p50_ms: float
+    fsync_p99_ms: float
+    fsync_max_ms: float
+
+
+class Noise(CpuLap, DiskLap):
+    """How busy the machine and its disk were during one part of a run."""
+
+
+def noise(cpu: CpuLap, disk: DiskLap) -> Noise:
+    """A part's CPU and disk laps in one record, CPU first."""
+    return {**cpu, **disk}
+
+
+class Machine(TypedDict):
+    """The machine a run measured on (``machine``)."""
+
+    cpus: int | None
+    cpu_model: str
+    memory_gb: float
+    platform: str
+    python: str
 
 
 @dataclass
@@ -91,7 +139,7 @@ class Servers:
         assert self.nats is not None
         return f"http://{self.nats.host}:{self.nats.monitor_port}"
 
-    async def prepare(self) -> dict[str, Any]:
+    async def prepare(self) -> ServerFacts:
         """Create the database and check durability the way ``his up`` does; returns server facts."""
         await ensure_database(self.dsn)
         conn = await asyncpg.connect(self.dsn)
@@ -161,9 +209,7 @@ class LoadResult:
     errors: list[str]
 
 
-async def open_loop(
-    rate: float, seconds: float, op: Callable[[int, float], Coroutine[Any, Any, None]], *, first: int = 0
-) -> LoadResult:
+async def open_loop(rate: float, seconds: float, op: Op, *, first: int = 0) -> LoadResult:
     """Start ``op(i, intended_start)`` at a constant rate; wait for all; count failures."""
     total = round(rate * seconds)
     start = time.perf_counter() + 0.01
@@ -249,14 +295,14 @@ class TimedJetStream(JetStreamContext):
         payload: bytes = b"",
         wait_stall: float | None = None,
         stream: str | None = None,
-        headers: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
         msg_ttl: float | None = None,
     ) -> asyncio.Future[api.PubAck]:
         fut = await super().publish_async(
             subject, payload, wait_stall=wait_stall, stream=stream, headers=headers, msg_ttl=msg_ttl
         )
         if self.recording:
-            msg_id = str((headers or {}).get("Nats-Msg-Id", ""))
+            msg_id = (headers or {}).get("Nats-Msg-Id", "")
             fut.add_done_callback(lambda f: self._on_ack(msg_id, f))
         return fut
 
@@ -337,7 +383,7 @@ class CpuWatch:
             steal = v[7] / self.tick  # time the hypervisor gave our virtual CPUs to someone else
         return time.perf_counter(), busy, steal, self._tree_seconds()
 
-    def lap(self) -> dict[str, float]:
+    def lap(self) -> CpuLap:
         """Since the previous lap: wall seconds, and shares of all cores: us, other processes, steal."""
         (t0, busy0, steal0, ours0), (t1, busy1, steal1, ours1) = self._start, self._sample()
         self._start = (t1, busy1, steal1, ours1)
@@ -389,16 +435,20 @@ class DiskProbe:
         finally:
             os.close(fd)
 
-    def lap(self) -> dict[str, float]:
+    def lap(self) -> DiskLap:
         """fsync latency since the previous lap, in milliseconds."""
         since, self._mark = self._mark, time.perf_counter()
         lat = Latencies([d for t, d in list(self.samples) if t >= since])
         if not lat.samples:
             return {}
-        return {f"fsync_{name}_ms": lat.percentile(p) for name, p in (("p50", 50), ("p99", 99), ("max", 100))}
+        return {
+            "fsync_p50_ms": lat.percentile(50),
+            "fsync_p99_ms": lat.percentile(99),
+            "fsync_max_ms": lat.percentile(100),
+        }
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     model = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -50,9 +50,11 @@ from his.benchmarks.harness import (
     CpuWatch,
     DiskProbe,
     Latencies,
+    Noise,
     Servers,
     closed_loop,
     machine,
+    noise,
     open_loop,
 )
 from his.benchmarks.hospital import ADMIN_EMAIL, CpuLedger, PrivateHospital, quiesce
@@ -313,20 +315,20 @@ async def _phases(run: Reads, patients: list[str], seeded: dict[str, Any]) -> di
         await t.pool.warm(min(cfg.users, 64))
         warm = await closed_loop(cfg.users, cfg.warmup_seconds, t.once)
         run.failed(f"warm-up {t.name}", warm.errors, warm.failed)
-    noise: dict[str, dict[str, float]] = {}
+    parts: dict[str, Noise] = {}
     watch = CpuWatch()
     with DiskProbe(run.hospital.workdir) as disk:
         watch.lap()
         disk.lap()
         results["throughput"] = await run.throughput()
-        noise["patient read throughput"] = watch.lap() | disk.lap()
+        parts["patient read throughput"] = noise(watch.lap(), disk.lap())
         capacity = results["throughput"]["per_s"]["read"]
         rate = cfg.rate if capacity >= cfg.rate else float(max(1, round(capacity / 2)))
         if rate != cfg.rate:
             results["rate_lowered"] = f"{cfg.rate:g}/s is above the measured capacity ({capacity:,.0f}/s): run at half"
         results["latency"] = await run.latency(rate)
-        noise[f"patient read latency {rate:g}/s"] = watch.lap() | disk.lap()
-    results["cpu"] = noise
+        parts[f"patient read latency {rate:g}/s"] = noise(watch.lap(), disk.lap())
+    results["cpu"] = parts
     results["statuses"] = {name: dict(t.statuses) for name, t in run.targets.items()}
     results["errors"] = run.errors
     return results

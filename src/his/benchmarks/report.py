@@ -11,11 +11,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from his.benchmarks.harness import Noise
+
 #: Share of the machine's CPU used by other processes (or stolen) above which a run is noisy.
 NOISY_CPU = 0.10
 
 
-def noisy(part: dict[str, float]) -> bool:
+def noisy(part: Noise) -> bool:
     return part.get("other_cpu_share", 0.0) + part.get("steal_share", 0.0) > NOISY_CPU
 
 
