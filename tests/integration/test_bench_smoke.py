@@ -35,6 +35,7 @@ def test_backbone_benchmark_reports_every_figure_against_its_baseline() -> None:
         assert res[key]["ratio"] > 0
     for w in cfg.writers:
         cell = res["writes"][str(w)]
+        assert isinstance(cell, dict)
         assert set(cell["tx_per_s"]) == {"plain", "outbox", "wake_local", "wake_notify", "notify_in_tx"}
         assert all(v > 0 for v in cell["tx_per_s"].values())
         assert cell["notifications_received"] > 0

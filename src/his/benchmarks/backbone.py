@@ -20,10 +20,10 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import nats
 import uvloop
@@ -48,13 +48,15 @@ from his.benchmarks.harness import (
 )
 from his.benchmarks.inbox import measure_consumer
 from his.benchmarks.relay import measure_drain, measure_latency
-from his.benchmarks.report import render, rows
+from his.benchmarks.report import BackboneReport, BackboneResults, render, rows
 from his.benchmarks.writes import measure_writes
 from his.infra.procs import ServerStartError
 from his.kernel import streams
 
+T = TypeVar("T")
 
-async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
+
+async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], None]) -> BackboneResults:
     facts = await servers.prepare()
     nc = await nats.connect(servers.nats_url, name="his-bench", pending_size=64 * 1024 * 1024)
     try:
@@ -64,22 +66,29 @@ async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], N
         await streams.declare(js, [SERVICE])
         b = Bench(servers.dsn, nc, js, cfg, say)
         with bench_events():
-            results: dict[str, Any] = {"servers": facts}
             parts: dict[str, Noise] = {}
             watch = CpuWatch()
             with DiskProbe(servers.workdir) as disk:
-                for name, measure in (
-                    ("latency", measure_latency),
-                    ("drain", measure_drain),
-                    ("consumer", measure_consumer),
-                    ("writes", measure_writes),
-                ):
+
+                async def part(name: str, measure: Callable[[Bench], Awaitable[T]]) -> T:
                     watch.lap()
                     disk.lap()
-                    results[name] = await measure(b)
+                    result = await measure(b)
                     parts[name] = noise(watch.lap(), disk.lap())
-            results["cpu"] = parts
-        return results
+                    return result
+
+                latency = await part("latency", measure_latency)
+                drain = await part("drain", measure_drain)
+                consumer = await part("consumer", measure_consumer)
+                writes = await part("writes", measure_writes)
+            return {
+                "servers": facts,
+                "latency": latency,
+                "drain": drain,
+                "consumer": consumer,
+                "writes": writes,
+                "cpu": parts,
+            }
     finally:
         gc.unfreeze()
         await nc.close()
@@ -87,7 +96,7 @@ async def measure_all(servers: Servers, cfg: BenchConfig, say: Callable[[str], N
 
 def run(
     cfg: BenchConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
-) -> dict[str, Any]:
+) -> BackboneReport:
     """Start private servers, measure everything, stop the servers; returns the report."""
     started = time.perf_counter()
     servers = Servers(Servers.make_workdir(workdir))

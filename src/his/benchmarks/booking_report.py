@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from his.benchmarks.report import NOISY_CPU, Row, noisy, num, ratio_of, wide
+from his.benchmarks.report import NOISY_CPU, Row, RowDict, noisy, num, ratio_of, wide
 
 AIM_RATE = 250.0
 #: Processes shown in the CPU breakdown, in this order; the rest are summed as "other services".
@@ -28,6 +28,12 @@ SHOWN = (
 )
 
 
+class FigureDict(RowDict):
+    """A figure as the JSON reports hold it: a row, and how many of its requests failed."""
+
+    errors: int
+
+
 @dataclass(frozen=True)
 class Figure(Row):
     """A row whose measurement had failed requests: it is invalid, whatever its value."""
@@ -37,8 +43,8 @@ class Figure(Row):
     def verdict(self) -> str:
         return f"INVALID ({self.errors} failed)" if self.errors else super().verdict()
 
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | {"errors": self.errors}
+    def as_dict(self) -> FigureDict:
+        return {**super().as_dict(), "errors": self.errors}
 
 
 def rows(results: dict[str, Any]) -> list[Figure]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 from rich.console import Console
@@ -33,10 +33,13 @@ from rich.console import Console
 from his.benchmarks import backbone, booking, full_report, reads
 from his.benchmarks.booking import BookingConfig
 from his.benchmarks.common import BenchConfig
+from his.benchmarks.full_report import SuiteFailed
 from his.benchmarks.harness import BenchmarkError, Servers, machine
 from his.benchmarks.hospital import RAISED_LIMITS, CpuLedger, PrivateHospital, quiesce, rss_mb
 from his.benchmarks.reads import ReadConfig
 from his.infra.procs import ServerStartError
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def run(
     return report
 
 
-def attempt(suite: Callable[[], dict[str, Any]], say: Callable[[str], None]) -> dict[str, Any]:
+def attempt(suite: Callable[[], R], say: Callable[[str], None]) -> R | SuiteFailed:
     """One suite's report; a suite that could not measure validly (an operation failed or timed
     out, e.g. on an overloaded machine) is recorded as failed, and the other suites still run."""
     try:

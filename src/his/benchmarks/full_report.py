@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Never, TypedDict, final
 
 from his.benchmarks import booking_report, reads, report
 from his.benchmarks.harness import Noise
@@ -27,6 +27,14 @@ SECTIONS = (
     "Machine noise",
     "Invalid figures",
 )
+
+
+@final
+class SuiteFailed(TypedDict):
+    """A suite that could not measure validly, in place of its report: no figures, and why."""
+
+    results: dict[str, Never]
+    failed: str
 
 
 def passed(row: Row) -> str:

@@ -7,7 +7,6 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import nats
 import orjson
@@ -30,6 +29,7 @@ from his.benchmarks.harness import (
     settle,
     wait_until,
 )
+from his.benchmarks.report import ConsumerResult
 from his.kernel import streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database, UnitOfWork
@@ -97,7 +97,7 @@ def effect_handler(table: str) -> Callable[[UnitOfWork, Envelope, Event], Awaita
     return apply
 
 
-async def measure_consumer(b: Bench) -> dict[str, Any]:
+async def measure_consumer(b: Bench) -> ConsumerResult:
     """Raw and loop consumers take turns (raw, loop, loop, raw, ...), each a new durable over all events.
 
     The ratio is the median of the rounds' ratios, each round a raw run next to a loop run.

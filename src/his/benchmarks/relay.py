@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import asdict
-from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -37,13 +35,14 @@ from his.benchmarks.harness import (
     settle,
     wait_until,
 )
+from his.benchmarks.report import AckLatencies, DrainResult, LatencyResult
 from his.kernel.db import Database, outbox_channel
 from his.kernel.outbox import OutboxRelay
 
 # -- commit → PubAck latency at a constant rate ------------------------------------------------
 
 
-async def measure_latency(b: Bench) -> dict[str, Any]:
+async def measure_latency(b: Bench) -> LatencyResult:
     """Three ways to get an event into JetStream at a constant rate, taking turns in slices.
 
     - relay: the unit of work writes a row and its outbox row; the relay publishes it;
@@ -112,7 +111,7 @@ async def measure_latency(b: Bench) -> dict[str, Any]:
                         await wait_until(all_acked(acked, times), 30, "PubAcks")
                 check_acked(b.js, [*relay_t, *direct_t, *bare_t], "latency")
             await wait_marked(db)
-            relay_stats = asdict(relay.stats)
+            batches, publish_errors = relay.stats.batches, relay.stats.publish_errors
     return {
         "rate_per_s": cfg.rate,
         "seconds": cfg.latency_seconds,
@@ -122,15 +121,15 @@ async def measure_latency(b: Bench) -> dict[str, Any]:
         "relay": {
             **latencies(relay_t, acked),
             "commit_to_stored": (await stored_latency(b, relay_t)).summary(),
-            "batches": relay_stats["batches"],
-            "publish_errors": relay_stats["publish_errors"],
+            "batches": batches,
+            "publish_errors": publish_errors,
         },
         "direct": latencies(direct_t, acked),
         "bare": {"publish_to_ack": latencies(bare_t, acked)["intended_start_to_ack"]},
     }
 
 
-def latencies(times: dict[str, tuple[float, float]], acked: dict[str, float]) -> dict[str, dict[str, float]]:
+def latencies(times: dict[str, tuple[float, float]], acked: dict[str, float]) -> AckLatencies:
     commit, intended = Latencies(), Latencies()
     for msg_id, (start, committed) in times.items():
         commit.add(acked[msg_id] - committed)
@@ -168,7 +167,7 @@ async def stored_latency(b: Bench, commits: dict[str, tuple[float, float]]) -> L
 # -- drain rate against raw pipelined publishing ------------------------------------------------
 
 
-async def measure_drain(b: Bench) -> dict[str, Any]:
+async def measure_drain(b: Bench) -> DrainResult:
     """Raw publishing runs half before and half after the relay drain, to cancel drift."""
     n = b.cfg.drain_events
     schema = "bench_drain"

@@ -6,12 +6,13 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypedDict, final
 
 from rich.console import Console
 from rich.table import Table
 
-from his.benchmarks.harness import Noise
+from his.benchmarks.harness import Machine, Noise, ServerFacts
+from his.kernel.json import JsonMapping
 
 #: Share of the machine's CPU used by other processes (or stolen) above which a run is noisy.
 NOISY_CPU = 0.10
@@ -19,6 +20,18 @@ NOISY_CPU = 0.10
 
 def noisy(part: Noise) -> bool:
     return part.get("other_cpu_share", 0.0) + part.get("steal_share", 0.0) > NOISY_CPU
+
+
+class RowDict(TypedDict):
+    """A row as the JSON reports hold it (``Row.as_dict``)."""
+
+    figure: str
+    measured: float
+    baseline: float | None
+    unit: str
+    ratio: float | None
+    target: str | None
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Row:
             return f"{sign} {aim:g}{what}"
         return f"aim {sign} {aim:g}{what}, floor {floor:g}{what}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RowDict:
         return {
             "figure": self.figure,
             "measured": self.measured,
@@ -77,7 +90,108 @@ def ratio_of(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
-def rows(results: dict[str, Any]) -> list[Row]:
+# -- what ``his bench backbone`` measures (each latency a ``Latencies.summary()``) --------------
+
+
+class AckLatencies(TypedDict):
+    commit_to_ack: dict[str, float]
+    intended_start_to_ack: dict[str, float]
+
+
+class RelayLatencies(AckLatencies):
+    commit_to_stored: dict[str, float]
+    batches: int
+    publish_errors: int
+
+
+class BareLatencies(TypedDict):
+    publish_to_ack: dict[str, float]
+
+
+class LatencyResult(TypedDict):
+    """Commit → PubAck at a constant rate: the relay, the dual write, bare publishing (``relay``)."""
+
+    rate_per_s: float
+    seconds: float
+    slices: int
+    events: int
+    scheduler_lag_max_ms: float
+    relay: RelayLatencies
+    direct: AckLatencies
+    bare: BareLatencies
+
+
+class DrainResult(TypedDict):
+    """The relay draining a full outbox against raw pipelined publishing (``relay``)."""
+
+    events: int
+    relay_per_s: float
+    raw_per_s: float
+    ratio: float
+    relay_batches: int
+
+
+class ConsumerResult(TypedDict):
+    """The consumer loop with its inbox against a raw pull consumer (``inbox``)."""
+
+    events: int
+    rounds: int
+    batch: int
+    loop_per_s: float
+    raw_per_s: float
+    rounds_per_s: dict[str, list[float]]
+    ratio: float
+
+
+class WritesCell(TypedDict):
+    """Every write variant at one number of writers (``writes``)."""
+
+    tx_per_s: dict[str, float]
+    tx_per_s_rounds: dict[str, list[float]]
+    notifications_received: int
+    outbox_vs_plain: float
+    wake_local_vs_outbox: float
+    wake_notify_vs_outbox: float
+    notify_in_tx_vs_outbox: float
+
+
+WriteRatio = Literal["outbox_vs_plain", "wake_local_vs_outbox", "wake_notify_vs_outbox", "notify_in_tx_vs_outbox"]
+#: ``seconds_per_cell`` and ``rounds``, then a ``WritesCell`` per number of writers (``"8"``, ``"32"``).
+WritesResult = dict[str, float | WritesCell]
+
+
+class BackboneResults(TypedDict):
+    servers: ServerFacts
+    latency: LatencyResult
+    drain: DrainResult
+    consumer: ConsumerResult
+    writes: WritesResult
+    #: How busy the machine was during each part, by part.
+    cpu: dict[str, Noise]
+
+
+@final
+class BackboneReport(TypedDict):
+    """What ``his bench backbone --json`` prints and ``his bench`` keeps under ``backbone``."""
+
+    benchmark: str
+    config: JsonMapping
+    machine: Machine
+    seconds: float
+    results: BackboneResults
+    rows: list[RowDict]
+
+
+#: Each write variant's figure: (variant, its baseline, label, target, the cell's ratio of the two).
+WRITE_FIGURES: tuple[tuple[str, str, str, tuple[float | None, float] | None, WriteRatio], ...] = (
+    ("outbox", "plain", "writes + outbox rows", (None, 0.5), "outbox_vs_plain"),
+    ("wake_local", "outbox", "writes + in-process wake-up", (None, 0.9), "wake_local_vs_outbox"),
+    ("wake_notify", "outbox", "writes + coalesced NOTIFY wake-up", (None, 0.9), "wake_notify_vs_outbox"),
+    ("notify_in_tx", "outbox", "writes + NOTIFY in every tx (rejected design)", None, "notify_in_tx_vs_outbox"),
+)
+
+
+def rows(results: BackboneResults) -> list[Row]:
     out: list[Row] = []
     lat = results.get("latency")
     if lat:
@@ -110,14 +224,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if not isinstance(cell, dict):
             continue
         tx = cell["tx_per_s"]
-        for variant, base, label, target in (
-            ("outbox", "plain", "writes + outbox rows", (None, 0.5)),
-            ("wake_local", "outbox", "writes + in-process wake-up", (None, 0.9)),
-            ("wake_notify", "outbox", "writes + coalesced NOTIFY wake-up", (None, 0.9)),
-            ("notify_in_tx", "outbox", "writes + NOTIFY in every tx (rejected design)", None),
-        ):
-            ratio = cell[f"{variant}_vs_{base}"]
-            out.append(Row(f"{label}, {w} writers", tx[variant], tx[base], " tx/s", ratio, target))
+        for variant, against, label, target, ratio in WRITE_FIGURES:
+            out.append(Row(f"{label}, {w} writers", tx[variant], tx[against], " tx/s", cell[ratio], target))
     return out
 
 
@@ -141,12 +249,12 @@ def wide(console: Console) -> Iterator[None]:
         console.width = width
 
 
-def render(console: Console, report: dict[str, Any]) -> None:
+def render(console: Console, report: BackboneReport) -> None:
     with wide(console):
         _render(console, report)
 
 
-def _render(console: Console, report: dict[str, Any]) -> None:
+def _render(console: Console, report: BackboneReport) -> None:
     table = Table(title="his bench backbone — each figure against a raw baseline from the same run")
     for col in ("figure", "measured", "raw baseline", "ratio", "target", "verdict"):
         table.add_column(col, justify="left" if col in ("figure", "target") else "right")

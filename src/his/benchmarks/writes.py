@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 
@@ -22,14 +21,15 @@ from his.benchmarks.harness import (
     make_schema,
     settle,
 )
+from his.benchmarks.report import WritesCell, WritesResult
 from his.kernel.db import Database, OutboxSignal, outbox_channel
 
 WRITE_VARIANTS = ("plain", "outbox", "wake_local", "wake_notify", "notify_in_tx")
 
 
-async def measure_writes(b: Bench) -> dict[str, Any]:
+async def measure_writes(b: Bench) -> WritesResult:
     cfg = b.cfg
-    out: dict[str, Any] = {"seconds_per_cell": cfg.write_seconds, "rounds": cfg.write_rounds}
+    out: WritesResult = {"seconds_per_cell": cfg.write_seconds, "rounds": cfg.write_rounds}
     for w in cfg.writers:
         out[str(w)] = await writes_at(b, w)
     return out
@@ -59,7 +59,7 @@ def write_op(db: Database, variant: str) -> Callable[[], Awaitable[None]]:
     return op
 
 
-async def writes_at(b: Bench, writers: int) -> dict[str, Any]:
+async def writes_at(b: Bench, writers: int) -> WritesCell:
     """Variants take turns in short slices; each ratio is the median of its per-round ratios."""
     cfg = b.cfg
     dbs = {v: write_database(b.dsn, v, writers) for v in WRITE_VARIANTS}
