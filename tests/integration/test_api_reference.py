@@ -9,18 +9,19 @@ import pytest
 
 from his.cli.reference import anchor, markdown, public_document, service_documents
 from his.gateway.routing import ROUTES, dumps, table
+from his.kernel.json import JsonObject, object_of
 
 COMMITTED = Path(__file__).parents[2] / "docs" / "api.md"
 ROUTE_TABLE = Path(__file__).parents[2] / "src" / "his" / "gateway" / "routes.json"
 
 
 @pytest.fixture(scope="module")
-def reference() -> tuple[dict[str, object], str]:
+def reference() -> tuple[JsonObject, str]:
     document = public_document()
     return document, markdown(document)
 
 
-def test_the_committed_reference_is_current(reference: tuple[dict[str, object], str]) -> None:
+def test_the_committed_reference_is_current(reference: tuple[JsonObject, str]) -> None:
     _, text = reference
     assert COMMITTED.read_text() == text, "docs/api.md is stale: run `make api-reference` and commit it"
 
@@ -32,12 +33,13 @@ def test_the_gateway_route_table_is_the_one_the_services_declare() -> None:
     )
 
 
-def test_every_public_route_is_described(reference: tuple[dict[str, object], str]) -> None:
+def test_every_public_route_is_described(reference: tuple[JsonObject, str]) -> None:
     document, text = reference
-    paths = document["paths"]
-    assert isinstance(paths, dict)
+    paths = object_of(document["paths"])
     for route in ROUTES:
-        assert route.method.lower() in paths.get(route.path, {}), f"{route.method} {route.path} has no operation"
+        assert route.method.lower() in object_of(paths.get(route.path, {})), (
+            f"{route.method} {route.path} has no operation"
+        )
         assert f"\n### {route.method} {route.path}\n" in text
         assert f"(#{anchor(route.method, route.path)})" in text  # listed in the table at the top
 
