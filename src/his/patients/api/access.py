@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from his.kernel.problems import Problem
 from his.kernel.web import errors, provided
 from his.patients.chart import Chart
+
+#: Every route of the service, on one router (``care``, ``records``, ``lab`` and ``invitations``
+#: add theirs to it when ``http`` imports them, before its ``/{patient_id}``, which would match
+#: their fixed paths). One flat router, not routers included in a router: FastAPI walks every
+#: included router's routes twice for each request, a cost paid by every read of a patient.
+router = APIRouter(prefix="/patients", tags=["patients"])
 
 #: The patients service's use cases, as a route's dependency.
 Patients = Annotated[Chart, Depends(provided(Chart))]

@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from his.access import REASON_MAX, REASON_MIN
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, errors, public
 from his.patients import domain
-from his.patients.api.access import ONE_PATIENT, Patients
-
-router = APIRouter()
+from his.patients.api.access import ONE_PATIENT, Patients, router
 
 
 class AssignToCareTeam(BaseModel):

@@ -13,18 +13,16 @@ import uuid
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.web import Caller, errors, public
 from his.patients import domain
-from his.patients.api import care, invitations, lab, records
-from his.patients.api.access import ONE_PATIENT, Patients
+from his.patients.api import care, invitations, lab, records  # noqa: F401  (their routes, before /{patient_id})
+from his.patients.api.access import ONE_PATIENT, Patients, router
 from his.patients.api.patient import Patient, RestrictedPatient
 from his.patients.domain import NewPatient, PatientChanges, Sex
-
-router = APIRouter(prefix="/patients", tags=["patients"])
 
 
 class Coverage(BaseModel):
@@ -121,13 +119,6 @@ async def search(
             for f in found
         ]
     )
-
-
-# Before /{patient_id}, which would match their fixed paths.
-router.include_router(care.router)
-router.include_router(records.router)
-router.include_router(lab.router)
-router.include_router(invitations.router)
 
 
 @router.get(

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.web import Caller, Moment, errors, public
-from his.patients.api.access import Patients
+from his.patients.api.access import Patients, router
 from his.patients.api.patient import Patient
 from his.patients.domain import Channel
-
-router = APIRouter()
 
 
 class NewInvitation(BaseModel):

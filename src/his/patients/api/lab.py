@@ -7,15 +7,12 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from fastapi import APIRouter
 from pydantic import BaseModel
 
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, public
-from his.patients.api.access import ONE_PATIENT, Patients
+from his.patients.api.access import ONE_PATIENT, Patients, router
 from his.patients.domain import LabResult, ResultedOrder
-
-router = APIRouter()
 
 
 class ChartResult(BaseModel):

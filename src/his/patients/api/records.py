@@ -8,15 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, public
-from his.patients.api.access import ONE_PATIENT, Patients
+from his.patients.api.access import ONE_PATIENT, Patients, router
 from his.patients.domain import RECORD_TEXT_MAX
-
-router = APIRouter()
 
 
 class NewEntry(BaseModel):
