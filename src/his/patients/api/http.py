@@ -20,10 +20,12 @@ from his.kernel.params import CalendarDate, Limit, SearchText
 from his.kernel.web import Caller, errors, public
 from his.patients import domain
 from his.patients.api import care, invitations, lab, records  # noqa: F401  (their routes, before /{patient_id})
-from his.patients.api.access import ONE_PATIENT, Patients
-from his.patients.api.access import router as router  # the service's routes, once all are added
+from his.patients.api.access import ONE_PATIENT, Patients, router
 from his.patients.api.patient import Patient, RestrictedPatient
 from his.patients.domain import NewPatient, PatientChanges, Sex
+
+#: The service's routes, once all are added.
+__all__ = ["router"]
 
 
 class Coverage(BaseModel):
