@@ -112,11 +112,6 @@ def day_of(at: datetime) -> date:
     return at.astimezone(zone()).date()
 
 
-def today(now: datetime) -> date:
-    """The hospital's date at ``now`` (the service's clock)."""
-    return day_of(now)
-
-
 @dataclass(frozen=True)
 class Item:
     """One line a source charges."""
