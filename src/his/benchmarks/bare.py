@@ -23,13 +23,19 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import uvicorn
 import uvloop
+
+from his.kernel.json import Json, JsonObject, object_of
+
+if TYPE_CHECKING:
+    # The ASGI messages as uvicorn, which runs this app, declares them.
+    from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 
 SCHEMA = "bench_booking"
 TABLE_DDL = (
@@ -52,16 +58,15 @@ PATIENT_SELECT = (
 PLAIN = b'{"status":"ok","service":"bare"}'
 POOL_SIZE = (2, 16)  # the services' pool (his.kernel.service)
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+#: A booking to insert: patient, practitioner, service, start, end.
+BookingRow = tuple[uuid.UUID, uuid.UUID, str, datetime, datetime]
 
 
 class BareApp:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] != "http":
             return
         path = scope["path"]
@@ -81,17 +86,12 @@ class BareApp:
         more = True
         while more:
             msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+            if msg["type"] != "http.request":
+                break  # the client went away
+            body += msg["body"]
+            more = msg["more_body"]
         try:
-            data = json.loads(body)
-            row = (
-                uuid.UUID(data["patient_id"]),
-                uuid.UUID(data["practitioner_id"]),
-                str(data["service"]),
-                datetime.fromisoformat(data["start"]),
-                datetime.fromisoformat(data["end"]),
-            )
+            row = booking_row(json.loads(body))
         except (ValueError, KeyError, TypeError):
             await respond(send, 422, b'{"detail":"bad booking"}')
             return
@@ -99,7 +99,7 @@ class BareApp:
         await self.pool.execute(INSERT, new_id, *row)
         await respond(send, 201, b'{"id":"%s","status":"booked"}' % str(new_id).encode())
 
-    async def patient(self, key: str, send: Send) -> None:
+    async def patient(self, key: str, send: ASGISendCallable) -> None:
         try:
             patient_id = uuid.UUID(key)
         except ValueError:
@@ -112,7 +112,26 @@ class BareApp:
         await respond(send, 200, json.dumps(dict(row), default=str).encode())
 
 
-async def respond(send: Send, status: int, body: bytes) -> None:
+def booking_row(doc: Json) -> BookingRow:
+    """The booking a request's body holds; ``ValueError``, ``KeyError`` or ``TypeError`` if it holds none."""
+    data = object_of(doc)
+    return (
+        uuid.UUID(_text(data, "patient_id")),
+        uuid.UUID(_text(data, "practitioner_id")),
+        str(data["service"]),
+        datetime.fromisoformat(_text(data, "start")),
+        datetime.fromisoformat(_text(data, "end")),
+    )
+
+
+def _text(data: JsonObject, key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+async def respond(send: ASGISendCallable, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -40,7 +40,7 @@ import uvloop
 from rich.console import Console
 
 from his.benchmarks import bare
-from his.benchmarks.booking_report import render, rows
+from his.benchmarks.booking_report import BookingSeed, render, rows
 from his.benchmarks.harness import (
     BenchmarkError,
     CpuWatch,
@@ -66,6 +66,7 @@ from his.benchmarks.seed import Plan, seed, wait_known
 from his.benchmarks.wire import Pool
 from his.infra.nats import free_port
 from his.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.json import object_of
 
 TIMEOUT = 30.0
 TARGETS = ("booking", "baseline", "direct")
@@ -146,12 +147,16 @@ class Target:
 
 
 def booked(payload: bytes) -> bool:
+    """Whether an answer is a booking made: an object with a UUID ``id`` and ``status: booked``."""
     try:
-        doc = json.loads(payload)
-        uuid.UUID(doc["id"])
-    except (ValueError, KeyError, TypeError):
+        doc = object_of(json.loads(payload))
+        booking_id = doc["id"]
+        if not isinstance(booking_id, str):
+            return False
+        uuid.UUID(booking_id)
+    except (ValueError, KeyError):
         return False
-    return bool(doc.get("status") == "booked")
+    return doc.get("status") == "booked"
 
 
 def counter() -> Callable[[], int]:
@@ -326,7 +331,7 @@ async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callab
         f"seeding through the gateway: {cfg.desks} desks, {cfg.practitioners} practitioners × {cfg.days} "
         f"days of 24 h shifts, {cfg.patients} patients"
     )
-    plan, seeded = await seed(
+    plan, facts = await seed(
         hospital.gateway,
         ADMIN_EMAIL,
         hospital.password,
@@ -335,7 +340,10 @@ async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callab
         patients=cfg.patients,
         days=cfg.days,
     )
-    seeded["scheduling_learned_patients_s"] = await wait_known(hospital.admin_dsn, plan.patients)
+    seeded: BookingSeed = {
+        **facts,
+        "scheduling_learned_patients_s": await wait_known(hospital.admin_dsn, plan.patients),
+    }
     baseline, port = await start_baseline(hospital, hospital.workdir)
     operator = hospital.operator()
     sched = urlsplit(hospital.service_url("scheduling"))
@@ -380,7 +388,7 @@ def latency_rates(cfg: BookingConfig, capacity: float, results: dict[str, Any]) 
     return rates
 
 
-async def _phases(run: Run, seeded: dict[str, Any]) -> dict[str, Any]:
+async def _phases(run: Run, seeded: BookingSeed) -> dict[str, Any]:
     cfg = run.cfg
     for t in run.targets.values():
         await t.pool.warm(cfg.users)

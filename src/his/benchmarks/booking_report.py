@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from his.benchmarks.report import NOISY_CPU, Row, RowDict, noisy, num, ratio_of, wide
+from his.benchmarks.seed import SeedFacts
 
 AIM_RATE = 250.0
 #: Processes shown in the CPU breakdown, in this order; the rest are summed as "other services".
@@ -26,6 +27,12 @@ SHOWN = (
     "baseline",
     "load generator",
 )
+
+
+class BookingSeed(SeedFacts):
+    """What was seeded, and how long scheduling took to learn every patient from its events."""
+
+    scheduling_learned_patients_s: float
 
 
 class FigureDict(RowDict):

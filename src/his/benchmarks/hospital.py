@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter
 
 from his.benchmarks.harness import BenchmarkError, settle
 from his.cli.state import operator_identity
@@ -39,6 +40,27 @@ RAISED_LIMITS = {
     "HIS_GATEWAY_RATE_PER_SUBJECT": "1000000",
     "HIS_GATEWAY_BURST": "1000000",
 }
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    url: str
+    #: None while it is not running.
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the benchmarks read of the run-state file ``his up`` writes (``run/state.json``)."""
+
+    admin_dsn: str
+    services: dict[str, ServiceState]
+    #: PostgreSQL's and NATS's processes.
+    infra_pids: tuple[int, ...] = ()
+    forkserver_pid: int | None = None
+
+
+RUN_STATE = TypeAdapter(RunState)
 
 
 def his_command() -> list[str]:
@@ -90,8 +112,16 @@ class PrivateHospital:
             time.sleep(0.1)
         self.started_in = time.perf_counter() - started
 
-    def state(self) -> dict[str, Any]:
-        return dict(json.loads((self.data / "run" / "state.json").read_text()))
+    def state(self) -> dict[str, Any]:  # Any: the whole file as his.reliability.soak and tests index it
+        return dict(json.loads(self.state_file.read_text()))
+
+    def run_state(self) -> RunState:
+        """The run-state file, checked: what the benchmarks read of it."""
+        return RUN_STATE.validate_json(self.state_file.read_bytes())
+
+    @property
+    def state_file(self) -> Path:
+        return self.data / "run" / "state.json"
 
     @property
     def gateway(self) -> str:
@@ -99,10 +129,10 @@ class PrivateHospital:
 
     @property
     def admin_dsn(self) -> str:
-        return str(self.state()["admin_dsn"])
+        return self.run_state().admin_dsn
 
     def service_url(self, name: str) -> str:
-        return str(self.state()["services"][name]["url"])
+        return self.run_state().services[name].url
 
     def operator(self) -> WorkloadIdentity:
         ident = operator_identity(self.data)
@@ -113,12 +143,12 @@ class PrivateHospital:
     def processes(self) -> dict[str, int]:
         """Every process of the hospital by name: services, gateway, PostgreSQL, NATS, the supervisor
         and the fork server that forked the services (its CPU is their imports)."""
-        st = self.state()
-        procs = {name: int(s["pid"]) for name, s in st["services"].items() if s.get("pid")}
-        for pid in st.get("infra_pids", []):
-            procs["nats" if "nats" in _comm(int(pid)) else "postgres"] = int(pid)
-        if st.get("forkserver_pid"):
-            procs["forkserver"] = int(st["forkserver_pid"])
+        st = self.run_state()
+        procs = {name: s.pid for name, s in st.services.items() if s.pid}
+        for pid in st.infra_pids:
+            procs["nats" if "nats" in _comm(pid) else "postgres"] = pid
+        if st.forkserver_pid:
+            procs["forkserver"] = st.forkserver_pid
         if self.proc is not None:
             procs["supervisor"] = self.proc.pid
         return procs

@@ -34,6 +34,7 @@ from his.kernel import streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
+from his.kernel.json import Json, object_of
 
 EFFECT_TABLE = "CREATE TABLE {name} (event_id uuid PRIMARY KEY, work_id uuid NOT NULL, seq int NOT NULL)"
 EFFECT_INSERT = "INSERT INTO {name} (event_id, work_id, seq) VALUES ($1, $2, $3)"
@@ -65,14 +66,23 @@ async def raw_consume(b: Bench, db: Database, sub: Subscription, table: str, n: 
             continue
         async with db.pool.acquire() as conn, conn.transaction():
             for m in msgs:
-                doc = orjson.loads(m.data)
-                await conn.execute(insert, uuid.UUID(doc["id"]), uuid.UUID(doc["data"]["work_id"]), doc["data"]["seq"])
+                await conn.execute(insert, *effect_of(orjson.loads(m.data)))
         for m in msgs:
             await m.ack()
         done += len(msgs)
     elapsed = time.perf_counter() - start
     await psub.unsubscribe()
     return elapsed
+
+
+def effect_of(doc: Json) -> tuple[uuid.UUID, uuid.UUID, int]:
+    """The effect row of a ``WorkQueued`` envelope as JetStream delivered it: (event id, work id, seq)."""
+    envelope = object_of(doc)
+    data = object_of(envelope["data"])
+    event_id, work_id, seq = envelope["id"], data["work_id"], data["seq"]
+    if not (isinstance(event_id, str) and isinstance(work_id, str) and isinstance(seq, int)):
+        raise BenchmarkError(f"raw consumer: not a {WorkQueued.type} envelope: {doc!r:.200}")
+    return uuid.UUID(event_id), uuid.UUID(work_id), seq
 
 
 async def loop_consume(b: Bench, db: Database, sub: Subscription, n: int) -> float:

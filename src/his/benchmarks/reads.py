@@ -59,9 +59,10 @@ from his.benchmarks.harness import (
 )
 from his.benchmarks.hospital import ADMIN_EMAIL, CpuLedger, PrivateHospital, quiesce
 from his.benchmarks.report import Row, num, ratio_of, wide
-from his.benchmarks.seed import call, desk, limited, patient
+from his.benchmarks.seed import call, desk, limited, patient, text
 from his.benchmarks.wire import Pool
 from his.infra.procs import ServerStartError
+from his.kernel.json import object_of
 
 TIMEOUT = 30.0
 #: Closed-loop targets: the system's two paths, then the raw baselines.
@@ -136,8 +137,8 @@ class ReadTarget:
 def is_patient(patients: list[str]) -> Callable[[int, int, bytes], bool]:
     def check(i: int, status: int, payload: bytes) -> bool:
         try:
-            return status == 200 and json.loads(payload)["id"] == patients[i % len(patients)]
-        except (ValueError, KeyError, TypeError):
+            return status == 200 and object_of(json.loads(payload)).get("id") == patients[i % len(patients)]
+        except ValueError:
             return False
 
     return check
@@ -153,7 +154,7 @@ async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list
     tag, started = secrets.token_hex(3), time.perf_counter()
     async with httpx.AsyncClient(base_url=hospital.gateway, timeout=60) as client:
         login = {"email": ADMIN_EMAIL, "password": hospital.password}
-        admin = str((await call(client, "", "/api/auth/login", login))["access_token"])
+        admin = text(await call(client, "", "/api/auth/login", login), "access_token")
         tokens = await limited(list(range(cfg.desks)), lambda n: desk(client, admin, 1000 + n, tag), 4)
         pats = await limited(
             list(range(cfg.patients)), lambda n: patient(client, tokens[n % cfg.desks], n, "Reader"), 8

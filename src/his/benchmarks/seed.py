@@ -18,14 +18,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 import asyncpg
 import httpx
 
 from his.benchmarks.harness import BenchmarkError
+from his.kernel.json import JsonMapping, JsonObject, object_of
 
 T = TypeVar("T")
+R = TypeVar("R")
 SERVICE = "consultation"
 SLOT = timedelta(minutes=20)  # a consultation (his.scheduling.domain.SERVICE_TYPES)
 SHIFT = timedelta(hours=24)  # the longest shift practitioners accept
@@ -34,6 +36,17 @@ SLOTS_PER_DAY = SHIFT // SLOT
 
 class SlotsExhaustedError(BenchmarkError):
     """The run booked more than the seeded calendars hold; seed more practitioners or days."""
+
+
+class SeedFacts(TypedDict):
+    """What ``seed`` created, and how long it took."""
+
+    desks: int
+    practitioners: int
+    shifts: int
+    patients: int
+    slots: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -76,23 +89,30 @@ class Plan:
         return self._headers[i % len(self._headers)]
 
 
-async def limited(items: list[T], work: Callable[[T], Awaitable[Any]], limit: int) -> list[Any]:
+async def limited(items: list[T], work: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
     gate = asyncio.Semaphore(limit)
 
-    async def one(item: T) -> Any:
+    async def one(item: T) -> R:
         async with gate:
             return await work(item)
 
     return await asyncio.gather(*(one(i) for i in items))
 
 
-async def call(client: httpx.AsyncClient, token: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+async def call(client: httpx.AsyncClient, token: str, path: str, body: JsonMapping) -> JsonObject:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     r = await client.post(path, json=body, headers=headers)
     if r.status_code not in (200, 201):
         raise BenchmarkError(f"seeding: POST {path} answered {r.status_code}: {r.text[:200]}")
-    answer: dict[str, Any] = r.json()
-    return answer
+    return object_of(r.json())
+
+
+def text(answer: JsonObject, key: str) -> str:
+    """``answer[key]``, which the API answers as a string (an id, a token)."""
+    value = answer[key]
+    if not isinstance(value, str):
+        raise BenchmarkError(f"seeding: expected a string {key}, got {value!r}")
+    return value
 
 
 async def desk(client: httpx.AsyncClient, admin: str, n: int, tag: str) -> str:
@@ -104,17 +124,12 @@ async def desk(client: httpx.AsyncClient, admin: str, n: int, tag: str) -> str:
         "/api/admin/users",
         {"email": email, "password": password, "full_name": f"Desk {n}", "roles": ["RECEPTIONIST"]},
     )
-    return str((await call(client, "", "/api/auth/login", {"email": email, "password": password}))["access_token"])
+    return text(await call(client, "", "/api/auth/login", {"email": email, "password": password}), "access_token")
 
 
 async def practitioner(client: httpx.AsyncClient, admin: str, n: int, first_day: datetime, days: int) -> str:
-    pid = str(
-        (
-            await call(
-                client, admin, "/api/practitioners", {"full_name": f"Dr. Bench {n}", "specialty": "general_practice"}
-            )
-        )["id"]
-    )
+    body = {"full_name": f"Dr. Bench {n}", "specialty": "general_practice"}
+    pid = text(await call(client, admin, "/api/practitioners", body), "id")
     for d in range(days):
         start = first_day + d * SHIFT
         await call(
@@ -135,22 +150,19 @@ async def patient(client: httpx.AsyncClient, token: str, n: int, family: str = "
         "birth_date": born.date().isoformat(),
         "sex": ("female", "male")[n % 2],
     }
-    return str((await call(client, token, "/api/patients", body))["id"])
+    return text(await call(client, token, "/api/patients", body), "id")
 
 
 async def seed(
     gateway: str, admin_email: str, admin_password: str, *, desks: int, practitioners: int, patients: int, days: int
-) -> tuple[Plan, dict[str, Any]]:
+) -> tuple[Plan, SeedFacts]:
     """Create desks, practitioners with shifts from tomorrow (UTC) on, and patients; returns the plan."""
     tag = secrets.token_hex(3)
     first_day = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        admin = str(
-            (await call(client, "", "/api/auth/login", {"email": admin_email, "password": admin_password}))[
-                "access_token"
-            ]
-        )
+        login = {"email": admin_email, "password": admin_password}
+        admin = text(await call(client, "", "/api/auth/login", login), "access_token")
         # Password hashing (argon2id) bounds how fast accounts are made; identity runs two at a time.
         tokens = await limited(list(range(desks)), lambda n: desk(client, admin, n, tag), 4)
         pids = await limited(list(range(practitioners)), lambda n: practitioner(client, admin, n, first_day, days), 8)
