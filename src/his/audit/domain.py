@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 GENESIS = bytes(32)
 FIELDS = (
@@ -79,7 +79,7 @@ class NewRecord:
     #: Emergency access (``is_flagged``); new records always have true or false, part of their hash.
     flagged: bool = False
 
-    def content(self, seq: int) -> dict[str, Any]:
+    def content(self, seq: int) -> dict[str, object]:
         """The record at ``seq`` as the chain hashes it (``link``) and stores it."""
         return {
             "seq": seq,
@@ -124,7 +124,7 @@ def is_flagged(action: str, purpose: str) -> bool:
     return action == "break_glass" or purpose == EMERGENCY
 
 
-def canonical(record: Mapping[str, Any]) -> bytes:
+def canonical(record: Mapping[str, object]) -> bytes:
     doc = {
         k: (str(record[k]) if record[k] is not None and k not in ("seq", "actor_roles") else record[k]) for k in FIELDS
     }
@@ -133,7 +133,7 @@ def canonical(record: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def link(prev_hash: bytes, record: Mapping[str, Any]) -> bytes:
+def link(prev_hash: bytes, record: Mapping[str, object]) -> bytes:
     return hashlib.sha256(prev_hash + canonical(record)).digest()
 
 
@@ -171,24 +171,33 @@ class Verdict:
     first_bad_seq: int | None = None
 
 
+def _digest(value: object) -> bytes:
+    """A hash column's value (``bytea``: bytes, or a memoryview of them)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"a hash is bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
 def verify(
-    rows: Iterable[Mapping[str, Any]], checkpoint: Checkpoint | None = None, key: bytes | None = None
+    rows: Iterable[Mapping[str, object]], checkpoint: Checkpoint | None = None, key: bytes | None = None
 ) -> Verdict:
     """Walk the chain in ``seq`` order; name the first bad record."""
     prev, expected_seq = GENESIS, 1
     # A checkpoint of the empty chain (seq 0, as `his up` writes at first start) witnessed GENESIS.
     head_at_checkpoint = GENESIS if checkpoint is not None and checkpoint.seq == 0 else None
     for row in rows:
-        seq = int(row["seq"])
+        seq = row["seq"]
+        if not isinstance(seq, int):
+            raise TypeError(f"a record's seq is an integer, not {type(seq).__name__}")
         if seq < expected_seq:
             return Verdict(False, expected_seq - 1, f"record {seq} is outside the chain", seq)
         if seq != expected_seq:
             return Verdict(False, expected_seq - 1, f"record {expected_seq} is missing (next is {seq})", expected_seq)
-        if bytes(row["prev_hash"]) != prev:
+        if _digest(row["prev_hash"]) != prev:
             return Verdict(False, seq - 1, f"record {seq} does not follow record {seq - 1}", seq)
-        if bytes(row["hash"]) != link(prev, row):
+        if _digest(row["hash"]) != link(prev, row):
             return Verdict(False, seq - 1, f"record {seq} was altered", seq)
-        prev = bytes(row["hash"])
+        prev = _digest(row["hash"])
         if checkpoint is not None and seq == checkpoint.seq:
             head_at_checkpoint = prev
         expected_seq += 1

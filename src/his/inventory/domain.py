@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
 #: Item codes: upper-case letters, digits, ``-`` and ``_`` (billing prices them as ``item.<code>``).
 ITEM_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
@@ -39,7 +38,7 @@ class Reason(StrEnum):
 class Lot:
     """Stock of one lot of an item at one location."""
 
-    id: Any
+    id: uuid.UUID
     lot: str
     expires_on: date | None
     quantity: Decimal
@@ -160,8 +159,9 @@ class ReagentUse:
     quantity: Decimal
 
 
-def is_expired(lot: Lot, today: date) -> bool:
-    return lot.expires_on is not None and lot.expires_on < today
+def is_expired(expires_on: date | None, today: date) -> bool:
+    """A lot expiring ``expires_on`` (never, when none) is expired on ``today``: the day after it."""
+    return expires_on is not None and expires_on < today
 
 
 def fefo_order(lots: list[Lot]) -> list[Lot]:
@@ -171,7 +171,7 @@ def fefo_order(lots: list[Lot]) -> list[Lot]:
 
 def usable(lots: list[Lot], today: date) -> list[Lot]:
     """Lots that may be used today, in FEFO order (expired and empty lots are never used)."""
-    return [x for x in fefo_order(lots) if x.quantity > 0 and not is_expired(x, today)]
+    return [x for x in fefo_order(lots) if x.quantity > 0 and not is_expired(x.expires_on, today)]
 
 
 def available(lots: list[Lot], today: date) -> Decimal:

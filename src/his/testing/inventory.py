@@ -250,7 +250,7 @@ class FakeStock:
         for place, x in rows[:limit]:
             _, shelved = shelves.setdefault((place.item_code, place.location), (place, []))
             if x is not None:
-                expired = is_expired(x.as_lot(), today)
+                expired = is_expired(x.expires_on, today)
                 shelved.append(ShelvedLot(x.lot, x.expires_on, x.quantity, expired, x.received_at))
         return [
             StockLevel(

@@ -196,7 +196,7 @@ class PgStock:
         for r in rows:
             _, lots = places.setdefault((r["item_code"], r["location"]), (r, []))
             if r["lot"] is not None:
-                expired = is_expired(Lot(None, r["lot"], r["expires_on"], r["quantity"]), today)
+                expired = is_expired(r["expires_on"], today)
                 lots.append(ShelvedLot(r["lot"], r["expires_on"], r["quantity"], expired, r["received_at"]))
         return [
             StockLevel(
