@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
-from his.cli.ops import dead_letters_view, status_view
+from his.cli.ops import Consumer, Running, Service, dead_letters_view, status_view
 from his.cli.services import SERVICES
 from his.kernel.dlq import DeadLetter
 
 WIDTH = 80
 
 
-def render(renderable: Any) -> str:
+def render(renderable: RenderableType) -> str:
     console = Console(width=WIDTH, record=True, color_system=None, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(renderable)
     return console.export_text()
 
 
-def snapshot() -> dict[str, Any]:
+def snapshot() -> Running:
     """A snapshot shaped as `collect_status` makes it, with every service's real consumers."""
-    services: list[dict[str, Any]] = []
+    services: list[Service] = []
     for name in SERVICES:
         defn = importlib.import_module(f"his.{name}.app").build()
-        consumers = [
+        consumers: list[Consumer] = [
             {
                 "name": sub.name,
                 "stream": sub.stream,
                 "applied": 123456,
+                "duplicates": 2,
                 "failed": 3,
+                "terminated": 1,
                 "pending": 98765,
                 "ack_pending": 12,
                 "redelivered": 4567,
@@ -43,9 +44,22 @@ def snapshot() -> dict[str, Any]:
                 "url": "https://127.0.0.1:60083",
                 "health": "ready",
                 "pid": 4242,
-                "outbox": {"backlog": 123456, "oldest_age_seconds": 1234.56, "relay_leader": name != "audit"},
+                "outbox": {
+                    "backlog": 123456,
+                    "oldest_age_seconds": 1234.56,
+                    "relay_leader": name != "audit",
+                    "published": 654321,
+                    "last_error": None,
+                },
                 "consumers": consumers,
-                "http": {"requests_per_second": 1234.5, "errors_per_second": 12.3, "p95_ms": 1234.5},
+                "http": {
+                    "requests_per_second": 1234.5,
+                    "errors_per_second": 12.3,
+                    "p95_ms": 1234.5,
+                    "window_seconds": 2.0,
+                    "requests_total": 1234567,
+                    "errors_total": 12345,
+                },
             }
         )
     services[2] |= {"health": "not ready", "problems": ["database: ConnectionDoesNotExistError", "relay: stopped"]}

@@ -254,24 +254,50 @@ async def test_the_gateway_labels_forwarded_requests_by_their_public_route_templ
 def test_the_live_view_shows_figures_and_only_busy_consumers() -> None:
     from rich.console import Console
 
-    from his.cli.ops import status_view
+    from his.cli.ops import Consumer, Running, status_view
 
-    consumer = {"stream": "HIS_X", "applied": 1, "pending": 0, "ack_pending": 0, "redelivered": 0, "failed": 0}
-    snap = {
+    idle: Consumer = {
+        "name": "idle_one",
+        "stream": "HIS_X",
+        "applied": 1,
+        "duplicates": 0,
+        "failed": 0,
+        "terminated": 0,
+        "pending": 0,
+        "ack_pending": 0,
+        "redelivered": 0,
+    }
+    snap: Running = {
         "running": True,
-        "nats": "connected",
-        "dlq_depth": 2,
-        "gateway_url": "http://127.0.0.1:1",
+        "data_dir": "/srv/his",
         "services": [
             {
                 "name": "scheduling",
+                "url": "https://127.0.0.1:2",
                 "health": "ready",
-                "http": {"requests_per_second": 12.5, "errors_per_second": 0.0, "p95_ms": 41.2},
-                "outbox": {"backlog": 3, "oldest_age_seconds": 0.4, "relay_leader": True},
-                "consumers": [{**consumer, "name": "idle_one"}, {**consumer, "name": "busy_one", "pending": 7}],
+                "http": {
+                    "requests_per_second": 12.5,
+                    "errors_per_second": 0.0,
+                    "p95_ms": 41.2,
+                    "window_seconds": 2.0,
+                    "requests_total": 25,
+                    "errors_total": 0,
+                },
+                "outbox": {
+                    "backlog": 3,
+                    "oldest_age_seconds": 0.4,
+                    "relay_leader": True,
+                    "published": 10,
+                    "last_error": None,
+                },
+                "consumers": [idle, {**idle, "name": "busy_one", "pending": 7}],
             },
-            {"name": "billing", "health": "down"},
+            {"name": "billing", "url": "https://127.0.0.1:3", "health": "down"},
         ],
+        "gateway_url": "http://127.0.0.1:1",
+        "dlq_depth": 2,
+        "nats": "connected",
+        "healthy": False,
     }
     console = Console(record=True, width=200)
     console.print(status_view(snap, every=2.0))

@@ -6,13 +6,19 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from his.cli.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+T = TypeVar("T")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -110,7 +116,7 @@ def demo(
     try:
         summary = asyncio.run(
             demo_mod.run(
-                str(st["gateway_url"]),
+                st.gateway_url,
                 settings.admin_email,
                 password,
                 patients=patients,
@@ -156,7 +162,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _with_js(fn: Any) -> Any:
+def _with_js(fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
     from his.cli.ops import NotRunningError, with_jetstream
 
     try:
@@ -215,7 +221,7 @@ def dlq_replay(
     remembered = None if force else timedelta(days=OperatorSettings().inbox_retention_days)
     refused = 0
 
-    async def go(js: Any) -> list[str]:
+    async def go(js: JetStreamContext) -> list[str]:
         nonlocal refused
         targets = list(ids or [])
         if all_:
@@ -245,7 +251,7 @@ def dlq_discard(ids: list[int]) -> None:
     """Remove dead letters without replaying them."""
     from his.kernel import dlq
 
-    async def go(js: Any) -> list[str]:
+    async def go(js: JetStreamContext) -> list[str]:
         return [f"{i}: " + ("discarded" if await dlq.discard(js, i) else "not found") for i in ids]
 
     for line in _with_js(go):
@@ -362,12 +368,12 @@ def bench_booking(  # noqa: PLR0917 - one parameter per command-line option
     from his.benchmarks.booking import main as run_booking
 
     cfg = BookingConfig.quick() if quick else BookingConfig()
-    changes: dict[str, Any] = {"users": users}
-    if rate is not None:
-        changes["rate"] = rate
-    if seconds is not None:
-        changes["seconds"] = seconds
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(
+        cfg,
+        users=users,
+        rate=cfg.rate if rate is None else rate,
+        seconds=cfg.seconds if seconds is None else seconds,
+    )
     raise typer.Exit(run_booking(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
 
 
@@ -431,8 +437,8 @@ def _admin_dsn() -> str:
     from his.cli import state
 
     settings = OperatorSettings()
-    st = state.read(settings.data_path) or {}
-    dsn = settings.database_url or st.get("admin_dsn")
+    st = state.read(settings.data_path)
+    dsn = settings.database_url or (st.admin_dsn if st is not None else None)
     if not dsn:
         err.print(f"error: no running hospital found in {settings.data_path} and HIS_DATABASE_URL is not set")
         raise typer.Exit(1)

@@ -37,8 +37,8 @@ def acquire_lock(data: Path) -> IO[str]:
 
 def reap_leftovers(data: Path) -> None:
     """Stop servers left by a supervisor that was killed (its lock is free, its pids may live)."""
-    old = state.read(data) or {}
-    for pid in old.get("infra_pids", []):
+    old = state.read(data)
+    for pid in old.infra_pids if old is not None else ():
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
@@ -81,22 +81,22 @@ def issue_identities(stack: Stack) -> None:
 def save_state(stack: Stack) -> None:
     state.write(
         stack.settings.data_path,
-        {
-            "supervisor_pid": os.getpid(),
-            "gateway_url": f"http://{stack.settings.host}:{stack.settings.gateway_port}",
-            "admin_dsn": stack.admin_dsn,
-            "nats_url": stack.nats_url,
-            "nats_monitor_url": stack.nats_monitor,
-            "pki_dir": str(pki_dir(stack.settings.data_path)),
-            "infra_pids": [p.pid for p in stack.infra],
-            "forkserver_pid": stack.forks.pid if stack.forks is not None and stack.forks.popen.poll() is None else None,
-            "services": {
-                c.name: {
-                    "url": c.url,
-                    "pid": c.proc.pid if c.proc else None,
-                    "grpc_port": int(c.env["HIS_GRPC_PORT"]) if "HIS_GRPC_PORT" in c.env else None,
-                }
+        state.RunState(
+            supervisor_pid=os.getpid(),
+            gateway_url=f"http://{stack.settings.host}:{stack.settings.gateway_port}",
+            admin_dsn=stack.admin_dsn,
+            nats_url=stack.nats_url,
+            nats_monitor_url=stack.nats_monitor,
+            pki_dir=str(pki_dir(stack.settings.data_path)),
+            infra_pids=tuple(p.pid for p in stack.infra),
+            forkserver_pid=stack.forks.pid if stack.forks is not None and stack.forks.popen.poll() is None else None,
+            services={
+                c.name: state.ServiceProcess(
+                    url=c.url,
+                    pid=c.proc.pid if c.proc else None,
+                    grpc_port=int(c.env["HIS_GRPC_PORT"]) if "HIS_GRPC_PORT" in c.env else None,
+                )
                 for c in stack.children
             },
-        },
+        ),
     )
