@@ -28,10 +28,9 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -40,13 +39,27 @@ import uvloop
 from rich.console import Console
 
 from his.benchmarks import bare
-from his.benchmarks.booking_report import BookingSeed, render, rows
+from his.benchmarks.booking_report import (
+    AimSkipped,
+    BookingReport,
+    BookingResults,
+    BookingRunResults,
+    BookingSeed,
+    BookingThroughput,
+    PathCell,
+    RateCell,
+    Verify,
+    VerifyCounts,
+    render,
+    rows,
+)
 from his.benchmarks.harness import (
     BenchmarkError,
     CpuWatch,
     DiskProbe,
     Latencies,
     Noise,
+    Op,
     Servers,
     closed_loop,
     machine,
@@ -138,7 +151,7 @@ class Target:
             raise BadAnswerError(f"{self.name}: {status} {payload[:160].decode(errors='replace')}")
         self.created += 1
 
-    def timed(self, samples: Latencies) -> Callable[[int, float], Coroutine[Any, Any, None]]:
+    def timed(self, samples: Latencies) -> Op:
         async def op(_: int, intended: float) -> None:
             await self.once()
             samples.add(time.perf_counter() - intended)
@@ -191,7 +204,7 @@ class Run:
             self.errors.append(f"{what}: {count} failed, e.g. {errors[:2]}")
 
 
-async def measure_throughput(run: Run) -> dict[str, Any]:
+async def measure_throughput(run: Run) -> BookingThroughput:
     cfg = run.cfg
     slice_s = cfg.seconds / cfg.rounds
     rates: dict[str, list[float]] = {t: [] for t in TARGETS}
@@ -238,8 +251,8 @@ async def server_times(run: Run) -> tuple[float, float, float, float]:
     return g[0], g[1], s[0], s[1]
 
 
-async def measure_rate(run: Run, rate: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"rate_per_s": rate, "seconds": run.cfg.seconds}
+async def measure_rate(run: Run, rate: float, role: str) -> RateCell:
+    cells: dict[str, PathCell] = {}
     for name in ("booking", "baseline"):
         run.say(f"latency: {rate:g} {name} requests/s for {run.cfg.seconds:g}s (open model)")
         await run.quiesce()
@@ -247,7 +260,7 @@ async def measure_rate(run: Run, rate: float) -> dict[str, Any]:
         before = await server_times(run) if name == "booking" else None
         result = await open_loop(rate, run.cfg.seconds, run.targets[name].timed(samples))
         run.failed(f"latency {name} at {rate:g}/s", result.errors, result.failed)
-        cell: dict[str, Any] = {
+        cell: PathCell = {
             "latency": samples.summary(),
             "failed": result.failed,
             "errors": result.errors,
@@ -263,8 +276,14 @@ async def measure_rate(run: Run, rate: float) -> dict[str, Any]:
                 "inside_gateway": g_s / g_n * 1000.0 if g_n else float("nan"),
                 "inside_scheduling": s_s / s_n * 1000.0 if s_n else float("nan"),
             }
-        out[name] = cell
-    return out
+        cells[name] = cell
+    return {
+        "rate_per_s": rate,
+        "seconds": run.cfg.seconds,
+        "booking": cells["booking"],
+        "baseline": cells["baseline"],
+        "role": role,
+    }
 
 
 def queue_grew(samples: list[float]) -> bool:
@@ -276,7 +295,7 @@ def queue_grew(samples: list[float]) -> bool:
     return statistics.median(samples[-q:]) > 3 * statistics.median(samples[:q])
 
 
-async def verify(run: Run) -> dict[str, Any]:
+async def verify(run: Run) -> Verify:
     """The database holds exactly the bookings that were answered 201 (no more, no fewer)."""
     conn = await asyncpg.connect(run.hospital.admin_dsn)
     try:
@@ -286,16 +305,15 @@ async def verify(run: Run) -> dict[str, Any]:
         await conn.close()
     t = run.targets
     expected = t["booking"].created + t["direct"].created
-    out: dict[str, Any] = {
+    counts: VerifyCounts = {
         "appointments": appointments,
         "bookings_answered_201": expected,
         "baseline_rows": rows,
         "baseline_answered_201": t["baseline"].created,
     }
     if appointments != expected or rows != t["baseline"].created:
-        run.errors.append(f"database check: {out}")
-    out["statuses"] = {name: dict(tg.statuses) for name, tg in t.items()}
-    return out
+        run.errors.append(f"database check: {counts}")
+    return {**counts, "statuses": {name: dict(tg.statuses) for name, tg in t.items()}}
 
 
 async def start_baseline(hospital: PrivateHospital, workdir: Path) -> tuple[ManagedProcess, int]:
@@ -326,7 +344,7 @@ async def start_baseline(hospital: PrivateHospital, workdir: Path) -> tuple[Mana
             await asyncio.sleep(0.1)
 
 
-async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callable[[str], None]) -> dict[str, Any]:
+async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callable[[str], None]) -> BookingResults:
     say(
         f"seeding through the gateway: {cfg.desks} desks, {cfg.practitioners} practitioners × {cfg.days} "
         f"days of 24 h shifts, {cfg.patients} patients"
@@ -370,25 +388,27 @@ async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callab
         baseline.stop(timeout=10)
 
 
-def latency_rates(cfg: BookingConfig, capacity: float, results: dict[str, Any]) -> list[tuple[float, str]]:
+def latency_rates(cfg: BookingConfig, capacity: float) -> tuple[list[tuple[float, str]], AimSkipped]:
     """The asked rate; the design's aim if the measured capacity can carry it; and, when the asked
     rate is above the capacity (so its latencies only measure a growing queue), half the capacity
-    too, to show the latency of a booking when the hospital keeps up."""
+    too, to show the latency of a booking when the hospital keeps up. With them, why the aim was
+    not run, if it was not."""
     rates = [(cfg.rate, "asked")]
+    skipped: AimSkipped = {}
     if capacity < cfg.rate:
         rates.insert(0, (float(max(1, round(capacity / 2))), "half capacity"))
     if cfg.aim_rate and cfg.aim_rate != cfg.rate:
         if capacity >= cfg.aim_rate:
             rates.append((cfg.aim_rate, "aim"))
         else:
-            results["aim_skipped"] = (
+            skipped["aim_skipped"] = (
                 f"{cfg.aim_rate:g}/s not run: the booking throughput measured with {cfg.users} users "
                 f"({capacity:,.0f}/s) is below it, so the queue would only grow"
             )
-    return rates
+    return rates, skipped
 
 
-async def _phases(run: Run, seeded: BookingSeed) -> dict[str, Any]:
+async def _phases(run: Run, seeded: BookingSeed) -> BookingResults:
     cfg = run.cfg
     for t in run.targets.values():
         await t.pool.warm(cfg.users)
@@ -396,28 +416,34 @@ async def _phases(run: Run, seeded: BookingSeed) -> dict[str, Any]:
     for name in TARGETS:
         warm = await closed_loop(cfg.users, cfg.warmup_seconds, run.targets[name].once)
         run.failed(f"warm-up {name}", warm.errors, warm.failed)
-    results: dict[str, Any] = {"seed": seeded}
     parts: dict[str, Noise] = {}
     watch = CpuWatch()
     with DiskProbe(run.hospital.workdir) as disk:
         watch.lap()
         disk.lap()
-        results["throughput"] = await measure_throughput(run)
+        throughput = await measure_throughput(run)
         parts["throughput"] = noise(watch.lap(), disk.lap())
-        results["latency"] = {}
-        for rate, role in latency_rates(cfg, results["throughput"]["per_s"]["booking"], results):
-            results["latency"][f"{rate:g}"] = await measure_rate(run, rate) | {"role": role}
+        latency: dict[str, RateCell] = {}
+        rates, skipped = latency_rates(cfg, throughput["per_s"]["booking"])
+        for rate, role in rates:
+            latency[f"{rate:g}"] = await measure_rate(run, rate, role)
             parts[f"latency {rate:g}/s"] = noise(watch.lap(), disk.lap())
     await run.quiesce()
-    results["verify"] = await verify(run)
-    results["cpu"] = parts
-    results["errors"] = run.errors
-    return results
+    verified = await verify(run)
+    return {
+        "seed": seeded,
+        "throughput": throughput,
+        "latency": latency,
+        **skipped,
+        "verify": verified,
+        "cpu": parts,
+        "errors": run.errors,
+    }
 
 
 def run(
     cfg: BookingConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
-) -> dict[str, Any]:
+) -> BookingReport:
     """Start a private hospital, seed it, measure, stop it; returns the report."""
     started = time.perf_counter()
     hospital = PrivateHospital(Servers.make_workdir(workdir))
@@ -427,15 +453,18 @@ def run(
         hospital.start()
         say(f"his is up in {hospital.started_in:.1f}s; gateway on {hospital.gateway}")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            results = runner.run(measure_all(hospital, cfg, say))
+            measured = runner.run(measure_all(hospital, cfg, say))
     finally:
         hospital.stop()
         if not keep:
             servers.remove()
-    results["hospital"] = {
-        "started_in_s": hospital.started_in,
-        "gateway_limits_raised": RAISED_LIMITS,
-        "synchronous_commit": "on",
+    results: BookingRunResults = {
+        **measured,
+        "hospital": {
+            "started_in_s": hospital.started_in,
+            "gateway_limits_raised": RAISED_LIMITS,
+            "synchronous_commit": "on",
+        },
     }
     return {
         "benchmark": "booking",

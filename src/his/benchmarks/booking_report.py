@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict, final
 
 from rich.console import Console
 from rich.table import Table
 
+from his.benchmarks.harness import Machine, Noise
 from his.benchmarks.report import NOISY_CPU, Row, RowDict, noisy, num, ratio_of, wide
 from his.benchmarks.seed import SeedFacts
+from his.kernel.json import JsonMapping
 
 AIM_RATE = 250.0
 #: Processes shown in the CPU breakdown, in this order; the rest are summed as "other services".
@@ -35,6 +37,96 @@ class BookingSeed(SeedFacts):
     scheduling_learned_patients_s: float
 
 
+class BookingThroughput(TypedDict):
+    """Bookings back to back, by target (booking, baseline, direct), over the rounds."""
+
+    users: int
+    seconds_per_round: float
+    per_s: dict[str, float]
+    per_s_rounds: dict[str, list[float]]
+    done: dict[str, int]
+    failed: dict[str, int]
+    ratio: float
+    direct_ratio: float
+    #: By target, each process's CPU milliseconds per request.
+    cpu_ms_per_request: dict[str, dict[str, float]]
+
+
+class MeanMs(TypedDict):
+    """Where a booking's mean time went: at the client, inside the gateway, inside scheduling."""
+
+    client: float
+    inside_gateway: float
+    inside_scheduling: float
+
+
+class PathCell(TypedDict):
+    """One path (booking or baseline) at a constant rate."""
+
+    latency: dict[str, float]
+    failed: int
+    errors: list[str]
+    generator_lag_max_ms: float
+    connections: int
+    queue_grew: bool
+    #: Bookings only (the servers' own timings).
+    mean_ms: NotRequired[MeanMs]
+
+
+class RateCell(TypedDict):
+    """Bookings and the baseline at one constant rate, and why that rate was run."""
+
+    rate_per_s: float
+    seconds: float
+    booking: PathCell
+    baseline: PathCell
+    role: str
+
+
+class VerifyCounts(TypedDict):
+    appointments: int
+    bookings_answered_201: int
+    baseline_rows: int
+    baseline_answered_201: int
+
+
+class Verify(VerifyCounts):
+    """The database against the answers, and every status by target."""
+
+    statuses: dict[str, dict[int, int]]
+
+
+class AimSkipped(TypedDict, total=False):
+    """Why the design's aim rate was not run, if it was not."""
+
+    aim_skipped: str
+
+
+class BookingResults(TypedDict):
+    """What ``booking.measure_all`` measured (``his bench`` keeps it under ``booking.results``)."""
+
+    seed: BookingSeed
+    throughput: BookingThroughput
+    #: By rate (``"100"``).
+    latency: dict[str, RateCell]
+    aim_skipped: NotRequired[str]
+    verify: Verify
+    cpu: dict[str, Noise]
+    errors: list[str]
+
+
+class BookingHospital(TypedDict):
+    started_in_s: float
+    gateway_limits_raised: dict[str, str]
+    synchronous_commit: str
+
+
+class BookingRunResults(BookingResults):
+    """A run of ``his bench booking`` on its own: the results and the hospital they were measured on."""
+
+    hospital: BookingHospital
+
+
 class FigureDict(RowDict):
     """A figure as the JSON reports hold it: a row, and how many of its requests failed."""
 
@@ -54,7 +146,19 @@ class Figure(Row):
         return {**super().as_dict(), "errors": self.errors}
 
 
-def rows(results: dict[str, Any]) -> list[Figure]:
+@final
+class BookingReport(TypedDict):
+    """What ``his bench booking --json`` prints."""
+
+    benchmark: str
+    config: JsonMapping
+    machine: Machine
+    seconds: float
+    results: BookingRunResults
+    rows: list[FigureDict]
+
+
+def rows(results: BookingResults) -> list[Figure]:
     out: list[Figure] = []
     tp = results.get("throughput")
     if tp:
@@ -87,14 +191,14 @@ def rows(results: dict[str, Any]) -> list[Figure]:
     return out
 
 
-def render(console: Console, report: dict[str, Any]) -> None:
+def render(console: Console, report: BookingReport) -> None:
     with wide(console):
         _figures(console, report)
         _cpu(console, report)
         _notes(console, report)
 
 
-def _figures(console: Console, report: dict[str, Any]) -> None:
+def _figures(console: Console, report: BookingReport) -> None:
     table = Table(title="his bench booking — each figure against a bare ASGI endpoint doing one INSERT, same run")
     for col in ("figure", "measured", "baseline", "ratio", "target", "verdict"):
         table.add_column(col, justify="left" if col in ("figure", "target") else "right")
@@ -113,7 +217,7 @@ def _figures(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _cpu(console: Console, report: dict[str, Any]) -> None:
+def _cpu(console: Console, report: BookingReport) -> None:
     per = report["results"].get("throughput", {}).get("cpu_ms_per_request")
     if not per:
         return
@@ -144,7 +248,7 @@ def _cpu(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _notes(console: Console, report: dict[str, Any]) -> None:
+def _notes(console: Console, report: BookingReport) -> None:
     res, m = report["results"], report["machine"]
     for key, cell in (res.get("latency") or {}).items():
         t = cell["booking"].get("mean_ms")
