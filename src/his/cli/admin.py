@@ -6,12 +6,13 @@ asks whether the administrator of ``HIS_ADMIN_EMAIL`` / ``HIS_ADMIN_PASSWORD`` c
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter
 
 from his.cli.settings import OperatorSettings
 
@@ -25,16 +26,27 @@ class AdminProgramError(RuntimeError):
     """Identity's program gave no answer (it failed, or did not finish); the message is for the operator."""
 
 
-def read_answer(lines: Iterable[str]) -> dict[str, Any]:
-    """The program's answer: its last line that is a JSON object ({} if none is)."""
+@dataclass(frozen=True)
+class Answer:
+    """What identity's program said: ``{"created": true}``, ``{"created": false}`` (the hospital
+    has one), ``{"ok": true}`` (``check``) or ``{"refused": "<why>"}``; nothing, if it said none."""
+
+    created: bool | None = None
+    ok: bool = False
+    refused: str | None = None
+
+
+_ANSWER = TypeAdapter(Answer)
+
+
+def read_answer(lines: Iterable[str]) -> Answer:
+    """The program's answer: its last line that is a JSON object of one (``Answer()`` if none is)."""
     for line in reversed(list(lines)):
         try:
-            said = json.loads(line)
-        except ValueError:
+            return _ANSWER.validate_json(line)
+        except ValueError:  # not JSON, or not an answer (pydantic's ValidationError is a ValueError)
             continue
-        if isinstance(said, dict):
-            return said
-    return {}
+    return Answer()
 
 
 def admin_env(settings: OperatorSettings, password: str | None) -> dict[str, str]:
@@ -66,9 +78,9 @@ def refusal(settings: OperatorSettings, timeout: float = 60.0) -> str | None:
         raise AdminProgramError(f"identity's check of the administrator gave no answer in {timeout:.0f}s") from None
     lines = done.stdout.splitlines()
     said = read_answer(lines)
-    if done.returncode == REFUSED and "refused" in said:
-        return str(said["refused"])
-    if done.returncode == 0 and said.get("ok"):
+    if done.returncode == REFUSED and said.refused is not None:
+        return said.refused
+    if done.returncode == 0 and said.ok:
         return None
     tail = " / ".join(line.strip() for line in lines[-8:] if line.strip())
     raise AdminProgramError(f"identity's check of the administrator failed (exit code {done.returncode}): {tail}")

@@ -25,14 +25,14 @@ async def ensure_admin(stack: Stack) -> None:
     password = s.admin_password or secrets.token_urlsafe(18)
     code, lines = await run_once(stack, "identity-admin", PROGRAM, identity.env | admin_env(s, password))
     said = read_answer(lines)
-    if code == REFUSED and "refused" in said:
+    if code == REFUSED and said.refused is not None:
         raise ServerStartError(
-            f"cannot create the administrator from HIS_ADMIN_EMAIL/HIS_ADMIN_PASSWORD: {said['refused']}"
+            f"cannot create the administrator from HIS_ADMIN_EMAIL/HIS_ADMIN_PASSWORD: {said.refused}"
         )
-    if code != 0 or "created" not in said:
+    if code != 0 or said.created is None:
         tail = " / ".join(line.strip() for line in lines[-8:] if line.strip())
         raise ServerStartError(f"identity could not create the administrator: it {exit_reason(code)}: {tail}")
-    if not said["created"]:
+    if not said.created:
         return
     shown = password if not s.admin_password else "(the one in HIS_ADMIN_PASSWORD)"
     console.print(
