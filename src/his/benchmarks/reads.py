@@ -30,11 +30,11 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict, final
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -50,7 +50,9 @@ from his.benchmarks.harness import (
     CpuWatch,
     DiskProbe,
     Latencies,
+    Machine,
     Noise,
+    Op,
     Servers,
     closed_loop,
     machine,
@@ -62,7 +64,7 @@ from his.benchmarks.report import Row, num, ratio_of, wide
 from his.benchmarks.seed import call, desk, limited, patient, text
 from his.benchmarks.wire import Pool
 from his.infra.procs import ServerStartError
-from his.kernel.json import object_of
+from his.kernel.json import JsonMapping, object_of
 
 TIMEOUT = 30.0
 #: Closed-loop targets: the system's two paths, then the raw baselines.
@@ -103,6 +105,80 @@ class ReadConfig:
         )
 
 
+class ReadSeed(TypedDict):
+    desks: int
+    patients: int
+    seconds: float
+
+
+class RawDb(TypedDict):
+    """asyncpg alone on the hospital's PostgreSQL: INSERTs and SELECTs per second."""
+
+    connections: int
+    insert_per_s: float
+    select_per_s: float
+
+
+class ReadThroughput(TypedDict):
+    """Reads back to back, by target (read, direct, select, plain, insert), over the rounds."""
+
+    users: int
+    per_s: dict[str, float]
+    rounds: dict[str, list[float]]
+    ratio: float
+    direct_ratio: float
+    #: By target (read, direct, select), each process's CPU milliseconds per request.
+    cpu_ms_per_request: dict[str, dict[str, float]]
+
+
+class ReadCell(TypedDict):
+    latency: dict[str, float]
+    failed: int
+    generator_lag_max_ms: float
+    queue_grew: bool
+
+
+class ReadLatency(TypedDict):
+    """Reads through the gateway and from the baseline at one constant rate."""
+
+    rate_per_s: float
+    seconds: float
+    read: ReadCell
+    select: ReadCell
+
+
+class RateLowered(TypedDict, total=False):
+    """Why the latency ran below the configured rate, if it did."""
+
+    rate_lowered: str
+
+
+@final
+class ReadResults(TypedDict):
+    """What ``measure`` measured (``his bench`` keeps it under ``reads``)."""
+
+    config: JsonMapping
+    seed: ReadSeed
+    raw_db: RawDb
+    throughput: ReadThroughput
+    rate_lowered: NotRequired[str]
+    latency: ReadLatency
+    cpu: dict[str, Noise]
+    #: By target, how many answers had each HTTP status.
+    statuses: dict[str, dict[int, int]]
+    errors: list[str]
+
+
+@final
+class ReadsReport(TypedDict):
+    """What ``his bench reads --json`` prints."""
+
+    benchmark: str
+    machine: Machine
+    seconds: float
+    results: ReadResults
+
+
 @dataclass
 class ReadTarget:
     """Where requests go and what came back; ``request(i)`` is the i-th (method, path, body, headers)."""
@@ -126,7 +202,7 @@ class ReadTarget:
         if not self.check(i, status, payload):
             raise BenchmarkError(f"{self.name}: {status} {payload[:160].decode(errors='replace')}")
 
-    def timed(self, samples: Latencies) -> Callable[[int, float], Coroutine[Any, Any, None]]:
+    def timed(self, samples: Latencies) -> Op:
         async def op(_: int, intended: float) -> None:
             await self.once()
             samples.add(time.perf_counter() - intended)
@@ -149,7 +225,7 @@ def reader(path: str, patients: list[str], headers: list[bytes]) -> Callable[[in
     return lambda i: ("GET", f"{path}/{patients[i % len(patients)]}", b"", headers[i % len(headers)])
 
 
-async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list[str], list[str], dict[str, Any]]:
+async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list[str], list[str], ReadSeed]:
     """Receptionist accounts (signed in) and patients, through the gateway: (tokens, patient ids, facts)."""
     tag, started = secrets.token_hex(3), time.perf_counter()
     async with httpx.AsyncClient(base_url=hospital.gateway, timeout=60) as client:
@@ -162,7 +238,7 @@ async def seed_readers(hospital: PrivateHospital, cfg: ReadConfig) -> tuple[list
     return tokens, pats, {"desks": cfg.desks, "patients": cfg.patients, "seconds": time.perf_counter() - started}
 
 
-async def raw_database(dsn: str, patients: list[str], cfg: ReadConfig) -> dict[str, Any]:
+async def raw_database(dsn: str, patients: list[str], cfg: ReadConfig) -> RawDb:
     """asyncpg alone: one-row INSERTs (each its own commit, synchronous_commit=on) and SELECTs by
     primary key, ``connections`` at once, back to back."""
     pool = await asyncpg.create_pool(
@@ -179,16 +255,16 @@ async def raw_database(dsn: str, patients: list[str], cfg: ReadConfig) -> dict[s
         if await pool.fetchrow(bare.PATIENT_SELECT, ids[next(count) % len(ids)]) is None:
             raise BenchmarkError("raw SELECT found no patient")
 
-    out: dict[str, Any] = {"connections": cfg.connections}
+    per_s: dict[str, float] = {}
     try:
         for name, op in (("insert", insert), ("select", select)):
             result = await closed_loop(cfg.connections, cfg.raw_seconds, op)
             if result.failed:
                 raise BenchmarkError(f"raw asyncpg {name}: {result.errors[:2]}")
-            out[f"{name}_per_s"] = result.per_second
+            per_s[name] = result.per_second
     finally:
         await pool.close()
-    return out
+    return {"connections": cfg.connections, "insert_per_s": per_s["insert"], "select_per_s": per_s["select"]}
 
 
 @dataclass
@@ -204,7 +280,7 @@ class Reads:
         if count:
             self.errors.append(f"{what}: {count} failed, e.g. {errors[:2]}")
 
-    async def throughput(self) -> dict[str, Any]:
+    async def throughput(self) -> ReadThroughput:
         cfg = self.cfg
         slice_s = cfg.seconds / cfg.rounds
         rates: dict[str, list[float]] = {t: [] for t in TARGETS}
@@ -234,21 +310,21 @@ class Reads:
             },
         }
 
-    async def latency(self, rate: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"rate_per_s": rate, "seconds": self.cfg.seconds}
+    async def latency(self, rate: float) -> ReadLatency:
+        cells: dict[str, ReadCell] = {}
         for name in ("read", "select"):
             self.say(f"patient read latency: {rate:g} {name} requests/s for {self.cfg.seconds:g}s (open model)")
             await quiesce(self.ledger)
             samples = Latencies()
             result = await open_loop(rate, self.cfg.seconds, self.targets[name].timed(samples))
             self.failed(f"latency {name} at {rate:g}/s", result.errors, result.failed)
-            out[name] = {
+            cells[name] = {
                 "latency": samples.summary(),
                 "failed": result.failed,
                 "generator_lag_max_ms": result.lag_max_ms,
                 "queue_grew": queue_grew(samples.samples),
             }
-        return out
+        return {"rate_per_s": rate, "seconds": self.cfg.seconds, "read": cells["read"], "select": cells["select"]}
 
 
 def targets(hospital: PrivateHospital, port: int, tokens: list[str], patients: list[str]) -> dict[str, ReadTarget]:
@@ -290,7 +366,7 @@ def targets(hospital: PrivateHospital, port: int, tokens: list[str], patients: l
     }
 
 
-async def measure(hospital: PrivateHospital, cfg: ReadConfig, say: Callable[[str], None]) -> dict[str, Any]:
+async def measure(hospital: PrivateHospital, cfg: ReadConfig, say: Callable[[str], None]) -> ReadResults:
     """Seed, start the baseline, measure; the hospital stays up (the caller stops it)."""
     say(f"patient read: seeding {cfg.desks} desks and {cfg.patients} patients through the gateway")
     tokens, patients, seeded = await seed_readers(hospital, cfg)
@@ -306,12 +382,11 @@ async def measure(hospital: PrivateHospital, cfg: ReadConfig, say: Callable[[str
         baseline.stop(timeout=10)
 
 
-async def _phases(run: Reads, patients: list[str], seeded: dict[str, Any]) -> dict[str, Any]:
+async def _phases(run: Reads, patients: list[str], seeded: ReadSeed) -> ReadResults:
     cfg = run.cfg
-    results: dict[str, Any] = {"config": asdict(cfg), "seed": seeded}
     say = run.say
     say(f"raw asyncpg INSERT and SELECT, {cfg.connections} connections, {cfg.raw_seconds:g}s each")
-    results["raw_db"] = await raw_database(run.hospital.admin_dsn, patients, cfg)
+    raw_db = await raw_database(run.hospital.admin_dsn, patients, cfg)
     for t in run.targets.values():
         await t.pool.warm(min(cfg.users, 64))
         warm = await closed_loop(cfg.users, cfg.warmup_seconds, t.once)
@@ -321,21 +396,29 @@ async def _phases(run: Reads, patients: list[str], seeded: dict[str, Any]) -> di
     with DiskProbe(run.hospital.workdir) as disk:
         watch.lap()
         disk.lap()
-        results["throughput"] = await run.throughput()
+        throughput = await run.throughput()
         parts["patient read throughput"] = noise(watch.lap(), disk.lap())
-        capacity = results["throughput"]["per_s"]["read"]
+        capacity = throughput["per_s"]["read"]
         rate = cfg.rate if capacity >= cfg.rate else float(max(1, round(capacity / 2)))
+        lowered: RateLowered = {}
         if rate != cfg.rate:
-            results["rate_lowered"] = f"{cfg.rate:g}/s is above the measured capacity ({capacity:,.0f}/s): run at half"
-        results["latency"] = await run.latency(rate)
+            lowered["rate_lowered"] = f"{cfg.rate:g}/s is above the measured capacity ({capacity:,.0f}/s): run at half"
+        latency = await run.latency(rate)
         parts[f"patient read latency {rate:g}/s"] = noise(watch.lap(), disk.lap())
-    results["cpu"] = parts
-    results["statuses"] = {name: dict(t.statuses) for name, t in run.targets.items()}
-    results["errors"] = run.errors
-    return results
+    return {
+        "config": asdict(cfg),
+        "seed": seeded,
+        "raw_db": raw_db,
+        "throughput": throughput,
+        **lowered,
+        "latency": latency,
+        "cpu": parts,
+        "statuses": {name: dict(t.statuses) for name, t in run.targets.items()},
+        "errors": run.errors,
+    }
 
 
-def rows(res: dict[str, Any]) -> list[Row]:
+def rows(res: ReadResults) -> list[Row]:
     """The patient read's figures: throughput ratio (target ≥ 0.5) and latency at a constant rate."""
     out: list[Row] = []
     tp = res.get("throughput")
@@ -372,7 +455,7 @@ def rows(res: dict[str, Any]) -> list[Row]:
     return out
 
 
-def raw_rows(res: dict[str, Any]) -> list[Row]:
+def raw_rows(res: ReadResults) -> list[Row]:
     """The raw baselines this suite measured (no target; the denominators of the ratios)."""
     out: list[Row] = []
     db = res.get("raw_db")
@@ -390,7 +473,7 @@ def raw_rows(res: dict[str, Any]) -> list[Row]:
 
 def run_alone(
     cfg: ReadConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
-) -> dict[str, Any]:
+) -> ReadsReport:
     """``his bench reads``: start a private hospital, measure the patient read, stop it."""
     started = time.perf_counter()
     hospital = PrivateHospital(Servers.make_workdir(workdir))
@@ -407,7 +490,7 @@ def run_alone(
     return {"benchmark": "reads", "machine": machine(), "seconds": time.perf_counter() - started, "results": results}
 
 
-def render_alone(console: Console, report: dict[str, Any]) -> None:
+def render_alone(console: Console, report: ReadsReport) -> None:
     """The figures and where a read's CPU goes, as tables."""
     res = report["results"]
     with wide(console):
