@@ -24,10 +24,12 @@ under an emergency grant (break-the-glass, flagged in the audit log), never by r
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
+
+from his.kernel.json import JsonLike
 
 
 class Role(StrEnum):
@@ -203,7 +205,7 @@ class Problem:
 
     status: int
     detail: str
-    members: dict[str, Any]
+    members: Mapping[str, JsonLike]
 
 
 def refusal(
@@ -216,7 +218,7 @@ def refusal(
         case Refusal.NOT_FOUND | None:
             return Problem(404, f"{what} not found", {})
         case Refusal.CARE_REQUIRED if patient_id is not None:
-            offer: dict[str, Any] = {
+            offer: dict[str, JsonLike] = {
                 "href": f"/api/patients/{patient_id}/emergency-access",
                 "method": "POST",
                 "requires": {"reason": f"why you need access now, {REASON_MIN} to {REASON_MAX} characters"},

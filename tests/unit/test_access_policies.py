@@ -13,7 +13,7 @@ Each row is written out by hand from the rules in docs/adr/0021-one-access-rule-
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 
 import pytest
@@ -274,8 +274,10 @@ def test_a_refusal_is_answered_as_the_rule_says() -> None:
     pid = uuid.uuid4()
     offer = access.refusal(Decision("care", Refusal.CARE_REQUIRED), pid, emergency_minutes=60)
     assert offer.status == 403 and offer.members["type"] == access.CARE_REQUIRED_TYPE
-    assert offer.members["emergency_access"]["href"] == f"/api/patients/{pid}/emergency-access"
-    assert offer.members["emergency_access"]["minutes"] == 60
+    emergency = offer.members["emergency_access"]
+    assert isinstance(emergency, Mapping)
+    assert emergency["href"] == f"/api/patients/{pid}/emergency-access"
+    assert emergency["minutes"] == 60
     assert str(pid) in offer.detail
     hidden = access.refusal(Decision("care", Refusal.NOT_FOUND), pid, what="appointment")
     assert (hidden.status, hidden.detail, hidden.members) == (404, "appointment not found", {})

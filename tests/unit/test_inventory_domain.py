@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -29,7 +30,7 @@ TODAY = date(2026, 11, 27)
 
 def lot(name: str, qty: int | str, expires_in: int | None, seq: int = 0) -> Lot:
     expires = TODAY + timedelta(days=expires_in) if expires_in is not None else None
-    return Lot(name, name, expires, Decimal(qty), seq)
+    return Lot(uuid.uuid5(uuid.NAMESPACE_OID, name), name, expires, Decimal(qty), seq)
 
 
 def taken(lots: list[Lot], quantity: int | str) -> list[tuple[str, Decimal]]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from his.kernel.db import Database
-from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.service import Background, ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def nightly_charges(
     zone: ZoneInfo,
     *,
     clock: Callable[[], datetime],
-    sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Charge last night's beds once at start (catching up anything missed while down), then
     shortly after every local midnight, by ``clock`` (the units'). The job is idempotent, so
@@ -102,7 +102,7 @@ async def nightly_charges(
         await sleep(wait.total_seconds())
 
 
-def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
+def background(ctx: ServiceContext) -> dict[str, Background]:
     from his.admissions.store import AdmissionsStore
 
     charges = nightly_charges(AdmissionsStore(ctx.db), ZoneInfo(ctx.settings.timezone), clock=ctx.db.clock)

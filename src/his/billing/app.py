@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
 from his.kernel.consumer import Subscription
 from his.kernel.db import Database
-from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.service import Background, ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def routes(ctx: ServiceContext) -> Routes:
     return http(ctx.db, payment_provider(ctx), timezone=ctx.settings.timezone)
 
 
-def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
+def background(ctx: ServiceContext) -> dict[str, Background]:
     """The TEST provider's retries of confirmations billing did not take yet."""
     provider = payment_provider(ctx)
     return {"test-payment-provider": provider.run()} if provider is not None else {}

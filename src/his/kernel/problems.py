@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from his.kernel.db import OUTAGE_ERRORS
+from his.kernel.json import JsonLike
 from his.kernel.resilience import DependencyUnavailableError
 
 log = logging.getLogger("his.http")
@@ -37,8 +39,16 @@ TITLES = {
 }
 
 
-def problem(status: int, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+def problem(status: int, detail: str = "", *, headers: dict[str, str] | None = None, **extra: JsonLike) -> JSONResponse:
+    """A problem+json answer, with ``extra`` members."""
+    return answer(status, detail, extra, headers=headers)
+
+
+def answer(
+    status: int, detail: str, extra: Mapping[str, JsonLike], *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``problem``, its extra members as a mapping."""
+    body: dict[str, JsonLike] = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
@@ -60,9 +70,10 @@ class Problem(BaseModel):
 class ProblemError(Exception):
     """An error answered as a problem with extra members (e.g. what a booking collided with)."""
 
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+    def __init__(self, status: int, detail: str, **extra: JsonLike) -> None:
         super().__init__(detail)
-        self.status, self.detail, self.extra = status, detail, extra
+        self.status, self.detail = status, detail
+        self.extra: dict[str, JsonLike] = extra
 
 
 def install(app: FastAPI) -> None:
@@ -77,7 +88,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     async def domain_problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(exc.status, exc.detail, **exc.extra)
+        return answer(exc.status, exc.detail, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

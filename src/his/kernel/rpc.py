@@ -71,7 +71,7 @@ def _spiffe_id_of(pem: bytes) -> str | None:
     return spiffe_id_of_pem(pem)
 
 
-def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def peer_spiffe_id(context: grpc.aio.ServicerContext[Req, Resp]) -> str | None:
     """The SPIFFE id in the peer's verified certificate, or None (no certificate, or no single id)."""
     pems = list(context.auth_context().get("x509_pem_cert", ()))
     return _spiffe_id_of(bytes(pems[0])) if len(pems) == 1 else None

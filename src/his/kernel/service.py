@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import uvicorn
 import uvloop
@@ -70,6 +70,10 @@ class ServiceContext:
     started: float = field(default_factory=time.time)
 
 
+#: A long-running task of a service, as its coroutine (run with ``asyncio.create_task``).
+Background: TypeAlias = Coroutine[object, None, None]
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     """A service: its name, the events it consumes, its HTTP routes and its gRPC services."""
@@ -80,7 +84,7 @@ class ServiceDefinition:
     routes: Callable[[ServiceContext], Routes] | None = None
     description: str = ""
     #: Long-running tasks of the service (e.g. a dispatcher), by name; readiness watches them.
-    background: Callable[[ServiceContext], dict[str, Coroutine[Any, Any, None]]] | None = None
+    background: Callable[[ServiceContext], dict[str, Background]] | None = None
     #: gRPC services it offers other services, served with mutual TLS on ``HIS_GRPC_PORT``.
     grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
     #: Merges the events of audited reads committed together (``Database.read``) into fewer.

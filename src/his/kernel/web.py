@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, TypeAlias, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import PlainSerializer, WithJsonSchema
@@ -99,7 +99,7 @@ Moment = Annotated[
 PUBLIC = "x-his-public"
 
 
-def public(path: str, *, without_token: bool = False) -> dict[str, Any]:
+def public(path: str, *, without_token: bool = False) -> dict[str, object]:
     """The ``openapi_extra`` of a route the gateway serves at ``path`` (its path parameters in
     the order of the route's own): ``@router.get("/orders/{order_id}",
     openapi_extra=public("/api/lab/orders/{id}"))``. A route without it is not reachable from
@@ -108,11 +108,16 @@ def public(path: str, *, without_token: bool = False) -> dict[str, Any]:
     return {PUBLIC: {"path": path, "without_token": without_token}}
 
 
-def errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+#: A route's documented responses, as FastAPI's ``responses`` takes them: by status, the
+#: response's ``model`` and ``description``.
+Responses: TypeAlias = dict[int | str, dict[str, object]]
+
+
+def errors(*statuses: int | tuple[int, str]) -> Responses:
     """The ``responses`` of a route that may answer these error statuses (problem+json; every
     route may also answer 422 for a request that does not match its schema). A status may come
     with what it means here: ``(409, "likely duplicates")``."""
-    out: dict[int | str, dict[str, Any]] = {}
+    out: Responses = {}
     for s in statuses:
         status, description = s if isinstance(s, tuple) else (s, TITLES.get(s, "Error"))
         out[status] = {"model": Problem, "description": description}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from his.kernel.consumer import Subscription
-from his.kernel.service import ServiceContext, ServiceDefinition
+from his.kernel.service import Background, ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 from his.notifications import handlers
 
@@ -34,7 +33,7 @@ def routes(ctx: ServiceContext) -> Routes:
     return http(ctx.db)
 
 
-def background(ctx: ServiceContext) -> dict[str, Coroutine[Any, Any, None]]:
+def background(ctx: ServiceContext) -> dict[str, Background]:
     """The dispatcher, with the real contact directory (patients over gRPC) and channels."""
     from his.notifications.channels import Channel, MaildirChannel, SmtpChannel, SpoolSmsChannel
     from his.notifications.contacts import GrpcContacts

@@ -21,7 +21,7 @@ from his.proto.billing.v1 import billing_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     import grpc
 
-    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 #: Who may ask: the services that take a payer or a price billing will bill.
 ALLOW = {"GetTerms": frozenset({spiffe_id("patients"), spiffe_id("admissions")})}

@@ -5,13 +5,13 @@ The access check itself is the use cases' (``his.patients.chart.Chart.open``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from his.kernel.problems import Problem
-from his.kernel.web import errors, provided
+from his.kernel.web import Responses, errors, provided
 from his.patients.chart import Chart
 
 #: Every route of the service, on one router (``care``, ``records``, ``lab`` and ``invitations``
@@ -44,7 +44,7 @@ class CareRequired(Problem):
 
 
 #: The 403 a clinician gets without a care relationship (documented in the OpenAPI responses).
-CARE_REQUIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
+CARE_REQUIRED_RESPONSE: Responses = {
     403: {
         "model": CareRequired,
         "description": "not allowed; for a clinician without a care relationship, the body offers emergency access",
@@ -52,4 +52,4 @@ CARE_REQUIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 #: A route that reaches one patient: 404 for an unknown id (or another patient's), 403 as above.
-ONE_PATIENT: dict[int | str, dict[str, Any]] = {**errors(404), **CARE_REQUIRED_RESPONSE}
+ONE_PATIENT: Responses = {**errors(404), **CARE_REQUIRED_RESPONSE}

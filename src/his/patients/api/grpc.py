@@ -24,7 +24,7 @@ from his.proto.patients.v1 import patients_pb2 as pb
 from his.proto.patients.v1 import patients_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 
 def _services(*names: str) -> frozenset[str]:

@@ -22,7 +22,7 @@ from his.proto.practitioners.v1 import practitioners_pb2 as pb
 from his.proto.practitioners.v1 import practitioners_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 MAX_WINDOW = timedelta(days=31)
 #: Who may ask when a practitioner works: the services that book their time.
