@@ -127,12 +127,6 @@ class BookingRunResults(BookingResults):
     hospital: BookingHospital
 
 
-class FigureDict(RowDict):
-    """A figure as the JSON reports hold it: a row, and how many of its requests failed."""
-
-    errors: int
-
-
 @dataclass(frozen=True)
 class Figure(Row):
     """A row whose measurement had failed requests: it is invalid, whatever its value."""
@@ -142,7 +136,7 @@ class Figure(Row):
     def verdict(self) -> str:
         return f"INVALID ({self.errors} failed)" if self.errors else super().verdict()
 
-    def as_dict(self) -> FigureDict:
+    def as_dict(self) -> RowDict:
         return {**super().as_dict(), "errors": self.errors}
 
 
@@ -155,7 +149,7 @@ class BookingReport(TypedDict):
     machine: Machine
     seconds: float
     results: BookingRunResults
-    rows: list[FigureDict]
+    rows: list[RowDict]
 
 
 def rows(results: BookingResults) -> list[Figure]:

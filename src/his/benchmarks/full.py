@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import uvloop
 from rich.console import Console
@@ -33,7 +33,7 @@ from rich.console import Console
 from his.benchmarks import backbone, booking, full_report, reads
 from his.benchmarks.booking import BookingConfig
 from his.benchmarks.common import BenchConfig
-from his.benchmarks.full_report import SuiteFailed
+from his.benchmarks.full_report import BookingSuite, FullReport, Startup, SuiteFailed
 from his.benchmarks.harness import BenchmarkError, Servers, machine
 from his.benchmarks.hospital import RAISED_LIMITS, CpuLedger, PrivateHospital, quiesce, rss_mb
 from his.benchmarks.reads import ReadConfig
@@ -62,7 +62,7 @@ class FullConfig:
         return cls(BenchConfig.tiny(), BookingConfig.tiny(), ReadConfig.tiny(), starts=0, mode="tiny")
 
 
-def time_starts(hospital: PrivateHospital, starts: int, say: Callable[[str], None]) -> dict[str, Any]:
+def time_starts(hospital: PrivateHospital, starts: int, say: Callable[[str], None]) -> Startup:
     """A cold start, then ``starts`` warm ones; the hospital is left up after the last.
 
     With each start's wall time goes the CPU time its processes had used by then (each
@@ -91,38 +91,44 @@ def time_starts(hospital: PrivateHospital, starts: int, say: Callable[[str], Non
     }
 
 
-def run(
-    cfg: FullConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False
-) -> dict[str, Any]:
+def run(cfg: FullConfig, *, say: Callable[[str], None], workdir: Path | None = None, keep: bool = False) -> FullReport:
     """Run every suite; returns the report (``full_report.write`` turns it into files)."""
     started = time.perf_counter()
-    report: dict[str, Any] = {
-        "benchmark": "all",
-        "mode": cfg.mode,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": asdict(cfg),
-        "machine": machine(),
-        "hospital": {"gateway_limits_raised": RAISED_LIMITS, "synchronous_commit": "on"},
-    }
+    started_at, machine_now = datetime.now(UTC).isoformat(timespec="seconds"), machine()
     say("backbone: relay, consumer and writes against raw JetStream and PostgreSQL")
-    report["backbone"] = attempt(lambda: backbone.run(cfg.backbone, say=say, workdir=workdir, keep=keep), say)
+    backbone_report = attempt(lambda: backbone.run(cfg.backbone, say=say, workdir=workdir, keep=keep), say)
     hospital = PrivateHospital(Servers.make_workdir(workdir))
     say(f"starting a private hospital (his up) in {hospital.workdir}")
     try:
-        report["startup"] = time_starts(hospital, cfg.starts, say)
+        startup = time_starts(hospital, cfg.starts, say)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            report["rss_mb"] = {"idle": runner.run(idle_rss(hospital))}
+            idle = runner.run(idle_rss(hospital))
             say("booking through the gateway against a bare ASGI INSERT")
-            booked = attempt(lambda: runner.run(booking.measure_all(hospital, cfg.booking, say)), say)
-            report["booking"] = booked if "failed" in booked else {"results": booked}
-            report["reads"] = attempt(lambda: runner.run(reads.measure(hospital, cfg.reads, say)), say)
-            report["rss_mb"]["after_load"] = rss_mb(hospital.processes())
+
+            def booked() -> BookingSuite:
+                return {"results": runner.run(booking.measure_all(hospital, cfg.booking, say))}
+
+            booking_suite = attempt(booked, say)
+            reads_results = attempt(lambda: runner.run(reads.measure(hospital, cfg.reads, say)), say)
+            after_load = rss_mb(hospital.processes())
     finally:
         hospital.stop()
         if not keep:
             Servers(hospital.workdir).remove()
-    report["seconds"] = time.perf_counter() - started
-    return report
+    return {
+        "benchmark": "all",
+        "mode": cfg.mode,
+        "started_at": started_at,
+        "config": asdict(cfg),
+        "machine": machine_now,
+        "hospital": {"gateway_limits_raised": RAISED_LIMITS, "synchronous_commit": "on"},
+        "backbone": backbone_report,
+        "startup": startup,
+        "rss_mb": {"idle": idle, "after_load": after_load},
+        "booking": booking_suite,
+        "reads": reads_results,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def attempt(suite: Callable[[], R], say: Callable[[str], None]) -> R | SuiteFailed:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Never, TypedDict, final
+from typing import Never, TypedDict, final
 
 from his.benchmarks import booking_report, reads, report
-from his.benchmarks.harness import Noise
-from his.benchmarks.report import Row, num
+from his.benchmarks.booking_report import BookingResults
+from his.benchmarks.harness import Machine, Noise
+from his.benchmarks.reads import ReadResults
+from his.benchmarks.report import BackboneReport, BackboneResults, Row, RowDict, num
+from his.kernel.json import JsonMapping
 
 RSS_LIMIT_MB = 120.0
 UP_LIMIT_S = 10.0
@@ -37,6 +40,85 @@ class SuiteFailed(TypedDict):
     failed: str
 
 
+@final
+class BookingSuite(TypedDict):
+    results: BookingResults
+
+
+class Startup(TypedDict):
+    """``his up`` to healthy: a first start, then the warm ones, and the CPU each had used."""
+
+    cold_s: float
+    warm_s: list[float]
+    warm_min_s: float
+    warm_median_s: float
+    #: CPU seconds the hospital's processes had used when it was up, at each start.
+    cpu_s: list[float]
+    #: By process, at the last start.
+    cpu_s_by_process: dict[str, float]
+
+
+class RssMb(TypedDict):
+    """Resident memory by process, in MiB: idle after the start, and after the load."""
+
+    idle: dict[str, float]
+    after_load: dict[str, float]
+
+
+class HospitalFacts(TypedDict):
+    gateway_limits_raised: dict[str, str]
+    synchronous_commit: str
+
+
+class FullReport(TypedDict):
+    """What ``his bench`` measured (``full.run``): each suite's report, or why it failed."""
+
+    benchmark: str
+    mode: str
+    started_at: str
+    config: JsonMapping
+    machine: Machine
+    hospital: HospitalFacts
+    backbone: BackboneReport | SuiteFailed
+    startup: Startup
+    rss_mb: RssMb
+    booking: BookingSuite | SuiteFailed
+    reads: ReadResults | SuiteFailed
+    seconds: float
+
+
+class ReportRow(RowDict):
+    """A row of the JSON report: its figure, its section and pass/miss."""
+
+    section: str
+    result: str
+
+
+class WrittenReport(FullReport):
+    """The JSON report: the run, every row, and the invalid figures."""
+
+    rows: list[ReportRow]
+    errors: list[str]
+
+
+def backbone_results(rep: FullReport) -> BackboneResults | None:
+    """The backbone's results, or None if that suite failed."""
+    suite = rep["backbone"]
+    return None if "failed" in suite else suite["results"]
+
+
+def booking_results(rep: FullReport) -> BookingResults | None:
+    """The booking suite's results, or None if it failed."""
+    suite = rep["booking"]
+    return None if "failed" in suite else suite["results"]
+
+
+def reads_results(rep: FullReport) -> ReadResults | None:
+    """The patient read's results, or None if that suite failed."""
+    suite = rep["reads"]
+    return None if "failed" in suite else suite
+
+
 def passed(row: Row) -> str:
     """The verdict as pass/miss: the floor (or, without a floor, the aim) decides."""
     verdict = row.verdict()
@@ -48,37 +130,34 @@ def passed(row: Row) -> str:
     }.get(verdict, verdict)
 
 
-def raw_rows(rep: dict[str, Any]) -> list[Row]:
-    res = rep["backbone"]["results"]
-    out = reads.raw_rows(rep["reads"])
-    if "drain" in res:
-        out.append(
-            Row("JetStream publish, pipelined (sync_interval: always)", res["drain"]["raw_per_s"], None, " msg/s", None)
-        )
-    if "consumer" in res:
-        out.append(
-            Row("JetStream pull consumer + INSERT per fetch", res["consumer"]["raw_per_s"], None, " msg/s", None)
-        )
-    lat = res.get("latency")
-    if lat:
-        bare = lat["bare"]["publish_to_ack"]
-        for p in ("p50", "p99"):
-            out.append(
-                Row(f"JetStream publish → PubAck {p} at {lat['rate_per_s']:g}/s", bare[f"{p}_ms"], None, " ms", None)
-            )
+def raw_rows(rep: FullReport) -> list[Row]:
+    rd = reads_results(rep)
+    out = reads.raw_rows(rd) if rd else []
+    res = backbone_results(rep)
+    if res is None:
+        return out
+    out.append(
+        Row("JetStream publish, pipelined (sync_interval: always)", res["drain"]["raw_per_s"], None, " msg/s", None)
+    )
+    out.append(Row("JetStream pull consumer + INSERT per fetch", res["consumer"]["raw_per_s"], None, " msg/s", None))
+    lat = res["latency"]
+    bare, rate = lat["bare"]["publish_to_ack"], lat["rate_per_s"]
+    for p in ("p50", "p99"):
+        out.append(Row(f"JetStream publish → PubAck {p} at {rate:g}/s", bare[f"{p}_ms"], None, " ms", None))
     return out
 
 
-def system_rows(rep: dict[str, Any]) -> list[Row]:
+def system_rows(rep: FullReport) -> list[Row]:
+    bb, bk, rd = backbone_results(rep), booking_results(rep), reads_results(rep)
     return [
-        *report.rows(rep["backbone"]["results"]),
-        *booking_report.rows(rep["booking"]["results"]),
-        *reads.rows(rep["reads"]),
+        *(report.rows(bb) if bb else []),
+        *(booking_report.rows(bk) if bk else []),
+        *(reads.rows(rd) if rd else []),
     ]
 
 
-def rss_rows(rep: dict[str, Any]) -> list[Row]:
-    idle, loaded = rep["rss_mb"].get("idle", {}), rep["rss_mb"].get("after_load", {})
+def rss_rows(rss: RssMb) -> list[Row]:
+    idle, loaded = rss.get("idle", {}), rss.get("after_load", {})
     out = []
     for name in sorted(idle.keys() | loaded.keys(), key=lambda n: (n in NOT_SERVICES, n)):
         target = None if name in NOT_SERVICES else (RSS_LIMIT_MB, RSS_LIMIT_MB)
@@ -87,17 +166,16 @@ def rss_rows(rep: dict[str, Any]) -> list[Row]:
     return out
 
 
-def largest_rss(rep: dict[str, Any]) -> list[Row]:
+def largest_rss(rss: RssMb) -> list[Row]:
     """The service with the most resident memory (every service is listed in its own section)."""
-    services = [r for r in rss_rows(rep) if r.target is not None]
+    services = [r for r in rss_rows(rss) if r.target is not None]
     if not services:
         return []
     top = max(services, key=lambda r: r.measured)
     return [Row(f"resident memory, largest service ({top.figure})", top.measured, None, " MB", None, top.target, "max")]
 
 
-def startup_rows(rep: dict[str, Any]) -> list[Row]:
-    s = rep["startup"]
+def startup_rows(s: Startup) -> list[Row]:
     target = (UP_LIMIT_S, UP_LIMIT_S)
     return [
         Row(
@@ -114,21 +192,27 @@ def startup_rows(rep: dict[str, Any]) -> list[Row]:
     ]
 
 
-def errors(rep: dict[str, Any]) -> list[str]:
+def errors(rep: FullReport) -> list[str]:
     """Failed suites and invalid figures (a request not answered as expected)."""
-    failed = [f"{name}: suite failed: {rep[name]['failed']}" for name in SUITES if "failed" in rep[name]]
-    return [*failed, *rep["booking"]["results"].get("errors", []), *rep["reads"].get("errors", [])]
+    suites: tuple[BackboneReport | BookingSuite | ReadResults | SuiteFailed, ...] = (
+        rep["backbone"],
+        rep["booking"],
+        rep["reads"],
+    )
+    failed = [f"{name}: suite failed: {s['failed']}" for name, s in zip(SUITES, suites, strict=True) if "failed" in s]
+    bk, rd = booking_results(rep), reads_results(rep)
+    return [*failed, *(bk["errors"] if bk else []), *(rd["errors"] if rd else [])]
 
 
-def all_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+def all_rows(rep: FullReport) -> list[ReportRow]:
     """Every figure as a dict, with its section and pass/miss (for the JSON report)."""
     groups = (
         ("raw", raw_rows(rep)),
         ("system", system_rows(rep)),
-        ("rss", rss_rows(rep)),
-        ("startup", startup_rows(rep)),
+        ("rss", rss_rows(rep["rss_mb"])),
+        ("startup", startup_rows(rep["startup"])),
     )
-    return [r.as_dict() | {"section": name, "result": passed(r)} for name, rs in groups for r in rs]
+    return [{**r.as_dict(), "section": name, "result": passed(r)} for name, rs in groups for r in rs]
 
 
 def _value(v: float | None, unit: str) -> str:
@@ -160,10 +244,12 @@ def _figures(rows: list[Row]) -> list[str]:
     return _table(("figure", "measured", "baseline", "ratio", "target", "pass/miss"), lines)
 
 
-def markdown(rep: dict[str, Any]) -> str:
+def markdown(rep: FullReport) -> str:
     m = rep["machine"]
     sys_rows = system_rows(rep)
-    targeted = [r for r in [*sys_rows, *largest_rss(rep), *startup_rows(rep)] if r.target is not None]
+    targeted = [
+        r for r in [*sys_rows, *largest_rss(rep["rss_mb"]), *startup_rows(rep["startup"])] if r.target is not None
+    ]
     out = [
         f"# his bench — {rep['started_at']} ({rep['mode']} run, {rep['seconds']:.0f} s)",
         "",
@@ -210,24 +296,25 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _overload(rep: dict[str, Any]) -> list[str]:
+def _overload(rep: FullReport) -> list[str]:
     """A rate at which answers got slower through the run measured a growing queue: say so."""
-    cells = [("bookings", c, "booking") for c in (rep["booking"]["results"].get("latency") or {}).values()]
-    if rep["reads"].get("latency"):
-        cells.append(("patient reads", rep["reads"]["latency"], "read"))
+    bk, rd = booking_results(rep), reads_results(rep)
+    cells = [("bookings", c["rate_per_s"], c["booking"]["queue_grew"]) for c in (bk["latency"] if bk else {}).values()]
+    if rd:
+        cells.append(("patient reads", rd["latency"]["rate_per_s"], rd["latency"]["read"]["queue_grew"]))
     notes = [
-        f"- Overload: at {cell['rate_per_s']:g}/s {what} arrived faster than they were served (answers got slower "
+        f"- Overload: at {rate:g}/s {what} arrived faster than they were served (answers got slower "
         "through the run), so the latencies at that rate are mostly time spent queueing."
-        for what, cell, key in cells
-        if cell[key].get("queue_grew")
+        for what, rate, grew in cells
+        if grew
     ]
     return [*notes, ""] if notes else []
 
 
-def _rss(rep: dict[str, Any]) -> list[str]:
+def _rss(rep: FullReport) -> list[str]:
     idle, loaded = rep["rss_mb"].get("idle", {}), rep["rss_mb"].get("after_load", {})
     lines = []
-    for r in rss_rows(rep):
+    for r in rss_rows(rep["rss_mb"]):
         lines.append(
             [
                 r.figure,
@@ -248,7 +335,7 @@ def _rss(rep: dict[str, Any]) -> list[str]:
     ]
 
 
-def _startup(rep: dict[str, Any]) -> list[str]:
+def _startup(rep: FullReport) -> list[str]:
     s = rep["startup"]
     warm = ", ".join(f"{t:.1f} s" for t in s["warm_s"])
     return [
@@ -256,7 +343,7 @@ def _startup(rep: dict[str, Any]) -> list[str]:
         "",
         'From running `his up` to its "his is up" line (every service answered its health check).',
         "",
-        *_figures(startup_rows(rep)),
+        *_figures(startup_rows(s)),
         "",
         f"Warm restarts: {warm}.",
         "",
@@ -264,7 +351,7 @@ def _startup(rep: dict[str, Any]) -> list[str]:
     ]
 
 
-def _startup_cpu(rep: dict[str, Any]) -> list[str]:
+def _startup_cpu(rep: FullReport) -> list[str]:
     s, cpus = rep["startup"], rep["machine"]["cpus"] or 1
     if not s.get("cpu_s"):
         return []
@@ -280,8 +367,9 @@ def _startup_cpu(rep: dict[str, Any]) -> list[str]:
     ]
 
 
-def _profile(rep: dict[str, Any]) -> list[str]:
-    per = rep["reads"].get("throughput", {}).get("cpu_ms_per_request")
+def _profile(rep: FullReport) -> list[str]:
+    rd = reads_results(rep)
+    per = rd["throughput"]["cpu_ms_per_request"] if rd else {}
     if not per:
         return []
     cols = ("read", "direct", "select")
@@ -305,11 +393,15 @@ def _profile(rep: dict[str, Any]) -> list[str]:
     ]
 
 
-def _noise(rep: dict[str, Any]) -> list[str]:
+def _noise(rep: FullReport) -> list[str]:
     parts: dict[str, Noise] = {}
-    parts.update({f"backbone {k}": v for k, v in rep["backbone"]["results"].get("cpu", {}).items()})
-    parts.update({f"booking {k}": v for k, v in rep["booking"]["results"].get("cpu", {}).items()})
-    parts.update(rep["reads"].get("cpu", {}))
+    bb, bk, rd = backbone_results(rep), booking_results(rep), reads_results(rep)
+    if bb:
+        parts.update({f"backbone {k}": v for k, v in bb["cpu"].items()})
+    if bk:
+        parts.update({f"booking {k}": v for k, v in bk["cpu"].items()})
+    if rd:
+        parts.update(rd["cpu"])
     lines = []
     for name, c in parts.items():
         lines.append(
@@ -334,11 +426,12 @@ def _noise(rep: dict[str, Any]) -> list[str]:
     ]
 
 
-def write(rep: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+def write(rep: FullReport, directory: Path) -> tuple[Path, Path]:
     """``<timestamp>.md`` and ``<timestamp>.json`` in ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = rep["started_at"].replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
     md, js = directory / f"{stem}.md", directory / f"{stem}.json"
     md.write_text(markdown(rep))
-    js.write_text(json.dumps(rep | {"rows": all_rows(rep), "errors": errors(rep)}, indent=1, default=str))
+    written: WrittenReport = {**rep, "rows": all_rows(rep), "errors": errors(rep)}
+    js.write_text(json.dumps(written, indent=1, default=str))
     return md, js

@@ -6,7 +6,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, TypedDict, final
+from typing import Literal, NotRequired, TypedDict, final
 
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +32,8 @@ class RowDict(TypedDict):
     ratio: float | None
     target: str | None
     verdict: str
+    #: A booking figure's failed requests (``booking_report.Figure``).
+    errors: NotRequired[int]
 
 
 @dataclass(frozen=True)
