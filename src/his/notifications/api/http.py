@@ -9,7 +9,7 @@ patient's id answers 404, other staff 403), and every decision, allowed or denie
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +32,7 @@ class Alert(BaseModel):
     actor_id: uuid.UUID | None
     #: Ids and codes of the cause (for break_glass: grant_id, roles, granted_at, expires_at; for
     #: lab_result: order_id, priority, critical, abnormal, flagged [{code, flag}], resulted_at).
-    detail: dict[str, Any]
+    detail: dict[str, object]
     created_at: Moment
 
 
