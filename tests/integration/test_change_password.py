@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from his.gateway.routing import Match, resolve
 from his.identity.app import http as identity_http
-from his.identity.handlers import Identity, KeyRing, Throttle
+from his.identity.app import use_cases
+from his.identity.handlers import Throttle
 from his.kernel import migrations, problems
 from his.kernel.db import Database
 from his.kernel.web import mount
@@ -31,8 +32,7 @@ async def identity_dsn(admin_dsn: str) -> str:
 async def client(identity_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
     db = Database(identity_dsn, schema="identity", min_size=1, max_size=4)
     await db.open()
-    keys = KeyRing(db, b"a passphrase for the test keys")
-    identity = Identity(db, keys, throttle=Throttle(account_limit=3, ip_limit=1000))
+    identity = use_cases(db, b"a passphrase for the test keys", throttle=Throttle(account_limit=3, ip_limit=1000))
     app = FastAPI()
     problems.install(app)
     mount(app, identity_http(identity))

@@ -14,8 +14,9 @@ from fastapi import FastAPI
 
 from his.access import Role
 from his.identity.app import http as identity_http
+from his.identity.app import use_cases
 from his.identity.domain import InvalidCredentialsError
-from his.identity.handlers import Identity, KeyRing, Registrations, Throttle, ThrottledError
+from his.identity.handlers import Identity, Registrations, Throttle, ThrottledError
 from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
@@ -36,10 +37,9 @@ async def identity_dsn(admin_dsn: str) -> str:
 async def api(identity_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Identity]]:
     db = Database(identity_dsn, schema="identity", min_size=1, max_size=4)
     await db.open()
-    keys = KeyRing(db, b"a passphrase for the test keys")
-    identity = Identity(
+    identity = use_cases(
         db,
-        keys,
+        b"a passphrase for the test keys",
         throttle=Throttle(account_limit=3, ip_limit=1000),
         registrations=Registrations(per_address=10_000, overall=10_000),  # every test registers from one address
     )
@@ -191,7 +191,9 @@ async def test_concurrent_guesses_cannot_outrun_the_address_throttle(api: tuple[
     the address's limit; the address's own successful logins do not use it up."""
     client, identity = api
     limit = 4
-    strict = Identity(identity.db, identity.keys, throttle=Throttle(account_limit=100, ip_limit=limit))
+    strict = Identity(
+        identity.units, identity.keys, clock=identity.clock, throttle=Throttle(account_limit=100, ip_limit=limit)
+    )
     stuffing, office = "198.51.100.7", "198.51.100.8"
     accounts = [email() for _ in range(3 * limit)]
     for address in accounts:

@@ -16,8 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from his.identity.app import key_ring
-from his.identity.handlers import Identity
+from his.identity.app import key_passphrase, use_cases
 from his.kernel import migrations
 from his.kernel.db import Database
 
@@ -89,7 +88,7 @@ async def test_two_at_once_create_one(identity_dsn: str, monkeypatch: pytest.Mon
     db = Database(identity_dsn, schema="identity", min_size=1, max_size=4)
     await db.open()
     try:
-        identity = Identity(db, key_ring(db))
+        identity = use_cases(db, key_passphrase())
         created = await asyncio.gather(
             identity.ensure_admin(email="one@his.local", password=PASSWORD),
             identity.ensure_admin(email="two@his.local", password=PASSWORD),

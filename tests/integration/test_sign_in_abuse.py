@@ -17,6 +17,7 @@ from his.identity.app import http as identity_http
 from his.identity.domain import Backoff
 from his.identity.handlers import Identity, KeyRing, Registrations, Throttle
 from his.identity.passwords import Capacity, Passwords
+from his.identity.store import IdentityStore
 from his.kernel import migrations, problems
 from his.kernel.db import Database
 from his.kernel.web import mount
@@ -67,7 +68,9 @@ async def make(db: Database) -> AsyncIterator[Api]:
     def build(**kwargs: object) -> tuple[httpx.AsyncClient, Identity, Clock]:
         clock = Clock()
         kwargs.setdefault("registrations", Registrations(per_address=1000, overall=1000))
-        identity = Identity(db, KeyRing(db, b"a passphrase for the test keys"), clock=clock, **kwargs)  # type: ignore[arg-type]
+        units = IdentityStore(db)  # on the database's clock: tokens and keys are made at the real time
+        keys = KeyRing(units, b"a passphrase for the test keys", db.clock)
+        identity = Identity(units, keys, clock=clock, **kwargs)  # type: ignore[arg-type]
         app = FastAPI()
         problems.install(app)
         mount(app, identity_http(identity))

@@ -51,8 +51,7 @@ def check(email: str, password: str | None) -> str | None:
 
 async def ensure(email: str, secret: str) -> bool:
     """Create the administrator in identity's database unless there is one; True if created."""
-    from his.identity.app import key_ring
-    from his.identity.handlers import Identity
+    from his.identity.app import key_passphrase, use_cases
     from his.kernel.config import ServiceSettings
     from his.kernel.db import Database
 
@@ -60,7 +59,7 @@ async def ensure(email: str, secret: str) -> bool:
     db = Database(service.service_database_url, schema="identity", min_size=1, max_size=2, timeout=service.db_timeout)
     await db.open()
     try:
-        return await Identity(db, key_ring(db)).ensure_admin(email=email, password=secret)
+        return await use_cases(db, key_passphrase()).ensure_admin(email=email, password=secret)
     finally:
         await db.close()
 
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if password is None:
         answer(refused="no password: set HIS_ADMIN_PASSWORD")
         return REFUSED
-    from his.identity.store import EmailTakenError
+    from his.identity.domain import EmailTakenError
 
     try:
         created = asyncio.run(ensure(email, password))

@@ -10,14 +10,20 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
-    from his.identity.handlers import Identity, KeyRing
+    from datetime import datetime
+
+    from his.identity.domain import PasswordPolicy
+    from his.identity.handlers import Identity, Registrations, Throttle
+    from his.identity.passwords import Passwords
     from his.kernel.db import Database
 
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
 
 def http(identity: Identity) -> Routes:
-    """Identity's routes over its use cases; tokens are verified with its own key ring."""
+    """Identity's routes over its use cases, whichever units of work they run on (the database's,
+    ``use_cases``; or the in-memory ones of ``his.testing.identity`` in unit tests). Tokens are
+    verified with its own key ring."""
     from his.identity.api.http import router
 
     return Routes(
@@ -25,23 +31,52 @@ def http(identity: Identity) -> Routes:
     )
 
 
-def key_ring(db: Database) -> KeyRing:
-    """The signing keys in ``db``, protected by the passphrase in ``HIS_IDENTITY_KEY_PASSPHRASE``."""
-    from his.identity.handlers import KeyRing
+def use_cases(
+    db: Database,
+    passphrase: bytes,
+    *,
+    passwords: Passwords | None = None,
+    policy: PasswordPolicy | None = None,
+    throttle: Throttle | None = None,
+    registrations: Registrations | None = None,
+) -> Identity:
+    """Identity's use cases over its database (``IdentityStore``) and the database's clock, with
+    the signing keys kept there protected by ``passphrase``."""
+    from his.identity.handlers import Identity, KeyRing
+    from his.identity.store import IdentityStore
 
+    def clock() -> datetime:
+        """The database's clock, read when asked: the routes are built before the database is
+        opened (and, for the API reference, without one)."""
+        return db.clock()
+
+    units = IdentityStore(db)
+    return Identity(
+        units,
+        KeyRing(units, passphrase, clock),
+        clock=clock,
+        passwords=passwords,
+        policy=policy,
+        throttle=throttle,
+        registrations=registrations,
+    )
+
+
+def key_passphrase() -> bytes:
+    """The passphrase that protects the signing keys, from ``HIS_IDENTITY_KEY_PASSPHRASE``."""
     passphrase = os.environ.get(PASSPHRASE_ENV, "")
     if len(passphrase) < 16:
         raise RuntimeError(f"{PASSPHRASE_ENV} must be set (at least 16 characters) to protect the signing keys")
-    return KeyRing(db, passphrase.encode())
+    return passphrase.encode()
 
 
 def routes(ctx: ServiceContext) -> Routes:
-    from his.identity.handlers import Identity, Registrations
+    from his.identity.handlers import Registrations
     from his.identity.settings import IdentitySettings
 
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
-    return http(Identity(ctx.db, key_ring(ctx.db), registrations=limits))
+    return http(use_cases(ctx.db, key_passphrase(), registrations=limits))
 
 
 def build() -> ServiceDefinition:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import unicodedata
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
@@ -21,6 +23,10 @@ class WeakPasswordError(ValueError):
 
 class InvalidEmailError(ValueError):
     """Not an e-mail address."""
+
+
+class EmailTakenError(Exception):
+    """An account with this e-mail address exists."""
 
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -91,6 +97,26 @@ def _is_sequence(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class User:
+    """An account: its address as given and as compared (``email_key``), its roles (sorted) and
+    its password's hash."""
+
+    id: uuid.UUID
+    email: str
+    email_key: str
+    full_name: str
+    password_hash: str = field(repr=False)
+    roles: tuple[str, ...]
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+
+def token_hash(token: str) -> bytes:
+    """What is kept of a refresh token: its SHA-256 (the token itself is only ever the holder's)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
 class RefreshToken:
     """A stored refresh token (its hash), in a family that rotation keeps together."""
 
@@ -120,6 +146,23 @@ def judge_refresh(token: RefreshToken, now: datetime) -> RefreshOutcome:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An attempt counted against a throttle's key (``at``: when, to forget it later), or refused
+    (``at`` is None) with the seconds until one would be counted."""
+
+    at: datetime | None
+    wait: float = 0.0
+
+
+def refusal_at_limit(recent: list[datetime], limit: int, window: timedelta, now: datetime) -> Claim | None:
+    """The refusal of one more attempt if ``recent`` (a key's attempts within ``window`` before
+    ``now``, newest first) holds ``limit`` already; None if one more fits."""
+    if len(recent) >= limit:  # once the limit-th newest leaves the window, one more fits
+        return Claim(None, (recent[limit - 1] + window - now).total_seconds())
+    return None
+
+
+@dataclass(frozen=True)
 class Backoff:
     """How long attempts wait after failures: the first ``free`` failures cost nothing, then each
     further one doubles the wait after it, from ``base_seconds`` up to ``cap_seconds``. Failures
@@ -135,6 +178,14 @@ class Backoff:
         if failures < self.free:
             return 0.0
         return min(self.cap_seconds, self.base_seconds * 2.0 ** min(failures - self.free, 40))
+
+    def refusal(self, recent: list[datetime], now: datetime) -> Claim | None:
+        """The refusal of one more attempt if the wait that ``recent`` (the attempts within the
+        window, newest first) earned has not passed since the last of them; None if it has."""
+        wait = self.after(len(recent))
+        if recent and recent[0] + timedelta(seconds=wait) > now:
+            return Claim(None, (recent[0] + timedelta(seconds=wait) - now).total_seconds())
+        return None
 
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)

@@ -1,4 +1,10 @@
-"""Use cases of the identity service: register, log in, refresh, log out, keys."""
+"""Use cases of the identity service: register, log in, refresh, log out, keys.
+
+They work through identity's units of work (``his.identity.ports.IdentityUnits``: the store's on
+PostgreSQL, ``his.testing.identity``'s in memory) and tell the time by the service's clock, the
+one the units run by: the throttles count attempts by it, tokens are issued, rotated and revoked
+at its moments, and keys are created and retired by it.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,33 @@ import math
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from his.access import Role
 from his.events.identity import UserRegistered
-from his.identity import store
 from his.identity.domain import (
     ACCESS_TOKEN_TTL,
     ADMIN_FULL_NAME,
     REFRESH_TOKEN_TTL,
     REVOCATION_LEEWAY,
     Backoff,
+    Claim,
     InvalidCredentialsError,
     PasswordPolicy,
     RefreshOutcome,
     WeakPasswordError,
     judge_refresh,
     normalise_email,
+    refusal_at_limit,
+    token_hash,
 )
-from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, SigningKey, sign_access_token
+from his.identity.keys import ROTATE_AFTER, SigningKey, sign_access_token
 from his.identity.passwords import Passwords
-from his.kernel.db import Database, UnitOfWork
+from his.identity.ports import Attempts, IdentityUnits, IdentityWork
+from his.kernel.clock import Clock
 from his.kernel.security import AUDIENCE, ISSUER
 
 
@@ -104,16 +113,19 @@ class Registrations:
 
 
 class KeyRing:
-    """The signing keys in the database; creates the first one and rotates on schedule."""
+    """The signing keys kept by identity (``SigningKeys``); creates the first one and rotates on
+    schedule, by ``clock`` (the one the units run by)."""
 
-    def __init__(self, db: Database, passphrase: bytes) -> None:
-        self.db = db
+    def __init__(self, units: IdentityUnits, passphrase: bytes, clock: Clock) -> None:
+        self.units = units
         self.passphrase = passphrase
+        self.clock = clock
         self._active: SigningKey | None = None
         self._lock = asyncio.Lock()
 
     async def active(self) -> SigningKey:
-        now = datetime.now(UTC)
+        """The key that signs now. Call it outside a unit of work: it may open one of its own."""
+        now = self.clock()
         key = self._active
         if key is not None and now - key.created_at < ROTATE_AFTER:
             return key
@@ -122,33 +134,45 @@ class KeyRing:
             return self._active
 
     async def _load_or_create(self, now: datetime) -> SigningKey:
-        async with self.db.uow() as uow:
-            await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtext('his.identity.signing_key'))")
-            for row in await store.signing_keys(uow.conn):
-                if now - row["created_at"] < ROTATE_AFTER:
-                    return SigningKey.load(bytes(row["private_pem"]), self.passphrase, row["created_at"])
+        async with self.units.uow() as uow:
+            for stored in await uow.signing_keys.current(now, lock=True):
+                if now - stored.created_at < ROTATE_AFTER:
+                    return SigningKey.load(stored.private_pem, self.passphrase, stored.created_at)
             key = SigningKey.generate(now)
-            await store.insert_signing_key(
-                uow.conn,
-                kid=key.kid,
-                private_pem=key.encrypted_pem(self.passphrase),
-                public_jwk=key.public_jwk(),
-                created_at=now,
-                retires_at=now + RETIRE_AFTER,
-            )
+            await uow.signing_keys.add(key.stored(self.passphrase))
             return key
 
     async def jwks(self) -> dict[str, Any]:
         await self.active()
-        async with self.db.pool.acquire() as conn:
-            return {"keys": [row["public_jwk"] for row in await store.signing_keys(conn)]}
+        now = self.clock()
+        async with self.units.read() as u:
+            return {"keys": [stored.public_jwk for stored in await u.signing_keys.current(now)]}
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+async def claim_attempt(attempts: Attempts, key: str, limit: int, window_seconds: float, now: datetime) -> Claim:
+    """Count an attempt against ``key`` if it has fewer than ``limit`` in the last ``window_seconds``.
+
+    The key stays locked until the unit of work ends (``Attempts.recent``), so attempts sent at
+    once cannot all be counted before any of them is recorded.
+    """
+    window = timedelta(seconds=window_seconds)
+    recent = await attempts.recent(key, now - window, limit)
+    return refusal_at_limit(recent, limit, window, now) or await _record(attempts, key, now)
 
 
-def granted(key: str, claim: store.Claim) -> datetime:
+async def claim_with_backoff(attempts: Attempts, key: str, backoff: Backoff, now: datetime) -> Claim:
+    """Count an attempt against ``key`` if the backoff its recent attempts earned has passed
+    since the last of them (locked and counted as ``claim_attempt``)."""
+    recent = await attempts.recent(key, now - timedelta(seconds=backoff.window_seconds), None)
+    return backoff.refusal(recent, now) or await _record(attempts, key, now)
+
+
+async def _record(attempts: Attempts, key: str, now: datetime) -> Claim:
+    await attempts.add(key, now)
+    return Claim(now)
+
+
+def granted(key: str, claim: Claim) -> datetime:
     """When the claimed attempt was counted; ``ThrottledError`` if it was refused (raised inside
     the claim's transaction, it rolls back the claims made before it)."""
     if claim.at is None:
@@ -161,24 +185,26 @@ PRUNE_EVERY = timedelta(minutes=10)
 
 
 class Identity:
+    """Identity's use cases over its units of work and its key ring."""
+
     def __init__(
         self,
-        db: Database,
+        units: IdentityUnits,
         keys: KeyRing,
         *,
+        clock: Clock,
         passwords: Passwords | None = None,
         policy: PasswordPolicy | None = None,
         throttle: Throttle | None = None,
         registrations: Registrations | None = None,
-        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.db = db
+        self.units = units
         self.keys = keys
         self.passwords = passwords or Passwords()
         self.policy = policy or PasswordPolicy()
         self.throttle = throttle or Throttle()
         self.registrations = registrations or Registrations()
-        #: The time the throttles count attempts by.
+        #: The service's clock, the one the units run by: the throttles count attempts by it.
         self.clock = clock
         self.refusals = Refusals()
         self._registering = asyncio.Semaphore(1)
@@ -195,9 +221,9 @@ class Identity:
         async with self._registering:
             self.refusals.check(keys, now)
             try:
-                async with self.db.uow() as uow:
+                async with self.units.uow() as uow:
                     for key, limit in keys.items():
-                        granted(key, await store.claim_attempt(uow.conn, key, limit, r.window_seconds, now))
+                        granted(key, await claim_attempt(uow.attempts, key, limit, r.window_seconds, now))
             except ThrottledError as exc:
                 self.refusals.remember(exc, now)
                 raise
@@ -223,7 +249,7 @@ class Identity:
         """Create an account. Without ``roles`` it is a PATIENT account (self-registration)."""
         email_key, full_name = self._check(email, password, full_name)
         hashed = await self.passwords.hash(password)
-        async with self.db.uow() as uow:
+        async with self.units.uow() as uow:
             user_id = await self._insert(
                 uow,
                 email=email,
@@ -240,17 +266,16 @@ class Identity:
         which `his up` runs at every start): True if this call created it.
 
         Raises ``WeakPasswordError`` or ``InvalidEmailError`` (saying why) when it would create one
-        from an address or a password the rules refuse, ``store.EmailTakenError`` when another
+        from an address or a password the rules refuse, ``EmailTakenError`` when another
         account has the address. Two at once create one: the second finds the first's.
         """
-        async with self.db.pool.acquire() as conn:
-            if await store.has_admin(conn):
+        async with self.units.read() as u:
+            if await u.users.has_admin():
                 return False
         email_key, full_name = self._check(email, password, ADMIN_FULL_NAME)
         hashed = await self.passwords.hash(password)
-        async with self.db.uow() as uow:
-            await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtext('his.identity.admin'))")
-            if await store.has_admin(uow.conn):
+        async with self.units.uow() as uow:
+            if await uow.users.has_admin(lock=True):
                 return False
             await self._insert(
                 uow,
@@ -265,7 +290,7 @@ class Identity:
 
     async def _insert(
         self,
-        uow: UnitOfWork,
+        uow: IdentityWork,
         *,
         email: str,
         email_key: str,
@@ -275,13 +300,15 @@ class Identity:
         created_by: uuid.UUID | None,
     ) -> uuid.UUID:
         role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
-        user_id = await store.insert_user(
-            uow.conn,
+        user_id = uuid.uuid4()
+        await uow.users.add(
+            user_id=user_id,
             email=email.strip(),
             email_key=email_key,
             full_name=full_name,
             password_hash=password_hash,
             roles=role_names,
+            at=uow.clock(),
         )
         uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
         return user_id
@@ -299,31 +326,32 @@ class Identity:
         # attempt is rolled back: it checked no password, so it costs the guesser nothing more.
         self.refusals.check((ip, pair, account), now)
         try:
-            async with self.db.uow() as uow:
-                ip_at = granted(ip, await store.claim_attempt(uow.conn, ip, t.ip_limit, t.window_seconds, now))
-                granted(pair, await store.claim_with_backoff(uow.conn, pair, t.pair, now))
+            async with self.units.uow() as uow:
+                ip_at = granted(ip, await claim_attempt(uow.attempts, ip, t.ip_limit, t.window_seconds, now))
+                granted(pair, await claim_with_backoff(uow.attempts, pair, t.pair, now))
                 account_at = granted(
-                    account, await store.claim_attempt(uow.conn, account, t.account_limit, t.window_seconds, now)
+                    account, await claim_attempt(uow.attempts, account, t.account_limit, t.window_seconds, now)
                 )
-                user = await store.user_by_email(uow.conn, email_key)
+                user = await uow.users.by_email(email_key)
         except ThrottledError as exc:
             self.refusals.remember(exc, now)
             raise
         await self._prune(now)
-        stored = user["password_hash"] if user and user["disabled_at"] is None else None
+        stored = user.password_hash if user and user.disabled_at is None else None
         ok, upgraded = await self.passwords.verify(stored, password)
         if not ok or user is None:
             raise InvalidCredentialsError("invalid email or password")  # the attempts stay counted
-        async with self.db.uow() as uow:
+        key = await self.keys.active()
+        async with self.units.uow() as uow:
             # Only this attempt leaves the address's and the account's counts: one success must
             # not wipe the failures of others behind the same address, or of guessers elsewhere.
             # Its own failures at this address are forgiven.
-            await store.forget_attempt(uow.conn, ip, ip_at)
-            await store.forget_attempt(uow.conn, account, account_at)
-            await store.clear_failures(uow.conn, pair)
+            await uow.attempts.forget(ip, ip_at)
+            await uow.attempts.forget(account, account_at)
+            await uow.attempts.clear(pair)
             if upgraded is not None:
-                await store.update_hash(uow.conn, user["id"], upgraded)
-            return await self._issue(uow.conn, user["id"], list(user["roles"]), family_id=uuid.uuid4())
+                await uow.users.set_password_hash(user.id, upgraded)
+            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
 
     async def _prune(self, now: datetime) -> None:
         """Forget attempts older than every window, at most once per ``PRUNE_EVERY`` per process."""
@@ -332,42 +360,41 @@ class Identity:
         self._pruned = now
         t = self.throttle
         longest = max(t.window_seconds, t.pair.window_seconds, self.registrations.window_seconds)
-        async with self.db.uow() as uow:
-            await store.prune_attempts(uow.conn, now - timedelta(seconds=longest))
+        async with self.units.uow() as uow:
+            await uow.attempts.prune(now - timedelta(seconds=longest))
 
     async def refresh(self, token: str) -> Tokens:
-        now = datetime.now(UTC)
-        async with self.db.uow() as uow:
-            stored = await store.refresh_for_update(uow.conn, token)
+        key = await self.keys.active()
+        async with self.units.uow() as uow:
+            now = uow.clock()
+            stored = await uow.refresh_tokens.get(token_hash(token), lock=True)
             if stored is None:
                 raise InvalidCredentialsError("unknown refresh token")
             outcome = judge_refresh(stored, now)
             if outcome is RefreshOutcome.ROTATE:
-                user = await store.user_by_id(uow.conn, uuid.UUID(stored.user_id))
-                if user is not None and user["disabled_at"] is None:
-                    await store.mark_rotated(uow.conn, stored.id)
-                    return await self._issue(
-                        uow.conn, user["id"], list(user["roles"]), family_id=uuid.UUID(stored.family_id)
-                    )
+                user = await uow.users.get(uuid.UUID(stored.user_id))
+                if user is not None and user.disabled_at is None:
+                    await uow.refresh_tokens.mark_rotated(stored.id, now)
+                    return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.UUID(stored.family_id))
             if outcome is RefreshOutcome.REUSED:
-                await store.revoke_family(uow.conn, stored.family_id)
+                await uow.refresh_tokens.revoke_family(stored.family_id, now)
         # Committed (a reuse revoked the family); the caller learns only that it failed.
         raise InvalidCredentialsError(f"refresh refused: {outcome.value}")
 
     async def logout(self, token: str) -> None:
-        async with self.db.uow() as uow:
-            stored = await store.refresh_for_update(uow.conn, token)
+        async with self.units.uow() as uow:
+            stored = await uow.refresh_tokens.get(token_hash(token), lock=True)
             if stored is not None:
-                await store.revoke_family(uow.conn, stored.family_id)
+                await uow.refresh_tokens.revoke_family(stored.family_id, uow.clock())
 
     async def revoked_sessions(self, since: datetime | None) -> tuple[datetime, list[tuple[str, datetime]]]:
         """The time of the answer, and the sessions revoked since ``since`` (default: as far back
         as an access token lives), each with the time until which its access tokens are refused
         (the last one it issued has expired by then)."""
-        now = datetime.now(UTC)
         remembered = ACCESS_TOKEN_TTL + REVOCATION_LEEWAY
-        async with self.db.pool.acquire() as conn:
-            rows = await store.revoked_sessions(conn, max(since, now - remembered) if since else now - remembered)
+        async with self.units.read() as u:
+            now = u.clock()
+            rows = await u.refresh_tokens.revoked_since(max(since, now - remembered) if since else now - remembered)
         return now, [(sid, at + remembered) for sid, at in rows]
 
     async def change_password(self, *, user_id: uuid.UUID, session: str | None, current: str, new: str) -> None:
@@ -379,33 +406,41 @@ class Identity:
         ``InvalidCredentialsError`` (wrong current password, or no such active user) and
         ``ThrottledError``.
         """
-        async with self.db.pool.acquire() as conn:
-            user = await store.credentials_by_id(conn, user_id)
-        if user is None or user["disabled_at"] is not None:
+        async with self.units.read() as u:
+            user = await u.users.get(user_id)
+        if user is None or user.disabled_at is not None:
             raise InvalidCredentialsError("no such active user")
         if new == current:
             raise WeakPasswordError("the new password must differ from the current one")
-        self.policy.check(new, email=user["email_key"], full_name=user["full_name"])
+        self.policy.check(new, email=user.email_key, full_name=user.full_name)
         key, window = f"password:{user_id}", self.throttle.window_seconds
-        async with self.db.uow() as uow:
-            granted(key, await store.claim_attempt(uow.conn, key, self.throttle.account_limit, window, self.clock()))
-        ok, _ = await self.passwords.verify(user["password_hash"], current)
+        async with self.units.uow() as uow:
+            granted(key, await claim_attempt(uow.attempts, key, self.throttle.account_limit, window, self.clock()))
+        ok, _ = await self.passwords.verify(user.password_hash, current)
         if not ok:
             raise InvalidCredentialsError("the current password is wrong")  # the attempt stays counted
         hashed = await self.passwords.hash(new)
-        async with self.db.uow() as uow:
-            await store.clear_failures(uow.conn, key)
-            await store.update_hash(uow.conn, user_id, hashed)
-            await store.revoke_other_sessions(uow.conn, user_id, keep=session)
+        async with self.units.uow() as uow:
+            await uow.attempts.clear(key)
+            await uow.users.set_password_hash(user_id, hashed)
+            await uow.refresh_tokens.revoke_others(user_id, keep=session, at=uow.clock())
 
-    async def _issue(self, conn: Any, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID) -> Tokens:
-        now = datetime.now(UTC)
-        key = await self.keys.active()
+    async def _issue(
+        self, uow: IdentityWork, key: SigningKey, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID
+    ) -> Tokens:
+        """A new access token signed with ``key`` and a new refresh token in ``family_id``, issued
+        now by the unit's clock."""
+        now = uow.clock()
         access, ttl = sign_access_token(
             key, subject=str(user_id), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=now, session=str(family_id)
         )
         refresh = secrets.token_urlsafe(32)
-        await store.insert_refresh(
-            conn, token=refresh, family_id=family_id, user_id=user_id, expires_at=now + REFRESH_TOKEN_TTL
+        await uow.refresh_tokens.add(
+            token_id=uuid.uuid4(),
+            token_hash=token_hash(refresh),
+            family_id=family_id,
+            user_id=user_id,
+            at=now,
+            expires_at=now + REFRESH_TOKEN_TTL,
         )
         return Tokens(access_token=access, refresh_token=refresh, expires_in=ttl)

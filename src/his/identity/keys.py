@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,18 @@ from his.identity.domain import ACCESS_TOKEN_TTL
 
 ROTATE_AFTER = timedelta(days=30)
 RETIRE_AFTER = ROTATE_AFTER + ACCESS_TOKEN_TTL + timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A signing key as the key ring keeps it: the private key encrypted with the passphrase,
+    the public one as a JWK, signing from ``created_at`` and published until ``retires_at``."""
+
+    kid: str
+    private_pem: bytes = field(repr=False)
+    public_jwk: dict[str, Any]
+    created_at: datetime
+    retires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,13 @@ class SigningKey:
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(passphrase),
+        )
+
+    def stored(self, passphrase: bytes) -> StoredKey:
+        """The key as the key ring keeps it: signing for ``ROTATE_AFTER`` from its creation, published
+        until every token it signed has expired (``RETIRE_AFTER``)."""
+        return StoredKey(
+            self.kid, self.encrypted_pem(passphrase), self.public_jwk(), self.created_at, self.created_at + RETIRE_AFTER
         )
 
     @classmethod

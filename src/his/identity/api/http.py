@@ -11,10 +11,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.access import Role
-from his.identity.domain import InvalidCredentialsError, InvalidEmailError, WeakPasswordError
+from his.identity.domain import EmailTakenError, InvalidCredentialsError, InvalidEmailError, WeakPasswordError
 from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.passwords import BusyError
-from his.identity.store import EmailTakenError
 from his.kernel.problems import HTTPException
 from his.kernel.web import Caller, Moment, errors, provided, public
 

@@ -1,0 +1,143 @@
+"""What identity's use cases work through: the accounts, the refresh-token families (the
+sessions), the signing keys and the attempts the throttles count, inside a unit of work
+(``his.kernel.ports``). The store implements them on PostgreSQL (``his.identity.store``);
+``his.testing.identity`` in memory, for unit tests. Both pass the same contract tests
+(``tests/integration/test_identity_contract.py``).
+
+Moments are the service clock's (``at``, ``now``), never the database server's. A ``lock``
+holds what it names until the unit ends, so that units running at once take their turns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from his.identity.domain import RefreshToken, User
+from his.identity.keys import StoredKey
+from his.kernel.ports import Units, Work
+
+
+class Users(Protocol):
+    """The accounts, one per address (``email_key``)."""
+
+    async def add(
+        self,
+        *,
+        user_id: uuid.UUID,
+        email: str,
+        email_key: str,
+        full_name: str,
+        password_hash: str,
+        roles: Sequence[str],
+        at: datetime,
+    ) -> None:
+        """A new account, created ``at``; ``EmailTakenError`` if one has its ``email_key``."""
+        ...
+
+    async def has_admin(self, *, lock: bool = False) -> bool:
+        """Whether an account has the ADMIN role; ``lock``: the administrators' lock, so that
+        of two units creating the first one, the second finds the first's."""
+        ...
+
+    async def by_email(self, email_key: str) -> User | None: ...
+
+    async def get(self, user_id: uuid.UUID) -> User | None: ...
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None: ...
+
+
+class RefreshTokens(Protocol):
+    """Refresh tokens, kept as their hashes, each in a family (one sign-in: a session) that
+    rotation keeps together."""
+
+    async def add(
+        self,
+        *,
+        token_id: uuid.UUID,
+        token_hash: bytes,
+        family_id: uuid.UUID,
+        user_id: uuid.UUID,
+        at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        """A token issued ``at`` to an existing account."""
+        ...
+
+    async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
+        """The token with this hash; ``lock`` holds it until the unit ends."""
+        ...
+
+    async def mark_rotated(self, token_id: str, at: datetime) -> None: ...
+
+    async def revoke_family(self, family_id: str, at: datetime) -> int:
+        """Revoke the family's tokens not revoked yet; how many."""
+        ...
+
+    async def revoke_others(self, user_id: uuid.UUID, keep: str | None, at: datetime) -> int:
+        """Revoke every family of the user but ``keep``; how many tokens."""
+        ...
+
+    async def revoked_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """The families revoked at ``since`` or later, each with its last revocation (in no
+        particular order)."""
+        ...
+
+
+class SigningKeys(Protocol):
+    """The key ring: the keys that sign access tokens, and those still published in the JWKS."""
+
+    async def current(self, now: datetime, *, lock: bool = False) -> list[StoredKey]:
+        """The keys not retired at ``now``, newest first; ``lock``: the key ring's lock, so that
+        one unit at a time decides whether a new key is due."""
+        ...
+
+    async def add(self, key: StoredKey) -> None:
+        """Keep a new key (a key with its ``kid`` kept already is left as it is)."""
+        ...
+
+
+class Attempts(Protocol):
+    """The attempts the throttles count (sign-ins, registrations, password changes), by key."""
+
+    async def recent(self, key: str, since: datetime, newest: int | None) -> list[datetime]:
+        """The key's attempts after ``since``, newest first, at most ``newest`` of them (all if
+        None). Holds the key's lock until the unit ends, so the count and the attempt recorded
+        after it are one step for attempts made at once."""
+        ...
+
+    async def add(self, key: str, at: datetime) -> None: ...
+
+    async def forget(self, key: str, at: datetime) -> None:
+        """Remove one attempt of the key made ``at`` (it succeeded)."""
+        ...
+
+    async def clear(self, key: str) -> None:
+        """Remove every attempt of the key."""
+        ...
+
+    async def prune(self, before: datetime) -> int:
+        """Remove the attempts made before ``before``; how many."""
+        ...
+
+
+class IdentityWork(Work, Protocol):
+    """A unit of work of identity."""
+
+    @property
+    def users(self) -> Users: ...
+
+    @property
+    def refresh_tokens(self) -> RefreshTokens: ...
+
+    @property
+    def signing_keys(self) -> SigningKeys: ...
+
+    @property
+    def attempts(self) -> Attempts: ...
+
+
+#: Where identity's units of work come from.
+IdentityUnits = Units[IdentityWork]
