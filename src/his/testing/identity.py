@@ -1,0 +1,291 @@
+"""Identity's ports in memory (``his.identity.ports``).
+
+The state is identity's four tables as the store keeps them: accounts (``app_user``), refresh
+tokens by their hashes (``refresh_token``), the key ring (``signing_key``) and the attempts the
+throttles count (``login_failure``). What the tables refuse, the fakes refuse, with the errors
+PostgreSQL raises: text with a NUL character (``CharacterNotInRepertoireError``, an
+``asyncpg.DataError``, which the services answer 422), roles outside ``app_user``'s CHECK or none
+(``CheckViolationError``, checked before the unique keys, as PostgreSQL does), a taken primary
+key or token hash (``UniqueViolationError``) and a token of no account
+(``ForeignKeyViolationError``). A taken address answers as the store's ``ON CONFLICT DO
+NOTHING`` does (``EmailTakenError``), and so does a key already kept (nothing). A refused
+statement aborts the unit of work as it aborts PostgreSQL's transaction: every later call in it
+fails, and so does the unit if it ends without the error (a read runs no transaction: nothing
+aborts it). Locks are nothing here (units run one
+at a time); moments come back in UTC, as ``timestamptz`` gives them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import NoReturn
+
+import asyncpg
+
+from his.access import Role
+from his.identity.domain import EmailTakenError, RefreshToken, User
+from his.identity.keys import StoredKey
+from his.kernel.clock import Clock, utc_now
+from his.testing.units import FakeUnits, FakeWork
+
+#: The roles ``app_user``'s CHECK allows (the migration's ``ROLES``).
+ROLES = frozenset(
+    role.strip().strip("'")
+    for role in importlib.import_module("his.identity.store.migrations.0002_users_tokens_keys").ROLES.split(",")
+)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """A row of ``refresh_token``."""
+
+    id: uuid.UUID
+    token_hash: bytes
+    family_id: uuid.UUID
+    user_id: uuid.UUID
+    issued_at: datetime
+    expires_at: datetime
+    rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class IdentityState:
+    """Identity's tables."""
+
+    users: dict[uuid.UUID, User] = field(default_factory=dict)
+    refresh_tokens: dict[uuid.UUID, StoredToken] = field(default_factory=dict)
+    signing_keys: dict[str, StoredKey] = field(default_factory=dict)
+    #: ``login_failure``: (key, at), in the order they were counted.
+    attempts: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+class _Repository:
+    def __init__(self, work: FakeIdentityWork, state: IdentityState) -> None:
+        self.work, self.state = work, state
+
+    def text(self, *values: str) -> None:
+        """Refuse text a ``text`` column cannot hold (a NUL character), as every statement given
+        it as a parameter does; first, fail as any statement does in an aborted unit."""
+        self.work.going_on()
+        if any("\x00" in v for v in values):
+            self.work.refuse(asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'))
+
+
+class FakeUsers(_Repository):
+    async def add(
+        self,
+        *,
+        user_id: uuid.UUID,
+        email: str,
+        email_key: str,
+        full_name: str,
+        password_hash: str,
+        roles: Sequence[str],
+        at: datetime,
+    ) -> None:
+        self.text(email, email_key, full_name, password_hash, *roles)
+        if not roles or not set(roles) <= ROLES:
+            self.work.refuse(asyncpg.CheckViolationError('new row violates check constraint "app_user_roles_check"'))
+        if any(u.email_key == email_key for u in self.state.users.values()):
+            raise EmailTakenError(email_key)  # ON CONFLICT (email_key) DO NOTHING: no row, no error
+        if user_id in self.state.users:
+            self.work.refuse(asyncpg.UniqueViolationError('violates "app_user_pkey"'))
+        self.state.users[user_id] = User(
+            id=user_id,
+            email=email,
+            email_key=email_key,
+            full_name=full_name,
+            password_hash=password_hash,
+            roles=tuple(roles),
+            created_at=_utc(at),
+        )
+
+    async def has_admin(self, *, lock: bool = False) -> bool:
+        self.work.going_on()
+        return any(Role.ADMIN.value in u.roles for u in self.state.users.values())
+
+    async def by_email(self, email_key: str) -> User | None:
+        self.text(email_key)
+        return next((u for u in self.state.users.values() if u.email_key == email_key), None)
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        self.work.going_on()
+        return self.state.users.get(user_id)
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        self.text(password_hash)
+        if user_id in self.state.users:
+            self.state.users[user_id] = replace(self.state.users[user_id], password_hash=password_hash)
+
+
+class FakeRefreshTokens(_Repository):
+    async def add(
+        self,
+        *,
+        token_id: uuid.UUID,
+        token_hash: bytes,
+        family_id: uuid.UUID,
+        user_id: uuid.UUID,
+        at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self.work.going_on()
+        if token_id in self.state.refresh_tokens:
+            self.work.refuse(asyncpg.UniqueViolationError('violates "refresh_token_pkey"'))
+        if any(t.token_hash == token_hash for t in self.state.refresh_tokens.values()):
+            self.work.refuse(asyncpg.UniqueViolationError('violates "refresh_token_token_hash_key"'))
+        if user_id not in self.state.users:
+            self.work.refuse(asyncpg.ForeignKeyViolationError('violates "refresh_token_user_id_fkey"'))
+        self.state.refresh_tokens[token_id] = StoredToken(
+            token_id, token_hash, family_id, user_id, _utc(at), _utc(expires_at)
+        )
+
+    async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
+        self.work.going_on()
+        for t in self.state.refresh_tokens.values():
+            if t.token_hash == token_hash:
+                return RefreshToken(
+                    id=str(t.id),
+                    family_id=str(t.family_id),
+                    user_id=str(t.user_id),
+                    expires_at=t.expires_at,
+                    rotated_at=t.rotated_at,
+                    revoked_at=t.revoked_at,
+                )
+        return None
+
+    async def mark_rotated(self, token_id: str, at: datetime) -> None:
+        self.work.going_on()
+        tid = uuid.UUID(token_id)
+        if tid in self.state.refresh_tokens:
+            self.state.refresh_tokens[tid] = replace(self.state.refresh_tokens[tid], rotated_at=_utc(at))
+
+    def _revoke(self, chosen: list[StoredToken], at: datetime) -> int:
+        for t in chosen:
+            self.state.refresh_tokens[t.id] = replace(t, revoked_at=_utc(at))
+        return len(chosen)
+
+    async def revoke_family(self, family_id: str, at: datetime) -> int:
+        self.work.going_on()
+        family = uuid.UUID(family_id)
+        tokens = self.state.refresh_tokens.values()
+        return self._revoke([t for t in tokens if t.family_id == family and t.revoked_at is None], at)
+
+    async def revoke_others(self, user_id: uuid.UUID, keep: str | None, at: datetime) -> int:
+        self.work.going_on()
+        kept = uuid.UUID(keep) if keep else None
+        tokens = self.state.refresh_tokens.values()
+        return self._revoke(
+            [t for t in tokens if t.user_id == user_id and t.revoked_at is None and t.family_id != kept], at
+        )
+
+    async def revoked_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        self.work.going_on()
+        last: dict[uuid.UUID, datetime] = {}
+        for t in self.state.refresh_tokens.values():
+            if t.revoked_at is not None and t.revoked_at >= since:
+                last[t.family_id] = max(last.get(t.family_id, t.revoked_at), t.revoked_at)
+        return [(str(family), at) for family, at in last.items()]
+
+
+class FakeSigningKeys(_Repository):
+    async def current(self, now: datetime, *, lock: bool = False) -> list[StoredKey]:
+        self.work.going_on()
+        keys = [k for k in self.state.signing_keys.values() if k.retires_at > now]
+        return sorted(keys, key=lambda k: k.created_at, reverse=True)
+
+    async def add(self, key: StoredKey) -> None:
+        self.text(key.kid)
+        if key.kid not in self.state.signing_keys:  # ON CONFLICT (kid) DO NOTHING
+            self.state.signing_keys[key.kid] = replace(
+                key, created_at=_utc(key.created_at), retires_at=_utc(key.retires_at)
+            )
+
+
+class FakeAttempts(_Repository):
+    async def recent(self, key: str, since: datetime, newest: int | None) -> list[datetime]:
+        self.text(key)
+        found = sorted((at for k, at in self.state.attempts if k == key and at > since), reverse=True)
+        return found if newest is None else found[:newest]
+
+    async def add(self, key: str, at: datetime) -> None:
+        self.text(key)
+        self.state.attempts.append((key, _utc(at)))
+
+    async def forget(self, key: str, at: datetime) -> None:
+        self.text(key)
+        for n, (k, when) in enumerate(self.state.attempts):
+            if k == key and when == at:
+                del self.state.attempts[n]
+                return
+
+    async def clear(self, key: str) -> None:
+        self.text(key)
+        self.state.attempts[:] = [(k, at) for k, at in self.state.attempts if k != key]
+
+    async def prune(self, before: datetime) -> int:
+        self.work.going_on()
+        kept = [(k, at) for k, at in self.state.attempts if not at < before]
+        pruned = len(self.state.attempts) - len(kept)
+        self.state.attempts[:] = kept
+        return pruned
+
+
+class FakeIdentityWork(FakeWork):
+    def __init__(self, state: IdentityState, clock: Clock) -> None:
+        super().__init__(clock)
+        #: Whether the unit is a transaction (``uow``), which a refused statement aborts, or reads.
+        self.transaction = True
+        #: The error that aborted the unit (a refused statement), after which nothing more may run in it.
+        self.aborted: Exception | None = None
+        self.users = FakeUsers(self, state)
+        self.refresh_tokens = FakeRefreshTokens(self, state)
+        self.signing_keys = FakeSigningKeys(self, state)
+        self.attempts = FakeAttempts(self, state)
+
+    def refuse(self, error: Exception) -> NoReturn:
+        """Raise ``error`` for a statement the database refuses; it aborts the unit's transaction."""
+        if self.transaction:
+            self.aborted = error
+        raise error
+
+    def going_on(self) -> None:
+        """Fail as a statement in an aborted transaction does."""
+        if self.aborted is not None:
+            raise asyncpg.InFailedSQLTransactionError(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
+
+
+class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):
+    """Identity's units of work in memory, with no accounts, tokens, keys or attempts."""
+
+    def __init__(self, clock: Clock = utc_now, state: IdentityState | None = None) -> None:
+        super().__init__(state or IdentityState(), FakeIdentityWork, clock)
+
+    @asynccontextmanager
+    async def uow(self) -> AsyncIterator[FakeIdentityWork]:
+        """A unit that ends without an error after a refused statement does not commit: it fails,
+        as the commit of an aborted transaction does (``his.kernel.db.UnitOfWork.commit``)."""
+        async with super().uow() as unit:
+            yield unit
+            if unit.aborted is not None:
+                raise asyncpg.InFailedSQLTransactionError(
+                    "the transaction was aborted by an earlier error and rolled back (COMMIT answered ROLLBACK)"
+                )
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[FakeIdentityWork]:
+        async with super().read() as unit:
+            unit.transaction = False
+            yield unit

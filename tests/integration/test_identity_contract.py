@@ -1,0 +1,376 @@
+"""One contract for identity's ports, run against PostgreSQL (``his.identity.store``) and the
+in-memory fakes (``his.testing.identity``) alike: what the use cases' unit tests assume of the
+fake holds of the database.
+
+Both sides start empty, and the PostgreSQL side is emptied again behind the suite. Every unit of
+work runs half an hour after midnight of a new year's day in Berlin (the UTC date is still the
+old year's); the moments given to the repositories are that one and others around it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from asyncpg.exceptions import CharacterNotInRepertoireError
+
+from his.events.identity import UserRegistered
+from his.identity.domain import EmailTakenError, RefreshToken, User, token_hash
+from his.identity.keys import RETIRE_AFTER, SigningKey, StoredKey
+from his.identity.ports import IdentityUnits, IdentityWork
+from his.identity.store import IdentityStore
+from his.kernel import migrations
+from his.kernel.clock import FakeClock
+from his.kernel.db import Database
+from his.testing.identity import FakeIdentity
+from tests.support.calendar import HARD_DATES
+
+HARD = HARD_DATES[0]
+#: The moment every unit of work here says it is.
+NOW = HARD.at(0, 30)
+TABLES = "refresh_token, app_user, signing_key, login_failure, outbox"
+PASSPHRASE = b"a passphrase for the contract's keys"
+
+
+@dataclass
+class Side:
+    units: IdentityUnits
+    #: The types of the events committed so far, in commit order.
+    published: Callable[[], Awaitable[list[str]]]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def side(request: pytest.FixtureRequest, admin_dsn: str) -> AsyncIterator[Side]:
+    clock = FakeClock(NOW)
+    if request.param == "memory":
+        fake = FakeIdentity(clock)
+
+        async def in_memory() -> list[str]:
+            return [e.type for e in fake.published]
+
+        yield Side(fake, in_memory)
+        return
+    dsn = await migrations.provision(admin_dsn, "identity", "pw-identity-contract")
+    await migrations.upgrade(admin_dsn, "identity")
+    await _empty(admin_dsn)
+    db = Database(dsn, schema="identity", max_size=4, clock=clock)
+    await db.open()
+
+    async def in_outbox() -> list[str]:
+        return [r[0] for r in await db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
+
+    try:
+        yield Side(IdentityStore(db), in_outbox)
+    finally:
+        await db.close()
+        await _empty(admin_dsn)  # the next file's tests find the schema as a fresh one
+
+
+async def _empty(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"TRUNCATE {', '.join(f'identity.{t.strip()}' for t in TABLES.split(','))}")
+    finally:
+        await conn.close()
+
+
+async def _add_user(
+    u: IdentityWork, email_key: str | None = None, *, roles: tuple[str, ...] = ("PATIENT",), name: str = "Ay Se"
+) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    key = email_key or f"user-{user_id.hex[:8]}@example.org"
+    await u.users.add(
+        user_id=user_id,
+        email=key.upper(),
+        email_key=key,
+        full_name=name,
+        password_hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+        roles=roles,
+        at=NOW,
+    )
+    return user_id
+
+
+async def _user(side: Side, email_key: str | None = None, *, roles: tuple[str, ...] = ("PATIENT",)) -> uuid.UUID:
+    async with side.units.uow() as u:
+        return await _add_user(u, email_key, roles=roles)
+
+
+async def _issue(
+    side: Side, user_id: uuid.UUID, family: uuid.UUID | None = None, *, at: timedelta = timedelta()
+) -> tuple[bytes, uuid.UUID]:
+    """A refresh token issued to the user ``at`` after NOW (a new family unless given): its hash and family."""
+    hashed, family = token_hash(uuid.uuid4().hex), family or uuid.uuid4()
+    async with side.units.uow() as u:
+        await u.refresh_tokens.add(
+            token_id=uuid.uuid4(),
+            token_hash=hashed,
+            family_id=family,
+            user_id=user_id,
+            at=NOW + at,
+            expires_at=NOW + at + timedelta(days=14),
+        )
+    return hashed, family
+
+
+async def test_an_account_is_kept_as_added(side: Side) -> None:
+    async with side.units.uow() as u:
+        assert not await u.users.has_admin(lock=True)
+        patient = await _add_user(u, "ay.se@example.org", roles=("PATIENT",))
+        staff = await _add_user(u, roles=("DOCTOR", "NURSE"))
+    async with side.units.read() as u:
+        found = await u.users.by_email("ay.se@example.org")
+        assert await u.users.get(patient) == found
+        assert await u.users.by_email("AY.SE@example.org") is None  # the key is compared as given
+        assert await u.users.get(uuid.uuid4()) is None
+        assert (await u.users.get(staff)) is not None
+        assert not await u.users.has_admin()
+    assert found == User(
+        id=patient,
+        email="AY.SE@EXAMPLE.ORG",
+        email_key="ay.se@example.org",
+        full_name="Ay Se",
+        password_hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+        roles=("PATIENT",),
+        created_at=NOW,
+    )
+    staffed = await _user(side, roles=("ADMIN", "AUDITOR"))
+    async with side.units.uow() as u:
+        assert await u.users.has_admin(lock=True)
+        await u.users.set_password_hash(staffed, "$argon2id$new")
+        await u.users.set_password_hash(uuid.uuid4(), "$argon2id$nobody")  # nobody: nothing
+    async with side.units.read() as u:
+        admin = await u.users.get(staffed)
+        assert admin is not None and (admin.roles, admin.password_hash) == (("ADMIN", "AUDITOR"), "$argon2id$new")
+
+
+async def test_an_address_is_taken_once_and_a_refused_account_leaves_nothing(side: Side) -> None:
+    first = await _user(side, email_key="taken@example.org")
+    with pytest.raises(EmailTakenError):
+        async with side.units.uow() as u:
+            u.add(UserRegistered(user_id=first, roles=["PATIENT"]), aggregate_id=first)
+            await _add_user(u, "taken@example.org", name="Someone Else")
+    async with side.units.uow() as u:  # ON CONFLICT DO NOTHING: the unit itself goes on
+        with pytest.raises(EmailTakenError):
+            await _add_user(u, "taken@example.org")
+        second = await _add_user(u, "free@example.org")
+        u.add(UserRegistered(user_id=second, roles=["PATIENT"]), aggregate_id=second)
+    async with side.units.read() as u:
+        kept = await u.users.by_email("taken@example.org")
+        assert kept is not None and (kept.id, kept.full_name) == (first, "Ay Se")
+    assert await side.published() == [UserRegistered.type]
+
+
+@pytest.mark.parametrize("roles", [(), ("SURGEON",), ("DOCTOR", "doctor")], ids=["none", "unknown", "lower-case"])
+async def test_roles_outside_the_check_are_refused(side: Side, roles: tuple[str, ...]) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        async with side.units.uow() as u:
+            await _add_user(u, "odd@example.org", roles=roles)
+    async with side.units.read() as u:
+        assert await u.users.by_email("odd@example.org") is None
+
+
+async def test_text_with_a_nul_is_refused_as_the_database_refuses_it(side: Side) -> None:
+    with pytest.raises(CharacterNotInRepertoireError):
+        async with side.units.uow() as u:
+            await _add_user(u, "nul@example.org", name="Ay\x00Se")
+    with pytest.raises(CharacterNotInRepertoireError):
+        async with side.units.read() as u:
+            await u.users.by_email("a\x00b@example.org")
+    with pytest.raises(CharacterNotInRepertoireError):
+        async with side.units.uow() as u:
+            await u.attempts.recent("acct:a\x00b@example.org", NOW - timedelta(minutes=15), 5)
+    async with side.units.read() as u:
+        assert await u.users.by_email("nul@example.org") is None
+
+
+async def test_a_refused_statement_aborts_the_unit(side: Side) -> None:
+    with pytest.raises(asyncpg.InFailedSQLTransactionError):
+        async with side.units.uow() as u:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await _add_user(u, "first@example.org", roles=("SURGEON",))
+            await u.users.get(uuid.uuid4())
+    with pytest.raises(asyncpg.InFailedSQLTransactionError):  # the commit of an aborted transaction fails
+        async with side.units.uow() as u:
+            await _add_user(u, "second@example.org")
+            with pytest.raises(asyncpg.CheckViolationError):
+                await _add_user(u, "third@example.org", roles=())
+    async with side.units.read() as u:  # reads run no transaction: a refused one aborts nothing
+        with pytest.raises(CharacterNotInRepertoireError):
+            await u.users.by_email("\x00")
+        assert await u.users.by_email("second@example.org") is None
+
+
+async def test_a_refresh_token_is_kept_by_its_hash_and_rotated(side: Side) -> None:
+    user = await _user(side)
+    hashed, family = await _issue(side, user)
+    async with side.units.uow() as u:
+        stored = await u.refresh_tokens.get(hashed, lock=True)
+        assert await u.refresh_tokens.get(token_hash("not a token")) is None
+        assert stored is not None
+        await u.refresh_tokens.mark_rotated(stored.id, NOW + timedelta(minutes=3))
+    assert stored == RefreshToken(
+        id=stored.id,
+        family_id=str(family),
+        user_id=str(user),
+        expires_at=NOW + timedelta(days=14),
+        rotated_at=None,
+        revoked_at=None,
+    )
+    async with side.units.read() as u:
+        rotated = await u.refresh_tokens.get(hashed)
+    assert rotated is not None and (rotated.rotated_at, rotated.revoked_at) == (NOW + timedelta(minutes=3), None)
+
+
+async def test_a_token_needs_an_account_and_a_hash_of_its_own(side: Side) -> None:
+    user = await _user(side)
+    hashed, _ = await _issue(side, user)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await _issue(side, uuid.uuid4())
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with side.units.uow() as u:
+            await u.refresh_tokens.add(
+                token_id=uuid.uuid4(),
+                token_hash=hashed,
+                family_id=uuid.uuid4(),
+                user_id=user,
+                at=NOW,
+                expires_at=NOW + timedelta(days=14),
+            )
+
+
+async def test_revoking_a_family_stamps_only_its_tokens_not_revoked_yet(side: Side) -> None:
+    user, other = await _user(side), await _user(side)
+    first, family = await _issue(side, user)
+    second, _ = await _issue(side, user, family, at=timedelta(minutes=1))
+    elsewhere, _ = await _issue(side, user)
+    theirs, _ = await _issue(side, other, family)  # another account's token in the family: revoked with it
+    async with side.units.uow() as u:
+        assert await u.refresh_tokens.revoke_family(str(family), NOW + timedelta(minutes=2)) == 3
+    async with side.units.uow() as u:
+        assert await u.refresh_tokens.revoke_family(str(family), NOW + timedelta(minutes=9)) == 0
+        assert await u.refresh_tokens.revoke_family(str(uuid.uuid4()), NOW) == 0
+    async with side.units.read() as u:
+        revoked = [await u.refresh_tokens.get(h) for h in (first, second, theirs, elsewhere)]
+    assert [t.revoked_at if t else "gone" for t in revoked] == [NOW + timedelta(minutes=2)] * 3 + [None]
+
+
+async def test_the_other_sessions_of_a_user_are_revoked_and_one_kept(side: Side) -> None:
+    user, other = await _user(side), await _user(side)
+    here, session = await _issue(side, user)
+    there, _ = await _issue(side, user)
+    done, gone = await _issue(side, user)
+    async with side.units.uow() as u:
+        await u.refresh_tokens.revoke_family(str(gone), NOW)
+    theirs, _ = await _issue(side, other)
+    later = NOW + timedelta(minutes=5)
+    async with side.units.uow() as u:
+        assert await u.refresh_tokens.revoke_others(user, keep=str(session), at=later) == 1
+    async with side.units.read() as u:
+        states = [await u.refresh_tokens.get(h) for h in (here, there, done, theirs)]
+    assert [t.revoked_at if t else "gone" for t in states] == [None, later, NOW, None]
+    async with side.units.uow() as u:  # no session to keep: every one
+        assert await u.refresh_tokens.revoke_others(user, keep=None, at=later) == 1
+        assert await u.refresh_tokens.revoke_others(other, keep=None, at=later) == 1
+
+
+async def test_revoked_sessions_since_a_moment_with_their_last_revocation(side: Side) -> None:
+    user = await _user(side)
+    _, early = await _issue(side, user)
+    _, split = await _issue(side, user)
+    _, late = await _issue(side, user)
+    _, live = await _issue(side, user)
+    async with side.units.uow() as u:
+        await u.refresh_tokens.revoke_family(str(early), NOW - timedelta(minutes=20))
+        await u.refresh_tokens.revoke_family(str(split), NOW - timedelta(minutes=10))
+    await _issue(side, user, split)  # issued into a revoked family (as no use case does)
+    async with side.units.uow() as u:
+        await u.refresh_tokens.revoke_family(str(split), NOW - timedelta(minutes=1))
+        await u.refresh_tokens.revoke_family(str(late), NOW)
+    async with side.units.read() as u:
+        since = dict(await u.refresh_tokens.revoked_since(NOW - timedelta(minutes=10)))
+        exactly = dict(await u.refresh_tokens.revoked_since(NOW))
+        after = await u.refresh_tokens.revoked_since(NOW + timedelta(microseconds=1))
+    assert since == {str(split): NOW - timedelta(minutes=1), str(late): NOW}
+    assert exactly == {str(late): NOW} and after == []
+    assert str(live) not in since
+
+
+def _key(created: timedelta, retires: timedelta | None = None) -> StoredKey:
+    key = SigningKey.generate(NOW + created).stored(PASSPHRASE)
+    if retires is None:
+        return key
+    return StoredKey(key.kid, key.private_pem, key.public_jwk, key.created_at, NOW + retires)
+
+
+async def test_the_key_ring_lists_keys_not_retired_newest_first(side: Side) -> None:
+    old = _key(-timedelta(days=45))  # retires 30 days, 15 minutes and an hour after it was made
+    retired = _key(-timedelta(days=60), retires=timedelta())  # retires exactly now
+    newest, middle = _key(-timedelta(hours=1)), _key(-timedelta(days=20))
+    async with side.units.uow() as u:
+        assert await u.signing_keys.current(NOW, lock=True) == []
+        for key in (middle, retired, newest, old):
+            await u.signing_keys.add(key)
+    async with side.units.read() as u:
+        current = await u.signing_keys.current(NOW)
+        then = await u.signing_keys.current(NOW - timedelta(days=20))
+    assert old.retires_at == NOW - timedelta(days=45) + RETIRE_AFTER < NOW
+    assert current == [newest, middle]
+    assert [k.kid for k in then] == [newest.kid, middle.kid, old.kid, retired.kid]  # not retired then
+    assert SigningKey.load(current[0].private_pem, PASSPHRASE, current[0].created_at).kid == newest.kid
+
+
+async def test_a_key_kept_already_is_left_as_it_is(side: Side) -> None:
+    key = _key(-timedelta(days=1))
+    async with side.units.uow() as u:
+        await u.signing_keys.add(key)
+        await u.signing_keys.add(StoredKey(key.kid, b"another", {"kid": key.kid}, NOW, NOW + timedelta(days=1)))
+    async with side.units.read() as u:
+        assert await u.signing_keys.current(NOW) == [key]
+
+
+async def test_attempts_are_counted_newest_first_and_forgotten_one_by_one(side: Side) -> None:
+    key, other = "acct-ip:ay.se@example.org 192.0.2.1", "ip:192.0.2.1"
+    moments = [NOW - timedelta(minutes=m) for m in (20, 15, 10, 5, 5, 0)]
+    async with side.units.uow() as u:
+        for at in moments:
+            await u.attempts.add(key, at)
+        await u.attempts.add(other, NOW)
+    async with side.units.uow() as u:
+        window = NOW - timedelta(minutes=15)  # attempts after it, not at it
+        assert await u.attempts.recent(key, window, None) == [NOW, *[NOW - timedelta(minutes=5)] * 2, moments[2]]
+        assert await u.attempts.recent(key, window, 2) == [NOW, NOW - timedelta(minutes=5)]
+        await u.attempts.forget(key, NOW - timedelta(minutes=5))  # one of the two made then
+        await u.attempts.forget(key, NOW + timedelta(minutes=1))  # none then: nothing
+        assert await u.attempts.recent(key, window, None) == [NOW, NOW - timedelta(minutes=5), moments[2]]
+    async with side.units.uow() as u:
+        assert await u.attempts.prune(NOW - timedelta(minutes=15)) == 1  # before it, not at it
+        assert await u.attempts.recent(key, NOW - timedelta(days=1), None) == [
+            NOW,
+            NOW - timedelta(minutes=5),
+            moments[2],
+            moments[1],
+        ]
+        await u.attempts.clear(key)
+        assert await u.attempts.recent(key, NOW - timedelta(days=1), None) == []
+        assert await u.attempts.recent(other, NOW - timedelta(days=1), 10) == [NOW]
+
+
+async def test_a_unit_that_fails_leaves_nothing_and_publishes_nothing(side: Side) -> None:
+    with pytest.raises(RuntimeError):
+        async with side.units.uow() as u:
+            user = await _add_user(u, "gone@example.org")
+            await u.attempts.add("register:all", NOW)
+            await u.signing_keys.add(_key(timedelta()))
+            u.add(UserRegistered(user_id=user, roles=["PATIENT"]), aggregate_id=user)
+            raise RuntimeError("the use case fails after writing")
+    async with side.units.uow() as u:
+        assert await u.users.by_email("gone@example.org") is None
+        assert await u.attempts.recent("register:all", NOW - timedelta(days=1), None) == []
+        assert await u.signing_keys.current(NOW) == []
+        assert u.clock() == NOW
+    assert await side.published() == []
