@@ -150,7 +150,7 @@ async def serve(dsn: str, port: int) -> int:
         dsn, min_size=POOL_SIZE[0], max_size=POOL_SIZE[1], server_settings={"synchronous_commit": "on"}
     )
     try:
-        durability = await pool.fetchval("SHOW synchronous_commit")
+        durability = str(await pool.fetchval("SHOW synchronous_commit"))
         if durability != "on":
             print(f"refusing to run: synchronous_commit={durability}", flush=True)
             return 1

@@ -133,10 +133,10 @@ async def measure_consumer(b: Bench) -> ConsumerResult:
                 with contextlib.suppress(nats.errors.Error):
                     await b.js.delete_consumer(stream, name)
         for t in tables:
-            rows = await db.pool.fetchval(f"SELECT count(*) FROM {t}")
+            rows = int(await db.pool.fetchval(f"SELECT count(*) FROM {t}"))
             if rows != n:
                 raise BenchmarkError(f"consumer: {t} holds {rows} effect rows, expected {n}")
-        inbox = await db.pool.fetchval("SELECT count(*) FROM inbox")
+        inbox = int(await db.pool.fetchval("SELECT count(*) FROM inbox"))
         if inbox != n * rounds:
             raise BenchmarkError(f"consumer: inbox holds {inbox} rows, expected {n * rounds}")
     return {

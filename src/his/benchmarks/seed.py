@@ -185,8 +185,10 @@ async def wait_known(admin_dsn: str, patients: list[str], timeout: float = 60.0)
     conn = await asyncpg.connect(admin_dsn)
     try:
         while True:
-            known = await conn.fetchval(
-                "SELECT count(*) FROM scheduling.known_patient WHERE patient_id = ANY($1::uuid[])", patients
+            known = int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM scheduling.known_patient WHERE patient_id = ANY($1::uuid[])", patients
+                )
             )
             if known == len(patients):
                 return time.perf_counter() - started

@@ -89,8 +89,8 @@ async def writes_at(b: Bench, writers: int) -> WritesCell:
                 if r >= 0:
                     rates[v].append(result.per_second)
         for v, db in dbs.items():
-            rows = await db.pool.fetchval("SELECT count(*) FROM probe")
-            events = await db.pool.fetchval("SELECT count(*) FROM outbox")
+            rows = int(await db.pool.fetchval("SELECT count(*) FROM probe"))
+            events = int(await db.pool.fetchval("SELECT count(*) FROM outbox"))
             if rows != counts[v] or events != (0 if v == "plain" else counts[v]):
                 raise BenchmarkError(f"writes {v}: {rows} rows and {events} outbox rows for {counts[v]} commits")
     finally:
