@@ -13,11 +13,11 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -25,7 +25,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from his.cli.wire import CREATED, SIGNED_IN, SLOTS, USER_CREATED, WAITLIST, NewPatient, Slot
+
+if TYPE_CHECKING:
+    from his.cli.demo_ward import WardInvoice
+
 T = TypeVar("T")
+R = TypeVar("R")
 
 GIVEN = (
     "Ayşe",
@@ -119,13 +125,15 @@ class Api:
         *,
         ok: Iterable[int] = (200, 201),
         extra_headers: dict[str, str] | None = None,
-        **kw: Any,
+        json: Mapping[str, object] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        """``json``: the body, a JSON object; ``params``: the query."""
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         headers.update(extra_headers or {})
         for _ in range(50):
             t0 = time.perf_counter()
-            r = await self.client.request(method, path, headers=headers, **kw)
+            r = await self.client.request(method, path, headers=headers, json=json, params=params)
             if r.status_code != 429:
                 self.latencies.append(time.perf_counter() - t0)
                 break
@@ -143,15 +151,15 @@ async def login(api: Api, email: str, password: str) -> Api:
     r = await api.call("POST", "/api/auth/login", json={"email": email, "password": password}, ok=(200, 401))
     if r.status_code == 401:
         raise DemoError(f"cannot sign in as {email}: set HIS_ADMIN_EMAIL / HIS_ADMIN_PASSWORD (or --admin-password)")
-    return api.as_user(r.json()["access_token"])
+    return api.as_user(SIGNED_IN.validate_json(r.content).access_token)
 
 
 async def gather_limited(
-    items: list[T], work: Callable[[T], Awaitable[Any]], limit: int, advance: Callable[[], None]
-) -> list[Any]:
+    items: list[T], work: Callable[[T], Awaitable[R]], limit: int, advance: Callable[[], None]
+) -> list[R]:
     gate = asyncio.Semaphore(limit)
 
-    async def one(item: T) -> Any:
+    async def one(item: T) -> R:
         async with gate:
             try:
                 return await work(item)
@@ -181,11 +189,28 @@ async def staff_user(admin: Api, email: str, name: str, roles: list[str]) -> tup
     r = await admin.call(
         "POST", "/api/admin/users", json={"email": email, "password": password, "full_name": name, "roles": roles}
     )
-    return r.json()["user_id"], await login(admin.as_user(""), email, password)
+    return USER_CREATED.validate_json(r.content).user_id, await login(admin.as_user(""), email, password)
 
 
 def morning(day: date, zone: ZoneInfo, hour: int) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a demo did, for its closing tables."""
+
+    first_day: str
+    practitioners: int
+    patients: int
+    tally: dict[str, int]
+    #: API requests made, and how many had each status.
+    requests: int
+    statuses: dict[int, int]
+    p95_ms: float | None
+    seconds: float
+    #: The ward day's invoices (none without one).
+    invoices: list[WardInvoice]
 
 
 async def run(
@@ -199,7 +224,7 @@ async def run(
     console: Console,
     admissions: int = 0,
     maildir: Path | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     rng = random.Random()  # noqa: S311 - made-up demo data, nothing secret
     tag = secrets.token_hex(3)
     started = time.perf_counter()
@@ -215,25 +240,25 @@ async def run(
             booked = await _book_day(h, first_day, rng, bar)
             waiting = await _waitlist(h, rng, bar)
             await _play_day(h, booked, rng, bar)
-            ward: dict[str, Any] = {"invoices": []}
+            invoices: list[WardInvoice] = []
             if admissions:
                 from his.cli.demo_ward import run_ward_day
 
-                ward = await run_ward_day(h, rng, tag, bar, admissions=admissions)
+                invoices = await run_ward_day(h, rng, tag, bar, admissions=admissions)
         await _offers(h, waiting)
     seconds = time.perf_counter() - started
     lat = sorted(admin.latencies)
-    return {
-        "first_day": first_day.isoformat(),
-        "practitioners": len(h.doctors),
-        "patients": len(h.patients),
-        "tally": dict(h.tally),
-        "requests": sum(admin.seen.values()),
-        "statuses": dict(sorted(admin.seen.items())),
-        "p95_ms": round(lat[int(len(lat) * 0.95) - 1] * 1000, 1) if lat else None,
-        "seconds": round(seconds, 1),
-        "invoices": ward["invoices"],
-    }
+    return Summary(
+        first_day=first_day.isoformat(),
+        practitioners=len(h.doctors),
+        patients=len(h.patients),
+        tally=dict(h.tally),
+        requests=sum(admin.seen.values()),
+        statuses=dict(sorted(admin.seen.items())),
+        p95_ms=round(lat[int(len(lat) * 0.95) - 1] * 1000, 1) if lat else None,
+        seconds=round(seconds, 1),
+        invoices=invoices,
+    )
 
 
 async def _clinics(h: Hospital, count: int, tag: str, first_day: date, *, zone: ZoneInfo, bar: Progress) -> None:
@@ -245,7 +270,7 @@ async def _clinics(h: Hospital, count: int, tag: str, first_day: date, *, zone: 
         r = await h.admin.call(
             "POST", "/api/practitioners", json={"full_name": name, "specialty": specialty, "user_id": sub}
         )
-        pid = r.json()["id"]
+        pid = CREATED.validate_json(r.content).id
         h.doctors.append((pid, doctor))
         bar.advance(task)
         for offset in range(7):  # a week of day clinics; doctors give themselves their shifts
@@ -265,7 +290,7 @@ async def _patients(h: Hospital, count: int, rng: random.Random, bar: Progress) 
         given, family = rng.choice(GIVEN), rng.choice(FAMILY)
         payer = rng.choices([p for p, _ in PAYERS], [w for _, w in PAYERS])[0]
         born = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 80 * 365))
-        body: dict[str, Any] = {
+        body: NewPatient = {
             "given_name": given,
             "family_name": family,
             "birth_date": born.isoformat(),
@@ -278,37 +303,39 @@ async def _patients(h: Hospital, count: int, rng: random.Random, bar: Progress) 
         r = await h.reception.call("POST", "/api/patients", json=body, ok=(201, 409))
         if r.status_code == 409:  # a likely duplicate: reception checks the list, and it is someone else
             h.tally["look-alike patients confirmed"] += 1
-            r = await h.reception.call("POST", "/api/patients", json={**body, "confirm_duplicate": True})
-        h.patients.append(r.json()["id"])
-        h.payer_of[r.json()["id"]] = payer
+            confirmed: NewPatient = {**body, "confirm_duplicate": True}
+            r = await h.reception.call("POST", "/api/patients", json=confirmed)
+        patient = CREATED.validate_json(r.content).id
+        h.patients.append(patient)
+        h.payer_of[patient] = payer
 
     await gather_limited(list(range(count)), register, 8, lambda: bar.advance(task))
 
 
 async def _book_day(h: Hospital, day: date, rng: random.Random, bar: Progress) -> list[tuple[str, Api]]:
-    wanted: list[tuple[str, dict[str, Any]]] = []
+    wanted: list[tuple[str, Slot]] = []
     for pid, _ in h.doctors:
         r = await h.reception.call("GET", f"/api/practitioners/{pid}/slots", params={"date": day.isoformat()})
-        for slot in r.json()["items"]:
+        for slot in SLOTS.validate_json(r.content).items:
             if rng.random() < 0.8:
                 wanted.append((pid, slot))
     task = bar.add_task("appointments booked", total=len(wanted))
     booked: list[tuple[str, Api]] = []
     doctor_of = dict(h.doctors)
 
-    async def book(item: tuple[str, dict[str, Any]]) -> None:
+    async def book(item: tuple[str, Slot]) -> None:
         pid, slot = item
         body = {
             "patient_id": rng.choice(h.patients),
             "practitioner_id": pid,
             "service": "consultation",
-            "start": slot["start"],
-            "end": slot["end"],
+            "start": slot.start,
+            "end": slot.end,
         }
         r = await h.reception.call("POST", "/api/appointments", json=body, ok=(201, 409))
         if r.status_code == 201:
             h.in_clinic.add(body["patient_id"])
-            booked.append((r.json()["id"], doctor_of[pid]))
+            booked.append((CREATED.validate_json(r.content).id, doctor_of[pid]))
             h.tally["booked"] += 1
         else:
             h.tally["refused: the patient was busy then"] += 1
@@ -336,7 +363,7 @@ async def _offers(h: Hospital, waiting: list[str]) -> None:
         offered = 0
         for patient in waiting:
             r = await h.reception.call("GET", "/api/waitlist", params={"patient_id": patient})
-            offered += any(e["status"] == "offered" for e in r.json()["items"])
+            offered += any(e.status == "offered" for e in WAITLIST.validate_json(r.content).items)
         if offered >= min(len(waiting), h.tally["cancelled"]):
             break
         await asyncio.sleep(0.25)
@@ -363,17 +390,17 @@ async def _play_day(h: Hospital, booked: list[tuple[str, Api]], rng: random.Rand
     await gather_limited(booked, play, 8, lambda: bar.advance(task))
 
 
-def render(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title=f"his demo — clinics of {summary['first_day']}", show_header=False)
-    table.add_row("practitioners (with a week of shifts)", str(summary["practitioners"]))
-    table.add_row("patients registered", str(summary["patients"]))
-    for k, v in summary["tally"].items():
+def render(console: Console, summary: Summary) -> None:
+    table = Table(title=f"his demo — clinics of {summary.first_day}", show_header=False)
+    table.add_row("practitioners (with a week of shifts)", str(summary.practitioners))
+    table.add_row("patients registered", str(summary.patients))
+    for k, v in summary.tally.items():
         table.add_row(k, str(v))
-    table.add_row("API requests (status: count)", ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()))
-    table.add_row("request p95", f"{summary['p95_ms']} ms")
-    table.add_row("took", f"{summary['seconds']} s")
+    table.add_row("API requests (status: count)", ", ".join(f"{k}: {v}" for k, v in summary.statuses.items()))
+    table.add_row("request p95", f"{summary.p95_ms} ms")
+    table.add_row("took", f"{summary.seconds} s")
     console.print(table)
-    if summary.get("invoices"):
+    if summary.invoices:
         from his.cli.demo_ward import render_invoices
 
-        render_invoices(console, summary["invoices"])
+        render_invoices(console, summary.invoices)

@@ -20,13 +20,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from his.cli.demo import Api, DemoError, Hospital, gather_limited, login, staff_user
+from his.cli.wire import (
+    CATALOGUE,
+    CHECKOUT,
+    CREATED,
+    DISCHARGED,
+    INVOICE,
+    INVOICES,
+    STOCK_ITEMS,
+    Invoice,
+    LabResult,
+    LabTest,
+)
 
 #: (name, type, daily rate in TRY, beds, rooms)
 WARDS = (
@@ -61,7 +72,17 @@ class Ward:
     tally: Counter[str] = field(default_factory=Counter)
 
 
-async def run_ward_day(h: Hospital, rng: random.Random, tag: str, bar: Progress, *, admissions: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WardInvoice:
+    """A discharged patient's invoice, and the plan the demo gave them (``SELF``: none)."""
+
+    invoice: Invoice
+    payer_code: str
+
+
+async def run_ward_day(
+    h: Hospital, rng: random.Random, tag: str, bar: Progress, *, admissions: int
+) -> list[WardInvoice]:
     """Play a ward day; returns what it did and one invoice per payer plan."""
     staff, ids = {}, {}
     for role, label in (("NURSE", "Ward Nurse"), ("LAB_TECH", "Lab Technician"), ("BILLING", "Billing Clerk")):
@@ -79,7 +100,7 @@ async def run_ward_day(h: Hospital, rng: random.Random, tag: str, bar: Progress,
     await _payments(w, invoices, rng)
     await _online_payment(h, w, tag)
     h.tally.update(w.tally)
-    return {"invoices": invoices}
+    return invoices
 
 
 async def _wards(h: Hospital, w: Ward, bar: Progress) -> None:
@@ -87,7 +108,7 @@ async def _wards(h: Hospital, w: Ward, bar: Progress) -> None:
     for name, kind, rate, beds, rooms in WARDS:
         body = {"name": name, "type": kind, "daily_rate": rate, "currency": "TRY", "beds": beds, "rooms": rooms}
         r = await h.admin.call("POST", "/api/wards", json=body)
-        w.wards.append(r.json()["id"])
+        w.wards.append(CREATED.validate_json(r.content).id)
         w.tally["beds"] += beds
         bar.advance(task)
 
@@ -109,9 +130,9 @@ async def _stock(h: Hospital, w: Ward) -> None:
         )
         await receive(h.admin, code, WARD_STORE, "200", "2030-12-31")
     r = await h.admin.call("GET", "/api/inventory/items")
-    for item in r.json()["items"]:
-        if not item.get("chargeable"):
-            await receive(h.admin, item["code"], LAB_STORE, "500", "2030-06-30")
+    for item in STOCK_ITEMS.validate_json(r.content).items:
+        if not item.chargeable:
+            await receive(h.admin, item.code, LAB_STORE, "500", "2030-06-30")
 
 
 async def receive(api: Api, code: str, location: str, quantity: str, expires_on: str) -> None:
@@ -133,7 +154,7 @@ async def _admit(h: Hospital, w: Ward, rng: random.Random, bar: Progress, count:
         body = {"patient_id": patient, "practitioner_id": pid, "ward_id": ward}
         r = await h.reception.call("POST", "/api/admissions", json=body, ok=(201, 409))
         if r.status_code == 201:
-            w.admitted.append((r.json()["id"], patient, pid))
+            w.admitted.append((CREATED.validate_json(r.content).id, patient, pid))
             w.tally["admitted"] += 1
         else:
             w.tally["refused: no free bed"] += 1
@@ -170,8 +191,8 @@ async def _care(h: Hospital, w: Ward) -> None:
                 await asyncio.sleep(0.2)
 
 
-def _value(test: dict[str, Any], rng: random.Random) -> str:
-    low, high = test.get("reference_low"), test.get("reference_high")
+def _value(test: LabTest, rng: random.Random) -> str:
+    low, high = test.reference_low, test.reference_high
     if low is None or high is None:
         return "negative"
     lo, hi = float(low), float(high)
@@ -181,7 +202,7 @@ def _value(test: dict[str, Any], rng: random.Random) -> str:
 
 
 async def _lab_work(h: Hospital, w: Ward, rng: random.Random, bar: Progress) -> None:
-    catalogue = (await h.reception.call("GET", "/api/lab/catalog")).json()["items"]
+    catalogue = list(CATALOGUE.validate_json((await h.reception.call("GET", "/api/lab/catalog")).content).items)
     doctor = dict(h.doctors)
     lab = w.staff["LAB_TECH"]
     task = bar.add_task("lab orders resulted", total=len(w.admitted))
@@ -191,16 +212,16 @@ async def _lab_work(h: Hospital, w: Ward, rng: random.Random, bar: Progress) -> 
         tests = rng.sample(catalogue, rng.randint(1, 3))
         body = {
             "patient_id": patient,
-            "tests": [t["code"] for t in tests],
+            "tests": [t.code for t in tests],
             "priority": rng.choice(["routine", "urgent"]),
         }
-        order = (await doctor[pid].call("POST", "/api/lab/orders", json=body)).json()["id"]
+        order = CREATED.validate_json((await doctor[pid].call("POST", "/api/lab/orders", json=body)).content).id
         for action in ("collect", "start"):
             await lab.call("POST", f"/api/lab/orders/{order}/{action}")
-        results = []
+        results: list[LabResult] = []
         for t in tests:
             value = _value(t, rng)
-            result = {"code": t["code"], "value": value, "unit": t.get("unit")}
+            result: LabResult = {"code": t.code, "value": value, "unit": t.unit}
             if value == "negative":
                 result["flag"] = "N"
             results.append(result)
@@ -250,7 +271,7 @@ async def _discharge(h: Hospital, w: Ward, rng: random.Random, bar: Progress) ->
         r = await doctor[pid].call("POST", f"/api/admissions/{admission}/discharge")
         w.discharged.append(patient)
         w.tally["discharged"] += 1
-        bed = r.json().get("bed_id")
+        bed = DISCHARGED.validate_json(r.content).bed_id
         if bed is not None:  # housekeeping cleans the bed and gives it back
             await nurse.call("POST", f"/api/beds/{bed}/release")
             w.tally["beds cleaned and released"] += 1
@@ -258,11 +279,11 @@ async def _discharge(h: Hospital, w: Ward, rng: random.Random, bar: Progress) ->
     await gather_limited(leaving, discharge, 4, lambda: bar.advance(task))
 
 
-async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress | None) -> list[dict[str, Any]]:
+async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress | None) -> list[WardInvoice]:
     """The invoices of the discharged patients' admissions, once billing has issued them."""
     clerk = w.staff["BILLING"]
     task = bar.add_task("invoices issued", total=len(w.discharged)) if bar is not None else None
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, WardInvoice] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + INVOICE_WAIT_SECONDS
     while len(found) < len(w.discharged) and loop.time() < deadline:
@@ -270,9 +291,10 @@ async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress | None) -> 
             if patient in found:
                 continue
             r = await clerk.call("GET", "/api/invoices", params={"patient_id": patient})
-            issued = [i for i in r.json()["items"] if i["kind"] == "admission" and i["status"] not in ("draft", "void")]
+            items = INVOICES.validate_json(r.content).items
+            issued = [i for i in items if i.kind == "admission" and i.status not in ("draft", "void")]
             if issued:
-                found[patient] = {**issued[0], "payer_code": payer_of.get(patient, "SELF")}
+                found[patient] = WardInvoice(issued[0], payer_of.get(patient, "SELF"))
                 if bar is not None and task is not None:
                     bar.advance(task)
         if len(found) < len(w.discharged):
@@ -283,12 +305,19 @@ async def _invoices(w: Ward, payer_of: dict[str, str], bar: Progress | None) -> 
     return list(found.values())
 
 
-async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random) -> None:
+def _issued_share(inv: Invoice) -> str:
+    """The patient's share of an issued invoice (only a draft has none)."""
+    if inv.patient_share is None:
+        raise DemoError(f"invoice {inv.id} is {inv.status} but has no patient share")
+    return inv.patient_share
+
+
+async def _payments(w: Ward, invoices: list[WardInvoice], rng: random.Random) -> None:
     """Half of the patients pay their share at the desk to the billing clerk (cash or card at the
     desk's terminal), some in two instalments."""
     clerk = w.staff["BILLING"]
-    for inv in invoices:
-        share = Decimal(inv["patient_share"])
+    for inv in (i.invoice for i in invoices):
+        share = Decimal(_issued_share(inv))
         if share <= 0 or rng.random() < 0.5:
             continue
         parts = (
@@ -297,10 +326,10 @@ async def _payments(w: Ward, invoices: list[dict[str, Any]], rng: random.Random)
             else [(share / 2).quantize(Decimal("0.01")), share - (share / 2).quantize(Decimal("0.01"))]
         )
         for part in parts:
-            body = {"amount": str(part), "currency": inv["currency"], "method": rng.choice(["card", "cash"])}
+            body = {"amount": str(part), "currency": inv.currency, "method": rng.choice(["card", "cash"])}
             await clerk.call(
                 "POST",
-                f"/api/invoices/{inv['id']}/payments",
+                f"/api/invoices/{inv.id}/payments",
                 json=body,
                 extra_headers={"Idempotency-Key": str(uuid.uuid4())},
             )
@@ -328,7 +357,7 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
         "coverage": {"payer": "SGK", "member_id": f"SG{tag}"},
         "confirm_duplicate": True,
     }
-    patient = (await h.reception.call("POST", "/api/patients", json=body)).json()["id"]
+    patient = CREATED.validate_json((await h.reception.call("POST", "/api/patients", json=body)).content).id
     me = await login(anonymous, email, password)
     if not await _link_by_invitation(h, me, patient, email):
         w.tally["not paid online: no invitation mail in the local maildir"] += 1
@@ -343,19 +372,21 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
     if r.status_code == 409:
         w.tally["not paid online: no free bed"] += 1
         return
-    await h.reception.call("POST", f"/api/admissions/{r.json()['id']}/discharge")
-    [invoice] = await _invoices(Ward(w.staff, w.staff_ids, discharged=[patient]), {patient: "SGK"}, None)
-    amount = {"amount": invoice["patient_share"], "currency": invoice["currency"]}
+    await h.reception.call("POST", f"/api/admissions/{CREATED.validate_json(r.content).id}/discharge")
+    [billed] = await _invoices(Ward(w.staff, w.staff_ids, discharged=[patient]), {patient: "SGK"}, None)
+    invoice = billed.invoice
+    amount = {"amount": invoice.patient_share, "currency": invoice.currency}
     r = await me.call(
         "POST",
-        f"/api/invoices/{invoice['id']}/online-payments",
+        f"/api/invoices/{invoice.id}/online-payments",
         json=amount,
         extra_headers={"Idempotency-Key": str(uuid.uuid4())},
     )
-    await anonymous.call("POST", r.json()["checkout_url"], json=TEST_CARD)  # the provider's page: no token of ours
-    paid = await me.call("GET", f"/api/invoices/{invoice['id']}")
-    if paid.json()["status"] != "paid":
-        raise DemoError(f"the test provider's confirmation did not mark invoice {invoice['id']} paid")
+    checkout = CHECKOUT.validate_json(r.content).checkout_url
+    await anonymous.call("POST", checkout, json=TEST_CARD)  # the provider's page: no token of ours
+    paid = await me.call("GET", f"/api/invoices/{invoice.id}")
+    if INVOICE.validate_json(paid.content).status != "paid":
+        raise DemoError(f"the test provider's confirmation did not mark invoice {invoice.id} paid")
     w.tally["paid online (TEST payment provider)"] += 1
 
 
@@ -388,21 +419,20 @@ async def _link_by_invitation(h: Hospital, me: Api, patient: str, address: str, 
     return True
 
 
-def render_invoices(console: Console, invoices: list[dict[str, Any]]) -> None:
+def render_invoices(console: Console, invoices: list[WardInvoice]) -> None:
     """One discharged patient's invoice per payer plan: its lines and the split."""
     shown: set[str] = set()
-    for inv in invoices:
-        payer = inv.get("payer") or inv["payer_code"]
+    for billed in invoices:
+        inv = billed.invoice
+        payer = inv.payer or billed.payer_code
         if payer in shown:
             continue
         shown.add(payer)
-        table = Table(title=f"invoice {inv['id'][:8]} — plan {payer} — {inv['status']}")
+        table = Table(title=f"invoice {inv.id[:8]} — plan {payer} — {inv.status}")
         for col in ("line", "qty", "amount", "insurer", "patient"):
             table.add_column(col, justify="left" if col == "line" else "right")
-        for line in inv["lines"]:
-            label = line["code"] + (" (not covered)" if line.get("excluded") else "")
-            table.add_row(label, str(line["quantity"]), line["total"], line["insurer_share"], line["patient_share"])
-        table.add_row(
-            f"total ({inv['currency']})", "", inv["total"], inv["insurer_share"], inv["patient_share"], style="bold"
-        )
+        for line in inv.lines:
+            label = line.code + (" (not covered)" if line.excluded else "")
+            table.add_row(label, line.quantity, line.total, line.insurer_share, line.patient_share)
+        table.add_row(f"total ({inv.currency})", "", inv.total, inv.insurer_share, inv.patient_share, style="bold")
         console.print(table)
