@@ -25,7 +25,7 @@ from his.reliability.soak import (
     fault_plan,
     felt,
 )
-from his.reliability.soak_report import figures, markdown, summary
+from his.reliability.soak_report import SoakFigures, figures, markdown, read_figures, summary
 
 
 def plan(minutes: float, seed: int, **kw: Any) -> list[tuple[float, str]]:
@@ -171,8 +171,8 @@ def a_run(*, lose: bool = False) -> Run:
     return run
 
 
-def rendered(run: Run) -> tuple[dict[str, Any], str]:
-    fig = json.loads(json.dumps(figures(run), default=str))  # as read back from soak.json
+def rendered(run: Run) -> tuple[SoakFigures, str]:
+    fig = read_figures(json.loads(json.dumps(figures(run), default=str)))  # as read back from soak.json
     return fig, markdown(fig)
 
 

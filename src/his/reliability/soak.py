@@ -27,12 +27,12 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -43,9 +43,24 @@ from his.benchmarks.hospital import ADMIN_EMAIL, PrivateHospital, rss_mb
 from his.cli import scrape
 from his.cli.ops import scrape_all
 from his.cli.settings import OperatorSettings
+from his.cli.wire import (
+    BEDS,
+    CATALOGUE,
+    CREATED,
+    DISCHARGED,
+    INVOICES,
+    SIGNED_IN,
+    SLOTS,
+    USER_CREATED,
+    Invoice,
+    LabResult,
+    LabTest,
+    NewPatient,
+)
 from his.infra.procs import ManagedProcess
 from his.kernel import bus
-from his.reliability.history import History, Verdict
+from his.kernel.json import Json, object_of
+from his.reliability.history import History, Key, Verdict
 
 #: The faults ``--faults`` may name.
 FAULTS = ("kill", "nats", "postgres", "slow")
@@ -119,6 +134,21 @@ class Op:
     write: bool = False  # a POST: its events go through an outbox
 
 
+class FaultFigures(TypedDict):
+    """A fault in the report (``soak.json``)."""
+
+    kind: str
+    target: str
+    at: float
+    recovered_after: float | None
+    pid_before: int | None
+    pid_after: int | None
+    failed_requests: int
+    told_while_down: int
+    landed: bool
+    detail: str
+
+
 @dataclass
 class Fault:
     kind: str
@@ -144,7 +174,7 @@ class Fault:
         felt = self.told_while_down > 0 if self.kind == "nats" else self.failed_requests > 0
         return replaced and felt
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> FaultFigures:
         return {
             "kind": self.kind,
             "target": self.target,
@@ -225,7 +255,8 @@ class Run:
 @dataclass
 class Answer:
     status: int | None
-    body: Any
+    #: The answer's JSON (None when it had none).
+    body: Json
     outcome: str
 
     @property
@@ -251,9 +282,18 @@ class Client:
     session: Session | None = None
 
     async def call(
-        self, op: str, method: str, path: str, *, headers: dict[str, str] | None = None, reads: int = 1, **kw: Any
+        self,
+        op: str,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        reads: int = 1,
+        json: Mapping[str, object] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Answer:
-        """``reads``: how often a read may be tried again when the answer is unclear (a GET is safe)."""
+        """``reads``: how often a read may be tried again when the answer is unclear (a GET is safe);
+        ``json``: the body, a JSON object; ``params``: the query."""
         if self.session is not None:
             self.token = await self.session.fresh(self)
         hdrs = {"authorization": f"Bearer {self.token}"} if self.token else {}
@@ -263,7 +303,7 @@ class Client:
             t0 = time.monotonic()
             self.run.inflight[op] += 1
             try:
-                r = await self.http.request(method, path, headers=hdrs, **kw)
+                r = await self.http.request(method, path, headers=hdrs, json=json, params=params)
             except httpx.HTTPError:
                 answer = Answer(None, None, "uncertain")
             else:
@@ -271,6 +311,7 @@ class Client:
                     await asyncio.sleep(float(r.headers.get("retry-after", "1")))
                     continue
                 outcome = "told" if r.status_code < 400 else "uncertain" if r.status_code >= 500 else "refused"
+                body: Json
                 try:
                     body = r.json()
                 except ValueError:
@@ -285,9 +326,17 @@ class Client:
                 await asyncio.sleep(0.5 * (attempt + 1))
         return answer
 
-    async def must(self, op: str, method: str, path: str, **kw: Any) -> Any:
+    async def must(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, object] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Json:
         """A set-up step: tried again while unclear; refused means the soak cannot go on."""
-        a = await self.call(op, method, path, reads=10, **kw)
+        a = await self.call(op, method, path, reads=10, json=json, params=params)
         if not a.told:
             raise SoakError(f"{method} {path} answered {a.status}: {str(a.body)[:300]}")
         return a.body
@@ -324,14 +373,15 @@ class Session:
                     "sign in again", "POST", "/api/auth/login", json={"email": self.email, "password": self.password}
                 )
                 if a.told:
-                    self.token, self.signed_in = a.body["access_token"], time.monotonic()
+                    self.token, self.signed_in = SIGNED_IN.validate_python(a.body).access_token, time.monotonic()
                 client.run.tally[a.tallied("sign in again")] += 1
         return self.token
 
 
 async def login(anon: Client, email: str, password: str) -> Client:
     body = await anon.must("login", "POST", "/api/auth/login", json={"email": email, "password": password})
-    return Client(anon.http, anon.run, body["access_token"], Session(email, password, body["access_token"]))
+    token = SIGNED_IN.validate_python(body).access_token
+    return Client(anon.http, anon.run, token, Session(email, password, token))
 
 
 async def staff(admin: Client, tag: str, role: str) -> tuple[str, Client]:
@@ -343,7 +393,7 @@ async def staff(admin: Client, tag: str, role: str) -> tuple[str, Client]:
         "/api/admin/users",
         json={"email": email, "password": password, "full_name": role.title(), "roles": [role]},
     )
-    return body["user_id"], await login(admin.as_user(""), email, password)
+    return USER_CREATED.validate_python(body).user_id, await login(admin.as_user(""), email, password)
 
 
 # --- the hospital's staff and its day ---------------------------------------------------------------
@@ -387,7 +437,7 @@ class Roster:
             f"/api/practitioners/{pid}/slots",
             params={"date": day.isoformat(), "service": "vaccination"},
         )
-        return [(pid, s["start"], s["end"]) for s in body["items"]]
+        return [(pid, s.start, s.end) for s in SLOTS.validate_python(body).items]
 
     async def keep_up(self, run: Run, stop: asyncio.Event, low: int = 100) -> None:
         """Open the next day whenever fewer than ``low`` slots are left. A day that a fault refused
@@ -412,7 +462,7 @@ class Staff:
     lab: Client
     roster: Roster
     wards: list[str]
-    catalogue: list[dict[str, Any]]
+    catalogue: tuple[LabTest, ...]
 
     @property
     def doctors(self) -> dict[str, Client]:
@@ -427,7 +477,7 @@ async def doctor(admin: Client, tag: str, n: int) -> tuple[str, Client]:
     sub, signed_in = await staff(admin, f"{tag}{n}", "DOCTOR")
     body = {"full_name": f"Dr. Soak {n}", "specialty": "general_practice", "user_id": sub}
     created = await admin.must("create practitioner", "POST", "/api/practitioners", json=body)
-    return str(created["id"]), signed_in
+    return CREATED.validate_python(created).id, signed_in
 
 
 async def ward(admin: Client, tag: str, name: str, kind: str, beds: int) -> str:
@@ -439,7 +489,7 @@ async def ward(admin: Client, tag: str, name: str, kind: str, beds: int) -> str:
         "beds": beds,
         "rooms": beds // 2,
     }
-    return str((await admin.must("create ward", "POST", "/api/wards", json=body))["id"])
+    return CREATED.validate_python(await admin.must("create ward", "POST", "/api/wards", json=body)).id
 
 
 async def set_up(anon: Client, password: str, rng: random.Random, doctors: int = 4) -> Staff:
@@ -460,7 +510,8 @@ async def set_up(anon: Client, password: str, rng: random.Random, doctors: int =
     first = datetime.now(ZONE).date() + timedelta(days=1)
     roster = Roster(reception, dict(people[4:]), rng, first)
     await roster.add_day()
-    return Staff(admin, reception, clerk, nurse, nurse_id, lab, roster, [general, icu], catalogue["items"])
+    tests = CATALOGUE.validate_python(catalogue).items
+    return Staff(admin, reception, clerk, nurse, nurse_id, lab, roster, [general, icu], tests)
 
 
 def history_key(kind: str, ident: str) -> tuple[str, str]:
@@ -470,7 +521,7 @@ def history_key(kind: str, ident: str) -> tuple[str, str]:
 async def register(s: Staff, rng: random.Random, run: Run) -> tuple[str, bool] | None:
     """A new patient; the second value says whether they pay themselves (no insurer)."""
     self_pay = rng.random() < 0.6
-    body: dict[str, Any] = {
+    body: NewPatient = {
         "given_name": rng.choice(("Ayşe", "Mehmet", "Zeynep", "Emre", "Selin", "Can")),
         "family_name": rng.choice(("Yılmaz", "Kaya", "Demir", "Şahin", "Çelik")),
         "birth_date": (date(1940, 1, 1) + timedelta(days=rng.randrange(80 * 365))).isoformat(),
@@ -484,7 +535,7 @@ async def register(s: Staff, rng: random.Random, run: Run) -> tuple[str, bool] |
         run.tally[a.tallied("register")] += 1
         return None
     run.tally["patients registered"] += 1
-    return a.body["id"], self_pay
+    return CREATED.validate_python(a.body).id, self_pay
 
 
 async def visit(s: Staff, rng: random.Random, run: Run) -> None:
@@ -503,7 +554,7 @@ async def visit(s: Staff, rng: random.Random, run: Run) -> None:
         body = {"patient_id": patient, "practitioner_id": pid, "service": "vaccination", "start": start, "end": end}
         a = await s.reception.call("book", "POST", "/api/appointments", json=body)
         if a.told:
-            aid = a.body["id"]
+            aid = CREATED.validate_python(a.body).id
             break
         run.tally[a.tallied("book")] += 1
         if a.outcome == "uncertain":
@@ -550,7 +601,7 @@ async def stay(s: Staff, rng: random.Random, run: Run) -> None:
     if not a.told:
         run.tally[a.tallied("admit")] += 1
         return
-    admission = a.body["id"]
+    admission = CREATED.validate_python(a.body).id
     run.tally["patients admitted"] += 1
     await later(run, in_the_ward(s, rng, run, patient=patient, self_pay=self_pay, pid=pid, admission=admission))
 
@@ -576,7 +627,7 @@ async def in_the_ward(
         run.tally[a.tallied("discharge")] += 1
         return
     run.tally["patients discharged"] += 1
-    bed = (a.body or {}).get("bed_id")
+    bed = DISCHARGED.validate_python(a.body or {}).bed_id
     if bed is not None:
         r = await s.nurse.call("release bed", "POST", f"/api/beds/{bed}/release", reads=3)
         run.tally[r.tallied("bed release")] += 1
@@ -589,14 +640,14 @@ async def housekeeping(s: Staff, run: Run, stop: asyncio.Event, every: float = 5
     vacated, and those whose discharge's answer was lost (the journey did not learn the bed)."""
     while not stop.is_set():
         a = await s.nurse.call("beds to clean", "GET", "/api/beds", params={"state": "cleaning"})
-        for bed in (a.body or {}).get("items", []) if a.told else []:
-            r = await s.nurse.call("release bed", "POST", f"/api/beds/{bed['id']}/release")
+        for bed in BEDS.validate_python(a.body or {}).items if a.told else ():
+            r = await s.nurse.call("release bed", "POST", f"/api/beds/{bed.id}/release")
             run.tally[r.tallied("housekeeping: bed release")] += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def later(run: Run, step: Coroutine[Any, Any, None]) -> None:
+async def later(run: Run, step: Awaitable[None]) -> None:
     """Run a journey's later step, one that waits for an event's effect, beside the worker, which
     goes on to its next patient as a front desk does: a consumer lagging or NATS down must not
     stop the registrations and bookings that need neither (a NATS outage is felt by those writes
@@ -632,23 +683,24 @@ async def lab_work(s: Staff, rng: random.Random, run: Run, doctor: Client, patie
     from his.cli.demo_ward import _value
 
     tests = rng.sample(s.catalogue, min(len(s.catalogue), rng.randint(1, 2)))
-    body = {"patient_id": patient, "tests": [t["code"] for t in tests], "priority": rng.choice(PRIORITY)}
+    body = {"patient_id": patient, "tests": [t.code for t in tests], "priority": rng.choice(PRIORITY)}
     a = await doctor.call("lab order", "POST", "/api/lab/orders", json=body)
     if not a.told:
         run.tally[a.tallied("lab order")] += 1
         return
-    order = a.body["id"]
+    order = CREATED.validate_python(a.body).id
     for action in ("collect", "start"):
         a = await s.lab.call(f"lab {action}", "POST", f"/api/lab/orders/{order}/{action}")
         if not a.told:
             run.tally[a.tallied(f"lab {action}")] += 1
             return
-    results = []
+    results: list[LabResult] = []
     for t in tests:
         value = _value(t, rng)
-        results.append(
-            {"code": t["code"], "value": value, "unit": t.get("unit")} | ({"flag": "N"} if value == "negative" else {})
-        )
+        result: LabResult = {"code": t.code, "value": value, "unit": t.unit}
+        if value == "negative":
+            result["flag"] = "N"
+        results.append(result)
     a = await s.lab.call("lab results", "POST", f"/api/lab/orders/{order}/results", json={"results": results})
     run.tally[a.tallied("lab results")] += 1
 
@@ -656,30 +708,32 @@ async def lab_work(s: Staff, rng: random.Random, run: Run, doctor: Client, patie
 async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -> None:
     """Wait for billing's invoice (made from events), then pay the patient's share at the desk with
     one idempotency key, sent again while the answer is unclear, as a careful client does."""
-    invoice: dict[str, Any] | None = None
+    invoice: Invoice | None = None
 
     async def issued() -> bool:
         nonlocal invoice
         a = await s.clerk.call("list invoices", "GET", "/api/invoices", params={"patient_id": patient})
-        items = (a.body or {}).get("items", []) if a.told else []
-        found = [i for i in items if i["kind"] == kind and i["status"] in ("open", "partially_paid")]
+        items = INVOICES.validate_python(a.body or {}).items if a.told else ()
+        found = [i for i in items if i.kind == kind and i.status in ("open", "partially_paid")]
         invoice = found[0] if found else None
         return invoice is not None
 
     if not await until(issued, 30.0, every=0.5) or invoice is None:
         run.tally["invoice not seen in 30 s (checked at the end)"] += 1
         return
-    share = Decimal(invoice["patient_share"]) - Decimal(invoice.get("paid") or "0")
+    if invoice.patient_share is None:
+        raise SoakError(f"invoice {invoice.id} is {invoice.status} but has no patient share")
+    share = Decimal(invoice.patient_share) - Decimal(invoice.paid or "0")
     if share <= 0:
         return
     key = str(uuid.uuid4())
-    body = {"amount": str(share), "currency": invoice["currency"], "method": rng.choice(("card", "cash"))}
+    body = {"amount": str(share), "currency": invoice.currency, "method": rng.choice(("card", "cash"))}
     history = run.histories["payments"]
     for attempt in range(6):
         a = await s.clerk.call(
             "desk payment",
             "POST",
-            f"/api/invoices/{invoice['id']}/payments",
+            f"/api/invoices/{invoice.id}/payments",
             json=body,
             headers={"Idempotency-Key": key},
         )
@@ -691,7 +745,7 @@ async def pay(s: Staff, rng: random.Random, run: Run, patient: str, kind: str) -
     run.tally[a.tallied("desk payment")] += 1
 
 
-def record(history: History, key: Any, a: Answer) -> None:
+def record(history: History, key: Key, a: Answer) -> None:
     if a.told:
         history.tell(key)
     elif a.outcome == "uncertain":
@@ -1123,8 +1177,9 @@ async def stream_keys(hospital: PrivateHospital, stream: str, subject: str, fiel
                 except Exception:  # noqa: BLE001 - nats-py raises NotFoundError past the last match
                     break
                 seq = int(msg.seq or 0)
-                doc = json.loads(msg.data or b"{}")
-                value = doc.get(field_name, doc.get("data", {}).get(field_name))
+                doc = object_of(json.loads(msg.data or b"{}"))
+                data = doc.get("data", {})
+                value = doc.get(field_name, data.get(field_name) if isinstance(data, dict) else None)
                 if value is not None:
                     out.append(str(value))
     finally:

@@ -15,9 +15,11 @@ import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
-from his.reliability.soak import Run, clock
+from his.cli.narrow import boolean, dict_of, field, integer, list_of, number, optional, text
+from his.kernel.json import Json, object_of
+from his.reliability.soak import FaultFigures, Run, clock
 
 PLOTS = ("p95.png", "rss.png", "outbox_age.png", "consumer_lag.png")
 
@@ -40,17 +42,98 @@ def windows(run: Run) -> tuple[list[float], dict[str, list[float]], dict[str, in
     return [i * width for i in range(count)], {n: [p95(w) for w in ws] for n, ws in sorted(samples.items())}, totals
 
 
-def figures(run: Run) -> dict[str, Any]:
+class ConfigFigures(TypedDict):
+    minutes: float
+    seed: int
+    faults: list[str]
+    workers: int
+    slow_seconds: float
+
+
+class VerdictFigures(TypedDict):
+    """One history's check: whether it held, each stage's size, and the findings."""
+
+    ok: bool
+    sizes: dict[str, int]
+    findings: list[str]
+
+
+class P95Figures(TypedDict):
+    """p95 (ms) of each operation in each window (NaN when it did not run), and its requests."""
+
+    window_starts: list[float]
+    operations: dict[str, list[float]]
+    requests: dict[str, int]
+
+
+class RssFigures(TypedDict):
+    """A process's memory (MiB) in the first and last samples (None: not running then) and at its peak."""
+
+    start_mib: float | None
+    end_mib: float | None
+    peak_mib: float
+
+
+class Outcomes(TypedDict):
+    told: int
+    refused: int
+    uncertain: int
+
+
+class SampleFigures(TypedDict):
+    """One sample, by process or service."""
+
+    at: float
+    rss_mb: dict[str, float]
+    outbox_age_s: dict[str, float]
+    outbox_backlog: dict[str, float]
+    consumer_pending: dict[str, float]
+    p95_ms: dict[str, float]
+
+
+class SoakFigures(TypedDict):
+    """The figures of a run (``soak.json``), from which the report is rendered."""
+
+    config: ConfigFigures
+    run_at: str
+    ok: bool
+    lost: int
+    duplicated: int
+    unexpected: int
+    verdicts: dict[str, VerdictFigures]
+    invariants: dict[str, int]
+    faults: list[FaultFigures]
+    window_seconds: float
+    p95_ms: P95Figures
+    rss: dict[str, RssFigures]
+    max_outbox_age_s: dict[str, float]
+    max_consumer_lag: dict[str, float]
+    tally: dict[str, int]
+    requests: int
+    outcomes: Outcomes
+    #: Where the time went, by phase ("his up", "set-up", "load", "drain", "stop", "total").
+    seconds: dict[str, float]
+    samples: list[SampleFigures]
+
+
+def figures(run: Run) -> SoakFigures:
     starts, per_op, totals = windows(run)
     first, last = (run.samples[0], run.samples[-1]) if run.samples else (None, None)
-    rss = {}
+    rss: dict[str, RssFigures] = {}
     if first and last:
         for name in sorted(set(first.rss_mb) | set(last.rss_mb)):
             a, b = first.rss_mb.get(name), last.rss_mb.get(name)
             peak = max((s.rss_mb.get(name, 0.0) for s in run.samples), default=0.0)
             rss[name] = {"start_mib": a, "end_mib": b, "peak_mib": peak}
+    cfg = run.config
     return {
-        "config": {k: getattr(run.config, k) for k in ("minutes", "seed", "faults", "workers", "slow_seconds")},
+        "config": {
+            "minutes": cfg.minutes,
+            "seed": cfg.seed,
+            "faults": list(cfg.faults),
+            "workers": cfg.workers,
+            "slow_seconds": cfg.slow_seconds,
+        },
         "run_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "ok": run.ok,
         "lost": run.lost,
@@ -74,7 +157,11 @@ def figures(run: Run) -> dict[str, Any]:
         },
         "tally": dict(sorted(run.tally.items())),
         "requests": len(run.ops),
-        "outcomes": {k: sum(1 for o in run.ops if o.outcome == k) for k in ("told", "refused", "uncertain")},
+        "outcomes": {
+            "told": sum(1 for o in run.ops if o.outcome == "told"),
+            "refused": sum(1 for o in run.ops if o.outcome == "refused"),
+            "uncertain": sum(1 for o in run.ops if o.outcome == "uncertain"),
+        },
         "seconds": {
             "his up": round(run.startup_seconds, 1),
             "set-up": round(run.setup_seconds, 1),
@@ -101,15 +188,105 @@ def _fmt(v: float | None, digits: int = 0) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def _landed(fig: dict[str, Any]) -> int:
+def read_figures(doc: Json) -> SoakFigures:
+    """The figures as ``soak.json`` holds them (``json.loads`` of it), checked on the way in;
+    ``ValueError`` if it holds something else."""
+    fig = object_of(doc)
+    cfg = object_of(field(fig, "config"))
+    p95 = object_of(field(fig, "p95_ms"))
+    outcomes = object_of(field(fig, "outcomes"))
+    return {
+        "config": {
+            "minutes": number(field(cfg, "minutes")),
+            "seed": integer(field(cfg, "seed")),
+            "faults": list_of(text, field(cfg, "faults")),
+            "workers": integer(field(cfg, "workers")),
+            "slow_seconds": number(field(cfg, "slow_seconds")),
+        },
+        "run_at": text(field(fig, "run_at")),
+        "ok": boolean(field(fig, "ok")),
+        "lost": integer(field(fig, "lost")),
+        "duplicated": integer(field(fig, "duplicated")),
+        "unexpected": integer(field(fig, "unexpected")),
+        "verdicts": dict_of(_verdict_figures, field(fig, "verdicts")),
+        "invariants": dict_of(integer, field(fig, "invariants")),
+        "faults": list_of(_fault_figures, field(fig, "faults")),
+        "window_seconds": number(field(fig, "window_seconds")),
+        "p95_ms": {
+            "window_starts": list_of(number, field(p95, "window_starts")),
+            "operations": dict_of(lambda v: list_of(number, v), field(p95, "operations")),
+            "requests": dict_of(integer, field(p95, "requests")),
+        },
+        "rss": dict_of(_rss_figures, field(fig, "rss")),
+        "max_outbox_age_s": dict_of(number, field(fig, "max_outbox_age_s")),
+        "max_consumer_lag": dict_of(number, field(fig, "max_consumer_lag")),
+        "tally": dict_of(integer, field(fig, "tally")),
+        "requests": integer(field(fig, "requests")),
+        "outcomes": {
+            "told": integer(field(outcomes, "told")),
+            "refused": integer(field(outcomes, "refused")),
+            "uncertain": integer(field(outcomes, "uncertain")),
+        },
+        "seconds": dict_of(number, field(fig, "seconds")),
+        "samples": list_of(_sample_figures, field(fig, "samples")),
+    }
+
+
+def _verdict_figures(value: Json) -> VerdictFigures:
+    v = object_of(value)
+    return {
+        "ok": boolean(field(v, "ok")),
+        "sizes": dict_of(integer, field(v, "sizes")),
+        "findings": list_of(text, field(v, "findings")),
+    }
+
+
+def _fault_figures(value: Json) -> FaultFigures:
+    f = object_of(value)
+    return {
+        "kind": text(field(f, "kind")),
+        "target": text(field(f, "target")),
+        "at": number(field(f, "at")),
+        "recovered_after": optional(number, field(f, "recovered_after")),
+        "pid_before": optional(integer, field(f, "pid_before")),
+        "pid_after": optional(integer, field(f, "pid_after")),
+        "failed_requests": integer(field(f, "failed_requests")),
+        "told_while_down": integer(field(f, "told_while_down")),
+        "landed": boolean(field(f, "landed")),
+        "detail": text(field(f, "detail")),
+    }
+
+
+def _rss_figures(value: Json) -> RssFigures:
+    r = object_of(value)
+    return {
+        "start_mib": optional(number, field(r, "start_mib")),
+        "end_mib": optional(number, field(r, "end_mib")),
+        "peak_mib": number(field(r, "peak_mib")),
+    }
+
+
+def _sample_figures(value: Json) -> SampleFigures:
+    s = object_of(value)
+    return {
+        "at": number(field(s, "at")),
+        "rss_mb": dict_of(number, field(s, "rss_mb")),
+        "outbox_age_s": dict_of(number, field(s, "outbox_age_s")),
+        "outbox_backlog": dict_of(number, field(s, "outbox_backlog")),
+        "consumer_pending": dict_of(number, field(s, "consumer_pending")),
+        "p95_ms": dict_of(number, field(s, "p95_ms")),
+    }
+
+
+def _landed(fig: SoakFigures) -> int:
     return sum(1 for f in fig["faults"] if f["landed"])
 
 
-def _verdict(fig: dict[str, Any]) -> str:
+def _verdict(fig: SoakFigures) -> str:
     return "PASS" if fig["ok"] else "FAIL"
 
 
-def summary(fig: dict[str, Any]) -> str:
+def summary(fig: SoakFigures) -> str:
     """The lines ``his soak`` prints at the end: the verdict, each history, the invariants, the
     faults that did not land, and where the time went."""
     lines = [
@@ -129,7 +306,7 @@ def summary(fig: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown(fig: dict[str, Any]) -> str:
+def markdown(fig: SoakFigures) -> str:
     """``report.md``, from the figures alone (``soak.json`` renders the same report again)."""
     cfg = fig["config"]
     secs = fig["seconds"]
@@ -229,7 +406,7 @@ def markdown(fig: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plots(fig: dict[str, Any], out_dir: Path) -> None:
+def plots(fig: SoakFigures, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +438,9 @@ def plots(fig: dict[str, Any], out_dir: Path) -> None:
         {op: (xs, vals) for op, vals in fig["p95_ms"]["operations"].items()},
     )
 
-    def over_time(key: str) -> dict[str, tuple[list[float], list[float]]]:
+    def over_time(
+        key: Literal["rss_mb", "outbox_age_s", "consumer_pending"],
+    ) -> dict[str, tuple[list[float], list[float]]]:
         series: dict[str, tuple[list[float], list[float]]] = {}
         for s in fig["samples"]:
             for name, value in s[key].items():
@@ -279,10 +458,10 @@ def write(run: Run, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig = figures(run)
     (out_dir / "soak.json").write_text(json.dumps(fig, indent=1, default=str))
-    return render(json.loads((out_dir / "soak.json").read_text()), out_dir)
+    return render(read_figures(json.loads((out_dir / "soak.json").read_text())), out_dir)
 
 
-def render(fig: dict[str, Any], out_dir: Path) -> Path:
+def render(fig: SoakFigures, out_dir: Path) -> Path:
     """The report and its plots from the figures (those of ``soak.json``)."""
     plots(fig, out_dir)
     path = out_dir / "report.md"
