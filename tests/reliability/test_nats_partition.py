@@ -27,17 +27,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nats
 import nats.errors
 import pytest
 from nats.js.client import JetStreamContext
 
+from his.cli.narrow import integer, list_of
 from his.infra.nats import free_port
 from his.infra.nats_cluster import ClusterNode, NatsCluster, monitor
 from his.kernel import streams
 from his.kernel.db import Database
+from his.kernel.json import JsonObject, object_of
 from his.kernel.outbox import OutboxRelay
 from his.kernel.service import connect_nats
 from his.reliability.history import History
@@ -90,30 +91,30 @@ def partitionable(tmp_path: Path) -> Iterator[tuple[NatsCluster, Links]]:
         links.close()
 
 
-def stream_state(node: ClusterNode) -> dict[str, Any]:
+def stream_state(node: ClusterNode) -> JsonObject:
     """The node's own view of its replica of the stream (``/jsz``), empty if it has none yet."""
     doc = monitor(node, "/jsz?streams=1&config=1", timeout=2.0)
-    for account in doc.get("account_details") or []:
-        for stream in account.get("stream_detail") or []:
+    for account in list_of(object_of, doc.get("account_details") or []):
+        for stream in list_of(object_of, account.get("stream_detail") or []):
             if stream["name"] == STREAM:
-                return dict(stream)
+                return stream
     return {}
 
 
 def last_seq(node: ClusterNode) -> int:
-    return int((stream_state(node).get("state") or {}).get("last_seq", 0))
+    return integer(object_of(stream_state(node).get("state") or {}).get("last_seq", 0))
 
 
 async def read_replica(node: ClusterNode) -> Replica:
     """The node's replica: its state from ``/jsz`` and its messages by direct get, asked of that
     node alone (a queue group answers from the local member first)."""
-    state = stream_state(node)["state"]
+    state = object_of(stream_state(node)["state"])
     nc = await nats.connect(node.url, allow_reconnect=False, connect_timeout=2)
     ids: list[str] = []
     digest = hashlib.sha256()
     try:
-        seq = int(state["first_seq"])
-        while seq <= int(state["last_seq"]):
+        seq = integer(state["first_seq"])
+        while seq <= integer(state["last_seq"]):
             inbox = nc.new_inbox()
             sub = await nc.subscribe(inbox)
             request = json.dumps({"seq": seq, "batch": 500}).encode()
@@ -134,9 +135,9 @@ async def read_replica(node: ClusterNode) -> Replica:
         await nc.close()
     return Replica(
         node.name,
-        int(state["messages"]),
-        int(state["first_seq"]),
-        int(state["last_seq"]),
+        integer(state["messages"]),
+        integer(state["first_seq"]),
+        integer(state["last_seq"]),
         digest.hexdigest(),
         tuple(ids),
     )
@@ -254,7 +255,7 @@ async def _more(ledger: Ledger, start: int, n: int) -> bool:
 
 
 async def _routes(node: ClusterNode, n: int) -> bool:
-    return int(monitor(node, "/routez", timeout=2.0).get("num_routes", -1)) == n
+    return integer(monitor(node, "/routez", timeout=2.0).get("num_routes", -1)) == n
 
 
 async def _drained(db: Database) -> bool:

@@ -18,10 +18,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from his.infra.nats import binary, free_port
 from his.infra.procs import ManagedProcess, ServerStartError
+from his.kernel.json import Json, JsonObject, object_of
 
 
 @dataclass
@@ -76,10 +76,11 @@ cluster {{
 """
 
 
-def monitor(node: ClusterNode, path: str, *, timeout: float = 1.0) -> dict[str, Any]:
-    """GET one of the node's monitoring endpoints (``/jsz``, ``/varz``, ``/routez``...) as JSON."""
+def monitor(node: ClusterNode, path: str, *, timeout: float = 1.0) -> JsonObject:
+    """GET one of the node's monitoring endpoints (``/jsz``, ``/varz``, ``/routez``...): a JSON object."""
     with urllib.request.urlopen(f"{node.monitor_url}{path}", timeout=timeout) as resp:  # noqa: S310
-        return dict(json.load(resp))
+        doc: Json = json.load(resp)
+    return object_of(doc)
 
 
 def _healthy(node: ClusterNode) -> bool:
