@@ -61,7 +61,7 @@ class UserCreated:
 
 @dataclass(frozen=True)
 class Created:
-    """Any resource answered with its id (a patient, a practitioner, an appointment, a ward...)."""
+    """A resource answered with its id (a patient, a practitioner, an appointment, a ward...)."""
 
     id: str
 
