@@ -11,8 +11,8 @@ import resource
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -33,6 +33,7 @@ from his.gateway.routing import ROUTES, Match, resolve
 from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs
 from his.kernel import tracing
+from his.kernel.json import Json, object_of
 from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
@@ -40,6 +41,7 @@ from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bea
 from his.kernel.service import KEEP_ALIVE, NO_TELEMETRY, QuietServer, mutual_tls
 
 log = logging.getLogger("his.gateway")
+T = TypeVar("T")
 
 MAX_BODY = 1024 * 1024
 #: The caller's ``traceparent`` is not among them: the gateway's own span is the upstream's parent.
@@ -128,19 +130,19 @@ class Gateway:
 
         return dict(await asyncio.gather(*(one(n, u) for n, u in self.upstreams.items())))
 
-    async def _jwks(self) -> dict[str, Any]:
+    async def _jwks(self) -> Json:
         status, body = await self.get(f"{self.upstreams['identity']}/auth/jwks", 5.0)
         if status != 200:
             raise UpstreamError(f"identity answered {status} for its JWKS")
-        doc: dict[str, Any] = json.loads(body)
+        doc: Json = json.loads(body)
         return doc
 
-    async def _revoked_sessions(self, since: str | None) -> dict[str, Any]:
+    async def _revoked_sessions(self, since: str | None) -> Json:
         query = f"?{urlencode({'since': since})}" if since else ""
         status, body = await self.get(f"{self.upstreams['identity']}/auth/revoked-sessions{query}", 5.0)
         if status != 200:
             raise UpstreamError(f"identity answered {status} for the revoked sessions")
-        doc: dict[str, Any] = json.loads(body)
+        doc: Json = json.loads(body)
         return doc
 
     async def route(self, request: Request) -> Response:
@@ -333,23 +335,25 @@ def ops_app(gw: Gateway) -> FastAPI:
     return app
 
 
-class Recent:
+class Recent(Generic[T]):
     """The last result of an async call, reused for ``ttl`` seconds; one call at a time."""
 
-    def __init__(self, fn: Callable[[], Awaitable[Any]], ttl: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, fn: Callable[[], Awaitable[T]], ttl: float, clock: Callable[[], float] = time.monotonic):
         self.fn, self.ttl, self.clock = fn, ttl, clock
-        self._value: Any = None
+        self._value: T | None = None
         self._at = -float("inf")
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Any:
-        if self.clock() - self._at < self.ttl:
-            return self._value
+    async def get(self) -> T:
+        value = self._value
+        if value is not None and self.clock() - self._at < self.ttl:
+            return value
         async with self._lock:  # the others wait for this one's answer instead of asking again
-            if self.clock() - self._at >= self.ttl:
-                self._value = await self.fn()
+            value = self._value
+            if value is None or self.clock() - self._at >= self.ttl:
+                value = self._value = await self.fn()
                 self._at = self.clock()
-            return self._value
+            return value
 
 
 class _Template:
@@ -400,7 +404,7 @@ class Edge:
 def no_store(send: obs.Send) -> obs.Send:
     """``send`` that adds ``Cache-Control: no-store`` to the response."""
 
-    async def sending(message: MutableMapping[str, Any]) -> None:
+    async def sending(message: obs.Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), NO_STORE]}
         await send(message)
@@ -478,7 +482,7 @@ def main() -> None:
     obs.setup_logging(settings.log_level, "gateway")
     tracing.setup("gateway", tracing.otlp_endpoint(settings.otlp_endpoint))
     enough_files(settings)
-    upstreams: dict[str, Any] = json.loads(os.environ.get("HIS_UPSTREAMS", "{}"))
+    upstreams = object_of(json.loads(os.environ.get("HIS_UPSTREAMS", "{}")))
     app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
     gateway: Gateway = app.state.gateway
     servers = [QuietServer(listener(Edge(app, gateway), settings))]

@@ -24,7 +24,6 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import Counter as Total
 from prometheus_client import Gauge
@@ -184,7 +183,7 @@ def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
             self._head = None
             doc = {"type": "about:blank", "title": TITLES[status], "status": status, "detail": detail}
             body = json.dumps(doc).encode()
-            head: list[Any] = [STATUS_LINE[status]]
+            head: list[bytes] = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
                 head += [name, b": ", value, b"\r\n"]
             if retry_after is not None:

@@ -18,11 +18,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+
+from pydantic import BaseModel
+
+from his.kernel.json import Json
 
 log = logging.getLogger("his.gateway.revocations")
 
-Fetch = Callable[[str | None], Awaitable[dict[str, Any]]]
+Fetch = Callable[[str | None], Awaitable[Json]]
+
+
+class RevokedSession(BaseModel):
+    sid: str
+    #: Until when its tokens may be presented (their latest expiry), RFC 3339.
+    until: str
+
+
+class RevokedSessions(BaseModel):
+    """Identity's answer to ``GET /auth/revoked-sessions``."""
+
+    #: Identity's clock when it answered, RFC 3339: the next poll asks from a little before it.
+    now: str
+    sessions: list[RevokedSession]
 
 
 class Revocations:
@@ -46,11 +63,13 @@ class Revocations:
     def __len__(self) -> int:
         return len(self._until)
 
-    def apply(self, doc: dict[str, Any]) -> None:
-        """Take identity's answer: remember its sessions, forget expired ones, move the cursor."""
-        now = datetime.fromisoformat(str(doc["now"]))
-        for entry in doc["sessions"]:
-            sid, until = str(entry["sid"]), datetime.fromisoformat(str(entry["until"])).timestamp()
+    def apply(self, answer: Json) -> None:
+        """Take identity's answer: remember its sessions, forget expired ones, move the cursor.
+        An answer of another shape raises ``pydantic.ValidationError`` and changes nothing."""
+        doc = RevokedSessions.model_validate(answer)
+        now = datetime.fromisoformat(doc.now)
+        for entry in doc.sessions:
+            sid, until = entry.sid, datetime.fromisoformat(entry.until).timestamp()
             self._until[sid] = max(until, self._until.get(sid, 0.0))
         t = self._clock()
         self._until = {sid: until for sid, until in self._until.items() if until > t}

@@ -7,11 +7,11 @@ against identity's JWKS (fetched over HTTP and cached) and gets a ``Principal``.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import aiohttp
 from fastapi import Request
 
+from his.kernel.json import Json
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import HTTPException
 from his.kernel.security import AUDIENCE, ISSUER, Principal, TokenError, TokenVerifier, bearer
@@ -27,12 +27,12 @@ def jwks_verifier(identity_url: str | None = None) -> TokenVerifier:
     # module (rich, pygments) into every service process, about 0.2 s of CPU at each start.
     sessions: list[aiohttp.ClientSession] = []  # made on first use, inside the running loop
 
-    async def fetch() -> dict[str, Any]:
+    async def fetch() -> Json:
         if not sessions:
             sessions.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)))
         async with sessions[0].get(f"{url}/auth/jwks", ssl=tls) as r:
             r.raise_for_status()
-            doc: dict[str, Any] = await r.json()
+            doc: Json = await r.json()
         return doc
 
     return TokenVerifier(fetch, issuer=ISSUER, audience=AUDIENCE)

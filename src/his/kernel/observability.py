@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# ASGI's own types, as Starlette declares them (re-exported for the middlewares of the kernel and
+# the gateway).
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]
 
 HTTP_SECONDS = Histogram(
     "his_http_request_duration_seconds",
@@ -86,7 +85,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
+        doc: dict[str, str] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -151,7 +150,7 @@ class MetricsMiddleware:
         start = time.perf_counter()
         status = ["500"]
 
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = str(message["status"])
             await send(message)

@@ -211,7 +211,7 @@ def _guarded(
 
 
 @functools.lru_cache(maxsize=256)
-def _rpc_attributes(method: str) -> dict[str, Any]:
+def _rpc_attributes(method: str) -> dict[str, str]:
     """``/his.patients.v1.Patients/GetPatient`` as OpenTelemetry's rpc.* attributes."""
     service, _, name = method.lstrip("/").partition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}

@@ -21,7 +21,6 @@ import re
 import secrets
 from collections.abc import MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,8 +30,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
-from his.kernel.observability import ASGIApp, Receive, Scope, Send
+from his.kernel.observability import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Span", "SpanKind"]
 
@@ -110,7 +110,7 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     *,
     parent: str | None = None,
-    attributes: dict[str, Any] | None = None,
+    attributes: Attributes | None = None,
 ) -> AbstractContextManager[Span]:
     """A span around the block, current inside it: a child of ``parent`` (a ``traceparent``) when
     given (the root of a new trace if it is empty or invalid), else of the current span, else a
@@ -218,7 +218,7 @@ class TracingMiddleware:
         method = scope.get("method", "")
         status = [500]
 
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
             await send(message)
