@@ -112,7 +112,8 @@ class PrivateHospital:
             time.sleep(0.1)
         self.started_in = time.perf_counter() - started
 
-    def state(self) -> dict[str, Any]:  # Any: the whole file as his.reliability.soak and tests index it
+    def state(self) -> dict[str, Any]:  # Any: callers outside the benchmarks index the raw file untyped
+        """The run-state file as it is; ``run_state`` is the checked read."""
         return dict(json.loads(self.state_file.read_text()))
 
     def run_state(self) -> RunState:
