@@ -40,7 +40,7 @@ import httpx
 from rich.console import Console
 
 from his.benchmarks.hospital import ADMIN_EMAIL, PrivateHospital, rss_mb
-from his.cli import scrape
+from his.cli import scrape, state
 from his.cli.ops import scrape_all
 from his.cli.settings import OperatorSettings
 from his.cli.wire import (
@@ -892,6 +892,14 @@ def busy(inflight: Counter[str], target: str) -> bool:
     return any(n > 0 and (ops is None or op in ops) for op, n in inflight.items())
 
 
+def run_state(hospital: PrivateHospital) -> state.RunState:
+    """The private hospital's run-state file (``his.cli.state``), checked; ``ValueError`` without one."""
+    st = state.read(hospital.data)
+    if st is None:
+        raise ValueError(f"no run state in {hospital.data}")
+    return st
+
+
 class Injector:
     def __init__(
         self, hospital: PrivateHospital, infra: Infra, run: Run, rng: random.Random, say: Callable[[str], None]
@@ -899,7 +907,7 @@ class Injector:
         self.hospital, self.infra, self.run, self.rng, self.say = hospital, infra, run, rng, say
 
     def services(self) -> dict[str, int]:
-        return {n: int(s["pid"]) for n, s in self.hospital.state()["services"].items() if s.get("pid")}
+        return {n: s.pid for n, s in run_state(self.hospital).services.items() if s.pid}
 
     def on_the_path(self) -> list[tuple[str, int]]:
         """The processes every journey goes through (a fault elsewhere would not be felt at once)."""
@@ -1028,7 +1036,7 @@ class Sampler:
 
     async def sample(self) -> Sample:
         scrapes = await scrape_all(self.settings)
-        procs = {n: int(s["pid"]) for n, s in self.hospital.state()["services"].items() if s.get("pid")}
+        procs = {n: s.pid for n, s in run_state(self.hospital).services.items() if s.pid}
         procs |= {name: self.infra.pid(name) for name in ("postgres", "nats")}
         p95: dict[str, float] = {}
         for name, now in scrapes.items():
@@ -1161,7 +1169,7 @@ async def stream_keys(hospital: PrivateHospital, stream: str, subject: str, fiel
     """``field_name`` of every event of ``subject`` in ``stream`` (the envelope's, or its data's),
     in stream order; with no stream, the event id of every event of every his stream."""
     ident = hospital.operator()
-    nc = await bus.connect(hospital.state()["nats_url"], name="his-soak", identity=ident, connect_timeout=5)
+    nc = await bus.connect(run_state(hospital).nats_url, name="his-soak", identity=ident, connect_timeout=5)
     out: list[str] = []
     try:
         js = nc.jetstream(timeout=10.0)
