@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -137,7 +137,6 @@ class ConsumerStats:
     terminated: int = 0
     #: In-progress reports sent (one per message per report) for batches slower than ``ack_wait``.
     in_progress: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def outcomes(self) -> tuple[int, int, int, int]:
         """Applied, duplicate, failed (to be retried) and terminated counts."""

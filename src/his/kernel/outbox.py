@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -53,7 +53,6 @@ class RelayStats:
     publish_errors: int = 0
     last_error: str = ""
     leader_since: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class OutboxRelay:

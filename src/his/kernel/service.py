@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 import uvicorn
 import uvloop
@@ -27,6 +27,7 @@ from fastapi.telemetry import TelemetryConfig
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from his.kernel import bus, faults, problems, safety, tracing, web
 from his.kernel import observability as obs
@@ -35,6 +36,7 @@ from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Combine, Database
 from his.kernel.dlq import DlqMover
 from his.kernel.metrics import refresh, watch_pool
+from his.kernel.observability import ASGIApp
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.streams import DAY
@@ -106,7 +108,34 @@ class ServiceDefinition:
         return (*names, self.dlq_mover) if names else ()
 
 
-def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIRouter:
+class OutboxStatus(BaseModel):
+    backlog: int
+    oldest_age_seconds: float | None
+    relay_leader: bool
+    published: int
+    last_error: str
+
+
+class ConsumerStatus(BaseModel):
+    name: str
+    stream: str
+    applied: int
+    duplicates: int
+    failed: int
+    terminated: int
+
+
+class ServiceStatus(BaseModel):
+    """A service's ``/status``: its outbox and relay, its consumers (``his status`` reads it)."""
+
+    service: str
+    pid: int
+    uptime_seconds: float
+    outbox: OutboxStatus
+    consumers: list[ConsumerStatus]
+
+
+def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[None]]) -> APIRouter:
     router = APIRouter(tags=["ops"])
 
     @router.get("/healthz")
@@ -143,33 +172,34 @@ def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[Any]]) -> APIR
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/status")
-    async def status() -> dict[str, Any]:
+    async def status() -> ServiceStatus:
         """Operational status: outbox backlog and relay, consumers."""
         async with ctx.db.pool.acquire() as conn:
             count, age = await backlog(conn)
-        return {
-            "service": ctx.name,
-            "pid": os.getpid(),
-            "uptime_seconds": round(time.time() - ctx.started, 1),
-            "outbox": {
-                "backlog": count,
-                "oldest_age_seconds": age,
-                "relay_leader": ctx.relay.stats.leader,
-                "published": ctx.relay.stats.published,
-                "last_error": ctx.relay.stats.last_error,
-            },
-            "consumers": [
-                {
-                    "name": c.sub.name,
-                    "stream": c.sub.stream,
-                    "applied": c.stats.applied,
-                    "duplicates": c.stats.duplicates,
-                    "failed": c.stats.failed,
-                    "terminated": c.stats.terminated,
-                }
+        stats = ctx.relay.stats
+        return ServiceStatus(
+            service=ctx.name,
+            pid=os.getpid(),
+            uptime_seconds=round(time.time() - ctx.started, 1),
+            outbox=OutboxStatus(
+                backlog=count,
+                oldest_age_seconds=age,
+                relay_leader=stats.leader,
+                published=stats.published,
+                last_error=stats.last_error,
+            ),
+            consumers=[
+                ConsumerStatus(
+                    name=c.sub.name,
+                    stream=c.sub.stream,
+                    applied=c.stats.applied,
+                    duplicates=c.stats.duplicates,
+                    failed=c.stats.failed,
+                    terminated=c.stats.terminated,
+                )
                 for c in ctx.consumers
             ],
-        }
+        )
 
     return router
 
@@ -255,7 +285,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     ctx = ServiceContext(defn.name, settings, db, nc, js, relay)
     ctx.consumers = [ConsumerLoop(db, nc, js, s) for s in defn.subscriptions]
     mover = DlqMover(js, name=defn.dlq_mover, durables=defn.consumer_durables())
-    tasks: dict[str, asyncio.Task[Any]] = {"relay": asyncio.create_task(relay.run(), name="relay")}
+    tasks: dict[str, asyncio.Task[None]] = {"relay": asyncio.create_task(relay.run(), name="relay")}
     for c in ctx.consumers:
         tasks[c.sub.name] = asyncio.create_task(c.run(), name=c.sub.name)
     if mover.durables:
@@ -316,7 +346,7 @@ class TaskStoppedError(RuntimeError):
     """A task the service lives for (its relay, a consumer, a dispatcher) ended on its own."""
 
 
-def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> list[str]:
+def watch_tasks(tasks: dict[str, asyncio.Task[None]], server: QuietServer) -> list[str]:
     """Make the service exit if one of its tasks ends while it is not stopping; returns the names
     of such tasks as they end.
 
@@ -326,7 +356,7 @@ def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> lis
     """
     stopped: list[str] = []
 
-    def done(task: asyncio.Task[Any]) -> None:
+    def done(task: asyncio.Task[None]) -> None:
         if task.cancelled() or server.should_exit:
             return
         exc = task.exception()
@@ -339,7 +369,16 @@ def watch_tasks(tasks: dict[str, asyncio.Task[Any]], server: QuietServer) -> lis
     return stopped
 
 
-def mutual_tls(settings: ProcessSettings) -> dict[str, Any]:
+class MutualTls(TypedDict, total=False):
+    """uvicorn's options for a listener requiring a client certificate (``uvicorn.Config``'s)."""
+
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: int
+
+
+def mutual_tls(settings: ProcessSettings) -> MutualTls:
     """uvicorn's options for a listener that requires a client certificate from the trusted CA
     (none without a workload identity)."""
     ident = settings.workload()
@@ -353,7 +392,7 @@ def mutual_tls(settings: ProcessSettings) -> dict[str, Any]:
     }
 
 
-def http_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
+def http_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
     """The internal HTTP listener: with a workload identity it requires a client certificate
     from the trusted CA (mutual TLS), so only his workloads and the operator can call it."""
     tls = mutual_tls(settings)
