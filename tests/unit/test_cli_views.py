@@ -49,7 +49,7 @@ def snapshot() -> Running:
                     "oldest_age_seconds": 1234.56,
                     "relay_leader": name != "audit",
                     "published": 654321,
-                    "last_error": None,
+                    "last_error": "",
                 },
                 "consumers": consumers,
                 "http": {

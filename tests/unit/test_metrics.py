@@ -288,7 +288,7 @@ def test_the_live_view_shows_figures_and_only_busy_consumers() -> None:
                     "oldest_age_seconds": 0.4,
                     "relay_leader": True,
                     "published": 10,
-                    "last_error": None,
+                    "last_error": "",
                 },
                 "consumers": [idle, {**idle, "name": "busy_one", "pending": 7}],
             },

@@ -31,7 +31,8 @@ class Outbox(TypedDict):
     oldest_age_seconds: float | None
     relay_leader: bool
     published: int
-    last_error: str | None
+    #: The relay's last error ("" for none).
+    last_error: str
 
 
 class Consumer(TypedDict):
@@ -184,7 +185,7 @@ def _status(value: Json) -> Status:
             "oldest_age_seconds": optional(number, field(outbox, "oldest_age_seconds")),
             "relay_leader": boolean(field(outbox, "relay_leader")),
             "published": integer(field(outbox, "published")),
-            "last_error": optional(text, field(outbox, "last_error")),
+            "last_error": text(field(outbox, "last_error")),
         },
         "consumers": list_of(_consumer, field(doc, "consumers")),
     }
