@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from his.benchmarks import bare
 from his.benchmarks.booking import booked
@@ -23,6 +22,7 @@ from his.benchmarks.hospital import PrivateHospital
 from his.benchmarks.inbox import effect_of
 from his.benchmarks.reads import is_patient
 from his.benchmarks.seed import text
+from his.cli import state
 from his.kernel.json import Json, JsonObject
 
 BOOKING_ID = "7d0f3b8e-3c55-4d5e-9d7b-0c6f4f3f2a10"
@@ -98,29 +98,34 @@ def test_the_raw_consumer_reads_the_effect_of_a_work_queued_envelope() -> None:
 
 def test_the_run_state_file_is_checked_when_read(tmp_path: Path) -> None:
     hospital = PrivateHospital(tmp_path)
-    (tmp_path / "data" / "run").mkdir(parents=True)
-    state = {
-        "supervisor_pid": 10,
-        "gateway_url": "http://127.0.0.1:8000",
-        "admin_dsn": "postgresql://admin@localhost/his",
-        "nats_url": "tls://127.0.0.1:4222",
-        "infra_pids": [11, 12],
-        "forkserver_pid": 13,
-        "services": {
-            "patients": {"url": "https://127.0.0.1:9001", "pid": 14, "grpc_port": 9101},
-            "billing": {"url": "https://127.0.0.1:9002", "pid": None, "grpc_port": None},
-        },
-    }
-    hospital.state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError):
+        hospital.state()  # his up has not written it yet
+    state.write(
+        hospital.data,
+        state.RunState(
+            supervisor_pid=10,
+            gateway_url="http://127.0.0.1:8000",
+            admin_dsn="postgresql://admin@localhost/his",
+            nats_url="tls://127.0.0.1:4222",
+            nats_monitor_url=None,
+            pki_dir=str(hospital.data / "pki"),
+            infra_pids=(11, 12),
+            forkserver_pid=13,
+            services={
+                "patients": state.ServiceProcess("https://127.0.0.1:9001", 14, 9101),
+                "billing": state.ServiceProcess("https://127.0.0.1:9002", None, None),
+            },
+        ),
+    )
     assert hospital.admin_dsn == "postgresql://admin@localhost/his"
     assert hospital.service_url("patients") == "https://127.0.0.1:9001"
     procs = hospital.processes()
     assert procs["patients"] == 14 and procs["forkserver"] == 13
     assert "billing" not in procs
-    assert hospital.state() == state
-    hospital.state_file.write_text(json.dumps({**state, "admin_dsn": None}))
-    with pytest.raises(ValidationError):
-        hospital.run_state()
+    written = json.loads(state.path(hospital.data).read_text())
+    state.path(hospital.data).write_text(json.dumps({**written, "admin_dsn": None}))
+    with pytest.raises(ValueError):
+        _ = hospital.admin_dsn
 
 
 def test_seeding_takes_ids_and_tokens_only_as_strings() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -21,13 +20,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-from pydantic import TypeAdapter
 
 from his.benchmarks.harness import BenchmarkError, settle
-from his.cli.state import operator_identity
+from his.cli.state import RunState, operator_identity
+from his.cli.state import read as read_state
 from his.infra.nats import free_port
 from his.infra.procs import ManagedProcess
 from his.kernel.pki import WorkloadIdentity
@@ -40,27 +38,6 @@ RAISED_LIMITS = {
     "HIS_GATEWAY_RATE_PER_SUBJECT": "1000000",
     "HIS_GATEWAY_BURST": "1000000",
 }
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    url: str
-    #: None while it is not running.
-    pid: int | None
-
-
-@dataclass(frozen=True)
-class RunState:
-    """What the benchmarks read of the run-state file ``his up`` writes (``run/state.json``)."""
-
-    admin_dsn: str
-    services: dict[str, ServiceState]
-    #: PostgreSQL's and NATS's processes.
-    infra_pids: tuple[int, ...] = ()
-    forkserver_pid: int | None = None
-
-
-RUN_STATE = TypeAdapter(RunState)
 
 
 def his_command() -> list[str]:
@@ -112,17 +89,12 @@ class PrivateHospital:
             time.sleep(0.1)
         self.started_in = time.perf_counter() - started
 
-    def state(self) -> dict[str, Any]:  # Any: callers outside the benchmarks index the raw file untyped
-        """The run-state file as it is; ``run_state`` is the checked read."""
-        return dict(json.loads(self.state_file.read_text()))
-
-    def run_state(self) -> RunState:
-        """The run-state file, checked: what the benchmarks read of it."""
-        return RUN_STATE.validate_json(self.state_file.read_bytes())
-
-    @property
-    def state_file(self) -> Path:
-        return self.data / "run" / "state.json"
+    def state(self) -> RunState:
+        """The run-state file ``his up`` wrote (his.cli.state), checked; ``ValueError`` without a valid one."""
+        st = read_state(self.data)
+        if st is None:
+            raise ValueError(f"no valid run state in {self.data}")
+        return st
 
     @property
     def gateway(self) -> str:
@@ -130,10 +102,10 @@ class PrivateHospital:
 
     @property
     def admin_dsn(self) -> str:
-        return self.run_state().admin_dsn
+        return self.state().admin_dsn
 
     def service_url(self, name: str) -> str:
-        return self.run_state().services[name].url
+        return self.state().services[name].url
 
     def operator(self) -> WorkloadIdentity:
         ident = operator_identity(self.data)
@@ -144,7 +116,7 @@ class PrivateHospital:
     def processes(self) -> dict[str, int]:
         """Every process of the hospital by name: services, gateway, PostgreSQL, NATS, the supervisor
         and the fork server that forked the services (its CPU is their imports)."""
-        st = self.run_state()
+        st = self.state()
         procs = {name: s.pid for name, s in st.services.items() if s.pid}
         for pid in st.infra_pids:
             procs["nats" if "nats" in _comm(pid) else "postgres"] = pid
