@@ -1,13 +1,15 @@
-"""identity on a real PostgreSQL: registration, login, refresh rotation and reuse, throttling, admin."""
+"""identity on a real PostgreSQL: what only the database settles (guesses sent at once racing the
+throttles, which count under advisory locks) and tokens as identity issues them on the real
+clock, through the verifier every service and the gateway use. The use cases' tests are unit
+tests over the in-memory ports (``tests/unit/test_identity_use_cases.py``), whose contract with
+the store is ``tests/integration/test_identity_contract.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -17,10 +19,9 @@ from his.identity.app import http as identity_http
 from his.identity.app import use_cases
 from his.identity.domain import InvalidCredentialsError
 from his.identity.handlers import Identity, Registrations, Throttle, ThrottledError
-from his.identity.keys import sign_access_token
 from his.kernel import migrations, problems
 from his.kernel.db import Database
-from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
+from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.kernel.web import mount
 
 PASSWORD = "correct horse battery staple"
@@ -63,113 +64,6 @@ async def register(client: httpx.AsyncClient, address: str) -> str:
 
 async def login(client: httpx.AsyncClient, address: str, password: str = PASSWORD) -> httpx.Response:
     return await client.post("/auth/login", json={"email": address, "password": password})
-
-
-async def test_self_registration_is_always_a_patient_and_emails_are_case_insensitive(
-    api: tuple[httpx.AsyncClient, Identity], identity_dsn: str
-) -> None:
-    client, _ = api
-    address = email()
-    user_id = await register(client, address)
-    again = await client.post(
-        "/auth/register", json={"email": address.upper(), "password": PASSWORD, "full_name": "Someone Else"}
-    )
-    assert again.status_code == 409
-    sneaky = await client.post(
-        "/auth/register", json={"email": email(), "password": PASSWORD, "full_name": "X Y", "roles": ["ADMIN"]}
-    )
-    assert sneaky.status_code == 422
-    assert sneaky.headers["content-type"] == "application/problem+json"
-    weak = await client.post("/auth/register", json={"email": email(), "password": "password1234", "full_name": "X Y"})
-    assert weak.status_code == 422 and "too common" in weak.json()["detail"]
-    conn = await asyncpg.connect(identity_dsn)
-    try:
-        row = await conn.fetchrow("SELECT roles, password_hash FROM app_user WHERE id = $1", uuid.UUID(user_id))
-    finally:
-        await conn.close()
-    assert row is not None and list(row["roles"]) == ["PATIENT"]
-    assert row["password_hash"].startswith("$argon2id$")
-
-
-async def test_unknown_user_and_wrong_password_look_the_same(api: tuple[httpx.AsyncClient, Identity]) -> None:
-    client, _ = api
-    address = email()
-    await register(client, address)
-    wrong = await login(client, address, "not the password at all")
-    unknown = await login(client, email(), "not the password at all")
-    assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json()
-
-
-async def test_refresh_rotates_and_reuse_revokes_the_family(api: tuple[httpx.AsyncClient, Identity]) -> None:
-    client, _ = api
-    address = email()
-    await register(client, address)
-    first = (await login(client, address)).json()
-    second = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
-    assert second.status_code == 200
-    rotated = second.json()
-    assert rotated["refresh_token"] != first["refresh_token"]
-    # The old token comes back (stolen copy): refused, and the whole family is revoked.
-    reuse = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
-    assert reuse.status_code == 401
-    after = await client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
-    assert after.status_code == 401
-
-
-async def test_logout_revokes_the_refresh_token(api: tuple[httpx.AsyncClient, Identity]) -> None:
-    client, _ = api
-    address = email()
-    await register(client, address)
-    tokens = (await login(client, address)).json()
-    assert (await client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})).status_code == 204
-    assert (await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 401
-
-
-async def test_signed_out_and_stolen_sessions_are_announced_to_the_gateway(
-    api: tuple[httpx.AsyncClient, Identity],
-) -> None:
-    """Every access token names its session (``sid``); a sign-out, or a rotated refresh token that
-    comes back, lists the session at ``/auth/revoked-sessions`` until its last token expires."""
-    client, identity = api
-    address = email()
-    await register(client, address)
-    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
-    before = (await client.get("/auth/revoked-sessions")).json()
-    a, b = (await login(client, address)).json(), (await login(client, address)).json()
-    sa, sb = (await verifier.verify(a["access_token"])).session, (await verifier.verify(b["access_token"])).session
-    assert sa and sb and sa != sb
-    rotated = (await client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]})).json()
-    assert (await verifier.verify(rotated["access_token"])).session == sb  # a refresh stays in its session
-
-    async def revoked(since: str | None = None) -> dict[str, str]:
-        r = await client.get("/auth/revoked-sessions", params={"since": since} if since else {})
-        assert r.status_code == 200, r.text
-        return {x["sid"]: x["until"] for x in r.json()["sessions"]}
-
-    assert not {sa, sb} & set(await revoked())
-    assert (await client.post("/auth/logout", json={"refresh_token": a["refresh_token"]})).status_code == 204
-    assert set(await revoked(before["now"])) == {sa}
-    until = datetime.fromisoformat((await revoked())[sa])
-    assert timedelta(minutes=15) < until - datetime.now(UTC) <= timedelta(minutes=16)
-    assert (await client.post("/auth/refresh", json={"refresh_token": b["refresh_token"]})).status_code == 401
-    assert set(await revoked(before["now"])) == {sa, sb}
-    # An answer's ``now`` is the next question's ``since``: nothing new since then.
-    latest = (await client.get("/auth/revoked-sessions")).json()["now"]
-    assert not set(await revoked(latest))
-    r = await client.get("/auth/revoked-sessions", params={"since": "2026-01-01T00:00:00"})
-    assert r.status_code == 422
-
-
-async def test_repeated_failures_throttle_the_account(api: tuple[httpx.AsyncClient, Identity]) -> None:
-    client, _ = api
-    address = email()
-    await register(client, address)
-    for _ in range(3):
-        assert (await login(client, address, "wrong wrong wrong wrong")).status_code == 401
-    throttled = await login(client, address)  # even the right password waits now
-    assert throttled.status_code == 429
-    assert int(throttled.headers["retry-after"]) > 0
 
 
 async def test_concurrent_guesses_cannot_outrun_the_account_throttle(api: tuple[httpx.AsyncClient, Identity]) -> None:
@@ -217,7 +111,12 @@ async def test_concurrent_guesses_cannot_outrun_the_address_throttle(api: tuple[
         assert (await strict.login(email=accounts[1], password=PASSWORD, client_ip=office)).access_token
 
 
-async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity]) -> None:
+async def test_tokens_as_identity_issues_them_pass_the_verifier_of_every_service(
+    api: tuple[httpx.AsyncClient, Identity],
+) -> None:
+    """Issued on the real clock, an administrator's token opens the route that creates staff and a
+    patient's does not, and a doctor's passes the verifier the services and the gateway use, with
+    its roles and its session."""
     client, identity = api
     admin_email = email()
     await identity.register(email=admin_email, password=PASSWORD, full_name="Ad Min", roles=[Role.ADMIN])
@@ -234,30 +133,4 @@ async def test_only_admin_creates_staff(api: tuple[httpx.AsyncClient, Identity])
     assert created.status_code == 201
     doctor = (await login(client, doctor_email)).json()["access_token"]
     verified = await TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE).verify(doctor)
-    assert verified.roles == {"DOCTOR"}
-
-
-async def test_a_key_that_left_the_jwks_stops_being_trusted(
-    api: tuple[httpx.AsyncClient, Identity], identity_dsn: str
-) -> None:
-    """A verifier fetches the JWKS again once its copy is old, so a signing key that left it
-    (retired, or withdrawn after a leak) stops vouching for tokens someone still mints with it."""
-    _, identity = api
-    key = await identity.keys.active()
-    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
-
-    def mint() -> str:
-        token, _ = sign_access_token(
-            key, subject=str(uuid.uuid4()), roles=["ADMIN"], issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-        )
-        return token
-
-    assert (await verifier.verify(mint())).roles == {"ADMIN"}
-    conn = await asyncpg.connect(identity_dsn)
-    try:
-        await conn.execute("UPDATE identity.signing_key SET retires_at = now() WHERE kid = $1", key.kid)
-    finally:
-        await conn.close()
-    verifier._fetched_at -= 24 * 3600  # as if the keys had been fetched a day ago
-    with pytest.raises(TokenError):
-        await verifier.verify(mint())
+    assert verified.roles == {"DOCTOR"} and verified.session

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from his.identity.domain import PasswordPolicy
     from his.identity.handlers import Identity, Registrations, Throttle
     from his.identity.passwords import Passwords
+    from his.identity.ports import IdentityUnits
+    from his.kernel.clock import Clock
     from his.kernel.db import Database
 
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
@@ -22,8 +24,8 @@ PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name
 
 def http(identity: Identity) -> Routes:
     """Identity's routes over its use cases, whichever units of work they run on (the database's,
-    ``use_cases``; or the in-memory ones of ``his.testing.identity`` in unit tests). Tokens are
-    verified with its own key ring."""
+    ``use_cases``; any others, ``use_cases_over``: the in-memory ones of ``his.testing.identity``
+    in unit tests). Tokens are verified with its own key ring."""
     from his.identity.api.http import router
 
     return Routes(
@@ -42,7 +44,6 @@ def use_cases(
 ) -> Identity:
     """Identity's use cases over its database (``IdentityStore``) and the database's clock, with
     the signing keys kept there protected by ``passphrase``."""
-    from his.identity.handlers import Identity, KeyRing
     from his.identity.store import IdentityStore
 
     def clock() -> datetime:
@@ -50,7 +51,32 @@ def use_cases(
         opened (and, for the API reference, without one)."""
         return db.clock()
 
-    units = IdentityStore(db)
+    return use_cases_over(
+        IdentityStore(db),
+        passphrase,
+        clock=clock,
+        passwords=passwords,
+        policy=policy,
+        throttle=throttle,
+        registrations=registrations,
+    )
+
+
+def use_cases_over(
+    units: IdentityUnits,
+    passphrase: bytes,
+    *,
+    clock: Clock,
+    passwords: Passwords | None = None,
+    policy: PasswordPolicy | None = None,
+    throttle: Throttle | None = None,
+    registrations: Registrations | None = None,
+) -> Identity:
+    """The same use cases over any units of work: the database's, or the in-memory ones of
+    ``his.testing.identity`` in unit tests. ``clock`` is the one the units run by: the throttles
+    count by it and the key ring rotates by it outside a unit."""
+    from his.identity.handlers import Identity, KeyRing
+
     return Identity(
         units,
         KeyRing(units, passphrase, clock),
