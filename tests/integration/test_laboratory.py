@@ -14,6 +14,7 @@ The chart (patients) and the alerts (notifications) are those services' real con
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -201,7 +202,8 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         # The event: flags, the catalogue's prices as charges, abnormal and critical; no personal data.
         payload = await lab.db.pool.fetchval("SELECT payload FROM outbox WHERE subject = $1", RESULTED)
         env = Envelope.from_json(bytes(payload))
-        data = env.data
+        data = json.loads(bytes(payload))["data"]  # the event as it travels
+        assert data == env.data
         assert data["order_id"] == oid and data["patient_id"] == str(patient)
         assert data["ordered_by"] == str(lab.doctor) and data["priority"] == "stat"
         assert [(x["code"], x["flag"], x["unit"]) for x in data["results"]] == [

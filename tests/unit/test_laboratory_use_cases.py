@@ -85,7 +85,7 @@ class Lab:
         """The (outcome, purpose) of the committed access records of these actors, in order."""
         wanted = {str(a) for a in actors}
         return [
-            (e.data["outcome"], e.data["purpose"])
+            (str(e.data["outcome"]), str(e.data["purpose"]))
             for e in self.fake.published
             if e.type == ACCESSED and e.data["actor_id"] in wanted
         ]

@@ -93,7 +93,7 @@ class World:
     def accesses(self, actor: uuid.UUID) -> list[tuple[str, str]]:
         """The (outcome, purpose) of the committed access records of ``actor``, in order."""
         return [
-            (e.data["outcome"], e.data["purpose"])
+            (str(e.data["outcome"]), str(e.data["purpose"]))
             for e in self.fake.published
             if e.type == ACCESSED and e.data["actor_id"] == str(actor)
         ]

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -475,7 +475,7 @@ class Database:
             in_uow = await commit_settings(uow.conn)
         return {"a unit of work": in_uow, "the grouped writer of access records": await self._group.commit_settings()}
 
-    async def run(self, fn: Callable[[UnitOfWork], Awaitable[Any]]) -> Any:
+    async def run(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         async with self.uow() as uow:
             return await fn(uow)
 

@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from his.kernel import tracing
+from his.kernel.json import JsonObject
 
 TYPE_PATTERN = re.compile(r"^his\.([a-z][a-z_]*)\.([a-z][a-z_]*)\.([a-z][a-z_]*)\.v([1-9][0-9]*)$")
 
@@ -120,7 +121,7 @@ class Envelope:
     aggregate_id: str
     aggregate_version: int
     traceparent: str
-    data: dict[str, Any]
+    data: JsonObject
 
     @classmethod
     def wrap(

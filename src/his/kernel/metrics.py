@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 from his.kernel import observability as obs
 
 if TYPE_CHECKING:
+    import asyncpg
     from nats.js.client import JetStreamContext
 
     from his.kernel.db import Pool
@@ -137,7 +139,7 @@ def observe_batch(consumer: str, delivered: Iterable[int | None], seconds: float
         CONSUMER_REDELIVERIES.labels(consumer).inc(again)
 
 
-def observe_relay(rows: Sequence[Any], published: Sequence[int], seconds: float) -> None:
+def observe_relay(rows: Sequence[asyncpg.Record], published: Sequence[int], seconds: float) -> None:
     """A relay batch: its publish time, and each published row's time from its outbox row to now.
 
     The rows' ``created_at`` comes from the database's clock: a skew between the database host and
@@ -149,7 +151,9 @@ def observe_relay(rows: Sequence[Any], published: Sequence[int], seconds: float)
     ids = set(published)
     acked = rows if len(ids) == len(rows) else [r for r in rows if r["id"] in ids]
     for r in acked:
-        RELAY_LAG_SECONDS.observe(max(0.0, now - r["created_at"].timestamp()))
+        created = r["created_at"]
+        if isinstance(created, datetime):
+            RELAY_LAG_SECONDS.observe(max(0.0, now - created.timestamp()))
 
 
 OUTCOMES = ("applied", "duplicate", "failed", "terminated")
@@ -164,7 +168,7 @@ def count_outcomes(consumer: str, before: tuple[int, ...], after: tuple[int, ...
 
 async def refresh(
     *,
-    backlog: Callable[[], Any] | None = None,
+    backlog: Callable[[], Awaitable[tuple[int, float | None]]] | None = None,
     js: JetStreamContext | None = None,
     consumers: Iterable[tuple[str, str]] = (),
     timeout: float = 2.0,

@@ -15,9 +15,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
+from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 
 from his.kernel import metrics, tracing
@@ -178,7 +178,7 @@ class OutboxRelay:
 
     async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
         """Publish rows pipelined, in order; returns the ids whose PubAck arrived."""
-        futures: list[tuple[int, asyncio.Future[Any]]] = []
+        futures: list[tuple[int, asyncio.Future[PubAck]]] = []
         start = time.perf_counter()
         try:
             # One deadline for the whole batch: publish_async's ``wait_stall`` runs each call in
@@ -227,7 +227,7 @@ class OutboxRelay:
         metrics.observe_relay(rows, done, time.perf_counter() - start)
         return done
 
-    def _release_orphan(self, futures: list[tuple[int, asyncio.Future[Any]]]) -> None:
+    def _release_orphan(self, futures: list[tuple[int, asyncio.Future[PubAck]]]) -> None:
         """Cancel the PubAck future a failed ``publish_async`` left behind, freeing its slot.
 
         nats-py registers the future, holding one of ``publish_async_max_pending`` slots, before it

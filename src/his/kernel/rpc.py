@@ -287,7 +287,7 @@ def channel(
     cert, key, ca = identity.read()
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
     backoff_ms = int(max_reconnect_backoff * 1000)
-    options: list[tuple[str, Any]] = [
+    options: list[tuple[str, int | str]] = [
         ("grpc.initial_reconnect_backoff_ms", min(100, backoff_ms)),
         ("grpc.min_reconnect_backoff_ms", min(100, backoff_ms)),
         ("grpc.max_reconnect_backoff_ms", backoff_ms),
