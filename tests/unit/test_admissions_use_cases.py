@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from his.admissions.app import NIGHTLY_DELAY, http_over, nightly_charges
+from his.admissions.domain import BedState
 from his.admissions.handlers import Directories
 from his.clients.billing import FakeBillingTerms
 from his.clients.patients import CareBasis, FakePatients
@@ -495,6 +496,30 @@ async def test_bad_wards_are_a_4xx_problem(world: World, patch: dict[str, Any]) 
     r = await world.client.post("/wards", json={**GOOD_WARD, **patch}, headers=as_role("ADMIN"))
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_bed_the_database_says_is_taken_is_a_409_not_a_500(world: World) -> None:
+    """A bed whose state says available while an admission holds it (what a race between two
+    writers could leave for a moment) is refused by the one-admission-per-bed index: the caller
+    gets a 409 to ask again, and nothing is written."""
+    ward = await world.ward(1)
+    first = await world.admitted(ward)
+    bed = uuid.UUID(first["bed_id"])
+    world.fake.state.beds[bed] = replace(world.fake.state.beds[bed], state=BedState.AVAILABLE)
+    before = len(world.fake.state.admissions)
+    r = await world.admit(ward)
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["conflict"] == {"with": "admission"}
+    assert len(world.fake.state.admissions) == before
+    # Named as the bed to move another patient into, it is refused the same way.
+    elsewhere = await world.admitted(await world.ward(1))
+    r = await world.client.post(
+        f"/admissions/{elsewhere['id']}/transfer", json={"ward_id": ward, "bed_id": str(bed)}, headers=as_role("NURSE")
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["conflict"] == {"with": "admission"}
+    assert await world.bed_state(elsewhere["bed_id"]) == "occupied"
 
 
 async def test_bad_admission_requests_are_a_4xx_problem(world: World) -> None:

@@ -32,6 +32,7 @@ from his.admissions.domain import (
     BedCharge,
     BedState,
     BedStay,
+    BedTakenError,
     InvalidTransitionError,
     InvalidWardError,
     Stay,
@@ -504,6 +505,8 @@ class Admissions:
             raise ProblemError(422, f"unknown {exc.what}_id") from None
         except NoFreeBedError:
             raise no_free_bed(a.ward_id) from None
+        except BedTakenError:
+            raise bed_taken() from None
         except AlreadyAdmittedError:
             raise ProblemError(409, "the patient is already admitted", conflict={"with": "admission"}) from None
         return admitted
@@ -561,6 +564,8 @@ class Admissions:
             raise ProblemError(422, f"unknown {exc.what}_id (or not in that ward)") from None
         except NoFreeBedError:
             raise no_free_bed(ward_id) from None
+        except BedTakenError:
+            raise bed_taken() from None
         except InvalidTransitionError as exc:
             raise ProblemError(409, str(exc)) from None
         return moved
@@ -633,6 +638,12 @@ class DischargeView:
 def allow(who: Principal, roles: frozenset[str]) -> None:
     if not who.roles & roles:
         raise ProblemError(403, "not allowed for your role")
+
+
+def bed_taken() -> ProblemError:
+    """The bed chosen holds another active admission: the database's one admission per bed
+    refused the second (the state of the bed said it was free). Asking again chooses afresh."""
+    return ProblemError(409, "the bed was taken by another admission; ask again", conflict={"with": "admission"})
 
 
 def no_free_bed(ward_id: uuid.UUID) -> ProblemError:
