@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -24,7 +24,6 @@ from prometheus_client.registry import Collector
 from his.kernel import observability as obs
 
 if TYPE_CHECKING:
-    import asyncpg
     from nats.js.client import JetStreamContext
 
     from his.kernel.db import Pool
@@ -139,7 +138,13 @@ def observe_batch(consumer: str, delivered: Iterable[int | None], seconds: float
         CONSUMER_REDELIVERIES.labels(consumer).inc(again)
 
 
-def observe_relay(rows: Sequence[asyncpg.Record], published: Sequence[int], seconds: float) -> None:
+class Row(Protocol):
+    """An outbox row as the relay fetched it (an ``asyncpg.Record``), read by column."""
+
+    def __getitem__(self, key: str, /) -> object: ...
+
+
+def observe_relay(rows: Sequence[Row], published: Sequence[int], seconds: float) -> None:
     """A relay batch: its publish time, and each published row's time from its outbox row to now.
 
     The rows' ``created_at`` comes from the database's clock: a skew between the database host and
