@@ -33,12 +33,11 @@ import nats.errors
 import pytest
 from nats.js.client import JetStreamContext
 
-from his.cli.narrow import integer, list_of
 from his.infra.nats import free_port
 from his.infra.nats_cluster import ClusterNode, NatsCluster, monitor
 from his.kernel import streams
 from his.kernel.db import Database
-from his.kernel.json import JsonObject, object_of
+from his.kernel.json import JsonObject, integer, list_of, object_of
 from his.kernel.outbox import OutboxRelay
 from his.kernel.service import connect_nats
 from his.reliability.history import History

@@ -15,10 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from his.cli import scrape, state
-from his.cli.narrow import boolean, field, integer, list_of, number, optional, text
 from his.cli.settings import OperatorSettings
 from his.kernel import bus, dlq
-from his.kernel.json import Json, object_of
+from his.kernel.json import Json, boolean, field, integer, list_of, number, object_of, optional, text
 from his.kernel.pki import WorkloadIdentity
 
 T = TypeVar("T")

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from his.cli.narrow import json_object, text
 from his.cli.services import SERVICES
-from his.kernel.json import Json, JsonObject, object_of
+from his.kernel.json import Json, JsonObject, json_object, object_of, text
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS

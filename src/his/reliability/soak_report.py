@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from his.cli.narrow import boolean, dict_of, field, integer, list_of, number, optional, text
-from his.kernel.json import Json, object_of
+from his.kernel.json import Json, boolean, dict_of, field, integer, list_of, number, object_of, optional, text
 from his.reliability.soak import FaultFigures, Run, clock
 
 PLOTS = ("p95.png", "rss.png", "outbox_age.png", "consumer_lag.png")
