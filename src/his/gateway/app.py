@@ -12,7 +12,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -33,7 +33,7 @@ from his.gateway.routing import ROUTES, Match, resolve
 from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs
 from his.kernel import tracing
-from his.kernel.json import Json, object_of
+from his.kernel.json import Json, JsonObject, object_of
 from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import install, problem
@@ -261,20 +261,22 @@ def create_app(upstreams: dict[str, str], settings: GatewaySettings | None = Non
         """Liveness of the gateway process (readiness and metrics are on its operations listener)."""
         return {"status": "ok", "service": "gateway"}
 
-    cached: dict[str, Any] = {}
+    #: The document once every service answered for it (until then, it is assembled again).
+    complete: list[JsonObject] = []
 
-    async def public_openapi() -> dict[str, Any]:
-        if cached.get("complete"):
-            return dict(cached["doc"])
-        documents: dict[str, dict[str, Any]] = {}
+    async def public_openapi() -> JsonObject:
+        if complete:
+            return dict(complete[0])
+        documents: dict[str, JsonObject] = {}
         for name in {r.service for r in ROUTES}:
             try:
                 _, body = await gw.get(f"{upstreams[name]}/openapi.json", 5.0)
-                documents[name] = json.loads(body)
+                documents[name] = object_of(json.loads(body))
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
                 continue
         doc = assemble(documents)
-        cached.update(doc=doc, complete=len(documents) == len({r.service for r in ROUTES}))
+        if len(documents) == len({r.service for r in ROUTES}):
+            complete[:] = [doc]
         return doc
 
     @app.get("/openapi.json", include_in_schema=False)

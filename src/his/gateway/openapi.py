@@ -8,17 +8,31 @@ two services may both have a ``Coverage``. Non-public operations require a beare
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from his.gateway.routing import ROUTES, Route
+from his.kernel.json import Json, JsonObject, field, json_object, text
 from his.kernel.problems import Problem
 from his.kernel.web import PUBLIC
 
-PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+PROBLEM: JsonObject = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def _rename_refs(node: Any, service: str) -> Any:
+def _at(node: Json, *keys: str) -> Json:
+    """``node[k1][k2]…``, or None where a key is missing or a value on the way is not an object."""
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _object(node: Json) -> JsonObject:
+    """``node`` if it is an object, else an empty one."""
+    return node if isinstance(node, dict) else {}
+
+
+def _rename_refs(node: Json, service: str) -> Json:
     if isinstance(node, dict):
         return {
             k: (
@@ -39,27 +53,31 @@ def _schema_name(name: str, service: str) -> str:
 
 
 def assemble(
-    documents: dict[str, dict[str, Any]], routes: Sequence[Route] = ROUTES, *, version: str = "0.1.0"
-) -> dict[str, Any]:
+    documents: Mapping[str, JsonObject], routes: Sequence[Route] = ROUTES, *, version: str = "0.1.0"
+) -> JsonObject:
     """Build the public document from ``{service: that service's /openapi.json}``, with the
     gateway's route table (or the one the documents give, ``routing.table``)."""
-    paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {
-        "Problem": Problem.model_json_schema(),
+    paths: dict[str, JsonObject] = {}
+    schemas: JsonObject = {
+        "Problem": json_object(Problem.model_json_schema()),
     }
     for route in routes:
         doc = documents.get(route.service)
         if doc is None:
             continue
         upstream_template = route.upstream_template
-        op = (doc.get("paths", {}).get(upstream_template, {}) or {}).get(route.method.lower())
-        if op is None:
+        found = _at(doc, "paths", upstream_template, route.method.lower())
+        if not isinstance(found, dict):
             continue
-        op = _rename_refs({k: v for k, v in op.items() if k != PUBLIC}, route.service)
+        op = _object(_rename_refs({k: v for k, v in found.items() if k != PUBLIC}, route.service))
         op["tags"] = [route.service]
         op["operationId"] = f"{route.service}_{route.method.lower()}_{upstream_template.strip('/').replace('/', '_')}"
-        op["parameters"] = _public_parameters(op.get("parameters", []), upstream_template, route.params)
-        responses = op.setdefault("responses", {})
+        params = op.get("parameters", [])
+        op["parameters"] = _public_parameters(
+            params if isinstance(params, list) else [], upstream_template, route.params
+        )
+        responses = _object(op.get("responses"))
+        op["responses"] = responses
         for code in ["400", "413", "429", "503"] + ([] if route.public else ["401", "403"]):
             responses.setdefault(code, {"description": "problem", "content": PROBLEM})
         responses.pop("422", None)
@@ -67,7 +85,7 @@ def assemble(
         if not route.public:
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op
-        for name, schema in (doc.get("components", {}).get("schemas", {}) or {}).items():
+        for name, schema in _object(_at(doc, "components", "schemas")).items():
             if name != "Problem":
                 schemas[_schema_name(name, route.service)] = _rename_refs(schema, route.service)
     _link(paths)
@@ -79,7 +97,7 @@ def assemble(
             "version": version,
             "description": "The public API. Errors are application/problem+json.",
         },
-        "paths": paths,
+        "paths": dict[str, Json](paths),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
@@ -91,7 +109,7 @@ def assemble(
 CLIENT_HEADERS = frozenset({"idempotency-key"})
 
 
-def _distinct_titles(schemas: dict[str, Any]) -> None:
+def _distinct_titles(schemas: JsonObject) -> None:
     """Give two services' schemas of one name distinct titles (``AdmissionsCreated``,
     ``PractitionersCreated``): client generators name their classes by title, and two classes of
     one name (or two enums of one name and other values) cannot both be generated."""
@@ -102,22 +120,23 @@ def _distinct_titles(schemas: dict[str, Any]) -> None:
         if len(keys) > 1:
             for key in keys:
                 service, _, name = key.rpartition(".")
-                schemas[key] = {**schemas[key], "title": f"{service.capitalize()}{name}"}
+                schemas[key] = {**_object(schemas[key]), "title": f"{service.capitalize()}{name}"}
 
 
-def _public_parameters(params: list[dict[str, Any]], upstream_template: str, public: tuple[str, ...]) -> list[Any]:
+def _public_parameters(params: list[Json], upstream_template: str, public: tuple[str, ...]) -> list[Json]:
     """The operation's parameters under their public names; of the header parameters, only the
     client's own (``Idempotency-Key``), under their HTTP spelling."""
     renamed = dict(zip(re.findall(r"\{([^}/]+)\}", upstream_template), public, strict=False))
-    out: list[Any] = []
-    for p in params:
-        where, name = p.get("in"), p["name"]
+    out: list[Json] = []
+    for param in params:
+        p = _object(param)
+        where, name = p.get("in"), text(field(p, "name"))
         if where == "path":
             out.append(dict(p, name=renamed.get(name, name)))
         elif where != "header":
             out.append(p)
         elif name.lower() in CLIENT_HEADERS:
-            schema = {"type": "string", "minLength": 1, "maxLength": 255}
+            schema: JsonObject = {"type": "string", "minLength": 1, "maxLength": 255}
             out.append(dict(p, name="Idempotency-Key", required=True, schema=schema))
     return out
 
@@ -159,14 +178,14 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
 }
 
 
-def _link(paths: dict[str, dict[str, Any]]) -> None:
+def _link(paths: dict[str, JsonObject]) -> None:
     """Add ``LINKS`` to the 201 answers of the creations present, to operations present."""
     for (path, method), links in LINKS.items():
-        created = paths.get(path, {}).get(method, {}).get("responses", {}).get("201")
-        if created is None:
+        created = _at(paths.get(path, {}), method, "responses", "201")
+        if not isinstance(created, dict):
             continue
-        found = {
-            name: {"operationId": paths[target][verb]["operationId"], "parameters": {param: "$response.body#/id"}}
+        found: JsonObject = {
+            name: {"operationId": _at(paths[target], verb, "operationId"), "parameters": {param: "$response.body#/id"}}
             for name, (target, verb, param) in links.items()
             if verb in paths.get(target, {})
         }

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
 
+from his.kernel.json import JsonObject, object_of, text
 from his.kernel.web import PUBLIC
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -61,18 +61,22 @@ def _order(route: Route) -> tuple[tuple[int, str], ...]:
     return tuple((1, "") if _PARAM.fullmatch(seg) else (0, seg) for seg in route.path.split("/"))
 
 
-def table(documents: Mapping[str, Mapping[str, Any]]) -> list[Route]:
+def table(documents: Mapping[str, JsonObject]) -> list[Route]:
     """The public routes that the services' documents (``{service: its /openapi.json}``) mark with
     ``x-his-public``, by path (fixed segments first) and method. Raises ``RouteTableError`` for a public route claimed
     twice or whose parameters do not match its service's path."""
     routes: dict[tuple[str, str], Route] = {}
     for service, doc in sorted(documents.items()):
-        for template, operations in (doc.get("paths") or {}).items():
+        paths = doc.get("paths")
+        for template, operations in (paths if isinstance(paths, dict) else {}).items():
             for method in METHODS:
-                marked = (operations.get(method) or {}).get(PUBLIC)
+                operation = operations.get(method) if isinstance(operations, dict) else None
+                marked = operation.get(PUBLIC) if isinstance(operation, dict) else None
                 if not marked:
                     continue
-                route = Route(method.upper(), marked["path"], service, template, bool(marked.get("without_token")))
+                marked = object_of(marked)
+                path = text(marked.get("path"))
+                route = Route(method.upper(), path, service, template, bool(marked.get("without_token")))
                 if len(route.params) != len(_PARAM.findall(template)):
                     raise RouteTableError(f"{route.method} {route.path}: its parameters do not match {template}")
                 key = (route.method, _PARAM.sub("{}", route.path))
