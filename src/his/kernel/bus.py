@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -86,7 +85,7 @@ async def connect(
     name: str,
     identity: WorkloadIdentity | None = None,
     service: str | None = None,
-    **options: Any,
+    **options: object,
 ) -> NATS:
     """Connect as ``identity`` (TLS with its certificate) when the URL asks for TLS.
 

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import asyncpg
 import nats.errors
@@ -89,6 +89,15 @@ class _HandlerFailedError(Exception):
     """A handler failed in a batch applied without savepoints: roll back, redo with them."""
 
 
+class SubscriptionOptions(TypedDict, total=False):
+    """What ``Subscription.of`` may set besides the event and its handler."""
+
+    max_deliver: int
+    backoff: Sequence[float]
+    ack_wait: float
+    batch: int
+
+
 @dataclass(frozen=True)
 class Subscription:
     """A durable consumer: one event type, one handler."""
@@ -114,7 +123,11 @@ class Subscription:
 
     @classmethod
     def of(
-        cls, name: str, event: type[Ev], handler: Callable[[UnitOfWork, Envelope, Ev], Awaitable[None]], **options: Any
+        cls,
+        name: str,
+        event: type[Ev],
+        handler: Callable[[UnitOfWork, Envelope, Ev], Awaitable[None]],
+        **options: Unpack[SubscriptionOptions],
     ) -> Subscription:
         """A durable consumer of ``event`` (its model): the handler gets that model, typed, and
         anything else arriving on the subscription is a ``PermanentError`` before the handler

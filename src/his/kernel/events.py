@@ -10,10 +10,10 @@ from __future__ import annotations
 import inspect
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -233,6 +233,3 @@ def _type_label(annotation: object) -> str:
 def stream_name(service: str) -> str:
     """One stream per producing service."""
     return f"HIS_{service.upper()}"
-
-
-Handler = Callable[..., Any]
