@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from his.access import Role
 from his.events.identity import UserRegistered
@@ -142,7 +141,7 @@ class KeyRing:
             await uow.signing_keys.add(key.stored(self.passphrase))
             return key
 
-    async def jwks(self) -> dict[str, Any]:
+    async def jwks(self) -> dict[str, list[dict[str, str]]]:
         await self.active()
         now = self.clock()
         async with self.units.read() as u:

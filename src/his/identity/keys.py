@@ -14,13 +14,13 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from his.identity.domain import ACCESS_TOKEN_TTL
+from his.kernel.json import Json, object_of, text
 
 ROTATE_AFTER = timedelta(days=30)
 RETIRE_AFTER = ROTATE_AFTER + ACCESS_TOKEN_TTL + timedelta(hours=1)
@@ -33,9 +33,15 @@ class StoredKey:
 
     kid: str
     private_pem: bytes = field(repr=False)
-    public_jwk: dict[str, Any]
+    #: The public key as a JWK: every member of an EC public key is text.
+    public_jwk: dict[str, str]
     created_at: datetime
     retires_at: datetime
+
+
+def jwk_of(doc: Json) -> dict[str, str]:
+    """A public EC key's JWK (``kty``, ``crv``, ``x``, ``y``, ``kid`` …: all text), checked."""
+    return {k: text(v) for k, v in object_of(doc).items()}
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,8 @@ class SigningKey:
     private: ec.EllipticCurvePrivateKey
     created_at: datetime
 
-    def public_jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private.public_key()))
+    def public_jwk(self) -> dict[str, str]:
+        jwk = jwk_of(json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private.public_key())))
         jwk.update({"kid": self.kid, "alg": "ES256", "use": "sig"})
         return jwk
 

@@ -24,13 +24,13 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import jwt
 from jwt import PyJWK
 
-from his.kernel.json import Json
+from his.kernel.json import JsonLike
 
 ALGORITHMS = ("ES256",)
 #: Who signs access tokens, and for whom they are meant.
@@ -42,7 +42,7 @@ REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "jti")
 #: How many verified tokens a verifier remembers (the oldest is forgotten first).
 CACHE_SIZE = 10_000
 
-JwksSource = Callable[[], Awaitable[Json]]
+JwksSource = Callable[[], Awaitable[JsonLike]]
 
 
 class TokenError(Exception):
@@ -101,12 +101,13 @@ class TokenVerifier:
             if self._keys:  # a failed fetch is not retried at once, by every request
                 self._fetched_at = time.monotonic()
             doc = await self._source()
-            listed = doc.get("keys") if isinstance(doc, dict) else None
+            listed = doc.get("keys") if isinstance(doc, Mapping) else None
             keys: dict[str, PyJWK] = {}
             seen: list[str] = []
-            for raw in listed if isinstance(listed, list) else []:
-                if not isinstance(raw, dict):
+            for member in listed if isinstance(listed, list | tuple) else []:
+                if not isinstance(member, Mapping):
                     continue
+                raw = dict(member)
                 if raw.get("kty") == "EC" and raw.get("kid") and raw.get("alg", "ES256") in ALGORITHMS:
                     keys[str(raw["kid"])] = PyJWK.from_dict(raw, algorithm="ES256")
                     seen.append(json.dumps(raw, sort_keys=True))

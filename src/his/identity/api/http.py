@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,10 +166,17 @@ async def revoked_sessions(identity: Accounts, since: datetime | None = None) ->
     return RevokedSessions(now=now, sessions=[RevokedSession(sid=sid, until=until) for sid, until in rows])
 
 
+class JsonWebKeySet(BaseModel):
+    """The public keys that sign access tokens (RFC 7517): each an EC P-256 key with its ``kid``,
+    ``alg`` (ES256) and ``use`` (sig)."""
+
+    keys: list[dict[str, str]]
+
+
 @router.get("/auth/jwks", openapi_extra=public("/api/auth/jwks", without_token=True))
-async def jwks(identity: Accounts) -> dict[str, Any]:
+async def jwks(identity: Accounts) -> JsonWebKeySet:
     """Public signing keys (JWKS). Old keys stay until every token they signed has expired."""
-    return await identity.keys.jwks()
+    return JsonWebKeySet.model_validate(await identity.keys.jwks())
 
 
 @router.post("/auth/password", status_code=204, responses=errors(403, 429), openapi_extra=public("/api/auth/password"))

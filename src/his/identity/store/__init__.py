@@ -9,7 +9,7 @@ from datetime import datetime
 import orjson
 
 from his.identity.domain import EmailTakenError, RefreshToken, User
-from his.identity.keys import StoredKey
+from his.identity.keys import StoredKey, jwk_of
 from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 
 __all__ = ["EmailTakenError", "IdentityStore", "IdentityUnit"]
@@ -177,7 +177,7 @@ class PgSigningKeys:
             StoredKey(
                 kid=r["kid"],
                 private_pem=bytes(r["private_pem"]),
-                public_jwk=orjson.loads(r["public_jwk"]),
+                public_jwk=jwk_of(orjson.loads(r["public_jwk"])),
                 created_at=r["created_at"],
                 retires_at=r["retires_at"],
             )
