@@ -258,7 +258,7 @@ async def test_opt_out_and_missing_addresses(post: Post) -> None:
 
 async def test_the_maildir_never_holds_one_delivery_twice(post: Post) -> None:
     channel = MaildirChannel(post.maildir)
-    message = Outgoing(uuid.uuid4(), "email", "a@example.org", "Subject", "Body")
+    message = Outgoing(uuid.uuid4(), "email", "a@example.org", "Subject", "Body", HARD_DATES[0].at(0, 30))
     await channel.send(message)
     await channel.send(message)  # e.g. a crash after sending, before it was recorded
     assert len(post.mail()) == 1
@@ -269,8 +269,9 @@ async def test_messages_on_disk_are_readable_by_their_owner_only(tmp_path: Path)
     users must not read them."""
     root = tmp_path / "mail"
     mail, sms = MaildirChannel(root / "maildir"), SpoolSmsChannel(root / "sms.jsonl")
-    await mail.send(Outgoing(uuid.uuid4(), "email", "ayse@example.org", "Your appointment", "Dear Ayse"))
-    await sms.send(Outgoing(uuid.uuid4(), "sms", "+90 555 000 0000", "Your appointment", "Dear Ayse"))
+    at = HARD_DATES[0].at(0, 30)
+    await mail.send(Outgoing(uuid.uuid4(), "email", "ayse@example.org", "Your appointment", "Dear Ayse", at))
+    await sms.send(Outgoing(uuid.uuid4(), "sms", "+90 555 000 0000", "Your appointment", "Dear Ayse", at))
     private = [
         root / "maildir",
         *(root / "maildir").iterdir(),

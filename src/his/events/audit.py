@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import types
 import uuid
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -167,7 +166,7 @@ def batch_accesses(events: list[Envelope]) -> list[Envelope]:
                     id=batch_id,
                     type=batch_type,
                     source=f"his.{service_of(batch_type)}",
-                    time=datetime.now(UTC),
+                    time=max(e.time for e in part),  # the batch is of accesses up to its last
                     subject=str(batch_id),
                     aggregate_id=str(batch_id),
                     aggregate_version=1,

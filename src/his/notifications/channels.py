@@ -17,7 +17,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy, default
@@ -35,8 +35,8 @@ class Outgoing:
     to: str
     subject: str
     body: str
-    #: When it is sent: the message's Date.
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: When it is sent (the dispatcher's clock): the message's Date.
+    at: datetime
 
 
 class Channel(Protocol):
