@@ -107,6 +107,9 @@ class Servers:
 
     @classmethod
     def make_workdir(cls, base: Path | None = None) -> Path:
+        """A new private directory for a run's servers, under ``base`` (made if missing)."""
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix="his-bench-", dir=base))
         path.chmod(0o755)  # the embedded server's system user must traverse it when run as root
         return path
