@@ -7,7 +7,7 @@ personal data, so it leaves no access record.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from his.billing.domain import billable_currencies
 from his.billing.store import PgPrices

@@ -9,7 +9,7 @@ PHI read and leaves an access record in the same transaction, with the calling s
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
