@@ -6,8 +6,10 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
+# The browser tests drive Debian's Chromium (below): Playwright never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: up test lint typecheck hooks unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto mutants clean
+.PHONY: up test chromium lint typecheck hooks unit integration reliability bench bench-backbone bench-booking catalogue api-reference proto mutants clean
 
 # Two stamps, one per install: `make up` installs the runtime only ($(RUNTIME)); `make test` and
 # the development targets add the test, lint and type-check tools ($(VENV)/.synced). Either order
@@ -35,8 +37,25 @@ up: $(RUNTIME)
 	@echo "==> starting the hospital: $(VENV)/bin/his up"
 	@$(VENV)/bin/his up
 
-test: $(VENV)/.synced lint typecheck
+test: $(VENV)/.synced chromium lint typecheck
 	$(VENV)/bin/pytest
+
+# The browser tests (tests/e2e/browser) drive Debian's Chromium at $(CHROMIUM) (tests/support/browser.py).
+# When it is missing, root (CI's fresh machine) installs it with apt-get (about 25 packages); anyone
+# else is told the one command to run.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> $(CHROMIUM) is missing: installing Debian's chromium for the browser tests (apt-get update; apt-get install -y --no-install-recommends chromium)"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	  else \
+	    echo "The browser tests need Chromium ($(CHROMIUM) is missing). Install it with:"; \
+	    echo "  sudo apt-get install -y --no-install-recommends chromium"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 # ruff; the import contracts of pyproject.toml ([tool.importlinter]); every import declared
 # (deptry: the runtime's in [project].dependencies, the tests' and tools' there or in the dev group).
