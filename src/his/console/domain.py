@@ -1,0 +1,79 @@
+"""The console's sessions, as the browser and the server each hold them (pure: no IO).
+
+The browser holds only a cookie: 256 random bits. The server keeps the session under the
+cookie's SHA-256 (a copy of the table opens no session), with the caller's access and refresh
+tokens encrypted and bound to that row, a CSRF token for its forms, and two clocks: a session
+ends 30 minutes after its last request or 12 hours after sign-in, whichever is first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+#: A session ends this long after its last request...
+IDLE = timedelta(minutes=30)
+#: ... or this long after sign-in, whichever comes first.
+LIFETIME = timedelta(hours=12)
+#: The cookie's name. HttpOnly, SameSite=Strict, Path=/ (and Secure over TLS).
+COOKIE = "his_session"
+
+
+class Locale(StrEnum):
+    """The languages of the console."""
+
+    EN = "en"
+    TR = "tr"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """What the identity service issued at sign-in (or at the last refresh): never sent to the
+    browser."""
+
+    access: str
+    refresh: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser, as the server keeps it (``id``: the cookie's digest)."""
+
+    id: bytes
+    user_id: uuid.UUID
+    roles: tuple[str, ...]
+    #: The synchronizer token every form and htmx request of the session carries.
+    csrf: str
+    locale: Locale
+    created_at: datetime
+    seen_at: datetime
+
+    def ends_at(self) -> datetime:
+        """When the session ends if no request comes before."""
+        return min(self.seen_at + IDLE, self.created_at + LIFETIME)
+
+    def live(self, now: datetime) -> bool:
+        return now < self.ends_at()
+
+    def accepts(self, csrf: str | None) -> bool:
+        """Whether a request's CSRF token is this session's (compared in constant time)."""
+        return csrf is not None and hmac.compare_digest(csrf.encode(), self.csrf.encode())
+
+
+def new_cookie() -> str:
+    """A new session cookie's value: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def digest(cookie: str) -> bytes:
+    """The key the server keeps a session under: the SHA-256 of its cookie."""
+    return hashlib.sha256(cookie.encode()).digest()

@@ -1,0 +1,70 @@
+"""The console's sessions in memory, refusing what the ``session`` table refuses (a second row
+under one id, a digest that is not 32 bytes, a short CSRF token, a last request before
+sign-in) with the errors asyncpg raises for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import asyncpg
+
+from his.console.domain import Session
+from his.kernel.clock import Clock, utc_now
+from his.testing.units import FakeUnits, FakeWork
+
+
+@dataclass
+class ConsoleState:
+    #: Sessions by id, with their encrypted tokens.
+    sessions: dict[bytes, tuple[Session, bytes]] = field(default_factory=dict)
+
+
+class FakeSessions:
+    def __init__(self, state: ConsoleState) -> None:
+        self.state = state
+
+    async def add(self, session: Session, tokens: bytes) -> None:
+        if session.id in self.state.sessions:
+            raise asyncpg.UniqueViolationError('duplicate key value violates unique constraint "session_pkey"')
+        if len(session.id) != 32 or len(session.csrf) < 32 or session.seen_at < session.created_at:
+            raise asyncpg.CheckViolationError('new row for relation "session" violates check constraint')
+        self.state.sessions[session.id] = (session, tokens)
+
+    async def get(self, session_id: bytes) -> tuple[Session, bytes] | None:
+        return self.state.sessions.get(session_id)
+
+    async def seen(self, session_id: bytes, at: datetime) -> None:
+        found = self.state.sessions.get(session_id)
+        if found is not None:
+            s, tokens = found
+            self.state.sessions[session_id] = (replace(s, seen_at=max(s.seen_at, at)), tokens)
+
+    async def renew(self, session_id: bytes, tokens: bytes) -> None:
+        found = self.state.sessions.get(session_id)
+        if found is not None:
+            self.state.sessions[session_id] = (found[0], tokens)
+
+    async def remove(self, session_id: bytes) -> bool:
+        return self.state.sessions.pop(session_id, None) is not None
+
+    async def remove_ended(self, idle_since: datetime, created_before: datetime) -> int:
+        ended = [
+            k for k, (s, _) in self.state.sessions.items() if s.seen_at < idle_since or s.created_at < created_before
+        ]
+        for k in ended:
+            del self.state.sessions[k]
+        return len(ended)
+
+
+class FakeConsoleWork(FakeWork):
+    def __init__(self, state: ConsoleState, clock: Clock) -> None:
+        super().__init__(clock)
+        self.sessions = FakeSessions(state)
+
+
+class FakeConsole(FakeUnits[ConsoleState, FakeConsoleWork]):
+    """The console's units of work in memory."""
+
+    def __init__(self, clock: Clock = utc_now, state: ConsoleState | None = None) -> None:
+        super().__init__(state or ConsoleState(), FakeConsoleWork, clock)
