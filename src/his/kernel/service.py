@@ -136,7 +136,9 @@ class ServiceStatus(BaseModel):
 
 
 def ops_router(ctx: ServiceContext, tasks: dict[str, asyncio.Task[None]]) -> APIRouter:
-    router = APIRouter(tags=["ops"])
+    # Not in the service's OpenAPI document: operations endpoints, not its API (the gateway builds
+    # the public document from the services' documents, and must find the same ones offline).
+    router = APIRouter(tags=["ops"], include_in_schema=False)
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
