@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -252,6 +252,33 @@ async def test_a_patients_appointments_in_every_state_the_latest_first(side: Sid
         assert await u.appointments.of_patient(patient, 2) == found[:2]
         assert await u.appointments.of_patient(uuid.uuid4(), 10) == []
     assert found == [cancelled, booked[2], booked[0]]
+
+
+async def test_a_practitioners_appointments_that_start_in_a_window_earliest_first_then_by_id(side: Side) -> None:
+    """Every state; those that start from the window's start up to its end: not one that started
+    before and runs into it, nor one that starts at its end. At one start, by id. Written out of
+    order (a cancelled appointment and the one booked in its place with a lower id among them),
+    so that only the query's own order gives the answer."""
+    doctor = uuid.uuid4()
+    day = Interval(at(0), at(24))
+    last = await _book(side, new(span(23 + 2 / 3), practitioner=doctor))  # until the window's end
+    before = await _set(side, await _book(side, new(span(-1 / 6), practitioner=doctor)), Status.CANCELLED)
+    after = await _book(side, new(span(24), practitioner=doctor))
+    first = await _book(side, new(span(0), practitioner=doctor))
+    low, high = sorted(uuid.uuid4() for _ in range(2))
+    replaced = await _set(
+        side, await _book(side, replace(new(span(9), practitioner=doctor), id=high)), Status.CANCELLED
+    )
+    in_its_place = await _book(side, replace(new(span(9), practitioner=doctor), id=low))
+    noon = await _book(side, new(span(12), practitioner=doctor))
+    await _book(side, new(span(10)))  # another practitioner's
+    async with side.units.read() as u:
+        found = await u.appointments.of_practitioner(doctor, day, 10)
+        assert await u.appointments.of_practitioner(doctor, day, 2) == found[:2]
+        assert await u.appointments.of_practitioner(doctor, Interval(at(-24), at(0)), 10) == [before]
+        assert await u.appointments.of_practitioner(doctor, Interval(at(24), at(48)), 10) == [after]
+        assert await u.appointments.of_practitioner(uuid.uuid4(), day, 10) == []
+    assert found == [first, in_its_place, replaced, noon, last]
 
 
 async def _join(

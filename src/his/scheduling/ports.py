@@ -69,6 +69,12 @@ class Appointments(Protocol):
         """The patient's appointments, in every state, the latest start first."""
         ...
 
+    async def of_practitioner(self, practitioner_id: uuid.UUID, window: Interval, limit: int) -> list[Appointment]:
+        """The practitioner's appointments, in every state, that start within ``window`` (from its
+        start, up to but not including its end; one that started earlier and runs into it is not
+        among them), the earliest start first and, at one start, by id; at most ``limit``."""
+        ...
+
     async def colliding(self, who: str, wanted: NewAppointment | Appointment) -> Appointment | None:
         """The earliest appointment holding time of ``wanted``'s practitioner or patient (``who``)
         that overlaps ``wanted.during``, other than ``wanted`` itself; None if there is none (any

@@ -142,6 +142,15 @@ class FakeAppointments:
         found = [a for a in self.state.appointments.values() if a.patient_id == patient_id]
         return sorted(found, key=lambda a: a.start, reverse=True)[:limit]
 
+    async def of_practitioner(self, practitioner_id: uuid.UUID, window: Interval, limit: int) -> list[Appointment]:
+        self.work.going_on()
+        found = [
+            a
+            for a in self.state.appointments.values()
+            if a.practitioner_id == practitioner_id and window.start <= a.start < window.end
+        ]
+        return sorted(found, key=lambda a: (a.start, a.id))[:limit]
+
     async def colliding(self, who: str, wanted: NewAppointment | Appointment) -> Appointment | None:
         self.work.going_on()
         hit = _holding(self.state, who, wanted, wanted.during)

@@ -142,6 +142,18 @@ class PgAppointments:
         )
         return [_appointment(r) for r in rows]
 
+    async def of_practitioner(self, practitioner_id: uuid.UUID, window: Interval, limit: int) -> list[Appointment]:
+        rows = await self.conn.fetch(
+            f"""SELECT {COLUMNS} FROM appointment
+                WHERE practitioner_id = $1 AND lower(during) >= $2 AND lower(during) < $3
+                ORDER BY lower(during), id LIMIT $4""",
+            practitioner_id,
+            window.start,
+            window.end,
+            limit,
+        )
+        return [_appointment(r) for r in rows]
+
     async def colliding(self, who: str, wanted: NewAppointment | Appointment) -> Appointment | None:
         """Run after the refused write's transaction rolled back: the other appointment is
         committed (the constraint waits for a concurrent writer's outcome); if it was cancelled or
