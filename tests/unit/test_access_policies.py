@@ -92,6 +92,8 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
     (scheduling.Operation.WAITLIST,
         "role  role  403   403   403   403   403   403   403   403   403   own   404   role  role"),
+    (scheduling.Operation.DAY_LIST,
+        "role  role  403   403   403   offer care  emg   offer care  emg   403   403   role  care"),
     (admissions.Operation.ADMIT,
         "role  role  403   403   403   403   403   403   403   403   403   403   403   role  role"),
     (admissions.Operation.READ,

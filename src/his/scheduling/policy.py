@@ -5,6 +5,12 @@ patient books, reads, moves and cancels their own; reception and ADMIN act for e
 a clinician (DOCTOR, NURSE) reads a patient's appointments, checks in (NURSE) and completes them
 only within a care relationship or under an emergency grant (an appointment gives its
 practitioner care).
+
+A practitioner's day list (every patient's appointments with them on one day) is staff work:
+reception and ADMIN read it by role; a clinician reads in it the appointments of the patients in
+their care or under an emergency grant, each decided as ``READ`` is (the practitioner's own
+patients are in their care through the appointments); a patient never reads it, not even for a
+day that holds their own appointment (they list their own by patient).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from his.access import Decision, Relationship, Role, Rule, unknown
+from his.access import CLINICIANS, Decision, Relationship, Role, Rule, unknown
 from his.access import decide as _decide
 from his.scheduling.domain import Action
 
@@ -29,6 +35,8 @@ class Operation(StrEnum):
     NO_SHOW = "no_show"
     #: Join, read, accept an offer, withdraw.
     WAITLIST = "waitlist"
+    #: Read a practitioner's appointments on one day, each patient's decided on its own.
+    DAY_LIST = "day_list"
 
 
 RULES: dict[Operation, Rule] = {
@@ -40,6 +48,7 @@ RULES: dict[Operation, Rule] = {
     Operation.COMPLETE: Rule.of(by_role=(Role.ADMIN,), with_care=(Role.DOCTOR, Role.NURSE)),
     Operation.NO_SHOW: Rule.of(by_role=BOOKERS),
     Operation.WAITLIST: Rule.of(by_role=BOOKERS, owner=True),
+    Operation.DAY_LIST: Rule.of(by_role=BOOKERS, with_care=CLINICIANS),
 }
 
 #: The operation of each step of an appointment.
