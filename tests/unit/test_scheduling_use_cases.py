@@ -2,8 +2,9 @@
 bookings never collide (a patient learns only that the time is taken, unless it is their own
 appointment), statuses follow their state machine, who may book, read, move, cancel, check in
 and complete (every decision audited), slots are working time minus appointments between the
-hospital's two midnights, freed time is offered to the first patient waiting, bad input is a
-4xx problem.
+hospital's two midnights, a practitioner's day list is what starts between them (read whole by
+reception, by clinicians patient by patient, every patient on it recorded), freed time is
+offered to the first patient waiting, bad input is a 4xx problem.
 
 The routes are the service's own, mounted in-process over ``his.testing.scheduling``, whose
 contract with the PostgreSQL store is ``tests/integration/test_scheduling_contract.py``; what
@@ -18,7 +19,7 @@ matters on each.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from his.access import Relationship
 from his.clients.patients import CareBasis
 from his.events.scheduling import AppointmentCancelled, AppointmentRescheduled, WaitlistOffered
 from his.kernel.clock import FakeClock
@@ -89,6 +91,19 @@ class World:
     def events(self, kind: type[E]) -> list[E]:
         """The committed events of one type, as their models."""
         return [kind.model_validate(e.data) for e in self.fake.published if e.type == kind.type]
+
+    def records(self, actor: uuid.UUID) -> list[tuple[uuid.UUID, str, str, str]]:
+        """The (patient, action, outcome, purpose) of the committed access records of ``actor``, in order."""
+        return [
+            (
+                uuid.UUID(str(e.data["patient_id"])),
+                str(e.data["action"]),
+                str(e.data["outcome"]),
+                str(e.data["purpose"]),
+            )
+            for e in self.fake.published
+            if e.type == ACCESSED and e.data["actor_id"] == str(actor)
+        ]
 
     def accesses(self, actor: uuid.UUID) -> list[tuple[str, str]]:
         """The (outcome, purpose) of the committed access records of ``actor``, in order."""
@@ -530,3 +545,180 @@ async def test_a_patient_learns_only_that_the_time_is_taken_unless_it_is_their_o
 
     staff = await world.book(world.patient(), doctor, 9)
     assert staff.json()["conflict"]["appointment"]["id"] == theirs["id"]
+
+
+# --- A practitioner's day list: GET /appointments?practitioner_id=…&date=… ------------------------
+
+
+async def day_list(
+    world: World, practitioner: uuid.UUID, who: Mapping[str, str] = RECEPTION, *, days: int = 0, **params: str
+) -> httpx.Response:
+    """The practitioner's day list on the hard date (``days`` later or earlier), asked by ``who``."""
+    day = world.hard.day + timedelta(days=days)
+    query = {"practitioner_id": str(practitioner), "date": day.isoformat(), **params}
+    return await world.client.get("/appointments", params=query, headers=who)
+
+
+def ids(r: httpx.Response) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [a["id"] for a in r.json()["items"]]
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_day_list_is_what_starts_between_the_hospitals_two_midnights_earliest_first(world: World) -> None:
+    """In every state, from the day's local midnight up to the next (23, 24 or 25 hours on): one
+    that starts the evening before and runs into the day is the day before's, one that starts in
+    the day's last minutes is the day's; the repeated hour of the day the clocks go back is there
+    twice. At one start (a cancelled appointment and the one booked in its place), by id."""
+    doctor, other = world.practitioner((-2, 30)), world.practitioner((-2, 30))
+    hours = day_length(world.hard) / timedelta(hours=1)
+
+    async def booked(start: float, practitioner: uuid.UUID = doctor) -> str:
+        r = await world.book(world.patient(), practitioner, start)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def cancelled(aid: str) -> str:
+        assert (await world.client.post(f"/appointments/{aid}/cancel", headers=RECEPTION)).status_code == 200
+        return aid
+
+    # Booked out of order, so that the order of the answer is the list's own.
+    last = await booked(hours - 1 / 3)  # 23:40, until the next midnight
+    evening = await cancelled(await booked(-1 / 6))  # 23:50 the evening before, until 00:10
+    tomorrow = await booked(hours)  # the next midnight
+    first = await booked(0)
+    at_nine = sorted([await cancelled(await booked(9)), await booked(9)])
+    repeated = [await booked(3.5), await booked(2.5)]  # 02:30 twice on the day the clocks go back
+    await booked(9, other)
+
+    listed = await day_list(world, doctor, limit="200")
+    assert ids(listed) == [first, *reversed(repeated), *at_nine, last]
+    starts = [datetime.fromisoformat(a["start"]) for a in listed.json()["items"]]
+    assert starts[0] == world.hard.midnight() and starts[-1] == world.hard.midnight(days=1) - timedelta(minutes=20)
+    assert [a["status"] for a in listed.json()["items"]].count("cancelled") == 1
+    assert ids(await day_list(world, doctor, days=-1)) == [evening]
+    assert ids(await day_list(world, doctor, days=1)) == [tomorrow]
+    assert ids(await day_list(world, doctor, limit="2")) == [first, repeated[1]]
+    assert ids(await day_list(world, uuid.uuid4())) == []  # a practitioner with none, or no such practitioner
+
+
+async def test_who_reads_a_day_list_and_every_patient_on_it_is_recorded(world: World) -> None:
+    """Reception and ADMIN read the whole list by role; a DOCTOR or NURSE the appointments of the
+    patients in their care or under an emergency grant, the others left out (recorded as
+    refused); other staff roles and patients are refused before anything is read, a patient
+    even for a day that holds their own appointment. One record per patient on the list."""
+    doctor = world.practitioner((8, 16))
+    me = uuid.uuid4()
+    cared, granted, mine = world.patient(), world.patient(), world.patient(me)
+    appts = {}
+    for patient, hour in ((cared, 9), (granted, 10), (mine, 11), (cared, 12)):
+        r = await world.book(patient, doctor, hour)
+        appts[(patient, hour)] = r.json()["id"]
+    carer, glass, stranger = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    world.patients.care[(cared, carer)] = CareBasis(in_care=True, emergency=False)
+    world.patients.care[(granted, glass)] = CareBasis(in_care=False, emergency=True)
+    every = list(appts.values())
+    on_it = [cared, granted, mine]
+
+    for role in ("RECEPTIONIST", "ADMIN"):
+        actor = uuid.uuid4()
+        assert ids(await day_list(world, doctor, bearer(actor, role))) == every
+        assert world.records(actor) == [(p, "read", "allowed", "care") for p in on_it]
+    both = uuid.uuid4()
+    assert ids(await day_list(world, doctor, bearer(both, "DOCTOR", "RECEPTIONIST"))) == every
+    assert ids(await day_list(world, doctor, bearer(carer, "DOCTOR"))) == [appts[(cared, 9)], appts[(cared, 12)]]
+    assert world.records(carer) == [
+        (cared, "read", "allowed", "care"),
+        (granted, "read", "denied", "care"),
+        (mine, "read", "denied", "care"),
+    ]
+    assert ids(await day_list(world, doctor, bearer(glass, "NURSE"))) == [appts[(granted, 10)]]
+    assert [(p, o, why) for p, _, o, why in world.records(glass)] == [
+        (cared, "denied", "care"),
+        (granted, "allowed", "emergency"),
+        (mine, "denied", "care"),
+    ]
+    assert ids(await day_list(world, doctor, bearer(stranger, "NURSE"))) == []
+    assert [o for _, _, o, _ in world.records(stranger)] == ["denied"] * 3
+
+    for who in (bearer(me, "PATIENT"), *(bearer(uuid.uuid4(), r) for r in ("LAB_TECH", "BILLING", "AUDITOR"))):
+        refused = await day_list(world, doctor, who)
+        assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+        assert "patient_id" in refused.json()["detail"] and str(mine) not in refused.text
+    assert world.records(me) == []  # refused before anything was read: nothing of a patient reached
+    assert (await day_list(world, doctor, {})).status_code == 401
+
+    world.patients.down = True  # a clinician's list needs patients' answer: a 503, never a guess
+    assert (await day_list(world, doctor, bearer(carer, "DOCTOR"))).status_code == 503
+    assert ids(await day_list(world, doctor)) == every  # reception's does not ask
+
+
+async def test_an_appointment_booked_while_patients_are_asked_is_left_out_of_a_clinicians_list(
+    world: World,
+) -> None:
+    """A clinician's list is decided patient by patient before the read that answers; a patient
+    booked in between was never decided: not shown, and no record says it was read."""
+    doctor = world.practitioner((8, 16))
+    carer, cared, late = uuid.uuid4(), world.patient(), world.patient()
+    world.patients.care[(cared, carer)] = CareBasis(in_care=True, emergency=False)
+    world.patients.care[(late, carer)] = CareBasis(in_care=True, emergency=False)
+    shown = (await world.book(cared, doctor, 9)).json()["id"]
+    asked = world.patients.relationship
+
+    async def booking_meanwhile(patient_id: uuid.UUID, user_id: uuid.UUID) -> Relationship | None:
+        assert (await world.book(late, doctor, 10)).status_code == 201
+        return await asked(patient_id, user_id)
+
+    world.patients.relationship = booking_meanwhile  # type: ignore[method-assign]
+    assert ids(await day_list(world, doctor, bearer(carer, "DOCTOR"))) == [shown]
+    assert world.records(carer) == [(cared, "read", "allowed", "care")]
+    world.patients.relationship = asked  # type: ignore[method-assign]
+    assert len(ids(await day_list(world, doctor, bearer(carer, "DOCTOR")))) == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({}, ["patient_id"]),
+        ({"practitioner_id": "p"}, ["date"]),
+        ({"date": "d"}, ["practitioner_id"]),
+        ({"patient_id": "a", "practitioner_id": "p"}, ["practitioner_id"]),
+        ({"patient_id": "a", "date": "d"}, ["date"]),
+        ({"patient_id": "a", "practitioner_id": "p", "date": "d"}, ["practitioner_id", "date"]),
+    ],
+    ids=["none", "practitioner", "date", "patient+practitioner", "patient+date", "all three"],
+)
+@pytest.mark.parametrize("hard", [HARD_DATES[4]], ids=str)
+async def test_anything_but_a_patient_or_a_practitioners_day_is_a_422_naming_what_is_expected(
+    world: World, params: dict[str, str], named: list[str]
+) -> None:
+    patient, doctor = world.patient(), world.practitioner((8, 16))
+    await world.book(patient, doctor, 9)
+    values = {"a": str(patient), "p": str(doctor), "d": world.hard.day.isoformat()}
+    r = await world.client.get("/appointments", params={k: values[v] for k, v in params.items()}, headers=RECEPTION)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert "patient_id alone, or practitioner_id together with date" in problem["detail"]
+    assert problem["expected"] == [["patient_id"], ["practitioner_id", "date"]]
+    assert [e["loc"] for e in problem["errors"]] == [[n] for n in named]
+    assert not [e for e in world.fake.published if e.type == ACCESSED and e.data["action"] == "read"]
+
+
+@pytest.mark.parametrize("day", ["2027-02-29", "28.03.2027", "2027-3-28", "9999-12-31", "1799-12-31", ""])
+@pytest.mark.parametrize("hard", [HARD_DATES[4]], ids=str)
+async def test_a_day_list_of_no_such_day_is_a_422(world: World, day: str) -> None:
+    doctor = world.practitioner((8, 16))
+    r = await world.client.get("/appointments", params={"practitioner_id": str(doctor), "date": day}, headers=RECEPTION)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert "date" in r.text, r.text
+
+
+@pytest.mark.parametrize("hard", [HARD_DATES[0]], ids=str)
+async def test_the_api_documents_both_ways_to_list_appointments(world: World) -> None:
+    document = (await world.client.get("/openapi.json")).json()
+    operation = document["paths"]["/appointments"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert list(params) == ["patient_id", "practitioner_id", "date", "limit"]
+    assert not any(p.get("required") for p in params.values())
+    assert "practitioner_id` together with `date`" in operation["description"]
+    assert {"403", "404", "422"} <= set(operation["responses"])

@@ -10,16 +10,17 @@ concurrent bookings inside it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
-from his.access import Decision, Relationship
+from his.access import NONE, Decision, Relationship
 from his.clients import replica
 from his.clients.audited import AccessLog
 from his.clients.patients import refused, relationship_for
@@ -328,6 +329,41 @@ class Scheduling:
             self.log.record(uow, who, patient_id, "read", decision)
         return found
 
+    async def day_list(self, who: Principal, practitioner_id: uuid.UUID, day: date, limit: int) -> list[Appointment]:
+        """A practitioner's appointments, in every state, that start on ``day`` of the hospital's
+        calendar (from its local midnight to the next: 23, 24 or 25 hours), the earliest first,
+        at most ``limit``; none for a practitioner who has none (or does not exist).
+
+        Reception and ADMIN read the whole list by role. A clinician reads the appointments of
+        the patients in their care or under an emergency grant (asked of patients for each
+        patient before the list is read for the answer); the others are left out. Other roles,
+        patients among them, are refused before anything is read (403). Each patient on the list
+        is a read of their record: recorded with the read that answers, allowed for each patient
+        shown and denied for each left out."""
+        rule = policy.RULES[Operation.DAY_LIST]
+        if not rule.admits(who.roles):
+            raise ProblemError(
+                403, "not allowed for your role: a day list is for reception and clinicians (patients give patient_id)"
+            )
+        window = local_day(day, self.zone)
+        #: Each patient's decision, for a clinician; None: one decision by role for every patient.
+        decided: dict[uuid.UUID, Decision] | None = None
+        if rule.needs_relationship(who.roles):
+            async with self.units.read() as unit:  # whose appointments they are, to ask patients about
+                seen = await unit.appointments.of_practitioner(practitioner_id, window, limit)
+            decided = await self.decide_each(who, Operation.DAY_LIST, (a.patient_id for a in seen))
+        by_role = policy.decide(Operation.DAY_LIST, who.roles, NONE)
+        async with self.units.read() as uow:
+            found = await uow.appointments.of_practitioner(practitioner_id, window, limit)
+            decisions: dict[uuid.UUID, Decision | None] = {
+                pid: by_role if decided is None else decided.get(pid)
+                for pid in dict.fromkeys(a.patient_id for a in found)
+            }
+            for pid, decision in decisions.items():
+                if decision is not None:  # None: booked since patients were asked; neither decided nor shown
+                    self.log.record(uow, who, pid, "read", decision)
+        return [a for a in found if (d := decisions[a.patient_id]) is not None and d.allowed]
+
     async def reschedule(
         self, who: Principal, appointment_id: uuid.UUID, start: datetime, end: datetime
     ) -> Appointment:
@@ -441,6 +477,21 @@ class Scheduling:
             raise refused(policy.not_found(op, who.roles), patient_id, what)
         return policy.decide(op, who.roles, rel)
 
+    async def decide_each(
+        self, who: Principal, op: Operation, patient_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, Decision]:
+        """The policy's decision on ``op`` for the caller and each patient, asked of patients
+        together (not yet recorded); a patient patients do not know is refused as an unknown id."""
+        ids = list(dict.fromkeys(patient_ids))
+        rule = policy.RULES[op]
+        relationships = await asyncio.gather(
+            *(relationship_for(self.patients, rule, pid, who, self.known) for pid in ids)
+        )
+        return {
+            pid: policy.not_found(op, who.roles) if rel is None else policy.decide(op, who.roles, rel)
+            for pid, rel in zip(ids, relationships, strict=True)
+        }
+
     async def booking(self, who: Principal, patient_id: uuid.UUID, op: Operation) -> Decision:
         """Booking or joining the waitlist for a patient named in the body: unknown to staff who
         book by role is a 422; the rest is the policy's (a patient's other id answers 404)."""
@@ -500,7 +551,12 @@ def _named(a: Appointment | None) -> dict[str, str] | None:
     return None if a is None else {"id": str(a.id), "start": a.start.isoformat(), "end": a.end.isoformat()}
 
 
+def local_day(day: date, zone: ZoneInfo) -> Interval:
+    """The hospital's day ``day``: from its local midnight to the next, 23, 24 or 25 hours long."""
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    return Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
+
+
 def today(now: datetime, zone: ZoneInfo) -> Interval:
     """The hospital's day around ``now``."""
-    start = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
-    return Interval(start, start + timedelta(days=1))
+    return local_day(now.astimezone(zone).date(), zone)

@@ -5,20 +5,23 @@ Every route re-verifies the caller's token and calls one use case of
 patient books, reads, moves and cancels only their own appointments (another patient's id
 answers 404); reception and ADMIN act for anyone; clinicians read, check in and complete only
 for patients in their care or under an emergency grant (else 403, offering emergency access).
-Every decision on a patient's appointment, allowed or denied, is audited.
+A practitioner's day list is staff work: reception and ADMIN read it whole, clinicians the
+appointments of the patients in their care or under a grant, patients never. Every decision on
+a patient's appointment, allowed or denied, is audited.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.kernel.intervals import Interval
+from his.kernel.json import JsonLike
 from his.kernel.params import CalendarDate, Limit, one_of
+from his.kernel.problems import ProblemError
 from his.kernel.web import Caller, Moment, errors, provided, public
 from his.scheduling import handlers
 from his.scheduling.domain import SERVICE_TYPES, Action
@@ -153,12 +156,71 @@ async def one(appointment_id: uuid.UUID, who: Caller, calendar: Calendar) -> App
     return Appointment.model_validate(await calendar.appointment(who, appointment_id))
 
 
-@router.get("/appointments", responses=errors(403, 404), openapi_extra=public("/api/appointments"))
-async def of_patient(patient_id: uuid.UUID, who: Caller, calendar: Calendar, limit: Limit = 50) -> Appointments:
-    """A patient's appointments, latest first: the patient, reception, or clinicians in the
-    patient's care (others get a 403 that points to emergency access)."""
-    found = await calendar.of_patient(who, patient_id, limit)
+#: What ``GET /appointments`` lists by: one of these sets of query parameters, exactly.
+LISTS = "patient_id alone, or practitioner_id together with date"
+
+
+@router.get(
+    "/appointments",
+    summary="Of Patient or Practitioner's Day",
+    responses=errors(403, 404, (422, "not patient_id alone, nor practitioner_id with date; or invalid values")),
+    openapi_extra=public("/api/appointments"),
+)
+async def of_patient(
+    who: Caller,
+    calendar: Calendar,
+    *,
+    patient_id: Annotated[uuid.UUID | None, Query(description="a patient's appointments")] = None,
+    practitioner_id: Annotated[
+        uuid.UUID | None, Query(description="a practitioner's day list, on `date` (required with it)")
+    ] = None,
+    day: Annotated[
+        CalendarDate | None, Query(alias="date", description="the day of the day list, in the hospital's time zone")
+    ] = None,
+    limit: Limit = 50,
+) -> Appointments:
+    """Appointments, of one patient or one practitioner's day: give `patient_id` alone, or
+    `practitioner_id` together with `date` (any other combination is a 422).
+
+    A patient's appointments, latest first: the patient, reception, or clinicians in the
+    patient's care (others get a 403 that points to emergency access).
+
+    A practitioner's day list: their appointments, in every state, that start on `date` in the
+    hospital's time zone (from its midnight to the next; a day the clocks change is 23 or 25
+    hours long), the earliest first, at most `limit` of them (50 unless given): RECEPTIONIST and
+    ADMIN see all of them; a DOCTOR or NURSE those of patients in their care or under an
+    emergency grant (the others are left out); other roles and patients get a 403. Every
+    patient on it is recorded as read (and each left out as refused)."""
+    if patient_id is not None and practitioner_id is None and day is None:
+        found = await calendar.of_patient(who, patient_id, limit)
+    elif patient_id is None and practitioner_id is not None and day is not None:
+        found = await calendar.day_list(who, practitioner_id, day, limit)
+    else:
+        raise unlisted(patient_id, practitioner_id, day)
     return Appointments(items=[Appointment.model_validate(a) for a in found])
+
+
+def unlisted(patient_id: uuid.UUID | None, practitioner_id: uuid.UUID | None, day: date | None) -> ProblemError:
+    """The 422 for a combination of ``GET /appointments``'s parameters it does not list by: what
+    it lists by (``expected``), and each parameter missing or out of place (``errors``)."""
+    given = [
+        n for n, v in (("patient_id", patient_id), ("practitioner_id", practitioner_id), ("date", day)) if v is not None
+    ]
+    if patient_id is not None:
+        wrong = [(name, "not with patient_id") for name in given if name != "patient_id"]
+    elif practitioner_id is not None:
+        wrong = [("date", "required with practitioner_id")]
+    elif day is not None:
+        wrong = [("practitioner_id", "required with date")]
+    else:
+        wrong = [("patient_id", "required, unless practitioner_id and date are given")]
+    errs: list[JsonLike] = [{"loc": [name], "msg": msg} for name, msg in wrong]
+    return ProblemError(
+        422,
+        f"give {LISTS} (given: {', '.join(given) or 'none of them'})",
+        errors=errs,
+        expected=[["patient_id"], ["practitioner_id", "date"]],
+    )
 
 
 @router.post(
@@ -231,7 +293,5 @@ async def free(
     """Free slots of one practitioner on a day (hospital time zone) for a service type (any signed-in)."""
     one_of("service", service, SERVICE_TYPES)
     zone = calendar.zone
-    start = datetime.combine(day, time(0), tzinfo=zone)
-    window = Interval(start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone))
-    free = await calendar.slots(practitioner_id, window, service)
+    free = await calendar.slots(practitioner_id, handlers.local_day(day, zone), service)
     return Slots(date=day, service=service, timezone=zone.key, items=[Slot.model_validate(s) for s in free])
