@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from his.kernel import observability as obs
 from his.kernel import tracing
 from his.kernel.json import Json, JsonObject, object_of
 from his.kernel.params import page_size
-from his.kernel.pki import WorkloadIdentity
+from his.kernel.pki import WorkloadIdentity, spiffe_id
 from his.kernel.problems import install, problem
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
 from his.kernel.service import KEEP_ALIVE, NO_TELEMETRY, QuietServer, mutual_tls
@@ -374,14 +375,23 @@ class Edge:
     ``Gateway.route`` is a response, and anything unexpected is logged and answered 500.
     """
 
-    def __init__(self, app: FastAPI, gateway: Gateway) -> None:
+    def __init__(self, app: FastAPI, gateway: Gateway, *, names_client: bool = False) -> None:
         self.app = app
         self.gateway = gateway
+        #: On the console's listener only: the caller names the browser it acts for
+        #: (``X-His-Client-IP``), whose address the limits then count (``client_named``).
+        self.names_client = names_client
 
     async def __call__(self, scope: obs.Scope, receive: obs.Receive, send: obs.Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.names_client:
+            named = client_named(scope)
+            if named is None:
+                await problem(400, f"name the browser's address in {CLIENT_HEADER}")(scope, receive, send)
+                return
+            scope["client"] = (named, 0)
         path = scope["path"]
         if path.startswith("/api/") or path == "/":
             send = no_store(send)
@@ -421,6 +431,45 @@ def limits(settings: GatewaySettings) -> Limits:
         body_timeout=settings.gateway_body_timeout,
         max_connections=settings.gateway_max_connections,
         max_per_address=settings.gateway_max_connections_per_address,
+    )
+
+
+#: The header in which the console names the browser it calls the API for (and in which the
+#: gateway tells every upstream who its client is).
+CLIENT_HEADER = "x-his-client-ip"
+
+
+def client_named(scope: obs.Scope) -> str | None:
+    """The address one ``X-His-Client-IP`` header names, if it is an IP address."""
+    values = [v for k, v in scope.get("headers", ()) if k.lower() == CLIENT_HEADER.encode()]
+    if len(values) != 1:
+        return None
+    try:
+        return str(ipaddress.ip_address(values[0].decode("ascii").strip()))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def console_listener(edge: Edge, settings: GatewaySettings) -> uvicorn.Config:
+    """The console's listener, on ``HIS_CONSOLE_PORT``: the public API (an ``Edge`` that takes the
+    client's address from the console), over mutual TLS admitting the console's workload
+    certificate only (docs/adr/0027). Its limits are the public listener's."""
+    return uvicorn.Config(
+        tracing.TracingMiddleware(obs.MetricsMiddleware(edge)),
+        host=settings.host,
+        port=settings.console_port or 0,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        http=guarded(limits(settings), "console", peer=spiffe_id("console")),
+        ws="none",
+        server_header=False,
+        headers=EVERY_RESPONSE,
+        proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        **mutual_tls(settings),
     )
 
 
@@ -470,7 +519,8 @@ def ops_listener(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
 
 def enough_files(settings: GatewaySettings) -> None:
     """Raise this process's open-file limit to what its connection caps need, if the hard limit allows."""
-    want = settings.gateway_max_connections + OPS_LIMITS.max_connections + 512  # upstream pool, logs, slack
+    public = settings.gateway_max_connections * (2 if settings.console_port else 1)  # the console's is alike
+    want = public + OPS_LIMITS.max_connections + 512  # upstream pool, logs, slack
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < want:
         top = want if hard == resource.RLIM_INFINITY else min(want, hard)
@@ -488,6 +538,10 @@ def main() -> None:
     app = create_app({str(k): str(v) for k, v in upstreams.items()}, settings)
     gateway: Gateway = app.state.gateway
     servers = [QuietServer(listener(Edge(app, gateway), settings))]
+    if settings.console_port and settings.workload() is not None:
+        servers.append(QuietServer(console_listener(Edge(app, gateway, names_client=True), settings)))
+    elif settings.console_port:
+        log.warning("HIS_CONSOLE_PORT is set without a workload identity: the console has no listener")
     if settings.ops_port:
         servers.append(QuietServer(ops_listener(ops_app(gateway), settings)))
     else:

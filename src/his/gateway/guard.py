@@ -25,10 +25,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from cryptography import x509
 from prometheus_client import Counter as Total
 from prometheus_client import Gauge
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from his.kernel.pki import spiffe_ids
 from his.kernel.problems import TITLES
 
 CONNECTIONS = Gauge(
@@ -62,6 +64,17 @@ class Limits:
     max_per_address: int = 100
 
 
+def peer_id(transport: asyncio.BaseTransport) -> str | None:
+    """The SPIFFE id of the certificate a TLS client presented, or None (no TLS, no certificate,
+    or none of one)."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    ids = spiffe_ids(x509.load_der_x509_certificate(der))
+    return ids[0] if len(ids) == 1 else None
+
+
 @dataclass
 class _Counts:
     """A listener's connections that count against its caps (refused ones do not), and its
@@ -72,11 +85,15 @@ class _Counts:
     per_address: Counter[str] = field(default_factory=Counter)
 
 
-def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class with ``limits``; one class per listener (its counts)."""
+def guarded(limits: Limits, listener: str, *, peer: str | None = None) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with ``limits``; one class per listener (its counts).
+
+    ``peer``: the only SPIFFE id the listener admits (its TLS handshake has verified the client's
+    certificate against the hospital's CA; any other workload's is answered 403 and closed)."""
     counts = _Counts()
     gauge = CONNECTIONS.labels(listener)
-    cuts = {r: CUT.labels(listener, r) for r in ("connections", "address", "head", "body", "head_size")}
+    reasons = ("connections", "address", "head", "body", "head_size", "peer")
+    cuts = {r: CUT.labels(listener, r) for r in reasons}
 
     class Guarded(HttpToolsProtocol):
         # None while no deadline runs; the byte count of the head being read, None past its end.
@@ -91,7 +108,9 @@ def guarded(limits: Limits, listener: str) -> type[HttpToolsProtocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._address = self.client[0] if self.client else ""
-            if counts.open >= limits.max_connections:
+            if peer is not None and peer_id(transport) != peer:
+                self._refuse(403, "this listener admits one workload only", "peer")
+            elif counts.open >= limits.max_connections:
                 self._refuse(503, "too many connections; try again shortly", "connections", retry_after=1)
             elif counts.per_address[self._address] >= limits.max_per_address:
                 self._refuse(503, "too many connections from your address", "address", retry_after=1)

@@ -16,6 +16,10 @@ class GatewaySettings(ProcessSettings):
     #: The operations listener (health, readiness, metrics; mutual TLS when the process has a
     #: workload identity), apart from the public port; unset: there is none.
     ops_port: int | None = None
+    #: The console's listener: the public API for the console's own calls, mutual TLS that admits
+    #: the console's workload certificate only, where the browser's address the console names is
+    #: taken as the client's (docs/adr/0027); unset, or without a workload identity: there is none.
+    console_port: int | None = None
     #: Rate limits: requests per second per peer address and per signed-in user, and burst.
     gateway_rate_per_ip: float = 50.0
     gateway_rate_per_subject: float = 20.0
