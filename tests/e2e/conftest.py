@@ -8,18 +8,48 @@ hospital instead (test_his_up.py).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from his.infra.nats import free_port
-from tests.e2e.harness import Hospital
+from tests.e2e.harness import Hospital, invite, register_patient
 
 #: Break-the-glass access in the shared hospital lasts 6 seconds.
 EMERGENCY_MINUTES = 0.1
 #: A portal invitation in the shared hospital can be redeemed for 30 seconds.
 INVITATION_MINUTES = 0.5
+
+
+@dataclass(frozen=True)
+class LateInvitation:
+    """A portal invitation issued as soon as the shared hospital is up, for
+    ``test_portal.test_an_expired_code_is_refused``: the 30 seconds it lasts pass while the other
+    tests run, instead of being waited for."""
+
+    invitation: dict[str, Any]
+    code: str
+    tag: str
+
+
+#: The shared hospital's late invitation, once it is up.
+LATE: dict[str, LateInvitation] = {}
+
+
+def issue_late_invitation(h: Hospital) -> LateInvitation:
+    admin = h.login()
+    tag = uuid.uuid4().hex[:8]
+    address = f"portal-late-{tag}@example.org"
+    patient = register_patient(h, admin, f"Portal-Late-{tag}", email=address)
+    invitation, code = invite(h, admin, patient["id"], address)
+    expires = datetime.fromisoformat(invitation["expires_at"])
+    assert (expires - datetime.now(UTC)).total_seconds() <= INVITATION_MINUTES * 60
+    return LateInvitation(invitation, code, tag)
 
 
 @pytest.fixture(scope="package")
@@ -36,6 +66,7 @@ def shared_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
         HIS_INVITATION_MINUTES=str(INVITATION_MINUTES),
     )
     h.start()
+    LATE["invitation"] = issue_late_invitation(h)
     yield h
     h.stop()
 
