@@ -21,8 +21,7 @@ from __future__ import annotations
 import importlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -851,8 +850,6 @@ class FakeHolders(_Repository):
 class FakeBillingWork(FakeWork):
     def __init__(self, state: BillingState, clock: Clock) -> None:
         super().__init__(clock)
-        #: The error that aborted the unit (a refused write), after which nothing more may run in it.
-        self.aborted: Exception | None = None
         self.prices = FakePrices(self, state)
         self.coverage = FakeCoverage(self, state)
         self.encounters = FakeEncounters(self, state)
@@ -864,32 +861,9 @@ class FakeBillingWork(FakeWork):
         self.holders = FakeHolders(self, state)
         self.patients = FakeKnown(state.known)
 
-    def refuse(self, error: Exception) -> NoReturn:
-        """Raise ``error`` for a write the database refuses; it aborts the unit."""
-        self.aborted = error
-        raise error
-
-    def going_on(self) -> None:
-        """Fail as a statement in an aborted transaction does."""
-        if self.aborted is not None:
-            raise asyncpg.InFailedSQLTransactionError(
-                "current transaction is aborted, commands ignored until end of transaction block"
-            )
-
 
 class FakeBilling(FakeUnits[BillingState, FakeBillingWork]):
     """Billing's units of work in memory, with the migrations' payers and price list."""
 
     def __init__(self, clock: Clock = utc_now, state: BillingState | None = None) -> None:
         super().__init__(state or BillingState(), FakeBillingWork, clock)
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[FakeBillingWork]:
-        """A unit that ends without an error after a refused write does not commit: it fails, as
-        the commit of an aborted transaction does (``his.kernel.db.UnitOfWork.commit``)."""
-        async with super().uow() as unit:
-            yield unit
-            if unit.aborted is not None:
-                raise asyncpg.InFailedSQLTransactionError(
-                    "the transaction was aborted by an earlier error and rolled back (COMMIT answered ROLLBACK)"
-                )

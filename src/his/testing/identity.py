@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NoReturn
 
 import asyncpg
 
@@ -244,27 +242,10 @@ class FakeAttempts(_Repository):
 class FakeIdentityWork(FakeWork):
     def __init__(self, state: IdentityState, clock: Clock) -> None:
         super().__init__(clock)
-        #: Whether the unit is a transaction (``uow``), which a refused statement aborts, or reads.
-        self.transaction = True
-        #: The error that aborted the unit (a refused statement), after which nothing more may run in it.
-        self.aborted: Exception | None = None
         self.users = FakeUsers(self, state)
         self.refresh_tokens = FakeRefreshTokens(self, state)
         self.signing_keys = FakeSigningKeys(self, state)
         self.attempts = FakeAttempts(self, state)
-
-    def refuse(self, error: Exception) -> NoReturn:
-        """Raise ``error`` for a statement the database refuses; it aborts the unit's transaction."""
-        if self.transaction:
-            self.aborted = error
-        raise error
-
-    def going_on(self) -> None:
-        """Fail as a statement in an aborted transaction does."""
-        if self.aborted is not None:
-            raise asyncpg.InFailedSQLTransactionError(
-                "current transaction is aborted, commands ignored until end of transaction block"
-            )
 
 
 class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):
@@ -272,20 +253,3 @@ class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):
 
     def __init__(self, clock: Clock = utc_now, state: IdentityState | None = None) -> None:
         super().__init__(state or IdentityState(), FakeIdentityWork, clock)
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[FakeIdentityWork]:
-        """A unit that ends without an error after a refused statement does not commit: it fails,
-        as the commit of an aborted transaction does (``his.kernel.db.UnitOfWork.commit``)."""
-        async with super().uow() as unit:
-            yield unit
-            if unit.aborted is not None:
-                raise asyncpg.InFailedSQLTransactionError(
-                    "the transaction was aborted by an earlier error and rolled back (COMMIT answered ROLLBACK)"
-                )
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[FakeIdentityWork]:
-        async with super().read() as unit:
-            unit.transaction = False
-            yield unit

@@ -21,11 +21,8 @@ database (``tests/integration/test_scheduling_contract.py``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NoReturn
 
 import asyncpg
 
@@ -224,28 +221,14 @@ class FakeWaitlist:
 class FakeSchedulingWork(FakeWork):
     def __init__(self, state: SchedulingState, clock: Clock) -> None:
         super().__init__(clock)
-        #: The error that aborted the unit (a refused write), after which nothing more may run in it.
-        self.aborted: Exception | None = None
         self.appointments = FakeAppointments(self, state)
         self.waitlist = FakeWaitlist(self, state)
         self.patients = FakeKnown(state.known)
-
-    def refuse(self, error: Exception) -> NoReturn:
-        """Raise ``error`` for a write the database refuses; it aborts the unit."""
-        self.aborted = error
-        raise error
 
     def as_range(self, i: Interval) -> None:
         """Refuse what is no range at all, as PostgreSQL refuses to make it one."""
         if i.start > i.end:
             self.refuse(asyncpg.DataError("range lower bound must be less than or equal to range upper bound"))
-
-    def going_on(self) -> None:
-        """Fail as a statement in an aborted transaction does."""
-        if self.aborted is not None:
-            raise asyncpg.InFailedSQLTransactionError(
-                "current transaction is aborted, commands ignored until end of transaction block"
-            )
 
 
 class FakeScheduling(FakeUnits[SchedulingState, FakeSchedulingWork]):
@@ -253,14 +236,3 @@ class FakeScheduling(FakeUnits[SchedulingState, FakeSchedulingWork]):
 
     def __init__(self, clock: Clock = utc_now, state: SchedulingState | None = None) -> None:
         super().__init__(state or SchedulingState(), FakeSchedulingWork, clock)
-
-    @asynccontextmanager
-    async def uow(self) -> AsyncIterator[FakeSchedulingWork]:
-        """A unit that ends without an error after a refused write does not commit: it fails, as
-        the commit of an aborted transaction does (``his.kernel.db.UnitOfWork.commit``)."""
-        async with super().uow() as unit:
-            yield unit
-            if unit.aborted is not None:
-                raise asyncpg.InFailedSQLTransactionError(
-                    "the transaction was aborted by an earlier error and rolled back (COMMIT answered ROLLBACK)"
-                )

@@ -12,19 +12,43 @@ import copy
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
+
+import asyncpg
 
 from his.kernel.clock import Clock, utc_now
 from his.kernel.events import Envelope, Event
 
 
 class FakeWork:
-    """The ``his.kernel.ports.Work`` of a fake unit: its events and commit hooks, in memory."""
+    """The ``his.kernel.ports.Work`` of a fake unit: its events and commit hooks, in memory.
+
+    A statement the database would refuse (``refuse``) aborts the unit as it aborts PostgreSQL's
+    transaction: every later statement fails (``going_on``), and so does the unit's commit if it
+    ends without the error. A read (``FakeUnits.read``) runs no transaction: a refusal there
+    aborts nothing."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.events: list[Envelope] = []
         self.committed: list[Callable[[], object]] = []
+        #: Whether the unit is a transaction (``uow``), which a refused statement aborts, or reads.
+        self.transaction = True
+        #: The error that aborted the unit, after which nothing more may run in it.
+        self.aborted: Exception | None = None
+
+    def refuse(self, error: Exception) -> NoReturn:
+        """Raise ``error`` for a statement the database refuses; it aborts the unit's transaction."""
+        if self.transaction:
+            self.aborted = error
+        raise error
+
+    def going_on(self) -> None:
+        """Fail as a statement in an aborted transaction does."""
+        if self.aborted is not None:
+            raise asyncpg.InFailedSQLTransactionError(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
 
     def add(self, ev: Event, *, aggregate_id: str | uuid.UUID, aggregate_version: int = 1) -> Envelope:
         env = Envelope.wrap(ev, aggregate_id=aggregate_id, aggregate_version=aggregate_version)
@@ -60,6 +84,10 @@ class FakeUnits(Generic[S, U]):
             unit = self.make(self.state, self.clock)
             try:
                 yield unit
+                if unit.aborted is not None:  # COMMIT of an aborted transaction answers ROLLBACK
+                    raise asyncpg.InFailedSQLTransactionError(
+                        "the transaction was aborted by an earlier error and rolled back (COMMIT answered ROLLBACK)"
+                    )
             except BaseException:
                 self.state = saved
                 raise
@@ -68,6 +96,7 @@ class FakeUnits(Generic[S, U]):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[U]:
         unit = self.make(self.state, self.clock)
+        unit.transaction = False
         yield unit
         self._committed(unit)
 
