@@ -91,11 +91,13 @@ async def test_the_last_request_never_moves_back_and_tokens_are_replaced(units: 
         await u.sessions.seen(session.id, NOW + timedelta(minutes=5))
         await u.sessions.seen(session.id, NOW + timedelta(minutes=1))
         await u.sessions.renew(session.id, b"new")
+        await u.sessions.relocale(session.id, Locale.TR)
         await u.sessions.seen(digest(new_cookie()), NOW)  # no such session: nothing changes
     async with units.read() as u:
         found = await u.sessions.get(session.id)
     assert found is not None
     assert found[0].seen_at == NOW + timedelta(minutes=5) and found[1] == b"new"
+    assert found[0].locale is Locale.TR and found[0].roles == session.roles
 
 
 async def test_removing_ends_one_session_and_the_sweep_every_ended_one(units: ConsoleUnits) -> None:

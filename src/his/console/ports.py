@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from his.console.domain import Session
+from his.console.domain import Locale, Session
 from his.kernel.ports import Units, Work
 
 
@@ -22,6 +22,9 @@ class Sessions(Protocol):
 
     async def renew(self, session_id: bytes, tokens: bytes) -> None:
         """Replace the session's tokens (after a refresh)."""
+
+    async def relocale(self, session_id: bytes, locale: Locale) -> None:
+        """The session's pages are in ``locale`` from now on."""
 
     async def remove(self, session_id: bytes) -> bool:
         """End the session; whether there was one."""

@@ -78,6 +78,16 @@ class SessionBook:
         async with self.units.uow() as u:
             await u.sessions.renew(session.id, self._seal(session.id, tokens))
 
+    async def relocale(self, session: Session, locale: Locale) -> None:
+        """Show the session's pages in ``locale`` from now on."""
+        async with self.units.uow() as u:
+            await u.sessions.relocale(session.id, locale)
+
+    async def forget(self, session: Session) -> None:
+        """End a session whose sign-in identity no longer honours (its refresh was refused)."""
+        async with self.units.uow() as u:
+            await u.sessions.remove(session.id)
+
     async def end(self, cookie: str | None) -> Tokens | None:
         """End the session ``cookie`` names; its tokens (to sign out of identity too), or None
         (none, or tokens that do not decrypt)."""

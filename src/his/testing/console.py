@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from his.console.domain import Session
+from his.console.domain import Locale, Session
 from his.kernel.clock import Clock, utc_now
 from his.testing.units import FakeUnits, FakeWork
 
@@ -44,6 +44,11 @@ class FakeSessions:
         found = self.state.sessions.get(session_id)
         if found is not None:
             self.state.sessions[session_id] = (found[0], tokens)
+
+    async def relocale(self, session_id: bytes, locale: Locale) -> None:
+        found = self.state.sessions.get(session_id)
+        if found is not None:
+            self.state.sessions[session_id] = (replace(found[0], locale=locale), found[1])
 
     async def remove(self, session_id: bytes) -> bool:
         return self.state.sessions.pop(session_id, None) is not None

@@ -48,6 +48,9 @@ class PgSessions:
     async def renew(self, session_id: bytes, tokens: bytes) -> None:
         await self.conn.execute("UPDATE session SET tokens = $2 WHERE id = $1", session_id, tokens)
 
+    async def relocale(self, session_id: bytes, locale: Locale) -> None:
+        await self.conn.execute("UPDATE session SET locale = $2 WHERE id = $1", session_id, locale.value)
+
     async def remove(self, session_id: bytes) -> bool:
         status: str = await self.conn.execute("DELETE FROM session WHERE id = $1", session_id)
         return status == "DELETE 1"

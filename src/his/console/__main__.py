@@ -1,0 +1,3 @@
+from his.console.app import main
+
+main()
