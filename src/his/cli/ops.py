@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from his.cli import scrape, state
+from his.cli.services import SERVICES
 from his.cli.settings import OperatorSettings
 from his.kernel import bus, dlq
 from his.kernel.json import Json, boolean, field, integer, list_of, number, object_of, optional, text
@@ -208,7 +209,7 @@ async def _service(client: httpx.AsyncClient, name: str, url: str) -> Service:
         if r.status_code != 200:
             readiness: Json = r.json()
             doc["problems"] = list_of(text, object_of(readiness).get("problems", []))
-        if name != "gateway":
+        if name in SERVICES:  # the gateway and the console have no outbox or consumers
             r = await client.get(f"{url}/status")
             if not r.is_success:
                 _problem(r.json(), doc)

@@ -25,9 +25,18 @@ SERVICES = (
     "notifications",
 )
 GATEWAY = "gateway"
+#: The staff console: a process with its own schema (its sessions) behind the gateway, calling
+#: the public API like any client (docs/adr/0027). Not a service: no events, no gRPC.
+CONSOLE = "console"
 #: What the fork server imports once before it forks the services and the gateway: everything
 #: their ``python -m his.<name>`` imports before serving (see his.infra.forkserver).
-PRELOAD = (*(f"his.{s}.app" for s in SERVICES), "his.gateway.app", "his.kernel.service", "his.kernel.rpc")
+PRELOAD = (
+    *(f"his.{s}.app" for s in SERVICES),
+    "his.gateway.app",
+    "his.console.app",
+    "his.kernel.service",
+    "his.kernel.rpc",
+)
 
 
 #: The settings class of each process that has its own (``module:Class``): `his up` reads and

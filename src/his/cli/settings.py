@@ -18,6 +18,10 @@ class OperatorSettings(Settings):
     #: External PostgreSQL (a migration role's URL) and NATS; unset: `his up` starts its own.
     database_url: str | None = None
     nats_url: str | None = None
+    #: The address browsers open the hospital at, when it is not the gateway's own
+    #: (``http://<host>:<gateway_port>``): e.g. ``https://his.example.org`` behind a TLS proxy.
+    #: The console refuses forms from any other origin and marks its cookie Secure on https.
+    public_url: str | None = None
     #: The administrator created at the first start (by identity: ``python -m his.identity.admin``);
     #: without a password `his up` generates one and prints it once.
     admin_email: str = "admin@his.local"

@@ -61,6 +61,58 @@ RETRY_SOON = {"Retry-After": "1"}
 CONNECT = 2.0
 #: Seconds the console reuses the services' health it shows.
 HEALTH_TTL = 5.0
+#: The upstream that serves the console's pages (docs/adr/0027), when the gateway has one.
+CONSOLE = "console"
+#: What a browser's request for a page brings to the console, and what comes back of its answer.
+#: The console names the browser to the API itself (``X-His-Client-IP``, set here from the peer).
+PAGE_HEADERS = (
+    "accept",
+    "accept-language",
+    "content-type",
+    "cookie",
+    "origin",
+    "referer",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "user-agent",
+    "x-csrf-token",
+    "hx-request",
+    "hx-target",
+    "hx-trigger",
+    "hx-trigger-name",
+    "hx-current-url",
+    "hx-boosted",
+    "if-none-match",
+    "if-modified-since",
+)
+PAGE_RETURNED = (
+    "content-type",
+    "content-language",
+    "location",
+    "set-cookie",
+    "cache-control",
+    "content-security-policy",
+    "x-frame-options",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+    "permissions-policy",
+    "vary",
+    "etag",
+    "last-modified",
+    "retry-after",
+    "hx-redirect",
+    "hx-location",
+    "hx-refresh",
+    "hx-trigger",
+    "hx-retarget",
+    "hx-reswap",
+    "hx-push-url",
+)
+#: Paths the gateway answers itself (``/docs/…`` too), and the operations paths of the console's
+#: listener, which the public never reaches through it.
+GATEWAY_PAGES = frozenset({"/healthz", "/openapi.json", "/docs"})
+NEVER_FORWARDED = frozenset({"/readyz", "/metrics", "/status"})
 
 
 class Gateway:
@@ -225,6 +277,48 @@ class Gateway:
             return problem(503, f"{match.route.service} is unavailable", headers=RETRY_SOON)
         out = {k: v for k, v in r.headers.items() if k.lower() in RETURNED_HEADERS}
         return Response(content, status_code=r.status, headers=out)
+
+    async def page(self, request: Request, peer: str) -> Response:
+        """Forward a browser's request for a console page to the console, with the browser's
+        address; its answer comes back with its own headers (cookies and security policy)."""
+        if request.url.path in NEVER_FORWARDED:
+            return problem(404, f"no page at {request.url.path}")
+        body = await read_capped(request)
+        if body is None:
+            return problem(413, f"request body larger than {MAX_BODY} bytes")
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() in PAGE_HEADERS]
+        headers += [(CLIENT_HEADER, peer), ("x-request-id", str(uuid.uuid4()))]
+        headers.append(("traceparent", tracing.current_traceparent()))
+        base = self._bases[CONSOLE]
+        url = URL.build(
+            scheme=base.scheme,
+            host=base.raw_host or "",
+            port=base.port,
+            encoded=True,
+            path=request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or "/",
+            query_string=request.scope.get("query_string", b"").decode("latin-1"),
+        )
+        try:
+            async with self.session.request(
+                request.method, url, data=body, headers=headers, allow_redirects=False
+            ) as r:
+                content = await r.read()
+        except aiohttp.ConnectionTimeoutError:
+            return problem(503, "the console is busy; try again shortly", headers=RETRY_SOON)
+        except TimeoutError:
+            return problem(504, "the console did not answer in time")
+        except aiohttp.ClientError:
+            return problem(503, "the console is unavailable", headers=RETRY_SOON)
+        response = Response(content, status_code=r.status)
+        response.raw_headers = [
+            (k.lower(), v) for k, v in r.raw_headers if k.decode("latin-1").lower() in PAGE_RETURNED
+        ] + [(b"content-length", str(len(content)).encode())]
+        return response
+
+
+def forwards_page(path: str) -> bool:
+    """Whether a path that is not the API's goes to the console (the gateway's own pages do not)."""
+    return path not in GATEWAY_PAGES and not path.startswith("/docs/")
 
 
 class UpstreamError(Exception):
@@ -393,14 +487,22 @@ class Edge:
                 return
             scope["client"] = (named, 0)
         path = scope["path"]
-        if path.startswith("/api/") or path == "/":
-            send = no_store(send)
+        console = CONSOLE in self.gateway.upstreams and not self.names_client and forwards_page(path)
+        if path.startswith("/api/") or (path == "/" and not console):
+            send = no_store(send)  # the console says itself what a browser may keep
         if not path.startswith("/api/"):
             # Documents, console and liveness cost little, but nothing here is free to flood.
             client = scope.get("client")
-            wait = self.gateway.by_ip.take(f"ip:{client[0] if client else 'unknown'}", time.monotonic())
-            app = problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)}) if wait else self.app
-            await app(scope, receive, send)
+            peer = client[0] if client else "unknown"
+            wait = self.gateway.by_ip.take(f"ip:{peer}", time.monotonic())
+            if wait:
+                await problem(429, "rate limit exceeded", headers={"Retry-After": retry_after(wait)})(
+                    scope, receive, send
+                )
+            elif console:
+                await self.page(scope, receive, send, peer)
+            else:
+                await self.app(scope, receive, send)
             return
         scope["route"] = _Template
         try:
@@ -411,6 +513,23 @@ class Edge:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = problem(500)
         await response(scope, receive, send)
+
+    async def page(self, scope: obs.Scope, receive: obs.Receive, send: obs.Send, peer: str) -> None:
+        scope["route"] = _Page
+        try:
+            response = await self.gateway.page(Request(scope, receive), peer)
+        except ClientDisconnect:
+            response = problem(408, "request body not received in time")
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = problem(500)
+        await response(scope, receive, send)
+
+
+class _Page:
+    """The template the console's pages are counted under in the gateway's metrics."""
+
+    path = "/{page:path}"
 
 
 def no_store(send: obs.Send) -> obs.Send:

@@ -1,8 +1,8 @@
-"""The gateway's two pages for people, in a real browser: the services' health at `/` and the API
-explorer at `/docs` (Swagger UI, vendored).
+"""What the gateway serves people, in a real browser: `/` goes to the console (its sign-in page,
+signed out), and `/docs` is the API explorer (Swagger UI, vendored).
 
-`/` must pass the accessibility check. The explorer is only looked at: its markup is Swagger UI's,
-which this project does not own, so its violations are not this suite's to fail on.
+The explorer is only looked at: its markup is Swagger UI's, which this project does not own, so
+its violations are not this suite's to fail on (the console's pages are checked in their tests).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 from playwright.async_api import ConsoleMessage, Page, expect
 
 from tests.e2e.harness import Hospital
-from tests.support.browser import Screenshots, check_accessibility
+from tests.support.browser import Screenshots
 
 
 def console_errors(page: Page) -> list[str]:
     """The errors the page's scripts and the browser report from now on (a refused script or
-    style, under the Content-Security-Policy, is one), but for the gateway's missing favicon: the
-    browser asks for /favicon.ico, which the gateway does not serve."""
+    style, under the Content-Security-Policy, is one), but for the explorer's missing favicon: the
+    browser asks for /favicon.ico, which is no page."""
     errors: list[str] = []
 
     def seen(message: ConsoleMessage) -> None:
@@ -31,21 +31,15 @@ def console_errors(page: Page) -> list[str]:
     return errors
 
 
-async def test_the_health_page_and_the_api_explorer(
+async def test_the_console_at_the_root_and_the_api_explorer(
     shared_hospital: Hospital, page: Page, screenshots: Screenshots
 ) -> None:
     errors = console_errors(page)
 
     await page.goto(f"{shared_hospital.gateway}/")
-    await expect(page).to_have_title("his")
-    await expect(page.get_by_role("heading", name="Services")).to_be_visible()
-    rows = page.get_by_role("row")
-    names = [await row.get_by_role("cell").first.inner_text() for row in await rows.all()]
-    assert {"identity", "patients", "scheduling", "billing"} <= set(names), names
-    for row in await rows.all():
-        await expect(row.get_by_role("cell").nth(1)).to_have_text("ready")
-    await screenshots.take(page, "services-health")
-    await check_accessibility(page)
+    assert urlsplit(page.url).path == "/sign-in"
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    await screenshots.take(page, "console-sign-in")
 
     await page.goto(f"{shared_hospital.gateway}/docs")
     # Swagger UI has read /openapi.json and drawn the operations, under the page's CSP.

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 
 from his.cli import state
-from his.cli.services import SERVICES
+from his.cli.services import CONSOLE, SERVICES
 from his.cli.supervisor.console import ChildOutput, console, fail
 from his.cli.supervisor.datadir import save_state, secret
 from his.cli.supervisor.servers import restart_postgres
@@ -37,7 +37,7 @@ async def bootstrap_and_launch(stack: Stack) -> None:
         await nc.close()
     data = stack.settings.data_path
     for child in stack.children:
-        if child.name in SERVICES:
+        if child.name in SERVICES or child.name == CONSOLE:
             await migrations.provision(stack.admin_dsn, child.name, secret(data, f"db-{child.name}"))
             await migrations.upgrade(stack.admin_dsn, child.name)
         launch(stack, child)

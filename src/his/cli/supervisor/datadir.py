@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from his.cli import state
-from his.cli.services import GATEWAY, SERVICES
+from his.cli.services import CONSOLE, GATEWAY, SERVICES
 from his.cli.supervisor.console import console
 from his.cli.supervisor.stack import Stack
 from his.infra.procs import ServerStartError
@@ -74,7 +74,7 @@ def issue_identities(stack: Stack) -> None:
     ids = stack.identities
     ids["operator"] = ca.issue("operator", bus.OPERATOR)
     ids["nats"] = ca.issue("nats", spiffe_id("nats", kind="infra"))
-    for name in (*SERVICES, GATEWAY):
+    for name in (*SERVICES, CONSOLE, GATEWAY):
         ids[name] = ca.issue(name, spiffe_id(name), dns=("localhost", name))
 
 

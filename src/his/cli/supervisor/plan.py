@@ -10,7 +10,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from his.cli.services import GATEWAY, SERVICES, settings_class
+from his.cli.services import CONSOLE, GATEWAY, SERVICES, settings_class
 from his.cli.settings import OperatorSettings
 from his.cli.supervisor.datadir import secret
 from his.cli.supervisor.stack import Child, Stack
@@ -77,6 +77,23 @@ def plan_children(stack: Stack) -> None:
             env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
             env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
         stack.children.append(Child(svc, f"his.{svc}", env, url))
+    # The console: its pages are forwarded by the gateway to its listener; it calls the API on
+    # the gateway's console listener, which admits its certificate only (docs/adr/0027).
+    console_url = f"https://{s.host}:{nats_infra.free_port(s.host)}"
+    console_port = nats_infra.free_port(s.host)
+    env = dict(
+        base,
+        **stack.identities[CONSOLE].env(),
+        HIS_SERVICE=CONSOLE,
+        HIS_SERVICE_DATABASE_URL=migrations.with_credentials(
+            stack.admin_dsn, migrations.runtime_role(CONSOLE), secret(s.data_path, f"db-{CONSOLE}")
+        ),
+        HIS_HTTP_PORT=console_url.rsplit(":", 1)[1],
+        HIS_CONSOLE_API_URL=f"https://{s.host}:{console_port}",
+        HIS_PUBLIC_URL=s.public_url or f"http://{s.host}:{s.gateway_port}",
+        HIS_CONSOLE_KEYS=secret(s.data_path, "console-key", make=new_key_text),
+    )
+    stack.children.append(Child(CONSOLE, "his.console", env, console_url))
     # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
     # public port: that is the address `his status` and the health checks use.
     ops_port = nats_infra.free_port(s.host)
@@ -87,7 +104,8 @@ def plan_children(stack: Stack) -> None:
         "HIS_SERVICE": GATEWAY,
         "HIS_HTTP_PORT": str(s.gateway_port),
         "HIS_OPS_PORT": str(ops_port),
-        "HIS_UPSTREAMS": json.dumps(upstreams),
+        "HIS_CONSOLE_PORT": str(console_port),
+        "HIS_UPSTREAMS": json.dumps({**upstreams, CONSOLE: console_url}),
     }
     stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
 
