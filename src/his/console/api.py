@@ -9,78 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from typing import Literal
 
 import aiohttp
 
-from his.console.domain import Tokens
-from his.kernel.json import Json, JsonObject, object_of, text
+from his.console.domain import Answer, ApiUnavailableError, Method
+from his.kernel.json import Json, JsonObject
 from his.kernel.pki import WorkloadIdentity
 
 log = logging.getLogger("his.console.api")
-
-Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the API answered: its status and its JSON body (None when it had none, or none that
-    parsed), with the ``Retry-After`` it named."""
-
-    status: int
-    body: Json = None
-    retry_after: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def problem(self) -> Problem:
-        """The problem+json of an error answer, as a form shows it."""
-        return Problem.of(self)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """An error the API answered: its title and detail, and the fields it names (``errors``:
-    ``loc`` and ``msg``), so that a form can show each message beside its field."""
-
-    status: int
-    title: str
-    detail: str = ""
-    fields: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, answer: Answer) -> Problem:
-        doc: JsonObject = answer.body if isinstance(answer.body, dict) else {}
-        title = doc.get("title")
-        detail = doc.get("detail")
-        fields: dict[str, str] = {}
-        errors = doc.get("errors")
-        for error in errors if isinstance(errors, list) else []:
-            if not isinstance(error, dict):
-                continue
-            loc, msg = error.get("loc"), error.get("msg")
-            names = [str(p) for p in loc if p != "body"] if isinstance(loc, list) else []
-            if names and isinstance(msg, str):
-                fields.setdefault(".".join(names), msg)
-        return cls(
-            answer.status,
-            title if isinstance(title, str) else "",
-            detail if isinstance(detail, str) else "",
-            fields,
-        )
-
-
-class ApiUnavailableError(Exception):
-    """The gateway could not be reached, or did not answer in time."""
-
-
-def tokens_of(body: Json) -> Tokens:
-    """The tokens of a sign-in's or refresh's answer (``ValueError`` if it is not one)."""
-    doc = object_of(body)
-    return Tokens(access=text(doc["access_token"]), refresh=text(doc["refresh_token"]))
 
 
 class Api:

@@ -20,7 +20,8 @@ from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
 from his.console import pages
-from his.console.api import Api, ApiUnavailableError
+from his.console.api import Api
+from his.console.domain import ApiUnavailableError
 from his.console.i18n import N_, environments
 from his.console.sessions import SessionBook
 from his.console.settings import ConsoleSettings

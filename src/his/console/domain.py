@@ -1,4 +1,5 @@
-"""The console's sessions, as the browser and the server each hold them (pure: no IO).
+"""The console's sessions, as the browser and the server each hold them, and the API's answers as
+its pages read them (pure: no IO).
 
 The browser holds only a cookie: 256 random bits. The server keeps the session under the
 cookie's SHA-256 (a copy of the table opens no session), with the caller's access and refresh
@@ -12,9 +13,12 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
+
+from his.kernel.json import Json, JsonObject, object_of, text
 
 #: A session ends this long after its last request...
 IDLE = timedelta(minutes=30)
@@ -77,3 +81,66 @@ def new_csrf() -> str:
 def digest(cookie: str) -> bytes:
     """The key the server keeps a session under: the SHA-256 of its cookie."""
     return hashlib.sha256(cookie.encode()).digest()
+
+
+Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the API answered: its status and its JSON body (None when it had none, or none that
+    parsed), with the ``Retry-After`` it named."""
+
+    status: int
+    body: Json = None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def problem(self) -> Problem:
+        """The problem+json of an error answer, as a form shows it."""
+        return Problem.of(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error the API answered: its title and detail, and the fields it names (``errors``:
+    ``loc`` and ``msg``), so that a form can show each message beside its field."""
+
+    status: int
+    title: str
+    detail: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, answer: Answer) -> Problem:
+        doc: JsonObject = answer.body if isinstance(answer.body, dict) else {}
+        title = doc.get("title")
+        detail = doc.get("detail")
+        fields: dict[str, str] = {}
+        errors = doc.get("errors")
+        for error in errors if isinstance(errors, list) else []:
+            if not isinstance(error, dict):
+                continue
+            loc, msg = error.get("loc"), error.get("msg")
+            names = [str(p) for p in loc if p != "body"] if isinstance(loc, list) else []
+            if names and isinstance(msg, str):
+                fields.setdefault(".".join(names), msg)
+        return cls(
+            answer.status,
+            title if isinstance(title, str) else "",
+            detail if isinstance(detail, str) else "",
+            fields,
+        )
+
+
+def tokens_of(body: Json) -> Tokens:
+    """The tokens of a sign-in's or refresh's answer (``ValueError`` if it is not one)."""
+    doc = object_of(body)
+    return Tokens(access=text(doc["access_token"]), refresh=text(doc["refresh_token"]))
+
+
+class ApiUnavailableError(Exception):
+    """The gateway could not be reached, or did not answer in time."""

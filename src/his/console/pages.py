@@ -8,9 +8,8 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.api import ApiUnavailableError, tokens_of
 from his.console.areas import ROLE_NAMES, areas_for
-from his.console.domain import COOKIE, LIFETIME, Locale
+from his.console.domain import COOKIE, LIFETIME, ApiUnavailableError, Locale, tokens_of
 from his.console.i18n import N_
 from his.console.web import (
     LANGUAGE_COOKIE,

@@ -1,12 +1,13 @@
-"""The console's repository: its sessions (``his.console.domain.Session``), on PostgreSQL
-(``his.console.store``) and in memory (``his.testing.console``)."""
+"""The console's ports: its sessions (``his.console.domain.Session``), on PostgreSQL
+(``his.console.store``) and in memory (``his.testing.console``); and the public API it calls."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Protocol
 
-from his.console.domain import Locale, Session
+from his.console.domain import Answer, Locale, Method, Session
+from his.kernel.json import Json, JsonObject
 from his.kernel.ports import Units, Work
 
 
@@ -32,6 +33,29 @@ class Sessions(Protocol):
     async def remove_ended(self, idle_since: datetime, created_before: datetime) -> int:
         """End every session last seen before ``idle_since`` or created before
         ``created_before``; how many."""
+
+
+class PublicApi(Protocol):
+    """The public API as the console calls it: through the gateway (``his.console.api.Api``),
+    or in memory (``his.testing.console.FakeApi``)."""
+
+    async def call(
+        self,
+        method: Method,
+        path: str,
+        *,
+        client_ip: str,
+        token: str | None = None,
+        body: JsonObject | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """One call for the browser at ``client_ip``; ``ApiUnavailableError`` if it cannot be made."""
+        ...
+
+    async def jwks(self) -> Json:
+        """The signing keys of the users' tokens."""
+        ...
 
 
 class ConsoleWork(Work, Protocol):

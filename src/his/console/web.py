@@ -16,10 +16,10 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
-from his.console.api import Answer, Api, ApiUnavailableError, Method, tokens_of
 from his.console.areas import areas_for
-from his.console.domain import COOKIE, Locale
+from his.console.domain import COOKIE, Answer, Locale, Method, tokens_of
 from his.console.i18n import negotiate
+from his.console.ports import PublicApi
 from his.console.sessions import Live, SessionBook
 from his.console.settings import ConsoleSettings
 from his.kernel.json import JsonObject
@@ -53,7 +53,7 @@ class Console:
 
     settings: ConsoleSettings
     book: SessionBook
-    api: Api
+    api: PublicApi
     verifier: TokenVerifier
     templates: Mapping[Locale, Environment]
 
@@ -251,7 +251,6 @@ Page = Callable[..., Awaitable[Response]]
 __all__ = [
     "CSP",
     "SECURITY_HEADERS",
-    "ApiUnavailableError",
     "Caller",
     "Console",
     "CsrfError",

@@ -1,16 +1,19 @@
-"""The console's sessions in memory, refusing what the ``session`` table refuses (a second row
-under one id, a digest that is not 32 bytes, a short CSRF token, a last request before
-sign-in) with the errors asyncpg raises for it."""
+"""The console's ports in memory: its sessions, refusing what the ``session`` table refuses (a
+second row under one id, a digest that is not 32 bytes, a short CSRF token, a last request
+before sign-in) with the errors asyncpg raises for it; and the public API, answering what a test
+sets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
 
-from his.console.domain import Locale, Session
+from his.console.domain import Answer, ApiUnavailableError, Locale, Method, Session
 from his.kernel.clock import Clock, utc_now
+from his.kernel.json import Json, JsonObject
 from his.testing.units import FakeUnits, FakeWork
 
 
@@ -73,3 +76,54 @@ class FakeConsole(FakeUnits[ConsoleState, FakeConsoleWork]):
 
     def __init__(self, clock: Clock = utc_now, state: ConsoleState | None = None) -> None:
         super().__init__(state or ConsoleState(), FakeConsoleWork, clock)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call the console made of the API, as ``FakeApi`` saw it."""
+
+    method: str
+    path: str
+    client_ip: str
+    token: str | None
+    body: JsonObject | None
+    params: dict[str, str] | None
+
+
+#: What ``FakeApi`` answers a call with: an answer, or a function of the call that gives one
+#: (or raises ``ApiUnavailableError``, as the real API does when the gateway cannot be reached).
+Reply = Answer | Callable[[Call], Answer]
+
+
+@dataclass
+class FakeApi:
+    """The public API in memory (``his.console.ports.PublicApi``): each (method, path) answers
+    what a test set for it, 404 otherwise; every call is kept, in order."""
+
+    keys: Json = None
+    replies: dict[tuple[str, str], Reply] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def answer(self, method: Method, path: str, reply: Reply) -> None:
+        self.replies[(method, path)] = reply
+
+    async def call(
+        self,
+        method: Method,
+        path: str,
+        *,
+        client_ip: str,
+        token: str | None = None,
+        body: JsonObject | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        call = Call(method, path, client_ip, token, body, params)
+        self.calls.append(call)
+        reply = self.replies.get((method, path), Answer(404, {"title": "Not Found", "status": 404}))
+        return reply if isinstance(reply, Answer) else reply(call)
+
+    async def jwks(self) -> Json:
+        if self.keys is None:
+            raise ApiUnavailableError("no signing keys were set")
+        return self.keys
