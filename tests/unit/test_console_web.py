@@ -26,6 +26,7 @@ from his.console.web import Caller, Console, SignedOutError, safe_next
 from his.identity.keys import SigningKey, sign_access_token
 from his.kernel.clock import FakeClock
 from his.kernel.crypto import FieldCipher
+from his.kernel.json import JsonObject
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.testing.console import Call, FakeApi, FakeConsole
 from tests.support.calendar import HARD_DATES
@@ -37,7 +38,7 @@ SAME_ORIGIN = {"origin": PUBLIC, "sec-fetch-site": "same-origin"}
 PASSWORD = "long enough staff passphrase"
 
 
-def tokens(roles: list[str], n: int = 1) -> dict[str, str | int]:
+def tokens(roles: list[str], n: int = 1) -> JsonObject:
     """What identity answers a sign-in with (the n-th pair, to tell them apart)."""
     access, ttl = sign_access_token(
         KEY, subject=str(USER), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
@@ -70,7 +71,7 @@ class Desk:
 async def desk() -> AsyncIterator[Desk]:
     """The console at local midnight of new year's day (its sessions' clock)."""
     clock = HARD_DATES[0].clock(0, 0)
-    fake, api = FakeConsole(clock), FakeApi(keys={"keys": [KEY.public_jwk()]})
+    fake, api = FakeConsole(clock), FakeApi(keys={"keys": [dict(KEY.public_jwk())]})
     settings = ConsoleSettings(public_url=PUBLIC, console_keys="x")
     book = SessionBook(fake, FieldCipher([os.urandom(32)]), clock)
     verifier = TokenVerifier(api.jwks, issuer=ISSUER, audience=AUDIENCE)
@@ -97,6 +98,7 @@ async def test_signing_in_keeps_the_tokens_here_and_gives_the_browser_one_strict
     assert cookie.startswith("his_session=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert "Secure" not in cookie  # the public URL is http here
     value = cookie.split(";")[0].split("=", 1)[1]
+    assert len(value) == 43 and desk.client.cookies["his_session"] == value  # 256 random bits
     assert "refresh-1" not in r.text and "refresh-1" not in cookie
     (session, sealed), *_ = desk.fake.state.sessions.values()
     assert session.user_id == USER and session.roles == ("DOCTOR", "NURSE") and b"refresh-1" not in sealed
