@@ -99,6 +99,9 @@ class BookingConfig:
     rate: float = 100.0
     aim_rate: float | None = AIM_RATE
     warmup_seconds: float = 2.0
+    #: At most this long before each measured phase, waiting for the hospital to go idle (the last
+    #: phase's events relayed and consumed), so that a phase does not pay for the one before.
+    quiesce_seconds: float = 10.0
 
     @classmethod
     def quick(cls) -> BookingConfig:
@@ -118,6 +121,7 @@ class BookingConfig:
             rate=50.0,
             aim_rate=None,
             warmup_seconds=0.3,
+            quiesce_seconds=1.0,  # its figures are no measurement: a phase may overlap the last one's events
         )
 
 
@@ -194,10 +198,11 @@ class Run:
     operator: httpx.AsyncClient
     errors: list[str] = field(default_factory=list)
 
-    async def quiesce(self, timeout: float = 10.0, idle: float = 0.25) -> float:
-        """Wait until the hospital has caught up (relays, consumers) from the previous phase: its
-        processes use less than ``idle`` of one core over 200 ms. Returns the seconds waited."""
-        return await quiesce(self.ledger, timeout, idle)
+    async def quiesce(self, idle: float = 0.25) -> float:
+        """Wait (at most ``cfg.quiesce_seconds``) until the hospital has caught up (relays,
+        consumers) from the previous phase: its processes use less than ``idle`` of one core over
+        200 ms. Returns the seconds waited."""
+        return await quiesce(self.ledger, self.cfg.quiesce_seconds, idle)
 
     def failed(self, what: str, errors: list[str], count: int) -> None:
         if count:

@@ -85,6 +85,8 @@ class ReadConfig:
     #: asyncpg's own INSERT and SELECT rates: seconds each, on ``connections`` connections.
     raw_seconds: float = 2.0
     connections: int = 8
+    #: At most this long before each measured phase, waiting for the hospital to go idle.
+    quiesce_seconds: float = 10.0
 
     @classmethod
     def quick(cls) -> ReadConfig:
@@ -102,6 +104,7 @@ class ReadConfig:
             warmup_seconds=0.2,
             raw_seconds=0.3,
             connections=4,
+            quiesce_seconds=1.0,  # its figures are no measurement: a phase may overlap the last one's events
         )
 
 
@@ -289,7 +292,7 @@ class Reads:
         self.say(f"patient read: {cfg.users} users back to back, {cfg.rounds} rounds of {slice_s:g}s per target")
         for r in range(cfg.rounds):
             for name in TARGETS[r % len(TARGETS) :] + TARGETS[: r % len(TARGETS)]:
-                await quiesce(self.ledger)
+                await quiesce(self.ledger, self.cfg.quiesce_seconds)
                 before = self.ledger.sample()
                 result = await closed_loop(cfg.users, slice_s, self.targets[name].once)
                 cpu[name].update(CpuLedger.delta(before, self.ledger.sample()))
@@ -314,7 +317,7 @@ class Reads:
         cells: dict[str, ReadCell] = {}
         for name in ("read", "select"):
             self.say(f"patient read latency: {rate:g} {name} requests/s for {self.cfg.seconds:g}s (open model)")
-            await quiesce(self.ledger)
+            await quiesce(self.ledger, self.cfg.quiesce_seconds)
             samples = Latencies()
             result = await open_loop(rate, self.cfg.seconds, self.targets[name].timed(samples))
             self.failed(f"latency {name} at {rate:g}/s", result.errors, result.failed)
