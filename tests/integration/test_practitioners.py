@@ -1,5 +1,6 @@
 """Practitioners on the real database: overlapping shifts added at once (the exclusion constraint
-lets one through), and the gRPC calendar scheduling books against.
+lets one through), and the gRPC calendar scheduling books against and the directory it lists
+practitioners from.
 
 The use cases themselves (who may do what, validation, leave's state machine, availability on
 every hard date) are tested over the in-memory ports in
@@ -186,3 +187,48 @@ async def test_the_calendar_tells_scheduling_working_time_and_what_is_still_free
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await stub.GetWorkingTime(ask(uuid.uuid4(), DAY, DAY + h), timeout=5)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_directory_lists_practitioners_by_name_to_scheduling_only(
+    api: tuple[httpx.AsyncClient, Database], tmp_path: Path
+) -> None:
+    """Over gRPC, through the client scheduling uses: every practitioner (or one specialty's) by
+    name, ties by id, with every specialty code; an unknown specialty lists no one. Admissions,
+    which looks one practitioner up, may not list them all."""
+    from his.clients.practitioners import GrpcPractitioners, Listed
+    from his.kernel.resilience import DependencyRefusedError
+    from his.practitioners.domain import SPECIALTIES
+
+    client, db = api
+    admin = bearer(ADMIN, "ADMIN")
+    made = {}
+    for name, specialty in (
+        ("Dr. Zehra Ün", "cardiology"),
+        ("Dr. Ahmet Baş", "neurology"),
+        ("Dr. Ahmet Baş", "cardiology"),
+    ):
+        r = await client.post("/practitioners", json={"full_name": name, "specialty": specialty}, headers=admin)
+        made[uuid.UUID(r.json()["id"])] = (name, specialty)
+    ca = LocalCA(tmp_path / "pki").ensure()
+    server = rpc.RpcServer(
+        ca.issue("practitioners", spiffe_id("practitioners")),
+        practitioners_grpc.services(SimpleNamespace(db=db)),  # type: ignore[arg-type]
+    )
+    port = await server.start()
+    try:
+        scheduling = GrpcPractitioners(f"127.0.0.1:{port}", ca.issue("scheduling", spiffe_id("scheduling")))
+        everyone = await scheduling.roster()
+        expected = sorted(
+            (Listed(pid, n, s) for pid, (n, s) in made.items()), key=lambda p: (p.full_name, p.practitioner_id)
+        )
+        assert list(everyone.practitioners) == expected
+        assert everyone.specialties == tuple(SPECIALTIES)
+        cardiology = await scheduling.roster("cardiology")
+        assert [p.full_name for p in cardiology.practitioners] == ["Dr. Ahmet Baş", "Dr. Zehra Ün"]
+        nobody = await scheduling.roster("astrology")
+        assert nobody.practitioners == () and "astrology" not in nobody.specialties
+        admissions = GrpcPractitioners(f"127.0.0.1:{port}", ca.issue("admissions", spiffe_id("admissions")))
+        with pytest.raises(DependencyRefusedError, match="PERMISSION_DENIED"):
+            await admissions.roster()
+    finally:
+        await server.stop(0)

@@ -37,7 +37,7 @@ from his.kernel.outbox import OutboxRelay
 from his.scheduling import handlers
 from his.scheduling.app import http as scheduling_http
 from his.scheduling.domain import Status
-from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+from his.scheduling.ports import FakeCalendar, FakePatients, FakePractitioners, PatientRef
 from his.scheduling.store import SchedulingStore
 from tests.support.api import Bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
@@ -106,7 +106,7 @@ async def world(admin_dsn: str, hard: HardDate) -> AsyncIterator[World]:
 
     calendar, patients = FakeCalendar(), FakePatients()
     async with serve(
-        scheduling_http(db, calendar, patients, hard.zone),
+        scheduling_http(db, calendar, patients, hard.zone, practitioners=FakePractitioners()),
         base_url="http://scheduling",
     ) as client:
         yield World(client, db, calendar, patients, hard, clock)

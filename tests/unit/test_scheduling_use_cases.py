@@ -35,7 +35,7 @@ from his.kernel.events import Event
 from his.kernel.intervals import Interval
 from his.scheduling import handlers
 from his.scheduling.app import http_over
-from his.scheduling.ports import FakeCalendar, FakePatients, PatientRef
+from his.scheduling.ports import FakeCalendar, FakePatients, FakePractitioners, PatientRef
 from his.testing.scheduling import FakeScheduling
 from tests.support.api import Bearer, bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate, day_length
@@ -54,6 +54,8 @@ class World:
     patients: FakePatients
     hard: HardDate
     clock: FakeClock
+    #: The practitioner directory: every ``practitioner`` is in it.
+    directory: FakePractitioners
     #: The freed time's events already offered (``offer_freed_time``).
     handled: set[uuid.UUID] = field(default_factory=set)
 
@@ -61,8 +63,11 @@ class World:
         """``hours`` after the hard date's local midnight."""
         return self.hard.midnight() + timedelta(hours=hours)
 
-    def practitioner(self, *spans: tuple[float, float]) -> uuid.UUID:
-        pid = uuid.uuid4()
+    def practitioner(
+        self, *spans: tuple[float, float], name: str | None = None, specialty: str = "internal_medicine"
+    ) -> uuid.UUID:
+        """A practitioner in the directory, working ``spans`` (hours after the hard date's midnight)."""
+        pid = self.directory.add(specialty, name=name)
         self.calendar.working[pid] = [Interval(self.at(a), self.at(b)) for a, b in spans]
         return pid
 
@@ -135,11 +140,10 @@ def hard(request: pytest.FixtureRequest) -> HardDate:
 @pytest.fixture
 async def world(hard: HardDate) -> AsyncIterator[World]:
     clock = hard.clock(12, 0, days=-1)  # the day before, at noon
-    fake, calendar, patients = FakeScheduling(clock), FakeCalendar(), FakePatients()
-    async with serve(
-        http_over(fake, calendar, patients, hard.zone, clock=fake.clock), base_url="http://scheduling"
-    ) as client:
-        yield World(client, fake, calendar, patients, hard, clock)
+    fake, calendar, patients, directory = FakeScheduling(clock), FakeCalendar(), FakePatients(), FakePractitioners()
+    routes = http_over(fake, calendar, patients, hard.zone, clock=fake.clock, practitioners=directory)
+    async with serve(routes, base_url="http://scheduling") as client:
+        yield World(client, fake, calendar, patients, hard, clock, directory)
 
 
 async def test_a_patient_cannot_hold_two_overlapping_appointments(world: World) -> None:
@@ -722,3 +726,162 @@ async def test_the_api_documents_both_ways_to_list_appointments(world: World) ->
     assert not any(p.get("required") for p in params.values())
     assert "practitioner_id` together with `date`" in operation["description"]
     assert {"403", "404", "422"} <= set(operation["responses"])
+
+
+# --- the first free slots across practitioners ----------------------------------------------------
+
+
+async def first_available(
+    world: World, first_day: str | None = None, who: Mapping[str, str] = RECEPTION, /, **params: object
+) -> httpx.Response:
+    """``GET /appointments/first-available`` with ``from=first_day`` (if given) and ``params``."""
+    query = {k: str(v) for k, v in params.items()} | ({"from": first_day} if first_day is not None else {})
+    return await world.client.get("/appointments/first-available", params=query, headers=who)
+
+
+def starts(r: httpx.Response) -> list[tuple[datetime, str]]:
+    """(start, practitioner name) of each slot answered."""
+    assert r.status_code == 200, r.text
+    return [(datetime.fromisoformat(s["start"]), s["practitioner_name"]) for s in r.json()["items"]]
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_the_first_free_slots_across_practitioners_are_the_earliest_ties_by_name(world: World) -> None:
+    """Each practitioner's slots as their own slots route computes them (working time minus
+    appointments); across practitioners the earliest first, a tie in the order of their names.
+    A practitioner the calendar no longer knows has none; one of another specialty is left out
+    when a specialty is asked for."""
+    zeynep = world.practitioner((9, 10), name="Dr. Zeynep Zor")
+    ali = world.practitioner((9, 10), name="Dr. Ali Acar", specialty="cardiology")
+    world.practitioner((8, 9), name="Dr. Can Cem", specialty="cardiology")
+    world.directory.add("cardiology", name="Dr. Gone Away")  # in the directory, not in the calendar
+    await world.book(world.patient(), ali, 9)
+    day = world.hard.day.isoformat()
+    r = await first_available(world, day, days=1, limit=5)
+    assert starts(r) == [
+        (world.at(8), "Dr. Can Cem"),
+        (world.at(8 + 1 / 3), "Dr. Can Cem"),
+        (world.at(8 + 2 / 3), "Dr. Can Cem"),
+        (world.at(9), "Dr. Zeynep Zor"),
+        (world.at(9 + 1 / 3), "Dr. Ali Acar"),
+    ]
+    body = r.json()
+    assert body["from"] == day and body["days"] == 1 and body["timezone"] == world.hard.zone
+    assert body["service"] == "consultation" and body["specialty"] is None
+    first = body["items"][3]
+    assert set(first) == {"practitioner_id", "practitioner_name", "specialty", "start", "end"}
+    assert first["practitioner_id"] == str(zeynep) and first["specialty"] == "internal_medicine"
+    assert datetime.fromisoformat(first["end"]) == world.at(9 + 1 / 3)
+
+    cardiology = await first_available(world, day, specialty="cardiology", days=1, limit=50)
+    assert {name for _, name in starts(cardiology)} == {"Dr. Can Cem", "Dr. Ali Acar"}
+    assert len(starts(cardiology)) == 3 + 2  # Ali's 09:00 is booked
+    procedures = await first_available(world, day, service="procedure", days=1)
+    assert starts(procedures) == [(world.at(8), "Dr. Can Cem"), (world.at(9), "Dr. Zeynep Zor")]
+    assert procedures.json()["items"][0]["end"] == (world.at(8) + timedelta(minutes=45)).isoformat()
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_days_are_searched_from_today_between_local_midnights_until_enough_are_found(world: World) -> None:
+    """From today by the service's clock (noon the day before the hard date): the day before's
+    slots (22:00 to its midnight), then the hard date's, its 23, 24 or 25 hours cut at its two
+    midnights as the slots route cuts them. The search stops after the day that brings enough:
+    each practitioner was asked once for each of the two days, the directory once."""
+    night = world.practitioner((-2, 30), name="Dr. Gece")
+    idle = world.practitioner(name="Dr. Idle")
+    r = await first_available(world, limit=50)
+    assert r.json()["from"] == (world.hard.day - timedelta(days=1)).isoformat()
+    found = starts(r)
+    assert len(found) == 50
+    assert [s for s, _ in found[:7]] == [world.at(h) for h in (-2, -5 / 3, -4 / 3, -1, -2 / 3, -1 / 3, 0)]
+    assert [s for s, _ in found] == sorted(s for s, _ in found)
+    day_before, hard_day = (handlers.local_day(world.hard.day + timedelta(days=d), world.hard.tz) for d in (-1, 0))
+    assert sorted(world.calendar.asked, key=lambda q: (q[1].start, str(q[0]))) == sorted(
+        [(p, w) for w in (day_before, hard_day) for p in (night, idle)], key=lambda q: (q[1].start, str(q[0]))
+    )
+    assert world.directory.rosters == 1
+    everything = await first_available(world, world.hard.day.isoformat(), days=1, limit=50)
+    whole_day = day_length(world.hard) / timedelta(minutes=20)
+    assert len(starts(everything)) == min(50, whole_day)
+
+
+async def test_a_search_asks_only_for_days_still_ahead_and_stops_at_the_first_day_with_enough(world: World) -> None:
+    """Three practitioners, one working on the fifth day only: the days already over are not
+    asked about, then three questions a day up to the fifth, and none after it."""
+    late = world.practitioner((4 * 24 + 9, 4 * 24 + 10), name="Dr. Late")
+    world.practitioner(name="Dr. Never")
+    world.practitioner(name="Dr. Nor")
+    r = await first_available(world, (world.hard.day - timedelta(days=3)).isoformat(), days=31, limit=2)
+    assert starts(r) == [(world.at(4 * 24 + 9), "Dr. Late"), (world.at(4 * 24 + 9 + 1 / 3), "Dr. Late")]
+    asked_days = sorted({w.start for _, w in world.calendar.asked})
+    first_asked = handlers.local_day(world.hard.day - timedelta(days=1), world.hard.tz).start  # today
+    assert asked_days[0] == first_asked and len(asked_days) == 6  # today, the hard date and four more
+    assert len(world.calendar.asked) == 3 * 6
+    assert r.json()["items"][0]["practitioner_id"] == str(late)
+    world.calendar.asked.clear()
+    nothing = await first_available(world, days=3)
+    assert starts(nothing) == [] and len(world.calendar.asked) == 3 * 3
+
+
+@pytest.mark.parametrize("hard", [HARD_DATES[0]], ids=str)
+async def test_at_midnight_of_the_new_year_the_first_free_slots_move_on(world: World) -> None:
+    """Today is the year's last day until its midnight: its last slot first; a second after it,
+    today is new year's day, whose first slot has begun."""
+    world.practitioner((-2, 2), name="Dr. Yılbaşı")
+    world.clock.now = world.hard.at(23, 39, days=-1, second=59)
+    r = await first_available(world, limit=3)
+    assert r.json()["from"] == (world.hard.day - timedelta(days=1)).isoformat()
+    assert [s for s, _ in starts(r)] == [world.at(h) for h in (-1 / 3, 0, 1 / 3)]
+    world.clock.advance(timedelta(seconds=2))  # 23:40:01
+    world.clock.advance(timedelta(minutes=20))  # 00:00:01 on new year's day
+    r = await first_available(world, limit=3)
+    assert r.json()["from"] == world.hard.day.isoformat()
+    assert [s for s, _ in starts(r)] == [world.at(h) for h in (1 / 3, 2 / 3, 1)]
+
+
+async def test_any_signed_in_user_asks_for_the_first_free_slots(world: World) -> None:
+    world.practitioner((8, 9))
+    day = world.hard.day.isoformat()
+    for who in (bearer(uuid.uuid4(), "PATIENT"), bearer(uuid.uuid4(), "DOCTOR"), bearer(uuid.uuid4(), "AUDITOR")):
+        assert len(starts(await first_available(world, day, who))) == 3
+    r = await world.client.get("/appointments/first-available")
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"service": "massage"}, "consultation"),
+        ({"specialty": "astrology"}, "cardiology"),
+        ({"days": "32"}, "days"),
+        ({"days": "0"}, "days"),
+        ({"limit": "51"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"from": "9999-12-30"}, "dates from 1800-01-01 to 2999-12-31"),
+        ({"from": "2027-02-30"}, "from"),
+        ({"service": "x" * 5000}, "service"),
+    ],
+)
+async def test_bad_input_to_the_first_free_slots_is_a_422_problem(
+    world: World, params: dict[str, str], says: str
+) -> None:
+    world.practitioner((8, 9))
+    r = await first_available(world, params.get("from"), RECEPTION, **{k: v for k, v in params.items() if k != "from"})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json" and says in r.text, r.text
+    if params.get("service") == "massage" or "specialty" in params:
+        assert says in r.json()["valid"]
+
+
+async def test_the_first_free_slots_end_at_year_2999_without_a_500(world: World) -> None:
+    world.practitioner((8, 9))
+    r = await first_available(world, "2999-12-31", days=31)
+    assert r.status_code == 200 and starts(r) == [], r.text
+
+
+async def test_an_unreachable_directory_is_a_503(world: World) -> None:
+    world.practitioner((8, 9))
+    world.directory.down = True
+    r = await first_available(world)
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json", r.text

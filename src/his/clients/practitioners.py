@@ -1,5 +1,6 @@
-"""Clients of practitioners (``his.practitioners.v1``): the directory (``PractitionerDirectory``)
-and working time (``Calendar``).
+"""Clients of practitioners (``his.practitioners.v1``): the directory (``PractitionerDirectory``:
+one practitioner, ``PractitionerLookup``; all of them, ``PractitionerRoster``) and working time
+(``Calendar``).
 
 Which services may call them is practitioners' allowlist (``src/his/practitioners/api/grpc.py``).
 NOT_FOUND is an answer (None); a refusal is ``DependencyRefusedError`` and no answer
@@ -33,8 +34,34 @@ class PractitionerLookup(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A practitioner as the directory lists them."""
+
+    practitioner_id: uuid.UUID
+    full_name: str
+    specialty: str
+
+
+@dataclass(frozen=True)
+class Roster:
+    #: By full name, ties by id.
+    practitioners: tuple[Listed, ...]
+    #: Every specialty code there is (a specialty no one has lists no practitioner).
+    specialties: tuple[str, ...]
+
+
+class PractitionerRoster(Protocol):
+    async def roster(self, specialty: str | None = None) -> Roster:
+        """Every practitioner, or those of ``specialty``, with every specialty code there is (an
+        unknown specialty lists no one and is not among them); ``DependencyUnavailableError`` if
+        practitioners cannot answer."""
+        ...
+
+
 class GrpcPractitioners:
-    """The real adapter. grpcio is imported here, so only processes that call it load it."""
+    """The real adapter of ``PractitionerDirectory`` (``PractitionerLookup`` and
+    ``PractitionerRoster``). grpcio is imported here, so only processes that call it load it."""
 
     def __init__(self, target: str, identity: WorkloadIdentity) -> None:
         from his.kernel import rpc
@@ -52,6 +79,17 @@ class GrpcPractitioners:
             return None
         account = uuid.UUID(answer.user_id) if answer.HasField("user_id") else None
         return PractitionerRef(practitioner_id, answer.specialty, account)
+
+    async def roster(self, specialty: str | None = None) -> Roster:
+        from his.proto.practitioners.v1 import practitioners_pb2
+
+        req = practitioners_pb2.ListPractitionersRequest(specialty=specialty)
+        answer = await self.client.ask(self.stub.ListPractitioners, req, absent=())
+        assert answer is not None  # no code is an absence here
+        return Roster(
+            tuple(Listed(uuid.UUID(p.practitioner_id), p.full_name, p.specialty) for p in answer.practitioners),
+            tuple(answer.specialties),
+        )
 
 
 class Calendar(Protocol):
@@ -86,8 +124,11 @@ class GrpcCalendar:
 @dataclass
 class FakeCalendar:
     working: dict[uuid.UUID, list[Interval]] = field(default_factory=dict)
+    #: Every question asked, in order: (practitioner, window).
+    asked: list[tuple[uuid.UUID, Interval]] = field(default_factory=list)
 
     async def working_time(self, practitioner_id: uuid.UUID, window: Interval) -> list[Interval] | None:
+        self.asked.append((practitioner_id, window))
         if practitioner_id not in self.working:
             return None
         return [
@@ -95,6 +136,11 @@ class FakeCalendar:
             for w in self.working[practitioner_id]
             if w.overlaps(window)
         ]
+
+
+#: The specialty codes the fake directory knows unless told others (practitioners' own list is
+#: longer; a fake need not be complete, only consistent).
+FAKE_SPECIALTIES = ("general_practice", "internal_medicine", "cardiology", "pediatrics", "neurology")
 
 
 @dataclass
@@ -106,11 +152,30 @@ class FakePractitioners:
     known_by_default: bool = False
     #: When set, every look-up fails as an outage would.
     down: bool = False
+    #: Full names, by id (``add`` gives one to each).
+    names: dict[uuid.UUID, str] = field(default_factory=dict)
+    specialties: tuple[str, ...] = FAKE_SPECIALTIES
+    #: How many times the roster was asked for.
+    rosters: int = 0
 
-    def add(self, specialty: str = "internal_medicine", account: uuid.UUID | None = None) -> uuid.UUID:
+    def add(
+        self, specialty: str = "internal_medicine", account: uuid.UUID | None = None, *, name: str | None = None
+    ) -> uuid.UUID:
         pid = uuid.uuid4()
         self.practitioners[pid] = PractitionerRef(pid, specialty, account)
+        self.names[pid] = name if name is not None else f"Dr. {pid.hex[:8]}"
         return pid
+
+    async def roster(self, specialty: str | None = None) -> Roster:
+        if self.down:
+            raise DependencyUnavailableError("practitioners", "down (fake)")
+        self.rosters += 1
+        listed = [
+            Listed(p.practitioner_id, self.names.get(p.practitioner_id, ""), p.specialty)
+            for p in self.practitioners.values()
+            if specialty is None or p.specialty == specialty
+        ]
+        return Roster(tuple(sorted(listed, key=lambda p: (p.full_name, p.practitioner_id))), self.specialties)
 
     async def find(self, practitioner_id: uuid.UUID) -> PractitionerRef | None:
         if self.down:

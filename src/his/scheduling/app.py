@@ -12,21 +12,34 @@ from his.kernel.web import Routes
 if TYPE_CHECKING:
     from his.kernel.clock import Clock
     from his.kernel.db import Database
-    from his.scheduling.ports import Calendar, PatientLookup, SchedulingUnits
+    from his.scheduling.ports import Calendar, PatientLookup, PractitionerRoster, SchedulingUnits
 
 
-def http(db: Database, calendar: Calendar, patients: PatientLookup, timezone: str = "UTC") -> Routes:
+def http(
+    db: Database,
+    calendar: Calendar,
+    patients: PatientLookup,
+    timezone: str = "UTC",
+    *,
+    practitioners: PractitionerRoster,
+) -> Routes:
     """The scheduling routes and their use cases, over a database, the practitioners' calendar and
-    the patient directory (the gRPC adapters here, the in-memory fakes in tests); days are the
-    hospital's (``timezone``)."""
+    directory and the patient directory (the gRPC adapters here, the in-memory fakes in tests);
+    days are the hospital's (``timezone``)."""
     from his.scheduling.store import SchedulingStore
 
     store = SchedulingStore(db)
-    return http_over(store, calendar, patients, timezone, clock=store.clock)
+    return http_over(store, calendar, patients, timezone, clock=store.clock, practitioners=practitioners)
 
 
 def http_over(
-    units: SchedulingUnits, calendar: Calendar, patients: PatientLookup, timezone: str = "UTC", *, clock: Clock
+    units: SchedulingUnits,
+    calendar: Calendar,
+    patients: PatientLookup,
+    timezone: str = "UTC",
+    *,
+    clock: Clock,
+    practitioners: PractitionerRoster,
 ) -> Routes:
     """The same routes over any units of work: the database's, or the in-memory ones of
     ``his.testing.scheduling`` in unit tests. ``clock`` is the one the units run by: a booking's
@@ -34,19 +47,21 @@ def http_over(
     from his.scheduling.api.http import router
     from his.scheduling.handlers import Scheduling
 
-    return Routes(router, provides=[Scheduling(units, calendar, patients, ZoneInfo(timezone), clock)])
+    zone = ZoneInfo(timezone)
+    return Routes(router, provides=[Scheduling(units, calendar, patients, zone, clock, practitioners=practitioners)])
 
 
 def routes(ctx: ServiceContext) -> Routes:
     from his.clients.patients import GrpcPatients
-    from his.clients.practitioners import GrpcCalendar
+    from his.clients.practitioners import GrpcCalendar, GrpcPractitioners
 
     identity = ctx.settings.workload()
     if identity is None:
         raise SystemExit("scheduling needs a workload identity (HIS_TLS_*) to reach practitioners and patients")
     calendar = GrpcCalendar(ctx.settings.grpc_target("practitioners"), identity)
+    directory = GrpcPractitioners(ctx.settings.grpc_target("practitioners"), identity)
     patients = GrpcPatients(ctx.settings.grpc_target("patients"), identity)
-    return http(ctx.db, calendar, patients, ctx.settings.timezone)
+    return http(ctx.db, calendar, patients, ctx.settings.timezone, practitioners=directory)
 
 
 def build() -> ServiceDefinition:

@@ -11,6 +11,7 @@ concurrent bookings inside it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from his.access import NONE, Decision, Relationship
 from his.clients import replica
 from his.clients.audited import AccessLog
 from his.clients.patients import refused, relationship_for
+from his.clients.practitioners import Listed
 from his.events.audit import Action as AuditAction
 from his.events.audit import SchedulingRecordAccessed
 from his.events.scheduling import (
@@ -41,6 +43,7 @@ from his.kernel.consumer import PermanentError
 from his.kernel.db import UnitOfWork, retry_aborted
 from his.kernel.events import Envelope, Event
 from his.kernel.intervals import Interval, subtract
+from his.kernel.params import one_of
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 from his.scheduling import policy
@@ -64,7 +67,14 @@ from his.scheduling.domain import (
     transition,
 )
 from his.scheduling.policy import Operation
-from his.scheduling.ports import Calendar, PatientLookup, PatientRef, SchedulingUnits, SchedulingWork
+from his.scheduling.ports import (
+    Calendar,
+    PatientLookup,
+    PatientRef,
+    PractitionerRoster,
+    SchedulingUnits,
+    SchedulingWork,
+)
 from his.scheduling.store import SchedulingUnit
 
 T = TypeVar("T")
@@ -202,6 +212,58 @@ async def free_slots(
     return slots(subtract(working, taken), length, not_before=now())
 
 
+@dataclass(frozen=True)
+class FreeSlot:
+    """A free slot of one practitioner."""
+
+    practitioner: Listed
+    during: Interval
+
+
+#: How many practitioners' days the first free slots ask of practitioners (and read) at once.
+AT_ONCE = 4
+
+
+async def first_free_slots(
+    units: SchedulingUnits,
+    calendar: Calendar,
+    practitioners: Iterable[Listed],
+    days: Iterable[Interval],
+    *,
+    service: str,
+    limit: int,
+    now: Clock,
+) -> list[FreeSlot]:
+    """The earliest ``limit`` free slots of ``service`` across ``practitioners``, earliest first
+    (ties by the practitioner's name, then id), each practitioner's slots computed day by day as
+    ``free_slots`` computes them. ``days`` are searched in order, and the search stops after the
+    first day that brings the total to ``limit``: one working-time question per practitioner per
+    day searched, none for a day already over. A practitioner who is gone meanwhile has none."""
+    listed = list(practitioners)
+    gate = asyncio.Semaphore(AT_ONCE)
+    found: list[FreeSlot] = []
+    for day in days:
+        if day.end <= now():
+            continue
+
+        async def of(p: Listed, day: Interval = day) -> list[FreeSlot]:
+            async with gate:
+                try:
+                    free = await free_slots(units, calendar, p.practitioner_id, day, service, now=now)
+                except UnknownError:
+                    return []
+            return [FreeSlot(p, s) for s in free]
+
+        each = await asyncio.gather(*(of(p) for p in listed))
+        found += sorted(
+            itertools.chain.from_iterable(each),
+            key=lambda f: (f.during.start, f.practitioner.full_name, f.practitioner.practitioner_id),
+        )
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
 #: How long a waitlisted patient has to take up an offered slot (never past the slot's start).
 OFFER_TIME = timedelta(minutes=30)
 
@@ -280,9 +342,18 @@ class Scheduling:
     allowed or denied, is recorded in the access log (an allowed change in its own transaction)."""
 
     def __init__(
-        self, units: SchedulingUnits, calendar: Calendar, patients: PatientLookup, zone: ZoneInfo, clock: Clock
+        self,
+        units: SchedulingUnits,
+        calendar: Calendar,
+        patients: PatientLookup,
+        zone: ZoneInfo,
+        clock: Clock,
+        *,
+        practitioners: PractitionerRoster,
     ) -> None:
         self.units, self.calendar, self.patients, self.zone = units, calendar, patients, zone
+        #: The practitioner directory (ids, names, specialties), asked once per search for slots.
+        self.practitioners = practitioners
         #: The clock the units run by: a booking's times are checked by it before its unit opens.
         self.clock = clock
         self.log = AccessLog(units, SchedulingRecordAccessed, "appointment")
@@ -465,6 +536,24 @@ class Scheduling:
             return await free_slots(self.units, self.calendar, practitioner_id, window, service, now=self.clock)
         except UnknownError:
             raise ProblemError(404, "practitioner not found") from None
+
+    async def first_available(
+        self, service: str, specialty: str | None, first_day: date | None, days: int, limit: int
+    ) -> tuple[date, list[FreeSlot]]:
+        """The first free slots of ``service`` across every practitioner, or those of
+        ``specialty`` (any signed-in user), searched day by day in the hospital's time zone from
+        ``first_day`` (today by the service's clock when None) for at most ``days`` days: the
+        day the search began, and at most ``limit`` slots, earliest first. A specialty that does
+        not exist is a 422 naming those that do."""
+        roster = await self.practitioners.roster(specialty)
+        if specialty is not None:
+            one_of("specialty", specialty, roster.specialties)
+        begin = first_day if first_day is not None else self.clock().astimezone(self.zone).date()
+        window = (local_day(begin + timedelta(days=n), self.zone) for n in range(days))
+        free = await first_free_slots(
+            self.units, self.calendar, roster.practitioners, window, service=service, limit=limit, now=self.clock
+        )
+        return begin, free
 
     async def known(self, patient_id: uuid.UUID) -> PatientRef | None:
         """A patient known from patients' events, else asked of patients (authoritative)."""

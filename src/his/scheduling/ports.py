@@ -3,9 +3,10 @@ patient directory, inside a unit of work (``his.kernel.ports``). The store imple
 PostgreSQL (``his.scheduling.store``); ``his.testing.scheduling`` in memory, for unit tests. Both
 pass the same contract tests (``tests/integration/test_scheduling_contract.py``).
 
-And what scheduling needs from other services: a practitioner's working time and the patient
-directory. Their Protocols, gRPC adapters and in-memory fakes live with every other service
-client in ``his.clients``; the fakes serve tests and `his bench` baselines.
+And what scheduling needs from other services: a practitioner's working time, the practitioner
+directory (for the first free slots across practitioners) and the patient directory. Their
+Protocols, gRPC adapters and in-memory fakes live with every other service client in
+``his.clients``; the fakes serve tests and `his bench` baselines.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from his.clients.patients import FakePatients, PatientLookup, PatientRef
-from his.clients.practitioners import Calendar, FakeCalendar
+from his.clients.practitioners import Calendar, FakeCalendar, FakePractitioners, PractitionerRoster
 from his.clients.replica import Known
 from his.kernel.intervals import Interval
 from his.kernel.ports import Units, Work
@@ -26,8 +27,10 @@ __all__ = [
     "Calendar",
     "FakeCalendar",
     "FakePatients",
+    "FakePractitioners",
     "PatientLookup",
     "PatientRef",
+    "PractitionerRoster",
     "SchedulingUnits",
     "SchedulingWork",
     "Waitlist",

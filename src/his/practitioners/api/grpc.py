@@ -1,5 +1,6 @@
 """gRPC API of the practitioners service: ``his.practitioners.v1.Calendar`` for the services that
-book practitioners' time, ``PractitionerDirectory`` for those that record a practitioner."""
+book practitioners' time, ``PractitionerDirectory`` for those that record a practitioner or offer
+the time of every practitioner (scheduling's first free slots)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from his.kernel.intervals import Interval
 from his.kernel.pki import spiffe_id
 from his.kernel.service import ServiceContext
 from his.practitioners import handlers
+from his.practitioners.domain import SPECIALTIES
 from his.practitioners.ports import Calendars
 from his.practitioners.store import PgCalendars, PgProfiles
 from his.proto.practitioners.v1 import practitioners_pb2 as pb
@@ -28,8 +30,14 @@ MAX_WINDOW = timedelta(days=31)
 #: Who may ask when a practitioner works: the services that book their time.
 BOOKERS = frozenset({spiffe_id("scheduling"), spiffe_id("admissions")})
 ALLOW = {"GetWorkingTime": BOOKERS, "GetAvailability": BOOKERS}
-#: Who may look a practitioner up: the services that record one against their own data.
-DIRECTORY_ALLOW = {"GetPractitioner": frozenset({spiffe_id("admissions")})}
+#: Who may look a practitioner up: the services that record one against their own data; who may
+#: list them all: scheduling, which offers the first free slots across practitioners.
+DIRECTORY_ALLOW = {
+    "GetPractitioner": frozenset({spiffe_id("admissions")}),
+    "ListPractitioners": frozenset({spiffe_id("scheduling")}),
+}
+#: The most practitioners one listing answers (a hospital's directory is far smaller).
+MAX_LISTED = 10_000
 
 
 class Calendar(pb_grpc.CalendarServicer):
@@ -86,6 +94,16 @@ class PractitionerDirectory(pb_grpc.PractitionerDirectoryServicer):
         out = pb.Practitioner(practitioner_id=str(pid), specialty=row.specialty)
         if row.user_id is not None:
             out.user_id = str(row.user_id)
+        return out
+
+    async def ListPractitioners(self, request: pb.ListPractitionersRequest, context: Context) -> pb.PractitionerList:
+        """Every practitioner (or those of one specialty) by name, and every specialty code."""
+        specialty = request.specialty if request.HasField("specialty") else None
+        async with self.db.pool.acquire() as conn:  # one statement: no transaction needed
+            found = await PgProfiles(conn).find(specialty=specialty, limit=MAX_LISTED)
+        out = pb.PractitionerList(specialties=list(SPECIALTIES))
+        for p in found:
+            out.practitioners.add(practitioner_id=str(p.id), full_name=p.full_name, specialty=p.specialty)
         return out
 
 

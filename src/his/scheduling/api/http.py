@@ -131,10 +131,92 @@ class Slots(BaseModel):
     items: list[Slot]
 
 
+class FreeSlot(BaseModel):
+    """A free slot of one practitioner."""
+
+    practitioner_id: uuid.UUID
+    practitioner_name: str
+    specialty: str
+    start: Moment
+    end: Moment
+
+    @classmethod
+    def of(cls, f: handlers.FreeSlot) -> FreeSlot:
+        p = f.practitioner
+        return cls(
+            practitioner_id=p.practitioner_id,
+            practitioner_name=p.full_name,
+            specialty=p.specialty,
+            start=f.during.start,
+            end=f.during.end,
+        )
+
+
+class FirstAvailable(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    service: str
+    specialty: str | None
+    #: The first day searched (the one given, or today), in the hospital's time zone.
+    first_day: date = Field(alias="from")
+    days: int
+    #: The hospital's time zone, in which the days are searched.
+    timezone: str
+    items: list[FreeSlot]
+
+
+#: The most days one search for the first free slots spans, and the most slots it answers.
+MAX_DAYS, MAX_FIRST = 31, 50
+
+
 @router.get("/appointments/services", openapi_extra=public("/api/appointments/services"))
 async def services(who: Caller) -> ServiceTypes:
     """Service types and how long each lasts (any signed-in user)."""
     return ServiceTypes(items=[ServiceType.model_validate(s) for s in SERVICE_TYPES.values()])
+
+
+@router.get(
+    "/appointments/first-available",
+    responses=errors((422, "an unknown service or specialty (`valid` lists the known ones), or invalid values")),
+    openapi_extra=public("/api/appointments/first-available"),
+)
+async def first_available(
+    who: Caller,
+    calendar: Calendar,
+    *,
+    service: Annotated[str, Query(max_length=64, description="a service type (`GET /api/appointments/services`)")] = (
+        "consultation"
+    ),
+    specialty: Annotated[
+        str | None,
+        Query(max_length=64, description="only practitioners of this specialty (`GET /api/practitioners/specialties`)"),
+    ] = None,
+    first_day: Annotated[
+        CalendarDate | None,
+        Query(alias="from", description="the first day to search, in the hospital's time zone (default: today)"),
+    ] = None,
+    days: Annotated[int, Query(ge=1, le=MAX_DAYS, description=f"how many days to search, at most {MAX_DAYS}")] = 14,
+    limit: Annotated[int, Query(ge=1, le=MAX_FIRST, description=f"how many slots to return, at most {MAX_FIRST}")] = 10,
+) -> FirstAvailable:
+    """The first free slots of a service type across practitioners (any signed-in user): every
+    practitioner's, or those of one `specialty`, free as `GET /api/practitioners/{id}/slots`
+    tells them (working time minus appointments, none already begun).
+
+    Days are searched one by one in the hospital's time zone from `from` (today, by the
+    hospital's clock, unless given) for at most `days` days (14 unless given, at most 31); the
+    answer holds at most `limit` slots (10 unless given, at most 50), the earliest first, slots
+    that start together in the order of the practitioners' names. Each item names its
+    practitioner (`practitioner_id`, `practitioner_name`, `specialty`) and its `start` and `end`.
+    An unknown `service` or `specialty` is a 422 whose `valid` lists the known ones."""
+    one_of("service", service, SERVICE_TYPES)
+    begin, found = await calendar.first_available(service, specialty, first_day, days, limit)
+    return FirstAvailable(
+        service=service,
+        specialty=specialty,
+        first_day=begin,
+        days=days,
+        timezone=calendar.zone.key,
+        items=[FreeSlot.of(f) for f in found],
+    )
 
 
 @router.post(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(his/practitioners/v1/practitioners.proto\x12\x14his.practitioners.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x15GetWorkingTimeRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x08Interval\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0bWorkingTime\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x31\n\tintervals\x18\x02 \x03(\x0b\x32\x1e.his.practitioners.v1.Interval\"1\n\x16GetPractitionerRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\"\\\n\x0cPractitioner\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x11\n\tspecialty\x18\x02 \x01(\t\x12\x14\n\x07user_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id2\xcf\x01\n\x08\x43\x61lendar\x12`\n\x0eGetWorkingTime\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime\x12\x61\n\x0fGetAvailability\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime2|\n\x15PractitionerDirectory\x12\x63\n\x0fGetPractitioner\x12,.his.practitioners.v1.GetPractitionerRequest\x1a\".his.practitioners.v1.Practitionerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(his/practitioners/v1/practitioners.proto\x12\x14his.practitioners.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x15GetWorkingTimeRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x08Interval\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0bWorkingTime\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x31\n\tintervals\x18\x02 \x03(\x0b\x32\x1e.his.practitioners.v1.Interval\"1\n\x16GetPractitionerRequest\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\"\\\n\x0cPractitioner\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x11\n\tspecialty\x18\x02 \x01(\t\x12\x14\n\x07user_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"@\n\x18ListPractitionersRequest\x12\x16\n\tspecialty\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_specialty\"S\n\x12ListedPractitioner\x12\x17\n\x0fpractitioner_id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\x11\n\tspecialty\x18\x03 \x01(\t\"h\n\x10PractitionerList\x12?\n\rpractitioners\x18\x01 \x03(\x0b\x32(.his.practitioners.v1.ListedPractitioner\x12\x13\n\x0bspecialties\x18\x02 \x03(\t2\xcf\x01\n\x08\x43\x61lendar\x12`\n\x0eGetWorkingTime\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime\x12\x61\n\x0fGetAvailability\x12+.his.practitioners.v1.GetWorkingTimeRequest\x1a!.his.practitioners.v1.WorkingTime2\xe9\x01\n\x15PractitionerDirectory\x12\x63\n\x0fGetPractitioner\x12,.his.practitioners.v1.GetPractitionerRequest\x1a\".his.practitioners.v1.Practitioner\x12k\n\x11ListPractitioners\x12..his.practitioners.v1.ListPractitionersRequest\x1a&.his.practitioners.v1.PractitionerListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,8 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRACTITIONERREQUEST']._serialized_end=470
   _globals['_PRACTITIONER']._serialized_start=472
   _globals['_PRACTITIONER']._serialized_end=564
-  _globals['_CALENDAR']._serialized_start=567
-  _globals['_CALENDAR']._serialized_end=774
-  _globals['_PRACTITIONERDIRECTORY']._serialized_start=776
-  _globals['_PRACTITIONERDIRECTORY']._serialized_end=900
+  _globals['_LISTPRACTITIONERSREQUEST']._serialized_start=566
+  _globals['_LISTPRACTITIONERSREQUEST']._serialized_end=630
+  _globals['_LISTEDPRACTITIONER']._serialized_start=632
+  _globals['_LISTEDPRACTITIONER']._serialized_end=715
+  _globals['_PRACTITIONERLIST']._serialized_start=717
+  _globals['_PRACTITIONERLIST']._serialized_end=821
+  _globals['_CALENDAR']._serialized_start=824
+  _globals['_CALENDAR']._serialized_end=1031
+  _globals['_PRACTITIONERDIRECTORY']._serialized_start=1034
+  _globals['_PRACTITIONERDIRECTORY']._serialized_end=1267
 # @@protoc_insertion_point(module_scope)

@@ -50,3 +50,27 @@ class Practitioner(_message.Message):
     specialty: str
     user_id: str
     def __init__(self, practitioner_id: _Optional[str] = ..., specialty: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ListPractitionersRequest(_message.Message):
+    __slots__ = ("specialty",)
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    specialty: str
+    def __init__(self, specialty: _Optional[str] = ...) -> None: ...
+
+class ListedPractitioner(_message.Message):
+    __slots__ = ("practitioner_id", "full_name", "specialty")
+    PRACTITIONER_ID_FIELD_NUMBER: _ClassVar[int]
+    FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTY_FIELD_NUMBER: _ClassVar[int]
+    practitioner_id: str
+    full_name: str
+    specialty: str
+    def __init__(self, practitioner_id: _Optional[str] = ..., full_name: _Optional[str] = ..., specialty: _Optional[str] = ...) -> None: ...
+
+class PractitionerList(_message.Message):
+    __slots__ = ("practitioners", "specialties")
+    PRACTITIONERS_FIELD_NUMBER: _ClassVar[int]
+    SPECIALTIES_FIELD_NUMBER: _ClassVar[int]
+    practitioners: _containers.RepeatedCompositeFieldContainer[ListedPractitioner]
+    specialties: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, practitioners: _Optional[_Iterable[_Union[ListedPractitioner, _Mapping]]] = ..., specialties: _Optional[_Iterable[str]] = ...) -> None: ...

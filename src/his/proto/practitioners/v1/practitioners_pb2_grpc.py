@@ -171,6 +171,11 @@ class PractitionerDirectoryStub:
                 request_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.SerializeToString,
                 response_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.FromString,
                 _registered_method=True)
+        self.ListPractitioners = channel.unary_unary(
+                '/his.practitioners.v1.PractitionerDirectory/ListPractitioners',
+                request_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.ListPractitionersRequest.SerializeToString,
+                response_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.PractitionerList.FromString,
+                _registered_method=True)
 
 
 class PractitionerDirectoryServicer:
@@ -188,6 +193,19 @@ class PractitionerDirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPractitioners(self, request, context):
+        """Every practitioner, or those of one specialty, by name (ties by id): their ids, names and
+        specialties, for services that offer practitioners' time across the directory (scheduling's
+        first free slots). The answer also lists every specialty code there is, so that the caller
+        can tell a specialty no practitioner has from one that does not exist.
+
+        Errors: PERMISSION_DENIED for callers not on the allowlist. An unknown specialty is no
+        error: it lists no practitioner (and is not among the specialties).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PractitionerDirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +213,11 @@ def add_PractitionerDirectoryServicer_to_server(servicer, server):
                     servicer.GetPractitioner,
                     request_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.FromString,
                     response_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.SerializeToString,
+            ),
+            'ListPractitioners': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPractitioners,
+                    request_deserializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.ListPractitionersRequest.FromString,
+                    response_serializer=his_dot_practitioners_dot_v1_dot_practitioners__pb2.PractitionerList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +249,33 @@ class PractitionerDirectory:
             '/his.practitioners.v1.PractitionerDirectory/GetPractitioner',
             his_dot_practitioners_dot_v1_dot_practitioners__pb2.GetPractitionerRequest.SerializeToString,
             his_dot_practitioners_dot_v1_dot_practitioners__pb2.Practitioner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPractitioners(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/his.practitioners.v1.PractitionerDirectory/ListPractitioners',
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.ListPractitionersRequest.SerializeToString,
+            his_dot_practitioners_dot_v1_dot_practitioners__pb2.PractitionerList.FromString,
             options,
             channel_credentials,
             insecure,
