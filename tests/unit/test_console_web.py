@@ -7,78 +7,24 @@ follows the user; a redirect never leaves the console.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
-import httpx
 import pytest
 
-from his.console.app import create_app
 from his.console.domain import Answer, ApiUnavailableError, Locale
-from his.console.i18n import environments, negotiate
-from his.console.sessions import SessionBook
+from his.console.i18n import negotiate
 from his.console.settings import ConsoleSettings
-from his.console.web import Caller, Console, SignedOutError, safe_next
-from his.identity.keys import SigningKey, sign_access_token
-from his.kernel.clock import FakeClock
-from his.kernel.crypto import FieldCipher
-from his.kernel.json import JsonObject
-from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
-from his.testing.console import Call, FakeApi, FakeConsole
-from tests.support.calendar import HARD_DATES
-
-KEY = SigningKey.generate(datetime.now(UTC))
-USER = uuid.uuid4()
-PUBLIC = "http://127.0.0.1:4004"
-SAME_ORIGIN = {"origin": PUBLIC, "sec-fetch-site": "same-origin"}
-PASSWORD = "long enough staff passphrase"
-
-
-def tokens(roles: list[str], n: int = 1) -> JsonObject:
-    """What identity answers a sign-in with (the n-th pair, to tell them apart)."""
-    access, ttl = sign_access_token(
-        KEY, subject=str(USER), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=datetime.now(UTC)
-    )
-    return {"access_token": access, "refresh_token": f"refresh-{n}", "token_type": "Bearer", "expires_in": ttl}
-
-
-@dataclass
-class Desk:
-    client: httpx.AsyncClient
-    api: FakeApi
-    fake: FakeConsole
-    clock: FakeClock
-    shared: Console
-
-    async def sign_in(self, roles: list[str] | None = None, **headers: str) -> httpx.Response:
-        self.api.answer("POST", "/api/auth/login", Answer(200, tokens(roles or ["RECEPTIONIST"])))
-        return await self.client.post(
-            "/sign-in",
-            data={"email": "desk@hospital.example", "password": PASSWORD, "next": "/"},
-            headers={**SAME_ORIGIN, **headers},
-        )
-
-    async def csrf(self) -> str:
-        (session, _), *_ = self.fake.state.sessions.values()
-        return session.csrf
+from his.console.web import Caller, SignedOutError, safe_next
+from his.testing.console import Call
+from tests.support.console import PASSWORD, PUBLIC, SAME_ORIGIN, USER, Desk, console_desk, tokens
 
 
 @pytest.fixture
 async def desk() -> AsyncIterator[Desk]:
     """The console at local midnight of new year's day (its sessions' clock)."""
-    clock = HARD_DATES[0].clock(0, 0)
-    fake, api = FakeConsole(clock), FakeApi(keys={"keys": [dict(KEY.public_jwk())]})
-    settings = ConsoleSettings(public_url=PUBLIC, console_keys="x")
-    book = SessionBook(fake, FieldCipher([os.urandom(32)]), clock)
-    verifier = TokenVerifier(api.jwks, issuer=ISSUER, audience=AUDIENCE)
-    shared = Console(settings, book, api, verifier, environments(ZoneInfo("Europe/Istanbul")))
-    transport = httpx.ASGITransport(app=create_app(shared), client=("203.0.113.7", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
-        yield Desk(client, api, fake, clock, shared)
+    async with console_desk() as found:
+        yield found
 
 
 async def test_a_signed_out_browser_is_sent_to_sign_in_and_back(desk: Desk) -> None:
@@ -93,7 +39,7 @@ async def test_a_signed_out_browser_is_sent_to_sign_in_and_back(desk: Desk) -> N
 
 async def test_signing_in_keeps_the_tokens_here_and_gives_the_browser_one_strict_cookie(desk: Desk) -> None:
     r = await desk.sign_in(["DOCTOR", "NURSE"], **{"x-his-client-ip": "198.51.100.4"})
-    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert r.status_code == 303 and r.headers["location"] == "/day-list"  # a clinician's home
     cookie = r.headers["set-cookie"]
     assert cookie.startswith("his_session=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert "Secure" not in cookie  # the public URL is http here

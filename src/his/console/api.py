@@ -12,7 +12,7 @@ import logging
 
 import aiohttp
 
-from his.console.domain import Answer, ApiUnavailableError, Method
+from his.console.domain import Answer, ApiUnavailableError, Method, Params
 from his.kernel.json import Json, JsonObject
 from his.kernel.pki import WorkloadIdentity
 
@@ -50,7 +50,7 @@ class Api:
         client_ip: str,
         token: str | None = None,
         body: JsonObject | None = None,
-        params: dict[str, str] | None = None,
+        params: Params = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """One call of the public API (``path`` starts with ``/api/``) for the browser at

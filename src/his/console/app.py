@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import pages
+from his.console import appointments, front_desk, pages
 from his.console.api import Api
 from his.console.domain import ApiUnavailableError
 from his.console.i18n import N_, environments
@@ -56,6 +56,8 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     app.state.console = shared
     app.include_router(pages.router)
+    app.include_router(front_desk.router)
+    app.include_router(appointments.router)
     app.mount("/console/assets", StaticFiles(directory=STATIC, follow_symlink=False), name="assets")
 
     @app.exception_handler(SignedOutError)
@@ -149,7 +151,8 @@ async def serve(settings: ConsoleSettings) -> None:
     api = Api(settings.console_api_url, identity)
     book = SessionBook(ConsoleStore(db), cipher(settings), db.clock)
     verifier = TokenVerifier(api.jwks, issuer=ISSUER, audience=AUDIENCE)
-    shared = Console(settings, book, api, verifier, environments(ZoneInfo(settings.timezone)))
+    zone = ZoneInfo(settings.timezone)
+    shared = Console(settings, book, api, verifier, environments(zone), zone)
     app = create_app(shared, db)
     server = QuietServer(http_config(tracing.TracingMiddleware(obs.MetricsMiddleware(app)), settings))
     loop = asyncio.get_running_loop()

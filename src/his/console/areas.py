@@ -19,7 +19,23 @@ class Area:
 EVERYONE = frozenset({"ADMIN", "RECEPTIONIST", "DOCTOR", "NURSE", "LAB_TECH", "BILLING", "PATIENT", "AUDITOR"})
 
 #: The console's areas, in the menu's order.
-AREAS = (Area("/", N_("Home"), EVERYONE),)
+AREAS = (
+    Area("/", N_("Home"), EVERYONE),
+    Area("/front-desk", N_("Front desk"), frozenset({"RECEPTIONIST", "ADMIN"})),
+    Area("/day-list", N_("Day list"), frozenset({"RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE"})),
+)
+#: Where a user lands after signing in, by role (the first of their roles listed here); the
+#: others land on the home page, which lists their areas.
+HOMES = (("RECEPTIONIST", "/front-desk"), ("DOCTOR", "/day-list"), ("NURSE", "/day-list"))
+
+SEX_NAMES = {"female": N_("Female"), "male": N_("Male"), "other": N_("Other"), "unknown": N_("Unknown")}
+STATUS_NAMES = {
+    "booked": N_("Booked"),
+    "checked_in": N_("Checked in"),
+    "completed": N_("Completed"),
+    "cancelled": N_("Cancelled"),
+    "no_show": N_("Did not come"),
+}
 
 ROLE_NAMES = {
     "ADMIN": N_("Administrator"),
@@ -31,6 +47,11 @@ ROLE_NAMES = {
     "PATIENT": N_("Patient"),
     "AUDITOR": N_("Auditor"),
 }
+
+
+def home_of(roles: frozenset[str]) -> str:
+    """The page a user with ``roles`` starts from."""
+    return next((path for role, path in HOMES if role in roles), "/")
 
 
 def areas_for(roles: frozenset[str]) -> list[Area]:

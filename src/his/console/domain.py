@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -82,6 +83,9 @@ def digest(cookie: str) -> bytes:
     """The key the server keeps a session under: the SHA-256 of its cookie."""
     return hashlib.sha256(cookie.encode()).digest()
 
+
+#: Query parameters of an API call: a mapping, or pairs when a name repeats (``?id=…&id=…``).
+Params = Mapping[str, str] | Sequence[tuple[str, str]] | None
 
 Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
 

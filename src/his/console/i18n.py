@@ -61,14 +61,19 @@ def environment(locale: Locale, zone: tzinfo) -> Environment:
     env.install_gettext_translations(catalogue(locale), newstyle=True)  # type: ignore[attr-defined]
     where = BabelLocale.parse(locale.value)
 
-    def when(value: datetime, style: str = "medium") -> str:
-        return format_datetime(value, style, tzinfo=zone, locale=where)
+    def when(value: datetime | str, style: str = "medium") -> str:
+        return format_datetime(moment(value), style, tzinfo=zone, locale=where)
 
-    def day(value: date, style: str = "medium") -> str:
+    def day(value: date | datetime | str, style: str = "medium") -> str:
+        """The day of a date, or of a moment where the hospital is."""
+        if isinstance(value, str):
+            value = moment(value) if "T" in value else date.fromisoformat(value)
+        if isinstance(value, datetime):
+            value = value.astimezone(zone).date()
         return format_date(value, style, locale=where)
 
-    def clock(value: datetime, style: str = "short") -> str:
-        return format_time(value, style, tzinfo=zone, locale=where)
+    def clock(value: datetime | str, style: str = "short") -> str:
+        return format_time(moment(value), style, tzinfo=zone, locale=where)
 
     def money(amount: str | Decimal, currency: str) -> str:
         return format_currency(Decimal(amount), currency, locale=where)
@@ -76,6 +81,11 @@ def environment(locale: Locale, zone: tzinfo) -> Environment:
     env.filters.update(when=when, day=day, clock=clock, money=money)
     env.globals.update(locale=locale.value, languages=LANGUAGE_NAMES)
     return env
+
+
+def moment(value: datetime | str) -> datetime:
+    """A moment as the API gives it (RFC 3339 text) or as it is."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def environments(zone: tzinfo) -> Mapping[Locale, Environment]:

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.areas import ROLE_NAMES, areas_for
+from his.console.areas import ROLE_NAMES, areas_for, home_of
 from his.console.domain import COOKIE, LIFETIME, ApiUnavailableError, Locale, tokens_of
 from his.console.i18n import N_
 from his.console.web import (
@@ -68,6 +68,8 @@ async def sign_in(request: Request, shared: Shared) -> Response:
     cookie, _ = await shared.book.open(
         uuid.UUID(principal.subject), tuple(sorted(principal.roles)), tokens, locale_of(request)
     )
+    if target == "/":  # no page asked for: the role's own
+        target = home_of(principal.roles)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from his.console.domain import Answer, Locale, Method, Session
+from his.console.domain import Answer, Locale, Method, Params, Session
 from his.kernel.json import Json, JsonObject
 from his.kernel.ports import Units, Work
 
@@ -47,7 +47,7 @@ class PublicApi(Protocol):
         client_ip: str,
         token: str | None = None,
         body: JsonObject | None = None,
-        params: dict[str, str] | None = None,
+        params: Params = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """One call for the browser at ``client_ip``; ``ApiUnavailableError`` if it cannot be made."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -16,8 +17,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
-from his.console.areas import areas_for
-from his.console.domain import COOKIE, Answer, Locale, Method, tokens_of
+from his.console.areas import SEX_NAMES, STATUS_NAMES, areas_for
+from his.console.domain import COOKIE, Answer, Locale, Method, Params, tokens_of
 from his.console.i18n import negotiate
 from his.console.ports import PublicApi
 from his.console.sessions import Live, SessionBook
@@ -56,6 +57,8 @@ class Console:
     api: PublicApi
     verifier: TokenVerifier
     templates: Mapping[Locale, Environment]
+    #: The hospital's time zone: what "today" is on a day list.
+    zone: tzinfo = UTC
 
 
 def console(request: Request) -> Console:
@@ -140,7 +143,7 @@ class Caller:
         path: str,
         *,
         body: JsonObject | None = None,
-        params: dict[str, str] | None = None,
+        params: Params = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         for attempt in (1, 2):
@@ -236,6 +239,8 @@ def render(
         signed_in=live is not None,
         roles=frozenset(live.session.roles) if live else frozenset(),
         areas_menu=areas_for(frozenset(live.session.roles)) if live else [],
+        sex_names=SEX_NAMES,
+        status_names=STATUS_NAMES,
         csrf=live.session.csrf if live else "",
         **values,
     )

@@ -1,0 +1,216 @@
+"""Appointments at the desk and in the clinic: find a free slot (of one practitioner, or the first
+across practitioners), book it and print its slip; a practitioner's day list with check-in,
+no-show and cancel.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from his.console.front_desk import DESK, items, parse_id, practitioner_names, refused
+from his.console.i18n import N_
+from his.console.web import SignedIn, Visit, form_of, safe_next
+from his.kernel.json import JsonObject
+
+router = APIRouter(include_in_schema=False)
+
+CLINIC = frozenset({"DOCTOR", "NURSE"})
+#: What may be done to an appointment from the console, and who may (the API decides in the end).
+ACTIONS = {
+    "check-in": frozenset({"RECEPTIONIST", "ADMIN", "NURSE"}),
+    "no-show": frozenset({"RECEPTIONIST", "ADMIN"}),
+    "cancel": frozenset({"RECEPTIONIST", "ADMIN"}),
+    "complete": frozenset({"ADMIN", "DOCTOR", "NURSE"}),
+}
+#: Patients asked of the API in one call (its limit).
+BATCH = 200
+
+
+def today(visit: Visit) -> date:
+    """Today where the hospital is."""
+    zone = visit.shared.book.clock().astimezone(visit.shared.zone)
+    return zone.date()
+
+
+def day_of(text: str, visit: Visit) -> date:
+    try:
+        return date.fromisoformat(text) if text else today(visit)
+    except ValueError:
+        return today(visit)
+
+
+async def patient_names(visit: Visit, ids: list[str]) -> dict[str, JsonObject]:
+    """The patients behind ``ids``, by id, asked of the API in batches (each read is audited
+    there); a patient the user may not see is left out."""
+    found: dict[str, JsonObject] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), BATCH):
+        batch = unique[start : start + BATCH]
+        answer = await visit.call("GET", "/api/patients", params=[("id", i) for i in batch] + [("limit", str(BATCH))])
+        found.update({str(p.get("id")): p for p in items(answer)})
+    return found
+
+
+async def services(visit: Visit) -> list[JsonObject]:
+    return items(await visit.call("GET", "/api/appointments/services"))
+
+
+@router.get("/appointments/new", response_class=HTMLResponse)
+async def new_appointment(
+    visit: SignedIn,
+    *,
+    patient_id: str = "",
+    practitioner_id: str = "",
+    service: str = "consultation",
+    day: str = "",
+    taken: bool = False,
+) -> Response:
+    """Book for a patient: choose a practitioner (or the first free one), a service and a day; the
+    free slots follow (htmx swaps them in as the choices change)."""
+    if not visit.roles & DESK:
+        return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
+    pid = parse_id(patient_id)
+    if pid is None:
+        return visit.page("problem.html", status=404, message=N_("Choose the patient first, from the front desk."))
+    record = await visit.call("GET", f"/api/patients/{pid}")
+    if not record.ok or not isinstance(record.body, dict):
+        return refused(visit, record)
+    chosen = day_of(day, visit)
+    slots = await free_slots(visit, practitioner_id, service, chosen)
+    return visit.page(
+        "appointment_new.html",
+        patient=record.body,
+        practitioners=list((await practitioner_names(visit)).values()),
+        services=await services(visit),
+        practitioner_id=practitioner_id,
+        service=service,
+        day=chosen,
+        slots=slots,
+        taken=taken,
+    )
+
+
+async def free_slots(visit: Visit, practitioner_id: str, service: str, day: date) -> list[JsonObject]:
+    """Free slots on ``day``: of one practitioner, or the first ones across practitioners."""
+    if practitioner_id:
+        if parse_id(practitioner_id) is None:
+            return []
+        answer = await visit.call(
+            "GET", f"/api/practitioners/{practitioner_id}/slots", params={"date": day.isoformat(), "service": service}
+        )
+        return [{**s, "practitioner_id": practitioner_id} for s in items(answer)]
+    answer = await visit.call(
+        "GET",
+        "/api/appointments/first-available",
+        params={"service": service, "from": day.isoformat(), "limit": "12"},
+    )
+    return items(answer)
+
+
+@router.get("/appointments/slots", response_class=HTMLResponse)
+async def slots(visit: SignedIn, practitioner_id: str = "", service: str = "consultation", day: str = "") -> Response:
+    """The free slots alone, for htmx to swap in."""
+    chosen = day_of(day, visit)
+    found = await free_slots(visit, practitioner_id, service, chosen)
+    return visit.page("appointment_slots.html", slots=found, day=chosen)
+
+
+@router.post("/appointments", response_class=HTMLResponse)
+async def book(visit: SignedIn) -> Response:
+    """Book the chosen slot; a slot taken meanwhile sends the receptionist back to choose again."""
+    form = await form_of(visit.request)
+    pid, slot = form.get("patient_id", ""), form.get("slot", "")
+    practitioner, _, times = slot.partition("|")
+    start, _, end = times.partition("|")
+    if parse_id(pid) is None or parse_id(practitioner) is None or not start or not end:
+        return visit.page("problem.html", status=422, message=N_("Choose a free time first."))
+    service = form.get("service", "consultation")
+    body: JsonObject = {
+        "patient_id": pid,
+        "practitioner_id": practitioner,
+        "start": start,
+        "end": end,
+        "service": service,
+    }
+    answer = await visit.call("POST", "/api/appointments", body=body)
+    if answer.status == 201 and isinstance(answer.body, dict):
+        return RedirectResponse(f"/appointments/{answer.body.get('id')}/slip?booked=1", status_code=303)
+    if answer.status == 409:
+        back = f"/appointments/new?patient_id={pid}&service={service}&day={start[:10]}&taken=1"
+        return RedirectResponse(back, status_code=303)
+    return refused(visit, answer)
+
+
+@router.get("/appointments/{appointment_id}/slip", response_class=HTMLResponse)
+async def slip(visit: SignedIn, appointment_id: str, booked: bool = False) -> Response:
+    """The appointment slip, to print for the patient."""
+    aid = parse_id(appointment_id)
+    if aid is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such record."))
+    answer = await visit.call("GET", f"/api/appointments/{aid}")
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    appointment = answer.body
+    record = await visit.call("GET", f"/api/patients/{appointment.get('patient_id')}")
+    person = await visit.call("GET", f"/api/practitioners/{appointment.get('practitioner_id')}")
+    return visit.page(
+        "appointment_slip.html",
+        appointment=appointment,
+        patient=record.body if isinstance(record.body, dict) else {},
+        practitioner=person.body if isinstance(person.body, dict) else {},
+        booked=booked,
+    )
+
+
+@router.post("/appointments/{appointment_id}/{action}", response_class=HTMLResponse)
+async def step(visit: SignedIn, appointment_id: str, action: str) -> Response:
+    """Check in, mark a no-show, cancel or complete; back to the page it was done from."""
+    aid = parse_id(appointment_id)
+    if aid is None or action not in ACTIONS:
+        return visit.page("problem.html", status=404, message=N_("There is no such record."))
+    form = await form_of(visit.request)
+    answer = await visit.call("POST", f"/api/appointments/{aid}/{action}")
+    if answer.status == 409:
+        message = N_("This cannot be done to the appointment as it is now. Reload the page to see it.")
+        return visit.page("problem.html", status=409, message=message)
+    if not answer.ok:
+        return refused(visit, answer)
+    return RedirectResponse(safe_next(form.get("next")), status_code=303)
+
+
+@router.get("/day-list", response_class=HTMLResponse)
+async def day_list(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+    """A practitioner's appointments on a day, in order, with who is coming and what to do next."""
+    if not visit.roles & (DESK | CLINIC):
+        return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
+    chosen = day_of(day, visit)
+    people = await practitioner_names(visit)
+    if not practitioner_id and visit.roles & CLINIC:
+        mine = [p for p in people.values() if p.get("user_id") == str(visit.live.session.user_id)]
+        practitioner_id = str(mine[0].get("id")) if mine else ""
+    booked: list[JsonObject] = []
+    patients: dict[str, JsonObject] = {}
+    if parse_id(practitioner_id) is not None:
+        answer = await visit.call(
+            "GET",
+            "/api/appointments",
+            params={"practitioner_id": practitioner_id, "date": chosen.isoformat(), "limit": "200"},
+        )
+        if not answer.ok:
+            return refused(visit, answer)
+        booked = items(answer)
+        patients = await patient_names(visit, [str(a.get("patient_id")) for a in booked])
+    here = f"/day-list?practitioner_id={practitioner_id}&day={chosen.isoformat()}"
+    return visit.page(
+        "day_list.html",
+        practitioners=sorted(people.values(), key=lambda p: str(p.get("full_name"))),
+        practitioner_id=practitioner_id,
+        day=chosen,
+        appointments=booked,
+        patients=patients,
+        actions=[a for a, roles in ACTIONS.items() if roles & visit.roles],
+        here=here,
+    )
