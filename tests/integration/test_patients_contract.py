@@ -131,6 +131,10 @@ async def test_a_patient_is_kept_as_registered_with_the_next_mrn(side: Side) -> 
             first.id, "Ayşe", "ayse@example.org", "+90 555 123 4567"
         )
         assert await u.patients.contact(uuid.uuid4()) is None
+        unknown = uuid.uuid4()
+        found = await u.patients.many([second.id, unknown, first.id, second.id])
+        assert sorted(found, key=lambda p: p.mrn) == [first, second]  # each once, in no particular order
+        assert await u.patients.many([unknown]) == [] and await u.patients.many([]) == []
     async with side.units.uow() as u:
         assert await u.patients.get(first.id, lock=True) == first
 

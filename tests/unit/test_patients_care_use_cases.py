@@ -1,9 +1,9 @@
 """The patients' care-team and emergency-access use cases through their routes, over the
 in-memory ports (no database, no network): a clinician reaches a patient only in their care or
 under a grant, and a refusal offers emergency access; who may put a clinician on a care team,
-never themself; relationships that end by themselves or are ended; what a clinician's search
-shows of patients outside their care; break-the-glass grants (who may, the reason, the expiry,
-what a grant reaches, who reads the reasons); and the audit record of every decision.
+never themself; relationships that end by themselves or are ended; what a clinician's search and
+look-up by ids show of patients outside their care; break-the-glass grants (who may, the reason,
+the expiry, what a grant reaches, who reads the reasons); and the audit record of every decision.
 
 The routes are the service's own, mounted in-process over ``his.testing.patients``, whose
 contract with the PostgreSQL store is ``tests/integration/test_patients_contract.py``. Clinician
@@ -18,7 +18,7 @@ grant's expiry runs on every hard date, across its midnight or its change of the
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -288,6 +288,98 @@ async def test_search_shows_a_clinician_only_a_lookup_of_patients_outside_their_
     assert [(purpose, flagged) for actor, action, _, purpose, _, flagged in care.audit(mine) if actor == doctor_id] == [
         ("care", False)
     ]
+
+
+async def by_ids(care: Care, who: Mapping[str, str], *ids: object, **params: str) -> httpx.Response:
+    """``GET /patients?id=…&id=…`` (and ``params``)."""
+    query: list[tuple[str, str | int | float | bool | None]] = [("id", str(i)) for i in ids]
+    return await care.client.get("/patients", params=[*query, *params.items()], headers=who)
+
+
+def items(r: httpx.Response) -> list[tuple[str, bool]]:
+    """(id, restricted) of each patient answered, in order."""
+    assert r.status_code == 200, r.text
+    return [(i["id"], i.get("restricted", False)) for i in r.json()["items"]]
+
+
+async def test_patients_by_id_come_in_the_order_given_as_the_search_shows_and_records_them(care: Care) -> None:
+    """A look-up by id shows what the search shows (a clinician: the whole record of patients in
+    their care or under a grant, else the restricted item) and records each patient answered as
+    the search records its results, as read: the same resource, purpose, outcome and flag."""
+    mine, theirs = await care.patient("Batch-Mine"), await care.patient("Batch-Theirs")
+    doctor_id = await care.account("DOCTOR")
+    doctor = bearer(doctor_id, "DOCTOR")
+    await care.client.post(f"/patients/{mine}/care-team", headers=CLERK, json={"user_id": str(doctor_id)})
+    unknown = uuid.uuid4()
+    looked_up = await by_ids(care, doctor, theirs, unknown, mine, theirs)
+    assert items(looked_up) == [(theirs, True), (mine, False)]
+    restricted, full = looked_up.json()["items"]
+    assert set(restricted) == {"id", "mrn", "given_name", "family_name", "birth_date", "sex", "restricted"}
+    assert full["email"] == "batch-mine@example.org"
+    searched = await care.client.get("/patients", params={"q": "Batch-"}, headers=doctor)
+    assert sorted(items(searched)) == sorted(items(looked_up))
+
+    r = await care.client.post(f"/patients/{theirs}/emergency-access", headers=doctor, json={"reason": REASON})
+    assert r.status_code == 201
+    assert items(await by_ids(care, doctor, mine, theirs)) == [(mine, False), (theirs, False)]
+    await care.client.get("/patients", params={"q": "Batch-"}, headers=doctor)
+    for pid in (mine, theirs):
+        rows = [(r[1], r[2:]) for r in care.audit(pid) if r[0] == doctor_id and r[1] in ("read", "search")]
+        reads = [what for action, what in rows if action == "read"]
+        searches = [what for action, what in rows if action == "search"]
+        assert reads == searches, pid  # each look-up recorded as the search beside it
+    assert [row[3] for row in care.audit(theirs) if row[0] == doctor_id and row[1] == "read"] == ["care", "emergency"]
+    assert [row[5] for row in care.audit(theirs) if row[0] == doctor_id and row[1] == "read"] == [False, True]
+    assert [row[1] for row in care.audit(mine) if row[0] == doctor_id].count("read") == 2  # once per look-up
+
+    clerk_view = await by_ids(care, CLERK, mine, theirs)
+    assert items(clerk_view) == [(mine, False), (theirs, False)]
+    assert [row[2:5] for row in care.audit(mine) if row[0] == CLERK.sub and row[1] == "read"] == [
+        ("patient", "care", "allowed")
+    ]
+
+
+async def test_patients_and_roles_outside_the_search_get_403_from_a_look_up_by_id(care: Care) -> None:
+    pid = await care.patient("Batch-Own")
+    before = len(care.audit(pid))
+    for roles in (("PATIENT",), ("AUDITOR",), ()):
+        r = await by_ids(care, bearer(uuid.uuid4(), *roles), pid)
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", (roles, r.text)
+        assert "Batch-Own" not in r.text
+    for role in ("RECEPTIONIST", "ADMIN", "LAB_TECH", "BILLING", "NURSE"):
+        assert (await by_ids(care, bearer(uuid.uuid4(), role), pid)).status_code == 200, role
+    assert len(care.audit(pid)) == before + 5  # the five staff's reads; the refusals read no one
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"q": "Batch"}, "not both"),
+        ({"birth_date": "1961-03-04"}, "not both"),
+        ({"id": "not-a-uuid"}, "id"),
+        ({"id": "12345678-1234-1234-1234-12345678901"}, "id"),
+    ],
+)
+async def test_a_look_up_by_id_with_a_search_or_a_bad_id_is_a_422(
+    care: Care, params: dict[str, str], says: str
+) -> None:
+    pid = await care.patient("Batch-Bad")
+    before = len(care.audit(pid))
+    r = await care.client.get("/patients", params=[("id", pid), *params.items()], headers=CLERK)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert says in r.text and "Batch-Bad" not in r.text
+    assert len(care.audit(pid)) == before
+
+
+async def test_up_to_200_ids_are_looked_up_in_one_call(care: Care) -> None:
+    """A day's list of 300 appointments names its patients in two calls: 200 ids, then 100."""
+    first, last = await care.patient("Batch-First"), await care.patient("Batch-Last")
+    many = [first, *(uuid.uuid4() for _ in range(198)), last]
+    assert items(await by_ids(care, CLERK, *many)) == [(first, False), (last, False)]
+    assert items(await by_ids(care, CLERK, *reversed(many))) == [(last, False), (first, False)]
+    over = await by_ids(care, CLERK, *many, uuid.uuid4())
+    assert over.status_code == 422 and "200" in over.text, over.text
+    assert len([row for row in care.audit(first) if row[0] == CLERK.sub and row[1] == "read"]) == 2
 
 
 # --- break-the-glass ------------------------------------------------------------------------------

@@ -47,7 +47,10 @@ from his.patients.domain import (
 from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, changing
 from his.patients.ports import PatientsUnits, PatientsWork
 
-__all__ = ["Chart", "Clock", "Found", "lookup", "utc_now"]
+__all__ = ["MAX_IDS", "Chart", "Clock", "Found", "lookup", "utc_now"]
+
+#: The most patients one look-up by id names.
+MAX_IDS = 200
 
 OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
 SELF_ASSIGNMENT = (
@@ -173,20 +176,45 @@ class Chart:
     async def search(self, who: Principal, q: str | None, birth_date: date | None, limit: int) -> list[Found]:
         """Patients by MRN, name and/or birth date, best first (staff). A clinician sees the whole
         record only of patients in their care (or under a grant, recorded as emergency access)."""
-        if not policy.decide(Operation.SEARCH, who.roles, NONE).allowed:
-            raise ProblemError(403, "not allowed for your role")
+        self.may_list(who)
         if q is None and birth_date is None:
             raise ProblemError(422, "give q (MRN or name), birth_date, or both")
         async with self.units.read() as uow:
-            found = await uow.patients.search(q, birth_date, limit)
-            reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
-            if who.roles & CLINICIANS and not who.roles & ROLE_BASED and found:
-                ids = [p.id for p in found]
-                reach = await uow.care.reachable(uuid.UUID(who.subject), ids, uow.clock())
-            for p in found:
-                emergency = reach is not None and reach.get(p.id) is False
-                purpose = "emergency" if emergency else "care"
-                self.record(uow, who, p.id, Decision(purpose), resource="patient", action="search")
+            found = await self.shown(uow, who, await uow.patients.search(q, birth_date, limit), action="search")
+        return found
+
+    async def by_ids(self, who: Principal, patient_ids: list[uuid.UUID]) -> list[Found]:
+        """Patients by id, at most ``MAX_IDS`` of them, in the order given (each once), ids no
+        patient has left out: shown and recorded as the search shows and records its results,
+        each one as read."""
+        self.may_list(who)
+        if len(patient_ids) > MAX_IDS:
+            raise ProblemError(422, f"give at most {MAX_IDS} ids (given: {len(patient_ids)})")
+        wanted = list(dict.fromkeys(patient_ids))
+        async with self.units.read() as uow:
+            known = {p.id: p for p in await uow.patients.many(wanted)}
+            found = await self.shown(uow, who, [known[i] for i in wanted if i in known], action="read")
+        return found
+
+    @staticmethod
+    def may_list(who: Principal) -> None:
+        """Lists of patients (a search, a look-up by ids) are for staff: 403 to anyone else."""
+        if not policy.decide(Operation.SEARCH, who.roles, NONE).allowed:
+            raise ProblemError(403, "not allowed for your role")
+
+    async def shown(self, uow: PatientsWork, who: Principal, found: list[Patient], *, action: Action) -> list[Found]:
+        """What a list of patients shows the caller, each patient recorded in ``uow`` (as
+        ``action``): the whole record to roles that reach every patient, and to a clinician of the
+        patients in their care or under a grant (recorded as emergency access); of the others
+        only their lookup."""
+        reach: dict[uuid.UUID, bool] | None = None  # None: the caller's role reaches every patient
+        if who.roles & CLINICIANS and not who.roles & ROLE_BASED and found:
+            ids = [p.id for p in found]
+            reach = await uow.care.reachable(uuid.UUID(who.subject), ids, uow.clock())
+        for p in found:
+            emergency = reach is not None and reach.get(p.id) is False
+            purpose = "emergency" if emergency else "care"
+            self.record(uow, who, p.id, Decision(purpose), resource="patient", action=action)
         return [Found(p, reach is not None and p.id not in reach) for p in found]
 
     async def patient(self, who: Principal, patient_id: uuid.UUID) -> Patient:

@@ -41,8 +41,8 @@ class Operation(StrEnum):
     OVERSEE_GRANTS = "oversee_grants"
     #: Inviting the patient to link their record to their own account (portal invitation).
     INVITE = "invite"
-    #: Finding patients by MRN, name or birth date (a clinician sees a lookup of those outside
-    #: their care: enough to recognise them and ask for emergency access).
+    #: Finding patients by MRN, name or birth date, or listing them by id (a clinician sees a
+    #: lookup of those outside their care: enough to recognise them and ask for emergency access).
     SEARCH = "search"
 
 

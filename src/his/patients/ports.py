@@ -43,6 +43,11 @@ class Patients(Protocol):
         changes to one patient's care team and invitations serialise on it)."""
         ...
 
+    async def many(self, patient_ids: list[uuid.UUID]) -> list[Patient]:
+        """The patients with these ids, each once, in no particular order; ids no patient has
+        are left out."""
+        ...
+
     async def of_user(self, user_id: uuid.UUID) -> Patient | None:
         """The patient whose record is linked to this user account."""
         ...

@@ -194,6 +194,11 @@ class FakePatientIndex:
     async def get(self, patient_id: uuid.UUID, *, lock: bool = False) -> Patient | None:
         return self.state.patients.get(patient_id)
 
+    async def many(self, patient_ids: list[uuid.UUID]) -> list[Patient]:
+        # In no particular order, as the table answers: here the reverse of the ids asked for.
+        wanted = list(dict.fromkeys(patient_ids))[::-1]
+        return [self.state.patients[i] for i in wanted if i in self.state.patients]
+
     async def of_user(self, user_id: uuid.UUID) -> Patient | None:
         return next((p for p in self.state.patients.values() if p.user_id == user_id), None)
 

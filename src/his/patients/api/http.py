@@ -16,12 +16,15 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.kernel.json import JsonLike
 from his.kernel.params import CalendarDate, Limit, SearchText
+from his.kernel.problems import ProblemError
 from his.kernel.web import Caller, errors, public
 from his.patients import domain
 from his.patients.api import care, invitations, lab, records  # noqa: F401  (their routes, before /{patient_id})
 from his.patients.api.access import ONE_PATIENT, Patients, router
 from his.patients.api.patient import Patient, RestrictedPatient
+from his.patients.chart import MAX_IDS
 from his.patients.domain import NewPatient, PatientChanges, Sex
 
 #: The service's routes, once all are added.
@@ -100,22 +103,47 @@ async def me(who: Caller, chart: Patients) -> Patient:
     return Patient.model_validate(await chart.mine(who))
 
 
-@router.get("", responses=errors(403), openapi_extra=public("/api/patients"))
+@router.get(
+    "",
+    summary="Search or Look Up by Id",
+    responses=errors(403, (422, "`id` together with `q` or `birth_date`, more than 200 ids, or invalid values")),
+    openapi_extra=public("/api/patients"),
+)
 async def search(
     who: Caller,
     chart: Patients,
+    *,
     q: Annotated[SearchText | None, Query(max_length=100)] = None,
     birth_date: CalendarDate | None = None,
     limit: Limit = 20,
+    ids: Annotated[
+        list[uuid.UUID] | None,
+        Query(alias="id", max_length=MAX_IDS, description=f"a patient's id; repeat it for up to {MAX_IDS} patients"),
+    ] = None,
 ) -> SearchResults:
     """Find patients by MRN, by name (accents, case and small typos do not matter) and/or by
-    birth date, best matches first (staff only).
+    birth date, best matches first; or look patients up by id (staff only; patients get 403).
 
-    A clinician sees the full record only of patients in their care (or under an emergency
-    grant, audited as such); of others, just enough to recognise them, marked
-    ``"restricted": true``.
+    By id: give `id` once per patient (`?id=…&id=…`), up to 200 of them, and neither `q` nor
+    `birth_date` (with either, it is a 422; so are more than 200 ids and an id that is not a
+    UUID). The patients come in the order their ids were given, each once; ids no patient has
+    are left out; `limit` applies to the search only. One call names the patients of a whole
+    list (a day's appointments, say) instead of one read per patient.
+
+    Either way, a clinician sees the full record only of patients in their care (or under an
+    emergency grant, audited as such); of others, just enough to recognise them, marked
+    ``"restricted": true``. Every patient answered is recorded in the audit trail (a search's
+    as searched, a look-up's as read).
     """
-    found = await chart.search(who, q, birth_date, limit)
+    if ids is None:
+        found = await chart.search(who, q, birth_date, limit)
+    elif q is None and birth_date is None:
+        found = await chart.by_ids(who, ids)
+    else:
+        detail = "give id alone (one or more), or q and/or birth_date: not both"
+        names = [n for n, v in (("q", q), ("birth_date", birth_date)) if v is not None]
+        errs: list[JsonLike] = [{"loc": [name], "msg": "not with id"} for name in names]
+        raise ProblemError(422, detail, errors=errs)
     return SearchResults(
         items=[
             RestrictedPatient.model_validate(f.patient) if f.restricted else Patient.model_validate(f.patient)

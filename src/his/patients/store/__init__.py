@@ -103,6 +103,10 @@ class PgPatients:
         )
         return _patient(row) if row is not None else None
 
+    async def many(self, patient_ids: list[uuid.UUID]) -> list[Patient]:
+        rows = await self.conn.fetch(f"SELECT {COLUMNS} FROM patient WHERE id = ANY($1::uuid[])", patient_ids)
+        return [_patient(r) for r in rows]
+
     async def of_user(self, user_id: uuid.UUID) -> Patient | None:
         row = await self.conn.fetchrow(f"SELECT {COLUMNS} FROM patient WHERE user_id = $1", user_id)
         return _patient(row) if row is not None else None
