@@ -64,10 +64,15 @@ class World:
         return self.hard.midnight() + timedelta(hours=hours)
 
     def practitioner(
-        self, *spans: tuple[float, float], name: str | None = None, specialty: str = "internal_medicine"
+        self,
+        *spans: tuple[float, float],
+        name: str | None = None,
+        specialty: str = "internal_medicine",
+        pid: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        """A practitioner in the directory, working ``spans`` (hours after the hard date's midnight)."""
-        pid = self.directory.add(specialty, name=name)
+        """A practitioner in the directory (with the id ``pid``, if given), working ``spans``
+        (hours after the hard date's midnight)."""
+        pid = self.directory.add(specialty, name=name, practitioner_id=pid)
         self.calendar.working[pid] = [Interval(self.at(a), self.at(b)) for a, b in spans]
         return pid
 
@@ -751,8 +756,9 @@ async def test_the_first_free_slots_across_practitioners_are_the_earliest_ties_b
     appointments); across practitioners the earliest first, a tie in the order of their names.
     A practitioner the calendar no longer knows has none; one of another specialty is left out
     when a specialty is asked for."""
-    zeynep = world.practitioner((9, 10), name="Dr. Zeynep Zor")
-    ali = world.practitioner((9, 10), name="Dr. Ali Acar", specialty="cardiology")
+    # Their ids in the other order than their names, so that a tie told by id would show.
+    zeynep = world.practitioner((9, 10), name="Dr. Zeynep Zor", pid=uuid.UUID(int=1))
+    ali = world.practitioner((9, 10), name="Dr. Ali Acar", specialty="cardiology", pid=uuid.UUID(int=2))
     world.practitioner((8, 9), name="Dr. Can Cem", specialty="cardiology")
     world.directory.add("cardiology", name="Dr. Gone Away")  # in the directory, not in the calendar
     await world.book(world.patient(), ali, 9)

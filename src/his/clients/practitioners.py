@@ -159,9 +159,14 @@ class FakePractitioners:
     rosters: int = 0
 
     def add(
-        self, specialty: str = "internal_medicine", account: uuid.UUID | None = None, *, name: str | None = None
+        self,
+        specialty: str = "internal_medicine",
+        account: uuid.UUID | None = None,
+        *,
+        name: str | None = None,
+        practitioner_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        pid = uuid.uuid4()
+        pid = practitioner_id or uuid.uuid4()
         self.practitioners[pid] = PractitionerRef(pid, specialty, account)
         self.names[pid] = name if name is not None else f"Dr. {pid.hex[:8]}"
         return pid
