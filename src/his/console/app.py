@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
@@ -23,6 +26,7 @@ from his.console import appointments, front_desk, pages
 from his.console.api import Api
 from his.console.domain import ApiUnavailableError
 from his.console.i18n import N_, environments
+from his.console.live import Feed
 from his.console.sessions import SessionBook
 from his.console.settings import ConsoleSettings
 from his.console.store import ConsoleStore
@@ -35,8 +39,8 @@ from his.console.web import (
     problem_page,
     to_sign_in,
 )
+from his.kernel import bus, tracing
 from his.kernel import observability as obs
-from his.kernel import tracing
 from his.kernel.crypto import FieldCipher, parse_key
 from his.kernel.db import Database
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
@@ -140,6 +144,32 @@ async def sweep(book: SessionBook) -> None:
         await asyncio.sleep(SWEEP_SECONDS)
 
 
+async def hear_the_bus(settings: ConsoleSettings, zone: tzinfo) -> tuple[Feed | None, NATS | None]:
+    """Subscribe to what the console hears of the bus (``his.kernel.bus.CONSOLE_HEARS``), for the
+    pages that follow it live; without NATS the pages are still there, only not live."""
+    if not settings.service_nats_url:
+        log.warning("HIS_SERVICE_NATS_URL is not set: the day lists will not follow changes live")
+        return None, None
+    feed = Feed(zone)
+    nc = await bus.connect(
+        settings.service_nats_url,
+        name="his-console",
+        identity=settings.workload(),
+        service="console",
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+
+    async def heard(msg: Msg) -> None:
+        feed.hear(msg.data)
+
+    for subject in bus.CONSOLE_HEARS:
+        await nc.subscribe(subject, cb=heard)
+    return feed, nc
+
+
 async def serve(settings: ConsoleSettings) -> None:
     if not settings.console_api_url:
         raise SystemExit("the console needs HIS_CONSOLE_API_URL: the gateway's console listener")
@@ -152,7 +182,8 @@ async def serve(settings: ConsoleSettings) -> None:
     book = SessionBook(ConsoleStore(db), cipher(settings), db.clock)
     verifier = TokenVerifier(api.jwks, issuer=ISSUER, audience=AUDIENCE)
     zone = ZoneInfo(settings.timezone)
-    shared = Console(settings, book, api, verifier, environments(zone), zone)
+    feed, nc = await hear_the_bus(settings, zone)
+    shared = Console(settings, book, api, verifier, environments(zone), zone, feed)
     app = create_app(shared, db)
     server = QuietServer(http_config(tracing.TracingMiddleware(obs.MetricsMiddleware(app)), settings))
     loop = asyncio.get_running_loop()
@@ -166,6 +197,9 @@ async def serve(settings: ConsoleSettings) -> None:
         for t in tasks:
             t.cancel()
         await api.close()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5)
         await db.close()
         tracing.shutdown()
 

@@ -5,10 +5,12 @@ no-show and cancel.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import date
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from his.console.front_desk import DESK, items, parse_id, practitioner_names, refused
 from his.console.i18n import N_
@@ -181,14 +183,11 @@ async def step(visit: SignedIn, appointment_id: str, action: str) -> Response:
     return RedirectResponse(safe_next(form.get("next")), status_code=303)
 
 
-@router.get("/day-list", response_class=HTMLResponse)
-async def day_list(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
-    """A practitioner's appointments on a day, in order, with who is coming and what to do next."""
-    if not visit.roles & (DESK | CLINIC):
-        return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
-    chosen = day_of(day, visit)
+async def day_view(visit: Visit, practitioner_id: str, chosen: date) -> dict[str, object] | Response:
+    """What a day list shows: the practitioner's appointments on ``chosen``, their patients by
+    name, and what the user may do to each (or the page that says why not)."""
     people = await practitioner_names(visit)
-    if not practitioner_id and visit.roles & CLINIC:
+    if not practitioner_id and visit.roles & CLINIC:  # a clinician's own day
         mine = [p for p in people.values() if p.get("user_id") == str(visit.live.session.user_id)]
         practitioner_id = str(mine[0].get("id")) if mine else ""
     booked: list[JsonObject] = []
@@ -203,14 +202,65 @@ async def day_list(visit: SignedIn, practitioner_id: str = "", day: str = "") ->
             return refused(visit, answer)
         booked = items(answer)
         patients = await patient_names(visit, [str(a.get("patient_id")) for a in booked])
-    here = f"/day-list?practitioner_id={practitioner_id}&day={chosen.isoformat()}"
-    return visit.page(
-        "day_list.html",
-        practitioners=sorted(people.values(), key=lambda p: str(p.get("full_name"))),
-        practitioner_id=practitioner_id,
-        day=chosen,
-        appointments=booked,
-        patients=patients,
-        actions=[a for a, roles in ACTIONS.items() if roles & visit.roles],
-        here=here,
-    )
+    return {
+        "practitioners": sorted(people.values(), key=lambda p: str(p.get("full_name"))),
+        "practitioner_id": practitioner_id,
+        "day": chosen,
+        "appointments": booked,
+        "patients": patients,
+        "actions": [a for a, roles in ACTIONS.items() if roles & visit.roles],
+        "here": f"/day-list?practitioner_id={practitioner_id}&day={chosen.isoformat()}",
+    }
+
+
+def may_see_day_lists(visit: Visit) -> Response | None:
+    if visit.roles & (DESK | CLINIC):
+        return None
+    return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
+
+
+@router.get("/day-list", response_class=HTMLResponse)
+async def day_list(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+    """A practitioner's appointments on a day, in order, with who is coming and what to do next;
+    it follows the day live (``/day-list/events``)."""
+    if (no := may_see_day_lists(visit)) is not None:
+        return no
+    view = await day_view(visit, practitioner_id, day_of(day, visit))
+    return view if isinstance(view, Response) else visit.page("day_list.html", view)
+
+
+@router.get("/day-list/rows", response_class=HTMLResponse)
+async def day_list_rows(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+    """The day list's table alone, for htmx to swap in when the day changed."""
+    if (no := may_see_day_lists(visit)) is not None:
+        return no
+    view = await day_view(visit, practitioner_id, day_of(day, visit))
+    return view if isinstance(view, Response) else visit.page("day_list_rows.html", view)
+
+
+#: Seconds between the comments that keep a quiet event stream (and the proxies on its way) open.
+HEARTBEAT = 15.0
+
+
+@router.get("/day-list/events")
+async def day_list_events(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+    """Server-sent events: "changed" whenever the day list's appointments change (booked, moved,
+    cancelled, checked in …). The stream carries no data: the page asks for the list again. It
+    ends when the session does; the browser reconnects by itself, and is then asked to sign in."""
+    feed = visit.shared.feed
+    if (no := may_see_day_lists(visit)) is not None or feed is None or parse_id(practitioner_id) is None:
+        return no or Response(status_code=204)  # 204: the browser stops reconnecting
+    key = (practitioner_id, day_of(day, visit))
+    ends = visit.live.session.ends_at()
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 5000\n\n"
+        async with feed.listen(key) as changes:
+            while (left := (ends - visit.shared.book.clock()).total_seconds()) > 0:
+                try:
+                    await asyncio.wait_for(changes.get(), min(HEARTBEAT, left))
+                    yield b"event: changed\ndata: {}\n\n"
+                except TimeoutError:
+                    yield b": still here\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

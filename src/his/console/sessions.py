@@ -50,9 +50,10 @@ class SessionBook:
             await u.sessions.add(session, self._seal(session.id, tokens))
         return cookie, Live(session, tokens)
 
-    async def find(self, cookie: str | None) -> Live | None:
-        """The live session ``cookie`` names, its last request now; None for none (an ended
-        session, or one whose tokens do not decrypt, is removed)."""
+    async def find(self, cookie: str | None, *, touch: bool = True) -> Live | None:
+        """The live session ``cookie`` names, its last request now (unless ``touch`` is False: a
+        page's live feed reconnecting is not the user at work); None for none (an ended session,
+        or one whose tokens do not decrypt, is removed)."""
         if not cookie:
             return None
         session_id, now = digest(cookie), self.clock()
@@ -70,6 +71,8 @@ class SessionBook:
                 log.warning("a session's tokens do not decrypt; the session is ended")
                 await u.sessions.remove(session_id)
                 return None
+            if not touch:
+                return Live(session, tokens)
             await u.sessions.seen(session_id, now)
         return Live(replace(session, seen_at=max(session.seen_at, now)), tokens)
 

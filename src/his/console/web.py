@@ -20,6 +20,7 @@ from jinja2 import Environment
 from his.console.areas import SEX_NAMES, STATUS_NAMES, areas_for
 from his.console.domain import COOKIE, Answer, Locale, Method, Params, tokens_of
 from his.console.i18n import negotiate
+from his.console.live import Feed
 from his.console.ports import PublicApi
 from his.console.sessions import Live, SessionBook
 from his.console.settings import ConsoleSettings
@@ -59,6 +60,8 @@ class Console:
     templates: Mapping[Locale, Environment]
     #: The hospital's time zone: what "today" is on a day list.
     zone: tzinfo = UTC
+    #: What the console hears of the bus, for the pages that follow it live.
+    feed: Feed | None = None
 
 
 def console(request: Request) -> Console:
@@ -201,14 +204,18 @@ class Visit:
     def roles(self) -> frozenset[str]:
         return frozenset(self.live.session.roles)
 
-    def page(self, template: str, status: int = 200, **values: object) -> HTMLResponse:
-        return render(self.request, self.shared, template, self.live, status=status, **values)
+    def page(
+        self, template: str, given: Mapping[str, object] | None = None, /, *, status: int = 200, **values: object
+    ) -> HTMLResponse:
+        """The page ``template`` shows with ``given`` and ``values``, in the user's language."""
+        return render(self.request, self.shared, template, self.live, status=status, **(given or {}), **values)
 
 
 async def visit(request: Request, shared: Shared) -> Visit:
     """The signed-in request (a dependency of every page behind the sign-in)."""
     cookie = request.cookies.get(COOKIE)
-    live = await shared.book.find(cookie)
+    # A page's live feed (server-sent events) reconnecting is not the user at work.
+    live = await shared.book.find(cookie, touch="text/event-stream" not in request.headers.get("accept", ""))
     if live is None:
         raise SignedOutError(ended=cookie is not None)
     if request.method not in SAFE_METHODS:

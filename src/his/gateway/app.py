@@ -12,7 +12,7 @@ import resource
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 from urllib.parse import urlencode
 
@@ -20,7 +20,7 @@ import aiohttp
 import uvicorn
 import uvloop
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 from yarl import URL
@@ -111,6 +111,8 @@ PAGE_RETURNED = (
 )
 #: Paths the gateway answers itself (``/docs/…`` too), and the operations paths of the console's
 #: listener, which the public never reaches through it.
+#: Seconds a console's event stream may stay silent before the gateway gives it up.
+STREAM_SILENCE = 60.0
 GATEWAY_PAGES = frozenset({"/healthz", "/openapi.json", "/docs"})
 NEVER_FORWARDED = frozenset({"/readyz", "/metrics", "/status"})
 
@@ -298,11 +300,21 @@ class Gateway:
             path=request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or "/",
             query_string=request.scope.get("query_string", b"").decode("latin-1"),
         )
+        # An event stream stays open as long as the page does: no total deadline, only a limit on
+        # silence (the console sends a comment every 15 s).
+        streams = "text/event-stream" in request.headers.get("accept", "")
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT, sock_read=STREAM_SILENCE) if streams else None
         try:
-            async with self.session.request(
-                request.method, url, data=body, headers=headers, allow_redirects=False
-            ) as r:
+            r = await self.session.request(
+                request.method, url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+            )
+            returned = [(k.lower(), v) for k, v in r.raw_headers if k.decode("latin-1").lower() in PAGE_RETURNED]
+            if r.content_type == "text/event-stream":
+                return streamed(r, returned)
+            try:
                 content = await r.read()
+            finally:
+                r.release()
         except aiohttp.ConnectionTimeoutError:
             return problem(503, "the console is busy; try again shortly", headers=RETRY_SOON)
         except TimeoutError:
@@ -310,10 +322,26 @@ class Gateway:
         except aiohttp.ClientError:
             return problem(503, "the console is unavailable", headers=RETRY_SOON)
         response = Response(content, status_code=r.status)
-        response.raw_headers = [
-            (k.lower(), v) for k, v in r.raw_headers if k.decode("latin-1").lower() in PAGE_RETURNED
-        ] + [(b"content-length", str(len(content)).encode())]
+        response.raw_headers = [*returned, (b"content-length", str(len(content)).encode())]
         return response
+
+
+def streamed(r: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]]) -> StreamingResponse:
+    """The console's event stream, passed on as it comes; the upstream connection is given back
+    when the browser goes away or the stream ends."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in r.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        finally:
+            r.release()
+
+    response = StreamingResponse(chunks(), status_code=r.status)
+    response.raw_headers = headers
+    return response
 
 
 def forwards_page(path: str) -> bool:

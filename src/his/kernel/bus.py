@@ -74,9 +74,22 @@ def service_user(service: str, durables: Sequence[str]) -> NatsUser:
     )
 
 
+#: What the console hears of the bus: that appointments changed (ids and times, no personal
+#: data), to tell the browsers showing a day list to ask the API for it again.
+CONSOLE_HEARS = ("his.scheduling.appointment.>",)
+
+
+def console_user() -> NatsUser:
+    """The console's NATS permissions: it subscribes to ``CONSOLE_HEARS`` (core NATS, no
+    consumer), and publishes nothing but to its own inbox, where nobody listens."""
+    inbox = f"{inbox_prefix('console')}.>"
+    return NatsUser(spiffe_id("console"), publish=(inbox,), subscribe=(*CONSOLE_HEARS, inbox))
+
+
 def users(durables: Mapping[str, Sequence[str]]) -> tuple[NatsUser, ...]:
-    """The operator and every service (``his.cli.services.durables()``: name → its consumers)."""
-    return (NatsUser(OPERATOR), *(service_user(s, names) for s, names in durables.items()))
+    """The operator, every service (``his.cli.services.durables()``: name → its consumers) and
+    the console."""
+    return (NatsUser(OPERATOR), *(service_user(s, names) for s, names in durables.items()), console_user())
 
 
 async def connect(

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
-from his.console.domain import Answer, ApiUnavailableError, Locale, Method, Session
+from his.console.domain import Answer, ApiUnavailableError, Locale, Method, Params, Session
 from his.kernel.clock import Clock, utc_now
 from his.kernel.json import Json, JsonObject
 from his.testing.units import FakeUnits, FakeWork
@@ -87,7 +87,7 @@ class Call:
     client_ip: str
     token: str | None
     body: JsonObject | None
-    params: dict[str, str] | None
+    params: Params
 
 
 #: What ``FakeApi`` answers a call with: an answer, or a function of the call that gives one
@@ -115,7 +115,7 @@ class FakeApi:
         client_ip: str,
         token: str | None = None,
         body: JsonObject | None = None,
-        params: dict[str, str] | None = None,
+        params: Params = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         call = Call(method, path, client_ip, token, body, params)

@@ -90,6 +90,7 @@ def plan_children(stack: Stack) -> None:
         ),
         HIS_HTTP_PORT=console_url.rsplit(":", 1)[1],
         HIS_CONSOLE_API_URL=f"https://{s.host}:{console_port}",
+        HIS_SERVICE_NATS_URL=stack.nats_url,  # it hears that appointments changed (his.kernel.bus)
         HIS_PUBLIC_URL=s.public_url or f"http://{s.host}:{s.gateway_port}",
         HIS_CONSOLE_KEYS=secret(s.data_path, "console-key", make=new_key_text),
     )
