@@ -241,10 +241,16 @@ class Entry:
     cleanup: Callable[[World, Target, Objects], None] | None = None
     #: Why ``ok`` is not a success, when it is not.
     why: str = ""
+    #: Which way of calling the route, when it has more than one (``GET /api/patients``: a search, or by id).
+    variant: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.method} {self.path}" + (f" {self.action}" if self.action else "")
+        return (
+            f"{self.method} {self.path}"
+            + (f" {self.action}" if self.action else "")
+            + (f" ({self.variant})" if self.variant else "")
+        )
 
 
 def _p(op: patients.Operation) -> Decide:
@@ -292,6 +298,8 @@ MATRIX: list[Entry] = [
     # patients
     Entry("GET", "/api/patients", lambda roles, rel: patients.decide(patients.Operation.SEARCH, roles, rel),
           lambda w, s, t, o: Call("GET", "/api/patients", {"q": str(t.patient["mrn"])})),
+    Entry("GET", "/api/patients", lambda roles, rel: patients.decide(patients.Operation.SEARCH, roles, rel),
+          lambda w, s, t, o: Call("GET", "/api/patients", {"id": t.id}), variant="by id"),
     Entry("GET", "/api/patients/{id}", _p(patients.Operation.READ), _get("/api/patients/{t.id}")),
     Entry("PATCH", "/api/patients/{id}",
           lambda roles, rel: patients.changing(patients.decide(patients.Operation.UPDATE, roles, rel), roles,

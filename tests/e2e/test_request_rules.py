@@ -1,20 +1,26 @@
 """The rules every list and query follows under `his up`, through the gateway: one page limit with
 one status, dates the calendar can hold, searches with real characters, filters that take only
-known values, and a booking collision that tells a patient only what is theirs."""
+known values, and a booking collision that tells a patient only what is theirs. Beside them, the
+two ways of asking for many at once: patients by id (as the search shows and records them) and
+the first free slots across practitioners (as each one's slots are)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from his.kernel.params import LIMIT_RULE, MAX_PAGE
-from tests.e2e.harness import Hospital, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+#: Lists whose page is smaller than the shared one, and why: the first free slots across
+#: practitioners are a few to choose from, not a list to page through (at most 50).
+SMALLER_PAGES = {("get", "/api/appointments/first-available"): 50}
 
 
 def _schema(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +49,8 @@ def test_every_list_follows_one_page_rule_and_every_state_filter_its_values(shar
                     limits.append((method, path, schema.get("minimum"), schema.get("maximum")))
                 if p["in"] == "query" and p["name"] in ("status", "state"):
                     filters.append((method, path, schema.get("enum")))
-    assert len(limits) >= 10 and all(lo == 1 and hi == MAX_PAGE for _, _, lo, hi in limits), limits
+    assert len(limits) >= 10, limits
+    assert all(lo == 1 and hi == SMALLER_PAGES.get((method, path), MAX_PAGE) for method, path, lo, hi in limits), limits
     assert len(filters) >= 4 and all(values for _, _, values in filters), filters
 
     admin = shared_hospital.login()
@@ -136,3 +143,132 @@ def test_a_patient_booking_a_taken_time_learns_only_that_it_is_taken(shared_hosp
     assert taken.json()["id"] not in r.text and str(theirs["id"]) not in r.text
     staff = booking(theirs["id"], admin)  # reception sees which appointment it is
     assert staff.status_code == 409 and staff.json()["conflict"]["appointment"]["id"] == taken.json()["id"]
+
+
+def test_patients_by_id_in_one_call_as_the_search_shows_and_records_them(shared_hospital: Hospital) -> None:
+    """Up to 200 ids in one call through the gateway, answered in the order given with unknown ids
+    left out; a doctor sees the restricted item of a patient outside their care; each patient
+    answered is in the audit trail as read; a patient, a search beside the ids and 201 ids are
+    refused."""
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin, tag = h.login(), uuid.uuid4().hex[:6]
+    first, second = (register_patient(h, admin, f"Batch{n}-{tag}") for n in (1, 2))
+    doctor_id, doctor = create_user(h, admin, "DOCTOR", f"batch{tag}")
+    assign(h, admin, first["id"], doctor_id)
+    unknown = [str(uuid.uuid4()) for _ in range(198)]
+    ids: list[object] = [second["id"], *unknown, first["id"]]
+
+    def look_up(who: dict[str, str], *extra: tuple[str, str], given: list[object] = ids) -> httpx.Response:
+        return httpx.get(f"{gw}/api/patients", params=[*(("id", str(i)) for i in given), *extra], headers=who)
+
+    r = look_up(admin)
+    assert r.status_code == 200, r.text
+    assert [(i["id"], i["family_name"], "restricted" in i) for i in r.json()["items"]] == [
+        (second["id"], f"Batch2-{tag}", False),
+        (first["id"], f"Batch1-{tag}", False),
+    ]
+    r = look_up(doctor)
+    assert r.status_code == 200, r.text
+    assert [(i["id"], i.get("restricted", False), "email" in i) for i in r.json()["items"]] == [
+        (second["id"], True, False),
+        (first["id"], False, True),
+    ]
+
+    def reads(patient: object) -> set[tuple[str, str, str, str]]:
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": str(patient)}, headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        return {(e["actor_id"], e["action"], e["resource"], e["outcome"]) for e in r.json()["items"]}
+
+    for patient in (first["id"], second["id"]):
+
+        def recorded(p: object = patient) -> bool:
+            return (doctor_id, "read", "patient", "allowed") in reads(p)
+
+        wait_until(recorded, what="the doctor's read in the audit trail")
+
+    address, password = f"batch-{tag}@example.org", "a batch patient's passphrase"
+    registered = httpx.post(
+        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Nur Yalın"}, timeout=10
+    )
+    assert registered.status_code == 201, registered.text
+    refused: list[tuple[dict[str, str], tuple[str, ...], list[object], int]] = [
+        (h.login(address, password), (), ids[:1], 403),
+        (admin, ("q", f"Batch1-{tag}"), ids[:1], 422),
+        (admin, ("birth_date", "1969-07-21"), ids[:1], 422),
+        (admin, (), [*ids, uuid.uuid4()], 422),
+        (admin, (), ["not-a-uuid"], 422),
+    ]
+    for who, extra, given, status in refused:
+        r = look_up(who, *([(extra[0], extra[1])] if extra else []), given=given)
+        assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (extra, r.text)
+        assert f"Batch1-{tag}" not in r.text
+
+
+def test_the_first_free_slots_across_practitioners_through_the_gateway(shared_hospital: Hospital) -> None:
+    """Two practitioners of one specialty on a day no one else works: their slots, earliest first,
+    a tie by name; a booked slot is gone; a patient asks too; unknown values are a 422 naming the
+    valid ones."""
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin, tag = h.login(), uuid.uuid4().hex[:6]
+
+    def first_available(who: dict[str, str], **params: object) -> httpx.Response:
+        query = {k.rstrip("_"): str(v) for k, v in params.items()}
+        return httpx.get(f"{gw}/api/appointments/first-available", params=query, headers=who, timeout=30)
+
+    today = first_available(admin, days=1)
+    assert today.status_code == 200, today.text
+    zone = ZoneInfo(today.json()["timezone"])
+    day = datetime.now(zone).date() + timedelta(days=300)
+    names = {}
+    for name in (f"Dr. Ece Kulak {tag}", f"Dr. Bora Burun {tag}"):
+        body = {"full_name": name, "specialty": "otolaryngology"}
+        pid = httpx.post(f"{gw}/api/practitioners", json=body, headers=admin, timeout=10).json()["id"]
+        shift = {
+            "start": datetime.combine(day, time(9), tzinfo=zone).isoformat(),
+            "end": datetime.combine(day, time(10), tzinfo=zone).isoformat(),
+        }
+        assert httpx.post(f"{gw}/api/practitioners/{pid}/shifts", json=shift, headers=admin, timeout=10).is_success
+        names[name] = pid
+    ece, bora = names.values()
+    at = [datetime.combine(day, time(9, m), tzinfo=zone) for m in (0, 20, 40)]
+    ask = {"specialty": "otolaryngology", "from_": (day - timedelta(days=2)).isoformat(), "days": 3}
+    r = first_available(admin, **ask, limit=4)
+    assert r.status_code == 200, r.text
+    assert r.json()["from"] == (day - timedelta(days=2)).isoformat()
+    assert [(datetime.fromisoformat(i["start"]), i["practitioner_id"]) for i in r.json()["items"]] == [
+        (at[0], bora),
+        (at[0], ece),
+        (at[1], bora),
+        (at[1], ece),
+    ]
+    item = r.json()["items"][0]
+    assert item["practitioner_name"] == f"Dr. Bora Burun {tag}" and item["specialty"] == "otolaryngology"
+    assert datetime.fromisoformat(item["end"]) == at[1]
+
+    patient = register_patient(h, admin, f"Slot-{tag}")
+    booking = {"patient_id": patient["id"], "practitioner_id": bora, "service": "consultation"}
+    booked = httpx.post(
+        f"{gw}/api/appointments",
+        json=booking | {"start": at[0].isoformat(), "end": at[1].isoformat()},
+        headers=admin,
+        timeout=10,
+    )
+    assert booked.status_code == 201, booked.text
+    address, password = f"slots-{tag}@example.org", "a slot seeking passphrase"
+    registered = httpx.post(
+        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Slots"}, timeout=10
+    )
+    assert registered.status_code == 201, registered.text
+    r = first_available(h.login(address, password), **ask, limit=2)
+    assert r.status_code == 200, r.text
+    assert [(datetime.fromisoformat(i["start"]), i["practitioner_id"]) for i in r.json()["items"]] == [
+        (at[0], ece),
+        (at[1], bora),
+    ]
+    for params, valid in (({"specialty": "astrology"}, "cardiology"), ({"service": "massage"}, "consultation")):
+        r = first_available(admin, **params)
+        assert r.status_code == 422 and valid in r.json()["valid"], r.text
+    bad: list[dict[str, object]] = [{"limit": 51}, {"days": 32}, {"from_": "9999-12-30"}]
+    for wrong in bad:
+        r = first_available(admin, **wrong)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
