@@ -80,6 +80,7 @@ async def console_desk(clock: FakeClock | None = None) -> AsyncIterator[Desk]:
     book = SessionBook(fake, FieldCipher([os.urandom(32)]), clock)
     verifier = TokenVerifier(api.jwks, issuer=ISSUER, audience=AUDIENCE)
     shared = Console(settings, book, api, verifier, environments(ZONE), ZONE)
-    transport = httpx.ASGITransport(app=create_app(shared), client=("203.0.113.7", 50000))
+    # An unexpected error is answered as the browser would get it (a page), not raised in the test.
+    transport = httpx.ASGITransport(app=create_app(shared), client=("203.0.113.7", 50000), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
         yield Desk(client, api, fake, clock, shared)

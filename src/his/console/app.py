@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import appointments, front_desk, pages
+from his.console import appointments, chart, front_desk, pages
 from his.console.api import Api
 from his.console.domain import ApiUnavailableError
 from his.console.i18n import N_, environments
@@ -62,6 +62,7 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(front_desk.router)
     app.include_router(appointments.router)
+    app.include_router(chart.router)
     app.mount("/console/assets", StaticFiles(directory=STATIC, follow_symlink=False), name="assets")
 
     @app.exception_handler(SignedOutError)
@@ -85,6 +86,11 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
         if exc.status_code == 405:
             return problem_page(request, shared, 405, N_("This page cannot be used that way."))
         return problem_page(request, shared, exc.status_code, N_("The request could not be answered."))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_page(request, shared, 500, N_("Something went wrong on our side. Try again in a moment."))
 
     @app.middleware("http")
     async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:

@@ -178,28 +178,6 @@ def parse_id(text: str) -> uuid.UUID | None:
         return None
 
 
-@router.get("/patients/{patient_id}", response_class=HTMLResponse)
-async def patient(visit: SignedIn, patient_id: str, registered: bool = False, invited: bool = False) -> Response:
-    """A patient's record as the desk needs it: who they are, their cover, their appointments."""
-    pid = parse_id(patient_id)
-    if pid is None:
-        return visit.page("problem.html", status=404, message=N_("There is no such record."))
-    record = await visit.call("GET", f"/api/patients/{pid}")
-    if not record.ok or not isinstance(record.body, dict):
-        return refused(visit, record)
-    booked = items(await visit.call("GET", "/api/appointments", params={"patient_id": str(pid)}))
-    people = await practitioner_names(visit)
-    return visit.page(
-        "patient.html",
-        patient=record.body,
-        appointments=booked,
-        practitioners=people,
-        registered=registered,
-        invited=invited,
-        desk=bool(visit.roles & DESK),
-    )
-
-
 @router.post("/patients/{patient_id}/invitation", response_class=HTMLResponse)
 async def invite(visit: SignedIn, patient_id: str) -> Response:
     """Send the patient a one-time code to link their record to their own account."""

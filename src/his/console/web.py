@@ -110,10 +110,15 @@ def to_sign_in(request: Request, *, ended: bool = False) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """A url-encoded form's fields, each with all its values (checkboxes of one name)."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return parse_qs(body, keep_blank_values=True)
+
+
 async def form_of(request: Request) -> dict[str, str]:
     """A url-encoded form's fields (the first value of each)."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    return {k: v[0] for k, v in (await form_lists(request)).items()}
 
 
 def origin_refusal(request: Request, settings: ConsoleSettings) -> str | None:
@@ -249,6 +254,7 @@ def render(
         sex_names=SEX_NAMES,
         status_names=STATUS_NAMES,
         csrf=live.session.csrf if live else "",
+        signed_in_user=str(live.session.user_id) if live else "",
         **values,
     )
     return HTMLResponse(body, status_code=status, headers={"content-language": locale.value})
