@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import appointments, chart, front_desk, pages
+from his.console import appointments, chart, front_desk, pages, portal
 from his.console.api import Api
+from his.console.compress import AssetGzip
 from his.console.domain import ApiUnavailableError
 from his.console.i18n import N_, environments
 from his.console.live import Feed
@@ -63,6 +64,7 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     app.include_router(front_desk.router)
     app.include_router(appointments.router)
     app.include_router(chart.router)
+    app.include_router(portal.router)
     app.mount("/console/assets", StaticFiles(directory=STATIC, follow_symlink=False), name="assets")
 
     @app.exception_handler(SignedOutError)
@@ -130,6 +132,7 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(AssetGzip)  # gzip for /console/assets/… only, never for a page (BREACH)
     return app
 
 

@@ -23,10 +23,13 @@ AREAS = (
     Area("/", N_("Home"), EVERYONE),
     Area("/front-desk", N_("Front desk"), frozenset({"RECEPTIONIST", "ADMIN"})),
     Area("/day-list", N_("Day list"), frozenset({"RECEPTIONIST", "ADMIN", "DOCTOR", "NURSE"})),
+    Area("/portal", N_("My health"), frozenset({"PATIENT"})),
+    Area("/portal/accesses", N_("Who saw my record"), frozenset({"PATIENT"})),
+    Area("/portal/preferences", N_("Messages"), frozenset({"PATIENT"})),
 )
 #: Where a user lands after signing in, by role (the first of their roles listed here); the
 #: others land on the home page, which lists their areas.
-HOMES = (("RECEPTIONIST", "/front-desk"), ("DOCTOR", "/day-list"), ("NURSE", "/day-list"))
+HOMES = (("RECEPTIONIST", "/front-desk"), ("DOCTOR", "/day-list"), ("NURSE", "/day-list"), ("PATIENT", "/portal"))
 
 SEX_NAMES = {"female": N_("Female"), "male": N_("Male"), "other": N_("Other"), "unknown": N_("Unknown")}
 STATUS_NAMES = {

@@ -76,7 +76,10 @@ def environment(locale: Locale, zone: tzinfo) -> Environment:
         return format_time(moment(value), style, tzinfo=zone, locale=where)
 
     def money(amount: str | Decimal, currency: str) -> str:
-        return format_currency(Decimal(amount), currency, locale=where)
+        shown = format_currency(Decimal(amount), currency, locale=where)
+        if shown.startswith(currency) and shown[len(currency) : len(currency) + 1].isdigit():
+            return f"{currency}\xa0{shown[len(currency) :]}"  # a locale without a symbol for it: "TRY 200.00"
+        return shown
 
     env.filters.update(when=when, day=day, clock=clock, money=money)
     env.globals.update(locale=locale.value, languages=LANGUAGE_NAMES)

@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
-from his.console.areas import SEX_NAMES, STATUS_NAMES, areas_for
+from his.console.areas import ROLE_NAMES, SEX_NAMES, STATUS_NAMES, areas_for
 from his.console.domain import COOKIE, Answer, Locale, Method, Params, tokens_of
 from his.console.i18n import negotiate
 from his.console.live import Feed
@@ -252,6 +252,7 @@ def render(
         roles=frozenset(live.session.roles) if live else frozenset(),
         areas_menu=areas_for(frozenset(live.session.roles)) if live else [],
         sex_names=SEX_NAMES,
+        role_names=ROLE_NAMES,
         status_names=STATUS_NAMES,
         csrf=live.session.csrf if live else "",
         signed_in_user=str(live.session.user_id) if live else "",

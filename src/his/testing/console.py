@@ -88,6 +88,7 @@ class Call:
     token: str | None
     body: JsonObject | None
     params: Params
+    headers: dict[str, str] | None = None
 
 
 #: What ``FakeApi`` answers a call with: an answer, or a function of the call that gives one
@@ -118,7 +119,7 @@ class FakeApi:
         params: Params = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
-        call = Call(method, path, client_ip, token, body, params)
+        call = Call(method, path, client_ip, token, body, params, headers)
         self.calls.append(call)
         reply = self.replies.get((method, path), Answer(404, {"title": "Not Found", "status": 404}))
         return reply if isinstance(reply, Answer) else reply(call)
