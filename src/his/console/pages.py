@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.areas import ROLE_NAMES, areas_for, home_of
+from his.console.areas import areas_for, home_of
 from his.console.domain import COOKIE, LIFETIME, ApiUnavailableError, Locale, tokens_of
 from his.console.i18n import N_
 from his.console.web import (
@@ -132,4 +132,4 @@ async def language(request: Request, shared: Shared) -> Response:
 @router.get("/", response_class=HTMLResponse)
 async def home(visit: SignedIn) -> Response:
     """A user's home: who they are signed in as, and the areas their roles open."""
-    return visit.page("home.html", areas=areas_for(visit.roles), role_names=ROLE_NAMES)
+    return visit.page("home.html", areas=areas_for(visit.roles))
