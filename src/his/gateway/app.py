@@ -67,6 +67,7 @@ CONSOLE = "console"
 #: The console names the browser to the API itself (``X-His-Client-IP``, set here from the peer).
 PAGE_HEADERS = (
     "accept",
+    "accept-encoding",
     "accept-language",
     "content-type",
     "cookie",
@@ -88,6 +89,7 @@ PAGE_HEADERS = (
 )
 PAGE_RETURNED = (
     "content-type",
+    "content-encoding",
     "content-language",
     "location",
     "set-cookie",
@@ -488,8 +490,9 @@ class _Template:
 
 
 class Edge:
-    """The gateway's ASGI app: ``/api/…`` goes straight to ``Gateway.route``; the rest (health,
-    metrics, documents, console) to the FastAPI app.
+    """The gateway's ASGI app: ``/api/…`` goes straight to ``Gateway.route``; on the public
+    listener, with a console upstream, every page but the gateway's own (``/healthz``, ``/docs…``,
+    ``/openapi.json``) to the console (``Gateway.page``); the rest to the FastAPI app.
 
     Every public API request is forwarded as it is, so FastAPI's routing, dependency solving and
     middleware stack would only add CPU to each one (about a fifth of the gateway's CPU per
