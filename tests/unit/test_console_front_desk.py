@@ -210,3 +210,23 @@ async def test_the_day_list_names_its_patients_in_one_call_and_checks_them_in(de
 def test_a_typed_birth_date(typed: str, day: str | None) -> None:
     found = typed_date(typed)
     assert (found.isoformat() if found else None) == day
+
+
+async def test_a_script_in_any_field_of_a_patient_is_shown_as_text(desk: Desk) -> None:
+    script = "<script>alert(1)</script>"
+    hostile: JsonObject = {
+        **RECORD,
+        "given_name": script,
+        "family_name": f'"><img src=x onerror=alert(1)>{script}',
+        "email": f"{script}@example.com",
+        "phone": script,
+        "coverage": {"payer": script, "member_id": script},
+        "mrn": script,
+    }
+    desk.api.answer("GET", f"/api/patients/{PATIENT}", Answer(200, hostile))
+    desk.api.answer("GET", "/api/appointments", Answer(200, {"items": []}))
+    desk.api.answer("GET", "/api/patients", Answer(200, {"items": [hostile]}))
+    for path in (f"/patients/{PATIENT}", "/front-desk?q=alert"):
+        r = await desk.client.get(path)
+        assert r.status_code == 200 and "<script>alert" not in r.text and "<img" not in r.text, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
