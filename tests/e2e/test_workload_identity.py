@@ -55,7 +55,8 @@ def services(hospital: Hospital) -> dict[str, str]:
 
 def test_internal_listeners_are_https_and_refuse_callers_without_a_certificate(hospital: Hospital) -> None:
     urls = services(hospital)
-    assert len(urls) == 10 and all(u.startswith("https://127.0.0.1:") for u in urls.values())
+    # The ten services and the console, whose pages the gateway forwards to it over mutual TLS.
+    assert len(urls) == 11 and all(u.startswith("https://127.0.0.1:") for u in urls.values())
     no_cert = ssl.create_default_context(cafile=str(hospital.data / "pki" / "ca.crt"))
     for name, url in urls.items():
         with pytest.raises(httpx.HTTPError):  # the TLS handshake fails: no certificate, no request

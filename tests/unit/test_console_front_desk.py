@@ -230,3 +230,58 @@ async def test_a_script_in_any_field_of_a_patient_is_shown_as_text(desk: Desk) -
         r = await desk.client.get(path)
         assert r.status_code == 200 and "<script>alert" not in r.text and "<img" not in r.text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+
+
+async def test_correcting_a_patient_sends_only_what_is_filled_in(desk: Desk) -> None:
+    desk.api.answer("GET", f"/api/patients/{PATIENT}", Answer(200, RECORD))
+    page = await desk.client.get(f"/patients/{PATIENT}/edit")
+    assert (
+        page.status_code == 200 and 'value="Yılmaz"' in page.text and f'action="/patients/{PATIENT}/edit"' in page.text
+    )
+    desk.api.answer("PATCH", f"/api/patients/{PATIENT}", Answer(200, RECORD))
+    r = await desk.post(f"/patients/{PATIENT}/edit", {**FORM, "phone": "+90 555 111 22 33", "email": ""})
+    assert r.status_code == 303 and r.headers["location"] == f"/patients/{PATIENT}?saved=1"
+    assert calls(desk, f"/api/patients/{PATIENT}")[-1].body == {
+        "given_name": "Elif",
+        "family_name": "Yılmaz",
+        "birth_date": "1987-02-14",
+        "sex": "female",
+        "phone": "+90 555 111 22 33",
+    }
+
+
+async def test_moving_an_appointment_reschedules_it_and_a_taken_time_asks_again(desk: Desk) -> None:
+    appointment = str(uuid.uuid4())
+    booked: JsonObject = {"id": appointment, "patient_id": PATIENT, "practitioner_id": DOCTOR, "status": "booked"}
+    booked |= {"service": "consultation", "start": "2028-01-03T06:00:00+00:00", "end": "2028-01-03T06:20:00+00:00"}
+    desk.api.answer("GET", f"/api/appointments/{appointment}", Answer(200, booked))
+    free: JsonObject = {"items": [{"start": "2028-01-04T07:00:00+00:00", "end": "2028-01-04T07:20:00+00:00"}]}
+    desk.api.answer("GET", f"/api/practitioners/{DOCTOR}/slots", Answer(200, free))
+    page = await desk.client.get(f"/appointments/{appointment}/move", params={"day": "2028-01-04"})
+    assert page.status_code == 200 and "Dr. Deniz Öztürk" in page.text
+    assert calls(desk, f"/api/practitioners/{DOCTOR}/slots")[-1].params == {
+        "date": "2028-01-04",
+        "service": "consultation",
+    }
+    slot = f"{DOCTOR}|2028-01-04T07:00:00+00:00|2028-01-04T07:20:00+00:00"
+    desk.api.answer("POST", f"/api/appointments/{appointment}/reschedule", Answer(409, {"status": 409}))
+    r = await desk.post(f"/appointments/{appointment}/move", {"slot": slot})
+    assert r.headers["location"] == f"/appointments/{appointment}/move?day=2028-01-04&taken=1"
+    desk.api.answer("POST", f"/api/appointments/{appointment}/reschedule", Answer(200, booked))
+    r = await desk.post(f"/appointments/{appointment}/move", {"slot": slot})
+    assert r.headers["location"] == f"/patients/{PATIENT}?moved=1"
+    assert calls(desk, f"/api/appointments/{appointment}/reschedule")[-1].body == {
+        "start": "2028-01-04T07:00:00+00:00",
+        "end": "2028-01-04T07:20:00+00:00",
+    }
+
+
+async def test_the_desk_puts_a_patient_on_a_waiting_list(desk: Desk) -> None:
+    desk.api.answer("POST", "/api/waitlist", Answer(201, {"id": "w"}))
+    r = await desk.post("/waitlist", {"patient_id": PATIENT, "practitioner_id": DOCTOR, "service": "consultation"})
+    assert r.status_code == 303 and r.headers["location"] == f"/patients/{PATIENT}?waiting=1"
+    assert calls(desk, "/api/waitlist")[-1].body == {
+        "patient_id": PATIENT,
+        "practitioner_id": DOCTOR,
+        "service": "consultation",
+    }

@@ -167,22 +167,6 @@ async def slip(visit: SignedIn, appointment_id: str, booked: bool = False) -> Re
     )
 
 
-@router.post("/appointments/{appointment_id}/{action}", response_class=HTMLResponse)
-async def step(visit: SignedIn, appointment_id: str, action: str) -> Response:
-    """Check in, mark a no-show, cancel or complete; back to the page it was done from."""
-    aid = parse_id(appointment_id)
-    if aid is None or action not in ACTIONS:
-        return visit.page("problem.html", status=404, message=N_("There is no such record."))
-    form = await form_of(visit.request)
-    answer = await visit.call("POST", f"/api/appointments/{aid}/{action}")
-    if answer.status == 409:
-        message = N_("This cannot be done to the appointment as it is now. Reload the page to see it.")
-        return visit.page("problem.html", status=409, message=message)
-    if not answer.ok:
-        return refused(visit, answer)
-    return RedirectResponse(safe_next(form.get("next")), status_code=303)
-
-
 async def day_view(visit: Visit, practitioner_id: str, chosen: date) -> dict[str, object] | Response:
     """What a day list shows: the practitioner's appointments on ``chosen``, their patients by
     name, and what the user may do to each (or the page that says why not)."""
@@ -264,3 +248,79 @@ async def day_list_events(visit: SignedIn, practitioner_id: str = "", day: str =
                     yield b": still here\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+
+
+@router.get("/appointments/{appointment_id}/move", response_class=HTMLResponse)
+async def move_page(visit: SignedIn, appointment_id: str, day: str = "", taken: bool = False) -> Response:
+    """Move a booked appointment: the same practitioner's free times on another day."""
+    aid = parse_id(appointment_id)
+    if not visit.roles & DESK or aid is None:
+        return visit.page("problem.html", status=403 if aid else 404, message=N_("You may not see or do this."))
+    answer = await visit.call("GET", f"/api/appointments/{aid}")
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    appointment = answer.body
+    chosen = day_of(day or str(appointment.get("start", ""))[:10], visit)
+    practitioner = str(appointment.get("practitioner_id"))
+    service = str(appointment.get("service", "consultation"))
+    return visit.page(
+        "appointment_move.html",
+        appointment=appointment,
+        practitioner=(await practitioner_names(visit)).get(practitioner, {}),
+        day=chosen,
+        slots=await free_slots(visit, practitioner, service, chosen),
+        taken=taken,
+    )
+
+
+@router.post("/appointments/{appointment_id}/move", response_class=HTMLResponse)
+async def move(visit: SignedIn, appointment_id: str) -> Response:
+    aid = parse_id(appointment_id)
+    if aid is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such record."))
+    form = await form_of(visit.request)
+    _, _, times = form.get("slot", "").partition("|")
+    start, _, end = times.partition("|")
+    if not start or not end:
+        return visit.page("problem.html", status=422, message=N_("Choose a free time first."))
+    answer = await visit.call("POST", f"/api/appointments/{aid}/reschedule", body={"start": start, "end": end})
+    if answer.ok and isinstance(answer.body, dict):
+        return RedirectResponse(f"/patients/{answer.body.get('patient_id')}?moved=1", status_code=303)
+    if answer.status == 409:
+        return RedirectResponse(f"/appointments/{aid}/move?day={start[:10]}&taken=1", status_code=303)
+    return refused(visit, answer)
+
+
+@router.post("/waitlist", response_class=HTMLResponse)
+async def wait(visit: SignedIn) -> Response:
+    """Put the patient on a practitioner's waiting list: the first time freed is offered to them."""
+    form = await form_of(visit.request)
+    pid, practitioner = form.get("patient_id", ""), form.get("practitioner_id", "")
+    if parse_id(pid) is None or parse_id(practitioner) is None:
+        return visit.page("problem.html", status=422, message=N_("Choose a practitioner to wait for."))
+    body: JsonObject = {
+        "patient_id": pid,
+        "practitioner_id": practitioner,
+        "service": form.get("service", "consultation"),
+    }
+    answer = await visit.call("POST", "/api/waitlist", body=body)
+    if answer.status in (201, 409):  # 409: waiting already
+        return RedirectResponse(f"/patients/{pid}?waiting=1", status_code=303)
+    return refused(visit, answer)
+
+
+# Last: its {action} would otherwise take the paths above (…/move).
+@router.post("/appointments/{appointment_id}/{action}", response_class=HTMLResponse)
+async def step(visit: SignedIn, appointment_id: str, action: str) -> Response:
+    """Check in, mark a no-show, cancel or complete; back to the page it was done from."""
+    aid = parse_id(appointment_id)
+    if aid is None or action not in ACTIONS:
+        return visit.page("problem.html", status=404, message=N_("There is no such record."))
+    form = await form_of(visit.request)
+    answer = await visit.call("POST", f"/api/appointments/{aid}/{action}")
+    if answer.status == 409:
+        message = N_("This cannot be done to the appointment as it is now. Reload the page to see it.")
+        return visit.page("problem.html", status=409, message=message)
+    if not answer.ok:
+        return refused(visit, answer)
+    return RedirectResponse(safe_next(form.get("next")), status_code=303)

@@ -205,3 +205,58 @@ def when(value: Json) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+@router.get("/patients/{patient_id}/edit", response_class=HTMLResponse)
+async def edit_patient(visit: SignedIn, patient_id: str) -> Response:
+    """The registration form, filled in with the patient's details, to correct them."""
+    pid = parse_id(patient_id)
+    if (no := desk_only(visit)) is not None or pid is None:
+        return no or visit.page("problem.html", status=404, message=N_("There is no such record."))
+    record = await visit.call("GET", f"/api/patients/{pid}")
+    if not record.ok or not isinstance(record.body, dict):
+        return refused(visit, record)
+    body = record.body
+    cover = body.get("coverage") if isinstance(body.get("coverage"), dict) else {}
+    form = {k: str(body.get(k) or "") for k in ("given_name", "family_name", "birth_date", "sex", "email", "phone")}
+    if isinstance(cover, dict):
+        form |= {"payer": str(cover.get("payer") or ""), "member_id": str(cover.get("member_id") or "")}
+    return visit.page(
+        "patient_new.html", form=form, errors={}, payers=await payers(visit), sexes=SEXES, duplicates=[], editing=pid
+    )
+
+
+@router.post("/patients/{patient_id}/edit", response_class=HTMLResponse)
+async def save_patient(visit: SignedIn, patient_id: str) -> Response:
+    """Send what changed; the API answers each field it refuses, shown beside it."""
+    pid = parse_id(patient_id)
+    if (no := desk_only(visit)) is not None or pid is None:
+        return no or visit.page("problem.html", status=404, message=N_("There is no such record."))
+    form = await form_of(visit.request)
+    body, errors = registration(form)
+    body.pop("confirm_duplicate", None)
+    changes: JsonObject = {k: v for k, v in body.items() if v not in (None, "")}
+
+    async def again(status: int, problem: str | None = None) -> HTMLResponse:
+        return visit.page(
+            "patient_new.html",
+            status=status,
+            form=form,
+            errors=errors,
+            payers=await payers(visit),
+            sexes=SEXES,
+            duplicates=[],
+            editing=pid,
+            problem=problem,
+        )
+
+    if errors:
+        return await again(422)
+    answer = await visit.call("PATCH", f"/api/patients/{pid}", body=changes)
+    if answer.ok:
+        return RedirectResponse(f"/patients/{pid}?saved=1", status_code=303)
+    if answer.status == 422:
+        problem = answer.problem()
+        errors.update(problem.fields)
+        return await again(422, None if problem.fields else problem.detail)
+    return refused(visit, answer)

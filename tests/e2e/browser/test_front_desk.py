@@ -132,10 +132,26 @@ async def test_a_receptionist_registers_a_patient_books_prints_and_checks_in(
     await expect(page.locator(".usa-header")).to_be_hidden()  # the printed slip is the slip alone
     await page.emulate_media(media="screen")
 
+    # Move it a slot later, then correct the patient's phone.
+    await page.get_by_role("link", name="Back to the patient").click()
+    await page.get_by_role("link", name="Move", exact=True).click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Move the appointment")
+    await check_accessibility(page)
+    await page.locator("#slots .usa-radio__label, .usa-radio__label").nth(1).click()
+    await page.get_by_role("button", name="Move", exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text("The appointment is moved.")
+    await page.get_by_role("link", name="Correct the details").click()
+    await check_accessibility(page)
+    await page.get_by_label("Phone (optional)").fill("+90 555 123 45 67")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_have_text("The patient's details are saved.")
+    await expect(page.locator(".his-facts")).to_contain_text("+90 555 123 45 67")
+
     # The day list: the patient by name, checked in from there.
     await page.goto(f"{gateway}/day-list?practitioner_id={desk.practitioner}&day={desk.tomorrow}")
     row = page.get_by_role("row").filter(has_text=family)
     await expect(row).to_contain_text("Booked")
+    await expect(row).to_contain_text("9:20")  # where it was moved
     await screenshots.take(page, "day-list")
     await check_accessibility(page)
     await row.get_by_role("button", name="Check in").click()
@@ -169,3 +185,56 @@ async def test_the_day_list_follows_the_day_without_reloading(
         assert c.post(f"/api/appointments/{r.json()['id']}/check-in").status_code == 200
         await expect(row).to_contain_text("Checked in", timeout=10_000)
     await check_accessibility(page)
+
+
+async def test_booking_works_with_the_keyboard_alone(
+    shared_hospital: Hospital, desk: Desk, page: Page, screenshots: Screenshots
+) -> None:
+    """From the patient's record to the slip without a mouse: Tab, arrows, Space and Enter."""
+    gateway = shared_hospital.gateway
+    admin = shared_hospital.login()
+    family = f"Klavye{uuid.uuid4().hex[:5]}"
+    with httpx.Client(base_url=gateway, timeout=10, headers=admin) as c:
+        body = {"given_name": "Can", "family_name": family, "birth_date": "2001-03-04", "sex": "male"}
+        patient = c.post("/api/patients", json=body).json()["id"]
+    await sign_in(page, gateway, desk.email)
+    await page.goto(f"{gateway}/patients/{patient}")
+
+    async def tab_to(name: str, limit: int = 40) -> None:
+        for _ in range(limit):
+            await page.keyboard.press("Tab")
+            focused = await page.evaluate(
+                "(() => { const e = document.activeElement; const l = e.labels && e.labels[0];"
+                " return (l ? l.innerText : e.innerText || e.value || '').trim(); })()"
+            )
+            if focused.startswith(name):
+                return
+        raise AssertionError(f"{name!r} cannot be reached with Tab")
+
+    await tab_to("Book an appointment")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Book an appointment")
+    await tab_to("Practitioner")
+    name = (await page.locator(f"#practitioner_id option[value='{desk.practitioner}']").inner_text()).strip()
+    await page.keyboard.type(name[:12])  # a select jumps to the option typed
+    await expect(page.get_by_label("Practitioner")).to_have_value(desk.practitioner)
+    await tab_to("Day")
+    y, m, d = desk.tomorrow.split("-")
+    await page.keyboard.type(f"{m}{d}{y}")  # the date field's own order in this locale (en-GB: dd/mm/yyyy)
+    if await page.get_by_label("Day").input_value() != desk.tomorrow:
+        await page.keyboard.press("Shift+Tab")
+        await tab_to("Day")
+        await page.keyboard.type(f"{d}{m}{y}")
+    await expect(page.get_by_label("Day")).to_have_value(desk.tomorrow)
+    await page.keyboard.press("Tab")  # leaving the field tells htmx the choice changed
+    slot = page.locator("#slots input[type=radio]").first
+    await expect(slot).to_be_attached()
+    await tab_to("Show free times")
+    await page.keyboard.press("Tab")  # the first free time
+    await page.keyboard.press("Space")
+    await expect(slot).to_be_checked()
+    await tab_to("Book")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Appointment slip")
+    await expect(page.locator(".his-slip")).to_contain_text(family)
+    await screenshots.take(page, "slip-by-keyboard")
