@@ -393,6 +393,28 @@ def bench_reads(
     raise typer.Exit(run_reads(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
 
 
+@bench_app.command("console")
+def bench_console(
+    quick: Annotated[bool, typer.Option("--quick", help="A short smoke run (~2 min).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    seconds: Annotated[
+        float | None, typer.Option(min=0.5, help="Seconds of load per target and round (default 10; quick 4).")
+    ] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Where the private hospital lives.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the hospital's data directory and logs.")] = False,
+) -> None:
+    """The console's day list (a doctor's 60 patients, a day of 300) against the same data as JSON
+    from the API, and what its pages weigh, on a private `his up` (see docs/performance.md)."""
+    import dataclasses
+
+    from his.benchmarks.console import ConsoleConfig
+    from his.benchmarks.console import main as run_console
+
+    cfg = ConsoleConfig.quick() if quick else ConsoleConfig()
+    cfg = dataclasses.replace(cfg, seconds=cfg.seconds if seconds is None else seconds)
+    raise typer.Exit(run_console(cfg, as_json=as_json, out=out, err=err, workdir=workdir, keep=keep))
+
+
 @app.command()
 def soak(  # noqa: PLR0917 - one parameter per command-line option
     minutes: Annotated[
