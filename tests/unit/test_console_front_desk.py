@@ -181,10 +181,17 @@ async def test_booking_a_taken_slot_sends_the_desk_back_to_choose_again(desk: De
 async def test_the_day_list_names_its_patients_in_one_call_and_checks_them_in(desk: Desk) -> None:
     ids = [str(uuid.uuid4()) for _ in range(3)]
     day: list[JsonObject] = [
-        {"id": str(uuid.uuid4()), "patient_id": p, "practitioner_id": DOCTOR, "service": "consultation",
-         "start": f"2027-01-01T0{6 + i}:00:00+00:00", "end": f"2027-01-01T0{6 + i}:20:00+00:00", "status": "booked"}
+        {
+            "id": str(uuid.uuid4()),
+            "patient_id": p,
+            "practitioner_id": DOCTOR,
+            "service": "consultation",
+            "start": f"2027-01-01T0{6 + i}:00:00+00:00",
+            "end": f"2027-01-01T0{6 + i}:20:00+00:00",
+            "status": "booked",
+        }
         for i, p in enumerate([ids[0], ids[1], ids[0]])
-    ]  # fmt: skip
+    ]
     desk.api.answer("GET", "/api/appointments", Answer(200, {"items": list[Json](day)}))
     desk.api.answer("GET", "/api/patients", Answer(200, {"items": [{**RECORD, "id": ids[0]}]}))
     r = await desk.client.get("/day-list", params={"practitioner_id": DOCTOR})
@@ -284,4 +291,28 @@ async def test_the_desk_puts_a_patient_on_a_waiting_list(desk: Desk) -> None:
         "patient_id": PATIENT,
         "practitioner_id": DOCTOR,
         "service": "consultation",
+    }
+
+
+async def test_the_first_free_times_across_practitioners_of_a_specialty(desk: Desk) -> None:
+    desk.api.answer("GET", f"/api/patients/{PATIENT}", Answer(200, RECORD))
+    found: JsonObject = {
+        "items": [
+            {
+                "practitioner_id": DOCTOR,
+                "practitioner_name": "Dr. Deniz Öztürk",
+                "start": "2028-01-02T06:00:00+00:00",
+                "end": "2028-01-02T06:20:00+00:00",
+            }
+        ]
+    }
+    desk.api.answer("GET", "/api/appointments/first-available", Answer(200, found))
+    r = await desk.client.get("/appointments/new", params={"patient_id": PATIENT, "specialty": "cardiology"})
+    assert r.status_code == 200 and "Dr. Deniz Öztürk" in r.text
+    assert f'value="{DOCTOR}|2028-01-02T06:00:00+00:00|2028-01-02T06:20:00+00:00"' in r.text
+    assert calls(desk, "/api/appointments/first-available")[-1].params == {
+        "service": "consultation",
+        "from": "2028-01-01",
+        "limit": "12",
+        "specialty": "cardiology",
     }

@@ -67,11 +67,12 @@ async def new_appointment(
     patient_id: str = "",
     practitioner_id: str = "",
     service: str = "consultation",
+    specialty: str = "",
     day: str = "",
     taken: bool = False,
 ) -> Response:
-    """Book for a patient: choose a practitioner (or the first free one), a service and a day; the
-    free slots follow (htmx swaps them in as the choices change)."""
+    """Book for a patient: choose a practitioner (or the first free one, of a specialty or any), a
+    service and a day; the free slots follow (htmx swaps them in as the choices change)."""
     if not visit.roles & DESK:
         return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
     pid = parse_id(patient_id)
@@ -81,13 +82,15 @@ async def new_appointment(
     if not record.ok or not isinstance(record.body, dict):
         return refused(visit, record)
     chosen = day_of(day, visit)
-    slots = await free_slots(visit, practitioner_id, service, chosen)
+    slots = await free_slots(visit, practitioner_id, service, chosen, specialty=specialty)
     return visit.page(
         "appointment_new.html",
         patient=record.body,
         practitioners=list((await practitioner_names(visit)).values()),
         services=await services(visit),
+        specialties=await specialties(visit),
         practitioner_id=practitioner_id,
+        specialty=specialty,
         service=service,
         day=chosen,
         slots=slots,
@@ -95,8 +98,15 @@ async def new_appointment(
     )
 
 
-async def free_slots(visit: Visit, practitioner_id: str, service: str, day: date) -> list[JsonObject]:
-    """Free slots on ``day``: of one practitioner, or the first ones across practitioners."""
+async def specialties(visit: Visit) -> list[JsonObject]:
+    return items(await visit.call("GET", "/api/practitioners/specialties"))
+
+
+async def free_slots(
+    visit: Visit, practitioner_id: str, service: str, day: date, *, specialty: str = ""
+) -> list[JsonObject]:
+    """Free slots from ``day``: of one practitioner on that day, or the first ones across
+    practitioners (of ``specialty``, when given) from that day on."""
     if practitioner_id:
         if parse_id(practitioner_id) is None:
             return []
@@ -104,19 +114,19 @@ async def free_slots(visit: Visit, practitioner_id: str, service: str, day: date
             "GET", f"/api/practitioners/{practitioner_id}/slots", params={"date": day.isoformat(), "service": service}
         )
         return [{**s, "practitioner_id": practitioner_id} for s in items(answer)]
-    answer = await visit.call(
-        "GET",
-        "/api/appointments/first-available",
-        params={"service": service, "from": day.isoformat(), "limit": "12"},
-    )
-    return items(answer)
+    params = {"service": service, "from": day.isoformat(), "limit": "12"}
+    if specialty:
+        params["specialty"] = specialty
+    return items(await visit.call("GET", "/api/appointments/first-available", params=params))
 
 
 @router.get("/appointments/slots", response_class=HTMLResponse)
-async def slots(visit: SignedIn, practitioner_id: str = "", service: str = "consultation", day: str = "") -> Response:
+async def slots(
+    visit: SignedIn, *, practitioner_id: str = "", service: str = "consultation", specialty: str = "", day: str = ""
+) -> Response:
     """The free slots alone, for htmx to swap in."""
     chosen = day_of(day, visit)
-    found = await free_slots(visit, practitioner_id, service, chosen)
+    found = await free_slots(visit, practitioner_id, service, chosen, specialty=specialty)
     return visit.page("appointment_slots.html", slots=found, day=chosen)
 
 

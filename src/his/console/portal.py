@@ -13,7 +13,7 @@ import uuid
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.appointments import day_of, free_slots, services
+from his.console.appointments import day_of, free_slots, services, specialties
 from his.console.chart import FLAGS
 from his.console.front_desk import items, parse_id, practitioner_names, refused
 from his.console.i18n import N_
@@ -116,7 +116,13 @@ async def link(visit: SignedIn) -> Response:
 
 @router.get("/portal/book", response_class=HTMLResponse)
 async def book_page(
-    visit: SignedIn, *, practitioner_id: str = "", service: str = "consultation", day: str = "", taken: bool = False
+    visit: SignedIn,
+    *,
+    practitioner_id: str = "",
+    service: str = "consultation",
+    specialty: str = "",
+    day: str = "",
+    taken: bool = False,
 ) -> Response:
     """Book for oneself: a practitioner (or the first free one), a service and a day."""
     if (no := patient_only(visit)) is not None:
@@ -126,10 +132,12 @@ async def book_page(
         "portal_book.html",
         practitioners=list((await practitioner_names(visit)).values()),
         services=await services(visit),
+        specialties=await specialties(visit),
         practitioner_id=practitioner_id,
+        specialty=specialty,
         service=service,
         day=chosen,
-        slots=await free_slots(visit, practitioner_id, service, chosen),
+        slots=await free_slots(visit, practitioner_id, service, chosen, specialty=specialty),
         taken=taken,
     )
 
