@@ -136,3 +136,14 @@ async def test_a_session_is_never_seen_before_it_began(book: Book) -> None:
     kept, _ = book.fake.state.sessions[session_id]
     assert kept.seen_at == session.created_at
     assert replace(kept, seen_at=session.seen_at) == session and cookie
+
+
+async def test_the_last_request_is_written_at_most_once_a_minute(book: Book) -> None:
+    cookie = await book.open()
+    (session, _), *_ = book.fake.state.sessions.values()
+    book.clock.advance(timedelta(seconds=59))
+    assert await book.book.find(cookie) is not None
+    assert next(iter(book.fake.state.sessions.values()))[0].seen_at == session.seen_at  # not written
+    book.clock.advance(timedelta(seconds=1))
+    assert await book.book.find(cookie) is not None
+    assert next(iter(book.fake.state.sessions.values()))[0].seen_at == session.seen_at + timedelta(minutes=1)

@@ -7,6 +7,7 @@ follows the user; a redirect never leaves the console.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -209,3 +210,20 @@ def test_the_origins_a_form_may_come_from() -> None:
     assert ConsoleSettings(public_url="https://his.example.org").secure_cookie
     with pytest.raises(ValueError, match="http or https"):
         ConsoleSettings(public_url="his.example.org")
+
+
+async def test_a_pages_calls_at_once_refresh_the_expired_token_once(desk: Desk) -> None:
+    """Two calls of one page are refused together: one refresh, both made again with its token (a
+    refresh token used twice would end the sign-in)."""
+    await desk.sign_in()
+    live = await desk.shared.book.find(desk.client.cookies["his_session"])
+    assert live is not None
+    old = live.tokens.access
+    desk.api.answer(
+        "GET", "/api/patients", lambda call: Answer(401) if call.token == old else Answer(200, {"items": []})
+    )
+    desk.api.answer("POST", "/api/auth/refresh", Answer(200, tokens(["RECEPTIONIST"], n=2)))
+    call = Caller(desk.shared, live, "203.0.113.7")
+    answers = await asyncio.gather(call("GET", "/api/patients"), call("GET", "/api/patients"))
+    assert [a.status for a in answers] == [200, 200]
+    assert len([c for c in desk.api.calls if c.path == "/api/auth/refresh"]) == 1

@@ -12,6 +12,7 @@ from datetime import date
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from his.console.domain import Answer
 from his.console.front_desk import DESK, items, parse_id, practitioner_names, refused
 from his.console.i18n import N_
 from his.console.web import SignedIn, Visit, form_of, safe_next
@@ -47,13 +48,12 @@ def day_of(text: str, visit: Visit) -> date:
 async def patient_names(visit: Visit, ids: list[str]) -> dict[str, JsonObject]:
     """The patients behind ``ids``, by id, asked of the API in batches (each read is audited
     there); a patient the user may not see is left out."""
-    found: dict[str, JsonObject] = {}
     unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), BATCH):
-        batch = unique[start : start + BATCH]
-        answer = await visit.call("GET", "/api/patients", params=[("id", i) for i in batch] + [("limit", str(BATCH))])
-        found.update({str(p.get("id")): p for p in items(answer)})
-    return found
+    batches = [unique[start : start + BATCH] for start in range(0, len(unique), BATCH)]
+    answers = await asyncio.gather(
+        *(visit.call("GET", "/api/patients", params=[("id", i) for i in b] + [("limit", str(BATCH))]) for b in batches)
+    )
+    return {str(p.get("id")): p for answer in answers for p in items(answer)}
 
 
 async def services(visit: Visit) -> list[JsonObject]:
@@ -180,18 +180,22 @@ async def slip(visit: SignedIn, appointment_id: str, booked: bool = False) -> Re
 async def day_view(visit: Visit, practitioner_id: str, chosen: date) -> dict[str, object] | Response:
     """What a day list shows: the practitioner's appointments on ``chosen``, their patients by
     name, and what the user may do to each (or the page that says why not)."""
-    people = await practitioner_names(visit)
-    if not practitioner_id and visit.roles & CLINIC:  # a clinician's own day
-        mine = [p for p in people.values() if p.get("user_id") == str(visit.live.session.user_id)]
-        practitioner_id = str(mine[0].get("id")) if mine else ""
+
+    async def day(practitioner: str) -> Answer:
+        params = {"practitioner_id": practitioner, "date": chosen.isoformat(), "limit": "200"}
+        return await visit.call("GET", "/api/appointments", params=params)
+
+    if parse_id(practitioner_id) is not None:  # the directory and the day at once
+        people, answer = await asyncio.gather(practitioner_names(visit), day(practitioner_id))
+    else:
+        people, answer = await practitioner_names(visit), None
+        if visit.roles & CLINIC:  # a clinician's own day
+            mine = [p for p in people.values() if p.get("user_id") == str(visit.live.session.user_id)]
+            practitioner_id = str(mine[0].get("id")) if mine else ""
+            answer = await day(practitioner_id) if mine else None
     booked: list[JsonObject] = []
     patients: dict[str, JsonObject] = {}
-    if parse_id(practitioner_id) is not None:
-        answer = await visit.call(
-            "GET",
-            "/api/appointments",
-            params={"practitioner_id": practitioner_id, "date": chosen.isoformat(), "limit": "200"},
-        )
+    if answer is not None:
         if not answer.ok:
             return refused(visit, answer)
         booked = items(answer)

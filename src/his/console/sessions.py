@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from his.console.domain import IDLE, LIFETIME, Locale, Session, Tokens, digest, new_cookie, new_csrf
 from his.console.ports import ConsoleUnits
@@ -18,6 +19,10 @@ from his.kernel.clock import Clock
 from his.kernel.crypto import DecryptionError, FieldCipher
 
 log = logging.getLogger("his.console")
+
+#: A session's last request is written at most this often (not on every page and htmx call): the
+#: idle end comes at most this much early.
+SEEN_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class SessionBook:
                 log.warning("a session's tokens do not decrypt; the session is ended")
                 await u.sessions.remove(session_id)
                 return None
-            if not touch:
+            if not touch or now - session.seen_at < SEEN_EVERY:  # a minute's precision is enough
                 return Live(session, tokens)
             await u.sessions.seen(session_id, now)
         return Live(replace(session, seen_at=max(session.seen_at, now)), tokens)

@@ -6,6 +6,7 @@ The pages themselves are in ``his.console.pages``; this module is what every pag
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -144,6 +145,9 @@ class Caller:
 
     def __init__(self, shared: Console, live: Live, client: str) -> None:
         self.shared, self.live, self.client = shared, live, client
+        #: One refresh at a time: a page's calls run at once, and a refresh token used twice
+        #: would end the sign-in (identity takes reuse for theft and revokes the family).
+        self._refreshing = asyncio.Lock()
 
     async def __call__(
         self,
@@ -155,6 +159,7 @@ class Caller:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         for attempt in (1, 2):
+            used = self.live.tokens
             answer = await self.shared.api.call(
                 method,
                 path,
@@ -166,9 +171,12 @@ class Caller:
             )
             if answer.status != 401 or attempt == 2:
                 return answer
-            if not await self.refresh():  # signed out elsewhere, or the sign-in ran its course
-                await self.shared.book.forget(self.live.session)
-                raise SignedOutError(ended=True)
+            async with self._refreshing:
+                if self.live.tokens is not used:  # another call of the page refreshed meanwhile
+                    continue
+                if not await self.refresh():  # signed out elsewhere, or the sign-in ran its course
+                    await self.shared.book.forget(self.live.session)
+                    raise SignedOutError(ended=True)
         raise AssertionError("unreachable")
 
     async def refresh(self) -> bool:

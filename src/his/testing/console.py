@@ -5,6 +5,7 @@ sets."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -121,6 +122,7 @@ class FakeApi:
     ) -> Answer:
         call = Call(method, path, client_ip, token, body, params, headers)
         self.calls.append(call)
+        await asyncio.sleep(0)  # a call waits for its answer, as over the network: others run meanwhile
         reply = self.replies.get((method, path), Answer(404, {"title": "Not Found", "status": 404}))
         return reply if isinstance(reply, Answer) else reply(call)
 
