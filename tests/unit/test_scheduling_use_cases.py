@@ -694,8 +694,21 @@ async def test_an_appointment_booked_while_patients_are_asked_is_left_out_of_a_c
         ({"patient_id": "a", "practitioner_id": "p"}, ["practitioner_id"]),
         ({"patient_id": "a", "date": "d"}, ["date"]),
         ({"patient_id": "a", "practitioner_id": "p", "date": "d"}, ["practitioner_id", "date"]),
+        ({"specialty": "s"}, ["date"]),
+        ({"practitioner_id": "p", "specialty": "s", "date": "d"}, ["specialty"]),
+        ({"patient_id": "a", "specialty": "s"}, ["specialty"]),
     ],
-    ids=["none", "practitioner", "date", "patient+practitioner", "patient+date", "all three"],
+    ids=[
+        "none",
+        "practitioner",
+        "date",
+        "patient+practitioner",
+        "patient+date",
+        "all three",
+        "specialty",
+        "practitioner+specialty",
+        "patient+specialty",
+    ],
 )
 @pytest.mark.parametrize("hard", [HARD_DATES[4]], ids=str)
 async def test_anything_but_a_patient_or_a_practitioners_day_is_a_422_naming_what_is_expected(
@@ -703,14 +716,59 @@ async def test_anything_but_a_patient_or_a_practitioners_day_is_a_422_naming_wha
 ) -> None:
     patient, doctor = world.patient(), world.practitioner((8, 16))
     await world.book(patient, doctor, 9)
-    values = {"a": str(patient), "p": str(doctor), "d": world.hard.day.isoformat()}
+    values = {"a": str(patient), "p": str(doctor), "d": world.hard.day.isoformat(), "s": "cardiology"}
     r = await world.client.get("/appointments", params={k: values[v] for k, v in params.items()}, headers=RECEPTION)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     problem = r.json()
-    assert "patient_id alone, or practitioner_id together with date" in problem["detail"]
-    assert problem["expected"] == [["patient_id"], ["practitioner_id", "date"]]
+    assert "patient_id alone, or practitioner_id or specialty together with date" in problem["detail"]
+    assert problem["expected"] == [["patient_id"], ["practitioner_id", "date"], ["specialty", "date"]]
     assert [e["loc"] for e in problem["errors"]] == [[n] for n in named]
     assert not [e for e in world.fake.published if e.type == ACCESSED and e.data["action"] == "read"]
+
+
+@pytest.mark.parametrize("hard", HARD_DATES, ids=str)
+async def test_a_clinics_day_is_every_practitioner_of_the_specialty_on_it_earliest_first(world: World) -> None:
+    """The day lists of the specialty's practitioners as one, between the day's two local
+    midnights, earliest first; another specialty's practitioner is not on it, nor another day."""
+    a = world.practitioner((-2, 30), name="Dr. Ay", specialty="cardiology")
+    b = world.practitioner((-2, 30), name="Dr. Bulut", specialty="cardiology")
+    other = world.practitioner((-2, 30), specialty="internal_medicine")
+
+    async def booked(practitioner: uuid.UUID, start: float) -> str:
+        r = await world.book(world.patient(), practitioner, start)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    late, early, middle = await booked(a, 15), await booked(b, 0), await booked(b, 9)
+    await booked(other, 8)
+    await booked(a, -1)  # the evening before
+    query = {"specialty": "cardiology", "date": world.hard.day.isoformat()}
+    r = await world.client.get("/appointments", params=query, headers=RECEPTION)
+    assert ids(r) == [early, middle, late]
+    r = await world.client.get("/appointments", params={**query, "limit": "2"}, headers=RECEPTION)
+    assert ids(r) == [early, middle]
+    unknown = await world.client.get("/appointments", params={**query, "specialty": "astrology"}, headers=RECEPTION)
+    assert unknown.status_code == 422 and "cardiology" in unknown.json()["valid"]
+
+
+@pytest.mark.parametrize("hard", [HARD_DATES[0]], ids=str)
+async def test_a_clinics_day_is_read_and_recorded_as_a_practitioners_is(world: World) -> None:
+    """A clinician sees on it only the patients in their care; a patient or another role is
+    refused before the directory is asked; every patient shown is recorded as read."""
+    doctor = world.practitioner((8, 16), specialty="cardiology")
+    cared, stranger = world.patient(), world.patient()
+    carer = uuid.uuid4()
+    world.patients.care[(cared, carer)] = CareBasis(in_care=True, emergency=False)
+    mine = (await world.book(cared, doctor, 9)).json()["id"]
+    await world.book(stranger, doctor, 10)
+    query = {"specialty": "cardiology", "date": world.hard.day.isoformat()}
+    assert ids(await world.client.get("/appointments", params=query, headers=bearer(carer, "DOCTOR"))) == [mine]
+    asked = world.directory.rosters
+    for role in ("PATIENT", "BILLING", "LAB_TECH"):
+        refused = await world.client.get("/appointments", params=query, headers=bearer(uuid.uuid4(), role))
+        assert refused.status_code == 403, role
+    assert world.directory.rosters == asked
+    assert world.records(carer) == [(cared, "read", "allowed", "care"), (stranger, "read", "denied", "care")]
 
 
 @pytest.mark.parametrize("day", ["2027-02-29", "28.03.2027", "2027-3-28", "9999-12-31", "1799-12-31", ""])
@@ -723,13 +781,13 @@ async def test_a_day_list_of_no_such_day_is_a_422(world: World, day: str) -> Non
 
 
 @pytest.mark.parametrize("hard", [HARD_DATES[0]], ids=str)
-async def test_the_api_documents_both_ways_to_list_appointments(world: World) -> None:
+async def test_the_api_documents_the_three_ways_to_list_appointments(world: World) -> None:
     document = (await world.client.get("/openapi.json")).json()
     operation = document["paths"]["/appointments"]["get"]
     params = {p["name"]: p for p in operation["parameters"]}
-    assert list(params) == ["patient_id", "practitioner_id", "date", "limit"]
+    assert list(params) == ["patient_id", "practitioner_id", "specialty", "date", "limit"]
     assert not any(p.get("required") for p in params.values())
-    assert "practitioner_id` together with `date`" in operation["description"]
+    assert "`practitioner_id` or `specialty` together with `date`" in operation["description"]
     assert {"403", "404", "422"} <= set(operation["responses"])
 
 

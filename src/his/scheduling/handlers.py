@@ -264,6 +264,15 @@ async def first_free_slots(
     return found[:limit]
 
 
+async def of_practitioners(
+    unit: SchedulingWork, practitioners: tuple[uuid.UUID, ...], window: Interval, limit: int
+) -> list[Appointment]:
+    """The appointments of ``practitioners`` that start within ``window``, the earliest first (at
+    one start by practitioner, then by id, as each practitioner's list is), at most ``limit``."""
+    found = [a for p in practitioners for a in await unit.appointments.of_practitioner(p, window, limit)]
+    return sorted(found, key=lambda a: (a.start, str(a.practitioner_id), str(a.id)))[:limit]
+
+
 #: How long a waitlisted patient has to take up an offered slot (never past the slot's start).
 OFFER_TIME = timedelta(minutes=30)
 
@@ -411,21 +420,42 @@ class Scheduling:
         patients among them, are refused before anything is read (403). Each patient on the list
         is a read of their record: recorded with the read that answers, allowed for each patient
         shown and denied for each left out."""
-        rule = policy.RULES[Operation.DAY_LIST]
-        if not rule.admits(who.roles):
+        self.day_lists_for(who)
+        return await self.days_of(who, (practitioner_id,), day, limit)
+
+    async def clinic_day(self, who: Principal, specialty: str, day: date, limit: int) -> list[Appointment]:
+        """A clinic's day: the appointments of every practitioner of ``specialty`` that start on
+        ``day``, the earliest first (at one start, by practitioner, then by id), at most
+        ``limit``; read and recorded as a practitioner's day list is (``day_list``). A specialty
+        that does not exist is a 422 naming those that do."""
+        self.day_lists_for(who)
+        roster = await self.practitioners.roster(specialty)
+        one_of("specialty", specialty, roster.specialties)
+        return await self.days_of(who, tuple(p.practitioner_id for p in roster.practitioners), day, limit)
+
+    @staticmethod
+    def day_lists_for(who: Principal) -> None:
+        """Refuse (403) a caller whose roles read no day list, before anything is read."""
+        if not policy.RULES[Operation.DAY_LIST].admits(who.roles):
             raise ProblemError(
                 403, "not allowed for your role: a day list is for reception and clinicians (patients give patient_id)"
             )
+
+    async def days_of(
+        self, who: Principal, practitioners: tuple[uuid.UUID, ...], day: date, limit: int
+    ) -> list[Appointment]:
+        """The day lists of ``practitioners`` on ``day`` as one, for a caller allowed day lists."""
+        rule = policy.RULES[Operation.DAY_LIST]
         window = local_day(day, self.zone)
         #: Each patient's decision, for a clinician; None: one decision by role for every patient.
         decided: dict[uuid.UUID, Decision] | None = None
         if rule.needs_relationship(who.roles):
             async with self.units.read() as unit:  # whose appointments they are, to ask patients about
-                seen = await unit.appointments.of_practitioner(practitioner_id, window, limit)
+                seen = await of_practitioners(unit, practitioners, window, limit)
             decided = await self.decide_each(who, Operation.DAY_LIST, (a.patient_id for a in seen))
         by_role = policy.decide(Operation.DAY_LIST, who.roles, NONE)
         async with self.units.read() as uow:
-            found = await uow.appointments.of_practitioner(practitioner_id, window, limit)
+            found = await of_practitioners(uow, practitioners, window, limit)
             decisions: dict[uuid.UUID, Decision | None] = {
                 pid: by_role if decided is None else decided.get(pid)
                 for pid in dict.fromkeys(a.patient_id for a in found)

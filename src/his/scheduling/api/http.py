@@ -239,13 +239,15 @@ async def one(appointment_id: uuid.UUID, who: Caller, calendar: Calendar) -> App
 
 
 #: What ``GET /appointments`` lists by: one of these sets of query parameters, exactly.
-LISTS = "patient_id alone, or practitioner_id together with date"
+LISTS = "patient_id alone, or practitioner_id or specialty together with date"
 
 
 @router.get(
     "/appointments",
-    summary="Of Patient or Practitioner's Day",
-    responses=errors(403, 404, (422, "not patient_id alone, nor practitioner_id with date; or invalid values")),
+    summary="Of Patient, Practitioner's or Clinic's Day",
+    responses=errors(
+        403, 404, (422, "not patient_id alone, nor practitioner_id or specialty with date; or invalid values")
+    ),
     openapi_extra=public("/api/appointments"),
 )
 async def of_patient(
@@ -256,13 +258,18 @@ async def of_patient(
     practitioner_id: Annotated[
         uuid.UUID | None, Query(description="a practitioner's day list, on `date` (required with it)")
     ] = None,
+    specialty: Annotated[
+        str | None,
+        Query(max_length=64, description="a clinic's day list: every practitioner of this specialty, on `date`"),
+    ] = None,
     day: Annotated[
         CalendarDate | None, Query(alias="date", description="the day of the day list, in the hospital's time zone")
     ] = None,
     limit: Limit = 50,
 ) -> Appointments:
-    """Appointments, of one patient or one practitioner's day: give `patient_id` alone, or
-    `practitioner_id` together with `date` (any other combination is a 422).
+    """Appointments, of one patient, one practitioner's day or one clinic's day: give
+    `patient_id` alone, or `practitioner_id` or `specialty` together with `date` (any other
+    combination is a 422).
 
     A patient's appointments, latest first: the patient, reception, or clinicians in the
     patient's care (others get a 403 that points to emergency access).
@@ -272,36 +279,54 @@ async def of_patient(
     hours long), the earliest first, at most `limit` of them (50 unless given): RECEPTIONIST and
     ADMIN see all of them; a DOCTOR or NURSE those of patients in their care or under an
     emergency grant (the others are left out); other roles and patients get a 403. Every
-    patient on it is recorded as read (and each left out as refused)."""
-    if patient_id is not None and practitioner_id is None and day is None:
+    patient on it is recorded as read (and each left out as refused).
+
+    A clinic's day list: the same, for every practitioner of `specialty` (a code of
+    `GET /api/practitioners/specialties`; another is a 422 naming them), the earliest first."""
+    if patient_id is not None and practitioner_id is None and specialty is None and day is None:
         found = await calendar.of_patient(who, patient_id, limit)
-    elif patient_id is None and practitioner_id is not None and day is not None:
+    elif patient_id is None and practitioner_id is not None and specialty is None and day is not None:
         found = await calendar.day_list(who, practitioner_id, day, limit)
+    elif patient_id is None and practitioner_id is None and specialty is not None and day is not None:
+        found = await calendar.clinic_day(who, specialty, day, limit)
     else:
-        raise unlisted(patient_id, practitioner_id, day)
+        raise unlisted(patient_id, practitioner_id, day, specialty)
     return Appointments(items=[Appointment.model_validate(a) for a in found])
 
 
-def unlisted(patient_id: uuid.UUID | None, practitioner_id: uuid.UUID | None, day: date | None) -> ProblemError:
+def unlisted(
+    patient_id: uuid.UUID | None, practitioner_id: uuid.UUID | None, day: date | None, specialty: str | None = None
+) -> ProblemError:
     """The 422 for a combination of ``GET /appointments``'s parameters it does not list by: what
     it lists by (``expected``), and each parameter missing or out of place (``errors``)."""
     given = [
-        n for n, v in (("patient_id", patient_id), ("practitioner_id", practitioner_id), ("date", day)) if v is not None
+        n
+        for n, v in (
+            ("patient_id", patient_id),
+            ("practitioner_id", practitioner_id),
+            ("specialty", specialty),
+            ("date", day),
+        )
+        if v is not None
     ]
     if patient_id is not None:
         wrong = [(name, "not with patient_id") for name in given if name != "patient_id"]
+    elif practitioner_id is not None and specialty is not None:
+        wrong = [("specialty", "not with practitioner_id")]
     elif practitioner_id is not None:
         wrong = [("date", "required with practitioner_id")]
+    elif specialty is not None:
+        wrong = [("date", "required with specialty")]
     elif day is not None:
-        wrong = [("practitioner_id", "required with date")]
+        wrong = [("practitioner_id", "required with date, or specialty")]
     else:
-        wrong = [("patient_id", "required, unless practitioner_id and date are given")]
+        wrong = [("patient_id", "required, unless practitioner_id or specialty and date are given")]
     errs: list[JsonLike] = [{"loc": [name], "msg": msg} for name, msg in wrong]
     return ProblemError(
         422,
         f"give {LISTS} (given: {', '.join(given) or 'none of them'})",
         errors=errs,
-        expected=[["patient_id"], ["practitioner_id", "date"]],
+        expected=[["patient_id"], ["practitioner_id", "date"], ["specialty", "date"]],
     )
 
 
