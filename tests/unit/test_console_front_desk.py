@@ -316,3 +316,18 @@ async def test_the_first_free_times_across_practitioners_of_a_specialty(desk: De
         "limit": "12",
         "specialty": "cardiology",
     }
+
+
+async def test_a_clinics_day_list_is_asked_by_specialty_and_names_each_practitioner(desk: Desk) -> None:
+    day: JsonObject = {"id": str(uuid.uuid4()), "patient_id": PATIENT, "practitioner_id": DOCTOR, "status": "booked"}
+    day |= {"service": "consultation", "start": "2028-01-01T07:00:00+00:00", "end": "2028-01-01T07:20:00+00:00"}
+    desk.api.answer("GET", "/api/appointments", Answer(200, {"items": [day]}))
+    desk.api.answer("GET", "/api/patients", Answer(200, {"items": [RECORD]}))
+    r = await desk.client.get("/day-list", params={"specialty": "cardiology"})
+    assert r.status_code == 200 and "Dr. Deniz Öztürk" in r.text and "Yılmaz, Elif" in r.text
+    assert calls(desk, "/api/appointments")[-1].params == {
+        "specialty": "cardiology",
+        "date": "2028-01-01",
+        "limit": "200",
+    }
+    assert 'data-live="/day-list/events?specialty=cardiology&amp;day=2028-01-01"' in r.text

@@ -44,3 +44,15 @@ async def test_a_listener_is_told_once_however_many_events_come_and_only_of_its_
         await asyncio.wait_for(mine.get(), 1)
         assert mine.empty()
     assert feed.listening == 0
+
+
+async def test_a_clinics_listener_hears_each_of_its_practitioners_days_once() -> None:
+    feed = Feed(ISTANBUL)
+    other = "0b6a1c1e-6f1e-4f8e-9d55-2b1f0e7c9a11"
+    day = date(2028, 1, 1)
+    async with feed.listen((DOCTOR, day), (other, day)) as clinic:
+        assert feed.listening == 1
+        other_event = event("2027-12-31T22:30:00+00:00").replace(DOCTOR.encode(), other.encode())
+        assert feed.hear(other_event) == 1 and feed.hear(event("2027-12-31T22:30:00+00:00")) == 1
+        assert clinic.qsize() == 1
+    assert feed.listening == 0

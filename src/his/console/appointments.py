@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date
+from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -177,16 +178,26 @@ async def slip(visit: SignedIn, appointment_id: str, booked: bool = False) -> Re
     )
 
 
-async def day_view(visit: Visit, practitioner_id: str, chosen: date) -> dict[str, object] | Response:
-    """What a day list shows: the practitioner's appointments on ``chosen``, their patients by
-    name, and what the user may do to each (or the page that says why not)."""
+async def day_view(
+    visit: Visit, practitioner_id: str, chosen: date, specialty: str = ""
+) -> dict[str, object] | Response:
+    """What a day list shows: the appointments on ``chosen`` of one practitioner, or of a clinic
+    (every practitioner of ``specialty``), their patients by name, and what the user may do to
+    each (or the page that says why not)."""
 
     async def day(practitioner: str) -> Answer:
         params = {"practitioner_id": practitioner, "date": chosen.isoformat(), "limit": "200"}
         return await visit.call("GET", "/api/appointments", params=params)
 
+    async def clinic() -> Answer:
+        params = {"specialty": specialty, "date": chosen.isoformat(), "limit": "200"}
+        return await visit.call("GET", "/api/appointments", params=params)
+
     if parse_id(practitioner_id) is not None:  # the directory and the day at once
+        specialty = ""
         people, answer = await asyncio.gather(practitioner_names(visit), day(practitioner_id))
+    elif specialty:
+        people, answer = await asyncio.gather(practitioner_names(visit), clinic())
     else:
         people, answer = await practitioner_names(visit), None
         if visit.roles & CLINIC:  # a clinician's own day
@@ -200,14 +211,19 @@ async def day_view(visit: Visit, practitioner_id: str, chosen: date) -> dict[str
             return refused(visit, answer)
         booked = items(answer)
         patients = await patient_names(visit, [str(a.get("patient_id")) for a in booked])
+    which = f"specialty={quote(specialty)}" if specialty else f"practitioner_id={practitioner_id}"
     return {
         "practitioners": sorted(people.values(), key=lambda p: str(p.get("full_name"))),
+        "people": people,
+        "specialties": await specialties(visit),
         "practitioner_id": practitioner_id,
+        "specialty": specialty,
         "day": chosen,
         "appointments": booked,
         "patients": patients,
         "actions": [a for a, roles in ACTIONS.items() if roles & visit.roles],
-        "here": f"/day-list?practitioner_id={practitioner_id}&day={chosen.isoformat()}",
+        "which": which,
+        "here": f"/day-list?{which}&day={chosen.isoformat()}",
     }
 
 
@@ -218,21 +234,21 @@ def may_see_day_lists(visit: Visit) -> Response | None:
 
 
 @router.get("/day-list", response_class=HTMLResponse)
-async def day_list(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
-    """A practitioner's appointments on a day, in order, with who is coming and what to do next;
-    it follows the day live (``/day-list/events``)."""
+async def day_list(visit: SignedIn, practitioner_id: str = "", specialty: str = "", day: str = "") -> Response:
+    """A practitioner's (or a clinic's) appointments on a day, in order, with who is coming and
+    what to do next; it follows the day live (``/day-list/events``)."""
     if (no := may_see_day_lists(visit)) is not None:
         return no
-    view = await day_view(visit, practitioner_id, day_of(day, visit))
+    view = await day_view(visit, practitioner_id, day_of(day, visit), specialty)
     return view if isinstance(view, Response) else visit.page("day_list.html", view)
 
 
 @router.get("/day-list/rows", response_class=HTMLResponse)
-async def day_list_rows(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+async def day_list_rows(visit: SignedIn, practitioner_id: str = "", specialty: str = "", day: str = "") -> Response:
     """The day list's table alone, for htmx to swap in when the day changed."""
     if (no := may_see_day_lists(visit)) is not None:
         return no
-    view = await day_view(visit, practitioner_id, day_of(day, visit))
+    view = await day_view(visit, practitioner_id, day_of(day, visit), specialty)
     return view if isinstance(view, Response) else visit.page("day_list_rows.html", view)
 
 
@@ -241,19 +257,27 @@ HEARTBEAT = 15.0
 
 
 @router.get("/day-list/events")
-async def day_list_events(visit: SignedIn, practitioner_id: str = "", day: str = "") -> Response:
+async def day_list_events(visit: SignedIn, practitioner_id: str = "", specialty: str = "", day: str = "") -> Response:
     """Server-sent events: "changed" whenever the day list's appointments change (booked, moved,
-    cancelled, checked in …). The stream carries no data: the page asks for the list again. It
-    ends when the session does; the browser reconnects by itself, and is then asked to sign in."""
+    cancelled, checked in …); a clinic's, whenever one of its practitioners' does. The stream
+    carries no data: the page asks for the list again. It ends when the session does; the
+    browser reconnects by itself, and is then asked to sign in."""
     feed = visit.shared.feed
-    if (no := may_see_day_lists(visit)) is not None or feed is None or parse_id(practitioner_id) is None:
+    if (no := may_see_day_lists(visit)) is not None or feed is None:
         return no or Response(status_code=204)  # 204: the browser stops reconnecting
-    key = (practitioner_id, day_of(day, visit))
+    chosen = day_of(day, visit)
+    if parse_id(practitioner_id) is not None:
+        keys = [(practitioner_id, chosen)]
+    else:
+        people = await practitioner_names(visit)
+        keys = [(pid, chosen) for pid, p in people.items() if specialty and p.get("specialty") == specialty]
+    if not keys:
+        return Response(status_code=204)
     ends = visit.live.session.ends_at()
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 5000\n\n"
-        async with feed.listen(key) as changes:
+        async with feed.listen(*keys) as changes:
             while (left := (ends - visit.shared.book.clock()).total_seconds()) > 0:
                 try:
                     await asyncio.wait_for(changes.get(), min(HEARTBEAT, left))

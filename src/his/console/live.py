@@ -58,26 +58,29 @@ class Feed:
         return self.changed(days_of(event, self.zone))
 
     def changed(self, days: Iterable[Day]) -> int:
-        told = 0
+        told: set[int] = set()
         for day in days:
             for queue in self._listeners.get(day, ()):
                 if queue.empty():  # one "changed" waiting is enough, however many events came
                     queue.put_nowait(None)
-                told += 1
-        return told
+                told.add(id(queue))
+        return len(told)
 
     @contextlib.asynccontextmanager
-    async def listen(self, day: Day) -> AsyncIterator[asyncio.Queue[None]]:
-        """A queue that gets an item whenever ``day`` changes, while the block runs."""
+    async def listen(self, *days: Day) -> AsyncIterator[asyncio.Queue[None]]:
+        """A queue that gets an item whenever one of ``days`` changes, while the block runs."""
         queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
-        self._listeners[day].add(queue)
+        for day in days:
+            self._listeners[day].add(queue)
         try:
             yield queue
         finally:
-            self._listeners[day].discard(queue)
-            if not self._listeners[day]:
-                del self._listeners[day]
+            for day in days:
+                self._listeners[day].discard(queue)
+                if not self._listeners[day]:
+                    del self._listeners[day]
 
     @property
     def listening(self) -> int:
-        return sum(len(q) for q in self._listeners.values())
+        """How many listeners there are (one listening to several days counts once)."""
+        return len({id(q) for queues in self._listeners.values() for q in queues})
