@@ -162,3 +162,18 @@ async def test_an_unexpected_failure_is_a_page_in_the_users_language(doctor: Des
     doctor.api.answer("GET", f"/api/patients/{PATIENT}", broken)
     r = await doctor.client.get(f"/patients/{PATIENT}")
     assert r.status_code == 500 and "Something went wrong on our side" in r.text and "a bug" not in r.text
+
+
+async def test_staff_without_a_practitioner_profile_are_named_from_the_staff_directory(doctor: Desk) -> None:
+    nurse = str(uuid.uuid4())
+    doctor.api.answer("GET", f"/api/patients/{PATIENT}", Answer(200, RECORD))
+    note: JsonObject = {"id": "n", "kind": "note", "code": None, "text": "obs stable", "author_id": nurse}
+    note |= {"author_roles": ["NURSE"], "created_at": "2027-12-31T11:00:00+00:00"}
+    doctor.api.answer("GET", f"/api/patients/{PATIENT}/records", Answer(200, {"items": [note]}))
+    doctor.api.answer(
+        "GET", "/api/staff", Answer(200, {"items": [{"id": nurse, "full_name": "Nurse Ece", "roles": []}]})
+    )
+    r = await doctor.client.get(f"/patients/{PATIENT}")
+    assert "Nurse Ece" in r.text
+    (asked,) = [c for c in doctor.api.calls if c.path == "/api/staff"]
+    assert asked.params == [("id", nurse)]  # the doctor is named by their practitioner profile

@@ -127,3 +127,22 @@ async def test_only_patients_have_a_portal() -> None:
         await desk.sign_in(["RECEPTIONIST"])
         for path in ("/portal", "/portal/accesses", "/portal/preferences", "/portal/book"):
             assert (await desk.client.get(path)).status_code == 403, path
+
+
+async def test_who_saw_my_record_names_the_staff(patient: Desk) -> None:
+    clerk = str(uuid.uuid4())
+    trail: JsonObject = {
+        "items": [
+            {"at": "2027-12-31T09:00:00+00:00", "actor_id": clerk, "actor_roles": ["RECEPTIONIST"],
+             "action": "create", "purpose": "registration", "flagged": False},
+            {"at": "2027-12-31T08:00:00+00:00", "actor_id": "spiffe://his.local/service/notifications",
+             "actor_roles": ["spiffe://his.local/service/notifications"], "action": "read",
+             "purpose": "notifications", "flagged": False},
+        ]
+    }  # fmt: skip
+    patient.api.answer("GET", "/api/audit", Answer(200, trail))
+    patient.api.answer("GET", "/api/staff", Answer(200, {"items": [{"id": clerk, "full_name": "Ayşe Desk"}]}))
+    r = await patient.client.get("/portal/accesses")
+    assert "Ayşe Desk" in r.text and "Registration at the front desk" in r.text and "Automatic messages" in r.text
+    (asked,) = [c for c in patient.api.calls if c.path == "/api/staff"]
+    assert asked.params == [("id", clerk)]

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from his.console.appointments import CLINIC
-from his.console.front_desk import DESK, items, parse_id, practitioner_names, refused
+from his.console.front_desk import DESK, items, parse_id, practitioner_names, refused, staff_names
 from his.console.i18n import N_
 from his.console.web import SignedIn, Visit, form_lists, form_of
 from his.kernel.json import JsonObject
@@ -46,6 +46,15 @@ ORDER_STATES = {
 }
 #: Characters a reason for emergency access needs (the API's own bounds).
 REASON = (20, 500)
+
+
+def authors(extra: dict[str, object]) -> list[object]:
+    """The staff a clinician's chart names: the care team and the record's authors."""
+    team, entries = extra.get("team"), extra.get("entries")
+    found: list[object] = [r.get("user_id") for r in team if isinstance(r, dict)] if isinstance(team, list) else []
+    if isinstance(entries, list):
+        found += [e.get("author_id") for e in entries if isinstance(e, dict)]
+    return found
 
 
 def moment_or_none(text: str) -> datetime | None:
@@ -115,7 +124,7 @@ async def chart(
         patient=record.body,
         appointments=booked,
         practitioners=people,
-        staff={str(p.get("user_id")): p for p in people.values() if p.get("user_id")},
+        staff=await staff_names(visit, authors(extra), people),
         registered=registered,
         saved=saved,
         moved=moved,

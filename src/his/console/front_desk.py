@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from fastapi import APIRouter
@@ -198,6 +199,18 @@ async def invite(visit: SignedIn, patient_id: str) -> Response:
 async def practitioner_names(visit: Visit) -> dict[str, JsonObject]:
     """The practitioner directory by id (names and specialties, for lists that hold ids)."""
     return {str(p.get("id")): p for p in items(await visit.call("GET", "/api/practitioners", params={"limit": "200"}))}
+
+
+async def staff_names(visit: Visit, ids: Iterable[object], people: dict[str, JsonObject]) -> dict[str, JsonObject]:
+    """Staff by account id, named: those with a practitioner profile from ``people`` (the
+    directory), the others asked of the staff directory (``GET /api/staff``) in one call per 200."""
+    named = {str(p.get("user_id")): p for p in people.values() if p.get("user_id")}
+    wanted = [i for i in dict.fromkeys(str(i) for i in ids if i) if i not in named and parse_id(i) is not None]
+    for start in range(0, len(wanted), 200):
+        batch = wanted[start : start + 200]
+        answer = await visit.call("GET", "/api/staff", params=[("id", i) for i in batch])
+        named |= {str(s.get("id")): s for s in items(answer)}
+    return named
 
 
 def when(value: Json) -> datetime | None:

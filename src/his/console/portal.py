@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from his.console.appointments import day_of, free_slots, services, specialties
 from his.console.chart import FLAGS
-from his.console.front_desk import items, parse_id, practitioner_names, refused
+from his.console.front_desk import items, parse_id, practitioner_names, refused, staff_names
 from his.console.i18n import N_
 from his.console.web import SignedIn, Visit, form_of
 from his.kernel.json import JsonObject
@@ -336,7 +336,8 @@ async def accesses(visit: SignedIn, *, mine: bool = False) -> Response:
         mine=mine,
         purposes=PURPOSES,
         systems=SYSTEMS,
-        staff={str(p.get("user_id")): p for p in people.values() if p.get("user_id")},
+        # A workload's actor id is its SPIFFE id, not an account: staff_names leaves it out.
+        staff=await staff_names(visit, [a.get("actor_id") for a in found if a.get("actor_id") != me_user], people),
         me_user=me_user,
         verbs=ACTIONS,
     )
