@@ -14,7 +14,7 @@ from his.console.domain import Answer
 from his.console.front_desk import registration, typed_date
 from his.kernel.json import Json, JsonObject
 from his.testing.console import Call
-from tests.support.console import Desk, console_desk
+from tests.support.console import USER, Desk, console_desk
 
 PATIENT = str(uuid.uuid4())
 DOCTOR = str(uuid.uuid4())
@@ -331,3 +331,21 @@ async def test_a_clinics_day_list_is_asked_by_specialty_and_names_each_practitio
         "limit": "200",
     }
     assert 'data-live="/day-list/events?specialty=cardiology&amp;day=2028-01-01"' in r.text
+
+
+async def test_my_day_finds_the_clinicians_own_profile_and_follows_a_change_of_it() -> None:
+    async with console_desk() as desk:
+        await desk.sign_in(["DOCTOR"])
+        mine: JsonObject = {**PROFILE, "user_id": str(USER)}
+        desk.api.answer("GET", "/api/practitioners", Answer(200, {"items": [mine]}))
+        desk.api.answer("GET", "/api/appointments", Answer(200, {"items": []}))
+        for _ in range(2):
+            assert (await desk.client.get("/day-list")).status_code == 200
+        asked = [c.params for c in desk.api.calls if c.path == "/api/appointments"]
+        assert asked == [{"practitioner_id": DOCTOR, "date": "2028-01-01", "limit": "200"}] * 2  # once per page
+        moved = str(uuid.uuid4())  # the account's profile is now another one
+        desk.api.answer("GET", "/api/practitioners", Answer(200, {"items": [{**mine, "id": moved}]}))
+        r = await desk.client.get("/day-list")
+        asked = [c.params for c in desk.api.calls if c.path == "/api/appointments"]
+        assert isinstance(asked[-1], dict) and asked[-1]["practitioner_id"] == moved
+        assert f'<option value="{moved}" selected>' in r.text

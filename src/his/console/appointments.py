@@ -179,31 +179,56 @@ async def slip(visit: SignedIn, appointment_id: str, booked: bool = False) -> Re
 
 
 async def day_view(
-    visit: Visit, practitioner_id: str, chosen: date, specialty: str = ""
+    visit: Visit, practitioner_id: str, chosen: date, specialty: str = "", *, whole_page: bool = True
 ) -> dict[str, object] | Response:
     """What a day list shows: the appointments on ``chosen`` of one practitioner, or of a clinic
     (every practitioner of ``specialty``), their patients by name, and what the user may do to
-    each (or the page that says why not)."""
+    each (or the page that says why not). The calls that do not depend on each other are made
+    at once; the list of clinics only for the whole page (not for its rows alone)."""
+    clinics = asyncio.create_task(specialties(visit)) if whole_page else None
+    try:
+        return await day_of_list(visit, practitioner_id, chosen, specialty, clinics)
+    finally:
+        if clinics is not None and not clinics.done():
+            clinics.cancel()
+
+
+async def day_of_list(
+    visit: Visit,
+    practitioner_id: str,
+    chosen: date,
+    specialty: str,
+    clinics: asyncio.Task[list[JsonObject]] | None,
+) -> dict[str, object] | Response:
 
     async def day(practitioner: str) -> Answer:
         params = {"practitioner_id": practitioner, "date": chosen.isoformat(), "limit": "200"}
         return await visit.call("GET", "/api/appointments", params=params)
 
+    async def nothing() -> None:
+        return None
+
     async def clinic() -> Answer:
         params = {"specialty": specialty, "date": chosen.isoformat(), "limit": "200"}
         return await visit.call("GET", "/api/appointments", params=params)
 
+    answer: Answer | None
     if parse_id(practitioner_id) is not None:  # the directory and the day at once
         specialty = ""
         people, answer = await asyncio.gather(practitioner_names(visit), day(practitioner_id))
     elif specialty:
         people, answer = await asyncio.gather(practitioner_names(visit), clinic())
+    elif visit.roles & CLINIC:  # a clinician's own day: their profile as last found, checked below
+        me, profiles = str(visit.live.session.user_id), visit.shared.profiles
+        guess = profiles.get(me)
+        people, answer = await asyncio.gather(practitioner_names(visit), day(guess) if guess else nothing())
+        mine = [p for p in people.values() if p.get("user_id") == me]
+        practitioner_id = str(mine[0].get("id")) if mine else ""
+        if practitioner_id != guess:  # first seen, or the profile changed: ask for the right day
+            profiles[me] = practitioner_id
+            answer = await day(practitioner_id) if mine else None
     else:
         people, answer = await practitioner_names(visit), None
-        if visit.roles & CLINIC:  # a clinician's own day
-            mine = [p for p in people.values() if p.get("user_id") == str(visit.live.session.user_id)]
-            practitioner_id = str(mine[0].get("id")) if mine else ""
-            answer = await day(practitioner_id) if mine else None
     booked: list[JsonObject] = []
     patients: dict[str, JsonObject] = {}
     if answer is not None:
@@ -215,7 +240,7 @@ async def day_view(
     return {
         "practitioners": sorted(people.values(), key=lambda p: str(p.get("full_name"))),
         "people": people,
-        "specialties": await specialties(visit),
+        "specialties": await clinics if clinics is not None else [],
         "practitioner_id": practitioner_id,
         "specialty": specialty,
         "day": chosen,
@@ -248,7 +273,7 @@ async def day_list_rows(visit: SignedIn, practitioner_id: str = "", specialty: s
     """The day list's table alone, for htmx to swap in when the day changed."""
     if (no := may_see_day_lists(visit)) is not None:
         return no
-    view = await day_view(visit, practitioner_id, day_of(day, visit), specialty)
+    view = await day_view(visit, practitioner_id, day_of(day, visit), specialty, whole_page=False)
     return view if isinstance(view, Response) else visit.page("day_list_rows.html", view)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
@@ -63,6 +63,9 @@ class Console:
     zone: tzinfo = UTC
     #: What the console hears of the bus, for the pages that follow it live.
     feed: Feed | None = None
+    #: Each clinician's practitioner profile, by account, as last found in the directory (so that
+    #: "my day" asks the directory and the day at once); checked again on every page.
+    profiles: dict[str, str] = field(default_factory=dict)
 
 
 def console(request: Request) -> Console:
