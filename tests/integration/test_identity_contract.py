@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import asyncpg
@@ -19,7 +19,7 @@ import pytest
 from asyncpg.exceptions import CharacterNotInRepertoireError
 
 from his.events.identity import UserRegistered
-from his.identity.domain import EmailTakenError, RefreshToken, User, token_hash
+from his.identity.domain import EmailTakenError, RefreshToken, StaffMember, User, token_hash
 from his.identity.keys import RETIRE_AFTER, SigningKey, StoredKey
 from his.identity.ports import IdentityUnits, IdentityWork
 from his.identity.store import IdentityStore
@@ -41,6 +41,8 @@ class Side:
     units: IdentityUnits
     #: The types of the events committed so far, in commit order.
     published: Callable[[], Awaitable[list[str]]]
+    #: Disable an account (no use case does yet; the column is there and sign-ins honour it).
+    disable: Callable[[uuid.UUID], Awaitable[None]]
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -52,7 +54,10 @@ async def side(request: pytest.FixtureRequest, admin_dsn: str) -> AsyncIterator[
         async def in_memory() -> list[str]:
             return [e.type for e in fake.published]
 
-        yield Side(fake, in_memory)
+        async def disable_in_memory(user_id: uuid.UUID) -> None:
+            fake.state.users[user_id] = replace(fake.state.users[user_id], disabled_at=NOW)
+
+        yield Side(fake, in_memory, disable_in_memory)
         return
     dsn = await migrations.provision(admin_dsn, "identity", "pw-identity-contract")
     await migrations.upgrade(admin_dsn, "identity")
@@ -63,8 +68,11 @@ async def side(request: pytest.FixtureRequest, admin_dsn: str) -> AsyncIterator[
     async def in_outbox() -> list[str]:
         return [r[0] for r in await db.pool.fetch("SELECT subject FROM outbox ORDER BY id")]
 
+    async def disable_in_table(user_id: uuid.UUID) -> None:
+        await db.pool.execute("UPDATE app_user SET disabled_at = $2 WHERE id = $1", user_id, NOW)
+
     try:
-        yield Side(IdentityStore(db), in_outbox)
+        yield Side(IdentityStore(db), in_outbox, disable_in_table)
     finally:
         await db.close()
         await _empty(admin_dsn)  # the next file's tests find the schema as a fresh one
@@ -146,6 +154,33 @@ async def test_an_account_is_kept_as_added(side: Side) -> None:
     async with side.units.read() as u:
         admin = await u.users.get(staffed)
         assert admin is not None and (admin.roles, admin.password_hash) == (("ADMIN", "AUDITOR"), "$argon2id$new")
+
+
+async def test_the_staff_directory_names_accounts_with_a_staff_role_not_disabled(side: Side) -> None:
+    async with side.units.uow() as u:
+        doctor = await _add_user(u, roles=("DOCTOR",), name="Deniz Doğan")
+        nurse = await _add_user(u, roles=("NURSE", "LAB_TECH"), name="Nur Yalın")  # kept as given, unsorted
+        patient = await _add_user(u, roles=("PATIENT",), name="Ay Se")
+        both = await _add_user(u, roles=("PATIENT", "RECEPTIONIST"), name="Pelin Hasta")
+        gone = await _add_user(u, roles=("DOCTOR",), name="Eski Doktor")
+        auditor = await _add_user(u, roles=("AUDITOR", "ADMIN", "BILLING"), name="Can Denetçi")
+    await side.disable(gone)
+    asked = [nurse, uuid.uuid4(), patient, doctor, gone, both, auditor, nurse]
+    async with side.units.read() as u:
+        found = await u.users.staff(asked)
+        assert await u.users.staff([]) == []
+        assert await u.users.staff([patient, gone, uuid.uuid4()]) == []
+    async with side.units.uow() as u:  # in a unit of work alike
+        assert await u.users.staff([doctor]) == [StaffMember(doctor, "Deniz Doğan", ("DOCTOR",))]
+    assert sorted(found, key=lambda m: m.id) == sorted(
+        [
+            StaffMember(doctor, "Deniz Doğan", ("DOCTOR",)),
+            StaffMember(nurse, "Nur Yalın", ("LAB_TECH", "NURSE")),
+            StaffMember(both, "Pelin Hasta", ("RECEPTIONIST",)),  # named as staff, never as a patient
+            StaffMember(auditor, "Can Denetçi", ("ADMIN", "AUDITOR", "BILLING")),
+        ],
+        key=lambda m: m.id,
+    )
 
 
 async def test_an_address_is_taken_once_and_a_refused_account_leaves_nothing(side: Side) -> None:

@@ -42,9 +42,13 @@ from his.identity.domain import (
     REVOCATION_LEEWAY,
     Backoff,
     EmailTakenError,
+    StaffMember,
     User,
     WeakPasswordError,
+    in_directory,
+    in_order,
     normalise_email,
+    staff_roles,
     token_hash,
 )
 from his.identity.handlers import PRUNE_EVERY, Identity, Registrations, Throttle
@@ -52,7 +56,7 @@ from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, sign_access_token
 from his.identity.passwords import Passwords
 from his.kernel.clock import FakeClock
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
-from his.testing.identity import FakeIdentity
+from his.testing.identity import FakeIdentity, FakeUsers
 from tests.support.api import serve
 from tests.support.calendar import HARD_DATES, HardDate
 
@@ -593,3 +597,95 @@ async def test_an_administrator_the_rules_refuse_is_not_created(make: Make) -> N
     with pytest.raises(EmailTakenError):
         await idp.identity.ensure_admin(email=taken, password=NEW_PASSWORD)
     assert [u.roles for u in idp.fake.state.users.values()] == [("PATIENT",)]
+
+
+# --- the staff directory -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "disabled", "listed", "shown"),
+    [
+        (("DOCTOR",), False, True, ("DOCTOR",)),
+        (("NURSE", "LAB_TECH"), False, True, ("LAB_TECH", "NURSE")),
+        (("ADMIN",), False, True, ("ADMIN",)),
+        (("RECEPTIONIST",), False, True, ("RECEPTIONIST",)),
+        (("BILLING",), False, True, ("BILLING",)),
+        (("AUDITOR",), False, True, ("AUDITOR",)),
+        (("PATIENT",), False, False, ()),
+        (("PATIENT", "NURSE"), False, True, ("NURSE",)),  # a nurse who is also a patient: named as a nurse
+        (("DOCTOR",), True, False, ("DOCTOR",)),
+        ((), False, False, ()),
+    ],
+)
+def test_who_the_staff_directory_names(
+    roles: tuple[str, ...], disabled: bool, listed: bool, shown: tuple[str, ...]
+) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC) if disabled else None
+    assert in_directory(roles, at) is listed
+    assert staff_roles(roles) == shown
+
+
+def test_the_staff_directory_keeps_the_order_given_each_once() -> None:
+    a, b, c = (StaffMember(uuid.uuid4(), name, ("NURSE",)) for name in ("A", "B", "C"))
+    assert in_order([c.id, uuid.uuid4(), a.id, c.id, b.id, a.id], [a, b, c]) == [c, a, b]
+    assert in_order([a.id], []) == []
+
+
+def test_the_gateway_routes_the_staff_directory_to_identity() -> None:
+    match = resolve("GET", "/api/staff")
+    assert isinstance(match, Match)
+    assert (match.route.service, match.upstream_path, match.route.public) == ("identity", "/staff", False)
+
+
+async def _staff(idp: Idp, name: str, *roles: Role) -> uuid.UUID:
+    return await idp.identity.register(email=email(), password=PASSWORD, full_name=name, roles=list(roles))
+
+
+async def test_the_staff_directory_names_staff_in_the_order_given(idp: Idp, monkeypatch: pytest.MonkeyPatch) -> None:
+    doctor = await _staff(idp, "Deniz Doğan", Role.DOCTOR)
+    nurse = await _staff(idp, "Nur Yalın", Role.NURSE, Role.LAB_TECH)
+    admin = await _staff(idp, "Ad Min", Role.ADMIN)
+    both = await _staff(idp, "Pelin Hasta", Role.PATIENT, Role.RECEPTIONIST)
+    gone = await _staff(idp, "Eski Doktor", Role.DOCTOR)
+    idp.fake.state.users[gone] = replace(idp.fake.state.users[gone], disabled_at=idp.clock())
+    patient_email = await idp.signed_up()
+    patient = idp.account(patient_email).id
+    events = len(idp.fake.published)
+    queries: list[list[uuid.UUID]] = []
+    real = FakeUsers.staff
+
+    async def counted(self: FakeUsers, ids: list[uuid.UUID]) -> list[StaffMember]:
+        queries.append(list(ids))
+        return await real(self, ids)
+
+    monkeypatch.setattr(FakeUsers, "staff", counted)
+    asked = [nurse, uuid.uuid4(), doctor, patient, nurse, gone, both, admin, doctor]
+    as_patient = await idp.as_holder((await idp.tokens(patient_email))["access_token"])
+    r = await idp.client.get("/staff", params={"id": [str(i) for i in asked]}, headers=as_patient)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "items": [
+            {"id": str(nurse), "full_name": "Nur Yalın", "roles": ["LAB_TECH", "NURSE"]},
+            {"id": str(doctor), "full_name": "Deniz Doğan", "roles": ["DOCTOR"]},
+            {"id": str(both), "full_name": "Pelin Hasta", "roles": ["RECEPTIONIST"]},
+            {"id": str(admin), "full_name": "Ad Min", "roles": ["ADMIN"]},
+        ]
+    }
+    assert len(queries) == 1 and sorted(queries[0]) == sorted(set(asked))  # one query, each id once
+    assert len(idp.fake.published) == events  # a read: nothing published, nothing changed
+    only_patients = await idp.client.get("/staff", params={"id": [str(patient), str(gone)]}, headers=as_patient)
+    assert only_patients.status_code == 200 and only_patients.json() == {"items": []}
+
+
+async def test_the_staff_directory_needs_a_token_and_one_to_two_hundred_uuids(idp: Idp) -> None:
+    doctor = await _staff(idp, "Deniz Doğan", Role.DOCTOR)
+    no_token = await idp.client.get("/staff", params={"id": str(doctor)})
+    assert no_token.status_code == 401 and no_token.headers["content-type"] == "application/problem+json"
+    address = await idp.signed_up()
+    auth = await idp.as_holder((await idp.tokens(address))["access_token"])
+    many = [str(doctor)] + [str(uuid.uuid4()) for _ in range(199)]
+    assert (await idp.client.get("/staff", params={"id": many}, headers=auth)).json()["items"][0]["id"] == str(doctor)
+    for params in ({}, {"id": [*many, str(uuid.uuid4())]}, {"id": [str(doctor), "not-a-uuid"]}, {"ids": str(doctor)}):
+        r = await idp.client.get("/staff", params=params, headers=auth)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (params, r.text)
+        assert [e["loc"][0] for e in r.json()["errors"]] == ["id"], r.text

@@ -7,10 +7,13 @@ import itertools
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
+
+from his.access import STAFF
 
 
 class InvalidCredentialsError(ValueError):
@@ -109,6 +112,37 @@ class User:
     roles: tuple[str, ...]
     created_at: datetime
     disabled_at: datetime | None = None
+
+
+#: How many accounts one call of the staff directory names at most.
+MAX_STAFF_IDS = 200
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    """An account as the staff directory names it: its id, its name and its staff roles (sorted;
+    never PATIENT: whether a member of staff is also a patient here is not the directory's to say)."""
+
+    id: uuid.UUID
+    full_name: str
+    roles: tuple[str, ...]
+
+
+def staff_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    """The staff roles among ``roles``, sorted (every role but PATIENT)."""
+    return tuple(sorted({r for r in roles if r in STAFF}))
+
+
+def in_directory(roles: Iterable[str], disabled_at: datetime | None) -> bool:
+    """Whether the staff directory names an account: one with a staff role, not disabled. A
+    patient's account (PATIENT only) is never named."""
+    return disabled_at is None and bool(staff_roles(roles))
+
+
+def in_order(ids: Iterable[uuid.UUID], found: Iterable[StaffMember]) -> list[StaffMember]:
+    """The members ``found`` in the order of ``ids``, each once; ids not found are left out."""
+    by_id = {m.id: m for m in found}
+    return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
 
 def token_hash(token: str) -> bytes:

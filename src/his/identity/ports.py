@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from his.identity.domain import RefreshToken, User
+from his.identity.domain import RefreshToken, StaffMember, User
 from his.identity.keys import StoredKey
 from his.kernel.ports import Units, Work
 
@@ -47,6 +47,12 @@ class Users(Protocol):
     async def get(self, user_id: uuid.UUID) -> User | None: ...
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None: ...
+
+    async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
+        """The accounts among ``ids`` that the staff directory names (``domain.in_directory``: a
+        staff role, not disabled), each once with its staff roles, in no particular order; ids
+        of no such account are left out. One query, however many ids."""
+        ...
 
 
 class RefreshTokens(Protocol):

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from his.access import Role
-from his.identity.domain import EmailTakenError, RefreshToken, User
+from his.identity.domain import EmailTakenError, RefreshToken, StaffMember, User, in_directory, staff_roles
 from his.identity.keys import StoredKey
 from his.kernel.clock import Clock, utc_now
 from his.testing.units import FakeUnits, FakeWork
@@ -124,6 +124,15 @@ class FakeUsers(_Repository):
         self.text(password_hash)
         if user_id in self.state.users:
             self.state.users[user_id] = replace(self.state.users[user_id], password_hash=password_hash)
+
+    async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
+        self.work.going_on()
+        chosen = (self.state.users.get(i) for i in set(ids))
+        return [
+            StaffMember(id=u.id, full_name=u.full_name, roles=staff_roles(u.roles))
+            for u in chosen
+            if u is not None and in_directory(u.roles, u.disabled_at)
+        ]
 
 
 class FakeRefreshTokens(_Repository):

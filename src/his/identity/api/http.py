@@ -7,11 +7,17 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.access import Role
-from his.identity.domain import EmailTakenError, InvalidCredentialsError, InvalidEmailError, WeakPasswordError
+from his.identity.domain import (
+    MAX_STAFF_IDS,
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidEmailError,
+    WeakPasswordError,
+)
 from his.identity.handlers import Identity, ThrottledError, Tokens
 from his.identity.passwords import BusyError
 from his.kernel.problems import HTTPException
@@ -217,3 +223,48 @@ async def create_user(body: CreateUser, who: Caller, identity: Accounts) -> Crea
             created_by=uuid.UUID(who.subject),
         )
     )
+
+
+class StaffEntry(BaseModel):
+    """A member of staff as the directory names them: no address, nothing else of the account."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    full_name: str
+    #: Their staff roles, sorted (never PATIENT).
+    roles: list[Role]
+
+
+class StaffDirectory(BaseModel):
+    items: list[StaffEntry]
+
+
+@router.get(
+    "/staff",
+    tags=["staff"],
+    responses=errors((422, f"no `id`, more than {MAX_STAFF_IDS}, or one that is not a UUID")),
+    openapi_extra=public("/api/staff"),
+)
+async def staff_directory(
+    who: Caller,
+    identity: Accounts,
+    ids: Annotated[
+        list[uuid.UUID],
+        Query(
+            alias="id",
+            min_length=1,
+            max_length=MAX_STAFF_IDS,
+            description=f"an account's id; repeat it for up to {MAX_STAFF_IDS} accounts",
+        ),
+    ],
+) -> StaffDirectory:
+    """Name members of staff by their account ids (`?id=…&id=…`, 1 to 200): who wrote a record
+    entry, who is on a care team, who read a record. Each account among the ids with a staff role
+    comes once, in the order given, with its full name and staff roles; patients' accounts,
+    disabled accounts and unknown ids are left out. Any signed-in user may ask (a patient learns
+    by name who read their record).
+
+    No audit record is written: the answer names staff, never a patient, and holds nothing of a
+    patient's data (no address or anything else of an account either)."""
+    members = await identity.staff_directory(ids)
+    return StaffDirectory(items=[StaffEntry.model_validate(m) for m in members])

@@ -8,12 +8,15 @@ from datetime import datetime
 
 import orjson
 
-from his.identity.domain import EmailTakenError, RefreshToken, User
+from his.access import STAFF
+from his.identity.domain import EmailTakenError, RefreshToken, StaffMember, User, staff_roles
 from his.identity.keys import StoredKey, jwk_of
 from his.kernel.db import Connection, Record, Unit, UnitOfWork, UnitsOn
 
 __all__ = ["EmailTakenError", "IdentityStore", "IdentityUnit"]
 
+#: The roles that put an account in the staff directory (``domain.in_directory``).
+STAFF_ROLES = sorted(r.value for r in STAFF)
 USER_COLUMNS = "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at"
 
 
@@ -81,6 +84,15 @@ class PgUsers:
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         await self.conn.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+    async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
+        rows = await self.conn.fetch(
+            """SELECT id, full_name, roles FROM app_user
+               WHERE id = ANY($1::uuid[]) AND disabled_at IS NULL AND roles && $2::text[]""",
+            list(ids),
+            STAFF_ROLES,
+        )
+        return [StaffMember(id=r["id"], full_name=r["full_name"], roles=staff_roles(r["roles"])) for r in rows]
 
 
 class PgRefreshTokens:
