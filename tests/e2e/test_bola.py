@@ -293,6 +293,9 @@ def _money(w: World, s: Subject, t: Target, o: Objects) -> dict[str, Any]:
 #: Claims move submit → accept; ADMIN acts first, BILLING second (the order of ``SUBJECTS``).
 CLAIM_STEP = {"ADMIN": "submit", "BILLING": "accept"}
 
+#: The purpose of reading the staff directory: any signed-in caller may (``GET /api/staff``).
+STAFF_DIRECTORY = "staff_directory"
+
 # fmt: off
 MATRIX: list[Entry] = [
     # patients
@@ -418,6 +421,9 @@ MATRIX: list[Entry] = [
                                   {"email": True, "sms": False, "opted_out": False})),
     Entry("GET", "/api/audit", lambda roles, rel: audit.decide(audit.Operation.READ_TRAIL, roles, rel),
           _get("/api/audit", patient_id="{t.id}")),
+    # identity: the staff directory names staff (ids of accounts, not patients) to every signed-in caller
+    Entry("GET", "/api/staff", lambda roles, rel: Decision(STAFF_DIRECTORY),
+          lambda w, s, t, o: Call("GET", "/api/staff", {"id": w.spare})),
 ]
 # fmt: on
 

@@ -1,8 +1,8 @@
 """The rules every list and query follows under `his up`, through the gateway: one page limit with
 one status, dates the calendar can hold, searches with real characters, filters that take only
 known values, and a booking collision that tells a patient only what is theirs. Beside them, the
-two ways of asking for many at once: patients by id (as the search shows and records them) and
-the first free slots across practitioners (as each one's slots are)."""
+ways of asking for many at once: patients by id (as the search shows and records them), the
+first free slots across practitioners (as each one's slots are) and staff by id (their names)."""
 
 from __future__ import annotations
 
@@ -202,6 +202,46 @@ def test_patients_by_id_in_one_call_as_the_search_shows_and_records_them(shared_
         r = look_up(who, *([(extra[0], extra[1])] if extra else []), given=given)
         assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (extra, r.text)
         assert f"Batch1-{tag}" not in r.text
+
+
+def test_staff_by_id_in_one_call_names_staff_only(shared_hospital: Hospital) -> None:
+    """Up to 200 account ids in one call through the gateway: the staff among them by name and
+    staff roles, in the order given, each once; a patient's account and unknown ids left out; no
+    address or anything else of an account. A patient may ask too; no token is a 401, no id,
+    201 ids or one that is not a UUID a 422 naming ``id``."""
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin, tag = h.login(), uuid.uuid4().hex[:6]
+    nurse_id, _ = create_user(h, admin, "NURSE", f"dir{tag}")
+    doctor_id, doctor = create_user(h, admin, "DOCTOR", f"dir{tag}")
+    address, password = f"dir-{tag}@example.org", "a directory patient's passphrase"
+    registered = httpx.post(
+        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Ay Se"}, timeout=10
+    )
+    assert registered.status_code == 201, registered.text
+    patient_id, patient = str(registered.json()["user_id"]), h.login(address, password)
+    unknown = [str(uuid.uuid4()) for _ in range(195)]
+    ids = [doctor_id, *unknown[:100], patient_id, nurse_id, doctor_id, *unknown[100:]]
+    assert len(ids) == 199
+
+    def look_up(who: dict[str, str], given: list[str] = ids) -> httpx.Response:
+        return httpx.get(f"{gw}/api/staff", params=[("id", i) for i in given], headers=who, timeout=10)
+
+    for who in (patient, doctor, admin):
+        r = look_up(who)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "items": [
+                {"id": doctor_id, "full_name": f"Doctor dir{tag}", "roles": ["DOCTOR"]},
+                {"id": nurse_id, "full_name": f"Nurse dir{tag}", "roles": ["NURSE"]},
+            ]
+        }
+    assert look_up(patient, [patient_id]).json() == {"items": []}
+    r = httpx.get(f"{gw}/api/staff", params={"id": doctor_id}, timeout=10)
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json", r.text
+    for given in ([], [*ids, *unknown[:2]], [doctor_id, "not-a-uuid"]):
+        r = look_up(patient, given)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert [e["loc"][0] for e in r.json()["errors"]] == ["id"], r.text
 
 
 def test_the_first_free_slots_across_practitioners_through_the_gateway(shared_hospital: Hospital) -> None:
