@@ -99,6 +99,16 @@ async def new_appointment(
     )
 
 
+def chosen_slot(form: dict[str, str]) -> tuple[str, str, str] | None:
+    """The practitioner, start and end of the free time a form chose (``slot``: the three joined
+    by ``|``, as ``appointment_slots.html`` writes them), or None when none was chosen."""
+    practitioner, _, times = form.get("slot", "").partition("|")
+    start, _, end = times.partition("|")
+    if parse_id(practitioner) is None or not start or not end:
+        return None
+    return practitioner, start, end
+
+
 async def specialties(visit: Visit) -> list[JsonObject]:
     return items(await visit.call("GET", "/api/practitioners/specialties"))
 
@@ -135,11 +145,10 @@ async def slots(
 async def book(visit: SignedIn) -> Response:
     """Book the chosen slot; a slot taken meanwhile sends the receptionist back to choose again."""
     form = await form_of(visit.request)
-    pid, slot = form.get("patient_id", ""), form.get("slot", "")
-    practitioner, _, times = slot.partition("|")
-    start, _, end = times.partition("|")
-    if parse_id(pid) is None or parse_id(practitioner) is None or not start or not end:
+    pid, slot = form.get("patient_id", ""), chosen_slot(form)
+    if parse_id(pid) is None or slot is None:
         return visit.page("problem.html", status=422, message=N_("Choose a free time first."))
+    practitioner, start, end = slot
     service = form.get("service", "consultation")
     body: JsonObject = {
         "patient_id": pid,
@@ -342,10 +351,10 @@ async def move(visit: SignedIn, appointment_id: str) -> Response:
     if aid is None:
         return visit.page("problem.html", status=404, message=N_("There is no such record."))
     form = await form_of(visit.request)
-    _, _, times = form.get("slot", "").partition("|")
-    start, _, end = times.partition("|")
-    if not start or not end:
+    slot = chosen_slot(form)
+    if slot is None:
         return visit.page("problem.html", status=422, message=N_("Choose a free time first."))
+    _, start, end = slot
     answer = await visit.call("POST", f"/api/appointments/{aid}/reschedule", body={"start": start, "end": end})
     if answer.ok and isinstance(answer.body, dict):
         return RedirectResponse(f"/patients/{answer.body.get('patient_id')}?moved=1", status_code=303)

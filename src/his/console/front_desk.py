@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,7 +20,7 @@ from his.console.areas import SEX_NAMES
 from his.console.domain import Answer
 from his.console.i18n import N_
 from his.console.web import SignedIn, Visit, form_of
-from his.kernel.json import Json, JsonObject
+from his.kernel.json import JsonObject
 
 router = APIRouter(include_in_schema=False)
 
@@ -211,13 +211,6 @@ async def staff_names(visit: Visit, ids: Iterable[object], people: dict[str, Jso
         answer = await visit.call("GET", "/api/staff", params=[("id", i) for i in batch])
         named |= {str(s.get("id")): s for s in items(answer)}
     return named
-
-
-def when(value: Json) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
 
 
 @router.get("/patients/{patient_id}/edit", response_class=HTMLResponse)

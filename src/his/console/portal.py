@@ -13,7 +13,7 @@ import uuid
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.appointments import day_of, free_slots, services, specialties
+from his.console.appointments import chosen_slot, day_of, free_slots, services, specialties
 from his.console.chart import FLAGS
 from his.console.front_desk import items, parse_id, practitioner_names, refused, staff_names
 from his.console.i18n import N_
@@ -148,11 +148,11 @@ async def book(visit: SignedIn) -> Response:
         return no
     record = await me(visit)
     form = await form_of(visit.request)
-    practitioner, _, times = form.get("slot", "").partition("|")
-    start, _, end = times.partition("|")
+    slot = chosen_slot(form)
     service = form.get("service", "consultation")
-    if record is None or parse_id(practitioner) is None or not start or not end:
+    if record is None or slot is None:
         return visit.page("problem.html", status=422, message=N_("Choose a free time first."))
+    practitioner, start, end = slot
     body: JsonObject = {
         "patient_id": str(record.get("id")),
         "practitioner_id": practitioner,

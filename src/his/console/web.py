@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Annotated
@@ -274,27 +274,3 @@ def render(
 
 def problem_page(request: Request, shared: Console, status: int, message: str) -> HTMLResponse:
     return render(request, shared, "problem.html", None, status=status, status_code=status, message=message)
-
-
-Page = Callable[..., Awaitable[Response]]
-
-__all__ = [
-    "CSP",
-    "SECURITY_HEADERS",
-    "Caller",
-    "Console",
-    "CsrfError",
-    "Shared",
-    "SignedIn",
-    "SignedOutError",
-    "Visit",
-    "client_ip",
-    "form_of",
-    "locale_of",
-    "origin_refusal",
-    "problem_page",
-    "render",
-    "safe_next",
-    "to_sign_in",
-    "visit",
-]
