@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from his.gateway.revocations import Revocations
+from his.kernel.revocations import Revocations
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -95,3 +95,47 @@ def test_an_unreachable_identity_keeps_what_is_known(identity: Identity, caplog:
     asyncio.run(a_few_rounds())
     assert "s1" in revocations
     assert sum("cannot learn signed-out sessions" in r.message for r in caplog.records) == 1  # once per outage
+
+
+class Ticker:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_service_asks_only_when_its_last_answer_is_a_second_old(identity: Identity) -> None:
+    tick = Ticker()
+    revocations = Revocations(identity.fetch, clock=identity.clock, monotonic=tick)
+
+    async def many_at_once() -> None:
+        await asyncio.gather(*(revocations.fresh() for _ in range(20)))
+
+    asyncio.run(many_at_once())
+    assert len(identity.asked) == 1  # twenty tokens arriving at once wait for one question
+    identity.revoked["s1"] = T0
+    tick.t += 0.5
+    asyncio.run(revocations.fresh())
+    assert len(identity.asked) == 1 and "s1" not in revocations  # the answer is younger than a second
+    tick.t += 0.6
+    asyncio.run(revocations.fresh())
+    assert len(identity.asked) == 2 and "s1" in revocations
+
+
+def test_a_service_keeps_what_it_knows_while_identity_is_down(
+    identity: Identity, caplog: pytest.LogCaptureFixture
+) -> None:
+    tick = Ticker()
+    revocations = Revocations(identity.fetch, clock=identity.clock, monotonic=tick)
+    identity.revoked["s1"] = T0
+    asyncio.run(revocations.fresh())
+    identity.down = True
+    for _ in range(3):
+        tick.t += 0.4
+        asyncio.run(revocations.fresh())  # no error reaches the request
+    assert "s1" in revocations
+    assert len(identity.asked) == 2  # not asked again before a second has passed since the failure
+    assert sum("cannot learn signed-out sessions" in r.message for r in caplog.records) == 1

@@ -232,3 +232,23 @@ async def test_the_memory_of_verified_tokens_is_bounded() -> None:
 
 async def _jwks(*keys: SigningKey) -> dict[str, Any]:
     return {"keys": [k.public_jwk() for k in keys]}
+
+
+async def test_a_token_of_a_signed_out_session_is_refused_remembered_or_not() -> None:
+    from his.kernel.revocations import Revocations
+
+    listed: list[str] = []
+
+    async def revoked(since: str | None) -> dict[str, Any]:
+        until = (now() + timedelta(minutes=16)).isoformat()
+        return {"now": now().isoformat(), "sessions": [{"sid": sid, "until": until} for sid in listed]}
+
+    async def jwks() -> dict[str, Any]:
+        return {"keys": [KEY.public_jwk()]}
+
+    v = TokenVerifier(jwks, issuer=ISS, audience=AUD, revocations=Revocations(revoked, every=0.0))
+    token, _ = sign_access_token(KEY, subject="u-1", roles=["NURSE"], issuer=ISS, audience=AUD, now=now(), session="s-9")
+    assert (await v.verify(token)).session == "s-9"  # verified in full, and remembered
+    listed.append("s-9")
+    with pytest.raises(TokenError, match="signed out"):
+        await v.verify(token)  # the remembered token too

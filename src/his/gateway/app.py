@@ -29,7 +29,7 @@ from his.gateway import explorer
 from his.gateway.guard import Limits, guarded
 from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble
-from his.gateway.revocations import Revocations
+from his.kernel.revocations import Revocations
 from his.gateway.routing import ROUTES, Match, resolve
 from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs

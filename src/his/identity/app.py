@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from his.kernel.callers import ANY_SERVICE, Callers
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from his.identity.ports import IdentityUnits
     from his.kernel.clock import Clock
     from his.kernel.db import Database
+    from his.kernel.json import Json
 
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
@@ -26,11 +28,17 @@ def http(identity: Identity) -> Routes:
     """Identity's routes over its use cases, whichever units of work they run on (the database's,
     ``use_cases``; any others, ``use_cases_over``: the in-memory ones of ``his.testing.identity``
     in unit tests). Tokens are verified with its own key ring."""
-    from his.identity.api.http import router
+    from datetime import datetime
 
-    return Routes(
-        router, provides=[identity], verifier=TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE)
-    )
+    from his.identity.api.http import router
+    from his.kernel.revocations import Revocations
+
+    async def revoked(since: str | None) -> Json:
+        now, rows = await identity.revoked_sessions(datetime.fromisoformat(since) if since else None)
+        return {"now": now.isoformat(), "sessions": [{"sid": s, "until": u.isoformat()} for s, u in rows]}
+
+    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
+    return Routes(router, provides=[identity], verifier=verifier)
 
 
 def use_cases(
@@ -112,4 +120,7 @@ def build() -> ServiceDefinition:
         name="identity",
         routes=routes,
         description="Users, password hashes, roles, refresh tokens, signing keys.",
+        # Every service verifies tokens itself: it fetches the keys that sign them and the
+        # sessions signed out (his.kernel.auth). The gateway calls every route.
+        callers=Callers.of(paths={"/auth/jwks": [ANY_SERVICE], "/auth/revoked-sessions": [ANY_SERVICE]}),
     )

@@ -1,12 +1,14 @@
 """Request authentication inside a service: it re-verifies the caller's token itself.
 
 Services never trust identity headers from the gateway: each one verifies the bearer token
-against identity's JWKS (fetched over HTTP and cached) and gets a ``Principal``.
+against identity's JWKS (fetched over HTTP and cached) and gets a ``Principal``, and refuses the
+tokens of sessions identity lists as signed out (``his.kernel.revocations``).
 """
 
 from __future__ import annotations
 
 import os
+from urllib.parse import urlencode
 
 import aiohttp
 from fastapi import Request
@@ -14,6 +16,7 @@ from fastapi import Request
 from his.kernel.json import Json
 from his.kernel.pki import WorkloadIdentity
 from his.kernel.problems import HTTPException
+from his.kernel.revocations import Revocations
 from his.kernel.security import AUDIENCE, ISSUER, Principal, TokenError, TokenVerifier, bearer
 
 
@@ -27,15 +30,21 @@ def jwks_verifier(identity_url: str | None = None) -> TokenVerifier:
     # module (rich, pygments) into every service process, about 0.2 s of CPU at each start.
     sessions: list[aiohttp.ClientSession] = []  # made on first use, inside the running loop
 
-    async def fetch() -> Json:
+    async def get(path: str) -> Json:
         if not sessions:
             sessions.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)))
-        async with sessions[0].get(f"{url}/auth/jwks", ssl=tls) as r:
+        async with sessions[0].get(f"{url}{path}", ssl=tls) as r:
             r.raise_for_status()
             doc: Json = await r.json()
         return doc
 
-    return TokenVerifier(fetch, issuer=ISSUER, audience=AUDIENCE)
+    async def jwks() -> Json:
+        return await get("/auth/jwks")
+
+    async def revoked(since: str | None) -> Json:
+        return await get("/auth/revoked-sessions" + (f"?{urlencode({'since': since})}" if since else ""))
+
+    return TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
 
 
 async def authenticate(request: Request, verifier: TokenVerifier) -> Principal:

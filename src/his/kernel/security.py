@@ -15,6 +15,10 @@ check: the gateway and every service check each request's token, and a desk send
 with one token. An entry never outlives ``exp`` (without the leeway: past ``exp`` the token is
 checked in full again, leeway included), a token is remembered only after it passed every check,
 and the table is emptied whenever a JWKS refresh changes the keys.
+
+Given ``revocations``, the verifier also refuses the tokens of signed-out sessions, remembered
+or not, asking identity first when its last answer is older than a second
+(``his.kernel.revocations``): every service does, so a token sent past the gateway is refused too.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import jwt
 from jwt import PyJWK
 
 from his.kernel.json import JsonLike
+from his.kernel.revocations import Revocations
 
 ALGORITHMS = ("ES256",)
 #: Who signs access tokens, and for whom they are meant.
@@ -76,8 +81,12 @@ class TokenVerifier:
         max_key_age: float = 300.0,
         cache_size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.time,
+        revocations: Revocations | None = None,
     ) -> None:
         self._source = jwks
+        #: Signed-out sessions, whose tokens are refused (None: not checked here, as at the
+        #: gateway, which polls them itself and answers its own message).
+        self.revocations = revocations
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
@@ -136,13 +145,21 @@ class TokenVerifier:
         known = self._verified.get(digest)
         if known is not None:
             if self._clock() < known.expires_at:
-                return known
+                return await self._live(known)
             del self._verified[digest]
         principal = await self._verify(token)
         if self._clock() < principal.expires_at:  # one accepted only thanks to the leeway is not kept
             if len(self._verified) >= self.cache_size:
                 del self._verified[next(iter(self._verified))]
             self._verified[digest] = principal
+        return await self._live(principal)
+
+    async def _live(self, principal: Principal) -> Principal:
+        """``principal``, unless its session was signed out (``TokenError``)."""
+        if self.revocations is not None and principal.session:
+            await self.revocations.fresh()
+            if principal.session in self.revocations:
+                raise TokenError("session signed out")
         return principal
 
     async def _verify(self, token: str) -> Principal:

@@ -1,10 +1,14 @@
-"""Signed-out sessions, refused at the edge.
+"""Signed-out sessions, refused at the edge and by every service.
 
 An access token lives 15 minutes and is checked by its signature alone, so signing out would
 leave it usable until it expires. Identity records when a session (a refresh-token family, the
-token's ``sid``) is revoked: by a sign-out, or because a rotated refresh token came back. The
-gateway asks identity every second which sessions were revoked since it last asked, and refuses
-their access tokens until those have expired.
+token's ``sid``) is revoked: by a sign-out, because a rotated refresh token came back, or because
+an administrator disabled the account or changed its roles. Its verifiers ask identity which
+sessions were revoked since they last asked, and refuse their access tokens until those expire.
+
+The gateway asks every second (``run``). A service asks only when a token arrives and its last
+answer is older than a second (``fresh``): a token sent to a service directly, past the gateway,
+is refused within about a second of the sign-out too, and an idle service asks nothing.
 
 While identity cannot be asked, the revocations already known stay in force and new ones wait;
 the outage is logged once. The question overlaps the previous answer by two minutes, so a
@@ -23,7 +27,7 @@ from pydantic import BaseModel
 
 from his.kernel.json import Json
 
-log = logging.getLogger("his.gateway.revocations")
+log = logging.getLogger("his.revocations")
 
 Fetch = Callable[[str | None], Awaitable[Json]]
 
@@ -44,12 +48,22 @@ class RevokedSessions(BaseModel):
 
 class Revocations:
     def __init__(
-        self, fetch: Fetch, *, every: float = 1.0, overlap: float = 120.0, clock: Callable[[], float] = time.time
+        self,
+        fetch: Fetch,
+        *,
+        every: float = 1.0,
+        overlap: float = 120.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self.every = every
         self.overlap = timedelta(seconds=overlap)
         self._clock = clock
+        self._monotonic = monotonic
+        #: When the last question was asked (answered or not), on ``monotonic``'s scale.
+        self._asked_at: float | None = None
+        self._asking: asyncio.Future[None] | None = None
         #: sid → until when its tokens are refused (epoch seconds).
         self._until: dict[str, float] = {}
         self._since: datetime | None = None
@@ -77,7 +91,40 @@ class Revocations:
         self.answered = True
 
     async def poll(self) -> None:
+        self._asked_at = self._monotonic()
         self.apply(await self._fetch(self._since.isoformat() if self._since else None))
+
+    async def fresh(self) -> None:
+        """Ask identity unless it was asked less than ``every`` seconds ago (answered or not):
+        one question at a time, which every caller arriving meanwhile waits for. A failure keeps
+        what is known (logged once) and is not asked again before ``every`` has passed."""
+        if self._asking is None:
+            if self._asked_at is not None and self._monotonic() - self._asked_at < self.every:
+                return
+            self._asking = asyncio.ensure_future(self._ask())
+        await asyncio.shield(self._asking)
+
+    async def _ask(self) -> None:
+        try:
+            await self.poll()
+        except Exception as exc:  # noqa: BLE001 - an unreachable or confused identity: keep what is known
+            self._failed(exc)
+        else:
+            self._recovered()
+        finally:
+            self._asking = None
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning(
+                "cannot learn signed-out sessions from identity (%r); the %d known stay refused", exc, len(self._until)
+            )
+            self._failing = True
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.info("learning signed-out sessions from identity again")
+            self._failing = False
 
     async def run(self) -> None:
         """Poll for as long as the gateway runs (cancel to stop)."""
@@ -87,15 +134,7 @@ class Revocations:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - an unreachable or confused identity: keep what is known
-                if not self._failing:
-                    log.warning(
-                        "cannot learn signed-out sessions from identity (%r); the %d known stay refused",
-                        exc,
-                        len(self._until),
-                    )
-                    self._failing = True
+                self._failed(exc)
             else:
-                if self._failing:
-                    log.info("learning signed-out sessions from identity again")
-                    self._failing = False
+                self._recovered()
             await asyncio.sleep(self.every)
