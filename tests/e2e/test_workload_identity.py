@@ -81,6 +81,28 @@ def test_the_gateway_reaches_services_with_its_own_certificate(hospital: Hospita
     assert issued(hospital, "gateway").spiffe_id == "spiffe://his.local/service/gateway"
 
 
+def test_a_services_certificate_is_refused_by_another_services_listener_unless_listed(hospital: Hospital) -> None:
+    """Every workload holds a certificate from the CA; each listener admits only its callers
+    (his.kernel.callers): billing may not read patients' API, nor its status, with any token."""
+    urls = services(hospital)
+    headers = hospital.login()  # a valid token changes nothing: the caller is refused first
+    billing = httpx.Client(verify=issued(hospital, "billing").client_context(), timeout=5)
+    with billing, hospital.internal() as operator:
+        for path in ("/patients?q=nobody", "/status", "/metrics", "/healthz"):
+            r = billing.get(f"{urls['patients']}{path}", headers=headers)
+            assert r.status_code == 403, (path, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["detail"].startswith("spiffe://his.local/service/billing may not call")
+        # Allowlisted: every service fetches identity's keys (it verifies tokens itself).
+        assert billing.get(f"{urls['identity']}/auth/jwks").status_code == 200
+        assert billing.get(f"{urls['identity']}/users", headers=headers).status_code == 403
+        # The operator reads the operations paths of every listener, and nothing else.
+        assert operator.get(f"{urls['patients']}/status").status_code == 200
+        assert operator.get(f"{urls['patients']}/patients?q=nobody", headers=headers).status_code == 403
+        assert operator.get(f"{urls['console']}/readyz").status_code == 200
+        assert operator.get(f"{urls['console']}/", headers=headers).status_code == 403
+
+
 async def _connect(hospital: Hospital, **kw: object) -> NATS:
     return await nats.connect(
         str(hospital.state()["nats_url"]), connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **kw

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from his.kernel import bus, faults, problems, safety, tracing, web
 from his.kernel import observability as obs
+from his.kernel.callers import Admit, Callers, PeerProtocol
 from his.kernel.config import ProcessSettings, ServiceSettings
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Combine, Database
@@ -91,6 +92,10 @@ class ServiceDefinition:
     grpc_services: Callable[[ServiceContext], Sequence[RpcService]] | None = None
     #: Merges the events of audited reads committed together (``Database.read``) into fewer.
     combine_reads: Combine | None = None
+    #: Who may call its HTTP listener, by path (``his.kernel.callers``): by default the gateway,
+    #: which forwards the public API, and on the operations paths the operator, Prometheus and
+    #: the process itself. Any other workload's certificate is answered 403.
+    callers: Callers = field(default_factory=Callers)
 
     @property
     def dlq_mover(self) -> str:
@@ -314,7 +319,7 @@ async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         rpc_server = RpcServer(identity, defn.grpc_services(ctx), host=settings.host, port=settings.grpc_port or 0)
         await rpc_server.start()
 
-    server = QuietServer(http_config(tracing.TracingMiddleware(obs.MetricsMiddleware(app)), settings))
+    server = QuietServer(http_config(tracing.TracingMiddleware(obs.MetricsMiddleware(app)), settings, defn.callers))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_exit)
@@ -394,10 +399,14 @@ def mutual_tls(settings: ProcessSettings) -> MutualTls:
     }
 
 
-def http_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
+def http_config(app: ASGIApp, settings: ServiceSettings, callers: Callers | None = None) -> uvicorn.Config:
     """The internal HTTP listener: with a workload identity it requires a client certificate
-    from the trusted CA (mutual TLS), so only his workloads and the operator can call it."""
+    from the trusted CA (mutual TLS), and admits on each path only the ``callers`` listed there
+    (``his.kernel.callers``; the default ones when not given): any other is answered 403."""
     tls = mutual_tls(settings)
+    ident = settings.workload()
+    if ident is not None:
+        app = Admit(app, callers or Callers(), own=ident.spiffe_id)
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -407,7 +416,7 @@ def http_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
         access_log=False,
         lifespan="off",
         loop="none",
-        http="httptools",
+        http=PeerProtocol if ident is not None else "httptools",  # it tells Admit who the caller is
         proxy_headers=False,  # callers are his workloads: no proxy in front whose headers to believe
         timeout_keep_alive=KEEP_ALIVE,
         **tls,
