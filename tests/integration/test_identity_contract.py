@@ -255,6 +255,7 @@ async def test_a_refresh_token_is_kept_by_its_hash_and_rotated(side: Side) -> No
         expires_at=NOW + timedelta(days=14),
         rotated_at=None,
         revoked_at=None,
+        started_at=NOW,  # a new sign-in: the moment it was issued
     )
     async with side.units.read() as u:
         rotated = await u.refresh_tokens.get(hashed)
@@ -409,3 +410,80 @@ async def test_a_unit_that_fails_leaves_nothing_and_publishes_nothing(side: Side
         assert await u.signing_keys.current(NOW) == []
         assert u.clock() == NOW
     assert await side.published() == []
+
+
+async def test_a_rotated_token_keeps_its_session_start(side: Side) -> None:
+    user = await _user(side)
+    hashed = token_hash(uuid.uuid4().hex)
+    async with side.units.uow() as u:
+        await u.refresh_tokens.add(
+            token_id=uuid.uuid4(),
+            token_hash=hashed,
+            family_id=uuid.uuid4(),
+            user_id=user,
+            at=NOW + timedelta(days=20),
+            expires_at=NOW + timedelta(days=34),
+            started_at=NOW - timedelta(days=5),
+        )
+    async with side.units.read() as u:
+        stored = await u.refresh_tokens.get(hashed)
+    assert stored is not None and stored.started_at == NOW - timedelta(days=5)
+
+
+async def test_an_administrator_changes_roles_disables_and_requires_a_new_password(side: Side) -> None:
+    admin = await _user(side, roles=("ADMIN",))
+    other = await _user(side, roles=("ADMIN", "AUDITOR"))
+    async with side.units.uow() as u:
+        assert await u.users.active_admins(lock=True) == 2
+        await u.users.set_roles(other, ["NURSE", "AUDITOR", "NURSE"])
+        await u.users.set_disabled(admin, NOW)
+        await u.users.require_password_change(other, True)
+        assert await u.users.active_admins() == 0
+    async with side.units.read() as u:
+        a, o = await u.users.get(admin), await u.users.get(other)
+    assert a is not None and a.disabled_at == NOW and a.roles == ("ADMIN",)
+    assert o is not None and o.roles == ("AUDITOR", "NURSE") and o.password_change_required
+    async with side.units.uow() as u:
+        await u.users.set_disabled(admin, None)
+        await u.users.require_password_change(other, False)
+        assert await u.users.active_admins() == 1
+    async with side.units.read() as u:
+        a, o = await u.users.get(admin), await u.users.get(other)
+    assert a is not None and a.disabled_at is None and o is not None and not o.password_change_required
+
+
+async def test_roles_set_outside_the_check_are_refused(side: Side) -> None:
+    user = await _user(side)
+    with pytest.raises(asyncpg.CheckViolationError):
+        async with side.units.uow() as u:
+            await u.users.set_roles(user, ["SURGEON"])
+
+
+async def test_accounts_are_searched_by_address_or_name_by_name(side: Side) -> None:
+    async with side.units.uow() as u:
+        zeynep = await _add_user(u, "zeynep.kaya@example.org", name="Zeynep Kaya")
+        ali = await _add_user(u, "ali@example.org", name="Ali Kaya")
+        await _add_user(u, "percent@example.org", name="Cem 100%")
+        other = await _add_user(u, "x_y@example.org", name="Xavier Young")
+    async with side.units.read() as u:
+        assert [x.id for x in await u.users.search("kaya", limit=10)] == [ali, zeynep]
+        assert [x.id for x in await u.users.search("kaya", limit=1)] == [ali]
+        assert [x.id for x in await u.users.search("zeynep.k", limit=10)] == [zeynep]
+        assert [x.id for x in await u.users.search("x_y", limit=10)] == [other]
+        assert await u.users.search("0%c", limit=10) == []  # wildcards are plain characters
+        assert len(await u.users.search("", limit=10)) == 4
+
+
+async def test_attempts_are_counted_per_key_and_cleared_by_prefix(side: Side) -> None:
+    async with side.units.uow() as u:
+        for key, minutes in (("acct:a@x.org", 1), ("acct:a@x.org", 2), ("acct:b@x.org", 3), ("acct:a@x.org", -20)):
+            await u.attempts.add(key, NOW + timedelta(minutes=minutes))
+        for ip in ("192.0.2.1", "192.0.2.2"):
+            await u.attempts.add(f"acct-ip:a@x.org {ip}", NOW)
+        await u.attempts.add("acct-ip:a@x.org.evil {ip}", NOW)
+    async with side.units.read() as u:
+        counts = await u.attempts.counts(["acct:a@x.org", "acct:b@x.org", "acct:c@x.org"], NOW - timedelta(minutes=15))
+    assert counts == {"acct:a@x.org": 2, "acct:b@x.org": 1}
+    async with side.units.uow() as u:
+        assert await u.attempts.clear_prefix("acct-ip:a@x.org ") == 2
+        assert await u.attempts.recent("acct-ip:a@x.org.evil {ip}", NOW - timedelta(days=1), None) == [NOW]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from his.kernel.events import Event, event
 
@@ -15,3 +16,62 @@ class UserRegistered(Event):
     user_id: uuid.UUID
     roles: list[str]
     created_by: uuid.UUID | None = None
+
+
+@event
+class UserRolesChanged(Event):
+    """An administrator changed an account's roles; its sessions were signed out, so tokens
+    carrying the old roles stop working within seconds."""
+
+    type = "his.identity.user.roles_changed.v1"
+    user_id: uuid.UUID
+    roles: list[str]
+    changed_by: uuid.UUID
+
+
+@event
+class UserDisabled(Event):
+    """An administrator disabled an account (a leaver): it cannot sign in, and its sessions were
+    signed out, so its tokens stop working within seconds everywhere."""
+
+    type = "his.identity.user.disabled.v1"
+    user_id: uuid.UUID
+    changed_by: uuid.UUID
+
+
+@event
+class UserEnabled(Event):
+    """An administrator enabled a disabled account again."""
+
+    type = "his.identity.user.enabled.v1"
+    user_id: uuid.UUID
+    changed_by: uuid.UUID
+
+
+@event
+class UserUnlocked(Event):
+    """An administrator cleared the failed sign-ins that held an account's sign-ins back."""
+
+    type = "his.identity.user.unlocked.v1"
+    user_id: uuid.UUID
+    changed_by: uuid.UUID
+
+
+@event
+class PasswordChangeRequired(Event):
+    """An administrator required a new password at the account's next sign-in; its sessions
+    were signed out."""
+
+    type = "his.identity.user.password_change_required.v1"
+    user_id: uuid.UUID
+    changed_by: uuid.UUID
+
+
+@event
+class PasswordChanged(Event):
+    """An account's password changed: by its holder (``own``), at a sign-in that required it
+    (``sign_in``), or through a reset link (``reset``). Never the password or a link."""
+
+    type = "his.identity.user.password_changed.v1"
+    user_id: uuid.UUID
+    how: Literal["own", "sign_in", "reset"]

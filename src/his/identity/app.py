@@ -30,6 +30,7 @@ def http(identity: Identity) -> Routes:
     in unit tests). Tokens are verified with its own key ring."""
     from datetime import datetime
 
+    from his.identity.accounts import Accounts
     from his.identity.api.http import router
     from his.kernel.revocations import Revocations
 
@@ -38,7 +39,9 @@ def http(identity: Identity) -> Routes:
         return {"now": now.isoformat(), "sessions": [{"sid": s, "until": u.isoformat()} for s, u in rows]}
 
     verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
-    return Routes(router, provides=[identity], verifier=verifier)
+    return Routes(
+        router, provides=[identity, Accounts(identity.units, identity.throttle, identity.refusals)], verifier=verifier
+    )
 
 
 def use_cases(

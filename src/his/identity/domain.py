@@ -32,6 +32,18 @@ class EmailTakenError(Exception):
     """An account with this e-mail address exists."""
 
 
+class NoSuchAccountError(LookupError):
+    """No account has this id."""
+
+
+class LastAdministratorError(Exception):
+    """The change would leave the hospital without an active administrator."""
+
+
+class PasswordChangeRequiredError(Exception):
+    """The password was right, but it must be changed before the account signs in again."""
+
+
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
@@ -112,6 +124,59 @@ class User:
     roles: tuple[str, ...]
     created_at: datetime
     disabled_at: datetime | None = None
+    #: An administrator asked for a new password (or it was generated): the next sign-in must
+    #: change it (``POST /api/auth/login/password``) before any token is issued.
+    password_change_required: bool = False
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as an administrator lists it: no password hash, whether sign-ins are held
+    back for it (``locked``) and whether it has a second factor (``mfa``)."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str
+    roles: tuple[str, ...]
+    active: bool
+    locked: bool
+    mfa: bool
+    password_change_required: bool
+    created_at: datetime
+
+
+def account_of(user: User, *, locked: bool) -> Account:
+    return Account(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        roles=user.roles,
+        active=user.disabled_at is None,
+        locked=locked,
+        mfa=False,
+        password_change_required=user.password_change_required,
+        created_at=user.created_at,
+    )
+
+
+def account_key(email_key: str) -> str:
+    """The throttle key that counts every sign-in attempt for an account, from anywhere."""
+    return f"acct:{email_key}"
+
+
+def pair_prefix(email_key: str) -> str:
+    """The start of the throttle keys that count an account's attempts from one address each."""
+    return f"acct-ip:{email_key} "
+
+
+def leaves_no_admin(user: User, *, roles: Iterable[str] | None, active: bool | None, other_admins: int) -> bool:
+    """Whether changing ``user``'s ``roles`` or ``active`` (None: unchanged) would leave no
+    active administrator, ``other_admins`` being the active administrators but ``user``."""
+    was_admin = user.disabled_at is None and "ADMIN" in user.roles
+    stays_admin = (active if active is not None else user.disabled_at is None) and "ADMIN" in (
+        roles if roles is not None else user.roles
+    )
+    return was_admin and not stays_admin and other_admins == 0
 
 
 #: How many accounts one call of the staff directory names at most.
@@ -160,6 +225,8 @@ class RefreshToken:
     expires_at: datetime
     rotated_at: datetime | None
     revoked_at: datetime | None
+    #: When the sign-in that began the family happened: no rotation outlives ``SESSION_MAX_AGE``.
+    started_at: datetime | None = None
 
 
 class RefreshOutcome(StrEnum):
@@ -175,6 +242,8 @@ def judge_refresh(token: RefreshToken, now: datetime) -> RefreshOutcome:
     if token.rotated_at is not None:
         return RefreshOutcome.REUSED
     if token.expires_at <= now:
+        return RefreshOutcome.EXPIRED
+    if token.started_at is not None and token.started_at + SESSION_MAX_AGE <= now:
         return RefreshOutcome.EXPIRED
     return RefreshOutcome.ROTATE
 
@@ -226,4 +295,7 @@ ACCESS_TOKEN_TTL = timedelta(minutes=15)
 #: A signed-out session is remembered this long past the expiry of its last access token (the
 #: verifiers accept a token up to 30 s late).
 REVOCATION_LEEWAY = timedelta(seconds=60)
+#: A refresh token unused this long expires (the sliding lifetime)...
 REFRESH_TOKEN_TTL = timedelta(days=14)
+#: ...and a session ends this long after its sign-in, however often it was refreshed.
+SESSION_MAX_AGE = timedelta(days=30)

@@ -13,12 +13,12 @@ import math
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from his.access import Role
-from his.events.identity import UserRegistered
+from his.events.identity import PasswordChanged, UserRegistered
 from his.identity.domain import (
     ACCESS_TOKEN_TTL,
     ADMIN_FULL_NAME,
@@ -27,10 +27,13 @@ from his.identity.domain import (
     Backoff,
     Claim,
     InvalidCredentialsError,
+    PasswordChangeRequiredError,
     PasswordPolicy,
     RefreshOutcome,
     StaffMember,
+    User,
     WeakPasswordError,
+    account_key,
     in_order,
     judge_refresh,
     normalise_email,
@@ -68,6 +71,13 @@ class Refusals:
             until = self._until.get(key)
             if until is not None and until > now:
                 raise ThrottledError(max(1, math.ceil((until - now).total_seconds())), key)
+
+    def forget(self, prefixes: Iterable[str]) -> None:
+        """Forget the refusals of the keys that start with one of ``prefixes`` (an administrator
+        unlocked the account; another replica remembers its own refusals until they end)."""
+        starts = tuple(prefixes)
+        for key in [k for k in self._until if k.startswith(starts)]:
+            del self._until[key]
 
     def remember(self, exc: ThrottledError, now: datetime) -> None:
         self._until[exc.key] = now + timedelta(seconds=exc.retry_after)
@@ -315,12 +325,57 @@ class Identity:
         return user_id
 
     async def login(self, *, email: str, password: str, client_ip: str) -> Tokens:
+        """Sign in. ``PasswordChangeRequiredError`` when the password is right but must be
+        changed first (``login_changing_password``)."""
+        user, signed_in = await self._authenticate(email, password, client_ip)
+        if user.password_change_required:
+            async with self.units.uow() as uow:
+                await signed_in(uow)  # the password was right: its attempts are forgiven
+            raise PasswordChangeRequiredError("the password must be changed before signing in")
+        key = await self.keys.active()
+        async with self.units.uow() as uow:
+            await signed_in(uow)
+            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+
+    async def login_changing_password(self, *, email: str, password: str, new_password: str, client_ip: str) -> Tokens:
+        """Sign in and change the password at once: what a sign-in that must change it does
+        (``PasswordChangeRequiredError`` from ``login``), and anyone may. Throttled as a sign-in;
+        ``WeakPasswordError`` if the new password breaks the policy or equals the old one (what
+        needs the account, such as its name in the password, only once the old one was right, so
+        that the answer never tells whether an address has an account). Every other session of
+        the account is signed out."""
+        if new_password == password:
+            raise WeakPasswordError("the new password must differ from the current one")
+        self.policy.check(new_password)  # what the account's name adds is checked once it is known
+        user, signed_in = await self._authenticate(email, password, client_ip)
+        try:
+            self.policy.check(new_password, email=user.email_key, full_name=user.full_name)
+        except WeakPasswordError:
+            async with self.units.uow() as uow:
+                await signed_in(uow)  # the password was right: its attempts are forgiven
+            raise
+        hashed = await self.passwords.hash(new_password)
+        key = await self.keys.active()
+        async with self.units.uow() as uow:
+            await signed_in(uow)
+            await uow.users.set_password_hash(user.id, hashed)
+            await uow.users.require_password_change(user.id, False)
+            await uow.refresh_tokens.revoke_others(user.id, keep=None, at=uow.clock())
+            uow.add(PasswordChanged(user_id=user.id, how="sign_in"), aggregate_id=user.id)
+            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+
+    async def _authenticate(
+        self, email: str, password: str, client_ip: str
+    ) -> tuple[User, Callable[[IdentityWork], Awaitable[None]]]:
+        """The active account whose password this is (``InvalidCredentialsError`` otherwise,
+        ``ThrottledError`` past the limits), and what to do in the unit that signs it in: forgive
+        this attempt and upgrade the hash if it was made with weaker parameters."""
         try:
             email_key = normalise_email(email)
         except ValueError:
             email_key = email.strip().lower()[:254]
         t, now = self.throttle, self.clock()
-        ip, pair, account = f"ip:{client_ip}", f"acct-ip:{email_key} {client_ip}", f"acct:{email_key}"
+        ip, pair, account = f"ip:{client_ip}", f"acct-ip:{email_key} {client_ip}", account_key(email_key)
         # The attempt counts against the address, the account at this address and the account
         # from before its password is checked, so guesses sent at once cannot all pass the counts
         # before the first of them is recorded (always in this order: no deadlock). A refused
@@ -342,8 +397,9 @@ class Identity:
         ok, upgraded = await self.passwords.verify(stored, password)
         if not ok or user is None:
             raise InvalidCredentialsError("invalid email or password")  # the attempts stay counted
-        key = await self.keys.active()
-        async with self.units.uow() as uow:
+        found = user
+
+        async def signed_in(uow: IdentityWork) -> None:
             # Only this attempt leaves the address's and the account's counts: one success must
             # not wipe the failures of others behind the same address, or of guessers elsewhere.
             # Its own failures at this address are forgiven.
@@ -351,8 +407,9 @@ class Identity:
             await uow.attempts.forget(account, account_at)
             await uow.attempts.clear(pair)
             if upgraded is not None:
-                await uow.users.set_password_hash(user.id, upgraded)
-            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+                await uow.users.set_password_hash(found.id, upgraded)
+
+        return found, signed_in
 
     async def _prune(self, now: datetime) -> None:
         """Forget attempts older than every window, at most once per ``PRUNE_EVERY`` per process."""
@@ -374,9 +431,16 @@ class Identity:
             outcome = judge_refresh(stored, now)
             if outcome is RefreshOutcome.ROTATE:
                 user = await uow.users.get(uuid.UUID(stored.user_id))
-                if user is not None and user.disabled_at is None:
+                if user is not None and user.disabled_at is None and not user.password_change_required:
                     await uow.refresh_tokens.mark_rotated(stored.id, now)
-                    return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.UUID(stored.family_id))
+                    return await self._issue(
+                        uow,
+                        key,
+                        user.id,
+                        list(user.roles),
+                        family_id=uuid.UUID(stored.family_id),
+                        started_at=stored.started_at,
+                    )
             if outcome is RefreshOutcome.REUSED:
                 await uow.refresh_tokens.revoke_family(stored.family_id, now)
         # Committed (a reuse revoked the family); the caller learns only that it failed.
@@ -424,7 +488,9 @@ class Identity:
         async with self.units.uow() as uow:
             await uow.attempts.clear(key)
             await uow.users.set_password_hash(user_id, hashed)
+            await uow.users.require_password_change(user_id, False)
             await uow.refresh_tokens.revoke_others(user_id, keep=session, at=uow.clock())
+            uow.add(PasswordChanged(user_id=user_id, how="own"), aggregate_id=user_id)
 
     async def staff_directory(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
         """The members of staff among ``ids``, in the order given, each once: accounts with a
@@ -436,10 +502,17 @@ class Identity:
         return in_order(ids, found)
 
     async def _issue(
-        self, uow: IdentityWork, key: SigningKey, user_id: uuid.UUID, roles: list[str], *, family_id: uuid.UUID
+        self,
+        uow: IdentityWork,
+        key: SigningKey,
+        user_id: uuid.UUID,
+        roles: list[str],
+        *,
+        family_id: uuid.UUID,
+        started_at: datetime | None = None,
     ) -> Tokens:
         """A new access token signed with ``key`` and a new refresh token in ``family_id``, issued
-        now by the unit's clock."""
+        now by the unit's clock, in a session signed in ``started_at`` (None: now)."""
         now = uow.clock()
         access, ttl = sign_access_token(
             key, subject=str(user_id), roles=roles, issuer=ISSUER, audience=AUDIENCE, now=now, session=str(family_id)
@@ -452,5 +525,6 @@ class Identity:
             user_id=user_id,
             at=now,
             expires_at=now + REFRESH_TOKEN_TTL,
+            started_at=started_at or now,
         )
         return Tokens(access_token=access, refresh_token=refresh, expires_in=ttl)

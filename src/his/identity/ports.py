@@ -48,6 +48,27 @@ class Users(Protocol):
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None: ...
 
+    async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
+        """Whether the account's next sign-in must change its password."""
+        ...
+
+    async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None: ...
+
+    async def set_disabled(self, user_id: uuid.UUID, at: datetime | None) -> None:
+        """Disable the account ``at`` (a leaver), or enable it again (None)."""
+        ...
+
+    async def active_admins(self, *, lock: bool = False) -> int:
+        """How many accounts have the ADMIN role and are not disabled; ``lock``: the
+        administrators' lock (as ``has_admin``), so that two units removing an administrator at
+        once cannot both find another one left."""
+        ...
+
+    async def search(self, q: str, *, limit: int) -> list[User]:
+        """Accounts whose address or name contains ``q`` (case-insensitively; every account if
+        ``q`` is empty), by name then id, at most ``limit``."""
+        ...
+
     async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
         """The accounts among ``ids`` that the staff directory names (``domain.in_directory``: a
         staff role, not disabled), each once with its staff roles, in no particular order; ids
@@ -68,8 +89,10 @@ class RefreshTokens(Protocol):
         user_id: uuid.UUID,
         at: datetime,
         expires_at: datetime,
+        started_at: datetime | None = None,
     ) -> None:
-        """A token issued ``at`` to an existing account."""
+        """A token issued ``at`` to an existing account, in a session signed in ``started_at``
+        (None: ``at``, a new sign-in)."""
         ...
 
     async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
@@ -122,6 +145,15 @@ class Attempts(Protocol):
 
     async def clear(self, key: str) -> None:
         """Remove every attempt of the key."""
+        ...
+
+    async def clear_prefix(self, prefix: str) -> int:
+        """Remove every attempt of every key that starts with ``prefix``; how many."""
+        ...
+
+    async def counts(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+        """How many attempts each of ``keys`` has after ``since`` (keys with none are left out);
+        one query, without the keys' locks."""
         ...
 
     async def prune(self, before: datetime) -> int:

@@ -54,6 +54,7 @@ class StoredToken:
     expires_at: datetime
     rotated_at: datetime | None = None
     revoked_at: datetime | None = None
+    session_started_at: datetime | None = None
 
 
 @dataclass
@@ -125,6 +126,34 @@ class FakeUsers(_Repository):
         if user_id in self.state.users:
             self.state.users[user_id] = replace(self.state.users[user_id], password_hash=password_hash)
 
+    def _change(self, user_id: uuid.UUID, **changes: object) -> None:
+        if user_id in self.state.users:
+            self.state.users[user_id] = replace(self.state.users[user_id], **changes)  # type: ignore[arg-type]
+
+    async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
+        self.work.going_on()
+        self._change(user_id, password_change_required=required)
+
+    async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None:
+        self.text(*roles)
+        if not roles or not set(roles) <= ROLES:
+            self.work.refuse(asyncpg.CheckViolationError('new row violates check constraint "app_user_roles_check"'))
+        self._change(user_id, roles=tuple(sorted(set(roles))))
+
+    async def set_disabled(self, user_id: uuid.UUID, at: datetime | None) -> None:
+        self.work.going_on()
+        self._change(user_id, disabled_at=_utc(at) if at else None)
+
+    async def active_admins(self, *, lock: bool = False) -> int:
+        self.work.going_on()
+        return sum(Role.ADMIN.value in u.roles and u.disabled_at is None for u in self.state.users.values())
+
+    async def search(self, q: str, *, limit: int) -> list[User]:
+        self.text(q)
+        needle = q.lower()
+        found = [u for u in self.state.users.values() if needle in u.email_key or needle in u.full_name.lower()]
+        return sorted(found, key=lambda u: (u.full_name, str(u.id)))[:limit]
+
     async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
         self.work.going_on()
         chosen = (self.state.users.get(i) for i in set(ids))
@@ -145,6 +174,7 @@ class FakeRefreshTokens(_Repository):
         user_id: uuid.UUID,
         at: datetime,
         expires_at: datetime,
+        started_at: datetime | None = None,
     ) -> None:
         self.work.going_on()
         if token_id in self.state.refresh_tokens:
@@ -154,7 +184,7 @@ class FakeRefreshTokens(_Repository):
         if user_id not in self.state.users:
             self.work.refuse(asyncpg.ForeignKeyViolationError('violates "refresh_token_user_id_fkey"'))
         self.state.refresh_tokens[token_id] = StoredToken(
-            token_id, token_hash, family_id, user_id, _utc(at), _utc(expires_at)
+            token_id, token_hash, family_id, user_id, _utc(at), _utc(expires_at), session_started_at=_utc(started_at or at)
         )
 
     async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
@@ -168,6 +198,7 @@ class FakeRefreshTokens(_Repository):
                     expires_at=t.expires_at,
                     rotated_at=t.rotated_at,
                     revoked_at=t.revoked_at,
+                    started_at=t.session_started_at,
                 )
         return None
 
@@ -239,6 +270,21 @@ class FakeAttempts(_Repository):
     async def clear(self, key: str) -> None:
         self.text(key)
         self.state.attempts[:] = [(k, at) for k, at in self.state.attempts if k != key]
+
+    async def clear_prefix(self, prefix: str) -> int:
+        self.text(prefix)
+        kept = [(k, at) for k, at in self.state.attempts if not k.startswith(prefix)]
+        cleared = len(self.state.attempts) - len(kept)
+        self.state.attempts[:] = kept
+        return cleared
+
+    async def counts(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+        self.text(*keys)
+        out: dict[str, int] = {}
+        for k, at in self.state.attempts:
+            if k in keys and at > since:
+                out[k] = out.get(k, 0) + 1
+        return out
 
     async def prune(self, before: datetime) -> int:
         self.work.going_on()

@@ -17,7 +17,9 @@ __all__ = ["EmailTakenError", "IdentityStore", "IdentityUnit"]
 
 #: The roles that put an account in the staff directory (``domain.in_directory``).
 STAFF_ROLES = sorted(r.value for r in STAFF)
-USER_COLUMNS = "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at"
+USER_COLUMNS = (
+    "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at, password_change_required"
+)
 
 
 def _user(row: Record) -> User:
@@ -30,6 +32,7 @@ def _user(row: Record) -> User:
         roles=tuple(row["roles"]),
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
+        password_change_required=row["password_change_required"],
     )
 
 
@@ -85,6 +88,33 @@ class PgUsers:
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         await self.conn.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", user_id, password_hash)
 
+    async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
+        await self.conn.execute("UPDATE app_user SET password_change_required = $2 WHERE id = $1", user_id, required)
+
+    async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None:
+        await self.conn.execute("UPDATE app_user SET roles = $2 WHERE id = $1", user_id, sorted(set(roles)))
+
+    async def set_disabled(self, user_id: uuid.UUID, at: datetime | None) -> None:
+        await self.conn.execute("UPDATE app_user SET disabled_at = $2 WHERE id = $1", user_id, at)
+
+    async def active_admins(self, *, lock: bool = False) -> int:
+        if lock:
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('his.identity.admin'))")
+        return int(
+            await self.conn.fetchval("SELECT count(*) FROM app_user WHERE 'ADMIN' = ANY(roles) AND disabled_at IS NULL")
+        )
+
+    async def search(self, q: str, *, limit: int) -> list[User]:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self.conn.fetch(
+            f"""SELECT {USER_COLUMNS} FROM app_user
+                WHERE email_key LIKE $1 OR lower(full_name) LIKE $1
+                ORDER BY full_name, id LIMIT $2""",
+            pattern,
+            limit,
+        )
+        return [_user(r) for r in rows]
+
     async def staff(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
         rows = await self.conn.fetch(
             """SELECT id, full_name, roles FROM app_user
@@ -110,21 +140,24 @@ class PgRefreshTokens:
         user_id: uuid.UUID,
         at: datetime,
         expires_at: datetime,
+        started_at: datetime | None = None,
     ) -> None:
         await self.conn.execute(
-            """INSERT INTO refresh_token (id, token_hash, family_id, user_id, issued_at, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
+            """INSERT INTO refresh_token (id, token_hash, family_id, user_id, issued_at, expires_at, session_started_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             token_id,
             token_hash,
             family_id,
             user_id,
             at,
             expires_at,
+            started_at or at,
         )
 
     async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
         row = await self.conn.fetchrow(
-            f"""SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_token
+            f"""SELECT id, family_id, user_id, expires_at, rotated_at, revoked_at, session_started_at
+                FROM refresh_token
                 WHERE token_hash = $1{" FOR UPDATE" if lock else ""}""",
             token_hash,
         )
@@ -137,6 +170,7 @@ class PgRefreshTokens:
             expires_at=row["expires_at"],
             rotated_at=row["rotated_at"],
             revoked_at=row["revoked_at"],
+            started_at=row["session_started_at"],
         )
 
     async def mark_rotated(self, token_id: str, at: datetime) -> None:
@@ -238,6 +272,17 @@ class PgAttempts:
 
     async def prune(self, before: datetime) -> int:
         return _count(await self.conn.execute("DELETE FROM login_failure WHERE at < $1", before))
+
+    async def clear_prefix(self, prefix: str) -> int:
+        return _count(await self.conn.execute("DELETE FROM login_failure WHERE starts_with(key, $1)", prefix))
+
+    async def counts(self, keys: Sequence[str], since: datetime) -> dict[str, int]:
+        rows = await self.conn.fetch(
+            "SELECT key, count(*) AS n FROM login_failure WHERE key = ANY($1::text[]) AND at > $2 GROUP BY key",
+            list(keys),
+            since,
+        )
+        return {r["key"]: int(r["n"]) for r in rows}
 
 
 class IdentityUnit(Unit):
