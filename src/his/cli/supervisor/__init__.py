@@ -24,7 +24,7 @@ from his.cli.settings import OperatorSettings
 from his.cli.supervisor.admin import ensure_admin
 from his.cli.supervisor.children import bootstrap_and_launch, shutdown, supervise, wait_healthy
 from his.cli.supervisor.console import console, fail
-from his.cli.supervisor.datadir import acquire_lock, issue_identities, reap_leftovers
+from his.cli.supervisor.datadir import acquire_lock, issue_identities, make_private, reap_leftovers
 from his.cli.supervisor.plan import check_gateway_port, plan_children
 from his.cli.supervisor.servers import check_durability, start_nats, start_postgres
 from his.cli.supervisor.stack import Stack
@@ -36,6 +36,7 @@ from his.kernel import safety
 async def run_up(settings: OperatorSettings, forks: ForkServer | None = None) -> int:
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
+    make_private(data)
     stack = Stack(settings, forks=forks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

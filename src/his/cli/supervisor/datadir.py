@@ -17,15 +17,37 @@ from his.cli import state
 from his.cli.services import CONSOLE, GATEWAY, SERVICES
 from his.cli.supervisor.console import console
 from his.cli.supervisor.stack import Stack
-from his.infra.procs import ServerStartError
+from his.infra.procs import ServerStartError, private_opener, write_private
 from his.kernel import bus
 from his.kernel.pki import LocalCA, spiffe_id
+
+#: What ``his up`` keeps under the data directory for its owner alone (0700; their files 0600):
+#: the lock and run state, the servers' and services' logs, the generated secrets, the CA and the
+#: workload keys, NATS's configuration and store, the audit chain's checkpoints, the messages the
+#: notifications service delivers locally (they name patients). PostgreSQL keeps its own
+#: directory (``pg``) private itself.
+PRIVATE = ("run", "logs", "secrets", "pki", "nats", "audit", "mail")
+
+
+def make_private(data: Path) -> None:
+    """Create the private directories, and take back what an earlier version left open: every
+    file in them is its owner's alone, but the certificates (public by nature, in a directory
+    no one else may enter)."""
+    for name in PRIVATE:
+        d = data / name
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)
+        for f in d.iterdir():
+            if f.is_file() and not f.is_symlink() and f.suffix != ".crt":
+                f.chmod(0o600)
+    checkpoints = data / "audit" / "checkpoints.jsonl"  # appended to by his.cli.audit
+    os.close(os.open(checkpoints, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
 
 
 def acquire_lock(data: Path) -> IO[str]:
     run = data / "run"
     run.mkdir(parents=True, exist_ok=True)
-    fh = open(run / "up.lock", "w")  # noqa: SIM115 - held for the life of the supervisor
+    fh = open(run / "up.lock", "w", opener=private_opener)  # noqa: SIM115 - held for the life of the supervisor
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,8 +81,7 @@ def secret(data: Path, name: str, make: Callable[[], str] = lambda: secrets.toke
     p.parent.mkdir(parents=True, exist_ok=True)
     p.parent.chmod(0o700)
     value = make()
-    p.write_text(value)
-    p.chmod(0o600)
+    write_private(p, value)
     return value
 
 
