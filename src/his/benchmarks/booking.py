@@ -376,7 +376,7 @@ async def measure_all(hospital: PrivateHospital, cfg: BookingConfig, say: Callab
         "baseline": Target("baseline", Pool("127.0.0.1", port), "/bookings", plan, wrapping(plan.capacity)),
         "direct": Target(
             "direct",
-            Pool(sched.hostname or "127.0.0.1", sched.port or 0, operator.client_context()),
+            Pool(sched.hostname or "127.0.0.1", sched.port or 0, hospital.workload("gateway").client_context()),
             "/appointments",
             plan,
             slots,

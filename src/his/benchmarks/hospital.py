@@ -113,6 +113,16 @@ class PrivateHospital:
             raise BenchmarkError("his up issued no operator certificate")
         return ident
 
+    def workload(self, name: str) -> WorkloadIdentity:
+        """The certificate `his up` issued to process ``name``: the one a direct call to a service
+        presents as the gateway would (a service's listener admits the gateway on every path and
+        the operator on its operations paths only)."""
+        pki = Path(self.state().pki_dir or self.data / "pki")
+        ident = WorkloadIdentity(pki / f"{name}.crt", pki / f"{name}.key", pki / "ca.crt")
+        if not ident.cert.exists():
+            raise BenchmarkError(f"his up issued no certificate to {name}")
+        return ident
+
     def processes(self) -> dict[str, int]:
         """Every process of the hospital by name: services, gateway, PostgreSQL, NATS, the supervisor
         and the fork server that forked the services (its CPU is their imports)."""

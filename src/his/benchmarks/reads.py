@@ -334,7 +334,7 @@ def targets(hospital: PrivateHospital, port: int, tokens: list[str], patients: l
     headers = [f"authorization: Bearer {t}\r\n".encode() for t in tokens]
     check = is_patient(patients)
     svc = urlsplit(hospital.service_url("patients"))
-    tls = hospital.operator().client_context()
+    tls = hospital.workload("gateway").client_context()  # as the gateway calls it
     body = json.dumps(
         {
             "patient_id": patients[0],
