@@ -24,9 +24,7 @@ async def chain(admin_dsn: str, tmp_path: Path) -> tuple[str, Path]:
     (data / "secrets" / "db-audit").write_text("pw-audit-test")
     dsn = await migrations.provision(admin_dsn, "audit", "pw-audit-test")
     await migrations.upgrade(admin_dsn, "audit")
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute("TRUNCATE audit.audit_log")
-    await conn.close()
+    await fresh_audit(admin_dsn)
     conn = await asyncpg.connect(dsn)
     try:
         for i in range(20):
@@ -50,6 +48,20 @@ async def chain(admin_dsn: str, tmp_path: Path) -> tuple[str, Path]:
         await conn.close()
     await audit_cli.write_checkpoint(admin_dsn, data)
     return admin_dsn, data
+
+
+async def fresh_audit(admin_dsn: str) -> None:
+    """An empty chain, no witness count, and every producer's counter back at 0: a new hospital's
+    audit trail (another test's numbered accesses are not this chain's to hold)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("TRUNCATE audit.audit_log, audit.checkpoint_count")
+        for (schema,) in await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'producer_seq'"
+        ):
+            await conn.execute(f'UPDATE "{schema}".producer_seq SET last = 0')
+    finally:
+        await conn.close()
 
 
 async def test_the_runtime_role_may_only_append(chain: tuple[str, Path]) -> None:
@@ -80,7 +92,7 @@ TAMPERING = {
     "inserted before the first": (
         f"""INSERT INTO audit.audit_log ({store.ROW})
             SELECT 0, gen_random_uuid(), at, source, actor_id, actor_roles, patient_id, action, resource, purpose,
-                   outcome, trace_id, flagged, prev_hash, hash FROM audit.audit_log WHERE seq = 5""",
+                   outcome, trace_id, flagged, producer_seq, prev_hash, hash FROM audit.audit_log WHERE seq = 5""",
         0,
         "outside the chain",
     ),
@@ -136,9 +148,8 @@ async def test_records_from_before_the_flag_verify_next_to_flagged_ones(chain: t
     admin, data = chain
     conn = await asyncpg.connect(audit_cli.audit_dsn(admin, data))
     try:
-        superuser = await asyncpg.connect(admin)
-        await superuser.execute("TRUNCATE audit.audit_log")
-        await superuser.close()
+        await fresh_audit(admin)
+        audit_cli.checkpoint_file(data).unlink()  # a new chain: a new witness
         prev = GENESIS
         for seq in (1, 2, 3):  # as the code before the flag wrote them
             old = {

@@ -52,6 +52,7 @@ async def hospital(admin_dsn: str, nc: NATS) -> AsyncIterator[tuple[httpx.AsyncC
         await migrations.upgrade(admin_dsn, svc)
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute("TRUNCATE audit.audit_log, audit.inbox, patients.outbox")
+    await conn.execute("UPDATE patients.producer_seq SET last = 0")  # a new chain: numbered from 1 again
     await conn.close()
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["patients"])

@@ -5,6 +5,15 @@ bytes before the first record. Editing, deleting or swapping any record breaks e
 link; truncating the tail or re-forging the whole chain is caught by comparing with a head
 checkpoint kept outside the database, authenticated with HMAC.
 
+Each access record also carries its number in its producer's gap-free sequence
+(``producer_seq``): ``missing_numbers`` names every number the chain lacks, so a record deleted
+from the table, or from a stream before audit read it, is named with its producer (ADR 0028).
+Like ``flagged`` it joined later: records without one are hashed without it.
+
+Checkpoints form a chain of their own (each MACs its number and the previous one's MAC), so a
+checkpoint cut out of the witness file, or one cut off its end when compared with the count
+kept beside the chain, is seen too (``check_witness``).
+
 ``flagged`` (emergency access) joined the record later. Records written before it have no
 value and are hashed without it, exactly as they were; every newer record has true or false
 and is hashed with it, so neither setting nor clearing a flag goes unseen.
@@ -16,7 +25,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypedDict
@@ -78,10 +87,14 @@ class NewRecord:
     trace_id: str | None
     #: Emergency access (``is_flagged``); new records always have true or false, part of their hash.
     flagged: bool = False
+    #: Its number in its producer's gap-free sequence (None: the producer did not number it).
+    producer_seq: int | None = None
 
     def content(self, seq: int) -> dict[str, object]:
-        """The record at ``seq`` as the chain hashes it (``link``) and stores it."""
-        return {
+        """The record at ``seq`` as the chain hashes it (``link``) and stores it; ``producer_seq``
+        only when it has one."""
+        number = {} if self.producer_seq is None else {"producer_seq": self.producer_seq}
+        return number | {
             "seq": seq,
             "event_id": self.event_id,
             "at": self.at,
@@ -115,6 +128,7 @@ class ChainRow(TypedDict):
     outcome: str
     trace_id: str | None
     flagged: bool | None
+    producer_seq: int | None
     prev_hash: bytes
     hash: bytes
 
@@ -130,6 +144,8 @@ def canonical(record: Mapping[str, object]) -> bytes:
     }
     if record.get("flagged") is not None:
         doc["flagged"] = bool(record["flagged"])
+    if record.get("producer_seq") is not None:
+        doc["producer_seq"] = record["producer_seq"]
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -139,28 +155,105 @@ def link(prev_hash: bytes, record: Mapping[str, object]) -> bytes:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """The chain's head at one moment, MAC'd with a key the database never sees.
+
+    ``n`` numbers the checkpoints of the witness file from 1 and ``prev`` is the MAC of the one
+    before (32 zero bytes before the first): the MAC covers both, so no checkpoint can be cut
+    out, reordered or replayed unseen. Checkpoints written before the chaining have ``n`` 0.
+    """
+
     seq: int
     hash: bytes
     mac: bytes
+    n: int = 0
+    prev: bytes = b""
 
     @staticmethod
-    def mac_of(key: bytes, seq: int, head: bytes) -> bytes:
-        return hmac.new(key, f"{seq}:{head.hex()}".encode(), hashlib.sha256).digest()
+    def mac_of(key: bytes, seq: int, head: bytes, n: int = 0, prev: bytes = b"") -> bytes:
+        text = f"{seq}:{head.hex()}" if n == 0 else f"{n}:{prev.hex()}:{seq}:{head.hex()}"
+        return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
     @classmethod
-    def make(cls, key: bytes, seq: int, head: bytes) -> Checkpoint:
-        return cls(seq, head, cls.mac_of(key, seq, head))
+    def make(cls, key: bytes, seq: int, head: bytes, after: Checkpoint | None = None) -> Checkpoint:
+        """The checkpoint of ``seq`` and ``head`` that follows ``after`` in the witness file."""
+        n = after.n + 1 if after is not None and after.n else 1
+        prev = after.mac if after is not None and after.n else GENESIS
+        return cls(seq, head, cls.mac_of(key, seq, head, n, prev), n, prev)
 
     def authentic(self, key: bytes) -> bool:
-        return hmac.compare_digest(self.mac, self.mac_of(key, self.seq, self.hash))
+        return hmac.compare_digest(self.mac, self.mac_of(key, self.seq, self.hash, self.n, self.prev))
 
     def to_json(self) -> str:
-        return json.dumps({"seq": self.seq, "hash": self.hash.hex(), "mac": self.mac.hex()})
+        doc: dict[str, object] = {"seq": self.seq, "hash": self.hash.hex(), "mac": self.mac.hex()}
+        if self.n:
+            doc |= {"n": self.n, "prev": self.prev.hex()}
+        return json.dumps(doc)
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
         doc = json.loads(text)
-        return cls(int(doc["seq"]), bytes.fromhex(doc["hash"]), bytes.fromhex(doc["mac"]))
+        n, prev = int(doc.get("n", 0)), bytes.fromhex(doc.get("prev", ""))
+        return cls(int(doc["seq"]), bytes.fromhex(doc["hash"]), bytes.fromhex(doc["mac"]), n, prev)
+
+
+def check_witness(entries: Sequence[Checkpoint], key: bytes, count: tuple[int, bytes] | None) -> str:
+    """What is wrong with the witness file's checkpoints, in order ("" if nothing): each one
+    authentic, chained to the one before, the seq never going back; and none missing at its end
+    by the ``count`` (number and MAC of the last one written) kept in the database."""
+    prev: Checkpoint | None = None
+    for cp in entries:
+        if not cp.authentic(key):
+            return f"checkpoint {cp.n or '(unnumbered)'} of the witness is not authentic"
+        if prev is not None and cp.seq < prev.seq:
+            return f"checkpoint {cp.n} goes back from record {prev.seq} to {cp.seq}"
+        after = prev.n if prev is not None else 0
+        if cp.n and cp.n != after + 1:
+            cut = _run(after + 1, cp.n - 1) if cp.n > after + 1 else ""
+            return f"the witness lacks checkpoint{cut}" if cut else f"checkpoint {cp.n} does not follow {after}"
+        if cp.n and prev is not None and after and cp.prev != prev.mac:
+            return f"checkpoint {cp.n} does not follow checkpoint {after}"
+        prev = cp
+    last = prev.n if prev is not None else 0
+    if count is not None and count[0] > last:
+        return f"the witness was rolled back: checkpoint{_run(last + 1, count[0])} cut off its end"
+    if count is not None and count[0] == last and prev is not None and not hmac.compare_digest(count[1], prev.mac):
+        return f"checkpoint {last} of the witness is not the one written"
+    return ""
+
+
+def _run(first: int, last: int) -> str:
+    return f" {first}" if first == last else f"s {first}..{last}"
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Numbers of one producer's access records that are not in the chain: ``first``..``last``."""
+
+    producer: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        numbers = str(self.first) if self.first == self.last else f"{self.first}..{self.last}"
+        return f"{self.producer} {numbers}"
+
+
+def missing_numbers(numbers: Mapping[str, Iterable[int]], latest: Mapping[str, int] | None = None) -> list[Missing]:
+    """Every producer's numbers the chain lacks, as runs: those between 1 and the highest it
+    holds, and those above it up to the producer's own latest number (``latest``), which is how
+    a record removed at the end is seen. Producers are named in order, runs in number order."""
+    found: list[Missing] = []
+    latest = latest or {}
+    for producer in sorted(set(numbers) | set(latest)):
+        have = sorted(set(numbers.get(producer, ())))
+        expected = 1
+        for n in have:
+            if n > expected:
+                found.append(Missing(producer, expected, n - 1))
+            expected = max(expected, n + 1)
+        if latest.get(producer, 0) >= expected:
+            found.append(Missing(producer, expected, latest[producer]))
+    return found
 
 
 @dataclass(frozen=True)
@@ -169,6 +262,8 @@ class Verdict:
     checked: int
     problem: str = ""
     first_bad_seq: int | None = None
+    #: The producers' access records the chain lacks.
+    missing: tuple[Missing, ...] = ()
 
 
 def _digest(value: object) -> bytes:
@@ -179,9 +274,39 @@ def _digest(value: object) -> bytes:
 
 
 def verify(
-    rows: Iterable[Mapping[str, object]], checkpoint: Checkpoint | None = None, key: bytes | None = None
+    rows: Iterable[Mapping[str, object]],
+    checkpoint: Checkpoint | None = None,
+    key: bytes | None = None,
+    latest: Mapping[str, int] | None = None,
 ) -> Verdict:
-    """Walk the chain in ``seq`` order; name the first bad record."""
+    """Walk the chain in ``seq`` order; name the first bad record, and every access record of a
+    producer that the chain lacks (``missing_numbers``, against each producer's ``latest``).
+
+    The walk reads every row even after a broken link, so a deletion is named by its producer
+    and numbers whatever else was done to the chain."""
+    numbers: dict[str, list[int]] = {}
+
+    def counted() -> Iterator[Mapping[str, object]]:
+        for row in rows:
+            n = row.get("producer_seq")
+            if isinstance(n, int):
+                numbers.setdefault(str(row["source"]), []).append(n)
+            yield row
+
+    walk = counted()
+    verdict = _walk(walk, checkpoint, key)
+    for _ in walk:  # the rows after the first bad one, for their numbers
+        pass
+    missing = tuple(missing_numbers(numbers, latest))
+    if not missing:
+        return verdict
+    words = "access records missing: " + ", ".join(map(str, missing))
+    problem = f"{verdict.problem}; {words}" if verdict.problem else words
+    return Verdict(False, verdict.checked, problem, verdict.first_bad_seq, missing)
+
+
+def _walk(rows: Iterator[Mapping[str, object]], checkpoint: Checkpoint | None, key: bytes | None) -> Verdict:
+    """The links of the chain and its head checkpoint: the first problem, if any."""
     prev, expected_seq = GENESIS, 1
     # A checkpoint of the empty chain (seq 0, as `his up` writes at first start) witnessed GENESIS.
     head_at_checkpoint = GENESIS if checkpoint is not None and checkpoint.seq == 0 else None

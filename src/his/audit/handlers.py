@@ -40,13 +40,15 @@ async def record_accessed(uow: AuditWork, env: Envelope, ev: RecordAccessed) -> 
             outcome=ev.outcome,
             trace_id=ev.trace_id,
             flagged=is_flagged(ev.action, ev.purpose),
+            producer_seq=ev.producer_seq,
         )
     )
 
 
 async def records_accessed(uow: AuditWork, env: Envelope, ev: RecordsAccessed) -> None:
     """Append a batch of accesses (reads committed together) to the hash chain, in order; each
-    keeps its own id and time."""
+    keeps its own id and time, and its own number (the batch's first, then the next ones)."""
+    first = ev.producer_seq
     await uow.chain.append_many(
         [
             NewRecord(
@@ -62,8 +64,9 @@ async def records_accessed(uow: AuditWork, env: Envelope, ev: RecordsAccessed) -
                 outcome=a.outcome,
                 trace_id=a.trace_id,
                 flagged=is_flagged(a.action, a.purpose),
+                producer_seq=None if first is None else first + i,
             )
-            for a in ev.accesses
+            for i, a in enumerate(ev.accesses)
         ]
     )
 

@@ -1,20 +1,42 @@
 """``his audit checkpoint | verify``: witness the head of the audit chain, and check the chain.
 
 Checkpoints live outside the database (``$HIS_DATA_DIR/audit/checkpoints.jsonl``), each one
-authenticated with an HMAC key from the secrets directory, so an attacker who can rewrite the
-database cannot also rewrite the witness. In a cluster, run ``his audit checkpoint`` on a
-schedule and ship the file to write-once storage.
+MAC'd with a key from the secrets directory (not beside them, readable by its owner only) and
+chained to the one before; the number and MAC of the last one are also kept in the audit schema,
+so cutting lines off the file's end is seen as well (ADR 0028). ``his up`` writes one every
+``CHECKPOINT_EVERY`` seconds while the chain grows; in a cluster, run ``his audit checkpoint`` as
+often, from a host that holds the key, and ship the file to write-once storage.
+
+``verify`` also asks every producer of access records for its latest number (its
+``producer_seq`` counter) and names each number the chain lacks: a record deleted from the table
+or from a stream before audit read it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import time
 from pathlib import Path
 
 import asyncpg
 
-from his.audit.domain import Checkpoint, Verdict, verify
+from his.audit.domain import Checkpoint, Verdict, check_witness, verify
 from his.audit.store import PgChain
+from his.kernel.db import SEQ_TABLE
 from his.kernel.migrations import runtime_role, with_credentials
+
+#: Seconds between the checkpoints ``his up`` writes while records are appended: the longest a
+#: record stays unwitnessed outside the database.
+CHECKPOINT_EVERY = 1.0
+#: Seconds ``verify`` waits for access records still on their way (committed by their producer,
+#: not yet appended by audit) before it names them missing.
+GRACE = 10.0
+
+COUNT_UPSERT = """
+INSERT INTO checkpoint_count (n, mac) VALUES ($1, $2)
+ON CONFLICT (one) DO UPDATE SET n = excluded.n, mac = excluded.mac WHERE checkpoint_count.n < excluded.n
+"""
 
 
 def checkpoint_file(data: Path) -> Path:
@@ -32,34 +54,88 @@ def checkpoint_key(data: Path) -> bytes:
     return secret(data, "audit-checkpoint-key").encode()
 
 
+async def _audit(admin_dsn: str, data: Path) -> asyncpg.Connection[asyncpg.Record]:
+    return await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
+
+
 async def write_checkpoint(admin_dsn: str, data: Path) -> Checkpoint:
-    conn = await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
+    """Witness the chain's head: a checkpoint after the file's last one (none if the head has not
+    moved), then its number and MAC in the audit schema."""
+    conn = await _audit(admin_dsn, data)
     try:
         seq, head = await PgChain(conn).head()
+        path = checkpoint_file(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: each line follows the last
+            fh.seek(0)
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+            last = Checkpoint.from_json(lines[-1]) if lines else None
+            if last is not None and last.seq == seq and last.hash == head and last.n:
+                return last
+            cp = Checkpoint.make(checkpoint_key(data), seq, head, after=last)
+            fh.write(cp.to_json() + "\n")
+            fh.flush()
+        await conn.execute(COUNT_UPSERT, cp.n, cp.mac)
+        return cp
     finally:
         await conn.close()
-    cp = Checkpoint.make(checkpoint_key(data), seq, head)
+
+
+def checkpoints(data: Path) -> list[Checkpoint]:
+    """Every checkpoint of the witness file, in order."""
     path = checkpoint_file(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    last = latest_checkpoint(data)
-    if last is None or last.seq != cp.seq:
-        with path.open("a") as fh:
-            fh.write(cp.to_json() + "\n")
-    return cp
+    if not path.exists():
+        return []
+    return [Checkpoint.from_json(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def latest_checkpoint(data: Path) -> Checkpoint | None:
-    path = checkpoint_file(data)
-    if not path.exists():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return Checkpoint.from_json(lines[-1]) if lines else None
+    found = checkpoints(data)
+    return found[-1] if found else None
 
 
-async def verify_chain(admin_dsn: str, data: Path) -> Verdict:
-    conn = await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
+async def producers_latest(admin_dsn: str) -> dict[str, int]:
+    """Each producer's latest access record number (``his.<schema>`` → its counter), read on the
+    producers' own schemas."""
+    conn = await asyncpg.connect(admin_dsn)
     try:
+        schemas = await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = $1 ORDER BY 1", SEQ_TABLE
+        )
+        return {f"his.{s[0]}": int(await conn.fetchval(f'SELECT last FROM "{s[0]}".{SEQ_TABLE}') or 0) for s in schemas}
+    finally:
+        await conn.close()
+
+
+async def _wait_for_arrivals(conn: asyncpg.Connection[asyncpg.Record], latest: dict[str, int], grace: float) -> None:
+    """Wait up to ``grace`` seconds for the chain to hold each producer's latest number: records
+    committed just now may still be on their way through the stream."""
+    deadline = time.monotonic() + grace
+    query = "SELECT source, max(producer_seq) FROM audit_log WHERE producer_seq IS NOT NULL GROUP BY source"
+    while True:
+        have = {r[0]: int(r[1]) for r in await conn.fetch(query)}
+        if all(have.get(p, 0) >= n for p, n in latest.items()) or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def verify_chain(admin_dsn: str, data: Path, *, grace: float = GRACE) -> Verdict:
+    """The chain's links, its head against the witness, the witness against the count kept in the
+    database, and every producer's numbers: the first problem of each, in one verdict."""
+    latest = await producers_latest(admin_dsn)
+    conn = await _audit(admin_dsn, data)
+    try:
+        await _wait_for_arrivals(conn, latest, grace)
+        count = await conn.fetchrow("SELECT n, mac FROM checkpoint_count")
         records = [r async for r in PgChain(conn).rows()]
     finally:
         await conn.close()
-    return verify(records, latest_checkpoint(data), checkpoint_key(data))
+    key = checkpoint_key(data)
+    witnessed = checkpoints(data)
+    verdict = verify(records, witnessed[-1] if witnessed else None, key, latest)
+    problem = check_witness(witnessed, key, (int(count["n"]), bytes(count["mac"])) if count else None)
+    if not problem:
+        return verdict
+    both = f"{problem}; {verdict.problem}" if verdict.problem else problem
+    return Verdict(False, verdict.checked, both, verdict.first_bad_seq, verdict.missing)

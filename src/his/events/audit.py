@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from his.kernel.events import Envelope, Event, event, service_of
+from his.kernel.events import SEQ_FIELD, Envelope, Event, event, service_of
+from his.kernel.json import JsonObject
 from his.kernel.ports import Work
 from his.kernel.security import Principal
 
@@ -41,6 +42,11 @@ class Access(BaseModel):
 
 class RecordAccessed(Event, Access):
     """Base of the per-service access events (one type per producing service)."""
+
+    #: The access's number in its producer's gap-free sequence, set when it is committed
+    #: (``his.kernel.db``); the audit verifier names every number it never received (ADR 0028).
+    #: Null only in events written before the numbering.
+    producer_seq: int | None = Field(default=None, ge=1)
 
 
 @event
@@ -109,6 +115,9 @@ class RecordsAccessed(Event):
     (``Database.read``), one event instead of one per access."""
 
     accesses: list[AccessEntry] = Field(min_length=1, max_length=MAX_BATCH)
+    #: The first entry's number in its producer's gap-free sequence; the next entries have the
+    #: numbers after it, in order (``RecordAccessed.producer_seq``).
+    producer_seq: int | None = Field(default=None, ge=1)
 
 
 def _batched(single: type[RecordAccessed], what: str) -> type[RecordsAccessed]:
@@ -171,10 +180,20 @@ def batch_accesses(events: list[Envelope]) -> list[Envelope]:
                     aggregate_id=str(batch_id),
                     aggregate_version=1,
                     traceparent=part[0].traceparent,
-                    data={"accesses": [dict(e.data, id=str(e.id), at=e.time.isoformat()) for e in part]},
+                    data={
+                        "accesses": [_entry(e) for e in part],
+                        SEQ_FIELD: None,  # numbered at commit: the first of len(part) numbers
+                    },
+                    numbers=len(part),
                 )
             )
     return out
+
+
+def _entry(env: Envelope) -> JsonObject:
+    """A single access event's data as an entry of a batch: its own id and time, no number of its own."""
+    data = {k: v for k, v in env.data.items() if k != SEQ_FIELD}
+    return data | {"id": str(env.id), "at": env.time.isoformat()}
 
 
 def record_access(

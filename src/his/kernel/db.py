@@ -27,7 +27,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from his.kernel import tracing
 from his.kernel.clock import Clock, utc_now
-from his.kernel.events import Envelope, Event
+from his.kernel.events import SEQ_FIELD, Envelope, Event
 
 log = logging.getLogger("his.db")
 
@@ -59,21 +59,86 @@ INSERT INTO outbox (event_id, subject, payload, traceparent)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[])
 """
 
+#: Each schema's gap-free counter of numbered events (``Envelope.numbers``, ADR 0028): one row,
+#: moved on in the statement that writes their outbox rows, so a number is taken by exactly one
+#: committed event. A schema whose events are numbered creates it (``producer_seq_sql``).
+SEQ_TABLE = "producer_seq"
+
+#: ``OUTBOX_INSERT`` for events some of which are numbered: the counter moves on by $7 and each
+#: numbered payload is its part before the number ($3), the number (the base + $4), and the rest ($5).
+#: One statement, so a commit of its own outside a transaction. No counter row: no row inserted.
+NUMBERED_OUTBOX_INSERT = f"""
+WITH n AS (UPDATE {SEQ_TABLE} SET last = last + $7::bigint RETURNING last - $7::bigint AS base)
+INSERT INTO outbox (event_id, subject, payload, traceparent)
+SELECT u.e, u.s, CASE WHEN u.o IS NULL THEN u.p ELSE u.p || convert_to((n.base + u.o)::text, 'UTF8') || u.q END, u.t
+FROM n, unnest($1::uuid[], $2::text[], $3::bytea[], $4::bigint[], $5::bytea[], $6::text[])
+     WITH ORDINALITY AS u(e, s, p, o, q, t, i)
+ORDER BY u.i
+"""
+
+_SLOT = f'"{SEQ_FIELD}":null'.encode()
+
 _savepoint_ids = itertools.count(1)
+
+
+def producer_seq_sql() -> list[str]:
+    """DDL of the counter of numbered events (``SEQ_TABLE``), run by a producer's migration."""
+    return [
+        f"""CREATE TABLE {SEQ_TABLE} (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            last bigint NOT NULL DEFAULT 0 CHECK (last >= 0)
+        )""",
+        f"INSERT INTO {SEQ_TABLE} DEFAULT VALUES",
+    ]
+
+
+def numbered_parts(env: Envelope) -> tuple[bytes, bytes]:
+    """The event's JSON before and after its number: ``"producer_seq":`` ends the first part.
+
+    The null left in ``data`` is the one place in the JSON with these bytes: a quote inside a
+    string is escaped, so no string value can hold them.
+    """
+    raw = env.to_json()
+    head, found, tail = raw.partition(_SLOT)
+    if not found or _SLOT in tail:
+        raise ValueError(f"{env.type} is numbered but its {SEQ_FIELD} is not null exactly once")
+    return head + _SLOT[: -len(b"null")], tail
+
+
+def _offsets(events: list[Envelope]) -> tuple[list[int | None], int]:
+    """Each event's first number counted from the batch's base (None: not numbered), and the total."""
+    offsets: list[int | None] = []
+    total = 0
+    for e in events:
+        offsets.append(total + 1 if e.numbers else None)
+        total += e.numbers
+    return offsets, total
 
 
 def outbox_insert_sql(events: list[Envelope]) -> str:
     """The outbox rows of ``events`` as one INSERT with literal values, to travel with the COMMIT.
 
     Every value is spelled in hex (``decode('…', 'hex')``) or is a canonical UUID, so no event
-    content can end the literal, whatever the server's string settings.
+    content can end the literal, whatever the server's string settings. Numbered events take
+    their numbers from the schema's counter, moved on by an UPDATE in front of the INSERT (the
+    same transaction); without the counter's row their payload is null and the INSERT fails.
     """
+    offsets, total = _offsets(events)
     rows = ", ".join(
-        f"('{uuid.UUID(str(e.id))}'::uuid, {_text(e.type)}, decode('{e.to_json().hex()}', 'hex'), "
+        f"('{uuid.UUID(str(e.id))}'::uuid, {_text(e.type)}, {_payload(e, offset, total)}, "
         f"{'NULL' if e.traceparent is None else _text(e.traceparent)})"
-        for e in events
+        for e, offset in zip(events, offsets, strict=True)
     )
-    return f"INSERT INTO outbox (event_id, subject, payload, traceparent) VALUES {rows}"
+    insert = f"INSERT INTO outbox (event_id, subject, payload, traceparent) VALUES {rows}"
+    return f"UPDATE {SEQ_TABLE} SET last = last + {total}; {insert}" if total else insert
+
+
+def _payload(env: Envelope, offset: int | None, total: int) -> str:
+    if offset is None:
+        return f"decode('{env.to_json().hex()}', 'hex')"
+    head, tail = numbered_parts(env)
+    number = f"((SELECT last FROM {SEQ_TABLE}) - {total} + {offset})::text"
+    return f"decode('{head.hex()}', 'hex') || convert_to({number}, 'UTF8') || decode('{tail.hex()}', 'hex')"
 
 
 def _text(value: str) -> str:
@@ -221,8 +286,11 @@ async def commit_settings(conn: Connection) -> tuple[str, str]:
 
 async def write_outbox(conn: Connection, events: list[Envelope]) -> None:
     """Insert the outbox rows of ``events`` in one statement (outside a transaction, one atomic
-    statement is a transaction of its own)."""
-    if events:
+    statement is a transaction of its own); numbered events take their numbers in it."""
+    if not events:
+        return
+    offsets, total = _offsets(events)
+    if not total:
         await conn.execute(
             OUTBOX_INSERT,
             [e.id for e in events],
@@ -230,6 +298,20 @@ async def write_outbox(conn: Connection, events: list[Envelope]) -> None:
             [e.to_json() for e in events],
             [e.traceparent for e in events],
         )
+        return
+    parts = [numbered_parts(e) if e.numbers else (e.to_json(), None) for e in events]
+    status = await conn.execute(
+        NUMBERED_OUTBOX_INSERT,
+        [e.id for e in events],
+        [e.type for e in events],
+        [head for head, _ in parts],
+        offsets,
+        [tail for _, tail in parts],
+        [e.traceparent for e in events],
+        total,
+    )
+    if status != f"INSERT 0 {len(events)}":
+        raise RuntimeError(f"the outbox took no rows ({status}): the schema has no {SEQ_TABLE} row")
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

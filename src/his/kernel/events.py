@@ -49,6 +49,12 @@ PII_FRAGMENTS = (
 )
 
 
+#: The field an event leaves null for its producer's commit to fill with the next number of the
+#: producer's gap-free sequence (``his.kernel.db``, ADR 0028): access records carry it, so the
+#: audit verifier can name a record that was removed on the way.
+SEQ_FIELD = "producer_seq"
+
+
 class EventModelError(TypeError):
     """An event model breaks the rules of the registry."""
 
@@ -122,6 +128,9 @@ class Envelope:
     aggregate_version: int
     traceparent: str
     data: JsonObject
+    #: How many numbers of its producer's sequence the event takes when it is committed (0: none);
+    #: its ``data[SEQ_FIELD]``, null until then, is set to the first. Not part of the JSON.
+    numbers: int = 0
 
     @classmethod
     def wrap(
@@ -137,6 +146,7 @@ class Envelope:
             aggregate_version=aggregate_version,
             traceparent=traceparent or tracing.current_traceparent(),
             data=ev.model_dump(mode="json"),
+            numbers=1 if SEQ_FIELD in type(ev).model_fields else 0,
         )
 
     def to_json(self) -> bytes:

@@ -79,6 +79,7 @@ class FakeChain:
                     outcome=record.outcome,
                     trace_id=record.trace_id,
                     flagged=bool(record.flagged),
+                    producer_seq=record.producer_seq,
                     prev_hash=prev,
                     hash=digest,
                 )

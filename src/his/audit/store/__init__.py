@@ -13,7 +13,8 @@ from his.kernel.db import Connection, Unit, UnitOfWork, UnitsOn
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
 ROW = """seq, event_id, at, source, actor_id, actor_roles, patient_id, action, resource, purpose, outcome,
-         trace_id, flagged, prev_hash, hash"""
+         trace_id, flagged, producer_seq, prev_hash, hash"""
+PLACES = ", ".join(f"${i}" for i in range(1, ROW.count(",") + 2))
 
 
 class PgChain:
@@ -54,13 +55,14 @@ class PgChain:
                     row["outcome"],
                     row["trace_id"],
                     row["flagged"],
+                    row.get("producer_seq"),
                     prev,
                     digest,
                 )
             )
             prev = digest
         await self.conn.executemany(
-            f"INSERT INTO audit_log ({ROW}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            f"INSERT INTO audit_log ({ROW}) VALUES ({PLACES})",
             values,
         )
         return seq

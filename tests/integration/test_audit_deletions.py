@@ -1,0 +1,203 @@
+"""Deleted access records are named by ``his audit verify``: which producer, which numbers.
+
+Real PostgreSQL and NATS: the patients service's database numbers its access records as it
+commits them (its ``producer_seq`` counter, ADR 0028), its outbox relay publishes them to
+JetStream, the audit service's consumers append them to the chain, and the verifier
+(``his.cli.audit.verify_chain``, what ``his audit verify`` runs) compares the chain with the
+producer's counter. Two deletions the chain alone did not see:
+
+- a row deleted from the audit table by the database superuser after the last checkpoint;
+- an access event deleted from its stream before audit consumed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+
+from his.audit import handlers as audit_handlers
+from his.audit.domain import Missing
+from his.cli import audit as audit_cli
+from his.events.audit import PatientsRecordAccessed, PatientsRecordsAccessed, batch_accesses, record_access
+from his.kernel import migrations, streams
+from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.db import Database
+from his.kernel.events import Envelope, stream_name
+from his.kernel.outbox import OutboxRelay
+from his.kernel.security import Principal
+from tests.support.waiting import wait_for
+
+CLERK = Principal(subject=str(uuid.uuid4()), roles=frozenset({"RECEPTIONIST"}), token_id="t", expires_at=0.0)
+PATIENTS = "his.patients"
+
+
+@dataclass
+class Hospital:
+    """The patients service's database and relay, and the audit service's consumers, in-process."""
+
+    patients: Database
+    audit: Database
+    js: JetStreamContext
+    nc: NATS
+    data: Path
+    admin_dsn: str
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    consumers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def access(self, n: int = 1) -> None:
+        """``n`` writes' access records, each committed in its own unit of work (one event each)."""
+        for _ in range(n):
+            async with self.patients.uow() as uow:
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    CLERK,
+                    patient_id=uuid.uuid4(),
+                    action="update",
+                    resource="patient",
+                    purpose="registration",
+                )
+
+    async def reads(self, n: int) -> None:
+        """``n`` concurrent audited reads: their records commit together, as batched events."""
+
+        async def one() -> None:
+            async with self.patients.read() as uow:
+                await uow.conn.fetchval("SELECT 1")
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    CLERK,
+                    patient_id=uuid.uuid4(),
+                    action="read",
+                    resource="patient",
+                    purpose="registration",
+                )
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    def start_audit(self) -> None:
+        for event, handler in (
+            (PatientsRecordAccessed, audit_handlers.on_record_accessed),
+            (PatientsRecordsAccessed, audit_handlers.on_records_accessed),
+        ):
+            name = f"audit_deletions_{event.type.split('.')[2]}"
+            loop = ConsumerLoop(self.audit, self.nc, self.js, Subscription.of(name, event, handler))
+            self.consumers.append(asyncio.create_task(loop.run()))
+
+    async def recorded(self, n: int) -> None:
+        async def enough() -> bool:
+            return int(await self.audit.pool.fetchval("SELECT count(*) FROM audit_log")) >= n
+
+        await wait_for(enough, timeout=30, what=f"{n} audit records")
+
+    async def published(self) -> None:
+        async def all_out() -> bool:
+            return not await self.patients.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+        await wait_for(all_out, timeout=30, what="the outbox published")
+
+
+@pytest.fixture
+async def hospital(admin_dsn: str, nc: NATS, tmp_path: Path) -> AsyncIterator[Hospital]:
+    data = tmp_path / "data"
+    (data / "secrets").mkdir(parents=True)
+    dsns = {}
+    for svc in ("patients", "audit"):
+        dsns[svc] = await migrations.provision(admin_dsn, svc, f"pw-{svc}-deletions")
+        await migrations.upgrade(admin_dsn, svc)
+    (data / "secrets" / "db-audit").write_text("pw-audit-deletions")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("TRUNCATE audit.audit_log, audit.inbox, audit.checkpoint_count, patients.outbox")
+        for (schema,) in await conn.fetch(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'producer_seq'"
+        ):
+            await conn.execute(f'UPDATE "{schema}".producer_seq SET last = 0')  # a new hospital's counters
+    finally:
+        await conn.close()
+    js = nc.jetstream(timeout=5.0)
+    await streams.declare(js, ["patients"])
+    patients = Database(dsns["patients"], schema="patients", max_size=8, combine_reads=batch_accesses)
+    audit = Database(dsns["audit"], schema="audit", max_size=4)
+    await patients.open()
+    await audit.open()
+    relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
+    h = Hospital(patients, audit, js, nc, data, admin_dsn, tasks=[asyncio.create_task(relay.run())])
+    try:
+        yield h
+    finally:
+        for t in [*h.tasks, *h.consumers]:
+            t.cancel()
+        await asyncio.gather(*h.tasks, *h.consumers, return_exceptions=True)
+        await patients.close()
+        await audit.close()
+
+
+async def test_numbers_are_gap_free_across_writes_and_grouped_reads_and_verify_says_intact(
+    hospital: Hospital,
+) -> None:
+    hospital.start_audit()
+    await hospital.access(3)
+    await hospital.reads(40)
+    await hospital.access(2)
+    await hospital.recorded(45)
+    numbers = [r[0] for r in await hospital.audit.pool.fetch("SELECT producer_seq FROM audit_log ORDER BY 1")]
+    assert numbers == list(range(1, 46))
+    assert await hospital.patients.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = 'his.patients.records.accessed.v1'"
+    ), "some reads travelled as batched events"
+    await audit_cli.write_checkpoint(hospital.admin_dsn, hospital.data)
+    verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=5)
+    assert verdict.ok, verdict
+
+
+@pytest.mark.parametrize("where", ["tail", "middle"])
+async def test_a_row_deleted_by_the_superuser_after_the_last_checkpoint_is_named(
+    hospital: Hospital, where: str
+) -> None:
+    hospital.start_audit()
+    await hospital.access(4)
+    await hospital.recorded(4)
+    await audit_cli.write_checkpoint(hospital.admin_dsn, hospital.data)  # the last checkpoint: record 4
+    await hospital.access(4)
+    await hospital.recorded(8)
+    gone = 8 if where == "tail" else 6
+    conn = await asyncpg.connect(hospital.admin_dsn)
+    try:
+        await conn.execute("DELETE FROM audit.audit_log WHERE source = $1 AND producer_seq = $2", PATIENTS, gone)
+    finally:
+        await conn.close()
+    verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=0.5)
+    assert not verdict.ok
+    assert verdict.missing == (Missing(PATIENTS, gone, gone),)
+    assert f"access records missing: {PATIENTS} {gone}" in verdict.problem
+
+
+async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_named(hospital: Hospital) -> None:
+    await hospital.access(6)  # audit is not reading yet
+    await hospital.published()
+    stream = stream_name("patients")
+    by_number = {}
+    for seq in range(1, (await hospital.js.stream_info(stream)).state.last_seq + 1):
+        env = Envelope.from_json((await hospital.js.get_msg(stream, seq)).data or b"")
+        by_number[env.data["producer_seq"]] = seq
+    for number in (3, 6):  # one in the middle, the last one
+        assert await hospital.js.delete_msg(stream, by_number[number])
+    hospital.start_audit()
+    await hospital.recorded(4)
+    started = time.monotonic()
+    verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=1.0)
+    assert time.monotonic() - started < 10
+    assert not verdict.ok
+    assert verdict.missing == (Missing(PATIENTS, 3, 3), Missing(PATIENTS, 6, 6))
+    assert f"access records missing: {PATIENTS} 3, {PATIENTS} 6" in verdict.problem
