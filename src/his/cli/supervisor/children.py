@@ -107,14 +107,14 @@ async def wait_healthy(stack: Stack, timeout: float = 60.0) -> bool:
 
 
 async def supervise(stack: Stack, stop: asyncio.Event) -> None:
-    from his.cli.audit import write_checkpoint
+    from his.cli.audit import CHECKPOINT_EVERY, write_checkpoint
 
     next_checkpoint = 0.0
     while not stop.is_set():
         await restart_postgres(stack, stop)
         now = time.monotonic()
         if now >= next_checkpoint:
-            next_checkpoint = now + 30.0
+            next_checkpoint = now + CHECKPOINT_EVERY  # the witness trails the chain by about a second
             try:
                 await write_checkpoint(stack.admin_dsn, stack.settings.data_path)
             except (OSError, asyncpg.PostgresError) as exc:
