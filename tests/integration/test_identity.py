@@ -18,7 +18,8 @@ from his.access import Role
 from his.identity.app import http as identity_http
 from his.identity.app import use_cases
 from his.identity.domain import InvalidCredentialsError
-from his.identity.handlers import Identity, Registrations, Throttle, ThrottledError
+from his.identity.handlers import Identity
+from his.identity.throttles import Registrations, Throttle, ThrottledError
 from his.kernel import migrations, problems
 from his.kernel.db import Database
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier

@@ -32,7 +32,7 @@ from tests.support.calendar import HARD_DATES
 HARD = HARD_DATES[0]
 #: The moment every unit of work here says it is.
 NOW = HARD.at(0, 30)
-TABLES = "refresh_token, app_user, signing_key, login_failure, outbox"
+TABLES = "refresh_token, recovery_code, mfa_policy, app_user, signing_key, login_failure, outbox"
 PASSPHRASE = b"a passphrase for the contract's keys"
 
 
@@ -487,3 +487,63 @@ async def test_attempts_are_counted_per_key_and_cleared_by_prefix(side: Side) ->
     async with side.units.uow() as u:
         assert await u.attempts.clear_prefix("acct-ip:a@x.org ") == 2
         assert await u.attempts.recent("acct-ip:a@x.org.evil {ip}", NOW - timedelta(days=1), None) == [NOW]
+
+
+async def test_a_second_factor_is_begun_enabled_used_step_by_step_and_reset(side: Side) -> None:
+    user = await _user(side)
+    async with side.units.uow() as u:
+        await u.users.set_totp_pending(user, b"pending secret")
+    async with side.units.read() as u:
+        begun = await u.users.get(user)
+    assert begun is not None and (begun.totp_pending, begun.totp_secret, begun.totp_enabled_at) == (
+        b"pending secret",
+        None,
+        None,
+    )
+    async with side.units.uow() as u:
+        await u.users.enable_totp(user, b"pending secret", step=1000, at=NOW)
+        assert not await u.users.use_totp_step(user, 1000)  # used at enrolment
+        assert not await u.users.use_totp_step(user, 999)
+        assert await u.users.use_totp_step(user, 1001)
+        assert not await u.users.use_totp_step(uuid.uuid4(), 5)
+    async with side.units.read() as u:
+        on = await u.users.get(user)
+    assert on is not None and (on.totp_secret, on.totp_pending, on.totp_enabled_at, on.totp_last_step) == (
+        b"pending secret",
+        None,
+        NOW,
+        1001,
+    )
+    async with side.units.uow() as u:
+        await u.users.reset_totp(user)
+    async with side.units.read() as u:
+        off = await u.users.get(user)
+    assert off is not None and (off.totp_secret, off.totp_enabled_at, off.totp_last_step) == (None, None, None)
+
+
+async def test_recovery_codes_are_replaced_and_each_used_once(side: Side) -> None:
+    user, other = await _user(side), await _user(side)
+    async with side.units.uow() as u:
+        await u.recovery_codes.replace(user, [b"a" * 32, b"b" * 32])
+        await u.recovery_codes.replace(other, [b"a" * 32])
+        assert await u.recovery_codes.use(user, b"a" * 32, NOW)
+        assert not await u.recovery_codes.use(user, b"a" * 32, NOW)
+        assert not await u.recovery_codes.use(user, b"c" * 32, NOW)
+        assert await u.recovery_codes.remaining(user) == 1 and await u.recovery_codes.remaining(other) == 1
+        await u.recovery_codes.replace(user, [b"d" * 32])
+        assert await u.recovery_codes.remaining(user) == 1
+        assert not await u.recovery_codes.use(user, b"b" * 32, NOW)  # replaced: gone
+
+
+async def test_the_second_factor_policy_names_roles(side: Side) -> None:
+    admin = uuid.uuid4()
+    async with side.units.uow() as u:
+        assert await u.mfa_policy.roles() == set()
+        await u.mfa_policy.set_roles(["DOCTOR", "ADMIN", "DOCTOR"], at=NOW, by=admin)
+    async with side.units.uow() as u:
+        assert await u.mfa_policy.roles() == {"ADMIN", "DOCTOR"}
+        await u.mfa_policy.set_roles(["NURSE"], at=NOW, by=admin)
+        assert await u.mfa_policy.roles() == {"NURSE"}
+    with pytest.raises(asyncpg.CheckViolationError):
+        async with side.units.uow() as u:
+            await u.mfa_policy.set_roles(["CHIEF"], at=NOW, by=admin)

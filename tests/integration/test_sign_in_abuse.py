@@ -18,9 +18,10 @@ from fastapi import FastAPI
 
 from his.identity.app import http as identity_http
 from his.identity.domain import Backoff
-from his.identity.handlers import Identity, KeyRing, Registrations, Throttle
+from his.identity.handlers import Identity, KeyRing
 from his.identity.passwords import Capacity, Passwords
 from his.identity.store import IdentityStore
+from his.identity.throttles import Registrations, Throttle
 from his.kernel import migrations, problems
 from his.kernel.clock import FakeClock
 from his.kernel.db import Database

@@ -51,9 +51,10 @@ from his.identity.domain import (
     staff_roles,
     token_hash,
 )
-from his.identity.handlers import PRUNE_EVERY, Identity, Registrations, Throttle
+from his.identity.handlers import PRUNE_EVERY, Identity
 from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, sign_access_token
 from his.identity.passwords import Passwords
+from his.identity.throttles import Registrations, Throttle
 from his.kernel.clock import FakeClock
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
 from his.testing.identity import FakeIdentity, FakeUsers

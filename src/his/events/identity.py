@@ -75,3 +75,30 @@ class PasswordChanged(Event):
     type = "his.identity.user.password_changed.v1"
     user_id: uuid.UUID
     how: Literal["own", "sign_in", "reset"]
+
+
+@event
+class SecondFactorEnabled(Event):
+    """An account confirmed its authenticator: it signs in with a code from now on."""
+
+    type = "his.identity.user.second_factor_enabled.v1"
+    user_id: uuid.UUID
+
+
+@event
+class SecondFactorReset(Event):
+    """An administrator removed an account's second factor (a lost phone); its sessions were
+    signed out and it enrols again."""
+
+    type = "his.identity.user.second_factor_reset.v1"
+    user_id: uuid.UUID
+    changed_by: uuid.UUID
+
+
+@event
+class SecondFactorPolicyChanged(Event):
+    """An administrator set which roles sign in with a second factor."""
+
+    type = "his.identity.second_factor_policy.changed.v1"
+    roles: list[str]
+    changed_by: uuid.UUID

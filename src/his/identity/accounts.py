@@ -1,7 +1,8 @@
 """An administrator's use cases on accounts: list and search them, change roles, disable a
 leaver and enable again, require a new password, unlock.
 
-Whatever takes rights away (roles changed, disabled, a new password required) signs out every
+Whatever takes rights away (roles changed, disabled, a new password required, the second factor
+reset) signs out every
 session of the account in the same transaction: its access tokens are then refused within about
 a second, by the gateway and by each service (``his.kernel.revocations``), and its refresh tokens
 at once. Each change is an event of its own, naming the administrator who made it. The hospital
@@ -15,7 +16,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from his.access import Role
-from his.events.identity import PasswordChangeRequired, UserDisabled, UserEnabled, UserRolesChanged, UserUnlocked
+from his.events.identity import (
+    PasswordChangeRequired,
+    SecondFactorReset,
+    UserDisabled,
+    UserEnabled,
+    UserRolesChanged,
+    UserUnlocked,
+)
 from his.identity.domain import (
     Account,
     LastAdministratorError,
@@ -26,8 +34,8 @@ from his.identity.domain import (
     leaves_no_admin,
     pair_prefix,
 )
-from his.identity.handlers import Refusals, Throttle
 from his.identity.ports import IdentityUnits, IdentityWork
+from his.identity.throttles import Refusals, Throttle
 
 #: How many accounts one page of the list holds at most.
 MAX_PAGE = 200
@@ -74,8 +82,10 @@ class Accounts:
         roles: Sequence[Role] | None = None,
         active: bool | None = None,
         password_change_required: bool | None = None,
+        reset_second_factor: bool = False,
     ) -> Account:
-        """Change what is given (None: unchanged). ``NoSuchAccountError``;
+        """Change what is given (None: unchanged); ``reset_second_factor``: remove the account's
+        second factor and recovery codes (a lost phone), to enrol again. ``NoSuchAccountError``;
         ``LastAdministratorError`` if no active administrator would be left."""
         new_roles = tuple(sorted({r.value for r in roles})) if roles is not None else None
         async with self.units.uow() as uow:
@@ -87,9 +97,15 @@ class Accounts:
                 others = admins - (user.disabled_at is None and Role.ADMIN.value in user.roles)
                 if leaves_no_admin(user, roles=new_roles, active=active, other_admins=others):
                     raise LastAdministratorError("the hospital must keep an active administrator")
-            if await self._apply(
+            sign_out = await self._apply(
                 uow, user, by=by, roles=new_roles, active=active, password_change_required=password_change_required
-            ):
+            )
+            if reset_second_factor and (user.totp_enabled_at is not None or user.totp_pending is not None):
+                await uow.users.reset_totp(user.id)
+                await uow.recovery_codes.replace(user.id, [])
+                uow.add(SecondFactorReset(user_id=user.id, changed_by=by), aggregate_id=user.id)
+                sign_out = True
+            if sign_out:
                 await uow.refresh_tokens.revoke_others(user_id, keep=None, at=uow.clock())
         return await self.get(user_id)
 

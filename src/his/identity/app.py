@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from his.identity.domain import PasswordPolicy
-    from his.identity.handlers import Identity, Registrations, Throttle
+    from his.identity.handlers import Identity
     from his.identity.passwords import Passwords
     from his.identity.ports import IdentityUnits
+    from his.identity.throttles import Registrations, Throttle
     from his.kernel.clock import Clock
     from his.kernel.db import Database
     from his.kernel.json import Json
@@ -30,8 +31,11 @@ def http(identity: Identity) -> Routes:
     in unit tests). Tokens are verified with its own key ring."""
     from datetime import datetime
 
+    from fastapi import APIRouter
+
     from his.identity.accounts import Accounts
-    from his.identity.api.http import router
+    from his.identity.api import admin as admin_api
+    from his.identity.api import http as http_api
     from his.kernel.revocations import Revocations
 
     async def revoked(since: str | None) -> Json:
@@ -39,9 +43,11 @@ def http(identity: Identity) -> Routes:
         return {"now": now.isoformat(), "sessions": [{"sid": s, "until": u.isoformat()} for s, u in rows]}
 
     verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
-    return Routes(
-        router, provides=[identity, Accounts(identity.units, identity.throttle, identity.refusals)], verifier=verifier
-    )
+    router = APIRouter()
+    router.include_router(http_api.router)
+    router.include_router(admin_api.router)  # the administrators' routes on accounts
+    accounts = Accounts(identity.units, identity.throttle, identity.refusals)
+    return Routes(router, provides=[identity, accounts], verifier=verifier)
 
 
 def use_cases(
@@ -108,8 +114,8 @@ def key_passphrase() -> bytes:
 
 
 def routes(ctx: ServiceContext) -> Routes:
-    from his.identity.handlers import Registrations
     from his.identity.settings import IdentitySettings
+    from his.identity.throttles import Registrations
 
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)

@@ -151,6 +151,12 @@ class User:
     #: An administrator asked for a new password (or it was generated): the next sign-in must
     #: change it (``POST /api/auth/login/password``) before any token is issued.
     password_change_required: bool = False
+    #: The second factor (``his.identity.mfa``): the TOTP secret, encrypted, once enrolment was
+    #: confirmed (and when), one being enrolled, and the last step a code was accepted for.
+    totp_secret: bytes | None = field(default=None, repr=False)
+    totp_pending: bytes | None = field(default=None, repr=False)
+    totp_enabled_at: datetime | None = None
+    totp_last_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def account_of(user: User, *, locked: bool) -> Account:
         roles=user.roles,
         active=user.disabled_at is None,
         locked=locked,
-        mfa=False,
+        mfa=user.totp_enabled_at is not None,
         password_change_required=user.password_change_required,
         created_at=user.created_at,
     )

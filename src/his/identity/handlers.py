@@ -9,13 +9,12 @@ at its moments, and keys are created and retired by it.
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from his.access import Role
 from his.events.identity import PasswordChanged, UserRegistered
@@ -24,8 +23,6 @@ from his.identity.domain import (
     ADMIN_FULL_NAME,
     REFRESH_TOKEN_TTL,
     REVOCATION_LEEWAY,
-    Backoff,
-    Claim,
     InvalidCredentialsError,
     PasswordChangeRequiredError,
     PasswordPolicy,
@@ -37,53 +34,24 @@ from his.identity.domain import (
     in_order,
     judge_refresh,
     normalise_email,
-    refusal_at_limit,
     token_hash,
 )
 from his.identity.keys import ROTATE_AFTER, SigningKey, sign_access_token
+from his.identity.mfa import Enrolment, secrets_cipher
 from his.identity.passwords import Passwords
-from his.identity.ports import Attempts, IdentityUnits, IdentityWork
+from his.identity.ports import IdentityUnits, IdentityWork
+from his.identity.second_factor import SecondFactor
+from his.identity.throttles import (
+    Refusals,
+    Registrations,
+    Throttle,
+    ThrottledError,
+    claim_attempt,
+    claim_with_backoff,
+    granted,
+)
 from his.kernel.clock import Clock
 from his.kernel.security import AUDIENCE, ISSUER
-
-
-class ThrottledError(Exception):
-    """Too many attempts (failed logins, registrations) from this address or for this account."""
-
-    def __init__(self, retry_after: int, key: str = "") -> None:
-        super().__init__(f"retry after {retry_after}s")
-        self.retry_after = retry_after
-        self.key = key
-
-
-class Refusals:
-    """Keys the throttles refused lately, and until when, remembered in this process: a flood's
-    later attempts are refused without a database round trip. Counts only fall with time, so
-    the database would refuse them too until then (another replica can only refuse sooner)."""
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self.max_keys = max_keys
-        self._until: OrderedDict[str, datetime] = OrderedDict()
-
-    def check(self, keys: Iterable[str], now: datetime) -> None:
-        """``ThrottledError`` if one of ``keys`` is still refused at ``now``."""
-        for key in keys:
-            until = self._until.get(key)
-            if until is not None and until > now:
-                raise ThrottledError(max(1, math.ceil((until - now).total_seconds())), key)
-
-    def forget(self, prefixes: Iterable[str]) -> None:
-        """Forget the refusals of the keys that start with one of ``prefixes`` (an administrator
-        unlocked the account; another replica remembers its own refusals until they end)."""
-        starts = tuple(prefixes)
-        for key in [k for k in self._until if k.startswith(starts)]:
-            del self._until[key]
-
-    def remember(self, exc: ThrottledError, now: datetime) -> None:
-        self._until[exc.key] = now + timedelta(seconds=exc.retry_after)
-        self._until.move_to_end(exc.key)
-        while len(self._until) > self.max_keys:
-            self._until.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -92,35 +60,8 @@ class Tokens:
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
-
-
-@dataclass(frozen=True)
-class Throttle:
-    """Sign-in attempts allowed before a password is checked (each is counted as a failure until
-    it succeeds).
-
-    The one a client meets first is per account and address: after ``pair.free`` failures each
-    further attempt waits longer (``Backoff``), so a guesser at one address slows down at once,
-    while the same account signs in from any other address as usual: nobody can lock a nurse
-    out by mistyping her password on purpose. Behind it, a ceiling per address (guessing many
-    accounts from one place) and a much higher one per account (guessing one account from many
-    places: it then waits for everyone, and one address alone cannot reach it).
-    """
-
-    pair: Backoff = field(default_factory=Backoff)
-    ip_limit: int = 30
-    account_limit: int = 50
-    window_seconds: float = 15 * 60
-
-
-@dataclass(frozen=True)
-class Registrations:
-    """Self-registrations allowed per address and in all, over one window. Each hashes a
-    password; the limits keep a flood of them from costing more than a trickle."""
-
-    per_address: int = 5
-    overall: int = 100
-    window_seconds: float = 10 * 60
+    #: The recovery codes of a second factor whose enrolment this sign-in confirmed (shown once).
+    recovery_codes: tuple[str, ...] = ()
 
 
 class KeyRing:
@@ -160,37 +101,6 @@ class KeyRing:
             return {"keys": [stored.public_jwk for stored in await u.signing_keys.current(now)]}
 
 
-async def claim_attempt(attempts: Attempts, key: str, limit: int, window_seconds: float, now: datetime) -> Claim:
-    """Count an attempt against ``key`` if it has fewer than ``limit`` in the last ``window_seconds``.
-
-    The key stays locked until the unit of work ends (``Attempts.recent``), so attempts sent at
-    once cannot all be counted before any of them is recorded.
-    """
-    window = timedelta(seconds=window_seconds)
-    recent = await attempts.recent(key, now - window, limit)
-    return refusal_at_limit(recent, limit, window, now) or await _record(attempts, key, now)
-
-
-async def claim_with_backoff(attempts: Attempts, key: str, backoff: Backoff, now: datetime) -> Claim:
-    """Count an attempt against ``key`` if the backoff its recent attempts earned has passed
-    since the last of them (locked and counted as ``claim_attempt``)."""
-    recent = await attempts.recent(key, now - timedelta(seconds=backoff.window_seconds), None)
-    return backoff.refusal(recent, now) or await _record(attempts, key, now)
-
-
-async def _record(attempts: Attempts, key: str, now: datetime) -> Claim:
-    await attempts.add(key, now)
-    return Claim(now)
-
-
-def granted(key: str, claim: Claim) -> datetime:
-    """When the claimed attempt was counted; ``ThrottledError`` if it was refused (raised inside
-    the claim's transaction, it rolls back the claims made before it)."""
-    if claim.at is None:
-        raise ThrottledError(max(1, math.ceil(claim.wait)), key)
-    return claim.at
-
-
 #: How often a process forgets attempts older than every window.
 PRUNE_EVERY = timedelta(minutes=10)
 
@@ -218,6 +128,7 @@ class Identity:
         #: The service's clock, the one the units run by: the throttles count attempts by it.
         self.clock = clock
         self.refusals = Refusals()
+        self.second = SecondFactor(units, secrets_cipher(keys.passphrase), self.throttle)
         self._registering = asyncio.Semaphore(1)
         self._pruned = datetime.min.replace(tzinfo=UTC)
 
@@ -324,45 +235,73 @@ class Identity:
         uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
         return user_id
 
-    async def login(self, *, email: str, password: str, client_ip: str) -> Tokens:
-        """Sign in. ``PasswordChangeRequiredError`` when the password is right but must be
-        changed first (``login_changing_password``)."""
+    async def login(self, *, email: str, password: str, client_ip: str, code: str | None = None) -> Tokens:
+        """Sign in, with a code from the second factor (or a recovery code) when the account has
+        one. When the password is right: ``SecondFactorRequiredError`` without the code it needs,
+        ``EnrolmentRequiredError`` when its role needs a second factor it has not got,
+        ``PasswordChangeRequiredError`` when the password must be changed first
+        (``login_changing_password``). A wrong code is an ``InvalidCredentialsError``, counted
+        as a wrong password is."""
         user, signed_in = await self._authenticate(email, password, client_ip)
+        if not code and (missing := await self.second.missing(user)) is not None:
+            await self._forgive(signed_in, missing)
         if user.password_change_required:
-            async with self.units.uow() as uow:
-                await signed_in(uow)  # the password was right: its attempts are forgiven
-            raise PasswordChangeRequiredError("the password must be changed before signing in")
+            await self._forgive(
+                signed_in, PasswordChangeRequiredError("the password must be changed before signing in")
+            )
         key = await self.keys.active()
         async with self.units.uow() as uow:
+            codes = await self.second.check(uow, user, code)
             await signed_in(uow)
-            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+            tokens = await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+        return replace(tokens, recovery_codes=tuple(codes))
 
-    async def login_changing_password(self, *, email: str, password: str, new_password: str, client_ip: str) -> Tokens:
+    async def _forgive(self, signed_in: Callable[[IdentityWork], Awaitable[None]], refusal: Exception) -> NoReturn:
+        """Forgive a sign-in attempt whose password was right (its failures are not counted
+        against the account), then refuse it with ``refusal``."""
+        async with self.units.uow() as uow:
+            await signed_in(uow)
+        raise refusal
+
+    async def enrol_at_sign_in(self, *, email: str, password: str, client_ip: str) -> Enrolment:
+        """Begin enrolling a second factor with the password (throttled as a sign-in): for an
+        account whose role needs one it has not got, which therefore cannot sign in to get a
+        token. A sign-in with the first code confirms it."""
+        user, signed_in = await self._authenticate(email, password, client_ip)
+        async with self.units.uow() as uow:
+            await signed_in(uow)
+        return await self.second.enrol(user.id)
+
+    async def login_changing_password(
+        self, *, email: str, password: str, new_password: str, client_ip: str, code: str | None = None
+    ) -> Tokens:
         """Sign in and change the password at once: what a sign-in that must change it does
         (``PasswordChangeRequiredError`` from ``login``), and anyone may. Throttled as a sign-in;
-        ``WeakPasswordError`` if the new password breaks the policy or equals the old one (what
-        needs the account, such as its name in the password, only once the old one was right, so
-        that the answer never tells whether an address has an account). Every other session of
-        the account is signed out."""
+        the second factor is needed as by ``login``; ``WeakPasswordError`` if the new password
+        breaks the policy or equals the old one (what needs the account, such as its name in the
+        password, only once the old one was right, so that the answer never tells whether an
+        address has an account). Every other session of the account is signed out."""
         if new_password == password:
             raise WeakPasswordError("the new password must differ from the current one")
         self.policy.check(new_password)  # what the account's name adds is checked once it is known
         user, signed_in = await self._authenticate(email, password, client_ip)
         try:
             self.policy.check(new_password, email=user.email_key, full_name=user.full_name)
-        except WeakPasswordError:
-            async with self.units.uow() as uow:
-                await signed_in(uow)  # the password was right: its attempts are forgiven
-            raise
+        except WeakPasswordError as exc:
+            await self._forgive(signed_in, exc)
+        if not code and (missing := await self.second.missing(user)) is not None:
+            await self._forgive(signed_in, missing)
         hashed = await self.passwords.hash(new_password)
         key = await self.keys.active()
         async with self.units.uow() as uow:
+            codes = await self.second.check(uow, user, code)
             await signed_in(uow)
             await uow.users.set_password_hash(user.id, hashed)
             await uow.users.require_password_change(user.id, False)
             await uow.refresh_tokens.revoke_others(user.id, keep=None, at=uow.clock())
             uow.add(PasswordChanged(user_id=user.id, how="sign_in"), aggregate_id=user.id)
-            return await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+            tokens = await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
+        return replace(tokens, recovery_codes=tuple(codes))
 
     async def _authenticate(
         self, email: str, password: str, client_ip: str

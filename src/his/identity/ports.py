@@ -64,6 +64,23 @@ class Users(Protocol):
         once cannot both find another one left."""
         ...
 
+    async def set_totp_pending(self, user_id: uuid.UUID, secret: bytes | None) -> None:
+        """Keep the (encrypted) secret of an enrolment begun, or forget it (None)."""
+        ...
+
+    async def enable_totp(self, user_id: uuid.UUID, secret: bytes, *, step: int, at: datetime) -> None:
+        """The account signs in with this (encrypted) secret from ``at`` on; ``step`` was used."""
+        ...
+
+    async def reset_totp(self, user_id: uuid.UUID) -> None:
+        """Forget the account's second factor, and any enrolment begun."""
+        ...
+
+    async def use_totp_step(self, user_id: uuid.UUID, step: int) -> bool:
+        """Record that a code of ``step`` was accepted, unless one of this step or a later one was
+        (then False: a code is used once). Atomic: of two units using one step, one wins."""
+        ...
+
     async def search(self, q: str, *, limit: int) -> list[User]:
         """Accounts whose address or name contains ``q`` (case-insensitively; every account if
         ``q`` is empty), by name then id, at most ``limit``."""
@@ -161,6 +178,30 @@ class Attempts(Protocol):
         ...
 
 
+class RecoveryCodes(Protocol):
+    """The recovery codes of accounts with a second factor, kept as their hashes."""
+
+    async def replace(self, user_id: uuid.UUID, hashes: Sequence[bytes]) -> None:
+        """The account's codes are these from now on (the old ones, used or not, are gone)."""
+        ...
+
+    async def use(self, user_id: uuid.UUID, code_hash: bytes, at: datetime) -> bool:
+        """Mark the account's code with this hash used ``at``, if it has one unused; whether it did."""
+        ...
+
+    async def remaining(self, user_id: uuid.UUID) -> int: ...
+
+
+class MfaPolicy(Protocol):
+    """The roles whose accounts must sign in with a second factor."""
+
+    async def roles(self) -> set[str]: ...
+
+    async def set_roles(self, roles: Sequence[str], *, at: datetime, by: uuid.UUID) -> None:
+        """These roles, and no others, need a second factor from ``at`` on."""
+        ...
+
+
 class IdentityWork(Work, Protocol):
     """A unit of work of identity."""
 
@@ -175,6 +216,12 @@ class IdentityWork(Work, Protocol):
 
     @property
     def attempts(self) -> Attempts: ...
+
+    @property
+    def recovery_codes(self) -> RecoveryCodes: ...
+
+    @property
+    def mfa_policy(self) -> MfaPolicy: ...
 
 
 #: Where identity's units of work come from.

@@ -66,6 +66,10 @@ class IdentityState:
     signing_keys: dict[str, StoredKey] = field(default_factory=dict)
     #: ``login_failure``: (key, at), in the order they were counted.
     attempts: list[tuple[str, datetime]] = field(default_factory=list)
+    #: ``recovery_code``: (user id, code hash) → when it was used (None: not yet).
+    recovery_codes: dict[tuple[uuid.UUID, bytes], datetime | None] = field(default_factory=dict)
+    #: ``mfa_policy``: the roles that need a second factor.
+    mfa_roles: set[str] = field(default_factory=set)
 
 
 class _Repository:
@@ -147,6 +151,26 @@ class FakeUsers(_Repository):
     async def active_admins(self, *, lock: bool = False) -> int:
         self.work.going_on()
         return sum(Role.ADMIN.value in u.roles and u.disabled_at is None for u in self.state.users.values())
+
+    async def set_totp_pending(self, user_id: uuid.UUID, secret: bytes | None) -> None:
+        self.work.going_on()
+        self._change(user_id, totp_pending=secret)
+
+    async def enable_totp(self, user_id: uuid.UUID, secret: bytes, *, step: int, at: datetime) -> None:
+        self.work.going_on()
+        self._change(user_id, totp_secret=secret, totp_enabled_at=_utc(at), totp_last_step=step, totp_pending=None)
+
+    async def reset_totp(self, user_id: uuid.UUID) -> None:
+        self.work.going_on()
+        self._change(user_id, totp_secret=None, totp_pending=None, totp_enabled_at=None, totp_last_step=None)
+
+    async def use_totp_step(self, user_id: uuid.UUID, step: int) -> bool:
+        self.work.going_on()
+        user = self.state.users.get(user_id)
+        if user is None or (user.totp_last_step is not None and user.totp_last_step >= step):
+            return False
+        self._change(user_id, totp_last_step=step)
+        return True
 
     async def search(self, q: str, *, limit: int) -> list[User]:
         self.text(q)
@@ -294,6 +318,42 @@ class FakeAttempts(_Repository):
         return pruned
 
 
+class FakeRecoveryCodes(_Repository):
+    async def replace(self, user_id: uuid.UUID, hashes: Sequence[bytes]) -> None:
+        self.work.going_on()
+        if hashes and user_id not in self.state.users:
+            self.work.refuse(asyncpg.ForeignKeyViolationError('violates "recovery_code_user_id_fkey"'))
+        codes = self.state.recovery_codes
+        for key in [k for k in codes if k[0] == user_id]:
+            del codes[key]
+        for h in hashes:
+            codes[(user_id, h)] = None
+
+    async def use(self, user_id: uuid.UUID, code_hash: bytes, at: datetime) -> bool:
+        self.work.going_on()
+        key = (user_id, code_hash)
+        if key in self.state.recovery_codes and self.state.recovery_codes[key] is None:
+            self.state.recovery_codes[key] = _utc(at)
+            return True
+        return False
+
+    async def remaining(self, user_id: uuid.UUID) -> int:
+        self.work.going_on()
+        return sum(u == user_id and at is None for (u, _), at in self.state.recovery_codes.items())
+
+
+class FakeMfaPolicy(_Repository):
+    async def roles(self) -> set[str]:
+        self.work.going_on()
+        return set(self.state.mfa_roles)
+
+    async def set_roles(self, roles: Sequence[str], *, at: datetime, by: uuid.UUID) -> None:
+        self.text(*roles)
+        if not set(roles) <= ROLES:
+            self.work.refuse(asyncpg.CheckViolationError('violates check constraint "mfa_policy_role_check"'))
+        self.state.mfa_roles = set(roles)
+
+
 class FakeIdentityWork(FakeWork):
     def __init__(self, state: IdentityState, clock: Clock) -> None:
         super().__init__(clock)
@@ -301,6 +361,8 @@ class FakeIdentityWork(FakeWork):
         self.refresh_tokens = FakeRefreshTokens(self, state)
         self.signing_keys = FakeSigningKeys(self, state)
         self.attempts = FakeAttempts(self, state)
+        self.recovery_codes = FakeRecoveryCodes(self, state)
+        self.mfa_policy = FakeMfaPolicy(self, state)
 
 
 class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):

@@ -11,22 +11,26 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from his.access import Role
-from his.identity.accounts import MAX_PAGE, Accounts
+from his.identity.accounts import Accounts
 from his.identity.domain import (
     MAX_STAFF_IDS,
-    Account,
     EmailTakenError,
     InvalidCredentialsError,
     InvalidEmailError,
-    LastAdministratorError,
-    NoSuchAccountError,
     PasswordChangeRequiredError,
     WeakPasswordError,
 )
-from his.identity.handlers import Identity, ThrottledError, Tokens
+from his.identity.handlers import Identity, Tokens
+from his.identity.mfa import (
+    AlreadyEnrolledError,
+    Enrolment,
+    EnrolmentRequiredError,
+    NotEnrollingError,
+    SecondFactorRequiredError,
+)
 from his.identity.passwords import BusyError
+from his.identity.throttles import ThrottledError
 from his.kernel.problems import HTTPException, ProblemError
-from his.kernel.security import Principal
 from his.kernel.web import Caller, Moment, errors, provided, public
 
 
@@ -44,6 +48,14 @@ class CreateUser(Register):
 
 
 class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    #: A code from the account's authenticator app, or one of its recovery codes.
+    code: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
@@ -69,11 +81,18 @@ class TokenPair(BaseModel):
     refresh_token: str
     token_type: str
     expires_in: int
+    #: Only when this sign-in confirmed a second factor's enrolment: its ten recovery codes, each
+    #: usable once in place of a code, shown this once.
+    recovery_codes: list[str] | None = None
 
     @classmethod
     def of(cls, t: Tokens) -> TokenPair:
         return cls(
-            access_token=t.access_token, refresh_token=t.refresh_token, token_type=t.token_type, expires_in=t.expires_in
+            access_token=t.access_token,
+            refresh_token=t.refresh_token,
+            token_type=t.token_type,
+            expires_in=t.expires_in,
+            recovery_codes=list(t.recovery_codes) or None,
         )
 
 
@@ -125,35 +144,79 @@ async def register(body: Register, request: Request, identity: Users) -> Created
 
 #: The ``code`` of the 403 answered to a right password that must be changed first.
 PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 - a problem code, not a secret
+#: The ``code`` of the 401 answered to a right password without the second factor's code.
+MFA_REQUIRED = "mfa_required"
+#: The ``code`` of the 403 answered to a right password whose role needs a second factor it lacks.
+MFA_ENROLMENT_REQUIRED = "mfa_enrolment_required"
+SIGN_IN_ERRORS = errors(
+    (401, f"wrong e-mail, password or code; or a code is needed (`code`: `{MFA_REQUIRED}`)"),
+    (
+        403,
+        f"the password must be changed first (`code`: `{PASSWORD_CHANGE_REQUIRED}`), or a second factor"
+        f" enrolled first (`code`: `{MFA_ENROLMENT_REQUIRED}`)",
+    ),
+    429,
+)
 
 
 @router.post(
     "/auth/login",
-    responses=errors(401, (403, f"the password must be changed first (`code`: `{PASSWORD_CHANGE_REQUIRED}`)"), 429),
+    responses=SIGN_IN_ERRORS,
+    response_model_exclude_none=True,
     openapi_extra=public("/api/auth/login", without_token=True),
 )
 async def login(body: Login, request: Request, identity: Users) -> TokenPair:
     """Exchange e-mail and password for an access token (15 min) and a refresh token. After a
     few failures for an account from one address, further attempts from there wait longer
-    each time (429 with ``Retry-After``); other addresses are not held up by them. When an
-    administrator required a new password (or it was generated), a right password is answered
-    403 with `code` `password_change_required`: sign in with `POST /api/auth/login/password`."""
-    return await signed_in(identity.login(email=body.email, password=body.password, client_ip=client_ip(request)))
+    each time (429 with ``Retry-After``); other addresses are not held up by them.
+
+    A right password may still be refused, saying what comes next: 401 `mfa_required` (send
+    `code` too: from the authenticator app, or a recovery code); 403 `mfa_enrolment_required`
+    (the role needs a second factor: `POST /api/auth/login/totp`, then sign in with its first
+    code, which returns the recovery codes); 403 `password_change_required` (an administrator
+    required a new password, or it was generated: `POST /api/auth/login/password`)."""
+    return await signed_in(
+        identity.login(email=body.email, password=body.password, client_ip=client_ip(request), code=body.code)
+    )
 
 
 async def signed_in(tokens: Awaitable[Tokens]) -> TokenPair:
     try:
         return TokenPair.of(await tokens)
-    except InvalidCredentialsError:
-        raise HTTPException(401, "invalid email or password") from None
-    except PasswordChangeRequiredError as exc:
-        raise ProblemError(403, str(exc), code=PASSWORD_CHANGE_REQUIRED) from None
-    except WeakPasswordError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except ThrottledError as exc:
-        raise HTTPException(429, "too many failed logins; try later", headers=retry(exc.retry_after)) from None
-    except BusyError as exc:
-        raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
+    except SIGN_IN_FAILURES as exc:
+        raise refusal(exc) from None
+
+
+#: What a sign-in may fail with; ``refusal`` says how each is answered.
+SIGN_IN_FAILURES = (
+    InvalidCredentialsError,
+    SecondFactorRequiredError,
+    EnrolmentRequiredError,
+    PasswordChangeRequiredError,
+    WeakPasswordError,
+    ThrottledError,
+    BusyError,
+)
+
+
+def refusal(exc: Exception) -> Exception:
+    """The answer to a sign-in that failed with ``exc`` (one of ``SIGN_IN_FAILURES``)."""
+    match exc:
+        case InvalidCredentialsError():
+            return HTTPException(401, "invalid code" if str(exc) == "invalid code" else "invalid email or password")
+        case SecondFactorRequiredError():
+            return ProblemError(401, str(exc), code=MFA_REQUIRED)
+        case EnrolmentRequiredError():
+            return ProblemError(403, str(exc), code=MFA_ENROLMENT_REQUIRED)
+        case PasswordChangeRequiredError():
+            return ProblemError(403, str(exc), code=PASSWORD_CHANGE_REQUIRED)
+        case WeakPasswordError():
+            return HTTPException(422, str(exc))
+        case ThrottledError():
+            return HTTPException(429, "too many failed logins; try later", headers=retry(exc.retry_after))
+        case BusyError():
+            return HTTPException(503, BUSY, headers=retry(exc.retry_after))
+    raise exc
 
 
 class LoginChangingPassword(BaseModel):
@@ -161,11 +224,13 @@ class LoginChangingPassword(BaseModel):
     email: str = Field(min_length=1, max_length=254)
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
+    code: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 @router.post(
     "/auth/login/password",
-    responses=errors(401, 429),
+    responses=SIGN_IN_ERRORS,
+    response_model_exclude_none=True,
     openapi_extra=public("/api/auth/login/password", without_token=True),
 )
 async def login_changing_password(body: LoginChangingPassword, request: Request, identity: Users) -> TokenPair:
@@ -178,8 +243,87 @@ async def login_changing_password(body: LoginChangingPassword, request: Request,
             password=body.current_password,
             new_password=body.new_password,
             client_ip=client_ip(request),
+            code=body.code,
         )
     )
+
+
+class TotpEnrolment(BaseModel):
+    """What an authenticator app needs: the secret (base32), and the same as an `otpauth://` URI,
+    which a QR code shows."""
+
+    secret: str
+    uri: str
+
+    @classmethod
+    def of(cls, e: Enrolment) -> TotpEnrolment:
+        return cls(secret=e.secret, uri=e.uri)
+
+
+class TotpCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=64)
+
+
+class RecoveryCodes(BaseModel):
+    """Ten codes, each usable once in place of a code from the app: shown this once."""
+
+    recovery_codes: list[str]
+
+
+ENROL_ERRORS = errors((409, "the account has a second factor; an administrator can reset it"))
+
+
+@router.post(
+    "/auth/login/totp",
+    responses=SIGN_IN_ERRORS | ENROL_ERRORS,
+    openapi_extra=public("/api/auth/login/totp", without_token=True),
+)
+async def enrol_at_sign_in(body: Credentials, request: Request, identity: Users) -> TotpEnrolment:
+    """Begin enrolling an authenticator app with the password, for an account that cannot sign
+    in without one (403 `mfa_enrolment_required`). Throttled as a sign-in. Then sign in with
+    the first code (`POST /api/auth/login` with `code`): that confirms it and returns the
+    recovery codes."""
+    try:
+        return TotpEnrolment.of(
+            await identity.enrol_at_sign_in(email=body.email, password=body.password, client_ip=client_ip(request))
+        )
+    except AlreadyEnrolledError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except SIGN_IN_FAILURES as exc:
+        raise refusal(exc) from None
+
+
+@router.post("/auth/mfa/totp", responses=ENROL_ERRORS, openapi_extra=public("/api/auth/mfa/totp"))
+async def enrol_totp(who: Caller, identity: Users) -> TotpEnrolment:
+    """Begin enrolling an authenticator app for one's own account (any signed-in user): scan the
+    URI as a QR code, then confirm with its first code (`POST /api/auth/mfa/totp/verify`). A new
+    call replaces an enrolment begun and not confirmed."""
+    try:
+        return TotpEnrolment.of(await identity.second.enrol(uuid.UUID(who.subject)))
+    except AlreadyEnrolledError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except InvalidCredentialsError:
+        raise HTTPException(401, "invalid token") from None
+
+
+@router.post(
+    "/auth/mfa/totp/verify",
+    responses=errors((403, "the code is wrong"), 409, 429),
+    openapi_extra=public("/api/auth/mfa/totp/verify"),
+)
+async def confirm_totp(body: TotpCode, who: Caller, identity: Users) -> RecoveryCodes:
+    """Confirm the enrolment with the first code from the app: from now on the account signs in
+    with a code as well. Answers the ten recovery codes, shown this once. 409 if no enrolment was
+    begun or one is confirmed already; wrong codes are throttled (429)."""
+    try:
+        return RecoveryCodes(recovery_codes=await identity.second.confirm(uuid.UUID(who.subject), body.code))
+    except InvalidCredentialsError as exc:
+        raise HTTPException(403, str(exc)) from None
+    except (AlreadyEnrolledError, NotEnrollingError) as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many wrong codes; try later", headers=retry(exc.retry_after)) from None
 
 
 @router.post("/auth/refresh", responses=errors(401), openapi_extra=public("/api/auth/refresh", without_token=True))
@@ -317,101 +461,3 @@ async def staff_directory(
     patient's data (no address or anything else of an account either)."""
     members = await identity.staff_directory(ids)
     return StaffDirectory(items=[StaffEntry.model_validate(m) for m in members])
-
-
-class AccountEntry(BaseModel):
-    """An account as an administrator sees it (never its password or its hash)."""
-
-    model_config = ConfigDict(from_attributes=True)
-    id: uuid.UUID
-    email: str
-    full_name: str
-    roles: list[Role]
-    #: False once disabled: it cannot sign in and its tokens are refused.
-    active: bool
-    #: Sign-ins to it are held back after too many wrong passwords (`POST …/unlock` clears them).
-    locked: bool
-    #: Whether it signs in with a second factor.
-    mfa: bool
-    #: Its next sign-in must change the password.
-    password_change_required: bool
-    created_at: Moment
-
-    @classmethod
-    def of(cls, account: Account) -> AccountEntry:
-        return cls.model_validate(account)
-
-
-class AccountList(BaseModel):
-    items: list[AccountEntry]
-
-
-def admin_only(who: Principal) -> uuid.UUID:
-    if not who.has_any(Role.ADMIN):
-        raise HTTPException(403, "ADMIN role required")
-    return uuid.UUID(who.subject)
-
-
-@router.get("/admin/users", tags=["admin"], responses=errors(403), openapi_extra=public("/api/admin/users"))
-async def list_users(
-    who: Caller,
-    accounts: Admin,
-    q: Annotated[str, Query(max_length=200, description="part of an address or a name")] = "",
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-) -> AccountList:
-    """ADMIN lists the accounts whose address or name contains `q` (all when it is empty), by
-    name, at most `limit`."""
-    admin_only(who)
-    return AccountList(items=[AccountEntry.of(a) for a in await accounts.search(q, limit=limit)])
-
-
-class AccountChange(BaseModel):
-    """What to change (a field left out is unchanged)."""
-
-    model_config = ConfigDict(extra="forbid")
-    roles: list[Role] | None = Field(default=None, min_length=1, max_length=8)
-    active: bool | None = None
-    password_change_required: bool | None = None
-
-
-@router.patch(
-    "/admin/users/{user_id}",
-    tags=["admin"],
-    responses=errors(403, 404, (409, "no active administrator would be left")),
-    openapi_extra=public("/api/admin/users/{id}"),
-)
-async def update_user(user_id: uuid.UUID, body: AccountChange, who: Caller, accounts: Admin) -> AccountEntry:
-    """ADMIN changes an account's roles, disables it (`active: false`: a leaver) or enables it
-    again, or requires a new password at its next sign-in. Whatever takes rights away signs out
-    every session of the account: its tokens are refused everywhere within about a second.
-    The hospital's last active administrator cannot be disabled or lose ADMIN (409)."""
-    by = admin_only(who)
-    try:
-        return AccountEntry.of(
-            await accounts.update(
-                user_id,
-                by=by,
-                roles=body.roles,
-                active=body.active,
-                password_change_required=body.password_change_required,
-            )
-        )
-    except NoSuchAccountError:
-        raise HTTPException(404, "no such account") from None
-    except LastAdministratorError as exc:
-        raise HTTPException(409, str(exc)) from None
-
-
-@router.post(
-    "/admin/users/{user_id}/unlock",
-    tags=["admin"],
-    responses=errors(403, 404),
-    openapi_extra=public("/api/admin/users/{id}/unlock"),
-)
-async def unlock_user(user_id: uuid.UUID, who: Caller, accounts: Admin) -> AccountEntry:
-    """ADMIN clears the failed sign-ins that hold an account's sign-ins back, from every address."""
-    by = admin_only(who)
-    try:
-        return AccountEntry.of(await accounts.unlock(user_id, by=by))
-    except NoSuchAccountError:
-        raise HTTPException(404, "no such account") from None

@@ -18,7 +18,8 @@ __all__ = ["EmailTakenError", "IdentityStore", "IdentityUnit"]
 #: The roles that put an account in the staff directory (``domain.in_directory``).
 STAFF_ROLES = sorted(r.value for r in STAFF)
 USER_COLUMNS = (
-    "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at, password_change_required"
+    "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at, password_change_required,"
+    " totp_secret, totp_pending, totp_enabled_at, totp_last_step"
 )
 
 
@@ -33,6 +34,10 @@ def _user(row: Record) -> User:
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
         password_change_required=row["password_change_required"],
+        totp_secret=row["totp_secret"],
+        totp_pending=row["totp_pending"],
+        totp_enabled_at=row["totp_enabled_at"],
+        totp_last_step=row["totp_last_step"],
     )
 
 
@@ -103,6 +108,36 @@ class PgUsers:
         return int(
             await self.conn.fetchval("SELECT count(*) FROM app_user WHERE 'ADMIN' = ANY(roles) AND disabled_at IS NULL")
         )
+
+    async def set_totp_pending(self, user_id: uuid.UUID, secret: bytes | None) -> None:
+        await self.conn.execute("UPDATE app_user SET totp_pending = $2 WHERE id = $1", user_id, secret)
+
+    async def enable_totp(self, user_id: uuid.UUID, secret: bytes, *, step: int, at: datetime) -> None:
+        await self.conn.execute(
+            """UPDATE app_user SET totp_secret = $2, totp_enabled_at = $3, totp_last_step = $4, totp_pending = NULL
+               WHERE id = $1""",
+            user_id,
+            secret,
+            at,
+            step,
+        )
+
+    async def reset_totp(self, user_id: uuid.UUID) -> None:
+        await self.conn.execute(
+            """UPDATE app_user SET totp_secret = NULL, totp_pending = NULL, totp_enabled_at = NULL,
+                                   totp_last_step = NULL
+               WHERE id = $1""",
+            user_id,
+        )
+
+    async def use_totp_step(self, user_id: uuid.UUID, step: int) -> bool:
+        done = await self.conn.fetchval(
+            """UPDATE app_user SET totp_last_step = $2
+               WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2) RETURNING id""",
+            user_id,
+            step,
+        )
+        return done is not None
 
     async def search(self, q: str, *, limit: int) -> list[User]:
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -285,6 +320,53 @@ class PgAttempts:
         return {r["key"]: int(r["n"]) for r in rows}
 
 
+class PgRecoveryCodes:
+    """Identity's ``RecoveryCodes`` on one connection of a unit of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def replace(self, user_id: uuid.UUID, hashes: Sequence[bytes]) -> None:
+        await self.conn.execute("DELETE FROM recovery_code WHERE user_id = $1", user_id)
+        await self.conn.executemany(
+            "INSERT INTO recovery_code (user_id, code_hash) VALUES ($1, $2)", [(user_id, h) for h in hashes]
+        )
+
+    async def use(self, user_id: uuid.UUID, code_hash: bytes, at: datetime) -> bool:
+        done = await self.conn.fetchval(
+            """UPDATE recovery_code SET used_at = $3
+               WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING user_id""",
+            user_id,
+            code_hash,
+            at,
+        )
+        return done is not None
+
+    async def remaining(self, user_id: uuid.UUID) -> int:
+        return int(
+            await self.conn.fetchval(
+                "SELECT count(*) FROM recovery_code WHERE user_id = $1 AND used_at IS NULL", user_id
+            )
+        )
+
+
+class PgMfaPolicy:
+    """Identity's ``MfaPolicy`` on one connection of a unit of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def roles(self) -> set[str]:
+        return {r["role"] for r in await self.conn.fetch("SELECT role FROM mfa_policy")}
+
+    async def set_roles(self, roles: Sequence[str], *, at: datetime, by: uuid.UUID) -> None:
+        await self.conn.execute("DELETE FROM mfa_policy WHERE NOT role = ANY($1::text[])", list(roles))
+        await self.conn.executemany(
+            "INSERT INTO mfa_policy (role, set_at, set_by) VALUES ($1, $2, $3) ON CONFLICT (role) DO NOTHING",
+            [(r, at, by) for r in sorted(set(roles))],
+        )
+
+
 class IdentityUnit(Unit):
     """A unit of work of identity on PostgreSQL."""
 
@@ -294,6 +376,8 @@ class IdentityUnit(Unit):
         self.refresh_tokens = PgRefreshTokens(self.conn)
         self.signing_keys = PgSigningKeys(self.conn)
         self.attempts = PgAttempts(self.conn)
+        self.recovery_codes = PgRecoveryCodes(self.conn)
+        self.mfa_policy = PgMfaPolicy(self.conn)
 
 
 class IdentityStore(UnitsOn[IdentityUnit]):
