@@ -13,7 +13,7 @@ operator's tooling, records from before the flag) stays in ``tests/integration/t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -23,7 +23,7 @@ import pytest
 from his.audit import handlers
 from his.audit.app import http_over
 from his.audit.domain import Checkpoint, NewRecord, verify
-from his.events.audit import BATCHED, AccessEntry, PatientsRecordAccessed
+from his.events.audit import BATCHED, AccessEntry, PatientsRecordAccessed, workload_actor_id
 from his.events.patients import InvitationRedeemed, PatientRegistered
 from his.kernel.clock import FakeClock
 from his.kernel.events import Envelope, Event
@@ -109,15 +109,23 @@ async def test_a_refused_read_of_a_patients_trail_joins_the_chain(audit: Audit) 
     assert [(x["resource"], x["outcome"], x["actor_roles"]) for x in items] == [
         ("audit_trail", "denied", ["PATIENT"]),
         ("audit_trail", "denied", ["DOCTOR"]),
+        ("audit_trail", "allowed", ["AUDITOR"]),  # reading the trail is recorded in it too
+        ("audit_trail", "allowed", ["PATIENT"]),
+    ]
+    assert [(x["actor_kind"], x["actor_name"]) for x in items] == [
+        ("unknown", None),  # another patient: no name, no staff directory entry
+        ("staff", None),  # no staff directory here (see the e2e test for names)
+        ("staff", None),
+        ("patient", "the patient"),
     ]
     for who, status in ((bearer(uuid.uuid4(), "ADMIN"), 200), (bearer(uuid.uuid4(), "NURSE", "CLERK"), 403)):
         r = await audit.trail(patient, who)
         assert r.status_code == status, r.text
     items = (await audit.trail(patient, bearer(owner, "PATIENT"))).json()["items"]
     assert (items[0]["outcome"], items[0]["actor_roles"]) == ("denied", ["CLERK", "NURSE"])
-    assert len(items) == 3
+    assert len(items) == 7
     verdict = verify(audit.fake.state.rows(), witnessed, KEY)
-    assert verdict.ok and verdict.checked == 23, verdict
+    assert verdict.ok and verdict.checked == 28, verdict
     assert audit.fake.published == []  # the chain is the service's own: nothing is published
 
 
@@ -166,12 +174,20 @@ async def test_a_patient_reads_their_own_trail_and_not_another_patients(audit: A
                 "purpose": "care",
                 "outcome": "allowed",
                 "flagged": False,
+                "actor_kind": "staff",
+                "actor_name": None,
             }
         ],
         "next_before": None,
     }
     assert (await audit.trail(theirs, bearer(owner, "PATIENT"))).status_code == 404
-    assert [r["outcome"] for r in audit.fake.state.rows()] == ["allowed", "allowed", "denied"]
+    rows = audit.fake.state.rows()
+    assert [(r["resource"], r["outcome"]) for r in rows] == [
+        ("patient", "allowed"),
+        ("patient", "allowed"),
+        ("audit_trail", "allowed"),  # the patient's own read of their trail
+        ("audit_trail", "denied"),
+    ]
 
 
 # --- paging --------------------------------------------------------------------------------------
@@ -194,7 +210,14 @@ async def test_a_trail_is_newest_first_and_pages_with_before(audit: Audit) -> No
     last = (await audit.trail(patient, auditor, limit=2, before=second["next_before"])).json()
     assert [x["seq"] for x in last["items"]] == [1]
     assert last["next_before"] is None
-    whole = (await audit.trail(patient, auditor, limit=5)).json()
+    head = (await audit.trail(patient, auditor, limit=4)).json()
+    assert [(x["seq"], x["resource"]) for x in head["items"]] == [
+        (13, "audit_trail"),  # each read of the trail, recorded in it
+        (12, "audit_trail"),
+        (11, "audit_trail"),
+        (9, "page_4"),
+    ]
+    whole = (await audit.trail(patient, auditor, limit=5, before=11)).json()
     assert [x["seq"] for x in whole["items"]] == [9, 7, 5, 3, 1]
     assert whole["next_before"] == 1  # a full page: the next one is asked for, and is empty
     assert (await audit.trail(patient, auditor, before=1)).json() == {"items": [], "next_before": None}
@@ -295,3 +318,56 @@ async def test_a_patients_account_is_learnt_from_registration_and_redemption(aud
     assert r.status_code == 200, r.text
     refusals = 2 if kind == "registered" else 1  # its own earlier 404s, then the read
     assert [x["outcome"] for x in r.json()["items"]] == ["denied"] * refusals + ["allowed"]
+
+
+# --- who saw my record, in words ------------------------------------------------------------------
+
+
+@dataclass
+class Directory:
+    """A staff directory that knows some names, and remembers who asked it."""
+
+    known: dict[uuid.UUID, str]
+    asked: list[tuple[list[uuid.UUID], str]]
+
+    async def names(self, ids: Sequence[uuid.UUID], authorization: str) -> dict[uuid.UUID, str]:
+        self.asked.append((list(ids), authorization))
+        return {i: self.known[i] for i in ids if i in self.known}
+
+
+async def test_a_patient_sees_who_read_their_record_by_name_and_role_and_services_in_words() -> None:
+    clock = HARD_DATES[0].clock(9, 30)
+    fake = FakeAudit(clock)
+    owner, patient, doctor, gone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    directory = Directory({doctor: "Dr Ana Silva"}, [])
+    billing = "spiffe://his.local/service/billing"
+    async with fake.uow() as u:
+        await u.accounts.link(patient, owner)
+        for actor, roles in ((doctor, ("DOCTOR",)), (gone, ("NURSE",)), (workload_actor_id(billing), (billing,))):
+            await u.chain.append(
+                NewRecord(
+                    uuid.uuid4(),
+                    clock(),
+                    "his.patients",
+                    actor,
+                    roles,
+                    patient,
+                    "read",
+                    "patient",
+                    "care",
+                    "allowed",
+                    None,
+                )
+            )
+    me = bearer(owner, "PATIENT")
+    async with serve(http_over(fake, directory), base_url="http://audit") as client:
+        r = await client.get("/audit", params={"patient_id": str(patient)}, headers=me)
+        second = await client.get("/audit", params={"patient_id": str(patient)}, headers=me)
+    assert r.status_code == 200, r.text
+    assert [(x["actor_kind"], x["actor_name"], x["actor_roles"]) for x in r.json()["items"]] == [
+        ("service", "the billing service", [billing]),
+        ("staff", None, ["NURSE"]),  # not in the directory (a leaver): the role still says who
+        ("staff", "Dr Ana Silva", ["DOCTOR"]),
+    ]
+    assert directory.asked[0] == ([gone, doctor], me["authorization"])  # staff only, asked as the patient
+    assert second.json()["items"][0]["actor_name"] == "the patient"  # their own read of the trail

@@ -9,28 +9,30 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
-    from his.audit.ports import AuditUnits
+    from his.audit.ports import AuditUnits, StaffDirectory
     from his.kernel.db import Database
 
 
-def http(db: Database) -> Routes:
-    """The audit trail's route and its use case over a database."""
+def http(db: Database, directory: StaffDirectory | None = None) -> Routes:
+    """The audit trail's route and its use case over a database, naming staff through ``directory``."""
     from his.audit.store import AuditStore
 
-    return http_over(AuditStore(db))
+    return http_over(AuditStore(db), directory)
 
 
-def http_over(units: AuditUnits) -> Routes:
+def http_over(units: AuditUnits, directory: StaffDirectory | None = None) -> Routes:
     """The same route over any units of work: the database's, or the in-memory ones of
     ``his.testing.audit`` in unit tests."""
     from his.audit.api.http import router
     from his.audit.handlers import AuditTrail
 
-    return Routes(router, provides=[AuditTrail(units)])
+    return Routes(router, provides=[AuditTrail(units, directory)])
 
 
 def routes(ctx: ServiceContext) -> Routes:
-    return http(ctx.db)
+    from his.audit.directory import HttpStaffDirectory
+
+    return http(ctx.db, HttpStaffDirectory.from_env())
 
 
 def build() -> ServiceDefinition:

@@ -133,6 +133,28 @@ class ChainRow(TypedDict):
     hash: bytes
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who made an access, as a patient's trail names them: ``kind`` is ``staff``, ``patient``
+    (the patient themself), ``service`` (a service acting on its own behalf) or ``unknown``."""
+
+    kind: str
+    #: A person's full name (from the staff directory), "the <name> service", or None.
+    name: str | None
+
+
+def name_actor(roles: Sequence[str], *, owner: bool, staff_name: str | None) -> Actor:
+    """Name an access's actor in words: a service by its name, never its SPIFFE URI; the patient's
+    own account as the patient; staff by the name the directory gave (None if it gave none)."""
+    if len(roles) == 1 and roles[0].startswith("spiffe://"):
+        return Actor("service", f"the {roles[0].rstrip('/').rsplit('/', 1)[-1]} service")
+    if owner:
+        return Actor("patient", "the patient")
+    if staff_name is not None or any(r != "PATIENT" for r in roles):
+        return Actor("staff", staff_name)
+    return Actor("unknown", None)
+
+
 def is_flagged(action: str, purpose: str) -> bool:
     """Break-the-glass grants and every access made under one are flagged."""
     return action == "break_glass" or purpose == EMERGENCY

@@ -8,13 +8,13 @@ handler (``on_...``), which runs it in the unit of work the consumer loop opened
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from his.access import NONE, Relationship
 from his.audit import policy
-from his.audit.domain import Entry, NewRecord, is_flagged
+from his.audit.domain import Actor, Entry, NewRecord, is_flagged, name_actor
 from his.audit.policy import Operation
-from his.audit.ports import AuditUnits, AuditWork
+from his.audit.ports import AuditUnits, AuditWork, StaffDirectory
 from his.audit.store import AuditUnit
 from his.clients.patients import refused
 from his.events.audit import RecordAccessed, RecordsAccessed
@@ -95,6 +95,14 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegis
 async def record_denied(uow: AuditWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str) -> None:
     """Append a refused read of this service's own data (a patient's trail) to the chain, as the
     other services' refusals arrive: actor, roles, patient, outcome ``denied``."""
+    await record_own_access(uow, who, patient_id, purpose, resource=resource, outcome="denied")
+
+
+async def record_own_access(
+    uow: AuditWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str, outcome: str
+) -> None:
+    """Append a read of this service's own data (a patient's trail) to the chain: reading the
+    audit trail is itself an access to the patient's data, recorded like any other (ADR 0028)."""
     from his.kernel import tracing
 
     await uow.chain.append(
@@ -108,7 +116,7 @@ async def record_denied(uow: AuditWork, who: Principal, patient_id: uuid.UUID, p
             action="read",
             resource=resource,
             purpose=purpose,
-            outcome="denied",
+            outcome=outcome,
             trace_id=tracing.current_trace_id(),
             flagged=is_flagged("read", purpose),
         )
@@ -117,20 +125,25 @@ async def record_denied(uow: AuditWork, who: Principal, patient_id: uuid.UUID, p
 
 @dataclass(frozen=True)
 class Page:
-    """A page of a trail, and the ``before`` of the next page (None on the last)."""
+    """A page of a trail, each entry's actor named, and the ``before`` of the next page (None on the last)."""
 
     items: list[Entry]
     next_before: int | None
+    actors: dict[uuid.UUID, Actor] = field(default_factory=dict)
 
 
 class AuditTrail:
-    """Who saw a patient's record: the trail, to the patient, an AUDITOR or ADMIN."""
+    """Who saw a patient's record: the trail, to the patient, an AUDITOR or ADMIN, each actor named."""
 
-    def __init__(self, units: AuditUnits) -> None:
+    def __init__(self, units: AuditUnits, directory: StaffDirectory | None = None) -> None:
         self.units = units
+        self.directory = directory
 
-    async def trail(self, who: Principal, patient_id: uuid.UUID, *, before: int | None, limit: int) -> Page:
-        """The patient's trail, newest first. A refusal is appended to the chain before it is raised."""
+    async def trail(
+        self, who: Principal, patient_id: uuid.UUID, *, before: int | None, limit: int, authorization: str = ""
+    ) -> Page:
+        """The patient's trail, newest first. A refusal is appended to the chain before it is raised;
+        an allowed read is appended in the transaction that reads the page (fail-closed)."""
         op = Operation.READ_TRAIL
         rel = NONE
         if policy.RULES[op].needs_relationship(who.roles):
@@ -141,6 +154,26 @@ class AuditTrail:
             async with self.units.uow() as u:
                 await record_denied(u, who, patient_id, decision.purpose, resource="audit_trail")
             raise refused(decision, patient_id)
-        async with self.units.read() as u:
+        async with self.units.uow() as u:
             found = await u.chain.trail(patient_id, before=before, limit=limit)
-        return Page(found, found[-1].seq if len(found) == limit else None)
+            people = {e.actor_id for e in found if "PATIENT" in e.actor_roles}
+            owners = {a for a in people if await u.accounts.owns(a, patient_id)}
+            await record_own_access(u, who, patient_id, decision.purpose, resource="audit_trail", outcome="allowed")
+        return Page(
+            found, found[-1].seq if len(found) == limit else None, await self._actors(found, owners, authorization)
+        )
+
+    async def _actors(self, found: list[Entry], owners: set[uuid.UUID], authorization: str) -> dict[uuid.UUID, Actor]:
+        """Each actor of the page named: staff through the directory, in one call."""
+        staff = [e.actor_id for e in found if e.actor_id not in owners and not _is_service(e.actor_roles)]
+        names: dict[uuid.UUID, str] = {}
+        if staff and self.directory is not None and authorization:
+            names = await self.directory.names(list(dict.fromkeys(staff)), authorization)
+        return {
+            e.actor_id: name_actor(e.actor_roles, owner=e.actor_id in owners, staff_name=names.get(e.actor_id))
+            for e in found
+        }
+
+
+def _is_service(roles: tuple[str, ...]) -> bool:
+    return name_actor(roles, owner=False, staff_name=None).kind == "service"

@@ -45,6 +45,16 @@ class AccountLinks(Protocol):
     async def owns(self, account_id: uuid.UUID, patient_id: uuid.UUID) -> bool: ...
 
 
+class StaffDirectory(Protocol):
+    """Names of staff by account id: identity's staff directory (``GET /staff``), asked on behalf
+    of the caller whose bearer token is given."""
+
+    async def names(self, ids: Sequence[uuid.UUID], authorization: str) -> dict[uuid.UUID, str]:
+        """The full names of the staff among ``ids``; those it does not know, or all of them if the
+        directory cannot answer, are left out (a trail is shown without names, never withheld)."""
+        ...
+
+
 class AuditWork(Work, Protocol):
     """A unit of work of the audit service."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from his.audit.domain import Actor, Entry
 from his.audit.handlers import AuditTrail
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, errors, provided, public
@@ -36,6 +37,12 @@ class Access(BaseModel):
     outcome: str
     #: Break-the-glass grants and every access made under one.
     flagged: bool
+    #: Who it was, in words: ``staff``, ``patient`` (the patient themself), ``service`` (a
+    #: service acting on its own behalf) or ``unknown``.
+    actor_kind: str = "unknown"
+    #: Their name: a member of staff's full name (from the staff directory), "the patient", or
+    #: "the <name> service"; null when the directory did not name them.
+    actor_name: str | None = None
 
 
 class Trail(BaseModel):
@@ -45,7 +52,8 @@ class Trail(BaseModel):
 
 
 @router.get("", responses=errors(403, 404), openapi_extra=public("/api/audit"))
-async def trail(
+async def trail(  # noqa: PLR0917 - FastAPI's parameters, by name
+    request: Request,
     patient_id: uuid.UUID,
     who: Caller,
     trails: Trails,
@@ -54,7 +62,16 @@ async def trail(
 ) -> Trail:
     """Every recorded access to one patient's data, newest first (AUDITOR, ADMIN, or the patient).
 
-    ``flagged`` marks break-the-glass grants and every access made under one.
+    ``flagged`` marks break-the-glass grants and every access made under one. Each access names
+    its actor in words (``actor_kind``, ``actor_name``): staff by name, a service by its name.
+    Reading the trail is itself recorded in it (resource ``audit_trail``).
     """
-    page = await trails.trail(who, patient_id, before=before, limit=limit)
-    return Trail(items=[Access.model_validate(e) for e in page.items], next_before=page.next_before)
+    page = await trails.trail(
+        who, patient_id, before=before, limit=limit, authorization=request.headers.get("authorization", "")
+    )
+    return Trail(items=[_access(e, page.actors.get(e.actor_id)) for e in page.items], next_before=page.next_before)
+
+
+def _access(entry: Entry, actor: Actor | None) -> Access:
+    named = {"actor_kind": actor.kind, "actor_name": actor.name} if actor is not None else {}
+    return Access.model_validate(Access.model_validate(entry).model_dump() | named)
