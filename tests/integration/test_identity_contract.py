@@ -32,7 +32,7 @@ from tests.support.calendar import HARD_DATES
 HARD = HARD_DATES[0]
 #: The moment every unit of work here says it is.
 NOW = HARD.at(0, 30)
-TABLES = "refresh_token, recovery_code, mfa_policy, app_user, signing_key, login_failure, outbox"
+TABLES = "refresh_token, recovery_code, mfa_policy, password_reset, app_user, signing_key, login_failure, outbox"
 PASSPHRASE = b"a passphrase for the contract's keys"
 
 
@@ -547,3 +547,20 @@ async def test_the_second_factor_policy_names_roles(side: Side) -> None:
     with pytest.raises(asyncpg.CheckViolationError):
         async with side.units.uow() as u:
             await u.mfa_policy.set_roles(["CHIEF"], at=NOW, by=admin)
+
+
+async def test_a_reset_link_works_once_briefly_and_a_newer_one_voids_it(side: Side) -> None:
+    user, other = await _user(side), await _user(side)
+    first, second, theirs = b"1" * 32, b"2" * 32, b"3" * 32
+    async with side.units.uow() as u:
+        await u.password_resets.add(first, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        await u.password_resets.add(theirs, other, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        assert await u.password_resets.holder(first, NOW) == user
+        await u.password_resets.add(second, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        assert await u.password_resets.holder(first, NOW) is None  # voided by the newer link
+        assert await u.password_resets.holder(theirs, NOW) == other  # another account's is not
+        assert await u.password_resets.holder(second, NOW + timedelta(minutes=30)) is None  # expired
+        assert await u.password_resets.use(second, NOW + timedelta(minutes=30)) is None
+        assert await u.password_resets.use(second, NOW + timedelta(minutes=29)) == user
+        assert await u.password_resets.use(second, NOW + timedelta(minutes=29)) is None  # once
+        assert await u.password_resets.holder(b"unknown" * 4, NOW) is None

@@ -25,8 +25,8 @@ from his.kernel import migrations
 from his.kernel.clock import FakeClock
 from his.kernel.db import Database
 from his.kernel.events import Envelope
+from his.kernel.mail import Channel, MaildirChannel, SpoolSmsChannel
 from his.notifications import handlers
-from his.notifications.channels import Channel, MaildirChannel, SpoolSmsChannel
 from his.notifications.contacts import FakeContacts
 from his.notifications.dispatcher import Dispatcher
 from his.notifications.domain import Contact

@@ -12,7 +12,7 @@ from email.policy import default
 
 import pytest
 
-from his.notifications.channels import Outgoing, email_message
+from his.kernel.mail import Outgoing, email_message
 from his.notifications.templates import TEMPLATES, Renderer
 from tests.support.calendar import HARD_DATES, HardDate
 

@@ -36,9 +36,9 @@ from his.events.patients import InvitationIssued, InvitationRedeemed
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.clock import FakeClock
 from his.kernel.events import Envelope, Event
+from his.kernel.mail import Channel, MaildirChannel, Outgoing, SpoolSmsChannel
 from his.notifications import handlers
 from his.notifications.app import http_over
-from his.notifications.channels import Channel, MaildirChannel, Outgoing, SpoolSmsChannel
 from his.notifications.contacts import FakeContacts
 from his.notifications.dispatcher import Dispatcher
 from his.notifications.domain import Contact, Preferences

@@ -102,3 +102,12 @@ class SecondFactorPolicyChanged(Event):
     type = "his.identity.second_factor_policy.changed.v1"
     roles: list[str]
     changed_by: uuid.UUID
+
+
+@event
+class PasswordResetRequested(Event):
+    """A reset link was sent to an account's address (the link itself never leaves identity but
+    by that e-mail)."""
+
+    type = "his.identity.user.password_reset_requested.v1"
+    user_id: uuid.UUID

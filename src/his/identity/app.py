@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from his.identity.handlers import Identity
     from his.identity.passwords import Passwords
     from his.identity.ports import IdentityUnits
+    from his.identity.recovery import PasswordRecovery
     from his.identity.throttles import Registrations, Throttle
     from his.kernel.clock import Clock
     from his.kernel.db import Database
@@ -25,10 +26,11 @@ if TYPE_CHECKING:
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
 
-def http(identity: Identity) -> Routes:
+def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes:
     """Identity's routes over its use cases, whichever units of work they run on (the database's,
     ``use_cases``; any others, ``use_cases_over``: the in-memory ones of ``his.testing.identity``
-    in unit tests). Tokens are verified with its own key ring."""
+    in unit tests). Tokens are verified with its own key ring. Reset links are sent by
+    ``recovery`` (default: e-mail that goes nowhere, for the API reference)."""
     from datetime import datetime
 
     from fastapi import APIRouter
@@ -36,6 +38,8 @@ def http(identity: Identity) -> Routes:
     from his.identity.accounts import Accounts
     from his.identity.api import admin as admin_api
     from his.identity.api import http as http_api
+    from his.identity.recovery import PasswordRecovery
+    from his.kernel.mail import FakeChannel
     from his.kernel.revocations import Revocations
 
     async def revoked(since: str | None) -> Json:
@@ -47,7 +51,8 @@ def http(identity: Identity) -> Routes:
     router.include_router(http_api.router)
     router.include_router(admin_api.router)  # the administrators' routes on accounts
     accounts = Accounts(identity.units, identity.throttle, identity.refusals)
-    return Routes(router, provides=[identity, accounts], verifier=verifier)
+    recovery = recovery or PasswordRecovery(identity, FakeChannel(), "http://127.0.0.1:4004")
+    return Routes(router, provides=[identity, accounts, recovery], verifier=verifier)
 
 
 def use_cases(
@@ -114,12 +119,15 @@ def key_passphrase() -> bytes:
 
 
 def routes(ctx: ServiceContext) -> Routes:
+    from his.identity.recovery import PasswordRecovery
     from his.identity.settings import IdentitySettings
     from his.identity.throttles import Registrations
+    from his.kernel.mail import email_channel
 
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
-    return http(use_cases(ctx.db, key_passphrase(), registrations=limits))
+    identity = use_cases(ctx.db, key_passphrase(), registrations=limits)
+    return http(identity, PasswordRecovery(identity, email_channel(s, ctx.settings.data_path), s.public_url))
 
 
 def build() -> ServiceDefinition:

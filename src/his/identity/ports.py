@@ -202,6 +202,24 @@ class MfaPolicy(Protocol):
         ...
 
 
+class PasswordResets(Protocol):
+    """The one-time links that reset a forgotten password, kept as their tokens' hashes."""
+
+    async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
+        """A new link for the account, made ``at``; its links not used yet stop working."""
+        ...
+
+    async def holder(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        """The account of the link with this hash if it still works at ``now`` (not used, not
+        voided, not expired), else None."""
+        ...
+
+    async def use(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        """Use the link if it still works at ``now``: its account, or None. Atomic: of two units
+        using one link, one wins."""
+        ...
+
+
 class IdentityWork(Work, Protocol):
     """A unit of work of identity."""
 
@@ -222,6 +240,9 @@ class IdentityWork(Work, Protocol):
 
     @property
     def mfa_policy(self) -> MfaPolicy: ...
+
+    @property
+    def password_resets(self) -> PasswordResets: ...
 
 
 #: Where identity's units of work come from.

@@ -35,7 +35,7 @@ def routes(ctx: ServiceContext) -> Routes:
 
 def background(ctx: ServiceContext) -> dict[str, Background]:
     """The dispatcher, with the real contact directory (patients over gRPC) and channels."""
-    from his.notifications.channels import Channel, MaildirChannel, SmtpChannel, SpoolSmsChannel
+    from his.kernel.mail import Channel, SpoolSmsChannel, email_channel
     from his.notifications.contacts import GrpcContacts
     from his.notifications.dispatcher import Dispatcher
     from his.notifications.settings import NotificationsSettings
@@ -46,18 +46,7 @@ def background(ctx: ServiceContext) -> dict[str, Background]:
     identity = ctx.settings.workload()
     if identity is None:
         raise SystemExit("notifications needs a workload identity (HIS_TLS_*) to ask patients for contact details")
-    email: Channel = (
-        SmtpChannel(
-            s.smtp_host,
-            s.smtp_port,
-            sender=s.mail_from,
-            user=s.smtp_user,
-            password=s.smtp_password,
-            starttls=s.smtp_starttls,
-        )
-        if s.smtp_host
-        else MaildirChannel(data / "mail" / "maildir", sender=s.mail_from)
-    )
+    email = email_channel(s, data)
     contacts = GrpcContacts(ctx.settings.grpc_target("patients"), identity, ttl=s.contact_cache_seconds)
     channels: dict[str, Channel] = {"email": email, "sms": SpoolSmsChannel(data / "mail" / "sms-outbox.jsonl")}
     dispatcher = Dispatcher(NotificationsStore(ctx.db), contacts, channels, Renderer(ctx.settings.timezone))
@@ -68,7 +57,13 @@ def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.events.audit import batch_accesses
     from his.events.laboratory import LabOrderResulted
-    from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
+    from his.events.patients import (
+        EmergencyAccessGranted,
+        EmergencyAccessOverLimit,
+        InvitationIssued,
+        InvitationRedeemed,
+        PatientRegistered,
+    )
     from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled, WaitlistOffered
 
     return ServiceDefinition(
@@ -78,6 +73,11 @@ def build() -> ServiceDefinition:
             Subscription.of("notifications_patient_registered", PatientRegistered, handlers.on_patient_registered),
             Subscription.of(
                 "notifications_emergency_access_granted", EmergencyAccessGranted, handlers.on_emergency_access_granted
+            ),
+            Subscription.of(
+                "notifications_emergency_access_over_limit",
+                EmergencyAccessOverLimit,
+                handlers.on_emergency_access_over_limit,
             ),
             Subscription.of("notifications_invitation_issued", InvitationIssued, handlers.on_invitation_issued),
             Subscription.of("notifications_invitation_redeemed", InvitationRedeemed, handlers.on_invitation_redeemed),

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from his.kernel import tracing
 from his.kernel.db import OUTAGE_ERRORS
+from his.kernel.mail import Channel, Outgoing
 from his.kernel.resilience import DependencyUnavailableError
-from his.notifications.channels import Channel, Outgoing
 from his.notifications.contacts import ContactDirectory
 from his.notifications.domain import INVITATION, Due, retry_delay
 from his.notifications.ports import NotificationsUnits, NotificationsWork

@@ -18,7 +18,13 @@ from his.clients.audited import AccessLog
 from his.events.audit import Action as AuditAction
 from his.events.audit import NotificationsRecordAccessed
 from his.events.laboratory import LabOrderResulted
-from his.events.patients import EmergencyAccessGranted, InvitationIssued, InvitationRedeemed, PatientRegistered
+from his.events.patients import (
+    EmergencyAccessGranted,
+    EmergencyAccessOverLimit,
+    InvitationIssued,
+    InvitationRedeemed,
+    PatientRegistered,
+)
 from his.events.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -191,6 +197,26 @@ async def emergency_access_granted(uow: NotificationsWork, env: Envelope, ev: Em
     )
 
 
+async def emergency_access_over_limit(uow: NotificationsWork, env: Envelope, ev: EmergencyAccessOverLimit) -> None:
+    """Alert administrators that a clinician broke the glass more often than the limit allows
+    within the window (ids and counts only); the grant is marked in patients' review queue."""
+    await uow.alerts.add(
+        kind="break_glass_limit",
+        audience="ADMIN",
+        patient_id=ev.patient_id,
+        actor_id=ev.granted_to,
+        detail={
+            "grant_id": str(ev.grant_id),
+            "granted_at": ev.granted_at.isoformat(),
+            "grants_in_window": ev.grants_in_window,
+            "limit": ev.limit,
+            "window_hours": ev.window_hours,
+        },
+        event_id=env.id,
+        at=uow.clock(),
+    )
+
+
 async def lab_order_resulted(uow: NotificationsWork, env: Envelope, ev: LabOrderResulted) -> None:
     """Alert the ordering doctor to an abnormal or critical result: ids, codes and flags only,
     once per order. Normal results raise nothing."""
@@ -253,6 +279,11 @@ async def on_waitlist_offered(uow: UnitOfWork, env: Envelope, ev: WaitlistOffere
 async def on_emergency_access_granted(uow: UnitOfWork, env: Envelope, ev: EmergencyAccessGranted) -> None:
     """``emergency_access_granted`` in the unit of work the consumer loop opened."""
     await emergency_access_granted(NotificationsUnit(uow), env, ev)
+
+
+async def on_emergency_access_over_limit(uow: UnitOfWork, env: Envelope, ev: EmergencyAccessOverLimit) -> None:
+    """``emergency_access_over_limit`` in the unit of work the consumer loop opened."""
+    await emergency_access_over_limit(NotificationsUnit(uow), env, ev)
 
 
 async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:

@@ -70,6 +70,8 @@ class IdentityState:
     recovery_codes: dict[tuple[uuid.UUID, bytes], datetime | None] = field(default_factory=dict)
     #: ``mfa_policy``: the roles that need a second factor.
     mfa_roles: set[str] = field(default_factory=set)
+    #: ``password_reset``: token hash → (user id, expires at, used at).
+    resets: dict[bytes, tuple[uuid.UUID, datetime, datetime | None]] = field(default_factory=dict)
 
 
 class _Repository:
@@ -354,6 +356,30 @@ class FakeMfaPolicy(_Repository):
         self.state.mfa_roles = set(roles)
 
 
+class FakePasswordResets(_Repository):
+    async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
+        self.work.going_on()
+        if user_id not in self.state.users:
+            self.work.refuse(asyncpg.ForeignKeyViolationError('violates "password_reset_user_id_fkey"'))
+        if token_hash in self.state.resets:
+            self.work.refuse(asyncpg.UniqueViolationError('violates "password_reset_pkey"'))
+        for key, (holder, expires, used) in list(self.state.resets.items()):
+            if holder == user_id and used is None:
+                self.state.resets[key] = (holder, expires, _utc(at))
+        self.state.resets[token_hash] = (user_id, _utc(expires_at), None)
+
+    async def holder(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        self.work.going_on()
+        found = self.state.resets.get(token_hash)
+        return found[0] if found and found[2] is None and found[1] > now else None
+
+    async def use(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        user_id = await self.holder(token_hash, now)
+        if user_id is not None:
+            self.state.resets[token_hash] = (user_id, self.state.resets[token_hash][1], _utc(now))
+        return user_id
+
+
 class FakeIdentityWork(FakeWork):
     def __init__(self, state: IdentityState, clock: Clock) -> None:
         super().__init__(clock)
@@ -363,6 +389,7 @@ class FakeIdentityWork(FakeWork):
         self.attempts = FakeAttempts(self, state)
         self.recovery_codes = FakeRecoveryCodes(self, state)
         self.mfa_policy = FakeMfaPolicy(self, state)
+        self.password_resets = FakePasswordResets(self, state)
 
 
 class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):

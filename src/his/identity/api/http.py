@@ -29,6 +29,7 @@ from his.identity.mfa import (
     SecondFactorRequiredError,
 )
 from his.identity.passwords import BusyError
+from his.identity.recovery import InvalidResetLinkError, PasswordRecovery
 from his.identity.throttles import ThrottledError
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.web import Caller, Moment, errors, provided, public
@@ -461,3 +462,59 @@ async def staff_directory(
     patient's data (no address or anything else of an account either)."""
     members = await identity.staff_directory(ids)
     return StaffDirectory(items=[StaffEntry.model_validate(m) for m in members])
+
+
+Recovery = Annotated[PasswordRecovery, Depends(provided(PasswordRecovery))]
+
+
+class ResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=254)
+
+
+@router.post(
+    "/auth/password-reset",
+    status_code=202,
+    responses=errors((429, "this address asked too often")),
+    openapi_extra=public("/api/auth/password-reset", without_token=True),
+)
+async def request_reset(body: ResetRequest, request: Request, recovery: Recovery) -> Response:
+    """Ask for a link that resets a forgotten password, sent to the address. Answered 202 whether
+    or not the address has an account (an unknown address, a disabled account or one asked for
+    too often gets no e-mail). The link works once, for 30 minutes; a newer one voids it. 422 for
+    what is not an e-mail address; 429 when this network address asked too often."""
+    try:
+        await recovery.request(body.email, client_ip(request))
+    except InvalidEmailError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many reset requests; try later", headers=retry(exc.retry_after)) from None
+    return Response(status_code=202)
+
+
+class ResetConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post(
+    "/auth/password-reset/confirm",
+    status_code=204,
+    responses=errors((400, "the link was used, replaced by a newer one, or expired")),
+    openapi_extra=public("/api/auth/password-reset/confirm", without_token=True),
+)
+async def confirm_reset(body: ResetConfirm, recovery: Recovery) -> Response:
+    """Set a new password with the token of a reset link. Every session of the account ends and
+    the failed sign-ins that held it back are cleared; a second factor is still asked at sign-in.
+    400 if the link does not work (used, replaced or expired); 422 if the password breaks the
+    policy (the link then still works)."""
+    try:
+        await recovery.confirm(body.token, body.new_password)
+    except InvalidResetLinkError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except WeakPasswordError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except BusyError as exc:
+        raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
+    return Response(status_code=204)

@@ -367,6 +367,42 @@ class PgMfaPolicy:
         )
 
 
+class PgPasswordResets:
+    """Identity's ``PasswordResets`` on one connection of a unit of work."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE password_reset SET used_at = $2, voided = true WHERE user_id = $1 AND used_at IS NULL", user_id, at
+        )
+        await self.conn.execute(
+            "INSERT INTO password_reset (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            token_hash,
+            user_id,
+            at,
+            expires_at,
+        )
+
+    async def holder(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        user_id: uuid.UUID | None = await self.conn.fetchval(
+            "SELECT user_id FROM password_reset WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            token_hash,
+            now,
+        )
+        return user_id
+
+    async def use(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        user_id: uuid.UUID | None = await self.conn.fetchval(
+            """UPDATE password_reset SET used_at = $2
+               WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id""",
+            token_hash,
+            now,
+        )
+        return user_id
+
+
 class IdentityUnit(Unit):
     """A unit of work of identity on PostgreSQL."""
 
@@ -378,6 +414,7 @@ class IdentityUnit(Unit):
         self.attempts = PgAttempts(self.conn)
         self.recovery_codes = PgRecoveryCodes(self.conn)
         self.mfa_policy = PgMfaPolicy(self.conn)
+        self.password_resets = PgPasswordResets(self.conn)
 
 
 class IdentityStore(UnitsOn[IdentityUnit]):

@@ -28,9 +28,10 @@ class Alert(BaseModel):
     id: uuid.UUID
     kind: str
     patient_id: uuid.UUID | None
-    #: The user whose action raised the alert (for break_glass: the clinician).
+    #: The user whose action raised the alert (for break_glass and break_glass_limit: the clinician).
     actor_id: uuid.UUID | None
     #: Ids and codes of the cause (for break_glass: grant_id, roles, granted_at, expires_at; for
+    #: break_glass_limit: grant_id, granted_at, grants_in_window, limit, window_hours; for
     #: lab_result: order_id, priority, critical, abnormal, flagged [{code, flag}], resulted_at).
     detail: dict[str, object]
     created_at: Moment

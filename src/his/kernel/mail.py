@@ -2,9 +2,13 @@
 
 Every adapter has the same small interface (``Channel``). In the default local setup e-mail goes
 to a real maildir under the data directory (any mail client can open it) and SMS to a spool
-file; with ``HIS_SMTP_HOST`` set, e-mail goes to that SMTP server. Deliveries carry their id, and
-the local adapters write under that id, so delivering the same message twice (a crash between
-sending and recording it) leaves one message, not two.
+file; with ``HIS_SMTP_HOST`` set, e-mail goes to that SMTP server (``MailSettings``,
+``email_channel``). Deliveries carry their id, and the local adapters write under that id, so
+delivering the same message twice (a crash between sending and recording it) leaves one message,
+not two.
+
+The notifications service sends patients' messages through them; identity sends its own (a
+password reset link), which must never travel on the bus or sit in another service's history.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from email.policy import Policy, default
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from his.kernel.resilience import DependencyUnavailableError
 
@@ -182,3 +189,31 @@ class FakeChannel:
         if self.failing:
             raise DependencyUnavailableError(self.name, "told to fail")
         self.sent.append(message)
+
+
+class MailSettings(BaseSettings):
+    """Where e-mail goes (``HIS_*`` environment variables, or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="HIS_", env_file=".env", extra="ignore")
+
+    #: With an SMTP host, e-mail goes there; without one, into the maildir under the data directory.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "his <no-reply@his.local>"
+
+
+def email_channel(s: MailSettings, data: Path) -> Channel:
+    """The hospital's e-mail: its SMTP server if one is set, else the maildir ``data/mail/maildir``."""
+    if s.smtp_host:
+        return SmtpChannel(
+            s.smtp_host,
+            s.smtp_port,
+            sender=s.mail_from,
+            user=s.smtp_user,
+            password=s.smtp_password,
+            starttls=s.smtp_starttls,
+        )
+    return MaildirChannel(data / "mail" / "maildir", sender=s.mail_from)
