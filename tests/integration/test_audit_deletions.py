@@ -13,6 +13,8 @@ producer's counter. Two deletions the chain alone did not see:
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -201,3 +203,19 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
     assert not verdict.ok
     assert verdict.missing == (Missing(PATIENTS, 3, 3), Missing(PATIENTS, 6, 6))
     assert f"access records missing: {PATIENTS} 3, {PATIENTS} 6" in verdict.problem
+    # The operator's command says the same, and fails.
+    env = {"PATH": os.environ["PATH"], "HIS_DATA_DIR": str(hospital.data), "HIS_DATABASE_URL": hospital.admin_dsn}
+    his = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("his")),
+        "audit",
+        "verify",
+        "--grace",
+        "1",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(his.communicate(), 60)
+    assert his.returncode == 1, (out + err).decode()
+    said = " ".join((out + err).decode().split())  # the console wraps long lines
+    assert f"audit chain BROKEN: access records missing: {PATIENTS} 3, {PATIENTS} 6" in said

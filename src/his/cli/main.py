@@ -468,11 +468,16 @@ def _admin_dsn() -> str:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the whole audit chain and the latest head checkpoint; name the first bad record."""
+def audit_verify(
+    grace: Annotated[
+        float, typer.Option(help="Seconds to wait for access records still on their way before naming them missing.")
+    ] = 10.0,
+) -> None:
+    """Check the whole audit chain, its checkpoints and every producer's numbered access records;
+    name the first bad record and each producer's missing numbers."""
     from his.cli.audit import verify_chain
 
-    verdict = asyncio.run(verify_chain(_admin_dsn(), OperatorSettings().data_path))
+    verdict = asyncio.run(verify_chain(_admin_dsn(), OperatorSettings().data_path, grace=grace))
     if verdict.ok:
         out.print(f"audit chain intact: {verdict.checked} records")
         return
@@ -482,7 +487,8 @@ def audit_verify() -> None:
 
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
-    """Record the current head of the chain outside the database (HMAC-authenticated)."""
+    """Record the current head of the chain outside the database (HMAC-authenticated, chained to
+    the checkpoint before)."""
     from his.cli.audit import write_checkpoint
 
     cp = asyncio.run(write_checkpoint(_admin_dsn(), OperatorSettings().data_path))
