@@ -200,3 +200,44 @@ async def test_records_from_before_the_flag_verify_next_to_flagged_ones(chain: t
     assert flags == [None, None, None, True, False]
     await audit_cli.write_checkpoint(admin, data)
     assert (await audit_cli.verify_chain(admin, data)).ok
+
+
+async def _append_one(admin: str, data: Path) -> None:
+    conn = await asyncpg.connect(audit_cli.audit_dsn(admin, data))
+    try:
+        async with conn.transaction():
+            await PgChain(conn).append(
+                NewRecord(
+                    event_id=uuid.uuid4(),
+                    at=datetime.now(UTC),
+                    source="his.audit",
+                    actor_id=uuid.uuid4(),
+                    actor_roles=("AUDITOR",),
+                    patient_id=uuid.uuid4(),
+                    action="read",
+                    resource="audit_trail",
+                    purpose="oversight",
+                    outcome="allowed",
+                    trace_id=None,
+                )
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_witness_cut_short_is_named(chain: tuple[str, Path]) -> None:
+    """Checkpoints as ``his up`` writes them (one connection kept), chained and counted in the
+    database: cutting the file's last line is named, though every line left is authentic."""
+    admin, data = chain
+    for _ in range(2):
+        await _append_one(admin, data)
+        await audit_cli.write_checkpoint(admin, data, keep=True)
+    assert (await audit_cli.write_checkpoint(admin, data, keep=True)).n == 3  # the head did not move: none new
+    await audit_cli._kept.pop(str(data)).close()
+    assert [c.n for c in audit_cli.checkpoints(data)] == [1, 2, 3]
+    assert (await audit_cli.verify_chain(admin, data, grace=0)).ok
+    path = audit_cli.checkpoint_file(data)
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    verdict = await audit_cli.verify_chain(admin, data, grace=0)
+    assert not verdict.ok
+    assert verdict.problem.startswith("the witness was rolled back: checkpoint 3 cut off its end"), verdict

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 
@@ -58,28 +60,52 @@ async def _audit(admin_dsn: str, data: Path) -> asyncpg.Connection[asyncpg.Recor
     return await asyncpg.connect(audit_dsn(admin_dsn, data), server_settings={"search_path": "audit"})
 
 
-async def write_checkpoint(admin_dsn: str, data: Path) -> Checkpoint:
+#: The connection ``write_checkpoint`` keeps between calls (``his up`` calls it every second):
+#: one query a second rather than a new session a second.
+_kept: dict[str, asyncpg.Connection[asyncpg.Record]] = {}
+
+
+async def write_checkpoint(admin_dsn: str, data: Path, *, keep: bool = False) -> Checkpoint:
     """Witness the chain's head: a checkpoint after the file's last one (none if the head has not
-    moved), then its number and MAC in the audit schema."""
-    conn = await _audit(admin_dsn, data)
+    moved), then its number and MAC in the audit schema. With ``keep`` the connection stays open
+    for the next call (dropped if it fails)."""
+    conn = _kept.pop(str(data), None) if keep else None
+    if conn is None or conn.is_closed():
+        conn = await _audit(admin_dsn, data)
     try:
-        seq, head = await PgChain(conn).head()
-        path = checkpoint_file(data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: each line follows the last
-            fh.seek(0)
-            lines = [line for line in fh.read().splitlines() if line.strip()]
-            last = Checkpoint.from_json(lines[-1]) if lines else None
-            if last is not None and last.seq == seq and last.hash == head and last.n:
-                return last
-            cp = Checkpoint.make(checkpoint_key(data), seq, head, after=last)
-            fh.write(cp.to_json() + "\n")
-            fh.flush()
-        await conn.execute(COUNT_UPSERT, cp.n, cp.mac)
-        return cp
-    finally:
+        cp = await _witness(conn, data)
+    except BaseException:
+        await conn.close(timeout=2)
+        raise
+    if keep:
+        _kept[str(data)] = conn
+    else:
         await conn.close()
+    return cp
+
+
+async def _witness(conn: asyncpg.Connection[asyncpg.Record], data: Path) -> Checkpoint:
+    seq, head = await PgChain(conn).head()
+    path = checkpoint_file(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: each line follows the last
+        last = _last(fh)
+        if last is not None and last.seq == seq and last.hash == head and last.n:
+            return last
+        cp = Checkpoint.make(checkpoint_key(data), seq, head, after=last)
+        fh.write(cp.to_json().encode() + b"\n")
+        fh.flush()
+    await conn.execute(COUNT_UPSERT, cp.n, cp.mac)
+    return cp
+
+
+def _last(fh: BinaryIO) -> Checkpoint | None:
+    """The witness file's last checkpoint, read from its end (a line is far shorter than 4 KiB)."""
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, end - 4096))
+    lines = [line for line in fh.read().splitlines() if line.strip()]
+    return Checkpoint.from_json(lines[-1].decode()) if lines else None
 
 
 def checkpoints(data: Path) -> list[Checkpoint]:

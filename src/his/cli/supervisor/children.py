@@ -116,7 +116,7 @@ async def supervise(stack: Stack, stop: asyncio.Event) -> None:
         if now >= next_checkpoint:
             next_checkpoint = now + CHECKPOINT_EVERY  # the witness trails the chain by about a second
             try:
-                await write_checkpoint(stack.admin_dsn, stack.settings.data_path)
+                await write_checkpoint(stack.admin_dsn, stack.settings.data_path, keep=True)
             except (OSError, asyncpg.PostgresError) as exc:
                 console.print(f"[yellow]warning:[/] audit checkpoint failed: {exc}")
         for child in stack.children:
