@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -29,12 +29,14 @@ from his.patients.domain import (
     Channel,
     ContactDetails,
     Coverage,
+    EmergencyRead,
     Invitation,
     LabResult,
     NewCareRelationship,
     NewPatient,
     Patient,
     ResultedOrder,
+    ReviewState,
     Sex,
     code_digest,
 )
@@ -354,6 +356,67 @@ async def test_emergency_grants_reach_one_patient_until_they_expire_newest_first
         assert await u.care.reachable(doctor, [], NOW) == {}
 
 
+async def test_grants_of_a_user_their_review_and_the_reads_under_them(side: Side) -> None:
+    """``of_user`` since a moment, newest first; ``get`` (locked or not); ``review`` keeps the
+    last decision; ``find`` by review state; ``note_read`` notes against the user's latest active
+    grant of the patient, or nothing; ``reads`` earliest first, per grant."""
+    p, other = await _add(side, new(), new("Can", "Demir"))
+    doctor, nurse, admin = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    roles = ["DOCTOR"]
+    async with side.units.uow() as u:
+        early = await u.grants.add(
+            patient_id=p.id, user_id=doctor, roles=roles, reason=REASON, granted_at=NOW - H, expires_at=NOW + H
+        )
+        late = await u.grants.add(
+            patient_id=p.id,
+            user_id=doctor,
+            roles=roles,
+            reason=REASON,
+            granted_at=NOW,
+            expires_at=NOW + H,
+            over_limit=True,
+        )
+        nurses = await u.grants.add(
+            patient_id=other.id, user_id=nurse, roles=roles, reason=REASON, granted_at=NOW, expires_at=NOW + H
+        )
+        assert await u.grants.note_read(patient_id=p.id, user_id=doctor, resource="patient", action="read", at=NOW)
+        assert await u.grants.note_read(
+            patient_id=p.id, user_id=doctor, resource="patient/record", action="read", at=NOW + H / 2
+        )
+        assert not await u.grants.note_read(
+            patient_id=p.id, user_id=doctor, resource="patient", action="read", at=NOW + H
+        )
+        assert not await u.grants.note_read(patient_id=p.id, user_id=nurse, resource="patient", action="read", at=NOW)
+        assert await u.grants.note_read(
+            patient_id=p.id, user_id=doctor, resource="care_team", action="read", at=NOW - H / 2
+        )
+    assert (early.over_limit, late.over_limit, late.review_state) == (False, True, ReviewState.PENDING)
+    assert (late.reviewed_by, late.reviewed_at, late.review_note) == (None, None, None)
+    async with side.units.read() as u:
+        assert await u.grants.of_user(doctor, NOW - H) == [late, early]
+        assert await u.grants.of_user(doctor, NOW - H + timedelta(microseconds=1)) == [late]
+        assert await u.grants.of_user(admin, NOW - H) == []
+        assert await u.grants.get(late.id) == late and await u.grants.get(uuid.uuid4()) is None
+        assert await u.grants.reads([early.id, late.id, nurses.id]) == {
+            early.id: [EmergencyRead("care_team", "read", NOW - H / 2)],
+            late.id: [EmergencyRead("patient", "read", NOW), EmergencyRead("patient/record", "read", NOW + H / 2)],
+        }
+        assert await u.grants.reads([]) == {}
+    async with side.units.uow() as u:
+        assert await u.grants.get(late.id, lock=True) == late
+        escalated = await u.grants.review(late.id, state=ReviewState.ESCALATED, by=admin, at=NOW, note="Why so late")
+        reviewed = await u.grants.review(late.id, state=ReviewState.REVIEWED, by=admin, at=NOW + H, note=None)
+    assert (escalated.review_state, escalated.review_note) == (ReviewState.ESCALATED, "Why so late")
+    assert reviewed == replace(late, review_state=ReviewState.REVIEWED, reviewed_by=admin, reviewed_at=NOW + H)
+    async with side.units.read() as u:
+        assert await u.grants.find(patient_id=None, limit=10, state=ReviewState.REVIEWED) == [reviewed]
+        assert await u.grants.find(patient_id=None, limit=10, state=ReviewState.PENDING) == [
+            *sorted([nurses], key=lambda g: g.id),
+            early,
+        ]
+        assert await u.grants.find(patient_id=other.id, limit=10, state=ReviewState.ESCALATED) == []
+
+
 async def test_records_are_kept_as_written_the_latest_first(side: Side) -> None:
     p, other = await _add(side, new(), new("Can", "Demir"))
     author = uuid.uuid4()
@@ -488,6 +551,14 @@ async def test_what_the_tables_refuse_the_fake_refuses(side: Side) -> None:
     await refusal(lambda u: u.grants.add(patient_id=nobody, reason=REASON, expires_at=NOW + H, **grant))
     await refusal(lambda u: u.grants.add(patient_id=p.id, reason="too short", expires_at=NOW + H, **grant))
     await refusal(lambda u: u.grants.add(patient_id=p.id, reason=REASON, expires_at=NOW, **grant))
+    async with side.units.uow() as u:
+        kept = await u.grants.add(
+            patient_id=p.id, user_id=who, roles=["DOCTOR"], reason=REASON, granted_at=NOW, expires_at=NOW + H
+        )
+    review = {"by": who, "at": NOW}
+    await refusal(lambda u: u.grants.review(kept.id, state=ReviewState.PENDING, note=None, **review))
+    await refusal(lambda u: u.grants.review(kept.id, state=ReviewState.REVIEWED, note="x" * 2001, **review))
+    await refusal(lambda u: u.grants.review(uuid.uuid4(), state=ReviewState.REVIEWED, note=None, **review), LookupError)
     entry = {"text_cipher": b"x", "author_id": who, "author_roles": ["DOCTOR"], "at": NOW}
     await refusal(lambda u: u.records.add(entry_id=uuid.uuid4(), patient_id=nobody, kind="note", code=None, **entry))
     await refusal(lambda u: u.records.add(entry_id=uuid.uuid4(), patient_id=p.id, kind="gossip", code=None, **entry))
@@ -497,7 +568,7 @@ async def test_what_the_tables_refuse_the_fake_refuses(side: Side) -> None:
     await refusal(lambda u: u.lab.add(ResultedOrder(uuid.uuid4(), nobody, who, "routine", NOW, (result,)), NOW))
     await refusal(lambda u: u.lab.add(ResultedOrder(uuid.uuid4(), p.id, who, "routine", NOW, (bad,)), NOW))
     async with side.units.read() as u:
-        assert await u.grants.find(patient_id=None, limit=10) == []
+        assert await u.grants.find(patient_id=None, limit=10) == [kept]
         assert await u.records.of(p.id, 10) == []
         assert await u.lab.of(p.id, 10) == []
         assert await u.care.team(p.id, NOW) == []

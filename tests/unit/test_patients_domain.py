@@ -15,17 +15,23 @@ from his.patients.domain import (
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
     InvalidPatientError,
+    InvalidReviewError,
     NewCareRelationship,
     NewPatient,
     Patient,
     PatientChanges,
+    ReasonRule,
     RecordEntry,
+    ReviewNotAllowedError,
+    ReviewState,
     Sex,
     emergency_expiry,
     emergency_reason,
     format_mrn,
     is_active,
     master_data,
+    over_limit,
+    review,
 )
 
 TODAY = date(2026, 11, 26)
@@ -172,22 +178,154 @@ def test_a_reason_is_a_sentence_normalised() -> None:
     assert emergency_reason("Çocuk acilde, bilinci kapalı, ailesine ulaşılamıyor")  # any alphabet
 
 
+#: Reasons a clinician really gives: each stands, whatever words of the placeholder list it holds.
+REAL_REASONS = [
+    "Unconscious patient in the ED, no relatives reachable",
+    "Collapsed in the waiting room, unresponsive, no one to ask about allergies",
+    "Test results needed: chest pain after contrast, cardiology on call asks",
+    "Acil serviste bilinci kapalı hasta, yakınlarına ulaşılamıyor",
+    "ACİL: göğüs ağrısı, önceki EKG kayıtlarına bakmam lazım",
+    "Transferred from Ward 3 at 02:00, on-call doctor covering for Dr Aydın",
+    "Anaphylaxis after 10000 units heparin, need drug history now",
+]
+
+
+@pytest.mark.parametrize("text", REAL_REASONS)
+def test_real_reasons_stand(text: str) -> None:
+    assert emergency_reason(text) == " ".join(text.split())
+
+
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("text", "rule"),
     [
-        ("", "at least 20"),
-        ("emergency now", "at least 20"),
-        ("x" * 501, "limited to 500"),
-        ("a" * 40, "sentence"),
-        ("emergency emergency emergency", "sentence"),
-        ("1234567890 1234567890 1234", "sentence"),
-        ("a b c d e f g h i j k l m n o", "sentence"),
-        ("unconscious patient\x00 in the ED", "control"),
+        # Placeholders alone, English and Turkish, in any case.
+        ("", ReasonRule.PLACEHOLDER),
+        (".", ReasonRule.PLACEHOLDER),
+        ("x", ReasonRule.PLACEHOLDER),
+        ("n/a", ReasonRule.PLACEHOLDER),
+        ("N/A N/A N/A N/A N/A N/A N/A", ReasonRule.PLACEHOLDER),
+        ("test", ReasonRule.PLACEHOLDER),
+        ("test test test test test test", ReasonRule.PLACEHOLDER),
+        ("TESTING THE EMERGENCY ACCESS", ReasonRule.PLACEHOLDER),
+        ("asdf asdf asdf asdf asdf", ReasonRule.PLACEHOLDER),
+        ("emergency", ReasonRule.PLACEHOLDER),
+        ("emergency emergency emergency", ReasonRule.PLACEHOLDER),
+        ("Urgent: need access to this patient now please", ReasonRule.PLACEHOLDER),
+        ("acil", ReasonRule.PLACEHOLDER),
+        ("ACİL ACİL ACİL ACİL ACİL", ReasonRule.PLACEHOLDER),
+        ("deneme deneme deneme deneme", ReasonRule.PLACEHOLDER),
+        ("Acil durum, hastanın dosyasına bakmak gerekli", ReasonRule.PLACEHOLDER),
+        ("test deneme acil test deneme acil", ReasonRule.PLACEHOLDER),
+        ("1234567890 1234567890 1234", ReasonRule.PLACEHOLDER),
+        ("...................................", ReasonRule.PLACEHOLDER),
+        ("a b c d e f g h i j k l m n o", ReasonRule.PLACEHOLDER),
+        # Repeated characters and keyboard runs, typed to get past the form.
+        ("a" * 40, ReasonRule.REPEATED),
+        ("hastaaaaa kalp durmasi yasadi", ReasonRule.REPEATED),
+        ("zzzzz patient fell down the stairs", ReasonRule.REPEATED),
+        ("qwertyuiop asdfghjkl zxcvbnm", ReasonRule.KEYBOARD_RUN),
+        ("sdfg hjkl wert yuio poiu lkjh", ReasonRule.KEYBOARD_RUN),
+        ("abcdefg hijklmn opqrstu vwxyz", ReasonRule.KEYBOARD_RUN),
+        ("ğüşiöç şğüiöç fgğıod rnhpqw", ReasonRule.KEYBOARD_RUN),
+        # Too short a sentence, or too few words of its own.
+        ("chest pain, fell", ReasonRule.TOO_SHORT),
+        ("Fall: 1234567890 9876543210 hip", ReasonRule.TOO_SHORT),
+        ("ok ok ok chest pain ok ok ok ok", ReasonRule.TOO_FEW_WORDS),
+        ("patient emergency access needed for chest pain", ReasonRule.TOO_FEW_WORDS),
+        # Neither too long nor anything but text.
+        ("x" * 501, ReasonRule.TOO_LONG),
+        ("unconscious patient\x00 in the ED", ReasonRule.CONTROL),
+        ("unconscious patient\x7f in the ED", ReasonRule.CONTROL),
     ],
 )
-def test_placeholder_reasons_are_refused(text: str, message: str) -> None:
-    with pytest.raises(InvalidEmergencyReasonError, match=message):
+def test_placeholder_reasons_are_refused_naming_the_rule(text: str, rule: ReasonRule) -> None:
+    with pytest.raises(InvalidEmergencyReasonError) as refused:
         emergency_reason(text)
+    assert refused.value.rule is rule, str(refused.value)
+    assert str(refused.value)  # a sentence the clinician reads
+
+
+@pytest.mark.parametrize(
+    ("earlier", "refused"),
+    [
+        ([REAL_REASONS[0]], True),
+        (["  unconscious PATIENT in the ED; no relatives reachable! "], True),  # the same words
+        ([REAL_REASONS[1], REAL_REASONS[0]], True),
+        ([REAL_REASONS[1]], False),
+        (["Unconscious patient in the ED, relatives reachable"], False),  # other words
+        ([], False),
+    ],
+)
+def test_the_same_reason_for_another_patient_is_refused(earlier: list[str], refused: bool) -> None:
+    if refused:
+        with pytest.raises(InvalidEmergencyReasonError) as caught:
+            emergency_reason(REAL_REASONS[0], earlier=earlier)
+        assert caught.value.rule is ReasonRule.REUSED
+    else:
+        assert emergency_reason(REAL_REASONS[0], earlier=earlier) == REAL_REASONS[0]
+
+
+@pytest.mark.parametrize(("in_window", "limit", "over"), [(1, 3, False), (3, 3, False), (4, 3, True), (2, 1, True)])
+def test_a_clinician_goes_over_the_limit_with_one_grant_more_than_it(in_window: int, limit: int, over: bool) -> None:
+    assert over_limit(in_window, limit) is over
+
+
+def _grant(state: ReviewState = ReviewState.PENDING) -> EmergencyGrant:
+    return EmergencyGrant(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        uuid.uuid4(),
+        ("DOCTOR",),
+        REAL_REASONS[0],
+        NOW,
+        NOW + timedelta(hours=1),
+        review_state=state,
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "decision", "note", "outcome"),
+    [
+        (ReviewState.PENDING, ReviewState.REVIEWED, None, None),
+        (ReviewState.PENDING, ReviewState.REVIEWED, "  Seen with the ED lead.  ", "Seen with the ED lead."),
+        (ReviewState.PENDING, ReviewState.ESCALATED, "Not on shift that night", "Not on shift that night"),
+        (ReviewState.ESCALATED, ReviewState.REVIEWED, "Rota confirmed the cover", "Rota confirmed the cover"),
+        (ReviewState.PENDING, ReviewState.ESCALATED, None, InvalidReviewError),
+        (ReviewState.PENDING, ReviewState.ESCALATED, "   ", InvalidReviewError),
+        (ReviewState.PENDING, ReviewState.PENDING, None, InvalidReviewError),
+        (ReviewState.PENDING, ReviewState.REVIEWED, "x" * 2001, InvalidReviewError),
+        (ReviewState.REVIEWED, ReviewState.REVIEWED, None, 409),
+        (ReviewState.REVIEWED, ReviewState.ESCALATED, "Second thoughts", 409),
+        (ReviewState.ESCALATED, ReviewState.ESCALATED, "Again", 409),
+    ],
+)
+def test_a_review_decides_once_and_an_escalation_says_why(
+    state: ReviewState, decision: ReviewState, note: str | None, outcome: object
+) -> None:
+    grant, reviewer = _grant(state), uuid.uuid4()
+    if outcome is InvalidReviewError:
+        with pytest.raises(InvalidReviewError):
+            review(grant, decision, note, reviewer)
+    elif outcome == 409:
+        with pytest.raises(ReviewNotAllowedError) as refused:
+            review(grant, decision, note, reviewer)
+        assert refused.value.status == 409
+    else:
+        assert review(grant, decision, note, reviewer) == outcome
+
+
+def test_nobody_reviews_their_own_grant() -> None:
+    grant = _grant()
+    with pytest.raises(ReviewNotAllowedError) as refused:
+        review(grant, ReviewState.REVIEWED, None, grant.user_id)
+    assert refused.value.status == 403
+
+
+def test_a_grant_lasts_to_its_end_or_to_now() -> None:
+    grant = _grant()
+    assert grant.lasted(NOW - timedelta(minutes=5)) == timedelta(0)
+    assert grant.lasted(NOW + timedelta(minutes=20)) == timedelta(minutes=20)
+    assert grant.lasted(NOW + timedelta(days=2)) == timedelta(hours=1)
 
 
 def test_emergency_access_lasts_the_configured_time() -> None:

@@ -97,3 +97,34 @@ class InvitationRedeemed(Event):
     invitation_id: uuid.UUID
     patient_id: uuid.UUID
     account_id: uuid.UUID
+
+
+@event
+class EmergencyAccessOverLimit(Event):
+    """A clinician broke the glass more often than the limit within the window: the grant stands
+    (it is an emergency) and is marked for review; administrators are alerted. Ids and counts only."""
+
+    type = "his.patients.emergency_access.over_limit.v1"
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    granted_to: uuid.UUID
+    granted_at: datetime
+    #: The clinician's grants within the window, this one counted; the limit and the window (hours).
+    grants_in_window: int
+    limit: int
+    window_hours: float
+
+
+@event
+class EmergencyAccessReviewed(Event):
+    """An administrator reviewed a break-the-glass grant: ``reviewed`` (justified) or
+    ``escalated`` (to be looked into). Ids and the decision only: the reviewer's note stays in
+    patients."""
+
+    type = "his.patients.emergency_access.reviewed.v1"
+    grant_id: uuid.UUID
+    patient_id: uuid.UUID
+    granted_to: uuid.UUID
+    reviewed_by: uuid.UUID
+    decision: str
+    reviewed_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,7 @@ from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
 from his.patients import handlers
 from his.patients.api import grpc
-from his.patients.domain import InvitationCodes
+from his.patients.domain import EmergencyLimit, InvitationCodes
 from his.patients.settings import PatientsSettings
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def http(
     *,
     clock: Clock | None = None,
     emergency_minutes: float = 60.0,
+    emergency_limit: EmergencyLimit | None = None,
     cipher: FieldCipher | None = None,
     payers: BillingTermsLookup | None = None,
     invitation_codes: InvitationCodes | None = None,
@@ -41,6 +43,7 @@ def http(
         PatientsStore(db, clock),
         clock=clock or _clock_of(db),
         emergency_minutes=emergency_minutes,
+        emergency_limit=emergency_limit,
         cipher=cipher,
         payers=payers,
         invitation_codes=invitation_codes,
@@ -60,6 +63,7 @@ def http_over(
     *,
     clock: Clock = utc_now,
     emergency_minutes: float = 60.0,
+    emergency_limit: EmergencyLimit | None = None,
     cipher: FieldCipher | None = None,
     payers: BillingTermsLookup | None = None,
     invitation_codes: InvitationCodes | None = None,
@@ -75,6 +79,7 @@ def http_over(
         units,
         clock=clock,
         emergency_minutes=emergency_minutes,
+        emergency_limit=emergency_limit,
         cipher=cipher,
         payers=payers,
         invitation_codes=invitation_codes,
@@ -111,6 +116,9 @@ def build() -> ServiceDefinition:
         return http(
             ctx.db,
             emergency_minutes=settings.emergency_access_minutes,
+            emergency_limit=EmergencyLimit(
+                settings.emergency_access_limit, timedelta(hours=settings.emergency_access_window_hours)
+            ),
             cipher=cipher,
             payers=payers,
             invitation_codes=codes,

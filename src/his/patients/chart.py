@@ -30,10 +30,13 @@ from his.patients.domain import (
     Channel,
     DecryptedEntry,
     EmergencyGrant,
+    EmergencyLimit,
+    EmergencyRead,
     InvalidCareRelationshipError,
     InvalidEmergencyReasonError,
     InvalidInvitationCodeError,
     InvalidPatientError,
+    InvalidReviewError,
     Invitation,
     InvitationCodes,
     NewPatient,
@@ -42,6 +45,8 @@ from his.patients.domain import (
     RecordEntry,
     Refusal,
     ResultedOrder,
+    ReviewNotAllowedError,
+    ReviewState,
     may_redeem,
 )
 from his.patients.policy import REGISTRARS, ROLE_BASED, Operation, assigning, changing
@@ -82,12 +87,24 @@ def lookup(p: Patient) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class ReviewItem:
+    """A grant in the review queue: the grant and its review, the patient's MRN (None if the
+    patient is unknown) and what patients gave the clinician under it."""
+
+    grant: EmergencyGrant
+    mrn: str | None
+    reads: tuple[EmergencyRead, ...]
+
+
+@dataclass(frozen=True)
 class Found:
     """A search hit: the patient, and whether the caller sees only its ``lookup`` (a clinician,
     of a patient outside their care)."""
 
     patient: Patient
     restricted: bool
+    #: Shown whole only through an emergency grant (noted for the grant's review).
+    emergency: bool = False
 
 
 class Chart:
@@ -101,6 +118,7 @@ class Chart:
         *,
         clock: Clock = utc_now,
         emergency_minutes: float = 60.0,
+        emergency_limit: EmergencyLimit | None = None,
         cipher: FieldCipher | None = None,
         payers: BillingTermsLookup | None = None,
         invitation_codes: InvitationCodes | None = None,
@@ -108,6 +126,7 @@ class Chart:
         zone: tzinfo = UTC,
     ) -> None:
         self.units, self.clock, self.emergency_minutes = units, clock, emergency_minutes
+        self.emergency_limit = emergency_limit or EmergencyLimit()
         self.cipher, self.payers, self.codes = cipher, payers, invitation_codes
         self.invitation_minutes, self.zone = invitation_minutes, zone
 
@@ -181,6 +200,7 @@ class Chart:
             raise ProblemError(422, "give q (MRN or name), birth_date, or both")
         async with self.units.read() as uow:
             found = await self.shown(uow, who, await uow.patients.search(q, birth_date, limit), action="search")
+        await self.noted(who, [(f.patient.id, "patient", "search") for f in found if f.emergency])
         return found
 
     async def by_ids(self, who: Principal, patient_ids: list[uuid.UUID]) -> list[Found]:
@@ -194,6 +214,7 @@ class Chart:
         async with self.units.read() as uow:
             known = {p.id: p for p in await uow.patients.many(wanted)}
             found = await self.shown(uow, who, [known[i] for i in wanted if i in known], action="read")
+        await self.noted(who, [(f.patient.id, "patient", "read") for f in found if f.emergency])
         return found
 
     @staticmethod
@@ -215,13 +236,17 @@ class Chart:
             emergency = reach is not None and reach.get(p.id) is False
             purpose = "emergency" if emergency else "care"
             self.record(uow, who, p.id, Decision(purpose), resource="patient", action=action)
-        return [Found(p, reach is not None and p.id not in reach) for p in found]
+        return [
+            Found(p, reach is not None and p.id not in reach, reach is not None and reach.get(p.id) is False)
+            for p in found
+        ]
 
     async def patient(self, who: Principal, patient_id: uuid.UUID) -> Patient:
         """One patient's master data: the patient themself, or staff (clinicians need care)."""
         async with self.units.read() as uow:
             patient, decision = await self.open(uow, who, patient_id, Operation.READ, resource="patient")
         self.allowed(patient_id, decision)
+        await self.noted(who, self.under_grant(patient_id, decision, "patient", "read"))
         return patient
 
     async def update(self, who: Principal, patient_id: uuid.UUID, changes: PatientChanges) -> Patient:
@@ -249,9 +274,13 @@ class Chart:
 
     # --- care team and emergency access ----------------------------------------------------------
 
-    async def grants(self, who: Principal, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
-        """Break-the-glass grants with their reasons, newest first (ADMIN, AUDITOR); a refusal
-        about one patient is recorded."""
+    async def grants(
+        self, who: Principal, patient_id: uuid.UUID | None, limit: int, state: ReviewState | None = None
+    ) -> list[ReviewItem]:
+        """The review queue: break-the-glass grants with their reasons, the patient's MRN, what
+        patients gave under each, and their review, newest first (ADMIN, AUDITOR); of one patient
+        or all, in one review state or any. Reading it is recorded per patient; a refusal about
+        one patient is recorded too."""
         if patient_id is not None:
             decision = policy.decide(Operation.OVERSEE_GRANTS, who.roles, NONE)
             if not decision.allowed:
@@ -260,10 +289,32 @@ class Chart:
         if not who.roles & OVERSIGHT:
             raise ProblemError(403, "not allowed for your role")
         async with self.units.read() as uow:
-            found = await uow.grants.find(patient_id=patient_id, limit=limit)
-            for pid in dict.fromkeys(g.patient_id for g in found):
+            found = await uow.grants.find(patient_id=patient_id, limit=limit, state=state)
+            ids = list(dict.fromkeys(g.patient_id for g in found))
+            mrns = {p.id: p.mrn for p in await uow.patients.many(ids)}
+            reads = await uow.grants.reads([g.id for g in found])
+            for pid in ids:
                 self.record(uow, who, pid, Decision("oversight"), resource="emergency_access", action="read")
-        return found
+        return [ReviewItem(g, mrns.get(g.patient_id), tuple(reads.get(g.id, ()))) for g in found]
+
+    async def review(self, who: Principal, grant_id: uuid.UUID, decision: ReviewState, note: str | None) -> ReviewItem:
+        """An administrator's decision on a grant: ``reviewed`` (justified) or ``escalated`` (with a
+        note saying why); announced and recorded in the audit trail. Auditors read the queue only."""
+        if Role.ADMIN not in who.roles:
+            raise ProblemError(403, "only administrators review emergency access (auditors read the queue)")
+        try:
+            async with self.units.uow() as uow:
+                grant = await uow.grants.get(grant_id, lock=True)
+                if grant is None:
+                    raise ProblemError(404, "no emergency access has this id")
+                done = await handlers.review_emergency_access(uow, grant, who, decision, note)
+                patient = await uow.patients.get(done.patient_id)
+                reads = await uow.grants.reads([done.id])
+        except InvalidReviewError as exc:
+            raise ProblemError(422, str(exc)) from None
+        except ReviewNotAllowedError as exc:
+            raise ProblemError(exc.status, str(exc)) from None
+        return ReviewItem(done, patient.mrn if patient else None, tuple(reads.get(done.id, ())))
 
     async def break_the_glass(self, who: Principal, patient_id: uuid.UUID, reason: str) -> EmergencyGrant:
         """Emergency access to one patient without a care relationship (DOCTOR, NURSE), for
@@ -277,10 +328,10 @@ class Chart:
         try:
             async with self.units.uow() as uow:
                 return await handlers.grant_emergency_access(
-                    uow, patient_id, who, reason, minutes=self.emergency_minutes
+                    uow, patient_id, who, reason, minutes=self.emergency_minutes, limit=self.emergency_limit
                 )
         except InvalidEmergencyReasonError as exc:
-            raise ProblemError(422, str(exc)) from None
+            raise ProblemError(422, str(exc), rule=exc.rule.value) from None
         except handlers.PatientNotFoundError:
             raise ProblemError(404, "patient not found") from None
 
@@ -290,6 +341,7 @@ class Chart:
             _, decision = await self.open(uow, who, patient_id, Operation.READ, resource="care_team")
             team = await uow.care.team(patient_id, uow.clock()) if decision.allowed else []
         self.allowed(patient_id, decision)
+        await self.noted(who, self.under_grant(patient_id, decision, "care_team", "read"))
         return team
 
     async def assign(
@@ -369,6 +421,8 @@ class Chart:
                     RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind, code=code),
                     aggregate_id=patient_id,
                 )
+                reads = self.under_grant(patient_id, decision, "patient/record", "create")
+                await handlers.note_emergency_reads(uow, uuid.UUID(who.subject), reads)
         self.allowed(patient_id, decision)
         return entry
 
@@ -379,6 +433,7 @@ class Chart:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/record")
             stored = await uow.records.of(patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
+        await self.noted(who, self.under_grant(patient_id, decision, "patient/record", "read"))
         try:
             return [e.decrypted(aes.decrypt(e.text_cipher, _aad(patient_id, e.id))) for e in stored]
         except DecryptionError:
@@ -390,6 +445,7 @@ class Chart:
             _, decision = await self.open(uow, who, patient_id, Operation.READ_CLINICAL, resource="patient/lab_result")
             orders = await uow.lab.of(patient_id, limit) if decision.allowed else []
         self.allowed(patient_id, decision)
+        await self.noted(who, self.under_grant(patient_id, decision, "patient/lab_result", "read"))
         return orders
 
     def keys(self) -> FieldCipher:
@@ -443,6 +499,23 @@ class Chart:
             raise ProblemError(status, detail, reason=done.refusal.value, **extra)
         assert done.patient is not None
         return done.patient
+
+    # --- reads under emergency grants --------------------------------------------------------------
+
+    @staticmethod
+    def under_grant(
+        patient_id: uuid.UUID, decision: Decision, resource: str, action: str
+    ) -> list[tuple[uuid.UUID, str, str]]:
+        """The read to note for a grant's review, if the decision allowed it through the grant."""
+        return [(patient_id, resource, action)] if decision.allowed and decision.purpose == "emergency" else []
+
+    async def noted(self, who: Principal, reads: list[tuple[uuid.UUID, str, str]]) -> None:
+        """Note reads made under an emergency grant against the grant, for its review, before the
+        answer: a read that cannot be noted is not answered (its audit record, flagged, is
+        committed already)."""
+        if reads:
+            async with self.units.uow() as uow:
+                await handlers.note_emergency_reads(uow, uuid.UUID(who.subject), reads)
 
     # --- access ----------------------------------------------------------------------------------
 

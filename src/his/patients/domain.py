@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -222,35 +223,201 @@ class CareRelationship:
 
 # --- Break-the-glass -----------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W\d_]{2,}")
+_WORD = re.compile(r"[^\W\d_]+")
+_REPEATED = re.compile(r"([^\W\d_])\1{3,}")
+
+#: Letters a reason needs at the least, whatever else it holds.
+REASON_LETTERS = 15
+#: Different words of three or more letters, other than ``FILLER``, a reason needs.
+REASON_WORDS = 3
+#: How long a clinician's reason stays theirs for one patient: the same words for another
+#: patient within this time are refused.
+REASON_REUSE = timedelta(days=1)
+#: Keyboard rows (English and Turkish Q and F layouts) and the alphabet: four or more letters in
+#: a row of one of them, either way, are a run, not a word.
+KEYBOARD_ROWS = (
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+    "qwertyuiopgu",
+    "asdfghjklsi",
+    "zxcvbnmoc",
+    "fgigodrnhpqwx",
+    "uieaitkmlyst",
+    "jovcczsbxw",
+    "abcdefghijklmnopqrstuvwxyz",
+)
+#: Words that say nothing about why this patient needs to be opened: placeholders, the request
+#: itself, and the small words around them (English and Turkish, folded as ``fold`` folds).
+_FILLER = """
+    test tests testing tester asdf qwerty foo bar baz lorem ipsum dummy sample example xxx yyy zzz abc
+    emergency emergent urgent urgently acute asap access accessing need needed needs required
+    require requested request reason reasons now please pls patient patients record records chart
+    file open opening see view check checking look none nil null nothing the and for with this
+    that from into was are has have had you our its not yes okay aaa
+    acil acilen durum deneme denemek denem ornek erisim erisimi gerek gerekli gerekiyor lazim
+    lutfen simdi hasta hastanin hastaya kayit kaydi dosya dosyasi dosyasina kaydina bak bakmak bakilacak icin ile
+    olan var yok tamam sebep sebebi neden nedeni
+"""
+FILLER = frozenset(_FILLER.split())
+
+
+class ReasonRule(StrEnum):
+    """Which rule a reason for emergency access broke (the 422's ``rule``)."""
+
+    CONTROL = "control_characters"
+    TOO_LONG = "too_long"
+    PLACEHOLDER = "placeholder"
+    REPEATED = "repeated_characters"
+    KEYBOARD_RUN = "keyboard_run"
+    TOO_SHORT = "too_short"
+    TOO_FEW_WORDS = "too_few_words"
+    REUSED = "reused"
 
 
 class InvalidEmergencyReasonError(ValueError):
-    """The stated reason for emergency access is not acceptable; the message says why."""
+    """The stated reason for emergency access is not acceptable; the message says why and
+    ``rule`` names the rule."""
+
+    def __init__(self, message: str, rule: ReasonRule) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
-def emergency_reason(text: str) -> str:
-    """The reason for breaking the glass, normalised: a real sentence, not a placeholder.
+def fold(text: str) -> str:
+    """Lower case without accents or dots, so that ``ACİL``, ``acil`` and ``Acil`` are one word
+    and Turkish letters meet their keyboard rows (``ı`` and ``i`` alike, ``ş`` as ``s``)."""
+    plain = unicodedata.normalize("NFKD", text.replace("ı", "i").replace("I", "i"))
+    return "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
 
-    Whitespace runs become one space; 20 to 500 characters; at least three different words of
-    two or more letters; no control characters.
+
+def reason_words(text: str) -> list[str]:
+    """The words of a reason, folded, in order."""
+    return _WORD.findall(fold(text))
+
+
+def _keyboard_run(word: str) -> bool:
+    return len(word) >= 4 and any(word in row or word in row[::-1] for row in KEYBOARD_ROWS)
+
+
+def emergency_reason(text: str, *, earlier: Iterable[str] = ()) -> str:
+    """The reason for breaking the glass, normalised (whitespace runs become one space), or
+    ``InvalidEmergencyReasonError`` naming the placeholder it is.
+
+    A privacy officer reads every reason later: it must say why this patient, now. Refused are
+    control characters, more than ``REASON_MAX`` characters, text made only of placeholders and
+    filler (``test``, ``asdf``, ``emergency``, ``x``, ``n/a``, ``.``, ``acil``, ``deneme`` …), a
+    letter four times in a row, a keyboard or alphabet run of four letters, fewer than
+    ``REASON_MIN`` characters or ``REASON_LETTERS`` letters, fewer than ``REASON_WORDS`` different
+    words of three letters or more outside ``FILLER``, and the very words of a reason in
+    ``earlier`` (the clinician's reasons for other patients within ``REASON_REUSE``).
     """
     reason = " ".join(text.split())
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in reason):
-        raise InvalidEmergencyReasonError("reason must not contain control characters")
-    if len(reason) < REASON_MIN:
-        raise InvalidEmergencyReasonError(f"reason must be at least {REASON_MIN} characters: say why access is needed")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in reason):
+        raise InvalidEmergencyReasonError("reason must not contain control characters", ReasonRule.CONTROL)
     if len(reason) > REASON_MAX:
-        raise InvalidEmergencyReasonError(f"reason is limited to {REASON_MAX} characters")
-    if len({w.lower() for w in _WORD.findall(reason)}) < 3:
-        raise InvalidEmergencyReasonError("reason must be a sentence saying why access is needed")
+        raise InvalidEmergencyReasonError(f"reason is limited to {REASON_MAX} characters", ReasonRule.TOO_LONG)
+    words = reason_words(reason)
+    if all(w in FILLER or len(w) < 3 for w in words):
+        said = f"'{reason}'" if len(reason) <= 40 else "it"
+        raise InvalidEmergencyReasonError(
+            f"reason is a placeholder: {said} does not say why this patient needs to be opened now",
+            ReasonRule.PLACEHOLDER,
+        )
+    _patterns(reason, words)
+    if len(reason) < REASON_MIN or sum(ch.isalpha() for ch in reason) < REASON_LETTERS:
+        raise InvalidEmergencyReasonError(
+            f"reason is too short: at least {REASON_MIN} characters and {REASON_LETTERS} letters saying why",
+            ReasonRule.TOO_SHORT,
+        )
+    if len({w for w in words if len(w) >= 3 and w not in FILLER}) < REASON_WORDS:
+        raise InvalidEmergencyReasonError(
+            "reason must be a sentence saying what happened and why this patient: "
+            f"at least {REASON_WORDS} different words besides 'emergency', 'access', 'patient' and the like",
+            ReasonRule.TOO_FEW_WORDS,
+        )
+    if words in (reason_words(e) for e in earlier):
+        raise InvalidEmergencyReasonError(
+            "you gave this same reason for another patient within a day: say why this patient",
+            ReasonRule.REUSED,
+        )
     return reason
+
+
+def _patterns(reason: str, words: list[str]) -> None:
+    """Repeated letters and keyboard runs: typed to get past the form, not to say why."""
+    repeated = _REPEATED.search(fold(reason))
+    if repeated is not None:
+        raise InvalidEmergencyReasonError(
+            f"reason repeats a character ('{repeated.group(0)}'): say why access is needed", ReasonRule.REPEATED
+        )
+    run = next((w for w in words if _keyboard_run(w)), None)
+    if run is not None:
+        raise InvalidEmergencyReasonError(
+            f"reason holds a keyboard run ('{run}'): say why access is needed", ReasonRule.KEYBOARD_RUN
+        )
+
+
+def over_limit(grants_in_window: int, limit: int) -> bool:
+    """Whether a clinician's grants within the window (the new one counted) are more than the
+    limit: the grant stands (it is an emergency), administrators are alerted."""
+    return grants_in_window > limit
+
+
+@dataclass(frozen=True)
+class EmergencyLimit:
+    """More than ``grants`` emergency accesses by one clinician within ``window`` raise an alert."""
+
+    grants: int = 3
+    window: timedelta = timedelta(hours=24)
+
+
+class ReviewState(StrEnum):
+    """Where a grant stands in the administrators' review."""
+
+    PENDING = "pending"
+    REVIEWED = "reviewed"
+    ESCALATED = "escalated"
+
+
+#: A review's decision: the states a review may move a grant to.
+REVIEW_DECISIONS = frozenset({ReviewState.REVIEWED, ReviewState.ESCALATED})
+#: From which state each decision may be taken: an escalated grant is closed as reviewed once it
+#: is settled; a reviewed one stays reviewed.
+REVIEW_FROM: dict[ReviewState, frozenset[ReviewState]] = {
+    ReviewState.REVIEWED: frozenset({ReviewState.PENDING, ReviewState.ESCALATED}),
+    ReviewState.ESCALATED: frozenset({ReviewState.PENDING}),
+}
+REVIEW_NOTE_MAX = 2000
+
+
+class InvalidReviewError(ValueError):
+    """The review's decision or note is not acceptable (422); the message says why."""
+
+
+class ReviewNotAllowedError(Exception):
+    """The grant's state does not allow this decision (409), or the reviewer is the clinician
+    who broke the glass (403); the message says which."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class EmergencyRead:
+    """What the patients service gave a clinician under a grant: the resource, how, when."""
+
+    resource: str
+    action: str
+    at: datetime
 
 
 @dataclass(frozen=True)
 class EmergencyGrant:
     """Break-the-glass access of one clinician to one patient, with the roles they had and the
-    reason they gave (kept in patients only)."""
+    reason they gave (kept in patients only), whether it went over the clinician's limit, and
+    its review."""
 
     id: uuid.UUID
     patient_id: uuid.UUID
@@ -259,9 +426,42 @@ class EmergencyGrant:
     reason: str
     granted_at: datetime
     expires_at: datetime
+    over_limit: bool = False
+    review_state: ReviewState = ReviewState.PENDING
+    reviewed_by: uuid.UUID | None = None
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
 
     def active(self, now: datetime) -> bool:
         return is_active(self.granted_at, self.expires_at, now)
+
+    def lasted(self, now: datetime) -> timedelta:
+        """How long the grant has been open: to its end, or to now while it is active."""
+        return max(timedelta(0), min(now, self.expires_at) - self.granted_at)
+
+
+def review(grant: EmergencyGrant, decision: ReviewState, note: str | None, reviewer: uuid.UUID) -> str | None:
+    """Check an administrator's decision on a grant; the note, normalised (None if empty).
+
+    An escalation says why (a note); nobody reviews their own grant; a reviewed grant stays
+    reviewed and an escalated one may only be closed as reviewed.
+    """
+    if decision not in REVIEW_DECISIONS:
+        raise InvalidReviewError("decision must be 'reviewed' or 'escalated'")
+    text = (note or "").strip() or None
+    if text is not None and len(text) > REVIEW_NOTE_MAX:
+        raise InvalidReviewError(f"note is limited to {REVIEW_NOTE_MAX} characters")
+    if text is not None and any(ord(ch) < 0x20 and ch not in "\n\t" for ch in text):
+        raise InvalidReviewError("note must not contain control characters")
+    if decision is ReviewState.ESCALATED and text is None:
+        raise InvalidReviewError("an escalation needs a note saying what is wrong")
+    if reviewer == grant.user_id:
+        raise ReviewNotAllowedError("nobody reviews their own emergency access: another administrator does", status=403)
+    if grant.review_state not in REVIEW_FROM[decision]:
+        raise ReviewNotAllowedError(
+            f"this grant is {grant.review_state.value}; it cannot be marked {decision.value}", status=409
+        )
+    return text
 
 
 def emergency_expiry(now: datetime, minutes: float) -> datetime:

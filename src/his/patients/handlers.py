@@ -13,7 +13,14 @@ from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
 from his.events.laboratory import LabOrderResulted
-from his.events.patients import CoverageChanged, EmergencyAccessGranted, PatientRegistered, PatientUpdated
+from his.events.patients import (
+    CoverageChanged,
+    EmergencyAccessGranted,
+    EmergencyAccessOverLimit,
+    EmergencyAccessReviewed,
+    PatientRegistered,
+    PatientUpdated,
+)
 from his.events.practitioners import PractitionerRegistered
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.consumer import PermanentError
@@ -23,18 +30,23 @@ from his.kernel.ports import Work
 from his.kernel.security import Principal
 from his.patients.domain import (
     CARE_AFTER,
+    REASON_REUSE,
     CareRelationship,
     CareSource,
     EmergencyGrant,
+    EmergencyLimit,
     LabResult,
     NewCareRelationship,
     NewPatient,
     Patient,
     PatientChanges,
     ResultedOrder,
+    ReviewState,
     emergency_expiry,
     emergency_reason,
     master_data,
+    over_limit,
+    review,
 )
 from his.patients.ports import CareTeams, PatientsWork
 from his.patients.store import PatientsUnit
@@ -107,18 +119,29 @@ async def assign_to_care_team(
 
 
 async def grant_emergency_access(
-    uow: PatientsWork, patient_id: uuid.UUID, who: Principal, reason: str, *, minutes: float
+    uow: PatientsWork,
+    patient_id: uuid.UUID,
+    who: Principal,
+    reason: str,
+    *,
+    minutes: float,
+    limit: EmergencyLimit = EmergencyLimit(),  # noqa: B008 - frozen, shared safely
 ) -> EmergencyGrant:
     """Break the glass: access to one patient for ``minutes`` from now, audited and flagged,
-    announced to ADMIN.
+    announced to ADMIN; over the clinician's limit, marked and announced as such too.
 
-    The reason is kept here only; the event and the audit record carry ids and codes.
+    The reason is refused if it is a placeholder, or the clinician's reason for another patient
+    within a day. It is kept here only; the events and the audit record carry ids and codes.
     """
-    text = emergency_reason(reason)
     if await uow.patients.get(patient_id) is None:
         raise PatientNotFoundError(str(patient_id))
     now = uow.clock()
     user_id, roles = uuid.UUID(who.subject), sorted(who.roles)
+    recent = await uow.grants.of_user(user_id, now - max(limit.window, REASON_REUSE))
+    text = emergency_reason(
+        reason, earlier=[g.reason for g in recent if g.patient_id != patient_id and g.granted_at > now - REASON_REUSE]
+    )
+    in_window = 1 + sum(g.granted_at > now - limit.window for g in recent)
     expires_at = emergency_expiry(now, minutes)
     grant = await uow.grants.add(
         patient_id=patient_id,
@@ -127,6 +150,7 @@ async def grant_emergency_access(
         reason=text,
         granted_at=now,
         expires_at=expires_at,
+        over_limit=over_limit(in_window, limit.grants),
     )
     record_access(
         uow,
@@ -148,7 +172,59 @@ async def grant_emergency_access(
         ),
         aggregate_id=grant.id,
     )
+    if grant.over_limit:
+        uow.add(
+            EmergencyAccessOverLimit(
+                grant_id=grant.id,
+                patient_id=patient_id,
+                granted_to=user_id,
+                granted_at=now,
+                grants_in_window=in_window,
+                limit=limit.grants,
+                window_hours=limit.window.total_seconds() / 3600,
+            ),
+            aggregate_id=grant.id,
+        )
     return grant
+
+
+async def review_emergency_access(
+    uow: PatientsWork, grant: EmergencyGrant, who: Principal, decision: ReviewState, note: str | None
+) -> EmergencyGrant:
+    """An administrator's decision on a grant (locked by the caller): stored with its note,
+    announced (ids and the decision) and recorded in the audit trail as an update of the grant."""
+    reviewer, now = uuid.UUID(who.subject), uow.clock()
+    text = review(grant, decision, note, reviewer)
+    done = await uow.grants.review(grant.id, state=decision, by=reviewer, at=now, note=text)
+    record_access(
+        uow,
+        PatientsRecordAccessed,
+        who,
+        patient_id=grant.patient_id,
+        action="update",
+        resource="emergency_access",
+        purpose="review",
+    )
+    uow.add(
+        EmergencyAccessReviewed(
+            grant_id=grant.id,
+            patient_id=grant.patient_id,
+            granted_to=grant.user_id,
+            reviewed_by=reviewer,
+            decision=decision.value,
+            reviewed_at=now,
+        ),
+        aggregate_id=grant.id,
+    )
+    return done
+
+
+async def note_emergency_reads(uow: PatientsWork, user_id: uuid.UUID, reads: list[tuple[uuid.UUID, str, str]]) -> None:
+    """Note (patient, resource, action) reads a clinician made under their grants, now, for the
+    review queue (the audit trail has them already, flagged)."""
+    now = uow.clock()
+    for patient_id, resource, action in reads:
+        await uow.grants.note_read(patient_id=patient_id, user_id=user_id, resource=resource, action=action, at=now)
 
 
 async def update_patient(

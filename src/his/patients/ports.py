@@ -20,12 +20,14 @@ from his.patients.domain import (
     CareRelationship,
     ContactDetails,
     EmergencyGrant,
+    EmergencyRead,
     Invitation,
     NewCareRelationship,
     NewPatient,
     Patient,
     RecordEntry,
     ResultedOrder,
+    ReviewState,
     Stored,
 )
 
@@ -152,7 +154,7 @@ class CareTeams(Protocol):
 
 
 class EmergencyGrants(Protocol):
-    """Break-the-glass grants, with their reasons."""
+    """Break-the-glass grants, with their reasons, what was read under them and their review."""
 
     async def add(
         self,
@@ -163,12 +165,40 @@ class EmergencyGrants(Protocol):
         reason: str,
         granted_at: datetime,
         expires_at: datetime,
+        over_limit: bool = False,
     ) -> EmergencyGrant:
-        """A new grant (a reason of 20 to 500 characters, expiring after it is granted)."""
+        """A new grant, pending review (a reason of 20 to 500 characters, expiring after it is granted)."""
         ...
 
-    async def find(self, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
-        """Grants, the latest granted first (ties by id); of one patient or of all."""
+    async def find(
+        self, *, patient_id: uuid.UUID | None, limit: int, state: ReviewState | None = None
+    ) -> list[EmergencyGrant]:
+        """Grants, the latest granted first (ties by id); of one patient or of all, in one review state or any."""
+        ...
+
+    async def get(self, grant_id: uuid.UUID, *, lock: bool = False) -> EmergencyGrant | None:
+        """One grant; ``lock`` holds it until the unit ends (two reviews never cross)."""
+        ...
+
+    async def of_user(self, user_id: uuid.UUID, since: datetime) -> list[EmergencyGrant]:
+        """The user's grants granted at or after ``since``, the latest first (ties by id)."""
+        ...
+
+    async def review(
+        self, grant_id: uuid.UUID, *, state: ReviewState, by: uuid.UUID, at: datetime, note: str | None
+    ) -> EmergencyGrant:
+        """Record a review's decision on the grant (the last decision is the grant's state)."""
+        ...
+
+    async def note_read(
+        self, *, patient_id: uuid.UUID, user_id: uuid.UUID, resource: str, action: str, at: datetime
+    ) -> bool:
+        """Note a read of the patient's data by the user under their grant active ``at`` (the
+        latest granted); False if none is active."""
+        ...
+
+    async def reads(self, grant_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[EmergencyRead]]:
+        """What was read under each of these grants, the earliest first; grants without reads are absent."""
         ...
 
 

@@ -6,7 +6,7 @@ the store's ``ON CONFLICT DO NOTHING`` does: a causing event queues a template o
 (``reminder_once``), and an alert is raised once per causing event and, for a lab result, once
 per order (``queue`` and ``Alerts.add`` answer False). The CHECKs raise ``ValueError``, which no
 use case handles, as none meets the database's errors for them: a delivery's status is one of
-the five, an alert's kind one of two and its audience a role or ``user:<uuid>``; CHECKs are
+the five, an alert's kind one of three and its audience a role or ``user:<uuid>``; CHECKs are
 checked before the unique indexes, as PostgreSQL does. Text with a NUL character, which
 PostgreSQL cannot store, is refused with the error it raises (an ``asyncpg.DataError``), and
 ``jsonb`` values come back as JSON gives them (lists for tuples).
@@ -33,7 +33,7 @@ from his.testing.units import FakeUnits, FakeWork
 #: The statuses ``delivery_status_check`` allows.
 STATUSES = frozenset({"queued", "sent", "failed", "suppressed", "cancelled"})
 #: The kinds ``alert_kind_check`` allows.
-KINDS = frozenset({"break_glass", "lab_result"})
+KINDS = frozenset({"break_glass", "break_glass_limit", "lab_result"})
 #: ``alert_audience_check``: a role, or one user.
 AUDIENCE = re.compile(r"[A-Z_]+|user:[0-9a-f-]{36}")
 

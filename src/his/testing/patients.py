@@ -37,6 +37,7 @@ from his.patients.domain import (
     ContactDetails,
     Coverage,
     EmergencyGrant,
+    EmergencyRead,
     Invitation,
     LabResult,
     NewCareRelationship,
@@ -44,6 +45,7 @@ from his.patients.domain import (
     Patient,
     RecordEntry,
     ResultedOrder,
+    ReviewState,
     Sex,
     Stored,
     format_mrn,
@@ -130,6 +132,8 @@ class PatientsState:
     #: Care from appointments and admissions, by (source, source id).
     followed: dict[tuple[CareSource, uuid.UUID], PractitionerCare] = field(default_factory=dict)
     grants: dict[uuid.UUID, EmergencyGrant] = field(default_factory=dict)
+    #: Reads noted under grants, in the order noted.
+    reads: list[tuple[uuid.UUID, EmergencyRead]] = field(default_factory=list)
     entries: dict[uuid.UUID, RecordEntry] = field(default_factory=dict)
     #: Lab results by (order, test code).
     results: dict[tuple[uuid.UUID, str], ChartResult] = field(default_factory=dict)
@@ -385,19 +389,74 @@ class FakeEmergencyGrants:
         reason: str,
         granted_at: datetime,
         expires_at: datetime,
+        over_limit: bool = False,
     ) -> EmergencyGrant:
         self.state.known(patient_id)
         if not 20 <= len(reason) <= 500 or expires_at <= granted_at:
             raise ValueError("a reason of 20 to 500 characters, expiring after it is granted")  # the checks
-        grant = EmergencyGrant(uuid.uuid4(), patient_id, user_id, tuple(roles), reason, granted_at, expires_at)
+        grant = EmergencyGrant(
+            uuid.uuid4(), patient_id, user_id, tuple(roles), reason, granted_at, expires_at, over_limit=over_limit
+        )
         self.state.grants[grant.id] = grant
         return grant
 
-    async def find(self, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
-        found = [g for g in self.state.grants.values() if patient_id is None or g.patient_id == patient_id]
-        found.sort(key=lambda g: g.id)
-        found.sort(key=lambda g: g.granted_at, reverse=True)  # stable: ties stay by id
-        return found[:limit]
+    @staticmethod
+    def _newest_first(grants: list[EmergencyGrant]) -> list[EmergencyGrant]:
+        grants.sort(key=lambda g: g.id)
+        grants.sort(key=lambda g: g.granted_at, reverse=True)  # stable: ties stay by id
+        return grants
+
+    async def find(
+        self, *, patient_id: uuid.UUID | None, limit: int, state: ReviewState | None = None
+    ) -> list[EmergencyGrant]:
+        found = [
+            g
+            for g in self.state.grants.values()
+            if (patient_id is None or g.patient_id == patient_id) and (state is None or g.review_state is state)
+        ]
+        return self._newest_first(found)[:limit]
+
+    async def get(self, grant_id: uuid.UUID, *, lock: bool = False) -> EmergencyGrant | None:
+        return self.state.grants.get(grant_id)
+
+    async def of_user(self, user_id: uuid.UUID, since: datetime) -> list[EmergencyGrant]:
+        return self._newest_first(
+            [g for g in self.state.grants.values() if g.user_id == user_id and g.granted_at >= since]
+        )
+
+    async def review(
+        self, grant_id: uuid.UUID, *, state: ReviewState, by: uuid.UUID, at: datetime, note: str | None
+    ) -> EmergencyGrant:
+        if grant_id not in self.state.grants:
+            raise LookupError(f"no emergency grant {grant_id}")
+        if state is ReviewState.PENDING or (note is not None and len(note) > 2000):
+            raise ValueError("a review decides, with a note of at most 2000 characters")  # the checks
+        done = replace(
+            self.state.grants[grant_id], review_state=state, reviewed_by=by, reviewed_at=at, review_note=note
+        )
+        self.state.grants[grant_id] = done
+        return done
+
+    async def note_read(
+        self, *, patient_id: uuid.UUID, user_id: uuid.UUID, resource: str, action: str, at: datetime
+    ) -> bool:
+        active = [
+            g
+            for g in self.state.grants.values()
+            if g.patient_id == patient_id and g.user_id == user_id and g.granted_at <= at < g.expires_at
+        ]
+        if not active:
+            return False
+        grant = self._newest_first(active)[0]
+        self.state.reads.append((grant.id, EmergencyRead(resource, action, at)))
+        return True
+
+    async def reads(self, grant_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[EmergencyRead]]:
+        found: dict[uuid.UUID, list[EmergencyRead]] = {}
+        for grant_id, read in sorted(self.state.reads, key=lambda r: r[1].at):  # stable: ties in order noted
+            if grant_id in grant_ids:
+                found.setdefault(grant_id, []).append(read)
+        return found
 
 
 class FakeRecords:

@@ -21,6 +21,7 @@ from his.patients.domain import (
     ContactDetails,
     Coverage,
     EmergencyGrant,
+    EmergencyRead,
     Invitation,
     LabResult,
     NewCareRelationship,
@@ -28,6 +29,7 @@ from his.patients.domain import (
     Patient,
     RecordEntry,
     ResultedOrder,
+    ReviewState,
     Sex,
     Stored,
     format_mrn,
@@ -195,7 +197,10 @@ class PgClinicians:
 
 
 CARE_COLUMNS = "id, patient_id, user_id, source, valid_from, valid_until"
-GRANT_COLUMNS = "id, patient_id, user_id, user_roles, reason, granted_at, expires_at"
+GRANT_COLUMNS = (
+    "id, patient_id, user_id, user_roles, reason, granted_at, expires_at, over_limit, review_state, reviewed_by,"
+    " reviewed_at, review_note"
+)
 ACTIVE = "valid_from <= $2 AND (valid_until IS NULL OR valid_until > $2)"
 
 
@@ -373,6 +378,11 @@ def _grant(row: Record) -> EmergencyGrant:
         reason=row["reason"],
         granted_at=row["granted_at"],
         expires_at=row["expires_at"],
+        over_limit=row["over_limit"],
+        review_state=ReviewState(row["review_state"]),
+        reviewed_by=row["reviewed_by"],
+        reviewed_at=row["reviewed_at"],
+        review_note=row["review_note"],
     )
 
 
@@ -391,10 +401,12 @@ class PgEmergencyGrants:
         reason: str,
         granted_at: datetime,
         expires_at: datetime,
+        over_limit: bool = False,
     ) -> EmergencyGrant:
         row = await self.conn.fetchrow(
-            f"""INSERT INTO emergency_grant (id, patient_id, user_id, user_roles, reason, granted_at, expires_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {GRANT_COLUMNS}""",
+            f"""INSERT INTO emergency_grant
+                    (id, patient_id, user_id, user_roles, reason, granted_at, expires_at, over_limit)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {GRANT_COLUMNS}""",
             uuid.uuid4(),
             patient_id,
             user_id,
@@ -402,19 +414,82 @@ class PgEmergencyGrants:
             reason,
             granted_at,
             expires_at,
+            over_limit,
         )
         assert row is not None
         return _grant(row)
 
-    async def find(self, *, patient_id: uuid.UUID | None, limit: int) -> list[EmergencyGrant]:
-        """Grants, newest first; of one patient or of all."""
+    async def find(
+        self, *, patient_id: uuid.UUID | None, limit: int, state: ReviewState | None = None
+    ) -> list[EmergencyGrant]:
+        """Grants, newest first; of one patient or of all, in one review state or any."""
         rows = await self.conn.fetch(
             f"""SELECT {GRANT_COLUMNS} FROM emergency_grant
-                WHERE ($1::uuid IS NULL OR patient_id = $1) ORDER BY granted_at DESC, id LIMIT $2""",
+                WHERE ($1::uuid IS NULL OR patient_id = $1) AND ($3::text IS NULL OR review_state = $3)
+                ORDER BY granted_at DESC, id LIMIT $2""",
             patient_id,
             limit,
+            state.value if state is not None else None,
         )
         return [_grant(r) for r in rows]
+
+    async def get(self, grant_id: uuid.UUID, *, lock: bool = False) -> EmergencyGrant | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {GRANT_COLUMNS} FROM emergency_grant WHERE id = $1{' FOR UPDATE' if lock else ''}", grant_id
+        )
+        return _grant(row) if row is not None else None
+
+    async def of_user(self, user_id: uuid.UUID, since: datetime) -> list[EmergencyGrant]:
+        rows = await self.conn.fetch(
+            f"""SELECT {GRANT_COLUMNS} FROM emergency_grant WHERE user_id = $1 AND granted_at >= $2
+                ORDER BY granted_at DESC, id""",
+            user_id,
+            since,
+        )
+        return [_grant(r) for r in rows]
+
+    async def review(
+        self, grant_id: uuid.UUID, *, state: ReviewState, by: uuid.UUID, at: datetime, note: str | None
+    ) -> EmergencyGrant:
+        row = await self.conn.fetchrow(
+            f"""UPDATE emergency_grant SET review_state = $2, reviewed_by = $3, reviewed_at = $4, review_note = $5
+                WHERE id = $1 RETURNING {GRANT_COLUMNS}""",
+            grant_id,
+            state.value,
+            by,
+            at,
+            note,
+        )
+        if row is None:
+            raise LookupError(f"no emergency grant {grant_id}")
+        return _grant(row)
+
+    async def note_read(
+        self, *, patient_id: uuid.UUID, user_id: uuid.UUID, resource: str, action: str, at: datetime
+    ) -> bool:
+        status = await self.conn.execute(
+            """INSERT INTO emergency_read (grant_id, resource, action, at)
+               SELECT id, $3, $4, $5 FROM emergency_grant
+               WHERE patient_id = $1 AND user_id = $2 AND granted_at <= $5 AND expires_at > $5
+               ORDER BY granted_at DESC, id LIMIT 1""",
+            patient_id,
+            user_id,
+            resource,
+            action,
+            at,
+        )
+        return status.endswith(" 1")
+
+    async def reads(self, grant_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[EmergencyRead]]:
+        rows = await self.conn.fetch(
+            """SELECT grant_id, resource, action, at FROM emergency_read
+               WHERE grant_id = ANY($1::uuid[]) ORDER BY grant_id, at, id""",
+            grant_ids,
+        )
+        found: dict[uuid.UUID, list[EmergencyRead]] = {}
+        for r in rows:
+            found.setdefault(r["grant_id"], []).append(EmergencyRead(r["resource"], r["action"], r["at"]))
+        return found
 
 
 ENTRY_COLUMNS = "id, patient_id, kind, code, text_cipher, author_id, author_roles, created_at"
