@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from his.kernel.callers import ANY_SERVICE, Callers
+from his.kernel.pki import spiffe_id
 from his.kernel.security import AUDIENCE, ISSUER, TokenVerifier
 from his.kernel.service import ServiceContext, ServiceDefinition
 from his.kernel.web import Routes
@@ -39,6 +40,7 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
     from his.identity.api import admin as admin_api
     from his.identity.api import http as http_api
     from his.identity.recovery import PasswordRecovery
+    from his.kernel.auth import FRESH_FOR
     from his.kernel.mail import FakeChannel
     from his.kernel.revocations import Revocations
 
@@ -46,7 +48,9 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
         now, rows = await identity.revoked_sessions(datetime.fromisoformat(since) if since else None)
         return {"now": now.isoformat(), "sessions": [{"sid": s, "until": u.isoformat()} for s, u in rows]}
 
-    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
+    verifier = TokenVerifier(
+        identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked, every=FRESH_FOR)
+    )
     router = APIRouter()
     router.include_router(http_api.router)
     router.include_router(admin_api.router)  # the administrators' routes on accounts
@@ -138,6 +142,13 @@ def build() -> ServiceDefinition:
         routes=routes,
         description="Users, password hashes, roles, refresh tokens, signing keys.",
         # Every service verifies tokens itself: it fetches the keys that sign them and the
-        # sessions signed out (his.kernel.auth). The gateway calls every route.
-        callers=Callers.of(paths={"/auth/jwks": [ANY_SERVICE], "/auth/revoked-sessions": [ANY_SERVICE]}),
+        # sessions signed out (his.kernel.auth). Audit names the staff who read a patient's record
+        # (the caller's own token goes with it: ADR 0028). The gateway calls every route.
+        callers=Callers.of(
+            paths={
+                "/auth/jwks": [ANY_SERVICE],
+                "/auth/revoked-sessions": [ANY_SERVICE],
+                "/staff": [spiffe_id("audit")],
+            }
+        ),
     )

@@ -7,8 +7,9 @@ an administrator disabled the account or changed its roles. Its verifiers ask id
 sessions were revoked since they last asked, and refuse their access tokens until those expire.
 
 The gateway asks every second (``run``). A service asks only when a token arrives and its last
-answer is older than a second (``fresh``): a token sent to a service directly, past the gateway,
-is refused within about a second of the sign-out too, and an idle service asks nothing.
+answer is older than half a second (``fresh``, ``his.kernel.auth.FRESH_FOR``): a token sent to a
+service directly, past the gateway, is refused within about a second of the sign-out too, and an
+idle service asks nothing.
 
 While identity cannot be asked, the revocations already known stay in force and new ones wait;
 the outage is logged once. The question overlaps the previous answer by two minutes, so a

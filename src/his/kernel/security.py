@@ -17,7 +17,7 @@ checked in full again, leeway included), a token is remembered only after it pas
 and the table is emptied whenever a JWKS refresh changes the keys.
 
 Given ``revocations``, the verifier also refuses the tokens of signed-out sessions, remembered
-or not, asking identity first when its last answer is older than a second
+or not, asking identity first when its last answer is too old
 (``his.kernel.revocations``): every service does, so a token sent past the gateway is refused too.
 """
 
