@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import appointments, chart, front_desk, pages, portal
+from his.console import account, appointments, chart, front_desk, pages, portal, signing_in
 from his.console.api import Api
 from his.console.compress import AssetGzip
 from his.console.domain import ApiUnavailableError
@@ -52,6 +52,8 @@ log = logging.getLogger("his.console")
 STATIC = Path(__file__).parent / "static"
 #: The paths of the console's own operations (the gateway never forwards them).
 OPS = ("/healthz", "/readyz", "/metrics")
+#: The pages that send no ``Referer`` at all: the forgotten password's, whose link holds a token.
+NO_REFERRER = "/password-reset"
 #: Seconds between sweeps of the ended sessions.
 SWEEP_SECONDS = 300.0
 
@@ -60,7 +62,9 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     """The console's web app over ``shared`` (and ``db``, for its readiness)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY)
     app.state.console = shared
+    app.include_router(signing_in.router)
     app.include_router(pages.router)
+    app.include_router(account.router)
     app.include_router(front_desk.router)
     app.include_router(appointments.router)
     app.include_router(chart.router)
@@ -105,6 +109,8 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
         else:
             response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
+        if request.url.path.startswith(NO_REFERRER):  # a reset link's token is in the page's URL
+            response.headers["referrer-policy"] = "no-referrer"
         if request.url.path.startswith("/console/assets/"):
             response.headers["cache-control"] = "public, max-age=3600"
         else:

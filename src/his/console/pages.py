@@ -1,86 +1,29 @@
-"""The console's pages: signing in and out, the language, and each role's home."""
+"""The console's pages: signing out, the language, and each role's home (signing in is
+``his.console.signing_in``)."""
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from his.console.areas import areas_for, home_of
-from his.console.domain import COOKIE, LIFETIME, ApiUnavailableError, Locale, tokens_of
+from his.console.areas import areas_for
+from his.console.domain import COOKIE, ApiUnavailableError, Locale
 from his.console.i18n import N_
 from his.console.web import (
     LANGUAGE_COOKIE,
     Shared,
     SignedIn,
-    client_ip,
     form_of,
-    locale_of,
     render,
     safe_next,
 )
-from his.kernel.security import TokenError
 
 router = APIRouter(include_in_schema=False)
 
 #: A year, in seconds: how long a browser keeps the language it chose.
 YEAR = 365 * 24 * 3600
-
-
-@router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_page(request: Request, shared: Shared, next: str = "/", ended: bool = False) -> Response:
-    """The sign-in form (a signed-in browser goes on to where it was going)."""
-    if await shared.book.find(request.cookies.get(COOKIE)) is not None:
-        return RedirectResponse(safe_next(next), status_code=303)
-    notice = N_("Your session has ended. Sign in again to go on.") if ended else None
-    return render(request, shared, "sign_in.html", None, next=safe_next(next), notice=notice, email="", error=None)
-
-
-@router.post("/sign-in", response_class=HTMLResponse)
-async def sign_in(request: Request, shared: Shared) -> Response:
-    """Sign in through the API; the tokens stay here, the browser gets the session cookie."""
-    form = await form_of(request)
-    email, password, target = form.get("email", "").strip(), form.get("password", ""), safe_next(form.get("next"))
-
-    def again(status: int, error: str) -> Response:
-        return render(
-            request, shared, "sign_in.html", None, status=status, next=target, notice=None, email=email, error=error
-        )
-
-    if not email or not password:
-        return again(422, N_("Enter your e-mail address and your password."))
-    answer = await shared.api.call(
-        "POST", "/api/auth/login", client_ip=client_ip(request), body={"email": email, "password": password}
-    )
-    if answer.status == 401:
-        return again(401, N_("The e-mail address or the password is not right."))
-    if answer.status == 429:
-        return again(429, N_("Too many attempts. Wait a minute, then try again."))
-    if not answer.ok:
-        return again(503, N_("Signing in is not possible right now. Try again shortly."))
-    tokens = tokens_of(answer.body)
-    try:
-        principal = await shared.verifier.verify(tokens.access)
-    except TokenError:
-        return again(503, N_("Signing in is not possible right now. Try again shortly."))
-    cookie, _ = await shared.book.open(
-        uuid.UUID(principal.subject), tuple(sorted(principal.roles)), tokens, locale_of(request)
-    )
-    if target == "/":  # no page asked for: the role's own
-        target = home_of(principal.roles)
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=int(LIFETIME.total_seconds()),
-        path="/",
-        secure=shared.settings.secure_cookie,
-        httponly=True,
-        samesite="strict",
-    )
-    return response
 
 
 @router.post("/sign-out")

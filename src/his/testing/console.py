@@ -9,12 +9,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from urllib.parse import quote
 
 import asyncpg
 
 from his.console.domain import Answer, ApiUnavailableError, Locale, Method, Params, Session
 from his.kernel.clock import Clock, utc_now
 from his.kernel.json import Json, JsonObject
+from his.kernel.problems import TITLES
 from his.testing.units import FakeUnits, FakeWork
 
 
@@ -130,3 +132,37 @@ class FakeApi:
         if self.keys is None:
             raise ApiUnavailableError("no signing keys were set")
         return self.keys
+
+
+def problem(status: int, detail: str = "", **extra: Json) -> Answer:
+    """An error answer as the API gives it (problem+json: ``his.kernel.problems``)."""
+    body: JsonObject = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    if detail:
+        body["detail"] = detail
+    return Answer(status, body | extra)
+
+
+class Identity:
+    """What identity's account routes answer (``his.identity.api.http``), as ``FakeApi`` replies."""
+
+    INVALID_CREDENTIALS = problem(401, "invalid email or password")
+    INVALID_CODE = problem(401, "invalid code")
+    MFA_REQUIRED = problem(401, "a code from the authenticator app is needed", code="mfa_required")
+    ENROLMENT_REQUIRED = problem(
+        403, "this role signs in with a second factor: enrol an authenticator app", code="mfa_enrolment_required"
+    )
+    PASSWORD_CHANGE_REQUIRED = problem(
+        403, "the password must be changed before signing in", code="password_change_required"
+    )
+    WEAK = problem(422, "password must not contain the e-mail address")
+    ALREADY_ENROLLED = problem(409, "this account has a second factor; an administrator can reset it")
+    NOT_ENROLLING = problem(409, "no enrolment was begun")
+    WRONG_CODE = problem(403, "invalid code")
+    DEAD_LINK = problem(400, "the link is not valid: it was used, replaced by a newer one, or expired")
+    RECOVERY_CODES = tuple(f"k7qm-3xd2-p9w{c}" for c in "abcdefghjk")
+
+    @staticmethod
+    def enrolment(email: str, secret: str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP") -> Answer:  # noqa: S107 - a test's
+        """An enrolment begun: the secret and its ``otpauth://`` URI, as pyotp writes it."""
+        uri = f"otpauth://totp/his:{quote(email)}?secret={secret}&issuer=his"
+        return Answer(200, {"secret": secret, "uri": uri})
