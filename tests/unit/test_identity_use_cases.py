@@ -588,6 +588,15 @@ async def test_the_administrator_is_created_once(idp: Idp) -> None:
     assert (await idp.login("chief@his.local", NEW_PASSWORD)).status_code == 200
 
 
+async def test_a_generated_administrator_password_is_changed_at_the_first_sign_in(idp: Idp) -> None:
+    assert await idp.identity.ensure_admin(email="root@his.local", password=NEW_PASSWORD, change_required=True)
+    told = await idp.login("root@his.local", NEW_PASSWORD)
+    assert told.status_code == 403 and told.json()["code"] == "password_change_required"
+    body = {"email": "root@his.local", "current_password": NEW_PASSWORD, "new_password": PASSWORD}
+    assert (await idp.client.post("/auth/login/password", json=body)).status_code == 200
+    assert (await idp.login("root@his.local", PASSWORD)).status_code == 200
+
+
 async def test_an_administrator_the_rules_refuse_is_not_created(make: Make) -> None:
     idp = await make()
     with pytest.raises(WeakPasswordError, match="too common"):

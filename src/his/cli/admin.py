@@ -49,11 +49,15 @@ def read_answer(lines: Iterable[str]) -> Answer:
     return Answer()
 
 
-def admin_env(settings: OperatorSettings, password: str | None) -> dict[str, str]:
-    """``HIS_ADMIN_EMAIL`` and ``HIS_ADMIN_PASSWORD``: given to identity's program, and to no other process."""
+def admin_env(settings: OperatorSettings, password: str | None, *, generated: bool = False) -> dict[str, str]:
+    """``HIS_ADMIN_EMAIL`` and ``HIS_ADMIN_PASSWORD``: given to identity's program, and to no other
+    process. ``generated``: the password was made by `his up`, not chosen by the operator, so the
+    administrator must change it at the first sign-in (``HIS_ADMIN_PASSWORD_GENERATED``)."""
     env = {"HIS_ADMIN_EMAIL": settings.admin_email}
     if password is not None:
         env["HIS_ADMIN_PASSWORD"] = password
+    if generated:
+        env["HIS_ADMIN_PASSWORD_GENERATED"] = "1"  # noqa: S105 - a flag, not a password
     return env
 
 

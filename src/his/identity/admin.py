@@ -10,8 +10,10 @@ identity's rules, without a database (and quickly: it imports only the rules): `
 before it starts anything.
 
 Both read the two variables from the environment only (`his up` resolves them from its settings,
-a ``.env`` file included). It answers with one JSON line on stdout and never prints the
-password: ``{"created": true}``, ``{"created": false}`` (the hospital has one), ``{"ok": true}``
+a ``.env`` file included). With ``HIS_ADMIN_PASSWORD_GENERATED=1`` (a password `his up` made up
+and wrote to a file only its owner reads), the administrator must change it at the first
+sign-in. It answers with one JSON line on stdout and never prints the password:
+``{"created": true}``, ``{"created": false}`` (the hospital has one), ``{"ok": true}``
 (``check``), or, with exit status 2, ``{"refused": "<why>"}``.
 """
 
@@ -49,8 +51,9 @@ def check(email: str, password: str | None) -> str | None:
     return None
 
 
-async def ensure(email: str, secret: str) -> bool:
-    """Create the administrator in identity's database unless there is one; True if created."""
+async def ensure(email: str, secret: str, *, change_required: bool = False) -> bool:
+    """Create the administrator in identity's database unless there is one; True if created.
+    ``change_required``: the password was generated; the first sign-in must change it."""
     from his.identity.app import key_passphrase, use_cases
     from his.kernel.config import ServiceSettings
     from his.kernel.db import Database
@@ -59,7 +62,9 @@ async def ensure(email: str, secret: str) -> bool:
     db = Database(service.service_database_url, schema="identity", min_size=1, max_size=2, timeout=service.db_timeout)
     await db.open()
     try:
-        return await use_cases(db, key_passphrase()).ensure_admin(email=email, password=secret)
+        return await use_cases(db, key_passphrase()).ensure_admin(
+            email=email, password=secret, change_required=change_required
+        )
     finally:
         await db.close()
 
@@ -83,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from his.identity.domain import EmailTakenError
 
     try:
-        created = asyncio.run(ensure(email, password))
+        generated = os.environ.get("HIS_ADMIN_PASSWORD_GENERATED") == "1"
+        created = asyncio.run(ensure(email, password, change_required=generated))
     except EmailTakenError:
         answer(refused=f"another account has the address {email}")
         return REFUSED

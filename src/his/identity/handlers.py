@@ -183,13 +183,14 @@ class Identity:
             )
         return user_id
 
-    async def ensure_admin(self, *, email: str, password: str) -> bool:
+    async def ensure_admin(self, *, email: str, password: str, change_required: bool = False) -> bool:
         """Create the hospital's administrator unless it has one (``python -m his.identity.admin``,
         which `his up` runs at every start): True if this call created it.
 
         Raises ``WeakPasswordError`` or ``InvalidEmailError`` (saying why) when it would create one
         from an address or a password the rules refuse, ``EmailTakenError`` when another
         account has the address. Two at once create one: the second finds the first's.
+        ``change_required``: the password was generated, and the first sign-in must change it.
         """
         async with self.units.read() as u:
             if await u.users.has_admin():
@@ -208,6 +209,10 @@ class Identity:
                 roles=[Role.ADMIN],
                 created_by=None,
             )
+            if change_required:
+                admin = await uow.users.by_email(email_key)
+                assert admin is not None  # inserted above, in this unit
+                await uow.users.require_password_change(admin.id, True)
         return True
 
     async def _insert(
