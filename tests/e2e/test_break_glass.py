@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.e2e.conftest import EMERGENCY_MINUTES
-from tests.e2e.harness import HIS, Hospital, create_user, his_env, published_events, register_patient
+from tests.e2e.harness import HIS, Hospital, assign, create_user, his_env, published_events, register_patient
 from tests.support.waiting import wait_until
 
 REASON = "Collapsed in the waiting room, unresponsive, no one to ask about allergies"
@@ -96,3 +96,29 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
     )
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
     assert b"audit chain intact" in out.stdout
+
+
+def test_the_patient_sees_who_read_their_record_by_name(shared_hospital: Hospital) -> None:
+    """ "Who saw my record" through the gateway names staff from identity's staff directory and
+    services in words, never a SPIFFE URI; and reading the trail is itself in the trail."""
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin = h.login()
+    doctor_id, doctor = create_user(h, admin, "DOCTOR", "named")
+    patient = register_patient(h, admin, "Named-Ceren")
+    assign(h, admin, patient["id"], doctor_id)
+    assert httpx.get(f"{gw}/api/patients/{patient['id']}", headers=doctor, timeout=10).status_code == 200
+
+    def trail() -> list[dict[str, object]]:
+        r = httpx.get(f"{gw}/api/audit", params={"patient_id": str(patient["id"])}, headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        items: list[dict[str, object]] = r.json()["items"]
+        return items
+
+    wait_until(lambda: any(e["actor_id"] == doctor_id for e in trail()), what="the doctor's read in the trail")
+    items = trail()
+    read = next(e for e in items if e["actor_id"] == doctor_id)
+    assert (read["actor_kind"], read["actor_name"], read["actor_roles"]) == ("staff", "Doctor named", ["DOCTOR"])
+    assert any(e["resource"] == "audit_trail" and e["outcome"] == "allowed" for e in items)  # the reads above
+    for e in items:
+        assert e["actor_kind"] in {"staff", "patient", "service"}
+        assert not str(e["actor_name"] or "").startswith("spiffe:")
