@@ -40,6 +40,7 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
     from his.identity.api import admin as admin_api
     from his.identity.api import http as http_api
     from his.identity.recovery import PasswordRecovery
+    from his.kernel.auth import FRESH_FOR
     from his.kernel.mail import FakeChannel
     from his.kernel.revocations import Revocations
 
@@ -47,7 +48,9 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
         now, rows = await identity.revoked_sessions(datetime.fromisoformat(since) if since else None)
         return {"now": now.isoformat(), "sessions": [{"sid": s, "until": u.isoformat()} for s, u in rows]}
 
-    verifier = TokenVerifier(identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked))
+    verifier = TokenVerifier(
+        identity.keys.jwks, issuer=ISSUER, audience=AUDIENCE, revocations=Revocations(revoked, every=FRESH_FOR)
+    )
     router = APIRouter()
     router.include_router(http_api.router)
     router.include_router(admin_api.router)  # the administrators' routes on accounts
