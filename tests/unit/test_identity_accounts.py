@@ -211,3 +211,30 @@ async def test_a_session_ends_thirty_days_after_its_sign_in_however_often_refres
         tokens = r.json()
     idp.clock.advance(timedelta(seconds=3))
     assert (await idp.refresh(tokens["refresh_token"])).status_code == 401
+
+
+ADMIN_ROUTES = [
+    ("GET", "/admin/users", None),
+    ("PATCH", "/admin/users/{id}", {"active": True}),
+    ("POST", "/admin/users/{id}/unlock", None),
+    ("GET", "/admin/mfa-policy", None),
+    ("PUT", "/admin/mfa-policy", {"roles": []}),
+    ("POST", "/admin/users", {"email": "x@example.org", "password": PASSWORD, "full_name": "X", "roles": ["NURSE"]}),
+]
+
+
+async def test_only_an_administrator_reaches_the_account_routes(idp: Idp) -> None:
+    """The routes × roles matrix of the administrators' routes: every other role is refused 403
+    on each, and nothing changes; a caller without a token is refused 401."""
+    target, address = await staff(idp, "Some One", Role.NURSE)
+    callers = {role: await staff(idp, f"Not Admin {role}", role) for role in Role if role is not Role.ADMIN}
+    before = dict(idp.fake.state.users)
+    for role, (_, caller) in callers.items():
+        who = await idp.as_holder((await idp.tokens(caller))["access_token"])
+        for method, path, body in ADMIN_ROUTES:
+            url = path.replace("{id}", str(target))
+            r = await idp.client.request(method, url, json=body, headers=who)
+            assert r.status_code == 403, (role, method, path, r.text)
+    for method, path, body in ADMIN_ROUTES:
+        assert (await idp.client.request(method, path.replace("{id}", str(target)), json=body)).status_code == 401
+    assert idp.fake.state.users == before and (await idp.login(address)).status_code == 200
