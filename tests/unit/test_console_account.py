@@ -256,3 +256,25 @@ async def test_the_links_page_sets_the_new_password_and_leaks_its_token_nowhere(
     assert r.status_code == 303 and r.headers["location"] == "/sign-in?reset=1"
     assert desk.api.calls[-1].body == {"token": token, "new_password": NEW} and desk.api.calls[-1].token is None
     assert "Your password was changed. Sign in with the new one." in (await desk.client.get(r.headers["location"])).text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/password-reset", {"origin": "null", "sec-fetch-site": "same-origin"}, 200),
+        ("/password-reset", {"origin": "null"}, 403),  # no browser's word for where it came from
+        ("/password-reset", {"origin": "null", "sec-fetch-site": "cross-site"}, 403),
+        ("/sign-in", {"origin": "null", "sec-fetch-site": "same-origin"}, 403),  # only where no referrer is sent
+    ],
+    ids=["reset-page-form", "null-alone", "null-cross-site", "null-elsewhere"],
+)
+async def test_a_form_of_a_page_without_referrer_names_its_origin_null_and_only_there_passes(
+    desk: Desk, path: str, headers: dict[str, str], status: int
+) -> None:
+    """Under ``Referrer-Policy: no-referrer`` a browser sends ``Origin: null`` with the page's own
+    forms; ``Sec-Fetch-Site: same-origin`` then vouches for them, on those pages only."""
+    desk.api.answer("POST", "/api/auth/password-reset", Answer(202))
+    desk.api.answer("POST", "/api/auth/login", Answer(200, tokens(["RECEPTIONIST"])))
+    r = await desk.client.post(path, data={"email": EMAIL, "password": PASSWORD}, headers=headers)
+    assert r.status_code == status
+    assert len(desk.api.calls) == (1 if status == 200 else 0)

@@ -32,6 +32,7 @@ from his.console.sessions import SessionBook
 from his.console.settings import ConsoleSettings
 from his.console.store import ConsoleStore
 from his.console.web import (
+    NO_REFERRER,
     SECURITY_HEADERS,
     Console,
     CsrfError,
@@ -52,8 +53,6 @@ log = logging.getLogger("his.console")
 STATIC = Path(__file__).parent / "static"
 #: The paths of the console's own operations (the gateway never forwards them).
 OPS = ("/healthz", "/readyz", "/metrics")
-#: The pages that send no ``Referer`` at all: the forgotten password's, whose link holds a token.
-NO_REFERRER = "/password-reset"
 #: Seconds between sweeps of the ended sessions.
 SWEEP_SECONDS = 300.0
 
