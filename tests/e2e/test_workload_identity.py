@@ -8,8 +8,12 @@ about 13 s to start and stop)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import ssl
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -21,6 +25,7 @@ from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from his.infra import acl
 from his.kernel import bus
 from his.kernel.pki import LocalCA, WorkloadIdentity, spiffe_id
 from his.proto.patients.v1 import patients_pb2 as pb
@@ -113,7 +118,10 @@ def test_what_his_up_keeps_under_the_data_directory_is_its_owners_alone(hospital
     opened: list[str] = []
     for name in ("run", "logs", "secrets", "pki", "nats", "audit", "mail"):
         top = data / name
-        if stat.S_IMODE(top.stat().st_mode) != 0o700:
+        # Run as root, the services' users (group his) pass through pki without listing it, and
+        # the mail's ACL names the services that deliver e-mail (its group bits show the mask).
+        private = {"pki": 0o710, "mail": 0o770}.get(name, 0o700) if os.geteuid() == 0 else 0o700
+        if stat.S_IMODE(top.stat().st_mode) != private:
             opened.append(f"{name}: {stat.S_IMODE(top.stat().st_mode):o}")
         for path in top.iterdir():
             mode = stat.S_IMODE(path.lstat().st_mode)
@@ -122,6 +130,69 @@ def test_what_his_up_keeps_under_the_data_directory_is_its_owners_alone(hospital
                 opened.append(f"{path.relative_to(data)}: {mode:o}")
     assert opened == []
     assert stat.S_IMODE((data / "pg").stat().st_mode) & 0o077 == 0
+    if os.geteuid() == 0:
+        named = {(e.tag, e.id) for e in acl.current(data / "mail") if e.tag in (acl.USER, acl.GROUP)}
+        mailers = {pwd.getpwnam(f"his-{n}").pw_uid for n in ("notifications", "identity")}
+        assert named == {(acl.USER, uid) for uid in mailers}
+        others = [e for e in acl.current(data / "mail") if e.tag in (acl.GROUP_OBJ, acl.OTHER)]
+        assert all(e.perm == 0 for e in others), others
+
+
+def _status(pid: int) -> dict[str, list[str]]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.split() for k, _, v in (line.partition(":") for line in lines)}
+
+
+#: Run with a service's credentials: tries to open each path and says which it could read.
+OPEN = """
+import sys
+for p in sys.argv[1:]:
+    try:
+        open(p).close()
+        print("read", p)
+    except PermissionError:
+        print("refused", p)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="services run as users of their own only when his up runs as root")
+def test_as_root_each_service_runs_as_its_own_user_and_cannot_open_another_services_key(hospital: Hospital) -> None:
+    """Every process runs as his-<name> with no supplementary group; with exactly billing's
+    credentials, a process reads billing's key and every certificate, and is refused patients'
+    key, the CA's key, the operator's key and the database passwords."""
+    pki = hospital.data / "pki"
+    running = hospital.state()["services"]
+    assert isinstance(running, dict)
+    for name, proc in running.items():
+        account = pwd.getpwnam(f"his-{name}")
+        status = _status(int(proc["pid"]))
+        assert status["Uid"] == [str(account.pw_uid)] * 4, (name, status["Uid"])
+        assert status["Gid"] == [str(account.pw_gid)] * 4 and status["Groups"] == [], name
+        assert (pki / f"{name}.key").stat().st_uid == account.pw_uid, name
+    billing = pwd.getpwnam("his-billing")
+    own, others = pki / "billing.key", [pki / "patients.key", pki / "ca.key", pki / "operator.key"]
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OPEN,
+            str(own),
+            str(pki / "patients.crt"),
+            *map(str, others),
+            str(hospital.data / "secrets" / "db-patients"),
+        ],
+        user=billing.pw_uid,
+        group=billing.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
+    said = {path: verdict for verdict, _, path in (line.partition(" ") for line in probe.stdout.splitlines())}
+    assert said[str(own)] == "read" and said[str(pki / "patients.crt")] == "read"
+    assert [said[str(p)] for p in others] == ["refused"] * 3
+    assert said[str(hospital.data / "secrets" / "db-patients")] == "refused"
 
 
 def test_the_nats_monitoring_port_listens_on_the_loopback_address_only(hospital: Hospital) -> None:

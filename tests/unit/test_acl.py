@@ -48,3 +48,13 @@ def test_the_attribute_round_trips_in_the_kernels_order() -> None:
     blob = encode(entries)
     assert blob[:4] == b"\x02\x00\x00\x00" and len(blob) == 4 + 8 * len(entries)
     assert decode(blob) == sorted(entries)
+
+
+def test_a_group_may_be_let_through_and_a_user_given_more_than_search() -> None:
+    """The services' group passes through a private directory; a mailer may write the maildir."""
+    through = with_search(from_mode(0o700), 990, tag=GROUP)
+    assert Entry(GROUP, 990, SEARCH) in through and Entry(MASK, UNDEFINED_ID, SEARCH) in through
+    assert not [e for e in through if e.tag == USER]
+    writes = with_search(from_mode(0o700), SERVER, perm=0o7)
+    assert Entry(USER, SERVER, 0o7) in writes and Entry(MASK, UNDEFINED_ID, 0o7) in writes
+    assert [e.perm for e in writes if e.tag in (GROUP_OBJ, OTHER)] == [0, 0]

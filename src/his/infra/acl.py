@@ -20,7 +20,7 @@ XATTR = "system.posix_acl_access"
 VERSION = 2
 USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 UNDEFINED_ID = 0xFFFFFFFF
-SEARCH = 0o1
+SEARCH, WRITE = 0o1, 0o2
 _HEADER, _ENTRY = struct.Struct("<I"), struct.Struct("<HHI")
 
 
@@ -53,16 +53,17 @@ def encode(entries: list[Entry]) -> bytes:
     return _HEADER.pack(VERSION) + body
 
 
-def with_search(entries: list[Entry], uid: int) -> list[Entry]:
-    """``entries`` plus search permission for ``uid``; the mask is recomputed as ``setfacl`` does
-    (the union of the group-class entries), so the new entry takes effect."""
-    mine = next((e for e in entries if e.tag == USER and e.id == uid), None)
+def with_search(entries: list[Entry], uid: int, *, tag: int = USER, perm: int = SEARCH) -> list[Entry]:
+    """``entries`` plus search permission (or ``perm``) for ``uid`` (a group's id with
+    ``tag=GROUP``); the mask is recomputed as ``setfacl`` does (the union of the group-class
+    entries), so the new entry takes effect."""
+    mine = next((e for e in entries if e.tag == tag and e.id == uid), None)
     kept = [e for e in entries if e is not mine and e.tag != MASK]
-    kept.append(Entry(USER, uid, (mine.perm if mine else 0) | SEARCH))
+    kept.append(Entry(tag, uid, (mine.perm if mine else 0) | perm))
     group_class = [e.perm for e in kept if e.tag in (USER, GROUP_OBJ, GROUP)]
     mask = 0
-    for perm in group_class:
-        mask |= perm
+    for bits in group_class:
+        mask |= bits
     return [*kept, Entry(MASK, UNDEFINED_ID, mask)]
 
 
@@ -76,7 +77,9 @@ def current(path: Path) -> list[Entry]:
     return from_mode(stat.S_IMODE(path.lstat().st_mode))
 
 
-def grant_search(path: Path, uid: int) -> None:
-    """Let ``uid`` search ``path`` (a directory); raise ``OSError`` (``EOPNOTSUPP`` where the
-    filesystem has no ACLs) if it cannot be done."""
-    os.setxattr(path, XATTR, encode(with_search(current(path), uid)), follow_symlinks=False)
+def grant_search(path: Path, uid: int, *, group: bool = False, perm: int = SEARCH) -> None:
+    """Let ``uid`` (the group ``uid`` with ``group``) search ``path`` (a directory; or ``perm``,
+    e.g. ``SEARCH | WRITE``); raise ``OSError`` (``EOPNOTSUPP`` where the filesystem has no ACLs)
+    if it cannot be done."""
+    entries = with_search(current(path), uid, tag=GROUP if group else USER, perm=perm)
+    os.setxattr(path, XATTR, encode(entries), follow_symlinks=False)

@@ -110,7 +110,8 @@ class MaildirChannel:
         for sub in ("tmp", "new", "cur"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for d in (root, root / "tmp", root / "new", root / "cur"):
-            d.chmod(0o700)  # messages hold names, addresses and appointments: for the owner only
+            if d.stat().st_uid == os.geteuid():  # run as root, `his up` owns it and shares it by ACL
+                d.chmod(0o700)  # messages hold names, addresses and appointments: for the owner only
 
     async def send(self, message: Outgoing) -> None:
         await asyncio.to_thread(self._write, message)

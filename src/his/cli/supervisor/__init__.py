@@ -28,6 +28,7 @@ from his.cli.supervisor.datadir import acquire_lock, issue_identities, make_priv
 from his.cli.supervisor.plan import check_gateway_port, plan_children
 from his.cli.supervisor.servers import check_durability, start_nats, start_postgres
 from his.cli.supervisor.stack import Stack
+from his.cli.supervisor.users import separate_users
 from his.infra.forkserver import ForkServer
 from his.infra.procs import ServerStartError
 from his.kernel import safety
@@ -48,6 +49,7 @@ async def run_up(settings: OperatorSettings, forks: ForkServer | None = None) ->
         reap_leftovers(data)
         check_gateway_port(settings)
         issue_identities(stack)
+        separate_users(stack)
         consumers = asyncio.ensure_future(asyncio.to_thread(durables))  # imports the services: meanwhile
         await start_postgres(stack)
         await start_nats(stack, await consumers)

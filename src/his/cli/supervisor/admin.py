@@ -23,7 +23,8 @@ async def ensure_admin(stack: Stack) -> None:
     s = stack.settings
     identity = next(c for c in stack.children if c.name == "identity")
     password = s.admin_password or secrets.token_urlsafe(18)
-    code, lines = await run_once(stack, "identity-admin", PROGRAM, identity.env | admin_env(s, password))
+    env = identity.env | admin_env(s, password)
+    code, lines = await run_once(stack, "identity-admin", PROGRAM, env, user=identity.user)
     said = read_answer(lines)
     if code == REFUSED and said.refused is not None:
         raise ServerStartError(

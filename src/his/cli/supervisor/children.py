@@ -24,6 +24,7 @@ from his.cli.supervisor.stack import Child, Stack
 from his.infra import postgres as pg_infra
 from his.infra.forkserver import ForkedProcess, ForkServerError
 from his.infra.procs import ManagedProcess
+from his.infra.users import Account
 from his.kernel import bus, migrations, streams
 
 
@@ -53,31 +54,38 @@ def launch(stack: Stack, child: Child) -> None:
         max_bytes=int(s.log_max_mb * 2**20),
         keep=s.log_files,
     )
-    child.proc = spawn(stack, child.name, child.module, child.env, child.output)
+    child.proc = spawn(stack, child.name, child.module, child.env, child.output, user=child.user)
     child.started_at = time.monotonic()
 
 
 def spawn(
-    stack: Stack, name: str, module: str, env: dict[str, str], echo: Callable[[str, str], None]
+    stack: Stack,
+    name: str,
+    module: str,
+    env: dict[str, str],
+    echo: Callable[[str, str], None],
+    *,
+    user: Account | None = None,
 ) -> ManagedProcess | ForkedProcess:
-    """Start ``python -m <module>`` with exactly ``env``: forked by the fork server, or, without
-    one (it could not start, or it died), as its own interpreter."""
+    """Start ``python -m <module>`` with exactly ``env`` (as ``user`` when given): forked by the
+    fork server, or, without one (it could not start, or it died), as its own interpreter."""
+    ids = (user.uid, user.gid) if user is not None else None
     if stack.forks is not None and not stack.forks_off:
         try:
-            return stack.forks.spawn(name, module, env=env, echo=echo)
+            return stack.forks.spawn(name, module, env=env, echo=echo, user=ids)
         except ForkServerError as exc:
             console.print(f"[yellow]warning:[/] {exc}; starting each service as its own interpreter")
             stack.forks_off = True
-    return ManagedProcess.spawn(name, [sys.executable, "-m", module], env=env, echo=echo)
+    return ManagedProcess.spawn(name, [sys.executable, "-m", module], env=env, echo=echo, user=ids)
 
 
 async def run_once(
-    stack: Stack, name: str, module: str, env: dict[str, str], timeout: float = 60.0
+    stack: Stack, name: str, module: str, env: dict[str, str], timeout: float = 60.0, *, user: Account | None = None
 ) -> tuple[int | None, list[str]]:
-    """Run ``python -m <module>`` to its end (stopped after ``timeout``): its exit code and its
-    output lines, which are kept here, neither printed nor logged."""
+    """Run ``python -m <module>`` to its end (stopped after ``timeout``, as ``user`` when given):
+    its exit code and its output lines, which are kept here, neither printed nor logged."""
     lines: list[str] = []
-    proc = spawn(stack, name, module, env, lambda _, line: lines.append(line))
+    proc = spawn(stack, name, module, env, lambda _, line: lines.append(line), user=user)
 
     def finish() -> int | None:
         deadline = time.monotonic() + timeout

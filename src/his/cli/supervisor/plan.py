@@ -76,7 +76,7 @@ def plan_children(stack: Stack) -> None:
         if svc == "billing":  # the embedded TEST payment provider signs its confirmations with this
             env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
             env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
-        stack.children.append(Child(svc, f"his.{svc}", env, url))
+        stack.children.append(Child(svc, f"his.{svc}", env, url, user=stack.accounts.get(svc)))
     # The console: its pages are forwarded by the gateway to its listener; it calls the API on
     # the gateway's console listener, which admits its certificate only (docs/adr/0027).
     console_url = f"https://{s.host}:{nats_infra.free_port(s.host)}"
@@ -94,7 +94,7 @@ def plan_children(stack: Stack) -> None:
         HIS_PUBLIC_URL=s.public_url or f"http://{s.host}:{s.gateway_port}",
         HIS_CONSOLE_KEYS=secret(s.data_path, "console-key", make=new_key_text),
     )
-    stack.children.append(Child(CONSOLE, "his.console", env, console_url))
+    stack.children.append(Child(CONSOLE, "his.console", env, console_url, user=stack.accounts.get(CONSOLE)))
     # The gateway's health, readiness and metrics are on its own mutual-TLS listener, not on the
     # public port: that is the address `his status` and the health checks use.
     ops_port = nats_infra.free_port(s.host)
@@ -108,7 +108,9 @@ def plan_children(stack: Stack) -> None:
         "HIS_CONSOLE_PORT": str(console_port),
         "HIS_UPSTREAMS": json.dumps({**upstreams, CONSOLE: console_url}),
     }
-    stack.children.append(Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}"))
+    stack.children.append(
+        Child(GATEWAY, "his.gateway", env, f"https://{s.host}:{ops_port}", user=stack.accounts.get(GATEWAY))
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -10,6 +10,7 @@ from his.cli.settings import OperatorSettings
 from his.cli.supervisor.console import ChildOutput
 from his.infra.forkserver import ForkedProcess, ForkServer
 from his.infra.procs import ManagedProcess
+from his.infra.users import Account
 from his.kernel.pki import WorkloadIdentity
 
 
@@ -25,6 +26,8 @@ class Child:
     next_start: float = 0.0
     started_at: float = 0.0
     output: ChildOutput | None = None
+    #: The system user it runs as (``his up`` run as root), or None: the supervisor's own.
+    user: Account | None = None
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Stack:
     #: Forks the children; None (or ``forks_off``) starts each as its own interpreter instead.
     forks: ForkServer | None = None
     forks_off: bool = False
+    #: Run as root: the system user of each service, the console and the gateway (ADR 0029).
+    accounts: dict[str, Account] = field(default_factory=dict)
 
     @property
     def operator(self) -> WorkloadIdentity:

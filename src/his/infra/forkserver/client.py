@@ -91,14 +91,17 @@ class ForkServer:
         env: dict[str, str],
         echo: Callable[[str, str], None] | None = None,
         timeout: float = 60.0,
+        user: tuple[int, int] | None = None,
     ) -> ForkedProcess:
-        """Fork a child running ``module`` as ``__main__`` with exactly ``env``; its output is
-        pumped to ``echo`` line by line. Waits for the server (it may still be importing)."""
+        """Fork a child running ``module`` as ``__main__`` with exactly ``env`` (as ``user``, a
+        uid and gid, when given); its output is pumped to ``echo`` line by line. Waits for the
+        server (it may still be importing)."""
         r, w = os.pipe()
         try:
             with self._lock:
                 self._next_id += 1
-                req = Spawn(self._next_id, name, module, dict(env))
+                uid, gid = user or (-1, -1)
+                req = Spawn(self._next_id, name, module, dict(env), uid, gid)
                 self._replies[req.id] = None
             self._send(req, [w])
         except (OSError, ProtocolError) as exc:

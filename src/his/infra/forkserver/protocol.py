@@ -23,6 +23,9 @@ class Spawn:
     name: str
     module: str
     env: dict[str, str]
+    #: The user and group the child runs as (it drops root's groups), or -1: the server's own.
+    uid: int = -1
+    gid: int = -1
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ _OPS: dict[str, type[Message]] = {
     "exited": Exited,
 }
 _FIELDS: dict[str, dict[str, type]] = {
-    "spawn": {"id": int, "name": str, "module": str, "env": dict},
+    "spawn": {"id": int, "name": str, "module": str, "env": dict, "uid": int, "gid": int},
     "kill": {"pid": int, "sig": int, "group": bool},
     "started": {"id": int, "pid": int},
     "refused": {"id": int, "error": str},

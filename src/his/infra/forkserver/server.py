@@ -157,6 +157,7 @@ class _Server:
             os.environ.update(req.env)
             with contextlib.suppress(OSError):
                 Path("/proc/self/comm").write_text(req.name[:15])
+            drop_privileges(req)
             code = run_module(req.module)
         except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the server
             with contextlib.suppress(BaseException):
@@ -201,6 +202,19 @@ class _Server:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             self.children.pop(pid)
+
+
+def drop_privileges(req: Spawn) -> None:
+    """Become the user the request names, if any: root's groups first, then the group, then the
+    user (after which none of them can be taken back). Raises ``OSError`` if any step fails: the
+    child then exits rather than run with more rights than it was given."""
+    if req.uid < 0:
+        return
+    os.setgroups([])
+    os.setgid(req.gid)
+    os.setuid(req.uid)
+    if os.getuid() != req.uid or os.geteuid() != req.uid or os.getegid() != req.gid:
+        raise OSError(f"{req.name}: still runs as {os.geteuid()}:{os.getegid()}, not {req.uid}:{req.gid}")
 
 
 def run_module(module: str) -> int:
