@@ -53,7 +53,13 @@ RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 }
 #: Secrets each process reads beyond its database password (created outside git: README).
 EXTRA_SECRETS: dict[str, list[tuple[str, str, str, bool]]] = {
-    "identity": [("HIS_IDENTITY_KEY_PASSPHRASE", "his-identity", "passphrase", False)],
+    "identity": [
+        ("HIS_IDENTITY_KEY_PASSPHRASE", "his-identity", "passphrase", False),
+        # identity e-mails password reset links itself (they never travel on the bus)
+        ("HIS_SMTP_HOST", "his-notifications-smtp", "host", True),
+        ("HIS_SMTP_USER", "his-notifications-smtp", "user", True),
+        ("HIS_SMTP_PASSWORD", "his-notifications-smtp", "password", True),
+    ],
     "patients": [("HIS_RECORDS_KEYS", "his-patients-records", "keys", False)],
     "notifications": [
         ("HIS_SMTP_HOST", "his-notifications-smtp", "host", True),
@@ -470,6 +476,9 @@ jetstream {{
   sync_interval: always
   max_memory_store: 256MB
   max_file_store: 20GB
+  # The streams hold clinical events for their retention: their files are encrypted.
+  cipher: chachapoly
+  key: $JS_STORE_KEY
 }}
 tls {{
   cert_file: {tls}/tls.crt
@@ -514,7 +523,10 @@ def nats_manifests() -> list[dict[str, Any]]:
         "name": "nats",
         "image": NATS_IMAGE,
         "args": ["--config", "/etc/nats/config/nats.conf"],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            secret_env("JS_STORE_KEY", "his-nats-store-key", "key"),
+        ],
         "ports": [
             {"name": "client", "containerPort": NATS_CLIENT},
             {"name": "cluster", "containerPort": NATS_ROUTE},

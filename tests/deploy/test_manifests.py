@@ -468,9 +468,17 @@ def test_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
         text=True,
         timeout=30,
         check=False,
-        env={**os.environ, "POD_NAME": "his-nats-0"},
+        env={**os.environ, "POD_NAME": "his-nats-0", "JS_STORE_KEY": "k" * 64},
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_jetstream_encrypts_its_files_with_a_key_from_a_secret() -> None:
+    conf = _nats_conf(raw_base())
+    assert "cipher: chachapoly" in conf and "key: $JS_STORE_KEY" in conf
+    (nats,) = [d for d in raw_base() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "his-nats"]
+    env = {e["name"]: e for e in nats["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JS_STORE_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "his-nats-store-key", "key": "key"}
 
 
 def test_nats_users_are_the_ones_his_up_grants() -> None:

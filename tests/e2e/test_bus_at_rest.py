@@ -1,0 +1,54 @@
+"""What the bus keeps on disk under `his up`: a diagnosis code and a lab value, seeded through the
+API, travel in their events to the services that consume them, and yet no file of JetStream's
+store holds them in clear (the store is encrypted with a key kept in the secrets directory)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.harness import Hospital, assign, create_user, published_events, register_patient
+from tests.support.waiting import wait_until
+
+
+def in_clear(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
+    """Which of ``needles`` each file under ``root`` holds, byte for byte."""
+    found: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits = [n.decode() for n in needles if n in data]
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
+
+
+def test_no_seeded_diagnosis_code_or_lab_value_sits_in_the_store_in_clear(shared_hospital: Hospital) -> None:
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin = h.login()
+    doctor_id, doctor = create_user(h, admin, "DOCTOR", "at-rest")
+    _, tech = create_user(h, admin, "LAB_TECH", "at-rest")
+    patient = register_patient(h, admin, "Atrest")
+    assign(h, admin, patient["id"], doctor_id)
+    # Values nobody else uses: a diagnosis code of this run, a potassium of four decimals.
+    code = f"Q{uuid.uuid4().int % 100:02d}.{uuid.uuid4().hex[:6].upper()}"
+    value = f"5.{uuid.uuid4().int % 10**6:06d}"
+    entry = {"kind": "diagnosis", "code": code, "text": "Seen at rest."}
+    r = httpx.post(f"{gw}/api/patients/{patient['id']}/records", json=entry, headers=doctor, timeout=10)
+    assert r.status_code == 201, r.text
+    order = {"patient_id": patient["id"], "tests": ["K"], "priority": "routine"}
+    oid = httpx.post(f"{gw}/api/lab/orders", json=order, headers=doctor, timeout=10).json()["id"]
+    for action in ("collect", "start"):
+        assert httpx.post(f"{gw}/api/lab/orders/{oid}/{action}", headers=tech, timeout=10).status_code == 200
+    results = {"results": [{"code": "K", "value": value}]}
+    r = httpx.post(f"{gw}/api/lab/orders/{oid}/results", json=results, headers=tech, timeout=10)
+    assert r.status_code == 200, r.text
+
+    # Both travelled: the events that carry them are in the streams, as their consumers read them.
+    wait_until(lambda: code in (dump := published_events(h)) and value in dump, what="the seeded events published")
+    store = h.data / "nats"
+    assert any(store.rglob("*.blk")), "no JetStream message block found: the scan would prove nothing"
+    assert in_clear(store, [code.encode(), value.encode()]) == {}
+    assert "cipher: chachapoly" in (store / "nats.conf").read_text()
