@@ -36,6 +36,7 @@ from his.kernel.db import Database
 from his.kernel.events import Envelope, stream_name
 from his.kernel.outbox import OutboxRelay
 from his.kernel.security import Principal
+from tests.conftest import NatsServer
 from tests.support.waiting import wait_for
 
 CLERK = Principal(subject=str(uuid.uuid4()), roles=frozenset({"RECEPTIONIST"}), token_id="t", expires_at=0.0)
@@ -52,6 +53,7 @@ class Hospital:
     nc: NATS
     data: Path
     admin_dsn: str
+    nats_url: str
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -110,7 +112,7 @@ class Hospital:
 
 
 @pytest.fixture
-async def hospital(admin_dsn: str, nc: NATS, tmp_path: Path) -> AsyncIterator[Hospital]:
+async def hospital(admin_dsn: str, nats_server: NatsServer, nc: NATS, tmp_path: Path) -> AsyncIterator[Hospital]:
     data = tmp_path / "data"
     (data / "secrets").mkdir(parents=True)
     dsns = {}
@@ -134,7 +136,7 @@ async def hospital(admin_dsn: str, nc: NATS, tmp_path: Path) -> AsyncIterator[Ho
     await patients.open()
     await audit.open()
     relay = OutboxRelay(patients.dsn, js, schema="patients", signal=patients.signal, poll_seconds=0.2)
-    h = Hospital(patients, audit, js, nc, data, admin_dsn, tasks=[asyncio.create_task(relay.run())])
+    h = Hospital(patients, audit, js, nc, data, admin_dsn, nats_server.url, tasks=[asyncio.create_task(relay.run())])
     try:
         yield h
     finally:
@@ -204,7 +206,12 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
     assert verdict.missing == (Missing(PATIENTS, 3, 3), Missing(PATIENTS, 6, 6))
     assert f"access records missing: {PATIENTS} 3, {PATIENTS} 6" in verdict.problem
     # The operator's command says the same, and fails.
-    env = {"PATH": os.environ["PATH"], "HIS_DATA_DIR": str(hospital.data), "HIS_DATABASE_URL": hospital.admin_dsn}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HIS_DATA_DIR": str(hospital.data),
+        "HIS_DATABASE_URL": hospital.admin_dsn,
+        "HIS_NATS_URL": hospital.nats_url,
+    }
     his = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("his")),
         "audit",
@@ -219,3 +226,23 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
     assert his.returncode == 1, (out + err).decode()
     said = " ".join((out + err).decode().split())  # the console wraps long lines
     assert f"audit chain BROKEN: access records missing: {PATIENTS} 3, {PATIENTS} 6" in said
+    assert "the streams were not asked" not in said  # it asked JetStream too
+
+
+async def test_a_deleted_last_record_with_the_counter_lowered_to_match_is_named_by_the_stream(
+    hospital: Hospital,
+) -> None:
+    """The superuser deletes the last record and lowers the producer's counter to match: the
+    database alone no longer shows it; the producer's stream, which still holds the event, does."""
+    hospital.start_audit()
+    await hospital.access(3)
+    await hospital.recorded(3)
+    conn = await asyncpg.connect(hospital.admin_dsn)
+    try:
+        await conn.execute("DELETE FROM audit.audit_log WHERE source = $1 AND producer_seq = 3", PATIENTS)
+        await conn.execute("UPDATE patients.producer_seq SET last = 2")
+    finally:
+        await conn.close()
+    assert (await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=0)).ok  # the hole the ADR names
+    verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=0, js=hospital.js)
+    assert verdict.missing == (Missing(PATIENTS, 3, 3),), verdict

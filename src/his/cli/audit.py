@@ -18,15 +18,22 @@ import asyncio
 import fcntl
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 import asyncpg
+import nats.errors
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from his.audit.domain import Checkpoint, Verdict, check_witness, verify
 from his.audit.store import PgChain
+from his.kernel import bus
 from his.kernel.db import SEQ_TABLE
+from his.kernel.events import SEQ_FIELD, Envelope, stream_name
 from his.kernel.migrations import runtime_role, with_credentials
+from his.kernel.pki import WorkloadIdentity
 
 #: Seconds between the checkpoints ``his up`` writes while records are appended: the longest a
 #: record stays unwitnessed outside the database.
@@ -146,10 +153,36 @@ async def _wait_for_arrivals(conn: asyncpg.Connection[asyncpg.Record], latest: d
         await asyncio.sleep(0.1)
 
 
-async def verify_chain(admin_dsn: str, data: Path, *, grace: float = GRACE) -> Verdict:
+async def streams_latest(js: JetStreamContext, producers: Iterable[str]) -> dict[str, int]:
+    """Each producer's latest access record number as its stream still holds it: the number of
+    the last access in the last single or batched access event on its subjects (kept for 30
+    days), which a superuser who lowers the producer's counter in the database does not change."""
+    found: dict[str, int] = {}
+    for producer in producers:
+        service = producer.removeprefix("his.")
+        for subject in (f"his.{service}.record.accessed.v1", f"his.{service}.records.accessed.v1"):
+            try:
+                msg = await js.get_last_msg(stream_name(service), subject)
+            except NotFoundError:
+                continue
+            data = Envelope.from_json(msg.data or b"").data
+            first, batch = data.get(SEQ_FIELD), data.get("accesses")
+            if isinstance(first, int):
+                last = first + (len(batch) if isinstance(batch, list) else 1) - 1
+                found[producer] = max(found.get(producer, 0), last)
+    return found
+
+
+async def verify_chain(
+    admin_dsn: str, data: Path, *, grace: float = GRACE, js: JetStreamContext | None = None
+) -> Verdict:
     """The chain's links, its head against the witness, the witness against the count kept in the
-    database, and every producer's numbers: the first problem of each, in one verdict."""
+    database, and every producer's numbers (its counter's, and with ``js`` its stream's last if
+    higher): the first problem of each, in one verdict."""
     latest = await producers_latest(admin_dsn)
+    if js is not None:
+        for producer, number in (await streams_latest(js, list(latest))).items():
+            latest[producer] = max(latest.get(producer, 0), number)
     conn = await _audit(admin_dsn, data)
     try:
         await _wait_for_arrivals(conn, latest, grace)
@@ -165,3 +198,30 @@ async def verify_chain(admin_dsn: str, data: Path, *, grace: float = GRACE) -> V
         return verdict
     both = f"{problem}; {verdict.problem}" if verdict.problem else problem
     return Verdict(False, verdict.checked, both, verdict.first_bad_seq, verdict.missing)
+
+
+async def verify_all(
+    admin_dsn: str, data: Path, nats_url: str | None, identity: WorkloadIdentity | None, *, grace: float = GRACE
+) -> tuple[Verdict, str]:
+    """``verify_chain`` with the streams asked too when NATS answers; and a note when it did not
+    (the chain and the producers' counters are still compared)."""
+    if not nats_url:
+        return await verify_chain(admin_dsn, data, grace=grace), "the streams were not asked: no NATS address"
+    try:
+        nc = await asyncio.wait_for(
+            bus.connect(
+                nats_url,
+                name="his-audit-verify",
+                identity=identity,
+                connect_timeout=3,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+            ),
+            5,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        return await verify_chain(admin_dsn, data, grace=grace), f"the streams were not asked: {exc!r}"
+    try:
+        return await verify_chain(admin_dsn, data, grace=grace, js=nc.jetstream(timeout=5.0)), ""
+    finally:
+        await nc.close()

@@ -475,9 +475,16 @@ def audit_verify(
 ) -> None:
     """Check the whole audit chain, its checkpoints and every producer's numbered access records;
     name the first bad record and each producer's missing numbers."""
-    from his.cli.audit import verify_chain
+    from his.cli import state
+    from his.cli.audit import verify_all
 
-    verdict = asyncio.run(verify_chain(_admin_dsn(), OperatorSettings().data_path, grace=grace))
+    settings = OperatorSettings()
+    st = state.read(settings.data_path)
+    nats_url = (st.nats_url if st is not None else None) or settings.nats_url
+    identity = state.operator_identity(settings.data_path)
+    verdict, note = asyncio.run(verify_all(_admin_dsn(), settings.data_path, nats_url, identity, grace=grace))
+    if note:
+        err.print(f"[yellow]warning:[/] {note}; the producers' own counters were compared")
     if verdict.ok:
         out.print(f"audit chain intact: {verdict.checked} records")
         return
