@@ -76,6 +76,8 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  role  role  role  403   role  role  role  role  role  role  403   403   role  role"),
     (patients.Operation.OVERSEE_GRANTS,
         "role  403   403   403   role  403   403   403   403   403   403   403   403   403   403"),
+    (patients.Operation.REVIEW_GRANTS,
+        "role  403   403   403   403   403   403   403   403   403   403   403   403   403   403"),
     (scheduling.Operation.BOOK,
         "role  role  403   403   403   403   403   403   403   403   403   own   404   role  role"),
     (scheduling.Operation.READ,

@@ -300,7 +300,7 @@ class Chart:
     async def review(self, who: Principal, grant_id: uuid.UUID, decision: ReviewState, note: str | None) -> ReviewItem:
         """An administrator's decision on a grant: ``reviewed`` (justified) or ``escalated`` (with a
         note saying why); announced and recorded in the audit trail. Auditors read the queue only."""
-        if Role.ADMIN not in who.roles:
+        if not policy.decide(Operation.REVIEW_GRANTS, who.roles, NONE).allowed:
             raise ProblemError(403, "only administrators review emergency access (auditors read the queue)")
         try:
             async with self.units.uow() as uow:

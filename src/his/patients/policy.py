@@ -37,8 +37,10 @@ class Operation(StrEnum):
     MANAGE_CARE_TEAM = "manage_care_team"
     #: Requesting emergency access (break-the-glass).
     BREAK_GLASS = "break_glass"
-    #: Reading the emergency grants with their reasons.
+    #: Reading the emergency grants with their reasons (the review queue).
     OVERSEE_GRANTS = "oversee_grants"
+    #: Deciding on an emergency grant in the review: reviewed or escalated (ADR 0030).
+    REVIEW_GRANTS = "review_grants"
     #: Inviting the patient to link their record to their own account (portal invitation).
     INVITE = "invite"
     #: Finding patients by MRN, name or birth date, or listing them by id (a clinician sees a
@@ -54,6 +56,7 @@ RULES: dict[Operation, Rule] = {
     Operation.MANAGE_CARE_TEAM: Rule.of(by_role=REGISTRARS, purpose="administration"),
     Operation.BREAK_GLASS: Rule.of(by_role=CLINICIANS, purpose="emergency"),
     Operation.OVERSEE_GRANTS: Rule.of(by_role=(Role.ADMIN, Role.AUDITOR), purpose="oversight"),
+    Operation.REVIEW_GRANTS: Rule.of(by_role=(Role.ADMIN,), purpose="review"),
     Operation.INVITE: Rule.of(by_role=REGISTRARS, purpose="portal_invitation"),
     Operation.SEARCH: Rule.of(by_role=ROLE_BASED | CLINICIANS),
 }
