@@ -205,6 +205,12 @@ class World:
             self.ok("POST", f"/api/lab/orders/{oid}/{step}", self.tech)
         return {"order": oid}
 
+    def granted(self, t: Target) -> dict[str, str]:
+        """An emergency grant of the attending doctor to the patient, for a review to decide on."""
+        body = {"reason": _reason(t)}
+        granted = self.ok("POST", f"/api/patients/{t.id}/emergency-access", self.attending, body, 201)
+        return {"grant": str(granted["grant_id"])}
+
     def on_team(self, t: Target) -> dict[str, str]:
         body = {"user_id": self.spare}
         return {"relationship": str(self.ok("POST", f"/api/patients/{t.id}/care-team", self.admin, body, 201)["id"])}
@@ -282,6 +288,12 @@ def _post(path: str, body: Callable[[World, Subject, Target, Objects], dict[str,
     return lambda w, s, t, o: Call("POST", path.format(t=t, o=o), json=body(w, s, t, o) if body else None)
 
 
+def _reason(t: Target) -> str:
+    """A reason for emergency access to this patient: the same words for another patient within a
+    day are refused (ADR 0030), so each patient's names its patient."""
+    return f"{REASON}, seen as {t.patient['family_name']}"
+
+
 def _key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
 
@@ -316,7 +328,10 @@ MATRIX: list[Entry] = [
           lambda w, s, t, o: Call("DELETE", f"/api/patients/{t.id}/care-team/{o['relationship']}"), ok=204,
           fresh=World.on_team, cleanup=World.off_team),
     Entry("POST", "/api/patients/{id}/emergency-access", _p(patients.Operation.BREAK_GLASS),
-          _post("/api/patients/{t.id}/emergency-access", lambda w, s, t, o: {"reason": REASON}), ok=201),
+          _post("/api/patients/{t.id}/emergency-access", lambda w, s, t, o: {"reason": _reason(t)}), ok=201),
+    Entry("POST", "/api/patients/emergency-access/{grant_id}/review", _p(patients.Operation.REVIEW_GRANTS),
+          _post("/api/patients/emergency-access/{o[grant]}/review", lambda w, s, t, o: {"decision": "reviewed"}),
+          fresh=World.granted),
     Entry("POST", "/api/patients/{id}/invitations", _p(patients.Operation.INVITE),
           _post("/api/patients/{t.id}/invitations", lambda w, s, t, o: {}), ok=201),
     Entry("GET", "/api/patients/emergency-access", _p(patients.Operation.OVERSEE_GRANTS),
@@ -608,7 +623,7 @@ def run_cell(w: World, entry: Entry, s: Subject) -> str | None:
     objects = entry.fresh(w, t) if entry.fresh else {}
     try:
         if s.kind == "grant":  # grants last seconds in the shared hospital: one fresh for each call
-            w.ok("POST", f"/api/patients/{t.id}/emergency-access", s.auth, {"reason": REASON}, status=201)
+            w.ok("POST", f"/api/patients/{t.id}/emergency-access", s.auth, {"reason": _reason(t)}, status=201)
         call = entry.build(w, s, t, objects)
         answer = w.send(call, s.auth)
         status, decision = expected(entry, s)
@@ -753,6 +768,7 @@ def test_identity_headers_without_a_token_get_nothing(world: World) -> None:
         "admission": t.admission,
         "order": t.lab_order,
         "relationship": str(uuid.uuid4()),
+        "grant": str(uuid.uuid4()),
     }
     for entry in MATRIX:
         call = replace(entry.build(world, s, t, objects), headers=None)
