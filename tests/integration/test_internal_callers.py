@@ -119,3 +119,43 @@ async def test_no_certificate_or_one_from_another_ca_fails_the_handshake(listene
             with pytest.raises(httpx.HTTPError):  # no request is read: nothing to answer
                 await client.get("/healthz")
     assert listener.reached == []
+
+
+async def test_the_gateways_operations_listener_admits_the_operator_prometheus_and_its_probe_only(
+    tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """The gateway's health, readiness and metrics listener (``his.gateway.app.ops_listener``):
+    another workload's certificate is refused there too, with its own protocol (``guard``)."""
+    from his.gateway.app import ops_listener
+    from his.gateway.settings import GatewaySettings
+
+    ca = LocalCA(tmp_path / "pki").ensure()
+    own = ca.issue("gateway", spiffe_id("gateway"))
+    settings = GatewaySettings(
+        host="127.0.0.1", ops_port=unused_tcp_port, tls_cert=own.cert, tls_key=own.key, tls_ca=own.ca
+    )
+    reached: list[str] = []
+    server = QuietServer(ops_listener(app(reached), settings))
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        assert not task.done(), task
+        return server.started
+
+    await wait_for(started, timeout=10, what="the operations listener to start")
+    ops = Listener(f"https://127.0.0.1:{unused_tcp_port}", ca, reached)
+    try:
+        expected = {
+            ca.issue("operator", OPERATOR): {"/healthz": 200, "/metrics": 200},
+            ca.issue("prometheus", PROMETHEUS): {"/metrics": 200, "/healthz": 403},
+            ca.issue("probe", spiffe_id("gateway")): {"/readyz": 200, "/metrics": 403},
+            ops.issue("billing"): {"/healthz": 403, "/metrics": 403},
+            ops.issue("console"): {"/readyz": 403},
+        }
+        for who, answers in expected.items():
+            async with ops.client(who) as client:
+                got = {path: (await client.get(path)).status_code for path in answers}
+            assert got == answers, who.cert.name
+    finally:
+        server.request_exit()
+        await asyncio.wait_for(task, 10)

@@ -34,6 +34,7 @@ from his.gateway.routing import ROUTES, Match, resolve
 from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs
 from his.kernel import tracing
+from his.kernel.callers import Admit, Callers
 from his.kernel.json import Json, JsonObject, object_of
 from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity, spiffe_id
@@ -645,11 +646,14 @@ def listener(edge: Edge, settings: GatewaySettings) -> uvicorn.Config:
 
 
 def ops_listener(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
-    """The operations listener, on ``HIS_OPS_PORT``: mutual TLS as the services' own listeners
-    (the operator's, Prometheus's and the probe's certificates), so the public cannot reach it
-    even where it binds every address."""
+    """The operations listener, on ``HIS_OPS_PORT``: mutual TLS as the services' own listeners,
+    admitting on the operations paths only the operator's, Prometheus's and the gateway's own
+    (its probe's) certificates (``his.kernel.callers``), so neither the public nor another
+    workload reaches it, even where it binds every address."""
+    ident = settings.workload()
+    admitted = Admit(app, Callers.of(every=()), own=ident.spiffe_id) if ident is not None else app
     return uvicorn.Config(
-        app,
+        admitted,
         host=settings.host,
         port=settings.ops_port or 0,
         log_level="warning",

@@ -30,6 +30,7 @@ from prometheus_client import Counter as Total
 from prometheus_client import Gauge
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from his.kernel.callers import PEER
 from his.kernel.pki import spiffe_ids
 from his.kernel.problems import TITLES
 
@@ -101,6 +102,7 @@ def guarded(limits: Limits, listener: str, *, peer: str | None = None) -> type[H
         _head: int | None = 0
         _tail = b""
         _address = ""
+        _peer: str | None = None
         _counted = False
         _refused = False
         _lingering = False
@@ -108,7 +110,8 @@ def guarded(limits: Limits, listener: str, *, peer: str | None = None) -> type[H
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._address = self.client[0] if self.client else ""
-            if peer is not None and peer_id(transport) != peer:
+            self._peer = peer_id(transport)
+            if peer is not None and self._peer != peer:
                 self._refuse(403, "this listener admits one workload only", "peer")
             elif counts.open >= limits.max_connections:
                 self._refuse(503, "too many connections; try again shortly", "connections", retry_after=1)
@@ -150,6 +153,11 @@ def guarded(limits: Limits, listener: str, *, peer: str | None = None) -> type[H
                     return
                 self._head, self._tail = (size, data[-3:]) if end < 0 else (None, b"")
             super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            # Who the verified caller is, for an allowlist behind it (his.kernel.callers.Admit).
+            self.scope["extensions"] = {PEER: {"spiffe_id": self._peer}}
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
