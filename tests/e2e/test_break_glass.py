@@ -96,6 +96,7 @@ def test_break_the_glass_end_to_end(shared_hospital: Hospital) -> None:
     )
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
     assert b"audit chain intact" in out.stdout
+    assert b"streams were not asked" not in out.stderr  # the producers' streams were compared too
 
 
 def test_the_patient_sees_who_read_their_record_by_name(shared_hospital: Hospital) -> None:
