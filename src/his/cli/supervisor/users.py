@@ -20,6 +20,7 @@ from his.cli.supervisor.console import console
 from his.cli.supervisor.datadir import pki_dir
 from his.cli.supervisor.stack import Stack
 from his.infra import acl, users
+from his.infra.procs import ServerStartError
 
 #: The processes that run as users of their own: the services, the console and the gateway.
 SEPARATE = (*SERVICES, CONSOLE, GATEWAY)
@@ -45,7 +46,6 @@ def separate_users(stack: Stack) -> None:
     pki = pki_dir(data)
     os.chown(pki, 0, group)
     pki.chmod(0o710)
-    share_the_mail(data / "mail", [stack.accounts[n] for n in MAILERS])
 
     def notice(message: str) -> None:
         console.print(f"note: {message}")
@@ -55,7 +55,14 @@ def separate_users(stack: Stack) -> None:
     code = {Path(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     for target in (pki, Path(his.__file__).parent, *sorted(code)):
         users.let_through(stack.accounts[GATEWAY], target, notice)
-    let_fault_points_fire(stack, notice)
+    try:
+        share_the_mail(data / "mail", [stack.accounts[n] for n in MAILERS])
+        let_fault_points_fire(stack, notice)
+    except OSError as exc:
+        raise ServerStartError(
+            f"cannot share {data / 'mail'} among the services that deliver e-mail ({exc.strerror}): "
+            "run his as an ordinary user, or put HIS_DATA_DIR on a filesystem with ACLs"
+        ) from None
 
 
 def share_the_mail(mail: Path, mailers: list[users.Account]) -> None:
