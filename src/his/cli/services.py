@@ -57,8 +57,9 @@ def settings_class(name: str) -> type[BaseSettings] | None:
     return cast(type[BaseSettings], getattr(importlib.import_module(module), attribute))
 
 
-def durables() -> dict[str, tuple[str, ...]]:
-    """Each service's durable consumers, the only ones NATS lets it read (``his.kernel.bus``)."""
+def durables() -> dict[str, dict[str, str]]:
+    """Each service's durable consumers, each with the stream it reads: the only ones NATS lets
+    it read (``his.kernel.bus``)."""
     return {s: importlib.import_module(f"his.{s}.app").build().durables() for s in SERVICES}
 
 

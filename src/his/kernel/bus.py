@@ -3,8 +3,9 @@
 A service connects with its workload certificate; the server maps the certificate's SPIFFE id to
 a NATS user (``verify_and_map``). A service may publish only its own events (``his.<service>.>``)
 plus the JetStream API calls its relay, consumers and DLQ mover make, on its own consumers only,
-and receives replies only on its own inbox prefix, so no service can forge another's events, read
-another's replies, or take and acknowledge another's messages.
+each on the stream it consumes, and receives replies only on its own inbox prefix, so no service
+can forge another's events, read another's replies, take and acknowledge another's messages, or
+read a stream it does not consume.
 The operator identity (``his`` commands) is unrestricted.
 """
 
@@ -17,7 +18,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from his.kernel.pki import WorkloadIdentity, spiffe_id
-from his.kernel.streams import ERRORS_BUCKET, dlq_subject
+from his.kernel.streams import ADVISORY_STREAM, DLQ_STREAM, ERRORS_BUCKET, dlq_subject
 
 OPERATOR = spiffe_id("his", kind="operator")
 
@@ -38,37 +39,46 @@ def inbox_prefix(service: str) -> str:
     return f"_INBOX_{service}"
 
 
-def consumer_subjects(durable: str) -> tuple[str, ...]:
-    """What a service publishes to create, read and acknowledge one of its durable consumers (on
-    whichever stream), and to file that consumer's dead letters and delivery errors."""
+def consumer_subjects(durable: str, stream: str) -> tuple[str, ...]:
+    """What a service publishes to create, read and acknowledge one of its durable consumers, on
+    its own ``stream`` only, and to file that consumer's dead letters and delivery errors."""
     return (
-        f"$JS.API.CONSUMER.CREATE.*.{durable}",
-        f"$JS.API.CONSUMER.CREATE.*.{durable}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.*.{durable}",
-        f"$JS.API.CONSUMER.INFO.*.{durable}",
-        f"$JS.API.CONSUMER.MSG.NEXT.*.{durable}",
-        f"$JS.ACK.*.{durable}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
         dlq_subject(durable),
         f"$KV.{ERRORS_BUCKET}.{durable}.>",
     )
 
 
-def service_user(service: str, durables: Sequence[str]) -> NatsUser:
+def service_user(service: str, durables: Mapping[str, str]) -> NatsUser:
     """The NATS permissions of one service.
 
-    It reads and acknowledges only its own ``durables`` (``ServiceDefinition.durables``):
-    pulling another service's consumer and acking its messages would make that service miss
-    them (the audit service its access records).
+    It reads and acknowledges only its own ``durables`` (``ServiceDefinition.durables``: each
+    with the stream it reads), each on its own stream: pulling another service's consumer and
+    acking its messages would make that service miss them (the audit service its access
+    records), and a consumer of its own name on a stream it does not consume would read events
+    it has no business with. It reads single messages (its DLQ mover, the original of a dead
+    letter) only from the streams its consumers read, and stream information only of the dead
+    letters' stream and the errors bucket.
     """
+    read = sorted({stream for stream in durables.values() if stream != ADVISORY_STREAM})
+    bucket = f"KV_{ERRORS_BUCKET}"
     return NatsUser(
         spiffe_id(service),
         publish=(
             f"his.{service}.>",  # its own events, and nothing else of the domain
             "$JS.API.INFO",
-            "$JS.API.STREAM.INFO.*",
-            "$JS.API.STREAM.MSG.GET.*",
-            "$JS.API.DIRECT.GET.>",
-            *(subject for d in durables for subject in consumer_subjects(d)),
+            f"$JS.API.STREAM.INFO.{DLQ_STREAM}",
+            f"$JS.API.STREAM.INFO.{bucket}",
+            f"$JS.API.STREAM.MSG.GET.{bucket}",
+            f"$JS.API.DIRECT.GET.{bucket}",
+            f"$JS.API.DIRECT.GET.{bucket}.>",
+            *(f"$JS.API.STREAM.MSG.GET.{stream}" for stream in read),
+            *(subject for d, stream in durables.items() for subject in consumer_subjects(d, stream)),
         ),
         subscribe=(f"{inbox_prefix(service)}.>",),
     )
@@ -86,9 +96,9 @@ def console_user() -> NatsUser:
     return NatsUser(spiffe_id("console"), publish=(inbox,), subscribe=(*CONSOLE_HEARS, inbox))
 
 
-def users(durables: Mapping[str, Sequence[str]]) -> tuple[NatsUser, ...]:
-    """The operator, every service (``his.cli.services.durables()``: name → its consumers) and
-    the console."""
+def users(durables: Mapping[str, Mapping[str, str]]) -> tuple[NatsUser, ...]:
+    """The operator, every service (``his.cli.services.durables()``: name → its consumers, each
+    with its stream) and the console."""
     return (NatsUser(OPERATOR), *(service_user(s, names) for s, names in durables.items()), console_user())
 
 

@@ -40,7 +40,7 @@ from his.kernel.metrics import refresh, watch_pool
 from his.kernel.observability import ASGIApp
 from his.kernel.outbox import OutboxRelay, backlog
 from his.kernel.pki import WorkloadIdentity
-from his.kernel.streams import DAY
+from his.kernel.streams import ADVISORY_STREAM, DAY, REPLAY_STREAM
 from his.kernel.web import Routes
 
 if TYPE_CHECKING:
@@ -106,11 +106,17 @@ class ServiceDefinition:
         """Its subscriptions' durable consumers and their replay feeds (what its DLQ mover watches)."""
         return tuple(n for s in self.subscriptions for n in (s.name, s.replay_name))
 
-    def durables(self) -> tuple[str, ...]:
-        """Every durable consumer it reads from: its subscriptions, their replay feeds, its DLQ
-        mover. NATS lets it read and acknowledge these and no other (``his.kernel.bus``)."""
-        names = self.consumer_durables()
-        return (*names, self.dlq_mover) if names else ()
+    def durables(self) -> dict[str, str]:
+        """Every durable consumer it reads from, with the stream it reads: its subscriptions (on
+        their producers' streams), their replay feeds (the replay stream), its DLQ mover (the
+        advisories). NATS lets it read and acknowledge these, each on its stream, and no other
+        (``his.kernel.bus``)."""
+        found = {
+            name: stream
+            for s in self.subscriptions
+            for name, stream in ((s.name, s.stream), (s.replay_name, REPLAY_STREAM))
+        }
+        return {**found, self.dlq_mover: ADVISORY_STREAM} if found else {}
 
 
 class OutboxStatus(BaseModel):

@@ -95,7 +95,7 @@ async def restart_postgres(stack: Stack, stop: asyncio.Event) -> None:
         return
 
 
-async def start_nats(stack: Stack, consumers: dict[str, tuple[str, ...]]) -> None:
+async def start_nats(stack: Stack, consumers: dict[str, dict[str, str]]) -> None:
     s, data = stack.settings, stack.settings.data_path
     if s.nats_url:
         stack.nats_url = s.nats_url

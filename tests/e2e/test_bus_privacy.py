@@ -1,6 +1,7 @@
-"""What the bus keeps on disk under `his up`: a diagnosis code and a lab value, seeded through the
-API, travel in their events to the services that consume them, and yet no file of JetStream's
-store holds them in clear (the store is encrypted with a key kept in the secrets directory)."""
+"""What the bus keeps and who reads it, under `his up`: a diagnosis code and a lab value, seeded
+through the API, travel in their events to the services that consume them, and yet no file of
+JetStream's store holds them in clear (the store is encrypted with a key kept in the secrets
+directory); and a service reads only the streams it consumes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import httpx
 
+from his.kernel import bus
+from his.kernel.pki import WorkloadIdentity
 from tests.e2e.harness import Hospital, assign, create_user, published_events, register_patient
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_for, wait_until
 
 
 def in_clear(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
@@ -52,3 +55,46 @@ def test_no_seeded_diagnosis_code_or_lab_value_sits_in_the_store_in_clear(shared
     assert any(store.rglob("*.blk")), "no JetStream message block found: the scan would prove nothing"
     assert in_clear(store, [code.encode(), value.encode()]) == {}
     assert "cipher: chachapoly" in (store / "nats.conf").read_text()
+
+
+async def test_a_service_reads_only_the_streams_it_consumes(shared_hospital: Hospital) -> None:
+    """Billing consumes patients', admissions', scheduling's, the laboratory's and inventory's
+    events, not identity's: it may neither read a message of identity's stream, nor learn of the
+    stream, nor create a consumer of its own name on it (which would read every event there)."""
+    pki = shared_hospital.data / "pki"
+    errors: list[Exception] = []
+
+    async def record(exc: Exception) -> None:
+        errors.append(exc)
+
+    billing = await bus.connect(
+        str(shared_hospital.state()["nats_url"]),
+        name="probe-streams",
+        identity=WorkloadIdentity(pki / "billing.crt", pki / "billing.key", pki / "ca.crt"),
+        service="billing",
+        error_cb=record,
+        allow_reconnect=False,
+    )
+    try:
+        js = billing.jetstream(timeout=2)
+        assert (await js.consumer_info("HIS_PATIENTS", "billing_patient_registered")).name  # its own: fine
+        refused = (
+            "$JS.API.STREAM.MSG.GET.HIS_IDENTITY",
+            "$JS.API.DIRECT.GET.HIS_IDENTITY",
+            "$JS.API.STREAM.INFO.HIS_IDENTITY",
+            "$JS.API.CONSUMER.CREATE.HIS_IDENTITY.billing_patient_registered",
+            "$JS.API.CONSUMER.DURABLE.CREATE.HIS_IDENTITY.billing_patient_registered",
+        )
+        for subject in refused:
+            await billing.publish(subject, b"{}", reply=f"{bus.inbox_prefix('billing')}.probe")
+        await billing.flush(timeout=5)
+
+        async def all_refused() -> bool:
+            return len(errors) >= len(refused)
+
+        await wait_for(all_refused, timeout=5, what="a permission violation for each")
+        text = " ".join(str(e) for e in errors).lower()  # nats-py lower-cases the server's message
+        for subject in refused:
+            assert f'publish to "{subject.lower()}"' in text, (subject, text)
+    finally:
+        await billing.close()
