@@ -2,8 +2,9 @@
 
 It has rate and registration limits high enough for generated and matrix traffic (all from
 127.0.0.1), and emergency grants and portal invitations short enough to watch one expire. Tests
-that stop, kill or restart processes start their own
-hospital instead (test_his_up.py).
+that stop, kill, restart or reconfigure processes share the private hospital of tests/e2e/private/
+instead; the few others that start a hospital of their own (the overload, the soak, the bench
+smoke tests) measure or load it.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def shared_hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests of the shared hospital together, after the other e2e tests.
 
-    Otherwise its package-scoped hospital would run alongside the module-scoped one of
-    test_his_up.py, two hospitals at once on a small machine.
+    Otherwise its package-scoped hospital would run alongside the private one of
+    tests/e2e/private/ (or another test's own), two hospitals at once on a small machine.
     """
     here = Path(__file__).parent
 

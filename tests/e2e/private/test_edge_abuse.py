@@ -1,5 +1,6 @@
 """What one client can do to a hospital under a real `his up`, with the gateway configured as
-`his up` configures it (default limits; only the read deadlines shortened to keep the test short).
+`his up` configures it (default limits; only the read deadlines shortened to keep the test short:
+the private hospital of conftest.py, which these tests are the first to use).
 
 Each attacker comes from its own loopback address (127.0.0.2, .3, …: Linux routes all of 127/8
 to the loopback) and the real user from 127.0.0.1, so the per-address limits apply to the
@@ -15,30 +16,14 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from his.infra.nats import free_port
 from tests.e2e.harness import ADMIN, HIS, Hospital, his_env, register_patient
+from tests.e2e.private import READ_DEADLINE
 
-READ_DEADLINE = 2.0  # HIS_GATEWAY_HEADER_TIMEOUT and HIS_GATEWAY_BODY_TIMEOUT of this hospital
 SLACK = 3.0
-
-
-@pytest.fixture(scope="module")
-def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
-    h = Hospital(
-        open_tmp("edge-abuse") / "data",
-        free_port(),
-        HIS_GATEWAY_HEADER_TIMEOUT=str(READ_DEADLINE),
-        HIS_GATEWAY_BODY_TIMEOUT=str(READ_DEADLINE),
-    )
-    h.start()
-    yield h
-    h.stop()
 
 
 def client(source: str, base: str, **kwargs: object) -> httpx.AsyncClient:

@@ -1,4 +1,8 @@
-"""`his up` as an operator runs it: real processes, real servers, Ctrl-C, restarts."""
+"""`his up` as an operator runs it: real processes, real servers, Ctrl-C, restarts; and two
+tests of the outpatient flow (test_outpatient.py) that need this hospital rather than the shared
+one: messages that wait while patients is stopped (no contact cache here), and the scan of every
+event the run published for the personal data sent (on the shared hospital that scan would read
+everything the other tests published before it)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,24 +31,18 @@ from tests.e2e.harness import (
     published_events,
     register_patient,
 )
+from tests.e2e.private import KILL_AFTER_PAYMENT
+from tests.e2e.test_outpatient import Desk, mail_to, mailed
 from tests.e2e.test_payments import stay_invoice
 from tests.support.waiting import alive, wait_until
 
-#: A file whose presence arms billing's fault point after a desk payment's commit (see
-#: ``his.kernel.faults``): the point fires once, consuming it, and the service is SIGKILLed.
-KILL_AFTER_PAYMENT = "kill-billing-after-payment-commit"
-
-
-@pytest.fixture(scope="module")
-def hospital(open_tmp: Callable[[str], Path]) -> Iterator[Hospital]:
-    root = open_tmp("hospital")
-    h = Hospital(
-        root / "data", free_port(), HIS_FAULT_POINTS=f"billing.payment.after_commit=kill@{root / KILL_AFTER_PAYMENT}"
-    )
-    h.start()
-    yield h
-    if h.proc is not None and h.proc.poll() is None:
-        h.stop()
+#: The outpatient patient whose details must travel on no event.
+OUTPATIENT_CANARY = {
+    "given_name": "Zümrüt",
+    "family_name": "Canaryoğlu",
+    "email": "zumrut.canary@example.org",
+    "phone": "+90 555 987 6543",
+}
 
 
 def test_every_service_is_healthy_in_status(hospital: Hospital) -> None:
@@ -121,6 +119,24 @@ def test_registered_patient_flows_to_notifications_without_personal_data(hospita
         assert pii not in out
 
 
+def test_no_personal_data_in_any_event_published_during_the_run(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor = desk.practitioner()
+    canary = desk.patient(**OUTPATIENT_CANARY)
+    aid = desk.post("/api/appointments", desk.booking(canary, doctor, 11)).json()["id"]
+    assert desk.post(f"/api/appointments/{aid}/check-in").status_code == 200
+    assert desk.get(f"/api/patients/{canary}").status_code == 200
+
+    def flowed() -> bool:
+        return canary in published_events(hospital)
+
+    wait_until(flowed, timeout=30, what="the canary's events on the bus")
+    everything = published_events(hospital)
+    assert "his.scheduling.appointment.checked_in.v1" in everything
+    for value in (*OUTPATIENT_CANARY.values(), "1985-03-04"):
+        assert value not in everything, f"{value!r} travelled on the bus"
+
+
 def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
     old = int(hospital.state()["services"]["notifications"]["pid"])  # type: ignore[index]
     os.kill(old, signal.SIGKILL)
@@ -137,6 +153,48 @@ def test_a_crashed_service_is_restarted(hospital: Hospital) -> None:
 
     wait_until(restarted, timeout=60, what="notifications to be restarted")
     assert "notifications exited" in hospital.log.read_text()
+
+
+def test_with_patients_stopped_messages_wait_and_arrive_after_it_returns(hospital: Hospital) -> None:
+    desk = Desk(hospital)
+    doctor, address = desk.practitioner(), "pause.check@example.org"
+    patient = desk.patient(email=address)
+    wait_until(lambda: mailed(hospital, address, "Welcome"), timeout=30, what="the welcome message")
+    # Scheduling books for patients it learnt from their registration event, without asking
+    # patients: wait until its consumer of that event has caught up (pending and unacked zero).
+    wait_until(
+        lambda: _caught_up(hospital, "scheduling", "scheduling_patient_registered"),
+        timeout=30,
+        what="scheduling to learn the patient",
+    )
+    services = hospital.state()["services"]
+    assert isinstance(services, dict)
+    pid = int(services["patients"]["pid"])
+    os.kill(pid, signal.SIGSTOP)  # patients stops answering (its gRPC calls time out)
+    try:
+        assert desk.post("/api/appointments", desk.booking(patient, doctor, 14)).status_code == 201
+
+        def waiting() -> bool:
+            items = desk.get("/api/notifications", params={"patient_id": patient}).json()["items"]
+            booked = [i for i in items if i["template"] == "appointment_booked"]
+            return bool(booked and booked[0]["status"] == "queued" and "patients" in str(booked[0]["reason"]))
+
+        wait_until(waiting, timeout=30, what="the confirmation to wait for patients")
+        assert not mail_to(hospital, address, "Your appointment")  # nothing sent, nothing guessed
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: mailed(hospital, address, "Your appointment"), timeout=60, what="the confirmation")
+
+
+def _caught_up(hospital: Hospital, service: str, consumer: str) -> bool:
+    """The consumer has nothing pending and nothing unacknowledged (from the service's /metrics)."""
+    with hospital.internal() as client:
+        text = client.get(f"{hospital.url(service)}/metrics").text
+    wanted = {f'his_consumer_pending{{consumer="{consumer}"}}', f'his_consumer_ack_pending{{consumer="{consumer}"}}'}
+    values = {
+        name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines()) if name in wanted
+    }
+    return len(values) == 2 and not any(values.values())
 
 
 def test_a_payment_killed_between_commit_and_answer_is_retried_once_with_its_key(hospital: Hospital) -> None:

@@ -1,4 +1,5 @@
-"""Traces and logs under a real `his up` exporting spans to a tiny OTLP collector in this test.
+"""Traces and logs under a real `his up` exporting spans to a tiny OTLP collector in this test
+(tests/support/otlp.py; the private hospital of conftest.py exports to it).
 
 One trace follows a booking from the gateway through scheduling, its gRPC call, the relay's
 publish and the notifications consumer. And personal data sent through the flows (names,
@@ -8,26 +9,15 @@ files under the data directory, not in PostgreSQL's or NATS's, not in `his up`'s
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
-from his.infra.nats import free_port
 from tests.e2e.harness import Hospital, create_user, invite, register_patient
+from tests.support.otlp import CLIENT, CONSUMER, INTERNAL, PRODUCER, SERVER, Collector
 from tests.support.waiting import wait_until
 
 CANARY = {
@@ -39,89 +29,6 @@ CANARY = {
     "staff_email": "canary.staff.member@canary-mail.example",
     "bogus_token": "canarytokenZX81.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmVkY2FuYXJ5",
 }
-
-
-@dataclass(frozen=True)
-class Recorded:
-    service: str
-    name: str
-    kind: int
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-
-
-class Collector:
-    """OTLP/HTTP trace receiver: keeps every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[Recorded] = []
-        self.lock = threading.Lock()
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                collector.receive(ExportTraceServiceRequest.FromString(body))
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *_: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def receive(self, req: ExportTraceServiceRequest) -> None:
-        for rs in req.resource_spans:
-            attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                got = [
-                    Recorded(
-                        attrs.get("service.name", ""),
-                        sp.name,
-                        sp.kind,
-                        sp.trace_id.hex(),
-                        sp.span_id.hex(),
-                        sp.parent_span_id.hex(),
-                    )
-                    for sp in ss.spans
-                ]
-                with self.lock:
-                    self.spans += got
-
-    def trace(self, trace_id: str) -> list[Recorded]:
-        with self.lock:
-            return [s for s in self.spans if s.trace_id == trace_id]
-
-
-@pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    c = Collector()
-    c.thread.start()
-    yield c
-    c.server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def hospital(open_tmp: Callable[[str], Path], collector: Collector) -> Iterator[Hospital]:
-    h = Hospital(
-        open_tmp("observability") / "data", free_port(), HIS_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100"
-    )
-    h.start()
-    yield h
-    if h.proc is not None and h.proc.poll() is None:
-        h.stop()
 
 
 def _day_at(hours: float) -> datetime:
@@ -149,9 +56,6 @@ def _book(gw: str, admin: dict[str, str], patient_id: object, hours: float, **he
         "end": (start + timedelta(minutes=20)).isoformat(),
     }
     return httpx.post(f"{gw}/api/appointments", json=body, headers=admin | headers, timeout=10)
-
-
-INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5  # OTLP span kinds
 
 
 def test_one_trace_follows_a_booking_from_the_gateway_to_its_notification(
