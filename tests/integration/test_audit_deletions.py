@@ -217,7 +217,7 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
         "audit",
         "verify",
         "--grace",
-        "1",
+        "0",  # what is missing was found missing above
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
