@@ -111,6 +111,7 @@ def test_a_second_factor_where_policy_says_and_a_reset_link_that_works_once(shar
             return bool(links)
 
         wait_until(mailed, what="the reset link in the maildir")
+        assert links[0].startswith(f"{gw}/password-reset?"), links  # the console of this hospital
         token = parse_qs(urlsplit(links[0]).query)["token"][0]
         new = {"token": token, "new_password": "violet harbour under the lantern"}
         assert httpx.post(f"{gw}/api/auth/password-reset/confirm", json=new, timeout=10).status_code == 204

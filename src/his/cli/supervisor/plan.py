@@ -71,6 +71,8 @@ def plan_children(stack: Stack) -> None:
         if svc == "identity":
             env["HIS_IDENTITY_KEY_PASSPHRASE"] = secret(s.data_path, "identity-key-passphrase")
         env.update(service_settings_env(svc))
+        if svc == "identity":  # its reset links point at the console, where users reach the hospital
+            env["HIS_PUBLIC_URL"] = s.public_url or f"http://{s.host}:{s.gateway_port}"
         if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
             env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
         if svc == "billing":  # the embedded TEST payment provider signs its confirmations with this
