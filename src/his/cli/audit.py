@@ -8,8 +8,8 @@ so cutting lines off the file's end is seen as well (ADR 0028). ``his up`` write
 often, from a host that holds the key, and ship the file to write-once storage.
 
 ``verify`` also asks every producer of access records for its latest number (its
-``producer_seq`` counter) and names each number the chain lacks: a record deleted from the table
-or from a stream before audit read it.
+``producer_seq`` counter, and the last access event its stream holds) and names each number the
+chain lacks: a record deleted from the table or from a stream before audit read it.
 """
 
 from __future__ import annotations
