@@ -37,7 +37,12 @@ up: $(RUNTIME)
 	@echo "==> starting the hospital: $(VENV)/bin/his up"
 	@$(VENV)/bin/his up
 
-test: $(VENV)/.synced chromium lint typecheck
+# What comes before the tests runs two at a time, each step's output printed whole when it ends:
+# Chromium's install (mostly network) beside the packages' install, then the lint beside the type
+# check (one core each; the type check takes most of a minute on CI's fresh clone, with no cache).
+# The tests start once every step has passed.
+test:
+	@$(MAKE) --no-print-directory --jobs=2 --output-sync=target chromium lint typecheck
 	$(VENV)/bin/pytest
 
 # The browser tests (tests/e2e/browser) drive Debian's Chromium at $(CHROMIUM) (tests/support/browser.py).
