@@ -16,9 +16,9 @@ import pytest
 from his.access import Role
 from his.events.identity import SecondFactorEnabled, SecondFactorPolicyChanged, SecondFactorReset
 from his.identity.mfa import aad, matching_step, new_recovery_codes, recovery_hash, secrets_cipher
+from his.identity.throttles import Throttle
 from his.kernel.crypto import DecryptionError
 from tests.unit.test_identity_accounts import admin_of, patch, staff
-from his.identity.throttles import Throttle
 from tests.unit.test_identity_use_cases import PASSPHRASE, PASSWORD, Idp, Make, idp, make
 
 __all__ = ["idp", "make"]  # the fixtures, shared with test_identity_use_cases

@@ -247,7 +247,9 @@ async def test_a_token_of_a_signed_out_session_is_refused_remembered_or_not() ->
         return {"keys": [KEY.public_jwk()]}
 
     v = TokenVerifier(jwks, issuer=ISS, audience=AUD, revocations=Revocations(revoked, every=0.0))
-    token, _ = sign_access_token(KEY, subject="u-1", roles=["NURSE"], issuer=ISS, audience=AUD, now=now(), session="s-9")
+    token, _ = sign_access_token(
+        KEY, subject="u-1", roles=["NURSE"], issuer=ISS, audience=AUD, now=now(), session="s-9"
+    )
     assert (await v.verify(token)).session == "s-9"  # verified in full, and remembered
     listed.append("s-9")
     with pytest.raises(TokenError, match="signed out"):

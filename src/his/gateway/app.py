@@ -29,7 +29,6 @@ from his.gateway import explorer
 from his.gateway.guard import Limits, guarded
 from his.gateway.limits import RateLimiter, retry_after
 from his.gateway.openapi import assemble
-from his.kernel.revocations import Revocations
 from his.gateway.routing import ROUTES, Match, resolve
 from his.gateway.settings import GatewaySettings
 from his.kernel import observability as obs
@@ -39,6 +38,7 @@ from his.kernel.json import Json, JsonObject, object_of
 from his.kernel.params import page_size
 from his.kernel.pki import WorkloadIdentity, spiffe_id
 from his.kernel.problems import install, problem
+from his.kernel.revocations import Revocations
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier, bearer
 from his.kernel.service import KEEP_ALIVE, NO_TELEMETRY, QuietServer, mutual_tls
 

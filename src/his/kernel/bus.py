@@ -11,7 +11,7 @@ The operator identity (``his`` commands) is unrestricted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import nats

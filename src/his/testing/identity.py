@@ -210,7 +210,13 @@ class FakeRefreshTokens(_Repository):
         if user_id not in self.state.users:
             self.work.refuse(asyncpg.ForeignKeyViolationError('violates "refresh_token_user_id_fkey"'))
         self.state.refresh_tokens[token_id] = StoredToken(
-            token_id, token_hash, family_id, user_id, _utc(at), _utc(expires_at), session_started_at=_utc(started_at or at)
+            token_id,
+            token_hash,
+            family_id,
+            user_id,
+            _utc(at),
+            _utc(expires_at),
+            session_started_at=_utc(started_at or at),
         )
 
     async def get(self, token_hash: bytes, *, lock: bool = False) -> RefreshToken | None:
