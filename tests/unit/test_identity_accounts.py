@@ -213,7 +213,7 @@ async def test_a_session_ends_thirty_days_after_its_sign_in_however_often_refres
     assert (await idp.refresh(tokens["refresh_token"])).status_code == 401
 
 
-ADMIN_ROUTES = [
+ADMIN_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/admin/users", None),
     ("PATCH", "/admin/users/{id}", {"active": True}),
     ("POST", "/admin/users/{id}/unlock", None),
