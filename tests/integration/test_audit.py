@@ -235,6 +235,7 @@ async def test_a_witness_cut_short_is_named(chain: tuple[str, Path]) -> None:
     assert (await audit_cli.write_checkpoint(admin, data, keep=True)).n == 3  # the head did not move: none new
     await audit_cli._kept.pop(str(data)).close()
     assert [c.n for c in audit_cli.checkpoints(data)] == [1, 2, 3]
+    assert audit_cli.checkpoint_file(data).stat().st_mode & 0o777 == 0o600  # its owner's alone
     assert (await audit_cli.verify_chain(admin, data, grace=0)).ok
     path = audit_cli.checkpoint_file(data)
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))

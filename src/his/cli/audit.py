@@ -95,7 +95,8 @@ async def _witness(conn: asyncpg.Connection[asyncpg.Record], data: Path) -> Chec
     seq, head = await PgChain(conn).head()
     path = checkpoint_file(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as fh:
+    # Created readable by its owner alone, like everything under the data directory.
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # one writer at a time: each line follows the last
         last = _last(fh)
         if last is not None and last.seq == seq and last.hash == head and last.n:
