@@ -41,7 +41,7 @@ async def identity_dsn(admin_dsn: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-def run(dsn: str, email: str, password: str) -> tuple[int, str]:
+def run(dsn: str, email: str, password: str, *, generated: bool = False) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIS_")}
     env |= {
         "HIS_SERVICE_DATABASE_URL": dsn,
@@ -49,6 +49,8 @@ def run(dsn: str, email: str, password: str) -> tuple[int, str]:
         "HIS_ADMIN_EMAIL": email,
         "HIS_ADMIN_PASSWORD": password,
     }
+    if generated:
+        env["HIS_ADMIN_PASSWORD_GENERATED"] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "his.identity.admin"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -74,6 +76,17 @@ async def test_the_administrator_is_created_once_and_its_password_never_printed(
     assert code == 0, out
     assert json.loads(out.strip().splitlines()[-1]) == {"created": False}
     assert await admins(identity_dsn) == ["chief@his.local"]
+
+
+async def test_a_generated_password_must_be_changed_at_the_first_sign_in(identity_dsn: str) -> None:
+    code, out = await asyncio.to_thread(run, identity_dsn, "root@his.local", PASSWORD, generated=True)
+    assert code == 0 and PASSWORD not in out, out
+    conn = await asyncpg.connect(identity_dsn)
+    try:
+        required = await conn.fetchval("SELECT password_change_required FROM app_user WHERE email = 'root@his.local'")
+    finally:
+        await conn.close()
+    assert required is True
 
 
 async def test_a_password_the_rules_refuse_creates_nothing_and_says_why(identity_dsn: str) -> None:

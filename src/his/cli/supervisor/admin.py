@@ -3,27 +3,31 @@
 The supervisor runs identity's program (``python -m his.identity.admin``, forked like the
 services) with identity's environment plus ``HIS_ADMIN_EMAIL`` and ``HIS_ADMIN_PASSWORD`` (the
 operator's, or one generated here), and reads its answer: it created the administrator, or the
-hospital has one. The generated password is shown once on the console, never logged.
+hospital has one. A generated password is written to ``secrets/admin-password`` under the data
+directory (0600, the operator's), never to the terminal or a log, and must be changed at the first
+sign-in.
 """
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from his.cli.admin import PROGRAM, REFUSED, admin_env, read_answer
 from his.cli.supervisor.children import run_once
 from his.cli.supervisor.console import console
 from his.cli.supervisor.servers import exit_reason
 from his.cli.supervisor.stack import Stack
-from his.infra.procs import ServerStartError
+from his.infra.procs import ServerStartError, write_private
 
 
 async def ensure_admin(stack: Stack) -> None:
-    """On first start, create the administrator (from HIS_ADMIN_* or with a generated password)."""
+    """On first start, create the administrator (from HIS_ADMIN_* or with a generated password,
+    written to a file only the operator reads and to be changed at the first sign-in)."""
     s = stack.settings
     identity = next(c for c in stack.children if c.name == "identity")
     password = s.admin_password or secrets.token_urlsafe(18)
-    env = identity.env | admin_env(s, password)
+    env = identity.env | admin_env(s, password, generated=not s.admin_password)
     code, lines = await run_once(stack, "identity-admin", PROGRAM, env, user=identity.user)
     said = read_answer(lines)
     if code == REFUSED and said.refused is not None:
@@ -35,8 +39,17 @@ async def ensure_admin(stack: Stack) -> None:
         raise ServerStartError(f"identity could not create the administrator: it {exit_reason(code)}: {tail}")
     if not said.created:
         return
-    shown = password if not s.admin_password else "(the one in HIS_ADMIN_PASSWORD)"
+    if s.admin_password:
+        console.print(f"[bold]administrator created:[/] {s.admin_email}  password: the one in HIS_ADMIN_PASSWORD")
+        return
+    kept = bootstrap_password_file(s.data_path)
+    write_private(kept, password + "\n")
     console.print(
-        f"[bold]administrator created:[/] {s.admin_email}  password: [bold]{shown}[/]"
-        + ("   — shown once, store it now" if not s.admin_password else "")
+        f"[bold]administrator created:[/] {s.admin_email}  password: in [bold]{kept}[/] (readable by you alone;"
+        " it must be changed at the first sign-in, then delete the file)"
     )
+
+
+def bootstrap_password_file(data: Path) -> Path:
+    """Where a generated administrator password is written (never to the terminal or a log)."""
+    return data / "secrets" / "admin-password"
