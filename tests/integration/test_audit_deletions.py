@@ -90,12 +90,12 @@ class Hospital:
         await asyncio.gather(*(one() for _ in range(n)))
 
     def start_audit(self) -> None:
-        for event, handler in (
-            (PatientsRecordAccessed, audit_handlers.on_record_accessed),
-            (PatientsRecordsAccessed, audit_handlers.on_records_accessed),
-        ):
-            name = f"audit_deletions_{event.type.split('.')[2]}"
-            loop = ConsumerLoop(self.audit, self.nc, self.js, Subscription.of(name, event, handler))
+        subscriptions = (
+            Subscription.of("audit_deletions_record", PatientsRecordAccessed, audit_handlers.on_record_accessed),
+            Subscription.of("audit_deletions_records", PatientsRecordsAccessed, audit_handlers.on_records_accessed),
+        )
+        for sub in subscriptions:
+            loop = ConsumerLoop(self.audit, self.nc, self.js, sub)
             self.consumers.append(asyncio.create_task(loop.run()))
 
     async def recorded(self, n: int) -> None:
@@ -206,7 +206,7 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
     assert verdict.missing == (Missing(PATIENTS, 3, 3), Missing(PATIENTS, 6, 6))
     assert f"access records missing: {PATIENTS} 3, {PATIENTS} 6" in verdict.problem
     # The operator's command says the same, and fails.
-    env = {
+    command_env = {
         "PATH": os.environ["PATH"],
         "HIS_DATA_DIR": str(hospital.data),
         "HIS_DATABASE_URL": hospital.admin_dsn,
@@ -218,7 +218,7 @@ async def test_an_access_event_deleted_from_its_stream_before_audit_read_it_is_n
         "verify",
         "--grace",
         "0",  # what is missing was found missing above
-        env=env,
+        env=command_env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -52,10 +52,14 @@ async def _numbers(db: Database) -> list[int]:
     found: list[int] = []
     for (payload,) in await db.pool.fetch("SELECT payload FROM outbox ORDER BY id"):
         env = Envelope.from_json(bytes(payload))
+        first = env.data["producer_seq"]
+        assert isinstance(first, int), env.data
         if env.type == PatientsRecordsAccessed.type:
-            found += range(env.data["producer_seq"], env.data["producer_seq"] + len(env.data["accesses"]))
+            accesses = env.data["accesses"]
+            assert isinstance(accesses, list)
+            found += range(first, first + len(accesses))
         else:
-            found.append(int(env.data["producer_seq"]))
+            found.append(first)
     return found
 
 
