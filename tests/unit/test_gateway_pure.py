@@ -32,11 +32,17 @@ def test_routes_resolve_with_ids_and_methods() -> None:
 
 def test_only_auth_and_payment_provider_routes_are_public() -> None:
     """The payment provider's webhook carries its signature (billing verifies it) and the TEST
-    provider's checkout stands for a provider's own site; everything else needs a token."""
+    provider's checkout stands for a provider's own site; signing in (with a password change or
+    a second factor's enrolment that a sign-in needs) and resetting a forgotten password admit
+    their callers by what they send; everything else needs a token."""
     public = {(r.method, r.upstream) for r in ROUTES if r.public}
     assert public == {
         ("POST", "/auth/register"),
         ("POST", "/auth/login"),
+        ("POST", "/auth/login/password"),
+        ("POST", "/auth/login/totp"),
+        ("POST", "/auth/password-reset"),
+        ("POST", "/auth/password-reset/confirm"),
         ("POST", "/auth/refresh"),
         ("POST", "/auth/logout"),
         ("GET", "/auth/jwks"),

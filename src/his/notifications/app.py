@@ -75,7 +75,7 @@ def build() -> ServiceDefinition:
                 "notifications_emergency_access_granted", EmergencyAccessGranted, handlers.on_emergency_access_granted
             ),
             Subscription.of(
-                "notifications_emergency_access_over_limit",
+                "notifications_break_glass_over_limit",
                 EmergencyAccessOverLimit,
                 handlers.on_emergency_access_over_limit,
             ),

@@ -37,7 +37,6 @@ from his.kernel import safety
 async def run_up(settings: OperatorSettings, forks: ForkServer | None = None) -> int:
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
-    make_private(data)
     stack = Stack(settings, forks=forks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -46,6 +45,9 @@ async def run_up(settings: OperatorSettings, forks: ForkServer | None = None) ->
     t0 = time.monotonic()
     try:
         stack.lock = acquire_lock(data)
+        # Only once the data directory is ours: a second `his up` refused on it must not touch the
+        # modes of the running one's files (a chmod clears the ACL entries that share the maildir).
+        make_private(data)
         reap_leftovers(data)
         check_gateway_port(settings)
         issue_identities(stack)
