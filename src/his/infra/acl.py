@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,27 @@ def grant_search(path: Path, uid: int, *, group: bool = False, perm: int = SEARC
     if it cannot be done."""
     entries = with_search(current(path), uid, tag=GROUP if group else USER, perm=perm)
     os.setxattr(path, XATTR, encode(entries), follow_symlinks=False)
+
+
+#: Run as a user: the first path it cannot pass (search a directory, run a program).
+_PROBE = 'for p do [ -x "$p" ] || { printf %s "$p"; exit 1; }; done'
+
+
+def first_blocked(uid: int, gid: int, chain: list[Path]) -> Path | None:
+    """The first path of ``chain`` (from / down) that the user ``uid`` (group ``gid``, none of
+    root's other groups) cannot pass, or None. ``OSError`` if the probe itself fails."""
+    probe = subprocess.run(
+        ["/bin/sh", "-c", _PROBE, "sh", *map(str, chain)],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode == 0:
+        return None
+    if probe.returncode != 1 or not probe.stdout:
+        raise OSError(f"the probe of uid {uid} failed: {probe.stderr.strip()}")
+    return Path(probe.stdout)

@@ -74,26 +74,12 @@ def _run_as() -> tuple[int, int] | None:
 #: Tells the operator what was done to let the server's user through (``his up`` prints it).
 Notice = Callable[[str], None]
 
-#: Run as the server's user: the first path it cannot pass (search a directory, run a program).
-_PROBE = 'for p do [ -x "$p" ] || { printf %s "$p"; exit 1; }; done'
-
 
 def _first_blocked(owner: tuple[int, int], chain: list[Path]) -> Path | None:
-    probe = subprocess.run(
-        ["/bin/sh", "-c", _PROBE, "sh", *map(str, chain)],
-        user=owner[0],
-        group=owner[1],
-        extra_groups=[],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode == 0:
-        return None
-    if probe.returncode != 1 or not probe.stdout:
-        raise ServerStartError(f"cannot check what {SYSTEM_USER} may reach: {probe.stderr.strip()}")
-    return Path(probe.stdout)
+    try:
+        return acl.first_blocked(owner[0], owner[1], chain)
+    except OSError as exc:
+        raise ServerStartError(f"cannot check what {SYSTEM_USER} may reach: {exc}") from None
 
 
 def _refusal(path: Path, why: str) -> str:

@@ -25,8 +25,6 @@ from his.infra.procs import ServerStartError
 GROUP = "his"
 #: Tells the operator what was done to let the users through (``his up`` prints it).
 Notice = Callable[[str], None]
-#: Run as one of the users: the first path it cannot pass (search a directory).
-_PROBE = 'for p do [ -x "$p" ] || { printf %s "$p"; exit 1; }; done'
 
 
 @dataclass(frozen=True)
@@ -66,21 +64,10 @@ def ensure(process: str) -> Account:
 
 
 def _first_blocked(who: Account, chain: list[Path]) -> Path | None:
-    probe = subprocess.run(
-        ["/bin/sh", "-c", _PROBE, "sh", *map(str, chain)],
-        user=who.uid,
-        group=who.gid,
-        extra_groups=[],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode == 0:
-        return None
-    if probe.returncode != 1 or not probe.stdout:
-        raise ServerStartError(f"cannot check what {who.name} may reach: {probe.stderr.strip()}")
-    return Path(probe.stdout)
+    try:
+        return acl.first_blocked(who.uid, who.gid, chain)
+    except OSError as exc:
+        raise ServerStartError(f"cannot check what {who.name} may reach: {exc}") from None
 
 
 def _refusal(path: Path, why: str) -> str:
