@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -100,7 +99,7 @@ def test_linked_operations_in_sequence_no_5xx_and_match_the_schema(shared_hospit
     )
 
 
-@pytest.mark.timeout(1200)  # about a hundred operations, each with 24 requests
+@pytest.mark.timeout(1200)  # about a hundred operations, each with 20 requests
 def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> None:
     # The shared hospital's limits are high enough that generated traffic is not merely rate-limited.
     ops = operations(shared_hospital)
@@ -113,18 +112,17 @@ def test_no_5xx_and_responses_match_the_schema(shared_hospital: Hospital) -> Non
             headers = admin.headers()
         generate_and_check(op, shared_hospital.gateway, headers)
 
-    # Two operations at a time: one thread's cases are generated and its answers validated while
-    # the hospital answers the other's, on two cores (each request and check as before).
-    with ThreadPoolExecutor(2) as pool:
-        for done in [pool.submit(check, op) for op in ops]:
-            done.result()
+    # One operation at a time: Hypothesis is not thread-safe (two threads drawing at once once
+    # failed in its own lambda-description cache, a FlakyFailure that says nothing of the API).
+    for op in ops:
+        check(op)
 
 
 def generate_and_check(op: Operation, gateway: str, admin: dict[str, str]) -> None:
     @given(case=op.as_strategy())
-    # Twelve generated requests per operation, each sent with and without a token: the suite's
+    # Ten generated requests per operation, each sent with and without a token: the suite's
     # 20-minute budget; `.venv/bin/pytest tests/e2e/test_schemathesis.py` with more is cheap to run alone.
-    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def run(case: schemathesis.Case[Operation]) -> None:
         case.call_and_validate(base_url=gateway, headers=admin, checks=CHECKS, timeout=30)
         case.call_and_validate(base_url=gateway, checks=CHECKS, timeout=30)
