@@ -106,6 +106,21 @@ def grpc_callers() -> dict[str, list[str]]:
     return out
 
 
+def http_callers() -> dict[str, list[str]]:
+    """Which services call another's HTTP listener on a path it lists for them by name
+    (``ServiceDefinition.callers``: patients asks laboratory for results, audit asks identity
+    for staff names); the gateway, which calls every listener, is not among them."""
+    prefix = spiffe_id("")
+    out: dict[str, list[str]] = {}
+    for svc in SERVICES:
+        callers = importlib.import_module(f"his.{svc}.app").build().callers
+        ids = {i for allowed in callers.paths.values() for i in allowed if i.startswith(prefix)}
+        names = sorted({i.removeprefix(prefix) for i in ids} & set(SERVICES) - {svc})
+        if names:
+            out[svc] = names
+    return out
+
+
 def dns_names(name: str) -> list[str]:
     return [name, f"{name}.{NAMESPACE}", f"{name}.{NAMESPACE}.svc", f"{name}.{NAMESPACE}.svc.cluster.local"]
 
@@ -310,6 +325,7 @@ def network_policy(name: str) -> dict[str, Any]:
         ingress = [{"ports": [{"port": port, "protocol": "TCP"}]}]
     else:
         callers = [GATEWAY] + (list(SERVICES) if name == "identity" else [])  # everyone reads identity's JWKS
+        callers += http_callers().get(name, [])  # services admitted on a path of its own
         ingress = [{"from": pods(*sorted(set(callers) - {name})), "ports": [{"port": port, "protocol": "TCP"}]}]
         ingress.append({"from": [PROMETHEUS], "ports": [{"port": port, "protocol": "TCP"}]})
     if name == GATEWAY:  # its metrics are on its operations listener, for Prometheus alone
@@ -329,7 +345,8 @@ def network_policy(name: str) -> dict[str, Any]:
             },
         ]
         if name != "identity":
-            egress.append({"to": pods("identity"), "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]})
+            asked = sorted({"identity"} | {svc for svc, who in http_callers().items() if name in who})
+            egress.append({"to": pods(*asked), "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]})
         called = sorted(svc for svc, who in grpc_callers().items() if name in who)
         if called:
             egress.append({"to": pods(*called), "ports": [{"port": GRPC_PORT, "protocol": "TCP"}]})
@@ -828,6 +845,7 @@ def settings_configmap() -> dict[str, Any]:
         "HIS_ALLOW_UNSAFE_DURABILITY": "0",
         "HIS_STREAM_REPLICAS": str(NATS_NODES),
         "HIS_IDENTITY_URL": f"https://identity:{HTTP_PORT}",
+        **{f"HIS_{svc.upper()}_URL": f"https://{svc}:{HTTP_PORT}" for svc in sorted(http_callers())},
         **{f"HIS_{svc.upper()}_GRPC": f"{svc}:{GRPC_PORT}" for svc in sorted(grpc_callers())},
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",  # the image's root filesystem is read-only

@@ -29,7 +29,7 @@ from his.billing.app import http as billing_http
 from his.billing.testmode import TestModeProvider
 from his.clients import replica
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
-from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
+from his.events.laboratory import LabCharge, LabOrderResulted, ResultFlag
 from his.events.patients import CoverageChanged, PatientRegistered
 from his.events.scheduling import AppointmentCompleted
 from his.kernel import migrations, streams
@@ -119,7 +119,7 @@ def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUI
         ordered_by=uuid.uuid4(),
         priority="routine",
         resulted_at=when,
-        results=[ResultItem(code=c, value="1", flag="N") for c, _ in tests],
+        results=[ResultFlag(code=c, flag="N") for c, _ in tests],
         charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests],
         abnormal=False,
         critical=False,

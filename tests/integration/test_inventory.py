@@ -29,7 +29,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.clients.patients import FakePatients
-from his.events.laboratory import LabCharge, LabOrderResulted, ResultItem
+from his.events.laboratory import LabCharge, LabOrderResulted, ResultFlag
 from his.inventory import handlers
 from his.inventory.app import http as inventory_http
 from his.kernel import migrations, streams
@@ -176,7 +176,7 @@ def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
         ordered_by=uuid.uuid4(),
         priority="routine",
         resulted_at=HARD_DATES[0].at(0, 20),
-        results=[ResultItem(code=c, value="1", flag="N") for c in codes],
+        results=[ResultFlag(code=c, flag="N") for c in codes],
         charges=[LabCharge(code=c, amount=Decimal("60.00"), currency="TRY") for c in codes],
         abnormal=False,
         critical=False,

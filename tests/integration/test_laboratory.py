@@ -18,17 +18,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
+from his.clients.laboratory import RESULTS_PATH, HttpLaboratory
 from his.clients.patients import CareBasis, FakePatients, PatientRef
-from his.events.laboratory import LabOrderResulted
+from his.events.laboratory import LabOrderResulted, LabOrderResultedV1, ResultItem
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -44,7 +46,24 @@ from his.patients.store import PatientsStore
 from tests.support.api import bearer, serve
 from tests.support.waiting import wait_for
 
-RESULTED = "his.laboratory.order.resulted.v1"
+RESULTED = "his.laboratory.order.resulted.v2"
+
+
+class AsgiLaboratory(HttpLaboratory):
+    """Patients' client of laboratory's results, its HTTP answered by the routes in this process
+    (mutual TLS and the listener's list of callers are `his up`'s, ``tests/e2e``); ``down``
+    makes laboratory unreachable, as a stopped process is."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        super().__init__("http://laboratory", None)
+        self.client, self.down, self.asked = client, False, 0
+
+    async def _get(self, order_id: uuid.UUID) -> tuple[int, bytes]:
+        self.asked += 1
+        if self.down:
+            raise aiohttp.ClientConnectionError("connection refused")
+        r = await self.client.get(RESULTS_PATH, params={"order_id": str(order_id)})
+        return r.status_code, r.content
 
 
 @dataclass
@@ -55,6 +74,8 @@ class Lab:
     alerts: Database
     patients: FakePatients
     doctor: uuid.UUID
+    #: Patients' client of laboratory's results.
+    results: AsgiLaboratory
 
     def as_doctor(self) -> dict[str, str]:
         return bearer(self.doctor, "DOCTOR")
@@ -133,7 +154,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
         notifications_http(alerts),
     )
     async with serve(*routers, base_url="http://laboratory") as client:
-        yield Lab(client, db, chart, alerts, patients, uuid.uuid4())
+        yield Lab(client, db, chart, alerts, patients, uuid.uuid4(), AsgiLaboratory(client))
     for d in (db, chart, alerts):
         await d.close()
 
@@ -168,10 +189,21 @@ async def _run(db: Database, nc: NATS, *subs: tuple[Database, Subscription]) -> 
     return tasks, consumers
 
 
-async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_ordering_doctor(lab: Lab, nc: NATS) -> None:
-    chart_sub = Subscription.of(
-        "patients_lab_order_resulted", LabOrderResulted, patients_handlers.on_lab_order_resulted
+def chart_subscription(lab: Lab) -> Subscription:
+    """Patients' consumer of results as its app declares it, asking this laboratory, and quick to
+    deliver again."""
+    return Subscription.of(
+        "patients_lab_order_resulted",
+        LabOrderResulted,
+        patients_handlers.make_on_lab_order_resulted(lab.results),
+        older=[LabOrderResultedV1],
+        backoff=(0.2,),
+        max_deliver=50,
     )
+
+
+async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_ordering_doctor(lab: Lab, nc: NATS) -> None:
+    chart_sub = chart_subscription(lab)
     alert_sub = Subscription.of(
         "notifications_lab_order_resulted", LabOrderResulted, notifications_handlers.on_lab_order_resulted
     )
@@ -206,11 +238,9 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         assert data == env.data
         assert data["order_id"] == oid and data["patient_id"] == str(patient)
         assert data["ordered_by"] == str(lab.doctor) and data["priority"] == "stat"
-        assert [(x["code"], x["flag"], x["unit"]) for x in data["results"]] == [
-            ("K", "HH", "mmol/L"),
-            ("GLU", "N", "mg/dL"),
-            ("UA", "N", None),
-        ]
+        flags = [{"code": "K", "flag": "HH"}, {"code": "GLU", "flag": "N"}, {"code": "UA", "flag": "N"}]
+        assert data["results"] == flags
+        assert b"6.9" not in bytes(payload) and b"negative" not in bytes(payload)  # the values stay in laboratory
         assert [(c["code"], Decimal(c["amount"]), c["currency"]) for c in data["charges"]] == [
             ("K", Decimal("65.00"), "TRY"),
             ("GLU", Decimal("60.00"), "TRY"),
@@ -248,7 +278,7 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         resulted = again.model()
         assert isinstance(resulted, LabOrderResulted)
         async with lab.chart.uow() as uow:
-            await patients_handlers.on_lab_order_resulted(uow, again, resulted)
+            await patients_handlers.make_on_lab_order_resulted(lab.results)(uow, again, resulted)
         async with lab.alerts.uow() as uow:
             await notifications_handlers.on_lab_order_resulted(uow, again, resulted)
         assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
@@ -304,6 +334,76 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
 
 async def _applied(consumer: ConsumerLoop, n: int) -> bool:
     return consumer.stats.applied >= n
+
+
+async def _charted(lab: Lab, oid: str) -> list[tuple[str, str]]:
+    rows = await lab.chart.pool.fetch(
+        "SELECT code, value FROM lab_result WHERE order_id = $1 ORDER BY position", uuid.UUID(oid)
+    )
+    return [(r["code"], r["value"]) for r in rows]
+
+
+async def test_while_laboratory_is_down_the_result_comes_back_until_it_is_charted_once(lab: Lab, nc: NATS) -> None:
+    """The values are asked of laboratory when the event is applied: an outage is a failure the
+    consumer retries (never a dead letter at once, never an empty chart), and the result is
+    charted once, with laboratory's values, when laboratory answers again."""
+    lab.results.down = True
+    tasks, (consumer,) = await _run(lab.db, nc, (lab.chart, chart_subscription(lab)))
+    try:
+        patient = await lab.patient()
+        oid = await lab.in_state("in_progress", patient)
+        assert (await lab.result(oid, {"code": "K", "value": "5.813"})).status_code == 200
+
+        async def retried() -> bool:
+            return consumer.stats.failed >= 2
+
+        await wait_for(retried, what="the event delivered again while laboratory is down")
+        assert consumer.stats.terminated == 0 and await _charted(lab, oid) == []
+        lab.results.down = False
+
+        async def charted() -> bool:
+            return await _charted(lab, oid) == [("K", "5.813")]
+
+        await wait_for(charted, what="the result charted once laboratory answers")
+        assert consumer.stats.applied == 1
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_an_event_of_the_old_version_left_in_the_stream_is_charted_with_laboratorys_values(
+    lab: Lab, nc: NATS
+) -> None:
+    """A v1 event published before the upgrade (values inside) is still read, as v2: the chart
+    takes laboratory's values, not the ones that travelled."""
+    tasks, (consumer,) = await _run(lab.db, nc, (lab.chart, chart_subscription(lab)))
+    try:
+        patient = await lab.patient()
+        oid = await lab.in_state("resulted", patient)  # K 4.2 in laboratory
+        await wait_for(lambda: _applied(consumer, 1), what="the v2 event applied")
+        await lab.chart.pool.execute("DELETE FROM lab_result WHERE order_id = $1", uuid.UUID(oid))  # as if never
+        old = LabOrderResultedV1(
+            order_id=uuid.UUID(oid),
+            patient_id=patient,
+            ordered_by=lab.doctor,
+            priority="routine",
+            resulted_at=datetime.now(UTC),
+            results=[ResultItem(code="K", value="9.99", flag="HH")],
+            charges=[],
+            abnormal=True,
+            critical=True,
+        )
+        js = nc.jetstream(timeout=5.0)
+        await js.publish(LabOrderResultedV1.type, Envelope.wrap(old, aggregate_id=oid).to_json())
+
+        await wait_for(lambda: _applied(consumer, 2), what="the v1 event applied")
+        assert await _charted(lab, oid) == [("K", "4.2")]
+        assert consumer.stats.terminated == 0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_the_chart_shows_lab_results_to_the_patient_and_clinicians_in_care_only(lab: Lab) -> None:

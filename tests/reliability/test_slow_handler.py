@@ -74,7 +74,7 @@ async def test_handler_slower_than_ack_wait_is_delivered_and_applied_once(
     slow = SlowOnce()
     sub = Subscription(DURABLE, ThingHappened.type, slow, max_deliver=2, backoff=(0.2,), ack_wait=ACK_WAIT)
     replicas = [RecordingConsumer(db, nc, js, sub) for _ in range(2)]
-    await replicas[0].ensure(sub.stream, sub.name, sub.event_type)
+    await replicas[0].ensure(sub.stream, sub.name, sub.subjects)
     exhausted: list[Msg] = []
 
     async def on_exhausted(m: Msg) -> None:

@@ -30,7 +30,7 @@ from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDisch
 from his.events.audit import BillingRecordAccessed
 from his.events.billing import PaymentReceived
 from his.events.inventory import StockConsumed
-from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultItem
+from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultFlag
 from his.events.patients import CoverageChanged
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.clock import FakeClock
@@ -154,7 +154,7 @@ def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUI
         ordered_by=uuid.uuid4(),
         priority="routine",
         resulted_at=when,
-        results=[ResultItem(code=c, value="1", flag="N") for c, _ in tests],
+        results=[ResultFlag(code=c, flag="N") for c, _ in tests],
         charges=[LabCharge(code=c, amount=D(a), currency="TRY") for c, a in tests],
         abnormal=False,
         critical=False,

@@ -68,7 +68,8 @@ def consumers_by_event() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for s in SERVICES:
         for sub in importlib.import_module(f"his.{s}.app").build().subscriptions:
-            found.setdefault(sub.event_type, []).append(sub.name)
+            for subject in sub.subjects:  # its earlier versions' too, while it still reads them
+                found.setdefault(subject, []).append(sub.name)
     return found
 
 

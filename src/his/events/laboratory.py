@@ -1,4 +1,5 @@
-"""Events published by the laboratory service (ids, codes, values and tariffs; never free text)."""
+"""Events published by the laboratory service: ids, test codes, flags and tariffs; never a measured
+value and never free text (the values stay in laboratory, which patients asks for them: ADR 0032)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from his.kernel.events import Event, event
+from his.kernel.events import Event, Superseded, event
 
 
 class ResultItem(BaseModel):
-    """One measured value of an order, with its unit, reference range and HL7-style flag.
+    """One measured value of an order, with its unit, reference range and HL7-style flag (in
+    ``his.laboratory.order.resulted.v1`` only: the value no longer travels).
 
     ``flag`` is one of N (normal), L, H (abnormal low/high), A (abnormal), LL, HH (critical).
     """
@@ -23,6 +25,17 @@ class ResultItem(BaseModel):
     unit: str | None = None
     reference_low: Decimal | None = None
     reference_high: Decimal | None = None
+    flag: str
+
+
+class ResultFlag(BaseModel):
+    """One resulted test of an order: its code and HL7-style flag, never its value.
+
+    ``flag`` is one of N (normal), L, H (abnormal low/high), A (abnormal), LL, HH (critical).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    code: str
     flag: str
 
 
@@ -61,8 +74,28 @@ class LabOrderCancelled(Event):
 
 @event
 class LabOrderResulted(Event):
-    """Results of an order were released (billable). Read by patients (chart), inventory
+    """Results of an order were released (billable): each test's code and flag, never its value.
+    Read by patients (which asks laboratory for the values to put them in the chart), inventory
     (reagents), billing (charges) and notifications (abnormal or critical results)."""
+
+    type = "his.laboratory.order.resulted.v2"
+    order_id: uuid.UUID
+    patient_id: uuid.UUID
+    ordered_by: uuid.UUID
+    priority: str
+    resulted_at: datetime
+    results: list[ResultFlag]
+    charges: list[LabCharge]
+    #: True when any result is abnormal (flag other than N); ``critical`` when any is LL or HH.
+    abnormal: bool
+    critical: bool
+
+
+@event
+class LabOrderResultedV1(Superseded):
+    """Results of an order were released, with their values. No longer published: replaced by
+    ``his.laboratory.order.resulted.v2``, which leaves the values out (they stayed in the streams
+    for as long as the streams keep events). Its consumers read it as v2."""
 
     type = "his.laboratory.order.resulted.v1"
     order_id: uuid.UUID
@@ -72,6 +105,19 @@ class LabOrderResulted(Event):
     resulted_at: datetime
     results: list[ResultItem]
     charges: list[LabCharge]
-    #: True when any result is abnormal (flag other than N); ``critical`` when any is LL or HH.
     abnormal: bool
     critical: bool
+
+    def upcast(self) -> LabOrderResulted:
+        """The same release without the values."""
+        return LabOrderResulted(
+            order_id=self.order_id,
+            patient_id=self.patient_id,
+            ordered_by=self.ordered_by,
+            priority=self.priority,
+            resulted_at=self.resulted_at,
+            results=[ResultFlag(code=r.code, flag=r.flag) for r in self.results],
+            charges=self.charges,
+            abnormal=self.abnormal,
+            critical=self.critical,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from his.kernel.events import Event, event
+from his.kernel.events import Event, Superseded, event
 
 
 @event
@@ -39,13 +39,29 @@ class EmergencyAccessGranted(Event):
 
 @event
 class RecordEntryAdded(Event):
-    """A clinician added an entry to a patient's medical record (its kind and code; never its text)."""
+    """A clinician added an entry to a patient's medical record: its kind only, never its code
+    (a diagnosis) or its text, which stay in patients."""
+
+    type = "his.patients.record_entry.added.v2"
+    entry_id: uuid.UUID
+    patient_id: uuid.UUID
+    kind: str
+
+
+@event
+class RecordEntryAddedV1(Superseded):
+    """A clinician added an entry to a patient's medical record, with its code. No longer
+    published: replaced by ``his.patients.record_entry.added.v2``, which leaves the code out."""
 
     type = "his.patients.record_entry.added.v1"
     entry_id: uuid.UUID
     patient_id: uuid.UUID
     kind: str
     code: str | None = None
+
+    def upcast(self) -> RecordEntryAdded:
+        """The same entry without its code."""
+        return RecordEntryAdded(entry_id=self.entry_id, patient_id=self.patient_id, kind=self.kind)
 
 
 @event

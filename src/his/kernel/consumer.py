@@ -55,7 +55,15 @@ from pydantic import ValidationError
 
 from his.kernel import metrics, tracing
 from his.kernel.db import Database, UnitOfWork
-from his.kernel.events import Envelope, Event, InvalidEnvelopeError, UnknownEventTypeError, service_of, stream_name
+from his.kernel.events import (
+    Envelope,
+    Event,
+    InvalidEnvelopeError,
+    Superseded,
+    UnknownEventTypeError,
+    service_of,
+    stream_name,
+)
 from his.kernel.streams import ERRORS_BUCKET, REPLAY_STREAM, replay_subject
 
 log = logging.getLogger("his.consumer")
@@ -109,10 +117,17 @@ class Subscription:
     backoff: Sequence[float] = (0.5, 2.0, 10.0, 30.0, 60.0)
     ack_wait: float = 30.0
     batch: int = 128
+    #: Earlier versions of the event that the consumer still reads (upcast before the handler).
+    older: tuple[str, ...] = ()
 
     @property
     def stream(self) -> str:
         return stream_name(service_of(self.event_type))
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The subjects the durable consumer filters on: the event's, then its earlier versions'."""
+        return (self.event_type, *self.older)
 
     @property
     def replay_name(self) -> str:
@@ -127,19 +142,27 @@ class Subscription:
         name: str,
         event: type[Ev],
         handler: Callable[[UnitOfWork, Envelope, Ev], Awaitable[None]],
+        *,
+        older: Sequence[type[Superseded]] = (),
         **options: Unpack[SubscriptionOptions],
     ) -> Subscription:
         """A durable consumer of ``event`` (its model): the handler gets that model, typed, and
         anything else arriving on the subscription is a ``PermanentError`` before the handler
-        runs (the guard every handler once wrote for itself)."""
+        runs (the guard every handler once wrote for itself).
+
+        ``older``: earlier versions of the event (``Superseded`` models) the consumer still reads,
+        so that events published before a new version replaced them are not left unread in the
+        stream; each is upcast to ``event`` before the handler sees it."""
 
         @functools.wraps(handler)
         async def typed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+            if isinstance(ev, Superseded) and type(ev) in older:
+                ev = ev.upcast()
             if not isinstance(ev, event):
                 raise PermanentError(f"unexpected event {env.type} on {name} (it takes {event.type})")
             await handler(uow, env, ev)
 
-        return cls(name, event.type, typed, **options)
+        return cls(name, event.type, typed, older=tuple(o.type for o in older), **options)
 
 
 @dataclass
@@ -176,28 +199,31 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._feed(self.sub.stream, self.sub.name, self.sub.event_type))
-            tg.create_task(self._feed(REPLAY_STREAM, self.sub.replay_name, replay_subject(self.sub.name)))
+            tg.create_task(self._feed(self.sub.stream, self.sub.name, self.sub.subjects))
+            tg.create_task(self._feed(REPLAY_STREAM, self.sub.replay_name, (replay_subject(self.sub.name),)))
 
-    async def ensure(self, stream: str, durable: str, subject: str) -> None:
-        """Create or update the durable consumer."""
+    async def ensure(self, stream: str, durable: str, subjects: Sequence[str]) -> None:
+        """Create or update the durable consumer (one subject, or an event's and its earlier
+        versions': a consumer created for one version is updated to filter on both)."""
+        one = len(subjects) == 1
         await self.js.add_consumer(
             stream,
             ConsumerConfig(
                 durable_name=durable,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subject=subject,
+                filter_subject=subjects[0] if one else None,
+                filter_subjects=None if one else list(subjects),
                 max_deliver=self.sub.max_deliver,
                 ack_wait=self.sub.ack_wait,
                 max_ack_pending=max(1000, self.sub.batch * 4),
             ),
         )
 
-    async def _feed(self, stream: str, durable: str, subject: str) -> None:
+    async def _feed(self, stream: str, durable: str, subjects: Sequence[str]) -> None:
         while True:
             try:
-                await self.ensure(stream, durable, subject)
+                await self.ensure(stream, durable, subjects)
                 psub = await self.js.pull_subscribe_bind(durable, stream=stream)
                 info = await self.js.consumer_info(stream, durable)
                 break

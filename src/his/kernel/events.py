@@ -67,6 +67,17 @@ class Event(BaseModel):
     description: ClassVar[str] = ""
 
 
+class Superseded(Event):
+    """An event version that a newer one replaced: no longer published, still readable (its
+    events stay in the stream until they age out, and in the dead-letter stream), and upcast to
+    the newer version for the consumers, which handle only that one. A changed field means a new
+    version; the old model stays registered as a ``Superseded``."""
+
+    def upcast(self) -> Event:
+        """This event as the version that replaced it."""
+        raise NotImplementedError
+
+
 E = TypeVar("E", bound=type[Event])
 
 

@@ -42,10 +42,15 @@ def routes(ctx: ServiceContext) -> Routes:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.clients import replica
+    from his.clients.laboratory import RESULTS_PATH
     from his.events.audit import batch_accesses
+    from his.kernel.callers import Callers
+    from his.kernel.pki import spiffe_id
 
     return ServiceDefinition(
         name="laboratory",
+        # Patients asks for a resulted order's values, which the bus does not carry (ADR 0032).
+        callers=Callers.of(paths={RESULTS_PATH: [spiffe_id("patients")]}),
         combine_reads=batch_accesses,
         subscriptions=(
             *replica.subscriptions("laboratory"),  # the patient directory's replica (his.clients.replica)

@@ -20,7 +20,7 @@ from his.clients.audited import AccessLog
 from his.clients.patients import PatientLookup, PatientRef, refused, relationship_for
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed
-from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultItem
+from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultFlag
 from his.kernel.problems import ProblemError
 from his.kernel.security import Principal
 from his.laboratory import policy
@@ -122,6 +122,20 @@ class Laboratory:
         async with self.units.read() as uow:
             [order] = await uow.orders.with_results([order])
             self.log.record(uow, who, order.patient_id, "read", decision)
+        return order
+
+    async def released(self, order_id: uuid.UUID) -> Order:
+        """A resulted order with its results, for the patients service, which copies them into the
+        chart when ``LabOrderResulted`` (ids, codes and flags only) arrives: the values never
+        travel on the bus (ADR 0032). No user asks: the listener admits only patients'
+        certificate on this route. 404 for an unknown order, 409 for one not resulted."""
+        async with self.units.read() as unit:
+            order = await unit.orders.get(order_id)
+            if order is None:
+                raise ProblemError(404, "no such order")
+            if order.status is not Status.RESULTED:
+                raise ProblemError(409, f"the order is {order.status.value}, not resulted", state=order.status.value)
+            [order] = await unit.orders.with_results([order])
         return order
 
     async def enter_results(self, who: Principal, order_id: uuid.UUID, submitted: Sequence[Submitted]) -> Order:
@@ -247,17 +261,7 @@ async def result(
         ordered_by=changed.ordered_by,
         priority=changed.priority.value,
         resulted_at=at,
-        results=[
-            ResultItem(
-                code=r.code,
-                value=r.value,
-                unit=r.unit,
-                reference_low=r.reference_low,
-                reference_high=r.reference_high,
-                flag=r.flag.value,
-            )
-            for r in results
-        ],
+        results=[ResultFlag(code=r.code, flag=r.flag.value) for r in results],  # never the value (ADR 0032)
         charges=[
             LabCharge(code=r.code, amount=catalogue[r.code].price, currency=catalogue[r.code].currency) for r in results
         ],

@@ -17,6 +17,10 @@ from his.patients.api import grpc
 from his.patients.domain import EmergencyLimit, InvitationCodes
 from his.patients.settings import PatientsSettings
 
+#: Delays before each new delivery of a lab result while laboratory does not answer (seconds): 12
+#: deliveries over about half an hour.
+LAB_BACKOFF = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 300.0, 300.0, 300.0, 300.0)
+
 if TYPE_CHECKING:
     from his.clients.billing import BillingTermsLookup
     from his.kernel.db import Database
@@ -91,10 +95,11 @@ def http_over(
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
+    from his.clients.laboratory import LaboratoryFromEnv
     from his.events.admissions import PatientAdmitted, PatientDischarged
     from his.events.audit import batch_accesses
     from his.events.identity import UserRegistered
-    from his.events.laboratory import LabOrderResulted
+    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
     from his.events.practitioners import PractitionerRegistered
     from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 
@@ -133,7 +138,17 @@ def build() -> ServiceDefinition:
         name="patients",
         subscriptions=(
             Subscription.of("patients_user_registered", UserRegistered, handlers.on_user_registered),
-            Subscription.of("patients_lab_order_resulted", LabOrderResulted, handlers.on_lab_order_resulted),
+            # The values are asked of laboratory (ADR 0032): while it is down the event comes back,
+            # for about half an hour before it is dead-lettered (and replayable from there).
+            Subscription.of(
+                "patients_lab_order_resulted",
+                LabOrderResulted,
+                handlers.make_on_lab_order_resulted(LaboratoryFromEnv()),
+                older=[LabOrderResultedV1],
+                batch=16,
+                max_deliver=12,
+                backoff=LAB_BACKOFF,
+            ),
             # Care that follows from appointments and admissions, and whose account a practitioner is.
             Subscription.of(
                 "patients_practitioner_registered",

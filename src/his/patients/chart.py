@@ -418,7 +418,7 @@ class Chart:
                     at=uow.clock(),
                 )
                 uow.add(
-                    RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind, code=code),
+                    RecordEntryAdded(entry_id=entry_id, patient_id=patient_id, kind=kind),
                     aggregate_id=patient_id,
                 )
                 reads = self.under_grant(patient_id, decision, "patient/record", "create")

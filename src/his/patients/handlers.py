@@ -6,9 +6,11 @@ unit of work the consumer loop opened."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, tzinfo
 
 from his.access import CLINICIANS, Relationship
+from his.clients.laboratory import ReleasedResults
 from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
@@ -301,11 +303,18 @@ async def admission(uow: PatientsWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
 
 
-async def lab_order_resulted(uow: PatientsWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def lab_order_resulted(uow: PatientsWork, env: Envelope, ev: LabOrderResulted, lab: ReleasedResults) -> None:
     """Copy a resulted order's results into the patient's chart, once (the inbox skips a
-    redelivered event; the (order, test) key keeps results that are already there)."""
+    redelivered event; the (order, test) key keeps results that are already there).
+
+    The event carries codes and flags, never the values: they are asked of laboratory, which owns
+    them (ADR 0032). If laboratory cannot answer, ``DependencyUnavailableError`` goes through to
+    the consumer loop, which rolls the chart back and delivers the event again later."""
     if await uow.patients.get(ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
+    released = await lab.released(ev.order_id)
+    if released is None or released.patient_id != ev.patient_id:
+        raise PermanentError(f"laboratory has no resulted order {ev.order_id} of patient {ev.patient_id}")
     order = ResultedOrder(
         order_id=ev.order_id,
         patient_id=ev.patient_id,
@@ -313,7 +322,7 @@ async def lab_order_resulted(uow: PatientsWork, env: Envelope, ev: LabOrderResul
         priority=ev.priority,
         resulted_at=ev.resulted_at,
         results=tuple(
-            LabResult(r.code, r.value, r.unit, r.reference_low, r.reference_high, r.flag) for r in ev.results
+            LabResult(r.code, r.value, r.unit, r.reference_low, r.reference_high, r.flag) for r in released.results
         ),
     )
     await uow.lab.add(order, uow.clock())
@@ -341,6 +350,12 @@ async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     await admission(PatientsUnit(uow), env, ev)
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
-    """``lab_order_resulted`` in the unit of work the consumer loop opened."""
-    await lab_order_resulted(PatientsUnit(uow), env, ev)
+def make_on_lab_order_resulted(
+    lab: ReleasedResults,
+) -> Callable[[UnitOfWork, Envelope, LabOrderResulted], Awaitable[None]]:
+    """``lab_order_resulted`` in the unit of work the consumer loop opened, asking ``lab``."""
+
+    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+        await lab_order_resulted(PatientsUnit(uow), env, ev, lab)
+
+    return on_lab_order_resulted

@@ -53,6 +53,7 @@ def plan_children(stack: Stack) -> None:
     upstreams = {svc: f"https://{s.host}:{nats_infra.free_port(s.host)}" for svc in SERVICES}
     grpc_ports = {svc: nats_infra.free_port(s.host) for svc in SERVICES}
     base["HIS_IDENTITY_URL"] = upstreams["identity"]
+    base["HIS_LABORATORY_URL"] = upstreams["laboratory"]  # patients asks it for results' values (ADR 0032)
     base.update({f"HIS_{svc.upper()}_GRPC": f"{s.host}:{port}" for svc, port in grpc_ports.items()})
     for svc in SERVICES:  # the gateway goes last: it only watches the others
         url = upstreams[svc]

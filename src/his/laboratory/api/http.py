@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from his.clients.laboratory import RESULTS_PATH
 from his.kernel.params import Limit
 from his.kernel.web import Caller, Moment, errors, provided, public
 from his.laboratory.domain import MAX_TESTS, VALUE_MAX, Action, LabTest, Order, Priority, Result, Status, Submitted
@@ -191,6 +192,16 @@ async def one(order_id: uuid.UUID, who: Caller, lab: Lab) -> LabOrder:
     """One order with its results: LAB_TECH; its ordering doctor; a DOCTOR or NURSE caring for
     its patient or under an emergency grant; its patient."""
     return LabOrder.of(await lab.order(who, order_id))
+
+
+# The route patients asks for a resulted order's values (``his.clients.laboratory``): no public
+# path, so the gateway never forwards it; the listener admits patients' certificate on it alone.
+@router.get(RESULTS_PATH.removeprefix(router.prefix), responses=errors(404, 409), include_in_schema=False)
+async def released(order_id: uuid.UUID, lab: Lab) -> LabOrder:
+    """Internal (the patients service only): a resulted order with its values, which
+    ``LabOrderResulted`` does not carry; patients copies them into the chart. 404 for an unknown
+    order, 409 for one not resulted."""
+    return LabOrder.of(await lab.released(order_id))
 
 
 @router.post(
