@@ -97,7 +97,7 @@ def build() -> ServiceDefinition:
     from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
     from his.events.audit import batch_accesses
     from his.events.inventory import StockConsumed
-    from his.events.laboratory import LabOrderCancelled, LabOrderResulted
+    from his.events.laboratory import LabOrderCancelled, LabOrderResulted, LabOrderResultedV1
     from his.events.patients import CoverageChanged
     from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 
@@ -111,7 +111,9 @@ def build() -> ServiceDefinition:
         Subscription.of("billing_discharged", PatientDischarged, h.on_discharged),
         Subscription.of("billing_appointment_completed", AppointmentCompleted, h.on_appointment_completed),
         Subscription.of("billing_appointment_cancelled", AppointmentCancelled, h.on_appointment_cancelled),
-        Subscription.of("billing_lab_order_resulted", LabOrderResulted, h.on_lab_order_resulted),
+        Subscription.of(
+            "billing_lab_order_resulted", LabOrderResulted, h.on_lab_order_resulted, older=[LabOrderResultedV1]
+        ),
         Subscription.of("billing_lab_order_cancelled", LabOrderCancelled, h.on_lab_order_cancelled),
         Subscription.of("billing_stock_consumed", StockConsumed, h.on_stock_consumed),
     )

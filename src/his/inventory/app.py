@@ -54,7 +54,7 @@ def routes(ctx: ServiceContext) -> Routes:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
-    from his.events.laboratory import LabOrderResulted
+    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
     from his.inventory import handlers
 
     zone = ZoneInfo(ServiceSettings().timezone)
@@ -66,6 +66,7 @@ def build() -> ServiceDefinition:
                 "inventory_lab_reagents",
                 LabOrderResulted,
                 handlers.make_on_lab_order_resulted(zone),
+                older=[LabOrderResultedV1],
             ),
         ),
         routes=routes,

@@ -56,7 +56,7 @@ def background(ctx: ServiceContext) -> dict[str, Background]:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.events.audit import batch_accesses
-    from his.events.laboratory import LabOrderResulted
+    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
     from his.events.patients import (
         EmergencyAccessGranted,
         EmergencyAccessOverLimit,
@@ -89,7 +89,12 @@ def build() -> ServiceDefinition:
                 "notifications_appointment_rescheduled", AppointmentRescheduled, handlers.on_appointment_rescheduled
             ),
             Subscription.of("notifications_waitlist_offered", WaitlistOffered, handlers.on_waitlist_offered),
-            Subscription.of("notifications_lab_order_resulted", LabOrderResulted, handlers.on_lab_order_resulted),
+            Subscription.of(
+                "notifications_lab_order_resulted",
+                LabOrderResulted,
+                handlers.on_lab_order_resulted,
+                older=[LabOrderResultedV1],
+            ),
         ),
         routes=routes,
         background=background,
