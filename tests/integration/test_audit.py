@@ -92,7 +92,8 @@ TAMPERING = {
     "inserted before the first": (
         f"""INSERT INTO audit.audit_log ({store.ROW})
             SELECT 0, gen_random_uuid(), at, source, actor_id, actor_roles, patient_id, action, resource, purpose,
-                   outcome, trace_id, flagged, producer_seq, prev_hash, hash FROM audit.audit_log WHERE seq = 5""",
+                   outcome, trace_id, flagged, producer_seq, account_id, prev_hash, hash
+            FROM audit.audit_log WHERE seq = 5""",
         0,
         "outside the chain",
     ),

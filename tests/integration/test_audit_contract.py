@@ -141,6 +141,7 @@ def _entry(seq: int, r: NewRecord) -> Entry:
 async def test_appends_take_consecutive_seqs_from_the_head_each_linked_to_the_one_before(side: Side) -> None:
     first = _record()
     batch = [_record(producer_seq=1), _record(trace_id=None, patient_id=None), _record(actor_roles=())]
+    batch[1] = replace(batch[1], account_id=uuid.uuid4())  # a change to an account: no patient
     last = _record(action="break_glass", purpose="emergency", flagged=True)
     assert await _append(side, first) == 1
     assert await _append(side, *batch) == 4
@@ -155,7 +156,7 @@ async def test_appends_take_consecutive_seqs_from_the_head_each_linked_to_the_on
     for row, record in zip(rows, [first, *batch, last], strict=True):
         assert row["hash"] == link(row["prev_hash"], record.content(row["seq"]))
         stored = {k: v for k, v in row.items() if k not in ("prev_hash", "hash")}
-        assert stored == {"producer_seq": None} | record.content(row["seq"])  # numbered or not
+        assert stored == {"producer_seq": None, "account_id": None} | record.content(row["seq"])  # with or without
     verdict = verify(rows)
     assert verdict.ok and verdict.checked == 5, verdict
 
@@ -190,6 +191,31 @@ async def test_a_patients_trail_is_newest_first_and_pages_below_before(side: Sid
     assert await _trail(side, patient, before=1) == []
     assert await _trail(side, uuid.uuid4()) == []
     assert [e.seq for e in await _trail(side, other)] == [5, 2]
+
+
+async def test_an_accounts_trail_holds_the_records_that_name_it_newest_first(side: Side) -> None:
+    account, other = uuid.uuid4(), uuid.uuid4()
+    changes = [
+        _record(patient_id=None, account_id=account, source="his.identity", resource="account/roles"),
+        _record(patient_id=None, account_id=other, source="his.identity", resource="account/disabled"),
+        _record(),  # a patient's record names no account
+        _record(patient_id=None, account_id=account, source="his.identity", resource="account/unlocked"),
+    ]
+    for r in changes:
+        await _append(side, r)
+
+    async def trail(who: uuid.UUID, **page: int) -> list[tuple[int, str, uuid.UUID | None]]:
+        async with side.units.read() as u:
+            found = await u.chain.account_trail(who, before=page.get("before"), limit=page.get("limit", 50))
+        return [(e.seq, e.resource, e.account_id) for e in found]
+
+    assert await trail(account) == [(4, "account/unlocked", account), (1, "account/roles", account)]
+    assert await trail(account, limit=1) == [(4, "account/unlocked", account)]
+    assert await trail(account, before=4) == [(1, "account/roles", account)]
+    assert await trail(other) == [(2, "account/disabled", other)]
+    assert await trail(uuid.uuid4()) == []
+    assert [e.account_id for e in await _trail(side, changes[2].patient_id or uuid.uuid4())] == [None]
+    assert verify(await side.rows()).ok
 
 
 async def test_flagged_records_show_flagged_and_records_from_before_the_flag_do_not(side: Side) -> None:

@@ -136,6 +136,8 @@ TABLE: list[tuple[StrEnum, str]] = [
         "role  role  403   403   403   403   403   403   403   403   403   own   404   role  role"),
     (audit.Operation.READ_TRAIL,
         "role  403   403   403   role  403   403   403   403   403   403   own   404   403   403"),
+    (audit.Operation.READ_ACCOUNT_TRAIL,
+        "role  403   403   403   role  403   403   403   403   403   403   403   403   403   403"),
 ]
 # fmt: on
 

@@ -269,3 +269,22 @@ def test_a_new_record_hashes_as_its_content_always_did() -> None:
     assert tuple(hashes) == PINNED_HASHES
     unflagged = _new(PINNED)
     assert unflagged.content(1)["flagged"] is False  # a new record always hashes the field
+
+
+def test_the_account_a_record_names_is_covered_by_its_hash_and_older_records_hash_as_before() -> None:
+    """A record of a change to an account names it (ADR 0031): clearing, changing or adding the
+    account is named; records without one hash exactly as they did before the field."""
+    assert _new(PINNED).content(1).get("account_id") is None  # absent, not null: hashed without it
+    account = uuid.UUID("c0ffee00-0000-4000-8000-000000000001")
+    rows = [r | {"patient_id": None, "account_id": account} if r["seq"] == 2 else r for r in pinned_rows()]
+    reforge(rows)
+    assert verify(rows, head(rows), KEY).ok
+    assert rows[0]["hash"].hex() == PINNED_HASHES[0]  # the record before it is unchanged
+    assert rows[1]["hash"].hex() != PINNED_HASHES[1]  # the account is hashed
+    content = {k: v for k, v in rows[1].items() if k not in ("prev_hash", "hash")}
+    assert _new(content).content(2) == content  # what the store and the fake hash
+    for seq, value in ((2, None), (2, uuid.uuid4()), (3, account)):
+        tampered = [dict(r) for r in rows]
+        tampered[seq - 1]["account_id"] = value
+        v = verify(tampered, head(rows), KEY)
+        assert not v.ok and v.first_bad_seq == seq and "altered" in v.problem, (seq, value)

@@ -148,6 +148,7 @@ async def test_a_refusal_records_who_was_refused_what_when_and_why(audit: Audit)
         "trace_id": row["trace_id"],
         "flagged": False,
         "producer_seq": None,  # the service's own record: the chain and its checkpoints guard it
+        "account_id": None,  # a patient's trail names no account
     }
     (entry,) = (await audit.trail(patient, bearer(uuid.uuid4(), "AUDITOR"))).json()["items"]
     assert entry["purpose"] == row["purpose"] and entry["flagged"] is False
@@ -176,6 +177,7 @@ async def test_a_patient_reads_their_own_trail_and_not_another_patients(audit: A
                 "flagged": False,
                 "actor_kind": "staff",
                 "actor_name": None,
+                "account_id": None,
             }
         ],
         "next_before": None,

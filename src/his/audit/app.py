@@ -42,6 +42,7 @@ def build() -> ServiceDefinition:
         BATCHED,
         AdmissionsRecordAccessed,
         BillingRecordAccessed,
+        IdentityRecordAccessed,
         InventoryRecordAccessed,
         LaboratoryRecordAccessed,
         NotificationsRecordAccessed,
@@ -59,6 +60,7 @@ def build() -> ServiceDefinition:
         LaboratoryRecordAccessed,
         InventoryRecordAccessed,
         BillingRecordAccessed,
+        IdentityRecordAccessed,
     )
     batched = tuple(BATCHED[e.type] for e in accessed if e.type in BATCHED)
     return ServiceDefinition(

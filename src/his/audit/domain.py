@@ -10,6 +10,11 @@ Each access record also carries its number in its producer's gap-free sequence
 from the table, or from a stream before audit read it, is named with its producer (ADR 0028).
 Like ``flagged`` it joined later: records without one are hashed without it.
 
+A record of a change to an account (roles, disabled, a new password required …) names the account
+concerned (``account_id``), hashed like ``producer_seq``: records without one, every record
+written before the field among them, are hashed without it, so they verify as they did; a record
+with one cannot lose or change it unseen (ADR 0031).
+
 Checkpoints form a chain of their own (each MACs its number and the previous one's MAC), so a
 checkpoint cut out of the witness file, or one cut off its end when compared with the count
 kept beside the chain, is seen too (``check_witness``).
@@ -53,7 +58,7 @@ EMERGENCY = "emergency"
 
 @dataclass(frozen=True)
 class Entry:
-    """One recorded access to a patient's data, as the patient's trail shows it."""
+    """One recorded access to a patient's data or to an account, as a trail shows it."""
 
     seq: int
     at: datetime
@@ -66,6 +71,8 @@ class Entry:
     purpose: str
     outcome: str
     flagged: bool
+    #: The account concerned (None: none, as in a read of a patient's record).
+    account_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -89,26 +96,33 @@ class NewRecord:
     flagged: bool = False
     #: Its number in its producer's gap-free sequence (None: the producer did not number it).
     producer_seq: int | None = None
+    #: The account concerned, when the access is to an account (None: to no account).
+    account_id: uuid.UUID | None = None
 
     def content(self, seq: int) -> dict[str, object]:
         """The record at ``seq`` as the chain hashes it (``link``) and stores it; ``producer_seq``
-        only when it has one."""
+        and ``account_id`` only when it has them."""
         number = {} if self.producer_seq is None else {"producer_seq": self.producer_seq}
-        return number | {
-            "seq": seq,
-            "event_id": self.event_id,
-            "at": self.at,
-            "source": self.source,
-            "actor_id": self.actor_id,
-            "actor_roles": list(self.actor_roles),
-            "patient_id": self.patient_id,
-            "action": self.action,
-            "resource": self.resource,
-            "purpose": self.purpose,
-            "outcome": self.outcome,
-            "trace_id": self.trace_id,
-            "flagged": bool(self.flagged),
-        }
+        account = {} if self.account_id is None else {"account_id": self.account_id}
+        return (
+            number
+            | account
+            | {
+                "seq": seq,
+                "event_id": self.event_id,
+                "at": self.at,
+                "source": self.source,
+                "actor_id": self.actor_id,
+                "actor_roles": list(self.actor_roles),
+                "patient_id": self.patient_id,
+                "action": self.action,
+                "resource": self.resource,
+                "purpose": self.purpose,
+                "outcome": self.outcome,
+                "trace_id": self.trace_id,
+                "flagged": bool(self.flagged),
+            }
+        )
 
 
 class ChainRow(TypedDict):
@@ -129,6 +143,7 @@ class ChainRow(TypedDict):
     trace_id: str | None
     flagged: bool | None
     producer_seq: int | None
+    account_id: uuid.UUID | None
     prev_hash: bytes
     hash: bytes
 
@@ -168,6 +183,8 @@ def canonical(record: Mapping[str, object]) -> bytes:
         doc["flagged"] = bool(record["flagged"])
     if record.get("producer_seq") is not None:
         doc["producer_seq"] = record["producer_seq"]
+    if record.get("account_id") is not None:
+        doc["account_id"] = str(record["account_id"])
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -1,5 +1,6 @@
 """Use cases of the audit service: append access records; learn which account owns which patient;
-show a patient's trail (``AuditTrail``) to whoever ``his.audit.policy`` lets see it.
+show a patient's trail, or the changes made to an account (``AuditTrail``), to whoever
+``his.audit.policy`` lets see it.
 
 Each consumed event has its use case over the service's unit of work (``AuditWork``) and its
 handler (``on_...``), which runs it in the unit of work the consumer loop opened.
@@ -41,6 +42,7 @@ async def record_accessed(uow: AuditWork, env: Envelope, ev: RecordAccessed) -> 
             trace_id=ev.trace_id,
             flagged=is_flagged(ev.action, ev.purpose),
             producer_seq=ev.producer_seq,
+            account_id=ev.account_id,
         )
     )
 
@@ -65,6 +67,7 @@ async def records_accessed(uow: AuditWork, env: Envelope, ev: RecordsAccessed) -
                 trace_id=a.trace_id,
                 flagged=is_flagged(a.action, a.purpose),
                 producer_seq=None if first is None else first + i,
+                account_id=a.account_id,
             )
             for i, a in enumerate(ev.accesses)
         ]
@@ -92,17 +95,33 @@ async def on_patient_registered(uow: UnitOfWork, env: Envelope, ev: PatientRegis
     await patient_registered(AuditUnit(uow), env, ev)
 
 
-async def record_denied(uow: AuditWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str) -> None:
-    """Append a refused read of this service's own data (a patient's trail) to the chain, as the
-    other services' refusals arrive: actor, roles, patient, outcome ``denied``."""
-    await record_own_access(uow, who, patient_id, purpose, resource=resource, outcome="denied")
+async def record_denied(
+    uow: AuditWork,
+    who: Principal,
+    patient_id: uuid.UUID | None,
+    purpose: str,
+    *,
+    resource: str,
+    account_id: uuid.UUID | None = None,
+) -> None:
+    """Append a refused read of this service's own data (a patient's or an account's trail) to the
+    chain, as the other services' refusals arrive: actor, roles, patient or account, outcome ``denied``."""
+    await record_own_access(uow, who, patient_id, purpose, resource=resource, outcome="denied", account_id=account_id)
 
 
 async def record_own_access(
-    uow: AuditWork, who: Principal, patient_id: uuid.UUID, purpose: str, *, resource: str, outcome: str
+    uow: AuditWork,
+    who: Principal,
+    patient_id: uuid.UUID | None,
+    purpose: str,
+    *,
+    resource: str,
+    outcome: str,
+    account_id: uuid.UUID | None = None,
 ) -> None:
-    """Append a read of this service's own data (a patient's trail) to the chain: reading the
-    audit trail is itself an access to the patient's data, recorded like any other (ADR 0028)."""
+    """Append a read of this service's own data (a patient's or an account's trail) to the chain:
+    reading the audit trail is itself an access to what it is about, recorded like any other
+    (ADR 0028)."""
     from his.kernel import tracing
 
     await uow.chain.append(
@@ -119,6 +138,7 @@ async def record_own_access(
             outcome=outcome,
             trace_id=tracing.current_trace_id(),
             flagged=is_flagged("read", purpose),
+            account_id=account_id,
         )
     )
 
@@ -161,6 +181,26 @@ class AuditTrail:
             await record_own_access(u, who, patient_id, decision.purpose, resource="audit_trail", outcome="allowed")
         return Page(
             found, found[-1].seq if len(found) == limit else None, await self._actors(found, owners, authorization)
+        )
+
+    async def account_trail(
+        self, who: Principal, account_id: uuid.UUID, *, before: int | None, limit: int, authorization: str = ""
+    ) -> Page:
+        """The records that name one account (the changes made to it), newest first, to an AUDITOR
+        or ADMIN. Recorded like a patient's trail: a refusal before it is raised, an allowed read in
+        the transaction that reads the page."""
+        decision = policy.decide(Operation.READ_ACCOUNT_TRAIL, who.roles, NONE)
+        if not decision.allowed:
+            async with self.units.uow() as u:
+                await record_denied(u, who, None, decision.purpose, resource="audit_trail", account_id=account_id)
+            raise refused(decision, None, what="account")
+        async with self.units.uow() as u:
+            found = await u.chain.account_trail(account_id, before=before, limit=limit)
+            await record_own_access(
+                u, who, None, decision.purpose, resource="audit_trail", outcome="allowed", account_id=account_id
+            )
+        return Page(
+            found, found[-1].seq if len(found) == limit else None, await self._actors(found, set(), authorization)
         )
 
     async def _actors(self, found: list[Entry], owners: set[uuid.UUID], authorization: str) -> dict[uuid.UUID, Actor]:

@@ -34,6 +34,10 @@ class Chain(Protocol):
         (from the head when None); a record from before the flag is not flagged."""
         ...
 
+    async def account_trail(self, account_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+        """The same for the records that name one account (changes to it), newest first."""
+        ...
+
 
 class AccountLinks(Protocol):
     """Which portal account owns which patient's record."""

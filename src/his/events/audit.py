@@ -1,12 +1,14 @@
-"""Audit events: every read or write of a patient's data, published by the service that did it.
+"""Audit events: every read or write of a patient's data, and every change to a staff or patient
+account, published by the service that did it.
 
-They carry ids and codes only (who by user id, which patient by id), like every event.
+They carry ids and codes only (who by user id, which patient or account by id), like every event.
 """
 
 from __future__ import annotations
 
 import types
 import uuid
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -21,7 +23,7 @@ Outcome = Literal["allowed", "denied"]
 
 
 class Access(BaseModel):
-    """Who accessed which patient's data, how, why and with what outcome.
+    """Who accessed which patient's data or which account, how, why and with what outcome.
 
     The actor is a user (their id and roles), or a service acting on its own behalf: then
     ``actor_id`` is ``workload_actor_id(spiffe_id)`` and ``actor_roles`` is ``[spiffe_id]``.
@@ -38,6 +40,9 @@ class Access(BaseModel):
     purpose: str = Field(max_length=32, pattern=r"^[a-z_]+$")
     outcome: Outcome
     trace_id: str | None = None
+    #: The account concerned (a change to it: roles, disabled, a new password required …); null
+    #: when the access concerns no account, and in events written before the field (ADR 0031).
+    account_id: uuid.UUID | None = None
 
 
 class RecordAccessed(Event, Access):
@@ -96,6 +101,14 @@ class BillingRecordAccessed(RecordAccessed):
     """Someone read a patient's charges, invoices, claims or payments, or took a payment."""
 
     type = "his.billing.record.accessed.v1"
+
+
+@event
+class IdentityRecordAccessed(RecordAccessed):
+    """Someone changed an account: its roles, disabled or enabled it, unlocked it, required a new
+    password or removed its second factor; or changed which roles need a second factor."""
+
+    type = "his.identity.record.accessed.v1"
 
 
 class AccessEntry(Access):
@@ -259,6 +272,36 @@ def record_workload_access(
     )
 
 
+def record_account_access(
+    uow: Work,
+    model: type[RecordAccessed],
+    actor_id: uuid.UUID,
+    actor_roles: Iterable[str],
+    *,
+    account_id: uuid.UUID | None,
+    action: Action,
+    resource: str,
+    purpose: str,
+    outcome: Outcome = "allowed",
+) -> None:
+    """Add a record of an access to an account (``account_id``; None for a setting of every
+    account, such as the second factor's policy) to the unit of work, made by ``actor_id`` with
+    ``actor_roles``: an administrator, or the account's holder before any token names them (a
+    sign-in that changes the password). It names no patient."""
+    _record(
+        uow,
+        model,
+        actor_id,
+        sorted(actor_roles),
+        patient_id=None,
+        action=action,
+        resource=resource,
+        purpose=purpose,
+        outcome=outcome,
+        account_id=account_id,
+    )
+
+
 def _record(
     uow: Work,
     model: type[RecordAccessed],
@@ -270,6 +313,7 @@ def _record(
     resource: str,
     purpose: str,
     outcome: Outcome,
+    account_id: uuid.UUID | None = None,
 ) -> None:
     from his.kernel import tracing
 
@@ -282,5 +326,6 @@ def _record(
         purpose=purpose,
         outcome=outcome,
         trace_id=tracing.current_trace_id(),
+        account_id=account_id,
     )
-    uow.add(ev, aggregate_id=patient_id or actor_id)
+    uow.add(ev, aggregate_id=patient_id or account_id or actor_id)

@@ -5,7 +5,8 @@ Whatever takes rights away (roles changed, disabled, a new password required, th
 reset) signs out every
 session of the account in the same transaction: its access tokens are then refused within about
 a second, by the gateway and by each service (``his.kernel.revocations``), and its refresh tokens
-at once. Each change is an event of its own, naming the administrator who made it. The hospital
+at once. Each change is an event of its own, naming the administrator who made it, and a record
+of the audit chain naming the account and the administrator (``his.identity.auditing``). The hospital
 never loses its last active administrator: such a change is refused (``LastAdministratorError``).
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from his.access import Role
+from his.events.audit import Action
 from his.events.identity import (
     PasswordChangeRequired,
     SecondFactorReset,
@@ -24,6 +26,7 @@ from his.events.identity import (
     UserRolesChanged,
     UserUnlocked,
 )
+from his.identity.auditing import record_account_change
 from his.identity.domain import (
     Account,
     LastAdministratorError,
@@ -36,6 +39,7 @@ from his.identity.domain import (
 )
 from his.identity.ports import IdentityUnits, IdentityWork
 from his.identity.throttles import Refusals, Throttle
+from his.kernel.security import Principal
 
 #: How many accounts one page of the list holds at most.
 MAX_PAGE = 200
@@ -78,14 +82,15 @@ class Accounts:
         self,
         user_id: uuid.UUID,
         *,
-        by: uuid.UUID,
+        by: Principal,
         roles: Sequence[Role] | None = None,
         active: bool | None = None,
         password_change_required: bool | None = None,
         reset_second_factor: bool = False,
     ) -> Account:
         """Change what is given (None: unchanged); ``reset_second_factor``: remove the account's
-        second factor and recovery codes (a lost phone), to enrol again. ``NoSuchAccountError``;
+        second factor and recovery codes (a lost phone), to enrol again. ``by``: the administrator.
+        ``NoSuchAccountError``;
         ``LastAdministratorError`` if no active administrator would be left."""
         new_roles = tuple(sorted({r.value for r in roles})) if roles is not None else None
         async with self.units.uow() as uow:
@@ -103,7 +108,8 @@ class Accounts:
             if reset_second_factor and (user.totp_enabled_at is not None or user.totp_pending is not None):
                 await uow.users.reset_totp(user.id)
                 await uow.recovery_codes.replace(user.id, [])
-                uow.add(SecondFactorReset(user_id=user.id, changed_by=by), aggregate_id=user.id)
+                uow.add(SecondFactorReset(user_id=user.id, changed_by=_id(by)), aggregate_id=user.id)
+                _recorded(uow, user, by, "second_factor", action="delete")
                 sign_out = True
             if sign_out:
                 await uow.refresh_tokens.revoke_others(user_id, keep=None, at=uow.clock())
@@ -114,32 +120,37 @@ class Accounts:
         uow: IdentityWork,
         user: User,
         *,
-        by: uuid.UUID,
+        by: Principal,
         roles: tuple[str, ...] | None,
         active: bool | None,
         password_change_required: bool | None,
     ) -> bool:
-        """Make the changes and record their events; whether the account's sessions must end."""
-        sign_out = False
+        """Make the changes and record their events and audit records; whether the account's
+        sessions must end."""
+        sign_out, admin = False, _id(by)
         if roles is not None and roles != user.roles:
             await uow.users.set_roles(user.id, roles)
-            uow.add(UserRolesChanged(user_id=user.id, roles=list(roles), changed_by=by), aggregate_id=user.id)
+            uow.add(UserRolesChanged(user_id=user.id, roles=list(roles), changed_by=admin), aggregate_id=user.id)
+            _recorded(uow, user, by, "roles")
             sign_out = True
         if active is False and user.disabled_at is None:
             await uow.users.set_disabled(user.id, uow.clock())
-            uow.add(UserDisabled(user_id=user.id, changed_by=by), aggregate_id=user.id)
+            uow.add(UserDisabled(user_id=user.id, changed_by=admin), aggregate_id=user.id)
+            _recorded(uow, user, by, "disabled")
             sign_out = True
         elif active is True and user.disabled_at is not None:
             await uow.users.set_disabled(user.id, None)
-            uow.add(UserEnabled(user_id=user.id, changed_by=by), aggregate_id=user.id)
+            uow.add(UserEnabled(user_id=user.id, changed_by=admin), aggregate_id=user.id)
+            _recorded(uow, user, by, "enabled")
         if password_change_required is not None and password_change_required != user.password_change_required:
             await uow.users.require_password_change(user.id, password_change_required)
+            _recorded(uow, user, by, "password_change_required")
             if password_change_required:
-                uow.add(PasswordChangeRequired(user_id=user.id, changed_by=by), aggregate_id=user.id)
+                uow.add(PasswordChangeRequired(user_id=user.id, changed_by=admin), aggregate_id=user.id)
                 sign_out = True
         return sign_out
 
-    async def unlock(self, user_id: uuid.UUID, *, by: uuid.UUID) -> Account:
+    async def unlock(self, user_id: uuid.UUID, *, by: Principal) -> Account:
         """Forget the failed sign-ins that hold the account's sign-ins back, from every address."""
         async with self.units.uow() as uow:
             user = await uow.users.get(user_id)
@@ -147,6 +158,16 @@ class Accounts:
                 raise NoSuchAccountError(str(user_id))
             await uow.attempts.clear(account_key(user.email_key))
             await uow.attempts.clear_prefix(pair_prefix(user.email_key))
-            uow.add(UserUnlocked(user_id=user.id, changed_by=by), aggregate_id=user.id)
+            uow.add(UserUnlocked(user_id=user.id, changed_by=_id(by)), aggregate_id=user.id)
+            _recorded(uow, user, by, "unlocked")
         self.refusals.forget([account_key(user.email_key), pair_prefix(user.email_key)])
         return await self.get(user_id)
+
+
+def _id(who: Principal) -> uuid.UUID:
+    return uuid.UUID(who.subject)
+
+
+def _recorded(uow: IdentityWork, user: User, by: Principal, what: str, *, action: Action = "update") -> None:
+    """The audit record of a change ``by`` made to ``user``'s account (``record_account_change``)."""
+    record_account_change(uow, user.id, by=_id(by), roles=by.roles, what=what, action=action)

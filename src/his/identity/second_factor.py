@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from his.events.identity import SecondFactorEnabled, SecondFactorPolicyChanged
+from his.identity.auditing import record_account_change
 from his.identity.domain import InvalidCredentialsError, User
 from his.identity.mfa import (
     AlreadyEnrolledError,
@@ -31,6 +32,7 @@ from his.identity.mfa import (
 from his.identity.ports import IdentityUnits, IdentityWork
 from his.identity.throttles import Throttle, claim_attempt, granted
 from his.kernel.crypto import FieldCipher
+from his.kernel.security import Principal
 
 #: The aggregate of the policy's events: there is one policy.
 POLICY_ID = uuid.uuid5(uuid.NAMESPACE_URL, "his.identity/second-factor-policy")
@@ -124,11 +126,13 @@ class SecondFactor:
         async with self.units.read() as u:
             return sorted(await u.mfa_policy.roles())
 
-    async def set_policy(self, roles: Sequence[str], *, by: uuid.UUID) -> list[str]:
-        """These roles, and no others, sign in with a second factor from now on."""
-        chosen = sorted(set(roles))
+    async def set_policy(self, roles: Sequence[str], *, by: Principal) -> list[str]:
+        """These roles, and no others, sign in with a second factor from now on; ``by``: the
+        administrator. A change is an event and a record of the audit chain naming no account."""
+        chosen, admin = sorted(set(roles)), uuid.UUID(by.subject)
         async with self.units.uow() as uow:
             if set(chosen) != await uow.mfa_policy.roles():
-                await uow.mfa_policy.set_roles(chosen, at=uow.clock(), by=by)
-                uow.add(SecondFactorPolicyChanged(roles=chosen, changed_by=by), aggregate_id=POLICY_ID)
+                await uow.mfa_policy.set_roles(chosen, at=uow.clock(), by=admin)
+                uow.add(SecondFactorPolicyChanged(roles=chosen, changed_by=admin), aggregate_id=POLICY_ID)
+                record_account_change(uow, None, by=admin, roles=by.roles, what="second_factor_policy")
         return chosen

@@ -80,6 +80,7 @@ class FakeChain:
                     trace_id=record.trace_id,
                     flagged=bool(record.flagged),
                     producer_seq=record.producer_seq,
+                    account_id=record.account_id,
                     prev_hash=prev,
                     hash=digest,
                 )
@@ -88,8 +89,14 @@ class FakeChain:
         return seq
 
     async def trail(self, patient_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+        return self._trail("patient_id", patient_id, before, limit)
+
+    async def account_trail(self, account_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+        return self._trail("account_id", account_id, before, limit)
+
+    def _trail(self, column: str, value: uuid.UUID, before: int | None, limit: int) -> list[Entry]:
         below = before or 2**62
-        mine = [r for r in self.state.chain if r["patient_id"] == patient_id and r["seq"] < below]
+        mine = [r for r in self.state.chain if r.get(column) == value and r["seq"] < below]
         mine.sort(key=lambda r: r["seq"], reverse=True)
         return [
             Entry(
@@ -103,6 +110,7 @@ class FakeChain:
                 purpose=r["purpose"],
                 outcome=r["outcome"],
                 flagged=bool(r["flagged"]),  # coalesce(flagged, false)
+                account_id=r.get("account_id"),
             )
             for r in mine[:limit]
         ]

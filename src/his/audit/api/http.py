@@ -1,7 +1,7 @@
-"""Internal HTTP API of the audit service: "who saw this record".
+"""Internal HTTP API of the audit service: "who saw this record", and "who changed this account".
 
-What reaches a patient's trail is decided by ``his.audit.policy``; a refused read is itself
-appended to the chain (outcome ``denied``), so attempts are seen as well as reads.
+What reaches a trail is decided by ``his.audit.policy``; a refused read is itself appended to the
+chain (outcome ``denied``), so attempts are seen as well as reads.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Access(BaseModel):
     #: Their name: a member of staff's full name (from the staff directory), "the patient", or
     #: "the <name> service"; null when the directory did not name them.
     actor_name: str | None = None
+    #: The account the access concerns (a change to it); null when it concerns none.
+    account_id: uuid.UUID | None = None
 
 
 class Trail(BaseModel):
@@ -75,3 +77,23 @@ async def trail(  # noqa: PLR0917 - FastAPI's parameters, by name
 def _access(entry: Entry, actor: Actor | None) -> Access:
     named = {"actor_kind": actor.kind, "actor_name": actor.name} if actor is not None else {}
     return Access.model_validate(Access.model_validate(entry).model_dump() | named)
+
+
+@router.get("/accounts/{account_id}", responses=errors(403), openapi_extra=public("/api/audit/accounts/{id}"))
+async def account_trail(  # noqa: PLR0917 - FastAPI's parameters, by name
+    request: Request,
+    account_id: uuid.UUID,
+    who: Caller,
+    trails: Trails,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 50,
+) -> Trail:
+    """Every recorded change to one account, newest first (AUDITOR, ADMIN): its roles changed, it
+    was disabled or enabled, unlocked, a new password required or its second factor removed, by
+    whom. An account without records has an empty trail. Reading it is itself recorded (resource
+    ``audit_trail``, naming the account).
+    """
+    page = await trails.account_trail(
+        who, account_id, before=before, limit=limit, authorization=request.headers.get("authorization", "")
+    )
+    return Trail(items=[_access(e, page.actors.get(e.actor_id)) for e in page.items], next_before=page.next_before)

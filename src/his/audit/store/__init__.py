@@ -13,7 +13,7 @@ from his.kernel.db import Connection, Unit, UnitOfWork, UnitsOn
 
 CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('his.audit.chain'))"
 ROW = """seq, event_id, at, source, actor_id, actor_roles, patient_id, action, resource, purpose, outcome,
-         trace_id, flagged, producer_seq, prev_hash, hash"""
+         trace_id, flagged, producer_seq, account_id, prev_hash, hash"""
 PLACES = ", ".join(f"${i}" for i in range(1, ROW.count(",") + 2))
 
 
@@ -56,6 +56,7 @@ class PgChain:
                     row["trace_id"],
                     row["flagged"],
                     row.get("producer_seq"),
+                    row.get("account_id"),
                     prev,
                     digest,
                 )
@@ -69,11 +70,18 @@ class PgChain:
 
     async def trail(self, patient_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
         """One patient's trail, newest first, from before the record ``before`` (a ``seq``)."""
+        return await self._trail("patient_id", patient_id, before, limit)
+
+    async def account_trail(self, account_id: uuid.UUID, *, before: int | None, limit: int) -> list[Entry]:
+        """The records that name one account, newest first, from before the record ``before``."""
+        return await self._trail("account_id", account_id, before, limit)
+
+    async def _trail(self, column: str, value: uuid.UUID, before: int | None, limit: int) -> list[Entry]:
         found = await self.conn.fetch(
-            """SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
-                      coalesce(flagged, false) AS flagged
-               FROM audit_log WHERE patient_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
-            patient_id,
+            f"""SELECT seq, at, source, actor_id, actor_roles, action, resource, purpose, outcome,
+                      coalesce(flagged, false) AS flagged, account_id
+               FROM audit_log WHERE {column} = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3""",
+            value,
             before or 2**62,
             limit,
         )

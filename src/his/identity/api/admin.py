@@ -50,10 +50,10 @@ class AccountList(BaseModel):
     items: list[AccountEntry]
 
 
-def admin_only(who: Principal) -> uuid.UUID:
+def admin_only(who: Principal) -> Principal:
     if not who.has_any(Role.ADMIN):
         raise HTTPException(403, "ADMIN role required")
-    return uuid.UUID(who.subject)
+    return who
 
 
 @router.get("/admin/users", tags=["admin"], responses=errors(403), openapi_extra=public("/api/admin/users"))
