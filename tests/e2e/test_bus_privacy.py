@@ -1,7 +1,8 @@
-"""What the bus keeps and who reads it, under `his up`: a diagnosis code and a lab value, seeded
-through the API, travel in their events to the services that consume them, and yet no file of
-JetStream's store holds them in clear (the store is encrypted with a key kept in the secrets
-directory); and a service reads only the streams it consumes."""
+"""What the bus carries, keeps and lets read, under `his up`: a diagnosis code and a lab value,
+seeded through the API, travel in no event at all (the record entry's event names its kind, the
+results' event each test's code and flag; patients asks laboratory for the values), and the chart
+still shows the value; nothing of them sits in JetStream's files in clear (the store is encrypted
+with a key kept in the secrets directory); and a service reads only the streams it consumes."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def in_clear(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
     return found
 
 
-def test_no_seeded_diagnosis_code_or_lab_value_sits_in_the_store_in_clear(shared_hospital: Hospital) -> None:
+def test_no_seeded_diagnosis_code_or_lab_value_travels_and_the_chart_still_shows_the_value(
+    shared_hospital: Hospital,
+) -> None:
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
     doctor_id, doctor = create_user(h, admin, "DOCTOR", "at-rest")
@@ -41,6 +44,7 @@ def test_no_seeded_diagnosis_code_or_lab_value_sits_in_the_store_in_clear(shared
     entry = {"kind": "diagnosis", "code": code, "text": "Seen at rest."}
     r = httpx.post(f"{gw}/api/patients/{patient['id']}/records", json=entry, headers=doctor, timeout=10)
     assert r.status_code == 201, r.text
+    entry_id = r.json()["id"]
     order = {"patient_id": patient["id"], "tests": ["K"], "priority": "routine"}
     oid = httpx.post(f"{gw}/api/lab/orders", json=order, headers=doctor, timeout=10).json()["id"]
     for action in ("collect", "start"):
@@ -49,8 +53,26 @@ def test_no_seeded_diagnosis_code_or_lab_value_sits_in_the_store_in_clear(shared
     r = httpx.post(f"{gw}/api/lab/orders/{oid}/results", json=results, headers=tech, timeout=10)
     assert r.status_code == 200, r.text
 
-    # Both travelled: the events that carry them are in the streams, as their consumers read them.
-    wait_until(lambda: code in (dump := published_events(h)) and value in dump, what="the seeded events published")
+    # The value reaches the chart (patients asked laboratory for it when the event came)...
+    def charted() -> bool:
+        chart = httpx.get(f"{gw}/api/patients/{patient['id']}/lab-results", headers=doctor, timeout=10)
+        return chart.status_code == 200 and any(
+            x["value"] == value for o in chart.json()["items"] if o["order_id"] == oid for x in o["results"]
+        )
+
+    wait_until(charted, what="the lab value in the chart")
+    # ...and neither it nor the code is in any event of any stream, once both events are there.
+    dumps: list[str] = []
+
+    def both_published() -> bool:
+        dumps.append(published_events(h))
+        return f'"entry_id":"{entry_id}"' in dumps[-1] and f'"order_id":"{oid}"' in dumps[-1]
+
+    wait_until(both_published, what="the record entry's and the results' events published")
+    dump = dumps[-1]
+    assert "his.patients.record_entry.added.v2" in dump and "his.laboratory.order.resulted.v2" in dump
+    assert code not in dump, "the diagnosis code travelled"
+    assert value not in dump, "the lab value travelled"
     store = h.data / "nats"
     assert any(store.rglob("*.blk")), "no JetStream message block found: the scan would prove nothing"
     assert in_clear(store, [code.encode(), value.encode()]) == {}
