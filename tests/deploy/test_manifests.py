@@ -395,13 +395,18 @@ def test_only_services_with_a_grpc_api_open_a_grpc_port() -> None:
 
 
 def test_services_are_reachable_over_http_only_from_the_gateway_and_identity_from_all() -> None:
+    """Besides: laboratory from patients, which asks it for results' values (ADR 0032), and
+    patients may go there."""
     policies = of_kind(raw_base(), "NetworkPolicy")
+    also = {"laboratory": {"patients"}}
     for svc in SERVICES:
         http = [r for r in policies[svc]["spec"]["ingress"] if r["ports"][0]["port"] == 8443]
         peers = set().union(*(_peer_names(r) for r in http))
-        assert peers == ({GATEWAY, *SERVICES} - {svc} if svc == "identity" else {GATEWAY}), svc
+        assert peers == ({GATEWAY, *SERVICES} - {svc} if svc == "identity" else {GATEWAY, *also.get(svc, ())}), svc
         scrapers = [p for r in http for p in r["from"] if "namespaceSelector" in p]
         assert [p["podSelector"]["matchLabels"] for p in scrapers] == [{"app.kubernetes.io/name": "prometheus"}]
+    egress = [r for r in policies["patients"]["spec"]["egress"] if r["ports"][0]["port"] == 8443]
+    assert set().union(*(_peer_names({"from": r["to"]}) for r in egress)) == {"identity", "laboratory"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
