@@ -46,7 +46,7 @@ from his.notifications import policy as notifications
 from his.patients import policy as patients
 from his.scheduling import policy as scheduling
 from his.scheduling.domain import Action
-from tests.e2e.harness import Hospital, assign, create_user, invite, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, invite, link_by_invitation, own_account, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -479,9 +479,8 @@ def build_world(h: Hospital, http: httpx.Client, admin: dict[str, str]) -> World
     staff = [("", admin), *users[:6]]
     (attending_id, attending), (spare, _) = users[6], users[7]
     email, password = f"matrix-{tag}@example.org", "a patient's own passphrase"
-    r = http.post("/api/auth/register", json={"email": email, "password": password, "full_name": "Mira Matrix"})
-    assert r.status_code == 201, r.text
-    patient_user, patient_auth = str(r.json()["user_id"]), h.login(email, password)
+    patient_user = own_account(h, email, password, "Mira Matrix")
+    patient_auth = h.login(email, password)
 
     def patient(kind: str, n: int, **extra: Any) -> Target:
         record = register_patient(
@@ -827,8 +826,7 @@ def test_only_a_patients_own_account_redeems_an_invitation(world: World, shared_
     h, tag = shared_hospital, uuid.uuid4().hex[:6]
     record = register_patient(h, world.admin, f"Redeem-{tag}", given_name=f"Given{tag}")
     email, password = f"redeem-{tag}@example.org", "another patient's passphrase"
-    r = world.http.post("/api/auth/register", json={"email": email, "password": password, "full_name": "Rana Redeem"})
-    assert r.status_code == 201, r.text
+    own_account(h, email, password, "Rana Redeem")
     account = h.login(email, password)
     receptionist = next(s for s in world.subjects if s.label == "RECEPTIONIST")
     _, code = invite(h, receptionist.auth, record["id"], str(record["email"]))

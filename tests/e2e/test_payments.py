@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import Hospital, create_user, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, create_user, link_by_invitation, own_account, register_patient
 from tests.support.waiting import wait_until
 
 TEST_CARD = {"card_number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
@@ -73,10 +73,7 @@ def test_a_patient_pays_online_through_the_test_provider_and_only_its_confirmati
     h, gw = shared_hospital, shared_hospital.gateway
     admin = h.login()
     email, password = f"payer-{uuid.uuid4().hex[:8]}@example.org", "my own long passphrase"
-    account = call(
-        "POST", f"{gw}/api/auth/register", None, {"email": email, "password": password, "full_name": "Pay Er"}
-    )
-    assert account.status_code == 201, account.text
+    own_account(h, email, password, "Pay Er")
     patient = register_patient(
         h, admin, f"Payer{uuid.uuid4().hex[:6]}", coverage={"payer": "SGK", "member_id": "SG-PAY-1"}
     )

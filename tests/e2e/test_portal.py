@@ -12,7 +12,7 @@ import httpx
 
 from his.patients.domain import InvitationCodes
 from tests.e2e.conftest import INVITATION_MINUTES, LATE
-from tests.e2e.harness import Hospital, create_user, invite, published_events, register_patient
+from tests.e2e.harness import Hospital, create_user, invite, own_account, published_events, register_patient
 from tests.support.waiting import wait_until
 
 PASSWORD = "my own secret passphrase 42"
@@ -21,12 +21,7 @@ PASSWORD = "my own secret passphrase 42"
 def sign_up(h: Hospital, tag: str) -> dict[str, str]:
     """A patient creates their own account (role PATIENT, no record) and signs in."""
     address = f"portal-user-{tag}-{uuid.uuid4().hex[:6]}@example.org"
-    r = httpx.post(
-        f"{h.gateway}/api/auth/register",
-        timeout=10,
-        json={"email": address, "password": PASSWORD, "full_name": f"Deniz {tag}"},
-    )
-    assert r.status_code == 201, r.text
+    own_account(h, address, PASSWORD, f"Deniz {tag}")
     return h.login(address, PASSWORD)
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from his.kernel.params import LIMIT_RULE, MAX_PAGE
-from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, assign, create_user, link_by_invitation, own_account, register_patient
 from tests.support.waiting import wait_until
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -109,12 +109,7 @@ def test_a_patient_booking_a_taken_time_learns_only_that_it_is_taken(shared_hosp
     mine = register_patient(h, admin, f"Booker-{tag}", email=f"booker-{tag}@example.org")
     theirs = register_patient(h, admin, f"Other-{tag}", email=f"other-{tag}@example.org")
     address = f"booker-account-{tag}@example.org"
-    r = httpx.post(
-        f"{gw}/api/auth/register",
-        json={"email": address, "password": "a booking passphrase", "full_name": "Booker"},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    own_account(h, address, "a booking passphrase", "Booker")
     me = h.login(address, "a booking passphrase")
     link_by_invitation(h, admin, mine["id"], str(mine["email"]), me)
 
@@ -187,10 +182,7 @@ def test_patients_by_id_in_one_call_as_the_search_shows_and_records_them(shared_
         wait_until(recorded, what="the doctor's read in the audit trail")
 
     address, password = f"batch-{tag}@example.org", "a batch patient's passphrase"
-    registered = httpx.post(
-        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Nur Yalın"}, timeout=10
-    )
-    assert registered.status_code == 201, registered.text
+    own_account(h, address, password, "Nur Yalın")
     refused: list[tuple[dict[str, str], tuple[str, ...], list[object], int]] = [
         (h.login(address, password), (), ids[:1], 403),
         (admin, ("q", f"Batch1-{tag}"), ids[:1], 422),
@@ -214,11 +206,8 @@ def test_staff_by_id_in_one_call_names_staff_only(shared_hospital: Hospital) -> 
     nurse_id, _ = create_user(h, admin, "NURSE", f"dir{tag}")
     doctor_id, doctor = create_user(h, admin, "DOCTOR", f"dir{tag}")
     address, password = f"dir-{tag}@example.org", "a directory patient's passphrase"
-    registered = httpx.post(
-        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Ay Se"}, timeout=10
-    )
-    assert registered.status_code == 201, registered.text
-    patient_id, patient = str(registered.json()["user_id"]), h.login(address, password)
+    patient_id = own_account(h, address, password, "Ay Se")
+    patient = h.login(address, password)
     unknown = [str(uuid.uuid4()) for _ in range(195)]
     ids = [doctor_id, *unknown[:100], patient_id, nurse_id, doctor_id, *unknown[100:]]
     assert len(ids) == 199
@@ -295,10 +284,7 @@ def test_the_first_free_slots_across_practitioners_through_the_gateway(shared_ho
     )
     assert booked.status_code == 201, booked.text
     address, password = f"slots-{tag}@example.org", "a slot seeking passphrase"
-    registered = httpx.post(
-        f"{gw}/api/auth/register", json={"email": address, "password": password, "full_name": "Slots"}, timeout=10
-    )
-    assert registered.status_code == 201, registered.text
+    own_account(h, address, password, "Slots")
     r = first_available(h.login(address, password), **ask, limit=2)
     assert r.status_code == 200, r.text
     assert [(datetime.fromisoformat(i["start"]), i["practitioner_id"]) for i in r.json()["items"]] == [

@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 
-from tests.e2e.harness import Hospital
+from tests.e2e.harness import Hospital, own_account
 from tests.support.waiting import wait_until
 
 PASSWORD = "Quiet-Orchard-Lamp-58"
@@ -40,10 +40,7 @@ def refused(gw: str, tokens: dict[str, str]) -> bool:
 def test_signing_out_ends_the_session_at_the_gateway_within_seconds(shared_hospital: Hospital) -> None:
     gw = shared_hospital.gateway
     email = f"sign-out-{uuid.uuid4().hex[:8]}@example.org"
-    r = httpx.post(
-        f"{gw}/api/auth/register", json={"email": email, "password": PASSWORD, "full_name": "Out"}, timeout=10
-    )
-    assert r.status_code == 201, r.text
+    own_account(shared_hospital, email, PASSWORD, "Out")
     laptop, phone = sign_in(gw, email), sign_in(gw, email)
     assert catalogue(gw, laptop).status_code == 200 and catalogue(gw, phone).status_code == 200
 

@@ -48,6 +48,7 @@ async def api(identity_dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Ident
     app = FastAPI()
     problems.install(app)
     mount(app, identity_http(identity))
+    app.state.his_identity = identity  # what ``register`` confirms addresses through
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as client:
         yield client, identity
     await db.close()
@@ -58,8 +59,12 @@ def email() -> str:
 
 
 async def register(client: httpx.AsyncClient, address: str) -> str:
+    """A new PATIENT account, registered and its address confirmed (as its e-mailed link does)."""
     r = await client.post("/auth/register", json={"email": address, "password": PASSWORD, "full_name": "Ay Se"})
     assert r.status_code == 201, r.text
+    identity: Identity = client._transport.app.state.his_identity  # type: ignore[attr-defined]
+    async with identity.units.uow() as uow:
+        assert await uow.users.verify_email(uuid.UUID(r.json()["user_id"]), uow.clock())
     return str(r.json()["user_id"])
 
 

@@ -32,7 +32,7 @@ from tests.support.calendar import HARD_DATES
 HARD = HARD_DATES[0]
 #: The moment every unit of work here says it is.
 NOW = HARD.at(0, 30)
-TABLES = "refresh_token, recovery_code, mfa_policy, password_reset, app_user, signing_key, login_failure, outbox"
+TABLES = "refresh_token, recovery_code, mfa_policy, password_reset, email_verification, app_user, signing_key, login_failure, outbox"
 PASSPHRASE = b"a passphrase for the contract's keys"
 
 
@@ -87,7 +87,12 @@ async def _empty(admin_dsn: str) -> None:
 
 
 async def _add_user(
-    u: IdentityWork, email_key: str | None = None, *, roles: tuple[str, ...] = ("PATIENT",), name: str = "Ay Se"
+    u: IdentityWork,
+    email_key: str | None = None,
+    *,
+    roles: tuple[str, ...] = ("PATIENT",),
+    name: str = "Ay Se",
+    verified: bool = True,
 ) -> uuid.UUID:
     user_id = uuid.uuid4()
     key = email_key or f"user-{user_id.hex[:8]}@example.org"
@@ -99,6 +104,7 @@ async def _add_user(
         password_hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
         roles=roles,
         at=NOW,
+        verified=verified,
     )
     return user_id
 
@@ -145,6 +151,7 @@ async def test_an_account_is_kept_as_added(side: Side) -> None:
         password_hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
         roles=("PATIENT",),
         created_at=NOW,
+        email_verified_at=NOW,
     )
     staffed = await _user(side, roles=("ADMIN", "AUDITOR"))
     async with side.units.uow() as u:
@@ -549,18 +556,46 @@ async def test_the_second_factor_policy_names_roles(side: Side) -> None:
             await u.mfa_policy.set_roles(["CHIEF"], at=NOW, by=admin)
 
 
-async def test_a_reset_link_works_once_briefly_and_a_newer_one_voids_it(side: Side) -> None:
+@pytest.mark.parametrize("table", ["password_resets", "email_verifications"])
+async def test_a_link_works_once_briefly_and_a_newer_one_voids_it(side: Side, table: str) -> None:
     user, other = await _user(side), await _user(side)
     first, second, theirs = b"1" * 32, b"2" * 32, b"3" * 32
     async with side.units.uow() as u:
-        await u.password_resets.add(first, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
-        await u.password_resets.add(theirs, other, at=NOW, expires_at=NOW + timedelta(minutes=30))
-        assert await u.password_resets.holder(first, NOW) == user
-        await u.password_resets.add(second, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
-        assert await u.password_resets.holder(first, NOW) is None  # voided by the newer link
-        assert await u.password_resets.holder(theirs, NOW) == other  # another account's is not
-        assert await u.password_resets.holder(second, NOW + timedelta(minutes=30)) is None  # expired
-        assert await u.password_resets.use(second, NOW + timedelta(minutes=30)) is None
-        assert await u.password_resets.use(second, NOW + timedelta(minutes=29)) == user
-        assert await u.password_resets.use(second, NOW + timedelta(minutes=29)) is None  # once
-        assert await u.password_resets.holder(b"unknown" * 4, NOW) is None
+        links = getattr(u, table)
+        await links.add(first, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        await links.add(theirs, other, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        assert await links.holder(first, NOW) == user
+        await links.add(second, user, at=NOW, expires_at=NOW + timedelta(minutes=30))
+        assert await links.holder(first, NOW) is None  # voided by the newer link
+        assert await links.holder(theirs, NOW) == other  # another account's is not
+        assert await links.holder(second, NOW + timedelta(minutes=30)) is None  # expired
+        assert await links.use(second, NOW + timedelta(minutes=30)) is None
+        assert await links.use(second, NOW + timedelta(minutes=29)) == user
+        assert await links.use(second, NOW + timedelta(minutes=29)) is None  # once
+        assert await links.holder(b"unknown" * 4, NOW) is None
+    async with side.units.uow() as u:  # the two kinds of link are apart: a reset link confirms nothing
+        other_kind = u.email_verifications if table == "password_resets" else u.password_resets
+        await links_add(getattr(u, table), b"4" * 32, user)
+        assert await other_kind.holder(b"4" * 32, NOW) is None
+
+
+async def links_add(links: object, token: bytes, user: uuid.UUID) -> None:
+    await links.add(token, user, at=NOW, expires_at=NOW + timedelta(minutes=30))  # type: ignore[attr-defined]
+
+
+async def test_an_address_is_confirmed_once_and_a_name_changed(side: Side) -> None:
+    async with side.units.uow() as u:
+        pending = await _add_user(u, verified=False)
+        made = await _add_user(u)
+    async with side.units.uow() as u:
+        assert (await u.users.get(pending)).email_verified_at is None  # type: ignore[union-attr]
+        assert await u.users.verify_email(pending, NOW + timedelta(hours=1))
+        assert not await u.users.verify_email(pending, NOW + timedelta(hours=2))  # once: the first moment stays
+        assert not await u.users.verify_email(made, NOW + timedelta(hours=1))  # made confirmed
+        assert not await u.users.verify_email(uuid.uuid4(), NOW)
+        await u.users.set_full_name(pending, "Ay Se Again")
+    async with side.units.read() as u:
+        found = await u.users.get(pending)
+        assert found is not None and found.email_verified_at == NOW + timedelta(hours=1)
+        assert found.full_name == "Ay Se Again"
+        assert (await u.users.get(made)).email_verified_at == NOW  # type: ignore[union-attr]

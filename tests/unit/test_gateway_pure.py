@@ -43,6 +43,7 @@ def test_only_auth_and_payment_provider_routes_are_public() -> None:
         ("POST", "/auth/login/totp"),
         ("POST", "/auth/password-reset"),
         ("POST", "/auth/password-reset/confirm"),
+        ("POST", "/auth/verify-email"),
         ("POST", "/auth/refresh"),
         ("POST", "/auth/logout"),
         ("GET", "/auth/jwks"),

@@ -16,15 +16,23 @@ from his.access import Role
 from his.events.identity import PasswordChanged, PasswordResetRequested
 from his.identity.app import http, use_cases_over
 from his.identity.recovery import RESET_LINK_TTL, PasswordRecovery
+from his.identity.registration import Registration
 from his.identity.throttles import Registrations, Throttle
 from his.kernel.mail import FakeChannel
 from his.testing.identity import FakeIdentity
 from tests.support.api import serve
 from tests.support.calendar import HARD_DATES, HardDate
 from tests.unit.test_identity_accounts import staff
-from tests.unit.test_identity_use_cases import CHEAP, NEW_PASSWORD, PASSPHRASE, PASSWORD, WRONG, Idp, email
-
-PUBLIC = "https://his.example.org"
+from tests.unit.test_identity_use_cases import (
+    CHEAP,
+    NEW_PASSWORD,
+    PASSPHRASE,
+    PASSWORD,
+    PUBLIC,
+    WRONG,
+    Idp,
+    email,
+)
 
 
 class Desk:
@@ -63,9 +71,12 @@ async def desk(request: pytest.FixtureRequest) -> AsyncIterator[Desk]:
     )
     mail = FakeChannel()
     recovery = PasswordRecovery(identity, mail, PUBLIC + "/")
+    registration = Registration(identity, mail, PUBLIC)
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(serve(http(identity, recovery), base_url="http://identity"))
-        yield Desk(Idp(client, fake, identity, clock), recovery, mail)
+        client = await stack.enter_async_context(
+            serve(http(identity, recovery, registration), base_url="http://identity")
+        )
+        yield Desk(Idp(client, fake, identity, clock, mail, registration), recovery, mail)
 
 
 async def test_the_answer_is_the_same_whether_or_not_the_address_has_an_account(desk: Desk) -> None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -54,8 +55,10 @@ from his.identity.domain import (
 from his.identity.handlers import PRUNE_EVERY, Identity
 from his.identity.keys import RETIRE_AFTER, ROTATE_AFTER, sign_access_token
 from his.identity.passwords import Passwords
+from his.identity.registration import Registration
 from his.identity.throttles import Registrations, Throttle
 from his.kernel.clock import FakeClock
+from his.kernel.mail import FakeChannel
 from his.kernel.security import AUDIENCE, ISSUER, TokenError, TokenVerifier
 from his.testing.identity import FakeIdentity, FakeUsers
 from tests.support.api import serve
@@ -76,12 +79,19 @@ def email() -> str:
     return f"user-{uuid.uuid4().hex[:8]}@Example.org"
 
 
+#: Where the e-mailed links point (the console).
+PUBLIC = "https://his.example.org"
+
+
 @dataclass
 class Idp:
     client: httpx.AsyncClient
     fake: FakeIdentity
     identity: Identity
     clock: FakeClock
+    #: What identity e-mails (confirmation links, and reset links where a test gives them here).
+    mail: FakeChannel = field(default_factory=FakeChannel)
+    registration: Registration | None = None
 
     async def register(
         self, address: str, password: str = PASSWORD, *, at: str = HOME, name: str = "Ay Se"
@@ -90,11 +100,27 @@ class Idp:
         return await self.client.post("/auth/register", json=body, headers={"x-his-client-ip": at})
 
     async def signed_up(self, address: str | None = None) -> str:
-        """A new account's address (a new PATIENT account)."""
+        """A new account's address (a new PATIENT account, its address confirmed)."""
         address = address or email()
         r = await self.register(address)
         assert r.status_code == 201, r.text
+        assert (await self.confirm(await self.link(address))).status_code == 204
         return address
+
+    async def link(self, address: str, path: str = "/verify-email") -> str:
+        """The token of the last link e-mailed to ``address`` (once every e-mail was handed over)."""
+        assert self.registration is not None
+        await self.registration.sent()
+        for message in reversed(self.mail.sent):
+            if normalise_email(message.to) == normalise_email(address):
+                found = [w for w in message.body.split() if w.startswith(PUBLIC + path + "?")]
+                if found:
+                    return parse_qs(urlsplit(found[0]).query)["token"][0]
+        raise AssertionError(f"no link to {path} was e-mailed to {address}")
+
+    async def confirm(self, token: str, password: str = PASSWORD, *, at: str = HOME) -> httpx.Response:
+        body = {"token": token, "password": password}
+        return await self.client.post("/auth/verify-email", json=body, headers={"x-his-client-ip": at})
 
     async def login(self, address: str, password: str = PASSWORD, *, at: str = HOME) -> httpx.Response:
         # The gateway sets x-his-client-ip from the peer address; here the test plays the gateway.
@@ -181,8 +207,12 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
                 throttle=throttle,
                 registrations=registrations or Registrations(per_address=10_000, overall=10_000),
             )
-            client = await stack.enter_async_context(serve(http(identity), base_url="http://identity"))
-            return Idp(client, fake, identity, clock)
+            mail = FakeChannel()
+            registration = Registration(identity, mail, PUBLIC)
+            client = await stack.enter_async_context(
+                serve(http(identity, registration=registration), base_url="http://identity")
+            )
+            return Idp(client, fake, identity, clock, mail, registration)
 
         yield build
 
@@ -198,8 +228,8 @@ async def test_self_registration_is_always_a_patient_and_emails_are_case_insensi
     r = await idp.register(address)
     assert r.status_code == 201, r.text
     user_id = uuid.UUID(r.json()["user_id"])
-    again = await idp.register(address.upper(), name="Someone Else")
-    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    again = await idp.register(address.upper(), name="Ay Se Again")  # one account: its name is the latest
+    assert again.status_code == 201 and uuid.UUID(again.json()["user_id"]) not in idp.fake.state.users
     sneaky = await idp.client.post(
         "/auth/register", json={"email": email(), "password": PASSWORD, "full_name": "X Y", "roles": ["ADMIN"]}
     )
@@ -210,8 +240,9 @@ async def test_self_registration_is_always_a_patient_and_emails_are_case_insensi
     assert blank.status_code == 422 and "blank" in blank.json()["detail"]
     assert (await idp.register("not an address")).status_code == 422
     user = idp.fake.state.users[user_id]
-    assert (user.email, user.email_key, user.full_name) == (address, "ay.se@example.org", "Ay Se")
+    assert (user.email, user.email_key, user.full_name) == (address, "ay.se@example.org", "Ay Se Again")
     assert (user.roles, user.created_at, user.disabled_at) == (("PATIENT",), idp.clock(), None)
+    assert user.email_verified_at is None  # until the e-mailed link is opened
     assert user.password_hash.startswith("$argon2id$")
     assert len(idp.fake.state.users) == 1
     assert idp.fake.events(UserRegistered) == [UserRegistered(user_id=user_id, roles=["PATIENT"], created_by=None)]

@@ -345,9 +345,15 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
     password = secrets.token_urlsafe(18)
     email = f"portal.{tag}@demo.his.local"
     anonymous = h.admin.as_user("")
-    r = await anonymous.call(
+    await anonymous.call(
         "POST", "/api/auth/register", json={"email": email, "password": password, "full_name": "Portal Patient"}
     )
+    # The address is confirmed with the link identity e-mailed to it, before the account signs in.
+    token = await _await_mail(h, email, CONFIRM_LINK, "confirm", 30.0)
+    if token is None:
+        w.tally["not paid online: no confirmation mail in the local maildir"] += 1
+        return
+    await anonymous.call("POST", "/api/auth/verify-email", json={"token": token, "password": password}, ok=(204,))
     body = {
         "given_name": "Portal",
         "family_name": f"Patient {tag}",
@@ -393,15 +399,32 @@ async def _online_payment(h: Hospital, w: Ward, tag: str) -> None:
 INVITATION_CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b")
 
 
-def _invitation_code(maildir: Path, address: str) -> str | None:
-    """The code of the portal invitation mailed to ``address``, if it is in the maildir yet."""
+#: The token of the confirmation link identity e-mails at self-registration.
+CONFIRM_LINK = re.compile(r"/verify-email\?token=([A-Za-z0-9_-]+)")
+
+
+def _mailed(maildir: Path, address: str, pattern: re.Pattern[str], subject: str) -> str | None:
+    """What ``pattern`` finds (its last group) in a message to ``address`` whose subject names
+    ``subject``, if one is in the maildir yet."""
     for path in [*maildir.glob("new/*"), *maildir.glob("cur/*")]:
         msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         if isinstance(msg, email.message.EmailMessage) and msg["To"] == address:
-            found = INVITATION_CODE.search(msg.get_content())
-            if found and "invitation" in str(msg["Subject"]).lower():
-                return found.group(0)
+            found = pattern.search(msg.get_content())
+            if found and subject in str(msg["Subject"]).lower():
+                return found.group(found.lastindex or 0)
     return None
+
+
+async def _await_mail(h: Hospital, address: str, pattern: re.Pattern[str], subject: str, wait: float) -> str | None:
+    """``_mailed``, waited for up to ``wait`` seconds; None without a local maildir."""
+    if h.maildir is None or not h.maildir.is_dir():
+        return None
+    deadline = asyncio.get_running_loop().time() + wait
+    while (found := await asyncio.to_thread(_mailed, h.maildir, address, pattern, subject)) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(0.2)
+    return found
 
 
 async def _link_by_invitation(h: Hospital, me: Api, patient: str, address: str, wait: float = 30.0) -> bool:
@@ -410,11 +433,9 @@ async def _link_by_invitation(h: Hospital, me: Api, patient: str, address: str, 
     if h.maildir is None or not h.maildir.is_dir():
         return False
     await h.reception.call("POST", f"/api/patients/{patient}/invitations", json={"channel": "email"})
-    deadline = asyncio.get_running_loop().time() + wait
-    while (code := await asyncio.to_thread(_invitation_code, h.maildir, address)) is None:
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.2)
+    code = await _await_mail(h, address, INVITATION_CODE, "invitation", wait)
+    if code is None:
+        return False
     await me.call("POST", "/api/patients/invitations/redeem", json={"code": code})
     return True
 

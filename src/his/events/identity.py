@@ -19,6 +19,16 @@ class UserRegistered(Event):
 
 
 @event
+class EmailVerified(Event):
+    """A self-registered account's address was confirmed (its link opened with its password, or
+    a password reset through it): the account may sign in from now on."""
+
+    type = "his.identity.user.email_verified.v1"
+    user_id: uuid.UUID
+    how: Literal["link", "reset"]
+
+
+@event
 class UserRolesChanged(Event):
     """An administrator changed an account's roles; its sessions were signed out, so tokens
     carrying the old roles stop working within seconds."""

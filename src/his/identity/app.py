@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from his.identity.passwords import Passwords
     from his.identity.ports import IdentityUnits
     from his.identity.recovery import PasswordRecovery
+    from his.identity.registration import Registration
     from his.identity.throttles import Registrations, Throttle
     from his.kernel.clock import Clock
     from his.kernel.db import Database
@@ -27,11 +28,14 @@ if TYPE_CHECKING:
 PASSPHRASE_ENV = "HIS_IDENTITY_KEY_PASSPHRASE"  # noqa: S105 - the variable name, not its value
 
 
-def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes:
+def http(
+    identity: Identity, recovery: PasswordRecovery | None = None, registration: Registration | None = None
+) -> Routes:
     """Identity's routes over its use cases, whichever units of work they run on (the database's,
     ``use_cases``; any others, ``use_cases_over``: the in-memory ones of ``his.testing.identity``
     in unit tests). Tokens are verified with its own key ring. Reset links are sent by
-    ``recovery`` (default: e-mail that goes nowhere, for the API reference)."""
+    ``recovery``, confirmation links by ``registration`` (default: e-mail that goes nowhere, for
+    the API reference)."""
     from datetime import datetime
 
     from fastapi import APIRouter
@@ -40,6 +44,7 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
     from his.identity.api import admin as admin_api
     from his.identity.api import http as http_api
     from his.identity.recovery import PasswordRecovery
+    from his.identity.registration import Registration
     from his.kernel.auth import FRESH_FOR
     from his.kernel.mail import FakeChannel
     from his.kernel.revocations import Revocations
@@ -56,7 +61,8 @@ def http(identity: Identity, recovery: PasswordRecovery | None = None) -> Routes
     router.include_router(admin_api.router)  # the administrators' routes on accounts
     accounts = Accounts(identity.units, identity.throttle, identity.refusals)
     recovery = recovery or PasswordRecovery(identity, FakeChannel(), "http://127.0.0.1:4004")
-    return Routes(router, provides=[identity, accounts, recovery], verifier=verifier)
+    registration = registration or Registration(identity, FakeChannel(), "http://127.0.0.1:4004")
+    return Routes(router, provides=[identity, accounts, recovery, registration], verifier=verifier)
 
 
 def use_cases(
@@ -124,6 +130,7 @@ def key_passphrase() -> bytes:
 
 def routes(ctx: ServiceContext) -> Routes:
     from his.identity.recovery import PasswordRecovery
+    from his.identity.registration import Registration
     from his.identity.settings import IdentitySettings
     from his.identity.throttles import Registrations
     from his.kernel.mail import email_channel
@@ -131,7 +138,8 @@ def routes(ctx: ServiceContext) -> Routes:
     s = IdentitySettings()
     limits = Registrations(s.registrations_per_address, s.registrations_overall, s.registration_window_seconds)
     identity = use_cases(ctx.db, key_passphrase(), registrations=limits)
-    return http(identity, PasswordRecovery(identity, email_channel(s, ctx.settings.data_path), s.public_url))
+    mail = email_channel(s, ctx.settings.data_path)
+    return http(identity, PasswordRecovery(identity, mail, s.public_url), Registration(identity, mail, s.public_url))
 
 
 def build() -> ServiceDefinition:

@@ -44,6 +44,11 @@ class PasswordChangeRequiredError(Exception):
     """The password was right, but it must be changed before the account signs in again."""
 
 
+class EmailUnverifiedError(Exception):
+    """The password was right, but the account's address was not confirmed yet (the link
+    e-mailed at registration)."""
+
+
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
@@ -157,6 +162,10 @@ class User:
     totp_pending: bytes | None = field(default=None, repr=False)
     totp_enabled_at: datetime | None = None
     totp_last_step: int | None = None
+    #: When the address was confirmed: by the link e-mailed at self-registration, by a password
+    #: reset (which proves the mailbox too), or at creation by an administrator. An account whose
+    #: address is not confirmed cannot sign in.
+    email_verified_at: datetime | None = None
 
 
 @dataclass(frozen=True)

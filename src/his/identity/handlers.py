@@ -23,6 +23,7 @@ from his.identity.domain import (
     ADMIN_FULL_NAME,
     REFRESH_TOKEN_TTL,
     REVOCATION_LEEWAY,
+    EmailUnverifiedError,
     InvalidCredentialsError,
     PasswordChangeRequiredError,
     PasswordPolicy,
@@ -132,10 +133,9 @@ class Identity:
         self._registering = asyncio.Semaphore(1)
         self._pruned = datetime.min.replace(tzinfo=UTC)
 
-    async def self_register(self, *, email: str, password: str, full_name: str, client_ip: str) -> uuid.UUID:
-        """Create a PATIENT account for oneself, within the registration limits of the address
-        and of everyone (``ThrottledError`` past them)."""
-        self._check(email, password, full_name)  # what costs nothing is refused before it counts
+    async def claim_registration(self, client_ip: str) -> None:
+        """Count a self-registration against the limits of its address and of everyone
+        (``ThrottledError`` past them); ``his.identity.registration`` does the rest."""
         r, now = self.registrations, self.clock()
         keys = {f"register-ip:{client_ip}": r.per_address, "register:all": r.overall}
         # One registration's claims at a time (the database would serialise them anyway): the
@@ -149,7 +149,6 @@ class Identity:
             except ThrottledError as exc:
                 self.refusals.remember(exc, now)
                 raise
-        return await self.register(email=email, password=password, full_name=full_name)
 
     def _check(self, email: str, password: str, full_name: str) -> tuple[str, str]:
         email_key = normalise_email(email)
@@ -168,11 +167,13 @@ class Identity:
         roles: list[Role] | None = None,
         created_by: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        """Create an account. Without ``roles`` it is a PATIENT account (self-registration)."""
+        """Create an account whose address counts as confirmed (an administrator made it, or
+        ``his.identity.registration`` after its own checks). Without ``roles`` it is a PATIENT
+        account."""
         email_key, full_name = self._check(email, password, full_name)
         hashed = await self.passwords.hash(password)
         async with self.units.uow() as uow:
-            user_id = await self._insert(
+            user_id = await self.insert(
                 uow,
                 email=email,
                 email_key=email_key,
@@ -180,6 +181,7 @@ class Identity:
                 password_hash=hashed,
                 roles=roles,
                 created_by=created_by,
+                verified=True,
             )
         return user_id
 
@@ -200,7 +202,7 @@ class Identity:
         async with self.units.uow() as uow:
             if await uow.users.has_admin(lock=True):
                 return False
-            await self._insert(
+            await self.insert(
                 uow,
                 email=email,
                 email_key=email_key,
@@ -208,6 +210,7 @@ class Identity:
                 password_hash=hashed,
                 roles=[Role.ADMIN],
                 created_by=None,
+                verified=True,
             )
             if change_required:
                 admin = await uow.users.by_email(email_key)
@@ -215,7 +218,7 @@ class Identity:
                 await uow.users.require_password_change(admin.id, True)
         return True
 
-    async def _insert(
+    async def insert(
         self,
         uow: IdentityWork,
         *,
@@ -225,6 +228,7 @@ class Identity:
         password_hash: str,
         roles: list[Role] | None,
         created_by: uuid.UUID | None,
+        verified: bool,
     ) -> uuid.UUID:
         role_names = sorted({r.value for r in (roles or [Role.PATIENT])})
         user_id = uuid.uuid4()
@@ -236,6 +240,7 @@ class Identity:
             password_hash=password_hash,
             roles=role_names,
             at=uow.clock(),
+            verified=verified,
         )
         uow.add(UserRegistered(user_id=user_id, roles=role_names, created_by=created_by), aggregate_id=user_id)
         return user_id
@@ -309,11 +314,13 @@ class Identity:
         return replace(tokens, recovery_codes=tuple(codes))
 
     async def _authenticate(
-        self, email: str, password: str, client_ip: str
+        self, email: str, password: str, client_ip: str, *, unconfirmed: bool = False
     ) -> tuple[User, Callable[[IdentityWork], Awaitable[None]]]:
         """The active account whose password this is (``InvalidCredentialsError`` otherwise,
         ``ThrottledError`` past the limits), and what to do in the unit that signs it in: forgive
-        this attempt and upgrade the hash if it was made with weaker parameters."""
+        this attempt and upgrade the hash if it was made with weaker parameters. An account whose
+        address is not confirmed yet is refused (``EmailUnverifiedError``, once the password was
+        right) unless ``unconfirmed``: confirming it."""
         try:
             email_key = normalise_email(email)
         except ValueError:
@@ -353,6 +360,10 @@ class Identity:
             if upgraded is not None:
                 await uow.users.set_password_hash(found.id, upgraded)
 
+        if found.email_verified_at is None and not unconfirmed:
+            await self._forgive(
+                signed_in, EmailUnverifiedError("the address must be confirmed first, with the link e-mailed to it")
+            )
         return found, signed_in
 
     async def _prune(self, now: datetime) -> None:

@@ -33,8 +33,11 @@ class Users(Protocol):
         password_hash: str,
         roles: Sequence[str],
         at: datetime,
+        verified: bool,
     ) -> None:
-        """A new account, created ``at``; ``EmailTakenError`` if one has its ``email_key``."""
+        """A new account, created ``at``; ``EmailTakenError`` if one has its ``email_key``.
+        ``verified``: its address counts as confirmed from ``at`` (an administrator made it);
+        otherwise it cannot sign in until ``verify_email``."""
         ...
 
     async def has_admin(self, *, lock: bool = False) -> bool:
@@ -50,6 +53,12 @@ class Users(Protocol):
 
     async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
         """Whether the account's next sign-in must change its password."""
+        ...
+
+    async def set_full_name(self, user_id: uuid.UUID, full_name: str) -> None: ...
+
+    async def verify_email(self, user_id: uuid.UUID, at: datetime) -> bool:
+        """The account's address is confirmed ``at``: True if it was not before."""
         ...
 
     async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None: ...
@@ -202,8 +211,9 @@ class MfaPolicy(Protocol):
         ...
 
 
-class PasswordResets(Protocol):
-    """The one-time links that reset a forgotten password, kept as their tokens' hashes."""
+class OneTimeLinks(Protocol):
+    """One-time links e-mailed to an account (to reset a forgotten password, or to confirm the
+    address of a new one), kept as their tokens' hashes."""
 
     async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
         """A new link for the account, made ``at``; its links not used yet stop working."""
@@ -242,7 +252,10 @@ class IdentityWork(Work, Protocol):
     def mfa_policy(self) -> MfaPolicy: ...
 
     @property
-    def password_resets(self) -> PasswordResets: ...
+    def password_resets(self) -> OneTimeLinks: ...
+
+    @property
+    def email_verifications(self) -> OneTimeLinks: ...
 
 
 #: Where identity's units of work come from.

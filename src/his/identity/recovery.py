@@ -7,26 +7,22 @@ address's own asking is limited openly (429), which says nothing about any accou
 
 A link works once and for ``RESET_LINK_TTL``; a newer one voids the older. Using it sets the new
 password, signs out every session of the account and clears the failed sign-ins that held it
-back. The second factor, if the account has one, is still asked at the next sign-in: a mailbox
-alone does not take an account over.
+back, and confirms the address of an account that had not confirmed it yet (the link proves
+the mailbox as the confirmation link does). The second factor, if the account has one, is still
+asked at the next sign-in: a mailbox alone does not take an account over.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import secrets
-import uuid
 from datetime import timedelta
-from urllib.parse import urlencode
 
-from his.events.identity import PasswordChanged, PasswordResetRequested
+from his.events.identity import EmailVerified, PasswordChanged, PasswordResetRequested
 from his.identity.domain import account_key, normalise_email, pair_prefix, token_hash
 from his.identity.handlers import Identity
+from his.identity.mailer import Mailer
 from his.identity.throttles import claim_attempt, granted
-from his.kernel.mail import Channel, Outgoing
-
-log = logging.getLogger("his.identity.recovery")
+from his.kernel.mail import Channel
 
 RESET_LINK_TTL = timedelta(minutes=30)
 
@@ -48,9 +44,8 @@ class PasswordRecovery:
         per_account: int = 3,
         window_seconds: float = 3600.0,
     ) -> None:
-        self.identity, self.mail, self.public_url = identity, mail, public_url.rstrip("/")
+        self.identity, self.mailer = identity, Mailer(mail, public_url)
         self.per_address, self.per_account, self.window = per_address, per_account, window_seconds
-        self._sending: set[asyncio.Task[None]] = set()
 
     async def request(self, email: str, client_ip: str) -> None:
         """Send a reset link to ``email`` if it is an active account's and it was not asked for
@@ -69,21 +64,11 @@ class PasswordRecovery:
             token = secrets.token_urlsafe(32)
             await uow.password_resets.add(token_hash(token), user.id, at=now, expires_at=now + RESET_LINK_TTL)
             uow.add(PasswordResetRequested(user_id=user.id), aggregate_id=user.id)
-        message = Outgoing(
-            delivery_id=uuid.uuid4(),
-            channel="email",
-            to=user.email,
-            subject="Reset your password",
-            body=self._body(user.full_name, token),
-            at=now,
-        )
-        task = asyncio.create_task(self._send(message))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self.mailer.send(to=user.email, subject="Reset your password", body=self._body(user.full_name, token), at=now)
 
     def _body(self, name: str, token: str) -> str:
         minutes = int(RESET_LINK_TTL.total_seconds() // 60)
-        link = f"{self.public_url}/password-reset?{urlencode({'token': token})}"
+        link = self.mailer.link("/password-reset", token)
         return (
             f"Dear {name},\n\n"
             "someone asked to reset the password of your account at the hospital. If it was you,\n"
@@ -91,16 +76,9 @@ class PasswordRecovery:
             "If it was not you, ignore this message: your password stays as it is.\n"
         )
 
-    async def _send(self, message: Outgoing) -> None:
-        try:
-            await self.mail.send(message)
-        except Exception:
-            log.exception("the password reset e-mail could not be sent")
-
     async def sent(self) -> None:
         """Wait until every e-mail asked for so far was handed over (tests, and shutdown)."""
-        while self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self.mailer.sent()
 
     async def confirm(self, token: str, new_password: str) -> None:
         """Set the password of the link's account. ``InvalidResetLinkError``; ``WeakPasswordError``
@@ -122,4 +100,7 @@ class PasswordRecovery:
             await uow.attempts.clear(account_key(user.email_key))
             await uow.attempts.clear_prefix(pair_prefix(user.email_key))
             uow.add(PasswordChanged(user_id=user.id, how="reset"), aggregate_id=user.id)
+            # The link reached the mailbox: an address not confirmed yet is confirmed by it.
+            if await uow.users.verify_email(user.id, uow.clock()):
+                uow.add(EmailVerified(user_id=user.id, how="reset"), aggregate_id=user.id)
         ident.refusals.forget([account_key(user.email_key), pair_prefix(user.email_key)])

@@ -72,6 +72,8 @@ class IdentityState:
     mfa_roles: set[str] = field(default_factory=set)
     #: ``password_reset``: token hash → (user id, expires at, used at).
     resets: dict[bytes, tuple[uuid.UUID, datetime, datetime | None]] = field(default_factory=dict)
+    #: ``email_verification``: the same.
+    verifications: dict[bytes, tuple[uuid.UUID, datetime, datetime | None]] = field(default_factory=dict)
 
 
 class _Repository:
@@ -97,6 +99,7 @@ class FakeUsers(_Repository):
         password_hash: str,
         roles: Sequence[str],
         at: datetime,
+        verified: bool,
     ) -> None:
         self.text(email, email_key, full_name, password_hash, *roles)
         if not roles or not set(roles) <= ROLES:
@@ -113,6 +116,7 @@ class FakeUsers(_Repository):
             password_hash=password_hash,
             roles=tuple(roles),
             created_at=_utc(at),
+            email_verified_at=_utc(at) if verified else None,
         )
 
     async def has_admin(self, *, lock: bool = False) -> bool:
@@ -139,6 +143,18 @@ class FakeUsers(_Repository):
     async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
         self.work.going_on()
         self._change(user_id, password_change_required=required)
+
+    async def set_full_name(self, user_id: uuid.UUID, full_name: str) -> None:
+        self.text(full_name)
+        self._change(user_id, full_name=full_name)
+
+    async def verify_email(self, user_id: uuid.UUID, at: datetime) -> bool:
+        self.work.going_on()
+        user = self.state.users.get(user_id)
+        if user is None or user.email_verified_at is not None:
+            return False
+        self._change(user_id, email_verified_at=_utc(at))
+        return True
 
     async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None:
         self.text(*roles)
@@ -362,27 +378,34 @@ class FakeMfaPolicy(_Repository):
         self.state.mfa_roles = set(roles)
 
 
-class FakePasswordResets(_Repository):
+class FakeOneTimeLinks(_Repository):
+    """``password_reset`` (``state.resets``) or ``email_verification`` (``state.verifications``)."""
+
+    def __init__(self, work: FakeIdentityWork, state: IdentityState, table: str) -> None:
+        super().__init__(work, state)
+        self.table = table
+        self.links = state.resets if table == "password_reset" else state.verifications
+
     async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
         self.work.going_on()
         if user_id not in self.state.users:
-            self.work.refuse(asyncpg.ForeignKeyViolationError('violates "password_reset_user_id_fkey"'))
-        if token_hash in self.state.resets:
-            self.work.refuse(asyncpg.UniqueViolationError('violates "password_reset_pkey"'))
-        for key, (holder, expires, used) in list(self.state.resets.items()):
+            self.work.refuse(asyncpg.ForeignKeyViolationError(f'violates "{self.table}_user_id_fkey"'))
+        if token_hash in self.links:
+            self.work.refuse(asyncpg.UniqueViolationError(f'violates "{self.table}_pkey"'))
+        for key, (holder, expires, used) in list(self.links.items()):
             if holder == user_id and used is None:
-                self.state.resets[key] = (holder, expires, _utc(at))
-        self.state.resets[token_hash] = (user_id, _utc(expires_at), None)
+                self.links[key] = (holder, expires, _utc(at))
+        self.links[token_hash] = (user_id, _utc(expires_at), None)
 
     async def holder(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
         self.work.going_on()
-        found = self.state.resets.get(token_hash)
+        found = self.links.get(token_hash)
         return found[0] if found and found[2] is None and found[1] > now else None
 
     async def use(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
         user_id = await self.holder(token_hash, now)
         if user_id is not None:
-            self.state.resets[token_hash] = (user_id, self.state.resets[token_hash][1], _utc(now))
+            self.links[token_hash] = (user_id, self.links[token_hash][1], _utc(now))
         return user_id
 
 
@@ -395,7 +418,8 @@ class FakeIdentityWork(FakeWork):
         self.attempts = FakeAttempts(self, state)
         self.recovery_codes = FakeRecoveryCodes(self, state)
         self.mfa_policy = FakeMfaPolicy(self, state)
-        self.password_resets = FakePasswordResets(self, state)
+        self.password_resets = FakeOneTimeLinks(self, state, "password_reset")
+        self.email_verifications = FakeOneTimeLinks(self, state, "email_verification")
 
 
 class FakeIdentity(FakeUnits[IdentityState, FakeIdentityWork]):

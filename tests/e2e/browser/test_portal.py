@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.e2e.harness import Hospital, invite, link_by_invitation, register_patient
+from tests.e2e.harness import Hospital, invite, link_by_invitation, own_account, register_patient
 from tests.e2e.test_payments import stay_invoice
 from tests.support.browser import Screenshots, check_accessibility
 from tests.support.waiting import wait_until
@@ -28,8 +28,7 @@ async def test_a_patient_links_their_record_books_and_sees_who_read_it(
     tag = uuid.uuid4().hex[:6]
     address = f"hasta-{tag}@example.com"
     with httpx.Client(base_url=gateway, timeout=10) as c:
-        body = {"email": address, "password": PASSWORD, "full_name": f"Ahmet Şahin {tag}"}
-        assert c.post("/api/auth/register", json=body).status_code == 201
+        own_account(shared_hospital, address, PASSWORD, f"Ahmet Şahin {tag}")
         family = f"Şahin{tag}"
         record = {
             "given_name": "Ahmet",
@@ -104,9 +103,7 @@ async def test_a_patient_pays_their_share_online_and_a_declined_card_is_said_pla
     gateway = shared_hospital.gateway
     admin = shared_hospital.login()
     address = f"payer-{uuid.uuid4().hex[:6]}@example.com"
-    with httpx.Client(base_url=gateway, timeout=10) as c:
-        body = {"email": address, "password": PASSWORD, "full_name": "Deniz Öde"}
-        assert c.post("/api/auth/register", json=body).status_code == 201
+    own_account(shared_hospital, address, PASSWORD, "Deniz Öde")
     patient = register_patient(
         shared_hospital, admin, f"Öde{uuid.uuid4().hex[:5]}", coverage={"payer": "SGK", "member_id": "SG-9"}
     )

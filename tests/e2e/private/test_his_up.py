@@ -28,6 +28,7 @@ from tests.e2e.harness import (
     create_user,
     his_env,
     link_by_invitation,
+    own_account,
     published_events,
     register_patient,
 )
@@ -331,12 +332,7 @@ def test_a_patient_sees_only_their_own_record_and_who_saw_it(hospital: Hospital)
     accounts = {}
     for who in ("a", "b"):
         address = f"patient-{who}-{time.time_ns()}@example.org"
-        r = httpx.post(
-            f"{gw}/api/auth/register",
-            timeout=10,
-            json={"email": address, "password": "my own long passphrase", "full_name": f"Pat {who}"},
-        )
-        assert r.status_code == 201, r.text
+        own_account(hospital, address, "my own long passphrase", f"Pat {who}")
         r = httpx.post(
             f"{gw}/api/patients",
             headers=admin,

@@ -15,6 +15,7 @@ from his.identity.accounts import Accounts
 from his.identity.domain import (
     MAX_STAFF_IDS,
     EmailTakenError,
+    EmailUnverifiedError,
     InvalidCredentialsError,
     InvalidEmailError,
     PasswordChangeRequiredError,
@@ -30,6 +31,7 @@ from his.identity.mfa import (
 )
 from his.identity.passwords import BusyError
 from his.identity.recovery import InvalidResetLinkError, PasswordRecovery
+from his.identity.registration import InvalidConfirmationLinkError, Registration
 from his.identity.throttles import ThrottledError
 from his.kernel.problems import HTTPException, ProblemError
 from his.kernel.web import Caller, Moment, errors, provided, public
@@ -127,20 +129,59 @@ def retry(after: float) -> dict[str, str]:
     return {"Retry-After": str(after)}
 
 
+Registrations = Annotated[Registration, Depends(provided(Registration))]
+
+
 @router.post(
     "/auth/register",
     status_code=201,
-    responses=errors(409, 429),
+    responses=errors(429),
     openapi_extra=public("/api/auth/register", without_token=True),
 )
-async def register(body: Register, request: Request, identity: Users) -> Created:
-    """Create a PATIENT account for oneself. Registrations are limited per address and in all
-    (429 with ``Retry-After`` past the limits)."""
+async def register(body: Register, request: Request, registration: Registrations) -> Created:
+    """Register a PATIENT account for oneself. The answer is the same whether or not the address
+    has an account: what differs goes by e-mail to the address. A new address gets a link to
+    confirm it, opened with this password (`POST /api/auth/verify-email`); until then the account
+    cannot sign in (403 `email_unverified`). Registering an address not confirmed yet again sends
+    a new link, and the account takes the new name and password. An address with an account gets
+    a message saying so. ``user_id`` is the new account's, or an id that names no account.
+
+    422 says what is wrong with the address, the name or the password, whoever has the address.
+    Registrations are limited per address and in all (429 with ``Retry-After`` past the limits)."""
     return await created(
-        identity.self_register(
+        registration.register(
             email=body.email, password=body.password, full_name=body.full_name, client_ip=client_ip(request)
         )
     )
+
+
+class VerifyEmail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post(
+    "/auth/verify-email",
+    status_code=204,
+    responses=errors(
+        (400, "the link was used, replaced by a newer registration or expired, or the password is not its own"), 429
+    ),
+    openapi_extra=public("/api/auth/verify-email", without_token=True),
+)
+async def verify_email(body: VerifyEmail, request: Request, registration: Registrations) -> Response:
+    """Confirm a registered address with the token of the link e-mailed to it and the password
+    chosen at registration; the account may sign in from then on. The link works once, for 24
+    hours; registering again voids it. Throttled as a sign-in is (429 with ``Retry-After``)."""
+    try:
+        await registration.confirm(body.token, body.password, client_ip(request))
+    except InvalidConfirmationLinkError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except ThrottledError as exc:
+        raise HTTPException(429, "too many failed attempts; try later", headers=retry(exc.retry_after)) from None
+    except BusyError as exc:
+        raise HTTPException(503, BUSY, headers=retry(exc.retry_after)) from None
+    return Response(status_code=204)
 
 
 #: The ``code`` of the 403 answered to a right password that must be changed first.
@@ -149,12 +190,15 @@ PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 - a problem 
 MFA_REQUIRED = "mfa_required"
 #: The ``code`` of the 403 answered to a right password whose role needs a second factor it lacks.
 MFA_ENROLMENT_REQUIRED = "mfa_enrolment_required"
+#: The ``code`` of the 403 answered to a right password of an account whose address is not confirmed.
+EMAIL_UNVERIFIED = "email_unverified"
 SIGN_IN_ERRORS = errors(
     (401, f"wrong e-mail, password or code; or a code is needed (`code`: `{MFA_REQUIRED}`)"),
     (
         403,
-        f"the password must be changed first (`code`: `{PASSWORD_CHANGE_REQUIRED}`), or a second factor"
-        f" enrolled first (`code`: `{MFA_ENROLMENT_REQUIRED}`)",
+        f"the password must be changed first (`code`: `{PASSWORD_CHANGE_REQUIRED}`), a second factor"
+        f" enrolled first (`code`: `{MFA_ENROLMENT_REQUIRED}`), or the address confirmed first"
+        f" (`code`: `{EMAIL_UNVERIFIED}`)",
     ),
     429,
 )
@@ -175,7 +219,9 @@ async def login(body: Login, request: Request, identity: Users) -> TokenPair:
     `code` too: from the authenticator app, or a recovery code); 403 `mfa_enrolment_required`
     (the role needs a second factor: `POST /api/auth/login/totp`, then sign in with its first
     code, which returns the recovery codes); 403 `password_change_required` (an administrator
-    required a new password, or it was generated: `POST /api/auth/login/password`)."""
+    required a new password, or it was generated: `POST /api/auth/login/password`); 403
+    `email_unverified` (a self-registered account whose address was not confirmed yet: the link
+    e-mailed at registration, `POST /api/auth/verify-email`)."""
     return await signed_in(
         identity.login(email=body.email, password=body.password, client_ip=client_ip(request), code=body.code)
     )
@@ -194,6 +240,7 @@ SIGN_IN_FAILURES = (
     SecondFactorRequiredError,
     EnrolmentRequiredError,
     PasswordChangeRequiredError,
+    EmailUnverifiedError,
     WeakPasswordError,
     ThrottledError,
     BusyError,
@@ -211,6 +258,8 @@ def refusal(exc: Exception) -> Exception:
             return ProblemError(403, str(exc), code=MFA_ENROLMENT_REQUIRED)
         case PasswordChangeRequiredError():
             return ProblemError(403, str(exc), code=PASSWORD_CHANGE_REQUIRED)
+        case EmailUnverifiedError():
+            return ProblemError(403, str(exc), code=EMAIL_UNVERIFIED)
         case WeakPasswordError():
             return HTTPException(422, str(exc))
         case ThrottledError():

@@ -19,7 +19,7 @@ __all__ = ["EmailTakenError", "IdentityStore", "IdentityUnit"]
 STAFF_ROLES = sorted(r.value for r in STAFF)
 USER_COLUMNS = (
     "id, email, email_key, full_name, password_hash, roles, created_at, disabled_at, password_change_required,"
-    " totp_secret, totp_pending, totp_enabled_at, totp_last_step"
+    " totp_secret, totp_pending, totp_enabled_at, totp_last_step, email_verified_at"
 )
 
 
@@ -38,6 +38,7 @@ def _user(row: Record) -> User:
         totp_pending=row["totp_pending"],
         totp_enabled_at=row["totp_enabled_at"],
         totp_last_step=row["totp_last_step"],
+        email_verified_at=row["email_verified_at"],
     )
 
 
@@ -62,10 +63,12 @@ class PgUsers:
         password_hash: str,
         roles: Sequence[str],
         at: datetime,
+        verified: bool,
     ) -> None:
         done = await self.conn.fetchval(
-            """INSERT INTO app_user (id, email, email_key, full_name, password_hash, roles, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email_key) DO NOTHING RETURNING id""",
+            """INSERT INTO app_user (id, email, email_key, full_name, password_hash, roles, created_at,
+                                     email_verified_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (email_key) DO NOTHING RETURNING id""",
             user_id,
             email,
             email_key,
@@ -73,6 +76,7 @@ class PgUsers:
             password_hash,
             list(roles),
             at,
+            at if verified else None,
         )
         if done is None:
             raise EmailTakenError(email_key)
@@ -95,6 +99,17 @@ class PgUsers:
 
     async def require_password_change(self, user_id: uuid.UUID, required: bool) -> None:
         await self.conn.execute("UPDATE app_user SET password_change_required = $2 WHERE id = $1", user_id, required)
+
+    async def set_full_name(self, user_id: uuid.UUID, full_name: str) -> None:
+        await self.conn.execute("UPDATE app_user SET full_name = $2 WHERE id = $1", user_id, full_name)
+
+    async def verify_email(self, user_id: uuid.UUID, at: datetime) -> bool:
+        done = await self.conn.fetchval(
+            "UPDATE app_user SET email_verified_at = $2 WHERE id = $1 AND email_verified_at IS NULL RETURNING id",
+            user_id,
+            at,
+        )
+        return done is not None
 
     async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> None:
         await self.conn.execute("UPDATE app_user SET roles = $2 WHERE id = $1", user_id, sorted(set(roles)))
@@ -367,18 +382,21 @@ class PgMfaPolicy:
         )
 
 
-class PgPasswordResets:
-    """Identity's ``PasswordResets`` on one connection of a unit of work."""
+class PgOneTimeLinks:
+    """Identity's ``OneTimeLinks`` on one connection of a unit of work, in ``table``:
+    ``password_reset`` or ``email_verification`` (the same columns)."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, table: str) -> None:
+        if table not in {"password_reset", "email_verification"}:  # a name put into the statements
+            raise ValueError(f"no table of one-time links is called {table!r}")
+        self.conn, self.table = conn, table
 
     async def add(self, token_hash: bytes, user_id: uuid.UUID, *, at: datetime, expires_at: datetime) -> None:
         await self.conn.execute(
-            "UPDATE password_reset SET used_at = $2, voided = true WHERE user_id = $1 AND used_at IS NULL", user_id, at
+            f"UPDATE {self.table} SET used_at = $2, voided = true WHERE user_id = $1 AND used_at IS NULL", user_id, at
         )
         await self.conn.execute(
-            "INSERT INTO password_reset (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            f"INSERT INTO {self.table} (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
             token_hash,
             user_id,
             at,
@@ -387,7 +405,7 @@ class PgPasswordResets:
 
     async def holder(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
         user_id: uuid.UUID | None = await self.conn.fetchval(
-            "SELECT user_id FROM password_reset WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            f"SELECT user_id FROM {self.table} WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
             token_hash,
             now,
         )
@@ -395,7 +413,7 @@ class PgPasswordResets:
 
     async def use(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
         user_id: uuid.UUID | None = await self.conn.fetchval(
-            """UPDATE password_reset SET used_at = $2
+            f"""UPDATE {self.table} SET used_at = $2
                WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id""",
             token_hash,
             now,
@@ -414,7 +432,8 @@ class IdentityUnit(Unit):
         self.attempts = PgAttempts(self.conn)
         self.recovery_codes = PgRecoveryCodes(self.conn)
         self.mfa_policy = PgMfaPolicy(self.conn)
-        self.password_resets = PgPasswordResets(self.conn)
+        self.password_resets = PgOneTimeLinks(self.conn, "password_reset")
+        self.email_verifications = PgOneTimeLinks(self.conn, "email_verification")
 
 
 class IdentityStore(UnitsOn[IdentityUnit]):
