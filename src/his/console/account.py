@@ -3,9 +3,10 @@ second factor (an authenticator app, its recovery codes shown once); and a forgo
 (``/password-reset``), which works without a session: ask for a link by e-mail, then choose a new
 password on the page the link opens.
 
-The reset link's token is in the page's URL: that page sends no ``Referer`` anywhere
-(``Referrer-Policy: no-referrer``, set for every ``/password-reset`` page by the app) and is never
-cached (``Cache-Control: no-store``, as every page); the form posts the token back in its body.
+The reset link's token is in the page's URL: that page sends its address as ``Referer`` to the
+console's own origin only (``Referrer-Policy: same-origin``, as every page), never to another
+site, and is never cached (``Cache-Control: no-store``, as every page); the form posts the token
+back in its body.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import account, appointments, chart, front_desk, pages, portal, signing_in
+from his.console import account, appointments, chart, front_desk, pages, portal, registration, signing_in
 from his.console.api import Api
 from his.console.compress import AssetGzip
 from his.console.domain import ApiUnavailableError
@@ -32,7 +32,6 @@ from his.console.sessions import SessionBook
 from his.console.settings import ConsoleSettings
 from his.console.store import ConsoleStore
 from his.console.web import (
-    NO_REFERRER,
     SECURITY_HEADERS,
     Console,
     CsrfError,
@@ -64,6 +63,7 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     app.include_router(signing_in.router)
     app.include_router(pages.router)
     app.include_router(account.router)
+    app.include_router(registration.router)
     app.include_router(front_desk.router)
     app.include_router(appointments.router)
     app.include_router(chart.router)
@@ -108,8 +108,6 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
         else:
             response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
-        if request.url.path.startswith(NO_REFERRER):  # a reset link's token is in the page's URL
-            response.headers["referrer-policy"] = "no-referrer"
         if request.url.path.startswith("/console/assets/"):
             response.headers["cache-control"] = "public, max-age=3600"
         else:

@@ -45,6 +45,10 @@ ASK_CODE = N_(
     " or one of your recovery codes."
 )
 MISMATCH = N_("The two new passwords are not the same.")
+UNCONFIRMED = N_(
+    "Confirm your address first: open the link e-mailed to you when you registered. No e-mail? Register again"
+    " with the same address to get a new link."
+)
 
 
 def problem_code(answer: Answer) -> str:
@@ -254,7 +258,13 @@ def recovery_codes(body: object) -> list[str]:
 
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in_page(
-    request: Request, shared: Shared, next: str = "/", ended: bool = False, reset: bool = False
+    request: Request,
+    shared: Shared,
+    *,
+    next: str = "/",
+    ended: bool = False,
+    reset: bool = False,
+    confirmed: bool = False,
 ) -> Response:
     """The sign-in form (a signed-in browser goes on to where it was going)."""
     if await shared.book.find(request.cookies.get(COOKIE)) is not None:
@@ -264,6 +274,8 @@ async def sign_in_page(
         notice = N_("Your session has ended. Sign in again to go on.")
     elif reset:
         notice = N_("Your password was changed. Sign in with the new one.")
+    elif confirmed:
+        notice = N_("Your address is confirmed. Sign in with it.")
     steps = Steps(request, shared, Attempt("", "", "", safe_next(next), None))
     return steps.sign_in(200, notice=notice)
 
@@ -291,6 +303,8 @@ async def sign_in(request: Request, shared: Shared) -> Response:
             return await steps.begin_enrolment()
         case 403, "password_change_required":
             return steps.new_password(200, ask_code=bool(a.code))
+        case 403, "email_unverified":
+            return steps.sign_in(403, UNCONFIRMED)
     return steps.refused(answer, page)
 
 

@@ -48,10 +48,6 @@ SECURITY_HEADERS = {
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
 }
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-#: The pages that send no ``Referer`` at all (``Referrer-Policy: no-referrer``): the forgotten
-#: password's, whose link holds a token in the URL. A browser names the origin of such a page's
-#: form ``null`` (the Fetch standard), so there its ``Sec-Fetch-Site`` alone says where it came from.
-NO_REFERRER = "/password-reset"
 
 
 @dataclass
@@ -141,8 +137,6 @@ def origin_refusal(request: Request, settings: ConsoleSettings) -> str | None:
     origin = request.headers.get("origin")
     if origin is None:
         return "a request that names no origin"
-    if origin == "null" and site == "same-origin" and request.url.path.startswith(NO_REFERRER):
-        return None  # a form of a page that sends no referrer, from this origin by the browser's word
     if origin not in settings.origins():
         return f"a request from {origin}"
     return None

@@ -159,6 +159,10 @@ class Identity:
     NOT_ENROLLING = problem(409, "no enrolment was begun")
     WRONG_CODE = problem(403, "invalid code")
     DEAD_LINK = problem(400, "the link is not valid: it was used, replaced by a newer one, or expired")
+    EMAIL_UNVERIFIED = problem(
+        403, "the address must be confirmed first, with the link e-mailed to it", code="email_unverified"
+    )
+    NOT_AN_ADDRESS = problem(422, "email is not a valid address")
     RECOVERY_CODES = tuple(f"k7qm-3xd2-p9w{c}" for c in "abcdefghjk")
 
     @staticmethod

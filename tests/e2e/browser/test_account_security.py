@@ -99,7 +99,7 @@ async def test_a_second_factor_at_sign_in_and_a_forgotten_password(
         link = urlsplit(links[0])
         assert link.path == "/password-reset" and list(parse_qs(link.query)) == ["token"], links
         opened = await page.goto(f"{gateway}{link.path}?{link.query}")
-        assert opened is not None and opened.headers["referrer-policy"] == "no-referrer"
+        assert opened is not None and opened.headers["referrer-policy"] == "same-origin"
         assert opened.headers["cache-control"] == "no-store"
         await page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
         await page.get_by_label("New password again").fill(NEW_PASSWORD)
