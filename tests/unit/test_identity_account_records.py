@@ -144,3 +144,36 @@ async def test_an_auditor_reads_the_changes_to_an_account_from_the_chain(idp: Id
     assert reads[:3] == [(auditor, "allowed"), (auditor, "allowed"), (nurse_id, "denied")]
     assert [r["account_id"] for r in audit.state.rows() if r["resource"] == "audit_trail"][:3] == [nurse_id] * 3
     assert verify(audit.state.rows()).ok
+
+
+async def test_the_holders_own_changes_and_an_administrators_new_account_are_records(idp: Idp) -> None:
+    """Registering (and registering again before confirming), confirming the address, changing
+    one's password, and resetting a forgotten one are the holder's records; an account an
+    administrator makes is theirs."""
+    from tests.unit.test_identity_use_cases import NEW_PASSWORD, PASSWORD, email
+
+    address = email()
+    assert (await idp.register(address)).status_code == 201
+    assert (await idp.register(address)).status_code == 201  # again, before confirming: the latest wins
+    assert (await idp.confirm(await idp.link(address))).status_code == 204
+    holder = idp.account(address).id
+    tokens = await idp.tokens(address)
+    own = await idp.client.post(
+        "/auth/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=await idp.as_holder(tokens["access_token"]),
+    )
+    assert own.status_code == 204, own.text
+    admin_id, admin = await admin_of(idp)
+    body = {"email": email(), "password": PASSWORD, "full_name": "Made Nurse", "roles": ["NURSE"]}
+    made = await idp.client.post("/admin/users", json=body, headers=admin)
+    assert made.status_code == 201, made.text
+    nurse_id = uuid.UUID(made.json()["user_id"])
+    assert [(r.account_id, r.actor_id, r.resource, r.action, r.purpose) for r in records(idp)] == [
+        (holder, holder, "account/account", "create", OWN_ACCOUNT),
+        (holder, holder, "account/account", "update", OWN_ACCOUNT),
+        (holder, holder, "account/email_verified", "update", OWN_ACCOUNT),
+        (holder, holder, "account/password", "update", OWN_ACCOUNT),
+        (nurse_id, admin_id, "account/account", "create", ADMINISTRATION),
+    ]
+    assert records(idp)[-1].actor_roles == ["ADMIN"]

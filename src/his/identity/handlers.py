@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from his.access import Role
 from his.events.identity import PasswordChanged, UserRegistered
+from his.identity.auditing import record_account_change
 from his.identity.domain import (
     ACCESS_TOKEN_TTL,
     ADMIN_FULL_NAME,
@@ -166,10 +167,12 @@ class Identity:
         full_name: str,
         roles: list[Role] | None = None,
         created_by: uuid.UUID | None = None,
+        creator_roles: Iterable[str] = (),
     ) -> uuid.UUID:
         """Create an account whose address counts as confirmed (an administrator made it, or
         ``his.identity.registration`` after its own checks). Without ``roles`` it is a PATIENT
-        account."""
+        account. ``created_by`` (holding ``creator_roles``): the administrator who made it, named
+        by the account's first audit record."""
         email_key, full_name = self._check(email, password, full_name)
         hashed = await self.passwords.hash(password)
         async with self.units.uow() as uow:
@@ -183,6 +186,8 @@ class Identity:
                 created_by=created_by,
                 verified=True,
             )
+            if created_by is not None:
+                record_account_change(uow, user_id, by=created_by, roles=creator_roles, what="account", action="create")
         return user_id
 
     async def ensure_admin(self, *, email: str, password: str, change_required: bool = False) -> bool:
@@ -310,6 +315,7 @@ class Identity:
             await uow.users.require_password_change(user.id, False)
             await uow.refresh_tokens.revoke_others(user.id, keep=None, at=uow.clock())
             uow.add(PasswordChanged(user_id=user.id, how="sign_in"), aggregate_id=user.id)
+            record_account_change(uow, user.id, by=user.id, roles=user.roles, what="password")
             tokens = await self._issue(uow, key, user.id, list(user.roles), family_id=uuid.uuid4())
         return replace(tokens, recovery_codes=tuple(codes))
 
@@ -446,6 +452,7 @@ class Identity:
             await uow.users.require_password_change(user_id, False)
             await uow.refresh_tokens.revoke_others(user_id, keep=session, at=uow.clock())
             uow.add(PasswordChanged(user_id=user_id, how="own"), aggregate_id=user_id)
+            record_account_change(uow, user_id, by=user_id, roles=user.roles, what="password")
 
     async def staff_directory(self, ids: Sequence[uuid.UUID]) -> list[StaffMember]:
         """The members of staff among ``ids``, in the order given, each once: accounts with a

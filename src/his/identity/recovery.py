@@ -18,6 +18,7 @@ import secrets
 from datetime import timedelta
 
 from his.events.identity import EmailVerified, PasswordChanged, PasswordResetRequested
+from his.identity.auditing import record_account_change
 from his.identity.domain import account_key, normalise_email, pair_prefix, token_hash
 from his.identity.handlers import Identity
 from his.identity.mailer import Mailer
@@ -100,6 +101,7 @@ class PasswordRecovery:
             await uow.attempts.clear(account_key(user.email_key))
             await uow.attempts.clear_prefix(pair_prefix(user.email_key))
             uow.add(PasswordChanged(user_id=user.id, how="reset"), aggregate_id=user.id)
+            record_account_change(uow, user.id, by=user.id, roles=user.roles, what="password_reset")
             # The link reached the mailbox: an address not confirmed yet is confirmed by it.
             if await uow.users.verify_email(user.id, uow.clock()):
                 uow.add(EmailVerified(user_id=user.id, how="reset"), aggregate_id=user.id)

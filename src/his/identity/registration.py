@@ -27,7 +27,9 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
+from his.access import Role
 from his.events.identity import EmailVerified
+from his.identity.auditing import record_account_change
 from his.identity.domain import EmailTakenError, InvalidCredentialsError, token_hash
 from his.identity.handlers import Identity
 from his.identity.mailer import Mailer
@@ -75,6 +77,7 @@ class Registration:
                     )
                 except EmailTakenError:  # registered at this moment by another request: no e-mail
                     return answer
+                record_account_change(uow, answer, by=answer, roles=[Role.PATIENT], what="account", action="create")
                 token = await self._link(uow, answer, now)
                 message = (email.strip(), "Confirm your address", self._welcome(full_name, token))
             elif user.disabled_at is not None:
@@ -82,6 +85,7 @@ class Registration:
             elif user.email_verified_at is None:
                 await uow.users.set_password_hash(user.id, hashed)
                 await uow.users.set_full_name(user.id, full_name)
+                record_account_change(uow, user.id, by=user.id, roles=user.roles, what="account")
                 token = await self._link(uow, user.id, now)
                 message = (user.email, "Confirm your address", self._welcome(full_name, token))
             else:
@@ -142,6 +146,7 @@ class Registration:
                 )
             if await uow.users.verify_email(user.id, uow.clock()):
                 uow.add(EmailVerified(user_id=user.id, how="link"), aggregate_id=user.id)
+                record_account_change(uow, user.id, by=user.id, roles=user.roles, what="email_verified")
 
     async def sent(self) -> None:
         """Wait until every e-mail asked for so far was handed over (tests, and shutdown)."""

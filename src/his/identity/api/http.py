@@ -464,6 +464,7 @@ async def create_user(body: CreateUser, who: Caller, identity: Users) -> Created
             full_name=body.full_name,
             roles=list(body.roles),
             created_by=uuid.UUID(who.subject),
+            creator_roles=who.roles,
         )
     )
 
