@@ -32,7 +32,10 @@ from tests.support.calendar import HARD_DATES
 HARD = HARD_DATES[0]
 #: The moment every unit of work here says it is.
 NOW = HARD.at(0, 30)
-TABLES = "refresh_token, recovery_code, mfa_policy, password_reset, email_verification, app_user, signing_key, login_failure, outbox"
+TABLES = (
+    "refresh_token, recovery_code, mfa_policy, password_reset, email_verification, app_user, signing_key,"
+    " login_failure, outbox"
+)
 PASSPHRASE = b"a passphrase for the contract's keys"
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from his.console.domain import Answer
+from his.kernel.json import Json
 from his.testing.console import Call, Identity
 from tests.support.console import PASSWORD, SAME_ORIGIN, Desk, console_desk
 from tests.unit.test_console_account import hidden_values
@@ -39,7 +40,7 @@ async def test_a_registration_says_the_same_whoever_has_the_address(desk: Desk) 
     desk.api.answer("POST", "/api/auth/register", Answer(201, {"user_id": "00000000-0000-4000-8000-000000000001"}))
     r = await desk.client.post("/register", data=form(), headers=SAME_ORIGIN)
     assert r.status_code == 200 and "Check your e-mail" in r.text and PASSWORD not in r.text
-    body = {"email": EMAIL, "password": PASSWORD, "full_name": NAME}
+    body: dict[str, Json] = {"email": EMAIL, "password": PASSWORD, "full_name": NAME}
     assert desk.api.calls == [Call("POST", "/api/auth/register", "203.0.113.7", None, body, None)]
 
 

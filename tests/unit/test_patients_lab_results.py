@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import cast
 
 import pytest
 
@@ -14,13 +15,16 @@ from his.clients.laboratory import FakeLaboratory, ReleasedOrder, ReleasedResult
 from his.events.laboratory import LabCharge, LabOrderResulted, LabOrderResultedV1, ResultFlag, ResultItem
 from his.events.patients import RecordEntryAdded, RecordEntryAddedV1
 from his.kernel.consumer import PermanentError, Subscription
+from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Superseded, registry
 from his.kernel.resilience import DependencyUnavailableError
-from his.patients import handlers
 from his.patients.domain import NewPatient, Sex
+from his.patients.handlers import lab_order_resulted, register
 from his.testing.patients import FakeChart
 
 AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+#: The unit of work a handler that records what it was given never touches.
+NO_UNIT = cast("UnitOfWork", None)
 #: A value nobody else uses, so that finding it anywhere means it travelled.
 VALUE = "6.918273"
 
@@ -52,12 +56,12 @@ def released(order_id: uuid.UUID, patient_id: uuid.UUID) -> ReleasedOrder:
 
 async def _patient(chart: FakeChart) -> uuid.UUID:
     async with chart.uow() as unit:
-        return (await handlers.register(unit, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE))).id
+        return (await register(unit, NewPatient("Deniz", "Lab", date(1980, 3, 4), Sex.FEMALE))).id
 
 
 async def _apply(chart: FakeChart, ev: LabOrderResulted, lab: FakeLaboratory) -> None:
     async with chart.uow() as unit:
-        await handlers.lab_order_resulted(unit, Envelope.wrap(ev, aggregate_id=ev.order_id), ev, lab)
+        await lab_order_resulted(unit, Envelope.wrap(ev, aggregate_id=ev.order_id), ev, lab)
 
 
 async def test_the_chart_gets_the_values_from_laboratory_not_from_the_event() -> None:
@@ -168,9 +172,9 @@ async def test_a_subscription_reads_the_old_version_as_the_new_one() -> None:
         abnormal=True,
         critical=True,
     )
-    await sub.handler(None, Envelope.wrap(old, aggregate_id=oid), old)
+    await sub.handler(NO_UNIT, Envelope.wrap(old, aggregate_id=oid), old)
     (got,) = seen
     assert isinstance(got, LabOrderResulted) and got.order_id == oid
     other = RecordEntryAddedV1(entry_id=oid, patient_id=oid, kind="note")
     with pytest.raises(PermanentError):
-        await sub.handler(None, Envelope.wrap(other, aggregate_id=oid), other)
+        await sub.handler(NO_UNIT, Envelope.wrap(other, aggregate_id=oid), other)

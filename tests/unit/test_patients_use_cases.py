@@ -163,7 +163,7 @@ async def test_records_are_for_carers_and_the_patient_and_bound_to_their_row(cha
     (stored,) = chart.fake.state.entries.values()
     assert b"penicillin" not in stored.text_cipher and stored.created_at == chart.clock()
     (added,) = chart.fake.events(RecordEntryAdded)
-    assert added.kind == "allergy" and stored.code == "Z88.0"
+    assert isinstance(added, RecordEntryAdded) and added.kind == "allergy" and stored.code == "Z88.0"
     assert "penicillin" not in chart.published_text() and "Z88.0" not in chart.published_text()
     # A ciphertext moved to another patient's row does not decrypt there: the read refuses.
     other = await chart.register("Kaan", "Other", "1980-01-01", sex="male")
