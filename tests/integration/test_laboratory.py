@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
@@ -57,9 +57,14 @@ class AsgiLaboratory(HttpLaboratory):
     def __init__(self, client: httpx.AsyncClient) -> None:
         super().__init__("http://laboratory", None)
         self.client, self.down, self.asked = client, False, 0
+        #: Set while a question waits for ``held`` (when given) to be set: laboratory answering slowly.
+        self.asking, self.held = asyncio.Event(), cast("asyncio.Event | None", None)
 
     async def _get(self, order_id: uuid.UUID) -> tuple[int, bytes]:
         self.asked += 1
+        if self.held is not None:
+            self.asking.set()
+            await self.held.wait()
         if self.down:
             raise aiohttp.ClientConnectionError("connection refused")
         r = await self.client.get(RESULTS_PATH, params={"order_id": str(order_id)})
@@ -192,10 +197,11 @@ async def _run(db: Database, nc: NATS, *subs: tuple[Database, Subscription]) -> 
 def chart_subscription(lab: Lab) -> Subscription:
     """Patients' consumer of results as its app declares it, asking this laboratory, and quick to
     deliver again."""
-    return Subscription.of(
+    return Subscription.prepared(
         "patients_lab_order_resulted",
         LabOrderResulted,
-        patients_handlers.make_on_lab_order_resulted(lab.results),
+        patients_handlers.released_by(lab.results),
+        patients_handlers.on_lab_order_resulted,
         older=[LabOrderResultedV1],
         backoff=(0.2,),
         max_deliver=50,
@@ -277,8 +283,9 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         again = Envelope.wrap(env.model(), aggregate_id=oid)
         resulted = again.model()
         assert isinstance(resulted, LabOrderResulted)
+        given = await patients_handlers.released_by(lab.results)(again, resulted)
         async with lab.chart.uow() as uow:
-            await patients_handlers.make_on_lab_order_resulted(lab.results)(uow, again, resulted)
+            await patients_handlers.on_lab_order_resulted(uow, again, resulted, given)
         async with lab.alerts.uow() as uow:
             await notifications_handlers.on_lab_order_resulted(uow, again, resulted)
         assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
@@ -341,6 +348,41 @@ async def _charted(lab: Lab, oid: str) -> list[tuple[str, str]]:
         "SELECT code, value FROM lab_result WHERE order_id = $1 ORDER BY position", uuid.UUID(oid)
     )
     return [(r["code"], r["value"]) for r in rows]
+
+
+async def test_laboratory_is_asked_before_the_charts_transaction_opens(lab: Lab, nc: NATS) -> None:
+    """No transaction waits on the network: while laboratory is slow to answer, the chart's
+    consumer holds nothing in its database (no inbox row claimed, no lock), and once it answers
+    the result is charted."""
+    lab.results.held = asyncio.Event()
+    tasks, _ = await _run(lab.db, nc, (lab.chart, chart_subscription(lab)))
+    try:
+        patient = await lab.patient()
+        oid = await lab.in_state("in_progress", patient)
+        assert (await lab.result(oid, {"code": "K", "value": "4.2"})).status_code == 200
+        await asyncio.wait_for(lab.results.asking.wait(), timeout=20)
+        await asyncio.sleep(0.2)  # were a transaction open for the question, it would be by now
+        locked = await lab.chart.pool.fetchval(
+            """SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+               WHERE c.relnamespace = 'patients'::regnamespace AND c.relname IN ('inbox', 'lab_result')
+                 AND l.pid <> pg_backend_pid()"""
+        )
+        in_transaction = await lab.chart.pool.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND state LIKE 'idle in transaction%'"""
+        )
+        assert (locked, in_transaction) == (0, 0)
+        lab.results.held.set()
+
+        async def charted() -> bool:
+            return await _charted(lab, oid) == [("K", "4.2")]
+
+        await wait_for(charted, what="the result charted once laboratory answers")
+    finally:
+        lab.results.held.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_while_laboratory_is_down_the_result_comes_back_until_it_is_charted_once(lab: Lab, nc: NATS) -> None:

@@ -19,7 +19,7 @@ from his.kernel.db import UnitOfWork
 from his.kernel.events import Envelope, Superseded, registry
 from his.kernel.resilience import DependencyUnavailableError
 from his.patients.domain import NewPatient, Sex
-from his.patients.handlers import lab_order_resulted, register
+from his.patients.handlers import lab_order_resulted, register, released_by
 from his.testing.patients import FakeChart
 
 AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
@@ -60,8 +60,11 @@ async def _patient(chart: FakeChart) -> uuid.UUID:
 
 
 async def _apply(chart: FakeChart, ev: LabOrderResulted, lab: FakeLaboratory) -> None:
+    """As the consumer loop applies it: laboratory asked first, then the chart's unit of work."""
+    env = Envelope.wrap(ev, aggregate_id=ev.order_id)
+    given = await released_by(lab)(env, ev)
     async with chart.uow() as unit:
-        await lab_order_resulted(unit, Envelope.wrap(ev, aggregate_id=ev.order_id), ev, lab)
+        await lab_order_resulted(unit, env, ev, given)
 
 
 async def test_the_chart_gets_the_values_from_laboratory_not_from_the_event() -> None:

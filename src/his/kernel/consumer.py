@@ -21,6 +21,12 @@ terminated at once (with its reason). Any other error is negatively acknowledged
 growing delay until ``max_deliver`` is reached. Either way JetStream emits an advisory that
 the DLQ mover turns into a dead letter; the last error is kept in a KV bucket for it.
 
+What a handler needs from another service (a value that must not travel on the bus, ADR 0032)
+is asked by the subscription's ``prepare`` step, for each event of the batch before its
+transaction opens: no transaction waits on the network. The handler is given the answer. A
+``prepare`` that fails fails its event alone (retried, or terminated for a ``PermanentError``);
+the rest of the batch is applied.
+
 Slow handlers: while a batch is being applied, the consumer tells JetStream every third of
 ``ack_wait`` that its messages are still in progress (``+WPI``), which restarts their ack timers.
 A handler slower than ``ack_wait`` is therefore neither redelivered mid-flight (to another
@@ -39,9 +45,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypedDict, TypeVar, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import asyncpg
 import nats.errors
@@ -72,7 +79,12 @@ log = logging.getLogger("his.consumer")
 PROGRESS_SHARE = 1 / 3
 
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+#: What a subscription asks before the batch's transaction opens, for one event.
+Prepare = Callable[[Envelope, Event], Awaitable[Any]]
 Ev = TypeVar("Ev", bound=Event)
+T = TypeVar("T")
+#: The answer of the subscription's ``prepare`` for the event whose handler is running.
+_PREPARED: ContextVar[Any] = ContextVar("his_consumer_prepared")
 
 INBOX_INSERT = """
 INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
@@ -119,6 +131,8 @@ class Subscription:
     batch: int = 128
     #: Earlier versions of the event that the consumer still reads (upcast before the handler).
     older: tuple[str, ...] = ()
+    #: Asked for each event before the batch's transaction opens (``Subscription.prepared``).
+    prepare: Prepare | None = None
 
     @property
     def stream(self) -> str:
@@ -156,13 +170,54 @@ class Subscription:
 
         @functools.wraps(handler)
         async def typed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
-            if isinstance(ev, Superseded) and type(ev) in older:
-                ev = ev.upcast()
-            if not isinstance(ev, event):
-                raise PermanentError(f"unexpected event {env.type} on {name} (it takes {event.type})")
-            await handler(uow, env, ev)
+            await handler(uow, env, _as(ev, event, env, name, older))
 
         return cls(name, event.type, typed, older=tuple(o.type for o in older), **options)
+
+    @classmethod
+    def prepared(
+        cls,
+        name: str,
+        event: type[Ev],
+        prepare: Callable[[Envelope, Ev], Awaitable[T]],
+        handler: Callable[[UnitOfWork, Envelope, Ev, T], Awaitable[None]],
+        *,
+        older: Sequence[type[Superseded]] = (),
+        **options: Unpack[SubscriptionOptions],
+    ) -> Subscription:
+        """As ``of``, with a step before the transaction: ``prepare`` is asked for each event of
+        a batch before the batch's transaction opens (what the handler needs from another
+        service), and the handler is given its answer. A ``prepare`` that raises fails its event
+        alone, as a handler would."""
+
+        async def ready(env: Envelope, ev: Event) -> T:
+            return await prepare(env, _as(ev, event, env, name, older))
+
+        @functools.wraps(handler)
+        async def typed(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
+            await handler(uow, env, _as(ev, event, env, name, older), _PREPARED.get())
+
+        return cls(name, event.type, typed, older=tuple(o.type for o in older), prepare=ready, **options)
+
+
+@contextlib.contextmanager
+def _given(prepared: Any) -> Iterator[None]:
+    """The ``prepare`` answer a ``Subscription.prepared`` handler is given, while it runs."""
+    token = _PREPARED.set(prepared)
+    try:
+        yield
+    finally:
+        _PREPARED.reset(token)
+
+
+def _as(ev: Event, event: type[Ev], env: Envelope, name: str, older: Sequence[type[Superseded]]) -> Ev:
+    """``ev`` as the subscription's model: upcast from an earlier version it reads, or a
+    ``PermanentError`` for anything else."""
+    if isinstance(ev, Superseded) and type(ev) in older:
+        ev = ev.upcast()
+    if not isinstance(ev, event):
+        raise PermanentError(f"unexpected event {env.type} on {name} (it takes {event.type})")
+    return ev
 
 
 @dataclass
@@ -184,6 +239,8 @@ class _Item:
     msg: Msg
     env: Envelope
     event: Event
+    #: The subscription's ``prepare`` answer for this event (None without one).
+    prepared: Any = None
 
 
 class ConsumerLoop:
@@ -286,6 +343,11 @@ class ConsumerLoop:
                 await self._terminate(m, f"invalid event: {_one_line(exc)}")
         if not items:
             return
+        with self._in_progress([it.msg for it in items]):
+            items, unprepared = await self._prepare(items)
+        await self._settle([], unprepared)
+        if not items:
+            return
         try:
             with self._in_progress([it.msg for it in items]):
                 acks, failures = await self._apply(items)
@@ -296,6 +358,10 @@ class ConsumerLoop:
             await self._until_database_answers()
             return
         await self.after_commit(acks)
+        await self._settle(acks, failures)
+
+    async def _settle(self, acks: list[Msg], failures: list[tuple[_Item, Exception]]) -> None:
+        """Acknowledge what was committed; terminate what can never be applied, retry the rest."""
         for m in acks:
             await self.acknowledge(m)
         for it, error in failures:
@@ -303,6 +369,22 @@ class ConsumerLoop:
                 await self._terminate(it.msg, _one_line(error))
             else:
                 await self._retry(it.msg, _one_line(error))
+
+    async def _prepare(self, items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, Exception]]]:
+        """Ask the subscription's ``prepare`` for each event, before any transaction: the events
+        it answered for, and those it failed for (with the error)."""
+        prepare = self.sub.prepare
+        if prepare is None:
+            return items, []
+        ready: list[_Item] = []
+        failed: list[tuple[_Item, Exception]] = []
+        for it in items:
+            try:
+                it.prepared = await prepare(it.env, it.event)
+                ready.append(it)
+            except Exception as exc:  # noqa: BLE001 - retried or dead-lettered as a handler's error is
+                failed.append((it, exc))
+        return ready, failed
 
     @contextlib.contextmanager
     def _in_progress(self, msgs: list[Msg]) -> Iterator[None]:
@@ -380,7 +462,7 @@ class ConsumerLoop:
                     acks.append(it.msg)
                     continue
                 new.discard(it.env.id)  # a second copy in the same batch is a duplicate
-                with self._span(it):
+                with self._span(it), _given(it.prepared):
                     try:
                         await self.sub.handler(uow, it.env, it.event)
                     except Exception as exc:
@@ -401,7 +483,7 @@ class ConsumerLoop:
                     acks.append(it.msg)
                     continue
                 new.discard(it.env.id)
-                with self._span(it) as span:
+                with self._span(it) as span, _given(it.prepared):
                     try:
                         async with uow.savepoint():
                             await self.sub.handler(uow, it.env, it.event)

@@ -138,12 +138,14 @@ def build() -> ServiceDefinition:
         name="patients",
         subscriptions=(
             Subscription.of("patients_user_registered", UserRegistered, handlers.on_user_registered),
-            # The values are asked of laboratory (ADR 0032): while it is down the event comes back,
-            # for about half an hour before it is dead-lettered (and replayable from there).
-            Subscription.of(
+            # The values are asked of laboratory (ADR 0032), before the batch's transaction opens:
+            # while it is down the event comes back, for about half an hour before it is
+            # dead-lettered (and replayable from there).
+            Subscription.prepared(
                 "patients_lab_order_resulted",
                 LabOrderResulted,
-                handlers.make_on_lab_order_resulted(LaboratoryFromEnv()),
+                handlers.released_by(LaboratoryFromEnv()),
+                handlers.on_lab_order_resulted,
                 older=[LabOrderResultedV1],
                 batch=16,
                 max_deliver=12,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, tzinfo
 
 from his.access import CLINICIANS, Relationship
-from his.clients.laboratory import ReleasedResults
+from his.clients.laboratory import ReleasedOrder, ReleasedResults
 from his.events.admissions import PatientAdmitted, PatientDischarged
 from his.events.audit import PatientsRecordAccessed, record_access
 from his.events.identity import UserRegistered
@@ -303,16 +303,28 @@ async def admission(uow: PatientsWork, env: Envelope, ev: Event) -> None:
         raise PermanentError(f"unexpected event {env.type}")
 
 
-async def lab_order_resulted(uow: PatientsWork, env: Envelope, ev: LabOrderResulted, lab: ReleasedResults) -> None:
+def released_by(lab: ReleasedResults) -> Callable[[Envelope, LabOrderResulted], Awaitable[ReleasedOrder | None]]:
+    """What ``lab_order_resulted`` is given, asked of laboratory before the consumer's transaction
+    opens (``Subscription.prepared``): the order's results with their values, or None if
+    laboratory has no such resulted order. If laboratory cannot answer,
+    ``DependencyUnavailableError`` goes to the consumer loop, which delivers the event again later."""
+
+    async def released(env: Envelope, ev: LabOrderResulted) -> ReleasedOrder | None:
+        return await lab.released(ev.order_id)
+
+    return released
+
+
+async def lab_order_resulted(
+    uow: PatientsWork, env: Envelope, ev: LabOrderResulted, released: ReleasedOrder | None
+) -> None:
     """Copy a resulted order's results into the patient's chart, once (the inbox skips a
     redelivered event; the (order, test) key keeps results that are already there).
 
-    The event carries codes and flags, never the values: they are asked of laboratory, which owns
-    them (ADR 0032). If laboratory cannot answer, ``DependencyUnavailableError`` goes through to
-    the consumer loop, which rolls the chart back and delivers the event again later."""
+    The event carries codes and flags, never the values: laboratory, which owns them, was asked
+    for them before the transaction opened (``released_by``, ADR 0032)."""
     if await uow.patients.get(ev.patient_id) is None:
         raise PermanentError(f"lab results for unknown patient {ev.patient_id}")
-    released = await lab.released(ev.order_id)
     if released is None or released.patient_id != ev.patient_id:
         raise PermanentError(f"laboratory has no resulted order {ev.order_id} of patient {ev.patient_id}")
     order = ResultedOrder(
@@ -350,12 +362,8 @@ async def on_admission(uow: UnitOfWork, env: Envelope, ev: Event) -> None:
     await admission(PatientsUnit(uow), env, ev)
 
 
-def make_on_lab_order_resulted(
-    lab: ReleasedResults,
-) -> Callable[[UnitOfWork, Envelope, LabOrderResulted], Awaitable[None]]:
-    """``lab_order_resulted`` in the unit of work the consumer loop opened, asking ``lab``."""
-
-    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
-        await lab_order_resulted(PatientsUnit(uow), env, ev, lab)
-
-    return on_lab_order_resulted
+async def on_lab_order_resulted(
+    uow: UnitOfWork, env: Envelope, ev: LabOrderResulted, released: ReleasedOrder | None
+) -> None:
+    """``lab_order_resulted`` in the unit of work the consumer loop opened."""
+    await lab_order_resulted(PatientsUnit(uow), env, ev, released)
