@@ -177,3 +177,19 @@ async def test_staff_without_a_practitioner_profile_are_named_from_the_staff_dir
     assert "Nurse Ece" in r.text
     (asked,) = [c for c in doctor.api.calls if c.path == "/api/staff"]
     assert asked.params == [("id", nurse)]  # the doctor is named by their practitioner profile
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        ("placeholder", "This reason is a placeholder."),
+        ("reused", "You gave these words for another patient today."),
+        ("something_new", "This reason was not accepted."),  # a rule this console does not know yet
+    ],
+)
+async def test_a_refused_reason_is_told_the_rule_it_broke(doctor: Desk, rule: str, said: str) -> None:
+    reason = "test test test test test test test test"
+    refusal = {"title": "Unprocessable Entity", "status": 422, "detail": "reason …", "rule": rule}
+    doctor.api.answer("POST", f"/api/patients/{PATIENT}/emergency-access", Answer(422, refusal))
+    r = await doctor.post(f"/patients/{PATIENT}/emergency-access", {"reason": reason})
+    assert r.status_code == 422 and said in r.text and f">{reason}</textarea>" in r.text

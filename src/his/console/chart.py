@@ -46,6 +46,17 @@ ORDER_STATES = {
 }
 #: Characters a reason for emergency access needs (the API's own bounds).
 REASON = (20, 500)
+#: What a refused reason is told, by the rule the API names (its 422's ``rule``).
+REASON_RULES = {
+    "placeholder": N_("This reason is a placeholder. Say plainly why you need this patient's record now."),
+    "repeated_characters": N_("This reason repeats letters. Say plainly why you need the record now."),
+    "keyboard_run": N_("This reason holds a run of keys typed in a row. Say plainly why you need the record now."),
+    "too_short": N_("This reason is too short. Say in a sentence why you need the record now."),
+    "too_few_words": N_("This reason has too few words. Say in a sentence why you need the record now."),
+    "reused": N_("You gave these words for another patient today. Say why this patient's record is needed now."),
+    "control_characters": N_("This reason holds characters that cannot be kept. Write it again."),
+    "too_long": N_("Say why you need the record now, in 20 to 500 characters."),
+}
 
 
 def authors(extra: dict[str, object]) -> list[object]:
@@ -162,7 +173,10 @@ async def break_glass(visit: SignedIn, patient_id: str) -> Response:
         until = quote(str(answer.body.get("expires_at", "")), safe="")
         return RedirectResponse(f"/patients/{pid}?emergency_until={until}", status_code=303)
     if answer.status == 422:
-        error = N_("This reason was not accepted. Say plainly why you need the record now.")
+        rule = answer.body.get("rule") if isinstance(answer.body, dict) else None
+        error = REASON_RULES.get(
+            str(rule), N_("This reason was not accepted. Say plainly why you need the record now.")
+        )
         return visit.page(
             "break_glass.html", status=422, patient_id=str(pid), reason=reason, error=error, bounds=REASON
         )
