@@ -191,7 +191,12 @@ async def test_the_queue_lists_each_grant_with_what_was_read_and_an_admin_review
         (uuid.UUID(grant_id), ADMIN.sub, "reviewed"),
     ]
     reviews = [r for r in glass.audit(ADMIN.sub) if r[1] == "emergency_access" and r[0] == "update"]
-    assert reviews == [("update", "emergency_access", "review", "allowed", False)] * 2
+    assert reviews == [("update", "emergency_access", "review", "allowed", False)] * 2 + [
+        ("update", "emergency_access", "review", "denied", False)  # the decision the grant no longer takes
+    ]
+    for who in (AUDITOR.sub, doctor_id, CLERK.sub):  # and each refused attempt, under the grant's patient
+        refusals = [r for r in glass.audit(who) if r[1] == "emergency_access" and r[0] == "update"]
+        assert refusals == [("update", "emergency_access", "review", "denied", False)], who
     published = "\n".join(e.to_json().decode() for e in glass.fake.published)
     for secret in ("rota", "clinical lead", "Cover confirmed", "Unconscious"):
         assert secret not in published

@@ -299,20 +299,38 @@ class Chart:
 
     async def review(self, who: Principal, grant_id: uuid.UUID, decision: ReviewState, note: str | None) -> ReviewItem:
         """An administrator's decision on a grant: ``reviewed`` (justified) or ``escalated`` (with a
-        note saying why); announced and recorded in the audit trail. Auditors read the queue only."""
-        if not policy.decide(Operation.REVIEW_GRANTS, who.roles, NONE).allowed:
-            raise ProblemError(403, "only administrators review emergency access (auditors read the queue)")
+        note saying why); announced and recorded in the audit trail. Auditors read the queue only.
+        A refused attempt (not an administrator, one's own grant, a decision the grant's state
+        does not take) is recorded too, as a denied update of the grant's patient."""
+        allowed = policy.decide(Operation.REVIEW_GRANTS, who.roles, NONE).allowed
+        grant: EmergencyGrant | None = None
         try:
             async with self.units.uow() as uow:
-                grant = await uow.grants.get(grant_id, lock=True)
+                grant = await uow.grants.get(grant_id, lock=allowed)
                 if grant is None:
-                    raise ProblemError(404, "no emergency access has this id")
+                    raise ProblemError(404 if allowed else 403, "no emergency access has this id")
+                if not allowed:
+                    raise ReviewNotAllowedError(
+                        "only administrators review emergency access (auditors read the queue)", status=403
+                    )
                 done = await handlers.review_emergency_access(uow, grant, who, decision, note)
                 patient = await uow.patients.get(done.patient_id)
                 reads = await uow.grants.reads([done.id])
         except InvalidReviewError as exc:
             raise ProblemError(422, str(exc)) from None
         except ReviewNotAllowedError as exc:
+            assert grant is not None  # refused once the grant was found
+            async with self.units.uow() as uow:  # the refusal's record commits, the attempt does not
+                record_access(
+                    uow,
+                    PatientsRecordAccessed,
+                    who,
+                    patient_id=grant.patient_id,
+                    action="update",
+                    resource="emergency_access",
+                    purpose="review",
+                    outcome="denied",
+                )
             raise ProblemError(exc.status, str(exc)) from None
         return ReviewItem(done, patient.mrn if patient else None, tuple(reads.get(done.id, ())))
 
