@@ -17,7 +17,7 @@ import pytest
 from his.console.domain import Answer
 from his.console.web import CSP
 from his.testing.console import Call, Identity, Reply
-from tests.support.console import PASSWORD, SAME_ORIGIN, Desk, console_desk, tokens
+from tests.support.console import PASSWORD, PUBLIC, SAME_ORIGIN, Desk, console_desk, tokens
 
 EMAIL = "desk@hospital.example"
 NEW = "violet harbour under the lantern"
@@ -232,7 +232,8 @@ async def test_the_links_page_sets_the_new_password_and_leaks_its_token_nowhere(
     page = await desk.client.get(f"/password-reset?token={token}")
     assert page.status_code == 200 and page.headers["referrer-policy"] == "same-origin"  # no other site sees it
     assert page.headers["cache-control"] == "no-store"
-    # The token is in the form's body only (the language's form names the path without it).
+    # The token is in the form's body only (the language's form names the path without it; the
+    # browser's Referer gives it back: test_choosing_a_language_on_a_links_page_keeps_its_token).
     assert hidden_values(page.text) == ["/password-reset", token] and page.text.count(token) == 1
     assert 'action="/password-reset/new"' in page.text
 
@@ -255,6 +256,23 @@ async def test_the_links_page_sets_the_new_password_and_leaks_its_token_nowhere(
     assert r.status_code == 303 and r.headers["location"] == "/sign-in?reset=1"
     assert desk.api.calls[-1].body == {"token": token, "new_password": NEW} and desk.api.calls[-1].token is None
     assert "Your password was changed. Sign in with the new one." in (await desk.client.get(r.headers["location"])).text
+
+
+@pytest.mark.parametrize("page", ["/password-reset", "/verify-email"])
+async def test_choosing_a_language_on_a_links_page_keeps_its_token(desk: Desk, page: str) -> None:
+    """The language's form names the page's path only; the browser's ``Referer`` (sent to the
+    console's own origin alone) gives the query back, and nothing else's does."""
+    token = "tok_" + "c" * 40
+    form = {"locale": "tr", "next": page}
+    at = {"referer": f"{PUBLIC}{page}?token={token}"}
+    r = await desk.client.post("/language", data=form, headers=SAME_ORIGIN | at)
+    assert r.status_code == 303 and r.headers["location"] == f"{page}?token={token}"
+    elsewhere = {"referer": f"http://evil.example{page}?token=planted"}
+    r = await desk.client.post("/language", data=form, headers=SAME_ORIGIN | elsewhere)
+    assert r.headers["location"] == page
+    other_page = {"referer": f"{PUBLIC}/sign-in?next=/x"}
+    r = await desk.client.post("/language", data=form, headers=SAME_ORIGIN | other_page)
+    assert r.headers["location"] == page
 
 
 @pytest.mark.parametrize("path", ["/password-reset", "/password-reset/new", "/register", "/verify-email", "/sign-in"])

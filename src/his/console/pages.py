@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -43,6 +44,19 @@ async def sign_out(visit: SignedIn) -> Response:
     return response
 
 
+def back_to(target: str, referer: str | None, origins: frozenset[str]) -> str:
+    """The page to go back to after choosing a language: ``target``, with the query of the page
+    the form was on when the browser names it (``Referer``, of the console's own origin and the
+    same path), so that a page opened by an e-mailed link keeps its token without writing it
+    into the page twice."""
+    if not referer or "?" in target:
+        return target
+    parts = urlsplit(referer)
+    if f"{parts.scheme}://{parts.netloc}" not in origins or parts.path != target or not parts.query:
+        return target
+    return f"{target}?{parts.query}"
+
+
 @router.post("/language")
 async def language(request: Request, shared: Shared) -> Response:
     """Choose the console's language: for the session when signed in, and for this browser."""
@@ -65,7 +79,8 @@ async def language(request: Request, shared: Shared) -> Response:
                 message=N_("This form has expired. Go back, reload the page and try again."),
             )
         await shared.book.relocale(live.session, Locale(chosen))
-    response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+    target = back_to(safe_next(form.get("next")), request.headers.get("referer"), shared.settings.origins())
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         LANGUAGE_COOKIE, chosen, max_age=YEAR, path="/", samesite="strict", secure=shared.settings.secure_cookie
     )
