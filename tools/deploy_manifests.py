@@ -772,7 +772,11 @@ def postgres_manifests() -> list[dict[str, Any]]:
             ],
             "ingress": [
                 {
-                    "from": [*pods(*SERVICES), {"podSelector": {"matchLabels": selector("his-migrate")}}],
+                    "from": [
+                        *pods(*SERVICES),
+                        {"podSelector": {"matchLabels": selector("his-migrate")}},
+                        {"podSelector": {"matchLabels": selector(WITNESS)}},
+                    ],
                     "ports": [{"port": PG_PORT, "protocol": "TCP"}],
                 },
                 # Replication between instances, and the CloudNativePG operator's status checks.
@@ -937,6 +941,111 @@ def migrate_manifests() -> list[dict[str, Any]]:
     return [service_account(name, "migration"), job, policy]
 
 
+WITNESS = "his-audit-witness"
+#: Where the witness keeps its data directory: the checkpoint file on its volume, the key and
+#: audit's database password from Secrets.
+WITNESS_DATA = "/var/lib/his"
+
+
+def witness_manifests() -> list[dict[str, Any]]:
+    """The audit chain's witness (ADR 0028): ``his audit checkpoint --every 1``, as `his up` does
+    for its own hospital. One pod (a second would write the same file from elsewhere), its
+    checkpoint file on a volume of its own, the HMAC key from a Secret only it mounts, audit's
+    database role to read the chain's head and keep the count."""
+    name = WITNESS
+    heartbeat = [
+        "python",
+        "-c",
+        f"import os, sys, time; sys.exit(time.time() - os.path.getmtime('{WITNESS_DATA}/audit/witness.alive') > 30)",
+    ]
+    container = {
+        "name": "witness",
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["his", "audit", "checkpoint", "--every", "1"],
+        "env": [
+            {"name": "HIS_DATA_DIR", "value": WITNESS_DATA},
+            # The place only: the credentials are audit's runtime role's, from its Secret.
+            {
+                "name": "HIS_DATABASE_URL",
+                "value": f"postgresql://{PG_CLUSTER}-rw:{PG_PORT}/his?sslmode=verify-full&sslrootcert={TLS_DIR}/ca.crt",
+            },
+        ],
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "128Mi"}},
+        "securityContext": security_context(),
+        # Alive while it turns: the heartbeat it touches every turn is younger than 30 s.
+        "readinessProbe": {"exec": {"command": heartbeat}, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"exec": {"command": heartbeat}, "periodSeconds": 20, "failureThreshold": 3},
+        "volumeMounts": [
+            {"name": "checkpoints", "mountPath": f"{WITNESS_DATA}/audit"},
+            {"name": "secrets", "mountPath": f"{WITNESS_DATA}/secrets", "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        ],
+    }
+    secrets = {
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": "his-audit-checkpoint-key",
+                        "items": [{"key": "key", "path": "audit-checkpoint-key"}],
+                    }
+                },
+                {"secret": {"name": "his-db-audit", "items": [{"key": "password", "path": "db-audit"}]}},
+            ],
+            "defaultMode": 0o440,  # the pod's group (fsGroup), as every mounted Secret
+        }
+    }
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(name, "audit-witness"),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # never two writers of one file
+            "selector": {"matchLabels": selector(name)},
+            "template": {
+                "metadata": {"labels": labels(name, "audit-witness")},
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": name}},
+                        {"name": "secrets", **secrets},
+                        {"name": "tls", "secret": {"secretName": "his-operator-tls", "defaultMode": 0o440}},
+                    ],
+                },
+            },
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(name, "audit-witness"),
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(name, "network-policy"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                dns_egress(),
+                {
+                    "to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": PG_CLUSTER}}}],
+                    "ports": [{"port": PG_PORT, "protocol": "TCP"}],
+                },
+            ],
+        },
+    }
+    return [service_account(name, "audit-witness"), claim, deploy, policy]
+
+
 def namespace_manifests() -> list[dict[str, Any]]:
     return [
         {
@@ -969,6 +1078,7 @@ def files() -> dict[str, list[dict[str, Any]]]:
         "nats.yaml": nats_manifests(),
         "postgres.yaml": postgres_manifests(),
         "migrate.yaml": migrate_manifests(),
+        "audit-witness.yaml": witness_manifests(),
         "autoscaling.yaml": [hpa(n) for n in AUTOSCALED],
     }
     for name in (*SERVICES, GATEWAY):

@@ -536,3 +536,28 @@ def test_tunnel_reaches_only_the_gateway() -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_witness_writes_the_audit_checkpoints_with_a_key_no_other_pod_holds(target: str) -> None:
+    """The cluster's witness of the audit chain (ADR 0028): one pod, replaced rather than rolled
+    (never two writers of one file), its checkpoints on a volume of its own, and the HMAC key
+    mounted by it alone: audit, which the checkpoints vouch for, never holds it."""
+    docs = rendered(target)
+    witness = of_kind(docs, "Deployment")["his-audit-witness"]
+    assert witness["spec"]["replicas"] == 1 and witness["spec"]["strategy"] == {"type": "Recreate"}
+    (c,) = containers(witness)
+    assert c["args"] == ["his", "audit", "checkpoint", "--every", "1"]
+    pod = witness["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["his-audit-witness"] and "his-audit-witness" in of_kind(docs, "PersistentVolumeClaim")
+
+    def holders(secret: str) -> set[str]:
+        found = set()
+        for name, dep in of_kind(docs, "Deployment").items():
+            text = str(dep["spec"]["template"]["spec"].get("volumes", []))
+            if f"'{secret}'" in text:
+                found.add(name)
+        return found
+
+    assert holders("his-audit-checkpoint-key") == {"his-audit-witness"}

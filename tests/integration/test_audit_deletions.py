@@ -246,3 +246,34 @@ async def test_a_deleted_last_record_with_the_counter_lowered_to_match_is_named_
     assert (await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=0)).ok  # the hole the ADR names
     verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=0, js=hospital.js)
     assert verdict.missing == (Missing(PATIENTS, 3, 3),), verdict
+
+
+async def test_the_witness_follows_the_chain_until_stopped_and_never_makes_its_own_key(hospital: Hospital) -> None:
+    """``his audit checkpoint --every``: a cluster's witness, as `his up` is its own hospital's.
+    It refuses to start without the hospital's key, witnesses each new head within its period,
+    and stops on its signal with the file whole."""
+    stop = asyncio.Event()
+    with pytest.raises(audit_cli.NoCheckpointKeyError):
+        await audit_cli.witness(hospital.admin_dsn, hospital.data, 0.1, stop)
+    assert not (hospital.data / "secrets" / "audit-checkpoint-key").exists()
+    (hospital.data / "secrets" / "audit-checkpoint-key").write_text("the hospital's witness key, from its Secret")
+    hospital.start_audit()
+    running = asyncio.create_task(audit_cli.witness(hospital.admin_dsn, hospital.data, 0.1, stop))
+    try:
+        for more, n in ((2, 2), (3, 5)):  # more records, and the chain's length after them
+            await hospital.access(more)
+            await hospital.recorded(n)
+
+            async def witnessed(n: int = n) -> bool:
+                last = audit_cli.latest_checkpoint(hospital.data)
+                return last is not None and last.seq == n
+
+            await wait_for(witnessed, timeout=10, what=f"a checkpoint at record {n}")
+    finally:
+        stop.set()
+        failed = await asyncio.wait_for(running, timeout=5)
+    assert failed == 0 and audit_cli.witness_heartbeat(hospital.data).exists()  # what a pod's probes read
+    seqs = [cp.seq for cp in audit_cli.checkpoints(hospital.data)]
+    assert seqs[-1] == 5 and seqs == sorted(seqs)  # one line per new head, in order
+    verdict = await audit_cli.verify_chain(hospital.admin_dsn, hospital.data, grace=5)
+    assert verdict.ok, verdict

@@ -4,8 +4,9 @@ Checkpoints live outside the database (``$HIS_DATA_DIR/audit/checkpoints.jsonl``
 MAC'd with a key from the secrets directory (not beside them, readable by its owner only) and
 chained to the one before; the number and MAC of the last one are also kept in the audit schema,
 so cutting lines off the file's end is seen as well (ADR 0028). ``his up`` writes one every
-``CHECKPOINT_EVERY`` seconds while the chain grows; in a cluster, run ``his audit checkpoint`` as
-often, from a host that holds the key, and ship the file to write-once storage.
+``CHECKPOINT_EVERY`` seconds while the chain grows; in a cluster, ``his audit checkpoint --every 1``
+does the same (``witness``: the Deployment ``his-audit-witness`` of ``deploy/``, with the key from a
+Secret and the file on a volume of its own), and the file may be shipped to write-once storage.
 
 ``verify`` also asks every producer of access records for its latest number (its
 ``producer_seq`` counter, and the last access event its stream holds) and names each number the
@@ -15,7 +16,9 @@ chain lacks: a record deleted from the table or from a stream before audit read 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -34,6 +37,8 @@ from his.kernel.db import SEQ_TABLE
 from his.kernel.events import SEQ_FIELD, Envelope, stream_name
 from his.kernel.migrations import runtime_role, with_credentials
 from his.kernel.pki import WorkloadIdentity
+
+log = logging.getLogger("his.audit.witness")
 
 #: Seconds between the checkpoints ``his up`` writes while records are appended: the longest a
 #: record stays unwitnessed outside the database.
@@ -106,6 +111,40 @@ async def _witness(conn: asyncpg.Connection[asyncpg.Record], data: Path) -> Chec
         fh.flush()
     await conn.execute(COUNT_UPSERT, cp.n, cp.mac)
     return cp
+
+
+def witness_heartbeat(data: Path) -> Path:
+    """The file the witness touches at each turn (its liveness, for a cluster's probes)."""
+    return data / "audit" / "witness.alive"
+
+
+class NoCheckpointKeyError(Exception):
+    """The witness's key is not where it must be: a new one would witness nothing."""
+
+
+async def witness(admin_dsn: str, data: Path, every: float, stop: asyncio.Event) -> int:
+    """Write a checkpoint every ``every`` seconds until ``stop`` is set, as ``his up`` does for its
+    own hospital (a cluster's witness); a failure (the database away) is logged and tried again at
+    the next turn. The key must exist already: a witness that made its own would vouch for
+    nothing. The number of turns that failed."""
+    if not (data / "secrets" / "audit-checkpoint-key").is_file():
+        raise NoCheckpointKeyError(f"no audit checkpoint key at {data / 'secrets' / 'audit-checkpoint-key'}")
+    failed = 0
+    alive = witness_heartbeat(data)
+    while not stop.is_set():
+        try:
+            await write_checkpoint(admin_dsn, data, keep=True)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            failed += 1
+            log.warning("audit checkpoint failed (trying again in %.1fs): %r", every, exc)
+        with contextlib.suppress(OSError):
+            alive.touch()  # each turn, done or failed: what the pod's probes look at
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+    conn = _kept.pop(str(data), None)
+    if conn is not None:
+        await conn.close(timeout=2)
+    return failed
 
 
 def _last(fh: BinaryIO) -> Checkpoint | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -493,13 +494,41 @@ def audit_verify(
 
 
 @audit_app.command("checkpoint")
-def audit_checkpoint() -> None:
+def audit_checkpoint(
+    every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Go on writing one every this many seconds until stopped (SIGTERM or Ctrl-C): a cluster's "
+            "witness, as his up is its own hospital's.",
+        ),
+    ] = None,
+) -> None:
     """Record the current head of the chain outside the database (HMAC-authenticated, chained to
     the checkpoint before)."""
-    from his.cli.audit import write_checkpoint
+    from his.cli.audit import NoCheckpointKeyError, witness, write_checkpoint
 
-    cp = asyncio.run(write_checkpoint(_admin_dsn(), OperatorSettings().data_path))
-    out.print(f"checkpoint at record {cp.seq}: {cp.hash.hex()[:16]}…")
+    data = OperatorSettings().data_path
+    if every is None:
+        cp = asyncio.run(write_checkpoint(_admin_dsn(), data))
+        out.print(f"checkpoint at record {cp.seq}: {cp.hash.hex()[:16]}…")
+        return
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await witness(dsn, data, every, stop)
+
+    dsn = _admin_dsn()
+    out.print(f"witnessing the audit chain every {every:g}s into {data / 'audit' / 'checkpoints.jsonl'}")
+    try:
+        failed = asyncio.run(run())
+    except NoCheckpointKeyError as exc:
+        err.print(f"error: {exc}; it comes from the hospital's secrets (the his-audit-checkpoint-key Secret)")
+        raise typer.Exit(1) from None
+    out.print(f"stopped ({failed} turns failed)")
 
 
 @app.command()
