@@ -1,14 +1,33 @@
 """Who may call an internal HTTP listener (``his.kernel.callers``), as a table, and the ASGI layer
 that refuses the rest before any route runs. No IO: scopes are built by hand, as ``PeerProtocol``
-builds them from the verified certificate."""
+builds them from the verified certificate.
+
+``test_every_service_admits_exactly_the_declared_callers`` is the matrix of the internal hops:
+every service's own declaration (``build().callers``) × every path it serves × every workload
+identity of the hospital, against ``WHO_CALLS_WHAT``, the hops the design has.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Mapping
 
 import pytest
 
-from his.kernel.callers import ANY_SERVICE, GATEWAY, ITSELF, OPERATOR, PEER, PROMETHEUS, Admit, Callers
+from his.cli.services import SERVICES
+from his.gateway.routing import ROUTES
+from his.kernel.callers import (
+    ANY_SERVICE,
+    GATEWAY,
+    ITSELF,
+    OPERATIONS,
+    OPERATOR,
+    PEER,
+    PROMETHEUS,
+    Admit,
+    Callers,
+)
 from his.kernel.observability import Message, Receive, Scope, Send
 from his.kernel.pki import spiffe_id
 
@@ -129,3 +148,82 @@ async def test_other_scopes_pass_through() -> None:
 
     await Admit(lifespan, SERVICE, own=PATIENTS)({"type": "lifespan"}, route, route)  # type: ignore[arg-type]
     assert reached == ["lifespan"]
+
+
+# --- the matrix: every service's declaration × every path × every identity ---------------------
+
+#: Every workload of the hospital that holds a certificate (the services, the gateway, the console).
+WORKLOADS = {name: spiffe_id(name) for name in (*SERVICES, "gateway", "console")}
+EVERY_SERVICE = frozenset(WORKLOADS.values())
+#: Who calls a service's internal listener besides the gateway (on every path) and the operations
+#: paths' callers, by service and path: the hops the design has (ADR 0029). Nothing else.
+WHO_CALLS_WHAT: Mapping[str, Mapping[str, frozenset[str]]] = {
+    # every service verifies tokens itself: the keys and the sessions signed out
+    "identity": {
+        "/auth/jwks": EVERY_SERVICE,
+        "/auth/revoked-sessions": EVERY_SERVICE,
+        # audit names the staff who read a patient's record (ADR 0028)
+        "/staff": frozenset({spiffe_id("audit")}),
+    },
+    # patients asks for a resulted order's values, which the bus does not carry (ADR 0032)
+    "laboratory": {"/lab/order-results": frozenset({spiffe_id("patients")})},
+}
+#: Identities no listener may admit beyond what they are: an id of another trust domain, a
+#: path under a service's, no certificate, and the placeholders, which stand for ids.
+STRANGERS: tuple[str | None, ...] = (
+    "spiffe://other.domain/service/billing",
+    "spiffe://his.local/service/billing/extra",
+    None,
+    ANY_SERVICE,
+    ITSELF,
+)
+IDENTITIES: tuple[str | None, ...] = (*WORKLOADS.values(), OPERATOR, PROMETHEUS, *STRANGERS)
+
+
+def declared(service: str) -> Callers:
+    return importlib.import_module(f"his.{service}.app").build().callers  # type: ignore[no-any-return]
+
+
+def paths_of(service: str) -> set[str]:
+    """The paths to try on a service's listener: its public routes' upstream paths, its own
+    router's, the operations paths, and every path any service names in its callers."""
+    router = importlib.import_module(f"his.{service}.api.http").router
+    own = {r.upstream_template for r in ROUTES if r.service == service} | {r.path for r in router.routes}
+    named = {p for s in SERVICES for p in declared(s).paths} | {p for s in WHO_CALLS_WHAT.values() for p in s}
+    return own | set(OPERATIONS) | named
+
+
+def expected(service: str, peer: str | None, path: str) -> bool:
+    """Whether ``peer`` may call ``path`` on ``service``'s listener, by the design."""
+    own = WORKLOADS[service]
+    operations = {
+        "/healthz": {OPERATOR, own},  # the operator's health checks, the process's exec probe
+        "/readyz": {OPERATOR, own},
+        "/metrics": {OPERATOR, PROMETHEUS},
+        "/status": {OPERATOR},
+    }
+    if peer == GATEWAY:  # it forwards the public API: every path
+        return True
+    if path in operations:
+        return peer in operations[path]
+    return peer in WHO_CALLS_WHAT.get(service, {}).get(path, frozenset())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_admits_exactly_the_declared_callers(service: str) -> None:
+    callers, own = declared(service), WORKLOADS[service]
+    paths = paths_of(service)
+    assert len(paths) > len(OPERATIONS), service
+    wrong = [
+        f"{peer} on {path}: {'admitted' if admitted else 'refused'}"
+        for path in sorted(paths)
+        for peer in IDENTITIES
+        if (admitted := callers.admits(peer, path, own=own)) != expected(service, peer, path)
+    ]
+    assert not wrong, f"{service}'s listener, against WHO_CALLS_WHAT:\n" + "\n".join(wrong)
+
+
+def test_the_table_names_only_services_and_paths_that_exist() -> None:
+    assert set(WHO_CALLS_WHAT) <= set(SERVICES)
+    for service, paths in WHO_CALLS_WHAT.items():
+        assert set(paths) == set(declared(service).paths), service
