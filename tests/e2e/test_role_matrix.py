@@ -64,7 +64,7 @@ class Ctx:
 
     http: httpx.Client
     tag: str
-    subjects: dict[str, Subject]
+    subjects: dict[Role, Subject]
     #: An account of this module's (no cell's caller) that the account routes act on.
     account: str
     #: An inventory item of this module's that receipts go to.
