@@ -53,9 +53,10 @@ HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 REASON = "Suspected sepsis, patient confused and cannot give consent or history"
 #: Where the routes of the pair matrix live: ids there are not a patient's.
 NOT_A_PATIENTS = ("/api/practitioners/", "/api/wards", "/api/beds")
-#: Where ids are accounts', which only an administrator reaches, any account alike: identity's
-#: routes × roles matrix is tests/unit/test_identity_accounts.py (every other role 403 on each).
-ACCOUNTS = ("/api/admin/users/",)
+#: Where ids are accounts', which only administrators (and, for an account's audit trail,
+#: auditors) reach, any account alike: their routes × roles are in tests/e2e/test_role_matrix.py
+#: and tests/unit/test_identity_accounts.py (every other role 403 on each).
+ACCOUNTS = ("/api/admin/users/", "/api/audit/accounts/")
 #: The attending doctor's calendar: three whole days this far ahead, one booking per 20 minutes.
 CALENDAR_DAY = 50
 SLOT = timedelta(minutes=20)

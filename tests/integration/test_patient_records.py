@@ -78,9 +78,11 @@ async def test_records_are_encrypted_at_rest_and_bound_to_their_row(
         assert stored is not None
         assert b"penicillin" not in bytes(stored["text_cipher"])
         event = await conn.fetchval(
-            "SELECT payload FROM patients.outbox WHERE subject = 'his.patients.record_entry.added.v1' ORDER BY id DESC"
+            "SELECT payload FROM patients.outbox WHERE subject = 'his.patients.record_entry.added.v2' ORDER BY id DESC"
         )
-        assert b"penicillin" not in bytes(event) and b"Z88.0" in bytes(event)
+        # The event names the entry's kind: never its text, nor its code (a diagnosis: ADR 0032).
+        assert event is not None and b"allergy" in bytes(event)
+        assert b"penicillin" not in bytes(event) and b"Z88.0" not in bytes(event)
         # A ciphertext moved to another patient's row does not decrypt there: the read refuses.
         other = await client.post(
             "/patients",
