@@ -189,7 +189,7 @@ async def test_staff_without_a_practitioner_profile_are_named_from_the_staff_dir
 )
 async def test_a_refused_reason_is_told_the_rule_it_broke(doctor: Desk, rule: str, said: str) -> None:
     reason = "test test test test test test test test"
-    refusal = {"title": "Unprocessable Entity", "status": 422, "detail": "reason …", "rule": rule}
+    refusal: dict[str, Json] = {"title": "Unprocessable Entity", "status": 422, "detail": "reason …", "rule": rule}
     doctor.api.answer("POST", f"/api/patients/{PATIENT}/emergency-access", Answer(422, refusal))
     r = await doctor.post(f"/patients/{PATIENT}/emergency-access", {"reason": reason})
     assert r.status_code == 422 and said in r.text and f">{reason}</textarea>" in r.text

@@ -194,9 +194,9 @@ async def test_the_queue_lists_each_grant_with_what_was_read_and_an_admin_review
     assert reviews == [("update", "emergency_access", "review", "allowed", False)] * 2 + [
         ("update", "emergency_access", "review", "denied", False)  # the decision the grant no longer takes
     ]
-    for who in (AUDITOR.sub, doctor_id, CLERK.sub):  # and each refused attempt, under the grant's patient
-        refusals = [r for r in glass.audit(who) if r[1] == "emergency_access" and r[0] == "update"]
-        assert refusals == [("update", "emergency_access", "review", "denied", False)], who
+    for refused_by in (AUDITOR.sub, doctor_id, CLERK.sub):  # and each refused attempt, under the grant's patient
+        refusals = [r for r in glass.audit(refused_by) if r[1] == "emergency_access" and r[0] == "update"]
+        assert refusals == [("update", "emergency_access", "review", "denied", False)], refused_by
     published = "\n".join(e.to_json().decode() for e in glass.fake.published)
     for secret in ("rota", "clinical lead", "Cover confirmed", "Unconscious"):
         assert secret not in published
