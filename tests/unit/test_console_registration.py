@@ -50,7 +50,7 @@ async def test_a_registration_says_the_same_whoever_has_the_address(desk: Desk) 
         ({"full_name": "  "}, "full_name", "Enter your full name."),
         ({"email": ""}, "email", "Enter your e-mail address."),
         ({"password": ""}, "password", "Choose a password."),
-        ({"password_again": "another one entirely"}, "password_again", "The two new passwords are not the same."),
+        ({"password_again": "another one entirely"}, "password_again", "The two passwords are not the same."),
     ],
     ids=["name", "address", "password", "again"],
 )

@@ -14,12 +14,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from his.console.account import LONGEST_TOKEN
 from his.console.i18n import N_
-from his.console.signing_in import MISMATCH
 from his.console.web import Shared, client_ip, form_of, render
 
 router = APIRouter(include_in_schema=False)
 
 NOT_NOW = N_("This cannot be done right now. Try again shortly.")
+MISMATCH = N_("The two passwords are not the same.")
 
 
 def register_page(request: Request, shared: Shared, status: int = 200, **values: object) -> HTMLResponse:

@@ -117,3 +117,68 @@ async def test_a_second_factor_at_sign_in_and_a_forgotten_password(
     finally:
         reset = httpx.put(f"{gateway}/api/admin/mfa-policy", json={"roles": []}, headers=admin, timeout=10)
         assert reset.status_code == 200, reset.text
+
+
+async def test_a_patient_creates_an_account_and_confirms_the_address_with_the_mailed_link(
+    shared_hospital: Hospital, page: Page, screenshots: Screenshots
+) -> None:
+    """From the sign-in page: the registration form (its errors beside its fields), the same
+    answer whoever has the address, the link from the hospital's maildir, the language changed on
+    the link's page without losing the link, the address confirmed with the password, and the
+    patient signed in to the portal, where the record is linked next."""
+    gateway = shared_hospital.gateway
+    address = f"new-patient-{time.time_ns()}@example.org"
+    errors = console_errors(page)
+    await page.goto(f"{gateway}/sign-in")
+    await page.get_by_role("link", name="New patient? Create an account").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Create an account")
+    await check_accessibility(page)
+    await page.get_by_label("Full name").fill("Deniz Yeni")
+    await page.get_by_label("E-mail address").fill(address)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_label("Password again").fill(NEW_PASSWORD)
+    await page.get_by_role("button", name="Create the account").click()
+    await expect(page.locator("#password_again-error")).to_have_text("The two passwords are not the same.")
+    await screenshots.take(page, "register-errors")
+    await check_accessibility(page)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_label("Password again").fill(PASSWORD)
+    await page.get_by_role("button", name="Create the account").click()
+    await expect(page.get_by_role("status")).to_contain_text("Check your e-mail.")
+    await screenshots.take(page, "register-sent")
+    await check_accessibility(page)
+
+    # Not yet: the address is not confirmed.
+    await page.get_by_role("link", name="Back to signing in").click()
+    await sign_in(page, address, PASSWORD)
+    await expect(page.get_by_role("alert")).to_contain_text("Confirm your address first")
+    await check_accessibility(page)
+
+    links: list[str] = []
+
+    async def mailed() -> bool:
+        for msg in mail_to(shared_hospital, address).values():
+            links.extend(re.findall(r"https?://\S+/verify-email\?token=\S+", msg.get_content()))
+        return bool(links)
+
+    await wait_for(mailed, what="the confirmation link in the maildir")
+    link = urlsplit(links[0])
+    opened = await page.goto(f"{gateway}{link.path}?{link.query}")
+    assert opened is not None and opened.headers["referrer-policy"] == "same-origin"
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your address")
+    # In Turkish, the page the link opened stays that page, its token kept.
+    await page.get_by_role("button", name="Türkçe").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Adresinizi doğrulayın")
+    assert urlsplit(page.url).query == link.query
+    await screenshots.take(page, "confirm-tr")
+    await check_accessibility(page)
+    await page.get_by_label("Parola", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Onayla").click()
+    await expect(page.get_by_role("status")).to_have_text("Adresiniz doğrulandı. Bu adresle giriş yapın.")
+    await page.get_by_label("E-posta adresi").fill(address)
+    await page.get_by_label("Parola", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Giriş yap").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Kaydınızı bağlayın")
+    await screenshots.take(page, "portal-first")
+    await check_accessibility(page)
+    assert errors == [], errors
