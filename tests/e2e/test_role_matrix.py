@@ -181,6 +181,7 @@ TABLE: list[Row] = [
     # identity: administration (ADMIN)
     Row("GET", "/api/admin/users", ADMIN, _get("/api/admin/users", q="role-matrix", limit="5")),
     Row("POST", "/api/admin/users", ADMIN, _post("/api/admin/users", _new_user), ok=201),
+    Row("GET", "/api/admin/users/{id}", ADMIN, _get("/api/admin/users/{c.account}")),
     Row("PATCH", "/api/admin/users/{id}", ADMIN,
         lambda c: Call("PATCH", f"/api/admin/users/{c.account}", json={"active": True})),
     Row("POST", "/api/admin/users/{id}/unlock", ADMIN, _post("/api/admin/users/{c.account}/unlock")),

@@ -49,6 +49,7 @@ async def patch(idp: Idp, who: dict[str, str], user_id: uuid.UUID, **change: Any
     ("path", "method", "public"),
     [
         ("/api/admin/users", "GET", "/admin/users"),
+        ("/api/admin/users/{id}", "GET", "/admin/users/{user_id}"),
         ("/api/admin/users/{id}", "PATCH", "/admin/users/{user_id}"),
         ("/api/admin/users/{id}/unlock", "POST", "/admin/users/{user_id}/unlock"),
         ("/api/auth/login/password", "POST", "/auth/login/password"),
@@ -78,6 +79,10 @@ async def test_an_administrator_lists_and_searches_accounts_without_their_hashes
     assert (await idp.client.get("/admin/users", headers=nurse)).status_code == 403
     assert (await idp.client.get("/admin/users")).status_code == 401
     assert (await idp.client.get("/admin/users", params={"limit": 201}, headers=admin)).status_code == 422
+    one = await idp.client.get(f"/admin/users/{nurse_id}", headers=admin)
+    assert one.status_code == 200 and one.json() == item
+    assert (await idp.client.get(f"/admin/users/{uuid.uuid4()}", headers=admin)).status_code == 404
+    assert (await idp.client.get(f"/admin/users/{nurse_id}", headers=nurse)).status_code == 403
 
 
 async def test_a_leaver_is_disabled_signed_out_and_enabled_again(idp: Idp) -> None:

@@ -69,6 +69,18 @@ async def list_users(
     return AccountList(items=[AccountEntry.of(a) for a in await accounts.search(q, limit=limit)])
 
 
+@router.get(
+    "/admin/users/{user_id}", tags=["admin"], responses=errors(403, 404), openapi_extra=public("/api/admin/users/{id}")
+)
+async def get_user(user_id: uuid.UUID, who: Caller, accounts: Admin) -> AccountEntry:
+    """ADMIN reads one account as the list shows it."""
+    admin_only(who)
+    try:
+        return AccountEntry.of(await accounts.get(user_id))
+    except NoSuchAccountError:
+        raise HTTPException(404, "no such account") from None
+
+
 class AccountChange(BaseModel):
     """What to change (a field left out is unchanged)."""
 
