@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from his.console import account, appointments, chart, front_desk, pages, portal, registration, signing_in
+from his.console import account, admin, appointments, chart, front_desk, pages, portal, registration, signing_in
 from his.console.api import Api
 from his.console.compress import AssetGzip
 from his.console.domain import ApiUnavailableError
@@ -63,6 +63,7 @@ def create_app(shared: Console, db: Database | None = None) -> FastAPI:
     app.include_router(signing_in.router)
     app.include_router(pages.router)
     app.include_router(account.router)
+    app.include_router(admin.router)
     app.include_router(registration.router)
     app.include_router(front_desk.router)
     app.include_router(appointments.router)

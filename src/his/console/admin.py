@@ -1,0 +1,244 @@
+"""Administration (ADMIN): the hospital's accounts — list and search, one account's roles,
+disabling a leaver and enabling again, unlocking, requiring a new password, removing a lost
+second factor, making an account — and which roles sign in with a second factor.
+
+Every page asks the public API (`/api/admin/…`) with the administrator's own token: identity
+decides, records each change in the audit trail and signs the account out where rights are
+taken away; the page shows its answer, refusals included (the last administrator, 409).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from his.console.areas import ROLE_NAMES
+from his.console.domain import Answer
+from his.console.front_desk import items, refused
+from his.console.i18n import N_
+from his.console.web import SignedIn, Visit, form_lists, form_of
+from his.kernel.json import Json, JsonObject
+
+router = APIRouter(include_in_schema=False)
+
+ADMIN = frozenset({"ADMIN"})
+#: The roles an administrator gives, in the order the forms show them.
+ROLES = tuple(ROLE_NAMES)
+#: What a change's page says once it is done (``?done=``).
+DONE = {
+    "roles": N_("The roles were changed. The account's sessions were signed out."),
+    "disabled": N_("The account was disabled. Its sessions were signed out everywhere."),
+    "enabled": N_("The account was enabled again."),
+    "unlocked": N_("The account was unlocked."),
+    "password": N_("A new password is required at the account's next sign-in. Its sessions were signed out."),
+    "second-factor": N_("The second factor was removed. The account sets up a new one at its next sign-in."),
+    "created": N_("The account was made."),
+}
+
+
+def admin_only(visit: Visit) -> HTMLResponse | None:
+    if visit.roles & ADMIN:
+        return None
+    return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
+
+
+def parse_id(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def administration(visit: SignedIn) -> Response:
+    if (no := admin_only(visit)) is not None:
+        return no
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+async def users(visit: SignedIn, q: str = "") -> Response:
+    """The accounts whose address or name holds what was typed (every account, 200 at most)."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    answer = await visit.call("GET", "/api/admin/users", params={"q": q.strip(), "limit": "200"})
+    if not answer.ok:
+        return refused(visit, answer)
+    return visit.page("admin_users.html", q=q, accounts=items(answer))
+
+
+async def account_page(
+    visit: Visit, user_id: uuid.UUID, status: int = 200, *, done: str = "", error: str | None = None
+) -> Response:
+    answer = await visit.call("GET", f"/api/admin/users/{user_id}")
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    notice = DONE.get(done)
+    own = str(user_id) == str(visit.live.session.user_id)
+    return visit.page(
+        "admin_user.html", status=status, account=answer.body, roles_offered=ROLES, notice=notice, error=error, own=own
+    )
+
+
+@router.get("/admin/users/new", response_class=HTMLResponse)
+async def new_user(visit: SignedIn) -> Response:
+    if (no := admin_only(visit)) is not None:
+        return no
+    return visit.page("admin_user_new.html", roles_offered=ROLES, chosen=[], errors={}, error=None, form={})
+
+
+@router.post("/admin/users/new", response_class=HTMLResponse)
+async def create_user(visit: SignedIn) -> Response:
+    """Make an account with the roles chosen and a first password, which its first sign-in must
+    change unless the administrator says otherwise."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    lists = await form_lists(visit.request)
+    form = {k: v[0] for k, v in lists.items()}
+    chosen = [r for r in lists.get("roles", []) if r in ROLES]
+    name, email, password = (
+        " ".join(form.get("full_name", "").split()),
+        form.get("email", "").strip(),
+        form.get("password", ""),
+    )
+    errors: dict[str, str] = {}
+    if not name:
+        errors["full_name"] = N_("Enter the full name.")
+    if not email:
+        errors["email"] = N_("Enter the e-mail address.")
+    if not password:
+        errors["password"] = N_("Choose a first password.")
+    if not chosen:
+        errors["roles"] = N_("Choose at least one role.")
+    shown = {"full_name": name, "email": email}
+
+    def again(status: int, error: str | None = None) -> HTMLResponse:
+        return visit.page(
+            "admin_user_new.html",
+            status=status,
+            roles_offered=ROLES,
+            chosen=chosen,
+            errors=errors,
+            error=error,
+            form=shown,
+        )
+
+    if errors:
+        return again(422)
+    body: JsonObject = {"email": email, "password": password, "full_name": name, "roles": list[Json](chosen)}
+    answer = await visit.call("POST", "/api/admin/users", body=body)
+    if answer.status == 409:
+        errors["email"] = N_("An account has this address already.")
+        return again(409)
+    if answer.status == 422:
+        detail = answer.problem().detail or ""
+        if detail.startswith("email"):
+            errors["email"] = N_("Enter a valid e-mail address.")
+        else:
+            errors["password"] = detail or N_("This password cannot be used. Choose another.")
+        return again(422)
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    user_id = str(answer.body.get("user_id"))
+    if form.get("change_required", "") == "on":
+        changed = await visit.call("PATCH", f"/api/admin/users/{user_id}", body={"password_change_required": True})
+        if not changed.ok:
+            return refused(visit, changed)
+    return RedirectResponse(f"/admin/users/{user_id}?done=created", status_code=303)
+
+
+@router.get("/admin/users/{user_id}", response_class=HTMLResponse)
+async def user(visit: SignedIn, user_id: str, done: str = "") -> Response:
+    """One account: what it is, and the changes an administrator makes to it."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    if (uid := parse_id(user_id)) is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such account."))
+    return await account_page(visit, uid, done=done)
+
+
+Method = Literal["PATCH", "POST"]
+
+
+async def change(
+    visit: Visit, user_id: str, method: Method, path: str, body: JsonObject | None, *, done: str
+) -> Response:
+    """Ask identity for one change to the account; back to its page, saying what was done or
+    why it was refused."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    if (uid := parse_id(user_id)) is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such account."))
+    answer: Answer = await visit.call(method, path.format(id=uid), body=body)
+    if answer.ok:
+        return RedirectResponse(f"/admin/users/{uid}?done={done}", status_code=303)
+    if answer.status == 409:
+        error = N_("The hospital must keep an active administrator: give the role to another account first.")
+        return await account_page(visit, uid, 409, error=error)
+    if answer.status == 422:
+        return await account_page(visit, uid, 422, error=N_("Choose at least one role."))
+    return refused(visit, answer)
+
+
+@router.post("/admin/users/{user_id}/roles", response_class=HTMLResponse)
+async def change_roles(visit: SignedIn, user_id: str) -> Response:
+    chosen: list[Json] = [r for r in (await form_lists(visit.request)).get("roles", []) if r in ROLES]
+    return await change(visit, user_id, "PATCH", "/api/admin/users/{id}", {"roles": chosen}, done="roles")
+
+
+@router.post("/admin/users/{user_id}/active", response_class=HTMLResponse)
+async def change_active(visit: SignedIn, user_id: str) -> Response:
+    active = (await form_of(visit.request)).get("active") == "true"
+    body: JsonObject = {"active": active}
+    return await change(
+        visit, user_id, "PATCH", "/api/admin/users/{id}", body, done="enabled" if active else "disabled"
+    )
+
+
+@router.post("/admin/users/{user_id}/unlock", response_class=HTMLResponse)
+async def unlock(visit: SignedIn, user_id: str) -> Response:
+    return await change(visit, user_id, "POST", "/api/admin/users/{id}/unlock", None, done="unlocked")
+
+
+@router.post("/admin/users/{user_id}/password", response_class=HTMLResponse)
+async def require_password(visit: SignedIn, user_id: str) -> Response:
+    body: JsonObject = {"password_change_required": True}
+    return await change(visit, user_id, "PATCH", "/api/admin/users/{id}", body, done="password")
+
+
+@router.post("/admin/users/{user_id}/second-factor", response_class=HTMLResponse)
+async def remove_second_factor(visit: SignedIn, user_id: str) -> Response:
+    body: JsonObject = {"mfa": False}
+    return await change(visit, user_id, "PATCH", "/api/admin/users/{id}", body, done="second-factor")
+
+
+@router.get("/admin/second-factor", response_class=HTMLResponse)
+async def second_factor_policy(visit: SignedIn, saved: bool = False) -> Response:
+    """Which roles sign in with a second factor."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    answer = await visit.call("GET", "/api/admin/mfa-policy")
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    required = answer.body.get("roles")
+    chosen = [r for r in required if isinstance(r, str)] if isinstance(required, list) else []
+    notice = (
+        N_("Saved. Accounts of these roles without a second factor set one up at their next sign-in.")
+        if saved
+        else None
+    )
+    return visit.page("admin_second_factor.html", roles_offered=ROLES, chosen=chosen, notice=notice)
+
+
+@router.post("/admin/second-factor", response_class=HTMLResponse)
+async def set_second_factor_policy(visit: SignedIn) -> Response:
+    if (no := admin_only(visit)) is not None:
+        return no
+    chosen: list[Json] = [r for r in (await form_lists(visit.request)).get("roles", []) if r in ROLES]
+    answer = await visit.call("PUT", "/api/admin/mfa-policy", body={"roles": chosen})
+    if not answer.ok:
+        return refused(visit, answer)
+    return RedirectResponse("/admin/second-factor?saved=1", status_code=303)
