@@ -146,3 +146,71 @@ async def test_the_roles_that_need_a_second_factor(admin: Desk) -> None:
     assert admin.api.calls[-1] == Call(
         "PUT", "/api/admin/mfa-policy", "203.0.113.7", admin.api.calls[-1].token, {"roles": ["ADMIN", "DOCTOR"]}, None
     )
+
+
+GRANT_ID = "5b0e3c7a-2f1d-4b8e-9c3a-6d7e8f9a0b1c"
+DOCTOR_ID = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+
+
+def grant(**changed: Json) -> JsonObject:
+    base: JsonObject = {
+        "grant_id": GRANT_ID,
+        "patient_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "mrn": "MRN-000042",
+        "user_id": DOCTOR_ID,
+        "roles": ["DOCTOR"],
+        "reason": "Brought in unconscious; medication history needed now.",
+        "granted_at": "2026-01-01T01:00:00+00:00",
+        "expires_at": "2026-01-01T01:30:00+00:00",
+        "active": False,
+        "lasted_minutes": 30.0,
+        "reads": [{"resource": "patient", "action": "read", "at": "2026-01-01T01:01:00+00:00"}],
+        "audit_trail": "/api/audit?patient_id=1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "over_limit": True,
+        "review_state": "pending",
+        "reviewed_by": None,
+        "reviewed_at": None,
+        "review_note": None,
+    }
+    return base | changed
+
+
+async def test_the_emergency_access_queue_is_reviewed_by_an_administrator(admin: Desk) -> None:
+    admin.api.answer("GET", "/api/patients/emergency-access", Answer(200, {"items": [grant()]}))
+    admin.api.answer(
+        "GET",
+        "/api/staff",
+        Answer(200, {"items": [{"id": DOCTOR_ID, "full_name": "Deniz Hekim", "roles": ["DOCTOR"]}]}),
+    )
+    page = await admin.client.get("/admin/emergency-access")
+    assert page.status_code == 200
+    for shown in ("Deniz Hekim", "MRN-000042", "medication history needed now", "Over the clinician", "Escalate"):
+        assert shown in page.text, shown
+    asked = [c for c in admin.api.calls if c.path == "/api/patients/emergency-access"][-1]
+    assert asked.params == {"state": "pending", "limit": "200"}
+
+    url = f"/admin/emergency-access/{GRANT_ID}/review"
+    silent = await form(admin, url, {"decision": "escalated", "note": " "})
+    assert silent.status_code == 422 and "Say in the note why" in silent.text
+    api_review = f"/api/patients/emergency-access/{GRANT_ID}/review"
+    admin.api.answer("POST", api_review, Answer(200, grant(review_state="escalated")))
+    r = await form(admin, url, {"decision": "escalated", "note": "Not on the rota that night", "state": "pending"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/emergency-access?state=pending&done=escalated"
+    assert admin.api.calls[-1].body == {"decision": "escalated", "note": "Not on the rota that night"}
+    admin.api.answer("POST", api_review, problem(403, "nobody reviews their own emergency access"))
+    own = await form(admin, url, {"decision": "reviewed"})
+    assert own.status_code == 403 and "Nobody reviews their own" in own.text
+
+
+async def test_an_auditor_reads_the_queue_and_reviews_nothing() -> None:
+    async with console_desk() as desk:
+        await desk.sign_in(["AUDITOR"])
+        desk.api.answer("GET", "/api/patients/emergency-access", Answer(200, {"items": [grant()]}))
+        page = await desk.client.get("/admin/emergency-access")
+        assert page.status_code == 200 and "MRN-000042" in page.text
+        assert f'action="/admin/emergency-access/{GRANT_ID}/review"' not in page.text  # no review form
+        assert 'href="/admin/emergency-access"' in (await desk.client.get("/")).text
+        assert (await desk.client.get("/admin/users")).status_code == 403
+        r = await form(desk, f"/admin/emergency-access/{GRANT_ID}/review", {"decision": "reviewed"})
+        assert r.status_code == 403
+        assert not [c for c in desk.api.calls if c.path.endswith("/review")]

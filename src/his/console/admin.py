@@ -242,3 +242,80 @@ async def set_second_factor_policy(visit: SignedIn) -> Response:
     if not answer.ok:
         return refused(visit, answer)
     return RedirectResponse("/admin/second-factor?saved=1", status_code=303)
+
+
+REVIEWERS = frozenset({"ADMIN", "AUDITOR"})
+#: The review states a queue is shown in.
+STATES = {"pending": N_("Waiting for review"), "escalated": N_("Escalated"), "reviewed": N_("Reviewed")}
+REVIEWED = {
+    "reviewed": N_("Marked reviewed: the access was justified."),
+    "escalated": N_("Escalated: it is to be looked into."),
+}
+
+
+@router.get("/admin/emergency-access", response_class=HTMLResponse)
+async def emergency_access(visit: SignedIn, state: str = "pending", done: str = "") -> Response:
+    """The break-the-glass review queue (ADMIN reviews, AUDITOR reads): each emergency access with
+    its clinician, patient, reason, how long it lasted and what was read under it."""
+    if not visit.roles & REVIEWERS:
+        return visit.page("problem.html", status=403, message=N_("You may not see or do this."))
+    return await queue(visit, state, notice=REVIEWED.get(done))
+
+
+async def queue(
+    visit: Visit, state: str, status: int = 200, *, notice: str | None = None, error: str | None = None
+) -> Response:
+    state = state if state in STATES else "pending"
+    answer = await visit.call("GET", "/api/patients/emergency-access", params={"state": state, "limit": "200"})
+    if not answer.ok:
+        return refused(visit, answer)
+    grants = items(answer)
+    people = {p["id"]: p for p in items(await staff(visit, {str(g.get("user_id")) for g in grants}))}
+    return visit.page(
+        "admin_emergency_access.html",
+        status=status,
+        grants=grants,
+        people=people,
+        state=state,
+        states=STATES,
+        notice=notice,
+        error=error,
+        may_review="ADMIN" in visit.roles,
+    )
+
+
+async def staff(visit: Visit, ids: set[str]) -> Answer:
+    """The clinicians' names (the staff directory), when there are any to name."""
+    if not ids:
+        return Answer(200, {"items": []})
+    return await visit.call("GET", "/api/staff", params=[("id", i) for i in sorted(ids)])
+
+
+@router.post("/admin/emergency-access/{grant_id}/review", response_class=HTMLResponse)
+async def review(visit: SignedIn, grant_id: str) -> Response:
+    """An administrator's decision on one emergency access: reviewed, or escalated with a note."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    if (gid := parse_id(grant_id)) is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such record."))
+    form = await form_of(visit.request)
+    decision, note = form.get("decision", ""), form.get("note", "").strip()
+    state = form.get("state", "pending")
+    if decision not in REVIEWED:
+        return await queue(visit, state, 422, error=N_("Choose reviewed or escalated."))
+    if decision == "escalated" and not note:
+        return await queue(visit, state, 422, error=N_("Say in the note why it is escalated."))
+    body: JsonObject = {"decision": decision, "note": note or None}
+    answer = await visit.call("POST", f"/api/patients/emergency-access/{gid}/review", body=body)
+    if answer.ok:
+        return RedirectResponse(f"/admin/emergency-access?state={state}&done={decision}", status_code=303)
+    match answer.status:
+        case 403:
+            error = N_("Nobody reviews their own emergency access: another administrator does.")
+        case 409:
+            error = N_("This emergency access was reviewed already.")
+        case 422:
+            error = N_("The note was not accepted: at most 2000 characters.")
+        case _:
+            return refused(visit, answer)
+    return await queue(visit, state, answer.status, error=error)

@@ -27,6 +27,7 @@ AREAS = (
     Area("/portal/accesses", N_("Who saw my record"), frozenset({"PATIENT"})),
     Area("/portal/preferences", N_("Messages"), frozenset({"PATIENT"})),
     Area("/admin", N_("Administration"), frozenset({"ADMIN"})),
+    Area("/admin/emergency-access", N_("Emergency access"), frozenset({"AUDITOR"})),
 )
 #: Where a user lands after signing in, by role (the first of their roles listed here); the
 #: others land on the home page, which lists their areas.

@@ -1,8 +1,9 @@
 """Administration in a real browser under `his up`: an administrator finds a nurse's account,
 disables it while the nurse is signed in elsewhere, and that session ends (the nurse's next page
-sends them to sign in); the account is enabled again, gets another role, and the roles that need
-a second factor are read and kept. Every page passes the accessibility check; no script, style or
-image is refused by the Content-Security-Policy."""
+sends them to sign in); the account is enabled again and gets another role; the roles that need
+a second factor are read and kept; a doctor's emergency access reaches the review queue and is
+escalated with a note. Every page passes the accessibility check; no script, style or image is
+refused by the Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 from playwright.async_api import Browser, Page, expect
 
 from tests.e2e.browser.test_console_sign_in import console_errors, sign_in
-from tests.e2e.harness import ADMIN, Hospital
+from tests.e2e.harness import ADMIN, Hospital, create_user, register_patient
 from tests.support.browser import Screenshots, check_accessibility
 from tests.support.waiting import wait_for
 
@@ -90,6 +91,30 @@ async def test_an_administrator_disables_a_signed_in_nurse_and_the_session_ends(
         await check_accessibility(page)
         await page.get_by_role("button", name="Save").click()
         await expect(page.get_by_role("status")).to_contain_text("Saved.")
+
+        # A doctor without care opens a record in an emergency; the administrator escalates it.
+        _, doctor = create_user(shared_hospital, admin, "DOCTOR", f"glass{tag % 100000}")
+        patient = register_patient(shared_hospital, admin, f"Glass{tag % 100000}")
+        reason = "Brought in unconscious by ambulance; medication history needed now."
+        opened = httpx.post(
+            f"{gateway}/api/patients/{patient['id']}/emergency-access",
+            json={"reason": reason},
+            headers=doctor,
+            timeout=10,
+        )
+        assert opened.status_code == 201, opened.text
+        await page.get_by_role("link", name="Emergency access").click()
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Emergency access")
+        card = page.locator("section", has_text=reason)
+        await expect(card).to_contain_text(str(patient["mrn"]))
+        await screenshots.take(page, "emergency-access")
+        await check_accessibility(page)
+        await card.get_by_label("Note (needed to escalate)").fill("Not on the emergency rota that night")
+        await card.get_by_role("button", name="Escalate").click()
+        await expect(page.get_by_role("status")).to_have_text("Escalated: it is to be looked into.")
+        await page.get_by_role("link", name="Escalated", exact=True).click()
+        await expect(page.locator("section", has_text=reason)).to_contain_text("Not on the emergency rota that night")
+        await check_accessibility(page)
         assert errors == [], errors
     finally:
         await nurse_context.close()
