@@ -20,7 +20,9 @@ import orjson
 import pytest
 
 from his.clients.patients import CareBasis, FakePatients, PatientRef
-from his.events.laboratory import LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultFlag
+from his.events.laboratory import SEAL_SETTING, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultFlag
+from his.kernel.crypto import new_key_text
+from his.kernel.sealing import Seal, UnsealableError
 from his.laboratory.app import http_over
 from his.testing.laboratory import FakeLab
 from tests.support.api import bearer, serve
@@ -329,10 +331,13 @@ async def test_a_result_is_published_with_its_tests_and_flags_sealed(lab: Lab) -
     [placed] = [e for e in lab.fake.published if e.type == LabOrderPlaced.type]
     [env] = [e for e in lab.fake.published if e.type == LabOrderResulted.type]
     for travelled in (placed.data, env.data):
-        assert not any(code in orjson.dumps(travelled).decode() for code in ('"K"', '"CRP"', '"HH"', '"N"'))
+        text = orjson.dumps(travelled).decode().replace("\\", "")  # nor inside a string, escaped
+        assert not any(code in text for code in ('"K"', '"CRP"', '"HH"', '"N"'))
     ev = LabOrderResulted.model_validate(env.data)
     assert set(env.data) == {"order_id", "patient_id", "ordered_by", "priority", "resulted_at", "sealed"}
     opened = ev.opened(SEAL)
     assert (str(opened.order_id), opened.patient_id) == (oid, patient)
     assert opened.results == [ResultFlag(code="K", flag="HH"), ResultFlag(code="CRP", flag="N")]
     assert [c.code for c in opened.charges] == ["K", "CRP"] and opened.abnormal and opened.critical
+    with pytest.raises(UnsealableError):  # encrypted under the key, not merely encoded
+        ev.opened(Seal(SEAL_SETTING, new_key_text()))
