@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from his.cli.services import GATEWAY, SERVICES, durables
+from his.events.laboratory import SEAL_SETTING
 from his.kernel import bus
 from his.kernel.bus import NatsUser
 from his.kernel.pki import spiffe_id
@@ -51,6 +52,9 @@ RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "identity": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
     "gateway": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}},
 }
+#: The key of a lab result's sealed content (ADR 0032): laboratory seals, billing, inventory and
+#: notifications open (``his.events.laboratory.SEALED_FOR``); no other pod gets it.
+LAB_SEAL = (SEAL_SETTING, "his-lab-seal", "keys", False)
 #: Secrets each process reads beyond its database password (created outside git: README).
 EXTRA_SECRETS: dict[str, list[tuple[str, str, str, bool]]] = {
     "identity": [
@@ -61,7 +65,11 @@ EXTRA_SECRETS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("HIS_SMTP_PASSWORD", "his-notifications-smtp", "password", True),
     ],
     "patients": [("HIS_RECORDS_KEYS", "his-patients-records", "keys", False)],
+    "laboratory": [LAB_SEAL],
+    "billing": [LAB_SEAL],
+    "inventory": [LAB_SEAL],
     "notifications": [
+        LAB_SEAL,
         ("HIS_SMTP_HOST", "his-notifications-smtp", "host", True),
         ("HIS_SMTP_USER", "his-notifications-smtp", "user", True),
         ("HIS_SMTP_PASSWORD", "his-notifications-smtp", "password", True),

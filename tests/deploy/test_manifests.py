@@ -286,6 +286,20 @@ def test_every_process_is_a_hardened_deployment(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_only_the_four_services_of_a_sealed_lab_result_get_its_key(target: str) -> None:
+    """Laboratory seals a result's test codes, flags and charges; billing, inventory and
+    notifications open them (ADR 0032). No other pod gets ``his-lab-seal``, in env or volume."""
+    holders = set()
+    for name, dep in of_kind(rendered(target), "Deployment").items():
+        pod = dep["spec"]["template"]["spec"]
+        if "his-lab-seal" in json.dumps(pod):
+            holders.add(name)
+            [env] = [e for c in containers(dep) for e in c.get("env", []) if e["name"] == "HIS_LAB_SEAL_KEYS"]
+            assert env["valueFrom"]["secretKeyRef"] == {"name": "his-lab-seal", "key": "keys"}, name
+    assert holders == {"laboratory", "billing", "inventory", "notifications"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_services_probe_readyz_through_their_own_identity(target: str) -> None:
     for name, dep in of_kind(rendered(target), "Deployment").items():
         if name not in SERVICES:

@@ -1,13 +1,18 @@
 """What the bus carries, keeps and lets read, under `his up`: a diagnosis code and a lab value,
-seeded through the API, travel in no event at all (the record entry's event names its kind, the
-results' event each test's code and flag; patients asks laboratory for the values), and the chart
-still shows the value; nothing of them sits in JetStream's files in clear (the store is encrypted
-with a key kept in the secrets directory); and a service reads only the streams it consumes."""
+seeded through the API, travel in no event at all (the record entry's event names its kind;
+patients asks laboratory for the values), and the chart still shows the value; a result's test
+codes and flags travel sealed, so that even the operator, who may read every stream, sees
+ciphertext, while the bill, the doctor's alert and the reagents still follow; nothing of them
+sits in JetStream's files in clear (the store is encrypted with a key kept in the secrets
+directory); and a service reads only the streams it consumes."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,13 +75,78 @@ def test_no_seeded_diagnosis_code_or_lab_value_travels_and_the_chart_still_shows
 
     wait_until(both_published, what="the record entry's and the results' events published")
     dump = dumps[-1]
-    assert "his.patients.record_entry.added.v2" in dump and "his.laboratory.order.resulted.v2" in dump
+    assert "his.patients.record_entry.added.v2" in dump and "his.laboratory.order.resulted.v3" in dump
     assert code not in dump, "the diagnosis code travelled"
     assert value not in dump, "the lab value travelled"
     store = h.data / "nats"
     assert any(store.rglob("*.blk")), "no JetStream message block found: the scan would prove nothing"
     assert in_clear(store, [code.encode(), value.encode()]) == {}
     assert "cipher: chachapoly" in (store / "nats.conf").read_text()
+
+
+def events_of(dump: str, order_id: str) -> list[dict[str, Any]]:
+    """The events (envelopes) in the streams' dump that name this order anywhere."""
+    found = []
+    for line in dump.splitlines():
+        if order_id in line:
+            _, _, rest = line.split(" ", 2)
+            found.append(json.JSONDecoder().raw_decode(rest)[0])
+    return found
+
+
+def test_a_results_test_codes_and_flags_travel_sealed_and_are_still_billed_alerted_and_used(
+    shared_hospital: Hospital,
+) -> None:
+    """The results' event of a critical potassium carries its order, patient, doctor, priority
+    and time in clear, and the test's code, flag and charge only in its sealed box: no event of
+    any stream, read with the operator's identity, holds them in clear. Billing still bills the
+    test, notifications still alerts the doctor naming test and flag, inventory still accounts
+    for the reagents of the order, and nothing was dead-lettered."""
+    h, gw = shared_hospital, shared_hospital.gateway
+    admin = h.login()
+    doctor_id, doctor = create_user(h, admin, "DOCTOR", "sealed")
+    _, tech = create_user(h, admin, "LAB_TECH", "sealed")
+    patient = register_patient(h, admin, "Sealed")
+    assign(h, admin, patient["id"], doctor_id)
+    order = {"patient_id": patient["id"], "tests": ["K"], "priority": "stat"}
+    oid = httpx.post(f"{gw}/api/lab/orders", json=order, headers=doctor, timeout=10).json()["id"]
+    for action in ("collect", "start"):
+        assert httpx.post(f"{gw}/api/lab/orders/{oid}/{action}", headers=tech, timeout=10).status_code == 200
+    r = httpx.post(
+        f"{gw}/api/lab/orders/{oid}/results",
+        json={"results": [{"code": "K", "value": "7.0"}]},
+        headers=tech,
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["flag"] == "HH", r.text
+
+    def billed() -> bool:
+        r = httpx.get(f"{gw}/api/invoices", params={"patient_id": str(patient["id"])}, headers=admin, timeout=10)
+        return r.status_code == 200 and any(x["code"] == "lab.K" for i in r.json()["items"] for x in i["lines"])
+
+    def alerted() -> list[dict[str, Any]]:
+        r = httpx.get(f"{gw}/api/notifications/alerts", headers=doctor, timeout=10)
+        return [a["detail"] for a in r.json()["items"] if a["detail"].get("order_id") == oid]
+
+    wait_until(billed, what="the test billed from the sealed charges")
+    wait_until(lambda: bool(alerted()), what="the doctor alerted from the sealed flags")
+    assert alerted()[0]["flagged"] == [{"code": "K", "flag": "HH"}] and alerted()[0]["critical"] is True
+    dumps: list[str] = []
+
+    def reagents_accounted() -> bool:
+        dumps.append(published_events(h))
+        return any(str(e.get("type")).startswith("his.inventory.stock.") for e in events_of(dumps[-1], oid))
+
+    wait_until(reagents_accounted, what="inventory's consumption or back-order of the order's reagents")
+    events = events_of(dumps[-1], oid)
+    [resulted] = [e for e in events if e.get("type") == "his.laboratory.order.resulted.v3"]
+    assert set(resulted["data"]) == {"order_id", "patient_id", "ordered_by", "priority", "resulted_at", "sealed"}
+    box = str(resulted["data"]["sealed"])
+    assert b"HH" not in base64.urlsafe_b64decode(box + "=" * (-len(box) % 4)), "encoded, not sealed"
+    for e in events:  # every event naming the order: none names its test or flag, escaped or not
+        text = json.dumps(e.get("data", e)).replace("\\", "")
+        assert '"K"' not in text and '"HH"' not in text and "lab.K" not in text, e
+    assert h.status()["dlq_depth"] == 0
 
 
 async def test_a_service_reads_only_the_streams_it_consumes(shared_hospital: Hospital) -> None:

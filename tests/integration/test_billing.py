@@ -29,7 +29,7 @@ from his.billing.app import http as billing_http
 from his.billing.testmode import TestModeProvider
 from his.clients import replica
 from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged
-from his.events.laboratory import LabCharge, LabOrderResulted, ResultFlag
+from his.events.laboratory import SEAL_SETTING, LabCharge, LabOrderResulted, ResultFlag
 from his.events.patients import CoverageChanged, PatientRegistered
 from his.events.scheduling import AppointmentCompleted
 from his.kernel import migrations, streams
@@ -39,6 +39,7 @@ from his.kernel.db import Database, UnitOfWork
 from his.kernel.events import Envelope, Event
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES
+from tests.support.sealing import KEY, sealed_result
 from tests.support.waiting import wait_for
 
 D = Decimal
@@ -113,7 +114,7 @@ async def world(admin_dsn: str) -> AsyncIterator[World]:
 
 
 def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
-    return LabOrderResulted(
+    return sealed_result(
         order_id=order or uuid.uuid4(),
         patient_id=pid,
         ordered_by=uuid.uuid4(),
@@ -165,7 +166,10 @@ async def test_twenty_identical_payments_with_one_key_make_one_payment(world: Wo
     assert missing.status_code == 400
 
 
-async def test_a_journey_over_jetstream_through_the_service_subscriptions(world: World, nc: NATS) -> None:
+async def test_a_journey_over_jetstream_through_the_service_subscriptions(
+    world: World, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SEAL_SETTING, KEY)  # the lab charges travel sealed
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["patients", "admissions", "laboratory", "inventory", "scheduling"])
     tag = uuid.uuid4().hex[:6]

@@ -21,6 +21,7 @@ from his.kernel import migrations
 from his.kernel.db import Database
 from his.laboratory.app import http as lab_http
 from tests.support.api import bearer, serve
+from tests.support.sealing import SEAL
 
 DEADLINE = 1.0
 
@@ -42,7 +43,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     admin = await asyncpg.connect(admin_dsn)
     patients = FakePatients()
     try:
-        async with serve(lab_http(db, patients)) as client:
+        async with serve(lab_http(db, patients, SEAL)) as client:
             yield Lab(client, db, admin, patients)
     finally:
         await admin.close()

@@ -29,16 +29,19 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from his.clients.patients import FakePatients
-from his.events.laboratory import LabCharge, LabOrderResulted, ResultFlag
+from his.events.laboratory import OLDER_RESULTED, LabCharge, LabOrderResulted, LabOrderResultedV2, ResultFlag, opening
 from his.inventory import handlers
 from his.inventory.app import http as inventory_http
 from his.kernel import migrations, streams
 from his.kernel.clock import FakeClock
 from his.kernel.consumer import ConsumerLoop, Subscription
+from his.kernel.crypto import new_key_text
 from his.kernel.db import Database
 from his.kernel.events import Envelope
+from his.kernel.sealing import Seal
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
+from tests.support.sealing import SEAL, sealed_result
 from tests.support.waiting import wait_for
 
 TABLES = "consumption_lot, consumption, receipt, backorder, low_stock_alert, stock_lot, item_location, outbox, inbox"
@@ -170,7 +173,7 @@ async def test_concurrent_consumptions_alert_exactly_once(world: World) -> None:
 
 
 def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
-    return LabOrderResulted(
+    return sealed_result(
         order_id=order_id,
         patient_id=uuid.uuid4(),
         ordered_by=uuid.uuid4(),
@@ -189,13 +192,16 @@ async def lab_feed(world: World, nc: NATS) -> AsyncIterator[tuple[Any, ConsumerL
     js = nc.jetstream(timeout=5.0)
     await streams.declare(js, ["laboratory", "inventory"])
     sub = Subscription.of(
-        "inventory_lab_reagents_test", LabOrderResulted, handlers.make_on_lab_order_resulted(world.hard.tz)
+        "inventory_lab_reagents_test",
+        LabOrderResulted,
+        opening(SEAL, handlers.make_on_lab_order_resulted(world.hard.tz)),
+        older=OLDER_RESULTED,
     )
     consumer = ConsumerLoop(world.db, nc, js, sub)
     task = asyncio.create_task(consumer.run())
 
     async def publish(env: Envelope) -> None:  # no Nats-Msg-Id: a second publish is a second delivery
-        await js.publish(LabOrderResulted.type, env.to_json())
+        await js.publish(env.type, env.to_json())
 
     yield publish, consumer
     task.cancel()
@@ -242,6 +248,27 @@ async def test_a_resulted_order_uses_its_reagents_once_even_if_delivered_twice(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_v2_leftover_is_used_and_a_box_that_does_not_open_is_a_dead_letter(
+    world: World, lab_feed: tuple[Any, ConsumerLoop]
+) -> None:
+    """A v2 event left in the stream (codes in clear) uses its reagents as a v3 one does; a v3
+    event whose box was sealed under a key inventory does not hold is terminated at once (a
+    dead letter with the reason), never applied and never silently acknowledged."""
+    publish, consumer = lab_feed
+    await world.receive("RGT-GLU", 10, location="LAB", days=100)
+    order, stranger = uuid.uuid4(), uuid.uuid4()
+    leftover = LabOrderResultedV2(**resulted(order, "GLU").opened(SEAL).model_dump())
+    await publish(Envelope.wrap(leftover, aggregate_id=order))
+    await wait_for(lambda: _true(consumer.stats.applied == 1), timeout=20, what="the v2 leftover")
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "9"
+    foreign = sealed_result(**resulted(stranger, "GLU").opened(SEAL).model_dump(), seal=Seal("X", new_key_text()))
+    await publish(Envelope.wrap(foreign, aggregate_id=stranger))
+    await wait_for(lambda: _true(consumer.stats.terminated == 1), timeout=20, what="the box that does not open")
+    assert consumer.stats.applied == 1
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "9"
+    assert await world.db.pool.fetchval("SELECT count(*) FROM consumption WHERE source_id = $1", stranger) == 0
 
 
 async def test_a_reagent_shortfall_is_back_ordered_and_never_fails_the_consumer(

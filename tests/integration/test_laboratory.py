@@ -30,7 +30,14 @@ from nats.aio.client import Client as NATS
 
 from his.clients.laboratory import RESULTS_PATH, HttpLaboratory
 from his.clients.patients import CareBasis, FakePatients, PatientRef
-from his.events.laboratory import LabOrderResulted, LabOrderResultedV1, ResultItem
+from his.events.laboratory import (
+    OLDER_RESULTED,
+    LabOrderResulted,
+    LabOrderResultedV1,
+    LabOrderResultedV2,
+    ResultItem,
+    opening,
+)
 from his.kernel import migrations, streams
 from his.kernel.consumer import ConsumerLoop, Subscription
 from his.kernel.db import Database
@@ -44,9 +51,10 @@ from his.patients.app import http as patients_http
 from his.patients.domain import NewPatient, Sex
 from his.patients.store import PatientsStore
 from tests.support.api import bearer, serve
+from tests.support.sealing import SEAL
 from tests.support.waiting import wait_for
 
-RESULTED = "his.laboratory.order.resulted.v2"
+RESULTED = "his.laboratory.order.resulted.v3"
 
 
 class AsgiLaboratory(HttpLaboratory):
@@ -154,7 +162,7 @@ async def lab(admin_dsn: str) -> AsyncIterator[Lab]:
     alerts = await _database(admin_dsn, "notifications", "notifications.alert, notifications.inbox")
     patients = FakePatients()
     routers = (
-        lab_http(db, patients),
+        lab_http(db, patients, SEAL),
         patients_http(chart),
         notifications_http(alerts),
     )
@@ -202,7 +210,7 @@ def chart_subscription(lab: Lab) -> Subscription:
         LabOrderResulted,
         patients_handlers.released_by(lab.results),
         patients_handlers.on_lab_order_resulted,
-        older=[LabOrderResultedV1],
+        older=OLDER_RESULTED,
         backoff=(0.2,),
         max_deliver=50,
     )
@@ -210,9 +218,8 @@ def chart_subscription(lab: Lab) -> Subscription:
 
 async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_ordering_doctor(lab: Lab, nc: NATS) -> None:
     chart_sub = chart_subscription(lab)
-    alert_sub = Subscription.of(
-        "notifications_lab_order_resulted", LabOrderResulted, notifications_handlers.on_lab_order_resulted
-    )
+    on_alert = opening(SEAL, notifications_handlers.on_lab_order_resulted)
+    alert_sub = Subscription.of("notifications_lab_order_resulted", LabOrderResulted, on_alert, older=OLDER_RESULTED)
     tasks, (chart_consumer, alert_consumer) = await _run(lab.db, nc, (lab.chart, chart_sub), (lab.alerts, alert_sub))
     try:
         account = uuid.uuid4()
@@ -237,16 +244,22 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
             ("UA", "negative", "N"),
         ]
 
-        # The event: flags, the catalogue's prices as charges, abnormal and critical; no personal data.
+        # The event: ids in clear; flags, the catalogue's prices as charges, abnormal and critical
+        # sealed; no value and no personal data.
         payload = await lab.db.pool.fetchval("SELECT payload FROM outbox WHERE subject = $1", RESULTED)
         env = Envelope.from_json(bytes(payload))
         data = json.loads(bytes(payload))["data"]  # the event as it travels
         assert data == env.data
         assert data["order_id"] == oid and data["patient_id"] == str(patient)
         assert data["ordered_by"] == str(lab.doctor) and data["priority"] == "stat"
+        assert set(data) == {"order_id", "patient_id", "ordered_by", "priority", "resulted_at", "sealed"}
+        assert not any(f'"{x}"'.encode() in bytes(payload) for x in ("K", "GLU", "UA", "HH", "N"))  # sealed
+        assert b"6.9" not in bytes(payload) and b"negative" not in bytes(payload)  # the values stay in laboratory
+        travelled = env.model()
+        assert isinstance(travelled, LabOrderResulted)
+        data = travelled.opened(SEAL).model_dump(mode="json")  # as billing, inventory, notifications open it
         flags = [{"code": "K", "flag": "HH"}, {"code": "GLU", "flag": "N"}, {"code": "UA", "flag": "N"}]
         assert data["results"] == flags
-        assert b"6.9" not in bytes(payload) and b"negative" not in bytes(payload)  # the values stay in laboratory
         assert [(c["code"], Decimal(c["amount"]), c["currency"]) for c in data["charges"]] == [
             ("K", Decimal("65.00"), "TRY"),
             ("GLU", Decimal("60.00"), "TRY"),
@@ -287,7 +300,7 @@ async def test_a_result_is_flagged_priced_charted_once_and_alerts_only_the_order
         async with lab.chart.uow() as uow:
             await patients_handlers.on_lab_order_resulted(uow, again, resulted, given)
         async with lab.alerts.uow() as uow:
-            await notifications_handlers.on_lab_order_resulted(uow, again, resulted)
+            await on_alert(uow, again, resulted)
         assert await lab.chart.pool.fetchval("SELECT count(*) FROM lab_result") == 3
         assert await lab.alerts.pool.fetchval("SELECT count(*) FROM alert") == 1
 
@@ -417,13 +430,14 @@ async def test_while_laboratory_is_down_the_result_comes_back_until_it_is_charte
 async def test_an_event_of_the_old_version_left_in_the_stream_is_charted_with_laboratorys_values(
     lab: Lab, nc: NATS
 ) -> None:
-    """A v1 event published before the upgrade (values inside) is still read, as v2: the chart
-    takes laboratory's values, not the ones that travelled."""
+    """A v1 event published before the upgrade (values inside) and a v2 one (codes and flags in
+    clear) are still read, as v3: the chart takes laboratory's values, not the ones that
+    travelled."""
     tasks, (consumer,) = await _run(lab.db, nc, (lab.chart, chart_subscription(lab)))
     try:
         patient = await lab.patient()
         oid = await lab.in_state("resulted", patient)  # K 4.2 in laboratory
-        await wait_for(lambda: _applied(consumer, 1), what="the v2 event applied")
+        await wait_for(lambda: _applied(consumer, 1), what="the v3 event applied")
         await lab.chart.pool.execute("DELETE FROM lab_result WHERE order_id = $1", uuid.UUID(oid))  # as if never
         old = LabOrderResultedV1(
             order_id=uuid.UUID(oid),
@@ -440,6 +454,11 @@ async def test_an_event_of_the_old_version_left_in_the_stream_is_charted_with_la
         await js.publish(LabOrderResultedV1.type, Envelope.wrap(old, aggregate_id=oid).to_json())
 
         await wait_for(lambda: _applied(consumer, 2), what="the v1 event applied")
+        assert await _charted(lab, oid) == [("K", "4.2")]
+        await lab.chart.pool.execute("DELETE FROM lab_result WHERE order_id = $1", uuid.UUID(oid))
+        v2 = LabOrderResultedV2(**old.upcast().opened(SEAL).model_dump())
+        await js.publish(LabOrderResultedV2.type, Envelope.wrap(v2, aggregate_id=oid).to_json())
+        await wait_for(lambda: _applied(consumer, 3), what="the v2 event applied")
         assert await _charted(lab, oid) == [("K", "4.2")]
         assert consumer.stats.terminated == 0
     finally:

@@ -30,15 +30,24 @@ from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDisch
 from his.events.audit import BillingRecordAccessed
 from his.events.billing import PaymentReceived
 from his.events.inventory import StockConsumed
-from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderResulted, ResultFlag
+from his.events.laboratory import (
+    LabCharge,
+    LabOrderCancelled,
+    LabOrderResulted,
+    LabOrderResultedV2,
+    ResultFlag,
+    opening,
+)
 from his.events.patients import CoverageChanged
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.clock import FakeClock
 from his.kernel.consumer import PermanentError
 from his.kernel.events import Envelope, Event
+from his.kernel.sealing import UnsealableError
 from his.testing.billing import FakeBilling
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
+from tests.support.sealing import SEAL, sealed_result
 
 D = Decimal
 Ev = TypeVar("Ev", bound=Event)
@@ -147,8 +156,12 @@ def completed(
     )
 
 
+#: Billing's consumer of results: their charges opened from the sealed box.
+LAB_ORDER_RESULTED = opening(SEAL, handlers.lab_order_resulted)
+
+
 def lab(pid: uuid.UUID, when: datetime, *tests: tuple[str, str], order: uuid.UUID | None = None) -> LabOrderResulted:
-    return LabOrderResulted(
+    return sealed_result(
         order_id=order or uuid.uuid4(),
         patient_id=pid,
         ordered_by=uuid.uuid4(),
@@ -206,7 +219,7 @@ async def stay(world: World, pid: uuid.UUID, *, admission: uuid.UUID | None = No
     await world.feed(admitted(world, pid, adm, ward), handlers.admitted)
     for n in (10, 9, 8):
         await world.feed(night(world, pid, adm, ward, n), handlers.bed_charge_posted)
-    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00"), ("CRP", "180.50")), handlers.lab_order_resulted)
+    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00"), ("CRP", "180.50")), LAB_ORDER_RESULTED)
     await world.feed(
         StockConsumed(
             consumption_id=uuid.uuid4(),
@@ -355,7 +368,7 @@ async def test_nova_second_stay_of_the_year_has_the_deductible_met(world: World)
 async def test_a_charge_after_the_invoice_was_issued_goes_on_a_supplementary_invoice(world: World) -> None:
     pid = await world.patient("SGK")
     adm = await stay(world, pid)
-    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00")), handlers.lab_order_resulted)  # late, within the stay
+    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00")), LAB_ORDER_RESULTED)  # late, within the stay
     invoices = await world.invoices(pid)
     assert sorted(i["kind"] for i in invoices) == ["admission", "supplementary"]
     sup = next(i for i in invoices if i["kind"] == "supplementary")
@@ -420,7 +433,7 @@ async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it
     adm = uuid.uuid4()
     await stay(world, pid, admission=adm)
     order = uuid.uuid4()
-    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00"), order=order), handlers.lab_order_resulted)
+    await world.feed(lab(pid, world.at(8, 8), ("K", "90.00"), order=order), LAB_ORDER_RESULTED)
     first = next(i for i in await world.invoices(pid) if i["kind"] == "supplementary")
     await world.feed(
         LabOrderCancelled(order_id=order, patient_id=pid, cancelled_at=world.at(7)), handlers.lab_order_cancelled
@@ -451,7 +464,7 @@ async def test_a_cancelled_lab_order_on_an_issued_invoice_is_reissued_without_it
 async def test_a_charge_applied_before_its_admission_was_known_moves_onto_it(world: World) -> None:
     pid = await world.patient("SGK")
     early = lab(pid, world.at(9, 9), ("CBC", "250.00"))
-    await world.feed(early, handlers.lab_order_resulted)  # its stream ran ahead of admissions'
+    await world.feed(early, LAB_ORDER_RESULTED)  # its stream ran ahead of admissions'
     [visit] = await world.invoices(pid)
     assert (visit["kind"], visit["status"]) == ("visit", "open")
     await stay(world, pid)
@@ -552,7 +565,7 @@ async def test_bed_nights_in_an_unknown_currency_wait_for_the_wards_correction(w
     pid = await world.patient("SGK")
     adm, ward = uuid.uuid4(), uuid.uuid4()
     await world.feed(admitted(world, pid, adm, ward), handlers.admitted)
-    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00")), handlers.lab_order_resulted)
+    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00")), LAB_ORDER_RESULTED)
     nights = [night(world, pid, adm, ward, n, currency="TRL") for n in (10, 9)]
     posted = [Envelope.wrap(n, aggregate_id=adm) for n in nights]
     for env, ev in zip(posted, nights, strict=True):
@@ -910,3 +923,23 @@ async def test_forged_stale_altered_and_replayed_confirmations_are_refused(world
     assert other_event.status_code == 200 and other_event.json()["status"] == "already_applied"
     assert world.payments() == [("payment", D("150.00"), "online")]
     assert (await invoice(world, inv))["paid"] == "150.00"
+
+
+async def test_a_results_charges_are_billed_from_its_sealed_box_and_from_a_v2_leftover(world: World) -> None:
+    """The charges travel sealed (v3): billing opens the box and bills each test; a v2 event
+    left in the stream, its charges in clear, is billed the same; a box copied from another
+    order's event does not open and nothing is billed for it."""
+    pid = await world.patient("SGK")
+    await world.feed(lab(pid, world.at(9, 9), ("CBC", "250.00")), LAB_ORDER_RESULTED)
+    leftover = LabOrderResultedV2(**lab(pid, world.at(9, 8), ("K", "90.00")).opened(SEAL).model_dump())
+    await world.feed(leftover.upcast(), LAB_ORDER_RESULTED)
+    assert await lab_lines(world, pid) == ["lab.CBC", "lab.K"]
+    other = lab(pid, world.at(9, 7), ("HIV", "300.00"))
+    copied = lab(pid, world.at(9, 7), ("K", "90.00")).model_copy(update={"sealed": other.sealed})
+    with pytest.raises(UnsealableError, match="does not open"):
+        await world.feed(copied, LAB_ORDER_RESULTED)
+    assert await lab_lines(world, pid) == ["lab.CBC", "lab.K"]
+
+
+async def lab_lines(world: World, pid: uuid.UUID) -> list[str]:
+    return sorted(x["code"] for i in await world.invoices(pid) for x in i["lines"])

@@ -26,7 +26,7 @@ import pytest
 
 from his.clients.patients import CareBasis, FakePatients
 from his.events.inventory import StockBackordered, StockConsumed
-from his.events.laboratory import LabCharge, LabOrderResulted, ResultFlag
+from his.events.laboratory import LabCharge, LabOrderResulted, LabOrderResultedV2, ResultFlag
 from his.inventory import handlers
 from his.inventory.app import http_over
 from his.kernel.clock import FakeClock
@@ -34,6 +34,7 @@ from his.kernel.events import Envelope
 from his.testing.inventory import FakeInventory
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, HardDate
+from tests.support.sealing import SEAL, sealed_result
 
 
 def admin() -> dict[str, str]:
@@ -430,7 +431,7 @@ async def test_a_filter_by_an_unknown_item_is_a_422_not_an_empty_list(world: Wor
 
 
 def resulted(order_id: uuid.UUID, *codes: str) -> LabOrderResulted:
-    return LabOrderResulted(
+    return sealed_result(
         order_id=order_id,
         patient_id=uuid.uuid4(),
         ordered_by=uuid.uuid4(),
@@ -455,9 +456,9 @@ async def test_a_resulted_order_uses_its_reagents_once_and_back_orders_what_is_s
     order = uuid.uuid4()
 
     async def deliver(*codes: str) -> None:
-        ev = resulted(order, *codes)
+        ev = resulted(order, *codes)  # the codes travel sealed: opened with the key
         async with world.fake.uow() as u:
-            await handlers.use_reagents(u, Envelope.wrap(ev, aggregate_id=order), ev, world.today)
+            await handlers.use_reagents(u, Envelope.wrap(ev, aggregate_id=order), ev.opened(SEAL), world.today)
 
     await deliver("GLU", "K", "NA", "TROPI", "NOTATEST")
     glucose = await world.stock("RGT-GLU", "LAB")
@@ -477,3 +478,9 @@ async def test_a_resulted_order_uses_its_reagents_once_and_back_orders_what_is_s
     await deliver("GLU", "K", "NA", "TROPI")  # the same order again, under another event id
     assert len(await world.events(StockConsumed.type)) == 2 and len(await world.events(StockBackordered.type)) == 1
     assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "19"
+
+    other = uuid.uuid4()  # a v2 event left in the stream: its codes in clear, read as v3
+    leftover = LabOrderResultedV2(**resulted(other, "GLU").opened(SEAL).model_dump()).upcast()
+    async with world.fake.uow() as u:
+        await handlers.use_reagents(u, Envelope.wrap(leftover, aggregate_id=other), leftover.opened(SEAL), world.today)
+    assert (await world.stock("RGT-GLU", "LAB"))["on_hand"] == "18"

@@ -20,11 +20,14 @@ import orjson
 import pytest
 
 from his.clients.patients import CareBasis, FakePatients, PatientRef
-from his.events.laboratory import LabOrderCancelled, LabOrderResulted
+from his.events.laboratory import SEAL_SETTING, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultFlag
+from his.kernel.crypto import new_key_text
+from his.kernel.sealing import Seal, UnsealableError
 from his.laboratory.app import http_over
 from his.testing.laboratory import FakeLab
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES
+from tests.support.sealing import SEAL
 
 ACCESSED = "his.laboratory.record.accessed.v1"
 
@@ -99,7 +102,7 @@ async def lab(request: pytest.FixtureRequest) -> AsyncIterator[Lab]:
     """The laboratory half an hour after midnight on a new year's day, or on the day the clocks
     go back."""
     fake, patients = FakeLab(request.param.clock(0, 30)), FakePatients()
-    async with serve(http_over(fake, patients), base_url="http://laboratory") as client:
+    async with serve(http_over(fake, patients, SEAL), base_url="http://laboratory") as client:
         yield Lab(client, fake, patients, uuid.uuid4())
 
 
@@ -314,3 +317,27 @@ async def test_unknown_ids_and_actions_and_an_unreachable_directory(lab: Lab) ->
     r = await lab.client.post("/lab/orders", json=body, headers=lab.as_doctor())
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
     assert orjson.loads(r.content)["status"] == 503
+
+
+async def test_a_result_is_published_with_its_tests_and_flags_sealed(lab: Lab) -> None:
+    """``his.laboratory.order.resulted.v3`` says in clear which order of which patient was
+    resulted, when; the tests' codes, flags and charges are in its sealed box, which opens with
+    the consumers' key, for this order only. The order's placement names no test."""
+    patient = await lab.patient()
+    oid = await lab.order(patient, "K", "CRP")
+    await lab.step(oid, "collect")
+    await lab.step(oid, "start")
+    assert (await lab.result(oid, {"code": "K", "value": "7.1"}, {"code": "CRP", "value": "2"})).status_code == 200
+    [placed] = [e for e in lab.fake.published if e.type == LabOrderPlaced.type]
+    [env] = [e for e in lab.fake.published if e.type == LabOrderResulted.type]
+    for travelled in (placed.data, env.data):
+        text = orjson.dumps(travelled).decode().replace("\\", "")  # nor inside a string, escaped
+        assert not any(code in text for code in ('"K"', '"CRP"', '"HH"', '"N"'))
+    ev = LabOrderResulted.model_validate(env.data)
+    assert set(env.data) == {"order_id", "patient_id", "ordered_by", "priority", "resulted_at", "sealed"}
+    opened = ev.opened(SEAL)
+    assert (str(opened.order_id), opened.patient_id) == (oid, patient)
+    assert opened.results == [ResultFlag(code="K", flag="HH"), ResultFlag(code="CRP", flag="N")]
+    assert [c.code for c in opened.charges] == ["K", "CRP"] and opened.abnormal and opened.critical
+    with pytest.raises(UnsealableError):  # encrypted under the key, not merely encoded
+        ev.opened(Seal(SEAL_SETTING, new_key_text()))

@@ -32,11 +32,14 @@ from typing import BinaryIO, TypeVar
 
 import pytest
 
+from his.events.laboratory import LabOrderResulted, LabOrderResultedV2, ResultFlag, opening
 from his.events.patients import InvitationIssued, InvitationRedeemed
 from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 from his.kernel.clock import FakeClock
+from his.kernel.crypto import new_key_text
 from his.kernel.events import Envelope, Event
 from his.kernel.mail import Channel, MaildirChannel, Outgoing, SpoolSmsChannel
+from his.kernel.sealing import Seal, UnsealableError
 from his.notifications import handlers
 from his.notifications.app import http_over
 from his.notifications.contacts import FakeContacts
@@ -47,6 +50,7 @@ from his.notifications.templates import TEMPLATES, Renderer
 from his.testing.notifications import FakeNotifications, StoredDelivery
 from tests.support.api import bearer, serve
 from tests.support.calendar import HARD_DATES, ZONE, HardDate
+from tests.support.sealing import SEAL, sealed_result
 
 CODE = "7KQ2-M9XD-4RTA"
 E = TypeVar("E", bound=Event)
@@ -404,3 +408,41 @@ async def test_alerts_reach_admins_and_the_ordering_doctor_only(post: Post) -> N
         assert [a["kind"] for a in admins.json()["items"]] == ["break_glass"]
         assert (await client.get("/notifications/alerts", headers=bearer(doctor, "DOCTOR"))).json()["items"] == []
         assert (await client.get("/notifications/alerts", headers=bearer(doctor, "NURSE"))).status_code == 403
+
+
+async def test_a_sealed_abnormal_result_alerts_its_doctor_and_a_box_that_does_not_open_is_permanent(
+    post: Post,
+) -> None:
+    """The codes and flags travel sealed (v3): notifications opens the box and alerts the
+    ordering doctor to the flagged tests only; a normal result raises nothing; a v2 event left in
+    the stream (flags in clear) alerts the same; a box under a key it does not hold does not
+    open: a ``PermanentError`` (a dead letter), and no alert."""
+    doctor, patient = uuid.uuid4(), uuid.uuid4()
+    on_result = opening(SEAL, handlers.lab_order_resulted)
+
+    def result(*flags: tuple[str, str], seal: Seal = SEAL) -> LabOrderResulted:
+        return sealed_result(
+            order_id=uuid.uuid4(),
+            patient_id=patient,
+            ordered_by=doctor,
+            priority="stat",
+            resulted_at=post.clock(),
+            results=[ResultFlag(code=c, flag=f) for c, f in flags],
+            charges=[],
+            abnormal=any(f != "N" for _, f in flags),
+            critical=any(f in ("LL", "HH") for _, f in flags),
+            seal=seal,
+        )
+
+    await post.handle(result(("HIV", "A"), ("K", "N")), on_result)
+    await post.handle(result(("K", "N")), on_result)
+    leftover = LabOrderResultedV2(**result(("K", "HH")).opened(SEAL).model_dump())
+    await post.handle(leftover.upcast(), on_result)
+    with pytest.raises(UnsealableError, match="key that is not configured"):
+        await post.handle(result(("TROPI", "HH"), seal=Seal("HIS_LAB_SEAL_KEYS", new_key_text())), on_result)
+    async with serve(http_over(post.fake)) as client:
+        alerts = (await client.get("/notifications/alerts", headers=bearer(doctor, "DOCTOR"))).json()["items"]
+    flagged = sorted(
+        (a["detail"]["critical"], [(f["code"], f["flag"]) for f in a["detail"]["flagged"]]) for a in alerts
+    )
+    assert flagged == [(False, [("HIV", "A")]), (True, [("K", "HH")])]

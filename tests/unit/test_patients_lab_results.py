@@ -12,7 +12,15 @@ from typing import cast
 import pytest
 
 from his.clients.laboratory import FakeLaboratory, ReleasedOrder, ReleasedResult
-from his.events.laboratory import LabCharge, LabOrderResulted, LabOrderResultedV1, ResultFlag, ResultItem
+from his.events.laboratory import (
+    OLDER_RESULTED,
+    LabCharge,
+    LabOrderResulted,
+    LabOrderResultedV1,
+    LabResultContent,
+    ResultFlag,
+    ResultItem,
+)
 from his.events.patients import RecordEntryAdded, RecordEntryAddedV1
 from his.kernel.consumer import PermanentError, Subscription
 from his.kernel.db import UnitOfWork
@@ -21,6 +29,7 @@ from his.kernel.resilience import DependencyUnavailableError
 from his.patients.domain import NewPatient, Sex
 from his.patients.handlers import lab_order_resulted, register, released_by
 from his.testing.patients import FakeChart
+from tests.support.sealing import SEAL, sealed_result
 
 AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 #: The unit of work a handler that records what it was given never touches.
@@ -30,7 +39,7 @@ VALUE = "6.918273"
 
 
 def resulted(order_id: uuid.UUID, patient_id: uuid.UUID) -> LabOrderResulted:
-    return LabOrderResulted(
+    return sealed_result(
         order_id=order_id,
         patient_id=patient_id,
         ordered_by=uuid.uuid4(),
@@ -113,21 +122,20 @@ async def test_an_order_laboratory_does_not_know_or_of_another_patient_is_perman
 
 
 def test_the_published_versions_carry_no_value_and_no_diagnosis_code() -> None:
-    """What the current versions may hold: ids, the entry's kind, test codes, flags, charges."""
+    """What the current versions may hold: ids, the entry's kind; in clear no test code and no
+    flag (they are sealed with the charges)."""
     assert set(LabOrderResulted.model_fields) == {
         "order_id",
         "patient_id",
         "ordered_by",
         "priority",
         "resulted_at",
-        "results",
-        "charges",
-        "abnormal",
-        "critical",
+        "sealed",
     }
+    assert set(LabResultContent.model_fields) == {"results", "charges", "abnormal", "critical"}
     assert set(ResultFlag.model_fields) == {"code", "flag"}
     assert set(RecordEntryAdded.model_fields) == {"entry_id", "patient_id", "kind"}
-    assert registry.model_for("his.laboratory.order.resulted.v2") is LabOrderResulted
+    assert registry.model_for("his.laboratory.order.resulted.v3") is LabOrderResulted
     assert registry.model_for("his.patients.record_entry.added.v2") is RecordEntryAdded
 
 
@@ -147,22 +155,22 @@ def test_the_old_versions_stay_readable_and_are_read_without_their_values() -> N
     back = Envelope.from_json(Envelope.wrap(old, aggregate_id=oid).to_json()).model()
     assert isinstance(back, Superseded)
     new = back.upcast()
-    assert isinstance(new, LabOrderResulted) and new.results == [ResultFlag(code="K", flag="HH")]
-    assert VALUE not in new.model_dump_json()
+    assert isinstance(new, LabOrderResulted) and new.opened(SEAL).results == [ResultFlag(code="K", flag="HH")]
+    assert VALUE not in new.opened(SEAL).model_dump_json()
     entry = RecordEntryAddedV1(entry_id=oid, patient_id=pid, kind="diagnosis", code="Q12.3")
     assert entry.upcast() == RecordEntryAdded(entry_id=oid, patient_id=pid, kind="diagnosis")
 
 
 async def test_a_subscription_reads_the_old_version_as_the_new_one() -> None:
-    """A consumer switched to v2 still reads the v1 events left in the stream, upcast: its
-    durable consumer filters on both subjects, and its handler sees only v2."""
+    """A consumer switched to v3 still reads the v2 and v1 events left in the stream, upcast: its
+    durable consumer filters on the three subjects, and its handler sees only v3."""
     seen: list[object] = []
 
     async def handler(uow: object, env: Envelope, ev: LabOrderResulted) -> None:
         seen.append(ev)
 
-    sub = Subscription.of("patients_lab_order_resulted", LabOrderResulted, handler, older=[LabOrderResultedV1])
-    assert sub.subjects == ("his.laboratory.order.resulted.v2", "his.laboratory.order.resulted.v1")
+    sub = Subscription.of("patients_lab_order_resulted", LabOrderResulted, handler, older=OLDER_RESULTED)
+    assert sub.subjects == tuple(f"his.laboratory.order.resulted.v{n}" for n in (3, 2, 1))
     oid = uuid.uuid4()
     old = LabOrderResultedV1(
         order_id=oid,

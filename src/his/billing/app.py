@@ -97,7 +97,7 @@ def build() -> ServiceDefinition:
     from his.events.admissions import BedChargePosted, PatientAdmitted, PatientDischarged, WardUpdated
     from his.events.audit import batch_accesses
     from his.events.inventory import StockConsumed
-    from his.events.laboratory import LabOrderCancelled, LabOrderResulted, LabOrderResultedV1
+    from his.events.laboratory import OLDER_RESULTED, LabOrderCancelled, LabOrderResulted, lab_seal, opening
     from his.events.patients import CoverageChanged
     from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 
@@ -111,14 +111,18 @@ def build() -> ServiceDefinition:
         Subscription.of("billing_discharged", PatientDischarged, h.on_discharged),
         Subscription.of("billing_appointment_completed", AppointmentCompleted, h.on_appointment_completed),
         Subscription.of("billing_appointment_cancelled", AppointmentCancelled, h.on_appointment_cancelled),
-        Subscription.of(
-            "billing_lab_order_resulted", LabOrderResulted, h.on_lab_order_resulted, older=[LabOrderResultedV1]
+        Subscription.of(  # the charges travel sealed (ADR 0032)
+            "billing_lab_order_resulted",
+            LabOrderResulted,
+            opening(lab_seal(), h.on_lab_order_resulted),
+            older=OLDER_RESULTED,
         ),
         Subscription.of("billing_lab_order_cancelled", LabOrderCancelled, h.on_lab_order_cancelled),
         Subscription.of("billing_stock_consumed", StockConsumed, h.on_stock_consumed),
     )
     return ServiceDefinition(
         name="billing",
+        requires=lambda: lab_seal().require("billing"),  # results' content is sealed (ADR 0032)
         combine_reads=batch_accesses,
         subscriptions=subscriptions,
         routes=routes,

@@ -83,7 +83,7 @@ from his.events.billing import (
     PaymentRefunded,
 )
 from his.events.inventory import StockConsumed
-from his.events.laboratory import LabOrderCancelled, LabOrderResulted
+from his.events.laboratory import LabOrderCancelled, LabResults
 from his.events.patients import CoverageChanged
 from his.events.scheduling import AppointmentCancelled, AppointmentCompleted
 from his.kernel.config import Settings
@@ -232,8 +232,8 @@ async def bed_charge_posted(uow: BillingWork, env: Envelope, ev: BedChargePosted
     await capture(uow, ev.patient_id, (SourceKind.BED_CHARGE, ev.charge_id), at, [item], admission=ev.admission_id)
 
 
-async def lab_order_resulted(uow: BillingWork, env: Envelope, ev: LabOrderResulted) -> None:
-    """One line per test at the catalogue price the laboratory put on the event."""
+async def lab_order_resulted(uow: BillingWork, env: Envelope, ev: LabResults) -> None:
+    """One line per test at the catalogue price the laboratory sealed in the event."""
     items = [
         Item(f"{i}", f"lab.{c.code}", "laboratory", Decimal(1), c.amount, c.currency) for i, c in enumerate(ev.charges)
     ]
@@ -670,7 +670,7 @@ async def on_bed_charge_posted(uow: UnitOfWork, env: Envelope, ev: BedChargePost
     await bed_charge_posted(BillingUnit(uow), env, ev)
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabResults) -> None:
     await lab_order_resulted(BillingUnit(uow), env, ev)
 
 

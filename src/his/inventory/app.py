@@ -54,19 +54,20 @@ def routes(ctx: ServiceContext) -> Routes:
 
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
-    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
+    from his.events.laboratory import OLDER_RESULTED, LabOrderResulted, lab_seal, opening
     from his.inventory import handlers
 
     zone = ZoneInfo(ServiceSettings().timezone)
     return ServiceDefinition(
         name="inventory",
+        requires=lambda: lab_seal().require("inventory"),  # results' content is sealed (ADR 0032)
         subscriptions=(
             # Reagents are used when an order is resulted: once per order, short stock back-ordered.
             Subscription.of(
                 "inventory_lab_reagents",
                 LabOrderResulted,
-                handlers.make_on_lab_order_resulted(zone),
-                older=[LabOrderResultedV1],
+                opening(lab_seal(), handlers.make_on_lab_order_resulted(zone)),  # codes travel sealed
+                older=OLDER_RESULTED,
             ),
         ),
         routes=routes,

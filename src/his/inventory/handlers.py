@@ -22,7 +22,7 @@ from his.clients.audited import AccessLog
 from his.clients.patients import PatientLookup
 from his.events.audit import InventoryRecordAccessed
 from his.events.inventory import LowStockAlerted, StockBackordered, StockConsumed, StockReceived
-from his.events.laboratory import LabOrderResulted
+from his.events.laboratory import LabResults
 from his.inventory import policy
 from his.inventory.domain import (
     LAB,
@@ -285,16 +285,17 @@ def today_in(zone: ZoneInfo, now: datetime) -> date:
     return now.astimezone(zone).date()
 
 
-def make_on_lab_order_resulted(zone: ZoneInfo) -> Callable[[UnitOfWork, Envelope, LabOrderResulted], Awaitable[None]]:
-    """The consumer of ``his.laboratory.order.resulted.v1`` for the hospital's time zone."""
+def make_on_lab_order_resulted(zone: ZoneInfo) -> Callable[[UnitOfWork, Envelope, LabResults], Awaitable[None]]:
+    """The consumer of a released order (opened from ``his.laboratory.order.resulted.v3``) for
+    the hospital's time zone."""
 
-    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+    async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabResults) -> None:
         await use_reagents(InventoryUnit(uow), env, ev, today_in(zone, uow.clock()))
 
     return on_lab_order_resulted
 
 
-async def use_reagents(uow: InventoryWork, env: Envelope, ev: LabOrderResulted, today: date) -> None:
+async def use_reagents(uow: InventoryWork, env: Envelope, ev: LabResults, today: date) -> None:
     """Consume the reagents of a resulted order's tests at LAB, first-expiring first, not charged.
 
     A shortfall never fails the consumer and never goes negative: that item is back-ordered

@@ -96,6 +96,10 @@ class ServiceDefinition:
     #: which forwards the public API, and on the operations paths the operator, Prometheus and
     #: the process itself. Any other workload's certificate is answered 403.
     callers: Callers = field(default_factory=Callers)
+    #: Run first when the process starts: raises ``SystemExit`` naming a setting it needs and
+    #: lacks (a key), before it reads or publishes anything. Not run by what only describes the
+    #: service (its durables, the events catalogue).
+    requires: Callable[[], None] | None = None
 
     @property
     def dlq_mover(self) -> str:
@@ -268,6 +272,8 @@ def rpc_identity(defn: ServiceDefinition, settings: ServiceSettings) -> Workload
 
 
 async def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    if defn.requires is not None:
+        defn.requires()
     identity = rpc_identity(defn, settings)
     db = Database(
         settings.service_database_url,

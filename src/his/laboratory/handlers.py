@@ -20,8 +20,16 @@ from his.clients.audited import AccessLog
 from his.clients.patients import PatientLookup, PatientRef, refused, relationship_for
 from his.events.audit import Action as AuditAction
 from his.events.audit import LaboratoryRecordAccessed
-from his.events.laboratory import LabCharge, LabOrderCancelled, LabOrderPlaced, LabOrderResulted, ResultFlag
+from his.events.laboratory import (
+    LabCharge,
+    LabOrderCancelled,
+    LabOrderPlaced,
+    LabOrderResulted,
+    LabResultContent,
+    ResultFlag,
+)
 from his.kernel.problems import ProblemError
+from his.kernel.sealing import Seal
 from his.kernel.security import Principal
 from his.laboratory import policy
 from his.laboratory.domain import (
@@ -62,10 +70,11 @@ class FindOrders:
 
 
 class Laboratory:
-    """The laboratory's use cases over its database and the patient directory."""
+    """The laboratory's use cases over its database and the patient directory; ``seal`` seals a
+    result's content for its consumers (``his.events.laboratory``)."""
 
-    def __init__(self, units: LabUnits, patients: PatientLookup) -> None:
-        self.units, self.patients = units, patients
+    def __init__(self, units: LabUnits, patients: PatientLookup, seal: Seal) -> None:
+        self.units, self.patients, self.seal = units, patients, seal
         self.log = AccessLog(units, LaboratoryRecordAccessed, "lab_order")
 
     async def catalogue(self) -> list[LabTest]:
@@ -144,7 +153,7 @@ class Laboratory:
         _, decision = await self.opened(who, order_id, Operation.RESULT, "create", RESULTS)
         try:
             async with self.units.uow() as uow:
-                order, _ = await result(uow, await locked(uow, order_id), submitted, uuid.UUID(who.subject))
+                order, _ = await result(uow, await locked(uow, order_id), submitted, uuid.UUID(who.subject), self.seal)
                 self.log.record(uow, who, order.patient_id, "create", decision, resource=RESULTS)
         except InvalidTransitionError as exc:
             raise refused_step(exc) from None
@@ -212,8 +221,7 @@ async def place(uow: LabWork, ref: PatientRef, tests: Sequence[str], priority: P
         LabOrderPlaced(
             order_id=order.id,
             patient_id=order.patient_id,
-            ordered_by=doctor,
-            tests=codes,
+            ordered_by=doctor,  # not the tests: they stay here (ADR 0032)
             priority=priority.value,
             placed_at=order.placed_at,
         ),
@@ -245,28 +253,32 @@ async def act(uow: LabWork, order: Order, action: Action, actor: uuid.UUID) -> O
 
 
 async def result(
-    uow: LabWork, order: Order, submitted: Sequence[Submitted], actor: uuid.UUID
+    uow: LabWork, order: Order, submitted: Sequence[Submitted], actor: uuid.UUID, seal: Seal
 ) -> tuple[Order, LabOrderResulted]:
     """Store the results of a (locked) in-progress order and publish ``LabOrderResulted`` with the
-    catalogue prices of its tests as charges."""
+    catalogue prices of its tests as charges, codes, flags and charges sealed (ADR 0032)."""
     check_can_result(order.status)
     catalogue = await uow.orders.catalogue()
     results = check_results(submitted, order.tests, catalogue)
     at = uow.clock()
     await uow.orders.add_results(order.id, results, catalogue, at)
     changed = await uow.orders.set_status(order, Status.RESULTED, actor, at)
-    ev = LabOrderResulted(
-        order_id=changed.id,
-        patient_id=changed.patient_id,
-        ordered_by=changed.ordered_by,
-        priority=changed.priority.value,
-        resulted_at=at,
+    content = LabResultContent(
         results=[ResultFlag(code=r.code, flag=r.flag.value) for r in results],  # never the value (ADR 0032)
         charges=[
             LabCharge(code=r.code, amount=catalogue[r.code].price, currency=catalogue[r.code].currency) for r in results
         ],
         abnormal=is_abnormal(results),
         critical=is_critical(results),
+    )
+    ev = LabOrderResulted.sealing(
+        seal,
+        content,
+        order_id=changed.id,
+        patient_id=changed.patient_id,
+        ordered_by=changed.ordered_by,
+        priority=changed.priority.value,
+        resulted_at=at,
     )
     uow.add(ev, aggregate_id=changed.id, aggregate_version=changed.version)
     return replace(changed, results=tuple(results)), ev

@@ -56,7 +56,7 @@ def background(ctx: ServiceContext) -> dict[str, Background]:
 def build() -> ServiceDefinition:
     import his.events  # noqa: F401 - registers the event models
     from his.events.audit import batch_accesses
-    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
+    from his.events.laboratory import OLDER_RESULTED, LabOrderResulted, lab_seal, opening
     from his.events.patients import (
         EmergencyAccessGranted,
         EmergencyAccessOverLimit,
@@ -68,6 +68,7 @@ def build() -> ServiceDefinition:
 
     return ServiceDefinition(
         name="notifications",
+        requires=lambda: lab_seal().require("notifications"),  # results' content is sealed (ADR 0032)
         combine_reads=batch_accesses,
         subscriptions=(
             Subscription.of("notifications_patient_registered", PatientRegistered, handlers.on_patient_registered),
@@ -92,8 +93,8 @@ def build() -> ServiceDefinition:
             Subscription.of(
                 "notifications_lab_order_resulted",
                 LabOrderResulted,
-                handlers.on_lab_order_resulted,
-                older=[LabOrderResultedV1],
+                opening(lab_seal(), handlers.on_lab_order_resulted),  # codes and flags travel sealed
+                older=OLDER_RESULTED,
             ),
         ),
         routes=routes,

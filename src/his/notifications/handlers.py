@@ -17,7 +17,7 @@ from his.access import NONE, Decision, Relationship, Role
 from his.clients.audited import AccessLog
 from his.events.audit import Action as AuditAction
 from his.events.audit import NotificationsRecordAccessed
-from his.events.laboratory import LabOrderResulted
+from his.events.laboratory import LabResults
 from his.events.patients import (
     EmergencyAccessGranted,
     EmergencyAccessOverLimit,
@@ -217,7 +217,7 @@ async def emergency_access_over_limit(uow: NotificationsWork, env: Envelope, ev:
     )
 
 
-async def lab_order_resulted(uow: NotificationsWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def lab_order_resulted(uow: NotificationsWork, env: Envelope, ev: LabResults) -> None:
     """Alert the ordering doctor to an abnormal or critical result: ids, codes and flags only,
     once per order. Normal results raise nothing."""
     if not (ev.abnormal or ev.critical):
@@ -286,7 +286,7 @@ async def on_emergency_access_over_limit(uow: UnitOfWork, env: Envelope, ev: Eme
     await emergency_access_over_limit(NotificationsUnit(uow), env, ev)
 
 
-async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabOrderResulted) -> None:
+async def on_lab_order_resulted(uow: UnitOfWork, env: Envelope, ev: LabResults) -> None:
     """``lab_order_resulted`` in the unit of work the consumer loop opened."""
     await lab_order_resulted(NotificationsUnit(uow), env, ev)
 

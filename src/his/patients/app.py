@@ -99,7 +99,7 @@ def build() -> ServiceDefinition:
     from his.events.admissions import PatientAdmitted, PatientDischarged
     from his.events.audit import batch_accesses
     from his.events.identity import UserRegistered
-    from his.events.laboratory import LabOrderResulted, LabOrderResultedV1
+    from his.events.laboratory import OLDER_RESULTED, LabOrderResulted
     from his.events.practitioners import PractitionerRegistered
     from his.events.scheduling import AppointmentBooked, AppointmentCancelled, AppointmentRescheduled
 
@@ -146,7 +146,7 @@ def build() -> ServiceDefinition:
                 LabOrderResulted,
                 handlers.released_by(LaboratoryFromEnv()),
                 handlers.on_lab_order_resulted,
-                older=[LabOrderResultedV1],
+                older=OLDER_RESULTED,  # its ids only: patients holds no key to the sealed content
                 batch=16,
                 max_deliver=12,
                 backoff=LAB_BACKOFF,

@@ -14,6 +14,7 @@ from his.cli.services import CONSOLE, GATEWAY, SERVICES, settings_class
 from his.cli.settings import OperatorSettings
 from his.cli.supervisor.datadir import secret
 from his.cli.supervisor.stack import Child, Stack
+from his.events.laboratory import SEAL_SETTING, SEALED_FOR
 from his.infra import nats as nats_infra
 from his.infra.procs import ServerStartError
 from his.kernel import migrations
@@ -76,6 +77,8 @@ def plan_children(stack: Stack) -> None:
             env["HIS_PUBLIC_URL"] = s.public_url or f"http://{s.host}:{s.gateway_port}"
         if svc == "patients" and "HIS_RECORDS_KEYS" not in env:  # generated once, kept under the data dir
             env["HIS_RECORDS_KEYS"] = secret(s.data_path, "records-key", make=new_key_text)
+        if svc in SEALED_FOR:  # a lab result's sealed content: these four only (ADR 0032)
+            env[SEAL_SETTING] = os.environ.get(SEAL_SETTING) or secret(s.data_path, "lab-seal-key", make=new_key_text)
         if svc == "billing":  # the embedded TEST payment provider signs its confirmations with this
             env.setdefault("HIS_PAYMENT_WEBHOOK_SECRET", secret(s.data_path, "payment-webhook-secret"))
             env.setdefault("HIS_PAYMENT_WEBHOOK_URL", f"http://{s.host}:{s.gateway_port}/api/payments/webhooks/test")
