@@ -33,6 +33,8 @@ class StockConsumed(Event):
     quantity: Decimal
     #: Why: ``lab_order`` (reagents for a resulted order), ``patient`` (used for a patient), ``other``.
     reason: str
+    #: What it was used for, where that may travel: never a lab order (its reagents would say
+    #: which tests the order held, which travel sealed); inventory keeps it in its own tables.
     source_id: uuid.UUID | None = None
     patient_id: uuid.UUID | None = None
     chargeable: bool = False

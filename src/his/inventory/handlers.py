@@ -238,7 +238,7 @@ async def consume(uow: InventoryWork, c: Consumption, actor: uuid.UUID | None, t
             location=c.location,
             quantity=c.quantity,
             reason=c.reason.value,
-            source_id=c.source_id,
+            source_id=travelling_source(c),
             patient_id=c.patient_id,
             chargeable=chargeable,
             consumed_at=moment,
@@ -246,6 +246,12 @@ async def consume(uow: InventoryWork, c: Consumption, actor: uuid.UUID | None, t
     )
     level = await place.settle(today, moment)
     return Consumed(cid, takes, level, chargeable)
+
+
+def travelling_source(c: Consumption) -> uuid.UUID | None:
+    """The source a stock event names on the bus: never a lab order's (its reagents would tell
+    which tests it held, which travel sealed: ADR 0032); inventory keeps it in its own tables."""
+    return None if c.reason is Reason.LAB_ORDER else c.source_id
 
 
 async def _backorder(
@@ -271,7 +277,7 @@ async def _backorder(
             location=c.location,
             requested=c.quantity,
             available=available,
-            source_id=c.source_id,
+            source_id=travelling_source(c),
         )
     )
     if not place.exists:  # remember the place, so its events keep counting versions
