@@ -214,3 +214,58 @@ async def test_an_auditor_reads_the_queue_and_reviews_nothing() -> None:
         r = await form(desk, f"/admin/emergency-access/{GRANT_ID}/review", {"decision": "reviewed"})
         assert r.status_code == 403
         assert not [c for c in desk.api.calls if c.path.endswith("/review")]
+
+
+WARD_ID = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
+
+
+def ward(**changed: Json) -> JsonObject:
+    base: JsonObject = {
+        "id": WARD_ID,
+        "name": "Cardiology 3",
+        "type": "general",
+        "daily_rate": "1500.00",
+        "currency": "TRY",
+        "beds": {"total": 6, "available": 4, "occupied": 1, "cleaning": 1, "closed": 0, "isolation": 0},
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": None,
+        "rooms": ["R1", "R2"],
+    }
+    return base | changed
+
+
+async def test_the_wards_are_listed_made_and_corrected(admin: Desk) -> None:
+    admin.api.answer("GET", "/api/wards", Answer(200, {"items": [ward()]}))
+    page = await admin.client.get("/admin/wards")
+    assert page.status_code == 200 and "Cardiology 3" in page.text and f'href="/admin/wards/{WARD_ID}"' in page.text
+
+    missing = await form(admin, "/admin/wards/new", {"name": "", "type": "", "daily_rate": "", "beds": "0"})
+    assert missing.status_code == 422
+    for field in ("name", "type", "daily_rate", "beds"):
+        assert f'id="{field}-error"' in missing.text, field
+    assert not [c for c in admin.api.calls if c.path == "/api/wards" and c.method == "POST"]
+
+    admin.api.answer("POST", "/api/wards", problem(422, "currency must be one of TRY, EUR"))
+    data = {"name": " Cardiology  3 ", "type": "General", "daily_rate": "1500,00", "currency": "usd", "beds": "6"}
+    refused = await form(admin, "/admin/wards/new", data | {"rooms": "2"})
+    assert refused.status_code == 422 and 'id="currency-error"' in refused.text and "TRY, EUR" in refused.text
+    assert admin.api.calls[-1].body == {
+        "name": "Cardiology 3",
+        "type": "general",
+        "daily_rate": "1500.00",
+        "currency": "USD",
+        "beds": 6,
+        "rooms": 2,
+    }
+    admin.api.answer("POST", "/api/wards", Answer(201, {"id": WARD_ID}))
+    made = await form(admin, "/admin/wards/new", data | {"currency": "TRY", "rooms": ""})
+    assert made.status_code == 303 and made.headers["location"] == f"/admin/wards/{WARD_ID}?done=created"
+    assert "rooms" not in (admin.api.calls[-1].body or {})  # one room unless told
+
+    admin.api.answer("GET", f"/api/wards/{WARD_ID}", Answer(200, ward()))
+    shown = await admin.client.get(made.headers["location"])
+    assert "The ward was made" in shown.text and "R1, R2" in shown.text
+    admin.api.answer("PATCH", f"/api/wards/{WARD_ID}", Answer(200, ward(daily_rate="1750.00")))
+    corrected = await form(admin, f"/admin/wards/{WARD_ID}", {"name": "Cardiology 3", "daily_rate": "1750"})
+    assert corrected.status_code == 303 and corrected.headers["location"] == f"/admin/wards/{WARD_ID}?done=corrected"
+    assert admin.api.calls[-1].body == {"name": "Cardiology 3", "daily_rate": "1750"}

@@ -319,3 +319,131 @@ async def review(visit: SignedIn, grant_id: str) -> Response:
         case _:
             return refused(visit, answer)
     return await queue(visit, state, answer.status, error=error)
+
+
+# --- wards and their beds ---------------------------------------------------------------------
+
+WARD_DONE = {
+    "created": N_("The ward was made, its beds all available."),
+    "corrected": N_("The ward was corrected. Nights posted from now on carry its rate."),
+}
+#: The ward's fields a form sends, and the API's names for them.
+WARD_FIELDS = ("name", "type", "daily_rate", "currency")
+
+
+def ward_form(form: dict[str, str], *, new: bool) -> tuple[JsonObject, dict[str, str]]:
+    """The API's request from a ward's form, and the fields the form itself finds wrong."""
+    body: JsonObject = {}
+    errors: dict[str, str] = {}
+    name = " ".join(form.get("name", "").split())
+    if name:
+        body["name"] = name
+    elif new:
+        errors["name"] = N_("Enter the ward's name.")
+    kind = form.get("type", "").strip().lower()
+    if kind:
+        body["type"] = kind
+    elif new:
+        errors["type"] = N_("Enter the ward's type, such as general or icu.")
+    rate = form.get("daily_rate", "").strip().replace(",", ".")
+    if rate:
+        body["daily_rate"] = rate
+    elif new:
+        errors["daily_rate"] = N_("Enter the price of a night.")
+    currency = form.get("currency", "").strip().upper()
+    if currency:
+        body["currency"] = currency
+    if new:
+        for field, low in (("beds", 1), ("rooms", 1)):
+            text = form.get(field, "").strip()
+            if not text and field == "rooms":
+                continue
+            if not text.isdigit() or int(text) < low:
+                errors[field] = N_("Enter a whole number, 1 or more.")
+            else:
+                body[field] = int(text)
+    return body, errors
+
+
+def api_errors(answer: Answer) -> dict[str, str]:
+    """The fields a 422 of the API names, with its words (a currency billing does not invoice in
+    is named by its detail)."""
+    problem = answer.problem()
+    found = {f: problem.fields[f] for f in (*WARD_FIELDS, "beds", "rooms") if f in problem.fields}
+    if not found:
+        found["currency" if "currenc" in problem.detail else "daily_rate"] = problem.detail or N_(
+            "This was not accepted."
+        )
+    return found
+
+
+@router.get("/admin/wards", response_class=HTMLResponse)
+async def wards(visit: SignedIn) -> Response:
+    """The wards: type, the price of a night, and their beds by state."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    answer = await visit.call("GET", "/api/wards")
+    if not answer.ok:
+        return refused(visit, answer)
+    return visit.page("admin_wards.html", wards=items(answer))
+
+
+@router.get("/admin/wards/new", response_class=HTMLResponse)
+async def new_ward(visit: SignedIn) -> Response:
+    if (no := admin_only(visit)) is not None:
+        return no
+    return visit.page("admin_ward_new.html", form={"currency": "TRY", "rooms": "1"}, errors={})
+
+
+@router.post("/admin/wards/new", response_class=HTMLResponse)
+async def create_ward(visit: SignedIn) -> Response:
+    """Make a ward with its beds over its rooms, all available."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    form = await form_of(visit.request)
+    body, errors = ward_form(form, new=True)
+    if not errors:
+        answer = await visit.call("POST", "/api/wards", body=body)
+        if answer.ok and isinstance(answer.body, dict):
+            return RedirectResponse(f"/admin/wards/{answer.body.get('id')}?done=created", status_code=303)
+        if answer.status != 422:
+            return refused(visit, answer)
+        errors = api_errors(answer)
+    return visit.page("admin_ward_new.html", status=422, form=form, errors=errors)
+
+
+async def ward_page(visit: Visit, ward_id: uuid.UUID, status: int = 200, **values: object) -> Response:
+    answer = await visit.call("GET", f"/api/wards/{ward_id}")
+    if not answer.ok or not isinstance(answer.body, dict):
+        return refused(visit, answer)
+    shown: dict[str, object] = {"notice": None, "errors": {}, "form": answer.body}
+    return visit.page("admin_ward.html", status=status, ward=answer.body, **(shown | values))
+
+
+@router.get("/admin/wards/{ward_id}", response_class=HTMLResponse)
+async def ward(visit: SignedIn, ward_id: str, done: str = "") -> Response:
+    """One ward: its rooms and beds by state, and its details to correct."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    if (wid := parse_id(ward_id)) is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such ward."))
+    return await ward_page(visit, wid, notice=WARD_DONE.get(done))
+
+
+@router.post("/admin/wards/{ward_id}", response_class=HTMLResponse)
+async def correct_ward(visit: SignedIn, ward_id: str) -> Response:
+    """Correct a ward's name, type, price of a night or currency."""
+    if (no := admin_only(visit)) is not None:
+        return no
+    if (wid := parse_id(ward_id)) is None:
+        return visit.page("problem.html", status=404, message=N_("There is no such ward."))
+    form = await form_of(visit.request)
+    body, errors = ward_form(form, new=False)
+    if not errors:
+        answer = await visit.call("PATCH", f"/api/wards/{wid}", body=body)
+        if answer.ok:
+            return RedirectResponse(f"/admin/wards/{wid}?done=corrected", status_code=303)
+        if answer.status != 422:
+            return refused(visit, answer)
+        errors = api_errors(answer)
+    return await ward_page(visit, wid, 422, errors=errors, form=form)

@@ -1,6 +1,7 @@
 """Administration in a real browser under `his up`: an administrator finds a nurse's account,
 disables it while the nurse is signed in elsewhere, and that session ends (the nurse's next page
-sends them to sign in); the account is enabled again and gets another role; the roles that need
+sends them to sign in); the account is enabled again and gets another role; a ward is added and
+its price corrected; the roles that need
 a second factor are read and kept; a doctor's emergency access reaches the review queue and is
 escalated with a note. Every page passes the accessibility check; no script, style or image is
 refused by the Content-Security-Policy."""
@@ -76,6 +77,29 @@ async def test_an_administrator_disables_a_signed_in_nurse_and_the_session_ends(
         await expect(page.get_by_role("status")).to_contain_text("The roles were changed.")
         await expect(page.get_by_label("Laboratory technician")).to_be_checked()
         await screenshots.take(page, "roles")
+        await check_accessibility(page)
+
+        # A ward: added with its beds over two rooms, then its price of a night corrected.
+        ward = f"Ward {tag % 100000}"
+        await page.get_by_role("link", name="Wards", exact=True).click()
+        await page.get_by_role("link", name="Add a ward").click()
+        await page.get_by_label("Name").fill(ward)
+        await page.get_by_label("Type").fill("general")
+        await page.get_by_label("Price of a night").fill("1500")
+        await page.get_by_label("Beds").fill("4")
+        await page.get_by_label("Rooms").fill("2")
+        await check_accessibility(page)
+        await page.get_by_role("button", name="Add the ward").click()
+        await expect(page.get_by_role("status")).to_have_text("The ward was made, its beds all available.")
+        await expect(page.locator(".his-facts")).to_contain_text("R1, R2")
+        await page.get_by_label("Price of a night").fill("1750.00")
+        await page.get_by_role("button", name="Save the ward").click()
+        await expect(page.get_by_role("status")).to_contain_text("The ward was corrected.")
+        await expect(page.locator(".his-facts")).to_contain_text("1,750.00")
+        await screenshots.take(page, "ward")
+        await check_accessibility(page)
+        await page.get_by_role("link", name="Back to the wards").click()
+        await expect(page.get_by_role("link", name=ward)).to_be_visible()
         await check_accessibility(page)
 
         # Making an account: the form, checked before anything is sent.
