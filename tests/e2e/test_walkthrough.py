@@ -14,7 +14,7 @@ DOC = Path(__file__).parents[2] / "docs" / "walkthrough.md"
 SETTINGS = {
     "GW": "http://127.0.0.1:4004",
     "ADMIN_EMAIL": "admin@his.local",
-    "ADMIN_PASSWORD": "'the password his up printed'",
+    "ADMIN_PASSWORD": "'the password you set in HIS_ADMIN_PASSWORD'",
 }
 
 
