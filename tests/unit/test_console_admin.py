@@ -246,7 +246,13 @@ async def test_the_wards_are_listed_made_and_corrected(admin: Desk) -> None:
     assert not [c for c in admin.api.calls if c.path == "/api/wards" and c.method == "POST"]
 
     admin.api.answer("POST", "/api/wards", problem(422, "currency must be one of TRY, EUR"))
-    data = {"name": " Cardiology  3 ", "type": "General", "daily_rate": "1500,00", "currency": "usd", "beds": "6"}
+    data: dict[str, str | list[str]] = {
+        "name": " Cardiology  3 ",
+        "type": "General",
+        "daily_rate": "1500,00",
+        "currency": "usd",
+        "beds": "6",
+    }
     refused = await form(admin, "/admin/wards/new", data | {"rooms": "2"})
     assert refused.status_code == 422 and 'id="currency-error"' in refused.text and "TRY, EUR" in refused.text
     assert admin.api.calls[-1].body == {
